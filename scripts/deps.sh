@@ -1,0 +1,21 @@
+#!/bin/sh
+# Install the Debian packages fosr-collector needs to build and test, or, when not
+# root, print the exact apt-get line.  Quiet when everything is already there.
+PKGS="build-essential pkg-config clang libclang-rt-14-dev libevent-dev libssl-dev libyaml-dev
+libc-ares-dev libcmocka-dev openssl python3 python3-aiosmtpd swaks postfix libsasl2-modules sasl2-bin
+valgrind"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+	echo "fosr-collector: missing Debian packages. Install them with:" >&2
+	echo "  sudo apt-get install -y$missing" >&2
+	exit 1
+fi
+echo "fosr-collector: installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+# postfix asks questions on install; answer them "No configuration" up front.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
+apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,108 @@
+/*
+ * Configuration: the main YAML file (-c), the seed's feed_config.yml (-f, YAML
+ * or JSON), both read into plain structs that the rest of the daemon treats as
+ * read-only.  Parsing never logs: errors are written to the caller's buffer as
+ * "FILE:LINE: KEY: what is wrong".
+ */
+#ifndef FOSR_CONFIG_H
+#define FOSR_CONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "limits.h"
+
+enum tls_mode { TLS_MODE_PLAIN, TLS_MODE_STARTTLS, TLS_MODE_IMPLICIT };
+
+enum auth_outcome {
+	AUTH_OUTCOME_ACCEPT,		/* every credential works (the original's behaviour) */
+	AUTH_OUTCOME_REJECT,		/* every attempt fails like a real server; still recorded */
+	AUTH_OUTCOME_ACCEPT_AFTER,	/* fail the first auth_accept_after attempts of a session */
+};
+
+struct cfg_listener {
+	char		 address[64];	/* numeric IPv4 or IPv6 ("0.0.0.0", "::") */
+	int		 port;		/* before port_offset is added */
+	enum tls_mode	 tls;
+	char		 name[32];	/* "smtp", "submissions", "submission" unless set */
+};
+
+struct cfg_feed {
+	bool		 enabled;	/* a feed is configured */
+	char		 source[PATH_MAX];	/* file it came from (for messages) */
+	char		 broker[CFG_NAME_MAX];
+	int		 port;
+	char		 identity[CFG_NAME_MAX];
+	char		 secret[CFG_NAME_MAX];
+	char		 channels[CFG_CHANNELS_MAX][CFG_NAME_MAX];
+	int		 nchannels;
+	char		 events_channel[CFG_NAME_MAX];	/* "" = no events channel */
+	bool		 tls;
+	char		 ca_file[PATH_MAX];
+	char		 server_name[CFG_NAME_MAX];	/* "" = broker */
+	bool		 metadata;	/* add envelope/peer/... keys to each payload */
+};
+
+struct cfg_limits {
+	size_t		 line_length;	/* command line, bytes without CRLF */
+	uint64_t	 message_size;	/* SIZE advertised and enforced */
+	int		 recipients;	/* per transaction */
+	int		 soft_errors;
+	int		 hard_errors;
+	int		 error_sleep;	/* seconds, after soft_errors */
+	int		 idle_timeout;	/* seconds */
+	int		 session_lifetime;	/* seconds */
+	int		 sessions;	/* all listeners */
+	int		 sessions_per_ip;
+	int		 banner_delay_ms;	/* 0 = none */
+	int		 banner_jitter_ms;
+};
+
+struct cfg {
+	char		 path[PATH_MAX];	/* "" = embedded defaults */
+	char		 hostname[CFG_NAME_MAX];	/* "" = gethostname() at start */
+	char		 sensor[CFG_NAME_MAX];	/* "" = hostname */
+	char		 persona[32];	/* "postfix-3.7" */
+	char		 user[64];	/* drop to this user when started as root; "" = stay */
+	int		 port_offset;	/* added to every listener port (the original's 6000) */
+	struct cfg_listener listeners[CFG_LISTENERS_MAX];
+	int		 nlisteners;
+
+	char		 tls_cert[PATH_MAX];	/* generated (self-signed) when missing */
+	char		 tls_key[PATH_MAX];
+
+	char		 spool_dir[PATH_MAX];
+	char		 maildir[PATH_MAX];	/* "" = no Maildir copy */
+	uint64_t	 spool_min_free;	/* bytes free on the spool's filesystem */
+	uint64_t	 spool_max_bytes;	/* 0 = unlimited */
+
+	char		 event_log[PATH_MAX];	/* "" = none */
+
+	enum auth_outcome auth_outcome;
+	int		 auth_accept_after;
+
+	struct cfg_limits limits;
+	struct cfg_feed	 feed;
+};
+
+/* Fill c with the embedded defaults (25/465/587, ./spool, ./fosr-events.json). */
+void	cfg_defaults(struct cfg *c);
+
+/*
+ * Load the main config at path over c (which holds the defaults).  Unknown
+ * keys, wrong types and out-of-range values are errors.  A "listeners" list in
+ * the file replaces the default listeners.  Returns 0, or -1 with err filled.
+ */
+int	cfg_load(struct cfg *c, const char *path, char *err, size_t errlen);
+
+/*
+ * Load the seed's feed config (YAML or JSON, "port: 10_000" accepted) into
+ * f.  Returns 0, or -1 with err filled.
+ */
+int	cfg_load_feed(struct cfg_feed *f, const char *path, char *err, size_t errlen);
+
+const char *cfg_tls_mode_name(enum tls_mode);
+
+#endif

@@ -1,0 +1,40 @@
+/*
+ * Named limits in one place.  Values marked "default" are what the embedded
+ * configuration uses; config.c lets an operator change them within the ranges
+ * given here.  Postfix's default is used wherever Postfix has one.
+ */
+#ifndef FOSR_LIMITS_H
+#define FOSR_LIMITS_H
+
+#define FOSR_VERSION		"0.1.0"
+
+/* RFC 5321 4.5.3.1 sizes, and Postfix's line_length_limit. */
+#define SMTP_LINE_DEFAULT	2048		/* default command line cap (bytes, w/o CRLF) */
+#define SMTP_LINE_MIN		512
+#define SMTP_LINE_MAX		65536
+#define SMTP_DOMAIN_MAX		255		/* HELO argument, domains */
+#define SMTP_PATH_MAX		512		/* a mailbox inside <> (we keep more than RFC's 256) */
+#define SMTP_PARAM_MAX		512		/* one ESMTP parameter value (ENVID, ORCPT) */
+#define SMTP_AUTH_LINE_MAX	12288		/* one AUTH line (Postfix: 12288) */
+#define SMTP_AUTH_FIELD_MAX	256		/* decoded user / password kept */
+
+#define SMTP_RCPT_DEFAULT	1000		/* smtpd_recipient_limit */
+#define SMTP_SOFT_ERRORS_DEFAULT 10		/* smtpd_soft_error_limit */
+#define SMTP_HARD_ERRORS_DEFAULT 20		/* smtpd_hard_error_limit */
+#define SMTP_ERROR_SLEEP_DEFAULT 1		/* smtpd_error_sleep_time (s) */
+#define SMTP_IDLE_DEFAULT	300		/* smtpd_timeout (s) */
+#define SMTP_LIFETIME_DEFAULT	3600		/* whole session (s) */
+#define SMTP_MSG_SIZE_DEFAULT	(32u * 1024 * 1024)	/* as the original (aiosmtpd) */
+#define SMTP_SESSIONS_DEFAULT	1000		/* all listeners together */
+#define SMTP_SESSIONS_IP_DEFAULT 50		/* smtpd_client_connection_count_limit */
+
+/* Read-side watermark: a session's input buffer never holds more than this. */
+#define SMTP_READ_HIGHWATER	(64 * 1024)
+
+#define SPOOL_MIN_FREE_DEFAULT	(64ull * 1024 * 1024)	/* refuse mail below this free space */
+
+#define CFG_LISTENERS_MAX	16
+#define CFG_CHANNELS_MAX	16
+#define CFG_NAME_MAX		256		/* hostnames, identities, channels (hpfeeds str8) */
+
+#endif

@@ -1,0 +1,105 @@
+/*
+ * Text log (stderr, OpenSMTPD style "key=value" lines) and the JSON-lines event
+ * log (Cowrie conventions).  Attacker bytes never reach either unescaped:
+ * log_escape() for text, jb_str() for JSON.
+ */
+#ifndef FOSR_LOG_H
+#define FOSR_LOG_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+
+/* Set the text log threshold; debug also turns on the protocol trace (-d). */
+void	log_init(enum log_level level);
+bool	log_debug_enabled(void);
+
+void	log_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void	log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void	log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void	log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Startup failures and broken invariants only: logs and exits 1. */
+void	fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/*
+ * Copy len bytes of src into dst as printable ASCII (vis-like: \r \n \t \\,
+ * other bytes outside 0x20..0x7e as \xNN), NUL-terminated, truncated with "..."
+ * when dst is too small.  Returns dst.  dstlen must be >= 4.
+ */
+char	*log_escape(char *dst, size_t dstlen, const void *src, size_t len);
+
+/*
+ * JSON builder.  Keys are trusted C strings; every value string goes through
+ * jb_str(), which writes valid UTF-8 JSON whatever the input bytes: control
+ * characters as \u00XX and each byte of an invalid UTF-8 sequence as U+FFFD.
+ */
+struct jbuf {
+	char	*buf;
+	size_t	 len;
+	size_t	 cap;
+	int	 depth;
+	bool	 first[16];	/* no comma needed yet at this depth */
+	bool	 oom;		/* an allocation failed: the result is unusable */
+};
+
+void	jb_init(struct jbuf *);
+void	jb_free(struct jbuf *);
+void	jb_reset(struct jbuf *);
+void	jb_obj_open(struct jbuf *);
+void	jb_obj_close(struct jbuf *);
+void	jb_arr_open(struct jbuf *);
+void	jb_arr_close(struct jbuf *);
+void	jb_key(struct jbuf *, const char *key);
+void	jb_str(struct jbuf *, const void *s, size_t len);
+void	jb_cstr(struct jbuf *, const char *s);	/* NULL writes null */
+void	jb_int(struct jbuf *, long long);
+void	jb_uint(struct jbuf *, unsigned long long);
+void	jb_bool(struct jbuf *, bool);
+void	jb_null(struct jbuf *);
+void	jb_raw(struct jbuf *, const char *json, size_t len);	/* already-valid JSON value */
+/* key + value shorthands */
+void	jb_kstr(struct jbuf *, const char *key, const void *s, size_t len);
+void	jb_kcstr(struct jbuf *, const char *key, const char *s);
+void	jb_kint(struct jbuf *, const char *key, long long);
+void	jb_kuint(struct jbuf *, const char *key, unsigned long long);
+void	jb_kbool(struct jbuf *, const char *key, bool);
+
+/*
+ * Whether len bytes of s are valid UTF-8 (RFC 3629: no overlongs, no
+ * surrogates, nothing above U+10FFFF).
+ */
+bool	utf8_valid(const void *s, size_t len);
+
+/* The connection facts every event carries. */
+struct event_conn {
+	uint64_t	 session;	/* printed as %016llx */
+	const char	*src_ip;
+	int		 src_port;
+	const char	*dst_ip;
+	int		 dst_port;
+	const char	*protocol;	/* "smtp" */
+};
+
+/* Open (append, create 0640) the event log; NULL path or "" disables it. */
+int	evlog_open(const char *path, const char *sensor, char *err, size_t errlen);
+/* Reopen the same path (SIGHUP, for logrotate).  Logs a warning on failure. */
+void	evlog_reopen(void);
+void	evlog_close(void);
+
+/*
+ * Start an event in jb: opens the object and writes eventid, timestamp (ISO
+ * 8601 UTC with microseconds), session, src/dst, protocol and sensor.  The
+ * caller adds its fields and calls evlog_emit(), which closes the object,
+ * appends a newline and writes the line in one write(2).  conn may be NULL
+ * for events outside a session.
+ */
+void	evlog_begin(struct jbuf *jb, const char *eventid, const struct event_conn *conn);
+void	evlog_emit(struct jbuf *jb);
+
+/* Current time as ISO 8601 UTC with microseconds: "2026-11-27T04:35:30.123456Z". */
+void	log_timestamp(char *buf, size_t len);
+
+#endif

@@ -1,0 +1,121 @@
+/*
+ * Personas: every reply the SMTP server can give, as data.  The session state
+ * machine names a reply by its id; the persona holds the text.  Templates are
+ * single reply lines without CRLF and may contain the placeholders
+ *   {host}  the configured hostname        {qid}  a queue id
+ *   {addr}  the client's address           {arg}  a client argument (sanitised)
+ *   {n}     a number given by the caller   {size} the message size limit
+ * Adding a persona = adding one table to persona.c; the session never changes.
+ */
+#ifndef FOSR_PERSONA_H
+#define FOSR_PERSONA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum persona_reply {
+	PR_BANNER,
+	PR_HELO_OK,		/* reply to HELO */
+	PR_EHLO_FIRST,		/* first line of the EHLO reply (code and dash added by session) */
+	PR_HELO_SYNTAX,
+	PR_EHLO_SYNTAX,
+	PR_NEED_HELO,
+	PR_MAIL_OK,
+	PR_MAIL_NESTED,
+	PR_MAIL_SYNTAX,
+	PR_MAIL_BAD_ADDR,
+	PR_MAIL_BAD_PARAM,	/* {arg} = the unsupported parameter */
+	PR_MAIL_BAD_SIZE,	/* SIZE= value not a number */
+	PR_MAIL_BAD_BODY,	/* BODY= value unknown */
+	PR_SIZE_EXCEEDED,	/* SIZE= over the limit (MAIL) */
+	PR_SMTPUTF8_NEEDED,	/* reserved */
+	PR_NEED_MAIL,
+	PR_RCPT_OK,
+	PR_RCPT_SYNTAX,
+	PR_RCPT_BAD_ADDR,
+	PR_RCPT_BAD_PARAM,
+	PR_RCPT_TOO_MANY,
+	PR_RCPT_UNKNOWN_LOCAL,	/* {arg} = address: local recipient unknown */
+	PR_NEED_RCPT,		/* DATA/BDAT with no transaction */
+	PR_NO_VALID_RCPT,	/* DATA/BDAT in a transaction without recipients */
+	PR_DATA_SYNTAX,
+	PR_DATA_GO,
+	PR_QUEUED,		/* {qid} */
+	PR_MSG_TOO_BIG,		/* after DATA/BDAT */
+	PR_STORAGE_FULL,
+	PR_WRITE_ERROR,
+	PR_BDAT_SYNTAX,
+	PR_BDAT_OK,		/* {n} = chunk size */
+	PR_DATA_AFTER_BDAT,
+	PR_RSET_OK,
+	PR_RSET_SYNTAX,
+	PR_NOOP_OK,
+	PR_QUIT,
+	PR_VRFY_SYNTAX,
+	PR_VRFY_OK,		/* {arg} */
+	PR_EXPN_SYNTAX,
+	PR_ETRN_SYNTAX,
+	PR_ETRN_NEED_HELO,
+	PR_ETRN_IN_MAIL,
+	PR_ETRN_REPLY,		/* {arg} = domain */
+	PR_UNKNOWN,
+	PR_EMPTY,		/* an empty command line */
+	PR_LINE_TOO_LONG,
+	PR_STARTTLS_GO,
+	PR_STARTTLS_SYNTAX,
+	PR_STARTTLS_ACTIVE,
+	PR_STARTTLS_UNAVAILABLE,	/* STARTTLS when not offered */
+	PR_AUTH_OK,
+	PR_AUTH_FAILED,
+	PR_AUTH_SYNTAX,
+	PR_AUTH_ALREADY,
+	PR_AUTH_IN_MAIL,
+	PR_AUTH_BAD_MECH,
+	PR_AUTH_ABORTED,
+	PR_AUTH_BAD_B64,
+	PR_AUTH_CHALLENGE,	/* "334 {arg}" */
+	PR_TOO_MANY_ERRORS,
+	PR_TIMEOUT,
+	PR_TOO_MANY_CONN,	/* {addr} */
+	PR_TOO_MANY_SESSIONS,	/* all listeners full */
+	PR_SHUTDOWN,
+	PR_BARE_LF_REJECT,	/* reserved for a persona that rejects bare LF */
+	PR_COUNT
+};
+
+#define PERSONA_EHLO_MAX	24
+
+struct persona {
+	const char	*name;		/* "postfix-3.7" */
+	const char	*replies[PR_COUNT];
+	/* EHLO keywords in order; "SIZE {size}" and "STARTTLS"/"AUTH ..." included:
+	 * the session drops STARTTLS when TLS is active or unavailable. */
+	const char	*ehlo[PERSONA_EHLO_MAX];
+	const char	*auth_mechs;	/* "PLAIN LOGIN CRAM-MD5" */
+	const char	*received_fmt;	/* reserved for the relay's Received header */
+};
+
+struct persona_vars {
+	const char	*host;
+	const char	*qid;
+	const char	*addr;
+	const char	*arg;		/* raw client bytes: sanitised while formatting */
+	size_t		 arglen;
+	uint64_t	 n;
+	uint64_t	 size;
+};
+
+/* The persona called name, or NULL. */
+const struct persona *persona_find(const char *name);
+const struct persona *persona_default(void);
+
+/*
+ * Expand tmpl into out (NUL-terminated, at most outlen-1 bytes, truncated
+ * safely).  {arg} is copied with every byte outside 0x21..0x7e except space
+ * replaced by '?' (as Postfix's printable()), capped at 256 bytes.
+ * Returns the length written.
+ */
+size_t	persona_format(char *out, size_t outlen, const char *tmpl,
+	    const struct persona_vars *v);
+
+#endif

@@ -1,0 +1,91 @@
+/*
+ * The spool: durable, content-addressed storage of captured mail.
+ *
+ *   <dir>/tmp/<random>             a message while it is being received
+ *   <dir>/messages/<sha256>.eml    the exact DATA bytes (dot-unstuffed, CRLF kept)
+ *   <dir>/receptions.jsonl         one JSON object per line per reception (journal)
+ *
+ * A message body streams to a tmp file on the event loop thread (write(2) to the
+ * page cache).  The slow part, fsync of the file, rename(2), fsync of the
+ * directory and the appended, fsync'ed journal line, runs on one worker thread
+ * that commits every queued message as a group; the caller's callback then runs
+ * back on the event loop.  When it reports success the message and its
+ * reception record are on disk: only then may the session answer 250.
+ *
+ * The journal is also the hpfeeds outbox: a publisher reads it from a saved
+ * offset.  A torn last line (crash mid-append) is cut off at spool_open().
+ */
+#ifndef FOSR_SPOOL_H
+#define FOSR_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct spool;
+struct spool_msg;
+
+struct spool_opts {
+	const char	*dir;
+	const char	*maildir;	/* NULL or "" = none; else <maildir>/{tmp,new,cur} */
+	const char	*hostname;	/* for Maildir file names */
+	uint64_t	 min_free;	/* refuse mail when the filesystem has less free */
+	uint64_t	 max_bytes;	/* 0 = no quota on messages/ */
+};
+
+/*
+ * Create the directories if needed, repair a torn journal tail, start the
+ * commit worker.  Returns NULL with err filled on failure.
+ */
+struct spool	*spool_open(struct event_base *base, const struct spool_opts *opts,
+		    char *err, size_t errlen);
+
+/* Finish every queued commit (callbacks are not run), stop the worker, free. */
+void		 spool_free(struct spool *);
+
+/* Is there room for about expected more bytes?  0 yes, -1 no (quota or min_free). */
+int		 spool_check_space(struct spool *, uint64_t expected);
+
+/* Path of the journal (for the publisher); valid while the spool lives. */
+const char	*spool_journal_path(const struct spool *);
+const char	*spool_dir(const struct spool *);
+
+/* Begin a message: opens a tmp file.  NULL with err filled on failure. */
+struct spool_msg *spool_msg_new(struct spool *, char *err, size_t errlen);
+
+/*
+ * Append body bytes (buffered; the SHA-256 is updated as they pass).  After a
+ * failure every later call fails too and spool_msg_error() tells the errno;
+ * the caller keeps reading the client's data and answers with an error.
+ */
+int		 spool_msg_write(struct spool_msg *, const void *buf, size_t len);
+int		 spool_msg_error(const struct spool_msg *);
+uint64_t	 spool_msg_size(const struct spool_msg *);
+
+/* Flush and compute the digest (lower-case hex, 65 bytes with NUL).  0 or -1. */
+int		 spool_msg_finish(struct spool_msg *, char hex[65]);
+
+/* Drop the message: tmp file unlinked, memory freed. */
+void		 spool_msg_abort(struct spool_msg *);
+
+/*
+ * status 0: the message file, its name and the reception record are durable.
+ * status -1: they are not (errno in err_no); nothing acknowledged may be lost:
+ * the caller answers 451/452.
+ */
+typedef void	(*spool_done_cb)(void *arg, int status, int err_no);
+
+/*
+ * Queue m for the group commit, with its reception record (one JSON object,
+ * no newline; copied).  spool_msg_finish() must have been called.  Ownership
+ * of m passes to the spool: the pointer stays valid for spool_msg_detach()
+ * until cb has run.  cb runs on the event loop thread.
+ */
+void		 spool_msg_commit(struct spool_msg *m, const char *record, size_t len,
+		    spool_done_cb cb, void *arg);
+
+/* The caller of a pending commit is going away: it completes, cb is not run. */
+void		 spool_msg_detach(struct spool_msg *m);
+
+#endif

@@ -1,0 +1,33 @@
+/* Small helpers shared by the modules: checked number parsing, randomness, ids. */
+#ifndef FOSR_UTIL_H
+#define FOSR_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Parse all of s[0..len) as a decimal in [min, max]; underscores between digits allowed
+ * when allow_underscore (YAML "10_000").  Returns 0 or -1. */
+int	util_parse_u64(const char *s, size_t len, uint64_t min, uint64_t max,
+	    bool allow_underscore, uint64_t *out);
+
+/* Cryptographically random bytes (getrandom); never fails (falls back to fatalx). */
+void	util_random(void *buf, size_t len);
+uint64_t util_random_u64(void);
+
+/* A Postfix-like short queue id: 10 to 12 upper-case hex digits.  buf >= 16. */
+void	util_queue_id(char *buf, size_t len);
+
+/* Lower-case hex of len bytes into out (2*len+1 bytes). */
+void	util_hex(const void *in, size_t len, char *out);
+
+/* Strict RFC 4648 base64.  decode: returns decoded length or -1 on bad input
+ * (whitespace not allowed, padding required); out must hold len/4*3 bytes.
+ * encode: returns output length; out must hold 4*((len+2)/3)+1 bytes. */
+long	b64_decode(const char *in, size_t len, unsigned char *out, size_t outlen);
+size_t	b64_encode(const void *in, size_t len, char *out);
+
+/* mkdir -p with mode; 0 or -1 (errno set). */
+int	util_mkdirs(const char *path, unsigned mode);
+
+#endif
