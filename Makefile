@@ -8,7 +8,7 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 CC       ?= cc
 WARN     := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wvla -Wimplicit-fallthrough -Wno-unused-parameter
-BASE     := -std=c11 -D_GNU_SOURCE -Isrc $(WARN) $(PKG_CFLAGS)
+BASE     := -std=c11 -D_GNU_SOURCE -iquote src $(WARN) $(PKG_CFLAGS)
 HARDEN   := -O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE
 HARDEN_LD:= -pie -Wl,-z,relro,-z,now
 SAN      := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined

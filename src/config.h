@@ -7,12 +7,12 @@
 #ifndef FOSR_CONFIG_H
 #define FOSR_CONFIG_H
 
-#include <limits.h>
+#include <linux/limits.h>	/* PATH_MAX; <limits.h> would find src/limits.h under -Isrc */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "limits.h"
+#include "fosr_limits.h"
 
 enum tls_mode { TLS_MODE_PLAIN, TLS_MODE_STARTTLS, TLS_MODE_IMPLICIT };
 
@@ -103,6 +103,16 @@ int	cfg_load(struct cfg *c, const char *path, char *err, size_t errlen);
  */
 int	cfg_load_feed(struct cfg_feed *f, const char *path, char *err, size_t errlen);
 
+/*
+ * The same two loaders over an in-memory buffer (tests, fuzzing); name is the
+ * file name used in error messages and stored as the source/path.
+ */
+int	cfg_load_buf(struct cfg *c, const char *name, const char *buf,
+	    size_t len, char *err, size_t errlen);
+int	cfg_load_feed_buf(struct cfg_feed *f, const char *name, const char *buf,
+	    size_t len, char *err, size_t errlen);
+
 const char *cfg_tls_mode_name(enum tls_mode);
+const char *cfg_auth_outcome_name(enum auth_outcome);
 
 #endif

@@ -80,6 +80,8 @@ enum persona_reply {
 	PR_TOO_MANY_SESSIONS,	/* all listeners full */
 	PR_SHUTDOWN,
 	PR_BARE_LF_REJECT,	/* reserved for a persona that rejects bare LF */
+	PR_FORBIDDEN,		/* CONNECT/GET/POST or a header line as a command: reply, then hang up */
+	PR_AUTH_NEED_HELO,	/* AUTH before EHLO */
 	PR_COUNT
 };
 

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "limits.h"
+#include "fosr_limits.h"
 
 enum smtp_cmd {
 	SMTP_CMD_NONE,		/* empty line */

@@ -47,6 +47,17 @@ void		 spool_free(struct spool *);
 /* Is there room for about expected more bytes?  0 yes, -1 no (quota or min_free). */
 int		 spool_check_space(struct spool *, uint64_t expected);
 
+/* Counters since spool_open (for logs and tests). */
+struct spool_stats {
+	uint64_t	groups;		/* group commits run by the worker */
+	uint64_t	commits;	/* messages handed to spool_msg_commit */
+	uint64_t	failures;	/* commits reported with status -1 */
+	uint64_t	dedup;		/* content already stored: not written again */
+	uint64_t	maildir_failures; /* Maildir links/copies that failed (not fatal) */
+	uint64_t	used_bytes;	/* size of messages/ (tracked only with max_bytes) */
+};
+void		 spool_get_stats(struct spool *, struct spool_stats *);
+
 /* Path of the journal (for the publisher); valid while the spool lives. */
 const char	*spool_journal_path(const struct spool *);
 const char	*spool_dir(const struct spool *);

@@ -1,0 +1,1142 @@
+/*
+ * Configuration files: the main YAML config and the seed's feed config (YAML
+ * or JSON, which libyaml reads as YAML flow style).  The file is loaded with
+ * libyaml's document API and walked against a fixed schema, so the walk is as
+ * deep as the schema whatever the document holds (aliases cannot make it
+ * loop).  Every error names the file, the line and the dotted key.  Nothing
+ * is applied unless the whole file is valid.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <yaml.h>
+
+#include "config.h"
+#include "log.h"
+#include "util.h"
+
+#define CFG_FILE_MAX	(1024 * 1024)	/* a config file larger than this is a mistake */
+#define CFG_KEYPATH_MAX	128
+
+/* Parsing context: the document and where errors go. */
+struct cctx {
+	yaml_document_t	*doc;
+	const char	*name;
+	char		*err;
+	size_t		 errlen;
+};
+
+/* Per-key callback of map_walk(). */
+typedef int	(*cfg_key_cb)(struct cctx *, int, const char *, yaml_node_t *,
+		    void *);
+
+static void	 cfg_verror(struct cctx *, size_t, const char *, const char *,
+		    va_list) __attribute__((format(printf, 4, 0)));
+static int	 cfg_error(struct cctx *, const yaml_node_t *, const char *,
+		    const char *, ...) __attribute__((format(printf, 4, 5)));
+static int	 cfg_error_line(struct cctx *, size_t, const char *,
+		    const char *, ...) __attribute__((format(printf, 4, 5)));
+static void	 cfg_keypath(char *, size_t, const char *, const char *);
+static int	 map_walk(struct cctx *, yaml_node_t *, const char *,
+		    const char *const *, int, cfg_key_cb, void *, uint32_t *);
+static int	 missing_keys(struct cctx *, yaml_node_t *, const char *,
+		    const char *const *, uint32_t, uint32_t);
+static bool	 scalar_is_null(const yaml_node_t *);
+static int	 get_scalar(struct cctx *, yaml_node_t *, const char *,
+		    const char **, size_t *);
+static int	 get_str(struct cctx *, yaml_node_t *, const char *, char *,
+		    size_t, bool);
+static int	 get_u64(struct cctx *, yaml_node_t *, const char *, uint64_t,
+		    uint64_t, uint64_t *);
+static int	 get_int(struct cctx *, yaml_node_t *, const char *, int, int,
+		    int *);
+static int	 get_size(struct cctx *, yaml_node_t *, const char *, uint64_t,
+		    uint64_t, uint64_t *);
+static int	 get_bool(struct cctx *, yaml_node_t *, const char *, bool *);
+static int	 get_enum(struct cctx *, yaml_node_t *, const char *,
+		    const char *const *, int, int *);
+static int	 feed_key_cb(struct cctx *, int, const char *, yaml_node_t *,
+		    void *);
+static int	 feed_channels(struct cctx *, yaml_node_t *, const char *,
+		    struct cfg_feed *);
+static int	 feed_parse(struct cctx *, yaml_node_t *, const char *,
+		    struct cfg_feed *);
+static int	 listener_key_cb(struct cctx *, int, const char *, yaml_node_t *,
+		    void *);
+static int	 listeners_parse(struct cctx *, yaml_node_t *, const char *,
+		    struct cfg *, size_t *);
+static int	 tls_key_cb(struct cctx *, int, const char *, yaml_node_t *,
+		    void *);
+static int	 spool_key_cb(struct cctx *, int, const char *, yaml_node_t *,
+		    void *);
+static int	 auth_key_cb(struct cctx *, int, const char *, yaml_node_t *,
+		    void *);
+static int	 limits_key_cb(struct cctx *, int, const char *, yaml_node_t *,
+		    void *);
+static int	 main_key_cb(struct cctx *, int, const char *, yaml_node_t *,
+		    void *);
+static int	 doc_load(struct cctx *, yaml_parser_t *, yaml_document_t *,
+		    const char *, size_t);
+static int	 read_file(const char *, char **, size_t *, char *, size_t);
+static const char *default_listener_name(int, enum tls_mode);
+
+static const char *const tls_mode_names[] = { "plain", "starttls", "implicit" };
+static const char *const auth_names[] = { "accept", "reject", "accept_after" };
+
+/* Main config sections, in the order of the example file. */
+enum main_key {
+	MK_HOSTNAME, MK_SENSOR, MK_PERSONA, MK_USER, MK_PORT_OFFSET,
+	MK_LISTENERS, MK_TLS, MK_SPOOL, MK_EVENT_LOG, MK_AUTH, MK_LIMITS,
+	MK_FEED, MK_COUNT
+};
+static const char *const main_keys[MK_COUNT] = {
+	"hostname", "sensor", "persona", "user", "port_offset",
+	"listeners", "tls", "spool", "event_log", "auth", "limits", "feed",
+};
+
+enum listener_key { LK_ADDRESS, LK_PORT, LK_TLS, LK_NAME, LK_COUNT };
+static const char *const listener_keys[LK_COUNT] = {
+	"address", "port", "tls", "name",
+};
+
+enum tls_key { TK_CERTIFICATE, TK_KEY, TK_COUNT };
+static const char *const tls_keys[TK_COUNT] = { "certificate", "key" };
+
+enum spool_key { SK_DIRECTORY, SK_MAILDIR, SK_MIN_FREE, SK_MAX_BYTES, SK_COUNT };
+static const char *const spool_keys[SK_COUNT] = {
+	"directory", "maildir", "min_free", "max_bytes",
+};
+
+enum auth_key { AK_OUTCOME, AK_ACCEPT_AFTER, AK_COUNT };
+static const char *const auth_keys[AK_COUNT] = { "outcome", "accept_after" };
+
+enum limits_key {
+	LM_LINE_LENGTH, LM_MESSAGE_SIZE, LM_RECIPIENTS, LM_SOFT_ERRORS,
+	LM_HARD_ERRORS, LM_ERROR_SLEEP, LM_IDLE_TIMEOUT, LM_SESSION_LIFETIME,
+	LM_SESSIONS, LM_SESSIONS_PER_IP, LM_BANNER_DELAY, LM_BANNER_JITTER,
+	LM_COUNT
+};
+static const char *const limits_keys[LM_COUNT] = {
+	"line_length", "message_size", "recipients", "soft_errors",
+	"hard_errors", "error_sleep", "idle_timeout", "session_lifetime",
+	"sessions", "sessions_per_ip", "banner_delay_ms", "banner_jitter_ms",
+};
+
+enum feed_key {
+	FK_BROKER, FK_PORT, FK_IDENTITY, FK_SECRET, FK_CHANNELS, FK_TLS,
+	FK_CA_FILE, FK_SERVER_NAME, FK_EVENTS_CHANNEL, FK_METADATA, FK_COUNT
+};
+static const char *const feed_keys[FK_COUNT] = {
+	"broker", "port", "identity", "secret", "channels", "tls", "ca_file",
+	"server_name", "events_channel", "metadata",
+};
+#define FEED_REQUIRED	((1u << FK_BROKER) | (1u << FK_PORT) | \
+			 (1u << FK_IDENTITY) | (1u << FK_SECRET) | \
+			 (1u << FK_CHANNELS))
+
+/* What main_key_cb() needs besides the config: where port checks report. */
+struct main_state {
+	struct cfg	*c;
+	size_t		 offset_line;	/* 0 = port_offset not in the file */
+	size_t		 port_lines[CFG_LISTENERS_MAX];	/* 0 = default listener */
+	bool		 listeners_set;
+};
+
+/* Fill err with "FILE:LINE: KEY: message" (line 0 or empty key omitted). */
+static void
+cfg_verror(struct cctx *x, size_t line, const char *path, const char *fmt,
+    va_list ap)
+{
+	char msg[256], where[32] = "";
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (x->errlen == 0)
+		return;
+	if (line > 0)
+		snprintf(where, sizeof(where), ":%zu", line);
+	if (path != NULL && *path != '\0')
+		snprintf(x->err, x->errlen, "%s%s: %s: %s", x->name, where, path,
+		    msg);
+	else
+		snprintf(x->err, x->errlen, "%s%s: %s", x->name, where, msg);
+}
+
+/* Report an error at node n (NULL: no line); returns -1. */
+static int
+cfg_error(struct cctx *x, const yaml_node_t *n, const char *path,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	cfg_verror(x, n != NULL ? (size_t)n->start_mark.line + 1 : 0, path,
+	    fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* Report an error at a line number (0: none); returns -1. */
+static int
+cfg_error_line(struct cctx *x, size_t line, const char *path,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	cfg_verror(x, line, path, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* Join prefix and key as "prefix.key" (or just key at the top). */
+static void
+cfg_keypath(char *out, size_t outlen, const char *prefix, const char *key)
+{
+	if (*prefix == '\0')
+		snprintf(out, outlen, "%s", key);
+	else
+		snprintf(out, outlen, "%s.%s", prefix, key);
+}
+
+/*
+ * Walk the mapping n, whose keys must be among keys[0..nkeys) and appear once,
+ * calling cb(x, index, dotted path, value, arg) for each.  The keys seen are
+ * returned as a bit mask in *seen.
+ */
+static int
+map_walk(struct cctx *x, yaml_node_t *n, const char *prefix,
+    const char *const *keys, int nkeys, cfg_key_cb cb, void *arg,
+    uint32_t *seen)
+{
+	yaml_node_pair_t *p;
+	yaml_node_t *k, *v;
+	char path[CFG_KEYPATH_MAX], esc[64], list[256];
+	size_t klen, off;
+	int i;
+
+	*seen = 0;
+	if (n->type != YAML_MAPPING_NODE)
+		return cfg_error(x, n, prefix, "expected a mapping of keys");
+	for (p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
+	    p++) {
+		k = yaml_document_get_node(x->doc, p->key);
+		v = yaml_document_get_node(x->doc, p->value);
+		if (k == NULL || v == NULL)
+			return cfg_error(x, n, prefix, "malformed mapping");
+		if (k->type != YAML_SCALAR_NODE)
+			return cfg_error(x, k, prefix, "a key must be a string");
+		klen = k->data.scalar.length;
+		for (i = 0; i < nkeys; i++)
+			if (strlen(keys[i]) == klen &&
+			    memcmp(keys[i], k->data.scalar.value, klen) == 0)
+				break;
+		if (i == nkeys) {
+			log_escape(esc, sizeof(esc), k->data.scalar.value, klen);
+			cfg_keypath(path, sizeof(path), prefix, esc);
+			list[0] = '\0';
+			for (i = 0, off = 0; i < nkeys && off < sizeof(list); i++)
+				off += (size_t)snprintf(list + off,
+				    sizeof(list) - off, "%s%s",
+				    i ? ", " : "", keys[i]);
+			return cfg_error(x, k, path,
+			    "unknown key (expected one of: %s)", list);
+		}
+		cfg_keypath(path, sizeof(path), prefix, keys[i]);
+		if (*seen & (1u << i))
+			return cfg_error(x, k, path, "duplicate key");
+		*seen |= 1u << i;
+		if (cb(x, i, path, v, arg) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* Report the first key of required (a bit mask over keys) missing from seen. */
+static int
+missing_keys(struct cctx *x, yaml_node_t *map, const char *prefix,
+    const char *const *keys, uint32_t required, uint32_t seen)
+{
+	char path[CFG_KEYPATH_MAX];
+	int i;
+
+	for (i = 0; i < 32; i++) {
+		if ((required & (1u << i)) && !(seen & (1u << i))) {
+			cfg_keypath(path, sizeof(path), prefix, keys[i]);
+			return cfg_error(x, map, path, "missing");
+		}
+	}
+	return 0;
+}
+
+/* Whether n is a plain null scalar ("", "~", "null"). */
+static bool
+scalar_is_null(const yaml_node_t *n)
+{
+	const char *s = (const char *)n->data.scalar.value;
+	size_t len = n->data.scalar.length;
+
+	if (n->type != YAML_SCALAR_NODE ||
+	    n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	return len == 0 || (len == 1 && s[0] == '~') ||
+	    (len == 4 && strncasecmp(s, "null", 4) == 0);
+}
+
+/* Require n to be a scalar; its bytes go to *s and *len. */
+static int
+get_scalar(struct cctx *x, yaml_node_t *n, const char *path, const char **s,
+    size_t *len)
+{
+	if (n->type == YAML_SEQUENCE_NODE)
+		return cfg_error(x, n, path, "expected a single value, not a list");
+	if (n->type != YAML_SCALAR_NODE)
+		return cfg_error(x, n, path, "expected a single value, not a mapping");
+	*s = (const char *)n->data.scalar.value;
+	*len = n->data.scalar.length;
+	return 0;
+}
+
+/*
+ * Copy a string value into dst (dstlen bytes, NUL included).  A plain null
+ * is the empty string; too long, NUL bytes, or empty when !allow_empty are
+ * errors (a value is never silently truncated).
+ */
+static int
+get_str(struct cctx *x, yaml_node_t *n, const char *path, char *dst,
+    size_t dstlen, bool allow_empty)
+{
+	const char *s = NULL;
+	size_t len = 0;
+
+	if (get_scalar(x, n, path, &s, &len) == -1)
+		return -1;
+	if (scalar_is_null(n))
+		len = 0;
+	if (memchr(s, '\0', len) != NULL)
+		return cfg_error(x, n, path, "contains a NUL byte");
+	if (len >= dstlen)
+		return cfg_error(x, n, path, "longer than %zu bytes", dstlen - 1);
+	if (len == 0 && !allow_empty)
+		return cfg_error(x, n, path, "must not be empty");
+	memcpy(dst, s, len);
+	dst[len] = '\0';
+	return 0;
+}
+
+/* Parse a decimal (underscores between digits allowed) within [min, max]. */
+static int
+get_u64(struct cctx *x, yaml_node_t *n, const char *path, uint64_t min,
+    uint64_t max, uint64_t *out)
+{
+	const char *s = NULL;
+	size_t len = 0;
+	uint64_t v;
+	char esc[48];
+
+	if (get_scalar(x, n, path, &s, &len) == -1)
+		return -1;
+	if (util_parse_u64(s, len, 0, UINT64_MAX, true, &v) == -1)
+		return cfg_error(x, n, path, "expected a number, got \"%s\"",
+		    log_escape(esc, sizeof(esc), s, len));
+	if (v < min || v > max)
+		return cfg_error(x, n, path, "%llu is out of range (%llu..%llu)",
+		    (unsigned long long)v, (unsigned long long)min,
+		    (unsigned long long)max);
+	*out = v;
+	return 0;
+}
+
+/* get_u64() for an int. */
+static int
+get_int(struct cctx *x, yaml_node_t *n, const char *path, int min, int max,
+    int *out)
+{
+	uint64_t v = 0;
+
+	if (get_u64(x, n, path, (uint64_t)min, (uint64_t)max, &v) == -1)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+/* Parse a byte size: a number with an optional K, M or G suffix (powers of 1024). */
+static int
+get_size(struct cctx *x, yaml_node_t *n, const char *path, uint64_t min,
+    uint64_t max, uint64_t *out)
+{
+	const char *s = NULL;
+	size_t len = 0;
+	uint64_t v, mul = 1;
+	char esc[48];
+
+	if (get_scalar(x, n, path, &s, &len) == -1)
+		return -1;
+	if (len > 0) {
+		switch (s[len - 1]) {
+		case 'k': case 'K': mul = 1024ull; break;
+		case 'm': case 'M': mul = 1024ull * 1024; break;
+		case 'g': case 'G': mul = 1024ull * 1024 * 1024; break;
+		default: break;
+		}
+	}
+	if (mul != 1)
+		len--;
+	if (util_parse_u64(s, len, 0, UINT64_MAX / mul, true, &v) == -1)
+		return cfg_error(x, n, path,
+		    "expected a size (number with optional K, M or G), got \"%s\"",
+		    log_escape(esc, sizeof(esc), s, n->data.scalar.length));
+	v *= mul;
+	if (v < min || v > max)
+		return cfg_error(x, n, path, "%llu bytes is out of range (%llu..%llu)",
+		    (unsigned long long)v, (unsigned long long)min,
+		    (unsigned long long)max);
+	*out = v;
+	return 0;
+}
+
+/*
+ * Parse a boolean: true/false, yes/no, on/off in any case.  Quoted forms are
+ * accepted too, because users of the original wrote tls: "True".
+ */
+static int
+get_bool(struct cctx *x, yaml_node_t *n, const char *path, bool *out)
+{
+	static const char *const yes[] = { "true", "yes", "on" };
+	static const char *const no[] = { "false", "no", "off" };
+	const char *s = NULL;
+	size_t len = 0, i;
+	char esc[48];
+
+	if (get_scalar(x, n, path, &s, &len) == -1)
+		return -1;
+	for (i = 0; i < 3; i++) {
+		if (len == strlen(yes[i]) && strncasecmp(s, yes[i], len) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (len == strlen(no[i]) && strncasecmp(s, no[i], len) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return cfg_error(x, n, path, "expected true or false, got \"%s\"",
+	    log_escape(esc, sizeof(esc), s, len));
+}
+
+/* Parse one of names[0..count) (exact, lower case) into *out. */
+static int
+get_enum(struct cctx *x, yaml_node_t *n, const char *path,
+    const char *const *names, int count, int *out)
+{
+	const char *s = NULL;
+	size_t len = 0, off = 0;
+	char esc[48], list[128];
+	int i;
+
+	if (get_scalar(x, n, path, &s, &len) == -1)
+		return -1;
+	for (i = 0; i < count; i++) {
+		if (len == strlen(names[i]) && memcmp(s, names[i], len) == 0) {
+			*out = i;
+			return 0;
+		}
+	}
+	list[0] = '\0';
+	for (i = 0; i < count && off < sizeof(list); i++)
+		off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s",
+		    i ? ", " : "", names[i]);
+	return cfg_error(x, n, path, "expected one of %s, got \"%s\"", list,
+	    log_escape(esc, sizeof(esc), s, len));
+}
+
+/* Read the channels value: one string or a list of 1..CFG_CHANNELS_MAX strings. */
+static int
+feed_channels(struct cctx *x, yaml_node_t *n, const char *path,
+    struct cfg_feed *f)
+{
+	yaml_node_item_t *it;
+	yaml_node_t *v;
+	char ipath[CFG_KEYPATH_MAX];
+	int i, j;
+
+	f->nchannels = 0;
+	if (n->type == YAML_SCALAR_NODE) {
+		if (get_str(x, n, path, f->channels[0], sizeof(f->channels[0]),
+		    false) == -1)
+			return -1;
+		f->nchannels = 1;
+		return 0;
+	}
+	if (n->type != YAML_SEQUENCE_NODE)
+		return cfg_error(x, n, path,
+		    "expected a channel name or a list of them");
+	for (it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+	    it++) {
+		i = f->nchannels;
+		snprintf(ipath, sizeof(ipath), "%s[%d]", path, i);
+		if ((v = yaml_document_get_node(x->doc, *it)) == NULL)
+			return cfg_error(x, n, path, "malformed list");
+		if (i >= CFG_CHANNELS_MAX)
+			return cfg_error(x, v, ipath, "more than %d channels",
+			    CFG_CHANNELS_MAX);
+		if (get_str(x, v, ipath, f->channels[i], sizeof(f->channels[i]),
+		    false) == -1)
+			return -1;
+		for (j = 0; j < i; j++)
+			if (strcmp(f->channels[j], f->channels[i]) == 0)
+				return cfg_error(x, v, ipath,
+				    "duplicate channel \"%.64s\"", f->channels[i]);
+		f->nchannels++;
+	}
+	if (f->nchannels == 0)
+		return cfg_error(x, n, path, "at least one channel is needed");
+	return 0;
+}
+
+/* Apply one feed key. */
+static int
+feed_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct cfg_feed *f = arg;
+
+	switch ((enum feed_key)key) {
+	case FK_BROKER:
+		return get_str(x, v, path, f->broker, sizeof(f->broker), false);
+	case FK_PORT:
+		return get_int(x, v, path, 1, 65535, &f->port);
+	case FK_IDENTITY:
+		return get_str(x, v, path, f->identity, sizeof(f->identity),
+		    false);
+	case FK_SECRET:
+		return get_str(x, v, path, f->secret, sizeof(f->secret), true);
+	case FK_CHANNELS:
+		return feed_channels(x, v, path, f);
+	case FK_TLS:
+		return get_bool(x, v, path, &f->tls);
+	case FK_CA_FILE:
+		return get_str(x, v, path, f->ca_file, sizeof(f->ca_file), true);
+	case FK_SERVER_NAME:
+		return get_str(x, v, path, f->server_name,
+		    sizeof(f->server_name), true);
+	case FK_EVENTS_CHANNEL:
+		return get_str(x, v, path, f->events_channel,
+		    sizeof(f->events_channel), true);
+	case FK_METADATA:
+		return get_bool(x, v, path, &f->metadata);
+	case FK_COUNT:
+		break;
+	}
+	return cfg_error(x, v, path, "internal: unhandled key");
+}
+
+/* Parse a feed mapping (file root or the main config's "feed") into f. */
+static int
+feed_parse(struct cctx *x, yaml_node_t *n, const char *prefix,
+    struct cfg_feed *f)
+{
+	uint32_t seen;
+
+	memset(f, 0, sizeof(*f));
+	if (map_walk(x, n, prefix, feed_keys, FK_COUNT, feed_key_cb, f,
+	    &seen) == -1)
+		return -1;
+	if (missing_keys(x, n, prefix, feed_keys, FEED_REQUIRED, seen) == -1)
+		return -1;
+	if (strlen(x->name) >= sizeof(f->source))
+		return cfg_error(x, NULL, NULL, "file name too long");
+	snprintf(f->source, sizeof(f->source), "%s", x->name);
+	f->enabled = true;
+	return 0;
+}
+
+/* The name a listener gets when the file gives none. */
+static const char *
+default_listener_name(int port, enum tls_mode tls)
+{
+	if (port == 465 || tls == TLS_MODE_IMPLICIT)
+		return "submissions";
+	if (port == 587)
+		return "submission";
+	return "smtp";
+}
+
+/* Apply one key of a listener. */
+static int
+listener_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct cfg_listener *l = arg;
+	unsigned char addr[sizeof(struct in6_addr)];
+	int mode;
+
+	switch ((enum listener_key)key) {
+	case LK_ADDRESS:
+		if (get_str(x, v, path, l->address, sizeof(l->address),
+		    false) == -1)
+			return -1;
+		if (inet_pton(AF_INET, l->address, addr) != 1 &&
+		    inet_pton(AF_INET6, l->address, addr) != 1)
+			return cfg_error(x, v, path,
+			    "not a numeric IPv4 or IPv6 address");
+		return 0;
+	case LK_PORT:
+		return get_int(x, v, path, 1, 65535, &l->port);
+	case LK_TLS:
+		if (get_enum(x, v, path, tls_mode_names, 3, &mode) == -1)
+			return -1;
+		l->tls = (enum tls_mode)mode;
+		return 0;
+	case LK_NAME:
+		return get_str(x, v, path, l->name, sizeof(l->name), false);
+	case LK_COUNT:
+		break;
+	}
+	return cfg_error(x, v, path, "internal: unhandled key");
+}
+
+/*
+ * Parse the listeners list, replacing the defaults.  Each entry needs a port;
+ * address defaults to 0.0.0.0, tls to implicit on 465 and starttls elsewhere.
+ */
+static int
+listeners_parse(struct cctx *x, yaml_node_t *n, const char *path,
+    struct cfg *c, size_t *port_lines)
+{
+	yaml_node_item_t *it;
+	yaml_node_t *v;
+	struct cfg_listener *l;
+	char ipath[CFG_KEYPATH_MAX], pport[CFG_KEYPATH_MAX + 8];
+	uint32_t seen;
+	int i, j;
+
+	if (n->type != YAML_SEQUENCE_NODE)
+		return cfg_error(x, n, path, "expected a list of listeners");
+	c->nlisteners = 0;
+	for (it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+	    it++) {
+		i = c->nlisteners;
+		snprintf(ipath, sizeof(ipath), "%s[%d]", path, i);
+		if ((v = yaml_document_get_node(x->doc, *it)) == NULL)
+			return cfg_error(x, n, path, "malformed list");
+		if (i >= CFG_LISTENERS_MAX)
+			return cfg_error(x, v, ipath, "more than %d listeners",
+			    CFG_LISTENERS_MAX);
+		l = &c->listeners[i];
+		memset(l, 0, sizeof(*l));
+		l->tls = TLS_MODE_STARTTLS;
+		if (map_walk(x, v, ipath, listener_keys, LK_COUNT,
+		    listener_key_cb, l, &seen) == -1)
+			return -1;
+		if (missing_keys(x, v, ipath, listener_keys, 1u << LK_PORT,
+		    seen) == -1)
+			return -1;
+		if (!(seen & (1u << LK_ADDRESS)))
+			snprintf(l->address, sizeof(l->address), "0.0.0.0");
+		if (!(seen & (1u << LK_TLS)) && l->port == 465)
+			l->tls = TLS_MODE_IMPLICIT;
+		if (!(seen & (1u << LK_NAME)))
+			snprintf(l->name, sizeof(l->name), "%s",
+			    default_listener_name(l->port, l->tls));
+		port_lines[i] = v->start_mark.line + 1;
+		for (j = 0; j < i; j++) {
+			if (c->listeners[j].port == l->port &&
+			    strcmp(c->listeners[j].address, l->address) == 0) {
+				snprintf(pport, sizeof(pport), "%s.port", ipath);
+				return cfg_error(x, v, pport,
+				    "%s port %d is already used by %s[%d]",
+				    l->address, l->port, path, j);
+			}
+		}
+		c->nlisteners++;
+	}
+	if (c->nlisteners == 0)
+		return cfg_error(x, n, path, "at least one listener is needed");
+	return 0;
+}
+
+/* Apply one key of the tls section. */
+static int
+tls_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct cfg *c = arg;
+
+	if (key == TK_CERTIFICATE)
+		return get_str(x, v, path, c->tls_cert, sizeof(c->tls_cert),
+		    false);
+	return get_str(x, v, path, c->tls_key, sizeof(c->tls_key), false);
+}
+
+/* Apply one key of the spool section. */
+static int
+spool_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct cfg *c = arg;
+
+	switch ((enum spool_key)key) {
+	case SK_DIRECTORY:
+		return get_str(x, v, path, c->spool_dir, sizeof(c->spool_dir),
+		    false);
+	case SK_MAILDIR:
+		return get_str(x, v, path, c->maildir, sizeof(c->maildir), true);
+	case SK_MIN_FREE:
+		return get_size(x, v, path, 0, UINT64_MAX, &c->spool_min_free);
+	case SK_MAX_BYTES:
+		return get_size(x, v, path, 0, UINT64_MAX, &c->spool_max_bytes);
+	case SK_COUNT:
+		break;
+	}
+	return cfg_error(x, v, path, "internal: unhandled key");
+}
+
+/* Apply one key of the auth section. */
+static int
+auth_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct cfg *c = arg;
+	int o;
+
+	if (key == AK_OUTCOME) {
+		if (get_enum(x, v, path, auth_names, 3, &o) == -1)
+			return -1;
+		c->auth_outcome = (enum auth_outcome)o;
+		return 0;
+	}
+	return get_int(x, v, path, 0, 1000, &c->auth_accept_after);
+}
+
+/* Apply one key of the limits section. */
+static int
+limits_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct cfg_limits *l = arg;
+	uint64_t u;
+
+	switch ((enum limits_key)key) {
+	case LM_LINE_LENGTH:
+		if (get_size(x, v, path, SMTP_LINE_MIN, SMTP_LINE_MAX, &u) == -1)
+			return -1;
+		l->line_length = (size_t)u;
+		return 0;
+	case LM_MESSAGE_SIZE:
+		return get_size(x, v, path, 1024, 1ull << 36, &l->message_size);
+	case LM_RECIPIENTS:
+		return get_int(x, v, path, 1, 100000, &l->recipients);
+	case LM_SOFT_ERRORS:
+		return get_int(x, v, path, 1, 10000, &l->soft_errors);
+	case LM_HARD_ERRORS:
+		return get_int(x, v, path, 1, 10000, &l->hard_errors);
+	case LM_ERROR_SLEEP:
+		return get_int(x, v, path, 0, 300, &l->error_sleep);
+	case LM_IDLE_TIMEOUT:
+		return get_int(x, v, path, 1, 86400, &l->idle_timeout);
+	case LM_SESSION_LIFETIME:
+		return get_int(x, v, path, 1, 7 * 86400, &l->session_lifetime);
+	case LM_SESSIONS:
+		return get_int(x, v, path, 1, 1000000, &l->sessions);
+	case LM_SESSIONS_PER_IP:
+		return get_int(x, v, path, 1, 1000000, &l->sessions_per_ip);
+	case LM_BANNER_DELAY:
+		return get_int(x, v, path, 0, 600000, &l->banner_delay_ms);
+	case LM_BANNER_JITTER:
+		return get_int(x, v, path, 0, 600000, &l->banner_jitter_ms);
+	case LM_COUNT:
+		break;
+	}
+	return cfg_error(x, v, path, "internal: unhandled key");
+}
+
+/* Apply one top-level key of the main config. */
+static int
+main_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct main_state *ms = arg;
+	struct cfg *c = ms->c;
+	uint32_t seen;
+
+	switch ((enum main_key)key) {
+	case MK_HOSTNAME:
+		return get_str(x, v, path, c->hostname, sizeof(c->hostname),
+		    true);
+	case MK_SENSOR:
+		return get_str(x, v, path, c->sensor, sizeof(c->sensor), true);
+	case MK_PERSONA:
+		return get_str(x, v, path, c->persona, sizeof(c->persona),
+		    false);
+	case MK_USER:
+		return get_str(x, v, path, c->user, sizeof(c->user), true);
+	case MK_PORT_OFFSET:
+		ms->offset_line = v->start_mark.line + 1;
+		return get_int(x, v, path, 0, 65534, &c->port_offset);
+	case MK_LISTENERS:
+		ms->listeners_set = true;
+		return listeners_parse(x, v, path, c, ms->port_lines);
+	case MK_TLS:
+		return map_walk(x, v, path, tls_keys, TK_COUNT, tls_key_cb, c,
+		    &seen);
+	case MK_SPOOL:
+		return map_walk(x, v, path, spool_keys, SK_COUNT, spool_key_cb,
+		    c, &seen);
+	case MK_EVENT_LOG:
+		return get_str(x, v, path, c->event_log, sizeof(c->event_log),
+		    true);
+	case MK_AUTH:
+		return map_walk(x, v, path, auth_keys, AK_COUNT, auth_key_cb, c,
+		    &seen);
+	case MK_LIMITS:
+		return map_walk(x, v, path, limits_keys, LM_COUNT,
+		    limits_key_cb, &c->limits, &seen);
+	case MK_FEED:
+		if (scalar_is_null(v)) {
+			memset(&c->feed, 0, sizeof(c->feed));
+			return 0;
+		}
+		return feed_parse(x, v, path, &c->feed);
+	case MK_COUNT:
+		break;
+	}
+	return cfg_error(x, v, path, "internal: unhandled key");
+}
+
+/*
+ * Parse buf with libyaml into doc.  Returns 1 with a document, 0 for an
+ * empty stream (doc untouched), -1 on a syntax error or a second document.
+ */
+static int
+doc_load(struct cctx *x, yaml_parser_t *parser, yaml_document_t *doc,
+    const char *buf, size_t len)
+{
+	yaml_document_t extra;
+	yaml_node_t *root;
+
+	yaml_parser_set_input_string(parser, (const unsigned char *)buf, len);
+	if (!yaml_parser_load(parser, doc)) {
+		if (parser->error == YAML_MEMORY_ERROR)
+			snprintf(x->err, x->errlen, "%s: out of memory",
+			    x->name);
+		else
+			snprintf(x->err, x->errlen, "%s:%zu: yaml: %s%s%s",
+			    x->name, (size_t)parser->problem_mark.line + 1,
+			    parser->problem ? parser->problem : "syntax error",
+			    parser->context ? " " : "",
+			    parser->context ? parser->context : "");
+		return -1;
+	}
+	if ((root = yaml_document_get_root_node(doc)) == NULL) {
+		yaml_document_delete(doc);
+		return 0;
+	}
+	/* A second document would be silently ignored: refuse it. */
+	if (!yaml_parser_load(parser, &extra)) {
+		snprintf(x->err, x->errlen, "%s:%zu: yaml: %s", x->name,
+		    (size_t)parser->problem_mark.line + 1,
+		    parser->problem ? parser->problem : "syntax error");
+		yaml_document_delete(doc);
+		return -1;
+	}
+	if ((root = yaml_document_get_root_node(&extra)) != NULL) {
+		cfg_error(x, root, NULL, "more than one YAML document");
+		yaml_document_delete(&extra);
+		yaml_document_delete(doc);
+		return -1;
+	}
+	yaml_document_delete(&extra);
+	return 1;
+}
+
+/* Read a whole (small) file into a malloc'ed buffer. */
+static int
+read_file(const char *path, char **bufp, size_t *lenp, char *err,
+    size_t errlen)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0;
+	ssize_t n;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "%s: cannot open: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) == -1) {
+		snprintf(err, errlen, "%s: cannot stat: %s", path,
+		    strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		goto fail;
+	}
+	if (st.st_size > CFG_FILE_MAX) {
+		snprintf(err, errlen, "%s: larger than %d bytes", path,
+		    CFG_FILE_MAX);
+		goto fail;
+	}
+	if ((buf = malloc(CFG_FILE_MAX + 1)) == NULL) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		goto fail;
+	}
+	for (;;) {
+		n = read(fd, buf + len, CFG_FILE_MAX + 1 - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			snprintf(err, errlen, "%s: cannot read: %s", path,
+			    strerror(errno));
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > CFG_FILE_MAX) {
+			snprintf(err, errlen, "%s: larger than %d bytes", path,
+			    CFG_FILE_MAX);
+			goto fail;
+		}
+	}
+	close(fd);
+	*bufp = buf;
+	*lenp = len;
+	return 0;
+fail:
+	free(buf);
+	close(fd);
+	return -1;
+}
+
+/* Fill c with the embedded defaults. */
+void
+cfg_defaults(struct cfg *c)
+{
+	static const struct {
+		int		 port;
+		enum tls_mode	 tls;
+		const char	*name;
+	} dl[] = {
+		{ 25, TLS_MODE_STARTTLS, "smtp" },
+		{ 465, TLS_MODE_IMPLICIT, "submissions" },
+		{ 587, TLS_MODE_STARTTLS, "submission" },
+	};
+	size_t i;
+
+	memset(c, 0, sizeof(*c));
+	snprintf(c->persona, sizeof(c->persona), "postfix-3.7");
+	snprintf(c->user, sizeof(c->user), "nobody");
+	for (i = 0; i < sizeof(dl) / sizeof(dl[0]); i++) {
+		snprintf(c->listeners[i].address,
+		    sizeof(c->listeners[i].address), "0.0.0.0");
+		c->listeners[i].port = dl[i].port;
+		c->listeners[i].tls = dl[i].tls;
+		snprintf(c->listeners[i].name, sizeof(c->listeners[i].name),
+		    "%s", dl[i].name);
+	}
+	c->nlisteners = (int)i;
+	snprintf(c->tls_cert, sizeof(c->tls_cert), "tls/cert.pem");
+	snprintf(c->tls_key, sizeof(c->tls_key), "tls/key.pem");
+	snprintf(c->spool_dir, sizeof(c->spool_dir), "spool");
+	c->spool_min_free = SPOOL_MIN_FREE_DEFAULT;
+	c->spool_max_bytes = 0;
+	snprintf(c->event_log, sizeof(c->event_log), "fosr-events.json");
+	c->auth_outcome = AUTH_OUTCOME_ACCEPT;
+	c->auth_accept_after = 1;
+	c->limits.line_length = SMTP_LINE_DEFAULT;
+	c->limits.message_size = SMTP_MSG_SIZE_DEFAULT;
+	c->limits.recipients = SMTP_RCPT_DEFAULT;
+	c->limits.soft_errors = SMTP_SOFT_ERRORS_DEFAULT;
+	c->limits.hard_errors = SMTP_HARD_ERRORS_DEFAULT;
+	c->limits.error_sleep = SMTP_ERROR_SLEEP_DEFAULT;
+	c->limits.idle_timeout = SMTP_IDLE_DEFAULT;
+	c->limits.session_lifetime = SMTP_LIFETIME_DEFAULT;
+	c->limits.sessions = SMTP_SESSIONS_DEFAULT;
+	c->limits.sessions_per_ip = SMTP_SESSIONS_IP_DEFAULT;
+	c->limits.banner_delay_ms = 0;
+	c->limits.banner_jitter_ms = 0;
+}
+
+/*
+ * Load a main config from len bytes of buf over c; name is used in messages
+ * and stored in c->path.  c is changed only on success.  Returns 0, or -1
+ * with err filled.
+ */
+int
+cfg_load_buf(struct cfg *c, const char *name, const char *buf, size_t len,
+    char *err, size_t errlen)
+{
+	struct cctx x = { .name = name, .err = err, .errlen = errlen };
+	struct main_state *ms = NULL;
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	yaml_node_t *root;
+	char path[CFG_KEYPATH_MAX];
+	uint32_t seen;
+	int i, r, rc = -1;
+	bool have_doc = false;
+
+	if (errlen > 0)
+		err[0] = '\0';
+	if (strlen(name) >= sizeof(c->path)) {
+		snprintf(err, errlen, "config file name too long");
+		return -1;
+	}
+	if (!yaml_parser_initialize(&parser)) {
+		snprintf(err, errlen, "%s: out of memory", name);
+		return -1;
+	}
+	if ((ms = calloc(1, sizeof(*ms))) == NULL ||
+	    (ms->c = malloc(sizeof(*ms->c))) == NULL) {
+		snprintf(err, errlen, "%s: out of memory", name);
+		goto done;
+	}
+	*ms->c = *c;
+	x.doc = &doc;
+	if ((r = doc_load(&x, &parser, &doc, buf, len)) == -1)
+		goto done;
+	have_doc = r == 1;
+	if (have_doc) {
+		root = yaml_document_get_root_node(&doc);
+		if (!scalar_is_null(root) && map_walk(&x, root, "", main_keys,
+		    MK_COUNT, main_key_cb, ms, &seen) == -1)
+			goto done;
+	}
+	/* Every listener port must stay valid once the offset is added. */
+	for (i = 0; i < ms->c->nlisteners; i++) {
+		long p = (long)ms->c->listeners[i].port + ms->c->port_offset;
+		size_t line;
+
+		if (p >= 1 && p <= 65535)
+			continue;
+		if (ms->listeners_set) {
+			line = ms->port_lines[i];
+			snprintf(path, sizeof(path), "listeners[%d].port", i);
+		} else {
+			line = ms->offset_line;
+			snprintf(path, sizeof(path), "port_offset");
+		}
+		cfg_error_line(&x, line, path,
+		    "port %d + port_offset %d = %ld is out of range (1..65535)",
+		    ms->c->listeners[i].port, ms->c->port_offset, p);
+		goto done;
+	}
+	snprintf(ms->c->path, sizeof(ms->c->path), "%s", name);
+	*c = *ms->c;
+	rc = 0;
+done:
+	if (have_doc)
+		yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	if (ms != NULL)
+		free(ms->c);
+	free(ms);
+	return rc;
+}
+
+/* Load the main config file at path over c (see cfg_load_buf()). */
+int
+cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
+{
+	char *buf;
+	size_t len;
+	int rc;
+
+	if (read_file(path, &buf, &len, err, errlen) == -1)
+		return -1;
+	rc = cfg_load_buf(c, path, buf, len, err, errlen);
+	free(buf);
+	return rc;
+}
+
+/*
+ * Load a feed config (the seed's keys at the top level) from len bytes of
+ * buf into f; f is changed only on success.  Returns 0, or -1 with err filled.
+ */
+int
+cfg_load_feed_buf(struct cfg_feed *f, const char *name, const char *buf,
+    size_t len, char *err, size_t errlen)
+{
+	struct cctx x = { .name = name, .err = err, .errlen = errlen };
+	struct cfg_feed *tmp = NULL;
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	yaml_node_t *root;
+	int r, rc = -1;
+	bool have_doc = false;
+
+	if (errlen > 0)
+		err[0] = '\0';
+	if (!yaml_parser_initialize(&parser)) {
+		snprintf(err, errlen, "%s: out of memory", name);
+		return -1;
+	}
+	if ((tmp = calloc(1, sizeof(*tmp))) == NULL) {
+		snprintf(err, errlen, "%s: out of memory", name);
+		goto done;
+	}
+	x.doc = &doc;
+	if ((r = doc_load(&x, &parser, &doc, buf, len)) == -1)
+		goto done;
+	have_doc = r == 1;
+	if (!have_doc) {
+		snprintf(err, errlen, "%s: empty feed config (needs broker, "
+		    "port, identity, secret, channels)", name);
+		goto done;
+	}
+	root = yaml_document_get_root_node(&doc);
+	if (feed_parse(&x, root, "", tmp) == -1)
+		goto done;
+	*f = *tmp;
+	rc = 0;
+done:
+	if (have_doc)
+		yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	free(tmp);
+	return rc;
+}
+
+/* Load the feed config file at path into f (see cfg_load_feed_buf()). */
+int
+cfg_load_feed(struct cfg_feed *f, const char *path, char *err, size_t errlen)
+{
+	char *buf;
+	size_t len;
+	int rc;
+
+	if (read_file(path, &buf, &len, err, errlen) == -1)
+		return -1;
+	rc = cfg_load_feed_buf(f, path, buf, len, err, errlen);
+	free(buf);
+	return rc;
+}
+
+/* The configuration word for a TLS mode. */
+const char *
+cfg_tls_mode_name(enum tls_mode m)
+{
+	if ((unsigned)m < sizeof(tls_mode_names) / sizeof(tls_mode_names[0]))
+		return tls_mode_names[m];
+	return "unknown";
+}
+
+/* The configuration word for an AUTH outcome. */
+const char *
+cfg_auth_outcome_name(enum auth_outcome o)
+{
+	if ((unsigned)o < sizeof(auth_names) / sizeof(auth_names[0]))
+		return auth_names[o];
+	return "unknown";
+}

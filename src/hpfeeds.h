@@ -1,0 +1,89 @@
+/*
+ * hpfeeds publisher: publishes every mail recorded in the spool's journal
+ * (<spool>/receptions.jsonl) to each configured channel of an hpfeeds broker,
+ * at least once, in journal order.
+ *
+ * The journal is the durable outbox.  Each channel keeps a cursor, the byte
+ * offset in the journal up to which every entry is confirmed, in
+ * <spool>/feed/<hex of channel name>.cursor (tmp + fsync + rename).  An entry
+ * is confirmed when the broker echoes it back (the identity subscribes to the
+ * channel, once per connection), or, for a channel the identity may not
+ * subscribe to, when the kernel reports every byte sent so far acknowledged by
+ * the broker (SIOCOUTQ = 0) and the connection is still up a moment later.
+ * After a reconnect or a restart everything after the cursor is sent again:
+ * duplicates are possible, losses are not.
+ *
+ * Everything runs on the caller's event loop and never blocks it: the work
+ * per callback is bounded and the journal is read in bounded chunks.
+ */
+#ifndef FOSR_HPFEEDS_H
+#define FOSR_HPFEEDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct cfg_feed;
+struct jbuf;
+struct hpf;
+
+/*
+ * Start publishing: reads the cursors, connects (asynchronously) and starts
+ * sending the backlog.  feed is copied; spool_dir must hold the journal (it
+ * may not exist yet).  Returns NULL with err filled when the feed is not
+ * usable (e.g. no channel) or the cursor directory cannot be created.
+ */
+struct hpf	*hpf_new(struct event_base *base, const struct cfg_feed *feed,
+		    const char *spool_dir, char *err, size_t errlen);
+
+/* Sensor name added to payloads when metadata is on (copied; NULL = none). */
+void		 hpf_set_sensor(struct hpf *, const char *sensor);
+
+/* New journal lines may be there: publish them soon (cheap; call after every commit). */
+void		 hpf_kick(struct hpf *);
+
+/* Save the cursors, close the connection, free.  hpf_free(NULL) is a no-op. */
+void		 hpf_free(struct hpf *);
+
+/* Counters for status lines and tests. */
+struct hpf_stats {
+	uint64_t	 published;	/* PUBLISH frames written */
+	uint64_t	 confirmed;	/* entries confirmed (all channels) */
+	uint64_t	 connects;	/* connection attempts */
+	uint64_t	 skipped;	/* journal lines that could not be published */
+};
+void		 hpf_get_stats(const struct hpf *, struct hpf_stats *out);
+
+/*
+ * Operator tool (--feed-subscribe): connect with the feed's identity and
+ * secret, subscribe once to each channel, print every received publish to
+ * stdout as one JSON line: {"channel":..., "ident":..., "verified": bool,
+ * <the payload's own keys>} ("payload_raw" instead when the payload is not a
+ * JSON object).  "verified" is true when the sha256 recomputed from the exact
+ * bytes (raw_b64 when present, else msg) matches the payload's "sha256".
+ * Reconnects with backoff; runs until killed.  argv: optional "--count N" to
+ * exit 0 after N messages.  Returns the process exit status.
+ */
+int		 hpf_subscribe_main(const struct cfg_feed *feed, int argc, char **argv);
+
+/*
+ * Build the payload for one mail into jb (reset first): {"sha256", "msg"},
+ * "raw_b64" when bytes are not valid UTF-8 and the base64 fits, "truncated":
+ * true and "size" when msg had to be cut (at a UTF-8 boundary) to keep the
+ * payload within limit bytes, then meta (already-valid JSON members without
+ * braces, "" or NULL for none).  body holds the first bodylen bytes of a mail
+ * of size bytes.  Returns 0, or -1 (allocation failure, or limit too small).
+ */
+int		 hpf_payload_build(struct jbuf *jb, const char *sha256hex,
+		    const void *body, size_t bodylen, uint64_t size, size_t limit,
+		    const char *meta, size_t metalen);
+
+/*
+ * Check a payload: 1 when it has a "sha256" that equals the SHA-256 of the
+ * exact bytes (raw_b64 when present, else msg), 0 when not, -1 when the
+ * payload is not a JSON object with a sha256.
+ */
+int		 hpf_payload_verify(const void *payload, size_t len);
+
+#endif

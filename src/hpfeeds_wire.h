@@ -1,0 +1,96 @@
+/*
+ * hpfeeds 3 frame codec: pure functions over byte buffers, no I/O, no logging.
+ *
+ * Frame: u32 big-endian total length (header included), u8 opcode, body.
+ * str8 = u8 length + that many bytes; "rest" = the remainder of the frame.
+ * See ../shared/hpfeeds-vectors.md for byte-exact examples.
+ */
+#ifndef FOSR_HPFEEDS_WIRE_H
+#define FOSR_HPFEEDS_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define HPF_OP_ERROR		0
+#define HPF_OP_INFO		1
+#define HPF_OP_AUTH		2
+#define HPF_OP_PUBLISH		3
+#define HPF_OP_SUBSCRIBE	4
+#define HPF_OP_UNSUBSCRIBE	5
+
+#define HPF_HDR_LEN		5
+#define HPF_SHA1_LEN		20
+/* The largest frames the reference broker accepts, per opcode. */
+#define HPF_MAX_FRAME		1048581u	/* ERROR, PUBLISH */
+#define HPF_MAX_FRAME_SMALL	281u		/* INFO, AUTH */
+#define HPF_MAX_FRAME_SUB	1048576u	/* SUBSCRIBE, UNSUBSCRIBE */
+#define HPF_STR8_MAX		255
+
+/* A decoded frame; pointers borrow the buffer given to hpf_wire_decode(). */
+struct hpf_frame {
+	uint8_t		 op;
+	uint32_t	 len;		/* total frame length */
+	const uint8_t	*name;		/* INFO broker name; AUTH/PUBLISH/SUB ident */
+	size_t		 namelen;
+	const uint8_t	*chan;		/* PUBLISH/SUB/UNSUB channel */
+	size_t		 chanlen;
+	const uint8_t	*data;		/* ERROR text, INFO nonce, AUTH hash, PUBLISH payload */
+	size_t		 datalen;
+};
+
+/* Largest frame accepted for op (0 for an unknown opcode). */
+uint32_t hpf_wire_max_frame(uint8_t op);
+
+/*
+ * Look at the 5-byte header in buf.  Returns 1 with *total and *op set when the
+ * header is there and plausible (length >= 5 and within the limit for the
+ * opcode), 0 when fewer than 5 bytes are buffered, -1 (err filled) when the
+ * header is bad: the connection must be closed.
+ */
+int	 hpf_wire_header(const void *buf, size_t len, uint32_t *total, uint8_t *op,
+	    char *err, size_t errlen);
+
+/*
+ * Decode one frame at the start of buf.  Returns 1 with f filled and *consumed
+ * = f->len when a whole valid frame is there, 0 when more bytes are needed,
+ * -1 (err filled) for a malformed frame (bad length, unknown opcode, str8
+ * overrunning the frame, AUTH hash not 20 bytes).
+ */
+int	 hpf_wire_decode(const void *buf, size_t len, struct hpf_frame *f,
+	    size_t *consumed, char *err, size_t errlen);
+
+/*
+ * Encoders write one frame into out[0..outlen) and return its length, or 0
+ * when a string is too long for str8, the frame would exceed its limit, or
+ * outlen is too small.
+ */
+size_t	 hpf_wire_info(uint8_t *out, size_t outlen, const char *name,
+	    const uint8_t *nonce, size_t noncelen);
+size_t	 hpf_wire_auth(uint8_t *out, size_t outlen, const char *ident,
+	    const uint8_t *nonce, size_t noncelen, const char *secret, size_t secretlen);
+size_t	 hpf_wire_publish(uint8_t *out, size_t outlen, const char *ident,
+	    const char *chan, const void *payload, size_t payloadlen);
+/* SUBSCRIBE or UNSUBSCRIBE (op), the channel not length-prefixed. */
+size_t	 hpf_wire_subscribe(uint8_t *out, size_t outlen, uint8_t op,
+	    const char *ident, const char *chan);
+size_t	 hpf_wire_error(uint8_t *out, size_t outlen, const char *text, size_t textlen);
+
+/*
+ * Header of a PUBLISH frame (length, opcode, ident, channel) for a payload of
+ * payloadlen bytes that the caller appends itself.  out must hold
+ * HPF_HDR_LEN + 2 + 2 * HPF_STR8_MAX bytes.  Returns the header length or 0.
+ */
+size_t	 hpf_wire_publish_header(uint8_t *out, size_t outlen, const char *ident,
+	    const char *chan, size_t payloadlen);
+
+/* SHA1(nonce || secret), the AUTH hash. */
+void	 hpf_wire_auth_hash(const uint8_t *nonce, size_t noncelen, const char *secret,
+	    size_t secretlen, uint8_t out[HPF_SHA1_LEN]);
+
+/*
+ * Largest PUBLISH payload the broker accepts for this ident and channel:
+ * 1048576 - 2 - len(ident) - len(channel).
+ */
+size_t	 hpf_wire_max_payload(size_t identlen, size_t chanlen);
+
+#endif

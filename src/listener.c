@@ -1,0 +1,348 @@
+/*
+ * Listening sockets, accept, and the session caps.  Sockets are bound by hand
+ * (IPV6_V6ONLY, clear errors for privileged ports), then handed to libevent's
+ * evconnlistener.  A per-address count lives in a small chained hash table;
+ * an entry exists only while its address has sessions.
+ */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "persona.h"
+#include "smtp_session.h"
+
+#define IPTAB_SIZE	4096	/* buckets; chains stay short for any sane session cap */
+#define ACCEPT_PAUSE_MS	500	/* after EMFILE/ENFILE */
+
+struct ipent {
+	struct ipent	*next;
+	unsigned char	 addr[16];
+	unsigned	 count;
+};
+
+struct lsock {
+	struct listeners	*ls;
+	const struct cfg_listener *cl;
+	int			 port;
+	struct evconnlistener	*evl;
+};
+
+struct listeners {
+	struct smtp_server	*srv;
+	struct lsock		 socks[CFG_LISTENERS_MAX];
+	int			 n;
+	struct ipent		*iptab[IPTAB_SIZE];
+	struct event		*pause_ev;
+	char			 desc[1024];
+};
+
+static void	 accept_cb(struct evconnlistener *, evutil_socket_t, struct sockaddr *, int, void *);
+static void	 accept_error_cb(struct evconnlistener *, void *);
+static void	 resume_cb(evutil_socket_t, short, void *);
+static void	 session_closed_cb(void *, const struct sockaddr *);
+static void	 addr_key(const struct sockaddr *, unsigned char key[16]);
+static struct ipent **iptab_slot(struct listeners *, const unsigned char key[16]);
+
+/* Bind one socket for cl; -1 with err filled. */
+static int
+bind_one(const struct cfg_listener *cl, int port, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	int fd, on = 1;
+
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, cl->address, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+		((struct sockaddr_in *)&ss)->sin_family = AF_INET;
+		((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+		sslen = sizeof(struct sockaddr_in);
+	} else if (inet_pton(AF_INET6, cl->address,
+	    &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
+		((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+		sslen = sizeof(struct sockaddr_in6);
+	} else {
+		snprintf(err, errlen, "listener %s: \"%s\" is not a numeric IPv4 or IPv6 address",
+		    cl->name, cl->address);
+		return -1;
+	}
+	if ((fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) == -1) {
+		snprintf(err, errlen, "listener %s: socket: %s", cl->name, strerror(errno));
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	if (ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	if (bind(fd, (struct sockaddr *)&ss, sslen) == -1) {
+		int e = errno;
+		if (e == EACCES && port < 1024)
+			snprintf(err, errlen, "cannot bind %s port %d (listener %s): %s: "
+			    "ports below 1024 need root or CAP_NET_BIND_SERVICE "
+			    "(run as root, or `setcap cap_net_bind_service=+ep fosr-collector`, "
+			    "or set port_offset / listener ports >= 1024 in the config)",
+			    cl->address, port, cl->name, strerror(e));
+		else
+			snprintf(err, errlen, "cannot bind %s port %d (listener %s): %s",
+			    cl->address, port, cl->name, strerror(e));
+		close(fd);
+		return -1;
+	}
+	if (listen(fd, 1024) == -1) {
+		snprintf(err, errlen, "listener %s: listen: %s", cl->name, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+struct listeners *
+listeners_bind(struct smtp_server *srv, char *err, size_t errlen)
+{
+	const struct cfg *cfg = srv->cfg;
+	struct listeners *ls;
+	size_t off = 0;
+	int i;
+
+	if ((ls = calloc(1, sizeof(*ls))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	ls->srv = srv;
+	srv->on_close = session_closed_cb;
+	srv->on_close_arg = ls;
+	for (i = 0; i < cfg->nlisteners; i++) {
+		const struct cfg_listener *cl = &cfg->listeners[i];
+		struct lsock *l = &ls->socks[ls->n];
+		int port = cl->port + cfg->port_offset, fd;
+
+		if ((fd = bind_one(cl, port, err, errlen)) == -1)
+			goto fail;
+		l->ls = ls;
+		l->cl = cl;
+		l->port = port;
+		l->evl = evconnlistener_new(srv->base, accept_cb, l,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, -1, fd);
+		if (l->evl == NULL) {
+			close(fd);
+			snprintf(err, errlen, "listener %s: evconnlistener_new failed", cl->name);
+			goto fail;
+		}
+		evconnlistener_set_error_cb(l->evl, accept_error_cb);
+		ls->n++;
+		off += (size_t)snprintf(ls->desc + off, off < sizeof(ls->desc) ? sizeof(ls->desc) - off : 0,
+		    "%s%s %s%s%s:%d %s", i ? ", " : "", cl->name,
+		    strchr(cl->address, ':') ? "[" : "", cl->address,
+		    strchr(cl->address, ':') ? "]" : "", port, cfg_tls_mode_name(cl->tls));
+		if (off >= sizeof(ls->desc))
+			off = sizeof(ls->desc) - 1;
+	}
+	if ((ls->pause_ev = evtimer_new(srv->base, resume_cb, ls)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	return ls;
+fail:
+	listeners_free(ls);
+	return NULL;
+}
+
+void
+listeners_enable(struct listeners *ls)
+{
+	for (int i = 0; i < ls->n; i++)
+		evconnlistener_enable(ls->socks[i].evl);
+}
+
+void
+listeners_disable(struct listeners *ls)
+{
+	for (int i = 0; i < ls->n; i++)
+		evconnlistener_disable(ls->socks[i].evl);
+	if (ls->pause_ev)
+		evtimer_del(ls->pause_ev);
+}
+
+void
+listeners_free(struct listeners *ls)
+{
+	if (ls == NULL)
+		return;
+	for (int i = 0; i < ls->n; i++)
+		evconnlistener_free(ls->socks[i].evl);
+	for (int i = 0; i < IPTAB_SIZE; i++) {
+		struct ipent *e = ls->iptab[i], *n;
+		for (; e; e = n) {
+			n = e->next;
+			free(e);
+		}
+	}
+	if (ls->pause_ev)
+		event_free(ls->pause_ev);
+	if (ls->srv->on_close_arg == ls) {
+		ls->srv->on_close = NULL;
+		ls->srv->on_close_arg = NULL;
+	}
+	free(ls);
+}
+
+const char *
+listeners_describe(const struct listeners *ls)
+{
+	return ls->desc;
+}
+
+/* The 16-byte table key of a peer: IPv6, or IPv4 mapped into IPv6. */
+static void
+addr_key(const struct sockaddr *sa, unsigned char key[16])
+{
+	memset(key, 0, 16);
+	if (sa->sa_family == AF_INET) {
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6)
+		memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+}
+
+/* The chain slot where key is, or where it would be inserted. */
+static struct ipent **
+iptab_slot(struct listeners *ls, const unsigned char key[16])
+{
+	uint32_t h = 2166136261u;
+	struct ipent **pp;
+
+	for (int i = 0; i < 16; i++)
+		h = (h ^ key[i]) * 16777619u;
+	for (pp = &ls->iptab[h % IPTAB_SIZE]; *pp; pp = &(*pp)->next)
+		if (memcmp((*pp)->addr, key, 16) == 0)
+			break;
+	return pp;
+}
+
+/* Refuse a connection with the persona's 421 and close it. */
+static void
+refuse(struct listeners *ls, int fd, enum persona_reply id, const char *ip, const char *why)
+{
+	struct smtp_server *srv = ls->srv;
+	struct persona_vars v;
+	char line[512];
+	size_t n;
+	struct jbuf jb;
+
+	memset(&v, 0, sizeof(v));
+	v.host = srv->hostname;
+	v.addr = ip;
+	n = persona_format(line, sizeof(line) - 2, srv->persona->replies[id], &v);
+	memcpy(line + n, "\r\n", 2);
+	/* Best effort on a fresh socket: the send buffer is empty. */
+	(void)!send(fd, line, n + 2, MSG_DONTWAIT | MSG_NOSIGNAL);
+	close(fd);
+	jb_init(&jb);
+	evlog_begin(&jb, "fosr.session.refused", NULL);
+	jb_kcstr(&jb, "src_ip", ip);
+	jb_kcstr(&jb, "reason", why);
+	evlog_emit(&jb);
+	jb_free(&jb);
+}
+
+/* A new connection: check the caps, then start a session. */
+static void
+accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+    int salen, void *arg)
+{
+	struct lsock *l = arg;
+	struct listeners *ls = l->ls;
+	struct smtp_server *srv = ls->srv;
+	const struct cfg_limits *lim = &srv->cfg->limits;
+	unsigned char key[16];
+	struct ipent **pp, *e;
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
+
+	if (srv->stopping) {
+		close(fd);
+		return;
+	}
+	if (lim->sessions > 0 && srv->nsessions >= (unsigned)lim->sessions) {
+		refuse(ls, fd, PR_TOO_MANY_SESSIONS, ip, "sessions");
+		return;
+	}
+	addr_key(sa, key);
+	pp = iptab_slot(ls, key);
+	if (*pp && lim->sessions_per_ip > 0 && (*pp)->count >= (unsigned)lim->sessions_per_ip) {
+		log_info("smtp refused address=%s: %u sessions from it", ip, (*pp)->count);
+		refuse(ls, fd, PR_TOO_MANY_CONN, ip, "sessions_per_ip");
+		return;
+	}
+	if (*pp == NULL) {
+		if ((e = calloc(1, sizeof(*e))) == NULL) {
+			close(fd);
+			return;
+		}
+		memcpy(e->addr, key, 16);
+		*pp = e;
+	}
+	(*pp)->count++;
+	if (smtp_session_new(srv, l->cl, l->port, fd, sa, (socklen_t)salen) == NULL)
+		session_closed_cb(ls, sa);	/* fd already closed */
+}
+
+/* A session ended: drop its address's count. */
+static void
+session_closed_cb(void *arg, const struct sockaddr *sa)
+{
+	struct listeners *ls = arg;
+	unsigned char key[16];
+	struct ipent **pp, *e;
+
+	addr_key(sa, key);
+	pp = iptab_slot(ls, key);
+	if ((e = *pp) == NULL)
+		return;
+	if (--e->count == 0) {
+		*pp = e->next;
+		free(e);
+	}
+}
+
+/* accept(2) failed: out of descriptors.  Pause accepting instead of spinning. */
+static void
+accept_error_cb(struct evconnlistener *evl, void *arg)
+{
+	struct lsock *l = arg;
+	struct timeval tv = { 0, ACCEPT_PAUSE_MS * 1000 };
+	int e = EVUTIL_SOCKET_ERROR();
+
+	if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+		log_warn("smtp accept on %s: %s: pausing listeners for %d ms",
+		    l->cl->name, strerror(e), ACCEPT_PAUSE_MS);
+		for (int i = 0; i < l->ls->n; i++)
+			evconnlistener_disable(l->ls->socks[i].evl);
+		evtimer_add(l->ls->pause_ev, &tv);
+	}
+}
+
+/* Resume accepting after a pause. */
+static void
+resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct listeners *ls = arg;
+
+	if (!ls->srv->stopping)
+		listeners_enable(ls);
+}

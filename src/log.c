@@ -1,0 +1,752 @@
+/*
+ * Text log on stderr and the JSON-lines event log.  Every text line is
+ * formatted in full and written with one write(2) so that lines from several
+ * threads never interleave; every event is one line written the same way to a
+ * file opened with O_APPEND.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/limits.h>	/* PATH_MAX: <limits.h> resolves to src/limits.h under -Isrc */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define LOG_LINE_MAX	4096
+#define JB_MIN_CAP	256
+
+static void	 log_vlog(enum log_level, const char *, va_list)
+		    __attribute__((format(printf, 2, 0)));
+static void	 write_all(int, const char *, size_t);
+static size_t	 esc_token(unsigned char, char *);
+static bool	 jb_grow(struct jbuf *, size_t);
+static void	 jb_put(struct jbuf *, const void *, size_t);
+static void	 jb_sep(struct jbuf *);
+static size_t	 utf8_seq(const unsigned char *, size_t, uint32_t *);
+static int	 evlog_openfd(const char *);
+
+static enum log_level	 log_level = LOG_LVL_INFO;
+static const char *const log_names[] = { "err", "warn", "info", "debug" };
+
+static int	 ev_fd = -1;
+static char	 ev_path[PATH_MAX];
+static char	 ev_sensor[256];
+static bool	 ev_failing;	/* last write failed: warn once per failure series */
+
+/* Set the threshold of the text log. */
+void
+log_init(enum log_level level)
+{
+	log_level = level;
+}
+
+/* Whether debug lines are written. */
+bool
+log_debug_enabled(void)
+{
+	return log_level >= LOG_LVL_DEBUG;
+}
+
+/* Write all of buf to fd, retrying on EINTR and short writes; errors drop the rest. */
+static void
+write_all(int fd, const char *buf, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = write(fd, buf, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
+/* Format one text log line "TIMESTAMP level message" and write it to stderr. */
+static void
+log_vlog(enum log_level level, const char *fmt, va_list ap)
+{
+	char line[LOG_LINE_MAX];
+	size_t n;
+	int r;
+
+	if (level > log_level)
+		return;
+	log_timestamp(line, sizeof(line));
+	n = strlen(line);
+	r = snprintf(line + n, sizeof(line) - n, " %s ", log_names[level]);
+	if (r > 0)
+		n += (size_t)r;
+	r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+	if (r < 0)
+		r = 0;
+	if ((size_t)r >= sizeof(line) - n) {
+		/* Truncated: mark it so the reader knows. */
+		n = sizeof(line) - 5;
+		memcpy(line + n, "...", 3);
+		n += 3;
+	} else
+		n += (size_t)r;
+	line[n++] = '\n';
+	write_all(STDERR_FILENO, line, n);
+}
+
+/* Log an error. */
+void
+log_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vlog(LOG_LVL_ERR, fmt, ap);
+	va_end(ap);
+}
+
+/* Log a warning. */
+void
+log_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vlog(LOG_LVL_WARN, fmt, ap);
+	va_end(ap);
+}
+
+/* Log an informational line. */
+void
+log_info(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vlog(LOG_LVL_INFO, fmt, ap);
+	va_end(ap);
+}
+
+/* Log a debug line (only with -d). */
+void
+log_debug(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vlog(LOG_LVL_DEBUG, fmt, ap);
+	va_end(ap);
+}
+
+/* Log an error and exit 1: startup failures and broken invariants only. */
+void
+fatalx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vlog(LOG_LVL_ERR, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+/* Write the current UTC time as "YYYY-mm-ddTHH:MM:SS.uuuuuuZ" into buf. */
+void
+log_timestamp(char *buf, size_t len)
+{
+	struct timespec ts;
+	struct tm tm;
+	char date[32];
+
+	if (len == 0)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	if (strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+		date[0] = '\0';
+	snprintf(buf, len, "%s.%06ldZ", date, (long)(ts.tv_nsec / 1000));
+}
+
+/* Write the escaped form of byte c into out (at most 4 chars); returns its length. */
+static size_t
+esc_token(unsigned char c, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	switch (c) {
+	case '\r':
+		memcpy(out, "\\r", 2);
+		return 2;
+	case '\n':
+		memcpy(out, "\\n", 2);
+		return 2;
+	case '\t':
+		memcpy(out, "\\t", 2);
+		return 2;
+	case '\\':
+		memcpy(out, "\\\\", 2);
+		return 2;
+	default:
+		break;
+	}
+	if (c >= 0x20 && c <= 0x7e) {
+		out[0] = (char)c;
+		return 1;
+	}
+	out[0] = '\\';
+	out[1] = 'x';
+	out[2] = hex[c >> 4];
+	out[3] = hex[c & 0xf];
+	return 4;
+}
+
+/*
+ * Escape len bytes of src into dst (dstlen >= 4) as printable ASCII.  When the
+ * whole escaped form does not fit, as many whole tokens as fit are kept and
+ * "..." is appended.  Returns dst.
+ */
+char *
+log_escape(char *dst, size_t dstlen, const void *src, size_t len)
+{
+	const unsigned char *s = src;
+	char tok[4];
+	size_t i, n, pos = 0, total = 0, room;
+	bool fits = true;
+
+	if (dstlen == 0)
+		return dst;
+	if (dstlen < 4) {
+		dst[0] = '\0';
+		return dst;
+	}
+	for (i = 0; i < len; i++) {
+		total += esc_token(s[i], tok);
+		if (total > dstlen - 1) {
+			fits = false;
+			break;
+		}
+	}
+	room = fits ? dstlen - 1 : dstlen - 4;
+	for (i = 0; i < len; i++) {
+		n = esc_token(s[i], tok);
+		if (pos + n > room)
+			break;
+		memcpy(dst + pos, tok, n);
+		pos += n;
+	}
+	if (!fits) {
+		memcpy(dst + pos, "...", 3);
+		pos += 3;
+	}
+	dst[pos] = '\0';
+	return dst;
+}
+
+/* Zero a JSON builder. */
+void
+jb_init(struct jbuf *jb)
+{
+	memset(jb, 0, sizeof(*jb));
+	jb->first[0] = true;
+}
+
+/* Release a JSON builder's memory; it may be reused after jb_init(). */
+void
+jb_free(struct jbuf *jb)
+{
+	if (jb == NULL)
+		return;
+	free(jb->buf);
+	jb_init(jb);
+}
+
+/* Empty a JSON builder, keeping its memory. */
+void
+jb_reset(struct jbuf *jb)
+{
+	jb->len = 0;
+	jb->depth = 0;
+	jb->oom = false;
+	memset(jb->first, 0, sizeof(jb->first));
+	jb->first[0] = true;
+	if (jb->buf != NULL)
+		jb->buf[0] = '\0';
+}
+
+/* Make room for more bytes plus a NUL; false (and oom set) on failure. */
+static bool
+jb_grow(struct jbuf *jb, size_t more)
+{
+	size_t need, ncap;
+	char *nbuf;
+
+	if (jb->oom)
+		return false;
+	if (more > SIZE_MAX - jb->len - 1) {
+		jb->oom = true;
+		return false;
+	}
+	need = jb->len + more + 1;
+	if (need <= jb->cap)
+		return true;
+	ncap = jb->cap < JB_MIN_CAP ? JB_MIN_CAP : jb->cap;
+	while (ncap < need) {
+		if (ncap > SIZE_MAX / 2) {
+			ncap = need;
+			break;
+		}
+		ncap *= 2;
+	}
+	nbuf = realloc(jb->buf, ncap);
+	if (nbuf == NULL) {
+		jb->oom = true;
+		return false;
+	}
+	jb->buf = nbuf;
+	jb->cap = ncap;
+	return true;
+}
+
+/* Append raw bytes, keeping the buffer NUL-terminated. */
+static void
+jb_put(struct jbuf *jb, const void *p, size_t n)
+{
+	if (!jb_grow(jb, n))
+		return;
+	memcpy(jb->buf + jb->len, p, n);
+	jb->len += n;
+	jb->buf[jb->len] = '\0';
+}
+
+/* Write the comma that separates this value or key from the previous one. */
+static void
+jb_sep(struct jbuf *jb)
+{
+	int d = jb->depth < 16 ? jb->depth : 15;
+
+	if (!jb->first[d])
+		jb_put(jb, ",", 1);
+	jb->first[d] = false;
+}
+
+/* Open an object ("{"). Nesting deeper than 15 marks the result unusable. */
+void
+jb_obj_open(struct jbuf *jb)
+{
+	jb_sep(jb);
+	jb_put(jb, "{", 1);
+	jb->depth++;
+	if (jb->depth >= 16)
+		jb->oom = true;
+	else
+		jb->first[jb->depth] = true;
+}
+
+/* Close an object. */
+void
+jb_obj_close(struct jbuf *jb)
+{
+	jb_put(jb, "}", 1);
+	if (jb->depth > 0)
+		jb->depth--;
+}
+
+/* Open an array ("["). */
+void
+jb_arr_open(struct jbuf *jb)
+{
+	jb_sep(jb);
+	jb_put(jb, "[", 1);
+	jb->depth++;
+	if (jb->depth >= 16)
+		jb->oom = true;
+	else
+		jb->first[jb->depth] = true;
+}
+
+/* Close an array. */
+void
+jb_arr_close(struct jbuf *jb)
+{
+	jb_put(jb, "]", 1);
+	if (jb->depth > 0)
+		jb->depth--;
+}
+
+/* Write an object key (a trusted C string, escaped anyway) and the colon. */
+void
+jb_key(struct jbuf *jb, const char *key)
+{
+	int d;
+
+	jb_str(jb, key, strlen(key));
+	jb_put(jb, ":", 1);
+	/* The value that follows must not be preceded by a comma. */
+	d = jb->depth < 16 ? jb->depth : 15;
+	jb->first[d] = true;
+}
+
+/*
+ * Length of the strict UTF-8 sequence at s (RFC 3629), with its code point
+ * in *cp, or 0 when the bytes at s do not start a valid sequence.
+ */
+static size_t
+utf8_seq(const unsigned char *s, size_t len, uint32_t *cp)
+{
+	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+	size_t n, i;
+	uint32_t v;
+
+	if (c < 0x80) {
+		*cp = c;
+		return 1;
+	}
+	if (c >= 0xc2 && c <= 0xdf) {
+		n = 2;
+		v = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		v = c & 0x0f;
+		if (c == 0xe0)
+			lo = 0xa0;	/* overlong */
+		else if (c == 0xed)
+			hi = 0x9f;	/* surrogates */
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		v = c & 0x07;
+		if (c == 0xf0)
+			lo = 0x90;	/* overlong */
+		else if (c == 0xf4)
+			hi = 0x8f;	/* above U+10FFFF */
+	} else
+		return 0;
+	if (len < n)
+		return 0;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		v = (v << 6) | (s[i] & 0x3f);
+	}
+	*cp = v;
+	return n;
+}
+
+/* Whether len bytes of s are strictly valid UTF-8. */
+bool
+utf8_valid(const void *s, size_t len)
+{
+	const unsigned char *p = s;
+	size_t i = 0, n;
+	uint32_t cp;
+
+	while (i < len) {
+		n = utf8_seq(p + i, len - i, &cp);
+		if (n == 0)
+			return false;
+		i += n;
+	}
+	return true;
+}
+
+/*
+ * Write len bytes of s as a JSON string: valid UTF-8 is copied, '"' '\\',
+ * controls, DEL and U+2028/U+2029 are escaped, each byte of an invalid
+ * sequence becomes U+FFFD.
+ */
+void
+jb_str(struct jbuf *jb, const void *s, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = s;
+	size_t i = 0, n, run;
+	uint32_t cp;
+	char esc[6];
+
+	jb_sep(jb);
+	/* Worst case per input byte is 6 output bytes; reserve once. */
+	if (len > (SIZE_MAX - 3) / 6 || !jb_grow(jb, len * 6 + 2)) {
+		jb->oom = true;
+		return;
+	}
+	jb_put(jb, "\"", 1);
+	while (i < len) {
+		/* Copy a run of plain printable ASCII at once. */
+		run = i;
+		while (run < len && p[run] >= 0x20 && p[run] < 0x7f &&
+		    p[run] != '"' && p[run] != '\\')
+			run++;
+		if (run > i) {
+			jb_put(jb, p + i, run - i);
+			i = run;
+			continue;
+		}
+		n = utf8_seq(p + i, len - i, &cp);
+		if (n == 0) {
+			jb_put(jb, "\xef\xbf\xbd", 3);
+			i++;
+		} else if (cp == '"') {
+			jb_put(jb, "\\\"", 2);
+			i++;
+		} else if (cp == '\\') {
+			jb_put(jb, "\\\\", 2);
+			i++;
+		} else if (cp < 0x20 || cp == 0x7f) {
+			memcpy(esc, "\\u00", 4);
+			esc[4] = hex[cp >> 4];
+			esc[5] = hex[cp & 0xf];
+			jb_put(jb, esc, 6);
+			i++;
+		} else if (cp == 0x2028) {
+			jb_put(jb, "\\u2028", 6);
+			i += n;
+		} else if (cp == 0x2029) {
+			jb_put(jb, "\\u2029", 6);
+			i += n;
+		} else {
+			jb_put(jb, p + i, n);
+			i += n;
+		}
+	}
+	jb_put(jb, "\"", 1);
+}
+
+/* Write a C string value; NULL writes null. */
+void
+jb_cstr(struct jbuf *jb, const char *s)
+{
+	if (s == NULL)
+		jb_null(jb);
+	else
+		jb_str(jb, s, strlen(s));
+}
+
+/* Write a signed integer value. */
+void
+jb_int(struct jbuf *jb, long long v)
+{
+	char num[32];
+	int n;
+
+	n = snprintf(num, sizeof(num), "%lld", v);
+	jb_sep(jb);
+	jb_put(jb, num, (size_t)n);
+}
+
+/* Write an unsigned integer value. */
+void
+jb_uint(struct jbuf *jb, unsigned long long v)
+{
+	char num[32];
+	int n;
+
+	n = snprintf(num, sizeof(num), "%llu", v);
+	jb_sep(jb);
+	jb_put(jb, num, (size_t)n);
+}
+
+/* Write true or false. */
+void
+jb_bool(struct jbuf *jb, bool v)
+{
+	jb_sep(jb);
+	if (v)
+		jb_put(jb, "true", 4);
+	else
+		jb_put(jb, "false", 5);
+}
+
+/* Write null. */
+void
+jb_null(struct jbuf *jb)
+{
+	jb_sep(jb);
+	jb_put(jb, "null", 4);
+}
+
+/* Write an already-valid JSON value verbatim. */
+void
+jb_raw(struct jbuf *jb, const char *json, size_t len)
+{
+	jb_sep(jb);
+	jb_put(jb, json, len);
+}
+
+/* Key and string value. */
+void
+jb_kstr(struct jbuf *jb, const char *key, const void *s, size_t len)
+{
+	jb_key(jb, key);
+	jb_str(jb, s, len);
+}
+
+/* Key and C string value (NULL writes null). */
+void
+jb_kcstr(struct jbuf *jb, const char *key, const char *s)
+{
+	jb_key(jb, key);
+	jb_cstr(jb, s);
+}
+
+/* Key and signed integer value. */
+void
+jb_kint(struct jbuf *jb, const char *key, long long v)
+{
+	jb_key(jb, key);
+	jb_int(jb, v);
+}
+
+/* Key and unsigned integer value. */
+void
+jb_kuint(struct jbuf *jb, const char *key, unsigned long long v)
+{
+	jb_key(jb, key);
+	jb_uint(jb, v);
+}
+
+/* Key and boolean value. */
+void
+jb_kbool(struct jbuf *jb, const char *key, bool v)
+{
+	jb_key(jb, key);
+	jb_bool(jb, v);
+}
+
+/* Open path for appending events; returns the fd or -1 (errno set). */
+static int
+evlog_openfd(const char *path)
+{
+	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+}
+
+/*
+ * Open the event log at path (append, created 0640) and remember sensor for
+ * every event.  NULL or "" disables the event log.  Returns 0, or -1 with err
+ * filled.
+ */
+int
+evlog_open(const char *path, const char *sensor, char *err, size_t errlen)
+{
+	int fd;
+
+	if (sensor == NULL)
+		sensor = "";
+	if (strlen(sensor) >= sizeof(ev_sensor)) {
+		snprintf(err, errlen, "sensor name too long");
+		return -1;
+	}
+	if (path != NULL && strlen(path) >= sizeof(ev_path)) {
+		snprintf(err, errlen, "event log path too long");
+		return -1;
+	}
+	evlog_close();
+	memcpy(ev_sensor, sensor, strlen(sensor) + 1);
+	if (path == NULL || *path == '\0')
+		return 0;
+	if ((fd = evlog_openfd(path)) == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	memcpy(ev_path, path, strlen(path) + 1);
+	ev_fd = fd;
+	ev_failing = false;
+	return 0;
+}
+
+/*
+ * Reopen the event log at the same path (after logrotate moved it).  The
+ * descriptor number stays the same, so a writer in another thread never sees
+ * a closed descriptor.  On failure the old file stays in use.
+ */
+void
+evlog_reopen(void)
+{
+	int fd;
+
+	if (ev_fd == -1)
+		return;
+	if ((fd = evlog_openfd(ev_path)) == -1) {
+		log_warn("event log %s: reopen: %s", ev_path, strerror(errno));
+		return;
+	}
+	if (dup3(fd, ev_fd, O_CLOEXEC) == -1)
+		log_warn("event log %s: reopen: %s", ev_path, strerror(errno));
+	close(fd);
+}
+
+/* Close the event log; later events are discarded. */
+void
+evlog_close(void)
+{
+	if (ev_fd != -1)
+		close(ev_fd);
+	ev_fd = -1;
+	ev_path[0] = '\0';
+}
+
+/*
+ * Reset jb and start an event: eventid, timestamp, then (when conn is not
+ * NULL) session, src_ip, src_port, dst_ip, dst_port, protocol, then sensor.
+ */
+void
+evlog_begin(struct jbuf *jb, const char *eventid, const struct event_conn *conn)
+{
+	char ts[40], sid[20];
+
+	jb_reset(jb);
+	jb_obj_open(jb);
+	jb_kcstr(jb, "eventid", eventid);
+	log_timestamp(ts, sizeof(ts));
+	jb_kcstr(jb, "timestamp", ts);
+	if (conn != NULL) {
+		snprintf(sid, sizeof(sid), "%016llx",
+		    (unsigned long long)conn->session);
+		jb_kcstr(jb, "session", sid);
+		jb_kcstr(jb, "src_ip", conn->src_ip);
+		jb_kint(jb, "src_port", conn->src_port);
+		jb_kcstr(jb, "dst_ip", conn->dst_ip);
+		jb_kint(jb, "dst_port", conn->dst_port);
+		jb_kcstr(jb, "protocol", conn->protocol);
+	}
+	jb_kcstr(jb, "sensor", ev_sensor);
+}
+
+/*
+ * Close the event's object, append "\n" and write the line to the event log
+ * in one write(2).  Without an open event log, or when the builder ran out of
+ * memory, the event is discarded.  jb keeps the finished line (len bytes,
+ * newline included) so a caller can mirror it elsewhere.
+ */
+void
+evlog_emit(struct jbuf *jb)
+{
+	const char *p;
+	size_t left;
+	ssize_t n;
+
+	jb_obj_close(jb);
+	jb_put(jb, "\n", 1);
+	if (jb->oom || ev_fd == -1)
+		return;
+	p = jb->buf;
+	left = jb->len;
+	while (left > 0) {
+		n = write(ev_fd, p, left);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (!ev_failing)
+				log_warn("event log %s: write: %s", ev_path,
+				    strerror(errno));
+			ev_failing = true;
+			return;
+		}
+		p += n;
+		left -= (size_t)n;
+	}
+	ev_failing = false;
+}

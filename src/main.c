@@ -1,0 +1,342 @@
+/*
+ * fosr-collector: command line, configuration, binding, TLS keys, privilege
+ * drop, signals and the event loop.  Everything else hangs off the
+ * smtp_server built here.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "persona.h"
+#include "smtp_session.h"
+#include "spool.h"
+#include "tls.h"
+#include "util.h"
+
+#define STOP_POLL_MS	100
+#define STOP_GRACE_S	35
+
+struct fosr {
+	struct event_base	*base;
+	struct cfg		 cfg;
+	struct smtp_server	 srv;
+	struct listeners	*ls;
+	struct event		*sig_term, *sig_int, *sig_hup, *stop_timer;
+	int			 stop_ticks;
+	char			 hostname[CFG_NAME_MAX];
+};
+
+static void	 usage(FILE *);
+static void	 signal_cb(evutil_socket_t, short, void *);
+static void	 stop_cb(evutil_socket_t, short, void *);
+static void	 drop_privileges(struct fosr *, const struct passwd *);
+static void	 prepare_paths(struct fosr *, const struct passwd *);
+
+/* Print the usage text. */
+static void
+usage(FILE *fp)
+{
+	fprintf(fp,
+	    "usage: fosr-collector [-dh] [-c config.yml] [-f feed_config.yml] [--check-config]\n"
+	    "\n"
+	    "A fake open SMTP relay that captures spam (25, 465 implicit TLS, 587 STARTTLS).\n"
+	    "It runs in the foreground and logs to stderr; without -c it uses its embedded\n"
+	    "defaults (ports 25/465/587, ./spool, ./fosr-events.json, ./tls/).\n"
+	    "\n"
+	    "  -c, --config FILE       main configuration (YAML); see etc/fosr-collector.yml\n"
+	    "      --check-config      validate the configuration (and -f file) and exit\n"
+	    "  -d, --debug             debug log with a protocol trace of every session\n"
+	    "  -f, --feed-config FILE  hpfeeds broker config (the seed's feed_config.yml)\n"
+	    "  -i, --interactive       review console over the spool (not available yet)\n"
+	    "  -t, --testMode          relay test mode (not available yet)\n"
+	    "      --version           print the version and exit\n"
+	    "  -h, --help              this text\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", no_argument, NULL, 'C' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "feed-config", required_argument, NULL, 'f' },
+		{ "interactive", no_argument, NULL, 'i' },
+		{ "testMode", no_argument, NULL, 't' },
+		{ "test-mode", no_argument, NULL, 't' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static struct fosr f;
+	const char *config = NULL, *feed = NULL;
+	bool check = false, debug = false;
+	char err[1024];
+	struct passwd *pw = NULL;
+	struct spool_opts so;
+	int ch;
+
+	while ((ch = getopt_long(argc, argv, "c:df:hit", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			config = optarg;
+			break;
+		case 'C':
+			check = true;
+			break;
+		case 'd':
+			debug = true;
+			break;
+		case 'f':
+			feed = optarg;
+			break;
+		case 'i':
+			fprintf(stderr, "fosr-collector: -i/--interactive: the review console "
+			    "is not available in this version (it comes with the rules and "
+			    "relay engine)\n");
+			return 2;
+		case 't':
+			fprintf(stderr, "fosr-collector: -t/--testMode: relay test mode is not "
+			    "available in this version (it comes with the rules and relay "
+			    "engine)\n");
+			return 2;
+		case 'V':
+			printf("fosr-collector %s\n", FOSR_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "fosr-collector: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+
+	log_init(debug ? LOG_LVL_DEBUG : LOG_LVL_INFO);
+	cfg_defaults(&f.cfg);
+	if (config && cfg_load(&f.cfg, config, err, sizeof(err)) == -1) {
+		fprintf(stderr, "fosr-collector: %s\n", err);
+		return 1;
+	}
+	if (feed && cfg_load_feed(&f.cfg.feed, feed, err, sizeof(err)) == -1) {
+		fprintf(stderr, "fosr-collector: %s\n", err);
+		return 1;
+	}
+	if (f.cfg.feed.enabled) {
+		fprintf(stderr, "fosr-collector: %s: publishing to an hpfeeds broker is not "
+		    "available in this version\n", f.cfg.feed.source[0] ? f.cfg.feed.source : "feed");
+		return 1;
+	}
+	if (f.cfg.user[0] && geteuid() == 0 && (pw = getpwnam(f.cfg.user)) == NULL) {
+		fprintf(stderr, "fosr-collector: %s: user: no such user \"%s\"\n",
+		    config ? config : "(embedded defaults)", f.cfg.user);
+		return 1;
+	}
+	if (check) {
+		printf("%s: configuration ok\n", config ? config : "(embedded defaults)");
+		return 0;
+	}
+
+	if (f.cfg.hostname[0])
+		snprintf(f.hostname, sizeof(f.hostname), "%s", f.cfg.hostname);
+	else if (gethostname(f.hostname, sizeof(f.hostname) - 1) == -1 || !f.hostname[0])
+		snprintf(f.hostname, sizeof(f.hostname), "localhost");
+
+	signal(SIGPIPE, SIG_IGN);
+	{
+		/* Every session is a descriptor: take all the kernel allows. */
+		struct rlimit rl;
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
+	if (evthread_use_pthreads() == -1)
+		fatalx("evthread_use_pthreads failed");
+	if ((f.base = event_base_new()) == NULL)
+		fatalx("event_base_new failed");
+
+	f.srv.base = f.base;
+	f.srv.cfg = &f.cfg;
+	f.srv.hostname = f.hostname;
+	if ((f.srv.persona = persona_find(f.cfg.persona)) == NULL)
+		fatalx("%s: persona: unknown persona \"%s\"",
+		    config ? config : "(embedded defaults)", f.cfg.persona);
+
+	/* Keys and sockets need the privileges we are about to give up. */
+	f.srv.ssl_ctx = tls_server_ctx_new(f.cfg.tls_cert, f.cfg.tls_key, f.hostname,
+	    err, sizeof(err));
+	if (f.srv.ssl_ctx == NULL)
+		fatalx("tls: %s", err);
+	if ((f.ls = listeners_bind(&f.srv, err, sizeof(err))) == NULL)
+		fatalx("%s", err);
+	prepare_paths(&f, pw);
+	if (pw)
+		drop_privileges(&f, pw);
+
+	if (evlog_open(f.cfg.event_log, f.cfg.sensor[0] ? f.cfg.sensor : f.hostname,
+	    err, sizeof(err)) == -1)
+		fatalx("event log: %s", err);
+	memset(&so, 0, sizeof(so));
+	so.dir = f.cfg.spool_dir;
+	so.maildir = f.cfg.maildir;
+	so.hostname = f.hostname;
+	so.min_free = f.cfg.spool_min_free;
+	so.max_bytes = f.cfg.spool_max_bytes;
+	if ((f.srv.spool = spool_open(f.base, &so, err, sizeof(err))) == NULL)
+		fatalx("spool: %s", err);
+
+	f.sig_term = evsignal_new(f.base, SIGTERM, signal_cb, &f);
+	f.sig_int = evsignal_new(f.base, SIGINT, signal_cb, &f);
+	f.sig_hup = evsignal_new(f.base, SIGHUP, signal_cb, &f);
+	f.stop_timer = event_new(f.base, -1, EV_PERSIST, stop_cb, &f);
+	if (!f.sig_term || !f.sig_int || !f.sig_hup || !f.stop_timer)
+		fatalx("out of memory");
+	evsignal_add(f.sig_term, NULL);
+	evsignal_add(f.sig_int, NULL);
+	evsignal_add(f.sig_hup, NULL);
+
+	listeners_enable(f.ls);
+	log_info("fosr-collector %s ready: hostname=%s persona=%s spool=%s listeners: %s",
+	    FOSR_VERSION, f.hostname, f.srv.persona->name, f.cfg.spool_dir,
+	    listeners_describe(f.ls));
+	{
+		struct jbuf jb;
+		jb_init(&jb);
+		evlog_begin(&jb, "fosr.collector.start", NULL);
+		jb_kcstr(&jb, "version", FOSR_VERSION);
+		jb_kcstr(&jb, "listeners", listeners_describe(f.ls));
+		evlog_emit(&jb);
+		jb_free(&jb);
+	}
+
+	event_base_dispatch(f.base);
+
+	smtp_server_close_all(&f.srv);
+	listeners_free(f.ls);
+	spool_free(f.srv.spool);
+	{
+		struct jbuf jb;
+		jb_init(&jb);
+		evlog_begin(&jb, "fosr.collector.stop", NULL);
+		evlog_emit(&jb);
+		jb_free(&jb);
+	}
+	evlog_close();
+	event_free(f.sig_term);
+	event_free(f.sig_int);
+	event_free(f.sig_hup);
+	event_free(f.stop_timer);
+	SSL_CTX_free(f.srv.ssl_ctx);
+	event_base_free(f.base);
+	log_info("fosr-collector stopped");
+	return 0;
+}
+
+/*
+ * Create the spool directory and event log before the privilege drop, owned
+ * by the unprivileged user, so it can write them afterwards.
+ */
+static void
+prepare_paths(struct fosr *f, const struct passwd *pw)
+{
+	const char *subdirs[] = { "", "/tmp", "/messages", "/feed" };
+	char path[PATH_MAX + 32];
+
+	if (util_mkdirs(f->cfg.spool_dir, 0750) == -1)
+		fatalx("spool: cannot create %s: %s", f->cfg.spool_dir, strerror(errno));
+	if (pw == NULL)
+		return;
+	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+		snprintf(path, sizeof(path), "%s%s", f->cfg.spool_dir, subdirs[i]);
+		if (i > 0 && util_mkdirs(path, 0750) == -1)
+			fatalx("spool: cannot create %s: %s", path, strerror(errno));
+		if (chown(path, pw->pw_uid, pw->pw_gid) == -1)
+			fatalx("spool: cannot give %s to %s: %s", path, pw->pw_name, strerror(errno));
+	}
+	snprintf(path, sizeof(path), "%s/receptions.jsonl", f->cfg.spool_dir);
+	(void)!chown(path, pw->pw_uid, pw->pw_gid);
+	if (f->cfg.maildir[0]) {
+		if (util_mkdirs(f->cfg.maildir, 0750) == -1 ||
+		    chown(f->cfg.maildir, pw->pw_uid, pw->pw_gid) == -1)
+			fatalx("maildir: cannot prepare %s: %s", f->cfg.maildir, strerror(errno));
+	}
+	if (f->cfg.event_log[0]) {
+		int fd = open(f->cfg.event_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (fd == -1)
+			fatalx("event log: cannot open %s: %s", f->cfg.event_log, strerror(errno));
+		if (fchown(fd, pw->pw_uid, pw->pw_gid) == -1)
+			fatalx("event log: cannot give %s to %s: %s", f->cfg.event_log,
+			    pw->pw_name, strerror(errno));
+		close(fd);
+	}
+}
+
+/* Become pw for good: groups, gid, uid; verify root cannot be regained. */
+static void
+drop_privileges(struct fosr *f, const struct passwd *pw)
+{
+	if (setgroups(1, &pw->pw_gid) == -1 ||
+	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1 ||
+	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1)
+		fatalx("cannot drop privileges to %s: %s", pw->pw_name, strerror(errno));
+	if (pw->pw_uid != 0 && (setuid(0) != -1 || seteuid(0) != -1))
+		fatalx("privilege drop to %s did not stick", pw->pw_name);
+	log_info("running as user %s (uid %u)", pw->pw_name, (unsigned)pw->pw_uid);
+}
+
+/* SIGTERM/SIGINT: graceful stop.  SIGHUP: reopen the event log. */
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct fosr *f = arg;
+	struct timeval tv = { 0, STOP_POLL_MS * 1000 };
+
+	if (sig == SIGHUP) {
+		log_info("SIGHUP: reopening the event log");
+		evlog_reopen();
+		return;
+	}
+	if (f->srv.stopping) {
+		log_info("second signal: stopping now");
+		event_base_loopexit(f->base, NULL);
+		return;
+	}
+	log_info("signal %d: stopping (sessions in DATA may finish)", (int)sig);
+	listeners_disable(f->ls);
+	smtp_server_stop(&f->srv);
+	evtimer_add(f->stop_timer, &tv);
+}
+
+/* During a stop: leave the loop once every session is gone or time is up. */
+static void
+stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fosr *f = arg;
+
+	f->stop_ticks++;
+	if (f->srv.nsessions == 0 || f->stop_ticks * STOP_POLL_MS > STOP_GRACE_S * 1000)
+		event_base_loopexit(f->base, NULL);
+}

@@ -1,0 +1,1982 @@
+/*
+ * SMTP server sessions: the RFC 5321 state machine behind every listener.
+ *
+ * One struct smtp_session per connection, driven by a bufferevent (a socket
+ * bufferevent, replaced by an OpenSSL one for implicit TLS or after STARTTLS).
+ * Commands are cut out of the input buffer one line at a time, bounded by
+ * limits.line_length, and dispatched through the commands[] table; every reply
+ * text comes from the persona.  The message body streams from the input
+ * buffer through a dot-unstuffing scanner into the spool; the 250 is sent from
+ * the spool's commit callback, once the message and its reception record are
+ * durable.
+ *
+ * A session is never freed inside a call chain that touches it again: code
+ * marks it SF_CLOSING and every top-level callback ends in smtp_maybe_free().
+ */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+#include "fosr_limits.h"
+#include "log.h"
+#include "persona.h"
+#include "smtp_parse.h"
+#include "smtp_session.h"
+#include "spool.h"
+#include "tls.h"
+#include "util.h"
+
+#define SMTP_OUT_HIGHWATER	(256 * 1024)	/* stop reading while this much is unsent */
+#define SMTP_STOP_GRACE		30		/* seconds a stopping session may finish */
+#define SMTP_RCPT_INITIAL	8
+#define SMTP_SASL_MAX		(SMTP_AUTH_LINE_MAX / 4 * 3 + 3)
+
+enum smtp_state {
+	SMTP_STATE_INIT,	/* before the banner: delay or implicit TLS handshake */
+	SMTP_STATE_COMMAND,
+	SMTP_STATE_AUTH,	/* waiting for a SASL response line */
+	SMTP_STATE_DATA,	/* reading the DATA body */
+	SMTP_STATE_BDAT,	/* reading a BDAT chunk */
+	SMTP_STATE_COMMIT,	/* waiting for the spool to make the message durable */
+	SMTP_STATE_STARTTLS,	/* "220 Ready to start TLS" is draining */
+	SMTP_STATE_HANDSHAKE,	/* TLS handshake after STARTTLS */
+};
+
+/* Session flags. */
+#define SF_HELO		0x0001	/* HELO or EHLO seen */
+#define SF_EHLO		0x0002
+#define SF_TLS		0x0004
+#define SF_AUTHED	0x0008
+#define SF_CLOSING	0x0010	/* free once the output is flushed */
+#define SF_HELD		0x0020	/* an error reply is held back (error sleep) */
+#define SF_SKIPLINE	0x0040	/* discarding the rest of an overlong line */
+#define SF_PREGREET	0x0080	/* client spoke before the banner */
+#define SF_WRITEBLOCK	0x0100	/* reading paused until the output drains */
+#define SF_IMPLICIT	0x0200	/* implicit TLS listener */
+
+/* Anomalies of a transaction (body) and of a session (commands). */
+#define AN_BARE_LF	0x0001
+#define AN_BARE_CR	0x0002
+#define AN_NUL		0x0004
+#define AN_8BIT		0x0008
+#define AN_LONG_LINE	0x0010
+#define AN_SMUGGLE	0x0020	/* end of data not <CRLF>.<CRLF> */
+#define AN_CMD_BARE_LF	0x0040
+#define AN_CMD_NUL	0x0080
+#define AN_CMD_8BIT	0x0100
+#define AN_CMD_LONG	0x0200
+#define AN_PREGREET	0x0400
+#define AN_PIPELINE_TLS	0x0800	/* data pipelined after STARTTLS (discarded) */
+#define AN_TOO_BIG	0x1000
+
+static const struct {
+	unsigned	 bit;
+	const char	*name;
+} anomaly_names[] = {
+	{ AN_BARE_LF, "bare_lf" }, { AN_BARE_CR, "bare_cr" }, { AN_NUL, "nul" },
+	{ AN_8BIT, "8bit" }, { AN_LONG_LINE, "long_line" }, { AN_SMUGGLE, "smuggling" },
+	{ AN_CMD_BARE_LF, "command_bare_lf" }, { AN_CMD_NUL, "command_nul" },
+	{ AN_CMD_8BIT, "command_8bit" }, { AN_CMD_LONG, "command_too_long" },
+	{ AN_PREGREET, "pregreet" }, { AN_PIPELINE_TLS, "starttls_pipelined" },
+	{ AN_TOO_BIG, "too_big" },
+};
+
+/* Where the DATA scanner is within a line. */
+enum data_pos { DP_BOL, DP_MID, DP_DOT, DP_DOTCR };
+
+/* One mail transaction: MAIL FROM up to the end of DATA/BDAT or RSET. */
+struct smtp_txn {
+	char		*mail_from;
+	char		 body[12];		/* BODY= as given */
+	bool		 smtputf8;
+	uint64_t	 size_param;
+	char		**rcpt;
+	int		 nrcpt;
+	int		 rcpt_cap;
+	struct spool_msg *msg;			/* open while receiving; owned by spool once committed */
+	uint64_t	 size;			/* body bytes counted (also past the limit) */
+	unsigned	 anomalies;
+	bool		 too_big;
+	bool		 bdat_used;
+	bool		 bdat_discard;		/* current chunk is read and dropped */
+	bool		 bdat_last;
+	uint64_t	 bdat_left;
+	uint64_t	 bdat_chunk;
+	enum data_pos	 dpos;
+	bool		 prev_cr;
+	bool		 prev_line_bare;
+	uint32_t	 linelen;
+	char		 queue_id[16];
+	char		 sha256[65];
+};
+
+/* What a SASL exchange is waiting for. */
+enum auth_step { AS_NONE, AS_PLAIN, AS_LOGIN_USER, AS_LOGIN_PASS, AS_CRAM };
+
+struct smtp_auth {
+	char		 mech[16];
+	char		*user;		/* decoded, NUL-terminated, may be truncated */
+	char		*pass;
+	char		*authzid;
+	char		*raw;		/* the base64 lines as sent, space separated */
+	char		*challenge;	/* CRAM-MD5 challenge (plain text) */
+	bool		 success;
+};
+
+struct smtp_session {
+	struct smtp_server	*srv;
+	struct smtp_session	*next, *prev;
+	const struct cfg_listener *listener;
+	struct bufferevent	*bev;
+	int			 fd;		/* owned while bev is a plain socket bufferevent */
+	SSL			*ssl;
+	enum smtp_state		 state;
+	unsigned		 flags;
+	unsigned		 anomalies;
+	uint64_t		 id;
+	int			 port;		/* effective local port */
+	char			 src_ip[INET6_ADDRSTRLEN];
+	int			 src_port;
+	char			 dst_ip[INET6_ADDRSTRLEN];
+	int			 dst_port;
+	struct sockaddr_storage	 peer;
+	time_t			 started;
+	struct timespec		 t0;
+	int			 errors;
+	int			 auth_failures;
+	unsigned		 nmails;
+	unsigned		 ncommands;
+	char			 helo[SMTP_DOMAIN_MAX + 1];
+	struct tls_info		*tls;
+	struct smtp_txn		*txn;
+	struct smtp_auth	*auth;		/* last AUTH exchange (kept for the record) */
+	enum auth_step		 auth_step;
+	char			*held;		/* error reply held back by the error sleep */
+	struct event		*timer;		/* banner delay / error sleep / stop grace */
+	char			 close_reason[32];
+};
+
+static void	 smtp_read_cb(struct bufferevent *, void *);
+static void	 smtp_write_cb(struct bufferevent *, void *);
+static void	 smtp_event_cb(struct bufferevent *, short, void *);
+static void	 smtp_timer_cb(evutil_socket_t, short, void *);
+static void	 smtp_banner(struct smtp_session *);
+static void	 smtp_process(struct smtp_session *);
+static bool	 smtp_maybe_free(struct smtp_session *);
+static void	 smtp_free(struct smtp_session *);
+static void	 smtp_close(struct smtp_session *, const char *reason);
+static void	 smtp_reply(struct smtp_session *, enum persona_reply, const struct persona_vars *);
+static void	 smtp_error(struct smtp_session *, enum persona_reply, const struct persona_vars *);
+static void	 smtp_send_line(struct smtp_session *, const char *, size_t);
+static void	 smtp_command(struct smtp_session *, const char *, size_t);
+static void	 smtp_txn_free(struct smtp_txn *);
+static void	 smtp_txn_reset(struct smtp_session *);
+static void	 smtp_data_input(struct smtp_session *, struct evbuffer *);
+static void	 smtp_bdat_input(struct smtp_session *, struct evbuffer *);
+static void	 smtp_message_end(struct smtp_session *);
+static void	 smtp_commit_cb(void *, int, int);
+static void	 smtp_auth_input(struct smtp_session *, const char *, size_t);
+static void	 smtp_event_base(struct smtp_session *, struct jbuf *, const char *);
+static void	 smtp_set_timer(struct smtp_session *, int ms);
+static void	 smtp_tls_start(struct smtp_session *);
+
+/* Command handlers. */
+static void	 cmd_helo(struct smtp_session *, const struct smtp_cmdline *);
+static void	 cmd_ehlo(struct smtp_session *, const struct smtp_cmdline *);
+static void	 cmd_mail(struct smtp_session *, const struct smtp_cmdline *);
+static void	 cmd_rcpt(struct smtp_session *, const struct smtp_cmdline *);
+static void	 cmd_data(struct smtp_session *, const struct smtp_cmdline *);
+static void	 cmd_bdat(struct smtp_session *, const struct smtp_cmdline *);
+static void	 cmd_rset(struct smtp_session *, const struct smtp_cmdline *);
+static void	 cmd_noop(struct smtp_session *, const struct smtp_cmdline *);
+static void	 cmd_quit(struct smtp_session *, const struct smtp_cmdline *);
+static void	 cmd_vrfy(struct smtp_session *, const struct smtp_cmdline *);
+static void	 cmd_etrn(struct smtp_session *, const struct smtp_cmdline *);
+static void	 cmd_starttls(struct smtp_session *, const struct smtp_cmdline *);
+static void	 cmd_auth(struct smtp_session *, const struct smtp_cmdline *);
+static void	 cmd_unknown(struct smtp_session *, const struct smtp_cmdline *);
+static void	 cmd_forbidden(struct smtp_session *, const struct smtp_cmdline *);
+
+static const struct {
+	enum smtp_cmd	 cmd;
+	void		(*fn)(struct smtp_session *, const struct smtp_cmdline *);
+} commands[] = {
+	{ SMTP_CMD_HELO, cmd_helo },
+	{ SMTP_CMD_EHLO, cmd_ehlo },
+	{ SMTP_CMD_MAIL, cmd_mail },
+	{ SMTP_CMD_RCPT, cmd_rcpt },
+	{ SMTP_CMD_DATA, cmd_data },
+	{ SMTP_CMD_BDAT, cmd_bdat },
+	{ SMTP_CMD_RSET, cmd_rset },
+	{ SMTP_CMD_NOOP, cmd_noop },
+	{ SMTP_CMD_QUIT, cmd_quit },
+	{ SMTP_CMD_VRFY, cmd_vrfy },
+	{ SMTP_CMD_ETRN, cmd_etrn },
+	{ SMTP_CMD_STARTTLS, cmd_starttls },
+	{ SMTP_CMD_AUTH, cmd_auth },
+	{ SMTP_CMD_HEADERLIKE, cmd_forbidden },
+};
+
+static const char *const state_names[] = {
+	"init", "command", "auth", "data", "bdat", "commit", "starttls", "handshake",
+};
+
+/* The only writer of s->state; traces the change with -d. */
+static void
+smtp_enter_state(struct smtp_session *s, enum smtp_state st)
+{
+	if (log_debug_enabled())
+		log_debug("%016llx smtp state %s -> %s", (unsigned long long)s->id,
+		    state_names[s->state], state_names[st]);
+	s->state = st;
+}
+
+/* Fill the connection facts for an event. */
+static void
+smtp_event_base(struct smtp_session *s, struct jbuf *jb, const char *eventid)
+{
+	struct event_conn c = {
+		.session = s->id, .src_ip = s->src_ip, .src_port = s->src_port,
+		.dst_ip = s->dst_ip, .dst_port = s->dst_port, .protocol = "smtp",
+	};
+
+	evlog_begin(jb, eventid, &c);
+}
+
+/* Render an address as text and port. */
+static void
+sockaddr_text(const struct sockaddr *sa, char *ip, size_t iplen, int *port)
+{
+	ip[0] = '\0';
+	*port = 0;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, ip, iplen);
+		*port = ntohs(in->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+			inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], ip, iplen);
+		else
+			inet_ntop(AF_INET6, &in6->sin6_addr, ip, iplen);
+		*port = ntohs(in6->sin6_port);
+	}
+}
+
+struct smtp_session *
+smtp_session_new(struct smtp_server *srv, const struct cfg_listener *listener,
+    int port, int fd, const struct sockaddr *peer, socklen_t peerlen)
+{
+	struct smtp_session *s;
+	struct sockaddr_storage local;
+	socklen_t locallen = sizeof(local);
+	const struct cfg_limits *lim = &srv->cfg->limits;
+	struct jbuf jb;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		close(fd);
+		return NULL;
+	}
+	s->srv = srv;
+	s->listener = listener;
+	s->port = port;
+	s->fd = fd;
+	s->id = util_random_u64();
+	s->started = time(NULL);
+	clock_gettime(CLOCK_MONOTONIC, &s->t0);
+	if (peerlen > sizeof(s->peer))
+		peerlen = sizeof(s->peer);
+	memcpy(&s->peer, peer, peerlen);
+	sockaddr_text(peer, s->src_ip, sizeof(s->src_ip), &s->src_port);
+	if (getsockname(fd, (struct sockaddr *)&local, &locallen) == 0)
+		sockaddr_text((struct sockaddr *)&local, s->dst_ip, sizeof(s->dst_ip),
+		    &s->dst_port);
+
+	if (listener->tls == TLS_MODE_IMPLICIT) {
+		if (srv->ssl_ctx == NULL || (s->ssl = SSL_new(srv->ssl_ctx)) == NULL)
+			goto fail;
+		s->flags |= SF_IMPLICIT;
+		s->bev = bufferevent_openssl_socket_new(srv->base, fd, s->ssl,
+		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+		if (s->bev == NULL) {
+			SSL_free(s->ssl);
+			s->ssl = NULL;
+			goto fail;
+		}
+		s->fd = -1;	/* the TLS bufferevent owns fd and SSL now */
+	} else {
+		s->bev = bufferevent_socket_new(srv->base, fd, 0);
+		if (s->bev == NULL)
+			goto fail;
+	}
+	bufferevent_setcb(s->bev, smtp_read_cb, smtp_write_cb, smtp_event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_READ_HIGHWATER);
+	if (lim->idle_timeout > 0) {
+		struct timeval tv = { lim->idle_timeout, 0 };
+		bufferevent_set_timeouts(s->bev, &tv, &tv);
+	}
+
+	s->next = srv->sessions;
+	if (srv->sessions)
+		srv->sessions->prev = s;
+	srv->sessions = s;
+	srv->nsessions++;
+
+	jb_init(&jb);
+	smtp_event_base(s, &jb, "fosr.session.connect");
+	jb_kcstr(&jb, "listener", listener->name);
+	jb_kcstr(&jb, "tls_mode", cfg_tls_mode_name(listener->tls));
+	evlog_emit(&jb);
+	jb_free(&jb);
+	log_info("%016llx smtp connected address=%s port=%d listener=%s",
+	    (unsigned long long)s->id, s->src_ip, s->src_port, listener->name);
+
+	if (s->flags & SF_IMPLICIT) {
+		/* The banner follows the handshake (smtp_event_cb). */
+		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+		return s;
+	}
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	smtp_banner(s);
+	return s;
+fail:
+	if (s->bev)
+		bufferevent_free(s->bev);
+	if (s->fd != -1)
+		close(s->fd);
+	free(s);
+	return NULL;
+}
+
+/* Send the banner now, or after the configured delay with jitter. */
+static void
+smtp_banner(struct smtp_session *s)
+{
+	const struct cfg_limits *lim = &s->srv->cfg->limits;
+	int ms = lim->banner_delay_ms;
+
+	if (ms > 0 && lim->banner_jitter_ms > 0)
+		ms += (int)(util_random_u64() % (uint64_t)(lim->banner_jitter_ms + 1));
+	if (ms > 0 && !(s->flags & SF_CLOSING)) {
+		smtp_enter_state(s, SMTP_STATE_INIT);
+		smtp_set_timer(s, ms);
+		return;
+	}
+	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+		/* Talking before the greeting is what spam bots do. */
+		s->flags |= SF_PREGREET;
+		s->anomalies |= AN_PREGREET;
+	}
+	smtp_reply(s, PR_BANNER, NULL);
+	smtp_enter_state(s, SMTP_STATE_COMMAND);
+}
+
+/* Arm the session's single timer (allocated on first use). */
+static void
+smtp_set_timer(struct smtp_session *s, int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	if (s->timer == NULL)
+		s->timer = evtimer_new(s->srv->base, smtp_timer_cb, s);
+	if (s->timer == NULL) {
+		smtp_close(s, "oom");
+		return;
+	}
+	evtimer_add(s->timer, &tv);
+}
+
+/* Banner delay over, error sleep over, or stop grace over. */
+static void
+smtp_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	if (s->srv->stopping && !(s->flags & (SF_HELD)) && s->state != SMTP_STATE_INIT) {
+		smtp_close(s, "shutdown");
+	} else if (s->state == SMTP_STATE_INIT && !(s->flags & SF_HELD)) {
+		/* Banner delay over: greet. */
+		if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+			s->flags |= SF_PREGREET;
+			s->anomalies |= AN_PREGREET;
+		}
+		smtp_reply(s, PR_BANNER, NULL);
+		smtp_enter_state(s, SMTP_STATE_COMMAND);
+		smtp_process(s);
+	} else if (s->flags & SF_HELD) {
+		char *line = s->held;
+
+		s->held = NULL;
+		s->flags &= ~SF_HELD;
+		if (line) {
+			smtp_send_line(s, line, strlen(line));
+			free(line);
+		}
+		smtp_process(s);
+	}
+	smtp_maybe_free(s);
+}
+
+/*
+ * Write one reply line (no CRLF in line).  4xx/5xx replies are held back for
+ * error_sleep seconds once the session has made soft_errors errors, as
+ * Postfix's smtpd_chat_reply() sleeps; input is not processed meanwhile.
+ */
+static void
+smtp_send_line(struct smtp_session *s, const char *line, size_t len)
+{
+	const struct cfg_limits *lim = &s->srv->cfg->limits;
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+
+	if ((line[0] == '4' || line[0] == '5') && s->errors >= lim->soft_errors &&
+	    lim->error_sleep > 0 && !(s->flags & SF_HELD) && s->held == NULL &&
+	    !s->srv->stopping) {
+		if ((s->held = strndup(line, len)) != NULL) {
+			s->flags |= SF_HELD;
+			smtp_set_timer(s, lim->error_sleep * 1000);
+			return;
+		}
+	}
+	if (log_debug_enabled()) {
+		char esc[600];
+		log_debug("%016llx > %s", (unsigned long long)s->id,
+		    log_escape(esc, sizeof(esc), line, len));
+	}
+	evbuffer_add(out, line, len);
+	evbuffer_add(out, "\r\n", 2);
+}
+
+/* Send the persona's reply id, expanding its placeholders. */
+static void
+smtp_reply(struct smtp_session *s, enum persona_reply id, const struct persona_vars *v)
+{
+	struct persona_vars vars;
+	char line[1100];
+	const char *tmpl = s->srv->persona->replies[id];
+	size_t n;
+
+	if (v)
+		vars = *v;
+	else
+		memset(&vars, 0, sizeof(vars));
+	vars.host = s->srv->hostname;
+	if (vars.addr == NULL)
+		vars.addr = s->src_ip;
+	vars.size = s->srv->cfg->limits.message_size;
+	if (tmpl == NULL)
+		tmpl = s->srv->persona->replies[PR_UNKNOWN];
+	n = persona_format(line, sizeof(line), tmpl, &vars);
+	smtp_send_line(s, line, n);
+}
+
+/* A reply that counts as a client error (Postfix's error_count). */
+static void
+smtp_error(struct smtp_session *s, enum persona_reply id, const struct persona_vars *v)
+{
+	smtp_reply(s, id, v);
+	s->errors++;
+}
+
+/* Mark the session for closing once its output is flushed. */
+static void
+smtp_close(struct smtp_session *s, const char *reason)
+{
+	if (s->flags & SF_CLOSING)
+		return;
+	s->flags |= SF_CLOSING;
+	snprintf(s->close_reason, sizeof(s->close_reason), "%s", reason);
+	if (s->bev)
+		bufferevent_disable(s->bev, EV_READ);
+}
+
+/* Free the session if it is closing and nothing is left to send.  True if freed. */
+static bool
+smtp_maybe_free(struct smtp_session *s)
+{
+	if (!(s->flags & SF_CLOSING) || (s->flags & SF_HELD))
+		return false;
+	if (s->state == SMTP_STATE_COMMIT)
+		return false;	/* the commit callback answers first */
+	if (s->bev && evbuffer_get_length(bufferevent_get_output(s->bev)) > 0 &&
+	    strcmp(s->close_reason, "error") != 0 && strcmp(s->close_reason, "eof") != 0)
+		return false;	/* smtp_write_cb comes back when it is flushed */
+	smtp_free(s);
+	return true;
+}
+
+/* Free everything the session owns and log its end. */
+static void
+smtp_free(struct smtp_session *s)
+{
+	struct smtp_server *srv = s->srv;
+	struct timespec t1;
+	double dur;
+	struct jbuf jb;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	dur = (double)(t1.tv_sec - s->t0.tv_sec) + (t1.tv_nsec - s->t0.tv_nsec) / 1e9;
+	jb_init(&jb);
+	smtp_event_base(s, &jb, "fosr.session.closed");
+	jb_key(&jb, "duration");
+	{
+		char d[32];
+		int n = snprintf(d, sizeof(d), "%.6f", dur);
+		jb_raw(&jb, d, (size_t)n);
+	}
+	jb_kcstr(&jb, "reason", s->close_reason[0] ? s->close_reason : "quit");
+	jb_kuint(&jb, "commands", s->ncommands);
+	jb_kuint(&jb, "mails", s->nmails);
+	jb_kint(&jb, "errors", s->errors);
+	if (s->anomalies) {
+		jb_key(&jb, "anomalies");
+		jb_arr_open(&jb);
+		for (size_t i = 0; i < sizeof(anomaly_names) / sizeof(anomaly_names[0]); i++)
+			if (s->anomalies & anomaly_names[i].bit)
+				jb_cstr(&jb, anomaly_names[i].name);
+		jb_arr_close(&jb);
+	}
+	evlog_emit(&jb);
+	jb_free(&jb);
+	log_info("%016llx smtp disconnected reason=%s mails=%u duration=%.3f",
+	    (unsigned long long)s->id, s->close_reason[0] ? s->close_reason : "quit",
+	    s->nmails, dur);
+
+	if (s->state == SMTP_STATE_COMMIT && s->txn && s->txn->msg) {
+		/* The spool owns the message now; it completes without us. */
+		spool_msg_detach(s->txn->msg);
+		s->txn->msg = NULL;
+	}
+	if (s->txn)
+		smtp_txn_free(s->txn);
+	if (s->auth) {
+		free(s->auth->user);
+		free(s->auth->pass);
+		free(s->auth->authzid);
+		free(s->auth->raw);
+		free(s->auth->challenge);
+		free(s->auth);
+	}
+	if (s->timer)
+		event_free(s->timer);
+	free(s->held);
+	free(s->tls);
+	if (s->bev)
+		bufferevent_free(s->bev);	/* a TLS bufferevent also frees SSL and fd */
+	if (s->fd != -1)
+		close(s->fd);
+
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		srv->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	srv->nsessions--;
+	if (srv->on_close)
+		srv->on_close(srv->on_close_arg, (struct sockaddr *)&s->peer);
+	free(s);
+}
+
+/* Input arrived: process as much as the state allows. */
+static void
+smtp_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+	const struct cfg_limits *lim = &s->srv->cfg->limits;
+
+	if (lim->session_lifetime > 0 && time(NULL) - s->started > lim->session_lifetime &&
+	    !(s->flags & SF_CLOSING) && s->state != SMTP_STATE_COMMIT) {
+		smtp_reply(s, PR_TIMEOUT, NULL);
+		smtp_close(s, "lifetime");
+	} else
+		smtp_process(s);
+	smtp_maybe_free(s);
+}
+
+/* Output drained to the low watermark (empty). */
+static void
+smtp_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	if (s->state == SMTP_STATE_STARTTLS && !(s->flags & SF_CLOSING)) {
+		smtp_tls_start(s);
+		smtp_maybe_free(s);
+		return;
+	}
+	if (s->flags & SF_WRITEBLOCK) {
+		s->flags &= ~SF_WRITEBLOCK;
+		if (!(s->flags & SF_CLOSING))
+			bufferevent_enable(s->bev, EV_READ);
+		smtp_process(s);
+	}
+	smtp_maybe_free(s);
+}
+
+/* Switch the connection to TLS after "220 Ready to start TLS" went out. */
+static void
+smtp_tls_start(struct smtp_session *s)
+{
+	struct bufferevent *tbev;
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+
+	/*
+	 * Whatever the client pipelined after STARTTLS was read in plaintext and
+	 * must not be executed inside TLS (CVE-2011-0411): drop it, as Postfix.
+	 */
+	if (evbuffer_get_length(in) > 0) {
+		s->anomalies |= AN_PIPELINE_TLS;
+		evbuffer_drain(in, evbuffer_get_length(in));
+	}
+	if ((s->ssl = SSL_new(s->srv->ssl_ctx)) == NULL) {
+		smtp_close(s, "tls-error");
+		return;
+	}
+	bufferevent_free(s->bev);
+	s->bev = NULL;
+	tbev = bufferevent_openssl_socket_new(s->srv->base, s->fd, s->ssl,
+	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (tbev == NULL) {
+		SSL_free(s->ssl);
+		s->ssl = NULL;
+		s->flags |= SF_CLOSING;
+		snprintf(s->close_reason, sizeof(s->close_reason), "error");
+		return;
+	}
+	s->fd = -1;
+	s->bev = tbev;
+	bufferevent_setcb(s->bev, smtp_read_cb, smtp_write_cb, smtp_event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_READ_HIGHWATER);
+	if (s->srv->cfg->limits.idle_timeout > 0) {
+		struct timeval tv = { s->srv->cfg->limits.idle_timeout, 0 };
+		bufferevent_set_timeouts(s->bev, &tv, &tv);
+	}
+	smtp_enter_state(s, SMTP_STATE_HANDSHAKE);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
+/* Record the facts of a finished handshake. */
+static void
+smtp_tls_done(struct smtp_session *s)
+{
+	struct jbuf jb;
+	char esc[300];
+
+	s->flags |= SF_TLS;
+	if (s->tls == NULL)
+		s->tls = calloc(1, sizeof(*s->tls));
+	if (s->tls)
+		tls_get_info(s->ssl, s->tls);
+	jb_init(&jb);
+	smtp_event_base(s, &jb, "fosr.session.tls");
+	if (s->tls) {
+		jb_kcstr(&jb, "version", s->tls->version);
+		jb_kcstr(&jb, "cipher", s->tls->cipher);
+		jb_kint(&jb, "bits", s->tls->bits);
+		jb_kstr(&jb, "sni", s->tls->sni, strlen(s->tls->sni));
+	}
+	jb_kcstr(&jb, "mode", (s->flags & SF_IMPLICIT) ? "implicit" : "starttls");
+	evlog_emit(&jb);
+	jb_free(&jb);
+	log_info("%016llx smtp tls version=%s cipher=%s sni=\"%s\"",
+	    (unsigned long long)s->id, s->tls ? s->tls->version : "?",
+	    s->tls ? s->tls->cipher : "?",
+	    s->tls ? log_escape(esc, sizeof(esc), s->tls->sni, strlen(s->tls->sni)) : "");
+}
+
+/* Connection events: TLS handshake done, EOF, errors, timeouts. */
+static void
+smtp_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	if (what & BEV_EVENT_CONNECTED) {
+		smtp_tls_done(s);
+		if (s->state == SMTP_STATE_HANDSHAKE) {
+			/* RFC 3207 4.2: forget everything learned before TLS. */
+			s->flags &= ~(SF_HELO | SF_EHLO | SF_AUTHED);
+			s->helo[0] = '\0';
+			smtp_txn_reset(s);
+			smtp_enter_state(s, SMTP_STATE_COMMAND);
+			smtp_process(s);
+		} else
+			smtp_banner(s);
+		smtp_maybe_free(s);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (s->state != SMTP_STATE_COMMIT && !(s->flags & SF_CLOSING)) {
+			if (s->state != SMTP_STATE_HANDSHAKE &&
+			    !(s->state == SMTP_STATE_INIT && s->ssl != NULL)) {
+				smtp_reply(s, PR_TIMEOUT, NULL);
+				/* a held reply would wait: send it now */
+				if (s->flags & SF_HELD) {
+					s->flags &= ~SF_HELD;
+					free(s->held);
+					s->held = NULL;
+				}
+			}
+			smtp_close(s, "timeout");
+			bufferevent_enable(s->bev, EV_WRITE);
+		} else if (s->flags & SF_CLOSING) {
+			snprintf(s->close_reason, sizeof(s->close_reason), "timeout");
+			s->flags &= ~SF_HELD;
+			evbuffer_drain(bufferevent_get_output(s->bev),
+			    evbuffer_get_length(bufferevent_get_output(s->bev)));
+		}
+		smtp_maybe_free(s);
+		return;
+	}
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		const char *reason = (what & BEV_EVENT_EOF) ? "eof" : "error";
+		unsigned long e;
+
+		if (s->ssl && (e = bufferevent_get_openssl_error(bev)) != 0) {
+			char buf[256];
+			ERR_error_string_n(e, buf, sizeof(buf));
+			log_info("%016llx smtp tls error: %s", (unsigned long long)s->id, buf);
+			reason = "tls-error";
+		}
+		if (s->state == SMTP_STATE_COMMIT) {
+			/* The message is being made durable: let the commit finish. */
+			s->flags |= SF_CLOSING;
+			snprintf(s->close_reason, sizeof(s->close_reason), "%s", reason);
+			return;
+		}
+		if (s->state == SMTP_STATE_DATA || s->state == SMTP_STATE_BDAT)
+			reason = (what & BEV_EVENT_EOF) ? "eof-in-data" : reason;
+		s->flags |= SF_CLOSING;
+		s->flags &= ~SF_HELD;
+		snprintf(s->close_reason, sizeof(s->close_reason), "%s",
+		    strcmp(reason, "eof-in-data") == 0 ? "eof" : reason);
+		smtp_free(s);
+	}
+}
+
+/*
+ * Process buffered input in order (PIPELINING) until it runs out or the
+ * session must wait: a commit, a held reply, a TLS switch, or closing.
+ */
+static void
+smtp_process(struct smtp_session *s)
+{
+	const struct cfg_limits *lim = &s->srv->cfg->limits;
+	struct evbuffer *in, *out;
+
+	if (s->bev == NULL)
+		return;
+	in = bufferevent_get_input(s->bev);
+	out = bufferevent_get_output(s->bev);
+	for (;;) {
+		if (s->flags & (SF_CLOSING | SF_HELD | SF_WRITEBLOCK))
+			return;
+		switch (s->state) {
+		case SMTP_STATE_COMMAND:
+		case SMTP_STATE_AUTH:
+			break;
+		case SMTP_STATE_DATA:
+			if (evbuffer_get_length(in) == 0)
+				return;
+			smtp_data_input(s, in);
+			continue;
+		case SMTP_STATE_BDAT:
+			if (evbuffer_get_length(in) == 0 && s->txn && s->txn->bdat_left > 0)
+				return;
+			smtp_bdat_input(s, in);
+			continue;
+		default:
+			return;
+		}
+
+		/* Postfix checks its hard error limit before reading a command. */
+		if (s->errors >= lim->hard_errors) {
+			smtp_reply(s, PR_TOO_MANY_ERRORS, NULL);
+			smtp_close(s, "too-many-errors");
+			return;
+		}
+		if (evbuffer_get_length(out) > SMTP_OUT_HIGHWATER) {
+			/* The client does not read its replies: stop reading its commands. */
+			s->flags |= SF_WRITEBLOCK;
+			bufferevent_disable(s->bev, EV_READ);
+			return;
+		}
+
+		size_t eol_len = 0;
+		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+		size_t maxline = s->state == SMTP_STATE_AUTH ? SMTP_AUTH_LINE_MAX : lim->line_length;
+		char stackbuf[4096];
+		char *line;
+		size_t len;
+
+		if (p.pos < 0) {
+			size_t avail = evbuffer_get_length(in);
+			if (avail <= maxline || (s->flags & SF_SKIPLINE)) {
+				if (s->flags & SF_SKIPLINE)
+					evbuffer_drain(in, avail);
+				return;
+			}
+			/*
+			 * Overlong line, no LF yet: like Postfix, run its first
+			 * line_length bytes as the command and silently drop the
+			 * rest of the line.
+			 */
+			s->anomalies |= AN_CMD_LONG;
+			s->flags |= SF_SKIPLINE;
+			len = maxline;
+			eol_len = 0;
+		} else {
+			len = (size_t)p.pos;
+			if (s->flags & SF_SKIPLINE) {
+				evbuffer_drain(in, len + eol_len);
+				s->flags &= ~SF_SKIPLINE;
+				continue;
+			}
+			if (len > maxline) {
+				/* Run the first maxline bytes; drop the rest of the line. */
+				s->anomalies |= AN_CMD_LONG;
+				eol_len += len - maxline;
+				len = maxline;
+			}
+		}
+		line = len < sizeof(stackbuf) ? stackbuf : malloc(len + 1);
+		if (line == NULL) {
+			smtp_close(s, "oom");
+			return;
+		}
+		evbuffer_remove(in, line, len);
+		evbuffer_drain(in, eol_len);
+		if (len > 0 && line[len - 1] == '\r')
+			len--;
+		else if (eol_len == 1)
+			s->anomalies |= AN_CMD_BARE_LF;
+		line[len] = '\0';
+		{
+			/* Postfix sees a C string: whatever follows a NUL is ignored. */
+			char *nul = memchr(line, '\0', len);
+			if (nul) {
+				s->anomalies |= AN_CMD_NUL;
+				len = (size_t)(nul - line);
+			}
+		}
+		if (s->state == SMTP_STATE_AUTH)
+			smtp_auth_input(s, line, len);
+		else
+			smtp_command(s, line, len);
+		if (line != stackbuf)
+			free(line);
+	}
+}
+
+/* Dispatch one command line. */
+static void
+smtp_command(struct smtp_session *s, const char *line, size_t len)
+{
+	struct smtp_cmdline cl;
+	size_t i;
+
+	s->ncommands++;
+	if (log_debug_enabled()) {
+		char esc[600];
+		log_debug("%016llx < %s", (unsigned long long)s->id,
+		    log_escape(esc, sizeof(esc), line, len));
+	}
+	for (i = 0; i < len; i++)
+		if ((unsigned char)line[i] >= 0x80) {
+			s->anomalies |= AN_CMD_8BIT;
+			break;
+		}
+	smtp_parse_command(line, len, &cl);
+	if (cl.cmd == SMTP_CMD_NONE) {
+		smtp_error(s, PR_EMPTY, NULL);
+		return;
+	}
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (commands[i].cmd == cl.cmd) {
+			commands[i].fn(s, &cl);
+			return;
+		}
+	cmd_unknown(s, &cl);
+}
+
+/* An unknown or unimplemented command, recorded for the researchers. */
+static void
+cmd_unknown(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	struct jbuf jb;
+	size_t full;
+
+	/*
+	 * HTTP through an open proxy, or a verb that does not start with a letter
+	 * (a TLS ClientHello on the plain port, binary junk): Postfix's
+	 * smtpd_forbidden_commands, answered and hung up on.
+	 */
+	if (cl->verblen == 0 || !((cl->verb[0] >= 'A' && cl->verb[0] <= 'Z') ||
+	    (cl->verb[0] >= 'a' && cl->verb[0] <= 'z')) ||
+	    (cl->verblen == 7 && strncasecmp(cl->verb, "CONNECT", 7) == 0) ||
+	    (cl->verblen == 3 && strncasecmp(cl->verb, "GET", 3) == 0) ||
+	    (cl->verblen == 4 && strncasecmp(cl->verb, "POST", 4) == 0)) {
+		cmd_forbidden(s, cl);
+		return;
+	}
+	jb_init(&jb);
+	smtp_event_base(s, &jb, "fosr.command.unknown");
+	full = cl->arglen ? (size_t)(cl->arg + cl->arglen - cl->verb) : cl->verblen;
+	jb_kstr(&jb, "input", cl->verb, full > 512 ? 512 : full);
+	evlog_emit(&jb);
+	jb_free(&jb);
+	smtp_error(s, PR_UNKNOWN, NULL);
+}
+
+/* CONNECT/GET/POST or a header line: Postfix's "I can break rules, too" and hang up. */
+static void
+cmd_forbidden(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	if (s->srv->persona->replies[PR_FORBIDDEN] == NULL) {
+		smtp_error(s, PR_UNKNOWN, NULL);
+		return;
+	}
+	smtp_reply(s, PR_FORBIDDEN, NULL);
+	smtp_close(s, "forbidden-command");
+}
+
+/* Copy a HELO/EHLO argument into the session. */
+static void
+smtp_set_helo(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	size_t n = cl->arglen < SMTP_DOMAIN_MAX ? cl->arglen : SMTP_DOMAIN_MAX;
+
+	memcpy(s->helo, cl->arg, n);
+	s->helo[n] = '\0';
+}
+
+/* HELO: reply with the hostname, end any transaction. */
+static void
+cmd_helo(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	if (cl->arglen == 0) {
+		smtp_error(s, PR_HELO_SYNTAX, NULL);
+		return;
+	}
+	smtp_txn_reset(s);
+	smtp_set_helo(s, cl);
+	s->flags |= SF_HELO;
+	s->flags &= ~SF_EHLO;
+	smtp_reply(s, PR_HELO_OK, NULL);
+}
+
+/* EHLO: the persona's keyword list, without STARTTLS where it cannot work. */
+static void
+cmd_ehlo(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	const struct persona *p = s->srv->persona;
+	const char *kw[PERSONA_EHLO_MAX];
+	int n = 0, i;
+	char line[600], first[300];
+	struct persona_vars v;
+
+	if (cl->arglen == 0) {
+		smtp_error(s, PR_EHLO_SYNTAX, NULL);
+		return;
+	}
+	smtp_txn_reset(s);
+	smtp_set_helo(s, cl);
+	s->flags |= SF_HELO | SF_EHLO;
+
+	for (i = 0; i < PERSONA_EHLO_MAX && p->ehlo[i]; i++) {
+		if (strcmp(p->ehlo[i], "STARTTLS") == 0 &&
+		    ((s->flags & SF_TLS) || s->srv->ssl_ctx == NULL ||
+		    s->listener->tls != TLS_MODE_STARTTLS))
+			continue;
+		kw[n++] = p->ehlo[i];
+	}
+	memset(&v, 0, sizeof(v));
+	v.host = s->srv->hostname;
+	v.size = s->srv->cfg->limits.message_size;
+	persona_format(first, sizeof(first), p->replies[PR_EHLO_FIRST], &v);
+	/* PR_EHLO_FIRST is "250 {host}": turn it into "250-{host}" unless alone. */
+	if (n > 0 && strlen(first) > 3)
+		first[3] = '-';
+	smtp_send_line(s, first, strlen(first));
+	for (i = 0; i < n; i++) {
+		char kwbuf[300];
+		size_t k = persona_format(kwbuf, sizeof(kwbuf), kw[i], &v);
+		int m = snprintf(line, sizeof(line), "250%c%.*s", i == n - 1 ? ' ' : '-',
+		    (int)k, kwbuf);
+		smtp_send_line(s, line, (size_t)m);
+	}
+}
+
+/* Start a transaction if the session has none. */
+static struct smtp_txn *
+smtp_txn_new(struct smtp_session *s)
+{
+	if (s->txn == NULL)
+		s->txn = calloc(1, sizeof(*s->txn));
+	return s->txn;
+}
+
+/* Free a transaction; an open spool message is aborted. */
+static void
+smtp_txn_free(struct smtp_txn *t)
+{
+	int i;
+
+	if (t == NULL)
+		return;
+	if (t->msg)
+		spool_msg_abort(t->msg);
+	free(t->mail_from);
+	for (i = 0; i < t->nrcpt; i++)
+		free(t->rcpt[i]);
+	free(t->rcpt);
+	free(t);
+}
+
+/* End the current transaction (RSET, HELO, after the message). */
+static void
+smtp_txn_reset(struct smtp_session *s)
+{
+	smtp_txn_free(s->txn);
+	s->txn = NULL;
+}
+
+/* MAIL FROM: start a transaction; any sender is fine. */
+static void
+cmd_mail(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	struct smtp_path path;
+	struct persona_vars v;
+	struct smtp_txn *t;
+	enum smtp_path_err e;
+
+	if (s->txn && s->txn->mail_from) {
+		smtp_error(s, PR_MAIL_NESTED, NULL);
+		return;
+	}
+	e = smtp_parse_mail(cl->arg, cl->arglen, &path);
+	memset(&v, 0, sizeof(v));
+	switch (e) {
+	case SMTP_PATH_OK:
+		break;
+	case SMTP_PATH_ERR_SYNTAX:
+		smtp_error(s, PR_MAIL_SYNTAX, NULL);
+		return;
+	case SMTP_PATH_ERR_ADDR:
+		smtp_error(s, PR_MAIL_BAD_ADDR, NULL);
+		return;
+	case SMTP_PATH_ERR_SIZE:
+		smtp_error(s, PR_MAIL_BAD_SIZE, NULL);
+		return;
+	case SMTP_PATH_ERR_BODY:
+		smtp_error(s, PR_MAIL_BAD_BODY, NULL);
+		return;
+	case SMTP_PATH_ERR_PARAM:
+		v.arg = path.errparam;
+		v.arglen = path.errparamlen;
+		smtp_error(s, PR_MAIL_BAD_PARAM, &v);
+		return;
+	}
+	if (path.has_size && path.size > s->srv->cfg->limits.message_size) {
+		smtp_error(s, PR_SIZE_EXCEEDED, NULL);
+		return;
+	}
+	if (spool_check_space(s->srv->spool, path.has_size ? path.size : 0) == -1) {
+		smtp_error(s, PR_STORAGE_FULL, NULL);
+		return;
+	}
+	if ((t = smtp_txn_new(s)) == NULL || (t->mail_from = strdup(path.addr)) == NULL) {
+		smtp_reply(s, PR_WRITE_ERROR, NULL);
+		return;
+	}
+	t->smtputf8 = path.smtputf8;
+	t->size_param = path.has_size ? path.size : 0;
+	snprintf(t->body, sizeof(t->body), "%s",
+	    path.body == SMTP_BODY_8BITMIME ? "8BITMIME" :
+	    path.body == SMTP_BODY_BINARYMIME ? "BINARYMIME" :
+	    path.body == SMTP_BODY_7BIT ? "7BIT" : "");
+	smtp_reply(s, PR_MAIL_OK, NULL);
+}
+
+/* RCPT TO: any recipient is accepted, up to the recipient limit. */
+static void
+cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	struct smtp_path path;
+	struct persona_vars v;
+	struct smtp_txn *t = s->txn;
+	enum smtp_path_err e;
+
+	if (t == NULL || t->mail_from == NULL) {
+		smtp_error(s, PR_NEED_MAIL, NULL);
+		return;
+	}
+	e = smtp_parse_rcpt(cl->arg, cl->arglen, &path);
+	memset(&v, 0, sizeof(v));
+	switch (e) {
+	case SMTP_PATH_OK:
+		break;
+	case SMTP_PATH_ERR_SYNTAX:
+		smtp_error(s, PR_RCPT_SYNTAX, NULL);
+		return;
+	case SMTP_PATH_ERR_ADDR:
+	case SMTP_PATH_ERR_SIZE:
+	case SMTP_PATH_ERR_BODY:
+		smtp_error(s, PR_RCPT_BAD_ADDR, NULL);
+		return;
+	case SMTP_PATH_ERR_PARAM:
+		v.arg = path.errparam;
+		v.arglen = path.errparamlen;
+		smtp_error(s, PR_RCPT_BAD_PARAM, &v);
+		return;
+	}
+	if (path.null_path) {
+		smtp_error(s, PR_RCPT_BAD_ADDR, NULL);
+		return;
+	}
+	if (t->nrcpt >= s->srv->cfg->limits.recipients) {
+		smtp_error(s, PR_RCPT_TOO_MANY, NULL);
+		return;
+	}
+	if (t->nrcpt == t->rcpt_cap) {
+		int cap = t->rcpt_cap ? t->rcpt_cap * 2 : SMTP_RCPT_INITIAL;
+		char **r = reallocarray(t->rcpt, (size_t)cap, sizeof(*r));
+		if (r == NULL) {
+			smtp_reply(s, PR_WRITE_ERROR, NULL);
+			return;
+		}
+		t->rcpt = r;
+		t->rcpt_cap = cap;
+	}
+	if ((t->rcpt[t->nrcpt] = strdup(path.addr)) == NULL) {
+		smtp_reply(s, PR_WRITE_ERROR, NULL);
+		return;
+	}
+	t->nrcpt++;
+	smtp_reply(s, PR_RCPT_OK, NULL);
+}
+
+/* Open the spool file for a message body; false (and a reply) on failure. */
+static bool
+smtp_open_message(struct smtp_session *s)
+{
+	char err[256];
+
+	if (s->txn->msg)
+		return true;
+	if ((s->txn->msg = spool_msg_new(s->srv->spool, err, sizeof(err))) == NULL) {
+		log_warn("%016llx smtp spool: %s", (unsigned long long)s->id, err);
+		return false;
+	}
+	return true;
+}
+
+/* DATA: "354", then the body goes through smtp_data_input(). */
+static void
+cmd_data(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	struct smtp_txn *t = s->txn;
+
+	if (cl->arglen > 0) {
+		smtp_error(s, PR_DATA_SYNTAX, NULL);
+		return;
+	}
+	if (t == NULL || t->mail_from == NULL) {
+		smtp_error(s, PR_NEED_RCPT, NULL);
+		return;
+	}
+	if (t->nrcpt == 0) {
+		smtp_error(s, PR_NO_VALID_RCPT, NULL);
+		return;
+	}
+	if (t->bdat_used) {
+		smtp_error(s, PR_DATA_AFTER_BDAT, NULL);
+		return;
+	}
+	if (!smtp_open_message(s)) {
+		smtp_error(s, PR_STORAGE_FULL, NULL);
+		return;
+	}
+	t->dpos = DP_BOL;
+	t->prev_cr = false;
+	t->linelen = 0;
+	smtp_reply(s, PR_DATA_GO, NULL);
+	smtp_enter_state(s, SMTP_STATE_DATA);
+}
+
+/* Store body bytes, unless the message is already too big or failed. */
+static void
+smtp_body_put(struct smtp_session *s, const unsigned char *buf, size_t len)
+{
+	struct smtp_txn *t = s->txn;
+
+	if (len == 0)
+		return;
+	t->size += len;
+	if (t->too_big)
+		return;
+	if (t->size > s->srv->cfg->limits.message_size) {
+		t->too_big = true;
+		t->anomalies |= AN_TOO_BIG;
+		return;
+	}
+	if (spool_msg_error(t->msg) == 0)
+		spool_msg_write(t->msg, buf, len);
+}
+
+/*
+ * The DATA body scanner.  Lines end at LF, as Postfix reads them; a line that
+ * is a single "." (CRLF or bare LF) ends the message, a leading "." is
+ * removed (RFC 5321 4.5.2), every other byte is stored exactly.  Bare LF, bare
+ * CR, NUL, 8-bit bytes, lines over 998 octets and end markers other than
+ * <CRLF>.<CRLF> are recorded as anomalies.
+ */
+static void
+smtp_data_input(struct smtp_session *s, struct evbuffer *in)
+{
+	struct smtp_txn *t = s->txn;
+	struct evbuffer_iovec vec;
+	unsigned char out[8192];
+	size_t olen = 0, i, n;
+	const unsigned char *p;
+	bool done = false;
+
+	if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1)
+		return;
+	p = vec.iov_base;
+	n = vec.iov_len;
+	for (i = 0; i < n && !done; i++) {
+		unsigned char c = p[i];
+
+		if (olen + 2 > sizeof(out)) {
+			smtp_body_put(s, out, olen);
+			olen = 0;
+		}
+		switch (t->dpos) {
+		case DP_BOL:
+			if (c == '.') {
+				t->dpos = DP_DOT;
+				continue;
+			}
+			break;
+		case DP_DOT:
+			if (c == '\n') {
+				t->anomalies |= AN_SMUGGLE;
+				done = true;
+				continue;
+			}
+			if (c == '\r') {
+				t->dpos = DP_DOTCR;
+				continue;
+			}
+			break;	/* a stuffed dot: dropped, c is content */
+		case DP_DOTCR:
+			if (c == '\n') {
+				if (t->prev_line_bare)
+					t->anomalies |= AN_SMUGGLE;
+				done = true;
+				continue;
+			}
+			/* ".\r" then something: the dot was stuffing, the CR is content. */
+			out[olen++] = '\r';
+			t->prev_cr = true;
+			t->linelen = 1;
+			break;
+		case DP_MID:
+			break;
+		}
+		/* c is a content byte in the middle of a line. */
+		out[olen++] = c;
+		if (c == '\n') {
+			t->prev_line_bare = !t->prev_cr;
+			if (!t->prev_cr)
+				t->anomalies |= AN_BARE_LF;
+			t->prev_cr = false;
+			t->linelen = 0;
+			t->dpos = DP_BOL;
+			continue;
+		}
+		if (t->prev_cr)
+			t->anomalies |= AN_BARE_CR;
+		t->prev_cr = c == '\r';
+		if (c == '\0')
+			t->anomalies |= AN_NUL;
+		else if (c >= 0x80)
+			t->anomalies |= AN_8BIT;
+		if (++t->linelen == 999)
+			t->anomalies |= AN_LONG_LINE;
+		t->dpos = DP_MID;
+	}
+	smtp_body_put(s, out, olen);
+	evbuffer_drain(in, i);
+	if (done)
+		smtp_message_end(s);
+}
+
+/* BDAT: read exactly the announced number of bytes into the message. */
+static void
+cmd_bdat(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	struct smtp_txn *t = s->txn;
+	uint64_t size;
+	bool last;
+
+	if (smtp_parse_bdat(cl->arg, cl->arglen, &size, &last) == -1) {
+		/* Without a valid size the chunk cannot be skipped: Postfix hangs up too. */
+		smtp_error(s, PR_BDAT_SYNTAX, NULL);
+		smtp_close(s, "bdat-syntax");
+		return;
+	}
+	if (t == NULL || t->mail_from == NULL || t->nrcpt == 0) {
+		/* Read the chunk and drop it, then answer. */
+		if (smtp_txn_new(s) == NULL) {
+			smtp_close(s, "oom");
+			return;
+		}
+		t = s->txn;
+		t->bdat_discard = true;
+	} else {
+		t->bdat_discard = false;
+		if (!t->bdat_used && !smtp_open_message(s))
+			t->bdat_discard = true;	/* answered at the end of the chunk */
+	}
+	t->bdat_left = size;
+	t->bdat_chunk = size;
+	t->bdat_last = last;
+	smtp_enter_state(s, SMTP_STATE_BDAT);
+}
+
+/* Consume BDAT chunk bytes; answer when the chunk is complete. */
+static void
+smtp_bdat_input(struct smtp_session *s, struct evbuffer *in)
+{
+	struct smtp_txn *t = s->txn;
+	struct evbuffer_iovec vec;
+	struct persona_vars v;
+
+	while (t->bdat_left > 0 && evbuffer_peek(in, -1, NULL, &vec, 1) >= 1) {
+		size_t n = vec.iov_len;
+		if (n > t->bdat_left)
+			n = (size_t)t->bdat_left;
+		if (!t->bdat_discard) {
+			const unsigned char *p = vec.iov_base;
+			for (size_t i = 0; i < n && !(t->anomalies & AN_NUL && t->anomalies & AN_8BIT); i++) {
+				if (p[i] == 0)
+					t->anomalies |= AN_NUL;
+				else if (p[i] >= 0x80)
+					t->anomalies |= AN_8BIT;
+			}
+			smtp_body_put(s, vec.iov_base, n);
+		}
+		evbuffer_drain(in, n);
+		t->bdat_left -= n;
+	}
+	if (t->bdat_left > 0)
+		return;
+
+	smtp_enter_state(s, SMTP_STATE_COMMAND);
+	if (t->bdat_discard) {
+		bool had_mail = t->mail_from != NULL;
+		if (!had_mail) {
+			smtp_txn_reset(s);
+			smtp_error(s, PR_NEED_RCPT, NULL);
+		} else if (t->nrcpt == 0)
+			smtp_error(s, PR_NO_VALID_RCPT, NULL);
+		else {
+			smtp_txn_reset(s);
+			smtp_error(s, PR_STORAGE_FULL, NULL);
+		}
+		return;
+	}
+	t->bdat_used = true;
+	if (t->bdat_last) {
+		smtp_message_end(s);
+		return;
+	}
+	memset(&v, 0, sizeof(v));
+	v.n = t->bdat_chunk;
+	smtp_reply(s, PR_BDAT_OK, &v);
+}
+
+/* Build the durable reception record of the current transaction. */
+static void
+smtp_reception_record(struct smtp_session *s, struct jbuf *jb)
+{
+	struct smtp_txn *t = s->txn;
+	char ts[40], sid[20];
+	int i;
+
+	log_timestamp(ts, sizeof(ts));
+	snprintf(sid, sizeof(sid), "%016llx", (unsigned long long)s->id);
+	jb_obj_open(jb);
+	jb_kcstr(jb, "time", ts);
+	jb_kcstr(jb, "session", sid);
+	jb_kcstr(jb, "queue_id", t->queue_id);
+	jb_kcstr(jb, "sha256", t->sha256);
+	jb_kuint(jb, "size", t->size);
+	jb_kcstr(jb, "sensor", s->srv->cfg->sensor[0] ? s->srv->cfg->sensor : s->srv->hostname);
+	jb_kcstr(jb, "src_ip", s->src_ip);
+	jb_kint(jb, "src_port", s->src_port);
+	jb_kcstr(jb, "dst_ip", s->dst_ip);
+	jb_kint(jb, "dst_port", s->dst_port);
+	jb_kcstr(jb, "listener", s->listener->name);
+	jb_kstr(jb, "helo", s->helo, strlen(s->helo));
+	jb_kcstr(jb, "protocol", (s->flags & SF_EHLO) ? "ESMTP" : (s->flags & SF_HELO) ? "SMTP" : "none");
+	jb_key(jb, "tls");
+	if ((s->flags & SF_TLS) && s->tls) {
+		jb_obj_open(jb);
+		jb_kcstr(jb, "version", s->tls->version);
+		jb_kcstr(jb, "cipher", s->tls->cipher);
+		jb_kint(jb, "bits", s->tls->bits);
+		jb_kstr(jb, "sni", s->tls->sni, strlen(s->tls->sni));
+		jb_obj_close(jb);
+	} else
+		jb_null(jb);
+	jb_key(jb, "auth");
+	if (s->auth && (s->flags & SF_AUTHED)) {
+		jb_obj_open(jb);
+		jb_kcstr(jb, "mechanism", s->auth->mech);
+		jb_kcstr(jb, "username", s->auth->user);
+		jb_kcstr(jb, "password", s->auth->pass);
+		jb_obj_close(jb);
+	} else
+		jb_null(jb);
+	jb_kstr(jb, "mail_from", t->mail_from, strlen(t->mail_from));
+	jb_key(jb, "rcpt_to");
+	jb_arr_open(jb);
+	for (i = 0; i < t->nrcpt; i++)
+		jb_str(jb, t->rcpt[i], strlen(t->rcpt[i]));
+	jb_arr_close(jb);
+	if (t->body[0])
+		jb_kcstr(jb, "body", t->body);
+	jb_kbool(jb, "smtputf8", t->smtputf8);
+	jb_kcstr(jb, "transfer", t->bdat_used ? "BDAT" : "DATA");
+	jb_key(jb, "anomalies");
+	jb_arr_open(jb);
+	for (size_t k = 0; k < sizeof(anomaly_names) / sizeof(anomaly_names[0]); k++)
+		if ((t->anomalies | s->anomalies) & anomaly_names[k].bit)
+			jb_cstr(jb, anomaly_names[k].name);
+	jb_arr_close(jb);
+	jb_obj_close(jb);
+}
+
+/* The body is complete: reject it, or hand it to the spool and wait. */
+static void
+smtp_message_end(struct smtp_session *s)
+{
+	struct smtp_txn *t = s->txn;
+	struct jbuf jb;
+
+	smtp_enter_state(s, SMTP_STATE_COMMAND);
+	if (t->too_big) {
+		log_info("%016llx smtp message rejected: size %llu over the limit",
+		    (unsigned long long)s->id, (unsigned long long)t->size);
+		smtp_txn_reset(s);
+		smtp_reply(s, PR_MSG_TOO_BIG, NULL);
+		return;
+	}
+	if (spool_msg_error(t->msg) != 0 || spool_msg_finish(t->msg, t->sha256) == -1) {
+		int e = spool_msg_error(t->msg);
+		log_warn("%016llx smtp spool write failed: %s", (unsigned long long)s->id,
+		    strerror(e ? e : EIO));
+		smtp_txn_reset(s);
+		smtp_reply(s, (e == ENOSPC || e == EDQUOT) ? PR_STORAGE_FULL : PR_WRITE_ERROR, NULL);
+		return;
+	}
+	util_queue_id(t->queue_id, sizeof(t->queue_id));
+	jb_init(&jb);
+	smtp_reception_record(s, &jb);
+	if (jb.oom) {
+		jb_free(&jb);
+		smtp_txn_reset(s);
+		smtp_reply(s, PR_WRITE_ERROR, NULL);
+		return;
+	}
+	smtp_enter_state(s, SMTP_STATE_COMMIT);
+	bufferevent_disable(s->bev, EV_READ);
+	spool_msg_commit(t->msg, jb.buf, jb.len, smtp_commit_cb, s);
+	jb_free(&jb);
+}
+
+/* The spool answered: the message is durable (250) or not (451/452). */
+static void
+smtp_commit_cb(void *arg, int status, int err_no)
+{
+	struct smtp_session *s = arg;
+	struct smtp_txn *t = s->txn;
+	struct persona_vars v;
+	struct jbuf jb;
+
+	t->msg = NULL;	/* owned and freed by the spool */
+	smtp_enter_state(s, SMTP_STATE_COMMAND);
+	if (status != 0) {
+		log_warn("%016llx smtp spool commit failed: %s", (unsigned long long)s->id,
+		    strerror(err_no));
+		smtp_txn_reset(s);
+		if (!(s->flags & SF_CLOSING))
+			smtp_reply(s, (err_no == ENOSPC || err_no == EDQUOT) ?
+			    PR_STORAGE_FULL : PR_WRITE_ERROR, NULL);
+		goto out;
+	}
+	s->nmails++;
+	jb_init(&jb);
+	smtp_event_base(s, &jb, "fosr.mail.received");
+	jb_kcstr(&jb, "queue_id", t->queue_id);
+	jb_kcstr(&jb, "sha256", t->sha256);
+	jb_kuint(&jb, "size", t->size);
+	jb_kstr(&jb, "helo", s->helo, strlen(s->helo));
+	jb_kstr(&jb, "mail_from", t->mail_from, strlen(t->mail_from));
+	jb_key(&jb, "rcpt_to");
+	jb_arr_open(&jb);
+	for (int i = 0; i < t->nrcpt; i++)
+		jb_str(&jb, t->rcpt[i], strlen(t->rcpt[i]));
+	jb_arr_close(&jb);
+	jb_kcstr(&jb, "transfer", t->bdat_used ? "BDAT" : "DATA");
+	evlog_emit(&jb);
+	jb_free(&jb);
+	{
+		char esc[300];
+		log_info("%016llx smtp message queue_id=%s sha256=%s size=%llu from=<%s> nrcpt=%d",
+		    (unsigned long long)s->id, t->queue_id, t->sha256,
+		    (unsigned long long)t->size,
+		    log_escape(esc, sizeof(esc), t->mail_from, strlen(t->mail_from)), t->nrcpt);
+	}
+	if (s->srv->on_mail)
+		s->srv->on_mail(s->srv->on_mail_arg, NULL, 0);
+	memset(&v, 0, sizeof(v));
+	v.qid = t->queue_id;
+	smtp_txn_reset(s);
+	if (!(s->flags & SF_CLOSING) || strcmp(s->close_reason, "shutdown") == 0)
+		smtp_reply(s, PR_QUEUED, &v);
+out:
+	if (s->srv->stopping)
+		smtp_close(s, "shutdown");
+	if (s->flags & SF_CLOSING) {
+		if (strcmp(s->close_reason, "eof") == 0 || strcmp(s->close_reason, "error") == 0 ||
+		    strcmp(s->close_reason, "tls-error") == 0)
+			smtp_free(s);
+		else
+			smtp_maybe_free(s);
+		return;
+	}
+	bufferevent_enable(s->bev, EV_READ);
+	smtp_process(s);
+	smtp_maybe_free(s);
+}
+
+/* RSET: drop the transaction. */
+static void
+cmd_rset(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	if (cl->arglen > 0) {
+		smtp_error(s, PR_RSET_SYNTAX, NULL);
+		return;
+	}
+	smtp_txn_reset(s);
+	smtp_reply(s, PR_RSET_OK, NULL);
+}
+
+/* NOOP: Postfix ignores any argument. */
+static void
+cmd_noop(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	smtp_reply(s, PR_NOOP_OK, NULL);
+}
+
+/* QUIT: say goodbye, close once it is sent. */
+static void
+cmd_quit(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	smtp_reply(s, PR_QUIT, NULL);
+	smtp_close(s, "quit");
+}
+
+/* VRFY: "252" for anything, as Postfix does for a remote address. */
+static void
+cmd_vrfy(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	struct persona_vars v;
+	struct smtp_path path;
+	char arg[SMTP_PATH_MAX + 3];
+
+	if (cl->arglen == 0) {
+		smtp_error(s, PR_VRFY_SYNTAX, NULL);
+		return;
+	}
+	memset(&v, 0, sizeof(v));
+	/* Postfix answers with the address stripped of its <>. */
+	snprintf(arg, sizeof(arg), "TO:%.*s", (int)(cl->arglen < SMTP_PATH_MAX ? cl->arglen : SMTP_PATH_MAX), cl->arg);
+	if (smtp_parse_rcpt(arg, strlen(arg), &path) == SMTP_PATH_OK) {
+		v.arg = path.addr;
+		v.arglen = path.addrlen;
+		smtp_reply(s, PR_VRFY_OK, &v);
+	} else {
+		v.arg = cl->arg;
+		v.arglen = cl->arglen;
+		smtp_error(s, PR_RCPT_BAD_ADDR, &v);
+	}
+}
+
+/* ETRN: needs a greeting and a domain; nothing is ever queued for anyone. */
+static void
+cmd_etrn(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	struct persona_vars v;
+
+	if (!(s->flags & SF_HELO)) {
+		smtp_error(s, PR_ETRN_NEED_HELO, NULL);
+		return;
+	}
+	if (s->txn && s->txn->mail_from) {
+		smtp_error(s, PR_ETRN_IN_MAIL, NULL);
+		return;
+	}
+	if (cl->arglen == 0) {
+		smtp_error(s, PR_ETRN_SYNTAX, NULL);
+		return;
+	}
+	memset(&v, 0, sizeof(v));
+	v.arg = cl->arg;
+	v.arglen = cl->arglen;
+	smtp_error(s, PR_ETRN_REPLY, &v);
+}
+
+/* STARTTLS: "220", then the switch once the reply is on the wire. */
+static void
+cmd_starttls(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	if (s->flags & SF_TLS) {
+		smtp_error(s, PR_STARTTLS_ACTIVE, NULL);
+		return;
+	}
+	if (s->listener->tls != TLS_MODE_STARTTLS || s->srv->ssl_ctx == NULL) {
+		smtp_error(s, PR_STARTTLS_UNAVAILABLE, NULL);
+		return;
+	}
+	if (cl->arglen > 0) {
+		smtp_error(s, PR_STARTTLS_SYNTAX, NULL);
+		return;
+	}
+	smtp_reply(s, PR_STARTTLS_GO, NULL);
+	smtp_enter_state(s, SMTP_STATE_STARTTLS);
+	bufferevent_disable(s->bev, EV_READ);
+	/* Pipelined input is dropped in smtp_tls_start(). */
+}
+
+/* Free the AUTH record of the session. */
+static void
+smtp_auth_clear(struct smtp_session *s)
+{
+	if (s->auth == NULL)
+		return;
+	free(s->auth->user);
+	free(s->auth->pass);
+	free(s->auth->authzid);
+	free(s->auth->raw);
+	free(s->auth->challenge);
+	memset(s->auth, 0, sizeof(*s->auth));
+}
+
+/* Duplicate len bytes as a C string, NUL bytes kept inside (printed escaped). */
+static char *
+dup_bytes(const void *p, size_t len)
+{
+	char *r = malloc(len + 1);
+
+	if (r) {
+		memcpy(r, p, len);
+		r[len] = '\0';
+	}
+	return r;
+}
+
+/* Append a raw SASL line to the record. */
+static void
+smtp_auth_raw(struct smtp_session *s, const char *line, size_t len)
+{
+	size_t old = s->auth->raw ? strlen(s->auth->raw) : 0;
+	char *r;
+
+	if (len > SMTP_AUTH_LINE_MAX)
+		len = SMTP_AUTH_LINE_MAX;
+	if (old + len + 2 > 4 * SMTP_AUTH_LINE_MAX)
+		return;
+	if ((r = realloc(s->auth->raw, old + len + 2)) == NULL)
+		return;
+	if (old)
+		r[old++] = ' ';
+	memcpy(r + old, line, len);
+	r[old + len] = '\0';
+	s->auth->raw = r;
+}
+
+/* The exchange is complete: decide, record, answer. */
+static void
+smtp_auth_finish(struct smtp_session *s)
+{
+	const struct cfg *cfg = s->srv->cfg;
+	struct smtp_auth *a = s->auth;
+	struct jbuf jb;
+	char eu[300], ep[300];
+	bool ok;
+
+	s->auth_step = AS_NONE;
+	smtp_enter_state(s, SMTP_STATE_COMMAND);
+	switch (cfg->auth_outcome) {
+	case AUTH_OUTCOME_REJECT:
+		ok = false;
+		break;
+	case AUTH_OUTCOME_ACCEPT_AFTER:
+		ok = s->auth_failures >= cfg->auth_accept_after;
+		break;
+	default:
+		ok = true;
+		break;
+	}
+	a->success = ok;
+	jb_init(&jb);
+	smtp_event_base(s, &jb, "fosr.login.attempt");
+	jb_kcstr(&jb, "mechanism", a->mech);
+	jb_kstr(&jb, "username", a->user ? a->user : "", a->user ? strlen(a->user) : 0);
+	jb_kstr(&jb, "password", a->pass ? a->pass : "", a->pass ? strlen(a->pass) : 0);
+	if (a->authzid && a->authzid[0])
+		jb_kstr(&jb, "authzid", a->authzid, strlen(a->authzid));
+	if (a->challenge)
+		jb_kcstr(&jb, "challenge", a->challenge);
+	jb_kstr(&jb, "raw", a->raw ? a->raw : "", a->raw ? strlen(a->raw) : 0);
+	jb_kbool(&jb, "success", ok);
+	evlog_emit(&jb);
+	jb_free(&jb);
+	log_info("%016llx smtp auth mechanism=%s username=\"%s\" password=\"%s\" result=%s",
+	    (unsigned long long)s->id, a->mech,
+	    log_escape(eu, sizeof(eu), a->user ? a->user : "", a->user ? strlen(a->user) : 0),
+	    log_escape(ep, sizeof(ep), a->pass ? a->pass : "", a->pass ? strlen(a->pass) : 0),
+	    ok ? "ok" : "fail");
+	if (ok) {
+		s->flags |= SF_AUTHED;
+		smtp_reply(s, PR_AUTH_OK, NULL);
+	} else {
+		s->auth_failures++;
+		smtp_error(s, PR_AUTH_FAILED, NULL);
+	}
+}
+
+/* Send a 334 challenge, base64-encoded from plain text. */
+static void
+smtp_auth_challenge(struct smtp_session *s, const char *plain)
+{
+	char b64[512];
+	struct persona_vars v;
+
+	b64_encode(plain, strlen(plain), b64);
+	memset(&v, 0, sizeof(v));
+	v.arg = b64;
+	v.arglen = strlen(b64);
+	smtp_reply(s, PR_AUTH_CHALLENGE, &v);
+	smtp_enter_state(s, SMTP_STATE_AUTH);
+}
+
+/*
+ * Take one SASL response (initial or continuation).  Returns false when the
+ * exchange ended with an error reply.
+ */
+static bool
+smtp_auth_step(struct smtp_session *s, const char *line, size_t len)
+{
+	unsigned char buf[SMTP_SASL_MAX];
+	size_t n;
+	int r;
+	struct smtp_creds cr;
+
+	smtp_auth_raw(s, line, len);
+	r = smtp_sasl_b64(line, len, buf, sizeof(buf), &n);
+	if (r == 1) {
+		s->auth_step = AS_NONE;
+		smtp_enter_state(s, SMTP_STATE_COMMAND);
+		smtp_error(s, PR_AUTH_ABORTED, NULL);
+		return false;
+	}
+	if (r == -1) {
+		s->auth_step = AS_NONE;
+		smtp_enter_state(s, SMTP_STATE_COMMAND);
+		smtp_error(s, PR_AUTH_BAD_B64, NULL);
+		return false;
+	}
+	switch (s->auth_step) {
+	case AS_PLAIN:
+		memset(&cr, 0, sizeof(cr));
+		if (smtp_sasl_plain(buf, n, &cr) == -1) {
+			/* Not "authzid\0user\0pass": a real server fails it. */
+			s->auth->user = dup_bytes(buf, n > SMTP_AUTH_FIELD_MAX ? SMTP_AUTH_FIELD_MAX : n);
+			s->auth->pass = strdup("");
+			s->auth_step = AS_NONE;
+			smtp_enter_state(s, SMTP_STATE_COMMAND);
+			smtp_error(s, PR_AUTH_FAILED, NULL);
+			return false;
+		}
+		s->auth->authzid = dup_bytes(cr.authzid, strnlen(cr.authzid, sizeof(cr.authzid)));
+		s->auth->user = dup_bytes(cr.user, strnlen(cr.user, sizeof(cr.user)));
+		s->auth->pass = dup_bytes(cr.pass, strnlen(cr.pass, sizeof(cr.pass)));
+		smtp_auth_finish(s);
+		return true;
+	case AS_LOGIN_USER:
+		s->auth->user = dup_bytes(buf, n > SMTP_AUTH_FIELD_MAX ? SMTP_AUTH_FIELD_MAX : n);
+		s->auth_step = AS_LOGIN_PASS;
+		smtp_auth_challenge(s, "Password:");
+		return true;
+	case AS_LOGIN_PASS:
+		s->auth->pass = dup_bytes(buf, n > SMTP_AUTH_FIELD_MAX ? SMTP_AUTH_FIELD_MAX : n);
+		smtp_auth_finish(s);
+		return true;
+	case AS_CRAM:
+		memset(&cr, 0, sizeof(cr));
+		smtp_sasl_cram(buf, n, &cr);
+		s->auth->user = dup_bytes(cr.user, strnlen(cr.user, sizeof(cr.user)));
+		s->auth->pass = dup_bytes(cr.pass, strnlen(cr.pass, sizeof(cr.pass)));
+		smtp_auth_finish(s);
+		return true;
+	case AS_NONE:
+		break;
+	}
+	return false;
+}
+
+/* A line while an AUTH exchange waits for the client. */
+static void
+smtp_auth_input(struct smtp_session *s, const char *line, size_t len)
+{
+	if (log_debug_enabled()) {
+		char esc[600];
+		log_debug("%016llx < %s", (unsigned long long)s->id,
+		    log_escape(esc, sizeof(esc), line, len));
+	}
+	smtp_auth_step(s, line, len);
+}
+
+/* AUTH: capture credentials for PLAIN, LOGIN and CRAM-MD5. */
+static void
+cmd_auth(struct smtp_session *s, const struct smtp_cmdline *cl)
+{
+	struct smtp_auth_arg aa;
+	char chal[300];
+	struct persona_vars v;
+
+	if (!(s->flags & SF_HELO)) {
+		smtp_error(s, PR_AUTH_NEED_HELO, NULL);
+		return;
+	}
+	if (s->flags & SF_AUTHED) {
+		smtp_error(s, PR_AUTH_ALREADY, NULL);
+		return;
+	}
+	if (s->txn && s->txn->mail_from) {
+		smtp_error(s, PR_AUTH_IN_MAIL, NULL);
+		return;
+	}
+	if (smtp_parse_auth(cl->arg, cl->arglen, &aa) == -1) {
+		smtp_error(s, PR_AUTH_SYNTAX, NULL);
+		return;
+	}
+	if (aa.mech == SMTP_AUTH_UNKNOWN) {
+		memset(&v, 0, sizeof(v));
+		v.arg = aa.mechname;
+		v.arglen = aa.mechlen;
+		smtp_error(s, PR_AUTH_BAD_MECH, &v);
+		return;
+	}
+	if (s->auth == NULL && (s->auth = calloc(1, sizeof(*s->auth))) == NULL) {
+		smtp_close(s, "oom");
+		return;
+	}
+	smtp_auth_clear(s);
+	switch (aa.mech) {
+	case SMTP_AUTH_PLAIN:
+		snprintf(s->auth->mech, sizeof(s->auth->mech), "PLAIN");
+		s->auth_step = AS_PLAIN;
+		if (aa.has_initial) {
+			smtp_auth_step(s, aa.initial, aa.initiallen);
+			return;
+		}
+		memset(&v, 0, sizeof(v));
+		v.arg = "";
+		smtp_reply(s, PR_AUTH_CHALLENGE, &v);
+		smtp_enter_state(s, SMTP_STATE_AUTH);
+		return;
+	case SMTP_AUTH_LOGIN:
+		snprintf(s->auth->mech, sizeof(s->auth->mech), "LOGIN");
+		if (aa.has_initial) {
+			s->auth_step = AS_LOGIN_USER;
+			smtp_auth_step(s, aa.initial, aa.initiallen);
+			return;
+		}
+		s->auth_step = AS_LOGIN_USER;
+		smtp_auth_challenge(s, "Username:");
+		return;
+	case SMTP_AUTH_CRAM_MD5:
+		snprintf(s->auth->mech, sizeof(s->auth->mech), "CRAM-MD5");
+		if (aa.has_initial) {
+			/* CRAM-MD5 has no initial response. */
+			smtp_error(s, PR_AUTH_BAD_B64, NULL);
+			return;
+		}
+		/* RFC 2195: <random.timestamp@hostname>. */
+		snprintf(chal, sizeof(chal), "<%llu.%lld@%s>",
+		    (unsigned long long)(util_random_u64() % 10000000000ULL),
+		    (long long)time(NULL), s->srv->hostname);
+		s->auth->challenge = strdup(chal);
+		s->auth_step = AS_CRAM;
+		smtp_auth_challenge(s, chal);
+		return;
+	case SMTP_AUTH_UNKNOWN:
+		break;
+	}
+}
+
+void
+smtp_server_stop(struct smtp_server *srv)
+{
+	struct smtp_session *s, *next;
+
+	srv->stopping = true;
+	for (s = srv->sessions; s; s = next) {
+		next = s->next;
+		switch (s->state) {
+		case SMTP_STATE_DATA:
+		case SMTP_STATE_BDAT:
+		case SMTP_STATE_COMMIT:
+			/* Let the message finish, within the grace period. */
+			smtp_set_timer(s, SMTP_STOP_GRACE * 1000);
+			break;
+		default:
+			s->flags &= ~SF_HELD;
+			free(s->held);
+			s->held = NULL;
+			smtp_close(s, "shutdown");
+			smtp_maybe_free(s);
+			break;
+		}
+	}
+}
+
+void
+smtp_server_close_all(struct smtp_server *srv)
+{
+	while (srv->sessions) {
+		struct smtp_session *s = srv->sessions;
+		snprintf(s->close_reason, sizeof(s->close_reason), "shutdown");
+		smtp_free(s);
+	}
+}

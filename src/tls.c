@@ -1,0 +1,380 @@
+/*
+ * TLS for the listeners: the server SSL_CTX, a snakeoil-like self-signed
+ * certificate generated on first start, and the handshake facts a session
+ * records.  OpenSSL 3 APIs only (no deprecated calls).  Never logs.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* With -Isrc, <limits.h> finds src/limits.h: give OpenSSL's err.h its INT_MAX. */
+#ifndef INT_MAX
+#define INT_MAX __INT_MAX__
+#endif
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "tls.h"
+#include "util.h"
+
+#define TLS_RSA_BITS		2048
+#define TLS_VALID_DAYS		3650
+#define TLS_CN_MAX		64	/* ub-common-name (RFC 5280) */
+#define TLS_SESSION_ID_CTX	"fosr-collector"
+#define TLS_PATH_MAX		4096
+
+static void	 tls_err(char *err, size_t errlen, const char *what);
+static bool	 tls_hostname_ok(const char *h);
+static int	 tls_mkparent(const char *path);
+static X509	*tls_make_cert(EVP_PKEY *pkey, const char *hostname);
+static int	 tls_write_pem(const char *path, mode_t mode, EVP_PKEY *pkey, X509 *x);
+static int	 tls_generate(const char *cert, const char *key, const char *hostname,
+		    char *err, size_t errlen);
+
+/* Fill err with what failed and the first queued OpenSSL error (or errno). */
+static void
+tls_err(char *err, size_t errlen, const char *what)
+{
+	unsigned long	e = ERR_get_error();
+	char		buf[256];
+
+	if (e != 0) {
+		ERR_error_string_n(e, buf, sizeof(buf));
+		snprintf(err, errlen, "tls: %s: %s", what, buf);
+	} else if (errno != 0)
+		snprintf(err, errlen, "tls: %s: %s", what, strerror(errno));
+	else
+		snprintf(err, errlen, "tls: %s", what);
+	ERR_clear_error();
+}
+
+/* Is h a plausible DNS name (letters, digits, '-', '_', '.'; <= 253)? */
+static bool
+tls_hostname_ok(const char *h)
+{
+	size_t	n = strlen(h);
+
+	if (n == 0 || n > 253)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char	c = (unsigned char)h[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
+			return false;
+	}
+	return true;
+}
+
+/* Create the directory that will hold path (mkdir -p, 0755). */
+static int
+tls_mkparent(const char *path)
+{
+	char	*copy, *dir;
+	int	 r;
+
+	if ((copy = strdup(path)) == NULL)
+		return -1;
+	dir = dirname(copy);
+	r = util_mkdirs(dir, 0755);
+	free(copy);
+	return r;
+}
+
+/* Build and sign a self-signed certificate for hostname, as make-ssl-cert does. */
+static X509 *
+tls_make_cert(EVP_PKEY *pkey, const char *hostname)
+{
+	X509			*x = NULL;
+	X509_NAME		*name;
+	BIGNUM			*bn = NULL;
+	ASN1_INTEGER		*serial = NULL;
+	GENERAL_NAMES		*gens = NULL;
+	GENERAL_NAME		*gen = NULL;
+	ASN1_IA5STRING		*ia5 = NULL;
+	BASIC_CONSTRAINTS	*bc = NULL;
+	unsigned char		 rnd[8];
+	char			 cn[TLS_CN_MAX + 1];
+
+	if ((x = X509_new()) == NULL ||
+	    X509_set_version(x, X509_VERSION_3) != 1)
+		goto fail;
+
+	/* A positive 63-bit random serial, never zero. */
+	util_random(rnd, sizeof(rnd));
+	rnd[0] = (rnd[0] & 0x7f) | 0x40;
+	if ((bn = BN_bin2bn(rnd, sizeof(rnd), NULL)) == NULL ||
+	    (serial = BN_to_ASN1_INTEGER(bn, NULL)) == NULL ||
+	    X509_set_serialNumber(x, serial) != 1)
+		goto fail;
+
+	if (X509_gmtime_adj(X509_getm_notBefore(x), 0) == NULL ||
+	    X509_time_adj_ex(X509_getm_notAfter(x), TLS_VALID_DAYS, 0, NULL) == NULL)
+		goto fail;
+
+	snprintf(cn, sizeof(cn), "%s", hostname);
+	if ((name = X509_get_subject_name(x)) == NULL ||
+	    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+	    (const unsigned char *)cn, -1, -1, 0) != 1 ||
+	    X509_set_issuer_name(x, name) != 1 ||
+	    X509_set_pubkey(x, pkey) != 1)
+		goto fail;
+
+	if ((bc = BASIC_CONSTRAINTS_new()) == NULL)
+		goto fail;
+	bc->ca = 0;
+	if (X509_add1_ext_i2d(x, NID_basic_constraints, bc, 0, 0) != 1)
+		goto fail;
+
+	if ((gens = GENERAL_NAMES_new()) == NULL ||
+	    (gen = GENERAL_NAME_new()) == NULL ||
+	    (ia5 = ASN1_IA5STRING_new()) == NULL ||
+	    ASN1_STRING_set(ia5, hostname, -1) != 1)
+		goto fail;
+	GENERAL_NAME_set0_value(gen, GEN_DNS, ia5);
+	ia5 = NULL;
+	if (sk_GENERAL_NAME_push(gens, gen) == 0)
+		goto fail;
+	gen = NULL;
+	if (X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, 0) != 1)
+		goto fail;
+
+	if (X509_sign(x, pkey, EVP_sha256()) == 0)
+		goto fail;
+
+	BN_free(bn);
+	ASN1_INTEGER_free(serial);
+	BASIC_CONSTRAINTS_free(bc);
+	GENERAL_NAMES_free(gens);
+	return x;
+
+fail:
+	X509_free(x);
+	BN_free(bn);
+	ASN1_INTEGER_free(serial);
+	BASIC_CONSTRAINTS_free(bc);
+	GENERAL_NAMES_free(gens);
+	GENERAL_NAME_free(gen);
+	ASN1_IA5STRING_free(ia5);
+	return NULL;
+}
+
+/*
+ * Write a PEM key (pkey) or certificate (x) to path with mode: a new file
+ * beside it, fsync'ed, then linked into place so nothing is ever overwritten.
+ */
+static int
+tls_write_pem(const char *path, mode_t mode, EVP_PKEY *pkey, X509 *x)
+{
+	char		 tmp[TLS_PATH_MAX];
+	unsigned char	 rnd[8];
+	char		 hex[17];
+	FILE		*fp;
+	int		 fd, ok, e;
+
+	util_random(rnd, sizeof(rnd));
+	util_hex(rnd, sizeof(rnd), hex);
+	if (snprintf(tmp, sizeof(tmp), "%s.%s.tmp", path, hex) >= (int)sizeof(tmp)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if ((fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, mode)) == -1)
+		return -1;
+	/* The umask must not loosen nor tighten what we ask for. */
+	if (fchmod(fd, mode) == -1 || (fp = fdopen(fd, "w")) == NULL) {
+		e = errno;
+		close(fd);
+		unlink(tmp);
+		errno = e;
+		return -1;
+	}
+	if (pkey != NULL)
+		ok = PEM_write_PrivateKey(fp, pkey, NULL, NULL, 0, NULL, NULL);
+	else
+		ok = PEM_write_X509(fp, x);
+	if (ok != 1 || fflush(fp) != 0 || fsync(fileno(fp)) == -1) {
+		e = errno;
+		fclose(fp);
+		unlink(tmp);
+		errno = e;
+		return -1;
+	}
+	if (fclose(fp) != 0) {
+		e = errno;
+		unlink(tmp);
+		errno = e;
+		return -1;
+	}
+	/* link(2) fails with EEXIST instead of replacing a file someone made meanwhile. */
+	if (link(tmp, path) == -1) {
+		e = errno;
+		unlink(tmp);
+		errno = e;
+		return -1;
+	}
+	unlink(tmp);
+	return 0;
+}
+
+/* Generate a key and a self-signed certificate and write both. */
+static int
+tls_generate(const char *cert, const char *key, const char *hostname,
+    char *err, size_t errlen)
+{
+	EVP_PKEY	*pkey = NULL;
+	X509		*x = NULL;
+	int		 rc = -1;
+
+	if (hostname == NULL || !tls_hostname_ok(hostname)) {
+		snprintf(err, errlen, "tls: cannot make a certificate for "
+		    "hostname \"%.64s\": not a DNS name", hostname ? hostname : "");
+		return -1;
+	}
+	errno = 0;
+	if ((pkey = EVP_RSA_gen(TLS_RSA_BITS)) == NULL) {
+		tls_err(err, errlen, "generating RSA key");
+		goto out;
+	}
+	errno = 0;
+	if ((x = tls_make_cert(pkey, hostname)) == NULL) {
+		tls_err(err, errlen, "building certificate");
+		goto out;
+	}
+	if (tls_mkparent(key) == -1) {
+		snprintf(err, errlen, "tls: creating directory for %s: %s", key,
+		    strerror(errno));
+		goto out;
+	}
+	if (tls_mkparent(cert) == -1) {
+		snprintf(err, errlen, "tls: creating directory for %s: %s", cert,
+		    strerror(errno));
+		goto out;
+	}
+	errno = 0;
+	if (tls_write_pem(key, 0600, pkey, NULL) == -1) {
+		tls_err(err, errlen, key);
+		goto out;
+	}
+	errno = 0;
+	if (tls_write_pem(cert, 0644, NULL, x) == -1) {
+		tls_err(err, errlen, cert);
+		/* Do not leave a lone key behind: the next start would refuse it. */
+		unlink(key);
+		goto out;
+	}
+	rc = 0;
+out:
+	X509_free(x);
+	EVP_PKEY_free(pkey);
+	return rc;
+}
+
+/* Load (or first generate) the certificate and key and build the server context. */
+SSL_CTX *
+tls_server_ctx_new(const char *cert, const char *key, const char *hostname,
+    char *err, size_t errlen)
+{
+	SSL_CTX		*ctx = NULL;
+	struct stat	 st;
+	bool		 have_cert, have_key;
+
+	if (cert == NULL || key == NULL || cert[0] == '\0' || key[0] == '\0') {
+		snprintf(err, errlen, "tls: certificate and key paths are required");
+		return NULL;
+	}
+	ERR_clear_error();
+	have_cert = stat(cert, &st) == 0;
+	if (!have_cert && errno != ENOENT) {
+		snprintf(err, errlen, "tls: %s: %s", cert, strerror(errno));
+		return NULL;
+	}
+	have_key = stat(key, &st) == 0;
+	if (!have_key && errno != ENOENT) {
+		snprintf(err, errlen, "tls: %s: %s", key, strerror(errno));
+		return NULL;
+	}
+	if (have_cert != have_key) {
+		snprintf(err, errlen, "tls: %s exists but %s does not; refusing to "
+		    "generate over it (remove it or provide both)",
+		    have_cert ? cert : key, have_cert ? key : cert);
+		return NULL;
+	}
+	if (!have_cert && tls_generate(cert, key, hostname, err, errlen) == -1)
+		return NULL;
+
+	errno = 0;
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		tls_err(err, errlen, "SSL_CTX_new");
+		return NULL;
+	}
+	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+		tls_err(err, errlen, "setting minimum protocol version");
+		goto fail;
+	}
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	/* Idle sessions keep no read/write buffers (memory per idle session). */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+	if (SSL_CTX_set_session_id_context(ctx,
+	    (const unsigned char *)TLS_SESSION_ID_CTX,
+	    sizeof(TLS_SESSION_ID_CTX) - 1) != 1) {
+		tls_err(err, errlen, "setting session id context");
+		goto fail;
+	}
+	/* ECDHE key exchange is automatic since OpenSSL 1.1.0 (no ecdh_auto call needed). */
+	errno = 0;
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		tls_err(err, errlen, cert);
+		goto fail;
+	}
+	errno = 0;
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+		tls_err(err, errlen, key);
+		goto fail;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		tls_err(err, errlen, "key does not match certificate");
+		goto fail;
+	}
+	return ctx;
+
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* Record version, cipher, bits and SNI of an established connection. */
+void
+tls_get_info(SSL *ssl, struct tls_info *out)
+{
+	const SSL_CIPHER	*c;
+	const char		*s;
+
+	memset(out, 0, sizeof(*out));
+	if (ssl == NULL)
+		return;
+	if ((s = SSL_get_version(ssl)) != NULL)
+		snprintf(out->version, sizeof(out->version), "%s", s);
+	if ((c = SSL_get_current_cipher(ssl)) != NULL) {
+		if ((s = SSL_CIPHER_get_name(c)) != NULL)
+			snprintf(out->cipher, sizeof(out->cipher), "%s", s);
+		out->bits = SSL_CIPHER_get_bits(c, NULL);
+	}
+	/* SNI is attacker data: copied as sent (bounded); the logger escapes it. */
+	if ((s = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) != NULL)
+		snprintf(out->sni, sizeof(out->sni), "%s", s);
+}

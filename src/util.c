@@ -1,0 +1,294 @@
+/*
+ * Small helpers shared by the modules: checked number parsing, randomness,
+ * Postfix-looking queue ids, hex and base64, mkdir -p.  Nothing here logs:
+ * the only failure that cannot be returned (the kernel refusing random
+ * bytes) is an environment failure and ends the process with a message.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "util.h"
+
+/*
+ * <limits.h> is not included on purpose: with -Isrc it resolves to the
+ * project's src/limits.h.  These stand in for LONG_MAX and PATH_MAX.
+ */
+#define UTIL_LONG_MAX	((unsigned long)-1 >> 1)
+#define UTIL_PATH_MAX	4096
+
+static int	b64_value(unsigned char);
+static void	util_die(const char *);
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/*
+ * Parse all of s[0..len) as an unsigned decimal in [min, max].  No sign, no
+ * whitespace, no empty string.  With allow_underscore, single underscores
+ * may separate digits ("10_000"), never lead, trail or repeat.
+ * Returns 0 with *out set, or -1 (out untouched).
+ */
+int
+util_parse_u64(const char *s, size_t len, uint64_t min, uint64_t max,
+    bool allow_underscore, uint64_t *out)
+{
+	uint64_t v = 0;
+	size_t i;
+	bool prev_digit = false;
+
+	if (s == NULL || len == 0)
+		return -1;
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '_' && allow_underscore) {
+			/* Only between two digits. */
+			if (!prev_digit || i + 1 >= len)
+				return -1;
+			prev_digit = false;
+			continue;
+		}
+		if (c < '0' || c > '9')
+			return -1;
+		if (v > (UINT64_MAX - (c - '0')) / 10)
+			return -1;
+		v = v * 10 + (c - '0');
+		prev_digit = true;
+	}
+	if (!prev_digit || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* Write a message to stderr and leave: the environment is broken. */
+static void
+util_die(const char *msg)
+{
+	ssize_t r;
+
+	r = write(STDERR_FILENO, msg, strlen(msg));
+	(void)r;
+	_exit(1);
+}
+
+/*
+ * Fill buf with len cryptographically random bytes from getrandom(2),
+ * retrying on EINTR and short reads.  A kernel that refuses (ENOSYS and
+ * friends) ends the process: there is no safe fallback.
+ */
+void
+util_random(void *buf, size_t len)
+{
+	unsigned char *p = buf;
+	ssize_t r;
+
+	while (len > 0) {
+		r = getrandom(p, len, 0);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			util_die("fosr-collector: fatal: getrandom failed\n");
+		}
+		p += r;
+		len -= (size_t)r;
+	}
+}
+
+/* One random 64-bit value. */
+uint64_t
+util_random_u64(void)
+{
+	uint64_t v;
+
+	util_random(&v, sizeof(v));
+	return v;
+}
+
+/*
+ * Write a Postfix-looking short queue id (10 to 12 upper-case hex digits,
+ * the first not '0') into buf, NUL-terminated.  Postfix derives it from the
+ * microsecond clock and an inode number; random bits look the same from
+ * outside and leak nothing.  A buf shorter than 13 bytes gets a shorter id.
+ */
+void
+util_queue_id(char *buf, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	unsigned char rnd[13];
+	size_t n, i;
+
+	if (buf == NULL || len == 0)
+		return;
+	util_random(rnd, sizeof(rnd));
+	n = 10 + rnd[0] % 3;
+	if (n > len - 1)
+		n = len - 1;
+	for (i = 0; i < n; i++) {
+		unsigned v = rnd[i + 1] & 0x0f;
+
+		if (i == 0)
+			v = 1 + rnd[i + 1] % 15;
+		buf[i] = hex[v];
+	}
+	buf[n] = '\0';
+}
+
+/* Lower-case hex of len bytes into out, NUL-terminated (2*len+1 bytes). */
+void
+util_hex(const void *in, size_t len, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = in;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		out[2 * i] = hex[p[i] >> 4];
+		out[2 * i + 1] = hex[p[i] & 0x0f];
+	}
+	out[2 * len] = '\0';
+}
+
+/* The 6-bit value of a base64 character, or -1. */
+static int
+b64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/*
+ * Strict RFC 4648 base64 decode: length a multiple of 4, '=' only as the
+ * last one or two characters, no whitespace.  Non-zero bits in the last
+ * character before padding are tolerated, as Postfix does, so that sloppy
+ * clients' credentials are still captured.  Returns the decoded length, or
+ * -1 on bad input or when outlen is too small.
+ */
+long
+b64_decode(const char *in, size_t len, unsigned char *out, size_t outlen)
+{
+	size_t i, o = 0;
+
+	if (len % 4 != 0)
+		return -1;
+	for (i = 0; i < len; i += 4) {
+		int v[4], k, pad = 0;
+
+		for (k = 0; k < 4; k++) {
+			unsigned char c = (unsigned char)in[i + k];
+
+			if (c == '=') {
+				/* Padding: only in the last quantum, positions 2-3. */
+				if (i + 4 != len || k < 2)
+					return -1;
+				pad++;
+				v[k] = 0;
+				continue;
+			}
+			if (pad > 0)
+				return -1;	/* data after '=' */
+			if ((v[k] = b64_value(c)) < 0)
+				return -1;
+		}
+		if (o + (size_t)(3 - pad) > outlen)
+			return -1;
+		out[o++] = (unsigned char)(v[0] << 2 | v[1] >> 4);
+		if (pad < 2)
+			out[o++] = (unsigned char)((v[1] & 0x0f) << 4 | v[2] >> 2);
+		if (pad < 1)
+			out[o++] = (unsigned char)((v[2] & 0x03) << 6 | v[3]);
+	}
+	if (o > UTIL_LONG_MAX)
+		return -1;
+	return (long)o;
+}
+
+/* Base64 with padding, NUL-terminated; returns the length without the NUL. */
+size_t
+b64_encode(const void *in, size_t len, char *out)
+{
+	const unsigned char *p = in;
+	size_t i, o = 0;
+
+	for (i = 0; i + 2 < len; i += 3) {
+		out[o++] = b64_alphabet[p[i] >> 2];
+		out[o++] = b64_alphabet[(p[i] & 0x03) << 4 | p[i + 1] >> 4];
+		out[o++] = b64_alphabet[(p[i + 1] & 0x0f) << 2 | p[i + 2] >> 6];
+		out[o++] = b64_alphabet[p[i + 2] & 0x3f];
+	}
+	if (len - i == 1) {
+		out[o++] = b64_alphabet[p[i] >> 2];
+		out[o++] = b64_alphabet[(p[i] & 0x03) << 4];
+		out[o++] = '=';
+		out[o++] = '=';
+	} else if (len - i == 2) {
+		out[o++] = b64_alphabet[p[i] >> 2];
+		out[o++] = b64_alphabet[(p[i] & 0x03) << 4 | p[i + 1] >> 4];
+		out[o++] = b64_alphabet[(p[i + 1] & 0x0f) << 2];
+		out[o++] = '=';
+	}
+	out[o] = '\0';
+	return o;
+}
+
+/*
+ * mkdir -p: create path and its missing parents with mode.  An existing
+ * directory is success; an existing non-directory fails with ENOTDIR.
+ * Returns 0 or -1 with errno set.
+ */
+int
+util_mkdirs(const char *path, unsigned mode)
+{
+	char buf[UTIL_PATH_MAX];
+	struct stat st;
+	size_t len, i;
+
+	if (path == NULL || *path == '\0') {
+		errno = ENOENT;
+		return -1;
+	}
+	len = strlen(path);
+	if (len >= sizeof(buf)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(buf, path, len + 1);
+	/* Drop trailing slashes (but keep a lone "/"). */
+	while (len > 1 && buf[len - 1] == '/')
+		buf[--len] = '\0';
+	for (i = 1; i <= len; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		if (buf[i - 1] == '/')
+			continue;	/* "a//b" */
+		buf[i] = '\0';
+		if (mkdir(buf, (mode_t)mode) != 0) {
+			int saved = errno;
+
+			if (stat(buf, &st) != 0) {
+				errno = saved;
+				return -1;
+			}
+			if (!S_ISDIR(st.st_mode)) {
+				errno = ENOTDIR;
+				return -1;
+			}
+		}
+		if (i < len)
+			buf[i] = '/';
+	}
+	return 0;
+}

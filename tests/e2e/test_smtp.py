@@ -1,0 +1,466 @@
+"""SMTP capture core, plain text: smtplib and raw sockets against the real daemon."""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import smtplib
+import socket
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (CRLF, HOST, HOSTNAME, SENSOR, CollectorTestCase, dot_stuff, queue_id,  # noqa: E402
+                     sha256_hex, with_config)
+
+TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+QID_RE = re.compile(r"^[0-9A-Za-z]{8,20}$")
+
+
+def simple_body(tag="hello"):
+    return (b"From: sender@example.org\r\nTo: rcpt@example.net\r\nSubject: " + tag.encode()
+            + b"\r\n\r\nbody of " + tag.encode() + b"\r\n")
+
+
+class SMTPBasics(CollectorTestCase):
+
+    def test_banner_and_ehlo_keywords(self):
+        cl = self.c.connect("smtp", banner=False)
+        self._clients.append(cl)
+        b = cl.banner()
+        self.assertEqual(b.code, 220)
+        self.assertTrue(b.lines[0].startswith(HOSTNAME + " ESMTP"), b)
+        r = cl.ehlo()
+        self.assertEqual(r.code, 250)
+        self.assertEqual(r.lines[0], HOSTNAME)
+        kw = [l.split(" ")[0].upper() for l in r.lines[1:]]
+        for k in ("PIPELINING", "SIZE", "STARTTLS", "AUTH", "ENHANCEDSTATUSCODES", "8BITMIME",
+                  "SMTPUTF8", "CHUNKING"):
+            self.assertIn(k, kw, r)
+        size = [l for l in r.lines if l.upper().startswith("SIZE ")]
+        self.assertEqual(size, ["SIZE %d" % (32 * 1024 * 1024)], r)
+        auth = [l for l in r.lines if l.upper().startswith("AUTH ")][0].split()[1:]
+        for m in ("PLAIN", "LOGIN", "CRAM-MD5"):
+            self.assertIn(m, auth)
+        self.assertEqual(cl.cmd("QUIT").code, 221)
+        self.assertTrue(cl.wait_closed())
+
+    def test_smtplib_plain_mail_and_events(self):
+        body = simple_body("smtplib")
+        s = smtplib.SMTP(HOST, self.c.ports["smtp"], local_hostname="client.example",
+                         timeout=10 * self.slow)
+        try:
+            code, _ = s.ehlo()
+            self.assertEqual(code, 250)
+            src_port = s.sock.getsockname()[1]
+            refused = s.sendmail("sender@example.org", ["a@example.net", "b@example.com"], body)
+            self.assertEqual(refused, {})
+        finally:
+            s.quit()
+        ev = self.c.wait_event("fosr.mail.received", lambda e: e.get("src_port") == src_port)
+        sha = sha256_hex(body)
+        self.assertEqual(ev["sha256"], sha)
+        self.assertEqual(ev["size"], len(body))
+        self.assertEqual(ev["mail_from"], "sender@example.org")
+        self.assertEqual(ev["rcpt_to"], ["a@example.net", "b@example.com"])
+        self.assertRegex(ev["queue_id"], QID_RE)
+        self.assertEqual(self.c.message_bytes(sha), body)
+        rec = self.c.journal_record(ev["queue_id"])
+        self.assertEqual(rec["sha256"], sha)
+        self.assertEqual(rec["size"], len(body))
+        self.assertEqual(rec["src_ip"], HOST)
+        self.assertEqual(rec["src_port"], src_port)
+        self.assertEqual(rec["dst_ip"], HOST)
+        self.assertEqual(rec["dst_port"], self.c.ports["smtp"])
+        self.assertEqual(rec["listener"], "smtp")
+        self.assertEqual(rec["helo"], "client.example")
+        self.assertIsNone(rec["tls"])
+        self.assertIsNone(rec["auth"])
+        self.assertEqual(rec["mail_from"], "sender@example.org")
+        self.assertEqual(rec["rcpt_to"], ["a@example.net", "b@example.com"])
+        self.assertEqual(rec["session"], ev["session"])
+        self.assertIsInstance(rec["anomalies"], list)
+        self.assertIn("outcome", rec)
+        self.assertIn("time", rec)
+        closed = self.c.wait_event("fosr.session.closed", lambda e: e.get("src_port") == src_port)
+        self.assertIn("duration", closed)
+        self.assertIsInstance(closed["duration"], (int, float))
+
+    def test_event_common_fields(self):
+        cl, qid = self.send_mail(simple_body("fields"))
+        port = cl.local_port
+        cl.cmd("QUIT")
+        self.c.wait_event("fosr.session.closed", lambda e: e.get("src_port") == port)
+        evs = self.c.session_events(port)
+        ids = [e["eventid"] for e in evs]
+        self.assertEqual(ids[0], "fosr.session.connect", ids)
+        self.assertEqual(ids[-1], "fosr.session.closed", ids)
+        self.assertIn("fosr.mail.received", ids)
+        sessions = {e["session"] for e in evs}
+        self.assertEqual(len(sessions), 1, evs)
+        for e in evs:
+            self.assertRegex(e["timestamp"], TS_RE)
+            self.assertEqual(e["src_ip"], HOST)
+            self.assertEqual(e["src_port"], port)
+            self.assertEqual(e["dst_ip"], HOST)
+            self.assertEqual(e["dst_port"], self.c.ports["smtp"])
+            self.assertEqual(e["protocol"], "smtp")
+            self.assertEqual(e["sensor"], SENSOR)
+            self.assertIsInstance(e["session"], str)
+        for e in self.c.events(strict=True):
+            pass
+
+    def test_sha256_everywhere_and_queue_ids_unique(self):
+        qids = set()
+        cl = None
+        for i in range(3):
+            body = simple_body("msg %d" % i)
+            if cl is None:
+                cl, qid = self.send_mail(body)
+            else:
+                _, qid = self.send_mail(body, client=cl)
+            self.assertNotIn(qid, qids)
+            qids.add(qid)
+            self.assert_stored(body, qid)
+        for sha, data in self.c.messages().items():
+            self.assertEqual(hashlib.sha256(data).hexdigest(), sha)
+
+    def test_same_content_twice_stored_once_recorded_twice(self):
+        body = simple_body("duplicate")
+        cl, q1 = self.send_mail(body)
+        _, q2 = self.send_mail(body, client=cl)
+        self.assertNotEqual(q1, q2)
+        self.assertEqual(list(self.c.messages()), [sha256_hex(body)])
+        recs = [r for r in self.c.journal() if r.get("sha256") == sha256_hex(body)]
+        self.assertEqual(sorted(r["queue_id"] for r in recs), sorted([q1, q2]))
+
+    def test_dot_stuffing_round_trip(self):
+        body = (b"Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\n. \r\n"
+                b"middle.dot\r\n...\r\nlast\r\n")
+        # smtplib does the stuffing itself
+        s = smtplib.SMTP(HOST, self.c.ports["smtp"], timeout=10 * self.slow)
+        try:
+            s.sendmail("a@example.org", ["b@example.net"], body)
+        finally:
+            s.quit()
+        sha = sha256_hex(body)
+        self.c.wait_event("fosr.mail.received", lambda e: e.get("sha256") == sha)
+        self.assertEqual(self.c.message_bytes(sha), body)
+        # and by hand, a message that is only a '.' line
+        body2 = b".\r\n"
+        _, qid = self.send_mail(body2)
+        self.assert_stored(body2, qid)
+
+    def test_empty_message(self):
+        cl = self.client()
+        cl.ehlo()
+        cl.expect("MAIL FROM:<>", 250)
+        cl.expect("RCPT TO:<x@example.net>", 250)
+        cl.expect("DATA", 354)
+        cl.send(b".\r\n")
+        qid = queue_id(cl.reply())
+        self.assert_stored(b"", qid)
+        self.assertEqual(self.c.journal_record(qid)["mail_from"], "")
+
+    def test_8bit_body(self):
+        body = (b"Subject: =?utf-8?q?8bit?=\r\nContent-Type: text/plain; charset=latin1\r\n"
+                b"Content-Transfer-Encoding: 8bit\r\n\r\n"
+                + bytes(range(0x80, 0x100)) + b"\r\n" + "grüße €\r\n".encode("utf-8")
+                + b"\xff\xfe invalid utf-8 \xc3\x28\r\n")
+        cl, qid = self.send_mail(body, mail_params=" BODY=8BITMIME")
+        rec, ev = self.assert_stored(body, qid)
+        self.assertIn("8bit", rec["anomalies"])
+
+    def test_smtputf8_addresses(self):
+        cl = self.client()
+        cl.ehlo()
+        frm = "jörg@exämple.org"
+        cl.expect(("MAIL FROM:<%s> SMTPUTF8" % frm), 250)
+        cl.expect("RCPT TO:<пользователь@пример.рф>", 250)
+        body = "Subject: utf8\r\n\r\nпривет\r\n".encode()
+        qid = queue_id(cl.data(body))
+        rec, ev = self.assert_stored(body, qid)
+        self.assertEqual(rec["mail_from"], frm)
+        self.assertEqual(rec["rcpt_to"], ["пользователь@пример.рф"])
+
+    def test_bare_lf_nul_long_line_recorded(self):
+        long_line = b"x" * 5000
+        body = (b"Subject: anomalies\r\n\r\nbare\nlf\r\nnul\x00byte\r\n" + long_line + b"\r\nend\r\n")
+        cl = self.client()
+        cl.ehlo()
+        cl.expect("MAIL FROM:<a@example.org>", 250)
+        cl.expect("RCPT TO:<b@example.net>", 250)
+        qid = queue_id(cl.data(body))
+        rec, ev = self.assert_stored(body, qid)
+        for a in ("bare_lf", "nul", "long_line"):
+            self.assertIn(a, rec["anomalies"], rec)
+
+    def test_pipelining_replies_in_order(self):
+        cl = self.client()
+        r = cl.ehlo()
+        self.assertIn("PIPELINING", r.lines)
+        cl.send(b"MAIL FROM:<p@example.org>\r\nRCPT TO:<one@example.net>\r\n"
+                b"RCPT TO:<two@example.net>\r\nDATA\r\n")
+        codes = [cl.reply() for _ in range(4)]
+        self.assertEqual([r.code for r in codes], [250, 250, 250, 354], codes)
+        self.assertTrue(codes[0].lines[0].startswith("2.1.0"), codes)
+        self.assertTrue(codes[1].lines[0].startswith("2.1.5"), codes)
+        body = simple_body("pipelined")
+        cl.send(body + b".\r\n")
+        qid = queue_id(cl.reply())
+        rec, _ = self.assert_stored(body, qid)
+        self.assertEqual(rec["rcpt_to"], ["one@example.net", "two@example.net"])
+        # a whole second transaction and QUIT in one write after the 250
+        body2 = simple_body("pipelined 2")
+        cl.send(b"RSET\r\nMAIL FROM:<q@example.org>\r\nRCPT TO:<three@example.net>\r\nDATA\r\n")
+        self.assertEqual([cl.reply().code for _ in range(4)], [250, 250, 250, 354])
+        cl.send(body2 + b".\r\nQUIT\r\n")
+        qid2 = queue_id(cl.reply())
+        self.assertEqual(cl.reply().code, 221)
+        self.assertTrue(cl.wait_closed())
+        self.assert_stored(body2, qid2)
+
+    def test_pipelined_errors_keep_order(self):
+        cl = self.client()
+        cl.ehlo()
+        cl.send(b"RCPT TO:<x@example.net>\r\nNOOP\r\nMAIL FROM:<a@example.org>\r\n"
+                b"MAIL FROM:<b@example.org>\r\nDATA\r\nNOOP\r\n")
+        got = [cl.reply() for _ in range(6)]
+        # Postfix: need MAIL, ok, ok, nested MAIL, no valid recipients, ok
+        self.assertEqual([r.code for r in got], [503, 250, 250, 503, 554, 250], got)
+        self.assertEqual(got[0].first, "503 5.5.1 Error: need MAIL command")
+
+    def test_bdat_single_chunk(self):
+        cl = self.client()
+        r = cl.ehlo()
+        self.assertIn("CHUNKING", r.lines)
+        cl.expect("MAIL FROM:<b@example.org>", 250)
+        cl.expect("RCPT TO:<c@example.net>", 250)
+        # BDAT is not dot-stuffed: a leading dot stays as it is
+        body = b"Subject: bdat\r\n\r\n.dot stays\r\nno final crlf"
+        cl.send(b"BDAT %d LAST\r\n" % len(body) + body)
+        qid = queue_id(cl.reply())
+        self.assert_stored(body, qid)
+
+    def test_bdat_two_chunks(self):
+        cl = self.client()
+        cl.ehlo()
+        cl.expect("MAIL FROM:<b@example.org>", 250)
+        cl.expect("RCPT TO:<c@example.net>", 250)
+        c1 = b"Subject: bdat 2\r\n\r\nfirst chunk\r\n"
+        c2 = b"second chunk\r\n.\r\n"
+        cl.send(b"BDAT %d\r\n" % len(c1) + c1)
+        r = cl.reply()
+        self.assertEqual(r.code, 250, r)
+        cl.send(b"BDAT %d LAST\r\n" % len(c2) + c2)
+        qid = queue_id(cl.reply())
+        self.assert_stored(c1 + c2, qid)
+        # pipelined BDAT chunks, including an empty LAST
+        cl.expect("MAIL FROM:<b@example.org>", 250)
+        cl.expect("RCPT TO:<c@example.net>", 250)
+        c3 = b"Subject: bdat 3\r\n\r\n" + b"y" * 100000 + b"\r\n"
+        cl.send(b"BDAT %d\r\n" % len(c3) + c3 + b"BDAT 0 LAST\r\n")
+        self.assertEqual(cl.reply().code, 250)
+        qid = queue_id(cl.reply())
+        self.assert_stored(c3, qid)
+
+    def test_data_after_bdat_refused(self):
+        cl = self.client()
+        cl.ehlo()
+        cl.expect("MAIL FROM:<b@example.org>", 250)
+        cl.expect("RCPT TO:<c@example.net>", 250)
+        cl.send(b"BDAT 5\r\nhello")
+        self.assertEqual(cl.reply().code, 250)
+        r = cl.cmd("DATA")
+        self.assertEqual(r.code // 100, 5, r)
+        self.assertEqual(cl.cmd("NOOP").code, 250)
+
+    @with_config({"limits": {"recipients": 5}})
+    def test_too_many_recipients(self):
+        cl = self.client()
+        cl.ehlo()
+        cl.expect("MAIL FROM:<m@example.org>", 250)
+        for i in range(5):
+            cl.expect("RCPT TO:<r%d@example.net>" % i, 250)
+        r = cl.cmd("RCPT TO:<r5@example.net>")
+        self.assertEqual(r.code, 452, r)
+        self.assertTrue(r.lines[0].startswith("4.5.3"), r)
+        body = simple_body("many rcpts")
+        qid = queue_id(cl.data(body))
+        rec, ev = self.assert_stored(body, qid)
+        self.assertEqual(rec["rcpt_to"], ["r%d@example.net" % i for i in range(5)])
+
+    def test_thousand_recipients_default(self):
+        cl = self.client()
+        cl.ehlo()
+        cl.expect("MAIL FROM:<m@example.org>", 250)
+        cl.send(b"".join(b"RCPT TO:<r%d@example.net>\r\n" % i for i in range(1001)))
+        codes = [cl.reply().code for _ in range(1001)]
+        self.assertEqual(codes[:1000], [250] * 1000)
+        self.assertEqual(codes[1000], 452)
+        body = simple_body("1000 rcpts")
+        qid = queue_id(cl.data(body))
+        self.assertEqual(len(self.c.journal_record(qid)["rcpt_to"]), 1000)
+
+    @with_config({"limits": {"message_size": 10000}})
+    def test_oversize_552_after_data_connection_usable(self):
+        cl = self.client()
+        r = cl.ehlo()
+        self.assertIn("SIZE 10000", r.lines)
+        cl.expect("MAIL FROM:<big@example.org>", 250)
+        cl.expect("RCPT TO:<c@example.net>", 250)
+        cl.expect("DATA", 354)
+        big = b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 30
+        cl.send(big)
+        # nothing is answered before the end of the data
+        self.assertEqual(cl.pending(0.5), b"")
+        cl.send(b".\r\n")
+        r = cl.reply()
+        self.assertEqual(r.first, "552 5.3.4 Message size exceeds fixed limit")
+        self.assertEqual(self.c.messages(), {})
+        # the connection is still usable
+        body = simple_body("small after big")
+        _, qid = self.send_mail(body, client=cl)
+        self.assert_stored(body, qid)
+        # SIZE= over the limit is refused at MAIL
+        r = cl.cmd("MAIL FROM:<big@example.org> SIZE=20000")
+        self.assertEqual(r.code, 552, r)
+        self.assertTrue(r.lines[0].startswith("5.3.4"), r)
+        self.assertEqual(cl.cmd("NOOP").code, 250)
+
+    @with_config({"limits": {"message_size": 10000}})
+    def test_oversize_bdat(self):
+        cl = self.client()
+        cl.ehlo()
+        cl.expect("MAIL FROM:<big@example.org>", 250)
+        cl.expect("RCPT TO:<c@example.net>", 250)
+        chunk = b"w" * 8000
+        cl.send(b"BDAT 8000\r\n" + chunk)
+        self.assertIn(cl.reply().code, (250, 552))
+        cl.send(b"BDAT 8000 LAST\r\n" + chunk)
+        r = cl.reply()
+        self.assertEqual(r.code, 552, r)
+        self.assertEqual(self.c.messages(), {})
+        self.assertEqual(cl.cmd("RSET").code, 250)
+        self.assertEqual(cl.cmd("NOOP").code, 250)
+
+    def test_30mib_message_streamed(self):
+        size_target = 30 * 1024 * 1024
+        line = 76
+        nlines = size_target // (line + 2)
+        raw = os.urandom(nlines * line * 3 // 4)
+        b64 = base64.b64encode(raw)        # no '.', no CR/LF
+        lines = [b64[i:i + line] for i in range(0, nlines * line, line)]
+        body = b"Subject: thirty\r\n\r\n" + b"\r\n".join(lines) + b"\r\n"
+        self.assertGreaterEqual(len(body), 30 * 1000 * 1000)
+        hwm_before = self.c.status("VmHWM")
+        cl = self.client()
+        cl.ehlo()
+        cl.expect("MAIL FROM:<huge@example.org> SIZE=%d" % len(body), 250)
+        cl.expect("RCPT TO:<c@example.net>", 250)
+        cl.expect("DATA", 354)
+        cl.sock.settimeout(120)
+        view = memoryview(body)
+        for i in range(0, len(body), 1 << 20):
+            cl.sock.sendall(view[i:i + (1 << 20)])
+        cl.send(b".\r\n")
+        qid = queue_id(cl.reply())
+        hwm_kb = self.c.status("VmHWM")
+        sha = hashlib.sha256(body).hexdigest()
+        self.assertEqual(self.c.journal_record(qid)["sha256"], sha)
+        with open(self.c.message_path(sha), "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), sha)
+        limit_kb = 30 * 1024
+        if self.slow > 1:
+            # Under ASan the baseline RSS is the sanitizer's: judge the growth.
+            self.assertLess(hwm_kb - hwm_before, limit_kb,
+                            "RSS grew by %d kB while receiving %d bytes" % (hwm_kb - hwm_before, len(body)))
+        else:
+            self.assertLess(hwm_kb, limit_kb, "VmHWM %d kB for a %d-byte message" % (hwm_kb, len(body)))
+
+    def test_rset_and_state_errors(self):
+        cl = self.client()
+        self.assertEqual(cl.cmd("MAIL FROM:<a@example.org>").code, 503)   # before EHLO
+        cl.ehlo()
+        self.assertEqual(cl.cmd("RCPT TO:<a@example.net>").first, "503 5.5.1 Error: need MAIL command")
+        self.assertEqual(cl.cmd("DATA").code, 503)
+        cl.expect("MAIL FROM:<a@example.org>", 250)
+        self.assertEqual(cl.cmd("MAIL FROM:<a@example.org>").code, 503)     # nested
+        self.assertEqual(cl.cmd("DATA").code, 554)                            # no valid recipients
+        self.assertEqual(cl.cmd("RSET").code, 250)
+        self.assertEqual(cl.cmd("RCPT TO:<a@example.net>").code, 503)
+        self.assertEqual(cl.cmd("NOOP").code, 250)
+        self.assertEqual(cl.cmd("VRFY postmaster").code // 100, 2)
+        # Postfix has no HELP (502); the original's "250 HELP" was a fingerprint
+        self.assertNotEqual(cl.cmd("HELP").first, "250 HELP")
+        self.assertEqual(cl.cmd("BOGUS command").code // 100, 5)
+        self.assertEqual(cl.cmd("QUIT").code, 221)
+
+    def test_helo_then_mail(self):
+        cl = self.client()
+        r = cl.cmd("HELO old.client")
+        self.assertEqual(r.code, 250)
+        self.assertEqual(r.lines, [HOSTNAME])
+        body = simple_body("helo")
+        _, qid = self.send_mail(body, client=cl)
+        self.assertEqual(self.c.journal_record(qid)["helo"], "old.client")
+
+    def test_invalid_utf8_keeps_logs_valid_json(self):
+        cl = self.client()
+        helo = b"\xff\xfe\xc3\x28.\"quote\\back\x7f"
+        self.assertEqual(cl.cmd(b"EHLO " + helo).code, 250)
+        r = cl.cmd(b"MAIL FROM:<\xff\xc0\xaf\"\\@ex\xe9mple.org>")
+        if r.code == 250:
+            cl.cmd(b"RCPT TO:<\xed\xa0\x80@\xf4\x90\x80\x80.example>")
+            cl.cmd(b"RCPT TO:<ok@example.net>")
+            cl.data(b"Subject: 8bit envelope\r\n\r\nx\r\n")
+        cl.cmd(b"\xff\xff BOGUS \xc3\x00\x01\x1b[31m")
+        cl.cmd(b"RSET")
+        cl.expect(b"MAIL FROM:<a@example.org>", 250)
+        cl.expect(b"RCPT TO:<b@example.net>", 250)
+        body = b"Subject: \xff\xfe\r\n\r\n\x00\x01\xc3\x28\r\n"
+        qid = queue_id(cl.data(body))
+        cl.cmd("QUIT")
+        port = cl.local_port
+        self.c.wait_event("fosr.session.closed", lambda e: e.get("src_port") == port)
+        self.c.events(strict=True)      # every line: valid UTF-8, valid JSON
+        self.c.journal(strict=True)
+        rec, _ = self.assert_stored(body, qid)
+        self.assertIsInstance(rec["helo"], str)
+
+    def test_many_sessions_in_parallel(self):
+        clients = [self.client() for _ in range(20)]
+        for cl in clients:
+            cl.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
+        bodies = []
+        for i, cl in enumerate(clients):
+            self.assertEqual([cl.reply().code for _ in range(4)], [250, 250, 250, 354])
+            b = simple_body("parallel %d" % i)
+            bodies.append(b)
+            cl.send(b)
+        for cl in clients:
+            cl.send(b".\r\n")
+        for cl, b in zip(clients, bodies):
+            self.assert_stored(b, queue_id(cl.reply()))
+
+
+class Maildir(CollectorTestCase):
+
+    @with_config({"spool": {"maildir": "{tmp}/Maildir"}})
+    def test_maildir_new(self):
+        body = simple_body("maildir")
+        _, qid = self.send_mail(body)
+        self.assert_stored(body, qid)
+        new = os.path.join(self.tmpdir, "Maildir", "new")
+        files = os.listdir(new)
+        self.assertEqual(len(files), 1, files)
+        with open(os.path.join(new, files[0]), "rb") as f:
+            self.assertEqual(f.read(), body)
+        for sub in ("cur", "tmp"):
+            self.assertTrue(os.path.isdir(os.path.join(self.tmpdir, "Maildir", sub)))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

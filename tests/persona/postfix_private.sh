@@ -1,0 +1,207 @@
+#!/bin/sh
+# Private, throw-away Postfix 3.7 instance for recording/differential tests.
+#
+#   postfix_private.sh start [DIR]   create DIR (default: mktemp), start Postfix,
+#                                    print shell-style KEY=VALUE lines on stdout:
+#                                      PF_DIR PF_PORT PF_TLSPORT PF_LOCALPORT PF_PID
+#                                    (also written to DIR/env)
+#   postfix_private.sh stop DIR      stop the instance (files are kept)
+#   postfix_private.sh clean DIR     stop and remove DIR
+#
+# Environment: PF_EXTRA_MAIN  extra main.cf lines appended verbatim.
+#              PF_HOSTNAME    myhostname (default mail.example.com)
+#
+# Services (all on 127.0.0.1, ports chosen free):
+#   PF_PORT       plain smtpd, STARTTLS offered
+#   PF_TLSPORT    smtpd with smtpd_tls_wrappermode=yes (implicit TLS, like 465)
+#   PF_LOCALPORT  like PF_PORT but mydestination=$myhostname so that local
+#                 recipient checks (550 User unknown) can be seen, plus
+#                 smtpd_timeout=5s and message_size_limit=20000 so that the
+#                 timeout and "message too big" replies can be recorded fast
+# Nothing system-wide is touched: /etc/postfix is only read (master.cf copy).
+# Requires root (Postfix drops privileges to the "postfix" user itself).
+set -eu
+
+die() { echo "postfix_private: $*" >&2; exit 1; }
+
+need_packages() {
+	missing=""
+	for p in postfix sasl2-bin libsasl2-modules; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+			missing="$missing $p"
+	done
+	if [ -n "$missing" ]; then
+		echo "postfix_private: installing$missing" >&2
+		DEBIAN_FRONTEND=noninteractive apt-get install -y $missing >&2 ||
+			die "cannot install$missing"
+	fi
+}
+
+free_port() {
+	/usr/bin/python3 -c 'import socket
+s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_port() {
+	/usr/bin/python3 - "$1" <<'PY'
+import socket, sys, time
+port = int(sys.argv[1])
+for _ in range(100):
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=1)
+        s.close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit(1)
+PY
+}
+
+do_start() {
+	[ "$(id -u)" = 0 ] || die "must run as root"
+	need_packages
+	id postfix >/dev/null 2>&1 || die "no postfix user"
+	getent group postdrop >/dev/null || die "no postdrop group"
+
+	dir=${1:-}
+	if [ -z "$dir" ]; then
+		dir=$(mktemp -d /tmp/pfpriv.XXXXXX)
+	fi
+	mkdir -p "$dir"
+	dir=$(cd "$dir" && pwd)
+	chmod 755 "$dir"
+	host=${PF_HOSTNAME:-mail.example.com}
+	conf=$dir/etc
+	mkdir -p "$conf" "$conf/sasl" "$dir/queue" "$dir/data" "$dir/tls"
+	chown postfix:postfix "$dir/data"
+
+	port=$(free_port)
+	tlsport=$(free_port)
+	localport=$(free_port)
+	while [ "$tlsport" = "$port" ]; do tlsport=$(free_port); done
+	while [ "$localport" = "$port" ] || [ "$localport" = "$tlsport" ]; do
+		localport=$(free_port)
+	done
+
+	# Self-signed certificate, like Debian's snakeoil one.
+	if [ ! -s "$dir/tls/cert.pem" ]; then
+		openssl req -x509 -newkey rsa:2048 -nodes -days 3650 \
+			-subj "/CN=$host" -keyout "$dir/tls/key.pem" \
+			-out "$dir/tls/cert.pem" >/dev/null 2>&1 || die "openssl failed"
+		chmod 600 "$dir/tls/key.pem"
+	fi
+
+	# Cyrus SASL with a private sasldb.  Debian's smtpd reads
+	# $config_directory/sasl/smtpd.conf (cyrus_sasl_config_path is not enough).
+	cat > "$conf/sasl/smtpd.conf" <<SASL
+pwcheck_method: auxprop
+auxprop_plugin: sasldb
+mech_list: PLAIN LOGIN CRAM-MD5
+sasldb_path: $dir/sasldb2
+SASL
+	rm -f "$dir/sasldb2"
+	echo "password" | saslpasswd2 -f "$dir/sasldb2" -p -c -u "$host" user ||
+		die "saslpasswd2 failed"
+	chown postfix:postfix "$dir/sasldb2"
+	chmod 640 "$dir/sasldb2"
+
+	# master.cf: the Debian one, without chroot (no chroot tree to populate)
+	# and with our own listeners instead of "smtp inet".
+	awk '
+		/^[ \t]*#/ || /^[ \t]*$/ || /^[ \t]/ { if (!skip) print; next }
+		{
+			skip = 0
+			if ($2 == "inet") { skip = 1; next }
+			if (NF >= 8) $5 = "n"
+			print
+		}' /etc/postfix/master.cf > "$conf/master.cf"
+	cat >> "$conf/master.cf" <<MASTER
+127.0.0.1:$port inet n - n - - smtpd
+127.0.0.1:$tlsport inet n - n - - smtpd
+  -o syslog_name=postfix/smtps
+  -o smtpd_tls_wrappermode=yes
+127.0.0.1:$localport inet n - n - - smtpd
+  -o syslog_name=postfix/local
+  -o mydestination=\$myhostname
+  -o smtpd_timeout=5s
+  -o message_size_limit=20000
+MASTER
+
+	# main.cf: Debian 12 defaults where they matter for replies.
+	cat > "$conf/main.cf" <<MAIN
+compatibility_level = 3.6
+smtpd_banner = \$myhostname ESMTP \$mail_name (Debian/GNU)
+biff = no
+append_dot_mydomain = no
+readme_directory = no
+myhostname = $host
+mydomain = example.com
+myorigin = \$myhostname
+mydestination =
+relayhost =
+mynetworks = 192.0.2.1/32
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+queue_directory = $dir/queue
+data_directory = $dir/data
+alias_maps = hash:/etc/aliases
+alias_database =
+default_transport = discard
+local_transport = discard
+relay_transport = discard
+virtual_transport = discard
+smtpd_relay_restrictions = check_client_access static:OK, reject_unauth_destination
+smtpd_recipient_restrictions =
+mailbox_size_limit = 0
+recipient_delimiter = +
+maillog_file_prefixes = /var, /dev/stdout, $dir
+maillog_file = $dir/maillog
+smtpd_tls_cert_file = $dir/tls/cert.pem
+smtpd_tls_key_file = $dir/tls/key.pem
+smtpd_tls_security_level = may
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = cyrus
+smtpd_sasl_path = smtpd
+cyrus_sasl_config_path = $conf/sasl
+MAIN
+	if [ -n "${PF_EXTRA_MAIN:-}" ]; then
+		printf '%s\n' "$PF_EXTRA_MAIN" >> "$conf/main.cf"
+	fi
+
+	postfix -c "$conf" check >&2 || die "postfix check failed (see above)"
+	postfix -c "$conf" start >&2 || die "postfix start failed; see $dir/maillog"
+	for p in $port $tlsport $localport; do
+		wait_port "$p" || die "port $p did not open; see $dir/maillog"
+	done
+	pid=$(head -n1 "$dir/queue/pid/master.pid" 2>/dev/null | tr -d ' ')
+	cat > "$dir/env" <<ENV
+PF_DIR=$dir
+PF_PORT=$port
+PF_TLSPORT=$tlsport
+PF_LOCALPORT=$localport
+PF_PID=$pid
+ENV
+	cat "$dir/env"
+}
+
+do_stop() {
+	dir=${1:?usage: $0 stop DIR}
+	[ -d "$dir/etc" ] || die "$dir is not a private instance"
+	if [ -f "$dir/queue/pid/master.pid" ] &&
+	    postfix -c "$dir/etc" status >/dev/null 2>&1; then
+		postfix -c "$dir/etc" stop >&2 || true
+		# wait for the master to be gone
+		pid=$(head -n1 "$dir/queue/pid/master.pid" 2>/dev/null | tr -d ' ')
+		i=0
+		while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do
+			sleep 0.1; i=$((i + 1))
+		done
+	fi
+}
+
+case "${1:-}" in
+start) shift; do_start "${1:-}" ;;
+stop) shift; do_stop "${1:-}" ;;
+clean) shift; do_stop "${1:-}"; rm -rf "${1:?}" ;;
+*) echo "usage: $0 start [DIR] | stop DIR | clean DIR" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1173 @@
+#!/usr/bin/python3
+"""Record the exact replies of a real Postfix to scripted SMTP dialogues.
+
+Usage: record.py [--host 127.0.0.1] --port P [--tls-port P2] [--local-port P3]
+                 [--out FILE] [--only NAME[,NAME...]] [--jobs N]
+
+Each case runs on a fresh connection.  Raw sockets and the ssl module are
+used (not smtplib) so that every reply line is seen exactly as sent.  Queue
+ids, CRAM-MD5 challenges and timings are normalised so that the transcript is
+stable between runs.  The same script is meant to be pointed at the honeypot
+for the differential test: identical transcripts = identical behaviour.
+
+Transcript format, one case after another:
+    === name: description
+    C: <bytes sent, escaped>
+    S: <one reply line>
+    S: <connection closed>
+    # comment (timing, normalisation notes)
+"""
+import argparse
+import base64
+import concurrent.futures
+import re
+import socket
+import ssl
+import sys
+import time
+
+HOST = "mail.example.com"
+USER = "user@" + HOST
+PASSWORD = "password"
+
+
+def esc(b):
+    """Printable form of client bytes for the transcript."""
+    out = []
+    for c in b:
+        if c == 13:
+            out.append("\\r")
+        elif c == 10:
+            out.append("\\n")
+        elif c == 0x5c:
+            out.append("\\\\")
+        elif 0x20 <= c < 0x7f:
+            out.append(chr(c))
+        else:
+            out.append("\\x%02x" % c)
+    return "".join(out)
+
+
+def shorten(s, limit=160):
+    """Long client lines are summarised (the exact bytes are in the case)."""
+    if len(s) <= limit:
+        return s
+    return s[:60] + "...[%d chars]..." % len(s) + s[-40:]
+
+
+class Normaliser:
+    """Replaces the run-dependent parts of reply lines by placeholders."""
+
+    QID = re.compile(r"queued as [0-9A-F]{6,20}\b")
+
+    def __call__(self, line):
+        line = self.QID.sub("queued as {qid}", line)
+        return line
+
+
+class Conn:
+    """One client connection with a reply reader that keeps exact lines."""
+
+    def __init__(self, case, port, tls=False, timeout=10.0):
+        self.case = case
+        self.t0 = time.monotonic()
+        self.sock = socket.create_connection((case.host, port), timeout=timeout)
+        self.timeout = timeout
+        self.buf = b""
+        self.closed = False
+        if tls:
+            self.starttls(quiet=True)
+
+    def starttls(self, quiet=False):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=HOST)
+        self.case.log("# TLS handshake done: %s" % self.sock.version())
+
+    def elapsed(self):
+        return time.monotonic() - self.t0
+
+    def send(self, data, show=True):
+        if show:
+            for part in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
+                pass
+            self.case.log("C: " + shorten(esc(data)))
+        try:
+            self.sock.sendall(data)
+        except OSError as e:
+            self.case.log("# send failed: %s" % e.__class__.__name__)
+
+    def _fill(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            d = self.sock.recv(65536)
+        except socket.timeout:
+            return None
+        except ssl.SSLError as e:
+            self.case.log("# ssl error: %s" % e.reason)
+            d = b""
+        except ConnectionResetError:
+            d = b""
+        if not d:
+            self.closed = True
+            return b""
+        self.buf += d
+        return d
+
+    def line(self, timeout=None):
+        """One reply line without CRLF, or None on close/timeout."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            if self.closed:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            r = self._fill(left)
+            if r is None:
+                return None
+        ln, self.buf = self.buf.split(b"\n", 1)
+        if ln.endswith(b"\r"):
+            ln = ln[:-1]
+        else:
+            self.case.log("# reply line not CRLF terminated")
+        return ln.decode("latin-1")
+
+    def reply(self, timeout=None, quiet=False):
+        """One complete (possibly multi-line) reply; logs it; returns lines."""
+        lines = []
+        while True:
+            ln = self.line(timeout)
+            if ln is None:
+                if self.closed:
+                    if not quiet:
+                        self.case.log("S: <connection closed>")
+                else:
+                    self.case.log("S: <no reply within %ss>" % (timeout or self.timeout))
+                return lines
+            ln = self.case.norm(ln)
+            lines.append(ln)
+            if not quiet:
+                self.case.log("S: " + ln)
+            if len(ln) < 4 or ln[3] != "-":
+                return lines
+
+    def cmd(self, data, nreplies=1, timeout=None):
+        self.send(data)
+        out = []
+        for _ in range(nreplies):
+            r = self.reply(timeout)
+            out.append(r)
+            if not r:
+                break
+        return out[-1] if out else []
+
+    def drain(self, timeout=1.5):
+        """Log whatever replies come within timeout, and a close."""
+        while True:
+            ln = self.line(timeout)
+            if ln is None:
+                if self.closed:
+                    self.case.log("S: <connection closed>")
+                return
+            self.case.log("S: " + self.case.norm(ln))
+
+    def expect_close(self, timeout=3.0):
+        ln = self.line(timeout)
+        if ln is None and self.closed:
+            self.case.log("S: <connection closed>")
+        elif ln is None:
+            self.case.log("# connection still open after %ss" % timeout)
+        else:
+            self.case.log("S: " + self.case.norm(ln))
+            self.expect_close(timeout)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Case:
+    def __init__(self, name, desc, fn, args):
+        self.name = name
+        self.desc = desc
+        self.fn = fn
+        self.args = args
+        self.host = args.host
+        self.lines = []
+        self.norm = Normaliser()
+
+    def log(self, s):
+        self.lines.append(s)
+
+    def conn(self, port=None, tls=False, banner=True, timeout=10.0):
+        c = Conn(self, port or self.args.port, tls=tls, timeout=timeout)
+        if banner:
+            c.reply()
+        return c
+
+    def run(self):
+        try:
+            self.fn(self)
+        except Exception as e:  # a failing case must not hide the others
+            self.log("# case raised %s: %s" % (e.__class__.__name__, e))
+        return self
+
+
+CASES = []
+
+
+def case(desc):
+    def deco(fn):
+        CASES.append((fn.__name__, desc, fn))
+        return fn
+    return deco
+
+
+def b64(s):
+    return base64.b64encode(s if isinstance(s, bytes) else s.encode()).decode()
+
+
+def ehlo(c, name=b"client.example"):
+    c.cmd(b"EHLO " + name + b"\r\n")
+
+
+def quit_(c):
+    c.cmd(b"QUIT\r\n")
+    c.expect_close()
+    c.close()
+
+
+# ---------------------------------------------------------------- greeting
+
+@case("banner, and its delay")
+def banner(k):
+    t0 = time.monotonic()
+    c = k.conn(banner=False)
+    c.reply()
+    dt = time.monotonic() - t0
+    k.log("# banner delay < 0.5s: %s" % (dt < 0.5))
+    quit_(c)
+
+
+@case("EHLO with an argument")
+def ehlo_arg(k):
+    c = k.conn()
+    ehlo(c)
+    quit_(c)
+
+
+@case("EHLO without an argument")
+def ehlo_noarg(k):
+    c = k.conn()
+    c.cmd(b"EHLO\r\n")
+    c.cmd(b"EHLO \r\n")
+    quit_(c)
+
+
+@case("HELO with and without an argument")
+def helo(k):
+    c = k.conn()
+    c.cmd(b"HELO\r\n")
+    c.cmd(b"HELO client.example\r\n")
+    c.cmd(b"MAIL FROM:<a@example.org> SIZE=10\r\n")
+    quit_(c)
+
+
+@case("EHLO twice (the second resets the transaction)")
+def ehlo_twice(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    ehlo(c, b"other.example")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"HELO third.example\r\n")
+    quit_(c)
+
+
+@case("EHLO with odd arguments")
+def ehlo_odd(k):
+    c = k.conn()
+    c.cmd(b"EHLO [1.2.3.4]\r\n")
+    c.cmd(b"EHLO a b c\r\n")
+    c.cmd(b"EHLO \xff\xfe\r\n")
+    c.cmd(b"ehlo lower.example\r\n")
+    quit_(c)
+
+
+@case("implicit TLS port: banner and EHLO (no STARTTLS offered)")
+def tls_port(k):
+    c = k.conn(port=k.args.tls_port, tls=True)
+    ehlo(c)
+    c.cmd(b"STARTTLS\r\n")
+    quit_(c)
+
+
+# ---------------------------------------------------------------- sequencing
+
+@case("MAIL before EHLO")
+def mail_before_ehlo(k):
+    c = k.conn()
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"DATA\r\n")
+    c.cmd(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    quit_(c)
+
+
+@case("RCPT before MAIL")
+def rcpt_before_mail(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    quit_(c)
+
+
+@case("DATA before MAIL")
+def data_before_mail(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"DATA\r\n")
+    quit_(c)
+
+
+@case("DATA with MAIL but no RCPT")
+def data_no_rcpt(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"DATA\r\n")
+    quit_(c)
+
+
+@case("DATA after a rejected RCPT only")
+def data_rejected_rcpt(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<bad address>\r\n")
+    c.cmd(b"DATA\r\n")
+    quit_(c)
+
+
+@case("nested MAIL")
+def mail_nested(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"MAIL FROM:<c@example.org>\r\n")
+    quit_(c)
+
+
+# ---------------------------------------------------------------- MAIL
+
+@case("MAIL syntax errors")
+def mail_syntax(k):
+    c = k.conn()
+    ehlo(c)
+    for line in (b"MAIL", b"MAIL FROM", b"MAIL FROM:", b"MAIL FROM: ",
+                 b"MAIL FROM:<a@b", b"MAIL TO:<a@b>", b"MAIL FROM:a@b",
+                 b"MAIL FROM: <a@b>", b"MAIL FROM:<>", b"MAIL FROM:<a b@c>",
+                 b"MAIL FROM:<@x,@y:a@b>", b"MAIL FROM:<a@[1.2.3.4]>",
+                 b"MAIL FROM:<a@>", b"MAIL FROM:<@b>", b"MAIL FROM:<a@b>>",
+                 b"mail from:<a@b.c>", b"MAIL FROM:<a@b.c> SIZE=1 FOO",
+                 b"MAIL  FROM:<a@b.c>", b"MAIL FROM :<a@b.c>",
+                 b"MAIL FROM:<\"quoted local\"@example.org>",
+                 b"MAIL FROM:<a@b.c>x"):
+        c.cmd(line + b"\r\n")
+        if c.closed:
+            return
+        c.cmd(b"RSET\r\n")
+    quit_(c)
+
+
+@case("MAIL FROM with 8-bit bytes in the address")
+def mail_8bit(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<\xc3\xa9@example.org>\r\n")
+    c.cmd(b"MAIL FROM:<\xff@example.org>\r\n")
+    c.cmd(b"MAIL FROM:<\xc3\xa9@example.org> SMTPUTF8\r\n")
+    quit_(c)
+
+
+@case("MAIL parameters")
+def mail_params(k):
+    c = k.conn()
+    ehlo(c)
+    for p in (b"SIZE=1000", b"SIZE=abc", b"SIZE=99999999999", b"SIZE=10240000",
+              b"SIZE=10240001", b"SIZE=", b"SIZE", b"BODY=8BITMIME", b"BODY=7BIT",
+              b"BODY=BINARYMIME", b"BODY=foo", b"SMTPUTF8", b"FOO=bar",
+              b"RET=HDRS ENVID=x", b"RET=FULL", b"RET=foo", b"ENVID=a+2Bb",
+              b"AUTH=<>", b"AUTH=user@x", b"size=5", b"SIZE=1 SIZE=2"):
+        c.cmd(b"MAIL FROM:<a@example.org> " + p + b"\r\n")
+        if c.closed:
+            return
+        c.cmd(b"RSET\r\n")
+    quit_(c)
+
+
+@case("MAIL parameters before EHLO (HELO session)")
+def mail_params_helo(k):
+    c = k.conn()
+    c.cmd(b"HELO client.example\r\n")
+    c.cmd(b"MAIL FROM:<a@example.org> BODY=8BITMIME\r\n")
+    c.cmd(b"RSET\r\n")
+    c.cmd(b"MAIL FROM:<a@example.org> SIZE=99999999999\r\n")
+    quit_(c)
+
+
+# ---------------------------------------------------------------- RCPT
+
+@case("RCPT syntax errors and parameters")
+def rcpt_syntax(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    for line in (b"RCPT", b"RCPT TO", b"RCPT TO:", b"RCPT TO:<b@c",
+                 b"RCPT FROM:<b@c>", b"RCPT TO:b@example.net", b"RCPT TO:<>",
+                 b"RCPT TO:<b@example.net> NOTIFY=NEVER",
+                 b"RCPT TO:<b@example.net> NOTIFY=SUCCESS,FAILURE",
+                 b"RCPT TO:<b@example.net> NOTIFY=bogus",
+                 b"RCPT TO:<b@example.net> ORCPT=rfc822;a@b",
+                 b"RCPT TO:<b@example.net> ORCPT=bogus",
+                 b"RCPT TO:<b@example.net> FOO=1",
+                 b"RCPT TO:<postmaster>", b"RCPT TO:<b@[1.2.3.4]>",
+                 b"RCPT TO:<b>", b"rcpt to:<b@example.net>"):
+        c.cmd(line + b"\r\n")
+        if c.closed:
+            return
+    quit_(c)
+
+
+@case("local domain: unknown and known local recipients (local port)")
+def rcpt_local(k):
+    c = k.conn(port=k.args.local_port)
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<nosuchuser@mail.example.com>\r\n")
+    c.cmd(b"RCPT TO:<root@mail.example.com>\r\n")
+    c.cmd(b"RCPT TO:<postmaster>\r\n")
+    c.cmd(b"VRFY nosuchuser@mail.example.com\r\n")
+    c.cmd(b"VRFY root@mail.example.com\r\n")
+    quit_(c)
+
+
+@case("1001 recipients, pipelined")
+def rcpt_1001(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    n = 1002
+    c.send(b"".join(b"RCPT TO:<r%d@example.net>\r\n" % i for i in range(1, n + 1)),
+           show=False)
+    k.log("C: RCPT TO:<r1@example.net> ... RCPT TO:<r%d@example.net> (%d lines, one write)" % (n, n))
+    got = {}
+    for i in range(1, n + 1):
+        r = c.reply(quiet=True, timeout=30)
+        if not r:
+            k.log("# reply %d missing" % i)
+            break
+        got.setdefault(r[0], []).append(i)
+    for text, idx in got.items():
+        rng = "%d..%d" % (idx[0], idx[-1]) if len(idx) > 1 else str(idx[0])
+        k.log("S: %s   # replies to RCPT #%s (%d)" % (text, rng, len(idx)))
+    c.cmd(b"DATA\r\n")
+    c.cmd(b"Subject: t\r\n\r\nbody\r\n.\r\n")
+    quit_(c)
+
+
+# ---------------------------------------------------------------- DATA
+
+@case("full DATA transaction, dot-stuffing, then a second one")
+def data_full(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"DATA\r\n")
+    c.cmd(b"Subject: hi\r\n\r\nline\r\n..stuffed\r\n.\r\n")
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"DATA\r\n")
+    c.cmd(b".\r\n")
+    quit_(c)
+
+
+@case("DATA with an argument")
+def data_args(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"DATA foo\r\n")
+    c.cmd(b"DATA\r\n")
+    c.cmd(b".\r\n")
+    quit_(c)
+
+
+@case("message over message_size_limit (local port, limit 20000)")
+def data_too_big(k):
+    c = k.conn(port=k.args.local_port)
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org> SIZE=20001\r\n")
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"DATA\r\n")
+    c.send(b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 30, show=False)
+    k.log("C: <30 lines of 998 x> (30000 bytes)")
+    c.cmd(b".\r\n")
+    c.cmd(b"NOOP\r\n")
+    quit_(c)
+
+
+@case("pipelined MAIL/RCPT/DATA in one write (PIPELINING)")
+def pipelining(k):
+    c = k.conn()
+    ehlo(c)
+    c.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n"
+           b"RCPT TO:<bad>\r\nDATA\r\n")
+    for _ in range(4):
+        c.reply()
+    c.cmd(b"Subject: p\r\n\r\nbody\r\n.\r\nNOOP\r\n", nreplies=2)
+    c.send(b"RSET\r\nMAIL FROM:<a@example.org>\r\nDATA\r\nNOOP\r\n")
+    for _ in range(4):
+        c.reply()
+    quit_(c)
+
+
+@case("pipelining before the banner (client talks first)")
+def talk_first(k):
+    c = k.conn(banner=False)
+    c.send(b"EHLO early.example\r\n")
+    c.reply()
+    c.reply()
+    quit_(c)
+
+
+@case("bare LF in DATA, and <LF>.<LF> (smuggling)")
+def data_bare_lf(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"DATA\r\n")
+    c.send(b"Subject: lf\n\nbody\n.\nMAIL FROM:<smuggled@example.org>\r\n"
+           b"RCPT TO:<c@example.net>\r\nDATA\r\nsmuggled\r\n.\r\n")
+    c.drain(2)
+    quit_(c)
+
+
+@case("<CR><LF>.<LF> and <LF>.<CR><LF> and <CR>.<CR><LF> terminators")
+def data_dot_variants(k):
+    for term in (b"\r\n.\n", b"\n.\r\n", b"\r\n.\r\r\n", b"\r.\r\n"):
+        c = k.conn()
+        ehlo(c)
+        c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+        c.cmd(b"RCPT TO:<b@example.net>\r\n")
+        c.cmd(b"DATA\r\n")
+        c.send(b"Subject: t\r\n\r\nbody" + term + b"NOOP\r\n")
+        c.drain(2)
+        if term == b"\r.\r\n":
+            c.send(b"\r\n.\r\n")
+            c.drain(2)
+        quit_(c)
+
+
+@case("a lone '.' or '*' as a command (non-letter: forbidden)")
+def lone_dot(k):
+    for line in (b".", b"*", b"-", b"\xc3\xa9HLO x"):
+        c = k.conn()
+        ehlo(c)
+        c.cmd(line + b"\r\n")
+        c.expect_close(2)
+        c.close()
+
+
+@case("BDAT: one chunk LAST, two chunks, BDAT 0 LAST")
+def bdat(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    body = b"Subject: b\r\n\r\nbody\r\n"
+    c.cmd(b"BDAT %d LAST\r\n" % len(body) + body)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"BDAT 10\r\n" + body[:10])
+    c.cmd(b"BDAT %d LAST\r\n" % (len(body) - 10) + body[10:])
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"BDAT 5\r\nabcde")
+    c.cmd(b"BDAT 0 LAST\r\n")
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"BDAT 0\r\n")
+    c.cmd(b"RSET\r\n")
+    quit_(c)
+
+
+@case("BDAT errors: without MAIL, without RCPT, bad syntax, DATA after BDAT")
+def bdat_errors(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"BDAT 4 LAST\r\nabcd")
+    c.cmd(b"NOOP\r\n")
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"BDAT 4 LAST\r\nabcd")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    quit_(c)
+    for bad in (b"BDAT", b"BDAT x", b"BDAT -1", b"BDAT 4 FIRST", b"BDAT 4 LAST x",
+                b"BDAT 99999999999999999999", b"BDAT 4  LAST", b"BDAT 4 last"):
+        c = k.conn()
+        ehlo(c)
+        c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+        c.cmd(b"RCPT TO:<b@example.net>\r\n")
+        c.cmd(bad + b"\r\n")
+        if not c.closed:
+            c.cmd(b"NOOP\r\n")
+        if not c.closed:
+            quit_(c)
+        else:
+            c.close()
+
+
+@case("DATA after BDAT, BDAT after DATA")
+def bdat_data_mix(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"BDAT 4\r\nabcd")
+    c.cmd(b"DATA\r\n")
+    c.cmd(b"NOOP\r\n")
+    c.cmd(b"RSET\r\n")
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    quit_(c)
+
+
+@case("BDAT before EHLO / in a HELO session")
+def bdat_helo(k):
+    c = k.conn()
+    c.cmd(b"BDAT 4 LAST\r\nabcd")
+    c.cmd(b"HELO client.example\r\n")
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"BDAT 4 LAST\r\nabcd")
+    quit_(c)
+
+
+@case("BDAT over message_size_limit (local port)")
+def bdat_too_big(k):
+    c = k.conn(port=k.args.local_port)
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"BDAT 30000\r\n" + b"x" * 30000)
+    c.cmd(b"BDAT 4 LAST\r\nabcd")
+    c.cmd(b"NOOP\r\n")
+    quit_(c)
+
+
+# ---------------------------------------------------------------- misc commands
+
+@case("RSET, NOOP, with and without arguments")
+def rset_noop(k):
+    c = k.conn()
+    c.cmd(b"RSET\r\n")
+    c.cmd(b"NOOP\r\n")
+    ehlo(c)
+    c.cmd(b"RSET\r\n")
+    c.cmd(b"RSET x\r\n")
+    c.cmd(b"NOOP\r\n")
+    c.cmd(b"NOOP x y\r\n")
+    quit_(c)
+
+
+@case("VRFY, EXPN, HELP, TURN, unknown commands")
+def misc(k):
+    c = k.conn()
+    for line in (b"VRFY", b"VRFY b@example.net", b"VRFY postmaster",
+                 b"VRFY root@mail.example.com", b"VRFY <b@example.net>",
+                 b"VRFY a b", b"EXPN", b"EXPN list", b"HELP", b"HELP MAIL",
+                 b"TURN", b"ATRN", b"XCLIENT ADDR=1.2.3.4", b"XFORWARD NAME=x",
+                 b"FOO", b"FOO bar"):
+        c.cmd(line + b"\r\n")
+        if c.closed:
+            return
+    quit_(c)
+
+
+@case("ETRN before EHLO, without argument, with a domain, in MAIL")
+def etrn(k):
+    c = k.conn()
+    c.cmd(b"ETRN example.net\r\n")
+    ehlo(c)
+    c.cmd(b"ETRN\r\n")
+    c.cmd(b"ETRN example.net\r\n")
+    c.cmd(b"ETRN @example.net\r\n")
+    c.cmd(b"ETRN #foo\r\n")
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"ETRN example.net\r\n")
+    quit_(c)
+
+
+@case("empty line, whitespace line, a line with a NUL")
+def empty(k):
+    c = k.conn()
+    c.cmd(b"\r\n")
+    c.cmd(b" \r\n")
+    c.cmd(b"\t\r\n")
+    c.cmd(b"NO\x00OP\r\n")
+    c.cmd(b"NOOP\x00\r\n")
+    c.cmd(b"MAIL FROM:<a\x00b@example.org>\r\n")
+    quit_(c)
+
+
+@case("NUL in the middle of the command verb after EHLO")
+def nul_after_ehlo(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a\x00b@example.org>\r\n")
+    c.cmd(b"RCPT\x00 TO:<b@example.net>\r\n")
+    quit_(c)
+
+
+@case("overlong lines (line_length_limit 2048)")
+def long_lines(k):
+    c = k.conn()
+    ehlo(c)
+    for line in (b"NOOP " + b"x" * 3000, b"X" * 3000,
+                 b"MAIL FROM:<" + b"a" * 3000 + b"@example.org>",
+                 b"MAIL FROM:<" + b"a" * 2000 + b"@example.org>",
+                 b"RCPT TO:<" + b"a" * 3000 + b"@example.net>",
+                 b"HELO " + b"h" * 3000,
+                 b"NOOP " + b"y" * 100000):
+        c.send(line + b"\r\n", show=False)
+        k.log("C: " + shorten(esc(line + b"\r\n")))
+        c.reply(timeout=10)
+        if c.closed:
+            return
+    c.cmd(b"NOOP\r\n")
+    quit_(c)
+
+
+@case("command split at 2048: the rest of an overlong line is skipped, not run")
+def long_line_tail(k):
+    c = k.conn()
+    ehlo(c)
+    line = b"NOOP " + b"x" * 2043 + b"QUIT\r\n"
+    c.send(line, show=False)
+    k.log("C: " + shorten(esc(line)))
+    c.reply()
+    c.cmd(b"NOOP\r\n")
+    quit_(c)
+
+
+@case("bare LF terminated commands, CR-only, CR in the middle")
+def bare_lf_cmds(k):
+    c = k.conn()
+    c.cmd(b"EHLO lf.example\n")
+    c.cmd(b"MAIL FROM:<a@example.org>\n")
+    c.cmd(b"RCPT TO:<b@example.net>\n")
+    c.cmd(b"NOOP\r\r\n")
+    c.cmd(b"NOOP\rNOOP\r\n")
+    c.cmd(b"DATA\n")
+    c.cmd(b"Subject: x\n\nbody\n.\n")
+    c.cmd(b"QUIT\n")
+    c.expect_close()
+
+
+@case("commands that look like mail headers or other protocols")
+def header_like(k):
+    for line in (b"Subject: hi", b"From: a@b", b"To: x", b"Received: from x",
+                 b"GET / HTTP/1.0", b"POST /x HTTP/1.1", b"CONNECT 1.2.3.4:25 HTTP/1.0",
+                 b"foo", b"quit", b"1234", b"\x16\x03\x01\x02\x00", b"USER x",
+                 b"EHLO: x"):
+        c = k.conn()
+        c.cmd(line + b"\r\n")
+        c.expect_close(2)
+        c.close()
+        k.log("")
+
+
+@case("QUIT, QUIT with an argument")
+def quit_args(k):
+    c = k.conn()
+    c.cmd(b"QUIT now\r\n")
+    c.expect_close()
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"QUIT\r\n")
+    c.expect_close()
+
+
+# ---------------------------------------------------------------- STARTTLS
+
+@case("STARTTLS before EHLO, with an argument")
+def starttls_misc(k):
+    c = k.conn()
+    c.cmd(b"STARTTLS\r\n")
+    c.starttls()
+    c.cmd(b"EHLO client.example\r\n")
+    quit_(c)
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"STARTTLS foo\r\n")
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"STARTTLS\r\n")
+    quit_(c)
+
+
+@case("STARTTLS, then EHLO, then STARTTLS again inside TLS; state reset")
+def starttls_twice(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"STARTTLS\r\n")
+    c.starttls()
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    ehlo(c)
+    c.cmd(b"STARTTLS\r\n")
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"DATA\r\n")
+    c.cmd(b"Subject: tls\r\n\r\nx\r\n.\r\n")
+    quit_(c)
+
+
+@case("STARTTLS with a command pipelined after it (discarded?)")
+def starttls_pipelined(k):
+    c = k.conn()
+    ehlo(c)
+    c.send(b"STARTTLS\r\nMAIL FROM:<injected@example.org>\r\n")
+    c.reply()
+    time.sleep(0.3)
+    c.starttls()
+    c.cmd(b"EHLO client.example\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    quit_(c)
+
+
+@case("STARTTLS then plaintext instead of a handshake")
+def starttls_plain(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"STARTTLS\r\n")
+    c.cmd(b"EHLO client.example\r\n", timeout=3)
+    c.expect_close(3)
+
+
+@case("STARTTLS with a MAIL transaction open")
+def starttls_in_mail(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"STARTTLS\r\n")
+    c.starttls()
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"DATA\r\n")
+    quit_(c)
+
+
+@case("STARTTLS, TLS, then MAIL without a new EHLO; AUTH after TLS")
+def starttls_noehlo(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"STARTTLS\r\n")
+    c.starttls()
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
+    c.cmd(b"RSET\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
+    quit_(c)
+
+
+# ---------------------------------------------------------------- AUTH
+
+@case("AUTH: bare, unknown mechanism, lower case, extra args; before EHLO")
+def auth_basic(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"AUTH\r\n")
+    c.cmd(b"AUTH FOO\r\n")
+    c.cmd(b"AUTH DIGEST-MD5\r\n")
+    c.cmd(b"AUTH SCRAM-SHA-1\r\n")
+    c.cmd(b"AUTH PLAIN a b c\r\n")
+    c.cmd(b"AUTH plain\r\n")
+    c.cmd(b"*\r\n")
+    c.cmd(b"AUTH login\r\n")
+    c.cmd(b"*\r\n")
+    quit_(c)
+    c = k.conn()
+    c.cmd(b"AUTH\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
+    quit_(c)
+
+
+@case("AUTH PLAIN with initial response: good, bad, then twice")
+def auth_plain_ir(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0wrong").encode() + b"\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0nosuch@" + HOST + "\0wrong").encode() + b"\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
+    c.cmd(b"AUTH LOGIN\r\n")
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    quit_(c)
+
+
+@case("AUTH PLAIN via 334 continuation; empty initial response '='")
+def auth_plain_cont(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"AUTH PLAIN\r\n")
+    c.cmd(b64("\0" + USER + "\0wrong").encode() + b"\r\n")
+    c.cmd(b"AUTH PLAIN =\r\n")
+    c.cmd(b"\r\n")
+    c.cmd(b"AUTH PLAIN\r\n")
+    c.cmd(b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
+    quit_(c)
+
+
+@case("AUTH LOGIN, both forms")
+def auth_login(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"AUTH LOGIN\r\n")
+    c.cmd(b64(USER).encode() + b"\r\n")
+    c.cmd(b64("wrong").encode() + b"\r\n")
+    c.cmd(b"AUTH LOGIN " + b64(USER).encode() + b"\r\n")
+    c.cmd(b64(PASSWORD).encode() + b"\r\n")
+    quit_(c)
+
+
+@case("AUTH CRAM-MD5 (challenge normalised)")
+def auth_cram(k):
+    import hashlib
+    import hmac
+    c = k.conn()
+    ehlo(c)
+    k.norm_cram = True
+    c.send(b"AUTH CRAM-MD5\r\n")
+    r = c.reply(quiet=True)
+    chal = base64.b64decode(r[0][4:])
+    shape = re.sub(rb"\d+", b"{n}", chal).decode()
+    k.log("S: 334 {b64 of %s}" % shape)
+    k.log("# challenge is base64 of <random.time@myhostname>: %s" %
+          bool(re.fullmatch(rb"<\d+\.\d+@mail\.example\.com>", chal)))
+    c.cmd(b64(USER + " " + "0" * 32).encode() + b"\r\n")
+    c.send(b"AUTH CRAM-MD5\r\n")
+    r = c.reply(quiet=True)
+    k.log("S: 334 {challenge}")
+    chal = base64.b64decode(r[0][4:])
+    dig = hmac.new(PASSWORD.encode(), chal, hashlib.md5).hexdigest()
+    c.cmd(b64(USER + " " + dig).encode() + b"\r\n")
+    quit_(c)
+
+
+@case("AUTH cancel '*', bad base64")
+def auth_cancel(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"AUTH LOGIN\r\n")
+    c.cmd(b"*\r\n")
+    c.cmd(b"AUTH LOGIN\r\n")
+    c.cmd(b"!!!notbase64\r\n")
+    c.cmd(b"AUTH PLAIN !!!notbase64\r\n")
+    c.cmd(b"AUTH LOGIN\r\n")
+    c.cmd(b64(USER).encode() + b"\r\n")
+    c.cmd(b"*\r\n")
+    c.cmd(b"AUTH PLAIN *\r\n")
+    c.cmd(b"AUTH PLAIN\r\n")
+    c.cmd(b"*\r\n")
+    c.cmd(b"AUTH PLAIN\r\n")
+    c.cmd(b"!!!notbase64\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("no-nuls").encode() + b"\r\n")
+    c.cmd(b"AUTH CRAM-MD5\r\n", timeout=5)
+    c.cmd(b"*\r\n")
+    c.cmd(b"AUTH LOGIN " + b64(USER).encode() + b"\r\n")
+    c.cmd(b"\r\n")
+    quit_(c)
+
+
+@case("AUTH inside a MAIL transaction")
+def auth_in_mail(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
+    quit_(c)
+
+
+@case("AUTH in a HELO session")
+def auth_helo(k):
+    c = k.conn()
+    c.cmd(b"HELO client.example\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
+    quit_(c)
+
+
+@case("AUTH continuation line too long / pipelined after AUTH")
+def auth_pipelined(k):
+    c = k.conn()
+    ehlo(c)
+    c.send(b"AUTH LOGIN\r\nNOOP\r\n")
+    c.reply()
+    c.reply()
+    c.cmd(b"NOOP\r\n")
+    quit_(c)
+
+
+@case("AUTH failures count as errors: 4 failed AUTH then unknown commands")
+def auth_fail_errors(k):
+    c = k.conn()
+    ehlo(c)
+    for _ in range(4):
+        c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0wrong").encode() + b"\r\n", timeout=30)
+        if c.closed:
+            return
+    quit_(c)
+
+
+# ---------------------------------------------------------------- error limit
+
+@case("error limit: 25 unknown commands, one at a time, with reply times")
+def error_limit(k):
+    c = k.conn(timeout=60)
+    ehlo(c)
+    last = c.elapsed()
+    for i in range(1, 26):
+        c.send(b"XYZZY%d\r\n" % i)
+        r = c.reply(timeout=60)
+        now = c.elapsed()
+        k.log("# reply %d after %.0fs" % (i, now - last))
+        last = now
+        if c.closed or not r:
+            break
+        if r and r[0].startswith("421"):
+            c.expect_close()
+            break
+
+
+@case("error limit with pipelined errors (25 in one write)")
+def error_limit_pipelined(k):
+    c = k.conn(timeout=120)
+    ehlo(c)
+    c.send(b"".join(b"XYZZY%d\r\n" % i for i in range(1, 26)), show=False)
+    k.log("C: XYZZY1 .. XYZZY25 (one write)")
+    last = c.elapsed()
+    for i in range(1, 26):
+        r = c.reply(timeout=120)
+        now = c.elapsed()
+        k.log("# reply %d after %.0fs" % (i, now - last))
+        last = now
+        if c.closed or not r:
+            break
+
+
+@case("errors of other kinds count too: bad MAIL syntax and rejected RCPT")
+def error_kinds(k):
+    c = k.conn(timeout=60)
+    ehlo(c)
+    last = c.elapsed()
+    seq = [b"MAIL FROM:<a@b"] * 5 + [b"RCPT TO:<b@example.net>"] * 5 + \
+          [b"MAIL FROM:<a@example.org>"] + [b"RCPT TO:<bad"] * 12
+    for i, line in enumerate(seq, 1):
+        c.send(line + b"\r\n")
+        r = c.reply(timeout=60)
+        now = c.elapsed()
+        k.log("# reply %d after %.0fs" % (i, now - last))
+        last = now
+        if c.closed or not r:
+            break
+
+
+@case("junk command limit: 105 NOOPs (smtpd_junk_command_limit 100)")
+def junk_limit(k):
+    c = k.conn(timeout=60)
+    ehlo(c)
+    c.send(b"NOOP\r\n" * 105, show=False)
+    k.log("C: NOOP x105 (one write)")
+    last = c.elapsed()
+    for i in range(1, 106):
+        r = c.reply(timeout=60, quiet=True)
+        now = c.elapsed()
+        if not r:
+            k.log("# reply %d missing" % i)
+            break
+        if i >= 99 or r[0] != "250 2.0.0 Ok":
+            k.log("S: %s   # reply %d after %.0fs" % (r[0], i, now - last))
+        last = now
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    quit_(c)
+
+
+@case("idle timeout (local port, smtpd_timeout=5s)")
+def timeout(k):
+    c = k.conn(port=k.args.local_port, timeout=20)
+    ehlo(c)
+    t = c.elapsed()
+    c.reply(timeout=20)
+    k.log("# timeout reply after ~%ds" % round(c.elapsed() - t))
+    c.expect_close()
+
+
+@case("timeout in DATA (local port)")
+def timeout_data(k):
+    c = k.conn(port=k.args.local_port, timeout=20)
+    ehlo(c)
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"DATA\r\n")
+    c.send(b"Subject: x\r\n\r\npartial")
+    c.reply(timeout=20)
+    c.expect_close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--tls-port", type=int)
+    ap.add_argument("--local-port", type=int)
+    ap.add_argument("--out", default="-")
+    ap.add_argument("--only", default="")
+    ap.add_argument("--jobs", type=int, default=8)
+    args = ap.parse_args()
+    only = set(filter(None, args.only.split(",")))
+    todo = []
+    for name, desc, fn in CASES:
+        if only and name not in only:
+            continue
+        if fn in (tls_port,) and not args.tls_port:
+            continue
+        if fn in (rcpt_local, data_too_big, bdat_too_big, timeout, timeout_data) \
+                and not args.local_port:
+            continue
+        todo.append(Case(name, desc, fn, args))
+    # Slow cases (error sleeps) run in parallel with the rest.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as ex:
+        done = list(ex.map(lambda k: k.run(), todo))
+    out = sys.stdout if args.out == "-" else open(args.out, "w")
+    out.write("# Replies of %s, recorded by tests/persona/record.py\n" %
+              "Postfix 3.7.11 (Debian 12), myhostname=mail.example.com")
+    out.write("# C: client bytes (escaped)   S: one server reply line\n\n")
+    for k in done:
+        out.write("=== %s: %s\n" % (k.name, k.desc))
+        for ln in k.lines:
+            out.write(ln + "\n")
+        out.write("\n")
+    if out is not sys.stdout:
+        out.close()
+
+
+if __name__ == "__main__":
+    main()

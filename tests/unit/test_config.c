@@ -1,0 +1,580 @@
+/* Unit tests for config.c: defaults, every key, every error form, the seed's feed file. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+static int	 load(struct cfg *, const char *, char *);
+static int	 load_feed(struct cfg_feed *, const char *, char *);
+static void	 expect_err(const char *, const char *);
+static void	 expect_feed_err(const char *, const char *);
+static void	 src_path(char *, size_t, const char *);
+
+static const char seed_feed[] =
+    "---  # Broker config\n"
+    "  broker: \"127.0.0.1\"\n"
+    "  port: 10_000\n"
+    "  identity: \"writer\"\n"
+    "  secret: \"secret\"\n"
+    "  channels:\n"
+    "    - \"spam.mails\"\n";
+
+/* Load yaml as main config "t.yml" over defaults. */
+static int
+load(struct cfg *c, const char *yaml, char *err)
+{
+	cfg_defaults(c);
+	return cfg_load_buf(c, "t.yml", yaml, strlen(yaml), err, 256);
+}
+
+/* Load yaml as feed config "f.yml". */
+static int
+load_feed(struct cfg_feed *f, const char *yaml, char *err)
+{
+	memset(f, 0, sizeof(*f));
+	return cfg_load_feed_buf(f, "f.yml", yaml, strlen(yaml), err, 256);
+}
+
+/* The main config must fail with an error starting with want. */
+static void
+expect_err(const char *yaml, const char *want)
+{
+	struct cfg *c = malloc(sizeof(*c));
+	char err[256];
+
+	assert_non_null(c);
+	if (load(c, yaml, err) != -1)
+		fail_msg("accepted: %s", yaml);
+	if (strncmp(err, want, strlen(want)) != 0)
+		fail_msg("got \"%s\", want \"%s...\"", err, want);
+	free(c);
+}
+
+/* The feed config must fail with an error starting with want. */
+static void
+expect_feed_err(const char *yaml, const char *want)
+{
+	struct cfg_feed *f = malloc(sizeof(*f));
+	char err[256];
+
+	assert_non_null(f);
+	if (load_feed(f, yaml, err) != -1)
+		fail_msg("accepted: %s", yaml);
+	if (strncmp(err, want, strlen(want)) != 0)
+		fail_msg("got \"%s\", want \"%s...\"", err, want);
+	free(f);
+}
+
+/* Path of a file of the source tree (tests run from the project root). */
+static void
+src_path(char *out, size_t len, const char *rel)
+{
+	const char *me = __FILE__, *p = strstr(me, "tests/unit/test_config.c");
+
+	snprintf(out, len, "%.*s%s", (int)(p ? p - me : 0), me, rel);
+}
+
+/* The embedded defaults are what the header promises. */
+static void
+test_defaults(void **state)
+{
+	struct cfg *c = malloc(sizeof(*c));
+
+	cfg_defaults(c);
+	assert_string_equal(c->path, "");
+	assert_string_equal(c->hostname, "");
+	assert_string_equal(c->persona, "postfix-3.7");
+	assert_string_equal(c->user, "nobody");
+	assert_int_equal(c->nlisteners, 3);
+	assert_int_equal(c->listeners[0].port, 25);
+	assert_int_equal(c->listeners[0].tls, TLS_MODE_STARTTLS);
+	assert_string_equal(c->listeners[0].name, "smtp");
+	assert_string_equal(c->listeners[0].address, "0.0.0.0");
+	assert_int_equal(c->listeners[1].port, 465);
+	assert_int_equal(c->listeners[1].tls, TLS_MODE_IMPLICIT);
+	assert_string_equal(c->listeners[1].name, "submissions");
+	assert_int_equal(c->listeners[2].port, 587);
+	assert_int_equal(c->listeners[2].tls, TLS_MODE_STARTTLS);
+	assert_string_equal(c->listeners[2].name, "submission");
+	assert_string_equal(c->tls_cert, "tls/cert.pem");
+	assert_string_equal(c->tls_key, "tls/key.pem");
+	assert_string_equal(c->spool_dir, "spool");
+	assert_string_equal(c->maildir, "");
+	assert_true(c->spool_min_free == SPOOL_MIN_FREE_DEFAULT);
+	assert_true(c->spool_max_bytes == 0);
+	assert_string_equal(c->event_log, "fosr-events.json");
+	assert_int_equal(c->auth_outcome, AUTH_OUTCOME_ACCEPT);
+	assert_int_equal(c->limits.line_length, SMTP_LINE_DEFAULT);
+	assert_true(c->limits.message_size == SMTP_MSG_SIZE_DEFAULT);
+	assert_int_equal(c->limits.recipients, SMTP_RCPT_DEFAULT);
+	assert_int_equal(c->limits.idle_timeout, SMTP_IDLE_DEFAULT);
+	assert_int_equal(c->limits.sessions_per_ip, SMTP_SESSIONS_IP_DEFAULT);
+	assert_int_equal(c->limits.banner_delay_ms, 0);
+	assert_false(c->feed.enabled);
+	assert_string_equal(cfg_tls_mode_name(TLS_MODE_IMPLICIT), "implicit");
+	assert_string_equal(cfg_auth_outcome_name(AUTH_OUTCOME_ACCEPT_AFTER),
+	    "accept_after");
+	free(c);
+}
+
+/* The commented example file loads and matches the defaults it documents. */
+static void
+test_example_file(void **state)
+{
+	struct cfg *c = malloc(sizeof(*c)), *d = malloc(sizeof(*d));
+	char path[512], err[256];
+
+	src_path(path, sizeof(path), "etc/fosr-collector.yml");
+	cfg_defaults(c);
+	if (cfg_load(c, path, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(c->path, path);
+	cfg_defaults(d);
+	memcpy(d->path, c->path, sizeof(d->path));
+	assert_memory_equal(c, d, sizeof(*c));
+	free(c);
+	free(d);
+}
+
+/* An empty file (or a null document) keeps the defaults. */
+static void
+test_empty(void **state)
+{
+	struct cfg *c = malloc(sizeof(*c));
+	char err[256];
+
+	assert_int_equal(load(c, "", err), 0);
+	assert_int_equal(c->nlisteners, 3);
+	assert_int_equal(load(c, "# only a comment\n", err), 0);
+	assert_int_equal(load(c, "---\n...\n", err), 0);
+	assert_string_equal(c->path, "t.yml");
+	free(c);
+}
+
+/* Every main key, set to a non-default value, lands in its field. */
+static void
+test_every_key(void **state)
+{
+	static const char yaml[] =
+	    "hostname: mx.example.net\n"
+	    "sensor: s-01\n"
+	    "persona: \"exim-4.96\"\n"
+	    "user: \"\"\n"
+	    "port_offset: 6000\n"
+	    "listeners:\n"
+	    "  - {address: \"::\", port: 2525, tls: plain, name: alt}\n"
+	    "  - port: 465\n"
+	    "  - port: 587\n"
+	    "    address: 127.0.0.1\n"
+	    "  - {port: 10, tls: implicit}\n"
+	    "tls:\n"
+	    "  certificate: /etc/c.pem\n"
+	    "  key: /etc/k.pem\n"
+	    "spool:\n"
+	    "  directory: /var/spool/fosr\n"
+	    "  maildir: /var/mail/fosr\n"
+	    "  min_free: 1_024K\n"
+	    "  max_bytes: 2G\n"
+	    "event_log: \"\"\n"
+	    "auth:\n"
+	    "  outcome: accept_after\n"
+	    "  accept_after: 3\n"
+	    "limits:\n"
+	    "  line_length: 4096\n"
+	    "  message_size: 10M\n"
+	    "  recipients: 5\n"
+	    "  soft_errors: 2\n"
+	    "  hard_errors: 4\n"
+	    "  error_sleep: 0\n"
+	    "  idle_timeout: 60\n"
+	    "  session_lifetime: 600\n"
+	    "  sessions: 10\n"
+	    "  sessions_per_ip: 3\n"
+	    "  banner_delay_ms: 1500\n"
+	    "  banner_jitter_ms: 250\n"
+	    "feed:\n"
+	    "  broker: broker.example\n"
+	    "  port: 20000\n"
+	    "  identity: w\n"
+	    "  secret: s\n"
+	    "  channels: one\n";
+	struct cfg *c = malloc(sizeof(*c));
+	char err[256];
+
+	if (load(c, yaml, err) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(c->hostname, "mx.example.net");
+	assert_string_equal(c->sensor, "s-01");
+	assert_string_equal(c->persona, "exim-4.96");
+	assert_string_equal(c->user, "");
+	assert_int_equal(c->port_offset, 6000);
+	assert_int_equal(c->nlisteners, 4);
+	assert_string_equal(c->listeners[0].address, "::");
+	assert_int_equal(c->listeners[0].port, 2525);
+	assert_int_equal(c->listeners[0].tls, TLS_MODE_PLAIN);
+	assert_string_equal(c->listeners[0].name, "alt");
+	assert_string_equal(c->listeners[1].address, "0.0.0.0");
+	assert_int_equal(c->listeners[1].tls, TLS_MODE_IMPLICIT);
+	assert_string_equal(c->listeners[1].name, "submissions");
+	assert_string_equal(c->listeners[2].address, "127.0.0.1");
+	assert_int_equal(c->listeners[2].tls, TLS_MODE_STARTTLS);
+	assert_string_equal(c->listeners[2].name, "submission");
+	assert_int_equal(c->listeners[3].tls, TLS_MODE_IMPLICIT);
+	assert_string_equal(c->listeners[3].name, "submissions");
+	assert_string_equal(c->tls_cert, "/etc/c.pem");
+	assert_string_equal(c->tls_key, "/etc/k.pem");
+	assert_string_equal(c->spool_dir, "/var/spool/fosr");
+	assert_string_equal(c->maildir, "/var/mail/fosr");
+	assert_true(c->spool_min_free == 1024ull * 1024);
+	assert_true(c->spool_max_bytes == 2ull << 30);
+	assert_string_equal(c->event_log, "");
+	assert_int_equal(c->auth_outcome, AUTH_OUTCOME_ACCEPT_AFTER);
+	assert_int_equal(c->auth_accept_after, 3);
+	assert_int_equal(c->limits.line_length, 4096);
+	assert_true(c->limits.message_size == 10ull << 20);
+	assert_int_equal(c->limits.recipients, 5);
+	assert_int_equal(c->limits.soft_errors, 2);
+	assert_int_equal(c->limits.hard_errors, 4);
+	assert_int_equal(c->limits.error_sleep, 0);
+	assert_int_equal(c->limits.idle_timeout, 60);
+	assert_int_equal(c->limits.session_lifetime, 600);
+	assert_int_equal(c->limits.sessions, 10);
+	assert_int_equal(c->limits.sessions_per_ip, 3);
+	assert_int_equal(c->limits.banner_delay_ms, 1500);
+	assert_int_equal(c->limits.banner_jitter_ms, 250);
+	assert_true(c->feed.enabled);
+	assert_string_equal(c->feed.source, "t.yml");
+	assert_string_equal(c->feed.broker, "broker.example");
+	assert_int_equal(c->feed.port, 20000);
+	assert_int_equal(c->feed.nchannels, 1);
+	assert_string_equal(c->feed.channels[0], "one");
+	free(c);
+}
+
+/* The seed's feed_config.yml, verbatim, inline and from etc/. */
+static void
+test_feed_seed(void **state)
+{
+	struct cfg_feed *f = malloc(sizeof(*f));
+	char err[256], path[512];
+
+	if (load_feed(f, seed_feed, err) != 0)
+		fail_msg("%s", err);
+	assert_true(f->enabled);
+	assert_string_equal(f->source, "f.yml");
+	assert_string_equal(f->broker, "127.0.0.1");
+	assert_int_equal(f->port, 10000);
+	assert_string_equal(f->identity, "writer");
+	assert_string_equal(f->secret, "secret");
+	assert_int_equal(f->nchannels, 1);
+	assert_string_equal(f->channels[0], "spam.mails");
+	assert_false(f->tls);
+	assert_false(f->metadata);
+	assert_string_equal(f->events_channel, "");
+
+	src_path(path, sizeof(path), "etc/feed_config.yml");
+	memset(f, 0, sizeof(*f));
+	if (cfg_load_feed(f, path, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(f->source, path);
+	assert_int_equal(f->port, 10000);
+	assert_string_equal(f->channels[0], "spam.mails");
+	free(f);
+}
+
+/* The same keys in JSON, inline and from etc/. */
+static void
+test_feed_json(void **state)
+{
+	static const char json[] =
+	    "{\"broker\": \"10.0.0.1\", \"port\": 10000, \"identity\": \"w\",\n"
+	    " \"secret\": \"s\", \"channels\": [\"a\", \"b\"], \"tls\": true,\n"
+	    " \"ca_file\": \"/etc/ca.pem\", \"server_name\": \"hp.example\",\n"
+	    " \"events_channel\": \"ev\", \"metadata\": true}\n";
+	struct cfg_feed *f = malloc(sizeof(*f));
+	char err[256], path[512];
+
+	if (load_feed(f, json, err) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(f->broker, "10.0.0.1");
+	assert_int_equal(f->port, 10000);
+	assert_int_equal(f->nchannels, 2);
+	assert_string_equal(f->channels[1], "b");
+	assert_true(f->tls);
+	assert_string_equal(f->ca_file, "/etc/ca.pem");
+	assert_string_equal(f->server_name, "hp.example");
+	assert_string_equal(f->events_channel, "ev");
+	assert_true(f->metadata);
+
+	src_path(path, sizeof(path), "etc/feed_config.json");
+	if (cfg_load_feed(f, path, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(f->port, 10000);
+	assert_string_equal(f->identity, "writer");
+
+	expect_feed_err("{\"broker\": \"b\", \"port\": 1, \"identity\": \"w\",\n"
+	    " \"secret\": \"s\", \"channels\": [\"a\"], \"bogus\": 1}",
+	    "f.yml:2: bogus: unknown key");
+	free(f);
+}
+
+/* Booleans: YAML words in any case, quoted "True" as the original's users wrote. */
+static void
+test_feed_bools(void **state)
+{
+	static const char *const yes[] = { "true", "True", "YES", "on",
+	    "\"True\"", "'true'" };
+	static const char *const no[] = { "false", "No", "OFF", "\"false\"" };
+	struct cfg_feed *f = malloc(sizeof(*f));
+	char yaml[512], err[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		snprintf(yaml, sizeof(yaml), "%s  tls: %s\n", seed_feed, yes[i]);
+		if (load_feed(f, yaml, err) != 0)
+			fail_msg("%s: %s", yes[i], err);
+		assert_true(f->tls);
+	}
+	for (i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+		snprintf(yaml, sizeof(yaml), "%s  tls: %s\n", seed_feed, no[i]);
+		if (load_feed(f, yaml, err) != 0)
+			fail_msg("%s: %s", no[i], err);
+		assert_false(f->tls);
+	}
+	snprintf(yaml, sizeof(yaml), "%s  tls: 1\n", seed_feed);
+	expect_feed_err(yaml, "f.yml:8: tls: expected true or false, got \"1\"");
+	snprintf(yaml, sizeof(yaml), "%s  metadata: [true]\n", seed_feed);
+	expect_feed_err(yaml, "f.yml:8: metadata: expected a single value, not a list");
+	free(f);
+}
+
+/* Feed validation: required keys, lengths, counts, port range, types. */
+static void
+test_feed_errors(void **state)
+{
+	struct cfg_feed *f = malloc(sizeof(*f));
+	char yaml[2048], id[300], err[256];
+	int i;
+
+	expect_feed_err("broker: b\nport: 1\nidentity: w\nchannels: [a]\n",
+	    "f.yml:1: secret: missing");
+	expect_feed_err("broker: b\nport: 1\nidentity: w\nsecret: s\n",
+	    "f.yml:1: channels: missing");
+	expect_feed_err("", "f.yml: empty feed config");
+	expect_feed_err("- a\n- b\n", "f.yml:1: expected a mapping of keys");
+	expect_feed_err("broker: b\nport: 0\n", "f.yml:2: port: 0 is out of range (1..65535)");
+	expect_feed_err("broker: b\nport: 65536\n", "f.yml:2: port: 65536 is out of range");
+	expect_feed_err("broker: b\nport: 1__0\n", "f.yml:2: port: expected a number, got \"1__0\"");
+	expect_feed_err("broker: b\nport: -1\n", "f.yml:2: port: expected a number");
+	expect_feed_err("broker: b\nport: {a: 1}\n",
+	    "f.yml:2: port: expected a single value, not a mapping");
+	expect_feed_err("broker: \"\"\n", "f.yml:1: broker: must not be empty");
+	expect_feed_err("broker: b\nbroker: c\n", "f.yml:2: broker: duplicate key");
+	expect_feed_err("broker: b\nchannels: []\n",
+	    "f.yml:2: channels: at least one channel is needed");
+	expect_feed_err("broker: b\nchannels:\n  - a\n  - a\n",
+	    "f.yml:4: channels[1]: duplicate channel \"a\"");
+	expect_feed_err("broker: b\nchannels:\n  - [a]\n",
+	    "f.yml:3: channels[0]: expected a single value, not a list");
+	expect_feed_err("broker: b\nchannels: {a: b}\n",
+	    "f.yml:2: channels: expected a channel name or a list of them");
+	expect_feed_err("broker: \"a\\0b\"\n", "f.yml:1: broker: contains a NUL byte");
+
+	/* identity: 255 bytes is fine, 256 is an error (never truncated). */
+	memset(id, 'i', 255);
+	id[255] = '\0';
+	snprintf(yaml, sizeof(yaml), "broker: b\nport: 1\nidentity: %s\n"
+	    "secret: s\nchannels: [a]\n", id);
+	if (load_feed(f, yaml, err) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(strlen(f->identity), 255);
+	snprintf(yaml, sizeof(yaml), "broker: b\nport: 1\nidentity: %si\n"
+	    "secret: s\nchannels: [a]\n", id);
+	expect_feed_err(yaml, "f.yml:3: identity: longer than 255 bytes");
+	snprintf(yaml, sizeof(yaml), "broker: b\nport: 1\nidentity: w\n"
+	    "secret: s\nchannels: [%si]\n", id);
+	expect_feed_err(yaml, "f.yml:5: channels[0]: longer than 255 bytes");
+
+	/* 16 channels are fine, the 17th is an error. */
+	strcpy(yaml, "broker: b\nport: 1\nidentity: w\nsecret: s\nchannels:\n");
+	for (i = 0; i < CFG_CHANNELS_MAX; i++)
+		snprintf(yaml + strlen(yaml), sizeof(yaml) - strlen(yaml),
+		    "  - c%d\n", i);
+	if (load_feed(f, yaml, err) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(f->nchannels, CFG_CHANNELS_MAX);
+	strcat(yaml, "  - extra\n");
+	expect_feed_err(yaml, "f.yml:22: channels[16]: more than 16 channels");
+
+	/* A failed load leaves f as it was. */
+	assert_int_equal(load_feed(f, seed_feed, err), 0);
+	assert_int_equal(cfg_load_feed_buf(f, "x", "port: 0\n", 8, err,
+	    sizeof(err)), -1);
+	assert_int_equal(f->port, 10000);
+	assert_string_equal(f->identity, "writer");
+	free(f);
+}
+
+/* Main config errors: "FILE:LINE: dotted.key: message" for every kind. */
+static void
+test_main_errors(void **state)
+{
+	char longname[64];
+
+	expect_err("bogus: 1\n", "t.yml:1: bogus: unknown key (expected one of: hostname,");
+	expect_err("hostname: h\nlimits:\n  idle_timeout: 5\n  bogus: 1\n",
+	    "t.yml:4: limits.bogus: unknown key (expected one of: line_length,");
+	expect_err("limits:\n  idle_timeout: abc\n",
+	    "t.yml:2: limits.idle_timeout: expected a number, got \"abc\"");
+	expect_err("limits:\n  idle_timeout: 0\n",
+	    "t.yml:2: limits.idle_timeout: 0 is out of range (1..86400)");
+	expect_err("limits:\n  line_length: 100\n",
+	    "t.yml:2: limits.line_length: 100 bytes is out of range (512..65536)");
+	expect_err("limits:\n  line_length: 65537\n",
+	    "t.yml:2: limits.line_length: 65537 bytes is out of range");
+	expect_err("limits:\n  message_size: 12Q\n",
+	    "t.yml:2: limits.message_size: expected a size");
+	expect_err("limits:\n  message_size: 99999999999999999G\n",
+	    "t.yml:2: limits.message_size: expected a size");
+	expect_err("limits: 5\n", "t.yml:1: limits: expected a mapping of keys");
+	expect_err("listeners:\n  - port: 25\n  - port: 70000\n",
+	    "t.yml:3: listeners[1].port: 70000 is out of range (1..65535)");
+	expect_err("listeners:\n  - port: 25\n  - {port: 26, tls: maybe}\n",
+	    "t.yml:3: listeners[1].tls: expected one of plain, starttls, implicit, got \"maybe\"");
+	expect_err("listeners:\n  - port: 25\n  - address: \"0.0.0.0\"\n",
+	    "t.yml:3: listeners[1].port: missing");
+	expect_err("listeners:\n  - {port: 25, address: localhost}\n",
+	    "t.yml:2: listeners[0].address: not a numeric IPv4 or IPv6 address");
+	expect_err("listeners:\n  - {port: 25, bogus: 1}\n",
+	    "t.yml:2: listeners[0].bogus: unknown key");
+	expect_err("listeners:\n  - port: 25\n  - port: 25\n",
+	    "t.yml:3: listeners[1].port: 0.0.0.0 port 25 is already used by listeners[0]");
+	expect_err("listeners: []\n", "t.yml:1: listeners: at least one listener");
+	expect_err("listeners: 25\n", "t.yml:1: listeners: expected a list of listeners");
+	expect_err("listeners:\n" "  - port: 1\n  - port: 2\n  - port: 3\n  - port: 4\n"
+	    "  - port: 5\n  - port: 6\n  - port: 7\n  - port: 8\n  - port: 9\n"
+	    "  - port: 10\n  - port: 11\n  - port: 12\n  - port: 13\n  - port: 14\n"
+	    "  - port: 15\n  - port: 16\n  - port: 17\n",
+	    "t.yml:18: listeners[16]: more than 16 listeners");
+	/* port + offset out of range: blamed on the listener, or on the offset. */
+	expect_err("port_offset: 65000\nlisteners:\n  - port: 25\n  - port: 587\n",
+	    "t.yml:4: listeners[1].port: port 587 + port_offset 65000 = 65587 is out of range");
+	expect_err("hostname: h\nport_offset: 65100\n",
+	    "t.yml:2: port_offset: port 465 + port_offset 65100 = 65565 is out of range");
+	expect_err("port_offset: 65535\n", "t.yml:1: port_offset: 65535 is out of range");
+	expect_err("auth:\n  outcome: maybe\n",
+	    "t.yml:2: auth.outcome: expected one of accept, reject, accept_after");
+	expect_err("auth:\n  accept_after: 1001\n", "t.yml:2: auth.accept_after: 1001 is out of range");
+	expect_err("spool:\n  directory: \"\"\n", "t.yml:2: spool.directory: must not be empty");
+	expect_err("spool:\n  min_free: [1]\n",
+	    "t.yml:2: spool.min_free: expected a single value, not a list");
+	expect_err("tls:\n  certificate: c\n  cert: x\n", "t.yml:3: tls.cert: unknown key");
+	expect_err("feed:\n  broker: b\n  port: 1\n", "t.yml:2: feed.identity: missing");
+	expect_err("feed:\n  broker: b\n  port: 0\n", "t.yml:3: feed.port: 0 is out of range");
+	expect_err("hostname: a\nhostname: b\n", "t.yml:2: hostname: duplicate key");
+	expect_err("? [a]\n: 1\n", "t.yml:1: a key must be a string");
+	expect_err("- 1\n", "t.yml:1: expected a mapping of keys");
+	expect_err("hostname: [a\n", "t.yml:2: yaml: ");
+	expect_err("hostname: \"a\n", "t.yml:");
+	expect_err("hostname: a\n---\nhostname: b\n", "t.yml:3: more than one YAML document");
+	memset(longname, 'p', 32);
+	longname[32] = '\0';
+	{
+		char yaml[128];
+
+		snprintf(yaml, sizeof(yaml), "persona: %s\n", longname);
+		expect_err(yaml, "t.yml:1: persona: longer than 31 bytes");
+		snprintf(yaml, sizeof(yaml), "persona: %.31s\n", longname);
+		struct cfg *c = malloc(sizeof(*c));
+		char err[256];
+
+		assert_int_equal(load(c, yaml, err), 0);
+		assert_int_equal(strlen(c->persona), 31);
+		free(c);
+	}
+}
+
+/* Aliases are followed (no loop), and a bad value through an alias is reported. */
+static void
+test_aliases(void **state)
+{
+	struct cfg *c = malloc(sizeof(*c));
+	char err[256];
+
+	assert_int_equal(load(c, "hostname: &h mx\nsensor: *h\n", err), 0);
+	assert_string_equal(c->sensor, "mx");
+	/* A self-referencing list: the schema walk does not follow it forever. */
+	expect_err("listeners: &l [*l]\n", "t.yml:1: listeners[0]: expected a mapping of keys");
+	free(c);
+}
+
+/* A failed load leaves the config untouched; a missing file names the file. */
+static void
+test_unchanged_and_missing(void **state)
+{
+	struct cfg *c = malloc(sizeof(*c));
+	struct cfg_feed *f = malloc(sizeof(*f));
+	char err[256];
+
+	cfg_defaults(c);
+	assert_int_equal(cfg_load_buf(c, "t.yml", "hostname: x\nlimits:\n  recipients: 0\n",
+	    strlen("hostname: x\nlimits:\n  recipients: 0\n"), err, sizeof(err)), -1);
+	assert_string_equal(c->hostname, "");
+	assert_int_equal(c->limits.recipients, SMTP_RCPT_DEFAULT);
+	assert_string_equal(c->path, "");
+
+	assert_int_equal(cfg_load(c, "/nonexistent/fosr.yml", err, sizeof(err)), -1);
+	assert_string_equal(err, "/nonexistent/fosr.yml: cannot open: No such file or directory");
+	assert_int_equal(cfg_load_feed(f, "/nonexistent/feed.yml", err, sizeof(err)), -1);
+	assert_string_equal(err, "/nonexistent/feed.yml: cannot open: No such file or directory");
+	assert_int_equal(cfg_load(c, "/", err, sizeof(err)), -1);
+	assert_string_equal(err, "/: not a regular file");
+
+	/* A tiny error buffer is truncated, never overrun. */
+	assert_int_equal(cfg_load_buf(c, "t.yml", "bogus: 1\n", 9, err, 8), -1);
+	assert_string_equal(err, "t.yml:1");
+	free(c);
+	free(f);
+}
+
+/* A feed: ~ in the main config leaves the feed disabled. */
+static void
+test_feed_null_in_main(void **state)
+{
+	struct cfg *c = malloc(sizeof(*c));
+	char err[256];
+
+	assert_int_equal(load(c, "feed: ~\n", err), 0);
+	assert_false(c->feed.enabled);
+	assert_int_equal(load(c, "feed:\n", err), 0);
+	assert_false(c->feed.enabled);
+	free(c);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_example_file),
+		cmocka_unit_test(test_empty),
+		cmocka_unit_test(test_every_key),
+		cmocka_unit_test(test_feed_seed),
+		cmocka_unit_test(test_feed_json),
+		cmocka_unit_test(test_feed_bools),
+		cmocka_unit_test(test_feed_errors),
+		cmocka_unit_test(test_main_errors),
+		cmocka_unit_test(test_aliases),
+		cmocka_unit_test(test_unchanged_and_missing),
+		cmocka_unit_test(test_feed_null_in_main),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

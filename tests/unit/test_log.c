@@ -1,0 +1,507 @@
+/* Unit tests for log.c: escaping, the JSON builder, UTF-8 checks, the event log. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static size_t	 json_str_decode(const char *, size_t, unsigned char *, size_t *);
+static void	 expect_json(const void *, size_t, const char *);
+static char	*slurp(const char *, size_t *);
+
+/*
+ * Parse one JSON string literal at s (strict: no raw controls, known escapes
+ * only, valid UTF-8) and decode it into out; returns the length of the
+ * literal consumed or 0 when it is invalid.
+ */
+static size_t
+json_str_decode(const char *s, size_t len, unsigned char *out, size_t *outlen)
+{
+	size_t i = 1, o = 0, start;
+	unsigned v;
+
+	if (len < 2 || s[0] != '"')
+		return 0;
+	while (i < len && s[i] != '"') {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c < 0x20)
+			return 0;
+		if (c == '\\') {
+			if (i + 1 >= len)
+				return 0;
+			switch (s[i + 1]) {
+			case '"': out[o++] = '"'; i += 2; continue;
+			case '\\': out[o++] = '\\'; i += 2; continue;
+			case '/': out[o++] = '/'; i += 2; continue;
+			case 'n': out[o++] = '\n'; i += 2; continue;
+			case 'r': out[o++] = '\r'; i += 2; continue;
+			case 't': out[o++] = '\t'; i += 2; continue;
+			case 'b': out[o++] = '\b'; i += 2; continue;
+			case 'f': out[o++] = '\f'; i += 2; continue;
+			case 'u':
+				if (i + 6 > len || sscanf(s + i + 2, "%4x", &v) != 1)
+					return 0;
+				for (int k = 2; k < 6; k++)
+					if (!isxdigit((unsigned char)s[i + k]))
+						return 0;
+				/* Only BMP non-surrogates expected from jb_str. */
+				if (v >= 0xd800 && v <= 0xdfff)
+					return 0;
+				if (v < 0x80)
+					out[o++] = (unsigned char)v;
+				else if (v < 0x800) {
+					out[o++] = (unsigned char)(0xc0 | (v >> 6));
+					out[o++] = (unsigned char)(0x80 | (v & 0x3f));
+				} else {
+					out[o++] = (unsigned char)(0xe0 | (v >> 12));
+					out[o++] = (unsigned char)(0x80 | ((v >> 6) & 0x3f));
+					out[o++] = (unsigned char)(0x80 | (v & 0x3f));
+				}
+				i += 6;
+				continue;
+			default:
+				return 0;
+			}
+		}
+		start = i;
+		while (i < len && s[i] != '"' && s[i] != '\\' &&
+		    (unsigned char)s[i] >= 0x20)
+			i++;
+		if (!utf8_valid(s + start, i - start))
+			return 0;
+		memcpy(out + o, s + start, i - start);
+		o += i - start;
+	}
+	if (i >= len)
+		return 0;
+	*outlen = o;
+	return i + 1;
+}
+
+/* Check that jb_str of the given bytes produces exactly want. */
+static void
+expect_json(const void *in, size_t len, const char *want)
+{
+	struct jbuf jb;
+
+	jb_init(&jb);
+	jb_str(&jb, in, len);
+	assert_false(jb.oom);
+	assert_int_equal(jb.len, strlen(want));
+	assert_string_equal(jb.buf, want);
+	jb_free(&jb);
+}
+
+/* Read a whole file into a NUL-terminated buffer. */
+static char *
+slurp(const char *path, size_t *len)
+{
+	FILE *fp = fopen(path, "rb");
+	char *buf;
+	long n;
+
+	assert_non_null(fp);
+	fseek(fp, 0, SEEK_END);
+	n = ftell(fp);
+	fseek(fp, 0, SEEK_SET);
+	buf = malloc((size_t)n + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+	buf[n] = '\0';
+	fclose(fp);
+	*len = (size_t)n;
+	return buf;
+}
+
+/* Controls, backslash and 8-bit bytes are escaped; printable ASCII is kept. */
+static void
+test_escape_basic(void **state)
+{
+	char out[128];
+
+	log_escape(out, sizeof(out), "a\r\n\t\\\x01\xff\x7f z", 10);
+	assert_string_equal(out, "a\\r\\n\\t\\\\\\x01\\xff\\x7f z");
+	log_escape(out, sizeof(out), "", 0);
+	assert_string_equal(out, "");
+	log_escape(out, sizeof(out), "a\0b", 3);
+	assert_string_equal(out, "a\\x00b");
+}
+
+/* Truncation keeps whole tokens and appends "..."; an exact fit is not truncated. */
+static void
+test_escape_truncate(void **state)
+{
+	char out[8];
+
+	log_escape(out, sizeof(out), "abcdefghij", 10);
+	assert_string_equal(out, "abcd...");
+	log_escape(out, sizeof(out), "abcdefg", 7);
+	assert_string_equal(out, "abcdefg");
+	log_escape(out, sizeof(out), "ab\x01\x02", 4);
+	assert_string_equal(out, "ab...");
+	log_escape(out, 4, "abc", 3);
+	assert_string_equal(out, "abc");
+	log_escape(out, 4, "abcd", 4);
+	assert_string_equal(out, "...");
+}
+
+/* jb_str escapes quotes, backslashes, controls, DEL and U+2028/2029. */
+static void
+test_json_escapes(void **state)
+{
+	expect_json("plain", 5, "\"plain\"");
+	expect_json("q\"b\\", 4, "\"q\\\"b\\\\\"");
+	expect_json("\r\n\t\x01\x1f\x7f", 6,
+	    "\"\\u000d\\u000a\\u0009\\u0001\\u001f\\u007f\"");
+	expect_json("\0", 1, "\"\\u0000\"");
+	expect_json("a\xe2\x80\xa8" "b\xe2\x80\xa9", 8, "\"a\\u2028b\\u2029\"");
+	/* Valid multibyte sequences pass through. */
+	expect_json("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9,
+	    "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"");
+}
+
+/* Each byte of an invalid sequence becomes U+FFFD. */
+static void
+test_json_invalid_utf8(void **state)
+{
+	/* lone continuation, 0xff */
+	expect_json("\x80\xff", 2, "\"\xef\xbf\xbd\xef\xbf\xbd\"");
+	/* overlong NUL */
+	expect_json("\xc0\x80", 2, "\"\xef\xbf\xbd\xef\xbf\xbd\"");
+	/* overlong 3-byte */
+	expect_json("\xe0\x80\xaf", 3, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
+	/* surrogate U+D800 */
+	expect_json("\xed\xa0\x80", 3, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
+	/* above U+10FFFF */
+	expect_json("\xf4\x90\x80\x80", 4,
+	    "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
+	/* truncated sequence followed by ASCII */
+	expect_json("\xe2\x82" "A", 3, "\"\xef\xbf\xbd\xef\xbf\xbd" "A\"");
+	/* truncated at end of input */
+	expect_json("x\xf0\x9f\x98", 4, "\"x\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
+}
+
+/* utf8_valid follows RFC 3629 strictly. */
+static void
+test_utf8_valid(void **state)
+{
+	assert_true(utf8_valid("", 0));
+	assert_true(utf8_valid("abc", 3));
+	assert_true(utf8_valid("\xc2\x80", 2));
+	assert_true(utf8_valid("\xef\xbf\xbf", 3));
+	assert_true(utf8_valid("\xf4\x8f\xbf\xbf", 4));
+	assert_true(utf8_valid("\xed\x9f\xbf", 3));		/* U+D7FF */
+	assert_true(utf8_valid("\xee\x80\x80", 3));		/* U+E000 */
+	assert_false(utf8_valid("\xc1\xbf", 2));		/* overlong */
+	assert_false(utf8_valid("\xe0\x9f\xbf", 3));		/* overlong */
+	assert_false(utf8_valid("\xf0\x8f\xbf\xbf", 4));	/* overlong */
+	assert_false(utf8_valid("\xed\xa0\x80", 3));		/* surrogate */
+	assert_false(utf8_valid("\xf4\x90\x80\x80", 4));	/* > U+10FFFF */
+	assert_false(utf8_valid("\xf5\x80\x80\x80", 4));
+	assert_false(utf8_valid("\xc2", 1));
+	assert_false(utf8_valid("\xc2\x41", 2));
+	assert_false(utf8_valid("\x80", 1));
+}
+
+/*
+ * For random bytes, jb_str's output is a valid JSON string whose decoded
+ * value is the input with each invalid byte replaced by U+FFFD; valid input
+ * round-trips exactly.
+ */
+static void
+test_json_random(void **state)
+{
+	unsigned char in[64], dec[64 * 6], want[64 * 3];
+	struct jbuf jb;
+	size_t len, dlen, wlen, i, n, used;
+	int iter;
+
+	srand(12345);
+	jb_init(&jb);
+	for (iter = 0; iter < 20000; iter++) {
+		len = (size_t)rand() % sizeof(in);
+		for (i = 0; i < len; i++) {
+			/* Bias towards interesting bytes. */
+			switch (rand() % 4) {
+			case 0: in[i] = (unsigned char)(rand() % 0x20); break;
+			case 1: in[i] = (unsigned char)(0x80 + rand() % 0x80); break;
+			case 2: in[i] = (unsigned char)(0xc0 + rand() % 0x40); break;
+			default: in[i] = (unsigned char)rand(); break;
+			}
+		}
+		jb_reset(&jb);
+		jb_str(&jb, in, len);
+		assert_false(jb.oom);
+		assert_true(utf8_valid(jb.buf, jb.len));
+		used = json_str_decode(jb.buf, jb.len, dec, &dlen);
+		assert_int_equal(used, jb.len);
+		/* Expected value: maximal valid prefixes copied, else U+FFFD. */
+		wlen = 0;
+		for (i = 0; i < len; i += n) {
+			for (n = 4; n > 0; n--)
+				if (i + n <= len && utf8_valid(in + i, n))
+					break;
+			if (n == 0) {
+				memcpy(want + wlen, "\xef\xbf\xbd", 3);
+				wlen += 3;
+				n = 1;
+			} else {
+				memcpy(want + wlen, in + i, n);
+				wlen += n;
+			}
+		}
+		assert_int_equal(dlen, wlen);
+		assert_memory_equal(dec, want, wlen);
+		if (utf8_valid(in, len)) {
+			assert_int_equal(dlen, len);
+			assert_memory_equal(dec, in, len);
+		}
+	}
+	jb_free(&jb);
+}
+
+/* Commas and nesting come out right for every value kind. */
+static void
+test_json_structure(void **state)
+{
+	struct jbuf jb;
+
+	jb_init(&jb);
+	jb_obj_open(&jb);
+	jb_kint(&jb, "a", -1);
+	jb_key(&jb, "b");
+	jb_arr_open(&jb);
+	jb_uint(&jb, 18446744073709551615ull);
+	jb_cstr(&jb, "x");
+	jb_bool(&jb, true);
+	jb_null(&jb);
+	jb_cstr(&jb, NULL);
+	jb_raw(&jb, "{\"r\":1}", 7);
+	jb_arr_close(&jb);
+	jb_key(&jb, "c");
+	jb_obj_open(&jb);
+	jb_obj_close(&jb);
+	jb_kbool(&jb, "d", false);
+	jb_kstr(&jb, "e", "a\"b", 3);
+	jb_kcstr(&jb, "f", NULL);
+	jb_kuint(&jb, "g", 7);
+	jb_key(&jb, "h");
+	jb_arr_open(&jb);
+	jb_arr_close(&jb);
+	jb_obj_close(&jb);
+	assert_false(jb.oom);
+	assert_string_equal(jb.buf,
+	    "{\"a\":-1,\"b\":[18446744073709551615,\"x\",true,null,null,{\"r\":1}],"
+	    "\"c\":{},\"d\":false,\"e\":\"a\\\"b\",\"f\":null,\"g\":7,\"h\":[]}");
+	assert_int_equal(jb.depth, 0);
+
+	/* Reset reuses the memory and starts afresh. */
+	jb_reset(&jb);
+	jb_arr_open(&jb);
+	jb_int(&jb, 1);
+	jb_int(&jb, 2);
+	jb_arr_close(&jb);
+	assert_string_equal(jb.buf, "[1,2]");
+	jb_free(&jb);
+	jb_free(NULL);
+}
+
+/* The buffer grows for large strings; too deep nesting marks the result unusable. */
+static void
+test_json_growth_depth(void **state)
+{
+	struct jbuf jb;
+	char *big;
+	size_t n = 1 << 20;
+	int i;
+
+	big = malloc(n);
+	assert_non_null(big);
+	memset(big, 'a', n);
+	jb_init(&jb);
+	jb_str(&jb, big, n);
+	assert_false(jb.oom);
+	assert_int_equal(jb.len, n + 2);
+	assert_int_equal(jb.buf[0], '"');
+	assert_int_equal(jb.buf[n + 1], '"');
+	free(big);
+
+	jb_reset(&jb);
+	for (i = 0; i < 15; i++)
+		jb_arr_open(&jb);
+	assert_false(jb.oom);
+	jb_arr_open(&jb);
+	assert_true(jb.oom);
+	jb_free(&jb);
+}
+
+/* Events carry the fixed fields in order, one line each; reopen follows a rename. */
+static void
+test_evlog_line(void **state)
+{
+	char dir[] = "/tmp/test_log.XXXXXX", path[256], moved[256], err[256];
+	struct event_conn conn = {
+		.session = 0xdeadbeefull, .src_ip = "192.0.2.1", .src_port = 40000,
+		.dst_ip = "198.51.100.2", .dst_port = 25, .protocol = "smtp",
+	};
+	const char *prefix = "{\"eventid\":\"fosr.test\",\"timestamp\":\"";
+	const char *rest = "\",\"session\":\"00000000deadbeef\",\"src_ip\":\"192.0.2.1\","
+	    "\"src_port\":40000,\"dst_ip\":\"198.51.100.2\",\"dst_port\":25,"
+	    "\"protocol\":\"smtp\",\"sensor\":\"s1\",\"x\":\"\\u000a\xef\xbf\xbd\"}\n";
+	const char *pat = "dddd-dd-ddTdd:dd:dd.ddddddZ";
+	struct jbuf jb;
+	struct stat st;
+	char *buf;
+	size_t len, i, pl;
+
+	mode_t old = umask(022);
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/ev.json", dir);
+	snprintf(moved, sizeof(moved), "%s/ev.json.1", dir);
+	assert_int_equal(evlog_open(path, "s1", err, sizeof(err)), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0640);
+	umask(old);
+
+	jb_init(&jb);
+	evlog_begin(&jb, "fosr.test", &conn);
+	jb_kstr(&jb, "x", "\n\xff", 2);
+	evlog_emit(&jb);
+
+	buf = slurp(path, &len);
+	pl = strlen(prefix);
+	assert_true(len > pl + strlen(pat));
+	assert_memory_equal(buf, prefix, pl);
+	for (i = 0; i < strlen(pat); i++) {
+		if (pat[i] == 'd')
+			assert_true(isdigit((unsigned char)buf[pl + i]));
+		else
+			assert_int_equal(buf[pl + i], pat[i]);
+	}
+	assert_string_equal(buf + pl + strlen(pat), rest);
+	free(buf);
+
+	/* A session-less event has no connection fields. */
+	evlog_begin(&jb, "fosr.startup", NULL);
+	evlog_emit(&jb);
+	buf = slurp(path, &len);
+	assert_non_null(strstr(buf, "\n{\"eventid\":\"fosr.startup\",\"timestamp\":\""));
+	assert_non_null(strstr(buf, "Z\",\"sensor\":\"s1\"}\n"));
+	assert_int_equal(buf[len - 1], '\n');
+	free(buf);
+
+	/* logrotate: rename, SIGHUP -> reopen, next event goes to the new file. */
+	assert_int_equal(rename(path, moved), 0);
+	evlog_reopen();
+	evlog_begin(&jb, "fosr.after", NULL);
+	evlog_emit(&jb);
+	buf = slurp(path, &len);
+	assert_non_null(strstr(buf, "\"eventid\":\"fosr.after\""));
+	assert_ptr_equal(strchr(buf, '\n'), buf + len - 1);	/* one line */
+	free(buf);
+	buf = slurp(moved, &len);
+	assert_null(strstr(buf, "fosr.after"));
+	free(buf);
+
+	/* Closed: events are discarded, nothing is written. */
+	evlog_close();
+	evlog_begin(&jb, "fosr.dropped", NULL);
+	evlog_emit(&jb);
+	buf = slurp(path, &len);
+	assert_null(strstr(buf, "fosr.dropped"));
+	free(buf);
+
+	/* Empty path disables, bad path fails with a message. */
+	assert_int_equal(evlog_open("", "s", err, sizeof(err)), 0);
+	assert_int_equal(evlog_open("/nonexistent/dir/ev.json", "s", err,
+	    sizeof(err)), -1);
+	assert_non_null(strstr(err, "/nonexistent/dir/ev.json"));
+
+	jb_free(&jb);
+	unlink(path);
+	unlink(moved);
+	rmdir(dir);
+}
+
+/* Text lines are "TIMESTAMP level message", filtered by the threshold. */
+static void
+test_text_log(void **state)
+{
+	char path[] = "/tmp/test_log_txt.XXXXXX";
+	char *buf;
+	size_t len;
+	int fd, saved;
+
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	saved = dup(2);
+	dup2(fd, 2);
+	log_init(LOG_LVL_INFO);
+	assert_false(log_debug_enabled());
+	log_info("hello %d", 5);
+	log_debug("hidden");
+	log_warn("w");
+	log_init(LOG_LVL_DEBUG);
+	assert_true(log_debug_enabled());
+	log_debug("shown");
+	log_init(LOG_LVL_ERR);
+	log_warn("hidden too");
+	log_err("e");
+	dup2(saved, 2);
+	close(saved);
+	close(fd);
+	buf = slurp(path, &len);
+	unlink(path);
+	assert_int_equal(len, 4 * 27 + strlen(" info hello 5\n warn w\n debug shown\n err e\n"));
+	assert_memory_equal(buf + 27, " info hello 5\n", 14);
+	assert_int_equal(buf[26], 'Z');
+	assert_non_null(strstr(buf, "Z warn w\n"));
+	assert_non_null(strstr(buf, "Z debug shown\n"));
+	assert_non_null(strstr(buf, "Z err e\n"));
+	assert_null(strstr(buf, "hidden"));
+	free(buf);
+	log_init(LOG_LVL_INFO);
+}
+
+/* log_timestamp has the documented shape. */
+static void
+test_timestamp(void **state)
+{
+	char ts[64];
+
+	log_timestamp(ts, sizeof(ts));
+	assert_int_equal(strlen(ts), 27);
+	assert_int_equal(ts[10], 'T');
+	assert_int_equal(ts[19], '.');
+	assert_int_equal(ts[26], 'Z');
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_escape_basic),
+		cmocka_unit_test(test_escape_truncate),
+		cmocka_unit_test(test_json_escapes),
+		cmocka_unit_test(test_json_invalid_utf8),
+		cmocka_unit_test(test_utf8_valid),
+		cmocka_unit_test(test_json_random),
+		cmocka_unit_test(test_json_structure),
+		cmocka_unit_test(test_json_growth_depth),
+		cmocka_unit_test(test_evlog_line),
+		cmocka_unit_test(test_timestamp),
+		cmocka_unit_test(test_text_log),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
