@@ -42,6 +42,8 @@ void		 hpf_set_sensor(struct hpf *, const char *sensor);
 
 /* New journal lines may be there: publish them soon (cheap; call after every commit). */
 void		 hpf_kick(struct hpf *);
+/* The same, with the signature of struct smtp_server's on_mail (arg = the hpf). */
+void		 hpf_on_mail(void *arg, const char *record, size_t len);
 
 /* Save the cursors, close the connection, free.  hpf_free(NULL) is a no-op. */
 void		 hpf_free(struct hpf *);

@@ -82,6 +82,19 @@ enum persona_reply {
 	PR_BARE_LF_REJECT,	/* reserved for a persona that rejects bare LF */
 	PR_FORBIDDEN,		/* CONNECT/GET/POST or a header line as a command: reply, then hang up */
 	PR_AUTH_NEED_HELO,	/* AUTH before EHLO */
+	/* Added with the recorded Postfix 3.7 persona (tests/persona/NOTES.md). */
+	PR_BAD_UTF8,		/* command line that is not valid UTF-8 */
+	PR_XCLIENT_DENIED,	/* XCLIENT / XFORWARD from an unauthorised client */
+	PR_MAIL_BAD_RET,	/* RET= value unknown or repeated */
+	PR_MAIL_BAD_ENVID,	/* ENVID= not valid xtext */
+	PR_RCPT_BAD_NOTIFY,	/* NOTIFY= value bad */
+	PR_RCPT_BAD_ORCPT,	/* ORCPT= value bad */
+	PR_BDAT_QUEUED,		/* BDAT ... LAST done: {n} = total bytes, {qid} */
+	PR_BDAT_NULL,		/* "BDAT 0" without LAST */
+	PR_BDAT_TOO_BIG,	/* a chunk pushes the message over the size limit */
+	PR_BDAT_DISCARDED,	/* later chunk after a BDAT error: {n} = its size */
+	PR_AUTH_NEED_STEP,	/* "AUTH PLAIN =" or "AUTH PLAIN *" */
+	PR_AUTH_NOT_ENABLED,	/* AUTH when AUTH is not offered */
 	PR_COUNT
 };
 

@@ -277,24 +277,19 @@ sockaddr_text(const struct sockaddr *sa, char *ip, size_t iplen, int *port)
 	}
 }
 
-struct smtp_session *
-smtp_session_new(struct smtp_server *srv, const struct cfg_listener *listener,
-    int port, int fd, const struct sockaddr *peer, socklen_t peerlen)
+/* Allocate a session and fill its addresses; NULL when out of memory. */
+static struct smtp_session *
+smtp_session_alloc(struct smtp_server *srv, const struct cfg_listener *listener,
+    int port, const struct sockaddr *peer, socklen_t peerlen)
 {
 	struct smtp_session *s;
-	struct sockaddr_storage local;
-	socklen_t locallen = sizeof(local);
-	const struct cfg_limits *lim = &srv->cfg->limits;
-	struct jbuf jb;
 
-	if ((s = calloc(1, sizeof(*s))) == NULL) {
-		close(fd);
+	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return NULL;
-	}
 	s->srv = srv;
 	s->listener = listener;
 	s->port = port;
-	s->fd = fd;
+	s->fd = -1;
 	s->id = util_random_u64();
 	s->started = time(NULL);
 	clock_gettime(CLOCK_MONOTONIC, &s->t0);
@@ -302,6 +297,59 @@ smtp_session_new(struct smtp_server *srv, const struct cfg_listener *listener,
 		peerlen = sizeof(s->peer);
 	memcpy(&s->peer, peer, peerlen);
 	sockaddr_text(peer, s->src_ip, sizeof(s->src_ip), &s->src_port);
+	return s;
+}
+
+/* Common start once s->bev exists: callbacks, limits, list, event, banner. */
+static struct smtp_session *
+smtp_session_start(struct smtp_session *s)
+{
+	struct smtp_server *srv = s->srv;
+	const struct cfg_limits *lim = &srv->cfg->limits;
+	struct jbuf jb;
+
+	bufferevent_setcb(s->bev, smtp_read_cb, smtp_write_cb, smtp_event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_READ_HIGHWATER);
+	if (lim->idle_timeout > 0) {
+		struct timeval tv = { lim->idle_timeout, 0 };
+		bufferevent_set_timeouts(s->bev, &tv, &tv);
+	}
+
+	s->next = srv->sessions;
+	if (srv->sessions)
+		srv->sessions->prev = s;
+	srv->sessions = s;
+	srv->nsessions++;
+
+	jb_init(&jb);
+	smtp_event_base(s, &jb, "fosr.session.connect");
+	jb_kcstr(&jb, "listener", s->listener->name);
+	jb_kcstr(&jb, "tls_mode", cfg_tls_mode_name(s->listener->tls));
+	evlog_emit(&jb);
+	jb_free(&jb);
+	log_info("%016llx smtp connected address=%s port=%d listener=%s",
+	    (unsigned long long)s->id, s->src_ip, s->src_port, s->listener->name);
+
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/* With implicit TLS the banner follows the handshake (smtp_event_cb). */
+	if (!(s->flags & SF_IMPLICIT))
+		smtp_banner(s);
+	return s;
+}
+
+struct smtp_session *
+smtp_session_new(struct smtp_server *srv, const struct cfg_listener *listener,
+    int port, int fd, const struct sockaddr *peer, socklen_t peerlen)
+{
+	struct smtp_session *s;
+	struct sockaddr_storage local;
+	socklen_t locallen = sizeof(local);
+
+	if ((s = smtp_session_alloc(srv, listener, port, peer, peerlen)) == NULL) {
+		close(fd);
+		return NULL;
+	}
+	s->fd = fd;
 	if (getsockname(fd, (struct sockaddr *)&local, &locallen) == 0)
 		sockaddr_text((struct sockaddr *)&local, s->dst_ip, sizeof(s->dst_ip),
 		    &s->dst_port);
@@ -319,40 +367,12 @@ smtp_session_new(struct smtp_server *srv, const struct cfg_listener *listener,
 		}
 		s->fd = -1;	/* the TLS bufferevent owns fd and SSL now */
 	} else {
+		/* Not CLOSE_ON_FREE: STARTTLS replaces this bufferevent on the same fd. */
 		s->bev = bufferevent_socket_new(srv->base, fd, 0);
 		if (s->bev == NULL)
 			goto fail;
 	}
-	bufferevent_setcb(s->bev, smtp_read_cb, smtp_write_cb, smtp_event_cb, s);
-	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_READ_HIGHWATER);
-	if (lim->idle_timeout > 0) {
-		struct timeval tv = { lim->idle_timeout, 0 };
-		bufferevent_set_timeouts(s->bev, &tv, &tv);
-	}
-
-	s->next = srv->sessions;
-	if (srv->sessions)
-		srv->sessions->prev = s;
-	srv->sessions = s;
-	srv->nsessions++;
-
-	jb_init(&jb);
-	smtp_event_base(s, &jb, "fosr.session.connect");
-	jb_kcstr(&jb, "listener", listener->name);
-	jb_kcstr(&jb, "tls_mode", cfg_tls_mode_name(listener->tls));
-	evlog_emit(&jb);
-	jb_free(&jb);
-	log_info("%016llx smtp connected address=%s port=%d listener=%s",
-	    (unsigned long long)s->id, s->src_ip, s->src_port, listener->name);
-
-	if (s->flags & SF_IMPLICIT) {
-		/* The banner follows the handshake (smtp_event_cb). */
-		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-		return s;
-	}
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-	smtp_banner(s);
-	return s;
+	return smtp_session_start(s);
 fail:
 	if (s->bev)
 		bufferevent_free(s->bev);
@@ -360,6 +380,22 @@ fail:
 		close(s->fd);
 	free(s);
 	return NULL;
+}
+
+struct smtp_session *
+smtp_session_new_bev(struct smtp_server *srv, const struct cfg_listener *listener,
+    struct bufferevent *bev, const struct sockaddr *peer, socklen_t peerlen)
+{
+	struct smtp_session *s;
+
+	if ((s = smtp_session_alloc(srv, listener, listener->port, peer, peerlen)) == NULL) {
+		bufferevent_free(bev);
+		return NULL;
+	}
+	snprintf(s->dst_ip, sizeof(s->dst_ip), "%.45s", listener->address);
+	s->dst_port = listener->port;
+	s->bev = bev;
+	return smtp_session_start(s);
 }
 
 /* Send the banner now, or after the configured delay with jitter. */
@@ -1662,7 +1698,7 @@ cmd_starttls(struct smtp_session *s, const struct smtp_cmdline *cl)
 		smtp_error(s, PR_STARTTLS_ACTIVE, NULL);
 		return;
 	}
-	if (s->listener->tls != TLS_MODE_STARTTLS || s->srv->ssl_ctx == NULL) {
+	if (s->listener->tls != TLS_MODE_STARTTLS || s->srv->ssl_ctx == NULL || s->fd == -1) {
 		smtp_error(s, PR_STARTTLS_UNAVAILABLE, NULL);
 		return;
 	}

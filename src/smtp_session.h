@@ -48,6 +48,16 @@ struct smtp_session *smtp_session_new(struct smtp_server *srv,
 		    const struct sockaddr *peer, socklen_t peerlen);
 
 /*
+ * Start a session on an existing bufferevent (a bufferevent_pair in the fuzz
+ * target and tests).  Plain SMTP only: STARTTLS is not offered.  Takes
+ * ownership of bev.  Returns NULL when out of memory.
+ */
+struct bufferevent;
+struct smtp_session *smtp_session_new_bev(struct smtp_server *srv,
+		    const struct cfg_listener *listener, struct bufferevent *bev,
+		    const struct sockaddr *peer, socklen_t peerlen);
+
+/*
  * Graceful stop: idle sessions are closed now; sessions inside DATA, BDAT or a
  * commit may finish their message and are closed after their reply.
  */

@@ -5,6 +5,7 @@
  * bytes) is an environment failure and ends the process with a message.
  */
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -12,13 +13,6 @@
 #include <unistd.h>
 
 #include "util.h"
-
-/*
- * <limits.h> is not included on purpose: with -Isrc it resolves to the
- * project's src/limits.h.  These stand in for LONG_MAX and PATH_MAX.
- */
-#define UTIL_LONG_MAX	((unsigned long)-1 >> 1)
-#define UTIL_PATH_MAX	4096
 
 static int	b64_value(unsigned char);
 static void	util_die(const char *);
@@ -211,7 +205,7 @@ b64_decode(const char *in, size_t len, unsigned char *out, size_t outlen)
 		if (pad < 1)
 			out[o++] = (unsigned char)((v[2] & 0x03) << 6 | v[3]);
 	}
-	if (o > UTIL_LONG_MAX)
+	if (o > LONG_MAX)
 		return -1;
 	return (long)o;
 }
@@ -252,7 +246,7 @@ b64_encode(const void *in, size_t len, char *out)
 int
 util_mkdirs(const char *path, unsigned mode)
 {
-	char buf[UTIL_PATH_MAX];
+	char buf[PATH_MAX];
 	struct stat st;
 	size_t len, i;
 

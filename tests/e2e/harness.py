@@ -74,7 +74,7 @@ def unverified_context():
 
 
 def binary_default():
-    return os.environ.get("FOSR_BIN", os.path.join(REPO, "fosr-collector"))
+    return os.path.abspath(os.environ.get("FOSR_BIN", os.path.join(REPO, "fosr-collector")))
 
 
 _asan_cache = {}
@@ -94,6 +94,14 @@ def is_sanitized(binary):
 
 def slow_factor(binary=None):
     return 3 if is_sanitized(binary or binary_default()) else 1
+
+
+def lean_asan_env():
+    """Environment for memory-use tests: ASan's quarantine keeps freed memory
+    resident (256 MB by default), which is not the daemon's footprint."""
+    opts = os.environ.get("ASAN_OPTIONS", "")
+    return {"ASAN_OPTIONS": (opts + ":" if opts else "") +
+            "quarantine_size_mb=1:thread_local_quarantine_size_kb=64"}
 
 
 def have(program):

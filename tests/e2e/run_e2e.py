@@ -62,13 +62,16 @@ def main(argv):
     runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=verbosity, failfast=failfast,
                                      resultclass=TimedResult)
     res = runner.run(suite)
-    failed = len(res.failures) + len(res.errors) + len(res.unexpectedSuccesses)
+    # a test can fail twice (in the test and in tearDown): count tests, not reports
+    failed_ids = {t.id() for t, _ in res.failures + res.errors}
+    failed_ids |= {t.id() for t in res.unexpectedSuccesses}
+    failed = len(failed_ids)
     skipped = len(res.skipped)
     passed = res.testsRun - failed - skipped - len(res.expectedFailures)
     if res.failures or res.errors:
         print("failed tests:")
-        for t, _ in res.failures + res.errors:
-            print("  " + t.id())
+        for t in sorted(failed_ids):
+            print("  " + t)
     print("E2E_COUNTS passed=%d failed=%d skipped=%d" % (passed, failed, skipped), flush=True)
     return 1 if failed else 0
 

@@ -8,16 +8,19 @@
 #   postfix_private.sh stop DIR      stop the instance (files are kept)
 #   postfix_private.sh clean DIR     stop and remove DIR
 #
-# Environment: PF_EXTRA_MAIN  extra main.cf lines appended verbatim.
+# Environment: PF_EXTRA_MAIN  extra main.cf settings, one "name = value" a line
+#                            (applied with postconf -e, so they override).
 #              PF_HOSTNAME    myhostname (default mail.example.com)
 #
 # Services (all on 127.0.0.1, ports chosen free):
 #   PF_PORT       plain smtpd, STARTTLS offered
 #   PF_TLSPORT    smtpd with smtpd_tls_wrappermode=yes (implicit TLS, like 465)
-#   PF_LOCALPORT  like PF_PORT but mydestination=$myhostname so that local
-#                 recipient checks (550 User unknown) can be seen, plus
-#                 smtpd_timeout=5s and message_size_limit=20000 so that the
-#                 timeout and "message too big" replies can be recorded fast
+#   PF_LOCALPORT  like PF_PORT but smtpd_timeout=5s and message_size_limit=20000
+#                 so that the timeout and "message too big" replies can be
+#                 recorded fast
+# For local-recipient checks (550 User unknown) start a second instance with
+#   PF_EXTRA_MAIN='mydestination = $myhostname'  (address classes are decided
+#   by trivial-rewrite, so a per-service -o mydestination would not work).
 # Nothing system-wide is touched: /etc/postfix is only read (master.cf copy).
 # Requires root (Postfix drops privileges to the "postfix" user itself).
 set -eu
@@ -122,7 +125,6 @@ SASL
   -o smtpd_tls_wrappermode=yes
 127.0.0.1:$localport inet n - n - - smtpd
   -o syslog_name=postfix/local
-  -o mydestination=\$myhostname
   -o smtpd_timeout=5s
   -o message_size_limit=20000
 MASTER
@@ -165,7 +167,10 @@ smtpd_sasl_path = smtpd
 cyrus_sasl_config_path = $conf/sasl
 MAIN
 	if [ -n "${PF_EXTRA_MAIN:-}" ]; then
-		printf '%s\n' "$PF_EXTRA_MAIN" >> "$conf/main.cf"
+		printf '%s\n' "$PF_EXTRA_MAIN" | while IFS= read -r l; do
+			[ -n "$l" ] || continue
+			postconf -c "$conf" -e "$l" || die "bad PF_EXTRA_MAIN line: $l"
+		done
 	fi
 
 	postfix -c "$conf" check >&2 || die "postfix check failed (see above)"

@@ -60,8 +60,17 @@ class Normaliser:
 
     QID = re.compile(r"queued as [0-9A-F]{6,20}\b")
 
+    CRAM = re.compile(rb"<\d+\.\d+@[^>]+>")
+
     def __call__(self, line):
         line = self.QID.sub("queued as {qid}", line)
+        if line.startswith("334 ") and len(line) > 8:
+            try:
+                dec = base64.b64decode(line[4:], validate=True)
+            except ValueError:
+                dec = b""
+            if self.CRAM.fullmatch(dec):
+                line = "334 {b64 of <digits.digits@host>}"
         return line
 
 
@@ -90,13 +99,13 @@ class Conn:
 
     def send(self, data, show=True):
         if show:
-            for part in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
-                pass
             self.case.log("C: " + shorten(esc(data)))
         try:
             self.sock.sendall(data)
-        except OSError as e:
-            self.case.log("# send failed: %s" % e.__class__.__name__)
+        except OSError:
+            # Racy (depends on when the peer's close is seen): not logged,
+            # the following read shows the close.
+            pass
 
     def _fill(self, timeout):
         self.sock.settimeout(timeout)
@@ -444,9 +453,9 @@ def rcpt_syntax(k):
     quit_(c)
 
 
-@case("local domain: unknown and known local recipients (local port)")
+@case("local domain: unknown and known local recipients (instance with mydestination=$myhostname)")
 def rcpt_local(k):
-    c = k.conn(port=k.args.local_port)
+    c = k.conn(port=k.args.dest_port)
     ehlo(c)
     c.cmd(b"MAIL FROM:<a@example.org>\r\n")
     c.cmd(b"RCPT TO:<nosuchuser@mail.example.com>\r\n")
@@ -515,6 +524,9 @@ def data_too_big(k):
     c = k.conn(port=k.args.local_port)
     ehlo(c)
     c.cmd(b"MAIL FROM:<a@example.org> SIZE=20001\r\n")
+    # quirk: the rejected SIZE stays in force until RSET/EHLO or a new SIZE=
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RSET\r\n")
     c.cmd(b"MAIL FROM:<a@example.org>\r\n")
     c.cmd(b"RCPT TO:<b@example.net>\r\n")
     c.cmd(b"DATA\r\n")
@@ -522,6 +534,7 @@ def data_too_big(k):
     k.log("C: <30 lines of 998 x> (30000 bytes)")
     c.cmd(b".\r\n")
     c.cmd(b"NOOP\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
     quit_(c)
 
 
@@ -622,12 +635,13 @@ def bdat_errors(k):
     c.cmd(b"RCPT TO:<b@example.net>\r\n")
     quit_(c)
     for bad in (b"BDAT", b"BDAT x", b"BDAT -1", b"BDAT 4 FIRST", b"BDAT 4 LAST x",
-                b"BDAT 99999999999999999999", b"BDAT 4  LAST", b"BDAT 4 last"):
+                b"BDAT 99999999999999999999", b"BDAT 4  LAST\r\nabcd", b"BDAT 4 last\r\nabcd",
+                b"BDAT 04 LAST\r\nabcd", b"BDAT +4 LAST\r\nabcd"):
         c = k.conn()
         ehlo(c)
         c.cmd(b"MAIL FROM:<a@example.org>\r\n")
         c.cmd(b"RCPT TO:<b@example.net>\r\n")
-        c.cmd(bad + b"\r\n")
+        c.cmd(bad + (b"" if bad.endswith(b"abcd") else b"\r\n"))
         if not c.closed:
             c.cmd(b"NOOP\r\n")
         if not c.closed:
@@ -957,17 +971,17 @@ def auth_cram(k):
     ehlo(c)
     k.norm_cram = True
     c.send(b"AUTH CRAM-MD5\r\n")
-    r = c.reply(quiet=True)
-    chal = base64.b64decode(r[0][4:])
+    raw = c.line()  # not through the normaliser: the challenge is needed
+    chal = base64.b64decode(raw[4:])
     shape = re.sub(rb"\d+", b"{n}", chal).decode()
     k.log("S: 334 {b64 of %s}" % shape)
     k.log("# challenge is base64 of <random.time@myhostname>: %s" %
           bool(re.fullmatch(rb"<\d+\.\d+@mail\.example\.com>", chal)))
     c.cmd(b64(USER + " " + "0" * 32).encode() + b"\r\n")
     c.send(b"AUTH CRAM-MD5\r\n")
-    r = c.reply(quiet=True)
-    k.log("S: 334 {challenge}")
-    chal = base64.b64decode(r[0][4:])
+    raw = c.line()
+    k.log("S: " + k.norm(raw))
+    chal = base64.b64decode(raw[4:])
     dig = hmac.new(PASSWORD.encode(), chal, hashlib.md5).hexdigest()
     c.cmd(b64(USER + " " + dig).encode() + b"\r\n")
     quit_(c)
@@ -1063,12 +1077,8 @@ def error_limit_pipelined(k):
     ehlo(c)
     c.send(b"".join(b"XYZZY%d\r\n" % i for i in range(1, 26)), show=False)
     k.log("C: XYZZY1 .. XYZZY25 (one write)")
-    last = c.elapsed()
     for i in range(1, 26):
         r = c.reply(timeout=120)
-        now = c.elapsed()
-        k.log("# reply %d after %.0fs" % (i, now - last))
-        last = now
         if c.closed or not r:
             break
 
@@ -1090,24 +1100,21 @@ def error_kinds(k):
             break
 
 
-@case("junk command limit: 105 NOOPs (smtpd_junk_command_limit 100)")
+@case("junk command limit: 125 NOOPs one at a time (smtpd_junk_command_limit 100)")
 def junk_limit(k):
     c = k.conn(timeout=60)
     ehlo(c)
-    c.send(b"NOOP\r\n" * 105, show=False)
-    k.log("C: NOOP x105 (one write)")
-    last = c.elapsed()
-    for i in range(1, 106):
+    k.log("C: NOOP\\r\\n x125, each after the previous reply")
+    for i in range(1, 126):
+        t = c.elapsed()
+        c.send(b"NOOP\r\n", show=False)
         r = c.reply(timeout=60, quiet=True)
-        now = c.elapsed()
+        dt = c.elapsed() - t
         if not r:
-            k.log("# reply %d missing" % i)
+            k.log("S: <connection closed>   # before reply %d" % i)
             break
-        if i >= 99 or r[0] != "250 2.0.0 Ok":
-            k.log("S: %s   # reply %d after %.0fs" % (r[0], i, now - last))
-        last = now
-    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
-    quit_(c)
+        if i >= 100 or r[0] != "250 2.0.0 Ok":
+            k.log("S: %s   # reply %d%s" % (r[0], i, ", delayed ~1s" if dt > 0.8 else ""))
 
 
 @case("idle timeout (local port, smtpd_timeout=5s)")
@@ -1138,6 +1145,8 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--tls-port", type=int)
     ap.add_argument("--local-port", type=int)
+    ap.add_argument("--dest-port", type=int,
+                    help="instance whose mydestination holds mail.example.com")
     ap.add_argument("--out", default="-")
     ap.add_argument("--only", default="")
     ap.add_argument("--jobs", type=int, default=8)
@@ -1149,7 +1158,9 @@ def main():
             continue
         if fn in (tls_port,) and not args.tls_port:
             continue
-        if fn in (rcpt_local, data_too_big, bdat_too_big, timeout, timeout_data) \
+        if fn is rcpt_local and not args.dest_port:
+            continue
+        if fn in (data_too_big, bdat_too_big, timeout, timeout_data) \
                 and not args.local_port:
             continue
         todo.append(Case(name, desc, fn, args))

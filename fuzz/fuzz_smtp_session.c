@@ -1,0 +1,366 @@
+/*
+ * libFuzzer target: a whole SMTP session, as tmux fuzzes its input parser,
+ * through a libevent bufferevent_pair.  One end is a real smtp_session on the
+ * real spool (a temporary directory, on tmpfs when /dev/shm exists); the
+ * other end plays the client: it writes the input in a few chunks (split at
+ * positions derived from the input, to exercise partial lines), runs the loop
+ * until nothing moves, waits for pending spool commits, reads and discards
+ * the replies, then sends EOF and runs the loop until the session is gone.
+ *
+ * The pair uses BEV_OPT_DEFER_CALLBACKS: a socket bufferevent never calls the
+ * session back from inside its own bufferevent_write(), and without deferral
+ * a pair would, which is a re-entrancy the daemon never sees.
+ *
+ * One of a few configurations is picked from the input's bytes (AUTH outcome,
+ * a tiny message size, a low error limit), so one corpus reaches all of them.
+ * Set FUZZ_SMTP_STRICT=1 to abort when a session outlives its EOF.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "log.h"
+#include "persona.h"
+#include "smtp_session.h"
+#include "spool.h"
+
+#define FUZZ_NCFG		4
+#define FUZZ_PUMP_MAX		10000	/* non-blocking loop turns per pump */
+#define FUZZ_COMMIT_WAITS	20	/* blocking waits for a commit */
+#define FUZZ_COMMIT_WAIT_US	2000
+#define FUZZ_CLOSE_WAITS	200	/* blocking waits for the session to go */
+#define FUZZ_CLOSE_WAIT_US	1000
+#define FUZZ_CLEAN_EVERY	5000	/* inputs between cleanups of messages/ */
+
+int	LLVMFuzzerInitialize(int *, char ***);
+int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
+
+static void	 fuzz_init(void);
+static void	 fuzz_atexit(void);
+static int	 fuzz_rm_cb(const char *, const struct stat *, int, struct FTW *);
+static void	 fuzz_clean_messages(void);
+static void	 client_read_cb(struct bufferevent *, void *);
+static void	 client_event_cb(struct bufferevent *, short, void *);
+static void	 wake_cb(evutil_socket_t, short, void *);
+static void	 pump(void);
+static bool	 wait_event(long usec);
+static bool	 spool_busy(void);
+static uint32_t	 fuzz_hash(const uint8_t *, size_t);
+
+static struct event_base	*base;
+static struct event		*wake;
+static struct cfg		 cfgs[FUZZ_NCFG];
+static struct smtp_server	 srv;
+static struct spool		*sp;
+static char			 spool_path[64];
+static char			 tmp_path[96];
+static char			 msg_path[96];
+static uint64_t			 rx_bytes;	/* reply bytes the client has read */
+static bool			 client_eof;
+static bool			 strict;
+static unsigned long		 runs;
+static bool			 ready;
+static bool			 wake_fired;
+
+/* Count and discard whatever the session sent. */
+static void
+client_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t n = evbuffer_get_length(in);
+
+	rx_bytes += n;
+	evbuffer_drain(in, n);
+}
+
+/* The session closed its end (QUIT, error limit, forbidden command). */
+static void
+client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		client_eof = true;
+}
+
+/* The wake-up timer of a blocking wait: nothing to do. */
+static void
+wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	*(bool *)arg = true;
+}
+
+/* Run the loop without blocking until no callback is active and nothing moves. */
+static void
+pump(void)
+{
+	int idle = 0;
+
+	for (int i = 0; i < FUZZ_PUMP_MAX && idle < 2; i++) {
+		uint64_t rx = rx_bytes;
+		unsigned ns = srv.nsessions;
+
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		if (rx != rx_bytes || ns != srv.nsessions ||
+		    event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE) > 0)
+			idle = 0;
+		else
+			idle++;
+	}
+}
+
+/* Block until some event fires or usec pass; true if it was not the timeout. */
+static bool
+wait_event(long usec)
+{
+	struct timeval tv = { 0, usec };
+
+	wake_fired = false;
+	evtimer_add(wake, &tv);
+	event_base_loop(base, EVLOOP_ONCE);
+	evtimer_del(wake);
+	return !wake_fired;
+}
+
+/*
+ * Is a message open in the spool (being received, or handed to the commit
+ * worker)?  Either way its tmp file exists.
+ */
+static bool
+spool_busy(void)
+{
+	DIR *d;
+	struct dirent *de;
+	bool busy = false;
+
+	if ((d = opendir(tmp_path)) == NULL)
+		return false;
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+			busy = true;
+			break;
+		}
+	closedir(d);
+	return busy;
+}
+
+/* FNV-1a over the input: picks the configuration and the chunk splits. */
+static uint32_t
+fuzz_hash(const uint8_t *p, size_t n)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= p[i];
+		h *= 16777619u;
+	}
+	return h;
+}
+
+/* nftw callback: remove one entry of the temporary spool. */
+static int
+fuzz_rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)remove(path);
+	return 0;
+}
+
+/* Keep the spool's messages/ from filling tmpfs in a long run. */
+static void
+fuzz_clean_messages(void)
+{
+	DIR *d;
+	struct dirent *de;
+	int dfd;
+
+	if ((d = opendir(msg_path)) == NULL)
+		return;
+	dfd = dirfd(d);
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			(void)unlinkat(dfd, de->d_name, 0);
+	closedir(d);
+}
+
+/* Stop the spool worker and remove the temporary spool. */
+static void
+fuzz_atexit(void)
+{
+	if (!ready)
+		return;
+	ready = false;
+	smtp_server_close_all(&srv);
+	spool_free(sp);
+	sp = NULL;
+	event_free(wake);
+	event_base_free(base);
+	(void)nftw(spool_path, fuzz_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Build the event base, configurations, persona and spool once per process. */
+static void
+fuzz_init(void)
+{
+	struct spool_opts so;
+	char err[256];
+	const char *env;
+
+	if (ready)
+		return;
+	log_init(LOG_LVL_ERR);
+	strict = (env = getenv("FUZZ_SMTP_STRICT")) != NULL && *env == '1';
+	if ((base = event_base_new()) == NULL)
+		abort();
+	if ((wake = event_new(base, -1, 0, wake_cb, &wake_fired)) == NULL)
+		abort();
+
+	for (int i = 0; i < FUZZ_NCFG; i++) {
+		struct cfg *c = &cfgs[i];
+
+		cfg_defaults(c);
+		c->event_log[0] = '\0';
+		c->spool_min_free = 0;
+		c->limits.error_sleep = 0;
+		c->limits.idle_timeout = 0;
+		c->limits.session_lifetime = 0;
+		c->limits.banner_delay_ms = 0;
+		c->limits.banner_jitter_ms = 0;
+		c->limits.message_size = 1024 * 1024;
+	}
+	/* 1: every AUTH fails, tiny messages (too-big paths). */
+	cfgs[1].auth_outcome = AUTH_OUTCOME_REJECT;
+	cfgs[1].limits.message_size = 64;
+	/* 2: AUTH works the third time, short lines, few recipients, few errors. */
+	cfgs[2].auth_outcome = AUTH_OUTCOME_ACCEPT_AFTER;
+	cfgs[2].auth_accept_after = 2;
+	cfgs[2].limits.line_length = 512;
+	cfgs[2].limits.recipients = 3;
+	cfgs[2].limits.soft_errors = 2;
+	cfgs[2].limits.hard_errors = 4;
+	/* 3: the submission listener, a mid-sized limit. */
+	cfgs[3].limits.message_size = 4096;
+
+	snprintf(spool_path, sizeof(spool_path), "%s/fosr-fuzz-smtp-XXXXXX",
+	    access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+	if (mkdtemp(spool_path) == NULL)
+		abort();
+	snprintf(tmp_path, sizeof(tmp_path), "%s/tmp", spool_path);
+	snprintf(msg_path, sizeof(msg_path), "%s/messages", spool_path);
+	memset(&so, 0, sizeof(so));
+	so.dir = spool_path;
+	so.hostname = "mail.example.com";
+	so.min_free = 0;
+	if ((sp = spool_open(base, &so, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "fuzz_smtp_session: %s\n", err);
+		abort();
+	}
+
+	srv.base = base;
+	srv.cfg = &cfgs[0];
+	if ((srv.persona = persona_default()) == NULL)
+		abort();
+	srv.ssl_ctx = NULL;
+	srv.spool = sp;
+	srv.hostname = "mail.example.com";
+	ready = true;
+	atexit(fuzz_atexit);
+}
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	fuzz_init();
+	return 0;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct bufferevent *pair[2];
+	struct sockaddr_in peer;
+	uint32_t h;
+	size_t cut[4], ncut, off;
+	int i, variant;
+
+	fuzz_init();
+	if (++runs % FUZZ_CLEAN_EVERY == 0)
+		fuzz_clean_messages();
+
+	h = fuzz_hash(data, size);
+	variant = (int)(h % FUZZ_NCFG);
+	srv.cfg = &cfgs[variant];
+
+	memset(&peer, 0, sizeof(peer));
+	peer.sin_family = AF_INET;
+	peer.sin_port = htons(40000 + (h >> 24));
+	peer.sin_addr.s_addr = htonl(0xcb007105);	/* 203.0.113.5 */
+
+	if (bufferevent_pair_new(base, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS,
+	    pair) == -1)
+		abort();
+	rx_bytes = 0;
+	client_eof = false;
+	bufferevent_setcb(pair[1], client_read_cb, NULL, client_event_cb, NULL);
+	bufferevent_enable(pair[1], EV_READ | EV_WRITE);
+	if (smtp_session_new_bev(&srv, &srv.cfg->listeners[variant == 3 ? 2 : 0],
+	    pair[0], (struct sockaddr *)&peer, sizeof(peer)) == NULL)
+		abort();	/* only out of memory; pair[0] is freed */
+	pump();
+
+	/* Up to three cuts, ascending, at input-derived positions. */
+	ncut = size > 1 ? (h >> 8) % 4 : 0;
+	for (size_t k = 0; k < ncut; k++)
+		cut[k] = 1 + (size_t)((h >> (4 * k)) * 2654435761u % (size - 1));
+	for (size_t a = 1; a < ncut; a++)
+		for (size_t b = a; b > 0 && cut[b - 1] > cut[b]; b--) {
+			size_t t = cut[b];
+			cut[b] = cut[b - 1];
+			cut[b - 1] = t;
+		}
+	off = 0;
+	for (size_t k = 0; k <= ncut; k++) {
+		size_t end = k < ncut ? cut[k] : size;
+
+		if (end > off) {
+			bufferevent_write(pair[1], data + off, end - off);
+			off = end;
+		}
+		pump();
+		/* A message end may be waiting for the commit worker. */
+		for (i = 0; i < FUZZ_COMMIT_WAITS && srv.nsessions > 0 && spool_busy(); i++) {
+			if (!wait_event(FUZZ_COMMIT_WAIT_US))
+				break;
+			pump();
+		}
+	}
+
+	/* EOF from the client, then wait for the session (and its commit) to end. */
+	bufferevent_flush(pair[1], EV_WRITE, BEV_FINISHED);
+	pump();
+	for (i = 0; i < FUZZ_CLOSE_WAITS && srv.nsessions > 0; i++) {
+		wait_event(FUZZ_CLOSE_WAIT_US);
+		pump();
+	}
+	if (srv.nsessions > 0) {
+		if (strict) {
+			fprintf(stderr, "fuzz_smtp_session: session alive %d ms after EOF\n",
+			    FUZZ_CLOSE_WAITS * FUZZ_CLOSE_WAIT_US / 1000);
+			abort();
+		}
+		smtp_server_close_all(&srv);
+	}
+	bufferevent_free(pair[1]);
+	pump();	/* run the bufferevents' deferred finalizers */
+	return 0;
+}

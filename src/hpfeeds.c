@@ -1,0 +1,2000 @@
+/*
+ * hpfeeds publisher and subscriber tool (see hpfeeds.h).
+ *
+ * One connection to the broker, driven by libevent:
+ *   IDLE --connect--> CONNECTING --TCP/TLS up--> INFO --INFO frame, AUTH sent--> READY
+ * and back to IDLE (with a backoff timer) on any error.  In READY the pump
+ * reads the journal from each channel's read position, builds payloads and
+ * writes PUBLISH frames, a bounded batch per callback.  Entries stay in a
+ * per-channel queue until confirmed (echo, or SIOCOUTQ drained + grace); the
+ * confirmed prefix moves the channel's durable cursor.
+ */
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <arpa/inet.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "config.h"
+#include "hpfeeds.h"
+#include "hpfeeds_wire.h"
+#include "log.h"
+#include "util.h"
+
+#define HPF_WIN_ENTRIES		64		/* unconfirmed payloads per channel */
+#define HPF_WIN_BYTES		(8u << 20)	/* unconfirmed bytes per channel */
+#define HPF_QUEUE_MAX		65536		/* entries held per channel (incl. acked) */
+#define HPF_OUT_HIGH		(4u << 20)	/* stop pumping above this much output */
+#define HPF_OUT_LOW		(256u << 10)	/* resume below this */
+#define HPF_READ_HIGH		(2u << 20)	/* input buffer bound (> one frame) */
+#define HPF_CHUNK		(64u << 10)	/* journal read size */
+#define HPF_LINE_MAX		(8u << 20)	/* longer journal lines are skipped */
+#define HPF_BATCH_MSGS		32		/* payloads per pump callback */
+#define HPF_BATCH_BYTES		(4u << 20)	/* payload bytes per pump callback */
+#define HPF_BACKOFF_MIN_MS	1000
+#define HPF_BACKOFF_MAX_MS	60000
+#define HPF_STABLE_MS		5000		/* up this long = auth accepted */
+#define HPF_STALL_MS		120000		/* no echo for this long: reconnect */
+#define HPF_POLL_MS		20		/* SIOCOUTQ poll interval */
+#define HPF_GRACE_MS		500		/* connection must outlive the ack by this */
+#define HPF_JSON_DEPTH		32
+
+enum hpf_state {
+	HPF_ST_IDLE,		/* waiting for the reconnect timer */
+	HPF_ST_CONNECTING,	/* TCP (and TLS) handshake */
+	HPF_ST_INFO,		/* waiting for the broker's INFO */
+	HPF_ST_READY,		/* authenticated (as far as we know: silence) */
+};
+
+/* One published journal entry waiting for confirmation. */
+struct hpf_entry {
+	char		 sha[65];
+	bool		 skip;		/* line not publishable: confirmed as is */
+	bool		 outstanding;	/* counts against the window */
+	bool		 confirmed;
+	uint64_t	 end_off;	/* journal offset after this line */
+	size_t		 bytes;		/* frame bytes */
+	uint64_t	 sent_ms;
+	uint64_t	 acked_ms;	/* SIOCOUTQ seen 0 after it was written; 0 = not yet */
+};
+
+struct hpf_chan {
+	char		 name[CFG_NAME_MAX];
+	char		 cursor_path[PATH_MAX];
+	uint64_t	 cursor;	/* everything before is confirmed */
+	bool		 dirty;		/* cursor changed since saved */
+	bool		 nosub;		/* may not subscribe: confirm by SIOCOUTQ */
+	bool		 denied;	/* broker refused our publishes: stop */
+	bool		 subscribed;	/* SUBSCRIBE sent on this connection */
+	size_t		 limit;		/* largest payload */
+
+	struct hpf_entry *q;		/* ring of entries in journal order */
+	size_t		 qcap, qhead, qlen;
+	size_t		 out_n;		/* outstanding entries */
+	size_t		 out_bytes;
+
+	char		*rbuf;		/* journal reader: bytes at rbase.. */
+	size_t		 rcap, rstart, rlen;
+	uint64_t	 rbase;
+	bool		 rskip;		/* discarding an overlong line */
+};
+
+struct hpf {
+	struct event_base *base;
+	struct cfg_feed	 feed;
+	bool		 sub_mode;	/* operator tool: subscribe and print */
+	long		 sub_count;	/* exit after this many (0 = never) */
+	long		 sub_seen;
+	char		 spool_dir[PATH_MAX];
+	char		 journal_path[PATH_MAX];
+	char		 sensor[CFG_NAME_MAX];
+	int		 jfd;
+	ino_t		 jino;
+
+	struct hpf_chan	 chans[CFG_CHANNELS_MAX];
+	int		 nchans;
+
+	enum hpf_state	 state;
+	struct bufferevent *bev;
+	SSL_CTX		*ssl_ctx;
+	struct evdns_base *dns;
+	uint64_t	 gen;		/* connection generation */
+	uint64_t	 ready_ms;
+	bool		 stable;
+	int		 backoff_ms;
+	char		 lastmsg[512];	/* last warning of the failure series */
+	bool		 closing_logged;	/* a reason for this close was logged */
+
+	struct event	*ev_reconnect;
+	struct event	*ev_pump;
+	struct event	*ev_poll;
+	struct event	*ev_tick;
+	bool		 pump_pending;
+
+	struct jbuf	 pl;		/* last payload built */
+	uint64_t	 pl_off;	/* its journal end offset (UINT64_MAX = none) */
+	size_t		 pl_limit;
+	char		 pl_sha[65];
+	unsigned char	*body;		/* read buffer for .eml bytes */
+	size_t		 bodycap;
+
+	struct hpf_stats stats;
+};
+
+static uint64_t	 now_ms(void);
+static void	 series_warn(struct hpf *, const char *fmt, ...)
+		    __attribute__((format(printf, 2, 3)));
+static struct hpf *hpf_create(struct event_base *, const struct cfg_feed *,
+		    const char *spool_dir, bool sub_mode, char *err, size_t errlen);
+static int	 tls_ctx_setup(struct hpf *, char *err, size_t errlen);
+static void	 conn_start(struct hpf *);
+static void	 conn_drop(struct hpf *, bool retry);
+static void	 reconnect_schedule(struct hpf *);
+static void	 reconnect_cb(evutil_socket_t, short, void *);
+static void	 event_cb(struct bufferevent *, short, void *);
+static void	 read_cb(struct bufferevent *, void *);
+static void	 write_cb(struct bufferevent *, void *);
+static int	 frame_handle(struct hpf *, const struct hpf_frame *);
+static int	 on_info(struct hpf *, const struct hpf_frame *);
+static void	 on_error_frame(struct hpf *, const struct hpf_frame *);
+static void	 on_publish(struct hpf *, const struct hpf_frame *);
+static void	 sub_print(struct hpf *, const struct hpf_frame *);
+static void	 sock_tune(int fd);
+static void	 tick_cb(evutil_socket_t, short, void *);
+static void	 pump_schedule(struct hpf *);
+static void	 pump_cb(evutil_socket_t, short, void *);
+static int	 publish_next(struct hpf *, struct hpf_chan *, size_t *bytes);
+static int	 build_payload(struct hpf *, struct hpf_chan *, const char *line,
+		    size_t len, uint64_t end_off, char sha[65]);
+static void	 poll_cb(evutil_socket_t, short, void *);
+static void	 poll_arm(struct hpf *);
+static bool	 chan_window_ok(const struct hpf_chan *);
+static int	 chan_push(struct hpf_chan *, const struct hpf_entry *);
+static void	 chan_confirm_upto(struct hpf *, struct hpf_chan *, size_t k);
+static void	 chan_advance(struct hpf *, struct hpf_chan *);
+static void	 chan_reset(struct hpf_chan *);
+static struct hpf_chan *chan_find(struct hpf *, const uint8_t *name, size_t len);
+static int	 reader_next(struct hpf *, struct hpf_chan *, const char **line,
+		    size_t *len, uint64_t *end_off);
+static int	 journal_open(struct hpf *);
+static void	 journal_check(struct hpf *);
+static int	 cursor_load(struct hpf_chan *, char *err, size_t errlen);
+static void	 cursor_save(struct hpf_chan *);
+static void	 cursors_save(struct hpf *);
+static const char *json_ws(const char *p, const char *e);
+static const char *json_str_end(const char *p, const char *e);
+static const char *json_value_end(const char *p, const char *e, int depth);
+static bool	 json_is_object(const char *p, size_t len);
+static bool	 json_find(const char *obj, size_t len, const char *key,
+		    const char **val, size_t *vallen);
+static size_t	 json_str_decode(const char *val, size_t vallen, unsigned char *out);
+static bool	 is_hex64(const char *s, size_t len);
+static int	 payload_build(struct jbuf *, const char *sha, const void *body,
+		    size_t bodylen, uint64_t size, size_t limit, const char *meta,
+		    size_t metalen, bool *cut);
+static int	 payload_try(struct jbuf *, const char *sha, const unsigned char *body,
+		    size_t n, bool truncated, uint64_t size, const char *b64, size_t b64len,
+		    const char *meta, size_t metalen);
+
+/* Monotonic clock in milliseconds. */
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * Log a warning about the connection, once per failure series: the same text
+ * again before the connection has been up for a while goes to debug.
+ */
+static void
+series_warn(struct hpf *h, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	h->closing_logged = true;
+	if (strcmp(buf, h->lastmsg) == 0) {
+		log_debug("%s", buf);
+		return;
+	}
+	snprintf(h->lastmsg, sizeof(h->lastmsg), "%s", buf);
+	log_warn("%s", buf);
+}
+
+/* ---------------------------------------------------------------- JSON */
+
+/* Skip JSON whitespace. */
+static const char *
+json_ws(const char *p, const char *e)
+{
+	while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/* End of the JSON string starting at p ('"'), or NULL when malformed. */
+static const char *
+json_str_end(const char *p, const char *e)
+{
+	int i;
+
+	if (p >= e || *p != '"')
+		return NULL;
+	for (p++; p < e; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c == '"')
+			return p + 1;
+		if (c < 0x20)
+			return NULL;
+		if (c != '\\')
+			continue;
+		if (++p >= e)
+			return NULL;
+		switch (*p) {
+		case '"': case '\\': case '/': case 'b': case 'f':
+		case 'n': case 'r': case 't':
+			break;
+		case 'u':
+			for (i = 0; i < 4; i++) {
+				if (++p >= e || !((*p >= '0' && *p <= '9') ||
+				    (*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F')))
+					return NULL;
+			}
+			break;
+		default:
+			return NULL;
+		}
+	}
+	return NULL;
+}
+
+/* End of the JSON value at p (strict RFC 8259 grammar), or NULL. */
+static const char *
+json_value_end(const char *p, const char *e, int depth)
+{
+	const char *q;
+
+	if (p >= e || depth > HPF_JSON_DEPTH)
+		return NULL;
+	switch (*p) {
+	case '{':
+	case '[': {
+		char close = *p == '{' ? '}' : ']';
+
+		p = json_ws(p + 1, e);
+		if (p < e && *p == close)
+			return p + 1;
+		for (;;) {
+			if (close == '}') {
+				if ((p = json_str_end(p, e)) == NULL)
+					return NULL;
+				p = json_ws(p, e);
+				if (p >= e || *p != ':')
+					return NULL;
+				p = json_ws(p + 1, e);
+			}
+			if ((p = json_value_end(p, e, depth + 1)) == NULL)
+				return NULL;
+			p = json_ws(p, e);
+			if (p >= e)
+				return NULL;
+			if (*p == close)
+				return p + 1;
+			if (*p != ',')
+				return NULL;
+			p = json_ws(p + 1, e);
+		}
+	}
+	case '"':
+		return json_str_end(p, e);
+	case 't':
+		return (e - p >= 4 && memcmp(p, "true", 4) == 0) ? p + 4 : NULL;
+	case 'f':
+		return (e - p >= 5 && memcmp(p, "false", 5) == 0) ? p + 5 : NULL;
+	case 'n':
+		return (e - p >= 4 && memcmp(p, "null", 4) == 0) ? p + 4 : NULL;
+	default:
+		break;
+	}
+	/* Number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+	q = p;
+	if (q < e && *q == '-')
+		q++;
+	if (q < e && *q == '0')
+		q++;
+	else if (q < e && *q >= '1' && *q <= '9')
+		while (q < e && *q >= '0' && *q <= '9')
+			q++;
+	else
+		return NULL;
+	if (q < e && *q == '.') {
+		if (++q >= e || *q < '0' || *q > '9')
+			return NULL;
+		while (q < e && *q >= '0' && *q <= '9')
+			q++;
+	}
+	if (q < e && (*q == 'e' || *q == 'E')) {
+		q++;
+		if (q < e && (*q == '+' || *q == '-'))
+			q++;
+		if (q >= e || *q < '0' || *q > '9')
+			return NULL;
+		while (q < e && *q >= '0' && *q <= '9')
+			q++;
+	}
+	return q;
+}
+
+/* Whether p[0..len) is exactly one valid JSON object (whitespace around allowed). */
+static bool
+json_is_object(const char *p, size_t len)
+{
+	const char *e = p + len, *q;
+
+	if (!utf8_valid(p, len))
+		return false;
+	q = json_ws(p, e);
+	if (q >= e || *q != '{')
+		return false;
+	q = json_value_end(q, e, 0);
+	return q != NULL && json_ws(q, e) == e;
+}
+
+/*
+ * Find top-level member key (compared with the raw, unescaped key bytes) in a
+ * validated object; val/vallen get the raw JSON value.
+ */
+static bool
+json_find(const char *obj, size_t len, const char *key, const char **val,
+    size_t *vallen)
+{
+	const char *p, *e = obj + len, *k, *ke, *v, *ve;
+	size_t kl = strlen(key);
+
+	p = json_ws(obj, e);
+	if (p >= e || *p != '{')
+		return false;
+	p = json_ws(p + 1, e);
+	while (p < e && *p == '"') {
+		k = p;
+		if ((ke = json_str_end(p, e)) == NULL)
+			return false;
+		p = json_ws(ke, e);
+		if (p >= e || *p != ':')
+			return false;
+		v = json_ws(p + 1, e);
+		if ((ve = json_value_end(v, e, 1)) == NULL)
+			return false;
+		if ((size_t)(ke - k) == kl + 2 && memcmp(k + 1, key, kl) == 0) {
+			*val = v;
+			*vallen = (size_t)(ve - v);
+			return true;
+		}
+		p = json_ws(ve, e);
+		if (p < e && *p == ',')
+			p = json_ws(p + 1, e);
+	}
+	return false;
+}
+
+/* Append the UTF-8 encoding of cp to out; returns the byte count. */
+static size_t
+utf8_put(unsigned char *out, uint32_t cp)
+{
+	if (cp < 0x80) {
+		out[0] = (unsigned char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		out[0] = (unsigned char)(0xc0 | cp >> 6);
+		out[1] = (unsigned char)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		out[0] = (unsigned char)(0xe0 | cp >> 12);
+		out[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+		out[2] = (unsigned char)(0x80 | (cp & 0x3f));
+		return 3;
+	}
+	out[0] = (unsigned char)(0xf0 | cp >> 18);
+	out[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+	out[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+	out[3] = (unsigned char)(0x80 | (cp & 0x3f));
+	return 4;
+}
+
+/* Four hex digits at p (already validated by json_str_end). */
+static uint32_t
+hex4(const char *p)
+{
+	uint32_t v = 0;
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		char c = p[i];
+
+		v = v << 4 | (uint32_t)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+	}
+	return v;
+}
+
+/*
+ * Decode a validated JSON string value (with its quotes) into UTF-8 bytes in
+ * out (at least vallen bytes).  A lone surrogate becomes U+FFFD.  Returns the
+ * byte count.
+ */
+static size_t
+json_str_decode(const char *val, size_t vallen, unsigned char *out)
+{
+	const char *p = val + 1, *e = val + vallen - 1;
+	size_t o = 0;
+	uint32_t cp, lo;
+
+	while (p < e) {
+		if (*p != '\\') {
+			out[o++] = (unsigned char)*p++;
+			continue;
+		}
+		p++;
+		switch (*p) {
+		case 'b': out[o++] = '\b'; p++; continue;
+		case 'f': out[o++] = '\f'; p++; continue;
+		case 'n': out[o++] = '\n'; p++; continue;
+		case 'r': out[o++] = '\r'; p++; continue;
+		case 't': out[o++] = '\t'; p++; continue;
+		case 'u': break;
+		default: out[o++] = (unsigned char)*p++; continue;
+		}
+		cp = hex4(p + 1);
+		p += 5;
+		if (cp >= 0xd800 && cp <= 0xdbff && e - p >= 6 && p[0] == '\\' &&
+		    p[1] == 'u' && (lo = hex4(p + 2)) >= 0xdc00 && lo <= 0xdfff) {
+			cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+			p += 6;
+		} else if (cp >= 0xd800 && cp <= 0xdfff)
+			cp = 0xfffd;
+		o += utf8_put(out + o, cp);
+	}
+	return o;
+}
+
+/* Whether s is 64 hex digits. */
+static bool
+is_hex64(const char *s, size_t len)
+{
+	size_t i;
+
+	if (len != 64)
+		return false;
+	for (i = 0; i < len; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') ||
+		    (s[i] >= 'A' && s[i] <= 'F')))
+			return false;
+	return true;
+}
+
+/* ------------------------------------------------------------- payloads */
+
+/* Build one candidate payload into jb; 0 or -1 (out of memory). */
+static int
+payload_try(struct jbuf *jb, const char *sha, const unsigned char *body, size_t n,
+    bool truncated, uint64_t size, const char *b64, size_t b64len,
+    const char *meta, size_t metalen)
+{
+	jb_reset(jb);
+	jb_obj_open(jb);
+	jb_kcstr(jb, "sha256", sha);
+	jb_kstr(jb, "msg", body, n);
+	if (truncated) {
+		jb_kbool(jb, "truncated", true);
+		jb_kuint(jb, "size", (unsigned long long)size);
+	}
+	if (b64 != NULL)
+		jb_kstr(jb, "raw_b64", b64, b64len);
+	if (meta != NULL && metalen > 0)
+		jb_raw(jb, meta, metalen);
+	jb_obj_close(jb);
+	return jb->oom ? -1 : 0;
+}
+
+/* Build the payload for one mail (see hpfeeds.h). */
+int
+hpf_payload_build(struct jbuf *jb, const char *sha256hex, const void *body,
+    size_t bodylen, uint64_t size, size_t limit, const char *meta, size_t metalen)
+{
+	return payload_build(jb, sha256hex, body, bodylen, size, limit, meta, metalen,
+	    NULL);
+}
+
+/* hpf_payload_build(), telling in *cut whether msg was cut. */
+static int
+payload_build(struct jbuf *jb, const char *sha256hex, const void *body,
+    size_t bodylen, uint64_t size, size_t limit, const char *meta, size_t metalen,
+    bool *cut)
+{
+	const unsigned char *b = body;
+	char *b64 = NULL;
+	size_t b64len = 0, n, iter, back, lo, hi, lo_len, hi_len, g;
+	bool full = (uint64_t)bodylen == size, with_raw;
+	int rc = -1;
+
+	if (cut != NULL)
+		*cut = false;
+	if (payload_try(jb, sha256hex, b, bodylen, !full, size, NULL, 0, meta, metalen) == -1)
+		return -1;
+	with_raw = full && !utf8_valid(b, bodylen);
+	if (with_raw) {
+		if (bodylen > (SIZE_MAX - 4) / 4 * 3)
+			return -1;
+		if ((b64 = malloc(4 * ((bodylen + 2) / 3) + 1)) == NULL)
+			return -1;
+		b64len = b64_encode(b, bodylen, b64);
+		if (payload_try(jb, sha256hex, b, bodylen, false, size, b64, b64len,
+		    meta, metalen) == -1)
+			goto out;
+		if (jb->len <= limit) {
+			rc = 0;
+			goto out;
+		}
+		/* Room for the exact bytes with an empty msg?  Else drop them. */
+		if (payload_try(jb, sha256hex, b, 0, true, size, b64, b64len,
+		    meta, metalen) == -1)
+			goto out;
+		if (jb->len > limit) {
+			free(b64);
+			b64 = NULL;
+			b64len = 0;
+		}
+	} else if (full && jb->len <= limit)
+		return 0;
+
+	/* The whole msg (without raw_b64) may fit. */
+	n = bodylen;
+	if (payload_try(jb, sha256hex, b, n, (uint64_t)n < size, size, b64, b64len,
+	    meta, metalen) == -1)
+		goto out;
+	if (jb->len > limit) {
+		/*
+		 * Find the longest prefix that fits: interpolation search on the
+		 * payload length (monotonic in the prefix length), a few builds.
+		 */
+		lo = 0;
+		hi = bodylen;
+		hi_len = jb->len;
+		if (payload_try(jb, sha256hex, b, 0, true, size, b64, b64len,
+		    meta, metalen) == -1)
+			goto out;
+		if ((lo_len = jb->len) > limit)
+			goto out;	/* even an empty msg does not fit */
+		for (iter = 0; hi - lo > 1 && lo_len + 8 < limit && iter < 48; iter++) {
+			g = lo + (size_t)((double)(hi - lo) * (double)(limit - lo_len) /
+			    (double)(hi_len - lo_len));
+			if (g <= lo)
+				g = lo + 1;
+			if (g >= hi)
+				g = hi - 1;
+			if (payload_try(jb, sha256hex, b, g, true, size, b64, b64len,
+			    meta, metalen) == -1)
+				goto out;
+			if (jb->len <= limit) {
+				lo = g;
+				lo_len = jb->len;
+			} else {
+				hi = g;
+				hi_len = jb->len;
+			}
+		}
+		/* Cut at a UTF-8 boundary: do not split a multi-byte sequence. */
+		n = lo;
+		for (back = 0; n > 0 && back < 3 && (b[n] & 0xc0) == 0x80; back++)
+			n--;
+		if (payload_try(jb, sha256hex, b, n, true, size, b64, b64len,
+		    meta, metalen) == -1)
+			goto out;
+	}
+	if (cut != NULL)
+		*cut = (uint64_t)n < size;
+	rc = 0;
+out:
+	free(b64);
+	return rc;
+}
+
+/* Check a payload's sha256 against its exact bytes (see hpfeeds.h). */
+int
+hpf_payload_verify(const void *payload, size_t len)
+{
+	const char *p = payload, *v, *m;
+	size_t vl, ml, n = 0;
+	unsigned char *buf, *txt, md[32];
+	char hex[65];
+	unsigned int mdlen = 0;
+	long dl;
+	int ok;
+
+	if (!json_is_object(p, len) || !json_find(p, len, "sha256", &v, &vl) ||
+	    vl != 66 || *v != '"' || !is_hex64(v + 1, 64))
+		return -1;
+	if (json_find(p, len, "raw_b64", &m, &ml) && *m == '"') {
+		/* The JSON string first (a producer may write "\/"), then base64. */
+		if ((txt = malloc(ml)) == NULL)
+			return 0;
+		n = json_str_decode(m, ml, txt);
+		if ((buf = malloc(n / 4 * 3 + 3)) == NULL) {
+			free(txt);
+			return 0;
+		}
+		dl = b64_decode((const char *)txt, n, buf, n / 4 * 3 + 3);
+		free(txt);
+		if (dl < 0) {
+			free(buf);
+			return 0;
+		}
+		n = (size_t)dl;
+	} else if (json_find(p, len, "msg", &m, &ml) && *m == '"') {
+		if ((buf = malloc(ml)) == NULL)
+			return 0;
+		n = json_str_decode(m, ml, buf);
+	} else
+		return 0;
+	ok = EVP_Digest(buf, n, md, &mdlen, EVP_sha256(), NULL) == 1 && mdlen == 32;
+	free(buf);
+	if (!ok)
+		return 0;
+	util_hex(md, 32, hex);
+	return strncasecmp(hex, v + 1, 64) == 0 ? 1 : 0;
+}
+
+/* ------------------------------------------------------------- cursors */
+
+/* Read a channel's cursor file (missing = 0). */
+static int
+cursor_load(struct hpf_chan *c, char *err, size_t errlen)
+{
+	char buf[64];
+	ssize_t n;
+	size_t len;
+	uint64_t v;
+	int fd;
+
+	c->cursor = 0;
+	if ((fd = open(c->cursor_path, O_RDONLY | O_CLOEXEC)) == -1) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "%s: %s", c->cursor_path, strerror(errno));
+		return -1;
+	}
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n < 0) {
+		snprintf(err, errlen, "%s: %s", c->cursor_path, strerror(errno));
+		return -1;
+	}
+	len = (size_t)n;
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+		len--;
+	if (util_parse_u64(buf, len, 0, (uint64_t)INT64_MAX, false, &v) == -1) {
+		/* A bad cursor means duplicates from the start, never a loss. */
+		log_warn("hpfeeds: cursor=%s unreadable, publishing channel %s from "
+		    "the start of the journal", c->cursor_path, c->name);
+		return 0;
+	}
+	c->cursor = v;
+	return 0;
+}
+
+/* Write a channel's cursor durably: tmp file, fsync, rename, fsync dir. */
+static void
+cursor_save(struct hpf_chan *c)
+{
+	char tmp[PATH_MAX + 8], buf[32], dir[PATH_MAX], *slash;
+	int fd, len;
+
+	if (!c->dirty)
+		return;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", c->cursor_path);
+	len = snprintf(buf, sizeof(buf), "%llu\n", (unsigned long long)c->cursor);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (fd == -1 || write(fd, buf, (size_t)len) != len || fsync(fd) == -1) {
+		log_warn("hpfeeds: cursor=%s write failed: %s", tmp, strerror(errno));
+		if (fd != -1)
+			close(fd);
+		return;
+	}
+	close(fd);
+	if (rename(tmp, c->cursor_path) == -1) {
+		log_warn("hpfeeds: cursor=%s rename failed: %s", c->cursor_path,
+		    strerror(errno));
+		return;
+	}
+	snprintf(dir, sizeof(dir), "%s", c->cursor_path);
+	if ((slash = strrchr(dir, '/')) != NULL) {
+		*slash = '\0';
+		if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
+			(void)fsync(fd);
+			close(fd);
+		}
+	}
+	c->dirty = false;
+}
+
+/* Save every channel's cursor that moved. */
+static void
+cursors_save(struct hpf *h)
+{
+	int i;
+
+	for (i = 0; i < h->nchans; i++)
+		cursor_save(&h->chans[i]);
+}
+
+/* ------------------------------------------------------------- journal */
+
+/* Open the journal if it exists now; 0 when open, -1 when not (yet). */
+static int
+journal_open(struct hpf *h)
+{
+	struct stat st;
+
+	if (h->jfd != -1)
+		return 0;
+	if ((h->jfd = open(h->journal_path, O_RDONLY | O_CLOEXEC)) == -1) {
+		if (errno != ENOENT)
+			log_warn("hpfeeds: journal=%s open failed: %s", h->journal_path,
+			    strerror(errno));
+		return -1;
+	}
+	if (fstat(h->jfd, &st) == 0)
+		h->jino = st.st_ino;
+	return 0;
+}
+
+/*
+ * Notice a journal that was replaced or cut below a cursor (an operator's
+ * doing): start those channels over from the start rather than lose entries.
+ */
+static void
+journal_check(struct hpf *h)
+{
+	struct stat st, pst;
+	bool replaced = false;
+	int i;
+
+	if (h->jfd == -1 || fstat(h->jfd, &st) == -1)
+		return;
+	if (stat(h->journal_path, &pst) == 0 && pst.st_ino != h->jino) {
+		log_warn("hpfeeds: journal=%s was replaced; publishing it from the start",
+		    h->journal_path);
+		close(h->jfd);
+		h->jfd = -1;
+		if (journal_open(h) == -1)
+			return;
+		replaced = true;
+		if (fstat(h->jfd, &st) == -1)
+			return;
+	}
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (!replaced && (uint64_t)st.st_size >= c->cursor)
+			continue;
+		if (!replaced)
+			log_warn("hpfeeds: journal=%s shorter than the cursor of channel %s; "
+			    "publishing it from the start", h->journal_path, c->name);
+		c->cursor = 0;
+		c->dirty = true;
+		h->pl_off = UINT64_MAX;
+		if (h->state != HPF_ST_IDLE && c->qlen > 0) {
+			/* Entries in flight refer to the old file: start over. */
+			conn_drop(h, true);
+			return;
+		}
+		chan_reset(c);
+	}
+}
+
+/*
+ * Next complete line ('\n'-terminated) of the journal for channel c.  Returns
+ * 1 with the line (without '\n'), 0 when there is none yet, 2 when an
+ * overlong line was skipped (end_off set), -1 on a read error.
+ */
+static int
+reader_next(struct hpf *h, struct hpf_chan *c, const char **line, size_t *len,
+    uint64_t *end_off)
+{
+	char *nl, *nb;
+	ssize_t n;
+	size_t ncap;
+
+	if (journal_open(h) == -1)
+		return 0;
+	for (;;) {
+		nl = c->rlen > c->rstart ?
+		    memchr(c->rbuf + c->rstart, '\n', c->rlen - c->rstart) : NULL;
+		if (nl != NULL) {
+			size_t at = (size_t)(nl - c->rbuf);
+
+			*line = c->rbuf + c->rstart;
+			*len = at - c->rstart;
+			*end_off = c->rbase + at + 1;
+			c->rstart = at + 1;
+			if (c->rskip) {
+				c->rskip = false;
+				return 2;
+			}
+			return 1;
+		}
+		/* No newline buffered: compact, grow or give up on the line, read. */
+		if (c->rstart > 0) {
+			memmove(c->rbuf, c->rbuf + c->rstart, c->rlen - c->rstart);
+			c->rbase += c->rstart;
+			c->rlen -= c->rstart;
+			c->rstart = 0;
+		}
+		if (c->rlen == c->rcap) {
+			if (c->rskip || c->rcap >= HPF_LINE_MAX) {
+				if (!c->rskip)
+					log_warn("hpfeeds: journal line at offset %llu longer "
+					    "than %u bytes: not published",
+					    (unsigned long long)c->rbase, HPF_LINE_MAX);
+				c->rskip = true;
+				c->rbase += c->rlen;
+				c->rlen = 0;
+			} else {
+				ncap = c->rcap == 0 ? HPF_CHUNK : c->rcap * 2;
+				if ((nb = realloc(c->rbuf, ncap)) == NULL)
+					return 0;
+				c->rbuf = nb;
+				c->rcap = ncap;
+			}
+		}
+		n = pread(h->jfd, c->rbuf + c->rlen, c->rcap - c->rlen,
+		    (off_t)(c->rbase + c->rlen));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			log_warn("hpfeeds: journal=%s read failed: %s", h->journal_path,
+			    strerror(errno));
+			return -1;
+		}
+		if (n == 0)
+			return 0;	/* a torn or absent last line: wait for its '\n' */
+		c->rlen += (size_t)n;
+	}
+}
+
+/* --------------------------------------------------------- channel queue */
+
+/* Whether channel c may send another payload now. */
+static bool
+chan_window_ok(const struct hpf_chan *c)
+{
+	return !c->denied && c->out_n < HPF_WIN_ENTRIES &&
+	    c->out_bytes < HPF_WIN_BYTES && c->qlen < HPF_QUEUE_MAX;
+}
+
+/* Append an entry to c's queue; 0 or -1 (out of memory). */
+static int
+chan_push(struct hpf_chan *c, const struct hpf_entry *e)
+{
+	struct hpf_entry *nq;
+	size_t ncap, i;
+
+	if (c->qlen == c->qcap) {
+		ncap = c->qcap == 0 ? 128 : c->qcap * 2;
+		if ((nq = calloc(ncap, sizeof(*nq))) == NULL)
+			return -1;
+		for (i = 0; i < c->qlen; i++)
+			nq[i] = c->q[(c->qhead + i) % c->qcap];
+		free(c->q);
+		c->q = nq;
+		c->qcap = ncap;
+		c->qhead = 0;
+	}
+	c->q[(c->qhead + c->qlen) % c->qcap] = *e;
+	c->qlen++;
+	if (e->outstanding) {
+		c->out_n++;
+		c->out_bytes += e->bytes;
+	}
+	return 0;
+}
+
+/* Mark entries 0..k (queue order) confirmed, then advance the cursor. */
+static void
+chan_confirm_upto(struct hpf *h, struct hpf_chan *c, size_t k)
+{
+	size_t i;
+
+	for (i = 0; i <= k && i < c->qlen; i++) {
+		struct hpf_entry *e = &c->q[(c->qhead + i) % c->qcap];
+
+		if (e->outstanding) {
+			e->outstanding = false;
+			c->out_n--;
+			c->out_bytes -= e->bytes;
+		}
+		e->confirmed = true;
+	}
+	chan_advance(h, c);
+}
+
+/* Pop the confirmed prefix of c's queue, moving the cursor past it. */
+static void
+chan_advance(struct hpf *h, struct hpf_chan *c)
+{
+	bool moved = false;
+
+	while (c->qlen > 0) {
+		struct hpf_entry *e = &c->q[c->qhead];
+
+		if (!e->confirmed && !e->skip)
+			break;
+		c->cursor = e->end_off;
+		if (!e->skip)
+			h->stats.confirmed++;
+		c->qhead = (c->qhead + 1) % c->qcap;
+		c->qlen--;
+		moved = true;
+	}
+	if (moved) {
+		c->dirty = true;
+		pump_schedule(h);
+	}
+}
+
+/* Forget everything in flight: the reader goes back to the cursor. */
+static void
+chan_reset(struct hpf_chan *c)
+{
+	c->qhead = c->qlen = 0;
+	c->out_n = 0;
+	c->out_bytes = 0;
+	c->subscribed = false;
+	c->rbase = c->cursor;
+	c->rstart = c->rlen = 0;
+	c->rskip = false;
+}
+
+/* The configured channel with this name, or NULL. */
+static struct hpf_chan *
+chan_find(struct hpf *h, const uint8_t *name, size_t len)
+{
+	int i;
+
+	for (i = 0; i < h->nchans; i++)
+		if (strlen(h->chans[i].name) == len &&
+		    memcmp(h->chans[i].name, name, len) == 0)
+			return &h->chans[i];
+	return NULL;
+}
+
+/* ------------------------------------------------------------ pump */
+
+/* Run the pump soon (from a zero timer, so I/O is served in between). */
+static void
+pump_schedule(struct hpf *h)
+{
+	struct timeval tv = { 0, 0 };
+
+	if (h->sub_mode || h->state != HPF_ST_READY || h->pump_pending)
+		return;
+	h->pump_pending = true;
+	evtimer_add(h->ev_pump, &tv);
+}
+
+/* Publish a bounded batch of journal entries, then yield. */
+static void
+pump_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct hpf *h = arg;
+	size_t msgs = 0, bytes = 0, b;
+	bool progress = true, any_nosub = false;
+	int i, r;
+
+	h->pump_pending = false;
+	while (progress && msgs < HPF_BATCH_MSGS && bytes < HPF_BATCH_BYTES) {
+		progress = false;
+		for (i = 0; i < h->nchans; i++) {
+			struct hpf_chan *c = &h->chans[i];
+
+			if (h->state != HPF_ST_READY)
+				return;
+			if (evbuffer_get_length(bufferevent_get_output(h->bev)) > HPF_OUT_HIGH)
+				goto out;	/* write_cb resumes */
+			if (!chan_window_ok(c))
+				continue;
+			b = 0;
+			r = publish_next(h, c, &b);
+			if (r > 0) {
+				progress = true;
+				msgs++;
+				bytes += b;
+				if (c->nosub)
+					any_nosub = true;
+			}
+		}
+	}
+	if (progress)
+		pump_schedule(h);	/* more may be waiting: yield, then go on */
+out:
+	if (any_nosub)
+		poll_arm(h);
+}
+
+/*
+ * Publish the next journal entry of channel c.  Returns 1 when an entry was
+ * queued (published or skipped), 0 when there is nothing to do.
+ */
+static int
+publish_next(struct hpf *h, struct hpf_chan *c, size_t *bytes)
+{
+	struct hpf_entry e;
+	uint8_t hdr[HPF_HDR_LEN + 2 + 2 * HPF_STR8_MAX];
+	const char *line;
+	size_t len, hl;
+	uint64_t end_off;
+	int r;
+
+	r = reader_next(h, c, &line, &len, &end_off);
+	if (r <= 0)
+		return 0;
+	memset(&e, 0, sizeof(e));
+	e.end_off = end_off;
+	if (r == 2 || build_payload(h, c, line, len, end_off, e.sha) == -1) {
+		e.skip = true;
+		h->stats.skipped++;
+		if (chan_push(c, &e) == -1)
+			return 0;
+		chan_advance(h, c);
+		return 1;
+	}
+	hl = hpf_wire_publish_header(hdr, sizeof(hdr), h->feed.identity, c->name,
+	    h->pl.len);
+	if (hl == 0) {
+		/* Cannot happen: the payload was built to fit. */
+		e.skip = true;
+		h->stats.skipped++;
+		if (chan_push(c, &e) == -1)
+			return 0;
+		chan_advance(h, c);
+		return 1;
+	}
+	e.bytes = hl + h->pl.len;
+	e.outstanding = true;
+	e.sent_ms = now_ms();
+	if (chan_push(c, &e) == -1) {
+		/* Out of memory: try again later; the reader re-reads this line. */
+		c->rbase = c->cursor;
+		c->rstart = c->rlen = 0;
+		return 0;
+	}
+	bufferevent_write(h->bev, hdr, hl);
+	bufferevent_write(h->bev, h->pl.buf, h->pl.len);
+	h->stats.published++;
+	*bytes = e.bytes;
+	return 1;
+}
+
+/*
+ * Build the payload for the journal line into h->pl (reused when the previous
+ * channel built the same one).  Returns 0 with sha set, or -1 when the entry
+ * cannot be published (logged).
+ */
+static int
+build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
+    uint64_t end_off, char sha[65])
+{
+	static const char *meta_keys[] = { "time", "session", "queue_id", "listener",
+	    "src_ip", "src_port", "dst_ip", "dst_port", "helo", "tls", "auth",
+	    "mail_from", "rcpt_to", "anomalies" };
+	char path[PATH_MAX], esc[128];
+	const char *v;
+	size_t vl, i, want;
+	struct stat st;
+	struct jbuf meta;
+	ssize_t n;
+	size_t got = 0;
+	bool cut = false;
+	int fd, rc = -1;
+
+	if (h->pl_off == end_off && h->pl_limit == c->limit) {
+		memcpy(sha, h->pl_sha, 65);
+		return 0;
+	}
+	h->pl_off = UINT64_MAX;
+	if (!json_is_object(line, len) || !json_find(line, len, "sha256", &v, &vl) ||
+	    vl != 66 || !is_hex64(v + 1, 64)) {
+		log_warn("hpfeeds: journal line at offset %llu is not a reception "
+		    "record: \"%s\"; not published", (unsigned long long)(end_off - len - 1),
+		    log_escape(esc, sizeof(esc), line, len));
+		return -1;
+	}
+	for (i = 0; i < 64; i++)
+		sha[i] = (char)(v[1 + i] | ((v[1 + i] >= 'A' && v[1 + i] <= 'F') ? 0x20 : 0));
+	sha[64] = '\0';
+	if ((size_t)snprintf(path, sizeof(path), "%s/messages/%s.eml", h->spool_dir,
+	    sha) >= sizeof(path))
+		return -1;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 || fstat(fd, &st) == -1) {
+		log_warn("hpfeeds: message=%s unreadable: %s; not published", path,
+		    strerror(errno));
+		if (fd != -1)
+			close(fd);
+		return -1;
+	}
+	/* Each byte makes at least one payload byte: more than limit never fits. */
+	want = (uint64_t)st.st_size > c->limit ? c->limit : (size_t)st.st_size;
+	if (want + 1 > h->bodycap) {
+		unsigned char *nb = realloc(h->body, want + 1);
+
+		if (nb == NULL) {
+			close(fd);
+			return -1;
+		}
+		h->body = nb;
+		h->bodycap = want + 1;
+	}
+	while (got < want) {
+		n = pread(fd, h->body + got, want - got, (off_t)got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	if (got < want) {
+		log_warn("hpfeeds: message=%s short read; not published", path);
+		return -1;
+	}
+
+	jb_init(&meta);
+	if (h->feed.metadata) {
+		jb_obj_open(&meta);
+		for (i = 0; i < sizeof(meta_keys) / sizeof(meta_keys[0]); i++) {
+			if (json_find(line, len, meta_keys[i], &v, &vl)) {
+				jb_key(&meta, meta_keys[i]);
+				jb_raw(&meta, v, vl);
+			}
+		}
+		if (h->sensor[0] != '\0')
+			jb_kcstr(&meta, "sensor", h->sensor);
+		jb_obj_close(&meta);
+		if (meta.oom || meta.len > c->limit / 2) {
+			log_warn("hpfeeds: message=%s metadata too large; published without it",
+			    sha);
+			jb_reset(&meta);
+			jb_obj_open(&meta);
+			jb_obj_close(&meta);
+		}
+	}
+	if (payload_build(&h->pl, sha, h->body, got, (uint64_t)st.st_size, c->limit,
+	    meta.len > 2 ? meta.buf + 1 : NULL, meta.len > 2 ? meta.len - 2 : 0,
+	    &cut) == -1) {
+		log_warn("hpfeeds: message=%s payload could not be built; not published",
+		    sha);
+		goto out;
+	}
+	if (cut)
+		log_info("hpfeeds: message=%s size=%lld published truncated to %zu bytes",
+		    sha, (long long)st.st_size, h->pl.len);
+	h->pl_off = end_off;
+	h->pl_limit = c->limit;
+	memcpy(h->pl_sha, sha, 65);
+	rc = 0;
+out:
+	jb_free(&meta);
+	/* Keep memory bounded between big mails. */
+	if (h->bodycap > (2u << 20)) {
+		free(h->body);
+		h->body = NULL;
+		h->bodycap = 0;
+	}
+	return rc;
+}
+
+/* ------------------------------------------------------ SIOCOUTQ confirm */
+
+/* Start the SIOCOUTQ poll if it is not running. */
+static void
+poll_arm(struct hpf *h)
+{
+	struct timeval tv = { 0, HPF_POLL_MS * 1000 };
+
+	if (!evtimer_pending(h->ev_poll, NULL))
+		evtimer_add(h->ev_poll, &tv);
+}
+
+/*
+ * For channels the identity may not subscribe to: entries whose bytes the
+ * broker's TCP stack acknowledged (nothing left in our output buffer and
+ * SIOCOUTQ = 0) are confirmed once the connection has stayed up for a grace
+ * period after that (an ERROR and close would have come by then).
+ */
+static void
+poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct hpf *h = arg;
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+	uint64_t now = now_ms(), grace = HPF_GRACE_MS;
+	bool drained = false, waiting = false;
+	int sfd, outq = -1, i;
+	size_t k;
+
+	if (h->state != HPF_ST_READY)
+		return;
+	sfd = (int)bufferevent_getfd(h->bev);
+	if (evbuffer_get_length(bufferevent_get_output(h->bev)) == 0 && sfd != -1 &&
+	    ioctl(sfd, SIOCOUTQ, &outq) == 0 && outq == 0)
+		drained = true;
+	if (sfd != -1 && getsockopt(sfd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0)
+		grace += 2 * (uint64_t)ti.tcpi_rtt / 1000;
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+		size_t last = SIZE_MAX;
+
+		if (!c->nosub)
+			continue;
+		for (k = 0; k < c->qlen; k++) {
+			struct hpf_entry *e = &c->q[(c->qhead + k) % c->qcap];
+
+			if (e->skip || e->confirmed)
+				continue;
+			if (e->acked_ms == 0 && drained) {
+				e->acked_ms = now;
+				if (e->outstanding) {
+					e->outstanding = false;
+					c->out_n--;
+					c->out_bytes -= e->bytes;
+				}
+				pump_schedule(h);
+			}
+			if (e->acked_ms != 0 && now - e->acked_ms >= grace)
+				last = k;
+			else
+				waiting = true;
+		}
+		if (last != SIZE_MAX)
+			chan_confirm_upto(h, c, last);
+	}
+	if (waiting)
+		poll_arm(h);
+}
+
+/* ----------------------------------------------------------- connection */
+
+/* Create the client TLS context: verify the broker's certificate and name. */
+static int
+tls_ctx_setup(struct hpf *h, char *err, size_t errlen)
+{
+	unsigned long e;
+
+	if ((h->ssl_ctx = SSL_CTX_new(TLS_client_method())) == NULL)
+		goto fail;
+	SSL_CTX_set_min_proto_version(h->ssl_ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(h->ssl_ctx, SSL_VERIFY_PEER, NULL);
+	if (h->feed.ca_file[0] != '\0') {
+		if (SSL_CTX_load_verify_locations(h->ssl_ctx, h->feed.ca_file, NULL) != 1)
+			goto fail;
+	} else if (SSL_CTX_set_default_verify_paths(h->ssl_ctx) != 1)
+		goto fail;
+	return 0;
+fail:
+	e = ERR_get_error();
+	snprintf(err, errlen, "hpfeeds TLS setup%s%s: %s",
+	    h->feed.ca_file[0] != '\0' ? " ca_file=" : "", h->feed.ca_file,
+	    e != 0 ? ERR_reason_error_string(e) : "failed");
+	ERR_clear_error();
+	return -1;
+}
+
+/* Create the connection structures used by both the publisher and the tool. */
+static struct hpf *
+hpf_create(struct event_base *base, const struct cfg_feed *feed,
+    const char *spool_dir, bool sub_mode, char *err, size_t errlen)
+{
+	struct hpf *h;
+	char hex[2 * CFG_NAME_MAX + 1], dir[PATH_MAX];
+	int i;
+
+	if (feed->nchannels <= 0) {
+		snprintf(err, errlen, "hpfeeds: no channel configured");
+		return NULL;
+	}
+	if (feed->broker[0] == '\0' || feed->port <= 0 || feed->port > 65535) {
+		snprintf(err, errlen, "hpfeeds: broker address or port missing");
+		return NULL;
+	}
+	if ((h = calloc(1, sizeof(*h))) == NULL) {
+		snprintf(err, errlen, "hpfeeds: out of memory");
+		return NULL;
+	}
+	h->base = base;
+	h->feed = *feed;
+	h->sub_mode = sub_mode;
+	h->jfd = -1;
+	h->backoff_ms = HPF_BACKOFF_MIN_MS;
+	h->pl_off = UINT64_MAX;
+	jb_init(&h->pl);
+	h->nchans = feed->nchannels > CFG_CHANNELS_MAX ? CFG_CHANNELS_MAX : feed->nchannels;
+	if (!sub_mode) {
+		snprintf(h->spool_dir, sizeof(h->spool_dir), "%s", spool_dir);
+		snprintf(h->journal_path, sizeof(h->journal_path), "%s/receptions.jsonl",
+		    spool_dir);
+		snprintf(dir, sizeof(dir), "%s/feed", spool_dir);
+		if (util_mkdirs(dir, 0750) == -1) {
+			snprintf(err, errlen, "hpfeeds: %s: %s", dir, strerror(errno));
+			goto fail;
+		}
+	}
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		snprintf(c->name, sizeof(c->name), "%s", feed->channels[i]);
+		c->limit = hpf_wire_max_payload(strlen(feed->identity), strlen(c->name));
+		if (sub_mode)
+			continue;
+		util_hex(c->name, strlen(c->name), hex);
+		snprintf(c->cursor_path, sizeof(c->cursor_path), "%s/feed/%s.cursor",
+		    spool_dir, hex);
+		if (cursor_load(c, err, errlen) == -1)
+			goto fail;
+		chan_reset(c);
+	}
+	if (feed->tls && tls_ctx_setup(h, err, errlen) == -1)
+		goto fail;
+	h->ev_reconnect = evtimer_new(base, reconnect_cb, h);
+	h->ev_pump = evtimer_new(base, pump_cb, h);
+	h->ev_poll = evtimer_new(base, poll_cb, h);
+	h->ev_tick = event_new(base, -1, EV_PERSIST, tick_cb, h);
+	if (h->ev_reconnect == NULL || h->ev_pump == NULL || h->ev_poll == NULL ||
+	    h->ev_tick == NULL) {
+		snprintf(err, errlen, "hpfeeds: cannot create events");
+		goto fail;
+	}
+	{
+		struct timeval tv = { 1, 0 };
+
+		evtimer_add(h->ev_tick, &tv);
+	}
+	conn_start(h);
+	return h;
+fail:
+	hpf_free(h);
+	return NULL;
+}
+
+/* Start the publisher (see hpfeeds.h). */
+struct hpf *
+hpf_new(struct event_base *base, const struct cfg_feed *feed,
+    const char *spool_dir, char *err, size_t errlen)
+{
+	return hpf_create(base, feed, spool_dir, false, err, errlen);
+}
+
+/* Set the sensor name added to payloads with metadata. */
+void
+hpf_set_sensor(struct hpf *h, const char *sensor)
+{
+	snprintf(h->sensor, sizeof(h->sensor), "%s", sensor != NULL ? sensor : "");
+	h->pl_off = UINT64_MAX;
+}
+
+/* New journal lines: publish soon. */
+void
+hpf_kick(struct hpf *h)
+{
+	if (h != NULL)
+		pump_schedule(h);
+}
+
+/* A mail was committed (smtp_server's on_mail hook): publish soon. */
+void
+hpf_on_mail(void *arg, const char *record, size_t len)
+{
+	hpf_kick(arg);
+}
+
+/* Copy the counters. */
+void
+hpf_get_stats(const struct hpf *h, struct hpf_stats *out)
+{
+	*out = h->stats;
+}
+
+/* Save cursors, close, free. */
+void
+hpf_free(struct hpf *h)
+{
+	int i;
+
+	if (h == NULL)
+		return;
+	if (h->bev != NULL)
+		bufferevent_free(h->bev);
+	if (!h->sub_mode)
+		cursors_save(h);
+	if (h->ev_reconnect != NULL)
+		event_free(h->ev_reconnect);
+	if (h->ev_pump != NULL)
+		event_free(h->ev_pump);
+	if (h->ev_poll != NULL)
+		event_free(h->ev_poll);
+	if (h->ev_tick != NULL)
+		event_free(h->ev_tick);
+	if (h->dns != NULL)
+		evdns_base_free(h->dns, 0);
+	if (h->ssl_ctx != NULL)
+		SSL_CTX_free(h->ssl_ctx);
+	if (h->jfd != -1)
+		close(h->jfd);
+	for (i = 0; i < h->nchans; i++) {
+		free(h->chans[i].q);
+		free(h->chans[i].rbuf);
+	}
+	jb_free(&h->pl);
+	free(h->body);
+	free(h);
+}
+
+/* Whether s is a numeric IPv4 or IPv6 address. */
+static bool
+is_ip_literal(const char *s)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+/* Begin a connection attempt (non-blocking). */
+static void
+conn_start(struct hpf *h)
+{
+	const char *name;
+	SSL *ssl = NULL;
+	bool literal = is_ip_literal(h->feed.broker);
+	uint64_t gen;
+
+	h->stats.connects++;
+	h->closing_logged = false;
+	if (!literal && h->dns == NULL &&
+	    (h->dns = evdns_base_new(h->base, EVDNS_BASE_INITIALIZE_NAMESERVERS)) == NULL) {
+		series_warn(h, "hpfeeds: broker=%s:%d cannot set up DNS resolution",
+		    h->feed.broker, h->feed.port);
+		reconnect_schedule(h);
+		return;
+	}
+	if (h->feed.tls) {
+		name = h->feed.server_name[0] != '\0' ? h->feed.server_name : h->feed.broker;
+		if ((ssl = SSL_new(h->ssl_ctx)) == NULL)
+			goto fail;
+		if (is_ip_literal(name)) {
+			if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) != 1)
+				goto fail;
+		} else if (SSL_set_tlsext_host_name(ssl, name) != 1 ||
+		    SSL_set1_host(ssl, name) != 1)
+			goto fail;
+		h->bev = bufferevent_openssl_socket_new(h->base, -1, ssl,
+		    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+		if (h->bev == NULL)
+			goto fail;
+		ssl = NULL;	/* owned by the bufferevent */
+		bufferevent_openssl_set_allow_dirty_shutdown(h->bev, 1);
+	} else if ((h->bev = bufferevent_socket_new(h->base, -1,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS)) == NULL)
+		goto fail;
+	bufferevent_setcb(h->bev, read_cb, write_cb, event_cb, h);
+	bufferevent_setwatermark(h->bev, EV_READ, 0, HPF_READ_HIGH);
+	bufferevent_setwatermark(h->bev, EV_WRITE, HPF_OUT_LOW, 0);
+	h->state = HPF_ST_CONNECTING;
+	gen = ++h->gen;
+	if (bufferevent_enable(h->bev, EV_READ | EV_WRITE) == -1)
+		goto fail;
+	/* Callbacks are deferred, but a failure may already have dropped it. */
+	if (bufferevent_socket_connect_hostname(h->bev, literal ? NULL : h->dns,
+	    AF_UNSPEC, h->feed.broker, h->feed.port) == -1 && h->gen == gen) {
+		series_warn(h, "hpfeeds: broker=%s:%d connect failed: %s", h->feed.broker,
+		    h->feed.port, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		conn_drop(h, true);
+	}
+	return;
+fail:
+	SSL_free(ssl);
+	series_warn(h, "hpfeeds: broker=%s:%d cannot create the connection",
+	    h->feed.broker, h->feed.port);
+	conn_drop(h, true);
+}
+
+/*
+ * Close the connection (if any) and forget what is in flight; with retry,
+ * schedule the next attempt after the backoff.
+ */
+static void
+conn_drop(struct hpf *h, bool retry)
+{
+	int i;
+
+	if (h->bev != NULL) {
+		bufferevent_free(h->bev);
+		h->bev = NULL;
+	}
+	h->state = HPF_ST_IDLE;
+	h->gen++;
+	h->pump_pending = false;
+	evtimer_del(h->ev_pump);
+	evtimer_del(h->ev_poll);
+	for (i = 0; i < h->nchans; i++)
+		chan_reset(&h->chans[i]);
+	if (h->stable) {
+		h->stable = false;
+	}
+	if (retry)
+		reconnect_schedule(h);
+}
+
+/* Arm the reconnect timer: backoff doubling from 1 s to 60 s, +-25 % jitter. */
+static void
+reconnect_schedule(struct hpf *h)
+{
+	struct timeval tv;
+	uint64_t d = (uint64_t)h->backoff_ms, j = d / 2;
+
+	d = d - d / 4 + (j > 0 ? util_random_u64() % (j + 1) : 0);
+	tv.tv_sec = (time_t)(d / 1000);
+	tv.tv_usec = (suseconds_t)((d % 1000) * 1000);
+	log_debug("hpfeeds: broker=%s:%d reconnect in %llu ms", h->feed.broker,
+	    h->feed.port, (unsigned long long)d);
+	h->backoff_ms = h->backoff_ms * 2 > HPF_BACKOFF_MAX_MS ?
+	    HPF_BACKOFF_MAX_MS : h->backoff_ms * 2;
+	h->state = HPF_ST_IDLE;
+	evtimer_add(h->ev_reconnect, &tv);
+}
+
+/* The backoff timer expired: try again. */
+static void
+reconnect_cb(evutil_socket_t fd, short what, void *arg)
+{
+	conn_start(arg);
+}
+
+/* TCP keepalive (no protocol keepalive exists) and a bound on unacked data. */
+static void
+sock_tune(int fd)
+{
+	int on = 1, idle = 60, intvl = 15, cnt = 4;
+	unsigned int uto = 120000;
+
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
+}
+
+/* Connected, closed or failed. */
+static void
+event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct hpf *h = arg;
+	char reason[256];
+	unsigned long e;
+	int dnserr;
+
+	if (what & BEV_EVENT_CONNECTED) {
+		sock_tune((int)bufferevent_getfd(bev));
+		h->state = HPF_ST_INFO;
+		log_debug("hpfeeds: broker=%s:%d connected, waiting for INFO",
+		    h->feed.broker, h->feed.port);
+		return;
+	}
+	if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)))
+		return;
+	if (h->closing_logged) {
+		/* The reason (an ERROR frame) was already logged. */
+	} else if (h->state == HPF_ST_CONNECTING) {
+		reason[0] = '\0';
+		dnserr = bufferevent_socket_get_dns_error(bev);
+		if (dnserr != 0)
+			snprintf(reason, sizeof(reason), "DNS: %s", evutil_gai_strerror(dnserr));
+		else if (h->feed.tls && (e = bufferevent_get_openssl_error(bev)) != 0) {
+			SSL *ssl = bufferevent_openssl_get_ssl(bev);
+			long vr = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+
+			snprintf(reason, sizeof(reason), "TLS: %s%s%s",
+			    ERR_reason_error_string(e) != NULL ?
+			    ERR_reason_error_string(e) : "handshake failed",
+			    vr != X509_V_OK ? ": " : "",
+			    vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
+		}
+		else
+			snprintf(reason, sizeof(reason), "%s",
+			    EVUTIL_SOCKET_ERROR() != 0 ?
+			    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()) :
+			    "connection closed");
+		series_warn(h, "hpfeeds: broker=%s:%d connect failed: %s",
+		    h->feed.broker, h->feed.port, reason);
+	} else if (what & BEV_EVENT_EOF) {
+		series_warn(h, "hpfeeds: broker=%s:%d closed the connection",
+		    h->feed.broker, h->feed.port);
+	} else {
+		series_warn(h, "hpfeeds: broker=%s:%d connection lost: %s",
+		    h->feed.broker, h->feed.port,
+		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	}
+	while (ERR_get_error() != 0)
+		;
+	conn_drop(h, true);
+}
+
+/* Output drained below the low watermark: keep pumping. */
+static void
+write_cb(struct bufferevent *bev, void *arg)
+{
+	pump_schedule(arg);
+}
+
+/* Decode and handle every complete frame in the input buffer. */
+static void
+read_cb(struct bufferevent *bev, void *arg)
+{
+	struct hpf *h = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct hpf_frame f;
+	unsigned char *p;
+	char err[256];
+	size_t len, used;
+	uint32_t total;
+	uint8_t op;
+	int r;
+
+	for (;;) {
+		len = evbuffer_get_length(in);
+		if (len < HPF_HDR_LEN)
+			return;
+		p = evbuffer_pullup(in, HPF_HDR_LEN);
+		r = hpf_wire_header(p, len, &total, &op, err, sizeof(err));
+		if (r == 1 && op != HPF_OP_ERROR && op != HPF_OP_INFO && op != HPF_OP_PUBLISH) {
+			snprintf(err, sizeof(err), "unexpected opcode %u from a broker",
+			    (unsigned)op);
+			r = -1;
+		}
+		if (r == -1)
+			goto bad;
+		if (len < total)
+			return;
+		p = evbuffer_pullup(in, (ev_ssize_t)total);
+		if (p == NULL)
+			return;
+		if (hpf_wire_decode(p, total, &f, &used, err, sizeof(err)) != 1)
+			goto bad;
+		if (frame_handle(h, &f) == -1)
+			return;	/* connection dropped: bev and in are gone */
+		evbuffer_drain(in, used);
+	}
+bad:
+	series_warn(h, "hpfeeds: broker=%s:%d protocol error: %s", h->feed.broker,
+	    h->feed.port, err);
+	conn_drop(h, true);
+}
+
+/* Handle one frame from the broker; -1 when the connection was dropped. */
+static int
+frame_handle(struct hpf *h, const struct hpf_frame *f)
+{
+	switch (f->op) {
+	case HPF_OP_INFO:
+		if (h->state != HPF_ST_INFO)
+			return 0;	/* a second INFO: ignore */
+		return on_info(h, f);
+	case HPF_OP_ERROR:
+		on_error_frame(h, f);
+		return 0;	/* the broker closes; EOF follows */
+	case HPF_OP_PUBLISH:
+		if (h->state == HPF_ST_READY)
+			on_publish(h, f);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* INFO: answer with AUTH, subscribe, start publishing. */
+static int
+on_info(struct hpf *h, const struct hpf_frame *f)
+{
+	uint8_t buf[HPF_HDR_LEN + 1 + HPF_STR8_MAX + HPF_SHA1_LEN + HPF_STR8_MAX];
+	size_t n;
+	int i;
+
+	n = hpf_wire_auth(buf, sizeof(buf), h->feed.identity, f->data, f->datalen,
+	    h->feed.secret, strlen(h->feed.secret));
+	if (n == 0) {
+		series_warn(h, "hpfeeds: identity too long for the protocol");
+		conn_drop(h, true);
+		return -1;
+	}
+	bufferevent_write(h->bev, buf, n);
+	/* Subscribe once per channel per connection (twice breaks the reference broker). */
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (c->subscribed || (c->nosub && !h->sub_mode) || c->denied)
+			continue;
+		n = hpf_wire_subscribe(buf, sizeof(buf), HPF_OP_SUBSCRIBE,
+		    h->feed.identity, c->name);
+		if (n == 0)
+			continue;
+		bufferevent_write(h->bev, buf, n);
+		c->subscribed = true;
+	}
+	h->state = HPF_ST_READY;
+	h->ready_ms = now_ms();
+	log_debug("hpfeeds: broker=%s:%d ident=%s authenticating", h->feed.broker,
+	    h->feed.port, h->feed.identity);
+	if (h->sub_mode)
+		fprintf(stderr, "hpfeeds: connected to %s:%d, subscribed to %d channel(s)\n",
+		    h->feed.broker, h->feed.port, h->nchans);
+	pump_schedule(h);
+	return 0;
+}
+
+/* Find "chan=<name>" at the end of an ERROR text. */
+static struct hpf_chan *
+error_chan(struct hpf *h, const struct hpf_frame *f)
+{
+	const uint8_t *p = f->data, *e = f->data + f->datalen;
+	size_t i;
+
+	for (i = 0; i + 5 <= f->datalen; i++) {
+		if (memcmp(p + i, "chan=", 5) == 0)
+			return chan_find(h, p + i + 5, (size_t)(e - (p + i + 5)));
+	}
+	return NULL;
+}
+
+/* ERROR from the broker: log it (once per series) and react. */
+static void
+on_error_frame(struct hpf *h, const struct hpf_frame *f)
+{
+	char text[300];
+	struct hpf_chan *c;
+
+	log_escape(text, sizeof(text), f->data, f->datalen);
+	if (f->datalen >= 21 && memmem(f->data, f->datalen, "Authentication failed", 21)) {
+		series_warn(h, "hpfeeds: broker=%s:%d ident=%s authentication failed "
+		    "(wrong identity or secret): \"%s\"; retrying with backoff",
+		    h->feed.broker, h->feed.port, h->feed.identity, text);
+		return;
+	}
+	if (memmem(f->data, f->datalen, "to sub", 6) != NULL &&
+	    (c = error_chan(h, f)) != NULL && !h->sub_mode) {
+		/* Confirm this channel by TCP acknowledgement from now on. */
+		if (!c->nosub)
+			log_info("hpfeeds: broker=%s:%d ident=%s may not subscribe to "
+			    "channel %s: confirming its publishes by TCP acknowledgement",
+			    h->feed.broker, h->feed.port, h->feed.identity, c->name);
+		c->nosub = true;
+		h->closing_logged = true;
+		h->backoff_ms = HPF_BACKOFF_MIN_MS;
+		return;
+	}
+	if (memmem(f->data, f->datalen, "to pub", 6) != NULL &&
+	    (c = error_chan(h, f)) != NULL && !h->sub_mode) {
+		if (!c->denied)
+			log_warn("hpfeeds: broker=%s:%d refused publishing: \"%s\"; channel "
+			    "%s is held in the spool until restart", h->feed.broker,
+			    h->feed.port, text, c->name);
+		c->denied = true;
+		h->closing_logged = true;
+		return;
+	}
+	series_warn(h, "hpfeeds: broker=%s:%d error: \"%s\"", h->feed.broker,
+	    h->feed.port, text);
+}
+
+/* A publish came back: confirm our own (echo), or print it (tool). */
+static void
+on_publish(struct hpf *h, const struct hpf_frame *f)
+{
+	struct hpf_chan *c;
+	const char *sha;
+	size_t k;
+
+	if (h->sub_mode) {
+		sub_print(h, f);
+		return;
+	}
+	if (f->namelen != strlen(h->feed.identity) ||
+	    memcmp(f->name, h->feed.identity, f->namelen) != 0)
+		return;
+	if ((c = chan_find(h, f->chan, f->chanlen)) == NULL || c->nosub)
+		return;
+	/* Our payloads start with {"sha256":"<64 hex>". */
+	if (f->datalen < 11 + 64 || memcmp(f->data, "{\"sha256\":\"", 11) != 0)
+		return;
+	sha = (const char *)f->data + 11;
+	for (k = 0; k < c->qlen; k++) {
+		struct hpf_entry *e = &c->q[(c->qhead + k) % c->qcap];
+
+		if (!e->skip && !e->confirmed && memcmp(e->sha, sha, 64) == 0) {
+			/* In order on one connection: everything before it got through too. */
+			chan_confirm_upto(h, c, k);
+			if (!h->stable) {
+				h->stable = true;
+				h->backoff_ms = HPF_BACKOFF_MIN_MS;
+				if (h->lastmsg[0] != '\0')
+					log_info("hpfeeds: broker=%s:%d publishing again",
+					    h->feed.broker, h->feed.port);
+				h->lastmsg[0] = '\0';
+			}
+			return;
+		}
+	}
+}
+
+/* Once a second: save cursors, notice stable connections, stalls, new lines. */
+static void
+tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct hpf *h = arg;
+	uint64_t now = now_ms();
+	int i;
+
+	if (!h->sub_mode) {
+		cursors_save(h);
+		journal_check(h);
+	}
+	if (h->state != HPF_ST_READY)
+		return;
+	if (!h->stable && now - h->ready_ms >= HPF_STABLE_MS) {
+		h->stable = true;
+		h->backoff_ms = HPF_BACKOFF_MIN_MS;
+		if (h->lastmsg[0] != '\0' || !h->sub_mode)
+			log_info("hpfeeds: broker=%s:%d connected as %s%s",
+			    h->feed.broker, h->feed.port, h->feed.identity,
+			    h->feed.tls ? " (TLS)" : "");
+		h->lastmsg[0] = '\0';
+	}
+	if (h->sub_mode)
+		return;
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+		struct hpf_entry *e;
+
+		if (c->qlen > 0 && c->nosub)
+			poll_arm(h);
+		if (c->qlen == 0 || c->nosub)
+			continue;
+		e = &c->q[c->qhead];
+		if (!e->skip && !e->confirmed && now - e->sent_ms > HPF_STALL_MS) {
+			series_warn(h, "hpfeeds: broker=%s:%d channel %s: no echo for %d s; "
+			    "reconnecting to publish again", h->feed.broker, h->feed.port,
+			    c->name, HPF_STALL_MS / 1000);
+			conn_drop(h, true);
+			return;
+		}
+	}
+	pump_schedule(h);
+}
+
+/* ------------------------------------------------------------ subscriber */
+
+/* Print a received publish as one JSON line with the verification result. */
+static void
+sub_print(struct hpf *h, const struct hpf_frame *f)
+{
+	struct jbuf jb;
+	const char *p = (const char *)f->data, *e = p + f->datalen, *q;
+	bool obj = json_is_object(p, f->datalen);
+
+	jb_init(&jb);
+	jb_obj_open(&jb);
+	jb_kstr(&jb, "channel", f->chan, f->chanlen);
+	jb_kstr(&jb, "ident", f->name, f->namelen);
+	jb_kbool(&jb, "verified", obj && hpf_payload_verify(p, f->datalen) == 1);
+	if (!obj)
+		jb_kstr(&jb, "payload_raw", p, f->datalen);
+	jb_obj_close(&jb);
+	if (jb.oom) {
+		jb_free(&jb);
+		return;
+	}
+	if (obj) {
+		/*
+		 * Splice the payload's members in after ours.  In valid JSON a raw
+		 * CR or LF can only be whitespace: make it a space (one line each).
+		 */
+		q = json_ws(json_ws(p, e) + 1, e);
+		while (e > q && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' ||
+		    e[-1] == '\r'))
+			e--;
+		fwrite(jb.buf, 1, jb.len - 1, stdout);
+		if (*q != '}')
+			fputc(',', stdout);
+		for (; q < e; q++)
+			fputc(*q == '\n' || *q == '\r' ? ' ' : *q, stdout);
+	} else
+		fwrite(jb.buf, 1, jb.len, stdout);
+	fputc('\n', stdout);
+	fflush(stdout);
+	jb_free(&jb);
+	if (h->sub_count > 0 && ++h->sub_seen >= h->sub_count)
+		event_base_loopbreak(h->base);
+}
+
+/* The operator tool (see hpfeeds.h). */
+int
+hpf_subscribe_main(const struct cfg_feed *feed, int argc, char **argv)
+{
+	struct event_base *base;
+	struct hpf *h;
+	char err[256];
+	long count = 0;
+	int i;
+
+	for (i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
+			uint64_t v;
+
+			if (util_parse_u64(argv[i + 1], strlen(argv[i + 1]), 1, LONG_MAX,
+			    false, &v) == -1) {
+				fprintf(stderr, "--count: not a positive number\n");
+				return 2;
+			}
+			count = (long)v;
+			i++;
+		}
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if ((base = event_base_new()) == NULL) {
+		fprintf(stderr, "hpfeeds: cannot create an event loop\n");
+		return 1;
+	}
+	if ((h = hpf_create(base, feed, NULL, true, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "%s\n", err);
+		event_base_free(base);
+		return 1;
+	}
+	h->sub_count = count;
+	event_base_dispatch(base);
+	hpf_free(h);
+	event_base_free(base);
+	return 0;
+}
