@@ -52,9 +52,9 @@ def main():
 
 	print("Load (smtp-source; msgs/s = messages / wall time; CPU = server "
 	      "utime+stime / messages; peak RSS = VmHWM)")
-	hdr = "%-12s %5s %7s %6s  %-10s %9s %11s %9s  %-24s %s" % (
+	hdr = "%-12s %5s %7s %6s  %-10s %9s %11s %10s %8s  %-20s %s" % (
 	    "scenario", "sess", "size", "msgs", "server", "msgs/s",
-	    "CPU us/msg", "peak MB", "client", "stored")
+	    "CPU us/msg", "(usr+sys)", "peak MB", "client", "stored")
 	print(hdr)
 	print("-" * len(hdr))
 	for scen in order:
@@ -63,8 +63,9 @@ def main():
 			if not c:
 				continue
 			hwm = num(c[8])
-			print("%-12s %5s %7s %6s  %-10s %9s %11s %9s  %-24s %s" % (
+			print("%-12s %5s %7s %6s  %-10s %9s %11s %10s %8s  %-20s %s" % (
 			    scen, c[3], c[4], c[5], srv, c[6], c[7],
+			    c[11] if len(c) > 11 else "-",
 			    "%.1f" % (hwm / 1024) if hwm is not None else "-",
 			    c[9], c[10]))
 	print()

@@ -1,9 +1,14 @@
-/* libFuzzer target: the hpfeeds frame decoder over a stream of frames, with re-encoding checks. */
+/*
+ * libFuzzer target: the hpfeeds frame decoder over a stream of frames, with
+ * re-encoding checks, and the payload verifier (JSON scanner, string and
+ * base64 decoding) that the subscriber tool runs on every received payload.
+ */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "hpfeeds.h"
 #include "hpfeeds_wire.h"
 
 int	LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -20,6 +25,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t op;
 	int r;
 
+	/* The whole input as a payload, then each PUBLISH payload below. */
+	(void)hpf_payload_verify(data, size);
 	while (size > 0) {
 		r = hpf_wire_header(data, size, &total, &op, err, sizeof(err));
 		if (r <= 0)
@@ -37,6 +44,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			b[f.chanlen] = '\0';
 			if (memchr(a, 0, f.namelen) == NULL && memchr(b, 0, f.chanlen) == NULL)
 				n = hpf_wire_publish(out, sizeof(out), a, b, f.data, f.datalen);
+			(void)hpf_payload_verify(f.data, f.datalen);
 		} else if (f.op == HPF_OP_ERROR) {
 			n = hpf_wire_error(out, sizeof(out), (const char *)f.data, f.datalen);
 		} else if (f.op == HPF_OP_INFO) {

@@ -39,7 +39,7 @@
 
 #define FUZZ_NCFG		4
 #define FUZZ_PUMP_MAX		10000	/* non-blocking loop turns per pump */
-#define FUZZ_COMMIT_WAITS	20	/* blocking waits for a commit */
+#define FUZZ_COMMIT_WAITS	50	/* blocking waits for a commit */
 #define FUZZ_COMMIT_WAIT_US	2000
 #define FUZZ_CLOSE_WAITS	200	/* blocking waits for the session to go */
 #define FUZZ_CLOSE_WAIT_US	1000
@@ -55,9 +55,10 @@ static void	 fuzz_clean_messages(void);
 static void	 client_read_cb(struct bufferevent *, void *);
 static void	 client_event_cb(struct bufferevent *, short, void *);
 static void	 wake_cb(evutil_socket_t, short, void *);
+static void	 on_mail_cb(void *, const char *, size_t);
 static void	 pump(void);
 static bool	 wait_event(long usec);
-static bool	 spool_busy(void);
+static bool	 session_waiting(struct bufferevent *);
 static uint32_t	 fuzz_hash(const uint8_t *, size_t);
 
 static struct event_base	*base;
@@ -66,7 +67,6 @@ static struct cfg		 cfgs[FUZZ_NCFG];
 static struct smtp_server	 srv;
 static struct spool		*sp;
 static char			 spool_path[64];
-static char			 tmp_path[96];
 static char			 msg_path[96];
 static uint64_t			 rx_bytes;	/* reply bytes the client has read */
 static bool			 client_eof;
@@ -74,6 +74,8 @@ static bool			 strict;
 static unsigned long		 runs;
 static bool			 ready;
 static bool			 wake_fired;
+static bool			 verbose;	/* FUZZ_SMTP_VERBOSE=1: one line per input */
+static unsigned long		 nmails;	/* messages made durable (on_mail) */
 
 /* Count and discard whatever the session sent. */
 static void
@@ -92,6 +94,13 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
 		client_eof = true;
+}
+
+/* A message is durable: count it. */
+static void
+on_mail_cb(void *arg, const char *record, size_t len)
+{
+	nmails++;
 }
 
 /* The wake-up timer of a blocking wait: nothing to do. */
@@ -134,25 +143,16 @@ wait_event(long usec)
 }
 
 /*
- * Is a message open in the spool (being received, or handed to the commit
- * worker)?  Either way its tmp file exists.
+ * Is the session waiting for something other than input?  A session turns
+ * reading off while its message is committed (and while closing or while its
+ * output is blocked); the commit ends with a callback through the spool's
+ * eventfd, so a blocking wait is worth it.  bev is the session's end of the
+ * pair, alive while the (single) session is.
  */
 static bool
-spool_busy(void)
+session_waiting(struct bufferevent *bev)
 {
-	DIR *d;
-	struct dirent *de;
-	bool busy = false;
-
-	if ((d = opendir(tmp_path)) == NULL)
-		return false;
-	while ((de = readdir(d)) != NULL)
-		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
-			busy = true;
-			break;
-		}
-	closedir(d);
-	return busy;
+	return srv.nsessions > 0 && !(bufferevent_get_enabled(bev) & EV_READ);
 }
 
 /* FNV-1a over the input: picks the configuration and the chunk splits. */
@@ -220,6 +220,7 @@ fuzz_init(void)
 		return;
 	log_init(LOG_LVL_ERR);
 	strict = (env = getenv("FUZZ_SMTP_STRICT")) != NULL && *env == '1';
+	verbose = (env = getenv("FUZZ_SMTP_VERBOSE")) != NULL && *env == '1';
 	if ((base = event_base_new()) == NULL)
 		abort();
 	if ((wake = event_new(base, -1, 0, wake_cb, &wake_fired)) == NULL)
@@ -255,7 +256,6 @@ fuzz_init(void)
 	    access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
 	if (mkdtemp(spool_path) == NULL)
 		abort();
-	snprintf(tmp_path, sizeof(tmp_path), "%s/tmp", spool_path);
 	snprintf(msg_path, sizeof(msg_path), "%s/messages", spool_path);
 	memset(&so, 0, sizeof(so));
 	so.dir = spool_path;
@@ -273,6 +273,7 @@ fuzz_init(void)
 	srv.ssl_ctx = NULL;
 	srv.spool = sp;
 	srv.hostname = "mail.example.com";
+	srv.on_mail = on_mail_cb;
 	ready = true;
 	atexit(fuzz_atexit);
 }
@@ -291,6 +292,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct sockaddr_in peer;
 	uint32_t h;
 	size_t cut[4], ncut, off;
+	unsigned long mails0 = nmails;
 	int i, variant;
 
 	fuzz_init();
@@ -338,7 +340,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		pump();
 		/* A message end may be waiting for the commit worker. */
-		for (i = 0; i < FUZZ_COMMIT_WAITS && srv.nsessions > 0 && spool_busy(); i++) {
+		for (i = 0; i < FUZZ_COMMIT_WAITS && session_waiting(pair[0]); i++) {
 			if (!wait_event(FUZZ_COMMIT_WAIT_US))
 				break;
 			pump();
@@ -360,6 +362,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		smtp_server_close_all(&srv);
 	}
+	if (verbose)
+		fprintf(stderr, "fuzz_smtp_session: size=%zu cfg=%d chunks=%zu reply_bytes=%llu "
+		    "mails=%lu\n", size, variant, ncut + 1, (unsigned long long)rx_bytes,
+		    nmails - mails0);
 	bufferevent_free(pair[1]);
 	pump();	/* run the bufferevents' deferred finalizers */
 	return 0;

@@ -83,6 +83,20 @@ static int	 limits_key_cb(struct cctx *, int, const char *, yaml_node_t *,
 		    void *);
 static int	 main_key_cb(struct cctx *, int, const char *, yaml_node_t *,
 		    void *);
+static int	 get_list(struct cctx *, yaml_node_t *, const char *,
+		    char (*)[CFG_RELAY_ENTRY_MAX], int *, bool);
+static int	 get_hostport(struct cctx *, yaml_node_t *, const char *, char *,
+		    size_t, bool);
+static int	 relay_caps_key_cb(struct cctx *, int, const char *,
+		    yaml_node_t *, void *);
+static int	 relay_timeouts_key_cb(struct cctx *, int, const char *,
+		    yaml_node_t *, void *);
+static int	 relay_test_key_cb(struct cctx *, int, const char *,
+		    yaml_node_t *, void *);
+static int	 relay_own_addresses(struct cctx *, yaml_node_t *, const char *,
+		    struct cfg_relay *);
+static int	 relay_key_cb(struct cctx *, int, const char *, yaml_node_t *,
+		    void *);
 static int	 doc_load(struct cctx *, yaml_parser_t *, yaml_document_t *,
 		    const char *, size_t);
 static int	 read_file(const char *, char **, size_t *, char *, size_t);
@@ -90,16 +104,18 @@ static const char *default_listener_name(int, enum tls_mode);
 
 static const char *const tls_mode_names[] = { "plain", "starttls", "implicit" };
 static const char *const auth_names[] = { "accept", "reject", "accept_after" };
+static const char *const relay_mode_names[] = { "off", "dry-run", "live" };
 
 /* Main config sections, in the order of the example file. */
 enum main_key {
 	MK_HOSTNAME, MK_SENSOR, MK_PERSONA, MK_USER, MK_PORT_OFFSET,
 	MK_LISTENERS, MK_TLS, MK_SPOOL, MK_EVENT_LOG, MK_AUTH, MK_LIMITS,
-	MK_FEED, MK_COUNT
+	MK_FEED, MK_RELAY, MK_COUNT
 };
 static const char *const main_keys[MK_COUNT] = {
 	"hostname", "sensor", "persona", "user", "port_offset",
 	"listeners", "tls", "spool", "event_log", "auth", "limits", "feed",
+	"relay",
 };
 
 enum listener_key { LK_ADDRESS, LK_PORT, LK_TLS, LK_NAME, LK_COUNT };
@@ -141,6 +157,43 @@ static const char *const feed_keys[FK_COUNT] = {
 #define FEED_REQUIRED	((1u << FK_BROKER) | (1u << FK_PORT) | \
 			 (1u << FK_IDENTITY) | (1u << FK_SECRET) | \
 			 (1u << FK_CHANNELS))
+
+enum relay_key {
+	RK_MODE, RK_RULES, RK_OWN_ADDRESSES, RK_CAPS, RK_NEVER_RELAY,
+	RK_SMARTHOST, RK_IPV4_ONLY, RK_DNS_SERVER, RK_MX_PORT, RK_TIMEOUTS,
+	RK_TEST_MODE, RK_COUNT
+};
+static const char *const relay_keys[RK_COUNT] = {
+	"mode", "rules", "own_addresses", "caps", "never_relay", "smarthost",
+	"ipv4_only_domains", "dns_server", "mx_port", "timeouts", "test_mode",
+};
+
+enum relay_caps_key {
+	RC_PER_DAY, RC_PER_HOUR, RC_PER_RECIPIENT, RC_PER_DOMAIN,
+	RC_PER_CLIENT_IP, RC_MAX_RECIPIENTS, RC_MAX_SIZE, RC_COUNT
+};
+static const char *const relay_caps_keys[RC_COUNT] = {
+	"per_day", "per_hour", "per_recipient", "per_domain", "per_client_ip",
+	"max_recipients", "max_size",
+};
+
+enum relay_timeouts_key { RT_CONNECT, RT_GREETING, RT_COMMAND, RT_DATA, RT_COUNT };
+static const char *const relay_timeouts_keys[RT_COUNT] = {
+	"connect", "greeting", "command", "data",
+};
+
+enum relay_test_key { RX_RECIPIENT, RX_SERVER, RX_COUNT };
+static const char *const relay_test_keys[RX_COUNT] = { "recipient", "server" };
+
+/* Never relayed to, unless relay.never_relay replaces the list. */
+static const char *const never_relay_defaults[] = {
+	"postmaster@", "abuse@", "hostmaster@", "webmaster@", "security@",
+	"mailer-daemon@", "noc@",
+	/* Open-relay testers and blocklist operators. */
+	"mail-abuse.org", "abuse.net", "ordb.org", "njabl.org", "sorbs.net",
+	"spamhaus.org", "spamcop.net", "rbl.jp", "uceprotect.net",
+	"blocklist.de", "relay-test.org",
+};
 
 /* What main_key_cb() needs besides the config: where port checks report. */
 struct main_state {
@@ -758,6 +811,249 @@ limits_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 	return cfg_error(x, v, path, "internal: unhandled key");
 }
 
+/*
+ * Split "host:port", "[v6]:port" or "host" (port = defport, or an error when
+ * defport is 0) into host and port.  Returns 0 or -1.
+ */
+int
+cfg_hostport(const char *s, char *host, size_t hostlen, int *port, int defport)
+{
+	const char *colon, *hend;
+	uint64_t p;
+	size_t hl;
+
+	if (s[0] == '[') {
+		if ((hend = strchr(s, ']')) == NULL)
+			return -1;
+		colon = hend[1] == ':' ? hend + 1 : NULL;
+		if (hend[1] != '\0' && colon == NULL)
+			return -1;
+		s++;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon != NULL && strchr(s, ':') != colon)
+			return -1;	/* a bare IPv6 address needs brackets */
+		hend = colon ? colon : s + strlen(s);
+	}
+	hl = (size_t)(hend - s);
+	if (hl == 0 || hl >= hostlen)
+		return -1;
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	if (colon == NULL) {
+		if (defport == 0)
+			return -1;
+		*port = defport;
+		return 0;
+	}
+	if (util_parse_u64(colon + 1, strlen(colon + 1), 1, 65535, false, &p) == -1)
+		return -1;
+	*port = (int)p;
+	return 0;
+}
+
+/* Read a list of strings (one string is accepted too) into a relay list. */
+static int
+get_list(struct cctx *x, yaml_node_t *n, const char *path,
+    char (*out)[CFG_RELAY_ENTRY_MAX], int *count, bool lower)
+{
+	yaml_node_item_t *it;
+	yaml_node_t *v;
+	char ipath[CFG_KEYPATH_MAX];
+	int i;
+
+	*count = 0;
+	if (scalar_is_null(n))
+		return 0;
+	if (n->type == YAML_SCALAR_NODE) {
+		if (get_str(x, n, path, out[0], CFG_RELAY_ENTRY_MAX, false) == -1)
+			return -1;
+		*count = 1;
+	} else if (n->type != YAML_SEQUENCE_NODE) {
+		return cfg_error(x, n, path, "expected a list of strings");
+	} else {
+		for (it = n->data.sequence.items.start;
+		    it < n->data.sequence.items.top; it++) {
+			i = *count;
+			snprintf(ipath, sizeof(ipath), "%s[%d]", path, i);
+			if ((v = yaml_document_get_node(x->doc, *it)) == NULL)
+				return cfg_error(x, n, path, "malformed list");
+			if (i >= CFG_RELAY_LIST_MAX)
+				return cfg_error(x, v, ipath, "more than %d entries",
+				    CFG_RELAY_LIST_MAX);
+			if (get_str(x, v, ipath, out[i], CFG_RELAY_ENTRY_MAX,
+			    false) == -1)
+				return -1;
+			(*count)++;
+		}
+	}
+	if (lower)
+		for (i = 0; i < *count; i++)
+			for (char *p = out[i]; *p; p++)
+				if (*p >= 'A' && *p <= 'Z')
+					*p = (char)(*p - 'A' + 'a');
+	return 0;
+}
+
+/* Read a "host:port" string (port required unless empty is allowed and given). */
+static int
+get_hostport(struct cctx *x, yaml_node_t *n, const char *path, char *dst,
+    size_t dstlen, bool numeric)
+{
+	char host[CFG_NAME_MAX];
+	unsigned char addr[sizeof(struct in6_addr)];
+	int port;
+
+	if (get_str(x, n, path, dst, dstlen, true) == -1)
+		return -1;
+	if (dst[0] == '\0')
+		return 0;
+	if (cfg_hostport(dst, host, sizeof(host), &port, 0) == -1)
+		return cfg_error(x, n, path,
+		    "expected host:port (\"[v6]:port\" for IPv6), got \"%.64s\"", dst);
+	if (numeric && inet_pton(AF_INET, host, addr) != 1 &&
+	    inet_pton(AF_INET6, host, addr) != 1)
+		return cfg_error(x, n, path, "not a numeric address:port");
+	return 0;
+}
+
+/* Apply one key of relay.caps. */
+static int
+relay_caps_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct cfg_relay_caps *c = arg;
+
+	switch ((enum relay_caps_key)key) {
+	case RC_PER_DAY:
+		return get_int(x, v, path, 0, 100000, &c->per_day);
+	case RC_PER_HOUR:
+		return get_int(x, v, path, 0, 100000, &c->per_hour);
+	case RC_PER_RECIPIENT:
+		return get_int(x, v, path, 0, 100000, &c->per_recipient);
+	case RC_PER_DOMAIN:
+		return get_int(x, v, path, 0, 100000, &c->per_domain);
+	case RC_PER_CLIENT_IP:
+		return get_int(x, v, path, 0, 100000, &c->per_client_ip);
+	case RC_MAX_RECIPIENTS:
+		return get_int(x, v, path, 1, 100, &c->max_recipients);
+	case RC_MAX_SIZE:
+		return get_size(x, v, path, 1, 1ull << 36, &c->max_size);
+	case RC_COUNT:
+		break;
+	}
+	return cfg_error(x, v, path, "internal: unhandled key");
+}
+
+/* Apply one key of relay.timeouts. */
+static int
+relay_timeouts_key_cb(struct cctx *x, int key, const char *path,
+    yaml_node_t *v, void *arg)
+{
+	struct cfg_relay_timeouts *t = arg;
+	int *dst[RT_COUNT] = { &t->connect, &t->greeting, &t->command, &t->data };
+
+	return get_int(x, v, path, 1, 3600, dst[key]);
+}
+
+/* Apply one key of relay.test_mode. */
+static int
+relay_test_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct cfg_relay *r = arg;
+
+	if (key == RX_SERVER)
+		return get_hostport(x, v, path, r->test_server,
+		    sizeof(r->test_server), false);
+	if (get_str(x, v, path, r->test_recipient, sizeof(r->test_recipient),
+	    true) == -1)
+		return -1;
+	if (r->test_recipient[0] && (strchr(r->test_recipient, '@') == NULL ||
+	    strpbrk(r->test_recipient, " <>\r\n") != NULL))
+		return cfg_error(x, v, path, "expected an address like user@example.org");
+	return 0;
+}
+
+/* Read relay.own_addresses: numeric IPv4/IPv6 addresses. */
+static int
+relay_own_addresses(struct cctx *x, yaml_node_t *n, const char *path,
+    struct cfg_relay *r)
+{
+	char (*tmp)[CFG_RELAY_ENTRY_MAX];
+	unsigned char addr[sizeof(struct in6_addr)];
+	char ipath[CFG_KEYPATH_MAX];
+	int i, count = 0, rc = -1;
+
+	if ((tmp = calloc(CFG_RELAY_LIST_MAX, sizeof(*tmp))) == NULL)
+		return cfg_error(x, n, path, "out of memory");
+	if (get_list(x, n, path, tmp, &count, true) == -1)
+		goto done;
+	for (i = 0; i < count; i++) {
+		snprintf(ipath, sizeof(ipath), "%s[%d]", path, i);
+		if (strlen(tmp[i]) >= sizeof(r->own_addresses[0]) ||
+		    (inet_pton(AF_INET, tmp[i], addr) != 1 &&
+		    inet_pton(AF_INET6, tmp[i], addr) != 1)) {
+			cfg_error(x, n, ipath, "not a numeric IPv4 or IPv6 address: \"%.64s\"",
+			    tmp[i]);
+			goto done;
+		}
+		snprintf(r->own_addresses[i], sizeof(r->own_addresses[i]), "%s", tmp[i]);
+	}
+	r->nown = count;
+	rc = 0;
+done:
+	free(tmp);
+	return rc;
+}
+
+/* Apply one key of the relay section. */
+static int
+relay_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct cfg_relay *r = arg;
+	uint32_t seen;
+	int m;
+
+	switch ((enum relay_key)key) {
+	case RK_MODE:
+		if (get_enum(x, v, path, relay_mode_names, 3, &m) == -1)
+			return -1;
+		r->mode = (enum relay_mode)m;
+		return 0;
+	case RK_RULES:
+		return get_str(x, v, path, r->rules, sizeof(r->rules), true);
+	case RK_OWN_ADDRESSES:
+		return relay_own_addresses(x, v, path, r);
+	case RK_CAPS:
+		return map_walk(x, v, path, relay_caps_keys, RC_COUNT,
+		    relay_caps_key_cb, &r->caps, &seen);
+	case RK_NEVER_RELAY:
+		return get_list(x, v, path, r->never_relay, &r->nnever, true);
+	case RK_SMARTHOST:
+		return get_hostport(x, v, path, r->smarthost,
+		    sizeof(r->smarthost), false);
+	case RK_IPV4_ONLY:
+		return get_list(x, v, path, r->ipv4_only_domains,
+		    &r->nipv4_only, true);
+	case RK_DNS_SERVER:
+		return get_hostport(x, v, path, r->dns_server,
+		    sizeof(r->dns_server), true);
+	case RK_MX_PORT:
+		return get_int(x, v, path, 1, 65535, &r->mx_port);
+	case RK_TIMEOUTS:
+		return map_walk(x, v, path, relay_timeouts_keys, RT_COUNT,
+		    relay_timeouts_key_cb, &r->timeouts, &seen);
+	case RK_TEST_MODE:
+		return map_walk(x, v, path, relay_test_keys, RX_COUNT,
+		    relay_test_key_cb, r, &seen);
+	case RK_COUNT:
+		break;
+	}
+	return cfg_error(x, v, path, "internal: unhandled key");
+}
+
 /* Apply one top-level key of the main config. */
 static int
 main_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
@@ -805,6 +1101,11 @@ main_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 			return 0;
 		}
 		return feed_parse(x, v, path, &c->feed);
+	case MK_RELAY:
+		if (scalar_is_null(v))
+			return 0;
+		return map_walk(x, v, path, relay_keys, RK_COUNT, relay_key_cb,
+		    &c->relay, &seen);
 	case MK_COUNT:
 		break;
 	}
@@ -966,6 +1267,29 @@ cfg_defaults(struct cfg *c)
 	c->limits.sessions_per_ip = SMTP_SESSIONS_IP_DEFAULT;
 	c->limits.banner_delay_ms = 0;
 	c->limits.banner_jitter_ms = 0;
+	c->relay.mode = RELAY_MODE_DRY_RUN;
+	snprintf(c->relay.rules, sizeof(c->relay.rules), "rules.yml");
+	c->relay.caps.per_day = 20;
+	c->relay.caps.per_hour = 10;
+	c->relay.caps.per_recipient = 5;
+	c->relay.caps.per_domain = 10;
+	c->relay.caps.per_client_ip = 10;
+	c->relay.caps.max_recipients = 1;
+	c->relay.caps.max_size = 1024 * 1024;
+	for (i = 0; i < sizeof(never_relay_defaults) / sizeof(never_relay_defaults[0]); i++)
+		snprintf(c->relay.never_relay[i], sizeof(c->relay.never_relay[i]), "%s",
+		    never_relay_defaults[i]);
+	c->relay.nnever = (int)i;
+	snprintf(c->relay.ipv4_only_domains[0], sizeof(c->relay.ipv4_only_domains[0]),
+	    "gmail.com");
+	snprintf(c->relay.ipv4_only_domains[1], sizeof(c->relay.ipv4_only_domains[1]),
+	    "googlemail.com");
+	c->relay.nipv4_only = 2;
+	c->relay.mx_port = 25;
+	c->relay.timeouts.connect = 30;
+	c->relay.timeouts.greeting = 60;
+	c->relay.timeouts.command = 60;
+	c->relay.timeouts.data = 120;
 }
 
 /*
@@ -1139,4 +1463,32 @@ cfg_auth_outcome_name(enum auth_outcome o)
 	if ((unsigned)o < sizeof(auth_names) / sizeof(auth_names[0]))
 		return auth_names[o];
 	return "unknown";
+}
+
+/* The configuration word for a relay mode. */
+const char *
+cfg_relay_mode_name(enum relay_mode m)
+{
+	if ((unsigned)m < sizeof(relay_mode_names) / sizeof(relay_mode_names[0]))
+		return relay_mode_names[m];
+	return "unknown";
+}
+
+/* The rules file path: relative paths are resolved beside the config file. */
+void
+cfg_relay_rules_path(const struct cfg *c, char *out, size_t outlen)
+{
+	const char *slash;
+
+	if (c->relay.rules[0] == '\0') {
+		snprintf(out, outlen, "%s", "");
+		return;
+	}
+	if (c->relay.rules[0] == '/' || c->path[0] == '\0' ||
+	    (slash = strrchr(c->path, '/')) == NULL) {
+		snprintf(out, outlen, "%s", c->relay.rules);
+		return;
+	}
+	snprintf(out, outlen, "%.*s/%s", (int)(slash - c->path), c->path,
+	    c->relay.rules);
 }

@@ -60,6 +60,48 @@ struct cfg_limits {
 	int		 banner_jitter_ms;
 };
 
+enum relay_mode { RELAY_MODE_OFF, RELAY_MODE_DRY_RUN, RELAY_MODE_LIVE };
+
+#define CFG_RELAY_LIST_MAX	64	/* entries of each relay list */
+#define CFG_RELAY_ENTRY_MAX	128	/* bytes of one entry */
+
+/* Relay caps; every count is per rolling window (hour or day), 0 = relay nothing. */
+struct cfg_relay_caps {
+	int		 per_day;	/* relayed mails, all together (default 20) */
+	int		 per_hour;
+	int		 per_recipient;	/* per recipient address, per day */
+	int		 per_domain;	/* per recipient domain, per day */
+	int		 per_client_ip;	/* per client address, per day */
+	int		 max_recipients;	/* recipients of one relayed mail (default 1) */
+	uint64_t	 max_size;	/* bytes of one relayed mail */
+};
+
+/* Outbound SMTP timeouts in seconds (RFC 5321 4.5.3.2, shortened). */
+struct cfg_relay_timeouts {
+	int		 connect;
+	int		 greeting;
+	int		 command;	/* EHLO, STARTTLS, MAIL, RCPT, QUIT replies */
+	int		 data;		/* DATA block and its final reply */
+};
+
+struct cfg_relay {
+	enum relay_mode	 mode;		/* default dry-run */
+	char		 rules[PATH_MAX];	/* rules file; relative = beside the config */
+	char		 own_addresses[CFG_RELAY_LIST_MAX][64];	/* numeric IPs */
+	int		 nown;
+	struct cfg_relay_caps caps;
+	char		 never_relay[CFG_RELAY_LIST_MAX][CFG_RELAY_ENTRY_MAX];
+	int		 nnever;
+	char		 smarthost[CFG_NAME_MAX];	/* "host:port", "" = MX delivery */
+	char		 ipv4_only_domains[CFG_RELAY_LIST_MAX][CFG_RELAY_ENTRY_MAX];
+	int		 nipv4_only;
+	char		 dns_server[64];	/* "addr:port", "" = the system resolver */
+	int		 mx_port;	/* port of MX hosts (25; tests change it) */
+	struct cfg_relay_timeouts timeouts;
+	char		 test_recipient[CFG_NAME_MAX];	/* -t: every relay goes here */
+	char		 test_server[CFG_NAME_MAX];	/* -t: through this host:port */
+};
+
 struct cfg {
 	char		 path[PATH_MAX];	/* "" = embedded defaults */
 	char		 hostname[CFG_NAME_MAX];	/* "" = gethostname() at start */
@@ -85,6 +127,7 @@ struct cfg {
 
 	struct cfg_limits limits;
 	struct cfg_feed	 feed;
+	struct cfg_relay relay;
 };
 
 /* Fill c with the embedded defaults (25/465/587, ./spool, ./fosr-events.json). */
@@ -114,5 +157,20 @@ int	cfg_load_feed_buf(struct cfg_feed *f, const char *name, const char *buf,
 
 const char *cfg_tls_mode_name(enum tls_mode);
 const char *cfg_auth_outcome_name(enum auth_outcome);
+const char *cfg_relay_mode_name(enum relay_mode);
+
+/*
+ * The relay rules file as a path usable from the working directory: a
+ * relative relay.rules is taken beside the config file (c->path).  "" when
+ * no rules file is configured.
+ */
+void	cfg_relay_rules_path(const struct cfg *c, char *out, size_t outlen);
+
+/*
+ * Split "host:port", "[v6]:port" or "host" into host (hostlen bytes) and
+ * port; a missing port is defport, or an error when defport is 0.  0 or -1.
+ */
+int	cfg_hostport(const char *s, char *host, size_t hostlen, int *port,
+	    int defport);
 
 #endif

@@ -13,7 +13,7 @@
 #define SMTP_LINE_MIN		512
 #define SMTP_LINE_MAX		65536
 #define SMTP_DOMAIN_MAX		255		/* HELO argument, domains */
-#define SMTP_PATH_MAX		512		/* a mailbox inside <> (we keep more than RFC's 256) */
+#define SMTP_PATH_MAX		2048		/* a mailbox inside <>: whatever fits Postfix's 2048-byte line */
 #define SMTP_PARAM_MAX		512		/* one ESMTP parameter value (ENVID, ORCPT) */
 #define SMTP_AUTH_LINE_MAX	12288		/* one AUTH line (Postfix: 12288) */
 #define SMTP_AUTH_FIELD_MAX	256		/* decoded user / password kept */

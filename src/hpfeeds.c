@@ -112,6 +112,7 @@ struct hpf {
 	bool		 sub_mode;	/* operator tool: subscribe and print */
 	long		 sub_count;	/* exit after this many (0 = never) */
 	long		 sub_seen;
+	bool		 sub_failed;	/* stdout went away */
 	char		 spool_dir[PATH_MAX];
 	char		 journal_path[PATH_MAX];
 	char		 sensor[CFG_NAME_MAX];
@@ -1067,7 +1068,7 @@ publish_next(struct hpf *h, struct hpf_chan *c, size_t *bytes)
 	struct hpf_entry e;
 	uint8_t hdr[HPF_HDR_LEN + 2 + 2 * HPF_STR8_MAX];
 	const char *line;
-	size_t len, hl;
+	size_t len, hl = 0;
 	uint64_t end_off;
 	int r;
 
@@ -1076,39 +1077,34 @@ publish_next(struct hpf *h, struct hpf_chan *c, size_t *bytes)
 		return 0;
 	memset(&e, 0, sizeof(e));
 	e.end_off = end_off;
-	if (r == 2 || build_payload(h, c, line, len, end_off, e.sha) == -1) {
+	if (r == 2 || build_payload(h, c, line, len, end_off, e.sha) == -1 ||
+	    (hl = hpf_wire_publish_header(hdr, sizeof(hdr), h->feed.identity, c->name,
+	    h->pl.len)) == 0) {
+		/* Not publishable (logged): it leaves the queue in its turn. */
 		e.skip = true;
-		h->stats.skipped++;
 		if (chan_push(c, &e) == -1)
-			return 0;
-		chan_advance(h, c);
-		return 1;
-	}
-	hl = hpf_wire_publish_header(hdr, sizeof(hdr), h->feed.identity, c->name,
-	    h->pl.len);
-	if (hl == 0) {
-		/* Cannot happen: the payload was built to fit. */
-		e.skip = true;
+			goto oom;
 		h->stats.skipped++;
-		if (chan_push(c, &e) == -1)
-			return 0;
 		chan_advance(h, c);
 		return 1;
 	}
 	e.bytes = hl + h->pl.len;
 	e.outstanding = true;
 	e.sent_ms = now_ms();
-	if (chan_push(c, &e) == -1) {
-		/* Out of memory: try again later; the reader re-reads this line. */
-		c->rbase = c->cursor;
-		c->rstart = c->rlen = 0;
-		return 0;
-	}
+	if (chan_push(c, &e) == -1)
+		goto oom;
 	bufferevent_write(h->bev, hdr, hl);
 	bufferevent_write(h->bev, h->pl.buf, h->pl.len);
 	h->stats.published++;
 	*bytes = e.bytes;
 	return 1;
+oom:
+	/* Out of memory: read this line again next time (r == 2 lines are skipped). */
+	if (r == 1) {
+		c->rbase = end_off - len - 1;
+		c->rstart = c->rlen = 0;
+	}
+	return 0;
 }
 
 /*
@@ -1332,7 +1328,7 @@ hpf_create(struct event_base *base, const struct cfg_feed *feed,
 {
 	struct hpf *h;
 	char hex[2 * CFG_NAME_MAX + 1], dir[PATH_MAX];
-	int i;
+	int i, n;
 
 	if (feed->nchannels <= 0) {
 		snprintf(err, errlen, "hpfeeds: no channel configured");
@@ -1353,7 +1349,7 @@ hpf_create(struct event_base *base, const struct cfg_feed *feed,
 	h->backoff_ms = HPF_BACKOFF_MIN_MS;
 	h->pl_off = UINT64_MAX;
 	jb_init(&h->pl);
-	h->nchans = feed->nchannels > CFG_CHANNELS_MAX ? CFG_CHANNELS_MAX : feed->nchannels;
+	n = feed->nchannels > CFG_CHANNELS_MAX ? CFG_CHANNELS_MAX : feed->nchannels;
 	if (!sub_mode) {
 		snprintf(h->spool_dir, sizeof(h->spool_dir), "%s", spool_dir);
 		snprintf(h->journal_path, sizeof(h->journal_path), "%s/receptions.jsonl",
@@ -1364,9 +1360,15 @@ hpf_create(struct event_base *base, const struct cfg_feed *feed,
 			goto fail;
 		}
 	}
-	for (i = 0; i < h->nchans; i++) {
-		struct hpf_chan *c = &h->chans[i];
+	h->nchans = 0;
+	for (i = 0; i < n; i++) {
+		struct hpf_chan *c = &h->chans[h->nchans];
 
+		/* A channel listed twice would be subscribed twice: once only. */
+		if (chan_find(h, (const uint8_t *)feed->channels[i],
+		    strlen(feed->channels[i])) != NULL)
+			continue;
+		h->nchans++;
 		snprintf(c->name, sizeof(c->name), "%s", feed->channels[i]);
 		c->limit = hpf_wire_max_payload(strlen(feed->identity), strlen(c->name));
 		if (sub_mode)
@@ -1953,8 +1955,13 @@ sub_print(struct hpf *h, const struct hpf_frame *f)
 	} else
 		fwrite(jb.buf, 1, jb.len, stdout);
 	fputc('\n', stdout);
-	fflush(stdout);
 	jb_free(&jb);
+	if (fflush(stdout) == EOF || ferror(stdout)) {
+		fprintf(stderr, "hpfeeds: cannot write to stdout: %s\n", strerror(errno));
+		h->sub_failed = true;
+		event_base_loopbreak(h->base);
+		return;
+	}
 	if (h->sub_count > 0 && ++h->sub_seen >= h->sub_count)
 		event_base_loopbreak(h->base);
 }
@@ -1967,7 +1974,7 @@ hpf_subscribe_main(const struct cfg_feed *feed, int argc, char **argv)
 	struct hpf *h;
 	char err[256];
 	long count = 0;
-	int i;
+	int i, rc;
 
 	for (i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
@@ -1994,7 +2001,8 @@ hpf_subscribe_main(const struct cfg_feed *feed, int argc, char **argv)
 	}
 	h->sub_count = count;
 	event_base_dispatch(base);
+	rc = h->sub_failed ? 1 : 0;
 	hpf_free(h);
 	event_base_free(base);
-	return 0;
+	return rc;
 }

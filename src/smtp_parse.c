@@ -55,11 +55,11 @@ static const struct {
 	{ "XFORWARD", SMTP_CMD_XFORWARD },
 };
 
-/* Space or horizontal tab: the only separators SMTP knows. */
+/* Blank separators; Postfix's tokenizer also splits at a stray CR. */
 static bool
 is_ws(unsigned char c)
 {
-	return c == ' ' || c == '\t';
+	return c == ' ' || c == '\t' || c == '\r';
 }
 
 /* Case-insensitive ASCII comparison of s[0..len) with the C string lit. */
@@ -323,7 +323,9 @@ parse_path(const char *s, size_t len, size_t *pos, struct smtp_path *out,
 			return SMTP_PATH_ERR_ADDR;	/* lone '<' */
 		end = i;
 		next = i + 1;
-		/* "<a@b>junk": the path must end at a blank or the line's end. */
+		/* Postfix shrugs at extra '>' ("<a@b>>"), not at other junk. */
+		while (next < len && s[next] == '>')
+			next++;
 		if (next < len && !is_ws((unsigned char)s[next]))
 			return SMTP_PATH_ERR_ADDR;
 	} else {
@@ -361,8 +363,12 @@ parse_path(const char *s, size_t len, size_t *pos, struct smtp_path *out,
 		const char *colon = memchr(s + start, ':', end - start);
 		size_t j;
 
-		if (colon == NULL)
-			return SMTP_PATH_ERR_ADDR;
+		/* "<@b>" has no mailbox after a route: Postfix takes it whole. */
+		if (colon == NULL) {
+			if (memchr(s + start, ',', end - start) != NULL)
+				return SMTP_PATH_ERR_ADDR;
+			goto mailbox;
+		}
 		for (j = start; j < (size_t)(colon - s); j++) {
 			unsigned char c = (unsigned char)s[j];
 
@@ -378,8 +384,12 @@ parse_path(const char *s, size_t len, size_t *pos, struct smtp_path *out,
 		}
 		start = (size_t)(colon - s) + 1;
 	}
+mailbox:
 	if ((err = check_mailbox(s + start, end - start)) != SMTP_PATH_OK)
 		return err;
+	/* "a@" has an empty domain: Postfix rejects it. */
+	if (s[end - 1] == '@' && (end - start < 2 || s[end - 2] != '\\'))
+		return SMTP_PATH_ERR_ADDR;
 	if (copy_field(out->addr, sizeof(out->addr), s + start, end - start) != 0)
 		return SMTP_PATH_ERR_ADDR;
 	out->addrlen = end - start;

@@ -62,7 +62,7 @@ enum smtp_state {
 #define SF_TLS		0x0004
 #define SF_AUTHED	0x0008
 #define SF_CLOSING	0x0010	/* free once the output is flushed */
-#define SF_HELD		0x0020	/* an error reply is held back (error sleep) */
+#define SF_HELD		0x0020	/* replies are held back (error sleep), timer armed */
 #define SF_SKIPLINE	0x0040	/* discarding the rest of an overlong line */
 #define SF_PREGREET	0x0080	/* client spoke before the banner */
 #define SF_WRITEBLOCK	0x0100	/* reading paused until the output drains */
@@ -107,6 +107,7 @@ struct smtp_txn {
 	char		**rcpt;
 	int		 nrcpt;
 	int		 rcpt_cap;
+	int		 overshoot;
 	struct spool_msg *msg;			/* open while receiving; owned by spool once committed */
 	uint64_t	 size;			/* body bytes counted (also past the limit) */
 	unsigned	 anomalies;
@@ -114,9 +115,13 @@ struct smtp_txn {
 	bool		 bdat_used;
 	bool		 bdat_discard;		/* current chunk is read and dropped */
 	bool		 bdat_last;
+	bool		 bdat_failed;		/* a chunk was too big: the rest is discarded */
+	bool		 bdat_nospace;		/* the spool refused the message */
+	unsigned char	 last2[2];		/* the message's last two bytes (BDAT) */
 	uint64_t	 bdat_left;
 	uint64_t	 bdat_chunk;
 	enum data_pos	 dpos;
+	unsigned	 dotcr;			/* CRs seen after a leading dot */
 	bool		 prev_cr;
 	bool		 prev_line_bare;
 	uint32_t	 linelen;
@@ -165,7 +170,9 @@ struct smtp_session {
 	struct smtp_txn		*txn;
 	struct smtp_auth	*auth;		/* last AUTH exchange (kept for the record) */
 	enum auth_step		 auth_step;
-	char			*held;		/* error reply held back by the error sleep */
+	struct evbuffer		*heldbuf;	/* replies held back by the error sleep */
+	int			 junk;		/* NOOP/VRFY/ETRN/RSET count (Postfix's junk limit) */
+	bool			 size_rejected;	/* last MAIL SIZE= was over the limit */
 	struct event		*timer;		/* banner delay / error sleep / stop grace */
 	char			 close_reason[32];
 };
@@ -192,6 +199,8 @@ static void	 smtp_commit_cb(void *, int, int);
 static void	 smtp_auth_input(struct smtp_session *, const char *, size_t);
 static void	 smtp_event_base(struct smtp_session *, struct jbuf *, const char *);
 static void	 smtp_set_timer(struct smtp_session *, int ms);
+static void	 smtp_hold_arm(struct smtp_session *);
+static void	 smtp_hold_drop(struct smtp_session *);
 static void	 smtp_tls_start(struct smtp_session *);
 
 /* Command handlers. */
@@ -442,9 +451,16 @@ smtp_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtp_session *s = arg;
 
-	if (s->srv->stopping && !(s->flags & (SF_HELD)) && s->state != SMTP_STATE_INIT) {
+	if (s->flags & SF_HELD) {
+		/* Error sleep over: release what was held, go on reading commands. */
+		s->flags &= ~SF_HELD;
+		if (s->heldbuf && s->bev)
+			evbuffer_add_buffer(bufferevent_get_output(s->bev), s->heldbuf);
+		smtp_process(s);
+		smtp_hold_arm(s);
+	} else if (s->srv->stopping && s->state != SMTP_STATE_INIT) {
 		smtp_close(s, "shutdown");
-	} else if (s->state == SMTP_STATE_INIT && !(s->flags & SF_HELD)) {
+	} else if (s->state == SMTP_STATE_INIT) {
 		/* Banner delay over: greet. */
 		if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
 			s->flags |= SF_PREGREET;
@@ -453,44 +469,56 @@ smtp_timer_cb(evutil_socket_t fd, short what, void *arg)
 		smtp_reply(s, PR_BANNER, NULL);
 		smtp_enter_state(s, SMTP_STATE_COMMAND);
 		smtp_process(s);
-	} else if (s->flags & SF_HELD) {
-		char *line = s->held;
-
-		s->held = NULL;
-		s->flags &= ~SF_HELD;
-		if (line) {
-			smtp_send_line(s, line, strlen(line));
-			free(line);
-		}
-		smtp_process(s);
+		smtp_hold_arm(s);
 	}
 	smtp_maybe_free(s);
 }
 
 /*
- * Write one reply line (no CRLF in line).  4xx/5xx replies are held back for
- * error_sleep seconds once the session has made soft_errors errors, as
- * Postfix's smtpd_chat_reply() sleeps; input is not processed meanwhile.
+ * Postfix sleeps error_sleep seconds before every reply once the session has
+ * made soft_errors errors.  Here the replies of such a command go to heldbuf
+ * and input processing stops until the timer releases them.
  */
+static void
+smtp_hold_arm(struct smtp_session *s)
+{
+	const struct cfg_limits *lim = &s->srv->cfg->limits;
+
+	if ((s->flags & SF_HELD) || s->heldbuf == NULL ||
+	    evbuffer_get_length(s->heldbuf) == 0)
+		return;
+	s->flags |= SF_HELD;
+	smtp_set_timer(s, lim->error_sleep * 1000);
+}
+
+/* Drop held replies (timeout, shutdown). */
+static void
+smtp_hold_drop(struct smtp_session *s)
+{
+	if (s->heldbuf)
+		evbuffer_drain(s->heldbuf, evbuffer_get_length(s->heldbuf));
+	if ((s->flags & SF_HELD) && s->timer)
+		evtimer_del(s->timer);
+	s->flags &= ~SF_HELD;
+}
+
+/* Write one reply line (no CRLF in line), or hold it during an error sleep. */
 static void
 smtp_send_line(struct smtp_session *s, const char *line, size_t len)
 {
 	const struct cfg_limits *lim = &s->srv->cfg->limits;
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 
-	if ((line[0] == '4' || line[0] == '5') && s->errors >= lim->soft_errors &&
-	    lim->error_sleep > 0 && !(s->flags & SF_HELD) && s->held == NULL &&
-	    !s->srv->stopping) {
-		if ((s->held = strndup(line, len)) != NULL) {
-			s->flags |= SF_HELD;
-			smtp_set_timer(s, lim->error_sleep * 1000);
-			return;
-		}
-	}
 	if (log_debug_enabled()) {
 		char esc[600];
 		log_debug("%016llx > %s", (unsigned long long)s->id,
 		    log_escape(esc, sizeof(esc), line, len));
+	}
+	if (s->errors >= lim->soft_errors && lim->error_sleep > 0 && !s->srv->stopping) {
+		if (s->heldbuf == NULL)
+			s->heldbuf = evbuffer_new();
+		if (s->heldbuf)
+			out = s->heldbuf;
 	}
 	evbuffer_add(out, line, len);
 	evbuffer_add(out, "\r\n", 2);
@@ -543,7 +571,10 @@ smtp_close(struct smtp_session *s, const char *reason)
 static bool
 smtp_maybe_free(struct smtp_session *s)
 {
-	if (!(s->flags & SF_CLOSING) || (s->flags & SF_HELD))
+	if (!(s->flags & SF_CLOSING))
+		return false;
+	smtp_hold_arm(s);
+	if (s->flags & SF_HELD)
 		return false;
 	if (s->state == SMTP_STATE_COMMIT)
 		return false;	/* the commit callback answers first */
@@ -608,7 +639,8 @@ smtp_free(struct smtp_session *s)
 	}
 	if (s->timer)
 		event_free(s->timer);
-	free(s->held);
+	if (s->heldbuf)
+		evbuffer_free(s->heldbuf);
 	free(s->tls);
 	if (s->bev)
 		bufferevent_free(s->bev);	/* a TLS bufferevent also frees SSL and fd */
@@ -758,19 +790,16 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 		if (s->state != SMTP_STATE_COMMIT && !(s->flags & SF_CLOSING)) {
 			if (s->state != SMTP_STATE_HANDSHAKE &&
 			    !(s->state == SMTP_STATE_INIT && s->ssl != NULL)) {
+				/* Nothing may wait any longer: no error sleep now. */
+				smtp_hold_drop(s);
+				s->errors = 0;
 				smtp_reply(s, PR_TIMEOUT, NULL);
-				/* a held reply would wait: send it now */
-				if (s->flags & SF_HELD) {
-					s->flags &= ~SF_HELD;
-					free(s->held);
-					s->held = NULL;
-				}
 			}
 			smtp_close(s, "timeout");
 			bufferevent_enable(s->bev, EV_WRITE);
 		} else if (s->flags & SF_CLOSING) {
 			snprintf(s->close_reason, sizeof(s->close_reason), "timeout");
-			s->flags &= ~SF_HELD;
+			smtp_hold_drop(s);
 			evbuffer_drain(bufferevent_get_output(s->bev),
 			    evbuffer_get_length(bufferevent_get_output(s->bev)));
 		}
@@ -796,7 +825,7 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 		if (s->state == SMTP_STATE_DATA || s->state == SMTP_STATE_BDAT)
 			reason = (what & BEV_EVENT_EOF) ? "eof-in-data" : reason;
 		s->flags |= SF_CLOSING;
-		s->flags &= ~SF_HELD;
+		smtp_hold_drop(s);
 		snprintf(s->close_reason, sizeof(s->close_reason), "%s",
 		    strcmp(reason, "eof-in-data") == 0 ? "eof" : reason);
 		smtp_free(s);
@@ -838,12 +867,6 @@ smtp_process(struct smtp_session *s)
 			return;
 		}
 
-		/* Postfix checks its hard error limit before reading a command. */
-		if (s->errors >= lim->hard_errors) {
-			smtp_reply(s, PR_TOO_MANY_ERRORS, NULL);
-			smtp_close(s, "too-many-errors");
-			return;
-		}
 		if (evbuffer_get_length(out) > SMTP_OUT_HIGHWATER) {
 			/* The client does not read its replies: stop reading its commands. */
 			s->flags |= SF_WRITEBLOCK;
@@ -895,9 +918,11 @@ smtp_process(struct smtp_session *s)
 		}
 		evbuffer_remove(in, line, len);
 		evbuffer_drain(in, eol_len);
-		if (len > 0 && line[len - 1] == '\r')
-			len--;
-		else if (eol_len == 1)
+		if (len > 0 && line[len - 1] == '\r') {
+			/* Postfix drops every CR before the LF. */
+			while (len > 0 && line[len - 1] == '\r')
+				len--;
+		} else if (eol_len == 1)
 			s->anomalies |= AN_CMD_BARE_LF;
 		line[len] = '\0';
 		{
@@ -908,12 +933,24 @@ smtp_process(struct smtp_session *s)
 				len = (size_t)(nul - line);
 			}
 		}
+		if (s->errors >= lim->hard_errors) {
+			/* Postfix checks its hard limit when the next command comes. */
+			if (line != stackbuf)
+				free(line);
+			smtp_reply(s, PR_TOO_MANY_ERRORS, NULL);
+			smtp_close(s, "too-many-errors");
+			return;
+		}
 		if (s->state == SMTP_STATE_AUTH)
 			smtp_auth_input(s, line, len);
 		else
 			smtp_command(s, line, len);
 		if (line != stackbuf)
 			free(line);
+		if (s->heldbuf && evbuffer_get_length(s->heldbuf) > 0) {
+			smtp_hold_arm(s);
+			return;
+		}
 	}
 }
 
@@ -935,9 +972,17 @@ smtp_command(struct smtp_session *s, const char *line, size_t len)
 			s->anomalies |= AN_CMD_8BIT;
 			break;
 		}
+	if (!utf8_valid(line, len)) {
+		smtp_error(s, PR_BAD_UTF8, NULL);
+		return;
+	}
 	smtp_parse_command(line, len, &cl);
 	if (cl.cmd == SMTP_CMD_NONE) {
 		smtp_error(s, PR_EMPTY, NULL);
+		return;
+	}
+	if (cl.cmd == SMTP_CMD_XCLIENT || cl.cmd == SMTP_CMD_XFORWARD) {
+		smtp_error(s, PR_XCLIENT_DENIED, NULL);
 		return;
 	}
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
@@ -1008,6 +1053,7 @@ cmd_helo(struct smtp_session *s, const struct smtp_cmdline *cl)
 		return;
 	}
 	smtp_txn_reset(s);
+	s->size_rejected = false;
 	smtp_set_helo(s, cl);
 	s->flags |= SF_HELO;
 	s->flags &= ~SF_EHLO;
@@ -1029,6 +1075,7 @@ cmd_ehlo(struct smtp_session *s, const struct smtp_cmdline *cl)
 		return;
 	}
 	smtp_txn_reset(s);
+	s->size_rejected = false;
 	smtp_set_helo(s, cl);
 	s->flags |= SF_HELO | SF_EHLO;
 
@@ -1090,6 +1137,56 @@ smtp_txn_reset(struct smtp_session *s)
 	s->txn = NULL;
 }
 
+/* Does the parameter p (as sent) start with the keyword kw (e.g. "RET=")? */
+static bool
+param_is(const char *p, size_t len, const char *kw)
+{
+	size_t n = strlen(kw);
+
+	return len >= n && strncasecmp(p, kw, n) == 0;
+}
+
+/* Answer a MAIL/RCPT parameter error with Postfix's reply for that parameter. */
+static void
+smtp_param_error(struct smtp_session *s, const struct smtp_path *path, bool mail)
+{
+	struct persona_vars v;
+	const char *p = path->errparam;
+	size_t len = path->errparamlen;
+
+	memset(&v, 0, sizeof(v));
+	if (p && mail && param_is(p, len, "RET="))
+		smtp_error(s, PR_MAIL_BAD_RET, NULL);
+	else if (p && mail && param_is(p, len, "ENVID="))
+		smtp_error(s, PR_MAIL_BAD_ENVID, NULL);
+	else if (p && !mail && param_is(p, len, "NOTIFY="))
+		smtp_error(s, PR_RCPT_BAD_NOTIFY, NULL);
+	else if (p && !mail && param_is(p, len, "ORCPT="))
+		smtp_error(s, PR_RCPT_BAD_ORCPT, NULL);
+	else {
+		v.arg = p ? p : "";
+		v.arglen = p ? len : 0;
+		smtp_error(s, mail ? PR_MAIL_BAD_PARAM : PR_RCPT_BAD_PARAM, &v);
+	}
+}
+
+/* Find the parameter starting with kw in a MAIL argument, for an echo. */
+static void
+find_param(const char *arg, size_t len, const char *kw, struct persona_vars *v)
+{
+	size_t n = strlen(kw), i, j;
+
+	for (i = 0; i + n <= len; i++) {
+		if ((i == 0 || arg[i - 1] == ' ') && strncasecmp(arg + i, kw, n) == 0) {
+			for (j = i; j < len && arg[j] != ' '; j++)
+				;
+			v->arg = arg + i;
+			v->arglen = j - i;
+			return;
+		}
+	}
+}
+
 /* MAIL FROM: start a transaction; any sender is fine. */
 static void
 cmd_mail(struct smtp_session *s, const struct smtp_cmdline *cl)
@@ -1118,15 +1215,24 @@ cmd_mail(struct smtp_session *s, const struct smtp_cmdline *cl)
 		smtp_error(s, PR_MAIL_BAD_SIZE, NULL);
 		return;
 	case SMTP_PATH_ERR_BODY:
-		smtp_error(s, PR_MAIL_BAD_BODY, NULL);
+		v.arg = path.errparam ? path.errparam : "";
+		v.arglen = path.errparam ? path.errparamlen : 0;
+		smtp_error(s, PR_MAIL_BAD_BODY, &v);
 		return;
 	case SMTP_PATH_ERR_PARAM:
-		v.arg = path.errparam;
-		v.arglen = path.errparamlen;
-		smtp_error(s, PR_MAIL_BAD_PARAM, &v);
+		smtp_param_error(s, &path, true);
 		return;
 	}
-	if (path.has_size && path.size > s->srv->cfg->limits.message_size) {
+	if (path.body == SMTP_BODY_BINARYMIME) {
+		/* Postfix 3.7 does not offer BINARYMIME. */
+		find_param(cl->arg, cl->arglen, "BODY=", &v);
+		smtp_error(s, PR_MAIL_BAD_BODY, &v);
+		return;
+	}
+	/* Postfix keeps a rejected SIZE for later MAILs until RSET/HELO or a new SIZE. */
+	if (path.has_size)
+		s->size_rejected = path.size > s->srv->cfg->limits.message_size;
+	if (s->size_rejected) {
 		smtp_error(s, PR_SIZE_EXCEEDED, NULL);
 		return;
 	}
@@ -1174,9 +1280,7 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cl)
 		smtp_error(s, PR_RCPT_BAD_ADDR, NULL);
 		return;
 	case SMTP_PATH_ERR_PARAM:
-		v.arg = path.errparam;
-		v.arglen = path.errparamlen;
-		smtp_error(s, PR_RCPT_BAD_PARAM, &v);
+		smtp_param_error(s, &path, false);
 		return;
 	}
 	if (path.null_path) {
@@ -1184,7 +1288,11 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cl)
 		return;
 	}
 	if (t->nrcpt >= s->srv->cfg->limits.recipients) {
-		smtp_error(s, PR_RCPT_TOO_MANY, NULL);
+		/* Postfix's recipient overshoot: the first 1000 do not count as errors. */
+		if (++t->overshoot > 1000)
+			smtp_error(s, PR_RCPT_TOO_MANY, NULL);
+		else
+			smtp_reply(s, PR_RCPT_TOO_MANY, NULL);
 		return;
 	}
 	if (t->nrcpt == t->rcpt_cap) {
@@ -1316,20 +1424,33 @@ smtp_data_input(struct smtp_session *s, struct evbuffer *in)
 			}
 			if (c == '\r') {
 				t->dpos = DP_DOTCR;
+				t->dotcr = 1;
 				continue;
 			}
 			break;	/* a stuffed dot: dropped, c is content */
 		case DP_DOTCR:
 			if (c == '\n') {
-				if (t->prev_line_bare)
+				/* ".\r\n" ends the message; so does ".\r\r\n" for Postfix. */
+				if (t->prev_line_bare || t->dotcr > 1)
 					t->anomalies |= AN_SMUGGLE;
 				done = true;
 				continue;
 			}
-			/* ".\r" then something: the dot was stuffing, the CR is content. */
-			out[olen++] = '\r';
+			if (c == '\r' && t->dotcr < 64) {
+				t->dotcr++;
+				continue;
+			}
+			/* ".\r" then something: the dot was stuffing, the CRs are content. */
+			while (t->dotcr > 0) {
+				if (olen + 2 > sizeof(out)) {
+					smtp_body_put(s, out, olen);
+					olen = 0;
+				}
+				out[olen++] = '\r';
+				t->dotcr--;
+				t->linelen++;
+			}
 			t->prev_cr = true;
-			t->linelen = 1;
 			break;
 		case DP_MID:
 			break;
@@ -1371,28 +1492,84 @@ cmd_bdat(struct smtp_session *s, const struct smtp_cmdline *cl)
 	bool last;
 
 	if (smtp_parse_bdat(cl->arg, cl->arglen, &size, &last) == -1) {
-		/* Without a valid size the chunk cannot be skipped: Postfix hangs up too. */
-		smtp_error(s, PR_BDAT_SYNTAX, NULL);
+		/* Without a valid size the chunk cannot be skipped: 521 and hang up. */
+		smtp_reply(s, PR_BDAT_SYNTAX, NULL);
+		s->errors++;
 		smtp_close(s, "bdat-syntax");
 		return;
 	}
 	if (t == NULL || t->mail_from == NULL || t->nrcpt == 0) {
-		/* Read the chunk and drop it, then answer. */
+		/* Read the chunk and drop it, then answer (smtp_bdat_done). */
 		if (smtp_txn_new(s) == NULL) {
 			smtp_close(s, "oom");
 			return;
 		}
 		t = s->txn;
 		t->bdat_discard = true;
+	} else if (size == 0 && !last) {
+		smtp_error(s, PR_BDAT_NULL, NULL);
+		return;
+	} else if (t->bdat_failed) {
+		t->bdat_discard = true;
 	} else {
 		t->bdat_discard = false;
-		if (!t->bdat_used && !smtp_open_message(s))
-			t->bdat_discard = true;	/* answered at the end of the chunk */
+		if (!t->bdat_used && !smtp_open_message(s)) {
+			t->bdat_discard = true;
+			t->bdat_failed = true;
+			t->bdat_nospace = true;
+		} else if (t->size + size > s->srv->cfg->limits.message_size) {
+			/* This chunk is dropped; the message is over. */
+			t->bdat_discard = true;
+			t->too_big = true;
+			t->anomalies |= AN_TOO_BIG;
+		}
 	}
 	t->bdat_left = size;
 	t->bdat_chunk = size;
 	t->bdat_last = last;
 	smtp_enter_state(s, SMTP_STATE_BDAT);
+}
+
+/* A whole BDAT chunk is in: answer it, or end the message. */
+static void
+smtp_bdat_done(struct smtp_session *s)
+{
+	struct smtp_txn *t = s->txn;
+	struct persona_vars v;
+
+	memset(&v, 0, sizeof(v));
+	v.n = t->bdat_chunk;
+	smtp_enter_state(s, SMTP_STATE_COMMAND);
+	if (t->mail_from == NULL || t->nrcpt == 0) {
+		bool had_mail = t->mail_from != NULL;
+		smtp_txn_reset(s);
+		smtp_error(s, had_mail ? PR_NO_VALID_RCPT : PR_NEED_RCPT, NULL);
+		return;
+	}
+	if (t->bdat_nospace) {
+		smtp_txn_reset(s);
+		smtp_error(s, PR_STORAGE_FULL, NULL);
+		return;
+	}
+	if (t->too_big && !t->bdat_failed) {
+		t->bdat_failed = true;
+		if (t->bdat_last)
+			smtp_txn_reset(s);
+		smtp_error(s, PR_BDAT_TOO_BIG, NULL);
+		return;
+	}
+	if (t->bdat_failed) {
+		if (t->bdat_last)
+			smtp_txn_reset(s);
+		smtp_error(s, PR_BDAT_DISCARDED, &v);
+		return;
+	}
+	t->bdat_used = true;
+	if (t->bdat_last) {
+		smtp_message_end(s);
+		return;
+	}
+	smtp_reply(s, PR_BDAT_OK, &v);
 }
 
 /* Consume BDAT chunk bytes; answer when the chunk is complete. */
@@ -1401,7 +1578,6 @@ smtp_bdat_input(struct smtp_session *s, struct evbuffer *in)
 {
 	struct smtp_txn *t = s->txn;
 	struct evbuffer_iovec vec;
-	struct persona_vars v;
 
 	while (t->bdat_left > 0 && evbuffer_peek(in, -1, NULL, &vec, 1) >= 1) {
 		size_t n = vec.iov_len;
@@ -1409,42 +1585,23 @@ smtp_bdat_input(struct smtp_session *s, struct evbuffer *in)
 			n = (size_t)t->bdat_left;
 		if (!t->bdat_discard) {
 			const unsigned char *p = vec.iov_base;
-			for (size_t i = 0; i < n && !(t->anomalies & AN_NUL && t->anomalies & AN_8BIT); i++) {
+			for (size_t i = 0; i < n; i++) {
 				if (p[i] == 0)
 					t->anomalies |= AN_NUL;
 				else if (p[i] >= 0x80)
 					t->anomalies |= AN_8BIT;
+			}
+			if (n > 0) {
+				t->last2[0] = n >= 2 ? p[n - 2] : t->last2[1];
+				t->last2[1] = p[n - 1];
 			}
 			smtp_body_put(s, vec.iov_base, n);
 		}
 		evbuffer_drain(in, n);
 		t->bdat_left -= n;
 	}
-	if (t->bdat_left > 0)
-		return;
-
-	smtp_enter_state(s, SMTP_STATE_COMMAND);
-	if (t->bdat_discard) {
-		bool had_mail = t->mail_from != NULL;
-		if (!had_mail) {
-			smtp_txn_reset(s);
-			smtp_error(s, PR_NEED_RCPT, NULL);
-		} else if (t->nrcpt == 0)
-			smtp_error(s, PR_NO_VALID_RCPT, NULL);
-		else {
-			smtp_txn_reset(s);
-			smtp_error(s, PR_STORAGE_FULL, NULL);
-		}
-		return;
-	}
-	t->bdat_used = true;
-	if (t->bdat_last) {
-		smtp_message_end(s);
-		return;
-	}
-	memset(&v, 0, sizeof(v));
-	v.n = t->bdat_chunk;
-	smtp_reply(s, PR_BDAT_OK, &v);
+	if (t->bdat_left == 0)
+		smtp_bdat_done(s);
 }
 
 /* Build the durable reception record of the current transaction. */
@@ -1487,6 +1644,8 @@ smtp_reception_record(struct smtp_session *s, struct jbuf *jb)
 		jb_kcstr(jb, "mechanism", s->auth->mech);
 		jb_kcstr(jb, "username", s->auth->user);
 		jb_kcstr(jb, "password", s->auth->pass);
+		if (s->auth->challenge)
+			jb_kcstr(jb, "challenge", s->auth->challenge);
 		jb_obj_close(jb);
 	} else
 		jb_null(jb);
@@ -1521,7 +1680,7 @@ smtp_message_end(struct smtp_session *s)
 		log_info("%016llx smtp message rejected: size %llu over the limit",
 		    (unsigned long long)s->id, (unsigned long long)t->size);
 		smtp_txn_reset(s);
-		smtp_reply(s, PR_MSG_TOO_BIG, NULL);
+		smtp_error(s, PR_MSG_TOO_BIG, NULL);
 		return;
 	}
 	if (spool_msg_error(t->msg) != 0 || spool_msg_finish(t->msg, t->sha256) == -1) {
@@ -1529,7 +1688,7 @@ smtp_message_end(struct smtp_session *s)
 		log_warn("%016llx smtp spool write failed: %s", (unsigned long long)s->id,
 		    strerror(e ? e : EIO));
 		smtp_txn_reset(s);
-		smtp_reply(s, (e == ENOSPC || e == EDQUOT) ? PR_STORAGE_FULL : PR_WRITE_ERROR, NULL);
+		smtp_error(s, (e == ENOSPC || e == EDQUOT) ? PR_STORAGE_FULL : PR_WRITE_ERROR, NULL);
 		return;
 	}
 	util_queue_id(t->queue_id, sizeof(t->queue_id));
@@ -1563,7 +1722,7 @@ smtp_commit_cb(void *arg, int status, int err_no)
 		    strerror(err_no));
 		smtp_txn_reset(s);
 		if (!(s->flags & SF_CLOSING))
-			smtp_reply(s, (err_no == ENOSPC || err_no == EDQUOT) ?
+			smtp_error(s, (err_no == ENOSPC || err_no == EDQUOT) ?
 			    PR_STORAGE_FULL : PR_WRITE_ERROR, NULL);
 		goto out;
 	}
@@ -1594,9 +1753,17 @@ smtp_commit_cb(void *arg, int status, int err_no)
 		s->srv->on_mail(s->srv->on_mail_arg, NULL, 0);
 	memset(&v, 0, sizeof(v));
 	v.qid = t->queue_id;
-	smtp_txn_reset(s);
+	/*
+	 * Postfix reports BDAT's total as its own queue file size: a message not
+	 * ending in CRLF gets one added.
+	 */
+	v.n = t->size + ((t->size < 2 || t->last2[0] != '\r' || t->last2[1] != '\n') ? 2 : 0);
+	/* A delivered message forgives earlier errors (Postfix resets its counters). */
+	s->errors = 0;
+	s->junk = 0;
 	if (!(s->flags & SF_CLOSING) || strcmp(s->close_reason, "shutdown") == 0)
-		smtp_reply(s, PR_QUEUED, &v);
+		smtp_reply(s, t->bdat_used ? PR_BDAT_QUEUED : PR_QUEUED, &v);
+	smtp_txn_reset(s);
 out:
 	if (s->srv->stopping)
 		smtp_close(s, "shutdown");
@@ -1613,16 +1780,30 @@ out:
 	smtp_maybe_free(s);
 }
 
+/*
+ * NOOP, VRFY, ETRN and RSET are "junk" to Postfix: past 100 of them every one
+ * counts as an error too, whatever its reply.
+ */
+static void
+smtp_junk(struct smtp_session *s)
+{
+	if (++s->junk > 100)
+		s->errors++;
+}
+
 /* RSET: drop the transaction. */
 static void
 cmd_rset(struct smtp_session *s, const struct smtp_cmdline *cl)
 {
 	if (cl->arglen > 0) {
 		smtp_error(s, PR_RSET_SYNTAX, NULL);
+		smtp_junk(s);
 		return;
 	}
 	smtp_txn_reset(s);
+	s->size_rejected = false;
 	smtp_reply(s, PR_RSET_OK, NULL);
+	smtp_junk(s);
 }
 
 /* NOOP: Postfix ignores any argument. */
@@ -1630,6 +1811,7 @@ static void
 cmd_noop(struct smtp_session *s, const struct smtp_cmdline *cl)
 {
 	smtp_reply(s, PR_NOOP_OK, NULL);
+	smtp_junk(s);
 }
 
 /* QUIT: say goodbye, close once it is sent. */
@@ -1640,54 +1822,46 @@ cmd_quit(struct smtp_session *s, const struct smtp_cmdline *cl)
 	smtp_close(s, "quit");
 }
 
-/* VRFY: "252" for anything, as Postfix does for a remote address. */
+/* VRFY: "252" with the argument as given, as Postfix for a remote address. */
 static void
 cmd_vrfy(struct smtp_session *s, const struct smtp_cmdline *cl)
 {
 	struct persona_vars v;
-	struct smtp_path path;
-	char arg[SMTP_PATH_MAX + 3];
 
-	if (cl->arglen == 0) {
-		smtp_error(s, PR_VRFY_SYNTAX, NULL);
-		return;
-	}
 	memset(&v, 0, sizeof(v));
-	/* Postfix answers with the address stripped of its <>. */
-	snprintf(arg, sizeof(arg), "TO:%.*s", (int)(cl->arglen < SMTP_PATH_MAX ? cl->arglen : SMTP_PATH_MAX), cl->arg);
-	if (smtp_parse_rcpt(arg, strlen(arg), &path) == SMTP_PATH_OK) {
-		v.arg = path.addr;
-		v.arglen = path.addrlen;
-		smtp_reply(s, PR_VRFY_OK, &v);
-	} else {
+	if (cl->arglen == 0)
+		smtp_error(s, PR_VRFY_SYNTAX, NULL);
+	else if (memchr(cl->arg, ' ', cl->arglen) || memchr(cl->arg, '\t', cl->arglen))
+		smtp_error(s, PR_RCPT_BAD_ADDR, NULL);
+	else {
 		v.arg = cl->arg;
 		v.arglen = cl->arglen;
-		smtp_error(s, PR_RCPT_BAD_ADDR, &v);
+		smtp_reply(s, PR_VRFY_OK, &v);
 	}
+	smtp_junk(s);
 }
 
-/* ETRN: needs a greeting and a domain; nothing is ever queued for anyone. */
+/* ETRN: nothing is ever queued for anyone ("459 ... service unavailable"). */
 static void
 cmd_etrn(struct smtp_session *s, const struct smtp_cmdline *cl)
 {
 	struct persona_vars v;
 
-	if (!(s->flags & SF_HELO)) {
-		smtp_error(s, PR_ETRN_NEED_HELO, NULL);
-		return;
-	}
-	if (s->txn && s->txn->mail_from) {
-		smtp_error(s, PR_ETRN_IN_MAIL, NULL);
-		return;
-	}
-	if (cl->arglen == 0) {
-		smtp_error(s, PR_ETRN_SYNTAX, NULL);
-		return;
-	}
 	memset(&v, 0, sizeof(v));
-	v.arg = cl->arg;
-	v.arglen = cl->arglen;
-	smtp_error(s, PR_ETRN_REPLY, &v);
+	if (s->txn && s->txn->mail_from)
+		smtp_error(s, PR_ETRN_IN_MAIL, NULL);
+	else if (cl->arglen == 0)
+		smtp_error(s, PR_ETRN_SYNTAX, NULL);
+	else {
+		v.arg = cl->arg;
+		v.arglen = cl->arglen;
+		if (v.arglen > 1 && (v.arg[0] == '@' || v.arg[0] == '#')) {
+			v.arg++;
+			v.arglen--;
+		}
+		smtp_error(s, PR_ETRN_REPLY, &v);
+	}
+	smtp_junk(s);
 }
 
 /* STARTTLS: "220", then the switch once the reply is on the wire. */
@@ -1855,12 +2029,10 @@ smtp_auth_step(struct smtp_session *s, const char *line, size_t len)
 	case AS_PLAIN:
 		memset(&cr, 0, sizeof(cr));
 		if (smtp_sasl_plain(buf, n, &cr) == -1) {
-			/* Not "authzid\0user\0pass": a real server fails it. */
-			s->auth->user = dup_bytes(buf, n > SMTP_AUTH_FIELD_MAX ? SMTP_AUTH_FIELD_MAX : n);
-			s->auth->pass = strdup("");
+			/* Not "authzid\0user\0pass": Cyrus calls it a bad protocol. */
 			s->auth_step = AS_NONE;
 			smtp_enter_state(s, SMTP_STATE_COMMAND);
-			smtp_error(s, PR_AUTH_FAILED, NULL);
+			smtp_error(s, PR_AUTH_BAD_B64, NULL);
 			return false;
 		}
 		s->auth->authzid = dup_bytes(cr.authzid, strnlen(cr.authzid, sizeof(cr.authzid)));
@@ -1910,10 +2082,6 @@ cmd_auth(struct smtp_session *s, const struct smtp_cmdline *cl)
 	char chal[300];
 	struct persona_vars v;
 
-	if (!(s->flags & SF_HELO)) {
-		smtp_error(s, PR_AUTH_NEED_HELO, NULL);
-		return;
-	}
 	if (s->flags & SF_AUTHED) {
 		smtp_error(s, PR_AUTH_ALREADY, NULL);
 		return;
@@ -1943,6 +2111,12 @@ cmd_auth(struct smtp_session *s, const struct smtp_cmdline *cl)
 		snprintf(s->auth->mech, sizeof(s->auth->mech), "PLAIN");
 		s->auth_step = AS_PLAIN;
 		if (aa.has_initial) {
+			/* "=" (empty) and "*" leave Cyrus wanting another step. */
+			if ((aa.initiallen == 1 && (aa.initial[0] == '=' || aa.initial[0] == '*'))) {
+				s->auth_step = AS_NONE;
+				smtp_error(s, PR_AUTH_NEED_STEP, NULL);
+				return;
+			}
 			smtp_auth_step(s, aa.initial, aa.initiallen);
 			return;
 		}
@@ -1969,9 +2143,9 @@ cmd_auth(struct smtp_session *s, const struct smtp_cmdline *cl)
 			return;
 		}
 		/* RFC 2195: <random.timestamp@hostname>. */
-		snprintf(chal, sizeof(chal), "<%llu.%lld@%s>",
-		    (unsigned long long)(util_random_u64() % 10000000000ULL),
-		    (long long)time(NULL), s->srv->hostname);
+		snprintf(chal, sizeof(chal), "<%llu.%llu@%s>",
+		    (unsigned long long)(util_random_u64() % 4294967296ULL),
+		    (unsigned long long)(util_random_u64() % 1000000ULL), s->srv->hostname);
 		s->auth->challenge = strdup(chal);
 		s->auth_step = AS_CRAM;
 		smtp_auth_challenge(s, chal);
@@ -1997,9 +2171,7 @@ smtp_server_stop(struct smtp_server *srv)
 			smtp_set_timer(s, SMTP_STOP_GRACE * 1000);
 			break;
 		default:
-			s->flags &= ~SF_HELD;
-			free(s->held);
-			s->held = NULL;
+			smtp_hold_drop(s);
 			smtp_close(s, "shutdown");
 			smtp_maybe_free(s);
 			break;

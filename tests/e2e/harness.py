@@ -397,11 +397,12 @@ def smtp_raw(host, port, **kw):
     return SMTPRaw(host, port, **kw)
 
 
-QUEUED_RE = re.compile(r"^2\.0\.0 Ok: queued as ([0-9A-Za-z]+)$")
+# DATA: "250 2.0.0 Ok: queued as QID"; BDAT LAST: "250 2.0.0 Ok: N bytes queued as QID"
+QUEUED_RE = re.compile(r"^2\.0\.0 Ok: (?:[0-9]+ bytes )?queued as ([0-9A-Za-z]+)$")
 
 
 def queue_id(reply):
-    """The queue id of a '250 2.0.0 Ok: queued as QID' reply, or AssertionError."""
+    """The queue id of a '250 2.0.0 Ok: [N bytes ]queued as QID' reply, or AssertionError."""
     m = QUEUED_RE.match(reply.lines[0]) if reply.code == 250 and reply.lines else None
     if not m:
         raise AssertionError("not a queued reply: %r" % reply)

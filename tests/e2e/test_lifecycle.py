@@ -78,6 +78,14 @@ class CommandLine(unittest.TestCase):
         rc, out, err = self.run_bin("--check-config", "-c", path)
         self.assertEqual(rc, 0, out + err)
 
+    def test_shipped_example_config_is_valid(self):
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "etc",
+                            "fosr-collector.yml")
+        if not os.path.exists(path):
+            self.fail("etc/fosr-collector.yml is missing")
+        rc, out, err = self.run_bin("--check-config", "-c", os.path.abspath(path))
+        self.assertEqual(rc, 0, out + err)
+
     def test_check_config_bad_value_names_file_and_line(self):
         cfg = self.good_config()
         text = to_yaml(cfg) + "limits:\n  line_length: 2048\n  idle_timeout: \"soon\"\n"

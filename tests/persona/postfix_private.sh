@@ -35,6 +35,7 @@ need_packages() {
 	done
 	if [ -n "$missing" ]; then
 		echo "postfix_private: installing$missing" >&2
+		# shellcheck disable=SC2086 # word splitting wanted: a package list
 		DEBIAN_FRONTEND=noninteractive apt-get install -y $missing >&2 ||
 			die "cannot install$missing"
 	fi

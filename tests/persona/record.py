@@ -973,8 +973,7 @@ def auth_cram(k):
     c.send(b"AUTH CRAM-MD5\r\n")
     raw = c.line()  # not through the normaliser: the challenge is needed
     chal = base64.b64decode(raw[4:])
-    shape = re.sub(rb"\d+", b"{n}", chal).decode()
-    k.log("S: 334 {b64 of %s}" % shape)
+    k.log("S: " + k.norm(raw))
     k.log("# challenge is base64 of <random.time@myhostname>: %s" %
           bool(re.fullmatch(rb"<\d+\.\d+@mail\.example\.com>", chal)))
     c.cmd(b64(USER + " " + "0" * 32).encode() + b"\r\n")
@@ -983,7 +982,9 @@ def auth_cram(k):
     k.log("S: " + k.norm(raw))
     chal = base64.b64decode(raw[4:])
     dig = hmac.new(PASSWORD.encode(), chal, hashlib.md5).hexdigest()
-    c.cmd(b64(USER + " " + dig).encode() + b"\r\n")
+    c.send(b64(USER + " " + dig).encode() + b"\r\n", show=False)
+    k.log("C: {b64 of 'user@mail.example.com <hmac-md5 hex>'}\\r\\n")
+    c.reply()
     quit_(c)
 
 

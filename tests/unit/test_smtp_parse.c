@@ -254,6 +254,13 @@ test_mail_null_and_route(void **state)
 	assert_string_equal(p.addr, "u@d");
 
 	assert_int_equal(mail("FROM:<@a,@b>", &p), SMTP_PATH_ERR_ADDR);	/* no ':' */
+	/* Recorded from Postfix 3.7: "<@b>" and "<a@b>>" pass, "<a@>" does not. */
+	assert_int_equal(mail("FROM:<@b>", &p), SMTP_PATH_OK);
+	assert_string_equal(p.addr, "@b");
+	assert_int_equal(mail("FROM:<a@b>>", &p), SMTP_PATH_OK);
+	assert_string_equal(p.addr, "a@b");
+	assert_int_equal(mail("FROM:<a@>", &p), SMTP_PATH_ERR_ADDR);
+	assert_int_equal(mail("FROM:<a@b>x", &p), SMTP_PATH_ERR_ADDR);
 	assert_int_equal(mail("FROM:<@a:>", &p), SMTP_PATH_ERR_ADDR);	/* no mailbox */
 	assert_int_equal(mail("FROM:<@:u@d>", &p), SMTP_PATH_ERR_ADDR);
 	assert_int_equal(mail("FROM:<@a,b:u@d>", &p), SMTP_PATH_ERR_ADDR);

@@ -1,0 +1,469 @@
+/*
+ * c-ares on the libevent loop (see dns.h).  c-ares tells us which sockets it
+ * wants watched (sock_state_cb); we watch them with events and run its timers
+ * from one evtimer.  Every answer is handed to the caller from a zero-delay
+ * event of its own, so a callback never runs inside the call that started it.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <ares.h>
+#include <arpa/nameser.h>
+#include <event2/event.h>
+
+#include "dns.h"
+
+enum dns_kind { DNS_KIND_MX, DNS_KIND_ADDR };
+
+struct dns_sock {
+	struct dns_sock	*next;
+	struct dns	*d;
+	ares_socket_t	 fd;
+	struct event	*ev;
+};
+
+struct dns_req {
+	struct dns_req	*next, *prev;
+	struct dns	*d;
+	enum dns_kind	 kind;
+	void		*cb;
+	void		*arg;
+	struct event	*done_ev;
+	int		 outstanding;	/* c-ares queries not answered yet */
+	enum dns_status	 status;
+	bool		 tempfail;	/* one of the address queries failed softly */
+	char		 err[128];
+	struct dns_mx	 mx[DNS_MX_MAX];
+	struct dns_addr	 addr[DNS_ADDR_MAX];
+	int		 n;
+	char		 name[DNS_HOST_MAX];
+};
+
+struct dns {
+	struct event_base	*base;
+	ares_channel		 ch;
+	struct event		*timer;
+	struct dns_sock		*socks;
+	struct dns_req		*reqs;
+	bool			 freeing;
+};
+
+static void	 dns_sock_state_cb(void *, ares_socket_t, int, int);
+static void	 dns_sock_cb(evutil_socket_t, short, void *);
+static void	 dns_timer_cb(evutil_socket_t, short, void *);
+static void	 dns_reschedule(struct dns *);
+static struct dns_req *dns_req_new(struct dns *, enum dns_kind, void *, void *,
+		    const char *);
+static void	 dns_req_finish(struct dns_req *);
+static void	 dns_req_done_cb(evutil_socket_t, short, void *);
+static void	 dns_req_deliver(struct dns_req *);
+static enum dns_status dns_map(int);
+static void	 dns_mx_query_cb(void *, int, int, unsigned char *, int);
+static void	 dns_addr_query_cb(void *, int, int, unsigned char *, int);
+static int	 dns_mx_cmp(const void *, const void *);
+static void	 dns_add_addr(struct dns_req *, int, const void *);
+
+/* c-ares wants fd watched for reading and/or writing, or no longer. */
+static void
+dns_sock_state_cb(void *data, ares_socket_t fd, int readable, int writable)
+{
+	struct dns *d = data;
+	struct dns_sock **pp, *s;
+
+	for (pp = &d->socks; (s = *pp) != NULL; pp = &s->next)
+		if (s->fd == fd)
+			break;
+	if (!readable && !writable) {
+		if (s != NULL) {
+			*pp = s->next;
+			event_free(s->ev);
+			free(s);
+		}
+		return;
+	}
+	if (s == NULL) {
+		if ((s = calloc(1, sizeof(*s))) == NULL)
+			return;	/* the query times out */
+		s->d = d;
+		s->fd = fd;
+		s->next = d->socks;
+		d->socks = s;
+	} else {
+		event_free(s->ev);
+	}
+	s->ev = event_new(d->base, fd, EV_PERSIST | (readable ? EV_READ : 0) |
+	    (writable ? EV_WRITE : 0), dns_sock_cb, s);
+	if (s->ev != NULL)
+		event_add(s->ev, NULL);
+}
+
+/* A watched socket is ready. */
+static void
+dns_sock_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dns_sock *s = arg;
+	struct dns *d = s->d;
+
+	/* s may be freed inside ares_process_fd (sock_state_cb). */
+	ares_process_fd(d->ch, (what & EV_READ) ? fd : ARES_SOCKET_BAD,
+	    (what & EV_WRITE) ? fd : ARES_SOCKET_BAD);
+	dns_reschedule(d);
+}
+
+/* c-ares timers. */
+static void
+dns_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dns *d = arg;
+
+	ares_process_fd(d->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+	dns_reschedule(d);
+}
+
+/* Arm the timer for c-ares' next timeout. */
+static void
+dns_reschedule(struct dns *d)
+{
+	struct timeval tv, *tvp;
+
+	if (d->freeing)
+		return;
+	tvp = ares_timeout(d->ch, NULL, &tv);
+	if (tvp != NULL)
+		evtimer_add(d->timer, tvp);
+	else
+		evtimer_del(d->timer);
+}
+
+/* Create a resolver. */
+struct dns *
+dns_new(struct event_base *base, const char *server, int timeout_ms, char *err,
+    size_t errlen)
+{
+	struct ares_options o;
+	struct dns *d;
+	int r, mask;
+
+	if ((r = ares_library_init(ARES_LIB_INIT_ALL)) != ARES_SUCCESS) {
+		snprintf(err, errlen, "c-ares: %s", ares_strerror(r));
+		return NULL;
+	}
+	if ((d = calloc(1, sizeof(*d))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	d->base = base;
+	memset(&o, 0, sizeof(o));
+	o.sock_state_cb = dns_sock_state_cb;
+	o.sock_state_cb_data = d;
+	o.timeout = timeout_ms > 0 ? timeout_ms : 5000;
+	o.tries = 2;
+	mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
+	if ((r = ares_init_options(&d->ch, &o, mask)) != ARES_SUCCESS) {
+		snprintf(err, errlen, "c-ares: %s", ares_strerror(r));
+		free(d);
+		return NULL;
+	}
+	if (server != NULL && server[0] != '\0' &&
+	    (r = ares_set_servers_ports_csv(d->ch, server)) != ARES_SUCCESS) {
+		snprintf(err, errlen, "dns server \"%s\": %s", server, ares_strerror(r));
+		ares_destroy(d->ch);
+		free(d);
+		return NULL;
+	}
+	if ((d->timer = evtimer_new(base, dns_timer_cb, d)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		ares_destroy(d->ch);
+		free(d);
+		return NULL;
+	}
+	return d;
+}
+
+/* Cancel every query and free the resolver. */
+void
+dns_free(struct dns *d)
+{
+	struct dns_sock *s;
+
+	if (d == NULL)
+		return;
+	d->freeing = true;
+	ares_cancel(d->ch);	/* every query callback runs with ARES_ECANCELLED */
+	while (d->reqs != NULL) {
+		struct dns_req *q = d->reqs;
+		q->status = DNS_CANCELLED;
+		snprintf(q->err, sizeof(q->err), "cancelled");
+		dns_req_deliver(q);
+	}
+	ares_destroy(d->ch);
+	while ((s = d->socks) != NULL) {
+		d->socks = s->next;
+		event_free(s->ev);
+		free(s);
+	}
+	event_free(d->timer);
+	free(d);
+}
+
+/* A request in the list. */
+static struct dns_req *
+dns_req_new(struct dns *d, enum dns_kind kind, void *cb, void *arg,
+    const char *name)
+{
+	struct dns_req *q;
+
+	if (strlen(name) >= DNS_HOST_MAX || name[0] == '\0')
+		return NULL;
+	if ((q = calloc(1, sizeof(*q))) == NULL)
+		return NULL;
+	if ((q->done_ev = event_new(d->base, -1, 0, dns_req_done_cb, q)) == NULL) {
+		free(q);
+		return NULL;
+	}
+	q->d = d;
+	q->kind = kind;
+	q->cb = cb;
+	q->arg = arg;
+	snprintf(q->name, sizeof(q->name), "%s", name);
+	q->next = d->reqs;
+	if (d->reqs)
+		d->reqs->prev = q;
+	d->reqs = q;
+	return q;
+}
+
+/* Every query of q answered: deliver from a fresh event. */
+static void
+dns_req_finish(struct dns_req *q)
+{
+	if (q->d->freeing)
+		return;	/* dns_free delivers */
+	event_active(q->done_ev, EV_TIMEOUT, 1);
+}
+
+/* The zero-delay delivery event. */
+static void
+dns_req_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	dns_req_deliver(arg);
+}
+
+/* Unlink q, run its callback, free it. */
+static void
+dns_req_deliver(struct dns_req *q)
+{
+	struct dns *d = q->d;
+
+	if (q->prev)
+		q->prev->next = q->next;
+	else
+		d->reqs = q->next;
+	if (q->next)
+		q->next->prev = q->prev;
+	if (q->kind == DNS_KIND_MX)
+		((dns_mx_cb)q->cb)(q->arg, q->status, q->mx, q->status == DNS_OK ? q->n : 0,
+		    q->err);
+	else
+		((dns_addr_cb)q->cb)(q->arg, q->status, q->addr,
+		    q->status == DNS_OK ? q->n : 0, q->err);
+	event_free(q->done_ev);
+	free(q);
+}
+
+/* A c-ares status as ours. */
+static enum dns_status
+dns_map(int st)
+{
+	switch (st) {
+	case ARES_SUCCESS:
+		return DNS_OK;
+	case ARES_ENOTFOUND:
+	case ARES_ENODATA:
+	case ARES_EBADNAME:
+		return DNS_NOTFOUND;
+	case ARES_ECANCELLED:
+	case ARES_EDESTRUCTION:
+		return DNS_CANCELLED;
+	default:
+		return DNS_TEMPFAIL;
+	}
+}
+
+/* Sort MX records by preference. */
+static int
+dns_mx_cmp(const void *a, const void *b)
+{
+	const struct dns_mx *x = a, *y = b;
+
+	return (x->pref > y->pref) - (x->pref < y->pref);
+}
+
+/* The MX answer arrived. */
+static void
+dns_mx_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	struct dns_req *q = arg;
+	struct ares_mx_reply *mx = NULL, *m;
+	int r = status;
+
+	if (status == ARES_SUCCESS)
+		r = ares_parse_mx_reply(abuf, alen, &mx);
+	if (r == ARES_SUCCESS) {
+		for (m = mx; m != NULL && q->n < DNS_MX_MAX; m = m->next) {
+			snprintf(q->mx[q->n].host, DNS_HOST_MAX, "%s", m->host);
+			q->mx[q->n].pref = m->priority;
+			q->n++;
+		}
+		ares_free_data(mx);
+		qsort(q->mx, (size_t)q->n, sizeof(q->mx[0]), dns_mx_cmp);
+		if (q->n == 1 && (q->mx[0].host[0] == '\0' ||
+		    strcmp(q->mx[0].host, ".") == 0)) {
+			q->status = DNS_NULLMX;
+			snprintf(q->err, sizeof(q->err), "null MX (RFC 7505)");
+		} else {
+			q->status = q->n > 0 ? DNS_OK : DNS_NOTFOUND;
+		}
+	} else if (r == ARES_ENODATA) {
+		/* RFC 5321 5.1: no MX, the domain is its own mail exchanger. */
+		snprintf(q->mx[0].host, DNS_HOST_MAX, "%s", q->name);
+		q->mx[0].pref = 0;
+		q->mx[0].implicit = true;
+		q->n = 1;
+		q->status = DNS_OK;
+	} else {
+		q->status = dns_map(r);
+		snprintf(q->err, sizeof(q->err), "MX %s: %s", q->name, ares_strerror(r));
+	}
+	dns_req_finish(q);
+}
+
+/* Append one address of family af to q. */
+static void
+dns_add_addr(struct dns_req *q, int af, const void *bin)
+{
+	struct dns_addr *a;
+
+	if (q->n >= DNS_ADDR_MAX)
+		return;
+	a = &q->addr[q->n++];
+	memset(a, 0, sizeof(*a));
+	if (af == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, bin, sizeof(sin->sin_addr));
+		a->len = sizeof(*sin);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->ss;
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, bin, sizeof(sin6->sin6_addr));
+		a->len = sizeof(*sin6);
+	}
+	inet_ntop(af, bin, a->text, sizeof(a->text));
+}
+
+/* An A or AAAA answer arrived. */
+static void
+dns_addr_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	struct dns_req *q = arg;
+	struct ares_addrttl a4[DNS_ADDR_MAX];
+	struct ares_addr6ttl a6[DNS_ADDR_MAX];
+	int n = DNS_ADDR_MAX, r = status, i;
+
+	if (status == ARES_SUCCESS) {
+		/* Tell A from AAAA by trying A first: both parsers check the type. */
+		n = DNS_ADDR_MAX;
+		if ((r = ares_parse_a_reply(abuf, alen, NULL, a4, &n)) == ARES_SUCCESS) {
+			for (i = 0; i < n; i++)
+				dns_add_addr(q, AF_INET, &a4[i].ipaddr);
+		} else {
+			n = DNS_ADDR_MAX;
+			if ((r = ares_parse_aaaa_reply(abuf, alen, NULL, a6, &n)) ==
+			    ARES_SUCCESS)
+				for (i = 0; i < n; i++)
+					dns_add_addr(q, AF_INET6, &a6[i].ip6addr);
+		}
+	}
+	if (r != ARES_SUCCESS && dns_map(r) == DNS_TEMPFAIL) {
+		q->tempfail = true;
+		snprintf(q->err, sizeof(q->err), "%s: %s", q->name, ares_strerror(r));
+	} else if (r != ARES_SUCCESS && dns_map(r) == DNS_CANCELLED) {
+		q->status = DNS_CANCELLED;
+	}
+	if (--q->outstanding > 0)
+		return;
+	if (q->status == DNS_CANCELLED) {
+		snprintf(q->err, sizeof(q->err), "cancelled");
+	} else if (q->n > 0) {
+		/* IPv4 first: sort is stable enough for two families. */
+		struct dns_addr tmp;
+		for (i = 1; i < q->n; i++)
+			for (int j = i; j > 0 && q->addr[j].ss.ss_family == AF_INET &&
+			    q->addr[j - 1].ss.ss_family == AF_INET6; j--) {
+				tmp = q->addr[j];
+				q->addr[j] = q->addr[j - 1];
+				q->addr[j - 1] = tmp;
+			}
+		q->status = DNS_OK;
+	} else if (q->tempfail) {
+		q->status = DNS_TEMPFAIL;
+	} else {
+		q->status = DNS_NOTFOUND;
+		snprintf(q->err, sizeof(q->err), "%s: no address", q->name);
+	}
+	dns_req_finish(q);
+}
+
+/* Start an MX lookup. */
+int
+dns_mx_lookup(struct dns *d, const char *domain, dns_mx_cb cb, void *arg)
+{
+	struct dns_req *q;
+
+	if ((q = dns_req_new(d, DNS_KIND_MX, (void *)cb, arg, domain)) == NULL)
+		return -1;
+	q->outstanding = 1;
+	ares_query(d->ch, domain, ns_c_in, ns_t_mx, dns_mx_query_cb, q);
+	dns_reschedule(d);
+	return 0;
+}
+
+/* Start an address lookup. */
+int
+dns_addr_lookup(struct dns *d, const char *host, bool ipv4_only, dns_addr_cb cb,
+    void *arg)
+{
+	struct dns_req *q;
+	unsigned char bin[sizeof(struct in6_addr)];
+
+	if ((q = dns_req_new(d, DNS_KIND_ADDR, (void *)cb, arg, host)) == NULL)
+		return -1;
+	if (inet_pton(AF_INET, host, bin) == 1 ||
+	    (!ipv4_only && inet_pton(AF_INET6, host, bin) == 1)) {
+		dns_add_addr(q, strchr(host, ':') ? AF_INET6 : AF_INET, bin);
+		q->status = DNS_OK;
+		dns_req_finish(q);
+		return 0;
+	}
+	q->outstanding = ipv4_only ? 1 : 2;
+	ares_query(d->ch, host, ns_c_in, ns_t_a, dns_addr_query_cb, q);
+	if (!ipv4_only && q->outstanding > 0)
+		ares_query(d->ch, host, ns_c_in, ns_t_aaaa, dns_addr_query_cb, q);
+	dns_reschedule(d);
+	return 0;
+}
+
+/* A word for a status. */
+const char *
+dns_status_name(enum dns_status s)
+{
+	static const char *const names[] = { "ok", "notfound", "nullmx", "tempfail",
+	    "cancelled" };
+
+	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
+}

@@ -1,0 +1,436 @@
+"""hpfeeds end to end: mail in over SMTP, payload out at a broker (tests/broker/hpfeeds_broker.py).
+
+The test broker records every publish it accepted (--record) and logs one line
+per event on stderr (connect, auth-ok, auth-failed, publish, double-subscribe).
+"""
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (HOST, Collector, CollectorTestCase, free_port, sha256_hex,  # noqa: E402
+                     with_config)
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BROKER = os.path.join(REPO, "tests", "broker", "hpfeeds_broker.py")
+PY = "/usr/bin/python3"
+CHAN = "spam.mails"
+MAX_PAYLOAD = 1048576 - 2 - len("writer") - len(CHAN)
+
+
+class Broker:
+    """The test broker as a process on 127.0.0.1; restartable on the same port."""
+
+    def __init__(self, tmpdir, users=None, tls=None, port=0):
+        self.tmpdir = tmpdir
+        self.users = users or ["writer:secret:%s:%s" % (CHAN, CHAN), "reader:readersecret::%s" % CHAN]
+        self.tls = tls
+        self.port = port
+        self.record = os.path.join(tmpdir, "broker-record.jsonl")
+        self.errlog = os.path.join(tmpdir, "broker.err")
+        self.proc = None
+
+    def start(self):
+        args = [PY, BROKER, "--port", str(self.port), "--record", self.record]
+        for u in self.users:
+            args += ["--user", u]
+        if self.tls:
+            args += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
+        with open(self.errlog, "ab") as err:
+            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err)
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("PORT "):
+            raise AssertionError("broker did not start: %r\n%s" % (line, self.log()))
+        self.port = int(line.split()[1])
+        return self
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None
+
+    def log(self):
+        try:
+            with open(self.errlog) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def published(self, chan=None):
+        """Every accepted publish: list of (ident, chan, payload bytes)."""
+        out = []
+        try:
+            with open(self.record, "rb") as f:
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break
+                    o = json.loads(line)
+                    if chan is None or o["chan"] == chan:
+                        out.append((o["ident"], o["chan"], base64.b64decode(o["payload_b64"])))
+        except FileNotFoundError:
+            pass
+        return out
+
+    def payloads(self, chan=CHAN):
+        return [json.loads(p) for _, _, p in self.published(chan)]
+
+    def shas(self, chan=CHAN):
+        return {p["sha256"] for p in self.payloads(chan)}
+
+
+def feed_cfg(port, **kw):
+    f = {"broker": HOST, "port": port, "identity": "writer", "secret": "secret",
+         "channels": [CHAN]}
+    f.update(kw)
+    return {"feed": f}
+
+
+def mail(i, extra=b""):
+    return (b"From: spammer@example.org\r\nTo: victim@example.net\r\nSubject: hpfeeds test %d\r\n"
+            b"\r\nbody %d\r\n" % (i, i)) + extra
+
+
+def make_ca(tmpdir, name="broker.test"):
+    """A CA and a server certificate for name and 127.0.0.1 (openssl CLI)."""
+    d = os.path.join(tmpdir, "pki")
+    os.makedirs(d, exist_ok=True)
+    ca, cakey = os.path.join(d, "ca.pem"), os.path.join(d, "ca.key")
+    crt, key, csr = os.path.join(d, "srv.pem"), os.path.join(d, "srv.key"), os.path.join(d, "srv.csr")
+    ext = os.path.join(d, "ext")
+    q = dict(check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", cakey,
+                    "-out", ca, "-days", "2", "-subj", "/CN=fosr test CA"], **q)
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+                    "-subj", "/CN=" + name], **q)
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:%s,IP:127.0.0.1\n" % name)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", cakey,
+                    "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", ext], **q)
+    return ca, crt, key
+
+
+class HpfeedsCase(CollectorTestCase):
+    """A broker started before the collector (unless broker_first is False)."""
+
+    autostart = False
+    broker_first = True
+
+    def setUp(self):
+        super().setUp()
+        self.broker = Broker(self.tmpdir)
+        fn = getattr(self, self._testMethodName)
+        self.broker_users = getattr(fn, "broker_users", None)
+        if self.broker_users:
+            self.broker.users = self.broker_users
+
+    def tearDown(self):
+        try:
+            self.broker.kill()
+        finally:
+            super().tearDown()
+
+    def start(self, feed=None, broker=True, args=None):
+        if broker:
+            self.broker.start()
+        port = self.broker.port or free_port()
+        self.broker.port = port
+        cfg = feed_cfg(port, **(feed or {}))
+        self.c = Collector(self.tmpdir, config=cfg, args=args or ())
+        self.c.start()
+
+    def wait_for(self, pred, timeout, what):
+        end = time.time() + timeout * self.slow
+        while time.time() < end:
+            if pred():
+                return
+            time.sleep(0.1)
+        raise AssertionError("%s not reached within %ss\ncollector:\n%s\nbroker:\n%s"
+                             % (what, timeout, self.c.stderr_tail(), self.broker.log()[-3000:]))
+
+    def send_many(self, bodies, per_conn=50):
+        """Several transactions per connection; returns the sha256 list."""
+        shas = []
+        for k in range(0, len(bodies), per_conn):
+            cl = self.client()
+            self.assertEqual(cl.ehlo("client.example").code, 250)
+            for b in bodies[k:k + per_conn]:
+                self.send_mail(b, client=cl)
+                shas.append(sha256_hex(b))
+            cl.cmd("QUIT")
+            cl.close()
+        return shas
+
+
+def broker_users(*users):
+    def deco(fn):
+        fn.broker_users = list(users)
+        return fn
+    return deco
+
+
+class Publish(HpfeedsCase):
+
+    def test_mail_reaches_broker_with_seed_payload(self):
+        self.start()
+        body = mail(1)
+        self.send_mail(body)
+        sha = sha256_hex(body)
+        self.wait_for(lambda: sha in self.broker.shas(), 10, "publish of the mail")
+        p = [p for p in self.broker.payloads() if p["sha256"] == sha][0]
+        # Exactly the seed's two keys by default, msg = the mail as text.
+        self.assertEqual(sorted(p.keys()), ["msg", "sha256"])
+        self.assertEqual(p["msg"].encode("utf-8"), body)
+        ident = self.broker.published()[0][0]
+        self.assertEqual(ident, "writer")
+        self.assertIn("auth-ok", self.broker.log())
+        self.assertNotIn("double-subscribe", self.broker.log())
+
+    def test_subscriber_tool_verifies(self):
+        self.start()
+        sub_cfg = os.path.join(self.tmpdir, "reader.yml")
+        with open(sub_cfg, "w") as f:
+            f.write('broker: "%s"\nport: %d\nidentity: "reader"\nsecret: "readersecret"\n'
+                    'channels:\n  - "%s"\n' % (HOST, self.broker.port, CHAN))
+        out = os.path.join(self.tmpdir, "sub.out")
+        with open(out, "wb") as o, open(os.path.join(self.tmpdir, "sub.err"), "wb") as e:
+            sub = subprocess.Popen([self.c.binary, "--feed-subscribe", "-f", sub_cfg],
+                                   stdout=o, stderr=e, stdin=subprocess.DEVNULL)
+        try:
+            self.wait_for(lambda: "ident=reader" in self.broker.log(),
+                          10, "subscriber connected")
+            time.sleep(0.3)
+            bodies = [mail(1), mail(2, b"\xff\xfe not utf-8 \xc3\r\n")]
+            for b in bodies:
+                self.send_mail(b)
+
+            def lines():
+                with open(out, "rb") as f:
+                    return [json.loads(l) for l in f.read().splitlines() if l.strip()]
+            self.wait_for(lambda: len(lines()) >= 2, 10, "two lines from the subscriber tool")
+            got = {l["sha256"]: l for l in lines()}
+            for b in bodies:
+                line = got[sha256_hex(b)]
+                self.assertTrue(line["verified"], line)
+                self.assertEqual(line["channel"], CHAN)
+                self.assertEqual(line["ident"], "writer")
+        finally:
+            os.kill(sub.pid, signal.SIGTERM)
+            sub.wait(5)
+
+    def test_non_utf8_mail(self):
+        self.start()
+        body = mail(3, b"caf\xe9 \xff\xfe\x80 \xc3\r\n\xf0\x9f\x98\x80 ok\r\n")
+        self.send_mail(body)
+        sha = sha256_hex(body)
+        self.wait_for(lambda: sha in self.broker.shas(), 10, "publish")
+        raw = [r for _, _, r in self.broker.published(CHAN) if json.loads(r)["sha256"] == sha][0]
+        raw.decode("utf-8")     # the payload is valid UTF-8
+        p = json.loads(raw)
+        self.assertIn("\ufffd", p["msg"])
+        self.assertIn("\U0001F600 ok", p["msg"])
+        self.assertEqual(base64.b64decode(p["raw_b64"]), body)
+        self.assertEqual(sha256_hex(base64.b64decode(p["raw_b64"])), sha)
+
+    def test_big_mail_truncated(self):
+        self.start()
+        line = b"0123456789abcdef" * 4 + b"\r\n"
+        body = b"Subject: big\r\n\r\n" + line * (5 * 1024 * 1024 // len(line))
+        self.send_mail(body)
+        small = mail(4)
+        self.send_mail(small)
+        sha = sha256_hex(body)
+        self.wait_for(lambda: {sha, sha256_hex(small)} <= self.broker.shas(), 20,
+                      "publish of the big mail and the next one")
+        raw = [r for _, _, r in self.broker.published(CHAN) if json.loads(r)["sha256"] == sha][0]
+        self.assertLessEqual(len(raw), MAX_PAYLOAD)
+        p = json.loads(raw)
+        self.assertIs(p["truncated"], True)
+        self.assertEqual(p["size"], len(body))
+        self.assertTrue(body.startswith(p["msg"].encode()))
+        self.assertGreater(len(p["msg"]), 200000)
+        # The whole mail stays in the spool.
+        self.assertEqual(self.c.message_bytes(sha), body)
+        self.assertNotIn("malformed", self.broker.log())
+
+    def test_two_channels(self):
+        self.broker.users = ["writer:secret:%s,spam.copy:%s,spam.copy" % (CHAN, CHAN)]
+        self.start(feed={"channels": [CHAN, "spam.copy"]})
+        bodies = [mail(i) for i in range(5)]
+        shas = set(self.send_many(bodies))
+        self.wait_for(lambda: shas <= self.broker.shas(CHAN) and shas <= self.broker.shas("spam.copy"),
+                      10, "both channels")
+        self.assertNotIn("double-subscribe", self.broker.log())
+
+    def test_metadata(self):
+        self.start(feed={"metadata": True})
+        body = mail(5)
+        self.send_mail(body, mail_from="probe@example.org", rcpts=("a@example.net", "b@example.net"),
+                       ehlo="helo.example")
+        sha = sha256_hex(body)
+        self.wait_for(lambda: sha in self.broker.shas(), 10, "publish")
+        p = [p for p in self.broker.payloads() if p["sha256"] == sha][0]
+        self.assertEqual(p["msg"].encode(), body)
+        self.assertEqual(p["rcpt_to"], ["a@example.net", "b@example.net"])
+        self.assertEqual(p["helo"], "helo.example")
+        self.assertEqual(p["src_ip"], "127.0.0.1")
+        self.assertIn("sensor", p)
+
+    @broker_users("writer:secret:%s:" % CHAN, "reader:readersecret::%s" % CHAN)
+    def test_identity_without_subscribe_right(self):
+        # No echo possible: entries are confirmed by TCP acknowledgement.
+        self.start()
+        shas = set(self.send_many([mail(i) for i in range(20)]))
+        self.wait_for(lambda: shas <= self.broker.shas(), 15, "all 20 published")
+        cursor = os.path.join(self.c.spool_dir, "feed", CHAN.encode().hex() + ".cursor")
+        size = os.path.getsize(self.c.journal_path)
+        self.wait_for(lambda: os.path.exists(cursor) and int(open(cursor).read()) == size, 10,
+                      "cursor at the end of the journal")
+
+
+class Durability(HpfeedsCase):
+
+    def test_broker_down_at_start(self):
+        self.broker.port = free_port()
+        self.start(broker=False)
+        shas = set(self.send_many([mail(i) for i in range(5)]))
+        time.sleep(1.5)
+        self.broker.start()
+        self.wait_for(lambda: shas <= self.broker.shas(), 70, "backlog published once the broker is up")
+
+    def test_broker_killed_mid_stream(self):
+        self.start()
+        bodies = [mail(i, b"x" * (i % 500) + b"\r\n") for i in range(1000)]
+        shas = []
+        killed = False
+        for k in range(0, 1000, 100):
+            shas += self.send_many(bodies[k:k + 100])
+            if not killed and len(self.broker.shas()) > 0 and k >= 300:
+                self.broker.kill()
+                killed = True
+        self.assertTrue(killed)
+        time.sleep(1)
+        self.broker.start()
+        self.wait_for(lambda: set(shas) <= self.broker.shas(), 90, "all 1000 published")
+
+    def test_collector_kill9_with_backlog(self):
+        self.broker.port = free_port()
+        self.start(broker=False)
+        shas = set(self.send_many([mail(i) for i in range(50)]))
+        self.c.kill9()
+        self.expect_exit = None
+        self.broker.start()
+        self.c.start()
+        self.expect_exit = 0
+        self.wait_for(lambda: shas <= self.broker.shas(), 30, "backlog published after restart")
+
+    def test_clean_restart_does_not_republish(self):
+        self.start()
+        shas = set(self.send_many([mail(i) for i in range(10)]))
+        self.wait_for(lambda: shas <= self.broker.shas(), 10, "published")
+        time.sleep(1.5)
+        self.c.stop()
+        n = len(self.broker.published())
+        self.c.start()
+        time.sleep(2)
+        self.assertEqual(len(self.broker.published()), n, "entries confirmed before the stop were sent again")
+
+
+class Failures(HpfeedsCase):
+
+    def test_wrong_secret_not_a_busy_loop(self):
+        self.start(feed={"secret": "not-the-secret"})
+        self.send_mail(mail(1))
+        time.sleep(6)
+        attempts = self.broker.log().count("auth-failed")
+        self.assertGreaterEqual(attempts, 2)
+        self.assertLessEqual(attempts, 5, "reconnects faster than the backoff allows")
+        err = self.c.stderr_text()
+        self.assertEqual(err.count("Authentication failed for writer"), 1, err)
+        self.assertEqual(self.broker.published(), [])
+
+
+class Tls(HpfeedsCase):
+
+    def test_tls_broker(self):
+        ca, crt, key = make_ca(self.tmpdir)
+        self.broker.tls = (crt, key)
+        self.start(feed={"tls": True, "ca_file": ca, "server_name": "broker.test"})
+        body = mail(7)
+        self.send_mail(body)
+        self.wait_for(lambda: sha256_hex(body) in self.broker.shas(), 10, "publish over TLS")
+
+    def test_tls_wrong_name_refused(self):
+        ca, crt, key = make_ca(self.tmpdir)
+        self.broker.tls = (crt, key)
+        self.start(feed={"tls": True, "ca_file": ca, "server_name": "other.test"})
+        self.send_mail(mail(8))
+        time.sleep(2)
+        self.assertEqual(self.broker.published(), [])
+        self.assertIn("certificate verify failed", self.c.stderr_text())
+
+
+class SeedConfig(unittest.TestCase):
+    """The seed's feed_config.yml, verbatim (port 10_000), through -f."""
+
+    SEED = ('---  # Broker config\n'
+            '  broker: "127.0.0.1"\n'
+            '  port: 10_000\n'
+            '  identity: "writer"\n'
+            '  secret: "secret"\n'
+            '  channels:\n'
+            '    - "spam.mails"\n')
+
+    def test_seed_feed_config_verbatim(self):
+        tmp = tempfile.mkdtemp(prefix="fosr-e2e-seed-")
+        b = Broker(tmp, port=10000)
+        c = None
+        try:
+            try:
+                b.start()
+            except AssertionError:
+                self.skipTest("port 10000 busy")
+            path = os.path.join(tmp, "feed_config.yml")
+            with open(path, "w") as f:
+                f.write(self.SEED)
+            c = Collector(tmp, args=["-f", path])
+            c.start()
+            body = mail(9)
+            cl = c.connect()
+            cl.ehlo("client.example")
+            cl.cmd("MAIL FROM:<a@example.org>")
+            cl.cmd("RCPT TO:<b@example.net>")
+            cl.data(body)
+            cl.close()
+            end = time.time() + 10 * c.slow
+            while sha256_hex(body) not in b.shas() and time.time() < end:
+                time.sleep(0.1)
+            self.assertIn(sha256_hex(body), b.shas(), c.stderr_tail())
+            self.assertEqual(c.stop(), 0)
+            c.check_sanitizers()
+        finally:
+            b.kill()
+            if c:
+                c.cleanup()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
