@@ -36,7 +36,7 @@ struct dns_req {
 	int		 outstanding;	/* c-ares queries not answered yet */
 	enum dns_status	 status;
 	bool		 tempfail;	/* one of the address queries failed softly */
-	char		 err[128];
+	char		 err[320];
 	struct dns_mx	 mx[DNS_MX_MAX];
 	struct dns_addr	 addr[DNS_ADDR_MAX];
 	int		 n;

@@ -75,7 +75,8 @@ enum hpf_state {
 
 /* One published journal entry waiting for confirmation. */
 struct hpf_entry {
-	char		 sha[65];
+	char		 sha[65];	/* mail channels: matched against echoes */
+	uint64_t	 key;		/* events channel: FNV-1a of the payload */
 	bool		 skip;		/* line not publishable: confirmed as is */
 	bool		 outstanding;	/* counts against the window */
 	bool		 confirmed;
@@ -85,8 +86,18 @@ struct hpf_entry {
 	uint64_t	 acked_ms;	/* SIOCOUTQ seen 0 after it was written; 0 = not yet */
 };
 
+enum hpf_src_id { HPF_SRC_JOURNAL, HPF_SRC_EVENTS, HPF_NSRC };
+
+/* A file read from a cursor: the spool's journal or the JSON event log. */
+struct hpf_src {
+	char		 path[PATH_MAX];	/* "" = none */
+	int		 fd;
+	ino_t		 ino;
+};
+
 struct hpf_chan {
 	char		 name[CFG_NAME_MAX];
+	enum hpf_src_id	 src;
 	char		 cursor_path[PATH_MAX];
 	uint64_t	 cursor;	/* everything before is confirmed */
 	bool		 dirty;		/* cursor changed since saved */
@@ -114,12 +125,10 @@ struct hpf {
 	long		 sub_seen;
 	bool		 sub_failed;	/* stdout went away */
 	char		 spool_dir[PATH_MAX];
-	char		 journal_path[PATH_MAX];
 	char		 sensor[CFG_NAME_MAX];
-	int		 jfd;
-	ino_t		 jino;
+	struct hpf_src	 srcs[HPF_NSRC];
 
-	struct hpf_chan	 chans[CFG_CHANNELS_MAX];
+	struct hpf_chan	 chans[CFG_CHANNELS_MAX + 1];	/* + the events channel */
 	int		 nchans;
 
 	enum hpf_state	 state;
@@ -141,6 +150,7 @@ struct hpf {
 
 	struct jbuf	 pl;		/* last payload built */
 	uint64_t	 pl_off;	/* its journal end offset (UINT64_MAX = none) */
+	enum hpf_src_id	 pl_src;
 	size_t		 pl_limit;
 	char		 pl_sha[65];
 	unsigned char	*body;		/* read buffer for .eml bytes */
@@ -173,7 +183,7 @@ static void	 pump_schedule(struct hpf *);
 static void	 pump_cb(evutil_socket_t, short, void *);
 static int	 publish_next(struct hpf *, struct hpf_chan *, size_t *bytes);
 static int	 build_payload(struct hpf *, struct hpf_chan *, const char *line,
-		    size_t len, uint64_t end_off, char sha[65]);
+		    size_t len, uint64_t end_off, struct hpf_entry *);
 static void	 poll_cb(evutil_socket_t, short, void *);
 static void	 poll_arm(struct hpf *);
 static bool	 chan_window_ok(const struct hpf_chan *);
@@ -184,8 +194,11 @@ static void	 chan_reset(struct hpf_chan *);
 static struct hpf_chan *chan_find(struct hpf *, const uint8_t *name, size_t len);
 static int	 reader_next(struct hpf *, struct hpf_chan *, const char **line,
 		    size_t *len, uint64_t *end_off);
-static int	 journal_open(struct hpf *);
-static void	 journal_check(struct hpf *);
+static int	 src_open(struct hpf *, enum hpf_src_id);
+static void	 src_check(struct hpf *, enum hpf_src_id);
+static uint64_t	 fnv64(const void *, size_t);
+static int	 chan_setup(struct hpf *, const char *name, enum hpf_src_id,
+		    char *err, size_t errlen);
 static int	 cursor_load(struct hpf_chan *, char *err, size_t errlen);
 static void	 cursor_save(struct hpf_chan *);
 static void	 cursors_save(struct hpf *);
@@ -766,57 +779,62 @@ cursors_save(struct hpf *h)
 
 /* ------------------------------------------------------------- journal */
 
-/* Open the journal if it exists now; 0 when open, -1 when not (yet). */
+/* Open source k if it exists now; 0 when open, -1 when not (yet). */
 static int
-journal_open(struct hpf *h)
+src_open(struct hpf *h, enum hpf_src_id k)
 {
+	struct hpf_src *sr = &h->srcs[k];
 	struct stat st;
 
-	if (h->jfd != -1)
+	if (sr->fd != -1)
 		return 0;
-	if ((h->jfd = open(h->journal_path, O_RDONLY | O_CLOEXEC)) == -1) {
+	if (sr->path[0] == '\0')
+		return -1;
+	if ((sr->fd = open(sr->path, O_RDONLY | O_CLOEXEC)) == -1) {
 		if (errno != ENOENT)
-			log_warn("hpfeeds: journal=%s open failed: %s", h->journal_path,
-			    strerror(errno));
+			log_warn("hpfeeds: file=%s open failed: %s", sr->path, strerror(errno));
 		return -1;
 	}
-	if (fstat(h->jfd, &st) == 0)
-		h->jino = st.st_ino;
+	if (fstat(sr->fd, &st) == 0)
+		sr->ino = st.st_ino;
 	return 0;
 }
 
 /*
- * Notice a journal that was replaced or cut below a cursor (an operator's
- * doing): start those channels over from the start rather than lose entries.
+ * Notice a source file that was replaced (event log rotation) or cut below a
+ * cursor (an operator's doing): its channels start over from the start of
+ * the file rather than lose entries.
  */
 static void
-journal_check(struct hpf *h)
+src_check(struct hpf *h, enum hpf_src_id k)
 {
+	struct hpf_src *sr = &h->srcs[k];
 	struct stat st, pst;
 	bool replaced = false;
 	int i;
 
-	if (h->jfd == -1 || fstat(h->jfd, &st) == -1)
+	if (sr->fd == -1 || fstat(sr->fd, &st) == -1)
 		return;
-	if (stat(h->journal_path, &pst) == 0 && pst.st_ino != h->jino) {
-		log_warn("hpfeeds: journal=%s was replaced; publishing it from the start",
-		    h->journal_path);
-		close(h->jfd);
-		h->jfd = -1;
-		if (journal_open(h) == -1)
+	if (stat(sr->path, &pst) == 0 && pst.st_ino != sr->ino) {
+		if (k == HPF_SRC_JOURNAL)
+			log_warn("hpfeeds: file=%s was replaced; publishing it from the start",
+			    sr->path);
+		close(sr->fd);
+		sr->fd = -1;
+		if (src_open(h, k) == -1)
 			return;
 		replaced = true;
-		if (fstat(h->jfd, &st) == -1)
+		if (fstat(sr->fd, &st) == -1)
 			return;
 	}
 	for (i = 0; i < h->nchans; i++) {
 		struct hpf_chan *c = &h->chans[i];
 
-		if (!replaced && (uint64_t)st.st_size >= c->cursor)
+		if (c->src != k || (!replaced && (uint64_t)st.st_size >= c->cursor))
 			continue;
 		if (!replaced)
-			log_warn("hpfeeds: journal=%s shorter than the cursor of channel %s; "
-			    "publishing it from the start", h->journal_path, c->name);
+			log_warn("hpfeeds: file=%s shorter than the cursor of channel %s; "
+			    "publishing it from the start", sr->path, c->name);
 		c->cursor = 0;
 		c->dirty = true;
 		h->pl_off = UINT64_MAX;
@@ -842,7 +860,7 @@ reader_next(struct hpf *h, struct hpf_chan *c, const char **line, size_t *len,
 	ssize_t n;
 	size_t ncap;
 
-	if (journal_open(h) == -1)
+	if (src_open(h, c->src) == -1)
 		return 0;
 	for (;;) {
 		nl = c->rlen > c->rstart ?
@@ -870,8 +888,8 @@ reader_next(struct hpf *h, struct hpf_chan *c, const char **line, size_t *len,
 		if (c->rlen == c->rcap) {
 			if (c->rskip || c->rcap >= HPF_LINE_MAX) {
 				if (!c->rskip)
-					log_warn("hpfeeds: journal line at offset %llu longer "
-					    "than %u bytes: not published",
+					log_warn("hpfeeds: file=%s line at offset %llu longer "
+					    "than %u bytes: not published", h->srcs[c->src].path,
 					    (unsigned long long)c->rbase, HPF_LINE_MAX);
 				c->rskip = true;
 				c->rbase += c->rlen;
@@ -884,12 +902,12 @@ reader_next(struct hpf *h, struct hpf_chan *c, const char **line, size_t *len,
 				c->rcap = ncap;
 			}
 		}
-		n = pread(h->jfd, c->rbuf + c->rlen, c->rcap - c->rlen,
+		n = pread(h->srcs[c->src].fd, c->rbuf + c->rlen, c->rcap - c->rlen,
 		    (off_t)(c->rbase + c->rlen));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			log_warn("hpfeeds: journal=%s read failed: %s", h->journal_path,
+			log_warn("hpfeeds: file=%s read failed: %s", h->srcs[c->src].path,
 			    strerror(errno));
 			return -1;
 		}
@@ -1077,7 +1095,7 @@ publish_next(struct hpf *h, struct hpf_chan *c, size_t *bytes)
 		return 0;
 	memset(&e, 0, sizeof(e));
 	e.end_off = end_off;
-	if (r == 2 || build_payload(h, c, line, len, end_off, e.sha) == -1 ||
+	if (r == 2 || build_payload(h, c, line, len, end_off, &e) == -1 ||
 	    (hl = hpf_wire_publish_header(hdr, sizeof(hdr), h->feed.identity, c->name,
 	    h->pl.len)) == 0) {
 		/* Not publishable (logged): it leaves the queue in its turn. */
@@ -1114,7 +1132,7 @@ oom:
  */
 static int
 build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
-    uint64_t end_off, char sha[65])
+    uint64_t end_off, struct hpf_entry *ent)
 {
 	static const char *meta_keys[] = { "time", "session", "queue_id", "listener",
 	    "src_ip", "src_port", "dst_ip", "dst_port", "helo", "tls", "auth",
@@ -1128,12 +1146,29 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 	size_t got = 0;
 	bool cut = false;
 	int fd, rc = -1;
+	char *sha = ent->sha;
 
-	if (h->pl_off == end_off && h->pl_limit == c->limit) {
+	if (h->pl_off == end_off && h->pl_src == c->src && h->pl_limit == c->limit) {
 		memcpy(sha, h->pl_sha, 65);
+		ent->key = fnv64(h->pl.buf, h->pl.len);
 		return 0;
 	}
 	h->pl_off = UINT64_MAX;
+	if (c->src == HPF_SRC_EVENTS) {
+		/* An event is published as it was logged: one JSON object. */
+		if (!json_is_object(line, len) || len > c->limit) {
+			log_warn("hpfeeds: event at offset %llu of %s is %s; not published",
+			    (unsigned long long)(end_off - len - 1), h->srcs[c->src].path,
+			    len > c->limit ? "too large" : "not a JSON object");
+			return -1;
+		}
+		jb_reset(&h->pl);
+		jb_raw(&h->pl, line, len);
+		if (h->pl.oom)
+			return -1;
+		ent->key = fnv64(line, len);
+		return 0;
+	}
 	if (!json_is_object(line, len) || !json_find(line, len, "sha256", &v, &vl) ||
 	    vl != 66 || !is_hex64(v + 1, 64)) {
 		log_warn("hpfeeds: journal line at offset %llu is not a reception "
@@ -1211,6 +1246,7 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 		log_info("hpfeeds: message=%s size=%lld published truncated to %zu bytes",
 		    sha, (long long)st.st_size, h->pl.len);
 	h->pl_off = end_off;
+	h->pl_src = c->src;
 	h->pl_limit = c->limit;
 	memcpy(h->pl_sha, sha, 65);
 	rc = 0;
@@ -1327,7 +1363,7 @@ hpf_create(struct event_base *base, const struct cfg_feed *feed,
     const char *spool_dir, bool sub_mode, char *err, size_t errlen)
 {
 	struct hpf *h;
-	char hex[2 * CFG_NAME_MAX + 1], dir[PATH_MAX];
+	char dir[PATH_MAX];
 	int i, n;
 
 	if (feed->nchannels <= 0) {
@@ -1345,15 +1381,16 @@ hpf_create(struct event_base *base, const struct cfg_feed *feed,
 	h->base = base;
 	h->feed = *feed;
 	h->sub_mode = sub_mode;
-	h->jfd = -1;
+	for (i = 0; i < HPF_NSRC; i++)
+		h->srcs[i].fd = -1;
 	h->backoff_ms = HPF_BACKOFF_MIN_MS;
 	h->pl_off = UINT64_MAX;
 	jb_init(&h->pl);
 	n = feed->nchannels > CFG_CHANNELS_MAX ? CFG_CHANNELS_MAX : feed->nchannels;
 	if (!sub_mode) {
 		snprintf(h->spool_dir, sizeof(h->spool_dir), "%s", spool_dir);
-		snprintf(h->journal_path, sizeof(h->journal_path), "%s/receptions.jsonl",
-		    spool_dir);
+		snprintf(h->srcs[HPF_SRC_JOURNAL].path, sizeof(h->srcs[0].path),
+		    "%s/receptions.jsonl", spool_dir);
 		snprintf(dir, sizeof(dir), "%s/feed", spool_dir);
 		if (util_mkdirs(dir, 0750) == -1) {
 			snprintf(err, errlen, "hpfeeds: %s: %s", dir, strerror(errno));
@@ -1361,25 +1398,12 @@ hpf_create(struct event_base *base, const struct cfg_feed *feed,
 		}
 	}
 	h->nchans = 0;
-	for (i = 0; i < n; i++) {
-		struct hpf_chan *c = &h->chans[h->nchans];
-
-		/* A channel listed twice would be subscribed twice: once only. */
-		if (chan_find(h, (const uint8_t *)feed->channels[i],
-		    strlen(feed->channels[i])) != NULL)
-			continue;
-		h->nchans++;
-		snprintf(c->name, sizeof(c->name), "%s", feed->channels[i]);
-		c->limit = hpf_wire_max_payload(strlen(feed->identity), strlen(c->name));
-		if (sub_mode)
-			continue;
-		util_hex(c->name, strlen(c->name), hex);
-		snprintf(c->cursor_path, sizeof(c->cursor_path), "%s/feed/%s.cursor",
-		    spool_dir, hex);
-		if (cursor_load(c, err, errlen) == -1)
+	for (i = 0; i < n; i++)
+		if (chan_setup(h, feed->channels[i], HPF_SRC_JOURNAL, err, errlen) == -1)
 			goto fail;
-		chan_reset(c);
-	}
+	if (sub_mode && feed->events_channel[0] != '\0' &&
+	    chan_setup(h, feed->events_channel, HPF_SRC_EVENTS, err, errlen) == -1)
+		goto fail;
 	if (feed->tls && tls_ctx_setup(h, err, errlen) == -1)
 		goto fail;
 	h->ev_reconnect = evtimer_new(base, reconnect_cb, h);
@@ -1401,6 +1425,78 @@ hpf_create(struct event_base *base, const struct cfg_feed *feed,
 fail:
 	hpf_free(h);
 	return NULL;
+}
+
+/*
+ * Add channel name fed from source k: its payload limit and, for the
+ * publisher, its cursor.  A name already there is skipped (subscribing twice
+ * breaks the reference broker).  0 or -1 with err filled.
+ */
+static int
+chan_setup(struct hpf *h, const char *name, enum hpf_src_id k, char *err, size_t errlen)
+{
+	char hex[2 * CFG_NAME_MAX + 1];
+	struct hpf_chan *c;
+
+	if (chan_find(h, (const uint8_t *)name, strlen(name)) != NULL)
+		return 0;
+	if (h->nchans >= (int)(sizeof(h->chans) / sizeof(h->chans[0]))) {
+		snprintf(err, errlen, "hpfeeds: too many channels");
+		return -1;
+	}
+	c = &h->chans[h->nchans];
+	memset(c, 0, sizeof(*c));
+	snprintf(c->name, sizeof(c->name), "%s", name);
+	c->src = k;
+	c->limit = hpf_wire_max_payload(strlen(h->feed.identity), strlen(c->name));
+	if (!h->sub_mode) {
+		util_hex(c->name, strlen(c->name), hex);
+		if ((size_t)snprintf(c->cursor_path, sizeof(c->cursor_path), "%s/feed/%s.cursor",
+		    h->spool_dir, hex) >= sizeof(c->cursor_path)) {
+			snprintf(err, errlen, "hpfeeds: spool path too long");
+			return -1;
+		}
+		if (cursor_load(c, err, errlen) == -1)
+			return -1;
+		chan_reset(c);
+	}
+	h->nchans++;
+	return 0;
+}
+
+/* FNV-1a, 64 bits: matches an echoed event with the entry that sent it. */
+static uint64_t
+fnv64(const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	uint64_t v = 14695981039346656037ull;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		v ^= p[i];
+		v *= 1099511628211ull;
+	}
+	return v;
+}
+
+/* Also publish the JSON event log (see hpfeeds.h). */
+int
+hpf_set_event_log(struct hpf *h, const char *path, char *err, size_t errlen)
+{
+	if (h->feed.events_channel[0] == '\0' || path == NULL || path[0] == '\0')
+		return 0;
+	if (chan_find(h, (const uint8_t *)h->feed.events_channel,
+	    strlen(h->feed.events_channel)) != NULL) {
+		snprintf(err, errlen, "hpfeeds: events_channel %s is also a mail channel",
+		    h->feed.events_channel);
+		return -1;
+	}
+	if (h->state == HPF_ST_READY) {
+		snprintf(err, errlen, "hpfeeds: hpf_set_event_log() after the connection is up");
+		return -1;
+	}
+	snprintf(h->srcs[HPF_SRC_EVENTS].path, sizeof(h->srcs[0].path), "%s", path);
+	return chan_setup(h, h->feed.events_channel, HPF_SRC_EVENTS, err, errlen);
 }
 
 /* Start the publisher (see hpfeeds.h). */
@@ -1465,8 +1561,9 @@ hpf_free(struct hpf *h)
 		evdns_base_free(h->dns, 0);
 	if (h->ssl_ctx != NULL)
 		SSL_CTX_free(h->ssl_ctx);
-	if (h->jfd != -1)
-		close(h->jfd);
+	for (i = 0; i < HPF_NSRC; i++)
+		if (h->srcs[i].fd != -1)
+			close(h->srcs[i].fd);
 	for (i = 0; i < h->nchans; i++) {
 		free(h->chans[i].q);
 		free(h->chans[i].rbuf);
@@ -1837,6 +1934,7 @@ on_publish(struct hpf *h, const struct hpf_frame *f)
 {
 	struct hpf_chan *c;
 	const char *sha;
+	uint64_t key = 0;
 	size_t k;
 
 	if (h->sub_mode) {
@@ -1848,14 +1946,17 @@ on_publish(struct hpf *h, const struct hpf_frame *f)
 		return;
 	if ((c = chan_find(h, f->chan, f->chanlen)) == NULL || c->nosub)
 		return;
-	/* Our payloads start with {"sha256":"<64 hex>". */
-	if (f->datalen < 11 + 64 || memcmp(f->data, "{\"sha256\":\"", 11) != 0)
-		return;
+	if (c->src == HPF_SRC_EVENTS)
+		key = fnv64(f->data, f->datalen);
+	else if (f->datalen < 11 + 64 || memcmp(f->data, "{\"sha256\":\"", 11) != 0)
+		return;	/* our mail payloads start with {"sha256":"<64 hex>" */
 	sha = (const char *)f->data + 11;
 	for (k = 0; k < c->qlen; k++) {
 		struct hpf_entry *e = &c->q[(c->qhead + k) % c->qcap];
 
-		if (!e->skip && !e->confirmed && memcmp(e->sha, sha, 64) == 0) {
+		if (e->skip || e->confirmed)
+			continue;
+		if (c->src == HPF_SRC_EVENTS ? e->key == key : memcmp(e->sha, sha, 64) == 0) {
 			/* In order on one connection: everything before it got through too. */
 			chan_confirm_upto(h, c, k);
 			if (!h->stable) {
@@ -1881,7 +1982,8 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (!h->sub_mode) {
 		cursors_save(h);
-		journal_check(h);
+		src_check(h, HPF_SRC_JOURNAL);
+		src_check(h, HPF_SRC_EVENTS);
 	}
 	if (h->state != HPF_ST_READY)
 		return;

@@ -37,6 +37,15 @@ struct hpf;
 struct hpf	*hpf_new(struct event_base *base, const struct cfg_feed *feed,
 		    const char *spool_dir, char *err, size_t errlen);
 
+/*
+ * With feed->events_channel set, also publish every line of the JSON event
+ * log at path (the same durable cursor scheme; a rotated log is followed from
+ * its start).  Call right after hpf_new(), before the loop runs.  0, or -1
+ * with err filled (events_channel equal to a mail channel).  No-op when either
+ * the channel or path is empty.
+ */
+int		 hpf_set_event_log(struct hpf *, const char *path, char *err, size_t errlen);
+
 /* Sensor name added to payloads when metadata is on (copied; NULL = none). */
 void		 hpf_set_sensor(struct hpf *, const char *sensor);
 

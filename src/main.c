@@ -22,6 +22,7 @@
 #include <event2/thread.h>
 
 #include "config.h"
+#include "hpfeeds.h"
 #include "listener.h"
 #include "log.h"
 #include "persona.h"
@@ -38,6 +39,7 @@ struct fosr {
 	struct cfg		 cfg;
 	struct smtp_server	 srv;
 	struct listeners	*ls;
+	struct hpf		*hpf;
 	struct event		*sig_term, *sig_int, *sig_hup, *stop_timer;
 	int			 stop_ticks;
 	char			 hostname[CFG_NAME_MAX];
@@ -66,6 +68,8 @@ usage(FILE *fp)
 	    "  -f, --feed-config FILE  hpfeeds broker config (the seed's feed_config.yml)\n"
 	    "  -i, --interactive       review console over the spool (not available yet)\n"
 	    "  -t, --testMode          relay test mode (not available yet)\n"
+	    "      --feed-subscribe    subscribe to the feed's channels with its identity and\n"
+	    "                          print each payload as a JSON line (sha256 verified)\n"
 	    "      --version           print the version and exit\n"
 	    "  -h, --help              this text\n");
 }
@@ -82,12 +86,13 @@ main(int argc, char **argv)
 		{ "testMode", no_argument, NULL, 't' },
 		{ "test-mode", no_argument, NULL, 't' },
 		{ "version", no_argument, NULL, 'V' },
+		{ "feed-subscribe", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct fosr f;
 	const char *config = NULL, *feed = NULL;
-	bool check = false, debug = false;
+	bool check = false, debug = false, subscribe = false;
 	char err[1024];
 	struct passwd *pw = NULL;
 	struct spool_opts so;
@@ -117,6 +122,9 @@ main(int argc, char **argv)
 			    "available in this version (it comes with the rules and relay "
 			    "engine)\n");
 			return 2;
+		case 'S':
+			subscribe = true;
+			break;
 		case 'V':
 			printf("fosr-collector %s\n", FOSR_VERSION);
 			return 0;
@@ -144,10 +152,17 @@ main(int argc, char **argv)
 		fprintf(stderr, "fosr-collector: %s\n", err);
 		return 1;
 	}
-	if (f.cfg.feed.enabled) {
-		fprintf(stderr, "fosr-collector: %s: publishing to an hpfeeds broker is not "
-		    "available in this version\n", f.cfg.feed.source[0] ? f.cfg.feed.source : "feed");
-		return 1;
+	if (subscribe) {
+		if (!f.cfg.feed.enabled) {
+			fprintf(stderr, "fosr-collector: --feed-subscribe needs a broker: "
+			    "-f feed_config.yml or a feed section in -c\n");
+			return 2;
+		}
+		if (check) {
+			printf("%s: configuration ok\n", f.cfg.feed.source);
+			return 0;
+		}
+		return hpf_subscribe_main(&f.cfg.feed, argc, argv);
 	}
 	if (f.cfg.user[0] && geteuid() == 0 && (pw = getpwnam(f.cfg.user)) == NULL) {
 		fprintf(stderr, "fosr-collector: %s: user: no such user \"%s\"\n",
@@ -208,6 +223,14 @@ main(int argc, char **argv)
 	if ((f.srv.spool = spool_open(f.base, &so, err, sizeof(err))) == NULL)
 		fatalx("spool: %s", err);
 
+	if (f.cfg.feed.enabled) {
+		if ((f.hpf = hpf_new(f.base, &f.cfg.feed, f.cfg.spool_dir, err, sizeof(err))) == NULL)
+			fatalx("feed: %s", err);
+		hpf_set_sensor(f.hpf, f.cfg.sensor[0] ? f.cfg.sensor : f.hostname);
+		f.srv.on_mail = hpf_on_mail;
+		f.srv.on_mail_arg = f.hpf;
+	}
+
 	f.sig_term = evsignal_new(f.base, SIGTERM, signal_cb, &f);
 	f.sig_int = evsignal_new(f.base, SIGINT, signal_cb, &f);
 	f.sig_hup = evsignal_new(f.base, SIGHUP, signal_cb, &f);
@@ -236,6 +259,7 @@ main(int argc, char **argv)
 
 	smtp_server_close_all(&f.srv);
 	listeners_free(f.ls);
+	hpf_free(f.hpf);
 	spool_free(f.srv.spool);
 	{
 		struct jbuf jb;
