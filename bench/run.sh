@@ -51,6 +51,13 @@ else
 	IDLE=${BENCH_IDLE:-2000 10000}
 fi
 SERVERS=${BENCH_SERVERS:-fosr aiosmtpd smtp-sink}
+if [ -n "${BENCH_ONLY:-}" ]; then
+	# Keep only the scenarios named in BENCH_ONLY (e.g. "1k-500s idle").
+	SCENARIOS=$(while read -r l; do
+		case " $BENCH_ONLY " in *" ${l%% *} "*) echo "$l" ;; esac
+	done <<<"$SCENARIOS")
+	case " $BENCH_ONLY " in *" idle "*) ;; *) IDLE="" ;; esac
+fi
 
 TMP=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/fosr-bench.XXXXXX") || die "mktemp"
 RES=$TMP/results.tsv
@@ -193,7 +200,7 @@ stored_count() {
 
 run_scenario() {
 	local srv=$1 scen=$2 sess=$3 size=$4 msgs=$5 mode=$6
-	local dir=$TMP/$srv-$scen dflag="" c0 c1 t0 t1 rc err hwm stored
+	local dir=$TMP/$srv-$scen dflag="" c0 c1 t0 t1 rc err hwm stored alive
 	[ "$mode" = d ] && dflag=-d
 	start_server "$srv" "$dir" || {
 		printf 'load\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\tserver did not start\n' \
@@ -207,8 +214,18 @@ run_scenario() {
 	    "127.0.0.1:$PORT" >"$dir/source.out" 2>"$dir/source.err"
 	rc=$?
 	t1=$(date +%s.%N)
-	c1=$(cpu_ticks "$SPID")
-	hwm=$(vm_kb "$SPID" VmHWM)
+	alive=alive
+	kill -0 "$SPID" 2>/dev/null || alive=DIED
+	c1=$(cpu_ticks "$SPID" 2>/dev/null)
+	hwm=$(vm_kb "$SPID" VmHWM 2>/dev/null)
+	if [ $alive = DIED ] || [ -z "$c1" ]; then
+		alive=DIED
+		c1=$c0
+		hwm=-
+		wait "$SPID"
+		echo "  !! $srv exited during the run (status $?); last log lines:"
+		tail -3 "$dir/server.log" | cut -c1-200 | sed 's/^/      /'
+	fi
 	# Counted before the server stops: a 250 must already mean "on disk".
 	stored=$(stored_count "$srv" "$dir")
 	err=$(grep -c . "$dir/source.err")
@@ -219,7 +236,7 @@ run_scenario() {
 	    "$(awk -v m="$msgs" -v c0="$c0" -v c1="$c1" -v h="$TCK" 'BEGIN {
 		split(c0, a, " "); split(c1, b, " "); k = 1e6 / h / m
 		printf "%.1f", (b[1] + b[2] - a[1] - a[2]) * k }')" \
-	    "$hwm" "rc=$rc,stderr_lines=$err" "$stored" \
+	    "$hwm" "rc=$rc,stderr_lines=$err,$alive" "$stored" \
 	    "$(awk -v m="$msgs" -v c0="$c0" -v c1="$c1" -v h="$TCK" 'BEGIN {
 		split(c0, a, " "); split(c1, b, " "); k = 1e6 / h / m
 		printf "%.0f+%.0f", (b[1] - a[1]) * k, (b[2] - a[2]) * k }')" >>"$RES"

@@ -76,6 +76,7 @@ static bool			 ready;
 static bool			 wake_fired;
 static bool			 verbose;	/* FUZZ_SMTP_VERBOSE=1: one line per input */
 static unsigned long		 nmails;	/* messages made durable (on_mail) */
+static unsigned long		 nwaits;	/* blocking waits (verbose output) */
 
 /* Count and discard whatever the session sent. */
 static void
@@ -136,6 +137,7 @@ wait_event(long usec)
 	struct timeval tv = { 0, usec };
 
 	wake_fired = false;
+	nwaits++;
 	evtimer_add(wake, &tv);
 	event_base_loop(base, EVLOOP_ONCE);
 	evtimer_del(wake);
@@ -292,7 +294,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct sockaddr_in peer;
 	uint32_t h;
 	size_t cut[4], ncut, off;
-	unsigned long mails0 = nmails;
+	unsigned long mails0 = nmails, waits0 = nwaits;
 	int i, variant;
 
 	fuzz_init();
@@ -364,8 +366,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (verbose)
 		fprintf(stderr, "fuzz_smtp_session: size=%zu cfg=%d chunks=%zu reply_bytes=%llu "
-		    "mails=%lu\n", size, variant, ncut + 1, (unsigned long long)rx_bytes,
-		    nmails - mails0);
+		    "mails=%lu waits=%lu\n", size, variant, ncut + 1,
+		    (unsigned long long)rx_bytes, nmails - mails0, nwaits - waits0);
 	bufferevent_free(pair[1]);
 	pump();	/* run the bufferevents' deferred finalizers */
 	return 0;

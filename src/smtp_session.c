@@ -1659,6 +1659,8 @@ smtp_reception_record(struct smtp_session *s, struct jbuf *jb)
 		jb_kcstr(jb, "body", t->body);
 	jb_kbool(jb, "smtputf8", t->smtputf8);
 	jb_kcstr(jb, "transfer", t->bdat_used ? "BDAT" : "DATA");
+	/* Only accepted mail gets a record: its 250 is sent once this is durable. */
+	jb_kcstr(jb, "outcome", "queued");
 	jb_key(jb, "anomalies");
 	jb_arr_open(jb);
 	for (size_t k = 0; k < sizeof(anomaly_names) / sizeof(anomaly_names[0]); k++)

@@ -411,18 +411,36 @@ def queue_id(reply):
 
 # ---------------------------------------------------------------- the daemon
 
-def _listening(port):
-    """Whether something listens on 127.0.0.1:port (read from /proc, no connection made)."""
-    want = "0100007F:%04X" % port
+def _listen_inodes():
+    """{port: socket inode} of every TCP socket listening on 127.0.0.1 (from /proc)."""
+    out = {}
     try:
         with open("/proc/net/tcp") as f:
             for line in f.readlines()[1:]:
                 parts = line.split()
-                if parts[1] == want and parts[3] == "0A":
-                    return True
+                addr, port = parts[1].split(":")
+                if addr == "0100007F" and parts[3] == "0A":
+                    out[int(port, 16)] = parts[9]
     except OSError:
         pass
-    return False
+    return out
+
+
+def _socket_inodes(pid):
+    """Inodes of the sockets process pid holds open."""
+    out = set()
+    d = "/proc/%d/fd" % pid
+    try:
+        for fd in os.listdir(d):
+            try:
+                link = os.readlink(os.path.join(d, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                out.add(link[8:-1])
+    except OSError:
+        pass
+    return out
 
 
 class Collector:
@@ -513,8 +531,13 @@ class Collector:
             if self.proc.poll() is not None:
                 raise AssertionError("fosr-collector exited with %s before listening:\n%s"
                                      % (self.proc.returncode, self.stderr_tail()))
-            if all(_listening(p) for p in self.ports.values()):
-                return
+            # listening, and the sockets are this process's (not another
+            # test run's daemon that happened to pick the same port)
+            listening = _listen_inodes()
+            if all(p in listening for p in self.ports.values()):
+                mine = _socket_inodes(self.proc.pid)
+                if all(listening[p] in mine for p in self.ports.values()):
+                    return
             time.sleep(0.05)
         raise AssertionError("fosr-collector not listening on %s after %ss:\n%s"
                              % (self.ports, timeout, self.stderr_tail()))

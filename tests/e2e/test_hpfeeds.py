@@ -293,6 +293,21 @@ class Publish(HpfeedsCase):
         self.assertEqual(p["src_ip"], "127.0.0.1")
         self.assertIn("sensor", p)
 
+    def test_events_channel(self):
+        self.broker.users = ["writer:secret:%s,spam.events:%s,spam.events" % (CHAN, CHAN)]
+        self.start(feed={"events_channel": "spam.events"})
+        body = mail(6)
+        self.send_mail(body)
+        sha = sha256_hex(body)
+
+        def received():
+            return [p for p in self.broker.payloads("spam.events")
+                    if p.get("eventid") == "fosr.mail.received" and p.get("sha256") == sha]
+        self.wait_for(lambda: received() and sha in self.broker.shas(), 10, "event and mail published")
+        # Each event line of the log is published as it is.
+        logged = [e for e in self.c.events() if e.get("eventid") == "fosr.mail.received"]
+        self.assertIn(received()[0], logged)
+
     @broker_users("writer:secret:%s:" % CHAN, "reader:readersecret::%s" % CHAN)
     def test_identity_without_subscribe_right(self):
         # No echo possible: entries are confirmed by TCP acknowledgement.

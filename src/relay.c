@@ -1,0 +1,1286 @@
+/*
+ * Relay decisions, durable caps and delivery (see relay.h).
+ *
+ * Threads: the event loop owns every job and every decision; one worker
+ * thread does the slow, blocking parts in FIFO order (read the message and
+ * run the rules, append+fsync a caps line, write the outcome record) and
+ * posts the job back with event_active().  A job is on exactly one of: the
+ * worker queue, the done queue, the loop (DNS or SMTP in flight).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "dns.h"
+#include "log.h"
+#include "relay.h"
+#include "relay_caps.h"
+#include "relay_json.h"
+#include "smtp_client.h"
+#include "util.h"
+
+#define RELAY_RCPT_MAX		1000	/* recipients read from one record */
+#define RELAY_ATTEMPTS_MAX	10	/* connections per recipient */
+#define RELAY_OWN_MAX		(CFG_RELAY_LIST_MAX + 1)
+
+enum relay_work { RW_EVAL, RW_PERSIST, RW_RECORD };
+
+/* Refcounted rules: a job keeps the rules it started with across a reload. */
+struct relay_rules_ref {
+	struct rules	*rules;
+	int		 refs;
+};
+
+struct relay_job {
+	struct relay		*r;
+	struct relay_job	*qnext;		/* worker or done queue */
+	struct relay_job	*lnext, *lprev;	/* all live jobs */
+	enum relay_work		 work;
+	const char		*source;	/* "daemon" or "console" */
+	bool			 live;		/* send for real (else dry-run) */
+	relay_done_cb		 done_cb;
+	void			*done_arg;
+
+	struct relay_record	*rec;
+	struct relay_rules_ref	*rules;
+	char			 own[RELAY_OWN_MAX][64];
+	int			 nown;
+	unsigned char		*msg;
+	size_t			 msglen;
+	int			 eval_rc;
+	struct rules_decision	 dec;
+	char			 err[512];
+
+	char			*caps_line;
+	size_t			 caps_len;
+	int			 io_rc;
+	char			*record_json;	/* RW_RECORD */
+	size_t			 record_len;
+
+	/* delivery */
+	char			 qid[16];
+	int			 rcpt_idx;
+	const char		*target_rcpt;
+	char			 host[DNS_HOST_MAX];
+	int			 port;
+	bool			 ipv4_only;
+	struct dns_mx		 mx[DNS_MX_MAX];
+	int			 nmx, mx_idx;
+	struct dns_addr		 addr[DNS_ADDR_MAX];
+	int			 naddr, addr_idx;
+	int			 attempts;
+	char			*received;
+	size_t			 receivedlen;
+	struct smtp_client	*client;
+	bool			 delivered_all, any_failed;
+	struct jbuf		 outcome;	/* JSON array of attempts */
+	char			 summary[512];
+};
+
+struct relay {
+	struct event_base	*base;
+	const struct cfg	*cfg;
+	const char		*hostname;
+	char			 rules_path[PATH_MAX];
+	struct relay_rules_ref	*rules;
+	struct relay_caps	*caps_live, *caps_dry;
+	struct dns		*dns;
+	SSL_CTX			*ssl_ctx;
+	bool			 test_mode;
+	char			 dir[PATH_MAX + 16];	/* <spool>/relay */
+	relay_deliver_hook	 hook;
+	void			*hook_arg;
+
+	pthread_t		 worker;
+	bool			 worker_started;
+	pthread_mutex_t		 mu;
+	pthread_cond_t		 cv;
+	bool			 stop;
+	struct relay_job	*todo_head, *todo_tail;
+	struct relay_job	*done_head, *done_tail;
+	struct event		*done_ev;
+	struct relay_job	*jobs;
+	int			 njobs;
+};
+
+static void	*relay_worker(void *);
+static void	 relay_post(struct relay_job *, enum relay_work);
+static void	 relay_done_ev_cb(evutil_socket_t, short, void *);
+static void	 relay_job_free(struct relay_job *);
+static struct relay_job *relay_job_new(struct relay *, const char *, size_t, const char *,
+		    bool, relay_done_cb, void *);
+static void	 relay_do_eval(struct relay_job *);
+static void	 relay_do_persist(struct relay_job *);
+static void	 relay_do_record(struct relay_job *);
+static void	 relay_decided(struct relay_job *);
+static void	 relay_persisted(struct relay_job *);
+static void	 relay_finish(struct relay_job *, const char *, const char *);
+static void	 relay_event_begin(struct relay_job *, struct jbuf *, const char *);
+static void	 relay_decision_event(struct relay_job *, const char *, const char *,
+		    const struct relay_caps_usage *);
+static void	 relay_next_rcpt(struct relay_job *);
+static void	 relay_route(struct relay_job *);
+static void	 relay_mx_cb(void *, enum dns_status, const struct dns_mx *, int, const char *);
+static void	 relay_next_mx(struct relay_job *);
+static void	 relay_addr_cb(void *, enum dns_status, const struct dns_addr *, int,
+		    const char *);
+static void	 relay_next_addr(struct relay_job *);
+static void	 relay_client_cb(void *, const struct smtp_client_result *);
+static void	 relay_rcpt_done(struct relay_job *, bool, const char *);
+static void	 relay_attempt_json(struct relay_job *, const char *, const char *, int,
+		    const struct smtp_client_result *, const char *);
+static void	 relay_rules_unref(struct relay_rules_ref *);
+static struct relay_caps_req relay_req(const struct relay_job *);
+static bool	 relay_domain_listed(const struct relay *, const char *);
+static void	 relay_sanitize(char *, size_t, const char *);
+
+/* ------------------------------------------------------------------ records */
+
+/* Parse a reception record. */
+struct relay_record *
+relay_record_parse(const char *j, size_t len, char *err, size_t errlen)
+{
+	struct relay_record *r;
+	const char *v, *el, *a;
+	size_t vl, ell, al;
+	long long n;
+	int i;
+
+	if (!relay_json_is_object(j, len)) {
+		snprintf(err, errlen, "record: not a JSON object");
+		return NULL;
+	}
+	if ((r = calloc(1, sizeof(*r))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (relay_json_get_str(j, len, "sha256", r->sha256, sizeof(r->sha256)) == -1 ||
+	    strlen(r->sha256) != 64 || strspn(r->sha256, "0123456789abcdef") != 64) {
+		snprintf(err, errlen, "record: no valid sha256");
+		goto fail;
+	}
+	relay_json_get_str(j, len, "queue_id", r->queue_id, sizeof(r->queue_id));
+	relay_json_get_str(j, len, "session", r->session, sizeof(r->session));
+	relay_json_get_str(j, len, "time", r->time, sizeof(r->time));
+	relay_json_get_str(j, len, "src_ip", r->src_ip, sizeof(r->src_ip));
+	relay_json_get_str(j, len, "dst_ip", r->dst_ip, sizeof(r->dst_ip));
+	relay_json_get_str(j, len, "helo", r->helo, sizeof(r->helo));
+	relay_json_get_str(j, len, "protocol", r->protocol, sizeof(r->protocol));
+	if (relay_json_get(j, len, "size", &v, &vl) == 0 && relay_json_int(v, vl, &n) == 0 &&
+	    n >= 0)
+		r->size = (uint64_t)n;
+	if (relay_json_get(j, len, "src_port", &v, &vl) == 0 && relay_json_int(v, vl, &n) == 0)
+		r->src_port = (int)n;
+	if (relay_json_get(j, len, "dst_port", &v, &vl) == 0 && relay_json_int(v, vl, &n) == 0)
+		r->dst_port = (int)n;
+	if (relay_json_get(j, len, "tls", &v, &vl) == 0 && !relay_json_is_null(v, vl))
+		r->tls = true;
+	if (relay_json_get(j, len, "auth", &v, &vl) == 0 && !relay_json_is_null(v, vl) &&
+	    relay_json_get(v, vl, "username", &a, &al) == 0) {
+		r->auth = true;
+		relay_json_str(a, al, r->auth_user, sizeof(r->auth_user));
+		relay_json_get_str(v, vl, "password", r->auth_pass, sizeof(r->auth_pass));
+	}
+	if (relay_json_get_str(j, len, "mail_from", r->mail_from, sizeof(r->mail_from)) == -1) {
+		snprintf(err, errlen, "record: no mail_from");
+		goto fail;
+	}
+	if (relay_json_get(j, len, "rcpt_to", &v, &vl) == -1) {
+		snprintf(err, errlen, "record: no rcpt_to");
+		goto fail;
+	}
+	for (i = 0; i < RELAY_RCPT_MAX && relay_json_index(v, vl, i, &el, &ell) == 0; i++)
+		;
+	if ((r->rcpt = calloc((size_t)i + 1, sizeof(*r->rcpt))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	for (r->nrcpt = 0; r->nrcpt < i; r->nrcpt++) {
+		char buf[520];
+		relay_json_index(v, vl, r->nrcpt, &el, &ell);
+		if (relay_json_str(el, ell, buf, sizeof(buf)) == -1 ||
+		    (r->rcpt[r->nrcpt] = strdup(buf)) == NULL) {
+			snprintf(err, errlen, "record: bad rcpt_to[%d]", r->nrcpt);
+			goto fail;
+		}
+	}
+	return r;
+fail:
+	relay_record_free(r);
+	return NULL;
+}
+
+/* Free a parsed record. */
+void
+relay_record_free(struct relay_record *r)
+{
+	if (r == NULL)
+		return;
+	for (int i = 0; r->rcpt && i < r->nrcpt; i++)
+		free(r->rcpt[i]);
+	free(r->rcpt);
+	free(r);
+}
+
+/* Read a stored message. */
+int
+relay_read_message(const char *spool_dir, const char *sha256, uint64_t max,
+    unsigned char **msg, size_t *len, char *err, size_t errlen)
+{
+	char path[PATH_MAX + 96];
+	struct stat st;
+	unsigned char *buf;
+	size_t off = 0;
+	ssize_t n;
+	int fd;
+
+	if (strlen(sha256) != 64 || strspn(sha256, "0123456789abcdef") != 64) {
+		snprintf(err, errlen, "bad sha256");
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/messages/%s.eml", spool_dir, sha256);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
+		snprintf(err, errlen, "%s: not a regular file or larger than %llu bytes", path,
+		    (unsigned long long)max);
+		close(fd);
+		return -1;
+	}
+	if ((buf = malloc((size_t)st.st_size + 1)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		close(fd);
+		return -1;
+	}
+	while (off < (size_t)st.st_size) {
+		n = read(fd, buf + off, (size_t)st.st_size - off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	close(fd);
+	if (off != (size_t)st.st_size) {
+		snprintf(err, errlen, "%s: short read", path);
+		free(buf);
+		return -1;
+	}
+	*msg = buf;
+	*len = off;
+	return 0;
+}
+
+/* Copy s into dst keeping only printable ASCII (others as '?'), like Postfix. */
+static void
+relay_sanitize(char *dst, size_t dstlen, const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i] && i + 1 < dstlen; i++)
+		dst[i] = ((unsigned char)s[i] > 0x20 && (unsigned char)s[i] < 0x7f) ? s[i] : '?';
+	dst[i] = '\0';
+}
+
+/* The Received header, Postfix style. */
+size_t
+relay_received_header(char *out, size_t outlen, const struct relay_record *rec,
+    const char *hostname, const char *qid, const char *rcpt, time_t when)
+{
+	char helo[256], to[520], date[64], ip[80];
+	const char *with;
+	struct tm tm;
+	int n;
+
+	relay_sanitize(helo, sizeof(helo), rec->helo[0] ? rec->helo : "unknown");
+	relay_sanitize(to, sizeof(to), rcpt);
+	if (strchr(rec->src_ip, ':') != NULL)
+		snprintf(ip, sizeof(ip), "IPv6:%s", rec->src_ip);
+	else
+		snprintf(ip, sizeof(ip), "%s", rec->src_ip);
+	gmtime_r(&when, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000 (UTC)", &tm);
+	/* RFC 3848 protocol names, as Postfix writes them. */
+	if (strcmp(rec->protocol, "SMTP") == 0)
+		with = "SMTP";
+	else if (rec->tls && rec->auth)
+		with = "ESMTPSA";
+	else if (rec->tls)
+		with = "ESMTPS";
+	else if (rec->auth)
+		with = "ESMTPA";
+	else
+		with = "ESMTP";
+	n = snprintf(out, outlen,
+	    "Received: from %s (unknown [%s])\r\n"
+	    "\tby %s (Postfix) with %s id %s\r\n"
+	    "\tfor <%s>; %s\r\n", helo, ip, hostname, with, qid, to, date);
+	if (n < 0 || (size_t)n >= outlen)
+		return 0;
+	return (size_t)n;
+}
+
+/* ------------------------------------------------------------------ rules */
+
+/* Load the configured rules file. */
+struct rules *
+relay_rules_load(const struct cfg *cfg, char *path, size_t pathlen, char *err,
+    size_t errlen, bool *absent)
+{
+	struct stat st;
+
+	*absent = false;
+	cfg_relay_rules_path(cfg, path, pathlen);
+	if (path[0] == '\0' || (stat(path, &st) == -1 && errno == ENOENT)) {
+		*absent = true;
+		snprintf(err, errlen, "%s: no rules file: nothing will be relayed",
+		    path[0] ? path : "relay.rules");
+		return NULL;
+	}
+	return rules_load(path, err, errlen);
+}
+
+/* Drop a reference to a rules set. */
+static void
+relay_rules_unref(struct relay_rules_ref *ref)
+{
+	if (ref == NULL || --ref->refs > 0)
+		return;
+	rules_free(ref->rules);
+	free(ref);
+}
+
+/* Reload the rules (SIGHUP). */
+int
+relay_reload_rules(struct relay *r)
+{
+	struct relay_rules_ref *ref;
+	struct rules *ru;
+	char err[512], path[PATH_MAX];
+	bool absent;
+
+	ru = relay_rules_load(r->cfg, path, sizeof(path), err, sizeof(err), &absent);
+	if (ru == NULL && !absent) {
+		log_warn("relay rules: %s (keeping the previous rules)", err);
+		return -1;
+	}
+	if ((ref = calloc(1, sizeof(*ref))) == NULL) {
+		rules_free(ru);
+		log_warn("relay rules: out of memory (keeping the previous rules)");
+		return -1;
+	}
+	ref->rules = ru;
+	ref->refs = 1;
+	relay_rules_unref(r->rules);
+	r->rules = ref;
+	if (absent)
+		log_warn("relay rules: %s", err);
+	else
+		log_info("relay rules: loaded %s", path);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ lifecycle */
+
+/* Create the relay. */
+struct relay *
+relay_new(struct event_base *base, const struct cfg *cfg, const char *hostname,
+    char *err, size_t errlen)
+{
+	struct relay *r;
+	char e2[512];
+
+	if ((r = calloc(1, sizeof(*r))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	r->base = base;
+	r->cfg = cfg;
+	r->hostname = hostname;
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cv, NULL);
+	snprintf(r->dir, sizeof(r->dir), "%s/relay", cfg->spool_dir);
+	if ((r->caps_live = relay_caps_open(r->dir, "caps", &cfg->relay.caps, false,
+	    err, errlen)) == NULL)
+		goto fail;
+	if ((r->caps_dry = relay_caps_open(r->dir, "caps-dry-run", &cfg->relay.caps,
+	    false, err, errlen)) == NULL)
+		goto fail;
+	if (relay_reload_rules(r) == -1) {
+		bool absent;
+		char path[PATH_MAX];
+		rules_free(relay_rules_load(cfg, path, sizeof(path), e2, sizeof(e2), &absent));
+		snprintf(err, errlen, "%s", e2);
+		goto fail;
+	}
+	if ((r->dns = dns_new(base, cfg->relay.dns_server,
+	    cfg->relay.timeouts.command * 1000 / 4, err, errlen)) == NULL)
+		goto fail;
+	if ((r->ssl_ctx = smtp_client_ssl_ctx_new()) == NULL) {
+		snprintf(err, errlen, "TLS client context: out of memory");
+		goto fail;
+	}
+	if ((r->done_ev = event_new(base, -1, 0, relay_done_ev_cb, r)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (pthread_create(&r->worker, NULL, relay_worker, r) != 0) {
+		snprintf(err, errlen, "cannot start the relay worker thread");
+		goto fail;
+	}
+	r->worker_started = true;
+	return r;
+fail:
+	relay_free(r);
+	return NULL;
+}
+
+/* Stop the worker, cancel every job, free. */
+void
+relay_free(struct relay *r)
+{
+	if (r == NULL)
+		return;
+	if (r->worker_started) {
+		pthread_mutex_lock(&r->mu);
+		r->stop = true;
+		pthread_cond_signal(&r->cv);
+		pthread_mutex_unlock(&r->mu);
+		pthread_join(r->worker, NULL);
+	}
+	while (r->jobs != NULL) {
+		struct relay_job *j = r->jobs;
+		if (j->client) {
+			smtp_client_cancel(j->client);
+			j->client = NULL;
+		}
+		relay_job_free(j);
+	}
+	dns_free(r->dns);	/* no job is left to call back */
+	if (r->done_ev)
+		event_free(r->done_ev);
+	if (r->ssl_ctx)
+		SSL_CTX_free(r->ssl_ctx);
+	relay_rules_unref(r->rules);
+	relay_caps_free(r->caps_live);
+	relay_caps_free(r->caps_dry);
+	pthread_mutex_destroy(&r->mu);
+	pthread_cond_destroy(&r->cv);
+	free(r);
+}
+
+/* -t: route every relay to the test recipient and server. */
+int
+relay_set_test_mode(struct relay *r, bool on, char *err, size_t errlen)
+{
+	if (on && (!r->cfg->relay.test_recipient[0] || !r->cfg->relay.test_server[0])) {
+		snprintf(err, errlen, "-t/--testMode needs relay.test_mode.recipient and "
+		    "relay.test_mode.server in the config");
+		return -1;
+	}
+	r->test_mode = on;
+	return 0;
+}
+
+/* Install the test delivery hook. */
+void
+relay_set_deliver_hook(struct relay *r, relay_deliver_hook hook, void *arg)
+{
+	r->hook = hook;
+	r->hook_arg = arg;
+}
+
+/* Jobs alive. */
+int
+relay_pending(const struct relay *r)
+{
+	return r->njobs;
+}
+
+/* ------------------------------------------------------------------ worker */
+
+/* The worker thread: run queued jobs in order, post them back. */
+static void *
+relay_worker(void *arg)
+{
+	struct relay *r = arg;
+	struct relay_job *j;
+
+	for (;;) {
+		pthread_mutex_lock(&r->mu);
+		while (!r->stop && r->todo_head == NULL)
+			pthread_cond_wait(&r->cv, &r->mu);
+		if (r->stop) {
+			pthread_mutex_unlock(&r->mu);
+			return NULL;
+		}
+		j = r->todo_head;
+		r->todo_head = j->qnext;
+		if (r->todo_head == NULL)
+			r->todo_tail = NULL;
+		j->qnext = NULL;
+		pthread_mutex_unlock(&r->mu);
+
+		switch (j->work) {
+		case RW_EVAL:
+			relay_do_eval(j);
+			break;
+		case RW_PERSIST:
+			relay_do_persist(j);
+			break;
+		case RW_RECORD:
+			relay_do_record(j);
+			break;
+		}
+
+		pthread_mutex_lock(&r->mu);
+		if (r->done_tail)
+			r->done_tail->qnext = j;
+		else
+			r->done_head = j;
+		r->done_tail = j;
+		pthread_mutex_unlock(&r->mu);
+		event_active(r->done_ev, EV_TIMEOUT, 1);
+	}
+}
+
+/* Queue a job for the worker. */
+static void
+relay_post(struct relay_job *j, enum relay_work w)
+{
+	struct relay *r = j->r;
+
+	j->work = w;
+	pthread_mutex_lock(&r->mu);
+	if (r->todo_tail)
+		r->todo_tail->qnext = j;
+	else
+		r->todo_head = j;
+	r->todo_tail = j;
+	pthread_cond_signal(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* On the loop: take the finished jobs and carry on with each. */
+static void
+relay_done_ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay *r = arg;
+	struct relay_job *j, *next;
+
+	pthread_mutex_lock(&r->mu);
+	j = r->done_head;
+	r->done_head = r->done_tail = NULL;
+	pthread_mutex_unlock(&r->mu);
+	for (; j != NULL; j = next) {
+		next = j->qnext;
+		j->qnext = NULL;
+		switch (j->work) {
+		case RW_EVAL:
+			relay_decided(j);
+			break;
+		case RW_PERSIST:
+			relay_persisted(j);
+			break;
+		case RW_RECORD:
+			if (j->io_rc == -1)
+				log_warn("relay %s: cannot write the outcome record: %s",
+				    j->rec->sha256, j->err);
+			if (j->done_cb)
+				j->done_cb(j->done_arg, j->delivered_all && !j->any_failed,
+				    j->summary);
+			relay_job_free(j);
+			break;
+		}
+	}
+}
+
+/* Worker: read the message, run the rules. */
+static void
+relay_do_eval(struct relay_job *j)
+{
+	const struct cfg *cfg = j->r->cfg;
+	struct rules_facts f;
+	const char *own[RELAY_OWN_MAX];
+
+	j->eval_rc = -1;
+	if (j->rules == NULL || j->rules->rules == NULL) {
+		snprintf(j->err, sizeof(j->err), "no rules loaded");
+		return;
+	}
+	if (relay_read_message(cfg->spool_dir, j->rec->sha256, cfg->limits.message_size + 65536,
+	    &j->msg, &j->msglen, j->err, sizeof(j->err)) == -1)
+		return;
+	for (int i = 0; i < j->nown; i++)
+		own[i] = j->own[i];
+	memset(&f, 0, sizeof(f));
+	f.stage = RULES_STAGE_DATA;
+	f.helo = j->rec->helo;
+	f.auth_user = j->rec->auth ? j->rec->auth_user : NULL;
+	f.auth_pass = j->rec->auth ? j->rec->auth_pass : NULL;
+	f.mail_from = j->rec->mail_from;
+	f.rcpt = (const char *const *)j->rec->rcpt;
+	f.nrcpt = j->rec->nrcpt;
+	f.src_ip = j->rec->src_ip;
+	f.dst_ip = j->rec->dst_ip;
+	f.dst_port = j->rec->dst_port;
+	f.tls = j->rec->tls;
+	f.size = j->msglen;
+	f.msg = j->msg;
+	f.msglen = j->msglen;
+	f.own_addrs = own;
+	f.nown = j->nown;
+	j->eval_rc = rules_eval(j->rules->rules, &f, &j->dec);
+	if (j->eval_rc == -1)
+		snprintf(j->err, sizeof(j->err), "rules evaluation failed");
+	if (j->eval_rc == -1 || !j->dec.relay) {
+		free(j->msg);	/* only a mail to relay is kept in memory */
+		j->msg = NULL;
+		j->msglen = 0;
+	}
+}
+
+/* Worker: make the caps reservation durable. */
+static void
+relay_do_persist(struct relay_job *j)
+{
+	struct relay_caps *c = j->live ? j->r->caps_live : j->r->caps_dry;
+
+	j->io_rc = relay_caps_persist(c, j->caps_line, j->caps_len, j->err, sizeof(j->err));
+}
+
+/* Worker: write <dir>/<sha256>.json durably (tmp, fsync, rename, fsync dir). */
+static void
+relay_do_record(struct relay_job *j)
+{
+	char path[PATH_MAX + 96], tmp[PATH_MAX + 128];
+	size_t off = 0;
+	ssize_t n;
+	int fd, dfd;
+
+	j->io_rc = -1;
+	snprintf(path, sizeof(path), "%s/%s.json", j->r->dir, j->rec->sha256);
+	snprintf(tmp, sizeof(tmp), "%s/.%s.%llx.tmp", j->r->dir, j->rec->sha256,
+	    (unsigned long long)util_random_u64());
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640)) == -1) {
+		snprintf(j->err, sizeof(j->err), "%.300s: %s", tmp, strerror(errno));
+		return;
+	}
+	while (off < j->record_len) {
+		n = write(fd, j->record_json + off, j->record_len - off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	if (off != j->record_len || fsync(fd) == -1) {
+		snprintf(j->err, sizeof(j->err), "%.300s: %s", tmp, strerror(errno));
+		close(fd);
+		unlink(tmp);
+		return;
+	}
+	close(fd);
+	if (rename(tmp, path) == -1) {
+		snprintf(j->err, sizeof(j->err), "%.300s: %s", path, strerror(errno));
+		unlink(tmp);
+		return;
+	}
+	if ((dfd = open(j->r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
+		if (fsync(dfd) == 0)
+			j->io_rc = 0;
+		close(dfd);
+	}
+	if (j->io_rc == -1)
+		snprintf(j->err, sizeof(j->err), "%.300s: fsync: %s", j->r->dir, strerror(errno));
+}
+
+/* ------------------------------------------------------------------ jobs */
+
+/* A new job for a record; NULL (logged) when the record is unusable. */
+static struct relay_job *
+relay_job_new(struct relay *r, const char *record, size_t len, const char *source,
+    bool live, relay_done_cb cb, void *arg)
+{
+	struct relay_job *j;
+	char err[256];
+	int i;
+
+	if ((j = calloc(1, sizeof(*j))) == NULL) {
+		log_warn("relay: out of memory");
+		return NULL;
+	}
+	if ((j->rec = relay_record_parse(record, len, err, sizeof(err))) == NULL) {
+		log_warn("relay: %s", err);
+		free(j);
+		return NULL;
+	}
+	j->r = r;
+	j->source = source;
+	j->live = live;
+	j->done_cb = cb;
+	j->done_arg = arg;
+	j->rules = r->rules;
+	if (j->rules)
+		j->rules->refs++;
+	for (i = 0; i < r->cfg->relay.nown; i++)
+		snprintf(j->own[j->nown++], sizeof(j->own[0]), "%s", r->cfg->relay.own_addresses[i]);
+	if (j->rec->dst_ip[0])
+		snprintf(j->own[j->nown++], sizeof(j->own[0]), "%s", j->rec->dst_ip);
+	jb_init(&j->outcome);
+	jb_arr_open(&j->outcome);
+	j->lnext = r->jobs;
+	if (r->jobs)
+		r->jobs->lprev = j;
+	r->jobs = j;
+	r->njobs++;
+	return j;
+}
+
+/* Unlink and free a job. */
+static void
+relay_job_free(struct relay_job *j)
+{
+	struct relay *r = j->r;
+
+	if (j->lprev)
+		j->lprev->lnext = j->lnext;
+	else
+		r->jobs = j->lnext;
+	if (j->lnext)
+		j->lnext->lprev = j->lprev;
+	r->njobs--;
+	relay_rules_unref(j->rules);
+	rules_decision_clear(&j->dec);
+	relay_record_free(j->rec);
+	free(j->msg);
+	free(j->caps_line);
+	free(j->record_json);
+	free(j->received);
+	jb_free(&j->outcome);
+	free(j);
+}
+
+/* Consider a durable capture. */
+void
+relay_consider(struct relay *r, const char *record, size_t len)
+{
+	struct relay_job *j;
+
+	if (r == NULL || r->cfg->relay.mode == RELAY_MODE_OFF)
+		return;
+	if ((j = relay_job_new(r, record, len, "daemon",
+	    r->cfg->relay.mode == RELAY_MODE_LIVE, NULL, NULL)) == NULL)
+		return;
+	relay_post(j, RW_EVAL);
+}
+
+/* The console's send. */
+int
+relay_send_now(struct relay *r, const char *record, size_t len, relay_done_cb cb,
+    void *arg)
+{
+	struct relay_job *j;
+
+	if (r->cfg->relay.mode == RELAY_MODE_OFF)
+		return -1;
+	if ((j = relay_job_new(r, record, len, "console", true, cb, arg)) == NULL)
+		return -1;
+	relay_post(j, RW_EVAL);
+	return 0;
+}
+
+/* What the job would consume. */
+static struct relay_caps_req
+relay_req(const struct relay_job *j)
+{
+	struct relay_caps_req q;
+
+	q.sha256 = j->rec->sha256;
+	q.client_ip = j->rec->src_ip;
+	q.rcpt = (const char *const *)j->rec->rcpt;
+	q.nrcpt = j->rec->nrcpt;
+	q.size = j->rec->size ? j->rec->size : j->msglen;
+	return q;
+}
+
+/* Start an event with the capture's connection facts. */
+static void
+relay_event_begin(struct relay_job *j, struct jbuf *jb, const char *id)
+{
+	struct event_conn c;
+
+	memset(&c, 0, sizeof(c));
+	c.session = strtoull(j->rec->session, NULL, 16);
+	c.src_ip = j->rec->src_ip;
+	c.src_port = j->rec->src_port;
+	c.dst_ip = j->rec->dst_ip;
+	c.dst_port = j->rec->dst_port;
+	c.protocol = "smtp";
+	evlog_begin(jb, id, &c);
+	jb_kcstr(jb, "sha256", j->rec->sha256);
+	jb_kcstr(jb, "queue_id", j->rec->queue_id);
+	jb_kcstr(jb, "source", j->source);
+	jb_kcstr(jb, "mode", j->live ? "live" : "dry-run");
+	jb_kbool(jb, "test_mode", j->r->test_mode);
+}
+
+/* fosr.relay.decision. */
+static void
+relay_decision_event(struct relay_job *j, const char *verdict, const char *reason,
+    const struct relay_caps_usage *u)
+{
+	const struct cfg_relay_caps *cl = &j->r->cfg->relay.caps;
+	struct jbuf jb;
+
+	jb_init(&jb);
+	relay_event_begin(j, &jb, "fosr.relay.decision");
+	jb_kcstr(&jb, "verdict", verdict);
+	jb_kcstr(&jb, "reason", reason);
+	jb_kcstr(&jb, "rule", j->dec.rule);
+	jb_kbool(&jb, "matched", j->dec.matched);
+	jb_kbool(&jb, "relay", j->dec.relay);
+	if (j->dec.tag[0])
+		jb_kcstr(&jb, "tag", j->dec.tag);
+	if (j->dec.evidence) {
+		jb_key(&jb, "evidence");
+		jb_raw(&jb, j->dec.evidence, strlen(j->dec.evidence));
+	}
+	if (u) {
+		jb_key(&jb, "caps");
+		jb_obj_open(&jb);
+		jb_kint(&jb, "day", u->day);
+		jb_kint(&jb, "per_day", cl->per_day);
+		jb_kint(&jb, "hour", u->hour);
+		jb_kint(&jb, "per_hour", cl->per_hour);
+		jb_kint(&jb, "client_ip", u->client_ip);
+		jb_kint(&jb, "per_client_ip", cl->per_client_ip);
+		jb_kint(&jb, "recipient", u->recipient);
+		jb_kint(&jb, "per_recipient", cl->per_recipient);
+		jb_kint(&jb, "domain", u->domain);
+		jb_kint(&jb, "per_domain", cl->per_domain);
+		jb_kbool(&jb, "seen_sha256", u->seen_sha256);
+		jb_obj_close(&jb);
+	}
+	evlog_emit(&jb);
+	jb_free(&jb);
+	log_info("relay %s queue_id=%s verdict=%s rule=\"%s\" reason=\"%s\"", j->rec->sha256,
+	    j->rec->queue_id, verdict, j->dec.rule, reason);
+}
+
+/* On the loop: the rules have spoken; check the lists and the caps. */
+static void
+relay_decided(struct relay_job *j)
+{
+	struct relay *r = j->r;
+	struct relay_caps *caps = j->live ? r->caps_live : r->caps_dry;
+	struct relay_caps_req q = relay_req(j);
+	struct relay_caps_usage u;
+	const char *which = NULL;
+	char why[300];
+	time_t now = time(NULL);
+
+	if (j->eval_rc == -1) {
+		relay_decision_event(j, "error", j->err, NULL);
+		relay_finish(j, "error", j->err);
+		return;
+	}
+	if (!j->dec.relay) {
+		relay_decision_event(j, "not-relayed", j->dec.matched ?
+		    "the matching rule does not relay" : "no rule matched", NULL);
+		relay_finish(j, "not-relayed", "not a probe");
+		return;
+	}
+	for (int i = 0; i < j->rec->nrcpt; i++) {
+		if (relay_never_relay(r->cfg->relay.never_relay, r->cfg->relay.nnever,
+		    j->rec->rcpt[i], &which)) {
+			snprintf(why, sizeof(why), "never_relay: %.200s matches \"%s\"",
+			    j->rec->rcpt[i], which);
+			relay_decision_event(j, "refused", why, NULL);
+			relay_finish(j, "refused", why);
+			return;
+		}
+	}
+	relay_caps_usage(caps, &q, now, &u);
+	if (relay_caps_check(caps, &q, now, why, sizeof(why)) == -1) {
+		relay_decision_event(j, "refused", why, &u);
+		relay_finish(j, "refused", why);
+		return;
+	}
+	/* Counted now, on the loop: the next probe already sees this one. */
+	if (relay_caps_reserve(caps, &q, now, j->source, &j->caps_line, &j->caps_len) == -1) {
+		relay_decision_event(j, "error", "out of memory", &u);
+		relay_finish(j, "error", "out of memory");
+		return;
+	}
+	relay_decision_event(j, j->live ? "relay" : "dry-run", "probe within the caps", &u);
+	relay_post(j, RW_PERSIST);
+}
+
+/* On the loop: the caps line is durable (or not); send. */
+static void
+relay_persisted(struct relay_job *j)
+{
+	if (j->io_rc == -1) {
+		log_warn("relay %s: caps not durable, not sending: %s", j->rec->sha256, j->err);
+		relay_finish(j, "failed", "caps journal write failed");
+		return;
+	}
+	if (!j->live) {
+		relay_finish(j, "dry-run", "would relay (dry-run)");
+		return;
+	}
+	util_queue_id(j->qid, sizeof(j->qid));
+	j->rcpt_idx = -1;
+	j->delivered_all = true;
+	relay_next_rcpt(j);
+}
+
+/* Deliver to the next recipient, or finish. */
+static void
+relay_next_rcpt(struct relay_job *j)
+{
+	char hdr[2048];
+	size_t n;
+
+	if (++j->rcpt_idx >= j->rec->nrcpt) {
+		relay_finish(j, j->any_failed ? "failed" : "delivered",
+		    j->any_failed ? "not every recipient was delivered" : "delivered");
+		return;
+	}
+	j->target_rcpt = j->r->test_mode ? j->r->cfg->relay.test_recipient :
+	    j->rec->rcpt[j->rcpt_idx];
+	n = relay_received_header(hdr, sizeof(hdr), j->rec, j->r->hostname, j->qid,
+	    j->rec->rcpt[j->rcpt_idx], time(NULL));
+	free(j->received);
+	if ((j->received = malloc(n + 1)) == NULL) {
+		relay_rcpt_done(j, false, "out of memory");
+		return;
+	}
+	memcpy(j->received, hdr, n + 1);
+	j->receivedlen = n;
+	j->attempts = 0;
+	if (j->r->hook) {
+		int rc = j->r->hook(j->r->hook_arg, j->rec->sha256, j->target_rcpt);
+		relay_attempt_json(j, "hook", "", 0, NULL, rc == 0 ? "delivered" : "failed");
+		relay_rcpt_done(j, rc == 0, rc == 0 ? "delivered (hook)" : "failed (hook)");
+		return;
+	}
+	relay_route(j);
+}
+
+/* Whether the domain (or a parent) is in ipv4_only_domains. */
+static bool
+relay_domain_listed(const struct relay *r, const char *domain)
+{
+	const char *w;
+
+	return relay_never_relay(r->cfg->relay.ipv4_only_domains,
+	    r->cfg->relay.nipv4_only, domain, &w);
+}
+
+/* Decide where the current recipient's copy goes: test server, smarthost or MX. */
+static void
+relay_route(struct relay_job *j)
+{
+	const struct cfg_relay *rc = &j->r->cfg->relay;
+	const char *dom = relay_addr_domain(j->target_rcpt);
+	const char *hp = j->r->test_mode ? rc->test_server : rc->smarthost;
+	size_t dl = strlen(dom);
+
+	j->ipv4_only = relay_domain_listed(j->r, dom);
+	j->nmx = j->mx_idx = 0;
+	if (hp[0]) {
+		if (cfg_hostport(hp, j->mx[0].host, sizeof(j->mx[0].host), &j->port, 25) == -1) {
+			relay_rcpt_done(j, false, "bad smarthost/test server");
+			return;
+		}
+		j->mx[0].pref = 0;
+		j->nmx = 1;
+		relay_next_mx(j);
+		return;
+	}
+	j->port = rc->mx_port;
+	if (dl > 2 && dom[0] == '[' && dom[dl - 1] == ']') {
+		/* A domain literal: that address, no DNS. */
+		const char *lit = dom + 1;
+		if (strncasecmp(lit, "IPv6:", 5) == 0)
+			lit += 5;
+		snprintf(j->mx[0].host, sizeof(j->mx[0].host), "%.*s",
+		    (int)(dom + dl - 1 - lit), lit);
+		j->nmx = 1;
+		relay_next_mx(j);
+		return;
+	}
+	if (dom[0] == '\0' || dns_mx_lookup(j->r->dns, dom, relay_mx_cb, j) == -1)
+		relay_rcpt_done(j, false, "bad recipient domain");
+}
+
+/* The MX answer. */
+static void
+relay_mx_cb(void *arg, enum dns_status st, const struct dns_mx *mx, int n,
+    const char *err)
+{
+	struct relay_job *j = arg;
+	char why[400];
+
+	if (st == DNS_CANCELLED)
+		return;	/* relay_free is freeing the job */
+	if (st != DNS_OK) {
+		snprintf(why, sizeof(why), "MX lookup %s: %s", dns_status_name(st), err);
+		relay_attempt_json(j, relay_addr_domain(j->target_rcpt), "", 0, NULL, why);
+		relay_rcpt_done(j, false, why);
+		return;
+	}
+	memcpy(j->mx, mx, (size_t)n * sizeof(*mx));
+	j->nmx = n;
+	j->mx_idx = 0;
+	relay_next_mx(j);
+}
+
+/* Resolve the next MX host (mx_idx), or give up on this recipient. */
+static void
+relay_next_mx(struct relay_job *j)
+{
+	if (j->mx_idx >= j->nmx || j->attempts >= RELAY_ATTEMPTS_MAX) {
+		relay_rcpt_done(j, false, "every MX failed");
+		return;
+	}
+	if (dns_addr_lookup(j->r->dns, j->mx[j->mx_idx].host, j->ipv4_only, relay_addr_cb,
+	    j) == -1) {
+		j->mx_idx++;
+		relay_next_mx(j);
+	}
+}
+
+/* The addresses of one MX host. */
+static void
+relay_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a, int n,
+    const char *err)
+{
+	struct relay_job *j = arg;
+	char why[400];
+
+	if (st == DNS_CANCELLED)
+		return;
+	if (st != DNS_OK || n == 0) {
+		snprintf(why, sizeof(why), "address lookup %s: %s", dns_status_name(st), err);
+		relay_attempt_json(j, j->mx[j->mx_idx].host, "", j->port, NULL, why);
+		j->mx_idx++;
+		relay_next_mx(j);
+		return;
+	}
+	memcpy(j->addr, a, (size_t)n * sizeof(*a));
+	j->naddr = n;
+	j->addr_idx = 0;
+	relay_next_addr(j);
+}
+
+/* Connect to the next address of the current MX, or move to the next MX. */
+static void
+relay_next_addr(struct relay_job *j)
+{
+	const struct cfg_relay *rc = &j->r->cfg->relay;
+	struct smtp_client_opts o;
+	struct dns_addr *a;
+
+	if (j->addr_idx >= j->naddr || j->attempts >= RELAY_ATTEMPTS_MAX) {
+		j->mx_idx++;
+		relay_next_mx(j);
+		return;
+	}
+	a = &j->addr[j->addr_idx];
+	if (a->ss.ss_family == AF_INET)
+		((struct sockaddr_in *)&a->ss)->sin_port = htons((uint16_t)j->port);
+	else
+		((struct sockaddr_in6 *)&a->ss)->sin6_port = htons((uint16_t)j->port);
+	j->attempts++;
+	memset(&o, 0, sizeof(o));
+	o.helo = j->r->hostname;
+	o.peer_name = j->mx[j->mx_idx].host;
+	o.addr = (struct sockaddr *)&a->ss;
+	o.addrlen = a->len;
+	o.connect_timeout = rc->timeouts.connect;
+	o.greeting_timeout = rc->timeouts.greeting;
+	o.command_timeout = rc->timeouts.command;
+	o.data_timeout = rc->timeouts.data;
+	o.ssl_ctx = j->r->ssl_ctx;
+	o.mail_from = j->rec->mail_from;
+	o.rcpt = j->target_rcpt;
+	o.header = (const unsigned char *)j->received;
+	o.headerlen = j->receivedlen;
+	o.msg = j->msg;
+	o.msglen = j->msglen;
+	if ((j->client = smtp_client_start(j->r->base, &o, relay_client_cb, j)) == NULL) {
+		relay_attempt_json(j, o.peer_name, a->text, j->port, NULL, "cannot connect");
+		j->addr_idx++;
+		relay_next_addr(j);
+	}
+}
+
+/* One SMTP attempt ended. */
+static void
+relay_client_cb(void *arg, const struct smtp_client_result *res)
+{
+	struct relay_job *j = arg;
+	struct dns_addr *a = &j->addr[j->addr_idx];
+
+	j->client = NULL;
+	relay_attempt_json(j, j->mx[j->mx_idx].host, a->text, j->port, res,
+	    smtp_client_status_name(res->status));
+	if (res->status == SMTPC_DELIVERED) {
+		relay_rcpt_done(j, true, res->reply);
+		return;
+	}
+	if (res->status == SMTPC_PERMFAIL) {
+		relay_rcpt_done(j, false, res->reply);
+		return;
+	}
+	j->addr_idx++;
+	relay_next_addr(j);
+}
+
+/* Record one attempt: an event and an entry of the outcome. */
+static void
+relay_attempt_json(struct relay_job *j, const char *host, const char *ip, int port,
+    const struct smtp_client_result *res, const char *status)
+{
+	struct jbuf ev;
+	struct jbuf *targets[2] = { &ev, &j->outcome };
+
+	jb_init(&ev);
+	relay_event_begin(j, &ev, "fosr.relay.attempt");
+	jb_obj_open(&j->outcome);
+	for (int k = 0; k < 2; k++) {
+		struct jbuf *b = targets[k];
+		jb_kcstr(b, "rcpt", j->rec->rcpt[j->rcpt_idx]);
+		jb_kcstr(b, "target_rcpt", j->target_rcpt);
+		jb_kcstr(b, "relay_queue_id", j->qid);
+		jb_kcstr(b, "mx", host);
+		if (j->mx_idx < j->nmx)
+			jb_kint(b, "preference", j->mx[j->mx_idx].pref);
+		jb_kcstr(b, "ip", ip);
+		jb_kint(b, "port", port);
+		jb_kcstr(b, "status", status);
+		if (res) {
+			jb_kcstr(b, "stage", res->stage);
+			jb_kint(b, "code", res->code);
+			jb_kcstr(b, "reply", res->reply);
+			if (res->error[0])
+				jb_kcstr(b, "error", res->error);
+			jb_kbool(b, "starttls_offered", res->starttls_offered);
+			jb_key(b, "tls");
+			if (res->tls) {
+				jb_obj_open(b);
+				jb_kcstr(b, "version", res->tls_version);
+				jb_kcstr(b, "cipher", res->tls_cipher);
+				jb_kint(b, "bits", res->tls_bits);
+				jb_kbool(b, "verified", res->tls_verified);
+				jb_kcstr(b, "peer", res->tls_peer);
+				jb_obj_close(b);
+			} else {
+				jb_null(b);
+			}
+			if (k == 1)
+				jb_kcstr(b, "transcript", res->transcript);
+		}
+	}
+	jb_obj_close(&j->outcome);
+	evlog_emit(&ev);
+	jb_free(&ev);
+	log_info("relay %s attempt rcpt=%s mx=%s ip=%s port=%d status=%s%s%s", j->rec->sha256,
+	    j->target_rcpt, host, ip, port, status, res && res->reply[0] ? " reply=" : "",
+	    res ? res->reply : "");
+}
+
+/* The current recipient is done (delivered or given up). */
+static void
+relay_rcpt_done(struct relay_job *j, bool ok, const char *why)
+{
+	if (!ok) {
+		j->any_failed = true;
+		j->delivered_all = false;
+	}
+	snprintf(j->summary, sizeof(j->summary), "%s", why);
+	relay_next_rcpt(j);
+}
+
+/* The job is over: result event, durable record for relayed ones, free. */
+static void
+relay_finish(struct relay_job *j, const char *status, const char *why)
+{
+	struct jbuf ev, rec;
+	bool keep = strcmp(status, "delivered") == 0 || strcmp(status, "failed") == 0 ||
+	    strcmp(status, "dry-run") == 0;
+	char ts[40];
+
+	if (strcmp(status, "delivered") == 0 || strcmp(status, "failed") == 0)
+		snprintf(j->summary, sizeof(j->summary), "%s: %s", status, why);
+	else
+		snprintf(j->summary, sizeof(j->summary), "%s: %s", status, why);
+	if (!keep) {
+		if (j->done_cb)
+			j->done_cb(j->done_arg, false, j->summary);
+		relay_job_free(j);
+		return;
+	}
+	jb_arr_close(&j->outcome);
+	jb_init(&ev);
+	relay_event_begin(j, &ev, "fosr.relay.result");
+	jb_kcstr(&ev, "status", status);
+	jb_kcstr(&ev, "reason", why);
+	jb_kcstr(&ev, "rule", j->dec.rule);
+	jb_kcstr(&ev, "relay_queue_id", j->qid);
+	evlog_emit(&ev);
+	jb_free(&ev);
+	log_info("relay %s result status=%s reason=\"%s\"", j->rec->sha256, status, why);
+
+	log_timestamp(ts, sizeof(ts));
+	jb_init(&rec);
+	jb_obj_open(&rec);
+	jb_kcstr(&rec, "sha256", j->rec->sha256);
+	jb_kcstr(&rec, "queue_id", j->rec->queue_id);
+	jb_kcstr(&rec, "time", ts);
+	jb_kcstr(&rec, "source", j->source);
+	jb_kcstr(&rec, "mode", j->live ? "live" : "dry-run");
+	jb_kbool(&rec, "test_mode", j->r->test_mode);
+	jb_kcstr(&rec, "status", status);
+	jb_kcstr(&rec, "reason", why);
+	jb_kcstr(&rec, "rule", j->dec.rule);
+	if (j->dec.evidence) {
+		jb_key(&rec, "evidence");
+		jb_raw(&rec, j->dec.evidence, strlen(j->dec.evidence));
+	}
+	jb_kcstr(&rec, "relay_queue_id", j->qid);
+	if (j->received)
+		jb_kstr(&rec, "received", j->received, j->receivedlen);
+	jb_key(&rec, "attempts");
+	jb_raw(&rec, j->outcome.buf ? j->outcome.buf : "[]",
+	    j->outcome.buf ? j->outcome.len : 2);
+	jb_obj_close(&rec);
+	if (rec.oom) {
+		jb_free(&rec);
+		log_warn("relay %s: out of memory for the outcome record", j->rec->sha256);
+		if (j->done_cb)
+			j->done_cb(j->done_arg, false, j->summary);
+		relay_job_free(j);
+		return;
+	}
+	j->record_json = rec.buf;	/* ownership moves to the job */
+	j->record_len = rec.len;
+	free(j->msg);
+	j->msg = NULL;
+	relay_post(j, RW_RECORD);
+}

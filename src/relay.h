@@ -1,0 +1,116 @@
+/*
+ * Relaying of relay probes under durable caps.
+ *
+ * After a capture is durable, main hands its reception record (the JSON line
+ * of receptions.jsonl) to relay_consider().  The message is read and the
+ * rules run on a worker thread; the decision, the caps and every send are
+ * made on the event loop thread:
+ *
+ *   rules say relay?  -> never-relay list -> caps (reserved in memory at once,
+ *   then written and fsync'ed on the worker) -> dry-run: recorded only;
+ *   live: MX lookup (c-ares), SMTP with STARTTLS, next MX on failure.
+ *
+ * Events: fosr.relay.decision, fosr.relay.attempt, fosr.relay.result.  The
+ * outcome is kept in <spool>/relay/<sha256>.json; the caps journals are
+ * <spool>/relay/caps.log (live sends, the console's too) and
+ * <spool>/relay/caps-dry-run.log (what dry-run would have sent).
+ */
+#ifndef FOSR_RELAY_H
+#define FOSR_RELAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "config.h"
+#include "rules.h"
+
+struct event_base;
+struct relay;
+
+/* A reception record, parsed. */
+struct relay_record {
+	char		 sha256[65];
+	char		 queue_id[32];
+	char		 session[20];
+	char		 time[40];
+	uint64_t	 size;
+	char		 src_ip[64];
+	int		 src_port;
+	char		 dst_ip[64];
+	int		 dst_port;
+	char		 helo[256];
+	char		 protocol[8];
+	bool		 tls;
+	bool		 auth;
+	char		 auth_user[256];
+	char		 auth_pass[256];
+	char		 mail_from[520];
+	char		**rcpt;		/* nrcpt addresses */
+	int		 nrcpt;
+};
+
+/* Parse a record; NULL with err filled when it is not a usable record. */
+struct relay_record *relay_record_parse(const char *json, size_t len, char *err,
+		    size_t errlen);
+void		 relay_record_free(struct relay_record *);
+
+/*
+ * Read <spool_dir>/messages/<sha256>.eml into a malloc'ed buffer (at most
+ * max bytes).  0, or -1 with err filled.
+ */
+int		 relay_read_message(const char *spool_dir, const char *sha256, uint64_t max,
+		    unsigned char **msg, size_t *len, char *err, size_t errlen);
+
+/*
+ * The Received header the relayed copy gets, in the persona's (Postfix's)
+ * style, CRLF line ends, folded on three lines.  Returns its length (0 if
+ * out is too small).
+ */
+size_t		 relay_received_header(char *out, size_t outlen, const struct relay_record *,
+		    const char *hostname, const char *qid, const char *rcpt, time_t when);
+
+/* The loaded rules file ("" when none is configured or the file is absent). */
+struct rules	*relay_rules_load(const struct cfg *, char *path, size_t pathlen,
+		    char *err, size_t errlen, bool *absent);
+
+/*
+ * Create the relay: opens the caps journals (locking them), loads the rules,
+ * starts the worker thread.  hostname is borrowed for the relay's lifetime.
+ * NULL with err filled.
+ */
+struct relay	*relay_new(struct event_base *, const struct cfg *, const char *hostname,
+		    char *err, size_t errlen);
+void		 relay_free(struct relay *);
+
+/* -t: every relay goes to cfg relay.test_mode.recipient via .server. */
+int		 relay_set_test_mode(struct relay *, bool on, char *err, size_t errlen);
+
+/* Consider one durable capture (record = its reception record).  Never blocks. */
+void		 relay_consider(struct relay *, const char *record, size_t len);
+
+/* SIGHUP: reload the rules file; a bad file keeps the old rules (logged).  0 or -1. */
+int		 relay_reload_rules(struct relay *);
+
+/*
+ * The console's send: the same path as relay_consider() (rules, never-relay
+ * list, live caps), always live unless mode is off; cb gets a one-line
+ * summary when everything is finished.  0, or -1 when it could not start.
+ */
+typedef void	(*relay_done_cb)(void *arg, bool sent, const char *summary);
+int		 relay_send_now(struct relay *, const char *record, size_t len,
+		    relay_done_cb cb, void *arg);
+
+/* Jobs not finished yet (tests, shutdown). */
+int		 relay_pending(const struct relay *);
+
+/*
+ * Tests: replace the network delivery.  hook runs on the loop when a send
+ * would start (after the caps are durable); its return is the outcome
+ * (0 delivered, -1 failed).
+ */
+typedef int	(*relay_deliver_hook)(void *arg, const char *sha256, const char *rcpt);
+void		 relay_set_deliver_hook(struct relay *, relay_deliver_hook, void *arg);
+
+#endif
