@@ -7,9 +7,11 @@
 #   BENCH_QUICK=1        only the two main scenarios and 2000 idle sessions
 #   BENCH_IDLE="2000 10000"   idle-session counts
 #   BENCH_SERVERS="fosr aiosmtpd smtp-sink"   which servers, in that order
-#   BENCH_TMPDIR=/var/tmp    where the temp dir (spools) goes; must be a real
-#                            disk, not tmpfs, or fsync costs nothing
+#   BENCH_TMPDIR=build   where the temp dir (spools) goes (default: build/ in
+#                        the repo); a real disk, not tmpfs, or fsync is free
 #   BENCH_KEEP=1         keep the temp dir (spools, logs) for inspection
+#   BENCH_ONLY="1k-500s idle"   only these scenarios (names below; idle = idle test)
+#   BENCH_FOSR=path      use this fosr-collector binary and do not run make
 # See bench/README.md for how to read the output.
 
 set -u
@@ -21,7 +23,7 @@ BENCH=$ROOT/bench
 PY=/usr/bin/python3
 SOURCE=/usr/sbin/smtp-source
 SINK=/usr/sbin/smtp-sink
-FOSR=$ROOT/fosr-collector
+FOSR=${BENCH_FOSR:-$ROOT/fosr-collector}
 TCK=$(getconf CLK_TCK)
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -31,7 +33,10 @@ die() { echo "bench: $*" >&2; exit 1; }
 $PY -c 'import aiosmtpd' 2>/dev/null ||
 	die "needs aiosmtpd for $PY: apt-get install python3-aiosmtpd"
 
-make fosr-collector >/dev/null || die "make fosr-collector failed"
+if [ -z "${BENCH_FOSR:-}" ]; then
+	make fosr-collector >/dev/null || die "make fosr-collector failed"
+fi
+[ -x "$FOSR" ] || die "no $FOSR"
 
 # Idle sessions need one descriptor each, on both sides.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
@@ -59,7 +64,12 @@ if [ -n "${BENCH_ONLY:-}" ]; then
 	case " $BENCH_ONLY " in *" idle "*) ;; *) IDLE="" ;; esac
 fi
 
-TMP=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/fosr-bench.XXXXXX") || die "mktemp"
+# Not /tmp or /var/tmp by default: on a machine where tests create and delete
+# many files there, ext4 without a journal makes every file creation scan
+# recently freed inodes (measured here: 400-800 us per create in /var/tmp,
+# 25 us under build/), which would swamp the servers' own cost.
+mkdir -p "$ROOT/build"
+TMP=$(mktemp -d "${BENCH_TMPDIR:-$ROOT/build}/bench.XXXXXX") || die "mktemp"
 RES=$TMP/results.tsv
 : >"$RES"
 SPID=""
@@ -257,7 +267,8 @@ run_scenario() {
 }
 
 run_idle() {
-	local srv=$1 n=$2 dir=$TMP/$srv-idle-$2 out
+	local srv=$1 n=$2 dir out
+	dir=$TMP/$1-idle-$2
 	if [ "$NOFILE" -lt $((n + 100)) ]; then
 		printf 'idle\t%s\t%s\t-\tskipped: ulimit -n is %s\n' "$n" "$srv" "$NOFILE" >>"$RES"
 		return
@@ -276,16 +287,24 @@ run_idle() {
 echo "bench: $(nproc) cores, $(uname -r), temp dir $TMP ($(stat -f -c %T "$TMP")), ulimit -n $NOFILE"
 echo "bench: fosr-collector $("$FOSR" --version 2>&1 | head -1)"
 echo "bench: load average before start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews msgs/s)"
+echo "bench: fs probe in $TMP: $($PY "$BENCH/fsprobe.py" "$TMP")"
 START=$(date +%s)
-for srv in $SERVERS; do
-	echo "== $srv"
-	while read -r -u 3 scen sess size msgs mode; do
+# Servers one after another within each scenario, so that drift in the
+# machine's load or the filesystem's state hits all three alike.
+while read -r -u 3 scen sess size msgs mode; do
+	[ -n "$scen" ] || continue
+	echo "== $scen"
+	for srv in $SERVERS; do
 		run_scenario "$srv" "$scen" "$sess" "$size" "$msgs" "$mode"
-	done 3<<<"$SCENARIOS"
-	for n in $IDLE; do
+	done
+done 3<<<"$SCENARIOS"
+for n in $IDLE; do
+	echo "== idle $n"
+	for srv in $SERVERS; do
 		run_idle "$srv" "$n"
 	done
 done
+echo "bench: fs probe in $TMP: $($PY "$BENCH/fsprobe.py" "$TMP")"
 echo "bench: done in $(( $(date +%s) - START )) s"
 echo
 $PY "$BENCH/report.py" "$RES"

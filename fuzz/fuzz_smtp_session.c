@@ -11,9 +11,16 @@
  * session back from inside its own bufferevent_write(), and without deferral
  * a pair would, which is a re-entrancy the daemon never sees.
  *
- * One of a few configurations is picked from the input's bytes (AUTH outcome,
- * a tiny message size, a low error limit), so one corpus reaches all of them.
- * Set FUZZ_SMTP_STRICT=1 to abort when a session outlives its EOF.
+ * One of a few configurations is picked from a hash of the input (AUTH
+ * outcome, a tiny message size, a low error limit), so one corpus reaches all
+ * of them; one input in four is a slow reader that reads no reply before it
+ * has sent everything, so the session's output piles up; one in eight gets a
+ * graceful stop (smtp_server_stop) part-way through.  Every reply line is
+ * checked (code, printable ASCII, CRLF, 512 octets): attacker bytes echoed in
+ * a reply must never break the reply syntax.
+ *
+ * FUZZ_SMTP_STRICT=1 aborts when a session outlives its EOF (a hang);
+ * FUZZ_SMTP_VERBOSE=1 prints one line per input (replies, mails, waits).
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -52,8 +59,8 @@ static void	 fuzz_init(void);
 static void	 fuzz_atexit(void);
 static int	 fuzz_rm_cb(const char *, const struct stat *, int, struct FTW *);
 static void	 fuzz_clean_messages(void);
+static void	 reply_byte(unsigned char);
 static void	 client_read_cb(struct bufferevent *, void *);
-static void	 client_event_cb(struct bufferevent *, short, void *);
 static void	 wake_cb(evutil_socket_t, short, void *);
 static void	 on_mail_cb(void *, const char *, size_t);
 static void	 pump(void);
@@ -69,7 +76,8 @@ static struct spool		*sp;
 static char			 spool_path[64];
 static char			 msg_path[96];
 static uint64_t			 rx_bytes;	/* reply bytes the client has read */
-static bool			 client_eof;
+static size_t			 rx_pos;	/* column in the current reply line */
+static bool			 rx_cr;		/* the reply line's CR was seen */
 static bool			 strict;
 static unsigned long		 runs;
 static bool			 ready;
@@ -78,23 +86,62 @@ static bool			 verbose;	/* FUZZ_SMTP_VERBOSE=1: one line per input */
 static unsigned long		 nmails;	/* messages made durable (on_mail) */
 static unsigned long		 nwaits;	/* blocking waits (verbose output) */
 
-/* Count and discard whatever the session sent. */
+/*
+ * Check one byte of the reply stream: every reply line is three digits
+ * (2xx..5xx), a space or a dash, printable ASCII, CRLF, at most 512 octets
+ * (RFC 5321 4.5.3.1.5).  Attacker bytes echoed into a reply ({arg}) must
+ * never break this.
+ */
+static void
+reply_byte(unsigned char c)
+{
+	bool ok;
+
+	if (rx_pos == 0)
+		ok = c >= '2' && c <= '5';
+	else if (rx_pos < 3)
+		ok = c >= '0' && c <= '9';
+	else if (rx_pos == 3)
+		ok = c == ' ' || c == '-';
+	else if (rx_cr)
+		ok = c == '\n';
+	else
+		ok = c == '\r' || (c >= 0x20 && c <= 0x7e);
+	if (!ok || rx_pos >= 512) {
+		fprintf(stderr, "fuzz_smtp_session: malformed reply: byte 0x%02x at "
+		    "column %zu\n", c, rx_pos);
+		abort();
+	}
+	if (rx_cr) {
+		rx_pos = 0;
+		rx_cr = false;
+	} else {
+		rx_cr = c == '\r' && rx_pos > 3;
+		rx_pos++;
+	}
+}
+
+/* Check, count and discard whatever the session sent. */
 static void
 client_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct evbuffer *in = bufferevent_get_input(bev);
-	size_t n = evbuffer_get_length(in);
+	struct evbuffer_iovec vec[4];
+	int nv;
 
-	rx_bytes += n;
-	evbuffer_drain(in, n);
-}
+	while ((nv = evbuffer_peek(in, -1, NULL, vec, 4)) > 0) {
+		size_t n = 0;
 
-/* The session closed its end (QUIT, error limit, forbidden command). */
-static void
-client_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-		client_eof = true;
+		for (int i = 0; i < nv && i < 4; i++) {
+			const unsigned char *p = vec[i].iov_base;
+
+			for (size_t k = 0; k < vec[i].iov_len; k++)
+				reply_byte(p[k]);
+			n += vec[i].iov_len;
+		}
+		rx_bytes += n;
+		evbuffer_drain(in, n);
+	}
 }
 
 /* A message is durable: count it. */
@@ -146,9 +193,10 @@ wait_event(long usec)
 
 /*
  * Is the session waiting for something other than input?  A session turns
- * reading off while its message is committed (and while closing or while its
- * output is blocked); the commit ends with a callback through the spool's
- * eventfd, so a blocking wait is worth it.  bev is the session's end of the
+ * reading off while its message is committed (and while closing, or while a
+ * slow reader blocks its output: then the wait times out at once); the commit
+ * ends with a callback through the spool's eventfd, so a blocking wait is
+ * worth it.  bev is the session's end of the
  * pair, alive while the (single) session is.
  */
 static bool
@@ -296,6 +344,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t cut[4], ncut, off;
 	unsigned long mails0 = nmails, waits0 = nwaits;
 	int i, variant;
+	bool slow_reader;
+	size_t stop_at;
 
 	fuzz_init();
 	if (++runs % FUZZ_CLEAN_EVERY == 0)
@@ -314,13 +364,24 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    pair) == -1)
 		abort();
 	rx_bytes = 0;
-	client_eof = false;
-	bufferevent_setcb(pair[1], client_read_cb, NULL, client_event_cb, NULL);
-	bufferevent_enable(pair[1], EV_READ | EV_WRITE);
+	rx_pos = 0;
+	rx_cr = false;
+	bufferevent_setcb(pair[1], client_read_cb, NULL, NULL, NULL);
+	/*
+	 * A slow reader (one input in four) reads no reply until all its
+	 * commands are sent, as a pipelining spam bot: the session's output
+	 * piles up (write block, closing with unsent output).
+	 */
+	slow_reader = ((h >> 20) & 3) == 0;
+	bufferevent_enable(pair[1], slow_reader ? EV_WRITE : EV_READ | EV_WRITE);
 	if (smtp_session_new_bev(&srv, &srv.cfg->listeners[variant == 3 ? 2 : 0],
 	    pair[0], (struct sockaddr *)&peer, sizeof(peer)) == NULL)
 		abort();	/* only out of memory; pair[0] is freed */
 	pump();
+
+	/* One input in eight sees a graceful stop after one of its chunks. */
+	stop_at = ((h >> 16) & 7) == 0 ? (h >> 12) % 4 : SIZE_MAX;
+	srv.stopping = false;
 
 	/* Up to three cuts, ascending, at input-derived positions. */
 	ncut = size > 1 ? (h >> 8) % 4 : 0;
@@ -340,8 +401,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			bufferevent_write(pair[1], data + off, end - off);
 			off = end;
 		}
+		if (stop_at == k) {
+			/* SIGTERM arrives: a graceful stop in the middle of the session. */
+			smtp_server_stop(&srv);
+		}
 		pump();
 		/* A message end may be waiting for the commit worker. */
+		for (i = 0; i < FUZZ_COMMIT_WAITS && session_waiting(pair[0]); i++) {
+			if (!wait_event(FUZZ_COMMIT_WAIT_US))
+				break;
+			pump();
+		}
+	}
+
+	if (slow_reader) {
+		bufferevent_enable(pair[1], EV_READ);
+		pump();
 		for (i = 0; i < FUZZ_COMMIT_WAITS && session_waiting(pair[0]); i++) {
 			if (!wait_event(FUZZ_COMMIT_WAIT_US))
 				break;
@@ -364,11 +439,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		smtp_server_close_all(&srv);
 	}
+	if (rx_pos != 0) {
+		fprintf(stderr, "fuzz_smtp_session: reply cut off at column %zu\n", rx_pos);
+		abort();
+	}
 	if (verbose)
 		fprintf(stderr, "fuzz_smtp_session: size=%zu cfg=%d chunks=%zu reply_bytes=%llu "
-		    "mails=%lu waits=%lu\n", size, variant, ncut + 1,
-		    (unsigned long long)rx_bytes, nmails - mails0, nwaits - waits0);
+		    "mails=%lu waits=%lu slow_reader=%d\n", size, variant, ncut + 1,
+		    (unsigned long long)rx_bytes, nmails - mails0, nwaits - waits0,
+		    (int)slow_reader);
 	bufferevent_free(pair[1]);
 	pump();	/* run the bufferevents' deferred finalizers */
+	srv.stopping = false;
 	return 0;
 }

@@ -137,6 +137,7 @@ struct hpf {
 	struct evdns_base *dns;
 	uint64_t	 gen;		/* connection generation */
 	uint64_t	 ready_ms;
+	uint64_t	 rx_ms;		/* last time bytes came from the broker */
 	bool		 stable;
 	int		 backoff_ms;
 	char		 lastmsg[512];	/* last warning of the failure series */
@@ -202,20 +203,6 @@ static int	 chan_setup(struct hpf *, const char *name, enum hpf_src_id,
 static int	 cursor_load(struct hpf_chan *, char *err, size_t errlen);
 static void	 cursor_save(struct hpf_chan *);
 static void	 cursors_save(struct hpf *);
-static const char *json_ws(const char *p, const char *e);
-static const char *json_str_end(const char *p, const char *e);
-static const char *json_value_end(const char *p, const char *e, int depth);
-static bool	 json_is_object(const char *p, size_t len);
-static bool	 json_find(const char *obj, size_t len, const char *key,
-		    const char **val, size_t *vallen);
-static size_t	 json_str_decode(const char *val, size_t vallen, unsigned char *out);
-static bool	 is_hex64(const char *s, size_t len);
-static int	 payload_build(struct jbuf *, const char *sha, const void *body,
-		    size_t bodylen, uint64_t size, size_t limit, const char *meta,
-		    size_t metalen, bool *cut);
-static int	 payload_try(struct jbuf *, const char *sha, const unsigned char *body,
-		    size_t n, bool truncated, uint64_t size, const char *b64, size_t b64len,
-		    const char *meta, size_t metalen);
 
 /* Monotonic clock in milliseconds. */
 static uint64_t
@@ -247,451 +234,6 @@ series_warn(struct hpf *h, const char *fmt, ...)
 	}
 	snprintf(h->lastmsg, sizeof(h->lastmsg), "%s", buf);
 	log_warn("%s", buf);
-}
-
-/* ---------------------------------------------------------------- JSON */
-
-/* Skip JSON whitespace. */
-static const char *
-json_ws(const char *p, const char *e)
-{
-	while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-		p++;
-	return p;
-}
-
-/* End of the JSON string starting at p ('"'), or NULL when malformed. */
-static const char *
-json_str_end(const char *p, const char *e)
-{
-	int i;
-
-	if (p >= e || *p != '"')
-		return NULL;
-	for (p++; p < e; p++) {
-		unsigned char c = (unsigned char)*p;
-
-		if (c == '"')
-			return p + 1;
-		if (c < 0x20)
-			return NULL;
-		if (c != '\\')
-			continue;
-		if (++p >= e)
-			return NULL;
-		switch (*p) {
-		case '"': case '\\': case '/': case 'b': case 'f':
-		case 'n': case 'r': case 't':
-			break;
-		case 'u':
-			for (i = 0; i < 4; i++) {
-				if (++p >= e || !((*p >= '0' && *p <= '9') ||
-				    (*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F')))
-					return NULL;
-			}
-			break;
-		default:
-			return NULL;
-		}
-	}
-	return NULL;
-}
-
-/* End of the JSON value at p (strict RFC 8259 grammar), or NULL. */
-static const char *
-json_value_end(const char *p, const char *e, int depth)
-{
-	const char *q;
-
-	if (p >= e || depth > HPF_JSON_DEPTH)
-		return NULL;
-	switch (*p) {
-	case '{':
-	case '[': {
-		char close = *p == '{' ? '}' : ']';
-
-		p = json_ws(p + 1, e);
-		if (p < e && *p == close)
-			return p + 1;
-		for (;;) {
-			if (close == '}') {
-				if ((p = json_str_end(p, e)) == NULL)
-					return NULL;
-				p = json_ws(p, e);
-				if (p >= e || *p != ':')
-					return NULL;
-				p = json_ws(p + 1, e);
-			}
-			if ((p = json_value_end(p, e, depth + 1)) == NULL)
-				return NULL;
-			p = json_ws(p, e);
-			if (p >= e)
-				return NULL;
-			if (*p == close)
-				return p + 1;
-			if (*p != ',')
-				return NULL;
-			p = json_ws(p + 1, e);
-		}
-	}
-	case '"':
-		return json_str_end(p, e);
-	case 't':
-		return (e - p >= 4 && memcmp(p, "true", 4) == 0) ? p + 4 : NULL;
-	case 'f':
-		return (e - p >= 5 && memcmp(p, "false", 5) == 0) ? p + 5 : NULL;
-	case 'n':
-		return (e - p >= 4 && memcmp(p, "null", 4) == 0) ? p + 4 : NULL;
-	default:
-		break;
-	}
-	/* Number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
-	q = p;
-	if (q < e && *q == '-')
-		q++;
-	if (q < e && *q == '0')
-		q++;
-	else if (q < e && *q >= '1' && *q <= '9')
-		while (q < e && *q >= '0' && *q <= '9')
-			q++;
-	else
-		return NULL;
-	if (q < e && *q == '.') {
-		if (++q >= e || *q < '0' || *q > '9')
-			return NULL;
-		while (q < e && *q >= '0' && *q <= '9')
-			q++;
-	}
-	if (q < e && (*q == 'e' || *q == 'E')) {
-		q++;
-		if (q < e && (*q == '+' || *q == '-'))
-			q++;
-		if (q >= e || *q < '0' || *q > '9')
-			return NULL;
-		while (q < e && *q >= '0' && *q <= '9')
-			q++;
-	}
-	return q;
-}
-
-/* Whether p[0..len) is exactly one valid JSON object (whitespace around allowed). */
-static bool
-json_is_object(const char *p, size_t len)
-{
-	const char *e = p + len, *q;
-
-	if (!utf8_valid(p, len))
-		return false;
-	q = json_ws(p, e);
-	if (q >= e || *q != '{')
-		return false;
-	q = json_value_end(q, e, 0);
-	return q != NULL && json_ws(q, e) == e;
-}
-
-/*
- * Find top-level member key (compared with the raw, unescaped key bytes) in a
- * validated object; val/vallen get the raw JSON value.
- */
-static bool
-json_find(const char *obj, size_t len, const char *key, const char **val,
-    size_t *vallen)
-{
-	const char *p, *e = obj + len, *k, *ke, *v, *ve;
-	size_t kl = strlen(key);
-
-	p = json_ws(obj, e);
-	if (p >= e || *p != '{')
-		return false;
-	p = json_ws(p + 1, e);
-	while (p < e && *p == '"') {
-		k = p;
-		if ((ke = json_str_end(p, e)) == NULL)
-			return false;
-		p = json_ws(ke, e);
-		if (p >= e || *p != ':')
-			return false;
-		v = json_ws(p + 1, e);
-		if ((ve = json_value_end(v, e, 1)) == NULL)
-			return false;
-		if ((size_t)(ke - k) == kl + 2 && memcmp(k + 1, key, kl) == 0) {
-			*val = v;
-			*vallen = (size_t)(ve - v);
-			return true;
-		}
-		p = json_ws(ve, e);
-		if (p < e && *p == ',')
-			p = json_ws(p + 1, e);
-	}
-	return false;
-}
-
-/* Append the UTF-8 encoding of cp to out; returns the byte count. */
-static size_t
-utf8_put(unsigned char *out, uint32_t cp)
-{
-	if (cp < 0x80) {
-		out[0] = (unsigned char)cp;
-		return 1;
-	}
-	if (cp < 0x800) {
-		out[0] = (unsigned char)(0xc0 | cp >> 6);
-		out[1] = (unsigned char)(0x80 | (cp & 0x3f));
-		return 2;
-	}
-	if (cp < 0x10000) {
-		out[0] = (unsigned char)(0xe0 | cp >> 12);
-		out[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-		out[2] = (unsigned char)(0x80 | (cp & 0x3f));
-		return 3;
-	}
-	out[0] = (unsigned char)(0xf0 | cp >> 18);
-	out[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
-	out[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-	out[3] = (unsigned char)(0x80 | (cp & 0x3f));
-	return 4;
-}
-
-/* Four hex digits at p (already validated by json_str_end). */
-static uint32_t
-hex4(const char *p)
-{
-	uint32_t v = 0;
-	int i;
-
-	for (i = 0; i < 4; i++) {
-		char c = p[i];
-
-		v = v << 4 | (uint32_t)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
-	}
-	return v;
-}
-
-/*
- * Decode a validated JSON string value (with its quotes) into UTF-8 bytes in
- * out (at least vallen bytes).  A lone surrogate becomes U+FFFD.  Returns the
- * byte count.
- */
-static size_t
-json_str_decode(const char *val, size_t vallen, unsigned char *out)
-{
-	const char *p = val + 1, *e = val + vallen - 1;
-	size_t o = 0;
-	uint32_t cp, lo;
-
-	while (p < e) {
-		if (*p != '\\') {
-			out[o++] = (unsigned char)*p++;
-			continue;
-		}
-		p++;
-		switch (*p) {
-		case 'b': out[o++] = '\b'; p++; continue;
-		case 'f': out[o++] = '\f'; p++; continue;
-		case 'n': out[o++] = '\n'; p++; continue;
-		case 'r': out[o++] = '\r'; p++; continue;
-		case 't': out[o++] = '\t'; p++; continue;
-		case 'u': break;
-		default: out[o++] = (unsigned char)*p++; continue;
-		}
-		cp = hex4(p + 1);
-		p += 5;
-		if (cp >= 0xd800 && cp <= 0xdbff && e - p >= 6 && p[0] == '\\' &&
-		    p[1] == 'u' && (lo = hex4(p + 2)) >= 0xdc00 && lo <= 0xdfff) {
-			cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-			p += 6;
-		} else if (cp >= 0xd800 && cp <= 0xdfff)
-			cp = 0xfffd;
-		o += utf8_put(out + o, cp);
-	}
-	return o;
-}
-
-/* Whether s is 64 hex digits. */
-static bool
-is_hex64(const char *s, size_t len)
-{
-	size_t i;
-
-	if (len != 64)
-		return false;
-	for (i = 0; i < len; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') ||
-		    (s[i] >= 'A' && s[i] <= 'F')))
-			return false;
-	return true;
-}
-
-/* ------------------------------------------------------------- payloads */
-
-/* Build one candidate payload into jb; 0 or -1 (out of memory). */
-static int
-payload_try(struct jbuf *jb, const char *sha, const unsigned char *body, size_t n,
-    bool truncated, uint64_t size, const char *b64, size_t b64len,
-    const char *meta, size_t metalen)
-{
-	jb_reset(jb);
-	jb_obj_open(jb);
-	jb_kcstr(jb, "sha256", sha);
-	jb_kstr(jb, "msg", body, n);
-	if (truncated) {
-		jb_kbool(jb, "truncated", true);
-		jb_kuint(jb, "size", (unsigned long long)size);
-	}
-	if (b64 != NULL)
-		jb_kstr(jb, "raw_b64", b64, b64len);
-	if (meta != NULL && metalen > 0)
-		jb_raw(jb, meta, metalen);
-	jb_obj_close(jb);
-	return jb->oom ? -1 : 0;
-}
-
-/* Build the payload for one mail (see hpfeeds.h). */
-int
-hpf_payload_build(struct jbuf *jb, const char *sha256hex, const void *body,
-    size_t bodylen, uint64_t size, size_t limit, const char *meta, size_t metalen)
-{
-	return payload_build(jb, sha256hex, body, bodylen, size, limit, meta, metalen,
-	    NULL);
-}
-
-/* hpf_payload_build(), telling in *cut whether msg was cut. */
-static int
-payload_build(struct jbuf *jb, const char *sha256hex, const void *body,
-    size_t bodylen, uint64_t size, size_t limit, const char *meta, size_t metalen,
-    bool *cut)
-{
-	const unsigned char *b = body;
-	char *b64 = NULL;
-	size_t b64len = 0, n, iter, back, lo, hi, lo_len, hi_len, g;
-	bool full = (uint64_t)bodylen == size, with_raw;
-	int rc = -1;
-
-	if (cut != NULL)
-		*cut = false;
-	if (payload_try(jb, sha256hex, b, bodylen, !full, size, NULL, 0, meta, metalen) == -1)
-		return -1;
-	with_raw = full && !utf8_valid(b, bodylen);
-	if (with_raw) {
-		if (bodylen > (SIZE_MAX - 4) / 4 * 3)
-			return -1;
-		if ((b64 = malloc(4 * ((bodylen + 2) / 3) + 1)) == NULL)
-			return -1;
-		b64len = b64_encode(b, bodylen, b64);
-		if (payload_try(jb, sha256hex, b, bodylen, false, size, b64, b64len,
-		    meta, metalen) == -1)
-			goto out;
-		if (jb->len <= limit) {
-			rc = 0;
-			goto out;
-		}
-		/* Room for the exact bytes with an empty msg?  Else drop them. */
-		if (payload_try(jb, sha256hex, b, 0, true, size, b64, b64len,
-		    meta, metalen) == -1)
-			goto out;
-		if (jb->len > limit) {
-			free(b64);
-			b64 = NULL;
-			b64len = 0;
-		}
-	} else if (full && jb->len <= limit)
-		return 0;
-
-	/* The whole msg (without raw_b64) may fit. */
-	n = bodylen;
-	if (payload_try(jb, sha256hex, b, n, (uint64_t)n < size, size, b64, b64len,
-	    meta, metalen) == -1)
-		goto out;
-	if (jb->len > limit) {
-		/*
-		 * Find the longest prefix that fits: interpolation search on the
-		 * payload length (monotonic in the prefix length), a few builds.
-		 */
-		lo = 0;
-		hi = bodylen;
-		hi_len = jb->len;
-		if (payload_try(jb, sha256hex, b, 0, true, size, b64, b64len,
-		    meta, metalen) == -1)
-			goto out;
-		if ((lo_len = jb->len) > limit)
-			goto out;	/* even an empty msg does not fit */
-		for (iter = 0; hi - lo > 1 && lo_len + 8 < limit && iter < 48; iter++) {
-			g = lo + (size_t)((double)(hi - lo) * (double)(limit - lo_len) /
-			    (double)(hi_len - lo_len));
-			if (g <= lo)
-				g = lo + 1;
-			if (g >= hi)
-				g = hi - 1;
-			if (payload_try(jb, sha256hex, b, g, true, size, b64, b64len,
-			    meta, metalen) == -1)
-				goto out;
-			if (jb->len <= limit) {
-				lo = g;
-				lo_len = jb->len;
-			} else {
-				hi = g;
-				hi_len = jb->len;
-			}
-		}
-		/* Cut at a UTF-8 boundary: do not split a multi-byte sequence. */
-		n = lo;
-		for (back = 0; n > 0 && back < 3 && (b[n] & 0xc0) == 0x80; back++)
-			n--;
-		if (payload_try(jb, sha256hex, b, n, true, size, b64, b64len,
-		    meta, metalen) == -1)
-			goto out;
-	}
-	if (cut != NULL)
-		*cut = (uint64_t)n < size;
-	rc = 0;
-out:
-	free(b64);
-	return rc;
-}
-
-/* Check a payload's sha256 against its exact bytes (see hpfeeds.h). */
-int
-hpf_payload_verify(const void *payload, size_t len)
-{
-	const char *p = payload, *v, *m;
-	size_t vl, ml, n = 0;
-	unsigned char *buf, *txt, md[32];
-	char hex[65];
-	unsigned int mdlen = 0;
-	long dl;
-	int ok;
-
-	if (!json_is_object(p, len) || !json_find(p, len, "sha256", &v, &vl) ||
-	    vl != 66 || *v != '"' || !is_hex64(v + 1, 64))
-		return -1;
-	if (json_find(p, len, "raw_b64", &m, &ml) && *m == '"') {
-		/* The JSON string first (a producer may write "\/"), then base64. */
-		if ((txt = malloc(ml)) == NULL)
-			return 0;
-		n = json_str_decode(m, ml, txt);
-		if ((buf = malloc(n / 4 * 3 + 3)) == NULL) {
-			free(txt);
-			return 0;
-		}
-		dl = b64_decode((const char *)txt, n, buf, n / 4 * 3 + 3);
-		free(txt);
-		if (dl < 0) {
-			free(buf);
-			return 0;
-		}
-		n = (size_t)dl;
-	} else if (json_find(p, len, "msg", &m, &ml) && *m == '"') {
-		if ((buf = malloc(ml)) == NULL)
-			return 0;
-		n = json_str_decode(m, ml, buf);
-	} else
-		return 0;
-	ok = EVP_Digest(buf, n, md, &mdlen, EVP_sha256(), NULL) == 1 && mdlen == 32;
-	free(buf);
-	if (!ok)
-		return 0;
-	util_hex(md, 32, hex);
-	return strncasecmp(hex, v + 1, 64) == 0 ? 1 : 0;
 }
 
 /* ------------------------------------------------------------- cursors */
@@ -1156,7 +698,7 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 	h->pl_off = UINT64_MAX;
 	if (c->src == HPF_SRC_EVENTS) {
 		/* An event is published as it was logged: one JSON object. */
-		if (!json_is_object(line, len) || len > c->limit) {
+		if (!hpf_json_object(line, len) || len > c->limit) {
 			log_warn("hpfeeds: event at offset %llu of %s is %s; not published",
 			    (unsigned long long)(end_off - len - 1), h->srcs[c->src].path,
 			    len > c->limit ? "too large" : "not a JSON object");
@@ -1169,8 +711,8 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 		ent->key = fnv64(line, len);
 		return 0;
 	}
-	if (!json_is_object(line, len) || !json_find(line, len, "sha256", &v, &vl) ||
-	    vl != 66 || !is_hex64(v + 1, 64)) {
+	if (!hpf_json_object(line, len) || !hpf_json_find(line, len, "sha256", &v, &vl) ||
+	    vl != 66 || !hpf_is_sha256_hex(v + 1, 64)) {
 		log_warn("hpfeeds: journal line at offset %llu is not a reception "
 		    "record: \"%s\"; not published", (unsigned long long)(end_off - len - 1),
 		    log_escape(esc, sizeof(esc), line, len));
@@ -1219,7 +761,7 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 	if (h->feed.metadata) {
 		jb_obj_open(&meta);
 		for (i = 0; i < sizeof(meta_keys) / sizeof(meta_keys[0]); i++) {
-			if (json_find(line, len, meta_keys[i], &v, &vl)) {
+			if (hpf_json_find(line, len, meta_keys[i], &v, &vl)) {
 				jb_key(&meta, meta_keys[i]);
 				jb_raw(&meta, v, vl);
 			}
@@ -1235,7 +777,7 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 			jb_obj_close(&meta);
 		}
 	}
-	if (payload_build(&h->pl, sha, h->body, got, (uint64_t)st.st_size, c->limit,
+	if (hpf_payload_build(&h->pl, sha, h->body, got, (uint64_t)st.st_size, c->limit,
 	    meta.len > 2 ? meta.buf + 1 : NULL, meta.len > 2 ? meta.len - 2 : 0,
 	    &cut) == -1) {
 		log_warn("hpfeeds: message=%s payload could not be built; not published",
@@ -1437,6 +979,7 @@ chan_setup(struct hpf *h, const char *name, enum hpf_src_id k, char *err, size_t
 {
 	char hex[2 * CFG_NAME_MAX + 1];
 	struct hpf_chan *c;
+	size_t nl;
 
 	if (chan_find(h, (const uint8_t *)name, strlen(name)) != NULL)
 		return 0;
@@ -1446,7 +989,9 @@ chan_setup(struct hpf *h, const char *name, enum hpf_src_id k, char *err, size_t
 	}
 	c = &h->chans[h->nchans];
 	memset(c, 0, sizeof(*c));
-	snprintf(c->name, sizeof(c->name), "%s", name);
+	nl = strnlen(name, sizeof(c->name) - 1);
+	memcpy(c->name, name, nl);
+	c->name[nl] = '\0';
 	c->src = k;
 	c->limit = hpf_wire_max_payload(strlen(h->feed.identity), strlen(c->name));
 	if (!h->sub_mode) {
@@ -1783,6 +1328,7 @@ read_cb(struct bufferevent *bev, void *arg)
 	uint8_t op;
 	int r;
 
+	h->rx_ms = now_ms();
 	for (;;) {
 		len = evbuffer_get_length(in);
 		if (len < HPF_HDR_LEN)
@@ -1864,7 +1410,7 @@ on_info(struct hpf *h, const struct hpf_frame *f)
 		c->subscribed = true;
 	}
 	h->state = HPF_ST_READY;
-	h->ready_ms = now_ms();
+	h->ready_ms = h->rx_ms = now_ms();
 	log_debug("hpfeeds: broker=%s:%d ident=%s authenticating", h->feed.broker,
 	    h->feed.port, h->feed.identity);
 	if (h->sub_mode)
@@ -2007,7 +1553,9 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 		if (c->qlen == 0 || c->nosub)
 			continue;
 		e = &c->q[c->qhead];
-		if (!e->skip && !e->confirmed && now - e->sent_ms > HPF_STALL_MS) {
+		/* A slow link still brings echoes back: only silence is a stall. */
+		if (!e->skip && !e->confirmed && now - e->sent_ms > HPF_STALL_MS &&
+		    now - h->rx_ms > HPF_STALL_MS / 2) {
 			series_warn(h, "hpfeeds: broker=%s:%d channel %s: no echo for %d s; "
 			    "reconnecting to publish again", h->feed.broker, h->feed.port,
 			    c->name, HPF_STALL_MS / 1000);
@@ -2026,7 +1574,7 @@ sub_print(struct hpf *h, const struct hpf_frame *f)
 {
 	struct jbuf jb;
 	const char *p = (const char *)f->data, *e = p + f->datalen, *q;
-	bool obj = json_is_object(p, f->datalen);
+	bool obj = hpf_json_object(p, f->datalen);
 
 	jb_init(&jb);
 	jb_obj_open(&jb);
@@ -2045,7 +1593,10 @@ sub_print(struct hpf *h, const struct hpf_frame *f)
 		 * Splice the payload's members in after ours.  In valid JSON a raw
 		 * CR or LF can only be whitespace: make it a space (one line each).
 		 */
-		q = json_ws(json_ws(p, e) + 1, e);
+		for (q = p; *q != '{'; q++)
+			;	/* a valid object: only whitespace before its brace */
+		for (q++; q < e && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'); q++)
+			;
 		while (e > q && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' ||
 		    e[-1] == '\r'))
 			e--;

@@ -25,7 +25,6 @@
 
 struct event_base;
 struct cfg_feed;
-struct jbuf;
 struct hpf;
 
 /*
@@ -77,24 +76,5 @@ void		 hpf_get_stats(const struct hpf *, struct hpf_stats *out);
  * exit 0 after N messages.  Returns the process exit status.
  */
 int		 hpf_subscribe_main(const struct cfg_feed *feed, int argc, char **argv);
-
-/*
- * Build the payload for one mail into jb (reset first): {"sha256", "msg"},
- * "raw_b64" when bytes are not valid UTF-8 and the base64 fits, "truncated":
- * true and "size" when msg had to be cut (at a UTF-8 boundary) to keep the
- * payload within limit bytes, then meta (already-valid JSON members without
- * braces, "" or NULL for none).  body holds the first bodylen bytes of a mail
- * of size bytes.  Returns 0, or -1 (allocation failure, or limit too small).
- */
-int		 hpf_payload_build(struct jbuf *jb, const char *sha256hex,
-		    const void *body, size_t bodylen, uint64_t size, size_t limit,
-		    const char *meta, size_t metalen);
-
-/*
- * Check a payload: 1 when it has a "sha256" that equals the SHA-256 of the
- * exact bytes (raw_b64 when present, else msg), 0 when not, -1 when the
- * payload is not a JSON object with a sha256.
- */
-int		 hpf_payload_verify(const void *payload, size_t len);
 
 #endif

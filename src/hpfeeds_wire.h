@@ -1,5 +1,6 @@
 /*
- * hpfeeds 3 frame codec: pure functions over byte buffers, no I/O, no logging.
+ * hpfeeds 3 frame codec and payload format: pure functions over byte buffers,
+ * no I/O, no logging.
  *
  * Frame: u32 big-endian total length (header included), u8 opcode, body.
  * str8 = u8 length + that many bytes; "rest" = the remainder of the frame.
@@ -8,6 +9,7 @@
 #ifndef FOSR_HPFEEDS_WIRE_H
 #define FOSR_HPFEEDS_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -92,5 +94,44 @@ void	 hpf_wire_auth_hash(const uint8_t *nonce, size_t noncelen, const char *secr
  * 1048576 - 2 - len(ident) - len(channel).
  */
 size_t	 hpf_wire_max_payload(size_t identlen, size_t chanlen);
+
+/*
+ * The payload format: {"sha256": <hex of the raw bytes>, "msg": <UTF-8 text>}
+ * plus optional keys, built with the JSON builder of log.h.
+ */
+struct jbuf;
+
+/*
+ * Build the payload for one mail into jb (reset first): {"sha256", "msg"},
+ * "raw_b64" when bytes are not valid UTF-8 and the base64 fits, "truncated":
+ * true and "size" when msg had to be cut (at a UTF-8 boundary) to keep the
+ * payload within limit bytes, then meta (already-valid JSON members without
+ * braces, "" or NULL for none).  body holds the first bodylen bytes of a mail
+ * of size bytes.  *truncated (may be NULL) tells whether msg was cut.
+ * Returns 0, or -1 (allocation failure, or limit too small).
+ */
+int	 hpf_payload_build(struct jbuf *jb, const char *sha256hex,
+	    const void *body, size_t bodylen, uint64_t size, size_t limit,
+	    const char *meta, size_t metalen, bool *truncated);
+
+/*
+ * Check a payload: 1 when it has a "sha256" that equals the SHA-256 of the
+ * exact bytes (raw_b64 when present, else msg), 0 when not, -1 when the
+ * payload is not a JSON object with a sha256.
+ */
+int	 hpf_payload_verify(const void *payload, size_t len);
+
+/* Whether p[0..len) is exactly one valid JSON object in valid UTF-8. */
+bool	 hpf_json_object(const char *p, size_t len);
+
+/*
+ * Find top-level member key (raw key bytes, no escapes) in an object that
+ * hpf_json_object() accepted; val/vallen get the raw JSON value.
+ */
+bool	 hpf_json_find(const char *obj, size_t len, const char *key,
+	    const char **val, size_t *vallen);
+
+/* Whether s[0..len) is 64 hex digits. */
+bool	 hpf_is_sha256_hex(const char *s, size_t len);
 
 #endif

@@ -495,6 +495,10 @@ jb_str(struct jbuf *jb, const void *s, size_t len)
 		} else if (cp == '\\') {
 			jb_put(jb, "\\\\", 2);
 			i++;
+		} else if (cp == '\n' || cp == '\r' || cp == '\t') {
+			/* The short escapes: mail bodies are full of CRLF. */
+			jb_put(jb, cp == '\n' ? "\\n" : cp == '\r' ? "\\r" : "\\t", 2);
+			i++;
 		} else if (cp < 0x20 || cp == 0x7f) {
 			memcpy(esc, "\\u00", 4);
 			esc[4] = hex[cp >> 4];

@@ -22,6 +22,8 @@
 #include <event2/thread.h>
 
 #include "config.h"
+#include "console.h"
+#include "relay.h"
 #include "hpfeeds.h"
 #include "listener.h"
 #include "log.h"
@@ -40,16 +42,30 @@ struct fosr {
 	struct smtp_server	 srv;
 	struct listeners	*ls;
 	struct hpf		*hpf;
+	struct relay		*relay;
 	struct event		*sig_term, *sig_int, *sig_hup, *stop_timer;
 	int			 stop_ticks;
 	char			 hostname[CFG_NAME_MAX];
 };
 
 static void	 usage(FILE *);
+static void	 on_mail_cb(void *, const char *, size_t);
 static void	 signal_cb(evutil_socket_t, short, void *);
 static void	 stop_cb(evutil_socket_t, short, void *);
 static void	 drop_privileges(struct fosr *, const struct passwd *);
 static void	 prepare_paths(struct fosr *, const struct passwd *);
+
+/* A capture is durable: hand it to the publisher and the relay. */
+static void
+on_mail_cb(void *arg, const char *record, size_t len)
+{
+	struct fosr *f = arg;
+
+	if (f->hpf)
+		hpf_on_mail(f->hpf, record, len);
+	if (f->relay)
+		relay_consider(f->relay, record, len);
+}
 
 /* Print the usage text. */
 static void
@@ -66,8 +82,10 @@ usage(FILE *fp)
 	    "      --check-config      validate the configuration (and -f file) and exit\n"
 	    "  -d, --debug             debug log with a protocol trace of every session\n"
 	    "  -f, --feed-config FILE  hpfeeds broker config (the seed's feed_config.yml)\n"
-	    "  -i, --interactive       review console over the spool (not available yet)\n"
-	    "  -t, --testMode          relay test mode (not available yet)\n"
+	    "  -i, --interactive       review console over the spool: list, show, verify the\n"
+	    "                          relay decision, send one (no listeners are started)\n"
+	    "  -t, --testMode          relay every probe to relay.test_mode.recipient through\n"
+	    "                          relay.test_mode.server instead of the real MX\n"
 	    "      --feed-subscribe    subscribe to the feed's channels with its identity and\n"
 	    "                          print each payload as a JSON line (sha256 verified)\n"
 	    "      --version           print the version and exit\n"
@@ -92,7 +110,8 @@ main(int argc, char **argv)
 	};
 	static struct fosr f;
 	const char *config = NULL, *feed = NULL;
-	bool check = false, debug = false, subscribe = false;
+	bool check = false, debug = false, subscribe = false, interactive = false;
+	bool test_mode = false;
 	char err[1024];
 	struct passwd *pw = NULL;
 	struct spool_opts so;
@@ -113,15 +132,11 @@ main(int argc, char **argv)
 			feed = optarg;
 			break;
 		case 'i':
-			fprintf(stderr, "fosr-collector: -i/--interactive: the review console "
-			    "is not available in this version (it comes with the rules and "
-			    "relay engine)\n");
-			return 2;
+			interactive = true;
+			break;
 		case 't':
-			fprintf(stderr, "fosr-collector: -t/--testMode: relay test mode is not "
-			    "available in this version (it comes with the rules and relay "
-			    "engine)\n");
-			return 2;
+			test_mode = true;
+			break;
 		case 'S':
 			subscribe = true;
 			break;
@@ -173,6 +188,8 @@ main(int argc, char **argv)
 		printf("%s: configuration ok\n", config ? config : "(embedded defaults)");
 		return 0;
 	}
+	if (interactive)
+		return console_main(&f.cfg, test_mode);
 
 	if (f.cfg.hostname[0])
 		snprintf(f.hostname, sizeof(f.hostname), "%s", f.cfg.hostname);
@@ -227,9 +244,15 @@ main(int argc, char **argv)
 		if ((f.hpf = hpf_new(f.base, &f.cfg.feed, f.cfg.spool_dir, err, sizeof(err))) == NULL)
 			fatalx("feed: %s", err);
 		hpf_set_sensor(f.hpf, f.cfg.sensor[0] ? f.cfg.sensor : f.hostname);
-		f.srv.on_mail = hpf_on_mail;
-		f.srv.on_mail_arg = f.hpf;
+		if (hpf_set_event_log(f.hpf, f.cfg.event_log, err, sizeof(err)) == -1)
+			fatalx("feed: %s", err);
 	}
+	if ((f.relay = relay_new(f.base, &f.cfg, f.hostname, err, sizeof(err))) == NULL)
+		fatalx("relay: %s", err);
+	if (test_mode && relay_set_test_mode(f.relay, true, err, sizeof(err)) == -1)
+		fatalx("%s", err);
+	f.srv.on_mail = on_mail_cb;
+	f.srv.on_mail_arg = &f;
 
 	f.sig_term = evsignal_new(f.base, SIGTERM, signal_cb, &f);
 	f.sig_int = evsignal_new(f.base, SIGINT, signal_cb, &f);
@@ -260,6 +283,7 @@ main(int argc, char **argv)
 	smtp_server_close_all(&f.srv);
 	listeners_free(f.ls);
 	hpf_free(f.hpf);
+	relay_free(f.relay);
 	spool_free(f.srv.spool);
 	{
 		struct jbuf jb;
@@ -286,7 +310,7 @@ main(int argc, char **argv)
 static void
 prepare_paths(struct fosr *f, const struct passwd *pw)
 {
-	const char *subdirs[] = { "", "/tmp", "/messages", "/feed" };
+	const char *subdirs[] = { "", "/tmp", "/messages", "/feed", "/relay" };
 	char path[PATH_MAX + 32];
 
 	if (util_mkdirs(f->cfg.spool_dir, 0750) == -1)
@@ -341,6 +365,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	if (sig == SIGHUP) {
 		log_info("SIGHUP: reopening the event log");
 		evlog_reopen();
+		relay_reload_rules(f->relay);
 		return;
 	}
 	if (f->srv.stopping) {

@@ -130,6 +130,7 @@ static const struct persona persona_postfix37 = {
 		[PR_AUTH_NEED_STEP] = "535 5.7.8 Error: authentication failed: "
 		    "another step is needed in authentication",
 		/* Recorded with smtpd_sasl_auth_enable = no. */
+		[PR_AUTH_TEMPFAIL] = "454 4.7.0 Temporary authentication failure: generic failure",
 		[PR_AUTH_NOT_ENABLED] = "503 5.5.1 Error: authentication not enabled",
 	},
 	/* Recorded order (Debian 12, Cyrus SASL with mech_list PLAIN LOGIN CRAM-MD5). */

@@ -95,6 +95,7 @@ enum persona_reply {
 	PR_BDAT_DISCARDED,	/* later chunk after a BDAT error: {n} = its size */
 	PR_AUTH_NEED_STEP,	/* "AUTH PLAIN =" or "AUTH PLAIN *" */
 	PR_AUTH_NOT_ENABLED,	/* AUTH when AUTH is not offered */
+	PR_AUTH_TEMPFAIL,	/* Cyrus: PLAIN/LOGIN with an empty user name */
 	PR_COUNT
 };
 

@@ -57,4 +57,10 @@ int		 rules_eval(const struct rules *, const struct rules_facts *f,
 		    struct rules_decision *out);
 void		 rules_decision_clear(struct rules_decision *);
 
+/* Number of rules in a set; whether any enabled rule is at stage st. */
+int		 rules_count(const struct rules *);
+bool		 rules_has_stage(const struct rules *, enum rules_stage st);
+/* "ehlo", "auth", "rset" or "data". */
+const char	*rules_stage_name(enum rules_stage st);
+
 #endif

@@ -221,9 +221,11 @@ smtpc_finish(struct smtp_client *c, enum smtp_client_status st, const char *erro
 	if (c->state == SMTPC_DONE)
 		return;
 	c->res.status = st;
-	c->res.stage = smtpc_stage_names[c->state];
-	c->res.code = c->code;
-	snprintf(c->res.reply, sizeof(c->res.reply), "%s", c->rtext);
+	c->res.stage = smtpc_stage_names[c->state == SMTPC_QUIT ? SMTPC_DOT : c->state];
+	if (st != SMTPC_DELIVERED) {
+		c->res.code = c->code;
+		snprintf(c->res.reply, sizeof(c->res.reply), "%s", c->rtext);
+	}
 	if (error && !c->res.error[0])
 		snprintf(c->res.error, sizeof(c->res.error), "%s", error);
 	c->res.transcript[c->tlen] = '\0';
@@ -242,6 +244,9 @@ smtpc_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		if (c->state == SMTPC_CONNECT) {
 			smtpc_enter(c, SMTPC_GREETING);
+			/* The greeting may be buffered already. */
+			if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+				smtpc_read_cb(bev, c);
 		} else if (c->state == SMTPC_TLS) {
 			c->tls_active = true;
 			smtpc_tls_info(c);
@@ -281,8 +286,10 @@ smtpc_read_cb(struct bufferevent *bev, void *arg)
 	size_t len, off;
 	char *line;
 
-	while (c->state != SMTPC_DONE && c->state != SMTPC_TLS &&
-	    c->state != SMTPC_CONNECT) {
+	/* Bytes before the connect event: the connection is up. */
+	if (c->state == SMTPC_CONNECT)
+		smtpc_enter(c, SMTPC_GREETING);
+	while (c->state != SMTPC_DONE && c->state != SMTPC_TLS) {
 		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
 		if (line == NULL) {
 			if (evbuffer_get_length(in) > SMTPC_LINE_MAX)
@@ -406,22 +413,13 @@ smtpc_reply(struct smtp_client *c)
 		/* Delivered: keep the final reply, then say goodbye. */
 		c->res.code = c->code;
 		snprintf(c->res.reply, sizeof(c->res.reply), "%s", c->rtext);
-		{
-			int code = c->code;
-			char keep[sizeof(c->rtext)];
-			snprintf(keep, sizeof(keep), "%s", c->rtext);
-			smtpc_enter(c, SMTPC_QUIT);
-			smtpc_send(c, "QUIT");
-			c->code = code;
-			snprintf(c->rtext, sizeof(c->rtext), "%s", keep);
-		}
+		smtpc_enter(c, SMTPC_QUIT);
+		smtpc_send(c, "QUIT");
 		return;
-	case SMTPC_QUIT: {
+	case SMTPC_QUIT:
 		/* The QUIT reply does not change the outcome. */
-		c->state = SMTPC_DOT;
 		smtpc_finish(c, SMTPC_DELIVERED, NULL);
 		return;
-	}
 	default:
 		return;
 	}

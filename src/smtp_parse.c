@@ -624,15 +624,30 @@ smtp_sasl_b64(const char *line, size_t len, unsigned char *out, size_t outmax,
 {
 	long n;
 
+	size_t full = len - len % 4, i;
+
 	*outlen = 0;
 	if (len == 1 && line[0] == '*')
 		return 1;
 	/* RFC 4954: "=" is an empty initial response. */
 	if (len == 1 && line[0] == '=')
 		return 0;
-	n = b64_decode(line, len, out, outmax);
-	if (n < 0)
+	/* Whole groups first: bad characters or data after '=' are errors. */
+	n = b64_decode(line, full, out, outmax);
+	if (n < 0 || (full > 0 && len % 4 != 0 && line[full - 1] == '='))
 		return -1;
+	if (len % 4 != 0) {
+		/* A partial last group: as Cyrus, the exchange needs another step. */
+		for (i = full; i < len; i++) {
+			unsigned char c = (unsigned char)line[i];
+			if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			    (c >= '0' && c <= '9') || c == '+' || c == '/' || c == '='))
+				return -1;
+			if (c == '=' && i + 1 < len && line[i + 1] != '=')
+				return -1;
+		}
+		return 2;
+	}
 	*outlen = (size_t)n;
 	return 0;
 }

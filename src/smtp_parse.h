@@ -100,8 +100,9 @@ struct smtp_creds {
 
 /*
  * Decode one base64 SASL line.  "*" is the client's cancel: returns 1.
- * Returns 0 with the decoded bytes in out (outlen set), or -1 on bad base64.
- * "=" decodes to the empty string.
+ * Returns 0 with the decoded bytes in out (outlen set), -1 on bad base64
+ * (bad characters, data after '='), or 2 when the last group is incomplete
+ * (Cyrus then asks for another step).  "=" decodes to the empty string.
  */
 int	smtp_sasl_b64(const char *line, size_t len, unsigned char *out, size_t outmax,
 	    size_t *outlen);

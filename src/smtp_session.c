@@ -127,6 +127,8 @@ struct smtp_txn {
 	uint32_t	 linelen;
 	char		 queue_id[16];
 	char		 sha256[65];
+	char		*record;		/* the reception record, for on_mail */
+	size_t		 record_len;
 };
 
 /* What a SASL exchange is waiting for. */
@@ -197,6 +199,8 @@ static void	 smtp_bdat_input(struct smtp_session *, struct evbuffer *);
 static void	 smtp_message_end(struct smtp_session *);
 static void	 smtp_commit_cb(void *, int, int);
 static void	 smtp_auth_input(struct smtp_session *, const char *, size_t);
+static bool	 smtp_auth_fail(struct smtp_session *, enum persona_reply);
+static void	 smtp_junk(struct smtp_session *);
 static void	 smtp_event_base(struct smtp_session *, struct jbuf *, const char *);
 static void	 smtp_set_timer(struct smtp_session *, int ms);
 static void	 smtp_hold_arm(struct smtp_session *);
@@ -414,7 +418,7 @@ smtp_banner(struct smtp_session *s)
 	const struct cfg_limits *lim = &s->srv->cfg->limits;
 	int ms = lim->banner_delay_ms;
 
-	if (ms > 0 && lim->banner_jitter_ms > 0)
+	if (lim->banner_jitter_ms > 0)
 		ms += (int)(util_random_u64() % (uint64_t)(lim->banner_jitter_ms + 1));
 	if (ms > 0 && !(s->flags & SF_CLOSING)) {
 		smtp_enter_state(s, SMTP_STATE_INIT);
@@ -1050,6 +1054,7 @@ cmd_helo(struct smtp_session *s, const struct smtp_cmdline *cl)
 {
 	if (cl->arglen == 0) {
 		smtp_error(s, PR_HELO_SYNTAX, NULL);
+		smtp_junk(s);
 		return;
 	}
 	smtp_txn_reset(s);
@@ -1058,6 +1063,7 @@ cmd_helo(struct smtp_session *s, const struct smtp_cmdline *cl)
 	s->flags |= SF_HELO;
 	s->flags &= ~SF_EHLO;
 	smtp_reply(s, PR_HELO_OK, NULL);
+	smtp_junk(s);
 }
 
 /* EHLO: the persona's keyword list, without STARTTLS where it cannot work. */
@@ -1072,6 +1078,7 @@ cmd_ehlo(struct smtp_session *s, const struct smtp_cmdline *cl)
 
 	if (cl->arglen == 0) {
 		smtp_error(s, PR_EHLO_SYNTAX, NULL);
+		smtp_junk(s);
 		return;
 	}
 	smtp_txn_reset(s);
@@ -1101,6 +1108,7 @@ cmd_ehlo(struct smtp_session *s, const struct smtp_cmdline *cl)
 		    (int)k, kwbuf);
 		smtp_send_line(s, line, (size_t)m);
 	}
+	smtp_junk(s);
 }
 
 /* Start a transaction if the session has none. */
@@ -1123,6 +1131,7 @@ smtp_txn_free(struct smtp_txn *t)
 	if (t->msg)
 		spool_msg_abort(t->msg);
 	free(t->mail_from);
+	free(t->record);
 	for (i = 0; i < t->nrcpt; i++)
 		free(t->rcpt[i]);
 	free(t->rcpt);
@@ -1705,6 +1714,9 @@ smtp_message_end(struct smtp_session *s)
 	smtp_enter_state(s, SMTP_STATE_COMMIT);
 	bufferevent_disable(s->bev, EV_READ);
 	spool_msg_commit(t->msg, jb.buf, jb.len, smtp_commit_cb, s);
+	t->record = jb.buf;	/* kept for the on_mail hook */
+	t->record_len = jb.len;
+	jb.buf = NULL;
 	jb_free(&jb);
 }
 
@@ -1752,7 +1764,7 @@ smtp_commit_cb(void *arg, int status, int err_no)
 		    log_escape(esc, sizeof(esc), t->mail_from, strlen(t->mail_from)), t->nrcpt);
 	}
 	if (s->srv->on_mail)
-		s->srv->on_mail(s->srv->on_mail_arg, NULL, 0);
+		s->srv->on_mail(s->srv->on_mail_arg, t->record, t->record_len);
 	memset(&v, 0, sizeof(v));
 	v.qid = t->queue_id;
 	/*
@@ -1789,7 +1801,7 @@ out:
 static void
 smtp_junk(struct smtp_session *s)
 {
-	if (++s->junk > 100)
+	if (s->junk++ > 100)
 		s->errors++;
 }
 
@@ -1986,6 +1998,16 @@ smtp_auth_finish(struct smtp_session *s)
 	}
 }
 
+/* End a SASL exchange with an error reply (counted); returns false. */
+static bool
+smtp_auth_fail(struct smtp_session *s, enum persona_reply id)
+{
+	s->auth_step = AS_NONE;
+	smtp_enter_state(s, SMTP_STATE_COMMAND);
+	smtp_error(s, id, NULL);
+	return false;
+}
+
 /* Send a 334 challenge, base64-encoded from plain text. */
 static void
 smtp_auth_challenge(struct smtp_session *s, const char *plain)
@@ -2009,37 +2031,31 @@ static bool
 smtp_auth_step(struct smtp_session *s, const char *line, size_t len)
 {
 	unsigned char buf[SMTP_SASL_MAX];
-	size_t n;
+	size_t n, nuls = 0, i;
 	int r;
 	struct smtp_creds cr;
 
 	smtp_auth_raw(s, line, len);
 	r = smtp_sasl_b64(line, len, buf, sizeof(buf), &n);
-	if (r == 1) {
-		s->auth_step = AS_NONE;
-		smtp_enter_state(s, SMTP_STATE_COMMAND);
-		smtp_error(s, PR_AUTH_ABORTED, NULL);
-		return false;
-	}
-	if (r == -1) {
-		s->auth_step = AS_NONE;
-		smtp_enter_state(s, SMTP_STATE_COMMAND);
-		smtp_error(s, PR_AUTH_BAD_B64, NULL);
-		return false;
-	}
+	if (r == 1)
+		return smtp_auth_fail(s, PR_AUTH_ABORTED);
+	if (r == -1)
+		return smtp_auth_fail(s, PR_AUTH_BAD_B64);
+	if (r == 2)	/* an incomplete base64 group: Cyrus wants more */
+		return smtp_auth_fail(s, PR_AUTH_NEED_STEP);
 	switch (s->auth_step) {
 	case AS_PLAIN:
+		/* Cyrus: exactly "authzid\0user\0pass", and a user. */
+		for (i = 0; i < n; i++)
+			nuls += buf[i] == '\0';
 		memset(&cr, 0, sizeof(cr));
-		if (smtp_sasl_plain(buf, n, &cr) == -1) {
-			/* Not "authzid\0user\0pass": Cyrus calls it a bad protocol. */
-			s->auth_step = AS_NONE;
-			smtp_enter_state(s, SMTP_STATE_COMMAND);
-			smtp_error(s, PR_AUTH_BAD_B64, NULL);
-			return false;
-		}
+		if (nuls != 2 || smtp_sasl_plain(buf, n, &cr) == -1)
+			return smtp_auth_fail(s, PR_AUTH_BAD_B64);
 		s->auth->authzid = dup_bytes(cr.authzid, strnlen(cr.authzid, sizeof(cr.authzid)));
 		s->auth->user = dup_bytes(cr.user, strnlen(cr.user, sizeof(cr.user)));
 		s->auth->pass = dup_bytes(cr.pass, strnlen(cr.pass, sizeof(cr.pass)));
+		if (cr.userlen == 0)
+			return smtp_auth_fail(s, PR_AUTH_TEMPFAIL);
 		smtp_auth_finish(s);
 		return true;
 	case AS_LOGIN_USER:
@@ -2049,11 +2065,14 @@ smtp_auth_step(struct smtp_session *s, const char *line, size_t len)
 		return true;
 	case AS_LOGIN_PASS:
 		s->auth->pass = dup_bytes(buf, n > SMTP_AUTH_FIELD_MAX ? SMTP_AUTH_FIELD_MAX : n);
+		if (s->auth->user == NULL || s->auth->user[0] == '\0')
+			return smtp_auth_fail(s, PR_AUTH_TEMPFAIL);
 		smtp_auth_finish(s);
 		return true;
 	case AS_CRAM:
 		memset(&cr, 0, sizeof(cr));
-		smtp_sasl_cram(buf, n, &cr);
+		if (smtp_sasl_cram(buf, n, &cr) == -1 || cr.userlen == 0)
+			return smtp_auth_fail(s, PR_AUTH_BAD_B64);
 		s->auth->user = dup_bytes(cr.user, strnlen(cr.user, sizeof(cr.user)));
 		s->auth->pass = dup_bytes(cr.pass, strnlen(cr.pass, sizeof(cr.pass)));
 		smtp_auth_finish(s);
@@ -2108,17 +2127,26 @@ cmd_auth(struct smtp_session *s, const struct smtp_cmdline *cl)
 		return;
 	}
 	smtp_auth_clear(s);
+	/*
+	 * An initial response of "=" or "*", or one that is not whole base64
+	 * groups, leaves Cyrus wanting another step, whatever the mechanism.
+	 */
+	if (aa.has_initial && ((aa.initiallen == 1 &&
+	    (aa.initial[0] == '=' || aa.initial[0] == '*')) || aa.initiallen % 4 != 0)) {
+		unsigned char tmp[SMTP_SASL_MAX];
+		size_t tn;
+		if (aa.initiallen > 1 && smtp_sasl_b64(aa.initial, aa.initiallen, tmp,
+		    sizeof(tmp), &tn) == -1)
+			smtp_error(s, PR_AUTH_BAD_B64, NULL);
+		else
+			smtp_error(s, PR_AUTH_NEED_STEP, NULL);
+		return;
+	}
 	switch (aa.mech) {
 	case SMTP_AUTH_PLAIN:
 		snprintf(s->auth->mech, sizeof(s->auth->mech), "PLAIN");
 		s->auth_step = AS_PLAIN;
 		if (aa.has_initial) {
-			/* "=" (empty) and "*" leave Cyrus wanting another step. */
-			if ((aa.initiallen == 1 && (aa.initial[0] == '=' || aa.initial[0] == '*'))) {
-				s->auth_step = AS_NONE;
-				smtp_error(s, PR_AUTH_NEED_STEP, NULL);
-				return;
-			}
 			smtp_auth_step(s, aa.initial, aa.initiallen);
 			return;
 		}

@@ -29,6 +29,14 @@ def _alarm(signum, frame):
 class TimedResult(unittest.TextTestResult):
     limit = int(os.environ.get("FOSR_TEST_TIMEOUT", "300"))
 
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.succeeded = set()
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.succeeded.add(test.id())
+
     def startTest(self, test):
         self._t0 = time.time()
         signal.alarm(self.limit)
@@ -67,7 +75,8 @@ def main(argv):
     failed_ids |= {t.id() for t in res.unexpectedSuccesses}
     failed = len(failed_ids)
     skipped = len(res.skipped)
-    passed = res.testsRun - failed - skipped - len(res.expectedFailures)
+    # a test that passed its body but failed in tearDown is a failure
+    passed = len(res.succeeded - failed_ids)
     if res.failures or res.errors:
         print("failed tests:")
         for t in sorted(failed_ids):

@@ -74,6 +74,14 @@ do_start() {
 	mkdir -p "$dir"
 	dir=$(cd "$dir" && pwd)
 	chmod 755 "$dir"
+	# The postfix user must reach the queue: every parent must be searchable
+	# (mktemp -d makes 0700 directories, which fails with a bare "Permission denied").
+	p=$dir
+	while [ "$p" != / ]; do
+		p=$(dirname "$p")
+		[ "$(stat -c %A "$p" | cut -c10)" = x ] || [ "$(stat -c %A "$p" | cut -c10)" = t ] ||
+			die "$p is not searchable by others (chmod o+x it): the postfix user cannot reach $dir"
+	done
 	host=${PF_HOSTNAME:-mail.example.com}
 	conf=$dir/etc
 	mkdir -p "$conf" "$conf/sasl" "$dir/queue" "$dir/data" "$dir/tls"

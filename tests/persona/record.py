@@ -2,7 +2,23 @@
 """Record the exact replies of a real Postfix to scripted SMTP dialogues.
 
 Usage: record.py [--host 127.0.0.1] --port P [--tls-port P2] [--local-port P3]
+                 [--dest-port P4] [--mode plain|starttls|implicit]
+                 [--credentials mixed|good|wrong] [--kind normal,creds,wrong]
                  [--out FILE] [--only NAME[,NAME...]] [--jobs N]
+
+--mode decides how the cases' ordinary connections are made: plain (to --port),
+starttls (to --port, then EHLO + STARTTLS + handshake before the case body) or
+implicit (TLS to --tls-port).  Cases that make no sense in a mode (the STARTTLS
+cases inside TLS, cases on the special --local-port/--dest-port instances)
+only run in plain mode.
+
+--credentials decides the passwords of the cases of kind "creds" (every AUTH
+case whose outcome depends on the password): "mixed" (default) sends wrong and
+right ones as written, "good" makes every credential right, "wrong" makes every
+credential wrong.  Kind "wrong" cases send exactly one wrong credential each;
+--kind selects which kinds run (default: all).
+
+The module is also imported by tests/e2e/test_persona_diff.py (run_cases()).
 
 Each case runs on a fresh connection.  Raw sockets and the ssl module are
 used (not smtplib) so that every reply line is seen exactly as sent.  Queue
@@ -206,35 +222,105 @@ class Case:
         self.desc = desc
         self.fn = fn
         self.args = args
+        self.mode = getattr(args, "mode", "plain") or "plain"
+        self.credentials = getattr(args, "credentials", "mixed") or "mixed"
         self.host = args.host
         self.lines = []
         self.norm = Normaliser()
+        self.conns = []
 
     def log(self, s):
         self.lines.append(s)
 
     def conn(self, port=None, tls=False, banner=True, timeout=10.0):
+        """A connection to port (default: the mode's listener), banner read.
+        In starttls mode the default connection is upgraded first (EHLO,
+        STARTTLS, handshake, all logged) so that the case runs inside TLS."""
+        default = port is None
+        if default and self.mode == "implicit":
+            port, tls = self.args.tls_port, True
         c = Conn(self, port or self.args.port, tls=tls, timeout=timeout)
+        self.conns.append(c)
         if banner:
             c.reply()
+            if default and self.mode == "starttls":
+                c.cmd(b"EHLO prelude.example\r\n")
+                c.cmd(b"STARTTLS\r\n")
+                c.starttls()
         return c
+
+    # Credentials: what a case calls "the right password" and "a wrong one"
+    # depends on --credentials (see the module comment).
+    def pw_good(self):
+        return "not-the-password" if self.credentials == "wrong" else PASSWORD
+
+    def pw_bad(self):
+        return PASSWORD if self.credentials == "good" else "wrong"
+
+    def user_unknown(self):
+        return USER if self.credentials == "good" else "nosuch@" + HOST
+
+    def cram_response(self, c, good):
+        """Answer the CRAM-MD5 challenge on c (the 334 line is read and logged
+        here, normalised); the response itself is logged as a placeholder."""
+        import hashlib
+        import hmac
+        raw = c.line()  # not through the normaliser: the challenge is needed
+        if raw is None:
+            self.log("S: <connection closed>" if c.closed else "S: <no reply>")
+            return
+        self.log("S: " + self.norm(raw))
+        try:
+            chal = base64.b64decode(raw[4:], validate=True)
+        except ValueError:
+            self.log("# challenge is not base64")
+            return
+        self.log("# challenge is base64 of <random.time@myhostname>: %s" %
+                 bool(re.fullmatch(rb"<\d+\.\d+@mail\.example\.com>", chal)))
+        pw = self.pw_good() if good else self.pw_bad()
+        dig = hmac.new(pw.encode(), chal, hashlib.md5).hexdigest()
+        c.send(b64(USER + " " + dig).encode() + b"\r\n", show=False)
+        self.log("C: {b64 of 'user@mail.example.com <hmac-md5 hex, %s password>'}\\r\\n"
+                 % ("right" if good else "wrong"))
+        c.reply()
 
     def run(self):
         try:
             self.fn(self)
         except Exception as e:  # a failing case must not hide the others
             self.log("# case raised %s: %s" % (e.__class__.__name__, e))
+        finally:
+            for c in self.conns:
+                c.close()
         return self
 
 
 CASES = []
+ALL_MODES = ("plain", "starttls", "implicit")
+PLAIN = ("plain",)
+NOT_STARTTLS = ("plain", "implicit")     # the case reads the banner itself
 
 
-def case(desc):
+def case(desc, modes=ALL_MODES, kind="normal"):
+    """Register a case.  kind: "normal" (no credential is checked), "creds"
+    (passwords follow --credentials), "wrong" (exactly one wrong credential:
+    the only step where the honeypot's default AUTH policy differs)."""
     def deco(fn):
+        fn.modes = modes
+        fn.kind = kind
         CASES.append((fn.__name__, desc, fn))
         return fn
     return deco
+
+
+def delay(dt):
+    """A reply delay in whole-second buckets that survive a loaded machine:
+    Postfix's sleeps are exactly 1 s (smtpd_error_sleep_time)."""
+    if dt < 0.5:
+        return "0s"
+    if dt < 1.9:
+        return "1s"
+    return "%.0fs" % dt
 
 
 def b64(s):
@@ -253,7 +339,7 @@ def quit_(c):
 
 # ---------------------------------------------------------------- greeting
 
-@case("banner, and its delay")
+@case("banner, and its delay", modes=NOT_STARTTLS)
 def banner(k):
     t0 = time.monotonic()
     c = k.conn(banner=False)
@@ -308,7 +394,7 @@ def ehlo_odd(k):
     quit_(c)
 
 
-@case("implicit TLS port: banner and EHLO (no STARTTLS offered)")
+@case("implicit TLS port: banner and EHLO (no STARTTLS offered)", modes=PLAIN)
 def tls_port(k):
     c = k.conn(port=k.args.tls_port, tls=True)
     ehlo(c)
@@ -453,15 +539,20 @@ def rcpt_syntax(k):
     quit_(c)
 
 
-@case("local domain: unknown and known local recipients (instance with mydestination=$myhostname)")
+@case("local domain: unknown and known local recipients (instance with mydestination=$myhostname, localhost)", modes=PLAIN)
 def rcpt_local(k):
     c = k.conn(port=k.args.dest_port)
     ehlo(c)
     c.cmd(b"MAIL FROM:<a@example.org>\r\n")
-    c.cmd(b"RCPT TO:<nosuchuser@mail.example.com>\r\n")
-    c.cmd(b"RCPT TO:<root@mail.example.com>\r\n")
-    c.cmd(b"RCPT TO:<postmaster>\r\n")
+    for rcpt in (b"nosuchuser@mail.example.com", b"root@mail.example.com", b"postmaster",
+                 b"b", b"ROOT@MAIL.EXAMPLE.COM", b"root+ext@mail.example.com",
+                 b"NoSuch@Mail.Example.Com", b"x@localhost", b"abuse@mail.example.com",
+                 b"mailer-daemon@mail.example.com", b"x@[127.0.0.1]",
+                 b"x@sub.mail.example.com", b'"no such"@mail.example.com'):
+        c.cmd(b"RCPT TO:<" + rcpt + b">\r\n")
     c.cmd(b"VRFY nosuchuser@mail.example.com\r\n")
+    c.cmd(b"VRFY <nosuchuser@mail.example.com>\r\n")
+    c.cmd(b"VRFY nosuchuser\r\n")
     c.cmd(b"VRFY root@mail.example.com\r\n")
     quit_(c)
 
@@ -519,7 +610,7 @@ def data_args(k):
     quit_(c)
 
 
-@case("message over message_size_limit (local port, limit 20000)")
+@case("message over message_size_limit (local port, limit 20000)", modes=PLAIN)
 def data_too_big(k):
     c = k.conn(port=k.args.local_port)
     ehlo(c)
@@ -553,7 +644,7 @@ def pipelining(k):
     quit_(c)
 
 
-@case("pipelining before the banner (client talks first)")
+@case("pipelining before the banner (client talks first)", modes=NOT_STARTTLS)
 def talk_first(k):
     c = k.conn(banner=False)
     c.send(b"EHLO early.example\r\n")
@@ -675,7 +766,7 @@ def bdat_helo(k):
     quit_(c)
 
 
-@case("BDAT over message_size_limit (local port)")
+@case("BDAT over message_size_limit (local port)", modes=PLAIN)
 def bdat_too_big(k):
     c = k.conn(port=k.args.local_port)
     ehlo(c)
@@ -809,6 +900,19 @@ def header_like(k):
         k.log("")
 
 
+@case("binary garbage as commands (letter first, so not forbidden)")
+def binary_garbage(k):
+    c = k.conn()
+    ehlo(c)
+    for line in (b"A\x80\x81\x82", b"Z\xff\x00\x01", b"NOOP \xfe\xfd",
+                 b"x" + bytes(range(1, 9)) + bytes(range(14, 32)),
+                 b"MAIL FROM:<a@example.org> \xc0\xaf", b"RSET\x7f"):
+        c.cmd(line + b"\r\n")
+        if c.closed:
+            return
+    quit_(c)
+
+
 @case("QUIT, QUIT with an argument")
 def quit_args(k):
     c = k.conn()
@@ -823,7 +927,7 @@ def quit_args(k):
 
 # ---------------------------------------------------------------- STARTTLS
 
-@case("STARTTLS before EHLO, with an argument")
+@case("STARTTLS before EHLO, with an argument", modes=PLAIN)
 def starttls_misc(k):
     c = k.conn()
     c.cmd(b"STARTTLS\r\n")
@@ -838,7 +942,7 @@ def starttls_misc(k):
     quit_(c)
 
 
-@case("STARTTLS, then EHLO, then STARTTLS again inside TLS; state reset")
+@case("STARTTLS, then EHLO, then STARTTLS again inside TLS; state reset", modes=PLAIN)
 def starttls_twice(k):
     c = k.conn()
     ehlo(c)
@@ -854,7 +958,7 @@ def starttls_twice(k):
     quit_(c)
 
 
-@case("STARTTLS with a command pipelined after it (discarded?)")
+@case("STARTTLS with a command pipelined after it (discarded?)", modes=PLAIN)
 def starttls_pipelined(k):
     c = k.conn()
     ehlo(c)
@@ -868,7 +972,7 @@ def starttls_pipelined(k):
     quit_(c)
 
 
-@case("STARTTLS then plaintext instead of a handshake")
+@case("STARTTLS then plaintext instead of a handshake", modes=PLAIN)
 def starttls_plain(k):
     c = k.conn()
     ehlo(c)
@@ -877,7 +981,7 @@ def starttls_plain(k):
     c.expect_close(3)
 
 
-@case("STARTTLS with a MAIL transaction open")
+@case("STARTTLS with a MAIL transaction open", modes=PLAIN)
 def starttls_in_mail(k):
     c = k.conn()
     ehlo(c)
@@ -890,22 +994,22 @@ def starttls_in_mail(k):
     quit_(c)
 
 
-@case("STARTTLS, TLS, then MAIL without a new EHLO; AUTH after TLS")
+@case("STARTTLS, TLS, then MAIL without a new EHLO; AUTH after TLS", modes=PLAIN, kind="creds")
 def starttls_noehlo(k):
     c = k.conn()
     ehlo(c)
     c.cmd(b"STARTTLS\r\n")
     c.starttls()
     c.cmd(b"MAIL FROM:<a@example.org>\r\n")
-    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + k.pw_good()).encode() + b"\r\n")
     c.cmd(b"RSET\r\n")
-    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + k.pw_good()).encode() + b"\r\n")
     quit_(c)
 
 
 # ---------------------------------------------------------------- AUTH
 
-@case("AUTH: bare, unknown mechanism, lower case, extra args; before EHLO")
+@case("AUTH: bare, unknown mechanism, lower case, extra args; before EHLO", kind="creds")
 def auth_basic(k):
     c = k.conn()
     ehlo(c)
@@ -921,70 +1025,56 @@ def auth_basic(k):
     quit_(c)
     c = k.conn()
     c.cmd(b"AUTH\r\n")
-    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + k.pw_good()).encode() + b"\r\n")
     quit_(c)
 
 
-@case("AUTH PLAIN with initial response: good, bad, then twice")
+@case("AUTH PLAIN with initial response: good, bad, then twice", kind="creds")
 def auth_plain_ir(k):
     c = k.conn()
     ehlo(c)
-    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0wrong").encode() + b"\r\n")
-    c.cmd(b"AUTH PLAIN " + b64("\0nosuch@" + HOST + "\0wrong").encode() + b"\r\n")
-    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
-    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + k.pw_bad()).encode() + b"\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + k.user_unknown() + "\0" + k.pw_bad()).encode() + b"\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + k.pw_good()).encode() + b"\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + k.pw_good()).encode() + b"\r\n")
     c.cmd(b"AUTH LOGIN\r\n")
     c.cmd(b"MAIL FROM:<a@example.org>\r\n")
     quit_(c)
 
 
-@case("AUTH PLAIN via 334 continuation; empty initial response '='")
+@case("AUTH PLAIN via 334 continuation; empty initial response '='", kind="creds")
 def auth_plain_cont(k):
     c = k.conn()
     ehlo(c)
     c.cmd(b"AUTH PLAIN\r\n")
-    c.cmd(b64("\0" + USER + "\0wrong").encode() + b"\r\n")
+    c.cmd(b64("\0" + USER + "\0" + k.pw_bad()).encode() + b"\r\n")
     c.cmd(b"AUTH PLAIN =\r\n")
     c.cmd(b"\r\n")
     c.cmd(b"AUTH PLAIN\r\n")
-    c.cmd(b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
+    c.cmd(b64("\0" + USER + "\0" + k.pw_good()).encode() + b"\r\n")
     quit_(c)
 
 
-@case("AUTH LOGIN, both forms")
+@case("AUTH LOGIN, both forms", kind="creds")
 def auth_login(k):
     c = k.conn()
     ehlo(c)
     c.cmd(b"AUTH LOGIN\r\n")
     c.cmd(b64(USER).encode() + b"\r\n")
-    c.cmd(b64("wrong").encode() + b"\r\n")
+    c.cmd(b64(k.pw_bad()).encode() + b"\r\n")
     c.cmd(b"AUTH LOGIN " + b64(USER).encode() + b"\r\n")
-    c.cmd(b64(PASSWORD).encode() + b"\r\n")
+    c.cmd(b64(k.pw_good()).encode() + b"\r\n")
     quit_(c)
 
 
-@case("AUTH CRAM-MD5 (challenge normalised)")
+@case("AUTH CRAM-MD5 (challenge normalised)", kind="creds")
 def auth_cram(k):
-    import hashlib
-    import hmac
     c = k.conn()
     ehlo(c)
-    k.norm_cram = True
     c.send(b"AUTH CRAM-MD5\r\n")
-    raw = c.line()  # not through the normaliser: the challenge is needed
-    chal = base64.b64decode(raw[4:])
-    k.log("S: " + k.norm(raw))
-    k.log("# challenge is base64 of <random.time@myhostname>: %s" %
-          bool(re.fullmatch(rb"<\d+\.\d+@mail\.example\.com>", chal)))
-    c.cmd(b64(USER + " " + "0" * 32).encode() + b"\r\n")
+    k.cram_response(c, good=False)
     c.send(b"AUTH CRAM-MD5\r\n")
-    raw = c.line()
-    k.log("S: " + k.norm(raw))
-    chal = base64.b64decode(raw[4:])
-    dig = hmac.new(PASSWORD.encode(), chal, hashlib.md5).hexdigest()
-    c.send(b64(USER + " " + dig).encode() + b"\r\n", show=False)
-    k.log("C: {b64 of 'user@mail.example.com <hmac-md5 hex>'}\\r\\n")
-    c.reply()
+    k.cram_response(c, good=True)
     quit_(c)
 
 
@@ -1008,25 +1098,75 @@ def auth_cancel(k):
     c.cmd(b"AUTH PLAIN " + b64("no-nuls").encode() + b"\r\n")
     c.cmd(b"AUTH CRAM-MD5\r\n", timeout=5)
     c.cmd(b"*\r\n")
-    c.cmd(b"AUTH LOGIN " + b64(USER).encode() + b"\r\n")
-    c.cmd(b"\r\n")
     quit_(c)
 
 
-@case("AUTH inside a MAIL transaction")
+@case("AUTH: bad base64 at every step of every mechanism")
+def auth_bad_b64(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"AUTH LOGIN !!!notbase64\r\n")
+    c.cmd(b"AUTH LOGIN " + b64(USER).encode() + b"\r\n")
+    c.cmd(b"!!!notbase64\r\n")
+    c.cmd(b"AUTH LOGIN\r\n")
+    c.cmd(b64(USER).encode() + b"\r\n")
+    c.cmd(b"@@@@\r\n")
+    c.cmd(b"AUTH CRAM-MD5\r\n")
+    c.cmd(b"!!!notbase64\r\n")
+    c.cmd(b"AUTH CRAM-MD5 " + b64("x").encode() + b"\r\n")
+    c.cmd(b"AUTH PLAIN \xff\xfe\r\n")
+    quit_(c)
+    # Cyrus' sasl_decode64(): a length that is not a multiple of 4 (unpadded
+    # base64, "=", "*" as an initial response) is "another step is needed".
+    c = k.conn()
+    for line in (b"AUTH PLAIN YW", b"AUTH PLAIN YWJjZA=", b"AUTH PLAIN YW=a", b"AUTH LOGIN *",
+                 b"AUTH LOGIN =", b"AUTH CRAM-MD5 *", b"AUTH CRAM-MD5 YWJj",
+                 b"AUTH PLAIN", b"YW", b"AUTH LOGIN", b"YW", b"AUTH LOGIN YWJj", b"YWJjZA",
+                 b"AUTH CRAM-MD5", b"YW"):
+        c.cmd(line + b"\r\n")
+        if c.closed:
+            return
+    quit_(c)
+    # empty continuation lines and a leading space
+    c = k.conn()
+    for line in (b"AUTH PLAIN", b"", b"AUTH CRAM-MD5", b"", b"AUTH LOGIN", b"", b"*",
+                 b"AUTH PLAIN", b" YWJj"):
+        c.cmd(line + b"\r\n")
+        if c.closed:
+            return
+    quit_(c)
+
+
+@case("AUTH: malformed credentials (not a password check): empty user, NUL count, CRAM form")
+def auth_malformed(k):
+    c = k.conn()
+    ehlo(c)
+    for resp in (b"\0\0pw", b"\0\0", b"a\0b", b"a\0b\0c\0d",
+                 b"\0" + USER.encode() + b"\0x\0"):
+        c.cmd(b"AUTH PLAIN " + b64(resp).encode() + b"\r\n")
+    c.cmd(b"AUTH LOGIN\r\n")
+    c.cmd(b"\r\n")
+    c.cmd(b64("pw").encode() + b"\r\n")
+    for resp in (b"user", b" " + b"0" * 32):
+        c.cmd(b"AUTH CRAM-MD5\r\n")
+        c.cmd(b64(resp).encode() + b"\r\n")
+    quit_(c)
+
+
+@case("AUTH inside a MAIL transaction", kind="creds")
 def auth_in_mail(k):
     c = k.conn()
     ehlo(c)
     c.cmd(b"MAIL FROM:<a@example.org>\r\n")
-    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + k.pw_good()).encode() + b"\r\n")
     quit_(c)
 
 
-@case("AUTH in a HELO session")
+@case("AUTH in a HELO session", kind="creds")
 def auth_helo(k):
     c = k.conn()
     c.cmd(b"HELO client.example\r\n")
-    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + PASSWORD).encode() + b"\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + k.pw_good()).encode() + b"\r\n")
     quit_(c)
 
 
@@ -1037,16 +1177,90 @@ def auth_pipelined(k):
     c.send(b"AUTH LOGIN\r\nNOOP\r\n")
     c.reply()
     c.reply()
+    c.cmd(b"*\r\n")   # cancel: the outcome must not depend on a password
     c.cmd(b"NOOP\r\n")
     quit_(c)
 
 
-@case("AUTH failures count as errors: 4 failed AUTH then unknown commands")
+# One wrong credential per connection, then a whole transaction: the reply to
+# that one step is where the honeypot's default policy (auth.outcome accept)
+# differs from Postfix on purpose; everything after it must be identical.
+
+def _wrong_then_mail(c):
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"DATA\r\n")
+    c.cmd(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    quit_(c)
+
+
+@case("wrong credential: AUTH PLAIN initial response, wrong password", kind="wrong")
+def auth_wrong_plain(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0wrong").encode() + b"\r\n")
+    _wrong_then_mail(c)
+
+
+@case("wrong credential: AUTH PLAIN, unknown user with an authzid", kind="wrong")
+def auth_wrong_plain_user(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"AUTH PLAIN " + b64("admin\0nosuch@" + HOST + "\0secret").encode() + b"\r\n")
+    _wrong_then_mail(c)
+
+
+@case("wrong credential: AUTH PLAIN, empty password", kind="wrong")
+def auth_wrong_plain_empty(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0").encode() + b"\r\n")
+    _wrong_then_mail(c)
+
+
+@case("wrong credential: AUTH PLAIN via the 334 continuation", kind="wrong")
+def auth_wrong_plain_cont(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"AUTH PLAIN\r\n")
+    c.cmd(b64("\0" + USER + "\0wrong").encode() + b"\r\n")
+    _wrong_then_mail(c)
+
+
+@case("wrong credential: AUTH LOGIN, wrong password", kind="wrong")
+def auth_wrong_login(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"AUTH LOGIN\r\n")
+    c.cmd(b64(USER).encode() + b"\r\n")
+    c.cmd(b64("wrong").encode() + b"\r\n")
+    _wrong_then_mail(c)
+
+
+@case("wrong credential: AUTH LOGIN with initial response, empty password", kind="wrong")
+def auth_wrong_login_empty(k):
+    c = k.conn()
+    ehlo(c)
+    c.cmd(b"AUTH LOGIN " + b64(USER).encode() + b"\r\n")
+    c.cmd(b"\r\n")
+    _wrong_then_mail(c)
+
+
+@case("wrong credential: AUTH CRAM-MD5, wrong digest", kind="wrong")
+def auth_wrong_cram(k):
+    c = k.conn()
+    ehlo(c)
+    c.send(b"AUTH CRAM-MD5\r\n")
+    k.cram_response(c, good=False)
+    _wrong_then_mail(c)
+
+
+@case("AUTH failures count as errors: 4 failed AUTH then unknown commands", kind="creds")
 def auth_fail_errors(k):
     c = k.conn()
     ehlo(c)
     for _ in range(4):
-        c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0wrong").encode() + b"\r\n", timeout=30)
+        c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + k.pw_bad()).encode() + b"\r\n", timeout=30)
         if c.closed:
             return
     quit_(c)
@@ -1063,7 +1277,7 @@ def error_limit(k):
         c.send(b"XYZZY%d\r\n" % i)
         r = c.reply(timeout=60)
         now = c.elapsed()
-        k.log("# reply %d after %.0fs" % (i, now - last))
+        k.log("# reply %d after %s" % (i, delay(now - last)))
         last = now
         if c.closed or not r:
             break
@@ -1095,7 +1309,7 @@ def error_kinds(k):
         c.send(line + b"\r\n")
         r = c.reply(timeout=60)
         now = c.elapsed()
-        k.log("# reply %d after %.0fs" % (i, now - last))
+        k.log("# reply %d after %s" % (i, delay(now - last)))
         last = now
         if c.closed or not r:
             break
@@ -1115,10 +1329,26 @@ def junk_limit(k):
             k.log("S: <connection closed>   # before reply %d" % i)
             break
         if i >= 100 or r[0] != "250 2.0.0 Ok":
-            k.log("S: %s   # reply %d%s" % (r[0], i, ", delayed ~1s" if dt > 0.8 else ""))
+            k.log("S: %s   # reply %d%s" % (r[0], i, ", delayed " + delay(dt) if dt >= 0.5 else ""))
 
 
-@case("idle timeout (local port, smtpd_timeout=5s)")
+@case("junk command limit without EHLO: HELO and EHLO are junk commands too", modes=PLAIN)
+def junk_limit_bare(k):
+    c = k.conn(timeout=60)
+    k.log("C: NOOP\\r\\n x125, each after the previous reply")
+    for i in range(1, 126):
+        t = c.elapsed()
+        c.send(b"NOOP\r\n", show=False)
+        r = c.reply(timeout=60, quiet=True)
+        dt = c.elapsed() - t
+        if not r:
+            k.log("S: <connection closed>   # before reply %d" % i)
+            break
+        if i >= 100 or r[0] != "250 2.0.0 Ok":
+            k.log("S: %s   # reply %d%s" % (r[0], i, ", delayed " + delay(dt) if dt >= 0.5 else ""))
+
+
+@case("idle timeout (local port, smtpd_timeout=5s)", modes=PLAIN)
 def timeout(k):
     c = k.conn(port=k.args.local_port, timeout=20)
     ehlo(c)
@@ -1128,7 +1358,7 @@ def timeout(k):
     c.expect_close()
 
 
-@case("timeout in DATA (local port)")
+@case("timeout in DATA (local port)", modes=PLAIN)
 def timeout_data(k):
     c = k.conn(port=k.args.local_port, timeout=20)
     ehlo(c)
@@ -1140,6 +1370,50 @@ def timeout_data(k):
     c.expect_close()
 
 
+def select_cases(args, kinds=None, names=None):
+    """The Case objects that apply to args (mode, available ports), limited
+    to kinds (a set of case kinds) and names when given."""
+    mode = getattr(args, "mode", "plain") or "plain"
+    todo = []
+    for name, desc, fn in CASES:
+        if names and name not in names:
+            continue
+        if kinds and fn.kind not in kinds:
+            continue
+        if mode not in fn.modes:
+            continue
+        if fn is tls_port and not args.tls_port:
+            continue
+        if mode == "implicit" and not args.tls_port:
+            continue
+        if fn is rcpt_local and not getattr(args, "dest_port", None):
+            continue
+        if fn in (data_too_big, bdat_too_big, timeout, timeout_data) \
+                and not args.local_port:
+            continue
+        todo.append(Case(name, desc, fn, args))
+    return todo
+
+
+def run_cases(cases, jobs=8):
+    """Run Case objects in parallel threads (slow cases, such as the error
+    sleeps, overlap with the rest); returns them in the same order."""
+    if not cases:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as ex:
+        return list(ex.map(lambda k: k.run(), cases))
+
+
+def make_args(**kw):
+    """An args namespace for select_cases() without the command line."""
+    ns = argparse.Namespace(host="127.0.0.1", port=None, tls_port=None,
+                            local_port=None, dest_port=None, mode="plain",
+                            credentials="mixed")
+    for key, v in kw.items():
+        setattr(ns, key, v)
+    return ns
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
@@ -1148,29 +1422,20 @@ def main():
     ap.add_argument("--local-port", type=int)
     ap.add_argument("--dest-port", type=int,
                     help="instance whose mydestination holds mail.example.com")
+    ap.add_argument("--mode", choices=ALL_MODES, default="plain")
+    ap.add_argument("--credentials", choices=("mixed", "good", "wrong"), default="mixed")
+    ap.add_argument("--kind", default="", help="normal,creds,wrong (default: all)")
     ap.add_argument("--out", default="-")
     ap.add_argument("--only", default="")
     ap.add_argument("--jobs", type=int, default=8)
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
-    todo = []
-    for name, desc, fn in CASES:
-        if only and name not in only:
-            continue
-        if fn in (tls_port,) and not args.tls_port:
-            continue
-        if fn is rcpt_local and not args.dest_port:
-            continue
-        if fn in (data_too_big, bdat_too_big, timeout, timeout_data) \
-                and not args.local_port:
-            continue
-        todo.append(Case(name, desc, fn, args))
-    # Slow cases (error sleeps) run in parallel with the rest.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as ex:
-        done = list(ex.map(lambda k: k.run(), todo))
+    kinds = set(filter(None, args.kind.split(",")))
+    done = run_cases(select_cases(args, kinds, only), args.jobs)
     out = sys.stdout if args.out == "-" else open(args.out, "w")
     out.write("# Replies of %s, recorded by tests/persona/record.py\n" %
               "Postfix 3.7.11 (Debian 12), myhostname=mail.example.com")
+    out.write("# mode=%s credentials=%s\n" % (args.mode, args.credentials))
     out.write("# C: client bytes (escaped)   S: one server reply line\n\n")
     for k in done:
         out.write("=== %s: %s\n" % (k.name, k.desc))

@@ -558,6 +558,85 @@ test_feed_null_in_main(void **state)
 	free(c);
 }
 
+/* The relay section: every key, the defaults, and the error forms. */
+static void
+test_relay_section(void **state)
+{
+	struct cfg *c = malloc(sizeof(*c));
+	char err[256], rp[PATH_MAX], host[64];
+	int port;
+
+	assert_non_null(c);
+	cfg_defaults(c);
+	assert_int_equal(c->relay.mode, RELAY_MODE_DRY_RUN);
+	assert_int_equal(c->relay.caps.per_day, 20);
+	assert_int_equal(c->relay.caps.max_recipients, 1);
+	assert_int_equal(c->relay.mx_port, 25);
+	assert_true(c->relay.nnever >= 2);
+	assert_string_equal(c->relay.never_relay[0], "postmaster@");
+	assert_string_equal(c->relay.never_relay[1], "abuse@");
+	if (load(c,
+	    "relay:\n"
+	    "  mode: live\n"
+	    "  rules: /etc/fosr/rules.yml\n"
+	    "  own_addresses: [\"198.51.100.1\", \"2001:DB8::1\"]\n"
+	    "  caps: {per_day: 3, per_hour: 2, per_recipient: 1, per_domain: 4,\n"
+	    "         per_client_ip: 5, max_recipients: 2, max_size: 64K}\n"
+	    "  never_relay: [\"Abuse@\", \"blocked.example\"]\n"
+	    "  smarthost: \"smtp.example.org:587\"\n"
+	    "  ipv4_only_domains: gmail.com\n"
+	    "  dns_server: \"127.0.0.1:5353\"\n"
+	    "  mx_port: 2525\n"
+	    "  timeouts: {connect: 1, greeting: 2, command: 3, data: 4}\n"
+	    "  test_mode: {recipient: \"t@example.org\", server: \"[::1]:2525\"}\n",
+	    err) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(c->relay.mode, RELAY_MODE_LIVE);
+	assert_string_equal(cfg_relay_mode_name(c->relay.mode), "live");
+	assert_string_equal(c->relay.rules, "/etc/fosr/rules.yml");
+	assert_int_equal(c->relay.nown, 2);
+	assert_string_equal(c->relay.own_addresses[1], "2001:db8::1");
+	assert_int_equal(c->relay.caps.per_day, 3);
+	assert_int_equal(c->relay.caps.per_hour, 2);
+	assert_int_equal(c->relay.caps.per_recipient, 1);
+	assert_int_equal(c->relay.caps.per_domain, 4);
+	assert_int_equal(c->relay.caps.per_client_ip, 5);
+	assert_int_equal(c->relay.caps.max_recipients, 2);
+	assert_int_equal(c->relay.caps.max_size, 65536);
+	assert_int_equal(c->relay.nnever, 2);
+	assert_string_equal(c->relay.never_relay[0], "abuse@");
+	assert_int_equal(c->relay.nipv4_only, 1);
+	assert_string_equal(c->relay.smarthost, "smtp.example.org:587");
+	assert_string_equal(c->relay.dns_server, "127.0.0.1:5353");
+	assert_int_equal(c->relay.mx_port, 2525);
+	assert_int_equal(c->relay.timeouts.connect, 1);
+	assert_int_equal(c->relay.timeouts.data, 4);
+	assert_string_equal(c->relay.test_recipient, "t@example.org");
+	assert_string_equal(c->relay.test_server, "[::1]:2525");
+	assert_int_equal(cfg_hostport(c->relay.test_server, host, sizeof(host), &port, 0), 0);
+	assert_string_equal(host, "::1");
+	assert_int_equal(port, 2525);
+	assert_int_equal(cfg_hostport("mx.example", host, sizeof(host), &port, 25), 0);
+	assert_int_equal(port, 25);
+	assert_int_equal(cfg_hostport("::1", host, sizeof(host), &port, 25), -1);
+	assert_int_equal(cfg_hostport("h:0", host, sizeof(host), &port, 25), -1);
+	/* A relative rules path is taken beside the config file. */
+	cfg_defaults(c);
+	snprintf(c->path, sizeof(c->path), "/etc/fosr/main.yml");
+	cfg_relay_rules_path(c, rp, sizeof(rp));
+	assert_string_equal(rp, "/etc/fosr/rules.yml");
+	free(c);
+	expect_err("relay:\n  mode: on\n", "t.yml:2: relay.mode: expected one of off, dry-run, live");
+	expect_err("relay:\n  caps:\n    per_week: 1\n", "t.yml:3: relay.caps.per_week: unknown key");
+	expect_err("relay:\n  caps:\n    max_recipients: 0\n", "t.yml:3: relay.caps.max_recipients: 0 is out of range");
+	expect_err("relay:\n  own_addresses: [\"example.org\"]\n", "t.yml:2: relay.own_addresses[0]: not a numeric");
+	expect_err("relay:\n  dns_server: \"ns.example:53\"\n", "t.yml:2: relay.dns_server: not a numeric address:port");
+	expect_err("relay:\n  smarthost: \"smtp.example.org\"\n", "t.yml:2: relay.smarthost: expected host:port");
+	expect_err("relay:\n  test_mode:\n    recipient: nobody\n", "t.yml:3: relay.test_mode.recipient: expected an address");
+	expect_err("relay:\n  timeouts:\n    data: 0\n", "t.yml:3: relay.timeouts.data: 0 is out of range");
+	expect_err("relay:\n  never_relay: {a: b}\n", "t.yml:2: relay.never_relay: expected a list of strings");
+}
+
 int
 main(void)
 {
@@ -574,6 +653,7 @@ main(void)
 		cmocka_unit_test(test_aliases),
 		cmocka_unit_test(test_unchanged_and_missing),
 		cmocka_unit_test(test_feed_null_in_main),
+		cmocka_unit_test(test_relay_section),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -58,11 +58,13 @@ test_payload_plain(void **state)
 	static const char body[] = "Subject: hi\r\n\r\nhello\r\n";
 	struct jbuf jb;
 	char sha[65];
+	bool cut = true;
 
 	sha_hex(body, strlen(body), sha);
 	jb_init(&jb);
 	assert_int_equal(hpf_payload_build(&jb, sha, body, strlen(body), strlen(body),
-	    1048558, NULL, 0), 0);
+	    1048558, NULL, 0, &cut), 0);
+	assert_false(cut);
 	/* Exactly the seed's two keys, sha256 first. */
 	assert_true(strncmp(jb.buf, "{\"sha256\":\"", 11) == 0);
 	assert_memory_equal(jb.buf + 11, sha, 64);
@@ -84,7 +86,7 @@ test_payload_not_utf8(void **state)
 	sha_hex(body, strlen(body), sha);
 	jb_init(&jb);
 	assert_int_equal(hpf_payload_build(&jb, sha, body, strlen(body), strlen(body),
-	    1048558, NULL, 0), 0);
+	    1048558, NULL, 0, NULL), 0);
 	assert_true(utf8_valid(jb.buf, jb.len));
 	assert_true(has(&jb, "\xef\xbf\xbd"));	/* U+FFFD in msg */
 	assert_true(has(&jb, "\"raw_b64\":\""));
@@ -100,6 +102,7 @@ test_payload_truncated(void **state)
 	char body[4000], sha[65], *m;
 	struct jbuf jb;
 	size_t i;
+	bool cut = false;
 
 	/* Two-byte characters everywhere: a cut must not split one. */
 	for (i = 0; i + 1 < sizeof(body); i += 2) {
@@ -109,7 +112,8 @@ test_payload_truncated(void **state)
 	sha_hex(body, sizeof(body), sha);
 	jb_init(&jb);
 	assert_int_equal(hpf_payload_build(&jb, sha, body, sizeof(body), sizeof(body),
-	    1001, NULL, 0), 0);
+	    1001, NULL, 0, &cut), 0);
+	assert_true(cut);
 	assert_true(jb.len <= 1001);
 	assert_true(jb.len > 900);	/* not cut more than needed */
 	assert_true(has(&jb, "\"truncated\":true"));
@@ -133,7 +137,7 @@ test_payload_prefix_of_big_mail(void **state)
 	memcpy(sha, SHA_X, 65);
 	jb_init(&jb);
 	assert_int_equal(hpf_payload_build(&jb, sha, body, sizeof(body), 5u << 20, 500,
-	    NULL, 0), 0);
+	    NULL, 0, NULL), 0);
 	assert_true(jb.len <= 500);
 	assert_true(has(&jb, "\"truncated\":true"));
 	assert_true(has(&jb, "\"size\":5242880"));
@@ -151,7 +155,7 @@ test_payload_escapes_fit(void **state)
 	sha_hex(body, sizeof(body), sha);
 	jb_init(&jb);
 	assert_int_equal(hpf_payload_build(&jb, sha, body, sizeof(body), sizeof(body),
-	    2000, NULL, 0), 0);
+	    2000, NULL, 0, NULL), 0);
 	assert_true(jb.len <= 2000);
 	assert_true(jb.len > 1900);
 	assert_true(has(&jb, "\"truncated\":true"));
@@ -159,7 +163,7 @@ test_payload_escapes_fit(void **state)
 	/* A limit too small for even the keys fails cleanly. */
 	jb_init(&jb);
 	assert_int_equal(hpf_payload_build(&jb, sha, body, sizeof(body), sizeof(body),
-	    50, NULL, 0), -1);
+	    50, NULL, 0, NULL), -1);
 	jb_free(&jb);
 }
 
@@ -174,7 +178,7 @@ test_payload_raw_kept_msg_cut(void **state)
 	sha_hex(body, sizeof(body), sha);
 	jb_init(&jb);
 	assert_int_equal(hpf_payload_build(&jb, sha, body, sizeof(body), sizeof(body),
-	    3000, NULL, 0), 0);
+	    3000, NULL, 0, NULL), 0);
 	assert_true(jb.len <= 3000);
 	assert_true(has(&jb, "\"raw_b64\":\""));
 	assert_true(has(&jb, "\"truncated\":true"));
@@ -192,7 +196,7 @@ test_payload_meta(void **state)
 	sha_hex("x", 1, sha);
 	jb_init(&jb);
 	assert_int_equal(hpf_payload_build(&jb, sha, "x", 1, 1, 1048558, meta,
-	    strlen(meta)), 0);
+	    strlen(meta), NULL), 0);
 	assert_true(has(&jb, ",\"msg\":\"x\",\"src_ip\":\"192.0.2.1\",\"rcpt_to\":[\"a@b\"]}"));
 	assert_int_equal(hpf_payload_verify(jb.buf, jb.len), 1);
 	jb_free(&jb);

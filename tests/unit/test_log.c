@@ -161,7 +161,7 @@ test_json_escapes(void **state)
 	expect_json("plain", 5, "\"plain\"");
 	expect_json("q\"b\\", 4, "\"q\\\"b\\\\\"");
 	expect_json("\r\n\t\x01\x1f\x7f", 6,
-	    "\"\\u000d\\u000a\\u0009\\u0001\\u001f\\u007f\"");
+	    "\"\\r\\n\\t\\u0001\\u001f\\u007f\"");
 	expect_json("\0", 1, "\"\\u0000\"");
 	expect_json("a\xe2\x80\xa8" "b\xe2\x80\xa9", 8, "\"a\\u2028b\\u2029\"");
 	/* Valid multibyte sequences pass through. */
@@ -356,7 +356,7 @@ test_evlog_line(void **state)
 	const char *prefix = "{\"eventid\":\"fosr.test\",\"timestamp\":\"";
 	const char *rest = "\",\"session\":\"00000000deadbeef\",\"src_ip\":\"192.0.2.1\","
 	    "\"src_port\":40000,\"dst_ip\":\"198.51.100.2\",\"dst_port\":25,"
-	    "\"protocol\":\"smtp\",\"sensor\":\"s1\",\"x\":\"\\u000a\xef\xbf\xbd\"}\n";
+	    "\"protocol\":\"smtp\",\"sensor\":\"s1\",\"x\":\"\\n\xef\xbf\xbd\"}\n";
 	const char *pat = "dddd-dd-ddTdd:dd:dd.ddddddZ";
 	struct jbuf jb;
 	struct stat st;

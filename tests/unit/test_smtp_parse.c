@@ -616,7 +616,14 @@ test_sasl_b64(void **state)
 	assert_int_equal(smtp_sasl_b64("dXNlcg==", 8, out, sizeof(out), &n), 0);
 	assert_int_equal(n, 4);
 	assert_memory_equal(out, "user", 4);
-	assert_int_equal(smtp_sasl_b64("dXNlcg", 6, out, sizeof(out), &n), -1);
+	/* An incomplete last group: Cyrus (and so Postfix) wants another step. */
+	assert_int_equal(smtp_sasl_b64("dXNlcg", 6, out, sizeof(out), &n), 2);
+	assert_int_equal(smtp_sasl_b64("YWJjZA=", 7, out, sizeof(out), &n), 2);
+	assert_int_equal(smtp_sasl_b64("YW", 2, out, sizeof(out), &n), 2);
+	/* Data after padding, or a bad character in the partial group: bad. */
+	assert_int_equal(smtp_sasl_b64("YW==YWJj", 8, out, sizeof(out), &n), -1);
+	assert_int_equal(smtp_sasl_b64("YWJj=A", 6, out, sizeof(out), &n), -1);
+	assert_int_equal(smtp_sasl_b64("YWJj!", 5, out, sizeof(out), &n), -1);
 	assert_int_equal(smtp_sasl_b64("dXNl cg==", 9, out, sizeof(out), &n), -1);
 	assert_int_equal(smtp_sasl_b64("**", 2, out, sizeof(out), &n), -1);
 	assert_int_equal(smtp_sasl_b64("dXNlcg==", 8, out, 3, &n), -1);

@@ -1,0 +1,570 @@
+/*
+ * The -i console (see console.h).  Every command is a line; every answer is
+ * printed to stdout; nothing the input holds can crash it.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "config.h"
+#include "console.h"
+#include "log.h"
+#include "relay.h"
+#include "relay_caps.h"
+#include "relay_json.h"
+#include "rules.h"
+
+#define CONSOLE_PAGE		20
+#define CONSOLE_LINE_MAX	4096
+#define CONSOLE_REC_MAX		1000000		/* journal lines read */
+#define CONSOLE_REC_LEN_MAX	(1024 * 1024)
+#define CONSOLE_SHOW_LINES	60
+
+struct con_item {
+	char		*json;
+	size_t		 len;
+	struct relay_record *rec;
+};
+
+struct console {
+	struct cfg	*cfg;
+	bool		 test_mode;
+	struct con_item	*items;
+	size_t		 nitems;
+	size_t		*view;		/* indexes matching the filter */
+	size_t		 nview;
+	size_t		 page;		/* first row shown */
+	char		 filter[256];
+	bool		 done;		/* send finished */
+	bool		 sent;
+	char		 summary[512];
+};
+
+static int	 con_load(struct console *);
+static void	 con_filter(struct console *, const char *);
+static bool	 con_match(const struct con_item *, const char *);
+static void	 con_list(struct console *, size_t);
+static struct con_item *con_pick(struct console *, const char *);
+static void	 con_show(struct console *, struct con_item *);
+static void	 con_verify(struct console *, struct con_item *, bool *);
+static void	 con_send(struct console *, struct con_item *);
+static void	 con_send_done(void *, bool, const char *);
+static void	 con_tick_cb(evutil_socket_t, short, void *);
+static int	 con_readline(const char *, char *, size_t);
+static void	 con_help(void);
+static bool	 con_icontains(const char *, const char *);
+
+/* Case-insensitive substring test. */
+static bool
+con_icontains(const char *hay, const char *needle)
+{
+	size_t n = strlen(needle);
+
+	if (n == 0)
+		return true;
+	for (; *hay; hay++)
+		if (strncasecmp(hay, needle, n) == 0)
+			return true;
+	return false;
+}
+
+/* Read one command line (prompt first); -1 at EOF.  Longer lines are cut. */
+static int
+con_readline(const char *prompt, char *buf, size_t len)
+{
+	size_t n;
+	int ch;
+
+	fputs(prompt, stdout);
+	fflush(stdout);
+	if (fgets(buf, (int)len, stdin) == NULL)
+		return -1;
+	n = strlen(buf);
+	if (n > 0 && buf[n - 1] != '\n')
+		while ((ch = getchar()) != EOF && ch != '\n')
+			;
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+	    buf[n - 1] == '\t'))
+		buf[--n] = '\0';
+	return 0;
+}
+
+/* Read the reception journal. */
+static int
+con_load(struct console *c)
+{
+	char path[PATH_MAX + 32], err[256];
+	FILE *f;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s/receptions.jsonl", c->cfg->spool_dir);
+	if ((f = fopen(path, "r")) == NULL) {
+		if (errno == ENOENT)
+			return 0;
+		printf("cannot read %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	while (c->nitems < CONSOLE_REC_MAX && (n = getline(&line, &cap, f)) > 0) {
+		struct con_item *it, *tmp;
+		if ((size_t)n > CONSOLE_REC_LEN_MAX || line[n - 1] != '\n')
+			continue;	/* oversized or torn */
+		line[--n] = '\0';
+		if ((tmp = reallocarray(c->items, c->nitems + 1, sizeof(*c->items))) == NULL)
+			break;
+		c->items = tmp;
+		it = &c->items[c->nitems];
+		if ((it->rec = relay_record_parse(line, (size_t)n, err, sizeof(err))) == NULL)
+			continue;
+		if ((it->json = strdup(line)) == NULL) {
+			relay_record_free(it->rec);
+			break;
+		}
+		it->len = (size_t)n;
+		c->nitems++;
+	}
+	free(line);
+	fclose(f);
+	return 0;
+}
+
+/* Whether the item matches the filter (sha256, sender, recipients, client, HELO). */
+static bool
+con_match(const struct con_item *it, const char *flt)
+{
+	const struct relay_record *r = it->rec;
+
+	if (con_icontains(r->sha256, flt) || con_icontains(r->mail_from, flt) ||
+	    con_icontains(r->src_ip, flt) || con_icontains(r->helo, flt) ||
+	    con_icontains(r->queue_id, flt))
+		return true;
+	for (int i = 0; i < r->nrcpt; i++)
+		if (con_icontains(r->rcpt[i], flt))
+			return true;
+	return false;
+}
+
+/* Apply a filter ("" = all), newest first. */
+static void
+con_filter(struct console *c, const char *flt)
+{
+	snprintf(c->filter, sizeof(c->filter), "%s", flt);
+	free(c->view);
+	c->view = calloc(c->nitems + 1, sizeof(*c->view));
+	c->nview = 0;
+	c->page = 0;
+	if (c->view == NULL)
+		return;
+	for (size_t i = c->nitems; i-- > 0;)
+		if (con_match(&c->items[i], c->filter))
+			c->view[c->nview++] = i;
+}
+
+/* Print one page from row start. */
+static void
+con_list(struct console *c, size_t start)
+{
+	char from[48], to[48];
+
+	if (c->nview == 0) {
+		printf("no captured mail%s%s%s\n", c->filter[0] ? " matches \"" : "",
+		    c->filter, c->filter[0] ? "\"" : "");
+		return;
+	}
+	if (start >= c->nview)
+		start = c->nview > CONSOLE_PAGE ? c->nview - CONSOLE_PAGE : 0;
+	c->page = start;
+	printf("%5s  %-20s  %-12s  %-15s  %-30s  %-30s  %s\n", "#", "time", "sha256",
+	    "client", "from", "to", "size");
+	for (size_t k = start; k < c->nview && k < start + CONSOLE_PAGE; k++) {
+		const struct relay_record *r = c->items[c->view[k]].rec;
+		log_escape(from, sizeof(from), r->mail_from, strlen(r->mail_from));
+		log_escape(to, sizeof(to), r->nrcpt ? r->rcpt[0] : "", r->nrcpt ?
+		    strlen(r->rcpt[0]) : 0);
+		printf("%5zu  %-20.19s  %-12.12s  %-15s  %-30.30s  %-30.30s%s %llu\n", k + 1,
+		    r->time, r->sha256, r->src_ip, from, to, r->nrcpt > 1 ? "+" : " ",
+		    (unsigned long long)r->size);
+	}
+	printf("rows %zu-%zu of %zu%s%s%s  (n: next page, p: previous)\n", start + 1,
+	    start + CONSOLE_PAGE < c->nview ? start + CONSOLE_PAGE : c->nview, c->nview,
+	    c->filter[0] ? ", filter \"" : "", c->filter, c->filter[0] ? "\"" : "");
+}
+
+/* The item named by a row number or a sha256 prefix (6+ hex digits). */
+static struct con_item *
+con_pick(struct console *c, const char *arg)
+{
+	char *end;
+	unsigned long n;
+	size_t len = strlen(arg), i, found = 0, hit = 0;
+
+	if (len == 0) {
+		printf("which mail?  give its row number (from list) or a sha256 prefix\n");
+		return NULL;
+	}
+	if (strspn(arg, "0123456789") == len && len < 10) {
+		n = strtoul(arg, &end, 10);
+		if (n >= 1 && n <= c->nview)
+			return &c->items[c->view[n - 1]];
+		printf("no row %s (list shows %zu)\n", arg, c->nview);
+		return NULL;
+	}
+	if (len >= 6 && len <= 64 && strspn(arg, "0123456789abcdefABCDEF") == len) {
+		for (i = 0; i < c->nitems; i++)
+			if (strncasecmp(c->items[i].rec->sha256, arg, len) == 0) {
+				found++;
+				hit = i;
+			}
+		if (found >= 1)
+			return &c->items[hit];	/* the latest reception of that content */
+	}
+	printf("no mail matches \"%.64s\" (a row number or a sha256 prefix of 6+ hex digits)\n",
+	    arg);
+	return NULL;
+}
+
+/* Print the envelope and the first lines of the message, escaped. */
+static void
+con_show(struct console *c, struct con_item *it)
+{
+	const struct relay_record *r = it->rec;
+	unsigned char *msg = NULL;
+	size_t len = 0, off = 0, eol;
+	char err[512], esc[300];
+	int lines = 0;
+
+	printf("sha256:    %s\nqueue id:  %s\nreceived:  %s\nclient:    %s port %d -> %s:%d\n",
+	    r->sha256, r->queue_id, r->time, r->src_ip, r->src_port, r->dst_ip, r->dst_port);
+	log_escape(esc, sizeof(esc), r->helo, strlen(r->helo));
+	printf("helo:      %s\ntls:       %s\n", esc, r->tls ? "yes" : "no");
+	if (r->auth) {
+		log_escape(esc, sizeof(esc), r->auth_user, strlen(r->auth_user));
+		printf("auth:      user \"%s\"", esc);
+		log_escape(esc, sizeof(esc), r->auth_pass, strlen(r->auth_pass));
+		printf(" password \"%s\"\n", esc);
+	}
+	log_escape(esc, sizeof(esc), r->mail_from, strlen(r->mail_from));
+	printf("from:      <%s>\n", esc);
+	for (int i = 0; i < r->nrcpt; i++) {
+		log_escape(esc, sizeof(esc), r->rcpt[i], strlen(r->rcpt[i]));
+		printf("to:        <%s>\n", esc);
+	}
+	printf("size:      %llu bytes\n", (unsigned long long)r->size);
+	if (relay_read_message(c->cfg->spool_dir, r->sha256, c->cfg->limits.message_size + 65536,
+	    &msg, &len, err, sizeof(err)) == -1) {
+		printf("message:   cannot read: %s\n", err);
+		return;
+	}
+	printf("----- message (first %d lines, escaped) -----\n", CONSOLE_SHOW_LINES);
+	while (off < len && lines < CONSOLE_SHOW_LINES) {
+		unsigned char *nl = memchr(msg + off, '\n', len - off);
+		eol = nl ? (size_t)(nl - msg) : len;
+		size_t l = eol - off;
+		if (l > 0 && msg[off + l - 1] == '\r')
+			l--;
+		log_escape(esc, sizeof(esc), msg + off, l);
+		printf("%s\n", esc);
+		off = eol + 1;
+		lines++;
+	}
+	if (off < len)
+		printf("----- %zu more bytes -----\n", len - off);
+	free(msg);
+}
+
+/* Explain the relay decision: rules, never-relay list, caps. */
+static void
+con_verify(struct console *c, struct con_item *it, bool *ok)
+{
+	const struct relay_record *r = it->rec;
+	const struct cfg_relay *rc = &c->cfg->relay;
+	struct rules_decision dec;
+	struct rules_facts f;
+	struct relay_caps *caps;
+	struct relay_caps_req q;
+	struct relay_caps_usage u;
+	struct rules *ru;
+	unsigned char *msg = NULL;
+	size_t len = 0;
+	const char *own[CFG_RELAY_LIST_MAX + 1], *which;
+	char err[512], path[PATH_MAX], why[300], dir[PATH_MAX + 16];
+	bool absent;
+	int nown = 0;
+
+	*ok = false;
+	printf("relay mode: %s%s\n", cfg_relay_mode_name(rc->mode),
+	    c->test_mode ? " (test mode: sends go to the test recipient and server)" : "");
+	if ((ru = relay_rules_load(c->cfg, path, sizeof(path), err, sizeof(err), &absent)) == NULL) {
+		printf("rules: %s\n", err);
+		return;
+	}
+	if (relay_read_message(c->cfg->spool_dir, r->sha256, c->cfg->limits.message_size + 65536,
+	    &msg, &len, err, sizeof(err)) == -1) {
+		printf("message: %s\n", err);
+		rules_free(ru);
+		return;
+	}
+	for (int i = 0; i < rc->nown; i++)
+		own[nown++] = rc->own_addresses[i];
+	if (r->dst_ip[0])
+		own[nown++] = r->dst_ip;
+	memset(&f, 0, sizeof(f));
+	f.stage = RULES_STAGE_DATA;
+	f.helo = r->helo;
+	f.auth_user = r->auth ? r->auth_user : NULL;
+	f.auth_pass = r->auth ? r->auth_pass : NULL;
+	f.mail_from = r->mail_from;
+	f.rcpt = (const char *const *)r->rcpt;
+	f.nrcpt = r->nrcpt;
+	f.src_ip = r->src_ip;
+	f.dst_ip = r->dst_ip;
+	f.dst_port = r->dst_port;
+	f.tls = r->tls;
+	f.size = len;
+	f.msg = msg;
+	f.msglen = len;
+	f.own_addrs = own;
+	f.nown = nown;
+	memset(&dec, 0, sizeof(dec));
+	if (rules_eval(ru, &f, &dec) == -1) {
+		printf("rules (%s): evaluation failed\n", path);
+		goto done;
+	}
+	printf("rules (%s): %s%s%s -> %s\n", path, dec.matched ? "rule \"" : "no rule matched",
+	    dec.matched ? dec.rule : "", dec.matched ? "\"" : "",
+	    dec.relay ? "relay (a probe)" : "do not relay");
+	if (dec.evidence)
+		printf("evidence: %s\n", dec.evidence);
+	if (!dec.relay)
+		goto done;
+	for (int i = 0; i < r->nrcpt; i++) {
+		if (relay_never_relay(rc->never_relay, rc->nnever, r->rcpt[i], &which)) {
+			printf("never_relay: <%s> matches \"%s\": refused\n", r->rcpt[i], which);
+			goto done;
+		}
+	}
+	snprintf(dir, sizeof(dir), "%s/relay", c->cfg->spool_dir);
+	if ((caps = relay_caps_open(dir, "caps", &rc->caps, true, err, sizeof(err))) == NULL) {
+		printf("caps: %s\n", err);
+		goto done;
+	}
+	q.sha256 = r->sha256;
+	q.client_ip = r->src_ip;
+	q.rcpt = (const char *const *)r->rcpt;
+	q.nrcpt = r->nrcpt;
+	q.size = r->size ? r->size : len;
+	relay_caps_usage(caps, &q, time(NULL), &u);
+	printf("caps it would consume (used now -> after, of the limit):\n");
+	printf("  per_day        %d -> %d of %d\n", u.day, u.day + 1, rc->caps.per_day);
+	printf("  per_hour       %d -> %d of %d\n", u.hour, u.hour + 1, rc->caps.per_hour);
+	printf("  per_client_ip  %d -> %d of %d (%s)\n", u.client_ip, u.client_ip + 1,
+	    rc->caps.per_client_ip, r->src_ip);
+	printf("  per_recipient  %d -> %d of %d\n", u.recipient, u.recipient + 1,
+	    rc->caps.per_recipient);
+	printf("  per_domain     %d -> %d of %d\n", u.domain, u.domain + 1, rc->caps.per_domain);
+	printf("  recipients     %d of at most %d; size %llu of at most %llu\n", r->nrcpt,
+	    rc->caps.max_recipients, (unsigned long long)q.size,
+	    (unsigned long long)rc->caps.max_size);
+	printf("  same content   %s\n", u.seen_sha256 ? "already relayed" : "never relayed");
+	if (relay_caps_check(caps, &q, time(NULL), why, sizeof(why)) == -1)
+		printf("verdict: refused by the caps: %s\n", why);
+	else {
+		printf("verdict: may be relayed\n");
+		*ok = true;
+	}
+	relay_caps_free(caps);
+done:
+	rules_decision_clear(&dec);
+	rules_free(ru);
+	free(msg);
+}
+
+/* The send finished. */
+static void
+con_send_done(void *arg, bool sent, const char *summary)
+{
+	struct console *c = arg;
+
+	c->done = true;
+	c->sent = sent;
+	snprintf(c->summary, sizeof(c->summary), "%s", summary);
+}
+
+/* Loop tick while a send runs. */
+static void
+con_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	void **a = arg;
+	struct console *c = a[0];
+
+	if (c->done)
+		event_base_loopbreak(a[1]);
+}
+
+/* Verify, confirm, send through the same path and caps as the daemon. */
+static void
+con_send(struct console *c, struct con_item *it)
+{
+	struct event_base *base;
+	struct relay *r;
+	struct event *tick;
+	struct timeval tv = { 0, 50000 };
+	char line[64], err[512];
+	void *args[2];
+	bool ok;
+
+	if (c->cfg->relay.mode == RELAY_MODE_OFF) {
+		printf("relay mode is off in the configuration: nothing can be sent\n");
+		return;
+	}
+	con_verify(c, it, &ok);
+	if (!ok) {
+		printf("not sent\n");
+		return;
+	}
+	printf("This really sends the mail to <%s>%s.\n",
+	    c->test_mode ? c->cfg->relay.test_recipient : it->rec->rcpt[0],
+	    c->test_mode ? " (the test recipient)" : "");
+	if (con_readline("Type \"yes\" to send: ", line, sizeof(line)) == -1 ||
+	    strcmp(line, "yes") != 0) {
+		printf("not sent\n");
+		return;
+	}
+	if ((base = event_base_new()) == NULL) {
+		printf("out of memory\n");
+		return;
+	}
+	if ((r = relay_new(base, c->cfg, c->cfg->hostname[0] ? c->cfg->hostname : "localhost",
+	    err, sizeof(err))) == NULL) {
+		printf("cannot send: %s\n", err);
+		event_base_free(base);
+		return;
+	}
+	if (c->test_mode && relay_set_test_mode(r, true, err, sizeof(err)) == -1) {
+		printf("cannot send: %s\n", err);
+		goto out;
+	}
+	c->done = c->sent = false;
+	if (relay_send_now(r, it->json, it->len, con_send_done, c) == -1) {
+		printf("cannot send this record\n");
+		goto out;
+	}
+	printf("sending...\n");
+	fflush(stdout);
+	args[0] = c;
+	args[1] = base;
+	tick = event_new(base, -1, EV_PERSIST, con_tick_cb, args);
+	event_add(tick, &tv);
+	event_base_dispatch(base);
+	event_free(tick);
+	printf("%s: %s\n", c->sent ? "sent" : "not sent", c->summary);
+out:
+	relay_free(r);
+	event_base_free(base);
+}
+
+/* The command list. */
+static void
+con_help(void)
+{
+	printf("commands:\n"
+	    "  list [TEXT]   captured mails, newest first; TEXT filters on sha256, queue id,\n"
+	    "                sender, recipients, client address, HELO (\"list\" alone: all)\n"
+	    "  n, p          next / previous page\n"
+	    "  show N        envelope and first lines of mail N (row number or sha256 prefix)\n"
+	    "  verify N      the relay decision: rule, evidence, never-relay, caps it would use\n"
+	    "  send N        verify, ask for confirmation, relay (counts against the caps)\n"
+	    "  help          this text\n"
+	    "  quit          leave (EOF too)\n");
+}
+
+/* Run the console. */
+int
+console_main(struct cfg *cfg, bool test_mode)
+{
+	struct console c;
+	char line[CONSOLE_LINE_MAX], err[512], *cmd, *arg;
+	struct con_item *it;
+	bool ok;
+
+	memset(&c, 0, sizeof(c));
+	c.cfg = cfg;
+	c.test_mode = test_mode;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	evthread_use_pthreads();
+	if (test_mode && (!cfg->relay.test_recipient[0] || !cfg->relay.test_server[0])) {
+		printf("fosr-collector -i -t: relay.test_mode.recipient and .server must be set "
+		    "in the configuration\n");
+		return 1;
+	}
+	if (evlog_open(cfg->event_log, cfg->sensor[0] ? cfg->sensor : "console", err,
+	    sizeof(err)) == -1)
+		printf("warning: event log: %s (sends will not be logged there)\n", err);
+	if (con_load(&c) == -1)
+		return 1;
+	con_filter(&c, "");
+	printf("fosr-collector review console: %zu captured mail%s in %s; relay mode %s%s\n",
+	    c.nitems, c.nitems == 1 ? "" : "s", cfg->spool_dir, cfg_relay_mode_name(cfg->relay.mode),
+	    test_mode ? ", test mode" : "");
+	if (!isatty(STDIN_FILENO))
+		printf("(standard input is not a terminal: reading commands from it, one per line)\n");
+	printf("type \"help\" for the commands\n");
+	for (;;) {
+		if (con_readline("fosr> ", line, sizeof(line)) == -1) {
+			printf("\nend of input: leaving the console\n");
+			break;
+		}
+		cmd = line;
+		while (*cmd == ' ' || *cmd == '\t')
+			cmd++;
+		if (*cmd == '\0')
+			continue;
+		arg = cmd + strcspn(cmd, " \t");
+		if (*arg) {
+			*arg++ = '\0';
+			while (*arg == ' ' || *arg == '\t')
+				arg++;
+		}
+		if (strcmp(cmd, "quit") == 0 || strcmp(cmd, "q") == 0 || strcmp(cmd, "exit") == 0)
+			break;
+		else if (strcmp(cmd, "help") == 0 || strcmp(cmd, "h") == 0 || strcmp(cmd, "?") == 0)
+			con_help();
+		else if (strcmp(cmd, "list") == 0 || strcmp(cmd, "l") == 0) {
+			con_filter(&c, arg);
+			con_list(&c, 0);
+		} else if (strcmp(cmd, "n") == 0 || strcmp(cmd, "next") == 0)
+			con_list(&c, c.page + CONSOLE_PAGE < c.nview ? c.page + CONSOLE_PAGE : c.page);
+		else if (strcmp(cmd, "p") == 0 || strcmp(cmd, "prev") == 0)
+			con_list(&c, c.page >= CONSOLE_PAGE ? c.page - CONSOLE_PAGE : 0);
+		else if (strcmp(cmd, "show") == 0 || strcmp(cmd, "s") == 0) {
+			if ((it = con_pick(&c, arg)) != NULL)
+				con_show(&c, it);
+		} else if (strcmp(cmd, "verify") == 0 || strcmp(cmd, "v") == 0) {
+			if ((it = con_pick(&c, arg)) != NULL)
+				con_verify(&c, it, &ok);
+		} else if (strcmp(cmd, "send") == 0) {
+			if ((it = con_pick(&c, arg)) != NULL)
+				con_send(&c, it);
+		} else {
+			char esc[80];
+			log_escape(esc, sizeof(esc), cmd, strlen(cmd));
+			printf("unknown command \"%s\" (\"help\" lists the commands)\n", esc);
+		}
+	}
+	for (size_t i = 0; i < c.nitems; i++) {
+		free(c.items[i].json);
+		relay_record_free(c.items[i].rec);
+	}
+	free(c.items);
+	free(c.view);
+	evlog_close();
+	return 0;
+}

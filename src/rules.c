@@ -1,0 +1,2042 @@
+/*
+ * Probe rules (see rules.h).  The file is YAML read with libyaml's document
+ * API and walked against a fixed schema: every error names the file, the line
+ * and the dotted key, and unknown keys are errors.  A loaded rule set is
+ * read-only; rules_eval() keeps all its state on the caller's stack, so any
+ * number of threads may evaluate one set at once.
+ *
+ * Bounds on hostile mail: MIME decoding is capped by mime.c; the address
+ * search looks at the decoded text only (at most RULES_SCAN_MAX bytes of
+ * each); every regex runs with PCRE2's match, depth and heap limits plus an
+ * automatic-callout budget that is global to the match (PCRE2's match limit is
+ * reset at each start position, so alone it does not bound a long subject).
+ * A regex that runs out of budget does not match.
+ */
+#include <sys/stat.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <yaml.h>
+
+#include "log.h"
+#include "mime.h"
+#include "rules.h"
+#include "util.h"
+
+#define RULES_FILE_MAX		(1024 * 1024)
+#define RULES_MAX		1024
+#define RULES_KEYPATH_MAX	160
+#define RULES_VALUE_MAX		1024	/* one equals/contains value */
+#define RULES_VALUES_MAX	256	/* values in one equals/contains list */
+#define RULES_REGEX_MAX		1024	/* pattern length */
+#define RULES_LIST_MAX		64	/* conditions, tests, CIDRs per list */
+#define RULES_SCAN_MAX		(1024u * 1024)	/* text searched for an address */
+#define RULES_WHAT_MAX		200	/* evidence "what" bytes */
+#define RULES_OWN_MAX		32	/* own addresses looked for */
+#define RULES_EV_MAX		32	/* evidence items per condition */
+#define RULES_PRIO_MAX		1000000
+#define RE_MATCH_LIMIT		100000
+#define RE_DEPTH_LIMIT		10000
+#define RE_HEAP_LIMIT		16384		/* KiB */
+#define RE_CALLOUTS_MATCH	1000000ul	/* one pcre2_match() call */
+#define RE_CALLOUTS_EVAL	8000000ul	/* one rules_eval() call */
+#define B64_MIN			12	/* base64 of "1.2.3.4" */
+
+enum mkind {
+	MK_HEADER, MK_SUBJECT, MK_BODY, MK_MAIL_FROM, MK_RCPT, MK_RCPT_COUNT,
+	MK_HELO, MK_AUTH_USER, MK_AUTH_PASS, MK_CLIENT, MK_SIZE, MK_TLS,
+	MK_MENTIONS, MK_COUNT
+};
+static const char *const mkind_names[MK_COUNT] = {
+	"header", "subject", "body", "mail_from", "rcpt", "rcpt_count",
+	"helo", "auth_user", "auth_pass", "client", "size", "tls",
+	"mentions_own_address",
+};
+/* Matchers that need the message: DATA stage only. */
+#define MK_MSG_MASK	((1u << MK_HEADER) | (1u << MK_SUBJECT) | \
+			 (1u << MK_BODY) | (1u << MK_SIZE) | (1u << MK_MENTIONS))
+/* Matchers that need a transaction: DATA or RSET. */
+#define MK_TXN_MASK	((1u << MK_MAIL_FROM) | (1u << MK_RCPT) | \
+			 (1u << MK_RCPT_COUNT))
+
+enum sop { SOP_EXISTS, SOP_EQUALS, SOP_CONTAINS, SOP_REGEX };
+
+/* One string test: an operator over a value list or a regex. */
+struct strtest {
+	enum sop	 op;
+	bool		 nocase;
+	bool		 neg;
+	char		 hname[MIME_NAME_MAX];	/* header matcher only */
+	char		**vals;			/* lower-cased when nocase */
+	size_t		*lens;
+	int		 nvals;
+	pcre2_code	*re;
+};
+
+enum nop { NOP_LT, NOP_LE, NOP_GT, NOP_GE, NOP_EQ, NOP_COUNT };
+static const char *const nop_names[NOP_COUNT] = { "lt", "le", "gt", "ge", "eq" };
+
+struct cidr {
+	int		 af;
+	unsigned char	 a[16];
+	int		 bits;
+};
+
+struct matcher {
+	enum mkind	 kind;
+	struct strtest	*st;		/* string kinds: all must hold */
+	int		 nst;
+	unsigned	 nhas;		/* numeric: bit per enum nop */
+	uint64_t	 nv[NOP_COUNT];
+	struct cidr	*cidrs;		/* client: any may hold */
+	int		 ncidrs;
+	bool		 b;		/* tls, mentions_own_address */
+};
+
+struct cond {
+	struct matcher	*m;
+	int		 nm;
+};
+
+struct rule {
+	char		 name[64];
+	int		 prio;
+	int		 order;
+	bool		 enabled;
+	enum rules_stage stage;
+	struct cond	*c;
+	int		 nc;
+	bool		 relay;
+	bool		 publish;
+	int		 reply_code;
+	char		 reply_text[256];
+	char		 tag[64];
+};
+
+struct rules {
+	struct rule	*r;
+	int		 n;
+};
+
+/* Load context. */
+struct rctx {
+	yaml_document_t	*doc;
+	const char	*name;
+	char		*err;
+	size_t		 errlen;
+};
+
+typedef int	(*rl_key_cb)(struct rctx *, int, const char *, yaml_node_t *,
+		    void *);
+
+/* One piece of evidence. */
+struct ev_item {
+	const char	*matcher;
+	char		 where[MIME_NAME_MAX + 16];
+	char		 what[RULES_WHAT_MAX + 1];
+	size_t		 whatlen;
+};
+
+struct own_addr {
+	int		 af;
+	unsigned char	 a[16];
+};
+
+/* Evaluation state, on rules_eval()'s stack. */
+struct ectx {
+	const struct rules_facts *f;
+	bool			 mime_tried;
+	struct mime_msg		 mm;
+	char			*body_lc;
+	bool			 body_lc_tried;
+	struct own_addr		 own[RULES_OWN_MAX + 1];
+	int			 nown;
+	bool			 own_v6;
+	pcre2_match_context	*mctx;
+	pcre2_match_data	*md;
+	unsigned long		 re_left;	/* this eval */
+	unsigned long		 re_match_left;	/* this match */
+	struct ev_item		 ev[RULES_EV_MAX];
+	int			 nev;
+};
+
+/* Where an address was found. */
+struct hit {
+	char		 what[RULES_WHAT_MAX + 1];
+	size_t		 whatlen;
+};
+
+static void	 rl_verror(struct rctx *, size_t, const char *, const char *,
+		    va_list) __attribute__((format(printf, 4, 0)));
+static int	 rl_error(struct rctx *, const yaml_node_t *, const char *,
+		    const char *, ...) __attribute__((format(printf, 4, 5)));
+static void	 rl_path(char *, size_t, const char *, ...)
+		    __attribute__((format(printf, 3, 4)));
+static int	 map_walk(struct rctx *, yaml_node_t *, const char *,
+		    const char *const *, int, rl_key_cb, void *, uint32_t *);
+static int	 missing_key(struct rctx *, yaml_node_t *, const char *,
+		    const char *const *, uint32_t, uint32_t);
+static int	 seq_items(struct rctx *, yaml_node_t *, const char *, int,
+		    yaml_node_item_t **, int *);
+static int	 get_scalar(struct rctx *, yaml_node_t *, const char *,
+		    const char **, size_t *);
+static int	 get_str(struct rctx *, yaml_node_t *, const char *, char *,
+		    size_t, bool);
+static int	 get_bool(struct rctx *, yaml_node_t *, const char *, bool *);
+static int	 get_num(struct rctx *, yaml_node_t *, const char *, uint64_t,
+		    uint64_t *);
+static char	*dup_value(struct rctx *, yaml_node_t *, const char *, size_t *);
+static int	 values_parse(struct rctx *, yaml_node_t *, const char *,
+		    struct strtest *);
+static int	 strtest_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+		    void *);
+static int	 strtest_parse(struct rctx *, yaml_node_t *, const char *,
+		    bool, struct strtest *);
+static int	 regex_compile(struct rctx *, yaml_node_t *, const char *,
+		    struct strtest *);
+static int	 cidr_parse(const char *, struct cidr *);
+static int	 num_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+		    void *);
+static int	 matcher_parse(struct rctx *, int, const char *, yaml_node_t *,
+		    struct matcher *);
+static int	 cond_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+		    void *);
+static int	 reply_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+		    void *);
+static int	 actions_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+		    void *);
+static int	 rule_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+		    void *);
+static int	 rule_parse(struct rctx *, yaml_node_t *, const char *,
+		    struct rule *);
+static int	 top_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+		    void *);
+static int	 rule_cmp(const void *, const void *);
+static void	 strtest_free(struct strtest *);
+static int	 read_file(const char *, char **, size_t *, char *, size_t);
+static void	 ev_add(struct ectx *, const char *, const char *, const char *,
+		    const void *, size_t);
+static void	 what_set(char *, size_t *, const void *, size_t);
+static int	 re_callout_cb(pcre2_callout_block *, void *);
+static bool	 str_test(struct ectx *, const struct strtest *, const char *,
+		    size_t, const char *, char *, size_t *);
+static const struct mime_msg *ectx_mime(struct ectx *);
+static bool	 m_string(struct ectx *, const struct matcher *);
+static bool	 m_numeric(struct ectx *, const struct matcher *);
+static bool	 m_client(struct ectx *, const struct matcher *);
+static bool	 m_mentions(struct ectx *, const struct matcher *);
+static bool	 matcher_eval(struct ectx *, const struct matcher *);
+static void	 own_collect(struct ectx *);
+static void	 own_add(struct ectx *, const char *);
+static bool	 tokch(unsigned char);
+static bool	 is_alnum(unsigned char);
+static bool	 is_xdigit(unsigned char);
+static bool	 v4_token(const char *, size_t, uint32_t *);
+static bool	 v4_part(const char *, size_t, int, int, uint64_t *);
+static long	 ci_find(const char *, size_t, const char *, size_t);
+static char	*lc_dup(const char *, size_t);
+static int	 addr_parse(const char *, struct own_addr *);
+static void	 hit_set(struct hit *, const char *, size_t, size_t,
+		    const char *, size_t);
+static bool	 scan_text(struct ectx *, const char *, size_t, bool,
+		    struct hit *);
+
+static const char *const stage_names[] = { "ehlo", "auth", "rset", "data" };
+
+enum top_key { TK_RULES, TK_COUNT };
+static const char *const top_keys[TK_COUNT] = { "rules" };
+
+enum rule_key { RK_NAME, RK_PRIORITY, RK_ENABLED, RK_STAGE, RK_CONDITIONS,
+	RK_ACTIONS, RK_COUNT };
+static const char *const rule_keys[RK_COUNT] = {
+	"name", "priority", "enabled", "stage", "conditions", "actions",
+};
+#define RULE_REQUIRED	((1u << RK_NAME) | (1u << RK_STAGE) | \
+			 (1u << RK_CONDITIONS))
+
+enum act_key { AK_RELAY, AK_REPLY, AK_TAG, AK_PUBLISH, AK_COUNT };
+static const char *const act_keys[AK_COUNT] = {
+	"relay", "reply", "tag", "publish",
+};
+
+enum reply_key { PK_CODE, PK_TEXT, PK_COUNT };
+static const char *const reply_keys[PK_COUNT] = { "code", "text" };
+
+enum st_key { SK_EQUALS, SK_CONTAINS, SK_REGEX, SK_NOCASE, SK_NOT, SK_NAME,
+	SK_COUNT };
+static const char *const st_keys[SK_COUNT] = {
+	"equals", "contains", "regex", "nocase", "not", "name",
+};
+
+/* Fill err with "FILE:LINE: KEY: message". */
+static void
+rl_verror(struct rctx *x, size_t line, const char *path, const char *fmt,
+    va_list ap)
+{
+	char msg[256], where[32] = "";
+
+	if (x->errlen == 0)
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (line > 0)
+		snprintf(where, sizeof(where), ":%zu", line);
+	if (path != NULL && *path != '\0')
+		snprintf(x->err, x->errlen, "%s%s: %s: %s", x->name, where, path,
+		    msg);
+	else
+		snprintf(x->err, x->errlen, "%s%s: %s", x->name, where, msg);
+}
+
+/* Report an error at node n; returns -1. */
+static int
+rl_error(struct rctx *x, const yaml_node_t *n, const char *path,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	rl_verror(x, n != NULL ? (size_t)n->start_mark.line + 1 : 0, path, fmt,
+	    ap);
+	va_end(ap);
+	return -1;
+}
+
+/* Format a key path (truncated if it must be: it only labels errors). */
+static void
+rl_path(char *out, size_t outlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(out, outlen, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * Walk the mapping n, whose keys must be among keys[0..nkeys) and appear once,
+ * calling cb for each; the keys seen come back as a bit mask in *seen.
+ */
+static int
+map_walk(struct rctx *x, yaml_node_t *n, const char *prefix,
+    const char *const *keys, int nkeys, rl_key_cb cb, void *arg,
+    uint32_t *seen)
+{
+	yaml_node_pair_t *p;
+	yaml_node_t *k, *v;
+	char path[RULES_KEYPATH_MAX], esc[64], list[320];
+	size_t klen, off;
+	int i;
+
+	*seen = 0;
+	if (n->type != YAML_MAPPING_NODE)
+		return rl_error(x, n, prefix, "expected a mapping of keys");
+	for (p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
+	    p++) {
+		k = yaml_document_get_node(x->doc, p->key);
+		v = yaml_document_get_node(x->doc, p->value);
+		if (k == NULL || v == NULL)
+			return rl_error(x, n, prefix, "malformed mapping");
+		if (k->type != YAML_SCALAR_NODE)
+			return rl_error(x, k, prefix, "a key must be a string");
+		klen = k->data.scalar.length;
+		for (i = 0; i < nkeys; i++)
+			if (strlen(keys[i]) == klen &&
+			    memcmp(keys[i], k->data.scalar.value, klen) == 0)
+				break;
+		if (i == nkeys) {
+			log_escape(esc, sizeof(esc), k->data.scalar.value, klen);
+			rl_path(path, sizeof(path), "%s%s%s", prefix,
+			    *prefix ? "." : "", esc);
+			list[0] = '\0';
+			for (i = 0, off = 0; i < nkeys && off < sizeof(list); i++)
+				off += (size_t)snprintf(list + off,
+				    sizeof(list) - off, "%s%s", i ? ", " : "",
+				    keys[i]);
+			return rl_error(x, k, path,
+			    "unknown key (expected one of: %s)", list);
+		}
+		rl_path(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "",
+		    keys[i]);
+		if (*seen & (1u << i))
+			return rl_error(x, k, path, "duplicate key");
+		*seen |= 1u << i;
+		if (cb(x, i, path, v, arg) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* Report the first key of required missing from seen (0 if none is). */
+static int
+missing_key(struct rctx *x, yaml_node_t *map, const char *prefix,
+    const char *const *keys, uint32_t required, uint32_t seen)
+{
+	char path[RULES_KEYPATH_MAX];
+	int i;
+
+	for (i = 0; i < 32; i++) {
+		if ((required & (1u << i)) && !(seen & (1u << i))) {
+			rl_path(path, sizeof(path), "%s%s%s", prefix,
+			    *prefix ? "." : "", keys[i]);
+			return rl_error(x, map, path, "missing");
+		}
+	}
+	return 0;
+}
+
+/* Require n to be a non-empty list of at most max items. */
+static int
+seq_items(struct rctx *x, yaml_node_t *n, const char *path, int max,
+    yaml_node_item_t **items, int *count)
+{
+	ptrdiff_t c;
+
+	if (n->type != YAML_SEQUENCE_NODE)
+		return rl_error(x, n, path, "expected a list");
+	c = n->data.sequence.items.top - n->data.sequence.items.start;
+	if (c == 0)
+		return rl_error(x, n, path, "the list is empty");
+	if (c > max)
+		return rl_error(x, n, path, "more than %d items", max);
+	*items = n->data.sequence.items.start;
+	*count = (int)c;
+	return 0;
+}
+
+/* Require n to be a scalar; its bytes go to *s and *len. */
+static int
+get_scalar(struct rctx *x, yaml_node_t *n, const char *path, const char **s,
+    size_t *len)
+{
+	if (n->type == YAML_SEQUENCE_NODE)
+		return rl_error(x, n, path, "expected a single value, not a list");
+	if (n->type != YAML_SCALAR_NODE)
+		return rl_error(x, n, path,
+		    "expected a single value, not a mapping");
+	*s = (const char *)n->data.scalar.value;
+	*len = n->data.scalar.length;
+	return 0;
+}
+
+/* Copy a string value into dst; too long, NUL bytes or empty are errors. */
+static int
+get_str(struct rctx *x, yaml_node_t *n, const char *path, char *dst,
+    size_t dstlen, bool allow_empty)
+{
+	const char *s = NULL;
+	size_t len = 0;
+
+	if (get_scalar(x, n, path, &s, &len) == -1)
+		return -1;
+	if (memchr(s, '\0', len) != NULL)
+		return rl_error(x, n, path, "contains a NUL byte");
+	if (len >= dstlen)
+		return rl_error(x, n, path, "longer than %zu bytes", dstlen - 1);
+	if (len == 0 && !allow_empty)
+		return rl_error(x, n, path, "must not be empty");
+	memcpy(dst, s, len);
+	dst[len] = '\0';
+	return 0;
+}
+
+/* Parse true/false (yes/no, on/off, any case). */
+static int
+get_bool(struct rctx *x, yaml_node_t *n, const char *path, bool *out)
+{
+	static const char *const yes[] = { "true", "yes", "on" };
+	static const char *const no[] = { "false", "no", "off" };
+	const char *s = NULL;
+	size_t len = 0, i;
+	char esc[48];
+
+	if (get_scalar(x, n, path, &s, &len) == -1)
+		return -1;
+	for (i = 0; i < 3; i++) {
+		if (len == strlen(yes[i]) && strncasecmp(s, yes[i], len) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (len == strlen(no[i]) && strncasecmp(s, no[i], len) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return rl_error(x, n, path, "expected true or false, got \"%s\"",
+	    log_escape(esc, sizeof(esc), s, len));
+}
+
+/* Parse a number with an optional K, M or G suffix (powers of 1024), <= max. */
+static int
+get_num(struct rctx *x, yaml_node_t *n, const char *path, uint64_t max,
+    uint64_t *out)
+{
+	const char *s = NULL;
+	size_t len = 0, l;
+	uint64_t v, mul = 1;
+	char esc[48];
+
+	if (get_scalar(x, n, path, &s, &len) == -1)
+		return -1;
+	l = len;
+	if (l > 0) {
+		switch (s[l - 1]) {
+		case 'k': case 'K': mul = 1024ull; break;
+		case 'm': case 'M': mul = 1024ull * 1024; break;
+		case 'g': case 'G': mul = 1024ull * 1024 * 1024; break;
+		default: break;
+		}
+	}
+	if (mul != 1)
+		l--;
+	if (util_parse_u64(s, l, 0, UINT64_MAX / mul, true, &v) == -1)
+		return rl_error(x, n, path,
+		    "expected a number (optional K, M or G suffix), got \"%s\"",
+		    log_escape(esc, sizeof(esc), s, len));
+	v *= mul;
+	if (v > max)
+		return rl_error(x, n, path, "%llu is out of range (0..%llu)",
+		    (unsigned long long)v, (unsigned long long)max);
+	*out = v;
+	return 0;
+}
+
+/* A malloc'd NUL-terminated copy of a scalar value (<= RULES_VALUE_MAX). */
+static char *
+dup_value(struct rctx *x, yaml_node_t *n, const char *path, size_t *lenp)
+{
+	const char *s = NULL;
+	size_t len = 0;
+	char *d;
+
+	if (get_scalar(x, n, path, &s, &len) == -1)
+		return NULL;
+	if (memchr(s, '\0', len) != NULL) {
+		rl_error(x, n, path, "contains a NUL byte");
+		return NULL;
+	}
+	if (len > RULES_VALUE_MAX) {
+		rl_error(x, n, path, "longer than %d bytes", RULES_VALUE_MAX);
+		return NULL;
+	}
+	if ((d = malloc(len + 1)) == NULL) {
+		rl_error(x, n, path, "out of memory");
+		return NULL;
+	}
+	memcpy(d, s, len);
+	d[len] = '\0';
+	*lenp = len;
+	return d;
+}
+
+/* The value list of equals/contains: one string or a list of them. */
+static int
+values_parse(struct rctx *x, yaml_node_t *n, const char *path,
+    struct strtest *t)
+{
+	yaml_node_item_t *items = NULL;
+	yaml_node_t *v;
+	char ipath[RULES_KEYPATH_MAX];
+	int i, count = 1;
+
+	if (n->type == YAML_SEQUENCE_NODE) {
+		if (seq_items(x, n, path, RULES_VALUES_MAX, &items, &count) == -1)
+			return -1;
+	}
+	if ((t->vals = calloc((size_t)count, sizeof(*t->vals))) == NULL ||
+	    (t->lens = calloc((size_t)count, sizeof(*t->lens))) == NULL)
+		return rl_error(x, n, path, "out of memory");
+	for (i = 0; i < count; i++) {
+		if (items != NULL) {
+			rl_path(ipath, sizeof(ipath), "%s[%d]", path, i);
+			if ((v = yaml_document_get_node(x->doc, items[i])) == NULL)
+				return rl_error(x, n, path, "malformed list");
+		} else {
+			rl_path(ipath, sizeof(ipath), "%s", path);
+			v = n;
+		}
+		if ((t->vals[i] = dup_value(x, v, ipath, &t->lens[i])) == NULL)
+			return -1;
+		t->nvals++;
+		if (t->op == SOP_CONTAINS && t->lens[i] == 0)
+			return rl_error(x, v, ipath, "must not be empty");
+	}
+	return 0;
+}
+
+/* Compile t's regex (PCRE2, UTF, automatic callouts for the budget). */
+static int
+regex_compile(struct rctx *x, yaml_node_t *n, const char *path,
+    struct strtest *t)
+{
+	const char *s = NULL;
+	size_t len = 0;
+	PCRE2_SIZE eoff;
+	PCRE2_UCHAR msg[128];
+	uint32_t opt;
+	int ecode;
+
+	if (get_scalar(x, n, path, &s, &len) == -1)
+		return -1;
+	if (len == 0)
+		return rl_error(x, n, path, "must not be empty");
+	if (len > RULES_REGEX_MAX)
+		return rl_error(x, n, path, "longer than %d bytes",
+		    RULES_REGEX_MAX);
+	opt = PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | PCRE2_NEVER_BACKSLASH_C |
+	    PCRE2_AUTO_CALLOUT | (t->nocase ? PCRE2_CASELESS : 0);
+	t->re = pcre2_compile((PCRE2_SPTR)s, len, opt, &ecode, &eoff, NULL);
+	if (t->re == NULL) {
+		if (pcre2_get_error_message(ecode, msg, sizeof(msg)) < 0)
+			snprintf((char *)msg, sizeof(msg), "error %d", ecode);
+		return rl_error(x, n, path, "bad regex at offset %zu: %s",
+		    (size_t)eoff, (char *)msg);
+	}
+	return 0;
+}
+
+/* State of one string test's mapping walk. */
+struct st_state {
+	struct strtest	*t;
+	yaml_node_t	*opnode;
+	char		 oppath[RULES_KEYPATH_MAX];
+	bool		 is_header;
+};
+
+/* Apply one key of a string test (the operator value is read afterwards). */
+static int
+strtest_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct st_state *s = arg;
+	const char *c;
+
+	switch ((enum st_key)key) {
+	case SK_EQUALS:
+	case SK_CONTAINS:
+	case SK_REGEX:
+		if (s->opnode != NULL)
+			return rl_error(x, v, path,
+			    "only one of equals, contains, regex per test");
+		s->opnode = v;
+		rl_path(s->oppath, sizeof(s->oppath), "%s", path);
+		s->t->op = key == SK_EQUALS ? SOP_EQUALS :
+		    key == SK_CONTAINS ? SOP_CONTAINS : SOP_REGEX;
+		return 0;
+	case SK_NOCASE:
+		return get_bool(x, v, path, &s->t->nocase);
+	case SK_NOT:
+		return get_bool(x, v, path, &s->t->neg);
+	case SK_NAME:
+		if (!s->is_header)
+			return rl_error(x, v, path,
+			    "only a header test has a name");
+		if (get_str(x, v, path, s->t->hname, sizeof(s->t->hname),
+		    false) == -1)
+			return -1;
+		for (c = s->t->hname; *c != '\0'; c++)
+			if ((unsigned char)*c <= ' ' ||
+			    (unsigned char)*c >= 0x7f || *c == ':')
+				return rl_error(x, v, path,
+				    "not a header field name");
+		return 0;
+	case SK_COUNT:
+		break;
+	}
+	return 0;
+}
+
+/* Parse one string test: {equals|contains|regex: ..., nocase, not[, name]}. */
+static int
+strtest_parse(struct rctx *x, yaml_node_t *n, const char *path, bool is_header,
+    struct strtest *t)
+{
+	struct st_state s = { .t = t, .is_header = is_header };
+	uint32_t seen;
+	int i;
+	size_t j;
+
+	if (n->type != YAML_MAPPING_NODE)
+		return rl_error(x, n, path, "expected a test such as "
+		    "{contains: \"...\"}, {equals: ...} or {regex: ...}");
+	t->op = SOP_EXISTS;
+	if (map_walk(x, n, path, st_keys, SK_COUNT, strtest_key_cb, &s,
+	    &seen) == -1)
+		return -1;
+	if (is_header && !(seen & (1u << SK_NAME)))
+		return missing_key(x, n, path, st_keys, 1u << SK_NAME, seen);
+	if (s.opnode == NULL) {
+		if (!is_header)
+			return rl_error(x, n, path,
+			    "needs one of equals, contains, regex");
+		return 0;	/* header present */
+	}
+	if (t->op == SOP_REGEX)
+		return regex_compile(x, s.opnode, s.oppath, t);
+	if (values_parse(x, s.opnode, s.oppath, t) == -1)
+		return -1;
+	if (t->nocase)
+		for (i = 0; i < t->nvals; i++)
+			for (j = 0; j < t->lens[i]; j++)
+				if (t->vals[i][j] >= 'A' && t->vals[i][j] <= 'Z')
+					t->vals[i][j] += 32;
+	return 0;
+}
+
+/* Parse "addr" or "addr/bits" (IPv4 or IPv6) into c; 0 or -1. */
+static int
+cidr_parse(const char *s, struct cidr *c)
+{
+	char buf[INET6_ADDRSTRLEN + 8];
+	const char *slash;
+	uint64_t bits;
+	size_t alen;
+
+	memset(c, 0, sizeof(*c));
+	slash = strchr(s, '/');
+	alen = slash != NULL ? (size_t)(slash - s) : strlen(s);
+	if (alen == 0 || alen >= sizeof(buf))
+		return -1;
+	memcpy(buf, s, alen);
+	buf[alen] = '\0';
+	if (inet_pton(AF_INET, buf, c->a) == 1) {
+		c->af = AF_INET;
+		c->bits = 32;
+	} else if (inet_pton(AF_INET6, buf, c->a) == 1) {
+		c->af = AF_INET6;
+		c->bits = 128;
+	} else
+		return -1;
+	if (slash != NULL) {
+		if (util_parse_u64(slash + 1, strlen(slash + 1), 0,
+		    (uint64_t)c->bits, false, &bits) == -1)
+			return -1;
+		c->bits = (int)bits;
+	}
+	return 0;
+}
+
+/* Apply one key of a numeric test. */
+static int
+num_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct matcher *m = arg;
+
+	m->nhas |= 1u << key;
+	return get_num(x, v, path, UINT64_MAX, &m->nv[key]);
+}
+
+/* Parse the value of matcher kind k into m. */
+static int
+matcher_parse(struct rctx *x, int k, const char *path, yaml_node_t *v,
+    struct matcher *m)
+{
+	yaml_node_item_t *items = NULL;
+	yaml_node_t *iv;
+	char ipath[RULES_KEYPATH_MAX], buf[INET6_ADDRSTRLEN + 8];
+	uint32_t seen;
+	int i, count = 1;
+
+	m->kind = (enum mkind)k;
+	switch (m->kind) {
+	case MK_HEADER: case MK_SUBJECT: case MK_BODY: case MK_MAIL_FROM:
+	case MK_RCPT: case MK_HELO: case MK_AUTH_USER: case MK_AUTH_PASS:
+		if (v->type == YAML_SEQUENCE_NODE &&
+		    seq_items(x, v, path, RULES_LIST_MAX, &items, &count) == -1)
+			return -1;
+		if ((m->st = calloc((size_t)count, sizeof(*m->st))) == NULL)
+			return rl_error(x, v, path, "out of memory");
+		for (i = 0; i < count; i++) {
+			iv = v;
+			rl_path(ipath, sizeof(ipath), "%s", path);
+			if (items != NULL) {
+				rl_path(ipath, sizeof(ipath), "%s[%d]", path, i);
+				if ((iv = yaml_document_get_node(x->doc,
+				    items[i])) == NULL)
+					return rl_error(x, v, path,
+					    "malformed list");
+			}
+			m->nst++;
+			if (strtest_parse(x, iv, ipath, m->kind == MK_HEADER,
+			    &m->st[i]) == -1)
+				return -1;
+		}
+		return 0;
+	case MK_RCPT_COUNT:
+	case MK_SIZE:
+		if (v->type == YAML_SCALAR_NODE) {	/* shorthand for eq */
+			m->nhas = 1u << NOP_EQ;
+			return get_num(x, v, path, UINT64_MAX, &m->nv[NOP_EQ]);
+		}
+		if (map_walk(x, v, path, nop_names, NOP_COUNT, num_key_cb, m,
+		    &seen) == -1)
+			return -1;
+		if (seen == 0)
+			return rl_error(x, v, path,
+			    "needs one of lt, le, gt, ge, eq");
+		return 0;
+	case MK_CLIENT:
+		if (v->type == YAML_SEQUENCE_NODE &&
+		    seq_items(x, v, path, RULES_LIST_MAX, &items, &count) == -1)
+			return -1;
+		if ((m->cidrs = calloc((size_t)count, sizeof(*m->cidrs))) == NULL)
+			return rl_error(x, v, path, "out of memory");
+		for (i = 0; i < count; i++) {
+			iv = v;
+			rl_path(ipath, sizeof(ipath), "%s", path);
+			if (items != NULL) {
+				rl_path(ipath, sizeof(ipath), "%s[%d]", path, i);
+				if ((iv = yaml_document_get_node(x->doc,
+				    items[i])) == NULL)
+					return rl_error(x, v, path,
+					    "malformed list");
+			}
+			if (get_str(x, iv, ipath, buf, sizeof(buf), false) == -1)
+				return -1;
+			if (cidr_parse(buf, &m->cidrs[i]) == -1)
+				return rl_error(x, iv, ipath,
+				    "expected an address or CIDR such as "
+				    "192.0.2.0/24 or 2001:db8::/32, got \"%s\"",
+				    buf);
+			m->ncidrs++;
+		}
+		return 0;
+	case MK_TLS:
+	case MK_MENTIONS:
+		return get_bool(x, v, path, &m->b);
+	case MK_COUNT:
+		break;
+	}
+	return rl_error(x, v, path, "unknown matcher");
+}
+
+/* What cond_key_cb() needs: the condition being filled, the rule's stage. */
+struct cond_state {
+	struct cond	*c;
+	enum rules_stage stage;
+};
+
+/* Parse one matcher of a condition. */
+static int
+cond_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct cond_state *s = arg;
+
+	if (((1u << key) & MK_MSG_MASK) && s->stage != RULES_STAGE_DATA)
+		return rl_error(x, v, path, "only at stage data");
+	if (((1u << key) & MK_TXN_MASK) && s->stage != RULES_STAGE_DATA &&
+	    s->stage != RULES_STAGE_RSET)
+		return rl_error(x, v, path, "only at stage data or rset");
+	return matcher_parse(x, key, path, v, &s->c->m[s->c->nm++]);
+}
+
+/* Apply one key of actions.reply. */
+static int
+reply_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct rule *r = arg;
+	uint64_t code;
+	const char *c;
+
+	if (key == PK_CODE) {
+		if (get_num(x, v, path, 599, &code) == -1)
+			return -1;
+		if (code < 200)
+			return rl_error(x, v, path,
+			    "an SMTP reply code is 200..599");
+		r->reply_code = (int)code;
+		return 0;
+	}
+	if (get_str(x, v, path, r->reply_text, sizeof(r->reply_text),
+	    true) == -1)
+		return -1;
+	/* The text goes on the wire after the code: printable ASCII only. */
+	for (c = r->reply_text; *c != '\0'; c++)
+		if ((unsigned char)*c < ' ' || (unsigned char)*c > '~')
+			return rl_error(x, v, path,
+			    "only printable ASCII (no line breaks)");
+	return 0;
+}
+
+/* Apply one key of actions. */
+static int
+actions_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct rule *r = arg;
+	uint32_t seen;
+	const char *c;
+
+	switch ((enum act_key)key) {
+	case AK_RELAY:
+		if (get_bool(x, v, path, &r->relay) == -1)
+			return -1;
+		if (r->relay && r->stage != RULES_STAGE_DATA)
+			return rl_error(x, v, path,
+			    "relay needs a message: only at stage data");
+		return 0;
+	case AK_REPLY:
+		if (map_walk(x, v, path, reply_keys, PK_COUNT, reply_key_cb, r,
+		    &seen) == -1)
+			return -1;
+		return missing_key(x, v, path, reply_keys, 1u << PK_CODE, seen);
+	case AK_TAG:
+		if (get_str(x, v, path, r->tag, sizeof(r->tag), false) == -1)
+			return -1;
+		/* A tag may name a folder: keep it a plain file name. */
+		for (c = r->tag; *c != '\0'; c++)
+			if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' &&
+			    *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+			    *c == '-' || *c == '_' || *c == '.'))
+				return rl_error(x, v, path,
+				    "only letters, digits, '-', '_' and '.'");
+		if (r->tag[0] == '.')
+			return rl_error(x, v, path, "must not start with '.'");
+		return 0;
+	case AK_PUBLISH:
+		return get_bool(x, v, path, &r->publish);
+	case AK_COUNT:
+		break;
+	}
+	return 0;
+}
+
+/* Apply one key of a rule. */
+static int
+rule_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct rule *r = arg;
+	struct cond_state cs;
+	yaml_node_item_t *items;
+	yaml_node_t *iv;
+	char ipath[RULES_KEYPATH_MAX], esc[48];
+	const char *s = NULL;
+	size_t len = 0;
+	uint64_t prio;
+	uint32_t seen;
+	int i, count;
+
+	switch ((enum rule_key)key) {
+	case RK_NAME:
+		if (get_str(x, v, path, r->name, sizeof(r->name), false) == -1)
+			return -1;
+		for (s = r->name; *s != '\0'; s++)
+			if ((unsigned char)*s < ' ' || (unsigned char)*s == 0x7f)
+				return rl_error(x, v, path,
+				    "contains a control character");
+		return 0;
+	case RK_PRIORITY:
+		if (get_num(x, v, path, RULES_PRIO_MAX, &prio) == -1)
+			return -1;
+		r->prio = (int)prio;
+		return 0;
+	case RK_ENABLED:
+		return get_bool(x, v, path, &r->enabled);
+	case RK_STAGE:
+		if (get_scalar(x, v, path, &s, &len) == -1)
+			return -1;
+		for (i = 0; i < 4; i++)
+			if (strlen(stage_names[i]) == len &&
+			    strncasecmp(stage_names[i], s, len) == 0) {
+				r->stage = (enum rules_stage)i;
+				return 0;
+			}
+		return rl_error(x, v, path,
+		    "expected one of ehlo, auth, rset, data, got \"%s\"",
+		    log_escape(esc, sizeof(esc), s, len));
+	case RK_CONDITIONS:
+		if (seq_items(x, v, path, RULES_LIST_MAX, &items, &count) == -1)
+			return -1;
+		if ((r->c = calloc((size_t)count, sizeof(*r->c))) == NULL)
+			return rl_error(x, v, path, "out of memory");
+		for (i = 0; i < count; i++) {
+			rl_path(ipath, sizeof(ipath), "%s[%d]", path, i);
+			if ((iv = yaml_document_get_node(x->doc, items[i])) ==
+			    NULL)
+				return rl_error(x, v, path, "malformed list");
+			r->nc++;
+			if ((r->c[i].m = calloc(MK_COUNT,
+			    sizeof(*r->c[i].m))) == NULL)
+				return rl_error(x, v, path, "out of memory");
+			cs.c = &r->c[i];
+			cs.stage = r->stage;
+			if (map_walk(x, iv, ipath, mkind_names, MK_COUNT,
+			    cond_key_cb, &cs, &seen) == -1)
+				return -1;
+			if (seen == 0)
+				return rl_error(x, iv, ipath,
+				    "a condition needs at least one matcher");
+		}
+		return 0;
+	case RK_ACTIONS:
+		return map_walk(x, v, path, act_keys, AK_COUNT, actions_key_cb,
+		    r, &seen);
+	case RK_COUNT:
+		break;
+	}
+	return 0;
+}
+
+/*
+ * Parse one rule.  The stage is read first, whatever the key order, because
+ * which matchers and actions are allowed depends on it.
+ */
+static int
+rule_parse(struct rctx *x, yaml_node_t *n, const char *path, struct rule *r)
+{
+	yaml_node_pair_t *p;
+	yaml_node_t *k, *v;
+	char spath[RULES_KEYPATH_MAX];
+	uint32_t seen;
+
+	r->enabled = true;
+	r->publish = true;
+	r->prio = 100;
+	if (n->type != YAML_MAPPING_NODE)
+		return rl_error(x, n, path, "expected a rule (a mapping)");
+	for (p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
+	    p++) {
+		k = yaml_document_get_node(x->doc, p->key);
+		v = yaml_document_get_node(x->doc, p->value);
+		if (k != NULL && v != NULL && k->type == YAML_SCALAR_NODE &&
+		    k->data.scalar.length == 5 &&
+		    memcmp(k->data.scalar.value, "stage", 5) == 0) {
+			rl_path(spath, sizeof(spath), "%s.stage", path);
+			if (rule_key_cb(x, RK_STAGE, spath, v, r) == -1)
+				return -1;
+		}
+	}
+	if (map_walk(x, n, path, rule_keys, RK_COUNT, rule_key_cb, r,
+	    &seen) == -1)
+		return -1;
+	return missing_key(x, n, path, rule_keys, RULE_REQUIRED, seen);
+}
+
+/* Apply the top-level key: the list of rules. */
+static int
+top_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct rules *rs = arg;
+	yaml_node_item_t *items;
+	yaml_node_t *iv;
+	char ipath[RULES_KEYPATH_MAX];
+	int i, j, count;
+
+	if ((v->type == YAML_SCALAR_NODE && v->data.scalar.length == 0) ||
+	    (v->type == YAML_SEQUENCE_NODE && v->data.sequence.items.top ==
+	    v->data.sequence.items.start))
+		return 0;	/* "rules:" or "rules: []": no rules */
+	if (seq_items(x, v, path, RULES_MAX, &items, &count) == -1)
+		return -1;
+	if ((rs->r = calloc((size_t)count, sizeof(*rs->r))) == NULL)
+		return rl_error(x, v, path, "out of memory");
+	for (i = 0; i < count; i++) {
+		rl_path(ipath, sizeof(ipath), "%s[%d]", path, i);
+		if ((iv = yaml_document_get_node(x->doc, items[i])) == NULL)
+			return rl_error(x, v, path, "malformed list");
+		rs->n++;
+		rs->r[i].order = i;
+		if (rule_parse(x, iv, ipath, &rs->r[i]) == -1)
+			return -1;
+		for (j = 0; j < i; j++)
+			if (strcmp(rs->r[j].name, rs->r[i].name) == 0)
+				return rl_error(x, iv, ipath,
+				    "duplicate rule name \"%s\"", rs->r[i].name);
+	}
+	return 0;
+}
+
+/* Priority order, file order among equals. */
+static int
+rule_cmp(const void *a, const void *b)
+{
+	const struct rule *ra = a, *rb = b;
+
+	if (ra->prio != rb->prio)
+		return ra->prio < rb->prio ? -1 : 1;
+	return ra->order < rb->order ? -1 : ra->order > rb->order;
+}
+
+/* Load rules from a buffer (see rules.h). */
+struct rules *
+rules_load_buf(const char *name, const char *buf, size_t len, char *err,
+    size_t errlen)
+{
+	struct rctx x = { .name = name, .err = err, .errlen = errlen };
+	yaml_parser_t parser;
+	yaml_document_t doc, extra;
+	yaml_node_t *root;
+	struct rules *rs;
+	uint32_t seen;
+	int rc = -1;
+
+	if (errlen > 0)
+		err[0] = '\0';
+	if ((rs = calloc(1, sizeof(*rs))) == NULL) {
+		snprintf(err, errlen, "%s: out of memory", name);
+		return NULL;
+	}
+	if (len > RULES_FILE_MAX) {
+		snprintf(err, errlen, "%s: larger than %d bytes", name,
+		    RULES_FILE_MAX);
+		free(rs);
+		return NULL;
+	}
+	if (!yaml_parser_initialize(&parser)) {
+		snprintf(err, errlen, "%s: out of memory", name);
+		free(rs);
+		return NULL;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
+	if (!yaml_parser_load(&parser, &doc)) {
+		snprintf(err, errlen, "%s:%zu: yaml: %s%s%s", name,
+		    (size_t)parser.problem_mark.line + 1,
+		    parser.problem ? parser.problem : "syntax error",
+		    parser.context ? " " : "",
+		    parser.context ? parser.context : "");
+		yaml_parser_delete(&parser);
+		free(rs);
+		return NULL;
+	}
+	x.doc = &doc;
+	if ((root = yaml_document_get_root_node(&doc)) == NULL) {
+		rc = 0;		/* an empty file: no rules */
+		goto done;
+	}
+	/* A second document would be silently ignored: refuse it. */
+	if (!yaml_parser_load(&parser, &extra)) {
+		snprintf(err, errlen, "%s:%zu: yaml: %s", name,
+		    (size_t)parser.problem_mark.line + 1,
+		    parser.problem ? parser.problem : "syntax error");
+		goto done;
+	}
+	if (yaml_document_get_root_node(&extra) != NULL) {
+		rl_error(&x, yaml_document_get_root_node(&extra), NULL,
+		    "more than one YAML document");
+		yaml_document_delete(&extra);
+		goto done;
+	}
+	yaml_document_delete(&extra);
+	if (root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0) {
+		rc = 0;
+		goto done;
+	}
+	if (map_walk(&x, root, "", top_keys, TK_COUNT, top_key_cb, rs,
+	    &seen) == -1)
+		goto done;
+	if (rs->n > 1)
+		qsort(rs->r, (size_t)rs->n, sizeof(*rs->r), rule_cmp);
+	rc = 0;
+done:
+	yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	if (rc == -1) {
+		if (errlen > 0 && err[0] == '\0')
+			snprintf(err, errlen, "%s: cannot load", name);
+		rules_free(rs);
+		return NULL;
+	}
+	return rs;
+}
+
+/* Read a whole (small) file into a malloc'ed buffer. */
+static int
+read_file(const char *path, char **bufp, size_t *lenp, char *err,
+    size_t errlen)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0;
+	ssize_t n;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "%s: cannot open: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		goto fail;
+	}
+	if ((buf = malloc(RULES_FILE_MAX + 1)) == NULL) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		goto fail;
+	}
+	for (;;) {
+		n = read(fd, buf + len, RULES_FILE_MAX + 1 - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			snprintf(err, errlen, "%s: cannot read: %s", path,
+			    strerror(errno));
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > RULES_FILE_MAX) {
+			snprintf(err, errlen, "%s: larger than %d bytes", path,
+			    RULES_FILE_MAX);
+			goto fail;
+		}
+	}
+	close(fd);
+	*bufp = buf;
+	*lenp = len;
+	return 0;
+fail:
+	free(buf);
+	close(fd);
+	return -1;
+}
+
+/* Load a rules file (see rules.h). */
+struct rules *
+rules_load(const char *path, char *err, size_t errlen)
+{
+	struct rules *rs;
+	char *buf;
+	size_t len;
+
+	if (read_file(path, &buf, &len, err, errlen) == -1)
+		return NULL;
+	rs = rules_load_buf(path, buf, len, err, errlen);
+	free(buf);
+	return rs;
+}
+
+/* Free one string test. */
+static void
+strtest_free(struct strtest *t)
+{
+	int i;
+
+	for (i = 0; i < t->nvals; i++)
+		free(t->vals[i]);
+	free(t->vals);
+	free(t->lens);
+	pcre2_code_free(t->re);
+}
+
+/* Free a rule set; NULL is a no-op. */
+void
+rules_free(struct rules *rs)
+{
+	struct matcher *m;
+	int i, j, k, l;
+
+	if (rs == NULL)
+		return;
+	for (i = 0; i < rs->n; i++) {
+		for (j = 0; j < rs->r[i].nc; j++) {
+			for (k = 0; k < rs->r[i].c[j].nm; k++) {
+				m = &rs->r[i].c[j].m[k];
+				for (l = 0; l < m->nst; l++)
+					strtest_free(&m->st[l]);
+				free(m->st);
+				free(m->cidrs);
+			}
+			free(rs->r[i].c[j].m);
+		}
+		free(rs->r[i].c);
+	}
+	free(rs->r);
+	free(rs);
+}
+
+/* Number of rules in a set (enabled or not). */
+int
+rules_count(const struct rules *rs)
+{
+	return rs != NULL ? rs->n : 0;
+}
+
+/* Whether any enabled rule is at stage st (callers may skip rules_eval()). */
+bool
+rules_has_stage(const struct rules *rs, enum rules_stage st)
+{
+	int i;
+
+	for (i = 0; rs != NULL && i < rs->n; i++)
+		if (rs->r[i].enabled && rs->r[i].stage == st)
+			return true;
+	return false;
+}
+
+/* The name of a stage ("ehlo", "auth", "rset", "data"). */
+const char *
+rules_stage_name(enum rules_stage st)
+{
+	return (unsigned)st < 4 ? stage_names[st] : "?";
+}
+
+/* ------------------------------------------------------------ evaluation */
+
+/* Copy at most RULES_WHAT_MAX bytes, not cutting a UTF-8 sequence in two. */
+static void
+what_set(char *dst, size_t *dlen, const void *src, size_t n)
+{
+	const unsigned char *s = src;
+
+	if (n > RULES_WHAT_MAX) {
+		n = RULES_WHAT_MAX;
+		while (n > RULES_WHAT_MAX - 3 && (s[n] & 0xc0) == 0x80)
+			n--;
+	}
+	memcpy(dst, s, n);
+	dst[n] = '\0';
+	*dlen = n;
+}
+
+/* Record one piece of evidence for the condition being evaluated. */
+static void
+ev_add(struct ectx *e, const char *matcher, const char *where,
+    const char *where_arg, const void *what, size_t whatlen)
+{
+	struct ev_item *it;
+
+	if (e->nev >= RULES_EV_MAX)
+		return;
+	it = &e->ev[e->nev++];
+	it->matcher = matcher;
+	snprintf(it->where, sizeof(it->where), "%s%s%s", where,
+	    where_arg != NULL ? ":" : "", where_arg != NULL ? where_arg : "");
+	what_set(it->what, &it->whatlen, what, whatlen);
+}
+
+/* PCRE2 automatic callout: spend the budget, abort the match when it is gone. */
+static int
+re_callout_cb(pcre2_callout_block *cb, void *arg)
+{
+	struct ectx *e = arg;
+
+	(void)cb;
+	if (e->re_left == 0 || e->re_match_left == 0)
+		return PCRE2_ERROR_MATCHLIMIT;
+	e->re_left--;
+	e->re_match_left--;
+	return 0;
+}
+
+/* Find the lower-cased needle in s (ASCII case folding); offset or -1. */
+static long
+ci_find(const char *s, size_t n, const char *lneedle, size_t nl)
+{
+	size_t i, j;
+	char first;
+
+	if (nl == 0)
+		return 0;
+	if (nl > n)
+		return -1;
+	first = lneedle[0];
+	for (i = 0; i + nl <= n; i++) {
+		char c = s[i];
+
+		if (c >= 'A' && c <= 'Z')
+			c += 32;
+		if (c != first)
+			continue;
+		for (j = 1; j < nl; j++) {
+			c = s[i + j];
+			if (c >= 'A' && c <= 'Z')
+				c += 32;
+			if (c != lneedle[j])
+				break;
+		}
+		if (j == nl)
+			return (long)i;
+	}
+	return -1;
+}
+
+/*
+ * Run the string test t (negation not applied) on s[0..n); s NULL = absent.
+ * lc is s lower-cased (or NULL) for fast case-insensitive search.  On a
+ * match the matched text goes to what.
+ */
+static bool
+str_test(struct ectx *e, const struct strtest *t, const char *s, size_t n,
+    const char *lc, char *what, size_t *whatlen)
+{
+	PCRE2_SIZE *ov;
+	const char *hit;
+	long off;
+	int i, rc;
+
+	*whatlen = 0;
+	what[0] = '\0';
+	if (s == NULL)
+		return false;
+	switch (t->op) {
+	case SOP_EXISTS:
+		what_set(what, whatlen, s, n);
+		return true;
+	case SOP_EQUALS:
+		for (i = 0; i < t->nvals; i++) {
+			if (t->lens[i] != n)
+				continue;
+			if (t->nocase ? strncasecmp(s, t->vals[i], n) == 0 :
+			    memcmp(s, t->vals[i], n) == 0) {
+				what_set(what, whatlen, s, n);
+				return true;
+			}
+		}
+		return false;
+	case SOP_CONTAINS:
+		for (i = 0; i < t->nvals; i++) {
+			if (t->nocase && lc != NULL) {
+				hit = memmem(lc, n, t->vals[i], t->lens[i]);
+				off = hit != NULL ? hit - lc : -1;
+			} else if (t->nocase) {
+				off = ci_find(s, n, t->vals[i], t->lens[i]);
+			} else {
+				hit = memmem(s, n, t->vals[i], t->lens[i]);
+				off = hit != NULL ? hit - s : -1;
+			}
+			if (off >= 0) {
+				what_set(what, whatlen, s + off, t->lens[i]);
+				return true;
+			}
+		}
+		return false;
+	case SOP_REGEX:
+		if (e->md == NULL || e->mctx == NULL)
+			return false;
+		e->re_match_left = RE_CALLOUTS_MATCH;
+		rc = pcre2_match(t->re, (PCRE2_SPTR)s, n, 0, 0, e->md, e->mctx);
+		if (rc < 0)
+			return false;	/* no match, or a limit was reached */
+		ov = pcre2_get_ovector_pointer(e->md);
+		if (ov[1] >= ov[0] && ov[1] <= n)
+			what_set(what, whatlen, s + ov[0], ov[1] - ov[0]);
+		return true;
+	}
+	return false;
+}
+
+/* The decoded message, parsed on first use (empty when there is none). */
+static const struct mime_msg *
+ectx_mime(struct ectx *e)
+{
+	if (!e->mime_tried) {
+		e->mime_tried = true;
+		if (e->f->msg != NULL && mime_parse(e->f->msg, e->f->msglen,
+		    &e->mm) == -1)
+			memset(&e->mm, 0, sizeof(e->mm));
+	}
+	return &e->mm;
+}
+
+/* Lower-case an ASCII copy of n bytes; NULL when out of memory. */
+static char *
+lc_dup(const char *s, size_t n)
+{
+	char *d;
+	size_t i;
+
+	if ((d = malloc(n + 1)) == NULL)
+		return NULL;
+	for (i = 0; i < n; i++)
+		d[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + 32) : s[i];
+	d[n] = '\0';
+	return d;
+}
+
+/* A string matcher: every test must hold (header and rcpt: on any value). */
+static bool
+m_string(struct ectx *e, const struct matcher *m)
+{
+	const struct rules_facts *f = e->f;
+	const struct mime_msg *mm;
+	const struct strtest *t;
+	const char *name = mkind_names[m->kind], *s = NULL, *hname = NULL;
+	char what[RULES_WHAT_MAX + 1];
+	size_t whatlen = 0, n = 0;
+	bool ok;
+	int i, j;
+
+	for (i = 0; i < m->nst; i++) {
+		t = &m->st[i];
+		ok = false;
+		switch (m->kind) {
+		case MK_HEADER:
+			mm = ectx_mime(e);
+			for (j = 0; j < mm->nhdrs && !ok; j++) {
+				if (strcasecmp(mm->hdrs[j].name, t->hname) != 0)
+					continue;
+				ok = str_test(e, t, mm->hdrs[j].value,
+				    mm->hdrs[j].valuelen, NULL, what, &whatlen);
+				hname = mm->hdrs[j].name;
+			}
+			if (!ok)
+				hname = t->hname;
+			if (ok != t->neg)
+				ev_add(e, name, "header", hname, t->neg ?
+				    "not matched" : what, t->neg ? 11 : whatlen);
+			break;
+		case MK_RCPT:
+			for (j = 0; j < f->nrcpt && f->rcpt != NULL && !ok; j++)
+				if (f->rcpt[j] != NULL)
+					ok = str_test(e, t, f->rcpt[j],
+					    strlen(f->rcpt[j]), NULL, what,
+					    &whatlen);
+			if (ok != t->neg)
+				ev_add(e, name, name, NULL, t->neg ?
+				    "not matched" : what, t->neg ? 11 : whatlen);
+			break;
+		case MK_SUBJECT: {
+			const struct mime_header *h;
+
+			mm = ectx_mime(e);
+			if ((h = mime_header_get(mm, "Subject")) != NULL)
+				ok = str_test(e, t, h->value, h->valuelen, NULL,
+				    what, &whatlen);
+			if (ok != t->neg)
+				ev_add(e, name, "header", "Subject", t->neg ?
+				    "not matched" : what, t->neg ? 11 : whatlen);
+			break;
+		}
+		case MK_BODY:
+			mm = ectx_mime(e);
+			if (mm->body != NULL && t->nocase && t->op ==
+			    SOP_CONTAINS && !e->body_lc_tried) {
+				e->body_lc_tried = true;
+				e->body_lc = lc_dup(mm->body, mm->bodylen);
+			}
+			ok = str_test(e, t, mm->body, mm->bodylen,
+			    t->nocase ? e->body_lc : NULL, what, &whatlen);
+			if (ok != t->neg)
+				ev_add(e, name, name, NULL, t->neg ?
+				    "not matched" : what, t->neg ? 11 : whatlen);
+			break;
+		default:
+			s = m->kind == MK_MAIL_FROM ? f->mail_from :
+			    m->kind == MK_HELO ? f->helo :
+			    m->kind == MK_AUTH_USER ? f->auth_user : f->auth_pass;
+			n = s != NULL ? strlen(s) : 0;
+			ok = str_test(e, t, s, n, NULL, what, &whatlen);
+			if (ok != t->neg)
+				ev_add(e, name, name, NULL, t->neg ?
+				    "not matched" : what, t->neg ? 11 : whatlen);
+			break;
+		}
+		if (ok == t->neg)
+			return false;
+	}
+	return true;
+}
+
+/* rcpt_count or size against every comparison given. */
+static bool
+m_numeric(struct ectx *e, const struct matcher *m)
+{
+	uint64_t v;
+	char buf[32];
+	int len;
+
+	if (m->kind == MK_RCPT_COUNT)
+		v = e->f->nrcpt > 0 ? (uint64_t)e->f->nrcpt : 0;
+	else
+		v = e->f->size != 0 ? e->f->size : e->f->msglen;
+	if (((m->nhas & (1u << NOP_LT)) && !(v < m->nv[NOP_LT])) ||
+	    ((m->nhas & (1u << NOP_LE)) && !(v <= m->nv[NOP_LE])) ||
+	    ((m->nhas & (1u << NOP_GT)) && !(v > m->nv[NOP_GT])) ||
+	    ((m->nhas & (1u << NOP_GE)) && !(v >= m->nv[NOP_GE])) ||
+	    ((m->nhas & (1u << NOP_EQ)) && !(v == m->nv[NOP_EQ])))
+		return false;
+	len = snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
+	ev_add(e, mkind_names[m->kind], mkind_names[m->kind], NULL, buf,
+	    (size_t)len);
+	return true;
+}
+
+/* Parse an address string into a (v4-mapped IPv6 becomes IPv4); 0 or -1. */
+static int
+addr_parse(const char *s, struct own_addr *a)
+{
+	static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	    0, 0xff, 0xff };
+	char buf[INET6_ADDRSTRLEN + 1];
+	size_t n;
+
+	if (s == NULL || (n = strlen(s)) == 0 || n >= sizeof(buf))
+		return -1;
+	/* Tolerate "[addr]" as some callers print IPv6 that way. */
+	if (s[0] == '[' && s[n - 1] == ']') {
+		s++;
+		n -= 2;
+	}
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	memset(a, 0, sizeof(*a));
+	if (inet_pton(AF_INET, buf, a->a) == 1) {
+		a->af = AF_INET;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, buf, a->a) == 1) {
+		a->af = AF_INET6;
+		if (memcmp(a->a, mapped, 12) == 0) {
+			memmove(a->a, a->a + 12, 4);
+			memset(a->a + 4, 0, 12);
+			a->af = AF_INET;
+		}
+		return 0;
+	}
+	return -1;
+}
+
+/* Whether the client address is in any of the CIDRs. */
+static bool
+m_client(struct ectx *e, const struct matcher *m)
+{
+	struct own_addr a;
+	int i, full, rest;
+
+	if (addr_parse(e->f->src_ip, &a) == -1)
+		return false;
+	for (i = 0; i < m->ncidrs; i++) {
+		if (m->cidrs[i].af != a.af)
+			continue;
+		full = m->cidrs[i].bits / 8;
+		rest = m->cidrs[i].bits % 8;
+		if (memcmp(m->cidrs[i].a, a.a, (size_t)full) != 0)
+			continue;
+		if (rest != 0 && ((m->cidrs[i].a[full] ^ a.a[full]) &
+		    (0xff << (8 - rest)) & 0xff) != 0)
+			continue;
+		ev_add(e, "client", "client", NULL, e->f->src_ip,
+		    strlen(e->f->src_ip));
+		return true;
+	}
+	return false;
+}
+
+/* Add one own address (skipping duplicates and what does not parse). */
+static void
+own_add(struct ectx *e, const char *s)
+{
+	struct own_addr a;
+	int i;
+
+	if (e->nown >= RULES_OWN_MAX + 1 || addr_parse(s, &a) == -1)
+		return;
+	for (i = 0; i < e->nown; i++)
+		if (e->own[i].af == a.af && memcmp(e->own[i].a, a.a, 16) == 0)
+			return;
+	e->own[e->nown++] = a;
+	if (a.af == AF_INET6)
+		e->own_v6 = true;
+}
+
+/* The addresses mentions_own_address looks for: configured ones + dst_ip. */
+static void
+own_collect(struct ectx *e)
+{
+	int i;
+
+	for (i = 0; i < e->f->nown && e->f->own_addrs != NULL &&
+	    i < RULES_OWN_MAX; i++)
+		own_add(e, e->f->own_addrs[i]);
+	own_add(e, e->f->dst_ip);
+}
+
+/* Characters of an IPv4 token: letters, digits and dots (then parsed). */
+static bool
+tokch(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+	    (c >= 'A' && c <= 'Z') || c == '.';
+}
+
+/* ASCII letter or digit (whatever the locale). */
+static bool
+is_alnum(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+	    (c >= 'A' && c <= 'Z');
+}
+
+/* ASCII hex digit. */
+static bool
+is_xdigit(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+	    (c >= 'A' && c <= 'F');
+}
+
+/* Parse one part: decimal (<= maxdec digits) or 0x hex (<= maxhex digits). */
+static bool
+v4_part(const char *s, size_t n, int maxdec, int maxhex, uint64_t *out)
+{
+	uint64_t v = 0;
+	size_t i;
+	int d;
+
+	if (n >= 3 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		if (n - 2 > (size_t)maxhex)
+			return false;
+		for (i = 2; i < n; i++) {
+			if ((d = (s[i] >= '0' && s[i] <= '9') ? s[i] - '0' :
+			    (s[i] >= 'a' && s[i] <= 'f') ? s[i] - 'a' + 10 :
+			    (s[i] >= 'A' && s[i] <= 'F') ? s[i] - 'A' + 10 :
+			    -1) < 0)
+				return false;
+			v = v * 16 + (uint64_t)d;
+		}
+	} else {
+		if (n == 0 || n > (size_t)maxdec)
+			return false;
+		for (i = 0; i < n; i++) {
+			if (s[i] < '0' || s[i] > '9')
+				return false;
+			v = v * 10 + (uint64_t)(s[i] - '0');
+		}
+	}
+	*out = v;
+	return true;
+}
+
+/*
+ * Parse a whole token as an IPv4 address: dotted quad (each part decimal or
+ * 0x hex), one decimal integer, or one 0x hex integer.  Trailing dots (end of
+ * a sentence) are ignored.
+ */
+static bool
+v4_token(const char *s, size_t n, uint32_t *out)
+{
+	uint64_t p[4], v;
+	size_t i, start;
+	int np = 0;
+
+	while (n > 0 && s[n - 1] == '.')
+		n--;
+	if (n == 0 || s[0] == '.')
+		return false;
+	if (memchr(s, '.', n) == NULL) {
+		if (!v4_part(s, n, 10, 8, &v) || v > 0xffffffffu)
+			return false;
+		*out = (uint32_t)v;
+		return true;
+	}
+	for (i = 0, start = 0; i <= n; i++) {
+		if (i < n && s[i] != '.')
+			continue;
+		if (np == 4 || !v4_part(s + start, i - start, 3, 2, &p[np]) ||
+		    p[np] > 255)
+			return false;
+		np++;
+		start = i + 1;
+	}
+	if (np != 4)
+		return false;
+	*out = (uint32_t)(p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]);
+	return true;
+}
+
+/* Set the hit text: the token, with a ":port" that follows it. */
+static void
+hit_set(struct hit *h, const char *s, size_t n, size_t tokend,
+    const char *tok, size_t toklen)
+{
+	size_t e = tokend;
+
+	if (e < n && s[e] == ':') {
+		for (e++; e < n && e - tokend <= 6 && s[e] >= '0' && s[e] <= '9';
+		    e++)
+			;
+		if (e == tokend + 1)
+			e = tokend;
+	}
+	what_set(h->what, &h->whatlen, tok, toklen + (e - tokend));
+}
+
+/*
+ * Search s[0..n) for an own address as a whole token (see rules.h); with
+ * b64, also inside base64-looking runs (decoded at each of the 4 alignments,
+ * not recursively).  Linear in n (times 4 for base64).
+ */
+static bool
+scan_text(struct ectx *e, const char *s, size_t n, bool b64, struct hit *h)
+{
+	unsigned char a6[16], *dec;
+	char buf[INET6_ADDRSTRLEN + 1], enc[RULES_WHAT_MAX + 1];
+	size_t i, j, k, alpha, declen, enclen;
+	uint32_t v;
+	int o, off, skipped;
+	bool hasv4 = false;
+
+	if (n > RULES_SCAN_MAX)
+		n = RULES_SCAN_MAX;
+	for (o = 0; o < e->nown; o++)
+		if (e->own[o].af == AF_INET)
+			hasv4 = true;
+	/* IPv4 forms. */
+	for (i = 0; hasv4 && i < n; ) {
+		if (!tokch((unsigned char)s[i])) {
+			i++;
+			continue;
+		}
+		for (j = i; j < n && tokch((unsigned char)s[j]); j++)
+			;
+		if (j - i <= 64 && (s[i] >= '0' && s[i] <= '9') &&
+		    v4_token(s + i, j - i, &v)) {
+			for (o = 0; o < e->nown; o++) {
+				if (e->own[o].af != AF_INET ||
+				    ((uint32_t)e->own[o].a[0] << 24 |
+				    (uint32_t)e->own[o].a[1] << 16 |
+				    (uint32_t)e->own[o].a[2] << 8 |
+				    e->own[o].a[3]) != v)
+					continue;
+				hit_set(h, s, n, j, s + i, j - i);
+				return true;
+			}
+		}
+		i = j;
+	}
+	/* IPv6: runs of hex digits, colons and dots with two colons or more. */
+	for (i = 0; e->own_v6 && i < n; ) {
+		if (!(is_xdigit((unsigned char)s[i]) || s[i] == ':')) {
+			i++;
+			continue;
+		}
+		for (j = i, k = 0; j < n && (is_xdigit((unsigned char)s[j]) ||
+		    s[j] == ':' || s[j] == '.'); j++)
+			k += s[j] == ':';
+		if (k >= 2 && j - i < sizeof(buf) && (i == 0 ||
+		    !is_alnum((unsigned char)s[i - 1])) && (j == n ||
+		    !is_alnum((unsigned char)s[j]))) {
+			memcpy(buf, s + i, j - i);
+			buf[j - i] = '\0';
+			if (inet_pton(AF_INET6, buf, a6) == 1)
+				for (o = 0; o < e->nown; o++)
+					if (e->own[o].af == AF_INET6 &&
+					    memcmp(e->own[o].a, a6, 16) == 0) {
+						what_set(h->what, &h->whatlen,
+						    s + i, j - i);
+						return true;
+					}
+		}
+		i = j;
+	}
+	if (!b64)
+		return false;
+	/* Base64 runs: alphabet characters, line breaks allowed inside. */
+	for (i = 0; i < n; ) {
+		if (!(is_alnum((unsigned char)s[i]) || s[i] == '+' || s[i] == '/')) {
+			i++;
+			continue;
+		}
+		for (j = i, alpha = 0; j < n; j++) {
+			if (is_alnum((unsigned char)s[j]) || s[j] == '+' ||
+			    s[j] == '/')
+				alpha++;
+			else if (!((s[j] == '\r' || s[j] == '\n') && j + 1 < n &&
+			    (is_alnum((unsigned char)s[j + 1]) ||
+			    s[j + 1] == '\r' || s[j + 1] == '\n')))
+				break;
+		}
+		if (alpha >= B64_MIN && (dec = malloc(alpha)) != NULL) {
+			for (off = 0; off < 4; off++) {
+				/* Skip off alphabet characters, then decode. */
+				for (k = i, skipped = 0; k < j && skipped < off;
+				    k++)
+					if (s[k] != '\r' && s[k] != '\n')
+						skipped++;
+				declen = mime_b64_decode(s + k, j - k, dec,
+				    alpha);
+				if (declen < 7 || !scan_text(e, (char *)dec,
+				    declen, false, h))
+					continue;
+				for (enclen = j - k; k + enclen < n && enclen <
+				    j - k + 2 && s[k + enclen] == '='; enclen++)
+					;
+				if (enclen > 120)
+					enclen = 120;
+				memcpy(enc, s + k, enclen);
+				enc[enclen] = '\0';
+				snprintf(buf, sizeof(buf), "%.*s",
+				    (int)(sizeof(buf) - 1), h->what);
+				snprintf(enc + enclen, sizeof(enc) - enclen,
+				    " (base64: %s)", buf);
+				what_set(h->what, &h->whatlen, enc, strlen(enc));
+				free(dec);
+				return true;
+			}
+			free(dec);
+		}
+		i = j;
+	}
+	return false;
+}
+
+/* Whether an own address is mentioned in the Subject, a header or the body. */
+static bool
+m_mentions(struct ectx *e, const struct matcher *m)
+{
+	const struct mime_msg *mm = ectx_mime(e);
+	const struct mime_header *subj;
+	struct hit h;
+	int i;
+
+	if (e->nown == 0)
+		own_collect(e);
+	memset(&h, 0, sizeof(h));
+	if (e->nown > 0) {
+		subj = mime_header_get(mm, "Subject");
+		if (subj != NULL && scan_text(e, subj->value, subj->valuelen,
+		    true, &h)) {
+			if (m->b)
+				ev_add(e, "mentions_own_address", "header",
+				    subj->name, h.what, h.whatlen);
+			return m->b;
+		}
+		for (i = 0; i < mm->nhdrs; i++) {
+			if (&mm->hdrs[i] == subj)
+				continue;
+			if (scan_text(e, mm->hdrs[i].value, mm->hdrs[i].valuelen,
+			    true, &h)) {
+				if (m->b)
+					ev_add(e, "mentions_own_address",
+					    "header", mm->hdrs[i].name, h.what,
+					    h.whatlen);
+				return m->b;
+			}
+		}
+		if (mm->body != NULL && scan_text(e, mm->body, mm->bodylen,
+		    true, &h)) {
+			if (m->b)
+				ev_add(e, "mentions_own_address", "body", NULL,
+				    h.what, h.whatlen);
+			return m->b;
+		}
+	}
+	if (!m->b)
+		ev_add(e, "mentions_own_address", "message", NULL,
+		    "no own address", 14);
+	return !m->b;
+}
+
+/* Evaluate one matcher. */
+static bool
+matcher_eval(struct ectx *e, const struct matcher *m)
+{
+	switch (m->kind) {
+	case MK_RCPT_COUNT:
+	case MK_SIZE:
+		return m_numeric(e, m);
+	case MK_CLIENT:
+		return m_client(e, m);
+	case MK_TLS:
+		if (e->f->tls != m->b)
+			return false;
+		ev_add(e, "tls", "tls", NULL, m->b ? "true" : "false",
+		    m->b ? 4 : 5);
+		return true;
+	case MK_MENTIONS:
+		return m_mentions(e, m);
+	default:
+		return m_string(e, m);
+	}
+}
+
+/* Evaluate the rules for f->stage; first match wins (see rules.h). */
+int
+rules_eval(const struct rules *rs, const struct rules_facts *f,
+    struct rules_decision *out)
+{
+	struct ectx e;
+	struct jbuf jb;
+	const struct rule *r;
+	int i, j, k, rc = 0;
+	bool ok;
+
+	memset(out, 0, sizeof(*out));
+	out->publish = true;
+	if (rs == NULL || f == NULL)
+		return 0;
+	memset(&e, 0, sizeof(e));
+	e.f = f;
+	e.re_left = RE_CALLOUTS_EVAL;
+	if ((e.mctx = pcre2_match_context_create(NULL)) != NULL) {
+		pcre2_set_match_limit(e.mctx, RE_MATCH_LIMIT);
+		pcre2_set_depth_limit(e.mctx, RE_DEPTH_LIMIT);
+		pcre2_set_heap_limit(e.mctx, RE_HEAP_LIMIT);
+		pcre2_set_callout(e.mctx, re_callout_cb, &e);
+	}
+	e.md = pcre2_match_data_create(1, NULL);
+	if (e.mctx == NULL || e.md == NULL) {
+		pcre2_match_data_free(e.md);
+		pcre2_match_context_free(e.mctx);
+		return -1;
+	}
+	for (i = 0; i < rs->n && !out->matched; i++) {
+		r = &rs->r[i];
+		if (!r->enabled || r->stage != f->stage)
+			continue;
+		for (j = 0; j < r->nc && !out->matched; j++) {
+			e.nev = 0;
+			ok = true;
+			for (k = 0; k < r->c[j].nm && ok; k++)
+				ok = matcher_eval(&e, &r->c[j].m[k]);
+			if (!ok)
+				continue;
+			out->matched = true;
+			snprintf(out->rule, sizeof(out->rule), "%s", r->name);
+			out->relay = r->relay;
+			out->publish = r->publish;
+			out->reply_code = r->reply_code;
+			snprintf(out->reply_text, sizeof(out->reply_text), "%s",
+			    r->reply_text);
+			snprintf(out->tag, sizeof(out->tag), "%s", r->tag);
+		}
+	}
+	if (out->matched) {
+		jb_init(&jb);
+		jb_arr_open(&jb);
+		for (k = 0; k < e.nev; k++) {
+			jb_obj_open(&jb);
+			jb_kcstr(&jb, "matcher", e.ev[k].matcher);
+			jb_kcstr(&jb, "where", e.ev[k].where);
+			jb_kstr(&jb, "what", e.ev[k].what, e.ev[k].whatlen);
+			jb_obj_close(&jb);
+		}
+		jb_arr_close(&jb);
+		if (jb.oom || jb.buf == NULL) {
+			jb_free(&jb);
+			rc = -1;
+		} else
+			out->evidence = jb.buf;	/* ownership to the caller */
+	}
+	pcre2_match_data_free(e.md);
+	pcre2_match_context_free(e.mctx);
+	free(e.body_lc);
+	mime_msg_free(&e.mm);
+	return rc;
+}
+
+/* Free the evidence of a decision and reset it. */
+void
+rules_decision_clear(struct rules_decision *d)
+{
+	if (d == NULL)
+		return;
+	free(d->evidence);
+	memset(d, 0, sizeof(*d));
+	d->publish = true;
+}

@@ -1,0 +1,131 @@
+"""The -i console driven through a pseudo-terminal and through a pipe: list,
+show, verify, send after confirmation (against the fake MX, -t), bad input,
+EOF.  Never a crash, always an answer."""
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import sha256_hex  # noqa: E402
+import fakemx  # noqa: E402
+from test_relay import RelayCase, probe, SPAM  # noqa: E402
+
+
+class TestConsole(RelayCase):
+    relay_mode = "dry-run"
+    test_mode = True
+
+    def capture(self):
+        self.body = probe(42)
+        self.sha = sha256_hex(self.body)
+        self.send(self.body)
+        self.result(self.sha)
+        self.send(SPAM)
+        self.c.stop()
+
+    def run_pty(self, lines, timeout=20):
+        """Run -i on a pty, write lines one by one, return all output."""
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(self.c.binary, [self.c.binary, "-c", self.c.config_path, "-i", "-t"])
+        out = b""
+        try:
+            for line in lines + [None]:
+                end = time.time() + 3 * self.slow
+                while b"fosr> " not in out[-200:] and b"send: " not in out[-50:] \
+                        and time.time() < end:
+                    r, _, _ = select.select([fd], [], [], 0.2)
+                    if r:
+                        try:
+                            out += os.read(fd, 65536)
+                        except OSError:
+                            break
+                if line is None:
+                    os.write(fd, b"\x04")     # EOF (^D)
+                    break
+                tail = len(out)
+                os.write(fd, line + b"\n")
+                # wait for the echo/answer to move past the prompt we saw
+                end = time.time() + 15 * self.slow
+                while len(out) == tail and time.time() < end:
+                    r, _, _ = select.select([fd], [], [], 0.2)
+                    if r:
+                        out += os.read(fd, 65536)
+                time.sleep(0.3 * self.slow)
+                while True:
+                    r, _, _ = select.select([fd], [], [], 0.3)
+                    if not r:
+                        break
+                    try:
+                        d = os.read(fd, 65536)
+                    except OSError:
+                        d = b""
+                    if not d:
+                        break
+                    out += d
+            end = time.time() + timeout
+            while time.time() < end:
+                r, _, _ = select.select([fd], [], [], 0.2)
+                if r:
+                    try:
+                        d = os.read(fd, 65536)
+                    except OSError:     # EIO: the child side is closed
+                        d = b""
+                    out += d
+                    if not d:
+                        time.sleep(0.05)
+                wpid, status = os.waitpid(pid, os.WNOHANG)
+                if wpid:
+                    return out, os.waitstatus_to_exitcode(status)
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            self.fail("console did not exit: %r" % out[-2000:])
+        finally:
+            os.close(fd)
+
+    def test_console_tty(self):
+        self.capture()
+        out, rc = self.run_pty([b"help", b"list", b"show 2", b"verify 2", b"verify 1",
+                                b"\x01\xff garbage", b"show 99", b"send 2", b"no",
+                                b"send 2", b"yes", b"verify 2"])
+        text = out.decode("utf-8", "replace")
+        self.assertEqual(rc, 0, text[-3000:])
+        self.assertIn("commands:", text)
+        self.assertIn(self.sha[:12], text)
+        self.assertIn("Subject: relay test", text)
+        self.assertIn("rule \"probe\"", text)
+        self.assertIn("no rule matched", text)
+        self.assertIn("unknown command", text)
+        self.assertIn("no row 99", text)
+        self.assertIn("not sent", text)
+        self.assertIn("sent: delivered", text)
+        self.assertIn("same content   already relayed", text)
+        self.assertIn("end of input", text)
+        msgs = self.mx.wait_messages(1)
+        self.assertEqual(len(msgs), 1)
+        self.assertTrue(msgs[0][2].endswith(self.body))
+
+    def test_console_without_terminal(self):
+        self.capture()
+        r = subprocess.run([self.c.binary, "-c", self.c.config_path, "-i"], input=b"list\n",
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"not a terminal", r.stdout)
+        self.assertIn(self.sha[:12].encode(), r.stdout)
+        r = subprocess.run([self.c.binary, "-c", self.c.config_path, "-i"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"end of input", r.stdout)
+
+
+if __name__ == "__main__":
+    if not fakemx.HAVE_AIOSMTPD:
+        print("python3-aiosmtpd missing")
+    unittest.main(verbosity=2)
