@@ -54,11 +54,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    sizeof(err))) == NULL)
 		__builtin_trap();
 	if (mime_parse(data, size, &m) == 0) {
-		if (m.body == NULL || strlen(m.body) != m.bodylen ||
+		if (m.body == NULL || m.body[m.bodylen] != '\0' ||
 		    m.bodylen > MIME_BODY_MAX || m.nhdrs > MIME_HDR_MAX)
 			__builtin_trap();
 		for (i = 0; i < m.nhdrs; i++)
-			if (strlen(m.hdrs[i].value) > m.hdrs[i].valuelen)
+			if (m.hdrs[i].value[m.hdrs[i].valuelen] != '\0')
 				__builtin_trap();
 		mime_msg_free(&m);
 	}

@@ -110,13 +110,16 @@ static const char *const relay_mode_names[] = { "off", "dry-run", "live" };
 enum main_key {
 	MK_HOSTNAME, MK_SENSOR, MK_PERSONA, MK_USER, MK_PORT_OFFSET,
 	MK_LISTENERS, MK_TLS, MK_SPOOL, MK_EVENT_LOG, MK_AUTH, MK_LIMITS,
-	MK_FEED, MK_RELAY, MK_COUNT
+	MK_FEED, MK_RELAY, MK_LOCAL, MK_COUNT
 };
 static const char *const main_keys[MK_COUNT] = {
 	"hostname", "sensor", "persona", "user", "port_offset",
 	"listeners", "tls", "spool", "event_log", "auth", "limits", "feed",
-	"relay",
+	"relay", "local_recipients",
 };
+
+enum local_key { LR_DOMAINS, LR_USERS, LR_COUNT };
+static const char *const local_keys[LR_COUNT] = { "domains", "users" };
 
 enum listener_key { LK_ADDRESS, LK_PORT, LK_TLS, LK_NAME, LK_COUNT };
 static const char *const listener_keys[LK_COUNT] = {
@@ -1054,6 +1057,46 @@ relay_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 	return cfg_error(x, v, path, "internal: unhandled key");
 }
 
+/* Read a list of strings into a fixed table; -1 on error. */
+static int
+str_list(struct cctx *x, yaml_node_t *n, const char *path, char *tab,
+    size_t width, int max, int *count)
+{
+	yaml_node_item_t *it;
+	yaml_node_t *v;
+	char ipath[CFG_KEYPATH_MAX];
+	int i = 0;
+
+	if (n->type != YAML_SEQUENCE_NODE)
+		return cfg_error(x, n, path, "expected a list");
+	for (it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+	    it++, i++) {
+		snprintf(ipath, sizeof(ipath), "%s[%d]", path, i);
+		if ((v = yaml_document_get_node(x->doc, *it)) == NULL)
+			return cfg_error(x, n, path, "malformed list");
+		if (i >= max)
+			return cfg_error(x, v, ipath, "more than %d entries", max);
+		if (get_str(x, v, ipath, tab + (size_t)i * width, width, false) == -1)
+			return -1;
+	}
+	*count = i;
+	return 0;
+}
+
+/* Apply one key of the local_recipients section. */
+static int
+local_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct cfg_local *l = arg;
+
+	if (key == LR_DOMAINS)
+		return str_list(x, v, path, &l->domains[0][0], sizeof(l->domains[0]),
+		    CFG_LOCAL_DOMAINS_MAX, &l->ndomains);
+	return str_list(x, v, path, &l->users[0][0], sizeof(l->users[0]),
+	    CFG_LOCAL_USERS_MAX, &l->nusers);
+}
+
 /* Apply one top-level key of the main config. */
 static int
 main_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
@@ -1106,6 +1149,14 @@ main_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 			return 0;
 		return map_walk(x, v, path, relay_keys, RK_COUNT, relay_key_cb,
 		    &c->relay, &seen);
+	case MK_LOCAL:
+		if (scalar_is_null(v)) {
+			c->local.ndomains = 0;	/* null: no local domains at all */
+			c->local.nusers = 0;
+			return 0;
+		}
+		return map_walk(x, v, path, local_keys, LR_COUNT, local_key_cb,
+		    &c->local, &seen);
 	case MK_COUNT:
 		break;
 	}
@@ -1238,6 +1289,8 @@ cfg_defaults(struct cfg *c)
 	memset(c, 0, sizeof(*c));
 	snprintf(c->persona, sizeof(c->persona), "postfix-3.7");
 	snprintf(c->user, sizeof(c->user), "nobody");
+	c->local.ndomains = -1;		/* the hostname and localhost */
+	c->local.nusers = -1;		/* Debian's passwd users and aliases */
 	for (i = 0; i < sizeof(dl) / sizeof(dl[0]); i++) {
 		snprintf(c->listeners[i].address,
 		    sizeof(c->listeners[i].address), "0.0.0.0");

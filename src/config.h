@@ -45,6 +45,21 @@ struct cfg_feed {
 	bool		 metadata;	/* add envelope/peer/... keys to each payload */
 };
 
+#define CFG_LOCAL_DOMAINS_MAX	16
+#define CFG_LOCAL_USERS_MAX	128
+#define CFG_LOCAL_USER_LEN	64
+
+/*
+ * The local recipient table of the persona: RCPT/VRFY to an unknown user at
+ * one of these domains get the real MTA's "User unknown" answer.
+ */
+struct cfg_local {
+	char		 domains[CFG_LOCAL_DOMAINS_MAX][CFG_NAME_MAX];
+	int		 ndomains;	/* -1 = not configured: hostname and localhost */
+	char		 users[CFG_LOCAL_USERS_MAX][CFG_LOCAL_USER_LEN];
+	int		 nusers;	/* -1 = not configured: Debian's default users */
+};
+
 struct cfg_limits {
 	size_t		 line_length;	/* command line, bytes without CRLF */
 	uint64_t	 message_size;	/* SIZE advertised and enforced */
@@ -126,6 +141,7 @@ struct cfg {
 	int		 auth_accept_after;
 
 	struct cfg_limits limits;
+	struct cfg_local local;
 	struct cfg_feed	 feed;
 	struct cfg_relay relay;
 };

@@ -201,6 +201,7 @@ static void	 smtp_commit_cb(void *, int, int);
 static void	 smtp_auth_input(struct smtp_session *, const char *, size_t);
 static bool	 smtp_auth_fail(struct smtp_session *, enum persona_reply);
 static void	 smtp_junk(struct smtp_session *);
+static bool	 smtp_unknown_local(const struct smtp_session *, const char *, char *, size_t);
 static void	 smtp_event_base(struct smtp_session *, struct jbuf *, const char *);
 static void	 smtp_set_timer(struct smtp_session *, int ms);
 static void	 smtp_hold_arm(struct smtp_session *);
@@ -1296,6 +1297,15 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cl)
 		smtp_error(s, PR_RCPT_BAD_ADDR, NULL);
 		return;
 	}
+	{
+		char shown[SMTP_PATH_MAX + 1];
+		if (smtp_unknown_local(s, path.addr, shown, sizeof(shown))) {
+			v.arg = shown;
+			v.arglen = strlen(shown);
+			smtp_error(s, PR_RCPT_UNKNOWN_LOCAL, &v);
+			return;
+		}
+	}
 	if (t->nrcpt >= s->srv->cfg->limits.recipients) {
 		/* Postfix's recipient overshoot: the first 1000 do not count as errors. */
 		if (++t->overshoot > 1000)
@@ -1320,6 +1330,83 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cl)
 	}
 	t->nrcpt++;
 	smtp_reply(s, PR_RCPT_OK, NULL);
+}
+
+/*
+ * The local parts a Debian 12 Postfix knows out of the box: the passwd
+ * accounts and /etc/aliases (postmaster, mailer-daemon).
+ */
+static const char *const debian_users[] = {
+	"root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail",
+	"news", "uucp", "proxy", "www-data", "backup", "list", "irc", "_apt",
+	"nobody", "postfix", "postmaster", "mailer-daemon",
+};
+
+/* Is domain[0..len) one of ours (local_recipients.domains, or a [literal] we listen on)? */
+static bool
+smtp_local_domain(const struct smtp_session *s, const char *d, size_t len)
+{
+	const struct cfg_local *l = &s->srv->cfg->local;
+	size_t iplen = strlen(s->dst_ip);
+
+	if (len >= 2 && d[0] == '[' && d[len - 1] == ']')
+		return len - 2 == iplen && strncmp(d + 1, s->dst_ip, iplen) == 0;
+	if (l->ndomains < 0)
+		return (len == strlen(s->srv->hostname) &&
+		    strncasecmp(d, s->srv->hostname, len) == 0) ||
+		    (len == 9 && strncasecmp(d, "localhost", 9) == 0);
+	for (int i = 0; i < l->ndomains; i++)
+		if (strlen(l->domains[i]) == len && strncasecmp(d, l->domains[i], len) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Is addr a local address whose user is unknown?  Then Postfix says "User
+ * unknown in local recipient table".  The address's quotes are removed into
+ * shown (for the reply); "+ext" is ignored.  A domainless address is local.
+ */
+static bool
+smtp_unknown_local(const struct smtp_session *s, const char *addr, char *shown,
+    size_t shownlen)
+{
+	const struct cfg_local *l = &s->srv->cfg->local;
+	const char *at = NULL, *p;
+	char user[CFG_LOCAL_USER_LEN];
+	size_t n = 0, ulen;
+	bool quoted = false;
+
+	if (l->ndomains == 0)
+		return false;
+	for (p = addr; *p && n + 1 < shownlen; p++) {
+		if (*p == '"') {
+			quoted = !quoted;
+			continue;
+		}
+		if (*p == '@' && !quoted)
+			at = shown + n;
+		shown[n++] = *p;
+	}
+	shown[n] = '\0';
+	if (at != NULL && !smtp_local_domain(s, at + 1, strlen(at + 1)))
+		return false;
+	ulen = at ? (size_t)(at - shown) : n;
+	if ((p = memchr(shown, '+', ulen)) != NULL)
+		ulen = (size_t)(p - shown);
+	if (ulen == 0 || ulen >= sizeof(user))
+		return ulen != 0;
+	memcpy(user, shown, ulen);
+	user[ulen] = '\0';
+	if (l->nusers < 0) {
+		for (size_t i = 0; i < sizeof(debian_users) / sizeof(debian_users[0]); i++)
+			if (strcasecmp(user, debian_users[i]) == 0)
+				return false;
+		return true;
+	}
+	for (int i = 0; i < l->nusers; i++)
+		if (strcasecmp(user, l->users[i]) == 0)
+			return false;
+	return true;
 }
 
 /* Open the spool file for a message body; false (and a reply) on failure. */
@@ -1848,9 +1935,21 @@ cmd_vrfy(struct smtp_session *s, const struct smtp_cmdline *cl)
 	else if (memchr(cl->arg, ' ', cl->arglen) || memchr(cl->arg, '\t', cl->arglen))
 		smtp_error(s, PR_RCPT_BAD_ADDR, NULL);
 	else {
-		v.arg = cl->arg;
-		v.arglen = cl->arglen;
-		smtp_reply(s, PR_VRFY_OK, &v);
+		struct smtp_path path;
+		char arg[SMTP_PATH_MAX + 8], shown[SMTP_PATH_MAX + 1];
+		int m = snprintf(arg, sizeof(arg), "TO:%.*s",
+		    (int)(cl->arglen < SMTP_PATH_MAX ? cl->arglen : SMTP_PATH_MAX), cl->arg);
+
+		if (smtp_parse_rcpt(arg, (size_t)m, &path) == SMTP_PATH_OK && !path.null_path &&
+		    smtp_unknown_local(s, path.addr, shown, sizeof(shown))) {
+			v.arg = shown;
+			v.arglen = strlen(shown);
+			smtp_error(s, PR_RCPT_UNKNOWN_LOCAL, &v);
+		} else {
+			v.arg = cl->arg;
+			v.arglen = cl->arglen;
+			smtp_reply(s, PR_VRFY_OK, &v);
+		}
 	}
 	smtp_junk(s);
 }

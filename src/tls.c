@@ -107,14 +107,16 @@ tls_make_cert(EVP_PKEY *pkey, const char *hostname)
 	GENERAL_NAME		*gen = NULL;
 	ASN1_IA5STRING		*ia5 = NULL;
 	BASIC_CONSTRAINTS	*bc = NULL;
-	unsigned char		 rnd[8];
+	unsigned char		 rnd[20];
+	X509V3_CTX		 v3;
+	X509_EXTENSION		*ext;
 	char			 cn[TLS_CN_MAX + 1];
 
 	if ((x = X509_new()) == NULL ||
 	    X509_set_version(x, X509_VERSION_3) != 1)
 		goto fail;
 
-	/* A positive 63-bit random serial, never zero. */
+	/* A positive 159-bit random serial, as make-ssl-cert (openssl req) makes. */
 	util_random(rnd, sizeof(rnd));
 	rnd[0] = (rnd[0] & 0x7f) | 0x40;
 	if ((bn = BN_bin2bn(rnd, sizeof(rnd), NULL)) == NULL ||
@@ -152,6 +154,16 @@ tls_make_cert(EVP_PKEY *pkey, const char *hostname)
 	gen = NULL;
 	if (X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, 0) != 1)
 		goto fail;
+	/* openssl req adds a Subject Key Identifier ("hash"): so does snakeoil. */
+	X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+	if ((ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_key_identifier,
+	    "hash")) == NULL)
+		goto fail;
+	if (X509_add_ext(x, ext, -1) != 1) {
+		X509_EXTENSION_free(ext);
+		goto fail;
+	}
+	X509_EXTENSION_free(ext);
 
 	if (X509_sign(x, pkey, EVP_sha256()) == 0)
 		goto fail;
@@ -321,10 +333,18 @@ tls_server_ctx_new(const char *cert, const char *key, const char *hostname,
 		tls_err(err, errlen, "SSL_CTX_new");
 		return NULL;
 	}
-	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
-		tls_err(err, errlen, "setting minimum protocol version");
+	/*
+	 * What a Debian Postfix 3.7 accepts with smtpd_tls_security_level=may:
+	 * TLS 1.0 and up, its "medium" cipher grade including anonymous suites.
+	 * A stricter server would stand out; a spammer's old client must get in.
+	 */
+	if (SSL_CTX_set_min_proto_version(ctx, TLS1_VERSION) != 1 ||
+	    SSL_CTX_set_cipher_list(ctx,
+	    "aNULL:-aNULL:HIGH:MEDIUM:+RC4:@STRENGTH:@SECLEVEL=0") != 1) {
+		tls_err(err, errlen, "setting protocol versions and ciphers");
 		goto fail;
 	}
+	SSL_CTX_set_dh_auto(ctx, 1);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
 	/* Idle sessions keep no read/write buffers (memory per idle session). */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);

@@ -154,7 +154,14 @@ class CommandLine(unittest.TestCase):
         self.assertTrue(err.strip(), "%s rejected without a message" % (flags,))
 
     def test_interactive_flag(self):
-        self._flag_rejected_or_handled("-i")
+        # -i is the review console: without a terminal it reads commands from
+        # stdin (here: empty) and leaves; or it is rejected with a message
+        cfg = self.write("flags.yml", to_yaml(self.good_config()))
+        rc, out, err = self.run_bin("-c", cfg, "-i")
+        self.assertGreaterEqual(rc, 0, "killed by signal %d: %s" % (-rc, err))
+        self.assertTrue((out + err).strip(), "-i printed nothing")
+        if rc == 0:
+            self.assertIn("console", (out + err).lower())
 
     def test_test_mode_flag(self):
         self._flag_rejected_or_handled("-t")
@@ -282,6 +289,15 @@ class Lifecycle(CollectorTestCase):
         self.assertEqual(self.c.message_bytes(sha256_hex(body)), body)
         self.assertEqual(self.c.journal_record(qid)["sha256"], sha256_hex(body))
 
+    def test_sigterm_right_after_start(self):
+        # systemd may stop a unit as soon as its ports are bound: SIGTERM must
+        # never find the default action (death by signal) installed
+        for _ in range(5):
+            self.c.restart()
+            rc = self.c.stop()
+            self.assertEqual(rc, 0, "SIGTERM just after listen(): exit %s\n%s"
+                             % (rc, self.c.stderr_tail(5)))
+
     def test_sighup_reopens_event_log(self):
         cl = self.client()
         cl.ehlo()
@@ -316,7 +332,6 @@ class Lifecycle(CollectorTestCase):
         self.assertNotIn(b"\xff", raw)
 
     def test_port_offset(self):
-        self.c.stop()
         p = free_ports(1)[0]
         d = os.path.join(self.tmpdir, "offset")
         os.makedirs(d)

@@ -180,7 +180,9 @@ class PersonaDiff(unittest.TestCase):
     @classmethod
     def _start(cls):
         os.makedirs(os.path.join(cls.tmp, "fosr"))
-        pf = PostfixInstance(cls.tmp, "postfix")
+        # Debian's Postfix owns its hostname and localhost, and so does fosr by default.
+        pf = PostfixInstance(cls.tmp, "postfix",
+                             extra_main="mydestination = $myhostname, localhost")
         cls.postfix.append(pf)
         pf.start()
         cls.pf = pf
@@ -380,11 +382,9 @@ class PersonaDiff(unittest.TestCase):
         limit = 90 * harness.slow_factor()
         self.assertLess(self.record_time, limit, "recording took %.0fs" % self.record_time)
 
-    @unittest.expectedFailure
     def test_tls_versions(self):
-        """Known gap: Debian's Postfix (smtpd_tls_protocols >=TLSv1) also
-        accepts TLS 1.0 and 1.1; fosr-collector's minimum is TLS 1.2, which a
-        scanner sees at once.  Remove expectedFailure once tls.c follows."""
+        """Debian's Postfix (smtpd_tls_protocols >=TLSv1) also accepts TLS 1.0
+        and 1.1: a minimum of TLS 1.2 would be seen by a scanner at once."""
         with warnings.catch_warnings():     # TLSv1/TLSv1_1 are deprecated: that is the point
             warnings.simplefilter("ignore", DeprecationWarning)
             versions = {"TLSv1": ssl.TLSVersion.TLSv1, "TLSv1.1": ssl.TLSVersion.TLSv1_1,
@@ -410,12 +410,9 @@ class PersonaDiff(unittest.TestCase):
         self.assertEqual(accepted(self.pf.port("PF_TLSPORT")),
                          accepted(self.accept.ports["submissions"]))
 
-    @unittest.expectedFailure
     def test_local_recipients(self):
-        """Known gap: fosr-collector has no local recipient table.  Postfix
-        with mydestination = $myhostname, localhost answers unknown local users
-        550 5.1.1; the proposed config (tests/persona/PERSONA.md) is used here.
-        Remove expectedFailure once the session implements it."""
+        """Postfix with mydestination = $myhostname, localhost answers unknown
+        local users 550 5.1.1; so does fosr with its local_recipients table."""
         pf = PostfixInstance(self.tmp, "postfix-dest",
                              extra_main="mydestination = $myhostname, localhost")
         self.postfix.append(pf)

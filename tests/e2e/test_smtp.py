@@ -96,8 +96,10 @@ class SMTPBasics(CollectorTestCase):
         evs = self.c.session_events(port)
         ids = [e["eventid"] for e in evs]
         self.assertEqual(ids[0], "fosr.session.connect", ids)
-        self.assertEqual(ids[-1], "fosr.session.closed", ids)
         self.assertIn("fosr.mail.received", ids)
+        # sinks (relay decisions, ...) may report after the session closed
+        self.assertEqual(ids.count("fosr.session.closed"), 1, ids)
+        self.assertLess(ids.index("fosr.mail.received"), ids.index("fosr.session.closed"), ids)
         sessions = {e["session"] for e in evs}
         self.assertEqual(len(sessions), 1, evs)
         for e in evs:
