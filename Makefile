@@ -13,6 +13,7 @@ HARDEN   := -O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE
 HARDEN_LD:= -pie -Wl,-z,relro,-z,now
 SAN      := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZCC   ?= clang
+NPROC    := $(shell nproc 2>/dev/null || echo 2)
 
 SRC      := $(wildcard src/*.c)
 LIBSRC   := $(filter-out src/main.c,$(SRC))
@@ -50,23 +51,34 @@ build/rel/tests/%: tests/unit/%.c $(REL_LIB) $(HDR) | build/rel/tests
 build/asan/tests/%: tests/unit/%.c $(ASAN_LIB) $(HDR) | build/asan/tests
 	$(CC) $(BASE) $(SAN) -o $@ $< $(ASAN_LIB) $(PKG_LIBS) -lcmocka
 
-# libFuzzer targets (clang).  Each links every module but main.
-build/fuzz/%: fuzz/%.c $(LIBSRC) $(HDR) | build/fuzz
-	$(FUZZCC) $(BASE) -Wno-unused-command-line-argument -O1 -g -fsanitize=fuzzer,address,undefined \
-	    -o $@ $< $(LIBSRC) $(PKG_LIBS)
+# libFuzzer targets (clang).  Each links every module but main, compiled
+# once with the fuzzer's coverage instrumentation.
+FUZZFLAGS := -Wno-unused-command-line-argument -O1 -g -fsanitize=fuzzer-no-link,address,undefined
+FUZZ_OBJ  := $(patsubst src/%.c,build/fuzz/obj/%.o,$(LIBSRC))
 
-build/rel build/asan build/rel/tests build/asan/tests build/fuzz:
+build/fuzz/obj/%.o: src/%.c $(HDR) | build/fuzz/obj
+	$(FUZZCC) $(BASE) $(FUZZFLAGS) -c -o $@ $<
+
+build/fuzz/%: fuzz/%.c $(FUZZ_OBJ) $(HDR) | build/fuzz
+	$(FUZZCC) $(BASE) $(FUZZFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(PKG_LIBS)
+
+build/rel build/asan build/rel/tests build/asan/tests build/fuzz build/fuzz/obj:
 	mkdir -p $@
 
 deps:
 	@sh scripts/deps.sh
 
 # First README command: install what is missing (as root), build, run on the embedded defaults.
-run: deps fosr-collector
+# The packages come first, in their own step: pkg-config must see them before compiling.
+run:
+	@sh scripts/deps.sh
+	$(MAKE) -j$(NPROC) fosr-collector
 	./fosr-collector
 
 # Second README command: every test, plain and under ASan+UBSan, and the fuzz corpora replayed.
-check: deps fosr-collector build/asan/fosr-collector $(UNIT_REL) $(UNIT_ASAN) $(FUZZ_BIN)
+check:
+	@sh scripts/deps.sh
+	$(MAKE) -j$(NPROC) fosr-collector build/asan/fosr-collector $(UNIT_REL) $(UNIT_ASAN) $(FUZZ_BIN)
 	sh tests/run.sh
 
 fuzz: $(FUZZ_BIN)

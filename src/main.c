@@ -209,6 +209,20 @@ main(int argc, char **argv)
 		fatalx("evthread_use_pthreads failed");
 	if ((f.base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");
+	/*
+	 * Signals first: a SIGTERM that arrives as soon as the ports listen
+	 * (systemd, a test) must still mean a graceful stop.  libevent holds it
+	 * until the loop runs, when everything below exists.
+	 */
+	f.sig_term = evsignal_new(f.base, SIGTERM, signal_cb, &f);
+	f.sig_int = evsignal_new(f.base, SIGINT, signal_cb, &f);
+	f.sig_hup = evsignal_new(f.base, SIGHUP, signal_cb, &f);
+	f.stop_timer = event_new(f.base, -1, EV_PERSIST, stop_cb, &f);
+	if (!f.sig_term || !f.sig_int || !f.sig_hup || !f.stop_timer)
+		fatalx("out of memory");
+	evsignal_add(f.sig_term, NULL);
+	evsignal_add(f.sig_int, NULL);
+	evsignal_add(f.sig_hup, NULL);
 
 	f.srv.base = f.base;
 	f.srv.cfg = &f.cfg;
@@ -254,15 +268,6 @@ main(int argc, char **argv)
 	f.srv.on_mail = on_mail_cb;
 	f.srv.on_mail_arg = &f;
 
-	f.sig_term = evsignal_new(f.base, SIGTERM, signal_cb, &f);
-	f.sig_int = evsignal_new(f.base, SIGINT, signal_cb, &f);
-	f.sig_hup = evsignal_new(f.base, SIGHUP, signal_cb, &f);
-	f.stop_timer = event_new(f.base, -1, EV_PERSIST, stop_cb, &f);
-	if (!f.sig_term || !f.sig_int || !f.sig_hup || !f.stop_timer)
-		fatalx("out of memory");
-	evsignal_add(f.sig_term, NULL);
-	evsignal_add(f.sig_int, NULL);
-	evsignal_add(f.sig_hup, NULL);
 
 	listeners_enable(f.ls);
 	log_info("fosr-collector %s ready: hostname=%s persona=%s spool=%s listeners: %s",

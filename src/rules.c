@@ -243,7 +243,6 @@ static bool	 is_alnum(unsigned char);
 static bool	 is_xdigit(unsigned char);
 static bool	 v4_token(const char *, size_t, uint32_t *);
 static bool	 v4_part(const char *, size_t, int, int, uint64_t *);
-static long	 ci_find(const char *, size_t, const char *, size_t);
 static char	*lc_dup(const char *, size_t);
 static int	 addr_parse(const char *, struct own_addr *);
 static void	 hit_set(struct hit *, const char *, size_t, size_t,
@@ -1333,38 +1332,6 @@ re_callout_cb(pcre2_callout_block *cb, void *arg)
 	return 0;
 }
 
-/* Find the lower-cased needle in s (ASCII case folding); offset or -1. */
-static long
-ci_find(const char *s, size_t n, const char *lneedle, size_t nl)
-{
-	size_t i, j;
-	char first;
-
-	if (nl == 0)
-		return 0;
-	if (nl > n)
-		return -1;
-	first = lneedle[0];
-	for (i = 0; i + nl <= n; i++) {
-		char c = s[i];
-
-		if (c >= 'A' && c <= 'Z')
-			c += 32;
-		if (c != first)
-			continue;
-		for (j = 1; j < nl; j++) {
-			c = s[i + j];
-			if (c >= 'A' && c <= 'Z')
-				c += 32;
-			if (c != lneedle[j])
-				break;
-		}
-		if (j == nl)
-			return (long)i;
-	}
-	return -1;
-}
-
 /*
  * Run the string test t (negation not applied) on s[0..n); s NULL = absent.
  * lc is s lower-cased (or NULL) for fast case-insensitive search.  On a
@@ -1376,6 +1343,7 @@ str_test(struct ectx *e, const struct strtest *t, const char *s, size_t n,
 {
 	PCRE2_SIZE *ov;
 	const char *hit;
+	char *tmp;
 	long off;
 	int i, rc;
 
@@ -1399,22 +1367,23 @@ str_test(struct ectx *e, const struct strtest *t, const char *s, size_t n,
 		}
 		return false;
 	case SOP_CONTAINS:
-		for (i = 0; i < t->nvals; i++) {
-			if (t->nocase && lc != NULL) {
-				hit = memmem(lc, n, t->vals[i], t->lens[i]);
-				off = hit != NULL ? hit - lc : -1;
-			} else if (t->nocase) {
-				off = ci_find(s, n, t->vals[i], t->lens[i]);
-			} else {
-				hit = memmem(s, n, t->vals[i], t->lens[i]);
-				off = hit != NULL ? hit - s : -1;
-			}
-			if (off >= 0) {
+		/* Case-insensitive: search a lower-cased copy (memmem is linear). */
+		tmp = NULL;
+		if (t->nocase && lc == NULL) {
+			if ((tmp = lc_dup(s, n)) == NULL)
+				return false;
+			lc = tmp;
+		}
+		for (i = 0, off = -1; i < t->nvals && off < 0; i++) {
+			hit = memmem(t->nocase ? lc : s, n, t->vals[i],
+			    t->lens[i]);
+			if (hit != NULL) {
+				off = hit - (t->nocase ? lc : s);
 				what_set(what, whatlen, s + off, t->lens[i]);
-				return true;
 			}
 		}
-		return false;
+		free(tmp);
+		return off >= 0;
 	case SOP_REGEX:
 		if (e->md == NULL || e->mctx == NULL)
 			return false;

@@ -164,6 +164,12 @@ test_load_errors(void **state)
 	    "      - {}\n", "t.yml:5: rules[0].conditions[0]: a condition needs");
 	load_err("rules:\n  - name: a\n    stage: data\n    conditions: []\n",
 	    "t.yml:4: rules[0].conditions: the list is empty");
+	load_err("rules:\n  - name: a\n    stage: ehlo\n    conditions:\n"
+	    "      - {rcpt_count: 1}\n",
+	    "t.yml:5: rules[0].conditions[0].rcpt_count: only at stage data or rset");
+	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
+	    "      - {helo: {name: x, equals: y}}\n",
+	    "t.yml:5: rules[0].conditions[0].helo.name: only a header test");
 	load_err("rules: [\n", "t.yml:2: yaml:");
 	load_err("rules: []\n---\nrules: []\n", "t.yml:3: more than one YAML document");
 	load_err("ruls: []\n", "t.yml:1: ruls: unknown key");
@@ -212,6 +218,13 @@ test_shipped_rules(void **state)
 	assert_true(d.relay);
 	assert_string_equal(d.rule, "probe");
 	assert_string_equal(d.tag, "probe");
+	/* One piece of evidence per matcher of the condition that held. */
+	assert_non_null(strstr(d.evidence, "{\"matcher\":\"mentions_own_address\","
+	    "\"where\":\"header:Subject\",\"what\":\"1.2.3.4:25\"}"));
+	assert_non_null(strstr(d.evidence, "{\"matcher\":\"size\",\"where\":\"size\","
+	    "\"what\":\"35\"}"));
+	assert_non_null(strstr(d.evidence, "{\"matcher\":\"rcpt_count\","
+	    "\"where\":\"rcpt_count\",\"what\":\"1\"}"));
 	rules_decision_clear(&d);
 	/* Too many recipients. */
 	f.rcpt = many;
