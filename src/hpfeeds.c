@@ -183,6 +183,7 @@ static void	 tick_cb(evutil_socket_t, short, void *);
 static void	 pump_schedule(struct hpf *);
 static void	 pump_cb(evutil_socket_t, short, void *);
 static int	 publish_next(struct hpf *, struct hpf_chan *, size_t *bytes);
+static bool	 hpf_record_private(const char *, size_t);
 static int	 build_payload(struct hpf *, struct hpf_chan *, const char *line,
 		    size_t len, uint64_t end_off, struct hpf_entry *);
 static void	 poll_cb(evutil_socket_t, short, void *);
@@ -618,6 +619,17 @@ out:
 		poll_arm(h);
 }
 
+/* A reception record a rule keeps off the feeds ("publish": false). */
+static bool
+hpf_record_private(const char *line, size_t len)
+{
+	const char *v;
+	size_t vl;
+
+	return hpf_json_object(line, len) && hpf_json_find(line, len, "publish", &v, &vl) &&
+	    vl == 5 && memcmp(v, "false", 5) == 0;
+}
+
 /*
  * Publish the next journal entry of channel c.  Returns 1 when an entry was
  * queued (published or skipped), 0 when there is nothing to do.
@@ -637,7 +649,8 @@ publish_next(struct hpf *h, struct hpf_chan *c, size_t *bytes)
 		return 0;
 	memset(&e, 0, sizeof(e));
 	e.end_off = end_off;
-	if (r == 2 || build_payload(h, c, line, len, end_off, &e) == -1 ||
+	if (r == 2 || (c->src != HPF_SRC_EVENTS && hpf_record_private(line, len)) ||
+	    build_payload(h, c, line, len, end_off, &e) == -1 ||
 	    (hl = hpf_wire_publish_header(hdr, sizeof(hdr), h->feed.identity, c->name,
 	    h->pl.len)) == 0) {
 		/* Not publishable (logged): it leaves the queue in its turn. */

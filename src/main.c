@@ -267,6 +267,12 @@ main(int argc, char **argv)
 		fatalx("%s", err);
 	f.srv.on_mail = on_mail_cb;
 	f.srv.on_mail_arg = &f;
+	/* The rules decide at EHLO, AUTH, RSET and (before the commit) DATA. */
+	f.srv.stage_wanted = relay_stage_wanted;
+	f.srv.stage_cb = relay_stage_cb;
+	f.srv.data_cb = relay_data_cb;
+	f.srv.data_cancel = relay_data_cancel;
+	f.srv.stage_arg = f.relay;
 
 
 	listeners_enable(f.ls);

@@ -27,6 +27,7 @@
 #include "relay_caps.h"
 #include "relay_json.h"
 #include "smtp_client.h"
+#include "smtp_session.h"
 #include "util.h"
 
 #define RELAY_RCPT_MAX		1000	/* recipients read from one record */
@@ -50,6 +51,13 @@ struct relay_job {
 	bool			 live;		/* send for real (else dry-run) */
 	relay_done_cb		 done_cb;
 	void			*done_arg;
+
+	/* A DATA stage request of a session (before its commit); see relay_data_cb. */
+	bool			 pre;
+	char			*msg_path;
+	smtp_stage_done_cb	 pre_done;	/* NULL once cancelled */
+	void			*pre_arg;
+	bool			 have_dec;	/* dec came with the reception record */
 
 	struct relay_record	*rec;
 	struct relay_rules_ref	*rules;
@@ -119,6 +127,9 @@ static void	 relay_done_ev_cb(evutil_socket_t, short, void *);
 static void	 relay_job_free(struct relay_job *);
 static struct relay_job *relay_job_new(struct relay *, const char *, size_t, const char *,
 		    bool, relay_done_cb, void *);
+static struct relay_job *relay_job_alloc(struct relay *, struct relay_record *, const char *,
+		    bool, relay_done_cb, void *);
+static struct relay_record *relay_record_from_req(const struct smtp_stage_req *);
 static void	 relay_do_eval(struct relay_job *);
 static void	 relay_do_persist(struct relay_job *);
 static void	 relay_do_record(struct relay_job *);
@@ -143,6 +154,18 @@ static void	 relay_rules_unref(struct relay_rules_ref *);
 static struct relay_caps_req relay_req(const struct relay_job *);
 static bool	 relay_domain_listed(const struct relay *, const char *);
 static void	 relay_sanitize(char *, size_t, const char *);
+static int	 relay_read_path(const char *, uint64_t, unsigned char **, size_t *, char *,
+		    size_t);
+static bool	 relay_record_decision(const char *, size_t, struct rules_decision *);
+static void	 relay_facts(struct rules_facts *, const struct relay_record *, enum rules_stage);
+static void	 relay_rule_event(const struct relay_record *, enum rules_stage,
+		    const struct rules_decision *, const char *);
+static void	 relay_rule_event_conn(const struct event_conn *, const char *, const char *,
+		    enum rules_stage, const struct rules_decision *, const char *);
+static int	 relay_own(const struct relay *, const char *, char (*)[64], const char **);
+static void	 relay_pre_done(struct relay_job *);
+static char	*relay_decision_json(const struct rules_decision *);
+static void	 relay_result_fill(struct smtp_stage_result *, const struct rules_decision *);
 
 /* ------------------------------------------------------------------ records */
 
@@ -238,17 +261,26 @@ relay_read_message(const char *spool_dir, const char *sha256, uint64_t max,
     unsigned char **msg, size_t *len, char *err, size_t errlen)
 {
 	char path[PATH_MAX + 96];
-	struct stat st;
-	unsigned char *buf;
-	size_t off = 0;
-	ssize_t n;
-	int fd;
 
 	if (strlen(sha256) != 64 || strspn(sha256, "0123456789abcdef") != 64) {
 		snprintf(err, errlen, "bad sha256");
 		return -1;
 	}
 	snprintf(path, sizeof(path), "%s/messages/%s.eml", spool_dir, sha256);
+	return relay_read_path(path, max, msg, len, err, errlen);
+}
+
+/* Read a whole regular file of at most max bytes into a malloc'ed buffer. */
+static int
+relay_read_path(const char *path, uint64_t max, unsigned char **msg, size_t *len,
+    char *err, size_t errlen)
+{
+	struct stat st;
+	unsigned char *buf;
+	size_t off = 0;
+	ssize_t n;
+	int fd;
+
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
@@ -589,7 +621,10 @@ relay_done_ev_cb(evutil_socket_t fd, short what, void *arg)
 		j->qnext = NULL;
 		switch (j->work) {
 		case RW_EVAL:
-			relay_decided(j);
+			if (j->pre)
+				relay_pre_done(j);
+			else
+				relay_decided(j);
 			break;
 		case RW_PERSIST:
 			relay_persisted(j);
@@ -616,27 +651,27 @@ relay_do_eval(struct relay_job *j)
 	const char *own[RELAY_OWN_MAX];
 
 	j->eval_rc = -1;
+	if (j->have_dec) {
+		/* Decided before the commit: only a mail to relay is read. */
+		if (j->dec.relay && relay_read_message(cfg->spool_dir, j->rec->sha256,
+		    cfg->limits.message_size + 65536, &j->msg, &j->msglen, j->err,
+		    sizeof(j->err)) == -1)
+			return;
+		j->eval_rc = 0;
+		return;
+	}
 	if (j->rules == NULL || j->rules->rules == NULL) {
 		snprintf(j->err, sizeof(j->err), "no rules loaded");
 		return;
 	}
-	if (relay_read_message(cfg->spool_dir, j->rec->sha256, cfg->limits.message_size + 65536,
+	if (j->pre ? relay_read_path(j->msg_path, cfg->limits.message_size + 65536, &j->msg,
+	    &j->msglen, j->err, sizeof(j->err)) == -1 :
+	    relay_read_message(cfg->spool_dir, j->rec->sha256, cfg->limits.message_size + 65536,
 	    &j->msg, &j->msglen, j->err, sizeof(j->err)) == -1)
 		return;
 	for (int i = 0; i < j->nown; i++)
 		own[i] = j->own[i];
-	memset(&f, 0, sizeof(f));
-	f.stage = RULES_STAGE_DATA;
-	f.helo = j->rec->helo;
-	f.auth_user = j->rec->auth ? j->rec->auth_user : NULL;
-	f.auth_pass = j->rec->auth ? j->rec->auth_pass : NULL;
-	f.mail_from = j->rec->mail_from;
-	f.rcpt = (const char *const *)j->rec->rcpt;
-	f.nrcpt = j->rec->nrcpt;
-	f.src_ip = j->rec->src_ip;
-	f.dst_ip = j->rec->dst_ip;
-	f.dst_port = j->rec->dst_port;
-	f.tls = j->rec->tls;
+	relay_facts(&f, j->rec, RULES_STAGE_DATA);
 	f.size = j->msglen;
 	f.msg = j->msg;
 	f.msglen = j->msglen;
@@ -645,7 +680,7 @@ relay_do_eval(struct relay_job *j)
 	j->eval_rc = rules_eval(j->rules->rules, &f, &j->dec);
 	if (j->eval_rc == -1)
 		snprintf(j->err, sizeof(j->err), "rules evaluation failed");
-	if (j->eval_rc == -1 || !j->dec.relay) {
+	if (j->eval_rc == -1 || !j->dec.relay || j->pre) {
 		free(j->msg);	/* only a mail to relay is kept in memory */
 		j->msg = NULL;
 		j->msglen = 0;
@@ -714,19 +749,30 @@ static struct relay_job *
 relay_job_new(struct relay *r, const char *record, size_t len, const char *source,
     bool live, relay_done_cb cb, void *arg)
 {
-	struct relay_job *j;
+	struct relay_record *rec;
 	char err[256];
+
+	if ((rec = relay_record_parse(record, len, err, sizeof(err))) == NULL) {
+		log_warn("relay: %s", err);
+		return NULL;
+	}
+	return relay_job_alloc(r, rec, source, live, cb, arg);
+}
+
+/* A new job for a parsed record (owned by the job from now on); NULL when out of memory. */
+static struct relay_job *
+relay_job_alloc(struct relay *r, struct relay_record *rec, const char *source, bool live,
+    relay_done_cb cb, void *arg)
+{
+	struct relay_job *j;
 	int i;
 
 	if ((j = calloc(1, sizeof(*j))) == NULL) {
 		log_warn("relay: out of memory");
+		relay_record_free(rec);
 		return NULL;
 	}
-	if ((j->rec = relay_record_parse(record, len, err, sizeof(err))) == NULL) {
-		log_warn("relay: %s", err);
-		free(j);
-		return NULL;
-	}
+	j->rec = rec;
 	j->r = r;
 	j->source = source;
 	j->live = live;
@@ -768,6 +814,7 @@ relay_job_free(struct relay_job *j)
 	free(j->msg);
 	free(j->caps_line);
 	free(j->record_json);
+	free(j->msg_path);
 	free(j->received);
 	jb_free(&j->outcome);
 	free(j);
@@ -784,6 +831,13 @@ relay_consider(struct relay *r, const char *record, size_t len)
 	if ((j = relay_job_new(r, record, len, "daemon",
 	    r->cfg->relay.mode == RELAY_MODE_LIVE, NULL, NULL)) == NULL)
 		return;
+	/* The DATA rules ran before the commit: their decision is in the record. */
+	j->have_dec = relay_record_decision(record, len, &j->dec);
+	if (j->have_dec && !j->dec.relay) {
+		j->eval_rc = 0;
+		relay_decided(j);	/* nothing to read, nothing slow */
+		return;
+	}
 	relay_post(j, RW_EVAL);
 }
 
@@ -897,6 +951,9 @@ relay_decided(struct relay_job *j)
 		relay_finish(j, "error", j->err);
 		return;
 	}
+	/* Decided here, not before the commit: this is the decision's event. */
+	if (!j->have_dec && j->dec.matched)
+		relay_rule_event(j->rec, RULES_STAGE_DATA, &j->dec, j->source);
 	if (!j->dec.relay) {
 		relay_decision_event(j, "not-relayed", j->dec.matched ?
 		    "the matching rule does not relay" : "no rule matched", NULL);
@@ -1283,4 +1340,362 @@ relay_finish(struct relay_job *j, const char *status, const char *why)
 	free(j->msg);
 	j->msg = NULL;
 	relay_post(j, RW_RECORD);
+}
+
+/* ------------------------------------------------------------------ stage hooks */
+
+/* Rules facts from a parsed record (own addresses are the caller's). */
+static void
+relay_facts(struct rules_facts *f, const struct relay_record *rec, enum rules_stage st)
+{
+	memset(f, 0, sizeof(*f));
+	f->stage = st;
+	f->helo = rec->helo;
+	f->auth_user = rec->auth ? rec->auth_user : NULL;
+	f->auth_pass = rec->auth ? rec->auth_pass : NULL;
+	f->mail_from = rec->mail_from;
+	f->rcpt = (const char *const *)rec->rcpt;
+	f->nrcpt = rec->nrcpt;
+	f->src_ip = rec->src_ip;
+	f->dst_ip = rec->dst_ip;
+	f->dst_port = rec->dst_port;
+	f->tls = rec->tls;
+	f->size = rec->size;
+}
+
+/* fosr.rule.match for a capture (record facts). */
+static void
+relay_rule_event(const struct relay_record *rec, enum rules_stage st,
+    const struct rules_decision *d, const char *source)
+{
+	struct event_conn c;
+
+	memset(&c, 0, sizeof(c));
+	c.session = strtoull(rec->session, NULL, 16);
+	c.src_ip = rec->src_ip;
+	c.src_port = rec->src_port;
+	c.dst_ip = rec->dst_ip;
+	c.dst_port = rec->dst_port;
+	c.protocol = "smtp";
+	relay_rule_event_conn(&c, rec->sha256, rec->queue_id, st, d, source);
+}
+
+/* fosr.rule.match: one event per decision, naming the rule, stage and evidence. */
+static void
+relay_rule_event_conn(const struct event_conn *c, const char *sha256, const char *queue_id,
+    enum rules_stage st, const struct rules_decision *d, const char *source)
+{
+	struct jbuf jb;
+
+	jb_init(&jb);
+	evlog_begin(&jb, "fosr.rule.match", c);
+	jb_kcstr(&jb, "stage", rules_stage_name(st));
+	jb_kcstr(&jb, "rule", d->rule);
+	if (d->tag[0])
+		jb_kcstr(&jb, "tag", d->tag);
+	jb_kbool(&jb, "relay", d->relay);
+	jb_kbool(&jb, "publish", d->publish);
+	if (d->reply_code) {
+		jb_kint(&jb, "reply_code", d->reply_code);
+		jb_kcstr(&jb, "reply_text", d->reply_text);
+	}
+	if (sha256 && sha256[0])
+		jb_kcstr(&jb, "sha256", sha256);
+	if (queue_id && queue_id[0])
+		jb_kcstr(&jb, "queue_id", queue_id);
+	jb_kcstr(&jb, "source", source);
+	jb_key(&jb, "evidence");
+	if (d->evidence)
+		jb_raw(&jb, d->evidence, strlen(d->evidence));
+	else
+		jb_raw(&jb, "[]", 2);
+	evlog_emit(&jb);
+	jb_free(&jb);
+	log_info("%016llx rules match stage=%s rule=\"%s\" tag=\"%s\" relay=%s publish=%s "
+	    "reply=%d", (unsigned long long)c->session, rules_stage_name(st), d->rule, d->tag,
+	    d->relay ? "yes" : "no", d->publish ? "yes" : "no", d->reply_code);
+}
+
+/* The decision as the JSON object the session keeps in the reception record. */
+static char *
+relay_decision_json(const struct rules_decision *d)
+{
+	struct jbuf jb;
+
+	jb_init(&jb);
+	jb_obj_open(&jb);
+	jb_kcstr(&jb, "stage", "data");
+	jb_kbool(&jb, "matched", d->matched);
+	if (d->matched) {
+		jb_kcstr(&jb, "rule", d->rule);
+		jb_kbool(&jb, "relay", d->relay);
+		jb_kbool(&jb, "publish", d->publish);
+		jb_kcstr(&jb, "tag", d->tag);
+		if (d->reply_code) {
+			jb_kint(&jb, "reply_code", d->reply_code);
+			jb_kcstr(&jb, "reply_text", d->reply_text);
+		}
+		if (d->evidence) {
+			jb_key(&jb, "evidence");
+			jb_raw(&jb, d->evidence, strlen(d->evidence));
+		}
+	}
+	jb_obj_close(&jb);
+	if (jb.oom) {
+		jb_free(&jb);
+		return NULL;
+	}
+	return jb.buf;
+}
+
+/*
+ * Read the DATA decision made before the commit back from a reception record
+ * ("rules", written by relay_decision_json).  False when there is none.
+ */
+static bool
+relay_record_decision(const char *record, size_t len, struct rules_decision *d)
+{
+	const char *v, *x;
+	size_t vl, xl;
+	char stage[8];
+	long long n;
+
+	rules_decision_clear(d);
+	if (relay_json_get(record, len, "rules", &v, &vl) == -1 ||
+	    !relay_json_is_object(v, vl) ||
+	    relay_json_get_str(v, vl, "stage", stage, sizeof(stage)) == -1 ||
+	    strcmp(stage, "data") != 0 ||
+	    relay_json_get(v, vl, "matched", &x, &xl) == -1 ||
+	    relay_json_bool(x, xl, &d->matched) == -1)
+		return false;
+	if (!d->matched)
+		return true;
+	relay_json_get_str(v, vl, "rule", d->rule, sizeof(d->rule));
+	relay_json_get_str(v, vl, "tag", d->tag, sizeof(d->tag));
+	relay_json_get_str(v, vl, "reply_text", d->reply_text, sizeof(d->reply_text));
+	if (relay_json_get(v, vl, "relay", &x, &xl) == 0)
+		relay_json_bool(x, xl, &d->relay);
+	if (relay_json_get(v, vl, "publish", &x, &xl) == 0)
+		relay_json_bool(x, xl, &d->publish);
+	if (relay_json_get(v, vl, "reply_code", &x, &xl) == 0 && relay_json_int(x, xl, &n) == 0 &&
+	    n >= 200 && n <= 599)
+		d->reply_code = (int)n;
+	if (relay_json_get(v, vl, "evidence", &x, &xl) == 0 && (d->evidence = malloc(xl + 1))) {
+		memcpy(d->evidence, x, xl);
+		d->evidence[xl] = '\0';
+	}
+	return true;
+}
+
+/* A rules decision as the session's stage result (record not set). */
+static void
+relay_result_fill(struct smtp_stage_result *res, const struct rules_decision *d)
+{
+	memset(res, 0, sizeof(*res));
+	res->matched = d->matched;
+	res->publish = d->matched ? d->publish : true;
+	if (!d->matched)
+		return;
+	res->reply_code = d->reply_code;
+	snprintf(res->reply_text, sizeof(res->reply_text), "%s", d->reply_text);
+	snprintf(res->tag, sizeof(res->tag), "%s", d->tag);
+	snprintf(res->rule, sizeof(res->rule), "%s", d->rule);
+}
+
+/* The honeypot's own addresses for one capture: configured ones plus dst. */
+static int
+relay_own(const struct relay *r, const char *dst_ip, char (*buf)[64], const char **own)
+{
+	int n = 0;
+
+	for (int i = 0; i < r->cfg->relay.nown && n < RELAY_OWN_MAX - 1; i++)
+		snprintf(buf[n++], 64, "%s", r->cfg->relay.own_addresses[i]);
+	if (dst_ip && dst_ip[0])
+		snprintf(buf[n++], 64, "%s", dst_ip);
+	for (int i = 0; i < n; i++)
+		own[i] = buf[i];
+	return n;
+}
+
+/* Map a session stage to a rules stage. */
+static enum rules_stage
+relay_stage_map(enum smtp_stage st)
+{
+	switch (st) {
+	case SMTP_STAGE_EHLO:
+		return RULES_STAGE_EHLO;
+	case SMTP_STAGE_AUTH:
+		return RULES_STAGE_AUTH;
+	case SMTP_STAGE_RSET:
+		return RULES_STAGE_RSET;
+	case SMTP_STAGE_DATA:
+		break;
+	}
+	return RULES_STAGE_DATA;
+}
+
+/* Session hook: any enabled rule at this stage, with relaying not off? */
+bool
+relay_stage_wanted(void *arg, enum smtp_stage st)
+{
+	struct relay *r = arg;
+
+	return r != NULL && r->cfg->relay.mode != RELAY_MODE_OFF && r->rules != NULL &&
+	    r->rules->rules != NULL && rules_has_stage(r->rules->rules, relay_stage_map(st));
+}
+
+/* Session hook: decide EHLO/HELO, AUTH or RSET now, on the loop. */
+int
+relay_stage_cb(void *arg, const struct smtp_stage_req *req, struct smtp_stage_result *res)
+{
+	struct relay *r = arg;
+	struct rules_decision d;
+	struct rules_facts f;
+	struct event_conn c;
+	char ownbuf[RELAY_OWN_MAX][64];
+	const char *own[RELAY_OWN_MAX];
+	int rc;
+
+	if (!relay_stage_wanted(r, req->stage))
+		return -1;
+	memset(&f, 0, sizeof(f));
+	f.stage = relay_stage_map(req->stage);
+	f.helo = req->helo;
+	f.auth_user = req->auth_user;
+	f.auth_pass = req->auth_pass;
+	f.mail_from = req->mail_from;
+	f.rcpt = req->rcpt;
+	f.nrcpt = req->nrcpt;
+	f.src_ip = req->src_ip;
+	f.dst_ip = req->dst_ip;
+	f.dst_port = req->dst_port;
+	f.tls = req->tls;
+	f.own_addrs = own;
+	f.nown = relay_own(r, req->dst_ip, ownbuf, own);
+	rc = rules_eval(r->rules->rules, &f, &d);
+	if (rc == -1) {
+		log_warn("%016llx rules: evaluation failed at stage %s",
+		    (unsigned long long)req->session, rules_stage_name(f.stage));
+		rules_decision_clear(&d);
+		return -1;
+	}
+	if (d.matched) {
+		memset(&c, 0, sizeof(c));
+		c.session = req->session;
+		c.src_ip = req->src_ip;
+		c.src_port = req->src_port;
+		c.dst_ip = req->dst_ip;
+		c.dst_port = req->dst_port;
+		c.protocol = "smtp";
+		relay_rule_event_conn(&c, NULL, NULL, f.stage, &d, "daemon");
+	}
+	relay_result_fill(res, &d);
+	rules_decision_clear(&d);
+	return 0;
+}
+
+/* A relay record with the facts of a session's DATA request. */
+static struct relay_record *
+relay_record_from_req(const struct smtp_stage_req *req)
+{
+	struct relay_record *rec;
+
+	if ((rec = calloc(1, sizeof(*rec))) == NULL)
+		return NULL;
+	snprintf(rec->sha256, sizeof(rec->sha256), "%s", req->sha256 ? req->sha256 : "");
+	snprintf(rec->queue_id, sizeof(rec->queue_id), "%s", req->queue_id ? req->queue_id : "");
+	snprintf(rec->session, sizeof(rec->session), "%016llx", (unsigned long long)req->session);
+	rec->size = req->size;
+	snprintf(rec->src_ip, sizeof(rec->src_ip), "%s", req->src_ip ? req->src_ip : "");
+	rec->src_port = req->src_port;
+	snprintf(rec->dst_ip, sizeof(rec->dst_ip), "%s", req->dst_ip ? req->dst_ip : "");
+	rec->dst_port = req->dst_port;
+	snprintf(rec->helo, sizeof(rec->helo), "%s", req->helo ? req->helo : "");
+	rec->tls = req->tls;
+	if (req->auth_user) {
+		rec->auth = true;
+		snprintf(rec->auth_user, sizeof(rec->auth_user), "%s", req->auth_user);
+		snprintf(rec->auth_pass, sizeof(rec->auth_pass), "%s",
+		    req->auth_pass ? req->auth_pass : "");
+	}
+	snprintf(rec->mail_from, sizeof(rec->mail_from), "%s",
+	    req->mail_from ? req->mail_from : "");
+	if ((rec->rcpt = calloc((size_t)req->nrcpt + 1, sizeof(*rec->rcpt))) == NULL)
+		goto fail;
+	for (rec->nrcpt = 0; rec->nrcpt < req->nrcpt; rec->nrcpt++)
+		if ((rec->rcpt[rec->nrcpt] = strdup(req->rcpt[rec->nrcpt])) == NULL)
+			goto fail;
+	return rec;
+fail:
+	relay_record_free(rec);
+	return NULL;
+}
+
+/* Session hook: evaluate the DATA rules on a complete message, on the worker. */
+void *
+relay_data_cb(void *arg, const struct smtp_stage_req *req, smtp_stage_done_cb done,
+    void *done_arg)
+{
+	struct relay *r = arg;
+	struct relay_record *rec;
+	struct relay_job *j;
+
+	if (!relay_stage_wanted(r, SMTP_STAGE_DATA) || req->msg_path == NULL)
+		return NULL;
+	if ((rec = relay_record_from_req(req)) == NULL) {
+		log_warn("relay: out of memory");
+		return NULL;
+	}
+	if ((j = relay_job_alloc(r, rec, "daemon", false, NULL, NULL)) == NULL)
+		return NULL;
+	if ((j->msg_path = strdup(req->msg_path)) == NULL) {
+		relay_job_free(j);
+		return NULL;
+	}
+	j->pre = true;
+	j->pre_done = done;
+	j->pre_arg = done_arg;
+	relay_post(j, RW_EVAL);
+	return j;
+}
+
+/* Session hook: the session is going away; its request completes unheard. */
+void
+relay_data_cancel(void *arg, void *handle)
+{
+	struct relay_job *j = handle;
+
+	(void)arg;
+	j->pre_done = NULL;
+	j->pre_arg = NULL;
+}
+
+/* On the loop: a DATA request was evaluated; tell the session. */
+static void
+relay_pre_done(struct relay_job *j)
+{
+	smtp_stage_done_cb cb = j->pre_done;
+	void *arg = j->pre_arg;
+	struct smtp_stage_result res;
+	int status = 0;
+
+	if (cb == NULL) {
+		/* Cancelled: the capture is committed undecided; relay_consider decides. */
+		relay_job_free(j);
+		return;
+	}
+	memset(&res, 0, sizeof(res));
+	res.publish = true;
+	if (j->eval_rc == -1) {
+		log_warn("%s rules: no decision before the commit: %s", j->rec->session, j->err);
+		status = -1;
+	} else {
+		if (j->dec.matched)
+			relay_rule_event(j->rec, RULES_STAGE_DATA, &j->dec, j->source);
+		relay_result_fill(&res, &j->dec);
+		res.record = relay_decision_json(&j->dec);
+	}
+	relay_job_free(j);
+	cb(arg, status, status == 0 ? &res : NULL);
+	free(res.record);	/* NULL when the session took it */
 }

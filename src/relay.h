@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "rules.h"
+#include "smtp_session.h"
 
 struct event_base;
 struct relay;
@@ -101,6 +102,21 @@ int		 relay_reload_rules(struct relay *);
 typedef void	(*relay_done_cb)(void *arg, bool sent, const char *summary);
 int		 relay_send_now(struct relay *, const char *record, size_t len,
 		    relay_done_cb cb, void *arg);
+
+/*
+ * The session's stage hooks (struct smtp_server; arg = the relay).  The rules
+ * of a stage run only when relaying is not off and the stage has rules.
+ * EHLO/AUTH/RSET are decided on the loop; DATA on the worker, before the
+ * commit: the decision goes into the reception record ("rules", "publish",
+ * "tag", "rule"), and relay_consider() takes it from there instead of
+ * evaluating again.  Each match is one fosr.rule.match event.
+ */
+bool		 relay_stage_wanted(void *arg, enum smtp_stage st);
+int		 relay_stage_cb(void *arg, const struct smtp_stage_req *req,
+		    struct smtp_stage_result *res);
+void		*relay_data_cb(void *arg, const struct smtp_stage_req *req,
+		    smtp_stage_done_cb done, void *done_arg);
+void		 relay_data_cancel(void *arg, void *handle);
 
 /* Jobs not finished yet (tests, shutdown). */
 int		 relay_pending(const struct relay *);

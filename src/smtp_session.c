@@ -54,6 +54,7 @@ enum smtp_state {
 	SMTP_STATE_COMMIT,	/* waiting for the spool to make the message durable */
 	SMTP_STATE_STARTTLS,	/* "220 Ready to start TLS" is draining */
 	SMTP_STATE_HANDSHAKE,	/* TLS handshake after STARTTLS */
+	SMTP_STATE_RULES,	/* waiting for the DATA stage hook (before the commit) */
 };
 
 /* Session flags. */
@@ -129,6 +130,9 @@ struct smtp_txn {
 	char		 sha256[65];
 	char		*record;		/* the reception record, for on_mail */
 	size_t		 record_len;
+	void		*rules_req;		/* the DATA hook's handle while it decides */
+	bool		 decided;		/* dres holds the DATA hook's answer */
+	struct smtp_stage_result dres;
 };
 
 /* What a SASL exchange is waiting for. */
@@ -177,7 +181,17 @@ struct smtp_session {
 	bool			 size_rejected;	/* last MAIL SIZE= was over the limit */
 	struct event		*timer;		/* banner delay / error sleep / stop grace */
 	char			 close_reason[32];
+	/* The last EHLO/AUTH/RSET stage match: tag and publish for later mail. */
+	struct {
+		bool		 set;
+		bool		 publish;
+		enum smtp_stage	 stage;
+		char		 tag[64];
+		char		 rule[64];
+	} sdec;
 };
+
+static const char *const stage_names[] = { "ehlo", "auth", "rset", "data" };
 
 static void	 smtp_read_cb(struct bufferevent *, void *);
 static void	 smtp_write_cb(struct bufferevent *, void *);
@@ -198,6 +212,20 @@ static void	 smtp_data_input(struct smtp_session *, struct evbuffer *);
 static void	 smtp_bdat_input(struct smtp_session *, struct evbuffer *);
 static void	 smtp_message_end(struct smtp_session *);
 static void	 smtp_commit_cb(void *, int, int);
+static void	 smtp_message_commit(struct smtp_session *);
+static void	 smtp_resume(struct smtp_session *);
+static bool	 smtp_waiting(const struct smtp_session *);
+static void	 smtp_stage_req_fill(struct smtp_session *, enum smtp_stage,
+		    struct smtp_stage_req *);
+static int	 smtp_stage_hook(struct smtp_session *, enum smtp_stage, const char *,
+		    struct smtp_stage_result *);
+static void	 smtp_rule_reply(struct smtp_session *, const struct smtp_stage_result *,
+		    bool);
+static size_t	 smtp_rule_line(const struct smtp_stage_result *, char *, size_t);
+static int	 smtp_helo_hook(struct smtp_session *, const struct smtp_cmdline *,
+		    struct smtp_stage_result *);
+static bool	 smtp_data_hook(struct smtp_session *);
+static void	 smtp_data_done_cb(void *, int, struct smtp_stage_result *);
 static void	 smtp_auth_input(struct smtp_session *, const char *, size_t);
 static bool	 smtp_auth_fail(struct smtp_session *, enum persona_reply);
 static void	 smtp_junk(struct smtp_session *);
@@ -246,7 +274,7 @@ static const struct {
 };
 
 static const char *const state_names[] = {
-	"init", "command", "auth", "data", "bdat", "commit", "starttls", "handshake",
+	"init", "command", "auth", "data", "bdat", "commit", "starttls", "handshake", "rules",
 };
 
 /* The only writer of s->state; traces the change with -d. */
@@ -581,8 +609,8 @@ smtp_maybe_free(struct smtp_session *s)
 	smtp_hold_arm(s);
 	if (s->flags & SF_HELD)
 		return false;
-	if (s->state == SMTP_STATE_COMMIT)
-		return false;	/* the commit callback answers first */
+	if (smtp_waiting(s))
+		return false;	/* the commit or rules callback answers first */
 	if (s->bev && evbuffer_get_length(bufferevent_get_output(s->bev)) > 0 &&
 	    strcmp(s->close_reason, "error") != 0 && strcmp(s->close_reason, "eof") != 0)
 		return false;	/* smtp_write_cb comes back when it is flushed */
@@ -627,6 +655,17 @@ smtp_free(struct smtp_session *s)
 	    (unsigned long long)s->id, s->close_reason[0] ? s->close_reason : "quit",
 	    s->nmails, dur);
 
+	if (s->state == SMTP_STATE_RULES && s->txn && s->txn->rules_req) {
+		/*
+		 * The end of a shutdown: nobody will wait for the rules any more,
+		 * but the message is kept; it is committed without a decision.
+		 */
+		if (srv->data_cancel)
+			srv->data_cancel(srv->stage_arg, s->txn->rules_req);
+		s->txn->rules_req = NULL;
+		smtp_enter_state(s, SMTP_STATE_COMMAND);
+		smtp_message_commit(s);
+	}
 	if (s->state == SMTP_STATE_COMMIT && s->txn && s->txn->msg) {
 		/* The spool owns the message now; it completes without us. */
 		spool_msg_detach(s->txn->msg);
@@ -672,7 +711,7 @@ smtp_read_cb(struct bufferevent *bev, void *arg)
 	const struct cfg_limits *lim = &s->srv->cfg->limits;
 
 	if (lim->session_lifetime > 0 && time(NULL) - s->started > lim->session_lifetime &&
-	    !(s->flags & SF_CLOSING) && s->state != SMTP_STATE_COMMIT) {
+	    !(s->flags & SF_CLOSING) && !smtp_waiting(s)) {
 		smtp_reply(s, PR_TIMEOUT, NULL);
 		smtp_close(s, "lifetime");
 	} else
@@ -792,7 +831,7 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
-		if (s->state != SMTP_STATE_COMMIT && !(s->flags & SF_CLOSING)) {
+		if (!smtp_waiting(s) && !(s->flags & SF_CLOSING)) {
 			if (s->state != SMTP_STATE_HANDSHAKE &&
 			    !(s->state == SMTP_STATE_INIT && s->ssl != NULL)) {
 				/* Nothing may wait any longer: no error sleep now. */
@@ -821,8 +860,8 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 			log_info("%016llx smtp tls error: %s", (unsigned long long)s->id, buf);
 			reason = "tls-error";
 		}
-		if (s->state == SMTP_STATE_COMMIT) {
-			/* The message is being made durable: let the commit finish. */
+		if (smtp_waiting(s)) {
+			/* The message is being decided on or made durable: let it finish. */
 			s->flags |= SF_CLOSING;
 			snprintf(s->close_reason, sizeof(s->close_reason), "%s", reason);
 			return;
@@ -1053,8 +1092,17 @@ smtp_set_helo(struct smtp_session *s, const struct smtp_cmdline *cl)
 static void
 cmd_helo(struct smtp_session *s, const struct smtp_cmdline *cl)
 {
+	struct smtp_stage_result res;
+	int code;
+
 	if (cl->arglen == 0) {
 		smtp_error(s, PR_HELO_SYNTAX, NULL);
+		smtp_junk(s);
+		return;
+	}
+	if ((code = smtp_helo_hook(s, cl, &res)) >= 400) {
+		/* A rule refuses this HELO: nothing of it is kept. */
+		smtp_rule_reply(s, &res, true);
 		smtp_junk(s);
 		return;
 	}
@@ -1063,8 +1111,24 @@ cmd_helo(struct smtp_session *s, const struct smtp_cmdline *cl)
 	smtp_set_helo(s, cl);
 	s->flags |= SF_HELO;
 	s->flags &= ~SF_EHLO;
-	smtp_reply(s, PR_HELO_OK, NULL);
+	if (code)
+		smtp_rule_reply(s, &res, false);
+	else
+		smtp_reply(s, PR_HELO_OK, NULL);
 	smtp_junk(s);
+}
+
+/* The EHLO stage hook for a HELO/EHLO argument; its reply code or 0. */
+static int
+smtp_helo_hook(struct smtp_session *s, const struct smtp_cmdline *cl,
+    struct smtp_stage_result *res)
+{
+	char helo[SMTP_DOMAIN_MAX + 1];
+	size_t n = cl->arglen < SMTP_DOMAIN_MAX ? cl->arglen : SMTP_DOMAIN_MAX;
+
+	memcpy(helo, cl->arg, n);
+	helo[n] = '\0';
+	return smtp_stage_hook(s, SMTP_STAGE_EHLO, helo, res);
 }
 
 /* EHLO: the persona's keyword list, without STARTTLS where it cannot work. */
@@ -1076,9 +1140,16 @@ cmd_ehlo(struct smtp_session *s, const struct smtp_cmdline *cl)
 	int n = 0, i;
 	char line[600], first[300];
 	struct persona_vars v;
+	struct smtp_stage_result res;
+	int code;
 
 	if (cl->arglen == 0) {
 		smtp_error(s, PR_EHLO_SYNTAX, NULL);
+		smtp_junk(s);
+		return;
+	}
+	if ((code = smtp_helo_hook(s, cl, &res)) >= 400) {
+		smtp_rule_reply(s, &res, true);
 		smtp_junk(s);
 		return;
 	}
@@ -1086,6 +1157,12 @@ cmd_ehlo(struct smtp_session *s, const struct smtp_cmdline *cl)
 	s->size_rejected = false;
 	smtp_set_helo(s, cl);
 	s->flags |= SF_HELO | SF_EHLO;
+	if (code) {
+		/* A rule's own 2xx replaces the keyword list. */
+		smtp_rule_reply(s, &res, false);
+		smtp_junk(s);
+		return;
+	}
 
 	for (i = 0; i < PERSONA_EHLO_MAX && p->ehlo[i]; i++) {
 		if (strcmp(p->ehlo[i], "STARTTLS") == 0 &&
@@ -1133,6 +1210,7 @@ smtp_txn_free(struct smtp_txn *t)
 		spool_msg_abort(t->msg);
 	free(t->mail_from);
 	free(t->record);
+	free(t->dres.record);
 	for (i = 0; i < t->nrcpt; i++)
 		free(t->rcpt[i]);
 	free(t->rcpt);
@@ -1757,6 +1835,29 @@ smtp_reception_record(struct smtp_session *s, struct jbuf *jb)
 	jb_kcstr(jb, "transfer", t->bdat_used ? "BDAT" : "DATA");
 	/* Only accepted mail gets a record: its 250 is sent once this is durable. */
 	jb_kcstr(jb, "outcome", "queued");
+	if (t->decided && t->dres.matched) {
+		/* The publisher skips "publish": false; the relay reads "rules". */
+		jb_kbool(jb, "publish", t->dres.publish);
+		if (t->dres.tag[0])
+			jb_kcstr(jb, "tag", t->dres.tag);
+		jb_kcstr(jb, "rule", t->dres.rule);
+		jb_kcstr(jb, "rule_stage", stage_names[SMTP_STAGE_DATA]);
+		if (t->dres.reply_code) {
+			char line[300];
+			smtp_rule_line(&t->dres, line, sizeof(line));
+			jb_kcstr(jb, "reply", line);
+		}
+	} else if (s->sdec.set) {
+		jb_kbool(jb, "publish", s->sdec.publish);
+		if (s->sdec.tag[0])
+			jb_kcstr(jb, "tag", s->sdec.tag);
+		jb_kcstr(jb, "rule", s->sdec.rule);
+		jb_kcstr(jb, "rule_stage", stage_names[s->sdec.stage]);
+	}
+	if (t->decided && t->dres.record) {
+		jb_key(jb, "rules");
+		jb_raw(jb, t->dres.record, strlen(t->dres.record));
+	}
 	jb_key(jb, "anomalies");
 	jb_arr_open(jb);
 	for (size_t k = 0; k < sizeof(anomaly_names) / sizeof(anomaly_names[0]); k++)
@@ -1766,12 +1867,11 @@ smtp_reception_record(struct smtp_session *s, struct jbuf *jb)
 	jb_obj_close(jb);
 }
 
-/* The body is complete: reject it, or hand it to the spool and wait. */
+/* The body is complete: reject it, or let the rules look at it, then commit. */
 static void
 smtp_message_end(struct smtp_session *s)
 {
 	struct smtp_txn *t = s->txn;
-	struct jbuf jb;
 
 	smtp_enter_state(s, SMTP_STATE_COMMAND);
 	if (t->too_big) {
@@ -1790,6 +1890,18 @@ smtp_message_end(struct smtp_session *s)
 		return;
 	}
 	util_queue_id(t->queue_id, sizeof(t->queue_id));
+	if (smtp_data_hook(s))
+		return;	/* smtp_data_done_cb commits */
+	smtp_message_commit(s);
+}
+
+/* Hand the finished message and its reception record to the spool and wait. */
+static void
+smtp_message_commit(struct smtp_session *s)
+{
+	struct smtp_txn *t = s->txn;
+	struct jbuf jb;
+
 	jb_init(&jb);
 	smtp_reception_record(s, &jb);
 	if (jb.oom) {
@@ -1799,12 +1911,67 @@ smtp_message_end(struct smtp_session *s)
 		return;
 	}
 	smtp_enter_state(s, SMTP_STATE_COMMIT);
-	bufferevent_disable(s->bev, EV_READ);
+	if (s->bev)
+		bufferevent_disable(s->bev, EV_READ);
 	spool_msg_commit(t->msg, jb.buf, jb.len, smtp_commit_cb, s);
 	t->record = jb.buf;	/* kept for the on_mail hook */
 	t->record_len = jb.len;
 	jb.buf = NULL;
 	jb_free(&jb);
+}
+
+/*
+ * Ask the DATA stage hook about the complete message, before it is committed
+ * (its decision goes into the reception record).  True when the session now
+ * waits for smtp_data_done_cb.
+ */
+static bool
+smtp_data_hook(struct smtp_session *s)
+{
+	struct smtp_server *srv = s->srv;
+	struct smtp_txn *t = s->txn;
+	struct smtp_stage_req req;
+	const char *path;
+
+	if (srv->data_cb == NULL || srv->stage_wanted == NULL ||
+	    !srv->stage_wanted(srv->stage_arg, SMTP_STAGE_DATA) ||
+	    (path = spool_msg_path(t->msg)) == NULL)
+		return false;
+	smtp_stage_req_fill(s, SMTP_STAGE_DATA, &req);
+	req.msg_path = path;
+	req.size = t->size;
+	req.sha256 = t->sha256;
+	req.queue_id = t->queue_id;
+	if ((t->rules_req = srv->data_cb(srv->stage_arg, &req, smtp_data_done_cb, s)) == NULL)
+		return false;
+	smtp_enter_state(s, SMTP_STATE_RULES);
+	bufferevent_disable(s->bev, EV_READ);
+	return true;
+}
+
+/* The DATA stage hook answered (or could not): commit the message now. */
+static void
+smtp_data_done_cb(void *arg, int status, struct smtp_stage_result *res)
+{
+	struct smtp_session *s = arg;
+	struct smtp_txn *t = s->txn;
+
+	t->rules_req = NULL;
+	smtp_enter_state(s, SMTP_STATE_COMMAND);
+	if (status == 0 && res != NULL) {
+		t->dres = *res;
+		res->record = NULL;	/* ours now */
+		t->decided = true;
+		if (!t->dres.matched) {
+			t->dres.reply_code = 0;
+			t->dres.publish = true;
+		}
+	}
+	/* The client may be gone: the message is kept all the same. */
+	smtp_message_commit(s);
+	if (s->state == SMTP_STATE_COMMIT)
+		return;	/* smtp_commit_cb answers */
+	smtp_resume(s);
 }
 
 /* The spool answered: the message is durable (250) or not (451/452). */
@@ -1815,6 +1982,7 @@ smtp_commit_cb(void *arg, int status, int err_no)
 	struct smtp_txn *t = s->txn;
 	struct persona_vars v;
 	struct jbuf jb;
+	bool rule_reply;
 
 	t->msg = NULL;	/* owned and freed by the spool */
 	smtp_enter_state(s, SMTP_STATE_COMMAND);
@@ -1825,9 +1993,11 @@ smtp_commit_cb(void *arg, int status, int err_no)
 		if (!(s->flags & SF_CLOSING))
 			smtp_error(s, (err_no == ENOSPC || err_no == EDQUOT) ?
 			    PR_STORAGE_FULL : PR_WRITE_ERROR, NULL);
-		goto out;
+		smtp_resume(s);
+		return;
 	}
 	s->nmails++;
+	rule_reply = t->decided && t->dres.matched && t->dres.reply_code != 0;
 	jb_init(&jb);
 	smtp_event_base(s, &jb, "fosr.mail.received");
 	jb_kcstr(&jb, "queue_id", t->queue_id);
@@ -1841,6 +2011,14 @@ smtp_commit_cb(void *arg, int status, int err_no)
 		jb_str(&jb, t->rcpt[i], strlen(t->rcpt[i]));
 	jb_arr_close(&jb);
 	jb_kcstr(&jb, "transfer", t->bdat_used ? "BDAT" : "DATA");
+	if (t->decided && t->dres.matched) {
+		jb_kcstr(&jb, "rule", t->dres.rule);
+		if (t->dres.tag[0])
+			jb_kcstr(&jb, "tag", t->dres.tag);
+		jb_kbool(&jb, "publish", t->dres.publish);
+		if (rule_reply)
+			jb_kint(&jb, "reply_code", t->dres.reply_code);
+	}
 	evlog_emit(&jb);
 	jb_free(&jb);
 	{
@@ -1862,10 +2040,28 @@ smtp_commit_cb(void *arg, int status, int err_no)
 	/* A delivered message forgives earlier errors (Postfix resets its counters). */
 	s->errors = 0;
 	s->junk = 0;
-	if (!(s->flags & SF_CLOSING) || strcmp(s->close_reason, "shutdown") == 0)
-		smtp_reply(s, t->bdat_used ? PR_BDAT_QUEUED : PR_QUEUED, &v);
+	if (!(s->flags & SF_CLOSING) || strcmp(s->close_reason, "shutdown") == 0) {
+		/* A rule's reply (e.g. 451 to make a bot retry) replaces the 250. */
+		if (rule_reply)
+			smtp_rule_reply(s, &t->dres, false);
+		else
+			smtp_reply(s, t->bdat_used ? PR_BDAT_QUEUED : PR_QUEUED, &v);
+	}
 	smtp_txn_reset(s);
-out:
+	smtp_resume(s);
+}
+
+/* Whether the session waits for a callback (rules or commit) before it may go. */
+static bool
+smtp_waiting(const struct smtp_session *s)
+{
+	return s->state == SMTP_STATE_COMMIT || s->state == SMTP_STATE_RULES;
+}
+
+/* After a wait: close as asked, or read the next commands. */
+static void
+smtp_resume(struct smtp_session *s)
+{
 	if (s->srv->stopping)
 		smtp_close(s, "shutdown");
 	if (s->flags & SF_CLOSING) {
@@ -1879,6 +2075,107 @@ out:
 	bufferevent_enable(s->bev, EV_READ);
 	smtp_process(s);
 	smtp_maybe_free(s);
+}
+
+/* The facts every stage request carries. */
+static void
+smtp_stage_req_fill(struct smtp_session *s, enum smtp_stage st, struct smtp_stage_req *req)
+{
+	memset(req, 0, sizeof(*req));
+	req->stage = st;
+	req->session = s->id;
+	req->helo = s->helo;
+	if (s->auth && (s->flags & SF_AUTHED)) {
+		req->auth_user = s->auth->user ? s->auth->user : "";
+		req->auth_pass = s->auth->pass ? s->auth->pass : "";
+	}
+	if (s->txn && s->txn->mail_from) {
+		req->mail_from = s->txn->mail_from;
+		req->rcpt = (const char *const *)s->txn->rcpt;
+		req->nrcpt = s->txn->nrcpt;
+	}
+	req->src_ip = s->src_ip;
+	req->src_port = s->src_port;
+	req->dst_ip = s->dst_ip;
+	req->dst_port = s->dst_port;
+	req->tls = (s->flags & SF_TLS) != 0;
+}
+
+/*
+ * Ask the synchronous stage hook (EHLO/HELO with helo the new argument, AUTH,
+ * RSET).  Returns the reply code a matching rule wants (0: the normal reply);
+ * a match is remembered for the session's later mail (tag, publish).
+ */
+static int
+smtp_stage_hook(struct smtp_session *s, enum smtp_stage st, const char *helo,
+    struct smtp_stage_result *res)
+{
+	struct smtp_server *srv = s->srv;
+	struct smtp_stage_req req;
+
+	memset(res, 0, sizeof(*res));
+	if (srv->stage_cb == NULL || srv->stage_wanted == NULL ||
+	    !srv->stage_wanted(srv->stage_arg, st))
+		return 0;
+	smtp_stage_req_fill(s, st, &req);
+	if (helo)
+		req.helo = helo;
+	if (st == SMTP_STAGE_AUTH && s->auth) {
+		/* The credentials just captured, accepted or not. */
+		req.auth_user = s->auth->user ? s->auth->user : "";
+		req.auth_pass = s->auth->pass ? s->auth->pass : "";
+	}
+	res->publish = true;
+	if (srv->stage_cb(srv->stage_arg, &req, res) == -1 || !res->matched) {
+		free(res->record);
+		memset(res, 0, sizeof(*res));
+		return 0;
+	}
+	free(res->record);
+	res->record = NULL;
+	s->sdec.set = true;
+	s->sdec.publish = res->publish;
+	s->sdec.stage = st;
+	snprintf(s->sdec.tag, sizeof(s->sdec.tag), "%s", res->tag);
+	snprintf(s->sdec.rule, sizeof(s->sdec.rule), "%s", res->rule);
+	if (res->reply_code < 200 || res->reply_code > 599)
+		res->reply_code = 0;
+	return res->reply_code;
+}
+
+/* A rule's reply line: its code and text, or a plain text for the code's class. */
+static size_t
+smtp_rule_line(const struct smtp_stage_result *res, char *buf, size_t len)
+{
+	const char *text = res->reply_text;
+	int n;
+
+	if (text[0] == '\0') {
+		if (res->reply_code >= 500)
+			text = "5.7.1 Service unavailable";
+		else if (res->reply_code >= 400)
+			text = "4.7.1 Try again later";
+		else
+			text = "Ok";
+	}
+	n = snprintf(buf, len, "%d %s", res->reply_code, text);
+	if (n < 0)
+		return 0;
+	return (size_t)n < len ? (size_t)n : len - 1;
+}
+
+/* Send a rule's reply; 421 also ends the session, as it says. */
+static void
+smtp_rule_reply(struct smtp_session *s, const struct smtp_stage_result *res, bool counts)
+{
+	char line[300];
+	size_t n = smtp_rule_line(res, line, sizeof(line));
+
+	smtp_send_line(s, line, n);
+	if (counts)
+		s->errors++;
+	if (res->reply_code == 421)
+		smtp_close(s, "rule");
 }
 
 /*
@@ -1896,14 +2193,26 @@ smtp_junk(struct smtp_session *s)
 static void
 cmd_rset(struct smtp_session *s, const struct smtp_cmdline *cl)
 {
+	struct smtp_stage_result res;
+	int code;
+
 	if (cl->arglen > 0) {
 		smtp_error(s, PR_RSET_SYNTAX, NULL);
 		smtp_junk(s);
 		return;
 	}
+	if ((code = smtp_stage_hook(s, SMTP_STAGE_RSET, NULL, &res)) >= 400) {
+		/* A rule refuses the RSET: the transaction stays. */
+		smtp_rule_reply(s, &res, true);
+		smtp_junk(s);
+		return;
+	}
 	smtp_txn_reset(s);
 	s->size_rejected = false;
-	smtp_reply(s, PR_RSET_OK, NULL);
+	if (code)
+		smtp_rule_reply(s, &res, false);
+	else
+		smtp_reply(s, PR_RSET_OK, NULL);
 	smtp_junk(s);
 }
 
@@ -2054,6 +2363,8 @@ smtp_auth_finish(struct smtp_session *s)
 	struct smtp_auth *a = s->auth;
 	struct jbuf jb;
 	char eu[300], ep[300];
+	struct smtp_stage_result res;
+	int code;
 	bool ok;
 
 	s->auth_step = AS_NONE;
@@ -2069,6 +2380,9 @@ smtp_auth_finish(struct smtp_session *s)
 		ok = true;
 		break;
 	}
+	/* A rule's reply decides: 2xx accepts, 4xx/5xx refuses. */
+	if ((code = smtp_stage_hook(s, SMTP_STAGE_AUTH, NULL, &res)) != 0)
+		ok = code < 400;
 	a->success = ok;
 	jb_init(&jb);
 	smtp_event_base(s, &jb, "fosr.login.attempt");
@@ -2090,10 +2404,16 @@ smtp_auth_finish(struct smtp_session *s)
 	    ok ? "ok" : "fail");
 	if (ok) {
 		s->flags |= SF_AUTHED;
-		smtp_reply(s, PR_AUTH_OK, NULL);
+		if (code)
+			smtp_rule_reply(s, &res, false);
+		else
+			smtp_reply(s, PR_AUTH_OK, NULL);
 	} else {
 		s->auth_failures++;
-		smtp_error(s, PR_AUTH_FAILED, NULL);
+		if (code)
+			smtp_rule_reply(s, &res, true);
+		else
+			smtp_error(s, PR_AUTH_FAILED, NULL);
 	}
 }
 
@@ -2296,6 +2616,7 @@ smtp_server_stop(struct smtp_server *srv)
 		case SMTP_STATE_DATA:
 		case SMTP_STATE_BDAT:
 		case SMTP_STATE_COMMIT:
+		case SMTP_STATE_RULES:
 			/* Let the message finish, within the grace period. */
 			smtp_set_timer(s, SMTP_STOP_GRACE * 1000);
 			break;

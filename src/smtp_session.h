@@ -19,6 +19,59 @@ struct persona;
 struct spool;
 struct smtp_session;
 
+/* The points of a session where a stage hook may decide (see smtp_server). */
+enum smtp_stage { SMTP_STAGE_EHLO, SMTP_STAGE_AUTH, SMTP_STAGE_RSET, SMTP_STAGE_DATA };
+
+/*
+ * What the session knows at a stage.  Every pointer is borrowed for the call
+ * of the hook only (copy what an asynchronous hook needs later), except
+ * msg_path: that file stays in place until the DATA hook's done callback has
+ * run or the request was cancelled.
+ */
+struct smtp_stage_req {
+	enum smtp_stage		 stage;
+	uint64_t		 session;
+	const char		*helo;		/* HELO/EHLO argument ("" before any) */
+	const char		*auth_user;	/* NULL: no AUTH (yet) */
+	const char		*auth_pass;
+	const char		*mail_from;	/* NULL: no transaction */
+	const char *const	*rcpt;
+	int			 nrcpt;
+	const char		*src_ip;
+	int			 src_port;
+	const char		*dst_ip;
+	int			 dst_port;
+	bool			 tls;
+	/* SMTP_STAGE_DATA only. */
+	const char		*msg_path;	/* the complete message (exact DATA bytes) */
+	uint64_t		 size;
+	const char		*sha256;
+	const char		*queue_id;
+};
+
+/* A hook's answer.  Without a match the session goes on as if there was no hook. */
+struct smtp_stage_result {
+	bool			 matched;
+	int			 reply_code;	/* 0: the normal reply; else 200..599 */
+	char			 reply_text[256];	/* printable ASCII; "" = a default text */
+	bool			 publish;	/* false: keep the mail off the feeds */
+	char			 tag[64];
+	char			 rule[64];
+	/*
+	 * DATA: a JSON object (malloc'd, ownership passes to the session) kept
+	 * in the reception record under "rules"; NULL when there is none.
+	 */
+	char			*record;
+};
+
+/*
+ * The DATA hook's completion: runs on the event loop thread, never inside the
+ * data hook itself, exactly once unless the request was cancelled.  status
+ * -1: no decision (the message is kept and answered as usual).  res->record
+ * passes to the session; the rest of res is borrowed for the call.
+ */
+typedef void	(*smtp_stage_done_cb)(void *done_arg, int status, struct smtp_stage_result *res);
+
 /* What every session shares; owned by main, outlives every session. */
 struct smtp_server {
 	struct event_base	*base;
@@ -30,6 +83,22 @@ struct smtp_server {
 	/* Called after a message is durable, with its journal record. */
 	void			(*on_mail)(void *arg, const char *record, size_t len);
 	void			*on_mail_arg;
+	/*
+	 * Stage hooks (all NULL: none).  stage_wanted says whether a stage has
+	 * anything to decide (no request is built otherwise).  stage_cb decides
+	 * EHLO/HELO, AUTH and RSET synchronously on the loop: 0 with res filled,
+	 * or -1 (no decision).  data_cb starts the decision on a complete message
+	 * (before it is committed) and returns a handle, or NULL to go on without
+	 * one; the session waits, reading nothing, for done.  data_cancel: the
+	 * session is going away, done must not run.
+	 */
+	bool			(*stage_wanted)(void *arg, enum smtp_stage st);
+	int			(*stage_cb)(void *arg, const struct smtp_stage_req *req,
+				    struct smtp_stage_result *res);
+	void			*(*data_cb)(void *arg, const struct smtp_stage_req *req,
+				    smtp_stage_done_cb done, void *done_arg);
+	void			(*data_cancel)(void *arg, void *handle);
+	void			*stage_arg;
 	/* Called when a session ends (listener bookkeeping). */
 	void			(*on_close)(void *arg, const struct sockaddr *peer);
 	void			*on_close_arg;

@@ -648,6 +648,13 @@ out:
 	return 0;
 }
 
+/* The tmp file of a message (see spool.h). */
+const char *
+spool_msg_path(const struct spool_msg *m)
+{
+	return m->tmp_path;
+}
+
 /* Release a message's memory and file descriptor (the tmp file stays). */
 static void
 spool_msg_free(struct spool_msg *m)

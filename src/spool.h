@@ -77,6 +77,13 @@ uint64_t	 spool_msg_size(const struct spool_msg *);
 /* Flush and compute the digest (lower-case hex, 65 bytes with NUL).  0 or -1. */
 int		 spool_msg_finish(struct spool_msg *, char hex[65]);
 
+/*
+ * The path of the message's tmp file: complete after spool_msg_finish(), for
+ * a reader on another thread (rules); valid until spool_msg_commit() or
+ * spool_msg_abort().
+ */
+const char	*spool_msg_path(const struct spool_msg *);
+
 /* Drop the message: tmp file unlinked, memory freed. */
 void		 spool_msg_abort(struct spool_msg *);
 

@@ -5,6 +5,8 @@ Standard library only.  Every process a test starts is stopped by its pid.
 Environment:
   FOSR_BIN      the daemon to test (default: <repo>/fosr-collector)
   FOSR_KEEP=1   keep each test's temporary directory (for post-mortems)
+  FOSR_SLOW=N   multiply every start/stop/reply timeout by N (default 1, 3 under ASan)
+  FOSR_VALGRIND=1  the daemon runs under valgrind: tests of time or memory skip
 """
 
 import atexit
@@ -93,7 +95,22 @@ def is_sanitized(binary):
 
 
 def slow_factor(binary=None):
+    """How much longer than a plain build the daemon takes: 3 under ASan, or
+    FOSR_SLOW (an integer, e.g. 20 under valgrind) when that is set."""
+    env = os.environ.get("FOSR_SLOW", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     return 3 if is_sanitized(binary or binary_default()) else 1
+
+
+def under_valgrind():
+    """Whether the daemon runs under valgrind (FOSR_VALGRIND=1, tests/valgrind.sh)."""
+    return os.environ.get("FOSR_VALGRIND", "") == "1"
+
+
+def skip_under_valgrind(why):
+    """Decorator: skip a test that measures time or memory when under valgrind."""
+    return unittest.skipIf(under_valgrind(), "under valgrind: " + why)
 
 
 def lean_asan_env():

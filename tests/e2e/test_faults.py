@@ -1,0 +1,193 @@
+"""Faults (issue 5): kill -9 under smtp-source load, a full disk, a flapping broker.
+
+The rule in every case: a mail that got "250" is on disk intact (sha256 of
+the file == its name == the journal's sha256 for its queue id), nothing else
+is half-written, and the service recovers by itself.
+"""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (HOST, CollectorTestCase, queue_id, sha256_hex,  # noqa: E402
+                     with_config)
+from abuse_util import AckedSender, wait_until  # noqa: E402
+from test_hpfeeds import Broker, HpfeedsCase  # noqa: E402
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+
+
+class FaultCase(CollectorTestCase):
+
+    def assert_spool_consistent(self, acked):
+        """Every acknowledged mail is intact; every file is named by its sha256;
+        every journal line has its file."""
+        msgs = self.c.messages()
+        for name, data in msgs.items():
+            self.assertEqual(hashlib.sha256(data).hexdigest(), name,
+                             "%s.eml does not hash to its name (%d bytes)" % (name, len(data)))
+        journal = self.c.journal(strict=True)
+        by_qid = {}
+        for rec in journal:
+            self.assertIn(rec.get("sha256"), msgs, "journal line without its .eml: %s" % rec)
+            by_qid.setdefault(rec.get("queue_id"), []).append(rec)
+        for body, qid in acked:
+            sha = sha256_hex(body)
+            self.assertIn(sha, msgs, "mail acknowledged as %s lost" % qid)
+            self.assertEqual(msgs[sha], body)
+            recs = by_qid.get(qid, [])
+            self.assertEqual(len(recs), 1, "journal records for %s: %s" % (qid, recs))
+            self.assertEqual(recs[0]["sha256"], sha)
+        tmp = os.path.join(self.c.spool_dir, "tmp")
+        return msgs, journal, (os.listdir(tmp) if os.path.isdir(tmp) else [])
+
+
+class Kill9UnderLoad(FaultCase):
+
+    @unittest.skipUnless(os.access(SMTP_SOURCE, os.X_OK), "smtp-source (postfix) not installed")
+    @with_config({"limits": {"sessions": 2000, "sessions_per_ip": 2000}})
+    def test_kill9_under_smtp_source_then_restart(self):
+        port = self.c.ports["smtp"]
+        src = subprocess.Popen([SMTP_SOURCE, "-s", "20", "-m", "2000", "-l", "1024",
+                                "-M", "source.example", "-f", "s@source.example",
+                                "-t", "r@dest.example", "%s:%d" % (HOST, port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        snd = AckedSender(port, threads=4, per_session=10, size=1500, tag="kill9").start()
+        try:
+            wait_until(lambda: len(snd.acked) >= 40, 20 * self.slow, 0.05)
+            time.sleep(0.3)
+            self.c.kill9()
+            self.expect_exit = None
+        finally:
+            acked = snd.stop()
+            if src.poll() is None:
+                os.kill(src.pid, signal.SIGKILL)
+            src.wait()
+        self.assertGreaterEqual(len(acked), 40, "too few acknowledged mails before the kill")
+        self.c.start()
+        self.expect_exit = 0
+        msgs, journal, tmp = self.assert_spool_consistent(acked)
+        self.assertGreater(len(msgs), len(acked), "smtp-source mails missing: %d files" % len(msgs))
+        # a restarted daemon takes mail again; the journal is appendable
+        snd2 = AckedSender(port, threads=1, per_session=3, size=500, tag="after").start()
+        wait_until(lambda: len(snd2.acked) >= 3, 10 * self.slow)
+        acked2 = snd2.stop()
+        self.assertGreaterEqual(len(acked2), 3)
+        self.assert_spool_consistent(acked + acked2)
+
+
+class DiskFull(FaultCase):
+    """The spool on a 2 MiB tmpfs, most of it taken by a filler file."""
+
+    autostart = False
+
+    def setUp(self):
+        super().setUp()
+        self.mounted = False
+        spool = self.c.spool_dir
+        os.makedirs(spool, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", spool],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            self.skipTest("cannot mount a tmpfs (%s)" % r.stdout.decode(errors="replace").strip())
+        self.mounted = True
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            if self.mounted:
+                subprocess.run(["umount", "-l", self.c.spool_dir], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+
+    def send(self, cl, body):
+        r = cl.cmd("MAIL FROM:<d@example.org>")
+        if r.code == 250:
+            r = cl.cmd("RCPT TO:<r@example.net>")
+        if r.code == 250:
+            r = cl.cmd("DATA")
+            if r.code == 354:
+                cl.send(body + b".\r\n")
+                r = cl.reply()
+        if r.code != 250:
+            cl.cmd("RSET")
+        return r
+
+    # soft_errors raised: with Postfix's 10, the 11th refusal's reply is held
+    # forever (bug h14-2, test_abuse.ErrorSleep), which is not what this tests
+    @with_config({"spool": {"min_free": 0}, "limits": {"soft_errors": 100}})
+    def test_disk_full_then_recovery(self):
+        self.c.start()
+        spool = self.c.spool_dir
+        st = os.statvfs(spool)
+        free = st.f_bavail * st.f_frsize
+        filler = os.path.join(spool, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\0" * max(0, free - 300 * 1024))
+        cl = self.client()
+        cl.ehlo()
+        acked, refused = [], []
+        for i in range(20):
+            body = (b"Subject: full %d\r\n\r\n" % i) + (hashlib.sha256(b"%d" % i).hexdigest().encode()
+                                                     + b"\r\n") * 900   # ~58 KB
+            r = self.send(cl, body)
+            if r.code == 250:
+                acked.append((body, queue_id(r)))
+            else:
+                self.assertIn(r.code, (451, 452), r)
+                refused.append((body, r))
+        self.assertTrue(refused, "20 x 58 KB into 300 KB: nothing refused")
+        self.assertTrue(acked, "nothing accepted before the disk filled")
+        msgs, journal, tmp = self.assert_spool_consistent(acked)
+        for body, r in refused:
+            self.assertNotIn(sha256_hex(body), msgs, "a refused mail (%r) is on disk" % r)
+        self.assertEqual(len(journal), len(acked))
+        wait_until(lambda: not os.listdir(os.path.join(spool, "tmp")), 5 * self.slow)
+        self.assertEqual(os.listdir(os.path.join(spool, "tmp")), [], "partial tmp files left")
+        # space comes back: new mail is taken again, on the same session and a new one
+        os.unlink(filler)
+        body = b"Subject: after\r\n\r\nroom again\r\n"
+        r = self.send(cl, body)
+        self.assertEqual(r.code, 250, r)
+        acked.append((body, queue_id(r)))
+        cl2 = self.client()
+        cl2.ehlo()
+        body2 = refused[0][0]
+        r = self.send(cl2, body2)
+        self.assertEqual(r.code, 250, r)
+        acked.append((body2, queue_id(r)))
+        self.assert_spool_consistent(acked)
+
+
+class BrokerFlapping(HpfeedsCase):
+    """test_hpfeeds.py kills the broker once between batches; here it is killed
+    and restarted four times while senders keep going."""
+
+    def test_broker_flapping_under_load_nothing_lost(self):
+        self.start()
+        snd = AckedSender(self.c.ports["smtp"], threads=3, per_session=10, size=800,
+                          tag="flap").start()
+        try:
+            for _ in range(4):
+                time.sleep(1.5)
+                self.broker.kill()
+                time.sleep(1.0)
+                self.broker.start()
+            time.sleep(1.0)
+        finally:
+            acked = snd.stop()
+        self.assertGreater(len(acked), 50, "too few mails sent: %d" % len(acked))
+        want = {sha256_hex(b) for b, _ in acked}
+        self.wait_for(lambda: want <= self.broker.shas(), 60,
+                      "all %d acknowledged mails published" % len(want))
+        self.assertTrue(self.c.running)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,363 @@
+"""Rules at every stage (issue 4): EHLO, AUTH, RSET replies; DATA replies after
+the commit; publish: false kept off hpfeeds; one fosr.rule.match per decision;
+a client that leaves while its DATA rules run.
+
+The rules file is src/rules.c's syntax; relay.mode is dry-run (rules run only
+when relaying is not off), so nothing is ever sent anywhere.
+"""
+
+import base64
+import os
+import socket
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import CollectorTestCase, sha256_hex  # noqa: E402
+from test_hpfeeds import Broker, feed_cfg  # noqa: E402
+
+RULES = """\
+rules:
+  - name: bad-helo
+    priority: 10
+    stage: ehlo
+    conditions:
+      - helo: {equals: bad.example}
+    actions:
+      reply: {code: 554, text: "5.7.1 Go away"}
+      tag: bad-helo
+
+  - name: bye-helo
+    priority: 11
+    stage: ehlo
+    conditions:
+      - helo: {equals: bye.example}
+    actions:
+      reply: {code: 421, text: "4.7.0 Closing"}
+
+  - name: monitoring
+    priority: 12
+    stage: ehlo
+    conditions:
+      - helo: {equals: monitor.example}
+    actions:
+      publish: false
+      tag: monitoring
+
+  - name: stolen-creds
+    priority: 10
+    stage: auth
+    conditions:
+      - auth_user: {equals: blocked}
+    actions:
+      reply: {code: 535, text: "5.7.8 Error: authentication failed: nope"}
+      tag: blocked-user
+
+  - name: rset-trap
+    priority: 10
+    stage: rset
+    conditions:
+      - mail_from: {equals: trap@example.org}
+    actions:
+      reply: {code: 250, text: "2.0.0 Flushed"}
+      tag: rset-trap
+
+  - name: greylist
+    priority: 10
+    stage: data
+    conditions:
+      - subject: {contains: greylist-me}
+    actions:
+      reply: {code: 451, text: "4.7.1 Try again later"}
+      tag: greylisted
+
+  - name: private
+    priority: 20
+    stage: data
+    conditions:
+      - subject: {contains: keep-private}
+    actions:
+      publish: false
+      tag: private
+
+  - name: slow-body
+    priority: 30
+    stage: data
+    conditions:
+      - body: {regex: "needle-[0-9]+-end"}
+    actions:
+      tag: needle
+"""
+
+
+def mail(subject, extra=b""):
+    return (b"From: spammer@example.org\r\nTo: victim@example.net\r\nSubject: " +
+            subject.encode() + b"\r\n\r\nbody of " + subject.encode() + b"\r\n" + extra)
+
+
+class RulesCase(CollectorTestCase):
+    autostart = False
+    config = {"relay": {"mode": "dry-run", "rules": "{tmp}/rules.yml",
+                        "own_addresses": ["203.0.113.5"]}}
+
+    def setUp(self):
+        super().setUp()
+        with open(os.path.join(self.tmpdir, "rules.yml"), "w") as f:
+            f.write(RULES)
+
+    def matches(self, **kw):
+        return [e for e in self.c.events() if e.get("eventid") == "fosr.rule.match"
+                and all(e.get(k) == v for k, v in kw.items())]
+
+    def journal_by_sha(self, sha):
+        for r in self.c.journal():
+            if r.get("sha256") == sha:
+                return r
+        return None
+
+    def wait_journal(self, sha, timeout=10):
+        end = time.time() + timeout * self.slow
+        while time.time() < end:
+            r = self.journal_by_sha(sha)
+            if r is not None:
+                return r
+            time.sleep(0.05)
+        self.fail("no journal record for %s\n%s" % (sha, self.c.stderr_tail()))
+
+    def transaction(self, cl, body, mail_from="spammer@example.org"):
+        self.assertEqual(cl.cmd("MAIL FROM:<%s>" % mail_from).code, 250)
+        self.assertEqual(cl.cmd("RCPT TO:<victim@example.net>").code, 250)
+        return cl.data(body)
+
+
+class TestStages(RulesCase):
+
+    def setUp(self):
+        super().setUp()
+        self.c.start()
+
+    def test_ehlo_rule_554(self):
+        cl = self.client()
+        r = cl.ehlo("bad.example")
+        self.assertEqual((r.code, r.lines), (554, ["5.7.1 Go away"]))
+        r = cl.cmd("HELO bad.example")
+        self.assertEqual((r.code, r.lines), (554, ["5.7.1 Go away"]))
+        # Another name is answered as usual, keyword list and all.
+        r = cl.ehlo("good.example")
+        self.assertEqual(r.code, 250)
+        self.assertIn("PIPELINING", r.lines)
+        cl.cmd("QUIT")
+        ev = self.c.wait_event("fosr.rule.match", lambda e: e.get("rule") == "bad-helo")
+        self.assertEqual(ev["stage"], "ehlo")
+        self.assertEqual(ev["tag"], "bad-helo")
+        self.assertEqual(ev["reply_code"], 554)
+        self.assertEqual(ev["src_port"], cl.local_port)
+        self.assertTrue(any(x.get("matcher") == "helo" and x.get("what") == "bad.example"
+                            for x in ev["evidence"]), ev)
+        self.assertEqual(len(self.matches(rule="bad-helo")), 2)   # EHLO and HELO
+
+    def test_ehlo_rule_421_closes(self):
+        cl = self.client()
+        r = cl.ehlo("bye.example")
+        self.assertEqual((r.code, r.lines), (421, ["4.7.0 Closing"]))
+        self.assertTrue(cl.wait_closed(5 * self.slow))
+
+    def test_ehlo_tag_and_publish_false_reach_the_record(self):
+        body = mail("from the monitor")
+        cl, qid = self.send_mail(body, ehlo="monitor.example")
+        cl.cmd("QUIT")
+        rec = self.c.journal_record(qid)
+        self.assertEqual(rec.get("tag"), "monitoring", rec)
+        self.assertIs(rec.get("publish"), False, rec)
+        self.assertEqual(rec.get("rule"), "monitoring", rec)
+        self.assertEqual(rec.get("rule_stage"), "ehlo", rec)
+
+    def test_auth_rule_refuses(self):
+        cl = self.client()
+        self.assertEqual(cl.ehlo().code, 250)
+        cred = base64.b64encode(b"\0blocked\0secret").decode()
+        r = cl.cmd("AUTH PLAIN " + cred)
+        self.assertEqual((r.code, r.lines), (535, ["5.7.8 Error: authentication failed: nope"]))
+        cred = base64.b64encode(b"\0alice\0secret").decode()
+        self.assertEqual(cl.cmd("AUTH PLAIN " + cred).code, 235)
+        cl.cmd("QUIT")
+        ev = self.c.wait_event("fosr.rule.match", lambda e: e.get("rule") == "stolen-creds")
+        self.assertEqual(ev["stage"], "auth")
+        login = [e for e in self.c.events() if e.get("eventid") == "fosr.login.attempt"]
+        self.assertEqual([e["success"] for e in login], [False, True])
+
+    def test_rset_rule_reply(self):
+        cl = self.client()
+        self.assertEqual(cl.ehlo().code, 250)
+        self.assertEqual(cl.cmd("MAIL FROM:<trap@example.org>").code, 250)
+        r = cl.cmd("RSET")
+        self.assertEqual((r.code, r.lines), (250, ["2.0.0 Flushed"]))
+        # The transaction is gone, as after any RSET.
+        self.assertEqual(cl.cmd("MAIL FROM:<other@example.org>").code, 250)
+        r = cl.cmd("RSET")
+        self.assertEqual((r.code, r.lines), (250, ["2.0.0 Ok"]))
+        cl.cmd("QUIT")
+        ev = self.c.wait_event("fosr.rule.match", lambda e: e.get("rule") == "rset-trap")
+        self.assertEqual(ev["stage"], "rset")
+
+    def test_data_rule_451_after_commit(self):
+        body = mail("please greylist-me now")
+        sha = sha256_hex(body)
+        cl = self.client()
+        self.assertEqual(cl.ehlo().code, 250)
+        r = self.transaction(cl, body)
+        self.assertEqual((r.code, r.lines), (451, ["4.7.1 Try again later"]))
+        # The session goes on as after any message.
+        self.assertEqual(cl.cmd("NOOP").code, 250)
+        cl.cmd("QUIT")
+        # Kept all the same: spool, journal (with the decision), event.
+        self.assertEqual(self.c.message_bytes(sha), body)
+        rec = self.wait_journal(sha)
+        self.assertEqual(rec["tag"], "greylisted")
+        self.assertEqual(rec["rule"], "greylist")
+        self.assertEqual(rec["rule_stage"], "data")
+        self.assertIs(rec["publish"], True)
+        self.assertEqual(rec["reply"], "451 4.7.1 Try again later")
+        self.assertEqual(rec["rules"]["rule"], "greylist")
+        ev = self.c.wait_event("fosr.mail.received", lambda e: e.get("sha256") == sha)
+        self.assertEqual(ev["reply_code"], 451)
+        # One decision, one event: the relay reuses it, it does not decide again.
+        self.c.wait_event("fosr.relay.decision", lambda e: e.get("sha256") == sha)
+        m = self.matches(sha256=sha)
+        self.assertEqual(len(m), 1, m)
+        self.assertEqual(m[0]["stage"], "data")
+        self.assertEqual(m[0]["rule"], "greylist")
+        self.assertEqual(m[0]["reply_code"], 451)
+        self.assertTrue(any(x.get("matcher") == "subject" for x in m[0]["evidence"]), m)
+        d = [e for e in self.c.events() if e.get("eventid") == "fosr.relay.decision"
+             and e.get("sha256") == sha]
+        self.assertEqual(d[0]["rule"], "greylist")
+
+    def test_data_no_match_unchanged(self):
+        body = mail("nothing special")
+        cl, qid = self.send_mail(body)
+        cl.cmd("QUIT")
+        rec, _ = self.assert_stored(body, qid)
+        for k in ("publish", "tag", "rule", "reply"):
+            self.assertNotIn(k, rec)
+        self.assertEqual(rec["rules"], {"stage": "data", "matched": False})
+        self.c.wait_event("fosr.relay.decision", lambda e: e.get("sha256") == sha256_hex(body))
+        self.assertEqual(self.matches(sha256=sha256_hex(body)), [])
+
+    def test_bdat_last_rule_reply(self):
+        body = mail("greylist-me by bdat")
+        sha = sha256_hex(body)
+        cl = self.client()
+        self.assertEqual(cl.ehlo().code, 250)
+        self.assertEqual(cl.cmd("MAIL FROM:<a@example.org>").code, 250)
+        self.assertEqual(cl.cmd("RCPT TO:<b@example.net>").code, 250)
+        cl.send(b"BDAT %d LAST\r\n" % len(body) + body)
+        r = cl.reply()
+        self.assertEqual((r.code, r.lines), (451, ["4.7.1 Try again later"]))
+        cl.cmd("QUIT")
+        self.assertEqual(self.wait_journal(sha)["transfer"], "BDAT")
+        self.assertEqual(self.c.message_bytes(sha), body)
+
+    def test_disconnect_while_data_rules_run(self):
+        # A big body makes the rules (MIME decoding) take a while on the worker: the
+        # client sends the final dot and leaves at once, most probably while
+        # the rules run (the debug log shows the state).  Whatever the timing,
+        # the daemon survives and the message is durable with its decision.
+        filler = (b"x" * 998 + b"\r\n") * 8000
+        shas = []
+        for i in range(5):
+            body = mail("leaving %d" % i, b"needle-%d-end\r\n" % i + filler)
+            shas.append(sha256_hex(body))
+            s = socket.create_connection((harness.HOST, self.c.ports["smtp"]), 10)
+            f = s.makefile("rb")
+            f.readline()
+            s.sendall(b"EHLO client.example\r\nMAIL FROM:<a@example.org>\r\n"
+                      b"RCPT TO:<b@example.net>\r\nDATA\r\n")
+            while not f.readline().startswith(b"354"):
+                pass
+            s.sendall(body + b".\r\n")
+            s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        for i, sha in enumerate(shas):
+            rec = self.wait_journal(sha, timeout=30)
+            self.assertEqual(rec["tag"], "needle", rec)
+            self.assertTrue(os.path.exists(self.c.message_path(sha)))
+        self.assertTrue(self.c.running)
+        # The daemon still serves.
+        body = mail("after")
+        cl, qid = self.send_mail(body)
+        cl.cmd("QUIT")
+        self.assert_stored(body, qid)
+
+
+class TestDebugState(RulesCase):
+    collector_args = ("-d",)
+
+    def test_session_waits_in_rules_state(self):
+        self.c.start()
+        body = mail("greylist-me with -d")
+        cl = self.client()
+        self.assertEqual(cl.ehlo().code, 250)
+        self.assertEqual(self.transaction(cl, body).code, 451)
+        cl.cmd("QUIT")
+        self.wait_journal(sha256_hex(body))
+        err = self.c.stderr_text()
+        self.assertIn("state command -> rules", err)
+        self.assertIn("state rules -> command", err)
+
+
+class TestRulesOff(RulesCase):
+    config = {"relay": {"mode": "off", "rules": "{tmp}/rules.yml"}}
+
+    def test_mode_off_changes_nothing(self):
+        self.c.start()
+        cl = self.client()
+        self.assertEqual(cl.ehlo("bad.example").code, 250)
+        body = mail("greylist-me but off")
+        _, qid = self.send_mail(body, client=cl)
+        cl.cmd("QUIT")
+        rec, _ = self.assert_stored(body, qid)
+        for k in ("publish", "tag", "rule", "rules"):
+            self.assertNotIn(k, rec)
+        self.assertEqual(self.matches(), [])
+
+
+class TestPublishFalse(RulesCase):
+
+    def setUp(self):
+        super().setUp()
+        self.broker = Broker(self.tmpdir).start()
+        self.c = harness.Collector(self.tmpdir, config=harness.deep_merge(
+            self.config, feed_cfg(self.broker.port)))
+        self.c.start()
+
+    def tearDown(self):
+        try:
+            self.broker.kill()
+        finally:
+            super().tearDown()
+
+    def test_publish_false_not_published(self):
+        private = mail("keep-private please")
+        public = mail("a public one")
+        cl, q1 = self.send_mail(private)
+        _, q2 = self.send_mail(public, client=cl)
+        cl.cmd("QUIT")
+        rec = self.c.journal_record(q1)
+        self.assertIs(rec["publish"], False, rec)
+        self.assertEqual(rec["tag"], "private")
+        # The later mail is published, so the private one was looked at first.
+        end = time.time() + 15 * self.slow
+        while time.time() < end and sha256_hex(public) not in self.broker.shas():
+            time.sleep(0.1)
+        self.assertIn(sha256_hex(public), self.broker.shas(), self.c.stderr_tail())
+        self.assertNotIn(sha256_hex(private), self.broker.shas())
+        # Still stored.
+        self.assertEqual(self.c.message_bytes(sha256_hex(private)), private)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
