@@ -46,7 +46,8 @@ struct spool_msg {
 
 	/* Loop thread until commit, then worker. */
 	int			 fd;
-	char			*tmp_path;
+	char			*tmp_path;	/* named tmp file, or /proc/self/fd/N */
+	bool			 anon;		/* O_TMPFILE: no name until linked */
 	unsigned char		*buf;		/* SPOOL_BUF_SIZE, lazily allocated */
 	size_t			 buflen;
 	uint64_t		 size;
@@ -79,6 +80,7 @@ struct spool {
 	uint64_t		 min_free;
 	uint64_t		 max_bytes;
 
+	bool			 use_tmpfile;	/* O_TMPFILE + linkat work here */
 	int			 journal_fd;
 	off_t			 journal_len;	/* worker only after open */
 	int			 msg_dir_fd;
@@ -106,6 +108,8 @@ struct spool {
 static char	*spool_path(const char *a, const char *b);
 static int	 spool_repair_journal(int fd, off_t *lenp);
 static void	 spool_clean_tmp(const char *dir);
+static bool	 spool_probe_tmpfile(const char *tmp_dir);
+static void	 spool_tmp_drop(struct spool_msg *);
 static int	 spool_du(const char *dir, uint64_t *out);
 static long long spool_now_ns(void);
 static int	 spool_write_all(int fd, const void *buf, size_t len);
@@ -343,6 +347,7 @@ spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
 	close(r);
 
 	spool_clean_tmp(sp->tmp_dir);
+	sp->use_tmpfile = spool_probe_tmpfile(sp->tmp_dir);
 	if (sp->maildir_tmp != NULL)
 		spool_clean_tmp(sp->maildir_tmp);
 
@@ -506,6 +511,25 @@ spool_msg_new(struct spool *sp, char *err, size_t errlen)
 	    EVP_DigestInit_ex(m->md, EVP_sha256(), NULL) != 1) {
 		snprintf(err, errlen, "spool: out of memory");
 		goto fail;
+	}
+	/*
+	 * An unnamed file (O_TMPFILE) costs one directory operation less than a
+	 * named tmp file and a rename, and a crash leaves nothing behind; it is
+	 * given its name by linkat() at commit.
+	 */
+	if (sp->use_tmpfile &&
+	    (m->fd = open(sp->tmp_dir, O_TMPFILE | O_WRONLY | O_CLOEXEC,
+	    SPOOL_FILE_MODE)) != -1) {
+		char	proc[64];
+
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", m->fd);
+		free(m->tmp_path);
+		if ((m->tmp_path = strdup(proc)) == NULL) {
+			snprintf(err, errlen, "spool: out of memory");
+			goto fail;
+		}
+		m->anon = true;
+		return m;
 	}
 	m->fd = open(m->tmp_path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC,
 	    SPOOL_FILE_MODE);
@@ -680,7 +704,7 @@ spool_msg_abort(struct spool_msg *m)
 		close(m->fd);
 		m->fd = -1;
 	}
-	if (m->tmp_path != NULL)
+	if (m->tmp_path != NULL && !m->anon)
 		(void)unlink(m->tmp_path);
 	spool_msg_free(m);
 }
@@ -802,7 +826,8 @@ spool_commit_group(struct spool *sp, struct spool_msgq *q)
 				close(m->fd);
 				m->fd = -1;
 			}
-			(void)unlink(m->tmp_path);
+			if (!m->anon)
+				(void)unlink(m->tmp_path);
 			continue;
 		}
 		if (spool_store_one(sp, m, &dedup) == -1) {
@@ -866,7 +891,19 @@ spool_commit_group(struct spool *sp, struct spool_msgq *q)
 	pthread_mutex_unlock(&sp->mu);
 }
 
-/* fsync, close and move one tmp file to messages/<sha>.eml; 0 or -1. */
+/* Drop a message's tmp file: close it, and unlink it when it has a name. */
+static void
+spool_tmp_drop(struct spool_msg *m)
+{
+	if (m->fd != -1) {
+		close(m->fd);
+		m->fd = -1;
+	}
+	if (!m->anon)
+		(void)unlink(m->tmp_path);
+}
+
+/* fsync one tmp file and give it its name messages/<sha>.eml; 0 or -1. */
 static int
 spool_store_one(struct spool *sp, struct spool_msg *m, bool *dedup)
 {
@@ -876,36 +913,75 @@ spool_store_one(struct spool *sp, struct spool_msg *m, bool *dedup)
 
 	if (fsync(m->fd) == -1) {
 		e = errno;
-		close(m->fd);
-		m->fd = -1;
-		(void)unlink(m->tmp_path);
+		spool_tmp_drop(m);
 		errno = e;
 		return -1;
 	}
-	if (close(m->fd) == -1) {
-		m->fd = -1;
-		e = errno;
-		(void)unlink(m->tmp_path);
-		errno = e;
-		return -1;
-	}
-	m->fd = -1;
 	snprintf(name, sizeof(name), "%s.eml", m->hex);
 	/* Content-addressed: an existing complete copy is the same bytes. */
 	if (fstatat(sp->msg_dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    S_ISREG(st.st_mode) && (uint64_t)st.st_size == m->size) {
-		(void)unlink(m->tmp_path);
+		spool_tmp_drop(m);
 		*dedup = true;
 		return 0;
 	}
-	if (renameat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name) == -1) {
-		e = errno;
-		(void)unlink(m->tmp_path);
-		errno = e;
-		return -1;
+	if (m->anon) {
+		/* A shorter copy of the same name (torn by a crash) is replaced. */
+		(void)unlinkat(sp->msg_dir_fd, name, 0);
+		if (linkat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name,
+		    AT_SYMLINK_FOLLOW) == -1) {
+			e = errno;
+			spool_tmp_drop(m);
+			errno = e;
+			return -1;
+		}
+		spool_tmp_drop(m);
+	} else {
+		if (close(m->fd) == -1) {
+			m->fd = -1;
+			e = errno;
+			(void)unlink(m->tmp_path);
+			errno = e;
+			return -1;
+		}
+		m->fd = -1;
+		if (renameat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name) == -1) {
+			e = errno;
+			(void)unlink(m->tmp_path);
+			errno = e;
+			return -1;
+		}
 	}
 	atomic_fetch_add(&sp->used_bytes, m->size);
 	return 0;
+}
+
+/*
+ * Can this filesystem make unnamed tmp files that linkat() names later (needs
+ * O_TMPFILE and /proc)?  Tried once at open; otherwise named tmp files are used.
+ */
+static bool
+spool_probe_tmpfile(const char *tmp_dir)
+{
+	char	 proc[64], name[80];
+	int	 fd, dfd;
+	bool	 ok;
+
+	if ((fd = open(tmp_dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, SPOOL_FILE_MODE)) == -1)
+		return false;
+	if ((dfd = open(tmp_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
+		close(fd);
+		return false;
+	}
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	snprintf(name, sizeof(name), "probe-%d-%llx.tmp", (int)getpid(),
+	    (unsigned long long)util_random_u64());
+	ok = linkat(AT_FDCWD, proc, dfd, name, AT_SYMLINK_FOLLOW) == 0;
+	if (ok)
+		(void)unlinkat(dfd, name, 0);
+	close(dfd);
+	close(fd);
+	return ok;
 }
 
 /* Link (or copy, across filesystems) a stored message into maildir/new. */

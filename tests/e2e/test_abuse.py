@@ -19,7 +19,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (HOST, CollectorTestCase, SMTPRaw, have, is_sanitized,  # noqa: E402
-                     lean_asan_env, queue_id, sha256_hex, with_config)
+                     lean_asan_env, queue_id, sha256_hex, skip_under_valgrind,
+                     under_valgrind, with_config)
 from abuse_util import (Trickler, fd_count, loopback_sources, proc_status,  # noqa: E402
                         raise_nofile, wait_until)
 
@@ -62,6 +63,7 @@ class Slowloris(AbuseCase):
 
     SESSIONS = 1500
 
+    @skip_under_valgrind("1500 trickling sessions and a latency bound")
     @with_config({"limits": {"sessions": 4000, "sessions_per_ip": 50, "idle_timeout": 300}})
     def test_slowloris_normal_client_still_served(self):
         raise_nofile(self.SESSIONS + 1024)
@@ -167,8 +169,9 @@ class Flood(AbuseCase):
         stop.set()
         for t in ths:
             t.join(10)
-        self.assertGreater(counts["conn"], 500, counts)
-        self.assertLess(dt, 3.0 * self.slow)
+        if not under_valgrind():     # a rate and a latency bound
+            self.assertGreater(counts["conn"], 500, counts)
+            self.assertLess(dt, 3.0 * self.slow)
         self.assertTrue(self.c.running)
         self.assert_fds_back(base)
         self.assertIn(sha, self.c.messages())
@@ -176,6 +179,7 @@ class Flood(AbuseCase):
 
 class BigData(AbuseCase):
 
+    @skip_under_valgrind("1 GiB through memcheck, and a VmHWM bound")
     @with_config({"limits": {"message_size": 1048576}}, env=lean_asan_env())
     def test_gigabyte_data_552_memory_flat(self):
         total = (256 if is_sanitized(self.c.binary) else 1024) << 20
@@ -257,10 +261,12 @@ class PipeliningFlood(AbuseCase):
                         % (sent >> 20, line, seconds))
         time.sleep(0.3)
         grew = proc_status(self.c.pid, "VmHWM") - hwm0
-        self.assertLess(grew, 16 * 1024, "VmHWM grew by %d kB after %d kB of %r" % (grew, sent >> 10, line))
+        if not under_valgrind():     # memcheck's own memory and speed
+            self.assertLess(grew, 16 * 1024, "VmHWM grew by %d kB after %d kB of %r" % (grew, sent >> 10, line))
         # another client is served promptly while the flooder is stuck
         dt, sha = self.smtplib_mail("during pipelining flood")
-        self.assertLess(dt, 2.0 * self.slow)
+        if not under_valgrind():
+            self.assertLess(dt, 2.0 * self.slow)
         # the flooder now reads: replies in order, 250s, perhaps one final 421
         cl.sock.setblocking(True)
         cl.sock.settimeout(20 * self.slow)

@@ -377,6 +377,7 @@ class PersonaDiff(unittest.TestCase):
                              allowed={("S: " + pf_line, "S: " + fosr_line)},
                              require_allowed=True)
 
+    @harness.skip_under_valgrind("a bound on the recording's wall time")
     def test_runtime(self):
         """The whole recording stays modest (it runs on every make check)."""
         limit = 90 * harness.slow_factor()

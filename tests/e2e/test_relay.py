@@ -289,6 +289,7 @@ class TestHangingMX(RelayCase):
         # mx1 accepts connections on the MX port and never greets.
         self.extra.append(fakemx.FakeMX(mode="hang", host="127.0.0.2", port=self.mx.port).start())
 
+    @harness.skip_under_valgrind("five sessions within a 2.5 s bound")
     def test_sessions_served_while_mx_hangs(self):
         body = probe(5)
         sha = sha256_hex(body)
