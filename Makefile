@@ -8,7 +8,7 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 CC       ?= cc
 WARN     := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wvla -Wimplicit-fallthrough -Wno-unused-parameter
-BASE     := -std=c11 -D_GNU_SOURCE -iquote src $(WARN) $(PKG_CFLAGS)
+BASE     := -std=c11 -D_GNU_SOURCE -iquote src -iquote build/gen $(WARN) $(PKG_CFLAGS)
 HARDEN   := -O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE
 HARDEN_LD:= -pie -Wl,-z,relro,-z,now
 SAN      := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -62,7 +62,13 @@ build/fuzz/obj/%.o: src/%.c $(HDR) | build/fuzz/obj
 build/fuzz/%: fuzz/%.c $(FUZZ_OBJ) $(HDR) | build/fuzz
 	$(FUZZCC) $(BASE) $(FUZZFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(PKG_LIBS)
 
-build/rel build/asan build/rel/tests build/asan/tests build/fuzz build/fuzz/obj:
+# etc/rules.yml as a C string, for src/rules_default.c.
+build/gen/rules_default.inc: etc/rules.yml | build/gen
+	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' etc/rules.yml > $@.tmp && mv $@.tmp $@
+
+build/rel/rules_default.o build/asan/rules_default.o build/fuzz/obj/rules_default.o: build/gen/rules_default.inc
+
+build/rel build/asan build/rel/tests build/asan/tests build/fuzz build/fuzz/obj build/gen:
 	mkdir -p $@
 
 deps:

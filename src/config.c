@@ -1321,7 +1321,8 @@ cfg_defaults(struct cfg *c)
 	c->limits.banner_delay_ms = 0;
 	c->limits.banner_jitter_ms = 0;
 	c->relay.mode = RELAY_MODE_DRY_RUN;
-	snprintf(c->relay.rules, sizeof(c->relay.rules), "rules.yml");
+	/* "" = the shipped etc/rules.yml, built into the binary (rules_default.c). */
+	c->relay.rules[0] = '\0';
 	c->relay.caps.per_day = 20;
 	c->relay.caps.per_hour = 10;
 	c->relay.caps.per_recipient = 5;

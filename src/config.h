@@ -101,7 +101,7 @@ struct cfg_relay_timeouts {
 
 struct cfg_relay {
 	enum relay_mode	 mode;		/* default dry-run */
-	char		 rules[PATH_MAX];	/* rules file; relative = beside the config */
+	char		 rules[PATH_MAX];	/* rules file; relative = beside the config; "" = built in */
 	char		 own_addresses[CFG_RELAY_LIST_MAX][64];	/* numeric IPs */
 	int		 nown;
 	struct cfg_relay_caps caps;

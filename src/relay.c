@@ -26,6 +26,7 @@
 #include "relay.h"
 #include "relay_caps.h"
 #include "relay_json.h"
+#include "rules_default.h"
 #include "smtp_client.h"
 #include "smtp_session.h"
 #include "util.h"
@@ -375,7 +376,13 @@ relay_rules_load(const struct cfg *cfg, char *path, size_t pathlen, char *err,
 
 	*absent = false;
 	cfg_relay_rules_path(cfg, path, pathlen);
-	if (path[0] == '\0' || (stat(path, &st) == -1 && errno == ENOENT)) {
+	if (path[0] == '\0') {
+		/* No rules file named: the shipped rules, built into the binary. */
+		snprintf(path, pathlen, "%s", RULES_DEFAULT_NAME);
+		return rules_load_buf(RULES_DEFAULT_NAME, rules_default_yaml,
+		    strlen(rules_default_yaml), err, errlen);
+	}
+	if (stat(path, &st) == -1 && errno == ENOENT) {
 		*absent = true;
 		snprintf(err, errlen, "%s: no rules file: nothing will be relayed",
 		    path[0] ? path : "relay.rules");

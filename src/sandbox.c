@@ -213,7 +213,8 @@ sandbox_filter(char *err, size_t errlen)
 	int r;
 
 	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL)
-		return sandbox_errf(err, errlen, "seccomp: init failed");
+		return sandbox_errf(err, errlen, "seccomp: cannot set up a filter (no "
+		    "seccomp in this kernel, or under valgrind?)");
 	if ((r = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS)) < 0 ||
 	    (r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 1)) < 0 ||
 	    (r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1)) < 0) {

@@ -118,11 +118,13 @@ struct smtp_txn {
 	bool		 bdat_last;
 	bool		 bdat_failed;		/* a chunk was too big: the rest is discarded */
 	bool		 bdat_nospace;		/* the spool refused the message */
+	enum persona_reply bdat_fail;		/* ... with this reply */
 	unsigned char	 last2[2];		/* the message's last two bytes (BDAT) */
 	uint64_t	 bdat_left;
 	uint64_t	 bdat_chunk;
 	enum data_pos	 dpos;
 	unsigned	 dotcr;			/* CRs seen after a leading dot */
+	unsigned char	 crdot;			/* 1 after a CR, 2 after CR '.' */
 	bool		 prev_cr;
 	bool		 prev_line_bare;
 	uint32_t	 linelen;
@@ -555,6 +557,8 @@ smtp_send_line(struct smtp_session *s, const char *line, size_t len)
 	}
 	evbuffer_add(out, line, len);
 	evbuffer_add(out, "\r\n", 2);
+	if (out == s->heldbuf)
+		smtp_hold_arm(s);	/* every path: commands, end of DATA, BDAT, commit */
 }
 
 /* Send the persona's reply id, expanding its placeholders. */
@@ -1487,16 +1491,23 @@ smtp_unknown_local(const struct smtp_session *s, const char *addr, char *shown,
 	return true;
 }
 
-/* Open the spool file for a message body; false (and a reply) on failure. */
+/*
+ * Open the spool file for a message body.  On failure returns false and sets
+ * *fail to the reply: 452 for a full disk or quota, 451 for anything else
+ * (out of descriptors, I/O errors).
+ */
 static bool
-smtp_open_message(struct smtp_session *s)
+smtp_open_message(struct smtp_session *s, enum persona_reply *fail)
 {
 	char err[256];
+	int e;
 
 	if (s->txn->msg)
 		return true;
 	if ((s->txn->msg = spool_msg_new(s->srv->spool, err, sizeof(err))) == NULL) {
+		e = errno;
 		log_warn("%016llx smtp spool: %s", (unsigned long long)s->id, err);
+		*fail = (e == ENOSPC || e == EDQUOT) ? PR_STORAGE_FULL : PR_WRITE_ERROR;
 		return false;
 	}
 	return true;
@@ -1507,6 +1518,7 @@ static void
 cmd_data(struct smtp_session *s, const struct smtp_cmdline *cl)
 {
 	struct smtp_txn *t = s->txn;
+	enum persona_reply fail;
 
 	if (cl->arglen > 0) {
 		smtp_error(s, PR_DATA_SYNTAX, NULL);
@@ -1524,8 +1536,8 @@ cmd_data(struct smtp_session *s, const struct smtp_cmdline *cl)
 		smtp_error(s, PR_DATA_AFTER_BDAT, NULL);
 		return;
 	}
-	if (!smtp_open_message(s)) {
-		smtp_error(s, PR_STORAGE_FULL, NULL);
+	if (!smtp_open_message(s, &fail)) {
+		smtp_error(s, fail, NULL);
 		return;
 	}
 	t->dpos = DP_BOL;
@@ -1631,6 +1643,10 @@ smtp_data_input(struct smtp_session *s, struct evbuffer *in)
 		}
 		/* c is a content byte in the middle of a line. */
 		out[olen++] = c;
+		/* <CR>.<CR> ends nothing here (nor in Postfix) but is a smuggling try. */
+		if (t->crdot == 2 && c == '\r')
+			t->anomalies |= AN_SMUGGLE;
+		t->crdot = (c == '\r') ? 1 : (t->crdot == 1 && c == '.') ? 2 : 0;
 		if (c == '\n') {
 			t->prev_line_bare = !t->prev_cr;
 			if (!t->prev_cr)
@@ -1687,7 +1703,7 @@ cmd_bdat(struct smtp_session *s, const struct smtp_cmdline *cl)
 		t->bdat_discard = true;
 	} else {
 		t->bdat_discard = false;
-		if (!t->bdat_used && !smtp_open_message(s)) {
+		if (!t->bdat_used && !smtp_open_message(s, &t->bdat_fail)) {
 			t->bdat_discard = true;
 			t->bdat_failed = true;
 			t->bdat_nospace = true;
@@ -1721,8 +1737,9 @@ smtp_bdat_done(struct smtp_session *s)
 		return;
 	}
 	if (t->bdat_nospace) {
+		enum persona_reply fail = t->bdat_fail;
 		smtp_txn_reset(s);
-		smtp_error(s, PR_STORAGE_FULL, NULL);
+		smtp_error(s, fail, NULL);
 		return;
 	}
 	if (t->too_big && !t->bdat_failed) {

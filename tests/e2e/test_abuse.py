@@ -371,10 +371,9 @@ class LineEndings(AbuseCase):
 
 class ErrorSleep(AbuseCase):
 
-    @unittest.expectedFailure
     @with_config({"limits": {"message_size": 1024, "soft_errors": 1, "error_sleep": 1}})
     def test_reply_after_data_during_error_sleep_is_sent(self):
-        """BUG (h14-2): once soft_errors is reached, replies go to heldbuf, but
+        """Regression for h14-2 (fixed): once soft_errors is reached, replies go to heldbuf, but
         only the command path (smtp_process after smtp_command) arms the
         release timer.  A 552/452/451 produced at the end of DATA (or in the
         spool commit callback) stays held until the idle timeout: the client
@@ -440,9 +439,8 @@ class Smuggling(AbuseCase):
         self.assertIn("bare_cr", rec["anomalies"], rec)
         self.assertEqual(len(self.c.journal()), 1)
 
-    @unittest.expectedFailure
     def test_cr_dot_cr_recorded_as_smuggling(self):
-        """BUG (h14-1): <CR>.<CR> inside DATA is kept as content (right) but recorded
+        """Regression for h14-1 (fixed): <CR>.<CR> inside DATA is kept as content (right) but recorded
         only as bare_cr, not as "smuggling" (issue 5 asks both sequences to be
         recorded).  smtp_data_input only looks for a dot at the start of a line."""
         cl = self.open_data()

@@ -620,9 +620,13 @@ test_relay_section(void **state)
 	assert_int_equal(port, 25);
 	assert_int_equal(cfg_hostport("::1", host, sizeof(host), &port, 25), -1);
 	assert_int_equal(cfg_hostport("h:0", host, sizeof(host), &port, 25), -1);
-	/* A relative rules path is taken beside the config file. */
+	/* By default no file: the built-in rules (the shipped etc/rules.yml). */
 	cfg_defaults(c);
 	snprintf(c->path, sizeof(c->path), "/etc/fosr/main.yml");
+	cfg_relay_rules_path(c, rp, sizeof(rp));
+	assert_string_equal(rp, "");
+	/* A relative rules path is taken beside the config file. */
+	snprintf(c->relay.rules, sizeof(c->relay.rules), "rules.yml");
 	cfg_relay_rules_path(c, rp, sizeof(rp));
 	assert_string_equal(rp, "/etc/fosr/rules.yml");
 	free(c);

@@ -1,0 +1,195 @@
+#!/bin/bash
+# TLS benchmark (not a test): fosr-collector beside aiosmtpd with an
+# ssl_context, implicit TLS (465-style) and STARTTLS (587-style), under the
+# same load from bench/tls_load.py (whole sessions, one full handshake each,
+# one 1 KB mail each).  Prints sessions/s (= handshakes/s) and server CPU us
+# per TLS session, and the ratios.  About 1 minute.
+#
+# Run from the repository root:   bench/tls.sh
+# Environment knobs (all optional):
+#   TLS_SECONDS=10       load duration per server and mode
+#   TLS_PROCS=2 TLS_THREADS=4   client processes x threads (concurrent sessions)
+#   BENCH_FOSR=path      use this fosr-collector binary and do not run make
+#   BENCH_TMPDIR=build   where the temp dir (spools, certificate) goes
+#   BENCH_KEEP=1         keep the temp dir
+set -u
+export LC_ALL=C
+
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$PWD
+BENCH=$ROOT/bench
+PY=/usr/bin/python3
+FOSR=${BENCH_FOSR:-$ROOT/fosr-collector}
+TCK=$(getconf CLK_TCK)
+SECS=${TLS_SECONDS:-10}
+PROCS=${TLS_PROCS:-2}
+THREADS=${TLS_THREADS:-4}
+
+die() { echo "tls bench: $*" >&2; exit 1; }
+
+$PY -c 'import aiosmtpd' 2>/dev/null ||
+	die "needs aiosmtpd for $PY: apt-get install python3-aiosmtpd"
+if [ -z "${BENCH_FOSR:-}" ]; then
+	make fosr-collector >/dev/null || die "make fosr-collector failed"
+fi
+[ -x "$FOSR" ] || die "no $FOSR"
+
+mkdir -p "$ROOT/build"
+TMP=$(mktemp -d "${BENCH_TMPDIR:-$ROOT/build}/tlsbench.XXXXXX") || die "mktemp"
+RES=$TMP/results.txt
+: >"$RES"
+SPID=""
+
+cleanup() {
+	if [ -n "$SPID" ] && kill -0 "$SPID" 2>/dev/null; then
+		kill "$SPID" 2>/dev/null
+		sleep 0.5
+		kill -9 "$SPID" 2>/dev/null
+	fi
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "tls bench: kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	$PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Wait until port $1 (mode $2: implicit = TLS first) sends its 220 banner (30 s).
+wait_ready() {
+	$PY - "$1" "$2" <<'PYEOF'
+import socket, ssl, sys, time
+port, mode = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+end = time.time() + 30
+while time.time() < end:
+	try:
+		s = socket.create_connection(("127.0.0.1", port), 2)
+		s.settimeout(5)
+		if mode == "implicit":
+			s = ctx.wrap_socket(s)
+		if s.recv(512).startswith(b"220"):
+			s.sendall(b"QUIT\r\n")
+			s.recv(512)
+			sys.exit(0)
+	except OSError:
+		pass
+	time.sleep(0.1)
+sys.exit(1)
+PYEOF
+}
+
+# utime + stime of the whole process (all threads), in clock ticks.
+cpu_ticks() {
+	awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+
+# Start server $1 in work dir $2; sets SPID, IPORT (implicit) and SPORT (starttls).
+start_server() {
+	local name=$1 dir=$2
+	mkdir -p "$dir"
+	IPORT=$(free_port)
+	SPORT=$(free_port)
+	case $name in
+	fosr)
+		cat >"$dir/fosr.yml" <<YMLEOF
+hostname: "mx.bench.example"
+user: ""
+listeners:
+  - {address: 127.0.0.1, port: $IPORT, tls: implicit, name: submissions}
+  - {address: 127.0.0.1, port: $SPORT, tls: starttls, name: submission}
+tls:
+  certificate: "$TMP/cert.pem"
+  key: "$TMP/key.pem"
+spool:
+  directory: "$dir/spool"
+event_log: "$dir/events.json"
+limits:
+  sessions: 20000
+  sessions_per_ip: 20000
+YMLEOF
+		"$FOSR" -c "$dir/fosr.yml" 2>"$dir/server.log" &
+		;;
+	aiosmtpd)
+		$PY "$BENCH/aiosmtpd_tls_server.py" 127.0.0.1 "$IPORT" "$SPORT" \
+		    "$TMP/cert.pem" "$TMP/key.pem" "$dir/mail" 2>"$dir/server.log" &
+		;;
+	esac
+	SPID=$!
+	if ! { wait_ready "$IPORT" implicit && wait_ready "$SPORT" starttls; }; then
+		echo "tls bench: $name did not come up:" >&2
+		tail -5 "$dir/server.log" >&2
+		stop_server
+		return 1
+	fi
+}
+
+stop_server() {
+	[ -n "$SPID" ] || return 0
+	kill "$SPID" 2>/dev/null
+	for _ in $(seq 50); do
+		kill -0 "$SPID" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$SPID" 2>/dev/null && kill -9 "$SPID" 2>/dev/null
+	wait "$SPID" 2>/dev/null
+	SPID=""
+}
+
+# Mails server $1 has stored in work dir $2.
+stored() {
+	case $1 in
+	fosr) find "$2/spool/messages" -maxdepth 1 -name '*.eml' 2>/dev/null | wc -l ;;
+	aiosmtpd) find "$2/mail" -type f 2>/dev/null | wc -l ;;
+	esac
+}
+
+run() {
+	local srv=$1 mode=$2 dir=$TMP/$1-$2 port c0 c1 out n s0 s1 rate cpu
+	start_server "$srv" "$dir" || { echo "$mode $srv - - - failed" >>"$RES"; return; }
+	port=$IPORT
+	[ "$mode" = starttls ] && port=$SPORT
+	# warm-up, not counted (first sessions, lazy initialisation, allocator growth)
+	$PY "$BENCH/tls_load.py" 127.0.0.1 "$port" "$mode" 1 1 2 >/dev/null
+	s0=$(stored "$srv" "$dir")
+	c0=$(cpu_ticks "$SPID")
+	out=$($PY "$BENCH/tls_load.py" 127.0.0.1 "$port" "$mode" "$SECS" "$PROCS" "$THREADS")
+	c1=$(cpu_ticks "$SPID")
+	s1=$(stored "$srv" "$dir")
+	stop_server
+	n=$(echo "$out" | sed -n 's/^sessions=\([0-9]*\) .*/\1/p')
+	rate=$(echo "$out" | sed -n 's/.* rate=\([0-9.]*\) .*/\1/p')
+	cpu=$(awk -v a="$c0" -v b="$c1" -v n="${n:-0}" -v h="$TCK" \
+	    'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1e6 / h / n; else print "-" }')
+	echo "$mode $srv ${rate:--} $cpu $((s1 - s0)) $out" >>"$RES"
+	printf '  %-9s %-9s %8s sessions/s %6s us CPU/session  stored=%s\n      %s\n' \
+	    "$mode" "$srv" "${rate:--}" "$cpu" "$((s1 - s0))" "$out"
+}
+
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/key.pem" -out "$TMP/cert.pem" \
+    -days 2 -subj /CN=mx.bench.example >/dev/null 2>&1 || die "openssl req failed"
+echo "tls bench: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)," \
+    "$PROCS x $THREADS concurrent sessions, $SECS s per run, RSA 2048 certificate"
+echo "tls bench: fosr-collector $("$FOSR" --version 2>&1 | head -1 | awk '{print $NF}')," \
+    "aiosmtpd $($PY -c 'import aiosmtpd; print(aiosmtpd.__version__)')"
+for mode in implicit starttls; do
+	for srv in fosr aiosmtpd; do
+		run "$srv" "$mode"
+	done
+done
+echo
+printf '%-9s %12s %12s %7s   %13s %13s %7s\n' mode "fosr sess/s" "aio sess/s" ratio \
+    "fosr us/sess" "aio us/sess" ratio
+for mode in implicit starttls; do
+	awk -v m="$mode" '$1 == m { r[$2] = $3; c[$2] = $4 }
+	END {
+		rr = (r["aiosmtpd"] + 0 > 0) ? sprintf("%.2f", r["fosr"] / r["aiosmtpd"]) : "-"
+		cr = (c["aiosmtpd"] + 0 > 0) ? sprintf("%.2f", c["fosr"] / c["aiosmtpd"]) : "-"
+		printf "%-9s %12s %12s %7s   %13s %13s %7s\n", m, r["fosr"], r["aiosmtpd"], rr,
+		    c["fosr"], c["aiosmtpd"], cr
+	}' "$RES"
+done
+echo "(sessions/s = full TLS handshakes/s, the client shares the 2 cores: above 1 is better for"
+echo " fosr-collector; server CPU per session = utime+stime of the server process: below 1 is better)"

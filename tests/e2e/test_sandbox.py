@@ -1,0 +1,123 @@
+"""Least privilege of the running daemon (src/sandbox.c), seen from outside:
+every thread without a capability, with no_new_privs and under the seccomp
+filter; mail, TLS, SIGHUP and a graceful stop still work under it; the
+filter can be turned off; the optional chroot.
+
+That a forbidden system call kills the process is tested in
+tests/unit/test_sandbox.c (a forked child calls one).  Every other e2e test
+runs under the filter too: a call it does not allow would end the daemon by
+SIGSYS, and CollectorTestCase requires exit status 0.
+"""
+
+import os
+import signal
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (CollectorTestCase, binary_default, is_sanitized,  # noqa: E402
+                     under_valgrind, with_config)
+
+BODY = b"Subject: sandbox\r\nFrom: a@example.org\r\n\r\nunder the filter\r\n"
+
+
+def no_leak_check_env():
+    """LeakSanitizer lists threads in /proc/<pid>/task: not there in a chroot."""
+    if not is_sanitized(binary_default()):
+        return {}
+    opts = os.environ.get("ASAN_OPTIONS", "")
+    return {"ASAN_OPTIONS": (opts + ":" if opts else "") + "detect_leaks=0"}
+
+
+def task_status(pid):
+    """{tid: {field: value}} from /proc/<pid>/task/*/status."""
+    out = {}
+    base = "/proc/%d/task" % pid
+    for tid in os.listdir(base):
+        try:
+            with open(os.path.join(base, tid, "status")) as f:
+                fields = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        except FileNotFoundError:
+            continue
+        out[int(tid)] = {k: v.strip() for k, v in fields.items()}
+    return out
+
+
+class Sandbox(CollectorTestCase):
+    """The default configuration: seccomp on, no chroot (valgrind cannot
+    run a seccomp filter: there the filter is off and only the rest checked)."""
+
+    config = {"sandbox": {"seccomp": not under_valgrind()}}
+
+    def assert_confined(self, seccomp, wait=True):
+        # the ports listen before the sandbox is entered; the start event is after
+        if wait:
+            self.c.wait_event("fosr.collector.start")
+        tasks = task_status(self.c.proc.pid)
+        # main loop, spool worker, relay worker at least
+        self.assertGreaterEqual(len(tasks), 3, tasks.keys())
+        for tid, st in tasks.items():
+            for cap in ("CapEff", "CapPrm", "CapInh", "CapAmb"):
+                self.assertEqual(int(st[cap], 16), 0, "thread %d %s=%s" % (tid, cap, st[cap]))
+            self.assertEqual(st["NoNewPrivs"], "1", "thread %d" % tid)
+            self.assertEqual(st["Seccomp"], "2" if seccomp else "0", "thread %d" % tid)
+        return tasks
+
+    def test_every_thread_confined(self):
+        tasks = self.assert_confined(not under_valgrind())
+        if os.geteuid() == 0:
+            # started as root: the bounding set was emptied before the drop
+            main = tasks[self.c.proc.pid]
+            self.assertEqual(int(main["CapBnd"], 16), 0, main["CapBnd"])
+
+    def test_work_under_the_filter(self):
+        """Mail over STARTTLS and implicit TLS, SIGHUP (event log reopened,
+        rules reloaded), more mail, then a graceful stop with status 0."""
+        self.assert_confined(not under_valgrind())
+        cl, qid = self.send_mail(BODY, tls=True)
+        self.assert_stored(BODY, qid)
+        self.assertEqual(cl.cmd("QUIT").code, 221)
+        log = self.c.event_log
+        os.rename(log, log + ".1")
+        self.c.signal(signal.SIGHUP)
+        body2 = BODY.replace(b"under the filter", b"after SIGHUP")
+        cl2, qid2 = self.send_mail(body2, name="submissions")
+        self.assert_stored(body2, qid2)
+        self.assertTrue(os.path.exists(log), "event log not reopened after SIGHUP")
+        self.assert_confined(not under_valgrind(), wait=False)
+        self.assertEqual(self.c.stop(), 0, self.c.stderr_tail())
+
+    @with_config({"sandbox": {"seccomp": False}})
+    def test_seccomp_off(self):
+        """seccomp: false leaves the filter out, never the capability drop."""
+        self.assert_confined(False)
+        cl, qid = self.send_mail(BODY)
+        self.assert_stored(BODY, qid)
+
+
+@unittest.skipUnless(os.geteuid() == 0, "chroot needs root")
+class Chroot(CollectorTestCase):
+    """sandbox.chroot: paths after start (spool, event log) are inside it."""
+
+    config = {
+        "sandbox": {"seccomp": not under_valgrind(), "chroot": "{tmp}/root"},
+        "spool": {"directory": "/spool"},
+        "event_log": "/events.json",
+    }
+    autostart = False
+
+    @with_config(env=no_leak_check_env())
+    def test_chroot_spool_inside(self):
+        root = os.path.join(self.tmpdir, "root")
+        os.mkdir(root)
+        self.c.start()
+        self.assertEqual(os.readlink("/proc/%d/root" % self.c.proc.pid), root)
+        # the harness reads files from outside the chroot
+        self.c.spool_dir = os.path.join(root, "spool")
+        self.c.event_log = os.path.join(root, "events.json")
+        cl, qid = self.send_mail(BODY)
+        self.assert_stored(BODY, qid)
+
+
+if __name__ == "__main__":
+    unittest.main()
