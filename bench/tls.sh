@@ -2,8 +2,9 @@
 # TLS benchmark (not a test): fosr-collector beside aiosmtpd with an
 # ssl_context, implicit TLS (465-style) and STARTTLS (587-style), under the
 # same load from bench/tls_load.py (whole sessions, one full handshake each,
-# one 1 KB mail each).  Prints sessions/s (= handshakes/s) and server CPU us
-# per TLS session, and the ratios.  About 1 minute.
+# one 1 KB mail each; then handshake only: TLS, banner/EHLO, QUIT).  Prints
+# sessions/s (= handshakes/s) and server CPU us per TLS session, and the
+# ratios.  About 2 minutes.
 #
 # Run from the repository root:   bench/tls.sh
 # Environment knobs (all optional):
@@ -147,15 +148,15 @@ stored() {
 }
 
 run() {
-	local srv=$1 mode=$2 dir=$TMP/$1-$2 port c0 c1 out n s0 s1 rate cpu
-	start_server "$srv" "$dir" || { echo "$mode $srv - - - failed" >>"$RES"; return; }
+	local srv=$1 mode=$2 kind=$3 dir=$TMP/$1-$2-$3 port c0 c1 out n s0 s1 rate cpu
+	start_server "$srv" "$dir" || { echo "$kind-$mode $srv - - - failed" >>"$RES"; return; }
 	port=$IPORT
 	[ "$mode" = starttls ] && port=$SPORT
 	# warm-up, not counted (first sessions, lazy initialisation, allocator growth)
-	$PY "$BENCH/tls_load.py" 127.0.0.1 "$port" "$mode" 1 1 2 >/dev/null
+	$PY "$BENCH/tls_load.py" 127.0.0.1 "$port" "$mode" 1 1 2 "$kind" >/dev/null
 	s0=$(stored "$srv" "$dir")
 	c0=$(cpu_ticks "$SPID")
-	out=$($PY "$BENCH/tls_load.py" 127.0.0.1 "$port" "$mode" "$SECS" "$PROCS" "$THREADS")
+	out=$($PY "$BENCH/tls_load.py" 127.0.0.1 "$port" "$mode" "$SECS" "$PROCS" "$THREADS" "$kind")
 	c1=$(cpu_ticks "$SPID")
 	s1=$(stored "$srv" "$dir")
 	stop_server
@@ -163,9 +164,9 @@ run() {
 	rate=$(echo "$out" | sed -n 's/.* rate=\([0-9.]*\) .*/\1/p')
 	cpu=$(awk -v a="$c0" -v b="$c1" -v n="${n:-0}" -v h="$TCK" \
 	    'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1e6 / h / n; else print "-" }')
-	echo "$mode $srv ${rate:--} $cpu $((s1 - s0)) $out" >>"$RES"
-	printf '  %-9s %-9s %8s sessions/s %6s us CPU/session  stored=%s\n      %s\n' \
-	    "$mode" "$srv" "${rate:--}" "$cpu" "$((s1 - s0))" "$out"
+	echo "$kind-$mode $srv ${rate:--} $cpu $((s1 - s0)) $out" >>"$RES"
+	printf '  %-18s %-9s %8s sessions/s %6s us CPU/session  stored=%s\n      %s\n' \
+	    "$kind-$mode" "$srv" "${rate:--}" "$cpu" "$((s1 - s0))" "$out"
 }
 
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/key.pem" -out "$TMP/cert.pem" \
@@ -174,20 +175,22 @@ echo "tls bench: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg),"
     "$PROCS x $THREADS concurrent sessions, $SECS s per run, RSA 2048 certificate"
 echo "tls bench: fosr-collector $("$FOSR" --version 2>&1 | head -1 | awk '{print $NF}')," \
     "aiosmtpd $($PY -c 'import aiosmtpd; print(aiosmtpd.__version__)')"
-for mode in implicit starttls; do
-	for srv in fosr aiosmtpd; do
-		run "$srv" "$mode"
+for kind in mail handshake; do
+	for mode in implicit starttls; do
+		for srv in fosr aiosmtpd; do
+			run "$srv" "$mode" "$kind"
+		done
 	done
 done
 echo
-printf '%-9s %12s %12s %7s   %13s %13s %7s\n' mode "fosr sess/s" "aio sess/s" ratio \
+printf '%-18s %12s %12s %7s   %13s %13s %7s\n' mode "fosr sess/s" "aio sess/s" ratio \
     "fosr us/sess" "aio us/sess" ratio
-for mode in implicit starttls; do
+for mode in mail-implicit mail-starttls handshake-implicit handshake-starttls; do
 	awk -v m="$mode" '$1 == m { r[$2] = $3; c[$2] = $4 }
 	END {
 		rr = (r["aiosmtpd"] + 0 > 0) ? sprintf("%.2f", r["fosr"] / r["aiosmtpd"]) : "-"
 		cr = (c["aiosmtpd"] + 0 > 0) ? sprintf("%.2f", c["fosr"] / c["aiosmtpd"]) : "-"
-		printf "%-9s %12s %12s %7s   %13s %13s %7s\n", m, r["fosr"], r["aiosmtpd"], rr,
+		printf "%-18s %12s %12s %7s   %13s %13s %7s\n", m, r["fosr"], r["aiosmtpd"], rr,
 		    c["fosr"], c["aiosmtpd"], cr
 	}' "$RES"
 done

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A small TLS load client for the benchmark (bench/tls.sh).
 
-Usage: tls_load.py HOST PORT MODE SECONDS [PROCS] [THREADS]
+Usage: tls_load.py HOST PORT MODE SECONDS [PROCS] [THREADS] [KIND]
 
 MODE is "implicit" (TLS from the first byte, as on 465) or "starttls"
 (banner, EHLO, STARTTLS, as on 587).  PROCS processes (default 2) of THREADS
@@ -9,6 +9,10 @@ threads (default 4) each loop, for SECONDS seconds, over whole sessions:
 
   connect -> (TLS handshake | banner, EHLO, STARTTLS, handshake) -> [banner]
   -> EHLO -> MAIL -> RCPT -> DATA (1 KB, a distinct Message-Id) -> QUIT
+
+KIND "mail" (default) is that; KIND "handshake" stops after the TLS handshake
+and the banner (implicit) or the EHLO after it (starttls), then QUIT: the
+handshake rate without storage.
 
 Each session is a full handshake (no session resumption, no tickets reused).
 The certificate is not verified (self-signed).  Prints one line:
@@ -90,7 +94,7 @@ def body(tag):
 	return head + line * n
 
 
-def session(host, port, mode, ctx, tag):
+def session(host, port, mode, ctx, tag, kind="mail"):
 	"""One whole session; returns (protocol, cipher) or raises."""
 	c = Conn(host, port)
 	try:
@@ -104,6 +108,11 @@ def session(host, port, mode, ctx, tag):
 			c.cmd(b"EHLO client.bench.example\r\n", 250)
 			c.cmd(b"STARTTLS\r\n", 220)
 			c.wrap(ctx)
+		if kind == "handshake":
+			if mode == "starttls":
+				c.cmd(b"EHLO client.bench.example\r\n", 250)
+			c.cmd(b"QUIT\r\n", 221)
+			return c.sock.version(), c.sock.cipher()[0]
 		c.cmd(b"EHLO client.bench.example\r\n", 250)
 		c.cmd(b"MAIL FROM:<load@client.bench.example>\r\n", 250)
 		c.cmd(b"RCPT TO:<rcpt@dest.bench.example>\r\n", 250)
@@ -115,7 +124,7 @@ def session(host, port, mode, ctx, tag):
 		c.close()
 
 
-def worker(host, port, mode, seconds, threads, wid, out):
+def worker(host, port, mode, seconds, threads, kind, out):
 	"""One process: THREADS threads looping over sessions until the deadline."""
 	ctx = client_context()
 	lock = threading.Lock()
@@ -128,7 +137,7 @@ def worker(host, port, mode, seconds, threads, wid, out):
 			i += 1
 			tag = b"%d.%d.%d.%d" % (os.getpid(), tid, i, time.time_ns())
 			try:
-				proto, cipher = session(host, port, mode, ctx, tag)
+				proto, cipher = session(host, port, mode, ctx, tag, kind)
 				with lock:
 					st["ok"] += 1
 					st["proto"], st["cipher"] = proto, cipher
@@ -152,11 +161,14 @@ def main():
 	host, port, mode, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 	procs = int(sys.argv[5]) if len(sys.argv) > 5 else 2
 	threads = int(sys.argv[6]) if len(sys.argv) > 6 else 4
+	kind = sys.argv[7] if len(sys.argv) > 7 else "mail"
+	if kind not in ("mail", "handshake"):
+		sys.exit("KIND is mail or handshake")
 	if mode not in ("implicit", "starttls"):
 		sys.exit("MODE is implicit or starttls")
 	q = multiprocessing.Queue()
 	t0 = time.time()
-	ps = [multiprocessing.Process(target=worker, args=(host, port, mode, seconds, threads, w, q))
+	ps = [multiprocessing.Process(target=worker, args=(host, port, mode, seconds, threads, kind, q))
 	      for w in range(procs)]
 	for p in ps:
 		p.start()

@@ -79,6 +79,18 @@ test_loads_and_finds_a_probe(void **state)
 	assert_true(d.matched);
 	assert_true(d.relay);
 	assert_string_equal(d.rule, "probe");
+	/*
+	 * The cheap matchers run first (size, rcpt_count before the address
+	 * search that needs the MIME decoding): the evidence is in that order.
+	 */
+	assert_non_null(d.evidence);
+	{
+		const char *sz = strstr(d.evidence, "\"matcher\":\"size\"");
+		const char *mine = strstr(d.evidence, "\"matcher\":\"mentions_own_address\"");
+		assert_non_null(sz);
+		assert_non_null(mine);
+		assert_true(sz < mine);
+	}
 	rules_decision_clear(&d);
 
 	/* Not mentioning it: no rule matches. */
