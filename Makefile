@@ -29,7 +29,7 @@ UNIT_REL := $(patsubst tests/unit/%.c,build/rel/tests/%,$(UNIT_SRC))
 UNIT_ASAN:= $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))
 FUZZ_BIN := $(patsubst fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: all run check check-unit check-e2e check-asan check-fuzz deps fuzz clean
+.PHONY: all run check check-valgrind deps fuzz clean
 
 all: fosr-collector
 
@@ -86,6 +86,10 @@ check:
 	@sh scripts/deps.sh
 	$(MAKE) -j$(NPROC) fosr-collector build/asan/fosr-collector $(UNIT_REL) $(UNIT_ASAN) $(FUZZ_BIN)
 	sh tests/run.sh
+
+# The end-to-end suite with the daemon under valgrind memcheck (slow: ~20 minutes).
+check-valgrind: fosr-collector
+	sh tests/valgrind.sh
 
 fuzz: $(FUZZ_BIN)
 

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +299,11 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 		*pp = e;
 	}
 	(*pp)->count++;
+	/*
+	 * Replies are written whole: Nagle would hold the banner behind a TLS 1.3
+	 * session ticket until the client's delayed ACK (40 ms a handshake).
+	 */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	if (smtp_session_new(srv, l->cl, l->port, fd, sa, (socklen_t)salen) == NULL)
 		session_closed_cb(ls, sa);	/* fd already closed */
 }
