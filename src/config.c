@@ -75,6 +75,8 @@ static int	 listeners_parse(struct cctx *, yaml_node_t *, const char *,
 		    struct cfg *, size_t *);
 static int	 tls_key_cb(struct cctx *, int, const char *, yaml_node_t *,
 		    void *);
+static int	 sandbox_key_cb(struct cctx *, int, const char *, yaml_node_t *,
+		    void *);
 static int	 spool_key_cb(struct cctx *, int, const char *, yaml_node_t *,
 		    void *);
 static int	 auth_key_cb(struct cctx *, int, const char *, yaml_node_t *,
@@ -110,13 +112,16 @@ static const char *const relay_mode_names[] = { "off", "dry-run", "live" };
 enum main_key {
 	MK_HOSTNAME, MK_SENSOR, MK_PERSONA, MK_USER, MK_PORT_OFFSET,
 	MK_LISTENERS, MK_TLS, MK_SPOOL, MK_EVENT_LOG, MK_AUTH, MK_LIMITS,
-	MK_FEED, MK_RELAY, MK_LOCAL, MK_COUNT
+	MK_FEED, MK_RELAY, MK_LOCAL, MK_SANDBOX, MK_COUNT
 };
 static const char *const main_keys[MK_COUNT] = {
 	"hostname", "sensor", "persona", "user", "port_offset",
 	"listeners", "tls", "spool", "event_log", "auth", "limits", "feed",
-	"relay", "local_recipients",
+	"relay", "local_recipients", "sandbox",
 };
+
+enum sandbox_key { SB_SECCOMP, SB_CHROOT, SB_COUNT };
+static const char *const sandbox_keys[SB_COUNT] = { "seccomp", "chroot" };
 
 enum local_key { LR_DOMAINS, LR_USERS, LR_COUNT };
 static const char *const local_keys[LR_COUNT] = { "domains", "users" };
@@ -755,6 +760,28 @@ spool_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 	return cfg_error(x, v, path, "internal: unhandled key");
 }
 
+/* Apply one key of the sandbox section. */
+static int
+sandbox_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct cfg_sandbox *sb = arg;
+
+	switch ((enum sandbox_key)key) {
+	case SB_SECCOMP:
+		return get_bool(x, v, path, &sb->seccomp);
+	case SB_CHROOT:
+		if (get_str(x, v, path, sb->chroot, sizeof(sb->chroot), true) == -1)
+			return -1;
+		if (sb->chroot[0] != '\0' && sb->chroot[0] != '/')
+			return cfg_error(x, v, path, "must be an absolute path or \"\"");
+		return 0;
+	case SB_COUNT:
+		break;
+	}
+	return cfg_error(x, v, path, "internal: unhandled key");
+}
+
 /* Apply one key of the auth section. */
 static int
 auth_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
@@ -1129,6 +1156,9 @@ main_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 	case MK_SPOOL:
 		return map_walk(x, v, path, spool_keys, SK_COUNT, spool_key_cb,
 		    c, &seen);
+	case MK_SANDBOX:
+		return map_walk(x, v, path, sandbox_keys, SB_COUNT, sandbox_key_cb,
+		    &c->sandbox, &seen);
 	case MK_EVENT_LOG:
 		return get_str(x, v, path, c->event_log, sizeof(c->event_log),
 		    true);
@@ -1303,6 +1333,8 @@ cfg_defaults(struct cfg *c)
 	snprintf(c->tls_cert, sizeof(c->tls_cert), "tls/cert.pem");
 	snprintf(c->tls_key, sizeof(c->tls_key), "tls/key.pem");
 	snprintf(c->spool_dir, sizeof(c->spool_dir), "spool");
+	c->sandbox.seccomp = true;
+	c->sandbox.chroot[0] = '\0';
 	c->spool_min_free = SPOOL_MIN_FREE_DEFAULT;
 	c->spool_max_bytes = 0;
 	snprintf(c->event_log, sizeof(c->event_log), "fosr-events.json");

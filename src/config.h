@@ -117,6 +117,12 @@ struct cfg_relay {
 	char		 test_server[CFG_NAME_MAX];	/* -t: through this host:port */
 };
 
+/* The sandbox entered after start (sandbox.h). */
+struct cfg_sandbox {
+	bool		 seccomp;	/* syscall filter (default true) */
+	char		 chroot[PATH_MAX];	/* "" = none (default); absolute */
+};
+
 struct cfg {
 	char		 path[PATH_MAX];	/* "" = embedded defaults */
 	char		 hostname[CFG_NAME_MAX];	/* "" = gethostname() at start */
@@ -144,6 +150,7 @@ struct cfg {
 	struct cfg_local local;
 	struct cfg_feed	 feed;
 	struct cfg_relay relay;
+	struct cfg_sandbox sandbox;
 };
 
 /* Fill c with the embedded defaults (25/465/587, ./spool, ./fosr-events.json). */

@@ -24,6 +24,7 @@
 #include "config.h"
 #include "console.h"
 #include "relay.h"
+#include "sandbox.h"
 #include "hpfeeds.h"
 #include "listener.h"
 #include "log.h"
@@ -115,6 +116,7 @@ main(int argc, char **argv)
 	char err[1024];
 	struct passwd *pw = NULL;
 	struct spool_opts so;
+	struct sandbox_opts sbx;
 	int ch;
 
 	while ((ch = getopt_long(argc, argv, "c:df:hit", longopts, NULL)) != -1) {
@@ -238,9 +240,17 @@ main(int argc, char **argv)
 		fatalx("tls: %s", err);
 	if ((f.ls = listeners_bind(&f.srv, err, sizeof(err))) == NULL)
 		fatalx("%s", err);
-	prepare_paths(&f, pw);
+	sbx.seccomp = f.cfg.sandbox.seccomp;
+	sbx.chroot_dir = f.cfg.sandbox.chroot;
+	if (sandbox_chroot(&sbx, err, sizeof(err)) == -1 ||
+	    sandbox_drop_bounding(err, sizeof(err)) == -1)
+		fatalx("sandbox: %s", err);
+	prepare_paths(&f, pw);		/* after the chroot: paths are inside it */
 	if (pw)
 		drop_privileges(&f, pw);
+	/* Capabilities are per thread: drop them before any thread starts. */
+	if (sandbox_drop_caps(err, sizeof(err)) == -1)
+		fatalx("sandbox: %s", err);
 
 	if (evlog_open(f.cfg.event_log, f.cfg.sensor[0] ? f.cfg.sensor : f.hostname,
 	    err, sizeof(err)) == -1)
@@ -273,6 +283,12 @@ main(int argc, char **argv)
 	f.srv.data_cb = relay_data_cb;
 	f.srv.data_cancel = relay_data_cancel;
 	f.srv.stage_arg = f.relay;
+
+	/* Everything is open and every thread runs: from here only what serving needs. */
+	if (sandbox_enter(&sbx, err, sizeof(err)) == -1)
+		fatalx("sandbox: %s", err);
+	log_info("sandbox: seccomp=%s chroot=%s", sbx.seccomp ? "on" : "off",
+	    sbx.chroot_dir && sbx.chroot_dir[0] ? sbx.chroot_dir : "none");
 
 
 	listeners_enable(f.ls);

@@ -23,6 +23,7 @@
 
 #include "dns.h"
 #include "log.h"
+#include "mime.h"
 #include "relay.h"
 #include "relay_caps.h"
 #include "relay_json.h"
@@ -269,6 +270,56 @@ relay_read_message(const char *spool_dir, const char *sha256, uint64_t max,
 	}
 	snprintf(path, sizeof(path), "%s/messages/%s.eml", spool_dir, sha256);
 	return relay_read_path(path, max, msg, len, err, errlen);
+}
+
+/*
+ * Read the first head bytes of a regular file (the rules never examine more
+ * than MIME_RAW_MAX: a 30 MiB mail must not be read whole for them); *total
+ * gets the file's size.
+ */
+static int
+relay_read_head(const char *path, uint64_t head, unsigned char **msg, size_t *len,
+    uint64_t *total, char *err, size_t errlen)
+{
+	struct stat st;
+	unsigned char *buf;
+	size_t off = 0, want;
+	ssize_t n;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "%.256s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%.256s: not a regular file", path);
+		close(fd);
+		return -1;
+	}
+	*total = (uint64_t)st.st_size;
+	want = (uint64_t)st.st_size < head ? (size_t)st.st_size : (size_t)head;
+	if ((buf = malloc(want + 1)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		close(fd);
+		return -1;
+	}
+	while (off < want) {
+		n = pread(fd, buf + off, want - off, (off_t)off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	close(fd);
+	if (off != want) {
+		snprintf(err, errlen, "%.256s: short read", path);
+		free(buf);
+		return -1;
+	}
+	*msg = buf;
+	*len = off;
+	return 0;
 }
 
 /* Read a whole regular file of at most max bytes into a malloc'ed buffer. */
@@ -656,6 +707,8 @@ relay_do_eval(struct relay_job *j)
 	const struct cfg *cfg = j->r->cfg;
 	struct rules_facts f;
 	const char *own[RELAY_OWN_MAX];
+	char path[PATH_MAX + 96];
+	uint64_t total = 0;
 
 	j->eval_rc = -1;
 	if (j->have_dec) {
@@ -671,15 +724,21 @@ relay_do_eval(struct relay_job *j)
 		snprintf(j->err, sizeof(j->err), "no rules loaded");
 		return;
 	}
-	if (j->pre ? relay_read_path(j->msg_path, cfg->limits.message_size + 65536, &j->msg,
-	    &j->msglen, j->err, sizeof(j->err)) == -1 :
-	    relay_read_message(cfg->spool_dir, j->rec->sha256, cfg->limits.message_size + 65536,
-	    &j->msg, &j->msglen, j->err, sizeof(j->err)) == -1)
+	if (j->pre)
+		snprintf(path, sizeof(path), "%s", j->msg_path);
+	else if (strlen(j->rec->sha256) == 64 && strspn(j->rec->sha256, "0123456789abcdef") == 64)
+		snprintf(path, sizeof(path), "%s/messages/%s.eml", cfg->spool_dir, j->rec->sha256);
+	else {
+		snprintf(j->err, sizeof(j->err), "bad sha256");
+		return;
+	}
+	if (relay_read_head(path, MIME_RAW_MAX, &j->msg, &j->msglen, &total, j->err,
+	    sizeof(j->err)) == -1)
 		return;
 	for (int i = 0; i < j->nown; i++)
 		own[i] = j->own[i];
 	relay_facts(&f, j->rec, RULES_STAGE_DATA);
-	f.size = j->msglen;
+	f.size = total;
 	f.msg = j->msg;
 	f.msglen = j->msglen;
 	f.own_addrs = own;
@@ -691,6 +750,15 @@ relay_do_eval(struct relay_job *j)
 		free(j->msg);	/* only a mail to relay is kept in memory */
 		j->msg = NULL;
 		j->msglen = 0;
+	} else if (total > j->msglen) {
+		/* To be relayed and longer than what the rules saw: read it whole. */
+		free(j->msg);
+		j->msg = NULL;
+		j->msglen = 0;
+		if (relay_read_message(cfg->spool_dir, j->rec->sha256,
+		    cfg->limits.message_size + 65536, &j->msg, &j->msglen, j->err,
+		    sizeof(j->err)) == -1)
+			j->eval_rc = -1;
 	}
 }
 

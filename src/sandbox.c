@@ -1,9 +1,8 @@
 /*
- * Least privilege: chroot, capabilities, no_new_privs and the seccomp filter.
- * The allow list below was derived by tracing the whole end-to-end suite
- * (release and ASan+UBSan builds) under strace -f from the moment the filter
- * is installed; see the comment above sandbox_allow[].  Library-like: never
- * logs, fills the caller's err.
+ * Least privilege: chroot, capabilities, no_new_privs and the seccomp filter
+ * (default action: kill the process).  The allow list was derived from the
+ * whole end-to-end suite; see the comment above sandbox_allow[].
+ * Library-like: never logs, fills the caller's err.
  */
 
 #include <dirent.h>
@@ -53,10 +52,13 @@ static uint64_t	 sandbox_hex(const char *);
  * System calls the running daemon makes, unconditionally allowed.  Derived
  * empirically: the whole e2e suite ran against a build that calls
  * sandbox_enter() where main does, under `strace -f`, and every call made
- * after the filter's seccomp() was collected, for the release and the
- * ASan+UBSan builds.  Marked "(code)" are the few the suite did not reach
- * but a code path has (another variant of the same call, an error path).
- * Names unknown on the build's architecture are skipped.
+ * after the filter's seccomp() was collected (release build; the ASan build
+ * in part, since LeakSanitizer cannot run under a tracer).  Then the suite
+ * ran without strace, filter on, in both builds: a missing call would end a
+ * daemon by SIGSYS and fail its test.  Marked "(code)" are the calls the
+ * suite did not show but a code path has (another variant of the same call,
+ * an error path, a thread starting late).  Names unknown on the build's
+ * architecture are skipped.
  */
 static const char *const sandbox_allow[] = {
 	/* descriptors; files under the spool, the event log, rules, /proc/self */

@@ -499,6 +499,9 @@ class Collector:
             "tls": shared_tls(),
             "spool": {"directory": self.spool_dir},
             "event_log": self.event_log,
+            # The seccomp filter is on, as in production; valgrind cannot
+            # run a process that installs one.
+            "sandbox": {"seccomp": not under_valgrind()},
         }
         if isinstance(config, str):
             self.config = None
