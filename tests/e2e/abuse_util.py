@@ -165,8 +165,10 @@ class AckedSender:
     Errors (connection refused or reset, the daemon killed) end a thread's
     current session; the thread reconnects until stop()."""
 
-    def __init__(self, port, threads=4, per_session=20, size=1024, tag="acked", timeout=10):
+    def __init__(self, port, threads=4, per_session=20, size=1024, tag="acked", timeout=10,
+                 pace=0.0):
         self.port = port
+        self.pace = pace         # seconds each thread waits between two mails
         self.nthreads = threads
         self.per_session = per_session
         self.size = size
@@ -202,6 +204,8 @@ class AckedSender:
             for _ in range(self.per_session):
                 if self._stop.is_set():
                     break
+                if self.pace:
+                    time.sleep(self.pace)
                 body = self._body()
                 if cl.cmd("MAIL FROM:<s@example.org>").code != 250:
                     return

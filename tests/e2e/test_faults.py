@@ -171,8 +171,10 @@ class BrokerFlapping(HpfeedsCase):
 
     def test_broker_flapping_under_load_nothing_lost(self):
         self.start()
+        # paced (about 150 mails/s) so that sending spans all four restarts and
+        # the backlog stays a few seconds' work for the Python test broker
         snd = AckedSender(self.c.ports["smtp"], threads=3, per_session=10, size=800,
-                          tag="flap").start()
+                          tag="flap", pace=0.02).start()
         try:
             for _ in range(4):
                 time.sleep(1.5)

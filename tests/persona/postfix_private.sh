@@ -119,6 +119,9 @@ SASL
 
 	# master.cf: the Debian one, without chroot (no chroot tree to populate)
 	# and with our own listeners instead of "smtp inet".
+	# (the package's pristine copy when /etc/postfix has none)
+	master_src=/etc/postfix/master.cf
+	[ -f "$master_src" ] || master_src=/usr/share/postfix/master.cf.dist
 	awk '
 		/^[ \t]*#/ || /^[ \t]*$/ || /^[ \t]/ { if (!skip) print; next }
 		{
@@ -126,7 +129,7 @@ SASL
 			if ($2 == "inet") { skip = 1; next }
 			if (NF >= 8) $5 = "n"
 			print
-		}' /etc/postfix/master.cf > "$conf/master.cf"
+		}' "$master_src" > "$conf/master.cf"
 	cat >> "$conf/master.cf" <<MASTER
 127.0.0.1:$port inet n - n - - smtpd
 127.0.0.1:$tlsport inet n - n - - smtpd
