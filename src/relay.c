@@ -1332,9 +1332,17 @@ relay_attempt_json(struct relay_job *j, const char *host, const char *ip, int po
 	jb_obj_close(&j->outcome);
 	evlog_emit(&ev);
 	jb_free(&ev);
-	log_info("relay %s attempt rcpt=%s mx=%s ip=%s port=%d status=%s%s%s", j->rec->sha256,
-	    j->target_rcpt, host, ip, port, status, res && res->reply[0] ? " reply=" : "",
-	    res ? res->reply : "");
+	{
+		/* The recipient, the MX name and its reply all come from the outside. */
+		char erc[300], eho[300], erp[600];
+
+		log_info("relay %s attempt rcpt=%s mx=%s ip=%s port=%d status=%s%s%s",
+		    j->rec->sha256,
+		    log_escape(erc, sizeof(erc), j->target_rcpt, strlen(j->target_rcpt)),
+		    log_escape(eho, sizeof(eho), host, strlen(host)), ip, port, status,
+		    res && res->reply[0] ? " reply=" : "",
+		    res ? log_escape(erp, sizeof(erp), res->reply, strlen(res->reply)) : "");
+	}
 }
 
 /* The current recipient is done (delivered or given up). */
