@@ -3,9 +3,17 @@
  * formatted in full and written with one write(2) so that lines from several
  * threads never interleave; every event is one line written the same way to a
  * file opened with O_APPEND.
+ *
+ * On the event loop thread, after log_defer_start(), lines are gathered in
+ * memory and written by log_flush() at the end of the loop pass (one write
+ * per file per pass instead of one per line; the session module flushes
+ * before it sends replies, so a client never sees a reply before the event
+ * it follows is in the file).  Errors, other threads and a full buffer write
+ * at once.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/limits.h>	/* PATH_MAX: <limits.h> resolves to src/limits.h under -Isrc */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +25,13 @@
 
 #define LOG_LINE_MAX	4096
 #define JB_MIN_CAP	256
+#define LOG_DEFER_MAX	(64 * 1024)	/* a pass writing more flushes early */
+
+/* Lines waiting for log_flush(): one queue per file. */
+struct dq {
+	char	*buf;
+	size_t	 len;
+};
 
 static void	 log_vlog(enum log_level, const char *, va_list)
 		    __attribute__((format(printf, 2, 0)));
@@ -27,6 +42,9 @@ static void	 jb_put(struct jbuf *, const void *, size_t);
 static void	 jb_sep(struct jbuf *);
 static size_t	 utf8_seq(const unsigned char *, size_t, uint32_t *);
 static int	 evlog_openfd(const char *);
+static bool	 log_deferring(void);
+static void	 dq_add(struct dq *, int, const char *, size_t);
+static void	 dq_flush(struct dq *, int);
 
 static enum log_level	 log_level = LOG_LVL_INFO;
 static const char *const log_names[] = { "err", "warn", "info", "debug" };
@@ -35,6 +53,12 @@ static int	 ev_fd = -1;
 static char	 ev_path[PATH_MAX];
 static char	 ev_sensor[256];
 static bool	 ev_failing;	/* last write failed: warn once per failure series */
+
+static bool		 defer_on;
+static pthread_t	 defer_thread;
+static void		(*defer_kick)(void *);
+static void		*defer_kick_arg;
+static struct dq	 dq_text, dq_ev;
 
 /* Set the threshold of the text log. */
 void
@@ -48,6 +72,105 @@ bool
 log_debug_enabled(void)
 {
 	return log_level >= LOG_LVL_DEBUG;
+}
+
+/*
+ * From now on, lines written by the calling thread wait in memory for
+ * log_flush(); kick(arg) runs when a queue goes from empty to non-empty (it
+ * should arrange a log_flush() at the end of the loop pass).
+ */
+void
+log_defer_start(void (*kick)(void *), void *arg)
+{
+	defer_thread = pthread_self();
+	defer_kick = kick;
+	defer_kick_arg = arg;
+	defer_on = true;
+}
+
+/* Write what waits and stop deferring (before exit). */
+void
+log_defer_stop(void)
+{
+	log_flush();
+	defer_on = false;
+	free(dq_text.buf);
+	free(dq_ev.buf);
+	memset(&dq_text, 0, sizeof(dq_text));
+	memset(&dq_ev, 0, sizeof(dq_ev));
+}
+
+/* Whether this thread's lines are deferred now. */
+static bool
+log_deferring(void)
+{
+	return defer_on && pthread_equal(pthread_self(), defer_thread);
+}
+
+/* Queue len bytes for fd; writes at once when the queue is full or memory is short. */
+static void
+dq_add(struct dq *q, int fd, const char *p, size_t len)
+{
+	bool was_empty = q->len == 0;
+
+	if (q->buf == NULL && (q->buf = malloc(LOG_DEFER_MAX)) == NULL) {
+		write_all(fd, p, len);
+		return;
+	}
+	if (q->len + len > LOG_DEFER_MAX)
+		dq_flush(q, fd);
+	if (len > LOG_DEFER_MAX) {
+		write_all(fd, p, len);
+		return;
+	}
+	memcpy(q->buf + q->len, p, len);
+	q->len += len;
+	if (was_empty && defer_kick != NULL)
+		defer_kick(defer_kick_arg);
+}
+
+/* Write a queue out. */
+static void
+dq_flush(struct dq *q, int fd)
+{
+	if (q->len == 0)
+		return;
+	if (fd != -1)
+		write_all(fd, q->buf, q->len);
+	q->len = 0;
+}
+
+/* Write the lines the loop thread gathered (events first, then text). */
+void
+log_flush(void)
+{
+	if (!log_deferring())
+		return;
+	if (dq_ev.len > 0) {
+		int fd = ev_fd;
+		size_t len = dq_ev.len;
+		const char *p = dq_ev.buf;
+
+		dq_ev.len = 0;
+		while (len > 0 && fd != -1) {
+			ssize_t n = write(fd, p, len);
+
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				if (!ev_failing)
+					log_warn("event log %s: write: %s", ev_path,
+					    strerror(errno));
+				ev_failing = true;
+				break;
+			}
+			p += n;
+			len -= (size_t)n;
+		}
+		if (len == 0)
+			ev_failing = false;
+	}
+	dq_flush(&dq_text, STDERR_FILENO);
 }
 
 /* Write all of buf to fd, retrying on EINTR and short writes; errors drop the rest. */
@@ -94,7 +217,13 @@ log_vlog(enum log_level level, const char *fmt, va_list ap)
 	} else
 		n += (size_t)r;
 	line[n++] = '\n';
-	write_all(STDERR_FILENO, line, n);
+	if (level <= LOG_LVL_WARN || !log_deferring()) {
+		/* Keep the order of what this thread wrote before. */
+		if (log_deferring())
+			dq_flush(&dq_text, STDERR_FILENO);
+		write_all(STDERR_FILENO, line, n);
+	} else
+		dq_add(&dq_text, STDERR_FILENO, line, n);
 }
 
 /* Log an error. */
@@ -150,6 +279,7 @@ fatalx(const char *fmt, ...)
 	va_start(ap, fmt);
 	log_vlog(LOG_LVL_ERR, fmt, ap);
 	va_end(ap);
+	log_flush();
 	exit(1);
 }
 
@@ -673,6 +803,7 @@ evlog_reopen(void)
 
 	if (ev_fd == -1)
 		return;
+	log_flush();
 	if ((fd = evlog_openfd(ev_path)) == -1) {
 		log_warn("event log %s: reopen: %s", ev_path, strerror(errno));
 		return;
@@ -686,6 +817,7 @@ evlog_reopen(void)
 void
 evlog_close(void)
 {
+	log_flush();
 	if (ev_fd != -1)
 		close(ev_fd);
 	ev_fd = -1;
@@ -736,6 +868,10 @@ evlog_emit(struct jbuf *jb)
 	jb_put(jb, "\n", 1);
 	if (jb->oom || ev_fd == -1)
 		return;
+	if (log_deferring()) {
+		dq_add(&dq_ev, ev_fd, jb->buf, jb->len);
+		return;
+	}
 	p = jb->buf;
 	left = jb->len;
 	while (left > 0) {

@@ -15,6 +15,14 @@ enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 /* Set the text log threshold; debug also turns on the protocol trace (-d). */
 void	log_init(enum log_level level);
+/*
+ * Gather the calling (event loop) thread's info/debug lines and events in
+ * memory until log_flush(); kick(arg) is called when something starts
+ * waiting.  log_defer_stop() flushes and ends it.
+ */
+void	log_defer_start(void (*kick)(void *), void *arg);
+void	log_defer_stop(void);
+void	log_flush(void);
 bool	log_debug_enabled(void);
 
 void	log_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -39,6 +39,7 @@
 
 struct fosr {
 	struct event_base	*base;
+	struct event		*log_ev;	/* end of pass: write the gathered log lines */
 	struct cfg		 cfg;
 	struct smtp_server	 srv;
 	struct listeners	*ls;
@@ -53,6 +54,8 @@ static void	 usage(FILE *);
 static void	 on_mail_cb(void *, const char *, size_t);
 static void	 signal_cb(evutil_socket_t, short, void *);
 static void	 stop_cb(evutil_socket_t, short, void *);
+static void	 log_flush_cb(evutil_socket_t, short, void *);
+static void	 log_kick(void *);
 static void	 drop_privileges(struct fosr *, const struct passwd *);
 static void	 prepare_paths(struct fosr *, const struct passwd *);
 
@@ -209,8 +212,24 @@ main(int argc, char **argv)
 	}
 	if (evthread_use_pthreads() == -1)
 		fatalx("evthread_use_pthreads failed");
-	if ((f.base = event_base_new()) == NULL)
-		fatalx("event_base_new failed");
+	{
+		/*
+		 * The epoll changelist folds the add/del pairs a bufferevent makes
+		 * for every reply (write interest on, drained, off) into at most one
+		 * epoll_ctl per descriptor and loop pass: measured ~10 epoll_ctl
+		 * calls per mail without it.  No descriptor here is dup()ed, the
+		 * one case where the changelist is unsafe.
+		 */
+		struct event_config *ec = event_config_new();
+
+		if (ec == NULL)
+			fatalx("out of memory");
+		event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+		f.base = event_base_new_with_config(ec);
+		event_config_free(ec);
+		if (f.base == NULL)
+			fatalx("event_base_new failed");
+	}
 	/*
 	 * Signals first: a SIGTERM that arrives as soon as the ports listen
 	 * (systemd, a test) must still mean a graceful stop.  libevent holds it
@@ -305,8 +324,15 @@ main(int argc, char **argv)
 		jb_free(&jb);
 	}
 
+	/* From here the loop's log lines and events are written once per pass. */
+	if ((f.log_ev = event_new(f.base, -1, 0, log_flush_cb, NULL)) != NULL)
+		log_defer_start(log_kick, f.log_ev);
+
 	event_base_dispatch(f.base);
 
+	log_defer_stop();
+	if (f.log_ev != NULL)
+		event_free(f.log_ev);
 	smtp_server_close_all(&f.srv);
 	listeners_free(f.ls);
 	hpf_free(f.hpf);
@@ -380,6 +406,20 @@ drop_privileges(struct fosr *f, const struct passwd *pw)
 	if (pw->pw_uid != 0 && (setuid(0) != -1 || seteuid(0) != -1))
 		fatalx("privilege drop to %s did not stick", pw->pw_name);
 	log_info("running as user %s (uid %u)", pw->pw_name, (unsigned)pw->pw_uid);
+}
+
+/* End of a loop pass: write the log lines and events it gathered. */
+static void
+log_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	log_flush();
+}
+
+/* A log line waits: have it written at the end of this loop pass. */
+static void
+log_kick(void *arg)
+{
+	event_active(arg, EV_TIMEOUT, 0);
 }
 
 /* SIGTERM/SIGINT: graceful stop.  SIGHUP: reopen the event log. */

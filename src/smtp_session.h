@@ -105,6 +105,9 @@ struct smtp_server {
 	unsigned		 nsessions;
 	bool			 stopping;	/* graceful shutdown in progress */
 	struct smtp_session	*sessions;	/* list of live sessions */
+	/* Sessions whose replies go out at the end of this loop pass (internal). */
+	struct smtp_session	*flushq;
+	struct event		*flush_ev;
 };
 
 /*

@@ -114,6 +114,21 @@ class SMTPBasics(CollectorTestCase):
         for e in self.c.events(strict=True):
             pass
 
+    def test_event_written_before_its_reply(self):
+        # Log lines are gathered per loop pass; the replies of the pass go out
+        # only after them, so the mail.received event of a 250 is in the file
+        # the moment the client reads that 250 (no waiting here).
+        cl = None
+        for i in range(40):
+            body = simple_body("ordered %d" % i)
+            if cl is None:
+                cl, qid = self.send_mail(body)
+            else:
+                _, qid = self.send_mail(body, client=cl)
+            got = [e for e in self.c.events()
+                   if e.get("eventid") == "fosr.mail.received" and e.get("queue_id") == qid]
+            self.assertEqual(len(got), 1, "mail %d: event of %s not yet written" % (i, qid))
+
     def test_sha256_everywhere_and_queue_ids_unique(self):
         qids = set()
         cl = None

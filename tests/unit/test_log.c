@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -433,6 +434,96 @@ test_evlog_line(void **state)
 	rmdir(dir);
 }
 
+static int kicks;
+
+/* The deferral's kick: count calls. */
+static void
+count_kick(void *arg)
+{
+	(void)arg;
+	kicks++;
+}
+
+/* Another thread's event: written at once even while the loop thread defers. */
+static void *
+emit_other_thread(void *arg)
+{
+	struct jbuf jb;
+
+	(void)arg;
+	jb_init(&jb);
+	evlog_begin(&jb, "fosr.other", NULL);
+	evlog_emit(&jb);
+	jb_free(&jb);
+	return NULL;
+}
+
+/*
+ * Deferred writes: the loop thread's events wait for log_flush() (one kick
+ * per batch), come out in order, other threads write at once, and
+ * log_defer_stop() writes what is left.
+ */
+static void
+test_evlog_defer(void **state)
+{
+	char dir[] = "/tmp/test_log_defer.XXXXXX", path[256], err[256];
+	struct jbuf jb;
+	pthread_t th;
+	char *buf, *a, *b;
+	size_t len;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/ev.json", dir);
+	assert_int_equal(evlog_open(path, "s", err, sizeof(err)), 0);
+	kicks = 0;
+	log_defer_start(count_kick, NULL);
+	jb_init(&jb);
+	evlog_begin(&jb, "fosr.first", NULL);
+	evlog_emit(&jb);
+	evlog_begin(&jb, "fosr.second", NULL);
+	evlog_emit(&jb);
+	assert_int_equal(kicks, 1);
+	buf = slurp(path, &len);
+	assert_int_equal(len, 0);	/* nothing written yet */
+	free(buf);
+
+	assert_int_equal(pthread_create(&th, NULL, emit_other_thread, NULL), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	buf = slurp(path, &len);
+	assert_non_null(strstr(buf, "fosr.other"));
+	assert_null(strstr(buf, "fosr.first"));
+	free(buf);
+
+	log_flush();
+	buf = slurp(path, &len);
+	a = strstr(buf, "fosr.first");
+	b = strstr(buf, "fosr.second");
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_true(a < b);
+	free(buf);
+
+	/* A new batch kicks again; stopping writes it. */
+	evlog_begin(&jb, "fosr.third", NULL);
+	evlog_emit(&jb);
+	assert_int_equal(kicks, 2);
+	log_defer_stop();
+	buf = slurp(path, &len);
+	assert_non_null(strstr(buf, "fosr.third"));
+	free(buf);
+
+	/* Not deferring any more: written at once. */
+	evlog_begin(&jb, "fosr.fourth", NULL);
+	evlog_emit(&jb);
+	buf = slurp(path, &len);
+	assert_non_null(strstr(buf, "fosr.fourth"));
+	free(buf);
+	jb_free(&jb);
+	evlog_close();
+	unlink(path);
+	rmdir(dir);
+}
+
 /* Text lines are "TIMESTAMP level message", filtered by the threshold. */
 static void
 test_text_log(void **state)
@@ -499,6 +590,7 @@ main(void)
 		cmocka_unit_test(test_json_structure),
 		cmocka_unit_test(test_json_growth_depth),
 		cmocka_unit_test(test_evlog_line),
+		cmocka_unit_test(test_evlog_defer),
 		cmocka_unit_test(test_timestamp),
 		cmocka_unit_test(test_text_log),
 	};

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -20,6 +21,8 @@ static void	test_parse_u64_bad(void **);
 static void	test_parse_u64_underscore(void **);
 static void	test_parse_u64_range(void **);
 static void	test_random(void **);
+static void	test_random_pool(void **);
+static void	test_random_fork(void **);
 static void	test_queue_id(void **);
 static void	test_hex(void **);
 static void	test_b64_roundtrip(void **);
@@ -121,6 +124,57 @@ test_random(void **state)
 	x = util_random_u64();
 	y = util_random_u64();
 	assert_true(x != y);
+}
+
+/*
+ * Small draws come from a per-thread pool: across several refills no 64-bit
+ * value repeats and the bytes are not all alike (a pool handed out twice, or
+ * never refilled, would repeat).
+ */
+static void
+test_random_pool(void **state)
+{
+	enum { N = 4096 };
+	uint64_t *v = calloc(N, sizeof(*v));
+	unsigned char c[3];
+	int i, j;
+
+	assert_non_null(v);
+	for (i = 0; i < N; i++) {
+		v[i] = util_random_u64();
+		for (j = 0; j < i; j++)
+			assert_true(v[j] != v[i]);
+	}
+	/* Odd sizes across the pool's edge. */
+	for (i = 0; i < 200; i++)
+		util_random(c, sizeof(c));
+	free(v);
+}
+
+/* A forked child does not get the bytes its parent draws next. */
+static void
+test_random_fork(void **state)
+{
+	uint64_t mine, child;
+	int fds[2], st;
+	pid_t pid;
+
+	(void)util_random_u64();	/* the pool now holds unused bytes */
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid != -1);
+	if (pid == 0) {
+		uint64_t x = util_random_u64();
+
+		_exit(write(fds[1], &x, sizeof(x)) == sizeof(x) ? 0 : 1);
+	}
+	mine = util_random_u64();
+	assert_int_equal(read(fds[0], &child, sizeof(child)), sizeof(child));
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_true(mine != child);
+	close(fds[0]);
+	close(fds[1]);
 }
 
 /* Queue ids: 10-12 upper-case hex digits, not starting with '0', varying. */
@@ -280,6 +334,8 @@ main(void)
 		cmocka_unit_test(test_parse_u64_underscore),
 		cmocka_unit_test(test_parse_u64_range),
 		cmocka_unit_test(test_random),
+		cmocka_unit_test(test_random_pool),
+		cmocka_unit_test(test_random_fork),
 		cmocka_unit_test(test_queue_id),
 		cmocka_unit_test(test_hex),
 		cmocka_unit_test(test_b64_vectors),
