@@ -23,6 +23,11 @@ def ratio(a, b):
 	return "%.2f" % (a / b)
 
 
+def col(c, i):
+	"""Field i of row c, or '-' when the row is shorter."""
+	return c[i] if len(c) > i and c[i] != "" else "-"
+
+
 def kv(s):
 	"""Parses 'k=v k=v' into a dict."""
 	out = {}
@@ -65,9 +70,37 @@ def main():
 			hwm = num(c[8])
 			print("%-12s %5s %7s %6s  %-10s %9s %11s %10s %8s  %-20s %s" % (
 			    scen, c[3], c[4], c[5], srv, c[6], c[7],
-			    c[11] if len(c) > 11 else "-",
+			    col(c, 11),
 			    "%.1f" % (hwm / 1024) if hwm is not None else "-",
 			    c[9], c[10]))
+	print()
+
+	print("CPU per message outside the server process too, same interval: "
+	      "machine = /proc/stat user+system+irq+softirq+steal\n(not nice, not "
+	      "idle/iowait); its parts: server, smtp-source client, hpfeeds broker "
+	      "(fosr only), kernel = kernel\nthreads (jbd2, kworkers, loop, "
+	      "kblockd) + irq/softirq time, other = the rest (other un-niced work "
+	      "on the\nmachine, system time of niced work, exited processes, sync); "
+	      "server to exit = server CPU from the load's\nstart to its exit, "
+	      "shutdown included (all us/msg)")
+	hdr = "%-12s  %-10s %10s %9s %9s %9s %9s %9s  %-10s %s" % (
+	    "scenario", "server", "machine", "server", "client", "broker",
+	    "kernel", "other", "feed lag s", "server to exit")
+	print(hdr)
+	print("-" * len(hdr))
+	for scen in order:
+		for srv in servers:
+			c = load.get((scen, srv))
+			if not c or len(c) < 17:
+				continue
+			parts = [num(c[7]), num(c[13]), num(c[14]) or 0.0, num(c[16])]
+			m = num(c[12])
+			rest = "-"
+			if m is not None and None not in parts:
+				rest = "%.1f" % (m - sum(parts))
+			print("%-12s  %-10s %10s %9s %9s %9s %9s %9s  %-10s %s" % (
+			    scen, srv, c[12], c[7], c[13], c[14], c[16], rest,
+			    col(c, 15), col(c, 17)))
 	print()
 
 	others = [s for s in servers if s != "fosr"]

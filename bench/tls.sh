@@ -6,137 +6,52 @@
 # sessions/s (= handshakes/s) and server CPU us per TLS session, and the
 # ratios.  About 2 minutes.
 #
-# Run from the repository root:   bench/tls.sh
+# Run from anywhere:   bench/tls.sh
 # Environment knobs (all optional):
 #   TLS_SECONDS=10       load duration per server and mode
 #   TLS_PROCS=2 TLS_THREADS=4   client processes x threads (concurrent sessions)
 #   BENCH_FOSR=path      use this fosr-collector binary and do not run make
 #   BENCH_TMPDIR=build   where the temp dir (spools, certificate) goes
 #   BENCH_KEEP=1         keep the temp dir
-set -u
-export LC_ALL=C
 
-cd "$(dirname "$0")/.." || exit 1
-ROOT=$PWD
-BENCH=$ROOT/bench
-PY=/usr/bin/python3
-FOSR=${BENCH_FOSR:-$ROOT/fosr-collector}
-TCK=$(getconf CLK_TCK)
+BENCH_NAME="tls bench"
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+
 SECS=${TLS_SECONDS:-10}
 PROCS=${TLS_PROCS:-2}
 THREADS=${TLS_THREADS:-4}
 
-die() { echo "tls bench: $*" >&2; exit 1; }
-
-$PY -c 'import aiosmtpd' 2>/dev/null ||
-	die "needs aiosmtpd for $PY: apt-get install python3-aiosmtpd"
-if [ -z "${BENCH_FOSR:-}" ]; then
-	make fosr-collector >/dev/null || die "make fosr-collector failed"
-fi
-[ -x "$FOSR" ] || die "no $FOSR"
-
-mkdir -p "$ROOT/build"
-TMP=$(mktemp -d "${BENCH_TMPDIR:-$ROOT/build}/tlsbench.XXXXXX") || die "mktemp"
+need_aiosmtpd
+need_fosr
+bench_init tlsbench
 RES=$TMP/results.txt
 : >"$RES"
-SPID=""
 
-cleanup() {
-	if [ -n "$SPID" ] && kill -0 "$SPID" 2>/dev/null; then
-		kill "$SPID" 2>/dev/null
-		sleep 0.5
-		kill -9 "$SPID" 2>/dev/null
-	fi
-	if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "tls bench: kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-	$PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Wait until port $1 (mode $2: implicit = TLS first) sends its 220 banner (30 s).
-wait_ready() {
-	$PY - "$1" "$2" <<'PYEOF'
-import socket, ssl, sys, time
-port, mode = int(sys.argv[1]), sys.argv[2]
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-end = time.time() + 30
-while time.time() < end:
-	try:
-		s = socket.create_connection(("127.0.0.1", port), 2)
-		s.settimeout(5)
-		if mode == "implicit":
-			s = ctx.wrap_socket(s)
-		if s.recv(512).startswith(b"220"):
-			s.sendall(b"QUIT\r\n")
-			s.recv(512)
-			sys.exit(0)
-	except OSError:
-		pass
-	time.sleep(0.1)
-sys.exit(1)
-PYEOF
-}
-
-# utime + stime of the whole process (all threads), in clock ticks.
-cpu_ticks() {
-	awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
-}
-
-# Start server $1 in work dir $2; sets SPID, IPORT (implicit) and SPORT (starttls).
-start_server() {
+# Start server $1 in work dir $2; sets SPID, IPORT (implicit) and SPORT
+# (starttls).  fosr-collector does not publish here (no broker).
+tls_start_server() {
 	local name=$1 dir=$2
 	mkdir -p "$dir"
 	IPORT=$(free_port)
 	SPORT=$(free_port)
 	case $name in
 	fosr)
-		cat >"$dir/fosr.yml" <<YMLEOF
-hostname: "mx.bench.example"
-user: ""
-listeners:
-  - {address: 127.0.0.1, port: $IPORT, tls: implicit, name: submissions}
-  - {address: 127.0.0.1, port: $SPORT, tls: starttls, name: submission}
-tls:
-  certificate: "$TMP/cert.pem"
-  key: "$TMP/key.pem"
-spool:
-  directory: "$dir/spool"
-event_log: "$dir/events.json"
-limits:
-  sessions: 20000
-  sessions_per_ip: 20000
-YMLEOF
-		"$FOSR" -c "$dir/fosr.yml" 2>"$dir/server.log" &
+		fosr_start "$dir" "  - {address: 127.0.0.1, port: $IPORT, tls: implicit, name: submissions}
+  - {address: 127.0.0.1, port: $SPORT, tls: starttls, name: submission}"
 		;;
 	aiosmtpd)
 		$PY "$BENCH/aiosmtpd_tls_server.py" 127.0.0.1 "$IPORT" "$SPORT" \
-		    "$TMP/cert.pem" "$TMP/key.pem" "$dir/mail" 2>"$dir/server.log" &
+		    "$TMP/tls/cert.pem" "$TMP/tls/key.pem" "$dir/mail" 2>"$dir/server.log" &
+		SPID=$!
 		;;
 	esac
-	SPID=$!
 	if ! { wait_ready "$IPORT" implicit && wait_ready "$SPORT" starttls; }; then
 		echo "tls bench: $name did not come up:" >&2
 		tail -5 "$dir/server.log" >&2
 		stop_server
 		return 1
 	fi
-}
-
-stop_server() {
-	[ -n "$SPID" ] || return 0
-	kill "$SPID" 2>/dev/null
-	for _ in $(seq 50); do
-		kill -0 "$SPID" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -0 "$SPID" 2>/dev/null && kill -9 "$SPID" 2>/dev/null
-	wait "$SPID" 2>/dev/null
-	SPID=""
 }
 
 # Mails server $1 has stored in work dir $2.
@@ -149,15 +64,15 @@ stored() {
 
 run() {
 	local srv=$1 mode=$2 kind=$3 dir=$TMP/$1-$2-$3 port c0 c1 out n s0 s1 rate cpu
-	start_server "$srv" "$dir" || { echo "$kind-$mode $srv - - - failed" >>"$RES"; return; }
+	tls_start_server "$srv" "$dir" || { echo "$kind-$mode $srv - - - failed" >>"$RES"; return; }
 	port=$IPORT
 	[ "$mode" = starttls ] && port=$SPORT
 	# warm-up, not counted (first sessions, lazy initialisation, allocator growth)
 	$PY "$BENCH/tls_load.py" 127.0.0.1 "$port" "$mode" 1 1 2 "$kind" >/dev/null
 	s0=$(stored "$srv" "$dir")
-	c0=$(cpu_ticks "$SPID")
+	c0=$(cpu_ticks "$SPID" | awk '{ print $1 + $2 }')
 	out=$($PY "$BENCH/tls_load.py" 127.0.0.1 "$port" "$mode" "$SECS" "$PROCS" "$THREADS" "$kind")
-	c1=$(cpu_ticks "$SPID")
+	c1=$(cpu_ticks "$SPID" | awk '{ print $1 + $2 }')
 	s1=$(stored "$srv" "$dir")
 	stop_server
 	n=$(echo "$out" | sed -n 's/^sessions=\([0-9]*\) .*/\1/p')
@@ -169,8 +84,7 @@ run() {
 	    "$kind-$mode" "$srv" "${rate:--}" "$cpu" "$((s1 - s0))" "$out"
 }
 
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/key.pem" -out "$TMP/cert.pem" \
-    -days 2 -subj /CN=mx.bench.example >/dev/null 2>&1 || die "openssl req failed"
+make_cert
 echo "tls bench: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)," \
     "$PROCS x $THREADS concurrent sessions, $SECS s per run, RSA 2048 certificate"
 echo "tls bench: fosr-collector $("$FOSR" --version 2>&1 | head -1 | awk '{print $NF}')," \
