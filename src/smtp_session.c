@@ -69,6 +69,7 @@ enum smtp_state {
 #define SF_WRITEBLOCK	0x0100	/* reading paused until the output drains */
 #define SF_IMPLICIT	0x0200	/* implicit TLS listener */
 #define SF_FLUSHQ	0x0400	/* on srv->flushq: replies go out at the end of the pass */
+#define SF_PEER_EOF	0x0800	/* the client closed its side while a commit ran */
 
 /* Anomalies of a transaction (body) and of a session (commands). */
 #define AN_BARE_LF	0x0001
@@ -728,8 +729,9 @@ smtp_maybe_free(struct smtp_session *s)
 	if (smtp_waiting(s))
 		return false;	/* the commit or rules callback answers first */
 	if (s->bev && evbuffer_get_length(bufferevent_get_output(s->bev)) > 0 &&
-	    strcmp(s->close_reason, "error") != 0 && strcmp(s->close_reason, "eof") != 0)
-		return false;	/* smtp_write_cb comes back when it is flushed */
+	    ((s->flags & SF_PEER_EOF) ||
+	    (strcmp(s->close_reason, "error") != 0 && strcmp(s->close_reason, "eof") != 0)))
+		return false;	/* smtp_write_cb or the flush queue comes back when it is flushed */
 	smtp_free(s);
 	return true;
 }
@@ -862,7 +864,7 @@ smtp_drained(struct smtp_session *s)
 	}
 	if (s->flags & SF_WRITEBLOCK) {
 		s->flags &= ~SF_WRITEBLOCK;
-		if (!(s->flags & SF_CLOSING))
+		if (!(s->flags & (SF_CLOSING | SF_PEER_EOF)))
 			bufferevent_enable(s->bev, EV_READ);
 		smtp_process(s);
 	}
@@ -991,6 +993,15 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 		}
 		if (smtp_waiting(s)) {
 			/* The message is being decided on or made durable: let it finish. */
+			if ((what & BEV_EVENT_EOF) && strcmp(reason, "eof") == 0) {
+				/*
+				 * Reading stays on during the wait, so a client that
+				 * sent ".", perhaps QUIT, and shut its side is seen
+				 * now: it still gets its replies (smtp_resume).
+				 */
+				s->flags |= SF_PEER_EOF;
+				return;
+			}
 			s->flags |= SF_CLOSING;
 			snprintf(s->close_reason, sizeof(s->close_reason), "%s", reason);
 			return;
@@ -2052,9 +2063,12 @@ smtp_message_commit(struct smtp_session *s)
 		smtp_reply(s, PR_WRITE_ERROR, NULL);
 		return;
 	}
+	/*
+	 * Reading stays on while the commit runs (no epoll_ctl pair per mail):
+	 * smtp_process() does nothing in this state, input waits in the buffer
+	 * (its high watermark bounds it) and an EOF waits in SF_PEER_EOF.
+	 */
 	smtp_enter_state(s, SMTP_STATE_COMMIT);
-	if (s->bev)
-		bufferevent_disable(s->bev, EV_READ);
 	spool_msg_commit(t->msg, jb.buf, jb.len, smtp_commit_cb, s);
 	t->record = jb.buf;	/* kept for the on_mail hook */
 	t->record_len = jb.len;
@@ -2086,8 +2100,7 @@ smtp_data_hook(struct smtp_session *s)
 	req.queue_id = t->queue_id;
 	if ((t->rules_req = srv->data_cb(srv->stage_arg, &req, smtp_data_done_cb, s)) == NULL)
 		return false;
-	smtp_enter_state(s, SMTP_STATE_RULES);
-	bufferevent_disable(s->bev, EV_READ);
+	smtp_enter_state(s, SMTP_STATE_RULES);	/* reading stays on, as for a commit */
 	return true;
 }
 
@@ -2212,6 +2225,13 @@ smtp_resume(struct smtp_session *s)
 			smtp_free(s);
 		else
 			smtp_maybe_free(s);
+		return;
+	}
+	if (s->flags & SF_PEER_EOF) {
+		/* What the client sent before it shut its side is answered, then the end. */
+		smtp_process(s);
+		smtp_close(s, "eof");
+		smtp_maybe_free(s);
 		return;
 	}
 	bufferevent_enable(s->bev, EV_READ);

@@ -19,6 +19,10 @@ TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 QID_RE = re.compile(r"^[0-9A-Za-z]{8,20}$")
 
 
+def queue_id_from_line(line):
+    return line.rsplit(" ", 1)[1]
+
+
 def simple_body(tag="hello"):
     return (b"From: sender@example.org\r\nTo: rcpt@example.net\r\nSubject: " + tag.encode()
             + b"\r\n\r\nbody of " + tag.encode() + b"\r\n")
@@ -238,6 +242,57 @@ class SMTPBasics(CollectorTestCase):
         self.assertEqual(cl.reply().code, 221)
         self.assertTrue(cl.wait_closed())
         self.assert_stored(body2, qid2)
+
+    def _half_close(self, tail, tag):
+        """Send a transaction whose end ('.' + tail) is followed at once by
+        shutdown(SHUT_WR); return every reply line the server still sends."""
+        sock = socket.create_connection((HOST, self.c.ports["smtp"]), 10 * self.slow)
+        try:
+            f = sock.makefile("rb")
+
+            def reply():
+                lines = []
+                while True:
+                    l = f.readline()
+                    if not l:
+                        return lines
+                    lines.append(l.decode().rstrip("\r\n"))
+                    if l[3:4] != b"-":
+                        return lines
+            self.assertTrue(reply()[0].startswith("220"))
+            sock.sendall(b"EHLO half.example\r\n")
+            reply()
+            sock.sendall(b"MAIL FROM:<h@example.org>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n")
+            self.assertEqual([reply()[0][:3] for _ in range(3)], ["250", "250", "354"])
+            body = simple_body(tag)
+            sock.sendall(body + b".\r\n" + tail)
+            sock.shutdown(socket.SHUT_WR)
+            out = []
+            while True:
+                r = reply()
+                if not r:
+                    return out, body
+                out.append(r[-1])
+        finally:
+            sock.close()
+
+    def test_half_close_after_dot_and_quit_still_answered(self):
+        # The client's EOF arrives while the message is being committed: the
+        # 250 and the QUIT's 221 still go out (as from Postfix), then the end.
+        out, body = self._half_close(b"QUIT\r\n", "half-close quit")
+        self.assertEqual(len(out), 2, out)
+        self.assertTrue(out[0].startswith("250 2.0.0 Ok: queued as "), out)
+        self.assertTrue(out[1].startswith("221"), out)
+        self.assert_stored(body, queue_id_from_line(out[0]))
+
+    def test_half_close_after_dot_gets_250(self):
+        out, body = self._half_close(b"", "half-close")
+        self.assertEqual(len(out), 1, out)
+        self.assertTrue(out[0].startswith("250 2.0.0 Ok: queued as "), out)
+        self.assert_stored(body, queue_id_from_line(out[0]))
+        ev = self.c.wait_event("fosr.session.closed", lambda e: e.get("mails") == 1
+                               and e.get("reason") == "eof")
+        self.assertEqual(ev["reason"], "eof")
 
     def test_pipelined_errors_keep_order(self):
         cl = self.client()
