@@ -363,7 +363,7 @@ main(int argc, char **argv)
 static void
 prepare_paths(struct fosr *f, const struct passwd *pw)
 {
-	const char *subdirs[] = { "", "/tmp", "/messages", "/feed", "/relay" };
+	const char *subdirs[] = { "", "/tmp", "/messages", "/segments", "/feed", "/relay" };
 	char path[PATH_MAX + 32];
 
 	if (util_mkdirs(f->cfg.spool_dir, 0750) == -1)

@@ -125,6 +125,7 @@ struct relay {
 
 static void	*relay_worker(void *);
 static void	 relay_post(struct relay_job *, enum relay_work);
+static void	 relay_done_push(struct relay_job *);
 static void	 relay_done_ev_cb(evutil_socket_t, short, void *);
 static void	 relay_job_free(struct relay_job *);
 static struct relay_job *relay_job_new(struct relay *, const char *, size_t, const char *,
@@ -171,17 +172,45 @@ static void	 relay_result_fill(struct smtp_stage_result *, const struct rules_de
 
 /* ------------------------------------------------------------------ records */
 
-/* Parse a reception record. */
+/* The members of a reception record that relay_record_parse() reads. */
+enum relay_rk {
+	RK_SHA256, RK_QUEUE_ID, RK_SESSION, RK_TIME, RK_SRC_IP, RK_DST_IP, RK_HELO,
+	RK_PROTOCOL, RK_SIZE, RK_SRC_PORT, RK_DST_PORT, RK_TLS, RK_AUTH, RK_MAIL_FROM,
+	RK_RCPT_TO, RK_COUNT
+};
+static const char *const relay_rk_names[RK_COUNT] = {
+	"sha256", "queue_id", "session", "time", "src_ip", "dst_ip", "helo",
+	"protocol", "size", "src_port", "dst_port", "tls", "auth", "mail_from",
+	"rcpt_to",
+};
+
+/*
+ * Parse a reception record: one walk over its members (the first of a
+ * duplicated key counts, as with relay_json_get), then the values.
+ */
 struct relay_record *
 relay_record_parse(const char *j, size_t len, char *err, size_t errlen)
 {
 	struct relay_record *r;
-	const char *v, *el, *a;
-	size_t vl, ell, al;
+	const char *val[RK_COUNT], *k, *v, *el, *a;
+	size_t vlen[RK_COUNT], kl, vl, ell, al, pos = 0;
 	long long n;
-	int i;
+	int i, rc;
 
-	if (!relay_json_is_object(j, len)) {
+	memset(val, 0, sizeof(val));
+	while ((rc = relay_json_member(j, len, &pos, &k, &kl, &v, &vl)) == 1) {
+		for (i = 0; i < RK_COUNT; i++) {
+			/* strncmp() == 0 implies kl <= the name's length: no NUL in k. */
+			if (val[i] == NULL && k[0] == relay_rk_names[i][0] &&
+			    strncmp(k, relay_rk_names[i], kl) == 0 &&
+			    relay_rk_names[i][kl] == '\0') {
+				val[i] = v;
+				vlen[i] = vl;
+				break;
+			}
+		}
+	}
+	if (rc == -1) {
 		snprintf(err, errlen, "record: not a JSON object");
 		return NULL;
 	}
@@ -189,50 +218,56 @@ relay_record_parse(const char *j, size_t len, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	if (relay_json_get_str(j, len, "sha256", r->sha256, sizeof(r->sha256)) == -1 ||
+#define RK_STR(key, dst) (val[key] != NULL ? \
+	relay_json_str(val[key], vlen[key], (dst), sizeof(dst)) : -1)
+	if (RK_STR(RK_SHA256, r->sha256) == -1 ||
 	    strlen(r->sha256) != 64 || strspn(r->sha256, "0123456789abcdef") != 64) {
 		snprintf(err, errlen, "record: no valid sha256");
 		goto fail;
 	}
-	relay_json_get_str(j, len, "queue_id", r->queue_id, sizeof(r->queue_id));
-	relay_json_get_str(j, len, "session", r->session, sizeof(r->session));
-	relay_json_get_str(j, len, "time", r->time, sizeof(r->time));
-	relay_json_get_str(j, len, "src_ip", r->src_ip, sizeof(r->src_ip));
-	relay_json_get_str(j, len, "dst_ip", r->dst_ip, sizeof(r->dst_ip));
-	relay_json_get_str(j, len, "helo", r->helo, sizeof(r->helo));
-	relay_json_get_str(j, len, "protocol", r->protocol, sizeof(r->protocol));
-	if (relay_json_get(j, len, "size", &v, &vl) == 0 && relay_json_int(v, vl, &n) == 0 &&
-	    n >= 0)
+	RK_STR(RK_QUEUE_ID, r->queue_id);
+	RK_STR(RK_SESSION, r->session);
+	RK_STR(RK_TIME, r->time);
+	RK_STR(RK_SRC_IP, r->src_ip);
+	RK_STR(RK_DST_IP, r->dst_ip);
+	RK_STR(RK_HELO, r->helo);
+	RK_STR(RK_PROTOCOL, r->protocol);
+	if (val[RK_SIZE] && relay_json_int(val[RK_SIZE], vlen[RK_SIZE], &n) == 0 && n >= 0)
 		r->size = (uint64_t)n;
-	if (relay_json_get(j, len, "src_port", &v, &vl) == 0 && relay_json_int(v, vl, &n) == 0)
+	if (val[RK_SRC_PORT] && relay_json_int(val[RK_SRC_PORT], vlen[RK_SRC_PORT], &n) == 0)
 		r->src_port = (int)n;
-	if (relay_json_get(j, len, "dst_port", &v, &vl) == 0 && relay_json_int(v, vl, &n) == 0)
+	if (val[RK_DST_PORT] && relay_json_int(val[RK_DST_PORT], vlen[RK_DST_PORT], &n) == 0)
 		r->dst_port = (int)n;
-	if (relay_json_get(j, len, "tls", &v, &vl) == 0 && !relay_json_is_null(v, vl))
+	if (val[RK_TLS] && !relay_json_is_null(val[RK_TLS], vlen[RK_TLS]))
 		r->tls = true;
-	if (relay_json_get(j, len, "auth", &v, &vl) == 0 && !relay_json_is_null(v, vl) &&
+	v = val[RK_AUTH];
+	vl = vlen[RK_AUTH];
+	if (v != NULL && !relay_json_is_null(v, vl) &&
 	    relay_json_get(v, vl, "username", &a, &al) == 0) {
 		r->auth = true;
 		relay_json_str(a, al, r->auth_user, sizeof(r->auth_user));
 		relay_json_get_str(v, vl, "password", r->auth_pass, sizeof(r->auth_pass));
 	}
-	if (relay_json_get_str(j, len, "mail_from", r->mail_from, sizeof(r->mail_from)) == -1) {
+	if (RK_STR(RK_MAIL_FROM, r->mail_from) == -1) {
 		snprintf(err, errlen, "record: no mail_from");
 		goto fail;
 	}
-	if (relay_json_get(j, len, "rcpt_to", &v, &vl) == -1) {
+#undef RK_STR
+	if ((v = val[RK_RCPT_TO]) == NULL) {
 		snprintf(err, errlen, "record: no rcpt_to");
 		goto fail;
 	}
-	for (i = 0; i < RELAY_RCPT_MAX && relay_json_index(v, vl, i, &el, &ell) == 0; i++)
+	vl = vlen[RK_RCPT_TO];
+	for (i = 0, pos = 0; i < RELAY_RCPT_MAX &&
+	    relay_json_element(v, vl, &pos, &el, &ell) == 1; i++)
 		;
 	if ((r->rcpt = calloc((size_t)i + 1, sizeof(*r->rcpt))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	for (r->nrcpt = 0; r->nrcpt < i; r->nrcpt++) {
+	for (r->nrcpt = 0, pos = 0; r->nrcpt < i; r->nrcpt++) {
 		char buf[520];
-		relay_json_index(v, vl, r->nrcpt, &el, &ell);
+		relay_json_element(v, vl, &pos, &el, &ell);
 		if (relay_json_str(el, ell, buf, sizeof(buf)) == -1 ||
 		    (r->rcpt[r->nrcpt] = strdup(buf)) == NULL) {
 			snprintf(err, errlen, "record: bad rcpt_to[%d]", r->nrcpt);
@@ -635,15 +670,24 @@ relay_worker(void *arg)
 			break;
 		}
 
-		pthread_mutex_lock(&r->mu);
-		if (r->done_tail)
-			r->done_tail->qnext = j;
-		else
-			r->done_head = j;
-		r->done_tail = j;
-		pthread_mutex_unlock(&r->mu);
-		event_active(r->done_ev, EV_TIMEOUT, 1);
+		relay_done_push(j);
 	}
+}
+
+/* A job is done (worker, or inline on the loop): queue it for relay_done_ev_cb. */
+static void
+relay_done_push(struct relay_job *j)
+{
+	struct relay *r = j->r;
+
+	pthread_mutex_lock(&r->mu);
+	if (r->done_tail)
+		r->done_tail->qnext = j;
+	else
+		r->done_head = j;
+	r->done_tail = j;
+	pthread_mutex_unlock(&r->mu);
+	event_active(r->done_ev, EV_TIMEOUT, 1);
 }
 
 /* Queue a job for the worker. */
@@ -724,17 +768,23 @@ relay_do_eval(struct relay_job *j)
 		snprintf(j->err, sizeof(j->err), "no rules loaded");
 		return;
 	}
-	if (j->pre)
-		snprintf(path, sizeof(path), "%s", j->msg_path);
-	else if (strlen(j->rec->sha256) == 64 && strspn(j->rec->sha256, "0123456789abcdef") == 64)
-		snprintf(path, sizeof(path), "%s/messages/%s.eml", cfg->spool_dir, j->rec->sha256);
+	if (j->msg != NULL)
+		total = j->msglen;	/* a small mail the session handed over whole */
 	else {
-		snprintf(j->err, sizeof(j->err), "bad sha256");
-		return;
+		if (j->pre)
+			snprintf(path, sizeof(path), "%s", j->msg_path);
+		else if (strlen(j->rec->sha256) == 64 &&
+		    strspn(j->rec->sha256, "0123456789abcdef") == 64)
+			snprintf(path, sizeof(path), "%s/messages/%s.eml", cfg->spool_dir,
+			    j->rec->sha256);
+		else {
+			snprintf(j->err, sizeof(j->err), "bad sha256");
+			return;
+		}
+		if (relay_read_head(path, MIME_RAW_MAX, &j->msg, &j->msglen, &total, j->err,
+		    sizeof(j->err)) == -1)
+			return;
 	}
-	if (relay_read_head(path, MIME_RAW_MAX, &j->msg, &j->msglen, &total, j->err,
-	    sizeof(j->err)) == -1)
-		return;
 	for (int i = 0; i < j->nown; i++)
 		own[i] = j->own[i];
 	relay_facts(&f, j->rec, RULES_STAGE_DATA);
@@ -1531,6 +1581,12 @@ relay_decision_json(const struct rules_decision *d)
 	return jb.buf;
 }
 
+/* The members of the "rules" decision that relay_record_decision() reads. */
+enum relay_dk {
+	DK_STAGE, DK_MATCHED, DK_RULE, DK_TAG, DK_REPLY_TEXT, DK_RELAY, DK_PUBLISH,
+	DK_REPLY_CODE, DK_EVIDENCE, DK_COUNT
+};
+
 /*
  * Read the DATA decision made before the commit back from a reception record
  * ("rules", written by relay_decision_json).  False when there is none.
@@ -1538,34 +1594,56 @@ relay_decision_json(const struct rules_decision *d)
 static bool
 relay_record_decision(const char *record, size_t len, struct rules_decision *d)
 {
-	const char *v, *x;
-	size_t vl, xl;
+	static const char *const names[DK_COUNT] = {
+		"stage", "matched", "rule", "tag", "reply_text", "relay", "publish",
+		"reply_code", "evidence",
+	};
+	const char *v, *k, *x, *dv[DK_COUNT];
+	size_t vl, kl, xl, dl[DK_COUNT], pos = 0;
 	char stage[8];
 	long long n;
+	int i, rc;
 
 	rules_decision_clear(d);
-	if (relay_json_get(record, len, "rules", &v, &vl) == -1 ||
-	    !relay_json_is_object(v, vl) ||
-	    relay_json_get_str(v, vl, "stage", stage, sizeof(stage)) == -1 ||
-	    strcmp(stage, "data") != 0 ||
-	    relay_json_get(v, vl, "matched", &x, &xl) == -1 ||
-	    relay_json_bool(x, xl, &d->matched) == -1)
+	if (relay_json_get(record, len, "rules", &v, &vl) == -1)
+		return false;
+	/* One walk over the decision's members; the first of a duplicate counts. */
+	memset(dv, 0, sizeof(dv));
+	while ((rc = relay_json_member(v, vl, &pos, &k, &kl, &x, &xl)) == 1) {
+		for (i = 0; i < DK_COUNT; i++) {
+			/* strncmp() == 0 implies kl <= strlen(names[i]): no NUL in k. */
+			if (dv[i] == NULL && strncmp(k, names[i], kl) == 0 &&
+			    names[i][kl] == '\0') {
+				dv[i] = x;
+				dl[i] = xl;
+				break;
+			}
+		}
+	}
+	if (rc == -1 || dv[DK_STAGE] == NULL ||
+	    relay_json_str(dv[DK_STAGE], dl[DK_STAGE], stage, sizeof(stage)) == -1 ||
+	    strcmp(stage, "data") != 0 || dv[DK_MATCHED] == NULL ||
+	    relay_json_bool(dv[DK_MATCHED], dl[DK_MATCHED], &d->matched) == -1)
 		return false;
 	if (!d->matched)
 		return true;
-	relay_json_get_str(v, vl, "rule", d->rule, sizeof(d->rule));
-	relay_json_get_str(v, vl, "tag", d->tag, sizeof(d->tag));
-	relay_json_get_str(v, vl, "reply_text", d->reply_text, sizeof(d->reply_text));
-	if (relay_json_get(v, vl, "relay", &x, &xl) == 0)
-		relay_json_bool(x, xl, &d->relay);
-	if (relay_json_get(v, vl, "publish", &x, &xl) == 0)
-		relay_json_bool(x, xl, &d->publish);
-	if (relay_json_get(v, vl, "reply_code", &x, &xl) == 0 && relay_json_int(x, xl, &n) == 0 &&
-	    n >= 200 && n <= 599)
+	if (dv[DK_RULE])
+		relay_json_str(dv[DK_RULE], dl[DK_RULE], d->rule, sizeof(d->rule));
+	if (dv[DK_TAG])
+		relay_json_str(dv[DK_TAG], dl[DK_TAG], d->tag, sizeof(d->tag));
+	if (dv[DK_REPLY_TEXT])
+		relay_json_str(dv[DK_REPLY_TEXT], dl[DK_REPLY_TEXT], d->reply_text,
+		    sizeof(d->reply_text));
+	if (dv[DK_RELAY])
+		relay_json_bool(dv[DK_RELAY], dl[DK_RELAY], &d->relay);
+	if (dv[DK_PUBLISH])
+		relay_json_bool(dv[DK_PUBLISH], dl[DK_PUBLISH], &d->publish);
+	if (dv[DK_REPLY_CODE] && relay_json_int(dv[DK_REPLY_CODE], dl[DK_REPLY_CODE],
+	    &n) == 0 && n >= 200 && n <= 599)
 		d->reply_code = (int)n;
-	if (relay_json_get(v, vl, "evidence", &x, &xl) == 0 && (d->evidence = malloc(xl + 1))) {
-		memcpy(d->evidence, x, xl);
-		d->evidence[xl] = '\0';
+	if ((x = dv[DK_EVIDENCE]) != NULL && (d->evidence = malloc(dl[DK_EVIDENCE] + 1))) {
+		memcpy(d->evidence, x, dl[DK_EVIDENCE]);
+		d->evidence[dl[DK_EVIDENCE]] = '\0';
 	}
 	return true;
 }
@@ -1738,6 +1816,20 @@ relay_data_cb(void *arg, const struct smtp_stage_req *req, smtp_stage_done_cb do
 	j->pre = true;
 	j->pre_done = done;
 	j->pre_arg = done_arg;
+	if (req->msg_data != NULL && (j->msg = malloc(req->msg_len + 1)) != NULL) {
+		/*
+		 * A small mail in memory (the spool keeps bodies under 64 KiB):
+		 * the rules take tens of microseconds on it, less than the round
+		 * trip to the worker and back; nothing is read from disk.  The
+		 * answer still comes from relay_done_ev_cb, as from the worker.
+		 */
+		memcpy(j->msg, req->msg_data, req->msg_len);
+		j->msglen = req->msg_len;
+		j->work = RW_EVAL;
+		relay_do_eval(j);
+		relay_done_push(j);
+		return j;
+	}
 	relay_post(j, RW_EVAL);
 	return j;
 }

@@ -14,6 +14,8 @@ static const char	*jr_ws(const char *, const char *);
 static const char	*jr_str_end(const char *, const char *);
 static const char	*jr_value_end(const char *, const char *, int);
 static int		 jr_hex4(const char *, unsigned *);
+static int		 jr_next(const char *, size_t, size_t *, char, char,
+			    const char **, size_t *, const char **, size_t *);
 
 /* Skip JSON whitespace. */
 static const char *
@@ -136,6 +138,71 @@ relay_json_get(const char *obj, size_t len, const char *key, const char **val,
 			return -1;
 		p = jr_ws(p + 1, e);
 	}
+}
+
+/*
+ * One step of a walk over the object (open '{') or array ('[') s: see
+ * relay_json_member().  *pos is 0 at the start, then the offset of the ','
+ * or closing character after the last item given.
+ */
+static int
+jr_next(const char *s, size_t len, size_t *pos, char open, char close,
+    const char **key, size_t *klen, const char **val, size_t *vlen)
+{
+	const char *e = s + len, *p, *ke = NULL, *ve;
+
+	if (*pos == 0) {
+		p = jr_ws(s, e);
+		if (p >= e || *p != open)
+			return -1;
+		p = jr_ws(p + 1, e);
+		if (p < e && *p == close)
+			return jr_ws(p + 1, e) == e ? 0 : -1;
+	} else {
+		if (*pos >= len)
+			return -1;
+		p = s + *pos;
+		if (*p == close)
+			return jr_ws(p + 1, e) == e ? 0 : -1;
+		if (*p != ',')
+			return -1;
+		p = jr_ws(p + 1, e);
+	}
+	if (open == '{') {
+		if ((ke = jr_str_end(p, e)) == NULL)
+			return -1;
+		*key = p + 1;
+		*klen = (size_t)(ke - p - 2);
+		p = jr_ws(ke, e);
+		if (p >= e || *p != ':')
+			return -1;
+		p = jr_ws(p + 1, e);
+	}
+	if ((ve = jr_value_end(p, e, 1)) == NULL)
+		return -1;
+	*val = p;
+	*vlen = (size_t)(ve - p);
+	p = jr_ws(ve, e);
+	if (p >= e || (*p != ',' && *p != close))
+		return -1;
+	*pos = (size_t)(p - s);
+	return 1;
+}
+
+/* The next member of an object. */
+int
+relay_json_member(const char *s, size_t len, size_t *pos, const char **key,
+    size_t *klen, const char **val, size_t *vlen)
+{
+	return jr_next(s, len, pos, '{', '}', key, klen, val, vlen);
+}
+
+/* The next element of an array. */
+int
+relay_json_element(const char *val, size_t vlen, size_t *pos,
+    const char **elem, size_t *elen)
+{
+	return jr_next(val, vlen, pos, '[', ']', NULL, NULL, elem, elen);
 }
 
 /* Four hex digits at p into *u. */

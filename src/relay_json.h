@@ -35,6 +35,20 @@ bool	relay_json_is_null(const char *val, size_t vlen);
 int	relay_json_index(const char *val, size_t vlen, int idx,
 	    const char **elem, size_t *elen);
 
+/*
+ * Walk the members of the object s[0..len) in order, in one pass: *pos is 0
+ * before the first call and is the walk's state after that.  Each call sets
+ * the next member's key (raw, without its quotes) and value (raw text).
+ * Returns 1 for a member, 0 after the last one (the whole of s was then
+ * exactly one object, as relay_json_is_object() says), -1 malformed.
+ */
+int	relay_json_member(const char *s, size_t len, size_t *pos,
+	    const char **key, size_t *klen, const char **val, size_t *vlen);
+
+/* The same for the elements of the array val: 1, 0 after the last, -1. */
+int	relay_json_element(const char *val, size_t vlen, size_t *pos,
+	    const char **elem, size_t *elen);
+
 /* Find key then decode it as a string (relay_json_get + relay_json_str). */
 int	relay_json_get_str(const char *obj, size_t len, const char *key,
 	    char *out, size_t outlen);

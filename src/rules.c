@@ -18,6 +18,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,13 +163,15 @@ struct ectx {
 	bool			 body_lc_tried;
 	struct own_addr		 own[RULES_OWN_MAX + 1];
 	int			 nown;
+	uint32_t		 own4[RULES_OWN_MAX + 1];	/* the IPv4 ones */
+	int			 nown4;
 	bool			 own_v6;
 	pcre2_match_context	*mctx;
 	pcre2_match_data	*md;
 	unsigned long		 re_left;	/* this eval */
 	unsigned long		 re_match_left;	/* this match */
-	struct ev_item		 ev[RULES_EV_MAX];
 	int			 nev;
+	struct ev_item		 ev[RULES_EV_MAX];	/* last: not cleared */
 };
 
 /* Where an address was found. */
@@ -239,9 +243,6 @@ static bool	 m_mentions(struct ectx *, const struct matcher *);
 static bool	 matcher_eval(struct ectx *, const struct matcher *);
 static void	 own_collect(struct ectx *);
 static void	 own_add(struct ectx *, const char *);
-static bool	 tokch(unsigned char);
-static bool	 is_alnum(unsigned char);
-static bool	 is_xdigit(unsigned char);
 static bool	 v4_token(const char *, size_t, uint32_t *);
 static bool	 v4_part(const char *, size_t, int, int, uint64_t *);
 static char	*lc_dup(const char *, size_t);
@@ -250,8 +251,70 @@ static void	 hit_set(struct hit *, const char *, size_t, size_t,
 		    const char *, size_t);
 static bool	 scan_text(struct ectx *, const char *, size_t, bool,
 		    struct hit *);
+static size_t	 digit_find(const char *, size_t, size_t);
+static bool	 scan_v4(struct ectx *, const char *, size_t, struct hit *);
+static bool	 scan_v6(struct ectx *, const char *, size_t, struct hit *);
+static unsigned	 b64_align(unsigned, size_t);
+static bool	 scan_b64(struct ectx *, const char *, size_t, struct hit *);
 
 static const char *const stage_names[] = { "ehlo", "auth", "rset", "data" };
+
+/* Byte classes of the address search (ASCII only; bytes >= 0x80 are none). */
+#define SC_TOK		0x01	/* IPv4 token: letter, digit, '.' */
+#define SC_ALNUM	0x02	/* letter or digit */
+#define SC_V6		0x04	/* IPv6 run: hex digit, ':', '.' */
+#define SC_B64		0x08	/* base64 alphabet: letter, digit, '+', '/' */
+#define SC_NL		0x10	/* '\r' or '\n' */
+#define SC_DIGIT	0x20	/* decimal digit */
+
+static const unsigned char sc_tab[256] = {
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x10, 0x00, 0x00, 0x10, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x05, 0x08,
+	0x2f, 0x2f, 0x2f, 0x2f, 0x2f, 0x2f, 0x2f, 0x2f,
+	0x2f, 0x2f, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0b,
+	0x0b, 0x0b, 0x0b, 0x0b, 0x0b, 0x0b, 0x0b, 0x0b,
+	0x0b, 0x0b, 0x0b, 0x0b, 0x0b, 0x0b, 0x0b, 0x0b,
+	0x0b, 0x0b, 0x0b, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0b,
+	0x0b, 0x0b, 0x0b, 0x0b, 0x0b, 0x0b, 0x0b, 0x0b,
+	0x0b, 0x0b, 0x0b, 0x0b, 0x0b, 0x0b, 0x0b, 0x0b,
+	0x0b, 0x0b, 0x0b, 0x00, 0x00, 0x00, 0x00, 0x00,
+};
+#define SC(c)	(sc_tab[(unsigned char)(c)])
+
+/*
+ * For the base64 search: the roles a character of the alphabet can play in a
+ * pair of adjacent characters that decodes (at some alignment) to a byte in
+ * '0'..':'.  Low nibble: as the first character, value a; high nibble: as the
+ * second, value b; a pair (a, b) is such a pair exactly when the two nibbles
+ * share a bit.  Bit 0: a is 12 or 13 (a << 2 | b >> 4, any b); bit 1: a is
+ * 14 and b < 48 (same byte); bit 2: a & 15 is 3 and b < 44 ((a & 15) << 4 |
+ * b >> 2); bit 3: a & 3 is 0 and b is 48..58 ((a & 3) << 6 | b).  Every
+ * alphabet character has bit 4 set, every other byte is 0.
+ */
+static const unsigned char b64_pair[256] = {
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x10,
+	0x98, 0x90, 0x90, 0x90, 0x98, 0x90, 0x90, 0x10,
+	0x18, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x78, 0x70, 0x70, 0x74, 0x78, 0x70, 0x70,
+	0x70, 0x78, 0x70, 0x70, 0x70, 0x79, 0x71, 0x72,
+	0x70, 0x78, 0x70, 0x70, 0x74, 0x78, 0x70, 0x70,
+	0x70, 0x78, 0x70, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x70, 0x70, 0x78, 0x70, 0x70, 0x70, 0x78,
+	0x70, 0x70, 0x74, 0x78, 0x70, 0x70, 0x70, 0x78,
+	0x70, 0x70, 0x70, 0x38, 0x30, 0x30, 0x30, 0x98,
+	0x90, 0x90, 0x94, 0x00, 0x00, 0x00, 0x00, 0x00,
+};
 
 enum top_key { TK_RULES, TK_COUNT };
 static const char *const top_keys[TK_COUNT] = { "rules" };
@@ -1350,13 +1413,22 @@ ev_add(struct ectx *e, const char *matcher, const char *where,
     const char *where_arg, const void *what, size_t whatlen)
 {
 	struct ev_item *it;
+	size_t n, a;
 
 	if (e->nev >= RULES_EV_MAX)
 		return;
 	it = &e->ev[e->nev++];
 	it->matcher = matcher;
-	snprintf(it->where, sizeof(it->where), "%s%s%s", where,
-	    where_arg != NULL ? ":" : "", where_arg != NULL ? where_arg : "");
+	/* where[:where_arg], cut to fit (no snprintf: this runs per condition). */
+	n = strnlen(where, sizeof(it->where) - 1);
+	memcpy(it->where, where, n);
+	if (where_arg != NULL && n < sizeof(it->where) - 1) {
+		it->where[n++] = ':';
+		a = strnlen(where_arg, sizeof(it->where) - 1 - n);
+		memcpy(it->where + n, where_arg, a);
+		n += a;
+	}
+	it->where[n] = '\0';
 	what_set(it->what, &it->whatlen, what, whatlen);
 }
 
@@ -1557,9 +1629,9 @@ m_string(struct ectx *e, const struct matcher *m)
 static bool
 m_numeric(struct ectx *e, const struct matcher *m)
 {
-	uint64_t v;
+	uint64_t v, x;
 	char buf[32];
-	int len;
+	size_t len;
 
 	if (m->kind == MK_RCPT_COUNT)
 		v = e->f->nrcpt > 0 ? (uint64_t)e->f->nrcpt : 0;
@@ -1571,9 +1643,15 @@ m_numeric(struct ectx *e, const struct matcher *m)
 	    ((m->nhas & (1u << NOP_GE)) && !(v >= m->nv[NOP_GE])) ||
 	    ((m->nhas & (1u << NOP_EQ)) && !(v == m->nv[NOP_EQ])))
 		return false;
-	len = snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
-	ev_add(e, mkind_names[m->kind], mkind_names[m->kind], NULL, buf,
-	    (size_t)len);
+	/* v in decimal, written backwards from the end of buf. */
+	len = 0;
+	x = v;
+	do {
+		buf[sizeof(buf) - 1 - len++] = (char)('0' + x % 10);
+		x /= 10;
+	} while (x != 0);
+	ev_add(e, mkind_names[m->kind], mkind_names[m->kind], NULL,
+	    buf + sizeof(buf) - len, len);
 	return true;
 }
 
@@ -1653,6 +1731,9 @@ own_add(struct ectx *e, const char *s)
 	e->own[e->nown++] = a;
 	if (a.af == AF_INET6)
 		e->own_v6 = true;
+	else
+		e->own4[e->nown4++] = (uint32_t)a.a[0] << 24 |
+		    (uint32_t)a.a[1] << 16 | (uint32_t)a.a[2] << 8 | a.a[3];
 }
 
 /* The addresses mentions_own_address looks for: configured ones + dst_ip. */
@@ -1665,30 +1746,6 @@ own_collect(struct ectx *e)
 	    i < RULES_OWN_MAX; i++)
 		own_add(e, e->f->own_addrs[i]);
 	own_add(e, e->f->dst_ip);
-}
-
-/* Characters of an IPv4 token: letters, digits and dots (then parsed). */
-static bool
-tokch(unsigned char c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-	    (c >= 'A' && c <= 'Z') || c == '.';
-}
-
-/* ASCII letter or digit (whatever the locale). */
-static bool
-is_alnum(unsigned char c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-	    (c >= 'A' && c <= 'Z');
-}
-
-/* ASCII hex digit. */
-static bool
-is_xdigit(unsigned char c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-	    (c >= 'A' && c <= 'F');
 }
 
 /* Parse one part: decimal (<= maxdec digits) or 0x hex (<= maxhex digits). */
@@ -1777,93 +1834,166 @@ hit_set(struct hit *h, const char *s, size_t n, size_t tokend,
 	what_set(h->what, &h->whatlen, tok, toklen + (e - tokend));
 }
 
+/* The first decimal digit in s[i..n), or n (eight bytes a step). */
+static size_t
+digit_find(const char *s, size_t i, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101ull;
+	uint64_t w, x;
+
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&w, s + i, 8);
+		/* A byte in '0'..'9' (exact per byte: "hasbetween", Bit Twiddling Hacks). */
+		x = w & (ones * 127);
+		if (((ones * (127 + '9' + 1) - x) & ~w & (x + ones * (127 -
+		    ('0' - 1))) & (ones * 0x80)) != 0)
+			break;
+	}
+	for (; i < n; i++)
+		if (SC(s[i]) & SC_DIGIT)
+			return i;
+	return n;
+}
+
 /*
- * Search s[0..n) for an own address as a whole token (see rules.h); with
- * b64, also inside base64-looking runs (decoded at each of the 4 alignments,
- * not recursively).  Linear in n (times 4 for base64).
+ * The IPv4 forms: a token (letters, digits, dots) that starts with a digit,
+ * is at most 64 bytes long and parses to an own address.
  */
 static bool
-scan_text(struct ectx *e, const char *s, size_t n, bool b64, struct hit *h)
+scan_v4(struct ectx *e, const char *s, size_t n, struct hit *h)
 {
-	unsigned char a6[16], *dec;
-	char buf[INET6_ADDRSTRLEN + 1], enc[RULES_WHAT_MAX + 1];
-	size_t i, j, k, alpha, declen, enclen;
+	size_t i, j, lim;
 	uint32_t v;
-	int o, off, skipped;
-	bool hasv4 = false;
+	int o;
 
-	if (n > RULES_SCAN_MAX)
-		n = RULES_SCAN_MAX;
-	for (o = 0; o < e->nown; o++)
-		if (e->own[o].af == AF_INET)
-			hasv4 = true;
-	/* IPv4 forms. */
-	for (i = 0; hasv4 && i < n; ) {
-		if (!tokch((unsigned char)s[i])) {
-			i++;
+	for (i = digit_find(s, 0, n); i < n; i = digit_find(s, i, n)) {
+		if (i > 0 && (SC(s[i - 1]) & SC_TOK)) {
+			/* Inside a token that does not start with a digit. */
+			while (i < n && (SC(s[i]) & SC_TOK))
+				i++;
 			continue;
 		}
-		for (j = i; j < n && tokch((unsigned char)s[j]); j++)
+		lim = n - i > 65 ? i + 65 : n;
+		for (j = i + 1; j < lim && (SC(s[j]) & SC_TOK); j++)
 			;
-		if (j - i <= 64 && (s[i] >= '0' && s[i] <= '9') &&
-		    v4_token(s + i, j - i, &v)) {
-			for (o = 0; o < e->nown; o++) {
-				if (e->own[o].af != AF_INET ||
-				    ((uint32_t)e->own[o].a[0] << 24 |
-				    (uint32_t)e->own[o].a[1] << 16 |
-				    (uint32_t)e->own[o].a[2] << 8 |
-				    e->own[o].a[3]) != v)
-					continue;
-				hit_set(h, s, n, j, s + i, j - i);
+		if (j - i <= 64 && v4_token(s + i, j - i, &v))
+			for (o = 0; o < e->nown4; o++)
+				if (e->own4[o] == v) {
+					hit_set(h, s, n, j, s + i, j - i);
+					return true;
+				}
+		i = j;
+	}
+	return false;
+}
+
+/*
+ * The IPv6 forms: a run of hex digits, colons and dots (not starting with a
+ * dot) with two colons or more, not glued to a letter or digit.  Only the
+ * runs around a colon are looked at.
+ */
+static bool
+scan_v6(struct ectx *e, const char *s, size_t n, struct hit *h)
+{
+	unsigned char a6[16];
+	char buf[INET6_ADDRSTRLEN + 1];
+	const char *p;
+	size_t i, j, c, k;
+	int o;
+
+	for (c = 0; c < n && (p = memchr(s + c, ':', n - c)) != NULL; c = j) {
+		/* No colon between the last run and p: the run around p has them all. */
+		c = (size_t)(p - s);
+		for (i = c; i > 0 && (SC(s[i - 1]) & SC_V6); i--)
+			;
+		while (s[i] == '.')
+			i++;
+		for (j = c, k = 0; j < n && (SC(s[j]) & SC_V6); j++)
+			k += s[j] == ':';
+		if (k < 2 || j - i >= sizeof(buf) || (i > 0 &&
+		    (SC(s[i - 1]) & SC_ALNUM)) || (j < n && (SC(s[j]) & SC_ALNUM)))
+			continue;
+		memcpy(buf, s + i, j - i);
+		buf[j - i] = '\0';
+		if (inet_pton(AF_INET6, buf, a6) != 1)
+			continue;
+		for (o = 0; o < e->nown; o++)
+			if (e->own[o].af == AF_INET6 &&
+			    memcmp(e->own[o].a, a6, 16) == 0) {
+				what_set(h->what, &h->whatlen, s + i, j - i);
 				return true;
 			}
-		}
-		i = j;
 	}
-	/* IPv6: runs of hex digits, colons and dots with two colons or more. */
-	for (i = 0; e->own_v6 && i < n; ) {
-		if (!(is_xdigit((unsigned char)s[i]) || s[i] == ':')) {
-			i++;
-			continue;
-		}
-		for (j = i, k = 0; j < n && (is_xdigit((unsigned char)s[j]) ||
-		    s[j] == ':' || s[j] == '.'); j++)
-			k += s[j] == ':';
-		if (k >= 2 && j - i < sizeof(buf) && (i == 0 ||
-		    !is_alnum((unsigned char)s[i - 1])) && (j == n ||
-		    !is_alnum((unsigned char)s[j]))) {
-			memcpy(buf, s + i, j - i);
-			buf[j - i] = '\0';
-			if (inet_pton(AF_INET6, buf, a6) == 1)
-				for (o = 0; o < e->nown; o++)
-					if (e->own[o].af == AF_INET6 &&
-					    memcmp(e->own[o].a, a6, 16) == 0) {
-						what_set(h->what, &h->whatlen,
-						    s + i, j - i);
-						return true;
-					}
-		}
-		i = j;
-	}
-	if (!b64)
-		return false;
-	/* Base64 runs: alphabet characters, line breaks allowed inside. */
+	return false;
+}
+
+/*
+ * The decoding alignments (a bit each) in which the pair of roles m (see
+ * b64_pair) whose first character is at alphabet index q of its run makes a
+ * decoded byte: a decoded byte is made of the characters at quad positions
+ * 0-1 (roles 0, 1), 1-2 (role 2) or 2-3 (role 3).
+ */
+static unsigned
+b64_align(unsigned m, size_t q)
+{
+	unsigned need = 0;
+
+	if (m & 3)
+		need |= 1u << (q & 3);
+	if (m & 4)
+		need |= 1u << ((q - 1) & 3);
+	if (m & 8)
+		need |= 1u << ((q - 2) & 3);
+	return need;
+}
+
+/*
+ * Base64-looking runs (alphabet characters, line breaks allowed inside),
+ * decoded at each of the 4 alignments and searched (not recursively).  An
+ * alignment whose decoded bytes cannot hold a digit or a colon cannot hold an
+ * address either: it is not decoded.
+ */
+static bool
+scan_b64(struct ectx *e, const char *s, size_t n, struct hit *h)
+{
+	unsigned char *dec;
+	char buf[INET6_ADDRSTRLEN + 1], enc[RULES_WHAT_MAX + 1];
+	size_t i, j, k, alpha, declen, enclen;
+	unsigned t, m, first, need;
+	int off, skipped;
+
 	for (i = 0; i < n; ) {
-		if (!(is_alnum((unsigned char)s[i]) || s[i] == '+' || s[i] == '/')) {
+		if (!(SC(s[i]) & SC_B64)) {
 			i++;
 			continue;
 		}
-		for (j = i, alpha = 0; j < n; j++) {
-			if (is_alnum((unsigned char)s[j]) || s[j] == '+' ||
-			    s[j] == '/')
+		/* A cheap look first: most runs (words) are too short. */
+		for (j = i, alpha = 0; j < n && alpha < B64_MIN; j++) {
+			if (SC(s[j]) & SC_B64)
 				alpha++;
-			else if (!((s[j] == '\r' || s[j] == '\n') && j + 1 < n &&
-			    (is_alnum((unsigned char)s[j + 1]) ||
-			    s[j + 1] == '\r' || s[j + 1] == '\n')))
+			else if (!((SC(s[j]) & SC_NL) && j + 1 < n &&
+			    (SC(s[j + 1]) & (SC_ALNUM | SC_NL))))
 				break;
 		}
-		if (alpha >= B64_MIN && (dec = malloc(alpha)) != NULL) {
+		if (alpha < B64_MIN) {
+			i = j;
+			continue;
+		}
+		/* The whole run; which alignments can decode to '0'..':'. */
+		for (j = i, alpha = 0, need = 0, first = 0; j < n; j++) {
+			if ((t = b64_pair[(unsigned char)s[j]]) != 0) {
+				if ((m = first & (t >> 4)) != 0)
+					need |= b64_align(m, alpha - 1);
+				first = t & 15;
+				alpha++;
+			} else if (!((SC(s[j]) & SC_NL) && j + 1 < n &&
+			    (SC(s[j + 1]) & (SC_ALNUM | SC_NL))))
+				break;
+		}
+		if (need != 0 && (dec = malloc(alpha)) != NULL) {
 			for (off = 0; off < 4; off++) {
+				if (!(need & (1u << off)))
+					continue;
 				/* Skip off alphabet characters, then decode. */
 				for (k = i, skipped = 0; k < j && skipped < off;
 				    k++)
@@ -1894,6 +2024,22 @@ scan_text(struct ectx *e, const char *s, size_t n, bool b64, struct hit *h)
 		i = j;
 	}
 	return false;
+}
+
+/*
+ * Search s[0..n) for an own address as a whole token (see rules.h); with
+ * b64, also inside base64-looking runs.  Linear in n.
+ */
+static bool
+scan_text(struct ectx *e, const char *s, size_t n, bool b64, struct hit *h)
+{
+	if (n > RULES_SCAN_MAX)
+		n = RULES_SCAN_MAX;
+	if (e->nown4 > 0 && scan_v4(e, s, n, h))
+		return true;
+	if (e->own_v6 && scan_v6(e, s, n, h))
+		return true;
+	return b64 && scan_b64(e, s, n, h);
 }
 
 /* Whether an own address is mentioned in the Subject, a header or the body. */
@@ -1981,7 +2127,8 @@ rules_eval(const struct rules *rs, const struct rules_facts *f,
 	out->publish = true;
 	if (rs == NULL || f == NULL)
 		return 0;
-	memset(&e, 0, sizeof(e));
+	/* The evidence items (most of e) are written before they are read. */
+	memset(&e, 0, offsetof(struct ectx, ev));
 	e.f = f;
 	e.re_left = RE_CALLOUTS_EVAL;
 	if ((e.mctx = pcre2_match_context_create(NULL)) != NULL) {

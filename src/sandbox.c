@@ -65,7 +65,7 @@ static const char *const sandbox_allow[] = {
 	"read", "readv", "pread64", "write", "writev", "pwrite64" /* (code) */,
 	"close", "openat", "open" /* (code) */, "lseek" /* (code) */, "fstat",
 	"newfstatat", "stat" /* (code) */, "lstat" /* (code) */, "statx" /* (code) */,
-	"statfs", "fstatfs" /* (code) */, "fsync", "fdatasync",
+	"statfs", "fstatfs" /* (code) */, "fsync", "fdatasync", "syncfs" /* spool checkpoint */,
 	"ftruncate" /* (code) */, "rename", "renameat", "renameat2" /* (code) */,
 	"link", "linkat" /* (code) */, "unlink", "unlinkat" /* (code) */,
 	"mkdir" /* (code) */, "mkdirat" /* (code) */, "getdents64", "access",

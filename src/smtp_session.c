@@ -205,6 +205,7 @@ static void	 smtp_timer_cb(evutil_socket_t, short, void *);
 static void	 smtp_banner(struct smtp_session *);
 static void	 smtp_process(struct smtp_session *);
 static bool	 smtp_maybe_free(struct smtp_session *);
+static bool	 smtp_output_lost(const struct smtp_session *);
 static void	 smtp_flush(struct smtp_session *);
 static void	 smtp_flush_later(struct smtp_session *);
 static void	 smtp_flushq_cb(evutil_socket_t, short, void *);
@@ -716,6 +717,20 @@ smtp_flushq_remove(struct smtp_session *s)
 	s->flags &= ~SF_FLUSHQ;
 }
 
+/*
+ * Whether unsent output can never reach the client: the connection failed or
+ * ended.  After a half-close (SF_PEER_EOF) the client may still read, unless
+ * it is the other end of a bufferevent pair (tests, fuzzing) that is gone.
+ */
+static bool
+smtp_output_lost(const struct smtp_session *s)
+{
+	if (s->flags & SF_PEER_EOF)
+		return s->fd < 0 && s->ssl == NULL &&
+		    bufferevent_pair_get_partner(s->bev) == NULL;
+	return strcmp(s->close_reason, "error") == 0 || strcmp(s->close_reason, "eof") == 0;
+}
+
 /* Free the session if it is closing and nothing is left to send.  True if freed. */
 static bool
 smtp_maybe_free(struct smtp_session *s)
@@ -729,8 +744,7 @@ smtp_maybe_free(struct smtp_session *s)
 	if (smtp_waiting(s))
 		return false;	/* the commit or rules callback answers first */
 	if (s->bev && evbuffer_get_length(bufferevent_get_output(s->bev)) > 0 &&
-	    ((s->flags & SF_PEER_EOF) ||
-	    (strcmp(s->close_reason, "error") != 0 && strcmp(s->close_reason, "eof") != 0)))
+	    !smtp_output_lost(s))
 		return false;	/* smtp_write_cb or the flush queue comes back when it is flushed */
 	smtp_free(s);
 	return true;
@@ -2095,6 +2109,7 @@ smtp_data_hook(struct smtp_session *s)
 		return false;
 	smtp_stage_req_fill(s, SMTP_STAGE_DATA, &req);
 	req.msg_path = path;
+	req.msg_data = spool_msg_data(t->msg, &req.msg_len);
 	req.size = t->size;
 	req.sha256 = t->sha256;
 	req.queue_id = t->queue_id;

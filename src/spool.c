@@ -1,7 +1,34 @@
 /*
- * The spool: content-addressed message files, a JSON-lines reception journal
- * and a group-commit worker thread that makes both durable before a session
- * may answer 250.  See spool.h for the contract.
+ * The spool: content-addressed message files, a JSON-lines reception journal,
+ * a segment log (write-ahead log of small messages) and a group-commit worker
+ * thread that makes a group durable before a session may answer 250.  See
+ * spool.h for the layout and the contract.
+ *
+ * Durability, per group (worker):
+ *   1. small messages: framed records appended to segments/<seq>.seg in one
+ *      writev, one fdatasync; then each tmp file is linked to
+ *      messages/<sha>.eml without any fsync (its bytes are in the segment);
+ *   2. big messages: fsync of the tmp file, link, one fsync of messages/;
+ *   3. the group's journal lines: one write, one fdatasync.
+ * (The record format is in spool_seg.c.)  The order (segment durable, then the
+ * name, then the journal line) means a journal line never announces a mail
+ * whose bytes could be lost.  On a write error the segment is cut back to its
+ * length before the group and the whole group fails.
+ *
+ * Segments (spool_seg.c): the worker appends and seals; a checkpoint
+ * thread of their own makes the covered .eml durable with one syncfs(2)
+ * about 35 s after the seal and deletes them, so no commit ever waits for
+ * it, except on disk full (spool_seg_append() waits for a pass, bounded,
+ * and retries once).  Disk full under a tmp file or a failing
+ * spool_check_space() asks the worker to seal and request a pass (not
+ * waited for).  spool_free() stops the worker, then the checkpoint thread
+ * after one last bounded pass; spool_open() replays whatever segments are
+ * left: each complete record makes its .eml whole (rewritten in place, or
+ * created) and durable.
+ *
+ * Dedup: messages/<sha>.eml of the right size is the same bytes and is
+ * durable or covered by a segment not yet deleted, so a duplicate costs
+ * neither segment bytes nor a link, only its journal line.
  *
  * Threads: the event loop thread owns every spool_msg until spool_msg_commit();
  * from then on the worker owns its file and path fields until it pushes the
@@ -17,6 +44,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -30,6 +58,7 @@
 #include <openssl/evp.h>
 
 #include "spool.h"
+#include "spool_seg.h"
 #include "util.h"
 
 #define SPOOL_BUF_SIZE		(64 * 1024)
@@ -37,6 +66,9 @@
 #define SPOOL_FILE_MODE		0640
 #define SPOOL_JOURNAL		"receptions.jsonl"
 #define SPOOL_SPACE_CACHE_NS	1000000000LL
+
+#define SPOOL_SEG_DIR		"segments"
+#define SPOOL_SEG_SMALL		(256 * 1024)	/* bigger: per-file fsync */
 
 TAILQ_HEAD(spool_msgq, spool_msg);
 
@@ -57,6 +89,8 @@ struct spool_msg {
 	char			 hex[65];
 	char			*record;
 	size_t			 reclen;
+	unsigned char		*data;		/* whole body when small, else NULL */
+	bool			 small;		/* worker: goes through the segment */
 
 	/* Written by the worker before the message is queued as done. */
 	int			 status;
@@ -74,6 +108,7 @@ struct spool {
 	char			*tmp_dir;
 	char			*msg_dir;
 	char			*journal_path;
+	char			*seg_dir;
 	char			*maildir_tmp;	/* NULL when no maildir */
 	char			*maildir_new;
 	char			 hostname[256];	/* sanitized for Maildir names */
@@ -90,6 +125,8 @@ struct spool {
 
 	_Atomic uint64_t	 used_bytes;	/* sum of st_size in messages/ */
 
+	struct spool_seglog	*seg;		/* appends and seals: worker only */
+
 	/* Loop thread only: spool_check_space() cache. */
 	long long		 space_checked_ns;
 	uint64_t		 space_avail;
@@ -102,6 +139,7 @@ struct spool {
 	struct spool_msgq	 pending;	/* mu */
 	struct spool_msgq	 done;		/* mu */
 	bool			 stopping;	/* mu */
+	bool			 ckpt_wanted;	/* mu: disk full, checkpoint now */
 	struct spool_stats	 stats;		/* mu */
 };
 
@@ -118,10 +156,16 @@ static void	 spool_msg_free(struct spool_msg *);
 static void	 spool_ready_cb(evutil_socket_t fd, short what, void *arg);
 static void	*spool_worker(void *arg);
 static void	 spool_commit_group(struct spool *, struct spool_msgq *);
-static int	 spool_store_one(struct spool *, struct spool_msg *, bool *dedup);
 static int	 spool_maildir_add(struct spool *, const char *src);
 static int	 spool_copy_file(const char *src, const char *dst);
 static int	 spool_journal_append(struct spool *, struct spool_msgq *);
+static int	 spool_fsync_dir(const char *path);
+static int	 spool_store_big(struct spool *, struct spool_msg *, bool *dedup);
+static int	 spool_store_small(struct spool *, struct spool_msg *, bool *dedup);
+static bool	 spool_exists(struct spool *, const char *hex, uint64_t size);
+static int	 spool_name(struct spool *, struct spool_msg *, bool *dedup);
+static int	 spool_small_append(struct spool *, struct spool_msgq *);
+static void	 spool_want_checkpoint(struct spool *);
 
 /* Join a directory and a name into a new string. */
 static char *
@@ -257,10 +301,12 @@ struct spool *
 spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
     size_t errlen)
 {
-	struct spool	*sp;
-	const char	*what = "";
-	sigset_t	 all, old;
-	int		 r;
+	struct spool		*sp;
+	struct spool_seg_opts	 seg_opts;
+	const char		*what = "";
+	sigset_t		 all, old;
+	pthread_condattr_t	 ca;
+	int			 r;
 
 	if (opts == NULL || opts->dir == NULL || opts->dir[0] == '\0') {
 		snprintf(err, errlen, "spool: no directory configured");
@@ -277,7 +323,11 @@ spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
 	TAILQ_INIT(&sp->pending);
 	TAILQ_INIT(&sp->done);
 	pthread_mutex_init(&sp->mu, NULL);
-	pthread_cond_init(&sp->cond, NULL);
+	/* The worker's timed waits (segment seals) use the monotonic clock. */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&sp->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	snprintf(sp->hostname, sizeof(sp->hostname), "%s",
 	    opts->hostname != NULL && opts->hostname[0] != '\0' ?
 	    opts->hostname : "localhost");
@@ -290,7 +340,8 @@ spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
 	if ((sp->dir = strdup(opts->dir)) == NULL ||
 	    (sp->tmp_dir = spool_path(opts->dir, "tmp")) == NULL ||
 	    (sp->msg_dir = spool_path(opts->dir, "messages")) == NULL ||
-	    (sp->journal_path = spool_path(opts->dir, SPOOL_JOURNAL)) == NULL) {
+	    (sp->journal_path = spool_path(opts->dir, SPOOL_JOURNAL)) == NULL ||
+	    (sp->seg_dir = spool_path(opts->dir, SPOOL_SEG_DIR)) == NULL) {
 		errno = ENOMEM;
 		what = "allocating paths";
 		goto fail;
@@ -303,6 +354,9 @@ spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
 		goto fail;
 	if ((sp->msg_dir_fd = open(sp->msg_dir, O_RDONLY | O_DIRECTORY |
 	    O_CLOEXEC)) == -1)
+		goto fail;
+	what = sp->seg_dir;
+	if (util_mkdirs(sp->seg_dir, SPOOL_DIR_MODE) == -1)
 		goto fail;
 
 	if (opts->maildir != NULL && opts->maildir[0] != '\0') {
@@ -335,21 +389,25 @@ spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
 		goto fail;
 	/* The journal's and the subdirectories' names must be durable too. */
 	what = sp->dir;
-	if ((r = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+	if (spool_fsync_dir(sp->dir) == -1)
 		goto fail;
-	if (fsync(r) == -1) {
-		int	e = errno;
-
-		close(r);
-		errno = e;
-		goto fail;
-	}
-	close(r);
 
 	spool_clean_tmp(sp->tmp_dir);
 	sp->use_tmpfile = spool_probe_tmpfile(sp->tmp_dir);
 	if (sp->maildir_tmp != NULL)
 		spool_clean_tmp(sp->maildir_tmp);
+	/* A crash left segments: their records make the .eml whole again. */
+	what = "replaying segments";
+	memset(&seg_opts, 0, sizeof(seg_opts));
+	seg_opts.seg_dir = sp->seg_dir;
+	seg_opts.tmp_dir = sp->tmp_dir;
+	seg_opts.msg_dir_fd = sp->msg_dir_fd;
+	seg_opts.age_ms = opts->checkpoint_age_ms;
+	seg_opts.hold_ms = opts->checkpoint_hold_ms;
+	seg_opts.no_checkpoint = opts->no_checkpoint;
+	seg_opts.no_syncfs = opts->no_syncfs;
+	if ((sp->seg = spool_seg_open(&seg_opts)) == NULL)
+		goto fail;
 
 	if (sp->max_bytes != 0) {
 		uint64_t	used;
@@ -370,16 +428,21 @@ spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
 		goto fail;
 	}
 
-	/* The worker takes no signals: they belong to the event loop. */
+	/*
+	 * The worker and the checkpoint thread take no signals: they belong to
+	 * the event loop.  Both start here, before the sandbox is entered.
+	 */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	r = pthread_create(&sp->thread, NULL, spool_worker, sp);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r != 0) {
-		errno = r;
+	what = "checkpoint thread";
+	if ((r = spool_seg_start(sp->seg)) == 0) {
 		what = "worker thread";
-		goto fail;
+		if ((r = pthread_create(&sp->thread, NULL, spool_worker, sp)) != 0)
+			errno = r;
 	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r != 0)
+		goto fail;
 	sp->thread_started = true;
 	return sp;
 
@@ -408,6 +471,8 @@ spool_free(struct spool *sp)
 		TAILQ_REMOVE(&sp->done, m, entry);
 		spool_msg_free(m);
 	}
+	/* Its last checkpoint pass needs messages/ open: closed below. */
+	spool_seg_free(sp->seg);
 	if (sp->ev != NULL)
 		event_free(sp->ev);
 	if (sp->efd != -1)
@@ -424,6 +489,7 @@ spool_free(struct spool *sp)
 	free(sp->tmp_dir);
 	free(sp->msg_dir);
 	free(sp->journal_path);
+	free(sp->seg_dir);
 	free(sp->maildir_tmp);
 	free(sp->maildir_new);
 	free(sp);
@@ -460,8 +526,14 @@ spool_check_space(struct spool *sp, uint64_t expected)
 	if (sp->space_err != 0)
 		return -1;
 	if (sp->space_avail < sp->min_free ||
-	    expected > sp->space_avail - sp->min_free)
+	    expected > sp->space_avail - sp->min_free) {
+		/* Once per statvfs: segments waiting for a checkpoint hold space. */
+		if (sp->space_checked_ns == now) {
+			errno = ENOSPC;
+			spool_want_checkpoint(sp);
+		}
 		return -1;
+	}
 	return 0;
 }
 
@@ -487,6 +559,8 @@ spool_get_stats(struct spool *sp, struct spool_stats *out)
 	*out = sp->stats;
 	pthread_mutex_unlock(&sp->mu);
 	out->used_bytes = atomic_load(&sp->used_bytes);
+	spool_seg_get_stats(sp->seg, &out->checkpoints, &out->checkpoint_passes,
+	    &out->recovered);
 }
 
 /* Open a fresh tmp file for one message. */
@@ -518,7 +592,7 @@ spool_msg_new(struct spool *sp, char *err, size_t errlen)
 	 * given its name by linkat() at commit.
 	 */
 	if (sp->use_tmpfile &&
-	    (m->fd = open(sp->tmp_dir, O_TMPFILE | O_WRONLY | O_CLOEXEC,
+	    (m->fd = open(sp->tmp_dir, O_TMPFILE | O_RDWR | O_CLOEXEC,
 	    SPOOL_FILE_MODE)) != -1) {
 		char	proc[64];
 
@@ -531,7 +605,8 @@ spool_msg_new(struct spool *sp, char *err, size_t errlen)
 		m->anon = true;
 		return m;
 	}
-	m->fd = open(m->tmp_path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC,
+	/* Read-write: the worker may copy a spilled body into a segment. */
+	m->fd = open(m->tmp_path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC,
 	    SPOOL_FILE_MODE);
 	if (m->fd == -1) {
 		snprintf(err, errlen, "spool: %s: %s", m->tmp_path,
@@ -559,10 +634,28 @@ spool_flush(struct spool_msg *m)
 		return 0;
 	if (spool_write_all(m->fd, m->buf, m->buflen) == -1) {
 		m->err = errno;
+		spool_want_checkpoint(m->sp);
+		errno = m->err;
 		return -1;
 	}
 	m->buflen = 0;
 	return 0;
+}
+
+/*
+ * Disk full (or a quota) under a message: have the worker seal its segment
+ * and ask for a checkpoint of every segment now, their space comes back.
+ * Any thread but the worker.
+ */
+static void
+spool_want_checkpoint(struct spool *sp)
+{
+	if (errno != ENOSPC && errno != EDQUOT)
+		return;
+	pthread_mutex_lock(&sp->mu);
+	sp->ckpt_wanted = true;
+	pthread_cond_signal(&sp->cond);
+	pthread_mutex_unlock(&sp->mu);
 }
 
 /* Buffer body bytes, hash them, and write full buffers to the tmp file. */
@@ -612,6 +705,8 @@ spool_msg_write(struct spool_msg *m, const void *buf, size_t len)
 	if (len >= SPOOL_BUF_SIZE) {
 		if (spool_write_all(m->fd, buf, len) == -1) {
 			m->err = errno;
+			spool_want_checkpoint(sp);
+			errno = m->err;
 			return -1;
 		}
 		return 0;
@@ -641,6 +736,7 @@ spool_msg_finish(struct spool_msg *m, char hex[65])
 {
 	unsigned char	digest[EVP_MAX_MD_SIZE];
 	unsigned int	dlen = 0;
+	bool		whole;
 
 	if (m->finished) {
 		if (m->err != 0) {
@@ -651,6 +747,8 @@ spool_msg_finish(struct spool_msg *m, char hex[65])
 		return 0;
 	}
 	m->finished = true;
+	/* Never spilled: the buffer holds the whole body, kept for the segment. */
+	whole = m->buf != NULL && m->buflen == m->size;
 	if (spool_flush(m) == -1)
 		goto out;
 	if (EVP_DigestFinal_ex(m->md, digest, &dlen) != 1 || dlen != 32) {
@@ -659,6 +757,12 @@ spool_msg_finish(struct spool_msg *m, char hex[65])
 	}
 	util_hex(digest, dlen, m->hex);
 	memcpy(hex, m->hex, sizeof(m->hex));
+	if (whole && m->size <= SPOOL_SEG_SMALL) {
+		unsigned char	*p = realloc(m->buf, (size_t)m->size);
+
+		m->data = p != NULL ? p : m->buf;
+		m->buf = NULL;
+	}
 out:
 	free(m->buf);
 	m->buf = NULL;
@@ -670,6 +774,23 @@ out:
 		return -1;
 	}
 	return 0;
+}
+
+/* The whole body when it is held in memory (see spool.h). */
+const unsigned char *
+spool_msg_data(const struct spool_msg *m, size_t *len)
+{
+	static const unsigned char	empty[1];
+
+	*len = 0;
+	if (!m->finished || m->err != 0)
+		return NULL;
+	if (m->size == 0)
+		return empty;
+	if (m->data == NULL)
+		return NULL;
+	*len = (size_t)m->size;
+	return m->data;
 }
 
 /* The tmp file of a message (see spool.h). */
@@ -691,6 +812,7 @@ spool_msg_free(struct spool_msg *m)
 	free(m->buf);
 	free(m->tmp_path);
 	free(m->record);
+	free(m->data);
 	free(m);
 }
 
@@ -772,106 +894,178 @@ spool_ready_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* The commit worker: takes every queued message as one group. */
+/*
+ * The commit worker: takes every queued message as one group.  Idle, it
+ * seals the active segment when due; checkpoints run on their own thread.
+ */
 static void *
 spool_worker(void *arg)
 {
 	struct spool		*sp = arg;
 	struct spool_msgq	 q;
 	uint64_t		 one = 1;
+	long long		 due;
+	struct timespec		 ts;
+	bool			 force;
 
 	for (;;) {
 		TAILQ_INIT(&q);
 		pthread_mutex_lock(&sp->mu);
-		while (TAILQ_EMPTY(&sp->pending) && !sp->stopping)
-			pthread_cond_wait(&sp->cond, &sp->mu);
-		if (TAILQ_EMPTY(&sp->pending)) {
+		while (TAILQ_EMPTY(&sp->pending) && !sp->stopping &&
+		    !sp->ckpt_wanted) {
+			if ((due = spool_seg_seal_due(sp->seg)) == 0) {
+				pthread_cond_wait(&sp->cond, &sp->mu);
+				continue;
+			}
+			ts.tv_sec = (time_t)(due / 1000000000LL);
+			ts.tv_nsec = (long)(due % 1000000000LL);
+			if (pthread_cond_timedwait(&sp->cond, &sp->mu, &ts) ==
+			    ETIMEDOUT && TAILQ_EMPTY(&sp->pending)) {
+				pthread_mutex_unlock(&sp->mu);
+				spool_seg_seal_active(sp->seg, false);
+				pthread_mutex_lock(&sp->mu);
+			}
+		}
+		force = sp->ckpt_wanted;
+		sp->ckpt_wanted = false;
+		if (TAILQ_EMPTY(&sp->pending) && !force) {
 			pthread_mutex_unlock(&sp->mu);
 			break;
 		}
 		TAILQ_CONCAT(&q, &sp->pending, entry);
 		pthread_mutex_unlock(&sp->mu);
 
-		spool_commit_group(sp, &q);
-
-		pthread_mutex_lock(&sp->mu);
-		TAILQ_CONCAT(&sp->done, &q, entry);
-		pthread_mutex_unlock(&sp->mu);
-		while (write(sp->efd, &one, sizeof(one)) == -1 && errno == EINTR)
-			;
+		if (!TAILQ_EMPTY(&q)) {
+			spool_commit_group(sp, &q);
+			pthread_mutex_lock(&sp->mu);
+			TAILQ_CONCAT(&sp->done, &q, entry);
+			pthread_mutex_unlock(&sp->mu);
+			while (write(sp->efd, &one, sizeof(one)) == -1 &&
+			    errno == EINTR)
+				;
+		}
+		/* Disk full under a message: the checkpoint thread, not waited for. */
+		if (force)
+			spool_seg_want_checkpoint(sp->seg);
 	}
+	/* spool_free() seals the last segment and checkpoints it (spool_seg_free). */
 	return NULL;
 }
 
 /*
- * Make one group durable: each file fsync'ed and renamed (or deduplicated),
- * one fsync of the directories, then one journal append and one fsync.
+ * Make one group durable: the small messages' bytes in one segment append
+ * and fdatasync, then their names; the big ones fsync'ed and named, one fsync
+ * of messages/; then one journal append and one fdatasync.
  */
 static void
 spool_commit_group(struct spool *sp, struct spool_msgq *q)
 {
 	struct spool_msg	*m;
 	uint64_t		 ncommits = 0, nfail = 0, ndedup = 0, nmdfail = 0;
+	uint64_t		 nseg = 0;
+	bool			 any_small = false, any_big = false;
 	bool			 any_ok = false, any_maildir = false;
+	int			 e;
 
+	/* Failed messages out; dedup known content; sort small from big. */
 	TAILQ_FOREACH(m, q, entry) {
 		bool	dedup = false;
-		int	r;
 
 		ncommits++;
 		m->status = -1;
 		m->err_no = m->err;
+		m->small = false;
 		if (m->err != 0) {
-			if (m->fd != -1) {
-				close(m->fd);
-				m->fd = -1;
-			}
-			if (!m->anon)
-				(void)unlink(m->tmp_path);
+			spool_tmp_drop(m);
 			continue;
 		}
-		if (spool_store_one(sp, m, &dedup) == -1) {
+		/*
+		 * Content-addressed: an existing copy of the right size is the same
+		 * bytes, and it is durable or covered by a segment not yet deleted.
+		 */
+		if (spool_exists(sp, m->hex, m->size)) {
+			spool_tmp_drop(m);
+			ndedup++;
+			m->status = 0;
+			m->err_no = 0;
+			continue;
+		}
+		if (m->size <= SPOOL_SEG_SMALL) {
+			m->small = true;
+			any_small = true;
+			continue;
+		}
+		if (spool_store_big(sp, m, &dedup) == -1) {
 			m->err_no = errno;
 			continue;
 		}
 		if (dedup)
 			ndedup++;
-		if (sp->maildir_new != NULL) {
-			char	*final = spool_path(sp->msg_dir, m->hex);
-			char	*eml = NULL;
-
-			if (final != NULL && asprintf(&eml, "%s.eml", final) != -1) {
-				r = spool_maildir_add(sp, eml);
-				free(eml);
-			} else
-				r = -1;
-			free(final);
-			/* The Maildir is a view: it never fails a capture. */
-			if (r == -1)
-				nmdfail++;
-			else
-				any_maildir = true;
-		}
 		m->status = 0;
 		m->err_no = 0;
-		any_ok = true;
+		any_big = true;
 	}
 
-	if (any_ok && fsync(sp->msg_dir_fd) == -1) {
-		int	e = errno;
+	/* 1. The small messages' bytes: durable in the segment before any name. */
+	if (any_small) {
+		if (spool_small_append(sp, q) == -1) {
+			e = errno;
+			TAILQ_FOREACH(m, q, entry)
+				if (m->small) {
+					m->small = false;
+					m->err_no = e;
+					spool_tmp_drop(m);
+				}
+		}
+	}
+	TAILQ_FOREACH(m, q, entry) {
+		bool	dedup = false;
 
+		if (!m->small)
+			continue;
+		nseg += SPOOL_SEG_HDR + m->size;
+		if (spool_store_small(sp, m, &dedup) == -1) {
+			m->err_no = errno;
+			continue;
+		}
+		if (dedup)
+			ndedup++;
+		m->status = 0;
+		m->err_no = 0;
+	}
+
+	/* 2. The big messages' names. */
+	if (any_big && fsync(sp->msg_dir_fd) == -1) {
+		e = errno;
 		TAILQ_FOREACH(m, q, entry)
-			if (m->status == 0) {
+			if (m->status == 0 && !m->small && m->size > SPOOL_SEG_SMALL) {
 				m->status = -1;
 				m->err_no = e;
 			}
-		any_ok = false;
+	}
+
+	/* The Maildir is a view: it never fails a capture. */
+	TAILQ_FOREACH(m, q, entry) {
+		if (m->status != 0)
+			continue;
+		any_ok = true;
+		if (sp->maildir_new != NULL) {
+			char	eml[PATH_MAX];
+
+			if ((size_t)snprintf(eml, sizeof(eml), "%s/%s.eml",
+			    sp->msg_dir, m->hex) < sizeof(eml) &&
+			    spool_maildir_add(sp, eml) == 0)
+				any_maildir = true;
+			else
+				nmdfail++;
+		}
 	}
 	if (any_maildir && fsync(sp->maildir_new_fd) == -1)
 		nmdfail++;
-	if (any_ok && spool_journal_append(sp, q) == -1) {
-		int	e = errno;
 
+	/* 3. The journal lines, after everything they announce. */
+	if (any_ok && spool_journal_append(sp, q) == -1) {
+		e = errno;
 		TAILQ_FOREACH(m, q, entry)
 			if (m->status == 0) {
 				m->status = -1;
@@ -888,6 +1082,7 @@ spool_commit_group(struct spool *sp, struct spool_msgq *q)
 	sp->stats.failures += nfail;
 	sp->stats.dedup += ndedup;
 	sp->stats.maildir_failures += nmdfail;
+	sp->stats.segment_bytes += nseg;
 	pthread_mutex_unlock(&sp->mu);
 }
 
@@ -899,43 +1094,54 @@ spool_tmp_drop(struct spool_msg *m)
 		close(m->fd);
 		m->fd = -1;
 	}
-	if (!m->anon)
+	if (!m->anon && m->tmp_path != NULL)
 		(void)unlink(m->tmp_path);
 }
 
-/* fsync one tmp file and give it its name messages/<sha>.eml; 0 or -1. */
-static int
-spool_store_one(struct spool *sp, struct spool_msg *m, bool *dedup)
+/* Is messages/<hex>.eml a regular file of this size? */
+static bool
+spool_exists(struct spool *sp, const char *hex, uint64_t size)
 {
-	char		 name[80];
-	struct stat	 st;
-	int		 e;
+	char		name[80];
+	struct stat	st;
 
-	if (fsync(m->fd) == -1) {
+	snprintf(name, sizeof(name), "%s.eml", hex);
+	return fstatat(sp->msg_dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISREG(st.st_mode) && (uint64_t)st.st_size == size;
+}
+
+/*
+ * Name a tmp file messages/<sha>.eml.  An existing file of that name with
+ * the wrong size (a torn copy) is replaced, the right size is the same bytes
+ * (dedup).  Closes the tmp file.  0 or -1 (errno).
+ */
+static int
+spool_name(struct spool *sp, struct spool_msg *m, bool *dedup)
+{
+	char	name[80];
+	int	r, e;
+
+	snprintf(name, sizeof(name), "%s.eml", m->hex);
+	if (m->anon) {
+		r = linkat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name,
+		    AT_SYMLINK_FOLLOW);
+		/* Only when the name is taken: the unlink costs a syscall. */
+		if (r == -1 && errno == EEXIST) {
+			if (spool_exists(sp, m->hex, m->size)) {
+				spool_tmp_drop(m);
+				*dedup = true;
+				return 0;
+			}
+			(void)unlinkat(sp->msg_dir_fd, name, 0);
+			r = linkat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name,
+			    AT_SYMLINK_FOLLOW);
+		}
 		e = errno;
 		spool_tmp_drop(m);
-		errno = e;
-		return -1;
-	}
-	snprintf(name, sizeof(name), "%s.eml", m->hex);
-	/* Content-addressed: an existing complete copy is the same bytes. */
-	if (fstatat(sp->msg_dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    S_ISREG(st.st_mode) && (uint64_t)st.st_size == m->size) {
-		spool_tmp_drop(m);
-		*dedup = true;
-		return 0;
-	}
-	if (m->anon) {
-		/* A shorter copy of the same name (torn by a crash) is replaced. */
-		(void)unlinkat(sp->msg_dir_fd, name, 0);
-		if (linkat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name,
-		    AT_SYMLINK_FOLLOW) == -1) {
-			e = errno;
-			spool_tmp_drop(m);
+		if (r == -1) {
 			errno = e;
 			return -1;
 		}
-		spool_tmp_drop(m);
 	} else {
 		if (close(m->fd) == -1) {
 			m->fd = -1;
@@ -945,6 +1151,7 @@ spool_store_one(struct spool *sp, struct spool_msg *m, bool *dedup)
 			return -1;
 		}
 		m->fd = -1;
+		/* rename(2) replaces a torn copy atomically. */
 		if (renameat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name) == -1) {
 			e = errno;
 			(void)unlink(m->tmp_path);
@@ -954,6 +1161,110 @@ spool_store_one(struct spool *sp, struct spool_msg *m, bool *dedup)
 	}
 	atomic_fetch_add(&sp->used_bytes, m->size);
 	return 0;
+}
+
+/* A big message: fsync its tmp file and name it; 0 or -1 (errno). */
+static int
+spool_store_big(struct spool *sp, struct spool_msg *m, bool *dedup)
+{
+	int	e;
+
+	if (fsync(m->fd) == -1) {
+		e = errno;
+		spool_tmp_drop(m);
+		errno = e;
+		return -1;
+	}
+	return spool_name(sp, m, dedup);
+}
+
+/* A small message whose bytes are durable in a segment: name it, no fsync. */
+static int
+spool_store_small(struct spool *sp, struct spool_msg *m, bool *dedup)
+{
+	free(m->data);
+	m->data = NULL;
+	return spool_name(sp, m, dedup);
+}
+
+/* fsync a directory by path; 0 or -1 (errno). */
+static int
+spool_fsync_dir(const char *path)
+{
+	int	fd, e;
+
+	if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	if (fsync(fd) == -1) {
+		e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/*
+ * Append the records of the group's small messages to the segment log and
+ * make them durable (disk full: see spool_seg_append()).  0 or -1 (errno),
+ * no part of the group left in the segment.
+ */
+static int
+spool_small_append(struct spool *sp, struct spool_msgq *q)
+{
+	struct spool_msg	*m;
+	struct spool_seg_rec	*recs;
+	size_t			 n = 0;
+	int			 r, e;
+
+	/* Bodies that spilled to the tmp file are read back (page cache). */
+	TAILQ_FOREACH(m, q, entry) {
+		ssize_t	nr = 0;
+		size_t	off = 0;
+
+		if (!m->small || m->data != NULL || m->size == 0)
+			continue;
+		if ((m->data = malloc((size_t)m->size)) == NULL) {
+			m->small = false;
+			m->err_no = ENOMEM;
+			spool_tmp_drop(m);
+			continue;
+		}
+		while (off < m->size) {
+			nr = pread(m->fd, m->data + off, (size_t)m->size - off,
+			    (off_t)off);
+			if (nr == -1 && errno == EINTR)
+				continue;
+			if (nr <= 0)
+				break;
+			off += (size_t)nr;
+		}
+		if (off != m->size) {
+			m->small = false;
+			m->err_no = nr == -1 ? errno : EIO;
+			spool_tmp_drop(m);
+		}
+	}
+	TAILQ_FOREACH(m, q, entry)
+		n += m->small;
+	if (n == 0)
+		return 0;
+	if ((recs = calloc(n, sizeof(*recs))) == NULL)
+		return -1;
+	n = 0;
+	TAILQ_FOREACH(m, q, entry) {
+		if (!m->small)
+			continue;
+		recs[n].hex = m->hex;
+		recs[n].data = m->data;
+		recs[n++].len = (size_t)m->size;
+	}
+	r = spool_seg_append(sp->seg, recs, n);
+	e = errno;
+	free(recs);
+	errno = e;
+	return r;
 }
 
 /*

@@ -1,16 +1,32 @@
 /*
  * The spool: durable, content-addressed storage of captured mail.
  *
- *   <dir>/tmp/<random>             a message while it is being received
+ *   <dir>/tmp/                     a message while it is being received (an
+ *                                  unnamed O_TMPFILE where the filesystem has it)
  *   <dir>/messages/<sha256>.eml    the exact DATA bytes (dot-unstuffed, CRLF kept)
+ *   <dir>/segments/<seq>.seg       write-ahead log of small messages' bytes
  *   <dir>/receptions.jsonl         one JSON object per line per reception (journal)
  *
  * A message body streams to a tmp file on the event loop thread (write(2) to the
- * page cache).  The slow part, fsync of the file, rename(2), fsync of the
- * directory and the appended, fsync'ed journal line, runs on one worker thread
- * that commits every queued message as a group; the caller's callback then runs
- * back on the event loop.  When it reports success the message and its
- * reception record are on disk: only then may the session answer 250.
+ * page cache).  The slow part runs on one worker thread that commits every
+ * queued message as a group; the caller's callback then runs back on the event
+ * loop.  When it reports success the message and its reception record are on
+ * disk: only then may the session answer 250.
+ *
+ * Per group: a small message (<= SPOOL_SEG_SMALL) is appended as a framed
+ * record (header with its sha256 and length, then the bytes) to the current
+ * segment; one fdatasync of the segment makes the whole group's bytes durable;
+ * only then is each .eml linked into messages/ (not fsync'ed).  A big message
+ * keeps the per-file path: fsync of the file, link, one fsync of messages/.
+ * Then the group's journal lines are appended and fdatasync'ed.  A segment is
+ * sealed after 5 s or 8 MiB and deleted by a checkpoint thread about 35 s
+ * later, only after one syncfs(2) made every .eml it covers durable (by then
+ * the kernel has usually written them back).  Commits never wait for a
+ * checkpoint, except when the disk is full (then 5 s at most, for the space
+ * the segments hold).  Both threads start in spool_open().
+ * At spool_open() the records of any remaining segment (a crash) rewrite the
+ * .eml that is missing, short or wrong; a torn last record was never
+ * acknowledged and is ignored.
  *
  * The journal is also the hpfeeds outbox: a publisher reads it from a saved
  * offset.  A torn last line (crash mid-append) is cut off at spool_open().
@@ -32,16 +48,28 @@ struct spool_opts {
 	const char	*hostname;	/* for Maildir file names */
 	uint64_t	 min_free;	/* refuse mail when the filesystem has less free */
 	uint64_t	 max_bytes;	/* 0 = no quota on messages/ */
+	/* Tests only: 0 = the defaults. */
+	uint32_t	 checkpoint_age_ms; /* checkpoint a sealed segment after this */
+	uint32_t	 checkpoint_hold_ms; /* each checkpoint pass sleeps this long */
+	bool		 no_checkpoint;	/* never delete a segment (as if crashed) */
+	bool		 no_syncfs;	/* as without syncfs(2): fsync each file */
 };
 
 /*
- * Create the directories if needed, repair a torn journal tail, start the
- * commit worker.  Returns NULL with err filled on failure.
+ * Create the directories if needed, repair a torn journal tail, replay the
+ * segments left by a crash, start the commit worker.  Returns NULL with err
+ * filled on failure (also when a segment cannot be replayed: the segment is
+ * kept, nothing acknowledged is dropped).
  */
 struct spool	*spool_open(struct event_base *base, const struct spool_opts *opts,
 		    char *err, size_t errlen);
 
-/* Finish every queued commit (callbacks are not run), stop the worker, free. */
+/*
+ * Finish every queued commit (callbacks are not run), stop the worker, then
+ * the checkpoint thread after one last checkpoint of every segment (one
+ * syncfs; where each file is fsync'ed instead, 2 s at most: the next
+ * spool_open() replays the rest), free.
+ */
 void		 spool_free(struct spool *);
 
 /* Is there room for about expected more bytes?  0 yes, -1 no (quota or min_free). */
@@ -55,6 +83,10 @@ struct spool_stats {
 	uint64_t	dedup;		/* content already stored: not written again */
 	uint64_t	maildir_failures; /* Maildir links/copies that failed (not fatal) */
 	uint64_t	used_bytes;	/* size of messages/ (tracked only with max_bytes) */
+	uint64_t	segment_bytes;	/* bytes appended to segments */
+	uint64_t	checkpoints;	/* segments deleted after their .eml were made durable */
+	uint64_t	checkpoint_passes; /* checkpoint passes started */
+	uint64_t	recovered;	/* .eml rewritten from segments at spool_open */
 };
 void		 spool_get_stats(struct spool *, struct spool_stats *);
 
@@ -76,6 +108,17 @@ uint64_t	 spool_msg_size(const struct spool_msg *);
 
 /* Flush and compute the digest (lower-case hex, 65 bytes with NUL).  0 or -1. */
 int		 spool_msg_finish(struct spool_msg *, char hex[65]);
+
+/*
+ * The whole body, when it is held in memory: after a successful
+ * spool_msg_finish() of a body under 64 KiB (it never left the write
+ * buffer; an empty body gives a valid pointer and *len 0).  NULL (and *len
+ * 0) otherwise: bigger bodies, or before finish, or after an error; read
+ * spool_msg_path() then.  The bytes are the message's: read-only, valid
+ * until spool_msg_commit() or spool_msg_abort(), also for a reader on
+ * another thread that is done before either is called.
+ */
+const unsigned char *spool_msg_data(const struct spool_msg *m, size_t *len);
 
 /*
  * The path of the message's tmp file: complete after spool_msg_finish(), for

@@ -261,6 +261,18 @@ class TestStages(RulesCase):
         self.assertEqual(self.wait_journal(sha)["transfer"], "BDAT")
         self.assertEqual(self.c.message_bytes(sha), body)
 
+    def test_body_rule_small_and_large_mails_alike(self):
+        # Mails under 64 KiB are decided on the loop from the spool's memory,
+        # bigger ones on the worker from the file: the decision is the same.
+        for size in (200, 60 * 1024, 70 * 1024, 300 * 1024):
+            body = mail("needle by size %d" % size,
+                        b"needle-%d-end\r\n" % size + b"y" * (size - 2) + b"\r\n")
+            cl, qid = self.send_mail(body)
+            cl.cmd("QUIT")
+            rec, _ = self.assert_stored(body, qid)
+            self.assertEqual(rec.get("tag"), "needle", (size, rec))
+            self.assertEqual(rec["rules"]["rule"], "slow-body", (size, rec))
+
     def test_disconnect_while_data_rules_run(self):
         # A big body makes the rules (MIME decoding) take a while on the worker: the
         # client sends the final dot and leaves at once, most probably while

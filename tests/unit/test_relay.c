@@ -232,6 +232,93 @@ test_record_parse(void **state)
 	assert_null(relay_record_parse(rec, strlen(rec), err, sizeof(err)));
 	assert_null(relay_record_parse("{\"sha256\":", 11, err, sizeof(err)));
 	assert_null(relay_record_parse("", 0, err, sizeof(err)));
+	/* One walk: the first of a duplicated key counts, order does not matter. */
+	snprintf(rec, sizeof(rec), "{\"rcpt_to\":[\"x@y\",\"z@w\"],\"mail_from\":\"m@f\","
+	    "\"src_port\":7,\"sha256\":\"%s\",\"mail_from\":\"other\",\"sha256\":\"bad\","
+	    "\"tls\":{\"v\":1},\"auth\":null,\"src_port\":8}", sha);
+	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	assert_non_null(r);
+	assert_string_equal(r->mail_from, "m@f");
+	assert_int_equal(r->src_port, 7);
+	assert_true(r->tls);
+	assert_false(r->auth);
+	assert_int_equal(r->nrcpt, 2);
+	assert_string_equal(r->rcpt[1], "z@w");
+	relay_record_free(r);
+	/* rcpt_to that is no array: no recipients; one that is no string: refused. */
+	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":\"a\"}",
+	    sha);
+	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	assert_non_null(r);
+	assert_int_equal(r->nrcpt, 0);
+	relay_record_free(r);
+	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[\"a\",1]}",
+	    sha);
+	assert_null(relay_record_parse(rec, strlen(rec), err, sizeof(err)));
+	assert_string_equal(err, "record: bad rcpt_to[1]");
+	/* Missing members and a malformed tail (after every member we read). */
+	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"rcpt_to\":[]}", sha);
+	assert_null(relay_record_parse(rec, strlen(rec), err, sizeof(err)));
+	assert_string_equal(err, "record: no mail_from");
+	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\"}", sha);
+	assert_null(relay_record_parse(rec, strlen(rec), err, sizeof(err)));
+	assert_string_equal(err, "record: no rcpt_to");
+	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[],}",
+	    sha);
+	assert_null(relay_record_parse(rec, strlen(rec), err, sizeof(err)));
+	assert_string_equal(err, "record: not a JSON object");
+}
+
+/* The one-pass walks over an object's members and an array's elements. */
+static void
+test_json_walk(void **state)
+{
+	static const char *const bad[] = { "", "[]", "{", "{\"a\"}", "{\"a\":}",
+	    "{\"a\":1,}", "{,\"a\":1}", "{\"a\":1 \"b\":2}", "{\"a\":1}x", "{} {}",
+	    "{\"a\":[1,]}", "{1:2}" };
+	const char *j = " { \"a\" : \"x\" , \"\":[1, {\"k\":2}] ,\"a\":null } ";
+	const char *k, *v;
+	size_t kl, vl, pos = 0, i;
+	int n;
+
+	(void)state;
+	assert_int_equal(relay_json_member(j, strlen(j), &pos, &k, &kl, &v, &vl), 1);
+	assert_int_equal(kl, 1);
+	assert_memory_equal(k, "a", 1);
+	assert_int_equal(vl, 3);
+	assert_memory_equal(v, "\"x\"", 3);
+	assert_int_equal(relay_json_member(j, strlen(j), &pos, &k, &kl, &v, &vl), 1);
+	assert_int_equal(kl, 0);
+	assert_int_equal(vl, 12);
+	{
+		const char *arr = v, *el;
+		size_t al = vl, ep = 0, ell;
+
+		assert_int_equal(relay_json_element(arr, al, &ep, &el, &ell), 1);
+		assert_int_equal(ell, 1);
+		assert_int_equal(relay_json_element(arr, al, &ep, &el, &ell), 1);
+		assert_memory_equal(el, "{\"k\":2}", ell);
+		assert_int_equal(relay_json_element(arr, al, &ep, &el, &ell), 0);
+		ep = 0;
+		assert_int_equal(relay_json_element("[ ]", 3, &ep, &el, &ell), 0);
+		ep = 0;
+		assert_int_equal(relay_json_element("{}", 2, &ep, &el, &ell), -1);
+	}
+	assert_int_equal(relay_json_member(j, strlen(j), &pos, &k, &kl, &v, &vl), 1);
+	assert_memory_equal(v, "null", 4);
+	assert_int_equal(relay_json_member(j, strlen(j), &pos, &k, &kl, &v, &vl), 0);
+	pos = 0;
+	assert_int_equal(relay_json_member("{ }", 3, &pos, &k, &kl, &v, &vl), 0);
+	/* Malformed input ends the walk with -1, whatever came before. */
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		pos = 0;
+		while ((n = relay_json_member(bad[i], strlen(bad[i]), &pos, &k, &kl,
+		    &v, &vl)) == 1)
+			;
+		if (n != -1)
+			fail_msg("\"%s\" walked as an object", bad[i]);
+		assert_false(relay_json_is_object(bad[i], strlen(bad[i])));
+	}
 }
 
 /* The JSON reader: escapes, nesting, arrays, malformed input. */
@@ -434,6 +521,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_record_parse),
 		cmocka_unit_test(test_json),
+		cmocka_unit_test(test_json_walk),
 		cmocka_unit_test(test_received_header),
 		cmocka_unit_test_setup_teardown(test_probe_once_caps_first, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals_and_test_mode, setup, teardown),

@@ -23,6 +23,8 @@ static void		 load_err(const char *, const char *);
 static void		 facts_init(struct rules_facts *, const char *);
 static bool		 eval_msg(const char *, const char *, struct rules_decision *);
 static bool		 probe(const char *);
+static bool		 probe_own(const char *, const char *);
+static void		 b64_enc(const char *, size_t, char *);
 
 static const char *const own[] = { "1.2.3.4" };
 static const char *const rcpt1[] = { "drop@example.com" };
@@ -108,6 +110,46 @@ probe(const char *msg)
 	m = eval_msg(ONE_RULE("{mentions_own_address: true}"), msg, &d);
 	rules_decision_clear(&d);
 	return m;
+}
+
+/* Whether msg mentions the own address own1 (dst 10.0.0.5 counts too). */
+static bool
+probe_own(const char *own1, const char *msg)
+{
+	const char *ownv[1] = { own1 };
+	struct rules_decision d;
+	struct rules_facts f;
+	struct rules *rs = load_ok(ONE_RULE("{mentions_own_address: true}"));
+	bool m;
+
+	facts_init(&f, msg);
+	f.own_addrs = ownv;
+	assert_int_equal(rules_eval(rs, &f, &d), 0);
+	m = d.matched;
+	rules_decision_clear(&d);
+	rules_free(rs);
+	return m;
+}
+
+/* Standard base64 of s[0..n) into out (room for 4 * ((n + 2) / 3) + 1). */
+static void
+b64_enc(const char *s, size_t n, char *out)
+{
+	static const char a[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i, o = 0;
+	unsigned v;
+
+	for (i = 0; i < n; i += 3) {
+		v = (unsigned)u[i] << 16 | (i + 1 < n ? (unsigned)u[i + 1] << 8 : 0) |
+		    (i + 2 < n ? u[i + 2] : 0);
+		out[o++] = a[v >> 18 & 63];
+		out[o++] = a[v >> 12 & 63];
+		out[o++] = i + 1 < n ? a[v >> 6 & 63] : '=';
+		out[o++] = i + 2 < n ? a[v & 63] : '=';
+	}
+	out[o] = '\0';
 }
 
 /* ----------------------------------------------------------- loading */
@@ -591,6 +633,11 @@ test_mime_bodies(void **state)
 	body_is("no header line\r\nsecond\r\n", "no header line\r\nsecond\r\n");
 	body_is("Subject: x\n\nLF only\n", "LF only\n");
 	body_is("", "");
+	/* Stray 8-bit bytes among ASCII at various offsets (8-byte steps). */
+	body_is("Subject: x\r\n\r\nabcdefgh\xe9ijklmnop\xc3\xa9qrstuvwxyz0123\xff",
+	    "abcdefgh\xc3\xa9ijklmnop\xc3\xa9qrstuvwxyz0123\xc3\xbf\n");
+	body_is("Subject: x\r\n\r\n\xe9" "abcdefghijklmnopq\xe2\x82\xac" "rst",
+	    "\xc3\xa9" "abcdefghijklmnopq\xe2\x82\xac" "rst\n");
 }
 
 /* Multipart trees: nesting, alternatives, attachments, rfc822, no boundary. */
@@ -765,6 +812,132 @@ test_mentions_negative(void **state)
 	assert_false(probe(NULL));
 }
 
+/*
+ * Inside base64, at every alignment: the address after 0..5 bytes of prefix
+ * (so its encoding starts at each of the 4 positions of a base64 quad, and
+ * the search must decode the run at the matching offset), glued to base64
+ * text on both sides, and broken over lines at every position.
+ */
+static void
+test_mentions_b64_alignments(void **state)
+{
+	static const char *const forms[] = { "1.2.3.4", "0x01020304",
+	    "16909060", "01.2.0x3.4:25" };
+	char plain[64], enc[128], enc2[160], msg[512];
+	size_t f, k, cut, n;
+
+	(void)state;
+	for (f = 0; f < sizeof(forms) / sizeof(forms[0]); f++) {
+		for (k = 0; k <= 5; k++) {
+			n = (size_t)snprintf(plain, sizeof(plain), "%.*s%s tail",
+			    (int)k, "=;,=;", forms[f]);
+			b64_enc(plain, n, enc);
+			/* Glued to base64 of "AB " in front, and to "ABC"
+			 * (3 characters: the text's quads start at offset 3). */
+			snprintf(msg, sizeof(msg), "Subject: x\r\n\r\nQUIg%s\r\n",
+			    enc);
+			if (!probe(msg))
+				fail_msg("%s after %zu bytes: %s", forms[f], k, msg);
+			snprintf(msg, sizeof(msg), "Subject: x\r\n\r\nABC%s\r\n",
+			    enc);
+			if (!probe(msg))
+				fail_msg("%s after %zu bytes: %s", forms[f], k, msg);
+			/* Every line break position inside the run. */
+			for (cut = 1; cut < strlen(enc); cut++) {
+				snprintf(enc2, sizeof(enc2), "%.*s\r\n%s", (int)cut,
+				    enc, enc + cut);
+				snprintf(msg, sizeof(msg), "Subject: x\r\n\r\n%s\r\n",
+				    enc2);
+				/* A break before '+' or '/' ends the run (as before). */
+				if (enc[cut] == '+' || enc[cut] == '/')
+					continue;
+				if (!probe(msg))
+					fail_msg("%s after %zu, cut %zu: %s", forms[f],
+					    k, cut, msg);
+			}
+		}
+	}
+	/*
+	 * A lone digit (own address 0.0.0.9 as the integer "9") at each of the
+	 * 3 byte positions of a quad, at each of the 4 alignments: the only
+	 * decoded digit comes from one pair of characters.
+	 */
+	for (k = 0; k <= 5; k++) {
+		n = (size_t)snprintf(plain, sizeof(plain), "%.*s9 is the one",
+		    (int)k, "=;,=;");
+		b64_enc(plain, n, enc);
+		for (cut = 0; cut < 4; cut++) {
+			snprintf(msg, sizeof(msg), "Subject: x\r\n\r\n%.*s%s\r\n",
+			    (int)cut, "ABC", enc);
+			if (!probe_own("0.0.0.9", msg))
+				fail_msg("9 after %zu, glued %zu: %s", k, cut, msg);
+		}
+	}
+	/* Near misses stay misses at every alignment. */
+	for (k = 0; k <= 3; k++) {
+		n = (size_t)snprintf(plain, sizeof(plain), "%.*s11.2.3.45 x",
+		    (int)k, "abc");
+		b64_enc(plain, n, enc);
+		snprintf(msg, sizeof(msg), "Subject: %s\r\n\r\nx\r\n", enc);
+		assert_false(probe(msg));
+	}
+	/* Long base64-looking text without digits or colons when decoded. */
+	assert_false(probe("Subject: x\r\n\r\n"
+	    "1XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\r\n"
+	    "2XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\r\n"));
+	/* IPv6 inside base64 ("at [2001:db8::1]:25"), at 3 alignments. */
+	for (k = 0; k < 3; k++) {
+		n = (size_t)snprintf(plain, sizeof(plain),
+		    "%.*sat [2001:db8::1]:25", (int)k, "ab");
+		b64_enc(plain, n, enc);
+		snprintf(msg, sizeof(msg), "Subject: x\r\n\r\n%s\r\n", enc);
+		assert_true(probe_own("2001:db8::1", msg));
+		assert_false(probe_own("2001:db8::2", msg));
+	}
+}
+
+/* The plain-text search: token edges, long tokens, offsets, 8-bit bytes. */
+static void
+test_mentions_tokens(void **state)
+{
+	char msg[512];
+	size_t pad;
+
+	(void)state;
+	/* At every offset (the digit search reads 8 bytes a step). */
+	for (pad = 0; pad <= 17; pad++) {
+		snprintf(msg, sizeof(msg), "Subject: x\r\n\r\n%*s1.2.3.4\r\n",
+		    (int)pad, "");
+		assert_true(probe(msg));
+		snprintf(msg, sizeof(msg), "Subject: x\r\n\r\n%*s1.2.3.4%s\r\n",
+		    (int)pad, "", "5");
+		assert_false(probe(msg));
+	}
+	/* A token of up to 64 bytes counts (trailing dots), 65 does not. */
+	snprintf(msg, sizeof(msg), "Subject: x\r\n\r\nat 1.2.3.4%.*s\r\n", 57,
+	    "..........................................................");
+	assert_true(probe(msg));
+	snprintf(msg, sizeof(msg), "Subject: x\r\n\r\nat 1.2.3.4%.*s\r\n", 58,
+	    "..........................................................");
+	assert_false(probe(msg));
+	/* A digit inside a long or letter-led token is no start; the next is. */
+	assert_false(probe("Subject: x\r\n\r\n"
+	    "X0000000000000000000000000000000000000000000000000000000000000000000001.2.3.4\r\n"));
+	assert_true(probe("Subject: x\r\n\r\n"
+	    "00000000000000000000000000000000000000000000000000000000000000000000000 1.2.3.4\r\n"));
+	/* Bytes with the high bit set are not digits or dots. */
+	assert_false(probe("Subject: x\r\n\r\n\xb1\xae\xb2\xae\xb3\xae\xb4\r\n"));
+	assert_true(probe("Subject: x\r\n\r\n\xb1\xb2\xb3\xb4\xb5\xb6\xb7\xb8"
+	    "1.2.3.4\r\n"));
+	/* IPv6 runs: found around any colon, dots before them are no part. */
+	assert_true(probe_own("2001:db8::1", "Subject: x\r\n\r\nx..2001:db8::1\r\n"));
+	assert_true(probe_own("2001:db8::1",
+	    "Subject: x\r\n\r\na:b 12:34 2001:db8::1,\r\n"));
+	assert_false(probe_own("2001:db8::1", "Subject: x\r\n\r\na2001:db8::1\r\n"));
+	assert_false(probe_own("2001:db8::1", "Subject: x\r\n\r\n2001:db8::1g\r\n"));
+	assert_true(probe_own("::ffff:1.2.3.5", "Subject: x\r\n\r\nto 1.2.3.5\r\n"));
+}
+
 /* IPv6 own addresses, evidence format and false. */
 static void
 test_mentions_v6_and_evidence(void **state)
@@ -926,6 +1099,8 @@ main(void)
 		cmocka_unit_test(test_mentions_positive),
 		cmocka_unit_test(test_mentions_negative),
 		cmocka_unit_test(test_mentions_v6_and_evidence),
+		cmocka_unit_test(test_mentions_b64_alignments),
+		cmocka_unit_test(test_mentions_tokens),
 		cmocka_unit_test(test_evidence_escaping),
 		cmocka_unit_test(test_regex_bounded),
 	};

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -46,6 +47,13 @@ static char	*slurp(const char *path, size_t *lenp);
 static int	 count_lines(const char *path);
 static int	 count_entries(const char *dir);
 static void	 sha256sum(const char *path, char out[65]);
+static struct spool *open_spool_ckpt(struct fixture *f, bool no_checkpoint, uint32_t age_ms);
+static int	 commit_wait(struct fixture *f, struct spool *sp, const void *data,
+		    size_t len, char hex[65], int *err_no);
+static long long seg_bytes(struct fixture *f, int *n);
+static void	 assert_eml(struct fixture *f, const char *hex, const void *data, size_t len);
+static long long now_ms(void);
+static struct spool_stats wait_stat(struct spool *sp, size_t off, uint64_t min);
 
 /* nftw callback: remove one entry. */
 static int
@@ -689,6 +697,633 @@ test_enospc(void **state)
 	spool_free(sp);
 }
 
+/* Open a spool with the test knobs (checkpoints off, or a short age). */
+static struct spool *
+open_spool_ckpt(struct fixture *f, bool no_checkpoint, uint32_t age_ms)
+{
+	struct spool_opts	 o = { .dir = f->spooldir, .hostname = "mx.example.test",
+	    .no_checkpoint = no_checkpoint, .checkpoint_age_ms = age_ms };
+	char			 err[256] = "";
+	struct spool		*sp = spool_open(f->base, &o, err, sizeof(err));
+
+	if (sp == NULL)
+		print_error("spool_open: %s\n", err);
+	assert_non_null(sp);
+	return sp;
+}
+
+/* Commit one message and wait for its callback; returns the status. */
+static int
+commit_wait(struct fixture *f, struct spool *sp, const void *data, size_t len,
+    char hex[65], int *err_no)
+{
+	struct done	d = { 0 };
+
+	spool_msg_commit(store(sp, data, len, hex), "{}", 2, done_cb, &d);
+	wait_calls(f->base, &d.calls, 1);
+	if (err_no != NULL)
+		*err_no = d.err_no;
+	return d.status;
+}
+
+/* Total size of the segment files (-1 entries counted in *n). */
+static long long
+seg_bytes(struct fixture *f, int *n)
+{
+	char		 path[512];
+	DIR		*d;
+	struct dirent	*de;
+	struct stat	 sb;
+	long long	 sum = 0;
+
+	snprintf(path, sizeof(path), "%s/segments", f->spooldir);
+	assert_non_null(d = opendir(path));
+	*n = 0;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		assert_int_equal(fstatat(dirfd(d), de->d_name, &sb, 0), 0);
+		sum += sb.st_size;
+		(*n)++;
+	}
+	closedir(d);
+	return sum;
+}
+
+/* The .eml of hex holds exactly data. */
+static void
+assert_eml(struct fixture *f, const char *hex, const void *data, size_t len)
+{
+	char	 path[512], *got;
+	size_t	 glen;
+
+	snprintf(path, sizeof(path), "%s/messages/%s.eml", f->spooldir, hex);
+	got = slurp(path, &glen);
+	assert_int_equal(glen, len);
+	assert_memory_equal(got, data, len);
+	free(got);
+}
+
+/*
+ * A crash after the 250 (spool freed without checkpoint: the segments stay):
+ * at the next open, a deleted, a truncated and a corrupted .eml are all
+ * rewritten from the segment, an intact one is left alone, the segments go.
+ */
+static void
+test_segment_recover(void **state)
+{
+	struct fixture		*f = *state;
+	const char		*bodies[4] = { "first message\r\n", "second, a bit longer\r\n",
+	    "third\r\n", "fourth stays intact\r\n" };
+	char			 hex[4][65], path[512];
+	struct spool		*sp = open_spool_ckpt(f, true, 0);
+	struct spool_stats	 st;
+	int			 nseg, fd;
+
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(commit_wait(f, sp, bodies[i], strlen(bodies[i]), hex[i],
+		    NULL), 0);
+	spool_get_stats(sp, &st);
+	assert_int_equal(st.segment_bytes, 4 * 91 + strlen(bodies[0]) + strlen(bodies[1]) +
+	    strlen(bodies[2]) + strlen(bodies[3]));
+	spool_free(sp);
+	assert_true(seg_bytes(f, &nseg) > 0);
+	assert_int_equal(nseg, 1);
+
+	snprintf(path, sizeof(path), "%s/messages/%s.eml", f->spooldir, hex[0]);
+	assert_int_equal(unlink(path), 0);
+	snprintf(path, sizeof(path), "%s/messages/%s.eml", f->spooldir, hex[1]);
+	assert_int_equal(truncate(path, 3), 0);
+	snprintf(path, sizeof(path), "%s/messages/%s.eml", f->spooldir, hex[2]);
+	assert_true((fd = open(path, O_WRONLY)) >= 0);
+	assert_int_equal(pwrite(fd, "XX", 2, 1), 2);	/* same size, wrong bytes */
+	close(fd);
+
+	sp = open_spool(f, NULL, 0);
+	spool_get_stats(sp, &st);
+	assert_int_equal(st.recovered, 3);
+	for (int i = 0; i < 4; i++)
+		assert_eml(f, hex[i], bodies[i], strlen(bodies[i]));
+	assert_int_equal(seg_bytes(f, &nseg), 0);
+	assert_int_equal(nseg, 0);
+	snprintf(path, sizeof(path), "%s/tmp", f->spooldir);
+	assert_int_equal(count_entries(path), 0);
+	/* New commits after a replay go on working. */
+	assert_int_equal(commit_wait(f, sp, "after", 5, hex[0], NULL), 0);
+	assert_eml(f, hex[0], "after", 5);
+	assert_int_equal(count_lines(spool_journal_path(sp)), 5);
+	spool_free(sp);
+}
+
+/* A replay rewrites a torn .eml in place: its Maildir links are mended too. */
+static void
+test_segment_recover_maildir(void **state)
+{
+	struct fixture		*f = *state;
+	struct spool_opts	 o = { .dir = f->spooldir, .hostname = "mx.example.test",
+	    .no_checkpoint = true };
+	char			 maildir[256], path[512], err[256], hex[65], *got;
+	const char		 body[] = "maildir copy\r\n";
+	struct spool		*sp;
+	struct dirent		*de;
+	DIR			*d;
+	size_t			 len;
+
+	snprintf(maildir, sizeof(maildir), "%s/Maildir", f->dir);
+	o.maildir = maildir;
+	assert_non_null(sp = spool_open(f->base, &o, err, sizeof(err)));
+	assert_int_equal(commit_wait(f, sp, body, sizeof(body) - 1, hex, NULL), 0);
+	spool_free(sp);
+	snprintf(path, sizeof(path), "%s/messages/%s.eml", f->spooldir, hex);
+	assert_int_equal(truncate(path, 0), 0);	/* written back never: crash */
+
+	sp = open_spool(f, maildir, 0);
+	assert_eml(f, hex, body, sizeof(body) - 1);
+	snprintf(path, sizeof(path), "%s/new", maildir);
+	assert_non_null(d = opendir(path));
+	while ((de = readdir(d)) != NULL) {
+		char	p2[1024];
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(p2, sizeof(p2), "%s/%s", path, de->d_name);
+		got = slurp(p2, &len);
+		assert_int_equal(len, sizeof(body) - 1);
+		assert_memory_equal(got, body, len);
+		free(got);
+	}
+	closedir(d);
+	spool_free(sp);
+}
+
+/* A torn last record (crash mid-append, never acknowledged) is ignored. */
+static void
+test_segment_torn_tail(void **state)
+{
+	struct fixture	*f = *state;
+	struct spool	*sp = open_spool_ckpt(f, true, 0);
+	char		 hex[65], path[512], name[1024], rec[200];
+	const char	 body[] = "acknowledged\r\n";
+	const char	 zeros[64] = { 0 };
+	DIR		*d;
+	struct dirent	*de;
+	int		 fd, nseg, n;
+
+	assert_int_equal(commit_wait(f, sp, body, sizeof(body) - 1, hex, NULL), 0);
+	spool_free(sp);
+	snprintf(path, sizeof(path), "%s/segments", f->spooldir);
+	assert_non_null(d = opendir(path));
+	name[0] = '\0';
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			snprintf(name, sizeof(name), "%s/%s", path, de->d_name);
+	closedir(d);
+	assert_true(name[0] != '\0');
+	/*
+	 * Two torn records after the good one: a header whose payload is cut
+	 * short, which the replay must not take for a record.
+	 */
+	assert_true((fd = open(name, O_WRONLY | O_APPEND)) >= 0);
+	n = snprintf(rec, sizeof(rec), "FOSRSEG1 %064x %016x\n", 0, 1000);
+	assert_int_equal(n, 91);
+	assert_int_equal(write(fd, rec, (size_t)n), n);
+	assert_int_equal(write(fd, "only a few bytes", 16), 16);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/messages/%s.eml", f->spooldir, hex);
+	assert_int_equal(unlink(path), 0);
+
+	sp = open_spool(f, NULL, 0);
+	assert_eml(f, hex, body, sizeof(body) - 1);
+	snprintf(path, sizeof(path), "%s/messages", f->spooldir);
+	assert_int_equal(count_entries(path), 1);
+	assert_int_equal(seg_bytes(f, &nseg), 0);
+	spool_free(sp);
+
+	/* A complete header whose payload does not hash to it: also torn. */
+	sp = open_spool_ckpt(f, true, 0);
+	assert_int_equal(commit_wait(f, sp, "x", 1, hex, NULL), 0);
+	spool_free(sp);
+	snprintf(path, sizeof(path), "%s/segments", f->spooldir);
+	assert_non_null(d = opendir(path));
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			snprintf(name, sizeof(name), "%s/%s", path, de->d_name);
+	closedir(d);
+	assert_true((fd = open(name, O_WRONLY | O_APPEND)) >= 0);
+	n = snprintf(rec, sizeof(rec), "FOSRSEG1 %s %016x\n",
+	    "0000000000000000000000000000000000000000000000000000000000000000", 64);
+	assert_int_equal(write(fd, rec, (size_t)n), n);
+	assert_int_equal(write(fd, zeros, sizeof(zeros)), (ssize_t)sizeof(zeros));
+	close(fd);
+	sp = open_spool(f, NULL, 0);
+	snprintf(path, sizeof(path), "%s/messages", f->spooldir);
+	assert_int_equal(count_entries(path), 2);	/* no 0000….eml */
+	assert_int_equal(seg_bytes(f, &nseg), 0);
+	spool_free(sp);
+}
+
+/*
+ * Checkpoints delete the segments and keep the .eml: on their own after
+ * the age (short here), and at a clean spool_free().
+ */
+static void
+test_checkpoint(void **state)
+{
+	struct fixture		*f = *state;
+	struct spool		*sp = open_spool_ckpt(f, false, 50);
+	struct spool_stats	 st;
+	char			 hex[65], hex2[65];
+	int			 nseg, tries = 0;
+
+	assert_int_equal(commit_wait(f, sp, "checkpointed", 12, hex, NULL), 0);
+	assert_true(seg_bytes(f, &nseg) > 0);
+	do {
+		usleep(20000);
+		spool_get_stats(sp, &st);
+	} while (st.checkpoints == 0 && ++tries < 250);
+	assert_int_equal(st.checkpoints, 1);
+	assert_int_equal(seg_bytes(f, &nseg), 0);
+	assert_int_equal(nseg, 0);
+	assert_eml(f, hex, "checkpointed", 12);
+	spool_free(sp);
+
+	sp = open_spool(f, NULL, 0);
+	assert_int_equal(commit_wait(f, sp, "at stop", 7, hex2, NULL), 0);
+	assert_true(seg_bytes(f, &nseg) > 0);
+	spool_free(sp);
+	assert_int_equal(seg_bytes(f, &nseg), 0);
+	assert_int_equal(nseg, 0);
+	assert_eml(f, hex, "checkpointed", 12);
+	assert_eml(f, hex2, "at stop", 7);
+	/* Nothing to replay at the next open. */
+	sp = open_spool(f, NULL, 0);
+	spool_get_stats(sp, &st);
+	assert_int_equal(st.recovered, 0);
+	spool_free(sp);
+}
+
+/* A message above the segment threshold keeps the per-file path. */
+static void
+test_big_message(void **state)
+{
+	struct fixture		*f = *state;
+	struct spool		*sp = open_spool_ckpt(f, true, 0);
+	size_t			 len = 256 * 1024 + 1;
+	unsigned char		*data = malloc(len);
+	char			 hex[65], hex2[65], sum[65], path[512];
+	struct spool_stats	 st;
+	int			 nseg;
+
+	for (size_t i = 0; i < len; i++)
+		data[i] = (unsigned char)(i * 13 + i / 7);
+	assert_int_equal(commit_wait(f, sp, data, len, hex, NULL), 0);
+	/* The biggest small one goes through the segment. */
+	assert_int_equal(commit_wait(f, sp, data, len - 1, hex2, NULL), 0);
+	spool_get_stats(sp, &st);
+	assert_int_equal(st.segment_bytes, 91 + len - 1);
+	assert_int_equal(commit_wait(f, sp, data, len, hex, NULL), 0);	/* dedup */
+	spool_get_stats(sp, &st);
+	assert_int_equal(st.dedup, 1);
+	assert_int_equal(count_lines(spool_journal_path(sp)), 3);
+	spool_free(sp);
+	/* Only the small one has a record (no checkpoint here: it stays). */
+	assert_int_equal(seg_bytes(f, &nseg), 91 + (long long)len - 1);
+	assert_eml(f, hex, data, len);
+	assert_eml(f, hex2, data, len - 1);
+	snprintf(path, sizeof(path), "%s/messages/%s.eml", f->spooldir, hex);
+	sha256sum(path, sum);
+	assert_string_equal(sum, hex);
+	free(data);
+}
+
+/*
+ * Disk full on the segment: the forced checkpoint gives the segments' space
+ * back and the commit goes through; when even that is not enough the group
+ * fails with ENOSPC, nothing is announced, no partial record stays.
+ */
+static void
+test_segment_enospc(void **state)
+{
+	struct fixture		*f = *state;
+	struct spool		*sp;
+	struct spool_stats	 st;
+	size_t			 len = 60 * 1024;
+	unsigned char		*data = malloc(len);
+	char			 hex[40][65], err[256];
+	int			 ok = 0, e = 0, nseg, status = 0, fd;
+	uint64_t		 ck;
+	struct spool_msg	*m;
+	struct done		 d0 = { 0 };
+	struct stat		 sb;
+	char			 filler[512], path[512];
+
+	assert_int_equal(mkdir(f->spooldir, 0750), 0);
+	if (mount("tmpfs", f->spooldir, "tmpfs", 0, "size=1m") == -1) {
+		print_message("mount tmpfs failed (%s): skipped\n", strerror(errno));
+		skip();
+	}
+	f->mounted = true;
+	sp = open_spool(f, NULL, 0);
+
+	/* 1) The tmp file fits, its segment record does not: the group fails. */
+	memset(data, 'z', len);
+	m = store(sp, data, len, hex[0]);
+	snprintf(filler, sizeof(filler), "%s/filler", f->spooldir);
+	assert_true((fd = open(filler, O_CREAT | O_WRONLY, 0600)) >= 0);
+	while (write(fd, data, 4096) > 0)
+		;
+	assert_int_equal(errno, ENOSPC);
+	assert_int_equal(fstat(fd, &sb), 0);
+	assert_int_equal(ftruncate(fd, sb.st_size - 8192), 0);
+	close(fd);
+	spool_msg_commit(m, "{}", 2, done_cb, &d0);
+	wait_calls(f->base, &d0.calls, 1);
+	assert_int_equal(d0.status, -1);
+	assert_int_equal(d0.err_no, ENOSPC);
+	assert_int_equal(count_lines(spool_journal_path(sp)), 0);
+	snprintf(path, sizeof(path), "%s/messages", f->spooldir);
+	assert_int_equal(count_entries(path), 0);
+	assert_int_equal(seg_bytes(f, &nseg), 0);	/* cut back, nothing partial */
+	assert_int_equal(unlink(filler), 0);
+
+	/*
+	 * 2) The record does not fit either, but a checkpoint of the segment
+	 * before (forced by the ENOSPC) makes room: the commit goes through.
+	 */
+	memset(data, 'y', len);
+	assert_int_equal(commit_wait(f, sp, data, len, hex[0], NULL), 0);
+	spool_get_stats(sp, &st);
+	ck = st.checkpoints;
+	memset(data, 'w', len);
+	m = store(sp, data, len, hex[1]);
+	assert_true((fd = open(filler, O_CREAT | O_WRONLY, 0600)) >= 0);
+	while (write(fd, data, 4096) > 0)
+		;
+	assert_int_equal(errno, ENOSPC);
+	assert_int_equal(fstat(fd, &sb), 0);
+	assert_int_equal(ftruncate(fd, sb.st_size - 8192), 0);
+	close(fd);
+	d0.calls = 0;
+	spool_msg_commit(m, "{}", 2, done_cb, &d0);
+	wait_calls(f->base, &d0.calls, 1);
+	assert_int_equal(d0.status, 0);
+	spool_get_stats(sp, &st);
+	assert_true(st.checkpoints > ck);
+	assert_eml(f, hex[0], (memset(data, 'y', len), data), len);
+	assert_eml(f, hex[1], (memset(data, 'w', len), data), len);
+	assert_int_equal(unlink(filler), 0);
+	ok = 2;
+
+	/* 3) Filling up: checkpoints give the segments' space back. */
+	for (int i = 2; i < 40 && status == 0; i++) {
+		struct done		 d = { 0 };
+
+		spool_get_stats(sp, &st);
+		ck = st.checkpoints;	/* before: the worker may be quick */
+		m = spool_msg_new(sp, err, sizeof(err));
+		assert_non_null(m);
+		memset(data, 'a' + i % 26, len);
+		data[0] = (unsigned char)i;
+		if (spool_msg_write(m, data, len) == -1 ||
+		    spool_msg_finish(m, hex[i]) == -1) {
+			/* The tmp file no longer fits: a checkpoint was asked for. */
+			assert_int_equal(spool_msg_error(m), ENOSPC);
+			spool_msg_abort(m);
+			spool_get_stats(sp, &st);
+			for (int t = 0; t < 100 && st.checkpoints == ck; t++) {
+				usleep(10000);
+				spool_get_stats(sp, &st);
+			}
+			if (st.checkpoints == ck)
+				break;	/* nothing left to give back: full */
+			i--;
+			continue;
+		}
+		spool_msg_commit(m, "{}", 2, done_cb, &d);
+		wait_calls(f->base, &d.calls, 1);
+		status = d.status;
+		e = d.err_no;
+		if (status == 0)
+			ok++;
+	}
+	/* 1 MiB: 8 without checkpoints (each costs 2 × 60 KiB), 15 or so with. */
+	spool_get_stats(sp, &st);
+	assert_true(st.checkpoints >= 1);
+	print_message("%d committed on 1 MiB\n", ok);
+	assert_true(ok >= 13);
+	if (status != 0) {
+		assert_int_equal(e, ENOSPC);
+		assert_int_equal(seg_bytes(f, &nseg) % (91 + (long long)len), 0);
+	}
+	assert_int_equal(count_lines(spool_journal_path(sp)), ok);
+	for (int i = 2; i < ok; i++) {
+		memset(data, 'a' + i % 26, len);
+		data[0] = (unsigned char)i;
+		assert_eml(f, hex[i], data, len);
+	}
+	spool_free(sp);
+	free(data);
+}
+
+/* Monotonic milliseconds. */
+static long long
+now_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Poll the stats until the counter at byte offset off reaches min (10 s guard). */
+static struct spool_stats
+wait_stat(struct spool *sp, size_t off, uint64_t min)
+{
+	struct spool_stats	st;
+	uint64_t		v;
+
+	for (int tries = 0; tries < 1000; tries++) {
+		spool_get_stats(sp, &st);
+		memcpy(&v, (const char *)&st + off, sizeof(v));
+		if (v >= min)
+			return st;
+		usleep(10000);
+	}
+	fail_msg("counter at %zu stayed below %llu", off, (unsigned long long)min);
+	return st;
+}
+
+/*
+ * spool_msg_data: a body under 64 KiB is held in memory (the same bytes),
+ * a bigger one or an unfinished message is not.
+ */
+static void
+test_msg_data(void **state)
+{
+	struct fixture		*f = *state;
+	struct spool		*sp = open_spool(f, NULL, 0);
+	size_t			 big = 64 * 1024, len;
+	unsigned char		*data = malloc(big + 1000);
+	const unsigned char	*p;
+	char			 err[256], hex[65];
+	struct spool_msg	*m;
+	struct done		 d = { 0 };
+
+	for (size_t i = 0; i < big + 1000; i++)
+		data[i] = (unsigned char)(i * 31 + i / 97);
+
+	/* Small, written in pieces: the bytes as written, until commit. */
+	m = spool_msg_new(sp, err, sizeof(err));
+	assert_non_null(m);
+	assert_int_equal(spool_msg_write(m, data, 100), 0);
+	assert_null(spool_msg_data(m, &len));	/* not finished yet */
+	assert_int_equal(len, 0);
+	assert_int_equal(spool_msg_write(m, data + 100, 4000), 0);
+	assert_int_equal(spool_msg_finish(m, hex), 0);
+	p = spool_msg_data(m, &len);
+	assert_non_null(p);
+	assert_int_equal(len, 4100);
+	assert_memory_equal(p, data, 4100);
+	spool_msg_commit(m, "{}", 2, done_cb, &d);
+	wait_calls(f->base, &d.calls, 1);
+	assert_int_equal(d.status, 0);
+	assert_eml(f, hex, data, 4100);
+
+	/* The largest body kept in memory: one byte under the buffer. */
+	m = store(sp, data, big - 1, hex);
+	p = spool_msg_data(m, &len);
+	assert_non_null(p);
+	assert_int_equal(len, big - 1);
+	assert_memory_equal(p, data, big - 1);
+	spool_msg_abort(m);
+
+	/* 64 KiB and more went to the tmp file: NULL, read the path. */
+	m = store(sp, data, big, hex);
+	len = 1;
+	assert_null(spool_msg_data(m, &len));
+	assert_int_equal(len, 0);
+	spool_msg_abort(m);
+	m = store(sp, data, big + 1000, hex);
+	assert_null(spool_msg_data(m, &len));
+	spool_msg_abort(m);
+
+	/* Empty: a valid pointer, no bytes. */
+	m = spool_msg_new(sp, err, sizeof(err));
+	assert_int_equal(spool_msg_finish(m, hex), 0);
+	assert_non_null(spool_msg_data(m, &len));
+	assert_int_equal(len, 0);
+	spool_msg_abort(m);
+
+	/* After a write error: NULL. */
+	spool_free(sp);
+	sp = open_spool(f, NULL, 10);
+	m = spool_msg_new(sp, err, sizeof(err));
+	assert_int_equal(spool_msg_write(m, data, 20), -1);
+	assert_int_equal(spool_msg_finish(m, hex), -1);
+	assert_null(spool_msg_data(m, &len));
+	spool_msg_abort(m);
+	spool_free(sp);
+	free(data);
+}
+
+/*
+ * A checkpoint in progress (held 3 s inside its pass, as a syncfs on a busy
+ * disk would) does not delay commits: they all complete while it is still
+ * inside.  A spool_free() during a pass cuts it short, and its last pass
+ * still deletes every segment.
+ */
+static void
+test_checkpoint_nonblocking(void **state)
+{
+	struct fixture		*f = *state;
+	struct spool_opts	 o = { .dir = f->spooldir, .hostname = "mx.example.test",
+	    .checkpoint_age_ms = 10, .checkpoint_hold_ms = 3000 };
+	char			 err[256], hex[22][65], body[64];
+	struct spool		*sp = spool_open(f->base, &o, err, sizeof(err));
+	struct spool_stats	 st;
+	long long		 t0, dt;
+	int			 nseg, n;
+
+	assert_non_null(sp);
+	assert_int_equal(commit_wait(f, sp, "first", 5, hex[0], NULL), 0);
+	/* Sealed after 10 ms, checkpointed 10 ms later: the pass starts, and holds. */
+	st = wait_stat(sp, offsetof(struct spool_stats, checkpoint_passes), 1);
+	assert_int_equal(st.checkpoints, 0);
+
+	t0 = now_ms();
+	for (int i = 1; i <= 20; i++) {
+		n = snprintf(body, sizeof(body), "during the checkpoint %d\r\n", i);
+		assert_int_equal(commit_wait(f, sp, body, (size_t)n, hex[i], NULL), 0);
+	}
+	dt = now_ms() - t0;
+	spool_get_stats(sp, &st);
+	print_message("20 commits in %lld ms during a checkpoint\n", dt);
+	/* Every commit completed while the pass was still inside its hold. */
+	assert_int_equal(st.checkpoints, 0);
+	assert_true(dt < 3000);
+
+	/* The held pass ends and deletes its segment. */
+	st = wait_stat(sp, offsetof(struct spool_stats, checkpoints), 1);
+	assert_int_equal(seg_bytes(f, &nseg) > 0, true);	/* the later ones */
+
+	/* Stop during a pass: fast, and nothing left to replay. */
+	spool_get_stats(sp, &st);
+	assert_int_equal(commit_wait(f, sp, "last", 4, hex[21], NULL), 0);
+	wait_stat(sp, offsetof(struct spool_stats, checkpoint_passes),
+	    st.checkpoint_passes + 1);
+	t0 = now_ms();
+	spool_free(sp);
+	dt = now_ms() - t0;
+	print_message("spool_free during a checkpoint: %lld ms\n", dt);
+	assert_true(dt < 2000);
+	assert_int_equal(seg_bytes(f, &nseg), 0);
+	assert_int_equal(nseg, 0);
+	assert_eml(f, hex[0], "first", 5);
+	assert_eml(f, hex[21], "last", 4);
+	sp = open_spool(f, NULL, 0);
+	spool_get_stats(sp, &st);
+	assert_int_equal(st.recovered, 0);
+	assert_int_equal(count_lines(spool_journal_path(sp)), 22);
+	spool_free(sp);
+}
+
+/*
+ * Without syncfs (as on a kernel that lacks it) a checkpoint fsyncs each
+ * covered file: the segments still go, the messages stay whole.
+ */
+static void
+test_checkpoint_no_syncfs(void **state)
+{
+	struct fixture		*f = *state;
+	struct spool_opts	 o = { .dir = f->spooldir, .hostname = "mx.example.test",
+	    .checkpoint_age_ms = 20, .no_syncfs = true };
+	char			 err[256], hex[5][65], body[64];
+	struct spool		*sp = spool_open(f->base, &o, err, sizeof(err));
+	int			 nseg, n;
+
+	assert_non_null(sp);
+	for (int i = 0; i < 3; i++) {
+		n = snprintf(body, sizeof(body), "fsync'ed one by one %d\r\n", i);
+		assert_int_equal(commit_wait(f, sp, body, (size_t)n, hex[i], NULL), 0);
+	}
+	wait_stat(sp, offsetof(struct spool_stats, checkpoints), 1);
+	/* And at stop. */
+	o.checkpoint_age_ms = 0;
+	spool_free(sp);
+	sp = spool_open(f->base, &o, err, sizeof(err));
+	assert_non_null(sp);
+	assert_int_equal(commit_wait(f, sp, "at stop", 7, hex[3], NULL), 0);
+	assert_true(seg_bytes(f, &nseg) > 0);
+	spool_free(sp);
+	assert_int_equal(seg_bytes(f, &nseg), 0);
+	assert_int_equal(nseg, 0);
+	for (int i = 0; i < 3; i++) {
+		n = snprintf(body, sizeof(body), "fsync'ed one by one %d\r\n", i);
+		assert_eml(f, hex[i], body, (size_t)n);
+	}
+	assert_eml(f, hex[3], "at stop", 7);
+}
+
 int
 main(void)
 {
@@ -706,6 +1341,15 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_commit_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_unwritable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_enospc, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_segment_recover, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_segment_recover_maildir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_segment_torn_tail, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_big_message, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_segment_enospc, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_msg_data, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_checkpoint_nonblocking, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_checkpoint_no_syncfs, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
