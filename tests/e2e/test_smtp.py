@@ -218,6 +218,26 @@ class SMTPBasics(CollectorTestCase):
         for a in ("bare_lf", "nul", "long_line"):
             self.assertIn(a, rec["anomalies"], rec)
 
+    def test_long_line_boundary_and_clean_body(self):
+        # RFC 5321: 998 octets before CRLF is the most a line may hold.  The
+        # body scanner copies plain runs in bulk; the boundary stays exact,
+        # whatever the split between the bulk path and the byte path.
+        cases = [(b"x" * 998, False), (b"x" * 999, True), (b"\t" * 999, True),
+                 (b"a\r\n" + b"y" * 998 + b"\r\nz", False),
+                 (b"a\r\n" + b"y" * 999 + b"\r\nz", True),
+                 (b"." * 10 + b"w" * 989, True)]
+        cl = self.client()
+        cl.ehlo()
+        for text, long_line in cases:
+            body = text + b"\r\n"
+            cl.expect("MAIL FROM:<a@example.org>", 250)
+            cl.expect("RCPT TO:<b@example.net>", 250)
+            qid = queue_id(cl.data(body))
+            rec, _ = self.assert_stored(body, qid)
+            self.assertEqual("long_line" in rec["anomalies"], long_line, (len(text), rec))
+            self.assertNotIn("8bit", rec["anomalies"])
+            self.assertNotIn("bare_cr", rec["anomalies"])
+
     def test_pipelining_replies_in_order(self):
         cl = self.client()
         r = cl.ehlo()
