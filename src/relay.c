@@ -1801,7 +1801,8 @@ relay_data_cb(void *arg, const struct smtp_stage_req *req, smtp_stage_done_cb do
 	struct relay_record *rec;
 	struct relay_job *j;
 
-	if (!relay_stage_wanted(r, SMTP_STAGE_DATA) || req->msg_path == NULL)
+	if (!relay_stage_wanted(r, SMTP_STAGE_DATA) ||
+	    (req->msg_path == NULL && req->msg_data == NULL))
 		return NULL;
 	if ((rec = relay_record_from_req(req)) == NULL) {
 		log_warn("relay: out of memory");
@@ -1809,14 +1810,18 @@ relay_data_cb(void *arg, const struct smtp_stage_req *req, smtp_stage_done_cb do
 	}
 	if ((j = relay_job_alloc(r, rec, "daemon", false, NULL, NULL)) == NULL)
 		return NULL;
-	if ((j->msg_path = strdup(req->msg_path)) == NULL) {
+	if (req->msg_path != NULL && (j->msg_path = strdup(req->msg_path)) == NULL) {
 		relay_job_free(j);
 		return NULL;
 	}
 	j->pre = true;
 	j->pre_done = done;
 	j->pre_arg = done_arg;
-	if (req->msg_data != NULL && (j->msg = malloc(req->msg_len + 1)) != NULL) {
+	if (req->msg_data != NULL) {
+		if ((j->msg = malloc(req->msg_len + 1)) == NULL) {
+			relay_job_free(j);
+			return NULL;
+		}
 		/*
 		 * A small mail in memory (the spool keeps bodies under 64 KiB):
 		 * the rules take tens of microseconds on it, less than the round

@@ -2128,15 +2128,15 @@ smtp_data_hook(struct smtp_session *s)
 	struct smtp_server *srv = s->srv;
 	struct smtp_txn *t = s->txn;
 	struct smtp_stage_req req;
-	const char *path;
 
 	if (srv->data_cb == NULL || srv->stage_wanted == NULL ||
-	    !srv->stage_wanted(srv->stage_arg, SMTP_STAGE_DATA) ||
-	    (path = spool_msg_path(t->msg)) == NULL)
+	    !srv->stage_wanted(srv->stage_arg, SMTP_STAGE_DATA))
 		return false;
 	smtp_stage_req_fill(s, SMTP_STAGE_DATA, &req);
-	req.msg_path = path;
+	req.msg_path = spool_msg_path(t->msg);
 	req.msg_data = spool_msg_data(t->msg, &req.msg_len);
+	if (req.msg_path == NULL && req.msg_data == NULL)
+		return false;
 	req.size = t->size;
 	req.sha256 = t->sha256;
 	req.queue_id = t->queue_id;

@@ -43,8 +43,8 @@ struct smtp_stage_req {
 	int			 dst_port;
 	bool			 tls;
 	/* SMTP_STAGE_DATA only. */
-	const char		*msg_path;	/* the complete message (exact DATA bytes) */
-	/* The same bytes when the spool holds them in memory (small mails), else NULL; valid during data_cb only. */
+	const char		*msg_path;	/* the complete message (exact DATA bytes), or NULL: */
+	/* the bytes when the spool holds them in memory (small mails), else NULL; valid during data_cb only. */
 	const unsigned char	*msg_data;
 	size_t			 msg_len;
 	uint64_t		 size;

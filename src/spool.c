@@ -90,6 +90,8 @@ struct spool_msg {
 	char			*record;
 	size_t			 reclen;
 	unsigned char		*data;		/* whole body when small, else NULL */
+	bool			 in_memory;	/* no tmp file: data is the whole body */
+	bool			 named;		/* a named tmp file exists (no O_TMPFILE) */
 	bool			 small;		/* worker: goes through the segment */
 
 	/* Written by the worker before the message is queued as done. */
@@ -148,6 +150,8 @@ static int	 spool_repair_journal(int fd, off_t *lenp);
 static void	 spool_clean_tmp(const char *dir);
 static bool	 spool_probe_tmpfile(const char *tmp_dir);
 static void	 spool_tmp_drop(struct spool_msg *);
+static int	 spool_tmp_open(struct spool_msg *);
+static int	 spool_create_eml(struct spool *, struct spool_msg *, bool *);
 static int	 spool_du(const char *dir, uint64_t *out);
 static long long spool_now_ns(void);
 static int	 spool_write_all(int fd, const void *buf, size_t len);
@@ -587,32 +591,10 @@ spool_msg_new(struct spool *sp, char *err, size_t errlen)
 		goto fail;
 	}
 	/*
-	 * An unnamed file (O_TMPFILE) costs one directory operation less than a
-	 * named tmp file and a rename, and a crash leaves nothing behind; it is
-	 * given its name by linkat() at commit.
+	 * No file yet: a body under SPOOL_BUF_SIZE stays in memory and its
+	 * .eml is created by the worker at commit (spool_create_eml); only a
+	 * body that outgrows the buffer gets a tmp file (spool_tmp_open).
 	 */
-	if (sp->use_tmpfile &&
-	    (m->fd = open(sp->tmp_dir, O_TMPFILE | O_RDWR | O_CLOEXEC,
-	    SPOOL_FILE_MODE)) != -1) {
-		char	proc[64];
-
-		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", m->fd);
-		free(m->tmp_path);
-		if ((m->tmp_path = strdup(proc)) == NULL) {
-			snprintf(err, errlen, "spool: out of memory");
-			goto fail;
-		}
-		m->anon = true;
-		return m;
-	}
-	/* Read-write: the worker may copy a spilled body into a segment. */
-	m->fd = open(m->tmp_path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC,
-	    SPOOL_FILE_MODE);
-	if (m->fd == -1) {
-		snprintf(err, errlen, "spool: %s: %s", m->tmp_path,
-		    strerror(errno));
-		goto fail;
-	}
 	return m;
 
 fail:
@@ -620,6 +602,42 @@ fail:
 	m->tmp_path = NULL;
 	spool_msg_free(m);
 	return NULL;
+}
+
+/* Open the message's tmp file (its body outgrew the buffer); 0 or -1 (errno). */
+static int
+spool_tmp_open(struct spool_msg *m)
+{
+	struct spool	*sp = m->sp;
+	char		 proc[64], *p;
+
+	/*
+	 * An unnamed file (O_TMPFILE) costs one directory operation less than a
+	 * named tmp file and a rename, and a crash leaves nothing behind; it is
+	 * given its name by linkat() at commit.
+	 */
+	if (sp->use_tmpfile &&
+	    (m->fd = open(sp->tmp_dir, O_TMPFILE | O_RDWR | O_CLOEXEC,
+	    SPOOL_FILE_MODE)) != -1) {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", m->fd);
+		if ((p = strdup(proc)) == NULL) {
+			close(m->fd);
+			m->fd = -1;
+			errno = ENOMEM;
+			return -1;
+		}
+		free(m->tmp_path);
+		m->tmp_path = p;
+		m->anon = true;
+		return 0;
+	}
+	/* Read-write: the worker may copy a spilled body into a segment. */
+	m->fd = open(m->tmp_path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC,
+	    SPOOL_FILE_MODE);
+	if (m->fd == -1)
+		return -1;
+	m->named = true;
+	return 0;
 }
 
 /* Write out the buffered bytes; 0 or -1 with the sticky error set. */
@@ -632,7 +650,8 @@ spool_flush(struct spool_msg *m)
 	}
 	if (m->buflen == 0)
 		return 0;
-	if (spool_write_all(m->fd, m->buf, m->buflen) == -1) {
+	if ((m->fd == -1 && spool_tmp_open(m) == -1) ||
+	    spool_write_all(m->fd, m->buf, m->buflen) == -1) {
 		m->err = errno;
 		spool_want_checkpoint(m->sp);
 		errno = m->err;
@@ -703,7 +722,8 @@ spool_msg_write(struct spool_msg *m, const void *buf, size_t len)
 	if (spool_flush(m) == -1)
 		return -1;
 	if (len >= SPOOL_BUF_SIZE) {
-		if (spool_write_all(m->fd, buf, len) == -1) {
+		if ((m->fd == -1 && spool_tmp_open(m) == -1) ||
+		    spool_write_all(m->fd, buf, len) == -1) {
 			m->err = errno;
 			spool_want_checkpoint(sp);
 			errno = m->err;
@@ -747,9 +767,9 @@ spool_msg_finish(struct spool_msg *m, char hex[65])
 		return 0;
 	}
 	m->finished = true;
-	/* Never spilled: the buffer holds the whole body, kept for the segment. */
-	whole = m->buf != NULL && m->buflen == m->size;
-	if (spool_flush(m) == -1)
+	/* Never spilled (no tmp file): the buffer holds the whole body, kept. */
+	whole = m->fd == -1 && m->buflen == m->size;
+	if (!whole && spool_flush(m) == -1)
 		goto out;
 	if (EVP_DigestFinal_ex(m->md, digest, &dlen) != 1 || dlen != 32) {
 		m->err = EIO;
@@ -757,12 +777,13 @@ spool_msg_finish(struct spool_msg *m, char hex[65])
 	}
 	util_hex(digest, dlen, m->hex);
 	memcpy(hex, m->hex, sizeof(m->hex));
-	if (whole && m->size <= SPOOL_SEG_SMALL) {
+	if (whole && m->size > 0) {
 		unsigned char	*p = realloc(m->buf, (size_t)m->size);
 
 		m->data = p != NULL ? p : m->buf;
 		m->buf = NULL;
 	}
+	m->in_memory = whole;
 out:
 	free(m->buf);
 	m->buf = NULL;
@@ -783,12 +804,10 @@ spool_msg_data(const struct spool_msg *m, size_t *len)
 	static const unsigned char	empty[1];
 
 	*len = 0;
-	if (!m->finished || m->err != 0)
+	if (!m->finished || m->err != 0 || !m->in_memory)
 		return NULL;
 	if (m->size == 0)
 		return empty;
-	if (m->data == NULL)
-		return NULL;
 	*len = (size_t)m->size;
 	return m->data;
 }
@@ -797,6 +816,8 @@ spool_msg_data(const struct spool_msg *m, size_t *len)
 const char *
 spool_msg_path(const struct spool_msg *m)
 {
+	if (m->fd == -1 && !m->named)
+		return NULL;	/* the body is in memory only (spool_msg_data) */
 	return m->tmp_path;
 }
 
@@ -826,7 +847,7 @@ spool_msg_abort(struct spool_msg *m)
 		close(m->fd);
 		m->fd = -1;
 	}
-	if (m->tmp_path != NULL && !m->anon)
+	if (m->named)
 		(void)unlink(m->tmp_path);
 	spool_msg_free(m);
 }
@@ -983,7 +1004,7 @@ spool_commit_group(struct spool *sp, struct spool_msgq *q)
 		 * Content-addressed: an existing copy of the right size is the same
 		 * bytes, and it is durable or covered by a segment not yet deleted.
 		 */
-		if (spool_exists(sp, m->hex, m->size)) {
+		if (!m->in_memory && spool_exists(sp, m->hex, m->size)) {
 			spool_tmp_drop(m);
 			ndedup++;
 			m->status = 0;
@@ -1094,8 +1115,10 @@ spool_tmp_drop(struct spool_msg *m)
 		close(m->fd);
 		m->fd = -1;
 	}
-	if (!m->anon && m->tmp_path != NULL)
+	if (m->named) {
 		(void)unlink(m->tmp_path);
+		m->named = false;
+	}
 }
 
 /* Is messages/<hex>.eml a regular file of this size? */
@@ -1178,13 +1201,69 @@ spool_store_big(struct spool *sp, struct spool_msg *m, bool *dedup)
 	return spool_name(sp, m, dedup);
 }
 
-/* A small message whose bytes are durable in a segment: name it, no fsync. */
+/*
+ * A small message whose bytes are durable in a segment: its .eml, no fsync
+ * (the checkpoint's syncfs makes it durable; until then the segment covers
+ * it).  A body held in memory is written straight to its final name: a crash
+ * half-way leaves a short file there, which the segment replay rewrites.
+ */
 static int
 spool_store_small(struct spool *sp, struct spool_msg *m, bool *dedup)
 {
+	int	r;
+
+	if (m->in_memory)
+		r = spool_create_eml(sp, m, dedup);
+	else
+		r = spool_name(sp, m, dedup);
 	free(m->data);
 	m->data = NULL;
-	return spool_name(sp, m, dedup);
+	return r;
+}
+
+/* Create messages/<sha>.eml from the body in memory; 0 or -1 (errno). */
+static int
+spool_create_eml(struct spool *sp, struct spool_msg *m, bool *dedup)
+{
+	char	name[80];
+	int	fd, e;
+
+	snprintf(name, sizeof(name), "%s.eml", m->hex);
+	fd = openat(sp->msg_dir_fd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC,
+	    SPOOL_FILE_MODE);
+	if (fd == -1 && errno == EEXIST) {
+		if (spool_exists(sp, m->hex, m->size)) {
+			*dedup = true;
+			return 0;
+		}
+		/* A torn copy: rewritten in place (the segment covers a crash). */
+		fd = openat(sp->msg_dir_fd, name, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	}
+	if (fd == -1)
+		goto fail;
+	if (spool_write_all(fd, m->data, (size_t)m->size) == -1) {
+		e = errno;
+		close(fd);
+		(void)unlinkat(sp->msg_dir_fd, name, 0);
+		errno = e;
+		goto fail;
+	}
+	if (close(fd) == -1) {
+		e = errno;
+		(void)unlinkat(sp->msg_dir_fd, name, 0);
+		errno = e;
+		goto fail;
+	}
+	atomic_fetch_add(&sp->used_bytes, m->size);
+	return 0;
+fail:
+	/* Disk full: the segments' space comes back at a checkpoint; the client retries. */
+	if (errno == ENOSPC || errno == EDQUOT) {
+		e = errno;
+		spool_seg_want_checkpoint(sp->seg);
+		errno = e;
+	}
+	return -1;
 }
 
 /* fsync a directory by path; 0 or -1 (errno). */

@@ -123,7 +123,8 @@ const unsigned char *spool_msg_data(const struct spool_msg *m, size_t *len);
 /*
  * The path of the message's tmp file: complete after spool_msg_finish(), for
  * a reader on another thread (rules); valid until spool_msg_commit() or
- * spool_msg_abort().
+ * spool_msg_abort().  NULL when the body never left memory (no tmp file is
+ * made for it; spool_msg_data() has it).
  */
 const char	*spool_msg_path(const struct spool_msg *);
 

@@ -98,15 +98,23 @@ data_cb(void *arg, const struct smtp_stage_req *req, smtp_stage_done_cb done, vo
 
 	F->ndata++;
 	assert_int_equal(req->stage, SMTP_STAGE_DATA);
-	assert_non_null(req->msg_path);
 	assert_non_null(req->sha256);
 	assert_int_equal(strlen(req->sha256), 64);
 	assert_string_equal(req->mail_from, "a@example.org");
 	assert_int_equal(req->nrcpt, 1);
-	fp = fopen(req->msg_path, "rb");
-	assert_non_null(fp);
-	F->data_len = fread(F->data_file, 1, sizeof(F->data_file), fp);
-	fclose(fp);
+	if (req->msg_data != NULL) {
+		/* A small mail: the spool holds it in memory, there is no file. */
+		assert_null(req->msg_path);
+		assert_true(req->msg_len <= sizeof(F->data_file));
+		memcpy(F->data_file, req->msg_data, req->msg_len);
+		F->data_len = req->msg_len;
+	} else {
+		assert_non_null(req->msg_path);
+		fp = fopen(req->msg_path, "rb");
+		assert_non_null(fp);
+		F->data_len = fread(F->data_file, 1, sizeof(F->data_file), fp);
+		fclose(fp);
+	}
 	F->done = done;
 	F->done_arg = done_arg;
 	return &F->handle;
