@@ -100,7 +100,12 @@ bind_one(const struct cfg_listener *cl, int port, char *err, size_t errlen)
 		close(fd);
 		return -1;
 	}
-	if (listen(fd, 1024) == -1) {
+	/*
+	 * A deep accept queue: a bot farm opens thousands of connections at
+	 * once, and a SYN dropped by a full queue costs the client a 1 s (then
+	 * 3 s, ...) retransmission.  The kernel caps it at net.core.somaxconn.
+	 */
+	if (listen(fd, 65535) == -1) {
 		snprintf(err, errlen, "listener %s: listen: %s", cl->name, strerror(errno));
 		close(fd);
 		return -1;
