@@ -42,6 +42,7 @@ static void	 jb_put(struct jbuf *, const void *, size_t);
 static void	 jb_sep(struct jbuf *);
 static size_t	 utf8_seq(const unsigned char *, size_t, uint32_t *);
 static int	 evlog_openfd(const char *);
+static void	 evlog_write(const char *, size_t);
 static bool	 log_deferring(void);
 static void	 dq_add(struct dq *, int, const char *, size_t);
 static void	 dq_flush(struct dq *, int);
@@ -147,28 +148,10 @@ log_flush(void)
 	if (!log_deferring())
 		return;
 	if (dq_ev.len > 0) {
-		int fd = ev_fd;
 		size_t len = dq_ev.len;
-		const char *p = dq_ev.buf;
 
 		dq_ev.len = 0;
-		while (len > 0 && fd != -1) {
-			ssize_t n = write(fd, p, len);
-
-			if (n < 0) {
-				if (errno == EINTR)
-					continue;
-				if (!ev_failing)
-					log_warn("event log %s: write: %s", ev_path,
-					    strerror(errno));
-				ev_failing = true;
-				break;
-			}
-			p += n;
-			len -= (size_t)n;
-		}
-		if (len == 0)
-			ev_failing = false;
+		evlog_write(dq_ev.buf, len);
 	}
 	dq_flush(&dq_text, STDERR_FILENO);
 }
@@ -860,10 +843,6 @@ evlog_begin(struct jbuf *jb, const char *eventid, const struct event_conn *conn)
 void
 evlog_emit(struct jbuf *jb)
 {
-	const char *p;
-	size_t left;
-	ssize_t n;
-
 	jb_obj_close(jb);
 	jb_put(jb, "\n", 1);
 	if (jb->oom || ev_fd == -1)
@@ -872,9 +851,16 @@ evlog_emit(struct jbuf *jb)
 		dq_add(&dq_ev, ev_fd, jb->buf, jb->len);
 		return;
 	}
-	p = jb->buf;
-	left = jb->len;
-	while (left > 0) {
+	evlog_write(jb->buf, jb->len);
+}
+
+/* Write event lines to the event log; a failure is warned about once per series. */
+static void
+evlog_write(const char *p, size_t left)
+{
+	ssize_t n;
+
+	while (left > 0 && ev_fd != -1) {
 		n = write(ev_fd, p, left);
 		if (n < 0) {
 			if (errno == EINTR)

@@ -154,7 +154,6 @@ static int	 spool_tmp_open(struct spool_msg *);
 static int	 spool_create_eml(struct spool *, struct spool_msg *, bool *);
 static int	 spool_du(const char *dir, uint64_t *out);
 static long long spool_now_ns(void);
-static int	 spool_write_all(int fd, const void *buf, size_t len);
 static int	 spool_flush(struct spool_msg *);
 static void	 spool_msg_free(struct spool_msg *);
 static void	 spool_ready_cb(evutil_socket_t fd, short what, void *arg);
@@ -274,30 +273,6 @@ spool_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-/* write(2) all of buf, retrying on EINTR and short writes; 0 or -1 (errno). */
-static int
-spool_write_all(int fd, const void *buf, size_t len)
-{
-	const char	*p = buf;
-	ssize_t		 n;
-
-	while (len > 0) {
-		n = write(fd, p, len);
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (n == 0) {
-			errno = EIO;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
 }
 
 /* Create the directories, repair the journal, start the commit worker. */
@@ -651,7 +626,7 @@ spool_flush(struct spool_msg *m)
 	if (m->buflen == 0)
 		return 0;
 	if ((m->fd == -1 && spool_tmp_open(m) == -1) ||
-	    spool_write_all(m->fd, m->buf, m->buflen) == -1) {
+	    spool_seg_write_all(m->fd, m->buf, m->buflen) == -1) {
 		m->err = errno;
 		spool_want_checkpoint(m->sp);
 		errno = m->err;
@@ -723,7 +698,7 @@ spool_msg_write(struct spool_msg *m, const void *buf, size_t len)
 		return -1;
 	if (len >= SPOOL_BUF_SIZE) {
 		if ((m->fd == -1 && spool_tmp_open(m) == -1) ||
-		    spool_write_all(m->fd, buf, len) == -1) {
+		    spool_seg_write_all(m->fd, buf, len) == -1) {
 			m->err = errno;
 			spool_want_checkpoint(sp);
 			errno = m->err;
@@ -1241,7 +1216,7 @@ spool_create_eml(struct spool *sp, struct spool_msg *m, bool *dedup)
 	}
 	if (fd == -1)
 		goto fail;
-	if (spool_write_all(fd, m->data, (size_t)m->size) == -1) {
+	if (spool_seg_write_all(fd, m->data, (size_t)m->size) == -1) {
 		e = errno;
 		close(fd);
 		(void)unlinkat(sp->msg_dir_fd, name, 0);
@@ -1428,7 +1403,7 @@ spool_copy_file(const char *src, const char *dst)
 				continue;
 			goto fail;
 		}
-		if (spool_write_all(out, buf, (size_t)n) == -1)
+		if (spool_seg_write_all(out, buf, (size_t)n) == -1)
 			goto fail;
 	}
 	if (fsync(out) == -1)
@@ -1473,7 +1448,7 @@ spool_journal_append(struct spool *sp, struct spool_msgq *q)
 			memcpy(buf + off, m->record, m->reclen);
 			off += m->reclen;
 		}
-	if (spool_write_all(sp->journal_fd, buf, total) == -1 ||
+	if (spool_seg_write_all(sp->journal_fd, buf, total) == -1 ||
 	    fdatasync(sp->journal_fd) == -1) {
 		e = errno;
 		free(buf);

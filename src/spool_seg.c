@@ -116,7 +116,6 @@ struct spool_seglog {
 
 static long long spool_seg_now_ns(void);
 static void	 spool_seg_deadline(struct timespec *, long long ns);
-static int	 spool_seg_write_all(int fd, const void *buf, size_t len);
 static int	 spool_seg_writev_all(int fd, struct iovec *iov, int cnt);
 static int	 spool_seg_write(struct spool_seglog *, const struct spool_seg_rec *,
 		    size_t n);
@@ -160,7 +159,7 @@ spool_seg_deadline(struct timespec *ts, long long ns)
 }
 
 /* write(2) all of buf, retrying on EINTR and short writes; 0 or -1 (errno). */
-static int
+int
 spool_seg_write_all(int fd, const void *buf, size_t len)
 {
 	const char	*p = buf;
