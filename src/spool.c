@@ -6,8 +6,9 @@
  *
  * Durability, per group (worker):
  *   1. small messages: framed records appended to segments/<seq>.seg in one
- *      writev, one fdatasync; then each tmp file is linked to
- *      messages/<sha>.eml without any fsync (its bytes are in the segment);
+ *      writev, one fdatasync; then each .eml is written from memory (bodies
+ *      under 64 KiB never had a tmp file) or its tmp file linked to
+ *      messages/<sha>.eml, without any fsync (its bytes are in the segment);
  *   2. big messages: fsync of the tmp file, link, one fsync of messages/;
  *   3. the group's journal lines: one write, one fdatasync.
  * (The record format is in spool_seg.c.)  The order (segment durable, then the

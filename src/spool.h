@@ -1,14 +1,15 @@
 /*
  * The spool: durable, content-addressed storage of captured mail.
  *
- *   <dir>/tmp/                     a message while it is being received (an
- *                                  unnamed O_TMPFILE where the filesystem has it)
+ *   <dir>/tmp/                     a message over 64 KiB while it is being
+ *                                  received (an unnamed O_TMPFILE where the
+ *                                  filesystem has it); smaller ones stay in memory
  *   <dir>/messages/<sha256>.eml    the exact DATA bytes (dot-unstuffed, CRLF kept)
  *   <dir>/segments/<seq>.seg       write-ahead log of small messages' bytes
  *   <dir>/receptions.jsonl         one JSON object per line per reception (journal)
  *
- * A message body streams to a tmp file on the event loop thread (write(2) to the
- * page cache).  The slow part runs on one worker thread that commits every
+ * A message body is buffered in memory; past 64 KiB it streams to a tmp file on
+ * the event loop thread (write(2) to the page cache).  The slow part runs on one worker thread that commits every
  * queued message as a group; the caller's callback then runs back on the event
  * loop.  When it reports success the message and its reception record are on
  * disk: only then may the session answer 250.
@@ -16,7 +17,8 @@
  * Per group: a small message (<= SPOOL_SEG_SMALL) is appended as a framed
  * record (header with its sha256 and length, then the bytes) to the current
  * segment; one fdatasync of the segment makes the whole group's bytes durable;
- * only then is each .eml linked into messages/ (not fsync'ed).  A big message
+ * only then is each .eml written (a body held in memory, straight under its
+ * final name) or linked (a tmp file) into messages/, not fsync'ed.  A big message
  * keeps the per-file path: fsync of the file, link, one fsync of messages/.
  * Then the group's journal lines are appended and fdatasync'ed.  A segment is
  * sealed after 5 s or 8 MiB and deleted by a checkpoint thread about 35 s
