@@ -124,14 +124,17 @@ class Broker:
         self.nconn = 0
 
     def fanout(self, ident, chan, payload):
-        data = msg_publish(ident, chan, payload)
-        for c in list(self.subs.get(chan, ())):
-            c.send(data)
+        # recorded before anyone (the publisher's own echo included) hears of
+        # it: a broker killed between the two must not have confirmed a
+        # publish its record lacks
         if self.record:
             self.record.write(json.dumps({"ident": ident.decode("latin-1"),
                                           "chan": chan.decode("latin-1"),
                                           "payload_b64": base64.b64encode(payload).decode()}) + "\n")
             self.record.flush()
+        data = msg_publish(ident, chan, payload)
+        for c in list(self.subs.get(chan, ())):
+            c.send(data)
 
 
 class Conn(asyncio.Protocol):
