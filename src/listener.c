@@ -138,8 +138,9 @@ listeners_bind(struct smtp_server *srv, char *err, size_t errlen)
 		l->ls = ls;
 		l->cl = cl;
 		l->port = port;
+		/* backlog 0: already listening (-1 would listen() again with 128) */
 		l->evl = evconnlistener_new(srv->base, accept_cb, l,
-		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, -1, fd);
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, 0, fd);
 		if (l->evl == NULL) {
 			close(fd);
 			snprintf(err, errlen, "listener %s: evconnlistener_new failed", cl->name);

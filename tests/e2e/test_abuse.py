@@ -10,6 +10,7 @@ bare LF, NUL and long lines inside DATA by test_smtp.py
 import os
 import select
 import smtplib
+import signal
 import socket
 import subprocess
 import sys
@@ -175,6 +176,57 @@ class Flood(AbuseCase):
         self.assertTrue(self.c.running)
         self.assert_fds_back(base)
         self.assertIn(sha, self.c.messages())
+
+
+    @with_config({"limits": {"sessions": 2000, "sessions_per_ip": 2000}})
+    def test_accept_queue_holds_a_burst(self):
+        """A burst of connections while the daemon cannot accept (stopped with
+        SIGSTOP) waits in the kernel's accept queue, as deep as
+        net.core.somaxconn allows.  libevent re-listens with a backlog of 128
+        unless told the socket already listens: then a burst loses its SYNs and
+        each such client stalls a second or more for its retransmission."""
+        somax = int(open("/proc/sys/net/core/somaxconn").read())
+        n = min(600, somax - 8)
+        if n < 300:
+            self.skipTest("net.core.somaxconn is %d" % somax)
+        raise_nofile(n + 200)
+        port = self.c.ports["smtp"]
+        socks = []
+        os.kill(self.c.pid, signal.SIGSTOP)
+        try:
+            for _ in range(n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setblocking(False)
+                s.connect_ex((HOST, port))
+                socks.append(s)
+            # a handshake on loopback completes at once in the kernel, or
+            # its SYN was dropped and the retransmission is a second away
+            p = select.poll()
+            for s in socks:
+                p.register(s, select.POLLOUT)
+            done = set()
+            end = time.time() + 0.8
+            while time.time() < end and len(done) < n:
+                for fd, ev in p.poll(50):
+                    done.add(fd)
+                    p.unregister(fd)
+            handshaken = [s for s in socks if s.fileno() in done and
+                          s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0]
+        finally:
+            os.kill(self.c.pid, signal.SIGCONT)
+        try:
+            self.assertEqual(len(handshaken), n,
+                             "%d of %d connections made while the daemon was stopped"
+                             % (len(handshaken), n))
+            # and every one of them is served once it runs again
+            for s in handshaken:
+                s.setblocking(True)
+                s.settimeout(10 * self.slow)
+                self.assertTrue(s.recv(4).startswith(b"220"))
+        finally:
+            for s in socks:
+                s.close()
+        self.assertTrue(self.c.running)
 
 
 class BigData(AbuseCase):
