@@ -60,7 +60,13 @@ class Kill9UnderLoad(FaultCase):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         snd = AckedSender(port, threads=4, per_session=10, size=1500, tag="kill9").start()
         try:
-            wait_until(lambda: len(snd.acked) >= 40, 20 * self.slow, 0.05)
+            # both loads under way: 40 acknowledged mails, and smtp-source's
+            # mails on disk too (more files than the senders' mails, 4 of
+            # which may be in flight), so a slow start of smtp-source on a
+            # loaded machine does not leave it nothing to lose
+            msgdir = os.path.join(self.c.spool_dir, "messages")
+            wait_until(lambda: len(snd.acked) >= 40 and
+                       len(os.listdir(msgdir)) > len(snd.acked) + 4 + 10, 20 * self.slow, 0.05)
             time.sleep(0.3)
             self.c.kill9()
             self.expect_exit = None
