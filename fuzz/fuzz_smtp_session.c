@@ -7,6 +7,17 @@
  * until nothing moves, waits for pending spool commits, reads and discards
  * the replies, then sends EOF and runs the loop until the session is gone.
  *
+ * Nothing sleeps a fixed time.  The loop blocks only while a spool commit is
+ * in flight (the spool's counters say so: queued > commits), and then wakes
+ * on the worker's eventfd, so commits are always seen in the same order
+ * (runs are reproducible).  Timers run on a virtual clock: when nothing else
+ * can move, the earliest pending timer of the session (banner delay, error
+ * sleep, stop grace) is fired at once, so the error sleep (three of the
+ * configurations) and a banner delay (one) cost no time.  Between two
+ * chunks only timers due within FUZZ_VT_CHUNK_MS fire (a client that waits
+ * for its replies a few seconds); after EOF every timer does.  An impatient
+ * client (one in four) sends its EOF without that wait.
+ *
  * The pair uses BEV_OPT_DEFER_CALLBACKS: a socket bufferevent never calls the
  * session back from inside its own bufferevent_write(), and without deferral
  * a pair would, which is a re-entrancy the daemon never sees.
@@ -46,10 +57,9 @@
 
 #define FUZZ_NCFG		4
 #define FUZZ_PUMP_MAX		10000	/* non-blocking loop turns per pump */
-#define FUZZ_COMMIT_WAITS	50	/* blocking waits for a commit */
-#define FUZZ_COMMIT_WAIT_US	2000
-#define FUZZ_CLOSE_WAITS	200	/* blocking waits for the session to go */
-#define FUZZ_CLOSE_WAIT_US	1000
+#define FUZZ_SETTLE_MAX		1000	/* commit waits and timer firings per settle */
+#define FUZZ_COMMIT_WAIT_S	10	/* one commit taking longer is a hang */
+#define FUZZ_VT_CHUNK_MS	5000	/* between chunks, timers due within this fire */
 #define FUZZ_CLEAN_EVERY	5000	/* inputs between cleanups of messages/ */
 
 int	LLVMFuzzerInitialize(int *, char ***);
@@ -64,8 +74,11 @@ static void	 client_read_cb(struct bufferevent *, void *);
 static void	 wake_cb(evutil_socket_t, short, void *);
 static void	 on_mail_cb(void *, const char *, size_t);
 static void	 pump(void);
-static bool	 wait_event(long usec);
-static bool	 session_waiting(struct bufferevent *);
+static bool	 wait_event(long sec);
+static bool	 commit_in_flight(void);
+static int	 vt_find_cb(const struct event_base *, const struct event *, void *);
+static bool	 vt_fire(long max_ms);
+static void	 settle(bool final);
 static uint32_t	 fuzz_hash(const uint8_t *, size_t);
 
 static struct event_base	*base;
@@ -85,6 +98,13 @@ static bool			 wake_fired;
 static bool			 verbose;	/* FUZZ_SMTP_VERBOSE=1: one line per input */
 static unsigned long		 nmails;	/* messages made durable (on_mail) */
 static unsigned long		 nwaits;	/* blocking waits (verbose output) */
+static unsigned long		 nfired;	/* timers fired on the virtual clock */
+
+/* What vt_find_cb looks for: the pending timer that expires first. */
+struct vt_find {
+	struct event	*ev;
+	struct timeval	 when;
+};
 
 /*
  * Check one byte of the reply stream: every reply line is three digits
@@ -177,11 +197,11 @@ pump(void)
 	}
 }
 
-/* Block until some event fires or usec pass; true if it was not the timeout. */
+/* Block until some event fires or sec pass; true if it was not the timeout. */
 static bool
-wait_event(long usec)
+wait_event(long sec)
 {
-	struct timeval tv = { 0, usec };
+	struct timeval tv = { sec, 0 };
 
 	wake_fired = false;
 	nwaits++;
@@ -192,17 +212,84 @@ wait_event(long usec)
 }
 
 /*
- * Is the session waiting for something other than input?  A session turns
- * reading off while its message is committed (and while closing, or while a
- * slow reader blocks its output: then the wait times out at once); the commit
- * ends with a callback through the spool's eventfd, so a blocking wait is
- * worth it.  bev is the session's end of the
- * pair, alive while the (single) session is.
+ * Has the spool worker a message it has not finished?  Then it will write
+ * its eventfd, and a blocking wait ends as soon as it does.  (A finished
+ * group whose eventfd is not read yet is pump()'s: epoll sees it.)
  */
 static bool
-session_waiting(struct bufferevent *bev)
+commit_in_flight(void)
 {
-	return srv.nsessions > 0 && !(bufferevent_get_enabled(bev) & EV_READ);
+	struct spool_stats st;
+
+	spool_get_stats(sp, &st);
+	return st.queued > st.commits;
+}
+
+/* event_base_foreach_event callback: note the pending timer due first. */
+static int
+vt_find_cb(const struct event_base *b, const struct event *ev, void *arg)
+{
+	struct vt_find *f = arg;
+	struct timeval tv;
+
+	if (ev == wake || event_get_fd(ev) != -1 ||
+	    !event_pending(ev, EV_TIMEOUT, &tv))
+		return 0;
+	if (f->ev == NULL || evutil_timercmp(&tv, &f->when, <)) {
+		f->ev = (struct event *)ev;
+		f->when = tv;
+	}
+	return 0;
+}
+
+/*
+ * The virtual clock: fire the pending timer due first now, if it is due
+ * within max_ms (< 0: any).  The timers are the session's (banner delay,
+ * error sleep, stop grace): no bufferevent timeout is set.  True if one fired.
+ */
+static bool
+vt_fire(long max_ms)
+{
+	struct vt_find f = { NULL, { 0, 0 } };
+	struct timeval now, left;
+
+	event_base_foreach_event(base, vt_find_cb, &f);
+	if (f.ev == NULL)
+		return false;
+	if (max_ms >= 0) {
+		event_base_gettimeofday_cached(base, &now);
+		evutil_timersub(&f.when, &now, &left);
+		if (left.tv_sec >= 0 &&
+		    (long long)left.tv_sec * 1000 + left.tv_usec / 1000 > max_ms)
+			return false;
+	}
+	/* A non-persistent event is deleted (timeout too) when its callback runs. */
+	event_active(f.ev, EV_TIMEOUT, 1);
+	nfired++;
+	return true;
+}
+
+/*
+ * Run the loop until nothing can move: wait for each commit in flight (a
+ * real wait, ended by the worker's eventfd), fire due timers (virtual).
+ * final: after EOF, every timer is due.
+ */
+static void
+settle(bool final)
+{
+	for (int i = 0; i < FUZZ_SETTLE_MAX; i++) {
+		pump();
+		if (commit_in_flight()) {
+			if (!wait_event(FUZZ_COMMIT_WAIT_S) && commit_in_flight()) {
+				fprintf(stderr, "fuzz_smtp_session: a commit took over %d s\n",
+				    FUZZ_COMMIT_WAIT_S);
+				abort();
+			}
+			continue;
+		}
+		if (srv.nsessions == 0 || !vt_fire(final ? -1 : FUZZ_VT_CHUNK_MS))
+			return;
+	}
 }
 
 /* FNV-1a over the input: picks the configuration and the chunk splits. */
@@ -282,16 +369,18 @@ fuzz_init(void)
 		cfg_defaults(c);
 		c->event_log[0] = '\0';
 		c->spool_min_free = 0;
-		c->limits.error_sleep = 0;
 		c->limits.idle_timeout = 0;
 		c->limits.session_lifetime = 0;
 		c->limits.banner_delay_ms = 0;
 		c->limits.banner_jitter_ms = 0;
 		c->limits.message_size = 1024 * 1024;
 	}
-	/* 1: every AUTH fails, tiny messages (too-big paths). */
+	/* 0, 1, 2: the default error sleep (virtual time). */
+	/* 1: every AUTH fails, tiny messages (too-big paths), a banner delay. */
 	cfgs[1].auth_outcome = AUTH_OUTCOME_REJECT;
 	cfgs[1].limits.message_size = 64;
+	cfgs[1].limits.banner_delay_ms = 300;
+	cfgs[1].limits.banner_jitter_ms = 200;
 	/* 2: AUTH works the third time, short lines, few recipients, few errors. */
 	cfgs[2].auth_outcome = AUTH_OUTCOME_ACCEPT_AFTER;
 	cfgs[2].auth_accept_after = 2;
@@ -299,8 +388,9 @@ fuzz_init(void)
 	cfgs[2].limits.recipients = 3;
 	cfgs[2].limits.soft_errors = 2;
 	cfgs[2].limits.hard_errors = 4;
-	/* 3: the submission listener, a mid-sized limit. */
+	/* 3: the submission listener, a mid-sized limit, no error sleep. */
 	cfgs[3].limits.message_size = 4096;
+	cfgs[3].limits.error_sleep = 0;
 
 	snprintf(spool_path, sizeof(spool_path), "%s/fosr-fuzz-smtp-XXXXXX",
 	    access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
@@ -342,9 +432,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct sockaddr_in peer;
 	uint32_t h;
 	size_t cut[4], ncut, off;
-	unsigned long mails0 = nmails, waits0 = nwaits;
-	int i, variant;
-	bool slow_reader;
+	unsigned long mails0 = nmails, waits0 = nwaits, fired0 = nfired;
+	int variant;
+	bool slow_reader, impatient;
 	size_t stop_at;
 
 	fuzz_init();
@@ -373,11 +463,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	 * piles up (write block, closing with unsent output).
 	 */
 	slow_reader = ((h >> 20) & 3) == 0;
+	/*
+	 * An impatient client (one input in four) closes right after its last
+	 * bytes, without waiting for the commit of its last message or for the
+	 * session's timers: EOF during a commit (SF_PEER_EOF).  Which of the EOF
+	 * and the commit's end the session sees first is up to the worker thread.
+	 */
+	impatient = ((h >> 29) & 3) == 0;
 	bufferevent_enable(pair[1], slow_reader ? EV_WRITE : EV_READ | EV_WRITE);
 	if (smtp_session_new_bev(&srv, &srv.cfg->listeners[variant == 3 ? 2 : 0],
 	    pair[0], (struct sockaddr *)&peer, sizeof(peer)) == NULL)
 		abort();	/* only out of memory; pair[0] is freed */
-	pump();
+	/* With a banner delay, one input in two talks before the greeting. */
+	if ((h >> 28) & 1)
+		settle(false);
+	else
+		pump();
 
 	/* One input in eight sees a graceful stop after one of its chunks. */
 	stop_at = ((h >> 16) & 7) == 0 ? (h >> 12) % 4 : SIZE_MAX;
@@ -405,36 +506,28 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			/* SIGTERM arrives: a graceful stop in the middle of the session. */
 			smtp_server_stop(&srv);
 		}
-		pump();
 		/* A message end may be waiting for the commit worker. */
-		for (i = 0; i < FUZZ_COMMIT_WAITS && session_waiting(pair[0]); i++) {
-			if (!wait_event(FUZZ_COMMIT_WAIT_US))
-				break;
+		if (impatient && k == ncut && !slow_reader)
 			pump();
-		}
+		else
+			settle(false);
 	}
 
 	if (slow_reader) {
 		bufferevent_enable(pair[1], EV_READ);
-		pump();
-		for (i = 0; i < FUZZ_COMMIT_WAITS && session_waiting(pair[0]); i++) {
-			if (!wait_event(FUZZ_COMMIT_WAIT_US))
-				break;
+		if (impatient)
 			pump();
-		}
+		else
+			settle(false);
 	}
 
 	/* EOF from the client, then wait for the session (and its commit) to end. */
 	bufferevent_flush(pair[1], EV_WRITE, BEV_FINISHED);
-	pump();
-	for (i = 0; i < FUZZ_CLOSE_WAITS && srv.nsessions > 0; i++) {
-		wait_event(FUZZ_CLOSE_WAIT_US);
-		pump();
-	}
+	settle(true);
 	if (srv.nsessions > 0) {
 		if (strict) {
-			fprintf(stderr, "fuzz_smtp_session: session alive %d ms after EOF\n",
-			    FUZZ_CLOSE_WAITS * FUZZ_CLOSE_WAIT_US / 1000);
+			fprintf(stderr, "fuzz_smtp_session: session alive after EOF, "
+			    "nothing pending\n");
 			abort();
 		}
 		smtp_server_close_all(&srv);
@@ -445,9 +538,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (verbose)
 		fprintf(stderr, "fuzz_smtp_session: size=%zu cfg=%d chunks=%zu reply_bytes=%llu "
-		    "mails=%lu waits=%lu slow_reader=%d\n", size, variant, ncut + 1,
-		    (unsigned long long)rx_bytes, nmails - mails0, nwaits - waits0,
-		    (int)slow_reader);
+		    "mails=%lu waits=%lu timers=%lu slow_reader=%d\n", size, variant,
+		    ncut + 1, (unsigned long long)rx_bytes, nmails - mails0,
+		    nwaits - waits0, nfired - fired0, (int)slow_reader);
 	bufferevent_free(pair[1]);
 	pump();	/* run the bufferevents' deferred finalizers */
 	srv.stopping = false;

@@ -853,6 +853,7 @@ spool_msg_commit(struct spool_msg *m, const char *record, size_t len,
 	}
 	/* Failures go through the worker too, so cb never runs re-entrantly. */
 	pthread_mutex_lock(&sp->mu);
+	sp->stats.queued++;
 	TAILQ_INSERT_TAIL(&sp->pending, m, entry);
 	pthread_cond_signal(&sp->cond);
 	pthread_mutex_unlock(&sp->mu);

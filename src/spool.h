@@ -89,6 +89,7 @@ struct spool_stats {
 	uint64_t	checkpoints;	/* segments deleted after their .eml were made durable */
 	uint64_t	checkpoint_passes; /* checkpoint passes started */
 	uint64_t	recovered;	/* .eml rewritten from segments at spool_open */
+	uint64_t	queued;		/* spool_msg_commit calls (queued > commits: one in flight) */
 };
 void		 spool_get_stats(struct spool *, struct spool_stats *);
 
