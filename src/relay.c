@@ -310,11 +310,12 @@ relay_read_message(const char *spool_dir, const char *sha256, uint64_t max,
 /*
  * Read the first head bytes of a regular file (the rules never examine more
  * than MIME_RAW_MAX: a 30 MiB mail must not be read whole for them); *total
- * gets the file's size.
+ * gets the file's size.  With whole, a file larger than head is an error
+ * (found before anything is read).
  */
 static int
-relay_read_head(const char *path, uint64_t head, unsigned char **msg, size_t *len,
-    uint64_t *total, char *err, size_t errlen)
+relay_read_head(const char *path, uint64_t head, bool whole, unsigned char **msg,
+    size_t *len, uint64_t *total, char *err, size_t errlen)
 {
 	struct stat st;
 	unsigned char *buf;
@@ -332,7 +333,13 @@ relay_read_head(const char *path, uint64_t head, unsigned char **msg, size_t *le
 		return -1;
 	}
 	*total = (uint64_t)st.st_size;
-	want = (uint64_t)st.st_size < head ? (size_t)st.st_size : (size_t)head;
+	if (whole && *total > head) {
+		snprintf(err, errlen, "%.256s: larger than %llu bytes", path,
+		    (unsigned long long)head);
+		close(fd);
+		return -1;
+	}
+	want = *total < head ? (size_t)*total : (size_t)head;
 	if ((buf = malloc(want + 1)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		close(fd);
@@ -362,44 +369,9 @@ static int
 relay_read_path(const char *path, uint64_t max, unsigned char **msg, size_t *len,
     char *err, size_t errlen)
 {
-	struct stat st;
-	unsigned char *buf;
-	size_t off = 0;
-	ssize_t n;
-	int fd;
+	uint64_t total;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
-		snprintf(err, errlen, "%s: not a regular file or larger than %llu bytes", path,
-		    (unsigned long long)max);
-		close(fd);
-		return -1;
-	}
-	if ((buf = malloc((size_t)st.st_size + 1)) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		close(fd);
-		return -1;
-	}
-	while (off < (size_t)st.st_size) {
-		n = read(fd, buf + off, (size_t)st.st_size - off);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		off += (size_t)n;
-	}
-	close(fd);
-	if (off != (size_t)st.st_size) {
-		snprintf(err, errlen, "%s: short read", path);
-		free(buf);
-		return -1;
-	}
-	*msg = buf;
-	*len = off;
-	return 0;
+	return relay_read_head(path, max, true, msg, len, &total, err, errlen);
 }
 
 /* Copy s into dst keeping only printable ASCII (others as '?'), like Postfix. */
@@ -781,7 +753,7 @@ relay_do_eval(struct relay_job *j)
 			snprintf(j->err, sizeof(j->err), "bad sha256");
 			return;
 		}
-		if (relay_read_head(path, MIME_RAW_MAX, &j->msg, &j->msglen, &total, j->err,
+		if (relay_read_head(path, MIME_RAW_MAX, false, &j->msg, &j->msglen, &total, j->err,
 		    sizeof(j->err)) == -1)
 			return;
 	}
