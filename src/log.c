@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
 #define LOG_LINE_MAX	4096
 #define JB_MIN_CAP	256
@@ -35,7 +36,6 @@ struct dq {
 
 static void	 log_vlog(enum log_level, const char *, va_list)
 		    __attribute__((format(printf, 2, 0)));
-static void	 write_all(int, const char *, size_t);
 static size_t	 esc_token(unsigned char, char *);
 static bool	 jb_grow(struct jbuf *, size_t);
 static void	 jb_put(struct jbuf *, const void *, size_t);
@@ -115,13 +115,13 @@ dq_add(struct dq *q, int fd, const char *p, size_t len)
 	bool was_empty = q->len == 0;
 
 	if (q->buf == NULL && (q->buf = malloc(LOG_DEFER_MAX)) == NULL) {
-		write_all(fd, p, len);
+		(void)util_write_all(fd, p, len);
 		return;
 	}
 	if (q->len + len > LOG_DEFER_MAX)
 		dq_flush(q, fd);
 	if (len > LOG_DEFER_MAX) {
-		write_all(fd, p, len);
+		(void)util_write_all(fd, p, len);
 		return;
 	}
 	memcpy(q->buf + q->len, p, len);
@@ -137,7 +137,7 @@ dq_flush(struct dq *q, int fd)
 	if (q->len == 0)
 		return;
 	if (fd != -1)
-		write_all(fd, q->buf, q->len);
+		(void)util_write_all(fd, q->buf, q->len);
 	q->len = 0;
 }
 
@@ -154,24 +154,6 @@ log_flush(void)
 		evlog_write(dq_ev.buf, len);
 	}
 	dq_flush(&dq_text, STDERR_FILENO);
-}
-
-/* Write all of buf to fd, retrying on EINTR and short writes; errors drop the rest. */
-static void
-write_all(int fd, const char *buf, size_t len)
-{
-	ssize_t n;
-
-	while (len > 0) {
-		n = write(fd, buf, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return;
-		}
-		buf += n;
-		len -= (size_t)n;
-	}
 }
 
 /* Format one text log line "TIMESTAMP level message" and write it to stderr. */
@@ -204,7 +186,7 @@ log_vlog(enum log_level level, const char *fmt, va_list ap)
 		/* Keep the order of what this thread wrote before. */
 		if (log_deferring())
 			dq_flush(&dq_text, STDERR_FILENO);
-		write_all(STDERR_FILENO, line, n);
+		(void)util_write_all(STDERR_FILENO, line, n);
 	} else
 		dq_add(&dq_text, STDERR_FILENO, line, n);
 }
@@ -856,23 +838,15 @@ evlog_emit(struct jbuf *jb)
 
 /* Write event lines to the event log; a failure is warned about once per series. */
 static void
-evlog_write(const char *p, size_t left)
+evlog_write(const char *p, size_t len)
 {
-	ssize_t n;
-
-	while (left > 0 && ev_fd != -1) {
-		n = write(ev_fd, p, left);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (!ev_failing)
-				log_warn("event log %s: write: %s", ev_path,
-				    strerror(errno));
-			ev_failing = true;
-			return;
-		}
-		p += n;
-		left -= (size_t)n;
+	if (ev_fd == -1)
+		return;
+	if (util_write_all(ev_fd, p, len) == -1) {
+		if (!ev_failing)
+			log_warn("event log %s: write: %s", ev_path, strerror(errno));
+		ev_failing = true;
+		return;
 	}
 	ev_failing = false;
 }

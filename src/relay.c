@@ -798,8 +798,6 @@ static void
 relay_do_record(struct relay_job *j)
 {
 	char path[PATH_MAX + 96], tmp[PATH_MAX + 128];
-	size_t off = 0;
-	ssize_t n;
 	int fd, dfd;
 
 	j->io_rc = -1;
@@ -810,15 +808,7 @@ relay_do_record(struct relay_job *j)
 		snprintf(j->err, sizeof(j->err), "%.300s: %s", tmp, strerror(errno));
 		return;
 	}
-	while (off < j->record_len) {
-		n = write(fd, j->record_json + off, j->record_len - off);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		off += (size_t)n;
-	}
-	if (off != j->record_len || fsync(fd) == -1) {
+	if (util_write_all(fd, j->record_json, j->record_len) == -1 || fsync(fd) == -1) {
 		snprintf(j->err, sizeof(j->err), "%.300s: %s", tmp, strerror(errno));
 		close(fd);
 		unlink(tmp);

@@ -447,23 +447,13 @@ int
 relay_caps_persist(struct relay_caps *c, const char *line, size_t len,
     char *err, size_t errlen)
 {
-	size_t off = 0;
-	ssize_t n;
-
 	if (c->fd == -1) {
 		snprintf(err, errlen, "%s: opened read-only", c->path);
 		return -1;
 	}
-	while (off < len) {
-		n = write(c->fd, line + off, len - off);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			snprintf(err, errlen, "%s: write: %s", c->path,
-			    strerror(n == 0 ? EIO : errno));
-			return -1;
-		}
-		off += (size_t)n;
+	if (util_write_all(c->fd, line, len) == -1) {
+		snprintf(err, errlen, "%s: write: %s", c->path, strerror(errno));
+		return -1;
 	}
 	if (fdatasync(c->fd) == -1) {
 		snprintf(err, errlen, "%s: fsync: %s", c->path, strerror(errno));

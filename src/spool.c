@@ -627,7 +627,7 @@ spool_flush(struct spool_msg *m)
 	if (m->buflen == 0)
 		return 0;
 	if ((m->fd == -1 && spool_tmp_open(m) == -1) ||
-	    spool_seg_write_all(m->fd, m->buf, m->buflen) == -1) {
+	    util_write_all(m->fd, m->buf, m->buflen) == -1) {
 		m->err = errno;
 		spool_want_checkpoint(m->sp);
 		errno = m->err;
@@ -699,7 +699,7 @@ spool_msg_write(struct spool_msg *m, const void *buf, size_t len)
 		return -1;
 	if (len >= SPOOL_BUF_SIZE) {
 		if ((m->fd == -1 && spool_tmp_open(m) == -1) ||
-		    spool_seg_write_all(m->fd, buf, len) == -1) {
+		    util_write_all(m->fd, buf, len) == -1) {
 			m->err = errno;
 			spool_want_checkpoint(sp);
 			errno = m->err;
@@ -1218,7 +1218,7 @@ spool_create_eml(struct spool *sp, struct spool_msg *m, bool *dedup)
 	}
 	if (fd == -1)
 		goto fail;
-	if (spool_seg_write_all(fd, m->data, (size_t)m->size) == -1) {
+	if (util_write_all(fd, m->data, (size_t)m->size) == -1) {
 		e = errno;
 		close(fd);
 		(void)unlinkat(sp->msg_dir_fd, name, 0);
@@ -1405,7 +1405,7 @@ spool_copy_file(const char *src, const char *dst)
 				continue;
 			goto fail;
 		}
-		if (spool_seg_write_all(out, buf, (size_t)n) == -1)
+		if (util_write_all(out, buf, (size_t)n) == -1)
 			goto fail;
 	}
 	if (fsync(out) == -1)
@@ -1450,7 +1450,7 @@ spool_journal_append(struct spool *sp, struct spool_msgq *q)
 			memcpy(buf + off, m->record, m->reclen);
 			off += m->reclen;
 		}
-	if (spool_seg_write_all(sp->journal_fd, buf, total) == -1 ||
+	if (util_write_all(sp->journal_fd, buf, total) == -1 ||
 	    fdatasync(sp->journal_fd) == -1) {
 		e = errno;
 		free(buf);

@@ -158,30 +158,6 @@ spool_seg_deadline(struct timespec *ts, long long ns)
 	ts->tv_nsec = (long)(ns % 1000000000LL);
 }
 
-/* write(2) all of buf, retrying on EINTR and short writes; 0 or -1 (errno). */
-int
-spool_seg_write_all(int fd, const void *buf, size_t len)
-{
-	const char	*p = buf;
-	ssize_t		 n;
-
-	while (len > 0) {
-		n = write(fd, p, len);
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (n == 0) {
-			errno = EIO;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* writev(2) all of iov, retrying on EINTR and short writes; 0 or -1 (errno). */
 static int
 spool_seg_writev_all(int fd, struct iovec *iov, int cnt)
@@ -1007,7 +983,7 @@ spool_seg_restore(struct spool_seglog *log, const char *hex,
 			return -1;
 		fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 		    SPOOL_SEG_MODE);
-		if (fd == -1 || spool_seg_write_all(fd, data, len) == -1 ||
+		if (fd == -1 || util_write_all(fd, data, len) == -1 ||
 		    (log->no_syncfs && fsync(fd) == -1) ||
 		    renameat(dfd, tmp, log->msg_dir_fd, name) == -1) {
 			e = errno;

@@ -86,7 +86,4 @@ void		 spool_seg_get_stats(struct spool_seglog *, uint64_t *checkpoints,
  */
 void		 spool_seg_free(struct spool_seglog *);
 
-/* write(2) all of buf, retrying on EINTR and short writes; 0 or -1 (errno). */
-int		 spool_seg_write_all(int fd, const void *buf, size_t len);
-
 #endif

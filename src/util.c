@@ -185,6 +185,30 @@ util_queue_id(char *buf, size_t len)
 	buf[n] = '\0';
 }
 
+/* write(2) all of buf, retrying on EINTR and short writes; 0 or -1 (errno). */
+int
+util_write_all(int fd, const void *buf, size_t len)
+{
+	const char	*p = buf;
+	ssize_t		 n;
+
+	while (len > 0) {
+		n = write(fd, p, len);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0) {
+			errno = EIO;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
 /* Lower-case hex of len bytes into out, NUL-terminated (2*len+1 bytes). */
 void
 util_hex(const void *in, size_t len, char *out)

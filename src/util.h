@@ -30,4 +30,7 @@ size_t	b64_encode(const void *in, size_t len, char *out);
 /* mkdir -p with mode; 0 or -1 (errno set). */
 int	util_mkdirs(const char *path, unsigned mode);
 
+/* write(2) all of buf, retrying on EINTR and short writes; 0 or -1 (errno, EIO for 0). */
+int	util_write_all(int fd, const void *buf, size_t len);
+
 #endif

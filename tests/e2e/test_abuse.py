@@ -177,7 +177,6 @@ class Flood(AbuseCase):
         self.assert_fds_back(base)
         self.assertIn(sha, self.c.messages())
 
-
     @with_config({"limits": {"sessions": 2000, "sessions_per_ip": 2000}})
     def test_accept_queue_holds_a_burst(self):
         """A burst of connections while the daemon cannot accept (stopped with
@@ -185,7 +184,8 @@ class Flood(AbuseCase):
         net.core.somaxconn allows.  libevent re-listens with a backlog of 128
         unless told the socket already listens: then a burst loses its SYNs and
         each such client stalls a second or more for its retransmission."""
-        somax = int(open("/proc/sys/net/core/somaxconn").read())
+        with open("/proc/sys/net/core/somaxconn") as f:
+            somax = int(f.read())
         n = min(600, somax - 8)
         if n < 300:
             self.skipTest("net.core.somaxconn is %d" % somax)
