@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "relay_dest.h"
 #include "util.h"
 
 #define CFG_FILE_MAX	(1024 * 1024)	/* a config file larger than this is a mistake */
@@ -169,11 +170,12 @@ static const char *const feed_keys[FK_COUNT] = {
 enum relay_key {
 	RK_MODE, RK_RULES, RK_OWN_ADDRESSES, RK_CAPS, RK_NEVER_RELAY,
 	RK_SMARTHOST, RK_IPV4_ONLY, RK_DNS_SERVER, RK_MX_PORT, RK_TIMEOUTS,
-	RK_TEST_MODE, RK_COUNT
+	RK_TEST_MODE, RK_ALLOW_DEST, RK_COUNT
 };
 static const char *const relay_keys[RK_COUNT] = {
 	"mode", "rules", "own_addresses", "caps", "never_relay", "smarthost",
 	"ipv4_only_domains", "dns_server", "mx_port", "timeouts", "test_mode",
+	"allow_destinations",
 };
 
 enum relay_caps_key {
@@ -185,9 +187,11 @@ static const char *const relay_caps_keys[RC_COUNT] = {
 	"max_recipients", "max_size",
 };
 
-enum relay_timeouts_key { RT_CONNECT, RT_GREETING, RT_COMMAND, RT_DATA, RT_COUNT };
+enum relay_timeouts_key {
+	RT_CONNECT, RT_GREETING, RT_COMMAND, RT_DATA, RT_ATTEMPT, RT_COUNT
+};
 static const char *const relay_timeouts_keys[RT_COUNT] = {
-	"connect", "greeting", "command", "data",
+	"connect", "greeting", "command", "data", "attempt",
 };
 
 enum relay_test_key { RX_RECIPIENT, RX_SERVER, RX_COUNT };
@@ -981,9 +985,10 @@ relay_timeouts_key_cb(struct cctx *x, int key, const char *path,
     yaml_node_t *v, void *arg)
 {
 	struct cfg_relay_timeouts *t = arg;
-	int *dst[RT_COUNT] = { &t->connect, &t->greeting, &t->command, &t->data };
+	int *dst[RT_COUNT] = { &t->connect, &t->greeting, &t->command, &t->data,
+	    &t->attempt };
 
-	return get_int(x, v, path, 1, 3600, dst[key]);
+	return get_int(x, v, path, 1, key == RT_ATTEMPT ? 86400 : 3600, dst[key]);
 }
 
 /* Apply one key of relay.test_mode. */
@@ -1078,6 +1083,17 @@ relay_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 	case RK_TEST_MODE:
 		return map_walk(x, v, path, relay_test_keys, RX_COUNT,
 		    relay_test_key_cb, r, &seen);
+	case RK_ALLOW_DEST:
+		if (get_list(x, v, path, r->allow_destinations, &r->nallow, true) == -1)
+			return -1;
+		for (int i = 0; i < r->nallow; i++) {
+			struct rdest_net n;
+			if (rdest_net_parse(r->allow_destinations[i], &n) == -1)
+				return cfg_error(x, v, path, "not an address or a network "
+				    "(\"127.0.0.0/8\", \"::1\"): \"%.64s\"",
+				    r->allow_destinations[i]);
+		}
+		return 0;
 	case RK_COUNT:
 		break;
 	}
@@ -1376,6 +1392,7 @@ cfg_defaults(struct cfg *c)
 	c->relay.timeouts.greeting = 60;
 	c->relay.timeouts.command = 60;
 	c->relay.timeouts.data = 120;
+	c->relay.timeouts.attempt = 600;
 }
 
 /*

@@ -97,6 +97,7 @@ struct cfg_relay_timeouts {
 	int		 greeting;
 	int		 command;	/* EHLO, STARTTLS, MAIL, RCPT, QUIT replies */
 	int		 data;		/* DATA block and its final reply */
+	int		 attempt;	/* one whole attempt, connect through QUIT */
 };
 
 struct cfg_relay {
@@ -115,6 +116,13 @@ struct cfg_relay {
 	struct cfg_relay_timeouts timeouts;
 	char		 test_recipient[CFG_NAME_MAX];	/* -t: every relay goes here */
 	char		 test_server[CFG_NAME_MAX];	/* -t: through this host:port */
+	/*
+	 * Tests only, dangerous: networks ("127.0.0.0/8") a relayed copy may go
+	 * to although they are not global unicast (relay_dest.h).  Empty in
+	 * production; logged loudly at start when set.
+	 */
+	char		 allow_destinations[CFG_RELAY_LIST_MAX][CFG_RELAY_ENTRY_MAX];
+	int		 nallow;
 };
 
 /* The sandbox entered after start (sandbox.h). */

@@ -63,7 +63,9 @@ static void	 dns_req_done_cb(evutil_socket_t, short, void *);
 static void	 dns_req_deliver(struct dns_req *);
 static enum dns_status dns_map(int);
 static void	 dns_mx_query_cb(void *, int, int, unsigned char *, int);
-static void	 dns_addr_query_cb(void *, int, int, unsigned char *, int);
+static void	 dns_addr_answer(struct dns_req *, int, int, unsigned char *, int);
+static void	 dns_a_query_cb(void *, int, int, unsigned char *, int);
+static void	 dns_aaaa_query_cb(void *, int, int, unsigned char *, int);
 static int	 dns_mx_cmp(const void *, const void *);
 static void	 dns_add_addr(struct dns_req *, int, const void *);
 
@@ -366,28 +368,40 @@ dns_add_addr(struct dns_req *q, int af, const void *bin)
 	inet_ntop(af, bin, a->text, sizeof(a->text));
 }
 
-/* An A or AAAA answer arrived. */
+/* The A answer arrived. */
 static void
-dns_addr_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+dns_a_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
-	struct dns_req *q = arg;
+	dns_addr_answer(arg, AF_INET, status, abuf, alen);
+}
+
+/* The AAAA answer arrived. */
+static void
+dns_aaaa_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	dns_addr_answer(arg, AF_INET6, status, abuf, alen);
+}
+
+/*
+ * An A (af AF_INET) or AAAA answer.  Each is parsed by the parser of the
+ * type asked: c-ares 1.18's ares_parse_a_reply() succeeds on an AAAA answer
+ * with no address, which once made every AAAA answer look empty.
+ */
+static void
+dns_addr_answer(struct dns_req *q, int af, int status, unsigned char *abuf, int alen)
+{
 	struct ares_addrttl a4[DNS_ADDR_MAX];
 	struct ares_addr6ttl a6[DNS_ADDR_MAX];
 	int n = DNS_ADDR_MAX, r = status, i;
 
-	if (status == ARES_SUCCESS) {
-		/* Tell A from AAAA by trying A first: both parsers check the type. */
-		n = DNS_ADDR_MAX;
-		if ((r = ares_parse_a_reply(abuf, alen, NULL, a4, &n)) == ARES_SUCCESS) {
+	if (status == ARES_SUCCESS && af == AF_INET) {
+		if ((r = ares_parse_a_reply(abuf, alen, NULL, a4, &n)) == ARES_SUCCESS)
 			for (i = 0; i < n; i++)
 				dns_add_addr(q, AF_INET, &a4[i].ipaddr);
-		} else {
-			n = DNS_ADDR_MAX;
-			if ((r = ares_parse_aaaa_reply(abuf, alen, NULL, a6, &n)) ==
-			    ARES_SUCCESS)
-				for (i = 0; i < n; i++)
-					dns_add_addr(q, AF_INET6, &a6[i].ip6addr);
-		}
+	} else if (status == ARES_SUCCESS) {
+		if ((r = ares_parse_aaaa_reply(abuf, alen, NULL, a6, &n)) == ARES_SUCCESS)
+			for (i = 0; i < n; i++)
+				dns_add_addr(q, AF_INET6, &a6[i].ip6addr);
 	}
 	if (r != ARES_SUCCESS && dns_map(r) == DNS_TEMPFAIL) {
 		q->tempfail = true;
@@ -451,9 +465,9 @@ dns_addr_lookup(struct dns *d, const char *host, bool ipv4_only, dns_addr_cb cb,
 		return 0;
 	}
 	q->outstanding = ipv4_only ? 1 : 2;
-	ares_query(d->ch, host, ns_c_in, ns_t_a, dns_addr_query_cb, q);
+	ares_query(d->ch, host, ns_c_in, ns_t_a, dns_a_query_cb, q);
 	if (!ipv4_only && q->outstanding > 0)
-		ares_query(d->ch, host, ns_c_in, ns_t_aaaa, dns_addr_query_cb, q);
+		ares_query(d->ch, host, ns_c_in, ns_t_aaaa, dns_aaaa_query_cb, q);
 	dns_reschedule(d);
 	return 0;
 }

@@ -20,12 +20,14 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <ifaddrs.h>
 
 #include "dns.h"
 #include "log.h"
 #include "mime.h"
 #include "relay.h"
 #include "relay_caps.h"
+#include "relay_dest.h"
 #include "relay_json.h"
 #include "rules_default.h"
 #include "smtp_client.h"
@@ -35,6 +37,7 @@
 #define RELAY_RCPT_MAX		1000	/* recipients read from one record */
 #define RELAY_ATTEMPTS_MAX	10	/* connections per recipient */
 #define RELAY_OWN_MAX		(CFG_RELAY_LIST_MAX + 1)
+#define RELAY_IFADDR_MAX	64	/* interface addresses kept as our own */
 
 enum relay_work { RW_EVAL, RW_PERSIST, RW_RECORD };
 
@@ -84,6 +87,7 @@ struct relay_job {
 	char			 host[DNS_HOST_MAX];
 	int			 port;
 	bool			 ipv4_only;
+	bool			 named;		/* smarthost or test server: the operator's */
 	struct dns_mx		 mx[DNS_MX_MAX];
 	int			 nmx, mx_idx;
 	struct dns_addr		 addr[DNS_ADDR_MAX];
@@ -107,6 +111,10 @@ struct relay {
 	struct dns		*dns;
 	SSL_CTX			*ssl_ctx;
 	bool			 test_mode;
+	struct rdest_net	 allow[CFG_RELAY_LIST_MAX];	/* relay.allow_destinations */
+	int			 nallow;
+	struct sockaddr_storage	 ifaddr[RELAY_IFADDR_MAX];	/* this host's addresses */
+	int			 nifaddr;
 	char			 dir[PATH_MAX + 16];	/* <spool>/relay */
 	relay_deliver_hook	 hook;
 	void			*hook_arg;
@@ -149,6 +157,8 @@ static void	 relay_next_mx(struct relay_job *);
 static void	 relay_addr_cb(void *, enum dns_status, const struct dns_addr *, int,
 		    const char *);
 static void	 relay_next_addr(struct relay_job *);
+static const char *relay_dest_refused(const struct relay_job *, const struct sockaddr *,
+		    int);
 static void	 relay_client_cb(void *, const struct smtp_client_result *);
 static void	 relay_rcpt_done(struct relay_job *, bool, const char *);
 static void	 relay_attempt_json(struct relay_job *, const char *, const char *, int,
@@ -176,12 +186,12 @@ static void	 relay_result_fill(struct smtp_stage_result *, const struct rules_de
 enum relay_rk {
 	RK_SHA256, RK_QUEUE_ID, RK_SESSION, RK_TIME, RK_SRC_IP, RK_DST_IP, RK_HELO,
 	RK_PROTOCOL, RK_SIZE, RK_SRC_PORT, RK_DST_PORT, RK_TLS, RK_AUTH, RK_MAIL_FROM,
-	RK_RCPT_TO, RK_COUNT
+	RK_RCPT_TO, RK_ANOMALIES, RK_COUNT
 };
 static const char *const relay_rk_names[RK_COUNT] = {
 	"sha256", "queue_id", "session", "time", "src_ip", "dst_ip", "helo",
 	"protocol", "size", "src_port", "dst_port", "tls", "auth", "mail_from",
-	"rcpt_to",
+	"rcpt_to", "anomalies",
 };
 
 /*
@@ -257,6 +267,18 @@ relay_record_parse(const char *j, size_t len, char *err, size_t errlen)
 		snprintf(err, errlen, "record: no rcpt_to");
 		goto fail;
 	}
+	if ((v = val[RK_ANOMALIES]) != NULL) {
+		char an[32];
+		for (pos = 0; relay_json_element(v, vlen[RK_ANOMALIES], &pos, &el, &ell) == 1;) {
+			if (relay_json_str(el, ell, an, sizeof(an)) == -1)
+				continue;
+			if (strcmp(an, "smuggling") == 0)
+				r->smuggling = true;
+			else if (strcmp(an, "bare_cr") == 0)
+				r->bare_cr = true;
+		}
+		v = val[RK_RCPT_TO];
+	}
 	vl = vlen[RK_RCPT_TO];
 	for (i = 0, pos = 0; i < RELAY_RCPT_MAX &&
 	    relay_json_element(v, vl, &pos, &el, &ell) == 1; i++)
@@ -290,6 +312,36 @@ relay_record_free(struct relay_record *r)
 		free(r->rcpt[i]);
 	free(r->rcpt);
 	free(r);
+}
+
+/*
+ * Why a record may not be relayed whatever the rules say.  Smuggling: the
+ * capture holds <LF>.<LF>, <CR>.<CR> or bare CRs, sequences some servers
+ * take for the end of DATA; relaying them would carry the attacker's
+ * smuggled commands to the next server (smtp_client_body also normalises
+ * every line end, as a second line of defence).  A bare LF alone is not
+ * refused: Postfix accepts it, and the copy goes out with CRLF.
+ * Recipients: see rdest_rcpt_refused().
+ */
+int
+relay_record_refused(const struct relay_record *r, char *why, size_t whylen)
+{
+	const char *w;
+	char esc[300];
+
+	if (r->smuggling || r->bare_cr) {
+		snprintf(why, whylen, "smuggling anomaly: %s", r->smuggling ? "smuggling" :
+		    "bare_cr");
+		return -1;
+	}
+	for (int i = 0; i < r->nrcpt; i++) {
+		if ((w = rdest_rcpt_refused(r->rcpt[i])) != NULL) {
+			log_escape(esc, sizeof(esc), r->rcpt[i], strlen(r->rcpt[i]));
+			snprintf(why, whylen, "recipient <%s>: %s: not relayed", esc, w);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 /* Read a stored message. */
@@ -521,6 +573,31 @@ relay_new(struct event_base *base, const struct cfg *cfg, const char *hostname,
 		rules_free(relay_rules_load(cfg, path, sizeof(path), e2, sizeof(e2), &absent));
 		snprintf(err, errlen, "%s", e2);
 		goto fail;
+	}
+	for (int i = 0; i < cfg->relay.nallow; i++) {
+		if (rdest_net_parse(cfg->relay.allow_destinations[i], &r->allow[i]) == -1) {
+			snprintf(err, errlen, "relay.allow_destinations: bad network \"%s\"",
+			    cfg->relay.allow_destinations[i]);
+			goto fail;
+		}
+		r->nallow++;
+		log_warn("relay: DANGER: relay.allow_destinations lets relayed mail go to %s "
+		    "(a test setting: never in production)", cfg->relay.allow_destinations[i]);
+	}
+	{
+		/* This host's addresses: a relayed copy never comes back to us. */
+		struct ifaddrs *ifs, *ifa;
+		if (getifaddrs(&ifs) == 0) {
+			for (ifa = ifs; ifa && r->nifaddr < RELAY_IFADDR_MAX; ifa = ifa->ifa_next) {
+				if (ifa->ifa_addr == NULL || (ifa->ifa_addr->sa_family != AF_INET &&
+				    ifa->ifa_addr->sa_family != AF_INET6))
+					continue;
+				memcpy(&r->ifaddr[r->nifaddr++], ifa->ifa_addr,
+				    ifa->ifa_addr->sa_family == AF_INET ?
+				    sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+			}
+			freeifaddrs(ifs);
+		}
 	}
 	if ((r->dns = dns_new(base, cfg->relay.dns_server,
 	    cfg->relay.timeouts.command * 1000 / 4, err, errlen)) == NULL)
@@ -1047,6 +1124,11 @@ relay_decided(struct relay_job *j)
 		relay_finish(j, "not-relayed", "not a probe");
 		return;
 	}
+	if (relay_record_refused(j->rec, why, sizeof(why)) == -1) {
+		relay_decision_event(j, "refused", why, NULL);
+		relay_finish(j, "refused", why);
+		return;
+	}
 	for (int i = 0; i < j->rec->nrcpt; i++) {
 		if (relay_never_relay(r->cfg->relay.never_relay, r->cfg->relay.nnever,
 		    j->rec->rcpt[i], &which)) {
@@ -1144,8 +1226,11 @@ relay_route(struct relay_job *j)
 	const char *hp = j->r->test_mode ? rc->test_server : rc->smarthost;
 	size_t dl = strlen(dom);
 
+	const char *bad;
+
 	j->ipv4_only = relay_domain_listed(j->r, dom);
 	j->nmx = j->mx_idx = 0;
+	j->named = hp[0] != '\0';
 	if (hp[0]) {
 		if (cfg_hostport(hp, j->mx[0].host, sizeof(j->mx[0].host), &j->port, 25) == -1) {
 			relay_rcpt_done(j, false, "bad smarthost/test server");
@@ -1157,18 +1242,18 @@ relay_route(struct relay_job *j)
 		return;
 	}
 	j->port = rc->mx_port;
-	if (dl > 2 && dom[0] == '[' && dom[dl - 1] == ']') {
-		/* A domain literal: that address, no DNS. */
-		const char *lit = dom + 1;
-		if (strncasecmp(lit, "IPv6:", 5) == 0)
-			lit += 5;
-		snprintf(j->mx[0].host, sizeof(j->mx[0].host), "%.*s",
-		    (int)(dom + dl - 1 - lit), lit);
-		j->nmx = 1;
-		relay_next_mx(j);
+	/*
+	 * relay_decided refused these already; checked again where the route
+	 * is chosen: an address literal or a percent hack never picks a host.
+	 */
+	if ((bad = rdest_rcpt_refused(j->target_rcpt)) != NULL) {
+		char why[200];
+		snprintf(why, sizeof(why), "refused: %s", bad);
+		relay_attempt_json(j, dom, "", 0, NULL, why);
+		relay_rcpt_done(j, false, why);
 		return;
 	}
-	if (dom[0] == '\0' || dns_mx_lookup(j->r->dns, dom, relay_mx_cb, j) == -1)
+	if (dl == 0 || dns_mx_lookup(j->r->dns, dom, relay_mx_cb, j) == -1)
 		relay_rcpt_done(j, false, "bad recipient domain");
 }
 
@@ -1198,9 +1283,20 @@ relay_mx_cb(void *arg, enum dns_status st, const struct dns_mx *mx, int n,
 static void
 relay_next_mx(struct relay_job *j)
 {
-	if (j->mx_idx >= j->nmx || j->attempts >= RELAY_ATTEMPTS_MAX) {
-		relay_rcpt_done(j, false, "every MX failed");
-		return;
+	const char *bad;
+	char why[200];
+
+	for (;;) {
+		if (j->mx_idx >= j->nmx || j->attempts >= RELAY_ATTEMPTS_MAX) {
+			relay_rcpt_done(j, false, "every MX failed");
+			return;
+		}
+		/* An MX name from DNS must be a host name, not an address or localhost. */
+		if (j->named || (bad = rdest_host_refused(j->mx[j->mx_idx].host)) == NULL)
+			break;
+		snprintf(why, sizeof(why), "refused: %s", bad);
+		relay_attempt_json(j, j->mx[j->mx_idx].host, "", j->port, NULL, why);
+		j->mx_idx++;
 	}
 	if (dns_addr_lookup(j->r->dns, j->mx[j->mx_idx].host, j->ipv4_only, relay_addr_cb,
 	    j) == -1) {
@@ -1250,6 +1346,18 @@ relay_next_addr(struct relay_job *j)
 		((struct sockaddr_in *)&a->ss)->sin_port = htons((uint16_t)j->port);
 	else
 		((struct sockaddr_in6 *)&a->ss)->sin6_port = htons((uint16_t)j->port);
+	if (!j->named) {
+		/* The one gate before every outbound connection of the relay. */
+		const char *bad = relay_dest_refused(j, (struct sockaddr *)&a->ss, j->port);
+		if (bad != NULL) {
+			char why[200];
+			snprintf(why, sizeof(why), "refused: %s", bad);
+			relay_attempt_json(j, j->mx[j->mx_idx].host, a->text, j->port, NULL, why);
+			j->addr_idx++;
+			relay_next_addr(j);
+			return;
+		}
+	}
 	j->attempts++;
 	memset(&o, 0, sizeof(o));
 	o.helo = j->r->hostname;
@@ -1260,6 +1368,7 @@ relay_next_addr(struct relay_job *j)
 	o.greeting_timeout = rc->timeouts.greeting;
 	o.command_timeout = rc->timeouts.command;
 	o.data_timeout = rc->timeouts.data;
+	o.attempt_timeout = rc->timeouts.attempt;
 	o.ssl_ctx = j->r->ssl_ctx;
 	o.mail_from = j->rec->mail_from;
 	o.rcpt = j->target_rcpt;
@@ -1272,6 +1381,48 @@ relay_next_addr(struct relay_job *j)
 		j->addr_idx++;
 		relay_next_addr(j);
 	}
+}
+
+/*
+ * Why the relay may not connect to sa:port for an MX delivery, or NULL.
+ * Never the daemon's own listening socket (a loop), whatever the config;
+ * then relay.allow_destinations (tests only) lets its networks through;
+ * then only global unicast addresses (relay_dest.c) that are not ours:
+ * relay.own_addresses, the address the probe came in on, the listeners'
+ * addresses and this host's interface addresses.
+ */
+static const char *
+relay_dest_refused(const struct relay_job *j, const struct sockaddr *sa, int port)
+{
+	const struct cfg *cfg = j->r->cfg;
+	const char *why;
+	bool own = false;
+
+	for (int i = 0; i < j->nown && !own; i++)
+		own = rdest_addr_is(sa, j->own[i]);
+	for (int i = 0; i < j->r->nifaddr && !own; i++) {
+		char t[64];
+		const struct sockaddr *ia = (const struct sockaddr *)&j->r->ifaddr[i];
+		if (inet_ntop(ia->sa_family, ia->sa_family == AF_INET ?
+		    (const void *)&((const struct sockaddr_in *)ia)->sin_addr :
+		    (const void *)&((const struct sockaddr_in6 *)ia)->sin6_addr, t, sizeof(t)))
+			own = rdest_addr_is(sa, t);
+	}
+	for (int i = 0; i < cfg->nlisteners; i++) {
+		const struct cfg_listener *l = &cfg->listeners[i];
+		bool any = strcmp(l->address, "0.0.0.0") == 0 || strcmp(l->address, "::") == 0;
+		bool here = any ? own : rdest_addr_is(sa, l->address);
+		if (here && port == l->port + cfg->port_offset)
+			return "this daemon's own listener";
+		if (here)
+			own = true;
+	}
+	for (int i = 0; i < j->r->nallow; i++)
+		if (rdest_net_match(&j->r->allow[i], sa))
+			return NULL;
+	if ((why = rdest_addr_forbidden(sa)) != NULL)
+		return why;
+	return own ? "an address of this honeypot" : NULL;
 }
 
 /* One SMTP attempt ended. */

@@ -6,9 +6,12 @@
  * rules run on a worker thread; the decision, the caps and every send are
  * made on the event loop thread:
  *
- *   rules say relay?  -> never-relay list -> caps (reserved in memory at once,
+ *   rules say relay?  -> smuggling anomalies, recipients that route
+ *   (relay_dest.h), never-relay list -> caps (reserved in memory at once,
  *   then written and fsync'ed on the worker) -> dry-run: recorded only;
- *   live: MX lookup (c-ares), SMTP with STARTTLS, next MX on failure.
+ *   live: MX lookup (c-ares), only global unicast addresses that are not
+ *   our own (relay_dest.h; the smarthost and test server are exempt), SMTP
+ *   with STARTTLS under a deadline per attempt, next MX on failure.
  *
  * Events: fosr.relay.decision, fosr.relay.attempt, fosr.relay.result.  The
  * outcome is kept in <spool>/relay/<sha256>.json; the caps journals are
@@ -50,12 +53,23 @@ struct relay_record {
 	char		 mail_from[520];
 	char		**rcpt;		/* nrcpt addresses */
 	int		 nrcpt;
+	/* Anomalies of the capture that make it unfit to relay (see relay_decided). */
+	bool		 smuggling;	/* "smuggling": <LF>.<LF>, <CR>.<CR>... */
+	bool		 bare_cr;	/* "bare_cr" */
 };
 
 /* Parse a record; NULL with err filled when it is not a usable record. */
 struct relay_record *relay_record_parse(const char *json, size_t len, char *err,
 		    size_t errlen);
 void		 relay_record_free(struct relay_record *);
+
+/*
+ * Why a parsed record may not be relayed whatever the rules say (smuggling
+ * anomalies; recipients with address literals, source routes, '%' '!' '@'
+ * in the local part, bad domains): 0, or -1 with why filled.  The daemon's
+ * decision and the console's verify both ask this.
+ */
+int		 relay_record_refused(const struct relay_record *, char *why, size_t whylen);
 
 /*
  * Read <spool_dir>/messages/<sha256>.eml into a malloc'ed buffer (at most
@@ -96,8 +110,10 @@ int		 relay_reload_rules(struct relay *);
 
 /*
  * The console's send: the same path as relay_consider() (rules, never-relay
- * list, live caps), always live unless mode is off; cb gets a one-line
- * summary when everything is finished.  0, or -1 when it could not start.
+ * list, live caps), live: the console calls it only when relay.mode is live
+ * or the operator said "send N --live"; -1 when mode is off.  cb gets a
+ * one-line summary when everything is finished.  0, or -1 when it could not
+ * start.
  */
 typedef void	(*relay_done_cb)(void *arg, bool sent, const char *summary);
 int		 relay_send_now(struct relay *, const char *record, size_t len,

@@ -37,6 +37,7 @@ static const char *const smtpc_stage_names[] = {
 struct smtp_client {
 	struct event_base	*base;
 	struct bufferevent	*bev;
+	struct event		*deadline;	/* the whole attempt */
 	struct smtp_client_opts	 o;
 	smtp_client_cb		 cb;
 	void			*arg;
@@ -61,7 +62,7 @@ static void	 smtpc_finish(struct smtp_client *, enum smtp_client_status, const c
 static void	 smtpc_start_tls(struct smtp_client *);
 static void	 smtpc_tls_info(struct smtp_client *);
 static void	 smtpc_send_body(struct smtp_client *);
-static void	 smtpc_stuff(struct evbuffer *, const unsigned char *, size_t, bool *);
+static void	 smtpc_deadline_cb(evutil_socket_t, short, void *);
 static void	 smtpc_timeouts(struct smtp_client *, int);
 
 /* A client context: any certificate is accepted, the result is recorded. */
@@ -113,15 +114,24 @@ smtp_client_start(struct event_base *base, const struct smtp_client_opts *o,
 	}
 	bufferevent_setcb(c->bev, smtpc_read_cb, NULL, smtpc_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, 64 * 1024);
+	if (o->attempt_timeout > 0) {
+		struct timeval tv = { o->attempt_timeout, 0 };
+		if ((c->deadline = evtimer_new(base, smtpc_deadline_cb, c)) == NULL ||
+		    evtimer_add(c->deadline, &tv) == -1) {
+			if (c->deadline)
+				event_free(c->deadline);
+			bufferevent_free(c->bev);
+			free(c);
+			return NULL;
+		}
+	}
 	smtpc_enter(c, SMTPC_CONNECT);
 	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)o->addr,
 	    (int)o->addrlen) == -1) {
 		/* Reported from the loop like any other failure. */
 		snprintf(c->res.error, sizeof(c->res.error), "connect: %s",
 		    strerror(errno ? errno : ECONNREFUSED));
-		bufferevent_free(c->bev);
-		c->bev = NULL;
-		free(c);
+		smtp_client_cancel(c);
 		return NULL;
 	}
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -134,9 +144,33 @@ smtp_client_cancel(struct smtp_client *c)
 {
 	if (c == NULL)
 		return;
+	if (c->deadline)
+		event_free(c->deadline);
 	if (c->bev)
 		bufferevent_free(c->bev);
 	free(c);
+}
+
+/*
+ * The attempt's deadline: the per-state timeouts restart with every byte
+ * read or written, so a server sending one byte a second would hold the
+ * relay forever without this.
+ */
+static void
+smtpc_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_client *c = arg;
+	char err[200];
+
+	if (c->state == SMTPC_QUIT) {
+		/* The message was accepted; only the goodbye is missing. */
+		smtpc_finish(c, SMTPC_DELIVERED, NULL);
+	} else {
+		snprintf(err, sizeof(err), "attempt deadline (%d s) reached in %s",
+		    c->o.attempt_timeout, smtpc_stage_names[c->state]);
+		smtpc_finish(c, SMTPC_TEMPFAIL, err);
+	}
+	smtp_client_cancel(c);
 }
 
 /* Set read and write timeouts to secs. */
@@ -487,37 +521,88 @@ smtpc_tls_info(struct smtp_client *c)
 	}
 }
 
-/* Write bytes dot-stuffed; *bol tracks "at the beginning of a line". */
-static void
-smtpc_stuff(struct evbuffer *out, const unsigned char *p, size_t len, bool *bol)
-{
-	size_t i, start = 0;
+/* Output of smtp_client_body, staged to add to the evbuffer in runs. */
+struct smtpc_wr {
+	struct evbuffer	*out;
+	unsigned char	 buf[4096];
+	size_t		 len;
+	bool		 bol;		/* at the beginning of a line */
+	bool		 cr;		/* a CR was read, its line end not written yet */
+};
 
-	for (i = 0; i < len; i++) {
-		if (*bol && p[i] == '.') {
-			evbuffer_add(out, p + start, i - start);
-			evbuffer_add(out, ".", 1);
-			start = i;
-		}
-		*bol = p[i] == '\n';
+static void
+smtpc_wr_put(struct smtpc_wr *w, const char *p, size_t n)
+{
+	if (w->len + n > sizeof(w->buf)) {
+		evbuffer_add(w->out, w->buf, w->len);
+		w->len = 0;
 	}
-	evbuffer_add(out, p + start, len - start);
+	memcpy(w->buf + w->len, p, n);
+	w->len += n;
 }
 
-/* 354: the header, the message (untouched but for dot-stuffing), the dot. */
+/*
+ * Copy bytes with CRLF line ends and dots stuffed.  A CR followed by LF is
+ * one line end; a CR alone and an LF alone are each made one (RFC 5321
+ * 2.3.8: they must not be sent bare).
+ */
+static void
+smtpc_wr_bytes(struct smtpc_wr *w, const unsigned char *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = p[i];
+
+		if (w->cr) {
+			w->cr = false;
+			smtpc_wr_put(w, "\r\n", 2);
+			w->bol = true;
+			if (ch == '\n')
+				continue;
+		}
+		if (ch == '\r') {
+			w->cr = true;
+			continue;
+		}
+		if (ch == '\n') {
+			smtpc_wr_put(w, "\r\n", 2);
+			w->bol = true;
+			continue;
+		}
+		if (w->bol && ch == '.')
+			smtpc_wr_put(w, ".", 1);
+		smtpc_wr_put(w, (const char *)&ch, 1);
+		w->bol = false;
+	}
+}
+
+/* The DATA payload. */
+void
+smtp_client_body(struct evbuffer *out, const unsigned char *hdr, size_t hdrlen,
+    const unsigned char *msg, size_t msglen)
+{
+	struct smtpc_wr w;
+
+	memset(&w, 0, sizeof(w));
+	w.out = out;
+	w.bol = true;
+	smtpc_wr_bytes(&w, hdr, hdrlen);
+	smtpc_wr_bytes(&w, msg, msglen);
+	if (w.cr) {
+		smtpc_wr_put(&w, "\r\n", 2);
+		w.bol = true;
+	}
+	/* The terminator needs a line start; a message without a final line end gets one. */
+	if (!w.bol)
+		smtpc_wr_put(&w, "\r\n", 2);
+	smtpc_wr_put(&w, ".\r\n", 3);
+	evbuffer_add(out, w.buf, w.len);
+}
+
+/* 354: the header, the message (line ends made CRLF, dots stuffed), the dot. */
 static void
 smtpc_send_body(struct smtp_client *c)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	bool bol = true;
-	const unsigned char *m = c->o.msg;
-	size_t n = c->o.msglen;
-
-	smtpc_stuff(out, c->o.header, c->o.headerlen, &bol);
-	smtpc_stuff(out, m, n, &bol);
-	/* The terminator needs a line start; a message without a final CRLF gets one. */
-	if (n > 0 && !(n >= 2 && m[n - 2] == '\r' && m[n - 1] == '\n'))
-		evbuffer_add(out, "\r\n", 2);
-	evbuffer_add(out, ".\r\n", 3);
+	smtp_client_body(bufferevent_get_output(c->bev), c->o.header, c->o.headerlen,
+	    c->o.msg, c->o.msglen);
 	smtpc_trace(c, 'C', "<message>", 9);
 }

@@ -3,7 +3,9 @@
  * connection, as a state machine on the libevent loop (connect, greeting,
  * EHLO (HELO fallback), STARTTLS when offered, MAIL, RCPT, DATA, QUIT).
  * Opportunistic TLS: the certificate is not required to be valid; what was
- * negotiated is reported.  Every wait has a timeout.  Never logs.
+ * negotiated is reported.  Every wait has a timeout, and the whole attempt a
+ * deadline (a server that drips a byte at a time restarts the per-wait
+ * timeouts but not the deadline).  Never logs.
  */
 #ifndef FOSR_SMTP_CLIENT_H
 #define FOSR_SMTP_CLIENT_H
@@ -14,6 +16,7 @@
 #include <openssl/ssl.h>
 
 struct event_base;
+struct evbuffer;
 struct smtp_client;
 
 #define SMTPC_TRANSCRIPT_MAX	4096
@@ -27,10 +30,14 @@ struct smtp_client_opts {
 	int			 greeting_timeout;
 	int			 command_timeout;
 	int			 data_timeout;
+	int			 attempt_timeout;	/* connect through QUIT; 0 = none */
 	SSL_CTX			*ssl_ctx;	/* client context; NULL: never STARTTLS */
 	const char		*mail_from;	/* reverse path without <> ("" = null) */
 	const char		*rcpt;		/* one forward path without <> */
-	/* The message: header bytes then msg bytes, sent as they are (dot-stuffed). */
+	/*
+	 * The message: header bytes then msg bytes, sent as they are but for
+	 * line ends (a bare CR or LF becomes CRLF) and dot-stuffing.
+	 */
 	const unsigned char	*header;
 	size_t			 headerlen;
 	const unsigned char	*msg;
@@ -73,6 +80,14 @@ struct smtp_client *smtp_client_start(struct event_base *, const struct smtp_cli
 void		 smtp_client_cancel(struct smtp_client *);
 
 const char	*smtp_client_status_name(enum smtp_client_status);
+
+/*
+ * The DATA payload: hdr then msg with every line end made CRLF (bare CR and
+ * bare LF included: no SMTP smuggling passes through the relay), dots
+ * stuffed, a final CRLF when missing, and the terminating ".".
+ */
+void		 smtp_client_body(struct evbuffer *out, const unsigned char *hdr, size_t hdrlen,
+		    const unsigned char *msg, size_t msglen);
 
 /* A client SSL_CTX for opportunistic STARTTLS (no verification required). */
 SSL_CTX		*smtp_client_ssl_ctx_new(void);

@@ -4,6 +4,9 @@
     mx = FakeMX(starttls=True).start()   # mx.port, mx.messages
     mx = FakeMX(mode="hang", host="127.0.0.2", port=p)  # accepts, never greets
     mx = FakeMX(mode="reject")            # 554 to RCPT
+    mx = FakeMX(mode="record")            # raw: mx.raw_data = [exact DATA bytes]
+    mx = FakeMX(mode="drip", drip=1.0)    # greets one byte a second, never a line
+Every mode counts the TCP connections it accepted in mx.connections.
 Each message is kept as (envelope_from, [rcpts], raw bytes after the
 server's own un-stuffing, tls_used).
 """
@@ -86,9 +89,71 @@ class _Hang:
         self.sock.close()
 
 
+class _Raw(_Hang):
+    """A raw-socket MX, one thread per connection.  "record": a minimal SMTP
+    server keeping the exact bytes between 354 and the final dot; "drip":
+    writes "220 " then one byte every `drip` seconds, never ending the line
+    (each byte restarts a per-read timeout; only a total deadline ends it)."""
+
+    def __init__(self, mode, host="127.0.0.1", port=0, drip=1.0):
+        super().__init__(host, port)
+        self.mode = mode
+        self.drip = drip
+        self.raw_data = []
+
+    def _run(self):
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            c.settimeout(30)
+            if self.mode == "drip":
+                c.sendall(b"220 ")
+                while not self._stop:
+                    time.sleep(self.drip)
+                    c.sendall(b"x")
+                return
+            f = c.makefile("rb")
+            c.sendall(b"220 raw.test ESMTP\r\n")
+            while not self._stop:
+                line = f.readline()
+                if not line:
+                    return
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    c.sendall(b"250 raw.test\r\n")
+                elif verb == b"DATA":
+                    c.sendall(b"354 go\r\n")
+                    data = b""
+                    while not data.endswith(b"\r\n.\r\n"):
+                        chunk = c.recv(65536)
+                        if not chunk:
+                            return
+                        data += chunk
+                    self.raw_data.append(data)
+                    c.sendall(b"250 2.0.0 Ok: queued as RAW%d\r\n" % len(self.raw_data))
+                elif verb == b"QUIT":
+                    c.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    c.sendall(b"250 ok\r\n")
+        except OSError:
+            pass
+
+
 class FakeMX:
-    def __init__(self, starttls=False, mode="accept", port=None, host="127.0.0.1"):
+    def __init__(self, starttls=False, mode="accept", port=None, host="127.0.0.1", drip=1.0):
         self.host = host
+        self.drip = drip
         self.starttls = starttls
         self.mode = mode
         self.messages = []
@@ -96,7 +161,21 @@ class FakeMX:
         self._ctl = None
         self._hang = None
 
+    @property
+    def connections(self):
+        """TCP connections accepted so far (hang, record and drip modes)."""
+        return len(self._hang.conns) if self._hang else None
+
+    @property
+    def raw_data(self):
+        return self._hang.raw_data if self._hang else []
+
     def start(self):
+        if self.mode in ("record", "drip"):
+            self._hang = _Raw(self.mode, self.host, self.port or 0, self.drip)
+            self._hang.start()
+            self.port = self._hang.port
+            return self
         if self.mode == "hang":
             self._hang = _Hang(self.host, self.port or 0)
             self._hang.start()

@@ -6,6 +6,7 @@ arrive byte-identical plus one Received header, and every cap must hold, also
 across kill -9.  Run with /usr/bin/python3 (Debian's python3-aiosmtpd).
 """
 
+import ipaddress
 import json
 import os
 import re
@@ -62,14 +63,21 @@ class RelayCase(CollectorTestCase):
     autostart = False
     mx_table = None        # callable(port) -> DNS table
     mx_starttls = True
+    mx_mode = "accept"     # fakemx.FakeMX mode of the MX on 127.0.0.1
     relay_mode = "live"
     caps = {}
     test_mode = False
+    # The fake MX listens on loopback: these tests name it with the documented,
+    # dangerous relay.allow_destinations escape hatch.  None: no hatch (the
+    # production default: loopback and every other non-global range refused).
+    allow_destinations = ["127.0.0.0/8"]
+    timeouts = {"connect": 2, "greeting": 3, "command": 3, "data": 3}
 
     def setUp(self):
         if not fakemx.HAVE_AIOSMTPD:
             self.skipTest("python3-aiosmtpd is not installed (run with /usr/bin/python3)")
-        self.mx = fakemx.FakeMX(starttls=self.mx_starttls).start()
+        self.mx = fakemx.FakeMX(starttls=self.mx_starttls, mode=self.mx_mode,
+                                drip=0.5).start()
         self.extra = []
         table = (self.mx_table or RelayCase.default_table)(self.mx.port)
         self.dns = fakedns.FakeDNS(table).start()
@@ -83,9 +91,11 @@ class RelayCase(CollectorTestCase):
                 "own_addresses": [OWN],
                 "dns_server": self.dns.address,
                 "mx_port": self.mx.port,
-                "timeouts": {"connect": 2, "greeting": 3, "command": 3, "data": 3},
+                "timeouts": dict(self.timeouts),
                 "caps": caps,
             }})
+        if self.allow_destinations is not None:
+            self.config["relay"]["allow_destinations"] = list(self.allow_destinations)
         if self.test_mode:
             self.config["relay"]["test_mode"] = {
                 "recipient": "relay-test@test.example",
@@ -131,8 +141,13 @@ class RelayCase(CollectorTestCase):
             time.sleep(0.05)
         self.fail("fewer than %d decisions for %s: %s" % (n, sha, self.decisions(sha)))
 
-    def relay_record(self, sha):
-        with open(os.path.join(self.c.spool_dir, "relay", sha + ".json")) as f:
+    def relay_record(self, sha, timeout=5):
+        # The result event is emitted before the record is written (worker).
+        path = os.path.join(self.c.spool_dir, "relay", sha + ".json")
+        end = time.time() + timeout * self.slow
+        while not os.path.exists(path) and time.time() < end:
+            time.sleep(0.05)
+        with open(path) as f:
             return json.load(f)
 
 
@@ -339,6 +354,226 @@ class TestTestMode(RelayCase):
         self.assertEqual(msgs[0][2][m.end():], body)
         # No MX lookup happened: the test server was used.
         self.assertNotIn(("spammer.example", "MX"), self.dns.queries)
+
+
+# ---------------------------------------------------------------- destinations
+#
+# A honeypot must never deliver to loopback, private, link-local, shared,
+# documentation, multicast, reserved... addresses nor to itself.  The fake DNS
+# answers MX/A/AAAA with every forbidden range; a fake MX on 127.0.0.1 and a
+# connection counter on 127.0.0.2 (both on the MX port) must see nothing.
+# Without the fix only the loopback answers reach a listener here; the other
+# ranges are never connected to by the fixed daemon (no traffic leaves).
+
+FORBIDDEN_V4 = [
+    "0.0.0.1", "0.255.255.255", "10.0.0.1", "10.255.255.255", "100.64.0.1",
+    "100.127.255.254", "127.0.0.1", "127.0.0.2", "127.255.255.254", "169.254.0.1",
+    "169.254.255.254", "172.16.0.1", "172.31.255.254", "192.0.0.1", "192.0.0.255",
+    "192.0.2.1", "192.88.99.1", "192.168.0.1", "192.168.255.254", "198.18.0.1",
+    "198.19.255.254", "198.51.100.1", "203.0.113.1", "224.0.0.1", "239.255.255.255",
+    "240.0.0.1", "255.255.255.255", "203.0.113.5",
+]
+FORBIDDEN_V6 = [
+    "::", "::1", "::ffff:127.0.0.2", "::ffff:10.0.0.1", "::ffff:0.0.0.0",
+    "::a00:1", "64:ff9b::7f00:2", "64:ff9b::a00:1", "64:ff9b:1::1", "100::1",
+    "2001::1", "2001:1ff:ffff::1", "2001:db8::1", "2001:10::1", "2001:20::1",
+    "2002:7f00:2::1", "2002:a00:1::1", "3fff::1", "5f00::1", "fc00::1", "fdff::1",
+    "fe80::1", "febf::1", "fec0::1", "ff02::1", "4000::1", "1::1", "1fff::1",
+]
+
+
+def _chunks(lst, n):
+    return [lst[i:i + n] for i in range(0, len(lst), n)]
+
+
+def _forbidden_table(port):
+    t = {}
+    for i, ch in enumerate(_chunks(FORBIDDEN_V4, 8)):
+        t["v4-%d.example" % i] = {"MX": [(10, "mx.v4-%d.example" % i)]}
+        t["mx.v4-%d.example" % i] = {"A": ch}
+    for i, ch in enumerate(_chunks(FORBIDDEN_V6, 8)):
+        t["v6-%d.example" % i] = {"MX": [(10, "mx.v6-%d.example" % i)]}
+        t["mx.v6-%d.example" % i] = {"AAAA": ch}
+    # MX names that must fail as names, whatever they resolve to.
+    t["names.example"] = {"MX": [(10, "127.0.0.2"), (20, "localhost"), (30, "[127.0.0.2]"),
+                                 (40, "::1"), (50, "bad_name.names.example")]}
+    t["localhost"] = {"A": ["127.0.0.2"], "AAAA": ["::1"]}
+    t["bad_name.names.example"] = {"A": ["127.0.0.2"]}
+    t["lo.example"] = {"MX": [(10, "mx.lo.example")]}
+    t["mx.lo.example"] = {"A": ["127.0.0.1", "127.0.0.2"], "AAAA": ["::1", "::ffff:127.0.0.2"]}
+    t["null.example"] = {"MX": [(0, ".")]}
+    t["implicit.example"] = {"A": ["127.0.0.2"], "AAAA": ["::1"]}   # no MX: RFC 5321 5.1
+    return t
+
+
+class TestForbiddenDestinations(RelayCase):
+    allow_destinations = None
+    mx_table = staticmethod(_forbidden_table)
+    caps = {"per_day": 1000, "per_hour": 1000}
+
+    def setUp(self):
+        super().setUp()
+        self.mx2 = fakemx.FakeMX(mode="hang", host="127.0.0.2", port=self.mx.port).start()
+        self.extra.append(self.mx2)
+
+    def assert_nothing_seen(self):
+        time.sleep(0.3)
+        self.assertEqual(self.mx.messages, [])
+        self.assertEqual(self.mx2.connections, 0, "a forbidden address was connected to")
+
+    def relay_to(self, rcpt, n):
+        body = probe(n)
+        sha = sha256_hex(body)
+        self.send(body, rcpt=rcpt)
+        return sha
+
+    def test_address_literals_and_routing_tricks_refused(self):
+        # The issue's repros first, then the rest of the class.
+        rcpts = ["victim%target.example@[127.0.0.2]", '"abuse"@[127.0.0.2]',
+                 "drop@[IPv6:::1]", "drop@[127.0.0.1]", "victim%target.example@spammer.example",
+                 "victim!target.example@spammer.example", '"victim@target.example"@spammer.example',
+                 '"victim%target"@spammer.example', "drop@bad_domain.example",
+                 "drop@-bad.spammer.example", "drop@spammer..example",
+                 "drop@" + "a" * 64 + ".example", "drop@127.0.0.2"]
+        accepted = []
+        for i, r in enumerate(rcpts):
+            body = probe(300 + i)
+            cl = self.client("smtp")
+            cl.ehlo("client.example")
+            cl.expect("MAIL FROM:<%s>" % DROP, 250)
+            if cl.cmd("RCPT TO:<%s>" % r).code == 250:    # the persona may refuse some
+                cl.data(body)
+                accepted.append((r, sha256_hex(body)))
+            cl.cmd("QUIT")
+        self.assertEqual([a[0] for a in accepted[:2]], rcpts[:2], accepted)
+        self.assertGreaterEqual(len(accepted), len(rcpts) - 2, accepted)
+        for r, sha in accepted:
+            d = self.wait_decisions(sha, 1)
+            self.assertEqual(d[0]["verdict"], "refused", (r, d[0]))
+            self.assertIn("recipient", d[0]["reason"], (r, d[0]))
+        self.assertNotIn(("127.0.0.2", "A"), self.dns.queries)
+        self.assert_nothing_seen()
+
+    def test_loopback_answers_and_mx_names_never_connected(self):
+        cases = {"drop@lo.example": None, "drop@names.example": None,
+                 "drop@null.example": "null MX", "drop@implicit.example": None}
+        shas = {r: self.relay_to(r, 400 + i) for i, r in enumerate(cases)}
+        for r, sha in shas.items():
+            res = self.result(sha)
+            self.assertEqual(res["status"], "failed", (r, res))
+            rec = self.relay_record(sha)
+            if cases[r]:
+                self.assertIn(cases[r], rec["attempts"][0]["status"], rec)
+            for a in rec["attempts"]:
+                self.assertNotIn(a["status"], ("tempfail", "permfail", "delivered"), (r, a))
+        rec = self.relay_record(shas["drop@names.example"])
+        self.assertEqual([a["mx"] for a in rec["attempts"]],
+                         ["127.0.0.2", "localhost", "[127.0.0.2]", "::1",
+                          "bad_name.names.example"], rec)
+        self.assertNotIn(("localhost", "A"), self.dns.queries)
+        self.assert_nothing_seen()
+
+    def test_every_forbidden_range_refused_after_resolution(self):
+        doms = ["v4-%d.example" % i for i in range(len(_chunks(FORBIDDEN_V4, 8)))] + \
+               ["v6-%d.example" % i for i in range(len(_chunks(FORBIDDEN_V6, 8)))]
+        shas = [self.relay_to("drop@" + d, 500 + i) for i, d in enumerate(doms)]
+        refused = set()
+        for d, sha in zip(doms, shas):
+            res = self.result(sha)
+            self.assertEqual(res["status"], "failed", (d, res))
+            for a in self.relay_record(sha)["attempts"]:
+                self.assertTrue(a["status"].startswith("refused"), (d, a))
+                if a["ip"]:
+                    refused.add(ipaddress.ip_address(a["ip"]))
+        want = {ipaddress.ip_address(x) for x in FORBIDDEN_V4 + FORBIDDEN_V6}
+        self.assertEqual(want - refused, set(), "addresses neither refused nor reported")
+        self.assert_nothing_seen()
+
+
+def _own_table(port):
+    return {"spammer.example": {"MX": [(10, "mx1.spammer.example")]},
+            "mx1.spammer.example": {"A": ["127.0.0.2", "127.0.0.1"]}}
+
+
+class TestAllowDestinationsNarrow(RelayCase):
+    """The hatch lets through exactly what it names: 127.0.0.1/32, not .2."""
+    allow_destinations = ["127.0.0.1/32"]
+    mx_table = staticmethod(_own_table)
+
+    def setUp(self):
+        super().setUp()
+        self.mx2 = fakemx.FakeMX(mode="hang", host="127.0.0.2", port=self.mx.port).start()
+        self.extra.append(self.mx2)
+
+    def test_only_the_allowed_address_is_used(self):
+        body = probe(8)
+        sha = sha256_hex(body)
+        self.send(body)
+        self.assertEqual(self.result(sha)["status"], "delivered")
+        rec = self.relay_record(sha)
+        self.assertTrue(rec["attempts"][0]["status"].startswith("refused"), rec)
+        self.assertEqual(rec["attempts"][0]["ip"], "127.0.0.2")
+        self.assertEqual(rec["attempts"][1]["status"], "delivered")
+        self.assertEqual(self.mx2.connections, 0)
+
+
+# ---------------------------------------------------------------- hygiene
+
+class TestSmugglingNotRelayed(RelayCase):
+
+    def test_bare_cr_and_smuggling_probes_refused(self):
+        bodies = [probe(600, b"x\rMAIL FROM:<a@b.example>\rRCPT TO:<c@d.example>\r\n"),
+                  probe(602, b"x\r.\rRCPT TO:<c@d.example>\r\n")]
+        for b in bodies:
+            sha = sha256_hex(b)
+            cl, _ = self.send_mail(b, mail_from=DROP, rcpts=(DROP,))
+            cl.cmd("QUIT")
+            d = self.wait_decisions(sha, 1)
+            self.assertEqual(d[0]["verdict"], "refused", d[0])
+            self.assertIn("smuggling anomaly", d[0]["reason"])
+        time.sleep(0.3)
+        self.assertEqual(self.mx.messages, [])
+
+
+class TestLineEndsNormalised(RelayCase):
+    """A relayed copy has CRLF line ends only (bare LF is not refused: Postfix
+    accepts it and so do we; the copy is normalised) and is dot-stuffed."""
+
+    mx_mode = "record"
+
+    def test_bare_lf_normalised_and_dots_stuffed(self):
+        body = probe(700, b"lf line\n.dot after lf\nlast\r\n")
+        sha = sha256_hex(body)
+        self.send(body)
+        self.assertEqual(self.result(sha)["status"], "delivered")
+        data = self.mx.raw_data[0]
+        self.assertNotRegex(data, rb"[^\r]\n", "a bare LF went out")
+        self.assertNotRegex(data, rb"\r[^\n]", "a bare CR went out")
+        self.assertIn(b"\r\nlf line\r\n..dot after lf\r\nlast\r\n.\r\n", data)
+
+
+class TestDrippingMX(RelayCase):
+    """A hostile MX drips a byte a second: the per-read timeout (3 s) never
+    fires; the attempt's total deadline (relay.timeouts.attempt) ends it."""
+    timeouts = {"connect": 2, "greeting": 3, "command": 3, "data": 3, "attempt": 4}
+
+    mx_mode = "drip"
+
+    def test_attempt_abandoned_at_the_deadline(self):
+        body = probe(800)
+        sha = sha256_hex(body)
+        self.send(body)
+        d = self.wait_decisions(sha, 1)
+        t0 = time.time()
+        res = self.result(sha, timeout=15)
+        took = time.time() - t0
+        self.assertEqual(res["status"], "failed", res)
+        att = self.relay_record(sha)["attempts"][0]
+        self.assertIn("deadline", att.get("error", ""), att)
+        self.assertEqual(att["stage"], "greeting", att)
+        self.assertGreaterEqual(self.mx.connections, 1)
+        self.assertLess(took, 4 + 3 * self.slow, "the attempt outlived its deadline")
+        self.assertEqual(d[0]["verdict"], "relay")
 
 
 if __name__ == "__main__":
