@@ -54,7 +54,7 @@ static void	 con_list(struct console *, size_t);
 static struct con_item *con_pick(struct console *, const char *);
 static void	 con_show(struct console *, struct con_item *);
 static void	 con_verify(struct console *, struct con_item *, bool *);
-static void	 con_send(struct console *, struct con_item *);
+static void	 con_send(struct console *, struct con_item *, bool);
 static void	 con_send_done(void *, bool, const char *);
 static void	 con_tick_cb(evutil_socket_t, short, void *);
 static int	 con_readline(const char *, char *, size_t);
@@ -345,6 +345,10 @@ con_verify(struct console *c, struct con_item *it, bool *ok)
 		printf("evidence: %s\n", dec.evidence);
 	if (!dec.relay)
 		goto done;
+	if (relay_record_refused(r, why, sizeof(why)) == -1) {
+		printf("refused: %s\n", why);
+		goto done;
+	}
 	for (int i = 0; i < r->nrcpt; i++) {
 		if (relay_never_relay(rc->never_relay, rc->nnever, r->rcpt[i], &which)) {
 			printf("never_relay: <%s> matches \"%s\": refused\n", r->rcpt[i], which);
@@ -409,9 +413,13 @@ con_tick_cb(evutil_socket_t fd, short what, void *arg)
 		event_base_loopbreak(a[1]);
 }
 
-/* Verify, confirm, send through the same path and caps as the daemon. */
+/*
+ * Verify, confirm, send through the same path and caps as the daemon.  The
+ * send follows relay.mode: in dry-run it stops after the verdict unless the
+ * operator asked for a live send ("send N --live").
+ */
 static void
-con_send(struct console *c, struct con_item *it)
+con_send(struct console *c, struct con_item *it, bool live)
 {
 	struct event_base *base;
 	struct relay *r;
@@ -430,6 +438,13 @@ con_send(struct console *c, struct con_item *it)
 		printf("not sent\n");
 		return;
 	}
+	if (c->cfg->relay.mode == RELAY_MODE_DRY_RUN && !live) {
+		printf("relay.mode is dry-run: nothing was sent (\"send %.12s --live\" sends it "
+		    "for real, counted against the live caps)\n", it->rec->sha256);
+		return;
+	}
+	if (c->cfg->relay.mode == RELAY_MODE_DRY_RUN)
+		printf("relay.mode is dry-run, but --live was given: this send is live.\n");
 	printf("This really sends the mail to <%s>%s.\n",
 	    c->test_mode ? c->cfg->relay.test_recipient : it->rec->rcpt[0],
 	    c->test_mode ? " (the test recipient)" : "");
@@ -481,7 +496,9 @@ con_help(void)
 	    "  n, p          next / previous page\n"
 	    "  show N        envelope and first lines of mail N (row number or sha256 prefix)\n"
 	    "  verify N      the relay decision: rule, evidence, never-relay, caps it would use\n"
-	    "  send N        verify, ask for confirmation, relay (counts against the caps)\n"
+	    "  send N        verify, ask for confirmation, relay (counts against the caps);\n"
+	    "                with relay.mode dry-run it only verifies: \"send N --live\"\n"
+	    "                sends for real all the same\n"
 	    "  help          this text\n"
 	    "  quit          leave (EOF too)\n");
 }
@@ -551,8 +568,23 @@ console_main(struct cfg *cfg, bool test_mode)
 			if ((it = con_pick(&c, arg)) != NULL)
 				con_verify(&c, it, &ok);
 		} else if (strcmp(cmd, "send") == 0) {
+			/* "send N [--live]" */
+			char *opt = arg + strcspn(arg, " \t");
+			bool live = false;
+			if (*opt) {
+				*opt++ = '\0';
+				opt += strspn(opt, " \t");
+			}
+			if (strcmp(opt, "--live") == 0)
+				live = true;
+			else if (*opt) {
+				char esc[80];
+				log_escape(esc, sizeof(esc), opt, strlen(opt));
+				printf("unknown option \"%s\" (send N [--live])\n", esc);
+				continue;
+			}
 			if ((it = con_pick(&c, arg)) != NULL)
-				con_send(&c, it);
+				con_send(&c, it, live);
 		} else {
 			char esc[80];
 			log_escape(esc, sizeof(esc), cmd, strlen(cmd));

@@ -58,7 +58,7 @@ class _Hang:
     """Accepts TCP connections and never says anything."""
 
     def __init__(self, host="127.0.0.1", port=0):
-        self.sock = socket.socket()
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.sock.listen(50)
@@ -184,7 +184,7 @@ class FakeMX:
         if not HAVE_AIOSMTPD:
             raise RuntimeError("python3-aiosmtpd is not installed")
         if self.port is None:
-            s = socket.socket()
+            s = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
             s.bind((self.host, 0))
             self.port = s.getsockname()[1]
             s.close()

@@ -63,7 +63,8 @@ class RelayCase(CollectorTestCase):
     autostart = False
     mx_table = None        # callable(port) -> DNS table
     mx_starttls = True
-    mx_mode = "accept"     # fakemx.FakeMX mode of the MX on 127.0.0.1
+    mx_mode = "accept"     # fakemx.FakeMX mode of the MX
+    mx_host = "127.0.0.1"
     relay_mode = "live"
     caps = {}
     test_mode = False
@@ -77,7 +78,7 @@ class RelayCase(CollectorTestCase):
         if not fakemx.HAVE_AIOSMTPD:
             self.skipTest("python3-aiosmtpd is not installed (run with /usr/bin/python3)")
         self.mx = fakemx.FakeMX(starttls=self.mx_starttls, mode=self.mx_mode,
-                                drip=0.5).start()
+                                host=self.mx_host, drip=0.5).start()
         self.extra = []
         table = (self.mx_table or RelayCase.default_table)(self.mx.port)
         self.dns = fakedns.FakeDNS(table).start()
@@ -515,6 +516,29 @@ class TestAllowDestinationsNarrow(RelayCase):
         self.assertEqual(rec["attempts"][0]["ip"], "127.0.0.2")
         self.assertEqual(rec["attempts"][1]["status"], "delivered")
         self.assertEqual(self.mx2.connections, 0)
+
+
+def _v6_table(port):
+    return {"spammer.example": {"MX": [(10, "mx1.spammer.example")]},
+            "mx1.spammer.example": {"AAAA": ["::1"]}}
+
+
+class TestIPv6MX(RelayCase):
+    """An MX reached over IPv6 (AAAA only).  c-ares 1.18 answered every AAAA
+    query as empty through dns.c's A-first parsing: this failed with
+    "address lookup notfound"."""
+    mx_host = "::1"
+    allow_destinations = ["::1"]
+    mx_table = staticmethod(_v6_table)
+
+    def test_aaaa_only_mx(self):
+        body = probe(9)
+        sha = sha256_hex(body)
+        self.send(body)
+        self.assertEqual(self.result(sha)["status"], "delivered")
+        rec = self.relay_record(sha)
+        self.assertEqual(rec["attempts"][-1]["ip"], "::1", rec)
+        self.assertEqual(len(self.mx.wait_messages(1)), 1)
 
 
 # ---------------------------------------------------------------- hygiene

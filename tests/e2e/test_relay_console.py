@@ -92,8 +92,9 @@ class TestConsole(RelayCase):
     def test_console_tty(self):
         self.capture()
         out, rc = self.run_pty([b"help", b"list", b"show 2", b"verify 2", b"verify 1",
-                                b"\x01\xff garbage", b"show 99", b"send 2", b"no",
-                                b"send 2", b"yes", b"verify 2"])
+                                b"\x01\xff garbage", b"show 99", b"send 2",
+                                b"send 2 --live", b"no", b"send 2 --live", b"yes",
+                                b"verify 2", b"send 2 --bogus"])
         text = out.decode("utf-8", "replace")
         self.assertEqual(rc, 0, text[-3000:])
         self.assertIn("commands:", text)
@@ -104,7 +105,17 @@ class TestConsole(RelayCase):
         self.assertIn("unknown command", text)
         self.assertIn("no row 99", text)
         self.assertIn("not sent", text)
+        # relay.mode is dry-run: "send N" decides and sends nothing; only
+        # "send N --live" (then "yes") goes out.  It used to send at once.
+        first = text.index("fosr> send 2\r\n")
+        dry = text[first:text.index("fosr> send 2 --live", first)]
+        self.assertIn("relay.mode is dry-run: nothing was sent", dry)
+        self.assertIn("rule \"probe\"", dry)
+        self.assertNotIn("This really sends", dry)
+        self.assertIn("This really sends the mail", text)
         self.assertIn("sent: delivered", text)
+        self.assertEqual(text.count("sent: delivered"), 1)
+        self.assertIn("unknown option \"--bogus\"", text)
         self.assertIn("same content   already relayed", text)
         self.assertIn("end of input", text)
         msgs = self.mx.wait_messages(1)
