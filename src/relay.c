@@ -267,9 +267,10 @@ relay_record_parse(const char *j, size_t len, char *err, size_t errlen)
 		snprintf(err, errlen, "record: no rcpt_to");
 		goto fail;
 	}
-	if ((v = val[RK_ANOMALIES]) != NULL) {
+	if (val[RK_ANOMALIES] != NULL) {
 		char an[32];
-		for (pos = 0; relay_json_element(v, vlen[RK_ANOMALIES], &pos, &el, &ell) == 1;) {
+		for (pos = 0; relay_json_element(val[RK_ANOMALIES], vlen[RK_ANOMALIES], &pos,
+		    &el, &ell) == 1;) {
 			if (relay_json_str(el, ell, an, sizeof(an)) == -1)
 				continue;
 			if (strcmp(an, "smuggling") == 0)
@@ -277,7 +278,6 @@ relay_record_parse(const char *j, size_t len, char *err, size_t errlen)
 			else if (strcmp(an, "bare_cr") == 0)
 				r->bare_cr = true;
 		}
-		v = val[RK_RCPT_TO];
 	}
 	vl = vlen[RK_RCPT_TO];
 	for (i = 0, pos = 0; i < RELAY_RCPT_MAX &&

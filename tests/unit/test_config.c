@@ -572,6 +572,8 @@ test_relay_section(void **state)
 	assert_int_equal(c->relay.caps.per_day, 20);
 	assert_int_equal(c->relay.caps.max_recipients, 1);
 	assert_int_equal(c->relay.mx_port, 25);
+	assert_int_equal(c->relay.timeouts.attempt, 600);
+	assert_int_equal(c->relay.nallow, 0);
 	assert_true(c->relay.nnever >= 2);
 	assert_string_equal(c->relay.never_relay[0], "postmaster@");
 	assert_string_equal(c->relay.never_relay[1], "abuse@");
@@ -587,8 +589,9 @@ test_relay_section(void **state)
 	    "  ipv4_only_domains: gmail.com\n"
 	    "  dns_server: \"127.0.0.1:5353\"\n"
 	    "  mx_port: 2525\n"
-	    "  timeouts: {connect: 1, greeting: 2, command: 3, data: 4}\n"
-	    "  test_mode: {recipient: \"t@example.org\", server: \"[::1]:2525\"}\n",
+	    "  timeouts: {connect: 1, greeting: 2, command: 3, data: 4, attempt: 86400}\n"
+	    "  test_mode: {recipient: \"t@example.org\", server: \"[::1]:2525\"}\n"
+	    "  allow_destinations: [\"127.0.0.0/8\", \"FD00::/8\", \"::1\"]\n",
 	    err) != 0)
 		fail_msg("%s", err);
 	assert_int_equal(c->relay.mode, RELAY_MODE_LIVE);
@@ -611,6 +614,9 @@ test_relay_section(void **state)
 	assert_int_equal(c->relay.mx_port, 2525);
 	assert_int_equal(c->relay.timeouts.connect, 1);
 	assert_int_equal(c->relay.timeouts.data, 4);
+	assert_int_equal(c->relay.timeouts.attempt, 86400);
+	assert_int_equal(c->relay.nallow, 3);
+	assert_string_equal(c->relay.allow_destinations[1], "fd00::/8");
 	assert_string_equal(c->relay.test_recipient, "t@example.org");
 	assert_string_equal(c->relay.test_server, "[::1]:2525");
 	assert_int_equal(cfg_hostport(c->relay.test_server, host, sizeof(host), &port, 0), 0);
@@ -638,6 +644,9 @@ test_relay_section(void **state)
 	expect_err("relay:\n  smarthost: \"smtp.example.org\"\n", "t.yml:2: relay.smarthost: expected host:port");
 	expect_err("relay:\n  test_mode:\n    recipient: nobody\n", "t.yml:3: relay.test_mode.recipient: expected an address");
 	expect_err("relay:\n  timeouts:\n    data: 0\n", "t.yml:3: relay.timeouts.data: 0 is out of range");
+	expect_err("relay:\n  timeouts:\n    attempt: 86401\n", "t.yml:3: relay.timeouts.attempt: 86401 is out of range");
+	expect_err("relay:\n  allow_destinations: [\"10.1.0.0/8\"]\n", "t.yml:2: relay.allow_destinations: not an address or a network");
+	expect_err("relay:\n  allow_destinations: [\"localhost\"]\n", "t.yml:2: relay.allow_destinations: not an address or a network");
 	expect_err("relay:\n  never_relay: {a: b}\n", "t.yml:2: relay.never_relay: expected a list of strings");
 }
 

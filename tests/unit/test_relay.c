@@ -245,6 +245,45 @@ test_record_parse(void **state)
 	assert_int_equal(r->nrcpt, 2);
 	assert_string_equal(r->rcpt[1], "z@w");
 	relay_record_free(r);
+	/*
+	 * Anomalies: absent (an old record) is none; smuggling and bare_cr
+	 * refuse the capture; bare_lf and others do not.  Recipients that
+	 * route (literal, % hack) refuse it too.
+	 */
+	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[\"a@b.example\"]}",
+	    sha);
+	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	assert_non_null(r);
+	assert_false(r->smuggling || r->bare_cr);
+	assert_int_equal(relay_record_refused(r, err, sizeof(err)), 0);
+	relay_record_free(r);
+	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[\"a@b.example\"],"
+	    "\"anomalies\":[\"bare_lf\",\"8bit\",7,\"nul\"]}", sha);
+	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	assert_non_null(r);
+	assert_int_equal(relay_record_refused(r, err, sizeof(err)), 0);
+	relay_record_free(r);
+	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[\"a@b.example\"],"
+	    "\"anomalies\":[\"8bit\",\"bare_cr\"]}", sha);
+	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	assert_non_null(r);
+	assert_int_equal(relay_record_refused(r, err, sizeof(err)), -1);
+	assert_string_equal(err, "smuggling anomaly: bare_cr");
+	relay_record_free(r);
+	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"anomalies\":[\"smuggling\"],"
+	    "\"rcpt_to\":[\"a@b.example\"]}", sha);
+	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	assert_non_null(r);
+	assert_int_equal(relay_record_refused(r, err, sizeof(err)), -1);
+	assert_string_equal(err, "smuggling anomaly: smuggling");
+	relay_record_free(r);
+	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[\"ok@b.example\","
+	    "\"v%%t.example@[127.0.0.2]\"]}", sha);
+	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	assert_non_null(r);
+	assert_int_equal(relay_record_refused(r, err, sizeof(err)), -1);
+	assert_string_equal(err, "recipient <v%t.example@[127.0.0.2]>: address literal: not relayed");
+	relay_record_free(r);
 	/* rcpt_to that is no array: no recipients; one that is no string: refused. */
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":\"a\"}",
 	    sha);
