@@ -334,6 +334,12 @@ relay_record_refused(const struct relay_record *r, char *why, size_t whylen)
 		    "bare_cr");
 		return -1;
 	}
+	for (const char *p = r->mail_from; *p; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+			snprintf(why, whylen, "control character in the sender: not relayed");
+			return -1;
+		}
+	}
 	for (int i = 0; i < r->nrcpt; i++) {
 		if ((w = rdest_rcpt_refused(r->rcpt[i])) != NULL) {
 			log_escape(esc, sizeof(esc), r->rcpt[i], strlen(r->rcpt[i]));

@@ -290,6 +290,9 @@ rdest_rcpt_refused(const char *addr)
 	const char *at = strrchr(addr, '@'), *dom;
 	size_t llen;
 
+	for (const char *p = addr; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return "control character";
 	if (addr[0] == '@')
 		return "source route";
 	if (at == NULL || at == addr)

@@ -101,6 +101,10 @@ smtp_client_start(struct event_base *base, const struct smtp_client_opts *o,
 {
 	struct smtp_client *c;
 
+	/* A line break in a command argument would inject commands: never sent. */
+	if (strpbrk(o->helo, "\r\n") || strpbrk(o->mail_from, "\r\n") ||
+	    strpbrk(o->rcpt, "\r\n"))
+		return NULL;
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return NULL;
 	c->base = base;

@@ -71,7 +71,8 @@ typedef void	(*smtp_client_cb)(void *arg, const struct smtp_client_result *);
 
 /*
  * Start a delivery.  The buffers of opts are borrowed until cb has run (or
- * smtp_client_cancel).  NULL when it cannot even start (out of memory).
+ * smtp_client_cancel).  NULL when it cannot even start (out of memory, the
+ * connect failed at once, or a CR or LF in helo, mail_from or rcpt).
  */
 struct smtp_client *smtp_client_start(struct event_base *, const struct smtp_client_opts *,
 		    smtp_client_cb cb, void *arg);

@@ -193,7 +193,8 @@ test_recipients(void **state)
 		"user@mx.localhost", "user@example", "user@127.0.0.2", "user@bad_domain.example",
 		"user@-bad.example", "user@bad-.example", "user@a..example", "user@.example",
 		"user@example.", "user@", "@example.org", "user", "",
-		"user@123.456", "user@exa mple.org",
+		"user@123.456", "user@exa mple.org", "us\rer@example.org", "user\n@example.org",
+		"us\x7f" "er@example.org",
 	};
 	static const char *const good[] = {
 		"drop@spammer.example", "first.last+tag@mail.example.org", "\"quoted x\"@example.org",
