@@ -465,7 +465,8 @@ mail:
 	smtpc_enter(c, SMTPC_MAIL);
 	if (c->ehlo_size)
 		smtpc_send(c, "MAIL FROM:<%s> SIZE=%zu%s", c->o.mail_from,
-		    c->o.headerlen + c->o.msglen, c->ehlo_8bitmime ? " BODY=8BITMIME" : "");
+		    smtp_client_body_size(c->o.header, c->o.headerlen, c->o.msg, c->o.msglen),
+		    c->ehlo_8bitmime ? " BODY=8BITMIME" : "");
 	else
 		smtpc_send(c, "MAIL FROM:<%s>%s", c->o.mail_from,
 		    c->ehlo_8bitmime ? " BODY=8BITMIME" : "");
@@ -527,7 +528,8 @@ smtpc_tls_info(struct smtp_client *c)
 
 /* Output of smtp_client_body, staged to add to the evbuffer in runs. */
 struct smtpc_wr {
-	struct evbuffer	*out;
+	struct evbuffer	*out;		/* NULL: only count (smtp_client_body_size) */
+	size_t		 count;
 	unsigned char	 buf[4096];
 	size_t		 len;
 	bool		 bol;		/* at the beginning of a line */
@@ -537,6 +539,10 @@ struct smtpc_wr {
 static void
 smtpc_wr_put(struct smtpc_wr *w, const char *p, size_t n)
 {
+	if (w->out == NULL) {
+		w->count += n;
+		return;
+	}
 	if (w->len + n > sizeof(w->buf)) {
 		evbuffer_add(w->out, w->buf, w->len);
 		w->len = 0;
@@ -572,11 +578,32 @@ smtpc_wr_bytes(struct smtpc_wr *w, const unsigned char *p, size_t len)
 			w->bol = true;
 			continue;
 		}
-		if (w->bol && ch == '.')
+		/* RFC 1870: the SIZE counts no stuffing dot. */
+		if (w->bol && ch == '.' && w->out != NULL)
 			smtpc_wr_put(w, ".", 1);
 		smtpc_wr_put(w, (const char *)&ch, 1);
 		w->bol = false;
 	}
+}
+
+/* The message's size as sent: line ends made CRLF, no stuffing, no terminator. */
+size_t
+smtp_client_body_size(const unsigned char *hdr, size_t hdrlen, const unsigned char *msg,
+    size_t msglen)
+{
+	struct smtpc_wr w;
+
+	memset(&w, 0, sizeof(w));
+	w.bol = true;
+	smtpc_wr_bytes(&w, hdr, hdrlen);
+	smtpc_wr_bytes(&w, msg, msglen);
+	if (w.cr) {
+		w.count += 2;
+		w.bol = true;
+	}
+	if (!w.bol)
+		w.count += 2;
+	return w.count;
 }
 
 /* The DATA payload. */

@@ -90,6 +90,10 @@ const char	*smtp_client_status_name(enum smtp_client_status);
 void		 smtp_client_body(struct evbuffer *out, const unsigned char *hdr, size_t hdrlen,
 		    const unsigned char *msg, size_t msglen);
 
+/* What SIZE= declares: the octets of that payload without stuffing dots and ".". */
+size_t		 smtp_client_body_size(const unsigned char *hdr, size_t hdrlen,
+		    const unsigned char *msg, size_t msglen);
+
 /* A client SSL_CTX for opportunistic STARTTLS (no verification required). */
 SSL_CTX		*smtp_client_ssl_ctx_new(void);
 

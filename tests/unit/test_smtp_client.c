@@ -35,12 +35,24 @@ body(const char *hdr, const char *msg, size_t msglen)
 	return s;
 }
 
+/*
+ * The payload is want; SIZE= declares its length less the terminator and
+ * the stuffing dots (a line start "..": one of them).
+ */
 static void
 check(const char *hdr, const char *msg, const char *want)
 {
 	char *got = body(hdr, msg, strlen(msg));
+	size_t n = strlen(want) - 3, bol = 1;
 
 	assert_string_equal(got, want);
+	for (size_t i = 0; i + 3 < strlen(want); i++) {
+		if (bol && want[i] == '.')
+			n--, i++;
+		bol = want[i] == '\n';
+	}
+	assert_int_equal(smtp_client_body_size((const unsigned char *)hdr, strlen(hdr),
+	    (const unsigned char *)msg, strlen(msg)), n);
 	free(got);
 }
 
