@@ -483,12 +483,26 @@ relay_addr_domain(const char *addr)
 	return at ? at + 1 : "";
 }
 
+/*
+ * Whether the local part (llen bytes at local) is the mailbox pat (plen
+ * bytes), ignoring case: itself or a subaddress of it, "pat+tag" or
+ * "pat-tag" (Postfix's recipient_delimiter, qmail's '-'), which most
+ * providers deliver to pat.
+ */
+static bool
+never_local_eq(const char *local, size_t llen, const char *pat, size_t plen)
+{
+	if (llen < plen || strncasecmp(local, pat, plen) != 0)
+		return false;
+	return llen == plen || local[plen] == '+' || local[plen] == '-';
+}
+
 /* Match addr against the never-relay list. */
 bool
 relay_never_relay(const char (*list)[CFG_RELAY_ENTRY_MAX], int n,
     const char *addr, const char **which)
 {
-	const char *at = strrchr(addr, '@'), *dom = at ? at + 1 : addr, *pat;
+	const char *at = strrchr(addr, '@'), *dom = at ? at + 1 : addr, *pat, *pat_at;
 	size_t llen = at ? (size_t)(at - addr) : 0, plen, dlen = strlen(dom);
 
 	for (int i = 0; i < n; i++) {
@@ -498,12 +512,13 @@ relay_never_relay(const char (*list)[CFG_RELAY_ENTRY_MAX], int n,
 			continue;
 		if (pat[plen - 1] == '@') {
 			/* local part at any domain; "postmaster" is case-insensitive */
-			if (at && llen == plen - 1 && strncasecmp(addr, pat, llen) == 0)
+			if (at && never_local_eq(addr, llen, pat, plen - 1))
 				goto hit;
 			continue;
 		}
-		if (pat[0] != '@' && strchr(pat, '@') != NULL) {
-			if (strcasecmp(addr, pat) == 0)
+		if (pat[0] != '@' && (pat_at = strrchr(pat, '@')) != NULL) {
+			if (at && never_local_eq(addr, llen, pat, (size_t)(pat_at - pat)) &&
+			    strcasecmp(dom, pat_at + 1) == 0)
 				goto hit;
 			continue;
 		}

@@ -283,6 +283,32 @@ rdest_host_refused(const char *host)
 	return NULL;
 }
 
+/*
+ * Whether the n bytes at s are an RFC 5322 dot-atom: atext runs joined by
+ * single dots.  A quoted local part names the same mailbox as its unquoted
+ * spelling ("postmaster"@x is postmaster@x, RFC 5321 4.1.2), so allowing
+ * one would let never_relay and the per-recipient cap compare a spelling
+ * rather than the mailbox; quotes also carry blanks and '>' into the
+ * outbound RCPT.  Relay probes use plain addresses.
+ */
+static bool
+rdest_dot_atom(const char *s, size_t n)
+{
+	static const char atext[] = "!#$%&'*+-/=?^_`{|}~";
+
+	if (n == 0 || s[0] == '.' || s[n - 1] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch == '.' && s[i + 1] == '.')
+			return false;
+		if (ch != '.' && !(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') &&
+		    !(ch >= '0' && ch <= '9') && (ch == '\0' || strchr(atext, ch) == NULL))
+			return false;
+	}
+	return true;
+}
+
 /* Why a recipient may not be relayed to. */
 const char *
 rdest_rcpt_refused(const char *addr)
@@ -309,6 +335,8 @@ rdest_rcpt_refused(const char *addr)
 		return "'@' in the local part";
 	if (memchr(addr, ':', llen) != NULL)
 		return "':' in the local part (source route)";
+	if (!rdest_dot_atom(addr, llen))
+		return "local part is not a dot-atom (quoted, escaped, 8-bit or stray dot)";
 	if (rdest_is_localhost(dom))
 		return "localhost domain";
 	if (!rdest_hostname_valid(dom))

@@ -46,8 +46,9 @@ bool		 rdest_addr_is(const struct sockaddr *sa, const char *s);
 /*
  * Why the recipient addr (a forward path without <>) may not be relayed to,
  * or NULL: address literals ("[...]", "[IPv6:...]"), source routes
- * ("@a,@b:user@dom"), local parts with '%', '!' or '@' (quoted or not) and
- * domains that are not a fully qualified DNS host name.
+ * ("@a,@b:user@dom"), local parts with '%', '!' or '@' (quoted or not),
+ * local parts that are not a dot-atom (quoted, escaped, 8-bit) and domains
+ * that are not a fully qualified DNS host name.
  */
 const char	*rdest_rcpt_refused(const char *addr);
 

@@ -209,6 +209,33 @@ class TestProbe(RelayCase):
         self.assertEqual(self.mx.messages, [])
 
 
+    def test_never_relay_spellings_refused(self):
+        # The same mailboxes spelt otherwise: a quoted local part is the
+        # unquoted one (RFC 5321 4.1.2), a subaddress reaches the base
+        # mailbox.  Each was relayed to the MX before (never_relay compared
+        # the spelling).
+        rcpts = ('"postmaster"@spammer.example', '"abuse"@spammer.example',
+                 "postmaster+x@spammer.example", "abuse-desk@spammer.example",
+                 '"po\\stmaster"@spammer.example')
+        accepted = []
+        for i, rcpt in enumerate(rcpts):
+            body = probe(110 + i)
+            cl = self.client("smtp")
+            cl.ehlo("client.example")
+            cl.expect("MAIL FROM:<%s>" % DROP, 250)
+            if cl.cmd("RCPT TO:<%s>" % rcpt).code == 250:
+                cl.data(body)
+                accepted.append((rcpt, sha256_hex(body)))
+            cl.cmd("QUIT")
+        self.assertEqual([a[0] for a in accepted], list(rcpts), "the persona refused some")
+        for rcpt, sha in accepted:
+            d = self.wait_decisions(sha, 1)
+            self.assertEqual(d[0]["verdict"], "refused", (rcpt, d[0]))
+            self.assertRegex(d[0]["reason"], "never_relay|recipient", (rcpt, d[0]))
+        time.sleep(0.5)
+        self.assertEqual(self.mx.messages, [])
+
+
 class TestPlainMX(RelayCase):
     mx_starttls = False
 

@@ -346,6 +346,20 @@ test_never_relay(void **state)
 	assert_true(relay_never_relay(list, n, "someone@EXAMPLE.com", NULL));
 	assert_false(relay_never_relay(list, n, "someone2@example.com", NULL));
 	assert_false(relay_never_relay(list, n, "drop@spammer.example", NULL));
+	/*
+	 * Subaddresses (recipient_delimiter "+" or "-") reach the listed
+	 * mailbox: postmaster+x@ is postmaster@ at most providers.
+	 */
+	assert_true(relay_never_relay(list, n, "postmaster+x@example.net", &w));
+	assert_string_equal(w, "postmaster@");
+	assert_true(relay_never_relay(list, n, "Abuse-Reports@x.y", NULL));
+	assert_true(relay_never_relay(list, n, "abuse+@x.y", NULL));
+	assert_true(relay_never_relay(list, n, "someone+tag@example.com", NULL));
+	assert_true(relay_never_relay(list, n, "someone-tag@EXAMPLE.com", NULL));
+	assert_false(relay_never_relay(list, n, "someone+tag@example.org", NULL));
+	assert_false(relay_never_relay(list, n, "abusex@x.y", NULL));
+	assert_false(relay_never_relay(list, n, "abuse_x@x.y", NULL));
+	assert_false(relay_never_relay(list, n, "x+abuse@x.y", NULL));
 	assert_string_equal(relay_addr_domain("a@b@c.example"), "c.example");
 	assert_string_equal(relay_addr_domain("nodomain"), "");
 }

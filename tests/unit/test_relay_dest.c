@@ -179,6 +179,24 @@ test_nets(void **state)
 	assert_true(rdest_addr_is((struct sockaddr *)&ss, "::ffff:198.51.100.7"));
 	assert_false(rdest_addr_is((struct sockaddr *)&ss, "198.51.100.8"));
 	assert_false(rdest_addr_is((struct sockaddr *)&ss, "198.51.100.0/24"));
+
+	/*
+	 * Our IPv4 address inside NAT64 (64:ff9b::/96) or 6to4 (2002:V4::/48):
+	 * through a NAT64 gateway or a 6to4 relay that is us again.
+	 */
+	sa_of("64:ff9b::198.51.100.7", &ss);
+	assert_true(rdest_addr_is((struct sockaddr *)&ss, "198.51.100.7"));
+	assert_true(rdest_addr_is((struct sockaddr *)&ss, "::ffff:198.51.100.7"));
+	assert_false(rdest_addr_is((struct sockaddr *)&ss, "198.51.100.8"));
+	sa_of("2002:c633:6407:1::25", &ss);
+	assert_true(rdest_addr_is((struct sockaddr *)&ss, "198.51.100.7"));
+	assert_false(rdest_addr_is((struct sockaddr *)&ss, "198.51.100.8"));
+	sa_of("64:ff9b:0:0:1::c633:6407", &ss);	/* not the /96 */
+	assert_false(rdest_addr_is((struct sockaddr *)&ss, "198.51.100.7"));
+	/* An IPv6 own address is still compared whole. */
+	sa_of("2001:4860::1", &ss);
+	assert_true(rdest_addr_is((struct sockaddr *)&ss, "2001:4860::1"));
+	assert_false(rdest_addr_is((struct sockaddr *)&ss, "2001:4860::2"));
 }
 
 static void
@@ -195,9 +213,22 @@ test_recipients(void **state)
 		"user@example.", "user@", "@example.org", "user", "",
 		"user@123.456", "user@exa mple.org", "us\rer@example.org", "user\n@example.org",
 		"us\x7f" "er@example.org",
+		/*
+		 * Not a dot-atom: a quoted local part is the same mailbox as its
+		 * unquoted spelling ("postmaster"@x is postmaster@x), which
+		 * slipped past never_relay and the per-recipient cap; escapes,
+		 * blanks, angle brackets, 8-bit and stray dots likewise.
+		 */
+		"\"postmaster\"@example.org", "\"abuse\"@example.org", "\"quoted x\"@example.org",
+		"\"a> NOTIFY=SUCCESS\"@example.org", "post\\master@example.org",
+		"us er@example.org", "us>er@example.org", "us<er@example.org", "us,er@example.org",
+		"us;er@example.org", "(c)user@example.org", "us[er@example.org",
+		"\xc3\xbcser@example.org", ".user@example.org", "user.@example.org",
+		"us..er@example.org",
 	};
 	static const char *const good[] = {
-		"drop@spammer.example", "first.last+tag@mail.example.org", "\"quoted x\"@example.org",
+		"drop@spammer.example", "first.last+tag@mail.example.org",
+		"a#$&'*+/=?^_`{|}~-z@example.org", "o'brien@example.org",
 		"u@xn--bcher-kva.example", "u@a1.b2.example", "u@1.2.3.example",
 	};
 	char longlab[128], longdom[300];
