@@ -217,6 +217,20 @@ rdest_addr_is(const struct sockaddr *sa, const char *s)
 			n.bits = 32;
 		}
 	}
+	if (n.af == AF_INET && sa->sa_family == AF_INET6) {
+		/*
+		 * Our IPv4 address inside NAT64 (64:ff9b::/96) or 6to4
+		 * (2002:V4::/48): rdest_addr_forbidden() judges these by the
+		 * IPv4 address, which is global; a NAT64 gateway or 6to4 relay
+		 * would carry the connection back to us.
+		 */
+		static const unsigned char nat64[12] = { 0x00, 0x64, 0xff, 0x9b };
+		const unsigned char *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+		if (memcmp(b, nat64, 12) == 0)
+			return memcmp(b + 12, n.addr, 4) == 0;
+		if (b[0] == 0x20 && b[1] == 0x02)
+			return memcmp(b + 2, n.addr, 4) == 0;
+	}
 	return rdest_net_match(&n, sa);
 }
 

@@ -40,7 +40,10 @@ int		 rdest_net_parse(const char *s, struct rdest_net *n);
 /* Whether sa is in n (an IPv4-mapped IPv6 address is compared as IPv4). */
 bool		 rdest_net_match(const struct rdest_net *n, const struct sockaddr *sa);
 
-/* Whether sa is the numeric address s (port ignored; IPv4-mapped as IPv4). */
+/*
+ * Whether sa is the numeric address s (port ignored; IPv4-mapped as IPv4;
+ * an IPv4 s also matches its NAT64 64:ff9b::/96 and 6to4 2002::/16 forms).
+ */
 bool		 rdest_addr_is(const struct sockaddr *sa, const char *s);
 
 /*
