@@ -315,6 +315,13 @@ dns_mx_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int al
 
 	if (status == ARES_SUCCESS)
 		r = ares_parse_mx_reply(abuf, alen, &mx);
+	/*
+	 * c-ares 1.18 parses an answer holding only a CNAME (the domain is an
+	 * alias whose target has no MX) as success with no record: that is
+	 * "no MX", the implicit MX below, not "no such domain".
+	 */
+	if (r == ARES_SUCCESS && mx == NULL)
+		r = ARES_ENODATA;
 	if (r == ARES_SUCCESS) {
 		for (m = mx; m != NULL && q->n < DNS_MX_MAX; m = m->next) {
 			snprintf(q->mx[q->n].host, DNS_HOST_MAX, "%s", m->host);

@@ -6,6 +6,9 @@ Answers MX, A and AAAA questions from a table over UDP on 127.0.0.1:
                    "mx1.spammer.example": {"A": ["127.0.0.1"]}})
     dns.start(); ... "127.0.0.1:%d" % dns.port ...; dns.stop()
 
+A name with a "CNAME" entry answers every question with the CNAME record
+followed by the target's records of the asked type, as a recursive server
+does ({"alias.example": {"CNAME": "target.example"}}).
 A name in the table without the asked type gets an empty answer (NODATA);
 a name not in the table gets NXDOMAIN.  A name mapped to "SERVFAIL" gets
 SERVFAIL.  Every question is counted in dns.queries.
@@ -15,7 +18,7 @@ import socket
 import struct
 import threading
 
-TYPES = {1: "A", 28: "AAAA", 15: "MX"}
+TYPES = {1: "A", 28: "AAAA", 15: "MX", 5: "CNAME"}
 
 
 def _encode_name(name):
@@ -102,6 +105,15 @@ class FakeDNS:
         elif entry == "SERVFAIL":
             rcode = 2
         else:
+            owner = b"\xc0\x0c"
+            if "CNAME" in entry and tname != "CNAME":
+                target = entry["CNAME"]
+                rdata = _encode_name(target)
+                answers.append(owner + struct.pack("!HHIH", 5, 1, 60, len(rdata)) + rdata)
+                owner = _encode_name(target)
+                entry = self.table.get(target.lower().rstrip("."), {})
+                if not isinstance(entry, dict):
+                    entry = {}
             for value in entry.get(tname, []):
                 if tname == "A":
                     rdata = socket.inet_pton(socket.AF_INET, value)
@@ -112,7 +124,7 @@ class FakeDNS:
                     rdata = struct.pack("!H", pref) + _encode_name(host)
                 else:
                     continue
-                answers.append(b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, 60, len(rdata)) + rdata)
+                answers.append(owner + struct.pack("!HHIH", qtype, 1, 60, len(rdata)) + rdata)
         hdr = struct.pack("!HHHHHH", qid, 0x8000 | 0x0400 | rd | 0x0080 | rcode, 1,
                           len(answers), 0, 0)
         return hdr + question + b"".join(answers)

@@ -431,6 +431,12 @@ def _forbidden_table(port):
     t["mx.lo.example"] = {"A": ["127.0.0.1", "127.0.0.2"], "AAAA": ["::1", "::ffff:127.0.0.2"]}
     t["null.example"] = {"MX": [(0, ".")]}
     t["implicit.example"] = {"A": ["127.0.0.2"], "AAAA": ["::1"]}   # no MX: RFC 5321 5.1
+    # CNAME chains: a public-looking MX name, a domain, an implicit MX.
+    t["cname.example"] = {"MX": [(10, "mx.cname.example")]}
+    t["mx.cname.example"] = {"CNAME": "deep.cname.example"}
+    t["deep.cname.example"] = {"A": ["127.0.0.2"], "AAAA": ["::ffff:127.0.0.2", "64:ff9b::7f00:2"]}
+    t["alias.example"] = {"CNAME": "lo.example"}
+    t["implcname.example"] = {"CNAME": "deep.cname.example"}
     return t
 
 
@@ -499,6 +505,19 @@ class TestForbiddenDestinations(RelayCase):
                          ["127.0.0.2", "localhost", "[127.0.0.2]", "::1",
                           "bad_name.names.example"], rec)
         self.assertNotIn(("localhost", "A"), self.dns.queries)
+        self.assert_nothing_seen()
+
+    def test_cname_chains_to_loopback_refused(self):
+        cases = ["drop@cname.example", "drop@alias.example", "drop@implcname.example"]
+        shas = {r: self.relay_to(r, 450 + i) for i, r in enumerate(cases)}
+        for r, sha in shas.items():
+            res = self.result(sha)
+            self.assertEqual(res["status"], "failed", (r, res))
+            atts = self.relay_record(sha)["attempts"]
+            self.assertTrue(any(a["ip"] for a in atts), (r, atts))
+            for a in atts:
+                self.assertTrue(a["status"].startswith("refused"), (r, a))
+        self.assertIn(("mx.cname.example", "A"), self.dns.queries)
         self.assert_nothing_seen()
 
     def test_every_forbidden_range_refused_after_resolution(self):
