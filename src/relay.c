@@ -1390,6 +1390,38 @@ relay_next_addr(struct relay_job *j)
 }
 
 /*
+ * Whether sa is an address of this host now: 1, 0, or -1 when it cannot be
+ * told.  A UDP socket "connected" to sa (no packet is sent) gets sa itself
+ * as its source address when the kernel would deliver to sa locally.  The
+ * interface list read at start misses addresses gained since (DHCP, IPv6
+ * temporary addresses, a new interface), and the sandbox allows no netlink
+ * socket to read it again.
+ */
+static int
+relay_addr_local(const struct sockaddr *sa)
+{
+	struct sockaddr_storage src;
+	socklen_t len = sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) :
+	    sizeof(struct sockaddr_in6), sl = sizeof(src);
+	int fd, local = 0;
+
+	if ((fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0)) == -1)
+		return -1;
+	if (connect(fd, sa, len) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&src, &sl) == 0 &&
+	    src.ss_family == sa->sa_family) {
+		if (sa->sa_family == AF_INET)
+			local = memcmp(&((struct sockaddr_in *)&src)->sin_addr,
+			    &((const struct sockaddr_in *)sa)->sin_addr, 4) == 0;
+		else
+			local = memcmp(&((struct sockaddr_in6 *)&src)->sin6_addr,
+			    &((const struct sockaddr_in6 *)sa)->sin6_addr, 16) == 0;
+	}
+	close(fd);
+	return local;
+}
+
+/*
  * Why the relay may not connect to sa:port for an MX delivery, or NULL.
  * Never the daemon's own listening socket (a loop), whatever the config;
  * then relay.allow_destinations (tests only) lets its networks through;
@@ -1402,7 +1434,9 @@ relay_dest_refused(const struct relay_job *j, const struct sockaddr *sa, int por
 {
 	const struct cfg *cfg = j->r->cfg;
 	const char *why;
+	struct sockaddr_in v4;
 	bool own = false;
+	int local;
 
 	for (int i = 0; i < j->nown && !own; i++)
 		own = rdest_addr_is(sa, j->own[i]);
@@ -1428,7 +1462,14 @@ relay_dest_refused(const struct relay_job *j, const struct sockaddr *sa, int por
 			return NULL;
 	if ((why = rdest_addr_forbidden(sa)) != NULL)
 		return why;
-	return own ? "an address of this honeypot" : NULL;
+	if (own)
+		return "an address of this honeypot";
+	/* Asked now: an address this host gained after the start is ours too. */
+	if ((local = relay_addr_local(sa)) == 0 && rdest_embedded_v4(sa, &v4))
+		local = relay_addr_local((const struct sockaddr *)&v4);
+	if (local == -1)
+		return "cannot tell whether it is an address of this honeypot";
+	return local ? "an address of this honeypot" : NULL;
 }
 
 /* One SMTP attempt ended. */

@@ -128,6 +128,29 @@ rdest_addr_forbidden(const struct sockaddr *sa)
 	return NULL;
 }
 
+/* The IPv4 address inside a mapped, NAT64 or 6to4 IPv6 address. */
+bool
+rdest_embedded_v4(const struct sockaddr *sa, struct sockaddr_in *out)
+{
+	static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+	static const unsigned char nat64[12] = { 0x00, 0x64, 0xff, 0x9b };
+	const unsigned char *b, *v4;
+
+	if (sa->sa_family != AF_INET6)
+		return false;
+	b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+	if (memcmp(b, mapped, 12) == 0 || memcmp(b, nat64, 12) == 0)
+		v4 = b + 12;
+	else if (b[0] == 0x20 && b[1] == 0x02)
+		v4 = b + 2;
+	else
+		return false;
+	memset(out, 0, sizeof(*out));
+	out->sin_family = AF_INET;
+	memcpy(&out->sin_addr, v4, 4);
+	return true;
+}
+
 /* Parse a network. */
 int
 rdest_net_parse(const char *s, struct rdest_net *n)
@@ -204,6 +227,7 @@ bool
 rdest_addr_is(const struct sockaddr *sa, const char *s)
 {
 	struct rdest_net n;
+	struct sockaddr_in v4;
 
 	if (rdest_net_parse(s, &n) == -1 || strchr(s, '/') != NULL)
 		return false;
@@ -217,20 +241,14 @@ rdest_addr_is(const struct sockaddr *sa, const char *s)
 			n.bits = 32;
 		}
 	}
-	if (n.af == AF_INET && sa->sa_family == AF_INET6) {
-		/*
-		 * Our IPv4 address inside NAT64 (64:ff9b::/96) or 6to4
-		 * (2002:V4::/48): rdest_addr_forbidden() judges these by the
-		 * IPv4 address, which is global; a NAT64 gateway or 6to4 relay
-		 * would carry the connection back to us.
-		 */
-		static const unsigned char nat64[12] = { 0x00, 0x64, 0xff, 0x9b };
-		const unsigned char *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
-		if (memcmp(b, nat64, 12) == 0)
-			return memcmp(b + 12, n.addr, 4) == 0;
-		if (b[0] == 0x20 && b[1] == 0x02)
-			return memcmp(b + 2, n.addr, 4) == 0;
-	}
+	/*
+	 * Our IPv4 address inside NAT64 (64:ff9b::/96) or 6to4 (2002:V4::/48):
+	 * rdest_addr_forbidden() judges these by the IPv4 address, which is
+	 * global; a NAT64 gateway or 6to4 relay would carry the connection
+	 * back to us.
+	 */
+	if (n.af == AF_INET && rdest_embedded_v4(sa, &v4))
+		return rdest_net_match(&n, (const struct sockaddr *)&v4);
 	return rdest_net_match(&n, sa);
 }
 

@@ -47,6 +47,13 @@ bool		 rdest_net_match(const struct rdest_net *n, const struct sockaddr *sa);
 bool		 rdest_addr_is(const struct sockaddr *sa, const char *s);
 
 /*
+ * The IPv4 address an IPv6 sa carries: IPv4-mapped (::ffff:0:0/96), NAT64
+ * (64:ff9b::/96) or 6to4 (2002::/16), into out (port 0).  false for any
+ * other address.
+ */
+bool		 rdest_embedded_v4(const struct sockaddr *sa, struct sockaddr_in *out);
+
+/*
  * Why the recipient addr (a forward path without <>) may not be relayed to,
  * or NULL: address literals ("[...]", "[IPv6:...]"), source routes
  * ("@a,@b:user@dom"), local parts with '%', '!' or '@' (quoted or not),

@@ -6,10 +6,13 @@ arrive byte-identical plus one Received header, and every cap must hold, also
 across kill -9.  Run with /usr/bin/python3 (Debian's python3-aiosmtpd).
 """
 
+import ctypes
 import ipaddress
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import time
 import unittest
@@ -585,6 +588,67 @@ class TestIPv6MX(RelayCase):
         rec = self.relay_record(sha)
         self.assertEqual(rec["attempts"][-1]["ip"], "::1", rec)
         self.assertEqual(len(self.mx.wait_messages(1)), 1)
+
+
+CLONE_NEWNET = 0x40000000
+NEW_OWN = "192.31.196.1"    # global unicast (AS112): only the own-address check can refuse it
+
+
+def _new_own_table(port):
+    return {"spammer.example": {"MX": [(10, "mx1.spammer.example")]},
+            "mx1.spammer.example": {"A": [NEW_OWN]}}
+
+
+class TestOwnAddressAddedLater(RelayCase):
+    """An address this host gains after the daemon started (DHCP, an IPv6
+    temporary address, a new interface) is still ours.  The interface list was
+    read once at start: an MX resolving to a newer address of this host was
+    connected to (the honeypot relayed to itself).
+
+    The test runs in a private network namespace holding only lo, where the
+    global NEW_OWN is put on lo after the daemon started: nothing can leave."""
+    allow_destinations = None
+    mx_table = staticmethod(_new_own_table)
+    _libc = None
+    _oldns = None
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            raise unittest.SkipTest("needs root and ip(8) for a private network namespace")
+        cls._libc = ctypes.CDLL(None, use_errno=True)
+        cls._oldns = os.open("/proc/self/ns/net", os.O_RDONLY)
+        if cls._libc.unshare(CLONE_NEWNET) != 0:
+            os.close(cls._oldns)
+            cls._oldns = None
+            raise unittest.SkipTest("unshare(CLONE_NEWNET): %s" % os.strerror(ctypes.get_errno()))
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        links = subprocess.run(["ip", "-o", "link"], check=True, capture_output=True,
+                               text=True).stdout.splitlines()
+        assert len(links) == 1 and ": lo:" in links[0], links
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls._oldns is not None:
+            cls._libc.setns(cls._oldns, CLONE_NEWNET)
+            os.close(cls._oldns)
+        super().tearDownClass()
+
+    def test_address_added_after_start_is_ours(self):
+        subprocess.run(["ip", "addr", "add", NEW_OWN + "/32", "dev", "lo"], check=True)
+        here = fakemx.FakeMX(mode="record", host=NEW_OWN, port=self.mx.port).start()
+        self.extra.append(here)
+        body = probe(900)
+        sha = sha256_hex(body)
+        self.send(body)
+        res = self.result(sha)
+        self.assertEqual(res["status"], "failed", res)
+        att = self.relay_record(sha)["attempts"]
+        self.assertEqual([(a["ip"], a["status"]) for a in att],
+                         [(NEW_OWN, "refused: an address of this honeypot")], att)
+        time.sleep(0.3)
+        self.assertEqual(here.connections, 0, "the relay connected to this host")
 
 
 # ---------------------------------------------------------------- hygiene

@@ -193,6 +193,22 @@ test_nets(void **state)
 	assert_false(rdest_addr_is((struct sockaddr *)&ss, "198.51.100.8"));
 	sa_of("64:ff9b:0:0:1::c633:6407", &ss);	/* not the /96 */
 	assert_false(rdest_addr_is((struct sockaddr *)&ss, "198.51.100.7"));
+	{
+		struct sockaddr_in v4;
+		sa_of("64:ff9b::198.51.100.7", &ss);
+		assert_true(rdest_embedded_v4((struct sockaddr *)&ss, &v4));
+		assert_int_equal(ntohl(v4.sin_addr.s_addr), 0xc6336407);
+		sa_of("::ffff:10.0.0.1", &ss);
+		assert_true(rdest_embedded_v4((struct sockaddr *)&ss, &v4));
+		assert_int_equal(ntohl(v4.sin_addr.s_addr), 0x0a000001);
+		sa_of("2002:7f00:1::1", &ss);
+		assert_true(rdest_embedded_v4((struct sockaddr *)&ss, &v4));
+		assert_int_equal(ntohl(v4.sin_addr.s_addr), 0x7f000001);
+		sa_of("2001:4860::1", &ss);
+		assert_false(rdest_embedded_v4((struct sockaddr *)&ss, &v4));
+		sa_of("198.51.100.7", &ss);
+		assert_false(rdest_embedded_v4((struct sockaddr *)&ss, &v4));
+	}
 	/* An IPv6 own address is still compared whole. */
 	sa_of("2001:4860::1", &ss);
 	assert_true(rdest_addr_is((struct sockaddr *)&ss, "2001:4860::1"));
