@@ -158,7 +158,7 @@ static void	 relay_addr_cb(void *, enum dns_status, const struct dns_addr *, int
 		    const char *);
 static void	 relay_next_addr(struct relay_job *);
 static const char *relay_dest_refused(const struct relay_job *, const struct sockaddr *,
-		    int);
+		    int, bool);
 static void	 relay_client_cb(void *, const struct smtp_client_result *);
 static void	 relay_rcpt_done(struct relay_job *, bool, const char *);
 static void	 relay_attempt_json(struct relay_job *, const char *, const char *, int,
@@ -1352,9 +1352,10 @@ relay_next_addr(struct relay_job *j)
 		((struct sockaddr_in *)&a->ss)->sin_port = htons((uint16_t)j->port);
 	else
 		((struct sockaddr_in6 *)&a->ss)->sin6_port = htons((uint16_t)j->port);
-	if (!j->named) {
+	{
 		/* The one gate before every outbound connection of the relay. */
-		const char *bad = relay_dest_refused(j, (struct sockaddr *)&a->ss, j->port);
+		const char *bad = relay_dest_refused(j, (struct sockaddr *)&a->ss, j->port,
+		    j->named);
 		if (bad != NULL) {
 			char why[200];
 			snprintf(why, sizeof(why), "refused: %s", bad);
@@ -1421,16 +1422,35 @@ relay_addr_local(const struct sockaddr *sa)
 	return local;
 }
 
+/* Whether sa is a loopback address (127.0.0.0/8, ::1, mapped or NAT64 127/8). */
+static bool
+relay_addr_loopback(const struct sockaddr *sa)
+{
+	static const struct in6_addr lo6 = IN6ADDR_LOOPBACK_INIT;
+	struct sockaddr_in v4;
+
+	if (sa->sa_family == AF_INET6 && memcmp(&((const struct sockaddr_in6 *)sa)->sin6_addr,
+	    &lo6, sizeof(lo6)) == 0)
+		return true;
+	if (rdest_embedded_v4(sa, &v4))
+		sa = (const struct sockaddr *)&v4;
+	return sa->sa_family == AF_INET &&
+	    (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+}
+
 /*
- * Why the relay may not connect to sa:port for an MX delivery, or NULL.
- * Never the daemon's own listening socket (a loop), whatever the config;
- * then relay.allow_destinations (tests only) lets its networks through;
- * then only global unicast addresses (relay_dest.c) that are not ours:
+ * Why the relay may not connect to sa:port, or NULL.  Never the daemon's
+ * own listening socket (a loop), whatever the config, also for the
+ * operator's smarthost and test server (named); for an MX delivery, then
+ * relay.allow_destinations (tests only) lets its networks through; then
+ * only global unicast addresses (relay_dest.c) that are not ours:
  * relay.own_addresses, the address the probe came in on, the listeners'
- * addresses and this host's interface addresses.
+ * addresses, this host's interface addresses at start and, asked at each
+ * connection, whatever the kernel would deliver locally now.
  */
 static const char *
-relay_dest_refused(const struct relay_job *j, const struct sockaddr *sa, int port)
+relay_dest_refused(const struct relay_job *j, const struct sockaddr *sa, int port,
+    bool named)
 {
 	const struct cfg *cfg = j->r->cfg;
 	const char *why;
@@ -1448,15 +1468,22 @@ relay_dest_refused(const struct relay_job *j, const struct sockaddr *sa, int por
 		    (const void *)&((const struct sockaddr_in6 *)ia)->sin6_addr, t, sizeof(t)))
 			own = rdest_addr_is(sa, t);
 	}
+	/* Asked now: an address this host gained after the start is ours too. */
+	if ((local = relay_addr_local(sa)) == 0 && rdest_embedded_v4(sa, &v4))
+		local = relay_addr_local((const struct sockaddr *)&v4);
+	if (local == 1)
+		own = true;
 	for (int i = 0; i < cfg->nlisteners; i++) {
 		const struct cfg_listener *l = &cfg->listeners[i];
 		bool any = strcmp(l->address, "0.0.0.0") == 0 || strcmp(l->address, "::") == 0;
-		bool here = any ? own : rdest_addr_is(sa, l->address);
+		bool here = any ? own || relay_addr_loopback(sa) : rdest_addr_is(sa, l->address);
 		if (here && port == l->port + cfg->port_offset)
 			return "this daemon's own listener";
 		if (here)
 			own = true;
 	}
+	if (named)
+		return NULL;	/* the operator's: no other check */
 	for (int i = 0; i < j->r->nallow; i++)
 		if (rdest_net_match(&j->r->allow[i], sa))
 			return NULL;
@@ -1464,12 +1491,9 @@ relay_dest_refused(const struct relay_job *j, const struct sockaddr *sa, int por
 		return why;
 	if (own)
 		return "an address of this honeypot";
-	/* Asked now: an address this host gained after the start is ours too. */
-	if ((local = relay_addr_local(sa)) == 0 && rdest_embedded_v4(sa, &v4))
-		local = relay_addr_local((const struct sockaddr *)&v4);
 	if (local == -1)
 		return "cannot tell whether it is an address of this honeypot";
-	return local ? "an address of this honeypot" : NULL;
+	return NULL;
 }
 
 /* One SMTP attempt ended. */

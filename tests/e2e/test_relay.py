@@ -71,6 +71,7 @@ class RelayCase(CollectorTestCase):
     relay_mode = "live"
     caps = {}
     test_mode = False
+    test_server_port = None    # the -t test server's port (default: the fake MX's)
     # The fake MX listens on loopback: these tests name it with the documented,
     # dangerous relay.allow_destinations escape hatch.  None: no hatch (the
     # production default: loopback and every other non-global range refused).
@@ -103,7 +104,7 @@ class RelayCase(CollectorTestCase):
         if self.test_mode:
             self.config["relay"]["test_mode"] = {
                 "recipient": "relay-test@test.example",
-                "server": "127.0.0.1:%d" % self.mx.port}
+                "server": "127.0.0.1:%d" % (self.test_server_port or self.mx.port)}
         super().setUp()
         with open(os.path.join(self.tmpdir, "rules.yml"), "w") as f:
             f.write(RULES)
@@ -385,6 +386,34 @@ class TestTestMode(RelayCase):
         self.assertEqual(msgs[0][2][m.end():], body)
         # No MX lookup happened: the test server was used.
         self.assertNotIn(("spammer.example", "MX"), self.dns.queries)
+
+
+class TestTestServerIsOurListener(RelayCase):
+    """The operator's test server (and smarthost) skip the destination checks,
+    but never the daemon's own listener: a -t server naming our SMTP port made
+    each relayed copy a new capture, a probe again, relayed again (a loop
+    bounded only by the caps)."""
+    collector_args = ("-t",)
+    test_mode = True
+
+    def setUp(self):
+        self.test_server_port = harness.free_port()
+        fn = getattr(self, self._testMethodName).__func__
+        fn.fosr_kwargs = {"listeners": [{"name": "smtp", "port": self.test_server_port,
+                                         "tls": "starttls"}]}
+        super().setUp()
+
+    def test_test_server_on_our_listener_refused(self):
+        body = probe(950)
+        sha = sha256_hex(body)
+        self.send(body)
+        res = self.result(sha)
+        self.assertEqual(res["status"], "failed", res)
+        att = self.relay_record(sha)["attempts"]
+        self.assertEqual([a["status"] for a in att], ["refused: this daemon's own listener"], att)
+        time.sleep(0.5)
+        caps = [e for e in self.c.events() if e.get("eventid") == "fosr.relay.decision"]
+        self.assertEqual(len(caps), 1, "the relayed copy came back: %s" % caps)
 
 
 # ---------------------------------------------------------------- destinations
