@@ -1475,7 +1475,7 @@ relay_dest_refused(const struct relay_job *j, const struct sockaddr *sa, int por
 		own = true;
 	for (int i = 0; i < cfg->nlisteners; i++) {
 		const struct cfg_listener *l = &cfg->listeners[i];
-		bool any = strcmp(l->address, "0.0.0.0") == 0 || strcmp(l->address, "::") == 0;
+		bool any = rdest_addr_unspecified(l->address);	/* "0::0" too */
 		bool here = any ? own || relay_addr_loopback(sa) : rdest_addr_is(sa, l->address);
 		if (here && port == l->port + cfg->port_offset)
 			return "this daemon's own listener";

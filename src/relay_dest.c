@@ -128,6 +128,17 @@ rdest_addr_forbidden(const struct sockaddr *sa)
 	return NULL;
 }
 
+/* Whether s is a wildcard address. */
+bool
+rdest_addr_unspecified(const char *s)
+{
+	static const unsigned char zero[16];
+	struct rdest_net n;
+
+	return rdest_net_parse(s, &n) == 0 && strchr(s, '/') == NULL &&
+	    memcmp(n.addr, zero, sizeof(zero)) == 0;
+}
+
 /* The IPv4 address inside a mapped, NAT64 or 6to4 IPv6 address. */
 bool
 rdest_embedded_v4(const struct sockaddr *sa, struct sockaddr_in *out)

@@ -46,6 +46,9 @@ bool		 rdest_net_match(const struct rdest_net *n, const struct sockaddr *sa);
  */
 bool		 rdest_addr_is(const struct sockaddr *sa, const char *s);
 
+/* Whether s is a wildcard address (0.0.0.0, ::, 0::0...). */
+bool		 rdest_addr_unspecified(const char *s);
+
 /*
  * The IPv4 address an IPv6 sa carries: IPv4-mapped (::ffff:0:0/96), NAT64
  * (64:ff9b::/96) or 6to4 (2002::/16), into out (port 0).  false for any

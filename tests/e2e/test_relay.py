@@ -72,6 +72,7 @@ class RelayCase(CollectorTestCase):
     caps = {}
     test_mode = False
     test_server_port = None    # the -t test server's port (default: the fake MX's)
+    test_server = None         # or its whole "host:port"
     # The fake MX listens on loopback: these tests name it with the documented,
     # dangerous relay.allow_destinations escape hatch.  None: no hatch (the
     # production default: loopback and every other non-global range refused).
@@ -104,7 +105,8 @@ class RelayCase(CollectorTestCase):
         if self.test_mode:
             self.config["relay"]["test_mode"] = {
                 "recipient": "relay-test@test.example",
-                "server": "127.0.0.1:%d" % (self.test_server_port or self.mx.port)}
+                "server": self.test_server or "127.0.0.1:%d" % (self.test_server_port or
+                                                                self.mx.port)}
         super().setUp()
         with open(os.path.join(self.tmpdir, "rules.yml"), "w") as f:
             f.write(RULES)
@@ -628,16 +630,10 @@ def _new_own_table(port):
             "mx1.spammer.example": {"A": [NEW_OWN]}}
 
 
-class TestOwnAddressAddedLater(RelayCase):
-    """An address this host gains after the daemon started (DHCP, an IPv6
-    temporary address, a new interface) is still ours.  The interface list was
-    read once at start: an MX resolving to a newer address of this host was
-    connected to (the honeypot relayed to itself).
-
-    The test runs in a private network namespace holding only lo, where the
-    global NEW_OWN is put on lo after the daemon started: nothing can leave."""
-    allow_destinations = None
-    mx_table = staticmethod(_new_own_table)
+class PrivateNetns:
+    """Mixin: the test class runs in a private network namespace holding only
+    lo (root and ip(8) needed, else skipped): addresses and wildcard listeners
+    set up there cannot reach or be reached from anything else."""
     _libc = None
     _oldns = None
 
@@ -663,6 +659,16 @@ class TestOwnAddressAddedLater(RelayCase):
             cls._libc.setns(cls._oldns, CLONE_NEWNET)
             os.close(cls._oldns)
         super().tearDownClass()
+
+
+class TestOwnAddressAddedLater(PrivateNetns, RelayCase):
+    """An address this host gains after the daemon started (DHCP, an IPv6
+    temporary address, a new interface) is still ours.  The interface list was
+    read once at start: an MX resolving to a newer address of this host was
+    connected to (the honeypot relayed to itself).  The global NEW_OWN is put
+    on lo of the private namespace after the daemon started."""
+    allow_destinations = None
+    mx_table = staticmethod(_new_own_table)
 
     def test_address_added_after_start_is_ours(self):
         subprocess.run(["ip", "addr", "add", NEW_OWN + "/32", "dev", "lo"], check=True)

@@ -209,6 +209,16 @@ test_nets(void **state)
 		sa_of("198.51.100.7", &ss);
 		assert_false(rdest_embedded_v4((struct sockaddr *)&ss, &v4));
 	}
+	/* Wildcard listener addresses, however spelt. */
+	assert_true(rdest_addr_unspecified("0.0.0.0"));
+	assert_true(rdest_addr_unspecified("::"));
+	assert_true(rdest_addr_unspecified("0::0"));
+	assert_true(rdest_addr_unspecified("0:0:0:0:0:0:0:0"));
+	assert_true(rdest_addr_unspecified("::0"));
+	assert_false(rdest_addr_unspecified("::1"));
+	assert_false(rdest_addr_unspecified("127.0.0.1"));
+	assert_false(rdest_addr_unspecified("0.0.0.0/0"));
+	assert_false(rdest_addr_unspecified(""));
 	/* An IPv6 own address is still compared whole. */
 	sa_of("2001:4860::1", &ss);
 	assert_true(rdest_addr_is((struct sockaddr *)&ss, "2001:4860::1"));
