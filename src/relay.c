@@ -1422,6 +1422,21 @@ relay_addr_local(const struct sockaddr *sa)
 	return local;
 }
 
+/* Whether sa is 0.0.0.0, :: or ::ffff:0.0.0.0. */
+static bool
+relay_addr_zero(const struct sockaddr *sa)
+{
+	static const unsigned char zero[16];
+	struct sockaddr_in v4;
+
+	if (rdest_embedded_v4(sa, &v4))
+		sa = (const struct sockaddr *)&v4;
+	if (sa->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == 0;
+	return sa->sa_family == AF_INET6 &&
+	    memcmp(&((const struct sockaddr_in6 *)sa)->sin6_addr, zero, 16) == 0;
+}
+
 /* Whether sa is a loopback address (127.0.0.0/8, ::1, mapped or NAT64 127/8). */
 static bool
 relay_addr_loopback(const struct sockaddr *sa)
@@ -1476,7 +1491,9 @@ relay_dest_refused(const struct relay_job *j, const struct sockaddr *sa, int por
 	for (int i = 0; i < cfg->nlisteners; i++) {
 		const struct cfg_listener *l = &cfg->listeners[i];
 		bool any = rdest_addr_unspecified(l->address);	/* "0::0" too */
-		bool here = any ? own || relay_addr_loopback(sa) : rdest_addr_is(sa, l->address);
+		/* connect() to 0.0.0.0 or :: reaches this host: any listener. */
+		bool here = relay_addr_zero(sa) || (any ? own || relay_addr_loopback(sa) :
+		    rdest_addr_is(sa, l->address));
 		if (here && port == l->port + cfg->port_offset)
 			return "this daemon's own listener";
 		if (here)

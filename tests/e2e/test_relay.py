@@ -72,7 +72,10 @@ class RelayCase(CollectorTestCase):
     caps = {}
     test_mode = False
     test_server_port = None    # the -t test server's port (default: the fake MX's)
-    test_server = None         # or its whole "host:port"
+
+    def _server(self):
+        """The -t test server."""
+        return "127.0.0.1:%d" % (self.test_server_port or self.mx.port)
     # The fake MX listens on loopback: these tests name it with the documented,
     # dangerous relay.allow_destinations escape hatch.  None: no hatch (the
     # production default: loopback and every other non-global range refused).
@@ -105,8 +108,7 @@ class RelayCase(CollectorTestCase):
         if self.test_mode:
             self.config["relay"]["test_mode"] = {
                 "recipient": "relay-test@test.example",
-                "server": self.test_server or "127.0.0.1:%d" % (self.test_server_port or
-                                                                self.mx.port)}
+                "server": self._server()}
         super().setUp()
         with open(os.path.join(self.tmpdir, "rules.yml"), "w") as f:
             f.write(RULES)
@@ -416,6 +418,17 @@ class TestTestServerIsOurListener(RelayCase):
         time.sleep(0.5)
         caps = [e for e in self.c.events() if e.get("eventid") == "fosr.relay.decision"]
         self.assertEqual(len(caps), 1, "the relayed copy came back: %s" % caps)
+
+
+class TestTestServerUnspecifiedIsOurListener(TestTestServerIsOurListener):
+    """The same through 0.0.0.0, which connect() takes for this host: our
+    listener on 127.0.0.1 answered."""
+
+    def setUp(self):
+        super().setUp()
+
+    def _server(self):
+        return "0.0.0.0:%d" % self.test_server_port
 
 
 # ---------------------------------------------------------------- destinations
