@@ -308,6 +308,37 @@ rdest_is_localhost(const char *host)
 	    (n > 11 && strcasecmp(host + n - 11, ".localhost.") == 0);
 }
 
+/*
+ * Names that the local resolver, not the DNS, answers: special-use and
+ * private-use names (RFC 6761 .invalid .test, RFC 6762 .local mDNS,
+ * RFC 7686 .onion, RFC 8375 .home.arpa, RFC 9476 .alt, ICANN's .internal),
+ * the reverse trees, and the suffixes LAN resolvers (a router's dnsmasq,
+ * split horizon) commonly serve.  Their hosts are the honeypot's neighbours,
+ * often with global IPv6 addresses the range check cannot tell from the
+ * Internet's.  localhost is refused on its own (rdest_is_localhost).
+ */
+static const char *const rdest_local_suffixes[] = {
+	"local", "home.arpa", "internal", "onion", "alt", "invalid", "test",
+	"in-addr.arpa", "ip6.arpa", "localdomain", "lan", "home", "corp",
+	"intranet", "private",
+};
+
+/* The special-use or LAN suffix host ends with, or NULL. */
+static const char *
+rdest_local_suffix(const char *host)
+{
+	size_t n = strlen(host), sl;
+
+	for (size_t i = 0; i < sizeof(rdest_local_suffixes) / sizeof(rdest_local_suffixes[0]); i++) {
+		const char *suf = rdest_local_suffixes[i];
+		sl = strlen(suf);
+		if ((n == sl && strcasecmp(host, suf) == 0) ||
+		    (n > sl && host[n - sl - 1] == '.' && strcasecmp(host + n - sl, suf) == 0))
+			return suf;
+	}
+	return NULL;
+}
+
 /* Why an MX host may not be used. */
 const char *
 rdest_host_refused(const char *host)
@@ -321,6 +352,8 @@ rdest_host_refused(const char *host)
 		return "an IP address as MX host name";
 	if (rdest_is_localhost(host))
 		return "localhost as MX host";
+	if (rdest_local_suffix(host) != NULL)
+		return "special-use or local network name as MX host";
 	if (!rdest_hostname_valid(host))
 		return "not a valid host name";
 	return NULL;
@@ -382,6 +415,8 @@ rdest_rcpt_refused(const char *addr)
 		return "local part is not a dot-atom (quoted, escaped, 8-bit or stray dot)";
 	if (rdest_is_localhost(dom))
 		return "localhost domain";
+	if (rdest_local_suffix(dom) != NULL)
+		return "special-use or local network domain";
 	if (!rdest_hostname_valid(dom))
 		return "domain is not a valid host name";
 	return NULL;

@@ -60,15 +60,17 @@ bool		 rdest_embedded_v4(const struct sockaddr *sa, struct sockaddr_in *out);
  * Why the recipient addr (a forward path without <>) may not be relayed to,
  * or NULL: address literals ("[...]", "[IPv6:...]"), source routes
  * ("@a,@b:user@dom"), local parts with '%', '!' or '@' (quoted or not),
- * local parts that are not a dot-atom (quoted, escaped, 8-bit) and domains
- * that are not a fully qualified DNS host name.
+ * local parts that are not a dot-atom (quoted, escaped, 8-bit), special-use
+ * or local network domains (.local, .home.arpa, .internal, .lan...) and
+ * domains that are not a fully qualified DNS host name.
  */
 const char	*rdest_rcpt_refused(const char *addr);
 
 /*
  * Why the MX host name (or implicit MX, the domain itself) may not be used,
  * or NULL: the null MX ".", IP addresses and address literals, localhost and
- * *.localhost (RFC 6761), invalid host names.
+ * *.localhost (RFC 6761), special-use or local network names, invalid host
+ * names.
  */
 const char	*rdest_host_refused(const char *host);
 

@@ -244,6 +244,44 @@ class TestProbe(RelayCase):
         self.assertEqual(self.mx.messages, [])
 
 
+def _lan_table(port):
+    t = RelayCase.default_table(port)
+    for d in ("nas.lan", "printer.local", "gw.home.arpa", "db.internal"):
+        t[d] = {"MX": [(10, "mx." + d)]}
+        t["mx." + d] = {"A": ["127.0.0.1"]}
+    t["spammer.example"] = {"MX": [(10, "mx1.spammer.example"), (20, "mx.nas.lan")]}
+    t["mx1.spammer.example"] = {"A": ["127.0.0.2"]}    # down: the next MX is tried
+    return t
+
+
+class TestLocalNetworkNames(RelayCase):
+    """Names the local resolver answers with the honeypot's neighbours (mDNS
+    .local, a router's .lan, .home.arpa, .internal): their hosts often have
+    global IPv6 addresses the range check cannot refuse.  The fake MX (on an
+    address relay.allow_destinations lets through) stands for such a host:
+    it was delivered to."""
+    mx_table = staticmethod(_lan_table)
+
+    def test_local_network_domains_and_mx_names_refused(self):
+        rcpts = ["drop@nas.lan", "drop@printer.local", "drop@gw.home.arpa", "drop@db.internal"]
+        for i, rcpt in enumerate(rcpts):
+            body = probe(120 + i)
+            self.send(body, rcpt=rcpt)
+            d = self.wait_decisions(sha256_hex(body), 1)
+            self.assertEqual(d[0]["verdict"], "refused", (rcpt, d[0]))
+            self.assertIn("local network domain", d[0]["reason"])
+        body = probe(130)
+        sha = sha256_hex(body)
+        self.send(body)
+        res = self.result(sha)
+        self.assertEqual(res["status"], "failed", res)
+        att = self.relay_record(sha)["attempts"]
+        self.assertEqual([a["mx"] for a in att], ["mx1.spammer.example", "mx.nas.lan"], att)
+        self.assertIn("local network name", att[1]["status"])
+        time.sleep(0.3)
+        self.assertEqual(self.mx.messages, [])
+
+
 class TestPlainMX(RelayCase):
     mx_starttls = False
 

@@ -251,11 +251,23 @@ test_recipients(void **state)
 		"us;er@example.org", "(c)user@example.org", "us[er@example.org",
 		"\xc3\xbcser@example.org", ".user@example.org", "user.@example.org",
 		"us..er@example.org",
+		/*
+		 * Special-use and private-use names (RFC 6761, 6762, 7686, 8375,
+		 * 9476, ICANN's .internal) and the usual LAN suffixes: the local
+		 * resolver (mDNS, a router's dnsmasq, split horizon) answers them
+		 * with hosts of the honeypot's own network, often with global
+		 * IPv6 addresses the range check cannot tell from the Internet.
+		 */
+		"u@printer.local", "u@NAS.LOCAL", "u@gw.home.arpa", "u@db.internal",
+		"u@x.onion", "u@x.alt", "u@x.invalid", "u@x.test", "u@nas.lan", "u@dc.corp",
+		"u@pc.home", "u@wiki.intranet", "u@srv.private", "u@host.localdomain",
+		"u@1.0.0.127.in-addr.arpa", "u@x.ip6.arpa",
 	};
 	static const char *const good[] = {
 		"drop@spammer.example", "first.last+tag@mail.example.org",
 		"a#$&'*+/=?^_`{|}~-z@example.org", "o'brien@example.org",
 		"u@xn--bcher-kva.example", "u@a1.b2.example", "u@1.2.3.example",
+		"u@local.example", "u@mail.localnet.example", "u@lan.example.org", "u@testing.example",
 	};
 	char longlab[128], longdom[300];
 
@@ -290,7 +302,8 @@ test_mx_names(void **state)
 	static const char *const bad[] = {
 		".", "", "127.0.0.1", "::1", "[127.0.0.1]", "2001:db8::1", "localhost",
 		"LOCALHOST", "mx.localhost", "bad_name.example", "single", "a..b.example",
-		"10.0.0.1.", "1.2.3.4",
+		"10.0.0.1.", "1.2.3.4", "mx.local", "mx.home.arpa", "mx.internal", "mx.lan",
+		"mx.test", "mx.invalid", "mx.onion",
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
