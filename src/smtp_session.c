@@ -1587,7 +1587,7 @@ smtp_rcpt_spill_open(struct smtp_session *s)
 	unsigned char rnd[16];
 	int fd;
 
-	if (s->srv->spool == NULL || snprintf(dir, sizeof(dir), "%s/tmp",
+	if (snprintf(dir, sizeof(dir), "%s/tmp",
 	    spool_dir(s->srv->spool)) >= (int)sizeof(dir)) {
 		errno = ENAMETOOLONG;
 		return -1;
@@ -1627,6 +1627,12 @@ smtp_rcpt_add(struct smtp_session *s, struct smtp_txn *t, const char *addr)
 		t->rmem_len += len;
 		t->nrcpt++;
 		return 0;
+	}
+	/* The spool's space limits hold for spilled recipients too. */
+	if (spool_check_space(s->srv->spool, len) == -1) {
+		log_warn("%016llx smtp recipients: spool full, recipient refused",
+		    (unsigned long long)s->id);
+		return -1;
 	}
 	if (t->rfd == -1 && (t->rfd = smtp_rcpt_spill_open(s)) == -1) {
 		log_warn("%016llx smtp recipients: cannot open a file in the spool: %s",

@@ -395,6 +395,24 @@ class RecipientFlood(AbuseCase):
         # Nothing is left behind in the spool's tmp/.
         self.assertEqual(os.listdir(os.path.join(self.c.spool_dir, "tmp")), [])
 
+    @with_config({"spool": {"max_bytes": 4096}})
+    def test_spilled_recipients_respect_spool_quota(self):
+        """Spilled recipients are spool bytes: over spool.max_bytes they get
+        the queue-file write error, the session goes on."""
+        cl = self.client()
+        cl.ehlo()
+        body = b"Subject: fill\r\n\r\n" + b"f" * 3000 + b"\r\n"
+        cl.expect("MAIL FROM:<a@example.org>", 250)
+        cl.expect("RCPT TO:<b@example.net>", 250)
+        self.assert_stored(body, queue_id(cl.data(body)))
+        cl.expect("MAIL FROM:<a@example.org>", 250)
+        codes = [cl.cmd("RCPT TO:<%s>" % long_rcpt(i)).code for i in range(6)]
+        # Four fit in memory (8 KiB); the fifth would go to the spool's disk.
+        self.assertEqual(codes[:4], [250] * 4, codes)
+        self.assertEqual(codes[4:], [451, 451], codes)
+        cl.expect("RSET", 250)
+        self.assertEqual(cl.cmd("NOOP").code, 250)
+
     def test_spilled_recipients_dropped_on_rset(self):
         """RSET, a new MAIL and a small transaction: only its own recipient."""
         cl = self.client()
