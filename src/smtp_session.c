@@ -2487,6 +2487,9 @@ smtp_stage_req_fill(struct smtp_session *s, enum smtp_stage st, struct smtp_stag
 		/* Borrowed for the call: the caller frees it (smtp_rcpt_view_free). */
 		if ((req->rcpt = (const char *const *)smtp_rcpt_view(s->txn)) != NULL)
 			req->nrcpt = s->txn->nrcpt;
+		else if (s->txn->nrcpt > 0)
+			log_warn("%016llx smtp recipients: cannot read them back for the rules: %s",
+			    (unsigned long long)s->id, strerror(errno));
 	}
 	req->src_ip = s->src_ip;
 	req->src_port = s->src_port;
