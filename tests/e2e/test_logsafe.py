@@ -143,6 +143,15 @@ class RecipientEscapes(test_relay.RelayCase, LogLines):
         self.assertEqual(set(f), {"queue_id", "verdict", "rule", "reason"}, f)
         self.assertIn(EVIL, unescape(f["reason"]))
         self.assertTrue(self.log_lines())
+        # The JSON files keep the address exactly, but never the raw control
+        # or bidi bytes (a viewer of the event log or journal acts on them).
+        rec = [r for r in self.c.journal() if r.get("sha256") == sha256_hex(body)]
+        self.assertEqual(rec[0]["rcpt_to"], [rcpt.decode()])
+        for path in (self.c.event_log, self.c.journal_path):
+            with open(path, "rb") as fh:
+                raw = fh.read()
+            for bad in (b"\xc2\x9b", b"\xe2\x80\xae", b"\xe2\x81\xa6"):
+                self.assertNotIn(bad, raw, path)
 
 
 if __name__ == "__main__":
