@@ -38,6 +38,7 @@ static void	 log_vlog(enum log_level, const char *, va_list)
 		    __attribute__((format(printf, 2, 0)));
 static size_t	 esc_token(unsigned char, char *);
 static bool	 jb_grow(struct jbuf *, size_t);
+static bool	 jb_escape_cp(uint32_t);
 static void	 jb_put(struct jbuf *, const void *, size_t);
 static void	 jb_sep(struct jbuf *);
 static size_t	 utf8_seq(const unsigned char *, size_t, uint32_t *);
@@ -283,6 +284,10 @@ esc_token(unsigned char c, char *out)
 		return 2;
 	case '\\':
 		memcpy(out, "\\\\", 2);
+		return 2;
+	case '"':
+		/* Values are quoted in the log: a quote would end one and forge the next field. */
+		memcpy(out, "\\\"", 2);
 		return 2;
 	default:
 		break;
@@ -600,11 +605,15 @@ jb_str(struct jbuf *jb, const void *s, size_t len)
 			esc[5] = hex[cp & 0xf];
 			jb_put(jb, esc, 6);
 			i++;
-		} else if (cp == 0x2028) {
-			jb_put(jb, "\\u2028", 6);
-			i += n;
-		} else if (cp == 0x2029) {
-			jb_put(jb, "\\u2029", 6);
+		} else if (jb_escape_cp(cp)) {
+			/* At most 3 bytes in, 6 out: within the reservation. */
+			esc[0] = '\\';
+			esc[1] = 'u';
+			esc[2] = hex[(cp >> 12) & 0xf];
+			esc[3] = hex[(cp >> 8) & 0xf];
+			esc[4] = hex[(cp >> 4) & 0xf];
+			esc[5] = hex[cp & 0xf];
+			jb_put(jb, esc, 6);
 			i += n;
 		} else {
 			jb_put(jb, p + i, n);
@@ -612,6 +621,20 @@ jb_str(struct jbuf *jb, const void *s, size_t len)
 		}
 	}
 	jb_put(jb, "\"", 1);
+}
+
+/*
+ * Code points written as \\uXXXX although JSON allows them raw: the C1
+ * controls (a terminal acts on U+009B CSI), the bidi controls (they reorder
+ * what a viewer shows: U+061C, U+200E/F, U+202A..E, U+2066..9) and
+ * U+2028/2029 (line breaks to JavaScript).
+ */
+static bool
+jb_escape_cp(uint32_t cp)
+{
+	return (cp >= 0x80 && cp <= 0x9f) || cp == 0x061c || cp == 0x200e ||
+	    cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) || cp == 0x2028 ||
+	    cp == 0x2029 || (cp >= 0x2066 && cp <= 0x2069);
 }
 
 /* Write a C string value; NULL writes null. */

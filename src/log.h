@@ -33,16 +33,20 @@ void	log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 /*
- * Copy len bytes of src into dst as printable ASCII (vis-like: \r \n \t \\,
- * other bytes outside 0x20..0x7e as \xNN), NUL-terminated, truncated with "..."
- * when dst is too small.  Returns dst.  dstlen must be >= 4.
+ * Copy len bytes of src into dst as printable ASCII (vis-like: \r \n \t \\
+ * \", other bytes outside 0x20..0x7e as \xNN: C0, DEL, C1, bidi controls and
+ * invalid UTF-8 never come out raw), NUL-terminated, truncated with "..."
+ * when dst is too small.  Returns dst.  dstlen must be >= 4.  Every attacker
+ * byte in a text log line goes through here; a value that may hold a space
+ * is printed as key="%s" (the quote cannot be closed from inside).
  */
 char	*log_escape(char *dst, size_t dstlen, const void *src, size_t len);
 
 /*
  * JSON builder.  Keys are trusted C strings; every value string goes through
  * jb_str(), which writes valid UTF-8 JSON whatever the input bytes: control
- * characters as \u00XX and each byte of an invalid UTF-8 sequence as U+FFFD.
+ * characters (C0, DEL, C1) and the bidi controls as \uXXXX and each byte of
+ * an invalid UTF-8 sequence as U+FFFD.
  */
 struct jbuf {
 	char	*buf;

@@ -10,6 +10,8 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,42 +359,89 @@ main(int argc, char **argv)
 }
 
 /*
+ * Give the entry name of directory at (AT_FDCWD: name is a configured path)
+ * to pw, as root, without following a symbolic link in its last component:
+ * what lies below the spool is pw's, who could have put a link (or a hard
+ * link) there to have root chown its target, any file of the system.  The
+ * parents of a configured path are the operator's and are followed.  dir: a
+ * directory (made first when it is missing), else a regular file, created
+ * when create is set.  Returns the open directory (for its own entries), or
+ * -1 for a file or a missing one; any other failure is fatal, naming shown.
+ */
+static int
+prepare_own(int at, const char *name, const char *shown, bool dir, bool create,
+    const struct passwd *pw)
+{
+	struct stat st;
+	int fd;
+
+	if (dir && create && mkdirat(at, name, 0750) == -1 && errno != EEXIST)
+		fatalx("cannot create %s: %s", shown, strerror(errno));
+	if (fstatat(at, name, &st, AT_SYMLINK_NOFOLLOW) == -1) {
+		if (errno != ENOENT || dir)
+			fatalx("cannot prepare %s: %s", shown, strerror(errno));
+		if (!create)
+			return -1;
+	} else if (S_ISLNK(st.st_mode))
+		fatalx("%s is a symbolic link: refusing to give its target to %s as root "
+		    "(remove it, or configure the real path)", shown, pw->pw_name);
+	else if (dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
+		fatalx("%s is not a %s: refusing to give it to %s as root", shown,
+		    dir ? "directory" : "regular file", pw->pw_name);
+	/* O_NOFOLLOW again: the entry may have been swapped since fstatat. */
+	fd = openat(at, name, (dir ? O_RDONLY | O_DIRECTORY : O_WRONLY | O_APPEND | O_CREAT |
+	    O_NONBLOCK) | O_NOFOLLOW | O_CLOEXEC, 0640);
+	if (fd == -1 && errno == ELOOP)
+		fatalx("%s is a symbolic link: refusing to give its target to %s as root "
+		    "(remove it, or configure the real path)", shown, pw->pw_name);
+	if (fd == -1 || fstat(fd, &st) == -1)
+		fatalx("cannot open %s: %s", shown, strerror(errno));
+	if (dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
+		fatalx("%s is not a %s: refusing to give it to %s as root", shown,
+		    dir ? "directory" : "regular file", pw->pw_name);
+	if (!dir && st.st_nlink > 1)
+		fatalx("%s has %ju hard links: refusing to give it to %s as root", shown,
+		    (uintmax_t)st.st_nlink, pw->pw_name);
+	if (fchown(fd, pw->pw_uid, pw->pw_gid) == -1)
+		fatalx("cannot give %s to %s: %s", shown, pw->pw_name, strerror(errno));
+	if (!dir) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/*
  * Create the spool directory and event log before the privilege drop, owned
- * by the unprivileged user, so it can write them afterwards.
+ * by the unprivileged user, so it can write them afterwards.  Nothing is
+ * chowned through a symbolic link (prepare_own).
  */
 static void
 prepare_paths(struct fosr *f, const struct passwd *pw)
 {
-	const char *subdirs[] = { "", "/tmp", "/messages", "/segments", "/feed", "/relay" };
+	const char *subdirs[] = { "tmp", "messages", "segments", "feed", "relay" };
 	char path[PATH_MAX + 32];
+	int sfd;
 
 	if (util_mkdirs(f->cfg.spool_dir, 0750) == -1)
 		fatalx("spool: cannot create %s: %s", f->cfg.spool_dir, strerror(errno));
 	if (pw == NULL)
 		return;
+	sfd = prepare_own(AT_FDCWD, f->cfg.spool_dir, f->cfg.spool_dir, true, false, pw);
 	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
-		snprintf(path, sizeof(path), "%s%s", f->cfg.spool_dir, subdirs[i]);
-		if (i > 0 && util_mkdirs(path, 0750) == -1)
-			fatalx("spool: cannot create %s: %s", path, strerror(errno));
-		if (chown(path, pw->pw_uid, pw->pw_gid) == -1)
-			fatalx("spool: cannot give %s to %s: %s", path, pw->pw_name, strerror(errno));
+		snprintf(path, sizeof(path), "%s/%s", f->cfg.spool_dir, subdirs[i]);
+		close(prepare_own(sfd, subdirs[i], path, true, true, pw));
 	}
 	snprintf(path, sizeof(path), "%s/receptions.jsonl", f->cfg.spool_dir);
-	(void)!chown(path, pw->pw_uid, pw->pw_gid);
+	(void)prepare_own(sfd, "receptions.jsonl", path, false, false, pw);
+	close(sfd);
 	if (f->cfg.maildir[0]) {
-		if (util_mkdirs(f->cfg.maildir, 0750) == -1 ||
-		    chown(f->cfg.maildir, pw->pw_uid, pw->pw_gid) == -1)
+		if (util_mkdirs(f->cfg.maildir, 0750) == -1)
 			fatalx("maildir: cannot prepare %s: %s", f->cfg.maildir, strerror(errno));
+		close(prepare_own(AT_FDCWD, f->cfg.maildir, f->cfg.maildir, true, false, pw));
 	}
-	if (f->cfg.event_log[0]) {
-		int fd = open(f->cfg.event_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-		if (fd == -1)
-			fatalx("event log: cannot open %s: %s", f->cfg.event_log, strerror(errno));
-		if (fchown(fd, pw->pw_uid, pw->pw_gid) == -1)
-			fatalx("event log: cannot give %s to %s: %s", f->cfg.event_log,
-			    pw->pw_name, strerror(errno));
-		close(fd);
-	}
+	if (f->cfg.event_log[0])
+		(void)prepare_own(AT_FDCWD, f->cfg.event_log, f->cfg.event_log, false, true, pw);
 }
 
 /* Become pw for good: groups, gid, uid; verify root cannot be regained. */

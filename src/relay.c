@@ -1100,8 +1100,15 @@ relay_decision_event(struct relay_job *j, const char *verdict, const char *reaso
 	}
 	evlog_emit(&jb);
 	jb_free(&jb);
-	log_info("relay %s queue_id=%s verdict=%s rule=\"%s\" reason=\"%s\"", j->rec->sha256,
-	    j->rec->queue_id, verdict, j->dec.rule, reason);
+	{
+		/* The reason may quote a recipient (never_relay): escaped like any attacker byte. */
+		char erule[256], ereason[1024];
+
+		log_info("relay %s queue_id=%s verdict=%s rule=\"%s\" reason=\"%s\"",
+		    j->rec->sha256, j->rec->queue_id, verdict,
+		    log_escape(erule, sizeof(erule), j->dec.rule, strlen(j->dec.rule)),
+		    log_escape(ereason, sizeof(ereason), reason, strlen(reason)));
+	}
 }
 
 /* On the loop: the rules have spoken; check the lists and the caps. */
@@ -1636,7 +1643,13 @@ relay_finish(struct relay_job *j, const char *status, const char *why)
 	jb_kcstr(&ev, "relay_queue_id", j->qid);
 	evlog_emit(&ev);
 	jb_free(&ev);
-	log_info("relay %s result status=%s reason=\"%s\"", j->rec->sha256, status, why);
+	{
+		/* why may hold a recipient's domain (DNS errors) or an MX's words. */
+		char ewhy[1024];
+
+		log_info("relay %s result status=%s reason=\"%s\"", j->rec->sha256, status,
+		    log_escape(ewhy, sizeof(ewhy), why, strlen(why)));
+	}
 
 	log_timestamp(ts, sizeof(ts));
 	jb_init(&rec);
@@ -1745,9 +1758,15 @@ relay_rule_event_conn(const struct event_conn *c, const char *sha256, const char
 		jb_raw(&jb, "[]", 2);
 	evlog_emit(&jb);
 	jb_free(&jb);
-	log_info("%016llx rules match stage=%s rule=\"%s\" tag=\"%s\" relay=%s publish=%s "
-	    "reply=%d", (unsigned long long)c->session, rules_stage_name(st), d->rule, d->tag,
-	    d->relay ? "yes" : "no", d->publish ? "yes" : "no", d->reply_code);
+	{
+		char erule[256], etag[256];
+
+		log_info("%016llx rules match stage=%s rule=\"%s\" tag=\"%s\" relay=%s "
+		    "publish=%s reply=%d", (unsigned long long)c->session, rules_stage_name(st),
+		    log_escape(erule, sizeof(erule), d->rule, strlen(d->rule)),
+		    log_escape(etag, sizeof(etag), d->tag, strlen(d->tag)),
+		    d->relay ? "yes" : "no", d->publish ? "yes" : "no", d->reply_code);
+	}
 }
 
 /* The decision as the JSON object the session keeps in the reception record. */
@@ -2068,7 +2087,10 @@ relay_pre_done(struct relay_job *j)
 	memset(&res, 0, sizeof(res));
 	res.publish = true;
 	if (j->eval_rc == -1) {
-		log_warn("%s rules: no decision before the commit: %s", j->rec->session, j->err);
+		char eerr[1024];
+
+		log_warn("%s rules: no decision before the commit: \"%s\"", j->rec->session,
+		    log_escape(eerr, sizeof(eerr), j->err, strlen(j->err)));
 		status = -1;
 	} else {
 		if (j->dec.matched)

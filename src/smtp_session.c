@@ -16,7 +16,10 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/limits.h>	/* PATH_MAX: <limits.h> resolves to src/limits.h under -Isrc */
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +45,12 @@
 
 #define SMTP_OUT_HIGHWATER	(256 * 1024)	/* stop reading while this much is unsent */
 #define SMTP_STOP_GRACE		30		/* seconds a stopping session may finish */
-#define SMTP_RCPT_INITIAL	8
+/*
+ * Recipient bytes a transaction keeps in memory; the rest go to a file (as
+ * Postfix's smtpd writes them to its queue file): 1000 recipients of 2 KB
+ * must not cost 2 MB of memory a session.
+ */
+#define SMTP_RCPT_MEM		(8 * 1024)
 #define SMTP_SASL_MAX		(SMTP_AUTH_LINE_MAX / 4 * 3 + 3)
 
 enum smtp_state {
@@ -107,9 +115,18 @@ struct smtp_txn {
 	char		 body[12];		/* BODY= as given */
 	bool		 smtputf8;
 	uint64_t	 size_param;
-	char		**rcpt;
+	/*
+	 * The recipients, NUL-terminated and back to back: the first
+	 * SMTP_RCPT_MEM bytes in rmem, the rest in rfd (an unnamed file in the
+	 * spool's tmp/).  rview: all of them as an array, only during a hook call.
+	 */
+	char		*rmem;
+	size_t		 rmem_len;
+	size_t		 rmem_cap;
+	int		 rfd;		/* -1: none */
+	uint64_t	 rfile_len;
 	int		 nrcpt;
-	int		 rcpt_cap;
+	char		**rview;
 	int		 overshoot;
 	struct spool_msg *msg;			/* open while receiving; owned by spool once committed */
 	uint64_t	 size;			/* body bytes counted (also past the limit) */
@@ -226,6 +243,15 @@ static void	 smtp_commit_cb(void *, int, int);
 static void	 smtp_message_commit(struct smtp_session *);
 static void	 smtp_resume(struct smtp_session *);
 static bool	 smtp_waiting(const struct smtp_session *);
+static int	 smtp_rcpt_spill_open(struct smtp_session *);
+static int	 smtp_rcpt_add(struct smtp_session *, struct smtp_txn *, const char *);
+static int	 smtp_rcpt_each(const struct smtp_txn *, void (*)(void *, const char *, size_t),
+		    void *);
+static void	 smtp_rcpt_view_put(void *, const char *, size_t);
+static char	**smtp_rcpt_view(struct smtp_txn *);
+static void	 smtp_rcpt_view_free(struct smtp_txn *);
+static void	 smtp_rcpt_json(void *, const char *, size_t);
+static bool	 smtp_rcpt_jarr(const struct smtp_txn *, struct jbuf *);
 static void	 smtp_stage_req_fill(struct smtp_session *, enum smtp_stage,
 		    struct smtp_stage_req *);
 static int	 smtp_stage_hook(struct smtp_session *, enum smtp_stage, const char *,
@@ -1347,8 +1373,8 @@ cmd_ehlo(struct smtp_session *s, const struct smtp_cmdline *cl)
 static struct smtp_txn *
 smtp_txn_new(struct smtp_session *s)
 {
-	if (s->txn == NULL)
-		s->txn = calloc(1, sizeof(*s->txn));
+	if (s->txn == NULL && (s->txn = calloc(1, sizeof(*s->txn))) != NULL)
+		s->txn->rfd = -1;
 	return s->txn;
 }
 
@@ -1356,8 +1382,6 @@ smtp_txn_new(struct smtp_session *s)
 static void
 smtp_txn_free(struct smtp_txn *t)
 {
-	int i;
-
 	if (t == NULL)
 		return;
 	if (t->msg)
@@ -1365,9 +1389,10 @@ smtp_txn_free(struct smtp_txn *t)
 	free(t->mail_from);
 	free(t->record);
 	free(t->dres.record);
-	for (i = 0; i < t->nrcpt; i++)
-		free(t->rcpt[i]);
-	free(t->rcpt);
+	free(t->rmem);
+	free(t->rview);
+	if (t->rfd != -1)
+		close(t->rfd);
 	free(t);
 }
 
@@ -1546,22 +1571,191 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cl)
 			smtp_reply(s, PR_RCPT_TOO_MANY, NULL);
 		return;
 	}
-	if (t->nrcpt == t->rcpt_cap) {
-		int cap = t->rcpt_cap ? t->rcpt_cap * 2 : SMTP_RCPT_INITIAL;
-		char **r = reallocarray(t->rcpt, (size_t)cap, sizeof(*r));
-		if (r == NULL) {
-			smtp_reply(s, PR_WRITE_ERROR, NULL);
-			return;
-		}
-		t->rcpt = r;
-		t->rcpt_cap = cap;
-	}
-	if ((t->rcpt[t->nrcpt] = strdup(path.addr)) == NULL) {
+	if (smtp_rcpt_add(s, t, path.addr) == -1) {
+		/* Postfix's answer when its queue file cannot take the recipient. */
 		smtp_reply(s, PR_WRITE_ERROR, NULL);
 		return;
 	}
-	t->nrcpt++;
 	smtp_reply(s, PR_RCPT_OK, NULL);
+}
+
+/* Open the transaction's recipient file: unnamed, in the spool's tmp/. */
+static int
+smtp_rcpt_spill_open(struct smtp_session *s)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 48], hex[33];
+	unsigned char rnd[16];
+	int fd;
+
+	if (snprintf(dir, sizeof(dir), "%s/tmp",
+	    spool_dir(s->srv->spool)) >= (int)sizeof(dir)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if ((fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) != -1)
+		return fd;
+	/* No O_TMPFILE here: a named file, unlinked at once (a crash leaves it to spool_open's cleanup). */
+	util_random(rnd, sizeof(rnd));
+	util_hex(rnd, sizeof(rnd), hex);
+	snprintf(path, sizeof(path), "%s/%s.rcpt", dir, hex);
+	if ((fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0600)) == -1)
+		return -1;
+	(void)unlink(path);
+	return fd;
+}
+
+/* Keep one recipient: in memory up to SMTP_RCPT_MEM bytes, then in the file; 0 or -1. */
+static int
+smtp_rcpt_add(struct smtp_session *s, struct smtp_txn *t, const char *addr)
+{
+	size_t len = strlen(addr) + 1, cap;
+	char *p;
+
+	if (t->rfd == -1 && t->rmem_len + len <= SMTP_RCPT_MEM) {
+		if (t->rmem_len + len > t->rmem_cap) {
+			cap = t->rmem_cap ? t->rmem_cap : 256;
+			while (cap < t->rmem_len + len)
+				cap *= 2;
+			if (cap > SMTP_RCPT_MEM)
+				cap = SMTP_RCPT_MEM;
+			if ((p = realloc(t->rmem, cap)) == NULL)
+				return -1;
+			t->rmem = p;
+			t->rmem_cap = cap;
+		}
+		memcpy(t->rmem + t->rmem_len, addr, len);
+		t->rmem_len += len;
+		t->nrcpt++;
+		return 0;
+	}
+	/* The spool's space limits hold for spilled recipients too. */
+	if (spool_check_space(s->srv->spool, len) == -1) {
+		log_warn("%016llx smtp recipients: spool full, recipient refused",
+		    (unsigned long long)s->id);
+		return -1;
+	}
+	if (t->rfd == -1 && (t->rfd = smtp_rcpt_spill_open(s)) == -1) {
+		log_warn("%016llx smtp recipients: cannot open a file in the spool: %s",
+		    (unsigned long long)s->id, strerror(errno));
+		return -1;
+	}
+	if (util_write_all(t->rfd, addr, len) == -1) {
+		log_warn("%016llx smtp recipients: write failed: %s",
+		    (unsigned long long)s->id, strerror(errno));
+		return -1;
+	}
+	t->rfile_len += len;
+	t->nrcpt++;
+	return 0;
+}
+
+/*
+ * Call fn for every recipient, in order (the spilled ones are read back in
+ * small pieces).  0, or -1 when the file cannot be read.
+ */
+static int
+smtp_rcpt_each(const struct smtp_txn *t, void (*fn)(void *, const char *, size_t), void *arg)
+{
+	char buf[SMTP_PATH_MAX + 1 + 4096];
+	size_t have = 0, off, l;
+	uint64_t pos = 0;
+	ssize_t n;
+	char *nul;
+
+	for (off = 0; off < t->rmem_len; off += l + 1) {
+		l = strlen(t->rmem + off);
+		fn(arg, t->rmem + off, l);
+	}
+	while (pos < t->rfile_len) {
+		n = pread(t->rfd, buf + have, sizeof(buf) - have, (off_t)pos);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		pos += (uint64_t)n;
+		have += (size_t)n;
+		for (off = 0; (nul = memchr(buf + off, '\0', have - off)) != NULL;
+		    off = (size_t)(nul - buf) + 1)
+			fn(arg, buf + off, (size_t)(nul - (buf + off)));
+		/* A recipient is at most SMTP_PATH_MAX bytes: a partial one always fits. */
+		memmove(buf, buf + off, have - off);
+		have -= off;
+	}
+	return have == 0 ? 0 : -1;
+}
+
+struct rcpt_view_fill {
+	char	**v;
+	char	 *p;
+	int	  i;
+};
+
+static void
+smtp_rcpt_view_put(void *arg, const char *r, size_t len)
+{
+	struct rcpt_view_fill *f = arg;
+
+	memcpy(f->p, r, len);
+	f->p[len] = '\0';
+	f->v[f->i++] = f->p;
+	f->p += len + 1;
+}
+
+/*
+ * All recipients as an array in one allocation (t->rview), for a hook that
+ * wants them; freed by smtp_rcpt_view_free() right after the call.  NULL when
+ * memory or the file fails (the hook then sees no recipients).
+ */
+static char **
+smtp_rcpt_view(struct smtp_txn *t)
+{
+	struct rcpt_view_fill f;
+	size_t ptrs = ((size_t)t->nrcpt + 1) * sizeof(char *);
+
+	free(t->rview);
+	t->rview = NULL;
+	if (t->rfile_len > SIZE_MAX / 2 ||
+	    (t->rview = malloc(ptrs + t->rmem_len + (size_t)t->rfile_len)) == NULL)
+		return NULL;
+	f.v = t->rview;
+	f.p = (char *)t->rview + ptrs;
+	f.i = 0;
+	if (smtp_rcpt_each(t, smtp_rcpt_view_put, &f) == -1 || f.i != t->nrcpt) {
+		free(t->rview);
+		t->rview = NULL;
+		return NULL;
+	}
+	t->rview[f.i] = NULL;
+	return t->rview;
+}
+
+static void
+smtp_rcpt_view_free(struct smtp_txn *t)
+{
+	if (t != NULL) {
+		free(t->rview);
+		t->rview = NULL;
+	}
+}
+
+/* smtp_rcpt_each callback: one JSON string. */
+static void
+smtp_rcpt_json(void *arg, const char *r, size_t len)
+{
+	jb_str(arg, r, len);
+}
+
+/* The recipients as a JSON array value; false (jb unusable) when the file fails. */
+static bool
+smtp_rcpt_jarr(const struct smtp_txn *t, struct jbuf *jb)
+{
+	jb_arr_open(jb);
+	if (smtp_rcpt_each(t, smtp_rcpt_json, jb) == -1) {
+		jb->oom = true;
+		return false;
+	}
+	jb_arr_close(jb);
+	return true;
 }
 
 /*
@@ -1978,7 +2172,6 @@ smtp_reception_record(struct smtp_session *s, struct jbuf *jb)
 {
 	struct smtp_txn *t = s->txn;
 	char ts[40], sid[20];
-	int i;
 
 	log_timestamp(ts, sizeof(ts));
 	snprintf(sid, sizeof(sid), "%016llx", (unsigned long long)s->id);
@@ -2019,10 +2212,7 @@ smtp_reception_record(struct smtp_session *s, struct jbuf *jb)
 		jb_null(jb);
 	jb_kstr(jb, "mail_from", t->mail_from, strlen(t->mail_from));
 	jb_key(jb, "rcpt_to");
-	jb_arr_open(jb);
-	for (i = 0; i < t->nrcpt; i++)
-		jb_str(jb, t->rcpt[i], strlen(t->rcpt[i]));
-	jb_arr_close(jb);
+	(void)smtp_rcpt_jarr(t, jb);	/* a failure marks jb oom: no record, 451 */
 	if (t->body[0])
 		jb_kcstr(jb, "body", t->body);
 	jb_kbool(jb, "smtputf8", t->smtputf8);
@@ -2132,15 +2322,17 @@ smtp_data_hook(struct smtp_session *s)
 	if (srv->data_cb == NULL || srv->stage_wanted == NULL ||
 	    !srv->stage_wanted(srv->stage_arg, SMTP_STAGE_DATA))
 		return false;
+	if (spool_msg_path(t->msg) == NULL && spool_msg_data(t->msg, &req.msg_len) == NULL)
+		return false;
 	smtp_stage_req_fill(s, SMTP_STAGE_DATA, &req);
 	req.msg_path = spool_msg_path(t->msg);
 	req.msg_data = spool_msg_data(t->msg, &req.msg_len);
-	if (req.msg_path == NULL && req.msg_data == NULL)
-		return false;
 	req.size = t->size;
 	req.sha256 = t->sha256;
 	req.queue_id = t->queue_id;
-	if ((t->rules_req = srv->data_cb(srv->stage_arg, &req, smtp_data_done_cb, s)) == NULL)
+	t->rules_req = srv->data_cb(srv->stage_arg, &req, smtp_data_done_cb, s);
+	smtp_rcpt_view_free(t);	/* the hook copied what it keeps */
+	if (t->rules_req == NULL)
 		return false;
 	smtp_enter_state(s, SMTP_STATE_RULES);	/* reading stays on, as for a commit */
 	return true;
@@ -2203,10 +2395,7 @@ smtp_commit_cb(void *arg, int status, int err_no)
 	jb_kstr(&jb, "helo", s->helo, strlen(s->helo));
 	jb_kstr(&jb, "mail_from", t->mail_from, strlen(t->mail_from));
 	jb_key(&jb, "rcpt_to");
-	jb_arr_open(&jb);
-	for (int i = 0; i < t->nrcpt; i++)
-		jb_str(&jb, t->rcpt[i], strlen(t->rcpt[i]));
-	jb_arr_close(&jb);
+	(void)smtp_rcpt_jarr(t, &jb);
 	jb_kcstr(&jb, "transfer", t->bdat_used ? "BDAT" : "DATA");
 	if (t->decided && t->dres.matched) {
 		jb_kcstr(&jb, "rule", t->dres.rule);
@@ -2295,8 +2484,12 @@ smtp_stage_req_fill(struct smtp_session *s, enum smtp_stage st, struct smtp_stag
 	}
 	if (s->txn && s->txn->mail_from) {
 		req->mail_from = s->txn->mail_from;
-		req->rcpt = (const char *const *)s->txn->rcpt;
-		req->nrcpt = s->txn->nrcpt;
+		/* Borrowed for the call: the caller frees it (smtp_rcpt_view_free). */
+		if ((req->rcpt = (const char *const *)smtp_rcpt_view(s->txn)) != NULL)
+			req->nrcpt = s->txn->nrcpt;
+		else if (s->txn->nrcpt > 0)
+			log_warn("%016llx smtp recipients: cannot read them back for the rules: %s",
+			    (unsigned long long)s->id, strerror(errno));
 	}
 	req->src_ip = s->src_ip;
 	req->src_port = s->src_port;
@@ -2316,6 +2509,7 @@ smtp_stage_hook(struct smtp_session *s, enum smtp_stage st, const char *helo,
 {
 	struct smtp_server *srv = s->srv;
 	struct smtp_stage_req req;
+	int rc;
 
 	memset(res, 0, sizeof(*res));
 	if (srv->stage_cb == NULL || srv->stage_wanted == NULL ||
@@ -2330,7 +2524,9 @@ smtp_stage_hook(struct smtp_session *s, enum smtp_stage st, const char *helo,
 		req.auth_pass = s->auth->pass ? s->auth->pass : "";
 	}
 	res->publish = true;
-	if (srv->stage_cb(srv->stage_arg, &req, res) == -1 || !res->matched) {
+	rc = srv->stage_cb(srv->stage_arg, &req, res);
+	smtp_rcpt_view_free(s->txn);
+	if (rc == -1 || !res->matched) {
 		free(res->record);
 		memset(res, 0, sizeof(*res));
 		return 0;

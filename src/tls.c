@@ -204,7 +204,8 @@ tls_write_pem(const char *path, mode_t mode, EVP_PKEY *pkey, X509 *x)
 		errno = ENAMETOOLONG;
 		return -1;
 	}
-	if ((fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, mode)) == -1)
+	/* Written as root: a fresh file only, never through a link someone left there. */
+	if ((fd = open(tmp, O_CREAT | O_EXCL | O_NOFOLLOW | O_WRONLY | O_CLOEXEC, mode)) == -1)
 		return -1;
 	/* The umask must not loosen nor tighten what we ask for. */
 	if (fchmod(fd, mode) == -1 || (fp = fdopen(fd, "w")) == NULL) {

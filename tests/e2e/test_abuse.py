@@ -271,6 +271,160 @@ class BigData(AbuseCase):
         print(" [%d MiB in %.1f s] " % (total >> 20, dt), end="", file=sys.stderr)
 
 
+# What a session may hold in memory however it is driven (README, "Memory is
+# bounded"): the recipients of a transaction past 8 KiB go to a file, a body
+# past 64 KiB, and the rest is capped (AUTH lines, sender, input, replies).
+SESSION_BOUND_KB = 100
+
+
+def session_bound_kb(binary):
+    """ASan's redzones and quarantine roughly double small allocations: not the
+    daemon's footprint, so its builds get twice the bound."""
+    return SESSION_BOUND_KB * (2 if is_sanitized(binary) else 1)
+
+
+def long_rcpt(i, size=2000):
+    """A distinct recipient of size bytes (Postfix takes up to its 2048-byte line)."""
+    head = "r%04d-" % i
+    tail = "@example.net"
+    return head + "x" * (size - len(head) - len(tail)) + tail
+
+
+class RecipientFlood(AbuseCase):
+    """1000 recipients of 2000 bytes per transaction (Postfix accepts them all):
+    they used to be kept in memory, 2 MB a session, 2 GB at the default 1000
+    sessions."""
+
+    def fill(self, cl, n=1000, size=2000):
+        cl.ehlo()
+        cl.expect("MAIL FROM:<flood@example.org>", 250)
+        rcpts = [long_rcpt(i, size) for i in range(n)]
+        # Pipelined by hundreds (Postfix answers each): the replies are read as we go.
+        for k in range(0, n, 100):
+            cl.send(b"".join(b"RCPT TO:<" + r.encode() + b">\r\n" for r in rcpts[k:k + 100]))
+            for _ in rcpts[k:k + 100]:
+                r = cl.reply()
+                self.assertEqual(r.first, "250 2.1.5 Ok", r)
+        return rcpts
+
+    @skip_under_valgrind("an RSS bound")
+    @with_config({"limits": {"sessions_per_ip": 100}}, env=lean_asan_env())
+    def test_recipient_flood_memory_per_session_bounded(self):
+        n = 20
+        warm = self.client()
+        self.fill(warm, 50)
+        warm.cmd("RSET")
+        rss0 = proc_status(self.c.pid, "VmRSS")
+        clients = []
+        for _ in range(n):
+            cl = self.client()
+            self.fill(cl)
+            clients.append(cl)
+        rss1 = proc_status(self.c.pid, "VmRSS")
+        per = (rss1 - rss0) / n
+        print(" [%d sessions x 1000 rcpts of 2000 B: RSS %d -> %d kB, %.1f kB/session] "
+              % (n, rss0, rss1, per), end="", file=sys.stderr)
+        self.assertLessEqual(per, session_bound_kb(self.c.binary),
+                             "RSS grew %.0f kB per session holding 1000 long recipients" % per)
+        # Every session can still finish its mail.
+        for i, cl in enumerate(clients[:3]):
+            body = body_for("flood %d" % i)
+            self.assertEqual(cl.data(body).code, 250)
+        for cl in clients:
+            cl.cmd("QUIT")
+
+    @skip_under_valgrind("an RSS bound")
+    @with_config({"limits": {"sessions_per_ip": 100}}, env=lean_asan_env())
+    def test_everything_at_once_per_session_bounded(self):
+        """Every per-session buffer a client can fill, filled at once: an AUTH
+        line of 12 KB, a 2000-byte sender, 1000 recipients of 2000 bytes, an
+        unfinished body of 61 KiB (the spool's in-memory buffer)."""
+        import base64
+        n = 20
+        warm = self.client()
+        self.fill(warm, 50)
+        warm.cmd("RSET")
+        rss0 = proc_status(self.c.pid, "VmRSS")
+        clients = []
+        sender = "s" * (2000 - len("@example.org")) + "@example.org"
+        for i in range(n):
+            cl = self.client()
+            cl.ehlo()
+            sasl = base64.b64encode(b"\0" + b"u" * 4000 + b"\0" + b"p" * 5000).decode()
+            # Too long for a real login (535), but its 12 KB line is kept for the record.
+            self.assertIn(cl.cmd("AUTH PLAIN " + sasl).code, (235, 535))
+            cl.expect("MAIL FROM:<%s>" % sender, 250)
+            for k in range(0, 1000, 100):
+                cl.send(b"".join(b"RCPT TO:<" + long_rcpt(j).encode() + b">\r\n"
+                                 for j in range(k, k + 100)))
+                for _ in range(100):
+                    self.assertEqual(cl.reply().code, 250)
+            cl.expect("DATA", 354)
+            cl.send((b"z" * 1022 + b"\r\n") * 61)
+            clients.append(cl)
+        # The body bytes are in once the spool's tmp/ holds nothing more and the
+        # input is drained: wait for the RSS to settle rather than a fixed time.
+        last, rss1 = None, proc_status(self.c.pid, "VmRSS")
+        end = time.time() + 5 * self.slow
+        while rss1 != last and time.time() < end:
+            time.sleep(0.2)
+            last, rss1 = rss1, proc_status(self.c.pid, "VmRSS")
+        per = (rss1 - rss0) / n
+        print(" [%d hostile sessions: RSS %d -> %d kB, %.1f kB/session] "
+              % (n, rss0, rss1, per), end="", file=sys.stderr)
+        self.assertLessEqual(per, session_bound_kb(self.c.binary),
+                             "RSS grew %.0f kB per hostile session" % per)
+        cl = clients[0]
+        cl.send(b".\r\n")
+        self.assertEqual(cl.reply().code, 250)
+        for cl in clients:
+            cl.close()
+
+    def test_thousand_long_recipients_all_recorded(self):
+        cl = self.client()
+        rcpts = self.fill(cl)
+        # The 1001st: Postfix's 452, the transaction goes on.
+        r = cl.cmd("RCPT TO:<one-too-many@example.net>")
+        self.assertEqual(r.first, "452 4.5.3 Error: too many recipients", r)
+        body = body_for("thousand")
+        qid = queue_id(cl.data(body))
+        cl.cmd("QUIT")
+        rec, ev = self.assert_stored(body, qid)
+        self.assertEqual(rec["rcpt_to"], rcpts)
+        self.assertEqual(ev["rcpt_to"], rcpts)
+        # Nothing is left behind in the spool's tmp/.
+        self.assertEqual(os.listdir(os.path.join(self.c.spool_dir, "tmp")), [])
+
+    @with_config({"spool": {"max_bytes": 4096}})
+    def test_spilled_recipients_respect_spool_quota(self):
+        """Spilled recipients are spool bytes: over spool.max_bytes they get
+        the queue-file write error, the session goes on."""
+        cl = self.client()
+        cl.ehlo()
+        body = b"Subject: fill\r\n\r\n" + b"f" * 3000 + b"\r\n"
+        cl.expect("MAIL FROM:<a@example.org>", 250)
+        cl.expect("RCPT TO:<b@example.net>", 250)
+        self.assert_stored(body, queue_id(cl.data(body)))
+        cl.expect("MAIL FROM:<a@example.org>", 250)
+        codes = [cl.cmd("RCPT TO:<%s>" % long_rcpt(i)).code for i in range(6)]
+        # Four fit in memory (8 KiB); the fifth would go to the spool's disk.
+        self.assertEqual(codes[:4], [250] * 4, codes)
+        self.assertEqual(codes[4:], [451, 451], codes)
+        cl.expect("RSET", 250)
+        self.assertEqual(cl.cmd("NOOP").code, 250)
+
+    def test_spilled_recipients_dropped_on_rset(self):
+        """RSET, a new MAIL and a small transaction: only its own recipient."""
+        cl = self.client()
+        self.fill(cl, 20)
+        cl.expect("RSET", 250)
+        cl.expect("MAIL FROM:<a@example.org>", 250)
+        cl.expect("RCPT TO:<only@example.net>", 250)
+        body = body_for("after rset")
+        rec, _ = self.assert_stored(body, queue_id(cl.data(body)))
+        self.assertEqual(rec["rcpt_to"], ["only@example.net"])
+
+
 class PipeliningFlood(AbuseCase):
     """Commands written without reading a single reply.  The daemon must not
     queue replies without bound: it stops reading at its output high-water

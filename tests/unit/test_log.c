@@ -14,6 +14,7 @@
 
 #include "log.h"
 
+static size_t	 kv_next(const char **, const char **, size_t *);
 static size_t	 json_str_decode(const char *, size_t, unsigned char *, size_t *);
 static void	 expect_json(const void *, size_t, const char *);
 static char	*slurp(const char *, size_t *);
@@ -155,6 +156,82 @@ test_escape_truncate(void **state)
 	assert_string_equal(out, "...");
 }
 
+/*
+ * Parse one key=value log field at *pp: value an unquoted token or a
+ * "quoted" string with backslash escapes.  Returns the key length (0 at the
+ * end), sets *val and *vlen to the raw value and advances *pp.
+ */
+static size_t
+kv_next(const char **pp, const char **val, size_t *vlen)
+{
+	const char *p = *pp, *k;
+	size_t klen;
+
+	while (*p == ' ')
+		p++;
+	k = p;
+	while (*p != '\0' && *p != '=' && *p != ' ')
+		p++;
+	if (*p != '=')
+		return 0;
+	klen = (size_t)(p - k);
+	p++;
+	*val = p;
+	if (*p == '"') {
+		for (p++; *p != '\0' && *p != '"'; p++)
+			if (*p == '\\' && p[1] != '\0')
+				p++;
+		assert_int_equal(*p, '"');
+		p++;
+	} else
+		while (*p != '\0' && *p != ' ')
+			p++;
+	*vlen = (size_t)(p - *val);
+	*pp = p;
+	return klen;
+}
+
+/*
+ * A value quoted in a log line cannot close its quotes: the forged AUTH user
+ * of the issue stays one field, and only printable ASCII comes out (C0, DEL,
+ * C1 raw or as UTF-8, bidi controls, invalid UTF-8 are all \xNN).
+ */
+static void
+test_escape_quote_fields(void **state)
+{
+	static const char *const evil[] = {
+		"admin\" password=\"hunter2\" result=ok x=\"",
+		"a\\\" b=\"c",
+		"\xc2\x9b" "31m \x9b \xe2\x80\xae \xe2\x80\x8f \xe2\x81\xa6 \xd8\x9c \x1b[2J\x7f",
+		"\xff\xc0\x80\xed\xa0\x80",
+	};
+	char esc[512], line[700];
+	const char *p, *v;
+	size_t i, klen, vlen, nkeys;
+
+	for (i = 0; i < sizeof(evil) / sizeof(evil[0]); i++) {
+		log_escape(esc, sizeof(esc), evil[i], strlen(evil[i]));
+		for (p = esc; *p; p++)
+			assert_true(*p >= 0x20 && *p <= 0x7e);
+		snprintf(line, sizeof(line), "user=\"%s\" result=fail", esc);
+		p = line;
+		nkeys = 0;
+		while ((klen = kv_next(&p, &v, &vlen)) != 0) {
+			if (nkeys == 0)
+				assert_memory_equal(p - vlen - klen - 1, "user", 4);
+			else {
+				assert_int_equal(klen, 6);
+				assert_memory_equal(v, "fail", 4);
+			}
+			nkeys++;
+		}
+		assert_int_equal(nkeys, 2);
+		assert_int_equal(*p, '\0');
+	}
+	log_escape(esc, sizeof(esc), "q\"b", 3);
+	assert_string_equal(esc, "q\\\"b");
+}
+
 /* jb_str escapes quotes, backslashes, controls, DEL and U+2028/2029. */
 static void
 test_json_escapes(void **state)
@@ -168,6 +245,24 @@ test_json_escapes(void **state)
 	/* Valid multibyte sequences pass through. */
 	expect_json("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9,
 	    "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"");
+}
+
+/*
+ * C1 controls and the bidi controls (a terminal or viewer acts on them) are
+ * written as \\uXXXX, never raw.
+ */
+static void
+test_json_c1_bidi(void **state)
+{
+	expect_json("\xc2\x80\xc2\x9b\xc2\x9f\xc2\xa0", 8, "\"\\u0080\\u009b\\u009f\xc2\xa0\"");
+	expect_json("\xe2\x80\x8e\xe2\x80\x8f", 6, "\"\\u200e\\u200f\"");
+	expect_json("\xe2\x80\xaa\xe2\x80\xae", 6, "\"\\u202a\\u202e\"");
+	expect_json("\xe2\x81\xa6\xe2\x81\xa9", 6, "\"\\u2066\\u2069\"");
+	expect_json("\xd8\x9c", 2, "\"\\u061c\"");
+	/* A raw C1 byte is invalid UTF-8: U+FFFD. */
+	expect_json("\x9b", 1, "\"\xef\xbf\xbd\"");
+	/* Neighbours stay as they are. */
+	expect_json("\xe2\x80\x8d\xe2\x80\xaf", 6, "\"\xe2\x80\x8d\xe2\x80\xaf\"");
 }
 
 /* Each byte of an invalid sequence becomes U+FFFD. */
@@ -583,6 +678,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_escape_basic),
 		cmocka_unit_test(test_escape_truncate),
+		cmocka_unit_test(test_escape_quote_fields),
+		cmocka_unit_test(test_json_c1_bidi),
 		cmocka_unit_test(test_json_escapes),
 		cmocka_unit_test(test_json_invalid_utf8),
 		cmocka_unit_test(test_utf8_valid),

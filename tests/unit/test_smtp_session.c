@@ -61,9 +61,29 @@ struct fixture {
 	int			 ncancel;
 	int			 nmail;
 	char			 record[8192];
+	/* the recipients the hooks saw, joined by '|' (want_nrcpt: how many expected, 0 = 1) */
+	int			 want_nrcpt;
+	int			 seen_nrcpt;
+	char			*seen_rcpts;
 };
 
 static struct fixture *F;
+
+/* Keep what a hook was shown of the recipients (F->seen_rcpts). */
+static void
+rcpts_seen(const struct smtp_stage_req *req)
+{
+	size_t len = 1, off = 0;
+
+	for (int i = 0; i < req->nrcpt; i++)
+		len += strlen(req->rcpt[i]) + 1;
+	free(F->seen_rcpts);
+	assert_non_null(F->seen_rcpts = malloc(len));
+	for (int i = 0; i < req->nrcpt; i++)
+		off += (size_t)sprintf(F->seen_rcpts + off, "%s|", req->rcpt[i]);
+	F->seen_rcpts[off] = '\0';
+	F->seen_nrcpt = req->nrcpt;
+}
 
 /* Hook: every stage has rules. */
 static bool
@@ -78,6 +98,8 @@ stage_cb(void *arg, const struct smtp_stage_req *req, struct smtp_stage_result *
 {
 	F->nsync++;
 	F->last_stage = req->stage;
+	if (req->mail_from != NULL)
+		rcpts_seen(req);
 	snprintf(F->last_helo, sizeof(F->last_helo), "%s", req->helo ? req->helo : "");
 	if (req->stage == SMTP_STAGE_EHLO && strcmp(req->helo, "bad.example") == 0) {
 		res->matched = true;
@@ -101,7 +123,8 @@ data_cb(void *arg, const struct smtp_stage_req *req, smtp_stage_done_cb done, vo
 	assert_non_null(req->sha256);
 	assert_int_equal(strlen(req->sha256), 64);
 	assert_string_equal(req->mail_from, "a@example.org");
-	assert_int_equal(req->nrcpt, 1);
+	assert_int_equal(req->nrcpt, F->want_nrcpt ? F->want_nrcpt : 1);
+	rcpts_seen(req);
 	if (req->msg_data != NULL) {
 		/* A small mail: the spool holds it in memory, there is no file. */
 		assert_null(req->msg_path);
@@ -268,6 +291,7 @@ teardown(void **state)
 	evbuffer_free(F->rx);
 	event_base_free(F->base);
 	(void)nftw(F->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	free(F->seen_rcpts);
 	free(F);
 	F = NULL;
 	return 0;
@@ -338,6 +362,74 @@ record_sha(char sha[65])
 	assert_non_null(p);
 	memcpy(sha, p + 10, 64);
 	sha[64] = '\0';
+}
+
+/*
+ * Recipients past the in-memory budget go to a file and come back whole and
+ * in order: for the RSET and DATA hooks and in the reception record.
+ */
+static void
+test_rcpts_spilled(void **state)
+{
+	enum { N = 40, LEN = 1000 };
+	char line[LEN + 32], addr[LEN + 1], *want, *s;
+	size_t off = 0;
+	struct smtp_stage_result res;
+
+	assert_non_null(want = malloc((size_t)N * (LEN + 1) + 1));
+	say("EHLO client.example");
+	say("MAIL FROM:<a@example.org>");
+	for (int i = 0; i < N; i++) {
+		/* 40 x 1 KB: five times the 8 KiB kept in memory. */
+		int n = snprintf(addr, sizeof(addr), "r%02d-", i);
+		memset(addr + n, 'a' + i % 26, LEN - n - 12);
+		memcpy(addr + LEN - 12, "@example.net", 13);
+		snprintf(line, sizeof(line), "RCPT TO:<%s>", addr);
+		say(line);
+		off += (size_t)sprintf(want + off, "%s|", addr);
+		if (i % 8 == 7)
+			pump();	/* the input buffer stays small */
+	}
+	say("RSET");
+	pump();
+	s = replies();
+	assert_non_null(strstr(s, "250 2.0.0 Ok\r\n"));
+	assert_null(strstr(s, "451"));
+	free(s);
+	/* The RSET hook was asked before the transaction went: all 40. */
+	assert_int_equal(F->last_stage, SMTP_STAGE_RSET);
+	assert_int_equal(F->seen_nrcpt, N);
+	assert_string_equal(F->seen_rcpts, want);
+
+	/* Again, through DATA to the record. */
+	F->want_nrcpt = N;
+	say("MAIL FROM:<a@example.org>");
+	for (int i = 0; i < N; i++) {
+		int n = snprintf(addr, sizeof(addr), "r%02d-", i);
+		memset(addr + n, 'a' + i % 26, LEN - n - 12);
+		memcpy(addr + LEN - 12, "@example.net", 13);
+		snprintf(line, sizeof(line), "RCPT TO:<%s>", addr);
+		say(line);
+		if (i % 8 == 7)
+			pump();
+	}
+	say("DATA");
+	pump();
+	s = replies();
+	assert_non_null(strstr(s, "354 "));
+	free(s);
+	F->seen_nrcpt = 0;
+	bufferevent_write(F->client, body, strlen(body));
+	say(".");
+	assert_true(pump_until(data_asked));
+	assert_int_equal(F->seen_nrcpt, N);
+	assert_string_equal(F->seen_rcpts, want);
+	memset(&res, 0, sizeof(res));
+	F->done(F->done_arg, 0, &res);
+	assert_true(pump_until(mail_done));
+	/* The record (cut at 8 KB here) lists them in order. */
+	assert_non_null(strstr(F->record, "\"rcpt_to\":[\"r00-"));
+	free(want);
 }
 
 /* EHLO: a matching rule's 554 replaces the keyword list; others are untouched. */
@@ -508,6 +600,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_ehlo_hook_reply, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rcpts_spilled, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_data_hook_reply, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_data_hook_no_match, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_data_hook_disconnect, setup, teardown),

@@ -1,0 +1,158 @@
+"""The stderr log cannot be forged or used against a terminal (issue "Trust,
+proven from outside", item 8): every line the daemon writes is parsed back into
+key=value fields; attacker bytes stay inside their own quoted value and only
+printable ASCII reaches the log.  Run with /usr/bin/python3 (the relay case
+needs Debian's python3-aiosmtpd).
+"""
+
+import base64
+import os
+import re
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import CollectorTestCase, sha256_hex  # noqa: E402
+import test_relay  # noqa: E402
+
+FORGED_USER = 'admin" password="hunter2" result=ok x="'
+# CSI (U+009B), RLO (U+202E), LRI (U+2066), as UTF-8 (SMTPUTF8 allows them in an address).
+EVIL = b"x\xc2\x9b31m\xe2\x80\xae\xe2\x81\xa6"
+
+LINE_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (err|warn|info|debug) (.*)$")
+
+
+def unescape(v):
+    """The bytes a log_escape()d value stands for."""
+    out = bytearray()
+    i = 0
+    while i < len(v):
+        c = v[i]
+        if c != "\\":
+            out.append(ord(c))
+            i += 1
+            continue
+        n = v[i + 1]
+        if n == "x":
+            out.append(int(v[i + 2:i + 4], 16))
+            i += 4
+            continue
+        out.append({"r": 13, "n": 10, "t": 9, "\\": 92, '"': 34}[n])
+        i += 2
+    return bytes(out)
+
+
+def parse_line(line):
+    """One log line -> (level, words, {key: raw value}).  Values are unquoted
+    tokens or "quoted" with backslash escapes; a key seen twice is an error."""
+    for ch in line:
+        assert 0x20 <= ord(ch) <= 0x7e, "raw byte %r in log line %r" % (ch, line)
+    m = LINE_RE.match(line)
+    assert m, "not a log line: %r" % line
+    rest = m.group(2)
+    if rest.endswith("..."):
+        rest = rest[:-3]    # truncated at LOG_LINE_MAX: an open quote may remain
+    words, fields = [], {}
+    i = 0
+    while i < len(rest):
+        if rest[i] == " ":
+            i += 1
+            continue
+        j = i
+        while j < len(rest) and rest[j] not in ' ="':
+            j += 1
+        key = rest[i:j] if j < len(rest) and rest[j] == "=" else None
+        if key is not None:
+            j += 1
+        if j < len(rest) and rest[j] == '"':
+            k = j + 1
+            while k < len(rest) and rest[k] != '"':
+                k += 2 if rest[k] == "\\" else 1
+            val = rest[j + 1:k]
+            k += 1
+        else:
+            k = j
+            while k < len(rest) and rest[k] != " ":
+                k += 1
+            val = rest[j:k]
+        if key is None:
+            words.append(rest[i:k])
+        else:
+            assert key not in fields, "key %s twice in %r" % (key, line)
+            fields[key] = val
+        i = k
+    return m.group(1), words, fields
+
+
+class LogLines:
+    def log_lines(self):
+        out = []
+        for line in self.c.stderr_text().splitlines():
+            if LINE_RE.match(line) or not line.startswith("20"):
+                out.append(parse_line(line))
+        return out
+
+    def wait_line(self, pred, timeout=10):
+        end = time.time() + timeout * self.slow
+        while True:
+            for lv, words, f in self.log_lines():
+                if pred(words, f):
+                    return words, f
+            if time.time() > end:
+                self.fail("no such log line:\n" + self.c.stderr_tail())
+            time.sleep(0.05)
+
+
+class AuthForgery(CollectorTestCase, LogLines):
+
+    def test_forged_auth_fields_stay_in_their_value(self):
+        cl = self.client("smtp")
+        cl.ehlo()
+        pw = b"pw\xe2\x80\xae\xc2\x9b"
+        raw = b"\0" + FORGED_USER.encode() + b"\0" + pw
+        r = cl.cmd("AUTH PLAIN " + base64.b64encode(raw).decode())
+        self.assertEqual(r.code, 235, r)
+        cl.cmd("QUIT")
+        words, f = self.wait_line(lambda w, f: "auth" in w and "mechanism" in f)
+        self.assertEqual(set(f), {"mechanism", "username", "password", "result"}, f)
+        self.assertEqual(unescape(f["username"]), FORGED_USER.encode())
+        self.assertEqual(unescape(f["password"]), pw)
+        self.assertEqual(f["result"], "ok")
+        # Every line of the run parses (parse_line asserts printable ASCII).
+        self.assertTrue(self.log_lines())
+
+
+class RecipientEscapes(test_relay.RelayCase, LogLines):
+    """never_relay's reason (with the recipient) in the relay's decision line."""
+
+    def test_never_relay_reason_escaped(self):
+        rcpt = EVIL + b"@relay-test.mail-abuse.org"
+        body = test_relay.probe(7)
+        cl = self.client("smtp")
+        self.assertEqual(cl.ehlo().code, 250)
+        self.assertEqual(cl.cmd("MAIL FROM:<%s> SMTPUTF8" % test_relay.DROP).code, 250)
+        cl.send(b"RCPT TO:<" + rcpt + b">\r\n")
+        self.assertEqual(cl.reply().code, 250)
+        self.assertEqual(cl.data(body).code, 250)
+        cl.cmd("QUIT")
+        d = self.wait_decisions(sha256_hex(body), 1)
+        self.assertEqual(d[0]["verdict"], "refused", d[0])
+        words, f = self.wait_line(lambda w, f: f.get("verdict") == "refused")
+        self.assertEqual(set(f), {"queue_id", "verdict", "rule", "reason"}, f)
+        self.assertIn(EVIL, unescape(f["reason"]))
+        self.assertTrue(self.log_lines())
+        # The JSON files keep the address exactly, but never the raw control
+        # or bidi bytes (a viewer of the event log or journal acts on them).
+        rec = [r for r in self.c.journal() if r.get("sha256") == sha256_hex(body)]
+        self.assertEqual(rec[0]["rcpt_to"], [rcpt.decode()])
+        for path in (self.c.event_log, self.c.journal_path):
+            with open(path, "rb") as fh:
+                raw = fh.read()
+            for bad in (b"\xc2\x9b", b"\xe2\x80\xae", b"\xe2\x81\xa6"):
+                self.assertNotIn(bad, raw, path)
+
+
+if __name__ == "__main__":
+    unittest.main()
