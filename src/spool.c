@@ -60,6 +60,7 @@
 
 #include "spool.h"
 #include "spool_seg.h"
+#include "testhook.h"
 #include "util.h"
 
 #define SPOOL_BUF_SIZE		(64 * 1024)
@@ -288,6 +289,7 @@ spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
 	pthread_condattr_t	 ca;
 	int			 r;
 
+	testhook_env();
 	if (opts == NULL || opts->dir == NULL || opts->dir[0] == '\0') {
 		snprintf(err, errlen, "spool: no directory configured");
 		return NULL;
@@ -1169,12 +1171,15 @@ spool_store_big(struct spool *sp, struct spool_msg *m, bool *dedup)
 {
 	int	e;
 
-	if (fsync(m->fd) == -1) {
+	if ((e = TESTHOOK("big_fsync", m->hex)) != 0 || fsync(m->fd) == -1) {
+		if (e != 0)
+			errno = e;
 		e = errno;
 		spool_tmp_drop(m);
 		errno = e;
 		return -1;
 	}
+	(void)TESTHOOK("big_link", m->hex);
 	return spool_name(sp, m, dedup);
 }
 
@@ -1191,8 +1196,10 @@ spool_store_small(struct spool *sp, struct spool_msg *m, bool *dedup)
 
 	if (m->in_memory)
 		r = spool_create_eml(sp, m, dedup);
-	else
+	else {
+		(void)TESTHOOK("eml_link", m->hex);
 		r = spool_name(sp, m, dedup);
+	}
 	free(m->data);
 	m->data = NULL;
 	return r;
@@ -1218,6 +1225,12 @@ spool_create_eml(struct spool *sp, struct spool_msg *m, bool *dedup)
 	}
 	if (fd == -1)
 		goto fail;
+	if ((e = TESTHOOK("eml_write", m->hex)) != 0) {
+		close(fd);
+		(void)unlinkat(sp->msg_dir_fd, name, 0);
+		errno = e;
+		goto fail;
+	}
 	if (util_write_all(fd, m->data, (size_t)m->size) == -1) {
 		e = errno;
 		close(fd);
@@ -1225,6 +1238,7 @@ spool_create_eml(struct spool *sp, struct spool_msg *m, bool *dedup)
 		errno = e;
 		goto fail;
 	}
+	(void)TESTHOOK("eml_link", m->hex);
 	if (close(fd) == -1) {
 		e = errno;
 		(void)unlinkat(sp->msg_dir_fd, name, 0);
@@ -1450,8 +1464,12 @@ spool_journal_append(struct spool *sp, struct spool_msgq *q)
 			memcpy(buf + off, m->record, m->reclen);
 			off += m->reclen;
 		}
-	if (util_write_all(sp->journal_fd, buf, total) == -1 ||
+	if ((e = TESTHOOK("journal_write", "")) != 0 ||
+	    util_write_all(sp->journal_fd, buf, total) == -1 ||
+	    (e = TESTHOOK("journal_sync", "")) != 0 ||
 	    fdatasync(sp->journal_fd) == -1) {
+		if (e != 0)
+			errno = e;
 		e = errno;
 		free(buf);
 		if (ftruncate(sp->journal_fd, sp->journal_len) == 0)
@@ -1461,5 +1479,6 @@ spool_journal_append(struct spool *sp, struct spool_msgq *q)
 	}
 	free(buf);
 	sp->journal_len += (off_t)total;
+	(void)TESTHOOK("acked", "");
 	return 0;
 }

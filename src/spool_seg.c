@@ -54,6 +54,7 @@
 #include <openssl/evp.h>
 
 #include "spool_seg.h"
+#include "testhook.h"
 #include "util.h"
 
 #define SPOOL_SEG_MAGIC		"FOSRSEG1 "
@@ -325,9 +326,14 @@ spool_seg_write(struct spool_seglog *log, const struct spool_seg_rec *recs,
 			goto fail;
 		}
 	}
-	if (spool_seg_writev_all(seg->fd, iov, cnt) == -1 ||
-	    fdatasync(seg->fd) == -1)
+	if ((e = TESTHOOK("seg_write", "")) != 0 ||
+	    spool_seg_writev_all(seg->fd, iov, cnt) == -1 ||
+	    (e = TESTHOOK("seg_sync", "")) != 0 ||
+	    fdatasync(seg->fd) == -1) {
+		if (e != 0)
+			errno = e;
 		goto fail;
+	}
 	free(iov);
 	free(hdr);
 	seg->len += total;
@@ -535,6 +541,7 @@ spool_seg_main(void *arg)
 		spool_seg_requeue(log, &q);
 		log->done_gen = gen;
 		pthread_cond_broadcast(&log->done_cond);
+		(void)TESTHOOK("ckpt_pass_end", "");
 	}
 	/*
 	 * Clean stop: every .eml made durable and the segments deleted, but for
@@ -608,6 +615,7 @@ spool_seg_checkpoint(struct spool_seglog *log, struct spool_segq *q,
 		 * Every .eml these segments cover was linked before the seal:
 		 * one syncfs(2) writes their data and names back.
 		 */
+		(void)TESTHOOK("ckpt_syncfs", "");
 		if (syncfs(log->msg_dir_fd) == 0) {
 			dir_synced = true;
 			TAILQ_FOREACH(seg, q, entry)
@@ -652,6 +660,7 @@ spool_seg_checkpoint(struct spool_seglog *log, struct spool_segq *q,
 			dir_synced = true;
 		}
 		snprintf(name, sizeof(name), "%016" PRIx64 ".seg", seg->seq);
+		(void)TESTHOOK("ckpt_unlink", name);
 		/* Not fsync'ed: a segment back after a crash is replayed, harmlessly. */
 		if (unlinkat(log->seg_dir_fd, name, 0) == -1 && errno != ENOENT) {
 			spool_seg_fail(log, q, seg);
@@ -848,6 +857,8 @@ spool_seg_recover(struct spool_seglog *log)
 		e = errno;
 	}
 	for (size_t i = 0; i < n; i++) {
+		if (r == 0)
+			(void)TESTHOOK("replay_unlink", names[i]);
 		if (r == 0 && unlinkat(log->seg_dir_fd, names[i], 0) == -1 &&
 		    errno != ENOENT) {
 			r = -1;
@@ -917,6 +928,7 @@ spool_seg_replay(struct spool_seglog *log, int fd)
 			free(buf);
 			return 0;	/* torn payload */
 		}
+		(void)TESTHOOK("replay_restore", hex);
 		if (spool_seg_restore(log, hex, buf, (size_t)len) == -1) {
 			free(buf);
 			return -1;
