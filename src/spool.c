@@ -153,7 +153,7 @@ static void	 spool_clean_tmp(const char *dir);
 static bool	 spool_probe_tmpfile(const char *tmp_dir);
 static void	 spool_tmp_drop(struct spool_msg *);
 static int	 spool_tmp_open(struct spool_msg *);
-static int	 spool_create_eml(struct spool *, struct spool_msg *, bool *);
+static int	 spool_write_tmp(struct spool *, struct spool_msg *);
 static int	 spool_du(const char *dir, uint64_t *out);
 static long long spool_now_ns(void);
 static int	 spool_flush(struct spool_msg *);
@@ -570,7 +570,7 @@ spool_msg_new(struct spool *sp, char *err, size_t errlen)
 	}
 	/*
 	 * No file yet: a body under SPOOL_BUF_SIZE stays in memory and its
-	 * .eml is created by the worker at commit (spool_create_eml); only a
+	 * .eml is written by the worker at commit (spool_write_tmp); only a
 	 * body that outgrows the buffer gets a tmp file (spool_tmp_open).
 	 */
 	return m;
@@ -1033,6 +1033,9 @@ spool_commit_group(struct spool *sp, struct spool_msgq *q)
 		m->status = 0;
 		m->err_no = 0;
 	}
+	/* The segment may be checkpointed from now on (I3). */
+	(void)TESTHOOK("names_done", "");
+	spool_seg_names_done(sp->seg);
 
 	/* 2. The big messages' names. */
 	if (any_big && fsync(sp->msg_dir_fd) == -1) {
@@ -1113,30 +1116,39 @@ spool_exists(struct spool *sp, const char *hex, uint64_t size)
 }
 
 /*
- * Name a tmp file messages/<sha>.eml.  An existing file of that name with
- * the wrong size (a torn copy) is replaced, the right size is the same bytes
- * (dedup).  Closes the tmp file.  0 or -1 (errno).
+ * Name a tmp file messages/<sha>.eml (I2: the name appears with all the
+ * bytes).  The name taken: the right size is the same bytes (dedup, I4),
+ * a wrong one (not made by this code, see I4) is replaced atomically.
+ * Closes the tmp file.  0 or -1 (errno).
  */
 static int
 spool_name(struct spool *sp, struct spool_msg *m, bool *dedup)
 {
-	char	name[80];
+	char	name[80], swap[PATH_MAX];
 	int	r, e;
 
 	snprintf(name, sizeof(name), "%s.eml", m->hex);
 	if (m->anon) {
 		r = linkat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name,
 		    AT_SYMLINK_FOLLOW);
-		/* Only when the name is taken: the unlink costs a syscall. */
 		if (r == -1 && errno == EEXIST) {
 			if (spool_exists(sp, m->hex, m->size)) {
 				spool_tmp_drop(m);
 				*dedup = true;
 				return 0;
 			}
-			(void)unlinkat(sp->msg_dir_fd, name, 0);
-			r = linkat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name,
-			    AT_SYMLINK_FOLLOW);
+			/* A name in tmp/ renamed over: no moment without a name. */
+			r = -1;
+			if ((size_t)snprintf(swap, sizeof(swap), "%s/%s.swap",
+			    sp->tmp_dir, m->hex) >= sizeof(swap))
+				errno = ENAMETOOLONG;
+			else if ((r = linkat(AT_FDCWD, m->tmp_path, AT_FDCWD, swap,
+			    AT_SYMLINK_FOLLOW)) == 0 && (r = renameat(AT_FDCWD,
+			    swap, sp->msg_dir_fd, name)) == -1) {
+				e = errno;
+				(void)unlink(swap);
+				errno = e;
+			}
 		}
 		e = errno;
 		spool_tmp_drop(m);
@@ -1148,18 +1160,30 @@ spool_name(struct spool *sp, struct spool_msg *m, bool *dedup)
 		if (close(m->fd) == -1) {
 			m->fd = -1;
 			e = errno;
-			(void)unlink(m->tmp_path);
+			spool_tmp_drop(m);
 			errno = e;
 			return -1;
 		}
 		m->fd = -1;
-		/* rename(2) replaces a torn copy atomically. */
-		if (renameat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name) == -1) {
+		r = renameat2(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name,
+		    RENAME_NOREPLACE);
+		if (r == -1 && errno == EEXIST &&
+		    spool_exists(sp, m->hex, m->size)) {
+			spool_tmp_drop(m);
+			*dedup = true;
+			return 0;
+		}
+		/* rename(2) replaces a wrong copy atomically. */
+		if (r == -1 && (errno == EEXIST || errno == EINVAL ||
+		    errno == ENOSYS))
+			r = renameat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name);
+		if (r == -1) {
 			e = errno;
-			(void)unlink(m->tmp_path);
+			spool_tmp_drop(m);
 			errno = e;
 			return -1;
 		}
+		m->named = false;
 	}
 	atomic_fetch_add(&sp->used_bytes, m->size);
 	return 0;
@@ -1186,75 +1210,49 @@ spool_store_big(struct spool *sp, struct spool_msg *m, bool *dedup)
 /*
  * A small message whose bytes are durable in a segment: its .eml, no fsync
  * (the checkpoint's syncfs makes it durable; until then the segment covers
- * it).  A body held in memory is written straight to its final name: a crash
- * half-way leaves a short file there, which the segment replay rewrites.
+ * it, I3).  A body held in memory is written to a tmp file of its own first
+ * and named like a spilled one (I2): never a short file under the name.
+ * Disk full asks for a checkpoint (not waited for); the segment of this
+ * group stays until its names are all written (I3).
  */
 static int
 spool_store_small(struct spool *sp, struct spool_msg *m, bool *dedup)
 {
-	int	r;
+	int	r = 0, e;
 
 	if (m->in_memory)
-		r = spool_create_eml(sp, m, dedup);
-	else {
+		r = spool_write_tmp(sp, m);
+	if (r == 0) {
 		(void)TESTHOOK("eml_link", m->hex);
 		r = spool_name(sp, m, dedup);
+	}
+	if (r == -1 && (errno == ENOSPC || errno == EDQUOT)) {
+		e = errno;
+		spool_seg_want_checkpoint(sp->seg);
+		errno = e;
 	}
 	free(m->data);
 	m->data = NULL;
 	return r;
 }
 
-/* Create messages/<sha>.eml from the body in memory; 0 or -1 (errno). */
+/* The body in memory into a tmp file of its own; 0 or -1 (errno, none left). */
 static int
-spool_create_eml(struct spool *sp, struct spool_msg *m, bool *dedup)
+spool_write_tmp(struct spool *sp, struct spool_msg *m)
 {
-	char	name[80];
-	int	fd, e;
+	int	e;
 
-	snprintf(name, sizeof(name), "%s.eml", m->hex);
-	fd = openat(sp->msg_dir_fd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC,
-	    SPOOL_FILE_MODE);
-	if (fd == -1 && errno == EEXIST) {
-		if (spool_exists(sp, m->hex, m->size)) {
-			*dedup = true;
-			return 0;
-		}
-		/* A torn copy: rewritten in place (the segment covers a crash). */
-		fd = openat(sp->msg_dir_fd, name, O_WRONLY | O_TRUNC | O_CLOEXEC);
-	}
-	if (fd == -1)
-		goto fail;
-	if ((e = TESTHOOK("eml_write", m->hex)) != 0) {
-		close(fd);
-		(void)unlinkat(sp->msg_dir_fd, name, 0);
+	if (spool_tmp_open(m) == -1)
+		return -1;
+	if ((e = TESTHOOK("eml_write", m->hex)) != 0 ||
+	    util_write_all(m->fd, m->data, (size_t)m->size) == -1) {
+		if (e == 0)
+			e = errno;
+		spool_tmp_drop(m);
 		errno = e;
-		goto fail;
+		return -1;
 	}
-	if (util_write_all(fd, m->data, (size_t)m->size) == -1) {
-		e = errno;
-		close(fd);
-		(void)unlinkat(sp->msg_dir_fd, name, 0);
-		errno = e;
-		goto fail;
-	}
-	(void)TESTHOOK("eml_link", m->hex);
-	if (close(fd) == -1) {
-		e = errno;
-		(void)unlinkat(sp->msg_dir_fd, name, 0);
-		errno = e;
-		goto fail;
-	}
-	atomic_fetch_add(&sp->used_bytes, m->size);
 	return 0;
-fail:
-	/* Disk full: the segments' space comes back at a checkpoint; the client retries. */
-	if (errno == ENOSPC || errno == EDQUOT) {
-		e = errno;
-		spool_seg_want_checkpoint(sp->seg);
-		errno = e;
-	}
-	return -1;
 }
 
 /* fsync a directory by path; 0 or -1 (errno). */

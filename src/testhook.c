@@ -115,7 +115,7 @@ testhook_hit(const char *step, const char *detail)
 		if (len > 0 && write(STDERR_FILENO, line, (size_t)len) == -1) {
 			/* the stop below is what the test waits for */
 		}
-		(void)kill(getpid(), SIGSTOP);
+		(void)raise(SIGSTOP);	/* tgkill: allowed by the seccomp filter */
 	}
 	return 0;
 }

@@ -11,7 +11,7 @@
  *   FOSR_TEST_HOOKS="stop=STEP:N,fail=STEP:N:ERRNO,..."   (8 rules at most)
  *     stop=STEP:N     the Nth time (from 1) STEP is reached, a line
  *                     "testhook: stop at STEP" goes to stderr and the
- *                     process stops itself (SIGSTOP); the test then kills it
+ *                     process stops itself (raise(SIGSTOP)); the test then kills it
  *     fail=STEP:N:E   the Nth time STEP is reached it fails with errno E,
  *                     one of ENOSPC, EDQUOT, EIO
  */
