@@ -6,30 +6,58 @@
  *
  * Durability, per group (worker):
  *   1. small messages: framed records appended to segments/<seq>.seg in one
- *      writev, one fdatasync; then each .eml is written from memory (bodies
- *      under 64 KiB never had a tmp file) or its tmp file linked to
+ *      writev, one fdatasync; then each .eml: a body in memory is written to
+ *      a tmp file of its own (O_TMPFILE where it works), a spilled one has
+ *      its tmp file already, and the tmp file is linked (or renamed) to
  *      messages/<sha>.eml, without any fsync (its bytes are in the segment);
  *   2. big messages: fsync of the tmp file, link, one fsync of messages/;
  *   3. the group's journal lines: one write, one fdatasync.
- * (The record format is in spool_seg.c.)  The order (segment durable, then the
- * name, then the journal line) means a journal line never announces a mail
- * whose bytes could be lost.  On a write error the segment is cut back to its
- * length before the group and the whole group fails.
+ * (The record format is in spool_seg.c.)  On a write error the segment is
+ * cut back to its length before the group and the whole group fails.
+ *
+ * The invariants each step relies on (a 250 means the mail is on disk and
+ * stays there through any crash, kill -9 or power loss):
+ *   I1 a small message's record is durable in a segment before its .eml
+ *      has a name; a big one's bytes are fsync'ed before.
+ *   I2 a name in messages/ appears with all its bytes: an .eml is only ever
+ *      made by link(2)/rename(2) of a whole tmp file, never created empty
+ *      under its name and filled, never rewritten in place (the replay too
+ *      renames over).  After a kill -9 (the page cache survives) every name
+ *      holds its bytes, whatever the step; any reader of messages/ (hpfeeds,
+ *      relay, the Maildir, a human) never sees a torn mail.
+ *   I3 a segment is deleted only after a syncfs (or an fsync of each file)
+ *      that began after every .eml it covers was written: the segment of
+ *      the group being named is not checkpointed before the worker calls
+ *      spool_seg_names_done(), even when sealed mid-group (disk full) and a
+ *      pass is asked for.  So after a power loss an .eml not yet durable is
+ *      covered by a segment on disk, and spool_open() replays it whole
+ *      before anything reads or dedups.
+ *   I4 dedup trusts a name of the right size as the same bytes: true by I2
+ *      and I3 once the replay has run; a name of the wrong size is replaced
+ *      atomically, never trusted.
+ *   I5 the journal line goes last: a line (hence a 250) never announces a
+ *      mail whose bytes or name could be lost.
+ * The test hooks (testhook.h; FOSR_TEST_HOOKS in tests only) name the
+ * steps, in order: seg_write, seg_sync, eml_write, eml_link (per small
+ * message), names_done, big_fsync, big_link (per big one), journal_write,
+ * journal_sync, acked; checkpoint thread: ckpt_wait_names, ckpt_syncfs,
+ * ckpt_unlink, ckpt_pass_end; replay: replay_restore, replay_unlink.
+ * tests/e2e/test_faults.py (CommitStepKill9) kills -9 at each of them.
  *
  * Segments (spool_seg.c): the worker appends and seals; a checkpoint
  * thread of their own makes the covered .eml durable with one syncfs(2)
  * about 35 s after the seal and deletes them, so no commit ever waits for
  * it, except on disk full (spool_seg_append() waits for a pass, bounded,
- * and retries once).  Disk full under a tmp file or a failing
- * spool_check_space() asks the worker to seal and request a pass (not
+ * and retries once).  Disk full under a tmp file or an .eml, or a failing
+ * spool_check_space(), asks the worker to seal and request a pass (not
  * waited for).  spool_free() stops the worker, then the checkpoint thread
  * after one last bounded pass; spool_open() replays whatever segments are
- * left: each complete record makes its .eml whole (rewritten in place, or
- * created) and durable.
+ * left: each complete record makes its .eml whole (written under tmp/ and
+ * renamed over when missing or wrong) and durable.
  *
  * Dedup: messages/<sha>.eml of the right size is the same bytes and is
- * durable or covered by a segment not yet deleted, so a duplicate costs
- * neither segment bytes nor a link, only its journal line.
+ * durable or covered by a segment not yet deleted (I4), so a duplicate
+ * costs neither segment bytes nor a link, only its journal line.
  *
  * Threads: the event loop thread owns every spool_msg until spool_msg_commit();
  * from then on the worker owns its file and path fields until it pushes the
