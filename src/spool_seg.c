@@ -16,17 +16,18 @@
  * is marked (naming) from its append until spool_seg_names_done(), and the
  * checkpoint thread takes no segment from a marked one on, even when asked
  * (a disk full seals the active segment in the middle of a group).  So
- * when a sealed segment is SPOOL_SEG_AGE_NS old (the kernel writes dirty pages back after 30 s, so
- * little is left to write) one syncfs(2) makes them all durable (data,
- * names: one journal commit and one cache flush, where an fsync per file
- * costs a flush each) and the segment is unlinked (not fsync'ed: a segment
- * back after a crash is replayed, harmlessly).  syncfs flushes the whole
- * filesystem and may take long on a busy disk: that is why it runs on its
- * own thread, and commits (hence 250 replies) never wait for it, except
- * when the disk is full: then the worker asks for a pass over every sealed
- * segment and waits SPOOL_SEG_FULL_WAIT_NS at most before its one retry.
- * Where the kernel has no syncfs, each covered .eml is fsync'ed, then
- * messages/.  A segment whose checkpoint fails stays on disk for the replay.
+ * when a sealed segment is SPOOL_SEG_AGE_NS old (the kernel writes dirty
+ * pages back after 30 s, so little is left to write) one syncfs(2) makes
+ * them all durable (data, names: one journal commit and one cache flush,
+ * where an fsync per file costs a flush each) and the segment is unlinked
+ * (not fsync'ed: a segment back after a crash is replayed, harmlessly).
+ * syncfs flushes the whole filesystem and may take long on a busy disk:
+ * that is why it runs on its own thread, and commits (hence 250 replies)
+ * never wait for it, except when the disk is full: then the worker asks
+ * for a pass over every sealed segment and waits SPOOL_SEG_FULL_WAIT_NS at
+ * most before its one retry.  Where the kernel has no syncfs, each covered
+ * .eml is fsync'ed, then messages/.  A segment whose checkpoint fails
+ * stays on disk for the replay.
  *
  * At open, every complete record of every segment left (crash, or a stop
  * whose last pass ran out of time) makes its .eml whole and durable (a
@@ -34,10 +35,11 @@
  * or a kill -9 during the replay, never finds a torn file under the name);
  * a torn last record was never acknowledged.
  *
- * Threads: active, seq and the segment being written are the worker's; the
- * sealed list, its byte count, the request generations and stopping are
- * under mu; the failed list and no_syncfs are the checkpoint thread's once
- * it runs; the counters are atomic.
+ * Threads: active, naming, seq and the segment being written are the
+ * worker's; the sealed list, its byte count, a sealed segment's naming
+ * flag, the request generations and stopping are under mu; the failed
+ * list and no_syncfs are the checkpoint thread's once it runs; the
+ * counters are atomic.
  */
 #include <sys/queue.h>
 #include <sys/stat.h>
