@@ -49,6 +49,11 @@ class FaultCase(CollectorTestCase):
 
 
 class Kill9UnderLoad(FaultCase):
+    """kill -9 at a random moment under load: a smoke test beside
+    CommitStepKill9, which kills at each step of the commit path.  The first
+    check after the restart may run while the segments are still replayed
+    (the ports listen before the spool is opened): every name must be whole
+    even then."""
 
     @unittest.skipUnless(os.access(SMTP_SOURCE, os.X_OK), "smtp-source (postfix) not installed")
     @with_config({"limits": {"sessions": 2000, "sessions_per_ip": 2000}})

@@ -96,6 +96,7 @@ teardown(void **state)
 {
 	struct fixture	*f = *state;
 
+	testhook_set(NULL, NULL);	/* a failed hook test leaves none behind */
 	if (f->mounted)
 		umount2(f->spooldir, MNT_DETACH);
 	rm_rf(f->dir);
