@@ -6,30 +6,58 @@
  *
  * Durability, per group (worker):
  *   1. small messages: framed records appended to segments/<seq>.seg in one
- *      writev, one fdatasync; then each .eml is written from memory (bodies
- *      under 64 KiB never had a tmp file) or its tmp file linked to
+ *      writev, one fdatasync; then each .eml: a body in memory is written to
+ *      a tmp file of its own (O_TMPFILE where it works), a spilled one has
+ *      its tmp file already, and the tmp file is linked (or renamed) to
  *      messages/<sha>.eml, without any fsync (its bytes are in the segment);
  *   2. big messages: fsync of the tmp file, link, one fsync of messages/;
  *   3. the group's journal lines: one write, one fdatasync.
- * (The record format is in spool_seg.c.)  The order (segment durable, then the
- * name, then the journal line) means a journal line never announces a mail
- * whose bytes could be lost.  On a write error the segment is cut back to its
- * length before the group and the whole group fails.
+ * (The record format is in spool_seg.c.)  On a write error the segment is
+ * cut back to its length before the group and the whole group fails.
+ *
+ * The invariants each step relies on (a 250 means the mail is on disk and
+ * stays there through any crash, kill -9 or power loss):
+ *   I1 a small message's record is durable in a segment before its .eml
+ *      has a name; a big one's bytes are fsync'ed before.
+ *   I2 a name in messages/ appears with all its bytes: an .eml is only ever
+ *      made by link(2)/rename(2) of a whole tmp file, never created empty
+ *      under its name and filled, never rewritten in place (the replay too
+ *      renames over).  After a kill -9 (the page cache survives) every name
+ *      holds its bytes, whatever the step; any reader of messages/ (hpfeeds,
+ *      relay, the Maildir, a human) never sees a torn mail.
+ *   I3 a segment is deleted only after a syncfs (or an fsync of each file)
+ *      that began after every .eml it covers was written: the segment of
+ *      the group being named is not checkpointed before the worker calls
+ *      spool_seg_names_done(), even when sealed mid-group (disk full) and a
+ *      pass is asked for.  So after a power loss an .eml not yet durable is
+ *      covered by a segment on disk, and spool_open() replays it whole
+ *      before anything reads or dedups.
+ *   I4 dedup trusts a name of the right size as the same bytes: true by I2
+ *      and I3 once the replay has run; a name of the wrong size is replaced
+ *      atomically, never trusted.
+ *   I5 the journal line goes last: a line (hence a 250) never announces a
+ *      mail whose bytes or name could be lost.
+ * The test hooks (testhook.h; FOSR_TEST_HOOKS in tests only) name the
+ * steps, in order: seg_write, seg_sync, eml_write, eml_link (per small
+ * message), names_done, big_fsync, big_link (per big one), journal_write,
+ * journal_sync, acked; checkpoint thread: ckpt_wait_names, ckpt_syncfs,
+ * ckpt_unlink, ckpt_pass_end; replay: replay_restore, replay_unlink.
+ * tests/e2e/test_faults.py (CommitStepKill9) kills -9 at each of them.
  *
  * Segments (spool_seg.c): the worker appends and seals; a checkpoint
  * thread of their own makes the covered .eml durable with one syncfs(2)
  * about 35 s after the seal and deletes them, so no commit ever waits for
  * it, except on disk full (spool_seg_append() waits for a pass, bounded,
- * and retries once).  Disk full under a tmp file or a failing
- * spool_check_space() asks the worker to seal and request a pass (not
+ * and retries once).  Disk full under a tmp file or an .eml, or a failing
+ * spool_check_space(), asks the worker to seal and request a pass (not
  * waited for).  spool_free() stops the worker, then the checkpoint thread
  * after one last bounded pass; spool_open() replays whatever segments are
- * left: each complete record makes its .eml whole (rewritten in place, or
- * created) and durable.
+ * left: each complete record makes its .eml whole (written under tmp/ and
+ * renamed over when missing or wrong) and durable.
  *
  * Dedup: messages/<sha>.eml of the right size is the same bytes and is
- * durable or covered by a segment not yet deleted, so a duplicate costs
- * neither segment bytes nor a link, only its journal line.
+ * durable or covered by a segment not yet deleted (I4), so a duplicate
+ * costs neither segment bytes nor a link, only its journal line.
  *
  * Threads: the event loop thread owns every spool_msg until spool_msg_commit();
  * from then on the worker owns its file and path fields until it pushes the
@@ -60,6 +88,7 @@
 
 #include "spool.h"
 #include "spool_seg.h"
+#include "testhook.h"
 #include "util.h"
 
 #define SPOOL_BUF_SIZE		(64 * 1024)
@@ -152,7 +181,7 @@ static void	 spool_clean_tmp(const char *dir);
 static bool	 spool_probe_tmpfile(const char *tmp_dir);
 static void	 spool_tmp_drop(struct spool_msg *);
 static int	 spool_tmp_open(struct spool_msg *);
-static int	 spool_create_eml(struct spool *, struct spool_msg *, bool *);
+static int	 spool_write_tmp(struct spool *, struct spool_msg *);
 static int	 spool_du(const char *dir, uint64_t *out);
 static long long spool_now_ns(void);
 static int	 spool_flush(struct spool_msg *);
@@ -288,6 +317,7 @@ spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
 	pthread_condattr_t	 ca;
 	int			 r;
 
+	testhook_env();
 	if (opts == NULL || opts->dir == NULL || opts->dir[0] == '\0') {
 		snprintf(err, errlen, "spool: no directory configured");
 		return NULL;
@@ -568,7 +598,7 @@ spool_msg_new(struct spool *sp, char *err, size_t errlen)
 	}
 	/*
 	 * No file yet: a body under SPOOL_BUF_SIZE stays in memory and its
-	 * .eml is created by the worker at commit (spool_create_eml); only a
+	 * .eml is written by the worker at commit (spool_write_tmp); only a
 	 * body that outgrows the buffer gets a tmp file (spool_tmp_open).
 	 */
 	return m;
@@ -1031,6 +1061,9 @@ spool_commit_group(struct spool *sp, struct spool_msgq *q)
 		m->status = 0;
 		m->err_no = 0;
 	}
+	/* The segment may be checkpointed from now on (I3). */
+	(void)TESTHOOK("names_done", "");
+	spool_seg_names_done(sp->seg);
 
 	/* 2. The big messages' names. */
 	if (any_big && fsync(sp->msg_dir_fd) == -1) {
@@ -1111,30 +1144,39 @@ spool_exists(struct spool *sp, const char *hex, uint64_t size)
 }
 
 /*
- * Name a tmp file messages/<sha>.eml.  An existing file of that name with
- * the wrong size (a torn copy) is replaced, the right size is the same bytes
- * (dedup).  Closes the tmp file.  0 or -1 (errno).
+ * Name a tmp file messages/<sha>.eml (I2: the name appears with all the
+ * bytes).  The name taken: the right size is the same bytes (dedup, I4),
+ * a wrong one (not made by this code, see I4) is replaced atomically.
+ * Closes the tmp file.  0 or -1 (errno).
  */
 static int
 spool_name(struct spool *sp, struct spool_msg *m, bool *dedup)
 {
-	char	name[80];
+	char	name[80], swap[PATH_MAX];
 	int	r, e;
 
 	snprintf(name, sizeof(name), "%s.eml", m->hex);
 	if (m->anon) {
 		r = linkat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name,
 		    AT_SYMLINK_FOLLOW);
-		/* Only when the name is taken: the unlink costs a syscall. */
 		if (r == -1 && errno == EEXIST) {
 			if (spool_exists(sp, m->hex, m->size)) {
 				spool_tmp_drop(m);
 				*dedup = true;
 				return 0;
 			}
-			(void)unlinkat(sp->msg_dir_fd, name, 0);
-			r = linkat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name,
-			    AT_SYMLINK_FOLLOW);
+			/* A name in tmp/ renamed over: no moment without a name. */
+			r = -1;
+			if ((size_t)snprintf(swap, sizeof(swap), "%s/%s.swap",
+			    sp->tmp_dir, m->hex) >= sizeof(swap))
+				errno = ENAMETOOLONG;
+			else if ((r = linkat(AT_FDCWD, m->tmp_path, AT_FDCWD, swap,
+			    AT_SYMLINK_FOLLOW)) == 0 && (r = renameat(AT_FDCWD,
+			    swap, sp->msg_dir_fd, name)) == -1) {
+				e = errno;
+				(void)unlink(swap);
+				errno = e;
+			}
 		}
 		e = errno;
 		spool_tmp_drop(m);
@@ -1146,18 +1188,30 @@ spool_name(struct spool *sp, struct spool_msg *m, bool *dedup)
 		if (close(m->fd) == -1) {
 			m->fd = -1;
 			e = errno;
-			(void)unlink(m->tmp_path);
+			spool_tmp_drop(m);
 			errno = e;
 			return -1;
 		}
 		m->fd = -1;
-		/* rename(2) replaces a torn copy atomically. */
-		if (renameat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name) == -1) {
+		r = renameat2(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name,
+		    RENAME_NOREPLACE);
+		if (r == -1 && errno == EEXIST &&
+		    spool_exists(sp, m->hex, m->size)) {
+			spool_tmp_drop(m);
+			*dedup = true;
+			return 0;
+		}
+		/* rename(2) replaces a wrong copy atomically. */
+		if (r == -1 && (errno == EEXIST || errno == EINVAL ||
+		    errno == ENOSYS))
+			r = renameat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name);
+		if (r == -1) {
 			e = errno;
-			(void)unlink(m->tmp_path);
+			spool_tmp_drop(m);
 			errno = e;
 			return -1;
 		}
+		m->named = false;
 	}
 	atomic_fetch_add(&sp->used_bytes, m->size);
 	return 0;
@@ -1169,78 +1223,64 @@ spool_store_big(struct spool *sp, struct spool_msg *m, bool *dedup)
 {
 	int	e;
 
-	if (fsync(m->fd) == -1) {
+	if ((e = TESTHOOK("big_fsync", m->hex)) != 0 || fsync(m->fd) == -1) {
+		if (e != 0)
+			errno = e;
 		e = errno;
 		spool_tmp_drop(m);
 		errno = e;
 		return -1;
 	}
+	(void)TESTHOOK("big_link", m->hex);
 	return spool_name(sp, m, dedup);
 }
 
 /*
  * A small message whose bytes are durable in a segment: its .eml, no fsync
  * (the checkpoint's syncfs makes it durable; until then the segment covers
- * it).  A body held in memory is written straight to its final name: a crash
- * half-way leaves a short file there, which the segment replay rewrites.
+ * it, I3).  A body held in memory is written to a tmp file of its own first
+ * and named like a spilled one (I2): never a short file under the name.
+ * Disk full asks for a checkpoint (not waited for); the segment of this
+ * group stays until its names are all written (I3).
  */
 static int
 spool_store_small(struct spool *sp, struct spool_msg *m, bool *dedup)
 {
-	int	r;
+	int	r = 0, e;
 
 	if (m->in_memory)
-		r = spool_create_eml(sp, m, dedup);
-	else
+		r = spool_write_tmp(sp, m);
+	if (r == 0) {
+		(void)TESTHOOK("eml_link", m->hex);
 		r = spool_name(sp, m, dedup);
+	}
+	if (r == -1 && (errno == ENOSPC || errno == EDQUOT)) {
+		e = errno;
+		spool_seg_want_checkpoint(sp->seg);
+		errno = e;
+	}
 	free(m->data);
 	m->data = NULL;
 	return r;
 }
 
-/* Create messages/<sha>.eml from the body in memory; 0 or -1 (errno). */
+/* The body in memory into a tmp file of its own; 0 or -1 (errno, none left). */
 static int
-spool_create_eml(struct spool *sp, struct spool_msg *m, bool *dedup)
+spool_write_tmp(struct spool *sp, struct spool_msg *m)
 {
-	char	name[80];
-	int	fd, e;
+	int	e;
 
-	snprintf(name, sizeof(name), "%s.eml", m->hex);
-	fd = openat(sp->msg_dir_fd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC,
-	    SPOOL_FILE_MODE);
-	if (fd == -1 && errno == EEXIST) {
-		if (spool_exists(sp, m->hex, m->size)) {
-			*dedup = true;
-			return 0;
-		}
-		/* A torn copy: rewritten in place (the segment covers a crash). */
-		fd = openat(sp->msg_dir_fd, name, O_WRONLY | O_TRUNC | O_CLOEXEC);
-	}
-	if (fd == -1)
-		goto fail;
-	if (util_write_all(fd, m->data, (size_t)m->size) == -1) {
-		e = errno;
-		close(fd);
-		(void)unlinkat(sp->msg_dir_fd, name, 0);
+	if (spool_tmp_open(m) == -1)
+		return -1;
+	if ((e = TESTHOOK("eml_write", m->hex)) != 0 ||
+	    util_write_all(m->fd, m->data, (size_t)m->size) == -1) {
+		if (e == 0)
+			e = errno;
+		spool_tmp_drop(m);
 		errno = e;
-		goto fail;
+		return -1;
 	}
-	if (close(fd) == -1) {
-		e = errno;
-		(void)unlinkat(sp->msg_dir_fd, name, 0);
-		errno = e;
-		goto fail;
-	}
-	atomic_fetch_add(&sp->used_bytes, m->size);
 	return 0;
-fail:
-	/* Disk full: the segments' space comes back at a checkpoint; the client retries. */
-	if (errno == ENOSPC || errno == EDQUOT) {
-		e = errno;
-		spool_seg_want_checkpoint(sp->seg);
-		errno = e;
-	}
-	return -1;
 }
 
 /* fsync a directory by path; 0 or -1 (errno). */
@@ -1450,8 +1490,12 @@ spool_journal_append(struct spool *sp, struct spool_msgq *q)
 			memcpy(buf + off, m->record, m->reclen);
 			off += m->reclen;
 		}
-	if (util_write_all(sp->journal_fd, buf, total) == -1 ||
+	if ((e = TESTHOOK("journal_write", "")) != 0 ||
+	    util_write_all(sp->journal_fd, buf, total) == -1 ||
+	    (e = TESTHOOK("journal_sync", "")) != 0 ||
 	    fdatasync(sp->journal_fd) == -1) {
+		if (e != 0)
+			errno = e;
 		e = errno;
 		free(buf);
 		if (ftruncate(sp->journal_fd, sp->journal_len) == 0)
@@ -1461,5 +1505,6 @@ spool_journal_append(struct spool *sp, struct spool_msgq *q)
 	}
 	free(buf);
 	sp->journal_len += (off_t)total;
+	(void)TESTHOOK("acked", "");
 	return 0;
 }

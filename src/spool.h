@@ -17,18 +17,19 @@
  * Per group: a small message (<= SPOOL_SEG_SMALL) is appended as a framed
  * record (header with its sha256 and length, then the bytes) to the current
  * segment; one fdatasync of the segment makes the whole group's bytes durable;
- * only then is each .eml written (a body held in memory, straight under its
- * final name) or linked (a tmp file) into messages/, not fsync'ed.  A big message
- * keeps the per-file path: fsync of the file, link, one fsync of messages/.
- * Then the group's journal lines are appended and fdatasync'ed.  A segment is
- * sealed after 5 s or 8 MiB and deleted by a checkpoint thread about 35 s
- * later, only after one syncfs(2) made every .eml it covers durable (by then
- * the kernel has usually written them back).  Commits never wait for a
- * checkpoint, except when the disk is full (then 5 s at most, for the space
- * the segments hold).  Both threads start in spool_open().
- * At spool_open() the records of any remaining segment (a crash) rewrite the
- * .eml that is missing, short or wrong; a torn last record was never
- * acknowledged and is ignored.
+ * only then is each .eml written to a tmp file (a body held in memory) and
+ * linked into messages/, not fsync'ed: a name always holds all its bytes.
+ * A big message keeps the per-file path: fsync of the file, link, one fsync
+ * of messages/.  Then the group's journal lines are appended and
+ * fdatasync'ed.  A segment is sealed after 5 s or 8 MiB and deleted by a
+ * checkpoint thread about 35 s later, only after one syncfs(2), begun once
+ * every .eml it covers was written, made them durable (by then the kernel
+ * has usually written them back).  Commits never wait for a checkpoint,
+ * except when the disk is full (then 5 s at most, for the space the segments
+ * hold).  Both threads start in spool_open().  At spool_open() the records
+ * of any remaining segment (a crash) replace the .eml that is missing, short
+ * or wrong (written under tmp/, renamed over); a torn last record was never
+ * acknowledged and is ignored.  The invariants are listed in spool.c.
  *
  * The journal is also the hpfeeds outbox: a publisher reads it from a saved
  * offset.  A torn last line (crash mid-append) is cut off at spool_open().

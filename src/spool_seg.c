@@ -10,28 +10,36 @@
  *
  * The active segment belongs to the worker.  It is sealed (closed) after
  * SPOOL_SEG_ROTATE_BYTES or SPOOL_SEG_ROTATE_NS and handed to the checkpoint
- * thread through the mutex-protected sealed list.  Every .eml a sealed
- * segment covers was linked before the seal, so when a sealed segment is
- * SPOOL_SEG_AGE_NS old (the kernel writes dirty pages back after 30 s, so
- * little is left to write) one syncfs(2) makes them all durable (data,
- * names: one journal commit and one cache flush, where an fsync per file
- * costs a flush each) and the segment is unlinked (not fsync'ed: a segment
- * back after a crash is replayed, harmlessly).  syncfs flushes the whole
- * filesystem and may take long on a busy disk: that is why it runs on its
- * own thread, and commits (hence 250 replies) never wait for it, except
- * when the disk is full: then the worker asks for a pass over every sealed
- * segment and waits SPOOL_SEG_FULL_WAIT_NS at most before its one retry.
- * Where the kernel has no syncfs, each covered .eml is fsync'ed, then
- * messages/.  A segment whose checkpoint fails stays on disk for the replay.
+ * thread through the mutex-protected sealed list.  A segment may be deleted
+ * only when every .eml it covers was written before the syncfs that
+ * precedes the delete (spool.c, I3): the segment of the group being named
+ * is marked (naming) from its append until spool_seg_names_done(), and the
+ * checkpoint thread takes no segment from a marked one on, even when asked
+ * (a disk full seals the active segment in the middle of a group).  So
+ * when a sealed segment is SPOOL_SEG_AGE_NS old (the kernel writes dirty
+ * pages back after 30 s, so little is left to write) one syncfs(2) makes
+ * them all durable (data, names: one journal commit and one cache flush,
+ * where an fsync per file costs a flush each) and the segment is unlinked
+ * (not fsync'ed: a segment back after a crash is replayed, harmlessly).
+ * syncfs flushes the whole filesystem and may take long on a busy disk:
+ * that is why it runs on its own thread, and commits (hence 250 replies)
+ * never wait for it, except when the disk is full: then the worker asks
+ * for a pass over every sealed segment and waits SPOOL_SEG_FULL_WAIT_NS at
+ * most before its one retry.  Where the kernel has no syncfs, each covered
+ * .eml is fsync'ed, then messages/.  A segment whose checkpoint fails
+ * stays on disk for the replay.
  *
  * At open, every complete record of every segment left (crash, or a stop
- * whose last pass ran out of time) makes its .eml whole (rewritten in place,
- * or created) and durable; a torn last record was never acknowledged.
+ * whose last pass ran out of time) makes its .eml whole and durable (a
+ * wrong or missing one is written under tmp/ and renamed over: a reader,
+ * or a kill -9 during the replay, never finds a torn file under the name);
+ * a torn last record was never acknowledged.
  *
- * Threads: active, seq and the segment being written are the worker's; the
- * sealed list, its byte count, the request generations and stopping are
- * under mu; the failed list and no_syncfs are the checkpoint thread's once
- * it runs; the counters are atomic.
+ * Threads: active, naming, seq and the segment being written are the
+ * worker's; the sealed list, its byte count, a sealed segment's naming
+ * flag, the request generations and stopping are under mu; the failed
+ * list and no_syncfs are the checkpoint thread's once it runs; the
+ * counters are atomic.
  */
 #include <sys/queue.h>
 #include <sys/stat.h>
@@ -54,6 +62,7 @@
 #include <openssl/evp.h>
 
 #include "spool_seg.h"
+#include "testhook.h"
 #include "util.h"
 
 #define SPOOL_SEG_MAGIC		"FOSRSEG1 "
@@ -77,6 +86,9 @@ struct spool_seg {
 	char			(*hex)[64];	/* covered messages/<hex>.eml */
 	size_t			 n, cap;
 	size_t			 synced;	/* fallback progress: files fsync'ed */
+	bool			 naming;	/* its last group's .eml are being
+						   written: not checkpointed (mu
+						   once sealed) */
 };
 TAILQ_HEAD(spool_segq, spool_seg);
 
@@ -93,6 +105,7 @@ struct spool_seglog {
 
 	/* Worker only. */
 	struct spool_seg	*active;	/* open for appends, or NULL */
+	struct spool_seg	*naming;	/* the group being named went there */
 	uint64_t		 seq;		/* last sequence number used */
 
 	pthread_t		 thread;
@@ -325,12 +338,20 @@ spool_seg_write(struct spool_seglog *log, const struct spool_seg_rec *recs,
 			goto fail;
 		}
 	}
-	if (spool_seg_writev_all(seg->fd, iov, cnt) == -1 ||
-	    fdatasync(seg->fd) == -1)
+	if ((e = TESTHOOK("seg_write", "")) != 0 ||
+	    spool_seg_writev_all(seg->fd, iov, cnt) == -1 ||
+	    (e = TESTHOOK("seg_sync", "")) != 0 ||
+	    fdatasync(seg->fd) == -1) {
+		if (e != 0)
+			errno = e;
 		goto fail;
+	}
 	free(iov);
 	free(hdr);
 	seg->len += total;
+	/* Until spool_seg_names_done(), no checkpoint of this segment (I3). */
+	seg->naming = true;
+	log->naming = seg;
 	return 0;
 
 fail:
@@ -411,6 +432,8 @@ spool_seg_seal(struct spool_seglog *log, struct spool_seg *seg, long long now)
 	}
 	seg->sealed_ns = now;
 	if (!log->started) {
+		if (log->naming == seg)
+			log->naming = NULL;
 		spool_seg_destroy(seg);
 		return;
 	}
@@ -470,6 +493,28 @@ spool_seg_want_checkpoint(struct spool_seglog *log)
 }
 
 /*
+ * The group appended last has all its .eml written (or failed): its segment
+ * may be checkpointed now.  Worker only.
+ */
+void
+spool_seg_names_done(struct spool_seglog *log)
+{
+	struct spool_seg	*seg = log->naming;
+
+	if (seg == NULL)
+		return;
+	log->naming = NULL;
+	if (seg == log->active) {
+		seg->naming = false;	/* not seen by the checkpoint thread yet */
+		return;
+	}
+	pthread_mutex_lock(&log->mu);
+	seg->naming = false;
+	pthread_cond_signal(&log->cond);
+	pthread_mutex_unlock(&log->mu);
+}
+
+/*
  * Disk full on the segment: ask for a pass over every sealed segment and
  * wait until it has run, SPOOL_SEG_FULL_WAIT_NS at most.  Worker only.
  */
@@ -510,6 +555,16 @@ spool_seg_main(void *arg)
 	TAILQ_INIT(&q);
 	pthread_mutex_lock(&log->mu);
 	while (!log->stopping) {
+		/*
+		 * The oldest sealed segment still has .eml being written (sealed
+		 * mid-group on disk full): nothing may be checkpointed before
+		 * spool_seg_names_done() (I3); a request stays pending till then.
+		 */
+		if ((seg = TAILQ_FIRST(&log->sealed)) != NULL && seg->naming) {
+			(void)TESTHOOK("ckpt_wait_names", "");
+			pthread_cond_wait(&log->cond, &log->mu);
+			continue;
+		}
 		now = spool_seg_now_ns();
 		force = log->req_gen != log->done_gen;
 		behind = log->sealed_bytes > SPOOL_SEG_BACKLOG;
@@ -535,6 +590,7 @@ spool_seg_main(void *arg)
 		spool_seg_requeue(log, &q);
 		log->done_gen = gen;
 		pthread_cond_broadcast(&log->done_cond);
+		(void)TESTHOOK("ckpt_pass_end", "");
 	}
 	/*
 	 * Clean stop: every .eml made durable and the segments deleted, but for
@@ -565,7 +621,7 @@ spool_seg_take(struct spool_seglog *log, struct spool_segq *q, bool all,
 {
 	struct spool_seg	*seg;
 
-	while ((seg = TAILQ_FIRST(&log->sealed)) != NULL &&
+	while ((seg = TAILQ_FIRST(&log->sealed)) != NULL && !seg->naming &&
 	    (all || now - seg->sealed_ns >= log->age_ns)) {
 		TAILQ_REMOVE(&log->sealed, seg, entry);
 		log->sealed_bytes -= (uint64_t)seg->len;
@@ -608,6 +664,7 @@ spool_seg_checkpoint(struct spool_seglog *log, struct spool_segq *q,
 		 * Every .eml these segments cover was linked before the seal:
 		 * one syncfs(2) writes their data and names back.
 		 */
+		(void)TESTHOOK("ckpt_syncfs", "");
 		if (syncfs(log->msg_dir_fd) == 0) {
 			dir_synced = true;
 			TAILQ_FOREACH(seg, q, entry)
@@ -652,6 +709,7 @@ spool_seg_checkpoint(struct spool_seglog *log, struct spool_segq *q,
 			dir_synced = true;
 		}
 		snprintf(name, sizeof(name), "%016" PRIx64 ".seg", seg->seq);
+		(void)TESTHOOK("ckpt_unlink", name);
 		/* Not fsync'ed: a segment back after a crash is replayed, harmlessly. */
 		if (unlinkat(log->seg_dir_fd, name, 0) == -1 && errno != ENOENT) {
 			spool_seg_fail(log, q, seg);
@@ -848,6 +906,8 @@ spool_seg_recover(struct spool_seglog *log)
 		e = errno;
 	}
 	for (size_t i = 0; i < n; i++) {
+		if (r == 0)
+			(void)TESTHOOK("replay_unlink", names[i]);
 		if (r == 0 && unlinkat(log->seg_dir_fd, names[i], 0) == -1 &&
 		    errno != ENOENT) {
 			r = -1;
@@ -917,6 +977,7 @@ spool_seg_replay(struct spool_seglog *log, int fd)
 			free(buf);
 			return 0;	/* torn payload */
 		}
+		(void)TESTHOOK("replay_restore", hex);
 		if (spool_seg_restore(log, hex, buf, (size_t)len) == -1) {
 			free(buf);
 			return -1;
@@ -928,9 +989,12 @@ spool_seg_replay(struct spool_seglog *log, int fd)
 
 /*
  * Make messages/<hex>.eml hold exactly data: an intact file is left alone, a
- * wrong one is rewritten in place (so Maildir links to it are mended too), a
- * missing one created.  Durable after the caller's syncfs(2), or fsync'ed
- * here where the kernel has no syncfs.
+ * wrong or missing one is written whole under tmp/ and renamed over, so the
+ * name never shows a torn file, not even to a reader during the replay or
+ * after a kill -9 in it.  A wrong file that Maildir hard links also name is
+ * then rewritten in place too (the Maildir is a view: best effort).
+ * Durable after the caller's syncfs(2), or fsync'ed here where the kernel
+ * has no syncfs.
  */
 static int
 spool_seg_restore(struct spool_seglog *log, const char *hex,
@@ -941,7 +1005,7 @@ spool_seg_restore(struct spool_seglog *log, const char *hex,
 	struct stat	 st;
 	size_t		 done;
 	ssize_t		 n;
-	int		 fd, dfd, e;
+	int		 fd, nfd = -1, dfd = -1, e;
 	bool		 same = false;
 
 	snprintf(name, sizeof(name), "%s.eml", hex);
@@ -961,48 +1025,51 @@ spool_seg_restore(struct spool_seglog *log, const char *hex,
 			same = done == len && memcmp(cur, data, len) == 0;
 			free(cur);
 		}
-		if (!same) {
-			for (done = 0; done < len; done += (size_t)n)
-				if ((n = pwrite(fd, data + done, len - done,
-				    (off_t)done)) <= 0) {
-					if (n == 0)
-						errno = EIO;
-					goto fail;
-				}
-			if (ftruncate(fd, (off_t)len) == -1)
+		if (same) {
+			if (log->no_syncfs && fsync(fd) == -1)
 				goto fail;
+			close(fd);
+			return 0;
 		}
-		if (log->no_syncfs && fsync(fd) == -1)
-			goto fail;
-		close(fd);
-	} else {
-		/* Missing (or a symlink): a new file under tmp/, renamed over. */
-		snprintf(tmp, sizeof(tmp), "%.64s.replay", hex);
-		dfd = open(log->tmp_dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-		if (dfd == -1)
-			return -1;
-		fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-		    SPOOL_SEG_MODE);
-		if (fd == -1 || util_write_all(fd, data, len) == -1 ||
-		    (log->no_syncfs && fsync(fd) == -1) ||
-		    renameat(dfd, tmp, log->msg_dir_fd, name) == -1) {
-			e = errno;
-			if (fd != -1)
-				close(fd);
-			(void)unlinkat(dfd, tmp, 0);
-			close(dfd);
-			errno = e;
-			return -1;
-		}
-		close(fd);
-		close(dfd);
 	}
-	if (!same)
-		atomic_fetch_add(&log->recovered, 1);
+	/* Missing, wrong, or a symlink: a new file under tmp/, renamed over. */
+	snprintf(tmp, sizeof(tmp), "%.64s.replay", hex);
+	if ((dfd = open(log->tmp_dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC)) == -1)
+		goto fail;
+	nfd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    SPOOL_SEG_MODE);
+	if (nfd == -1 || util_write_all(nfd, data, len) == -1 ||
+	    (log->no_syncfs && fsync(nfd) == -1) ||
+	    renameat(dfd, tmp, log->msg_dir_fd, name) == -1) {
+		e = errno;
+		(void)unlinkat(dfd, tmp, 0);
+		errno = e;
+		goto fail;
+	}
+	/* The old inode, still named by Maildir links: mended in place. */
+	if (fd != -1 && S_ISREG(st.st_mode) && st.st_nlink > 1) {
+		for (done = 0; done < len; done += (size_t)n)
+			if ((n = pwrite(fd, data + done, len - done,
+			    (off_t)done)) <= 0)
+				break;
+		if (done == len && ftruncate(fd, (off_t)len) == 0 &&
+		    log->no_syncfs)
+			(void)fsync(fd);
+	}
+	close(nfd);
+	close(dfd);
+	if (fd != -1)
+		close(fd);
+	atomic_fetch_add(&log->recovered, 1);
 	return 0;
 fail:
 	e = errno;
-	close(fd);
+	if (nfd != -1)
+		close(nfd);
+	if (dfd != -1)
+		close(dfd);
+	if (fd != -1)
+		close(fd);
 	errno = e;
 	return -1;
 }

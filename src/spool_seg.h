@@ -61,6 +61,13 @@ int		 spool_seg_append(struct spool_seglog *, const struct spool_seg_rec *,
 		    size_t n);
 
 /*
+ * Worker thread, after a successful spool_seg_append(): every .eml of that
+ * group is written (or failed).  Until then the segment the group went to
+ * is not checkpointed, even when sealed (disk full) and asked for.
+ */
+void		 spool_seg_names_done(struct spool_seglog *);
+
+/*
  * Worker thread: when the active segment is due for its seal (monotonic ns),
  * 0 when there is none (or checkpoints are off).
  */

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -20,6 +21,7 @@
 #include <event2/event.h>
 
 #include "spool.h"
+#include "testhook.h"
 
 struct done {
 	int	calls;
@@ -94,6 +96,7 @@ teardown(void **state)
 {
 	struct fixture	*f = *state;
 
+	testhook_set(NULL, NULL);	/* a failed hook test leaves none behind */
 	if (f->mounted)
 		umount2(f->spooldir, MNT_DETACH);
 	rm_rf(f->dir);
@@ -1383,10 +1386,273 @@ test_checkpoint_no_syncfs(void **state)
 	assert_eml(f, hex[3], "at stop", 7);
 }
 
+
+/*
+ * The test hook (testhook.h) of the two ordering tests below: a trace of the
+ * commit path's steps, an injected ENOSPC, the worker held at one point, and
+ * checks of what a reader of messages/ sees at each point.
+ */
+#define HOOK_TRACE	256
+
+struct hook_state {
+	pthread_mutex_t	 mu;
+	pthread_cond_t	 cond;
+	char		 dir[256];		/* messages/ */
+	char		 trace[HOOK_TRACE][80];	/* "step detail" */
+	int		 ntrace;
+	int		 eml_writes;		/* eml_write hits so far */
+	int		 fail_at;		/* this eml_write fails (ENOSPC); 0 none */
+	int		 hold_at;		/* this eml_write waits for the checkpoint */
+	int		 hold_seg_at;		/* this seg_write waits for release */
+	int		 seg_writes;
+	bool		 held;			/* the worker is waiting at hold_seg_at */
+	bool		 released;
+	bool		 ckpt_ran;		/* a pass ended or waits for the names */
+	bool		 hold_timeout;
+	char		 expect[8][65];		/* acknowledged digests, for ckpt_unlink */
+	const char	*expect_body[8];
+	int		 nexpect;
+	int		 missing_at_unlink;	/* covered .eml not whole at a segment delete */
+	int		 torn_seen;		/* a name whose bytes were not whole */
+};
+
+static struct hook_state	hk;
+
+static void	 hook_init(struct fixture *f);
+static int	 hook_cb(void *arg, const char *step, const char *detail);
+static bool	 eml_whole(const char *dir, const char *hex, const char *body);
+static int	 trace_find(const char *step, const char *detail, int from);
+static void	 hook_wait(bool *flag, bool *timeout);
+
+static void
+hook_init(struct fixture *f)
+{
+	memset(&hk, 0, sizeof(hk));
+	pthread_mutex_init(&hk.mu, NULL);
+	pthread_cond_init(&hk.cond, NULL);
+	snprintf(hk.dir, sizeof(hk.dir), "%s/messages", f->spooldir);
+}
+
+/* Wait (under hk.mu) until *flag, 10 s at most (then *timeout). */
+static void
+hook_wait(bool *flag, bool *timeout)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	while (!*flag)
+		if (pthread_cond_timedwait(&hk.cond, &hk.mu, &ts) != 0) {
+			*timeout = true;
+			break;
+		}
+}
+
+/* messages/<hex>.eml absent (false) or holding exactly body (true); torn counted. */
+static bool
+eml_whole(const char *dir, const char *hex, const char *body)
+{
+	char		 path[512], buf[256];
+	ssize_t		 n;
+	int		 fd;
+
+	snprintf(path, sizeof(path), "%s/%s.eml", dir, hex);
+	if ((fd = open(path, O_RDONLY)) == -1)
+		return false;
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	if (n != (ssize_t)strlen(body) || memcmp(buf, body, (size_t)n) != 0) {
+		hk.torn_seen++;
+		return false;
+	}
+	return true;
+}
+
+static int
+hook_cb(void *arg, const char *step, const char *detail)
+{
+	int	r = 0;
+
+	(void)arg;
+	pthread_mutex_lock(&hk.mu);
+	if (hk.ntrace < HOOK_TRACE)
+		snprintf(hk.trace[hk.ntrace++], sizeof(hk.trace[0]), "%s %.64s",
+		    step, detail);
+	if (strcmp(step, "seg_write") == 0 && ++hk.seg_writes == hk.hold_seg_at) {
+		hk.held = true;
+		pthread_cond_broadcast(&hk.cond);
+		hook_wait(&hk.released, &hk.hold_timeout);
+	} else if (strcmp(step, "eml_write") == 0 || strcmp(step, "eml_link") == 0) {
+		/* A reader never finds a name whose bytes are not all there. */
+		for (int i = 0; i < hk.nexpect; i++)
+			if (strcmp(hk.expect[i], detail) == 0)
+				(void)eml_whole(hk.dir, detail, hk.expect_body[i]);
+		if (strcmp(step, "eml_write") == 0) {
+			hk.eml_writes++;
+			if (hk.eml_writes == hk.fail_at)
+				r = ENOSPC;
+			else if (hk.eml_writes == hk.hold_at)
+				hook_wait(&hk.ckpt_ran, &hk.hold_timeout);
+		}
+	} else if (strcmp(step, "ckpt_pass_end") == 0 ||
+	    strcmp(step, "ckpt_wait_names") == 0) {
+		hk.ckpt_ran = true;
+		pthread_cond_broadcast(&hk.cond);
+	} else if (strcmp(step, "ckpt_unlink") == 0) {
+		/* Every acknowledged mail the segment covers: whole already. */
+		for (int i = 0; i < hk.nexpect; i++)
+			if (!eml_whole(hk.dir, hk.expect[i], hk.expect_body[i]))
+				hk.missing_at_unlink++;
+	}
+	pthread_mutex_unlock(&hk.mu);
+	return r;
+}
+
+/* Index of the first trace entry from index from that starts with step (and detail). */
+static int
+trace_find(const char *step, const char *detail, int from)
+{
+	char	want[80];
+
+	snprintf(want, sizeof(want), "%s %s", step, detail != NULL ? detail : "");
+	for (int i = from; i < hk.ntrace; i++)
+		if (detail != NULL ? strcmp(hk.trace[i], want) == 0 :
+		    strncmp(hk.trace[i], want, strlen(want)) == 0)
+			return i;
+	return -1;
+}
+
+/*
+ * Issue item 5: one .eml write of a group fails (ENOSPC) and asks for a
+ * checkpoint.  The segment that covers the group may be deleted only after
+ * every .eml it covers was written before the syncfs that precedes the
+ * delete.  The worker is held before the next .eml until the checkpoint
+ * thread has run (or waits for the names), so the old order (segment gone
+ * between B1 and B2, then B2-B4 acknowledged unsynced) shows every time.
+ */
+static void
+test_ckpt_waits_for_names(void **state)
+{
+	struct fixture	*f = *state;
+	static const char *bodies[6] = { "gate\r\n", "B0\r\n", "B1 fails\r\n",
+	    "B2\r\n", "B3\r\n", "B4\r\n" };
+	struct done	 d[6];
+	char		 hex[6][65];
+	struct spool	*sp;
+	int		 nseg, sync, unl;
+
+	hook_init(f);
+	hk.hold_seg_at = 1;	/* gate's group: B0-B4 queue meanwhile */
+	hk.fail_at = 3;		/* gate, B0, B1 */
+	hk.hold_at = 4;		/* B2 */
+	testhook_set(hook_cb, NULL);
+	sp = open_spool(f, NULL, 0);
+	memset(d, 0, sizeof(d));
+	spool_msg_commit(store(sp, bodies[0], strlen(bodies[0]), hex[0]), "{}", 2,
+	    done_cb, &d[0]);
+	pthread_mutex_lock(&hk.mu);
+	hook_wait(&hk.held, &hk.hold_timeout);
+	pthread_mutex_unlock(&hk.mu);
+	assert_false(hk.hold_timeout);
+	for (int i = 1; i < 6; i++)
+		spool_msg_commit(store(sp, bodies[i], strlen(bodies[i]), hex[i]),
+		    "{}", 2, done_cb, &d[i]);
+	pthread_mutex_lock(&hk.mu);
+	for (int i = 0; i < 6; i++)
+		if (i != 2) {
+			memcpy(hk.expect[hk.nexpect], hex[i], 65);
+			hk.expect_body[hk.nexpect++] = bodies[i];
+		}
+	hk.released = true;
+	pthread_cond_broadcast(&hk.cond);
+	pthread_mutex_unlock(&hk.mu);
+	for (int i = 0; i < 6; i++)
+		wait_calls(f->base, &d[i].calls, 1);
+	/* The pass asked for by the failure runs: the segment goes. */
+	wait_stat(sp, offsetof(struct spool_stats, checkpoints), 1);
+	spool_free(sp);
+	testhook_set(NULL, NULL);
+	assert_false(hk.hold_timeout);
+	assert_int_equal(d[2].status, -1);
+	assert_int_equal(d[2].err_no, ENOSPC);
+	for (int i = 0; i < 6; i++)
+		if (i != 2) {
+			assert_int_equal(d[i].status, 0);
+			assert_eml(f, hex[i], bodies[i], strlen(bodies[i]));
+		}
+	for (int i = 0; i < hk.ntrace; i++)
+		print_message("  %s\n", hk.trace[i]);
+	/* Nothing covered was missing or torn when the segment was deleted... */
+	assert_int_equal(hk.missing_at_unlink, 0);
+	/* ...and every acknowledged .eml was named before the syncfs before it. */
+	unl = trace_find("ckpt_unlink", NULL, 0);
+	assert_true(unl >= 0);
+	for (sync = unl; sync >= 0; sync--)
+		if (strncmp(hk.trace[sync], "ckpt_syncfs", 11) == 0)
+			break;
+	assert_true(sync >= 0);
+	for (int i = 0; i < 6; i++) {
+		int	at = trace_find("eml_link", hex[i], 0);
+
+		if (i == 2) {
+			assert_int_equal(at, -1);
+			continue;
+		}
+		assert_true(at >= 0);
+		if (at > sync)
+			fail_msg("%s named at trace %d, after the syncfs at %d that "
+			    "preceded its segment's delete", bodies[i], at, sync);
+	}
+	assert_int_equal(hk.torn_seen, 0);
+	assert_int_equal(seg_bytes(f, &nseg), 0);
+	assert_int_equal(nseg, 0);
+}
+
+/*
+ * Issue item 5b: at no step of the commit path does messages/ hold a name
+ * whose bytes are not all there (a kill -9 there would leave it so, and a
+ * reader or the dedup would trust it).  Checked at eml_write (before the
+ * bytes) and eml_link (bytes written, before the name) of each message,
+ * small in memory, spilled and a duplicate.
+ */
+static void
+test_no_torn_name(void **state)
+{
+	struct fixture	*f = *state;
+	static const char *bodies[3] = { "one\r\n", "two\r\n", "one\r\n" };
+	char		 hex[3][65];
+	struct spool	*sp;
+
+	hook_init(f);
+	testhook_set(hook_cb, NULL);
+	sp = open_spool(f, NULL, 0);
+	for (int i = 0; i < 3; i++) {
+		struct spool_msg	*m = store(sp, bodies[i], strlen(bodies[i]), hex[i]);
+		struct done		 d = { 0 };
+
+		pthread_mutex_lock(&hk.mu);
+		memcpy(hk.expect[hk.nexpect], hex[i], 65);
+		hk.expect_body[hk.nexpect++] = bodies[i];
+		pthread_mutex_unlock(&hk.mu);
+		spool_msg_commit(m, "{}", 2, done_cb, &d);
+		wait_calls(f->base, &d.calls, 1);
+		assert_int_equal(d.status, 0);
+	}
+	spool_free(sp);
+	testhook_set(NULL, NULL);
+	assert_true(trace_find("eml_write", hex[0], 0) >= 0);
+	assert_true(trace_find("eml_link", hex[1], 0) >= 0);
+	assert_int_equal(hk.torn_seen, 0);
+	for (int i = 0; i < 3; i++)
+		assert_eml(f, hex[i], bodies[i], strlen(bodies[i]));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_ckpt_waits_for_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_torn_name, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_commit_basic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_large_chunks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_duplicate, setup, teardown),
