@@ -2,6 +2,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -102,12 +103,134 @@ test_loads_and_finds_a_probe(void **state)
 	rules_free(r);
 }
 
+/* Evaluate the built-in rules on msg (own address own1, one recipient). */
+static bool
+shipped_eval(const char *own1, const char *rcpt1, const char *msg,
+    struct rules_decision *d)
+{
+	const char *own[1] = { own1 };
+	const char *rcpt[1] = { rcpt1 };
+	struct rules_facts f;
+	char err[256];
+	struct rules *r = rules_load_buf(RULES_DEFAULT_NAME, rules_default_yaml,
+	    strlen(rules_default_yaml), err, sizeof(err));
+
+	assert_non_null(r);
+	memset(&f, 0, sizeof(f));
+	f.stage = RULES_STAGE_DATA;
+	f.mail_from = "a@example.org";
+	f.rcpt = rcpt;
+	f.nrcpt = 1;
+	f.src_ip = "198.51.100.9";
+	f.dst_ip = own1;
+	f.msg = (const unsigned char *)msg;
+	f.msglen = strlen(msg);
+	f.own_addrs = own;
+	f.nown = 1;
+	assert_int_equal(rules_eval(r, &f, d), 0);
+	rules_free(r);
+	return d->matched && d->relay;
+}
+
+/*
+ * Ordinary botnet spam to a victim at another domain forges trace and
+ * identification fields naming the target server: not a probe.
+ */
+static void
+test_trace_headers_are_no_probe(void **state)
+{
+	static const char *const decoys[] = {
+		"Received: from pc-12.dsl.example ([198.51.100.9]) by "
+		    "mx.corp.example ([192.0.2.7]) with SMTP; Sun, 6 Dec 2026 "
+		    "04:00:00 +0000",
+		"Received: from pc-12.dsl.example (HELO 192.0.2.7)\r\n"
+		    "\tby mx.corp.example with SMTP id C0000207",
+		"X-Originating-IP: [192.0.2.7]",
+		"X-Forwarded-For: 192.0.2.7",
+		"Message-ID: <20261206040000.12345@[192.0.2.7]>",
+		"References: <1234.192.0.2.7@mx.corp.example>",
+		"In-Reply-To: <a@[192.0.2.7]>",
+		"Return-Path: <postmaster@[192.0.2.7]>",
+		"Authentication-Results: mx.corp.example; spf=none "
+		    "smtp.client-ip=192.0.2.7",
+		"Received-SPF: none (192.0.2.7)",
+		"DKIM-Signature: v=1; a=rsa-sha256; d=corp.example; s=192.0.2.7",
+		"ARC-Seal: i=1; a=rsa-sha256; d=192.0.2.7; cv=none",
+		"Message-ID: <C0000207.1234@mx.corp.example>",	/* hex form */
+	};
+	char msg[1024];
+	struct rules_decision d;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(decoys) / sizeof(decoys[0]); i++) {
+		snprintf(msg, sizeof(msg), "%s\r\nFrom: \"Shop\" <sales@shop.example>"
+		    "\r\nTo: victim@other.example\r\nSubject: 80%% off today\r\n"
+		    "\r\nBuy now.\r\n", decoys[i]);
+		if (shipped_eval("192.0.2.7", "victim@other.example", msg, &d))
+			fail_msg("spam taken for a probe (%s): %s",
+			    d.evidence ? d.evidence : "", msg);
+		assert_false(d.matched);
+		rules_decision_clear(&d);
+	}
+}
+
+/* The shipped rules on a sample mail of tests/data: relayed or not. */
+static void
+check_sample(const char *path, const char *own, bool want)
+{
+	struct rules_decision d;
+	char *m = slurp(path);
+
+	assert_non_null(m);
+	if (shipped_eval(own, "drop@example.com", m, &d) != want)
+		fail_msg("%s: relay %d, wanted %d", path, d.relay, want);
+	rules_decision_clear(&d);
+	free(m);
+}
+
+/* The probe forms seen in the wild still are probes; the evidence says where. */
+static void
+test_probe_forms(void **state)
+{
+	struct rules_decision d;
+
+	(void)state;
+	check_sample("tests/data/probe-subject.eml", "1.2.3.4", true);
+	check_sample("tests/data/probe-b64-subject.eml", "1.2.3.4", true);
+	check_sample("tests/data/probe-spaminfo.eml", "1.2.3.4", true);
+	check_sample("tests/data/probe-lastline.eml", "1.2.3.4", true);
+	check_sample("tests/data/probe-hex.eml", "217.128.138.253", true);
+	check_sample("tests/data/negative.eml", "1.2.3.4", false);
+	check_sample("tests/data/spam-trace.eml", "1.2.3.4", false);
+	assert_true(shipped_eval("217.128.138.253", "drop@example.com",
+	    "Subject: D9808AFD:8080\r\n\r\nhi\r\n", &d));
+	assert_non_null(strstr(d.evidence, "{\"matcher\":\"mentions_own_address\","
+	    "\"where\":\"header:Subject\",\"what\":\"D9808AFD:8080\"}"));
+	rules_decision_clear(&d);
+	assert_true(shipped_eval("217.128.138.253", "drop@example.com",
+	    "Subject: hi\r\n\r\nmeeting at d9808afd:8080\r\n", &d));
+	assert_non_null(strstr(d.evidence, "\"where\":\"body\","
+	    "\"what\":\"d9808afd:8080\""));
+	rules_decision_clear(&d);
+	assert_true(shipped_eval("1.2.3.4", "drop@example.com",
+	    "Subject: hi\r\nX-SpamInfo: 1.2.3.4:25 u p\r\n\r\nhi\r\n", &d));
+	assert_non_null(strstr(d.evidence, "\"where\":\"header:X-SpamInfo\""));
+	rules_decision_clear(&d);
+	/* Mixed case and hex inside a hash are not the address. */
+	assert_false(shipped_eval("217.128.138.253", "drop@example.com",
+	    "Subject: D9808aFD:8080\r\n\r\nsha1 e3b0c442d9808afd98fc1c14\r\n", &d));
+	rules_decision_clear(&d);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_same_as_shipped_file),
 		cmocka_unit_test(test_loads_and_finds_a_probe),
+		cmocka_unit_test(test_trace_headers_are_no_probe),
+		cmocka_unit_test(test_probe_forms),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
