@@ -94,6 +94,20 @@ struct cidr {
 	int		 bits;
 };
 
+/*
+ * Where mentions_own_address looks: the Subject, the body text, one header
+ * field by name (a trailing '*': any field whose name starts so), or every
+ * header field but the trace and identification ones (trace_fields).
+ */
+enum pkind { PL_SUBJECT, PL_BODY, PL_HEADERS, PL_HEADER };
+
+struct place {
+	enum pkind	 kind;
+	bool		 prefix;		/* PL_HEADER: name* */
+	char		 name[MIME_NAME_MAX];	/* PL_HEADER, without the '*' */
+	size_t		 namelen;
+};
+
 struct matcher {
 	enum mkind	 kind;
 	struct strtest	*st;		/* string kinds: all must hold */
@@ -103,6 +117,8 @@ struct matcher {
 	struct cidr	*cidrs;		/* client: any may hold */
 	int		 ncidrs;
 	bool		 b;		/* tls, mentions_own_address */
+	struct place	*places;	/* mentions_own_address; NULL: the default */
+	int		 nplaces;
 };
 
 struct cond {
@@ -213,6 +229,16 @@ static int	 num_key_cb(struct rctx *, int, const char *, yaml_node_t *,
 		    void *);
 static int	 matcher_parse(struct rctx *, int, const char *, yaml_node_t *,
 		    struct matcher *);
+static int	 place_parse(struct rctx *, yaml_node_t *, const char *,
+		    struct place *);
+static int	 mo_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+		    void *);
+static bool	 name_match(const char *, size_t, bool, const char *);
+static bool	 trace_field(const char *);
+static bool	 trace_line(const char *, size_t);
+static bool	 scan_body(struct ectx *, const char *, size_t, struct hit *);
+static bool	 hex_glue(unsigned char);
+static bool	 scan_hex8(struct ectx *, const char *, size_t, struct hit *);
 static void	 cond_order(struct cond *);
 static int	 cond_key_cb(struct rctx *, int, const char *, yaml_node_t *,
 		    void *);
@@ -339,6 +365,43 @@ enum st_key { SK_EQUALS, SK_CONTAINS, SK_REGEX, SK_NOCASE, SK_NOT, SK_NAME,
 	SK_COUNT };
 static const char *const st_keys[SK_COUNT] = {
 	"equals", "contains", "regex", "nocase", "not", "name",
+};
+
+enum mo_key { MO_IN, MO_NOT, MO_COUNT };
+static const char *const mo_keys[MO_COUNT] = { "in", "not" };
+
+/* mentions_own_address: true searches these, in this order. */
+static const struct place place_default[] = {
+	{ .kind = PL_SUBJECT }, { .kind = PL_HEADERS }, { .kind = PL_BODY },
+};
+
+/*
+ * Header fields that mail software writes about a message's transport and
+ * identity, not the sender about its content: trace fields (RFC 5321 4.4,
+ * RFC 5322 3.6.6-7) and their non-standard kin (the client address webmail
+ * and proxies add, delivery stamps), identification fields (RFC 5322 3.6.4),
+ * authentication results and signatures (RFC 8601, 6376, 8617, 7208) and the
+ * stamps of mail services and filters.  Botnets forge them naming the very
+ * server they send to, and a forwarded or bounced mail carries them: they
+ * say nothing of a sender testing us, so mentions_own_address: true and the
+ * place "headers" skip them.  A trailing '*' makes a name a prefix.
+ */
+static const char *const trace_fields[] = {
+	/* trace */
+	"Received", "Return-Path", "Resent-*", "X-Received", "Delivered-To",
+	"X-Delivered-To", "Envelope-To", "X-Envelope-*", "X-Original-To",
+	"X-Originating-*", "X-Forwarded-*", "X-Real-IP", "X-Client-IP",
+	"X-Sender-IP", "X-Source-IP", "X-Remote-IP", "X-Remote-Addr",
+	"X-Source", "X-Source-*", "X-AntiAbuse", "X-Authenticated-Sender",
+	/* identification */
+	"Message-ID", "In-Reply-To", "References", "Content-ID",
+	/* authentication */
+	"Authentication-Results", "ARC-*", "DKIM-Signature",
+	"DomainKey-Signature", "Received-SPF",
+	/* services and filters */
+	"X-Google-*", "X-Gm-*", "X-MS-*", "X-Microsoft-*", "X-Forefront-*",
+	"X-Spam-*", "X-Virus-*", "X-Barracuda-*", "X-Proofpoint-*",
+	"X-Mimecast-*", "X-IronPort-*", "X-YMail-*",
 };
 
 /* Fill err with "FILE:LINE: KEY: message". */
@@ -875,12 +938,100 @@ matcher_parse(struct rctx *x, int k, const char *path, yaml_node_t *v,
 		}
 		return 0;
 	case MK_TLS:
-	case MK_MENTIONS:
 		return get_bool(x, v, path, &m->b);
+	case MK_MENTIONS:
+		if (v->type == YAML_SEQUENCE_NODE)
+			return rl_error(x, v, path,
+			    "expected true, false or {in: [...]}");
+		if (v->type != YAML_MAPPING_NODE)
+			return get_bool(x, v, path, &m->b);
+		m->b = true;
+		if (map_walk(x, v, path, mo_keys, MO_COUNT, mo_key_cb, m,
+		    &seen) == -1)
+			return -1;
+		return missing_key(x, v, path, mo_keys, 1u << MO_IN, seen);
 	case MK_COUNT:
 		break;
 	}
 	return rl_error(x, v, path, "unknown matcher");
+}
+
+/*
+ * One place of mentions_own_address.in: subject, body, headers or
+ * header:NAME (NAME* for a prefix).  An explicitly named field counts even
+ * when it is a trace field: the operator said so.
+ */
+static int
+place_parse(struct rctx *x, yaml_node_t *n, const char *path, struct place *p)
+{
+	char buf[8 + MIME_NAME_MAX + 1], esc[64];
+	const char *c;
+	size_t len;
+
+	if (get_str(x, n, path, buf, sizeof(buf), false) == -1)
+		return -1;
+	if (strcmp(buf, "subject") == 0)
+		p->kind = PL_SUBJECT;
+	else if (strcmp(buf, "body") == 0)
+		p->kind = PL_BODY;
+	else if (strcmp(buf, "headers") == 0)
+		p->kind = PL_HEADERS;
+	else if (strncmp(buf, "header:", 7) == 0) {
+		p->kind = PL_HEADER;
+		len = strlen(buf + 7);
+		if (len > 0 && buf[7 + len - 1] == '*') {
+			p->prefix = true;
+			len--;
+		}
+		/* RFC 5322 ftext: printable ASCII but ':' (and our '*'). */
+		for (c = buf + 7; c < buf + 7 + len; c++)
+			if ((unsigned char)*c <= ' ' ||
+			    (unsigned char)*c >= 0x7f || *c == ':' || *c == '*')
+				break;
+		if (len == 0 || c != buf + 7 + len || len >= sizeof(p->name))
+			return rl_error(x, n, path, "not a header field name "
+			    "(header:NAME, or header:PREFIX* for a prefix)");
+		memcpy(p->name, buf + 7, len);
+		p->name[len] = '\0';
+		p->namelen = len;
+	} else
+		return rl_error(x, n, path, "unknown place \"%s\" (expected "
+		    "subject, body, headers or header:NAME)",
+		    log_escape(esc, sizeof(esc), buf, strlen(buf)));
+	return 0;
+}
+
+/* Apply one key of mentions_own_address: {in: [...], not: bool}. */
+static int
+mo_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct matcher *m = arg;
+	yaml_node_item_t *items;
+	yaml_node_t *iv;
+	char ipath[RULES_KEYPATH_MAX];
+	bool neg;
+	int i, count;
+
+	if (key == MO_NOT) {
+		if (get_bool(x, v, path, &neg) == -1)
+			return -1;
+		m->b = !neg;
+		return 0;
+	}
+	if (seq_items(x, v, path, RULES_LIST_MAX, &items, &count) == -1)
+		return -1;
+	if ((m->places = calloc((size_t)count, sizeof(*m->places))) == NULL)
+		return rl_error(x, v, path, "out of memory");
+	for (i = 0; i < count; i++) {
+		rl_path(ipath, sizeof(ipath), "%s[%d]", path, i);
+		if ((iv = yaml_document_get_node(x->doc, items[i])) == NULL)
+			return rl_error(x, v, path, "malformed list");
+		if (place_parse(x, iv, ipath, &m->places[i]) == -1)
+			return -1;
+		m->nplaces++;
+	}
+	return 0;
 }
 
 /*
@@ -1354,6 +1505,7 @@ rules_free(struct rules *rs)
 					strtest_free(&m->st[l]);
 				free(m->st);
 				free(m->cidrs);
+				free(m->places);
 			}
 			free(rs->r[i].c[j].m);
 		}
@@ -2026,6 +2178,94 @@ scan_b64(struct ectx *e, const char *s, size_t n, struct hit *h)
 	return false;
 }
 
+/* Bytes that glue a token to its neighbour: word characters and joiners. */
+static bool
+hex_glue(unsigned char c)
+{
+	return (SC(c) & SC_ALNUM) || (c != '\0' &&
+	    strchr("_-.+/=%@&#$~\\", c) != NULL);
+}
+
+/*
+ * The address as 8 bare hex digits, all upper or all lower case, optionally
+ * with ":port" (a published open-relay test format: D9808AFD:8080), as a
+ * whole token: not glued to a word character or a joiner (a hash, a UUID, a
+ * CSS colour, a Message-ID or URL part), a '.' only at a sentence end.  Also
+ * the framing of the published sample, one digit before and ":N" after the
+ * port ("at 1D9808AFD:8080:6 o'clock"); a 9-digit hex run alone is no match.
+ * Hex without a letter a-f reads as a decimal number (a date, an order
+ * number): it counts only with a port.  Linear in n.
+ */
+static bool
+scan_hex8(struct ectx *e, const char *s, size_t n, struct hit *h)
+{
+	size_t i, j, k, t, st, en, d;
+	uint32_t v;
+	int o, p, up, lo, c;
+	bool framed, port, tail;
+
+	for (i = 0; i < n; ) {
+		if (!(SC(s[i]) & SC_ALNUM)) {
+			i++;
+			continue;
+		}
+		for (j = i + 1; j < n && (SC(s[j]) & SC_ALNUM); j++)
+			;
+		st = i;
+		t = i;		/* the hex digits start here */
+		i = j;
+		framed = j - st == 9 && (SC(s[st]) & SC_DIGIT);
+		if (framed)
+			t++;
+		if (j - t != 8 || (st > 0 && hex_glue((unsigned char)s[st - 1])))
+			continue;
+		for (k = t, v = 0, up = lo = 0; k < j; k++) {
+			c = (unsigned char)s[k];
+			if (c >= '0' && c <= '9') {
+				v = v << 4 | (uint32_t)(c - '0');
+			} else if (c >= 'A' && c <= 'F') {
+				up++;
+				v = v << 4 | (uint32_t)(c - 'A' + 10);
+			} else if (c >= 'a' && c <= 'f') {
+				lo++;
+				v = v << 4 | (uint32_t)(c - 'a' + 10);
+			} else
+				break;
+		}
+		if (k < j || (up > 0 && lo > 0))
+			continue;
+		/* ":port" (1..5 digits), then maybe ":N" (the framing needs it). */
+		en = j;
+		port = tail = false;
+		for (p = 0; p < 2 && en < n && s[en] == ':'; p++) {
+			for (d = 0; en + 1 + d < n && d < 6 &&
+			    (SC(s[en + 1 + d]) & SC_DIGIT); d++)
+				;
+			if (d == 0 || d > 5)
+				break;	/* ':' ends the token, or no port */
+			en += 1 + d;
+			if (p == 0)
+				port = true;
+			else
+				tail = true;
+		}
+		if ((framed && !tail) || (!port && up + lo == 0))
+			continue;
+		/* What follows ends the token; a '.' ends a sentence. */
+		if (en < n && (s[en] == '.' ? en + 1 < n &&
+		    hex_glue((unsigned char)s[en + 1]) :
+		    hex_glue((unsigned char)s[en]) || (s[en] == ':' && en + 1 < n &&
+		    (SC(s[en + 1]) & SC_DIGIT))))
+			continue;
+		for (o = 0; o < e->nown4; o++)
+			if (e->own4[o] == v) {
+				what_set(h->what, &h->whatlen, s + st, en - st);
+				return true;
+			}
+	}
+	return false;
+}
+
 /*
  * Search s[0..n) for an own address as a whole token (see rules.h); with
  * b64, also inside base64-looking runs.  Linear in n.
@@ -2035,58 +2275,143 @@ scan_text(struct ectx *e, const char *s, size_t n, bool b64, struct hit *h)
 {
 	if (n > RULES_SCAN_MAX)
 		n = RULES_SCAN_MAX;
-	if (e->nown4 > 0 && scan_v4(e, s, n, h))
+	if (e->nown4 > 0 && (scan_v4(e, s, n, h) || scan_hex8(e, s, n, h)))
 		return true;
 	if (e->own_v6 && scan_v6(e, s, n, h))
 		return true;
 	return b64 && scan_b64(e, s, n, h);
 }
 
-/* Whether an own address is mentioned in the Subject, a header or the body. */
+/* Whether the field name matches pat[0..plen) (a prefix when prefix). */
+static bool
+name_match(const char *pat, size_t plen, bool prefix, const char *name)
+{
+	if (strncasecmp(name, pat, plen) != 0)
+		return false;
+	return prefix || name[plen] == '\0';
+}
+
+/* Whether a header field is a trace or identification field (trace_fields). */
+static bool
+trace_field(const char *name)
+{
+	size_t i, len;
+
+	for (i = 0; i < sizeof(trace_fields) / sizeof(trace_fields[0]); i++) {
+		len = strlen(trace_fields[i]);
+		if (trace_fields[i][len - 1] == '*' ?
+		    name_match(trace_fields[i], len - 1, true, name) :
+		    name_match(trace_fields[i], len, false, name))
+			return true;
+	}
+	return false;
+}
+
+/* Whether the text line s[0..n) starts with a trace field ("Received: "). */
+static bool
+trace_line(const char *s, size_t n)
+{
+	char name[MIME_NAME_MAX];
+	size_t i;
+
+	for (i = 0; i < n && i < sizeof(name) - 1 && s[i] != ':' &&
+	    (unsigned char)s[i] > ' ' && (unsigned char)s[i] < 0x7f; i++)
+		name[i] = s[i];
+	if (i == 0 || i >= n || s[i] != ':')
+		return false;
+	name[i] = '\0';
+	return trace_field(name);
+}
+
+/*
+ * The body text, less the trace fields of an attached message's header that
+ * the decoding put there (message/rfc822, text/rfc822-headers of a bounce):
+ * a line that starts with a trace field's name and ':', with the folded lines
+ * after it.  The rest is searched in runs between such lines.
+ */
+static bool
+scan_body(struct ectx *e, const char *s, size_t n, struct hit *h)
+{
+	const char *nl;
+	size_t run, i, eol;
+	bool skip = false;
+
+	if (n > RULES_SCAN_MAX)
+		n = RULES_SCAN_MAX;
+	for (run = 0, i = 0; i < n; i = eol) {
+		nl = memchr(s + i, '\n', n - i);
+		eol = nl != NULL ? (size_t)(nl - s) + 1 : n;
+		if (trace_line(s + i, eol - i))
+			skip = true;
+		else if (skip && (s[i] == ' ' || s[i] == '\t'))
+			;	/* a folded line of the skipped field */
+		else {
+			skip = false;
+			continue;
+		}
+		if (i > run && scan_text(e, s + run, i - run, true, h))
+			return true;
+		run = eol;
+	}
+	return run < n && scan_text(e, s + run, n - run, true, h);
+}
+
+/*
+ * Whether an own address is mentioned in the places of m (by default the
+ * Subject, every header field but the trace ones, the body), in order.
+ */
 static bool
 m_mentions(struct ectx *e, const struct matcher *m)
 {
 	const struct mime_msg *mm = ectx_mime(e);
-	const struct mime_header *subj;
+	const struct mime_header *hd;
+	const struct place *pl = m->places != NULL ? m->places : place_default;
+	int npl = m->places != NULL ? m->nplaces :
+	    (int)(sizeof(place_default) / sizeof(place_default[0]));
 	struct hit h;
-	int i;
+	int i, p;
 
 	if (e->nown == 0)
 		own_collect(e);
 	memset(&h, 0, sizeof(h));
-	if (e->nown > 0) {
-		subj = mime_header_get(mm, "Subject");
-		if (subj != NULL && scan_text(e, subj->value, subj->valuelen,
-		    true, &h)) {
-			if (m->b)
-				ev_add(e, "mentions_own_address", "header",
-				    subj->name, h.what, h.whatlen);
-			return m->b;
-		}
-		for (i = 0; i < mm->nhdrs; i++) {
-			if (&mm->hdrs[i] == subj)
-				continue;
-			if (scan_text(e, mm->hdrs[i].value, mm->hdrs[i].valuelen,
-			    true, &h)) {
-				if (m->b)
-					ev_add(e, "mentions_own_address",
-					    "header", mm->hdrs[i].name, h.what,
-					    h.whatlen);
-				return m->b;
+	for (p = 0; p < npl && e->nown > 0; p++) {
+		switch (pl[p].kind) {
+		case PL_SUBJECT:
+			hd = mime_header_get(mm, "Subject");
+			if (hd != NULL && scan_text(e, hd->value, hd->valuelen,
+			    true, &h))
+				goto found;
+			break;
+		case PL_HEADER:
+		case PL_HEADERS:
+			for (i = 0; i < mm->nhdrs; i++) {
+				hd = &mm->hdrs[i];
+				if (pl[p].kind == PL_HEADER ? !name_match(pl[p].name,
+				    pl[p].namelen, pl[p].prefix, hd->name) :
+				    trace_field(hd->name))
+					continue;
+				if (scan_text(e, hd->value, hd->valuelen, true, &h))
+					goto found;
 			}
-		}
-		if (mm->body != NULL && scan_text(e, mm->body, mm->bodylen,
-		    true, &h)) {
-			if (m->b)
-				ev_add(e, "mentions_own_address", "body", NULL,
-				    h.what, h.whatlen);
-			return m->b;
+			break;
+		case PL_BODY:
+			if (mm->body != NULL && scan_body(e, mm->body,
+			    mm->bodylen, &h)) {
+				hd = NULL;
+				goto found;
+			}
+			break;
 		}
 	}
 	if (!m->b)
 		ev_add(e, "mentions_own_address", "message", NULL,
 		    "no own address", 14);
 	return !m->b;
+found:
+	if (m->b)
+		ev_add(e, "mentions_own_address", hd != NULL ? "header" : "body",
+		    hd != NULL ? hd->name : NULL, h.what, h.whatlen);
+	return m->b;
 }
 
 /* Evaluate one matcher. */

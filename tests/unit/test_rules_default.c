@@ -157,6 +157,9 @@ test_trace_headers_are_no_probe(void **state)
 		"DKIM-Signature: v=1; a=rsa-sha256; d=corp.example; s=192.0.2.7",
 		"ARC-Seal: i=1; a=rsa-sha256; d=192.0.2.7; cv=none",
 		"Message-ID: <C0000207.1234@mx.corp.example>",	/* hex form */
+		/* Not trace fields, yet no place a probe writes to either. */
+		"Cc: <admin@[192.0.2.7]>",
+		"X-Mailer-Host: 192.0.2.7",
 	};
 	char msg[1024];
 	struct rules_decision d;
