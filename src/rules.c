@@ -2194,74 +2194,69 @@ hex_glue(unsigned char c)
  * the framing of the published sample, one digit before and ":N" after the
  * port ("at 1D9808AFD:8080:6 o'clock"); a 9-digit hex run alone is no match.
  * Hex without a letter a-f reads as a decimal number (a date, an order
- * number): it counts only with a port.  Linear in n.
+ * number): it counts only with a port.  The own addresses' hex forms are
+ * looked for with memmem(), the edges checked where one is found.
  */
 static bool
 scan_hex8(struct ectx *e, const char *s, size_t n, struct hit *h)
 {
-	size_t i, j, k, t, st, en, d;
-	uint32_t v;
-	int o, p, up, lo, c;
-	bool framed, port, tail;
+	static const char hexu[] = "0123456789ABCDEF", hexl[] = "0123456789abcdef";
+	char pat[2][8];
+	const char *q;
+	size_t t, st, en, d;
+	int o, c, k, p;
+	bool letter, framed, port, tail;
 
-	for (i = 0; i < n; ) {
-		if (!(SC(s[i]) & SC_ALNUM)) {
-			i++;
-			continue;
+	for (o = 0; o < e->nown4; o++) {
+		for (k = 0, letter = false; k < 8; k++) {
+			pat[0][k] = hexu[e->own4[o] >> (28 - 4 * k) & 15];
+			pat[1][k] = hexl[e->own4[o] >> (28 - 4 * k) & 15];
+			letter |= pat[0][k] >= 'A';
 		}
-		for (j = i + 1; j < n && (SC(s[j]) & SC_ALNUM); j++)
-			;
-		st = i;
-		t = i;		/* the hex digits start here */
-		i = j;
-		framed = j - st == 9 && (SC(s[st]) & SC_DIGIT);
-		if (framed)
-			t++;
-		if (j - t != 8 || (st > 0 && hex_glue((unsigned char)s[st - 1])))
-			continue;
-		for (k = t, v = 0, up = lo = 0; k < j; k++) {
-			c = (unsigned char)s[k];
-			if (c >= '0' && c <= '9') {
-				v = v << 4 | (uint32_t)(c - '0');
-			} else if (c >= 'A' && c <= 'F') {
-				up++;
-				v = v << 4 | (uint32_t)(c - 'A' + 10);
-			} else if (c >= 'a' && c <= 'f') {
-				lo++;
-				v = v << 4 | (uint32_t)(c - 'a' + 10);
-			} else
-				break;
-		}
-		if (k < j || (up > 0 && lo > 0))
-			continue;
-		/* ":port" (1..5 digits), then maybe ":N" (the framing needs it). */
-		en = j;
-		port = tail = false;
-		for (p = 0; p < 2 && en < n && s[en] == ':'; p++) {
-			for (d = 0; en + 1 + d < n && d < 6 &&
-			    (SC(s[en + 1 + d]) & SC_DIGIT); d++)
-				;
-			if (d == 0 || d > 5)
-				break;	/* ':' ends the token, or no port */
-			en += 1 + d;
-			if (p == 0)
-				port = true;
-			else
-				tail = true;
-		}
-		if ((framed && !tail) || (!port && up + lo == 0))
-			continue;
-		/* What follows ends the token; a '.' ends a sentence. */
-		if (en < n && (s[en] == '.' ? en + 1 < n &&
-		    hex_glue((unsigned char)s[en + 1]) :
-		    hex_glue((unsigned char)s[en]) || (s[en] == ':' && en + 1 < n &&
-		    (SC(s[en + 1]) & SC_DIGIT))))
-			continue;
-		for (o = 0; o < e->nown4; o++)
-			if (e->own4[o] == v) {
+		for (c = 0; c < (letter ? 2 : 1); c++) {
+			for (t = 0; t + 8 <= n && (q = memmem(s + t, n - t,
+			    pat[c], 8)) != NULL; t++) {
+				t = (size_t)(q - s);
+				/* The start: a token edge, or one digit at one. */
+				st = t;
+				framed = false;
+				if (t > 0 && hex_glue((unsigned char)s[t - 1])) {
+					if (!(SC(s[t - 1]) & SC_DIGIT) || (t > 1 &&
+					    hex_glue((unsigned char)s[t - 2])))
+						continue;
+					framed = true;
+					st = t - 1;
+				}
+				en = t + 8;
+				if (en < n && (SC(s[en]) & SC_ALNUM))
+					continue;
+				/* ":port" (1..5 digits), maybe ":N" (framing). */
+				port = tail = false;
+				for (p = 0; p < 2 && en < n && s[en] == ':'; p++) {
+					for (d = 0; en + 1 + d < n && d < 6 &&
+					    (SC(s[en + 1 + d]) & SC_DIGIT); d++)
+						;
+					if (d == 0 || d > 5)
+						break;
+					en += 1 + d;
+					if (p == 0)
+						port = true;
+					else
+						tail = true;
+				}
+				if ((framed && !tail) || (!port && !letter))
+					continue;
+				/* What follows ends the token; '.' a sentence. */
+				if (en < n && (s[en] == '.' ? en + 1 < n &&
+				    hex_glue((unsigned char)s[en + 1]) :
+				    hex_glue((unsigned char)s[en]) ||
+				    (s[en] == ':' && en + 1 < n &&
+				    (SC(s[en + 1]) & SC_DIGIT))))
+					continue;
 				what_set(h->what, &h->whatlen, s + st, en - st);
 				return true;
 			}
+		}
 	}
 	return false;
 }
