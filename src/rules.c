@@ -2364,6 +2364,7 @@ m_mentions(struct ectx *e, const struct matcher *m)
 	int npl = m->places != NULL ? m->nplaces :
 	    (int)(sizeof(place_default) / sizeof(place_default[0]));
 	struct hit h;
+	const struct mime_header *subj = NULL;	/* searched already */
 	int i, p;
 
 	if (e->nown == 0)
@@ -2376,6 +2377,7 @@ m_mentions(struct ectx *e, const struct matcher *m)
 			if (hd != NULL && scan_text(e, hd->value, hd->valuelen,
 			    true, &h))
 				goto found;
+			subj = hd;
 			break;
 		case PL_HEADER:
 		case PL_HEADERS:
@@ -2383,7 +2385,7 @@ m_mentions(struct ectx *e, const struct matcher *m)
 				hd = &mm->hdrs[i];
 				if (pl[p].kind == PL_HEADER ? !name_match(pl[p].name,
 				    pl[p].namelen, pl[p].prefix, hd->name) :
-				    trace_field(hd->name))
+				    trace_field(hd->name) || hd == subj)
 					continue;
 				if (scan_text(e, hd->value, hd->valuelen, true, &h))
 					goto found;

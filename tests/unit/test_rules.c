@@ -1102,6 +1102,9 @@ test_mentions_places(void **state)
 	    "Subject: hi\r\nX-SpamInfo: 1.2.3.4:25 user pass\r\n\r\nx\r\n",
 	    where, sizeof(where)));
 	assert_string_equal(where, "header:X-SpamInfo");
+	/* A second Subject field is searched with the other headers. */
+	assert_true(mentions_with("true", "1.2.3.4",
+	    "Subject: x\r\nSubject: 1.2.3.4\r\n\r\nx\r\n", NULL, 0));
 	/* in: only the places listed, searched in the order listed. */
 	msg[0] = '\0';
 	snprintf(msg, sizeof(msg), "Subject: 1.2.3.4\r\nX-A: 1.2.3.4\r\n"
