@@ -600,7 +600,8 @@ header_done(struct walk *w, struct entity *e, const char *name, size_t nlen,
 /*
  * Read the header section of the entity p[0..len) into e (and the message's
  * header list when top).  Returns the offset of the body.  An entity whose
- * first line is not a header field has no header section.
+ * first line is not a header field (an mbox "From " line aside) has no
+ * header section.
  */
 static size_t
 parse_headers(struct walk *w, const char *p, size_t len, struct entity *e,
@@ -612,6 +613,13 @@ parse_headers(struct walk *w, const char *p, size_t len, struct entity *e,
 	bool first = true;
 
 	memset(e, 0, sizeof(*e));
+	/*
+	 * An mbox "From " line (RFC 4155) before a message's header is no
+	 * part of it: the header follows.
+	 */
+	if (top && len >= 5 && memcmp(p, "From ", 5) == 0 &&
+	    (nl = memchr(p, '\n', len)) != NULL)
+		ls = nl + 1;
 	while (ls < end) {
 		nl = memchr(ls, '\n', (size_t)(end - ls));
 		le = nl != NULL ? nl : end;

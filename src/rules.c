@@ -236,6 +236,7 @@ static int	 mo_key_cb(struct rctx *, int, const char *, yaml_node_t *,
 static bool	 name_match(const char *, size_t, bool, const char *);
 static bool	 trace_field(const char *);
 static bool	 trace_line(const char *, size_t);
+static size_t	 line_quote(const char *, size_t, int *, size_t *);
 static bool	 scan_body(struct ectx *, const char *, size_t, struct hit *);
 static bool	 hex_glue(unsigned char);
 static bool	 scan_hex8(struct ectx *, const char *, size_t, struct hit *);
@@ -2302,33 +2303,71 @@ trace_field(const char *name)
 	return false;
 }
 
-/* Whether the text line s[0..n) starts with a trace field ("Received: "). */
+/*
+ * Whether the text line s[0..n) starts with a trace field ("Received: ";
+ * "Received :" too, the obsolete syntax of RFC 5322 4.5).  A name too long
+ * to keep is cut, as mime.c cuts it: a prefix ("X-Forwarded-*") still tells.
+ */
 static bool
 trace_line(const char *s, size_t n)
 {
 	char name[MIME_NAME_MAX];
-	size_t i;
+	size_t i, k;
 
-	for (i = 0; i < n && i < sizeof(name) - 1 && s[i] != ':' &&
-	    (unsigned char)s[i] > ' ' && (unsigned char)s[i] < 0x7f; i++)
-		name[i] = s[i];
-	if (i == 0 || i >= n || s[i] != ':')
+	for (i = 0, k = 0; i < n && s[i] != ':' && (unsigned char)s[i] > ' ' &&
+	    (unsigned char)s[i] < 0x7f; i++)
+		if (k < sizeof(name) - 1)
+			name[k++] = s[i];
+	while (i < n && (s[i] == ' ' || s[i] == '\t'))
+		i++;
+	if (k == 0 || i >= n || s[i] != ':')
 		return false;
-	name[i] = '\0';
+	name[k] = '\0';
 	return trace_field(name);
 }
 
 /*
- * The body text, less the trace fields of an attached message's header that
- * the decoding put there (message/rfc822, text/rfc822-headers of a bounce):
- * a line that starts with a trace field's name and ':', with the folded lines
- * after it.  The rest is searched in runs between such lines.
+ * The quoting of a text line: the '>' marks it starts with (each maybe after
+ * blanks, and with one space after it: "> > "), their count in *depth, the
+ * blanks after them in *indent.  Returns the offset of the rest.
+ */
+static size_t
+line_quote(const char *s, size_t n, int *depth, size_t *indent)
+{
+	size_t i = 0, b;
+	int d = 0;
+
+	for (;;) {
+		for (b = i; b < n && (s[b] == ' ' || s[b] == '\t'); b++)
+			;
+		if (b >= n || s[b] != '>')
+			break;
+		d++;
+		i = b + 1;
+		if (i < n && s[i] == ' ')
+			i++;
+	}
+	*depth = d;
+	*indent = b - i;
+	return b;
+}
+
+/*
+ * The body text, less the trace fields of a message header that the text
+ * carries: an attached message's header that the decoding put there
+ * (message/rfc822, text/rfc822-headers of a bounce), a header copied inline
+ * (a bounce that indents it, a reply that quotes it with "> ").  Such a field
+ * is a line that starts, after its quote marks and indentation, with a trace
+ * field's name and ':', with its folded lines: the lines after it with the
+ * same quote marks and a deeper indentation.  The rest is searched in runs
+ * between such lines.
  */
 static bool
 scan_body(struct ectx *e, const char *s, size_t n, struct hit *h)
 {
 	const char *nl;
-	size_t run, i, eol;
+	size_t run, i, eol, off, indent, skip_indent = 0;
+	int depth, skip_depth = 0;
 	bool skip = false;
 
 	if (n > RULES_SCAN_MAX)
@@ -2336,9 +2375,12 @@ scan_body(struct ectx *e, const char *s, size_t n, struct hit *h)
 	for (run = 0, i = 0; i < n; i = eol) {
 		nl = memchr(s + i, '\n', n - i);
 		eol = nl != NULL ? (size_t)(nl - s) + 1 : n;
-		if (trace_line(s + i, eol - i))
+		off = line_quote(s + i, eol - i, &depth, &indent);
+		if (trace_line(s + i + off, eol - i - off)) {
 			skip = true;
-		else if (skip && (s[i] == ' ' || s[i] == '\t'))
+			skip_depth = depth;
+			skip_indent = indent;
+		} else if (skip && depth == skip_depth && indent > skip_indent)
 			;	/* a folded line of the skipped field */
 		else {
 			skip = false;

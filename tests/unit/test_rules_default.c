@@ -178,6 +178,104 @@ test_trace_headers_are_no_probe(void **state)
 	}
 }
 
+/*
+ * A copy of a message's header quoted, indented or written in the obsolete
+ * "Name :" syntax in the text (a bounce that copies the header inline, a
+ * reply quoting a forwarded mail, an attached message whose first field has
+ * a blank before the colon) still carries trace fields, not a probe.
+ */
+static void
+test_inline_trace_lines_are_no_probe(void **state)
+{
+	static const char *const bodies[] = {
+		/* An Exchange-style bounce: the header copied, indented. */
+		"Delivery has failed.\r\n\r\n"
+		    "   Received: from pc ([198.51.100.9]) by mx ([192.0.2.7])\r\n"
+		    "   From: shop@shop.example\r\n",
+		/* The same, folded. */
+		"Delivery has failed.\r\n\r\n"
+		    "   Received: from pc ([198.51.100.9])\r\n"
+		    "    \tby mx ([192.0.2.7])\r\n",
+		/* Quoted in a reply, folded lines too. */
+		"See below.\r\n"
+		    "> Received: from pc ([198.51.100.9])\r\n"
+		    ">\tby mx ([192.0.2.7]) with SMTP\r\n"
+		    "> X-Originating-IP: [192.0.2.7]\r\n"
+		    ">> Message-ID: <1234@[192.0.2.7]>\r\n"
+		    "> > Received: by 192.0.2.7\r\n",
+		/* Obsolete syntax: blanks before the colon. */
+		"Received : from pc by mx ([192.0.2.7])\r\n"
+		    "X-Forwarded-For\t: 192.0.2.7\r\n",
+		/* A trace field (by its prefix) with a name too long to keep. */
+		"X-Forwarded-For-Some-Very-Long-Vendor-Specific-Field-Name-Here-"
+		    "And-More: 192.0.2.7\r\n",
+	};
+	static const char *const attached[] = {
+		/* An attached message whose first field reads "Received :". */
+		"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+		    "Content-Type: message/rfc822\r\n\r\n"
+		    "Received : from pc by mx ([192.0.2.7])\r\nSubject: x\r\n"
+		    "\r\nhi\r\n--b--\r\n",
+	};
+	char msg[2048];
+	struct rules_decision d;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]) +
+	    sizeof(attached) / sizeof(attached[0]); i++) {
+		if (i < sizeof(bodies) / sizeof(bodies[0]))
+			snprintf(msg, sizeof(msg), "From: <sales@shop.example>\r\n"
+			    "To: victim@other.example\r\nSubject: Re: offer\r\n"
+			    "\r\n%s", bodies[i]);
+		else
+			snprintf(msg, sizeof(msg), "From: <sales@shop.example>\r\n"
+			    "To: victim@other.example\r\nSubject: Fwd: offer\r\n"
+			    "%s", attached[i - sizeof(bodies) / sizeof(bodies[0])]);
+		if (shipped_eval("192.0.2.7", "victim@other.example", msg, &d))
+			fail_msg("spam taken for a probe (%s): %s",
+			    d.evidence ? d.evidence : "", msg);
+		rules_decision_clear(&d);
+	}
+	/* The text after a quoted trace field is still searched. */
+	assert_true(shipped_eval("192.0.2.7", "drop@example.com",
+	    "Subject: hi\r\n\r\n> Received: from pc\r\n> relay 192.0.2.7:25\r\n",
+	    &d));
+	assert_non_null(strstr(d.evidence, "\"what\":\"192.0.2.7:25\""));
+	rules_decision_clear(&d);
+	assert_true(shipped_eval("192.0.2.7", "drop@example.com",
+	    "Subject: hi\r\n\r\n   Received: from pc\r\n\tthe relay 192.0.2.7\r\n",
+	    &d));
+	rules_decision_clear(&d);
+}
+
+/*
+ * An mbox "From " line before the header (RFC 4155; bots that write their
+ * queue files as mail) must not turn the header into text: a field that
+ * is no probe evidence in the header is none after such a line either.
+ */
+static void
+test_mbox_from_line(void **state)
+{
+	struct rules_decision d;
+
+	(void)state;
+	if (shipped_eval("192.0.2.7", "victim@other.example",
+	    "From spammer@x.example Sun Dec  6 04:00:00 2026\r\n"
+	    "Received: from pc ([198.51.100.9]) by mx ([192.0.2.7])\r\n"
+	    "Cc: <admin@[192.0.2.7]>\r\nX-Mailer-Host: 192.0.2.7\r\n"
+	    "From: <sales@shop.example>\r\nSubject: 80% off\r\n\r\nBuy now.\r\n",
+	    &d))
+		fail_msg("spam taken for a probe: %s", d.evidence);
+	rules_decision_clear(&d);
+	/* Its Subject is still the Subject. */
+	assert_true(shipped_eval("192.0.2.7", "drop@example.com",
+	    "From spammer@x.example Sun Dec  6 04:00:00 2026\r\n"
+	    "Subject: 192.0.2.7:25\r\n\r\nhi\r\n", &d));
+	assert_non_null(strstr(d.evidence, "\"where\":\"header:Subject\""));
+	rules_decision_clear(&d);
+}
+
 /* The shipped rules on a sample mail of tests/data: relayed or not. */
 static void
 check_sample(const char *path, const char *own, bool want)
@@ -234,6 +332,8 @@ main(void)
 		cmocka_unit_test(test_loads_and_finds_a_probe),
 		cmocka_unit_test(test_trace_headers_are_no_probe),
 		cmocka_unit_test(test_probe_forms),
+		cmocka_unit_test(test_inline_trace_lines_are_no_probe),
+		cmocka_unit_test(test_mbox_from_line),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
