@@ -589,6 +589,14 @@ header_done(struct walk *w, struct entity *e, const char *name, size_t nlen,
 			w->oom = true;
 			return;
 		}
+		/*
+		 * One field, one line: a line break an encoded word decoded
+		 * to would start a line that is no field (rules.c skips
+		 * trace fields by their lines).
+		 */
+		for (size_t i = 0; i < dlen; i++)
+			if (d[i] == '\r' || d[i] == '\n')
+				d[i] = ' ';
 		mbuf_put(&w->body, name, nlen);
 		mbuf_put(&w->body, ": ", 2);
 		mbuf_put(&w->body, d, dlen);

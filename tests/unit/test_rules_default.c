@@ -216,6 +216,10 @@ test_inline_trace_lines_are_no_probe(void **state)
 		    "Content-Type: message/rfc822\r\n\r\n"
 		    "Received : from pc by mx ([192.0.2.7])\r\nSubject: x\r\n"
 		    "\r\nhi\r\n--b--\r\n",
+		/* One whose trace field decodes to two lines (an encoded word). */
+		"Content-Type: message/rfc822\r\n\r\n"
+		    "Received: =?us-ascii?q?from_pc=0Aby_mx_192.0.2.7?=\r\n"
+		    "Subject: x\r\n\r\nhi\r\n",
 	};
 	char msg[2048];
 	struct rules_decision d;
