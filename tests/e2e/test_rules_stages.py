@@ -401,6 +401,32 @@ class TestShippedProbeRule(RulesCase):
             self.assertIs(d["relay"], False, d)
             self.assertEqual(self.matches(sha256=sha), [])
 
+    def test_copied_header_in_text_not_a_probe(self):
+        """A header copied into the text (a bounce indents it, a reply quotes
+        it), or a header after an mbox From line: its fields naming our
+        address are no probe."""
+        self.c.start()
+        for own in ("203.0.113.5", harness.HOST):
+            o = own.encode()
+            bodies = (
+                b"From: MAILER-DAEMON@relay.example\r\nTo: victim@other.example\r\n"
+                b"Subject: Undeliverable: offer\r\n\r\nDelivery has failed.\r\n\r\n"
+                b"   Received: from pc ([198.51.100.9])\r\n    \tby mx ([" + o + b"])\r\n"
+                b"> X-Originating-IP: [" + o + b"]\r\n"
+                b"> Received : by " + o + b"\r\n",
+                b"From spammer@pc.example Sun Dec  6 04:00:00 2026\r\n"
+                b"Received: from pc ([198.51.100.9]) by mx ([" + o + b"])\r\n"
+                b"Cc: <admin@[" + o + b"]>\r\nFrom: <sales@shop.example>\r\n"
+                b"Subject: 80% off today\r\n\r\nBuy now.\r\n")
+            for body in bodies:
+                sha = sha256_hex(body)
+                cl, qid = self.send_mail(body, mail_from="sales@shop.example",
+                                         rcpts=("victim@other.example",))
+                cl.cmd("QUIT")
+                rec, _ = self.assert_stored(body, qid)
+                self.assertEqual(rec["rules"], {"stage": "data", "matched": False}, rec)
+                self.assertIs(self.decision(sha)["relay"], False)
+
     def test_hex_address_is_a_probe(self):
         self.c.start()
         # 203.0.113.5 is CB007105.
