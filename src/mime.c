@@ -616,7 +616,7 @@ parse_headers(struct walk *w, const char *p, size_t len, struct entity *e,
     bool top, bool nested)
 {
 	const char *ls = p, *le, *nl, *end = p + len, *name = NULL, *val = NULL;
-	const char *colon, *c;
+	const char *colon, *c, *ne;
 	size_t nlen = 0;
 	bool first = true;
 
@@ -648,17 +648,25 @@ parse_headers(struct walk *w, const char *p, size_t len, struct entity *e,
 				    (size_t)(ls - val), top, nested);
 			name = NULL;
 			colon = memchr(ls, ':', (size_t)(le - ls));
-			for (c = ls; colon != NULL && c < colon; c++)
-				if ((unsigned char)*c <= ' ' ||
-				    (unsigned char)*c >= 0x7f)
-					break;
-			if (colon == NULL || c < colon || colon == ls) {
+			for (c = ls; colon != NULL && c < colon &&
+			    (unsigned char)*c > ' ' && (unsigned char)*c < 0x7f;
+			    c++)
+				;
+			ne = c;
+			/*
+			 * Blanks before the colon: the obsolete syntax (RFC
+			 * 5322 4.5), a header field for Postfix too.
+			 */
+			while (colon != NULL && c < colon && (*c == ' ' ||
+			    *c == '\t'))
+				c++;
+			if (colon == NULL || c < colon || ne == ls) {
 				if (first)
 					return 0;	/* no header section */
 				/* A malformed line inside the header: skip it. */
 			} else {
 				name = ls;
-				nlen = (size_t)(colon - ls);
+				nlen = (size_t)(ne - ls);
 				val = colon + 1;
 			}
 		}

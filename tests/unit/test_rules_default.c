@@ -280,6 +280,35 @@ test_mbox_from_line(void **state)
 	rules_decision_clear(&d);
 }
 
+/*
+ * The obsolete header syntax (RFC 5322 4.5: blanks before the colon), which
+ * Postfix takes as a header field too: the field is a header field, the
+ * header after it is a header, wherever the field stands.
+ */
+static void
+test_obsolete_field_syntax(void **state)
+{
+	struct rules_decision d;
+
+	(void)state;
+	if (shipped_eval("192.0.2.7", "victim@other.example",
+	    "Received : from pc ([198.51.100.9]) by mx ([192.0.2.7])\r\n"
+	    "Cc: <admin@[192.0.2.7]>\r\nFrom: <sales@shop.example>\r\n"
+	    "Subject: 80% off\r\n\r\nBuy now.\r\n", &d))
+		fail_msg("spam taken for a probe: %s", d.evidence);
+	rules_decision_clear(&d);
+	assert_true(shipped_eval("192.0.2.7", "drop@example.com",
+	    "From: a@example.org\r\nSubject\t: test 192.0.2.7:25\r\n\r\nhi\r\n",
+	    &d));
+	assert_non_null(strstr(d.evidence, "\"where\":\"header:Subject\""));
+	rules_decision_clear(&d);
+	assert_true(shipped_eval("192.0.2.7", "drop@example.com",
+	    "From: a@example.org\r\nSubject: hi\r\nX-SpamInfo : 192.0.2.7:25\r\n"
+	    "\r\nhi\r\n", &d));
+	assert_non_null(strstr(d.evidence, "\"where\":\"header:X-SpamInfo\""));
+	rules_decision_clear(&d);
+}
+
 /* The shipped rules on a sample mail of tests/data: relayed or not. */
 static void
 check_sample(const char *path, const char *own, bool want)
@@ -338,6 +367,7 @@ main(void)
 		cmocka_unit_test(test_probe_forms),
 		cmocka_unit_test(test_inline_trace_lines_are_no_probe),
 		cmocka_unit_test(test_mbox_from_line),
+		cmocka_unit_test(test_obsolete_field_syntax),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
