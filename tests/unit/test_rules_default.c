@@ -309,6 +309,38 @@ test_obsolete_field_syntax(void **state)
 	rules_decision_clear(&d);
 }
 
+/*
+ * A recipient at a domain literal is delivered to that address, no MX: the
+ * relay would connect wherever the sender says -- to us (an open-relay
+ * notice to postmaster@[our address] names our address in its text, and
+ * each pass through us would relay it again), or into our own network.
+ * No probe relays there.
+ */
+static void
+test_domain_literal_recipient(void **state)
+{
+	static const char *const rcpts[] = {
+		"postmaster@[192.0.2.7]", "drop@[10.0.0.1]", "drop@[127.0.0.1]",
+		"drop@[IPv6:::1]",
+	};
+	struct rules_decision d;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(rcpts) / sizeof(rcpts[0]); i++) {
+		if (shipped_eval("192.0.2.7", rcpts[i],
+		    "From: Postmaster@isp.example\r\nSubject: Open relay notice\r\n"
+		    "\r\nYour server 192.0.2.7 relays mail for third parties.\r\n",
+		    &d))
+			fail_msg("relayed to %s: %s", rcpts[i], d.evidence);
+		rules_decision_clear(&d);
+	}
+	/* The same to a mailbox at a domain is a probe. */
+	assert_true(shipped_eval("192.0.2.7", "drop@example.com",
+	    "Subject: relay 192.0.2.7\r\n\r\nhi\r\n", &d));
+	rules_decision_clear(&d);
+}
+
 /* The shipped rules on a sample mail of tests/data: relayed or not. */
 static void
 check_sample(const char *path, const char *own, bool want)
@@ -368,6 +400,7 @@ main(void)
 		cmocka_unit_test(test_inline_trace_lines_are_no_probe),
 		cmocka_unit_test(test_mbox_from_line),
 		cmocka_unit_test(test_obsolete_field_syntax),
+		cmocka_unit_test(test_domain_literal_recipient),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
