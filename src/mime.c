@@ -19,6 +19,7 @@
 #define MIME_CT_MAX		96	/* "type/subtype" kept */
 #define MIME_BOUNDARY_MAX	200	/* RFC 2046 says 70; be generous */
 #define MIME_CHARSET_MAX	48
+#define MIME_MSG_DECODED_MAX	(1024u * 1024)	/* encoded attached messages */
 
 enum mime_cte { CTE_IDENTITY, CTE_BASE64, CTE_QP };
 
@@ -47,6 +48,7 @@ struct walk {
 	size_t		 hdr_total;
 	int		 hdr_cap;
 	int		 parts;
+	size_t		 msg_decoded;	/* attached messages' decoded bytes */
 	bool		 oom;
 };
 
@@ -74,6 +76,8 @@ static bool	 walk_multipart(struct walk *, const char *, size_t,
 		    const struct entity *, int);
 static void	 walk_text(struct walk *, const char *, size_t,
 		    const struct entity *);
+static void	 walk_message(struct walk *, const char *, size_t,
+		    const struct entity *, int);
 static void	 walk_entity(struct walk *, const char *, size_t, int, bool,
 		    bool);
 
@@ -787,6 +791,43 @@ walk_text(struct walk *w, const char *p, size_t len, const struct entity *e)
 }
 
 /*
+ * Walk an attached message.  RFC 2046 5.2.1 allows it no base64 or
+ * quoted-printable encoding, yet mail clients send it so: decode it first
+ * (at most MIME_MSG_DECODED_MAX bytes for the whole walk), so that its
+ * header is read as a header and its text as text.
+ */
+static void
+walk_message(struct walk *w, const char *p, size_t len,
+    const struct entity *e, int depth)
+{
+	unsigned char *dec;
+	size_t n, room;
+
+	if (e->cte == CTE_IDENTITY) {
+		walk_entity(w, p, len, depth + 1, false, true);
+		return;
+	}
+	room = MIME_MSG_DECODED_MAX - w->msg_decoded;
+	if (room > len)
+		room = len;
+	if (room == 0) {
+		w->m->truncated = true;
+		return;
+	}
+	if ((dec = malloc(room)) == NULL) {
+		w->oom = true;
+		return;
+	}
+	if (e->cte == CTE_BASE64)
+		n = mime_b64_decode(p, len, dec, room);
+	else
+		n = mime_qp_decode(p, len, false, dec, room);
+	w->msg_decoded += n;
+	walk_entity(w, (const char *)dec, n, depth + 1, false, true);
+	free(dec);
+}
+
+/*
  * Walk one entity: its header, then by type its parts (multipart), the
  * enclosed message (message/rfc822), or its text (any text type, or no type).
  */
@@ -813,7 +854,7 @@ walk_entity(struct walk *w, const char *p, size_t len, int depth, bool top,
 		walk_text(w, p, len, &e);
 	} else if (strcmp(e.ctype, "message/rfc822") == 0 ||
 	    strcmp(e.ctype, "message/global") == 0) {
-		walk_entity(w, p, len, depth + 1, false, true);
+		walk_message(w, p, len, &e, depth);
 	} else if (e.ctype[0] == '\0' || strncmp(e.ctype, "text/", 5) == 0) {
 		walk_text(w, p, len, &e);
 	}

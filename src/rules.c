@@ -237,7 +237,8 @@ static bool	 name_match(const char *, size_t, bool, const char *);
 static bool	 trace_field(const char *);
 static bool	 trace_line(const char *, size_t);
 static size_t	 line_quote(const char *, size_t, int *, size_t *);
-static bool	 scan_body(struct ectx *, const char *, size_t, struct hit *);
+static bool	 scan_lines(struct ectx *, const char *, size_t, bool,
+		    struct hit *);
 static bool	 hex_glue(unsigned char);
 static bool	 scan_hex8(struct ectx *, const char *, size_t, struct hit *);
 static void	 cond_order(struct cond *);
@@ -2114,17 +2115,25 @@ scan_b64(struct ectx *e, const char *s, size_t n, struct hit *h)
 	size_t i, j, k, alpha, declen, enclen;
 	unsigned t, m, first, need;
 	int off, skipped;
+	bool joins;
 
 	for (i = 0; i < n; ) {
 		if (!(SC(s[i]) & SC_B64)) {
 			i++;
 			continue;
 		}
+		/*
+		 * A run goes on over line breaks only when it starts a line:
+		 * base64 that starts after a word ("see attached" and the
+		 * base64 of a mail on the next line) would decode out of line,
+		 * the mail's first field glued to garbage, no longer a field.
+		 */
+		joins = i == 0 || (SC(s[i - 1]) & SC_NL);
 		/* A cheap look first: most runs (words) are too short. */
 		for (j = i, alpha = 0; j < n && alpha < B64_MIN; j++) {
 			if (SC(s[j]) & SC_B64)
 				alpha++;
-			else if (!((SC(s[j]) & SC_NL) && j + 1 < n &&
+			else if (!(joins && (SC(s[j]) & SC_NL) && j + 1 < n &&
 			    (SC(s[j + 1]) & (SC_ALNUM | SC_NL))))
 				break;
 		}
@@ -2139,7 +2148,7 @@ scan_b64(struct ectx *e, const char *s, size_t n, struct hit *h)
 					need |= b64_align(m, alpha - 1);
 				first = t & 15;
 				alpha++;
-			} else if (!((SC(s[j]) & SC_NL) && j + 1 < n &&
+			} else if (!(joins && (SC(s[j]) & SC_NL) && j + 1 < n &&
 			    (SC(s[j + 1]) & (SC_ALNUM | SC_NL))))
 				break;
 		}
@@ -2154,7 +2163,7 @@ scan_b64(struct ectx *e, const char *s, size_t n, struct hit *h)
 						skipped++;
 				declen = mime_b64_decode(s + k, j - k, dec,
 				    alpha);
-				if (declen < 7 || !scan_text(e, (char *)dec,
+				if (declen < 7 || !scan_lines(e, (char *)dec,
 				    declen, false, h))
 					continue;
 				for (enclen = j - k; k + enclen < n && enclen <
@@ -2360,10 +2369,11 @@ line_quote(const char *s, size_t n, int *depth, size_t *indent)
  * is a line that starts, after its quote marks and indentation, with a trace
  * field's name and ':', with its folded lines: the lines after it with the
  * same quote marks and a deeper indentation.  The rest is searched in runs
- * between such lines.
+ * between such lines (with b64, base64 runs too).  The text a base64 run
+ * decodes to is searched so, without b64: a header may be sent base64.
  */
 static bool
-scan_body(struct ectx *e, const char *s, size_t n, struct hit *h)
+scan_lines(struct ectx *e, const char *s, size_t n, bool b64, struct hit *h)
 {
 	const char *nl;
 	size_t run, i, eol, off, indent, skip_indent = 0;
@@ -2386,11 +2396,11 @@ scan_body(struct ectx *e, const char *s, size_t n, struct hit *h)
 			skip = false;
 			continue;
 		}
-		if (i > run && scan_text(e, s + run, i - run, true, h))
+		if (i > run && scan_text(e, s + run, i - run, b64, h))
 			return true;
 		run = eol;
 	}
-	return run < n && scan_text(e, s + run, n - run, true, h);
+	return run < n && scan_text(e, s + run, n - run, b64, h);
 }
 
 /*
@@ -2434,8 +2444,8 @@ m_mentions(struct ectx *e, const struct matcher *m)
 			}
 			break;
 		case PL_BODY:
-			if (mm->body != NULL && scan_body(e, mm->body,
-			    mm->bodylen, &h)) {
+			if (mm->body != NULL && scan_lines(e, mm->body,
+			    mm->bodylen, true, &h)) {
 				hd = NULL;
 				goto found;
 			}

@@ -341,6 +341,54 @@ test_domain_literal_recipient(void **state)
 	rules_decision_clear(&d);
 }
 
+/*
+ * A header in base64: an attached message sent base64-encoded (some mail
+ * clients do, whatever RFC 2046 says), or a text that is the base64 of a
+ * mail.  Its trace fields are still trace fields once decoded.
+ */
+static void
+test_base64_header_copy_is_no_probe(void **state)
+{
+	/* "Received: from pc ([198.51.100.9]) by mx ([192.0.2.7])\r\n
+	 * From: a@b\r\nSubject: hello\r\n\r\nhi there\r\n" */
+	static const char b64[] =
+	    "UmVjZWl2ZWQ6IGZyb20gcGMgKFsxOTguNTEuMTAwLjldKSBieSBteCAoWzE5Mi4w"
+	    "LjIuN10pDQpG\r\ncm9tOiBhQGINClN1YmplY3Q6IGhlbGxvDQoNCmhpIHRoZXJl"
+	    "DQo=\r\n";
+	static const char *const parts[] = {
+		"Content-Type: message/rfc822\r\n"
+		    "Content-Transfer-Encoding: base64\r\n\r\n",
+		"Content-Type: message/rfc822\r\n"
+		    "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+		    "Received: from pc =\r\n([198.51.100.9]) by mx ([192.0.2=\r\n"
+		    ".7])\r\nSubject: hello\r\n\r\nhi\r\n",
+		"Content-Type: text/plain; name=original.eml\r\n\r\n",
+	};
+	char msg[2048];
+	struct rules_decision d;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+		snprintf(msg, sizeof(msg), "From: <sales@shop.example>\r\n"
+		    "To: victim@other.example\r\nSubject: Fwd: hello\r\n"
+		    "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+		    "Content-Type: text/plain\r\n\r\nsee attached\r\n--b\r\n"
+		    "%s%s--b--\r\n", parts[i], i == 1 ? "" : b64);
+		if (shipped_eval("192.0.2.7", "victim@other.example", msg, &d))
+			fail_msg("spam taken for a probe (%s): %s",
+			    d.evidence ? d.evidence : "", msg);
+		rules_decision_clear(&d);
+	}
+	/* The attached message's text is decoded and searched. */
+	assert_true(shipped_eval("192.0.2.7", "drop@example.com",
+	    "Subject: fwd\r\nContent-Type: message/rfc822\r\n"
+	    "Content-Transfer-Encoding: base64\r\n\r\n"
+	    "U3ViamVjdDogaGkNCg0KcmVsYXkgMTkyLjAuMi43OjI1DQo=\r\n", &d));
+	assert_non_null(strstr(d.evidence, "\"what\":\"192.0.2.7:25\""));
+	rules_decision_clear(&d);
+}
+
 /* The shipped rules on a sample mail of tests/data: relayed or not. */
 static void
 check_sample(const char *path, const char *own, bool want)
@@ -401,6 +449,7 @@ main(void)
 		cmocka_unit_test(test_mbox_from_line),
 		cmocka_unit_test(test_obsolete_field_syntax),
 		cmocka_unit_test(test_domain_literal_recipient),
+		cmocka_unit_test(test_base64_header_copy_is_no_probe),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
