@@ -627,11 +627,15 @@ parse_headers(struct walk *w, const char *p, size_t len, struct entity *e,
 	memset(e, 0, sizeof(*e));
 	/*
 	 * An mbox "From " line (RFC 4155) before a message's header is no
-	 * part of it: the header follows.
+	 * part of it: the header follows.  "From :" is the From field.
 	 */
 	if (top && len >= 5 && memcmp(p, "From ", 5) == 0 &&
-	    (nl = memchr(p, '\n', len)) != NULL)
-		ls = nl + 1;
+	    (nl = memchr(p, '\n', len)) != NULL) {
+		for (c = p + 5; c < nl && (*c == ' ' || *c == '\t'); c++)
+			;
+		if (c < nl && *c != ':')
+			ls = nl + 1;
+	}
 	while (ls < end) {
 		nl = memchr(ls, '\n', (size_t)(end - ls));
 		le = nl != NULL ? nl : end;

@@ -641,6 +641,37 @@ test_mime_bodies(void **state)
 	    "\xc3\xa9" "abcdefghijklmnopq\xe2\x82\xac" "rst\n");
 }
 
+/* Header field lines: "Name :" (obsolete syntax), an mbox "From " line. */
+static void
+test_mime_field_lines(void **state)
+{
+	static const struct {
+		const char *msg, *name, *value;
+	} c[] = {
+		{ "Subject\t : hi\r\n\r\nx\r\n", "Subject", "hi" },
+		{ "From: a@b\r\nX-SpamInfo  : 1\r\n\r\nx\r\n", "X-SpamInfo", "1" },
+		{ "From x@y Sun Dec  6 04:00:00 2026\r\nSubject: s\r\n\r\nx\r\n",
+		    "Subject", "s" },
+		/* A field so written, not an mbox line. */
+		{ "From : a@b\r\nSubject: s\r\n\r\nx\r\n", "From", "a@b" },
+		{ "From  :a@b\r\n\r\nx\r\n", "From", "a@b" },
+	};
+	const struct mime_header *h;
+	struct mime_msg m;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		assert_int_equal(mime_parse((const unsigned char *)c[i].msg,
+		    strlen(c[i].msg), &m), 0);
+		if ((h = mime_header_get(&m, c[i].name)) == NULL)
+			fail_msg("no %s in %s", c[i].name, c[i].msg);
+		assert_string_equal(h->value, c[i].value);
+		assert_string_equal(m.body, "x\r\n");
+		mime_msg_free(&m);
+	}
+}
+
 /* Multipart trees: nesting, alternatives, attachments, rfc822, no boundary. */
 static void
 test_mime_multipart(void **state)
@@ -1353,6 +1384,7 @@ main(void)
 		cmocka_unit_test(test_message_matchers),
 		cmocka_unit_test(test_rfc2047),
 		cmocka_unit_test(test_mime_bodies),
+		cmocka_unit_test(test_mime_field_lines),
 		cmocka_unit_test(test_mime_multipart),
 		cmocka_unit_test(test_mime_limits),
 		cmocka_unit_test(test_mentions_positive),
