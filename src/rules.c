@@ -272,6 +272,7 @@ static bool	 matcher_eval(struct ectx *, const struct matcher *);
 static void	 own_collect(struct ectx *);
 static void	 own_add(struct ectx *, const char *);
 static bool	 v4_token(const char *, size_t, uint32_t *);
+static bool	 v4_url_number(const char *, size_t);
 static bool	 v4_part(const char *, size_t, int, int, uint64_t *);
 static char	*lc_dup(const char *, size_t);
 static int	 addr_parse(const char *, struct own_addr *);
@@ -2010,8 +2011,25 @@ digit_find(const char *s, size_t i, size_t n)
 }
 
 /*
+ * Whether the token s[0..n) is a bare decimal number (the integer form).  An
+ * own address in 100.0.0.0/6-ish is a Unix time of this decade in decimal
+ * (107.20.243.254 is 1796535294, 2026-12-06T05:34:54Z) that mail written at
+ * that second carries in its links; it counts only as a token of its own,
+ * not glued to a joiner such as '=', '/', '#', '-', '_' (hex_glue).
+ */
+static bool
+v4_url_number(const char *s, size_t n)
+{
+	while (n > 0 && s[n - 1] == '.')
+		n--;
+	return n > 0 && memchr(s, '.', n) == NULL &&
+	    !(n > 1 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X'));
+}
+
+/*
  * The IPv4 forms: a token (letters, digits, dots) that starts with a digit,
- * is at most 64 bytes long and parses to an own address.
+ * is at most 64 bytes long and parses to an own address (the decimal
+ * integer not glued to a joiner: v4_url_number).
  */
 static bool
 scan_v4(struct ectx *e, const char *s, size_t n, struct hit *h)
@@ -2030,7 +2048,10 @@ scan_v4(struct ectx *e, const char *s, size_t n, struct hit *h)
 		lim = n - i > 65 ? i + 65 : n;
 		for (j = i + 1; j < lim && (SC(s[j]) & SC_TOK); j++)
 			;
-		if (j - i <= 64 && v4_token(s + i, j - i, &v))
+		if (j - i <= 64 && v4_token(s + i, j - i, &v) &&
+		    !(v4_url_number(s + i, j - i) && ((i > 0 &&
+		    hex_glue((unsigned char)s[i - 1])) || (j < n &&
+		    hex_glue((unsigned char)s[j])))))
 			for (o = 0; o < e->nown4; o++)
 				if (e->own4[o] == v) {
 					hit_set(h, s, n, j, s + i, j - i);

@@ -389,6 +389,50 @@ test_base64_header_copy_is_no_probe(void **state)
 	rules_decision_clear(&d);
 }
 
+/*
+ * The decimal form of an address in 100.0.0.0-127.255.255.255 is a Unix time
+ * of 2023-2038: 107.20.243.254 (a cloud provider's range) is 1796535294, the
+ * second of 2026-12-06T05:34:54Z, which a mail written then carries in its
+ * links and tracking parameters.  As a URL part, a parameter value, or
+ * glued to '-', '_' and the like, a bare number is no probe's writing.
+ */
+static void
+test_decimal_in_url_is_no_probe(void **state)
+{
+	static const char *const texts[] = {
+		"<a href=\"https://shop.example/c?u=81723&t=1796535294\">Shop</a>",
+		"https://cdn.example/img/1796535294/banner.png",
+		"https://shop.example/c#1796535294",
+		"unsubscribe: https://shop.example/u/1796535294",
+		"ref: order-1796535294_x",
+	};
+	char msg[1024];
+	struct rules_decision d;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		snprintf(msg, sizeof(msg), "From: <news@shop.example>\r\n"
+		    "Subject: Weekly deals\r\n\r\n%s\r\n", texts[i]);
+		if (shipped_eval("107.20.243.254", "victim@other.example", msg,
+		    &d))
+			fail_msg("spam taken for a probe (%s): %s",
+			    d.evidence ? d.evidence : "", msg);
+		rules_decision_clear(&d);
+	}
+	/* Written as an address, it is one. */
+	assert_true(shipped_eval("107.20.243.254", "drop@example.com",
+	    "Subject: 1796535294:25\r\n\r\nhi\r\n", &d));
+	rules_decision_clear(&d);
+	assert_true(shipped_eval("107.20.243.254", "drop@example.com",
+	    "Subject: hi\r\n\r\nrelay (1796535294) ok\r\n", &d));
+	rules_decision_clear(&d);
+	/* Other forms in a URL still count (they are no times). */
+	assert_true(shipped_eval("107.20.243.254", "drop@example.com",
+	    "Subject: hi\r\n\r\nhttp://107.20.243.254:25/\r\n", &d));
+	rules_decision_clear(&d);
+}
+
 /* The shipped rules on a sample mail of tests/data: relayed or not. */
 static void
 check_sample(const char *path, const char *own, bool want)
@@ -450,6 +494,7 @@ main(void)
 		cmocka_unit_test(test_obsolete_field_syntax),
 		cmocka_unit_test(test_domain_literal_recipient),
 		cmocka_unit_test(test_base64_header_copy_is_no_probe),
+		cmocka_unit_test(test_decimal_in_url_is_no_probe),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
