@@ -427,6 +427,21 @@ class TestShippedProbeRule(RulesCase):
                 self.assertEqual(rec["rules"], {"stage": "data", "matched": False}, rec)
                 self.assertIs(self.decision(sha)["relay"], False)
 
+    def test_domain_literal_recipient_not_relayed(self):
+        """A probe-like mail to a domain literal (delivered to that address,
+        no MX: back to us, or into our network) is not relayed."""
+        self.c.start()
+        for rcpt in ("postmaster@[%s]" % harness.HOST, "drop@[10.0.0.1]"):
+            body = (b"From: Postmaster@isp.example\r\nSubject: Open relay notice "
+                    b"203.0.113.5\r\n\r\nYour server relays for " + rcpt.encode() + b".\r\n")
+            sha = sha256_hex(body)
+            cl, qid = self.send_mail(body, mail_from="postmaster@isp.example",
+                                     rcpts=(rcpt,))
+            cl.cmd("QUIT")
+            rec, _ = self.assert_stored(body, qid)
+            self.assertIs(rec["rules"]["matched"], False, rec)
+            self.assertIs(self.decision(sha)["relay"], False)
+
     def test_hex_address_is_a_probe(self):
         self.c.start()
         # 203.0.113.5 is CB007105.
