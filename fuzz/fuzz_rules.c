@@ -9,11 +9,25 @@
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 static const char msg[] =
+    "Received: from x ([198.51.100.7]) by mx ([1.2.3.4])\r\n"
+    "Message-ID: <a@[1.2.3.4]>\r\n"
     "From: a@example.net\r\n"
     "Subject: =?utf-8?B?cmVsYXkgMS4yLjMuNA==?=\r\n"
     "X-SpamInfo: 1.2.3.4:25\r\n"
+    "Content-Type: multipart/mixed; boundary=b\r\n"
     "\r\n"
-    "hello 0x01020304\r\n";
+    "--b\r\n"
+    "\r\n"
+    "hello 0x01020304 at 101020304:25:6 o'clock, d9808afd\r\n"
+    "--b\r\n"
+    "Content-Type: message/rfc822\r\n"
+    "\r\n"
+    "Received: from y\r\n"
+    " by [1.2.3.4]\r\n"
+    "Subject: 01020304:25\r\n"
+    "\r\n"
+    "x\r\n"
+    "--b--\r\n";
 
 /* Load arbitrary bytes as a rules file; the error must be a C string. */
 int

@@ -19,6 +19,7 @@
 #define MIME_CT_MAX		96	/* "type/subtype" kept */
 #define MIME_BOUNDARY_MAX	200	/* RFC 2046 says 70; be generous */
 #define MIME_CHARSET_MAX	48
+#define MIME_MSG_DECODED_MAX	(1024u * 1024)	/* encoded attached messages */
 
 enum mime_cte { CTE_IDENTITY, CTE_BASE64, CTE_QP };
 
@@ -47,6 +48,7 @@ struct walk {
 	size_t		 hdr_total;
 	int		 hdr_cap;
 	int		 parts;
+	size_t		 msg_decoded;	/* attached messages' decoded bytes */
 	bool		 oom;
 };
 
@@ -74,6 +76,8 @@ static bool	 walk_multipart(struct walk *, const char *, size_t,
 		    const struct entity *, int);
 static void	 walk_text(struct walk *, const char *, size_t,
 		    const struct entity *);
+static void	 walk_message(struct walk *, const char *, size_t,
+		    const struct entity *, int);
 static void	 walk_entity(struct walk *, const char *, size_t, int, bool,
 		    bool);
 
@@ -589,6 +593,14 @@ header_done(struct walk *w, struct entity *e, const char *name, size_t nlen,
 			w->oom = true;
 			return;
 		}
+		/*
+		 * One field, one line: a line break an encoded word decoded
+		 * to would start a line that is no field (rules.c skips
+		 * trace fields by their lines).
+		 */
+		for (size_t i = 0; i < dlen; i++)
+			if (d[i] == '\r' || d[i] == '\n')
+				d[i] = ' ';
 		mbuf_put(&w->body, name, nlen);
 		mbuf_put(&w->body, ": ", 2);
 		mbuf_put(&w->body, d, dlen);
@@ -600,18 +612,30 @@ header_done(struct walk *w, struct entity *e, const char *name, size_t nlen,
 /*
  * Read the header section of the entity p[0..len) into e (and the message's
  * header list when top).  Returns the offset of the body.  An entity whose
- * first line is not a header field has no header section.
+ * first line is not a header field (an mbox "From " line aside) has no
+ * header section.
  */
 static size_t
 parse_headers(struct walk *w, const char *p, size_t len, struct entity *e,
     bool top, bool nested)
 {
 	const char *ls = p, *le, *nl, *end = p + len, *name = NULL, *val = NULL;
-	const char *colon, *c;
+	const char *colon, *c, *ne;
 	size_t nlen = 0;
 	bool first = true;
 
 	memset(e, 0, sizeof(*e));
+	/*
+	 * An mbox "From " line (RFC 4155) before a message's header is no
+	 * part of it: the header follows.  "From :" is the From field.
+	 */
+	if (top && len >= 5 && memcmp(p, "From ", 5) == 0 &&
+	    (nl = memchr(p, '\n', len)) != NULL) {
+		for (c = p + 5; c < nl && (*c == ' ' || *c == '\t'); c++)
+			;
+		if (c < nl && *c != ':')
+			ls = nl + 1;
+	}
 	while (ls < end) {
 		nl = memchr(ls, '\n', (size_t)(end - ls));
 		le = nl != NULL ? nl : end;
@@ -632,17 +656,25 @@ parse_headers(struct walk *w, const char *p, size_t len, struct entity *e,
 				    (size_t)(ls - val), top, nested);
 			name = NULL;
 			colon = memchr(ls, ':', (size_t)(le - ls));
-			for (c = ls; colon != NULL && c < colon; c++)
-				if ((unsigned char)*c <= ' ' ||
-				    (unsigned char)*c >= 0x7f)
-					break;
-			if (colon == NULL || c < colon || colon == ls) {
+			for (c = ls; colon != NULL && c < colon &&
+			    (unsigned char)*c > ' ' && (unsigned char)*c < 0x7f;
+			    c++)
+				;
+			ne = c;
+			/*
+			 * Blanks before the colon: the obsolete syntax (RFC
+			 * 5322 4.5), a header field for Postfix too.
+			 */
+			while (colon != NULL && c < colon && (*c == ' ' ||
+			    *c == '\t'))
+				c++;
+			if (colon == NULL || c < colon || ne == ls) {
 				if (first)
 					return 0;	/* no header section */
 				/* A malformed line inside the header: skip it. */
 			} else {
 				name = ls;
-				nlen = (size_t)(colon - ls);
+				nlen = (size_t)(ne - ls);
 				val = colon + 1;
 			}
 		}
@@ -763,6 +795,43 @@ walk_text(struct walk *w, const char *p, size_t len, const struct entity *e)
 }
 
 /*
+ * Walk an attached message.  RFC 2046 5.2.1 allows it no base64 or
+ * quoted-printable encoding, yet mail clients send it so: decode it first
+ * (at most MIME_MSG_DECODED_MAX bytes for the whole walk), so that its
+ * header is read as a header and its text as text.
+ */
+static void
+walk_message(struct walk *w, const char *p, size_t len,
+    const struct entity *e, int depth)
+{
+	unsigned char *dec;
+	size_t n, room;
+
+	if (e->cte == CTE_IDENTITY) {
+		walk_entity(w, p, len, depth + 1, false, true);
+		return;
+	}
+	room = MIME_MSG_DECODED_MAX - w->msg_decoded;
+	if (room > len)
+		room = len;
+	if (room == 0) {
+		w->m->truncated = true;
+		return;
+	}
+	if ((dec = malloc(room)) == NULL) {
+		w->oom = true;
+		return;
+	}
+	if (e->cte == CTE_BASE64)
+		n = mime_b64_decode(p, len, dec, room);
+	else
+		n = mime_qp_decode(p, len, false, dec, room);
+	w->msg_decoded += n;
+	walk_entity(w, (const char *)dec, n, depth + 1, false, true);
+	free(dec);
+}
+
+/*
  * Walk one entity: its header, then by type its parts (multipart), the
  * enclosed message (message/rfc822), or its text (any text type, or no type).
  */
@@ -789,7 +858,7 @@ walk_entity(struct walk *w, const char *p, size_t len, int depth, bool top,
 		walk_text(w, p, len, &e);
 	} else if (strcmp(e.ctype, "message/rfc822") == 0 ||
 	    strcmp(e.ctype, "message/global") == 0) {
-		walk_entity(w, p, len, depth + 1, false, true);
+		walk_message(w, p, len, &e, depth);
 	} else if (e.ctype[0] == '\0' || strncmp(e.ctype, "text/", 5) == 0) {
 		walk_text(w, p, len, &e);
 	}

@@ -94,6 +94,20 @@ struct cidr {
 	int		 bits;
 };
 
+/*
+ * Where mentions_own_address looks: the Subject, the body text, one header
+ * field by name (a trailing '*': any field whose name starts so), or every
+ * header field but the trace and identification ones (trace_fields).
+ */
+enum pkind { PL_SUBJECT, PL_BODY, PL_HEADERS, PL_HEADER };
+
+struct place {
+	enum pkind	 kind;
+	bool		 prefix;		/* PL_HEADER: name* */
+	char		 name[MIME_NAME_MAX];	/* PL_HEADER, without the '*' */
+	size_t		 namelen;
+};
+
 struct matcher {
 	enum mkind	 kind;
 	struct strtest	*st;		/* string kinds: all must hold */
@@ -103,6 +117,8 @@ struct matcher {
 	struct cidr	*cidrs;		/* client: any may hold */
 	int		 ncidrs;
 	bool		 b;		/* tls, mentions_own_address */
+	struct place	*places;	/* mentions_own_address; NULL: the default */
+	int		 nplaces;
 };
 
 struct cond {
@@ -213,6 +229,18 @@ static int	 num_key_cb(struct rctx *, int, const char *, yaml_node_t *,
 		    void *);
 static int	 matcher_parse(struct rctx *, int, const char *, yaml_node_t *,
 		    struct matcher *);
+static int	 place_parse(struct rctx *, yaml_node_t *, const char *,
+		    struct place *);
+static int	 mo_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+		    void *);
+static bool	 name_match(const char *, size_t, bool, const char *);
+static bool	 trace_field(const char *);
+static bool	 trace_line(const char *, size_t);
+static size_t	 line_quote(const char *, size_t, int *, size_t *);
+static bool	 scan_lines(struct ectx *, const char *, size_t, bool,
+		    struct hit *);
+static bool	 hex_glue(unsigned char);
+static bool	 scan_hex8(struct ectx *, const char *, size_t, struct hit *);
 static void	 cond_order(struct cond *);
 static int	 cond_key_cb(struct rctx *, int, const char *, yaml_node_t *,
 		    void *);
@@ -244,6 +272,7 @@ static bool	 matcher_eval(struct ectx *, const struct matcher *);
 static void	 own_collect(struct ectx *);
 static void	 own_add(struct ectx *, const char *);
 static bool	 v4_token(const char *, size_t, uint32_t *);
+static bool	 v4_url_number(const char *, size_t);
 static bool	 v4_part(const char *, size_t, int, int, uint64_t *);
 static char	*lc_dup(const char *, size_t);
 static int	 addr_parse(const char *, struct own_addr *);
@@ -339,6 +368,43 @@ enum st_key { SK_EQUALS, SK_CONTAINS, SK_REGEX, SK_NOCASE, SK_NOT, SK_NAME,
 	SK_COUNT };
 static const char *const st_keys[SK_COUNT] = {
 	"equals", "contains", "regex", "nocase", "not", "name",
+};
+
+enum mo_key { MO_IN, MO_NOT, MO_COUNT };
+static const char *const mo_keys[MO_COUNT] = { "in", "not" };
+
+/* mentions_own_address: true searches these, in this order. */
+static const struct place place_default[] = {
+	{ .kind = PL_SUBJECT }, { .kind = PL_HEADERS }, { .kind = PL_BODY },
+};
+
+/*
+ * Header fields that mail software writes about a message's transport and
+ * identity, not the sender about its content: trace fields (RFC 5321 4.4,
+ * RFC 5322 3.6.6-7) and their non-standard kin (the client address webmail
+ * and proxies add, delivery stamps), identification fields (RFC 5322 3.6.4),
+ * authentication results and signatures (RFC 8601, 6376, 8617, 7208) and the
+ * stamps of mail services and filters.  Botnets forge them naming the very
+ * server they send to, and a forwarded or bounced mail carries them: they
+ * say nothing of a sender testing us, so mentions_own_address: true and the
+ * place "headers" skip them.  A trailing '*' makes a name a prefix.
+ */
+static const char *const trace_fields[] = {
+	/* trace */
+	"Received", "Return-Path", "Resent-*", "X-Received", "Delivered-To",
+	"X-Delivered-To", "Envelope-To", "X-Envelope-*", "X-Original-To",
+	"X-Originating-*", "X-Forwarded-*", "X-Real-IP", "X-Client-IP",
+	"X-Sender-IP", "X-Source-IP", "X-Remote-IP", "X-Remote-Addr",
+	"X-Source", "X-Source-*", "X-AntiAbuse", "X-Authenticated-Sender",
+	/* identification */
+	"Message-ID", "In-Reply-To", "References", "Content-ID",
+	/* authentication */
+	"Authentication-Results", "ARC-*", "DKIM-Signature",
+	"DomainKey-Signature", "Received-SPF",
+	/* services and filters */
+	"X-Google-*", "X-Gm-*", "X-MS-*", "X-Microsoft-*", "X-Forefront-*",
+	"X-Spam-*", "X-Virus-*", "X-Barracuda-*", "X-Proofpoint-*",
+	"X-Mimecast-*", "X-IronPort-*", "X-YMail-*",
 };
 
 /* Fill err with "FILE:LINE: KEY: message". */
@@ -875,12 +941,100 @@ matcher_parse(struct rctx *x, int k, const char *path, yaml_node_t *v,
 		}
 		return 0;
 	case MK_TLS:
-	case MK_MENTIONS:
 		return get_bool(x, v, path, &m->b);
+	case MK_MENTIONS:
+		if (v->type == YAML_SEQUENCE_NODE)
+			return rl_error(x, v, path,
+			    "expected true, false or {in: [...]}");
+		if (v->type != YAML_MAPPING_NODE)
+			return get_bool(x, v, path, &m->b);
+		m->b = true;
+		if (map_walk(x, v, path, mo_keys, MO_COUNT, mo_key_cb, m,
+		    &seen) == -1)
+			return -1;
+		return missing_key(x, v, path, mo_keys, 1u << MO_IN, seen);
 	case MK_COUNT:
 		break;
 	}
 	return rl_error(x, v, path, "unknown matcher");
+}
+
+/*
+ * One place of mentions_own_address.in: subject, body, headers or
+ * header:NAME (NAME* for a prefix).  An explicitly named field counts even
+ * when it is a trace field: the operator said so.
+ */
+static int
+place_parse(struct rctx *x, yaml_node_t *n, const char *path, struct place *p)
+{
+	char buf[8 + MIME_NAME_MAX + 1], esc[64];
+	const char *c;
+	size_t len;
+
+	if (get_str(x, n, path, buf, sizeof(buf), false) == -1)
+		return -1;
+	if (strcmp(buf, "subject") == 0)
+		p->kind = PL_SUBJECT;
+	else if (strcmp(buf, "body") == 0)
+		p->kind = PL_BODY;
+	else if (strcmp(buf, "headers") == 0)
+		p->kind = PL_HEADERS;
+	else if (strncmp(buf, "header:", 7) == 0) {
+		p->kind = PL_HEADER;
+		len = strlen(buf + 7);
+		if (len > 0 && buf[7 + len - 1] == '*') {
+			p->prefix = true;
+			len--;
+		}
+		/* RFC 5322 ftext: printable ASCII but ':' (and our '*'). */
+		for (c = buf + 7; c < buf + 7 + len; c++)
+			if ((unsigned char)*c <= ' ' ||
+			    (unsigned char)*c >= 0x7f || *c == ':' || *c == '*')
+				break;
+		if (len == 0 || c != buf + 7 + len || len >= sizeof(p->name))
+			return rl_error(x, n, path, "not a header field name "
+			    "(header:NAME, or header:PREFIX* for a prefix)");
+		memcpy(p->name, buf + 7, len);
+		p->name[len] = '\0';
+		p->namelen = len;
+	} else
+		return rl_error(x, n, path, "unknown place \"%s\" (expected "
+		    "subject, body, headers or header:NAME)",
+		    log_escape(esc, sizeof(esc), buf, strlen(buf)));
+	return 0;
+}
+
+/* Apply one key of mentions_own_address: {in: [...], not: bool}. */
+static int
+mo_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct matcher *m = arg;
+	yaml_node_item_t *items;
+	yaml_node_t *iv;
+	char ipath[RULES_KEYPATH_MAX];
+	bool neg;
+	int i, count;
+
+	if (key == MO_NOT) {
+		if (get_bool(x, v, path, &neg) == -1)
+			return -1;
+		m->b = !neg;
+		return 0;
+	}
+	if (seq_items(x, v, path, RULES_LIST_MAX, &items, &count) == -1)
+		return -1;
+	if ((m->places = calloc((size_t)count, sizeof(*m->places))) == NULL)
+		return rl_error(x, v, path, "out of memory");
+	for (i = 0; i < count; i++) {
+		rl_path(ipath, sizeof(ipath), "%s[%d]", path, i);
+		if ((iv = yaml_document_get_node(x->doc, items[i])) == NULL)
+			return rl_error(x, v, path, "malformed list");
+		if (place_parse(x, iv, ipath, &m->places[i]) == -1)
+			return -1;
+		m->nplaces++;
+	}
+	return 0;
 }
 
 /*
@@ -1354,6 +1508,7 @@ rules_free(struct rules *rs)
 					strtest_free(&m->st[l]);
 				free(m->st);
 				free(m->cidrs);
+				free(m->places);
 			}
 			free(rs->r[i].c[j].m);
 		}
@@ -1856,8 +2011,25 @@ digit_find(const char *s, size_t i, size_t n)
 }
 
 /*
+ * Whether the token s[0..n) is a bare decimal number (the integer form).  An
+ * own address in 100.0.0.0/6-ish is a Unix time of this decade in decimal
+ * (107.20.243.254 is 1796535294, 2026-12-06T05:34:54Z) that mail written at
+ * that second carries in its links; it counts only as a token of its own,
+ * not glued to a joiner such as '=', '/', '#', '-', '_' (hex_glue).
+ */
+static bool
+v4_url_number(const char *s, size_t n)
+{
+	while (n > 0 && s[n - 1] == '.')
+		n--;
+	return n > 0 && memchr(s, '.', n) == NULL &&
+	    !(n > 1 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X'));
+}
+
+/*
  * The IPv4 forms: a token (letters, digits, dots) that starts with a digit,
- * is at most 64 bytes long and parses to an own address.
+ * is at most 64 bytes long and parses to an own address (the decimal
+ * integer not glued to a joiner: v4_url_number).
  */
 static bool
 scan_v4(struct ectx *e, const char *s, size_t n, struct hit *h)
@@ -1876,7 +2048,10 @@ scan_v4(struct ectx *e, const char *s, size_t n, struct hit *h)
 		lim = n - i > 65 ? i + 65 : n;
 		for (j = i + 1; j < lim && (SC(s[j]) & SC_TOK); j++)
 			;
-		if (j - i <= 64 && v4_token(s + i, j - i, &v))
+		if (j - i <= 64 && v4_token(s + i, j - i, &v) &&
+		    !(v4_url_number(s + i, j - i) && ((i > 0 &&
+		    hex_glue((unsigned char)s[i - 1])) || (j < n &&
+		    hex_glue((unsigned char)s[j])))))
 			for (o = 0; o < e->nown4; o++)
 				if (e->own4[o] == v) {
 					hit_set(h, s, n, j, s + i, j - i);
@@ -1961,17 +2136,25 @@ scan_b64(struct ectx *e, const char *s, size_t n, struct hit *h)
 	size_t i, j, k, alpha, declen, enclen;
 	unsigned t, m, first, need;
 	int off, skipped;
+	bool joins;
 
 	for (i = 0; i < n; ) {
 		if (!(SC(s[i]) & SC_B64)) {
 			i++;
 			continue;
 		}
+		/*
+		 * A run goes on over line breaks only when it starts a line:
+		 * base64 that starts after a word ("see attached" and the
+		 * base64 of a mail on the next line) would decode out of line,
+		 * the mail's first field glued to garbage, no longer a field.
+		 */
+		joins = i == 0 || (SC(s[i - 1]) & SC_NL);
 		/* A cheap look first: most runs (words) are too short. */
 		for (j = i, alpha = 0; j < n && alpha < B64_MIN; j++) {
 			if (SC(s[j]) & SC_B64)
 				alpha++;
-			else if (!((SC(s[j]) & SC_NL) && j + 1 < n &&
+			else if (!(joins && (SC(s[j]) & SC_NL) && j + 1 < n &&
 			    (SC(s[j + 1]) & (SC_ALNUM | SC_NL))))
 				break;
 		}
@@ -1986,7 +2169,7 @@ scan_b64(struct ectx *e, const char *s, size_t n, struct hit *h)
 					need |= b64_align(m, alpha - 1);
 				first = t & 15;
 				alpha++;
-			} else if (!((SC(s[j]) & SC_NL) && j + 1 < n &&
+			} else if (!(joins && (SC(s[j]) & SC_NL) && j + 1 < n &&
 			    (SC(s[j + 1]) & (SC_ALNUM | SC_NL))))
 				break;
 		}
@@ -2001,7 +2184,7 @@ scan_b64(struct ectx *e, const char *s, size_t n, struct hit *h)
 						skipped++;
 				declen = mime_b64_decode(s + k, j - k, dec,
 				    alpha);
-				if (declen < 7 || !scan_text(e, (char *)dec,
+				if (declen < 7 || !scan_lines(e, (char *)dec,
 				    declen, false, h))
 					continue;
 				for (enclen = j - k; k + enclen < n && enclen <
@@ -2026,6 +2209,89 @@ scan_b64(struct ectx *e, const char *s, size_t n, struct hit *h)
 	return false;
 }
 
+/* Bytes that glue a token to its neighbour: word characters and joiners. */
+static bool
+hex_glue(unsigned char c)
+{
+	return (SC(c) & SC_ALNUM) || (c != '\0' &&
+	    strchr("_-.+/=%@&#$~\\", c) != NULL);
+}
+
+/*
+ * The address as 8 bare hex digits, all upper or all lower case, optionally
+ * with ":port" (a published open-relay test format: D9808AFD:8080), as a
+ * whole token: not glued to a word character or a joiner (a hash, a UUID, a
+ * CSS colour, a Message-ID or URL part), a '.' only at a sentence end.  Also
+ * the framing of the published sample, one digit before and ":N" after the
+ * port ("at 1D9808AFD:8080:6 o'clock"); a 9-digit hex run alone is no match.
+ * Hex without a letter a-f reads as a decimal number (a date, an order
+ * number): it counts only with a port.  The own addresses' hex forms are
+ * looked for with memmem(), the edges checked where one is found.
+ */
+static bool
+scan_hex8(struct ectx *e, const char *s, size_t n, struct hit *h)
+{
+	static const char hexu[] = "0123456789ABCDEF", hexl[] = "0123456789abcdef";
+	char pat[2][8];
+	const char *q;
+	size_t t, st, en, d;
+	int o, c, k, p;
+	bool letter, framed, port, tail;
+
+	for (o = 0; o < e->nown4; o++) {
+		for (k = 0, letter = false; k < 8; k++) {
+			pat[0][k] = hexu[e->own4[o] >> (28 - 4 * k) & 15];
+			pat[1][k] = hexl[e->own4[o] >> (28 - 4 * k) & 15];
+			letter |= pat[0][k] >= 'A';
+		}
+		for (c = 0; c < (letter ? 2 : 1); c++) {
+			for (t = 0; t + 8 <= n && (q = memmem(s + t, n - t,
+			    pat[c], 8)) != NULL; t++) {
+				t = (size_t)(q - s);
+				/* The start: a token edge, or one digit at one. */
+				st = t;
+				framed = false;
+				if (t > 0 && hex_glue((unsigned char)s[t - 1])) {
+					if (!(SC(s[t - 1]) & SC_DIGIT) || (t > 1 &&
+					    hex_glue((unsigned char)s[t - 2])))
+						continue;
+					framed = true;
+					st = t - 1;
+				}
+				en = t + 8;
+				if (en < n && (SC(s[en]) & SC_ALNUM))
+					continue;
+				/* ":port" (1..5 digits), maybe ":N" (framing). */
+				port = tail = false;
+				for (p = 0; p < 2 && en < n && s[en] == ':'; p++) {
+					for (d = 0; en + 1 + d < n && d < 6 &&
+					    (SC(s[en + 1 + d]) & SC_DIGIT); d++)
+						;
+					if (d == 0 || d > 5)
+						break;
+					en += 1 + d;
+					if (p == 0)
+						port = true;
+					else
+						tail = true;
+				}
+				if ((framed && !tail) || (!port && !letter))
+					continue;
+				/* What follows ends the token; '.' a sentence. */
+				if (en < n && (s[en] == '.' ? en + 1 < n &&
+				    hex_glue((unsigned char)s[en + 1]) :
+				    hex_glue((unsigned char)s[en]) ||
+				    (s[en] == ':' && en + 1 < n &&
+				    (SC(s[en + 1]) & SC_DIGIT))))
+					continue;
+				what_set(h->what, &h->whatlen, s + st, en - st);
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
 /*
  * Search s[0..n) for an own address as a whole token (see rules.h); with
  * b64, also inside base64-looking runs.  Linear in n.
@@ -2035,58 +2301,187 @@ scan_text(struct ectx *e, const char *s, size_t n, bool b64, struct hit *h)
 {
 	if (n > RULES_SCAN_MAX)
 		n = RULES_SCAN_MAX;
-	if (e->nown4 > 0 && scan_v4(e, s, n, h))
+	if (e->nown4 > 0 && (scan_v4(e, s, n, h) || scan_hex8(e, s, n, h)))
 		return true;
 	if (e->own_v6 && scan_v6(e, s, n, h))
 		return true;
 	return b64 && scan_b64(e, s, n, h);
 }
 
-/* Whether an own address is mentioned in the Subject, a header or the body. */
+/* Whether the field name matches pat[0..plen) (a prefix when prefix). */
+static bool
+name_match(const char *pat, size_t plen, bool prefix, const char *name)
+{
+	if (strncasecmp(name, pat, plen) != 0)
+		return false;
+	return prefix || name[plen] == '\0';
+}
+
+/* Whether a header field is a trace or identification field (trace_fields). */
+static bool
+trace_field(const char *name)
+{
+	size_t i, len;
+
+	for (i = 0; i < sizeof(trace_fields) / sizeof(trace_fields[0]); i++) {
+		len = strlen(trace_fields[i]);
+		if (trace_fields[i][len - 1] == '*' ?
+		    name_match(trace_fields[i], len - 1, true, name) :
+		    name_match(trace_fields[i], len, false, name))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Whether the text line s[0..n) starts with a trace field ("Received: ";
+ * "Received :" too, the obsolete syntax of RFC 5322 4.5).  A name too long
+ * to keep is cut, as mime.c cuts it: a prefix ("X-Forwarded-*") still tells.
+ */
+static bool
+trace_line(const char *s, size_t n)
+{
+	char name[MIME_NAME_MAX];
+	size_t i, k;
+
+	for (i = 0, k = 0; i < n && s[i] != ':' && (unsigned char)s[i] > ' ' &&
+	    (unsigned char)s[i] < 0x7f; i++)
+		if (k < sizeof(name) - 1)
+			name[k++] = s[i];
+	while (i < n && (s[i] == ' ' || s[i] == '\t'))
+		i++;
+	if (k == 0 || i >= n || s[i] != ':')
+		return false;
+	name[k] = '\0';
+	return trace_field(name);
+}
+
+/*
+ * The quoting of a text line: the '>' marks it starts with (each maybe after
+ * blanks, and with one space after it: "> > "), their count in *depth, the
+ * blanks after them in *indent.  Returns the offset of the rest.
+ */
+static size_t
+line_quote(const char *s, size_t n, int *depth, size_t *indent)
+{
+	size_t i = 0, b;
+	int d = 0;
+
+	for (;;) {
+		for (b = i; b < n && (s[b] == ' ' || s[b] == '\t'); b++)
+			;
+		if (b >= n || s[b] != '>')
+			break;
+		d++;
+		i = b + 1;
+		if (i < n && s[i] == ' ')
+			i++;
+	}
+	*depth = d;
+	*indent = b - i;
+	return b;
+}
+
+/*
+ * The body text, less the trace fields of a message header that the text
+ * carries: an attached message's header that the decoding put there
+ * (message/rfc822, text/rfc822-headers of a bounce), a header copied inline
+ * (a bounce that indents it, a reply that quotes it with "> ").  Such a field
+ * is a line that starts, after its quote marks and indentation, with a trace
+ * field's name and ':', with its folded lines: the lines after it with the
+ * same quote marks and a deeper indentation.  The rest is searched in runs
+ * between such lines (with b64, base64 runs too).  The text a base64 run
+ * decodes to is searched so, without b64: a header may be sent base64.
+ */
+static bool
+scan_lines(struct ectx *e, const char *s, size_t n, bool b64, struct hit *h)
+{
+	const char *nl;
+	size_t run, i, eol, off, indent, skip_indent = 0;
+	int depth, skip_depth = 0;
+	bool skip = false;
+
+	if (n > RULES_SCAN_MAX)
+		n = RULES_SCAN_MAX;
+	for (run = 0, i = 0; i < n; i = eol) {
+		nl = memchr(s + i, '\n', n - i);
+		eol = nl != NULL ? (size_t)(nl - s) + 1 : n;
+		off = line_quote(s + i, eol - i, &depth, &indent);
+		if (trace_line(s + i + off, eol - i - off)) {
+			skip = true;
+			skip_depth = depth;
+			skip_indent = indent;
+		} else if (skip && depth == skip_depth && indent > skip_indent)
+			;	/* a folded line of the skipped field */
+		else {
+			skip = false;
+			continue;
+		}
+		if (i > run && scan_text(e, s + run, i - run, b64, h))
+			return true;
+		run = eol;
+	}
+	return run < n && scan_text(e, s + run, n - run, b64, h);
+}
+
+/*
+ * Whether an own address is mentioned in the places of m (by default the
+ * Subject, every header field but the trace ones, the body), in order.
+ */
 static bool
 m_mentions(struct ectx *e, const struct matcher *m)
 {
 	const struct mime_msg *mm = ectx_mime(e);
-	const struct mime_header *subj;
+	const struct mime_header *hd;
+	const struct place *pl = m->places != NULL ? m->places : place_default;
+	int npl = m->places != NULL ? m->nplaces :
+	    (int)(sizeof(place_default) / sizeof(place_default[0]));
 	struct hit h;
-	int i;
+	const struct mime_header *subj = NULL;	/* searched already */
+	int i, p;
 
 	if (e->nown == 0)
 		own_collect(e);
 	memset(&h, 0, sizeof(h));
-	if (e->nown > 0) {
-		subj = mime_header_get(mm, "Subject");
-		if (subj != NULL && scan_text(e, subj->value, subj->valuelen,
-		    true, &h)) {
-			if (m->b)
-				ev_add(e, "mentions_own_address", "header",
-				    subj->name, h.what, h.whatlen);
-			return m->b;
-		}
-		for (i = 0; i < mm->nhdrs; i++) {
-			if (&mm->hdrs[i] == subj)
-				continue;
-			if (scan_text(e, mm->hdrs[i].value, mm->hdrs[i].valuelen,
-			    true, &h)) {
-				if (m->b)
-					ev_add(e, "mentions_own_address",
-					    "header", mm->hdrs[i].name, h.what,
-					    h.whatlen);
-				return m->b;
+	for (p = 0; p < npl && e->nown > 0; p++) {
+		switch (pl[p].kind) {
+		case PL_SUBJECT:
+			hd = mime_header_get(mm, "Subject");
+			if (hd != NULL && scan_text(e, hd->value, hd->valuelen,
+			    true, &h))
+				goto found;
+			subj = hd;
+			break;
+		case PL_HEADER:
+		case PL_HEADERS:
+			for (i = 0; i < mm->nhdrs; i++) {
+				hd = &mm->hdrs[i];
+				if (pl[p].kind == PL_HEADER ? !name_match(pl[p].name,
+				    pl[p].namelen, pl[p].prefix, hd->name) :
+				    trace_field(hd->name) || hd == subj)
+					continue;
+				if (scan_text(e, hd->value, hd->valuelen, true, &h))
+					goto found;
 			}
-		}
-		if (mm->body != NULL && scan_text(e, mm->body, mm->bodylen,
-		    true, &h)) {
-			if (m->b)
-				ev_add(e, "mentions_own_address", "body", NULL,
-				    h.what, h.whatlen);
-			return m->b;
+			break;
+		case PL_BODY:
+			if (mm->body != NULL && scan_lines(e, mm->body,
+			    mm->bodylen, true, &h)) {
+				hd = NULL;
+				goto found;
+			}
+			break;
 		}
 	}
 	if (!m->b)
 		ev_add(e, "mentions_own_address", "message", NULL,
 		    "no own address", 14);
 	return !m->b;
+found:
+	if (m->b)
+		ev_add(e, "mentions_own_address", hd != NULL ? "header" : "body",
+		    hd != NULL ? hd->name : NULL, h.what, h.whatlen);
+	return m->b;
 }
 
 /* Evaluate one matcher. */

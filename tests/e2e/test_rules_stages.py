@@ -371,5 +371,92 @@ class TestPublishFalse(RulesCase):
         self.assertEqual(self.c.message_bytes(sha256_hex(private)), private)
 
 
+class TestShippedProbeRule(RulesCase):
+    """The built-in rules (relay.rules ""), dry-run: forged trace headers naming
+    our address are ordinary spam; the 8-hex-digit address form is a probe."""
+    config = {"relay": {"mode": "dry-run", "own_addresses": ["203.0.113.5"]}}
+
+    def decision(self, sha):
+        return self.c.wait_event("fosr.relay.decision", lambda e: e.get("sha256") == sha)
+
+    def test_forged_trace_headers_not_a_probe(self):
+        self.c.start()
+        for own in ("203.0.113.5", harness.HOST):
+            body = (b"Received: from pc-12.dsl.example ([198.51.100.9])\r\n"
+                    b"\tby mx.corp.example ([" + own.encode() + b"]) with SMTP;\r\n"
+                    b"\tSun, 6 Dec 2026 04:00:00 +0000\r\n"
+                    b"X-Originating-IP: [" + own.encode() + b"]\r\n"
+                    b"Message-ID: <20261206.4711@[" + own.encode() + b"]>\r\n"
+                    b"References: <a.1@[" + own.encode() + b"]>\r\n"
+                    b"From: \"Shop\" <sales@shop.example>\r\n"
+                    b"To: victim@other.example\r\n"
+                    b"Subject: 80% off today\r\n\r\nBuy now.\r\n")
+            sha = sha256_hex(body)
+            cl, qid = self.send_mail(body, mail_from="sales@shop.example",
+                                     rcpts=("victim@other.example",))
+            cl.cmd("QUIT")
+            rec, _ = self.assert_stored(body, qid)
+            self.assertEqual(rec["rules"], {"stage": "data", "matched": False}, rec)
+            d = self.decision(sha)
+            self.assertIs(d["relay"], False, d)
+            self.assertEqual(self.matches(sha256=sha), [])
+
+    def test_copied_header_in_text_not_a_probe(self):
+        """A header copied into the text (a bounce indents it, a reply quotes
+        it), or a header after an mbox From line: its fields naming our
+        address are no probe."""
+        self.c.start()
+        for own in ("203.0.113.5", harness.HOST):
+            o = own.encode()
+            bodies = (
+                b"From: MAILER-DAEMON@relay.example\r\nTo: victim@other.example\r\n"
+                b"Subject: Undeliverable: offer\r\n\r\nDelivery has failed.\r\n\r\n"
+                b"   Received: from pc ([198.51.100.9])\r\n    \tby mx ([" + o + b"])\r\n"
+                b"> X-Originating-IP: [" + o + b"]\r\n"
+                b"> Received : by " + o + b"\r\n",
+                b"From spammer@pc.example Sun Dec  6 04:00:00 2026\r\n"
+                b"Received: from pc ([198.51.100.9]) by mx ([" + o + b"])\r\n"
+                b"Cc: <admin@[" + o + b"]>\r\nFrom: <sales@shop.example>\r\n"
+                b"Subject: 80% off today\r\n\r\nBuy now.\r\n")
+            for body in bodies:
+                sha = sha256_hex(body)
+                cl, qid = self.send_mail(body, mail_from="sales@shop.example",
+                                         rcpts=("victim@other.example",))
+                cl.cmd("QUIT")
+                rec, _ = self.assert_stored(body, qid)
+                self.assertEqual(rec["rules"], {"stage": "data", "matched": False}, rec)
+                self.assertIs(self.decision(sha)["relay"], False)
+
+    def test_domain_literal_recipient_not_relayed(self):
+        """A probe-like mail to a domain literal (delivered to that address,
+        no MX: back to us, or into our network) is not relayed."""
+        self.c.start()
+        for rcpt in ("postmaster@[%s]" % harness.HOST, "drop@[10.0.0.1]"):
+            body = (b"From: Postmaster@isp.example\r\nSubject: Open relay notice "
+                    b"203.0.113.5\r\n\r\nYour server relays for " + rcpt.encode() + b".\r\n")
+            sha = sha256_hex(body)
+            cl, qid = self.send_mail(body, mail_from="postmaster@isp.example",
+                                     rcpts=(rcpt,))
+            cl.cmd("QUIT")
+            rec, _ = self.assert_stored(body, qid)
+            self.assertIs(rec["rules"]["matched"], False, rec)
+            self.assertIs(self.decision(sha)["relay"], False)
+
+    def test_hex_address_is_a_probe(self):
+        self.c.start()
+        # 203.0.113.5 is CB007105.
+        body = (b"From: tester <drop@spammer.example>\r\nTo: drop@spammer.example\r\n"
+                b"Subject: CB007105:25\r\n\r\ntest\r\n")
+        sha = sha256_hex(body)
+        cl, qid = self.send_mail(body, mail_from="drop@spammer.example",
+                                 rcpts=("drop@spammer.example",))
+        cl.cmd("QUIT")
+        ev = self.c.wait_event("fosr.rule.match", lambda e: e.get("sha256") == sha)
+        self.assertEqual(ev["rule"], "probe")
+        self.assertIn({"matcher": "mentions_own_address", "where": "header:Subject",
+                       "what": "CB007105:25"}, ev["evidence"])
+        self.assertIs(self.decision(sha)["relay"], True)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -640,6 +641,37 @@ test_mime_bodies(void **state)
 	    "\xc3\xa9" "abcdefghijklmnopq\xe2\x82\xac" "rst\n");
 }
 
+/* Header field lines: "Name :" (obsolete syntax), an mbox "From " line. */
+static void
+test_mime_field_lines(void **state)
+{
+	static const struct {
+		const char *msg, *name, *value;
+	} c[] = {
+		{ "Subject\t : hi\r\n\r\nx\r\n", "Subject", "hi" },
+		{ "From: a@b\r\nX-SpamInfo  : 1\r\n\r\nx\r\n", "X-SpamInfo", "1" },
+		{ "From x@y Sun Dec  6 04:00:00 2026\r\nSubject: s\r\n\r\nx\r\n",
+		    "Subject", "s" },
+		/* A field so written, not an mbox line. */
+		{ "From : a@b\r\nSubject: s\r\n\r\nx\r\n", "From", "a@b" },
+		{ "From  :a@b\r\n\r\nx\r\n", "From", "a@b" },
+	};
+	const struct mime_header *h;
+	struct mime_msg m;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		assert_int_equal(mime_parse((const unsigned char *)c[i].msg,
+		    strlen(c[i].msg), &m), 0);
+		if ((h = mime_header_get(&m, c[i].name)) == NULL)
+			fail_msg("no %s in %s", c[i].name, c[i].msg);
+		assert_string_equal(h->value, c[i].value);
+		assert_string_equal(m.body, "x\r\n");
+		mime_msg_free(&m);
+	}
+}
+
 /* Multipart trees: nesting, alternatives, attachments, rfc822, no boundary. */
 static void
 test_mime_multipart(void **state)
@@ -814,6 +846,8 @@ test_mentions_negative(void **state)
 
 /*
  * Inside base64, at every alignment: the address after 0..5 bytes of prefix
+ * (no joiner such as '=': a decimal glued to one is no address, see
+ * test_decimal_in_url_is_no_probe)
  * (so its encoding starts at each of the 4 positions of a base64 quad, and
  * the search must decode the run at the matching offset), glued to base64
  * text on both sides, and broken over lines at every position.
@@ -830,7 +864,7 @@ test_mentions_b64_alignments(void **state)
 	for (f = 0; f < sizeof(forms) / sizeof(forms[0]); f++) {
 		for (k = 0; k <= 5; k++) {
 			n = (size_t)snprintf(plain, sizeof(plain), "%.*s%s tail",
-			    (int)k, "=;,=;", forms[f]);
+			    (int)k, ";,(;,", forms[f]);
 			b64_enc(plain, n, enc);
 			/* Glued to base64 of "AB " in front, and to "ABC"
 			 * (3 characters: the text's quads start at offset 3). */
@@ -864,7 +898,7 @@ test_mentions_b64_alignments(void **state)
 	 */
 	for (k = 0; k <= 5; k++) {
 		n = (size_t)snprintf(plain, sizeof(plain), "%.*s9 is the one",
-		    (int)k, "=;,=;");
+		    (int)k, ";,(;,");
 		b64_enc(plain, n, enc);
 		for (cut = 0; cut < 4; cut++) {
 			snprintf(msg, sizeof(msg), "Subject: x\r\n\r\n%.*s%s\r\n",
@@ -936,6 +970,264 @@ test_mentions_tokens(void **state)
 	assert_false(probe_own("2001:db8::1", "Subject: x\r\n\r\na2001:db8::1\r\n"));
 	assert_false(probe_own("2001:db8::1", "Subject: x\r\n\r\n2001:db8::1g\r\n"));
 	assert_true(probe_own("::ffff:1.2.3.5", "Subject: x\r\n\r\nto 1.2.3.5\r\n"));
+}
+
+/* Whether a rule with the given mentions_own_address value matches msg. */
+static bool
+mentions_with(const char *val, const char *own1, const char *msg,
+    char *where, size_t wherelen)
+{
+	char yaml[1024];
+	const char *ownv[1] = { own1 };
+	struct rules_decision d;
+	struct rules_facts f;
+	struct rules *rs;
+	const char *w;
+	bool m;
+
+	snprintf(yaml, sizeof(yaml), ONE_RULE("{mentions_own_address: %s}"), val);
+	rs = load_ok(yaml);
+	facts_init(&f, msg);
+	f.own_addrs = ownv;
+	assert_int_equal(rules_eval(rs, &f, &d), 0);
+	m = d.matched;
+	if (where != NULL) {
+		where[0] = '\0';
+		if (m && (w = strstr(d.evidence, "\"where\":\"")) != NULL)
+			snprintf(where, wherelen, "%.*s", (int)strcspn(w + 9, "\""),
+			    w + 9);
+	}
+	rules_decision_clear(&d);
+	rules_free(rs);
+	return m;
+}
+
+/*
+ * The address as 8 bare hex digits (a published open-relay test format:
+ * 217.128.138.253 is D9808AFD), optionally with a port: a whole token in one
+ * case.  The decoys are hex runs that merely contain it.
+ */
+static void
+test_mentions_hex8(void **state)
+{
+	static const char *const yes[] = {
+		"Subject: D9808AFD:8080\r\n\r\nx\r\n",
+		"Subject: d9808afd:8080\r\n\r\nx\r\n",
+		"Subject: D9808AFD\r\n\r\nx\r\n",
+		"Subject: x\r\n\r\nrelay d9808afd:25 ok\r\n",
+		"Subject: x\r\n\r\nmeeting at 1D9808AFD:8080:6 o'clock.\r\n",
+		"Subject: [D9808AFD:25]\r\n\r\nx\r\n",
+		"Subject: (d9808afd)\r\n\r\nx\r\n",
+		"Subject: x\r\n\r\nat D9808AFD.\r\n",
+		"Subject: x\r\n\r\n\"D9808AFD\",\r\n",
+		"Subject: x\r\n\r\nid:D9808AFD\r\n",
+		"Subject: 0xD9808AFD\r\n\r\nx\r\n",	/* the 0x form */
+		/* base64 of "relay D9808AFD:8080". */
+		"Subject: cmVsYXkgRDk4MDhBRkQ6ODA4MA==\r\n\r\nx\r\n",
+	};
+	static const char *const no[] = {
+		"Subject: D9808aFD:8080\r\n\r\nx\r\n",		/* mixed case */
+		"Subject: d9808AFD\r\n\r\nx\r\n",
+		"Subject: D9808AFE:8080\r\n\r\nx\r\n",		/* another address */
+		"Subject: 1D9808AFD\r\n\r\nx\r\n",		/* longer hex runs */
+		"Subject: D9808AFD0\r\n\r\nx\r\n",
+		"Subject: 1D9808AFD:8080\r\n\r\nx\r\n",
+		"Subject: x\r\n\r\nsha1 e3b0c442d9808afd98fc1c149afbf4c8996fb924\r\n",
+		"Subject: x\r\n\r\nmd5 D9808AFD0C1E4B7A9D2E1F2A3B4C5D6E\r\n",
+		"Subject: x\r\n\r\nxD9808AFD D9808AFDz _D9808AFD D9808AFD_1\r\n",
+		"Subject: x\r\n\r\nd9808afd-0c1e-4b7a-9d2e-1f2a3b4c5d6e\r\n",	/* UUID */
+		"Subject: x\r\n\r\n0c1e4b7a-d9808afd\r\n",
+		"Subject: x\r\n\r\ncolor: #d9808afd;\r\n",	/* CSS colour */
+		"Subject: x\r\n\r\n<D9808AFD.12345@mail.example>\r\n",
+		"Subject: x\r\n\r\nhost.D9808AFD D9808AFD.example.com\r\n",
+		"Subject: x\r\n\r\nhttp://x.example/D9808AFD?id=D9808AFD&a=1\r\n",
+		"Subject: x\r\n\r\nD9808AFD:8080x D9808AFD:1234567\r\n",
+		"Subject: x\r\n\r\nZDk4MDhhZmQtMGMxZQ==\r\n",	/* base64 of the UUID start */
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+		if (!probe_own("217.128.138.253", yes[i]))
+			fail_msg("not found: %s", yes[i]);
+	for (i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		if (probe_own("217.128.138.253", no[i]))
+			fail_msg("found in a decoy: %s", no[i]);
+	/* Evidence: the token with its port. */
+	{
+		char where[64];
+
+		assert_true(mentions_with("true", "217.128.138.253",
+		    "Subject: hi\r\nX-Test: 1 d9808afd:8080 x\r\n\r\nx\r\n",
+		    where, sizeof(where)));
+		assert_string_equal(where, "header:X-Test");
+	}
+	/*
+	 * Hex without a letter a-f (18.52.86.120 is 12345678) reads as a
+	 * decimal number (a date, an order number): only with a port.
+	 */
+	assert_false(probe_own("18.52.86.120", "Subject: order 12345678\r\n\r\nx\r\n"));
+	assert_true(probe_own("18.52.86.120", "Subject: 12345678:25\r\n\r\nx\r\n"));
+	/* 10.0.0.5 (the reached address) is 0A000005. */
+	assert_true(probe("Subject: 0A000005:25\r\n\r\nx\r\n"));
+	assert_true(probe("Subject: 0a000005\r\n\r\nx\r\n"));
+}
+
+/*
+ * Trace and identification header fields are written by mail software, and
+ * botnets forge them naming the target server: they are no sign of a probe.
+ */
+static const char *const trace_decoys[] = {
+	"Received: from pc-12.dsl.example ([198.51.100.9]) by mx.corp.example "
+	    "([1.2.3.4]) with SMTP; Sun, 6 Dec 2026 04:00:00 +0000",
+	"X-Received: by 1.2.3.4 with SMTP id x; Sun, 6 Dec 2026 04:00:00 +0000",
+	"X-Originating-IP: [1.2.3.4]",
+	"X-Forwarded-For: 198.51.100.9, 1.2.3.4",
+	"X-Real-IP: 1.2.3.4",
+	"Message-ID: <20261206.1234@[1.2.3.4]>",
+	"References: <a@example.org> <b@[1.2.3.4]>",
+	"In-Reply-To: <b@[1.2.3.4]>",
+	"Return-Path: <bounce@[1.2.3.4]>",
+	"Resent-From: x@[1.2.3.4]",
+	"DKIM-Signature: v=1; d=example.org; s=1.2.3.4; b=abc",
+	"ARC-Authentication-Results: i=1; mx; spf=pass smtp.client-ip=1.2.3.4",
+	"Authentication-Results: mx.corp.example; spf=pass smtp.client-ip=1.2.3.4",
+	"Received-SPF: pass (mx: domain designates 1.2.3.4 as permitted sender)",
+	"X-MS-Exchange-Organization-OriginalClientIPAddress: 1.2.3.4",
+	"X-Google-Smtp-Source: 1.2.3.4",
+	"Delivered-To: user@[1.2.3.4]",
+	"X-Spam-Status: No, relay=1.2.3.4",
+};
+
+/* Where mentions_own_address looks: true skips trace fields; in: chooses. */
+static void
+test_mentions_places(void **state)
+{
+	char msg[512], where[64];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(trace_decoys) / sizeof(trace_decoys[0]); i++) {
+		snprintf(msg, sizeof(msg), "From: a@example.net\r\n%s\r\n"
+		    "Subject: hello\r\n\r\nbuy now\r\n", trace_decoys[i]);
+		if (mentions_with("true", "1.2.3.4", msg, where, sizeof(where)))
+			fail_msg("a trace field counted (%s): %s", where, msg);
+		/* Named explicitly, a field counts. */
+		snprintf(where, sizeof(where), "[\"header:%.*s\"]",
+		    (int)strcspn(trace_decoys[i], ":"), trace_decoys[i]);
+		{
+			char val[128];
+
+			snprintf(val, sizeof(val), "{in: %s}", where);
+			if (!mentions_with(val, "1.2.3.4", msg, where,
+			    sizeof(where)))
+				fail_msg("named and not found: %s", msg);
+		}
+		if (strncmp(where, "header:", 7) != 0 ||
+		    strncasecmp(where + 7, trace_decoys[i],
+		    strcspn(trace_decoys[i], ":")) != 0)
+			fail_msg("evidence where \"%s\" for %s", where, msg);
+		/* And false holds when only a trace field has it. */
+		assert_true(mentions_with("false", "1.2.3.4", msg, NULL, 0));
+	}
+	/* Other (custom) header fields still count with true. */
+	assert_true(mentions_with("true", "1.2.3.4",
+	    "Subject: hi\r\nX-SpamInfo: 1.2.3.4:25 user pass\r\n\r\nx\r\n",
+	    where, sizeof(where)));
+	assert_string_equal(where, "header:X-SpamInfo");
+	/* A second Subject field is searched with the other headers. */
+	assert_true(mentions_with("true", "1.2.3.4",
+	    "Subject: x\r\nSubject: 1.2.3.4\r\n\r\nx\r\n", NULL, 0));
+	/* in: only the places listed, searched in the order listed. */
+	msg[0] = '\0';
+	snprintf(msg, sizeof(msg), "Subject: 1.2.3.4\r\nX-A: 1.2.3.4\r\n"
+	    "X-SpamInfo: 1.2.3.4\r\n\r\n1.2.3.4\r\n");
+	assert_true(mentions_with("{in: [body, subject]}", "1.2.3.4", msg,
+	    where, sizeof(where)));
+	assert_string_equal(where, "body");
+	assert_true(mentions_with("{in: [subject, body]}", "1.2.3.4", msg,
+	    where, sizeof(where)));
+	assert_string_equal(where, "header:Subject");
+	assert_true(mentions_with("{in: [\"header:x-spaminfo\"]}", "1.2.3.4", msg,
+	    where, sizeof(where)));
+	assert_string_equal(where, "header:X-SpamInfo");
+	assert_true(mentions_with("{in: [\"header:X-Spam*\"]}", "1.2.3.4", msg,
+	    where, sizeof(where)));
+	assert_string_equal(where, "header:X-SpamInfo");
+	assert_true(mentions_with("{in: [headers]}", "1.2.3.4",
+	    "Subject: x\r\nX-A: 1.2.3.4\r\n\r\nx\r\n", where, sizeof(where)));
+	assert_string_equal(where, "header:X-A");
+	assert_false(mentions_with("{in: [subject]}", "1.2.3.4",
+	    "Subject: x\r\nX-A: 1.2.3.4\r\n\r\n1.2.3.4\r\n", NULL, 0));
+	assert_false(mentions_with("{in: [body]}", "1.2.3.4",
+	    "Subject: 1.2.3.4\r\n\r\nx\r\n", NULL, 0));
+	assert_false(mentions_with("{in: [\"header:X-SpamInfo\"]}", "1.2.3.4",
+	    "Subject: 1.2.3.4\r\nX-Spaminfo2: 1.2.3.4\r\n\r\n1.2.3.4\r\n",
+	    NULL, 0));
+	assert_false(mentions_with("{in: [headers]}", "1.2.3.4",
+	    "Subject: x\r\nReceived: by [1.2.3.4]\r\n\r\n1.2.3.4\r\n", NULL, 0));
+	/* not: true */
+	assert_true(mentions_with("{in: [subject], not: true}", "1.2.3.4",
+	    "Subject: x\r\n\r\n1.2.3.4\r\n", NULL, 0));
+	assert_false(mentions_with("{in: [subject], not: true}", "1.2.3.4",
+	    "Subject: 1.2.3.4\r\n\r\nx\r\n", NULL, 0));
+	/*
+	 * The header of an attached message (message/rfc822, text/rfc822-headers
+	 * of a bounce) lands in the body text: its trace lines do not count.
+	 */
+	assert_false(mentions_with("true", "1.2.3.4",
+	    "Subject: Undelivered Mail\r\nContent-Type: multipart/mixed; b"
+	    "oundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsorry\r\n"
+	    "--b\r\nContent-Type: message/rfc822\r\n\r\nReceived: from x (["
+	    "198.51.100.9])\r\n\tby mx.corp.example ([1.2.3.4]); Sun, 6 Dec 2026"
+	    "\r\nMessage-ID: <a@[1.2.3.4]>\r\nSubject: hi\r\n\r\nbuy\r\n--b--\r\n",
+	    where, sizeof(where)));
+	assert_false(mentions_with("true", "1.2.3.4",
+	    "Subject: x\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+	    "Received: from x ([198.51.100.9])\r\n by mx ([1.2.3.4]);\r\n"
+	    "X-Originating-IP: 1.2.3.4\r\n", NULL, 0));
+	/* A body line that is not a trace field still counts. */
+	assert_true(mentions_with("true", "1.2.3.4",
+	    "Subject: x\r\n\r\nReceived: ok\r\nserver 1.2.3.4\r\n", NULL, 0));
+}
+
+/* The place list: every error names the file, the line and the key. */
+static void
+test_mentions_places_errors(void **state)
+{
+	(void)state;
+	load_err(ONE_RULE("{mentions_own_address: {in: [subjekt]}}"),
+	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in[0]: "
+	    "unknown place \"subjekt\"");
+	load_err(ONE_RULE("{mentions_own_address: {in: [body, \"header:\"]}}"),
+	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in[1]: "
+	    "not a header field name");
+	load_err(ONE_RULE("{mentions_own_address: {in: [\"header:a b\"]}}"),
+	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in[0]: "
+	    "not a header field name");
+	load_err(ONE_RULE("{mentions_own_address: {in: [\"header:*\"]}}"),
+	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in[0]: "
+	    "not a header field name");
+	load_err(ONE_RULE("{mentions_own_address: {in: [\"header:X*Y\"]}}"),
+	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in[0]: "
+	    "not a header field name");
+	load_err(ONE_RULE("{mentions_own_address: {in: []}}"),
+	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in: "
+	    "the list is empty");
+	load_err(ONE_RULE("{mentions_own_address: {in: body}}"),
+	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in: "
+	    "expected a list");
+	load_err(ONE_RULE("{mentions_own_address: {not: true}}"),
+	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in: missing");
+	load_err(ONE_RULE("{mentions_own_address: {in: [body], where: x}}"),
+	    "t.yml:5: rules[0].conditions[0].mentions_own_address.where: "
+	    "unknown key");
+	load_err(ONE_RULE("{mentions_own_address: [body]}"),
+	    "t.yml:5: rules[0].conditions[0].mentions_own_address: expected "
+	    "true, false or {in: [...]}");
+	load_err(ONE_RULE("{mentions_own_address: maybe}"),
+	    "t.yml:5: rules[0].conditions[0].mentions_own_address: expected "
+	    "true or false");
 }
 
 /* IPv6 own addresses, evidence format and false. */
@@ -1094,6 +1386,7 @@ main(void)
 		cmocka_unit_test(test_message_matchers),
 		cmocka_unit_test(test_rfc2047),
 		cmocka_unit_test(test_mime_bodies),
+		cmocka_unit_test(test_mime_field_lines),
 		cmocka_unit_test(test_mime_multipart),
 		cmocka_unit_test(test_mime_limits),
 		cmocka_unit_test(test_mentions_positive),
@@ -1101,6 +1394,9 @@ main(void)
 		cmocka_unit_test(test_mentions_v6_and_evidence),
 		cmocka_unit_test(test_mentions_b64_alignments),
 		cmocka_unit_test(test_mentions_tokens),
+		cmocka_unit_test(test_mentions_hex8),
+		cmocka_unit_test(test_mentions_places),
+		cmocka_unit_test(test_mentions_places_errors),
 		cmocka_unit_test(test_evidence_escaping),
 		cmocka_unit_test(test_regex_bounded),
 	};
