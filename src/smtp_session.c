@@ -2490,20 +2490,24 @@ cmd_etrn(struct smtp_session *s, const struct smtp_cmdline *cl)
 	smtp_junk(s);
 }
 
-/* STARTTLS: "220", then the switch once the reply is on the wire. */
+/*
+ * STARTTLS: "220", then the switch once the reply is on the wire.  The
+ * argument is checked first, as Postfix's starttls_cmd() does: "STARTTLS foo"
+ * is a 501 inside TLS and where TLS is not offered too.
+ */
 static void
 cmd_starttls(struct smtp_session *s, const struct smtp_cmdline *cl)
 {
+	if (cl->arglen > 0) {
+		smtp_error(s, PR_STARTTLS_SYNTAX, NULL);
+		return;
+	}
 	if (s->flags & SF_TLS) {
 		smtp_error(s, PR_STARTTLS_ACTIVE, NULL);
 		return;
 	}
 	if (s->listener->tls != TLS_MODE_STARTTLS || s->srv->ssl_ctx == NULL || s->fd == -1) {
 		smtp_error(s, PR_STARTTLS_UNAVAILABLE, NULL);
-		return;
-	}
-	if (cl->arglen > 0) {
-		smtp_error(s, PR_STARTTLS_SYNTAX, NULL);
 		return;
 	}
 	smtp_reply(s, PR_STARTTLS_GO, NULL);

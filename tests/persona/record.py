@@ -399,6 +399,7 @@ def tls_port(k):
     c = k.conn(port=k.args.tls_port, tls=True)
     ehlo(c)
     c.cmd(b"STARTTLS\r\n")
+    c.cmd(b"STARTTLS foo\r\n")
     quit_(c)
 
 
@@ -951,6 +952,7 @@ def starttls_twice(k):
     c.cmd(b"MAIL FROM:<a@example.org>\r\n")
     ehlo(c)
     c.cmd(b"STARTTLS\r\n")
+    c.cmd(b"STARTTLS foo\r\n")
     c.cmd(b"MAIL FROM:<a@example.org>\r\n")
     c.cmd(b"RCPT TO:<b@example.net>\r\n")
     c.cmd(b"DATA\r\n")
