@@ -1540,7 +1540,7 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cl)
 	}
 	if (t->nrcpt >= s->srv->cfg->limits.recipients) {
 		/* Postfix's recipient overshoot: the first 1000 do not count as errors. */
-		if (++t->overshoot > 1000)
+		if (++t->overshoot > SMTP_RCPT_OVERSHOOT)
 			smtp_error(s, PR_RCPT_TOO_MANY, NULL);
 		else
 			smtp_reply(s, PR_RCPT_TOO_MANY, NULL);
@@ -2389,7 +2389,7 @@ smtp_rule_reply(struct smtp_session *s, const struct smtp_stage_result *res, boo
 static void
 smtp_junk(struct smtp_session *s)
 {
-	if (s->junk++ > 100)
+	if (s->junk++ > SMTP_JUNK_LIMIT)
 		s->errors++;
 }
 

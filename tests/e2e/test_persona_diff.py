@@ -170,7 +170,7 @@ class PersonaDiff(unittest.TestCase):
         cfg = harness.deep_merge({
             "hostname": HOSTNAME,
             "tls": {"certificate": cls.cert, "key": cls.key},
-            "limits": {"message_size": 10240000},
+            # nothing else: fosr's embedded defaults must be a stock Postfix's
         }, config)
         d = os.path.join(cls.tmp, name)
         os.makedirs(d)
