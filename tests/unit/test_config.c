@@ -92,7 +92,16 @@ test_defaults(void **state)
 	assert_string_equal(c->hostname, "");
 	assert_string_equal(c->persona, "postfix-3.7");
 	assert_string_equal(c->user, "nobody");
-	assert_int_equal(c->nlisteners, 3);
+	/* inet_protocols = all: every port on IPv4 and on a v6-only IPv6 socket */
+	assert_int_equal(c->nlisteners, 6);
+	for (int i = 0; i < 3; i++) {
+		assert_false(c->listeners[i].if_available);
+		assert_string_equal(c->listeners[i + 3].address, "::");
+		assert_true(c->listeners[i + 3].if_available);
+		assert_int_equal(c->listeners[i + 3].port, c->listeners[i].port);
+		assert_int_equal(c->listeners[i + 3].tls, c->listeners[i].tls);
+		assert_string_equal(c->listeners[i + 3].name, c->listeners[i].name);
+	}
 	assert_int_equal(c->listeners[0].port, 25);
 	assert_int_equal(c->listeners[0].tls, TLS_MODE_STARTTLS);
 	assert_string_equal(c->listeners[0].name, "smtp");
@@ -224,7 +233,7 @@ test_empty(void **state)
 	char err[256];
 
 	assert_int_equal(load(c, "", err), 0);
-	assert_int_equal(c->nlisteners, 3);
+	assert_int_equal(c->nlisteners, 6);
 	assert_int_equal(load(c, "# only a comment\n", err), 0);
 	assert_int_equal(load(c, "---\n...\n", err), 0);
 	assert_string_equal(c->path, "t.yml");
@@ -247,6 +256,7 @@ test_every_key(void **state)
 	    "  - port: 587\n"
 	    "    address: 127.0.0.1\n"
 	    "  - {port: 10, tls: implicit}\n"
+	    "  - {address: \"[::1]\", port: 587}\n"
 	    "tls:\n"
 	    "  certificate: /etc/c.pem\n"
 	    "  key: /etc/k.pem\n"
@@ -288,7 +298,11 @@ test_every_key(void **state)
 	assert_string_equal(c->persona, "exim-4.96");
 	assert_string_equal(c->user, "");
 	assert_int_equal(c->port_offset, 6000);
-	assert_int_equal(c->nlisteners, 4);
+	assert_int_equal(c->nlisteners, 5);
+	/* a listener from the file is never optional, and "[::1]" is "::1" */
+	assert_false(c->listeners[0].if_available);
+	assert_string_equal(c->listeners[4].address, "::1");
+	assert_int_equal(c->listeners[4].port, 587);
 	assert_string_equal(c->listeners[0].address, "::");
 	assert_int_equal(c->listeners[0].port, 2525);
 	assert_int_equal(c->listeners[0].tls, TLS_MODE_PLAIN);
