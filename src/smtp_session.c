@@ -1670,10 +1670,7 @@ cmd_data(struct smtp_session *s, const struct smtp_cmdline *cl)
 	struct smtp_txn *t = s->txn;
 	enum persona_reply fail;
 
-	if (cl->arglen > 0) {
-		smtp_error(s, PR_DATA_SYNTAX, NULL);
-		return;
-	}
+	/* Postfix's data_cmd() order: the state first, then the argument. */
 	if (t == NULL || t->mail_from == NULL) {
 		smtp_error(s, PR_NEED_RCPT, NULL);
 		return;
@@ -1684,6 +1681,10 @@ cmd_data(struct smtp_session *s, const struct smtp_cmdline *cl)
 	}
 	if (t->bdat_used) {
 		smtp_error(s, PR_DATA_AFTER_BDAT, NULL);
+		return;
+	}
+	if (cl->arglen > 0) {
+		smtp_error(s, PR_DATA_SYNTAX, NULL);
 		return;
 	}
 	if (!smtp_open_message(s, &fail)) {
