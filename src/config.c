@@ -641,6 +641,7 @@ listener_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 {
 	struct cfg_listener *l = arg;
 	unsigned char addr[sizeof(struct in6_addr)];
+	size_t len;
 	int mode;
 
 	switch ((enum listener_key)key) {
@@ -648,6 +649,13 @@ listener_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 		if (get_str(x, v, path, l->address, sizeof(l->address),
 		    false) == -1)
 			return -1;
+		/* "[::]", as Postfix writes an IPv6 address, is "::" */
+		len = strlen(l->address);
+		if (len > 2 && l->address[0] == '[' && l->address[len - 1] == ']' &&
+		    strchr(l->address, ':') != NULL) {
+			memmove(l->address, l->address + 1, len - 2);
+			l->address[len - 2] = '\0';
+		}
 		if (inet_pton(AF_INET, l->address, addr) != 1 &&
 		    inet_pton(AF_INET6, l->address, addr) != 1)
 			return cfg_error(x, v, path,
@@ -1330,20 +1338,26 @@ cfg_defaults(struct cfg *c)
 		{ 465, TLS_MODE_IMPLICIT, "submissions" },
 		{ 587, TLS_MODE_STARTTLS, "submission" },
 	};
-	size_t i;
+	size_t i, n;
 
 	memset(c, 0, sizeof(*c));
 	snprintf(c->persona, sizeof(c->persona), "postfix-3.7");
 	snprintf(c->user, sizeof(c->user), "nobody");
 	c->local.ndomains = -1;		/* the hostname and localhost */
 	c->local.nusers = -1;		/* Debian's passwd users and aliases */
-	for (i = 0; i < sizeof(dl) / sizeof(dl[0]); i++) {
+	/*
+	 * Every port on 0.0.0.0 and on [::] (v6-only), as a stock Postfix with
+	 * inet_protocols = all; the IPv6 ones are skipped on a host without IPv6.
+	 */
+	n = sizeof(dl) / sizeof(dl[0]);
+	for (i = 0; i < 2 * n; i++) {
 		snprintf(c->listeners[i].address,
-		    sizeof(c->listeners[i].address), "0.0.0.0");
-		c->listeners[i].port = dl[i].port;
-		c->listeners[i].tls = dl[i].tls;
+		    sizeof(c->listeners[i].address), "%s", i < n ? "0.0.0.0" : "::");
+		c->listeners[i].port = dl[i % n].port;
+		c->listeners[i].tls = dl[i % n].tls;
 		snprintf(c->listeners[i].name, sizeof(c->listeners[i].name),
-		    "%s", dl[i].name);
+		    "%s", dl[i % n].name);
+		c->listeners[i].if_available = i >= n;
 	}
 	c->nlisteners = (int)i;
 	snprintf(c->tls_cert, sizeof(c->tls_cert), "tls/cert.pem");

@@ -27,6 +27,7 @@ struct cfg_listener {
 	int		 port;		/* before port_offset is added */
 	enum tls_mode	 tls;
 	char		 name[32];	/* "smtp", "submissions", "submission" unless set */
+	bool		 if_available;	/* default [::] listener: skipped when the host has no IPv6 */
 };
 
 struct cfg_feed {

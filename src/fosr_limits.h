@@ -19,12 +19,14 @@
 #define SMTP_AUTH_FIELD_MAX	256		/* decoded user / password kept */
 
 #define SMTP_RCPT_DEFAULT	1000		/* smtpd_recipient_limit */
+#define SMTP_RCPT_OVERSHOOT	1000		/* smtpd_recipient_overshoot_limit (not configurable) */
+#define SMTP_JUNK_LIMIT		100		/* smtpd_junk_command_limit (not configurable) */
 #define SMTP_SOFT_ERRORS_DEFAULT 10		/* smtpd_soft_error_limit */
 #define SMTP_HARD_ERRORS_DEFAULT 20		/* smtpd_hard_error_limit */
 #define SMTP_ERROR_SLEEP_DEFAULT 1		/* smtpd_error_sleep_time (s) */
 #define SMTP_IDLE_DEFAULT	300		/* smtpd_timeout (s) */
 #define SMTP_LIFETIME_DEFAULT	3600		/* whole session (s) */
-#define SMTP_MSG_SIZE_DEFAULT	(32u * 1024 * 1024)	/* as the original (aiosmtpd) */
+#define SMTP_MSG_SIZE_DEFAULT	10240000	/* message_size_limit (the EHLO SIZE) */
 #define SMTP_SESSIONS_DEFAULT	1000		/* all listeners together */
 #define SMTP_SESSIONS_IP_DEFAULT 50		/* smtpd_client_connection_count_limit */
 

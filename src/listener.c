@@ -56,7 +56,7 @@ static void	 session_closed_cb(void *, const struct sockaddr *);
 static void	 addr_key(const struct sockaddr *, unsigned char key[16]);
 static struct ipent **iptab_slot(struct listeners *, const unsigned char key[16]);
 
-/* Bind one socket for cl; -1 with err filled. */
+/* Bind one socket for cl; -1 with err filled and errno kept. */
 static int
 bind_one(const struct cfg_listener *cl, int port, char *err, size_t errlen)
 {
@@ -80,7 +80,10 @@ bind_one(const struct cfg_listener *cl, int port, char *err, size_t errlen)
 		return -1;
 	}
 	if ((fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) == -1) {
-		snprintf(err, errlen, "listener %s: socket: %s", cl->name, strerror(errno));
+		int e = errno;
+
+		snprintf(err, errlen, "listener %s: socket: %s", cl->name, strerror(e));
+		errno = e;
 		return -1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
@@ -98,6 +101,7 @@ bind_one(const struct cfg_listener *cl, int port, char *err, size_t errlen)
 			snprintf(err, errlen, "cannot bind %s port %d (listener %s): %s",
 			    cl->address, port, cl->name, strerror(e));
 		close(fd);
+		errno = e;
 		return -1;
 	}
 	/*
@@ -133,8 +137,19 @@ listeners_bind(struct smtp_server *srv, char *err, size_t errlen)
 		struct lsock *l = &ls->socks[ls->n];
 		int port = cl->port + cfg->port_offset, fd;
 
-		if ((fd = bind_one(cl, port, err, errlen)) == -1)
+		if ((fd = bind_one(cl, port, err, errlen)) == -1) {
+			/*
+			 * A default [::] listener on a host without IPv6 (no
+			 * IPv6 in the kernel, or disabled): IPv4 only, as
+			 * Postfix with inet_protocols = all does.
+			 */
+			if (cl->if_available && (errno == EAFNOSUPPORT ||
+			    errno == EADDRNOTAVAIL || errno == EPROTONOSUPPORT)) {
+				log_info("%s; no IPv6 on this host: IPv4 only", err);
+				continue;
+			}
 			goto fail;
+		}
 		l->ls = ls;
 		l->cl = cl;
 		l->port = port;
@@ -149,7 +164,7 @@ listeners_bind(struct smtp_server *srv, char *err, size_t errlen)
 		evconnlistener_set_error_cb(l->evl, accept_error_cb);
 		ls->n++;
 		off += (size_t)snprintf(ls->desc + off, off < sizeof(ls->desc) ? sizeof(ls->desc) - off : 0,
-		    "%s%s %s%s%s:%d %s", i ? ", " : "", cl->name,
+		    "%s%s %s%s%s:%d %s", ls->n > 1 ? ", " : "", cl->name,
 		    strchr(cl->address, ':') ? "[" : "", cl->address,
 		    strchr(cl->address, ':') ? "]" : "", port, cfg_tls_mode_name(cl->tls));
 		if (off >= sizeof(ls->desc))
@@ -278,6 +293,11 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 
 	if (sa->sa_family == AF_INET)
 		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
+	else if (sa->sa_family == AF_INET6 &&
+	    IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)sa)->sin6_addr))
+		/* as the session writes it: 192.0.2.1, not ::ffff:192.0.2.1 */
+		inet_ntop(AF_INET, &((struct sockaddr_in6 *)sa)->sin6_addr.s6_addr[12], ip,
+		    sizeof(ip));
 	else if (sa->sa_family == AF_INET6)
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
 

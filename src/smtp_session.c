@@ -1565,7 +1565,7 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cl)
 	}
 	if (t->nrcpt >= s->srv->cfg->limits.recipients) {
 		/* Postfix's recipient overshoot: the first 1000 do not count as errors. */
-		if (++t->overshoot > 1000)
+		if (++t->overshoot > SMTP_RCPT_OVERSHOOT)
 			smtp_error(s, PR_RCPT_TOO_MANY, NULL);
 		else
 			smtp_reply(s, PR_RCPT_TOO_MANY, NULL);
@@ -1864,10 +1864,7 @@ cmd_data(struct smtp_session *s, const struct smtp_cmdline *cl)
 	struct smtp_txn *t = s->txn;
 	enum persona_reply fail;
 
-	if (cl->arglen > 0) {
-		smtp_error(s, PR_DATA_SYNTAX, NULL);
-		return;
-	}
+	/* Postfix's data_cmd() order: the state first, then the argument. */
 	if (t == NULL || t->mail_from == NULL) {
 		smtp_error(s, PR_NEED_RCPT, NULL);
 		return;
@@ -1878,6 +1875,10 @@ cmd_data(struct smtp_session *s, const struct smtp_cmdline *cl)
 	}
 	if (t->bdat_used) {
 		smtp_error(s, PR_DATA_AFTER_BDAT, NULL);
+		return;
+	}
+	if (cl->arglen > 0) {
+		smtp_error(s, PR_DATA_SYNTAX, NULL);
 		return;
 	}
 	if (!smtp_open_message(s, &fail)) {
@@ -2585,7 +2586,7 @@ smtp_rule_reply(struct smtp_session *s, const struct smtp_stage_result *res, boo
 static void
 smtp_junk(struct smtp_session *s)
 {
-	if (s->junk++ > 100)
+	if (s->junk++ > SMTP_JUNK_LIMIT)
 		s->errors++;
 }
 
@@ -2686,20 +2687,24 @@ cmd_etrn(struct smtp_session *s, const struct smtp_cmdline *cl)
 	smtp_junk(s);
 }
 
-/* STARTTLS: "220", then the switch once the reply is on the wire. */
+/*
+ * STARTTLS: "220", then the switch once the reply is on the wire.  The
+ * argument is checked first, as Postfix's starttls_cmd() does: "STARTTLS foo"
+ * is a 501 inside TLS and where TLS is not offered too.
+ */
 static void
 cmd_starttls(struct smtp_session *s, const struct smtp_cmdline *cl)
 {
+	if (cl->arglen > 0) {
+		smtp_error(s, PR_STARTTLS_SYNTAX, NULL);
+		return;
+	}
 	if (s->flags & SF_TLS) {
 		smtp_error(s, PR_STARTTLS_ACTIVE, NULL);
 		return;
 	}
 	if (s->listener->tls != TLS_MODE_STARTTLS || s->srv->ssl_ctx == NULL || s->fd == -1) {
 		smtp_error(s, PR_STARTTLS_UNAVAILABLE, NULL);
-		return;
-	}
-	if (cl->arglen > 0) {
-		smtp_error(s, PR_STARTTLS_SYNTAX, NULL);
 		return;
 	}
 	smtp_reply(s, PR_STARTTLS_GO, NULL);

@@ -70,13 +70,15 @@ def postfix_installed():
 class PostfixInstance:
     """A private Postfix started by postfix_private.sh; stopped by pid."""
 
-    def __init__(self, parent, name, extra_main=""):
+    def __init__(self, parent, name, extra_main="", local_opts=""):
         self.dir = os.path.join(parent, name)
         self.extra_main = extra_main
+        self.local_opts = local_opts
         self.env = {}
 
     def start(self):
-        env = dict(os.environ, PF_HOSTNAME=HOSTNAME, PF_EXTRA_MAIN=self.extra_main)
+        env = dict(os.environ, PF_HOSTNAME=HOSTNAME, PF_EXTRA_MAIN=self.extra_main,
+                   PF_LOCAL_OPTS=self.local_opts)
         p = subprocess.run(["sh", PF_SCRIPT, "start", self.dir], env=env, timeout=120,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for line in p.stdout.decode().splitlines():
@@ -170,7 +172,7 @@ class PersonaDiff(unittest.TestCase):
         cfg = harness.deep_merge({
             "hostname": HOSTNAME,
             "tls": {"certificate": cls.cert, "key": cls.key},
-            "limits": {"message_size": 10240000},
+            # nothing else: fosr's embedded defaults must be a stock Postfix's
         }, config)
         d = os.path.join(cls.tmp, name)
         os.makedirs(d)
@@ -182,8 +184,13 @@ class PersonaDiff(unittest.TestCase):
     def _start(cls):
         os.makedirs(os.path.join(cls.tmp, "fosr"))
         # Debian's Postfix owns its hostname and localhost, and so does fosr by default.
+        # The reference is stock (postfix_private.sh); only PF_LOCALPORT gets the
+        # short timeout and small size limit some cases need, and fosr's "local"
+        # instance gets the very same values (LOCAL_LIMITS).
         pf = PostfixInstance(cls.tmp, "postfix",
-                             extra_main="mydestination = $myhostname, localhost")
+                             extra_main="mydestination = $myhostname, localhost",
+                             local_opts=" ".join("%s=%s" % (k, v[0])
+                                                 for k, v in LOCAL_LIMITS.items()))
         cls.postfix.append(pf)
         pf.start()
         cls.pf = pf
@@ -199,10 +206,10 @@ class PersonaDiff(unittest.TestCase):
         cls.reject = cls._collector("fosr/reject",
                                     [dict(main[0], port=p[3]), dict(main[1], port=p[4])],
                                     {"auth": {"outcome": "reject"}})
-        # like Postfix's PF_LOCALPORT service: smtpd_timeout=5s, message_size_limit=20000
+        # the same settings as Postfix's PF_LOCALPORT service
         cls.local = cls._collector("fosr/local",
                                    [{"name": "smtp", "tls": "starttls", "port": p[5]}],
-                                   {"limits": {"message_size": 20000, "idle_timeout": 5}})
+                                   {"limits": {v[1]: v[2] for v in LOCAL_LIMITS.values()}})
         for c in cls.fosr:
             c.start(wait=False)
         for c in cls.fosr:
@@ -444,6 +451,11 @@ LOCAL_USERS = ["root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "ma
                "news", "uucp", "proxy", "www-data", "backup", "list", "irc", "_apt",
                "nobody", "postfix", "postmaster", "mailer-daemon"]
 
+
+# The settings of the "local" instances, the same on both sides:
+# Postfix parameter: (its value, fosr limits key, fosr value).
+LOCAL_LIMITS = {"smtpd_timeout": ("5s", "idle_timeout", 5),
+                "message_size_limit": ("20000", "message_size", 20000)}
 
 # Cases that run on the instance with a 5 s timeout and a 20000-byte limit.
 LOCAL_PORT_CASES = ("data_too_big", "bdat_too_big", "timeout", "timeout_data")

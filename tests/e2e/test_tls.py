@@ -176,6 +176,17 @@ class TLSTests(CollectorTestCase):
         self.assertEqual(cl.cmd("STARTTLS").code // 100, 5)
         self.assertEqual(cl.cmd("NOOP").code, 250)
 
+    def test_starttls_argument_checked_first(self):
+        """Postfix checks the argument before anything else: "STARTTLS foo"
+        inside TLS is a syntax error (501), not "TLS already active" (554)."""
+        cl = self.client("smtp")
+        cl.ehlo()
+        self.assertEqual(cl.starttls().code, 220)
+        self.assertEqual(cl.cmd("STARTTLS foo").first, "501 5.5.4 Syntax: STARTTLS")
+        self.assertEqual(cl.cmd("STARTTLS").first, "554 5.5.1 Error: TLS already active")
+        cl = self.client("submissions")
+        self.assertEqual(cl.cmd("STARTTLS foo").first, "501 5.5.4 Syntax: STARTTLS")
+
     def test_bad_handshake_does_not_hurt(self):
         cl = self.client("smtp")
         cl.ehlo()
@@ -285,6 +296,8 @@ class PlainListener(CollectorTestCase):
         r = cl.ehlo()
         self.assertNotIn("STARTTLS", r.lines)
         self.assertEqual(cl.cmd("STARTTLS").code // 100, 5)
+        # the argument is checked first, as Postfix does
+        self.assertEqual(cl.cmd("STARTTLS foo").first, "501 5.5.4 Syntax: STARTTLS")
         body = body_for("plain")
         _, qid = self.send_mail(body, client=cl)
         rec, _ = self.assert_stored(body, qid)

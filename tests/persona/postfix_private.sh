@@ -10,14 +10,21 @@
 #
 # Environment: PF_EXTRA_MAIN  extra main.cf settings, one "name = value" a line
 #                            (applied with postconf -e, so they override).
+#              PF_LOCAL_OPTS  master.cf -o settings of PF_LOCALPORT only
 #              PF_HOSTNAME    myhostname (default mail.example.com)
 #
 # Services (all on 127.0.0.1, ports chosen free):
 #   PF_PORT       plain smtpd, STARTTLS offered
 #   PF_TLSPORT    smtpd with smtpd_tls_wrappermode=yes (implicit TLS, like 465)
-#   PF_LOCALPORT  like PF_PORT but smtpd_timeout=5s and message_size_limit=20000
-#                 so that the timeout and "message too big" replies can be
-#                 recorded fast
+#   PF_LOCALPORT  like PF_PORT, with the settings of PF_LOCAL_OPTS (words
+#                 "name=value", each a master.cf -o; none by default): the
+#                 test that needs a short timeout or a small size limit sets
+#                 them here and identically on the other side
+# The configuration is the stock one of Debian 12's "Internet Site" setup
+# (/usr/share/postfix/main.cf.debian + main.cf.tls, /etc/postfix/master.cf.proto
+# with its submissions template), changed only where it must: a private open
+# relay on loopback (mynetworks, smtpd_relay_restrictions, inet_interfaces,
+# ports), private paths (queue, data, TLS files, SASL), discard transports.
 # For local-recipient checks (550 User unknown) start a second instance with
 #   PF_EXTRA_MAIN='mydestination = $myhostname'  (address classes are decided
 #   by trivial-rewrite, so a per-service -o mydestination would not work).
@@ -117,10 +124,10 @@ SASL
 	chown postfix:postfix "$dir/sasldb2"
 	chmod 640 "$dir/sasldb2"
 
-	# master.cf: the Debian one, without chroot (no chroot tree to populate)
-	# and with our own listeners instead of "smtp inet".
-	# (the package's pristine copy when /etc/postfix has none)
-	master_src=/etc/postfix/master.cf
+	# master.cf: the package's (master.cf.proto, what a fresh install gets),
+	# without chroot (no chroot tree to populate) and with our own listeners
+	# instead of "smtp inet".
+	master_src=/etc/postfix/master.cf.proto
 	[ -f "$master_src" ] || master_src=/usr/share/postfix/master.cf.dist
 	awk '
 		/^[ \t]*#/ || /^[ \t]*$/ || /^[ \t]/ { if (!skip) print; next }
@@ -133,21 +140,24 @@ SASL
 	cat >> "$conf/master.cf" <<MASTER
 127.0.0.1:$port inet n - n - - smtpd
 127.0.0.1:$tlsport inet n - n - - smtpd
-  -o syslog_name=postfix/smtps
+  -o syslog_name=postfix/submissions
   -o smtpd_tls_wrappermode=yes
+  -o smtpd_sasl_auth_enable=yes
 127.0.0.1:$localport inet n - n - - smtpd
   -o syslog_name=postfix/local
-  -o smtpd_timeout=5s
-  -o message_size_limit=20000
 MASTER
+	for o in ${PF_LOCAL_OPTS:-}; do
+		printf '  -o %s\n' "$o" >> "$conf/master.cf"
+	done
 
-	# main.cf: Debian 12 defaults where they matter for replies.
-	cat > "$conf/main.cf" <<MAIN
-compatibility_level = 3.6
-smtpd_banner = \$myhostname ESMTP \$mail_name (Debian/GNU)
-biff = no
-append_dot_mydomain = no
-readme_directory = no
+	# main.cf: what Debian's postinst writes for "Internet Site" (the two
+	# package files, its smtpd_relay_restrictions, the debconf answers
+	# mailbox_size_limit 0, recipient_delimiter +, inet_protocols all), then
+	# the private settings below, applied over it with postconf -e.
+	cat /usr/share/postfix/main.cf.debian /usr/share/postfix/main.cf.tls > "$conf/main.cf" ||
+		die "no /usr/share/postfix/main.cf.debian"
+	cat > "$conf/main.cf.private" <<MAIN
+inet_protocols = all
 myhostname = $host
 mydomain = example.com
 myorigin = \$myhostname
@@ -155,7 +165,6 @@ mydestination =
 relayhost =
 mynetworks = 192.0.2.1/32
 inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
 queue_directory = $dir/queue
 data_directory = $dir/data
 alias_maps = hash:/etc/aliases
@@ -172,12 +181,14 @@ maillog_file_prefixes = /var, /dev/stdout, $dir
 maillog_file = $dir/maillog
 smtpd_tls_cert_file = $dir/tls/cert.pem
 smtpd_tls_key_file = $dir/tls/key.pem
-smtpd_tls_security_level = may
 smtpd_sasl_auth_enable = yes
 smtpd_sasl_type = cyrus
 smtpd_sasl_path = smtpd
 cyrus_sasl_config_path = $conf/sasl
 MAIN
+	while IFS= read -r l; do
+		postconf -c "$conf" -e "$l" || die "postconf -e $l failed"
+	done < "$conf/main.cf.private"
 	if [ -n "${PF_EXTRA_MAIN:-}" ]; then
 		printf '%s\n' "$PF_EXTRA_MAIN" | while IFS= read -r l; do
 			[ -n "$l" ] || continue

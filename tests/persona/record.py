@@ -399,6 +399,7 @@ def tls_port(k):
     c = k.conn(port=k.args.tls_port, tls=True)
     ehlo(c)
     c.cmd(b"STARTTLS\r\n")
+    c.cmd(b"STARTTLS foo\r\n")
     quit_(c)
 
 
@@ -602,6 +603,13 @@ def data_full(k):
 def data_args(k):
     c = k.conn()
     ehlo(c)
+    c.cmd(b"DATA foo\r\n")          # the state is checked before the argument
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"DATA foo\r\n")
+    c.cmd(b"RCPT TO:<b@example.net>\r\n")
+    c.cmd(b"BDAT 3\r\nabc")
+    c.cmd(b"DATA foo\r\n")
+    c.cmd(b"RSET\r\n")
     c.cmd(b"MAIL FROM:<a@example.org>\r\n")
     c.cmd(b"RCPT TO:<b@example.net>\r\n")
     c.cmd(b"DATA foo\r\n")
@@ -951,6 +959,7 @@ def starttls_twice(k):
     c.cmd(b"MAIL FROM:<a@example.org>\r\n")
     ehlo(c)
     c.cmd(b"STARTTLS\r\n")
+    c.cmd(b"STARTTLS foo\r\n")
     c.cmd(b"MAIL FROM:<a@example.org>\r\n")
     c.cmd(b"RCPT TO:<b@example.net>\r\n")
     c.cmd(b"DATA\r\n")

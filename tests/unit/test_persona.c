@@ -6,6 +6,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <stdio.h>
+
 #include "persona.h"
 
 /* Every reply of the default persona is "DDD " + text, or "DDD" alone. */
@@ -209,6 +211,50 @@ test_truncation(void **state)
 	assert_int_equal(persona_format(NULL, 10, tmpl, &v), 0);
 }
 
+/*
+ * The banner is the smtpd_banner Debian ships (main.cf.debian, written by
+ * the "Internet Site" setup), $myhostname and $mail_name expanded; VRFY is
+ * offered because disable_vrfy_command is "no" (postconf -d).
+ */
+static void
+test_debian_stock(void **state)
+{
+	const struct persona *p = persona_default();
+	const char *pfx = "smtpd_banner = ";
+	char line[512], want[512], *v, *nl, *mn;
+	FILE *f, *pc;
+	int found = 0, vrfy = 0, i;
+
+	if ((f = fopen("/usr/share/postfix/main.cf.debian", "r")) == NULL)
+		fail_msg("/usr/share/postfix/main.cf.debian: postfix is a test dependency "
+		    "(scripts/deps.sh)");
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (strncmp(line, pfx, strlen(pfx)) != 0)
+			continue;
+		v = line + strlen(pfx);
+		if ((nl = strchr(v, '\n')) != NULL)
+			*nl = '\0';
+		/* "$myhostname ESMTP $mail_name (Debian/GNU)" */
+		mn = strstr(v, "$mail_name");
+		assert_true(strncmp(v, "$myhostname ", 12) == 0 && mn != NULL);
+		snprintf(want, sizeof(want), "220 {host} %.*sPostfix%s",
+		    (int)(mn - (v + 12)), v + 12, mn + strlen("$mail_name"));
+		assert_string_equal(p->replies[PR_BANNER], want);
+		found = 1;
+	}
+	fclose(f);
+	assert_true(found);
+	pc = popen("PATH=/usr/sbin:/sbin:$PATH postconf -dh disable_vrfy_command 2>&1", "r");
+	assert_non_null(pc);
+	if (fgets(line, sizeof(line), pc) == NULL)
+		line[0] = '\0';
+	assert_int_equal(pclose(pc), 0);
+	assert_string_equal(line, "no\n");
+	for (i = 0; p->ehlo[i] != NULL; i++)
+		vrfy |= strcmp(p->ehlo[i], "VRFY") == 0;
+	assert_true(vrfy);
+}
+
 int
 main(void)
 {
@@ -218,6 +264,7 @@ main(void)
 		cmocka_unit_test(test_recorded_texts),
 		cmocka_unit_test(test_ehlo_list),
 		cmocka_unit_test(test_find),
+		cmocka_unit_test(test_debian_stock),
 		cmocka_unit_test(test_placeholders),
 		cmocka_unit_test(test_arg_sanitised),
 		cmocka_unit_test(test_truncation),
