@@ -205,6 +205,7 @@ exec env --default-signal chroot "$R" /usr/bin/env -i PATH=/usr/local/sbin:/usr/
 	exit $rc'
 EOF
 say "running deps.sh and make check inside (log: $OUT/check.log)"
+: >"$OUT/check.log"	# before tail opens it
 unshare --mount --pid --fork --kill-child --propagation private \
     sh "$W/inside.sh" "$R" "$CACHE" >"$OUT/check.log" 2>&1 &
 NSPID=$!

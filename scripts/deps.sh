@@ -6,8 +6,9 @@
 #   procps              /bin/kill (the unit's ExecReload, checked by systemd-analyze verify)
 #   libnet-ssleay-perl  swaks's TLS (only a Recommends of swaks, which
 #                       --no-install-recommends leaves out)
+#   iproute2            ss (bench/scale.sh)
 PKGS="build-essential pkg-config clang libclang-rt-14-dev libevent-dev libssl-dev libyaml-dev
-libc-ares-dev libcmocka-dev libpcre2-dev libseccomp-dev systemd procps openssl python3 python3-aiosmtpd
+libc-ares-dev libcmocka-dev libpcre2-dev libseccomp-dev systemd procps iproute2 openssl python3 python3-aiosmtpd
 swaks libnet-ssleay-perl postfix libsasl2-modules sasl2-bin valgrind"
 missing=""
 for p in $PKGS; do
