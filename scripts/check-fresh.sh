@@ -122,7 +122,7 @@ cleanup() {
 	fi
 }
 trap cleanup EXIT
-trap 'say "interrupted"; exit 130' INT TERM HUP
+trap 'say "interrupted"; echo "0 passed, 1 failed"; exit 130' INT TERM HUP
 
 if command -v git >/dev/null 2>&1 && git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
 	if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
@@ -219,6 +219,7 @@ wait "$TAILPID" 2>/dev/null
 rm -rf "$OUT/test-logs"
 [ -d "$R/src/fosr-collector/build/test-logs" ] &&
     cp -r "$R/src/fosr-collector/build/test-logs" "$OUT/test-logs"
+cleanup		# before the last line: when it is printed, nothing is left
 say "total $(($(date +%s) - T0)) s, make check exit $rc"
 last=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$OUT/check.log" | tail -n 1)
 if [ -z "$last" ]; then
