@@ -100,15 +100,20 @@ mkdir -p "$CACHE/debootstrap" "$CACHE/archives/partial" "$OUT" || fail "cannot c
 W=$(mktemp -d /var/tmp/fosr-check-fresh.XXXXXX) || fail "mktemp failed"
 R=$W/root
 NSPID=""
+TAILPID=""
 
 cleanup() {
 	trap - EXIT INT TERM HUP
 	if [ -n "$NSPID" ] && kill -0 "$NSPID" 2>/dev/null; then
-		# unshare --kill-child: its child (PID 1 inside) gets SIGKILL, and the
-		# kernel kills the rest of the namespace with it
-		kill -TERM "$NSPID" 2>/dev/null
+		# SIGKILL: unshare blocks SIGTERM and SIGINT while it waits for its
+		# child.  --kill-child: the child (PID 1 inside) then gets SIGKILL,
+		# and the kernel kills the rest of the namespace with it.
+		kill -KILL "$NSPID" 2>/dev/null
 		wait "$NSPID" 2>/dev/null
 	fi
+	NSPID=""
+	[ -n "$TAILPID" ] && wait "$TAILPID" 2>/dev/null	# ends with unshare (--pid)
+	TAILPID=""
 	# the mounts lived in the namespace; none may be left on the host
 	if grep -q " $R[/ ]" /proc/mounts 2>/dev/null; then
 		say "mounts left under $R (removing nothing):"
@@ -122,7 +127,7 @@ cleanup() {
 	fi
 }
 trap cleanup EXIT
-trap 'say "interrupted"; echo "0 passed, 1 failed"; exit 130' INT TERM HUP
+trap 'say "interrupted"; cleanup; echo "0 passed, 1 failed"; exit 130' INT TERM HUP
 
 if command -v git >/dev/null 2>&1 && git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
 	if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
@@ -215,6 +220,7 @@ wait "$NSPID"
 rc=$?
 NSPID=""
 wait "$TAILPID" 2>/dev/null
+TAILPID=""
 
 rm -rf "$OUT/test-logs"
 [ -d "$R/src/fosr-collector/build/test-logs" ] &&
