@@ -10,7 +10,7 @@
 # fails here and not on a developer's machine depends on something deps.sh
 # does not install, or on the machine's state.
 #
-# The root runs in its own mount and PID namespaces (unshare): when the run
+# The root runs in its own mount, PID and UTS namespaces (unshare): when the run
 # ends, however it ends, every process started inside is killed with the
 # namespace and every mount (/proc, /sys, /dev, tmpfs on /tmp, /run and
 # /dev/shm) goes with it; the root is then removed.  Only the downloaded
@@ -21,7 +21,8 @@
 # Needs root, network to the Debian mirror, ~3 GB in /var/tmp.  Installs
 # debootstrap on this machine if it is missing.  The last line of output is
 # make check's "N passed, N failed" ("0 passed, 1 failed" when make check
-# did not get as far as the tests); the exit status is make check's.
+# did not get as far as the tests), also written to build/check-fresh/result;
+# the exit status is make check's.
 #
 # Environment: FOSR_MIRROR      Debian mirror URL (default: read from apt's sources)
 #              FOSR_SECURITY    security mirror URL (idem)
@@ -38,6 +39,7 @@ T0=$(date +%s)
 say() { echo "check-fresh: $*" >&2; }
 fail() {
 	say "$*"
+	[ -d "$OUT" ] && echo "0 passed, 1 failed" >"$OUT/result"
 	echo "0 passed, 1 failed"
 	exit 1
 }
@@ -97,6 +99,7 @@ say "mirror $MIRROR${SECURITY:+, security $SECURITY}"
 
 # ---------------------------------------------------------------- the tree
 mkdir -p "$CACHE/debootstrap" "$CACHE/archives/partial" "$OUT" || fail "cannot create $CACHE, $OUT"
+rm -f "$OUT/result"
 W=$(mktemp -d /var/tmp/fosr-check-fresh.XXXXXX) || fail "mktemp failed"
 R=$W/root
 NSPID=""
@@ -127,7 +130,7 @@ cleanup() {
 	fi
 }
 trap cleanup EXIT
-trap 'say "interrupted"; cleanup; echo "0 passed, 1 failed"; exit 130' INT TERM HUP
+trap 'say "interrupted"; cleanup; echo "0 passed, 1 failed" | tee "$OUT/result"; exit 130' INT TERM HUP
 
 if command -v git >/dev/null 2>&1 && git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
 	if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
@@ -139,10 +142,20 @@ else
 fi
 
 # ---------------------------------------------------------------- the root
+# ns CMD...: CMD in new mount and PID namespaces, in the background (so that
+# a signal reaches our trap at once), its pid in NSPID; whatever it mounts
+# (debootstrap mounts /proc and /sys in the root) and starts goes with it.
+ns() {
+	unshare --mount --pid --uts --fork --kill-child --propagation private "$@" &
+	NSPID=$!
+}
+
 say "debootstrap $SUITE (minbase) into $R"
 t=$(date +%s)
-debootstrap --variant=minbase --cache-dir="$CACHE/debootstrap" "$SUITE" "$R" "$MIRROR" \
-    >"$OUT/debootstrap.log" 2>&1 || { tail -n 30 "$OUT/debootstrap.log" >&2; fail "debootstrap failed"; }
+ns debootstrap --variant=minbase --cache-dir="$CACHE/debootstrap" "$SUITE" "$R" "$MIRROR" \
+    >"$OUT/debootstrap.log" 2>&1
+wait "$NSPID" || { NSPID=""; tail -n 30 "$OUT/debootstrap.log" >&2; fail "debootstrap failed"; }
+NSPID=""
 say "debootstrap: $(($(date +%s) - t)) s"
 
 # What the Debian installer writes and debootstrap does not.
@@ -178,6 +191,7 @@ cat >"$W/inside.sh" <<'EOF'
 set -u
 R=$1
 CACHE=$2
+hostname fosr-fresh &&		# its own (UTS namespace), as in its /etc/hosts
 mount -t proc proc "$R/proc" &&
 mount -t sysfs sysfs "$R/sys" &&
 mount --rbind /dev "$R/dev" &&
@@ -211,9 +225,7 @@ exec env --default-signal chroot "$R" /usr/bin/env -i PATH=/usr/local/sbin:/usr/
 EOF
 say "running deps.sh and make check inside (log: $OUT/check.log)"
 : >"$OUT/check.log"	# before tail opens it
-unshare --mount --pid --fork --kill-child --propagation private \
-    sh "$W/inside.sh" "$R" "$CACHE" >"$OUT/check.log" 2>&1 &
-NSPID=$!
+ns sh "$W/inside.sh" "$R" "$CACHE" >"$OUT/check.log" 2>&1
 tail -n +1 -f --pid="$NSPID" "$OUT/check.log" &
 TAILPID=$!
 wait "$NSPID"
@@ -232,5 +244,6 @@ if [ -z "$last" ]; then
 	[ "$rc" -ne 0 ] || rc=1
 	last="0 passed, 1 failed"
 fi
+echo "$last" >"$OUT/result"
 echo "$last"
 exit "$rc"
