@@ -136,7 +136,7 @@ if command -v git >/dev/null 2>&1 && git rev-parse --is-inside-work-tree >/dev/n
 	if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
 		say "NOTE: uncommitted changes are not tested (the committed tree is: $(git rev-parse --short HEAD))"
 	fi
-	TREE="git archive HEAD"
+	TREE="git archive $(git rev-parse HEAD)"	# the commit as at the start
 else
 	TREE="tar -c -f - --exclude=./build --exclude=./fosr-collector --exclude=./.git ."
 fi
