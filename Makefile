@@ -29,7 +29,7 @@ UNIT_REL := $(patsubst tests/unit/%.c,build/rel/tests/%,$(UNIT_SRC))
 UNIT_ASAN:= $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))
 FUZZ_BIN := $(patsubst fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: all run check check-valgrind deps fuzz clean
+.PHONY: all run check check-fresh check-valgrind deps fuzz clean
 
 all: fosr-collector
 
@@ -86,6 +86,11 @@ check:
 	@sh scripts/deps.sh
 	$(MAKE) -j$(NPROC) fosr-collector build/asan/fosr-collector $(UNIT_REL) $(UNIT_ASAN) $(FUZZ_BIN)
 	sh tests/run.sh
+
+# `make check` on a pristine Debian 12 root made by debootstrap, with only what
+# scripts/deps.sh installs (as root, network to the Debian mirror; ~3 GB in /var/tmp).
+check-fresh:
+	sh scripts/check-fresh.sh
 
 # The end-to-end suite with the daemon under valgrind memcheck (slow: ~20 minutes).
 check-valgrind: fosr-collector

@@ -1,9 +1,15 @@
 #!/bin/sh
 # Install the Debian packages fosr-collector needs to build and test, or, when not
 # root, print the exact apt-get line.  Quiet when everything is already there.
+# Everything a test runs is named here, even what most machines already have:
+# `make check-fresh` proves the list on a pristine debootstrap root.
+#   procps              /bin/kill (the unit's ExecReload, checked by systemd-analyze verify)
+#   libnet-ssleay-perl  swaks's TLS (only a Recommends of swaks, which
+#                       --no-install-recommends leaves out)
+#   iproute2            ss (bench/scale.sh)
 PKGS="build-essential pkg-config clang libclang-rt-14-dev libevent-dev libssl-dev libyaml-dev
-libc-ares-dev libcmocka-dev libpcre2-dev libseccomp-dev systemd openssl python3 python3-aiosmtpd swaks postfix libsasl2-modules sasl2-bin
-valgrind"
+libc-ares-dev libcmocka-dev libpcre2-dev libseccomp-dev systemd procps iproute2 openssl python3 python3-aiosmtpd
+swaks libnet-ssleay-perl postfix libsasl2-modules sasl2-bin valgrind"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

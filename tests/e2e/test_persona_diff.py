@@ -421,6 +421,35 @@ class PersonaDiff(unittest.TestCase):
         self.assertEqual(accepted(self.pf.port("PF_TLSPORT")),
                          accepted(self.accept.ports["submissions"]))
 
+    def test_private_instance(self):
+        """The reference Postfix answers from its own tables only: every
+        lookup table it consults for a recipient lies in its own directory,
+        never the machine's (/etc/aliases without aliases.db, as a Postfix
+        installed with "No configuration" leaves it, made every local
+        recipient a "451 4.3.0 Temporary lookup failure")."""
+        conf = os.path.join(self.pf.dir, "etc")
+        names = ("alias_maps", "alias_database", "local_recipient_maps", "virtual_alias_maps",
+                 "canonical_maps", "recipient_canonical_maps", "relocated_maps",
+                 "transport_maps", "smtpd_sender_login_maps", "relay_recipient_maps")
+        p = subprocess.run(["postconf", "-c", conf, "-x", "-h"] + list(names),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        out = p.stdout.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 0, out)
+        bad = []
+        for name, value in zip(names, out.splitlines()):
+            for table in re.split(r"[\s,]+", value.strip()):
+                if not table:
+                    continue
+                kind, _, path = table.partition(":")
+                if kind in ("static", "inline"):
+                    continue
+                if not path.startswith(self.pf.dir + os.sep):
+                    bad.append("%s = %s" % (name, value))
+                    break
+                if kind in ("hash", "btree") and not os.path.exists(path + ".db"):
+                    bad.append("%s: %s.db was not built" % (name, path))
+        self.assertEqual(bad, [], "tables outside the private instance %s" % self.pf.dir)
+
     def test_local_recipients(self):
         """Postfix with mydestination = $myhostname, localhost answers unknown
         local users 550 5.1.1; so does fosr with its local_recipients table."""

@@ -28,7 +28,9 @@
 # For local-recipient checks (550 User unknown) start a second instance with
 #   PF_EXTRA_MAIN='mydestination = $myhostname'  (address classes are decided
 #   by trivial-rewrite, so a per-service -o mydestination would not work).
-# Nothing system-wide is touched: /etc/postfix is only read (master.cf copy).
+# Nothing system-wide is touched, nor read for the answers: aliases and the local
+# recipient table are the instance's own (a stock Debian 12's, built at start),
+# and no tool reads /etc/postfix/main.cf (a Postfix with "No configuration" has none).
 # Requires root (Postfix drops privileges to the "postfix" user itself).
 set -eu
 
@@ -124,11 +126,27 @@ SASL
 	chown postfix:postfix "$dir/sasldb2"
 	chmod 640 "$dir/sasldb2"
 
-	# master.cf: the package's (master.cf.proto, what a fresh install gets),
-	# without chroot (no chroot tree to populate) and with our own listeners
-	# instead of "smtp inet".
-	master_src=/etc/postfix/master.cf.proto
-	[ -f "$master_src" ] || master_src=/usr/share/postfix/master.cf.dist
+	# The local recipient table of a stock Debian 12 Postfix, private: the
+	# machine's own /etc/aliases may have no aliases.db (a Postfix installed
+	# with "No configuration" has none: every local lookup then answers
+	# "451 4.3.0 Temporary lookup failure") and its passwd may hold anybody.
+	# So: Debian's /etc/aliases as its postinst writes it, and the accounts
+	# of a fresh Debian 12 (base-passwd, plus postfix), each built here.
+	cat > "$conf/aliases" <<'ALIASES'
+# See man 5 aliases for format
+postmaster:    root
+ALIASES
+	for u in root daemon bin sys sync games man lp mail news uucp proxy www-data \
+	    backup list irc _apt nobody postfix; do
+		echo "$u $u"
+	done > "$conf/passwd"
+
+	# master.cf: the package's (master.cf.dist, the pristine copy of what a
+	# fresh install gets as /etc/postfix/master.cf.proto, which the machine's
+	# admin may edit), without chroot (no chroot tree to populate) and with
+	# our own listeners instead of "smtp inet".
+	master_src=/usr/share/postfix/master.cf.dist
+	[ -f "$master_src" ] || master_src=/etc/postfix/master.cf.proto
 	awk '
 		/^[ \t]*#/ || /^[ \t]*$/ || /^[ \t]/ { if (!skip) print; next }
 		{
@@ -167,8 +185,9 @@ mynetworks = 192.0.2.1/32
 inet_interfaces = 127.0.0.1
 queue_directory = $dir/queue
 data_directory = $dir/data
-alias_maps = hash:/etc/aliases
-alias_database =
+alias_maps = hash:$conf/aliases
+alias_database = hash:$conf/aliases
+local_recipient_maps = hash:$conf/passwd \$alias_maps
 default_transport = discard
 local_transport = discard
 relay_transport = discard
@@ -195,6 +214,10 @@ MAIN
 			postconf -c "$conf" -e "$l" || die "bad PF_EXTRA_MAIN line: $l"
 		done
 	fi
+
+	# (-c: with none, the map tools read /etc/postfix/main.cf, which may not exist)
+	postalias -c "$conf" "hash:$conf/aliases" || die "postalias $conf/aliases failed"
+	postmap -c "$conf" "hash:$conf/passwd" || die "postmap $conf/passwd failed"
 
 	postfix -c "$conf" check >&2 || die "postfix check failed (see above)"
 	postfix -c "$conf" start >&2 || die "postfix start failed; see $dir/maillog"
