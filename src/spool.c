@@ -39,7 +39,8 @@
  *      mail whose bytes or name could be lost.
  * The test hooks (testhook.h; FOSR_TEST_HOOKS in tests only) name the
  * steps, in order: seg_write, seg_sync, eml_write, eml_link (per small
- * message), names_done, big_fsync, big_link (per big one), journal_write,
+ * message), names_done, big_fsync, big_link (per big one), big_dirsync,
+ * journal_write,
  * journal_sync, acked; checkpoint thread: ckpt_wait_names, ckpt_syncfs,
  * ckpt_unlink, ckpt_pass_end; replay: replay_restore, replay_unlink.
  * tests/e2e/test_faults.py (CommitStepKill9) kills -9 at each of them.
@@ -57,7 +58,8 @@
  *
  * Dedup: messages/<sha>.eml of the right size is the same bytes and is
  * durable or covered by a segment not yet deleted (I4), so a duplicate
- * costs neither segment bytes nor a link, only its journal line.
+ * costs neither segment bytes nor a link, only its journal line (and, a
+ * big one, the group's fsync of messages/: its name may not be durable).
  *
  * Threads: the event loop thread owns every spool_msg until spool_msg_commit();
  * from then on the worker owns its file and path fields until it pushes the
@@ -1010,12 +1012,17 @@ spool_commit_group(struct spool *sp, struct spool_msgq *q)
 		/*
 		 * Content-addressed: an existing copy of the right size is the same
 		 * bytes, and it is durable or covered by a segment not yet deleted.
+		 * A big one's name may not be durable (its fsync of messages/
+		 * failed, or a kill -9 came before it): messages/ is fsync'ed
+		 * below for it too, and a failure fails it.
 		 */
 		if (!m->in_memory && spool_exists(sp, m->hex, m->size)) {
 			spool_tmp_drop(m);
 			ndedup++;
 			m->status = 0;
 			m->err_no = 0;
+			if (m->size > SPOOL_SEG_SMALL)
+				any_big = true;
 			continue;
 		}
 		if (m->size <= SPOOL_SEG_SMALL) {
@@ -1066,8 +1073,10 @@ spool_commit_group(struct spool *sp, struct spool_msgq *q)
 	spool_seg_names_done(sp->seg);
 
 	/* 2. The big messages' names. */
-	if (any_big && fsync(sp->msg_dir_fd) == -1) {
-		e = errno;
+	if (any_big && ((e = TESTHOOK("big_dirsync", "")) != 0 ||
+	    fsync(sp->msg_dir_fd) == -1)) {
+		if (e == 0)
+			e = errno;
 		TAILQ_FOREACH(m, q, entry)
 			if (m->status == 0 && !m->small && m->size > SPOOL_SEG_SMALL) {
 				m->status = -1;

@@ -1017,6 +1017,61 @@ test_big_message(void **state)
 	free(data);
 }
 
+/* Hook of test_big_dirsync_dedup: every fsync of messages/ fails (EIO). */
+static int	big_dirsyncs;
+
+static int
+dirsync_fail_cb(void *arg, const char *step, const char *detail)
+{
+	(void)arg;
+	(void)detail;
+	if (strcmp(step, "big_dirsync") != 0)
+		return 0;
+	big_dirsyncs++;
+	return EIO;
+}
+
+/*
+ * A big message's name is durable only once messages/ is fsync'ed.  When
+ * that fsync fails the commit fails, but the name stays; a later copy of
+ * the same body must not be acknowledged on the strength of that name (it
+ * may be gone after a power loss): its group fsyncs messages/ too, and
+ * fails while that fails.  Same after a kill -9 between the link and the
+ * fsync (stop=names_done): the name is there, nothing made it durable.
+ */
+static void
+test_big_dirsync_dedup(void **state)
+{
+	struct fixture	*f = *state;
+	struct spool	*sp = open_spool_ckpt(f, true, 0);
+	size_t		 len = 256 * 1024 + 1;
+	unsigned char	*data = malloc(len);
+	char		 hex[65];
+	int		 e = 0;
+
+	for (size_t i = 0; i < len; i++)
+		data[i] = (unsigned char)(i * 29 + i / 5);
+	big_dirsyncs = 0;
+	testhook_set(dirsync_fail_cb, NULL);
+	assert_int_equal(commit_wait(f, sp, data, len, hex, &e), -1);
+	assert_int_equal(e, EIO);
+	assert_int_equal(big_dirsyncs, 1);
+	/* The same body again while messages/ cannot be synced: no 250. */
+	e = 0;
+	if (commit_wait(f, sp, data, len, hex, &e) == 0)
+		fail_msg("duplicate of a big mail acknowledged with no fsync of "
+		    "messages/ since its name was made (%d fsyncs tried)",
+		    big_dirsyncs);
+	assert_int_equal(e, EIO);
+	assert_int_equal(big_dirsyncs, 2);
+	testhook_set(NULL, NULL);
+	assert_int_equal(commit_wait(f, sp, data, len, hex, NULL), 0);
+	assert_int_equal(count_lines(spool_journal_path(sp)), 1);
+	spool_free(sp);
+	assert_eml(f, hex, data, len);
+	free(data);
+}
+
 /*
  * Disk full on the segment: the forced checkpoint gives the segments' space
  * back and the commit goes through; when even that is not enough the group
@@ -1671,6 +1726,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_segment_torn_tail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_big_message, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_big_dirsync_dedup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_small_enospc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_enospc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_msg_data, setup, teardown),
