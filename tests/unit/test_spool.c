@@ -836,6 +836,41 @@ test_segment_recover(void **state)
 	spool_free(sp);
 }
 
+/*
+ * A replay does not trust an intact-looking .eml: after a writeback error
+ * (the checkpoint's syncfs failed, so the segment was kept) Linux marks the
+ * pages clean, their bytes still in the page cache but not on disk, and the
+ * next process's syncfs neither writes them nor reports the error again
+ * (it was seen).  So the replay writes the bytes again (same bytes, same
+ * inode) before its syncfs.  Seen from here: the file's mtime moves.
+ */
+static void
+test_segment_recover_rewrites_intact(void **state)
+{
+	struct fixture		*f = *state;
+	const char		*body = "intact in the page cache\r\n";
+	struct timespec		 old[2] = { { 946684800, 0 }, { 946684800, 0 } };
+	char			 hex[65], path[512];
+	struct spool		*sp = open_spool_ckpt(f, true, 0);
+	struct stat		 sb;
+	int			 nseg;
+
+	assert_int_equal(commit_wait(f, sp, body, strlen(body), hex, NULL), 0);
+	spool_free(sp);
+	assert_true(seg_bytes(f, &nseg) > 0);
+	snprintf(path, sizeof(path), "%s/messages/%s.eml", f->spooldir, hex);
+	assert_int_equal(utimensat(AT_FDCWD, path, old, 0), 0);
+
+	sp = open_spool(f, NULL, 0);
+	assert_int_equal(seg_bytes(f, &nseg), 0);
+	assert_int_equal(stat(path, &sb), 0);
+	if (sb.st_mtim.tv_sec == old[1].tv_sec)
+		fail_msg("replay trusted the intact .eml's cached bytes and "
+		    "deleted its segment without writing them again");
+	assert_eml(f, hex, body, strlen(body));
+	spool_free(sp);
+}
+
 /* A replay rewrites a torn .eml in place: its Maildir links are mended too. */
 static void
 test_segment_recover_maildir(void **state)
@@ -1722,6 +1757,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_open_unwritable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_enospc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_recover, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_segment_recover_rewrites_intact, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_recover_maildir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_torn_tail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
