@@ -152,6 +152,8 @@ struct spool {
 	bool			 use_tmpfile;	/* O_TMPFILE + linkat work here */
 	int			 journal_fd;
 	off_t			 journal_len;	/* worker only after open */
+	bool			 journal_cut;	/* worker: cut back to journal_len
+						   before the next append */
 	int			 msg_dir_fd;
 	int			 maildir_new_fd;
 	int			 efd;
@@ -1477,7 +1479,8 @@ fail:
 /*
  * Append the records of the group's successful commits in one write and
  * fsync the journal.  On any failure the journal is cut back to its length
- * before, so no torn or unacknowledged line stays.  0 or -1 (errno).
+ * before, so no torn or unacknowledged line stays (a cut that fails is
+ * tried again before the next append, which fails with it).  0 or -1 (errno).
  */
 static int
 spool_journal_append(struct spool *sp, struct spool_msgq *q)
@@ -1499,6 +1502,23 @@ spool_journal_append(struct spool *sp, struct spool_msgq *q)
 			memcpy(buf + off, m->record, m->reclen);
 			off += m->reclen;
 		}
+	/*
+	 * A failed append whose cut failed too left bytes behind journal_len:
+	 * nothing goes after them (a later cut would take acknowledged lines,
+	 * and a torn line would swallow the next), the cut is tried again.
+	 */
+	if (sp->journal_cut) {
+		if ((e = TESTHOOK("journal_trunc", "")) != 0 ||
+		    ftruncate(sp->journal_fd, sp->journal_len) == -1 ||
+		    fsync(sp->journal_fd) == -1) {
+			if (e == 0)
+				e = errno;
+			free(buf);
+			errno = e;
+			return -1;
+		}
+		sp->journal_cut = false;
+	}
 	if ((e = TESTHOOK("journal_write", "")) != 0 ||
 	    util_write_all(sp->journal_fd, buf, total) == -1 ||
 	    (e = TESTHOOK("journal_sync", "")) != 0 ||
@@ -1507,8 +1527,11 @@ spool_journal_append(struct spool *sp, struct spool_msgq *q)
 			errno = e;
 		e = errno;
 		free(buf);
-		if (ftruncate(sp->journal_fd, sp->journal_len) == 0)
+		if (TESTHOOK("journal_trunc", "") == 0 &&
+		    ftruncate(sp->journal_fd, sp->journal_len) == 0)
 			(void)fsync(sp->journal_fd);
+		else
+			sp->journal_cut = true;
 		errno = e;
 		return -1;
 	}

@@ -1107,6 +1107,67 @@ test_big_dirsync_dedup(void **state)
 	free(data);
 }
 
+/* Hook of test_journal_cut_fails: fails the journal steps asked for, once. */
+static int	jfail_sync, jfail_trunc;
+
+static int
+journal_fail_cb(void *arg, const char *step, const char *detail)
+{
+	(void)arg;
+	(void)detail;
+	if (strcmp(step, "journal_sync") == 0 && jfail_sync > 0) {
+		jfail_sync--;
+		return EIO;
+	}
+	if (strcmp(step, "journal_trunc") == 0 && jfail_trunc > 0) {
+		jfail_trunc--;
+		return EIO;
+	}
+	return 0;
+}
+
+/*
+ * A journal append fails and so does cutting it back: the failed group's
+ * line stays.  A later failure's cut must never reach into a line that was
+ * acknowledged since (the length to cut back to must be the file's, not
+ * the sum of the acknowledged appends).
+ */
+static void
+test_journal_cut_fails(void **state)
+{
+	struct fixture	*f = *state;
+	struct spool	*sp = open_spool_ckpt(f, true, 0);
+	struct done	 d;
+	char		 hex[65], path[512], want[128], *j;
+	const char	*rec[3] = { "{\"n\":\"first, not acknowledged\"}",
+	    "{\"n\":\"second, acknowledged\"}", "{\"n\":\"third\"}" };
+
+	testhook_set(journal_fail_cb, NULL);
+	for (int i = 0; i < 3; i++) {
+		jfail_sync = i != 1;	/* the 1st and 3rd groups fail */
+		jfail_trunc = i == 0;	/* the 1st one's cut too */
+		memset(&d, 0, sizeof(d));
+		spool_msg_commit(store(sp, rec[i], strlen(rec[i]), hex), rec[i],
+		    strlen(rec[i]), done_cb, &d);
+		wait_calls(f->base, &d.calls, 1);
+		assert_int_equal(d.status, i == 1 ? 0 : -1);
+		if (i != 1)
+			assert_int_equal(d.err_no, EIO);
+	}
+	testhook_set(NULL, NULL);
+	spool_free(sp);
+	snprintf(path, sizeof(path), "%s/receptions.jsonl", f->spooldir);
+	j = slurp(path, NULL);
+	snprintf(want, sizeof(want), "%s\n", rec[1]);
+	if (strstr(j, want) == NULL)
+		fail_msg("acknowledged journal line cut by a later failure; "
+		    "journal: \"%s\"", j);
+	assert_null(strstr(j, rec[2]));
+	assert_null(strstr(j, "first"));	/* cut at the next append */
+	assert_true(j[0] == '\0' || j[strlen(j) - 1] == '\n');
+	free(j);
+}
+
 /*
  * Disk full on the segment: the forced checkpoint gives the segments' space
  * back and the commit goes through; when even that is not enough the group
@@ -1763,6 +1824,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_big_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_big_dirsync_dedup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_journal_cut_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_small_enospc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_enospc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_msg_data, setup, teardown),
