@@ -34,14 +34,16 @@
  *      before anything reads or dedups.
  *   I4 dedup trusts a name of the right size as the same bytes: true by I2
  *      and I3 once the replay has run; a name of the wrong size is replaced
- *      atomically, never trusted.
+ *      atomically, never trusted.  A big one's name may not be durable yet
+ *      (its fsync of messages/ failed, or a kill -9 came first): a big
+ *      duplicate's group fsyncs messages/ before its 250.
  *   I5 the journal line goes last: a line (hence a 250) never announces a
  *      mail whose bytes or name could be lost.
  * The test hooks (testhook.h; FOSR_TEST_HOOKS in tests only) name the
  * steps, in order: seg_write, seg_sync, eml_write, eml_link (per small
  * message), names_done, big_fsync, big_link (per big one), big_dirsync,
- * journal_write,
- * journal_sync, acked; checkpoint thread: ckpt_wait_names, ckpt_syncfs,
+ * journal_write, journal_sync, journal_trunc (on a failure), acked;
+ * checkpoint thread: ckpt_wait_names, ckpt_syncfs,
  * ckpt_unlink, ckpt_pass_end; replay: replay_restore, replay_unlink.
  * tests/e2e/test_faults.py (CommitStepKill9) kills -9 at each of them.
  *
