@@ -992,9 +992,10 @@ spool_seg_replay(struct spool_seglog *log, int fd)
 /*
  * Make messages/<hex>.eml hold exactly data: an intact file has its bytes
  * written again in place (its pages dirty, see below), a wrong or missing
- * one is written whole under tmp/ and renamed over, so the name never shows a torn file, not even to a reader during the replay or
- * after a kill -9 in it.  A wrong file that Maildir hard links also name is
- * then rewritten in place too (the Maildir is a view: best effort).
+ * one is written whole under tmp/ and renamed over, so the name never shows
+ * a torn file, not even to a reader during the replay or after a kill -9
+ * in it.  A wrong file that Maildir hard links also name is then rewritten
+ * in place too (the Maildir is a view: best effort).
  * Durable after the caller's syncfs(2), or fsync'ed here where the kernel
  * has no syncfs.
  */
