@@ -34,13 +34,16 @@
  *      before anything reads or dedups.
  *   I4 dedup trusts a name of the right size as the same bytes: true by I2
  *      and I3 once the replay has run; a name of the wrong size is replaced
- *      atomically, never trusted.
+ *      atomically, never trusted.  A big one's name may not be durable yet
+ *      (its fsync of messages/ failed, or a kill -9 came first): a big
+ *      duplicate's group fsyncs messages/ before its 250.
  *   I5 the journal line goes last: a line (hence a 250) never announces a
  *      mail whose bytes or name could be lost.
  * The test hooks (testhook.h; FOSR_TEST_HOOKS in tests only) name the
  * steps, in order: seg_write, seg_sync, eml_write, eml_link (per small
- * message), names_done, big_fsync, big_link (per big one), journal_write,
- * journal_sync, acked; checkpoint thread: ckpt_wait_names, ckpt_syncfs,
+ * message), names_done, big_fsync, big_link (per big one), big_dirsync,
+ * journal_write, journal_sync, journal_trunc (on a failure), acked;
+ * checkpoint thread: ckpt_wait_names, ckpt_syncfs,
  * ckpt_unlink, ckpt_pass_end; replay: replay_restore, replay_unlink.
  * tests/e2e/test_faults.py (CommitStepKill9) kills -9 at each of them.
  *
@@ -57,7 +60,8 @@
  *
  * Dedup: messages/<sha>.eml of the right size is the same bytes and is
  * durable or covered by a segment not yet deleted (I4), so a duplicate
- * costs neither segment bytes nor a link, only its journal line.
+ * costs neither segment bytes nor a link, only its journal line (and, a
+ * big one, the group's fsync of messages/: its name may not be durable).
  *
  * Threads: the event loop thread owns every spool_msg until spool_msg_commit();
  * from then on the worker owns its file and path fields until it pushes the
@@ -150,6 +154,8 @@ struct spool {
 	bool			 use_tmpfile;	/* O_TMPFILE + linkat work here */
 	int			 journal_fd;
 	off_t			 journal_len;	/* worker only after open */
+	bool			 journal_cut;	/* worker: cut back to journal_len
+						   before the next append */
 	int			 msg_dir_fd;
 	int			 maildir_new_fd;
 	int			 efd;
@@ -1010,12 +1016,17 @@ spool_commit_group(struct spool *sp, struct spool_msgq *q)
 		/*
 		 * Content-addressed: an existing copy of the right size is the same
 		 * bytes, and it is durable or covered by a segment not yet deleted.
+		 * A big one's name may not be durable (its fsync of messages/
+		 * failed, or a kill -9 came before it): messages/ is fsync'ed
+		 * below for it too, and a failure fails it.
 		 */
 		if (!m->in_memory && spool_exists(sp, m->hex, m->size)) {
 			spool_tmp_drop(m);
 			ndedup++;
 			m->status = 0;
 			m->err_no = 0;
+			if (m->size > SPOOL_SEG_SMALL)
+				any_big = true;
 			continue;
 		}
 		if (m->size <= SPOOL_SEG_SMALL) {
@@ -1066,8 +1077,10 @@ spool_commit_group(struct spool *sp, struct spool_msgq *q)
 	spool_seg_names_done(sp->seg);
 
 	/* 2. The big messages' names. */
-	if (any_big && fsync(sp->msg_dir_fd) == -1) {
-		e = errno;
+	if (any_big && ((e = TESTHOOK("big_dirsync", "")) != 0 ||
+	    fsync(sp->msg_dir_fd) == -1)) {
+		if (e == 0)
+			e = errno;
 		TAILQ_FOREACH(m, q, entry)
 			if (m->status == 0 && !m->small && m->size > SPOOL_SEG_SMALL) {
 				m->status = -1;
@@ -1468,7 +1481,8 @@ fail:
 /*
  * Append the records of the group's successful commits in one write and
  * fsync the journal.  On any failure the journal is cut back to its length
- * before, so no torn or unacknowledged line stays.  0 or -1 (errno).
+ * before, so no torn or unacknowledged line stays (a cut that fails is
+ * tried again before the next append, which fails with it).  0 or -1 (errno).
  */
 static int
 spool_journal_append(struct spool *sp, struct spool_msgq *q)
@@ -1490,6 +1504,23 @@ spool_journal_append(struct spool *sp, struct spool_msgq *q)
 			memcpy(buf + off, m->record, m->reclen);
 			off += m->reclen;
 		}
+	/*
+	 * A failed append whose cut failed too left bytes behind journal_len:
+	 * nothing goes after them (a later cut would take acknowledged lines,
+	 * and a torn line would swallow the next), the cut is tried again.
+	 */
+	if (sp->journal_cut) {
+		if ((e = TESTHOOK("journal_trunc", "")) != 0 ||
+		    ftruncate(sp->journal_fd, sp->journal_len) == -1 ||
+		    fsync(sp->journal_fd) == -1) {
+			if (e == 0)
+				e = errno;
+			free(buf);
+			errno = e;
+			return -1;
+		}
+		sp->journal_cut = false;
+	}
 	if ((e = TESTHOOK("journal_write", "")) != 0 ||
 	    util_write_all(sp->journal_fd, buf, total) == -1 ||
 	    (e = TESTHOOK("journal_sync", "")) != 0 ||
@@ -1498,8 +1529,11 @@ spool_journal_append(struct spool *sp, struct spool_msgq *q)
 			errno = e;
 		e = errno;
 		free(buf);
-		if (ftruncate(sp->journal_fd, sp->journal_len) == 0)
+		if (TESTHOOK("journal_trunc", "") == 0 &&
+		    ftruncate(sp->journal_fd, sp->journal_len) == 0)
 			(void)fsync(sp->journal_fd);
+		else
+			sp->journal_cut = true;
 		errno = e;
 		return -1;
 	}

@@ -29,9 +29,11 @@
  * .eml is fsync'ed, then messages/.  A segment whose checkpoint fails
  * stays on disk for the replay.
  *
- * At open, every complete record of every segment left (crash, or a stop
- * whose last pass ran out of time) makes its .eml whole and durable (a
- * wrong or missing one is written under tmp/ and renamed over: a reader,
+ * At open, every complete record of every segment left (crash, a stop
+ * whose last pass ran out of time, or a failed checkpoint) makes its .eml
+ * whole and durable (an intact one's bytes are written again, in place:
+ * after a writeback error its clean pages may never have reached the disk;
+ * a wrong or missing one is written under tmp/ and renamed over: a reader,
  * or a kill -9 during the replay, never finds a torn file under the name);
  * a torn last record was never acknowledged.
  *
@@ -988,11 +990,12 @@ spool_seg_replay(struct spool_seglog *log, int fd)
 }
 
 /*
- * Make messages/<hex>.eml hold exactly data: an intact file is left alone, a
- * wrong or missing one is written whole under tmp/ and renamed over, so the
- * name never shows a torn file, not even to a reader during the replay or
- * after a kill -9 in it.  A wrong file that Maildir hard links also name is
- * then rewritten in place too (the Maildir is a view: best effort).
+ * Make messages/<hex>.eml hold exactly data: an intact file has its bytes
+ * written again in place (its pages dirty, see below), a wrong or missing
+ * one is written whole under tmp/ and renamed over, so the name never shows
+ * a torn file, not even to a reader during the replay or after a kill -9
+ * in it.  A wrong file that Maildir hard links also name is then rewritten
+ * in place too (the Maildir is a view: best effort).
  * Durable after the caller's syncfs(2), or fsync'ed here where the kernel
  * has no syncfs.
  */
@@ -1026,6 +1029,21 @@ spool_seg_restore(struct spool_seglog *log, const char *hex,
 			free(cur);
 		}
 		if (same) {
+			/*
+			 * Right bytes in the page cache are no proof they are on
+			 * disk: a writeback error (a checkpoint's syncfs failed,
+			 * so this segment was kept) leaves the pages clean, and
+			 * the syncfs below neither writes them nor reports the
+			 * error again (it was seen).  Write them again: the same
+			 * bytes, so no reader ever sees a change.
+			 */
+			for (done = 0; done < len; done += (size_t)n)
+				if ((n = pwrite(fd, data + done, len - done,
+				    (off_t)done)) <= 0) {
+					if (n == 0)
+						errno = EIO;
+					goto fail;
+				}
 			if (log->no_syncfs && fsync(fd) == -1)
 				goto fail;
 			close(fd);

@@ -25,6 +25,20 @@ SMTP_SOURCE = "/usr/sbin/smtp-source"
 
 class FaultCase(CollectorTestCase):
 
+    def send(self, cl, body):
+        """One mail on an open session; the final reply."""
+        r = cl.cmd("MAIL FROM:<d@example.org>")
+        if r.code == 250:
+            r = cl.cmd("RCPT TO:<r@example.net>")
+        if r.code == 250:
+            r = cl.cmd("DATA")
+            if r.code == 354:
+                cl.send(body + b".\r\n")
+                r = cl.reply()
+        if r.code != 250:
+            cl.cmd("RSET")
+        return r
+
     def assert_spool_consistent(self, acked):
         """Every acknowledged mail is intact; every file is named by its sha256;
         every journal line has its file."""
@@ -206,6 +220,47 @@ class CommitStepKill9(FaultCase):
                 del self.c.env_extra["FOSR_TEST_HOOKS"]
         self.restart_and_check(acked)
 
+    def test_kill9_before_big_dirsync_then_duplicate(self):
+        """kill -9 after a big mail's link, before the fsync of messages/: its
+        name is there, nothing made it durable.  The same body sent after the
+        restart must not be acknowledged on that name alone: its group fsyncs
+        messages/ first (made to fail here: 451, no 250), then retried: 250."""
+        body = b"Subject: big twice\r\n\r\n" + (b"x" * 998 + b"\r\n") * 310
+        self.c.env_extra["FOSR_TEST_HOOKS"] = "stop=big_dirsync:1"
+        try:
+            self.c.start()
+            cl = self.client()
+            cl.ehlo()
+            self.assertEqual(cl.cmd("MAIL FROM:<d@example.org>").code, 250)
+            self.assertEqual(cl.cmd("RCPT TO:<r@example.net>").code, 250)
+            self.assertEqual(cl.cmd("DATA").code, 354)
+            cl.send(body + b".\r\n")
+            self.assertTrue(wait_until(lambda: proc_state(self.c.pid) == "T",
+                                       30 * self.slow, 0.02),
+                            "never reached big_dirsync:\n%s" % self.c.stderr_tail())
+            self.c.kill9()
+            self.expect_exit = None
+        finally:
+            del self.c.env_extra["FOSR_TEST_HOOKS"]
+        self.assertTrue(os.path.exists(self.c.message_path(sha256_hex(body))),
+                        "the big mail was not linked before the stop")
+        self.c.env_extra["FOSR_TEST_HOOKS"] = "fail=big_dirsync:1:EIO"
+        try:
+            self.c.start()
+        finally:
+            del self.c.env_extra["FOSR_TEST_HOOKS"]
+        cl = self.client()
+        cl.ehlo()
+        r = self.send(cl, body)
+        self.assertNotEqual(r.code, 250, "duplicate acknowledged on a name no fsync of "
+                            "messages/ made durable: %s" % (r,))
+        self.assertEqual(r.code, 451, r)
+        r = self.send(cl, body)
+        self.assertEqual(r.code, 250, r)
+        self.assert_spool_consistent([(body, queue_id(r))])
+        self.assertEqual(self.c.stop(), 0)
+        self.expect_exit = 0
+
 
 for _step in CommitStepKill9.STEPS:
     setattr(CommitStepKill9, "test_kill9_at_" + _step,
@@ -235,19 +290,6 @@ class DiskFull(FaultCase):
             if self.mounted:
                 subprocess.run(["umount", "-l", self.c.spool_dir], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-
-    def send(self, cl, body):
-        r = cl.cmd("MAIL FROM:<d@example.org>")
-        if r.code == 250:
-            r = cl.cmd("RCPT TO:<r@example.net>")
-        if r.code == 250:
-            r = cl.cmd("DATA")
-            if r.code == 354:
-                cl.send(body + b".\r\n")
-                r = cl.reply()
-        if r.code != 250:
-            cl.cmd("RSET")
-        return r
 
     # soft_errors raised: with Postfix's 10, the 11th refusal's reply is held
     # forever (bug h14-2, test_abuse.ErrorSleep), which is not what this tests

@@ -836,6 +836,41 @@ test_segment_recover(void **state)
 	spool_free(sp);
 }
 
+/*
+ * A replay does not trust an intact-looking .eml: after a writeback error
+ * (the checkpoint's syncfs failed, so the segment was kept) Linux marks the
+ * pages clean, their bytes still in the page cache but not on disk, and the
+ * next process's syncfs neither writes them nor reports the error again
+ * (it was seen).  So the replay writes the bytes again (same bytes, same
+ * inode) before its syncfs.  Seen from here: the file's mtime moves.
+ */
+static void
+test_segment_recover_rewrites_intact(void **state)
+{
+	struct fixture		*f = *state;
+	const char		*body = "intact in the page cache\r\n";
+	struct timespec		 old[2] = { { 946684800, 0 }, { 946684800, 0 } };
+	char			 hex[65], path[512];
+	struct spool		*sp = open_spool_ckpt(f, true, 0);
+	struct stat		 sb;
+	int			 nseg;
+
+	assert_int_equal(commit_wait(f, sp, body, strlen(body), hex, NULL), 0);
+	spool_free(sp);
+	assert_true(seg_bytes(f, &nseg) > 0);
+	snprintf(path, sizeof(path), "%s/messages/%s.eml", f->spooldir, hex);
+	assert_int_equal(utimensat(AT_FDCWD, path, old, 0), 0);
+
+	sp = open_spool(f, NULL, 0);
+	assert_int_equal(seg_bytes(f, &nseg), 0);
+	assert_int_equal(stat(path, &sb), 0);
+	if (sb.st_mtim.tv_sec == old[1].tv_sec)
+		fail_msg("replay trusted the intact .eml's cached bytes and "
+		    "deleted its segment without writing them again");
+	assert_eml(f, hex, body, strlen(body));
+	spool_free(sp);
+}
+
 /* A replay rewrites a torn .eml in place: its Maildir links are mended too. */
 static void
 test_segment_recover_maildir(void **state)
@@ -1015,6 +1050,122 @@ test_big_message(void **state)
 	sha256sum(path, sum);
 	assert_string_equal(sum, hex);
 	free(data);
+}
+
+/* Hook of test_big_dirsync_dedup: every fsync of messages/ fails (EIO). */
+static int	big_dirsyncs;
+
+static int
+dirsync_fail_cb(void *arg, const char *step, const char *detail)
+{
+	(void)arg;
+	(void)detail;
+	if (strcmp(step, "big_dirsync") != 0)
+		return 0;
+	big_dirsyncs++;
+	return EIO;
+}
+
+/*
+ * A big message's name is durable only once messages/ is fsync'ed.  When
+ * that fsync fails the commit fails, but the name stays; a later copy of
+ * the same body must not be acknowledged on the strength of that name (it
+ * may be gone after a power loss): its group fsyncs messages/ too, and
+ * fails while that fails.  Same after a kill -9 between the link and the
+ * fsync (stop=names_done): the name is there, nothing made it durable.
+ */
+static void
+test_big_dirsync_dedup(void **state)
+{
+	struct fixture	*f = *state;
+	struct spool	*sp = open_spool_ckpt(f, true, 0);
+	size_t		 len = 256 * 1024 + 1;
+	unsigned char	*data = malloc(len);
+	char		 hex[65];
+	int		 e = 0;
+
+	for (size_t i = 0; i < len; i++)
+		data[i] = (unsigned char)(i * 29 + i / 5);
+	big_dirsyncs = 0;
+	testhook_set(dirsync_fail_cb, NULL);
+	assert_int_equal(commit_wait(f, sp, data, len, hex, &e), -1);
+	assert_int_equal(e, EIO);
+	assert_int_equal(big_dirsyncs, 1);
+	/* The same body again while messages/ cannot be synced: no 250. */
+	e = 0;
+	if (commit_wait(f, sp, data, len, hex, &e) == 0)
+		fail_msg("duplicate of a big mail acknowledged with no fsync of "
+		    "messages/ since its name was made (%d fsyncs tried)",
+		    big_dirsyncs);
+	assert_int_equal(e, EIO);
+	assert_int_equal(big_dirsyncs, 2);
+	testhook_set(NULL, NULL);
+	assert_int_equal(commit_wait(f, sp, data, len, hex, NULL), 0);
+	assert_int_equal(count_lines(spool_journal_path(sp)), 1);
+	spool_free(sp);
+	assert_eml(f, hex, data, len);
+	free(data);
+}
+
+/* Hook of test_journal_cut_fails: fails the journal steps asked for, once. */
+static int	jfail_sync, jfail_trunc;
+
+static int
+journal_fail_cb(void *arg, const char *step, const char *detail)
+{
+	(void)arg;
+	(void)detail;
+	if (strcmp(step, "journal_sync") == 0 && jfail_sync > 0) {
+		jfail_sync--;
+		return EIO;
+	}
+	if (strcmp(step, "journal_trunc") == 0 && jfail_trunc > 0) {
+		jfail_trunc--;
+		return EIO;
+	}
+	return 0;
+}
+
+/*
+ * A journal append fails and so does cutting it back: the failed group's
+ * line stays.  A later failure's cut must never reach into a line that was
+ * acknowledged since (the length to cut back to must be the file's, not
+ * the sum of the acknowledged appends).
+ */
+static void
+test_journal_cut_fails(void **state)
+{
+	struct fixture	*f = *state;
+	struct spool	*sp = open_spool_ckpt(f, true, 0);
+	struct done	 d;
+	char		 hex[65], path[512], want[128], *j;
+	const char	*rec[3] = { "{\"n\":\"first, not acknowledged\"}",
+	    "{\"n\":\"second, acknowledged\"}", "{\"n\":\"third\"}" };
+
+	testhook_set(journal_fail_cb, NULL);
+	for (int i = 0; i < 3; i++) {
+		jfail_sync = i != 1;	/* the 1st and 3rd groups fail */
+		jfail_trunc = i == 0;	/* the 1st one's cut too */
+		memset(&d, 0, sizeof(d));
+		spool_msg_commit(store(sp, rec[i], strlen(rec[i]), hex), rec[i],
+		    strlen(rec[i]), done_cb, &d);
+		wait_calls(f->base, &d.calls, 1);
+		assert_int_equal(d.status, i == 1 ? 0 : -1);
+		if (i != 1)
+			assert_int_equal(d.err_no, EIO);
+	}
+	testhook_set(NULL, NULL);
+	spool_free(sp);
+	snprintf(path, sizeof(path), "%s/receptions.jsonl", f->spooldir);
+	j = slurp(path, NULL);
+	snprintf(want, sizeof(want), "%s\n", rec[1]);
+	if (strstr(j, want) == NULL)
+		fail_msg("acknowledged journal line cut by a later failure; "
+		    "journal: \"%s\"", j);
+	assert_null(strstr(j, rec[2]));
+	assert_null(strstr(j, "first"));	/* cut at the next append */
+	assert_true(j[0] == '\0' || j[strlen(j) - 1] == '\n');
+	free(j);
 }
 
 /*
@@ -1667,10 +1818,13 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_open_unwritable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_enospc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_recover, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_segment_recover_rewrites_intact, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_recover_maildir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_torn_tail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_big_message, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_big_dirsync_dedup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_journal_cut_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_small_enospc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_enospc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_msg_data, setup, teardown),
