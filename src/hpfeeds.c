@@ -65,6 +65,12 @@
 #define HPF_POLL_MS		20		/* SIOCOUTQ poll interval */
 #define HPF_GRACE_MS		500		/* connection must outlive the ack by this */
 #define HPF_JSON_DEPTH		32
+#define HPF_RETRY_MIN_MS	100		/* a transient read error: retry after */
+#define HPF_RETRY_MAX_MS	5000
+
+/* build_payload's answers besides 0. */
+#define HPF_SKIP		-1		/* never publishable (logged): skip */
+#define HPF_RETRY		-2		/* transient (logged): read it again later */
 
 enum hpf_state {
 	HPF_ST_IDLE,		/* waiting for the reconnect timer */
@@ -147,7 +153,11 @@ struct hpf {
 	struct event	*ev_pump;
 	struct event	*ev_poll;
 	struct event	*ev_tick;
+	struct event	*ev_retry;
 	bool		 pump_pending;
+	bool		 held;		/* a transient error: pump stopped until ev_retry */
+	int		 retry_ms;
+	char		 retrymsg[512];	/* last warning of the transient error series */
 
 	struct jbuf	 pl;		/* last payload built */
 	uint64_t	 pl_off;	/* its journal end offset (UINT64_MAX = none) */
@@ -182,6 +192,10 @@ static void	 sock_tune(int fd);
 static void	 tick_cb(evutil_socket_t, short, void *);
 static void	 pump_schedule(struct hpf *);
 static void	 pump_cb(evutil_socket_t, short, void *);
+static void	 retry_cb(evutil_socket_t, short, void *);
+static void	 pump_hold(struct hpf *, const char *fmt, ...)
+		    __attribute__((format(printf, 2, 3)));
+static void	 pump_ok(struct hpf *);
 static int	 publish_next(struct hpf *, struct hpf_chan *, size_t *bytes);
 static bool	 hpf_record_private(const char *, size_t);
 static int	 build_payload(struct hpf *, struct hpf_chan *, const char *line,
@@ -322,7 +336,7 @@ cursors_save(struct hpf *h)
 
 /* ------------------------------------------------------------- journal */
 
-/* Open source k if it exists now; 0 when open, -1 when not (yet). */
+/* Open source k if it exists now; 0 when open, -1 (errno set) when not (yet). */
 static int
 src_open(struct hpf *h, enum hpf_src_id k)
 {
@@ -333,11 +347,8 @@ src_open(struct hpf *h, enum hpf_src_id k)
 		return 0;
 	if (sr->path[0] == '\0')
 		return -1;
-	if ((sr->fd = open(sr->path, O_RDONLY | O_CLOEXEC)) == -1) {
-		if (errno != ENOENT)
-			log_warn("hpfeeds: file=%s open failed: %s", sr->path, strerror(errno));
+	if ((sr->fd = open(sr->path, O_RDONLY | O_CLOEXEC)) == -1)
 		return -1;
-	}
 	if (fstat(sr->fd, &st) == 0)
 		sr->ino = st.st_ino;
 	return 0;
@@ -403,8 +414,12 @@ reader_next(struct hpf *h, struct hpf_chan *c, const char **line, size_t *len,
 	ssize_t n;
 	size_t ncap;
 
-	if (src_open(h, c->src) == -1)
+	if (src_open(h, c->src) == -1) {
+		if (errno != ENOENT)
+			pump_hold(h, "hpfeeds: file=%s open failed: %s", h->srcs[c->src].path,
+			    strerror(errno));
 		return 0;
+	}
 	for (;;) {
 		nl = c->rlen > c->rstart ?
 		    memchr(c->rbuf + c->rstart, '\n', c->rlen - c->rstart) : NULL;
@@ -439,8 +454,11 @@ reader_next(struct hpf *h, struct hpf_chan *c, const char **line, size_t *len,
 				c->rlen = 0;
 			} else {
 				ncap = c->rcap == 0 ? HPF_CHUNK : c->rcap * 2;
-				if ((nb = realloc(c->rbuf, ncap)) == NULL)
+				if ((nb = realloc(c->rbuf, ncap)) == NULL) {
+					pump_hold(h, "hpfeeds: file=%s: out of memory for "
+					    "a line", h->srcs[c->src].path);
 					return 0;
+				}
 				c->rbuf = nb;
 				c->rcap = ncap;
 			}
@@ -450,7 +468,7 @@ reader_next(struct hpf *h, struct hpf_chan *c, const char **line, size_t *len,
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			log_warn("hpfeeds: file=%s read failed: %s", h->srcs[c->src].path,
+			pump_hold(h, "hpfeeds: file=%s read failed: %s", h->srcs[c->src].path,
 			    strerror(errno));
 			return -1;
 		}
@@ -574,10 +592,61 @@ pump_schedule(struct hpf *h)
 {
 	struct timeval tv = { 0, 0 };
 
-	if (h->sub_mode || h->state != HPF_ST_READY || h->pump_pending)
+	if (h->sub_mode || h->state != HPF_ST_READY || h->pump_pending || h->held)
 		return;
 	h->pump_pending = true;
 	evtimer_add(h->ev_pump, &tv);
+}
+
+/*
+ * A transient error (no descriptor, no memory, an I/O error) stopped the
+ * pump: the entry stays where it is, the cursor does not move, and the pump
+ * runs again after a backoff.  Logged once per series of the same text.
+ */
+static void
+pump_hold(struct hpf *h, const char *fmt, ...)
+{
+	char buf[512];
+	struct timeval tv;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (strcmp(buf, h->retrymsg) != 0) {
+		snprintf(h->retrymsg, sizeof(h->retrymsg), "%s", buf);
+		log_warn("%s; retrying (the entry stays in the spool)", buf);
+	} else
+		log_debug("%s; retrying", buf);
+	h->held = true;
+	h->pump_pending = false;
+	evtimer_del(h->ev_pump);
+	if (h->retry_ms < HPF_RETRY_MIN_MS)
+		h->retry_ms = HPF_RETRY_MIN_MS;
+	tv.tv_sec = h->retry_ms / 1000;
+	tv.tv_usec = (h->retry_ms % 1000) * 1000;
+	evtimer_add(h->ev_retry, &tv);
+	h->retry_ms = h->retry_ms * 2 > HPF_RETRY_MAX_MS ? HPF_RETRY_MAX_MS : h->retry_ms * 2;
+}
+
+/* An entry was read and built: end a transient error series. */
+static void
+pump_ok(struct hpf *h)
+{
+	if (h->retrymsg[0] != '\0')
+		log_info("hpfeeds: reading the spool again after: %s", h->retrymsg);
+	h->retrymsg[0] = '\0';
+	h->retry_ms = HPF_RETRY_MIN_MS;
+}
+
+/* The retry backoff expired: pump again. */
+static void
+retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct hpf *h = arg;
+
+	h->held = false;
+	pump_schedule(h);
 }
 
 /* Publish a bounded batch of journal entries, then yield. */
@@ -595,7 +664,7 @@ pump_cb(evutil_socket_t fd, short what, void *arg)
 		for (i = 0; i < h->nchans; i++) {
 			struct hpf_chan *c = &h->chans[i];
 
-			if (h->state != HPF_ST_READY)
+			if (h->state != HPF_ST_READY || h->held)
 				return;
 			if (evbuffer_get_length(bufferevent_get_output(h->bev)) > HPF_OUT_HIGH)
 				goto out;	/* write_cb resumes */
@@ -642,15 +711,22 @@ publish_next(struct hpf *h, struct hpf_chan *c, size_t *bytes)
 	const char *line;
 	size_t len, hl = 0;
 	uint64_t end_off;
-	int r;
+	int r, b = 0;
 
 	r = reader_next(h, c, &line, &len, &end_off);
 	if (r <= 0)
 		return 0;
 	memset(&e, 0, sizeof(e));
 	e.end_off = end_off;
+	if (r == 1 && !(c->src != HPF_SRC_EVENTS && hpf_record_private(line, len)) &&
+	    (b = build_payload(h, c, line, len, end_off, &e)) == HPF_RETRY) {
+		/* Read this line again after the backoff; the cursor stays. */
+		c->rbase = end_off - len - 1;
+		c->rstart = c->rlen = 0;
+		return 0;
+	}
 	if (r == 2 || (c->src != HPF_SRC_EVENTS && hpf_record_private(line, len)) ||
-	    build_payload(h, c, line, len, end_off, &e) == -1 ||
+	    b == HPF_SKIP ||
 	    (hl = hpf_wire_publish_header(hdr, sizeof(hdr), h->feed.identity, c->name,
 	    h->pl.len)) == 0) {
 		/* Not publishable (logged): it leaves the queue in its turn. */
@@ -661,6 +737,7 @@ publish_next(struct hpf *h, struct hpf_chan *c, size_t *bytes)
 		chan_advance(h, c);
 		return 1;
 	}
+	pump_ok(h);
 	e.bytes = hl + h->pl.len;
 	e.outstanding = true;
 	e.sent_ms = now_ms();
@@ -681,9 +758,33 @@ oom:
 }
 
 /*
+ * The .eml of a reception record is gone (ENOENT): the one condition that
+ * skips a mail.  Said loudly: a warning, an event, the skipped counter.
+ */
+static void
+skip_missing(struct hpf *h, struct hpf_chan *c, const char *path, const char *sha)
+{
+	struct jbuf jb;
+
+	log_warn("hpfeeds: message=%s is gone (%s): channel %s skips it, it will "
+	    "never be published", path, strerror(ENOENT), c->name);
+	jb_init(&jb);
+	evlog_begin(&jb, "fosr.output.skipped", NULL);
+	jb_kcstr(&jb, "output", "hpfeeds");
+	jb_kcstr(&jb, "channel", c->name);
+	jb_kcstr(&jb, "sha256", sha);
+	jb_kcstr(&jb, "reason", "message file missing");
+	evlog_emit(&jb);
+	jb_free(&jb);
+}
+
+/*
  * Build the payload for the journal line into h->pl (reused when the previous
- * channel built the same one).  Returns 0 with sha set, or -1 when the entry
- * cannot be published (logged).
+ * channel built the same one).  Returns 0 with sha set; HPF_SKIP when the
+ * entry can never be published (logged: not a record, the .eml is gone, an
+ * event too large); HPF_RETRY on a transient error (no descriptor, no memory,
+ * an I/O error; the pump is held and retries: a mail is never skipped for a
+ * reason that may go away).
  */
 static int
 build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
@@ -715,12 +816,17 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 			log_warn("hpfeeds: event at offset %llu of %s is %s; not published",
 			    (unsigned long long)(end_off - len - 1), h->srcs[c->src].path,
 			    len > c->limit ? "too large" : "not a JSON object");
-			return -1;
+			return HPF_SKIP;
 		}
 		jb_reset(&h->pl);
 		jb_raw(&h->pl, line, len);
-		if (h->pl.oom)
-			return -1;
+		if (h->pl.oom) {
+			jb_free(&h->pl);
+			jb_init(&h->pl);
+			pump_hold(h, "hpfeeds: event at offset %llu: out of memory",
+			    (unsigned long long)(end_off - len - 1));
+			return HPF_RETRY;
+		}
 		ent->key = fnv64(line, len);
 		return 0;
 	}
@@ -729,20 +835,27 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 		log_warn("hpfeeds: journal line at offset %llu is not a reception "
 		    "record: \"%s\"; not published", (unsigned long long)(end_off - len - 1),
 		    log_escape(esc, sizeof(esc), line, len));
-		return -1;
+		return HPF_SKIP;
 	}
 	for (i = 0; i < 64; i++)
 		sha[i] = (char)(v[1 + i] | ((v[1 + i] >= 'A' && v[1 + i] <= 'F') ? 0x20 : 0));
 	sha[64] = '\0';
 	if ((size_t)snprintf(path, sizeof(path), "%s/messages/%s.eml", h->spool_dir,
-	    sha) >= sizeof(path))
-		return -1;
+	    sha) >= sizeof(path)) {
+		log_warn("hpfeeds: spool path too long for message=%s; not published", sha);
+		return HPF_SKIP;
+	}
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 || fstat(fd, &st) == -1) {
-		log_warn("hpfeeds: message=%s unreadable: %s; not published", path,
-		    strerror(errno));
+		int e = errno;
+
 		if (fd != -1)
 			close(fd);
-		return -1;
+		if (e == ENOENT) {
+			skip_missing(h, c, path, sha);
+			return HPF_SKIP;
+		}
+		pump_hold(h, "hpfeeds: message=%s unreadable: %s", path, strerror(e));
+		return HPF_RETRY;
 	}
 	/* Each byte makes at least one payload byte: more than limit never fits. */
 	want = (uint64_t)st.st_size > c->limit ? c->limit : (size_t)st.st_size;
@@ -751,11 +864,14 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 
 		if (nb == NULL) {
 			close(fd);
-			return -1;
+			pump_hold(h, "hpfeeds: message=%s: out of memory for %zu bytes",
+			    path, want + 1);
+			return HPF_RETRY;
 		}
 		h->body = nb;
 		h->bodycap = want + 1;
 	}
+	n = 0;
 	while (got < want) {
 		n = pread(fd, h->body + got, want - got, (off_t)got);
 		if (n < 0 && errno == EINTR)
@@ -764,11 +880,14 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 			break;
 		got += (size_t)n;
 	}
-	close(fd);
 	if (got < want) {
-		log_warn("hpfeeds: message=%s short read; not published", path);
-		return -1;
+		/* An I/O error, or the file changed under us: read it again later. */
+		pump_hold(h, "hpfeeds: message=%s %s", path, n < 0 ?
+		    strerror(errno) : "shorter than its size");
+		close(fd);
+		return HPF_RETRY;
 	}
+	close(fd);
 
 	jb_init(&meta);
 	if (h->feed.metadata) {
@@ -793,8 +912,9 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 	if (hpf_payload_build(&h->pl, sha, h->body, got, (uint64_t)st.st_size, c->limit,
 	    meta.len > 2 ? meta.buf + 1 : NULL, meta.len > 2 ? meta.len - 2 : 0,
 	    &cut) == -1) {
-		log_warn("hpfeeds: message=%s payload could not be built; not published",
-		    sha);
+		/* Out of memory (the limit is never below one byte per byte). */
+		pump_hold(h, "hpfeeds: message=%s payload could not be built", sha);
+		rc = HPF_RETRY;
 		goto out;
 	}
 	if (cut)
@@ -965,8 +1085,10 @@ hpf_create(struct event_base *base, const struct cfg_feed *feed,
 	h->ev_pump = evtimer_new(base, pump_cb, h);
 	h->ev_poll = evtimer_new(base, poll_cb, h);
 	h->ev_tick = event_new(base, -1, EV_PERSIST, tick_cb, h);
+	h->ev_retry = evtimer_new(base, retry_cb, h);
+	h->retry_ms = HPF_RETRY_MIN_MS;
 	if (h->ev_reconnect == NULL || h->ev_pump == NULL || h->ev_poll == NULL ||
-	    h->ev_tick == NULL) {
+	    h->ev_tick == NULL || h->ev_retry == NULL) {
 		snprintf(err, errlen, "hpfeeds: cannot create events");
 		goto fail;
 	}
@@ -1115,6 +1237,8 @@ hpf_free(struct hpf *h)
 		event_free(h->ev_poll);
 	if (h->ev_tick != NULL)
 		event_free(h->ev_tick);
+	if (h->ev_retry != NULL)
+		event_free(h->ev_retry);
 	if (h->dns != NULL)
 		evdns_base_free(h->dns, 0);
 	if (h->ssl_ctx != NULL)

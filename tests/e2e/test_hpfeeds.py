@@ -8,7 +8,9 @@ import base64
 import json
 import os
 import shutil
+import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -147,13 +149,14 @@ class HpfeedsCase(CollectorTestCase):
         finally:
             super().tearDown()
 
-    def start(self, feed=None, broker=True, args=None):
+    def start(self, feed=None, broker=True, args=None, config=None, nofile=None):
         if broker:
             self.broker.start()
         port = self.broker.port or free_port()
         self.broker.port = port
         cfg = feed_cfg(port, **(feed or {}))
-        self.c = Collector(self.tmpdir, config=cfg, args=args or ())
+        cfg.update(config or {})
+        self.c = Collector(self.tmpdir, config=cfg, args=args or (), nofile=nofile)
         self.c.start()
 
     def wait_for(self, pred, timeout, what):
@@ -366,6 +369,73 @@ class Durability(HpfeedsCase):
         self.c.start()
         time.sleep(2)
         self.assertEqual(len(self.broker.published()), n, "entries confirmed before the stop were sent again")
+
+
+class Descriptors(HpfeedsCase):
+
+    def test_descriptor_exhaustion_never_drops_the_backlog(self):
+        # The review's reproduction: 128 descriptors, broker down, 20 mails, 110
+        # idle SMTP connections, broker up.  Sessions are refused before the
+        # outputs starve (a reserve), and a failed open of a .eml is retried,
+        # never skipped: every mail is published while the connections are held.
+        self.broker.port = free_port()
+        self.start(broker=False, nofile=128,
+                   config={"limits": {"sessions": 1000, "sessions_per_ip": 1000}})
+        shas = set(self.send_many([mail(i) for i in range(20)]))
+        held = []
+        try:
+            for _ in range(110):
+                s = socket.create_connection((HOST, self.c.ports["smtp"]), timeout=10)
+                held.append(s)
+            # each connection served (banner) or refused (421), or the daemon out of
+            # descriptors (the rest wait in the backlog)
+            def settled():
+                nfd = len(os.listdir("/proc/%d/fd" % self.c.pid))
+                answered = sum(1 for s in held if select.select([s], [], [], 0)[0])
+                return answered == len(held) or nfd >= 126
+            self.wait_for(settled, 10, "the 110 connections served, refused or stuck")
+            self.broker.start()
+            self.wait_for(lambda: shas <= self.broker.shas(), 30,
+                          "every mail published while 110 connections are held")
+        finally:
+            for s in held:
+                s.close()
+        err = self.c.stderr_text()
+        self.assertNotIn("not published", err)
+        cursor = os.path.join(self.c.spool_dir, "feed", CHAN.encode().hex() + ".cursor")
+        size = os.path.getsize(self.c.journal_path)
+        self.wait_for(lambda: os.path.exists(cursor) and int(open(cursor).read().split()[0]) == size,
+                      10, "cursor at the end of the journal")
+
+
+    def test_unreadable_message_is_retried_missing_one_skipped_loudly(self):
+        # A .eml that cannot be read (here a directory in its place: EISDIR) holds
+        # the feed and is retried, the cursor unmoved; a .eml that is gone (ENOENT)
+        # is the one entry skipped, with a warning and a fosr.output.skipped event.
+        self.broker.port = free_port()
+        self.start(broker=False)
+        bodies = [mail(i) for i in range(3)]
+        shas = self.send_many(bodies)
+        p0, p1 = self.c.message_path(shas[0]), self.c.message_path(shas[1])
+        os.rename(p0, p0 + ".aside")
+        os.mkdir(p0)
+        os.unlink(p1)
+        self.broker.start()
+        self.wait_for(lambda: "unreadable" in self.c.stderr_text() or
+                      "Is a directory" in self.c.stderr_text(), 15, "the read error logged")
+        time.sleep(1)
+        self.assertEqual(self.broker.shas(), set(), "published past an unreadable mail")
+        self.assertNotIn("not published", self.c.stderr_text())
+        os.rmdir(p0)
+        os.rename(p0 + ".aside", p0)
+        self.wait_for(lambda: {shas[0], shas[2]} <= self.broker.shas(), 15,
+                      "the mail published once readable, and the one after the gone one")
+        self.assertNotIn(shas[1], self.broker.shas())
+        err = self.c.stderr_text()
+        self.assertIn("message=%s is gone" % p1, err)
+        self.assertEqual(err.count("Is a directory; retrying"), 1, "logged once per series")
+        ev = [e for e in self.c.events() if e.get("eventid") == "fosr.output.skipped"]
+        self.assertEqual([(e["sha256"], e["output"]) for e in ev], [(shas[1], "hpfeeds")])
 
 
 class Failures(HpfeedsCase):
