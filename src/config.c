@@ -156,11 +156,12 @@ static const char *const limits_keys[LM_COUNT] = {
 
 enum feed_key {
 	FK_BROKER, FK_PORT, FK_IDENTITY, FK_SECRET, FK_CHANNELS, FK_TLS,
-	FK_CA_FILE, FK_SERVER_NAME, FK_EVENTS_CHANNEL, FK_METADATA, FK_COUNT
+	FK_CA_FILE, FK_SERVER_NAME, FK_EVENTS_CHANNEL, FK_METADATA, FK_TIMEOUT,
+	FK_COUNT
 };
 static const char *const feed_keys[FK_COUNT] = {
 	"broker", "port", "identity", "secret", "channels", "tls", "ca_file",
-	"server_name", "events_channel", "metadata",
+	"server_name", "events_channel", "metadata", "timeout",
 };
 #define FEED_REQUIRED	((1u << FK_BROKER) | (1u << FK_PORT) | \
 			 (1u << FK_IDENTITY) | (1u << FK_SECRET) | \
@@ -593,6 +594,8 @@ feed_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 		    sizeof(f->events_channel), true);
 	case FK_METADATA:
 		return get_bool(x, v, path, &f->metadata);
+	case FK_TIMEOUT:
+		return get_int(x, v, path, 1, HPF_TIMEOUT_MAX, &f->timeout);
 	case FK_COUNT:
 		break;
 	}
@@ -607,6 +610,7 @@ feed_parse(struct cctx *x, yaml_node_t *n, const char *prefix,
 	uint32_t seen;
 
 	memset(f, 0, sizeof(*f));
+	f->timeout = HPF_TIMEOUT_DEFAULT;
 	if (map_walk(x, n, prefix, feed_keys, FK_COUNT, feed_key_cb, f,
 	    &seen) == -1)
 		return -1;

@@ -43,6 +43,7 @@ struct cfg_feed {
 	char		 ca_file[PATH_MAX];
 	char		 server_name[CFG_NAME_MAX];	/* "" = broker */
 	bool		 metadata;	/* add envelope/peer/... keys to each payload */
+	int		 timeout;	/* s: deadline of each connection state */
 };
 
 #define CFG_LOCAL_DOMAINS_MAX	16

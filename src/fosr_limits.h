@@ -33,6 +33,10 @@
 
 #define SPOOL_MIN_FREE_DEFAULT	(64ull * 1024 * 1024)	/* refuse mail below this free space */
 
+/* hpfeeds: deadline of each connection state (connect, TLS, INFO, a stalled write). */
+#define HPF_TIMEOUT_DEFAULT	30		/* s */
+#define HPF_TIMEOUT_MAX		3600
+
 #define CFG_LISTENERS_MAX	16
 #define CFG_CHANNELS_MAX	16
 #define CFG_NAME_MAX		256		/* hostnames, identities, channels (hpfeeds str8) */

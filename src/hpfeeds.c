@@ -142,6 +142,11 @@ struct hpf {
 	SSL_CTX		*ssl_ctx;
 	struct evdns_base *dns;
 	uint64_t	 gen;		/* connection generation */
+	uint64_t	 state_ms;	/* when the current state began */
+	uint64_t	 wr_ms;		/* READY: last time the broker took bytes */
+	uint64_t	 wr_drained;	/* bytes the output buffer handed to the socket */
+	uint64_t	 wr_seen;	/* wr_drained at wr_ms */
+	int		 wr_outq;	/* SIOCOUTQ at the last tick */
 	uint64_t	 ready_ms;
 	uint64_t	 rx_ms;		/* last time bytes came from the broker */
 	bool		 stable;
@@ -190,6 +195,9 @@ static void	 on_publish(struct hpf *, const struct hpf_frame *);
 static void	 sub_print(struct hpf *, const struct hpf_frame *);
 static void	 sock_tune(int fd);
 static void	 tick_cb(evutil_socket_t, short, void *);
+static int	 deadline_check(struct hpf *, uint64_t now);
+static void	 out_drained_cb(struct evbuffer *, const struct evbuffer_cb_info *,
+		    void *);
 static void	 pump_schedule(struct hpf *);
 static void	 pump_cb(evutil_socket_t, short, void *);
 static void	 retry_cb(evutil_socket_t, short, void *);
@@ -1302,9 +1310,12 @@ conn_start(struct hpf *h)
 	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS)) == NULL)
 		goto fail;
 	bufferevent_setcb(h->bev, read_cb, write_cb, event_cb, h);
+	if (evbuffer_add_cb(bufferevent_get_output(h->bev), out_drained_cb, h) == NULL)
+		goto fail;
 	bufferevent_setwatermark(h->bev, EV_READ, 0, HPF_READ_HIGH);
 	bufferevent_setwatermark(h->bev, EV_WRITE, HPF_OUT_LOW, 0);
 	h->state = HPF_ST_CONNECTING;
+	h->state_ms = now_ms();
 	gen = ++h->gen;
 	if (bufferevent_enable(h->bev, EV_READ | EV_WRITE) == -1)
 		goto fail;
@@ -1401,6 +1412,7 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		sock_tune((int)bufferevent_getfd(bev));
 		h->state = HPF_ST_INFO;
+		h->state_ms = now_ms();
 		log_debug("hpfeeds: broker=%s:%d connected, waiting for INFO",
 		    h->feed.broker, h->feed.port);
 		return;
@@ -1442,6 +1454,15 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 	while (ERR_get_error() != 0)
 		;
 	conn_drop(h, true);
+}
+
+/* Bytes left our output buffer for the socket (the write deadline's progress). */
+static void
+out_drained_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct hpf *h = arg;
+
+	h->wr_drained += info->n_deleted;
 }
 
 /* Output drained below the low watermark: keep pumping. */
@@ -1547,7 +1568,9 @@ on_info(struct hpf *h, const struct hpf_frame *f)
 		c->subscribed = true;
 	}
 	h->state = HPF_ST_READY;
-	h->ready_ms = h->rx_ms = now_ms();
+	h->ready_ms = h->rx_ms = h->state_ms = h->wr_ms = now_ms();
+	h->wr_seen = h->wr_drained;
+	h->wr_outq = 0;
 	log_debug("hpfeeds: broker=%s:%d ident=%s authenticating", h->feed.broker,
 	    h->feed.port, h->feed.identity);
 	if (h->sub_mode)
@@ -1655,6 +1678,66 @@ on_publish(struct hpf *h, const struct hpf_frame *f)
 	}
 }
 
+/*
+ * Every connection state has a deadline (feed.timeout): the TCP connect and
+ * TLS handshake, the broker's INFO, and in READY a write the broker stops
+ * taking (our output buffer plus the socket's unacknowledged bytes neither
+ * empty nor shrinking).  A missed one drops the connection and reconnects
+ * with the backoff; the warning's text is the same for every attempt, so
+ * series_warn logs it once per series.  -1 when the connection was dropped.
+ */
+static int
+deadline_check(struct hpf *h, uint64_t now)
+{
+	uint64_t limit = (uint64_t)(h->feed.timeout > 0 ? h->feed.timeout :
+	    HPF_TIMEOUT_DEFAULT) * 1000;
+	int sfd, outq = 0;
+	size_t buffered;
+
+	switch (h->state) {
+	case HPF_ST_IDLE:
+		return 0;
+	case HPF_ST_CONNECTING:
+		if (now - h->state_ms < limit)
+			return 0;
+		series_warn(h, "hpfeeds: broker=%s:%d connect%s not complete within %d s; "
+		    "reconnecting", h->feed.broker, h->feed.port,
+		    h->feed.tls ? " and TLS handshake" : "", (int)(limit / 1000));
+		break;
+	case HPF_ST_INFO:
+		if (now - h->state_ms < limit)
+			return 0;
+		series_warn(h, "hpfeeds: broker=%s:%d connected but sent no INFO within "
+		    "%d s; reconnecting", h->feed.broker, h->feed.port, (int)(limit / 1000));
+		break;
+	case HPF_ST_READY:
+		/*
+		 * Progress: nothing waiting, the socket took more from our
+		 * buffer, or the peer acknowledged some of the socket's queue.
+		 */
+		buffered = evbuffer_get_length(bufferevent_get_output(h->bev));
+		sfd = (int)bufferevent_getfd(h->bev);
+		if (sfd == -1 || ioctl(sfd, SIOCOUTQ, &outq) == -1)
+			outq = 0;
+		if ((buffered == 0 && outq == 0) || h->wr_drained != h->wr_seen ||
+		    outq < h->wr_outq) {
+			h->wr_ms = now;
+			h->wr_seen = h->wr_drained;
+			h->wr_outq = outq;
+			return 0;
+		}
+		h->wr_outq = outq;
+		if (now - h->wr_ms < limit)
+			return 0;
+		series_warn(h, "hpfeeds: broker=%s:%d stopped reading (nothing taken "
+		    "for %d s); reconnecting", h->feed.broker, h->feed.port,
+		    (int)(limit / 1000));
+		break;
+	}
+	conn_drop(h, true);
+	return -1;
+}
+
 /* Once a second: save cursors, notice stable connections, stalls, new lines. */
 static void
 tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -1668,6 +1751,8 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 		src_check(h, HPF_SRC_JOURNAL);
 		src_check(h, HPF_SRC_EVENTS);
 	}
+	if (deadline_check(h, now) == -1)
+		return;
 	if (h->state != HPF_ST_READY)
 		return;
 	if (!h->stable && now - h->ready_ms >= HPF_STABLE_MS) {

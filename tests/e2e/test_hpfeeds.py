@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -436,6 +437,86 @@ class Descriptors(HpfeedsCase):
         self.assertEqual(err.count("Is a directory; retrying"), 1, "logged once per series")
         ev = [e for e in self.c.events() if e.get("eventid") == "fosr.output.skipped"]
         self.assertEqual([(e["sha256"], e["output"]) for e in ev], [(shas[1], "hpfeeds")])
+
+
+class BadBroker:
+    """A listener on 127.0.0.1:port that misbehaves: "silent" accepts and never
+    sends a byte (a hung broker, a proxy with a dead backend, a TLS endpoint
+    that never answers the ClientHello); "stop-reading" sends INFO and then
+    never reads (a tiny receive buffer, so the publisher's writes stall)."""
+
+    def __init__(self, port, mode):
+        self.mode = mode
+        self.accepted = 0
+        self.conns = []
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if mode == "stop-reading":
+            self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.ls.bind((HOST, port))
+        self.ls.listen(16)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopping:
+            r, _, _ = select.select([self.ls], [], [], 0.1)
+            if not r:
+                continue
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            self.conns.append(c)
+            if self.mode == "stop-reading":
+                # INFO name=hpfeeds nonce=deadbeef, then silence on our side
+                c.sendall(bytes.fromhex("00000011010768706665656473deadbeef"))
+
+    def close(self):
+        self.stopping = True
+        self.thread.join()
+        for c in self.conns:
+            c.close()
+        self.ls.close()
+
+
+class Deadlines(HpfeedsCase):
+    """Every connection state has a deadline (feed.timeout); a missed one drops the
+    connection and reconnects with backoff, logged once per series."""
+
+    def run_bad(self, mode, text, feed=None, bodies=None):
+        self.broker.port = free_port()
+        bad = BadBroker(self.broker.port, mode)
+        try:
+            f = {"timeout": 1}
+            f.update(feed or {})
+            self.start(broker=False, feed=f)
+            shas = set(self.send_many(bodies or [mail(i) for i in range(5)]))
+            self.wait_for(lambda: bad.accepted >= 3, 30,
+                          "three connections to the %s broker (deadline missed, reconnect)" % mode)
+        finally:
+            bad.close()
+        err = self.c.stderr_text()
+        self.assertEqual(err.count(text), 1, "not logged once per series:\n" + err[-3000:])
+        self.broker.start()
+        self.wait_for(lambda: shas <= self.broker.shas(), 60,
+                      "every mail published once a good broker is back")
+
+    def test_silent_broker(self):
+        self.run_bad("silent", "sent no INFO within 1 s; reconnecting")
+
+    def test_tls_broker_never_answers_client_hello(self):
+        ca, crt, key = make_ca(self.tmpdir)
+        self.broker.tls = (crt, key)
+        self.run_bad("silent", "connect and TLS handshake not complete within 1 s",
+                     feed={"tls": True, "ca_file": ca, "server_name": "broker.test"})
+
+    def test_broker_stops_reading_mid_stream(self):
+        # 12 mails of ~600 KB: more than the socket buffers hold, less than the window
+        big = [mail(i, (b"%06d" % i) * 100000 + b"\r\n") for i in range(12)]
+        self.run_bad("stop-reading", "stopped reading (nothing taken for 1 s)", bodies=big)
 
 
 class Failures(HpfeedsCase):
