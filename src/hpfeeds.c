@@ -19,6 +19,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -65,6 +66,7 @@
 #define HPF_POLL_MS		20		/* SIOCOUTQ poll interval */
 #define HPF_GRACE_MS		500		/* connection must outlive the ack by this */
 #define HPF_JSON_DEPTH		32
+#define HPF_HEAD_LEN		256		/* bytes of a source file's start that identify it */
 #define HPF_RETRY_MIN_MS	100		/* a transient read error: retry after */
 #define HPF_RETRY_MAX_MS	5000
 
@@ -87,6 +89,8 @@ struct hpf_entry {
 	bool		 outstanding;	/* counts against the window */
 	bool		 confirmed;
 	uint64_t	 end_off;	/* journal offset after this line */
+	uint64_t	 lkey;		/* FNV-1a of the line (without '\n') */
+	uint32_t	 llen;		/* its length; 0 = not known */
 	size_t		 bytes;		/* frame bytes */
 	uint64_t	 sent_ms;
 	uint64_t	 acked_ms;	/* SIOCOUTQ seen 0 after it was written; 0 = not yet */
@@ -94,11 +98,20 @@ struct hpf_entry {
 
 enum hpf_src_id { HPF_SRC_JOURNAL, HPF_SRC_EVENTS, HPF_NSRC };
 
-/* A file read from a cursor: the spool's journal or the JSON event log. */
+/*
+ * A file read from a cursor: the spool's journal or the JSON event log.  fd
+ * is normally path; after a rotation it is the old file (draining) until
+ * every channel of the source has published and confirmed it to its end.
+ */
 struct hpf_src {
 	char		 path[PATH_MAX];	/* "" = none */
 	int		 fd;
-	ino_t		 ino;
+	ino_t		 ino;		/* of the file fd reads */
+	dev_t		 dev;
+	bool		 started;	/* the cursors' files were reconciled */
+	bool		 draining;	/* fd is a rotated-away file */
+	uint64_t	 dsize;		/* its size when last looked at */
+	uint64_t	 dsize_ms;	/* when it got that size */
 };
 
 struct hpf_chan {
@@ -106,6 +119,11 @@ struct hpf_chan {
 	enum hpf_src_id	 src;
 	char		 cursor_path[PATH_MAX];
 	uint64_t	 cursor;	/* everything before is confirmed */
+	uint64_t	 cino, cdev;	/* the file the cursor points into (0 = not known) */
+	uint64_t	 lkey;		/* the confirmed line ending at cursor: FNV-1a, */
+	uint32_t	 llen;		/* length (0 = not known): finds a copy of the file */
+	uint64_t	 hkey;		/* FNV-1a of the file's first hlen bytes: tells */
+	uint32_t	 hlen;		/* a truncated file, finds its copy */
 	bool		 dirty;		/* cursor changed since saved */
 	bool		 nosub;		/* may not subscribe: confirm by SIOCOUTQ */
 	bool		 denied;	/* broker refused our publishes: stop */
@@ -219,6 +237,8 @@ static struct hpf_chan *chan_find(struct hpf *, const uint8_t *name, size_t len)
 static int	 reader_next(struct hpf *, struct hpf_chan *, const char **line,
 		    size_t *len, uint64_t *end_off);
 static int	 src_open(struct hpf *, enum hpf_src_id);
+static void	 src_restart(struct hpf *, enum hpf_src_id);
+static void	 src_cut_follow(struct hpf *, enum hpf_src_id, struct hpf_chan *);
 static void	 src_check(struct hpf *, enum hpf_src_id);
 static uint64_t	 fnv64(const void *, size_t);
 static int	 chan_setup(struct hpf *, const char *name, enum hpf_src_id,
@@ -261,17 +281,23 @@ series_warn(struct hpf *h, const char *fmt, ...)
 
 /* ------------------------------------------------------------- cursors */
 
-/* Read a channel's cursor file (missing = 0). */
+/*
+ * Read a channel's cursor file (missing = 0): "<offset>", then (optional,
+ * older cursors lack them) " ino=<n> dev=<n> line=<fnv64 hex>:<length>": the
+ * file the offset points into and the line that ends there.
+ */
 static int
 cursor_load(struct hpf_chan *c, char *err, size_t errlen)
 {
-	char buf[64];
+	char buf[200], *sp, *tok, *save = NULL;
 	ssize_t n;
 	size_t len;
 	uint64_t v;
 	int fd;
 
 	c->cursor = 0;
+	c->cino = c->cdev = c->lkey = c->hkey = 0;
+	c->llen = c->hlen = 0;
 	if ((fd = open(c->cursor_path, O_RDONLY | O_CLOEXEC)) == -1) {
 		if (errno == ENOENT)
 			return 0;
@@ -287,6 +313,27 @@ cursor_load(struct hpf_chan *c, char *err, size_t errlen)
 	len = (size_t)n;
 	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
 		len--;
+	buf[len] = '\0';
+	if ((sp = memchr(buf, ' ', len)) != NULL) {
+		len = (size_t)(sp - buf);
+		for (tok = strtok_r(sp + 1, " ", &save); tok != NULL;
+		    tok = strtok_r(NULL, " ", &save)) {
+			unsigned long long a, b;
+
+			if (sscanf(tok, "ino=%llu", &a) == 1)
+				c->cino = a;
+			else if (sscanf(tok, "dev=%llu", &a) == 1)
+				c->cdev = a;
+			else if (sscanf(tok, "line=%llx:%llu", &a, &b) == 2 && b < UINT32_MAX) {
+				c->lkey = a;
+				c->llen = (uint32_t)b;
+			} else if (sscanf(tok, "head=%llx:%llu", &a, &b) == 2 &&
+			    b <= HPF_HEAD_LEN) {
+				c->hkey = a;
+				c->hlen = (uint32_t)b;
+			}
+		}
+	}
 	if (util_parse_u64(buf, len, 0, (uint64_t)INT64_MAX, false, &v) == -1) {
 		/* A bad cursor means duplicates from the start, never a loss. */
 		log_warn("hpfeeds: cursor=%s unreadable, publishing channel %s from "
@@ -301,13 +348,16 @@ cursor_load(struct hpf_chan *c, char *err, size_t errlen)
 static void
 cursor_save(struct hpf_chan *c)
 {
-	char tmp[PATH_MAX + 8], buf[32], dir[PATH_MAX], *slash;
+	char tmp[PATH_MAX + 8], buf[200], dir[PATH_MAX], *slash;
 	int fd, len;
 
 	if (!c->dirty)
 		return;
 	snprintf(tmp, sizeof(tmp), "%s.tmp", c->cursor_path);
-	len = snprintf(buf, sizeof(buf), "%llu\n", (unsigned long long)c->cursor);
+	len = snprintf(buf, sizeof(buf), "%llu ino=%llu dev=%llu line=%016llx:%u "
+	    "head=%016llx:%u\n", (unsigned long long)c->cursor,
+	    (unsigned long long)c->cino, (unsigned long long)c->cdev,
+	    (unsigned long long)c->lkey, c->llen, (unsigned long long)c->hkey, c->hlen);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	if (fd == -1 || write(fd, buf, (size_t)len) != len || fsync(fd) == -1) {
 		log_warn("hpfeeds: cursor=%s write failed: %s", tmp, strerror(errno));
@@ -344,69 +394,398 @@ cursors_save(struct hpf *h)
 
 /* ------------------------------------------------------------- journal */
 
-/* Open source k if it exists now; 0 when open, -1 (errno set) when not (yet). */
+/* Point every channel of source k at the start of the file fd reads now. */
+static void
+src_restart(struct hpf *h, enum hpf_src_id k)
+{
+	struct hpf_src *sr = &h->srcs[k];
+	bool inflight = false;
+	int i;
+
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (c->src != k)
+			continue;
+		c->cursor = 0;
+		c->cino = (uint64_t)sr->ino;
+		c->cdev = (uint64_t)sr->dev;
+		c->lkey = c->hkey = 0;
+		c->llen = c->hlen = 0;
+		c->dirty = true;
+		if (c->qlen > 0)
+			inflight = true;
+	}
+	h->pl_off = UINT64_MAX;
+	if (inflight && h->state != HPF_ST_IDLE) {
+		/* Entries in flight refer to the other file: start over. */
+		conn_drop(h, true);
+		return;
+	}
+	for (i = 0; i < h->nchans; i++)
+		if (h->chans[i].src == k)
+			chan_reset(&h->chans[i]);
+}
+
+/*
+ * Whether fd holds, at off, the line c's cursor ends with (llen bytes then
+ * '\n'); true when that line is not known.
+ */
+static bool
+src_line_matches(int fd, const struct hpf_chan *c, uint64_t off)
+{
+	char *b;
+	bool ok;
+
+	if (c->llen == 0 || c->llen > HPF_CHUNK)
+		return true;	/* not known, or too long to read each tick */
+	if (off < (uint64_t)c->llen + 1 || (b = malloc((size_t)c->llen + 1)) == NULL)
+		return false;
+	ok = pread(fd, b, (size_t)c->llen + 1, (off_t)(off - c->llen - 1)) ==
+	    (ssize_t)c->llen + 1 && b[c->llen] == '\n' && fnv64(b, c->llen) == c->lkey;
+	free(b);
+	return ok;
+}
+
+/* Whether fd starts with the head c recorded (true when none is). */
+static bool
+src_head_matches(int fd, const struct hpf_chan *c)
+{
+	char b[HPF_HEAD_LEN];
+
+	if (c->hlen == 0)
+		return true;
+	return pread(fd, b, c->hlen, 0) == (ssize_t)c->hlen && fnv64(b, c->hlen) == c->hkey;
+}
+
+/*
+ * Whether the file fd reads (size bytes) is still the one c's cursor was
+ * made in, or was cut (copytruncate) or rewritten in place.
+ */
+static bool
+src_cut(int fd, uint64_t size, const struct hpf_chan *c)
+{
+	return size < c->cursor || size < c->hlen || !src_head_matches(fd, c) ||
+	    (c->cursor > 0 && !src_line_matches(fd, c, c->cursor));
+}
+
+/* Record the first bytes of the file fd reads (size bytes) in c. */
+static void
+src_head_update(int fd, uint64_t size, struct hpf_chan *c)
+{
+	char b[HPF_HEAD_LEN];
+	size_t n = size < HPF_HEAD_LEN ? (size_t)size : HPF_HEAD_LEN;
+
+	if (n <= c->hlen || pread(fd, b, n, 0) != (ssize_t)n)
+		return;
+	c->hkey = fnv64(b, n);
+	c->hlen = (uint32_t)n;
+	c->dirty = true;
+}
+
+/*
+ * Find, beside source k's file, the file channel c's cursor points into: by
+ * inode (a rotation: mv and a new file), or, with by_copy, another file at
+ * least as long as the cursor holding the cursor's last line at the cursor
+ * (copytruncate's copy).  Rotated names start with the file's name
+ * (name.1, name-20260101).  Returns an open descriptor, or -1.
+ */
+static int
+src_find(struct hpf *h, enum hpf_src_id k, const struct hpf_chan *c, bool by_copy,
+    char *found, size_t foundlen)
+{
+	struct hpf_src *sr = &h->srcs[k];
+	char dir[PATH_MAX], path[PATH_MAX];
+	const char *base, *slash;
+	struct dirent *de;
+	struct stat st;
+	size_t bl;
+	DIR *d;
+	int fd = -1;
+
+	if ((slash = strrchr(sr->path, '/')) != NULL) {
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - sr->path), sr->path);
+		if (dir[0] == '\0')
+			snprintf(dir, sizeof(dir), "/");
+		base = slash + 1;
+	} else {
+		snprintf(dir, sizeof(dir), ".");
+		base = sr->path;
+	}
+	bl = strlen(base);
+	if ((d = opendir(dir)) == NULL)
+		return -1;
+	while (fd == -1 && (de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, base, bl) != 0 || de->d_name[bl] == '\0')
+			continue;
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >=
+		    sizeof(path) || stat(path, &st) == -1 || !S_ISREG(st.st_mode))
+			continue;
+		if (by_copy ? ((uint64_t)st.st_size < c->cursor ||
+		    (uint64_t)st.st_size < c->hlen || (c->llen == 0 && c->hlen == 0) ||
+		    (st.st_ino == sr->ino && st.st_dev == sr->dev)) :
+		    ((uint64_t)st.st_ino != c->cino || (uint64_t)st.st_dev != c->cdev))
+			continue;
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+			continue;
+		if (!src_line_matches(fd, c, c->cursor) || !src_head_matches(fd, c)) {
+			close(fd);
+			fd = -1;
+			continue;
+		}
+		snprintf(found, foundlen, "%s", path);
+	}
+	closedir(d);
+	return fd;
+}
+
+/* Read source k's rotated-away file (fd2, found at name) before its file. */
+static void
+src_drain_from(struct hpf *h, enum hpf_src_id k, int fd2, const char *name)
+{
+	struct hpf_src *sr = &h->srcs[k];
+	struct stat st;
+	int i;
+
+	if (sr->fd != -1)
+		close(sr->fd);
+	sr->fd = fd2;
+	if (fstat(fd2, &st) == 0) {
+		sr->ino = st.st_ino;
+		sr->dev = st.st_dev;
+		sr->dsize = (uint64_t)st.st_size;
+	}
+	sr->draining = true;
+	sr->dsize_ms = now_ms();
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (c->src != k)
+			continue;
+		c->cino = (uint64_t)sr->ino;
+		c->cdev = (uint64_t)sr->dev;
+		c->dirty = true;
+	}
+	log_info("hpfeeds: file=%s was rotated: publishing the rest of %s first", sr->path,
+	    name);
+	h->pl_off = UINT64_MAX;
+}
+
+/*
+ * Open source k if it exists now; 0 when open, -1 (errno set) when not (yet).
+ * The first time, reconcile the channels' cursors with the file: a cursor
+ * that points into another file (the log was rotated while the daemon was
+ * stopped) drains that file first when it is found beside it, and says what
+ * was lost when it is not.
+ */
 static int
 src_open(struct hpf *h, enum hpf_src_id k)
 {
 	struct hpf_src *sr = &h->srcs[k];
+	struct hpf_chan *rc = NULL;
+	char found[PATH_MAX];
 	struct stat st;
+	bool current = false;
+	int i, fd2;
 
 	if (sr->fd != -1)
 		return 0;
-	if (sr->path[0] == '\0')
+	if (sr->path[0] == '\0') {
+		errno = ENOENT;
 		return -1;
+	}
 	if ((sr->fd = open(sr->path, O_RDONLY | O_CLOEXEC)) == -1)
 		return -1;
-	if (fstat(sr->fd, &st) == 0)
-		sr->ino = st.st_ino;
+	if (fstat(sr->fd, &st) == -1) {
+		close(sr->fd);
+		sr->fd = -1;
+		return -1;
+	}
+	sr->ino = st.st_ino;
+	sr->dev = st.st_dev;
+	sr->draining = false;
+	if (sr->started)
+		return 0;
+	sr->started = true;
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (c->src != k)
+			continue;
+		if (c->cino == (uint64_t)sr->ino && c->cdev == (uint64_t)sr->dev)
+			current = true;
+		else if (c->cino != 0 && rc == NULL)
+			rc = c;
+	}
+	/* A channel already on this file: the others finished the old one. */
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (c->src != k)
+			continue;
+		if (c->cino == 0 || (current && (c->cino != (uint64_t)sr->ino ||
+		    c->cdev != (uint64_t)sr->dev))) {
+			if (c->cino != 0)
+				c->cursor = 0;
+			c->cino = (uint64_t)sr->ino;
+			c->cdev = (uint64_t)sr->dev;
+			c->dirty = true;	/* record which file */
+			chan_reset(c);
+		}
+	}
+	if (rc != NULL && !current) {
+		if ((fd2 = src_find(h, k, rc, false, found, sizeof(found))) != -1) {
+			src_drain_from(h, k, fd2, found);
+			return 0;
+		}
+		log_warn("hpfeeds: file=%s: the file channel %s's cursor points into "
+		    "(inode %llu, offset %llu) is gone: what it held after that offset is "
+		    "lost; publishing %s from the start", sr->path, rc->name,
+		    (unsigned long long)rc->cino, (unsigned long long)rc->cursor, sr->path);
+		src_restart(h, k);
+		return 0;
+	}
+	/* The same file: was it cut (copytruncate) while we were stopped? */
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (c->src == k && src_cut(sr->fd, (uint64_t)st.st_size, c)) {
+			src_cut_follow(h, k, c);
+			return 0;
+		}
+	}
 	return 0;
 }
 
 /*
- * Notice a source file that was replaced (event log rotation) or cut below a
- * cursor (an operator's doing): its channels start over from the start of
- * the file rather than lose entries.
+ * Source k's file was cut below channel c's cursor or rewritten
+ * (copytruncate): publish the rest from its copy when one is found beside
+ * it, else say what is lost; then the file from its start.
+ */
+static void
+src_cut_follow(struct hpf *h, enum hpf_src_id k, struct hpf_chan *c)
+{
+	struct hpf_src *sr = &h->srcs[k];
+	char found[PATH_MAX];
+	int i, fd2;
+
+	if ((fd2 = src_find(h, k, c, true, found, sizeof(found))) == -1) {
+		log_warn("hpfeeds: file=%s was cut or rewritten below the cursor of "
+		    "channel %s and no copy of it was found: what it held after offset "
+		    "%llu is lost; publishing it from the start", sr->path, c->name,
+		    (unsigned long long)c->cursor);
+		src_restart(h, k);
+		return;
+	}
+	log_warn("hpfeeds: file=%s was cut (copytruncate): channel %s publishes the "
+	    "rest from its copy %s first", sr->path, c->name, found);
+	src_drain_from(h, k, fd2, found);
+	for (i = 0; i < h->nchans; i++)
+		if (h->chans[i].src == k && h->chans[i].qlen > 0 && h->state != HPF_ST_IDLE) {
+			/* Entries in flight were read from the cut file: again. */
+			conn_drop(h, true);
+			return;
+		}
+	for (i = 0; i < h->nchans; i++)
+		if (h->chans[i].src == k)
+			chan_reset(&h->chans[i]);
+}
+
+/*
+ * Whether source k's rotated-away file is done: its size unchanged for a
+ * second (a writer may append until it reopens) and every channel's cursor
+ * at its end with nothing in flight.  A torn last line (no '\n') left at
+ * the end of a file nobody writes any more is reported and given up.
+ */
+static bool
+src_drained(struct hpf *h, enum hpf_src_id k, const struct stat *st)
+{
+	struct hpf_src *sr = &h->srcs[k];
+	uint64_t size = (uint64_t)st->st_size;
+	int i;
+
+	if (size != sr->dsize) {
+		sr->dsize = size;
+		sr->dsize_ms = now_ms();
+		return false;
+	}
+	if (now_ms() - sr->dsize_ms < 1000)
+		return false;
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (c->src != k || (c->qlen == 0 && c->cursor >= size))
+			continue;
+		if (c->qlen > 0 || c->rbase + c->rstart != c->cursor ||
+		    c->rbase + c->rlen != size || c->rskip)
+			return false;	/* not all read, or not all confirmed */
+	}
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (c->src == k && c->cursor < size)
+			log_warn("hpfeeds: file=%s: the rotated file ends with a partial "
+			    "line of %llu bytes: not published (channel %s)", sr->path,
+			    (unsigned long long)(size - c->cursor), c->name);
+	}
+	return true;
+}
+
+/*
+ * Once a tick: notice a rotation of source k.  Rotated by a rename and a new
+ * file (logrotate's create): keep reading the old file to its end, publish
+ * and confirm it, then follow the new one.  Cut below a cursor
+ * (copytruncate): publish the rest from the copy when it is found (the lines
+ * written between the copy and the cut are lost, logrotate's own limit), and
+ * say so loudly when it is not; then the file from its start.
  */
 static void
 src_check(struct hpf *h, enum hpf_src_id k)
 {
 	struct hpf_src *sr = &h->srcs[k];
 	struct stat st, pst;
-	bool replaced = false;
 	int i;
 
-	if (sr->fd == -1 || fstat(sr->fd, &st) == -1)
+	/* Open (and reconcile) now, not when the broker is back: a rotation
+	 * while it is away must be noticed. */
+	if (sr->fd == -1 && src_open(h, k) == -1)
 		return;
-	if (stat(sr->path, &pst) == 0 && pst.st_ino != sr->ino) {
-		if (k == HPF_SRC_JOURNAL)
-			log_warn("hpfeeds: file=%s was replaced; publishing it from the start",
-			    sr->path);
+	if (fstat(sr->fd, &st) == -1)
+		return;
+	if (sr->draining) {
+		if (!src_drained(h, k, &st))
+			return;
+		log_info("hpfeeds: file=%s: the rotated file is published; following "
+		    "the new one", sr->path);
 		close(sr->fd);
 		sr->fd = -1;
-		if (src_open(h, k) == -1)
-			return;
-		replaced = true;
-		if (fstat(sr->fd, &st) == -1)
-			return;
+		if (src_open(h, k) == -1) {
+			/* Not there (yet): read from its start once it is. */
+			sr->ino = 0;
+			sr->dev = 0;
+		}
+		src_restart(h, k);
+		return;
+	}
+	if (stat(sr->path, &pst) == 0 && (pst.st_ino != sr->ino || pst.st_dev != sr->dev)) {
+		sr->draining = true;
+		sr->dsize = (uint64_t)st.st_size;
+		sr->dsize_ms = now_ms();
+		log_info("hpfeeds: file=%s was rotated: publishing the rest of the old file "
+		    "(inode %llu) first", sr->path, (unsigned long long)sr->ino);
+		return;
 	}
 	for (i = 0; i < h->nchans; i++) {
 		struct hpf_chan *c = &h->chans[i];
 
-		if (c->src != k || (!replaced && (uint64_t)st.st_size >= c->cursor))
-			continue;
-		if (!replaced)
-			log_warn("hpfeeds: file=%s shorter than the cursor of channel %s; "
-			    "publishing it from the start", sr->path, c->name);
-		c->cursor = 0;
-		c->dirty = true;
-		h->pl_off = UINT64_MAX;
-		if (h->state != HPF_ST_IDLE && c->qlen > 0) {
-			/* Entries in flight refer to the old file: start over. */
-			conn_drop(h, true);
+		if (c->src == k && src_cut(sr->fd, (uint64_t)st.st_size, c)) {
+			src_cut_follow(h, k, c);
 			return;
 		}
-		chan_reset(c);
 	}
+	for (i = 0; i < h->nchans; i++)
+		if (h->chans[i].src == k)
+			src_head_update(sr->fd, (uint64_t)st.st_size, &h->chans[i]);
 }
 
 /*
@@ -554,6 +933,8 @@ chan_advance(struct hpf *h, struct hpf_chan *c)
 		if (!e->confirmed && !e->skip)
 			break;
 		c->cursor = e->end_off;
+		c->lkey = e->lkey;
+		c->llen = e->llen;
 		if (!e->skip)
 			h->stats.confirmed++;
 		c->qhead = (c->qhead + 1) % c->qcap;
@@ -667,6 +1048,12 @@ pump_cb(evutil_socket_t fd, short what, void *arg)
 	int i, r;
 
 	h->pump_pending = false;
+	/* A file cut or rotated since the last tick is noticed before it is read. */
+	for (i = 0; i < HPF_NSRC; i++) {
+		src_check(h, (enum hpf_src_id)i);
+		if (h->state != HPF_ST_READY)
+			return;
+	}
 	while (progress && msgs < HPF_BATCH_MSGS && bytes < HPF_BATCH_BYTES) {
 		progress = false;
 		for (i = 0; i < h->nchans; i++) {
@@ -726,6 +1113,10 @@ publish_next(struct hpf *h, struct hpf_chan *c, size_t *bytes)
 		return 0;
 	memset(&e, 0, sizeof(e));
 	e.end_off = end_off;
+	if (r == 1 && len < UINT32_MAX) {
+		e.lkey = fnv64(line, len);
+		e.llen = (uint32_t)len;
+	}
 	if (r == 1 && !(c->src != HPF_SRC_EVENTS && hpf_record_private(line, len)) &&
 	    (b = build_payload(h, c, line, len, end_off, &e)) == HPF_RETRY) {
 		/* Read this line again after the backoff; the cursor stays. */
@@ -1089,6 +1480,8 @@ hpf_create(struct event_base *base, const struct cfg_feed *feed,
 		goto fail;
 	if (feed->tls && tls_ctx_setup(h, err, errlen) == -1)
 		goto fail;
+	if (!sub_mode)
+		(void)src_open(h, HPF_SRC_JOURNAL);	/* see hpf_set_event_log */
 	h->ev_reconnect = evtimer_new(base, reconnect_cb, h);
 	h->ev_pump = evtimer_new(base, pump_cb, h);
 	h->ev_poll = evtimer_new(base, poll_cb, h);
@@ -1184,7 +1577,11 @@ hpf_set_event_log(struct hpf *h, const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	snprintf(h->srcs[HPF_SRC_EVENTS].path, sizeof(h->srcs[0].path), "%s", path);
-	return chan_setup(h, h->feed.events_channel, HPF_SRC_EVENTS, err, errlen);
+	if (chan_setup(h, h->feed.events_channel, HPF_SRC_EVENTS, err, errlen) == -1)
+		return -1;
+	/* Now: which file the cursor points into, before anything rotates it. */
+	(void)src_open(h, HPF_SRC_EVENTS);
+	return 0;
 }
 
 /* Start the publisher (see hpfeeds.h). */

@@ -320,7 +320,7 @@ class Publish(HpfeedsCase):
         self.wait_for(lambda: shas <= self.broker.shas(), 15, "all 20 published")
         cursor = os.path.join(self.c.spool_dir, "feed", CHAN.encode().hex() + ".cursor")
         size = os.path.getsize(self.c.journal_path)
-        self.wait_for(lambda: os.path.exists(cursor) and int(open(cursor).read()) == size, 10,
+        self.wait_for(lambda: os.path.exists(cursor) and int(open(cursor).read().split()[0]) == size, 10,
                       "cursor at the end of the journal")
 
 
@@ -517,6 +517,88 @@ class Deadlines(HpfeedsCase):
         # 12 mails of ~600 KB: more than the socket buffers hold, less than the window
         big = [mail(i, (b"%06d" % i) * 100000 + b"\r\n") for i in range(12)]
         self.run_bad("stop-reading", "stopped reading (nothing taken for 1 s)", bodies=big)
+
+
+class EventLogRotation(HpfeedsCase):
+    """The event log's unpublished tail survives a rotation: the old file is
+    published to its end (confirmed) before the new one; the cursor records
+    which file (inode) it points into, so a rotation while stopped is handled."""
+
+    EV = "spam.events"
+
+    def setUp(self):
+        super().setUp()
+        self.broker.users = ["writer:secret:%s,%s:%s,%s" % (CHAN, self.EV, CHAN, self.EV)]
+
+    def lines(self, path):
+        with open(path, "rb") as f:
+            return [l for l in f.read().split(b"\n") if l]
+
+    def published_events(self):
+        return {p for _, _, p in self.broker.published(self.EV)}
+
+    def rotate_with_broker_down(self, rotate, restart=False):
+        self.broker.port = free_port()
+        self.start(broker=False, feed={"events_channel": self.EV})
+        self.send_many([mail(i) for i in range(5)])
+        log = self.c.event_log
+        self.wait_for(lambda: len([l for l in self.lines(log) if b"fosr.mail.received" in l]) == 5,
+                      10, "5 mails in the event log")
+        if rotate == self.copytruncate:
+            # A cut file is told from a grown one by its first bytes, which the
+            # publisher records once a second (in the cursor): a copytruncate
+            # within the daemon's first second could not be told.
+            cursor = os.path.join(self.c.spool_dir, "feed", self.EV.encode().hex() + ".cursor")
+            self.wait_for(lambda: os.path.exists(cursor) and ":256\n" in open(cursor).read(),
+                          10, "the event log's head recorded")
+        if restart:
+            self.c.stop()
+        rotate(log)
+        if restart:
+            self.c.start()
+        else:
+            self.c.signal(signal.SIGHUP)
+        self.send_many([mail(i) for i in range(5, 7)])
+        old = set(self.lines(log + ".1"))
+        self.assertGreaterEqual(len(old), 10)
+        self.broker.start()
+        self.wait_for(lambda: old | set(self.lines(log)) <= self.published_events(), 30,
+                      "every event of the rotated file and of the new one published")
+        return old
+
+    @staticmethod
+    def mv(log):
+        os.rename(log, log + ".1")
+
+    @staticmethod
+    def copytruncate(log):
+        shutil.copyfile(log, log + ".1")
+        os.truncate(log, 0)
+
+    def test_create_rotation_broker_down(self):
+        self.rotate_with_broker_down(self.mv)
+
+    def test_copytruncate_rotation_broker_down(self):
+        self.rotate_with_broker_down(self.copytruncate)
+
+    def test_rotation_while_stopped(self):
+        self.rotate_with_broker_down(self.mv, restart=True)
+
+    def test_copytruncate_while_stopped(self):
+        self.rotate_with_broker_down(self.copytruncate, restart=True)
+
+    def test_rotated_file_gone_is_said_loudly(self):
+        self.broker.port = free_port()
+        self.start(broker=False, feed={"events_channel": self.EV})
+        self.send_many([mail(i) for i in range(2)])
+        self.c.stop()
+        os.unlink(self.c.event_log)
+        self.c.start()
+        self.send_many([mail(i) for i in range(2, 4)])
+        self.broker.start()
+        new = set(self.lines(self.c.event_log))
+        self.wait_for(lambda: new <= self.published_events(), 30, "the new file published")
+        self.assertIn("is gone", self.c.stderr_text())
 
 
 class Failures(HpfeedsCase):
