@@ -1,0 +1,84 @@
+"""The reception journal at scale: the -i console reads it from its end, its
+start time and memory bounded whatever the journal's size, newest first."""
+
+import os
+import resource
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Collector, is_sanitized, slow_factor, binary_default  # noqa: E402
+
+RECORDS = 3_000_000
+
+
+def record(i):
+    return ('{"time":"2026-01-01T00:00:00Z","sha256":"%064x","size":%d,"src_ip":"192.0.2.%d",'
+            '"mail_from":"s%d@example.org","rcpt_to":["r@example.net"]}\n'
+            % (i, 100 + i % 1000, i % 250, i)).encode()
+
+
+class ConsoleJournal(unittest.TestCase):
+
+    def setUp(self):
+        self.c = Collector()
+        os.makedirs(self.c.spool_dir, exist_ok=True)
+        self.journal = os.path.join(self.c.spool_dir, "receptions.jsonl")
+        with open(self.journal, "wb") as f:
+            block = []
+            for i in range(RECORDS):
+                block.append(record(i))
+                if len(block) == 100000:
+                    f.write(b"".join(block))
+                    block = []
+            f.write(b"".join(block))
+            f.write(b'{"time":"2026-01-01T00:00:01Z","sha256":"torn')   # a torn last line
+
+    def tearDown(self):
+        self.c.cleanup()
+
+    def test_console_reads_a_huge_journal_from_its_end(self):
+        binary = binary_default()
+        sanitized = is_sanitized(binary)
+
+        def limit():
+            # A console that loads everything must fail here, not take the machine.
+            if not sanitized:
+                resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        inp = os.path.join(self.c.tmpdir, "console.in")
+        with open(inp, "wb") as f:
+            f.write(b"list\nn\nquit\n")
+        outp = os.path.join(self.c.tmpdir, "console.out")
+        t0 = time.monotonic()
+        with open(inp, "rb") as fi, open(outp, "wb") as fo:
+            p = subprocess.Popen([binary, "-c", self.c.config_path, "-i"], stdin=fi, stdout=fo,
+                                 stderr=subprocess.STDOUT, preexec_fn=limit)
+            _, status, ru = os.wait4(p.pid, 0)      # this child's own peak RSS
+            p.returncode = os.waitstatus_to_exitcode(status)
+        elapsed = time.monotonic() - t0
+        peak_kb = ru.ru_maxrss
+        with open(outp, "rb") as f:
+            out = f.read()
+        err = out
+        text = out.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 0, err.decode(errors="replace")[-2000:])
+        size_mb = os.path.getsize(self.journal) >> 20
+        print("\n    journal %d records, %d MiB: console start+list %.2f s, peak RSS %d MiB"
+              % (RECORDS, size_mb, elapsed, peak_kb >> 10))
+        # newest first: the last complete record is row 1, the next page follows on
+        newest = "%064x" % (RECORDS - 1)
+        rows = [l for l in text.splitlines() if l.strip()[:1].isdigit()]
+        self.assertTrue(rows and rows[0].split()[0] == "1" and newest[:12] in rows[0], text[:3000])
+        self.assertIn(("%064x" % (RECORDS - 21))[:12], text)      # row 21, second page
+        self.assertIn("the newest 20000 records of the journal are loaded", text)
+        self.assertNotIn("torn", text)
+        bound = 15 * slow_factor(binary)
+        self.assertLess(elapsed, bound, "console start on a %d MiB journal" % size_mb)
+        if not sanitized:
+            self.assertLess(peak_kb, 150 * 1024, "console memory on a %d MiB journal" % size_mb)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
