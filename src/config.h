@@ -141,6 +141,8 @@ struct cfg {
 	char		 maildir[PATH_MAX];	/* "" = no Maildir copy */
 	uint64_t	 spool_min_free;	/* bytes free on the spool's filesystem */
 	uint64_t	 spool_max_bytes;	/* 0 = unlimited */
+	uint64_t	 journal_segment;	/* rotate the journal at this size; 0 = never */
+	int		 journal_keep;		/* rotated segments kept at least */
 
 	char		 event_log[PATH_MAX];	/* "" = none */
 

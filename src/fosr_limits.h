@@ -32,6 +32,9 @@
 #define SMTP_READ_HIGHWATER	(64 * 1024)
 
 #define SPOOL_MIN_FREE_DEFAULT	(64ull * 1024 * 1024)	/* refuse mail below this free space */
+#define SPOOL_JOURNAL_SEG_DEFAULT (256ull * 1024 * 1024)	/* journal segment size */
+#define SPOOL_JOURNAL_SEG_MIN	4096
+#define SPOOL_JOURNAL_KEEP_DEFAULT 8			/* segments kept once published */
 
 /* hpfeeds: deadline of each connection state (connect, TLS, INFO, a stalled write). */
 #define HPF_TIMEOUT_DEFAULT	30		/* s */

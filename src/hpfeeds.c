@@ -110,6 +110,8 @@ struct hpf_src {
 	dev_t		 dev;
 	bool		 started;	/* the cursors' files were reconciled */
 	bool		 draining;	/* fd is a rotated-away file */
+	bool		 settled;	/* nobody writes it any more (a newer file
+					   followed it, or found at start) */
 	uint64_t	 dsize;		/* its size when last looked at */
 	uint64_t	 dsize_ms;	/* when it got that size */
 };
@@ -539,6 +541,75 @@ src_find(struct hpf *h, enum hpf_src_id k, const struct hpf_chan *c, bool by_cop
 	return fd;
 }
 
+/* Whether a is later than b. */
+static bool
+ts_after(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec > b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
+}
+
+/*
+ * The rotated file that follows the one just drained (done: its stat):
+ * among the files beside source k's whose names start with its name (not
+ * the file itself, not compressed ones), the one last written soonest after
+ * done was.  Rotation by rename (name.1 .. name.N, or the spool's numbered
+ * journal segments) keeps each file's last write before the next one's.
+ * Returns an open descriptor (name in found), or -1: the file itself is next.
+ */
+static int
+src_next(struct hpf *h, enum hpf_src_id k, const struct stat *done, char *found,
+    size_t foundlen)
+{
+	static const char *const packed[] = { ".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z" };
+	struct hpf_src *sr = &h->srcs[k];
+	char dir[PATH_MAX], path[PATH_MAX], best[PATH_MAX] = "";
+	const char *base, *slash;
+	struct timespec bt = { 0, 0 };
+	struct dirent *de;
+	struct stat st;
+	size_t bl, nl, i;
+	DIR *d;
+	int fd;
+
+	if ((slash = strrchr(sr->path, '/')) != NULL) {
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - sr->path), sr->path);
+		if (dir[0] == '\0')
+			snprintf(dir, sizeof(dir), "/");
+		base = slash + 1;
+	} else {
+		snprintf(dir, sizeof(dir), ".");
+		base = sr->path;
+	}
+	bl = strlen(base);
+	if ((d = opendir(dir)) == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL) {
+		nl = strlen(de->d_name);
+		if (strncmp(de->d_name, base, bl) != 0 || nl == bl)
+			continue;
+		for (i = 0; i < sizeof(packed) / sizeof(packed[0]); i++)
+			if (nl >= strlen(packed[i]) &&
+			    strcmp(de->d_name + nl - strlen(packed[i]), packed[i]) == 0)
+				break;
+		if (i < sizeof(packed) / sizeof(packed[0]))
+			continue;
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >=
+		    sizeof(path) || stat(path, &st) == -1 || !S_ISREG(st.st_mode) ||
+		    (st.st_ino == done->st_ino && st.st_dev == done->st_dev) ||
+		    !ts_after(&st.st_mtim, &done->st_mtim))
+			continue;
+		if (best[0] == '\0' || ts_after(&bt, &st.st_mtim)) {
+			snprintf(best, sizeof(best), "%s", path);
+			bt = st.st_mtim;
+		}
+	}
+	closedir(d);
+	if (best[0] == '\0' || (fd = open(best, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	snprintf(found, foundlen, "%s", best);
+	return fd;
+}
+
 /* Read source k's rotated-away file (fd2, found at name) before its file. */
 static void
 src_drain_from(struct hpf *h, enum hpf_src_id k, int fd2, const char *name)
@@ -556,6 +627,7 @@ src_drain_from(struct hpf *h, enum hpf_src_id k, int fd2, const char *name)
 		sr->dsize = (uint64_t)st.st_size;
 	}
 	sr->draining = true;
+	sr->settled = true;
 	sr->dsize_ms = now_ms();
 	for (i = 0; i < h->nchans; i++) {
 		struct hpf_chan *c = &h->chans[i];
@@ -704,13 +776,15 @@ src_drained(struct hpf *h, enum hpf_src_id k, const struct stat *st)
 	uint64_t size = (uint64_t)st->st_size;
 	int i;
 
-	if (size != sr->dsize) {
-		sr->dsize = size;
-		sr->dsize_ms = now_ms();
-		return false;
+	if (!sr->settled) {
+		if (size != sr->dsize) {
+			sr->dsize = size;
+			sr->dsize_ms = now_ms();
+			return false;
+		}
+		if (now_ms() - sr->dsize_ms < 1000)
+			return false;
 	}
-	if (now_ms() - sr->dsize_ms < 1000)
-		return false;
 	for (i = 0; i < h->nchans; i++) {
 		struct hpf_chan *c = &h->chans[i];
 
@@ -744,7 +818,8 @@ src_check(struct hpf *h, enum hpf_src_id k)
 {
 	struct hpf_src *sr = &h->srcs[k];
 	struct stat st, pst;
-	int i;
+	char found[PATH_MAX];
+	int i, fd2;
 
 	/* Open (and reconcile) now, not when the broker is back: a rotation
 	 * while it is away must be noticed. */
@@ -755,6 +830,12 @@ src_check(struct hpf *h, enum hpf_src_id k)
 	if (sr->draining) {
 		if (!src_drained(h, k, &st))
 			return;
+		if ((fd2 = src_next(h, k, &st, found, sizeof(found))) != -1) {
+			/* Rotated more than once: the next one, from its start. */
+			src_drain_from(h, k, fd2, found);
+			src_restart(h, k);
+			return;
+		}
 		log_info("hpfeeds: file=%s: the rotated file is published; following "
 		    "the new one", sr->path);
 		close(sr->fd);
@@ -769,6 +850,7 @@ src_check(struct hpf *h, enum hpf_src_id k)
 	}
 	if (stat(sr->path, &pst) == 0 && (pst.st_ino != sr->ino || pst.st_dev != sr->dev)) {
 		sr->draining = true;
+		sr->settled = false;	/* a writer may append until it reopens */
 		sr->dsize = (uint64_t)st.st_size;
 		sr->dsize_ms = now_ms();
 		log_info("hpfeeds: file=%s was rotated: publishing the rest of the old file "
@@ -1480,8 +1562,15 @@ hpf_create(struct event_base *base, const struct cfg_feed *feed,
 		goto fail;
 	if (feed->tls && tls_ctx_setup(h, err, errlen) == -1)
 		goto fail;
-	if (!sub_mode)
-		(void)src_open(h, HPF_SRC_JOURNAL);	/* see hpf_set_event_log */
+	if (!sub_mode) {
+		/*
+		 * Record now which journal file each cursor points into: the
+		 * spool deletes a rotated segment only once no cursor file
+		 * points into it or an older one.
+		 */
+		(void)src_open(h, HPF_SRC_JOURNAL);
+		cursors_save(h);
+	}
 	h->ev_reconnect = evtimer_new(base, reconnect_cb, h);
 	h->ev_pump = evtimer_new(base, pump_cb, h);
 	h->ev_poll = evtimer_new(base, poll_cb, h);
@@ -1581,6 +1670,7 @@ hpf_set_event_log(struct hpf *h, const char *path, char *err, size_t errlen)
 		return -1;
 	/* Now: which file the cursor points into, before anything rotates it. */
 	(void)src_open(h, HPF_SRC_EVENTS);
+	cursors_save(h);
 	return 0;
 }
 

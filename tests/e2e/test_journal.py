@@ -10,6 +10,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Collector, is_sanitized, slow_factor, binary_default  # noqa: E402
+from test_hpfeeds import CHAN, HpfeedsCase, free_port, mail  # noqa: E402
 
 RECORDS = 3_000_000
 
@@ -78,6 +79,45 @@ class ConsoleJournal(unittest.TestCase):
         self.assertLess(elapsed, bound, "console start on a %d MiB journal" % size_mb)
         if not sanitized:
             self.assertLess(peak_kb, 150 * 1024, "console memory on a %d MiB journal" % size_mb)
+
+
+class JournalSegments(HpfeedsCase):
+    """The journal is rotated at a size into receptions.jsonl.<n>; every feed
+    cursor continues across rotations (and a restart), and a segment is
+    deleted once every cursor is past it and journal_keep allows."""
+
+    COPY = "spam.copy"
+
+    def segments(self):
+        return sorted(n for n in os.listdir(self.c.spool_dir) if n.startswith("receptions.jsonl."))
+
+    def test_cursors_continue_across_rotations(self):
+        self.broker.users = ["writer:secret:%s,%s:%s,%s" % (CHAN, self.COPY, CHAN, self.COPY)]
+        self.broker.port = free_port()
+        self.start(broker=False, feed={"channels": [CHAN, self.COPY]},
+                   config={"spool": {"journal_segment": 4096, "journal_keep": 1}})
+        shas = set(self.send_many([mail(i) for i in range(40)]))
+        self.assertGreaterEqual(len(self.segments()), 3, os.listdir(self.c.spool_dir))
+        # a restart while the backlog spans several segments
+        self.c.stop()
+        self.c.start()
+        self.broker.start()
+        self.wait_for(lambda: shas <= self.broker.shas() and shas <= self.broker.shas(self.COPY),
+                      90, "every mail of every segment published on both channels")
+        # once both cursors are past them, the next rotation deletes the old segments
+        ino = os.stat(os.path.join(self.c.spool_dir, "receptions.jsonl")).st_ino
+        cursors = [os.path.join(self.c.spool_dir, "feed", ch.encode().hex() + ".cursor")
+                   for ch in (CHAN, self.COPY)]
+        self.wait_for(lambda: all(" ino=%d " % ino in open(p).read() for p in cursors), 10,
+                      "both cursors saved in the current journal file")
+        before = self.segments()
+        self.assertGreater(len(before), 1)
+        more = set(self.send_many([mail(1000 + i) for i in range(10)]))
+        self.assertLessEqual(len(self.segments()), 1, self.segments())
+        self.assertNotIn(before[-1], self.segments())
+        self.wait_for(lambda: more <= self.broker.shas() and more <= self.broker.shas(self.COPY),
+                      30, "the mails after the deletion published")
+        self.assertNotIn("not published", self.c.stderr_text())
 
 
 if __name__ == "__main__":
