@@ -3,6 +3,7 @@
  * printed to stdout; nothing the input holds can crash it.
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -123,32 +124,29 @@ con_add(struct console *c, const char *line, size_t n)
 }
 
 /*
- * Read the reception journal from its end: the newest CONSOLE_REC_MAX
- * records, whatever the journal's size (time and memory bounded: chunks
- * read backwards, at most one record longer than a chunk held).  A torn
- * last line (no '\n' yet) is left out.  Items end up oldest first.
+ * Read one journal file from its end, adding its records newest first
+ * until CONSOLE_REC_MAX are loaded (time and memory bounded: chunks read
+ * backwards, at most one record longer than a chunk held).  A torn last
+ * line (no '\n' yet) is left out.  0, or -1 (said).
  */
 static int
-con_load(struct console *c)
+con_load_file(struct console *c, const char *path)
 {
-	char path[PATH_MAX + 32], *buf = NULL, *nb;
+	char *buf = NULL, *nb;
 	size_t cap = 0, have = 0, i, k, nl;
 	bool skipping = false, first = true;
-	struct con_item tmp;
 	struct stat st;
 	off_t pos;
 	ssize_t n;
 	int fd, rc = -1;
 
-	snprintf(path, sizeof(path), "%s/receptions.jsonl", c->cfg->spool_dir);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
 		if (errno == ENOENT)
 			return 0;
 		printf("cannot read %s: %s\n", path, strerror(errno));
 		return -1;
 	}
-	if (fstat(fd, &st) == -1 ||
-	    (c->items = calloc(CONSOLE_REC_MAX, sizeof(*c->items))) == NULL) {
+	if (fstat(fd, &st) == -1) {
 		printf("cannot read %s: %s\n", path, strerror(errno));
 		close(fd);
 		return -1;
@@ -205,17 +203,76 @@ con_load(struct console *c)
 	}
 	if (pos == 0 && have > 0 && !skipping && !first && c->nitems < CONSOLE_REC_MAX)
 		(void)con_add(c, buf, have);	/* the journal's first line */
-	c->more = pos > 0 || (c->nitems == CONSOLE_REC_MAX && have > 0);
-	/* Oldest first, as the filter expects. */
+	if (pos > 0 || (c->nitems == CONSOLE_REC_MAX && have > 0))
+		c->more = true;
+	rc = 0;
+out:
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+/* Descending order of names (the rotated segments' numbers have 20 digits). */
+static int
+con_name_desc(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)b, *(char *const *)a);
+}
+
+/*
+ * Read the reception journal from its end: receptions.jsonl, then its
+ * rotated segments (receptions.jsonl.<n>), newest first, until the newest
+ * CONSOLE_REC_MAX records are loaded, whatever the journal's size.  Items
+ * end up oldest first, as the filter expects.
+ */
+static int
+con_load(struct console *c)
+{
+	char path[PATH_MAX + 32], **names = NULL, **tmpn;
+	size_t nnames = 0, i, k;
+	struct con_item tmp;
+	struct dirent *de;
+	DIR *d;
+	int rc = 0;
+
+	if ((c->items = calloc(CONSOLE_REC_MAX, sizeof(*c->items))) == NULL) {
+		printf("out of memory\n");
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/receptions.jsonl", c->cfg->spool_dir);
+	if (con_load_file(c, path) == -1)
+		return -1;
+	if (c->nitems < CONSOLE_REC_MAX && (d = opendir(c->cfg->spool_dir)) != NULL) {
+		while ((de = readdir(d)) != NULL) {
+			if (strncmp(de->d_name, "receptions.jsonl.", 17) != 0 ||
+			    de->d_name[17] < '0' || de->d_name[17] > '9')
+				continue;
+			if ((tmpn = reallocarray(names, nnames + 1, sizeof(*names))) == NULL)
+				break;
+			names = tmpn;
+			if ((names[nnames] = strdup(de->d_name)) == NULL)
+				break;
+			nnames++;
+		}
+		closedir(d);
+		qsort(names, nnames, sizeof(*names), con_name_desc);
+		for (i = 0; i < nnames && rc == 0; i++) {
+			if (c->nitems >= CONSOLE_REC_MAX) {
+				c->more = true;
+				break;
+			}
+			snprintf(path, sizeof(path), "%s/%s", c->cfg->spool_dir, names[i]);
+			rc = con_load_file(c, path);
+		}
+		for (i = 0; i < nnames; i++)
+			free(names[i]);
+		free(names);
+	}
 	for (i = 0, k = c->nitems; i + 1 < k; i++, k--) {
 		tmp = c->items[i];
 		c->items[i] = c->items[k - 1];
 		c->items[k - 1] = tmp;
 	}
-	rc = 0;
-out:
-	free(buf);
-	close(fd);
 	return rc;
 }
 
@@ -599,7 +656,7 @@ console_main(struct cfg *cfg, bool test_mode)
 	    test_mode ? ", test mode" : "");
 	if (c.more)
 		printf("(the newest %zu records of the journal are loaded; older ones stay in "
-		    "%s/receptions.jsonl)\n", c.nitems, cfg->spool_dir);
+		    "%s/receptions.jsonl*)\n", c.nitems, cfg->spool_dir);
 	if (!isatty(STDIN_FILENO))
 		printf("(standard input is not a terminal: reading commands from it, one per line)\n");
 	printf("type \"help\" for the commands\n");

@@ -81,6 +81,30 @@ class ConsoleJournal(unittest.TestCase):
             self.assertLess(peak_kb, 150 * 1024, "console memory on a %d MiB journal" % size_mb)
 
 
+class ConsoleSegments(unittest.TestCase):
+
+    def test_console_reads_rotated_segments_newest_first(self):
+        c = Collector()
+        try:
+            os.makedirs(c.spool_dir, exist_ok=True)
+            # segment 1: records 0-9, segment 2: 10-19, current: 20-24
+            for name, rng in (("receptions.jsonl.%020d" % 1, range(0, 10)),
+                              ("receptions.jsonl.%020d" % 2, range(10, 20)),
+                              ("receptions.jsonl", range(20, 25))):
+                with open(os.path.join(c.spool_dir, name), "wb") as f:
+                    f.write(b"".join(record(i) for i in rng))
+            r = subprocess.run([c.binary, "-c", c.config_path, "-i"], input=b"list\nn\n",
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+            text = r.stdout.decode("utf-8", "replace")
+            self.assertEqual(r.returncode, 0, text)
+            self.assertIn("25 captured mails", text)
+            rows = [l.split() for l in text.splitlines() if l.strip()[:1].isdigit()]
+            order = [int(row[4][1:row[4].index("@")]) for row in rows]
+            self.assertEqual(order, list(range(24, -1, -1)), text)
+        finally:
+            c.cleanup()
+
+
 class JournalSegments(HpfeedsCase):
     """The journal is rotated at a size into receptions.jsonl.<n>; every feed
     cursor continues across rotations (and a restart), and a segment is
