@@ -255,7 +255,8 @@ con_load(struct console *c)
 			nnames++;
 		}
 		closedir(d);
-		qsort(names, nnames, sizeof(*names), con_name_desc);
+		if (nnames > 1)
+			qsort(names, nnames, sizeof(*names), con_name_desc);
 		for (i = 0; i < nnames && rc == 0; i++) {
 			if (c->nitems >= CONSOLE_REC_MAX) {
 				c->more = true;

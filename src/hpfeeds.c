@@ -240,6 +240,7 @@ static int	 reader_next(struct hpf *, struct hpf_chan *, const char **line,
 		    size_t *len, uint64_t *end_off);
 static int	 src_open(struct hpf *, enum hpf_src_id);
 static void	 src_restart(struct hpf *, enum hpf_src_id);
+static void	 src_head_update(int, uint64_t, struct hpf_chan *);
 static void	 src_cut_follow(struct hpf *, enum hpf_src_id, struct hpf_chan *);
 static void	 src_check(struct hpf *, enum hpf_src_id);
 static uint64_t	 fnv64(const void *, size_t);
@@ -384,12 +385,26 @@ cursor_save(struct hpf_chan *c)
 	c->dirty = false;
 }
 
-/* Save every channel's cursor that moved. */
+/*
+ * Save every channel's cursor that moved, with the first bytes of the file
+ * it reads as they are now (a file cut or replaced under the same inode
+ * while the daemon is stopped is told by them).
+ */
 static void
 cursors_save(struct hpf *h)
 {
-	int i;
+	struct stat st;
+	int i, k;
 
+	for (k = 0; k < HPF_NSRC && !h->sub_mode; k++) {
+		struct hpf_src *sr = &h->srcs[k];
+
+		if (sr->fd == -1 || sr->draining || fstat(sr->fd, &st) == -1)
+			continue;
+		for (i = 0; i < h->nchans; i++)
+			if (h->chans[i].src == (enum hpf_src_id)k)
+				src_head_update(sr->fd, (uint64_t)st.st_size, &h->chans[i]);
+	}
 	for (i = 0; i < h->nchans; i++)
 		cursor_save(&h->chans[i]);
 }
@@ -471,14 +486,18 @@ src_cut(int fd, uint64_t size, const struct hpf_chan *c)
 	    (c->cursor > 0 && !src_line_matches(fd, c, c->cursor));
 }
 
-/* Record the first bytes of the file fd reads (size bytes) in c. */
+/*
+ * Record more of the first bytes of the file fd reads (size bytes) in c;
+ * never over a head that no longer matches (src_cut tells that).
+ */
 static void
 src_head_update(int fd, uint64_t size, struct hpf_chan *c)
 {
 	char b[HPF_HEAD_LEN];
 	size_t n = size < HPF_HEAD_LEN ? (size_t)size : HPF_HEAD_LEN;
 
-	if (n <= c->hlen || pread(fd, b, n, 0) != (ssize_t)n)
+	if (n <= c->hlen || pread(fd, b, n, 0) != (ssize_t)n ||
+	    (c->hlen > 0 && fnv64(b, c->hlen) != c->hkey))
 		return;
 	c->hkey = fnv64(b, n);
 	c->hlen = (uint32_t)n;
