@@ -135,9 +135,11 @@ static const char *const listener_keys[LK_COUNT] = {
 enum tls_key { TK_CERTIFICATE, TK_KEY, TK_COUNT };
 static const char *const tls_keys[TK_COUNT] = { "certificate", "key" };
 
-enum spool_key { SK_DIRECTORY, SK_MAILDIR, SK_MIN_FREE, SK_MAX_BYTES, SK_COUNT };
+enum spool_key { SK_DIRECTORY, SK_MAILDIR, SK_MIN_FREE, SK_MAX_BYTES,
+	SK_JOURNAL_SEGMENT, SK_JOURNAL_KEEP, SK_COUNT };
 static const char *const spool_keys[SK_COUNT] = {
-	"directory", "maildir", "min_free", "max_bytes",
+	"directory", "maildir", "min_free", "max_bytes", "journal_segment",
+	"journal_keep",
 };
 
 enum auth_key { AK_OUTCOME, AK_ACCEPT_AFTER, AK_COUNT };
@@ -157,11 +159,12 @@ static const char *const limits_keys[LM_COUNT] = {
 
 enum feed_key {
 	FK_BROKER, FK_PORT, FK_IDENTITY, FK_SECRET, FK_CHANNELS, FK_TLS,
-	FK_CA_FILE, FK_SERVER_NAME, FK_EVENTS_CHANNEL, FK_METADATA, FK_COUNT
+	FK_CA_FILE, FK_SERVER_NAME, FK_EVENTS_CHANNEL, FK_METADATA, FK_TIMEOUT,
+	FK_COUNT
 };
 static const char *const feed_keys[FK_COUNT] = {
 	"broker", "port", "identity", "secret", "channels", "tls", "ca_file",
-	"server_name", "events_channel", "metadata",
+	"server_name", "events_channel", "metadata", "timeout",
 };
 #define FEED_REQUIRED	((1u << FK_BROKER) | (1u << FK_PORT) | \
 			 (1u << FK_IDENTITY) | (1u << FK_SECRET) | \
@@ -597,6 +600,8 @@ feed_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 		    sizeof(f->events_channel), true);
 	case FK_METADATA:
 		return get_bool(x, v, path, &f->metadata);
+	case FK_TIMEOUT:
+		return get_int(x, v, path, 1, HPF_TIMEOUT_MAX, &f->timeout);
 	case FK_COUNT:
 		break;
 	}
@@ -611,6 +616,7 @@ feed_parse(struct cctx *x, yaml_node_t *n, const char *prefix,
 	uint32_t seen;
 
 	memset(f, 0, sizeof(*f));
+	f->timeout = HPF_TIMEOUT_DEFAULT;
 	if (map_walk(x, n, prefix, feed_keys, FK_COUNT, feed_key_cb, f,
 	    &seen) == -1)
 		return -1;
@@ -766,6 +772,14 @@ spool_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 		return get_size(x, v, path, 0, UINT64_MAX, &c->spool_min_free);
 	case SK_MAX_BYTES:
 		return get_size(x, v, path, 0, UINT64_MAX, &c->spool_max_bytes);
+	case SK_JOURNAL_SEGMENT:
+		if (get_size(x, v, path, 0, UINT64_MAX, &c->journal_segment) == -1)
+			return -1;
+		if (c->journal_segment != 0 && c->journal_segment < SPOOL_JOURNAL_SEG_MIN)
+			return cfg_error(x, v, path, "at least 4K (or 0: one journal file)");
+		return 0;
+	case SK_JOURNAL_KEEP:
+		return get_int(x, v, path, 0, 1000000, &c->journal_keep);
 	case SK_COUNT:
 		break;
 	}
@@ -1367,6 +1381,8 @@ cfg_defaults(struct cfg *c)
 	c->sandbox.chroot[0] = '\0';
 	c->spool_min_free = SPOOL_MIN_FREE_DEFAULT;
 	c->spool_max_bytes = 0;
+	c->journal_segment = SPOOL_JOURNAL_SEG_DEFAULT;
+	c->journal_keep = SPOOL_JOURNAL_KEEP_DEFAULT;
 	snprintf(c->event_log, sizeof(c->event_log), "fosr-events.json");
 	c->auth_outcome = AUTH_OUTCOME_ACCEPT;
 	c->auth_accept_after = 1;

@@ -44,6 +44,7 @@ struct cfg_feed {
 	char		 ca_file[PATH_MAX];
 	char		 server_name[CFG_NAME_MAX];	/* "" = broker */
 	bool		 metadata;	/* add envelope/peer/... keys to each payload */
+	int		 timeout;	/* s: deadline of each connection state */
 };
 
 #define CFG_LOCAL_DOMAINS_MAX	16
@@ -149,6 +150,8 @@ struct cfg {
 	char		 maildir[PATH_MAX];	/* "" = no Maildir copy */
 	uint64_t	 spool_min_free;	/* bytes free on the spool's filesystem */
 	uint64_t	 spool_max_bytes;	/* 0 = unlimited */
+	uint64_t	 journal_segment;	/* rotate the journal at this size; 0 = never */
+	int		 journal_keep;		/* rotated segments kept at least */
 
 	char		 event_log[PATH_MAX];	/* "" = none */
 

@@ -3,7 +3,12 @@
  * printed to stdout; nothing the input holds can crash it.
  */
 #include <ctype.h>
+#include <dirent.h>
+#include <sys/stat.h>
+
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +28,8 @@
 
 #define CONSOLE_PAGE		20
 #define CONSOLE_LINE_MAX	4096
-#define CONSOLE_REC_MAX		1000000		/* journal lines read */
+#define CONSOLE_REC_MAX		20000		/* newest journal records loaded (~3 KB each) */
+#define CONSOLE_CHUNK		(256 * 1024)	/* journal read backwards this much at a time */
 #define CONSOLE_REC_LEN_MAX	(1024 * 1024)
 #define CONSOLE_SHOW_LINES	60
 
@@ -38,6 +44,7 @@ struct console {
 	bool		 test_mode;
 	struct con_item	*items;
 	size_t		 nitems;
+	bool		 more;		/* the journal holds older records than loaded */
 	size_t		*view;		/* indexes matching the filter */
 	size_t		 nview;
 	size_t		 page;		/* first row shown */
@@ -96,44 +103,178 @@ con_readline(const char *prompt, char *buf, size_t len)
 	return 0;
 }
 
-/* Read the reception journal. */
-static int
-con_load(struct console *c)
+/* Parse one journal line into the next item; false when it is not a record. */
+static bool
+con_add(struct console *c, const char *line, size_t n)
 {
-	char path[PATH_MAX + 32], err[256];
-	FILE *f;
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t n;
+	struct con_item *it = &c->items[c->nitems];
+	char err[256];
 
-	snprintf(path, sizeof(path), "%s/receptions.jsonl", c->cfg->spool_dir);
-	if ((f = fopen(path, "r")) == NULL) {
+	if (n == 0 || n > CONSOLE_REC_LEN_MAX)
+		return false;
+	if ((it->rec = relay_record_parse(line, n, err, sizeof(err))) == NULL)
+		return false;
+	if ((it->json = strndup(line, n)) == NULL) {
+		relay_record_free(it->rec);
+		return false;
+	}
+	it->len = n;
+	c->nitems++;
+	return true;
+}
+
+/*
+ * Read one journal file from its end, adding its records newest first
+ * until CONSOLE_REC_MAX are loaded (time and memory bounded: chunks read
+ * backwards, at most one record longer than a chunk held).  A torn last
+ * line (no '\n' yet) is left out.  0, or -1 (said).
+ */
+static int
+con_load_file(struct console *c, const char *path)
+{
+	char *buf = NULL, *nb;
+	size_t cap = 0, have = 0, i, k, nl;
+	bool skipping = false, first = true;
+	struct stat st;
+	off_t pos;
+	ssize_t n;
+	int fd, rc = -1;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
 		if (errno == ENOENT)
 			return 0;
 		printf("cannot read %s: %s\n", path, strerror(errno));
 		return -1;
 	}
-	while (c->nitems < CONSOLE_REC_MAX && (n = getline(&line, &cap, f)) > 0) {
-		struct con_item *it, *tmp;
-		if ((size_t)n > CONSOLE_REC_LEN_MAX || line[n - 1] != '\n')
-			continue;	/* oversized or torn */
-		line[--n] = '\0';
-		if ((tmp = reallocarray(c->items, c->nitems + 1, sizeof(*c->items))) == NULL)
-			break;
-		c->items = tmp;
-		it = &c->items[c->nitems];
-		if ((it->rec = relay_record_parse(line, (size_t)n, err, sizeof(err))) == NULL)
-			continue;
-		if ((it->json = strdup(line)) == NULL) {
-			relay_record_free(it->rec);
-			break;
-		}
-		it->len = (size_t)n;
-		c->nitems++;
+	if (fstat(fd, &st) == -1) {
+		printf("cannot read %s: %s\n", path, strerror(errno));
+		close(fd);
+		return -1;
 	}
-	free(line);
-	fclose(f);
-	return 0;
+	/* buf holds [pos, pos + have): a chunk and the start of a line after it. */
+	pos = st.st_size;
+	while (pos > 0 && c->nitems < CONSOLE_REC_MAX) {
+		size_t want = pos > CONSOLE_CHUNK ? CONSOLE_CHUNK : (size_t)pos;
+
+		if (have + want > cap) {
+			if ((nb = realloc(buf, have + want)) == NULL)
+				goto out;
+			buf = nb;
+			cap = have + want;
+		}
+		memmove(buf + want, buf, have);
+		pos -= (off_t)want;
+		for (k = 0; k < want; k += (size_t)n) {
+			n = pread(fd, buf + k, want - k, pos + (off_t)k);
+			if (n < 0 && errno == EINTR) {
+				n = 0;
+				continue;
+			}
+			if (n <= 0) {
+				printf("cannot read %s: %s\n", path, n < 0 ? strerror(errno) :
+				    "file shrank");
+				goto out;
+			}
+		}
+		have += want;
+		/* Complete lines end at each '\n', newest first. */
+		nl = have;
+		for (i = have; i-- > 0 && c->nitems < CONSOLE_REC_MAX;) {
+			if (buf[i] != '\n')
+				continue;
+			if (first)
+				first = false;	/* bytes after the last '\n': torn */
+			else if (!skipping)
+				(void)con_add(c, buf + i + 1, nl - i - 1);
+			skipping = false;
+			nl = i;
+		}
+		if (first) {
+			/* No '\n' at all yet: everything so far is the torn tail. */
+			have = 0;
+			continue;
+		}
+		/* Keep the partial line before the first '\n' for the next chunk. */
+		have = nl;
+		if (have > CONSOLE_REC_LEN_MAX) {
+			skipping = true;	/* too long to be a record: drop it */
+			have = 0;
+		}
+	}
+	if (pos == 0 && have > 0 && !skipping && !first && c->nitems < CONSOLE_REC_MAX)
+		(void)con_add(c, buf, have);	/* the journal's first line */
+	if (pos > 0 || (c->nitems == CONSOLE_REC_MAX && have > 0))
+		c->more = true;
+	rc = 0;
+out:
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+/* Descending order of names (the rotated segments' numbers have 20 digits). */
+static int
+con_name_desc(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)b, *(char *const *)a);
+}
+
+/*
+ * Read the reception journal from its end: receptions.jsonl, then its
+ * rotated segments (receptions.jsonl.<n>), newest first, until the newest
+ * CONSOLE_REC_MAX records are loaded, whatever the journal's size.  Items
+ * end up oldest first, as the filter expects.
+ */
+static int
+con_load(struct console *c)
+{
+	char path[PATH_MAX + 32], **names = NULL, **tmpn;
+	size_t nnames = 0, i, k;
+	struct con_item tmp;
+	struct dirent *de;
+	DIR *d;
+	int rc = 0;
+
+	if ((c->items = calloc(CONSOLE_REC_MAX, sizeof(*c->items))) == NULL) {
+		printf("out of memory\n");
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/receptions.jsonl", c->cfg->spool_dir);
+	if (con_load_file(c, path) == -1)
+		return -1;
+	if (c->nitems < CONSOLE_REC_MAX && (d = opendir(c->cfg->spool_dir)) != NULL) {
+		while ((de = readdir(d)) != NULL) {
+			if (strncmp(de->d_name, "receptions.jsonl.", 17) != 0 ||
+			    de->d_name[17] < '0' || de->d_name[17] > '9')
+				continue;
+			if ((tmpn = reallocarray(names, nnames + 1, sizeof(*names))) == NULL)
+				break;
+			names = tmpn;
+			if ((names[nnames] = strdup(de->d_name)) == NULL)
+				break;
+			nnames++;
+		}
+		closedir(d);
+		if (nnames > 1)
+			qsort(names, nnames, sizeof(*names), con_name_desc);
+		for (i = 0; i < nnames && rc == 0; i++) {
+			if (c->nitems >= CONSOLE_REC_MAX) {
+				c->more = true;
+				break;
+			}
+			snprintf(path, sizeof(path), "%s/%s", c->cfg->spool_dir, names[i]);
+			rc = con_load_file(c, path);
+		}
+		for (i = 0; i < nnames; i++)
+			free(names[i]);
+		free(names);
+	}
+	for (i = 0, k = c->nitems; i + 1 < k; i++, k--) {
+		tmp = c->items[i];
+		c->items[i] = c->items[k - 1];
+		c->items[k - 1] = tmp;
+	}
+	return rc;
 }
 
 /* Whether the item matches the filter (sha256, sender, recipients, client, HELO). */
@@ -531,6 +672,9 @@ console_main(struct cfg *cfg, bool test_mode)
 	printf("fosr-collector review console: %zu captured mail%s in %s; relay mode %s%s\n",
 	    c.nitems, c.nitems == 1 ? "" : "s", cfg->spool_dir, cfg_relay_mode_name(cfg->relay.mode),
 	    test_mode ? ", test mode" : "");
+	if (c.more)
+		printf("(the newest %zu records of the journal are loaded; older ones stay in "
+		    "%s/receptions.jsonl*)\n", c.nitems, cfg->spool_dir);
 	if (!isatty(STDIN_FILENO))
 		printf("(standard input is not a terminal: reading commands from it, one per line)\n");
 	printf("type \"help\" for the commands\n");

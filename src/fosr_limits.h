@@ -34,6 +34,13 @@
 #define SMTP_READ_HIGHWATER	(64 * 1024)
 
 #define SPOOL_MIN_FREE_DEFAULT	(64ull * 1024 * 1024)	/* refuse mail below this free space */
+#define SPOOL_JOURNAL_SEG_DEFAULT (256ull * 1024 * 1024)	/* journal segment size */
+#define SPOOL_JOURNAL_SEG_MIN	4096
+#define SPOOL_JOURNAL_KEEP_DEFAULT 8			/* segments kept once published */
+
+/* hpfeeds: deadline of each connection state (connect, TLS, INFO, a stalled write). */
+#define HPF_TIMEOUT_DEFAULT	30		/* s */
+#define HPF_TIMEOUT_MAX		3600
 
 #define CFG_LISTENERS_MAX	16
 #define CFG_CHANNELS_MAX	16

@@ -19,6 +19,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -65,6 +66,13 @@
 #define HPF_POLL_MS		20		/* SIOCOUTQ poll interval */
 #define HPF_GRACE_MS		500		/* connection must outlive the ack by this */
 #define HPF_JSON_DEPTH		32
+#define HPF_HEAD_LEN		256		/* bytes of a source file's start that identify it */
+#define HPF_RETRY_MIN_MS	100		/* a transient read error: retry after */
+#define HPF_RETRY_MAX_MS	5000
+
+/* build_payload's answers besides 0. */
+#define HPF_SKIP		-1		/* never publishable (logged): skip */
+#define HPF_RETRY		-2		/* transient (logged): read it again later */
 
 enum hpf_state {
 	HPF_ST_IDLE,		/* waiting for the reconnect timer */
@@ -81,6 +89,8 @@ struct hpf_entry {
 	bool		 outstanding;	/* counts against the window */
 	bool		 confirmed;
 	uint64_t	 end_off;	/* journal offset after this line */
+	uint64_t	 lkey;		/* FNV-1a of the line (without '\n') */
+	uint32_t	 llen;		/* its length; 0 = not known */
 	size_t		 bytes;		/* frame bytes */
 	uint64_t	 sent_ms;
 	uint64_t	 acked_ms;	/* SIOCOUTQ seen 0 after it was written; 0 = not yet */
@@ -88,11 +98,22 @@ struct hpf_entry {
 
 enum hpf_src_id { HPF_SRC_JOURNAL, HPF_SRC_EVENTS, HPF_NSRC };
 
-/* A file read from a cursor: the spool's journal or the JSON event log. */
+/*
+ * A file read from a cursor: the spool's journal or the JSON event log.  fd
+ * is normally path; after a rotation it is the old file (draining) until
+ * every channel of the source has published and confirmed it to its end.
+ */
 struct hpf_src {
 	char		 path[PATH_MAX];	/* "" = none */
 	int		 fd;
-	ino_t		 ino;
+	ino_t		 ino;		/* of the file fd reads */
+	dev_t		 dev;
+	bool		 started;	/* the cursors' files were reconciled */
+	bool		 draining;	/* fd is a rotated-away file */
+	bool		 settled;	/* nobody writes it any more (a newer file
+					   followed it, or found at start) */
+	uint64_t	 dsize;		/* its size when last looked at */
+	uint64_t	 dsize_ms;	/* when it got that size */
 };
 
 struct hpf_chan {
@@ -100,6 +121,11 @@ struct hpf_chan {
 	enum hpf_src_id	 src;
 	char		 cursor_path[PATH_MAX];
 	uint64_t	 cursor;	/* everything before is confirmed */
+	uint64_t	 cino, cdev;	/* the file the cursor points into (0 = not known) */
+	uint64_t	 lkey;		/* the confirmed line ending at cursor: FNV-1a, */
+	uint32_t	 llen;		/* length (0 = not known): finds a copy of the file */
+	uint64_t	 hkey;		/* FNV-1a of the file's first hlen bytes: tells */
+	uint32_t	 hlen;		/* a truncated file, finds its copy */
 	bool		 dirty;		/* cursor changed since saved */
 	bool		 nosub;		/* may not subscribe: confirm by SIOCOUTQ */
 	bool		 denied;	/* broker refused our publishes: stop */
@@ -136,6 +162,11 @@ struct hpf {
 	SSL_CTX		*ssl_ctx;
 	struct evdns_base *dns;
 	uint64_t	 gen;		/* connection generation */
+	uint64_t	 state_ms;	/* when the current state began */
+	uint64_t	 wr_ms;		/* READY: last time the broker took bytes */
+	uint64_t	 wr_drained;	/* bytes the output buffer handed to the socket */
+	uint64_t	 wr_seen;	/* wr_drained at wr_ms */
+	int		 wr_outq;	/* SIOCOUTQ at the last tick */
 	uint64_t	 ready_ms;
 	uint64_t	 rx_ms;		/* last time bytes came from the broker */
 	bool		 stable;
@@ -147,7 +178,11 @@ struct hpf {
 	struct event	*ev_pump;
 	struct event	*ev_poll;
 	struct event	*ev_tick;
+	struct event	*ev_retry;
 	bool		 pump_pending;
+	bool		 held;		/* a transient error: pump stopped until ev_retry */
+	int		 retry_ms;
+	char		 retrymsg[512];	/* last warning of the transient error series */
 
 	struct jbuf	 pl;		/* last payload built */
 	uint64_t	 pl_off;	/* its journal end offset (UINT64_MAX = none) */
@@ -180,8 +215,15 @@ static void	 on_publish(struct hpf *, const struct hpf_frame *);
 static void	 sub_print(struct hpf *, const struct hpf_frame *);
 static void	 sock_tune(int fd);
 static void	 tick_cb(evutil_socket_t, short, void *);
+static int	 deadline_check(struct hpf *, uint64_t now);
+static void	 out_drained_cb(struct evbuffer *, const struct evbuffer_cb_info *,
+		    void *);
 static void	 pump_schedule(struct hpf *);
 static void	 pump_cb(evutil_socket_t, short, void *);
+static void	 retry_cb(evutil_socket_t, short, void *);
+static void	 pump_hold(struct hpf *, const char *fmt, ...)
+		    __attribute__((format(printf, 2, 3)));
+static void	 pump_ok(struct hpf *);
 static int	 publish_next(struct hpf *, struct hpf_chan *, size_t *bytes);
 static bool	 hpf_record_private(const char *, size_t);
 static int	 build_payload(struct hpf *, struct hpf_chan *, const char *line,
@@ -197,6 +239,9 @@ static struct hpf_chan *chan_find(struct hpf *, const uint8_t *name, size_t len)
 static int	 reader_next(struct hpf *, struct hpf_chan *, const char **line,
 		    size_t *len, uint64_t *end_off);
 static int	 src_open(struct hpf *, enum hpf_src_id);
+static void	 src_restart(struct hpf *, enum hpf_src_id);
+static void	 src_head_update(int, uint64_t, struct hpf_chan *);
+static void	 src_cut_follow(struct hpf *, enum hpf_src_id, struct hpf_chan *);
 static void	 src_check(struct hpf *, enum hpf_src_id);
 static uint64_t	 fnv64(const void *, size_t);
 static int	 chan_setup(struct hpf *, const char *name, enum hpf_src_id,
@@ -239,17 +284,23 @@ series_warn(struct hpf *h, const char *fmt, ...)
 
 /* ------------------------------------------------------------- cursors */
 
-/* Read a channel's cursor file (missing = 0). */
+/*
+ * Read a channel's cursor file (missing = 0): "<offset>", then (optional,
+ * older cursors lack them) " ino=<n> dev=<n> line=<fnv64 hex>:<length>": the
+ * file the offset points into and the line that ends there.
+ */
 static int
 cursor_load(struct hpf_chan *c, char *err, size_t errlen)
 {
-	char buf[64];
+	char buf[200], *sp, *tok, *save = NULL;
 	ssize_t n;
 	size_t len;
 	uint64_t v;
 	int fd;
 
 	c->cursor = 0;
+	c->cino = c->cdev = c->lkey = c->hkey = 0;
+	c->llen = c->hlen = 0;
 	if ((fd = open(c->cursor_path, O_RDONLY | O_CLOEXEC)) == -1) {
 		if (errno == ENOENT)
 			return 0;
@@ -265,6 +316,27 @@ cursor_load(struct hpf_chan *c, char *err, size_t errlen)
 	len = (size_t)n;
 	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
 		len--;
+	buf[len] = '\0';
+	if ((sp = memchr(buf, ' ', len)) != NULL) {
+		len = (size_t)(sp - buf);
+		for (tok = strtok_r(sp + 1, " ", &save); tok != NULL;
+		    tok = strtok_r(NULL, " ", &save)) {
+			unsigned long long a, b;
+
+			if (sscanf(tok, "ino=%llu", &a) == 1)
+				c->cino = a;
+			else if (sscanf(tok, "dev=%llu", &a) == 1)
+				c->cdev = a;
+			else if (sscanf(tok, "line=%llx:%llu", &a, &b) == 2 && b < UINT32_MAX) {
+				c->lkey = a;
+				c->llen = (uint32_t)b;
+			} else if (sscanf(tok, "head=%llx:%llu", &a, &b) == 2 &&
+			    b <= HPF_HEAD_LEN) {
+				c->hkey = a;
+				c->hlen = (uint32_t)b;
+			}
+		}
+	}
 	if (util_parse_u64(buf, len, 0, (uint64_t)INT64_MAX, false, &v) == -1) {
 		/* A bad cursor means duplicates from the start, never a loss. */
 		log_warn("hpfeeds: cursor=%s unreadable, publishing channel %s from "
@@ -279,13 +351,16 @@ cursor_load(struct hpf_chan *c, char *err, size_t errlen)
 static void
 cursor_save(struct hpf_chan *c)
 {
-	char tmp[PATH_MAX + 8], buf[32], dir[PATH_MAX], *slash;
+	char tmp[PATH_MAX + 8], buf[200], dir[PATH_MAX], *slash;
 	int fd, len;
 
 	if (!c->dirty)
 		return;
 	snprintf(tmp, sizeof(tmp), "%s.tmp", c->cursor_path);
-	len = snprintf(buf, sizeof(buf), "%llu\n", (unsigned long long)c->cursor);
+	len = snprintf(buf, sizeof(buf), "%llu ino=%llu dev=%llu line=%016llx:%u "
+	    "head=%016llx:%u\n", (unsigned long long)c->cursor,
+	    (unsigned long long)c->cino, (unsigned long long)c->cdev,
+	    (unsigned long long)c->lkey, c->llen, (unsigned long long)c->hkey, c->hlen);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	if (fd == -1 || write(fd, buf, (size_t)len) != len || fsync(fd) == -1) {
 		log_warn("hpfeeds: cursor=%s write failed: %s", tmp, strerror(errno));
@@ -310,84 +385,508 @@ cursor_save(struct hpf_chan *c)
 	c->dirty = false;
 }
 
-/* Save every channel's cursor that moved. */
+/*
+ * Save every channel's cursor that moved, with the first bytes of the file
+ * it reads as they are now (a file cut or replaced under the same inode
+ * while the daemon is stopped is told by them).
+ */
 static void
 cursors_save(struct hpf *h)
 {
-	int i;
+	struct stat st;
+	int i, k;
 
+	for (k = 0; k < HPF_NSRC && !h->sub_mode; k++) {
+		struct hpf_src *sr = &h->srcs[k];
+
+		if (sr->fd == -1 || sr->draining || fstat(sr->fd, &st) == -1)
+			continue;
+		for (i = 0; i < h->nchans; i++)
+			if (h->chans[i].src == (enum hpf_src_id)k)
+				src_head_update(sr->fd, (uint64_t)st.st_size, &h->chans[i]);
+	}
 	for (i = 0; i < h->nchans; i++)
 		cursor_save(&h->chans[i]);
 }
 
 /* ------------------------------------------------------------- journal */
 
-/* Open source k if it exists now; 0 when open, -1 when not (yet). */
+/* Point every channel of source k at the start of the file fd reads now. */
+static void
+src_restart(struct hpf *h, enum hpf_src_id k)
+{
+	struct hpf_src *sr = &h->srcs[k];
+	bool inflight = false;
+	int i;
+
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (c->src != k)
+			continue;
+		c->cursor = 0;
+		c->cino = (uint64_t)sr->ino;
+		c->cdev = (uint64_t)sr->dev;
+		c->lkey = c->hkey = 0;
+		c->llen = c->hlen = 0;
+		c->dirty = true;
+		if (c->qlen > 0)
+			inflight = true;
+	}
+	h->pl_off = UINT64_MAX;
+	if (inflight && h->state != HPF_ST_IDLE) {
+		/* Entries in flight refer to the other file: start over. */
+		conn_drop(h, true);
+		return;
+	}
+	for (i = 0; i < h->nchans; i++)
+		if (h->chans[i].src == k)
+			chan_reset(&h->chans[i]);
+}
+
+/*
+ * Whether fd holds, at off, the line c's cursor ends with (llen bytes then
+ * '\n'); true when that line is not known.
+ */
+static bool
+src_line_matches(int fd, const struct hpf_chan *c, uint64_t off)
+{
+	char *b;
+	bool ok;
+
+	if (c->llen == 0 || c->llen > HPF_CHUNK)
+		return true;	/* not known, or too long to read each tick */
+	if (off < (uint64_t)c->llen + 1 || (b = malloc((size_t)c->llen + 1)) == NULL)
+		return false;
+	ok = pread(fd, b, (size_t)c->llen + 1, (off_t)(off - c->llen - 1)) ==
+	    (ssize_t)c->llen + 1 && b[c->llen] == '\n' && fnv64(b, c->llen) == c->lkey;
+	free(b);
+	return ok;
+}
+
+/* Whether fd starts with the head c recorded (true when none is). */
+static bool
+src_head_matches(int fd, const struct hpf_chan *c)
+{
+	char b[HPF_HEAD_LEN];
+
+	if (c->hlen == 0)
+		return true;
+	return pread(fd, b, c->hlen, 0) == (ssize_t)c->hlen && fnv64(b, c->hlen) == c->hkey;
+}
+
+/*
+ * Whether the file fd reads (size bytes) is still the one c's cursor was
+ * made in, or was cut (copytruncate) or rewritten in place.
+ */
+static bool
+src_cut(int fd, uint64_t size, const struct hpf_chan *c)
+{
+	return size < c->cursor || size < c->hlen || !src_head_matches(fd, c) ||
+	    (c->cursor > 0 && !src_line_matches(fd, c, c->cursor));
+}
+
+/*
+ * Record more of the first bytes of the file fd reads (size bytes) in c;
+ * never over a head that no longer matches (src_cut tells that).
+ */
+static void
+src_head_update(int fd, uint64_t size, struct hpf_chan *c)
+{
+	char b[HPF_HEAD_LEN];
+	size_t n = size < HPF_HEAD_LEN ? (size_t)size : HPF_HEAD_LEN;
+
+	if (n <= c->hlen || pread(fd, b, n, 0) != (ssize_t)n ||
+	    (c->hlen > 0 && fnv64(b, c->hlen) != c->hkey))
+		return;
+	c->hkey = fnv64(b, n);
+	c->hlen = (uint32_t)n;
+	c->dirty = true;
+}
+
+/*
+ * Find, beside source k's file, the file channel c's cursor points into: by
+ * inode (a rotation: mv and a new file), or, with by_copy, another file at
+ * least as long as the cursor holding the cursor's last line at the cursor
+ * (copytruncate's copy).  Rotated names start with the file's name
+ * (name.1, name-20260101).  Returns an open descriptor, or -1.
+ */
+static int
+src_find(struct hpf *h, enum hpf_src_id k, const struct hpf_chan *c, bool by_copy,
+    char *found, size_t foundlen)
+{
+	struct hpf_src *sr = &h->srcs[k];
+	char dir[PATH_MAX], path[PATH_MAX];
+	const char *base, *slash;
+	struct dirent *de;
+	struct stat st;
+	size_t bl;
+	DIR *d;
+	int fd = -1;
+
+	if ((slash = strrchr(sr->path, '/')) != NULL) {
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - sr->path), sr->path);
+		if (dir[0] == '\0')
+			snprintf(dir, sizeof(dir), "/");
+		base = slash + 1;
+	} else {
+		snprintf(dir, sizeof(dir), ".");
+		base = sr->path;
+	}
+	bl = strlen(base);
+	if ((d = opendir(dir)) == NULL)
+		return -1;
+	while (fd == -1 && (de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, base, bl) != 0 || de->d_name[bl] == '\0')
+			continue;
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >=
+		    sizeof(path) || stat(path, &st) == -1 || !S_ISREG(st.st_mode))
+			continue;
+		if (by_copy ? ((uint64_t)st.st_size < c->cursor ||
+		    (uint64_t)st.st_size < c->hlen || (c->llen == 0 && c->hlen == 0) ||
+		    (st.st_ino == sr->ino && st.st_dev == sr->dev)) :
+		    ((uint64_t)st.st_ino != c->cino || (uint64_t)st.st_dev != c->cdev))
+			continue;
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+			continue;
+		if (!src_line_matches(fd, c, c->cursor) || !src_head_matches(fd, c)) {
+			close(fd);
+			fd = -1;
+			continue;
+		}
+		snprintf(found, foundlen, "%s", path);
+	}
+	closedir(d);
+	return fd;
+}
+
+/* Whether a is later than b. */
+static bool
+ts_after(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec > b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
+}
+
+/*
+ * The rotated file that follows the one just drained (done: its stat):
+ * among the files beside source k's whose names start with its name (not
+ * the file itself, not compressed ones), the one last written soonest after
+ * done was.  Rotation by rename (name.1 .. name.N, or the spool's numbered
+ * journal segments) keeps each file's last write before the next one's.
+ * Returns an open descriptor (name in found), or -1: the file itself is next.
+ */
+static int
+src_next(struct hpf *h, enum hpf_src_id k, const struct stat *done, char *found,
+    size_t foundlen)
+{
+	static const char *const packed[] = { ".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z" };
+	struct hpf_src *sr = &h->srcs[k];
+	char dir[PATH_MAX], path[PATH_MAX], best[PATH_MAX] = "";
+	const char *base, *slash;
+	struct timespec bt = { 0, 0 };
+	struct dirent *de;
+	struct stat st;
+	size_t bl, nl, i;
+	DIR *d;
+	int fd;
+
+	if ((slash = strrchr(sr->path, '/')) != NULL) {
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - sr->path), sr->path);
+		if (dir[0] == '\0')
+			snprintf(dir, sizeof(dir), "/");
+		base = slash + 1;
+	} else {
+		snprintf(dir, sizeof(dir), ".");
+		base = sr->path;
+	}
+	bl = strlen(base);
+	if ((d = opendir(dir)) == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL) {
+		nl = strlen(de->d_name);
+		if (strncmp(de->d_name, base, bl) != 0 || nl == bl)
+			continue;
+		for (i = 0; i < sizeof(packed) / sizeof(packed[0]); i++)
+			if (nl >= strlen(packed[i]) &&
+			    strcmp(de->d_name + nl - strlen(packed[i]), packed[i]) == 0)
+				break;
+		if (i < sizeof(packed) / sizeof(packed[0]))
+			continue;
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >=
+		    sizeof(path) || stat(path, &st) == -1 || !S_ISREG(st.st_mode) ||
+		    (st.st_ino == done->st_ino && st.st_dev == done->st_dev) ||
+		    !ts_after(&st.st_mtim, &done->st_mtim))
+			continue;
+		if (best[0] == '\0' || ts_after(&bt, &st.st_mtim)) {
+			snprintf(best, sizeof(best), "%s", path);
+			bt = st.st_mtim;
+		}
+	}
+	closedir(d);
+	if (best[0] == '\0' || (fd = open(best, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	snprintf(found, foundlen, "%s", best);
+	return fd;
+}
+
+/* Read source k's rotated-away file (fd2, found at name) before its file. */
+static void
+src_drain_from(struct hpf *h, enum hpf_src_id k, int fd2, const char *name)
+{
+	struct hpf_src *sr = &h->srcs[k];
+	struct stat st;
+	int i;
+
+	if (sr->fd != -1)
+		close(sr->fd);
+	sr->fd = fd2;
+	if (fstat(fd2, &st) == 0) {
+		sr->ino = st.st_ino;
+		sr->dev = st.st_dev;
+		sr->dsize = (uint64_t)st.st_size;
+	}
+	sr->draining = true;
+	sr->settled = true;
+	sr->dsize_ms = now_ms();
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (c->src != k)
+			continue;
+		c->cino = (uint64_t)sr->ino;
+		c->cdev = (uint64_t)sr->dev;
+		c->dirty = true;
+	}
+	log_info("hpfeeds: file=%s was rotated: publishing the rest of %s first", sr->path,
+	    name);
+	h->pl_off = UINT64_MAX;
+}
+
+/*
+ * Open source k if it exists now; 0 when open, -1 (errno set) when not (yet).
+ * The first time, reconcile the channels' cursors with the file: a cursor
+ * that points into another file (the log was rotated while the daemon was
+ * stopped) drains that file first when it is found beside it, and says what
+ * was lost when it is not.
+ */
 static int
 src_open(struct hpf *h, enum hpf_src_id k)
 {
 	struct hpf_src *sr = &h->srcs[k];
+	struct hpf_chan *rc = NULL;
+	char found[PATH_MAX];
 	struct stat st;
+	bool current = false;
+	int i, fd2;
 
 	if (sr->fd != -1)
 		return 0;
-	if (sr->path[0] == '\0')
-		return -1;
-	if ((sr->fd = open(sr->path, O_RDONLY | O_CLOEXEC)) == -1) {
-		if (errno != ENOENT)
-			log_warn("hpfeeds: file=%s open failed: %s", sr->path, strerror(errno));
+	if (sr->path[0] == '\0') {
+		errno = ENOENT;
 		return -1;
 	}
-	if (fstat(sr->fd, &st) == 0)
-		sr->ino = st.st_ino;
+	if ((sr->fd = open(sr->path, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	if (fstat(sr->fd, &st) == -1) {
+		close(sr->fd);
+		sr->fd = -1;
+		return -1;
+	}
+	sr->ino = st.st_ino;
+	sr->dev = st.st_dev;
+	sr->draining = false;
+	if (sr->started)
+		return 0;
+	sr->started = true;
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (c->src != k)
+			continue;
+		if (c->cino == (uint64_t)sr->ino && c->cdev == (uint64_t)sr->dev)
+			current = true;
+		else if (c->cino != 0 && rc == NULL)
+			rc = c;
+	}
+	/* A channel already on this file: the others finished the old one. */
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (c->src != k)
+			continue;
+		if (c->cino == 0 || (current && (c->cino != (uint64_t)sr->ino ||
+		    c->cdev != (uint64_t)sr->dev))) {
+			if (c->cino != 0)
+				c->cursor = 0;
+			c->cino = (uint64_t)sr->ino;
+			c->cdev = (uint64_t)sr->dev;
+			c->dirty = true;	/* record which file */
+			chan_reset(c);
+		}
+	}
+	if (rc != NULL && !current) {
+		if ((fd2 = src_find(h, k, rc, false, found, sizeof(found))) != -1) {
+			src_drain_from(h, k, fd2, found);
+			return 0;
+		}
+		log_warn("hpfeeds: file=%s: the file channel %s's cursor points into "
+		    "(inode %llu, offset %llu) is gone: what it held after that offset is "
+		    "lost; publishing %s from the start", sr->path, rc->name,
+		    (unsigned long long)rc->cino, (unsigned long long)rc->cursor, sr->path);
+		src_restart(h, k);
+		return 0;
+	}
+	/* The same file: was it cut (copytruncate) while we were stopped? */
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (c->src == k && src_cut(sr->fd, (uint64_t)st.st_size, c)) {
+			src_cut_follow(h, k, c);
+			return 0;
+		}
+	}
 	return 0;
 }
 
 /*
- * Notice a source file that was replaced (event log rotation) or cut below a
- * cursor (an operator's doing): its channels start over from the start of
- * the file rather than lose entries.
+ * Source k's file was cut below channel c's cursor or rewritten
+ * (copytruncate): publish the rest from its copy when one is found beside
+ * it, else say what is lost; then the file from its start.
+ */
+static void
+src_cut_follow(struct hpf *h, enum hpf_src_id k, struct hpf_chan *c)
+{
+	struct hpf_src *sr = &h->srcs[k];
+	char found[PATH_MAX];
+	int i, fd2;
+
+	if ((fd2 = src_find(h, k, c, true, found, sizeof(found))) == -1) {
+		log_warn("hpfeeds: file=%s was cut or rewritten below the cursor of "
+		    "channel %s and no copy of it was found: what it held after offset "
+		    "%llu is lost; publishing it from the start", sr->path, c->name,
+		    (unsigned long long)c->cursor);
+		src_restart(h, k);
+		return;
+	}
+	log_warn("hpfeeds: file=%s was cut (copytruncate): channel %s publishes the "
+	    "rest from its copy %s first", sr->path, c->name, found);
+	src_drain_from(h, k, fd2, found);
+	for (i = 0; i < h->nchans; i++)
+		if (h->chans[i].src == k && h->chans[i].qlen > 0 && h->state != HPF_ST_IDLE) {
+			/* Entries in flight were read from the cut file: again. */
+			conn_drop(h, true);
+			return;
+		}
+	for (i = 0; i < h->nchans; i++)
+		if (h->chans[i].src == k)
+			chan_reset(&h->chans[i]);
+}
+
+/*
+ * Whether source k's rotated-away file is done: its size unchanged for a
+ * second (a writer may append until it reopens) and every channel's cursor
+ * at its end with nothing in flight.  A torn last line (no '\n') left at
+ * the end of a file nobody writes any more is reported and given up.
+ */
+static bool
+src_drained(struct hpf *h, enum hpf_src_id k, const struct stat *st)
+{
+	struct hpf_src *sr = &h->srcs[k];
+	uint64_t size = (uint64_t)st->st_size;
+	int i;
+
+	if (!sr->settled) {
+		if (size != sr->dsize) {
+			sr->dsize = size;
+			sr->dsize_ms = now_ms();
+			return false;
+		}
+		if (now_ms() - sr->dsize_ms < 1000)
+			return false;
+	}
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (c->src != k || (c->qlen == 0 && c->cursor >= size))
+			continue;
+		if (c->qlen > 0 || c->rbase + c->rstart != c->cursor ||
+		    c->rbase + c->rlen != size || c->rskip)
+			return false;	/* not all read, or not all confirmed */
+	}
+	for (i = 0; i < h->nchans; i++) {
+		struct hpf_chan *c = &h->chans[i];
+
+		if (c->src == k && c->cursor < size)
+			log_warn("hpfeeds: file=%s: the rotated file ends with a partial "
+			    "line of %llu bytes: not published (channel %s)", sr->path,
+			    (unsigned long long)(size - c->cursor), c->name);
+	}
+	return true;
+}
+
+/*
+ * Once a tick: notice a rotation of source k.  Rotated by a rename and a new
+ * file (logrotate's create): keep reading the old file to its end, publish
+ * and confirm it, then follow the new one.  Cut below a cursor
+ * (copytruncate): publish the rest from the copy when it is found (the lines
+ * written between the copy and the cut are lost, logrotate's own limit), and
+ * say so loudly when it is not; then the file from its start.
  */
 static void
 src_check(struct hpf *h, enum hpf_src_id k)
 {
 	struct hpf_src *sr = &h->srcs[k];
 	struct stat st, pst;
-	bool replaced = false;
-	int i;
+	char found[PATH_MAX];
+	int i, fd2;
 
-	if (sr->fd == -1 || fstat(sr->fd, &st) == -1)
+	/* Open (and reconcile) now, not when the broker is back: a rotation
+	 * while it is away must be noticed. */
+	if (sr->fd == -1 && src_open(h, k) == -1)
 		return;
-	if (stat(sr->path, &pst) == 0 && pst.st_ino != sr->ino) {
-		if (k == HPF_SRC_JOURNAL)
-			log_warn("hpfeeds: file=%s was replaced; publishing it from the start",
-			    sr->path);
+	if (fstat(sr->fd, &st) == -1)
+		return;
+	if (sr->draining) {
+		if (!src_drained(h, k, &st))
+			return;
+		if ((fd2 = src_next(h, k, &st, found, sizeof(found))) != -1) {
+			/* Rotated more than once: the next one, from its start. */
+			src_drain_from(h, k, fd2, found);
+			src_restart(h, k);
+			return;
+		}
+		log_info("hpfeeds: file=%s: the rotated file is published; following "
+		    "the new one", sr->path);
 		close(sr->fd);
 		sr->fd = -1;
-		if (src_open(h, k) == -1)
-			return;
-		replaced = true;
-		if (fstat(sr->fd, &st) == -1)
-			return;
+		if (src_open(h, k) == -1) {
+			/* Not there (yet): read from its start once it is. */
+			sr->ino = 0;
+			sr->dev = 0;
+		}
+		src_restart(h, k);
+		return;
+	}
+	if (stat(sr->path, &pst) == 0 && (pst.st_ino != sr->ino || pst.st_dev != sr->dev)) {
+		sr->draining = true;
+		sr->settled = false;	/* a writer may append until it reopens */
+		sr->dsize = (uint64_t)st.st_size;
+		sr->dsize_ms = now_ms();
+		log_info("hpfeeds: file=%s was rotated: publishing the rest of the old file "
+		    "(inode %llu) first", sr->path, (unsigned long long)sr->ino);
+		return;
 	}
 	for (i = 0; i < h->nchans; i++) {
 		struct hpf_chan *c = &h->chans[i];
 
-		if (c->src != k || (!replaced && (uint64_t)st.st_size >= c->cursor))
-			continue;
-		if (!replaced)
-			log_warn("hpfeeds: file=%s shorter than the cursor of channel %s; "
-			    "publishing it from the start", sr->path, c->name);
-		c->cursor = 0;
-		c->dirty = true;
-		h->pl_off = UINT64_MAX;
-		if (h->state != HPF_ST_IDLE && c->qlen > 0) {
-			/* Entries in flight refer to the old file: start over. */
-			conn_drop(h, true);
+		if (c->src == k && src_cut(sr->fd, (uint64_t)st.st_size, c)) {
+			src_cut_follow(h, k, c);
 			return;
 		}
-		chan_reset(c);
 	}
+	for (i = 0; i < h->nchans; i++)
+		if (h->chans[i].src == k)
+			src_head_update(sr->fd, (uint64_t)st.st_size, &h->chans[i]);
 }
 
 /*
@@ -403,8 +902,12 @@ reader_next(struct hpf *h, struct hpf_chan *c, const char **line, size_t *len,
 	ssize_t n;
 	size_t ncap;
 
-	if (src_open(h, c->src) == -1)
+	if (src_open(h, c->src) == -1) {
+		if (errno != ENOENT)
+			pump_hold(h, "hpfeeds: file=%s open failed: %s", h->srcs[c->src].path,
+			    strerror(errno));
 		return 0;
+	}
 	for (;;) {
 		nl = c->rlen > c->rstart ?
 		    memchr(c->rbuf + c->rstart, '\n', c->rlen - c->rstart) : NULL;
@@ -439,8 +942,11 @@ reader_next(struct hpf *h, struct hpf_chan *c, const char **line, size_t *len,
 				c->rlen = 0;
 			} else {
 				ncap = c->rcap == 0 ? HPF_CHUNK : c->rcap * 2;
-				if ((nb = realloc(c->rbuf, ncap)) == NULL)
+				if ((nb = realloc(c->rbuf, ncap)) == NULL) {
+					pump_hold(h, "hpfeeds: file=%s: out of memory for "
+					    "a line", h->srcs[c->src].path);
 					return 0;
+				}
 				c->rbuf = nb;
 				c->rcap = ncap;
 			}
@@ -450,7 +956,7 @@ reader_next(struct hpf *h, struct hpf_chan *c, const char **line, size_t *len,
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			log_warn("hpfeeds: file=%s read failed: %s", h->srcs[c->src].path,
+			pump_hold(h, "hpfeeds: file=%s read failed: %s", h->srcs[c->src].path,
 			    strerror(errno));
 			return -1;
 		}
@@ -528,6 +1034,8 @@ chan_advance(struct hpf *h, struct hpf_chan *c)
 		if (!e->confirmed && !e->skip)
 			break;
 		c->cursor = e->end_off;
+		c->lkey = e->lkey;
+		c->llen = e->llen;
 		if (!e->skip)
 			h->stats.confirmed++;
 		c->qhead = (c->qhead + 1) % c->qcap;
@@ -574,10 +1082,61 @@ pump_schedule(struct hpf *h)
 {
 	struct timeval tv = { 0, 0 };
 
-	if (h->sub_mode || h->state != HPF_ST_READY || h->pump_pending)
+	if (h->sub_mode || h->state != HPF_ST_READY || h->pump_pending || h->held)
 		return;
 	h->pump_pending = true;
 	evtimer_add(h->ev_pump, &tv);
+}
+
+/*
+ * A transient error (no descriptor, no memory, an I/O error) stopped the
+ * pump: the entry stays where it is, the cursor does not move, and the pump
+ * runs again after a backoff.  Logged once per series of the same text.
+ */
+static void
+pump_hold(struct hpf *h, const char *fmt, ...)
+{
+	char buf[512];
+	struct timeval tv;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (strcmp(buf, h->retrymsg) != 0) {
+		snprintf(h->retrymsg, sizeof(h->retrymsg), "%s", buf);
+		log_warn("%s; retrying (the entry stays in the spool)", buf);
+	} else
+		log_debug("%s; retrying", buf);
+	h->held = true;
+	h->pump_pending = false;
+	evtimer_del(h->ev_pump);
+	if (h->retry_ms < HPF_RETRY_MIN_MS)
+		h->retry_ms = HPF_RETRY_MIN_MS;
+	tv.tv_sec = h->retry_ms / 1000;
+	tv.tv_usec = (h->retry_ms % 1000) * 1000;
+	evtimer_add(h->ev_retry, &tv);
+	h->retry_ms = h->retry_ms * 2 > HPF_RETRY_MAX_MS ? HPF_RETRY_MAX_MS : h->retry_ms * 2;
+}
+
+/* An entry was read and built: end a transient error series. */
+static void
+pump_ok(struct hpf *h)
+{
+	if (h->retrymsg[0] != '\0')
+		log_info("hpfeeds: reading the spool again after: %s", h->retrymsg);
+	h->retrymsg[0] = '\0';
+	h->retry_ms = HPF_RETRY_MIN_MS;
+}
+
+/* The retry backoff expired: pump again. */
+static void
+retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct hpf *h = arg;
+
+	h->held = false;
+	pump_schedule(h);
 }
 
 /* Publish a bounded batch of journal entries, then yield. */
@@ -590,12 +1149,18 @@ pump_cb(evutil_socket_t fd, short what, void *arg)
 	int i, r;
 
 	h->pump_pending = false;
+	/* A file cut or rotated since the last tick is noticed before it is read. */
+	for (i = 0; i < HPF_NSRC; i++) {
+		src_check(h, (enum hpf_src_id)i);
+		if (h->state != HPF_ST_READY)
+			return;
+	}
 	while (progress && msgs < HPF_BATCH_MSGS && bytes < HPF_BATCH_BYTES) {
 		progress = false;
 		for (i = 0; i < h->nchans; i++) {
 			struct hpf_chan *c = &h->chans[i];
 
-			if (h->state != HPF_ST_READY)
+			if (h->state != HPF_ST_READY || h->held)
 				return;
 			if (evbuffer_get_length(bufferevent_get_output(h->bev)) > HPF_OUT_HIGH)
 				goto out;	/* write_cb resumes */
@@ -642,15 +1207,26 @@ publish_next(struct hpf *h, struct hpf_chan *c, size_t *bytes)
 	const char *line;
 	size_t len, hl = 0;
 	uint64_t end_off;
-	int r;
+	int r, b = 0;
 
 	r = reader_next(h, c, &line, &len, &end_off);
 	if (r <= 0)
 		return 0;
 	memset(&e, 0, sizeof(e));
 	e.end_off = end_off;
+	if (r == 1 && len < UINT32_MAX) {
+		e.lkey = fnv64(line, len);
+		e.llen = (uint32_t)len;
+	}
+	if (r == 1 && !(c->src != HPF_SRC_EVENTS && hpf_record_private(line, len)) &&
+	    (b = build_payload(h, c, line, len, end_off, &e)) == HPF_RETRY) {
+		/* Read this line again after the backoff; the cursor stays. */
+		c->rbase = end_off - len - 1;
+		c->rstart = c->rlen = 0;
+		return 0;
+	}
 	if (r == 2 || (c->src != HPF_SRC_EVENTS && hpf_record_private(line, len)) ||
-	    build_payload(h, c, line, len, end_off, &e) == -1 ||
+	    b == HPF_SKIP ||
 	    (hl = hpf_wire_publish_header(hdr, sizeof(hdr), h->feed.identity, c->name,
 	    h->pl.len)) == 0) {
 		/* Not publishable (logged): it leaves the queue in its turn. */
@@ -661,6 +1237,7 @@ publish_next(struct hpf *h, struct hpf_chan *c, size_t *bytes)
 		chan_advance(h, c);
 		return 1;
 	}
+	pump_ok(h);
 	e.bytes = hl + h->pl.len;
 	e.outstanding = true;
 	e.sent_ms = now_ms();
@@ -681,9 +1258,33 @@ oom:
 }
 
 /*
+ * The .eml of a reception record is gone (ENOENT): the one condition that
+ * skips a mail.  Said loudly: a warning, an event, the skipped counter.
+ */
+static void
+skip_missing(struct hpf *h, struct hpf_chan *c, const char *path, const char *sha)
+{
+	struct jbuf jb;
+
+	log_warn("hpfeeds: message=%s is gone (%s): channel %s skips it, it will "
+	    "never be published", path, strerror(ENOENT), c->name);
+	jb_init(&jb);
+	evlog_begin(&jb, "fosr.output.skipped", NULL);
+	jb_kcstr(&jb, "output", "hpfeeds");
+	jb_kcstr(&jb, "channel", c->name);
+	jb_kcstr(&jb, "sha256", sha);
+	jb_kcstr(&jb, "reason", "message file missing");
+	evlog_emit(&jb);
+	jb_free(&jb);
+}
+
+/*
  * Build the payload for the journal line into h->pl (reused when the previous
- * channel built the same one).  Returns 0 with sha set, or -1 when the entry
- * cannot be published (logged).
+ * channel built the same one).  Returns 0 with sha set; HPF_SKIP when the
+ * entry can never be published (logged: not a record, the .eml is gone, an
+ * event too large); HPF_RETRY on a transient error (no descriptor, no memory,
+ * an I/O error; the pump is held and retries: a mail is never skipped for a
+ * reason that may go away).
  */
 static int
 build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
@@ -715,12 +1316,17 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 			log_warn("hpfeeds: event at offset %llu of %s is %s; not published",
 			    (unsigned long long)(end_off - len - 1), h->srcs[c->src].path,
 			    len > c->limit ? "too large" : "not a JSON object");
-			return -1;
+			return HPF_SKIP;
 		}
 		jb_reset(&h->pl);
 		jb_raw(&h->pl, line, len);
-		if (h->pl.oom)
-			return -1;
+		if (h->pl.oom) {
+			jb_free(&h->pl);
+			jb_init(&h->pl);
+			pump_hold(h, "hpfeeds: event at offset %llu: out of memory",
+			    (unsigned long long)(end_off - len - 1));
+			return HPF_RETRY;
+		}
 		ent->key = fnv64(line, len);
 		return 0;
 	}
@@ -729,20 +1335,27 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 		log_warn("hpfeeds: journal line at offset %llu is not a reception "
 		    "record: \"%s\"; not published", (unsigned long long)(end_off - len - 1),
 		    log_escape(esc, sizeof(esc), line, len));
-		return -1;
+		return HPF_SKIP;
 	}
 	for (i = 0; i < 64; i++)
 		sha[i] = (char)(v[1 + i] | ((v[1 + i] >= 'A' && v[1 + i] <= 'F') ? 0x20 : 0));
 	sha[64] = '\0';
 	if ((size_t)snprintf(path, sizeof(path), "%s/messages/%s.eml", h->spool_dir,
-	    sha) >= sizeof(path))
-		return -1;
+	    sha) >= sizeof(path)) {
+		log_warn("hpfeeds: spool path too long for message=%s; not published", sha);
+		return HPF_SKIP;
+	}
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 || fstat(fd, &st) == -1) {
-		log_warn("hpfeeds: message=%s unreadable: %s; not published", path,
-		    strerror(errno));
+		int e = errno;
+
 		if (fd != -1)
 			close(fd);
-		return -1;
+		if (e == ENOENT) {
+			skip_missing(h, c, path, sha);
+			return HPF_SKIP;
+		}
+		pump_hold(h, "hpfeeds: message=%s unreadable: %s", path, strerror(e));
+		return HPF_RETRY;
 	}
 	/* Each byte makes at least one payload byte: more than limit never fits. */
 	want = (uint64_t)st.st_size > c->limit ? c->limit : (size_t)st.st_size;
@@ -751,11 +1364,14 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 
 		if (nb == NULL) {
 			close(fd);
-			return -1;
+			pump_hold(h, "hpfeeds: message=%s: out of memory for %zu bytes",
+			    path, want + 1);
+			return HPF_RETRY;
 		}
 		h->body = nb;
 		h->bodycap = want + 1;
 	}
+	n = 0;
 	while (got < want) {
 		n = pread(fd, h->body + got, want - got, (off_t)got);
 		if (n < 0 && errno == EINTR)
@@ -764,11 +1380,14 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 			break;
 		got += (size_t)n;
 	}
-	close(fd);
 	if (got < want) {
-		log_warn("hpfeeds: message=%s short read; not published", path);
-		return -1;
+		/* An I/O error, or the file changed under us: read it again later. */
+		pump_hold(h, "hpfeeds: message=%s %s", path, n < 0 ?
+		    strerror(errno) : "shorter than its size");
+		close(fd);
+		return HPF_RETRY;
 	}
+	close(fd);
 
 	jb_init(&meta);
 	if (h->feed.metadata) {
@@ -793,8 +1412,9 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 	if (hpf_payload_build(&h->pl, sha, h->body, got, (uint64_t)st.st_size, c->limit,
 	    meta.len > 2 ? meta.buf + 1 : NULL, meta.len > 2 ? meta.len - 2 : 0,
 	    &cut) == -1) {
-		log_warn("hpfeeds: message=%s payload could not be built; not published",
-		    sha);
+		/* Out of memory (the limit is never below one byte per byte). */
+		pump_hold(h, "hpfeeds: message=%s payload could not be built", sha);
+		rc = HPF_RETRY;
 		goto out;
 	}
 	if (cut)
@@ -961,12 +1581,23 @@ hpf_create(struct event_base *base, const struct cfg_feed *feed,
 		goto fail;
 	if (feed->tls && tls_ctx_setup(h, err, errlen) == -1)
 		goto fail;
+	if (!sub_mode) {
+		/*
+		 * Record now which journal file each cursor points into: the
+		 * spool deletes a rotated segment only once no cursor file
+		 * points into it or an older one.
+		 */
+		(void)src_open(h, HPF_SRC_JOURNAL);
+		cursors_save(h);
+	}
 	h->ev_reconnect = evtimer_new(base, reconnect_cb, h);
 	h->ev_pump = evtimer_new(base, pump_cb, h);
 	h->ev_poll = evtimer_new(base, poll_cb, h);
 	h->ev_tick = event_new(base, -1, EV_PERSIST, tick_cb, h);
+	h->ev_retry = evtimer_new(base, retry_cb, h);
+	h->retry_ms = HPF_RETRY_MIN_MS;
 	if (h->ev_reconnect == NULL || h->ev_pump == NULL || h->ev_poll == NULL ||
-	    h->ev_tick == NULL) {
+	    h->ev_tick == NULL || h->ev_retry == NULL) {
 		snprintf(err, errlen, "hpfeeds: cannot create events");
 		goto fail;
 	}
@@ -1054,7 +1685,12 @@ hpf_set_event_log(struct hpf *h, const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	snprintf(h->srcs[HPF_SRC_EVENTS].path, sizeof(h->srcs[0].path), "%s", path);
-	return chan_setup(h, h->feed.events_channel, HPF_SRC_EVENTS, err, errlen);
+	if (chan_setup(h, h->feed.events_channel, HPF_SRC_EVENTS, err, errlen) == -1)
+		return -1;
+	/* Now: which file the cursor points into, before anything rotates it. */
+	(void)src_open(h, HPF_SRC_EVENTS);
+	cursors_save(h);
+	return 0;
 }
 
 /* Start the publisher (see hpfeeds.h). */
@@ -1115,6 +1751,8 @@ hpf_free(struct hpf *h)
 		event_free(h->ev_poll);
 	if (h->ev_tick != NULL)
 		event_free(h->ev_tick);
+	if (h->ev_retry != NULL)
+		event_free(h->ev_retry);
 	if (h->dns != NULL)
 		evdns_base_free(h->dns, 0);
 	if (h->ssl_ctx != NULL)
@@ -1178,9 +1816,12 @@ conn_start(struct hpf *h)
 	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS)) == NULL)
 		goto fail;
 	bufferevent_setcb(h->bev, read_cb, write_cb, event_cb, h);
+	if (evbuffer_add_cb(bufferevent_get_output(h->bev), out_drained_cb, h) == NULL)
+		goto fail;
 	bufferevent_setwatermark(h->bev, EV_READ, 0, HPF_READ_HIGH);
 	bufferevent_setwatermark(h->bev, EV_WRITE, HPF_OUT_LOW, 0);
 	h->state = HPF_ST_CONNECTING;
+	h->state_ms = now_ms();
 	gen = ++h->gen;
 	if (bufferevent_enable(h->bev, EV_READ | EV_WRITE) == -1)
 		goto fail;
@@ -1277,6 +1918,7 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		sock_tune((int)bufferevent_getfd(bev));
 		h->state = HPF_ST_INFO;
+		h->state_ms = now_ms();
 		log_debug("hpfeeds: broker=%s:%d connected, waiting for INFO",
 		    h->feed.broker, h->feed.port);
 		return;
@@ -1318,6 +1960,15 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 	while (ERR_get_error() != 0)
 		;
 	conn_drop(h, true);
+}
+
+/* Bytes left our output buffer for the socket (the write deadline's progress). */
+static void
+out_drained_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct hpf *h = arg;
+
+	h->wr_drained += info->n_deleted;
 }
 
 /* Output drained below the low watermark: keep pumping. */
@@ -1423,7 +2074,9 @@ on_info(struct hpf *h, const struct hpf_frame *f)
 		c->subscribed = true;
 	}
 	h->state = HPF_ST_READY;
-	h->ready_ms = h->rx_ms = now_ms();
+	h->ready_ms = h->rx_ms = h->state_ms = h->wr_ms = now_ms();
+	h->wr_seen = h->wr_drained;
+	h->wr_outq = 0;
 	log_debug("hpfeeds: broker=%s:%d ident=%s authenticating", h->feed.broker,
 	    h->feed.port, h->feed.identity);
 	if (h->sub_mode)
@@ -1531,6 +2184,66 @@ on_publish(struct hpf *h, const struct hpf_frame *f)
 	}
 }
 
+/*
+ * Every connection state has a deadline (feed.timeout): the TCP connect and
+ * TLS handshake, the broker's INFO, and in READY a write the broker stops
+ * taking (our output buffer plus the socket's unacknowledged bytes neither
+ * empty nor shrinking).  A missed one drops the connection and reconnects
+ * with the backoff; the warning's text is the same for every attempt, so
+ * series_warn logs it once per series.  -1 when the connection was dropped.
+ */
+static int
+deadline_check(struct hpf *h, uint64_t now)
+{
+	uint64_t limit = (uint64_t)(h->feed.timeout > 0 ? h->feed.timeout :
+	    HPF_TIMEOUT_DEFAULT) * 1000;
+	int sfd, outq = 0;
+	size_t buffered;
+
+	switch (h->state) {
+	case HPF_ST_IDLE:
+		return 0;
+	case HPF_ST_CONNECTING:
+		if (now - h->state_ms < limit)
+			return 0;
+		series_warn(h, "hpfeeds: broker=%s:%d connect%s not complete within %d s; "
+		    "reconnecting", h->feed.broker, h->feed.port,
+		    h->feed.tls ? " and TLS handshake" : "", (int)(limit / 1000));
+		break;
+	case HPF_ST_INFO:
+		if (now - h->state_ms < limit)
+			return 0;
+		series_warn(h, "hpfeeds: broker=%s:%d connected but sent no INFO within "
+		    "%d s; reconnecting", h->feed.broker, h->feed.port, (int)(limit / 1000));
+		break;
+	case HPF_ST_READY:
+		/*
+		 * Progress: nothing waiting, the socket took more from our
+		 * buffer, or the peer acknowledged some of the socket's queue.
+		 */
+		buffered = evbuffer_get_length(bufferevent_get_output(h->bev));
+		sfd = (int)bufferevent_getfd(h->bev);
+		if (sfd == -1 || ioctl(sfd, SIOCOUTQ, &outq) == -1)
+			outq = 0;
+		if ((buffered == 0 && outq == 0) || h->wr_drained != h->wr_seen ||
+		    outq < h->wr_outq) {
+			h->wr_ms = now;
+			h->wr_seen = h->wr_drained;
+			h->wr_outq = outq;
+			return 0;
+		}
+		h->wr_outq = outq;
+		if (now - h->wr_ms < limit)
+			return 0;
+		series_warn(h, "hpfeeds: broker=%s:%d stopped reading (nothing taken "
+		    "for %d s); reconnecting", h->feed.broker, h->feed.port,
+		    (int)(limit / 1000));
+		break;
+	}
+	conn_drop(h, true);
+	return -1;
+}
+
 /* Once a second: save cursors, notice stable connections, stalls, new lines. */
 static void
 tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -1544,6 +2257,8 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 		src_check(h, HPF_SRC_JOURNAL);
 		src_check(h, HPF_SRC_EVENTS);
 	}
+	if (deadline_check(h, now) == -1)
+		return;
 	if (h->state != HPF_ST_READY)
 		return;
 	if (!h->stable && now - h->ready_ms >= HPF_STABLE_MS) {

@@ -7,11 +7,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -26,6 +29,8 @@
 
 #define IPTAB_SIZE	4096	/* buckets; chains stay short for any sane session cap */
 #define ACCEPT_PAUSE_MS	500	/* after EMFILE/ENFILE */
+#define FD_RESERVE	64	/* descriptors kept from sessions (at most 1/4 of the limit) */
+#define FD_BASE_SCAN	4096	/* descriptors looked at for the ones open at start */
 
 struct ipent {
 	struct ipent	*next;
@@ -47,6 +52,10 @@ struct listeners {
 	struct ipent		*iptab[IPTAB_SIZE];
 	struct event		*pause_ev;
 	char			 desc[1024];
+	long			 fd_limit;	/* RLIMIT_NOFILE; 0 = not known */
+	long			 fd_reserve;
+	long			 fd_base;	/* open when accepting started */
+	bool			 fd_short;	/* refusing for descriptors (logged) */
 };
 
 static void	 accept_cb(struct evconnlistener *, evutil_socket_t, struct sockaddr *, int, void *);
@@ -180,9 +189,32 @@ fail:
 	return NULL;
 }
 
+/*
+ * The descriptor budget: RLIMIT_NOFILE, what was open when accepting started
+ * (listeners, logs, the spool, the event loop) and the reserve kept for the
+ * daemon's own work (see accept_cb).
+ */
+static void
+fd_budget(struct listeners *ls)
+{
+	struct rlimit rl;
+	long fd, scan;
+
+	if (ls->fd_limit != 0 || getrlimit(RLIMIT_NOFILE, &rl) == -1 ||
+	    rl.rlim_cur == RLIM_INFINITY)
+		return;
+	ls->fd_limit = rl.rlim_cur > (rlim_t)LONG_MAX / 2 ? LONG_MAX / 2 : (long)rl.rlim_cur;
+	ls->fd_reserve = ls->fd_limit / 4 < FD_RESERVE ? ls->fd_limit / 4 : FD_RESERVE;
+	scan = ls->fd_limit < FD_BASE_SCAN ? ls->fd_limit : FD_BASE_SCAN;
+	for (fd = 0; fd < scan; fd++)
+		if (fcntl((int)fd, F_GETFD) != -1)
+			ls->fd_base++;
+}
+
 void
 listeners_enable(struct listeners *ls)
 {
+	fd_budget(ls);
 	for (int i = 0; i < ls->n; i++)
 		evconnlistener_enable(ls->socks[i].evl);
 }
@@ -308,6 +340,29 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 	if (lim->sessions > 0 && srv->nsessions >= (unsigned)lim->sessions) {
 		refuse(ls, fd, PR_TOO_MANY_SESSIONS, ip, "sessions");
 		return;
+	}
+	/*
+	 * Keep descriptors for the daemon's own work: the feed reading a backlog
+	 * of .eml files, the spool's commits, the relay, DNS.  A session is
+	 * refused before the outputs starve (Postfix and Redis keep such a
+	 * margin).  fd is the lowest free descriptor, so every one below it is
+	 * in use; sessions opened since start are counted too (a closed
+	 * session's hole hides the ones above it).
+	 */
+	if (ls->fd_limit > 0 && ((long)fd >= ls->fd_limit - ls->fd_reserve ||
+	    (long)srv->nsessions + ls->fd_base >= ls->fd_limit - ls->fd_reserve)) {
+		if (!ls->fd_short)
+			log_warn("smtp refusing sessions: %u open, %ld descriptors allowed, "
+			    "%ld kept for the spool and the outputs (raise LimitNOFILE)",
+			    srv->nsessions, ls->fd_limit, ls->fd_reserve);
+		ls->fd_short = true;
+		refuse(ls, fd, PR_TOO_MANY_SESSIONS, ip, "descriptors");
+		return;
+	}
+	if (ls->fd_short && (long)srv->nsessions + ls->fd_base <
+	    ls->fd_limit - 2 * ls->fd_reserve) {
+		log_info("smtp accepting sessions again: %u open", srv->nsessions);
+		ls->fd_short = false;
 	}
 	addr_key(sa, key);
 	pp = iptab_slot(ls, key);

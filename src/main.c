@@ -282,6 +282,8 @@ main(int argc, char **argv)
 	so.hostname = f.hostname;
 	so.min_free = f.cfg.spool_min_free;
 	so.max_bytes = f.cfg.spool_max_bytes;
+	so.journal_segment = f.cfg.journal_segment;
+	so.journal_keep = f.cfg.journal_keep;
 	if ((f.srv.spool = spool_open(f.base, &so, err, sizeof(err))) == NULL)
 		fatalx("spool: %s", err);
 

@@ -90,6 +90,7 @@
 #include <event2/event.h>
 #include <openssl/evp.h>
 
+#include "log.h"
 #include "spool.h"
 #include "spool_seg.h"
 #include "testhook.h"
@@ -156,6 +157,9 @@ struct spool {
 	off_t			 journal_len;	/* worker only after open */
 	bool			 journal_cut;	/* worker: cut back to journal_len
 						   before the next append */
+	uint64_t		 journal_seg;	/* rotate at this size; 0 = never */
+	int			 journal_keep;	/* rotated segments kept at least */
+	unsigned long long	 journal_seq;	/* last rotated segment's number */
 	int			 msg_dir_fd;
 	int			 maildir_new_fd;
 	int			 efd;
@@ -198,6 +202,9 @@ static void	 spool_commit_group(struct spool *, struct spool_msgq *);
 static int	 spool_maildir_add(struct spool *, const char *src);
 static int	 spool_copy_file(const char *src, const char *dst);
 static int	 spool_journal_append(struct spool *, struct spool_msgq *);
+static void	 spool_journal_rotate(struct spool *);
+static void	 spool_journal_prune(struct spool *);
+static bool	 spool_journal_segname(const char *, unsigned long long *);
 static int	 spool_fsync_dir(const char *path);
 static int	 spool_store_big(struct spool *, struct spool_msg *, bool *dedup);
 static int	 spool_store_small(struct spool *, struct spool_msg *, bool *dedup);
@@ -336,6 +343,8 @@ spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
 	sp->journal_fd = sp->msg_dir_fd = sp->maildir_new_fd = sp->efd = -1;
 	sp->min_free = opts->min_free;
 	sp->max_bytes = opts->max_bytes;
+	sp->journal_seg = opts->journal_segment;
+	sp->journal_keep = opts->journal_keep;
 	TAILQ_INIT(&sp->pending);
 	TAILQ_INIT(&sp->done);
 	pthread_mutex_init(&sp->mu, NULL);
@@ -403,6 +412,18 @@ spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
 		goto fail;
 	if (spool_repair_journal(sp->journal_fd, &sp->journal_len) == -1)
 		goto fail;
+	{
+		/* Rotated segments: number the next one after the last. */
+		DIR *d = opendir(sp->dir);
+		struct dirent *de;
+		unsigned long long n;
+
+		while (d != NULL && (de = readdir(d)) != NULL)
+			if (spool_journal_segname(de->d_name, &n) && n > sp->journal_seq)
+				sp->journal_seq = n;
+		if (d != NULL)
+			closedir(d);
+	}
 	/* The journal's and the subdirectories' names must be durable too. */
 	what = sp->dir;
 	if (spool_fsync_dir(sp->dir) == -1)
@@ -1540,5 +1561,152 @@ spool_journal_append(struct spool *sp, struct spool_msgq *q)
 	free(buf);
 	sp->journal_len += (off_t)total;
 	(void)TESTHOOK("acked", "");
+	if (sp->journal_seg > 0 && (uint64_t)sp->journal_len >= sp->journal_seg)
+		spool_journal_rotate(sp);
 	return 0;
+}
+
+/* Whether name is a rotated journal segment, receptions.jsonl.<n>; its n. */
+static bool
+spool_journal_segname(const char *name, unsigned long long *n)
+{
+	size_t bl = sizeof(SPOOL_JOURNAL) - 1;
+	char *end;
+
+	if (strncmp(name, SPOOL_JOURNAL ".", bl + 1) != 0 || name[bl + 1] < '0' ||
+	    name[bl + 1] > '9')
+		return false;
+	errno = 0;
+	*n = strtoull(name + bl + 1, &end, 10);
+	return *end == '\0' && errno == 0;
+}
+
+/*
+ * The journal reached its segment size: rename it to receptions.jsonl.<n>
+ * (the readers follow it by inode to its end, then take the next segment)
+ * and start a new one.  Runs in the commit worker after an append, so no
+ * line is split.  On any failure the current file simply keeps growing.
+ */
+static void
+spool_journal_rotate(struct spool *sp)
+{
+	char name[PATH_MAX];
+	int fd;
+
+	if ((size_t)snprintf(name, sizeof(name), "%s.%020llu", sp->journal_path,
+	    sp->journal_seq + 1) >= sizeof(name))
+		return;
+	if (rename(sp->journal_path, name) == -1) {
+		log_warn("spool: journal rotation: rename %s: %s", sp->journal_path,
+		    strerror(errno));
+		return;
+	}
+	if ((fd = open(sp->journal_path, O_RDWR | O_APPEND | O_CREAT | O_EXCL |
+	    O_CLOEXEC, SPOOL_FILE_MODE)) == -1) {
+		log_warn("spool: journal rotation: %s: %s; keeping one file",
+		    sp->journal_path, strerror(errno));
+		(void)rename(name, sp->journal_path);
+		return;
+	}
+	(void)spool_fsync_dir(sp->dir);
+	sp->journal_seq++;
+	close(sp->journal_fd);
+	sp->journal_fd = fd;
+	sp->journal_len = 0;
+	log_info("spool: journal rotated to %s", name);
+	spool_journal_prune(sp);
+}
+
+/*
+ * Delete rotated segments every reader is done with: beyond the newest
+ * journal_keep, and older than the file each feed cursor (<dir>/feed/
+ * *.cursor, "<offset> ino=<n> ...") points into.  A cursor that names no
+ * inode (an old format) keeps everything.
+ */
+static void
+spool_journal_prune(struct spool *sp)
+{
+	char path[PATH_MAX], buf[200], *p;
+	unsigned long long n, oldest_read = ULLONG_MAX, ino;
+	unsigned long long *segs = NULL, *inos = NULL, *tmp;
+	size_t nseg = 0, cap = 0, i, j;
+	struct dirent *de;
+	struct stat st;
+	ssize_t r;
+	DIR *d;
+	int fd;
+
+	if ((d = opendir(sp->dir)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (!spool_journal_segname(de->d_name, &n))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", sp->dir, de->d_name);
+		if (stat(path, &st) == -1)
+			continue;
+		if (nseg == cap) {
+			cap = cap ? cap * 2 : 16;
+			if ((tmp = reallocarray(segs, cap, sizeof(*segs))) == NULL)
+				goto out;
+			segs = tmp;
+			if ((tmp = reallocarray(inos, cap, sizeof(*inos))) == NULL)
+				goto out;
+			inos = tmp;
+		}
+		segs[nseg] = n;
+		inos[nseg++] = (unsigned long long)st.st_ino;
+	}
+	closedir(d);
+	d = NULL;
+	if (nseg <= (size_t)sp->journal_keep)
+		goto out;
+	/* The oldest segment a cursor still points into (ULLONG_MAX: none). */
+	snprintf(path, sizeof(path), "%s/feed", sp->dir);
+	if ((d = opendir(path)) != NULL) {
+		while ((de = readdir(d)) != NULL) {
+			size_t nl = strlen(de->d_name);
+
+			if (nl < 7 || strcmp(de->d_name + nl - 7, ".cursor") != 0)
+				continue;
+			snprintf(path, sizeof(path), "%s/feed/%s", sp->dir, de->d_name);
+			if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+				continue;
+			r = read(fd, buf, sizeof(buf) - 1);
+			close(fd);
+			if (r <= 0)
+				continue;
+			buf[r] = '\0';
+			if ((p = strstr(buf, " ino=")) == NULL ||
+			    sscanf(p, " ino=%llu", &ino) != 1) {
+				oldest_read = 0;	/* unknown file: keep all */
+				continue;
+			}
+			for (i = 0; i < nseg; i++)
+				if (inos[i] == ino && segs[i] < oldest_read)
+					oldest_read = segs[i];
+		}
+		closedir(d);
+		d = NULL;
+	}
+	/* Newest first, so the first journal_keep are kept. */
+	for (i = 0; i < nseg; i++)
+		for (j = i + 1; j < nseg; j++)
+			if (segs[j] > segs[i]) {
+				n = segs[i];
+				segs[i] = segs[j];
+				segs[j] = n;
+			}
+	for (i = (size_t)sp->journal_keep; i < nseg; i++) {
+		if (segs[i] >= oldest_read)
+			continue;
+		snprintf(path, sizeof(path), "%s.%020llu", sp->journal_path, segs[i]);
+		if (unlink(path) == 0)
+			log_info("spool: journal segment %s deleted (published, beyond "
+			    "journal_keep=%d)", path, sp->journal_keep);
+	}
+out:
+	if (d != NULL)
+		closedir(d);
+	free(segs);
+	free(inos);
 }

@@ -51,6 +51,8 @@ struct spool_opts {
 	const char	*hostname;	/* for Maildir file names */
 	uint64_t	 min_free;	/* refuse mail when the filesystem has less free */
 	uint64_t	 max_bytes;	/* 0 = no quota on messages/ */
+	uint64_t	 journal_segment; /* rotate the journal at this size; 0 = never */
+	int		 journal_keep;	/* rotated segments kept at least */
 	/* Tests only: 0 = the defaults. */
 	uint32_t	 checkpoint_age_ms; /* checkpoint a sealed segment after this */
 	uint32_t	 checkpoint_hold_ms; /* each checkpoint pass sleeps this long */

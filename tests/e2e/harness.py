@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import select
 import shutil
 import signal
@@ -464,12 +465,13 @@ class Collector:
     """One fosr-collector process with its own config, spool and event log."""
 
     def __init__(self, tmpdir=None, config=None, binary=None, args=(), listeners=None,
-                 env=None):
+                 env=None, nofile=None):
         self.own_tmpdir = tmpdir is None
         self.tmpdir = tmpdir or tempfile.mkdtemp(prefix="fosr-e2e-")
         self.binary = os.path.abspath(binary or binary_default())
         self.args = list(args)
         self.env_extra = dict(env or {})
+        self.nofile = nofile    # RLIMIT_NOFILE (soft = hard) for the daemon, None = inherited
         self.proc = None
         self.returncode = None
         self.ports = {}
@@ -538,9 +540,15 @@ class Collector:
         self._stderr = open(self.stderr_path, "ab")
         self._stdout = open(self.stdout_path, "ab")
         self.returncode = None
+        nofile = self.nofile
+
+        def limits():
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                      stdout=self._stdout, stderr=self._stderr,
-                                     cwd=self.tmpdir, env=env)
+                                     cwd=self.tmpdir, env=env,
+                                     preexec_fn=limits if nofile is not None else None)
         if wait:
             self.wait_ready()
         return self

@@ -8,10 +8,13 @@ import base64
 import json
 import os
 import shutil
+import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -147,13 +150,14 @@ class HpfeedsCase(CollectorTestCase):
         finally:
             super().tearDown()
 
-    def start(self, feed=None, broker=True, args=None):
+    def start(self, feed=None, broker=True, args=None, config=None, nofile=None):
         if broker:
             self.broker.start()
         port = self.broker.port or free_port()
         self.broker.port = port
         cfg = feed_cfg(port, **(feed or {}))
-        self.c = Collector(self.tmpdir, config=cfg, args=args or ())
+        cfg.update(config or {})
+        self.c = Collector(self.tmpdir, config=cfg, args=args or (), nofile=nofile)
         self.c.start()
 
     def wait_for(self, pred, timeout, what):
@@ -316,7 +320,7 @@ class Publish(HpfeedsCase):
         self.wait_for(lambda: shas <= self.broker.shas(), 15, "all 20 published")
         cursor = os.path.join(self.c.spool_dir, "feed", CHAN.encode().hex() + ".cursor")
         size = os.path.getsize(self.c.journal_path)
-        self.wait_for(lambda: os.path.exists(cursor) and int(open(cursor).read()) == size, 10,
+        self.wait_for(lambda: os.path.exists(cursor) and int(open(cursor).read().split()[0]) == size, 10,
                       "cursor at the end of the journal")
 
 
@@ -366,6 +370,236 @@ class Durability(HpfeedsCase):
         self.c.start()
         time.sleep(2)
         self.assertEqual(len(self.broker.published()), n, "entries confirmed before the stop were sent again")
+
+
+class Descriptors(HpfeedsCase):
+
+    def test_descriptor_exhaustion_never_drops_the_backlog(self):
+        # The review's reproduction: 128 descriptors, broker down, 20 mails, 110
+        # idle SMTP connections, broker up.  Sessions are refused before the
+        # outputs starve (a reserve), and a failed open of a .eml is retried,
+        # never skipped: every mail is published while the connections are held.
+        self.broker.port = free_port()
+        self.start(broker=False, nofile=128,
+                   config={"limits": {"sessions": 1000, "sessions_per_ip": 1000}})
+        shas = set(self.send_many([mail(i) for i in range(20)]))
+        held = []
+        try:
+            for _ in range(110):
+                s = socket.create_connection((HOST, self.c.ports["smtp"]), timeout=10)
+                held.append(s)
+            # each connection served (banner) or refused (421), or the daemon out of
+            # descriptors (the rest wait in the backlog)
+            def settled():
+                nfd = len(os.listdir("/proc/%d/fd" % self.c.pid))
+                answered = sum(1 for s in held if select.select([s], [], [], 0)[0])
+                return answered == len(held) or nfd >= 126
+            self.wait_for(settled, 10, "the 110 connections served, refused or stuck")
+            self.broker.start()
+            self.wait_for(lambda: shas <= self.broker.shas(), 30,
+                          "every mail published while 110 connections are held")
+        finally:
+            for s in held:
+                s.close()
+        err = self.c.stderr_text()
+        self.assertNotIn("not published", err)
+        cursor = os.path.join(self.c.spool_dir, "feed", CHAN.encode().hex() + ".cursor")
+        size = os.path.getsize(self.c.journal_path)
+        self.wait_for(lambda: os.path.exists(cursor) and int(open(cursor).read().split()[0]) == size,
+                      10, "cursor at the end of the journal")
+
+
+    def test_unreadable_message_is_retried_missing_one_skipped_loudly(self):
+        # A .eml that cannot be read (here a directory in its place: EISDIR) holds
+        # the feed and is retried, the cursor unmoved; a .eml that is gone (ENOENT)
+        # is the one entry skipped, with a warning and a fosr.output.skipped event.
+        self.broker.port = free_port()
+        self.start(broker=False)
+        bodies = [mail(i) for i in range(3)]
+        shas = self.send_many(bodies)
+        p0, p1 = self.c.message_path(shas[0]), self.c.message_path(shas[1])
+        os.rename(p0, p0 + ".aside")
+        os.mkdir(p0)
+        os.unlink(p1)
+        self.broker.start()
+        self.wait_for(lambda: "unreadable" in self.c.stderr_text() or
+                      "Is a directory" in self.c.stderr_text(), 15, "the read error logged")
+        time.sleep(1)
+        self.assertEqual(self.broker.shas(), set(), "published past an unreadable mail")
+        self.assertNotIn("not published", self.c.stderr_text())
+        os.rmdir(p0)
+        os.rename(p0 + ".aside", p0)
+        self.wait_for(lambda: {shas[0], shas[2]} <= self.broker.shas(), 15,
+                      "the mail published once readable, and the one after the gone one")
+        self.assertNotIn(shas[1], self.broker.shas())
+        err = self.c.stderr_text()
+        self.assertIn("message=%s is gone" % p1, err)
+        self.assertEqual(err.count("Is a directory; retrying"), 1, "logged once per series")
+        ev = [e for e in self.c.events() if e.get("eventid") == "fosr.output.skipped"]
+        self.assertEqual([(e["sha256"], e["output"]) for e in ev], [(shas[1], "hpfeeds")])
+
+
+class BadBroker:
+    """A listener on 127.0.0.1:port that misbehaves: "silent" accepts and never
+    sends a byte (a hung broker, a proxy with a dead backend, a TLS endpoint
+    that never answers the ClientHello); "stop-reading" sends INFO and then
+    never reads (a tiny receive buffer, so the publisher's writes stall)."""
+
+    def __init__(self, port, mode):
+        self.mode = mode
+        self.accepted = 0
+        self.conns = []
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if mode == "stop-reading":
+            self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.ls.bind((HOST, port))
+        self.ls.listen(16)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopping:
+            r, _, _ = select.select([self.ls], [], [], 0.1)
+            if not r:
+                continue
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            self.conns.append(c)
+            if self.mode == "stop-reading":
+                # INFO name=hpfeeds nonce=deadbeef, then silence on our side
+                c.sendall(bytes.fromhex("00000011010768706665656473deadbeef"))
+
+    def close(self):
+        self.stopping = True
+        self.thread.join()
+        for c in self.conns:
+            c.close()
+        self.ls.close()
+
+
+class Deadlines(HpfeedsCase):
+    """Every connection state has a deadline (feed.timeout); a missed one drops the
+    connection and reconnects with backoff, logged once per series."""
+
+    def run_bad(self, mode, text, feed=None, bodies=None):
+        self.broker.port = free_port()
+        bad = BadBroker(self.broker.port, mode)
+        try:
+            f = {"timeout": 1}
+            f.update(feed or {})
+            self.start(broker=False, feed=f)
+            shas = set(self.send_many(bodies or [mail(i) for i in range(5)]))
+            self.wait_for(lambda: bad.accepted >= 3, 30,
+                          "three connections to the %s broker (deadline missed, reconnect)" % mode)
+        finally:
+            bad.close()
+        err = self.c.stderr_text()
+        self.assertEqual(err.count(text), 1, "not logged once per series:\n" + err[-3000:])
+        self.broker.start()
+        self.wait_for(lambda: shas <= self.broker.shas(), 60,
+                      "every mail published once a good broker is back")
+
+    def test_silent_broker(self):
+        self.run_bad("silent", "sent no INFO within 1 s; reconnecting")
+
+    def test_tls_broker_never_answers_client_hello(self):
+        ca, crt, key = make_ca(self.tmpdir)
+        self.broker.tls = (crt, key)
+        self.run_bad("silent", "connect and TLS handshake not complete within 1 s",
+                     feed={"tls": True, "ca_file": ca, "server_name": "broker.test"})
+
+    def test_broker_stops_reading_mid_stream(self):
+        # 12 mails of ~600 KB: more than the socket buffers hold, less than the window
+        big = [mail(i, (b"%06d" % i) * 100000 + b"\r\n") for i in range(12)]
+        self.run_bad("stop-reading", "stopped reading (nothing taken for 1 s)", bodies=big)
+
+
+class EventLogRotation(HpfeedsCase):
+    """The event log's unpublished tail survives a rotation: the old file is
+    published to its end (confirmed) before the new one; the cursor records
+    which file (inode) it points into, so a rotation while stopped is handled."""
+
+    EV = "spam.events"
+
+    def setUp(self):
+        super().setUp()
+        self.broker.users = ["writer:secret:%s,%s:%s,%s" % (CHAN, self.EV, CHAN, self.EV)]
+
+    def lines(self, path):
+        with open(path, "rb") as f:
+            return [l for l in f.read().split(b"\n") if l]
+
+    def published_events(self):
+        return {p for _, _, p in self.broker.published(self.EV)}
+
+    def rotate_with_broker_down(self, rotate, restart=False):
+        self.broker.port = free_port()
+        self.start(broker=False, feed={"events_channel": self.EV})
+        self.send_many([mail(i) for i in range(5)])
+        log = self.c.event_log
+        self.wait_for(lambda: len([l for l in self.lines(log) if b"fosr.mail.received" in l]) == 5,
+                      10, "5 mails in the event log")
+        if rotate == self.copytruncate:
+            # A cut file is told from a grown one by its first bytes, which the
+            # publisher records once a second (in the cursor): a copytruncate
+            # within the daemon's first second could not be told.
+            cursor = os.path.join(self.c.spool_dir, "feed", self.EV.encode().hex() + ".cursor")
+            self.wait_for(lambda: os.path.exists(cursor) and ":256\n" in open(cursor).read(),
+                          10, "the event log's head recorded")
+        if restart:
+            self.c.stop()
+        rotate(log)
+        if restart:
+            self.c.start()
+        else:
+            self.c.signal(signal.SIGHUP)
+        self.send_many([mail(i) for i in range(5, 7)])
+        old = set(self.lines(log + ".1"))
+        self.assertGreaterEqual(len(old), 10)
+        self.broker.start()
+        self.wait_for(lambda: old | set(self.lines(log)) <= self.published_events(), 30,
+                      "every event of the rotated file and of the new one published")
+        return old
+
+    @staticmethod
+    def mv(log):
+        os.rename(log, log + ".1")
+
+    @staticmethod
+    def copytruncate(log):
+        shutil.copyfile(log, log + ".1")
+        os.truncate(log, 0)
+
+    def test_create_rotation_broker_down(self):
+        self.rotate_with_broker_down(self.mv)
+
+    def test_copytruncate_rotation_broker_down(self):
+        self.rotate_with_broker_down(self.copytruncate)
+
+    def test_rotation_while_stopped(self):
+        self.rotate_with_broker_down(self.mv, restart=True)
+
+    def test_copytruncate_while_stopped(self):
+        self.rotate_with_broker_down(self.copytruncate, restart=True)
+
+    def test_rotated_file_gone_is_said_loudly(self):
+        self.broker.port = free_port()
+        self.start(broker=False, feed={"events_channel": self.EV})
+        self.send_many([mail(i) for i in range(2)])
+        self.c.stop()
+        os.unlink(self.c.event_log)
+        self.c.start()
+        self.send_many([mail(i) for i in range(2, 4)])
+        self.broker.start()
+        new = set(self.lines(self.c.event_log))
+        self.wait_for(lambda: new <= self.published_events(), 30, "the new file published")
+        # the file is gone, or a new one got its inode number: said either way
+        self.assertIn("is lost", self.c.stderr_text())
 
 
 class Failures(HpfeedsCase):

@@ -365,6 +365,7 @@ test_feed_seed(void **state)
 	assert_false(f->tls);
 	assert_false(f->metadata);
 	assert_string_equal(f->events_channel, "");
+	assert_int_equal(f->timeout, HPF_TIMEOUT_DEFAULT);
 
 	src_path(path, sizeof(path), "etc/feed_config.yml");
 	memset(f, 0, sizeof(*f));
@@ -439,6 +440,13 @@ test_feed_bools(void **state)
 	expect_feed_err(yaml, "f.yml:8: tls: expected true or false, got \"1\"");
 	snprintf(yaml, sizeof(yaml), "%s  metadata: [true]\n", seed_feed);
 	expect_feed_err(yaml, "f.yml:8: metadata: expected a single value, not a list");
+	snprintf(yaml, sizeof(yaml), "%s  timeout: 2\n", seed_feed);
+	if (load_feed(f, yaml, err) != 0)
+		fail_msg("timeout: %s", err);
+	assert_int_equal(f->timeout, 2);
+	snprintf(yaml, sizeof(yaml), "%s  timeout: 0\n", seed_feed);
+	if (load_feed(f, yaml, err) == 0)
+		fail_msg("timeout 0 accepted");
 	free(f);
 }
 

@@ -1,0 +1,148 @@
+"""The reception journal at scale: the -i console reads it from its end, its
+start time and memory bounded whatever the journal's size, newest first."""
+
+import os
+import resource
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Collector, is_sanitized, slow_factor, binary_default  # noqa: E402
+from test_hpfeeds import CHAN, HpfeedsCase, free_port, mail  # noqa: E402
+
+RECORDS = 3_000_000
+
+
+def record(i):
+    return ('{"time":"2026-01-01T00:00:00Z","sha256":"%064x","size":%d,"src_ip":"192.0.2.%d",'
+            '"mail_from":"s%d@example.org","rcpt_to":["r@example.net"]}\n'
+            % (i, 100 + i % 1000, i % 250, i)).encode()
+
+
+class ConsoleJournal(unittest.TestCase):
+
+    def setUp(self):
+        self.c = Collector()
+        os.makedirs(self.c.spool_dir, exist_ok=True)
+        self.journal = os.path.join(self.c.spool_dir, "receptions.jsonl")
+        with open(self.journal, "wb") as f:
+            block = []
+            for i in range(RECORDS):
+                block.append(record(i))
+                if len(block) == 100000:
+                    f.write(b"".join(block))
+                    block = []
+            f.write(b"".join(block))
+            f.write(b'{"time":"2026-01-01T00:00:01Z","sha256":"torn')   # a torn last line
+
+    def tearDown(self):
+        self.c.cleanup()
+
+    def test_console_reads_a_huge_journal_from_its_end(self):
+        binary = binary_default()
+        sanitized = is_sanitized(binary)
+
+        def limit():
+            # A console that loads everything must fail here, not take the machine.
+            if not sanitized:
+                resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        inp = os.path.join(self.c.tmpdir, "console.in")
+        with open(inp, "wb") as f:
+            f.write(b"list\nn\nquit\n")
+        outp = os.path.join(self.c.tmpdir, "console.out")
+        t0 = time.monotonic()
+        with open(inp, "rb") as fi, open(outp, "wb") as fo:
+            p = subprocess.Popen([binary, "-c", self.c.config_path, "-i"], stdin=fi, stdout=fo,
+                                 stderr=subprocess.STDOUT, preexec_fn=limit)
+            _, status, ru = os.wait4(p.pid, 0)      # this child's own peak RSS
+            p.returncode = os.waitstatus_to_exitcode(status)
+        elapsed = time.monotonic() - t0
+        peak_kb = ru.ru_maxrss
+        with open(outp, "rb") as f:
+            out = f.read()
+        err = out
+        text = out.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 0, err.decode(errors="replace")[-2000:])
+        size_mb = os.path.getsize(self.journal) >> 20
+        print("\n    journal %d records, %d MiB: console start+list %.2f s, peak RSS %d MiB"
+              % (RECORDS, size_mb, elapsed, peak_kb >> 10))
+        # newest first: the last complete record is row 1, the next page follows on
+        newest = "%064x" % (RECORDS - 1)
+        rows = [l for l in text.splitlines() if l.strip()[:1].isdigit()]
+        self.assertTrue(rows and rows[0].split()[0] == "1" and newest[:12] in rows[0], text[:3000])
+        self.assertIn(("%064x" % (RECORDS - 21))[:12], text)      # row 21, second page
+        self.assertIn("the newest 20000 records of the journal are loaded", text)
+        self.assertNotIn("torn", text)
+        bound = 15 * slow_factor(binary)
+        self.assertLess(elapsed, bound, "console start on a %d MiB journal" % size_mb)
+        if not sanitized:
+            self.assertLess(peak_kb, 150 * 1024, "console memory on a %d MiB journal" % size_mb)
+
+
+class ConsoleSegments(unittest.TestCase):
+
+    def test_console_reads_rotated_segments_newest_first(self):
+        c = Collector()
+        try:
+            os.makedirs(c.spool_dir, exist_ok=True)
+            # segment 1: records 0-9, segment 2: 10-19, current: 20-24
+            for name, rng in (("receptions.jsonl.%020d" % 1, range(0, 10)),
+                              ("receptions.jsonl.%020d" % 2, range(10, 20)),
+                              ("receptions.jsonl", range(20, 25))):
+                with open(os.path.join(c.spool_dir, name), "wb") as f:
+                    f.write(b"".join(record(i) for i in rng))
+            r = subprocess.run([c.binary, "-c", c.config_path, "-i"], input=b"list\nn\n",
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+            text = r.stdout.decode("utf-8", "replace")
+            self.assertEqual(r.returncode, 0, text)
+            self.assertIn("25 captured mails", text)
+            rows = [l.split() for l in text.splitlines() if l.strip()[:1].isdigit()]
+            order = [int(row[4][1:row[4].index("@")]) for row in rows]
+            self.assertEqual(order, list(range(24, -1, -1)), text)
+        finally:
+            c.cleanup()
+
+
+class JournalSegments(HpfeedsCase):
+    """The journal is rotated at a size into receptions.jsonl.<n>; every feed
+    cursor continues across rotations (and a restart), and a segment is
+    deleted once every cursor is past it and journal_keep allows."""
+
+    COPY = "spam.copy"
+
+    def segments(self):
+        return sorted(n for n in os.listdir(self.c.spool_dir) if n.startswith("receptions.jsonl."))
+
+    def test_cursors_continue_across_rotations(self):
+        self.broker.users = ["writer:secret:%s,%s:%s,%s" % (CHAN, self.COPY, CHAN, self.COPY)]
+        self.broker.port = free_port()
+        self.start(broker=False, feed={"channels": [CHAN, self.COPY]},
+                   config={"spool": {"journal_segment": 4096, "journal_keep": 1}})
+        shas = set(self.send_many([mail(i) for i in range(40)]))
+        self.assertGreaterEqual(len(self.segments()), 3, os.listdir(self.c.spool_dir))
+        # a restart while the backlog spans several segments
+        self.c.stop()
+        self.c.start()
+        self.broker.start()
+        self.wait_for(lambda: shas <= self.broker.shas() and shas <= self.broker.shas(self.COPY),
+                      90, "every mail of every segment published on both channels")
+        # once both cursors are past them, the next rotation deletes the old segments
+        ino = os.stat(os.path.join(self.c.spool_dir, "receptions.jsonl")).st_ino
+        cursors = [os.path.join(self.c.spool_dir, "feed", ch.encode().hex() + ".cursor")
+                   for ch in (CHAN, self.COPY)]
+        self.wait_for(lambda: all(" ino=%d " % ino in open(p).read() for p in cursors), 10,
+                      "both cursors saved in the current journal file")
+        before = self.segments()
+        self.assertGreater(len(before), 1)
+        more = set(self.send_many([mail(1000 + i) for i in range(10)]))
+        self.assertLessEqual(len(self.segments()), 1, self.segments())
+        self.assertNotIn(before[-1], self.segments())
+        self.wait_for(lambda: more <= self.broker.shas() and more <= self.broker.shas(self.COPY),
+                      30, "the mails after the deletion published")
+        self.assertNotIn("not published", self.c.stderr_text())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
