@@ -2,7 +2,7 @@
 # Install the Debian packages fosr-collector needs to build and test, or, when not
 # root, print the exact apt-get line.  Quiet when everything is already there.
 PKGS="build-essential pkg-config clang libclang-rt-14-dev libevent-dev libssl-dev libyaml-dev
-libc-ares-dev libcmocka-dev libpcre2-dev libseccomp-dev systemd openssl python3 python3-aiosmtpd swaks postfix libsasl2-modules sasl2-bin
+libc-ares-dev libcmocka-dev libpcre2-dev libseccomp-dev libidn2-dev systemd openssl python3 python3-aiosmtpd swaks postfix libsasl2-modules sasl2-bin
 valgrind"
 missing=""
 for p in $PKGS; do

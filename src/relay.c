@@ -1131,7 +1131,7 @@ relay_domain_listed(const struct relay *r, const char *domain)
 {
 	const char *w;
 
-	return relay_never_relay(r->cfg->relay.ipv4_only_domains,
+	return relay_domain_in_list(r->cfg->relay.ipv4_only_domains,
 	    r->cfg->relay.nipv4_only, domain, &w);
 }
 
