@@ -341,5 +341,60 @@ class TestTestMode(RelayCase):
         self.assertNotIn(("spammer.example", "MX"), self.dns.queries)
 
 
+LONG_RCPT = "d" * 300 + "@spammer.example"
+
+
+class TestCapsRestart(RelayCase):
+    """Issue "Trust, proven from outside" 3 and 4: the caps survive a restart for
+    every recipient form and length, and equivalent forms of an address are one."""
+    relay_mode = "dry-run"
+    caps = {"per_recipient": 1, "per_domain": 100}
+
+    def verdict(self, body, rcpt):
+        self.send(body, rcpt=rcpt)
+        return self.wait_decisions(sha256_hex(body), 1)[0]
+
+    def test_recipient_caps_hold_across_kill9_in_any_form(self):
+        d = self.verdict(probe(300), "drop@spammer.example")
+        self.assertEqual(d["verdict"], "dry-run", d)
+        d = self.verdict(probe(301), LONG_RCPT)
+        self.assertEqual(d["verdict"], "dry-run", d)
+        self.c.kill9()
+        self.c.start()
+        for i, rcpt in enumerate(['"drop"@spammer.example', "dr\\op@SPAMMER.example.",
+                                  "DROP@spammer.example", LONG_RCPT,
+                                  '"' + "d" * 300 + '"@Spammer.Example']):
+            d = self.verdict(probe(310 + i), rcpt)
+            self.assertEqual(d["verdict"], "refused", (rcpt, d))
+            self.assertIn("per_recipient", d["reason"])
+        # Another recipient at the same domain is still within the caps.
+        d = self.verdict(probe(320), "other@spammer.example")
+        self.assertEqual(d["verdict"], "dry-run", d)
+        self.expect_exit = None
+
+    def test_never_relay_equivalent_forms(self):
+        for i, rcpt in enumerate(['"abuse"@example.com', '"postmaster"@example.net',
+                                  "post\\master@example.net", "x@SpamHaus.Org."]):
+            d = self.verdict(probe(330 + i), rcpt)
+            self.assertEqual(d["verdict"], "refused", (rcpt, d))
+            self.assertIn("never_relay", d["reason"])
+
+    def test_unreadable_caps_line_turns_relaying_off(self):
+        d = self.verdict(probe(340), "drop@spammer.example")
+        self.assertEqual(d["verdict"], "dry-run", d)
+        self.c.stop()
+        path = os.path.join(self.c.spool_dir, "relay", "caps-dry-run.log")
+        with open(path, "ab") as f:
+            f.write(b'{"t":1,"sha256":"not a sha"}\n')
+        size = os.path.getsize(path)
+        self.c.start()
+        d = self.verdict(probe(341), "fresh@other.example")
+        self.assertEqual(d["verdict"], "refused", d)
+        self.assertIn("caps-dry-run.log line 2", d["reason"])
+        self.assertIn("line 2 is not a reservation", self.c.stderr_text())
+        self.c.stop()
+        self.assertEqual(os.path.getsize(path), size)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
