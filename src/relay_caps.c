@@ -820,11 +820,13 @@ caps_domain_under(const char *dom, const char *pat)
 static int
 caps_pat_domain(const char *pat, char *out, size_t outlen)
 {
-	char tmp[CFG_RELAY_ENTRY_MAX + 4];
+	char tmp[ADDR_CANON_MAX + 4];
 	const char *at;
 
 	if (pat[0] == '@')
 		pat++;
+	if (strlen(pat) > ADDR_CANON_MAX)
+		return -1;
 	snprintf(tmp, sizeof(tmp), "x@%s", pat);
 	if (addr_key(tmp, out, outlen) == -1)
 		return -1;

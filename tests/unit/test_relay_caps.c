@@ -472,7 +472,7 @@ test_restart_long_and_many_rcpts(void **state)
 	struct relay_caps *c;
 	char sha[65], longa[520], longb[520];
 	const char *many[12];
-	char manybuf[12][32];
+	char manybuf[12][48];
 	time_t now = time(NULL);
 
 	limits(&l);
@@ -696,6 +696,24 @@ test_never_relay_equivalent_forms(void **state)
 		assert_false(relay_never_relay(list, 3, "someone@example.comx", NULL));
 	}
 #undef NR
+	{
+		/* ipv4_only_domains: a domain and its subdomains, canonical forms compared. */
+		static const char v4[][CFG_RELAY_ENTRY_MAX] = { "gmail.com", "@b\xc3\xbc" "cher.example" };
+		char longdom[600];
+
+		assert_true(relay_domain_in_list(v4, 2, "GMail.COM.", &w));
+		assert_string_equal(w, "gmail.com");
+		assert_true(relay_domain_in_list(v4, 2, "alt1.gmail.com", NULL));
+		assert_true(relay_domain_in_list(v4, 2, "xn--bcher-kva.example", NULL));
+		assert_false(relay_domain_in_list(v4, 2, "notgmail.com", NULL));
+		assert_false(relay_domain_in_list(v4, 2, "", NULL));
+		/* Longer than a list entry: compared whole, not truncated into a match. */
+		memset(longdom, 'a', sizeof(longdom));
+		snprintf(longdom + sizeof(longdom) - 12, 12, ".gmail.comx");
+		assert_false(relay_domain_in_list(v4, 2, longdom, NULL));
+		snprintf(longdom + sizeof(longdom) - 12, 12, "..gmail.com");
+		assert_true(relay_domain_in_list(v4, 2, longdom, NULL));
+	}
 	free(cf);
 }
 
