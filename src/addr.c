@@ -118,10 +118,14 @@ addr_domain_canon(const char *d, size_t len, char *out, size_t outlen)
 		addr_lower(out);
 		return 0;
 	}
-	/* IDNA2008 with the UTS 46 mapping: case, width, the ideographic full stop. */
+	/*
+	 * IDNA2008 with the UTS 46 mapping (case, width, the ideographic full
+	 * stop) and the STD3 rules: without them U+3000 maps to a space.
+	 */
 	if ((tmp = strndup(d, len)) == NULL)
 		return -1;
-	if (idn2_to_ascii_8z(tmp, &ace, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK) {
+	if (idn2_to_ascii_8z(tmp, &ace, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL |
+	    IDN2_USE_STD3_ASCII_RULES) != IDN2_OK) {
 		free(tmp);
 		return -1;
 	}
@@ -129,6 +133,12 @@ addr_domain_canon(const char *d, size_t len, char *out, size_t outlen)
 	n = strlen(ace);
 	while (n > 0 && ace[n - 1] == '.')
 		n--;
+	/* What came out must pass as an ASCII domain above: a fixed point. */
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)ace[i];
+		if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '@')
+			n = 0;
+	}
 	if (n == 0 || n + 1 > outlen) {
 		idn2_free(ace);
 		return -1;

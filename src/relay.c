@@ -1050,8 +1050,10 @@ relay_decided(struct relay_job *j)
 	for (int i = 0; i < j->rec->nrcpt; i++) {
 		if (relay_never_relay(r->cfg->relay.never_relay, r->cfg->relay.nnever,
 		    j->rec->rcpt[i], &which)) {
-			snprintf(why, sizeof(why), "never_relay: %.200s matches \"%s\"",
-			    j->rec->rcpt[i], which);
+			char erc[204];	/* the recipient is the client's: escaped for the text log */
+			snprintf(why, sizeof(why), "never_relay: %s matches \"%s\"",
+			    log_escape(erc, sizeof(erc), j->rec->rcpt[i],
+			    strlen(j->rec->rcpt[i])), which);
 			relay_decision_event(j, "refused", why, NULL);
 			relay_finish(j, "refused", why);
 			return;

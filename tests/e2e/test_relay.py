@@ -131,8 +131,13 @@ class RelayCase(CollectorTestCase):
             time.sleep(0.05)
         self.fail("fewer than %d decisions for %s: %s" % (n, sha, self.decisions(sha)))
 
-    def relay_record(self, sha):
-        with open(os.path.join(self.c.spool_dir, "relay", sha + ".json")) as f:
+    def relay_record(self, sha, timeout=10):
+        # The result event is emitted before the worker has written the record.
+        path = os.path.join(self.c.spool_dir, "relay", sha + ".json")
+        end = time.time() + timeout * self.slow
+        while not os.path.exists(path) and time.time() < end:
+            time.sleep(0.05)
+        with open(path) as f:
             return json.load(f)
 
 

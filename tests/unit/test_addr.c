@@ -78,6 +78,17 @@ test_idn_utf8(void **state)
 	canon_is("\xe9t\xe9@example.com", "\xef\xbf\xbdt\xef\xbf\xbd@example.com");
 	/* A domain that is not UTF-8 or not IDNA cannot be canonical. */
 	canon_is("a@\xe9t\xe9.example", NULL);
+	/* U+3000 IDEOGRAPHIC SPACE maps to a space without the STD3 rules (fuzz_caps finding). */
+	canon_is("@\xe3\x80\x80", NULL);
+	{
+		/* Refused or mapped (libidn2 versions differ), but never with a space. */
+		char out[ADDR_CANON_MAX], again[ADDR_CANON_MAX];
+		if (addr_canonical("a@x\xe3\x80\x80y.example", out, sizeof(out)) == 0) {
+			assert_null(strchr(out, ' '));
+			assert_int_equal(addr_canonical(out, again, sizeof(again)), 0);
+			assert_string_equal(out, again);
+		}
+	}
 }
 
 /* Refusals and bounds: control bytes, open quotes, empty domains, overlong input. */
