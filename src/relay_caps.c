@@ -356,7 +356,7 @@ caps_load(struct relay_caps *c, int fd, bool writable, char *err, size_t errlen)
 	struct stat st;
 	struct caps_line l;
 	struct caps_buf out = { NULL, 0, 0, false };
-	char *buf = NULL, *p, *e, *nl, shown[128], small[160];
+	char *buf = NULL, *p, *e, *nl, shown[128], small[160], e2[PATH_MAX + 64];
 	size_t len = 0, lineno = 0;
 	ssize_t r;
 	time_t now = time(NULL);
@@ -436,14 +436,19 @@ caps_load(struct relay_caps *c, int fd, bool writable, char *err, size_t errlen)
 	c->size = (off_t)len;
 	if (writable && !c->broken[0] && (out.oom || out.len != len ||
 	    (len > 0 && memcmp(out.p, buf, len) != 0))) {
-		if (out.oom) {
-			snprintf(err, errlen, "%s: compaction: out of memory", c->path);
-			goto done;
-		}
-		if (caps_rewrite(c, out.p, out.len, err, errlen) == -1)
-			goto done;
-		log_info("relay caps: %s compacted: %zu -> %zu bytes (reservations older "
-		    "than a day kept as their sha256 only)", c->path, len, out.len);
+		/*
+		 * Not compacting is no reason to stop: the journal as it is counts
+		 * the same (and a failed fsync of the directory after the rename
+		 * leaves either file, both whole).
+		 */
+		if (out.oom)
+			log_warn("relay caps: %s: not compacted: out of memory", c->path);
+		else if (caps_rewrite(c, out.p, out.len, e2, sizeof(e2)) == -1)
+			log_warn("relay caps: not compacted: %s", e2);
+		else
+			log_info("relay caps: %s compacted: %zu -> %zu bytes (reservations "
+			    "older than a day kept as their sha256 only)", c->path, len,
+			    out.len);
 	}
 	rc = 0;
 done:

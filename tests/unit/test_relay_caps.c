@@ -633,6 +633,33 @@ test_compaction(void **state)
 	relay_caps_free(c);
 }
 
+/* A compaction that cannot be written (its temporary name is taken) does not stop the open. */
+static void
+test_compaction_failure_not_fatal(void **state)
+{
+	struct cfg_relay_caps l;
+	struct relay_caps *c;
+	char sha[65], line[512];
+	time_t now = time(NULL);
+	off_t before;
+	int n;
+
+	limits(&l);
+	sha_of(sha, 1);
+	n = snprintf(line, sizeof(line), "{\"t\":%lld,\"sha256\":\"%s\",\"src_ip\":\"192.0.2.1\","
+	    "\"rcpt\":[\"old@example.org\"],\"source\":\"daemon\"}\n",
+	    (long long)(now - 3 * 86400), sha);
+	append_raw(line, (size_t)n);
+	before = caps_size();
+	snprintf(line, sizeof(line), "%s.tmp", caps_path());
+	assert_int_equal(mkdir(line, 0700), 0);	/* even root cannot open it as a file */
+	c = open_caps(&l);
+	assert_int_equal(rmdir(line), 0);
+	assert_int_equal(caps_size(), before);
+	assert_int_equal(take(c, sha, "192.0.2.1", "x@example.net", now), -1);	/* same sha256 */
+	relay_caps_free(c);
+}
+
 /* The never-relay list forms. */
 static void
 test_never_relay(void **state)
@@ -791,6 +818,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_corrupt_line_fails_closed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_tail_and_short_write, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_compaction_failure_not_fatal, setup, teardown),
 		cmocka_unit_test(test_never_relay),
 		cmocka_unit_test(test_never_relay_defaults),
 		cmocka_unit_test(test_never_relay_equivalent_forms),
