@@ -379,10 +379,14 @@ class TestCapsRestart(RelayCase):
 
     def test_never_relay_equivalent_forms(self):
         for i, rcpt in enumerate(['"abuse"@example.com', '"postmaster"@example.net',
-                                  "post\\master@example.net", "x@SpamHaus.Org."]):
+                                  "post\\master@example.net", "x@SpamHaus.Org.",
+                                  # IDN mapping (libidn2) inside the sandboxed daemon
+                                  "x@spamhaus\u3002org", "x@\uff33pamhaus.org"]):
             d = self.verdict(probe(330 + i), rcpt)
             self.assertEqual(d["verdict"], "refused", (rcpt, d))
             self.assertIn("never_relay", d["reason"])
+            if "pamhaus" in rcpt:   # matched as that domain, not as "no canonical form"
+                self.assertIn('matches "spamhaus.org"', d["reason"])
 
     def test_unreadable_caps_line_turns_relaying_off(self):
         d = self.verdict(probe(340), "drop@spammer.example")
