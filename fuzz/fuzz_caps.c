@@ -26,6 +26,18 @@ static char		 dir[64];
 static char		 path[96];
 static struct cfg	*cfg;
 
+/* Remove the scratch directory at exit. */
+static void
+cleanup(void)
+{
+	char tmp[112];
+
+	unlink(path);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	unlink(tmp);
+	rmdir(dir);
+}
+
 /* One scratch directory for the whole run (tmpfs when there is one). */
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -35,6 +47,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	if (mkdtemp(dir) == NULL)
 		abort();
 	snprintf(path, sizeof(path), "%s/caps.log", dir);
+	atexit(cleanup);
 	if ((cfg = malloc(sizeof(*cfg))) == NULL)
 		abort();
 	cfg_defaults(cfg);
