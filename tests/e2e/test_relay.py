@@ -404,6 +404,37 @@ class TestCapsRestart(RelayCase):
         self.c.stop()
         self.assertEqual(os.path.getsize(path), size)
 
+    def test_caps_journal_compacted_at_start(self):
+        self.c.stop()
+        path = os.path.join(self.c.spool_dir, "relay", "caps-dry-run.log")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        old_body = probe(350)
+        old = int(time.time()) - 3 * 86400
+        with open(path, "w") as f:
+            for i in range(50):
+                sha = sha256_hex(old_body) if i == 0 else "%064x" % (i + 1)
+                f.write(json.dumps({"t": old, "sha256": sha, "src_ip": "192.0.2.1",
+                                    "rcpt": ["old%d@spammer.example" % i],
+                                    "source": "daemon"}) + "\n")
+        before = os.path.getsize(path)
+        self.c.start()
+        # The relay (and its caps) may open after the listeners: wait for its log line.
+        end = time.time() + 10 * self.slow
+        while "compacted" not in self.c.stderr_text() and time.time() < end:
+            time.sleep(0.05)
+        self.assertIn("caps-dry-run.log compacted", self.c.stderr_text())
+        with open(path) as f:
+            text = f.read()
+        self.assertNotIn("old", text)
+        self.assertEqual(len(text.splitlines()), 50)
+        self.assertLess(os.path.getsize(path), before)
+        # The old content is still never relayed again; its old recipient is free again.
+        d = self.verdict(old_body, "drop@spammer.example")
+        self.assertEqual(d["verdict"], "refused", d)
+        self.assertIn("same content", d["reason"])
+        d = self.verdict(probe(351), "old0@spammer.example")
+        self.assertEqual(d["verdict"], "dry-run", d)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
