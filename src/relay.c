@@ -1145,8 +1145,10 @@ relay_decided(struct relay_job *j)
 	for (int i = 0; i < j->rec->nrcpt; i++) {
 		if (relay_never_relay(r->cfg->relay.never_relay, r->cfg->relay.nnever,
 		    j->rec->rcpt[i], &which)) {
-			snprintf(why, sizeof(why), "never_relay: %.200s matches \"%s\"",
-			    j->rec->rcpt[i], which);
+			char erc[204];	/* the recipient is the client's: escaped for the text log */
+			snprintf(why, sizeof(why), "never_relay: %s matches \"%s\"",
+			    log_escape(erc, sizeof(erc), j->rec->rcpt[i],
+			    strlen(j->rec->rcpt[i])), which);
 			relay_decision_event(j, "refused", why, NULL);
 			relay_finish(j, "refused", why);
 			return;
@@ -1226,7 +1228,7 @@ relay_domain_listed(const struct relay *r, const char *domain)
 {
 	const char *w;
 
-	return relay_never_relay(r->cfg->relay.ipv4_only_domains,
+	return relay_domain_in_list(r->cfg->relay.ipv4_only_domains,
 	    r->cfg->relay.nipv4_only, domain, &w);
 }
 

@@ -12,6 +12,11 @@
  *
  * A writer holds an exclusive lock (flock) on the file for its lifetime:
  * the daemon and the -i console cannot both count at once.
+ *
+ * Recipients are counted by their canonical form (addr_key(), addr.h), which
+ * is also what the journal records.  At a writable open, a torn last line
+ * is cut and the journal compacted: reservations older than a day (the
+ * longest window) keep only their sha256.
  */
 #ifndef FOSR_RELAY_CAPS_H
 #define FOSR_RELAY_CAPS_H
@@ -47,8 +52,10 @@ struct relay_caps_usage {
 /*
  * Open (create) <dir>/<name>.log and load it.  readonly: no creation, no
  * lock, a missing file is empty (for the console's "verify").  A torn last
- * line is cut off (its send never started: the write comes first).
- * NULL with err filled on failure, including "locked by another process".
+ * line is cut off (its send never started: the write comes first).  A whole
+ * line that does not parse does not fail the open: it turns relaying off
+ * (relay_caps_broken()) and is logged.  NULL with err filled on failure,
+ * including "locked by another process".
  */
 struct relay_caps *relay_caps_open(const char *dir, const char *name,
 		    const struct cfg_relay_caps *limits, bool readonly,
@@ -69,12 +76,15 @@ void		 relay_caps_usage(const struct relay_caps *, const struct relay_caps_req *
  * Count req in memory at once (no I/O) and return the journal line to make
  * durable (malloc'ed, newline included; the caller frees it).  source is
  * "daemon" or "console".  The caller checked first.  0, or -1 out of memory
- * (then nothing was counted).
+ * or a recipient without a canonical form (then nothing was counted).
  */
 int		 relay_caps_reserve(struct relay_caps *, const struct relay_caps_req *,
 		    time_t now, const char *source, char **line, size_t *len);
 
-/* Append line and fsync it.  0, or -1 with err filled.  Any thread, one at a time. */
+/*
+ * Append line (one whole line) and fsync it.  0, or -1 with err filled: the
+ * caller must not send.  A failed write is cut back.  Any thread, one at a time.
+ */
 int		 relay_caps_persist(struct relay_caps *, const char *line, size_t len,
 		    char *err, size_t errlen);
 
@@ -83,12 +93,25 @@ int		 relay_caps_count_day(const struct relay_caps *, time_t now);
 
 /*
  * Whether addr matches the never-relay list: "local@" matches that local
- * part at any domain, "user@domain" the address, "domain" or "@domain" the
- * domain and its subdomains.  Case-insensitive; list entries lower case.
- * On a match, *which points at the entry.
+ * part at any domain (and alone: Postfix takes "postmaster"), "user@domain"
+ * the address, "domain" or "@domain" the domain and its subdomains.  Both
+ * sides are compared in canonical form (addr.h: "abuse"@x, ab\use@X. are
+ * abuse@x), ASCII case ignored.  An address without a canonical form
+ * matches.  On a match, *which points at the entry.
  */
 bool		 relay_never_relay(const char (*list)[CFG_RELAY_ENTRY_MAX], int n,
 		    const char *addr, const char **which);
+
+/* Whether domain or a parent is in a domain list (canonical forms, as above). */
+bool		 relay_domain_in_list(const char (*list)[CFG_RELAY_ENTRY_MAX], int n,
+		    const char *domain, const char **which);
+
+/*
+ * Why relaying is off, or NULL: a whole journal line that could not be read
+ * at open (logged with the file and line).  relay_caps_check() then refuses
+ * everything until an operator repairs the line and restarts.
+ */
+const char	*relay_caps_broken(const struct relay_caps *);
 
 /* The domain part of addr (after the last '@'), or "" */
 const char	*relay_addr_domain(const char *addr);

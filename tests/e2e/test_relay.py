@@ -150,8 +150,8 @@ class RelayCase(CollectorTestCase):
             time.sleep(0.05)
         self.fail("fewer than %d decisions for %s: %s" % (n, sha, self.decisions(sha)))
 
-    def relay_record(self, sha, timeout=5):
-        # The result event is emitted before the record is written (worker).
+    def relay_record(self, sha, timeout=10):
+        # The result event is emitted before the worker has written the record.
         path = os.path.join(self.c.spool_dir, "relay", sha + ".json")
         end = time.time() + timeout * self.slow
         while not os.path.exists(path) and time.time() < end:
@@ -794,6 +794,96 @@ class TestDrippingMX(RelayCase):
         self.assertGreaterEqual(self.mx.connections, 1)
         self.assertLess(took, 4 + 3 * self.slow, "the attempt outlived its deadline")
         self.assertEqual(d[0]["verdict"], "relay")
+
+
+LONG_RCPT = "d" * 300 + "@spammer.example"
+
+
+class TestCapsRestart(RelayCase):
+    """Issue "Trust, proven from outside" 3 and 4: the caps survive a restart for
+    every recipient form and length, and equivalent forms of an address are one."""
+    relay_mode = "dry-run"
+    caps = {"per_recipient": 1, "per_domain": 100}
+
+    def verdict(self, body, rcpt):
+        self.send(body, rcpt=rcpt)
+        return self.wait_decisions(sha256_hex(body), 1)[0]
+
+    def test_recipient_caps_hold_across_kill9_in_any_form(self):
+        d = self.verdict(probe(300), "drop@spammer.example")
+        self.assertEqual(d["verdict"], "dry-run", d)
+        d = self.verdict(probe(301), LONG_RCPT)
+        self.assertEqual(d["verdict"], "dry-run", d)
+        self.c.kill9()
+        self.c.start()
+        for i, rcpt in enumerate(['"drop"@spammer.example', "dr\\op@SPAMMER.example.",
+                                  "DROP@spammer.example", LONG_RCPT,
+                                  '"' + "d" * 300 + '"@Spammer.Example']):
+            d = self.verdict(probe(310 + i), rcpt)
+            self.assertEqual(d["verdict"], "refused", (rcpt, d))
+            self.assertIn("per_recipient", d["reason"])
+        # Another recipient at the same domain is still within the caps.
+        d = self.verdict(probe(320), "other@spammer.example")
+        self.assertEqual(d["verdict"], "dry-run", d)
+        self.expect_exit = None
+
+    def test_never_relay_equivalent_forms(self):
+        for i, rcpt in enumerate(['"abuse"@example.com', '"postmaster"@example.net',
+                                  "post\\master@example.net", "x@SpamHaus.Org.",
+                                  # IDN mapping (libidn2) inside the sandboxed daemon
+                                  "x@spamhaus\u3002org", "x@\uff33pamhaus.org"]):
+            d = self.verdict(probe(330 + i), rcpt)
+            self.assertEqual(d["verdict"], "refused", (rcpt, d))
+            self.assertIn("never_relay", d["reason"])
+            if "pamhaus" in rcpt:   # matched as that domain, not as "no canonical form"
+                self.assertIn('matches "spamhaus.org"', d["reason"])
+
+    def test_unreadable_caps_line_turns_relaying_off(self):
+        d = self.verdict(probe(340), "drop@spammer.example")
+        self.assertEqual(d["verdict"], "dry-run", d)
+        self.c.stop()
+        path = os.path.join(self.c.spool_dir, "relay", "caps-dry-run.log")
+        with open(path, "ab") as f:
+            f.write(b'{"t":1,"sha256":"not a sha"}\n')
+        size = os.path.getsize(path)
+        self.c.start()
+        d = self.verdict(probe(341), "fresh@other.example")
+        self.assertEqual(d["verdict"], "refused", d)
+        self.assertIn("caps-dry-run.log line 2", d["reason"])
+        self.assertIn("line 2 is not a reservation", self.c.stderr_text())
+        self.c.stop()
+        self.assertEqual(os.path.getsize(path), size)
+
+    def test_caps_journal_compacted_at_start(self):
+        self.c.stop()
+        path = os.path.join(self.c.spool_dir, "relay", "caps-dry-run.log")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        old_body = probe(350)
+        old = int(time.time()) - 3 * 86400
+        with open(path, "w") as f:
+            for i in range(50):
+                sha = sha256_hex(old_body) if i == 0 else "%064x" % (i + 1)
+                f.write(json.dumps({"t": old, "sha256": sha, "src_ip": "192.0.2.1",
+                                    "rcpt": ["old%d@spammer.example" % i],
+                                    "source": "daemon"}) + "\n")
+        before = os.path.getsize(path)
+        self.c.start()
+        # The relay (and its caps) may open after the listeners: wait for its log line.
+        end = time.time() + 10 * self.slow
+        while "compacted" not in self.c.stderr_text() and time.time() < end:
+            time.sleep(0.05)
+        self.assertIn("caps-dry-run.log compacted", self.c.stderr_text())
+        with open(path) as f:
+            text = f.read()
+        self.assertNotIn("old", text)
+        self.assertEqual(len(text.splitlines()), 50)
+        self.assertLess(os.path.getsize(path), before)
+        # The old content is still never relayed again; its old recipient is free again.
+        d = self.verdict(old_body, "drop@spammer.example")
+        self.assertEqual(d["verdict"], "refused", d)
+        self.assertIn("same content", d["reason"])
+        d = self.verdict(probe(351), "old0@spammer.example")
+        self.assertEqual(d["verdict"], "dry-run", d)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -322,6 +325,341 @@ test_lock(void **state)
 	relay_caps_free(c2);
 }
 
+/* Take with several recipients at once; 0 allowed, -1 refused. */
+static int
+take_n(struct relay_caps *c, const char *sha, const char *ip, const char *const *rc,
+    int n, time_t now)
+{
+	struct relay_caps_req q = { sha, ip, rc, n, 100 };
+	char why[256], err[256], *line;
+	size_t len;
+
+	if (relay_caps_check(c, &q, now, why, sizeof(why)) == -1)
+		return -1;
+	assert_int_equal(relay_caps_reserve(c, &q, now, "test", &line, &len), 0);
+	assert_int_equal(relay_caps_persist(c, line, len, err, sizeof(err)), 0);
+	free(line);
+	return 0;
+}
+
+/* Reopen (as after a restart) and return the new handle. */
+static struct relay_caps *
+reopen(struct relay_caps *c, const struct cfg_relay_caps *l)
+{
+	relay_caps_free(c);
+	return open_caps(l);
+}
+
+/* The journal's path. */
+static const char *
+caps_path(void)
+{
+	static char path[300];
+
+	snprintf(path, sizeof(path), "%s/caps.log", dir);
+	return path;
+}
+
+/* Append raw bytes to the journal. */
+static void
+append_raw(const char *s, size_t len)
+{
+	int fd = open(caps_path(), O_WRONLY | O_APPEND | O_CREAT, 0640);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, s, len), (ssize_t)len);
+	close(fd);
+}
+
+/* The journal's size. */
+static off_t
+caps_size(void)
+{
+	struct stat st;
+
+	assert_int_equal(stat(caps_path(), &st), 0);
+	return st.st_size;
+}
+
+/* Each cap, taken to its limit, still holds after a restart. */
+static void
+test_restart_each_cap(void **state)
+{
+	struct cfg_relay_caps l;
+	struct relay_caps *c;
+	char sha[65];
+	time_t now = time(NULL);
+	int n = 0;
+
+	/* per_day */
+	limits(&l);
+	l.per_day = 2;
+	c = open_caps(&l);
+	for (int i = 0; i < 2; i++) {
+		sha_of(sha, n++);
+		assert_int_equal(take(c, sha, "192.0.2.1", "a@example.org", now), 0);
+	}
+	c = reopen(c, &l);
+	sha_of(sha, n++);
+	assert_int_equal(take(c, sha, "192.0.2.2", "b@example.net", now), -1);
+	relay_caps_free(c);
+	unlink(caps_path());
+
+	/* per_hour */
+	limits(&l);
+	l.per_hour = 2;
+	c = open_caps(&l);
+	for (int i = 0; i < 2; i++) {
+		sha_of(sha, n++);
+		assert_int_equal(take(c, sha, "192.0.2.1", "a@example.org", now), 0);
+	}
+	c = reopen(c, &l);
+	sha_of(sha, n++);
+	assert_int_equal(take(c, sha, "192.0.2.2", "b@example.net", now), -1);
+	relay_caps_free(c);
+	unlink(caps_path());
+
+	/* per_client_ip */
+	limits(&l);
+	l.per_client_ip = 2;
+	c = open_caps(&l);
+	for (int i = 0; i < 2; i++) {
+		char rc[64];
+		snprintf(rc, sizeof(rc), "a@d%d.example", i);
+		sha_of(sha, n++);
+		assert_int_equal(take(c, sha, "192.0.2.7", rc, now), 0);
+	}
+	c = reopen(c, &l);
+	sha_of(sha, n++);
+	assert_int_equal(take(c, sha, "192.0.2.7", "z@other.example", now), -1);
+	assert_int_equal(take(c, sha, "192.0.2.8", "z@other.example", now), 0);
+	relay_caps_free(c);
+	unlink(caps_path());
+
+	/* per_recipient, per_domain */
+	limits(&l);
+	l.per_recipient = 1;
+	l.per_domain = 2;
+	c = open_caps(&l);
+	sha_of(sha, n++);
+	assert_int_equal(take(c, sha, "192.0.2.1", "a@example.org", now), 0);
+	sha_of(sha, n++);
+	assert_int_equal(take(c, sha, "192.0.2.1", "b@example.org", now), 0);
+	c = reopen(c, &l);
+	sha_of(sha, n++);
+	assert_int_equal(take(c, sha, "192.0.2.1", "a@example.net", now), 0);
+	sha_of(sha, n++);
+	assert_int_equal(take(c, sha, "192.0.2.1", "a@example.net", now), -1);	/* recipient */
+	assert_int_equal(take(c, sha, "192.0.2.1", "c@example.org", now), -1);	/* domain */
+	relay_caps_free(c);
+	unlink(caps_path());
+
+	/* same sha256 */
+	limits(&l);
+	c = open_caps(&l);
+	sha_of(sha, 999);
+	assert_int_equal(take(c, sha, "192.0.2.1", "a@example.org", now), 0);
+	c = reopen(c, &l);
+	assert_int_equal(take(c, sha, "192.0.2.2", "b@example.net", now), -1);
+	relay_caps_free(c);
+}
+
+/* Recipients of every length the relay takes (up to 519 bytes) and every recipient of a line reload. */
+static void
+test_restart_long_and_many_rcpts(void **state)
+{
+	struct cfg_relay_caps l;
+	struct relay_caps *c;
+	char sha[65], longa[520], longb[520];
+	const char *many[12];
+	char manybuf[12][48];
+	time_t now = time(NULL);
+
+	limits(&l);
+	l.per_recipient = 1;
+	l.max_recipients = 20;
+	c = open_caps(&l);
+	memset(longa, 'a', sizeof(longa));
+	memcpy(longa + 519 - 12, "@example.org", 13);
+	memset(longb, 'b', sizeof(longb));
+	memcpy(longb + 300 - 12, "@example.org", 13);
+	sha_of(sha, 1);
+	assert_int_equal(take(c, sha, "192.0.2.1", longa, now), 0);
+	sha_of(sha, 2);
+	assert_int_equal(take(c, sha, "192.0.2.1", longb, now), 0);
+	for (int i = 0; i < 12; i++) {
+		snprintf(manybuf[i], sizeof(manybuf[i]), "r%d@m%d.example", i, i);
+		many[i] = manybuf[i];
+	}
+	sha_of(sha, 3);
+	assert_int_equal(take_n(c, sha, "192.0.2.1", many, 12, now), 0);
+	c = reopen(c, &l);
+	sha_of(sha, 4);
+	assert_int_equal(take(c, sha, "192.0.2.1", longa, now), -1);
+	assert_int_equal(take(c, sha, "192.0.2.1", longb, now), -1);
+	for (int i = 0; i < 12; i++)
+		assert_int_equal(take(c, sha, "192.0.2.1", many[i], now), -1);
+	assert_int_equal(relay_caps_count_day(c, now), 3);
+	relay_caps_free(c);
+}
+
+/* A complete line that does not parse: open works, relaying is refused, naming the file and line. */
+static void
+test_corrupt_line_fails_closed(void **state)
+{
+	struct cfg_relay_caps l;
+	struct relay_caps *c;
+	const char *rc[1] = { "a@example.org" };
+	char sha[65], why[512];
+	struct relay_caps_req q = { sha, "192.0.2.1", rc, 1, 100 };
+	time_t now = time(NULL);
+	off_t size;
+
+	limits(&l);
+	c = open_caps(&l);
+	sha_of(sha, 1);
+	assert_int_equal(take(c, sha, "192.0.2.1", "a@example.org", now), 0);
+	relay_caps_free(c);
+	append_raw("{\"t\":12,\"sha256\":\"nothex\"}\n", 27);
+	size = caps_size();
+	c = open_caps(&l);
+	sha_of(sha, 2);
+	assert_int_equal(relay_caps_check(c, &q, now, why, sizeof(why)), -1);
+	assert_non_null(strstr(why, "caps.log"));
+	assert_non_null(strstr(why, "line 2"));
+	/* Nothing was cut or rewritten: the operator looks at the file as it was. */
+	relay_caps_free(c);
+	assert_int_equal(caps_size(), size);
+}
+
+/* A torn tail is cut at open; a short write in persist is undone. */
+static void
+test_torn_tail_and_short_write(void **state)
+{
+	struct cfg_relay_caps l;
+	struct relay_caps *c;
+	char sha[65], err[256];
+	time_t now = time(NULL);
+	off_t size;
+
+	limits(&l);
+	l.per_recipient = 1;
+	c = open_caps(&l);
+	sha_of(sha, 1);
+	assert_int_equal(take(c, sha, "192.0.2.1", "a@example.org", now), 0);
+	size = caps_size();
+	/* A real short write (the file size limit lets 10 bytes through): cut back. */
+	{
+		const char *rc[1] = { "c@example.org" };
+		struct relay_caps_req q = { sha, "192.0.2.1", rc, 1, 100 };
+		struct rlimit old, lim;
+		char *line;
+		size_t len;
+
+		sha_of(sha, 9);
+		assert_int_equal(relay_caps_reserve(c, &q, now, "test", &line, &len), 0);
+		signal(SIGXFSZ, SIG_IGN);
+		assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+		lim = old;
+		lim.rlim_cur = (rlim_t)size + 10;
+		assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+		assert_int_equal(relay_caps_persist(c, line, len, err, sizeof(err)), -1);
+		assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+		free(line);
+		assert_int_equal(caps_size(), size);
+	}
+	/* The next line is whole, not glued to a fragment. */
+	sha_of(sha, 2);
+	assert_int_equal(take(c, sha, "192.0.2.1", "b@example.org", now), 0);
+	relay_caps_free(c);
+	append_raw("{\"t\":1,\"sha", 11);
+	c = open_caps(&l);
+	sha_of(sha, 3);
+	assert_int_equal(take(c, sha, "192.0.2.1", "a@example.org", now), -1);
+	assert_int_equal(take(c, sha, "192.0.2.1", "b@example.org", now), -1);
+	assert_int_equal(relay_caps_count_day(c, now), 2);
+	relay_caps_free(c);
+}
+
+/* Compaction at open: old lines keep only their sha256, recent ones stay whole. */
+static void
+test_compaction(void **state)
+{
+	struct cfg_relay_caps l;
+	struct relay_caps *c;
+	char sha[65], line[512], old[65];
+	time_t now = time(NULL);
+	off_t before;
+	int n;
+	FILE *f;
+
+	limits(&l);
+	l.per_recipient = 1;
+	/* 200 reservations two days ago, two in the last hour. */
+	for (int i = 0; i < 200; i++) {
+		sha_of(sha, i);
+		n = snprintf(line, sizeof(line), "{\"t\":%lld,\"sha256\":\"%s\",\"src_ip\":"
+		    "\"192.0.2.1\",\"rcpt\":[\"old%d@example.org\"],\"source\":\"daemon\"}\n",
+		    (long long)(now - 2 * 86400), sha, i);
+		append_raw(line, (size_t)n);
+	}
+	sha_of(old, 5);
+	c = open_caps(&l);
+	sha_of(sha, 500);
+	assert_int_equal(take(c, sha, "192.0.2.1", "new@example.org", now - 60), 0);
+	relay_caps_free(c);
+	before = caps_size();
+	c = open_caps(&l);
+	relay_caps_free(c);
+	/* Already compact: the second open changes nothing. */
+	assert_int_equal(caps_size(), before);
+	f = fopen(caps_path(), "r");
+	assert_non_null(f);
+	n = 0;
+	while (fgets(line, sizeof(line), f)) {
+		assert_non_null(strchr(line, '\n'));
+		if (strstr(line, "old") != NULL)
+			fail_msg("an old recipient survived compaction: %s", line);
+		n++;
+	}
+	fclose(f);
+	assert_int_equal(n, 201);
+	c = open_caps(&l);
+	/* The old sha256 is still refused, the recent recipient still counted. */
+	assert_int_equal(take(c, old, "192.0.2.9", "x@example.net", now), -1);
+	sha_of(sha, 501);
+	assert_int_equal(take(c, sha, "192.0.2.9", "new@example.org", now), -1);
+	assert_int_equal(take(c, sha, "192.0.2.9", "old1@example.org", now), 0);
+	relay_caps_free(c);
+}
+
+/* A compaction that cannot be written (its temporary name is taken) does not stop the open. */
+static void
+test_compaction_failure_not_fatal(void **state)
+{
+	struct cfg_relay_caps l;
+	struct relay_caps *c;
+	char sha[65], line[512];
+	time_t now = time(NULL);
+	off_t before;
+	int n;
+
+	limits(&l);
+	sha_of(sha, 1);
+	n = snprintf(line, sizeof(line), "{\"t\":%lld,\"sha256\":\"%s\",\"src_ip\":\"192.0.2.1\","
+	    "\"rcpt\":[\"old@example.org\"],\"source\":\"daemon\"}\n",
+	    (long long)(now - 3 * 86400), sha);
+	append_raw(line, (size_t)n);
+	before = caps_size();
+	snprintf(line, sizeof(line), "%s.tmp", caps_path());
+	assert_int_equal(mkdir(line, 0700), 0);	/* even root cannot open it as a file */
+	c = open_caps(&l);
+	assert_int_equal(rmdir(line), 0);
+	assert_int_equal(caps_size(), before);
+	assert_int_equal(take(c, sha, "192.0.2.1", "x@example.net", now), -1);	/* same sha256 */
+	relay_caps_free(c);
+}
+
 /* The never-relay list forms. */
 static void
 test_never_relay(void **state)
@@ -364,6 +702,99 @@ test_never_relay(void **state)
 	assert_string_equal(relay_addr_domain("nodomain"), "");
 }
 
+/* Equivalent address forms (issue: quoted, escaped, case, trailing dot) match the never-relay list. */
+static void
+test_never_relay_equivalent_forms(void **state)
+{
+	struct cfg *cf = malloc(sizeof(*cf));
+	const char *w;
+
+	assert_non_null(cf);
+	cfg_defaults(cf);
+#define NR(a) relay_never_relay(cf->relay.never_relay, cf->relay.nnever, (a), &w)
+	assert_true(NR("abuse@example.com"));
+	assert_true(NR("\"abuse\"@example.com"));
+	assert_true(NR("\"postmaster\"@example.net"));
+	assert_true(NR("post\\master@example.net"));
+	assert_true(NR("\"post\\master\"@example.net"));
+	assert_true(NR("\"ABUSE\"@example.com"));
+	assert_true(NR("x@SpamHaus.Org."));
+	assert_true(NR("x@relay.spamhaus.org."));
+	assert_true(NR("x@spamhaus.org.."));
+	assert_true(NR("postmaster"));		/* no domain: Postfix takes it */
+	assert_true(NR("\"postmaster\""));
+	assert_false(NR("\"abuse x\"@example.com"));
+	assert_false(NR("drop@spammer.example"));
+	assert_false(NR("a@[1.2.3.4]"));
+	{
+		static const char list[][CFG_RELAY_ENTRY_MAX] = {
+			"bücher.example", "someone@example.com", "xn--mnchen-3ya.example",
+		};
+		assert_true(relay_never_relay(list, 3, "a@xn--bcher-kva.example", NULL));
+		assert_true(relay_never_relay(list, 3, "a@B\xc3\xbc" "cher.example", NULL));
+		assert_true(relay_never_relay(list, 3, "a@m\xc3\xbcnchen.example.", NULL));
+		assert_true(relay_never_relay(list, 3, "\"someone\"@Example.COM.", NULL));
+		assert_false(relay_never_relay(list, 3, "someone@example.comx", NULL));
+	}
+#undef NR
+	{
+		/* ipv4_only_domains: a domain and its subdomains, canonical forms compared. */
+		static const char v4[][CFG_RELAY_ENTRY_MAX] = { "gmail.com", "@b\xc3\xbc" "cher.example" };
+		char longdom[600];
+
+		assert_true(relay_domain_in_list(v4, 2, "GMail.COM.", &w));
+		assert_string_equal(w, "gmail.com");
+		assert_true(relay_domain_in_list(v4, 2, "alt1.gmail.com", NULL));
+		assert_true(relay_domain_in_list(v4, 2, "xn--bcher-kva.example", NULL));
+		assert_false(relay_domain_in_list(v4, 2, "notgmail.com", NULL));
+		assert_false(relay_domain_in_list(v4, 2, "", NULL));
+		/* Longer than a list entry: compared whole, not truncated into a match. */
+		memset(longdom, 'a', sizeof(longdom));
+		snprintf(longdom + sizeof(longdom) - 12, 12, ".gmail.comx");
+		assert_false(relay_domain_in_list(v4, 2, longdom, NULL));
+		snprintf(longdom + sizeof(longdom) - 12, 12, "..gmail.com");
+		assert_true(relay_domain_in_list(v4, 2, longdom, NULL));
+	}
+	free(cf);
+}
+
+/* The per-recipient and per-domain caps count equivalent forms as one, also after a restart. */
+static void
+test_caps_equivalent_forms(void **state)
+{
+	struct cfg_relay_caps l;
+	struct relay_caps *c;
+	char sha[65];
+	time_t now = time(NULL);
+	static const char *const forms[] = {
+		"\"drop\"@spammer.example", "dr\\op@spammer.example", "drop@SPAMMER.example.",
+		"\"dr\\op\"@spammer.example", "DROP@spammer.example",
+	};
+	int n = 0;
+
+	limits(&l);
+	l.per_recipient = 1;
+	l.per_domain = 2;
+	c = open_caps(&l);
+	sha_of(sha, n++);
+	assert_int_equal(take(c, sha, "192.0.2.1", "drop@spammer.example", now), 0);
+	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+		sha_of(sha, n++);
+		assert_int_equal(take(c, sha, "192.0.2.1", forms[i], now), -1);
+	}
+	c = reopen(c, &l);
+	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+		sha_of(sha, n++);
+		assert_int_equal(take(c, sha, "192.0.2.1", forms[i], now), -1);
+	}
+	/* per_domain: one more at the domain (another form of it), then full. */
+	sha_of(sha, n++);
+	assert_int_equal(take(c, sha, "192.0.2.1", "other@Spammer.Example.", now), 0);
+	sha_of(sha, n++);
+	assert_int_equal(take(c, sha, "192.0.2.1", "third@spammer.example", now), -1);
+	relay_caps_free(c);
+}
+
 /* The shipped defaults refuse postmaster@ and abuse@. */
 static void
 test_never_relay_defaults(void **state)
@@ -396,8 +827,16 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reserve_counts_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart_each_cap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart_long_and_many_rcpts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_line_fails_closed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_torn_tail_and_short_write, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_compaction_failure_not_fatal, setup, teardown),
 		cmocka_unit_test(test_never_relay),
 		cmocka_unit_test(test_never_relay_defaults),
+		cmocka_unit_test(test_never_relay_equivalent_forms),
+		cmocka_unit_test_setup_teardown(test_caps_equivalent_forms, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
