@@ -67,6 +67,19 @@ static void	 con_tick_cb(evutil_socket_t, short, void *);
 static int	 con_readline(const char *, char *, size_t);
 static void	 con_help(void);
 static bool	 con_icontains(const char *, const char *);
+static const char *con_esc(const char *, char *, size_t);
+
+/*
+ * s escaped for the terminal (log_escape: quotes, controls, C1, bidi and
+ * every non-ASCII byte), into buf; returns buf.  Every stored or remote
+ * byte the console prints goes through it.
+ */
+static const char *
+con_esc(const char *s, char *buf, size_t len)
+{
+	log_escape(buf, len, s, strlen(s));
+	return buf;
+}
 
 /* Case-insensitive substring test. */
 static bool
@@ -436,7 +449,7 @@ con_verify(struct console *c, struct con_item *it, bool *ok)
 	unsigned char *msg = NULL;
 	size_t len = 0;
 	const char *own[CFG_RELAY_LIST_MAX + 1], *which;
-	char err[512], path[PATH_MAX], why[300], dir[PATH_MAX + 16];
+	char err[512], path[PATH_MAX], why[300], dir[PATH_MAX + 16], esc[1200];
 	bool absent;
 	int nown = 0;
 
@@ -483,16 +496,17 @@ con_verify(struct console *c, struct con_item *it, bool *ok)
 	    dec.matched ? dec.rule : "", dec.matched ? "\"" : "",
 	    dec.relay ? "relay (a probe)" : "do not relay");
 	if (dec.evidence)
-		printf("evidence: %s\n", dec.evidence);
+		printf("evidence: %s\n", con_esc(dec.evidence, esc, sizeof(esc)));
 	if (!dec.relay)
 		goto done;
 	if (relay_record_refused(r, why, sizeof(why)) == -1) {
-		printf("refused: %s\n", why);
+		printf("refused: %s\n", con_esc(why, esc, sizeof(esc)));
 		goto done;
 	}
 	for (int i = 0; i < r->nrcpt; i++) {
 		if (relay_never_relay(rc->never_relay, rc->nnever, r->rcpt[i], &which)) {
-			printf("never_relay: <%s> matches \"%s\": refused\n", r->rcpt[i], which);
+			printf("never_relay: <%s> matches \"%s\": refused\n",
+			    con_esc(r->rcpt[i], esc, sizeof(esc)), which);
 			goto done;
 		}
 	}
@@ -520,7 +534,7 @@ con_verify(struct console *c, struct con_item *it, bool *ok)
 	    (unsigned long long)rc->caps.max_size);
 	printf("  same content   %s\n", u.seen_sha256 ? "already relayed" : "never relayed");
 	if (relay_caps_check(caps, &q, time(NULL), why, sizeof(why)) == -1)
-		printf("verdict: refused by the caps: %s\n", why);
+		printf("verdict: refused by the caps: %s\n", con_esc(why, esc, sizeof(esc)));
 	else {
 		printf("verdict: may be relayed\n");
 		*ok = true;
@@ -566,7 +580,7 @@ con_send(struct console *c, struct con_item *it, bool live)
 	struct relay *r;
 	struct event *tick;
 	struct timeval tv = { 0, 50000 };
-	char line[64], err[512];
+	char line[64], err[512], esc[1200];
 	void *args[2];
 	bool ok;
 
@@ -587,7 +601,8 @@ con_send(struct console *c, struct con_item *it, bool live)
 	if (c->cfg->relay.mode == RELAY_MODE_DRY_RUN)
 		printf("relay.mode is dry-run, but --live was given: this send is live.\n");
 	printf("This really sends the mail to <%s>%s.\n",
-	    c->test_mode ? c->cfg->relay.test_recipient : it->rec->rcpt[0],
+	    con_esc(c->test_mode ? c->cfg->relay.test_recipient : it->rec->rcpt[0], esc,
+	    sizeof(esc)),
 	    c->test_mode ? " (the test recipient)" : "");
 	if (con_readline("Type \"yes\" to send: ", line, sizeof(line)) == -1 ||
 	    strcmp(line, "yes") != 0) {
@@ -621,7 +636,9 @@ con_send(struct console *c, struct con_item *it, bool live)
 	event_add(tick, &tv);
 	event_base_dispatch(base);
 	event_free(tick);
-	printf("%s: %s\n", c->sent ? "sent" : "not sent", c->summary);
+	/* The summary quotes the MX's replies: attacker bytes. */
+	printf("%s: %s\n", c->sent ? "sent" : "not sent",
+	    con_esc(c->summary, esc, sizeof(esc)));
 out:
 	relay_free(r);
 	event_base_free(base);

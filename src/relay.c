@@ -327,7 +327,6 @@ int
 relay_record_refused(const struct relay_record *r, char *why, size_t whylen)
 {
 	const char *w;
-	char esc[300];
 
 	if (r->smuggling || r->bare_cr) {
 		snprintf(why, whylen, "smuggling anomaly: %s", r->smuggling ? "smuggling" :
@@ -342,8 +341,9 @@ relay_record_refused(const struct relay_record *r, char *why, size_t whylen)
 	}
 	for (int i = 0; i < r->nrcpt; i++) {
 		if ((w = rdest_rcpt_refused(r->rcpt[i])) != NULL) {
-			log_escape(esc, sizeof(esc), r->rcpt[i], strlen(r->rcpt[i]));
-			snprintf(why, whylen, "recipient <%s>: %s: not relayed", esc, w);
+			/* Raw, like never_relay's: each output escapes it (log_escape on
+			   stderr, jb_str in the events); escaping here too doubled it. */
+			snprintf(why, whylen, "recipient <%.200s>: %s: not relayed", r->rcpt[i], w);
 			return -1;
 		}
 	}

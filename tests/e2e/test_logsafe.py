@@ -125,7 +125,9 @@ class AuthForgery(CollectorTestCase, LogLines):
 
 
 class RecipientEscapes(test_relay.RelayCase, LogLines):
-    """never_relay's reason (with the recipient) in the relay's decision line."""
+    """A refusal's reason quoting the recipient (never_relay's, or the relay's
+    own refusal of an 8-bit local part) in the relay's decision line: escaped
+    once on stderr, the recipient recoverable from it."""
 
     def test_never_relay_reason_escaped(self):
         rcpt = EVIL + b"@relay-test.mail-abuse.org"

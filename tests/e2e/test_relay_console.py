@@ -135,6 +135,28 @@ class TestConsole(RelayCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn(b"end of input", r.stdout)
 
+    def test_console_escapes_stored_and_remote_bytes(self):
+        """verify quotes a refused recipient (attacker bytes): never raw C1,
+        bidi or escape bytes on the operator's terminal."""
+        evil = b"x\xc2\x9b31m\xe2\x80\xae\xe2\x81\xa6"
+        body = probe(43)
+        cl = self.client("smtp")
+        self.assertEqual(cl.ehlo().code, 250)
+        self.assertEqual(cl.cmd("MAIL FROM:<drop@spammer.example> SMTPUTF8").code, 250)
+        cl.send(b"RCPT TO:<" + evil + b"@spammer.example>\r\n")
+        self.assertEqual(cl.reply().code, 250)
+        self.assertEqual(cl.data(body).code, 250)
+        cl.cmd("QUIT")
+        self.wait_decisions(sha256_hex(body), 1)
+        self.c.stop()
+        r = subprocess.run([self.c.binary, "-c", self.c.config_path, "-i"],
+                           input=b"verify 1\nshow 1\nlist\n", stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"refused: recipient <x\\xc2\\x9b31m", r.stdout)
+        for bad in (b"\x1b", b"\xc2\x9b", b"\xe2\x80\xae", b"\xe2\x81\xa6"):
+            self.assertNotIn(bad, r.stdout)
+
 
 if __name__ == "__main__":
     if not fakemx.HAVE_AIOSMTPD:
