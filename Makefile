@@ -55,6 +55,8 @@ build/asan/tests/%: tests/unit/%.c $(ASAN_LIB) $(HDR) | build/asan/tests
 # once with the fuzzer's coverage instrumentation.
 FUZZFLAGS := -Wno-unused-command-line-argument -O1 -g -fsanitize=fuzzer-no-link,address,undefined
 FUZZ_OBJ  := $(patsubst src/%.c,build/fuzz/obj/%.o,$(LIBSRC))
+# Intermediate to make (only a fuzz target names them): kept, or every fuzz build recompiles all.
+.SECONDARY: $(FUZZ_OBJ)
 
 build/fuzz/obj/%.o: src/%.c $(HDR) | build/fuzz/obj
 	$(FUZZCC) $(BASE) $(FUZZFLAGS) -c -o $@ $<
