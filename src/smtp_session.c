@@ -2409,7 +2409,8 @@ smtp_commit_cb(void *arg, int status, int err_no)
 	jb_free(&jb);
 	{
 		char esc[300];
-		log_info("%016llx smtp message queue_id=%s sha256=%s size=%llu from=<%s> nrcpt=%d",
+		/* Quoted: a quoted local part may hold blanks ("a b=c"@x). */
+		log_info("%016llx smtp message queue_id=%s sha256=%s size=%llu from=\"<%s>\" nrcpt=%d",
 		    (unsigned long long)s->id, t->queue_id, t->sha256,
 		    (unsigned long long)t->size,
 		    log_escape(esc, sizeof(esc), t->mail_from, strlen(t->mail_from)), t->nrcpt);
