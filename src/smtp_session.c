@@ -124,7 +124,8 @@ struct smtp_txn {
 	size_t		 rmem_len;
 	size_t		 rmem_cap;
 	int		 rfd;		/* -1: none */
-	uint64_t	 rfile_len;
+	uint64_t	 rfile_len;	/* held in the spool (spool_hold) until freed */
+	struct spool	*rspool;
 	int		 nrcpt;
 	char		**rview;
 	int		 overshoot;
@@ -1393,6 +1394,8 @@ smtp_txn_free(struct smtp_txn *t)
 	free(t->rview);
 	if (t->rfd != -1)
 		close(t->rfd);
+	if (t->rspool != NULL)
+		spool_hold(t->rspool, -(int64_t)t->rfile_len);
 	free(t);
 }
 
@@ -1645,6 +1648,8 @@ smtp_rcpt_add(struct smtp_session *s, struct smtp_txn *t, const char *addr)
 		return -1;
 	}
 	t->rfile_len += len;
+	t->rspool = s->srv->spool;
+	spool_hold(t->rspool, (int64_t)len);
 	t->nrcpt++;
 	return 0;
 }

@@ -413,6 +413,32 @@ class RecipientFlood(AbuseCase):
         cl.expect("RSET", 250)
         self.assertEqual(cl.cmd("NOOP").code, 250)
 
+    @with_config({"spool": {"max_bytes": 65536}, "limits": {"sessions_per_ip": 100}})
+    def test_spilled_recipients_count_toward_spool_quota(self):
+        """Each recipient was checked alone against spool.max_bytes, the
+        spilled bytes never counted: one session spilled 2 MB into a 64 KiB
+        spool, N sessions N times that.  Spilled bytes are spool bytes until
+        the transaction ends; then they are given back."""
+        sessions, taken = [], 0
+        for _ in range(4):
+            cl = self.client()
+            cl.ehlo()
+            cl.expect("MAIL FROM:<a@example.org>", 250)
+            for k in range(0, 100, 25):
+                cl.send(b"".join(b"RCPT TO:<" + long_rcpt(i).encode() + b">\r\n"
+                                 for i in range(k, k + 25)))
+                taken += sum(cl.reply().code == 250 for _ in range(25))
+            sessions.append(cl)
+        # 4 in memory per session (8 KiB), then at most 64 KiB of spill in all.
+        self.assertLessEqual(taken, 4 * 4 + 65536 // 2000, taken)
+        for cl in sessions:
+            cl.expect("RSET", 250)
+        # Given back at RSET: a new transaction spills again.
+        cl = sessions[0]
+        cl.expect("MAIL FROM:<a@example.org>", 250)
+        codes = [cl.cmd("RCPT TO:<%s>" % long_rcpt(i)).code for i in range(8)]
+        self.assertEqual(codes, [250] * 8, codes)
+
     def test_spilled_recipients_dropped_on_rset(self):
         """RSET, a new MAIL and a small transaction: only its own recipient."""
         cl = self.client()
