@@ -124,6 +124,7 @@ struct smtp_txn {
 	size_t		 rmem_len;
 	size_t		 rmem_cap;
 	int		 rfd;		/* -1: none */
+	bool		 rstuck;	/* rfd's offset lost after a failed write */
 	uint64_t	 rfile_len;	/* held in the spool (spool_hold) until freed */
 	struct spool	*rspool;
 	int		 nrcpt;
@@ -1637,6 +1638,10 @@ smtp_rcpt_add(struct smtp_session *s, struct smtp_txn *t, const char *addr)
 		    (unsigned long long)s->id);
 		return -1;
 	}
+	if (t->rstuck) {
+		errno = EIO;
+		return -1;
+	}
 	if (t->rfd == -1 && (t->rfd = smtp_rcpt_spill_open(s)) == -1) {
 		log_warn("%016llx smtp recipients: cannot open a file in the spool: %s",
 		    (unsigned long long)s->id, strerror(errno));
@@ -1645,6 +1650,13 @@ smtp_rcpt_add(struct smtp_session *s, struct smtp_txn *t, const char *addr)
 	if (util_write_all(t->rfd, addr, len) == -1) {
 		log_warn("%016llx smtp recipients: write failed: %s",
 		    (unsigned long long)s->id, strerror(errno));
+		/*
+		 * Drop a partial recipient: the next one goes where it began
+		 * (bytes past rfile_len are never read).  If the offset cannot
+		 * be set back, no recipient is spilled any more.
+		 */
+		if (lseek(t->rfd, (off_t)t->rfile_len, SEEK_SET) == -1)
+			t->rstuck = true;
 		return -1;
 	}
 	t->rfile_len += len;
@@ -1672,7 +1684,11 @@ smtp_rcpt_each(const struct smtp_txn *t, void (*fn)(void *, const char *, size_t
 		fn(arg, t->rmem + off, l);
 	}
 	while (pos < t->rfile_len) {
-		n = pread(t->rfd, buf + have, sizeof(buf) - have, (off_t)pos);
+		/* Never past rfile_len: the callers sized their buffers by it. */
+		l = sizeof(buf) - have;
+		if (l > t->rfile_len - pos)
+			l = (size_t)(t->rfile_len - pos);
+		n = pread(t->rfd, buf + have, l, (off_t)pos);
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n <= 0)
