@@ -30,6 +30,13 @@
 #define SMTP_SESSIONS_DEFAULT	1000		/* all listeners together */
 #define SMTP_SESSIONS_IP_DEFAULT 50		/* smtpd_client_connection_count_limit */
 
+/*
+ * Messages being decided and committed hold their reception record and the
+ * rules' copy of the recipients (about four times the recipients' bytes): past
+ * this much in all, further messages' ends wait for room (one always goes).
+ */
+#define SMTP_COMMIT_BUDGET	(32u * 1024 * 1024)
+
 /* Read-side watermark: a session's input buffer never holds more than this. */
 #define SMTP_READ_HIGHWATER	(64 * 1024)
 

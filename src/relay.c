@@ -1596,12 +1596,14 @@ relay_attempt_json(struct relay_job *j, const char *host, const char *ip, int po
 		/* The recipient, the MX name and its reply all come from the outside. */
 		char erc[300], eho[300], erp[600];
 
-		log_info("relay %s attempt rcpt=%s mx=%s ip=%s port=%d status=%s%s%s",
+		/* Quoted: a reply is words, a quoted local part may hold blanks. */
+		log_info("relay %s attempt rcpt=\"%s\" mx=\"%s\" ip=%s port=%d status=%s%s%s%s",
 		    j->rec->sha256,
 		    log_escape(erc, sizeof(erc), j->target_rcpt, strlen(j->target_rcpt)),
 		    log_escape(eho, sizeof(eho), host, strlen(host)), ip, port, status,
-		    res && res->reply[0] ? " reply=" : "",
-		    res ? log_escape(erp, sizeof(erp), res->reply, strlen(res->reply)) : "");
+		    res && res->reply[0] ? " reply=\"" : "",
+		    res ? log_escape(erp, sizeof(erp), res->reply, strlen(res->reply)) : "",
+		    res && res->reply[0] ? "\"" : "");
 	}
 }
 

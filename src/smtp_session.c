@@ -124,7 +124,9 @@ struct smtp_txn {
 	size_t		 rmem_len;
 	size_t		 rmem_cap;
 	int		 rfd;		/* -1: none */
-	uint64_t	 rfile_len;
+	bool		 rstuck;	/* rfd's offset lost after a failed write */
+	uint64_t	 rfile_len;	/* held in the spool (spool_hold) until freed */
+	struct spool	*rspool;
 	int		 nrcpt;
 	char		**rview;
 	int		 overshoot;
@@ -154,6 +156,9 @@ struct smtp_txn {
 	void		*rules_req;		/* the DATA hook's handle while it decides */
 	bool		 decided;		/* dres holds the DATA hook's answer */
 	struct smtp_stage_result dres;
+	bool		 gated;			/* on srv->gateq: waits for commit room */
+	uint64_t	 commit_cost;		/* counted in srv->commit_bytes */
+	struct smtp_server *commit_srv;
 };
 
 /* What a SASL exchange is waiting for. */
@@ -173,6 +178,7 @@ struct smtp_session {
 	struct smtp_server	*srv;
 	struct smtp_session	*next, *prev;
 	struct smtp_session	*flushq_next;	/* on srv->flushq (SF_FLUSHQ) */
+	struct smtp_session	*gateq_next;	/* on srv->gateq (txn->gated) */
 	const struct cfg_listener *listener;
 	struct bufferevent	*bev;
 	int			 fd;		/* owned while bev is a plain socket bufferevent */
@@ -227,6 +233,11 @@ static void	 smtp_flush(struct smtp_session *);
 static void	 smtp_flush_later(struct smtp_session *);
 static void	 smtp_flushq_cb(evutil_socket_t, short, void *);
 static void	 smtp_flushq_remove(struct smtp_session *);
+static bool	 smtp_commit_gate(struct smtp_session *);
+static void	 smtp_gate_cb(evutil_socket_t, short, void *);
+static void	 smtp_gate_remove(struct smtp_session *);
+static void	 smtp_message_decide(struct smtp_session *);
+static void	 smtp_commit_take(struct smtp_server *, struct smtp_txn *);
 static void	 smtp_drained(struct smtp_session *);
 static void	 smtp_free(struct smtp_session *);
 static void	 smtp_close(struct smtp_session *, const char *reason);
@@ -814,6 +825,13 @@ smtp_free(struct smtp_session *s)
 	    (unsigned long long)s->id, s->close_reason[0] ? s->close_reason : "quit",
 	    s->nmails, dur);
 
+	if (s->state == SMTP_STATE_RULES && s->txn && s->txn->gated) {
+		/* The end of a shutdown: the waiting message is committed now. */
+		smtp_gate_remove(s);
+		smtp_enter_state(s, SMTP_STATE_COMMAND);
+		smtp_commit_take(srv, s->txn);
+		smtp_message_commit(s);
+	}
 	if (s->state == SMTP_STATE_RULES && s->txn && s->txn->rules_req) {
 		/*
 		 * The end of a shutdown: nobody will wait for the rules any more,
@@ -1393,6 +1411,13 @@ smtp_txn_free(struct smtp_txn *t)
 	free(t->rview);
 	if (t->rfd != -1)
 		close(t->rfd);
+	if (t->rspool != NULL)
+		spool_hold(t->rspool, -(int64_t)t->rfile_len);
+	if (t->commit_srv != NULL) {
+		t->commit_srv->commit_bytes -= t->commit_cost;
+		if (t->commit_srv->gateq != NULL && t->commit_srv->gate_ev != NULL)
+			event_active(t->commit_srv->gate_ev, EV_TIMEOUT, 0);
+	}
 	free(t);
 }
 
@@ -1634,6 +1659,10 @@ smtp_rcpt_add(struct smtp_session *s, struct smtp_txn *t, const char *addr)
 		    (unsigned long long)s->id);
 		return -1;
 	}
+	if (t->rstuck) {
+		errno = EIO;
+		return -1;
+	}
 	if (t->rfd == -1 && (t->rfd = smtp_rcpt_spill_open(s)) == -1) {
 		log_warn("%016llx smtp recipients: cannot open a file in the spool: %s",
 		    (unsigned long long)s->id, strerror(errno));
@@ -1642,9 +1671,18 @@ smtp_rcpt_add(struct smtp_session *s, struct smtp_txn *t, const char *addr)
 	if (util_write_all(t->rfd, addr, len) == -1) {
 		log_warn("%016llx smtp recipients: write failed: %s",
 		    (unsigned long long)s->id, strerror(errno));
+		/*
+		 * Drop a partial recipient: the next one goes where it began
+		 * (bytes past rfile_len are never read).  If the offset cannot
+		 * be set back, no recipient is spilled any more.
+		 */
+		if (lseek(t->rfd, (off_t)t->rfile_len, SEEK_SET) == -1)
+			t->rstuck = true;
 		return -1;
 	}
 	t->rfile_len += len;
+	t->rspool = s->srv->spool;
+	spool_hold(t->rspool, (int64_t)len);
 	t->nrcpt++;
 	return 0;
 }
@@ -1667,7 +1705,11 @@ smtp_rcpt_each(const struct smtp_txn *t, void (*fn)(void *, const char *, size_t
 		fn(arg, t->rmem + off, l);
 	}
 	while (pos < t->rfile_len) {
-		n = pread(t->rfd, buf + have, sizeof(buf) - have, (off_t)pos);
+		/* Never past rfile_len: the callers sized their buffers by it. */
+		l = sizeof(buf) - have;
+		if (l > t->rfile_len - pos)
+			l = (size_t)(t->rfile_len - pos);
+		n = pread(t->rfd, buf + have, l, (off_t)pos);
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -2275,9 +2317,107 @@ smtp_message_end(struct smtp_session *s)
 		return;
 	}
 	util_queue_id(t->queue_id, sizeof(t->queue_id));
+	if (smtp_commit_gate(s))
+		return;	/* smtp_gate_cb goes on */
+	smtp_message_decide(s);
+}
+
+/* Ask the DATA hook, or commit at once. */
+static void
+smtp_message_decide(struct smtp_session *s)
+{
 	if (smtp_data_hook(s))
 		return;	/* smtp_data_done_cb commits */
 	smtp_message_commit(s);
+}
+
+/*
+ * What a message's end holds in memory, in the recipients' bytes: the
+ * reception record (a jbuf grown by doubling), the rules' copy, the received
+ * event; measured 3.7 MB for 2 MB of recipients.
+ */
+static uint64_t
+smtp_commit_cost(const struct smtp_txn *t)
+{
+	return 4 * ((uint64_t)t->rmem_len + t->rfile_len) + 16384;
+}
+
+static void
+smtp_commit_take(struct smtp_server *srv, struct smtp_txn *t)
+{
+	t->commit_cost = smtp_commit_cost(t);
+	t->commit_srv = srv;
+	srv->commit_bytes += t->commit_cost;
+}
+
+/*
+ * Clients that end their messages together would hold all their records at
+ * once (the commits queue behind one spool worker): past SMTP_COMMIT_BUDGET
+ * a message's end waits, reading nothing, until others are done.  True when
+ * the session now waits on srv->gateq.
+ */
+static bool
+smtp_commit_gate(struct smtp_session *s)
+{
+	struct smtp_server *srv = s->srv;
+	struct smtp_txn *t = s->txn;
+	struct smtp_session **pp;
+
+	if (srv->gateq == NULL && (srv->commit_bytes == 0 ||
+	    srv->commit_bytes + smtp_commit_cost(t) <= SMTP_COMMIT_BUDGET)) {
+		smtp_commit_take(srv, t);
+		return false;
+	}
+	if (srv->gate_ev == NULL &&
+	    (srv->gate_ev = event_new(srv->base, -1, 0, smtp_gate_cb, srv)) == NULL) {
+		smtp_commit_take(srv, t);
+		return false;
+	}
+	for (pp = &srv->gateq; *pp != NULL; pp = &(*pp)->gateq_next)
+		;
+	*pp = s;
+	s->gateq_next = NULL;
+	t->gated = true;
+	smtp_enter_state(s, SMTP_STATE_RULES);	/* reading stays on, as for a commit */
+	return true;
+}
+
+/* Commits are done: let the waiting messages go on, first come first. */
+static void
+smtp_gate_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_server *srv = arg;
+	struct smtp_session *s;
+
+	while ((s = srv->gateq) != NULL) {
+		if (srv->commit_bytes != 0 && srv->commit_bytes +
+		    smtp_commit_cost(s->txn) > SMTP_COMMIT_BUDGET)
+			break;
+		srv->gateq = s->gateq_next;
+		s->gateq_next = NULL;
+		s->txn->gated = false;
+		smtp_commit_take(srv, s->txn);
+		smtp_enter_state(s, SMTP_STATE_COMMAND);
+		smtp_message_decide(s);
+		if (s->state != SMTP_STATE_COMMIT && s->state != SMTP_STATE_RULES)
+			smtp_resume(s);
+	}
+}
+
+/* Take a session off the gate queue (it is being freed). */
+static void
+smtp_gate_remove(struct smtp_session *s)
+{
+	struct smtp_session **pp;
+
+	if (s->txn == NULL || !s->txn->gated)
+		return;
+	for (pp = &s->srv->gateq; *pp != NULL; pp = &(*pp)->gateq_next)
+		if (*pp == s) {
+			*pp = s->gateq_next;
+			break;
+		}
+	s->txn->gated = false;
 }
 
 /* Hand the finished message and its reception record to the spool and wait. */
@@ -2410,7 +2550,8 @@ smtp_commit_cb(void *arg, int status, int err_no)
 	jb_free(&jb);
 	{
 		char esc[300];
-		log_info("%016llx smtp message queue_id=%s sha256=%s size=%llu from=<%s> nrcpt=%d",
+		/* Quoted: a quoted local part may hold blanks ("a b=c"@x). */
+		log_info("%016llx smtp message queue_id=%s sha256=%s size=%llu from=\"<%s>\" nrcpt=%d",
 		    (unsigned long long)s->id, t->queue_id, t->sha256,
 		    (unsigned long long)t->size,
 		    log_escape(esc, sizeof(esc), t->mail_from, strlen(t->mail_from)), t->nrcpt);
@@ -3045,5 +3186,9 @@ smtp_server_close_all(struct smtp_server *srv)
 	if (srv->flush_ev != NULL) {
 		event_free(srv->flush_ev);
 		srv->flush_ev = NULL;
+	}
+	if (srv->gate_ev != NULL) {
+		event_free(srv->gate_ev);
+		srv->gate_ev = NULL;
 	}
 }

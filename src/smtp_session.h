@@ -111,6 +111,10 @@ struct smtp_server {
 	/* Sessions whose replies go out at the end of this loop pass (internal). */
 	struct smtp_session	*flushq;
 	struct event		*flush_ev;
+	/* Commits in flight: their estimated bytes, and who waits for room (internal). */
+	uint64_t		 commit_bytes;
+	struct smtp_session	*gateq;
+	struct event		*gate_ev;
 };
 
 /*

@@ -173,6 +173,8 @@ struct spool {
 	long long		 space_checked_ns;
 	uint64_t		 space_avail;
 	int			 space_err;
+	uint64_t		 held_bytes;	/* spool_hold(): spilled, not in messages/ */
+	uint64_t		 held_at_check;	/* held_bytes at the last statvfs */
 
 	pthread_t		 thread;
 	bool			 thread_started;
@@ -538,9 +540,10 @@ spool_check_space(struct spool *sp, uint64_t expected)
 {
 	struct statvfs	vfs;
 	long long	now;
+	uint64_t	avail;
 
 	if (sp->max_bytes != 0) {
-		uint64_t	used = atomic_load(&sp->used_bytes);
+		uint64_t	used = atomic_load(&sp->used_bytes) + sp->held_bytes;
 
 		if (used > sp->max_bytes || expected > sp->max_bytes - used)
 			return -1;
@@ -559,11 +562,20 @@ spool_check_space(struct spool *sp, uint64_t expected)
 			    (uint64_t)vfs.f_frsize;
 		}
 		sp->space_checked_ns = now;
+		sp->held_at_check = sp->held_bytes;
 	}
 	if (sp->space_err != 0)
 		return -1;
-	if (sp->space_avail < sp->min_free ||
-	    expected > sp->space_avail - sp->min_free) {
+	/* Between two statvfs calls, what was spilled since is gone too. */
+	if (sp->held_bytes > sp->held_at_check) {
+		uint64_t	since = sp->held_bytes - sp->held_at_check;
+
+		if (since >= sp->space_avail)
+			return -1;
+		avail = sp->space_avail - since;
+	} else
+		avail = sp->space_avail;
+	if (avail < sp->min_free || expected > avail - sp->min_free) {
 		/* Once per statvfs: segments waiting for a checkpoint hold space. */
 		if (sp->space_checked_ns == now) {
 			errno = ENOSPC;
@@ -572,6 +584,18 @@ spool_check_space(struct spool *sp, uint64_t expected)
 		return -1;
 	}
 	return 0;
+}
+
+/* Count (delta > 0) or give back (delta < 0) bytes spilled into tmp/. */
+void
+spool_hold(struct spool *sp, int64_t delta)
+{
+	if (delta >= 0)
+		sp->held_bytes += (uint64_t)delta;
+	else if ((uint64_t)-delta <= sp->held_bytes)
+		sp->held_bytes -= (uint64_t)-delta;
+	else
+		sp->held_bytes = 0;
 }
 
 /* Path of receptions.jsonl, owned by the spool. */

@@ -80,6 +80,13 @@ void		 spool_free(struct spool *);
 /* Is there room for about expected more bytes?  0 yes, -1 no (quota or min_free). */
 int		 spool_check_space(struct spool *, uint64_t expected);
 
+/*
+ * Bytes the spool holds outside messages/ (a transaction's spilled
+ * recipients in tmp/): spool_check_space counts them until they are given
+ * back (delta < 0).  Loop thread only.
+ */
+void		 spool_hold(struct spool *, int64_t delta);
+
 /* Counters since spool_open (for logs and tests). */
 struct spool_stats {
 	uint64_t	groups;		/* group commits run by the worker */

@@ -62,6 +62,97 @@ tls_err(char *err, size_t errlen, const char *what)
 	ERR_clear_error();
 }
 
+/*
+ * Open a PEM file to read as root: a FIFO put in its place (by whoever can
+ * write its directory) would block the start for ever, a directory or a
+ * device is no certificate either.  Links are followed (Let's Encrypt's
+ * live/ holds links); what is read is the regular file just checked.
+ */
+static BIO *
+tls_open_pem(const char *path, char *err, size_t errlen)
+{
+	struct stat	 st;
+	BIO		*b;
+	int		 fd;
+
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "tls: %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "tls: %s is not a regular file: refusing to read it",
+		    path);
+		close(fd);
+		return NULL;
+	}
+	if ((b = BIO_new_fd(fd, BIO_CLOSE)) == NULL) {
+		close(fd);
+		errno = 0;
+		tls_err(err, errlen, path);
+	}
+	return b;
+}
+
+/* SSL_CTX_use_certificate_chain_file, from a checked file. */
+static int
+tls_use_chain(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
+{
+	BIO		*b;
+	X509		*x, *ca;
+	unsigned long	 e;
+	int		 rc = -1;
+
+	if ((b = tls_open_pem(path, err, errlen)) == NULL)
+		return -1;
+	errno = 0;
+	if ((x = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL)) == NULL ||
+	    SSL_CTX_use_certificate(ctx, x) != 1 ||
+	    SSL_CTX_clear_chain_certs(ctx) != 1) {
+		tls_err(err, errlen, path);
+		goto out;
+	}
+	while ((ca = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+		if (SSL_CTX_add0_chain_cert(ctx, ca) != 1) {
+			X509_free(ca);
+			tls_err(err, errlen, path);
+			goto out;
+		}
+	}
+	/* The end of the file is "no start line"; anything else is an error. */
+	e = ERR_peek_last_error();
+	if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
+		tls_err(err, errlen, path);
+		goto out;
+	}
+	ERR_clear_error();
+	rc = 0;
+out:
+	X509_free(x);
+	BIO_free(b);
+	return rc;
+}
+
+/* SSL_CTX_use_PrivateKey_file (PEM), from a checked file. */
+static int
+tls_use_key(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
+{
+	BIO		*b;
+	EVP_PKEY	*pkey;
+	int		 rc = 0;
+
+	if ((b = tls_open_pem(path, err, errlen)) == NULL)
+		return -1;
+	errno = 0;
+	if ((pkey = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL)) == NULL ||
+	    SSL_CTX_use_PrivateKey(ctx, pkey) != 1) {
+		tls_err(err, errlen, path);
+		rc = -1;
+	}
+	EVP_PKEY_free(pkey);
+	BIO_free(b);
+	return rc;
+}
+
 /* Is h a plausible DNS name (letters, digits, '-', '_', '.'; <= 253)? */
 static bool
 tls_hostname_ok(const char *h)
@@ -357,16 +448,9 @@ tls_server_ctx_new(const char *cert, const char *key, const char *hostname,
 		goto fail;
 	}
 	/* ECDHE key exchange is automatic since OpenSSL 1.1.0 (no ecdh_auto call needed). */
-	errno = 0;
-	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		tls_err(err, errlen, cert);
+	if (tls_use_chain(ctx, cert, err, errlen) == -1 ||
+	    tls_use_key(ctx, key, err, errlen) == -1)
 		goto fail;
-	}
-	errno = 0;
-	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		tls_err(err, errlen, key);
-		goto fail;
-	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
 		tls_err(err, errlen, "key does not match certificate");
 		goto fail;

@@ -51,6 +51,8 @@ class _Handler:
         tls = session.ssl is not None
         self.owner.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
                                     envelope.original_content, tls))
+        if self.owner.data_reply:
+            return self.owner.data_reply
         return "250 2.0.0 Ok: queued as FAKE%d" % len(self.owner.messages)
 
 
@@ -156,6 +158,7 @@ class FakeMX:
         self.drip = drip
         self.starttls = starttls
         self.mode = mode
+        self.data_reply = None     # what to answer DATA with, else Postfix's "queued as"
         self.messages = []
         self.port = port
         self._ctl = None

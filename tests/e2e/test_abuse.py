@@ -413,6 +413,65 @@ class RecipientFlood(AbuseCase):
         cl.expect("RSET", 250)
         self.assertEqual(cl.cmd("NOOP").code, 250)
 
+    @with_config({"spool": {"max_bytes": 65536}, "limits": {"sessions_per_ip": 100}})
+    def test_spilled_recipients_count_toward_spool_quota(self):
+        """Each recipient was checked alone against spool.max_bytes, the
+        spilled bytes never counted: one session spilled 2 MB into a 64 KiB
+        spool, N sessions N times that.  Spilled bytes are spool bytes until
+        the transaction ends; then they are given back."""
+        sessions, taken = [], 0
+        for _ in range(4):
+            cl = self.client()
+            cl.ehlo()
+            cl.expect("MAIL FROM:<a@example.org>", 250)
+            for k in range(0, 100, 25):
+                cl.send(b"".join(b"RCPT TO:<" + long_rcpt(i).encode() + b">\r\n"
+                                 for i in range(k, k + 25)))
+                taken += sum(cl.reply().code == 250 for _ in range(25))
+            sessions.append(cl)
+        # 4 in memory per session (8 KiB), then at most 64 KiB of spill in all.
+        self.assertLessEqual(taken, 4 * 4 + 65536 // 2000, taken)
+        for cl in sessions:
+            cl.expect("RSET", 250)
+        # Given back at RSET: a new transaction spills again.
+        cl = sessions[0]
+        cl.expect("MAIL FROM:<a@example.org>", 250)
+        codes = [cl.cmd("RCPT TO:<%s>" % long_rcpt(i)).code for i in range(8)]
+        self.assertEqual(codes, [250] * 8, codes)
+
+    @skip_under_valgrind("an RSS bound")
+    @with_config({"limits": {"sessions_per_ip": 100}}, env=lean_asan_env())
+    def test_messages_ended_together_memory_bounded(self):
+        """Sessions that end their messages at the same moment each held
+        their reception record and the rules' copy of the recipients (3.7 MB
+        for 1000 of 2,000 bytes) while their commits queued behind the one
+        spool worker: 40 of them took 150 MB.  A global budget (32 MiB of
+        estimated commit memory) makes further ends wait; all are stored."""
+        n = 40
+        rc = b"".join(b"RCPT TO:<" + long_rcpt(i).encode() + b">\r\n" for i in range(1000))
+        clients = []
+        for k in range(n):
+            cl = self.client()
+            cl.ehlo()
+            cl.expect("MAIL FROM:<a@example.org>", 250)
+            cl.send(rc)
+            for _ in range(1000):
+                self.assertEqual(cl.reply().code, 250)
+            cl.expect("DATA", 354)
+            cl.send(body_for("together %d" % k))
+            clients.append(cl)
+        rss0 = proc_status(self.c.pid, "VmRSS")
+        for cl in clients:
+            cl.send(b".\r\n")
+        qids = [queue_id(cl.reply()) for cl in clients]
+        peak = proc_status(self.c.pid, "VmHWM") - rss0
+        print(" [%d sessions end together: peak +%d kB] " % (n, peak), end="", file=sys.stderr)
+        self.assertLessEqual(peak, (64 if is_sanitized(self.c.binary) else 48) * 1024,
+                             "%d sessions ending at once grew the peak by %d kB" % (n, peak))
+        for k in (0, n // 2, n - 1):
+            rec, _ = self.assert_stored(body_for("together %d" % k), qids[k])
+            self.assertEqual(len(rec["rcpt_to"]), 1000)
+
     def test_spilled_recipients_dropped_on_rset(self):
         """RSET, a new MAIL and a small transaction: only its own recipient."""
         cl = self.client()

@@ -156,5 +156,39 @@ class RecipientEscapes(test_relay.RelayCase, LogLines):
                 self.assertNotIn(bad, raw, path)
 
 
+class SenderFields(CollectorTestCase, LogLines):
+    """A quoted local part may hold blanks (RFC 5321 Quoted-string): in an
+    unquoted value they would start new key=value fields."""
+
+    def test_quoted_sender_cannot_forge_message_fields(self):
+        sender = '"x nrcpt=999 sha256=forged"@example.org'
+        body = b"Subject: quoted sender\r\n\r\nhello\r\n"
+        cl, qid = self.send_mail(body, mail_from=sender)
+        cl.cmd("QUIT")
+        words, f = self.wait_line(lambda w, f: "message" in w and f.get("queue_id") == qid)
+        self.assertEqual(set(f), {"queue_id", "sha256", "size", "from", "nrcpt"}, f)
+        self.assertEqual(f["nrcpt"], "1", f)
+        self.assertEqual(f["sha256"], sha256_hex(body), f)
+        self.assertEqual(unescape(f["from"]), ("<%s>" % sender).encode())
+
+
+class MXReplyFields(test_relay.RelayCase, LogLines):
+    """The relay's attempt line quotes what the MX said (and the recipient
+    and MX name): a reply is several words and any of them could be k=v."""
+
+    mx_starttls = False
+
+    def test_mx_reply_cannot_forge_attempt_fields(self):
+        self.mx.data_reply = '250 2.0.0 Ok status=forged ip=6.6.6.6 "x'
+        body = test_relay.probe(11)
+        self.send(body)
+        self.assertEqual(self.result(sha256_hex(body))["status"], "delivered")
+        words, f = self.wait_line(lambda w, f: "attempt" in w and "reply" in f)
+        self.assertEqual(set(f), {"rcpt", "mx", "ip", "port", "status", "reply"}, f)
+        self.assertEqual(f["ip"], "127.0.0.1", f)
+        self.assertIn(b"status=forged", unescape(f["reply"]))
+        self.assertTrue(self.log_lines())
+
+
 if __name__ == "__main__":
     unittest.main()

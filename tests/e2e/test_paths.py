@@ -10,13 +10,14 @@ to start and names the path.  These tests need root (they skip otherwise).
 
 import os
 import pwd
+import shutil
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import CollectorTestCase  # noqa: E402
+from harness import CollectorTestCase, shared_tls  # noqa: E402
 
 
 class RootPaths(CollectorTestCase):
@@ -119,6 +120,60 @@ class RootPaths(CollectorTestCase):
         os.rename(journal, journal + ".old")
         os.link(self.victim_file, journal)
         self.refused(journal, "hard link")
+
+
+class TlsFilesNotRegular(CollectorTestCase):
+    """The certificate and key are read as root before anything else: where
+    someone else can write (a tls/ below the spool, a shared directory), a
+    FIFO in place of the key hung the start for ever (OpenSSL blocks in its
+    read), a directory gave OpenSSL's cryptic error.  Refused now, naming
+    the path; a symbolic link to a regular file (Let's Encrypt's live/) is
+    still followed."""
+
+    autostart = False
+    config = {"tls": {"certificate": "{tmp}/tls/cert.pem", "key": "{tmp}/tls/key.pem"}}
+
+    def setUp(self):
+        super().setUp()
+        d = os.path.join(self.tmpdir, "tls")
+        os.mkdir(d)
+        self.cert, self.key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        shutil.copy(shared_tls()["certificate"], self.cert)
+
+    def start_fails(self, path, why):
+        self.expect_exit = None
+        self.c.start(wait=False)
+        end = time.time() + 20 * self.slow
+        while self.c.proc.poll() is None and time.time() < end:
+            time.sleep(0.05)
+        rc = self.c.proc.poll()
+        self.c.stop()
+        err = self.c.stderr_text()
+        self.assertIsNotNone(rc, "still starting after 20 s (blocked on %s?):\n%s" % (path, err))
+        self.assertNotEqual(rc, 0)
+        self.assertIn(path, err)
+        self.assertIn(why, err)
+
+    def test_fifo_key_refused(self):
+        os.mkfifo(self.key)
+        self.start_fails(self.key, "not a regular file")
+
+    def test_directory_cert_refused(self):
+        shutil.copy(shared_tls()["key"], self.key)
+        os.rename(self.cert, self.cert + ".real")
+        os.mkdir(self.cert)
+        self.start_fails(self.cert, "not a regular file")
+
+    def test_symlinked_key_followed(self):
+        real = os.path.join(self.tmpdir, "live-key.pem")
+        shutil.copy(shared_tls()["key"], real)
+        os.symlink(real, self.key)
+        self.c.start()
+        body = b"Subject: tls link\r\n\r\nhello\r\n"
+        cl, qid = self.send_mail(body)
+        cl.cmd("QUIT")
+        self.assert_stored(body, qid)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -432,6 +434,58 @@ test_rcpts_spilled(void **state)
 	free(want);
 }
 
+/*
+ * A recipient only half written to the spill file (disk full, EFBIG) gets
+ * 451; the ones after it must still read back whole and in order.
+ */
+static void
+test_rcpts_spill_short_write(void **state)
+{
+	enum { N = 16, LEN = 1000 };
+	char line[LEN + 32], addr[LEN + 1], *want, *s;
+	size_t off = 0;
+	struct rlimit rl, small;
+
+	assert_non_null(want = malloc((size_t)N * (LEN + 1) + 1));
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &rl), 0);
+	signal(SIGXFSZ, SIG_IGN);
+	say("EHLO client.example");
+	say("MAIL FROM:<a@example.org>");
+	pump();
+	free(replies());
+	for (int i = 0; i < N; i++) {
+		int n = snprintf(addr, sizeof(addr), "r%02d-", i);
+		memset(addr + n, 'a' + i % 26, LEN - n - 12);
+		memcpy(addr + LEN - 12, "@example.net", 13);
+		snprintf(line, sizeof(line), "RCPT TO:<%s>", addr);
+		/* 8 in memory, 2 in the file, the 11th cut at 2,500 bytes. */
+		if (i == 10) {
+			small = rl;
+			small.rlim_cur = 2500;
+			assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+		}
+		say(line);
+		pump();
+		s = replies();
+		if (i == 10) {
+			assert_int_equal(setrlimit(RLIMIT_FSIZE, &rl), 0);
+			assert_non_null(strstr(s, "451 4.3.0"));
+		} else {
+			assert_non_null(strstr(s, "250 2.1.5 Ok"));
+			off += (size_t)sprintf(want + off, "%s|", addr);
+		}
+		free(s);
+	}
+	say("RSET");
+	pump();
+	free(replies());
+	signal(SIGXFSZ, SIG_DFL);
+	assert_int_equal(F->last_stage, SMTP_STAGE_RSET);
+	assert_int_equal(F->seen_nrcpt, N - 1);
+	assert_string_equal(F->seen_rcpts, want);
+	free(want);
+}
+
 /* EHLO: a matching rule's 554 replaces the keyword list; others are untouched. */
 static void
 test_ehlo_hook_reply(void **state)
@@ -601,6 +655,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_ehlo_hook_reply, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rcpts_spilled, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rcpts_spill_short_write, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_data_hook_reply, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_data_hook_no_match, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_data_hook_disconnect, setup, teardown),
