@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "console.h"
+#include "dns.h"
 #include "relay.h"
 #include "sandbox.h"
 #include "hpfeeds.h"
@@ -296,6 +297,17 @@ main(int argc, char **argv)
 		fatalx("relay: %s", err);
 	if (test_mode && relay_set_test_mode(f.relay, true, err, sizeof(err)) == -1)
 		fatalx("%s", err);
+	if (f.cfg.client_lookup.enabled) {
+		/*
+		 * The client name lookup: the resolver's own try is 5 s
+		 * (RES_TIMEOUT), at most the whole lookup's bound.
+		 */
+		int try_ms = f.cfg.client_lookup.timeout_ms < 5000 ?
+		    f.cfg.client_lookup.timeout_ms : 5000;
+		if ((f.srv.dns = dns_new(f.base, f.cfg.client_lookup.dns_server, try_ms,
+		    err, sizeof(err))) == NULL)
+			fatalx("client_lookup: %s", err);
+	}
 	f.srv.on_mail = on_mail_cb;
 	f.srv.on_mail_arg = &f;
 	/* The rules decide at EHLO, AUTH, RSET and (before the commit) DATA. */
@@ -336,6 +348,7 @@ main(int argc, char **argv)
 	if (f.log_ev != NULL)
 		event_free(f.log_ev);
 	smtp_server_close_all(&f.srv);
+	dns_free(f.srv.dns);	/* no session is left to call back */
 	listeners_free(f.ls);
 	hpf_free(f.hpf);
 	relay_free(f.relay);
