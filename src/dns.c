@@ -542,8 +542,8 @@ dns_valid_hostname(const char *name)
 	for (p = name; *p != '\0'; p++, len++) {
 		unsigned char c = (unsigned char)*p;
 
-		if (len >= DNS_HOST_MAX - 1)
-			return false;
+		if (len >= 253)
+			return false;	/* 255 bytes on the wire at most (RFC 1035 2.3.4) */
 		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
 		    (c >= '0' && c <= '9')) {
 			if (++label > 63)

@@ -98,7 +98,8 @@ void		 dns_cancel(struct dns_req *);
 
 /*
  * Whether a PTR answer may be used as a host name: LDH labels of 1..63
- * bytes, no hyphen at either end of a label, at most 255 bytes, no empty
+ * bytes, no hyphen at either end of a label, at most 253 bytes (255 on the
+ * wire), no empty
  * label, not all digits (Postfix's valid_hostname(), numeric names refused).
  */
 bool		 dns_valid_hostname(const char *);
