@@ -299,11 +299,14 @@ main(int argc, char **argv)
 		fatalx("%s", err);
 	if (f.cfg.client_lookup.enabled) {
 		/*
-		 * The client name lookup: the resolver's own try is 5 s
-		 * (RES_TIMEOUT), at most the whole lookup's bound.
+		 * The client name lookup: a resolver try waits 5 s at most
+		 * (glibc's RES_TIMEOUT), and a third of the lookup's bound, so
+		 * that a query (a try, then one twice as long) ends with the
+		 * session's wait: a lookup given up leaves nothing for long.
 		 */
-		int try_ms = f.cfg.client_lookup.timeout_ms < 5000 ?
-		    f.cfg.client_lookup.timeout_ms : 5000;
+		int try_ms = f.cfg.client_lookup.timeout_ms / 3;
+		if (try_ms > 5000)
+			try_ms = 5000;
 		if ((f.srv.dns = dns_new(f.base, f.cfg.client_lookup.dns_server, try_ms,
 		    err, sizeof(err))) == NULL)
 			fatalx("client_lookup: %s", err);
