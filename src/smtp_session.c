@@ -284,6 +284,7 @@ static void	 smtp_set_timer(struct smtp_session *, int ms);
 static void	 smtp_hold_arm(struct smtp_session *);
 static void	 smtp_hold_drop(struct smtp_session *);
 static void	 smtp_tls_start(struct smtp_session *);
+static void	 smtp_tls_switch(struct smtp_session *, enum smtp_state);
 
 /* Command handlers. */
 static void	 cmd_helo(struct smtp_session *, const struct smtp_cmdline *);
@@ -423,10 +424,18 @@ smtp_session_start(struct smtp_session *s)
 	log_info("%016llx smtp connected address=%s port=%d listener=%s",
 	    (unsigned long long)s->id, s->src_ip, s->src_port, s->listener->name);
 
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/* A deferred implicit TLS session reads nothing before its handshake. */
+	if (!((s->flags & SF_IMPLICIT) && s->ssl == NULL))
+		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	/* Postfix greets once it knows the client's name: the banner follows the lookup. */
 	if (smtp_lookup_start(s))
 		return s;
+	if ((s->flags & SF_IMPLICIT) && s->ssl == NULL) {
+		/* No lookup after all: the handshake now; a failure ends the session soon. */
+		smtp_tls_switch(s, SMTP_STATE_INIT);
+		if (s->flags & SF_CLOSING)
+			smtp_set_timer(s, 0);
+	}
 	/* With implicit TLS the banner follows the handshake (smtp_event_cb). */
 	if (!(s->flags & SF_IMPLICIT)) {
 		smtp_banner(s);
@@ -452,7 +461,17 @@ smtp_session_new(struct smtp_server *srv, const struct cfg_listener *listener,
 		sockaddr_text((struct sockaddr *)&local, s->dst_ip, sizeof(s->dst_ip),
 		    &s->dst_port);
 
-	if (listener->tls == TLS_MODE_IMPLICIT) {
+	if (listener->tls == TLS_MODE_IMPLICIT && srv->dns != NULL && srv->ssl_ctx != NULL) {
+		/*
+		 * Postfix's smtpd looks the client up before its TLS handshake
+		 * (smtpd_tls_wrappermode): the ClientHello waits in the kernel,
+		 * unread, and the TLS bufferevent replaces this one after the
+		 * lookup (smtp_lookup_cb).
+		 */
+		s->flags |= SF_IMPLICIT;
+		if ((s->bev = bufferevent_socket_new(srv->base, fd, 0)) == NULL)
+			goto fail;
+	} else if (listener->tls == TLS_MODE_IMPLICIT) {
 		if (srv->ssl_ctx == NULL || (s->ssl = SSL_new(srv->ssl_ctx)) == NULL)
 			goto fail;
 		s->flags |= SF_IMPLICIT;
@@ -530,6 +549,8 @@ smtp_lookup_cb(void *arg, const struct dns_peer *p)
 	if (s->timer)
 		evtimer_del(s->timer);
 	smtp_lookup_end(s, p);
+	if ((s->flags & SF_IMPLICIT) && s->ssl == NULL && !(s->flags & SF_CLOSING))
+		smtp_tls_switch(s, SMTP_STATE_INIT);	/* the banner follows the handshake */
 	/* The banner: now, or after the handshake (implicit TLS) or the delay. */
 	if (!(s->flags & SF_CLOSING) && (!(s->flags & SF_IMPLICIT) || (s->flags & SF_TLS))) {
 		smtp_banner(s);
@@ -630,7 +651,7 @@ smtp_timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;	/* smtp_lookup_cb ended in smtp_maybe_free */
 	} else if (s->srv->stopping && s->state != SMTP_STATE_INIT) {
 		smtp_close(s, "shutdown");
-	} else if (s->state == SMTP_STATE_INIT) {
+	} else if (s->state == SMTP_STATE_INIT && !(s->flags & SF_CLOSING)) {
 		/* Banner delay over: greet. */
 		if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
 			s->flags |= SF_PREGREET;
@@ -1014,7 +1035,6 @@ smtp_drained(struct smtp_session *s)
 static void
 smtp_tls_start(struct smtp_session *s)
 {
-	struct bufferevent *tbev;
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 
 	/*
@@ -1025,6 +1045,19 @@ smtp_tls_start(struct smtp_session *s)
 		s->anomalies |= AN_PIPELINE_TLS;
 		evbuffer_drain(in, evbuffer_get_length(in));
 	}
+	smtp_tls_switch(s, SMTP_STATE_HANDSHAKE);
+}
+
+/*
+ * Replace the plain socket bufferevent by a TLS one accepting a handshake
+ * (after STARTTLS, or on an implicit TLS port once the client lookup ended),
+ * entering state st.  On failure the session is closing.
+ */
+static void
+smtp_tls_switch(struct smtp_session *s, enum smtp_state st)
+{
+	struct bufferevent *tbev;
+
 	if ((s->ssl = SSL_new(s->srv->ssl_ctx)) == NULL) {
 		smtp_close(s, "tls-error");
 		return;
@@ -1048,7 +1081,7 @@ smtp_tls_start(struct smtp_session *s)
 		struct timeval tv = { s->srv->cfg->limits.idle_timeout, 0 };
 		bufferevent_set_timeouts(s->bev, &tv, &tv);
 	}
-	smtp_enter_state(s, SMTP_STATE_HANDSHAKE);
+	smtp_enter_state(s, st);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 }
 
