@@ -80,6 +80,8 @@ static int	 sandbox_key_cb(struct cctx *, int, const char *, yaml_node_t *,
 		    void *);
 static int	 spool_key_cb(struct cctx *, int, const char *, yaml_node_t *,
 		    void *);
+static int	 client_lookup_key_cb(struct cctx *, int, const char *,
+		    yaml_node_t *, void *);
 static int	 auth_key_cb(struct cctx *, int, const char *, yaml_node_t *,
 		    void *);
 static int	 limits_key_cb(struct cctx *, int, const char *, yaml_node_t *,
@@ -113,12 +115,17 @@ static const char *const relay_mode_names[] = { "off", "dry-run", "live" };
 enum main_key {
 	MK_HOSTNAME, MK_SENSOR, MK_PERSONA, MK_USER, MK_PORT_OFFSET,
 	MK_LISTENERS, MK_TLS, MK_SPOOL, MK_EVENT_LOG, MK_AUTH, MK_LIMITS,
-	MK_FEED, MK_RELAY, MK_LOCAL, MK_SANDBOX, MK_COUNT
+	MK_FEED, MK_RELAY, MK_LOCAL, MK_SANDBOX, MK_CLIENT_LOOKUP, MK_COUNT
 };
 static const char *const main_keys[MK_COUNT] = {
 	"hostname", "sensor", "persona", "user", "port_offset",
 	"listeners", "tls", "spool", "event_log", "auth", "limits", "feed",
-	"relay", "local_recipients", "sandbox",
+	"relay", "local_recipients", "sandbox", "client_lookup",
+};
+
+enum client_lookup_key { CL_ENABLED, CL_DNS_SERVER, CL_TIMEOUT_MS, CL_COUNT };
+static const char *const client_lookup_keys[CL_COUNT] = {
+	"enabled", "dns_server", "timeout_ms",
 };
 
 enum sandbox_key { SB_SECCOMP, SB_CHROOT, SB_COUNT };
@@ -808,6 +815,27 @@ sandbox_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 	return cfg_error(x, v, path, "internal: unhandled key");
 }
 
+/* Apply one key of the client_lookup section. */
+static int
+client_lookup_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct cfg_client_lookup *cl = arg;
+
+	switch ((enum client_lookup_key)key) {
+	case CL_ENABLED:
+		return get_bool(x, v, path, &cl->enabled);
+	case CL_DNS_SERVER:
+		return get_hostport(x, v, path, cl->dns_server,
+		    sizeof(cl->dns_server), true);
+	case CL_TIMEOUT_MS:
+		return get_int(x, v, path, 100, 60000, &cl->timeout_ms);
+	case CL_COUNT:
+		break;
+	}
+	return cfg_error(x, v, path, "internal: unhandled key");
+}
+
 /* Apply one key of the auth section. */
 static int
 auth_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
@@ -1197,6 +1225,9 @@ main_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 	case MK_SANDBOX:
 		return map_walk(x, v, path, sandbox_keys, SB_COUNT, sandbox_key_cb,
 		    &c->sandbox, &seen);
+	case MK_CLIENT_LOOKUP:
+		return map_walk(x, v, path, client_lookup_keys, CL_COUNT,
+		    client_lookup_key_cb, &c->client_lookup, &seen);
 	case MK_EVENT_LOG:
 		return get_str(x, v, path, c->event_log, sizeof(c->event_log),
 		    true);
@@ -1379,6 +1410,9 @@ cfg_defaults(struct cfg *c)
 	snprintf(c->spool_dir, sizeof(c->spool_dir), "spool");
 	c->sandbox.seccomp = true;
 	c->sandbox.chroot[0] = '\0';
+	c->client_lookup.enabled = true;
+	c->client_lookup.dns_server[0] = '\0';
+	c->client_lookup.timeout_ms = 10000;
 	c->spool_min_free = SPOOL_MIN_FREE_DEFAULT;
 	c->spool_max_bytes = 0;
 	c->journal_segment = SPOOL_JOURNAL_SEG_DEFAULT;

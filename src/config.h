@@ -133,6 +133,16 @@ struct cfg_sandbox {
 	char		 chroot[PATH_MAX];	/* "" = none (default); absolute */
 };
 
+/*
+ * The client's name, looked up before the greeting as Postfix's smtpd does
+ * (smtpd_peername_lookup): PTR, then the name's A/AAAA must list the address.
+ */
+struct cfg_client_lookup {
+	bool		 enabled;	/* default true */
+	char		 dns_server[64];	/* "addr:port", "" = /etc/resolv.conf */
+	int		 timeout_ms;	/* the whole lookup, PTR and forward (10000) */
+};
+
 struct cfg {
 	char		 path[PATH_MAX];	/* "" = embedded defaults */
 	char		 hostname[CFG_NAME_MAX];	/* "" = gethostname() at start */
@@ -163,6 +173,7 @@ struct cfg {
 	struct cfg_feed	 feed;
 	struct cfg_relay relay;
 	struct cfg_sandbox sandbox;
+	struct cfg_client_lookup client_lookup;
 };
 
 /* Fill c with the embedded defaults (25/465/587, ./spool, ./fosr-events.json). */

@@ -17,7 +17,7 @@
 
 #include "dns.h"
 
-enum dns_kind { DNS_KIND_MX, DNS_KIND_ADDR };
+enum dns_kind { DNS_KIND_MX, DNS_KIND_ADDR, DNS_KIND_PEER };
 
 struct dns_sock {
 	struct dns_sock	*next;
@@ -41,6 +41,11 @@ struct dns_req {
 	struct dns_addr	 addr[DNS_ADDR_MAX];
 	int		 n;
 	char		 name[DNS_HOST_MAX];
+	/* DNS_KIND_PEER */
+	bool		 cancelled;	/* dns_cancel(): the callback does not run */
+	int		 af;
+	unsigned char	 bin[16];	/* the client's address */
+	struct dns_peer	 peer;
 };
 
 struct dns {
@@ -68,6 +73,9 @@ static void	 dns_a_query_cb(void *, int, int, unsigned char *, int);
 static void	 dns_aaaa_query_cb(void *, int, int, unsigned char *, int);
 static int	 dns_mx_cmp(const void *, const void *);
 static void	 dns_add_addr(struct dns_req *, int, const void *);
+static int	 dns_first_ptr(const unsigned char *, int, const char *, char *, size_t);
+static void	 dns_ptr_query_cb(void *, int, int, unsigned char *, int);
+static void	 dns_fwd_query_cb(void *, int, int, unsigned char *, int);
 
 /* c-ares wants fd watched for reading and/or writing, or no longer. */
 static void
@@ -200,6 +208,11 @@ dns_free(struct dns *d)
 		struct dns_req *q = d->reqs;
 		q->status = DNS_CANCELLED;
 		snprintf(q->err, sizeof(q->err), "cancelled");
+		if (q->kind == DNS_KIND_PEER && q->peer.status == DNS_PEER_OK) {
+			q->peer.status = DNS_PEER_TEMP;
+			snprintf(q->peer.name, sizeof(q->peer.name), "unknown");
+			snprintf(q->peer.err, sizeof(q->peer.err), "cancelled");
+		}
 		dns_req_deliver(q);
 	}
 	ares_destroy(d->ch);
@@ -267,7 +280,10 @@ dns_req_deliver(struct dns_req *q)
 		d->reqs = q->next;
 	if (q->next)
 		q->next->prev = q->prev;
-	if (q->kind == DNS_KIND_MX)
+	if (q->kind == DNS_KIND_PEER) {
+		if (!q->cancelled)
+			((dns_peer_cb)q->cb)(q->arg, &q->peer);
+	} else if (q->kind == DNS_KIND_MX)
 		((dns_mx_cb)q->cb)(q->arg, q->status, q->mx, q->status == DNS_OK ? q->n : 0,
 		    q->err);
 	else
@@ -487,4 +503,250 @@ dns_status_name(enum dns_status s)
 	    "cancelled" };
 
 	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
+}
+
+/* ------------------------------------------------------------ client name */
+
+/* The PTR query name of a numeric address. */
+int
+dns_reverse_name(const char *ip, char *out, size_t outlen)
+{
+	unsigned char b[16];
+	size_t off = 0;
+	int i, n;
+
+	if (inet_pton(AF_INET, ip, b) == 1) {
+		n = snprintf(out, outlen, "%u.%u.%u.%u.in-addr.arpa", b[3], b[2], b[1], b[0]);
+		return n < 0 || (size_t)n >= outlen ? -1 : 0;
+	}
+	if (inet_pton(AF_INET6, ip, b) != 1 || outlen < 16 * 4 + sizeof("ip6.arpa"))
+		return -1;
+	for (i = 15; i >= 0; i--) {
+		out[off++] = "0123456789abcdef"[b[i] & 0xf];
+		out[off++] = '.';
+		out[off++] = "0123456789abcdef"[b[i] >> 4];
+		out[off++] = '.';
+	}
+	memcpy(out + off, "ip6.arpa", sizeof("ip6.arpa"));
+	return 0;
+}
+
+/* Postfix's valid_hostname() on LDH characters, numeric names refused. */
+bool
+dns_valid_hostname(const char *name)
+{
+	size_t label = 0, len = 0;
+	bool non_numeric = false;
+	const char *p;
+
+	for (p = name; *p != '\0'; p++, len++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (len >= 253)
+			return false;	/* 255 bytes on the wire at most (RFC 1035 2.3.4) */
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9')) {
+			if (++label > 63)
+				return false;
+			if (c > '9')
+				non_numeric = true;
+		} else if (c == '-') {
+			/* no hyphen at either end of a label */
+			if (label == 0 || p[1] == '\0' || p[1] == '.' || ++label > 63)
+				return false;
+			non_numeric = true;
+		} else if (c == '.') {
+			/* no empty label, no trailing dot (c-ares never writes one) */
+			if (label == 0 || p[1] == '\0')
+				return false;
+			label = 0;
+		} else
+			return false;
+	}
+	return len > 0 && non_numeric;
+}
+
+/*
+ * The first PTR of an answer whose owner is the question's name (or the
+ * target of a CNAME before it: classless reverse delegation, RFC 2317), as
+ * glibc's getanswer_ptr() takes it.  1 with out filled, 0 when there is
+ * none, -1 when the answer is malformed or the name does not fit out.
+ */
+static int
+dns_first_ptr(const unsigned char *abuf, int alen, const char *qname, char *out,
+    size_t outlen)
+{
+	const unsigned char *p = abuf + 12, *end = abuf + alen;
+	char expected[DNS_HOST_MAX], *n, *t;
+	long enclen;
+	int qd, an, i, type, class, rdlen, r = 0;
+	bool match;
+
+	if (alen < 12)
+		return -1;
+	qd = abuf[4] << 8 | abuf[5];
+	an = abuf[6] << 8 | abuf[7];
+	snprintf(expected, sizeof(expected), "%s", qname);
+	for (i = 0; i < qd; i++) {
+		if (ares_expand_name(p, abuf, alen, &n, &enclen) != ARES_SUCCESS)
+			return -1;
+		ares_free_string(n);
+		p += enclen;
+		if (end - p < 4)
+			return -1;
+		p += 4;
+	}
+	for (i = 0; i < an && r == 0; i++) {
+		if (ares_expand_name(p, abuf, alen, &n, &enclen) != ARES_SUCCESS)
+			return -1;
+		p += enclen;
+		match = strcasecmp(n, expected) == 0;
+		ares_free_string(n);
+		if (end - p < 10)
+			return -1;
+		type = p[0] << 8 | p[1];
+		class = p[2] << 8 | p[3];
+		rdlen = p[8] << 8 | p[9];
+		p += 10;
+		if (end - p < rdlen)
+			return -1;
+		if (class == ns_c_in && (type == ns_t_cname || (type == ns_t_ptr && match))) {
+			if (ares_expand_name(p, abuf, alen, &t, &enclen) != ARES_SUCCESS)
+				return -1;
+			if (strlen(t) >= (type == ns_t_cname ? sizeof(expected) : outlen))
+				r = -1;
+			else if (type == ns_t_cname)
+				snprintf(expected, sizeof(expected), "%s", t);
+			else {
+				snprintf(out, outlen, "%s", t);
+				r = 1;
+			}
+			ares_free_string(t);
+		}
+		p += rdlen;
+	}
+	return r;
+}
+
+/* The name is not verified: "unknown" with status st. */
+static void
+dns_peer_reject(struct dns_req *q, enum dns_peer_status st)
+{
+	q->peer.status = st;
+	snprintf(q->peer.name, sizeof(q->peer.name), "unknown");
+	dns_req_finish(q);
+}
+
+/* The PTR answer arrived: validate the name, then look it up forward. */
+static void
+dns_ptr_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	struct dns_req *q = arg;
+	char name[DNS_HOST_MAX];
+	int r;
+
+	if (status != ARES_SUCCESS) {
+		snprintf(q->peer.err, sizeof(q->peer.err), "PTR %s: %s", q->name,
+		    ares_strerror(status));
+		dns_peer_reject(q, dns_map(status) == DNS_NOTFOUND ? DNS_PEER_PERM :
+		    DNS_PEER_TEMP);
+		return;
+	}
+	if ((r = dns_first_ptr(abuf, alen, q->name, name, sizeof(name))) != 1) {
+		snprintf(q->peer.err, sizeof(q->peer.err), "PTR %s: %s", q->name,
+		    r == 0 ? "no PTR record" : "malformed answer or name too long");
+		dns_peer_reject(q, DNS_PEER_PERM);
+		return;
+	}
+	if (!dns_valid_hostname(name)) {
+		snprintf(q->peer.err, sizeof(q->peer.err), "PTR %.80s: not a valid host "
+		    "name: %.200s", q->name, name);
+		dns_peer_reject(q, DNS_PEER_PERM);
+		return;
+	}
+	snprintf(q->peer.reverse_name, sizeof(q->peer.reverse_name), "%s", name);
+	if (q->cancelled || q->d->freeing) {
+		dns_peer_reject(q, DNS_PEER_TEMP);
+		return;
+	}
+	/* Postfix asks for the client's address family only. */
+	ares_query(q->d->ch, name, ns_c_in, q->af == AF_INET ? ns_t_a : ns_t_aaaa,
+	    dns_fwd_query_cb, q);
+	dns_reschedule(q->d);
+}
+
+/* The forward answer arrived: the name is verified if it lists the address. */
+static void
+dns_fwd_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	struct dns_req *q = arg;
+	struct ares_addrttl a4[DNS_ADDR_MAX];
+	struct ares_addr6ttl a6[DNS_ADDR_MAX];
+	int n = DNS_ADDR_MAX, r = status, i;
+
+	if (r == ARES_SUCCESS && q->af == AF_INET &&
+	    (r = ares_parse_a_reply(abuf, alen, NULL, a4, &n)) == ARES_SUCCESS) {
+		for (i = 0; i < n; i++)
+			if (memcmp(&a4[i].ipaddr, q->bin, 4) == 0)
+				goto verified;
+	} else if (r == ARES_SUCCESS && q->af == AF_INET6 &&
+	    (r = ares_parse_aaaa_reply(abuf, alen, NULL, a6, &n)) == ARES_SUCCESS) {
+		for (i = 0; i < n; i++)
+			if (memcmp(&a6[i].ip6addr, q->bin, 16) == 0)
+				goto verified;
+	}
+	if (r != ARES_SUCCESS) {
+		snprintf(q->peer.err, sizeof(q->peer.err), "hostname %.200s does not resolve "
+		    "to address: %s", q->peer.reverse_name, ares_strerror(r));
+		dns_peer_reject(q, dns_map(r) == DNS_TEMPFAIL || dns_map(r) == DNS_CANCELLED ?
+		    DNS_PEER_TEMP : DNS_PEER_FORGED);
+	} else {
+		snprintf(q->peer.err, sizeof(q->peer.err), "hostname %.200s does not resolve "
+		    "to address", q->peer.reverse_name);
+		dns_peer_reject(q, DNS_PEER_FORGED);
+	}
+	return;
+verified:
+	q->peer.status = DNS_PEER_OK;
+	snprintf(q->peer.name, sizeof(q->peer.name), "%s", q->peer.reverse_name);
+	dns_req_finish(q);
+}
+
+/* Start the client name lookup. */
+struct dns_req *
+dns_peer_lookup(struct dns *d, const char *ip, dns_peer_cb cb, void *arg)
+{
+	struct dns_req *q;
+	char rname[DNS_HOST_MAX];
+	int af;
+	unsigned char bin[16];
+
+	if (inet_pton(AF_INET, ip, bin) == 1)
+		af = AF_INET;
+	else if (inet_pton(AF_INET6, ip, bin) == 1)
+		af = AF_INET6;
+	else
+		return NULL;
+	if (dns_reverse_name(ip, rname, sizeof(rname)) == -1)
+		return NULL;
+	if ((q = dns_req_new(d, DNS_KIND_PEER, (void *)cb, arg, rname)) == NULL)
+		return NULL;
+	q->af = af;
+	memcpy(q->bin, bin, af == AF_INET ? 4 : 16);
+	q->peer.status = DNS_PEER_OK;
+	snprintf(q->peer.name, sizeof(q->peer.name), "unknown");
+	snprintf(q->peer.reverse_name, sizeof(q->peer.reverse_name), "unknown");
+	ares_query(d->ch, rname, ns_c_in, ns_t_ptr, dns_ptr_query_cb, q);
+	dns_reschedule(d);
+	return q;
+}
+
+/* Forget the caller: its callback will not run. */
+void
+dns_cancel(struct dns_req *q)
+{
+	if (q == NULL)
+		return;
+	q->cancelled = true;
+	q->arg = NULL;
 }

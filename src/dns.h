@@ -1,9 +1,11 @@
 /*
- * Asynchronous DNS for the relay: c-ares driven by the libevent loop (no
- * thread, no blocking call).  MX lookup with the RFC 5321 5.1 fallback (no MX
- * records: the domain itself is the only MX, preference 0; a null MX
- * RFC 7505 means the domain takes no mail), and address lookup (A and AAAA,
- * or A only).  Never logs.
+ * Asynchronous DNS for the relay and the client lookup: c-ares driven by the
+ * libevent loop (no thread, no blocking call).  MX lookup with the RFC 5321
+ * 5.1 fallback (no MX records: the domain itself is the only MX, preference
+ * 0; a null MX RFC 7505 means the domain takes no mail), address lookup (A
+ * and AAAA, or A only), and the client name lookup of Postfix's smtpd
+ * (smtpd_peer.c: PTR, then the name's A or AAAA must list the address).
+ * Never logs.
  */
 #ifndef FOSR_DNS_H
 #define FOSR_DNS_H
@@ -62,5 +64,47 @@ int		 dns_addr_lookup(struct dns *, const char *host, bool ipv4_only,
 		    dns_addr_cb cb, void *arg);
 
 const char	*dns_status_name(enum dns_status);
+
+/*
+ * The client name, as Postfix's smtpd_peer.c finds it (name_status codes):
+ * OK the PTR name forward-confirms; PERM no PTR, or not a valid host name;
+ * TEMP the PTR or forward query failed softly (timeout, SERVFAIL); FORGED
+ * the name does not resolve to the address.  name is the verified name or
+ * "unknown"; reverse_name is the (valid) PTR name even when it did not
+ * verify, or "unknown".
+ */
+enum dns_peer_status { DNS_PEER_OK, DNS_PEER_PERM, DNS_PEER_TEMP, DNS_PEER_FORGED };
+
+struct dns_peer {
+	enum dns_peer_status	 status;
+	char			 name[DNS_HOST_MAX];
+	char			 reverse_name[DNS_HOST_MAX];
+	char			 err[320];	/* why not OK: may hold DNS bytes, escape to log */
+};
+
+typedef void	(*dns_peer_cb)(void *arg, const struct dns_peer *);
+struct dns_req;
+
+/*
+ * Look up the name of the client at numeric address ip (DNS only: no hosts
+ * file, no search list).  Only the first PTR record counts, as with glibc's
+ * getnameinfo().  Returns a handle for dns_cancel(), or NULL (bad address,
+ * out of memory).  cb runs later on the loop, once, unless cancelled; a
+ * dns_free() with the lookup pending runs it with DNS_PEER_TEMP.
+ */
+struct dns_req	*dns_peer_lookup(struct dns *, const char *ip, dns_peer_cb cb, void *arg);
+/* The callback of req will not run (its queries end on their own timeouts). */
+void		 dns_cancel(struct dns_req *);
+
+/*
+ * Whether a PTR answer may be used as a host name: LDH labels of 1..63
+ * bytes, no hyphen at either end of a label, at most 253 bytes (255 on the
+ * wire), no empty
+ * label, not all digits (Postfix's valid_hostname(), numeric names refused).
+ */
+bool		 dns_valid_hostname(const char *);
+
+/* The PTR query name of a numeric address ("4.3.2.1.in-addr.arpa"); 0 or -1. */
+int		 dns_reverse_name(const char *ip, char *out, size_t outlen);
 
 #endif

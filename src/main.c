@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "console.h"
+#include "dns.h"
 #include "relay.h"
 #include "sandbox.h"
 #include "hpfeeds.h"
@@ -298,6 +299,20 @@ main(int argc, char **argv)
 		fatalx("relay: %s", err);
 	if (test_mode && relay_set_test_mode(f.relay, true, err, sizeof(err)) == -1)
 		fatalx("%s", err);
+	if (f.cfg.client_lookup.enabled) {
+		/*
+		 * The client name lookup: a resolver try waits 5 s at most
+		 * (glibc's RES_TIMEOUT), and a third of the lookup's bound, so
+		 * that a query (a try, then one twice as long) ends with the
+		 * session's wait: a lookup given up leaves nothing for long.
+		 */
+		int try_ms = f.cfg.client_lookup.timeout_ms / 3;
+		if (try_ms > 5000)
+			try_ms = 5000;
+		if ((f.srv.dns = dns_new(f.base, f.cfg.client_lookup.dns_server, try_ms,
+		    err, sizeof(err))) == NULL)
+			fatalx("client_lookup: %s", err);
+	}
 	f.srv.on_mail = on_mail_cb;
 	f.srv.on_mail_arg = &f;
 	/* The rules decide at EHLO, AUTH, RSET and (before the commit) DATA. */
@@ -338,6 +353,7 @@ main(int argc, char **argv)
 	if (f.log_ev != NULL)
 		event_free(f.log_ev);
 	smtp_server_close_all(&f.srv);
+	dns_free(f.srv.dns);	/* no session is left to call back */
 	listeners_free(f.ls);
 	hpf_free(f.hpf);
 	relay_free(f.relay);

@@ -186,12 +186,12 @@ static void	 relay_result_fill(struct smtp_stage_result *, const struct rules_de
 enum relay_rk {
 	RK_SHA256, RK_QUEUE_ID, RK_SESSION, RK_TIME, RK_SRC_IP, RK_DST_IP, RK_HELO,
 	RK_PROTOCOL, RK_SIZE, RK_SRC_PORT, RK_DST_PORT, RK_TLS, RK_AUTH, RK_MAIL_FROM,
-	RK_RCPT_TO, RK_ANOMALIES, RK_COUNT
+	RK_RCPT_TO, RK_ANOMALIES, RK_CLIENT_NAME, RK_COUNT
 };
 static const char *const relay_rk_names[RK_COUNT] = {
 	"sha256", "queue_id", "session", "time", "src_ip", "dst_ip", "helo",
 	"protocol", "size", "src_port", "dst_port", "tls", "auth", "mail_from",
-	"rcpt_to", "anomalies",
+	"rcpt_to", "anomalies", "client_name",
 };
 
 /*
@@ -241,6 +241,7 @@ relay_record_parse(const char *j, size_t len, char *err, size_t errlen)
 	RK_STR(RK_SRC_IP, r->src_ip);
 	RK_STR(RK_DST_IP, r->dst_ip);
 	RK_STR(RK_HELO, r->helo);
+	RK_STR(RK_CLIENT_NAME, r->client_name);
 	RK_STR(RK_PROTOCOL, r->protocol);
 	if (val[RK_SIZE] && relay_json_int(val[RK_SIZE], vlen[RK_SIZE], &n) == 0 && n >= 0)
 		r->size = (uint64_t)n;
@@ -448,12 +449,18 @@ size_t
 relay_received_header(char *out, size_t outlen, const struct relay_record *rec,
     const char *hostname, const char *qid, const char *rcpt, time_t when)
 {
-	char helo[256], to[520], date[64], ip[80];
+	char helo[256], name[256], to[520], date[64], ip[80];
 	const char *with;
 	struct tm tm;
 	int n;
 
-	relay_sanitize(helo, sizeof(helo), rec->helo[0] ? rec->helo : "unknown");
+	/*
+	 * Postfix's smtpd: "from HELO (NAME [ADDR])", NAME the verified client
+	 * name or "unknown", and NAME again when the client sent no HELO.
+	 */
+	relay_sanitize(name, sizeof(name), dns_valid_hostname(rec->client_name) ?
+	    rec->client_name : "unknown");
+	relay_sanitize(helo, sizeof(helo), rec->helo[0] ? rec->helo : name);
 	relay_sanitize(to, sizeof(to), rcpt);
 	if (strchr(rec->src_ip, ':') != NULL)
 		snprintf(ip, sizeof(ip), "IPv6:%s", rec->src_ip);
@@ -473,9 +480,9 @@ relay_received_header(char *out, size_t outlen, const struct relay_record *rec,
 	else
 		with = "ESMTP";
 	n = snprintf(out, outlen,
-	    "Received: from %s (unknown [%s])\r\n"
+	    "Received: from %s (%s [%s])\r\n"
 	    "\tby %s (Postfix) with %s id %s\r\n"
-	    "\tfor <%s>; %s\r\n", helo, ip, hostname, with, qid, to, date);
+	    "\tfor <%s>; %s\r\n", helo, name, ip, hostname, with, qid, to, date);
 	if (n < 0 || (size_t)n >= outlen)
 		return 0;
 	return (size_t)n;
@@ -1996,6 +2003,8 @@ relay_record_from_req(const struct smtp_stage_req *req)
 	snprintf(rec->dst_ip, sizeof(rec->dst_ip), "%s", req->dst_ip ? req->dst_ip : "");
 	rec->dst_port = req->dst_port;
 	snprintf(rec->helo, sizeof(rec->helo), "%s", req->helo ? req->helo : "");
+	snprintf(rec->client_name, sizeof(rec->client_name), "%s",
+	    req->client_name ? req->client_name : "");
 	rec->tls = req->tls;
 	if (req->auth_user) {
 		rec->auth = true;

@@ -45,6 +45,7 @@ struct relay_record {
 	char		 dst_ip[64];
 	int		 dst_port;
 	char		 helo[256];
+	char		 client_name[256];	/* verified name; "" or "unknown": none */
 	char		 protocol[8];
 	bool		 tls;
 	bool		 auth;

@@ -34,6 +34,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "dns.h"
 #include "fosr_limits.h"
 #include "log.h"
 #include "persona.h"
@@ -54,7 +55,7 @@
 #define SMTP_SASL_MAX		(SMTP_AUTH_LINE_MAX / 4 * 3 + 3)
 
 enum smtp_state {
-	SMTP_STATE_INIT,	/* before the banner: delay or implicit TLS handshake */
+	SMTP_STATE_INIT,	/* before the banner: client lookup, delay or implicit TLS handshake */
 	SMTP_STATE_COMMAND,
 	SMTP_STATE_AUTH,	/* waiting for a SASL response line */
 	SMTP_STATE_DATA,	/* reading the DATA body */
@@ -207,8 +208,16 @@ struct smtp_session {
 	struct evbuffer		*heldbuf;	/* replies held back by the error sleep */
 	int			 junk;		/* NOOP/VRFY/ETRN/RSET count (Postfix's junk limit) */
 	bool			 size_rejected;	/* last MAIL SIZE= was over the limit */
-	struct event		*timer;		/* banner delay / error sleep / stop grace */
+	struct event		*timer;		/* lookup bound / banner delay / error sleep / stop grace */
 	char			 close_reason[32];
+	/*
+	 * The client name lookup before the greeting (Postfix's smtpd_peer.c);
+	 * the names are "" until it ends, then the verified name or "unknown".
+	 */
+	struct dns_req		*lookup;
+	char			 client_name[DNS_HOST_MAX];
+	char			 reverse_name[DNS_HOST_MAX];
+	const char		*name_status;
 	/* The last EHLO/AUTH/RSET stage match: tag and publish for later mail. */
 	struct {
 		bool		 set;
@@ -226,6 +235,9 @@ static void	 smtp_write_cb(struct bufferevent *, void *);
 static void	 smtp_event_cb(struct bufferevent *, short, void *);
 static void	 smtp_timer_cb(evutil_socket_t, short, void *);
 static void	 smtp_banner(struct smtp_session *);
+static bool	 smtp_lookup_start(struct smtp_session *);
+static void	 smtp_lookup_cb(void *, const struct dns_peer *);
+static void	 smtp_lookup_end(struct smtp_session *, const struct dns_peer *);
 static void	 smtp_process(struct smtp_session *);
 static bool	 smtp_maybe_free(struct smtp_session *);
 static bool	 smtp_output_lost(const struct smtp_session *);
@@ -283,6 +295,7 @@ static void	 smtp_set_timer(struct smtp_session *, int ms);
 static void	 smtp_hold_arm(struct smtp_session *);
 static void	 smtp_hold_drop(struct smtp_session *);
 static void	 smtp_tls_start(struct smtp_session *);
+static void	 smtp_tls_switch(struct smtp_session *, enum smtp_state);
 
 /* Command handlers. */
 static void	 cmd_helo(struct smtp_session *, const struct smtp_cmdline *);
@@ -345,6 +358,8 @@ smtp_event_base(struct smtp_session *s, struct jbuf *jb, const char *eventid)
 	};
 
 	evlog_begin(jb, eventid, &c);
+	if (s->client_name[0] != '\0')
+		jb_kcstr(jb, "client_name", s->client_name);
 }
 
 /* Render an address as text and port. */
@@ -420,7 +435,18 @@ smtp_session_start(struct smtp_session *s)
 	log_info("%016llx smtp connected address=%s port=%d listener=%s",
 	    (unsigned long long)s->id, s->src_ip, s->src_port, s->listener->name);
 
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/* A deferred implicit TLS session reads nothing before its handshake. */
+	if (!((s->flags & SF_IMPLICIT) && s->ssl == NULL))
+		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/* Postfix greets once it knows the client's name: the banner follows the lookup. */
+	if (smtp_lookup_start(s))
+		return s;
+	if ((s->flags & SF_IMPLICIT) && s->ssl == NULL) {
+		/* No lookup after all: the handshake now; a failure ends the session soon. */
+		smtp_tls_switch(s, SMTP_STATE_INIT);
+		if (s->flags & SF_CLOSING)
+			smtp_set_timer(s, 0);
+	}
 	/* With implicit TLS the banner follows the handshake (smtp_event_cb). */
 	if (!(s->flags & SF_IMPLICIT)) {
 		smtp_banner(s);
@@ -446,7 +472,17 @@ smtp_session_new(struct smtp_server *srv, const struct cfg_listener *listener,
 		sockaddr_text((struct sockaddr *)&local, s->dst_ip, sizeof(s->dst_ip),
 		    &s->dst_port);
 
-	if (listener->tls == TLS_MODE_IMPLICIT) {
+	if (listener->tls == TLS_MODE_IMPLICIT && srv->dns != NULL && srv->ssl_ctx != NULL) {
+		/*
+		 * Postfix's smtpd looks the client up before its TLS handshake
+		 * (smtpd_tls_wrappermode): the ClientHello waits in the kernel,
+		 * unread, and the TLS bufferevent replaces this one after the
+		 * lookup (smtp_lookup_cb).
+		 */
+		s->flags |= SF_IMPLICIT;
+		if ((s->bev = bufferevent_socket_new(srv->base, fd, 0)) == NULL)
+			goto fail;
+	} else if (listener->tls == TLS_MODE_IMPLICIT) {
 		if (srv->ssl_ctx == NULL || (s->ssl = SSL_new(srv->ssl_ctx)) == NULL)
 			goto fail;
 		s->flags |= SF_IMPLICIT;
@@ -490,12 +526,82 @@ smtp_session_new_bev(struct smtp_server *srv, const struct cfg_listener *listene
 	return smtp_session_start(s);
 }
 
+/*
+ * Start the client name lookup (Postfix's smtpd_peer_init(): PTR, then the
+ * name's address must be the client's), bounded by client_lookup.timeout_ms.
+ * False when there is none to wait for: the name is "unknown" at once.
+ */
+static bool
+smtp_lookup_start(struct smtp_session *s)
+{
+	struct dns_peer none;
+
+	if (s->srv->dns != NULL && (s->lookup = dns_peer_lookup(s->srv->dns, s->src_ip,
+	    smtp_lookup_cb, s)) != NULL) {
+		smtp_enter_state(s, SMTP_STATE_INIT);
+		smtp_set_timer(s, s->srv->cfg->client_lookup.timeout_ms);
+		return true;
+	}
+	memset(&none, 0, sizeof(none));
+	none.status = DNS_PEER_PERM;
+	snprintf(none.name, sizeof(none.name), "unknown");
+	snprintf(none.reverse_name, sizeof(none.reverse_name), "unknown");
+	smtp_lookup_end(s, &none);
+	return false;
+}
+
+/* The lookup's answer. */
+static void
+smtp_lookup_cb(void *arg, const struct dns_peer *p)
+{
+	struct smtp_session *s = arg;
+
+	s->lookup = NULL;
+	if (s->timer)
+		evtimer_del(s->timer);
+	smtp_lookup_end(s, p);
+	if ((s->flags & SF_IMPLICIT) && s->ssl == NULL && !(s->flags & SF_CLOSING))
+		smtp_tls_switch(s, SMTP_STATE_INIT);	/* the banner follows the handshake */
+	/* The banner: now, or after the handshake (implicit TLS) or the delay. */
+	if (!(s->flags & SF_CLOSING) && (!(s->flags & SF_IMPLICIT) || (s->flags & SF_TLS))) {
+		smtp_banner(s);
+		if (s->state == SMTP_STATE_COMMAND) {
+			smtp_process(s);
+			smtp_hold_arm(s);
+		}
+	}
+	smtp_maybe_free(s);
+}
+
+/* Keep the names the lookup found (p->name is "unknown" unless verified). */
+static void
+smtp_lookup_end(struct smtp_session *s, const struct dns_peer *p)
+{
+	static const char *const status_names[] = { "ok", "perm", "temp", "forged" };
+	char esc[400];
+
+	snprintf(s->client_name, sizeof(s->client_name), "%s", p->name);
+	snprintf(s->reverse_name, sizeof(s->reverse_name), "%s", p->reverse_name);
+	s->name_status = status_names[p->status];
+	if (s->srv->dns == NULL)
+		return;
+	/* The names are valid host names; the reason may quote DNS bytes. */
+	log_info("%016llx smtp client name=%s reverse_name=%s status=%s%s%s%s",
+	    (unsigned long long)s->id, s->client_name, s->reverse_name, s->name_status,
+	    p->err[0] ? " reason=\"" : "",
+	    p->err[0] ? log_escape(esc, sizeof(esc), p->err, strlen(p->err)) : "",
+	    p->err[0] ? "\"" : "");
+}
+
 /* Send the banner now, or after the configured delay with jitter. */
 static void
 smtp_banner(struct smtp_session *s)
 {
 	const struct cfg_limits *lim = &s->srv->cfg->limits;
 	int ms = lim->banner_delay_ms;
+
+	if (s->lookup != NULL)
+		return;	/* implicit TLS: the handshake ended first, the lookup greets */
 
 	if (lim->banner_jitter_ms > 0)
 		ms += (int)(util_random_u64() % (uint64_t)(lim->banner_jitter_ms + 1));
@@ -541,9 +647,22 @@ smtp_timer_cb(evutil_socket_t fd, short what, void *arg)
 			evbuffer_add_buffer(bufferevent_get_output(s->bev), s->heldbuf);
 		smtp_process(s);
 		smtp_hold_arm(s);
+	} else if (s->lookup != NULL) {
+		/* The lookup took too long: the name is "unknown", greet anyway. */
+		struct dns_peer p;
+
+		dns_cancel(s->lookup);
+		memset(&p, 0, sizeof(p));
+		p.status = DNS_PEER_TEMP;
+		snprintf(p.name, sizeof(p.name), "unknown");
+		snprintf(p.reverse_name, sizeof(p.reverse_name), "unknown");
+		snprintf(p.err, sizeof(p.err), "lookup timed out after %d ms",
+		    s->srv->cfg->client_lookup.timeout_ms);
+		smtp_lookup_cb(s, &p);
+		return;	/* smtp_lookup_cb ended in smtp_maybe_free */
 	} else if (s->srv->stopping && s->state != SMTP_STATE_INIT) {
 		smtp_close(s, "shutdown");
-	} else if (s->state == SMTP_STATE_INIT) {
+	} else if (s->state == SMTP_STATE_INIT && !(s->flags & SF_CLOSING)) {
 		/* Banner delay over: greet. */
 		if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
 			s->flags |= SF_PREGREET;
@@ -858,6 +977,8 @@ smtp_free(struct smtp_session *s)
 		free(s->auth->challenge);
 		free(s->auth);
 	}
+	if (s->lookup)
+		dns_cancel(s->lookup);
 	if (s->timer)
 		event_free(s->timer);
 	if (s->heldbuf)
@@ -932,7 +1053,6 @@ smtp_drained(struct smtp_session *s)
 static void
 smtp_tls_start(struct smtp_session *s)
 {
-	struct bufferevent *tbev;
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 
 	/*
@@ -943,6 +1063,19 @@ smtp_tls_start(struct smtp_session *s)
 		s->anomalies |= AN_PIPELINE_TLS;
 		evbuffer_drain(in, evbuffer_get_length(in));
 	}
+	smtp_tls_switch(s, SMTP_STATE_HANDSHAKE);
+}
+
+/*
+ * Replace the plain socket bufferevent by a TLS one accepting a handshake
+ * (after STARTTLS, or on an implicit TLS port once the client lookup ended),
+ * entering state st.  On failure the session is closing.
+ */
+static void
+smtp_tls_switch(struct smtp_session *s, enum smtp_state st)
+{
+	struct bufferevent *tbev;
+
 	if ((s->ssl = SSL_new(s->srv->ssl_ctx)) == NULL) {
 		smtp_close(s, "tls-error");
 		return;
@@ -966,7 +1099,7 @@ smtp_tls_start(struct smtp_session *s)
 		struct timeval tv = { s->srv->cfg->limits.idle_timeout, 0 };
 		bufferevent_set_timeouts(s->bev, &tv, &tv);
 	}
-	smtp_enter_state(s, SMTP_STATE_HANDSHAKE);
+	smtp_enter_state(s, st);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 }
 
@@ -2230,6 +2363,11 @@ smtp_reception_record(struct smtp_session *s, struct jbuf *jb)
 	jb_kcstr(jb, "dst_ip", s->dst_ip);
 	jb_kint(jb, "dst_port", s->dst_port);
 	jb_kcstr(jb, "listener", s->listener->name);
+	/* Postfix's name (verified, else "unknown") and the PTR name kept apart. */
+	jb_kcstr(jb, "client_name", s->client_name[0] ? s->client_name : "unknown");
+	jb_kcstr(jb, "reverse_client_name", s->reverse_name[0] ? s->reverse_name : "unknown");
+	if (s->name_status)
+		jb_kcstr(jb, "client_name_status", s->name_status);
 	jb_kstr(jb, "helo", s->helo, strlen(s->helo));
 	jb_kcstr(jb, "protocol", (s->flags & SF_EHLO) ? "ESMTP" : (s->flags & SF_HELO) ? "SMTP" : "none");
 	jb_key(jb, "tls");
@@ -2620,6 +2758,7 @@ smtp_stage_req_fill(struct smtp_session *s, enum smtp_stage st, struct smtp_stag
 	req->stage = st;
 	req->session = s->id;
 	req->helo = s->helo;
+	req->client_name = s->client_name[0] ? s->client_name : "unknown";
 	if (s->auth && (s->flags & SF_AUTHED)) {
 		req->auth_user = s->auth->user ? s->auth->user : "";
 		req->auth_pass = s->auth->pass ? s->auth->pass : "";

@@ -13,6 +13,7 @@
 #include <openssl/ssl.h>
 
 struct event_base;
+struct dns;
 struct cfg;
 struct cfg_listener;
 struct persona;
@@ -39,6 +40,7 @@ struct smtp_stage_req {
 	int			 nrcpt;
 	const char		*src_ip;
 	int			 src_port;
+	const char		*client_name;	/* verified name or "unknown" (Postfix's) */
 	const char		*dst_ip;
 	int			 dst_port;
 	bool			 tls;
@@ -83,6 +85,11 @@ struct smtp_server {
 	SSL_CTX			*ssl_ctx;	/* NULL: no TLS at all */
 	struct spool		*spool;
 	const char		*hostname;
+	/*
+	 * The client name lookup before the greeting (cfg client_lookup); NULL:
+	 * none, every client is "unknown" (Postfix's smtpd_peername_lookup = no).
+	 */
+	struct dns		*dns;
 	/* Called after a message is durable, with its journal record. */
 	void			(*on_mail)(void *arg, const char *record, size_t len);
 	void			*on_mail_arg;

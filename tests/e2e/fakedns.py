@@ -11,21 +11,33 @@ followed by the target's records of the asked type, as a recursive server
 does ({"alias.example": {"CNAME": "target.example"}}).
 A name in the table without the asked type gets an empty answer (NODATA);
 a name not in the table gets NXDOMAIN.  A name mapped to "SERVFAIL" gets
-SERVFAIL.  Every question is counted in dns.queries.
+SERVFAIL, and a name mapped to "DROP" gets no answer at all (a dead server).
+Every question is counted in dns.queries.
+
+PTR records ({"1.0.0.127.in-addr.arpa": {"PTR": ["host.example"]}}) may be
+given as str, or as bytes (a name with any bytes in its labels: b"a\x01b.x",
+labels split on b"."), or as a list of bytes labels (a label holding a dot:
+[b"a.b", b"example"]).  Several PTRs are answered in the order given.
 """
 
 import socket
 import struct
 import threading
+import time
 
-TYPES = {1: "A", 28: "AAAA", 15: "MX", 5: "CNAME"}
+TYPES = {1: "A", 28: "AAAA", 15: "MX", 5: "CNAME", 12: "PTR"}
 
 
 def _encode_name(name):
+    if isinstance(name, bytes):
+        labels = name.rstrip(b".").split(b".")
+    elif isinstance(name, (list, tuple)):
+        labels = list(name)
+    else:
+        labels = [l.encode("ascii") for l in name.rstrip(".").split(".")]
     out = b""
-    for label in name.rstrip(".").split("."):
-        if label:
-            b = label.encode("ascii")
+    for b in labels:
+        if b:
             out += bytes([len(b)]) + b
     return out + b"\x00"
 
@@ -51,6 +63,7 @@ class FakeDNS:
         self.port = self.sock.getsockname()[1]
         self._stop = False
         self._thread = None
+        self.delay = 0.0     # seconds before each answer (a far resolver)
 
     @property
     def address(self):
@@ -84,6 +97,8 @@ class FakeDNS:
             except (ValueError, IndexError):
                 continue
             if reply:
+                if self.delay:
+                    time.sleep(self.delay)
                 self.sock.sendto(reply, peer)
 
     def answer(self, data):
@@ -104,6 +119,8 @@ class FakeDNS:
             rcode = 3
         elif entry == "SERVFAIL":
             rcode = 2
+        elif entry == "DROP":
+            return None
         else:
             owner = b"\xc0\x0c"
             if "CNAME" in entry and tname != "CNAME":
@@ -122,6 +139,8 @@ class FakeDNS:
                 elif tname == "MX":
                     pref, host = value
                     rdata = struct.pack("!H", pref) + _encode_name(host)
+                elif tname == "PTR":
+                    rdata = _encode_name(value)
                 else:
                     continue
                 answers.append(owner + struct.pack("!HHIH", qtype, 1, 60, len(rdata)) + rdata)

@@ -146,6 +146,23 @@ def shared_tls():
     return dict(_shared_tls)
 
 
+# The client name lookup before each greeting is on by default (as Postfix's):
+# every daemon a test starts asks this fake DNS, which answers NXDOMAIN to
+# everything at once, unless the test gives its own client_lookup.  The
+# system resolver may be far or absent here, and the lookup waits for it.
+_shared_dns = []
+
+
+def shared_dns():
+    if not _shared_dns:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import fakedns
+        d = fakedns.FakeDNS({}).start()
+        atexit.register(d.stop)
+        _shared_dns.append(d)
+    return _shared_dns[0]
+
+
 # ---------------------------------------------------------------- tiny YAML
 
 def _yaml_scalar(v):
@@ -504,6 +521,7 @@ class Collector:
             # The seccomp filter is on, as in production; valgrind cannot
             # run a process that installs one.
             "sandbox": {"seccomp": not under_valgrind()},
+            "client_lookup": {"dns_server": shared_dns().address},
         }
         if isinstance(config, str):
             self.config = None

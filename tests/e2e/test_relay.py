@@ -40,7 +40,7 @@ rules:
 """
 
 RECEIVED_RE = re.compile(
-    rb"^Received: from client\.example \(unknown \[127\.0\.0\.1\]\)\r\n"
+    rb"^Received: from client\.example \((unknown|[a-z0-9.-]+) \[127\.0\.0\.1\]\)\r\n"
     rb"\tby " + re.escape(harness.HOSTNAME.encode()) +
     rb" \(Postfix\) with ESMTPS? id ([0-9A-F]{10,12})\r\n"
     rb"\tfor <([^>]+)>; [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d \+0000 \(UTC\)\r\n")
@@ -72,6 +72,7 @@ class RelayCase(CollectorTestCase):
     caps = {}
     test_mode = False
     test_server_port = None    # the -t test server's port (default: the fake MX's)
+    client_lookup_here = False  # the client name lookups ask this fake DNS too
 
     def _server(self):
         """The -t test server."""
@@ -103,6 +104,8 @@ class RelayCase(CollectorTestCase):
                 "timeouts": dict(self.timeouts),
                 "caps": caps,
             }})
+        if self.client_lookup_here:
+            self.config["client_lookup"] = {"dns_server": self.dns.address}
         if self.allow_destinations is not None:
             self.config["relay"]["allow_destinations"] = list(self.allow_destinations)
         if self.test_mode:
@@ -176,7 +179,8 @@ class TestProbe(RelayCase):
         self.assertTrue(tls, "STARTTLS was offered but not used")
         m = RECEIVED_RE.match(raw)
         self.assertIsNotNone(m, raw[:400])
-        self.assertEqual(m.group(2).decode(), DROP)
+        self.assertEqual(m.group(1), b"unknown")    # 127.0.0.1 has no name here
+        self.assertEqual(m.group(3).decode(), DROP)
         self.assertEqual(raw[m.end():], body, "relayed bytes differ from the capture")
         self.assertEqual(raw.count(b"Received:"), 1)
         att = [e for e in self.c.events() if e.get("eventid") == "fosr.relay.attempt"
@@ -185,7 +189,7 @@ class TestProbe(RelayCase):
         self.assertTrue(att[0]["tls"] and att[0]["tls"]["version"].startswith("TLS"), att[0])
         rec = self.relay_record(sha)
         self.assertEqual(rec["status"], "delivered")
-        self.assertEqual(rec["relay_queue_id"], m.group(1).decode())
+        self.assertEqual(rec["relay_queue_id"], m.group(2).decode())
         self.assertEqual(rec["attempts"][0]["mx"], "mx1.spammer.example")
 
         # The same probe again: refused, never sent twice.
@@ -253,6 +257,41 @@ def _lan_table(port):
     t["mx1.spammer.example"] = {"A": ["127.0.0.2"]}    # down: the next MX is tried
     return t
 
+
+
+class TestReceivedClientName(RelayCase):
+    """The relayed copy's Received header names the client as Postfix does:
+    the name its PTR gives, once that name's A record lists the address."""
+
+    client_lookup_here = True
+
+    @staticmethod
+    def mx_table(port):
+        t = RelayCase.default_table(port)
+        t["1.0.0.127.in-addr.arpa"] = {"PTR": ["probe-sender.fosr.test"]}
+        t["probe-sender.fosr.test"] = {"A": ["127.0.0.1"]}
+        return t
+
+    def test_received_carries_the_verified_name(self):
+        body = probe(7)
+        sha = sha256_hex(body)
+        self.send(body)
+        self.assertEqual(self.result(sha)["status"], "delivered")
+        raw = self.mx.wait_messages(1)[0][2]
+        m = RECEIVED_RE.match(raw)
+        self.assertIsNotNone(m, raw[:400])
+        self.assertEqual(m.group(1), b"probe-sender.fosr.test", raw[:200])
+
+    def test_received_unknown_when_not_confirmed(self):
+        self.dns.table["probe-sender.fosr.test"] = {"A": ["192.0.2.9"]}
+        body = probe(8)
+        sha = sha256_hex(body)
+        self.send(body)
+        self.assertEqual(self.result(sha)["status"], "delivered")
+        raw = self.mx.wait_messages(1)[0][2]
+        m = RECEIVED_RE.match(raw)
+        self.assertIsNotNone(m, raw[:400])
+        self.assertEqual(m.group(1), b"unknown", raw[:200])
 
 class TestLocalNetworkNames(RelayCase):
     """Names the local resolver answers with the honeypot's neighbours (mDNS

@@ -225,6 +225,30 @@ test_example_file(void **state)
 	free(d);
 }
 
+/* client_lookup: on by default (Postfix's smtpd_peername_lookup), bounded. */
+static void
+test_client_lookup(void **state)
+{
+	struct cfg *c = malloc(sizeof(*c));
+	char err[256];
+
+	assert_int_equal(load(c, "", err), 0);
+	assert_true(c->client_lookup.enabled);
+	assert_string_equal(c->client_lookup.dns_server, "");
+	assert_int_equal(c->client_lookup.timeout_ms, 10000);
+	assert_int_equal(load(c, "client_lookup: {enabled: false, dns_server: \"127.0.0.1:5353\", "
+	    "timeout_ms: 500}\n", err), 0);
+	assert_false(c->client_lookup.enabled);
+	assert_string_equal(c->client_lookup.dns_server, "127.0.0.1:5353");
+	assert_int_equal(c->client_lookup.timeout_ms, 500);
+	free(c);
+	expect_err("client_lookup: {timeout_ms: 99}\n", "t.yml:1: client_lookup.timeout_ms: 99 is out");
+	expect_err("client_lookup: {timeout_ms: 60001}\n", "t.yml:1: client_lookup.timeout_ms");
+	expect_err("client_lookup: {dns_server: \"ns.example:53\"}\n",
+	    "t.yml:1: client_lookup.dns_server: not a numeric");
+	expect_err("client_lookup: {server: \"\"}\n", "t.yml:1: client_lookup.server: unknown key");
+}
+
 /* An empty file (or a null document) keeps the defaults. */
 static void
 test_empty(void **state)
@@ -752,6 +776,7 @@ main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_postfix_defaults),
 		cmocka_unit_test(test_example_file),
+		cmocka_unit_test(test_client_lookup),
 		cmocka_unit_test(test_empty),
 		cmocka_unit_test(test_every_key),
 		cmocka_unit_test(test_feed_seed),

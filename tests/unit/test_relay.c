@@ -429,6 +429,27 @@ test_received_header(void **state)
 	assert_non_null(strstr(out, "[IPv6:2001:db8::1]"));
 	assert_non_null(strstr(out, "with ESMTPSA id Q"));
 	assert_int_equal(relay_received_header(out, 20, &r, "h", "Q", "a@b", 0), 0);
+
+	/* Postfix's "from HELO (NAME [ADDR])": the verified client name. */
+	snprintf(r.src_ip, sizeof(r.src_ip), "198.51.100.7");
+	snprintf(r.helo, sizeof(r.helo), "client.example");
+	snprintf(r.client_name, sizeof(r.client_name), "mail.client.example");
+	relay_received_header(out, sizeof(out), &r, "h", "Q", "a@b", 0);
+	assert_non_null(strstr(out, "Received: from client.example "
+	    "(mail.client.example [198.51.100.7])\r\n"));
+	/* No HELO: the name stands for it, as in Postfix's smtpd. */
+	r.helo[0] = '\0';
+	relay_received_header(out, sizeof(out), &r, "h", "Q", "a@b", 0);
+	assert_non_null(strstr(out, "Received: from mail.client.example "
+	    "(mail.client.example [198.51.100.7])\r\n"));
+	snprintf(r.client_name, sizeof(r.client_name), "unknown");
+	relay_received_header(out, sizeof(out), &r, "h", "Q", "a@b", 0);
+	assert_non_null(strstr(out, "Received: from unknown (unknown [198.51.100.7])\r\n"));
+	/* A record whose name is not a host name (edited, old): "unknown". */
+	snprintf(r.helo, sizeof(r.helo), "x");
+	snprintf(r.client_name, sizeof(r.client_name), "a (b) [c]\r\nX: y");
+	relay_received_header(out, sizeof(out), &r, "h", "Q", "a@b", 0);
+	assert_non_null(strstr(out, "Received: from x (unknown [198.51.100.7])\r\n"));
 }
 
 /* A probe is sent once, after its caps line is durable; the same content never again. */

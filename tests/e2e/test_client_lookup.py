@@ -1,0 +1,238 @@
+"""End-to-end tests of the client name lookup before the greeting (issue
+"Indistinguishable on every port", item 3, banner timing).
+
+A stock Postfix smtpd resolves the client (PTR, then the name's A/AAAA must
+list the address: smtpd_peer.c) before its 220; the name it keeps is the
+verified one or "unknown".  A fake DNS (fakedns.py) answers the lookups for
+127.0.0.1, the address every test connects from.
+"""
+
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import CollectorTestCase  # noqa: E402
+import fakedns  # noqa: E402
+
+REV = "1.0.0.127.in-addr.arpa"
+
+
+class LookupCase(CollectorTestCase):
+    autostart = False
+    timeout_ms = 3000
+
+    def setUp(self):
+        self.dns = fakedns.FakeDNS({}).start()
+        self.config = {"client_lookup": {"dns_server": self.dns.address,
+                                         "timeout_ms": self.timeout_ms}}
+        super().setUp()
+        self.c.start()
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.dns.stop()
+
+    def set_ptr(self, ptrs, a=None, name=None):
+        """127.0.0.1's PTR records, and the A records of name (default: the first PTR)."""
+        self.dns.table.clear()
+        self.dns.table[REV] = {"PTR": list(ptrs)}
+        if a is not None:
+            self.dns.table[(name or ptrs[0]).lower()] = {"A": list(a)}
+
+    def mail(self):
+        """One mail; its reception record and the session's events."""
+        cl, qid = self.send_mail(b"Subject: t\r\n\r\nbody\r\n")
+        port = cl.local_port
+        cl.cmd("QUIT")
+        cl.close()
+        rec = self.c.journal_record(qid)
+        self.c.wait_event("fosr.session.closed", lambda e: e.get("src_port") == port)
+        return rec, self.c.session_events(port)
+
+    def assert_name(self, rec, events, name, reverse, status):
+        self.assertEqual(rec["client_name"], name, rec)
+        self.assertEqual(rec["reverse_client_name"], reverse, rec)
+        self.assertEqual(rec["client_name_status"], status, rec)
+        seen = set()
+        for e in events:
+            if e["eventid"] == "fosr.session.connect":
+                self.assertNotIn("client_name", e)    # before the lookup
+            elif not e["eventid"].startswith(("fosr.relay.", "fosr.rule.")):
+                self.assertEqual(e.get("client_name"), name, e)
+                seen.add(e["eventid"])
+        self.assertTrue({"fosr.mail.received", "fosr.session.closed"} <= seen, seen)
+
+
+class TestVerified(LookupCase):
+
+    def test_forward_confirmed_name_is_kept(self):
+        self.set_ptr(["client.fosr.test"], a=["10.9.8.7", "127.0.0.1"])
+        rec, ev = self.mail()
+        self.assert_name(rec, ev, "client.fosr.test", "client.fosr.test", "ok")
+        self.assertIn(("client.fosr.test", "A"), self.dns.queries)
+        self.assertNotIn(("client.fosr.test", "AAAA"), self.dns.queries)   # the client's family only
+
+    def test_name_not_confirmed_is_unknown(self):
+        # The PTR's owner chose a name whose A records do not list the client.
+        self.set_ptr(["mail.bank.example"], a=["192.0.2.1"])
+        rec, ev = self.mail()
+        self.assert_name(rec, ev, "unknown", "mail.bank.example", "forged")
+
+    def test_name_without_address_is_unknown(self):
+        self.set_ptr(["noaddr.fosr.test"])
+        rec, ev = self.mail()
+        self.assert_name(rec, ev, "unknown", "noaddr.fosr.test", "forged")
+
+    def test_nxdomain_is_unknown(self):
+        self.dns.table.clear()
+        rec, ev = self.mail()
+        self.assert_name(rec, ev, "unknown", "unknown", "perm")
+
+    def test_servfail_is_unknown(self):
+        self.dns.table.clear()
+        self.dns.table[REV] = "SERVFAIL"
+        rec, ev = self.mail()
+        self.assert_name(rec, ev, "unknown", "unknown", "temp")
+
+    def test_first_ptr_counts(self):
+        # Several PTRs: only the first is looked at, as glibc's getnameinfo().
+        self.set_ptr(["first.fosr.test", "second.fosr.test"], a=["127.0.0.1"],
+                     name="second.fosr.test")
+        rec, _ = self.mail()
+        self.assertEqual((rec["client_name"], rec["reverse_client_name"]),
+                         ("unknown", "first.fosr.test"))
+        self.set_ptr(["first.fosr.test", "second.fosr.test"], a=["127.0.0.1"])
+        rec, _ = self.mail()
+        self.assertEqual(rec["client_name"], "first.fosr.test")
+
+    def test_hostile_ptr_names_are_unknown(self):
+        # The client owns its reverse zone: every PTR byte is the attacker's.
+        # Each name below also has an A record listing the client, so only the
+        # validation stands between it and the Received header.  No cache:
+        # each connection asks again.
+        hostile = [
+            b"evil\x01ctl.example",                  # control character
+            b"evil\r\nX-Injected: 1.example",        # CRLF into a header
+            [b"evil.dot", b"example"],               # a label with a dot: "evil\.dot"
+            b"[127.0.0.1].example",
+            b"127.0.0.1",                            # numeric
+            b"under_score.example",
+            b"-lead.example", b"trail-.example",
+            b"sp ace.example", b"quo\"te.example", b"uni\xc3\xa9.example",
+            b".".join([b"a" * 63] * 4),               # 255 bytes: 257 on the wire
+            b".".join([b"a" * 63] * 3 + [b"b" * 62]),  # 254 bytes: 256 on the wire
+        ]
+        for name in hostile:
+            with self.subTest(name=name):
+                self.dns.table.clear()
+                self.dns.table[REV] = {"PTR": [name]}
+                key = (name if isinstance(name, bytes) else b".".join(name)).decode(
+                    "ascii", "replace").lower()
+                self.dns.table[key] = {"A": ["127.0.0.1"]}
+                rec, ev = self.mail()
+                self.assert_name(rec, ev, "unknown", "unknown", "perm")
+        self.assertTrue(self.c.running)
+        text = self.c.stderr_text()
+        self.assertNotIn("\x01", text)
+        self.assertNotIn("\r", text)
+        self.assertFalse([l for l in text.split("\n") if l.startswith("X-Injected")])
+        # ... while a 63-byte label is still a host name.
+        ok = "b" * 63 + ".fosr.test"
+        self.set_ptr([ok], a=["127.0.0.1"])
+        rec, _ = self.mail()
+        self.assertEqual(rec["client_name"], ok)
+
+    def test_greeting_waits_for_the_lookup(self):
+        # The 220's delay is the DNS's: two answers of 0.4 s each.
+        self.set_ptr(["slow.fosr.test"], a=["127.0.0.1"])
+        self.dns.delay = 0.4
+        t0 = time.monotonic()
+        cl = self.client()
+        took = time.monotonic() - t0
+        self.assertGreaterEqual(took, 0.8, "banner before the lookup ended")
+        self.assertLess(took, 2.5 * self.slow)
+        cl.ehlo()
+        cl.cmd("QUIT")
+        port = cl.local_port
+        e = self.c.wait_event("fosr.session.closed", lambda e: e.get("src_port") == port)
+        self.assertEqual(e["client_name"], "slow.fosr.test")
+
+    def test_implicit_tls_greets_after_the_lookup(self):
+        # Postfix (smtpd_tls_wrappermode) looks the client up before its
+        # handshake: even the ServerHello waits for the DNS.
+        self.set_ptr(["tls.fosr.test"], a=["127.0.0.1"])
+        self.dns.delay = 0.3
+        t0 = time.monotonic()
+        cl = self.c.connect("submissions", banner=False)    # TCP + TLS handshake
+        self._clients.append(cl)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.6, "handshake before the lookup ended")
+        self.assertEqual(cl.banner().code, 220)
+        self.assertEqual(cl.ehlo().code, 250)
+        cl.cmd("QUIT")
+        port = cl.local_port
+        e = self.c.wait_event("fosr.session.closed", lambda e: e.get("src_port") == port)
+        self.assertEqual(e["client_name"], "tls.fosr.test")
+
+    def test_pregreeting_talk_waits_for_the_banner(self):
+        # A client that talks before the 220 (during the lookup) gets the
+        # banner first, then its answer, as Postfix's smtpd reads it later.
+        self.set_ptr(["early.fosr.test"], a=["127.0.0.1"])
+        self.dns.delay = 0.3
+        cl = self.c.connect("smtp", banner=False)
+        self._clients.append(cl)
+        cl.send(b"EHLO early.example\r\n")
+        r = cl.reply()
+        self.assertEqual(r.code, 220, r)
+        self.assertEqual(cl.reply().code, 250)
+        cl.cmd("QUIT")
+        port = cl.local_port
+        e = self.c.wait_event("fosr.session.closed", lambda e: e.get("src_port") == port)
+        self.assertIn("pregreet", e.get("anomalies", []))
+        self.assertEqual(e["client_name"], "early.fosr.test")
+
+
+class TestDeadResolver(LookupCase):
+    timeout_ms = 700
+
+    def test_bounded_then_unknown(self):
+        self.dns.table[REV] = "DROP"      # never answers
+        t0 = time.monotonic()
+        cl = self.client()
+        took = time.monotonic() - t0
+        self.assertGreaterEqual(took, 0.65, "banner before the lookup's bound")
+        self.assertLess(took, 3 * self.slow, "the lookup's bound was not kept")
+        self.assertEqual(cl.ehlo().code, 250)
+        cl.cmd("QUIT")
+        port = cl.local_port
+        e = self.c.wait_event("fosr.session.closed", lambda e: e.get("src_port") == port)
+        self.assertEqual(e["client_name"], "unknown")
+
+    def test_client_leaving_during_the_lookup(self):
+        self.dns.table[REV] = "DROP"
+        for _ in range(5):
+            cl = self.c.connect("smtp", banner=False)
+            cl.close()
+        time.sleep(1.5)     # past the lookups' bound: nothing may answer a freed session
+        self.assertTrue(self.c.running)
+        self.assertEqual(self.client().ehlo().code, 250)
+
+
+class TestDisabled(CollectorTestCase):
+    config = {"client_lookup": {"enabled": False, "dns_server": "127.0.0.1:9"}}
+
+    def test_no_lookup_unknown(self):
+        t0 = time.monotonic()
+        cl, qid = self.send_mail(b"Subject: t\r\n\r\nbody\r\n")
+        self.assertLess(time.monotonic() - t0, 2 * self.slow)
+        rec = self.c.journal_record(qid)
+        self.assertEqual((rec["client_name"], rec["reverse_client_name"]),
+                         ("unknown", "unknown"))
+
+
+if __name__ == "__main__":
+    unittest.main()
