@@ -562,7 +562,7 @@ class PipeliningFlood(AbuseCase):
         self.assert_fds_back(base)
         return sent, got, final
 
-    @with_config({"limits": {"error_sleep": 0}})
+    @with_config({"limits": {"error_sleep": 0}}, env=lean_asan_env())
     def test_noop_flood_default_limits(self):
         """Postfix's limits, but no 1 s error sleep (it only makes the test slow)."""
         sent, got, final = self.flood(b"NOOP\r\n")
