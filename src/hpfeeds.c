@@ -568,6 +568,79 @@ ts_after(const struct timespec *a, const struct timespec *b)
 }
 
 /*
+ * The spool's journal segments, receptions.jsonl.<n>: among those beside
+ * source k's file, the one numbered next after done (done NULL: the oldest).
+ * Their number, not their mtime, is their order: segments filled within one
+ * tick of a coarse clock share an mtime, and a clock stepped back reverses
+ * it.  Returns an open descriptor (name in found), or -1: none follows (the
+ * file itself is next), or (*known false) done is not a segment.
+ */
+static int
+src_seg_next(struct hpf *h, enum hpf_src_id k, const struct stat *done, char *found,
+    size_t foundlen, bool *known)
+{
+	struct hpf_src *sr = &h->srcs[k];
+	char dir[PATH_MAX], path[PATH_MAX], bestpath[PATH_MAX];
+	const char *base, *slash, *p;
+	unsigned long long n, after = 0, best = ULLONG_MAX;
+	struct dirent *de;
+	struct stat st;
+	size_t bl;
+	DIR *d;
+	int pass, fd;
+
+	*known = done == NULL;
+	if ((slash = strrchr(sr->path, '/')) != NULL) {
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - sr->path), sr->path);
+		if (dir[0] == '\0')
+			snprintf(dir, sizeof(dir), "/");
+		base = slash + 1;
+	} else {
+		snprintf(dir, sizeof(dir), ".");
+		base = sr->path;
+	}
+	bl = strlen(base);
+	if ((d = opendir(dir)) == NULL)
+		return -1;
+	/* Pass 0 finds done's number, pass 1 the smallest one after it. */
+	for (pass = done == NULL ? 1 : 0; pass < 2; pass++) {
+		rewinddir(d);
+		while ((de = readdir(d)) != NULL) {
+			if (strncmp(de->d_name, base, bl) != 0 || de->d_name[bl] != '.' ||
+			    de->d_name[bl + 1] == '\0')
+				continue;
+			for (p = de->d_name + bl + 1; *p >= '0' && *p <= '9'; p++)
+				;
+			errno = 0;
+			if (*p != '\0' || (n = strtoull(de->d_name + bl + 1, NULL, 10)) ==
+			    ULLONG_MAX || errno != 0)
+				continue;
+			if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >=
+			    sizeof(path) || stat(path, &st) == -1 || !S_ISREG(st.st_mode))
+				continue;
+			if (pass == 0) {
+				if (st.st_ino == done->st_ino && st.st_dev == done->st_dev) {
+					after = n;
+					*known = true;
+				}
+			} else if ((done == NULL || n > after) && n < best) {
+				best = n;
+				snprintf(bestpath, sizeof(bestpath), "%s", path);
+			}
+		}
+		if (!*known)
+			break;
+	}
+	closedir(d);
+	if (!*known || best == ULLONG_MAX)
+		return -1;
+	if ((fd = open(bestpath, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	snprintf(found, foundlen, "%s", bestpath);
+	return fd;
+}
+
+/*
  * The rotated file that follows the one just drained (done: its stat):
  * among the files beside source k's whose names start with its name (not
  * the file itself, not compressed ones), the one last written soonest after
@@ -588,8 +661,12 @@ src_next(struct hpf *h, enum hpf_src_id k, const struct stat *done, char *found,
 	struct stat st;
 	size_t bl, nl, i;
 	DIR *d;
+	bool known;
 	int fd;
 
+	if (k == HPF_SRC_JOURNAL &&
+	    ((fd = src_seg_next(h, k, done, found, foundlen, &known)) != -1 || known))
+		return fd;
 	if ((slash = strrchr(sr->path, '/')) != NULL) {
 		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - sr->path), sr->path);
 		if (dir[0] == '\0')
@@ -676,7 +753,7 @@ src_open(struct hpf *h, enum hpf_src_id k)
 	struct hpf_chan *rc = NULL;
 	char found[PATH_MAX];
 	struct stat st;
-	bool current = false;
+	bool current = false, known;
 	int i, fd2;
 
 	if (sr->fd != -1)
@@ -724,11 +801,34 @@ src_open(struct hpf *h, enum hpf_src_id k)
 			chan_reset(c);
 		}
 	}
-	if (rc != NULL && !current) {
-		if ((fd2 = src_find(h, k, rc, false, found, sizeof(found))) != -1) {
-			src_drain_from(h, k, fd2, found);
-			return 0;
+	if (!current && rc != NULL &&
+	    (fd2 = src_find(h, k, rc, false, found, sizeof(found))) != -1) {
+		src_drain_from(h, k, fd2, found);
+		return 0;
+	}
+	/*
+	 * No cursor knows its file (none yet, unreadable) or the one it knows
+	 * is gone: duplicates from the start, never a loss, and the start is
+	 * the oldest journal segment still there, not the current file.
+	 */
+	if (!current && k == HPF_SRC_JOURNAL &&
+	    (fd2 = src_seg_next(h, k, NULL, found, sizeof(found), &known)) != -1) {
+		log_warn("hpfeeds: file=%s: no cursor points into a file still there: "
+		    "publishing from the oldest segment %s", sr->path, found);
+		for (i = 0; i < h->nchans; i++) {
+			struct hpf_chan *c = &h->chans[i];
+
+			if (c->src != k)
+				continue;
+			c->cursor = 0;
+			c->lkey = c->hkey = 0;
+			c->llen = c->hlen = 0;
+			chan_reset(c);
 		}
+		src_drain_from(h, k, fd2, found);
+		return 0;
+	}
+	if (rc != NULL && !current) {
 		log_warn("hpfeeds: file=%s: the file channel %s's cursor points into "
 		    "(inode %llu, offset %llu) is gone: what it held after that offset is "
 		    "lost; publishing %s from the start", sr->path, rc->name,
