@@ -83,8 +83,8 @@ enum hpf_state {
 
 /* One published journal entry waiting for confirmation. */
 struct hpf_entry {
-	char		 sha[65];	/* mail channels: matched against echoes */
-	uint64_t	 key;		/* events channel: FNV-1a of the payload */
+	char		 sha[65];	/* mail channels: its sha256 */
+	uint64_t	 key;		/* FNV-1a of the payload: matched against echoes */
 	bool		 skip;		/* line not publishable: confirmed as is */
 	bool		 outstanding;	/* counts against the window */
 	bool		 confirmed;
@@ -1524,6 +1524,7 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 	h->pl_src = c->src;
 	h->pl_limit = c->limit;
 	memcpy(h->pl_sha, sha, 65);
+	ent->key = fnv64(h->pl.buf, h->pl.len);
 	rc = 0;
 out:
 	jb_free(&meta);
@@ -2258,17 +2259,23 @@ on_publish(struct hpf *h, const struct hpf_frame *f)
 		return;
 	if ((c = chan_find(h, f->chan, f->chanlen)) == NULL || c->nosub)
 		return;
-	if (c->src == HPF_SRC_EVENTS)
-		key = fnv64(f->data, f->datalen);
-	else if (f->datalen < 11 + 64 || memcmp(f->data, "{\"sha256\":\"", 11) != 0)
+	/*
+	 * Our own publish, not one of the same mail by another sensor sharing
+	 * the identity (a spam run sends the same bytes to many): the whole
+	 * payload matches, its metadata (session, queue id, time) included.
+	 */
+	if (c->src != HPF_SRC_EVENTS &&
+	    (f->datalen < 11 + 64 || memcmp(f->data, "{\"sha256\":\"", 11) != 0))
 		return;	/* our mail payloads start with {"sha256":"<64 hex>" */
+	key = fnv64(f->data, f->datalen);
 	sha = (const char *)f->data + 11;
 	for (k = 0; k < c->qlen; k++) {
 		struct hpf_entry *e = &c->q[(c->qhead + k) % c->qcap];
 
 		if (e->skip || e->confirmed)
 			continue;
-		if (c->src == HPF_SRC_EVENTS ? e->key == key : memcmp(e->sha, sha, 64) == 0) {
+		if (e->key == key && (c->src == HPF_SRC_EVENTS ||
+		    memcmp(e->sha, sha, 64) == 0)) {
 			/* In order on one connection: everything before it got through too. */
 			chan_confirm_upto(h, c, k);
 			if (!h->stable) {
