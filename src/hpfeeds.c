@@ -129,6 +129,7 @@ struct hpf_chan {
 	bool		 dirty;		/* cursor changed since saved */
 	bool		 nosub;		/* may not subscribe: confirm by SIOCOUTQ */
 	bool		 denied;	/* broker refused our publishes: stop */
+	bool		 lost;		/* the cursor file was there but unreadable */
 	bool		 subscribed;	/* SUBSCRIBE sent on this connection */
 	size_t		 limit;		/* largest payload */
 
@@ -341,6 +342,9 @@ cursor_load(struct hpf_chan *c, char *err, size_t errlen)
 		/* A bad cursor means duplicates from the start, never a loss. */
 		log_warn("hpfeeds: cursor=%s unreadable, publishing channel %s from "
 		    "the start of the journal", c->cursor_path, c->name);
+		c->cino = c->cdev = c->lkey = c->hkey = 0;
+		c->llen = c->hlen = 0;
+		c->lost = true;
 		return 0;
 	}
 	c->cursor = v;
@@ -752,8 +756,8 @@ src_open(struct hpf *h, enum hpf_src_id k)
 	struct hpf_src *sr = &h->srcs[k];
 	struct hpf_chan *rc = NULL;
 	char found[PATH_MAX];
-	struct stat st;
-	bool current = false, known;
+	struct stat st, zero;
+	bool current = false, known, lost = false;
 	int i, fd2;
 
 	if (sr->fd != -1)
@@ -775,6 +779,7 @@ src_open(struct hpf *h, enum hpf_src_id k)
 	if (sr->started)
 		return 0;
 	sr->started = true;
+	memset(&zero, 0, sizeof(zero));	/* src_next: older than any file */
 	for (i = 0; i < h->nchans; i++) {
 		struct hpf_chan *c = &h->chans[i];
 
@@ -809,12 +814,19 @@ src_open(struct hpf *h, enum hpf_src_id k)
 	/*
 	 * No cursor knows its file (none yet, unreadable) or the one it knows
 	 * is gone: duplicates from the start, never a loss, and the start is
-	 * the oldest journal segment still there, not the current file.
+	 * the oldest journal segment still there, not the current file.  For
+	 * the event log, the oldest rotated file beside it when a cursor was
+	 * there but is unreadable or its file gone (a channel new to an old
+	 * event log starts with the current file).
 	 */
-	if (!current && k == HPF_SRC_JOURNAL &&
-	    (fd2 = src_seg_next(h, k, NULL, found, sizeof(found), &known)) != -1) {
+	for (i = 0; i < h->nchans; i++)
+		if (h->chans[i].src == k && h->chans[i].lost)
+			lost = true;
+	if (!current && (k == HPF_SRC_JOURNAL ?
+	    (fd2 = src_seg_next(h, k, NULL, found, sizeof(found), &known)) != -1 :
+	    (rc != NULL || lost) && (fd2 = src_next(h, k, &zero, found, sizeof(found))) != -1)) {
 		log_warn("hpfeeds: file=%s: no cursor points into a file still there: "
-		    "publishing from the oldest segment %s", sr->path, found);
+		    "publishing from the oldest rotated file %s", sr->path, found);
 		for (i = 0; i < h->nchans; i++) {
 			struct hpf_chan *c = &h->chans[i];
 

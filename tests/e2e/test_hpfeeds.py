@@ -595,7 +595,7 @@ class EventLogRotation(HpfeedsCase):
     def published_events(self):
         return {p for _, _, p in self.broker.published(self.EV)}
 
-    def rotate_with_broker_down(self, rotate, restart=False):
+    def rotate_with_broker_down(self, rotate, restart=False, damage=None):
         self.broker.port = free_port()
         self.start(broker=False, feed={"events_channel": self.EV})
         self.send_many([mail(i) for i in range(5)])
@@ -612,6 +612,8 @@ class EventLogRotation(HpfeedsCase):
         if restart:
             self.c.stop()
         rotate(log)
+        if damage:
+            damage(os.path.join(self.c.spool_dir, "feed", self.EV.encode().hex() + ".cursor"))
         if restart:
             self.c.start()
         else:
@@ -644,6 +646,14 @@ class EventLogRotation(HpfeedsCase):
 
     def test_copytruncate_while_stopped(self):
         self.rotate_with_broker_down(self.copytruncate, restart=True)
+
+    def test_rotation_while_stopped_cursor_unreadable(self):
+        # "A bad cursor means duplicates from the start, never a loss": the
+        # start is the oldest rotated file beside it, not the current file.
+        def corrupt(p):
+            with open(p, "w") as f:
+                f.write("garbage\n")
+        self.rotate_with_broker_down(self.mv, restart=True, damage=corrupt)
 
     def test_rotated_file_gone_is_said_loudly(self):
         self.broker.port = free_port()
