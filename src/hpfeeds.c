@@ -636,8 +636,10 @@ src_seg_next(struct hpf *h, enum hpf_src_id k, const struct stat *done, char *fo
 			break;
 	}
 	closedir(d);
-	if (!*known || best == ULLONG_MAX)
+	if (!*known || best == ULLONG_MAX) {
+		errno = 0;
 		return -1;
+	}
 	if ((fd = open(bestpath, O_RDONLY | O_CLOEXEC)) == -1)
 		return -1;
 	snprintf(found, foundlen, "%s", bestpath);
@@ -704,7 +706,11 @@ src_next(struct hpf *h, enum hpf_src_id k, const struct stat *done, char *found,
 		}
 	}
 	closedir(d);
-	if (best[0] == '\0' || (fd = open(best, O_RDONLY | O_CLOEXEC)) == -1)
+	if (best[0] == '\0') {
+		errno = 0;
+		return -1;
+	}
+	if ((fd = open(best, O_RDONLY | O_CLOEXEC)) == -1)
 		return -1;
 	snprintf(found, foundlen, "%s", best);
 	return fd;
@@ -965,6 +971,12 @@ src_check(struct hpf *h, enum hpf_src_id k)
 			/* Rotated more than once: the next one, from its start. */
 			src_drain_from(h, k, fd2, found);
 			src_restart(h, k);
+			return;
+		}
+		if (errno != 0) {
+			/* Not looked for (no descriptor...): again, never skipped. */
+			pump_hold(h, "hpfeeds: file=%s: looking for the file after the "
+			    "rotated one: %s", sr->path, strerror(errno));
 			return;
 		}
 		log_info("hpfeeds: file=%s: the rotated file is published; following "
