@@ -83,8 +83,8 @@ enum hpf_state {
 
 /* One published journal entry waiting for confirmation. */
 struct hpf_entry {
-	char		 sha[65];	/* mail channels: matched against echoes */
-	uint64_t	 key;		/* events channel: FNV-1a of the payload */
+	char		 sha[65];	/* mail channels: its sha256 */
+	uint64_t	 key;		/* FNV-1a of the payload: matched against echoes */
 	bool		 skip;		/* line not publishable: confirmed as is */
 	bool		 outstanding;	/* counts against the window */
 	bool		 confirmed;
@@ -129,6 +129,7 @@ struct hpf_chan {
 	bool		 dirty;		/* cursor changed since saved */
 	bool		 nosub;		/* may not subscribe: confirm by SIOCOUTQ */
 	bool		 denied;	/* broker refused our publishes: stop */
+	bool		 lost;		/* the cursor file was there but unreadable */
 	bool		 subscribed;	/* SUBSCRIBE sent on this connection */
 	size_t		 limit;		/* largest payload */
 
@@ -341,6 +342,9 @@ cursor_load(struct hpf_chan *c, char *err, size_t errlen)
 		/* A bad cursor means duplicates from the start, never a loss. */
 		log_warn("hpfeeds: cursor=%s unreadable, publishing channel %s from "
 		    "the start of the journal", c->cursor_path, c->name);
+		c->cino = c->cdev = c->lkey = c->hkey = 0;
+		c->llen = c->hlen = 0;
+		c->lost = true;
 		return 0;
 	}
 	c->cursor = v;
@@ -568,6 +572,81 @@ ts_after(const struct timespec *a, const struct timespec *b)
 }
 
 /*
+ * The spool's journal segments, receptions.jsonl.<n>: among those beside
+ * source k's file, the one numbered next after done (done NULL: the oldest).
+ * Their number, not their mtime, is their order: segments filled within one
+ * tick of a coarse clock share an mtime, and a clock stepped back reverses
+ * it.  Returns an open descriptor (name in found), or -1: none follows (the
+ * file itself is next), or (*known false) done is not a segment.
+ */
+static int
+src_seg_next(struct hpf *h, enum hpf_src_id k, const struct stat *done, char *found,
+    size_t foundlen, bool *known)
+{
+	struct hpf_src *sr = &h->srcs[k];
+	char dir[PATH_MAX], path[PATH_MAX], bestpath[PATH_MAX];
+	const char *base, *slash, *p;
+	unsigned long long n, after = 0, best = ULLONG_MAX;
+	struct dirent *de;
+	struct stat st;
+	size_t bl;
+	DIR *d;
+	int pass, fd;
+
+	*known = done == NULL;
+	if ((slash = strrchr(sr->path, '/')) != NULL) {
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - sr->path), sr->path);
+		if (dir[0] == '\0')
+			snprintf(dir, sizeof(dir), "/");
+		base = slash + 1;
+	} else {
+		snprintf(dir, sizeof(dir), ".");
+		base = sr->path;
+	}
+	bl = strlen(base);
+	if ((d = opendir(dir)) == NULL)
+		return -1;
+	/* Pass 0 finds done's number, pass 1 the smallest one after it. */
+	for (pass = done == NULL ? 1 : 0; pass < 2; pass++) {
+		rewinddir(d);
+		while ((de = readdir(d)) != NULL) {
+			if (strncmp(de->d_name, base, bl) != 0 || de->d_name[bl] != '.' ||
+			    de->d_name[bl + 1] == '\0')
+				continue;
+			for (p = de->d_name + bl + 1; *p >= '0' && *p <= '9'; p++)
+				;
+			errno = 0;
+			if (*p != '\0' || (n = strtoull(de->d_name + bl + 1, NULL, 10)) ==
+			    ULLONG_MAX || errno != 0)
+				continue;
+			if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >=
+			    sizeof(path) || stat(path, &st) == -1 || !S_ISREG(st.st_mode))
+				continue;
+			if (pass == 0) {
+				if (st.st_ino == done->st_ino && st.st_dev == done->st_dev) {
+					after = n;
+					*known = true;
+				}
+			} else if ((done == NULL || n > after) && n < best) {
+				best = n;
+				snprintf(bestpath, sizeof(bestpath), "%s", path);
+			}
+		}
+		if (!*known)
+			break;
+	}
+	closedir(d);
+	if (!*known || best == ULLONG_MAX) {
+		errno = 0;
+		return -1;
+	}
+	if ((fd = open(bestpath, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	snprintf(found, foundlen, "%s", bestpath);
+	return fd;
+}
+
+/*
  * The rotated file that follows the one just drained (done: its stat):
  * among the files beside source k's whose names start with its name (not
  * the file itself, not compressed ones), the one last written soonest after
@@ -588,8 +667,12 @@ src_next(struct hpf *h, enum hpf_src_id k, const struct stat *done, char *found,
 	struct stat st;
 	size_t bl, nl, i;
 	DIR *d;
+	bool known;
 	int fd;
 
+	if (k == HPF_SRC_JOURNAL &&
+	    ((fd = src_seg_next(h, k, done, found, foundlen, &known)) != -1 || known))
+		return fd;
 	if ((slash = strrchr(sr->path, '/')) != NULL) {
 		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - sr->path), sr->path);
 		if (dir[0] == '\0')
@@ -623,7 +706,11 @@ src_next(struct hpf *h, enum hpf_src_id k, const struct stat *done, char *found,
 		}
 	}
 	closedir(d);
-	if (best[0] == '\0' || (fd = open(best, O_RDONLY | O_CLOEXEC)) == -1)
+	if (best[0] == '\0') {
+		errno = 0;
+		return -1;
+	}
+	if ((fd = open(best, O_RDONLY | O_CLOEXEC)) == -1)
 		return -1;
 	snprintf(found, foundlen, "%s", best);
 	return fd;
@@ -675,8 +762,8 @@ src_open(struct hpf *h, enum hpf_src_id k)
 	struct hpf_src *sr = &h->srcs[k];
 	struct hpf_chan *rc = NULL;
 	char found[PATH_MAX];
-	struct stat st;
-	bool current = false;
+	struct stat st, zero;
+	bool current = false, known, lost = false;
 	int i, fd2;
 
 	if (sr->fd != -1)
@@ -698,6 +785,7 @@ src_open(struct hpf *h, enum hpf_src_id k)
 	if (sr->started)
 		return 0;
 	sr->started = true;
+	memset(&zero, 0, sizeof(zero));	/* src_next: older than any file */
 	for (i = 0; i < h->nchans; i++) {
 		struct hpf_chan *c = &h->chans[i];
 
@@ -724,11 +812,41 @@ src_open(struct hpf *h, enum hpf_src_id k)
 			chan_reset(c);
 		}
 	}
-	if (rc != NULL && !current) {
-		if ((fd2 = src_find(h, k, rc, false, found, sizeof(found))) != -1) {
-			src_drain_from(h, k, fd2, found);
-			return 0;
+	if (!current && rc != NULL &&
+	    (fd2 = src_find(h, k, rc, false, found, sizeof(found))) != -1) {
+		src_drain_from(h, k, fd2, found);
+		return 0;
+	}
+	/*
+	 * No cursor knows its file (none yet, unreadable) or the one it knows
+	 * is gone: duplicates from the start, never a loss, and the start is
+	 * the oldest journal segment still there, not the current file.  For
+	 * the event log, the oldest rotated file beside it when a cursor was
+	 * there but is unreadable or its file gone (a channel new to an old
+	 * event log starts with the current file).
+	 */
+	for (i = 0; i < h->nchans; i++)
+		if (h->chans[i].src == k && h->chans[i].lost)
+			lost = true;
+	if (!current && (k == HPF_SRC_JOURNAL ?
+	    (fd2 = src_seg_next(h, k, NULL, found, sizeof(found), &known)) != -1 :
+	    (rc != NULL || lost) && (fd2 = src_next(h, k, &zero, found, sizeof(found))) != -1)) {
+		log_warn("hpfeeds: file=%s: no cursor points into a file still there: "
+		    "publishing from the oldest rotated file %s", sr->path, found);
+		for (i = 0; i < h->nchans; i++) {
+			struct hpf_chan *c = &h->chans[i];
+
+			if (c->src != k)
+				continue;
+			c->cursor = 0;
+			c->lkey = c->hkey = 0;
+			c->llen = c->hlen = 0;
+			chan_reset(c);
 		}
+		src_drain_from(h, k, fd2, found);
+		return 0;
+	}
+	if (rc != NULL && !current) {
 		log_warn("hpfeeds: file=%s: the file channel %s's cursor points into "
 		    "(inode %llu, offset %llu) is gone: what it held after that offset is "
 		    "lost; publishing %s from the start", sr->path, rc->name,
@@ -853,6 +971,12 @@ src_check(struct hpf *h, enum hpf_src_id k)
 			/* Rotated more than once: the next one, from its start. */
 			src_drain_from(h, k, fd2, found);
 			src_restart(h, k);
+			return;
+		}
+		if (errno != 0) {
+			/* Not looked for (no descriptor...): again, never skipped. */
+			pump_hold(h, "hpfeeds: file=%s: looking for the file after the "
+			    "rotated one: %s", sr->path, strerror(errno));
 			return;
 		}
 		log_info("hpfeeds: file=%s: the rotated file is published; following "
@@ -1424,6 +1548,7 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 	h->pl_src = c->src;
 	h->pl_limit = c->limit;
 	memcpy(h->pl_sha, sha, 65);
+	ent->key = fnv64(h->pl.buf, h->pl.len);
 	rc = 0;
 out:
 	jb_free(&meta);
@@ -2158,17 +2283,23 @@ on_publish(struct hpf *h, const struct hpf_frame *f)
 		return;
 	if ((c = chan_find(h, f->chan, f->chanlen)) == NULL || c->nosub)
 		return;
-	if (c->src == HPF_SRC_EVENTS)
-		key = fnv64(f->data, f->datalen);
-	else if (f->datalen < 11 + 64 || memcmp(f->data, "{\"sha256\":\"", 11) != 0)
+	/*
+	 * Our own publish, not one of the same mail by another sensor sharing
+	 * the identity (a spam run sends the same bytes to many): the whole
+	 * payload matches, its metadata (session, queue id, time) included.
+	 */
+	if (c->src != HPF_SRC_EVENTS &&
+	    (f->datalen < 11 + 64 || memcmp(f->data, "{\"sha256\":\"", 11) != 0))
 		return;	/* our mail payloads start with {"sha256":"<64 hex>" */
+	key = fnv64(f->data, f->datalen);
 	sha = (const char *)f->data + 11;
 	for (k = 0; k < c->qlen; k++) {
 		struct hpf_entry *e = &c->q[(c->qhead + k) % c->qcap];
 
 		if (e->skip || e->confirmed)
 			continue;
-		if (c->src == HPF_SRC_EVENTS ? e->key == key : memcmp(e->sha, sha, 64) == 0) {
+		if (e->key == key && (c->src == HPF_SRC_EVENTS ||
+		    memcmp(e->sha, sha, 64) == 0)) {
 			/* In order on one connection: everything before it got through too. */
 			chan_confirm_upto(h, c, k);
 			if (!h->stable) {

@@ -482,6 +482,64 @@ class BadBroker:
         self.ls.close()
 
 
+class ForeignEchoBroker:
+    """One connection on 127.0.0.1:port: INFO, then, for the collector's first
+    PUBLISH, it does not store it but forwards a publish of the same mail by
+    another sensor sharing the identity (same ident, channel and sha256: a
+    spam run sends byte-identical mails to many sensors), then closes."""
+
+    def __init__(self, port):
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind((HOST, port))
+        self.ls.listen(4)
+        self.echoed = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        c, _ = self.ls.accept()
+        c.sendall(bytes.fromhex("00000011010768706665656473deadbeef"))
+        buf = b""
+        while not self.echoed.is_set():
+            d = c.recv(65536)
+            if not d:
+                break
+            buf += d
+            while len(buf) >= 5 and len(buf) >= int.from_bytes(buf[:4], "big"):
+                n = int.from_bytes(buf[:4], "big")
+                op, body, buf = buf[4], buf[5:n], buf[n:]
+                if op != 3:
+                    continue
+                il = body[0]
+                cl = body[1 + il]
+                chan = body[2 + il:2 + il + cl]
+                sha = json.loads(body[2 + il + cl:])["sha256"]
+                other = json.dumps({"sha256": sha, "sensor": "another-sensor"}, separators=(",", ":")).encode()
+                pub = bytes([len(b"writer")]) + b"writer" + bytes([len(chan)]) + chan + other
+                c.sendall((5 + len(pub)).to_bytes(4, "big") + bytes([3]) + pub)
+                self.echoed.set()
+                break
+        time.sleep(1)       # the collector reads the echo before the close
+        c.close()
+        self.ls.close()
+
+
+class Confirmation(HpfeedsCase):
+    """Only the broker's echo of our own publish confirms it."""
+
+    def test_another_sensors_publish_of_the_same_mail_confirms_nothing(self):
+        self.broker.port = free_port()
+        fake = ForeignEchoBroker(self.broker.port)
+        self.start(broker=False)
+        shas = set(self.send_many([mail(1)]))
+        self.assertTrue(fake.echoed.wait(30 * self.slow), self.c.stderr_tail())
+        fake.thread.join()
+        self.broker.start()
+        self.wait_for(lambda: shas <= self.broker.shas(), 30,
+                      "the mail the broker never stored published to the next broker")
+
+
 class Deadlines(HpfeedsCase):
     """Every connection state has a deadline (feed.timeout); a missed one drops the
     connection and reconnects with backoff, logged once per series."""
@@ -537,7 +595,7 @@ class EventLogRotation(HpfeedsCase):
     def published_events(self):
         return {p for _, _, p in self.broker.published(self.EV)}
 
-    def rotate_with_broker_down(self, rotate, restart=False):
+    def rotate_with_broker_down(self, rotate, restart=False, damage=None):
         self.broker.port = free_port()
         self.start(broker=False, feed={"events_channel": self.EV})
         self.send_many([mail(i) for i in range(5)])
@@ -554,6 +612,8 @@ class EventLogRotation(HpfeedsCase):
         if restart:
             self.c.stop()
         rotate(log)
+        if damage:
+            damage(os.path.join(self.c.spool_dir, "feed", self.EV.encode().hex() + ".cursor"))
         if restart:
             self.c.start()
         else:
@@ -586,6 +646,14 @@ class EventLogRotation(HpfeedsCase):
 
     def test_copytruncate_while_stopped(self):
         self.rotate_with_broker_down(self.copytruncate, restart=True)
+
+    def test_rotation_while_stopped_cursor_unreadable(self):
+        # "A bad cursor means duplicates from the start, never a loss": the
+        # start is the oldest rotated file beside it, not the current file.
+        def corrupt(p):
+            with open(p, "w") as f:
+                f.write("garbage\n")
+        self.rotate_with_broker_down(self.mv, restart=True, damage=corrupt)
 
     def test_rotated_file_gone_is_said_loudly(self):
         self.broker.port = free_port()

@@ -143,6 +143,50 @@ class JournalSegments(HpfeedsCase):
                       30, "the mails after the deletion published")
         self.assertNotIn("not published", self.c.stderr_text())
 
+    def backlog_in_segments(self, n=40):
+        """Broker down: n mails spread over several segments, then stopped."""
+        self.broker.port = free_port()
+        self.start(broker=False, config={"spool": {"journal_segment": 4096, "journal_keep": 0}})
+        shas = set(self.send_many([mail(i) for i in range(n)]))
+        self.assertGreaterEqual(len(self.segments()), 3, os.listdir(self.c.spool_dir))
+        cursor = os.path.join(self.c.spool_dir, "feed", CHAN.encode().hex() + ".cursor")
+        seg1 = os.stat(os.path.join(self.c.spool_dir, self.segments()[0])).st_ino
+        self.wait_for(lambda: os.path.exists(cursor) and " ino=%d " % seg1 in open(cursor).read(),
+                      10, "the cursor saved in the first segment")
+        self.c.stop()
+        return shas, cursor
+
+    def test_segments_followed_in_number_order_not_mtime(self):
+        # Segments written within one tick of a coarse clock have the same
+        # mtime (and a clock stepped back orders them backwards): the next
+        # segment is the next number, never "the next mtime".
+        shas, _ = self.backlog_in_segments()
+        for name in self.segments():
+            os.utime(os.path.join(self.c.spool_dir, name), (1767225600, 1767225600))
+        self.c.start()
+        self.broker.start()
+        self.wait_for(lambda: shas <= self.broker.shas(), 60,
+                      "every mail of every segment published")
+
+    def lost_cursor(self, damage):
+        # "A bad cursor means duplicates from the start, never a loss": the
+        # start is the oldest segment still there, not the current file.
+        shas, cursor = self.backlog_in_segments()
+        damage(cursor)
+        self.c.start()
+        self.broker.start()
+        self.wait_for(lambda: shas <= self.broker.shas(), 60,
+                      "every mail of every segment published")
+
+    def test_corrupt_cursor_publishes_every_segment(self):
+        def corrupt(p):
+            with open(p, "w") as f:
+                f.write("garbage\n")
+        self.lost_cursor(corrupt)
+
+    def test_missing_cursor_publishes_every_segment(self):
+        self.lost_cursor(os.unlink)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

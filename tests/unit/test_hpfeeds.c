@@ -244,6 +244,8 @@ struct fake_broker {
 	int		 subscribes;	/* SUBSCRIBE frames received */
 	int		 auth_ok;
 	int		 want;		/* stop after this many publishes */
+	int		 hold_at;	/* this publish's echo waits for released (0: none) */
+	int		 released;
 };
 
 /* Read exactly n bytes; 0 or -1. */
@@ -299,7 +301,10 @@ broker_main(void *arg)
 		else if (f.op == HPF_OP_SUBSCRIBE)
 			b->subscribes++;
 		else if (f.op == HPF_OP_PUBLISH) {
-			b->published++;
+			__atomic_add_fetch(&b->published, 1, __ATOMIC_SEQ_CST);
+			while (b->published == b->hold_at &&
+			    !__atomic_load_n(&b->released, __ATOMIC_SEQ_CST))
+				usleep(1000);
 			if (write(fd, buf, total) != (ssize_t)total)	/* echo */
 				break;
 		}
@@ -437,6 +442,132 @@ test_publisher_echo(void **state)
 	}
 }
 
+/* Stop the loop once seg_broker got seg_pub publishes and seg_want are confirmed. */
+static size_t seg_want;
+static int seg_pub;
+static struct fake_broker *seg_broker;
+
+static void
+seg_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct hpf_stats st;
+
+	hpf_get_stats(test_hpf, &st);
+	if (st.confirmed >= seg_want &&
+	    __atomic_load_n(&seg_broker->published, __ATOMIC_SEQ_CST) >= seg_pub)
+		event_base_loopbreak(arg);
+}
+
+/*
+ * Out of descriptors when a journal segment is done: the next segment is
+ * looked for again later, never skipped for the current file (which the
+ * spool would then prune the skipped one behind).
+ */
+static void
+test_segment_transition_out_of_descriptors(void **state)
+{
+	char dir[] = "/tmp/test_hpfeeds.XXXXXX", path[512], sha[65], err[256];
+	static const char *const files[] = { "receptions.jsonl.00000000000000000001",
+	    "receptions.jsonl.00000000000000000002", "receptions.jsonl" };
+	struct fake_broker b = { .want = 5, .hold_at = 2 };
+	struct sockaddr_in sin;
+	socklen_t sl = sizeof(sin);
+	struct cfg_feed feed;
+	struct event_base *base;
+	struct event *chk, *to;
+	struct timeval tv_chk = { 0, 20000 }, tv_to = { 10, 0 }, tv_hold = { 2, 500000 };
+	struct hpf_stats st;
+	pthread_t th;
+	int i, j, k = 0, held[65536], nheld = 0;
+	FILE *fp;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/messages", dir);
+	assert_int_equal(mkdir(path, 0700), 0);
+	for (j = 0; j < 3; j++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, files[j]);
+		fp = fopen(path, "w");
+		assert_non_null(fp);
+		for (i = 0; i < (j < 2 ? 2 : 1); i++, k++) {
+			char body[64], mp[512];
+			FILE *m;
+
+			snprintf(body, sizeof(body), "Subject: %d\r\n\r\nbody %d\r\n", k, k);
+			sha_hex(body, strlen(body), sha);
+			snprintf(mp, sizeof(mp), "%s/messages/%s.eml", dir, sha);
+			m = fopen(mp, "w");
+			assert_non_null(m);
+			fputs(body, m);
+			fclose(m);
+			fprintf(fp, "{\"sha256\":\"%s\",\"size\":%zu}\n", sha, strlen(body));
+		}
+		fclose(fp);
+	}
+
+	b.lfd = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(b.lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(b.lfd, 4), 0);
+	getsockname(b.lfd, (struct sockaddr *)&sin, &sl);
+	assert_int_equal(pthread_create(&th, NULL, broker_main, &b), 0);
+
+	memset(&feed, 0, sizeof(feed));
+	feed.enabled = true;
+	snprintf(feed.broker, sizeof(feed.broker), "127.0.0.1");
+	feed.port = ntohs(sin.sin_port);
+	snprintf(feed.identity, sizeof(feed.identity), "writer");
+	snprintf(feed.secret, sizeof(feed.secret), "secret");
+	snprintf(feed.channels[0], sizeof(feed.channels[0]), "spam.mails");
+	feed.nchannels = 1;
+
+	/* No cursor: the oldest segment first; run until it is all sent. */
+	base = event_base_new();
+	test_hpf = hpf_new(base, &feed, dir, err, sizeof(err));
+	assert_non_null(test_hpf);
+	chk = event_new(base, -1, EV_PERSIST, seg_check_cb, base);
+	to = evtimer_new(base, timeout_cb, base);
+	seg_broker = &b;
+	seg_want = 0;
+	seg_pub = 2;
+	event_add(chk, &tv_chk);
+	evtimer_add(to, &tv_to);
+	hpf_kick(test_hpf);
+	event_base_dispatch(base);
+	assert_int_equal(b.published, 2);
+	/* Every descriptor taken when its last echo comes and it is done. */
+	while (nheld < (int)(sizeof(held) / sizeof(held[0])) &&
+	    (held[nheld] = dup(0)) != -1)
+		nheld++;
+	__atomic_store_n(&b.released, 1, __ATOMIC_SEQ_CST);
+	event_del(chk);
+	evtimer_add(to, &tv_hold);
+	event_base_dispatch(base);
+	for (i = 0; i < nheld; i++)
+		close(held[i]);
+	seg_want = 5;
+	seg_pub = 5;
+	event_add(chk, &tv_chk);
+	evtimer_add(to, &tv_to);
+	event_base_dispatch(base);
+	hpf_get_stats(test_hpf, &st);
+	assert_int_equal(st.confirmed, 5);	/* segment 2 too, not only the current file */
+	hpf_free(test_hpf);
+	event_free(chk);
+	event_free(to);
+	event_base_free(base);
+	pthread_join(th, NULL);
+	close(b.lfd);
+	assert_int_equal(b.published, 5);
+	{
+		char cmd[600];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+		assert_int_equal(system(cmd), 0);
+	}
+}
+
 int
 main(void)
 {
@@ -450,6 +581,7 @@ main(void)
 		cmocka_unit_test(test_payload_meta),
 		cmocka_unit_test(test_verify),
 		cmocka_unit_test(test_publisher_echo),
+		cmocka_unit_test(test_segment_transition_out_of_descriptors),
 	};
 
 	log_init(LOG_LVL_ERR);
