@@ -154,6 +154,8 @@ struct hpf {
 	char		 spool_dir[PATH_MAX];
 	char		 sensor[CFG_NAME_MAX];
 	struct hpf_src	 srcs[HPF_NSRC];
+	hpf_limit_fn	 jlimit;	/* the live journal's acknowledged length */
+	void		*jlimit_arg;
 
 	struct hpf_chan	 chans[CFG_CHANNELS_MAX + 1];	/* + the events channel */
 	int		 nchans;
@@ -1024,7 +1026,7 @@ reader_next(struct hpf *h, struct hpf_chan *c, const char **line, size_t *len,
 {
 	char *nl, *nb;
 	ssize_t n;
-	size_t ncap;
+	size_t ncap, want;
 
 	if (src_open(h, c->src) == -1) {
 		if (errno != ENOENT)
@@ -1075,7 +1077,20 @@ reader_next(struct hpf *h, struct hpf_chan *c, const char **line, size_t *len,
 				c->rcap = ncap;
 			}
 		}
-		n = pread(h->srcs[c->src].fd, c->rbuf + c->rlen, c->rcap - c->rlen,
+		want = c->rcap - c->rlen;
+		if (c->src == HPF_SRC_JOURNAL && h->jlimit != NULL) {
+			/* The live file only up to its acknowledged lines. */
+			uint64_t ino, lim, at = c->rbase + c->rlen;
+
+			h->jlimit(h->jlimit_arg, &ino, &lim);
+			if (ino == (uint64_t)h->srcs[c->src].ino) {
+				if (lim <= at)
+					return 0;
+				if (lim - at < want)
+					want = (size_t)(lim - at);
+			}
+		}
+		n = pread(h->srcs[c->src].fd, c->rbuf + c->rlen, want,
 		    (off_t)(c->rbase + c->rlen));
 		if (n < 0) {
 			if (errno == EINTR)
@@ -1840,6 +1855,14 @@ hpf_kick(struct hpf *h)
 {
 	if (h != NULL)
 		pump_schedule(h);
+}
+
+/* The live journal's limit (see hpfeeds.h). */
+void
+hpf_set_journal_limit(struct hpf *h, hpf_limit_fn fn, void *arg)
+{
+	h->jlimit = fn;
+	h->jlimit_arg = arg;
 }
 
 /* A mail was committed (smtp_server's on_mail hook): publish soon. */

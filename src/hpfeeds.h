@@ -52,6 +52,13 @@ void		 hpf_set_sensor(struct hpf *, const char *sensor);
 void		 hpf_kick(struct hpf *);
 /* The same, with the signature of struct smtp_server's on_mail (arg = the hpf). */
 void		 hpf_on_mail(void *arg, const char *record, size_t len);
+/*
+ * The live journal's limit: fn(arg, &ino, &len) gives the current journal
+ * file's inode and the length of its acknowledged lines; the publisher reads
+ * that file no further (a failed append is cut back behind a reader).
+ */
+typedef void	(*hpf_limit_fn)(void *arg, uint64_t *ino, uint64_t *len);
+void		 hpf_set_journal_limit(struct hpf *, hpf_limit_fn, void *arg);
 
 /* Save the cursors, close the connection, free.  hpf_free(NULL) is a no-op. */
 void		 hpf_free(struct hpf *);

@@ -55,6 +55,7 @@ struct fosr {
 
 static void	 usage(FILE *);
 static void	 on_mail_cb(void *, const char *, size_t);
+static void	 journal_limit_cb(void *, uint64_t *, uint64_t *);
 static void	 signal_cb(evutil_socket_t, short, void *);
 static void	 stop_cb(evutil_socket_t, short, void *);
 static void	 log_flush_cb(evutil_socket_t, short, void *);
@@ -72,6 +73,13 @@ on_mail_cb(void *arg, const char *record, size_t len)
 		hpf_on_mail(f->hpf, record, len);
 	if (f->relay)
 		relay_consider(f->relay, record, len);
+}
+
+/* The publisher reads the live journal only up to its acknowledged lines. */
+static void
+journal_limit_cb(void *arg, uint64_t *ino, uint64_t *len)
+{
+	spool_journal_committed(arg, ino, len);
 }
 
 /* Print the usage text. */
@@ -291,6 +299,7 @@ main(int argc, char **argv)
 	if (f.cfg.feed.enabled) {
 		if ((f.hpf = hpf_new(f.base, &f.cfg.feed, f.cfg.spool_dir, err, sizeof(err))) == NULL)
 			fatalx("feed: %s", err);
+		hpf_set_journal_limit(f.hpf, journal_limit_cb, f.srv.spool);
 		hpf_set_sensor(f.hpf, f.cfg.sensor[0] ? f.cfg.sensor : f.hostname);
 		if (hpf_set_event_log(f.hpf, f.cfg.event_log, err, sizeof(err)) == -1)
 			fatalx("feed: %s", err);

@@ -160,6 +160,9 @@ struct spool {
 	uint64_t		 journal_seg;	/* rotate at this size; 0 = never */
 	int			 journal_keep;	/* rotated segments kept at least */
 	unsigned long long	 journal_seq;	/* last rotated segment's number */
+	pthread_mutex_t		 jc_mu;		/* guards the two below */
+	uint64_t		 jc_ino;	/* the current journal file and the */
+	uint64_t		 jc_len;	/* length of its acknowledged lines */
 	int			 msg_dir_fd;
 	int			 maildir_new_fd;
 	int			 efd;
@@ -204,6 +207,7 @@ static void	 spool_commit_group(struct spool *, struct spool_msgq *);
 static int	 spool_maildir_add(struct spool *, const char *src);
 static int	 spool_copy_file(const char *src, const char *dst);
 static int	 spool_journal_append(struct spool *, struct spool_msgq *);
+static void	 spool_journal_committed_set(struct spool *);
 static void	 spool_journal_rotate(struct spool *);
 static void	 spool_journal_prune(struct spool *);
 static bool	 spool_journal_segname(const char *, unsigned long long *);
@@ -350,6 +354,7 @@ spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
 	TAILQ_INIT(&sp->pending);
 	TAILQ_INIT(&sp->done);
 	pthread_mutex_init(&sp->mu, NULL);
+	pthread_mutex_init(&sp->jc_mu, NULL);
 	/* The worker's timed waits (segment seals) use the monotonic clock. */
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -414,6 +419,7 @@ spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
 		goto fail;
 	if (spool_repair_journal(sp->journal_fd, &sp->journal_len) == -1)
 		goto fail;
+	spool_journal_committed_set(sp);
 	{
 		/* Rotated segments: number the next one after the last. */
 		DIR *d = opendir(sp->dir);
@@ -523,6 +529,7 @@ spool_free(struct spool *sp)
 	if (sp->maildir_new_fd != -1)
 		close(sp->maildir_new_fd);
 	pthread_mutex_destroy(&sp->mu);
+	pthread_mutex_destroy(&sp->jc_mu);
 	pthread_cond_destroy(&sp->cond);
 	free(sp->dir);
 	free(sp->tmp_dir);
@@ -1584,10 +1591,45 @@ spool_journal_append(struct spool *sp, struct spool_msgq *q)
 	}
 	free(buf);
 	sp->journal_len += (off_t)total;
+	spool_journal_committed_set(sp);
 	(void)TESTHOOK("acked", "");
 	if (sp->journal_seg > 0 && (uint64_t)sp->journal_len >= sp->journal_seg)
 		spool_journal_rotate(sp);
 	return 0;
+}
+
+/*
+ * Publish the current journal file's inode and the length of its
+ * acknowledged lines (worker, and spool_open).  A failed append is cut back
+ * to journal_len: a reader that read beyond it would read past the cut into
+ * the next append's bytes (a torn line, skipped: a lost 250'd mail).
+ */
+static void
+spool_journal_committed_set(struct spool *sp)
+{
+	struct stat st;
+	uint64_t ino = 0;
+
+	if (fstat(sp->journal_fd, &st) == 0)
+		ino = (uint64_t)st.st_ino;
+	pthread_mutex_lock(&sp->jc_mu);
+	sp->jc_ino = ino;
+	sp->jc_len = (uint64_t)sp->journal_len;
+	pthread_mutex_unlock(&sp->jc_mu);
+}
+
+/*
+ * The current journal file's inode and how many of its bytes are
+ * acknowledged lines: readers of the live journal read no further (any
+ * thread).  A rotated segment is acknowledged whole.
+ */
+void
+spool_journal_committed(struct spool *sp, uint64_t *ino, uint64_t *len)
+{
+	pthread_mutex_lock(&sp->jc_mu);
+	*ino = sp->jc_ino;
+	*len = sp->jc_len;
+	pthread_mutex_unlock(&sp->jc_mu);
 }
 
 /* Whether name is a rotated journal segment, receptions.jsonl.<n>; its n. */
@@ -1637,6 +1679,7 @@ spool_journal_rotate(struct spool *sp)
 	close(sp->journal_fd);
 	sp->journal_fd = fd;
 	sp->journal_len = 0;
+	spool_journal_committed_set(sp);
 	log_info("spool: journal rotated to %s", name);
 	spool_journal_prune(sp);
 }

@@ -106,6 +106,9 @@ void		 spool_get_stats(struct spool *, struct spool_stats *);
 /* Path of the journal (for the publisher); valid while the spool lives. */
 const char	*spool_journal_path(const struct spool *);
 const char	*spool_dir(const struct spool *);
+/* The current journal file's inode and the length of its acknowledged
+ * lines: a reader of the live journal reads no further (any thread). */
+void		 spool_journal_committed(struct spool *, uint64_t *ino, uint64_t *len);
 
 /* Begin a message: opens a tmp file.  NULL with err filled on failure. */
 struct spool_msg *spool_msg_new(struct spool *, char *err, size_t errlen);

@@ -372,6 +372,43 @@ class Durability(HpfeedsCase):
         self.assertEqual(len(self.broker.published()), n, "entries confirmed before the stop were sent again")
 
 
+class JournalCut(HpfeedsCase):
+
+    def test_publisher_never_reads_past_the_acknowledged_journal(self):
+        # A journal append whose fdatasync fails is refused (4xx) and cut back;
+        # when the cut fails too the refused line stays in the file until the
+        # next append cuts it.  The publisher used to read to the end of the
+        # file: it published the refused mail, moved its offset past the cut,
+        # and the next mail's line, written at the cut, was found only by the
+        # copytruncate detection (a re-read, or with no copy found, the whole
+        # journal again).  It now reads the live journal only up to its
+        # acknowledged lines (spool_journal_committed).
+        self.broker.start()
+        self.c = Collector(self.tmpdir, config=feed_cfg(self.broker.port))
+        self.c.env_extra["FOSR_TEST_HOOKS"] = \
+            "fail=journal_sync:2:EIO,fail=journal_trunc:1:EIO"
+        self.c.start()
+        a, b, c = mail(1), mail(2, b"x" * 40 + b"\r\n"), mail(3, b"y" * 400 + b"\r\n")
+        self.send_mail(a)
+        self.wait_for(lambda: sha256_hex(a) in self.broker.shas(), 10, "publish of A")
+        cl = self.client()
+        self.assertEqual(cl.ehlo("client.example").code, 250)
+        self.assertEqual(cl.cmd("MAIL FROM:<s@example.org>").code, 250)
+        self.assertEqual(cl.cmd("RCPT TO:<r@example.net>").code, 250)
+        r = cl.data(b)
+        self.assertEqual(r.code // 100, 4, r)
+        cl.cmd("QUIT")
+        # Give a publisher that reads the refused line the time to publish it.
+        end = time.time() + 2 * self.slow
+        while time.time() < end and sha256_hex(b) not in self.broker.shas():
+            time.sleep(0.1)
+        self.assertNotIn(sha256_hex(b), self.broker.shas(), "a refused mail was published")
+        self.send_mail(c)
+        self.wait_for(lambda: sha256_hex(c) in self.broker.shas(), 10,
+                      "publish of the mail acknowledged after the cut")
+        self.assertNotIn("not published", self.c.stderr_text())
+
+
 class Descriptors(HpfeedsCase):
 
     def test_descriptor_exhaustion_never_drops_the_backlog(self):
