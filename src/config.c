@@ -127,10 +127,11 @@ static const char *const sandbox_keys[SB_COUNT] = { "seccomp", "chroot" };
 enum local_key { LR_DOMAINS, LR_USERS, LR_COUNT };
 static const char *const local_keys[LR_COUNT] = { "domains", "users" };
 
-enum listener_key { LK_ADDRESS, LK_PORT, LK_TLS, LK_NAME, LK_COUNT };
+enum listener_key { LK_ADDRESS, LK_PORT, LK_TLS, LK_NAME, LK_POLICY, LK_COUNT };
 static const char *const listener_keys[LK_COUNT] = {
-	"address", "port", "tls", "name",
+	"address", "port", "tls", "name", "policy",
 };
+static const char *const policy_names[] = { "relay", "submission" };
 
 enum tls_key { TK_CERTIFICATE, TK_KEY, TK_COUNT };
 static const char *const tls_keys[TK_COUNT] = { "certificate", "key" };
@@ -670,6 +671,11 @@ listener_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 		return 0;
 	case LK_NAME:
 		return get_str(x, v, path, l->name, sizeof(l->name), false);
+	case LK_POLICY:
+		if (get_enum(x, v, path, policy_names, 2, &mode) == -1)
+			return -1;
+		l->policy = (enum listener_policy)mode;
+		return 0;
 	case LK_COUNT:
 		break;
 	}
@@ -719,6 +725,10 @@ listeners_parse(struct cctx *x, yaml_node_t *n, const char *path,
 		if (!(seen & (1u << LK_NAME)))
 			snprintf(l->name, sizeof(l->name), "%s",
 			    default_listener_name(l->port, l->tls));
+		/* Debian's submission/submissions templates on their ports. */
+		if (!(seen & (1u << LK_POLICY)))
+			l->policy = l->port == 465 || l->port == 587 ?
+			    LISTENER_POLICY_SUBMISSION : LISTENER_POLICY_RELAY;
 		port_lines[i] = v->start_mark.line + 1;
 		for (j = 0; j < i; j++) {
 			if (c->listeners[j].port == l->port &&
@@ -1358,6 +1368,8 @@ cfg_defaults(struct cfg *c)
 		snprintf(c->listeners[i].name, sizeof(c->listeners[i].name),
 		    "%s", dl[i % n].name);
 		c->listeners[i].if_available = i >= n;
+		c->listeners[i].policy = dl[i % n].port == 25 ?
+		    LISTENER_POLICY_RELAY : LISTENER_POLICY_SUBMISSION;
 	}
 	c->nlisteners = (int)i;
 	snprintf(c->tls_cert, sizeof(c->tls_cert), "tls/cert.pem");
@@ -1571,6 +1583,15 @@ cfg_tls_mode_name(enum tls_mode m)
 	if ((unsigned)m < sizeof(tls_mode_names) / sizeof(tls_mode_names[0]))
 		return tls_mode_names[m];
 	return "unknown";
+}
+
+/* The configuration word for a listener policy. */
+const char *
+cfg_listener_policy_name(enum listener_policy p)
+{
+	if ((unsigned)p < sizeof(policy_names) / sizeof(policy_names[0]))
+		return policy_names[p];
+	return "?";
 }
 
 /* The configuration word for an AUTH outcome. */

@@ -22,12 +22,19 @@ enum auth_outcome {
 	AUTH_OUTCOME_ACCEPT_AFTER,	/* fail the first auth_accept_after attempts of a session */
 };
 
+/* What a listener lets a client do (Debian's master.cf templates). */
+enum listener_policy {
+	LISTENER_POLICY_RELAY,		/* port 25 of an open relay: anyone may relay */
+	LISTENER_POLICY_SUBMISSION,	/* submission(s): TLS first (587), AUTH to relay */
+};
+
 struct cfg_listener {
 	char		 address[64];	/* numeric IPv4 or IPv6 ("0.0.0.0", "::") */
 	int		 port;		/* before port_offset is added */
 	enum tls_mode	 tls;
 	char		 name[32];	/* "smtp", "submissions", "submission" unless set */
 	bool		 if_available;	/* default [::] listener: skipped when the host has no IPv6 */
+	enum listener_policy policy;	/* submission on 465/587 unless set */
 };
 
 struct cfg_feed {
@@ -189,6 +196,7 @@ int	cfg_load_feed_buf(struct cfg_feed *f, const char *name, const char *buf,
 
 const char *cfg_tls_mode_name(enum tls_mode);
 const char *cfg_auth_outcome_name(enum auth_outcome);
+const char *cfg_listener_policy_name(enum listener_policy);
 const char *cfg_relay_mode_name(enum relay_mode);
 
 /*

@@ -288,6 +288,8 @@ static void	 cmd_etrn(struct smtp_session *, const struct smtp_cmdline *);
 static void	 cmd_starttls(struct smtp_session *, const struct smtp_cmdline *);
 static void	 cmd_auth(struct smtp_session *, const struct smtp_cmdline *);
 static void	 cmd_unknown(struct smtp_session *, const struct smtp_cmdline *);
+static bool	 smtp_needs_tls(const struct smtp_session *);
+static bool	 smtp_pre_tls_cmd(enum smtp_cmd);
 static void	 cmd_forbidden(struct smtp_session *, const struct smtp_cmdline *);
 
 static const struct {
@@ -1211,10 +1213,51 @@ smtp_command(struct smtp_session *s, const char *line, size_t len)
 	}
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (commands[i].cmd == cl.cmd) {
+			if (smtp_needs_tls(s) && !smtp_pre_tls_cmd(cl.cmd)) {
+				smtp_error(s, PR_NEED_STARTTLS, NULL);
+				return;
+			}
 			commands[i].fn(s, &cl);
 			return;
 		}
 	cmd_unknown(s, &cl);
+}
+
+/*
+ * Debian's submission template (smtpd_tls_security_level=encrypt) on a
+ * STARTTLS listener: until TLS, Postfix takes only the commands it flags
+ * SMTPD_CMD_FLAG_PRE_TLS and answers "530 5.7.0" (an error) to the others.
+ */
+static bool
+smtp_needs_tls(const struct smtp_session *s)
+{
+	return s->listener->policy == LISTENER_POLICY_SUBMISSION && !(s->flags & SF_TLS);
+}
+
+static bool
+smtp_pre_tls_cmd(enum smtp_cmd c)
+{
+	return c == SMTP_CMD_HELO || c == SMTP_CMD_EHLO || c == SMTP_CMD_STARTTLS ||
+	    c == SMTP_CMD_NOOP || c == SMTP_CMD_QUIT || c == SMTP_CMD_HEADERLIKE;
+}
+
+/*
+ * Submission (smtpd_recipient_restrictions = permit_sasl_authenticated,
+ * reject): a client that has not logged in gets "554 5.7.1 <addr>: ...
+ * Access denied" for RCPT and VRFY.  True if it was answered so.
+ */
+static bool
+smtp_submission_denied(struct smtp_session *s, const char *addr)
+{
+	struct persona_vars v;
+
+	if (s->listener->policy != LISTENER_POLICY_SUBMISSION || (s->flags & SF_AUTHED))
+		return false;
+	memset(&v, 0, sizeof(v));
+	v.arg = addr;
+	v.arglen = strlen(addr);
+	smtp_error(s, PR_RCPT_ACCESS_DENIED, &v);
+	return true;
 }
 
 /* An unknown or unimplemented command, recorded for the researchers. */
@@ -1348,6 +1391,9 @@ cmd_ehlo(struct smtp_session *s, const struct smtp_cmdline *cl)
 		if (strcmp(p->ehlo[i], "STARTTLS") == 0 &&
 		    ((s->flags & SF_TLS) || s->srv->ssl_ctx == NULL ||
 		    s->listener->tls != TLS_MODE_STARTTLS))
+			continue;
+		/* smtpd_tls_auth_only = yes in the submission template */
+		if (strncmp(p->ehlo[i], "AUTH", 4) == 0 && smtp_needs_tls(s))
 			continue;
 		kw[n++] = p->ehlo[i];
 	}
@@ -1554,7 +1600,10 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cl)
 		smtp_error(s, PR_RCPT_BAD_ADDR, NULL);
 		return;
 	}
-	{
+	if (smtp_submission_denied(s, path.addr))
+		return;
+	/* Submission templates: smtpd_reject_unlisted_recipient = no. */
+	if (s->listener->policy != LISTENER_POLICY_SUBMISSION) {
 		char shown[SMTP_PATH_MAX + 1];
 		if (smtp_unknown_local(s, path.addr, shown, sizeof(shown))) {
 			v.arg = shown;
@@ -2650,7 +2699,12 @@ cmd_vrfy(struct smtp_session *s, const struct smtp_cmdline *cl)
 		int m = snprintf(arg, sizeof(arg), "TO:%.*s",
 		    (int)(cl->arglen < SMTP_PATH_MAX ? cl->arglen : SMTP_PATH_MAX), cl->arg);
 
-		if (smtp_parse_rcpt(arg, (size_t)m, &path) == SMTP_PATH_OK && !path.null_path &&
+		bool parsed = smtp_parse_rcpt(arg, (size_t)m, &path) == SMTP_PATH_OK &&
+		    !path.null_path;
+
+		if (parsed && smtp_submission_denied(s, path.addr))
+			;	/* answered */
+		else if (parsed && s->listener->policy != LISTENER_POLICY_SUBMISSION &&
 		    smtp_unknown_local(s, path.addr, shown, sizeof(shown))) {
 			v.arg = shown;
 			v.arglen = strlen(shown);

@@ -487,8 +487,10 @@ class Collector:
             if not l.get("port"):
                 l["port"] = auto[i]
             self.ports[l["name"]] = l["port"]
-            lst.append({"address": l["address"], "port": l["port"], "tls": l["tls"],
-                        "name": l["name"]})
+            e = {"address": l["address"], "port": l["port"], "tls": l["tls"], "name": l["name"]}
+            if "policy" in l:
+                e["policy"] = l["policy"]
+            lst.append(e)
         self.spool_dir = os.path.join(self.tmpdir, "spool")
         self.event_log = os.path.join(self.tmpdir, "events.json")
         defaults = {

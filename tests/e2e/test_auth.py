@@ -221,5 +221,94 @@ class AuthTests(CollectorTestCase):
         self.assertEqual([e["password"] for e in evs], ["try0", "try1", "try2"])
 
 
+SUBMISSION_LISTENERS = [
+    {"name": "smtp", "port": 0, "tls": "starttls"},
+    {"name": "submissions", "port": 0, "tls": "implicit", "policy": "submission"},
+    {"name": "submission", "port": 0, "tls": "starttls", "policy": "submission"},
+]
+NEED_TLS = "5.7.0 Must issue a STARTTLS command first"
+
+
+class SubmissionPolicyTests(CollectorTestCase):
+    """policy: submission = Debian's master.cf submission/submissions templates,
+    replies as recorded from Postfix 3.7.11 with those -o settings."""
+
+    def _ehlo_keywords(self, r):
+        return [l.split()[0] for l in r.lines[1:]]
+
+    @with_config(listeners=SUBMISSION_LISTENERS)
+    def test_587_before_starttls(self):
+        cl = self.client("submission")
+        r = cl.ehlo()
+        kw = self._ehlo_keywords(r)
+        self.assertIn("STARTTLS", kw)
+        self.assertNotIn("AUTH", kw)
+        for line in ("AUTH PLAIN " + b64("\0user\0password"), "MAIL FROM:<a@b.c>",
+                     "RCPT TO:<d@e.f>", "VRFY root", "DATA", "RSET", "ETRN x", "BDAT 0 LAST",
+                     "AUTH LOGIN"):
+            r = cl.cmd(line)
+            self.assertEqual((r.code, r.lines), (530, [NEED_TLS]), line)
+        self.assertEqual(cl.cmd("NOOP").code, 250)
+        self.assertEqual(cl.cmd("HELO x").code, 250)
+        self.assertEqual(cl.cmd("EXPN root").code, 500)
+        self.assertEqual(cl.cmd("STARTTLS x").lines, ["5.5.4 Syntax: STARTTLS"])
+        self.assertEqual(cl.cmd("QUIT").code, 221)
+
+    @with_config({"limits": {"hard_errors": 20, "error_sleep": 0}},
+                 listeners=SUBMISSION_LISTENERS)
+    def test_587_need_tls_counts_as_error(self):
+        cl = self.client("submission")
+        for _ in range(20):
+            self.assertEqual(cl.cmd("RSET").code, 530)
+        r = cl.cmd("RSET")
+        self.assertEqual(r.code, 421)
+        self.assertTrue(cl.wait_closed())
+
+    def _tls_client(self, name):
+        cl = self.client(name)
+        if name == "submission":
+            cl.ehlo()
+            self.assertEqual(cl.starttls().code, 220)
+        return cl
+
+    @with_config(listeners=SUBMISSION_LISTENERS)
+    def test_submission_without_auth_access_denied(self):
+        for name in ("submission", "submissions"):
+            with self.subTest(name=name):
+                cl = self._tls_client(name)
+                r = cl.ehlo()
+                self.assertIn("AUTH", self._ehlo_keywords(r))
+                self.assertEqual(cl.cmd("MAIL FROM:<a@b.c>").code, 250)
+                for line, addr in (("RCPT TO:<d@e.f>", "d@e.f"), ("RCPT TO:<root>", "root"),
+                                   ("VRFY root", "root"), ("VRFY d@e.f", "d@e.f")):
+                    r = cl.cmd(line)
+                    self.assertEqual((r.code, r.lines), (554, [
+                        "5.7.1 <%s>: Recipient address rejected: Access denied" % addr]), line)
+                r = cl.cmd("DATA")
+                self.assertEqual((r.code, r.lines), (554, ["5.5.1 Error: no valid recipients"]))
+                r = cl.cmd("AUTH PLAIN " + b64("\0user\0password"))
+                self.assertEqual((r.code, r.lines), (503, ["5.5.1 Error: MAIL transaction in progress"]))
+                cl.expect("RSET", 250)
+                cl.expect("AUTH PLAIN " + b64("\0user\0password"), 235)
+                cl.expect("MAIL FROM:<a@b.c>", 250)
+                cl.expect("RCPT TO:<d@e.f>", 250)
+                # smtpd_reject_unlisted_recipient = no: no local-recipient check
+                cl.expect("RCPT TO:<nosuchuser@%s>" % HOSTNAME, 250)
+                r = cl.cmd("VRFY root")
+                self.assertEqual((r.code, r.lines), (252, ["2.0.0 root"]))
+                r = cl.data(BODY)
+                self.assertEqual(r.code, 250)
+                self.assertTrue(queue_id(r))
+                cl.expect("QUIT", 221)
+
+    @with_config(listeners=SUBMISSION_LISTENERS)
+    def test_port_25_relay_unchanged(self):
+        cl = self.client("smtp")
+        r = cl.ehlo()
+        self.assertIn("AUTH", self._ehlo_keywords(r))
+        cl.expect("MAIL FROM:<a@b.c>", 250)
+        cl.expect("RCPT TO:<d@e.f>", 250)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -112,6 +112,9 @@ test_defaults(void **state)
 	assert_int_equal(c->listeners[2].port, 587);
 	assert_int_equal(c->listeners[2].tls, TLS_MODE_STARTTLS);
 	assert_string_equal(c->listeners[2].name, "submission");
+	assert_int_equal(c->listeners[0].policy, LISTENER_POLICY_RELAY);
+	assert_int_equal(c->listeners[1].policy, LISTENER_POLICY_SUBMISSION);
+	assert_int_equal(c->listeners[2].policy, LISTENER_POLICY_SUBMISSION);
 	assert_string_equal(c->tls_cert, "tls/cert.pem");
 	assert_string_equal(c->tls_key, "tls/key.pem");
 	assert_string_equal(c->spool_dir, "spool");
@@ -256,7 +259,7 @@ test_every_key(void **state)
 	    "  - port: 587\n"
 	    "    address: 127.0.0.1\n"
 	    "  - {port: 10, tls: implicit}\n"
-	    "  - {address: \"[::1]\", port: 587}\n"
+	    "  - {address: \"[::1]\", port: 587, policy: relay}\n"
 	    "tls:\n"
 	    "  certificate: /etc/c.pem\n"
 	    "  key: /etc/k.pem\n"
@@ -315,6 +318,12 @@ test_every_key(void **state)
 	assert_string_equal(c->listeners[2].name, "submission");
 	assert_int_equal(c->listeners[3].tls, TLS_MODE_IMPLICIT);
 	assert_string_equal(c->listeners[3].name, "submissions");
+	/* Debian's submission templates on 465/587 unless the file says otherwise */
+	assert_int_equal(c->listeners[0].policy, LISTENER_POLICY_RELAY);
+	assert_int_equal(c->listeners[1].policy, LISTENER_POLICY_SUBMISSION);
+	assert_int_equal(c->listeners[2].policy, LISTENER_POLICY_SUBMISSION);
+	assert_int_equal(c->listeners[3].policy, LISTENER_POLICY_RELAY);
+	assert_int_equal(c->listeners[4].policy, LISTENER_POLICY_RELAY);
 	assert_string_equal(c->tls_cert, "/etc/c.pem");
 	assert_string_equal(c->tls_key, "/etc/k.pem");
 	assert_string_equal(c->spool_dir, "/var/spool/fosr");
