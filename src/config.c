@@ -106,7 +106,7 @@ static int	 read_file(const char *, char **, size_t *, char *, size_t);
 static const char *default_listener_name(int, enum tls_mode);
 
 static const char *const tls_mode_names[] = { "plain", "starttls", "implicit" };
-static const char *const auth_names[] = { "accept", "reject", "accept_after" };
+static const char *const auth_names[] = { "accept", "reject", "accept_after", "policy" };
 static const char *const relay_mode_names[] = { "off", "dry-run", "live" };
 
 /* Main config sections, in the order of the example file. */
@@ -141,8 +141,8 @@ static const char *const spool_keys[SK_COUNT] = {
 	"directory", "maildir", "min_free", "max_bytes",
 };
 
-enum auth_key { AK_OUTCOME, AK_ACCEPT_AFTER, AK_COUNT };
-static const char *const auth_keys[AK_COUNT] = { "outcome", "accept_after" };
+enum auth_key { AK_OUTCOME, AK_ACCEPT_AFTER, AK_CREDENTIALS, AK_COUNT };
+static const char *const auth_keys[AK_COUNT] = { "outcome", "accept_after", "credentials" };
 
 enum limits_key {
 	LM_LINE_LENGTH, LM_MESSAGE_SIZE, LM_RECIPIENTS, LM_SOFT_ERRORS,
@@ -813,11 +813,13 @@ auth_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 	int o;
 
 	if (key == AK_OUTCOME) {
-		if (get_enum(x, v, path, auth_names, 3, &o) == -1)
+		if (get_enum(x, v, path, auth_names, 4, &o) == -1)
 			return -1;
 		c->auth_outcome = (enum auth_outcome)o;
 		return 0;
 	}
+	if (key == AK_CREDENTIALS)
+		return get_str(x, v, path, c->auth_credentials, sizeof(c->auth_credentials), true);
 	return get_int(x, v, path, 0, 1000, &c->auth_accept_after);
 }
 
@@ -1380,7 +1382,8 @@ cfg_defaults(struct cfg *c)
 	c->spool_min_free = SPOOL_MIN_FREE_DEFAULT;
 	c->spool_max_bytes = 0;
 	snprintf(c->event_log, sizeof(c->event_log), "fosr-events.json");
-	c->auth_outcome = AUTH_OUTCOME_ACCEPT;
+	/* Accepting everything is a honeypot's loudest tell: the shipped policy. */
+	c->auth_outcome = AUTH_OUTCOME_POLICY;
 	c->auth_accept_after = 1;
 	c->limits.line_length = SMTP_LINE_DEFAULT;
 	c->limits.message_size = SMTP_MSG_SIZE_DEFAULT;
@@ -1610,6 +1613,29 @@ cfg_relay_mode_name(enum relay_mode m)
 	if ((unsigned)m < sizeof(relay_mode_names) / sizeof(relay_mode_names[0]))
 		return relay_mode_names[m];
 	return "unknown";
+}
+
+/* A configured file: relative paths are resolved beside the config file. */
+static void
+cfg_beside(const struct cfg *c, const char *file, char *out, size_t outlen)
+{
+	const char *slash;
+
+	if (file[0] == '\0') {
+		snprintf(out, outlen, "%s", "");
+		return;
+	}
+	if (file[0] == '/' || c->path[0] == '\0' || (slash = strrchr(c->path, '/')) == NULL) {
+		snprintf(out, outlen, "%s", file);
+		return;
+	}
+	snprintf(out, outlen, "%.*s/%s", (int)(slash - c->path), c->path, file);
+}
+
+void
+cfg_auth_credentials_path(const struct cfg *c, char *out, size_t outlen)
+{
+	cfg_beside(c, c->auth_credentials, out, outlen);
 }
 
 /* The rules file path: relative paths are resolved beside the config file. */

@@ -20,6 +20,7 @@ enum auth_outcome {
 	AUTH_OUTCOME_ACCEPT,		/* every credential works (the original's behaviour) */
 	AUTH_OUTCOME_REJECT,		/* every attempt fails like a real server; still recorded */
 	AUTH_OUTCOME_ACCEPT_AFTER,	/* fail the first auth_accept_after attempts of a session */
+	AUTH_OUTCOME_POLICY,		/* the credential policy (authdb.h) decides */
 };
 
 /* What a listener lets a client do (Debian's master.cf templates). */
@@ -161,6 +162,7 @@ struct cfg {
 
 	enum auth_outcome auth_outcome;
 	int		 auth_accept_after;
+	char		 auth_credentials[PATH_MAX];	/* policy file; relative = beside the config; "" = built in */
 
 	struct cfg_limits limits;
 	struct cfg_local local;
@@ -205,6 +207,8 @@ const char *cfg_relay_mode_name(enum relay_mode);
  * no rules file is configured.
  */
 void	cfg_relay_rules_path(const struct cfg *c, char *out, size_t outlen);
+/* auth.credentials the same way ("" = the built-in default list). */
+void	cfg_auth_credentials_path(const struct cfg *c, char *out, size_t outlen);
 
 /*
  * Split "host:port", "[v6]:port" or "host" into host (hostlen bytes) and

@@ -33,6 +33,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "authdb.h"
 #include "config.h"
 #include "fosr_limits.h"
 #include "log.h"
@@ -1817,6 +1818,52 @@ static const char *const debian_users[] = {
 	"nobody", "postfix", "postmaster", "mailer-daemon",
 };
 
+int
+smtp_server_load_auth(struct smtp_server *srv, char *err, size_t errlen)
+{
+	const struct cfg *cfg = srv->cfg;
+	const char *domains[CFG_LOCAL_DOMAINS_MAX + 2], *users[CFG_LOCAL_USERS_MAX + 2];
+	struct authdb_ctx ctx;
+	struct authdb *db;
+	char path[PATH_MAX];
+	int i;
+
+	memset(&ctx, 0, sizeof(ctx));
+	if (cfg->local.ndomains < 0) {
+		domains[ctx.ndomains++] = srv->hostname;
+		domains[ctx.ndomains++] = "localhost";
+	} else
+		for (i = 0; i < cfg->local.ndomains; i++)
+			domains[ctx.ndomains++] = cfg->local.domains[i];
+	if (cfg->local.nusers < 0)
+		for (size_t k = 0; k < sizeof(debian_users) / sizeof(debian_users[0]); k++)
+			users[ctx.nusers++] = debian_users[k];
+	else
+		for (i = 0; i < cfg->local.nusers; i++)
+			users[ctx.nusers++] = cfg->local.users[i];
+	ctx.domains = domains;
+	ctx.users = users;
+	cfg_auth_credentials_path(cfg, path, sizeof(path));
+	if (path[0])
+		db = authdb_load(path, &ctx, err, errlen);
+	else if ((db = authdb_parse(authdb_default, strlen(authdb_default), &ctx, err,
+	    errlen)) == NULL)
+		snprintf(err, errlen, "built-in credential policy: %s", "parse error");
+	if (db == NULL)
+		return -1;
+	authdb_free(srv->authdb);
+	srv->authdb = db;
+	snprintf(err, errlen, "%s: %d rules", path[0] ? path : "built-in", authdb_nrules(db));
+	return 0;
+}
+
+void
+smtp_server_free_auth(struct smtp_server *srv)
+{
+	authdb_free(srv->authdb);
+	srv->authdb = NULL;
+}
+
 /* Is domain[0..len) one of ours (local_recipients.domains, or a [literal] we listen on)? */
 static bool
 smtp_local_domain(const struct smtp_session *s, const char *d, size_t len)
@@ -2823,7 +2870,8 @@ smtp_auth_finish(struct smtp_session *s)
 	struct jbuf jb;
 	char eu[300], ep[300];
 	struct smtp_stage_result res;
-	int code;
+	char err[256];
+	int code, rule = 0;
 	bool ok;
 
 	s->auth_step = AS_NONE;
@@ -2834,6 +2882,12 @@ smtp_auth_finish(struct smtp_session *s)
 		break;
 	case AUTH_OUTCOME_ACCEPT_AFTER:
 		ok = s->auth_failures >= cfg->auth_accept_after;
+		break;
+	case AUTH_OUTCOME_POLICY:
+		if (s->srv->authdb == NULL && smtp_server_load_auth(s->srv, err, sizeof(err)) == -1)
+			log_warn("auth: credential policy: %s (refusing)", err);
+		ok = authdb_check(s->srv->authdb, a->user ? a->user : "",
+		    a->pass ? a->pass : "", &rule);
 		break;
 	default:
 		ok = true;
@@ -2854,6 +2908,9 @@ smtp_auth_finish(struct smtp_session *s)
 		jb_kcstr(&jb, "challenge", a->challenge);
 	jb_kstr(&jb, "raw", a->raw ? a->raw : "", a->raw ? strlen(a->raw) : 0);
 	jb_kbool(&jb, "success", ok);
+	jb_kcstr(&jb, "outcome", cfg_auth_outcome_name(cfg->auth_outcome));
+	if (cfg->auth_outcome == AUTH_OUTCOME_POLICY)
+		jb_kint(&jb, "policy_line", rule);
 	evlog_emit(&jb);
 	jb_free(&jb);
 	log_info("%016llx smtp auth mechanism=%s username=\"%s\" password=\"%s\" result=%s",

@@ -504,6 +504,10 @@ class Collector:
             # The seccomp filter is on, as in production; valgrind cannot
             # run a process that installs one.
             "sandbox": {"seccomp": not under_valgrind()},
+            # Most tests log in with made-up credentials to exercise capture;
+            # the shipped credential policy (the daemon's default) is tested
+            # in test_auth.CredentialPolicyTests.
+            "auth": {"outcome": "accept"},
         }
         if isinstance(config, str):
             self.config = None

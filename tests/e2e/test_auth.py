@@ -5,8 +5,10 @@ import hmac
 import json
 import os
 import re
+import signal
 import smtplib
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -309,6 +311,111 @@ class SubmissionPolicyTests(CollectorTestCase):
         cl.expect("MAIL FROM:<a@b.c>", 250)
         cl.expect("RCPT TO:<d@e.f>", 250)
 
+
+class CredentialPolicyTests(CollectorTestCase):
+    """auth.outcome policy (the daemon's default): the shipped list, a file,
+    SIGHUP reload; every attempt is an event whatever the outcome."""
+
+    def _login(self, cl, user, password):
+        return cl.cmd("AUTH PLAIN " + b64("\0%s\0%s" % (user, password)))
+
+    @with_config({"auth": {"outcome": "policy"}}, listeners=SUBMISSION_LISTENERS)
+    def test_default_policy(self):
+        cl = self.client("submissions")
+        cl.ehlo()
+        port = cl.sock.getsockname()[1]
+        # a detector's pairs
+        for user, pw in (("admin", "admin"), ("test", "test"), ("qz8XkP3v", "Jr7mWq2N"),
+                         ("info@" + HOSTNAME, "info"), ("root", "123456")):
+            r = self._login(cl, user, pw)
+            self.assertEqual((r.code, r.lines),
+                             (535, ["5.7.8 Error: authentication failed: authentication failure"]),
+                             (user, pw))
+        # a plausible mailbox login gets in and relays (captured)
+        r = self._login(cl, "info@" + HOSTNAME, "Sunflower77")
+        self.assertEqual(r.code, 235)
+        cl.expect("MAIL FROM:<info@%s>" % HOSTNAME, 250)
+        cl.expect("RCPT TO:<victim@example.net>", 250)
+        self.assertEqual(cl.data(BODY).code, 250)
+        evs = [e for e in self.c.session_events(port, "fosr.login.attempt")]
+        self.assertEqual([(e["username"], e["password"], e["success"]) for e in evs], [
+            ("admin", "admin", False), ("test", "test", False), ("qz8XkP3v", "Jr7mWq2N", False),
+            ("info@" + HOSTNAME, "info", False), ("root", "123456", False),
+            ("info@" + HOSTNAME, "Sunflower77", True)])
+        self.assertTrue(all(e["outcome"] == "policy" for e in evs))
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "etc",
+                               "credentials.txt")) as f:
+            rules = f.read().split("\n")
+        self.assertEqual(rules[evs[0]["policy_line"] - 1], "!*:{user}")
+        self.assertEqual(evs[-1]["policy_line"] - 1, rules.index("info@{domain}:*"))
+
+    @with_config({"auth": {"outcome": "policy"}}, listeners=SUBMISSION_LISTENERS)
+    def test_hostile_credentials_escaped(self):
+        """Attacker bytes: JSON-escaped in the event, escaped in the log line."""
+        cl = self.client("submissions")
+        cl.ehlo()
+        port = cl.sock.getsockname()[1]
+        user, pw = "a\"b\\c\x01\x1b[31m*@" + HOSTNAME, "p\u00e9\x7f" + "x" * 100
+        r = self._login(cl, user, pw)
+        self.assertEqual(r.code, 535)
+        ev = self.c.wait_event("fosr.login.attempt", lambda e: e.get("src_port") == port)
+        self.assertEqual((ev["username"], ev["password"]), (user, pw))
+        self.assertFalse(ev["success"])
+        err = self.c.stderr_text()
+        self.assertNotIn("\x1b[31m", err)
+        self.assertIn("result=fail", err)
+
+
+class CredentialFileTests(CollectorTestCase):
+    """auth.credentials: a file beside the config, reloaded on SIGHUP."""
+
+    autostart = False
+    config = {"auth": {"outcome": "policy", "credentials": "creds.txt"}}
+
+    def _write(self, text):
+        path = os.path.join(self.c.tmpdir, "creds.txt")
+        with open(path + ".new", "w") as f:
+            f.write(text)
+        os.rename(path + ".new", path)
+
+    def _try(self, user, pw):
+        with self.c.connect("submissions") as cl:
+            cl.ehlo()
+            return cl.cmd("AUTH PLAIN " + b64("\0%s\0%s" % (user, pw))).code
+
+    def test_file_and_sighup(self):
+        self._write("!bob:secret\nbob:*\n")
+        self.c.start()
+        self.assertEqual(self._try("bob", "secret"), 535)
+        self.assertEqual(self._try("bob", "other"), 235)
+        self.assertEqual(self._try("carol", "other"), 535)
+        # a bad file keeps the rules in force
+        self._write("nocolon\n")
+        self.c.signal(signal.SIGHUP)
+        deadline = time.time() + 10 * self.slow
+        while "keeping the previous rules" not in self.c.stderr_text():
+            self.assertLess(time.time(), deadline, self.c.stderr_tail())
+            time.sleep(0.05)
+        self.assertIn("creds.txt: line 1: expected user:password", self.c.stderr_text())
+        self.assertEqual(self._try("bob", "other"), 235)
+        # a good one replaces them
+        self._write("carol:*\n")
+        self.c.signal(signal.SIGHUP)
+        while "credential policy reloaded" not in self.c.stderr_text():
+            self.assertLess(time.time(), deadline, self.c.stderr_tail())
+            time.sleep(0.05)
+        self.assertEqual(self._try("bob", "other"), 535)
+        self.assertEqual(self._try("carol", "other"), 235)
+
+    def test_missing_file_is_fatal(self):
+        self.expect_exit = None
+        self.c.start(wait=False)
+        deadline = time.time() + 10 * self.slow
+        while self.c.running:
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.05)
+        self.assertIn("auth: credential policy:", self.c.stderr_text())
+        self.assertIn("creds.txt: No such file or directory", self.c.stderr_text())
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

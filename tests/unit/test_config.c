@@ -122,7 +122,8 @@ test_defaults(void **state)
 	assert_true(c->spool_min_free == SPOOL_MIN_FREE_DEFAULT);
 	assert_true(c->spool_max_bytes == 0);
 	assert_string_equal(c->event_log, "fosr-events.json");
-	assert_int_equal(c->auth_outcome, AUTH_OUTCOME_ACCEPT);
+	assert_int_equal(c->auth_outcome, AUTH_OUTCOME_POLICY);
+	assert_string_equal(c->auth_credentials, "");
 	assert_int_equal(c->limits.line_length, SMTP_LINE_DEFAULT);
 	assert_true(c->limits.message_size == SMTP_MSG_SIZE_DEFAULT);
 	assert_int_equal(c->limits.recipients, SMTP_RCPT_DEFAULT);
@@ -272,6 +273,7 @@ test_every_key(void **state)
 	    "auth:\n"
 	    "  outcome: accept_after\n"
 	    "  accept_after: 3\n"
+	    "  credentials: creds.txt\n"
 	    "limits:\n"
 	    "  line_length: 4096\n"
 	    "  message_size: 10M\n"
@@ -332,6 +334,7 @@ test_every_key(void **state)
 	assert_true(c->spool_max_bytes == 2ull << 30);
 	assert_string_equal(c->event_log, "");
 	assert_int_equal(c->auth_outcome, AUTH_OUTCOME_ACCEPT_AFTER);
+	assert_string_equal(c->auth_credentials, "creds.txt");
 	assert_int_equal(c->auth_accept_after, 3);
 	assert_int_equal(c->limits.line_length, 4096);
 	assert_true(c->limits.message_size == 10ull << 20);
@@ -566,7 +569,7 @@ test_main_errors(void **state)
 	    "t.yml:2: port_offset: port 465 + port_offset 65100 = 65565 is out of range");
 	expect_err("port_offset: 65535\n", "t.yml:1: port_offset: 65535 is out of range");
 	expect_err("auth:\n  outcome: maybe\n",
-	    "t.yml:2: auth.outcome: expected one of accept, reject, accept_after");
+	    "t.yml:2: auth.outcome: expected one of accept, reject, accept_after, policy");
 	expect_err("auth:\n  accept_after: 1001\n", "t.yml:2: auth.accept_after: 1001 is out of range");
 	expect_err("spool:\n  directory: \"\"\n", "t.yml:2: spool.directory: must not be empty");
 	expect_err("spool:\n  min_free: [1]\n",
