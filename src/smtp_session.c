@@ -1208,6 +1208,11 @@ smtp_command(struct smtp_session *s, const char *line, size_t len)
 		smtp_error(s, PR_EMPTY, NULL);
 		return;
 	}
+	/* Postfix flags XCLIENT, not XFORWARD, as allowed before STARTTLS. */
+	if (cl.cmd == SMTP_CMD_XFORWARD && smtp_needs_tls(s)) {
+		smtp_error(s, PR_NEED_STARTTLS, NULL);
+		return;
+	}
 	if (cl.cmd == SMTP_CMD_XCLIENT || cl.cmd == SMTP_CMD_XFORWARD) {
 		smtp_error(s, PR_XCLIENT_DENIED, NULL);
 		return;
@@ -1253,6 +1258,9 @@ smtp_submission_denied(struct smtp_session *s, const char *addr)
 	struct persona_vars v;
 
 	if (s->listener->policy != LISTENER_POLICY_SUBMISSION || (s->flags & SF_AUTHED))
+		return false;
+	/* smtpd_check_rcpt(): the bare "postmaster" is always allowed (RFC 5321 4.5.1). */
+	if (strcasecmp(addr, "postmaster") == 0)
 		return false;
 	memset(&v, 0, sizeof(v));
 	v.arg = addr;
