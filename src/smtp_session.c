@@ -1973,12 +1973,12 @@ cmd_data(struct smtp_session *s, const struct smtp_cmdline *cl)
 		smtp_error(s, PR_NEED_RCPT, NULL);
 		return;
 	}
-	if (t->nrcpt == 0) {
-		smtp_error(s, PR_NO_VALID_RCPT, NULL);
-		return;
-	}
 	if (t->bdat_used) {
 		smtp_error(s, PR_DATA_AFTER_BDAT, NULL);
+		return;
+	}
+	if (t->nrcpt == 0) {
+		smtp_error(s, PR_NO_VALID_RCPT, NULL);
 		return;
 	}
 	if (cl->arglen > 0) {
@@ -2164,7 +2164,7 @@ cmd_bdat(struct smtp_session *s, const struct smtp_cmdline *cl)
 		smtp_close(s, "bdat-syntax");
 		return;
 	}
-	if (t == NULL || t->mail_from == NULL || t->nrcpt == 0) {
+	if (t == NULL || t->mail_from == NULL) {
 		/* Read the chunk and drop it, then answer (smtp_bdat_done). */
 		if (smtp_txn_new(s) == NULL) {
 			smtp_close(s, "oom");
@@ -2175,7 +2175,8 @@ cmd_bdat(struct smtp_session *s, const struct smtp_cmdline *cl)
 	} else if (size == 0 && !last) {
 		smtp_error(s, PR_BDAT_NULL, NULL);
 		return;
-	} else if (t->bdat_failed) {
+	} else if (t->bdat_failed || t->nrcpt == 0) {
+		/* No valid recipient (submission without AUTH): answered when read. */
 		t->bdat_discard = true;
 	} else {
 		t->bdat_discard = false;
@@ -2206,10 +2207,21 @@ smtp_bdat_done(struct smtp_session *s)
 	memset(&v, 0, sizeof(v));
 	v.n = t->bdat_chunk;
 	smtp_enter_state(s, SMTP_STATE_COMMAND);
-	if (t->mail_from == NULL || t->nrcpt == 0) {
-		bool had_mail = t->mail_from != NULL;
+	if (t->mail_from == NULL) {
 		smtp_txn_reset(s);
-		smtp_error(s, had_mail ? PR_NO_VALID_RCPT : PR_NEED_RCPT, NULL);
+		smtp_error(s, PR_NEED_RCPT, NULL);
+		return;
+	}
+	if (t->nrcpt == 0 && !t->bdat_failed) {
+		/*
+		 * Postfix: the last chunk ends the transaction; any other leaves it
+		 * in BDAT's error state (later chunks "Discarded", DATA "after BDAT").
+		 */
+		if (t->bdat_last)
+			smtp_txn_reset(s);
+		else
+			t->bdat_failed = t->bdat_used = true;
+		smtp_error(s, PR_NO_VALID_RCPT, NULL);
 		return;
 	}
 	if (t->bdat_nospace) {

@@ -310,6 +310,30 @@ class SubmissionPolicyTests(CollectorTestCase):
                 cl.expect("QUIT", 221)
 
     @with_config(listeners=SUBMISSION_LISTENERS)
+    def test_bdat_without_valid_recipient(self):
+        """BDAT after refused recipients, as Postfix: a non-last chunk leaves
+        the transaction in BDAT's error state, the last one ends it."""
+        cl = self._tls_client("submissions")
+        cl.ehlo()
+        cl.expect("MAIL FROM:<a@b.c>", 250)
+        cl.expect("RCPT TO:<d@e.f>", 554)
+        r = cl.cmd("BDAT 0")
+        self.assertEqual((r.code, r.lines), (551, ["5.7.1 Null BDAT request"]))
+        cl.send(b"BDAT 5\r\nabcde")
+        r = cl.reply()
+        self.assertEqual((r.code, r.lines), (554, ["5.5.1 Error: no valid recipients"]))
+        r = cl.cmd("DATA")
+        self.assertEqual((r.code, r.lines), (503, ["5.5.1 Error: DATA after BDAT"]))
+        r = cl.cmd("BDAT 0 LAST")
+        self.assertEqual((r.code, r.lines), (551, ["5.0.0 Discarded 0 bytes after earlier error"]))
+        cl.expect("MAIL FROM:<a@b.c>", 250)
+        cl.expect("RCPT TO:<d@e.f>", 554)
+        cl.send(b"BDAT 4 LAST\r\nabcd")
+        r = cl.reply()
+        self.assertEqual((r.code, r.lines), (554, ["5.5.1 Error: no valid recipients"]))
+        cl.expect("MAIL FROM:<a@b.c>", 250)
+
+    @with_config(listeners=SUBMISSION_LISTENERS)
     def test_port_25_relay_unchanged(self):
         cl = self.client("smtp")
         r = cl.ehlo()
