@@ -1256,15 +1256,22 @@ static bool
 smtp_submission_denied(struct smtp_session *s, const char *addr)
 {
 	struct persona_vars v;
+	char shown[SMTP_PATH_MAX + 1];
+	size_t n = 0;
 
 	if (s->listener->policy != LISTENER_POLICY_SUBMISSION || (s->flags & SF_AUTHED))
 		return false;
 	/* smtpd_check_rcpt(): the bare "postmaster" is always allowed (RFC 5321 4.5.1). */
 	if (strcasecmp(addr, "postmaster") == 0)
 		return false;
+	/* Shown as Postfix's reply does: quotes removed (<"a b"@c> -> <a b@c>). */
+	for (; *addr && n + 1 < sizeof(shown); addr++)
+		if (*addr != '"')
+			shown[n++] = *addr;
+	shown[n] = '\0';
 	memset(&v, 0, sizeof(v));
-	v.arg = addr;
-	v.arglen = strlen(addr);
+	v.arg = shown;
+	v.arglen = n;
 	smtp_error(s, PR_RCPT_ACCESS_DENIED, &v);
 	return true;
 }
@@ -2749,6 +2756,26 @@ cmd_quit(struct smtp_session *s, const struct smtp_cmdline *cl)
 	smtp_close(s, "quit");
 }
 
+/*
+ * Two words are no address (Postfix: 501 5.1.3), but a quoted local part may
+ * hold blanks: VRFY <"a b"@c> is one address.
+ */
+static bool
+smtp_unquoted_space(const char *p, size_t len)
+{
+	bool quoted = false;
+
+	for (size_t i = 0; i < len; i++) {
+		if (quoted && p[i] == '\\' && i + 1 < len)
+			i++;
+		else if (p[i] == '"')
+			quoted = !quoted;
+		else if (!quoted && (p[i] == ' ' || p[i] == '\t'))
+			return true;
+	}
+	return false;
+}
+
 /* VRFY: "252" with the argument as given, as Postfix for a remote address. */
 static void
 cmd_vrfy(struct smtp_session *s, const struct smtp_cmdline *cl)
@@ -2758,7 +2785,7 @@ cmd_vrfy(struct smtp_session *s, const struct smtp_cmdline *cl)
 	memset(&v, 0, sizeof(v));
 	if (cl->arglen == 0)
 		smtp_error(s, PR_VRFY_SYNTAX, NULL);
-	else if (memchr(cl->arg, ' ', cl->arglen) || memchr(cl->arg, '\t', cl->arglen))
+	else if (smtp_unquoted_space(cl->arg, cl->arglen))
 		smtp_error(s, PR_RCPT_BAD_ADDR, NULL);
 	else {
 		struct smtp_path path;

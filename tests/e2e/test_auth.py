@@ -284,7 +284,10 @@ class SubmissionPolicyTests(CollectorTestCase):
                 self.assertIn("AUTH", self._ehlo_keywords(r))
                 self.assertEqual(cl.cmd("MAIL FROM:<a@b.c>").code, 250)
                 for line, addr in (("RCPT TO:<d@e.f>", "d@e.f"), ("RCPT TO:<root>", "root"),
-                                   ("VRFY root", "root"), ("VRFY d@e.f", "d@e.f")):
+                                   ("VRFY root", "root"), ("VRFY d@e.f", "d@e.f"),
+                                   ('RCPT TO:<"no such"@h.example>', "no such@h.example"),
+                                   ("RCPT TO:<Root@X>", "Root@X"), ('VRFY <"a b"@c>', "a b@c"),
+                                   ("RCPT TO:<@r1,@r2:u@d>", "u@d")):
                     r = cl.cmd(line)
                     self.assertEqual((r.code, r.lines), (554, [
                         "5.7.1 <%s>: Recipient address rejected: Access denied" % addr]), line)
@@ -336,6 +339,13 @@ class SubmissionPolicyTests(CollectorTestCase):
     @with_config(listeners=SUBMISSION_LISTENERS)
     def test_port_25_relay_unchanged(self):
         cl = self.client("smtp")
+        # a quoted blank is part of the address; two words are not one (Postfix 3.7.11)
+        r = cl.cmd('VRFY <"a b"@c>')
+        self.assertEqual((r.code, r.lines), (252, ['2.0.0 <"a b"@c>']))
+        r = cl.cmd('VRFY "x y"@c')
+        self.assertEqual((r.code, r.lines), (252, ['2.0.0 "x y"@c']))
+        self.assertEqual(cl.cmd("VRFY a b").lines, ["5.1.3 Bad recipient address syntax"])
+        self.assertEqual(cl.cmd("VRFY <a b>").lines, ["5.1.3 Bad recipient address syntax"])
         r = cl.ehlo()
         self.assertIn("AUTH", self._ehlo_keywords(r))
         cl.expect("MAIL FROM:<a@b.c>", 250)
