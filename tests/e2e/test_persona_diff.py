@@ -12,7 +12,9 @@ Both servers use the same hostname (mail.example.com) and the same
 certificate, and replies carry no dates, so nothing else needs normalising.
 
 Intentional differences (the only ones allowed), each limited to one step:
-  INTENTIONAL_AUTH  fosr's default auth.outcome "accept" answers a wrong
+  INTENTIONAL_AUTH  auth.outcome "accept" (the harness's setting; the daemon's
+      default is "policy", which refuses this test's "user" and
+      "password" pairs like Postfix refuses wrong ones) answers a wrong
       credential with 235 where Postfix says 535: capturing the credentials
       and letting the spammer go on is the point of the honeypot.  The cases
       of kind "wrong" send exactly one wrong credential each and are allowed
@@ -22,6 +24,10 @@ Intentional differences (the only ones allowed), each limited to one step:
 
 Known gap (expected failure until implemented, see tests/persona/PERSONA.md):
   local recipients (550 5.1.1 User unknown in local recipient table).
+
+Listener policy "submission" (fosr's default on 587 and 465) is compared with
+a second Postfix running Debian's submission/submissions templates as shipped
+(test_submission_templates).
 
 Skipped only when Postfix is not installed.  Needs root (Postfix's master is
 started as root and drops to the postfix user itself), as on CI.
@@ -59,7 +65,7 @@ PF_AUTH_FAIL = "535 5.7.8 Error: authentication failed: authentication failure"
 FOSR_AUTH_OK = "235 2.7.0 Authentication successful"
 # (case kind, Postfix line, fosr line, why): the differences allowed on purpose
 INTENTIONAL_AUTH = ("wrong", PF_AUTH_FAIL, FOSR_AUTH_OK,
-                    "auth.outcome accept (the default) accepts every credential: "
+                    "auth.outcome accept accepts every credential: "
                     "the honeypot captures it and lets the spammer proceed")
 
 
