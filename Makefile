@@ -70,6 +70,12 @@ build/gen/rules_default.inc: etc/rules.yml | build/gen
 
 build/rel/rules_default.o build/asan/rules_default.o build/fuzz/obj/rules_default.o: build/gen/rules_default.inc
 
+# etc/credentials.txt as a C string, for src/authdb.c (auth.outcome: policy).
+build/gen/authdb_default.inc: etc/credentials.txt | build/gen
+	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' etc/credentials.txt > $@.tmp && mv $@.tmp $@
+
+build/rel/authdb.o build/asan/authdb.o build/fuzz/obj/authdb.o: build/gen/authdb_default.inc
+
 build/rel build/asan build/rel/tests build/asan/tests build/fuzz build/fuzz/obj build/gen:
 	mkdir -p $@
 

@@ -338,6 +338,7 @@ fuzz_atexit(void)
 		return;
 	ready = false;
 	smtp_server_close_all(&srv);
+	smtp_server_free_auth(&srv);	/* the credential policy, loaded at the first AUTH */
 	spool_free(sp);
 	sp = NULL;
 	event_free(wake);

@@ -108,7 +108,7 @@ static int	 read_file(const char *, char **, size_t *, char *, size_t);
 static const char *default_listener_name(int, enum tls_mode);
 
 static const char *const tls_mode_names[] = { "plain", "starttls", "implicit" };
-static const char *const auth_names[] = { "accept", "reject", "accept_after" };
+static const char *const auth_names[] = { "accept", "reject", "accept_after", "policy" };
 static const char *const relay_mode_names[] = { "off", "dry-run", "live" };
 
 /* Main config sections, in the order of the example file. */
@@ -134,10 +134,11 @@ static const char *const sandbox_keys[SB_COUNT] = { "seccomp", "chroot" };
 enum local_key { LR_DOMAINS, LR_USERS, LR_COUNT };
 static const char *const local_keys[LR_COUNT] = { "domains", "users" };
 
-enum listener_key { LK_ADDRESS, LK_PORT, LK_TLS, LK_NAME, LK_COUNT };
+enum listener_key { LK_ADDRESS, LK_PORT, LK_TLS, LK_NAME, LK_POLICY, LK_COUNT };
 static const char *const listener_keys[LK_COUNT] = {
-	"address", "port", "tls", "name",
+	"address", "port", "tls", "name", "policy",
 };
+static const char *const policy_names[] = { "relay", "submission" };
 
 enum tls_key { TK_CERTIFICATE, TK_KEY, TK_COUNT };
 static const char *const tls_keys[TK_COUNT] = { "certificate", "key" };
@@ -149,8 +150,8 @@ static const char *const spool_keys[SK_COUNT] = {
 	"journal_keep",
 };
 
-enum auth_key { AK_OUTCOME, AK_ACCEPT_AFTER, AK_COUNT };
-static const char *const auth_keys[AK_COUNT] = { "outcome", "accept_after" };
+enum auth_key { AK_OUTCOME, AK_ACCEPT_AFTER, AK_CREDENTIALS, AK_COUNT };
+static const char *const auth_keys[AK_COUNT] = { "outcome", "accept_after", "credentials" };
 
 enum limits_key {
 	LM_LINE_LENGTH, LM_MESSAGE_SIZE, LM_RECIPIENTS, LM_SOFT_ERRORS,
@@ -683,6 +684,11 @@ listener_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 		return 0;
 	case LK_NAME:
 		return get_str(x, v, path, l->name, sizeof(l->name), false);
+	case LK_POLICY:
+		if (get_enum(x, v, path, policy_names, 2, &mode) == -1)
+			return -1;
+		l->policy = (enum listener_policy)mode;
+		return 0;
 	case LK_COUNT:
 		break;
 	}
@@ -732,6 +738,10 @@ listeners_parse(struct cctx *x, yaml_node_t *n, const char *path,
 		if (!(seen & (1u << LK_NAME)))
 			snprintf(l->name, sizeof(l->name), "%s",
 			    default_listener_name(l->port, l->tls));
+		/* Debian's submission/submissions templates on their ports. */
+		if (!(seen & (1u << LK_POLICY)))
+			l->policy = l->port == 465 || l->port == 587 ?
+			    LISTENER_POLICY_SUBMISSION : LISTENER_POLICY_RELAY;
 		port_lines[i] = v->start_mark.line + 1;
 		for (j = 0; j < i; j++) {
 			if (c->listeners[j].port == l->port &&
@@ -845,11 +855,13 @@ auth_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 	int o;
 
 	if (key == AK_OUTCOME) {
-		if (get_enum(x, v, path, auth_names, 3, &o) == -1)
+		if (get_enum(x, v, path, auth_names, 4, &o) == -1)
 			return -1;
 		c->auth_outcome = (enum auth_outcome)o;
 		return 0;
 	}
+	if (key == AK_CREDENTIALS)
+		return get_str(x, v, path, c->auth_credentials, sizeof(c->auth_credentials), true);
 	return get_int(x, v, path, 0, 1000, &c->auth_accept_after);
 }
 
@@ -1403,6 +1415,8 @@ cfg_defaults(struct cfg *c)
 		snprintf(c->listeners[i].name, sizeof(c->listeners[i].name),
 		    "%s", dl[i % n].name);
 		c->listeners[i].if_available = i >= n;
+		c->listeners[i].policy = dl[i % n].port == 25 ?
+		    LISTENER_POLICY_RELAY : LISTENER_POLICY_SUBMISSION;
 	}
 	c->nlisteners = (int)i;
 	snprintf(c->tls_cert, sizeof(c->tls_cert), "tls/cert.pem");
@@ -1418,7 +1432,8 @@ cfg_defaults(struct cfg *c)
 	c->journal_segment = SPOOL_JOURNAL_SEG_DEFAULT;
 	c->journal_keep = SPOOL_JOURNAL_KEEP_DEFAULT;
 	snprintf(c->event_log, sizeof(c->event_log), "fosr-events.json");
-	c->auth_outcome = AUTH_OUTCOME_ACCEPT;
+	/* Accepting everything is a honeypot's loudest tell: the shipped policy. */
+	c->auth_outcome = AUTH_OUTCOME_POLICY;
 	c->auth_accept_after = 1;
 	c->limits.line_length = SMTP_LINE_DEFAULT;
 	c->limits.message_size = SMTP_MSG_SIZE_DEFAULT;
@@ -1623,6 +1638,15 @@ cfg_tls_mode_name(enum tls_mode m)
 	return "unknown";
 }
 
+/* The configuration word for a listener policy. */
+const char *
+cfg_listener_policy_name(enum listener_policy p)
+{
+	if ((unsigned)p < sizeof(policy_names) / sizeof(policy_names[0]))
+		return policy_names[p];
+	return "?";
+}
+
 /* The configuration word for an AUTH outcome. */
 const char *
 cfg_auth_outcome_name(enum auth_outcome o)
@@ -1639,6 +1663,29 @@ cfg_relay_mode_name(enum relay_mode m)
 	if ((unsigned)m < sizeof(relay_mode_names) / sizeof(relay_mode_names[0]))
 		return relay_mode_names[m];
 	return "unknown";
+}
+
+/* A configured file: relative paths are resolved beside the config file. */
+static void
+cfg_beside(const struct cfg *c, const char *file, char *out, size_t outlen)
+{
+	const char *slash;
+
+	if (file[0] == '\0') {
+		snprintf(out, outlen, "%s", "");
+		return;
+	}
+	if (file[0] == '/' || c->path[0] == '\0' || (slash = strrchr(c->path, '/')) == NULL) {
+		snprintf(out, outlen, "%s", file);
+		return;
+	}
+	snprintf(out, outlen, "%.*s/%s", (int)(slash - c->path), c->path, file);
+}
+
+void
+cfg_auth_credentials_path(const struct cfg *c, char *out, size_t outlen)
+{
+	cfg_beside(c, c->auth_credentials, out, outlen);
 }
 
 /* The rules file path: relative paths are resolved beside the config file. */

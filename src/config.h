@@ -20,6 +20,13 @@ enum auth_outcome {
 	AUTH_OUTCOME_ACCEPT,		/* every credential works (the original's behaviour) */
 	AUTH_OUTCOME_REJECT,		/* every attempt fails like a real server; still recorded */
 	AUTH_OUTCOME_ACCEPT_AFTER,	/* fail the first auth_accept_after attempts of a session */
+	AUTH_OUTCOME_POLICY,		/* the credential policy (authdb.h) decides */
+};
+
+/* What a listener lets a client do (Debian's master.cf templates). */
+enum listener_policy {
+	LISTENER_POLICY_RELAY,		/* port 25 of an open relay: anyone may relay */
+	LISTENER_POLICY_SUBMISSION,	/* submission(s): TLS first (587), AUTH to relay */
 };
 
 struct cfg_listener {
@@ -28,6 +35,7 @@ struct cfg_listener {
 	enum tls_mode	 tls;
 	char		 name[32];	/* "smtp", "submissions", "submission" unless set */
 	bool		 if_available;	/* default [::] listener: skipped when the host has no IPv6 */
+	enum listener_policy policy;	/* submission on 465/587 unless set */
 };
 
 struct cfg_feed {
@@ -167,6 +175,7 @@ struct cfg {
 
 	enum auth_outcome auth_outcome;
 	int		 auth_accept_after;
+	char		 auth_credentials[PATH_MAX];	/* policy file; relative = beside the config; "" = built in */
 
 	struct cfg_limits limits;
 	struct cfg_local local;
@@ -203,6 +212,7 @@ int	cfg_load_feed_buf(struct cfg_feed *f, const char *name, const char *buf,
 
 const char *cfg_tls_mode_name(enum tls_mode);
 const char *cfg_auth_outcome_name(enum auth_outcome);
+const char *cfg_listener_policy_name(enum listener_policy);
 const char *cfg_relay_mode_name(enum relay_mode);
 
 /*
@@ -211,6 +221,8 @@ const char *cfg_relay_mode_name(enum relay_mode);
  * no rules file is configured.
  */
 void	cfg_relay_rules_path(const struct cfg *c, char *out, size_t outlen);
+/* auth.credentials the same way ("" = the built-in default list). */
+void	cfg_auth_credentials_path(const struct cfg *c, char *out, size_t outlen);
 
 /*
  * Split "host:port", "[v6]:port" or "host" into host (hostlen bytes) and

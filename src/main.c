@@ -306,6 +306,12 @@ main(int argc, char **argv)
 	}
 	if ((f.relay = relay_new(f.base, &f.cfg, f.hostname, err, sizeof(err))) == NULL)
 		fatalx("relay: %s", err);
+	/* After the chroot, as the relay rules: SIGHUP reloads from the same place. */
+	if (f.cfg.auth_outcome == AUTH_OUTCOME_POLICY) {
+		if (smtp_server_load_auth(&f.srv, err, sizeof(err)) == -1)
+			fatalx("auth: credential policy: %s", err);
+		log_info("auth: credential policy %s", err);
+	}
 	if (test_mode && relay_set_test_mode(f.relay, true, err, sizeof(err)) == -1)
 		fatalx("%s", err);
 	if (f.cfg.client_lookup.enabled) {
@@ -380,6 +386,7 @@ main(int argc, char **argv)
 	event_free(f.sig_hup);
 	event_free(f.stop_timer);
 	SSL_CTX_free(f.srv.ssl_ctx);
+	smtp_server_free_auth(&f.srv);
 	event_base_free(f.base);
 	log_info("fosr-collector stopped");
 	return 0;
@@ -498,7 +505,7 @@ log_kick(void *arg)
 	event_active(arg, EV_TIMEOUT, 0);
 }
 
-/* SIGTERM/SIGINT: graceful stop.  SIGHUP: reopen the event log. */
+/* SIGTERM/SIGINT: graceful stop.  SIGHUP: reopen the event log, reload rules and credentials. */
 static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
 {
@@ -509,6 +516,14 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		log_info("SIGHUP: reopening the event log");
 		evlog_reopen();
 		relay_reload_rules(f->relay);
+		if (f->cfg.auth_outcome == AUTH_OUTCOME_POLICY) {
+			char err[512];
+			if (smtp_server_load_auth(&f->srv, err, sizeof(err)) == -1)
+				log_warn("auth: credential policy: %s (keeping the previous rules)",
+				    err);
+			else
+				log_info("auth: credential policy reloaded %s", err);
+		}
 		return;
 	}
 	if (f->srv.stopping) {

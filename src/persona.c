@@ -132,6 +132,10 @@ static const struct persona persona_postfix37 = {
 		/* Recorded with smtpd_sasl_auth_enable = no. */
 		[PR_AUTH_TEMPFAIL] = "454 4.7.0 Temporary authentication failure: generic failure",
 		[PR_AUTH_NOT_ENABLED] = "503 5.5.1 Error: authentication not enabled",
+		/* Recorded with Debian's master.cf submission/submissions templates. */
+		[PR_NEED_STARTTLS] = "530 5.7.0 Must issue a STARTTLS command first",
+		[PR_RCPT_ACCESS_DENIED] = "554 5.7.1 <{arg}>: Recipient address rejected: "
+		    "Access denied",
 	},
 	/* Recorded order (Debian 12, Cyrus SASL with mech_list PLAIN LOGIN CRAM-MD5). */
 	.ehlo = {

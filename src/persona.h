@@ -96,6 +96,8 @@ enum persona_reply {
 	PR_AUTH_NEED_STEP,	/* "AUTH PLAIN =" or "AUTH PLAIN *" */
 	PR_AUTH_NOT_ENABLED,	/* AUTH when AUTH is not offered */
 	PR_AUTH_TEMPFAIL,	/* Cyrus: PLAIN/LOGIN with an empty user name */
+	PR_NEED_STARTTLS,	/* submission (587) before STARTTLS */
+	PR_RCPT_ACCESS_DENIED,	/* {arg} = address: submission RCPT/VRFY without AUTH */
 	PR_COUNT
 };
 

@@ -33,6 +33,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "authdb.h"
 #include "config.h"
 #include "dns.h"
 #include "fosr_limits.h"
@@ -312,6 +313,8 @@ static void	 cmd_etrn(struct smtp_session *, const struct smtp_cmdline *);
 static void	 cmd_starttls(struct smtp_session *, const struct smtp_cmdline *);
 static void	 cmd_auth(struct smtp_session *, const struct smtp_cmdline *);
 static void	 cmd_unknown(struct smtp_session *, const struct smtp_cmdline *);
+static bool	 smtp_needs_tls(const struct smtp_session *);
+static bool	 smtp_pre_tls_cmd(enum smtp_cmd);
 static void	 cmd_forbidden(struct smtp_session *, const struct smtp_cmdline *);
 
 static const struct {
@@ -1356,16 +1359,72 @@ smtp_command(struct smtp_session *s, const char *line, size_t len)
 		smtp_error(s, PR_EMPTY, NULL);
 		return;
 	}
+	/* Postfix flags XCLIENT, not XFORWARD, as allowed before STARTTLS. */
+	if (cl.cmd == SMTP_CMD_XFORWARD && smtp_needs_tls(s)) {
+		smtp_error(s, PR_NEED_STARTTLS, NULL);
+		return;
+	}
 	if (cl.cmd == SMTP_CMD_XCLIENT || cl.cmd == SMTP_CMD_XFORWARD) {
 		smtp_error(s, PR_XCLIENT_DENIED, NULL);
 		return;
 	}
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (commands[i].cmd == cl.cmd) {
+			if (smtp_needs_tls(s) && !smtp_pre_tls_cmd(cl.cmd)) {
+				smtp_error(s, PR_NEED_STARTTLS, NULL);
+				return;
+			}
 			commands[i].fn(s, &cl);
 			return;
 		}
 	cmd_unknown(s, &cl);
+}
+
+/*
+ * Debian's submission template (smtpd_tls_security_level=encrypt) on a
+ * STARTTLS listener: until TLS, Postfix takes only the commands it flags
+ * SMTPD_CMD_FLAG_PRE_TLS and answers "530 5.7.0" (an error) to the others.
+ */
+static bool
+smtp_needs_tls(const struct smtp_session *s)
+{
+	return s->listener->policy == LISTENER_POLICY_SUBMISSION && !(s->flags & SF_TLS);
+}
+
+static bool
+smtp_pre_tls_cmd(enum smtp_cmd c)
+{
+	return c == SMTP_CMD_HELO || c == SMTP_CMD_EHLO || c == SMTP_CMD_STARTTLS ||
+	    c == SMTP_CMD_NOOP || c == SMTP_CMD_QUIT || c == SMTP_CMD_HEADERLIKE;
+}
+
+/*
+ * Submission (smtpd_recipient_restrictions = permit_sasl_authenticated,
+ * reject): a client that has not logged in gets "554 5.7.1 <addr>: ...
+ * Access denied" for RCPT and VRFY.  True if it was answered so.
+ */
+static bool
+smtp_submission_denied(struct smtp_session *s, const char *addr)
+{
+	struct persona_vars v;
+	char shown[SMTP_PATH_MAX + 1];
+	size_t n = 0;
+
+	if (s->listener->policy != LISTENER_POLICY_SUBMISSION || (s->flags & SF_AUTHED))
+		return false;
+	/* smtpd_check_rcpt(): the bare "postmaster" is always allowed (RFC 5321 4.5.1). */
+	if (strcasecmp(addr, "postmaster") == 0)
+		return false;
+	/* Shown as Postfix's reply does: quotes removed (<"a b"@c> -> <a b@c>). */
+	for (; *addr && n + 1 < sizeof(shown); addr++)
+		if (*addr != '"')
+			shown[n++] = *addr;
+	shown[n] = '\0';
+	memset(&v, 0, sizeof(v));
+	v.arg = shown;
+	v.arglen = n;
+	smtp_error(s, PR_RCPT_ACCESS_DENIED, &v);
+	return true;
 }
 
 /* An unknown or unimplemented command, recorded for the researchers. */
@@ -1499,6 +1558,9 @@ cmd_ehlo(struct smtp_session *s, const struct smtp_cmdline *cl)
 		if (strcmp(p->ehlo[i], "STARTTLS") == 0 &&
 		    ((s->flags & SF_TLS) || s->srv->ssl_ctx == NULL ||
 		    s->listener->tls != TLS_MODE_STARTTLS))
+			continue;
+		/* smtpd_tls_auth_only = yes in the submission template */
+		if (strncmp(p->ehlo[i], "AUTH", 4) == 0 && smtp_needs_tls(s))
 			continue;
 		kw[n++] = p->ehlo[i];
 	}
@@ -1712,7 +1774,10 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cl)
 		smtp_error(s, PR_RCPT_BAD_ADDR, NULL);
 		return;
 	}
-	{
+	if (smtp_submission_denied(s, path.addr))
+		return;
+	/* Submission templates: smtpd_reject_unlisted_recipient = no. */
+	if (s->listener->policy != LISTENER_POLICY_SUBMISSION) {
 		char shown[SMTP_PATH_MAX + 1];
 		if (smtp_unknown_local(s, path.addr, shown, sizeof(shown))) {
 			v.arg = shown;
@@ -1943,6 +2008,52 @@ static const char *const debian_users[] = {
 	"nobody", "postfix", "postmaster", "mailer-daemon",
 };
 
+int
+smtp_server_load_auth(struct smtp_server *srv, char *err, size_t errlen)
+{
+	const struct cfg *cfg = srv->cfg;
+	const char *domains[CFG_LOCAL_DOMAINS_MAX + 2], *users[CFG_LOCAL_USERS_MAX + 2];
+	struct authdb_ctx ctx;
+	struct authdb *db;
+	char path[PATH_MAX];
+	int i;
+
+	memset(&ctx, 0, sizeof(ctx));
+	if (cfg->local.ndomains < 0) {
+		domains[ctx.ndomains++] = srv->hostname;
+		domains[ctx.ndomains++] = "localhost";
+	} else
+		for (i = 0; i < cfg->local.ndomains; i++)
+			domains[ctx.ndomains++] = cfg->local.domains[i];
+	if (cfg->local.nusers < 0)
+		for (size_t k = 0; k < sizeof(debian_users) / sizeof(debian_users[0]); k++)
+			users[ctx.nusers++] = debian_users[k];
+	else
+		for (i = 0; i < cfg->local.nusers; i++)
+			users[ctx.nusers++] = cfg->local.users[i];
+	ctx.domains = domains;
+	ctx.users = users;
+	cfg_auth_credentials_path(cfg, path, sizeof(path));
+	if (path[0])
+		db = authdb_load(path, &ctx, err, errlen);
+	else if ((db = authdb_parse(authdb_default, strlen(authdb_default), &ctx, err,
+	    errlen)) == NULL)
+		snprintf(err, errlen, "built-in credential policy: %s", "parse error");
+	if (db == NULL)
+		return -1;
+	authdb_free(srv->authdb);
+	srv->authdb = db;
+	snprintf(err, errlen, "%s: %d rules", path[0] ? path : "built-in", authdb_nrules(db));
+	return 0;
+}
+
+void
+smtp_server_free_auth(struct smtp_server *srv)
+{
+	authdb_free(srv->authdb);
+	srv->authdb = NULL;
+}
+
 /* Is domain[0..len) one of ours (local_recipients.domains, or a [literal] we listen on)? */
 static bool
 smtp_local_domain(const struct smtp_session *s, const char *d, size_t len)
@@ -2044,12 +2155,12 @@ cmd_data(struct smtp_session *s, const struct smtp_cmdline *cl)
 		smtp_error(s, PR_NEED_RCPT, NULL);
 		return;
 	}
-	if (t->nrcpt == 0) {
-		smtp_error(s, PR_NO_VALID_RCPT, NULL);
-		return;
-	}
 	if (t->bdat_used) {
 		smtp_error(s, PR_DATA_AFTER_BDAT, NULL);
+		return;
+	}
+	if (t->nrcpt == 0) {
+		smtp_error(s, PR_NO_VALID_RCPT, NULL);
 		return;
 	}
 	if (cl->arglen > 0) {
@@ -2235,7 +2346,7 @@ cmd_bdat(struct smtp_session *s, const struct smtp_cmdline *cl)
 		smtp_close(s, "bdat-syntax");
 		return;
 	}
-	if (t == NULL || t->mail_from == NULL || t->nrcpt == 0) {
+	if (t == NULL || t->mail_from == NULL) {
 		/* Read the chunk and drop it, then answer (smtp_bdat_done). */
 		if (smtp_txn_new(s) == NULL) {
 			smtp_close(s, "oom");
@@ -2246,7 +2357,8 @@ cmd_bdat(struct smtp_session *s, const struct smtp_cmdline *cl)
 	} else if (size == 0 && !last) {
 		smtp_error(s, PR_BDAT_NULL, NULL);
 		return;
-	} else if (t->bdat_failed) {
+	} else if (t->bdat_failed || t->nrcpt == 0) {
+		/* No valid recipient (submission without AUTH): answered when read. */
 		t->bdat_discard = true;
 	} else {
 		t->bdat_discard = false;
@@ -2277,10 +2389,21 @@ smtp_bdat_done(struct smtp_session *s)
 	memset(&v, 0, sizeof(v));
 	v.n = t->bdat_chunk;
 	smtp_enter_state(s, SMTP_STATE_COMMAND);
-	if (t->mail_from == NULL || t->nrcpt == 0) {
-		bool had_mail = t->mail_from != NULL;
+	if (t->mail_from == NULL) {
 		smtp_txn_reset(s);
-		smtp_error(s, had_mail ? PR_NO_VALID_RCPT : PR_NEED_RCPT, NULL);
+		smtp_error(s, PR_NEED_RCPT, NULL);
+		return;
+	}
+	if (t->nrcpt == 0 && !t->bdat_failed) {
+		/*
+		 * Postfix: the last chunk ends the transaction; any other leaves it
+		 * in BDAT's error state (later chunks "Discarded", DATA "after BDAT").
+		 */
+		if (t->bdat_last)
+			smtp_txn_reset(s);
+		else
+			t->bdat_failed = t->bdat_used = true;
+		smtp_error(s, PR_NO_VALID_RCPT, NULL);
 		return;
 	}
 	if (t->bdat_nospace) {
@@ -2913,6 +3036,26 @@ cmd_quit(struct smtp_session *s, const struct smtp_cmdline *cl)
 	smtp_close(s, "quit");
 }
 
+/*
+ * Two words are no address (Postfix: 501 5.1.3), but a quoted local part may
+ * hold blanks: VRFY <"a b"@c> is one address.
+ */
+static bool
+smtp_unquoted_space(const char *p, size_t len)
+{
+	bool quoted = false;
+
+	for (size_t i = 0; i < len; i++) {
+		if (quoted && p[i] == '\\' && i + 1 < len)
+			i++;
+		else if (p[i] == '"')
+			quoted = !quoted;
+		else if (!quoted && (p[i] == ' ' || p[i] == '\t'))
+			return true;
+	}
+	return false;
+}
+
 /* VRFY: "252" with the argument as given, as Postfix for a remote address. */
 static void
 cmd_vrfy(struct smtp_session *s, const struct smtp_cmdline *cl)
@@ -2922,7 +3065,7 @@ cmd_vrfy(struct smtp_session *s, const struct smtp_cmdline *cl)
 	memset(&v, 0, sizeof(v));
 	if (cl->arglen == 0)
 		smtp_error(s, PR_VRFY_SYNTAX, NULL);
-	else if (memchr(cl->arg, ' ', cl->arglen) || memchr(cl->arg, '\t', cl->arglen))
+	else if (smtp_unquoted_space(cl->arg, cl->arglen))
 		smtp_error(s, PR_RCPT_BAD_ADDR, NULL);
 	else {
 		struct smtp_path path;
@@ -2930,7 +3073,12 @@ cmd_vrfy(struct smtp_session *s, const struct smtp_cmdline *cl)
 		int m = snprintf(arg, sizeof(arg), "TO:%.*s",
 		    (int)(cl->arglen < SMTP_PATH_MAX ? cl->arglen : SMTP_PATH_MAX), cl->arg);
 
-		if (smtp_parse_rcpt(arg, (size_t)m, &path) == SMTP_PATH_OK && !path.null_path &&
+		bool parsed = smtp_parse_rcpt(arg, (size_t)m, &path) == SMTP_PATH_OK &&
+		    !path.null_path;
+
+		if (parsed && smtp_submission_denied(s, path.addr))
+			;	/* answered */
+		else if (parsed && s->listener->policy != LISTENER_POLICY_SUBMISSION &&
 		    smtp_unknown_local(s, path.addr, shown, sizeof(shown))) {
 			v.arg = shown;
 			v.arglen = strlen(shown);
@@ -3049,7 +3197,8 @@ smtp_auth_finish(struct smtp_session *s)
 	struct jbuf jb;
 	char eu[300], ep[300];
 	struct smtp_stage_result res;
-	int code;
+	char err[256];
+	int code, rule = 0;
 	bool ok;
 
 	s->auth_step = AS_NONE;
@@ -3060,6 +3209,12 @@ smtp_auth_finish(struct smtp_session *s)
 		break;
 	case AUTH_OUTCOME_ACCEPT_AFTER:
 		ok = s->auth_failures >= cfg->auth_accept_after;
+		break;
+	case AUTH_OUTCOME_POLICY:
+		if (s->srv->authdb == NULL && smtp_server_load_auth(s->srv, err, sizeof(err)) == -1)
+			log_warn("auth: credential policy: %s (refusing)", err);
+		ok = authdb_check(s->srv->authdb, a->user ? a->user : "",
+		    a->pass ? a->pass : "", &rule);
 		break;
 	default:
 		ok = true;
@@ -3080,6 +3235,9 @@ smtp_auth_finish(struct smtp_session *s)
 		jb_kcstr(&jb, "challenge", a->challenge);
 	jb_kstr(&jb, "raw", a->raw ? a->raw : "", a->raw ? strlen(a->raw) : 0);
 	jb_kbool(&jb, "success", ok);
+	jb_kcstr(&jb, "outcome", cfg_auth_outcome_name(cfg->auth_outcome));
+	if (cfg->auth_outcome == AUTH_OUTCOME_POLICY)
+		jb_kint(&jb, "policy_line", rule);
 	evlog_emit(&jb);
 	jb_free(&jb);
 	log_info("%016llx smtp auth mechanism=%s username=\"%s\" password=\"%s\" result=%s",

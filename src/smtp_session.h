@@ -112,6 +112,8 @@ struct smtp_server {
 	/* Called when a session ends (listener bookkeeping). */
 	void			(*on_close)(void *arg, const struct sockaddr *peer);
 	void			*on_close_arg;
+	/* auth.outcome policy: the credential rules (NULL: loaded at first use). */
+	struct authdb		*authdb;
 	unsigned		 nsessions;
 	bool			 stopping;	/* graceful shutdown in progress */
 	struct smtp_session	*sessions;	/* list of live sessions */
@@ -148,6 +150,13 @@ struct smtp_session *smtp_session_new_bev(struct smtp_server *srv,
  * commit may finish their message and are closed after their reply.
  */
 void		 smtp_server_stop(struct smtp_server *srv);
+
+/*
+ * (Re)load the credential policy (auth.credentials, or the built-in list):
+ * at start and on SIGHUP.  On failure -1 with err set, the previous rules kept.
+ */
+int		 smtp_server_load_auth(struct smtp_server *srv, char *err, size_t errlen);
+void		 smtp_server_free_auth(struct smtp_server *srv);
 
 /* Close every remaining session at once (end of the grace period). */
 void		 smtp_server_close_all(struct smtp_server *srv);

@@ -506,8 +506,10 @@ class Collector:
             if not l.get("port"):
                 l["port"] = auto[i]
             self.ports[l["name"]] = l["port"]
-            lst.append({"address": l["address"], "port": l["port"], "tls": l["tls"],
-                        "name": l["name"]})
+            e = {"address": l["address"], "port": l["port"], "tls": l["tls"], "name": l["name"]}
+            if "policy" in l:
+                e["policy"] = l["policy"]
+            lst.append(e)
         self.spool_dir = os.path.join(self.tmpdir, "spool")
         self.event_log = os.path.join(self.tmpdir, "events.json")
         defaults = {
@@ -522,6 +524,10 @@ class Collector:
             # run a process that installs one.
             "sandbox": {"seccomp": not under_valgrind()},
             "client_lookup": {"dns_server": shared_dns().address},
+            # Most tests log in with made-up credentials to exercise capture;
+            # the shipped credential policy (the daemon's default) is tested
+            # in test_auth.CredentialPolicyTests.
+            "auth": {"outcome": "accept"},
         }
         if isinstance(config, str):
             self.config = None

@@ -5,8 +5,10 @@ import hmac
 import json
 import os
 import re
+import signal
 import smtplib
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -220,6 +222,240 @@ class AuthTests(CollectorTestCase):
         self.assertEqual([e["success"] for e in evs], [False, False, True])
         self.assertEqual([e["password"] for e in evs], ["try0", "try1", "try2"])
 
+
+SUBMISSION_LISTENERS = [
+    {"name": "smtp", "port": 0, "tls": "starttls"},
+    {"name": "submissions", "port": 0, "tls": "implicit", "policy": "submission"},
+    {"name": "submission", "port": 0, "tls": "starttls", "policy": "submission"},
+]
+NEED_TLS = "5.7.0 Must issue a STARTTLS command first"
+
+
+class SubmissionPolicyTests(CollectorTestCase):
+    """policy: submission = Debian's master.cf submission/submissions templates,
+    replies as recorded from Postfix 3.7.11 with those -o settings."""
+
+    def _ehlo_keywords(self, r):
+        return [l.split()[0] for l in r.lines[1:]]
+
+    @with_config(listeners=SUBMISSION_LISTENERS)
+    def test_587_before_starttls(self):
+        cl = self.client("submission")
+        r = cl.ehlo()
+        kw = self._ehlo_keywords(r)
+        self.assertIn("STARTTLS", kw)
+        self.assertNotIn("AUTH", kw)
+        for line in ("AUTH PLAIN " + b64("\0user\0password"), "MAIL FROM:<a@b.c>",
+                     "RCPT TO:<d@e.f>", "VRFY root", "DATA", "RSET", "ETRN x", "BDAT 0 LAST",
+                     "AUTH LOGIN"):
+            r = cl.cmd(line)
+            self.assertEqual((r.code, r.lines), (530, [NEED_TLS]), line)
+        self.assertEqual(cl.cmd("XFORWARD NAME=x").lines, [NEED_TLS])
+        self.assertEqual(cl.cmd("XCLIENT NAME=x").lines, ["5.7.0 Error: insufficient authorization"])
+        self.assertEqual(cl.cmd("NOOP").code, 250)
+        self.assertEqual(cl.cmd("HELO x").code, 250)
+        self.assertEqual(cl.cmd("EXPN root").code, 500)
+        self.assertEqual(cl.cmd("STARTTLS x").lines, ["5.5.4 Syntax: STARTTLS"])
+        self.assertEqual(cl.cmd("QUIT").code, 221)
+
+    @with_config({"limits": {"hard_errors": 20, "error_sleep": 0}},
+                 listeners=SUBMISSION_LISTENERS)
+    def test_587_need_tls_counts_as_error(self):
+        cl = self.client("submission")
+        for _ in range(20):
+            self.assertEqual(cl.cmd("RSET").code, 530)
+        r = cl.cmd("RSET")
+        self.assertEqual(r.code, 421)
+        self.assertTrue(cl.wait_closed())
+
+    def _tls_client(self, name):
+        cl = self.client(name)
+        if name == "submission":
+            cl.ehlo()
+            self.assertEqual(cl.starttls().code, 220)
+        return cl
+
+    @with_config(listeners=SUBMISSION_LISTENERS)
+    def test_submission_without_auth_access_denied(self):
+        for name in ("submission", "submissions"):
+            with self.subTest(name=name):
+                cl = self._tls_client(name)
+                r = cl.ehlo()
+                self.assertIn("AUTH", self._ehlo_keywords(r))
+                self.assertEqual(cl.cmd("MAIL FROM:<a@b.c>").code, 250)
+                for line, addr in (("RCPT TO:<d@e.f>", "d@e.f"), ("RCPT TO:<root>", "root"),
+                                   ("VRFY root", "root"), ("VRFY d@e.f", "d@e.f"),
+                                   ('RCPT TO:<"no such"@h.example>', "no such@h.example"),
+                                   ("RCPT TO:<Root@X>", "Root@X"), ('VRFY <"a b"@c>', "a b@c"),
+                                   ("RCPT TO:<@r1,@r2:u@d>", "u@d")):
+                    r = cl.cmd(line)
+                    self.assertEqual((r.code, r.lines), (554, [
+                        "5.7.1 <%s>: Recipient address rejected: Access denied" % addr]), line)
+                r = cl.cmd("DATA")
+                self.assertEqual((r.code, r.lines), (554, ["5.5.1 Error: no valid recipients"]))
+                # Postfix always lets the bare postmaster through (smtpd_check_rcpt)
+                self.assertEqual(cl.cmd("VRFY Postmaster").lines, ["2.0.0 Postmaster"])
+                cl.expect("RCPT TO:<postmaster>", 250)
+                r = cl.cmd("AUTH PLAIN " + b64("\0user\0password"))
+                self.assertEqual((r.code, r.lines), (503, ["5.5.1 Error: MAIL transaction in progress"]))
+                self.assertEqual(cl.data(b"Subject: to postmaster\r\n\r\nx\r\n").code, 250)
+                cl.expect("RSET", 250)
+                cl.expect("AUTH PLAIN " + b64("\0user\0password"), 235)
+                cl.expect("MAIL FROM:<a@b.c>", 250)
+                cl.expect("RCPT TO:<d@e.f>", 250)
+                # smtpd_reject_unlisted_recipient = no: no local-recipient check
+                cl.expect("RCPT TO:<nosuchuser@%s>" % HOSTNAME, 250)
+                r = cl.cmd("VRFY root")
+                self.assertEqual((r.code, r.lines), (252, ["2.0.0 root"]))
+                r = cl.data(BODY)
+                self.assertEqual(r.code, 250)
+                self.assertTrue(queue_id(r))
+                cl.expect("QUIT", 221)
+
+    @with_config(listeners=SUBMISSION_LISTENERS)
+    def test_bdat_without_valid_recipient(self):
+        """BDAT after refused recipients, as Postfix: a non-last chunk leaves
+        the transaction in BDAT's error state, the last one ends it."""
+        cl = self._tls_client("submissions")
+        cl.ehlo()
+        cl.expect("MAIL FROM:<a@b.c>", 250)
+        cl.expect("RCPT TO:<d@e.f>", 554)
+        r = cl.cmd("BDAT 0")
+        self.assertEqual((r.code, r.lines), (551, ["5.7.1 Null BDAT request"]))
+        cl.send(b"BDAT 5\r\nabcde")
+        r = cl.reply()
+        self.assertEqual((r.code, r.lines), (554, ["5.5.1 Error: no valid recipients"]))
+        r = cl.cmd("DATA")
+        self.assertEqual((r.code, r.lines), (503, ["5.5.1 Error: DATA after BDAT"]))
+        r = cl.cmd("BDAT 0 LAST")
+        self.assertEqual((r.code, r.lines), (551, ["5.0.0 Discarded 0 bytes after earlier error"]))
+        cl.expect("MAIL FROM:<a@b.c>", 250)
+        cl.expect("RCPT TO:<d@e.f>", 554)
+        cl.send(b"BDAT 4 LAST\r\nabcd")
+        r = cl.reply()
+        self.assertEqual((r.code, r.lines), (554, ["5.5.1 Error: no valid recipients"]))
+        cl.expect("MAIL FROM:<a@b.c>", 250)
+
+    @with_config(listeners=SUBMISSION_LISTENERS)
+    def test_port_25_relay_unchanged(self):
+        cl = self.client("smtp")
+        # a quoted blank is part of the address; two words are not one (Postfix 3.7.11)
+        r = cl.cmd('VRFY <"a b"@c>')
+        self.assertEqual((r.code, r.lines), (252, ['2.0.0 <"a b"@c>']))
+        r = cl.cmd('VRFY "x y"@c')
+        self.assertEqual((r.code, r.lines), (252, ['2.0.0 "x y"@c']))
+        self.assertEqual(cl.cmd("VRFY a b").lines, ["5.1.3 Bad recipient address syntax"])
+        self.assertEqual(cl.cmd("VRFY <a b>").lines, ["5.1.3 Bad recipient address syntax"])
+        r = cl.ehlo()
+        self.assertIn("AUTH", self._ehlo_keywords(r))
+        cl.expect("MAIL FROM:<a@b.c>", 250)
+        cl.expect("RCPT TO:<d@e.f>", 250)
+
+
+class CredentialPolicyTests(CollectorTestCase):
+    """auth.outcome policy (the daemon's default): the shipped list, a file,
+    SIGHUP reload; every attempt is an event whatever the outcome."""
+
+    def _login(self, cl, user, password):
+        return cl.cmd("AUTH PLAIN " + b64("\0%s\0%s" % (user, password)))
+
+    @with_config({"auth": {"outcome": "policy"}}, listeners=SUBMISSION_LISTENERS)
+    def test_default_policy(self):
+        cl = self.client("submissions")
+        cl.ehlo()
+        port = cl.sock.getsockname()[1]
+        # a detector's pairs
+        for user, pw in (("admin", "admin"), ("test", "test"), ("qz8XkP3v", "Jr7mWq2N"),
+                         ("info@" + HOSTNAME, "info"), ("root", "123456")):
+            r = self._login(cl, user, pw)
+            self.assertEqual((r.code, r.lines),
+                             (535, ["5.7.8 Error: authentication failed: authentication failure"]),
+                             (user, pw))
+        # a plausible mailbox login gets in and relays (captured)
+        r = self._login(cl, "info@" + HOSTNAME, "Sunflower77")
+        self.assertEqual(r.code, 235)
+        cl.expect("MAIL FROM:<info@%s>" % HOSTNAME, 250)
+        cl.expect("RCPT TO:<victim@example.net>", 250)
+        self.assertEqual(cl.data(BODY).code, 250)
+        evs = [e for e in self.c.session_events(port, "fosr.login.attempt")]
+        self.assertEqual([(e["username"], e["password"], e["success"]) for e in evs], [
+            ("admin", "admin", False), ("test", "test", False), ("qz8XkP3v", "Jr7mWq2N", False),
+            ("info@" + HOSTNAME, "info", False), ("root", "123456", False),
+            ("info@" + HOSTNAME, "Sunflower77", True)])
+        self.assertTrue(all(e["outcome"] == "policy" for e in evs))
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "etc",
+                               "credentials.txt")) as f:
+            rules = f.read().split("\n")
+        self.assertEqual(rules[evs[0]["policy_line"] - 1], "!*:{user}")
+        self.assertEqual(evs[-1]["policy_line"] - 1, rules.index("info@{domain}:*"))
+
+    @with_config({"auth": {"outcome": "policy"}}, listeners=SUBMISSION_LISTENERS)
+    def test_hostile_credentials_escaped(self):
+        """Attacker bytes: JSON-escaped in the event, escaped in the log line."""
+        cl = self.client("submissions")
+        cl.ehlo()
+        port = cl.sock.getsockname()[1]
+        user, pw = "a\"b\\c\x01\x1b[31m*@" + HOSTNAME, "p\u00e9\x7f" + "x" * 100
+        r = self._login(cl, user, pw)
+        self.assertEqual(r.code, 535)
+        ev = self.c.wait_event("fosr.login.attempt", lambda e: e.get("src_port") == port)
+        self.assertEqual((ev["username"], ev["password"]), (user, pw))
+        self.assertFalse(ev["success"])
+        err = self.c.stderr_text()
+        self.assertNotIn("\x1b[31m", err)
+        self.assertIn("result=fail", err)
+
+
+class CredentialFileTests(CollectorTestCase):
+    """auth.credentials: a file beside the config, reloaded on SIGHUP."""
+
+    autostart = False
+    config = {"auth": {"outcome": "policy", "credentials": "creds.txt"}}
+
+    def _write(self, text):
+        path = os.path.join(self.c.tmpdir, "creds.txt")
+        with open(path + ".new", "w") as f:
+            f.write(text)
+        os.rename(path + ".new", path)
+
+    def _try(self, user, pw):
+        with self.c.connect("submissions") as cl:
+            cl.ehlo()
+            return cl.cmd("AUTH PLAIN " + b64("\0%s\0%s" % (user, pw))).code
+
+    def test_file_and_sighup(self):
+        self._write("!bob:secret\nbob:*\n")
+        self.c.start()
+        self.assertEqual(self._try("bob", "secret"), 535)
+        self.assertEqual(self._try("bob", "other"), 235)
+        self.assertEqual(self._try("carol", "other"), 535)
+        # a bad file keeps the rules in force
+        self._write("nocolon\n")
+        self.c.signal(signal.SIGHUP)
+        deadline = time.time() + 10 * self.slow
+        while "keeping the previous rules" not in self.c.stderr_text():
+            self.assertLess(time.time(), deadline, self.c.stderr_tail())
+            time.sleep(0.05)
+        self.assertIn("creds.txt: line 1: expected user:password", self.c.stderr_text())
+        self.assertEqual(self._try("bob", "other"), 235)
+        # a good one replaces them
+        self._write("carol:*\n")
+        self.c.signal(signal.SIGHUP)
+        while "credential policy reloaded" not in self.c.stderr_text():
+            self.assertLess(time.time(), deadline, self.c.stderr_tail())
+            time.sleep(0.05)
+        self.assertEqual(self._try("bob", "other"), 535)
+        self.assertEqual(self._try("carol", "other"), 235)
+
+    def test_missing_file_is_fatal(self):
+        self.expect_exit = None
+        self.c.start(wait=False)
+        deadline = time.time() + 10 * self.slow
+        while self.c.running:
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.05)
+        self.assertIn("auth: credential policy:", self.c.stderr_text())
+        self.assertIn("creds.txt: No such file or directory", self.c.stderr_text())
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -12,7 +12,9 @@ Both servers use the same hostname (mail.example.com) and the same
 certificate, and replies carry no dates, so nothing else needs normalising.
 
 Intentional differences (the only ones allowed), each limited to one step:
-  INTENTIONAL_AUTH  fosr's default auth.outcome "accept" answers a wrong
+  INTENTIONAL_AUTH  auth.outcome "accept" (the harness's setting; the daemon's
+      default is "policy", which refuses this test's "user" and
+      "password" pairs like Postfix refuses wrong ones) answers a wrong
       credential with 235 where Postfix says 535: capturing the credentials
       and letting the spammer go on is the point of the honeypot.  The cases
       of kind "wrong" send exactly one wrong credential each and are allowed
@@ -22,6 +24,10 @@ Intentional differences (the only ones allowed), each limited to one step:
 
 Known gap (expected failure until implemented, see tests/persona/PERSONA.md):
   local recipients (550 5.1.1 User unknown in local recipient table).
+
+Listener policy "submission" (fosr's default on 587 and 465) is compared with
+a second Postfix running Debian's submission/submissions templates as shipped
+(test_submission_templates).
 
 Skipped only when Postfix is not installed.  Needs root (Postfix's master is
 started as root and drops to the postfix user itself), as on CI.
@@ -59,8 +65,21 @@ PF_AUTH_FAIL = "535 5.7.8 Error: authentication failed: authentication failure"
 FOSR_AUTH_OK = "235 2.7.0 Authentication successful"
 # (case kind, Postfix line, fosr line, why): the differences allowed on purpose
 INTENTIONAL_AUTH = ("wrong", PF_AUTH_FAIL, FOSR_AUTH_OK,
-                    "auth.outcome accept (the default) accepts every credential: "
+                    "auth.outcome accept accepts every credential: "
                     "the honeypot captures it and lets the spammer proceed")
+
+
+# Debian 12's master.cf.dist submission (587) and submissions (465) templates,
+# every "-o" line as shipped (commented there), in order.
+_TEMPLATE_TAIL = ("smtpd_reject_unlisted_recipient=no smtpd_client_restrictions= "
+                  "smtpd_helo_restrictions= smtpd_sender_restrictions= "
+                  "smtpd_relay_restrictions= "
+                  "smtpd_recipient_restrictions=permit_sasl_authenticated,reject "
+                  "milter_macro_daemon_name=ORIGINATING")
+SUBMISSION_OPTS = ("syslog_name=postfix/submission smtpd_tls_security_level=encrypt "
+                   "smtpd_sasl_auth_enable=yes smtpd_tls_auth_only=yes " + _TEMPLATE_TAIL)
+SUBMISSIONS_OPTS = ("syslog_name=postfix/submissions smtpd_tls_wrappermode=yes "
+                    "smtpd_sasl_auth_enable=yes " + _TEMPLATE_TAIL)
 
 
 def postfix_installed():
@@ -70,15 +89,16 @@ def postfix_installed():
 class PostfixInstance:
     """A private Postfix started by postfix_private.sh; stopped by pid."""
 
-    def __init__(self, parent, name, extra_main="", local_opts=""):
+    def __init__(self, parent, name, extra_main="", local_opts="", tls_opts=""):
         self.dir = os.path.join(parent, name)
         self.extra_main = extra_main
         self.local_opts = local_opts
+        self.tls_opts = tls_opts
         self.env = {}
 
     def start(self):
         env = dict(os.environ, PF_HOSTNAME=HOSTNAME, PF_EXTRA_MAIN=self.extra_main,
-                   PF_LOCAL_OPTS=self.local_opts)
+                   PF_LOCAL_OPTS=self.local_opts, PF_TLS_OPTS=self.tls_opts)
         p = subprocess.run(["sh", PF_SCRIPT, "start", self.dir], env=env, timeout=120,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for line in p.stdout.decode().splitlines():
@@ -192,13 +212,20 @@ class PersonaDiff(unittest.TestCase):
                              local_opts=" ".join("%s=%s" % (k, v[0])
                                                  for k, v in LOCAL_LIMITS.items()))
         cls.postfix.append(pf)
+        # Debian's templates: PF_LOCALPORT is 587 (submission), PF_TLSPORT 465.
+        pfsub = PostfixInstance(cls.tmp, "postfix-sub",
+                                extra_main="mydestination = $myhostname, localhost",
+                                local_opts=SUBMISSION_OPTS, tls_opts=SUBMISSIONS_OPTS)
+        cls.postfix.append(pfsub)
         pf.start()
+        pfsub.start()
         cls.pf = pf
+        cls.pfsub = pfsub
         # The same certificate on both sides: the handshakes are comparable.
         cls.cert = os.path.join(pf.dir, "tls", "cert.pem")
         cls.key = os.path.join(pf.dir, "tls", "key.pem")
         # all ports chosen at once: two collectors never get the same one
-        p = harness.free_ports(6)
+        p = harness.free_ports(8)
         main = [{"name": "smtp", "tls": "starttls", "port": p[0]},
                 {"name": "submissions", "tls": "implicit", "port": p[1]},
                 {"name": "submission", "tls": "starttls", "port": p[2]}]
@@ -210,6 +237,12 @@ class PersonaDiff(unittest.TestCase):
         cls.local = cls._collector("fosr/local",
                                    [{"name": "smtp", "tls": "starttls", "port": p[5]}],
                                    {"limits": {v[1]: v[2] for v in LOCAL_LIMITS.values()}})
+        # fosr's default policy on 587 and 465, here on other ports
+        cls.sub = cls._collector("fosr/sub",
+                                 [{"name": "submission", "tls": "starttls", "port": p[6],
+                                   "policy": "submission"},
+                                  {"name": "submissions", "tls": "implicit", "port": p[7],
+                                   "policy": "submission"}], {})
         for c in cls.fosr:
             c.start(wait=False)
         for c in cls.fosr:
@@ -217,6 +250,14 @@ class PersonaDiff(unittest.TestCase):
 
     @classmethod
     def _args(cls, target, mode, credentials, port_name="smtp"):
+        if target == "pfsub":
+            pf = cls.pfsub
+            return record.make_args(port=pf.port("PF_LOCALPORT"), tls_port=pf.port("PF_TLSPORT"),
+                                    mode=mode, credentials=credentials)
+        if target == "sub":
+            return record.make_args(port=cls.sub.ports["submission"],
+                                    tls_port=cls.sub.ports["submissions"],
+                                    mode=mode, credentials=credentials)
         if target == "postfix":
             pf = cls.pf
             return record.make_args(port=pf.port("PF_PORT"), tls_port=pf.port("PF_TLSPORT"),
@@ -244,6 +285,9 @@ class PersonaDiff(unittest.TestCase):
             ]
         for mode in ("plain", "starttls"):   # port 587 is another STARTTLS listener
             plan.append(("submission", mode, "mixed", ("normal",)))
+        for mode in MODES:      # policy submission: plain/starttls on 587, implicit on 465
+            plan += [("pfsub", mode, "mixed", ("normal",)), ("sub", mode, "mixed", ("normal",)),
+                     ("pfsub", mode, "good", ("creds",)), ("sub", mode, "good", ("creds",))]
         jobs = []
         for key in plan:
             target, mode, creds, kinds = key
@@ -342,7 +386,8 @@ class PersonaDiff(unittest.TestCase):
                      self.cases(("accept",) + key, "normal"))
 
     def test_submission_587(self):
-        """The 587 listener (STARTTLS) answers as Postfix's smtpd does."""
+        """A second STARTTLS listener with policy relay answers as port 25 (the
+        default policy of 587, submission, is test_submission_templates)."""
         for mode in ("plain", "starttls"):
             with self.subTest(mode=mode):
                 fo = self.cases(("submission", mode, "mixed", ("normal",)))
@@ -351,6 +396,20 @@ class PersonaDiff(unittest.TestCase):
                 for name in LOCAL_PORT_CASES:
                     pf.pop(name, None)
                 self.compare("587 %s" % mode, pf, fo)
+
+    def test_submission_templates(self):
+        """policy submission (the default on 587 and 465) against a Postfix
+        running Debian's submission/submissions templates as shipped: every
+        case without AUTH, and every AUTH case with right credentials (after
+        which the client relays), reply for reply."""
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                self.compare("submission template, %s" % mode,
+                             self.cases(("pfsub", mode, "mixed", ("normal",))),
+                             self.cases(("sub", mode, "mixed", ("normal",))))
+                self.compare("submission template, %s, credentials right" % mode,
+                             self.cases(("pfsub", mode, "good", ("creds",))),
+                             self.cases(("sub", mode, "good", ("creds",))))
 
     def test_auth_reject_matches(self):
         """auth.outcome reject: every AUTH case with wrong credentials, and

@@ -11,6 +11,8 @@
 # Environment: PF_EXTRA_MAIN  extra main.cf settings, one "name = value" a line
 #                            (applied with postconf -e, so they override).
 #              PF_LOCAL_OPTS  master.cf -o settings of PF_LOCALPORT only
+#              PF_TLS_OPTS    master.cf -o settings of PF_TLSPORT, after its own
+#                            (e.g. the rest of Debian's submissions template)
 #              PF_HOSTNAME    myhostname (default mail.example.com)
 #
 # Services (all on 127.0.0.1, ports chosen free):
@@ -161,6 +163,11 @@ ALIASES
   -o syslog_name=postfix/submissions
   -o smtpd_tls_wrappermode=yes
   -o smtpd_sasl_auth_enable=yes
+MASTER
+	for o in ${PF_TLS_OPTS:-}; do
+		printf '  -o %s\n' "$o" >> "$conf/master.cf"
+	done
+	cat >> "$conf/master.cf" <<MASTER
 127.0.0.1:$localport inet n - n - - smtpd
   -o syslog_name=postfix/local
 MASTER

@@ -112,6 +112,9 @@ test_defaults(void **state)
 	assert_int_equal(c->listeners[2].port, 587);
 	assert_int_equal(c->listeners[2].tls, TLS_MODE_STARTTLS);
 	assert_string_equal(c->listeners[2].name, "submission");
+	assert_int_equal(c->listeners[0].policy, LISTENER_POLICY_RELAY);
+	assert_int_equal(c->listeners[1].policy, LISTENER_POLICY_SUBMISSION);
+	assert_int_equal(c->listeners[2].policy, LISTENER_POLICY_SUBMISSION);
 	assert_string_equal(c->tls_cert, "tls/cert.pem");
 	assert_string_equal(c->tls_key, "tls/key.pem");
 	assert_string_equal(c->spool_dir, "spool");
@@ -119,7 +122,8 @@ test_defaults(void **state)
 	assert_true(c->spool_min_free == SPOOL_MIN_FREE_DEFAULT);
 	assert_true(c->spool_max_bytes == 0);
 	assert_string_equal(c->event_log, "fosr-events.json");
-	assert_int_equal(c->auth_outcome, AUTH_OUTCOME_ACCEPT);
+	assert_int_equal(c->auth_outcome, AUTH_OUTCOME_POLICY);
+	assert_string_equal(c->auth_credentials, "");
 	assert_int_equal(c->limits.line_length, SMTP_LINE_DEFAULT);
 	assert_true(c->limits.message_size == SMTP_MSG_SIZE_DEFAULT);
 	assert_int_equal(c->limits.recipients, SMTP_RCPT_DEFAULT);
@@ -280,7 +284,7 @@ test_every_key(void **state)
 	    "  - port: 587\n"
 	    "    address: 127.0.0.1\n"
 	    "  - {port: 10, tls: implicit}\n"
-	    "  - {address: \"[::1]\", port: 587}\n"
+	    "  - {address: \"[::1]\", port: 587, policy: relay}\n"
 	    "tls:\n"
 	    "  certificate: /etc/c.pem\n"
 	    "  key: /etc/k.pem\n"
@@ -293,6 +297,7 @@ test_every_key(void **state)
 	    "auth:\n"
 	    "  outcome: accept_after\n"
 	    "  accept_after: 3\n"
+	    "  credentials: creds.txt\n"
 	    "limits:\n"
 	    "  line_length: 4096\n"
 	    "  message_size: 10M\n"
@@ -339,6 +344,12 @@ test_every_key(void **state)
 	assert_string_equal(c->listeners[2].name, "submission");
 	assert_int_equal(c->listeners[3].tls, TLS_MODE_IMPLICIT);
 	assert_string_equal(c->listeners[3].name, "submissions");
+	/* Debian's submission templates on 465/587 unless the file says otherwise */
+	assert_int_equal(c->listeners[0].policy, LISTENER_POLICY_RELAY);
+	assert_int_equal(c->listeners[1].policy, LISTENER_POLICY_SUBMISSION);
+	assert_int_equal(c->listeners[2].policy, LISTENER_POLICY_SUBMISSION);
+	assert_int_equal(c->listeners[3].policy, LISTENER_POLICY_RELAY);
+	assert_int_equal(c->listeners[4].policy, LISTENER_POLICY_RELAY);
 	assert_string_equal(c->tls_cert, "/etc/c.pem");
 	assert_string_equal(c->tls_key, "/etc/k.pem");
 	assert_string_equal(c->spool_dir, "/var/spool/fosr");
@@ -347,6 +358,7 @@ test_every_key(void **state)
 	assert_true(c->spool_max_bytes == 2ull << 30);
 	assert_string_equal(c->event_log, "");
 	assert_int_equal(c->auth_outcome, AUTH_OUTCOME_ACCEPT_AFTER);
+	assert_string_equal(c->auth_credentials, "creds.txt");
 	assert_int_equal(c->auth_accept_after, 3);
 	assert_int_equal(c->limits.line_length, 4096);
 	assert_true(c->limits.message_size == 10ull << 20);
@@ -589,7 +601,7 @@ test_main_errors(void **state)
 	    "t.yml:2: port_offset: port 465 + port_offset 65100 = 65565 is out of range");
 	expect_err("port_offset: 65535\n", "t.yml:1: port_offset: 65535 is out of range");
 	expect_err("auth:\n  outcome: maybe\n",
-	    "t.yml:2: auth.outcome: expected one of accept, reject, accept_after");
+	    "t.yml:2: auth.outcome: expected one of accept, reject, accept_after, policy");
 	expect_err("auth:\n  accept_after: 1001\n", "t.yml:2: auth.accept_after: 1001 is out of range");
 	expect_err("spool:\n  directory: \"\"\n", "t.yml:2: spool.directory: must not be empty");
 	expect_err("spool:\n  min_free: [1]\n",

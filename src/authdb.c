@@ -1,0 +1,293 @@
+/*
+ * Credential policy (see authdb.h): ordered user:password glob rules.
+ * Pure: no I/O but authdb_load's read of the file, no logging.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "authdb.h"
+
+#define AUTHDB_FILE_MAX	(4 * 1024 * 1024)
+
+const char authdb_default[] =
+#include "authdb_default.inc"
+    ;
+
+struct authdb_rule {
+	char	*user;		/* fnmatch pattern, tokens expanded */
+	char	*pass;		/* fnmatch pattern; NULL with pass_is_user */
+	bool	 deny;
+	bool	 pass_is_user;	/* "{user}" */
+	int	 line;
+};
+
+struct authdb {
+	struct authdb_rule	*rules;
+	int			 nrules;
+	int			 cap;
+};
+
+void
+authdb_free(struct authdb *db)
+{
+	if (db == NULL)
+		return;
+	for (int i = 0; i < db->nrules; i++) {
+		free(db->rules[i].user);
+		free(db->rules[i].pass);
+	}
+	free(db->rules);
+	free(db);
+}
+
+int
+authdb_nrules(const struct authdb *db)
+{
+	return db ? db->nrules : 0;
+}
+
+/* Append one expanded rule; takes user (freed on failure). */
+static int
+authdb_add(struct authdb *db, char *user, const char *pass, bool deny, bool pass_is_user,
+    int line, char *err, size_t errlen)
+{
+	struct authdb_rule *r;
+
+	if (db->nrules >= AUTHDB_RULES_MAX) {
+		free(user);
+		snprintf(err, errlen, "line %d: more than %d rules after expansion",
+		    line, AUTHDB_RULES_MAX);
+		return -1;
+	}
+	if (db->nrules == db->cap) {
+		int ncap = db->cap ? db->cap * 2 : 64;
+		if ((r = reallocarray(db->rules, (size_t)ncap, sizeof(*r))) == NULL) {
+			free(user);
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		db->rules = r;
+		db->cap = ncap;
+	}
+	r = &db->rules[db->nrules];
+	r->user = user;
+	r->pass = pass_is_user ? NULL : strdup(pass);
+	if (!pass_is_user && r->pass == NULL) {
+		free(user);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	r->deny = deny;
+	r->pass_is_user = pass_is_user;
+	r->line = line;
+	db->nrules++;
+	return 0;
+}
+
+/*
+ * Expand the first {domain} or {local} of pat (each value, recursively),
+ * then add the rule.
+ */
+static int
+authdb_expand(struct authdb *db, const char *pat, const char *pass, bool deny,
+    bool pass_is_user, const struct authdb_ctx *ctx, int line, char *err, size_t errlen)
+{
+	static const struct { const char *tok; size_t len; } toks[] = {
+		{ "{domain}", 8 }, { "{local}", 7 },
+	};
+	const char *p, *best = NULL;
+	const char *const *vals = NULL;
+	size_t toklen = 0, n;
+	int nvals = 0, i;
+	char *u;
+
+	for (i = 0; i < 2; i++)
+		if ((p = strstr(pat, toks[i].tok)) != NULL && (best == NULL || p < best)) {
+			best = p;
+			toklen = toks[i].len;
+			vals = i == 0 ? ctx->domains : ctx->users;
+			nvals = i == 0 ? ctx->ndomains : ctx->nusers;
+		}
+	if (best == NULL) {
+		if ((u = strdup(pat)) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		return authdb_add(db, u, pass, deny, pass_is_user, line, err, errlen);
+	}
+	for (i = 0; i < nvals; i++) {
+		n = (size_t)(best - pat);
+		if ((u = malloc(strlen(pat) + strlen(vals[i]) + 1)) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		memcpy(u, pat, n);
+		strcpy(u + n, vals[i]);
+		strcat(u, best + toklen);
+		if (authdb_expand(db, u, pass, deny, pass_is_user, ctx, line, err,
+		    errlen) == -1) {
+			free(u);
+			return -1;
+		}
+		free(u);
+	}
+	return 0;
+}
+
+/* Parse one line (NUL-terminated, no newline). */
+static int
+authdb_line(struct authdb *db, char *l, const struct authdb_ctx *ctx, int line,
+    char *err, size_t errlen)
+{
+	char *sep, *e;
+	bool deny = false;
+
+	while (*l == ' ' || *l == '\t')
+		l++;
+	e = l + strlen(l);
+	while (e > l && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+		*--e = '\0';
+	if (*l == '\0' || *l == '#')
+		return 0;
+	if (*l == '!') {
+		deny = true;
+		l++;
+	}
+	/* The first ":" not escaped by a backslash. */
+	for (sep = l; *sep && *sep != ':'; sep++)
+		if (*sep == '\\' && sep[1] != '\0')
+			sep++;
+	if (*sep != ':') {
+		snprintf(err, errlen, "line %d: expected user:password", line);
+		return -1;
+	}
+	*sep++ = '\0';
+	if (*l == '\0') {
+		snprintf(err, errlen, "line %d: empty user pattern (\"*\" matches any)", line);
+		return -1;
+	}
+	return authdb_expand(db, l, sep, deny, strcmp(sep, "{user}") == 0, ctx, line,
+	    err, errlen);
+}
+
+struct authdb *
+authdb_parse(const char *text, size_t len, const struct authdb_ctx *ctx, char *err,
+    size_t errlen)
+{
+	struct authdb *db;
+	char buf[AUTHDB_LINE_MAX + 1];
+	size_t off = 0, n;
+	const char *nl;
+	int line = 0;
+
+	if ((db = calloc(1, sizeof(*db))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	while (off < len) {
+		line++;
+		nl = memchr(text + off, '\n', len - off);
+		n = nl ? (size_t)(nl - (text + off)) : len - off;
+		if (n > AUTHDB_LINE_MAX) {
+			snprintf(err, errlen, "line %d: longer than %d bytes", line, AUTHDB_LINE_MAX);
+			goto fail;
+		}
+		if (memchr(text + off, '\0', n) != NULL) {
+			snprintf(err, errlen, "line %d: NUL byte", line);
+			goto fail;
+		}
+		memcpy(buf, text + off, n);
+		buf[n] = '\0';
+		if (authdb_line(db, buf, ctx, line, err, errlen) == -1)
+			goto fail;
+		off += n + (nl != NULL);
+	}
+	return db;
+fail:
+	authdb_free(db);
+	return NULL;
+}
+
+struct authdb *
+authdb_load(const char *path, const struct authdb_ctx *ctx, char *err, size_t errlen)
+{
+	struct authdb *db;
+	struct stat st;
+	char *text, e2[256];
+	ssize_t r;
+	size_t got = 0;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) || st.st_size > AUTHDB_FILE_MAX) {
+		snprintf(err, errlen, "%s: not a regular file of at most %d bytes", path,
+		    AUTHDB_FILE_MAX);
+		close(fd);
+		return NULL;
+	}
+	if ((text = malloc((size_t)st.st_size + 1)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		close(fd);
+		return NULL;
+	}
+	while (got < (size_t)st.st_size) {
+		r = read(fd, text + got, (size_t)st.st_size - got);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close(fd);
+	db = authdb_parse(text, got, ctx, e2, sizeof(e2));
+	free(text);
+	if (db == NULL)
+		snprintf(err, errlen, "%s: %s", path, e2);
+	return db;
+}
+
+/* Does pass equal user, or user's local part (before the last "@")? */
+static bool
+authdb_pass_is_user(const char *user, const char *pass)
+{
+	const char *at = strrchr(user, '@');
+
+	if (strcasecmp(user, pass) == 0)
+		return true;
+	return at != NULL && (size_t)(at - user) == strlen(pass) &&
+	    strncasecmp(user, pass, (size_t)(at - user)) == 0;
+}
+
+bool
+authdb_check(const struct authdb *db, const char *user, const char *pass, int *line)
+{
+	const struct authdb_rule *r;
+
+	if (line)
+		*line = 0;
+	if (db == NULL)
+		return false;
+	for (int i = 0; i < db->nrules; i++) {
+		r = &db->rules[i];
+		if (fnmatch(r->user, user, FNM_CASEFOLD) != 0)
+			continue;
+		if (r->pass_is_user ? !authdb_pass_is_user(user, pass) :
+		    fnmatch(r->pass, pass, 0) != 0)
+			continue;
+		if (line)
+			*line = r->line;
+		return !r->deny;
+	}
+	return false;
+}
