@@ -1,6 +1,7 @@
 """The reception journal at scale: the -i console reads it from its end, its
 start time and memory bounded whatever the journal's size, newest first."""
 
+import hashlib
 import os
 import resource
 import subprocess
@@ -136,11 +137,25 @@ class JournalSegments(HpfeedsCase):
                       "both cursors saved in the current journal file")
         before = self.segments()
         self.assertGreater(len(before), 1)
-        more = set(self.send_many([mail(1000 + i) for i in range(10)]))
+        # One mail at a time, each published and both cursors saved in the
+        # current file before the next: a rotation then finds every cursor
+        # past the older segments (a cursor still in one keeps it, rightly).
+        more = set()
+        def rotated():
+            segs = self.segments()
+            return not segs or segs[-1] != before[-1]
+        while not rotated() or len(more) < 2:
+            b = mail(1000 + len(more))
+            self.send_many([b])
+            more.add(hashlib.sha256(b).hexdigest())
+            self.wait_for(lambda: more <= self.broker.shas() and
+                          more <= self.broker.shas(self.COPY), 30, "the mail published")
+            ino = os.stat(os.path.join(self.c.spool_dir, "receptions.jsonl")).st_ino
+            self.wait_for(lambda: all(" ino=%d " % ino in open(p).read() for p in cursors),
+                          10, "both cursors saved in the current journal file")
+            self.assertLess(len(more), 40, "no rotation after 40 mails")
         self.assertLessEqual(len(self.segments()), 1, self.segments())
         self.assertNotIn(before[-1], self.segments())
-        self.wait_for(lambda: more <= self.broker.shas() and more <= self.broker.shas(self.COPY),
-                      30, "the mails after the deletion published")
         self.assertNotIn("not published", self.c.stderr_text())
 
     def backlog_in_segments(self, n=40):
