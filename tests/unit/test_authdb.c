@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "authdb.h"
 
@@ -112,6 +114,29 @@ test_errors(void **state)
 	assert_null(authdb_load(path, &ctx, err, sizeof(err)));
 	assert_non_null(strstr(err, ": line 2: expected user:password"));
 	unlink(path);
+	/* A FIFO (no writer) is refused at once, never waited on: the load
+	   runs on the event loop (SIGHUP). */
+	{
+		char fifo[64] = "/tmp/authdb-fifo-XXXXXX";
+		pid_t pid;
+		int st;
+
+		assert_non_null(mkdtemp(fifo));
+		strcat(fifo, "/f");	/* room: 64 bytes */
+		assert_int_equal(mkfifo(fifo, 0600), 0);
+		if ((pid = fork()) == 0) {
+			alarm(5);	/* the old open(2) blocked here for ever */
+			_exit(authdb_load(fifo, &ctx, err, sizeof(err)) == NULL &&
+			    strstr(err, "not a regular file") != NULL ? 0 : 1);
+		}
+		assert_true(pid > 0);
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+		unlink(fifo);
+		*strrchr(fifo, '/') = '\0';
+		rmdir(fifo);
+	}
 }
 
 /*
