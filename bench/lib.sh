@@ -202,7 +202,8 @@ feed_wait() {
 	# 7370616d2e6d61696c73 = "spam.mails" in hex
 	while :; do
 		end=$(stat -c %s "$spool/receptions.jsonl" 2>/dev/null || echo 0)
-		cur=$(cat "$spool/feed/7370616d2e6d61696c73.cursor" 2>/dev/null || echo -1)
+		# the cursor file's first field is the byte offset (then ino=, dev=...)
+		cur=$(cut -d' ' -f1 "$spool/feed/7370616d2e6d61696c73.cursor" 2>/dev/null || echo -1)
 		[ "$cur" = "$end" ] && break
 		if awk -v a="$t0" -v b="$(date +%s.%N)" -v l="$lim" 'BEGIN { exit !(b - a > l) }'; then
 			awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'
