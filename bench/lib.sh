@@ -233,6 +233,8 @@ event_log: "$1/events.json"
 limits:
   sessions: 20000
   sessions_per_ip: 20000
+client_lookup:
+  enabled: ${BENCH_LOOKUP:-false}
 EOF
 		if [ -n "$BPORT" ]; then
 			cat <<EOF
