@@ -19,6 +19,7 @@ SRC      := $(wildcard src/*.c)
 LIBSRC   := $(filter-out src/main.c,$(SRC))
 HDR      := $(wildcard src/*.h)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_HDR := $(wildcard tests/unit/*.h)
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 
 REL_OBJ  := $(patsubst src/%.c,build/rel/%.o,$(SRC))
@@ -45,10 +46,10 @@ build/asan/%.o: src/%.c $(HDR) | build/asan
 build/asan/fosr-collector: $(ASAN_OBJ)
 	$(CC) $(SAN) -o $@ $^ $(PKG_LIBS)
 
-build/rel/tests/%: tests/unit/%.c $(REL_LIB) $(HDR) | build/rel/tests
+build/rel/tests/%: tests/unit/%.c $(REL_LIB) $(HDR) $(UNIT_HDR) | build/rel/tests
 	$(CC) $(BASE) -O1 -g -o $@ $< $(REL_LIB) $(PKG_LIBS) -lcmocka
 
-build/asan/tests/%: tests/unit/%.c $(ASAN_LIB) $(HDR) | build/asan/tests
+build/asan/tests/%: tests/unit/%.c $(ASAN_LIB) $(HDR) $(UNIT_HDR) | build/asan/tests
 	$(CC) $(BASE) $(SAN) -o $@ $< $(ASAN_LIB) $(PKG_LIBS) -lcmocka
 
 # libFuzzer targets (clang).  Each links every module but main, compiled

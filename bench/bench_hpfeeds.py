@@ -18,7 +18,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 from harness import Collector, sha256_hex  # noqa: E402
-from test_hpfeeds import Broker, feed_cfg, mail  # noqa: E402
+from fixtures.hpfeeds import Broker, feed_cfg, mail  # noqa: E402
 
 
 def cpu_seconds(pid):

@@ -23,7 +23,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import unittest
@@ -155,8 +154,7 @@ _shared_dns = []
 
 def shared_dns():
     if not _shared_dns:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import fakedns
+        from fixtures import fakedns
         d = fakedns.FakeDNS({}).start()
         atexit.register(d.stop)
         _shared_dns.append(d)

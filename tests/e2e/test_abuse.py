@@ -18,12 +18,11 @@ import threading
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (HOST, CollectorTestCase, SMTPRaw, have, is_sanitized,  # noqa: E402
+from harness import (HOST, CollectorTestCase, SMTPRaw, have, is_sanitized,
                      lean_asan_env, queue_id, sha256_hex, skip_under_valgrind,
                      under_valgrind, with_config)
-from abuse_util import (Trickler, fd_count, loopback_sources, proc_status,  # noqa: E402
-                        raise_nofile, wait_until)
+from fixtures.abuse import (Trickler, fd_count, loopback_sources, proc_status,
+                            raise_nofile, wait_until)
 
 
 def body_for(tag):

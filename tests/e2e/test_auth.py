@@ -7,12 +7,10 @@ import os
 import re
 import signal
 import smtplib
-import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (HOST, HOSTNAME, CollectorTestCase, queue_id, unverified_context,  # noqa: E402
+from harness import (HOST, HOSTNAME, CollectorTestCase, queue_id, unverified_context,
                      with_config)
 
 

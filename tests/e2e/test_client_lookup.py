@@ -7,15 +7,12 @@ verified one or "unknown".  A fake DNS (fakedns.py) answers the lookups for
 127.0.0.1, the address every test connects from.
 """
 
-import os
-import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import CollectorTestCase  # noqa: E402
-import fakedns  # noqa: E402
+from harness import CollectorTestCase
+from fixtures import fakedns
 
 REV = "1.0.0.127.in-addr.arpa"
 

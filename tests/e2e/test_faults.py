@@ -10,15 +10,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (HOST, CollectorTestCase, queue_id, sha256_hex,  # noqa: E402
+from harness import (HOST, CollectorTestCase, queue_id, sha256_hex,
                      with_config)
-from abuse_util import AckedSender, wait_until  # noqa: E402
-from test_hpfeeds import Broker, HpfeedsCase  # noqa: E402
+from fixtures.abuse import AckedSender, wait_until
+from fixtures.hpfeeds import Broker, HpfeedsCase
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 

@@ -5,14 +5,12 @@ import hashlib
 import os
 import resource
 import subprocess
-import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Collector, is_sanitized, slow_factor, binary_default  # noqa: E402
-from abuse_util import proc_status  # noqa: E402
-from test_hpfeeds import CHAN, HpfeedsCase, free_port, mail  # noqa: E402
+from harness import Collector, is_sanitized, slow_factor, binary_default, free_port
+from fixtures.abuse import proc_status
+from fixtures.hpfeeds import CHAN, HpfeedsCase, mail
 
 RECORDS = 3_000_000
 

@@ -5,13 +5,11 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (HOST, SANITIZER_MARKERS, Collector, CollectorTestCase, binary_default,  # noqa: E402
+from harness import (HOST, SANITIZER_MARKERS, Collector, CollectorTestCase, binary_default,
                      free_port, free_ports, queue_id, run_tool, sha256_hex, shared_tls, slow_factor,
                      to_yaml, with_config)
 

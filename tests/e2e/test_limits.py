@@ -2,12 +2,10 @@
 
 import os
 import socket
-import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (HOST, HOSTNAME, CollectorTestCase, lean_asan_env, queue_id,  # noqa: E402
+from harness import (HOST, HOSTNAME, CollectorTestCase, lean_asan_env, queue_id,
                      under_valgrind, with_config)
 
 

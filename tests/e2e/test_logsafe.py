@@ -6,16 +6,13 @@ needs Debian's python3-aiosmtpd).
 """
 
 import base64
-import os
 import re
-import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import CollectorTestCase, sha256_hex  # noqa: E402
-import test_relay  # noqa: E402
+from harness import CollectorTestCase, sha256_hex
+from fixtures.relay import DROP, RelayCase, probe
 
 FORGED_USER = 'admin" password="hunter2" result=ok x="'
 # CSI (U+009B), RLO (U+202E), LRI (U+2066), as UTF-8 (SMTPUTF8 allows them in an address).
@@ -124,17 +121,17 @@ class AuthForgery(CollectorTestCase, LogLines):
         self.assertTrue(self.log_lines())
 
 
-class RecipientEscapes(test_relay.RelayCase, LogLines):
+class RecipientEscapes(RelayCase, LogLines):
     """A refusal's reason quoting the recipient (never_relay's, or the relay's
     own refusal of an 8-bit local part) in the relay's decision line: escaped
     once on stderr, the recipient recoverable from it."""
 
     def test_never_relay_reason_escaped(self):
         rcpt = EVIL + b"@relay-test.mail-abuse.org"
-        body = test_relay.probe(7)
+        body = probe(7)
         cl = self.client("smtp")
         self.assertEqual(cl.ehlo().code, 250)
-        self.assertEqual(cl.cmd("MAIL FROM:<%s> SMTPUTF8" % test_relay.DROP).code, 250)
+        self.assertEqual(cl.cmd("MAIL FROM:<%s> SMTPUTF8" % DROP).code, 250)
         cl.send(b"RCPT TO:<" + rcpt + b">\r\n")
         self.assertEqual(cl.reply().code, 250)
         self.assertEqual(cl.data(body).code, 250)
@@ -172,7 +169,7 @@ class SenderFields(CollectorTestCase, LogLines):
         self.assertEqual(unescape(f["from"]), ("<%s>" % sender).encode())
 
 
-class MXReplyFields(test_relay.RelayCase, LogLines):
+class MXReplyFields(RelayCase, LogLines):
     """The relay's attempt line quotes what the MX said (and the recipient
     and MX name): a reply is several words and any of them could be k=v."""
 
@@ -180,7 +177,7 @@ class MXReplyFields(test_relay.RelayCase, LogLines):
 
     def test_mx_reply_cannot_forge_attempt_fields(self):
         self.mx.data_reply = '250 2.0.0 Ok status=forged ip=6.6.6.6 "x'
-        body = test_relay.probe(11)
+        body = probe(11)
         self.send(body)
         self.assertEqual(self.result(sha256_hex(body))["status"], "delivered")
         words, f = self.wait_line(lambda w, f: "attempt" in w and "reply" in f)

@@ -11,13 +11,11 @@ to start and names the path.  These tests need root (they skip otherwise).
 import os
 import pwd
 import shutil
-import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import CollectorTestCase, shared_tls  # noqa: E402
+from harness import CollectorTestCase, shared_tls
 
 
 class RootPaths(CollectorTestCase):

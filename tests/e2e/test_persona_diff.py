@@ -49,12 +49,11 @@ import unittest
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 PERSONA_DIR = os.path.join(HERE, "..", "persona")
 sys.path.insert(0, PERSONA_DIR)
 
-import harness  # noqa: E402
-import record  # noqa: E402
+import harness
+import record
 
 PF_SCRIPT = os.path.join(PERSONA_DIR, "postfix_private.sh")
 HOSTNAME = "mail.example.com"

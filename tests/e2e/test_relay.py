@@ -1,5 +1,5 @@
 """End-to-end tests of relaying (issue 4): the real daemon, a fake DNS server
-(fakedns.py) and a fake MX (aiosmtpd, fakemx.py) on loopback.
+(fixtures/fakedns.py) and a fake MX (aiosmtpd, fixtures/fakemx.py) on loopback.
 
 A probe mentions the honeypot's own address; it must be relayed exactly once,
 arrive byte-identical plus one Received header, and every cap must hold, also
@@ -13,154 +13,20 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import harness  # noqa: E402
-from harness import CollectorTestCase, sha256_hex  # noqa: E402
-import fakedns  # noqa: E402
-import fakemx  # noqa: E402
-
-OWN = "203.0.113.5"
-DROP = "drop@spammer.example"
-
-# The shipped probe rule, minimal (rules file syntax of src/rules.c).
-RULES = """\
-rules:
-  - name: probe
-    priority: 10
-    stage: DATA
-    conditions:
-      - mentions_own_address: true
-    actions:
-      relay: true
-"""
+import harness
+from harness import sha256_hex
+from fixtures import fakemx
+from fixtures.relay import DROP, RelayCase, SPAM, probe
 
 RECEIVED_RE = re.compile(
     rb"^Received: from client\.example \((unknown|[a-z0-9.-]+) \[127\.0\.0\.1\]\)\r\n"
     rb"\tby " + re.escape(harness.HOSTNAME.encode()) +
     rb" \(Postfix\) with ESMTPS? id ([0-9A-F]{10,12})\r\n"
     rb"\tfor <([^>]+)>; [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d \+0000 \(UTC\)\r\n")
-
-
-def probe(n=0, extra=b""):
-    """A relay probe as spammers send them: the relay's address in the Subject."""
-    return (b"From: tester <drop@spammer.example>\r\n"
-            b"To: drop@spammer.example\r\n"
-            b"Subject: relay test " + OWN.encode() + b":25 #" + str(n).encode() + b"\r\n"
-            b"\r\n"
-            b"test " + str(n).encode() + b"\r\n"
-            b".leading dot and 8-bit \xe9\xe8\r\n" + extra)
-
-
-SPAM = (b"From: pills <sales@pharma.example>\r\n"
-        b"Subject: cheap pills\r\n\r\nbuy now\r\n")
-
-
-class RelayCase(CollectorTestCase):
-    """Starts fakes before the daemon; subclasses say which MX setup they want."""
-
-    autostart = False
-    mx_table = None        # callable(port) -> DNS table
-    mx_starttls = True
-    mx_mode = "accept"     # fakemx.FakeMX mode of the MX
-    mx_host = "127.0.0.1"
-    relay_mode = "live"
-    caps = {}
-    test_mode = False
-    test_server_port = None    # the -t test server's port (default: the fake MX's)
-    client_lookup_here = False  # the client name lookups ask this fake DNS too
-
-    def _server(self):
-        """The -t test server."""
-        return "127.0.0.1:%d" % (self.test_server_port or self.mx.port)
-    # The fake MX listens on loopback: these tests name it with the documented,
-    # dangerous relay.allow_destinations escape hatch.  None: no hatch (the
-    # production default: loopback and every other non-global range refused).
-    allow_destinations = ["127.0.0.0/8"]
-    timeouts = {"connect": 2, "greeting": 3, "command": 3, "data": 3}
-
-    def setUp(self):
-        if not fakemx.HAVE_AIOSMTPD:
-            self.skipTest("python3-aiosmtpd is not installed (run with /usr/bin/python3)")
-        self.mx = fakemx.FakeMX(starttls=self.mx_starttls, mode=self.mx_mode,
-                                host=self.mx_host, drip=0.5).start()
-        self.extra = []
-        table = (self.mx_table or RelayCase.default_table)(self.mx.port)
-        self.dns = fakedns.FakeDNS(table).start()
-        caps = {"per_day": 20, "per_hour": 100, "per_recipient": 100, "per_domain": 100,
-                "per_client_ip": 100}
-        caps.update(self.caps)
-        self.config = harness.deep_merge(type(self).config or {}, {
-            "relay": {
-                "mode": self.relay_mode,
-                "rules": "{tmp}/rules.yml",
-                "own_addresses": [OWN],
-                "dns_server": self.dns.address,
-                "mx_port": self.mx.port,
-                "timeouts": dict(self.timeouts),
-                "caps": caps,
-            }})
-        if self.client_lookup_here:
-            self.config["client_lookup"] = {"dns_server": self.dns.address}
-        if self.allow_destinations is not None:
-            self.config["relay"]["allow_destinations"] = list(self.allow_destinations)
-        if self.test_mode:
-            self.config["relay"]["test_mode"] = {
-                "recipient": "relay-test@test.example",
-                "server": self._server()}
-        super().setUp()
-        with open(os.path.join(self.tmpdir, "rules.yml"), "w") as f:
-            f.write(RULES)
-        self.c.start()
-
-    def tearDown(self):
-        try:
-            super().tearDown()
-        finally:
-            for m in [self.mx] + self.extra:
-                m.stop()
-            self.dns.stop()
-
-    @staticmethod
-    def default_table(port):
-        return {"spammer.example": {"MX": [(10, "mx1.spammer.example")]},
-                "mx1.spammer.example": {"A": ["127.0.0.1"]}}
-
-    # -- helpers
-    def send(self, body, rcpt=DROP):
-        cl, qid = self.send_mail(body, mail_from=DROP, rcpts=(rcpt,))
-        cl.cmd("QUIT")
-        return qid
-
-    def result(self, sha, timeout=20):
-        return self.c.wait_event("fosr.relay.result", lambda e: e.get("sha256") == sha,
-                                 timeout=timeout)
-
-    def decisions(self, sha):
-        return [e for e in self.c.events() if e.get("eventid") == "fosr.relay.decision"
-                and e.get("sha256") == sha]
-
-    def wait_decisions(self, sha, n, timeout=10):
-        end = time.time() + timeout * self.slow
-        while time.time() < end:
-            d = self.decisions(sha)
-            if len(d) >= n:
-                return d
-            time.sleep(0.05)
-        self.fail("fewer than %d decisions for %s: %s" % (n, sha, self.decisions(sha)))
-
-    def relay_record(self, sha, timeout=10):
-        # The result event is emitted before the worker has written the record.
-        path = os.path.join(self.c.spool_dir, "relay", sha + ".json")
-        end = time.time() + timeout * self.slow
-        while not os.path.exists(path) and time.time() < end:
-            time.sleep(0.05)
-        with open(path) as f:
-            return json.load(f)
 
 
 class TestProbe(RelayCase):

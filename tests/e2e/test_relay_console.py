@@ -6,15 +6,13 @@ import os
 import pty
 import select
 import subprocess
-import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import sha256_hex  # noqa: E402
-import fakemx  # noqa: E402
-from test_relay import RelayCase, probe, SPAM  # noqa: E402
+from harness import sha256_hex
+from fixtures import fakemx
+from fixtures.relay import RelayCase, probe, SPAM
 
 
 class TestConsole(RelayCase):

@@ -9,15 +9,13 @@ when relaying is not off), so nothing is ever sent anywhere.
 import base64
 import os
 import socket
-import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import harness  # noqa: E402
-from harness import CollectorTestCase, sha256_hex  # noqa: E402
-from test_hpfeeds import Broker, feed_cfg  # noqa: E402
+import harness
+from harness import CollectorTestCase, sha256_hex
+from fixtures.hpfeeds import Broker, feed_cfg
 
 RULES = """\
 rules:

@@ -11,11 +11,9 @@ SIGSYS, and CollectorTestCase requires exit status 0.
 
 import os
 import signal
-import sys
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (CollectorTestCase, binary_default, is_sanitized,  # noqa: E402
+from harness import (CollectorTestCase, binary_default, is_sanitized,
                      under_valgrind, with_config)
 
 BODY = b"Subject: sandbox\r\nFrom: a@example.org\r\n\r\nunder the filter\r\n"

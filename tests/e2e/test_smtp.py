@@ -7,12 +7,10 @@ import os
 import re
 import smtplib
 import socket
-import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (CRLF, HOST, HOSTNAME, SENSOR, Collector, CollectorTestCase,  # noqa: E402
+from harness import (CRLF, HOST, HOSTNAME, SENSOR, Collector, CollectorTestCase,
                      SMTPRaw, dot_stuff, free_port, lean_asan_env, queue_id, sha256_hex,
                      under_valgrind, with_config)
 
@@ -29,7 +27,8 @@ def simple_body(tag="hello"):
             + b"\r\n\r\nbody of " + tag.encode() + b"\r\n")
 
 
-class SMTPBasics(CollectorTestCase):
+class Commands(CollectorTestCase):
+    """The greeting, EHLO's keywords, command order and state errors."""
 
     def test_banner_and_ehlo_keywords(self):
         cl = self.c.connect("smtp", banner=False)
@@ -52,6 +51,52 @@ class SMTPBasics(CollectorTestCase):
             self.assertIn(m, auth)
         self.assertEqual(cl.cmd("QUIT").code, 221)
         self.assertTrue(cl.wait_closed())
+
+    def test_rset_and_state_errors(self):
+        cl = self.client()
+        cl.ehlo()
+        self.assertEqual(cl.cmd("RCPT TO:<a@example.net>").first, "503 5.5.1 Error: need MAIL command")
+        self.assertEqual(cl.cmd("DATA").code, 503)
+        cl.expect("MAIL FROM:<a@example.org>", 250)
+        self.assertEqual(cl.cmd("MAIL FROM:<a@example.org>").code, 503)     # nested
+        self.assertEqual(cl.cmd("DATA").code, 554)                            # no valid recipients
+        self.assertEqual(cl.cmd("RSET").code, 250)
+        self.assertEqual(cl.cmd("RCPT TO:<a@example.net>").code, 503)
+        self.assertEqual(cl.cmd("NOOP").code, 250)
+        self.assertEqual(cl.cmd("VRFY postmaster").code // 100, 2)
+        # Postfix has no HELP (502); the original's "250 HELP" was a fingerprint
+        self.assertNotEqual(cl.cmd("HELP").first, "250 HELP")
+        self.assertEqual(cl.cmd("BOGUS command").first, "500 5.5.2 Error: command not recognized")
+        self.assertEqual(cl.cmd("QUIT").code, 221)
+
+    def test_mail_without_helo(self):
+        # Postfix's default smtpd_helo_required = no
+        cl = self.client()
+        body = simple_body("no helo")
+        _, qid = self.send_mail(body, client=cl)
+        rec, _ = self.assert_stored(body, qid)
+        self.assertIn(rec["helo"], ("", None))
+
+    def test_helo_then_mail(self):
+        cl = self.client()
+        r = cl.cmd("HELO old.client")
+        self.assertEqual(r.code, 250)
+        self.assertEqual(r.lines, [HOSTNAME])
+        body = simple_body("helo")
+        _, qid = self.send_mail(body, client=cl)
+        self.assertEqual(self.c.journal_record(qid)["helo"], "old.client")
+
+    def test_forbidden_command_closes(self):
+        # Postfix: a header-like or non-letter command gets 221 and the connection is closed
+        for line in (b"Subject: hi", b"\x16\x03\x01 not a command", b"GET / HTTP/1.0"):
+            cl = self.client()
+            r = cl.cmd(line)
+            self.assertEqual(r.code, 221, (line, r))
+            self.assertTrue(cl.wait_closed(), line)
+
+
+class Events(CollectorTestCase):
+    """The JSON events and the stored copy of each mail (sha256, queue ids, valid JSON)."""
 
     def test_smtplib_plain_mail_and_events(self):
         body = simple_body("smtplib")
@@ -159,6 +204,37 @@ class SMTPBasics(CollectorTestCase):
         recs = [r for r in self.c.journal() if r.get("sha256") == sha256_hex(body)]
         self.assertEqual(sorted(r["queue_id"] for r in recs), sorted([q1, q2]))
 
+    def test_invalid_utf8_keeps_logs_valid_json(self):
+        cl = self.client()
+        helo = b"\xff\xfe\xc3\x28.\"quote\\back\x7f"
+        if cl.cmd(b"EHLO " + helo).code != 250:     # Postfix may refuse bad UTF-8 (500)
+            cl.ehlo("fallback.example")
+        r = cl.cmd(b"MAIL FROM:<\xff\xc0\xaf\"\\@ex\xe9mple.org>")
+        if r.code == 250:
+            cl.cmd(b"RCPT TO:<\xed\xa0\x80@\xf4\x90\x80\x80.example>")
+            cl.cmd(b"RCPT TO:<ok@example.net>")
+            cl.cmd(b"DATA")
+            cl.send(b"Subject: 8bit envelope\r\n\r\nx\r\n.\r\n")
+            cl.reply()
+        # a verb starting with a letter (a non-letter start is Postfix's 221 + close)
+        cl.cmd(b"B\xffOGUS \xc3\x00\x01\x1b[31m")
+        cl.expect(b"RSET", 250)
+        cl.expect(b"MAIL FROM:<a@example.org>", 250)
+        cl.expect(b"RCPT TO:<b@example.net>", 250)
+        body = b"Subject: \xff\xfe\r\n\r\n\x00\x01\xc3\x28\r\n"
+        qid = queue_id(cl.data(body))
+        cl.cmd("QUIT")
+        port = cl.local_port
+        self.c.wait_event("fosr.session.closed", lambda e: e.get("src_port") == port)
+        self.c.events(strict=True)      # every line: valid UTF-8, valid JSON
+        self.c.journal(strict=True)
+        rec, _ = self.assert_stored(body, qid)
+        self.assertIsInstance(rec["helo"], str)
+
+
+class MessageContent(CollectorTestCase):
+    """What DATA carries is stored byte for byte: dot stuffing, 8-bit, UTF-8, bare LF, NUL, long lines."""
+
     def test_dot_stuffing_round_trip(self):
         body = (b"Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\n. \r\n"
                 b"middle.dot\r\n...\r\nlast\r\n")
@@ -239,6 +315,10 @@ class SMTPBasics(CollectorTestCase):
             self.assertEqual("long_line" in rec["anomalies"], long_line, (len(text), rec))
             self.assertNotIn("8bit", rec["anomalies"])
             self.assertNotIn("bare_cr", rec["anomalies"])
+
+
+class Pipelining(CollectorTestCase):
+    """Pipelined commands answered in order, a client's half-close, parallel sessions."""
 
     def test_pipelining_replies_in_order(self):
         cl = self.client()
@@ -326,6 +406,25 @@ class SMTPBasics(CollectorTestCase):
         self.assertEqual([r.code for r in got], [503, 250, 250, 503, 554, 250], got)
         self.assertEqual(got[0].first, "503 5.5.1 Error: need MAIL command")
 
+    def test_many_sessions_in_parallel(self):
+        clients = [self.client() for _ in range(20)]
+        for cl in clients:
+            cl.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
+        bodies = []
+        for i, cl in enumerate(clients):
+            self.assertEqual([cl.reply().code for _ in range(4)], [250, 250, 250, 354])
+            b = simple_body("parallel %d" % i)
+            bodies.append(b)
+            cl.send(b)
+        for cl in clients:
+            cl.send(b".\r\n")
+        for cl, b in zip(clients, bodies):
+            self.assert_stored(b, queue_id(cl.reply()))
+
+
+class Bdat(CollectorTestCase):
+    """CHUNKING: BDAT in one or several chunks, DATA after BDAT, BDAT over the size limit."""
+
     def test_bdat_single_chunk(self):
         cl = self.client()
         r = cl.ehlo()
@@ -370,6 +469,27 @@ class SMTPBasics(CollectorTestCase):
         r = cl.cmd("DATA")
         self.assertEqual(r.code // 100, 5, r)
         self.assertEqual(cl.cmd("NOOP").code, 250)
+
+    @with_config({"limits": {"message_size": 10000}})
+    def test_oversize_bdat(self):
+        cl = self.client()
+        cl.ehlo()
+        cl.expect("MAIL FROM:<big@example.org>", 250)
+        cl.expect("RCPT TO:<c@example.net>", 250)
+        chunk = b"w" * 8000
+        cl.send(b"BDAT 8000\r\n" + chunk)
+        self.assertIn(cl.reply().code, (250, 552))
+        cl.send(b"BDAT 8000 LAST\r\n" + chunk)
+        r = cl.reply()
+        self.assertEqual(r.code, 552, r)
+        self.assertTrue(r.lines[0].startswith("5.3.4"), r)
+        self.assertEqual(self.c.messages(), {})
+        self.assertEqual(cl.cmd("RSET").code, 250)
+        self.assertEqual(cl.cmd("NOOP").code, 250)
+
+
+class MessageLimits(CollectorTestCase):
+    """Recipient and size limits, and a large message streamed to disk."""
 
     @with_config({"limits": {"recipients": 5}})
     def test_too_many_recipients(self):
@@ -427,23 +547,6 @@ class SMTPBasics(CollectorTestCase):
         self.assertEqual(r.first, "552 5.3.4 Message size exceeds fixed limit")
         self.assertEqual(cl.cmd("NOOP").code, 250)
 
-    @with_config({"limits": {"message_size": 10000}})
-    def test_oversize_bdat(self):
-        cl = self.client()
-        cl.ehlo()
-        cl.expect("MAIL FROM:<big@example.org>", 250)
-        cl.expect("RCPT TO:<c@example.net>", 250)
-        chunk = b"w" * 8000
-        cl.send(b"BDAT 8000\r\n" + chunk)
-        self.assertIn(cl.reply().code, (250, 552))
-        cl.send(b"BDAT 8000 LAST\r\n" + chunk)
-        r = cl.reply()
-        self.assertEqual(r.code, 552, r)
-        self.assertTrue(r.lines[0].startswith("5.3.4"), r)
-        self.assertEqual(self.c.messages(), {})
-        self.assertEqual(cl.cmd("RSET").code, 250)
-        self.assertEqual(cl.cmd("NOOP").code, 250)
-
     # a limit above the stock 10240000 so that 30 MiB is accepted: what is
     # measured is the memory a large message costs while it is streamed
     @with_config({"limits": {"message_size": 32 * 1024 * 1024}}, env=lean_asan_env())
@@ -482,90 +585,6 @@ class SMTPBasics(CollectorTestCase):
                             "RSS grew by %d kB while receiving %d bytes" % (hwm_kb - hwm_before, len(body)))
         else:
             self.assertLess(hwm_kb, limit_kb, "VmHWM %d kB for a %d-byte message" % (hwm_kb, len(body)))
-
-    def test_rset_and_state_errors(self):
-        cl = self.client()
-        cl.ehlo()
-        self.assertEqual(cl.cmd("RCPT TO:<a@example.net>").first, "503 5.5.1 Error: need MAIL command")
-        self.assertEqual(cl.cmd("DATA").code, 503)
-        cl.expect("MAIL FROM:<a@example.org>", 250)
-        self.assertEqual(cl.cmd("MAIL FROM:<a@example.org>").code, 503)     # nested
-        self.assertEqual(cl.cmd("DATA").code, 554)                            # no valid recipients
-        self.assertEqual(cl.cmd("RSET").code, 250)
-        self.assertEqual(cl.cmd("RCPT TO:<a@example.net>").code, 503)
-        self.assertEqual(cl.cmd("NOOP").code, 250)
-        self.assertEqual(cl.cmd("VRFY postmaster").code // 100, 2)
-        # Postfix has no HELP (502); the original's "250 HELP" was a fingerprint
-        self.assertNotEqual(cl.cmd("HELP").first, "250 HELP")
-        self.assertEqual(cl.cmd("BOGUS command").first, "500 5.5.2 Error: command not recognized")
-        self.assertEqual(cl.cmd("QUIT").code, 221)
-
-    def test_mail_without_helo(self):
-        # Postfix's default smtpd_helo_required = no
-        cl = self.client()
-        body = simple_body("no helo")
-        _, qid = self.send_mail(body, client=cl)
-        rec, _ = self.assert_stored(body, qid)
-        self.assertIn(rec["helo"], ("", None))
-
-    def test_helo_then_mail(self):
-        cl = self.client()
-        r = cl.cmd("HELO old.client")
-        self.assertEqual(r.code, 250)
-        self.assertEqual(r.lines, [HOSTNAME])
-        body = simple_body("helo")
-        _, qid = self.send_mail(body, client=cl)
-        self.assertEqual(self.c.journal_record(qid)["helo"], "old.client")
-
-    def test_invalid_utf8_keeps_logs_valid_json(self):
-        cl = self.client()
-        helo = b"\xff\xfe\xc3\x28.\"quote\\back\x7f"
-        if cl.cmd(b"EHLO " + helo).code != 250:     # Postfix may refuse bad UTF-8 (500)
-            cl.ehlo("fallback.example")
-        r = cl.cmd(b"MAIL FROM:<\xff\xc0\xaf\"\\@ex\xe9mple.org>")
-        if r.code == 250:
-            cl.cmd(b"RCPT TO:<\xed\xa0\x80@\xf4\x90\x80\x80.example>")
-            cl.cmd(b"RCPT TO:<ok@example.net>")
-            cl.cmd(b"DATA")
-            cl.send(b"Subject: 8bit envelope\r\n\r\nx\r\n.\r\n")
-            cl.reply()
-        # a verb starting with a letter (a non-letter start is Postfix's 221 + close)
-        cl.cmd(b"B\xffOGUS \xc3\x00\x01\x1b[31m")
-        cl.expect(b"RSET", 250)
-        cl.expect(b"MAIL FROM:<a@example.org>", 250)
-        cl.expect(b"RCPT TO:<b@example.net>", 250)
-        body = b"Subject: \xff\xfe\r\n\r\n\x00\x01\xc3\x28\r\n"
-        qid = queue_id(cl.data(body))
-        cl.cmd("QUIT")
-        port = cl.local_port
-        self.c.wait_event("fosr.session.closed", lambda e: e.get("src_port") == port)
-        self.c.events(strict=True)      # every line: valid UTF-8, valid JSON
-        self.c.journal(strict=True)
-        rec, _ = self.assert_stored(body, qid)
-        self.assertIsInstance(rec["helo"], str)
-
-    def test_forbidden_command_closes(self):
-        # Postfix: a header-like or non-letter command gets 221 and the connection is closed
-        for line in (b"Subject: hi", b"\x16\x03\x01 not a command", b"GET / HTTP/1.0"):
-            cl = self.client()
-            r = cl.cmd(line)
-            self.assertEqual(r.code, 221, (line, r))
-            self.assertTrue(cl.wait_closed(), line)
-
-    def test_many_sessions_in_parallel(self):
-        clients = [self.client() for _ in range(20)]
-        for cl in clients:
-            cl.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
-        bodies = []
-        for i, cl in enumerate(clients):
-            self.assertEqual([cl.reply().code for _ in range(4)], [250, 250, 250, 354])
-            b = simple_body("parallel %d" % i)
-            bodies.append(b)
-            cl.send(b)
-        for cl in clients:
-            cl.send(b".\r\n")
-        for cl, b in zip(clients, bodies):
-            self.assert_stored(b, queue_id(cl.reply()))
 
 
 class DualStack(CollectorTestCase):

@@ -11,12 +11,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import REPO, binary_default  # noqa: E402
+from harness import REPO, binary_default
 
 UNIT = os.path.join(REPO, "etc", "fosr-collector.service")
 NAME = "fosr-collector.service"

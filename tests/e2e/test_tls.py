@@ -7,11 +7,9 @@ import socket
 import ssl
 import stat
 import subprocess
-import sys
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (HOST, CollectorTestCase, have, queue_id, run_tool, sha256_hex,  # noqa: E402
+from harness import (HOST, CollectorTestCase, have, queue_id, run_tool, sha256_hex,
                      unverified_context, with_config)
 
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")

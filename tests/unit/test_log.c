@@ -13,11 +13,11 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "testutil.h"
 
 static size_t	 kv_next(const char **, const char **, size_t *);
 static size_t	 json_str_decode(const char *, size_t, unsigned char *, size_t *);
 static void	 expect_json(const void *, size_t, const char *);
-static char	*slurp(const char *, size_t *);
 
 /*
  * Parse one JSON string literal at s (strict: no raw controls, known escapes
@@ -101,27 +101,6 @@ expect_json(const void *in, size_t len, const char *want)
 	assert_int_equal(jb.len, strlen(want));
 	assert_string_equal(jb.buf, want);
 	jb_free(&jb);
-}
-
-/* Read a whole file into a NUL-terminated buffer. */
-static char *
-slurp(const char *path, size_t *len)
-{
-	FILE *fp = fopen(path, "rb");
-	char *buf;
-	long n;
-
-	assert_non_null(fp);
-	fseek(fp, 0, SEEK_END);
-	n = ftell(fp);
-	fseek(fp, 0, SEEK_SET);
-	buf = malloc((size_t)n + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-	buf[n] = '\0';
-	fclose(fp);
-	*len = (size_t)n;
-	return buf;
 }
 
 /* Controls, backslash and 8-bit bytes are escaped; printable ASCII is kept. */

@@ -13,34 +13,13 @@
 
 #include "rules.h"
 #include "rules_default.h"
-
-/* Read a whole file into a NUL-terminated buffer. */
-static char *
-slurp(const char *path)
-{
-	FILE *fp = fopen(path, "rb");
-	char *buf;
-	long n;
-
-	if (fp == NULL)
-		return NULL;
-	fseek(fp, 0, SEEK_END);
-	n = ftell(fp);
-	rewind(fp);
-	buf = calloc(1, (size_t)n + 1);
-	if (buf && fread(buf, 1, (size_t)n, fp) != (size_t)n) {
-		free(buf);
-		buf = NULL;
-	}
-	fclose(fp);
-	return buf;
-}
+#include "testutil.h"
 
 /* Built from etc/rules.yml at build time: byte for byte the same text. */
 static void
 test_same_as_shipped_file(void **state)
 {
-	char *file = slurp("etc/rules.yml");
+	char *file = slurp("etc/rules.yml", NULL);
 
 	assert_non_null(file);
 	assert_string_equal(rules_default_yaml, file);
@@ -438,7 +417,7 @@ static void
 check_sample(const char *path, const char *own, bool want)
 {
 	struct rules_decision d;
-	char *m = slurp(path);
+	char *m = slurp(path, NULL);
 
 	assert_non_null(m);
 	if (shipped_eval(own, "drop@example.com", m, &d) != want)

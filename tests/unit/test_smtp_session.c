@@ -39,6 +39,7 @@
 #include "persona.h"
 #include "smtp_session.h"
 #include "spool.h"
+#include "testutil.h"
 
 static const char body[] = "Subject: hello\r\n\r\nline one\r\n";
 
@@ -215,14 +216,6 @@ say(const char *line)
 	bufferevent_write(F->client, "\r\n", 2);
 }
 
-/* nftw: remove one entry. */
-static int
-rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)remove(path);
-	return 0;
-}
-
 /* A spool, a server with hooks, one session with the client end connected. */
 static int
 setup(void **state)
@@ -292,7 +285,7 @@ teardown(void **state)
 	spool_free(F->sp);
 	evbuffer_free(F->rx);
 	event_base_free(F->base);
-	(void)nftw(F->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	rm_rf(F->dir);
 	free(F->seen_rcpts);
 	free(F);
 	F = NULL;

@@ -22,6 +22,7 @@
 
 #include "spool.h"
 #include "testhook.h"
+#include "testutil.h"
 
 struct done {
 	int	calls;
@@ -36,8 +37,6 @@ struct fixture {
 	bool			 mounted;
 };
 
-static int	 rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw);
-static void	 rm_rf(const char *path);
 static int	 setup(void **state);
 static int	 teardown(void **state);
 static void	 done_cb(void *arg, int status, int err_no);
@@ -45,7 +44,6 @@ static void	 timeout_cb(evutil_socket_t fd, short what, void *arg);
 static void	 wait_calls(struct event_base *base, const int *calls, int target);
 static struct spool *open_spool(struct fixture *f, const char *maildir, uint64_t max_bytes);
 static struct spool_msg *store(struct spool *sp, const void *data, size_t len, char hex[65]);
-static char	*slurp(const char *path, size_t *lenp);
 static int	 count_lines(const char *path);
 static int	 count_entries(const char *dir);
 static void	 sha256sum(const char *path, char out[65]);
@@ -56,24 +54,6 @@ static long long seg_bytes(struct fixture *f, int *n);
 static void	 assert_eml(struct fixture *f, const char *hex, const void *data, size_t len);
 static long long now_ms(void);
 static struct spool_stats wait_stat(struct spool *sp, size_t off, uint64_t min);
-
-/* nftw callback: remove one entry. */
-static int
-rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
-
-/* rm -rf. */
-static void
-rm_rf(const char *path)
-{
-	nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* A fresh temp dir and event base per test. */
 static int
@@ -168,27 +148,6 @@ store(struct spool *sp, const void *data, size_t len, char hex[65])
 	assert_int_equal(spool_msg_finish(m, hex), 0);
 	assert_int_equal(strlen(hex), 64);
 	return m;
-}
-
-/* Whole file into memory (NUL-terminated). */
-static char *
-slurp(const char *path, size_t *lenp)
-{
-	FILE	*fp = fopen(path, "rb");
-	char	*buf;
-	long	 n;
-
-	assert_non_null(fp);
-	fseek(fp, 0, SEEK_END);
-	n = ftell(fp);
-	fseek(fp, 0, SEEK_SET);
-	buf = malloc((size_t)n + 1);
-	assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-	buf[n] = '\0';
-	fclose(fp);
-	if (lenp != NULL)
-		*lenp = (size_t)n;
-	return buf;
 }
 
 /* Number of '\n' in a file. */

@@ -27,6 +27,7 @@
 #include <openssl/x509v3.h>
 
 #include "tls.h"
+#include "testutil.h"
 
 #define HOST	"mx1.example.test"
 
@@ -36,24 +37,11 @@ struct fixture {
 	char	key[128];
 };
 
-static int	 rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw);
 static int	 setup(void **state);
 static int	 teardown(void **state);
-static char	*slurp(const char *path, size_t *lenp);
 static X509	*load_cert(const char *path);
 static int	 handshake(SSL_CTX *sctx, int client_max_version, const char *sni,
 		    struct tls_info *info);
-
-/* nftw callback: remove one entry. */
-static int
-rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
 
 /* A fresh temp dir; cert and key paths in directories that do not exist yet. */
 static int
@@ -76,29 +64,9 @@ teardown(void **state)
 {
 	struct fixture	*f = *state;
 
-	nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	rm_rf(f->dir);
 	free(f);
 	return 0;
-}
-
-/* Whole file into memory. */
-static char *
-slurp(const char *path, size_t *lenp)
-{
-	FILE	*fp = fopen(path, "rb");
-	char	*buf;
-	long	 n;
-
-	assert_non_null(fp);
-	fseek(fp, 0, SEEK_END);
-	n = ftell(fp);
-	fseek(fp, 0, SEEK_SET);
-	buf = malloc((size_t)n + 1);
-	assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-	buf[n] = '\0';
-	fclose(fp);
-	*lenp = (size_t)n;
-	return buf;
 }
 
 /* Parse a PEM certificate file. */
