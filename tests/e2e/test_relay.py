@@ -772,8 +772,8 @@ class TestOwnAddressAddedLater(PrivateNetns, RelayCase):
         res = self.result(sha)
         self.assertEqual(res["status"], "failed", res)
         att = self.relay_record(sha)["attempts"]
-        self.assertEqual([(a["ip"], a["status"]) for a in att],
-                         [(NEW_OWN, "refused: an address of this honeypot")], att)
+        self.assertEqual([(a["ip"], a["status"], a["status_text"]) for a in att],
+                         [(NEW_OWN, "refused", "refused: an address of this honeypot")], att)
         time.sleep(0.3)
         self.assertEqual(here.connections, 0, "the relay connected to this host")
 
