@@ -1413,6 +1413,7 @@ skip_missing(struct hpf *h, struct hpf_chan *c, const char *path, const char *sh
 	jb_kcstr(&jb, "channel", c->name);
 	jb_kcstr(&jb, "sha256", sha);
 	jb_kcstr(&jb, "reason", "message file missing");
+	evlog_message(&jb, "hpfeeds channel %s skips %s: message file missing", c->name, sha);
 	evlog_emit(&jb);
 	jb_free(&jb);
 }

@@ -306,6 +306,7 @@ refuse(struct listeners *ls, int fd, enum persona_reply id, const char *ip, cons
 	evlog_begin(&jb, "fosr.session.refused", NULL);
 	jb_kcstr(&jb, "src_ip", ip);
 	jb_kcstr(&jb, "reason", why);
+	evlog_message(&jb, "Connection refused: %s (%s)", ip, why);
 	evlog_emit(&jb);
 	jb_free(&jb);
 }

@@ -839,6 +839,24 @@ evlog_begin(struct jbuf *jb, const char *eventid, const struct event_conn *conn)
 	jb_kcstr(jb, "sensor", ev_sensor);
 }
 
+/* The event's "message": a bounded human line (log.h). */
+void
+evlog_message(struct jbuf *jb, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(buf))
+		n = sizeof(buf) - 1;
+	jb_kstr(jb, "message", buf, (size_t)n);
+}
+
 /*
  * Close the event's object, append "\n" and write the line to the event log
  * in one write(2).  Without an open event log, or when the builder ran out of

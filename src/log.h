@@ -110,6 +110,13 @@ void	evlog_close(void);
  */
 void	evlog_begin(struct jbuf *jb, const char *eventid, const struct event_conn *conn);
 void	evlog_emit(struct jbuf *jb);
+/*
+ * The event's human "message" (Cowrie's convention: one line a person reads
+ * in Kibana), formatted into a bounded buffer (cut at 1 KiB) and written
+ * with jb_str, so attacker bytes in it are escaped like every other field.
+ */
+void	evlog_message(struct jbuf *jb, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
 
 /* Current time as ISO 8601 UTC with microseconds: "2026-11-27T04:35:30.123456Z". */
 void	log_timestamp(char *buf, size_t len);

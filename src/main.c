@@ -354,6 +354,8 @@ main(int argc, char **argv)
 		evlog_begin(&jb, "fosr.collector.start", NULL);
 		jb_kcstr(&jb, "version", FOSR_VERSION);
 		jb_kcstr(&jb, "listeners", listeners_describe(f.ls));
+		evlog_message(&jb, "fosr-collector %s started: %s", FOSR_VERSION,
+		    listeners_describe(f.ls));
 		evlog_emit(&jb);
 		jb_free(&jb);
 	}
@@ -377,6 +379,7 @@ main(int argc, char **argv)
 		struct jbuf jb;
 		jb_init(&jb);
 		evlog_begin(&jb, "fosr.collector.stop", NULL);
+		evlog_message(&jb, "fosr-collector %s stopped", FOSR_VERSION);
 		evlog_emit(&jb);
 		jb_free(&jb);
 	}

@@ -1105,6 +1105,7 @@ relay_decision_event(struct relay_job *j, const char *verdict, const char *reaso
 		jb_kbool(&jb, "seen_sha256", u->seen_sha256);
 		jb_obj_close(&jb);
 	}
+	evlog_message(&jb, "Relay decision for %s: %s (%s)", j->rec->queue_id, verdict, reason);
 	evlog_emit(&jb);
 	jb_free(&jb);
 	{
@@ -1558,7 +1559,15 @@ relay_attempt_json(struct relay_job *j, const char *host, const char *ip, int po
 {
 	struct jbuf ev;
 	struct jbuf *targets[2] = { &ev, &j->outcome };
+	const char *kw = status;
 
+	/*
+	 * status is a keyword (delivered, tempfail, permfail, failed, refused,
+	 * error); the explanation, when there is one, goes to status_text, so
+	 * the field keeps one small set of values for indexing.
+	 */
+	if (res == NULL && strcmp(status, "delivered") != 0 && strcmp(status, "failed") != 0)
+		kw = strncmp(status, "refused", 7) == 0 ? "refused" : "error";
 	jb_init(&ev);
 	relay_event_begin(j, &ev, "fosr.relay.attempt");
 	jb_obj_open(&j->outcome);
@@ -1572,7 +1581,9 @@ relay_attempt_json(struct relay_job *j, const char *host, const char *ip, int po
 			jb_kint(b, "preference", j->mx[j->mx_idx].pref);
 		jb_kcstr(b, "ip", ip);
 		jb_kint(b, "port", port);
-		jb_kcstr(b, "status", status);
+		jb_kcstr(b, "status", kw);
+		if (kw != status)
+			jb_kcstr(b, "status_text", status);
 		if (res) {
 			jb_kcstr(b, "stage", res->stage);
 			jb_kint(b, "code", res->code);
@@ -1580,8 +1591,9 @@ relay_attempt_json(struct relay_job *j, const char *host, const char *ip, int po
 			if (res->error[0])
 				jb_kcstr(b, "error", res->error);
 			jb_kbool(b, "starttls_offered", res->starttls_offered);
-			jb_key(b, "tls");
 			if (res->tls) {
+				/* Absent without TLS: an object or nothing, never null. */
+				jb_key(b, "tls");
 				jb_obj_open(b);
 				jb_kcstr(b, "version", res->tls_version);
 				jb_kcstr(b, "cipher", res->tls_cipher);
@@ -1589,14 +1601,18 @@ relay_attempt_json(struct relay_job *j, const char *host, const char *ip, int po
 				jb_kbool(b, "verified", res->tls_verified);
 				jb_kcstr(b, "peer", res->tls_peer);
 				jb_obj_close(b);
-			} else {
-				jb_null(b);
 			}
 			if (k == 1)
 				jb_kcstr(b, "transcript", res->transcript);
 		}
 	}
 	jb_obj_close(&j->outcome);
+	if (res && res->reply[0])
+		evlog_message(&ev, "Relay attempt for %s to %s [%s]: %s: %s", j->target_rcpt, host,
+		    ip, status, res->reply);
+	else
+		evlog_message(&ev, "Relay attempt for %s to %s%s%s%s: %s", j->target_rcpt, host,
+		    ip[0] ? " [" : "", ip, ip[0] ? "]" : "", status);
 	evlog_emit(&ev);
 	jb_free(&ev);
 	{
@@ -1652,6 +1668,7 @@ relay_finish(struct relay_job *j, const char *status, const char *why)
 	jb_kcstr(&ev, "reason", why);
 	jb_kcstr(&ev, "rule", j->dec.rule);
 	jb_kcstr(&ev, "relay_queue_id", j->qid);
+	evlog_message(&ev, "Relay of %s %s: %s", j->rec->queue_id, status, why);
 	evlog_emit(&ev);
 	jb_free(&ev);
 	{
@@ -1767,6 +1784,8 @@ relay_rule_event_conn(const struct event_conn *c, const char *sha256, const char
 		jb_raw(&jb, d->evidence, strlen(d->evidence));
 	else
 		jb_raw(&jb, "[]", 2);
+	evlog_message(&jb, "Rule %s matched at %s%s%s", d->rule, rules_stage_name(st),
+	    d->relay ? ": relay" : "", d->publish ? "" : ", not published");
 	evlog_emit(&jb);
 	jb_free(&jb);
 	{

@@ -433,6 +433,8 @@ smtp_session_start(struct smtp_session *s)
 	smtp_event_base(s, &jb, "fosr.session.connect");
 	jb_kcstr(&jb, "listener", s->listener->name);
 	jb_kcstr(&jb, "tls_mode", cfg_tls_mode_name(s->listener->tls));
+	evlog_message(&jb, "New connection: %s:%d (%s:%d) [session: %016llx]", s->src_ip,
+	    s->src_port, s->dst_ip, s->dst_port, (unsigned long long)s->id);
 	evlog_emit(&jb);
 	jb_free(&jb);
 	log_info("%016llx smtp connected address=%s port=%d listener=%s",
@@ -923,12 +925,8 @@ smtp_free(struct smtp_session *s)
 	dur = (double)(t1.tv_sec - s->t0.tv_sec) + (t1.tv_nsec - s->t0.tv_nsec) / 1e9;
 	jb_init(&jb);
 	smtp_event_base(s, &jb, "fosr.session.closed");
-	jb_key(&jb, "duration");
-	{
-		char d[32];
-		int n = snprintf(d, sizeof(d), "%.6f", dur);
-		jb_raw(&jb, d, (size_t)n);
-	}
+	/* Milliseconds, an integer: one type for Elasticsearch (the text log keeps seconds). */
+	jb_kint(&jb, "duration_ms", (long long)(dur * 1000.0));
 	jb_kcstr(&jb, "reason", s->close_reason[0] ? s->close_reason : "quit");
 	jb_kuint(&jb, "commands", s->ncommands);
 	jb_kuint(&jb, "mails", s->nmails);
@@ -941,6 +939,8 @@ smtp_free(struct smtp_session *s)
 				jb_cstr(&jb, anomaly_names[i].name);
 		jb_arr_close(&jb);
 	}
+	evlog_message(&jb, "Connection lost after %lld ms (%s), %u mail%s", (long long)(dur * 1000.0),
+	    s->close_reason[0] ? s->close_reason : "quit", s->nmails, s->nmails == 1 ? "" : "s");
 	evlog_emit(&jb);
 	jb_free(&jb);
 	log_info("%016llx smtp disconnected reason=%s mails=%u duration=%.3f",
@@ -1127,6 +1127,8 @@ smtp_tls_done(struct smtp_session *s)
 		jb_kstr(&jb, "sni", s->tls->sni, strlen(s->tls->sni));
 	}
 	jb_kcstr(&jb, "mode", (s->flags & SF_IMPLICIT) ? "implicit" : "starttls");
+	evlog_message(&jb, "TLS established (%s): %s %s", (s->flags & SF_IMPLICIT) ?
+	    "implicit" : "STARTTLS", s->tls ? s->tls->version : "?", s->tls ? s->tls->cipher : "?");
 	evlog_emit(&jb);
 	jb_free(&jb);
 	log_info("%016llx smtp tls version=%s cipher=%s sni=\"%s\"",
@@ -1451,6 +1453,7 @@ cmd_unknown(struct smtp_session *s, const struct smtp_cmdline *cl)
 	smtp_event_base(s, &jb, "fosr.command.unknown");
 	full = cl->arglen ? (size_t)(cl->arg + cl->arglen - cl->verb) : cl->verblen;
 	jb_kstr(&jb, "input", cl->verb, full > 512 ? 512 : full);
+	evlog_message(&jb, "Unknown command: %.*s", (int)(full > 512 ? 512 : full), cl->verb);
 	evlog_emit(&jb);
 	jb_free(&jb);
 	smtp_error(s, PR_UNKNOWN, NULL);
@@ -2807,6 +2810,9 @@ smtp_commit_cb(void *arg, int status, int err_no)
 		if (rule_reply)
 			jb_kint(&jb, "reply_code", t->dres.reply_code);
 	}
+	evlog_message(&jb, "Mail received: queue_id %s, %llu bytes, from <%s>, %d recipient%s",
+	    t->queue_id, (unsigned long long)t->size, t->mail_from, t->nrcpt,
+	    t->nrcpt == 1 ? "" : "s");
 	evlog_emit(&jb);
 	jb_free(&jb);
 	{
@@ -3238,6 +3244,8 @@ smtp_auth_finish(struct smtp_session *s)
 	jb_kcstr(&jb, "outcome", cfg_auth_outcome_name(cfg->auth_outcome));
 	if (cfg->auth_outcome == AUTH_OUTCOME_POLICY)
 		jb_kint(&jb, "policy_line", rule);
+	evlog_message(&jb, "login attempt [%s/%s] %s (%s)", a->user ? a->user : "",
+	    a->pass ? a->pass : "", ok ? "succeeded" : "failed", a->mech);
 	evlog_emit(&jb);
 	jb_free(&jb);
 	log_info("%016llx smtp auth mechanism=%s username=\"%s\" password=\"%s\" result=%s",

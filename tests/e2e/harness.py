@@ -28,6 +28,35 @@ import time
 import unittest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+EVENTS_SCHEMA = os.path.join(REPO, "etc", "events.schema.json")
+_events_validator = None
+
+
+def events_validator():
+    """The JSON Schema validator of etc/events.schema.json (python3-jsonschema)."""
+    global _events_validator
+    if _events_validator is None:
+        import jsonschema
+        with open(EVENTS_SCHEMA) as f:
+            schema = json.load(f)
+        jsonschema.Draft202012Validator.check_schema(schema)
+        _events_validator = jsonschema.Draft202012Validator(schema)
+    return _events_validator
+
+
+def validate_events(events, limit=5):
+    """Descriptions of the events that do not match the schema (at most limit)."""
+    v = events_validator()
+    bad = []
+    for e in events:
+        for err in v.iter_errors(e):
+            bad.append("%s: %s at %s: %s" % (e.get("eventid") if isinstance(e, dict) else "?",
+                                              err.message[:300], "/".join(map(str, err.absolute_path)),
+                                              json.dumps(e)[:400]))
+            break
+        if len(bad) >= limit:
+            break
+    return bad
 HOSTNAME = "mx.example.test"
 SENSOR = "e2e-sensor"
 HOST = "127.0.0.1"
@@ -633,8 +662,14 @@ class Collector:
     def cleanup(self):
         if self.running:
             self.kill9()
-        if self.own_tmpdir and not os.environ.get("FOSR_KEEP"):
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
+        try:
+            # Every event any test makes must match etc/events.schema.json.
+            bad = validate_events(self._jsonl(self.event_log))
+        finally:
+            if self.own_tmpdir and not os.environ.get("FOSR_KEEP"):
+                shutil.rmtree(self.tmpdir, ignore_errors=True)
+        if bad:
+            raise AssertionError("events not matching etc/events.schema.json:\n" + "\n".join(bad))
 
     # -- clients
     def connect(self, name="smtp", banner=True, **kw):

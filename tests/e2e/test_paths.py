@@ -41,6 +41,10 @@ class RootPaths(CollectorTestCase):
     def first_start(self):
         """A normal root start: the spool is nobody's, mail is accepted."""
         self.c.start()
+        # Listening comes before the paths are prepared: wait for "ready".
+        end = time.time() + 30 * self.slow
+        while " ready: " not in self.c.stderr_text() and time.time() < end:
+            time.sleep(0.02)
         st = os.stat(self.c.spool_dir)
         self.assertEqual(st.st_uid, self.nobody.pw_uid)
         for sub in ("tmp", "messages", "segments", "feed", "relay"):

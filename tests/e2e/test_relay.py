@@ -182,7 +182,8 @@ class TestLocalNetworkNames(RelayCase):
         self.assertEqual(res["status"], "failed", res)
         att = self.relay_record(sha)["attempts"]
         self.assertEqual([a["mx"] for a in att], ["mx1.spammer.example", "mx.nas.lan"], att)
-        self.assertIn("local network name", att[1]["status"])
+        self.assertEqual(att[1]["status"], "refused", att)
+        self.assertIn("local network name", att[1]["status_text"])
         time.sleep(0.3)
         self.assertEqual(self.mx.messages, [])
 
@@ -357,7 +358,8 @@ class TestTestServerIsOurListener(RelayCase):
         res = self.result(sha)
         self.assertEqual(res["status"], "failed", res)
         att = self.relay_record(sha)["attempts"]
-        self.assertEqual([a["status"] for a in att], ["refused: this daemon's own listener"], att)
+        self.assertEqual([(a["status"], a["status_text"]) for a in att],
+                         [("refused", "refused: this daemon's own listener")], att)
         time.sleep(0.5)
         caps = [e for e in self.c.events() if e.get("eventid") == "fosr.relay.decision"]
         self.assertEqual(len(caps), 1, "the relayed copy came back: %s" % caps)
@@ -487,7 +489,7 @@ class TestForbiddenDestinations(RelayCase):
             self.assertEqual(res["status"], "failed", (r, res))
             rec = self.relay_record(sha)
             if cases[r]:
-                self.assertIn(cases[r], rec["attempts"][0]["status"], rec)
+                self.assertIn(cases[r], rec["attempts"][0].get("status_text", ""), rec)
             for a in rec["attempts"]:
                 self.assertNotIn(a["status"], ("tempfail", "permfail", "delivered"), (r, a))
         rec = self.relay_record(shas["drop@names.example"])
@@ -636,8 +638,8 @@ class TestOwnAddressAddedLater(PrivateNetns, RelayCase):
         res = self.result(sha)
         self.assertEqual(res["status"], "failed", res)
         att = self.relay_record(sha)["attempts"]
-        self.assertEqual([(a["ip"], a["status"]) for a in att],
-                         [(NEW_OWN, "refused: an address of this honeypot")], att)
+        self.assertEqual([(a["ip"], a["status"], a["status_text"]) for a in att],
+                         [(NEW_OWN, "refused", "refused: an address of this honeypot")], att)
         time.sleep(0.3)
         self.assertEqual(here.connections, 0, "the relay connected to this host")
 
