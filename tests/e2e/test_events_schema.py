@@ -4,13 +4,9 @@ is validated against it (harness.Collector.cleanup)."""
 
 import copy
 import json
-import os
-import sys
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (EVENTS_SCHEMA, CollectorTestCase, events_validator,  # noqa: E402
-                     validate_events)
+from harness import EVENTS_SCHEMA, CollectorTestCase, events_validator, validate_events
 
 CONNECT = {
     "eventid": "fosr.session.connect", "timestamp": "2026-12-06T08:00:00.123456Z",
