@@ -1,0 +1,225 @@
+"""The container, tested from outside (run by scripts/check-container.sh,
+`make check-container`; needs root and podman).
+
+Argument: the image.  Environment: FOSR_PODMAN, the podman command line to use
+(runtime and store), as check-container.sh sets it.
+
+It runs the image read-only (--read-only, as uid 2000 from the image) with a
+named volume and the three ports published on loopback, sends a mail to each
+port (25 plain and STARTTLS, 465 implicit TLS with AUTH, 587 STARTTLS with
+AUTH) and a relay probe, finds the mails (.eml), their events and the probe's
+dry-run caps reservation on the volume, then restarts the container and checks
+the hostname (banner), the certificate and the caps (the same probe is now
+refused: that content was counted before the restart) are kept.
+"""
+
+import hashlib
+import json
+import os
+import shlex
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import unittest
+
+IMAGE = sys.argv[1] if len(sys.argv) > 1 else "localhost/fosr-collector:check"
+PODMAN = shlex.split(os.environ.get("FOSR_PODMAN", "podman --runtime runc"))
+NAME = "fosr-check"
+VOLUME = "fosr-check"
+HOST = "127.0.0.1"
+# Login the shipped credential policy accepts (README: root with a non-trivial password).
+LOGIN = ("root", "abcdef")
+TIMEOUT = 60
+
+
+def podman(*args, check=True):
+    p = subprocess.run(PODMAN + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=300)
+    if check and p.returncode != 0:
+        raise AssertionError("podman %s: exit %d: %s" % (" ".join(args), p.returncode,
+                                                          p.stderr.decode(errors="replace")))
+    return p.stdout.decode(errors="replace").strip()
+
+
+def free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind((HOST, 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def ctx():
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    c.check_hostname = False
+    c.verify_mode = ssl.CERT_NONE
+    return c
+
+
+def wait(cond, what, timeout=TIMEOUT):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for " + what + "\n" + podman("logs", "--tail", "40", NAME, check=False))
+
+
+def body(tag):
+    return ("From: c@example.org\r\nTo: r@example.net\r\nSubject: container %s\r\n\r\n"
+            "container test %s %f\r\n" % (tag, tag, time.time())).encode()
+
+
+class Container(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        podman("rm", "-f", "-t", "0", NAME, check=False)
+        podman("volume", "rm", "-f", VOLUME, check=False)
+        podman("volume", "create", VOLUME)
+        cls.vol = podman("volume", "inspect", "--format", "{{.Mountpoint}}", VOLUME)
+        cls.ports = dict(zip((25, 465, 587), free_ports(3)))
+        args = ["run", "-d", "--name", NAME, "--read-only", "--ulimit", "host",
+                "-v", VOLUME + ":/var/lib/fosr-collector"]
+        for inner, outer in cls.ports.items():
+            args += ["-p", "%s:%d:%d" % (HOST, outer, inner)]
+        podman(*(args + [IMAGE]))
+        cls.ip = podman("inspect", "--format", "{{.NetworkSettings.IPAddress}}", NAME)
+
+    @classmethod
+    def tearDownClass(cls):
+        if os.environ.get("FOSR_CONTAINER_KEEP") != "1":
+            podman("rm", "-f", "-t", "0", NAME, check=False)
+            podman("volume", "rm", "-f", VOLUME, check=False)
+
+    # -- helpers
+    def banner(self, port):
+        """The 220 line (waits for the daemon to listen: it looks the client up first)."""
+        def try_once():
+            try:
+                with socket.create_connection((HOST, port), timeout=5) as s:
+                    s.settimeout(30)
+                    line = s.makefile("rb").readline().decode()
+                    return line if line.startswith("220 ") else None
+            except OSError:
+                return None
+        return wait(try_once, "a banner on %d" % port)
+
+    def events(self):
+        try:
+            with open(os.path.join(self.vol, "log", "fosr-events.json"), "rb") as f:
+                return [json.loads(ln) for ln in f if ln.strip()]
+        except FileNotFoundError:
+            return []
+
+    def wait_event(self, eventid, pred):
+        return wait(lambda: next((e for e in self.events()
+                                  if e.get("eventid") == eventid and pred(e)), None), eventid)
+
+    def send(self, port, data, rcpt="r@example.net"):
+        """Send data to the published port; returns the sha256 of what is stored."""
+        outer = self.ports[port]
+        if port == 465:
+            s = smtplib.SMTP_SSL(HOST, outer, context=ctx(), timeout=TIMEOUT)
+        else:
+            s = smtplib.SMTP(HOST, outer, timeout=TIMEOUT)
+        try:
+            s.ehlo("client.example.org")
+            if port == 587:
+                s.starttls(context=ctx())
+                s.ehlo("client.example.org")
+            if port != 25:
+                s.login(*LOGIN)
+            s.sendmail("c@example.org", [rcpt], data)
+        finally:
+            s.quit()
+        return hashlib.sha256(data).hexdigest()
+
+    def peer_cert(self):
+        with socket.create_connection((HOST, self.ports[465]), timeout=TIMEOUT) as raw:
+            with ctx().wrap_socket(raw) as s:
+                return s.getpeercert(binary_form=True)
+
+    def main_pid(self):
+        return int(podman("inspect", "--format", "{{.State.Pid}}", NAME))
+
+    def probe(self, n):
+        return ("From: t <drop@spammer.example>\r\nTo: drop@spammer.example\r\n"
+                "Subject: relay test %s:25 #%d\r\n\r\ntest %d\r\n" % (self.ip, n, n)).encode()
+
+    # -- the test: one sequence, the restart in the middle
+    def test_container(self):
+        for port in (25, 465, 587):
+            self.banner(self.ports[port])
+        host = self.banner(self.ports[25]).split()[1]
+        self.assertNotEqual(host, podman("inspect", "--format", "{{.Config.Hostname}}", NAME),
+                            "banner names the container id")
+        self.assertTrue(host.endswith(".localdomain"), host)
+
+        # uid/gid 2000, read-only root
+        with open("/proc/%d/status" % self.main_pid()) as f:
+            st = dict(ln.split(":", 1) for ln in f)
+        self.assertEqual(st["Uid"].split()[:2], ["2000", "2000"], st["Uid"])
+        self.assertEqual(st["Gid"].split()[:2], ["2000", "2000"], st["Gid"])
+        self.assertEqual(st["CapEff"].strip(), "0" * 16, "capabilities kept after bind")
+        self.assertEqual(podman("inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", NAME), "true")
+        r = subprocess.run(PODMAN + ["exec", NAME, "touch", "/usr/local/x"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.assertNotEqual(r.returncode, 0, "root file system writable")
+
+        # a mail on each port: the .eml and the event on the volume
+        for port in (25, 465, 587):
+            data = body(str(port))
+            sha = self.send(port, data)
+            ev = self.wait_event("fosr.mail.received", lambda e: e.get("sha256") == sha)
+            self.assertEqual(ev["dst_port"], port, ev)
+            self.assertEqual(ev["sensor"], host, ev)
+            eml = wait(lambda: [os.path.join(d, f) for d, _, fs in
+                                os.walk(os.path.join(self.vol, "spool"))
+                                for f in fs if f.startswith(sha)], "the .eml of " + sha)
+            with open(eml[0], "rb") as f:
+                self.assertEqual(hashlib.sha256(f.read()).hexdigest(), sha)
+        print("mail on 25, 465, 587: stored and logged on the volume", file=sys.stderr)
+
+        # a relay probe: dry-run decision, its reservation in the caps journal
+        probe = self.probe(1)
+        p1 = self.send(25, probe, rcpt="drop@spammer.example")
+        d = self.wait_event("fosr.relay.decision", lambda e: e.get("sha256") == p1)
+        self.assertEqual(d["verdict"], "dry-run", d)
+        caps = os.path.join(self.vol, "spool", "relay", "caps-dry-run.log")
+        with open(caps, "rb") as f:
+            self.assertIn(p1.encode(), f.read())
+
+        cert = self.peer_cert()
+        pid = self.main_pid()
+        t = time.time()
+        podman("restart", "-t", "45", NAME)
+        print("restart: %.1f s" % (time.time() - t), file=sys.stderr)
+        self.assertNotEqual(self.main_pid(), pid)
+        ip = podman("inspect", "--format", "{{.NetworkSettings.IPAddress}}", NAME)
+        if ip != self.ip:     # a new address: a new probe (the per-recipient cap refuses it)
+            self.ip = ip
+            probe = self.probe(2)
+        self.assertEqual(self.banner(self.ports[25]).split()[1], host, "hostname changed")
+        self.banner(self.ports[465])
+        self.assertEqual(self.peer_cert(), cert, "certificate changed")
+        # the same probe again: its content was counted before the restart
+        n = len([e for e in self.events() if e.get("eventid") == "fosr.relay.decision"])
+        self.send(25, probe, rcpt="drop@spammer.example")
+        d = wait(lambda: [e for e in self.events()
+                          if e.get("eventid") == "fosr.relay.decision"][n:], "a second decision")[0]
+        self.assertEqual(d["verdict"], "refused", d)
+        print("after restart: hostname %s, certificate and caps kept (%s)" % (host, d.get("reason")),
+              file=sys.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(argv=sys.argv[:1], verbosity=2)
