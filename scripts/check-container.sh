@@ -85,6 +85,20 @@ unshare --mount --propagation private debootstrap --variant=minbase \
 } >"$W/base/etc/apt/sources.list"
 apt-config dump 2>/dev/null |
     grep -E '^Acquire::(https?::Proxy|Check-Valid-Until|Check-Date) ' >"$W/base/etc/apt/apt.conf.d/00mirror"
+# Slimmed as debian:12-slim is (debuerreotype's slimify): no apt lists or
+# caches, no documentation, man pages or locales, and dpkg told to install none.
+rm -rf "$W/base/var/lib/apt/lists/"* "$W/base/var/cache/apt/"*.bin "$W/base/var/cache/apt/archives/"*.deb
+cat >"$W/base/etc/dpkg/dpkg.cfg.d/docker" <<'SLIM'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/man/*
+SLIM
+find "$W/base/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
+rm -rf "$W/base/usr/share/groff/"* "$W/base/usr/share/info/"* "$W/base/usr/share/locale/"* \
+    "$W/base/usr/share/man/"*
 tar -C "$W/base" --numeric-owner -cf - . | $P import -q - localhost/fosr-base:$SUITE >/dev/null ||
     fail "podman import failed"
 rm -rf --one-file-system "$W/base"
