@@ -63,14 +63,14 @@ def ctx():
     return c
 
 
-def wait(cond, what, timeout=TIMEOUT):
+def wait(cond, what, timeout=TIMEOUT, name=NAME):
     end = time.time() + timeout
     while time.time() < end:
         v = cond()
         if v:
             return v
         time.sleep(0.2)
-    raise AssertionError("timed out waiting for " + what + "\n" + podman("logs", "--tail", "40", NAME, check=False))
+    raise AssertionError("timed out waiting for " + what + "\n" + podman("logs", "--tail", "40", name, check=False))
 
 
 def body(tag):
@@ -224,6 +224,42 @@ class Container(unittest.TestCase):
             self.assertEqual(d2["caps"][k], d["caps"][k] + 1, (k, d, d2))
         print("after restart: hostname %s, certificate and caps kept (day %d -> %d)"
               % (host, d["caps"]["day"], d2["caps"]["day"]), file=sys.stderr)
+
+
+class Hostname(unittest.TestCase):
+    """FOSR_HOSTNAME names the sensor; a name that is not a DNS name is refused
+    before anything reaches a configuration."""
+
+    def run_container(self, name, env, wait_exit=False):
+        podman("rm", "-f", "-t", "0", name, check=False)
+        self.addCleanup(podman, "rm", "-f", "-t", "0", name, check=False)
+        self.addCleanup(podman, "volume", "rm", "-f", name, check=False)
+        port = free_ports(1)[0]
+        podman("run", "-d", "--name", name, "--read-only", "--ulimit", "host", "-e", env,
+               "-v", name + ":/var/lib/fosr-collector", "-p", "%s:%d:25" % (HOST, port), IMAGE)
+        return port
+
+    def test_from_environment(self):
+        port = self.run_container("fosr-check-env", "FOSR_HOSTNAME=mail.example.com")
+
+        def banner():
+            try:
+                with socket.create_connection((HOST, port), timeout=5) as s:
+                    s.settimeout(30)
+                    return s.makefile("rb").readline().decode()
+            except OSError:
+                return None
+        line = wait(banner, "a banner", name="fosr-check-env")
+        self.assertTrue(line.startswith("220 mail.example.com ESMTP"), line)
+
+    def test_bad_name_refused(self):
+        self.run_container("fosr-check-bad", "FOSR_HOSTNAME=x\"\nuser: root")
+        wait(lambda: podman("inspect", "--format", "{{.State.Status}}", "fosr-check-bad") == "exited",
+             "the container to exit", name="fosr-check-bad")
+        self.assertEqual(podman("inspect", "--format", "{{.State.ExitCode}}", "fosr-check-bad"), "2")
+        logs = subprocess.run(PODMAN + ["logs", "fosr-check-bad"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT).stdout.decode(errors="replace")
+        self.assertIn("is not a DNS name", logs)
 
 
 if __name__ == "__main__":
