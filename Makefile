@@ -30,7 +30,7 @@ UNIT_REL := $(patsubst tests/unit/%.c,build/rel/tests/%,$(UNIT_SRC))
 UNIT_ASAN:= $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))
 FUZZ_BIN := $(patsubst fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: all run check check-fresh check-valgrind deps fuzz clean
+.PHONY: all run check check-fresh check-container check-valgrind deps fuzz install clean
 
 all: fosr-collector
 
@@ -104,6 +104,40 @@ check-fresh:
 # The end-to-end suite with the daemon under valgrind memcheck (slow: ~20 minutes).
 check-valgrind: fosr-collector
 	sh tests/valgrind.sh
+
+# The container (Dockerfile) built FROM a debootstrap base and tested with
+# podman: mail on the three ports, the volume, a restart (root, ~minutes).
+check-container:
+	sh scripts/check-container.sh
+
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the daemon, the systemd unit
+# (its ExecStart and -c pointed at the installed paths), the configuration
+# (/etc/fosr-collector/fosr-collector.yml, never overwritten), the examples,
+# the man pages and the logrotate snippet.
+PREFIX     ?= /usr/local
+SBINDIR    ?= $(PREFIX)/sbin
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+MANDIR     ?= $(PREFIX)/share/man
+EXAMPLEDIR ?= $(PREFIX)/share/doc/fosr-collector/examples
+EXAMPLES   := etc/fosr-collector.yml etc/credentials.txt etc/rules.yml etc/feed_config.yml \
+              etc/feed_config.json
+
+install: fosr-collector
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/fosr-collector \
+	    $(DESTDIR)$(SYSCONFDIR)/logrotate.d $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(EXAMPLEDIR)
+	install -m 755 fosr-collector $(DESTDIR)$(SBINDIR)/fosr-collector
+	sed -e 's|^ExecStart=.*|ExecStart=$(SBINDIR)/fosr-collector -c $(SYSCONFDIR)/fosr-collector/fosr-collector.yml|' \
+	    etc/fosr-collector.service > $(DESTDIR)$(UNITDIR)/fosr-collector.service.tmp
+	chmod 644 $(DESTDIR)$(UNITDIR)/fosr-collector.service.tmp
+	mv $(DESTDIR)$(UNITDIR)/fosr-collector.service.tmp $(DESTDIR)$(UNITDIR)/fosr-collector.service
+	test -e $(DESTDIR)$(SYSCONFDIR)/fosr-collector/fosr-collector.yml || \
+	    install -m 640 etc/fosr-collector.yml $(DESTDIR)$(SYSCONFDIR)/fosr-collector/fosr-collector.yml
+	install -m 644 etc/logrotate.d/fosr-collector $(DESTDIR)$(SYSCONFDIR)/logrotate.d/fosr-collector
+	install -m 644 man/fosr-collector.8 $(DESTDIR)$(MANDIR)/man8/fosr-collector.8
+	install -m 644 man/fosr-collector.yml.5 $(DESTDIR)$(MANDIR)/man5/fosr-collector.yml.5
+	install -m 644 $(EXAMPLES) $(DESTDIR)$(EXAMPLEDIR)/
 
 fuzz: $(FUZZ_BIN)
 

@@ -7,9 +7,12 @@
 #   libnet-ssleay-perl  swaks's TLS (only a Recommends of swaks, which
 #                       --no-install-recommends leaves out)
 #   iproute2            ss (bench/scale.sh)
+#   logrotate, man-db, groff-base   test_install: the logrotate snippet, the man pages
+#                       (none is in a debootstrap minbase root)
 PKGS="build-essential pkg-config clang libclang-rt-14-dev libevent-dev libssl-dev libyaml-dev
 libc-ares-dev libcmocka-dev libpcre2-dev libseccomp-dev libidn2-dev systemd procps iproute2 openssl python3
-python3-aiosmtpd python3-jsonschema swaks libnet-ssleay-perl postfix libsasl2-modules sasl2-bin valgrind"
+python3-aiosmtpd python3-jsonschema swaks libnet-ssleay-perl postfix libsasl2-modules sasl2-bin valgrind
+logrotate man-db groff-base"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -766,6 +766,7 @@ tls_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 {
 	struct cfg *c = arg;
 
+	c->tls_configured = true;
 	if (key == TK_CERTIFICATE)
 		return get_str(x, v, path, c->tls_cert, sizeof(c->tls_cert),
 		    false);

@@ -163,6 +163,7 @@ struct cfg {
 
 	char		 tls_cert[PATH_MAX];	/* generated (self-signed) when missing */
 	char		 tls_key[PATH_MAX];
+	bool		 tls_configured;	/* a tls: key was given (else the seed's pair may apply) */
 
 	char		 spool_dir[PATH_MAX];
 	char		 maildir[PATH_MAX];	/* "" = no Maildir copy */

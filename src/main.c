@@ -62,6 +62,7 @@ static void	 log_flush_cb(evutil_socket_t, short, void *);
 static void	 log_kick(void *);
 static void	 drop_privileges(struct fosr *, const struct passwd *);
 static void	 prepare_paths(struct fosr *, const struct passwd *);
+static void	 tls_choose(struct cfg *);
 
 /* A capture is durable: hand it to the publisher and the relay. */
 static void
@@ -264,10 +265,18 @@ main(int argc, char **argv)
 		    config ? config : "(embedded defaults)", f.cfg.persona);
 
 	/* Keys and sockets need the privileges we are about to give up. */
+	tls_choose(&f.cfg);
 	f.srv.ssl_ctx = tls_server_ctx_new(f.cfg.tls_cert, f.cfg.tls_key, f.hostname,
 	    err, sizeof(err));
 	if (f.srv.ssl_ctx == NULL)
 		fatalx("tls: %s", err);
+	{
+		char subj[512], exp[32];
+
+		tls_cert_summary(f.srv.ssl_ctx, subj, sizeof(subj), exp, sizeof(exp));
+		log_info("tls: certificate %s: subject \"%s\", expires %s",
+		    f.cfg.tls_cert, subj, exp);
+	}
 	if ((f.ls = listeners_bind(&f.srv, err, sizeof(err))) == NULL)
 		fatalx("%s", err);
 	sbx.seccomp = f.cfg.sandbox.seccomp;
@@ -499,6 +508,28 @@ static void
 log_flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	log_flush();
+}
+
+/*
+ * No tls paths configured: the seed told its users to make cert.pem and
+ * key.pem "inside this directory"; use them when both are here rather than
+ * generating another pair under tls/.
+ */
+static void
+tls_choose(struct cfg *c)
+{
+	int have;
+
+	if (c->tls_configured || (have = tls_seed_files()) == 0)
+		return;
+	if (have != 3) {
+		log_warn("tls: %s is here but %s is not: not using it (using %s)",
+		    have == 1 ? TLS_SEED_CERT : TLS_SEED_KEY,
+		    have == 1 ? TLS_SEED_KEY : TLS_SEED_CERT, c->tls_cert);
+		return;
+	}
+	snprintf(c->tls_cert, sizeof(c->tls_cert), "%s", TLS_SEED_CERT);
+	snprintf(c->tls_key, sizeof(c->tls_key), "%s", TLS_SEED_KEY);
 }
 
 /* A log line waits: have it written at the end of this loop pass. */

@@ -462,6 +462,52 @@ fail:
 	return NULL;
 }
 
+/* Which of the seed's cert.pem and key.pem are here (bit 0 and bit 1). */
+int
+tls_seed_files(void)
+{
+	struct stat	st;
+	int		have = 0;
+
+	if (stat(TLS_SEED_CERT, &st) == 0 && S_ISREG(st.st_mode))
+		have |= 1;
+	if (stat(TLS_SEED_KEY, &st) == 0 && S_ISREG(st.st_mode))
+		have |= 2;
+	return have;
+}
+
+/* Subject and expiry of the context's certificate, both bounded strings. */
+int
+tls_cert_summary(SSL_CTX *ctx, char *subject, size_t subjlen, char *expires,
+    size_t explen)
+{
+	X509		*x;
+	BIO		*b;
+	struct tm	 tm;
+	int		 n;
+
+	if (subjlen == 0 || explen == 0)
+		return -1;
+	subject[0] = expires[0] = '\0';
+	if ((x = SSL_CTX_get0_certificate(ctx)) == NULL)
+		return -1;
+	if ((b = BIO_new(BIO_s_mem())) == NULL)
+		return -1;
+	/* RFC 2253 escapes control and non-ASCII bytes: safe to log as is. */
+	if (X509_NAME_print_ex(b, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) < 0 ||
+	    (n = BIO_read(b, subject, (int)(subjlen > INT_MAX ? INT_MAX : subjlen) - 1)) < 0)
+		n = 0;
+	subject[n] = '\0';
+	BIO_free(b);
+	memset(&tm, 0, sizeof(tm));
+	if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1 ||
+	    strftime(expires, explen, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+		snprintf(expires, explen, "unknown");
+		return -1;
+	}
+	return 0;
+}
+
 /* Record version, cipher, bits and SNI of an established connection. */
 void
 tls_get_info(SSL *ssl, struct tls_info *out)

@@ -18,6 +18,27 @@
 SSL_CTX	*tls_server_ctx_new(const char *cert, const char *key, const char *hostname,
 	    char *err, size_t errlen);
 
+/*
+ * The pair the seed's README had users make with openssl "inside this
+ * directory": used when no tls paths are configured and both are there.
+ */
+#define TLS_SEED_CERT	"cert.pem"
+#define TLS_SEED_KEY	"key.pem"
+
+/*
+ * Which of the seed's files are in the working directory: 0 none, 1 the
+ * certificate only, 2 the key only, 3 both (each a regular file, links
+ * followed).
+ */
+int	 tls_seed_files(void);
+
+/*
+ * The subject (RFC 2253, non-ASCII escaped) and notAfter (UTC, ISO 8601) of
+ * ctx's certificate, for the start-up log line.  Returns 0 or -1.
+ */
+int	 tls_cert_summary(SSL_CTX *ctx, char *subject, size_t subjlen,
+	    char *expires, size_t explen);
+
 struct tls_info {
 	char	version[16];	/* "TLSv1.3" */
 	char	cipher[64];	/* "TLS_AES_256_GCM_SHA384" */

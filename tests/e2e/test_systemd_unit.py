@@ -21,7 +21,7 @@ NAME = "fosr-collector.service"
 
 # Directive -> the value it must have (None: present, any value).
 REQUIRED = {
-    "ExecStart": "/usr/local/bin/fosr-collector -c /etc/fosr-collector/fosr-collector.yml",
+    "ExecStart": "/usr/local/sbin/fosr-collector -c /etc/fosr-collector/fosr-collector.yml",
     "AmbientCapabilities": "CAP_NET_BIND_SERVICE",
     "CapabilityBoundingSet": "CAP_NET_BIND_SERVICE",
     "NoNewPrivileges": "yes",

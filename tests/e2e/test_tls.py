@@ -2,11 +2,13 @@
 generation, STARTTLS command injection, swaks and openssl s_client as clients."""
 
 import os
+import re
 import smtplib
 import socket
 import ssl
 import stat
 import subprocess
+import time
 import unittest
 
 from harness import (HOST, CollectorTestCase, have, queue_id, run_tool, sha256_hex,
@@ -284,6 +286,101 @@ class GeneratedCertificate(CollectorTestCase):
         cl.ehlo()
         cl.starttls()
         self.assertEqual(cl.sock.getpeercert(binary_form=True), der)
+
+
+CERT_LOG = re.compile(r'tls: certificate (\S+): subject "([^"]*)", expires (\S+)')
+
+
+def make_pair(directory, cn, days):
+    """cert.pem and key.pem in directory, as the seed's README had users make them."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
+                    "-days", str(days), "-subj", "/O=Seed Test/CN=" + cn,
+                    "-keyout", os.path.join(directory, "key.pem"),
+                    "-out", os.path.join(directory, "cert.pem")],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+
+
+def expiry_iso(cert_path):
+    """The certificate's notAfter as the daemon logs it (UTC, ISO 8601)."""
+    out = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", cert_path],
+                         stdout=subprocess.PIPE, check=True).stdout.decode()
+    t = ssl.cert_time_to_seconds(out.strip().split("=", 1)[1])
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+class SeedCertificate(CollectorTestCase):
+    """No tls paths configured: the seed's cert.pem/key.pem in the working
+    directory are used when both are there, else tls/ is generated as
+    before; either way the log names the certificate, its subject and expiry."""
+    config = {"tls": None}      # nothing configured: the defaults apply
+    autostart = False
+
+    def cert_line(self):
+        lines = [m for m in (CERT_LOG.search(ln) for ln in self.c.stderr_tail(400).splitlines()) if m]
+        self.assertEqual(len(lines), 1, self.c.stderr_tail())
+        return lines[0].groups()
+
+    def presented(self, name="submissions"):
+        cl = self.client(name)
+        der = cl.sock.getpeercert(binary_form=True)
+        cl.close()
+        return der
+
+    def test_seed_pair_in_working_directory_used(self):
+        make_pair(self.tmpdir, "seed.example.test", 400)
+        cert = os.path.join(self.tmpdir, "cert.pem")
+        with open(cert) as f:
+            der = ssl.PEM_cert_to_DER_cert(f.read())
+        self.c.start()
+        self.assertEqual(self.presented(), der)
+        path, subject, expires = self.cert_line()
+        self.assertEqual(path, "cert.pem")
+        self.assertIn("CN=seed.example.test", subject)
+        self.assertIn("O=Seed Test", subject)
+        self.assertEqual(expires, expiry_iso(cert))
+        self.assertFalse(os.path.exists(os.path.join(self.tmpdir, "tls")), "generated one anyway")
+        # STARTTLS on 25 presents it too
+        cl = self.client("smtp")
+        cl.ehlo()
+        cl.starttls()
+        self.assertEqual(cl.sock.getpeercert(binary_form=True), der)
+
+    def test_generated_when_no_seed_pair(self):
+        self.c.start()
+        cert = os.path.join(self.tmpdir, "tls", "cert.pem")
+        self.assertTrue(os.path.exists(cert))
+        with open(cert) as f:
+            der = ssl.PEM_cert_to_DER_cert(f.read())
+        self.assertEqual(self.presented(), der)
+        path, subject, expires = self.cert_line()
+        self.assertEqual(path, "tls/cert.pem")
+        self.assertEqual(subject, "CN=mx.example.test")
+        self.assertEqual(expires, expiry_iso(cert))
+
+    def test_half_a_seed_pair_is_not_used(self):
+        """cert.pem without key.pem: the generated pair, and a warning naming what is missing."""
+        make_pair(self.tmpdir, "seed.example.test", 30)
+        os.unlink(os.path.join(self.tmpdir, "key.pem"))
+        self.c.start()
+        path, subject, _ = self.cert_line()
+        self.assertEqual(path, "tls/cert.pem")
+        self.assertEqual(subject, "CN=mx.example.test")
+        self.assertIn("key.pem", self.c.stderr_tail())
+
+    @with_config({"tls": {"certificate": "{tmp}/mine/c.pem", "key": "{tmp}/mine/k.pem"}})
+    def test_configured_paths_win_over_seed_pair(self):
+        make_pair(self.tmpdir, "seed.example.test", 30)
+        os.mkdir(os.path.join(self.tmpdir, "mine"))
+        make_pair(os.path.join(self.tmpdir, "mine"), "configured.example.test", 30)
+        os.rename(os.path.join(self.tmpdir, "mine", "cert.pem"), os.path.join(self.tmpdir, "mine", "c.pem"))
+        os.rename(os.path.join(self.tmpdir, "mine", "key.pem"), os.path.join(self.tmpdir, "mine", "k.pem"))
+        self.c.start()
+        with open(os.path.join(self.tmpdir, "mine", "c.pem")) as f:
+            der = ssl.PEM_cert_to_DER_cert(f.read())
+        self.assertEqual(self.presented(), der)
+        path, subject, _ = self.cert_line()
+        self.assertEqual(path, os.path.join(self.tmpdir, "mine", "c.pem"))
+        self.assertIn("CN=configured.example.test", subject)
 
 
 class PlainListener(CollectorTestCase):

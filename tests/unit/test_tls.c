@@ -398,6 +398,60 @@ test_handshake_info(void **state)
 	SSL_CTX_free(ctx);
 }
 
+/* The start-up log's summary: RFC 2253 subject and notAfter in UTC, bounded. */
+static void
+test_cert_summary(void **state)
+{
+	struct fixture	*f = *state;
+	char		 err[256], subj[256], exp[32], want[32], tiny[8];
+	SSL_CTX		*ctx = tls_server_ctx_new(f->cert, f->key, HOST, err, sizeof(err));
+	X509		*x;
+	struct tm	 tm;
+
+	assert_non_null(ctx);
+	assert_int_equal(tls_cert_summary(ctx, subj, sizeof(subj), exp, sizeof(exp)), 0);
+	assert_string_equal(subj, "CN=" HOST);
+	x = load_cert(f->cert);
+	assert_int_equal(ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm), 1);
+	strftime(want, sizeof(want), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	X509_free(x);
+	assert_string_equal(exp, want);
+	assert_int_equal(strlen(exp), 20);
+	/* a short buffer is cut, still terminated */
+	assert_int_equal(tls_cert_summary(ctx, tiny, sizeof(tiny), exp, sizeof(exp)), 0);
+	assert_string_equal(tiny, "CN=mx1.");
+	SSL_CTX_free(ctx);
+}
+
+/* Which of the seed's cert.pem/key.pem are in the working directory. */
+static void
+test_seed_files(void **state)
+{
+	struct fixture	*f = *state;
+	char		 cwd[4096];
+	int		 fd;
+
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	assert_int_equal(chdir(f->dir), 0);
+	assert_int_equal(tls_seed_files(), 0);
+	assert_int_equal(mkdir(TLS_SEED_CERT, 0700), 0);	/* a directory is not a file */
+	assert_int_equal(tls_seed_files(), 0);
+	assert_int_equal(rmdir(TLS_SEED_CERT), 0);
+	assert_true((fd = open(TLS_SEED_CERT, O_WRONLY | O_CREAT, 0600)) != -1);
+	close(fd);
+	assert_int_equal(tls_seed_files(), 1);
+	assert_int_equal(symlink(TLS_SEED_CERT, TLS_SEED_KEY), 0);	/* links followed */
+	assert_int_equal(tls_seed_files(), 3);
+	assert_int_equal(unlink(TLS_SEED_CERT), 0);
+	assert_int_equal(tls_seed_files(), 0);		/* a dangling link is nothing */
+	assert_int_equal(unlink(TLS_SEED_KEY), 0);
+	assert_true((fd = open(TLS_SEED_KEY, O_WRONLY | O_CREAT, 0600)) != -1);
+	close(fd);
+	assert_int_equal(tls_seed_files(), 2);
+	unlink(TLS_SEED_KEY);
+	assert_int_equal(chdir(cwd), 0);
+}
+
 int
 main(void)
 {
@@ -408,6 +462,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_one_file_missing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_handshake_info, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cert_summary, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seed_files, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
