@@ -19,7 +19,6 @@ import signal
 import smtplib
 import stat
 import subprocess
-import sys
 import tempfile
 import threading
 import time
