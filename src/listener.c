@@ -127,7 +127,7 @@ bind_one(const struct cfg_listener *cl, int port, char *err, size_t errlen)
 }
 
 struct listeners *
-listeners_bind(struct smtp_server *srv, char *err, size_t errlen)
+listener_bind(struct smtp_server *srv, char *err, size_t errlen)
 {
 	const struct cfg *cfg = srv->cfg;
 	struct listeners *ls;
@@ -185,7 +185,7 @@ listeners_bind(struct smtp_server *srv, char *err, size_t errlen)
 	}
 	return ls;
 fail:
-	listeners_free(ls);
+	listener_free(ls);
 	return NULL;
 }
 
@@ -212,7 +212,7 @@ fd_budget(struct listeners *ls)
 }
 
 void
-listeners_enable(struct listeners *ls)
+listener_enable(struct listeners *ls)
 {
 	fd_budget(ls);
 	for (int i = 0; i < ls->n; i++)
@@ -220,7 +220,7 @@ listeners_enable(struct listeners *ls)
 }
 
 void
-listeners_disable(struct listeners *ls)
+listener_disable(struct listeners *ls)
 {
 	for (int i = 0; i < ls->n; i++)
 		evconnlistener_disable(ls->socks[i].evl);
@@ -229,7 +229,7 @@ listeners_disable(struct listeners *ls)
 }
 
 void
-listeners_free(struct listeners *ls)
+listener_free(struct listeners *ls)
 {
 	if (ls == NULL)
 		return;
@@ -252,7 +252,7 @@ listeners_free(struct listeners *ls)
 }
 
 const char *
-listeners_describe(const struct listeners *ls)
+listener_describe(const struct listeners *ls)
 {
 	return ls->desc;
 }
@@ -431,5 +431,5 @@ resume_cb(evutil_socket_t fd, short what, void *arg)
 	struct listeners *ls = arg;
 
 	if (!ls->srv->stopping)
-		listeners_enable(ls);
+		listener_enable(ls);
 }

@@ -268,7 +268,7 @@ main(int argc, char **argv)
 	    err, sizeof(err));
 	if (f.srv.ssl_ctx == NULL)
 		fatalx("tls: %s", err);
-	if ((f.ls = listeners_bind(&f.srv, err, sizeof(err))) == NULL)
+	if ((f.ls = listener_bind(&f.srv, err, sizeof(err))) == NULL)
 		fatalx("%s", err);
 	sbx.seccomp = f.cfg.sandbox.seccomp;
 	sbx.chroot_dir = f.cfg.sandbox.chroot;
@@ -344,16 +344,16 @@ main(int argc, char **argv)
 	    sbx.chroot_dir && sbx.chroot_dir[0] ? sbx.chroot_dir : "none");
 
 
-	listeners_enable(f.ls);
+	listener_enable(f.ls);
 	log_info("fosr-collector %s ready: hostname=%s persona=%s spool=%s listeners: %s",
 	    FOSR_VERSION, f.hostname, f.srv.persona->name, f.cfg.spool_dir,
-	    listeners_describe(f.ls));
+	    listener_describe(f.ls));
 	{
 		struct jbuf jb;
 		jb_init(&jb);
 		evlog_begin(&jb, "fosr.collector.start", NULL);
 		jb_kcstr(&jb, "version", FOSR_VERSION);
-		jb_kcstr(&jb, "listeners", listeners_describe(f.ls));
+		jb_kcstr(&jb, "listeners", listener_describe(f.ls));
 		evlog_emit(&jb);
 		jb_free(&jb);
 	}
@@ -369,7 +369,7 @@ main(int argc, char **argv)
 		event_free(f.log_ev);
 	smtp_server_close_all(&f.srv);
 	dns_free(f.srv.dns);	/* no session is left to call back */
-	listeners_free(f.ls);
+	listener_free(f.ls);
 	hpf_free(f.hpf);
 	relay_free(f.relay);
 	spool_free(f.srv.spool);
@@ -532,7 +532,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	log_info("signal %d: stopping (sessions in DATA may finish)", (int)sig);
-	listeners_disable(f->ls);
+	listener_disable(f->ls);
 	smtp_server_stop(&f->srv);
 	evtimer_add(f->stop_timer, &tv);
 }

@@ -3277,7 +3277,7 @@ smtp_auth_challenge(struct smtp_session *s, const char *plain)
 	char b64[512];
 	struct persona_vars v;
 
-	b64_encode(plain, strlen(plain), b64);
+	util_b64_encode(plain, strlen(plain), b64);
 	memset(&v, 0, sizeof(v));
 	v.arg = b64;
 	v.arglen = strlen(b64);
