@@ -68,6 +68,56 @@ enum smtp_state {
 };
 
 /* Session flags. */
+/* What every session shares (see smtp_server_opts); internal to this file. */
+struct smtp_server {
+	struct event_base	*base;
+	const struct cfg	*cfg;
+	const struct persona	*persona;
+	SSL_CTX			*ssl_ctx;	/* NULL: no TLS at all */
+	struct spool		*spool;
+	const char		*hostname;
+	/*
+	 * The client name lookup before the greeting (cfg client_lookup); NULL:
+	 * none, every client is "unknown" (Postfix's smtpd_peername_lookup = no).
+	 */
+	struct dns		*dns;
+	/* Called after a message is durable, with its journal record. */
+	void			(*on_mail)(void *arg, const char *record, size_t len);
+	void			*on_mail_arg;
+	/*
+	 * Stage hooks (all NULL: none).  stage_wanted says whether a stage has
+	 * anything to decide (no request is built otherwise).  stage_cb decides
+	 * EHLO/HELO, AUTH and RSET synchronously on the loop: 0 with res filled,
+	 * or -1 (no decision).  data_cb starts the decision on a complete message
+	 * (before it is committed) and returns a handle, or NULL to go on without
+	 * one; the session waits, reading nothing, for done.  data_cancel: the
+	 * session is going away, done must not run.
+	 */
+	bool			(*stage_wanted)(void *arg, enum smtp_stage st);
+	int			(*stage_cb)(void *arg, const struct smtp_stage_req *req,
+				    struct smtp_stage_result *res);
+	void			*(*data_cb)(void *arg, const struct smtp_stage_req *req,
+				    smtp_stage_done_cb done, void *done_arg);
+	void			(*data_cancel)(void *arg, void *handle);
+	void			*stage_arg;
+	/* Called when a session ends (listener bookkeeping). */
+	void			(*on_close)(void *arg, const struct sockaddr *peer);
+	void			*on_close_arg;
+	/* auth.outcome policy: the credential rules (NULL: loaded at first use). */
+	struct authdb		*authdb;
+	unsigned		 nsessions;
+	bool			 stopping;	/* graceful shutdown in progress */
+	struct smtp_session	*sessions;	/* list of live sessions */
+	/* Sessions whose replies go out at the end of this loop pass (internal). */
+	struct smtp_session	*flushq;
+	struct event		*flush_ev;
+	/* Commits in flight: their estimated bytes, and who waits for room (internal). */
+	uint64_t		 commit_bytes;
+	struct smtp_session	*gateq;
+	struct event		*gate_ev;
+};
+
+
 #define SF_HELO		0x0001	/* HELO or EHLO seen */
 #define SF_EHLO		0x0002
 #define SF_TLS		0x0004
@@ -3488,4 +3538,147 @@ smtp_server_close_all(struct smtp_server *srv)
 		event_free(srv->gate_ev);
 		srv->gate_ev = NULL;
 	}
+}
+
+/* ------------------------------------------------------------- server */
+
+/* A server from opts (see smtp_session.h). */
+struct smtp_server *
+smtp_server_new(const struct smtp_server_opts *o)
+{
+	struct smtp_server *srv;
+
+	if ((srv = calloc(1, sizeof(*srv))) == NULL)
+		return NULL;
+	srv->base = o->base;
+	srv->cfg = o->cfg;
+	srv->persona = o->persona;
+	srv->ssl_ctx = o->ssl_ctx;
+	srv->hostname = o->hostname;
+	srv->spool = o->spool;
+	srv->dns = o->dns;
+	srv->on_mail = o->on_mail;
+	srv->on_mail_arg = o->on_mail_arg;
+	smtp_server_set_hooks(srv, &o->hooks);
+	return srv;
+}
+
+void
+smtp_server_free(struct smtp_server *srv)
+{
+	if (srv == NULL)
+		return;
+	smtp_server_close_all(srv);
+	smtp_server_free_auth(srv);
+	free(srv);
+}
+
+void
+smtp_server_set_spool(struct smtp_server *srv, struct spool *sp)
+{
+	srv->spool = sp;
+}
+
+void
+smtp_server_set_dns(struct smtp_server *srv, struct dns *dns)
+{
+	srv->dns = dns;
+}
+
+void
+smtp_server_set_on_mail(struct smtp_server *srv,
+    void (*fn)(void *, const char *, size_t), void *arg)
+{
+	srv->on_mail = fn;
+	srv->on_mail_arg = arg;
+}
+
+void
+smtp_server_set_hooks(struct smtp_server *srv, const struct smtp_stage_hooks *h)
+{
+	srv->stage_wanted = h->wanted;
+	srv->stage_cb = h->stage_cb;
+	srv->data_cb = h->data_cb;
+	srv->data_cancel = h->data_cancel;
+	srv->stage_arg = h->arg;
+}
+
+void
+smtp_server_set_on_close(struct smtp_server *srv,
+    void (*fn)(void *, const struct sockaddr *), void *arg)
+{
+	srv->on_close = fn;
+	srv->on_close_arg = arg;
+}
+
+bool
+smtp_server_on_close_is(const struct smtp_server *srv, const void *arg)
+{
+	return srv->on_close_arg == arg;
+}
+
+void
+smtp_server_set_cfg(struct smtp_server *srv, const struct cfg *cfg)
+{
+	srv->cfg = cfg;
+}
+
+void
+smtp_server_resume(struct smtp_server *srv)
+{
+	srv->stopping = false;
+}
+
+struct event_base *
+smtp_server_base(const struct smtp_server *srv)
+{
+	return srv->base;
+}
+
+const struct cfg *
+smtp_server_cfg(const struct smtp_server *srv)
+{
+	return srv->cfg;
+}
+
+const struct persona *
+smtp_server_persona(const struct smtp_server *srv)
+{
+	return srv->persona;
+}
+
+const char *
+smtp_server_hostname(const struct smtp_server *srv)
+{
+	return srv->hostname;
+}
+
+SSL_CTX *
+smtp_server_ssl_ctx(const struct smtp_server *srv)
+{
+	return srv->ssl_ctx;
+}
+
+struct spool *
+smtp_server_spool(const struct smtp_server *srv)
+{
+	return srv->spool;
+}
+
+struct dns *
+smtp_server_dns(const struct smtp_server *srv)
+{
+	return srv->dns;
+}
+
+unsigned
+smtp_server_sessions(const struct smtp_server *srv)
+{
+	return srv->nsessions;
+}
+
+bool
+smtp_server_stopping(const struct smtp_server *srv)
+{
+	return srv->stopping;
 }
