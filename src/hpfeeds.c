@@ -4,10 +4,11 @@
  * One connection to the broker, driven by libevent:
  *   IDLE --connect--> CONNECTING --TCP/TLS up--> INFO --INFO frame, AUTH sent--> READY
  * and back to IDLE (with a backoff timer) on any error.  In READY the pump
- * reads the journal from each channel's read position, builds payloads and
- * writes PUBLISH frames, a bounded batch per callback.  Entries stay in a
- * per-channel queue until confirmed (echo, or SIOCOUTQ drained + grace); the
- * confirmed prefix moves the channel's durable cursor.
+ * reads the journal through each channel's outbox cursor (outbox.c: the
+ * files, rotations, cursor files), builds payloads and writes PUBLISH
+ * frames, a bounded batch per callback.  Entries stay in the cursor's window
+ * until confirmed (echo, or SIOCOUTQ drained + grace); the confirmed prefix
+ * moves the channel's durable cursor.  A reconnect rewinds every window.
  */
 #include <sys/ioctl.h>
 #include <sys/socket.h>
