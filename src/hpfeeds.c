@@ -110,10 +110,9 @@ struct hpf_chan {
 struct hpf {
 	struct event_base *base;
 	struct cfg_feed	 feed;
-	bool		 sub_mode;	/* operator tool: subscribe and print */
-	long		 sub_count;	/* exit after this many (0 = never) */
-	long		 sub_seen;
-	bool		 sub_failed;	/* stdout went away */
+	bool		 sub_mode;	/* subscriber: subscribe and hand over what comes */
+	hpf_sub_fn	 sub_fn;
+	void		*sub_arg;
 	char		 spool_dir[PATH_MAX];
 	char		 sensor[CFG_NAME_MAX];
 	struct outbox	*obs[HPF_NSRC];	/* NULL: not published (or subscriber tool) */
@@ -163,7 +162,7 @@ struct hpf {
 static uint64_t	 hp_now_ms(void);
 static void	 hp_series_warn(struct hpf *, const char *fmt, ...)
 		    __attribute__((format(printf, 2, 3)));
-static struct hpf *hpf_create(struct event_base *, const struct cfg_feed *,
+static struct hpf *hp_create(struct event_base *, const struct cfg_feed *,
 		    const char *spool_dir, bool sub_mode, char *err, size_t errlen);
 static int	 hp_tls_ctx_setup(struct hpf *, char *err, size_t errlen);
 static void	 hp_conn_start(struct hpf *);
@@ -177,7 +176,6 @@ static int	 hp_frame_handle(struct hpf *, const struct hpf_frame *);
 static int	 hp_on_info(struct hpf *, const struct hpf_frame *);
 static void	 hp_on_error_frame(struct hpf *, const struct hpf_frame *);
 static void	 hp_on_publish(struct hpf *, const struct hpf_frame *);
-static void	 hp_sub_print(struct hpf *, const struct hpf_frame *);
 static void	 hp_sock_tune(int fd);
 static void	 hp_tick_cb(evutil_socket_t, short, void *);
 static int	 hp_deadline_check(struct hpf *, uint64_t now);
@@ -700,7 +698,7 @@ fail:
 
 /* Create the connection structures used by both the publisher and the tool. */
 static struct hpf *
-hpf_create(struct event_base *base, const struct cfg_feed *feed,
+hp_create(struct event_base *base, const struct cfg_feed *feed,
     const char *spool_dir, bool sub_mode, char *err, size_t errlen)
 {
 	struct hpf *h;
@@ -878,7 +876,7 @@ struct hpf *
 hpf_new(struct event_base *base, const struct cfg_feed *feed,
     const char *spool_dir, char *err, size_t errlen)
 {
-	return hpf_create(base, feed, spool_dir, false, err, errlen);
+	return hp_create(base, feed, spool_dir, false, err, errlen);
 }
 
 /* Set the sensor name added to payloads with metadata. */
@@ -1337,7 +1335,8 @@ hp_on_publish(struct hpf *h, const struct hpf_frame *f)
 	size_t k;
 
 	if (h->sub_mode) {
-		hp_sub_print(h, f);
+		if (h->sub_fn != NULL)
+			h->sub_fn(h->sub_arg, f);
 		return;
 	}
 	if (f->namelen != strlen(h->feed.identity) ||
@@ -1493,94 +1492,16 @@ hp_tick_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ------------------------------------------------------------ subscriber */
 
-/* Print a received publish as one JSON line with the verification result. */
-static void
-hp_sub_print(struct hpf *h, const struct hpf_frame *f)
+/* A subscriber connection (see hpfeeds.h). */
+struct hpf *
+hpf_subscribe(struct event_base *base, const struct cfg_feed *feed, hpf_sub_fn fn,
+    void *arg, char *err, size_t errlen)
 {
-	struct jbuf jb;
-	const char *p = (const char *)f->data, *e = p + f->datalen, *q;
-	bool obj = hpf_json_object(p, f->datalen);
-
-	jb_init(&jb);
-	jb_obj_open(&jb);
-	jb_kstr(&jb, "channel", f->chan, f->chanlen);
-	jb_kstr(&jb, "ident", f->name, f->namelen);
-	jb_kbool(&jb, "verified", obj && hpf_payload_verify(p, f->datalen) == 1);
-	if (!obj)
-		jb_kstr(&jb, "payload_raw", p, f->datalen);
-	jb_obj_close(&jb);
-	if (jb.oom) {
-		jb_free(&jb);
-		return;
-	}
-	if (obj) {
-		/*
-		 * Splice the payload's members in after ours.  In valid JSON a raw
-		 * CR or LF can only be whitespace: make it a space (one line each).
-		 */
-		for (q = p; *q != '{'; q++)
-			;	/* a valid object: only whitespace before its brace */
-		for (q++; q < e && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'); q++)
-			;
-		while (e > q && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' ||
-		    e[-1] == '\r'))
-			e--;
-		fwrite(jb.buf, 1, jb.len - 1, stdout);
-		if (*q != '}')
-			fputc(',', stdout);
-		for (; q < e; q++)
-			fputc(*q == '\n' || *q == '\r' ? ' ' : *q, stdout);
-	} else
-		fwrite(jb.buf, 1, jb.len, stdout);
-	fputc('\n', stdout);
-	jb_free(&jb);
-	if (fflush(stdout) == EOF || ferror(stdout)) {
-		fprintf(stderr, "hpfeeds: cannot write to stdout: %s\n", strerror(errno));
-		h->sub_failed = true;
-		event_base_loopbreak(h->base);
-		return;
-	}
-	if (h->sub_count > 0 && ++h->sub_seen >= h->sub_count)
-		event_base_loopbreak(h->base);
-}
-
-/* The operator tool (see hpfeeds.h). */
-int
-hpf_subscribe_main(const struct cfg_feed *feed, int argc, char **argv)
-{
-	struct event_base *base;
 	struct hpf *h;
-	char err[256];
-	long count = 0;
-	int i, rc;
 
-	for (i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
-			uint64_t v;
-
-			if (util_parse_u64(argv[i + 1], strlen(argv[i + 1]), 1, LONG_MAX,
-			    false, &v) == -1) {
-				fprintf(stderr, "--count: not a positive number\n");
-				return 2;
-			}
-			count = (long)v;
-			i++;
-		}
-	}
-	signal(SIGPIPE, SIG_IGN);
-	if ((base = event_base_new()) == NULL) {
-		fprintf(stderr, "hpfeeds: cannot create an event loop\n");
-		return 1;
-	}
-	if ((h = hpf_create(base, feed, NULL, true, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "%s\n", err);
-		event_base_free(base);
-		return 1;
-	}
-	h->sub_count = count;
-	event_base_dispatch(base);
-	rc = h->sub_failed ? 1 : 0;
-	hpf_free(h);
-	event_base_free(base);
-	return rc;
+	if ((h = hp_create(base, feed, NULL, true, err, errlen)) == NULL)
+		return NULL;
+	h->sub_fn = fn;		/* frames are read from the loop only */
+	h->sub_arg = arg;
+	return h;
 }

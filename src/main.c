@@ -29,6 +29,7 @@
 #include "relay.h"
 #include "sandbox.h"
 #include "hpfeeds.h"
+#include "hpfeeds_sub.h"
 #include "listener.h"
 #include "log.h"
 #include "persona.h"
