@@ -141,7 +141,7 @@ fuzz_addr(const uint8_t *data, size_t size)
 		return;
 	memcpy(in, data, size);
 	in[size] = '\0';
-	m1 = relay_never_relay(cfg->relay.never_relay, cfg->relay.nnever, in, &w1);
+	m1 = relay_caps_never_relay(cfg->relay.never_relay, cfg->relay.nnever, in, &w1);
 	(void)relay_domain_in_list(cfg->relay.never_relay, cfg->relay.nnever, in, &w2);
 	if (addr_canonical(in, out, sizeof(out)) == 0) {
 		size_t n = strlen(out);
@@ -151,7 +151,7 @@ fuzz_addr(const uint8_t *data, size_t size)
 		for (size_t i = 0; i < n; i++)
 			if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f)
 				__builtin_trap();
-		m2 = relay_never_relay(cfg->relay.never_relay, cfg->relay.nnever, out, &w2);
+		m2 = relay_caps_never_relay(cfg->relay.never_relay, cfg->relay.nnever, out, &w2);
 		if (m1 != m2 || (m1 && strcmp(w1, w2) != 0))
 			__builtin_trap();
 		if (addr_key(in, key, sizeof(key)) != 0 ||

@@ -84,7 +84,7 @@ static uint32_t	 fuzz_hash(const uint8_t *, size_t);
 static struct event_base	*base;
 static struct event		*wake;
 static struct cfg		 cfgs[FUZZ_NCFG];
-static struct smtp_server	 srv;
+static struct smtp_server	*srv;
 static struct spool		*sp;
 static char			 spool_path[64];
 static char			 msg_path[96];
@@ -186,10 +186,10 @@ pump(void)
 
 	for (int i = 0; i < FUZZ_PUMP_MAX && idle < 2; i++) {
 		uint64_t rx = rx_bytes;
-		unsigned ns = srv.nsessions;
+		unsigned ns = smtp_server_sessions(srv);
 
 		event_base_loop(base, EVLOOP_NONBLOCK);
-		if (rx != rx_bytes || ns != srv.nsessions ||
+		if (rx != rx_bytes || ns != smtp_server_sessions(srv) ||
 		    event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE) > 0)
 			idle = 0;
 		else
@@ -287,7 +287,7 @@ settle(bool final)
 			}
 			continue;
 		}
-		if (srv.nsessions == 0 || !vt_fire(final ? -1 : FUZZ_VT_CHUNK_MS))
+		if (smtp_server_sessions(srv) == 0 || !vt_fire(final ? -1 : FUZZ_VT_CHUNK_MS))
 			return;
 	}
 }
@@ -337,8 +337,8 @@ fuzz_atexit(void)
 	if (!ready)
 		return;
 	ready = false;
-	smtp_server_close_all(&srv);
-	smtp_server_free_auth(&srv);	/* the credential policy, loaded at the first AUTH */
+	smtp_server_free(srv);	/* and the credential policy, loaded at the first AUTH */
+	srv = NULL;
 	spool_free(sp);
 	sp = NULL;
 	event_free(wake);
@@ -351,6 +351,7 @@ static void
 fuzz_init(void)
 {
 	struct spool_opts so;
+	struct smtp_server_opts sopts;
 	char err[256];
 	const char *env;
 
@@ -407,14 +408,17 @@ fuzz_init(void)
 		abort();
 	}
 
-	srv.base = base;
-	srv.cfg = &cfgs[0];
-	if ((srv.persona = persona_default()) == NULL)
+	memset(&sopts, 0, sizeof(sopts));
+	sopts.base = base;
+	sopts.cfg = &cfgs[0];
+	if ((sopts.persona = persona_default()) == NULL)
 		abort();
-	srv.ssl_ctx = NULL;
-	srv.spool = sp;
-	srv.hostname = "mail.example.com";
-	srv.on_mail = on_mail_cb;
+	sopts.ssl_ctx = NULL;
+	sopts.spool = sp;
+	sopts.hostname = "mail.example.com";
+	sopts.on_mail = on_mail_cb;
+	if ((srv = smtp_server_new(&sopts)) == NULL)
+		abort();
 	ready = true;
 	atexit(fuzz_atexit);
 }
@@ -444,7 +448,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	h = fuzz_hash(data, size);
 	variant = (int)(h % FUZZ_NCFG);
-	srv.cfg = &cfgs[variant];
+	smtp_server_set_cfg(srv, &cfgs[variant]);
 
 	memset(&peer, 0, sizeof(peer));
 	peer.sin_family = AF_INET;
@@ -472,7 +476,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	 */
 	impatient = ((h >> 29) & 3) == 0;
 	bufferevent_enable(pair[1], slow_reader ? EV_WRITE : EV_READ | EV_WRITE);
-	if (smtp_session_new_bev(&srv, &srv.cfg->listeners[variant == 3 ? 2 : 0],
+	if (smtp_session_new_bev(srv, &cfgs[variant].listeners[variant == 3 ? 2 : 0],
 	    pair[0], (struct sockaddr *)&peer, sizeof(peer)) == NULL)
 		abort();	/* only out of memory; pair[0] is freed */
 	/* With a banner delay, one input in two talks before the greeting. */
@@ -483,7 +487,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* One input in eight sees a graceful stop after one of its chunks. */
 	stop_at = ((h >> 16) & 7) == 0 ? (h >> 12) % 4 : SIZE_MAX;
-	srv.stopping = false;
+	smtp_server_resume(srv);
 
 	/* Up to three cuts, ascending, at input-derived positions. */
 	ncut = size > 1 ? (h >> 8) % 4 : 0;
@@ -505,7 +509,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		if (stop_at == k) {
 			/* SIGTERM arrives: a graceful stop in the middle of the session. */
-			smtp_server_stop(&srv);
+			smtp_server_stop(srv);
 		}
 		/* A message end may be waiting for the commit worker. */
 		if (impatient && k == ncut && !slow_reader)
@@ -525,13 +529,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* EOF from the client, then wait for the session (and its commit) to end. */
 	bufferevent_flush(pair[1], EV_WRITE, BEV_FINISHED);
 	settle(true);
-	if (srv.nsessions > 0) {
+	if (smtp_server_sessions(srv) > 0) {
 		if (strict) {
 			fprintf(stderr, "fuzz_smtp_session: session alive after EOF, "
 			    "nothing pending\n");
 			abort();
 		}
-		smtp_server_close_all(&srv);
+		smtp_server_close_all(srv);
 	}
 	if (rx_pos != 0) {
 		fprintf(stderr, "fuzz_smtp_session: reply cut off at column %zu\n", rx_pos);
@@ -544,6 +548,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    nwaits - waits0, nfired - fired0, (int)slow_reader);
 	bufferevent_free(pair[1]);
 	pump();	/* run the bufferevents' deferred finalizers */
-	srv.stopping = false;
+	smtp_server_resume(srv);
 	return 0;
 }

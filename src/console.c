@@ -504,7 +504,7 @@ con_verify(struct console *c, struct con_item *it, bool *ok)
 		goto done;
 	}
 	for (int i = 0; i < r->nrcpt; i++) {
-		if (relay_never_relay(rc->never_relay, rc->nnever, r->rcpt[i], &which)) {
+		if (relay_caps_never_relay(rc->never_relay, rc->nnever, r->rcpt[i], &which)) {
 			printf("never_relay: <%s> matches \"%s\": refused\n",
 			    con_esc(r->rcpt[i], esc, sizeof(esc)), which);
 			goto done;

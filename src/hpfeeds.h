@@ -73,15 +73,15 @@ struct hpf_stats {
 void		 hpf_get_stats(const struct hpf *, struct hpf_stats *out);
 
 /*
- * Operator tool (--feed-subscribe): connect with the feed's identity and
- * secret, subscribe once to each channel, print every received publish to
- * stdout as one JSON line: {"channel":..., "ident":..., "verified": bool,
- * <the payload's own keys>} ("payload_raw" instead when the payload is not a
- * JSON object).  "verified" is true when the sha256 recomputed from the exact
- * bytes (raw_b64 when present, else msg) matches the payload's "sha256".
- * Reconnects with backoff; runs until killed.  argv: optional "--count N" to
- * exit 0 after N messages.  Returns the process exit status.
+ * A subscriber (the operator tool, hpfeeds_sub.c): connect with the feed's
+ * identity and secret, subscribe once to each channel (and the events
+ * channel), and call fn for every publish received (borrowed for the call).
+ * Reconnects with backoff while the loop runs.  NULL with err filled.
+ * hpf_free() ends it.
  */
-int		 hpf_subscribe_main(const struct cfg_feed *feed, int argc, char **argv);
+struct hpf_frame;
+typedef void	(*hpf_sub_fn)(void *arg, const struct hpf_frame *);
+struct hpf	*hpf_subscribe(struct event_base *, const struct cfg_feed *, hpf_sub_fn fn,
+		    void *arg, char *err, size_t errlen);
 
 #endif

@@ -643,7 +643,7 @@ hpf_payload_build(struct jbuf *jb, const char *sha256hex, const void *body,
 			return -1;
 		if ((b64 = malloc(4 * ((bodylen + 2) / 3) + 1)) == NULL)
 			return -1;
-		b64len = b64_encode(b, bodylen, b64);
+		b64len = util_b64_encode(b, bodylen, b64);
 		if (payload_try(jb, sha256hex, b, bodylen, false, size, b64, b64len,
 		    meta, metalen) == -1)
 			goto out;
@@ -739,7 +739,7 @@ hpf_payload_verify(const void *payload, size_t len)
 			free(txt);
 			return 0;
 		}
-		dl = b64_decode((const char *)txt, n, buf, n / 4 * 3 + 3);
+		dl = util_b64_decode((const char *)txt, n, buf, n / 4 * 3 + 3);
 		free(txt);
 		if (dl < 0) {
 			free(buf);

@@ -127,9 +127,9 @@ bind_one(const struct cfg_listener *cl, int port, char *err, size_t errlen)
 }
 
 struct listeners *
-listeners_bind(struct smtp_server *srv, char *err, size_t errlen)
+listener_bind(struct smtp_server *srv, char *err, size_t errlen)
 {
-	const struct cfg *cfg = srv->cfg;
+	const struct cfg *cfg = smtp_server_cfg(srv);
 	struct listeners *ls;
 	size_t off = 0;
 	int i;
@@ -139,8 +139,7 @@ listeners_bind(struct smtp_server *srv, char *err, size_t errlen)
 		return NULL;
 	}
 	ls->srv = srv;
-	srv->on_close = session_closed_cb;
-	srv->on_close_arg = ls;
+	smtp_server_set_on_close(srv, session_closed_cb, ls);
 	for (i = 0; i < cfg->nlisteners; i++) {
 		const struct cfg_listener *cl = &cfg->listeners[i];
 		struct lsock *l = &ls->socks[ls->n];
@@ -163,7 +162,7 @@ listeners_bind(struct smtp_server *srv, char *err, size_t errlen)
 		l->cl = cl;
 		l->port = port;
 		/* backlog 0: already listening (-1 would listen() again with 128) */
-		l->evl = evconnlistener_new(srv->base, accept_cb, l,
+		l->evl = evconnlistener_new(smtp_server_base(srv), accept_cb, l,
 		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, 0, fd);
 		if (l->evl == NULL) {
 			close(fd);
@@ -179,13 +178,13 @@ listeners_bind(struct smtp_server *srv, char *err, size_t errlen)
 		if (off >= sizeof(ls->desc))
 			off = sizeof(ls->desc) - 1;
 	}
-	if ((ls->pause_ev = evtimer_new(srv->base, resume_cb, ls)) == NULL) {
+	if ((ls->pause_ev = evtimer_new(smtp_server_base(srv), resume_cb, ls)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
 	return ls;
 fail:
-	listeners_free(ls);
+	listener_free(ls);
 	return NULL;
 }
 
@@ -212,7 +211,7 @@ fd_budget(struct listeners *ls)
 }
 
 void
-listeners_enable(struct listeners *ls)
+listener_enable(struct listeners *ls)
 {
 	fd_budget(ls);
 	for (int i = 0; i < ls->n; i++)
@@ -220,7 +219,7 @@ listeners_enable(struct listeners *ls)
 }
 
 void
-listeners_disable(struct listeners *ls)
+listener_disable(struct listeners *ls)
 {
 	for (int i = 0; i < ls->n; i++)
 		evconnlistener_disable(ls->socks[i].evl);
@@ -229,7 +228,7 @@ listeners_disable(struct listeners *ls)
 }
 
 void
-listeners_free(struct listeners *ls)
+listener_free(struct listeners *ls)
 {
 	if (ls == NULL)
 		return;
@@ -244,15 +243,14 @@ listeners_free(struct listeners *ls)
 	}
 	if (ls->pause_ev)
 		event_free(ls->pause_ev);
-	if (ls->srv->on_close_arg == ls) {
-		ls->srv->on_close = NULL;
-		ls->srv->on_close_arg = NULL;
+	if (smtp_server_on_close_is(ls->srv, ls)) {
+		smtp_server_set_on_close(ls->srv, NULL, NULL);
 	}
 	free(ls);
 }
 
 const char *
-listeners_describe(const struct listeners *ls)
+listener_describe(const struct listeners *ls)
 {
 	return ls->desc;
 }
@@ -295,9 +293,9 @@ refuse(struct listeners *ls, int fd, enum persona_reply id, const char *ip, cons
 	struct jbuf jb;
 
 	memset(&v, 0, sizeof(v));
-	v.host = srv->hostname;
+	v.host = smtp_server_hostname(srv);
 	v.addr = ip;
-	n = persona_format(line, sizeof(line) - 2, srv->persona->replies[id], &v);
+	n = persona_format(line, sizeof(line) - 2, smtp_server_persona(srv)->replies[id], &v);
 	memcpy(line + n, "\r\n", 2);
 	/* Best effort on a fresh socket: the send buffer is empty. */
 	(void)!send(fd, line, n + 2, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -319,7 +317,7 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 	struct lsock *l = arg;
 	struct listeners *ls = l->ls;
 	struct smtp_server *srv = ls->srv;
-	const struct cfg_limits *lim = &srv->cfg->limits;
+	const struct cfg_limits *lim = &smtp_server_cfg(srv)->limits;
 	unsigned char key[16];
 	struct ipent **pp, *e;
 	char ip[INET6_ADDRSTRLEN] = "?";
@@ -334,11 +332,11 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 	else if (sa->sa_family == AF_INET6)
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
 
-	if (srv->stopping) {
+	if (smtp_server_stopping(srv)) {
 		close(fd);
 		return;
 	}
-	if (lim->sessions > 0 && srv->nsessions >= (unsigned)lim->sessions) {
+	if (lim->sessions > 0 && smtp_server_sessions(srv) >= (unsigned)lim->sessions) {
 		refuse(ls, fd, PR_TOO_MANY_SESSIONS, ip, "sessions");
 		return;
 	}
@@ -351,18 +349,18 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 	 * session's hole hides the ones above it).
 	 */
 	if (ls->fd_limit > 0 && ((long)fd >= ls->fd_limit - ls->fd_reserve ||
-	    (long)srv->nsessions + ls->fd_base >= ls->fd_limit - ls->fd_reserve)) {
+	    (long)smtp_server_sessions(srv) + ls->fd_base >= ls->fd_limit - ls->fd_reserve)) {
 		if (!ls->fd_short)
 			log_warn("smtp refusing sessions: %u open, %ld descriptors allowed, "
 			    "%ld kept for the spool and the outputs (raise LimitNOFILE)",
-			    srv->nsessions, ls->fd_limit, ls->fd_reserve);
+			    smtp_server_sessions(srv), ls->fd_limit, ls->fd_reserve);
 		ls->fd_short = true;
 		refuse(ls, fd, PR_TOO_MANY_SESSIONS, ip, "descriptors");
 		return;
 	}
-	if (ls->fd_short && (long)srv->nsessions + ls->fd_base <
+	if (ls->fd_short && (long)smtp_server_sessions(srv) + ls->fd_base <
 	    ls->fd_limit - 2 * ls->fd_reserve) {
-		log_info("smtp accepting sessions again: %u open", srv->nsessions);
+		log_info("smtp accepting sessions again: %u open", smtp_server_sessions(srv));
 		ls->fd_short = false;
 	}
 	addr_key(sa, key);
@@ -431,6 +429,6 @@ resume_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct listeners *ls = arg;
 
-	if (!ls->srv->stopping)
-		listeners_enable(ls);
+	if (!smtp_server_stopping(ls->srv))
+		listener_enable(ls);
 }

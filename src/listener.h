@@ -16,15 +16,15 @@ struct listeners;
  * before privileges are dropped.  Returns NULL with err filled (naming the
  * address and port and, for EACCES, how to allow low ports).
  */
-struct listeners *listeners_bind(struct smtp_server *srv, char *err, size_t errlen);
+struct listeners *listener_bind(struct smtp_server *srv, char *err, size_t errlen);
 
 /* Start accepting (after the privilege drop). */
-void		 listeners_enable(struct listeners *);
+void		 listener_enable(struct listeners *);
 /* Stop accepting; sockets stay open. */
-void		 listeners_disable(struct listeners *);
-void		 listeners_free(struct listeners *);
+void		 listener_disable(struct listeners *);
+void		 listener_free(struct listeners *);
 
 /* Human readable list "smtp 127.0.0.1:2525 starttls, ..." for the ready line. */
-const char	*listeners_describe(const struct listeners *);
+const char	*listener_describe(const struct listeners *);
 
 #endif

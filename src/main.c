@@ -29,6 +29,7 @@
 #include "relay.h"
 #include "sandbox.h"
 #include "hpfeeds.h"
+#include "hpfeeds_sub.h"
 #include "listener.h"
 #include "log.h"
 #include "persona.h"
@@ -44,7 +45,10 @@ struct fosr {
 	struct event_base	*base;
 	struct event		*log_ev;	/* end of pass: write the gathered log lines */
 	struct cfg		 cfg;
-	struct smtp_server	 srv;
+	struct smtp_server	*srv;
+	SSL_CTX			*ssl_ctx;
+	struct spool		*spool;
+	struct dns		*dns;
 	struct listeners	*ls;
 	struct hpf		*hpf;
 	struct relay		*relay;
@@ -53,7 +57,23 @@ struct fosr {
 	char			 hostname[CFG_NAME_MAX];
 };
 
+/* The command line. */
+struct args {
+	const char		*config, *feed;
+	bool			 check, debug, subscribe, interactive, test_mode;
+};
+
 static void	 usage(FILE *);
+static int	 parse_args(int, char **, struct args *);
+static int	 load_config(struct fosr *, const struct args *, int, char **,
+		    struct passwd **);
+static void	 setup_process(struct fosr *);
+static void	 setup_signals(struct fosr *);
+static void	 setup_server(struct fosr *, const char *config);
+static void	 drop_to_user(struct fosr *, const struct passwd *, struct sandbox_opts *);
+static void	 open_outputs(struct fosr *, bool test_mode);
+static void	 announce(struct fosr *, const struct sandbox_opts *);
+static void	 teardown(struct fosr *);
 static void	 on_mail_cb(void *, const char *, size_t);
 static void	 journal_limit_cb(void *, uint64_t *, uint64_t *);
 static void	 signal_cb(evutil_socket_t, short, void *);
@@ -111,6 +131,38 @@ usage(FILE *fp)
 int
 main(int argc, char **argv)
 {
+	static struct fosr f;
+	struct passwd *pw = NULL;
+	struct sandbox_opts sbx;
+	struct args a;
+	int rc;
+
+	if ((rc = parse_args(argc, argv, &a)) >= 0)
+		return rc;
+	log_init(a.debug ? LOG_LVL_DEBUG : LOG_LVL_INFO);
+	if ((rc = load_config(&f, &a, argc, argv, &pw)) >= 0)
+		return rc;
+	setup_process(&f);
+	setup_signals(&f);
+	setup_server(&f, a.config);
+	drop_to_user(&f, pw, &sbx);
+	open_outputs(&f, a.test_mode);
+	announce(&f, &sbx);
+
+	event_base_dispatch(f.base);
+
+	teardown(&f);
+	log_info("fosr-collector stopped");
+	return 0;
+}
+
+/*
+ * The command line into a.  -1: go on; else the exit status (--help,
+ * --version, a usage error).
+ */
+static int
+parse_args(int argc, char **argv, struct args *a)
+{
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, 'C' },
@@ -124,38 +176,31 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	static struct fosr f;
-	const char *config = NULL, *feed = NULL;
-	bool check = false, debug = false, subscribe = false, interactive = false;
-	bool test_mode = false;
-	char err[1024];
-	struct passwd *pw = NULL;
-	struct spool_opts so;
-	struct sandbox_opts sbx;
 	int ch;
 
+	memset(a, 0, sizeof(*a));
 	while ((ch = getopt_long(argc, argv, "c:df:hit", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
-			config = optarg;
+			a->config = optarg;
 			break;
 		case 'C':
-			check = true;
+			a->check = true;
 			break;
 		case 'd':
-			debug = true;
+			a->debug = true;
 			break;
 		case 'f':
-			feed = optarg;
+			a->feed = optarg;
 			break;
 		case 'i':
-			interactive = true;
+			a->interactive = true;
 			break;
 		case 't':
-			test_mode = true;
+			a->test_mode = true;
 			break;
 		case 'S':
-			subscribe = true;
+			a->subscribe = true;
 			break;
 		case 'V':
 			printf("fosr-collector %s\n", FOSR_VERSION);
@@ -173,235 +218,293 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	return -1;
+}
 
-	log_init(debug ? LOG_LVL_DEBUG : LOG_LVL_INFO);
-	cfg_defaults(&f.cfg);
-	if (config && cfg_load(&f.cfg, config, err, sizeof(err)) == -1) {
+/*
+ * Load the configuration (and -f file) and the user to run as; run the modes
+ * that end there (--feed-subscribe, --check-config, -i).  -1: go on and serve;
+ * else the exit status.
+ */
+static int
+load_config(struct fosr *f, const struct args *a, int argc, char **argv,
+    struct passwd **pw)
+{
+	const char *config = a->config;
+	char err[1024];
+
+	cfg_defaults(&f->cfg);
+	if (config && cfg_load(&f->cfg, config, err, sizeof(err)) == -1) {
 		fprintf(stderr, "fosr-collector: %s\n", err);
 		return 1;
 	}
-	if (feed && cfg_load_feed(&f.cfg.feed, feed, err, sizeof(err)) == -1) {
+	if (a->feed && cfg_load_feed(&f->cfg.feed, a->feed, err, sizeof(err)) == -1) {
 		fprintf(stderr, "fosr-collector: %s\n", err);
 		return 1;
 	}
-	if (subscribe) {
-		if (!f.cfg.feed.enabled) {
+	if (a->subscribe) {
+		if (!f->cfg.feed.enabled) {
 			fprintf(stderr, "fosr-collector: --feed-subscribe needs a broker: "
 			    "-f feed_config.yml or a feed section in -c\n");
 			return 2;
 		}
-		if (check) {
-			printf("%s: configuration ok\n", f.cfg.feed.source);
+		if (a->check) {
+			printf("%s: configuration ok\n", f->cfg.feed.source);
 			return 0;
 		}
-		return hpf_subscribe_main(&f.cfg.feed, argc, argv);
+		return hpf_subscribe_main(&f->cfg.feed, argc, argv);
 	}
-	if (f.cfg.user[0] && geteuid() == 0 && (pw = getpwnam(f.cfg.user)) == NULL) {
+	if (f->cfg.user[0] && geteuid() == 0 && (*pw = getpwnam(f->cfg.user)) == NULL) {
 		fprintf(stderr, "fosr-collector: %s: user: no such user \"%s\"\n",
-		    config ? config : "(embedded defaults)", f.cfg.user);
+		    config ? config : "(embedded defaults)", f->cfg.user);
 		return 1;
 	}
-	if (check) {
+	if (a->check) {
 		printf("%s: configuration ok\n", config ? config : "(embedded defaults)");
 		return 0;
 	}
-	if (interactive)
-		return console_main(&f.cfg, test_mode);
+	if (a->interactive)
+		return console_main(&f->cfg, a->test_mode);
+	return -1;
+}
 
-	if (f.cfg.hostname[0])
-		snprintf(f.hostname, sizeof(f.hostname), "%s", f.cfg.hostname);
-	else if (gethostname(f.hostname, sizeof(f.hostname) - 1) == -1 || !f.hostname[0])
-		snprintf(f.hostname, sizeof(f.hostname), "localhost");
+/* The host name, descriptor limit, threads and the event loop. */
+static void
+setup_process(struct fosr *f)
+{
+	struct event_config *ec;
+	struct rlimit rl;
+
+	if (f->cfg.hostname[0])
+		snprintf(f->hostname, sizeof(f->hostname), "%s", f->cfg.hostname);
+	else if (gethostname(f->hostname, sizeof(f->hostname) - 1) == -1 || !f->hostname[0])
+		snprintf(f->hostname, sizeof(f->hostname), "localhost");
 
 	signal(SIGPIPE, SIG_IGN);
-	{
-		/* Every session is a descriptor: take all the kernel allows. */
-		struct rlimit rl;
-		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-			rl.rlim_cur = rl.rlim_max;
-			setrlimit(RLIMIT_NOFILE, &rl);
-		}
+	/* Every session is a descriptor: take all the kernel allows. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 	if (evthread_use_pthreads() == -1)
 		fatalx("evthread_use_pthreads failed");
-	{
-		/*
-		 * The epoll changelist folds the add/del pairs a bufferevent makes
-		 * for every reply (write interest on, drained, off) into at most one
-		 * epoll_ctl per descriptor and loop pass: measured ~10 epoll_ctl
-		 * calls per mail without it.  No descriptor here is dup()ed, the
-		 * one case where the changelist is unsafe.
-		 */
-		struct event_config *ec = event_config_new();
-
-		if (ec == NULL)
-			fatalx("out of memory");
-		event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-		f.base = event_base_new_with_config(ec);
-		event_config_free(ec);
-		if (f.base == NULL)
-			fatalx("event_base_new failed");
-	}
 	/*
-	 * Signals first: a SIGTERM that arrives as soon as the ports listen
-	 * (systemd, a test) must still mean a graceful stop.  libevent holds it
-	 * until the loop runs, when everything below exists.
+	 * The epoll changelist folds the add/del pairs a bufferevent makes
+	 * for every reply (write interest on, drained, off) into at most one
+	 * epoll_ctl per descriptor and loop pass: measured ~10 epoll_ctl
+	 * calls per mail without it.  No descriptor here is dup()ed, the
+	 * one case where the changelist is unsafe.
 	 */
-	f.sig_term = evsignal_new(f.base, SIGTERM, signal_cb, &f);
-	f.sig_int = evsignal_new(f.base, SIGINT, signal_cb, &f);
-	f.sig_hup = evsignal_new(f.base, SIGHUP, signal_cb, &f);
-	f.stop_timer = event_new(f.base, -1, EV_PERSIST, stop_cb, &f);
-	if (!f.sig_term || !f.sig_int || !f.sig_hup || !f.stop_timer)
+	if ((ec = event_config_new()) == NULL)
 		fatalx("out of memory");
-	evsignal_add(f.sig_term, NULL);
-	evsignal_add(f.sig_int, NULL);
-	evsignal_add(f.sig_hup, NULL);
+	event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	f->base = event_base_new_with_config(ec);
+	event_config_free(ec);
+	if (f->base == NULL)
+		fatalx("event_base_new failed");
+}
 
-	f.srv.base = f.base;
-	f.srv.cfg = &f.cfg;
-	f.srv.hostname = f.hostname;
-	if ((f.srv.persona = persona_find(f.cfg.persona)) == NULL)
+/*
+ * Signals first: a SIGTERM that arrives as soon as the ports listen
+ * (systemd, a test) must still mean a graceful stop.  libevent holds it
+ * until the loop runs, when everything below exists.
+ */
+static void
+setup_signals(struct fosr *f)
+{
+	f->sig_term = evsignal_new(f->base, SIGTERM, signal_cb, f);
+	f->sig_int = evsignal_new(f->base, SIGINT, signal_cb, f);
+	f->sig_hup = evsignal_new(f->base, SIGHUP, signal_cb, f);
+	f->stop_timer = event_new(f->base, -1, EV_PERSIST, stop_cb, f);
+	if (!f->sig_term || !f->sig_int || !f->sig_hup || !f->stop_timer)
+		fatalx("out of memory");
+	evsignal_add(f->sig_term, NULL);
+	evsignal_add(f->sig_int, NULL);
+	evsignal_add(f->sig_hup, NULL);
+}
+
+/* The persona, the TLS keys, the server and its sockets (still privileged). */
+static void
+setup_server(struct fosr *f, const char *config)
+{
+	struct smtp_server_opts so;
+	char err[1024];
+
+	memset(&so, 0, sizeof(so));
+	so.base = f->base;
+	so.cfg = &f->cfg;
+	so.hostname = f->hostname;
+	if ((so.persona = persona_find(f->cfg.persona)) == NULL)
 		fatalx("%s: persona: unknown persona \"%s\"",
-		    config ? config : "(embedded defaults)", f.cfg.persona);
+		    config ? config : "(embedded defaults)", f->cfg.persona);
 
 	/* Keys and sockets need the privileges we are about to give up. */
-	tls_choose(&f.cfg);
-	f.srv.ssl_ctx = tls_server_ctx_new(f.cfg.tls_cert, f.cfg.tls_key, f.hostname,
+	tls_choose(&f->cfg);
+	so.ssl_ctx = tls_server_ctx_new(f->cfg.tls_cert, f->cfg.tls_key, f->hostname,
 	    err, sizeof(err));
-	if (f.srv.ssl_ctx == NULL)
+	if (so.ssl_ctx == NULL)
 		fatalx("tls: %s", err);
 	{
 		char subj[512], exp[32];
 
-		tls_cert_summary(f.srv.ssl_ctx, subj, sizeof(subj), exp, sizeof(exp));
+		tls_cert_summary(so.ssl_ctx, subj, sizeof(subj), exp, sizeof(exp));
 		log_info("tls: certificate %s: subject \"%s\", expires %s",
-		    f.cfg.tls_cert, subj, exp);
+		    f->cfg.tls_cert, subj, exp);
 	}
-	if ((f.ls = listeners_bind(&f.srv, err, sizeof(err))) == NULL)
+	f->ssl_ctx = so.ssl_ctx;
+	if ((f->srv = smtp_server_new(&so)) == NULL)
+		fatalx("out of memory");
+	if ((f->ls = listener_bind(f->srv, err, sizeof(err))) == NULL)
 		fatalx("%s", err);
-	sbx.seccomp = f.cfg.sandbox.seccomp;
-	sbx.chroot_dir = f.cfg.sandbox.chroot;
-	if (sandbox_chroot(&sbx, err, sizeof(err)) == -1 ||
+}
+
+/* chroot, the bounding set, the spool's paths, the user, the capabilities. */
+static void
+drop_to_user(struct fosr *f, const struct passwd *pw, struct sandbox_opts *sbx)
+{
+	char err[1024];
+
+	memset(sbx, 0, sizeof(*sbx));
+	sbx->seccomp = f->cfg.sandbox.seccomp;
+	sbx->chroot_dir = f->cfg.sandbox.chroot;
+	if (sandbox_chroot(sbx, err, sizeof(err)) == -1 ||
 	    sandbox_drop_bounding(err, sizeof(err)) == -1)
 		fatalx("sandbox: %s", err);
-	prepare_paths(&f, pw);		/* after the chroot: paths are inside it */
+	prepare_paths(f, pw);		/* after the chroot: paths are inside it */
 	if (pw)
-		drop_privileges(&f, pw);
+		drop_privileges(f, pw);
 	/* Capabilities are per thread: drop them before any thread starts. */
 	if (sandbox_drop_caps(err, sizeof(err)) == -1)
 		fatalx("sandbox: %s", err);
+}
 
-	if (evlog_open(f.cfg.event_log, f.cfg.sensor[0] ? f.cfg.sensor : f.hostname,
+/* The event log, the spool, the feed, the relay, credentials, client lookups. */
+static void
+open_outputs(struct fosr *f, bool test_mode)
+{
+	struct smtp_stage_hooks hooks;
+	struct spool_opts so;
+	char err[1024];
+
+	if (evlog_open(f->cfg.event_log, f->cfg.sensor[0] ? f->cfg.sensor : f->hostname,
 	    err, sizeof(err)) == -1)
 		fatalx("event log: %s", err);
 	memset(&so, 0, sizeof(so));
-	so.dir = f.cfg.spool_dir;
-	so.maildir = f.cfg.maildir;
-	so.hostname = f.hostname;
-	so.min_free = f.cfg.spool_min_free;
-	so.max_bytes = f.cfg.spool_max_bytes;
-	so.journal_segment = f.cfg.journal_segment;
-	so.journal_keep = f.cfg.journal_keep;
-	if ((f.srv.spool = spool_open(f.base, &so, err, sizeof(err))) == NULL)
+	so.dir = f->cfg.spool_dir;
+	so.maildir = f->cfg.maildir;
+	so.hostname = f->hostname;
+	so.min_free = f->cfg.spool_min_free;
+	so.max_bytes = f->cfg.spool_max_bytes;
+	so.journal_segment = f->cfg.journal_segment;
+	so.journal_keep = f->cfg.journal_keep;
+	if ((f->spool = spool_open(f->base, &so, err, sizeof(err))) == NULL)
 		fatalx("spool: %s", err);
+	smtp_server_set_spool(f->srv, f->spool);
 
-	if (f.cfg.feed.enabled) {
-		if ((f.hpf = hpf_new(f.base, &f.cfg.feed, f.cfg.spool_dir, err, sizeof(err))) == NULL)
+	if (f->cfg.feed.enabled) {
+		if ((f->hpf = hpf_new(f->base, &f->cfg.feed, f->cfg.spool_dir, err,
+		    sizeof(err))) == NULL)
 			fatalx("feed: %s", err);
-		hpf_set_journal_limit(f.hpf, journal_limit_cb, f.srv.spool);
-		hpf_set_sensor(f.hpf, f.cfg.sensor[0] ? f.cfg.sensor : f.hostname);
-		if (hpf_set_event_log(f.hpf, f.cfg.event_log, err, sizeof(err)) == -1)
+		hpf_set_journal_limit(f->hpf, journal_limit_cb, f->spool);
+		hpf_set_sensor(f->hpf, f->cfg.sensor[0] ? f->cfg.sensor : f->hostname);
+		if (hpf_set_event_log(f->hpf, f->cfg.event_log, err, sizeof(err)) == -1)
 			fatalx("feed: %s", err);
 	}
-	if ((f.relay = relay_new(f.base, &f.cfg, f.hostname, err, sizeof(err))) == NULL)
+	if ((f->relay = relay_new(f->base, &f->cfg, f->hostname, err, sizeof(err))) == NULL)
 		fatalx("relay: %s", err);
 	/* After the chroot, as the relay rules: SIGHUP reloads from the same place. */
-	if (f.cfg.auth_outcome == AUTH_OUTCOME_POLICY) {
-		if (smtp_server_load_auth(&f.srv, err, sizeof(err)) == -1)
+	if (f->cfg.auth_outcome == AUTH_OUTCOME_POLICY) {
+		if (smtp_server_load_auth(f->srv, err, sizeof(err)) == -1)
 			fatalx("auth: credential policy: %s", err);
 		log_info("auth: credential policy %s", err);
 	}
-	if (test_mode && relay_set_test_mode(f.relay, true, err, sizeof(err)) == -1)
+	if (test_mode && relay_set_test_mode(f->relay, true, err, sizeof(err)) == -1)
 		fatalx("%s", err);
-	if (f.cfg.client_lookup.enabled) {
+	if (f->cfg.client_lookup.enabled) {
 		/*
 		 * The client name lookup: a resolver try waits 5 s at most
 		 * (glibc's RES_TIMEOUT), and a third of the lookup's bound, so
 		 * that a query (a try, then one twice as long) ends with the
 		 * session's wait: a lookup given up leaves nothing for long.
 		 */
-		int try_ms = f.cfg.client_lookup.timeout_ms / 3;
+		int try_ms = f->cfg.client_lookup.timeout_ms / 3;
 		if (try_ms > 5000)
 			try_ms = 5000;
-		if ((f.srv.dns = dns_new(f.base, f.cfg.client_lookup.dns_server, try_ms,
+		if ((f->dns = dns_new(f->base, f->cfg.client_lookup.dns_server, try_ms,
 		    err, sizeof(err))) == NULL)
 			fatalx("client_lookup: %s", err);
+		smtp_server_set_dns(f->srv, f->dns);
 	}
-	f.srv.on_mail = on_mail_cb;
-	f.srv.on_mail_arg = &f;
+	smtp_server_set_on_mail(f->srv, on_mail_cb, f);
 	/* The rules decide at EHLO, AUTH, RSET and (before the commit) DATA. */
-	f.srv.stage_wanted = relay_stage_wanted;
-	f.srv.stage_cb = relay_stage_cb;
-	f.srv.data_cb = relay_data_cb;
-	f.srv.data_cancel = relay_data_cancel;
-	f.srv.stage_arg = f.relay;
+	memset(&hooks, 0, sizeof(hooks));
+	hooks.wanted = relay_stage_wanted;
+	hooks.stage_cb = relay_stage_cb;
+	hooks.data_cb = relay_data_cb;
+	hooks.data_cancel = relay_data_cancel;
+	hooks.arg = f->relay;
+	smtp_server_set_hooks(f->srv, &hooks);
+}
+
+/* Enter the sandbox, start accepting, say so (log and event). */
+static void
+announce(struct fosr *f, const struct sandbox_opts *sbx)
+{
+	struct jbuf jb;
+	char err[1024];
 
 	/* Everything is open and every thread runs: from here only what serving needs. */
-	if (sandbox_enter(&sbx, err, sizeof(err)) == -1)
+	if (sandbox_enter(sbx, err, sizeof(err)) == -1)
 		fatalx("sandbox: %s", err);
-	log_info("sandbox: seccomp=%s chroot=%s", sbx.seccomp ? "on" : "off",
-	    sbx.chroot_dir && sbx.chroot_dir[0] ? sbx.chroot_dir : "none");
+	log_info("sandbox: seccomp=%s chroot=%s", sbx->seccomp ? "on" : "off",
+	    sbx->chroot_dir && sbx->chroot_dir[0] ? sbx->chroot_dir : "none");
 
-
-	listeners_enable(f.ls);
+	listener_enable(f->ls);
 	log_info("fosr-collector %s ready: hostname=%s persona=%s spool=%s listeners: %s",
-	    FOSR_VERSION, f.hostname, f.srv.persona->name, f.cfg.spool_dir,
-	    listeners_describe(f.ls));
-	{
-		struct jbuf jb;
-		jb_init(&jb);
-		evlog_begin(&jb, "fosr.collector.start", NULL);
-		jb_kcstr(&jb, "version", FOSR_VERSION);
-		jb_kcstr(&jb, "listeners", listeners_describe(f.ls));
-		evlog_message(&jb, "fosr-collector %s started: %s", FOSR_VERSION,
-		    listeners_describe(f.ls));
-		evlog_emit(&jb);
-		jb_free(&jb);
-	}
+	    FOSR_VERSION, f->hostname, smtp_server_persona(f->srv)->name, f->cfg.spool_dir,
+	    listener_describe(f->ls));
+	jb_init(&jb);
+	evlog_begin(&jb, "fosr.collector.start", NULL);
+	jb_kcstr(&jb, "version", FOSR_VERSION);
+	jb_kcstr(&jb, "listeners", listener_describe(f->ls));
+	evlog_message(&jb, "fosr-collector %s started: %s", FOSR_VERSION,
+	    listener_describe(f->ls));
+	evlog_emit(&jb);
+	jb_free(&jb);
 
 	/* From here the loop's log lines and events are written once per pass. */
-	if ((f.log_ev = event_new(f.base, -1, 0, log_flush_cb, NULL)) != NULL)
-		log_defer_start(log_kick, f.log_ev);
+	if ((f->log_ev = event_new(f->base, -1, 0, log_flush_cb, NULL)) != NULL)
+		log_defer_start(log_kick, f->log_ev);
+}
 
-	event_base_dispatch(f.base);
+/* After the loop: close the sessions, then everything in reverse order. */
+static void
+teardown(struct fosr *f)
+{
+	struct jbuf jb;
 
 	log_defer_stop();
-	if (f.log_ev != NULL)
-		event_free(f.log_ev);
-	smtp_server_close_all(&f.srv);
-	dns_free(f.srv.dns);	/* no session is left to call back */
-	listeners_free(f.ls);
-	hpf_free(f.hpf);
-	relay_free(f.relay);
-	spool_free(f.srv.spool);
-	{
-		struct jbuf jb;
-		jb_init(&jb);
-		evlog_begin(&jb, "fosr.collector.stop", NULL);
-		evlog_message(&jb, "fosr-collector %s stopped", FOSR_VERSION);
-		evlog_emit(&jb);
-		jb_free(&jb);
-	}
+	if (f->log_ev != NULL)
+		event_free(f->log_ev);
+	smtp_server_close_all(f->srv);
+	dns_free(f->dns);	/* no session is left to call back */
+	listener_free(f->ls);
+	hpf_free(f->hpf);
+	relay_free(f->relay);
+	spool_free(f->spool);
+	jb_init(&jb);
+	evlog_begin(&jb, "fosr.collector.stop", NULL);
+	evlog_message(&jb, "fosr-collector %s stopped", FOSR_VERSION);
+	evlog_emit(&jb);
+	jb_free(&jb);
 	evlog_close();
-	event_free(f.sig_term);
-	event_free(f.sig_int);
-	event_free(f.sig_hup);
-	event_free(f.stop_timer);
-	SSL_CTX_free(f.srv.ssl_ctx);
-	smtp_server_free_auth(&f.srv);
-	event_base_free(f.base);
-	log_info("fosr-collector stopped");
-	return 0;
+	event_free(f->sig_term);
+	event_free(f->sig_int);
+	event_free(f->sig_hup);
+	event_free(f->stop_timer);
+	SSL_CTX_free(f->ssl_ctx);
+	smtp_server_free(f->srv);	/* and its credential policy */
+	event_base_free(f->base);
 }
 
 /*
@@ -552,7 +655,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		relay_reload_rules(f->relay);
 		if (f->cfg.auth_outcome == AUTH_OUTCOME_POLICY) {
 			char err[512];
-			if (smtp_server_load_auth(&f->srv, err, sizeof(err)) == -1)
+			if (smtp_server_load_auth(f->srv, err, sizeof(err)) == -1)
 				log_warn("auth: credential policy: %s (keeping the previous rules)",
 				    err);
 			else
@@ -560,14 +663,14 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		}
 		return;
 	}
-	if (f->srv.stopping) {
+	if (smtp_server_stopping(f->srv)) {
 		log_info("second signal: stopping now");
 		event_base_loopexit(f->base, NULL);
 		return;
 	}
 	log_info("signal %d: stopping (sessions in DATA may finish)", (int)sig);
-	listeners_disable(f->ls);
-	smtp_server_stop(&f->srv);
+	listener_disable(f->ls);
+	smtp_server_stop(f->srv);
 	evtimer_add(f->stop_timer, &tv);
 }
 
@@ -578,6 +681,6 @@ stop_cb(evutil_socket_t fd, short what, void *arg)
 	struct fosr *f = arg;
 
 	f->stop_ticks++;
-	if (f->srv.nsessions == 0 || f->stop_ticks * STOP_POLL_MS > STOP_GRACE_S * 1000)
+	if (smtp_server_sessions(f->srv) == 0 || f->stop_ticks * STOP_POLL_MS > STOP_GRACE_S * 1000)
 		event_base_loopexit(f->base, NULL);
 }

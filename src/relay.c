@@ -1151,7 +1151,7 @@ relay_decided(struct relay_job *j)
 		return;
 	}
 	for (int i = 0; i < j->rec->nrcpt; i++) {
-		if (relay_never_relay(r->cfg->relay.never_relay, r->cfg->relay.nnever,
+		if (relay_caps_never_relay(r->cfg->relay.never_relay, r->cfg->relay.nnever,
 		    j->rec->rcpt[i], &which)) {
 			char erc[204];	/* the recipient is the client's: escaped for the text log */
 			snprintf(why, sizeof(why), "never_relay: %s matches \"%s\"",

@@ -862,7 +862,7 @@ caps_pat_domain(const char *pat, char *out, size_t outlen)
  * form matches (never relay what cannot be compared).
  */
 bool
-relay_never_relay(const char (*list)[CFG_RELAY_ENTRY_MAX], int n,
+relay_caps_never_relay(const char (*list)[CFG_RELAY_ENTRY_MAX], int n,
     const char *addr, const char **which)
 {
 	char key[ADDR_CANON_MAX], pk[ADDR_CANON_MAX];

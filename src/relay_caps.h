@@ -99,7 +99,7 @@ int		 relay_caps_count_day(const struct relay_caps *, time_t now);
  * abuse@x), ASCII case ignored.  An address without a canonical form
  * matches.  On a match, *which points at the entry.
  */
-bool		 relay_never_relay(const char (*list)[CFG_RELAY_ENTRY_MAX], int n,
+bool		 relay_caps_never_relay(const char (*list)[CFG_RELAY_ENTRY_MAX], int n,
 		    const char *addr, const char **which);
 
 /* Whether domain or a parent is in a domain list (canonical forms, as above). */

@@ -633,7 +633,7 @@ smtp_sasl_b64(const char *line, size_t len, unsigned char *out, size_t outmax,
 	if (len == 1 && line[0] == '=')
 		return 0;
 	/* Whole groups first: bad characters or data after '=' are errors. */
-	n = b64_decode(line, full, out, outmax);
+	n = util_b64_decode(line, full, out, outmax);
 	if (n < 0 || (full > 0 && len % 4 != 0 && line[full - 1] == '='))
 		return -1;
 	if (len % 4 != 0) {

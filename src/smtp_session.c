@@ -39,6 +39,7 @@
 #include "fosr_limits.h"
 #include "log.h"
 #include "persona.h"
+#include "smtp_data.h"
 #include "smtp_parse.h"
 #include "smtp_session.h"
 #include "spool.h"
@@ -68,6 +69,56 @@ enum smtp_state {
 };
 
 /* Session flags. */
+/* What every session shares (see smtp_server_opts); internal to this file. */
+struct smtp_server {
+	struct event_base	*base;
+	const struct cfg	*cfg;
+	const struct persona	*persona;
+	SSL_CTX			*ssl_ctx;	/* NULL: no TLS at all */
+	struct spool		*spool;
+	const char		*hostname;
+	/*
+	 * The client name lookup before the greeting (cfg client_lookup); NULL:
+	 * none, every client is "unknown" (Postfix's smtpd_peername_lookup = no).
+	 */
+	struct dns		*dns;
+	/* Called after a message is durable, with its journal record. */
+	void			(*on_mail)(void *arg, const char *record, size_t len);
+	void			*on_mail_arg;
+	/*
+	 * Stage hooks (all NULL: none).  stage_wanted says whether a stage has
+	 * anything to decide (no request is built otherwise).  stage_cb decides
+	 * EHLO/HELO, AUTH and RSET synchronously on the loop: 0 with res filled,
+	 * or -1 (no decision).  data_cb starts the decision on a complete message
+	 * (before it is committed) and returns a handle, or NULL to go on without
+	 * one; the session waits, reading nothing, for done.  data_cancel: the
+	 * session is going away, done must not run.
+	 */
+	bool			(*stage_wanted)(void *arg, enum smtp_stage st);
+	int			(*stage_cb)(void *arg, const struct smtp_stage_req *req,
+				    struct smtp_stage_result *res);
+	void			*(*data_cb)(void *arg, const struct smtp_stage_req *req,
+				    smtp_stage_done_cb done, void *done_arg);
+	void			(*data_cancel)(void *arg, void *handle);
+	void			*stage_arg;
+	/* Called when a session ends (listener bookkeeping). */
+	void			(*on_close)(void *arg, const struct sockaddr *peer);
+	void			*on_close_arg;
+	/* auth.outcome policy: the credential rules (NULL: loaded at first use). */
+	struct authdb		*authdb;
+	unsigned		 nsessions;
+	bool			 stopping;	/* graceful shutdown in progress */
+	struct smtp_session	*sessions;	/* list of live sessions */
+	/* Sessions whose replies go out at the end of this loop pass (internal). */
+	struct smtp_session	*flushq;
+	struct event		*flush_ev;
+	/* Commits in flight: their estimated bytes, and who waits for room (internal). */
+	uint64_t		 commit_bytes;
+	struct smtp_session	*gateq;
+	struct event		*gate_ev;
+};
+
+
 #define SF_HELO		0x0001	/* HELO or EHLO seen */
 #define SF_EHLO		0x0002
 #define SF_TLS		0x0004
@@ -82,12 +133,12 @@ enum smtp_state {
 #define SF_PEER_EOF	0x0800	/* the client closed its side while a commit ran */
 
 /* Anomalies of a transaction (body) and of a session (commands). */
-#define AN_BARE_LF	0x0001
-#define AN_BARE_CR	0x0002
-#define AN_NUL		0x0004
-#define AN_8BIT		0x0008
-#define AN_LONG_LINE	0x0010
-#define AN_SMUGGLE	0x0020	/* end of data not <CRLF>.<CRLF> */
+#define AN_BARE_LF	SMTP_DATA_BARE_LF	/* the body's: smtp_data scans it */
+#define AN_BARE_CR	SMTP_DATA_BARE_CR
+#define AN_NUL		SMTP_DATA_NUL
+#define AN_8BIT		SMTP_DATA_8BIT
+#define AN_LONG_LINE	SMTP_DATA_LONG_LINE
+#define AN_SMUGGLE	SMTP_DATA_SMUGGLE	/* end of data not <CRLF>.<CRLF> */
 #define AN_CMD_BARE_LF	0x0040
 #define AN_CMD_NUL	0x0080
 #define AN_CMD_8BIT	0x0100
@@ -107,9 +158,6 @@ static const struct {
 	{ AN_PREGREET, "pregreet" }, { AN_PIPELINE_TLS, "starttls_pipelined" },
 	{ AN_TOO_BIG, "too_big" },
 };
-
-/* Where the DATA scanner is within a line. */
-enum data_pos { DP_BOL, DP_MID, DP_DOT, DP_DOTCR };
 
 /* One mail transaction: MAIL FROM up to the end of DATA/BDAT or RSET. */
 struct smtp_txn {
@@ -142,15 +190,9 @@ struct smtp_txn {
 	bool		 bdat_failed;		/* a chunk was too big: the rest is discarded */
 	bool		 bdat_nospace;		/* the spool refused the message */
 	enum persona_reply bdat_fail;		/* ... with this reply */
-	unsigned char	 last2[2];		/* the message's last two bytes (BDAT) */
 	uint64_t	 bdat_left;
 	uint64_t	 bdat_chunk;
-	enum data_pos	 dpos;
-	unsigned	 dotcr;			/* CRs seen after a leading dot */
-	unsigned char	 crdot;			/* 1 after a CR, 2 after CR '.' */
-	bool		 prev_cr;
-	bool		 prev_line_bare;
-	uint32_t	 linelen;
+	struct smtp_data scan;			/* the body scanner (DATA and BDAT) */
 	char		 queue_id[16];
 	char		 sha256[65];
 	char		*record;		/* the reception record, for on_mail */
@@ -2174,9 +2216,7 @@ cmd_data(struct smtp_session *s, const struct smtp_cmdline *cl)
 		smtp_error(s, fail, NULL);
 		return;
 	}
-	t->dpos = DP_BOL;
-	t->prev_cr = false;
-	t->linelen = 0;
+	smtp_data_init(&t->scan);
 	smtp_reply(s, PR_DATA_GO, NULL);
 	smtp_enter_state(s, SMTP_STATE_DATA);
 }
@@ -2201,19 +2241,9 @@ smtp_body_put(struct smtp_session *s, const unsigned char *buf, size_t len)
 		spool_msg_write(t->msg, buf, len);
 }
 
-/* A byte that ends no line, starts no CR/dot sequence and raises no anomaly. */
-static inline bool
-data_plain(unsigned char c)
-{
-	return (c >= 0x20 && c <= 0x7e) || c == '\t';
-}
-
 /*
- * The DATA body scanner.  Lines end at LF, as Postfix reads them; a line that
- * is a single "." (CRLF or bare LF) ends the message, a leading "." is
- * removed (RFC 5321 4.5.2), every other byte is stored exactly.  Bare LF, bare
- * CR, NUL, 8-bit bytes, lines over 998 octets and end markers other than
- * <CRLF>.<CRLF> are recorded as anomalies.
+ * DATA body bytes: the scanner (smtp_data) unstuffs them and notes their
+ * anomalies; the content goes to the spool; the end marker ends the message.
  */
 static void
 smtp_data_input(struct smtp_session *s, struct evbuffer *in)
@@ -2221,115 +2251,18 @@ smtp_data_input(struct smtp_session *s, struct evbuffer *in)
 	struct smtp_txn *t = s->txn;
 	struct evbuffer_iovec vec;
 	unsigned char out[8192];
-	size_t olen = 0, i, n;
-	const unsigned char *p;
+	size_t olen, off = 0;
 	bool done = false;
 
 	if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1)
 		return;
-	p = vec.iov_base;
-	n = vec.iov_len;
-	for (i = 0; i < n && !done; i++) {
-		unsigned char c = p[i];
-
-		if (olen + 2 > sizeof(out)) {
-			smtp_body_put(s, out, olen);
-			olen = 0;
-		}
-		if (t->dpos == DP_MID && !t->prev_cr && t->crdot == 0 && data_plain(c)) {
-			/*
-			 * Fast path, the bulk of every mail: in the middle of a line,
-			 * after a byte that was not CR, a run of printable ASCII and
-			 * tabs changes nothing but the line length; copy it whole.
-			 */
-			size_t k = i + 1, room = sizeof(out) - 2 - olen;
-
-			while (k < n && k - i < room && data_plain(p[k]))
-				k++;
-			memcpy(out + olen, p + i, k - i);
-			olen += k - i;
-			if (t->linelen < UINT32_MAX - (k - i))
-				t->linelen += (uint32_t)(k - i);
-			i = k - 1;
-			continue;
-		}
-		switch (t->dpos) {
-		case DP_BOL:
-			if (c == '.') {
-				t->dpos = DP_DOT;
-				continue;
-			}
-			break;
-		case DP_DOT:
-			if (c == '\n') {
-				t->anomalies |= AN_SMUGGLE;
-				done = true;
-				continue;
-			}
-			if (c == '\r') {
-				t->dpos = DP_DOTCR;
-				t->dotcr = 1;
-				continue;
-			}
-			break;	/* a stuffed dot: dropped, c is content */
-		case DP_DOTCR:
-			if (c == '\n') {
-				/* ".\r\n" ends the message; so does ".\r\r\n" for Postfix. */
-				if (t->prev_line_bare || t->dotcr > 1)
-					t->anomalies |= AN_SMUGGLE;
-				done = true;
-				continue;
-			}
-			if (c == '\r' && t->dotcr < 64) {
-				t->dotcr++;
-				continue;
-			}
-			/* ".\r" then something: the dot was stuffing, the CRs are content. */
-			while (t->dotcr > 0) {
-				if (olen + 2 > sizeof(out)) {
-					smtp_body_put(s, out, olen);
-					olen = 0;
-				}
-				out[olen++] = '\r';
-				t->dotcr--;
-				t->linelen++;
-			}
-			t->prev_cr = true;
-			break;
-		case DP_MID:
-			break;
-		}
-		/* c is a content byte in the middle of a line. */
-		out[olen++] = c;
-		/* <CR>.<CR> ends nothing here (nor in Postfix) but is a smuggling try. */
-		if (t->crdot == 2 && c == '\r')
-			t->anomalies |= AN_SMUGGLE;
-		t->crdot = (c == '\r') ? 1 : (t->crdot == 1 && c == '.') ? 2 : 0;
-		if (c == '\n') {
-			/* RFC 5321 4.5.3.1.6: at most 998 octets before the CRLF. */
-			if (t->linelen - (t->prev_cr ? 1 : 0) > 998)
-				t->anomalies |= AN_LONG_LINE;
-			t->prev_line_bare = !t->prev_cr;
-			if (!t->prev_cr)
-				t->anomalies |= AN_BARE_LF;
-			t->prev_cr = false;
-			t->linelen = 0;
-			t->dpos = DP_BOL;
-			continue;
-		}
-		if (t->prev_cr)
-			t->anomalies |= AN_BARE_CR;
-		t->prev_cr = c == '\r';
-		if (c == '\0')
-			t->anomalies |= AN_NUL;
-		else if (c >= 0x80)
-			t->anomalies |= AN_8BIT;
-		if (t->linelen < UINT32_MAX)
-			t->linelen++;
-		t->dpos = DP_MID;
+	while (off < vec.iov_len && !done) {
+		off += smtp_data_scan(&t->scan, (const unsigned char *)vec.iov_base + off,
+		    vec.iov_len - off, out, sizeof(out), &olen, &done);
+		t->anomalies |= t->scan.anomalies;
+		smtp_body_put(s, out, olen);
 	}
-	smtp_body_put(s, out, olen);
-	evbuffer_drain(in, i);
+	evbuffer_drain(in, off);
 	if (done)
 		smtp_message_end(s);
 }
@@ -2448,17 +2381,8 @@ smtp_bdat_input(struct smtp_session *s, struct evbuffer *in)
 		if (n > t->bdat_left)
 			n = (size_t)t->bdat_left;
 		if (!t->bdat_discard) {
-			const unsigned char *p = vec.iov_base;
-			for (size_t i = 0; i < n; i++) {
-				if (p[i] == 0)
-					t->anomalies |= AN_NUL;
-				else if (p[i] >= 0x80)
-					t->anomalies |= AN_8BIT;
-			}
-			if (n > 0) {
-				t->last2[0] = n >= 2 ? p[n - 2] : t->last2[1];
-				t->last2[1] = p[n - 1];
-			}
+			smtp_data_bdat(&t->scan, vec.iov_base, n);
+			t->anomalies |= t->scan.anomalies;
 			smtp_body_put(s, vec.iov_base, n);
 		}
 		evbuffer_drain(in, n);
@@ -2831,7 +2755,7 @@ smtp_commit_cb(void *arg, int status, int err_no)
 	 * Postfix reports BDAT's total as its own queue file size: a message not
 	 * ending in CRLF gets one added.
 	 */
-	v.n = t->size + ((t->size < 2 || t->last2[0] != '\r' || t->last2[1] != '\n') ? 2 : 0);
+	v.n = t->size + (smtp_data_ends_crlf(&t->scan, t->size) ? 0 : 2);
 	/* A delivered message forgives earlier errors (Postfix resets its counters). */
 	s->errors = 0;
 	s->junk = 0;
@@ -3285,7 +3209,7 @@ smtp_auth_challenge(struct smtp_session *s, const char *plain)
 	char b64[512];
 	struct persona_vars v;
 
-	b64_encode(plain, strlen(plain), b64);
+	util_b64_encode(plain, strlen(plain), b64);
 	memset(&v, 0, sizeof(v));
 	v.arg = b64;
 	v.arglen = strlen(b64);
@@ -3496,4 +3420,147 @@ smtp_server_close_all(struct smtp_server *srv)
 		event_free(srv->gate_ev);
 		srv->gate_ev = NULL;
 	}
+}
+
+/* ------------------------------------------------------------- server */
+
+/* A server from opts (see smtp_session.h). */
+struct smtp_server *
+smtp_server_new(const struct smtp_server_opts *o)
+{
+	struct smtp_server *srv;
+
+	if ((srv = calloc(1, sizeof(*srv))) == NULL)
+		return NULL;
+	srv->base = o->base;
+	srv->cfg = o->cfg;
+	srv->persona = o->persona;
+	srv->ssl_ctx = o->ssl_ctx;
+	srv->hostname = o->hostname;
+	srv->spool = o->spool;
+	srv->dns = o->dns;
+	srv->on_mail = o->on_mail;
+	srv->on_mail_arg = o->on_mail_arg;
+	smtp_server_set_hooks(srv, &o->hooks);
+	return srv;
+}
+
+void
+smtp_server_free(struct smtp_server *srv)
+{
+	if (srv == NULL)
+		return;
+	smtp_server_close_all(srv);
+	smtp_server_free_auth(srv);
+	free(srv);
+}
+
+void
+smtp_server_set_spool(struct smtp_server *srv, struct spool *sp)
+{
+	srv->spool = sp;
+}
+
+void
+smtp_server_set_dns(struct smtp_server *srv, struct dns *dns)
+{
+	srv->dns = dns;
+}
+
+void
+smtp_server_set_on_mail(struct smtp_server *srv,
+    void (*fn)(void *, const char *, size_t), void *arg)
+{
+	srv->on_mail = fn;
+	srv->on_mail_arg = arg;
+}
+
+void
+smtp_server_set_hooks(struct smtp_server *srv, const struct smtp_stage_hooks *h)
+{
+	srv->stage_wanted = h->wanted;
+	srv->stage_cb = h->stage_cb;
+	srv->data_cb = h->data_cb;
+	srv->data_cancel = h->data_cancel;
+	srv->stage_arg = h->arg;
+}
+
+void
+smtp_server_set_on_close(struct smtp_server *srv,
+    void (*fn)(void *, const struct sockaddr *), void *arg)
+{
+	srv->on_close = fn;
+	srv->on_close_arg = arg;
+}
+
+bool
+smtp_server_on_close_is(const struct smtp_server *srv, const void *arg)
+{
+	return srv->on_close_arg == arg;
+}
+
+void
+smtp_server_set_cfg(struct smtp_server *srv, const struct cfg *cfg)
+{
+	srv->cfg = cfg;
+}
+
+void
+smtp_server_resume(struct smtp_server *srv)
+{
+	srv->stopping = false;
+}
+
+struct event_base *
+smtp_server_base(const struct smtp_server *srv)
+{
+	return srv->base;
+}
+
+const struct cfg *
+smtp_server_cfg(const struct smtp_server *srv)
+{
+	return srv->cfg;
+}
+
+const struct persona *
+smtp_server_persona(const struct smtp_server *srv)
+{
+	return srv->persona;
+}
+
+const char *
+smtp_server_hostname(const struct smtp_server *srv)
+{
+	return srv->hostname;
+}
+
+SSL_CTX *
+smtp_server_ssl_ctx(const struct smtp_server *srv)
+{
+	return srv->ssl_ctx;
+}
+
+struct spool *
+smtp_server_spool(const struct smtp_server *srv)
+{
+	return srv->spool;
+}
+
+struct dns *
+smtp_server_dns(const struct smtp_server *srv)
+{
+	return srv->dns;
+}
+
+unsigned
+smtp_server_sessions(const struct smtp_server *srv)
+{
+	return srv->nsessions;
+}
+
+bool
+smtp_server_stopping(const struct smtp_server *srv)
+{
+	return srv->stopping;
 }

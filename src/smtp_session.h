@@ -77,14 +77,37 @@ struct smtp_stage_result {
  */
 typedef void	(*smtp_stage_done_cb)(void *done_arg, int status, struct smtp_stage_result *res);
 
-/* What every session shares; owned by main, outlives every session. */
-struct smtp_server {
+/*
+ * The stage hooks (all NULL: none).  wanted says whether a stage has
+ * anything to decide (no request is built otherwise).  stage_cb decides
+ * EHLO/HELO, AUTH and RSET synchronously on the loop: 0 with res filled, or
+ * -1 (no decision).  data_cb starts the decision on a complete message
+ * (before it is committed) and returns a handle, or NULL to go on without
+ * one; the session waits, reading nothing, for done.  data_cancel: the
+ * session is going away, done must not run.
+ */
+struct smtp_stage_hooks {
+	bool			(*wanted)(void *arg, enum smtp_stage st);
+	int			(*stage_cb)(void *arg, const struct smtp_stage_req *req,
+				    struct smtp_stage_result *res);
+	void			*(*data_cb)(void *arg, const struct smtp_stage_req *req,
+				    smtp_stage_done_cb done, void *done_arg);
+	void			(*data_cancel)(void *arg, void *handle);
+	void			*arg;
+};
+
+/*
+ * What every session shares (struct smtp_server, opaque): owned by main,
+ * outlives every session.  Every pointer is borrowed and must outlive it.
+ */
+struct smtp_server_opts {
 	struct event_base	*base;
 	const struct cfg	*cfg;
 	const struct persona	*persona;
 	SSL_CTX			*ssl_ctx;	/* NULL: no TLS at all */
-	struct spool		*spool;
 	const char		*hostname;
+	/* These may be set later with the setters below (they are made after binding). */
+	struct spool		*spool;
 	/*
 	 * The client name lookup before the greeting (cfg client_lookup); NULL:
 	 * none, every client is "unknown" (Postfix's smtpd_peername_lookup = no).
@@ -93,38 +116,40 @@ struct smtp_server {
 	/* Called after a message is durable, with its journal record. */
 	void			(*on_mail)(void *arg, const char *record, size_t len);
 	void			*on_mail_arg;
-	/*
-	 * Stage hooks (all NULL: none).  stage_wanted says whether a stage has
-	 * anything to decide (no request is built otherwise).  stage_cb decides
-	 * EHLO/HELO, AUTH and RSET synchronously on the loop: 0 with res filled,
-	 * or -1 (no decision).  data_cb starts the decision on a complete message
-	 * (before it is committed) and returns a handle, or NULL to go on without
-	 * one; the session waits, reading nothing, for done.  data_cancel: the
-	 * session is going away, done must not run.
-	 */
-	bool			(*stage_wanted)(void *arg, enum smtp_stage st);
-	int			(*stage_cb)(void *arg, const struct smtp_stage_req *req,
-				    struct smtp_stage_result *res);
-	void			*(*data_cb)(void *arg, const struct smtp_stage_req *req,
-				    smtp_stage_done_cb done, void *done_arg);
-	void			(*data_cancel)(void *arg, void *handle);
-	void			*stage_arg;
-	/* Called when a session ends (listener bookkeeping). */
-	void			(*on_close)(void *arg, const struct sockaddr *peer);
-	void			*on_close_arg;
-	/* auth.outcome policy: the credential rules (NULL: loaded at first use). */
-	struct authdb		*authdb;
-	unsigned		 nsessions;
-	bool			 stopping;	/* graceful shutdown in progress */
-	struct smtp_session	*sessions;	/* list of live sessions */
-	/* Sessions whose replies go out at the end of this loop pass (internal). */
-	struct smtp_session	*flushq;
-	struct event		*flush_ev;
-	/* Commits in flight: their estimated bytes, and who waits for room (internal). */
-	uint64_t		 commit_bytes;
-	struct smtp_session	*gateq;
-	struct event		*gate_ev;
+	struct smtp_stage_hooks	 hooks;
 };
+struct smtp_server;
+
+/* A server from opts (copied); NULL when out of memory. */
+struct smtp_server *smtp_server_new(const struct smtp_server_opts *opts);
+/* Free it: call smtp_server_close_all() first.  NULL is a no-op. */
+void		 smtp_server_free(struct smtp_server *);
+
+/* The parts made after the server (main binds the listeners first). */
+void		 smtp_server_set_spool(struct smtp_server *, struct spool *);
+void		 smtp_server_set_dns(struct smtp_server *, struct dns *);
+void		 smtp_server_set_on_mail(struct smtp_server *,
+		    void (*)(void *arg, const char *record, size_t len), void *arg);
+void		 smtp_server_set_hooks(struct smtp_server *, const struct smtp_stage_hooks *);
+/* Called when a session ends (the listener's bookkeeping); fn NULL: none. */
+void		 smtp_server_set_on_close(struct smtp_server *,
+		    void (*fn)(void *arg, const struct sockaddr *peer), void *arg);
+/* Whether arg is the on_close argument set now. */
+bool		 smtp_server_on_close_is(const struct smtp_server *, const void *arg);
+/* Another configuration for the sessions started from now (tests, fuzzing). */
+void		 smtp_server_set_cfg(struct smtp_server *, const struct cfg *);
+
+struct event_base *smtp_server_base(const struct smtp_server *);
+const struct cfg *smtp_server_cfg(const struct smtp_server *);
+const struct persona *smtp_server_persona(const struct smtp_server *);
+const char	*smtp_server_hostname(const struct smtp_server *);
+SSL_CTX		*smtp_server_ssl_ctx(const struct smtp_server *);
+struct spool	*smtp_server_spool(const struct smtp_server *);
+struct dns	*smtp_server_dns(const struct smtp_server *);
+/* Live sessions. */
+unsigned	 smtp_server_sessions(const struct smtp_server *);
+/* Whether a graceful stop is in progress. */
+bool		 smtp_server_stopping(const struct smtp_server *);
 
 /*
  * Start a session on an accepted, non-blocking socket.  Takes ownership of fd
@@ -160,5 +185,7 @@ void		 smtp_server_free_auth(struct smtp_server *srv);
 
 /* Close every remaining session at once (end of the grace period). */
 void		 smtp_server_close_all(struct smtp_server *srv);
+/* Serve again after smtp_server_stop() (a test or fuzz run reusing the server). */
+void		 smtp_server_resume(struct smtp_server *srv);
 
 #endif

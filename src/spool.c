@@ -218,6 +218,13 @@ static bool	 spool_exists(struct spool *, const char *hex, uint64_t size);
 static int	 spool_name(struct spool *, struct spool_msg *, bool *dedup);
 static int	 spool_small_append(struct spool *, struct spool_msgq *);
 static void	 spool_want_checkpoint(struct spool *);
+static struct spool *spool_alloc(struct event_base *, const struct spool_opts *);
+static int	 spool_open_dirs(struct spool *, const struct spool_opts *, const char **);
+static int	 spool_open_maildir(struct spool *, const struct spool_opts *,
+		    const char **);
+static int	 spool_open_journal(struct spool *, const char **);
+static int	 spool_recover(struct spool *, const struct spool_opts *, const char **);
+static int	 spool_start(struct spool *, struct event_base *, const char **);
 
 /* Join a directory and a name into a new string. */
 static char *
@@ -324,27 +331,15 @@ spool_now_ns(void)
 	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* Create the directories, repair the journal, start the commit worker. */
-struct spool *
-spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
-    size_t errlen)
+/* A new spool from opts, nothing opened yet; NULL when out of memory. */
+static struct spool *
+spool_alloc(struct event_base *base, const struct spool_opts *opts)
 {
 	struct spool		*sp;
-	struct spool_seg_opts	 seg_opts;
-	const char		*what = "";
-	sigset_t		 all, old;
 	pthread_condattr_t	 ca;
-	int			 r;
 
-	testhook_env();
-	if (opts == NULL || opts->dir == NULL || opts->dir[0] == '\0') {
-		snprintf(err, errlen, "spool: no directory configured");
+	if ((sp = calloc(1, sizeof(*sp))) == NULL)
 		return NULL;
-	}
-	if ((sp = calloc(1, sizeof(*sp))) == NULL) {
-		snprintf(err, errlen, "spool: out of memory");
-		return NULL;
-	}
 	sp->base = base;
 	sp->journal_fd = sp->msg_dir_fd = sp->maildir_new_fd = sp->efd = -1;
 	sp->min_free = opts->min_free;
@@ -368,81 +363,113 @@ spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
 		if (*p == '/' || *p == ':' || (unsigned char)*p < 0x21 ||
 		    (unsigned char)*p > 0x7e)
 			*p = '_';
+	return sp;
+}
 
+/* The spool's directories (tmp, messages, segments); 0, or -1 with *what and errno. */
+static int
+spool_open_dirs(struct spool *sp, const struct spool_opts *opts, const char **what)
+{
 	if ((sp->dir = strdup(opts->dir)) == NULL ||
 	    (sp->tmp_dir = spool_path(opts->dir, "tmp")) == NULL ||
 	    (sp->msg_dir = spool_path(opts->dir, "messages")) == NULL ||
 	    (sp->journal_path = spool_path(opts->dir, SPOOL_JOURNAL)) == NULL ||
 	    (sp->seg_dir = spool_path(opts->dir, SPOOL_SEG_DIR)) == NULL) {
 		errno = ENOMEM;
-		what = "allocating paths";
-		goto fail;
+		*what = "allocating paths";
+		return -1;
 	}
-	what = sp->tmp_dir;
+	*what = sp->tmp_dir;
 	if (util_mkdirs(sp->tmp_dir, SPOOL_DIR_MODE) == -1)
-		goto fail;
-	what = sp->msg_dir;
+		return -1;
+	*what = sp->msg_dir;
 	if (util_mkdirs(sp->msg_dir, SPOOL_DIR_MODE) == -1)
-		goto fail;
+		return -1;
 	if ((sp->msg_dir_fd = open(sp->msg_dir, O_RDONLY | O_DIRECTORY |
 	    O_CLOEXEC)) == -1)
-		goto fail;
-	what = sp->seg_dir;
+		return -1;
+	*what = sp->seg_dir;
 	if (util_mkdirs(sp->seg_dir, SPOOL_DIR_MODE) == -1)
-		goto fail;
+		return -1;
+	return 0;
+}
 
-	if (opts->maildir != NULL && opts->maildir[0] != '\0') {
-		char	*cur;
+/* The optional Maildir copy (tmp, new, cur); 0, or -1 with *what and errno. */
+static int
+spool_open_maildir(struct spool *sp, const struct spool_opts *opts, const char **what)
+{
+	char	*cur;
+	int	 r;
 
-		if ((sp->maildir_tmp = spool_path(opts->maildir, "tmp")) == NULL ||
-		    (sp->maildir_new = spool_path(opts->maildir, "new")) == NULL ||
-		    (cur = spool_path(opts->maildir, "cur")) == NULL) {
-			errno = ENOMEM;
-			what = "allocating paths";
-			goto fail;
-		}
-		r = util_mkdirs(cur, SPOOL_DIR_MODE);
-		free(cur);
-		what = opts->maildir;
-		if (r == -1 || util_mkdirs(sp->maildir_tmp, SPOOL_DIR_MODE) == -1 ||
-		    util_mkdirs(sp->maildir_new, SPOOL_DIR_MODE) == -1)
-			goto fail;
-		what = sp->maildir_new;
-		if ((sp->maildir_new_fd = open(sp->maildir_new, O_RDONLY |
-		    O_DIRECTORY | O_CLOEXEC)) == -1)
-			goto fail;
+	if (opts->maildir == NULL || opts->maildir[0] == '\0')
+		return 0;
+	if ((sp->maildir_tmp = spool_path(opts->maildir, "tmp")) == NULL ||
+	    (sp->maildir_new = spool_path(opts->maildir, "new")) == NULL ||
+	    (cur = spool_path(opts->maildir, "cur")) == NULL) {
+		errno = ENOMEM;
+		*what = "allocating paths";
+		return -1;
 	}
+	r = util_mkdirs(cur, SPOOL_DIR_MODE);
+	free(cur);
+	*what = opts->maildir;
+	if (r == -1 || util_mkdirs(sp->maildir_tmp, SPOOL_DIR_MODE) == -1 ||
+	    util_mkdirs(sp->maildir_new, SPOOL_DIR_MODE) == -1)
+		return -1;
+	*what = sp->maildir_new;
+	if ((sp->maildir_new_fd = open(sp->maildir_new, O_RDONLY |
+	    O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	return 0;
+}
 
-	what = sp->journal_path;
+/*
+ * The journal: open, cut a torn last line, number the next segment after
+ * the last one, make the names durable.  0, or -1 with *what and errno.
+ */
+static int
+spool_open_journal(struct spool *sp, const char **what)
+{
+	DIR			*d;
+	struct dirent		*de;
+	unsigned long long	 n;
+
+	*what = sp->journal_path;
 	if ((sp->journal_fd = open(sp->journal_path, O_RDWR | O_APPEND |
 	    O_CREAT | O_CLOEXEC, SPOOL_FILE_MODE)) == -1)
-		goto fail;
+		return -1;
 	if (spool_repair_journal(sp->journal_fd, &sp->journal_len) == -1)
-		goto fail;
+		return -1;
 	spool_journal_committed_set(sp);
-	{
-		/* Rotated segments: number the next one after the last. */
-		DIR *d = opendir(sp->dir);
-		struct dirent *de;
-		unsigned long long n;
-
-		while (d != NULL && (de = readdir(d)) != NULL)
-			if (spool_journal_segname(de->d_name, &n) && n > sp->journal_seq)
-				sp->journal_seq = n;
-		if (d != NULL)
-			closedir(d);
-	}
+	/* Rotated segments: number the next one after the last. */
+	d = opendir(sp->dir);
+	while (d != NULL && (de = readdir(d)) != NULL)
+		if (spool_journal_segname(de->d_name, &n) && n > sp->journal_seq)
+			sp->journal_seq = n;
+	if (d != NULL)
+		closedir(d);
 	/* The journal's and the subdirectories' names must be durable too. */
-	what = sp->dir;
+	*what = sp->dir;
 	if (spool_fsync_dir(sp->dir) == -1)
-		goto fail;
+		return -1;
+	return 0;
+}
+
+/*
+ * What a crash left: temporary files, segments whose records make the .eml
+ * whole again; then the quota's count.  0, or -1 with *what and errno.
+ */
+static int
+spool_recover(struct spool *sp, const struct spool_opts *opts, const char **what)
+{
+	struct spool_seg_opts	 seg_opts;
 
 	spool_clean_tmp(sp->tmp_dir);
 	sp->use_tmpfile = spool_probe_tmpfile(sp->tmp_dir);
 	if (sp->maildir_tmp != NULL)
 		spool_clean_tmp(sp->maildir_tmp);
 	/* A crash left segments: their records make the .eml whole again. */
-	what = "replaying segments";
+	*what = "replaying segments";
 	memset(&seg_opts, 0, sizeof(seg_opts));
 	seg_opts.seg_dir = sp->seg_dir;
 	seg_opts.tmp_dir = sp->tmp_dir;
@@ -452,25 +479,37 @@ spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
 	seg_opts.no_checkpoint = opts->no_checkpoint;
 	seg_opts.no_syncfs = opts->no_syncfs;
 	if ((sp->seg = spool_seg_open(&seg_opts)) == NULL)
-		goto fail;
+		return -1;
 
 	if (sp->max_bytes != 0) {
 		uint64_t	used;
 
-		what = sp->msg_dir;
+		*what = sp->msg_dir;
 		if (spool_du(sp->msg_dir, &used) == -1)
-			goto fail;
+			return -1;
 		atomic_store(&sp->used_bytes, used);
 	}
+	return 0;
+}
 
-	what = "eventfd";
+/*
+ * The loop's side (eventfd and event) and the threads: the commit worker
+ * and the checkpoint thread.  0, or -1 with *what and errno.
+ */
+static int
+spool_start(struct spool *sp, struct event_base *base, const char **what)
+{
+	sigset_t	 all, old;
+	int		 r;
+
+	*what = "eventfd";
 	if ((sp->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) == -1)
-		goto fail;
+		return -1;
 	if ((sp->ev = event_new(base, sp->efd, EV_READ | EV_PERSIST,
 	    spool_ready_cb, sp)) == NULL || event_add(sp->ev, NULL) == -1) {
 		errno = ENOMEM;
-		what = "event";
-		goto fail;
+		*what = "event";
+		return -1;
 	}
 
 	/*
@@ -479,16 +518,42 @@ spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
 	 */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	what = "checkpoint thread";
+	*what = "checkpoint thread";
 	if ((r = spool_seg_start(sp->seg)) == 0) {
-		what = "worker thread";
+		*what = "worker thread";
 		if ((r = pthread_create(&sp->thread, NULL, spool_worker, sp)) != 0)
 			errno = r;
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r != 0)
-		goto fail;
+		return -1;
 	sp->thread_started = true;
+	return 0;
+}
+
+/* Create the directories, repair the journal, start the commit worker. */
+struct spool *
+spool_open(struct event_base *base, const struct spool_opts *opts, char *err,
+    size_t errlen)
+{
+	struct spool	*sp;
+	const char	*what = "";
+
+	testhook_env();
+	if (opts == NULL || opts->dir == NULL || opts->dir[0] == '\0') {
+		snprintf(err, errlen, "spool: no directory configured");
+		return NULL;
+	}
+	if ((sp = spool_alloc(base, opts)) == NULL) {
+		snprintf(err, errlen, "spool: out of memory");
+		return NULL;
+	}
+	if (spool_open_dirs(sp, opts, &what) == -1 ||
+	    spool_open_maildir(sp, opts, &what) == -1 ||
+	    spool_open_journal(sp, &what) == -1 ||
+	    spool_recover(sp, opts, &what) == -1 ||
+	    spool_start(sp, base, &what) == -1)
+		goto fail;
 	return sp;
 
 fail:

@@ -249,7 +249,7 @@ b64_value(unsigned char c)
  * -1 on bad input or when outlen is too small.
  */
 long
-b64_decode(const char *in, size_t len, unsigned char *out, size_t outlen)
+util_b64_decode(const char *in, size_t len, unsigned char *out, size_t outlen)
 {
 	size_t i, o = 0;
 
@@ -289,7 +289,7 @@ b64_decode(const char *in, size_t len, unsigned char *out, size_t outlen)
 
 /* Base64 with padding, NUL-terminated; returns the length without the NUL. */
 size_t
-b64_encode(const void *in, size_t len, char *out)
+util_b64_encode(const void *in, size_t len, char *out)
 {
 	const unsigned char *p = in;
 	size_t i, o = 0;

@@ -24,8 +24,8 @@ void	util_hex(const void *in, size_t len, char *out);
 /* Strict RFC 4648 base64.  decode: returns decoded length or -1 on bad input
  * (whitespace not allowed, padding required); out must hold len/4*3 bytes.
  * encode: returns output length; out must hold 4*((len+2)/3)+1 bytes. */
-long	b64_decode(const char *in, size_t len, unsigned char *out, size_t outlen);
-size_t	b64_encode(const void *in, size_t len, char *out);
+long	util_b64_decode(const char *in, size_t len, unsigned char *out, size_t outlen);
+size_t	util_b64_encode(const void *in, size_t len, char *out);
 
 /* mkdir -p with mode; 0 or -1 (errno set). */
 int	util_mkdirs(const char *path, unsigned mode);

@@ -671,33 +671,33 @@ test_never_relay(void **state)
 	const char *w = NULL;
 	int n = 5;
 
-	assert_true(relay_never_relay(list, n, "postmaster@example.net", &w));
+	assert_true(relay_caps_never_relay(list, n, "postmaster@example.net", &w));
 	assert_string_equal(w, "postmaster@");
-	assert_true(relay_never_relay(list, n, "PostMaster@example.net", NULL));
-	assert_true(relay_never_relay(list, n, "abuse@x.y", NULL));
-	assert_false(relay_never_relay(list, n, "notabuse@x.y", NULL));
-	assert_false(relay_never_relay(list, n, "abuse.x@x.y", NULL));
-	assert_true(relay_never_relay(list, n, "a@mail-abuse.org", NULL));
-	assert_true(relay_never_relay(list, n, "a@relay-test.MAIL-ABUSE.org", NULL));
-	assert_false(relay_never_relay(list, n, "a@notmail-abuse.org", NULL));
-	assert_true(relay_never_relay(list, n, "x@blocked.example", NULL));
-	assert_true(relay_never_relay(list, n, "someone@EXAMPLE.com", NULL));
-	assert_false(relay_never_relay(list, n, "someone2@example.com", NULL));
-	assert_false(relay_never_relay(list, n, "drop@spammer.example", NULL));
+	assert_true(relay_caps_never_relay(list, n, "PostMaster@example.net", NULL));
+	assert_true(relay_caps_never_relay(list, n, "abuse@x.y", NULL));
+	assert_false(relay_caps_never_relay(list, n, "notabuse@x.y", NULL));
+	assert_false(relay_caps_never_relay(list, n, "abuse.x@x.y", NULL));
+	assert_true(relay_caps_never_relay(list, n, "a@mail-abuse.org", NULL));
+	assert_true(relay_caps_never_relay(list, n, "a@relay-test.MAIL-ABUSE.org", NULL));
+	assert_false(relay_caps_never_relay(list, n, "a@notmail-abuse.org", NULL));
+	assert_true(relay_caps_never_relay(list, n, "x@blocked.example", NULL));
+	assert_true(relay_caps_never_relay(list, n, "someone@EXAMPLE.com", NULL));
+	assert_false(relay_caps_never_relay(list, n, "someone2@example.com", NULL));
+	assert_false(relay_caps_never_relay(list, n, "drop@spammer.example", NULL));
 	/*
 	 * Subaddresses (recipient_delimiter "+" or "-") reach the listed
 	 * mailbox: postmaster+x@ is postmaster@ at most providers.
 	 */
-	assert_true(relay_never_relay(list, n, "postmaster+x@example.net", &w));
+	assert_true(relay_caps_never_relay(list, n, "postmaster+x@example.net", &w));
 	assert_string_equal(w, "postmaster@");
-	assert_true(relay_never_relay(list, n, "Abuse-Reports@x.y", NULL));
-	assert_true(relay_never_relay(list, n, "abuse+@x.y", NULL));
-	assert_true(relay_never_relay(list, n, "someone+tag@example.com", NULL));
-	assert_true(relay_never_relay(list, n, "someone-tag@EXAMPLE.com", NULL));
-	assert_false(relay_never_relay(list, n, "someone+tag@example.org", NULL));
-	assert_false(relay_never_relay(list, n, "abusex@x.y", NULL));
-	assert_false(relay_never_relay(list, n, "abuse_x@x.y", NULL));
-	assert_false(relay_never_relay(list, n, "x+abuse@x.y", NULL));
+	assert_true(relay_caps_never_relay(list, n, "Abuse-Reports@x.y", NULL));
+	assert_true(relay_caps_never_relay(list, n, "abuse+@x.y", NULL));
+	assert_true(relay_caps_never_relay(list, n, "someone+tag@example.com", NULL));
+	assert_true(relay_caps_never_relay(list, n, "someone-tag@EXAMPLE.com", NULL));
+	assert_false(relay_caps_never_relay(list, n, "someone+tag@example.org", NULL));
+	assert_false(relay_caps_never_relay(list, n, "abusex@x.y", NULL));
+	assert_false(relay_caps_never_relay(list, n, "abuse_x@x.y", NULL));
+	assert_false(relay_caps_never_relay(list, n, "x+abuse@x.y", NULL));
 	assert_string_equal(relay_addr_domain("a@b@c.example"), "c.example");
 	assert_string_equal(relay_addr_domain("nodomain"), "");
 }
@@ -711,7 +711,7 @@ test_never_relay_equivalent_forms(void **state)
 
 	assert_non_null(cf);
 	cfg_defaults(cf);
-#define NR(a) relay_never_relay(cf->relay.never_relay, cf->relay.nnever, (a), &w)
+#define NR(a) relay_caps_never_relay(cf->relay.never_relay, cf->relay.nnever, (a), &w)
 	assert_true(NR("abuse@example.com"));
 	assert_true(NR("\"abuse\"@example.com"));
 	assert_true(NR("\"postmaster\"@example.net"));
@@ -730,11 +730,11 @@ test_never_relay_equivalent_forms(void **state)
 		static const char list[][CFG_RELAY_ENTRY_MAX] = {
 			"bücher.example", "someone@example.com", "xn--mnchen-3ya.example",
 		};
-		assert_true(relay_never_relay(list, 3, "a@xn--bcher-kva.example", NULL));
-		assert_true(relay_never_relay(list, 3, "a@B\xc3\xbc" "cher.example", NULL));
-		assert_true(relay_never_relay(list, 3, "a@m\xc3\xbcnchen.example.", NULL));
-		assert_true(relay_never_relay(list, 3, "\"someone\"@Example.COM.", NULL));
-		assert_false(relay_never_relay(list, 3, "someone@example.comx", NULL));
+		assert_true(relay_caps_never_relay(list, 3, "a@xn--bcher-kva.example", NULL));
+		assert_true(relay_caps_never_relay(list, 3, "a@B\xc3\xbc" "cher.example", NULL));
+		assert_true(relay_caps_never_relay(list, 3, "a@m\xc3\xbcnchen.example.", NULL));
+		assert_true(relay_caps_never_relay(list, 3, "\"someone\"@Example.COM.", NULL));
+		assert_false(relay_caps_never_relay(list, 3, "someone@example.comx", NULL));
 	}
 #undef NR
 	{
@@ -803,11 +803,11 @@ test_never_relay_defaults(void **state)
 
 	assert_non_null(c);
 	cfg_defaults(c);
-	assert_true(relay_never_relay(c->relay.never_relay, c->relay.nnever,
+	assert_true(relay_caps_never_relay(c->relay.never_relay, c->relay.nnever,
 	    "postmaster@gmail.com", NULL));
-	assert_true(relay_never_relay(c->relay.never_relay, c->relay.nnever,
+	assert_true(relay_caps_never_relay(c->relay.never_relay, c->relay.nnever,
 	    "abuse@gmail.com", NULL));
-	assert_false(relay_never_relay(c->relay.never_relay, c->relay.nnever,
+	assert_false(relay_caps_never_relay(c->relay.never_relay, c->relay.nnever,
 	    "dropbox@gmail.com", NULL));
 	assert_int_equal(c->relay.caps.per_day, 20);
 	assert_int_equal(c->relay.caps.max_recipients, 1);

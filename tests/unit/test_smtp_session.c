@@ -46,7 +46,7 @@ static const char body[] = "Subject: hello\r\n\r\nline one\r\n";
 struct fixture {
 	struct event_base	*base;
 	struct cfg		 cfg;
-	struct smtp_server	 srv;
+	struct smtp_server	*srv;
 	struct spool		*sp;
 	char			 dir[64];
 	struct bufferevent	*client;	/* our end of the pair; NULL once closed */
@@ -221,6 +221,7 @@ static int
 setup(void **state)
 {
 	struct spool_opts so;
+	struct smtp_server_opts sopts;
 	struct bufferevent *pair[2];
 	struct sockaddr_in sin;
 	char err[256];
@@ -244,16 +245,18 @@ setup(void **state)
 	F->sp = spool_open(F->base, &so, err, sizeof(err));
 	assert_non_null(F->sp);
 
-	F->srv.base = F->base;
-	F->srv.cfg = &F->cfg;
-	assert_non_null(F->srv.persona = persona_default());
-	F->srv.spool = F->sp;
-	F->srv.hostname = "mail.example.com";
-	F->srv.on_mail = on_mail;
-	F->srv.stage_wanted = wanted;
-	F->srv.stage_cb = stage_cb;
-	F->srv.data_cb = data_cb;
-	F->srv.data_cancel = data_cancel;
+	memset(&sopts, 0, sizeof(sopts));
+	sopts.base = F->base;
+	sopts.cfg = &F->cfg;
+	assert_non_null(sopts.persona = persona_default());
+	sopts.spool = F->sp;
+	sopts.hostname = "mail.example.com";
+	sopts.on_mail = on_mail;
+	sopts.hooks.wanted = wanted;
+	sopts.hooks.stage_cb = stage_cb;
+	sopts.hooks.data_cb = data_cb;
+	sopts.hooks.data_cancel = data_cancel;
+	assert_non_null(F->srv = smtp_server_new(&sopts));
 	assert_non_null(F->rx = evbuffer_new());
 
 	assert_int_equal(bufferevent_pair_new(F->base, BEV_OPT_CLOSE_ON_FREE |
@@ -265,7 +268,7 @@ setup(void **state)
 	F->client = pair[1];
 	bufferevent_setcb(F->client, client_read_cb, NULL, NULL, NULL);
 	bufferevent_enable(F->client, EV_READ | EV_WRITE);
-	assert_non_null(smtp_session_new_bev(&F->srv, &F->cfg.listeners[0], pair[0],
+	assert_non_null(smtp_session_new_bev(F->srv, &F->cfg.listeners[0], pair[0],
 	    (struct sockaddr *)&sin, sizeof(sin)));
 	pump();
 	s = replies();
@@ -279,7 +282,7 @@ setup(void **state)
 static int
 teardown(void **state)
 {
-	smtp_server_close_all(&F->srv);
+	smtp_server_free(F->srv);
 	if (F->client)
 		bufferevent_free(F->client);
 	spool_free(F->sp);
@@ -327,7 +330,7 @@ mail_done(void)
 static bool
 no_sessions(void)
 {
-	return F->srv.nsessions == 0;
+	return smtp_server_sessions(F->srv) == 0;
 }
 
 /* Send the envelope and the body up to the final dot. */
@@ -586,7 +589,7 @@ test_data_hook_disconnect(void **state)
 	bufferevent_free(F->client);
 	F->client = NULL;
 	pump();
-	assert_int_equal(F->srv.nsessions, 1);	/* still waiting for the hook */
+	assert_int_equal(smtp_server_sessions(F->srv), 1);	/* still waiting for the hook */
 	assert_int_equal(F->ncancel, 0);
 	memset(&res, 0, sizeof(res));
 	res.matched = true;
@@ -628,9 +631,9 @@ test_data_hook_close_all(void **state)
 
 	send_mail();
 	assert_true(pump_until(data_asked));
-	smtp_server_close_all(&F->srv);
+	smtp_server_close_all(F->srv);
 	assert_int_equal(F->ncancel, 1);
-	assert_int_equal(F->srv.nsessions, 0);
+	assert_int_equal(smtp_server_sessions(F->srv), 0);
 	spool_free(F->sp);	/* finishes the queued commit */
 	F->sp = NULL;
 	snprintf(path, sizeof(path), "%s/messages", F->dir);

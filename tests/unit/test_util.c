@@ -230,9 +230,9 @@ test_b64_vectors(void **state)
 	size_t i;
 
 	for (i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
-		assert_int_equal(b64_encode(plain[i], strlen(plain[i]), ebuf), strlen(enc[i]));
+		assert_int_equal(util_b64_encode(plain[i], strlen(plain[i]), ebuf), strlen(enc[i]));
 		assert_string_equal(ebuf, enc[i]);
-		assert_int_equal(b64_decode(enc[i], strlen(enc[i]), dbuf, sizeof(dbuf)),
+		assert_int_equal(util_b64_decode(enc[i], strlen(enc[i]), dbuf, sizeof(dbuf)),
 		    (long)strlen(plain[i]));
 		assert_memory_equal(dbuf, plain[i], strlen(plain[i]));
 	}
@@ -248,10 +248,10 @@ test_b64_roundtrip(void **state)
 
 	for (len = 0; len < sizeof(in); len += 7) {
 		util_random(in, len);
-		n = b64_encode(in, len, enc);
+		n = util_b64_encode(in, len, enc);
 		assert_int_equal(n, 4 * ((len + 2) / 3));
 		assert_int_equal(strlen(enc), n);
-		assert_int_equal(b64_decode(enc, n, out, sizeof(out)), (long)len);
+		assert_int_equal(util_b64_decode(enc, n, out, sizeof(out)), (long)len);
 		assert_memory_equal(in, out, len);
 	}
 }
@@ -263,23 +263,23 @@ test_b64_bad(void **state)
 	unsigned char out[32];
 	const char nul[] = "Zm\0v";
 
-	assert_int_equal(b64_decode("Zg", 2, out, sizeof(out)), -1);	/* no padding */
-	assert_int_equal(b64_decode("Zg=", 3, out, sizeof(out)), -1);
-	assert_int_equal(b64_decode("Zm9v ", 5, out, sizeof(out)), -1);
-	assert_int_equal(b64_decode("Zm 9v", 5, out, sizeof(out)), -1);
-	assert_int_equal(b64_decode("Zm9\n", 4, out, sizeof(out)), -1);
-	assert_int_equal(b64_decode("Z===", 4, out, sizeof(out)), -1);	/* 3 pads */
-	assert_int_equal(b64_decode("====", 4, out, sizeof(out)), -1);
-	assert_int_equal(b64_decode("Zg==Zg==", 8, out, sizeof(out)), -1);	/* pad mid */
-	assert_int_equal(b64_decode("Z=g=", 4, out, sizeof(out)), -1);	/* data after pad */
-	assert_int_equal(b64_decode("Zm9-", 4, out, sizeof(out)), -1);	/* url alphabet */
-	assert_int_equal(b64_decode("Zm9_", 4, out, sizeof(out)), -1);
-	assert_int_equal(b64_decode(nul, 4, out, sizeof(out)), -1);
-	assert_int_equal(b64_decode("Zm9vYmFy", 8, out, 5), -1);	/* out too small */
-	assert_int_equal(b64_decode("Zm9vYmFy", 8, out, 6), 6);
-	assert_int_equal(b64_decode("Zm9vYg==", 8, out, 4), 4);	/* exact room */
+	assert_int_equal(util_b64_decode("Zg", 2, out, sizeof(out)), -1);	/* no padding */
+	assert_int_equal(util_b64_decode("Zg=", 3, out, sizeof(out)), -1);
+	assert_int_equal(util_b64_decode("Zm9v ", 5, out, sizeof(out)), -1);
+	assert_int_equal(util_b64_decode("Zm 9v", 5, out, sizeof(out)), -1);
+	assert_int_equal(util_b64_decode("Zm9\n", 4, out, sizeof(out)), -1);
+	assert_int_equal(util_b64_decode("Z===", 4, out, sizeof(out)), -1);	/* 3 pads */
+	assert_int_equal(util_b64_decode("====", 4, out, sizeof(out)), -1);
+	assert_int_equal(util_b64_decode("Zg==Zg==", 8, out, sizeof(out)), -1);	/* pad mid */
+	assert_int_equal(util_b64_decode("Z=g=", 4, out, sizeof(out)), -1);	/* data after pad */
+	assert_int_equal(util_b64_decode("Zm9-", 4, out, sizeof(out)), -1);	/* url alphabet */
+	assert_int_equal(util_b64_decode("Zm9_", 4, out, sizeof(out)), -1);
+	assert_int_equal(util_b64_decode(nul, 4, out, sizeof(out)), -1);
+	assert_int_equal(util_b64_decode("Zm9vYmFy", 8, out, 5), -1);	/* out too small */
+	assert_int_equal(util_b64_decode("Zm9vYmFy", 8, out, 6), 6);
+	assert_int_equal(util_b64_decode("Zm9vYg==", 8, out, 4), 4);	/* exact room */
 	/* Non-zero trailing bits are tolerated (as Postfix's decoder). */
-	assert_int_equal(b64_decode("Zh==", 4, out, sizeof(out)), 1);
+	assert_int_equal(util_b64_decode("Zh==", 4, out, sizeof(out)), 1);
 	assert_int_equal(out[0], 'f');
 }
 
