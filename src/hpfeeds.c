@@ -47,6 +47,8 @@
 #include "hpfeeds.h"
 #include "hpfeeds_wire.h"
 #include "log.h"
+#include "record.h"
+#include "spool.h"
 #include "util.h"
 
 #define HPF_WIN_ENTRIES		64		/* unconfirmed payloads per channel */
@@ -1429,9 +1431,6 @@ static int
 build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
     uint64_t end_off, struct hpf_entry *ent)
 {
-	static const char *meta_keys[] = { "time", "session", "queue_id", "listener",
-	    "src_ip", "src_port", "dst_ip", "dst_port", "helo", "tls", "auth",
-	    "mail_from", "rcpt_to", "anomalies" };
 	char path[PATH_MAX], esc[128];
 	const char *v;
 	size_t vl, i, want;
@@ -1479,8 +1478,7 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 	for (i = 0; i < 64; i++)
 		sha[i] = (char)(v[1 + i] | ((v[1 + i] >= 'A' && v[1 + i] <= 'F') ? 0x20 : 0));
 	sha[64] = '\0';
-	if ((size_t)snprintf(path, sizeof(path), "%s/messages/%s.eml", h->spool_dir,
-	    sha) >= sizeof(path)) {
+	if (spool_path_message(path, sizeof(path), h->spool_dir, sha) == -1) {
 		log_warn("hpfeeds: spool path too long for message=%s; not published", sha);
 		return HPF_SKIP;
 	}
@@ -1531,9 +1529,9 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 	jb_init(&meta);
 	if (h->feed.metadata) {
 		jb_obj_open(&meta);
-		for (i = 0; i < sizeof(meta_keys) / sizeof(meta_keys[0]); i++) {
-			if (hpf_json_find(line, len, meta_keys[i], &v, &vl)) {
-				jb_key(&meta, meta_keys[i]);
+		for (i = 0; i < RECORD_META_NKEYS; i++) {
+			if (hpf_json_find(line, len, record_meta_keys[i], &v, &vl)) {
+				jb_key(&meta, record_meta_keys[i]);
 				jb_raw(&meta, v, vl);
 			}
 		}
@@ -1704,9 +1702,9 @@ hpf_create(struct event_base *base, const struct cfg_feed *feed,
 	n = feed->nchannels > CFG_CHANNELS_MAX ? CFG_CHANNELS_MAX : feed->nchannels;
 	if (!sub_mode) {
 		snprintf(h->spool_dir, sizeof(h->spool_dir), "%s", spool_dir);
-		snprintf(h->srcs[HPF_SRC_JOURNAL].path, sizeof(h->srcs[0].path),
-		    "%s/receptions.jsonl", spool_dir);
-		snprintf(dir, sizeof(dir), "%s/feed", spool_dir);
+		(void)spool_path_journal(h->srcs[HPF_SRC_JOURNAL].path,
+		    sizeof(h->srcs[0].path), spool_dir);
+		(void)spool_path_dir(dir, sizeof(dir), spool_dir, SPOOL_DIR_FEED);
 		if (util_mkdirs(dir, 0750) == -1) {
 			snprintf(err, errlen, "hpfeeds: %s: %s", dir, strerror(errno));
 			goto fail;
@@ -1780,8 +1778,8 @@ chan_setup(struct hpf *h, const char *name, enum hpf_src_id k, char *err, size_t
 	c->limit = hpf_wire_max_payload(strlen(h->feed.identity), strlen(c->name));
 	if (!h->sub_mode) {
 		util_hex(c->name, strlen(c->name), hex);
-		if ((size_t)snprintf(c->cursor_path, sizeof(c->cursor_path), "%s/feed/%s.cursor",
-		    h->spool_dir, hex) >= sizeof(c->cursor_path)) {
+		if (spool_path_cursor(c->cursor_path, sizeof(c->cursor_path), h->spool_dir,
+		    hex) == -1) {
 			snprintf(err, errlen, "hpfeeds: spool path too long");
 			return -1;
 		}

@@ -20,6 +20,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "record.h"
 #include "relay.h"
 #include "relay_caps.h"
 #include "relay_json.h"
@@ -211,11 +212,11 @@ static void
 test_record_parse(void **state)
 {
 	char rec[2048], err[256];
-	struct relay_record *r;
+	struct record *r;
 	const char *sha = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 	record(rec, sizeof(rec), sha, "a@b.example", "198.51.100.7");
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_string_equal(r->sha256, sha);
 	assert_string_equal(r->helo, "spam\xc3\xa9r.example");
@@ -226,17 +227,17 @@ test_record_parse(void **state)
 	assert_string_equal(r->auth_user, "u");
 	assert_false(r->tls);
 	assert_int_equal(r->dst_port, 25);
-	relay_record_free(r);
+	record_free(r);
 	/* A path-traversal sha256 or a broken record is refused. */
 	record(rec, sizeof(rec), "../../etc/passwd", "a@b.example", "198.51.100.7");
-	assert_null(relay_record_parse(rec, strlen(rec), err, sizeof(err)));
-	assert_null(relay_record_parse("{\"sha256\":", 11, err, sizeof(err)));
-	assert_null(relay_record_parse("", 0, err, sizeof(err)));
+	assert_null(record_parse(rec, strlen(rec), err, sizeof(err)));
+	assert_null(record_parse("{\"sha256\":", 11, err, sizeof(err)));
+	assert_null(record_parse("", 0, err, sizeof(err)));
 	/* One walk: the first of a duplicated key counts, order does not matter. */
 	snprintf(rec, sizeof(rec), "{\"rcpt_to\":[\"x@y\",\"z@w\"],\"mail_from\":\"m@f\","
 	    "\"src_port\":7,\"sha256\":\"%s\",\"mail_from\":\"other\",\"sha256\":\"bad\","
 	    "\"tls\":{\"v\":1},\"auth\":null,\"src_port\":8}", sha);
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_string_equal(r->mail_from, "m@f");
 	assert_int_equal(r->src_port, 7);
@@ -244,7 +245,7 @@ test_record_parse(void **state)
 	assert_false(r->auth);
 	assert_int_equal(r->nrcpt, 2);
 	assert_string_equal(r->rcpt[1], "z@w");
-	relay_record_free(r);
+	record_free(r);
 	/*
 	 * Anomalies: absent (an old record) is none; smuggling and bare_cr
 	 * refuse the capture; bare_lf and others do not.  Recipients that
@@ -252,59 +253,59 @@ test_record_parse(void **state)
 	 */
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[\"a@b.example\"]}",
 	    sha);
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_false(r->smuggling || r->bare_cr);
 	assert_int_equal(relay_record_refused(r, err, sizeof(err)), 0);
-	relay_record_free(r);
+	record_free(r);
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[\"a@b.example\"],"
 	    "\"anomalies\":[\"bare_lf\",\"8bit\",7,\"nul\"]}", sha);
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_int_equal(relay_record_refused(r, err, sizeof(err)), 0);
-	relay_record_free(r);
+	record_free(r);
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[\"a@b.example\"],"
 	    "\"anomalies\":[\"8bit\",\"bare_cr\"]}", sha);
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_int_equal(relay_record_refused(r, err, sizeof(err)), -1);
 	assert_string_equal(err, "smuggling anomaly: bare_cr");
-	relay_record_free(r);
+	record_free(r);
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"anomalies\":[\"smuggling\"],"
 	    "\"rcpt_to\":[\"a@b.example\"]}", sha);
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_int_equal(relay_record_refused(r, err, sizeof(err)), -1);
 	assert_string_equal(err, "smuggling anomaly: smuggling");
-	relay_record_free(r);
+	record_free(r);
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[\"ok@b.example\","
 	    "\"v%%t.example@[127.0.0.2]\"]}", sha);
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_int_equal(relay_record_refused(r, err, sizeof(err)), -1);
 	assert_string_equal(err, "recipient <v%t.example@[127.0.0.2]>: address literal: not relayed");
-	relay_record_free(r);
+	record_free(r);
 	/* rcpt_to that is no array: no recipients; one that is no string: refused. */
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":\"a\"}",
 	    sha);
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_int_equal(r->nrcpt, 0);
-	relay_record_free(r);
+	record_free(r);
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[\"a\",1]}",
 	    sha);
-	assert_null(relay_record_parse(rec, strlen(rec), err, sizeof(err)));
+	assert_null(record_parse(rec, strlen(rec), err, sizeof(err)));
 	assert_string_equal(err, "record: bad rcpt_to[1]");
 	/* Missing members and a malformed tail (after every member we read). */
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"rcpt_to\":[]}", sha);
-	assert_null(relay_record_parse(rec, strlen(rec), err, sizeof(err)));
+	assert_null(record_parse(rec, strlen(rec), err, sizeof(err)));
 	assert_string_equal(err, "record: no mail_from");
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\"}", sha);
-	assert_null(relay_record_parse(rec, strlen(rec), err, sizeof(err)));
+	assert_null(record_parse(rec, strlen(rec), err, sizeof(err)));
 	assert_string_equal(err, "record: no rcpt_to");
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[],}",
 	    sha);
-	assert_null(relay_record_parse(rec, strlen(rec), err, sizeof(err)));
+	assert_null(record_parse(rec, strlen(rec), err, sizeof(err)));
 	assert_string_equal(err, "record: not a JSON object");
 }
 
@@ -408,7 +409,7 @@ test_json(void **state)
 static void
 test_received_header(void **state)
 {
-	struct relay_record r;
+	struct record r;
 	char out[1024];
 	size_t n;
 
