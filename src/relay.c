@@ -259,6 +259,8 @@ relay_new(struct event_base *base, const struct cfg *cfg, const char *hostname,
 	r->base = base;
 	r->cfg = cfg;
 	r->hostname = hostname;
+	if ((r->persona = persona_find(cfg->persona)) == NULL)
+		r->persona = persona_default();
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cv, NULL);
 	(void)spool_path_dir(r->dir, sizeof(r->dir), cfg->spool_dir, SPOOL_DIR_RELAY);

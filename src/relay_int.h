@@ -15,6 +15,7 @@
 
 #include "dns.h"
 #include "log.h"
+#include "persona.h"
 #include "probe.h"
 #include "relay.h"
 #include "relay_caps.h"
@@ -91,6 +92,7 @@ struct relay {
 	struct event_base	*base;
 	const struct cfg	*cfg;
 	const char		*hostname;
+	const struct persona	*persona;	/* its received_fmt: the relayed copy's header */
 	char			 rules_path[PATH_MAX];
 	struct relay_rules_ref	*rules;
 	struct relay_caps	*caps_live, *caps_dry;

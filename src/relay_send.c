@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "persona.h"
 #include "record.h"
 #include "relay_int.h"
 #include "util.h"
@@ -45,13 +46,18 @@ relay_sanitize(char *dst, size_t dstlen, const char *s)
 
 /* The Received header, Postfix style. */
 size_t
-relay_received_header(char *out, size_t outlen, const struct record *rec,
+relay_received_header(char *out, size_t outlen, const char *fmt, const struct record *rec,
     const char *hostname, const char *qid, const char *rcpt, time_t when)
 {
 	char helo[256], name[256], to[520], date[64], ip[80];
 	const char *with;
+	struct persona_vars v;
 	struct tm tm;
-	int n;
+	size_t n;
+	struct persona_kv kv[] = {
+		{ "helo", helo }, { "name", name }, { "ip", ip }, { "with", NULL },
+		{ "rcpt", to }, { "date", date },
+	};
 
 	/*
 	 * Postfix's smtpd: "from HELO (NAME [ADDR])", NAME the verified client
@@ -78,13 +84,16 @@ relay_received_header(char *out, size_t outlen, const struct record *rec,
 		with = "ESMTPA";
 	else
 		with = "ESMTP";
-	n = snprintf(out, outlen,
-	    "Received: from %s (%s [%s])\r\n"
-	    "\tby %s (Postfix) with %s id %s\r\n"
-	    "\tfor <%s>; %s\r\n", helo, name, ip, hostname, with, qid, to, date);
-	if (n < 0 || (size_t)n >= outlen)
-		return 0;
-	return (size_t)n;
+	kv[3].value = with;
+	memset(&v, 0, sizeof(v));
+	v.host = hostname;
+	v.qid = qid;
+	v.kv = kv;
+	v.nkv = sizeof(kv) / sizeof(kv[0]);
+	n = persona_format(out, outlen, fmt, &v);
+	if (n + 1 >= outlen)
+		return 0;	/* (maybe) cut */
+	return n;
 }
 
 /* ------------------------------------------------------------------ delivery */
@@ -103,7 +112,8 @@ relay_next_rcpt(struct relay_job *j)
 	}
 	j->target_rcpt = j->r->test_mode ? j->r->cfg->relay.test_recipient :
 	    j->rec->rcpt[j->rcpt_idx];
-	n = relay_received_header(hdr, sizeof(hdr), j->rec, j->r->hostname, j->qid,
+	n = relay_received_header(hdr, sizeof(hdr), j->r->persona->received_fmt, j->rec,
+	    j->r->hostname, j->qid,
 	    j->rec->rcpt[j->rcpt_idx], time(NULL));
 	free(j->received);
 	if ((j->received = malloc(n + 1)) == NULL) {
