@@ -164,8 +164,8 @@ probe_record(const struct smtp_stage_req *req)
 		snprintf(rec->auth_pass, sizeof(rec->auth_pass), "%s",
 		    req->auth_pass ? req->auth_pass : "");
 	}
-	snprintf(rec->mail_from, sizeof(rec->mail_from), "%s",
-	    req->mail_from ? req->mail_from : "");
+	if ((rec->mail_from = strdup(req->mail_from ? req->mail_from : "")) == NULL)
+		goto fail;
 	if ((rec->rcpt = calloc((size_t)req->nrcpt + 1, sizeof(*rec->rcpt))) == NULL)
 		goto fail;
 	for (rec->nrcpt = 0; rec->nrcpt < req->nrcpt; rec->nrcpt++)

@@ -127,6 +127,26 @@ static const char *const record_keys[RK_COUNT] = {
 };
 
 /*
+ * A JSON string value decoded into a buffer of its own: the decoded bytes
+ * are never more than the encoded ones, so any address the session took
+ * (SMTP_PATH_MAX, each invalid byte written as a 3-byte U+FFFD) fits.
+ * NULL when it is not a string (or out of memory).
+ */
+static char *
+record_str_dup(const char *v, size_t vl)
+{
+	char *s;
+
+	if ((s = malloc(vl + 1)) == NULL)
+		return NULL;
+	if (relay_json_str(v, vl, s, vl + 1) == -1) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+/*
  * Parse a reception record: one walk over its members (the first of a
  * duplicated key counts, as with relay_json_get), then the values.
  */
@@ -191,7 +211,8 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 		relay_json_str(a, al, r->auth_user, sizeof(r->auth_user));
 		relay_json_get_str(v, vl, "password", r->auth_pass, sizeof(r->auth_pass));
 	}
-	if (RK_STR(RK_MAIL_FROM, r->mail_from) == -1) {
+	if (val[RK_MAIL_FROM] == NULL ||
+	    (r->mail_from = record_str_dup(val[RK_MAIL_FROM], vlen[RK_MAIL_FROM])) == NULL) {
 		snprintf(err, errlen, "record: no mail_from");
 		goto fail;
 	}
@@ -221,10 +242,8 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 		goto fail;
 	}
 	for (r->nrcpt = 0, pos = 0; r->nrcpt < i; r->nrcpt++) {
-		char buf[520];
 		relay_json_element(v, vl, &pos, &el, &ell);
-		if (relay_json_str(el, ell, buf, sizeof(buf)) == -1 ||
-		    (r->rcpt[r->nrcpt] = strdup(buf)) == NULL) {
+		if ((r->rcpt[r->nrcpt] = record_str_dup(el, ell)) == NULL) {
 			snprintf(err, errlen, "record: bad rcpt_to[%d]", r->nrcpt);
 			goto fail;
 		}
@@ -244,6 +263,7 @@ record_free(struct record *r)
 	for (int i = 0; r->rcpt && i < r->nrcpt; i++)
 		free(r->rcpt[i]);
 	free(r->rcpt);
+	free(r->mail_from);
 	free(r);
 }
 

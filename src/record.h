@@ -43,8 +43,8 @@ struct record {
 	bool		 auth;
 	char		 auth_user[256];
 	char		 auth_pass[256];
-	char		 mail_from[520];
-	char		**rcpt;		/* nrcpt addresses */
+	char		*mail_from;	/* whole, whatever its length (never NULL once parsed) */
+	char		**rcpt;		/* nrcpt addresses, whole */
 	int		 nrcpt;
 	/* Anomalies of the capture that make it unfit to relay (relay_record_refused). */
 	bool		 smuggling;	/* "smuggling": <LF>.<LF>, <CR>.<CR>... */
@@ -55,7 +55,8 @@ struct record {
  * Parse a record (the first of a duplicated key counts); NULL with err
  * filled when it is not a usable record: not a JSON object, no valid
  * sha256, no mail_from or rcpt_to, a recipient that is not a string.
- * Unknown members are ignored; strings longer than a field are cut.
+ * Unknown members are ignored.  mail_from and the recipients come back
+ * whole; a string longer than another field is cut to it.
  */
 struct record	*record_parse(const char *json, size_t len, char *err, size_t errlen);
 void		 record_free(struct record *);
