@@ -25,7 +25,6 @@
 #include "record.h"
 #include "relay.h"
 #include "relay_caps.h"
-#include "relay_json.h"
 #include "rules.h"
 #include "spool.h"
 
