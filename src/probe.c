@@ -39,13 +39,7 @@ probe_rule_event(const struct record *rec, enum rules_stage st,
 {
 	struct event_conn c;
 
-	memset(&c, 0, sizeof(c));
-	c.session = strtoull(rec->session, NULL, 16);
-	c.src_ip = rec->src_ip;
-	c.src_port = rec->src_port;
-	c.dst_ip = rec->dst_ip;
-	c.dst_port = rec->dst_port;
-	c.protocol = "smtp";
+	record_conn(rec, &c);
 	probe_rule_event_conn(&c, rec->sha256, rec->queue_id, st, d, source);
 }
 

@@ -267,6 +267,19 @@ record_free(struct record *r)
 	free(r);
 }
 
+/* The connection facts every event about the capture carries. */
+void
+record_conn(const struct record *r, struct event_conn *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->session = strtoull(r->session, NULL, 16);
+	c->src_ip = r->src_ip;
+	c->src_port = r->src_port;
+	c->dst_ip = r->dst_ip;
+	c->dst_port = r->dst_port;
+	c->protocol = "smtp";
+}
+
 /* ------------------------------------------------------------------ the DATA decision */
 
 /* The decision as the JSON object the session keeps in the reception record. */

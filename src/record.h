@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct event_conn;
 struct jbuf;
 struct rules_decision;
 
@@ -60,6 +61,9 @@ struct record {
  */
 struct record	*record_parse(const char *json, size_t len, char *err, size_t errlen);
 void		 record_free(struct record *);
+
+/* The connection facts of a record's events (pointers into the record). */
+void		 record_conn(const struct record *, struct event_conn *);
 
 /* Calls put(arg, address, len) for each recipient in order; 0, or -1 when they cannot be read. */
 typedef int	(*record_rcpt_each)(const void *src, void (*put)(void *, const char *, size_t),

@@ -730,13 +730,7 @@ relay_event_begin(struct relay_job *j, struct jbuf *jb, const char *id)
 {
 	struct event_conn c;
 
-	memset(&c, 0, sizeof(c));
-	c.session = strtoull(j->rec->session, NULL, 16);
-	c.src_ip = j->rec->src_ip;
-	c.src_port = j->rec->src_port;
-	c.dst_ip = j->rec->dst_ip;
-	c.dst_port = j->rec->dst_port;
-	c.protocol = "smtp";
+	record_conn(j->rec, &c);
 	evlog_begin(jb, id, &c);
 	jb_kcstr(jb, "sha256", j->rec->sha256);
 	jb_kcstr(jb, "queue_id", j->rec->queue_id);
