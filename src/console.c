@@ -21,10 +21,12 @@
 #include "config.h"
 #include "console.h"
 #include "log.h"
+#include "probe.h"
+#include "record.h"
 #include "relay.h"
 #include "relay_caps.h"
-#include "relay_json.h"
 #include "rules.h"
+#include "spool.h"
 
 #define CONSOLE_PAGE		20
 #define CONSOLE_LINE_MAX	4096
@@ -36,7 +38,7 @@
 struct con_item {
 	char		*json;
 	size_t		 len;
-	struct relay_record *rec;
+	struct record *rec;
 };
 
 struct console {
@@ -125,10 +127,10 @@ con_add(struct console *c, const char *line, size_t n)
 
 	if (n == 0 || n > CONSOLE_REC_LEN_MAX)
 		return false;
-	if ((it->rec = relay_record_parse(line, n, err, sizeof(err))) == NULL)
+	if ((it->rec = record_parse(line, n, err, sizeof(err))) == NULL)
 		return false;
 	if ((it->json = strndup(line, n)) == NULL) {
-		relay_record_free(it->rec);
+		record_free(it->rec);
 		return false;
 	}
 	it->len = n;
@@ -242,6 +244,7 @@ static int
 con_load(struct console *c)
 {
 	char path[PATH_MAX + 32], **names = NULL, **tmpn;
+	unsigned long long seg;
 	size_t nnames = 0, i, k;
 	struct con_item tmp;
 	struct dirent *de;
@@ -252,13 +255,12 @@ con_load(struct console *c)
 		printf("out of memory\n");
 		return -1;
 	}
-	snprintf(path, sizeof(path), "%s/receptions.jsonl", c->cfg->spool_dir);
-	if (con_load_file(c, path) == -1)
+	if (spool_path_journal(path, sizeof(path), c->cfg->spool_dir) == -1 ||
+	    con_load_file(c, path) == -1)
 		return -1;
 	if (c->nitems < CONSOLE_REC_MAX && (d = opendir(c->cfg->spool_dir)) != NULL) {
 		while ((de = readdir(d)) != NULL) {
-			if (strncmp(de->d_name, "receptions.jsonl.", 17) != 0 ||
-			    de->d_name[17] < '0' || de->d_name[17] > '9')
+			if (!spool_segment_name(de->d_name, &seg))
 				continue;
 			if ((tmpn = reallocarray(names, nnames + 1, sizeof(*names))) == NULL)
 				break;
@@ -294,7 +296,7 @@ con_load(struct console *c)
 static bool
 con_match(const struct con_item *it, const char *flt)
 {
-	const struct relay_record *r = it->rec;
+	const struct record *r = it->rec;
 
 	if (con_icontains(r->sha256, flt) || con_icontains(r->mail_from, flt) ||
 	    con_icontains(r->src_ip, flt) || con_icontains(r->helo, flt) ||
@@ -339,7 +341,7 @@ con_list(struct console *c, size_t start)
 	printf("%5s  %-20s  %-12s  %-15s  %-30s  %-30s  %s\n", "#", "time", "sha256",
 	    "client", "from", "to", "size");
 	for (size_t k = start; k < c->nview && k < start + CONSOLE_PAGE; k++) {
-		const struct relay_record *r = c->items[c->view[k]].rec;
+		const struct record *r = c->items[c->view[k]].rec;
 		log_escape(from, sizeof(from), r->mail_from, strlen(r->mail_from));
 		log_escape(to, sizeof(to), r->nrcpt ? r->rcpt[0] : "", r->nrcpt ?
 		    strlen(r->rcpt[0]) : 0);
@@ -389,7 +391,7 @@ con_pick(struct console *c, const char *arg)
 static void
 con_show(struct console *c, struct con_item *it)
 {
-	const struct relay_record *r = it->rec;
+	const struct record *r = it->rec;
 	unsigned char *msg = NULL;
 	size_t len = 0, off = 0, eol;
 	char err[512], esc[300];
@@ -438,20 +440,20 @@ con_show(struct console *c, struct con_item *it)
 static void
 con_verify(struct console *c, struct con_item *it, bool *ok)
 {
-	const struct relay_record *r = it->rec;
+	const struct record *r = it->rec;
 	const struct cfg_relay *rc = &c->cfg->relay;
 	struct rules_decision dec;
-	struct rules_facts f;
 	struct relay_caps *caps;
 	struct relay_caps_req q;
 	struct relay_caps_usage u;
 	struct rules *ru;
 	unsigned char *msg = NULL;
 	size_t len = 0;
-	const char *own[CFG_RELAY_LIST_MAX + 1], *which;
+	const char *own[PROBE_OWN_MAX], *which;
+	char ownbuf[PROBE_OWN_MAX][64];
 	char err[512], path[PATH_MAX], why[300], dir[PATH_MAX + 16], esc[1200];
 	bool absent;
-	int nown = 0;
+	int nown;
 
 	*ok = false;
 	printf("relay mode: %s%s\n", cfg_relay_mode_name(rc->mode),
@@ -466,29 +468,9 @@ con_verify(struct console *c, struct con_item *it, bool *ok)
 		rules_free(ru);
 		return;
 	}
-	for (int i = 0; i < rc->nown; i++)
-		own[nown++] = rc->own_addresses[i];
-	if (r->dst_ip[0])
-		own[nown++] = r->dst_ip;
-	memset(&f, 0, sizeof(f));
-	f.stage = RULES_STAGE_DATA;
-	f.helo = r->helo;
-	f.auth_user = r->auth ? r->auth_user : NULL;
-	f.auth_pass = r->auth ? r->auth_pass : NULL;
-	f.mail_from = r->mail_from;
-	f.rcpt = (const char *const *)r->rcpt;
-	f.nrcpt = r->nrcpt;
-	f.src_ip = r->src_ip;
-	f.dst_ip = r->dst_ip;
-	f.dst_port = r->dst_port;
-	f.tls = r->tls;
-	f.size = len;
-	f.msg = msg;
-	f.msglen = len;
-	f.own_addrs = own;
-	f.nown = nown;
+	nown = probe_own(c->cfg, r->dst_ip, ownbuf, own);
 	memset(&dec, 0, sizeof(dec));
-	if (rules_eval(ru, &f, &dec) == -1) {
+	if (probe_decide(ru, r, RULES_STAGE_DATA, own, nown, msg, len, len, &dec) == -1) {
 		printf("rules (%s): evaluation failed\n", path);
 		goto done;
 	}
@@ -510,7 +492,7 @@ con_verify(struct console *c, struct con_item *it, bool *ok)
 			goto done;
 		}
 	}
-	snprintf(dir, sizeof(dir), "%s/relay", c->cfg->spool_dir);
+	(void)spool_path_dir(dir, sizeof(dir), c->cfg->spool_dir, SPOOL_DIR_RELAY);
 	if ((caps = relay_caps_open(dir, "caps", &rc->caps, true, err, sizeof(err))) == NULL) {
 		printf("caps: %s\n", err);
 		goto done;
@@ -691,7 +673,7 @@ console_main(struct cfg *cfg, bool test_mode)
 	    test_mode ? ", test mode" : "");
 	if (c.more)
 		printf("(the newest %zu records of the journal are loaded; older ones stay in "
-		    "%s/receptions.jsonl*)\n", c.nitems, cfg->spool_dir);
+		    "%s/" SPOOL_JOURNAL_NAME "*)\n", c.nitems, cfg->spool_dir);
 	if (!isatty(STDIN_FILENO))
 		printf("(standard input is not a terminal: reading commands from it, one per line)\n");
 	printf("type \"help\" for the commands\n");
@@ -754,7 +736,7 @@ console_main(struct cfg *cfg, bool test_mode)
 	}
 	for (size_t i = 0; i < c.nitems; i++) {
 		free(c.items[i].json);
-		relay_record_free(c.items[i].rec);
+		record_free(c.items[i].rec);
 	}
 	free(c.items);
 	free(c.view);

@@ -49,6 +49,8 @@
 #include "hpfeeds_wire.h"
 #include "log.h"
 #include "outbox.h"
+#include "record.h"
+#include "spool.h"
 #include "util.h"
 
 #define HPF_WIN_ENTRIES		64		/* unconfirmed payloads per channel */
@@ -557,9 +559,6 @@ static int
 hp_build_mail(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
     const struct outbox_message *m)
 {
-	static const char *meta_keys[] = { "time", "session", "queue_id", "listener",
-	    "src_ip", "src_port", "dst_ip", "dst_port", "helo", "tls", "auth",
-	    "mail_from", "rcpt_to", "anomalies" };
 	const char *v;
 	size_t vl, i;
 	struct jbuf meta;
@@ -569,9 +568,9 @@ hp_build_mail(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 	jb_init(&meta);
 	if (h->feed.metadata) {
 		jb_obj_open(&meta);
-		for (i = 0; i < sizeof(meta_keys) / sizeof(meta_keys[0]); i++) {
-			if (hpf_json_find(line, len, meta_keys[i], &v, &vl)) {
-				jb_key(&meta, meta_keys[i]);
+		for (i = 0; i < RECORD_META_NKEYS; i++) {
+			if (hpf_json_find(line, len, record_meta_keys[i], &v, &vl)) {
+				jb_key(&meta, record_meta_keys[i]);
 				jb_raw(&meta, v, vl);
 			}
 		}
@@ -726,7 +725,7 @@ hp_create(struct event_base *base, const struct cfg_feed *feed,
 	n = feed->nchannels > CFG_CHANNELS_MAX ? CFG_CHANNELS_MAX : feed->nchannels;
 	if (!sub_mode) {
 		snprintf(h->spool_dir, sizeof(h->spool_dir), "%s", spool_dir);
-		snprintf(path, sizeof(path), "%s/receptions.jsonl", spool_dir);
+		(void)spool_path_journal(path, sizeof(path), spool_dir);
 		if (hp_src_setup(h, HPF_SRC_JOURNAL, path, err, errlen) == -1)
 			goto fail;
 	}
@@ -811,7 +810,7 @@ hp_src_setup(struct hpf *h, enum hpf_src_id k, const char *path, char *err, size
 	struct outbox_opts o;
 	char dir[PATH_MAX + 8];
 
-	snprintf(dir, sizeof(dir), "%s/feed", h->spool_dir);
+	(void)spool_path_dir(dir, sizeof(dir), h->spool_dir, SPOOL_DIR_FEED);
 	memset(&o, 0, sizeof(o));
 	o.who = "hpfeeds";
 	o.path = path;

@@ -568,7 +568,8 @@ prepare_own(int at, const char *name, const char *shown, bool dir, bool create,
 static void
 prepare_paths(struct fosr *f, const struct passwd *pw)
 {
-	const char *subdirs[] = { "tmp", "messages", "segments", "feed", "relay" };
+	const char *subdirs[] = { SPOOL_DIR_TMP, SPOOL_DIR_MESSAGES, SPOOL_DIR_SEGMENTS,
+	    SPOOL_DIR_FEED, SPOOL_DIR_RELAY };
 	char path[PATH_MAX + 32];
 	int sfd;
 
@@ -578,11 +579,11 @@ prepare_paths(struct fosr *f, const struct passwd *pw)
 		return;
 	sfd = prepare_own(AT_FDCWD, f->cfg.spool_dir, f->cfg.spool_dir, true, false, pw);
 	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s", f->cfg.spool_dir, subdirs[i]);
+		(void)spool_path_dir(path, sizeof(path), f->cfg.spool_dir, subdirs[i]);
 		close(prepare_own(sfd, subdirs[i], path, true, true, pw));
 	}
-	snprintf(path, sizeof(path), "%s/receptions.jsonl", f->cfg.spool_dir);
-	(void)prepare_own(sfd, "receptions.jsonl", path, false, false, pw);
+	(void)spool_path_journal(path, sizeof(path), f->cfg.spool_dir);
+	(void)prepare_own(sfd, SPOOL_JOURNAL_NAME, path, false, false, pw);
 	close(sfd);
 	if (f->cfg.maildir[0]) {
 		if (util_mkdirs(f->cfg.maildir, 0750) == -1)

@@ -26,6 +26,7 @@
 #include "hpfeeds_wire.h"
 #include "log.h"
 #include "outbox.h"
+#include "spool.h"
 #include "util.h"
 
 #define OB_CURSORS_MAX		32		/* cursors per outbox */
@@ -1090,7 +1091,7 @@ outbox_cursor_open(struct outbox *ob, const char *name, size_t data_size, char *
 	memcpy(c->name, name, nl + 1);
 	c->dsize = data_size;
 	util_hex(c->name, nl, hex);
-	if ((size_t)snprintf(c->cursor_path, sizeof(c->cursor_path), "%s/%s.cursor",
+	if ((size_t)snprintf(c->cursor_path, sizeof(c->cursor_path), "%s/%s" SPOOL_CURSOR_SUFFIX,
 	    ob->cursor_dir, hex) >= sizeof(c->cursor_path)) {
 		snprintf(err, errlen, "%s: spool path too long", ob->who);
 		free(c);
@@ -1324,8 +1325,7 @@ outbox_message(struct outbox_cursor *c, const struct outbox_line *l, size_t limi
 	for (i = 0; i < 64; i++)
 		m->sha[i] = (char)(v[1 + i] | ((v[1 + i] >= 'A' && v[1 + i] <= 'F') ? 0x20 : 0));
 	m->sha[64] = '\0';
-	if ((size_t)snprintf(path, sizeof(path), "%s/messages/%s.eml", ob->spool_dir,
-	    m->sha) >= sizeof(path)) {
+	if (spool_path_message(path, sizeof(path), ob->spool_dir, m->sha) == -1) {
 		log_warn("%s: spool path too long for message=%s; not published", ob->who,
 		    m->sha);
 		return OUTBOX_SKIP;

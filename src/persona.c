@@ -153,13 +153,26 @@ static const struct persona persona_postfix37 = {
 		NULL
 	},
 	.auth_mechs = "PLAIN LOGIN CRAM-MD5",
-	/* Second line of Postfix's Received header (the relay adds the rest). */
-	.received_fmt = "by {host} (Postfix) with ESMTP id {qid}",
+	/* Postfix's smtpd: folded on three lines, RFC 3848 protocol in {with}. */
+	.received_fmt = "Received: from {helo} ({name} [{ip}])\r\n"
+	    "\tby {host} (Postfix) with {with} id {qid}\r\n"
+	    "\tfor <{rcpt}>; {date}\r\n",
 };
 
 static const struct persona *const personas[] = {
 	&persona_postfix37,
 };
+
+/* The caller's value named name (len bytes), or NULL. */
+static const struct persona_kv *
+persona_kv_find(const struct persona_vars *v, const char *name, size_t len)
+{
+	for (int i = 0; i < v->nkv; i++)
+		if (v->kv[i].value != NULL && strlen(v->kv[i].name) == len &&
+		    memcmp(v->kv[i].name, name, len) == 0)
+			return &v->kv[i];
+	return NULL;
+}
 
 /* True if the placeholder name (len bytes) equals want. */
 static bool
@@ -237,6 +250,7 @@ persona_format(char *out, size_t outlen, const char *tmpl,
     const struct persona_vars *v)
 {
 	static const struct persona_vars none;
+	const struct persona_kv *kv;
 	const char *p, *close;
 	size_t pos = 0, n;
 
@@ -266,6 +280,9 @@ persona_format(char *out, size_t outlen, const char *tmpl,
 			pos = persona_put_num(out, outlen, pos, v->n);
 		else if (persona_name_is(p + 1, n, "size"))
 			pos = persona_put_num(out, outlen, pos, v->size);
+		else if ((kv = persona_kv_find(v, p + 1, n)) != NULL)
+			pos = persona_put(out, outlen, pos, kv->value, strlen(kv->value),
+			    SIZE_MAX);
 		else {
 			out[pos++] = *p;
 			continue;

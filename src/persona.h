@@ -110,7 +110,18 @@ struct persona {
 	 * the session drops STARTTLS when TLS is active or unavailable. */
 	const char	*ehlo[PERSONA_EHLO_MAX];
 	const char	*auth_mechs;	/* "PLAIN LOGIN CRAM-MD5" */
-	const char	*received_fmt;	/* reserved for the relay's Received header */
+	/*
+	 * The Received header a relayed copy gets (relay_received_header), CRLF
+	 * line ends included: {helo} {name} {ip} {host} {with} {qid} {rcpt}
+	 * {date}.
+	 */
+	const char	*received_fmt;
+};
+
+/* A named value of a template beyond persona_vars' own (persona_format). */
+struct persona_kv {
+	const char	*name;
+	const char	*value;
 };
 
 struct persona_vars {
@@ -121,6 +132,8 @@ struct persona_vars {
 	size_t		 arglen;
 	uint64_t	 n;
 	uint64_t	 size;
+	const struct persona_kv *kv;	/* {name}s of the caller's, not capped */
+	int		 nkv;
 };
 
 /* The persona called name, or NULL. */
@@ -131,6 +144,7 @@ const struct persona *persona_default(void);
  * Expand tmpl into out (NUL-terminated, at most outlen-1 bytes, truncated
  * safely).  {arg} is copied with every byte outside 0x21..0x7e except space
  * replaced by '?' (as Postfix's printable()), capped at 256 bytes.
+ * {name} of v->kv gets its value whole (bytes outside 0x20..0x7e as '?').
  * Returns the length written.
  */
 size_t	persona_format(char *out, size_t outlen, const char *tmpl,

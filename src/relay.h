@@ -1,8 +1,8 @@
 /*
  * Relaying of relay probes under durable caps.
  *
- * After a capture is durable, main hands its reception record (the JSON line
- * of receptions.jsonl) to relay_consider().  The message is read and the
+ * After a capture is durable, main hands its reception record (record.h) to
+ * relay_consider().  The message is read and the
  * rules run on a worker thread; the decision, the caps and every send are
  * made on the event loop thread:
  *
@@ -33,36 +33,7 @@
 struct event_base;
 struct relay;
 
-/* A reception record, parsed. */
-struct relay_record {
-	char		 sha256[65];
-	char		 queue_id[32];
-	char		 session[20];
-	char		 time[40];
-	uint64_t	 size;
-	char		 src_ip[64];
-	int		 src_port;
-	char		 dst_ip[64];
-	int		 dst_port;
-	char		 helo[256];
-	char		 client_name[256];	/* verified name; "" or "unknown": none */
-	char		 protocol[8];
-	bool		 tls;
-	bool		 auth;
-	char		 auth_user[256];
-	char		 auth_pass[256];
-	char		 mail_from[520];
-	char		**rcpt;		/* nrcpt addresses */
-	int		 nrcpt;
-	/* Anomalies of the capture that make it unfit to relay (see relay_decided). */
-	bool		 smuggling;	/* "smuggling": <LF>.<LF>, <CR>.<CR>... */
-	bool		 bare_cr;	/* "bare_cr" */
-};
-
-/* Parse a record; NULL with err filled when it is not a usable record. */
-struct relay_record *relay_record_parse(const char *json, size_t len, char *err,
-		    size_t errlen);
-void		 relay_record_free(struct relay_record *);
+struct record;
 
 /*
  * Why a parsed record may not be relayed whatever the rules say (smuggling
@@ -70,22 +41,31 @@ void		 relay_record_free(struct relay_record *);
  * in the local part, bad domains): 0, or -1 with why filled.  The daemon's
  * decision and the console's verify both ask this.
  */
-int		 relay_record_refused(const struct relay_record *, char *why, size_t whylen);
+int		 relay_record_refused(const struct record *, char *why, size_t whylen);
 
 /*
- * Read <spool_dir>/messages/<sha256>.eml into a malloc'ed buffer (at most
+ * Read a stored message (spool_path_message) into a malloc'ed buffer (at most
  * max bytes).  0, or -1 with err filled.
  */
 int		 relay_read_message(const char *spool_dir, const char *sha256, uint64_t max,
 		    unsigned char **msg, size_t *len, char *err, size_t errlen);
 
 /*
- * The Received header the relayed copy gets, in the persona's (Postfix's)
- * style, CRLF line ends, folded on three lines.  Returns its length (0 if
- * out is too small).
+ * The Received header the relayed copy gets: the persona's received_fmt
+ * (persona.h; the one place that defines its shape: for postfix-3.7
+ * Postfix's smtpd, CRLF line ends, folded on three lines):
+ *
+ *   Received: from HELO (NAME [ADDR])
+ *   	by HOSTNAME (Postfix) with ESMTP[S][A] id QID
+ *   	for <RCPT>; Thu, 27 Nov 2025 04:35:30 +0000 (UTC)
+ *
+ * HELO, NAME and RCPT keep only printable ASCII (others as '?'); NAME is
+ * the verified client name or "unknown", HELO is NAME when none was sent.
+ * Returns its length (0 if out is too small).
  */
-size_t		 relay_received_header(char *out, size_t outlen, const struct relay_record *,
-		    const char *hostname, const char *qid, const char *rcpt, time_t when);
+size_t		 relay_received_header(char *out, size_t outlen, const char *fmt,
+		    const struct record *, const char *hostname, const char *qid,
+		    const char *rcpt, time_t when);
 
 /* The loaded rules file ("" when none is configured or the file is absent). */
 struct rules	*relay_rules_load(const struct cfg *, char *path, size_t pathlen,
@@ -121,8 +101,9 @@ int		 relay_send_now(struct relay *, const char *record, size_t len,
 		    relay_done_cb cb, void *arg);
 
 /*
- * The session's stage hooks (struct smtp_server; arg = the relay).  The rules
- * of a stage run only when relaying is not off and the stage has rules.
+ * The session's stage hooks (struct smtp_server; arg = the relay, which holds
+ * the loaded rules).  The rules of a stage run only when relaying is not off
+ * and the stage has rules; the decision itself is probe.h's.
  * EHLO/AUTH/RSET are decided on the loop; DATA on the worker, before the
  * commit: the decision goes into the reception record ("rules", "publish",
  * "tag", "rule"), and relay_consider() takes it from there instead of

@@ -20,7 +20,7 @@
 #include "util.h"
 
 #define CAPS_FILE_MAX	(256u * 1024 * 1024)	/* refuse to load more than this */
-#define CAPS_IP_MAX	64			/* struct relay_record's src_ip */
+#define CAPS_IP_MAX	64			/* struct record's src_ip (record.h) */
 
 struct caps_mail {
 	time_t	 t;

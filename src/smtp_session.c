@@ -39,6 +39,7 @@
 #include "fosr_limits.h"
 #include "log.h"
 #include "persona.h"
+#include "record.h"
 #include "smtp_data.h"
 #include "smtp_parse.h"
 #include "smtp_session.h"
@@ -2392,94 +2393,82 @@ smtp_bdat_input(struct smtp_session *s, struct evbuffer *in)
 		smtp_bdat_done(s);
 }
 
-/* Build the durable reception record of the current transaction. */
+/* record_rcpt_each over a transaction's recipients. */
+static int
+smtp_record_rcpts(const void *t, void (*put)(void *, const char *, size_t), void *arg)
+{
+	return smtp_rcpt_each(t, put, arg);
+}
+
+/* Build the durable reception record of the current transaction (record.h). */
 static void
 smtp_reception_record(struct smtp_session *s, struct jbuf *jb)
 {
 	struct smtp_txn *t = s->txn;
-	char ts[40], sid[20];
+	struct record_in in;
+	const char *an[sizeof(anomaly_names) / sizeof(anomaly_names[0])];
+	char line[300];
 
-	log_timestamp(ts, sizeof(ts));
-	snprintf(sid, sizeof(sid), "%016llx", (unsigned long long)s->id);
-	jb_obj_open(jb);
-	jb_kcstr(jb, "time", ts);
-	jb_kcstr(jb, "session", sid);
-	jb_kcstr(jb, "queue_id", t->queue_id);
-	jb_kcstr(jb, "sha256", t->sha256);
-	jb_kuint(jb, "size", t->size);
-	jb_kcstr(jb, "sensor", s->srv->cfg->sensor[0] ? s->srv->cfg->sensor : s->srv->hostname);
-	jb_kcstr(jb, "src_ip", s->src_ip);
-	jb_kint(jb, "src_port", s->src_port);
-	jb_kcstr(jb, "dst_ip", s->dst_ip);
-	jb_kint(jb, "dst_port", s->dst_port);
-	jb_kcstr(jb, "listener", s->listener->name);
-	/* Postfix's name (verified, else "unknown") and the PTR name kept apart. */
-	jb_kcstr(jb, "client_name", s->client_name[0] ? s->client_name : "unknown");
-	jb_kcstr(jb, "reverse_client_name", s->reverse_name[0] ? s->reverse_name : "unknown");
-	if (s->name_status)
-		jb_kcstr(jb, "client_name_status", s->name_status);
-	jb_kstr(jb, "helo", s->helo, strlen(s->helo));
-	jb_kcstr(jb, "protocol", (s->flags & SF_EHLO) ? "ESMTP" : (s->flags & SF_HELO) ? "SMTP" : "none");
-	jb_key(jb, "tls");
+	memset(&in, 0, sizeof(in));
+	in.session = s->id;
+	in.queue_id = t->queue_id;
+	in.sha256 = t->sha256;
+	in.size = t->size;
+	in.sensor = s->srv->cfg->sensor[0] ? s->srv->cfg->sensor : s->srv->hostname;
+	in.src_ip = s->src_ip;
+	in.src_port = s->src_port;
+	in.dst_ip = s->dst_ip;
+	in.dst_port = s->dst_port;
+	in.listener = s->listener->name;
+	in.client_name = s->client_name;
+	in.reverse_name = s->reverse_name;
+	in.name_status = s->name_status;
+	in.helo = s->helo;
+	in.protocol = (s->flags & SF_EHLO) ? "ESMTP" : (s->flags & SF_HELO) ? "SMTP" : "none";
 	if ((s->flags & SF_TLS) && s->tls) {
-		jb_obj_open(jb);
-		jb_kcstr(jb, "version", s->tls->version);
-		jb_kcstr(jb, "cipher", s->tls->cipher);
-		jb_kint(jb, "bits", s->tls->bits);
-		jb_kstr(jb, "sni", s->tls->sni, strlen(s->tls->sni));
-		jb_obj_close(jb);
-	} else
-		jb_null(jb);
-	jb_key(jb, "auth");
+		in.tls = true;
+		in.tls_version = s->tls->version;
+		in.tls_cipher = s->tls->cipher;
+		in.tls_bits = s->tls->bits;
+		in.tls_sni = s->tls->sni;
+	}
 	if (s->auth && (s->flags & SF_AUTHED)) {
-		jb_obj_open(jb);
-		jb_kcstr(jb, "mechanism", s->auth->mech);
-		jb_kcstr(jb, "username", s->auth->user);
-		jb_kcstr(jb, "password", s->auth->pass);
-		if (s->auth->challenge)
-			jb_kcstr(jb, "challenge", s->auth->challenge);
-		jb_obj_close(jb);
-	} else
-		jb_null(jb);
-	jb_kstr(jb, "mail_from", t->mail_from, strlen(t->mail_from));
-	jb_key(jb, "rcpt_to");
-	(void)smtp_rcpt_jarr(t, jb);	/* a failure marks jb oom: no record, 451 */
-	if (t->body[0])
-		jb_kcstr(jb, "body", t->body);
-	jb_kbool(jb, "smtputf8", t->smtputf8);
-	jb_kcstr(jb, "transfer", t->bdat_used ? "BDAT" : "DATA");
-	/* Only accepted mail gets a record: its 250 is sent once this is durable. */
-	jb_kcstr(jb, "outcome", "queued");
+		in.auth = true;
+		in.auth_mech = s->auth->mech;
+		in.auth_user = s->auth->user;
+		in.auth_pass = s->auth->pass;
+		in.auth_challenge = s->auth->challenge;
+	}
+	in.mail_from = t->mail_from;
+	in.rcpt_each = smtp_record_rcpts;
+	in.rcpt_src = t;
+	in.body = t->body;
+	in.smtputf8 = t->smtputf8;
+	in.transfer = t->bdat_used ? "BDAT" : "DATA";
 	if (t->decided && t->dres.matched) {
-		/* The publisher skips "publish": false; the relay reads "rules". */
-		jb_kbool(jb, "publish", t->dres.publish);
-		if (t->dres.tag[0])
-			jb_kcstr(jb, "tag", t->dres.tag);
-		jb_kcstr(jb, "rule", t->dres.rule);
-		jb_kcstr(jb, "rule_stage", stage_names[SMTP_STAGE_DATA]);
+		in.ruled = true;
+		in.publish = t->dres.publish;
+		in.tag = t->dres.tag;
+		in.rule = t->dres.rule;
+		in.rule_stage = stage_names[SMTP_STAGE_DATA];
 		if (t->dres.reply_code) {
-			char line[300];
 			smtp_rule_line(&t->dres, line, sizeof(line));
-			jb_kcstr(jb, "reply", line);
+			in.reply = line;
 		}
 	} else if (s->sdec.set) {
-		jb_kbool(jb, "publish", s->sdec.publish);
-		if (s->sdec.tag[0])
-			jb_kcstr(jb, "tag", s->sdec.tag);
-		jb_kcstr(jb, "rule", s->sdec.rule);
-		jb_kcstr(jb, "rule_stage", stage_names[s->sdec.stage]);
+		in.ruled = true;
+		in.publish = s->sdec.publish;
+		in.tag = s->sdec.tag;
+		in.rule = s->sdec.rule;
+		in.rule_stage = stage_names[s->sdec.stage];
 	}
-	if (t->decided && t->dres.record) {
-		jb_key(jb, "rules");
-		jb_raw(jb, t->dres.record, strlen(t->dres.record));
-	}
-	jb_key(jb, "anomalies");
-	jb_arr_open(jb);
+	if (t->decided && t->dres.record)
+		in.rules = t->dres.record;
 	for (size_t k = 0; k < sizeof(anomaly_names) / sizeof(anomaly_names[0]); k++)
 		if ((t->anomalies | s->anomalies) & anomaly_names[k].bit)
-			jb_cstr(jb, anomaly_names[k].name);
-	jb_arr_close(jb);
-	jb_obj_close(jb);
+			an[in.nanomalies++] = anomaly_names[k].name;
+	in.anomalies = an;
+	record_write(jb, &in);
 }
 
 /* The body is complete: reject it, or let the rules look at it, then commit. */

@@ -99,10 +99,8 @@
 #define SPOOL_BUF_SIZE		(64 * 1024)
 #define SPOOL_DIR_MODE		0750
 #define SPOOL_FILE_MODE		0640
-#define SPOOL_JOURNAL		"receptions.jsonl"
 #define SPOOL_SPACE_CACHE_NS	1000000000LL
 
-#define SPOOL_SEG_DIR		"segments"
 #define SPOOL_SEG_SMALL		(256 * 1024)	/* bigger: per-file fsync */
 
 TAILQ_HEAD(spool_msgq, spool_msg);
@@ -210,7 +208,6 @@ static int	 spool_journal_append(struct spool *, struct spool_msgq *);
 static void	 spool_journal_committed_set(struct spool *);
 static void	 spool_journal_rotate(struct spool *);
 static void	 spool_journal_prune(struct spool *);
-static bool	 spool_journal_segname(const char *, unsigned long long *);
 static int	 spool_fsync_dir(const char *path);
 static int	 spool_store_big(struct spool *, struct spool_msg *, bool *dedup);
 static int	 spool_store_small(struct spool *, struct spool_msg *, bool *dedup);
@@ -371,10 +368,10 @@ static int
 spool_open_dirs(struct spool *sp, const struct spool_opts *opts, const char **what)
 {
 	if ((sp->dir = strdup(opts->dir)) == NULL ||
-	    (sp->tmp_dir = spool_path(opts->dir, "tmp")) == NULL ||
-	    (sp->msg_dir = spool_path(opts->dir, "messages")) == NULL ||
-	    (sp->journal_path = spool_path(opts->dir, SPOOL_JOURNAL)) == NULL ||
-	    (sp->seg_dir = spool_path(opts->dir, SPOOL_SEG_DIR)) == NULL) {
+	    (sp->tmp_dir = spool_path(opts->dir, SPOOL_DIR_TMP)) == NULL ||
+	    (sp->msg_dir = spool_path(opts->dir, SPOOL_DIR_MESSAGES)) == NULL ||
+	    (sp->journal_path = spool_path(opts->dir, SPOOL_JOURNAL_NAME)) == NULL ||
+	    (sp->seg_dir = spool_path(opts->dir, SPOOL_DIR_SEGMENTS)) == NULL) {
 		errno = ENOMEM;
 		*what = "allocating paths";
 		return -1;
@@ -444,7 +441,7 @@ spool_open_journal(struct spool *sp, const char **what)
 	/* Rotated segments: number the next one after the last. */
 	d = opendir(sp->dir);
 	while (d != NULL && (de = readdir(d)) != NULL)
-		if (spool_journal_segname(de->d_name, &n) && n > sp->journal_seq)
+		if (spool_segment_name(de->d_name, &n) && n > sp->journal_seq)
 			sp->journal_seq = n;
 	if (d != NULL)
 		closedir(d);
@@ -1213,8 +1210,7 @@ spool_commit_group(struct spool *sp, struct spool_msgq *q)
 		if (sp->maildir_new != NULL) {
 			char	eml[PATH_MAX];
 
-			if ((size_t)snprintf(eml, sizeof(eml), "%s/%s.eml",
-			    sp->msg_dir, m->hex) < sizeof(eml) &&
+			if (spool_path_message(eml, sizeof(eml), sp->dir, m->hex) == 0 &&
 			    spool_maildir_add(sp, eml) == 0)
 				any_maildir = true;
 			else
@@ -1268,7 +1264,8 @@ spool_exists(struct spool *sp, const char *hex, uint64_t size)
 	char		name[80];
 	struct stat	st;
 
-	snprintf(name, sizeof(name), "%s.eml", hex);
+	if (spool_name_message(name, sizeof(name), hex) == -1)
+		return false;
 	return fstatat(sp->msg_dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    S_ISREG(st.st_mode) && (uint64_t)st.st_size == size;
 }
@@ -1285,7 +1282,11 @@ spool_name(struct spool *sp, struct spool_msg *m, bool *dedup)
 	char	name[80], swap[PATH_MAX];
 	int	r, e;
 
-	snprintf(name, sizeof(name), "%s.eml", m->hex);
+	if (spool_name_message(name, sizeof(name), m->hex) == -1) {
+		spool_tmp_drop(m);	/* never: the hex is ours */
+		errno = EINVAL;
+		return -1;
+	}
 	if (m->anon) {
 		r = linkat(AT_FDCWD, m->tmp_path, sp->msg_dir_fd, name,
 		    AT_SYMLINK_FOLLOW);
@@ -1697,21 +1698,6 @@ spool_journal_committed(struct spool *sp, uint64_t *ino, uint64_t *len)
 	pthread_mutex_unlock(&sp->jc_mu);
 }
 
-/* Whether name is a rotated journal segment, receptions.jsonl.<n>; its n. */
-static bool
-spool_journal_segname(const char *name, unsigned long long *n)
-{
-	size_t bl = sizeof(SPOOL_JOURNAL) - 1;
-	char *end;
-
-	if (strncmp(name, SPOOL_JOURNAL ".", bl + 1) != 0 || name[bl + 1] < '0' ||
-	    name[bl + 1] > '9')
-		return false;
-	errno = 0;
-	*n = strtoull(name + bl + 1, &end, 10);
-	return *end == '\0' && errno == 0;
-}
-
 /*
  * The journal reached its segment size: rename it to receptions.jsonl.<n>
  * (the readers follow it by inode to its end, then take the next segment)
@@ -1724,8 +1710,7 @@ spool_journal_rotate(struct spool *sp)
 	char name[PATH_MAX];
 	int fd;
 
-	if ((size_t)snprintf(name, sizeof(name), "%s.%020llu", sp->journal_path,
-	    sp->journal_seq + 1) >= sizeof(name))
+	if (spool_path_segment(name, sizeof(name), sp->dir, sp->journal_seq + 1) == -1)
 		return;
 	if (rename(sp->journal_path, name) == -1) {
 		log_warn("spool: journal rotation: rename %s: %s", sp->journal_path,
@@ -1758,7 +1743,7 @@ spool_journal_rotate(struct spool *sp)
 static void
 spool_journal_prune(struct spool *sp)
 {
-	char path[PATH_MAX], buf[200], *p;
+	char path[PATH_MAX + 256], feed[PATH_MAX], buf[200], *p;
 	unsigned long long n, oldest_read = ULLONG_MAX, ino;
 	unsigned long long *segs = NULL, *inos = NULL, *tmp;
 	size_t nseg = 0, cap = 0, i, j;
@@ -1771,7 +1756,7 @@ spool_journal_prune(struct spool *sp)
 	if ((d = opendir(sp->dir)) == NULL)
 		return;
 	while ((de = readdir(d)) != NULL) {
-		if (!spool_journal_segname(de->d_name, &n))
+		if (!spool_segment_name(de->d_name, &n))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", sp->dir, de->d_name);
 		if (stat(path, &st) == -1)
@@ -1793,14 +1778,12 @@ spool_journal_prune(struct spool *sp)
 	if (nseg <= (size_t)sp->journal_keep)
 		goto out;
 	/* The oldest segment a cursor still points into (ULLONG_MAX: none). */
-	snprintf(path, sizeof(path), "%s/feed", sp->dir);
-	if ((d = opendir(path)) != NULL) {
+	(void)spool_path_dir(feed, sizeof(feed), sp->dir, SPOOL_DIR_FEED);
+	if ((d = opendir(feed)) != NULL) {
 		while ((de = readdir(d)) != NULL) {
-			size_t nl = strlen(de->d_name);
-
-			if (nl < 7 || strcmp(de->d_name + nl - 7, ".cursor") != 0)
+			if (!spool_cursor_name(de->d_name))
 				continue;
-			snprintf(path, sizeof(path), "%s/feed/%s", sp->dir, de->d_name);
+			snprintf(path, sizeof(path), "%s/%s", feed, de->d_name);
 			if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
 				continue;
 			r = read(fd, buf, sizeof(buf) - 1);
@@ -1831,8 +1814,8 @@ spool_journal_prune(struct spool *sp)
 	for (i = (size_t)sp->journal_keep; i < nseg; i++) {
 		if (segs[i] >= oldest_read)
 			continue;
-		snprintf(path, sizeof(path), "%s.%020llu", sp->journal_path, segs[i]);
-		if (unlink(path) == 0)
+		if (spool_path_segment(path, sizeof(path), sp->dir, segs[i]) == 0 &&
+		    unlink(path) == 0)
 			log_info("spool: journal segment %s deleted (published, beyond "
 			    "journal_keep=%d)", path, sp->journal_keep);
 	}

@@ -166,4 +166,38 @@ void		 spool_msg_commit(struct spool_msg *m, const char *record, size_t len,
 /* The caller of a pending commit is going away: it completes, cb is not run. */
 void		 spool_msg_detach(struct spool_msg *m);
 
+/*
+ * The spool's layout, for every reader and writer, with or without an open
+ * spool: the one place its names are spelled.  Each fills buf (len bytes)
+ * and returns 0, or -1 when buf is too small (or, for a message, sha256 is
+ * not 64 lower-case hex digits: never a path outside messages/).
+ */
+#define SPOOL_JOURNAL_NAME	"receptions.jsonl"	/* the journal, in the spool dir */
+#define SPOOL_DIR_TMP		"tmp"
+#define SPOOL_DIR_MESSAGES	"messages"
+#define SPOOL_DIR_SEGMENTS	"segments"
+#define SPOOL_DIR_FEED		"feed"		/* the outputs' cursors */
+#define SPOOL_DIR_RELAY		"relay"		/* caps journals, outcome records */
+#define SPOOL_CURSOR_SUFFIX	".cursor"	/* <hex of the channel name>.cursor in feed/ */
+
+/* <sha256>.eml: a message's name in messages/ */
+int		 spool_name_message(char *buf, size_t len, const char *sha256);
+/* <spool_dir>/messages/<sha256>.eml */
+int		 spool_path_message(char *buf, size_t len, const char *spool_dir,
+		    const char *sha256);
+/* <spool_dir>/receptions.jsonl */
+int		 spool_path_journal(char *buf, size_t len, const char *spool_dir);
+/* <spool_dir>/receptions.jsonl.<n, 20 digits>: a rotated journal segment */
+int		 spool_path_segment(char *buf, size_t len, const char *spool_dir,
+		    unsigned long long n);
+/* Whether a directory entry's name is a rotated journal segment; its number in *n. */
+bool		 spool_segment_name(const char *name, unsigned long long *n);
+/* <spool_dir>/<sub> (sub: one of SPOOL_DIR_*) */
+int		 spool_path_dir(char *buf, size_t len, const char *spool_dir, const char *sub);
+/* <spool_dir>/feed/<channel_hex>.cursor: an output channel's durable cursor */
+int		 spool_path_cursor(char *buf, size_t len, const char *spool_dir,
+		    const char *channel_hex);
+/* Whether a directory entry of feed/ is a cursor file. */
+bool		 spool_cursor_name(const char *name);
+
 #endif

@@ -63,6 +63,7 @@
 
 #include <openssl/evp.h>
 
+#include "spool.h"
 #include "spool_seg.h"
 #include "testhook.h"
 #include "util.h"
@@ -687,7 +688,12 @@ spool_seg_checkpoint(struct spool_seglog *log, struct spool_segq *q,
 			if ((seg->synced & 63) == 0 &&
 			    spool_seg_interrupted(log, deadline))
 				return;
-			snprintf(name, sizeof(name), "%.64s.eml", seg->hex[seg->synced]);
+			char hex[65];
+
+			memcpy(hex, seg->hex[seg->synced], 64);
+			hex[64] = '\0';
+			if (spool_name_message(name, sizeof(name), hex) == -1)
+				continue;	/* never: only parsed names are kept */
 			fd = openat(log->msg_dir_fd, name, O_RDONLY | O_NOFOLLOW |
 			    O_CLOEXEC);
 			if (fd == -1 && errno == ENOENT)
@@ -1011,7 +1017,10 @@ spool_seg_restore(struct spool_seglog *log, const char *hex,
 	int		 fd, nfd = -1, dfd = -1, e;
 	bool		 same = false;
 
-	snprintf(name, sizeof(name), "%s.eml", hex);
+	if (spool_name_message(name, sizeof(name), hex) == -1) {
+		errno = EINVAL;	/* never: spool_seg_parse checked it */
+		return -1;
+	}
 	fd = openat(log->msg_dir_fd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 	if (fd == -1 && errno != ENOENT && errno != ELOOP)
 		return -1;

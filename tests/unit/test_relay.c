@@ -20,6 +20,8 @@
 
 #include "config.h"
 #include "log.h"
+#include "persona.h"
+#include "record.h"
 #include "relay.h"
 #include "relay_caps.h"
 #include "relay_json.h"
@@ -211,11 +213,11 @@ static void
 test_record_parse(void **state)
 {
 	char rec[2048], err[256];
-	struct relay_record *r;
+	struct record *r;
 	const char *sha = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 	record(rec, sizeof(rec), sha, "a@b.example", "198.51.100.7");
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_string_equal(r->sha256, sha);
 	assert_string_equal(r->helo, "spam\xc3\xa9r.example");
@@ -226,17 +228,17 @@ test_record_parse(void **state)
 	assert_string_equal(r->auth_user, "u");
 	assert_false(r->tls);
 	assert_int_equal(r->dst_port, 25);
-	relay_record_free(r);
+	record_free(r);
 	/* A path-traversal sha256 or a broken record is refused. */
 	record(rec, sizeof(rec), "../../etc/passwd", "a@b.example", "198.51.100.7");
-	assert_null(relay_record_parse(rec, strlen(rec), err, sizeof(err)));
-	assert_null(relay_record_parse("{\"sha256\":", 11, err, sizeof(err)));
-	assert_null(relay_record_parse("", 0, err, sizeof(err)));
+	assert_null(record_parse(rec, strlen(rec), err, sizeof(err)));
+	assert_null(record_parse("{\"sha256\":", 11, err, sizeof(err)));
+	assert_null(record_parse("", 0, err, sizeof(err)));
 	/* One walk: the first of a duplicated key counts, order does not matter. */
 	snprintf(rec, sizeof(rec), "{\"rcpt_to\":[\"x@y\",\"z@w\"],\"mail_from\":\"m@f\","
 	    "\"src_port\":7,\"sha256\":\"%s\",\"mail_from\":\"other\",\"sha256\":\"bad\","
 	    "\"tls\":{\"v\":1},\"auth\":null,\"src_port\":8}", sha);
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_string_equal(r->mail_from, "m@f");
 	assert_int_equal(r->src_port, 7);
@@ -244,7 +246,7 @@ test_record_parse(void **state)
 	assert_false(r->auth);
 	assert_int_equal(r->nrcpt, 2);
 	assert_string_equal(r->rcpt[1], "z@w");
-	relay_record_free(r);
+	record_free(r);
 	/*
 	 * Anomalies: absent (an old record) is none; smuggling and bare_cr
 	 * refuse the capture; bare_lf and others do not.  Recipients that
@@ -252,59 +254,59 @@ test_record_parse(void **state)
 	 */
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[\"a@b.example\"]}",
 	    sha);
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_false(r->smuggling || r->bare_cr);
 	assert_int_equal(relay_record_refused(r, err, sizeof(err)), 0);
-	relay_record_free(r);
+	record_free(r);
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[\"a@b.example\"],"
 	    "\"anomalies\":[\"bare_lf\",\"8bit\",7,\"nul\"]}", sha);
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_int_equal(relay_record_refused(r, err, sizeof(err)), 0);
-	relay_record_free(r);
+	record_free(r);
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[\"a@b.example\"],"
 	    "\"anomalies\":[\"8bit\",\"bare_cr\"]}", sha);
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_int_equal(relay_record_refused(r, err, sizeof(err)), -1);
 	assert_string_equal(err, "smuggling anomaly: bare_cr");
-	relay_record_free(r);
+	record_free(r);
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"anomalies\":[\"smuggling\"],"
 	    "\"rcpt_to\":[\"a@b.example\"]}", sha);
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_int_equal(relay_record_refused(r, err, sizeof(err)), -1);
 	assert_string_equal(err, "smuggling anomaly: smuggling");
-	relay_record_free(r);
+	record_free(r);
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[\"ok@b.example\","
 	    "\"v%%t.example@[127.0.0.2]\"]}", sha);
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_int_equal(relay_record_refused(r, err, sizeof(err)), -1);
 	assert_string_equal(err, "recipient <v%t.example@[127.0.0.2]>: address literal: not relayed");
-	relay_record_free(r);
+	record_free(r);
 	/* rcpt_to that is no array: no recipients; one that is no string: refused. */
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":\"a\"}",
 	    sha);
-	r = relay_record_parse(rec, strlen(rec), err, sizeof(err));
+	r = record_parse(rec, strlen(rec), err, sizeof(err));
 	assert_non_null(r);
 	assert_int_equal(r->nrcpt, 0);
-	relay_record_free(r);
+	record_free(r);
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[\"a\",1]}",
 	    sha);
-	assert_null(relay_record_parse(rec, strlen(rec), err, sizeof(err)));
+	assert_null(record_parse(rec, strlen(rec), err, sizeof(err)));
 	assert_string_equal(err, "record: bad rcpt_to[1]");
 	/* Missing members and a malformed tail (after every member we read). */
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"rcpt_to\":[]}", sha);
-	assert_null(relay_record_parse(rec, strlen(rec), err, sizeof(err)));
+	assert_null(record_parse(rec, strlen(rec), err, sizeof(err)));
 	assert_string_equal(err, "record: no mail_from");
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\"}", sha);
-	assert_null(relay_record_parse(rec, strlen(rec), err, sizeof(err)));
+	assert_null(record_parse(rec, strlen(rec), err, sizeof(err)));
 	assert_string_equal(err, "record: no rcpt_to");
 	snprintf(rec, sizeof(rec), "{\"sha256\":\"%s\",\"mail_from\":\"\",\"rcpt_to\":[],}",
 	    sha);
-	assert_null(relay_record_parse(rec, strlen(rec), err, sizeof(err)));
+	assert_null(record_parse(rec, strlen(rec), err, sizeof(err)));
 	assert_string_equal(err, "record: not a JSON object");
 }
 
@@ -404,11 +406,12 @@ test_json(void **state)
 	}
 }
 
-/* The Received header in Postfix's style. */
+/* The Received header in Postfix's style: the persona's (one place defines its shape). */
 static void
 test_received_header(void **state)
 {
-	struct relay_record r;
+#define FMT (persona_default()->received_fmt)
+	struct record r;
 	char out[1024];
 	size_t n;
 
@@ -416,7 +419,7 @@ test_received_header(void **state)
 	snprintf(r.helo, sizeof(r.helo), "bad\r\nhelo");
 	snprintf(r.src_ip, sizeof(r.src_ip), "198.51.100.7");
 	snprintf(r.protocol, sizeof(r.protocol), "ESMTP");
-	n = relay_received_header(out, sizeof(out), &r, "mx.example.test", "4ABCDEF0123",
+	n = relay_received_header(out, sizeof(out), FMT, &r, "mx.example.test", "4ABCDEF0123",
 	    "drop@spammer.example", 1764218130);
 	assert_int_equal(n, strlen(out));
 	assert_string_equal(out,
@@ -425,31 +428,47 @@ test_received_header(void **state)
 	    "\tfor <drop@spammer.example>; Thu, 27 Nov 2025 04:35:30 +0000 (UTC)\r\n");
 	r.tls = r.auth = true;
 	snprintf(r.src_ip, sizeof(r.src_ip), "2001:db8::1");
-	relay_received_header(out, sizeof(out), &r, "h", "Q", "a@b", 0);
+	relay_received_header(out, sizeof(out), FMT, &r, "h", "Q", "a@b", 0);
 	assert_non_null(strstr(out, "[IPv6:2001:db8::1]"));
 	assert_non_null(strstr(out, "with ESMTPSA id Q"));
-	assert_int_equal(relay_received_header(out, 20, &r, "h", "Q", "a@b", 0), 0);
+	assert_int_equal(relay_received_header(out, 20, FMT, &r, "h", "Q", "a@b", 0), 0);
 
 	/* Postfix's "from HELO (NAME [ADDR])": the verified client name. */
 	snprintf(r.src_ip, sizeof(r.src_ip), "198.51.100.7");
 	snprintf(r.helo, sizeof(r.helo), "client.example");
 	snprintf(r.client_name, sizeof(r.client_name), "mail.client.example");
-	relay_received_header(out, sizeof(out), &r, "h", "Q", "a@b", 0);
+	relay_received_header(out, sizeof(out), FMT, &r, "h", "Q", "a@b", 0);
 	assert_non_null(strstr(out, "Received: from client.example "
 	    "(mail.client.example [198.51.100.7])\r\n"));
 	/* No HELO: the name stands for it, as in Postfix's smtpd. */
 	r.helo[0] = '\0';
-	relay_received_header(out, sizeof(out), &r, "h", "Q", "a@b", 0);
+	relay_received_header(out, sizeof(out), FMT, &r, "h", "Q", "a@b", 0);
 	assert_non_null(strstr(out, "Received: from mail.client.example "
 	    "(mail.client.example [198.51.100.7])\r\n"));
 	snprintf(r.client_name, sizeof(r.client_name), "unknown");
-	relay_received_header(out, sizeof(out), &r, "h", "Q", "a@b", 0);
+	relay_received_header(out, sizeof(out), FMT, &r, "h", "Q", "a@b", 0);
 	assert_non_null(strstr(out, "Received: from unknown (unknown [198.51.100.7])\r\n"));
 	/* A record whose name is not a host name (edited, old): "unknown". */
 	snprintf(r.helo, sizeof(r.helo), "x");
 	snprintf(r.client_name, sizeof(r.client_name), "a (b) [c]\r\nX: y");
-	relay_received_header(out, sizeof(out), &r, "h", "Q", "a@b", 0);
+	relay_received_header(out, sizeof(out), FMT, &r, "h", "Q", "a@b", 0);
 	assert_non_null(strstr(out, "Received: from x (unknown [198.51.100.7])\r\n"));
+
+	/* The shape is the persona's: another template, another header. */
+	n = relay_received_header(out, sizeof(out), "X-Relayed: {with} {qid} <{rcpt}> {nope}\r\n",
+	    &r, "h", "Q", "a@b", 0);
+	assert_string_equal(out, "X-Relayed: ESMTPSA Q <a@b> {nope}\r\n");
+	assert_int_equal(n, strlen(out));
+	/* A long recipient is kept whole (as before the template: no 256-byte cap). */
+	{
+		char rcpt[501];
+
+		memset(rcpt, 'r', 500);
+		rcpt[500] = '\0';
+		relay_received_header(out, sizeof(out), FMT, &r, "h", "Q", rcpt, 0);
+		assert_non_null(strstr(out, rcpt));
+	}
+#undef FMT
 }
 
 /* A probe is sent once, after its caps line is durable; the same content never again. */

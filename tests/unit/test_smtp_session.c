@@ -312,6 +312,38 @@ assert_message_stored(const char *sha)
 	assert_memory_equal(buf, body, n);
 }
 
+/*
+ * F->record with the values that differ between runs (time, session id,
+ * queue id) replaced by "T", "S", "Q", into out.
+ */
+static void
+record_masked(char *out, size_t outlen)
+{
+	static const char *const keys[] = { "\"time\":\"", "\"session\":\"",
+	    "\"queue_id\":\"" };
+	static const char *const subst[] = { "T", "S", "Q" };
+	const char *p = F->record, *q, *best;
+	size_t off = 0, bi = 0;
+
+	for (;;) {
+		best = NULL;
+		for (size_t i = 0; i < 3; i++)
+			if ((q = strstr(p, keys[i])) != NULL && (best == NULL || q < best)) {
+				best = q;
+				bi = i;
+			}
+		if (best == NULL)
+			break;
+		q = best + strlen(keys[bi]);
+		off += (size_t)snprintf(out + off, outlen - off, "%.*s%s", (int)(q - p), p,
+		    subst[bi]);
+		assert_true(off < outlen);
+		p = strchr(q, '"');
+		assert_non_null(p);
+	}
+	snprintf(out + off, outlen - off, "%s", p);
+}
+
 /* Whether the DATA hook has been asked. */
 static bool
 data_asked(void)
@@ -645,6 +677,45 @@ test_data_hook_close_all(void **state)
 	assert_int_equal(F->nmail, 0);	/* nobody was told */
 }
 
+/*
+ * The reception record's bytes, whole: the journal's readers (relay, the
+ * console, hpfeeds, the operators' tools) see exactly this line.
+ */
+static void
+test_record_bytes(void **state)
+{
+	struct smtp_stage_result res;
+	char got[8192], sha[65], want[8192];
+
+	send_mail();
+	assert_true(pump_until(data_asked));
+	memset(&res, 0, sizeof(res));
+	res.matched = true;
+	res.reply_code = 451;
+	snprintf(res.reply_text, sizeof(res.reply_text), "4.7.1 Try \"again\" later");
+	snprintf(res.rule, sizeof(res.rule), "grey\\list");
+	snprintf(res.tag, sizeof(res.tag), "bulk");
+	res.publish = false;
+	res.record = strdup("{\"stage\":\"data\",\"matched\":true}");
+	F->done(F->done_arg, 0, &res);
+	assert_true(pump_until(mail_done));
+	record_sha(sha);
+	record_masked(got, sizeof(got));
+	snprintf(want, sizeof(want), "{\"time\":\"T\",\"session\":\"S\",\"queue_id\":\"Q\","
+	    "\"sha256\":\"%s\",\"size\":%zu,\"sensor\":\"mail.example.com\","
+	    "\"src_ip\":\"127.0.0.1\",\"src_port\":40000,\"dst_ip\":\"0.0.0.0\",\"dst_port\":25,"
+	    "\"listener\":\"%s\",\"client_name\":\"unknown\","
+	    "\"reverse_client_name\":\"unknown\",\"client_name_status\":\"perm\",\"helo\":\"client.example\","
+	    "\"protocol\":\"ESMTP\",\"tls\":null,\"auth\":null,"
+	    "\"mail_from\":\"a@example.org\",\"rcpt_to\":[\"b@example.net\"],"
+	    "\"smtputf8\":false,\"transfer\":\"DATA\",\"outcome\":\"queued\","
+	    "\"publish\":false,\"tag\":\"bulk\",\"rule\":\"grey\\\\list\","
+	    "\"rule_stage\":\"data\",\"reply\":\"451 4.7.1 Try \\\"again\\\" later\","
+	    "\"rules\":{\"stage\":\"data\",\"matched\":true},\"anomalies\":[]}",
+	    sha, strlen(body), F->cfg.listeners[0].name);
+	assert_string_equal(got, want);
+}
+
 int
 main(void)
 {
@@ -657,6 +728,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_data_hook_disconnect, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_data_hook_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_data_hook_close_all, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_record_bytes, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,359 @@
+/*
+ * Unit tests of the reception record (record.c): the writer's bytes, whole;
+ * writer -> parser round trips with hostile bytes (quotes, backslashes,
+ * controls, non-UTF-8, U+2028, long fields); every prefix of a line (a torn
+ * journal tail) refused without a crash; unknown members ignored, the first
+ * of a duplicate kept; the DATA decision kept under "rules" read back; the
+ * metadata keys hpfeeds copies are all written.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "record.h"
+#include "rules.h"
+
+#define SHA "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+struct rcpts {
+	const char *const	*v;
+	int			 n;
+	bool			 fail;
+};
+
+/* record_rcpt_each over a plain array. */
+static int
+rcpts_each(const void *src, void (*put)(void *, const char *, size_t), void *arg)
+{
+	const struct rcpts *r = src;
+
+	if (r->fail)
+		return -1;
+	for (int i = 0; i < r->n; i++)
+		put(arg, r->v[i], strlen(r->v[i]));
+	return 0;
+}
+
+/* A record_in with every optional member present. */
+static void
+full_in(struct record_in *in, const struct rcpts *rc)
+{
+	static const char *const an[] = { "bare_lf", "smuggling" };
+
+	memset(in, 0, sizeof(*in));
+	in->time = "2026-12-06T08:00:00.000001Z";
+	in->session = 0x1234abcdULL;
+	in->queue_id = "4QX9Zt0BcdzLW";
+	in->sha256 = SHA;
+	in->size = 1234;
+	in->sensor = "sensor-1";
+	in->src_ip = "198.51.100.7";
+	in->src_port = 40000;
+	in->dst_ip = "203.0.113.1";
+	in->dst_port = 587;
+	in->listener = "submission";
+	in->client_name = "";
+	in->reverse_name = "ptr.example";
+	in->name_status = "temp";
+	in->helo = "client.example";
+	in->protocol = "ESMTP";
+	in->tls = true;
+	in->tls_version = "TLSv1.3";
+	in->tls_cipher = "TLS_AES_256_GCM_SHA384";
+	in->tls_bits = 256;
+	in->tls_sni = "mx.example";
+	in->auth = true;
+	in->auth_mech = "CRAM-MD5";
+	in->auth_user = "user";
+	in->auth_pass = "pass";
+	in->auth_challenge = "<1.2@h>";
+	in->mail_from = "a@example.org";
+	in->rcpt_each = rcpts_each;
+	in->rcpt_src = rc;
+	in->body = "8BITMIME";
+	in->smtputf8 = true;
+	in->transfer = "BDAT";
+	in->ruled = true;
+	in->publish = false;
+	in->tag = "bulk";
+	in->rule = "greylist";
+	in->rule_stage = "data";
+	in->reply = "451 4.7.1 Try again later";
+	in->rules = "{\"stage\":\"data\",\"matched\":true}";
+	in->anomalies = an;
+	in->nanomalies = 2;
+}
+
+/* Write in into a fresh jbuf; the caller frees buf. */
+static char *
+write_rec(const struct record_in *in, size_t *len)
+{
+	struct jbuf jb;
+
+	jb_init(&jb);
+	record_write(&jb, in);
+	assert_false(jb.oom);
+	*len = jb.len;
+	return jb.buf;
+}
+
+/* Every member, in the journal's order, as the session has always written them. */
+static void
+test_write_bytes(void **state)
+{
+	static const char *const rv[] = { "b@example.net", "c@example.net" };
+	struct rcpts rc = { rv, 2, false };
+	struct record_in in;
+	char *buf;
+	size_t len;
+
+	full_in(&in, &rc);
+	buf = write_rec(&in, &len);
+	assert_string_equal(buf,
+	    "{\"time\":\"2026-12-06T08:00:00.000001Z\",\"session\":\"000000001234abcd\","
+	    "\"queue_id\":\"4QX9Zt0BcdzLW\",\"sha256\":\"" SHA "\",\"size\":1234,"
+	    "\"sensor\":\"sensor-1\",\"src_ip\":\"198.51.100.7\",\"src_port\":40000,"
+	    "\"dst_ip\":\"203.0.113.1\",\"dst_port\":587,\"listener\":\"submission\","
+	    "\"client_name\":\"unknown\",\"reverse_client_name\":\"ptr.example\","
+	    "\"client_name_status\":\"temp\",\"helo\":\"client.example\",\"protocol\":\"ESMTP\","
+	    "\"tls\":{\"version\":\"TLSv1.3\",\"cipher\":\"TLS_AES_256_GCM_SHA384\",\"bits\":256,"
+	    "\"sni\":\"mx.example\"},\"auth\":{\"mechanism\":\"CRAM-MD5\",\"username\":\"user\","
+	    "\"password\":\"pass\",\"challenge\":\"<1.2@h>\"},\"mail_from\":\"a@example.org\","
+	    "\"rcpt_to\":[\"b@example.net\",\"c@example.net\"],\"body\":\"8BITMIME\","
+	    "\"smtputf8\":true,\"transfer\":\"BDAT\",\"outcome\":\"queued\",\"publish\":false,"
+	    "\"tag\":\"bulk\",\"rule\":\"greylist\",\"rule_stage\":\"data\","
+	    "\"reply\":\"451 4.7.1 Try again later\",\"rules\":{\"stage\":\"data\","
+	    "\"matched\":true},\"anomalies\":[\"bare_lf\",\"smuggling\"]}");
+	assert_int_equal(len, strlen(buf));
+	free(buf);
+
+	/* Without the optional members; the recipients unreadable: no record. */
+	in.tls = in.auth = in.ruled = false;
+	in.name_status = in.body = in.rules = NULL;
+	in.nanomalies = 0;
+	buf = write_rec(&in, &len);
+	assert_non_null(strstr(buf, "\"protocol\":\"ESMTP\",\"tls\":null,\"auth\":null,"));
+	assert_non_null(strstr(buf, "\"outcome\":\"queued\",\"anomalies\":[]}"));
+	assert_null(strstr(buf, "client_name_status"));
+	free(buf);
+	{
+		struct jbuf jb;
+
+		rc.fail = true;
+		jb_init(&jb);
+		record_write(&jb, &in);
+		assert_true(jb.oom);
+		jb_free(&jb);
+	}
+}
+
+/* Hostile bytes survive the trip (invalid UTF-8 as U+FFFD, as jb_str writes it). */
+static void
+test_round_trip_hostile(void **state)
+{
+	char longrcpt[2049], longfrom[2049], longhelo[256];
+	const char *rv[] = { "q\"uo\\te@x", "ctl\x01\x7f@x", "bad\xff\xfe@x", "ls\xe2\x80\xa8@x",
+	    longrcpt };
+	struct rcpts rc = { rv, 5, false };
+	struct record_in in;
+	struct record *r;
+	char *buf, err[256];
+	size_t len;
+
+	memset(longrcpt, 'r', sizeof(longrcpt) - 1);
+	longrcpt[sizeof(longrcpt) - 1] = '\0';
+	memset(longfrom, 'f', sizeof(longfrom) - 1);
+	longfrom[sizeof(longfrom) - 1] = '\0';
+	memset(longhelo, 'h', sizeof(longhelo) - 1);
+	longhelo[sizeof(longhelo) - 1] = '\0';
+	full_in(&in, &rc);
+	in.helo = "he\"lo\r\n\\x";
+	in.mail_from = "from\t\"\xc3\x28@x";
+	in.auth_user = "us\"er\x1b[31m";
+	in.auth_pass = "p\\a\xf0\x9f\x98\x80ss";
+	buf = write_rec(&in, &len);
+	assert_true(utf8_valid(buf, len));
+	assert_null(memchr(buf, '\n', len));	/* one journal line */
+	r = record_parse(buf, len, err, sizeof(err));
+	if (r == NULL)
+		fail_msg("not parsed: %s", err);
+	assert_string_equal(r->sha256, SHA);
+	assert_string_equal(r->queue_id, "4QX9Zt0BcdzLW");
+	assert_string_equal(r->session, "000000001234abcd");
+	assert_string_equal(r->time, "2026-12-06T08:00:00.000001Z");
+	assert_int_equal(r->size, 1234);
+	assert_string_equal(r->src_ip, "198.51.100.7");
+	assert_int_equal(r->src_port, 40000);
+	assert_string_equal(r->dst_ip, "203.0.113.1");
+	assert_int_equal(r->dst_port, 587);
+	assert_string_equal(r->client_name, "unknown");
+	assert_string_equal(r->protocol, "ESMTP");
+	assert_string_equal(r->helo, "he\"lo\r\n\\x");
+	assert_true(r->tls);
+	assert_true(r->auth);
+	assert_string_equal(r->auth_user, "us\"er\x1b[31m");
+	assert_string_equal(r->auth_pass, "p\\a\xf0\x9f\x98\x80ss");
+	assert_string_equal(r->mail_from, "from\t\"\xef\xbf\xbd(@x");
+	assert_int_equal(r->nrcpt, 5);
+	assert_string_equal(r->rcpt[0], "q\"uo\\te@x");
+	assert_string_equal(r->rcpt[1], "ctl\x01\x7f@x");
+	assert_string_equal(r->rcpt[2], "bad\xef\xbf\xbd\xef\xbf\xbd@x");
+	assert_string_equal(r->rcpt[3], "ls\xe2\x80\xa8@x");
+	assert_string_equal(r->rcpt[4], longrcpt);
+	assert_true(r->smuggling);
+	assert_false(r->bare_cr);
+	record_free(r);
+	free(buf);
+
+	/* The longest sender and HELO the session accepts come back whole. */
+	in.mail_from = longfrom;
+	in.helo = longhelo;
+	buf = write_rec(&in, &len);
+	assert_non_null(r = record_parse(buf, len, err, sizeof(err)));
+	assert_string_equal(r->mail_from, longfrom);
+	assert_string_equal(r->helo, longhelo);
+	record_free(r);
+	free(buf);
+}
+
+/* A torn last line (crash mid-append): every strict prefix is refused, none crashes. */
+static void
+test_torn(void **state)
+{
+	static const char *const rv[] = { "b@example.net" };
+	struct rcpts rc = { rv, 1, false };
+	struct record_in in;
+	struct record *r;
+	char *buf, *cut, err[256];
+	size_t len;
+
+	full_in(&in, &rc);
+	buf = write_rec(&in, &len);
+	for (size_t n = 0; n < len; n++) {
+		/* An exact-size copy: ASan sees any read past the cut. */
+		assert_non_null(cut = malloc(n ? n : 1));
+		memcpy(cut, buf, n);
+		r = record_parse(cut, n, err, sizeof(err));
+		if (r != NULL)
+			fail_msg("a prefix of %zu bytes parsed", n);
+		free(cut);
+	}
+	assert_non_null(r = record_parse(buf, len, err, sizeof(err)));
+	record_free(r);
+	free(buf);
+}
+
+/* Unknown members (a newer writer) are skipped; the first of a duplicate counts. */
+static void
+test_unknown_keys(void **state)
+{
+	const char *j = "{\"x_new\":{\"a\":[1,{\"sha256\":\"no\"}],\"b\":null},\"sha256\":\"" SHA
+	    "\",\"y\":\"\\u0000?\",\"mail_from\":\"m@f\",\"rcpt_to\":[\"r@x\"],"
+	    "\"mail_from\":\"second\",\"z\":[true,false,-1.5e3]}";
+	struct record *r;
+	char err[256];
+
+	assert_non_null(r = record_parse(j, strlen(j), err, sizeof(err)));
+	assert_string_equal(r->sha256, SHA);
+	assert_string_equal(r->mail_from, "m@f");
+	assert_int_equal(r->nrcpt, 1);
+	assert_string_equal(r->rcpt[0], "r@x");
+	record_free(r);
+	/* Not records: no sha256, a bad one, no rcpt_to, not an object. */
+	assert_null(record_parse("{\"mail_from\":\"\",\"rcpt_to\":[]}", 30, err, sizeof(err)));
+	j = "{\"sha256\":\"" SHA "0\",\"mail_from\":\"\",\"rcpt_to\":[]}";
+	assert_null(record_parse(j, strlen(j), err, sizeof(err)));
+	j = "{\"sha256\":\"" SHA "\",\"mail_from\":\"\"}";
+	assert_null(record_parse(j, strlen(j), err, sizeof(err)));
+	assert_string_equal(err, "record: no rcpt_to");
+	assert_null(record_parse("[1]", 3, err, sizeof(err)));
+}
+
+/* The DATA decision written under "rules" reads back the same. */
+static void
+test_decision(void **state)
+{
+	static const char *const rv[] = { "b@example.net" };
+	struct rcpts rc = { rv, 1, false };
+	struct rules_decision d, back;
+	struct record_in in;
+	char *dj, *buf;
+	size_t len;
+
+	memset(&d, 0, sizeof(d));
+	d.matched = true;
+	d.relay = true;
+	d.publish = false;
+	d.reply_code = 451;
+	snprintf(d.rule, sizeof(d.rule), "pro\"be");
+	snprintf(d.tag, sizeof(d.tag), "t\\g");
+	snprintf(d.reply_text, sizeof(d.reply_text), "4.7.1 later");
+	d.evidence = strdup("[{\"field\":\"subject\"}]");
+	assert_non_null(dj = record_decision_json(&d));
+	full_in(&in, &rc);
+	in.rules = dj;
+	buf = write_rec(&in, &len);
+	memset(&back, 0, sizeof(back));
+	assert_true(record_decision(buf, len, &back));
+	assert_true(back.matched);
+	assert_true(back.relay);
+	assert_false(back.publish);
+	assert_int_equal(back.reply_code, 451);
+	assert_string_equal(back.rule, "pro\"be");
+	assert_string_equal(back.tag, "t\\g");
+	assert_string_equal(back.reply_text, "4.7.1 later");
+	assert_string_equal(back.evidence, "[{\"field\":\"subject\"}]");
+	rules_decision_clear(&back);
+	free(buf);
+	/* None kept: false. */
+	in.rules = NULL;
+	buf = write_rec(&in, &len);
+	assert_false(record_decision(buf, len, &back));
+	free(buf);
+	free(dj);
+	rules_decision_clear(&d);
+}
+
+/* Every key hpfeeds copies into the metadata is one the writer writes. */
+static void
+test_meta_keys(void **state)
+{
+	static const char *const rv[] = { "b@example.net" };
+	struct rcpts rc = { rv, 1, false };
+	struct record_in in;
+	char *buf, key[64];
+	size_t len;
+
+	full_in(&in, &rc);
+	buf = write_rec(&in, &len);
+	for (int i = 0; i < RECORD_META_NKEYS; i++) {
+		snprintf(key, sizeof(key), "\"%s\":", record_meta_keys[i]);
+		if (strstr(buf, key) == NULL)
+			fail_msg("meta key %s is not written", record_meta_keys[i]);
+	}
+	free(buf);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_write_bytes),
+		cmocka_unit_test(test_round_trip_hostile),
+		cmocka_unit_test(test_torn),
+		cmocka_unit_test(test_unknown_keys),
+		cmocka_unit_test(test_decision),
+		cmocka_unit_test(test_meta_keys),
+	};
+
+	log_init(LOG_LVL_ERR);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
