@@ -35,7 +35,7 @@ struct fixture {
 	struct event_base	*base;
 	struct cfg		 cfg;
 	struct spool		*sp;
-	struct smtp_server	 srv;
+	struct smtp_server	*srv;
 	struct listeners	*ls;
 	int			 port;
 };
@@ -56,6 +56,23 @@ free_port(void)
 	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
 	close(fd);
 	return ntohs(sin.sin_port);
+}
+
+/* The server of the fixture's config and spool. */
+static struct smtp_server *
+new_server(struct fixture *f)
+{
+	struct smtp_server_opts o;
+	struct smtp_server *srv;
+
+	memset(&o, 0, sizeof(o));
+	o.base = f->base;
+	o.cfg = &f->cfg;
+	assert_non_null(o.persona = persona_default());
+	o.spool = f->sp;
+	o.hostname = "mail.example.com";
+	assert_non_null(srv = smtp_server_new(&o));
+	return srv;
 }
 
 /* A server on a spool with one plain listener on 127.0.0.1 (not bound yet). */
@@ -89,11 +106,7 @@ setup(void **state)
 	so.dir = f->dir;
 	so.hostname = "mail.example.com";
 	assert_non_null(f->sp = spool_open(f->base, &so, err, sizeof(err)));
-	f->srv.base = f->base;
-	f->srv.cfg = &f->cfg;
-	assert_non_null(f->srv.persona = persona_default());
-	f->srv.spool = f->sp;
-	f->srv.hostname = "mail.example.com";
+	f->srv = new_server(f);
 	*state = f;
 	return 0;
 }
@@ -103,8 +116,9 @@ teardown(void **state)
 {
 	struct fixture	*f = *state;
 
-	smtp_server_close_all(&f->srv);
-	listeners_free(f->ls);
+	smtp_server_close_all(f->srv);
+	listener_free(f->ls);
+	smtp_server_free(f->srv);
 	spool_free(f->sp);
 	event_base_free(f->base);
 	rm_rf(f->dir);
@@ -182,12 +196,12 @@ wait_sessions(struct fixture *f, unsigned n)
 {
 	struct timespec	ts = { 0, 10 * 1000 * 1000 };
 
-	for (int i = 0; i < 500 && f->srv.nsessions != n; i++) {
+	for (int i = 0; i < 500 && smtp_server_sessions(f->srv) != n; i++) {
 		event_base_loop(f->base, EVLOOP_NONBLOCK);
-		if (f->srv.nsessions != n)
+		if (smtp_server_sessions(f->srv) != n)
 			nanosleep(&ts, NULL);
 	}
-	assert_int_equal(f->srv.nsessions, n);
+	assert_int_equal(smtp_server_sessions(f->srv), n);
 }
 
 static void
@@ -195,10 +209,10 @@ bind_enable(struct fixture *f)
 {
 	char	err[256] = "";
 
-	f->ls = listeners_bind(&f->srv, err, sizeof(err));
+	f->ls = listener_bind(f->srv, err, sizeof(err));
 	if (f->ls == NULL)
-		fail_msg("listeners_bind: %s", err);
-	listeners_enable(f->ls);
+		fail_msg("listener_bind: %s", err);
+	listener_enable(f->ls);
 }
 
 /* The ready line's description; a second bind of the same port names it. */
@@ -207,20 +221,21 @@ test_bind_describe(void **state)
 {
 	struct fixture	*f = *state;
 	char		 want[128], err[256] = "", port[16];
-	struct smtp_server srv2;
+	struct smtp_server *srv2;
 
 	bind_enable(f);
 	snprintf(want, sizeof(want), "smtp 127.0.0.1:%d ", f->port);
-	if (strncmp(listeners_describe(f->ls), want, strlen(want)) != 0)
-		fail_msg("describe \"%s\", wanted \"%s...\"", listeners_describe(f->ls), want);
+	if (strncmp(listener_describe(f->ls), want, strlen(want)) != 0)
+		fail_msg("describe \"%s\", wanted \"%s...\"", listener_describe(f->ls), want);
 
-	srv2 = f->srv;
-	assert_null(listeners_bind(&srv2, err, sizeof(err)));
+	srv2 = new_server(f);
+	assert_null(listener_bind(srv2, err, sizeof(err)));
+	smtp_server_free(srv2);
 	snprintf(port, sizeof(port), "%d", f->port);
 	if (strstr(err, "127.0.0.1") == NULL || strstr(err, port) == NULL)
 		fail_msg("error \"%s\" names neither the address nor the port", err);
 	/* The failed bind left the first listener's close hook alone. */
-	assert_ptr_equal(f->srv.on_close_arg, f->ls);
+	assert_true(smtp_server_on_close_is(f->srv, f->ls));
 }
 
 /* A client gets the banner; with accepting disabled it waits, then gets it. */
@@ -235,7 +250,7 @@ test_accept_and_disable(void **state)
 	assert_true(strncmp(first_line(f, c1), "220 mail.example.com ", 21) == 0);
 	wait_sessions(f, 1);
 
-	listeners_disable(f->ls);
+	listener_disable(f->ls);
 	c2 = client(f);		/* queued by the kernel, not accepted */
 	for (int i = 0; i < 10; i++) {
 		struct timespec	ts = { 0, 10 * 1000 * 1000 };
@@ -243,8 +258,8 @@ test_accept_and_disable(void **state)
 		event_base_loop(f->base, EVLOOP_NONBLOCK);
 		nanosleep(&ts, NULL);
 	}
-	assert_int_equal(f->srv.nsessions, 1);
-	listeners_enable(f->ls);
+	assert_int_equal(smtp_server_sessions(f->srv), 1);
+	listener_enable(f->ls);
 	assert_true(strncmp(first_line(f, c2), "220 ", 4) == 0);
 	wait_sessions(f, 2);
 	close(c1);
@@ -268,7 +283,7 @@ test_per_ip_cap(void **state)
 	assert_string_equal(first_line(f, c2),
 	    "421 4.7.0 mail.example.com Error: too many connections from 127.0.0.1");
 	assert_closed(f, c2);
-	assert_int_equal(f->srv.nsessions, 1);
+	assert_int_equal(smtp_server_sessions(f->srv), 1);
 	close(c1);
 	wait_sessions(f, 0);
 	c3 = client(f);
@@ -292,7 +307,7 @@ test_sessions_cap(void **state)
 	c2 = client(f);
 	assert_string_equal(first_line(f, c2), "421 4.3.2 All server ports are busy");
 	assert_closed(f, c2);
-	assert_int_equal(f->srv.nsessions, 1);
+	assert_int_equal(smtp_server_sessions(f->srv), 1);
 	close(c1);
 	close(c2);
 }
