@@ -34,10 +34,9 @@
 #include "mime.h"
 #include "rules.h"
 #include "util.h"
+#include "yaml_util.h"
 
-#define RULES_FILE_MAX		(1024 * 1024)
 #define RULES_MAX		1024
-#define RULES_KEYPATH_MAX	160
 #define RULES_VALUE_MAX		1024	/* one equals/contains value */
 #define RULES_VALUES_MAX	256	/* values in one equals/contains list */
 #define RULES_REGEX_MAX		1024	/* pattern length */
@@ -146,17 +145,6 @@ struct rules {
 	int		 n;
 };
 
-/* Load context. */
-struct rctx {
-	yaml_document_t	*doc;
-	const char	*name;
-	char		*err;
-	size_t		 errlen;
-};
-
-typedef int	(*rl_key_cb)(struct rctx *, int, const char *, yaml_node_t *,
-		    void *);
-
 /* One piece of evidence. */
 struct ev_item {
 	const char	*matcher;
@@ -196,42 +184,22 @@ struct hit {
 	size_t		 whatlen;
 };
 
-static void	 rl_verror(struct rctx *, size_t, const char *, const char *,
-		    va_list) __attribute__((format(printf, 4, 0)));
-static int	 rl_error(struct rctx *, const yaml_node_t *, const char *,
-		    const char *, ...) __attribute__((format(printf, 4, 5)));
-static void	 rl_path(char *, size_t, const char *, ...)
-		    __attribute__((format(printf, 3, 4)));
-static int	 map_walk(struct rctx *, yaml_node_t *, const char *,
-		    const char *const *, int, rl_key_cb, void *, uint32_t *);
-static int	 missing_key(struct rctx *, yaml_node_t *, const char *,
-		    const char *const *, uint32_t, uint32_t);
-static int	 seq_items(struct rctx *, yaml_node_t *, const char *, int,
-		    yaml_node_item_t **, int *);
-static int	 get_scalar(struct rctx *, yaml_node_t *, const char *,
-		    const char **, size_t *);
-static int	 get_str(struct rctx *, yaml_node_t *, const char *, char *,
-		    size_t, bool);
-static int	 get_bool(struct rctx *, yaml_node_t *, const char *, bool *);
-static int	 get_num(struct rctx *, yaml_node_t *, const char *, uint64_t,
-		    uint64_t *);
-static char	*dup_value(struct rctx *, yaml_node_t *, const char *, size_t *);
-static int	 values_parse(struct rctx *, yaml_node_t *, const char *,
+static int	 values_parse(struct yu_ctx *, yaml_node_t *, const char *,
 		    struct strtest *);
-static int	 strtest_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+static int	 strtest_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-static int	 strtest_parse(struct rctx *, yaml_node_t *, const char *,
+static int	 strtest_parse(struct yu_ctx *, yaml_node_t *, const char *,
 		    bool, struct strtest *);
-static int	 regex_compile(struct rctx *, yaml_node_t *, const char *,
+static int	 regex_compile(struct yu_ctx *, yaml_node_t *, const char *,
 		    struct strtest *);
 static int	 cidr_parse(const char *, struct cidr *);
-static int	 num_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+static int	 num_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-static int	 matcher_parse(struct rctx *, int, const char *, yaml_node_t *,
+static int	 matcher_parse(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    struct matcher *);
-static int	 place_parse(struct rctx *, yaml_node_t *, const char *,
+static int	 place_parse(struct yu_ctx *, yaml_node_t *, const char *,
 		    struct place *);
-static int	 mo_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+static int	 mo_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
 static bool	 name_match(const char *, size_t, bool, const char *);
 static bool	 trace_field(const char *);
@@ -242,21 +210,20 @@ static bool	 scan_lines(struct ectx *, const char *, size_t, bool,
 static bool	 hex_glue(unsigned char);
 static bool	 scan_hex8(struct ectx *, const char *, size_t, struct hit *);
 static void	 cond_order(struct cond *);
-static int	 cond_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+static int	 cond_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-static int	 reply_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+static int	 reply_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-static int	 actions_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+static int	 actions_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-static int	 rule_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+static int	 rule_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-static int	 rule_parse(struct rctx *, yaml_node_t *, const char *,
+static int	 rule_parse(struct yu_ctx *, yaml_node_t *, const char *,
 		    struct rule *);
-static int	 top_key_cb(struct rctx *, int, const char *, yaml_node_t *,
+static int	 top_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
 static int	 rule_cmp(const void *, const void *);
 static void	 strtest_free(struct strtest *);
-static int	 read_file(const char *, char **, size_t *, char *, size_t);
 static void	 ev_add(struct ectx *, const char *, const char *, const char *,
 		    const void *, size_t);
 static void	 what_set(char *, size_t *, const void *, size_t);
@@ -407,304 +374,44 @@ static const char *const trace_fields[] = {
 	"X-Mimecast-*", "X-IronPort-*", "X-YMail-*",
 };
 
-/* Fill err with "FILE:LINE: KEY: message". */
-static void
-rl_verror(struct rctx *x, size_t line, const char *path, const char *fmt,
-    va_list ap)
-{
-	char msg[256], where[32] = "";
-
-	if (x->errlen == 0)
-		return;
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	if (line > 0)
-		snprintf(where, sizeof(where), ":%zu", line);
-	if (path != NULL && *path != '\0')
-		snprintf(x->err, x->errlen, "%s%s: %s: %s", x->name, where, path,
-		    msg);
-	else
-		snprintf(x->err, x->errlen, "%s%s: %s", x->name, where, msg);
-}
-
-/* Report an error at node n; returns -1. */
-static int
-rl_error(struct rctx *x, const yaml_node_t *n, const char *path,
-    const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	rl_verror(x, n != NULL ? (size_t)n->start_mark.line + 1 : 0, path, fmt,
-	    ap);
-	va_end(ap);
-	return -1;
-}
-
-/* Format a key path (truncated if it must be: it only labels errors). */
-static void
-rl_path(char *out, size_t outlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(out, outlen, fmt, ap);
-	va_end(ap);
-}
-
-/*
- * Walk the mapping n, whose keys must be among keys[0..nkeys) and appear once,
- * calling cb for each; the keys seen come back as a bit mask in *seen.
- */
-static int
-map_walk(struct rctx *x, yaml_node_t *n, const char *prefix,
-    const char *const *keys, int nkeys, rl_key_cb cb, void *arg,
-    uint32_t *seen)
-{
-	yaml_node_pair_t *p;
-	yaml_node_t *k, *v;
-	char path[RULES_KEYPATH_MAX], esc[64], list[320];
-	size_t klen, off;
-	int i;
-
-	*seen = 0;
-	if (n->type != YAML_MAPPING_NODE)
-		return rl_error(x, n, prefix, "expected a mapping of keys");
-	for (p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
-	    p++) {
-		k = yaml_document_get_node(x->doc, p->key);
-		v = yaml_document_get_node(x->doc, p->value);
-		if (k == NULL || v == NULL)
-			return rl_error(x, n, prefix, "malformed mapping");
-		if (k->type != YAML_SCALAR_NODE)
-			return rl_error(x, k, prefix, "a key must be a string");
-		klen = k->data.scalar.length;
-		for (i = 0; i < nkeys; i++)
-			if (strlen(keys[i]) == klen &&
-			    memcmp(keys[i], k->data.scalar.value, klen) == 0)
-				break;
-		if (i == nkeys) {
-			log_escape(esc, sizeof(esc), k->data.scalar.value, klen);
-			rl_path(path, sizeof(path), "%s%s%s", prefix,
-			    *prefix ? "." : "", esc);
-			list[0] = '\0';
-			for (i = 0, off = 0; i < nkeys && off < sizeof(list); i++)
-				off += (size_t)snprintf(list + off,
-				    sizeof(list) - off, "%s%s", i ? ", " : "",
-				    keys[i]);
-			return rl_error(x, k, path,
-			    "unknown key (expected one of: %s)", list);
-		}
-		rl_path(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "",
-		    keys[i]);
-		if (*seen & (1u << i))
-			return rl_error(x, k, path, "duplicate key");
-		*seen |= 1u << i;
-		if (cb(x, i, path, v, arg) == -1)
-			return -1;
-	}
-	return 0;
-}
-
-/* Report the first key of required missing from seen (0 if none is). */
-static int
-missing_key(struct rctx *x, yaml_node_t *map, const char *prefix,
-    const char *const *keys, uint32_t required, uint32_t seen)
-{
-	char path[RULES_KEYPATH_MAX];
-	int i;
-
-	for (i = 0; i < 32; i++) {
-		if ((required & (1u << i)) && !(seen & (1u << i))) {
-			rl_path(path, sizeof(path), "%s%s%s", prefix,
-			    *prefix ? "." : "", keys[i]);
-			return rl_error(x, map, path, "missing");
-		}
-	}
-	return 0;
-}
-
-/* Require n to be a non-empty list of at most max items. */
-static int
-seq_items(struct rctx *x, yaml_node_t *n, const char *path, int max,
-    yaml_node_item_t **items, int *count)
-{
-	ptrdiff_t c;
-
-	if (n->type != YAML_SEQUENCE_NODE)
-		return rl_error(x, n, path, "expected a list");
-	c = n->data.sequence.items.top - n->data.sequence.items.start;
-	if (c == 0)
-		return rl_error(x, n, path, "the list is empty");
-	if (c > max)
-		return rl_error(x, n, path, "more than %d items", max);
-	*items = n->data.sequence.items.start;
-	*count = (int)c;
-	return 0;
-}
-
-/* Require n to be a scalar; its bytes go to *s and *len. */
-static int
-get_scalar(struct rctx *x, yaml_node_t *n, const char *path, const char **s,
-    size_t *len)
-{
-	if (n->type == YAML_SEQUENCE_NODE)
-		return rl_error(x, n, path, "expected a single value, not a list");
-	if (n->type != YAML_SCALAR_NODE)
-		return rl_error(x, n, path,
-		    "expected a single value, not a mapping");
-	*s = (const char *)n->data.scalar.value;
-	*len = n->data.scalar.length;
-	return 0;
-}
-
-/* Copy a string value into dst; too long, NUL bytes or empty are errors. */
-static int
-get_str(struct rctx *x, yaml_node_t *n, const char *path, char *dst,
-    size_t dstlen, bool allow_empty)
-{
-	const char *s = NULL;
-	size_t len = 0;
-
-	if (get_scalar(x, n, path, &s, &len) == -1)
-		return -1;
-	if (memchr(s, '\0', len) != NULL)
-		return rl_error(x, n, path, "contains a NUL byte");
-	if (len >= dstlen)
-		return rl_error(x, n, path, "longer than %zu bytes", dstlen - 1);
-	if (len == 0 && !allow_empty)
-		return rl_error(x, n, path, "must not be empty");
-	memcpy(dst, s, len);
-	dst[len] = '\0';
-	return 0;
-}
-
-/* Parse true/false (yes/no, on/off, any case). */
-static int
-get_bool(struct rctx *x, yaml_node_t *n, const char *path, bool *out)
-{
-	static const char *const yes[] = { "true", "yes", "on" };
-	static const char *const no[] = { "false", "no", "off" };
-	const char *s = NULL;
-	size_t len = 0, i;
-	char esc[48];
-
-	if (get_scalar(x, n, path, &s, &len) == -1)
-		return -1;
-	for (i = 0; i < 3; i++) {
-		if (len == strlen(yes[i]) && strncasecmp(s, yes[i], len) == 0) {
-			*out = true;
-			return 0;
-		}
-		if (len == strlen(no[i]) && strncasecmp(s, no[i], len) == 0) {
-			*out = false;
-			return 0;
-		}
-	}
-	return rl_error(x, n, path, "expected true or false, got \"%s\"",
-	    log_escape(esc, sizeof(esc), s, len));
-}
-
-/* Parse a number with an optional K, M or G suffix (powers of 1024), <= max. */
-static int
-get_num(struct rctx *x, yaml_node_t *n, const char *path, uint64_t max,
-    uint64_t *out)
-{
-	const char *s = NULL;
-	size_t len = 0, l;
-	uint64_t v, mul = 1;
-	char esc[48];
-
-	if (get_scalar(x, n, path, &s, &len) == -1)
-		return -1;
-	l = len;
-	if (l > 0) {
-		switch (s[l - 1]) {
-		case 'k': case 'K': mul = 1024ull; break;
-		case 'm': case 'M': mul = 1024ull * 1024; break;
-		case 'g': case 'G': mul = 1024ull * 1024 * 1024; break;
-		default: break;
-		}
-	}
-	if (mul != 1)
-		l--;
-	if (util_parse_u64(s, l, 0, UINT64_MAX / mul, true, &v) == -1)
-		return rl_error(x, n, path,
-		    "expected a number (optional K, M or G suffix), got \"%s\"",
-		    log_escape(esc, sizeof(esc), s, len));
-	v *= mul;
-	if (v > max)
-		return rl_error(x, n, path, "%llu is out of range (0..%llu)",
-		    (unsigned long long)v, (unsigned long long)max);
-	*out = v;
-	return 0;
-}
-
-/* A malloc'd NUL-terminated copy of a scalar value (<= RULES_VALUE_MAX). */
-static char *
-dup_value(struct rctx *x, yaml_node_t *n, const char *path, size_t *lenp)
-{
-	const char *s = NULL;
-	size_t len = 0;
-	char *d;
-
-	if (get_scalar(x, n, path, &s, &len) == -1)
-		return NULL;
-	if (memchr(s, '\0', len) != NULL) {
-		rl_error(x, n, path, "contains a NUL byte");
-		return NULL;
-	}
-	if (len > RULES_VALUE_MAX) {
-		rl_error(x, n, path, "longer than %d bytes", RULES_VALUE_MAX);
-		return NULL;
-	}
-	if ((d = malloc(len + 1)) == NULL) {
-		rl_error(x, n, path, "out of memory");
-		return NULL;
-	}
-	memcpy(d, s, len);
-	d[len] = '\0';
-	*lenp = len;
-	return d;
-}
-
 /* The value list of equals/contains: one string or a list of them. */
 static int
-values_parse(struct rctx *x, yaml_node_t *n, const char *path,
+values_parse(struct yu_ctx *x, yaml_node_t *n, const char *path,
     struct strtest *t)
 {
 	yaml_node_item_t *items = NULL;
 	yaml_node_t *v;
-	char ipath[RULES_KEYPATH_MAX];
+	char ipath[YU_PATH_MAX];
 	int i, count = 1;
 
 	if (n->type == YAML_SEQUENCE_NODE) {
-		if (seq_items(x, n, path, RULES_VALUES_MAX, &items, &count) == -1)
+		if (yu_seq_items(x, n, path, RULES_VALUES_MAX, &items, &count) == -1)
 			return -1;
 	}
 	if ((t->vals = calloc((size_t)count, sizeof(*t->vals))) == NULL ||
 	    (t->lens = calloc((size_t)count, sizeof(*t->lens))) == NULL)
-		return rl_error(x, n, path, "out of memory");
+		return yu_error(x, n, path, "out of memory");
 	for (i = 0; i < count; i++) {
 		if (items != NULL) {
-			rl_path(ipath, sizeof(ipath), "%s[%d]", path, i);
+			yu_path(ipath, sizeof(ipath), "%s[%d]", path, i);
 			if ((v = yaml_document_get_node(x->doc, items[i])) == NULL)
-				return rl_error(x, n, path, "malformed list");
+				return yu_error(x, n, path, "malformed list");
 		} else {
-			rl_path(ipath, sizeof(ipath), "%s", path);
+			yu_path(ipath, sizeof(ipath), "%s", path);
 			v = n;
 		}
-		if ((t->vals[i] = dup_value(x, v, ipath, &t->lens[i])) == NULL)
+		if ((t->vals[i] = yu_dup(x, v, ipath, RULES_VALUE_MAX, &t->lens[i])) == NULL)
 			return -1;
 		t->nvals++;
 		if (t->op == SOP_CONTAINS && t->lens[i] == 0)
-			return rl_error(x, v, ipath, "must not be empty");
+			return yu_error(x, v, ipath, "must not be empty");
 	}
 	return 0;
 }
 
 /* Compile t's regex (PCRE2, UTF, automatic callouts for the budget). */
 static int
-regex_compile(struct rctx *x, yaml_node_t *n, const char *path,
+regex_compile(struct yu_ctx *x, yaml_node_t *n, const char *path,
     struct strtest *t)
 {
 	const char *s = NULL;
@@ -714,12 +421,12 @@ regex_compile(struct rctx *x, yaml_node_t *n, const char *path,
 	uint32_t opt;
 	int ecode;
 
-	if (get_scalar(x, n, path, &s, &len) == -1)
+	if (yu_scalar(x, n, path, &s, &len) == -1)
 		return -1;
 	if (len == 0)
-		return rl_error(x, n, path, "must not be empty");
+		return yu_error(x, n, path, "must not be empty");
 	if (len > RULES_REGEX_MAX)
-		return rl_error(x, n, path, "longer than %d bytes",
+		return yu_error(x, n, path, "longer than %d bytes",
 		    RULES_REGEX_MAX);
 	opt = PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | PCRE2_NEVER_BACKSLASH_C |
 	    PCRE2_AUTO_CALLOUT | (t->nocase ? PCRE2_CASELESS : 0);
@@ -727,7 +434,7 @@ regex_compile(struct rctx *x, yaml_node_t *n, const char *path,
 	if (t->re == NULL) {
 		if (pcre2_get_error_message(ecode, msg, sizeof(msg)) < 0)
 			snprintf((char *)msg, sizeof(msg), "error %d", ecode);
-		return rl_error(x, n, path, "bad regex at offset %zu: %s",
+		return yu_error(x, n, path, "bad regex at offset %zu: %s",
 		    (size_t)eoff, (char *)msg);
 	}
 	return 0;
@@ -737,13 +444,13 @@ regex_compile(struct rctx *x, yaml_node_t *n, const char *path,
 struct st_state {
 	struct strtest	*t;
 	yaml_node_t	*opnode;
-	char		 oppath[RULES_KEYPATH_MAX];
+	char		 oppath[YU_PATH_MAX];
 	bool		 is_header;
 };
 
 /* Apply one key of a string test (the operator value is read afterwards). */
 static int
-strtest_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+strtest_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct st_state *s = arg;
@@ -754,28 +461,28 @@ strtest_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
 	case SK_CONTAINS:
 	case SK_REGEX:
 		if (s->opnode != NULL)
-			return rl_error(x, v, path,
+			return yu_error(x, v, path,
 			    "only one of equals, contains, regex per test");
 		s->opnode = v;
-		rl_path(s->oppath, sizeof(s->oppath), "%s", path);
+		yu_path(s->oppath, sizeof(s->oppath), "%s", path);
 		s->t->op = key == SK_EQUALS ? SOP_EQUALS :
 		    key == SK_CONTAINS ? SOP_CONTAINS : SOP_REGEX;
 		return 0;
 	case SK_NOCASE:
-		return get_bool(x, v, path, &s->t->nocase);
+		return yu_bool(x, v, path, &s->t->nocase);
 	case SK_NOT:
-		return get_bool(x, v, path, &s->t->neg);
+		return yu_bool(x, v, path, &s->t->neg);
 	case SK_NAME:
 		if (!s->is_header)
-			return rl_error(x, v, path,
+			return yu_error(x, v, path,
 			    "only a header test has a name");
-		if (get_str(x, v, path, s->t->hname, sizeof(s->t->hname),
+		if (yu_str(x, v, path, s->t->hname, sizeof(s->t->hname),
 		    false) == -1)
 			return -1;
 		for (c = s->t->hname; *c != '\0'; c++)
 			if ((unsigned char)*c <= ' ' ||
 			    (unsigned char)*c >= 0x7f || *c == ':')
-				return rl_error(x, v, path,
+				return yu_error(x, v, path,
 				    "not a header field name");
 		return 0;
 	case SK_COUNT:
@@ -786,7 +493,7 @@ strtest_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
 
 /* Parse one string test: {equals|contains|regex: ..., nocase, not[, name]}. */
 static int
-strtest_parse(struct rctx *x, yaml_node_t *n, const char *path, bool is_header,
+strtest_parse(struct yu_ctx *x, yaml_node_t *n, const char *path, bool is_header,
     struct strtest *t)
 {
 	struct st_state s = { .t = t, .is_header = is_header };
@@ -795,17 +502,17 @@ strtest_parse(struct rctx *x, yaml_node_t *n, const char *path, bool is_header,
 	size_t j;
 
 	if (n->type != YAML_MAPPING_NODE)
-		return rl_error(x, n, path, "expected a test such as "
+		return yu_error(x, n, path, "expected a test such as "
 		    "{contains: \"...\"}, {equals: ...} or {regex: ...}");
 	t->op = SOP_EXISTS;
-	if (map_walk(x, n, path, st_keys, SK_COUNT, strtest_key_cb, &s,
+	if (yu_map_walk(x, n, path, st_keys, SK_COUNT, strtest_key_cb, &s,
 	    &seen) == -1)
 		return -1;
 	if (is_header && !(seen & (1u << SK_NAME)))
-		return missing_key(x, n, path, st_keys, 1u << SK_NAME, seen);
+		return yu_missing(x, n, path, st_keys, 1u << SK_NAME, seen);
 	if (s.opnode == NULL) {
 		if (!is_header)
-			return rl_error(x, n, path,
+			return yu_error(x, n, path,
 			    "needs one of equals, contains, regex");
 		return 0;	/* header present */
 	}
@@ -856,23 +563,23 @@ cidr_parse(const char *s, struct cidr *c)
 
 /* Apply one key of a numeric test. */
 static int
-num_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+num_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct matcher *m = arg;
 
 	m->nhas |= 1u << key;
-	return get_num(x, v, path, UINT64_MAX, &m->nv[key]);
+	return yu_num(x, v, path, 0, UINT64_MAX, YU_KMG, &m->nv[key]);
 }
 
 /* Parse the value of matcher kind k into m. */
 static int
-matcher_parse(struct rctx *x, int k, const char *path, yaml_node_t *v,
+matcher_parse(struct yu_ctx *x, int k, const char *path, yaml_node_t *v,
     struct matcher *m)
 {
 	yaml_node_item_t *items = NULL;
 	yaml_node_t *iv;
-	char ipath[RULES_KEYPATH_MAX], buf[INET6_ADDRSTRLEN + 8];
+	char ipath[YU_PATH_MAX], buf[INET6_ADDRSTRLEN + 8];
 	uint32_t seen;
 	int i, count = 1;
 
@@ -881,18 +588,18 @@ matcher_parse(struct rctx *x, int k, const char *path, yaml_node_t *v,
 	case MK_HEADER: case MK_SUBJECT: case MK_BODY: case MK_MAIL_FROM:
 	case MK_RCPT: case MK_HELO: case MK_AUTH_USER: case MK_AUTH_PASS:
 		if (v->type == YAML_SEQUENCE_NODE &&
-		    seq_items(x, v, path, RULES_LIST_MAX, &items, &count) == -1)
+		    yu_seq_items(x, v, path, RULES_LIST_MAX, &items, &count) == -1)
 			return -1;
 		if ((m->st = calloc((size_t)count, sizeof(*m->st))) == NULL)
-			return rl_error(x, v, path, "out of memory");
+			return yu_error(x, v, path, "out of memory");
 		for (i = 0; i < count; i++) {
 			iv = v;
-			rl_path(ipath, sizeof(ipath), "%s", path);
+			yu_path(ipath, sizeof(ipath), "%s", path);
 			if (items != NULL) {
-				rl_path(ipath, sizeof(ipath), "%s[%d]", path, i);
+				yu_path(ipath, sizeof(ipath), "%s[%d]", path, i);
 				if ((iv = yaml_document_get_node(x->doc,
 				    items[i])) == NULL)
-					return rl_error(x, v, path,
+					return yu_error(x, v, path,
 					    "malformed list");
 			}
 			m->nst++;
@@ -905,35 +612,35 @@ matcher_parse(struct rctx *x, int k, const char *path, yaml_node_t *v,
 	case MK_SIZE:
 		if (v->type == YAML_SCALAR_NODE) {	/* shorthand for eq */
 			m->nhas = 1u << NOP_EQ;
-			return get_num(x, v, path, UINT64_MAX, &m->nv[NOP_EQ]);
+			return yu_num(x, v, path, 0, UINT64_MAX, YU_KMG, &m->nv[NOP_EQ]);
 		}
-		if (map_walk(x, v, path, nop_names, NOP_COUNT, num_key_cb, m,
+		if (yu_map_walk(x, v, path, nop_names, NOP_COUNT, num_key_cb, m,
 		    &seen) == -1)
 			return -1;
 		if (seen == 0)
-			return rl_error(x, v, path,
+			return yu_error(x, v, path,
 			    "needs one of lt, le, gt, ge, eq");
 		return 0;
 	case MK_CLIENT:
 		if (v->type == YAML_SEQUENCE_NODE &&
-		    seq_items(x, v, path, RULES_LIST_MAX, &items, &count) == -1)
+		    yu_seq_items(x, v, path, RULES_LIST_MAX, &items, &count) == -1)
 			return -1;
 		if ((m->cidrs = calloc((size_t)count, sizeof(*m->cidrs))) == NULL)
-			return rl_error(x, v, path, "out of memory");
+			return yu_error(x, v, path, "out of memory");
 		for (i = 0; i < count; i++) {
 			iv = v;
-			rl_path(ipath, sizeof(ipath), "%s", path);
+			yu_path(ipath, sizeof(ipath), "%s", path);
 			if (items != NULL) {
-				rl_path(ipath, sizeof(ipath), "%s[%d]", path, i);
+				yu_path(ipath, sizeof(ipath), "%s[%d]", path, i);
 				if ((iv = yaml_document_get_node(x->doc,
 				    items[i])) == NULL)
-					return rl_error(x, v, path,
+					return yu_error(x, v, path,
 					    "malformed list");
 			}
-			if (get_str(x, iv, ipath, buf, sizeof(buf), false) == -1)
+			if (yu_str(x, iv, ipath, buf, sizeof(buf), false) == -1)
 				return -1;
 			if (cidr_parse(buf, &m->cidrs[i]) == -1)
-				return rl_error(x, iv, ipath,
+				return yu_error(x, iv, ipath,
 				    "expected an address or CIDR such as "
 				    "192.0.2.0/24 or 2001:db8::/32, got \"%s\"",
 				    buf);
@@ -941,22 +648,22 @@ matcher_parse(struct rctx *x, int k, const char *path, yaml_node_t *v,
 		}
 		return 0;
 	case MK_TLS:
-		return get_bool(x, v, path, &m->b);
+		return yu_bool(x, v, path, &m->b);
 	case MK_MENTIONS:
 		if (v->type == YAML_SEQUENCE_NODE)
-			return rl_error(x, v, path,
+			return yu_error(x, v, path,
 			    "expected true, false or {in: [...]}");
 		if (v->type != YAML_MAPPING_NODE)
-			return get_bool(x, v, path, &m->b);
+			return yu_bool(x, v, path, &m->b);
 		m->b = true;
-		if (map_walk(x, v, path, mo_keys, MO_COUNT, mo_key_cb, m,
+		if (yu_map_walk(x, v, path, mo_keys, MO_COUNT, mo_key_cb, m,
 		    &seen) == -1)
 			return -1;
-		return missing_key(x, v, path, mo_keys, 1u << MO_IN, seen);
+		return yu_missing(x, v, path, mo_keys, 1u << MO_IN, seen);
 	case MK_COUNT:
 		break;
 	}
-	return rl_error(x, v, path, "unknown matcher");
+	return yu_error(x, v, path, "unknown matcher");
 }
 
 /*
@@ -965,13 +672,13 @@ matcher_parse(struct rctx *x, int k, const char *path, yaml_node_t *v,
  * when it is a trace field: the operator said so.
  */
 static int
-place_parse(struct rctx *x, yaml_node_t *n, const char *path, struct place *p)
+place_parse(struct yu_ctx *x, yaml_node_t *n, const char *path, struct place *p)
 {
 	char buf[8 + MIME_NAME_MAX + 1], esc[64];
 	const char *c;
 	size_t len;
 
-	if (get_str(x, n, path, buf, sizeof(buf), false) == -1)
+	if (yu_str(x, n, path, buf, sizeof(buf), false) == -1)
 		return -1;
 	if (strcmp(buf, "subject") == 0)
 		p->kind = PL_SUBJECT;
@@ -992,13 +699,13 @@ place_parse(struct rctx *x, yaml_node_t *n, const char *path, struct place *p)
 			    (unsigned char)*c >= 0x7f || *c == ':' || *c == '*')
 				break;
 		if (len == 0 || c != buf + 7 + len || len >= sizeof(p->name))
-			return rl_error(x, n, path, "not a header field name "
+			return yu_error(x, n, path, "not a header field name "
 			    "(header:NAME, or header:PREFIX* for a prefix)");
 		memcpy(p->name, buf + 7, len);
 		p->name[len] = '\0';
 		p->namelen = len;
 	} else
-		return rl_error(x, n, path, "unknown place \"%s\" (expected "
+		return yu_error(x, n, path, "unknown place \"%s\" (expected "
 		    "subject, body, headers or header:NAME)",
 		    log_escape(esc, sizeof(esc), buf, strlen(buf)));
 	return 0;
@@ -1006,30 +713,30 @@ place_parse(struct rctx *x, yaml_node_t *n, const char *path, struct place *p)
 
 /* Apply one key of mentions_own_address: {in: [...], not: bool}. */
 static int
-mo_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+mo_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct matcher *m = arg;
 	yaml_node_item_t *items;
 	yaml_node_t *iv;
-	char ipath[RULES_KEYPATH_MAX];
+	char ipath[YU_PATH_MAX];
 	bool neg;
 	int i, count;
 
 	if (key == MO_NOT) {
-		if (get_bool(x, v, path, &neg) == -1)
+		if (yu_bool(x, v, path, &neg) == -1)
 			return -1;
 		m->b = !neg;
 		return 0;
 	}
-	if (seq_items(x, v, path, RULES_LIST_MAX, &items, &count) == -1)
+	if (yu_seq_items(x, v, path, RULES_LIST_MAX, &items, &count) == -1)
 		return -1;
 	if ((m->places = calloc((size_t)count, sizeof(*m->places))) == NULL)
-		return rl_error(x, v, path, "out of memory");
+		return yu_error(x, v, path, "out of memory");
 	for (i = 0; i < count; i++) {
-		rl_path(ipath, sizeof(ipath), "%s[%d]", path, i);
+		yu_path(ipath, sizeof(ipath), "%s[%d]", path, i);
 		if ((iv = yaml_document_get_node(x->doc, items[i])) == NULL)
-			return rl_error(x, v, path, "malformed list");
+			return yu_error(x, v, path, "malformed list");
 		if (place_parse(x, iv, ipath, &m->places[i]) == -1)
 			return -1;
 		m->nplaces++;
@@ -1085,22 +792,22 @@ struct cond_state {
 
 /* Parse one matcher of a condition. */
 static int
-cond_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+cond_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct cond_state *s = arg;
 
 	if (((1u << key) & MK_MSG_MASK) && s->stage != RULES_STAGE_DATA)
-		return rl_error(x, v, path, "only at stage data");
+		return yu_error(x, v, path, "only at stage data");
 	if (((1u << key) & MK_TXN_MASK) && s->stage != RULES_STAGE_DATA &&
 	    s->stage != RULES_STAGE_RSET)
-		return rl_error(x, v, path, "only at stage data or rset");
+		return yu_error(x, v, path, "only at stage data or rset");
 	return matcher_parse(x, key, path, v, &s->c->m[s->c->nm++]);
 }
 
 /* Apply one key of actions.reply. */
 static int
-reply_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+reply_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct rule *r = arg;
@@ -1108,28 +815,28 @@ reply_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
 	const char *c;
 
 	if (key == PK_CODE) {
-		if (get_num(x, v, path, 599, &code) == -1)
+		if (yu_num(x, v, path, 0, 599, YU_KMG, &code) == -1)
 			return -1;
 		if (code < 200)
-			return rl_error(x, v, path,
+			return yu_error(x, v, path,
 			    "an SMTP reply code is 200..599");
 		r->reply_code = (int)code;
 		return 0;
 	}
-	if (get_str(x, v, path, r->reply_text, sizeof(r->reply_text),
+	if (yu_str(x, v, path, r->reply_text, sizeof(r->reply_text),
 	    true) == -1)
 		return -1;
 	/* The text goes on the wire after the code: printable ASCII only. */
 	for (c = r->reply_text; *c != '\0'; c++)
 		if ((unsigned char)*c < ' ' || (unsigned char)*c > '~')
-			return rl_error(x, v, path,
+			return yu_error(x, v, path,
 			    "only printable ASCII (no line breaks)");
 	return 0;
 }
 
 /* Apply one key of actions. */
 static int
-actions_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+actions_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct rule *r = arg;
@@ -1138,32 +845,32 @@ actions_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
 
 	switch ((enum act_key)key) {
 	case AK_RELAY:
-		if (get_bool(x, v, path, &r->relay) == -1)
+		if (yu_bool(x, v, path, &r->relay) == -1)
 			return -1;
 		if (r->relay && r->stage != RULES_STAGE_DATA)
-			return rl_error(x, v, path,
+			return yu_error(x, v, path,
 			    "relay needs a message: only at stage data");
 		return 0;
 	case AK_REPLY:
-		if (map_walk(x, v, path, reply_keys, PK_COUNT, reply_key_cb, r,
+		if (yu_map_walk(x, v, path, reply_keys, PK_COUNT, reply_key_cb, r,
 		    &seen) == -1)
 			return -1;
-		return missing_key(x, v, path, reply_keys, 1u << PK_CODE, seen);
+		return yu_missing(x, v, path, reply_keys, 1u << PK_CODE, seen);
 	case AK_TAG:
-		if (get_str(x, v, path, r->tag, sizeof(r->tag), false) == -1)
+		if (yu_str(x, v, path, r->tag, sizeof(r->tag), false) == -1)
 			return -1;
 		/* A tag may name a folder: keep it a plain file name. */
 		for (c = r->tag; *c != '\0'; c++)
 			if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' &&
 			    *c <= 'Z') || (*c >= '0' && *c <= '9') ||
 			    *c == '-' || *c == '_' || *c == '.'))
-				return rl_error(x, v, path,
+				return yu_error(x, v, path,
 				    "only letters, digits, '-', '_' and '.'");
 		if (r->tag[0] == '.')
-			return rl_error(x, v, path, "must not start with '.'");
+			return yu_error(x, v, path, "must not start with '.'");
 		return 0;
 	case AK_PUBLISH:
-		return get_bool(x, v, path, &r->publish);
+		return yu_bool(x, v, path, &r->publish);
 	case AK_COUNT:
 		break;
 	}
@@ -1172,14 +879,14 @@ actions_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
 
 /* Apply one key of a rule. */
 static int
-rule_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+rule_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct rule *r = arg;
 	struct cond_state cs;
 	yaml_node_item_t *items;
 	yaml_node_t *iv;
-	char ipath[RULES_KEYPATH_MAX], esc[48];
+	char ipath[YU_PATH_MAX], esc[48];
 	const char *s = NULL;
 	size_t len = 0;
 	uint64_t prio;
@@ -1188,22 +895,22 @@ rule_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
 
 	switch ((enum rule_key)key) {
 	case RK_NAME:
-		if (get_str(x, v, path, r->name, sizeof(r->name), false) == -1)
+		if (yu_str(x, v, path, r->name, sizeof(r->name), false) == -1)
 			return -1;
 		for (s = r->name; *s != '\0'; s++)
 			if ((unsigned char)*s < ' ' || (unsigned char)*s == 0x7f)
-				return rl_error(x, v, path,
+				return yu_error(x, v, path,
 				    "contains a control character");
 		return 0;
 	case RK_PRIORITY:
-		if (get_num(x, v, path, RULES_PRIO_MAX, &prio) == -1)
+		if (yu_num(x, v, path, 0, RULES_PRIO_MAX, YU_KMG, &prio) == -1)
 			return -1;
 		r->prio = (int)prio;
 		return 0;
 	case RK_ENABLED:
-		return get_bool(x, v, path, &r->enabled);
+		return yu_bool(x, v, path, &r->enabled);
 	case RK_STAGE:
-		if (get_scalar(x, v, path, &s, &len) == -1)
+		if (yu_scalar(x, v, path, &s, &len) == -1)
 			return -1;
 		for (i = 0; i < 4; i++)
 			if (strlen(stage_names[i]) == len &&
@@ -1211,36 +918,36 @@ rule_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
 				r->stage = (enum rules_stage)i;
 				return 0;
 			}
-		return rl_error(x, v, path,
+		return yu_error(x, v, path,
 		    "expected one of ehlo, auth, rset, data, got \"%s\"",
 		    log_escape(esc, sizeof(esc), s, len));
 	case RK_CONDITIONS:
-		if (seq_items(x, v, path, RULES_LIST_MAX, &items, &count) == -1)
+		if (yu_seq_items(x, v, path, RULES_LIST_MAX, &items, &count) == -1)
 			return -1;
 		if ((r->c = calloc((size_t)count, sizeof(*r->c))) == NULL)
-			return rl_error(x, v, path, "out of memory");
+			return yu_error(x, v, path, "out of memory");
 		for (i = 0; i < count; i++) {
-			rl_path(ipath, sizeof(ipath), "%s[%d]", path, i);
+			yu_path(ipath, sizeof(ipath), "%s[%d]", path, i);
 			if ((iv = yaml_document_get_node(x->doc, items[i])) ==
 			    NULL)
-				return rl_error(x, v, path, "malformed list");
+				return yu_error(x, v, path, "malformed list");
 			r->nc++;
 			if ((r->c[i].m = calloc(MK_COUNT,
 			    sizeof(*r->c[i].m))) == NULL)
-				return rl_error(x, v, path, "out of memory");
+				return yu_error(x, v, path, "out of memory");
 			cs.c = &r->c[i];
 			cs.stage = r->stage;
-			if (map_walk(x, iv, ipath, mkind_names, MK_COUNT,
+			if (yu_map_walk(x, iv, ipath, mkind_names, MK_COUNT,
 			    cond_key_cb, &cs, &seen) == -1)
 				return -1;
 			if (seen == 0)
-				return rl_error(x, iv, ipath,
+				return yu_error(x, iv, ipath,
 				    "a condition needs at least one matcher");
 			cond_order(&r->c[i]);
 		}
 		return 0;
 	case RK_ACTIONS:
-		return map_walk(x, v, path, act_keys, AK_COUNT, actions_key_cb,
+		return yu_map_walk(x, v, path, act_keys, AK_COUNT, actions_key_cb,
 		    r, &seen);
 	case RK_COUNT:
 		break;
@@ -1253,18 +960,18 @@ rule_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
  * which matchers and actions are allowed depends on it.
  */
 static int
-rule_parse(struct rctx *x, yaml_node_t *n, const char *path, struct rule *r)
+rule_parse(struct yu_ctx *x, yaml_node_t *n, const char *path, struct rule *r)
 {
 	yaml_node_pair_t *p;
 	yaml_node_t *k, *v;
-	char spath[RULES_KEYPATH_MAX];
+	char spath[YU_PATH_MAX];
 	uint32_t seen;
 
 	r->enabled = true;
 	r->publish = true;
 	r->prio = 100;
 	if (n->type != YAML_MAPPING_NODE)
-		return rl_error(x, n, path, "expected a rule (a mapping)");
+		return yu_error(x, n, path, "expected a rule (a mapping)");
 	for (p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
 	    p++) {
 		k = yaml_document_get_node(x->doc, p->key);
@@ -1272,47 +979,47 @@ rule_parse(struct rctx *x, yaml_node_t *n, const char *path, struct rule *r)
 		if (k != NULL && v != NULL && k->type == YAML_SCALAR_NODE &&
 		    k->data.scalar.length == 5 &&
 		    memcmp(k->data.scalar.value, "stage", 5) == 0) {
-			rl_path(spath, sizeof(spath), "%s.stage", path);
+			yu_path(spath, sizeof(spath), "%s.stage", path);
 			if (rule_key_cb(x, RK_STAGE, spath, v, r) == -1)
 				return -1;
 		}
 	}
-	if (map_walk(x, n, path, rule_keys, RK_COUNT, rule_key_cb, r,
+	if (yu_map_walk(x, n, path, rule_keys, RK_COUNT, rule_key_cb, r,
 	    &seen) == -1)
 		return -1;
-	return missing_key(x, n, path, rule_keys, RULE_REQUIRED, seen);
+	return yu_missing(x, n, path, rule_keys, RULE_REQUIRED, seen);
 }
 
 /* Apply the top-level key: the list of rules. */
 static int
-top_key_cb(struct rctx *x, int key, const char *path, yaml_node_t *v,
+top_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct rules *rs = arg;
 	yaml_node_item_t *items;
 	yaml_node_t *iv;
-	char ipath[RULES_KEYPATH_MAX];
+	char ipath[YU_PATH_MAX];
 	int i, j, count;
 
 	if ((v->type == YAML_SCALAR_NODE && v->data.scalar.length == 0) ||
 	    (v->type == YAML_SEQUENCE_NODE && v->data.sequence.items.top ==
 	    v->data.sequence.items.start))
 		return 0;	/* "rules:" or "rules: []": no rules */
-	if (seq_items(x, v, path, RULES_MAX, &items, &count) == -1)
+	if (yu_seq_items(x, v, path, RULES_MAX, &items, &count) == -1)
 		return -1;
 	if ((rs->r = calloc((size_t)count, sizeof(*rs->r))) == NULL)
-		return rl_error(x, v, path, "out of memory");
+		return yu_error(x, v, path, "out of memory");
 	for (i = 0; i < count; i++) {
-		rl_path(ipath, sizeof(ipath), "%s[%d]", path, i);
+		yu_path(ipath, sizeof(ipath), "%s[%d]", path, i);
 		if ((iv = yaml_document_get_node(x->doc, items[i])) == NULL)
-			return rl_error(x, v, path, "malformed list");
+			return yu_error(x, v, path, "malformed list");
 		rs->n++;
 		rs->r[i].order = i;
 		if (rule_parse(x, iv, ipath, &rs->r[i]) == -1)
 			return -1;
 		for (j = 0; j < i; j++)
 			if (strcmp(rs->r[j].name, rs->r[i].name) == 0)
-				return rl_error(x, iv, ipath,
+				return yu_error(x, iv, ipath,
 				    "duplicate rule name \"%s\"", rs->r[i].name);
 	}
 	return 0;
@@ -1334,13 +1041,13 @@ struct rules *
 rules_load_buf(const char *name, const char *buf, size_t len, char *err,
     size_t errlen)
 {
-	struct rctx x = { .name = name, .err = err, .errlen = errlen };
+	struct yu_ctx x = { .name = name, .err = err, .errlen = errlen };
 	yaml_parser_t parser;
-	yaml_document_t doc, extra;
+	yaml_document_t doc;
 	yaml_node_t *root;
 	struct rules *rs;
 	uint32_t seen;
-	int rc = -1;
+	int r, rc = -1;
 
 	if (errlen > 0)
 		err[0] = '\0';
@@ -1348,9 +1055,9 @@ rules_load_buf(const char *name, const char *buf, size_t len, char *err,
 		snprintf(err, errlen, "%s: out of memory", name);
 		return NULL;
 	}
-	if (len > RULES_FILE_MAX) {
+	if (len > YU_FILE_MAX) {
 		snprintf(err, errlen, "%s: larger than %d bytes", name,
-		    RULES_FILE_MAX);
+		    YU_FILE_MAX);
 		free(rs);
 		return NULL;
 	}
@@ -1359,41 +1066,17 @@ rules_load_buf(const char *name, const char *buf, size_t len, char *err,
 		free(rs);
 		return NULL;
 	}
-	yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
-	if (!yaml_parser_load(&parser, &doc)) {
-		snprintf(err, errlen, "%s:%zu: yaml: %s%s%s", name,
-		    (size_t)parser.problem_mark.line + 1,
-		    parser.problem ? parser.problem : "syntax error",
-		    parser.context ? " " : "",
-		    parser.context ? parser.context : "");
-		yaml_parser_delete(&parser);
-		free(rs);
-		return NULL;
-	}
 	x.doc = &doc;
-	if ((root = yaml_document_get_root_node(&doc)) == NULL) {
-		rc = 0;		/* an empty file: no rules */
-		goto done;
+	if ((r = yu_doc_load(&x, &parser, &doc, buf, len)) != 1) {
+		rc = r;		/* 0: an empty file, no rules */
+		goto out;
 	}
-	/* A second document would be silently ignored: refuse it. */
-	if (!yaml_parser_load(&parser, &extra)) {
-		snprintf(err, errlen, "%s:%zu: yaml: %s", name,
-		    (size_t)parser.problem_mark.line + 1,
-		    parser.problem ? parser.problem : "syntax error");
-		goto done;
-	}
-	if (yaml_document_get_root_node(&extra) != NULL) {
-		rl_error(&x, yaml_document_get_root_node(&extra), NULL,
-		    "more than one YAML document");
-		yaml_document_delete(&extra);
-		goto done;
-	}
-	yaml_document_delete(&extra);
+	root = yaml_document_get_root_node(&doc);
 	if (root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0) {
 		rc = 0;
 		goto done;
 	}
-	if (map_walk(&x, root, "", top_keys, TK_COUNT, top_key_cb, rs,
+	if (yu_map_walk(&x, root, "", top_keys, TK_COUNT, top_key_cb, rs,
 	    &seen) == -1)
 		goto done;
 	if (rs->n > 1)
@@ -1401,6 +1084,7 @@ rules_load_buf(const char *name, const char *buf, size_t len, char *err,
 	rc = 0;
 done:
 	yaml_document_delete(&doc);
+out:
 	yaml_parser_delete(&parser);
 	if (rc == -1) {
 		if (errlen > 0 && err[0] == '\0')
@@ -1411,58 +1095,6 @@ done:
 	return rs;
 }
 
-/* Read a whole (small) file into a malloc'ed buffer. */
-static int
-read_file(const char *path, char **bufp, size_t *lenp, char *err,
-    size_t errlen)
-{
-	struct stat st;
-	char *buf = NULL;
-	size_t len = 0;
-	ssize_t n;
-	int fd;
-
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		snprintf(err, errlen, "%s: cannot open: %s", path,
-		    strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "%s: not a regular file", path);
-		goto fail;
-	}
-	if ((buf = malloc(RULES_FILE_MAX + 1)) == NULL) {
-		snprintf(err, errlen, "%s: out of memory", path);
-		goto fail;
-	}
-	for (;;) {
-		n = read(fd, buf + len, RULES_FILE_MAX + 1 - len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1) {
-			snprintf(err, errlen, "%s: cannot read: %s", path,
-			    strerror(errno));
-			goto fail;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-		if (len > RULES_FILE_MAX) {
-			snprintf(err, errlen, "%s: larger than %d bytes", path,
-			    RULES_FILE_MAX);
-			goto fail;
-		}
-	}
-	close(fd);
-	*bufp = buf;
-	*lenp = len;
-	return 0;
-fail:
-	free(buf);
-	close(fd);
-	return -1;
-}
-
 /* Load a rules file (see rules.h). */
 struct rules *
 rules_load(const char *path, char *err, size_t errlen)
@@ -1471,7 +1103,7 @@ rules_load(const char *path, char *err, size_t errlen)
 	char *buf;
 	size_t len;
 
-	if (read_file(path, &buf, &len, err, errlen) == -1)
+	if (yu_read_file(path, &buf, &len, err, errlen) == -1)
 		return NULL;
 	rs = rules_load_buf(path, buf, len, err, errlen);
 	free(buf);
