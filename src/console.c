@@ -23,7 +23,6 @@
 #include "log.h"
 #include "relay.h"
 #include "relay_caps.h"
-#include "relay_json.h"
 #include "rules.h"
 
 #define CONSOLE_PAGE		20

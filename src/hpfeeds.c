@@ -46,6 +46,7 @@
 #include "config.h"
 #include "hpfeeds.h"
 #include "hpfeeds_wire.h"
+#include "json.h"
 #include "log.h"
 #include "util.h"
 
@@ -1330,7 +1331,7 @@ hpf_record_private(const char *line, size_t len)
 	const char *v;
 	size_t vl;
 
-	return hpf_json_object(line, len) && hpf_json_find(line, len, "publish", &v, &vl) &&
+	return json_is_object(line, len) && json_get(line, len, "publish", &v, &vl) == 0 &&
 	    vl == 5 && memcmp(v, "false", 5) == 0;
 }
 
@@ -1451,7 +1452,7 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 	h->pl_off = UINT64_MAX;
 	if (c->src == HPF_SRC_EVENTS) {
 		/* An event is published as it was logged: one JSON object. */
-		if (!hpf_json_object(line, len) || len > c->limit) {
+		if (!json_is_object(line, len) || len > c->limit) {
 			log_warn("hpfeeds: event at offset %llu of %s is %s; not published",
 			    (unsigned long long)(end_off - len - 1), h->srcs[c->src].path,
 			    len > c->limit ? "too large" : "not a JSON object");
@@ -1469,7 +1470,7 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 		ent->key = fnv64(line, len);
 		return 0;
 	}
-	if (!hpf_json_object(line, len) || !hpf_json_find(line, len, "sha256", &v, &vl) ||
+	if (!json_is_object(line, len) || json_get(line, len, "sha256", &v, &vl) == -1 ||
 	    vl != 66 || !hpf_is_sha256_hex(v + 1, 64)) {
 		log_warn("hpfeeds: journal line at offset %llu is not a reception "
 		    "record: \"%s\"; not published", (unsigned long long)(end_off - len - 1),
@@ -1532,7 +1533,7 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 	if (h->feed.metadata) {
 		jb_obj_open(&meta);
 		for (i = 0; i < sizeof(meta_keys) / sizeof(meta_keys[0]); i++) {
-			if (hpf_json_find(line, len, meta_keys[i], &v, &vl)) {
+			if (json_get(line, len, meta_keys[i], &v, &vl) == 0) {
 				jb_key(&meta, meta_keys[i]);
 				jb_raw(&meta, v, vl);
 			}
@@ -2456,7 +2457,7 @@ sub_print(struct hpf *h, const struct hpf_frame *f)
 {
 	struct jbuf jb;
 	const char *p = (const char *)f->data, *e = p + f->datalen, *q;
-	bool obj = hpf_json_object(p, f->datalen);
+	bool obj = json_is_object(p, f->datalen);
 
 	jb_init(&jb);
 	jb_obj_open(&jb);
