@@ -18,6 +18,26 @@ static const char	*jr_value_end(const char *, const char *, int);
 static int		 jr_next(const char *, size_t, size_t *, char, char,
 			    const char **, size_t *, const char **, size_t *);
 
+/* Bytes that stand for themselves in a string: printable ASCII but '"' and '\\'. */
+static const unsigned char jr_plain[256] = {
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
 /* Skip JSON whitespace. */
 static const char *
 jr_ws(const char *p, const char *e)
@@ -88,11 +108,11 @@ jr_str_end(const char *p, const char *e)
 	if (p >= e || *p != '"')
 		return NULL;
 	for (p++; p < e;) {
-		c = (unsigned char)*p;
-		if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+		while (p < e && jr_plain[(unsigned char)*p])
 			p++;
-			continue;
-		}
+		if (p >= e)
+			return NULL;
+		c = (unsigned char)*p;
 		if (c == '"')
 			return p + 1;
 		if (c < 0x20)
@@ -321,12 +341,20 @@ json_bytes(const char *val, size_t vlen, void *outv, size_t outlen)
 	size_t o = 0, n;
 	uint32_t cp;
 
-	if (vlen < 2 || vlen - 2 > LONG_MAX || jr_str_end(p, e) != e)
+	/* One pass that validates as it decodes (as jr_str_end() would). */
+	if (vlen < 2 || vlen - 2 > LONG_MAX || *p != '"' || e[-1] != '"')
 		return -1;
-	/* Validated: escapes well formed, no lone surrogate, UTF-8 valid. */
 	for (p++, e--; p < e;) {
-		for (run = p; p < e && *p != '\\'; p++)
-			;
+		/* A run of bytes that stand for themselves, UTF-8 included. */
+		for (run = p;;) {
+			while (p < e && jr_plain[(unsigned char)*p])
+				p++;
+			if (p >= e || (unsigned char)*p < 0x80)
+				break;
+			if ((n = utf8_decode(p, (size_t)(e - p), &cp)) == 0)
+				return -1;
+			p += n;
+		}
 		if (p > run) {
 			if ((size_t)(p - run) > outlen - o)
 				return -1;
@@ -334,19 +362,22 @@ json_bytes(const char *val, size_t vlen, void *outv, size_t outlen)
 			o += (size_t)(p - run);
 			continue;
 		}
-		p++;		/* the escape's letter */
+		/* A '"' inside, a control byte, or bad UTF-8 (above). */
+		if (*p != '\\' || ++p >= e)
+			return -1;
 		if (*p == 'u') {
 			if ((p = jr_esc_u(p, e, &cp)) == NULL ||
 			    (n = utf8_encode(cp, tmp)) == 0)
 				return -1;
 		} else {
 			switch (*p) {
+			case '"': case '\\': case '/': tmp[0] = (unsigned char)*p; break;
 			case 'b': tmp[0] = '\b'; break;
 			case 'f': tmp[0] = '\f'; break;
 			case 'n': tmp[0] = '\n'; break;
 			case 'r': tmp[0] = '\r'; break;
 			case 't': tmp[0] = '\t'; break;
-			default: tmp[0] = (unsigned char)*p; break;	/* " \ / */
+			default: return -1;
 			}
 			n = 1;
 			p++;
