@@ -397,7 +397,8 @@ yu_read_file(const char *path, char **bufp, size_t *lenp, char *err,
 	ssize_t n;
 	int fd;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+	/* O_NONBLOCK: a FIFO in the file's place is refused below, not waited on. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) == -1) {
 		snprintf(err, errlen, "%s: cannot open: %s", path,
 		    strerror(errno));
 		return -1;
