@@ -16,6 +16,7 @@
 #include "hpfeeds_wire.h"
 #include "json.h"
 #include "log.h"
+#include "utf8.h"
 #include "util.h"
 
 static void	 wire_err(char *err, size_t errlen, const char *fmt, ...)
@@ -366,7 +367,7 @@ hpf_payload_build(struct jbuf *jb, const char *sha256hex, const void *body,
 {
 	const unsigned char *b = body;
 	char *b64 = NULL;
-	size_t b64len = 0, n, iter, back, lo, hi, lo_len, hi_len, g;
+	size_t b64len = 0, n, iter, lo, hi, lo_len, hi_len, g;
 	bool full = (uint64_t)bodylen == size, with_raw;
 	int rc = -1;
 
@@ -437,9 +438,7 @@ hpf_payload_build(struct jbuf *jb, const char *sha256hex, const void *body,
 			}
 		}
 		/* Cut at a UTF-8 boundary: do not split a multi-byte sequence. */
-		n = lo;
-		for (back = 0; n > 0 && back < 3 && (b[n] & 0xc0) == 0x80; back++)
-			n--;
+		n = utf8_prefix(b, bodylen, lo);
 		if (payload_try(jb, sha256hex, b, n, true, size, b64, b64len,
 		    meta, metalen) == -1)
 			goto out;

@@ -100,12 +100,13 @@ size_t
 utf8_prefix(const void *sv, size_t len, size_t max)
 {
 	const unsigned char *s = sv;
-	size_t n = len;
+	size_t n = len, back;
 
 	if (n > max) {
-		/* Back off over at most three continuation bytes. */
+		/* s[max] is the first byte left out: back off over at most three
+		 * continuation bytes, to the start of its sequence. */
 		n = max;
-		while (n > max - 3 && (s[n] & 0xc0) == 0x80)
+		for (back = 0; n > 0 && back < 3 && (s[n] & 0xc0) == 0x80; back++)
 			n--;
 	}
 	return n;

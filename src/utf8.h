@@ -25,8 +25,8 @@ bool	utf8_valid(const void *s, size_t len);
  */
 size_t	utf8_encode(uint32_t cp, unsigned char *out);
 /*
- * The length to cut s[0..len) to so that it is at most max bytes (max >= 3)
- * without splitting a sequence in two: len itself when it fits.
+ * The length to cut s[0..len) to so that it is at most max bytes without
+ * splitting a sequence in two: len itself when it fits.
  */
 size_t	utf8_prefix(const void *s, size_t len, size_t max);
 

@@ -18,6 +18,10 @@
 #include "util.h"
 #include "yaml_util.h"
 
+static void	 yu_verror(struct yu_ctx *, size_t, const char *, const char *,
+		    va_list) __attribute__((format(printf, 4, 0)));
+static void	 name_list(char *, size_t, const char *const *, int);
+
 /* Fill err with "FILE:LINE: KEY: message" (line 0 or empty key omitted). */
 static void
 yu_verror(struct yu_ctx *x, size_t line, const char *path, const char *fmt,

@@ -195,6 +195,11 @@ test_prefix(void **state)
 	assert_int_equal(utf8_prefix(s, 7, 4), 2);	/* not inside the euro */
 	assert_int_equal(utf8_prefix(s, 7, 3), 2);
 	assert_true(utf8_valid(s, utf8_prefix(s, 7, 4)));
+	/* Below three bytes too: the euro first, then nothing before it. */
+	assert_int_equal(utf8_prefix("\xe2\x82\xac", 3, 2), 0);
+	assert_int_equal(utf8_prefix("\xe2\x82\xac", 3, 1), 0);
+	assert_int_equal(utf8_prefix("\xe2\x82\xac", 3, 0), 0);
+	assert_int_equal(utf8_prefix("a\xc3\xa9", 3, 2), 1);
 }
 
 int
