@@ -33,36 +33,36 @@ static int	 feed_channels(struct yu_ctx *, yaml_node_t *, const char *,
 		    struct cfg_feed *);
 static int	 feed_parse(struct yu_ctx *, yaml_node_t *, const char *,
 		    struct cfg_feed *);
-static int	 listener_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
-		    void *);
+static int	 listener_key_cb(struct yu_ctx *, int, const char *,
+		    yaml_node_t *, void *);
 static int	 listeners_parse(struct yu_ctx *, yaml_node_t *, const char *,
 		    struct cfg *, size_t *);
 static int	 tls_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-static int	 sandbox_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
-		    void *);
+static int	 sandbox_key_cb(struct yu_ctx *, int, const char *,
+		    yaml_node_t *, void *);
 static int	 spool_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
 static int	 client_lookup_key_cb(struct yu_ctx *, int, const char *,
 		    yaml_node_t *, void *);
 static int	 auth_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-static int	 limits_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
-		    void *);
+static int	 limits_key_cb(struct yu_ctx *, int, const char *,
+		    yaml_node_t *, void *);
 static int	 main_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
 static int	 get_list(struct yu_ctx *, yaml_node_t *, const char *,
 		    char (*)[CFG_RELAY_ENTRY_MAX], int *, bool);
-static int	 get_hostport(struct yu_ctx *, yaml_node_t *, const char *, char *,
-		    size_t, bool);
+static int	 get_hostport(struct yu_ctx *, yaml_node_t *, const char *,
+		    char *, size_t, bool);
 static int	 relay_caps_key_cb(struct yu_ctx *, int, const char *,
 		    yaml_node_t *, void *);
 static int	 relay_timeouts_key_cb(struct yu_ctx *, int, const char *,
 		    yaml_node_t *, void *);
 static int	 relay_test_key_cb(struct yu_ctx *, int, const char *,
 		    yaml_node_t *, void *);
-static int	 relay_own_addresses(struct yu_ctx *, yaml_node_t *, const char *,
-		    struct cfg_relay *);
+static int	 relay_own_addresses(struct yu_ctx *, yaml_node_t *,
+		    const char *, struct cfg_relay *);
 static int	 relay_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
 static const char *default_listener_name(int, enum tls_mode);
@@ -439,11 +439,14 @@ spool_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 	case SK_MAILDIR:
 		return yu_str(x, v, path, c->maildir, sizeof(c->maildir), true);
 	case SK_MIN_FREE:
-		return yu_num(x, v, path, 0, UINT64_MAX, YU_KMG | YU_BYTES, &c->spool_min_free);
+		return yu_num(x, v, path, 0, UINT64_MAX, YU_KMG | YU_BYTES,
+		    &c->spool_min_free);
 	case SK_MAX_BYTES:
-		return yu_num(x, v, path, 0, UINT64_MAX, YU_KMG | YU_BYTES, &c->spool_max_bytes);
+		return yu_num(x, v, path, 0, UINT64_MAX, YU_KMG | YU_BYTES,
+		    &c->spool_max_bytes);
 	case SK_JOURNAL_SEGMENT:
-		if (yu_num(x, v, path, 0, UINT64_MAX, YU_KMG | YU_BYTES, &c->journal_segment) == -1)
+		if (yu_num(x, v, path, 0, UINT64_MAX, YU_KMG | YU_BYTES,
+		    &c->journal_segment) == -1)
 			return -1;
 		if (c->journal_segment != 0 && c->journal_segment < SPOOL_JOURNAL_SEG_MIN)
 			return yu_error(x, v, path, "at least 4K (or 0: one journal file)");
@@ -528,12 +531,14 @@ limits_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 
 	switch ((enum limits_key)key) {
 	case LM_LINE_LENGTH:
-		if (yu_num(x, v, path, SMTP_LINE_MIN, SMTP_LINE_MAX, YU_KMG | YU_BYTES, &u) == -1)
+		if (yu_num(x, v, path, SMTP_LINE_MIN, SMTP_LINE_MAX,
+		    YU_KMG | YU_BYTES, &u) == -1)
 			return -1;
 		l->line_length = (size_t)u;
 		return 0;
 	case LM_MESSAGE_SIZE:
-		return yu_num(x, v, path, 1024, 1ull << 36, YU_KMG | YU_BYTES, &l->message_size);
+		return yu_num(x, v, path, 1024, 1ull << 36, YU_KMG | YU_BYTES,
+		    &l->message_size);
 	case LM_RECIPIENTS:
 		return yu_int(x, v, path, 1, 100000, &l->recipients);
 	case LM_SOFT_ERRORS:
@@ -687,7 +692,8 @@ relay_caps_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 	case RC_MAX_RECIPIENTS:
 		return yu_int(x, v, path, 1, 100, &c->max_recipients);
 	case RC_MAX_SIZE:
-		return yu_num(x, v, path, 1, 1ull << 36, YU_KMG | YU_BYTES, &c->max_size);
+		return yu_num(x, v, path, 1, 1ull << 36, YU_KMG | YU_BYTES,
+		    &c->max_size);
 	case RC_COUNT:
 		break;
 	}

@@ -23,10 +23,11 @@ static void	 wire_err(char *err, size_t errlen, const char *fmt, ...)
 		    __attribute__((format(printf, 3, 4)));
 static uint32_t	 get_be32(const uint8_t *p);
 static void	 put_hdr(uint8_t *out, uint32_t total, uint8_t op);
-static int	 get_str8(const uint8_t **p, const uint8_t *end, const uint8_t **s,
-		    size_t *slen);
-static int	 payload_try(struct jbuf *, const char *sha, const unsigned char *body,
-		    size_t n, bool truncated, uint64_t size, const char *b64, size_t b64len,
+static int	 get_str8(const uint8_t **p, const uint8_t *end,
+		    const uint8_t **s, size_t *slen);
+static int	 payload_try(struct jbuf *, const char *sha,
+		    const unsigned char *body, size_t n, bool truncated,
+		    uint64_t size, const char *b64, size_t b64len,
 		    const char *meta, size_t metalen);
 
 /* Fill the caller's error buffer, if any. */

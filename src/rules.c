@@ -391,8 +391,8 @@ m_mentions(struct ectx *e, const struct matcher *m)
 		switch (pl[p].kind) {
 		case PL_SUBJECT:
 			hd = mime_header_get(mm, "Subject");
-			if (hd != NULL && addr_search_text(&e->as, hd->value, hd->valuelen,
-			    true, &h))
+			if (hd != NULL && addr_search_text(&e->as, hd->value,
+			    hd->valuelen, true, &h))
 				goto found;
 			subj = hd;
 			break;
@@ -400,11 +400,13 @@ m_mentions(struct ectx *e, const struct matcher *m)
 		case PL_HEADERS:
 			for (i = 0; i < mm->nhdrs; i++) {
 				hd = &mm->hdrs[i];
-				if (pl[p].kind == PL_HEADER ? !addr_search_name_match(pl[p].name,
-				    pl[p].namelen, pl[p].prefix, hd->name) :
+				if (pl[p].kind == PL_HEADER ?
+				    !addr_search_name_match(pl[p].name, pl[p].namelen,
+				    pl[p].prefix, hd->name) :
 				    addr_search_trace_field(hd->name) || hd == subj)
 					continue;
-				if (addr_search_text(&e->as, hd->value, hd->valuelen, true, &h))
+				if (addr_search_text(&e->as, hd->value,
+				    hd->valuelen, true, &h))
 					goto found;
 			}
 			break;

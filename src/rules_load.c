@@ -63,15 +63,15 @@ static int	 values_parse(struct yu_ctx *, yaml_node_t *, const char *,
 		    struct strtest *);
 static int	 regex_compile(struct yu_ctx *, yaml_node_t *, const char *,
 		    struct strtest *);
-static int	 strtest_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
-		    void *);
+static int	 strtest_key_cb(struct yu_ctx *, int, const char *,
+		    yaml_node_t *, void *);
 static int	 strtest_parse(struct yu_ctx *, yaml_node_t *, const char *,
 		    bool, struct strtest *);
 static int	 cidr_parse(const char *, struct cidr *);
 static int	 num_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-static int	 matcher_parse(struct yu_ctx *, int, const char *, yaml_node_t *,
-		    struct matcher *);
+static int	 matcher_parse(struct yu_ctx *, int, const char *,
+		    yaml_node_t *, struct matcher *);
 static int	 place_parse(struct yu_ctx *, yaml_node_t *, const char *,
 		    struct place *);
 static int	 mo_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
@@ -81,8 +81,8 @@ static int	 cond_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
 static int	 reply_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-static int	 actions_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
-		    void *);
+static int	 actions_key_cb(struct yu_ctx *, int, const char *,
+		    yaml_node_t *, void *);
 static int	 rule_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
 static int	 rule_parse(struct yu_ctx *, yaml_node_t *, const char *,
