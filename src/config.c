@@ -23,88 +23,48 @@
 #include "log.h"
 #include "relay_dest.h"
 #include "util.h"
+#include "yaml_util.h"
 
-#define CFG_FILE_MAX	(1024 * 1024)	/* a config file larger than this is a mistake */
-#define CFG_KEYPATH_MAX	128
+#define CFG_KEYPATH_MAX	YU_PATH_MAX
 
-/* Parsing context: the document and where errors go. */
-struct cctx {
-	yaml_document_t	*doc;
-	const char	*name;
-	char		*err;
-	size_t		 errlen;
-};
-
-/* Per-key callback of map_walk(). */
-typedef int	(*cfg_key_cb)(struct cctx *, int, const char *, yaml_node_t *,
+static int	 feed_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-
-static void	 cfg_verror(struct cctx *, size_t, const char *, const char *,
-		    va_list) __attribute__((format(printf, 4, 0)));
-static int	 cfg_error(struct cctx *, const yaml_node_t *, const char *,
-		    const char *, ...) __attribute__((format(printf, 4, 5)));
-static int	 cfg_error_line(struct cctx *, size_t, const char *,
-		    const char *, ...) __attribute__((format(printf, 4, 5)));
-static void	 cfg_keypath(char *, size_t, const char *, const char *);
-static int	 map_walk(struct cctx *, yaml_node_t *, const char *,
-		    const char *const *, int, cfg_key_cb, void *, uint32_t *);
-static int	 missing_keys(struct cctx *, yaml_node_t *, const char *,
-		    const char *const *, uint32_t, uint32_t);
-static bool	 scalar_is_null(const yaml_node_t *);
-static int	 get_scalar(struct cctx *, yaml_node_t *, const char *,
-		    const char **, size_t *);
-static int	 get_str(struct cctx *, yaml_node_t *, const char *, char *,
-		    size_t, bool);
-static int	 get_u64(struct cctx *, yaml_node_t *, const char *, uint64_t,
-		    uint64_t, uint64_t *);
-static int	 get_int(struct cctx *, yaml_node_t *, const char *, int, int,
-		    int *);
-static int	 get_size(struct cctx *, yaml_node_t *, const char *, uint64_t,
-		    uint64_t, uint64_t *);
-static int	 get_bool(struct cctx *, yaml_node_t *, const char *, bool *);
-static int	 get_enum(struct cctx *, yaml_node_t *, const char *,
-		    const char *const *, int, int *);
-static int	 feed_key_cb(struct cctx *, int, const char *, yaml_node_t *,
-		    void *);
-static int	 feed_channels(struct cctx *, yaml_node_t *, const char *,
+static int	 feed_channels(struct yu_ctx *, yaml_node_t *, const char *,
 		    struct cfg_feed *);
-static int	 feed_parse(struct cctx *, yaml_node_t *, const char *,
+static int	 feed_parse(struct yu_ctx *, yaml_node_t *, const char *,
 		    struct cfg_feed *);
-static int	 listener_key_cb(struct cctx *, int, const char *, yaml_node_t *,
-		    void *);
-static int	 listeners_parse(struct cctx *, yaml_node_t *, const char *,
+static int	 listener_key_cb(struct yu_ctx *, int, const char *,
+		    yaml_node_t *, void *);
+static int	 listeners_parse(struct yu_ctx *, yaml_node_t *, const char *,
 		    struct cfg *, size_t *);
-static int	 tls_key_cb(struct cctx *, int, const char *, yaml_node_t *,
+static int	 tls_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-static int	 sandbox_key_cb(struct cctx *, int, const char *, yaml_node_t *,
-		    void *);
-static int	 spool_key_cb(struct cctx *, int, const char *, yaml_node_t *,
-		    void *);
-static int	 client_lookup_key_cb(struct cctx *, int, const char *,
+static int	 sandbox_key_cb(struct yu_ctx *, int, const char *,
 		    yaml_node_t *, void *);
-static int	 auth_key_cb(struct cctx *, int, const char *, yaml_node_t *,
+static int	 spool_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-static int	 limits_key_cb(struct cctx *, int, const char *, yaml_node_t *,
+static int	 client_lookup_key_cb(struct yu_ctx *, int, const char *,
+		    yaml_node_t *, void *);
+static int	 auth_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-static int	 main_key_cb(struct cctx *, int, const char *, yaml_node_t *,
+static int	 limits_key_cb(struct yu_ctx *, int, const char *,
+		    yaml_node_t *, void *);
+static int	 main_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-static int	 get_list(struct cctx *, yaml_node_t *, const char *,
+static int	 get_list(struct yu_ctx *, yaml_node_t *, const char *,
 		    char (*)[CFG_RELAY_ENTRY_MAX], int *, bool);
-static int	 get_hostport(struct cctx *, yaml_node_t *, const char *, char *,
-		    size_t, bool);
-static int	 relay_caps_key_cb(struct cctx *, int, const char *,
+static int	 get_hostport(struct yu_ctx *, yaml_node_t *, const char *,
+		    char *, size_t, bool);
+static int	 relay_caps_key_cb(struct yu_ctx *, int, const char *,
 		    yaml_node_t *, void *);
-static int	 relay_timeouts_key_cb(struct cctx *, int, const char *,
+static int	 relay_timeouts_key_cb(struct yu_ctx *, int, const char *,
 		    yaml_node_t *, void *);
-static int	 relay_test_key_cb(struct cctx *, int, const char *,
+static int	 relay_test_key_cb(struct yu_ctx *, int, const char *,
 		    yaml_node_t *, void *);
-static int	 relay_own_addresses(struct cctx *, yaml_node_t *, const char *,
-		    struct cfg_relay *);
-static int	 relay_key_cb(struct cctx *, int, const char *, yaml_node_t *,
+static int	 relay_own_addresses(struct yu_ctx *, yaml_node_t *,
+		    const char *, struct cfg_relay *);
+static int	 relay_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
-static int	 doc_load(struct cctx *, yaml_parser_t *, yaml_document_t *,
-		    const char *, size_t);
-static int	 read_file(const char *, char **, size_t *, char *, size_t);
 static const char *default_listener_name(int, enum tls_mode);
 
 static const char *const tls_mode_names[] = { "plain", "starttls", "implicit" };
@@ -226,316 +186,9 @@ struct main_state {
 	bool		 listeners_set;
 };
 
-/* Fill err with "FILE:LINE: KEY: message" (line 0 or empty key omitted). */
-static void
-cfg_verror(struct cctx *x, size_t line, const char *path, const char *fmt,
-    va_list ap)
-{
-	char msg[256], where[32] = "";
-
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	if (x->errlen == 0)
-		return;
-	if (line > 0)
-		snprintf(where, sizeof(where), ":%zu", line);
-	if (path != NULL && *path != '\0')
-		snprintf(x->err, x->errlen, "%s%s: %s: %s", x->name, where, path,
-		    msg);
-	else
-		snprintf(x->err, x->errlen, "%s%s: %s", x->name, where, msg);
-}
-
-/* Report an error at node n (NULL: no line); returns -1. */
-static int
-cfg_error(struct cctx *x, const yaml_node_t *n, const char *path,
-    const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	cfg_verror(x, n != NULL ? (size_t)n->start_mark.line + 1 : 0, path,
-	    fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
-/* Report an error at a line number (0: none); returns -1. */
-static int
-cfg_error_line(struct cctx *x, size_t line, const char *path,
-    const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	cfg_verror(x, line, path, fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
-/* Join prefix and key as "prefix.key" (or just key at the top). */
-static void
-cfg_keypath(char *out, size_t outlen, const char *prefix, const char *key)
-{
-	if (*prefix == '\0')
-		snprintf(out, outlen, "%s", key);
-	else
-		snprintf(out, outlen, "%s.%s", prefix, key);
-}
-
-/*
- * Walk the mapping n, whose keys must be among keys[0..nkeys) and appear once,
- * calling cb(x, index, dotted path, value, arg) for each.  The keys seen are
- * returned as a bit mask in *seen.
- */
-static int
-map_walk(struct cctx *x, yaml_node_t *n, const char *prefix,
-    const char *const *keys, int nkeys, cfg_key_cb cb, void *arg,
-    uint32_t *seen)
-{
-	yaml_node_pair_t *p;
-	yaml_node_t *k, *v;
-	char path[CFG_KEYPATH_MAX], esc[64], list[256];
-	size_t klen, off;
-	int i;
-
-	*seen = 0;
-	if (n->type != YAML_MAPPING_NODE)
-		return cfg_error(x, n, prefix, "expected a mapping of keys");
-	for (p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
-	    p++) {
-		k = yaml_document_get_node(x->doc, p->key);
-		v = yaml_document_get_node(x->doc, p->value);
-		if (k == NULL || v == NULL)
-			return cfg_error(x, n, prefix, "malformed mapping");
-		if (k->type != YAML_SCALAR_NODE)
-			return cfg_error(x, k, prefix, "a key must be a string");
-		klen = k->data.scalar.length;
-		for (i = 0; i < nkeys; i++)
-			if (strlen(keys[i]) == klen &&
-			    memcmp(keys[i], k->data.scalar.value, klen) == 0)
-				break;
-		if (i == nkeys) {
-			log_escape(esc, sizeof(esc), k->data.scalar.value, klen);
-			cfg_keypath(path, sizeof(path), prefix, esc);
-			list[0] = '\0';
-			for (i = 0, off = 0; i < nkeys && off < sizeof(list); i++)
-				off += (size_t)snprintf(list + off,
-				    sizeof(list) - off, "%s%s",
-				    i ? ", " : "", keys[i]);
-			return cfg_error(x, k, path,
-			    "unknown key (expected one of: %s)", list);
-		}
-		cfg_keypath(path, sizeof(path), prefix, keys[i]);
-		if (*seen & (1u << i))
-			return cfg_error(x, k, path, "duplicate key");
-		*seen |= 1u << i;
-		if (cb(x, i, path, v, arg) == -1)
-			return -1;
-	}
-	return 0;
-}
-
-/* Report the first key of required (a bit mask over keys) missing from seen. */
-static int
-missing_keys(struct cctx *x, yaml_node_t *map, const char *prefix,
-    const char *const *keys, uint32_t required, uint32_t seen)
-{
-	char path[CFG_KEYPATH_MAX];
-	int i;
-
-	for (i = 0; i < 32; i++) {
-		if ((required & (1u << i)) && !(seen & (1u << i))) {
-			cfg_keypath(path, sizeof(path), prefix, keys[i]);
-			return cfg_error(x, map, path, "missing");
-		}
-	}
-	return 0;
-}
-
-/* Whether n is a plain null scalar ("", "~", "null"). */
-static bool
-scalar_is_null(const yaml_node_t *n)
-{
-	const char *s = (const char *)n->data.scalar.value;
-	size_t len = n->data.scalar.length;
-
-	if (n->type != YAML_SCALAR_NODE ||
-	    n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-		return false;
-	return len == 0 || (len == 1 && s[0] == '~') ||
-	    (len == 4 && strncasecmp(s, "null", 4) == 0);
-}
-
-/* Require n to be a scalar; its bytes go to *s and *len. */
-static int
-get_scalar(struct cctx *x, yaml_node_t *n, const char *path, const char **s,
-    size_t *len)
-{
-	if (n->type == YAML_SEQUENCE_NODE)
-		return cfg_error(x, n, path, "expected a single value, not a list");
-	if (n->type != YAML_SCALAR_NODE)
-		return cfg_error(x, n, path, "expected a single value, not a mapping");
-	*s = (const char *)n->data.scalar.value;
-	*len = n->data.scalar.length;
-	return 0;
-}
-
-/*
- * Copy a string value into dst (dstlen bytes, NUL included).  A plain null
- * is the empty string; too long, NUL bytes, or empty when !allow_empty are
- * errors (a value is never silently truncated).
- */
-static int
-get_str(struct cctx *x, yaml_node_t *n, const char *path, char *dst,
-    size_t dstlen, bool allow_empty)
-{
-	const char *s = NULL;
-	size_t len = 0;
-
-	if (get_scalar(x, n, path, &s, &len) == -1)
-		return -1;
-	if (scalar_is_null(n))
-		len = 0;
-	if (memchr(s, '\0', len) != NULL)
-		return cfg_error(x, n, path, "contains a NUL byte");
-	if (len >= dstlen)
-		return cfg_error(x, n, path, "longer than %zu bytes", dstlen - 1);
-	if (len == 0 && !allow_empty)
-		return cfg_error(x, n, path, "must not be empty");
-	memcpy(dst, s, len);
-	dst[len] = '\0';
-	return 0;
-}
-
-/* Parse a decimal (underscores between digits allowed) within [min, max]. */
-static int
-get_u64(struct cctx *x, yaml_node_t *n, const char *path, uint64_t min,
-    uint64_t max, uint64_t *out)
-{
-	const char *s = NULL;
-	size_t len = 0;
-	uint64_t v;
-	char esc[48];
-
-	if (get_scalar(x, n, path, &s, &len) == -1)
-		return -1;
-	if (util_parse_u64(s, len, 0, UINT64_MAX, true, &v) == -1)
-		return cfg_error(x, n, path, "expected a number, got \"%s\"",
-		    log_escape(esc, sizeof(esc), s, len));
-	if (v < min || v > max)
-		return cfg_error(x, n, path, "%llu is out of range (%llu..%llu)",
-		    (unsigned long long)v, (unsigned long long)min,
-		    (unsigned long long)max);
-	*out = v;
-	return 0;
-}
-
-/* get_u64() for an int. */
-static int
-get_int(struct cctx *x, yaml_node_t *n, const char *path, int min, int max,
-    int *out)
-{
-	uint64_t v = 0;
-
-	if (get_u64(x, n, path, (uint64_t)min, (uint64_t)max, &v) == -1)
-		return -1;
-	*out = (int)v;
-	return 0;
-}
-
-/* Parse a byte size: a number with an optional K, M or G suffix (powers of 1024). */
-static int
-get_size(struct cctx *x, yaml_node_t *n, const char *path, uint64_t min,
-    uint64_t max, uint64_t *out)
-{
-	const char *s = NULL;
-	size_t len = 0;
-	uint64_t v, mul = 1;
-	char esc[48];
-
-	if (get_scalar(x, n, path, &s, &len) == -1)
-		return -1;
-	if (len > 0) {
-		switch (s[len - 1]) {
-		case 'k': case 'K': mul = 1024ull; break;
-		case 'm': case 'M': mul = 1024ull * 1024; break;
-		case 'g': case 'G': mul = 1024ull * 1024 * 1024; break;
-		default: break;
-		}
-	}
-	if (mul != 1)
-		len--;
-	if (util_parse_u64(s, len, 0, UINT64_MAX / mul, true, &v) == -1)
-		return cfg_error(x, n, path,
-		    "expected a size (number with optional K, M or G), got \"%s\"",
-		    log_escape(esc, sizeof(esc), s, n->data.scalar.length));
-	v *= mul;
-	if (v < min || v > max)
-		return cfg_error(x, n, path, "%llu bytes is out of range (%llu..%llu)",
-		    (unsigned long long)v, (unsigned long long)min,
-		    (unsigned long long)max);
-	*out = v;
-	return 0;
-}
-
-/*
- * Parse a boolean: true/false, yes/no, on/off in any case.  Quoted forms are
- * accepted too, because users of the original wrote tls: "True".
- */
-static int
-get_bool(struct cctx *x, yaml_node_t *n, const char *path, bool *out)
-{
-	static const char *const yes[] = { "true", "yes", "on" };
-	static const char *const no[] = { "false", "no", "off" };
-	const char *s = NULL;
-	size_t len = 0, i;
-	char esc[48];
-
-	if (get_scalar(x, n, path, &s, &len) == -1)
-		return -1;
-	for (i = 0; i < 3; i++) {
-		if (len == strlen(yes[i]) && strncasecmp(s, yes[i], len) == 0) {
-			*out = true;
-			return 0;
-		}
-		if (len == strlen(no[i]) && strncasecmp(s, no[i], len) == 0) {
-			*out = false;
-			return 0;
-		}
-	}
-	return cfg_error(x, n, path, "expected true or false, got \"%s\"",
-	    log_escape(esc, sizeof(esc), s, len));
-}
-
-/* Parse one of names[0..count) (exact, lower case) into *out. */
-static int
-get_enum(struct cctx *x, yaml_node_t *n, const char *path,
-    const char *const *names, int count, int *out)
-{
-	const char *s = NULL;
-	size_t len = 0, off = 0;
-	char esc[48], list[128];
-	int i;
-
-	if (get_scalar(x, n, path, &s, &len) == -1)
-		return -1;
-	for (i = 0; i < count; i++) {
-		if (len == strlen(names[i]) && memcmp(s, names[i], len) == 0) {
-			*out = i;
-			return 0;
-		}
-	}
-	list[0] = '\0';
-	for (i = 0; i < count && off < sizeof(list); i++)
-		off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s",
-		    i ? ", " : "", names[i]);
-	return cfg_error(x, n, path, "expected one of %s, got \"%s\"", list,
-	    log_escape(esc, sizeof(esc), s, len));
-}
-
 /* Read the channels value: one string or a list of 1..CFG_CHANNELS_MAX strings. */
 static int
-feed_channels(struct cctx *x, yaml_node_t *n, const char *path,
+feed_channels(struct yu_ctx *x, yaml_node_t *n, const char *path,
     struct cfg_feed *f)
 {
 	yaml_node_item_t *it;
@@ -545,93 +198,93 @@ feed_channels(struct cctx *x, yaml_node_t *n, const char *path,
 
 	f->nchannels = 0;
 	if (n->type == YAML_SCALAR_NODE) {
-		if (get_str(x, n, path, f->channels[0], sizeof(f->channels[0]),
+		if (yu_str(x, n, path, f->channels[0], sizeof(f->channels[0]),
 		    false) == -1)
 			return -1;
 		f->nchannels = 1;
 		return 0;
 	}
 	if (n->type != YAML_SEQUENCE_NODE)
-		return cfg_error(x, n, path,
+		return yu_error(x, n, path,
 		    "expected a channel name or a list of them");
 	for (it = n->data.sequence.items.start; it < n->data.sequence.items.top;
 	    it++) {
 		i = f->nchannels;
 		snprintf(ipath, sizeof(ipath), "%s[%d]", path, i);
 		if ((v = yaml_document_get_node(x->doc, *it)) == NULL)
-			return cfg_error(x, n, path, "malformed list");
+			return yu_error(x, n, path, "malformed list");
 		if (i >= CFG_CHANNELS_MAX)
-			return cfg_error(x, v, ipath, "more than %d channels",
+			return yu_error(x, v, ipath, "more than %d channels",
 			    CFG_CHANNELS_MAX);
-		if (get_str(x, v, ipath, f->channels[i], sizeof(f->channels[i]),
+		if (yu_str(x, v, ipath, f->channels[i], sizeof(f->channels[i]),
 		    false) == -1)
 			return -1;
 		for (j = 0; j < i; j++)
 			if (strcmp(f->channels[j], f->channels[i]) == 0)
-				return cfg_error(x, v, ipath,
+				return yu_error(x, v, ipath,
 				    "duplicate channel \"%.64s\"", f->channels[i]);
 		f->nchannels++;
 	}
 	if (f->nchannels == 0)
-		return cfg_error(x, n, path, "at least one channel is needed");
+		return yu_error(x, n, path, "at least one channel is needed");
 	return 0;
 }
 
 /* Apply one feed key. */
 static int
-feed_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+feed_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct cfg_feed *f = arg;
 
 	switch ((enum feed_key)key) {
 	case FK_BROKER:
-		return get_str(x, v, path, f->broker, sizeof(f->broker), false);
+		return yu_str(x, v, path, f->broker, sizeof(f->broker), false);
 	case FK_PORT:
-		return get_int(x, v, path, 1, 65535, &f->port);
+		return yu_int(x, v, path, 1, 65535, &f->port);
 	case FK_IDENTITY:
-		return get_str(x, v, path, f->identity, sizeof(f->identity),
+		return yu_str(x, v, path, f->identity, sizeof(f->identity),
 		    false);
 	case FK_SECRET:
-		return get_str(x, v, path, f->secret, sizeof(f->secret), true);
+		return yu_str(x, v, path, f->secret, sizeof(f->secret), true);
 	case FK_CHANNELS:
 		return feed_channels(x, v, path, f);
 	case FK_TLS:
-		return get_bool(x, v, path, &f->tls);
+		return yu_bool(x, v, path, &f->tls);
 	case FK_CA_FILE:
-		return get_str(x, v, path, f->ca_file, sizeof(f->ca_file), true);
+		return yu_str(x, v, path, f->ca_file, sizeof(f->ca_file), true);
 	case FK_SERVER_NAME:
-		return get_str(x, v, path, f->server_name,
+		return yu_str(x, v, path, f->server_name,
 		    sizeof(f->server_name), true);
 	case FK_EVENTS_CHANNEL:
-		return get_str(x, v, path, f->events_channel,
+		return yu_str(x, v, path, f->events_channel,
 		    sizeof(f->events_channel), true);
 	case FK_METADATA:
-		return get_bool(x, v, path, &f->metadata);
+		return yu_bool(x, v, path, &f->metadata);
 	case FK_TIMEOUT:
-		return get_int(x, v, path, 1, HPF_TIMEOUT_MAX, &f->timeout);
+		return yu_int(x, v, path, 1, HPF_TIMEOUT_MAX, &f->timeout);
 	case FK_COUNT:
 		break;
 	}
-	return cfg_error(x, v, path, "internal: unhandled key");
+	return yu_error(x, v, path, "internal: unhandled key");
 }
 
 /* Parse a feed mapping (file root or the main config's "feed") into f. */
 static int
-feed_parse(struct cctx *x, yaml_node_t *n, const char *prefix,
+feed_parse(struct yu_ctx *x, yaml_node_t *n, const char *prefix,
     struct cfg_feed *f)
 {
 	uint32_t seen;
 
 	memset(f, 0, sizeof(*f));
 	f->timeout = HPF_TIMEOUT_DEFAULT;
-	if (map_walk(x, n, prefix, feed_keys, FK_COUNT, feed_key_cb, f,
+	if (yu_map_walk(x, n, prefix, feed_keys, FK_COUNT, feed_key_cb, f,
 	    &seen) == -1)
 		return -1;
-	if (missing_keys(x, n, prefix, feed_keys, FEED_REQUIRED, seen) == -1)
+	if (yu_missing(x, n, prefix, feed_keys, FEED_REQUIRED, seen) == -1)
 		return -1;
 	if (strlen(x->name) >= sizeof(f->source))
-		return cfg_error(x, NULL, NULL, "file name too long");
+		return yu_error(x, NULL, NULL, "file name too long");
 	snprintf(f->source, sizeof(f->source), "%s", x->name);
 	f->enabled = true;
 	return 0;
@@ -650,7 +303,7 @@ default_listener_name(int port, enum tls_mode tls)
 
 /* Apply one key of a listener. */
 static int
-listener_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+listener_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct cfg_listener *l = arg;
@@ -660,7 +313,7 @@ listener_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 
 	switch ((enum listener_key)key) {
 	case LK_ADDRESS:
-		if (get_str(x, v, path, l->address, sizeof(l->address),
+		if (yu_str(x, v, path, l->address, sizeof(l->address),
 		    false) == -1)
 			return -1;
 		/* "[::]", as Postfix writes an IPv6 address, is "::" */
@@ -672,27 +325,27 @@ listener_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 		}
 		if (inet_pton(AF_INET, l->address, addr) != 1 &&
 		    inet_pton(AF_INET6, l->address, addr) != 1)
-			return cfg_error(x, v, path,
+			return yu_error(x, v, path,
 			    "not a numeric IPv4 or IPv6 address");
 		return 0;
 	case LK_PORT:
-		return get_int(x, v, path, 1, 65535, &l->port);
+		return yu_int(x, v, path, 1, 65535, &l->port);
 	case LK_TLS:
-		if (get_enum(x, v, path, tls_mode_names, 3, &mode) == -1)
+		if (yu_enum(x, v, path, tls_mode_names, 3, &mode) == -1)
 			return -1;
 		l->tls = (enum tls_mode)mode;
 		return 0;
 	case LK_NAME:
-		return get_str(x, v, path, l->name, sizeof(l->name), false);
+		return yu_str(x, v, path, l->name, sizeof(l->name), false);
 	case LK_POLICY:
-		if (get_enum(x, v, path, policy_names, 2, &mode) == -1)
+		if (yu_enum(x, v, path, policy_names, 2, &mode) == -1)
 			return -1;
 		l->policy = (enum listener_policy)mode;
 		return 0;
 	case LK_COUNT:
 		break;
 	}
-	return cfg_error(x, v, path, "internal: unhandled key");
+	return yu_error(x, v, path, "internal: unhandled key");
 }
 
 /*
@@ -700,7 +353,7 @@ listener_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
  * address defaults to 0.0.0.0, tls to implicit on 465 and starttls elsewhere.
  */
 static int
-listeners_parse(struct cctx *x, yaml_node_t *n, const char *path,
+listeners_parse(struct yu_ctx *x, yaml_node_t *n, const char *path,
     struct cfg *c, size_t *port_lines)
 {
 	yaml_node_item_t *it;
@@ -711,24 +364,24 @@ listeners_parse(struct cctx *x, yaml_node_t *n, const char *path,
 	int i, j;
 
 	if (n->type != YAML_SEQUENCE_NODE)
-		return cfg_error(x, n, path, "expected a list of listeners");
+		return yu_error(x, n, path, "expected a list of listeners");
 	c->nlisteners = 0;
 	for (it = n->data.sequence.items.start; it < n->data.sequence.items.top;
 	    it++) {
 		i = c->nlisteners;
 		snprintf(ipath, sizeof(ipath), "%s[%d]", path, i);
 		if ((v = yaml_document_get_node(x->doc, *it)) == NULL)
-			return cfg_error(x, n, path, "malformed list");
+			return yu_error(x, n, path, "malformed list");
 		if (i >= CFG_LISTENERS_MAX)
-			return cfg_error(x, v, ipath, "more than %d listeners",
+			return yu_error(x, v, ipath, "more than %d listeners",
 			    CFG_LISTENERS_MAX);
 		l = &c->listeners[i];
 		memset(l, 0, sizeof(*l));
 		l->tls = TLS_MODE_STARTTLS;
-		if (map_walk(x, v, ipath, listener_keys, LK_COUNT,
+		if (yu_map_walk(x, v, ipath, listener_keys, LK_COUNT,
 		    listener_key_cb, l, &seen) == -1)
 			return -1;
-		if (missing_keys(x, v, ipath, listener_keys, 1u << LK_PORT,
+		if (yu_missing(x, v, ipath, listener_keys, 1u << LK_PORT,
 		    seen) == -1)
 			return -1;
 		if (!(seen & (1u << LK_ADDRESS)))
@@ -747,7 +400,7 @@ listeners_parse(struct cctx *x, yaml_node_t *n, const char *path,
 			if (c->listeners[j].port == l->port &&
 			    strcmp(c->listeners[j].address, l->address) == 0) {
 				snprintf(pport, sizeof(pport), "%s.port", ipath);
-				return cfg_error(x, v, pport,
+				return yu_error(x, v, pport,
 				    "%s port %d is already used by %s[%d]",
 				    l->address, l->port, path, j);
 			}
@@ -755,120 +408,123 @@ listeners_parse(struct cctx *x, yaml_node_t *n, const char *path,
 		c->nlisteners++;
 	}
 	if (c->nlisteners == 0)
-		return cfg_error(x, n, path, "at least one listener is needed");
+		return yu_error(x, n, path, "at least one listener is needed");
 	return 0;
 }
 
 /* Apply one key of the tls section. */
 static int
-tls_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+tls_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct cfg *c = arg;
 
 	c->tls_configured = true;
 	if (key == TK_CERTIFICATE)
-		return get_str(x, v, path, c->tls_cert, sizeof(c->tls_cert),
+		return yu_str(x, v, path, c->tls_cert, sizeof(c->tls_cert),
 		    false);
-	return get_str(x, v, path, c->tls_key, sizeof(c->tls_key), false);
+	return yu_str(x, v, path, c->tls_key, sizeof(c->tls_key), false);
 }
 
 /* Apply one key of the spool section. */
 static int
-spool_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+spool_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct cfg *c = arg;
 
 	switch ((enum spool_key)key) {
 	case SK_DIRECTORY:
-		return get_str(x, v, path, c->spool_dir, sizeof(c->spool_dir),
+		return yu_str(x, v, path, c->spool_dir, sizeof(c->spool_dir),
 		    false);
 	case SK_MAILDIR:
-		return get_str(x, v, path, c->maildir, sizeof(c->maildir), true);
+		return yu_str(x, v, path, c->maildir, sizeof(c->maildir), true);
 	case SK_MIN_FREE:
-		return get_size(x, v, path, 0, UINT64_MAX, &c->spool_min_free);
+		return yu_num(x, v, path, 0, UINT64_MAX, YU_KMG | YU_BYTES,
+		    &c->spool_min_free);
 	case SK_MAX_BYTES:
-		return get_size(x, v, path, 0, UINT64_MAX, &c->spool_max_bytes);
+		return yu_num(x, v, path, 0, UINT64_MAX, YU_KMG | YU_BYTES,
+		    &c->spool_max_bytes);
 	case SK_JOURNAL_SEGMENT:
-		if (get_size(x, v, path, 0, UINT64_MAX, &c->journal_segment) == -1)
+		if (yu_num(x, v, path, 0, UINT64_MAX, YU_KMG | YU_BYTES,
+		    &c->journal_segment) == -1)
 			return -1;
 		if (c->journal_segment != 0 && c->journal_segment < SPOOL_JOURNAL_SEG_MIN)
-			return cfg_error(x, v, path, "at least 4K (or 0: one journal file)");
+			return yu_error(x, v, path, "at least 4K (or 0: one journal file)");
 		return 0;
 	case SK_JOURNAL_KEEP:
-		return get_int(x, v, path, 0, 1000000, &c->journal_keep);
+		return yu_int(x, v, path, 0, 1000000, &c->journal_keep);
 	case SK_COUNT:
 		break;
 	}
-	return cfg_error(x, v, path, "internal: unhandled key");
+	return yu_error(x, v, path, "internal: unhandled key");
 }
 
 /* Apply one key of the sandbox section. */
 static int
-sandbox_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+sandbox_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct cfg_sandbox *sb = arg;
 
 	switch ((enum sandbox_key)key) {
 	case SB_SECCOMP:
-		return get_bool(x, v, path, &sb->seccomp);
+		return yu_bool(x, v, path, &sb->seccomp);
 	case SB_CHROOT:
-		if (get_str(x, v, path, sb->chroot, sizeof(sb->chroot), true) == -1)
+		if (yu_str(x, v, path, sb->chroot, sizeof(sb->chroot), true) == -1)
 			return -1;
 		if (sb->chroot[0] != '\0' && sb->chroot[0] != '/')
-			return cfg_error(x, v, path, "must be an absolute path or \"\"");
+			return yu_error(x, v, path, "must be an absolute path or \"\"");
 		return 0;
 	case SB_COUNT:
 		break;
 	}
-	return cfg_error(x, v, path, "internal: unhandled key");
+	return yu_error(x, v, path, "internal: unhandled key");
 }
 
 /* Apply one key of the client_lookup section. */
 static int
-client_lookup_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+client_lookup_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct cfg_client_lookup *cl = arg;
 
 	switch ((enum client_lookup_key)key) {
 	case CL_ENABLED:
-		return get_bool(x, v, path, &cl->enabled);
+		return yu_bool(x, v, path, &cl->enabled);
 	case CL_DNS_SERVER:
 		return get_hostport(x, v, path, cl->dns_server,
 		    sizeof(cl->dns_server), true);
 	case CL_TIMEOUT_MS:
-		return get_int(x, v, path, 100, 60000, &cl->timeout_ms);
+		return yu_int(x, v, path, 100, 60000, &cl->timeout_ms);
 	case CL_COUNT:
 		break;
 	}
-	return cfg_error(x, v, path, "internal: unhandled key");
+	return yu_error(x, v, path, "internal: unhandled key");
 }
 
 /* Apply one key of the auth section. */
 static int
-auth_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+auth_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct cfg *c = arg;
 	int o;
 
 	if (key == AK_OUTCOME) {
-		if (get_enum(x, v, path, auth_names, 4, &o) == -1)
+		if (yu_enum(x, v, path, auth_names, 4, &o) == -1)
 			return -1;
 		c->auth_outcome = (enum auth_outcome)o;
 		return 0;
 	}
 	if (key == AK_CREDENTIALS)
-		return get_str(x, v, path, c->auth_credentials, sizeof(c->auth_credentials), true);
-	return get_int(x, v, path, 0, 1000, &c->auth_accept_after);
+		return yu_str(x, v, path, c->auth_credentials, sizeof(c->auth_credentials), true);
+	return yu_int(x, v, path, 0, 1000, &c->auth_accept_after);
 }
 
 /* Apply one key of the limits section. */
 static int
-limits_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+limits_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct cfg_limits *l = arg;
@@ -876,36 +532,38 @@ limits_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 
 	switch ((enum limits_key)key) {
 	case LM_LINE_LENGTH:
-		if (get_size(x, v, path, SMTP_LINE_MIN, SMTP_LINE_MAX, &u) == -1)
+		if (yu_num(x, v, path, SMTP_LINE_MIN, SMTP_LINE_MAX,
+		    YU_KMG | YU_BYTES, &u) == -1)
 			return -1;
 		l->line_length = (size_t)u;
 		return 0;
 	case LM_MESSAGE_SIZE:
-		return get_size(x, v, path, 1024, 1ull << 36, &l->message_size);
+		return yu_num(x, v, path, 1024, 1ull << 36, YU_KMG | YU_BYTES,
+		    &l->message_size);
 	case LM_RECIPIENTS:
-		return get_int(x, v, path, 1, 100000, &l->recipients);
+		return yu_int(x, v, path, 1, 100000, &l->recipients);
 	case LM_SOFT_ERRORS:
-		return get_int(x, v, path, 1, 10000, &l->soft_errors);
+		return yu_int(x, v, path, 1, 10000, &l->soft_errors);
 	case LM_HARD_ERRORS:
-		return get_int(x, v, path, 1, 10000, &l->hard_errors);
+		return yu_int(x, v, path, 1, 10000, &l->hard_errors);
 	case LM_ERROR_SLEEP:
-		return get_int(x, v, path, 0, 300, &l->error_sleep);
+		return yu_int(x, v, path, 0, 300, &l->error_sleep);
 	case LM_IDLE_TIMEOUT:
-		return get_int(x, v, path, 1, 86400, &l->idle_timeout);
+		return yu_int(x, v, path, 1, 86400, &l->idle_timeout);
 	case LM_SESSION_LIFETIME:
-		return get_int(x, v, path, 1, 7 * 86400, &l->session_lifetime);
+		return yu_int(x, v, path, 1, 7 * 86400, &l->session_lifetime);
 	case LM_SESSIONS:
-		return get_int(x, v, path, 1, 1000000, &l->sessions);
+		return yu_int(x, v, path, 1, 1000000, &l->sessions);
 	case LM_SESSIONS_PER_IP:
-		return get_int(x, v, path, 1, 1000000, &l->sessions_per_ip);
+		return yu_int(x, v, path, 1, 1000000, &l->sessions_per_ip);
 	case LM_BANNER_DELAY:
-		return get_int(x, v, path, 0, 600000, &l->banner_delay_ms);
+		return yu_int(x, v, path, 0, 600000, &l->banner_delay_ms);
 	case LM_BANNER_JITTER:
-		return get_int(x, v, path, 0, 600000, &l->banner_jitter_ms);
+		return yu_int(x, v, path, 0, 600000, &l->banner_jitter_ms);
 	case LM_COUNT:
 		break;
 	}
-	return cfg_error(x, v, path, "internal: unhandled key");
+	return yu_error(x, v, path, "internal: unhandled key");
 }
 
 /*
@@ -951,7 +609,7 @@ cfg_hostport(const char *s, char *host, size_t hostlen, int *port, int defport)
 
 /* Read a list of strings (one string is accepted too) into a relay list. */
 static int
-get_list(struct cctx *x, yaml_node_t *n, const char *path,
+get_list(struct yu_ctx *x, yaml_node_t *n, const char *path,
     char (*out)[CFG_RELAY_ENTRY_MAX], int *count, bool lower)
 {
 	yaml_node_item_t *it;
@@ -960,25 +618,25 @@ get_list(struct cctx *x, yaml_node_t *n, const char *path,
 	int i;
 
 	*count = 0;
-	if (scalar_is_null(n))
+	if (yu_is_null(n))
 		return 0;
 	if (n->type == YAML_SCALAR_NODE) {
-		if (get_str(x, n, path, out[0], CFG_RELAY_ENTRY_MAX, false) == -1)
+		if (yu_str(x, n, path, out[0], CFG_RELAY_ENTRY_MAX, false) == -1)
 			return -1;
 		*count = 1;
 	} else if (n->type != YAML_SEQUENCE_NODE) {
-		return cfg_error(x, n, path, "expected a list of strings");
+		return yu_error(x, n, path, "expected a list of strings");
 	} else {
 		for (it = n->data.sequence.items.start;
 		    it < n->data.sequence.items.top; it++) {
 			i = *count;
 			snprintf(ipath, sizeof(ipath), "%s[%d]", path, i);
 			if ((v = yaml_document_get_node(x->doc, *it)) == NULL)
-				return cfg_error(x, n, path, "malformed list");
+				return yu_error(x, n, path, "malformed list");
 			if (i >= CFG_RELAY_LIST_MAX)
-				return cfg_error(x, v, ipath, "more than %d entries",
+				return yu_error(x, v, ipath, "more than %d entries",
 				    CFG_RELAY_LIST_MAX);
-			if (get_str(x, v, ipath, out[i], CFG_RELAY_ENTRY_MAX,
+			if (yu_str(x, v, ipath, out[i], CFG_RELAY_ENTRY_MAX,
 			    false) == -1)
 				return -1;
 			(*count)++;
@@ -994,69 +652,70 @@ get_list(struct cctx *x, yaml_node_t *n, const char *path,
 
 /* Read a "host:port" string (port required unless empty is allowed and given). */
 static int
-get_hostport(struct cctx *x, yaml_node_t *n, const char *path, char *dst,
+get_hostport(struct yu_ctx *x, yaml_node_t *n, const char *path, char *dst,
     size_t dstlen, bool numeric)
 {
 	char host[CFG_NAME_MAX];
 	unsigned char addr[sizeof(struct in6_addr)];
 	int port;
 
-	if (get_str(x, n, path, dst, dstlen, true) == -1)
+	if (yu_str(x, n, path, dst, dstlen, true) == -1)
 		return -1;
 	if (dst[0] == '\0')
 		return 0;
 	if (cfg_hostport(dst, host, sizeof(host), &port, 0) == -1)
-		return cfg_error(x, n, path,
+		return yu_error(x, n, path,
 		    "expected host:port (\"[v6]:port\" for IPv6), got \"%.64s\"", dst);
 	if (numeric && inet_pton(AF_INET, host, addr) != 1 &&
 	    inet_pton(AF_INET6, host, addr) != 1)
-		return cfg_error(x, n, path, "not a numeric address:port");
+		return yu_error(x, n, path, "not a numeric address:port");
 	return 0;
 }
 
 /* Apply one key of relay.caps. */
 static int
-relay_caps_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+relay_caps_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct cfg_relay_caps *c = arg;
 
 	switch ((enum relay_caps_key)key) {
 	case RC_PER_DAY:
-		return get_int(x, v, path, 0, 100000, &c->per_day);
+		return yu_int(x, v, path, 0, 100000, &c->per_day);
 	case RC_PER_HOUR:
-		return get_int(x, v, path, 0, 100000, &c->per_hour);
+		return yu_int(x, v, path, 0, 100000, &c->per_hour);
 	case RC_PER_RECIPIENT:
-		return get_int(x, v, path, 0, 100000, &c->per_recipient);
+		return yu_int(x, v, path, 0, 100000, &c->per_recipient);
 	case RC_PER_DOMAIN:
-		return get_int(x, v, path, 0, 100000, &c->per_domain);
+		return yu_int(x, v, path, 0, 100000, &c->per_domain);
 	case RC_PER_CLIENT_IP:
-		return get_int(x, v, path, 0, 100000, &c->per_client_ip);
+		return yu_int(x, v, path, 0, 100000, &c->per_client_ip);
 	case RC_MAX_RECIPIENTS:
-		return get_int(x, v, path, 1, 100, &c->max_recipients);
+		return yu_int(x, v, path, 1, 100, &c->max_recipients);
 	case RC_MAX_SIZE:
-		return get_size(x, v, path, 1, 1ull << 36, &c->max_size);
+		return yu_num(x, v, path, 1, 1ull << 36, YU_KMG | YU_BYTES,
+		    &c->max_size);
 	case RC_COUNT:
 		break;
 	}
-	return cfg_error(x, v, path, "internal: unhandled key");
+	return yu_error(x, v, path, "internal: unhandled key");
 }
 
 /* Apply one key of relay.timeouts. */
 static int
-relay_timeouts_key_cb(struct cctx *x, int key, const char *path,
+relay_timeouts_key_cb(struct yu_ctx *x, int key, const char *path,
     yaml_node_t *v, void *arg)
 {
 	struct cfg_relay_timeouts *t = arg;
 	int *dst[RT_COUNT] = { &t->connect, &t->greeting, &t->command, &t->data,
 	    &t->attempt };
 
-	return get_int(x, v, path, 1, key == RT_ATTEMPT ? 86400 : 3600, dst[key]);
+	return yu_int(x, v, path, 1, key == RT_ATTEMPT ? 86400 : 3600, dst[key]);
 }
 
 /* Apply one key of relay.test_mode. */
 static int
-relay_test_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+relay_test_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct cfg_relay *r = arg;
@@ -1064,18 +723,18 @@ relay_test_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 	if (key == RX_SERVER)
 		return get_hostport(x, v, path, r->test_server,
 		    sizeof(r->test_server), false);
-	if (get_str(x, v, path, r->test_recipient, sizeof(r->test_recipient),
+	if (yu_str(x, v, path, r->test_recipient, sizeof(r->test_recipient),
 	    true) == -1)
 		return -1;
 	if (r->test_recipient[0] && (strchr(r->test_recipient, '@') == NULL ||
 	    strpbrk(r->test_recipient, " <>\r\n") != NULL))
-		return cfg_error(x, v, path, "expected an address like user@example.org");
+		return yu_error(x, v, path, "expected an address like user@example.org");
 	return 0;
 }
 
 /* Read relay.own_addresses: numeric IPv4/IPv6 addresses. */
 static int
-relay_own_addresses(struct cctx *x, yaml_node_t *n, const char *path,
+relay_own_addresses(struct yu_ctx *x, yaml_node_t *n, const char *path,
     struct cfg_relay *r)
 {
 	char (*tmp)[CFG_RELAY_ENTRY_MAX];
@@ -1084,7 +743,7 @@ relay_own_addresses(struct cctx *x, yaml_node_t *n, const char *path,
 	int i, count = 0, rc = -1;
 
 	if ((tmp = calloc(CFG_RELAY_LIST_MAX, sizeof(*tmp))) == NULL)
-		return cfg_error(x, n, path, "out of memory");
+		return yu_error(x, n, path, "out of memory");
 	if (get_list(x, n, path, tmp, &count, true) == -1)
 		goto done;
 	for (i = 0; i < count; i++) {
@@ -1092,7 +751,7 @@ relay_own_addresses(struct cctx *x, yaml_node_t *n, const char *path,
 		if (strlen(tmp[i]) >= sizeof(r->own_addresses[0]) ||
 		    (inet_pton(AF_INET, tmp[i], addr) != 1 &&
 		    inet_pton(AF_INET6, tmp[i], addr) != 1)) {
-			cfg_error(x, n, ipath, "not a numeric IPv4 or IPv6 address: \"%.64s\"",
+			yu_error(x, n, ipath, "not a numeric IPv4 or IPv6 address: \"%.64s\"",
 			    tmp[i]);
 			goto done;
 		}
@@ -1107,7 +766,7 @@ done:
 
 /* Apply one key of the relay section. */
 static int
-relay_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+relay_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct cfg_relay *r = arg;
@@ -1116,16 +775,16 @@ relay_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 
 	switch ((enum relay_key)key) {
 	case RK_MODE:
-		if (get_enum(x, v, path, relay_mode_names, 3, &m) == -1)
+		if (yu_enum(x, v, path, relay_mode_names, 3, &m) == -1)
 			return -1;
 		r->mode = (enum relay_mode)m;
 		return 0;
 	case RK_RULES:
-		return get_str(x, v, path, r->rules, sizeof(r->rules), true);
+		return yu_str(x, v, path, r->rules, sizeof(r->rules), true);
 	case RK_OWN_ADDRESSES:
 		return relay_own_addresses(x, v, path, r);
 	case RK_CAPS:
-		return map_walk(x, v, path, relay_caps_keys, RC_COUNT,
+		return yu_map_walk(x, v, path, relay_caps_keys, RC_COUNT,
 		    relay_caps_key_cb, &r->caps, &seen);
 	case RK_NEVER_RELAY:
 		return get_list(x, v, path, r->never_relay, &r->nnever, true);
@@ -1139,12 +798,12 @@ relay_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 		return get_hostport(x, v, path, r->dns_server,
 		    sizeof(r->dns_server), true);
 	case RK_MX_PORT:
-		return get_int(x, v, path, 1, 65535, &r->mx_port);
+		return yu_int(x, v, path, 1, 65535, &r->mx_port);
 	case RK_TIMEOUTS:
-		return map_walk(x, v, path, relay_timeouts_keys, RT_COUNT,
+		return yu_map_walk(x, v, path, relay_timeouts_keys, RT_COUNT,
 		    relay_timeouts_key_cb, &r->timeouts, &seen);
 	case RK_TEST_MODE:
-		return map_walk(x, v, path, relay_test_keys, RX_COUNT,
+		return yu_map_walk(x, v, path, relay_test_keys, RX_COUNT,
 		    relay_test_key_cb, r, &seen);
 	case RK_ALLOW_DEST:
 		if (get_list(x, v, path, r->allow_destinations, &r->nallow, true) == -1)
@@ -1152,7 +811,7 @@ relay_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 		for (int i = 0; i < r->nallow; i++) {
 			struct rdest_net n;
 			if (rdest_net_parse(r->allow_destinations[i], &n) == -1)
-				return cfg_error(x, v, path, "not an address or a network "
+				return yu_error(x, v, path, "not an address or a network "
 				    "(\"127.0.0.0/8\", \"::1\"): \"%.64s\"",
 				    r->allow_destinations[i]);
 		}
@@ -1160,12 +819,12 @@ relay_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 	case RK_COUNT:
 		break;
 	}
-	return cfg_error(x, v, path, "internal: unhandled key");
+	return yu_error(x, v, path, "internal: unhandled key");
 }
 
 /* Read a list of strings into a fixed table; -1 on error. */
 static int
-str_list(struct cctx *x, yaml_node_t *n, const char *path, char *tab,
+str_list(struct yu_ctx *x, yaml_node_t *n, const char *path, char *tab,
     size_t width, int max, int *count)
 {
 	yaml_node_item_t *it;
@@ -1174,15 +833,15 @@ str_list(struct cctx *x, yaml_node_t *n, const char *path, char *tab,
 	int i = 0;
 
 	if (n->type != YAML_SEQUENCE_NODE)
-		return cfg_error(x, n, path, "expected a list");
+		return yu_error(x, n, path, "expected a list");
 	for (it = n->data.sequence.items.start; it < n->data.sequence.items.top;
 	    it++, i++) {
 		snprintf(ipath, sizeof(ipath), "%s[%d]", path, i);
 		if ((v = yaml_document_get_node(x->doc, *it)) == NULL)
-			return cfg_error(x, n, path, "malformed list");
+			return yu_error(x, n, path, "malformed list");
 		if (i >= max)
-			return cfg_error(x, v, ipath, "more than %d entries", max);
-		if (get_str(x, v, ipath, tab + (size_t)i * width, width, false) == -1)
+			return yu_error(x, v, ipath, "more than %d entries", max);
+		if (yu_str(x, v, ipath, tab + (size_t)i * width, width, false) == -1)
 			return -1;
 	}
 	*count = i;
@@ -1191,7 +850,7 @@ str_list(struct cctx *x, yaml_node_t *n, const char *path, char *tab,
 
 /* Apply one key of the local_recipients section. */
 static int
-local_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+local_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct cfg_local *l = arg;
@@ -1205,7 +864,7 @@ local_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 
 /* Apply one top-level key of the main config. */
 static int
-main_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
+main_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct main_state *ms = arg;
@@ -1214,173 +873,65 @@ main_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 
 	switch ((enum main_key)key) {
 	case MK_HOSTNAME:
-		return get_str(x, v, path, c->hostname, sizeof(c->hostname),
+		return yu_str(x, v, path, c->hostname, sizeof(c->hostname),
 		    true);
 	case MK_SENSOR:
-		return get_str(x, v, path, c->sensor, sizeof(c->sensor), true);
+		return yu_str(x, v, path, c->sensor, sizeof(c->sensor), true);
 	case MK_PERSONA:
-		return get_str(x, v, path, c->persona, sizeof(c->persona),
+		return yu_str(x, v, path, c->persona, sizeof(c->persona),
 		    false);
 	case MK_USER:
-		return get_str(x, v, path, c->user, sizeof(c->user), true);
+		return yu_str(x, v, path, c->user, sizeof(c->user), true);
 	case MK_PORT_OFFSET:
 		ms->offset_line = v->start_mark.line + 1;
-		return get_int(x, v, path, 0, 65534, &c->port_offset);
+		return yu_int(x, v, path, 0, 65534, &c->port_offset);
 	case MK_LISTENERS:
 		ms->listeners_set = true;
 		return listeners_parse(x, v, path, c, ms->port_lines);
 	case MK_TLS:
-		return map_walk(x, v, path, tls_keys, TK_COUNT, tls_key_cb, c,
+		return yu_map_walk(x, v, path, tls_keys, TK_COUNT, tls_key_cb, c,
 		    &seen);
 	case MK_SPOOL:
-		return map_walk(x, v, path, spool_keys, SK_COUNT, spool_key_cb,
+		return yu_map_walk(x, v, path, spool_keys, SK_COUNT, spool_key_cb,
 		    c, &seen);
 	case MK_SANDBOX:
-		return map_walk(x, v, path, sandbox_keys, SB_COUNT, sandbox_key_cb,
+		return yu_map_walk(x, v, path, sandbox_keys, SB_COUNT, sandbox_key_cb,
 		    &c->sandbox, &seen);
 	case MK_CLIENT_LOOKUP:
-		return map_walk(x, v, path, client_lookup_keys, CL_COUNT,
+		return yu_map_walk(x, v, path, client_lookup_keys, CL_COUNT,
 		    client_lookup_key_cb, &c->client_lookup, &seen);
 	case MK_EVENT_LOG:
-		return get_str(x, v, path, c->event_log, sizeof(c->event_log),
+		return yu_str(x, v, path, c->event_log, sizeof(c->event_log),
 		    true);
 	case MK_AUTH:
-		return map_walk(x, v, path, auth_keys, AK_COUNT, auth_key_cb, c,
+		return yu_map_walk(x, v, path, auth_keys, AK_COUNT, auth_key_cb, c,
 		    &seen);
 	case MK_LIMITS:
-		return map_walk(x, v, path, limits_keys, LM_COUNT,
+		return yu_map_walk(x, v, path, limits_keys, LM_COUNT,
 		    limits_key_cb, &c->limits, &seen);
 	case MK_FEED:
-		if (scalar_is_null(v)) {
+		if (yu_is_null(v)) {
 			memset(&c->feed, 0, sizeof(c->feed));
 			return 0;
 		}
 		return feed_parse(x, v, path, &c->feed);
 	case MK_RELAY:
-		if (scalar_is_null(v))
+		if (yu_is_null(v))
 			return 0;
-		return map_walk(x, v, path, relay_keys, RK_COUNT, relay_key_cb,
+		return yu_map_walk(x, v, path, relay_keys, RK_COUNT, relay_key_cb,
 		    &c->relay, &seen);
 	case MK_LOCAL:
-		if (scalar_is_null(v)) {
+		if (yu_is_null(v)) {
 			c->local.ndomains = 0;	/* null: no local domains at all */
 			c->local.nusers = 0;
 			return 0;
 		}
-		return map_walk(x, v, path, local_keys, LR_COUNT, local_key_cb,
+		return yu_map_walk(x, v, path, local_keys, LR_COUNT, local_key_cb,
 		    &c->local, &seen);
 	case MK_COUNT:
 		break;
 	}
-	return cfg_error(x, v, path, "internal: unhandled key");
-}
-
-/*
- * Parse buf with libyaml into doc.  Returns 1 with a document, 0 for an
- * empty stream (doc untouched), -1 on a syntax error or a second document.
- */
-static int
-doc_load(struct cctx *x, yaml_parser_t *parser, yaml_document_t *doc,
-    const char *buf, size_t len)
-{
-	yaml_document_t extra;
-	yaml_node_t *root;
-
-	yaml_parser_set_input_string(parser, (const unsigned char *)buf, len);
-	if (!yaml_parser_load(parser, doc)) {
-		if (parser->error == YAML_MEMORY_ERROR)
-			snprintf(x->err, x->errlen, "%s: out of memory",
-			    x->name);
-		else
-			snprintf(x->err, x->errlen, "%s:%zu: yaml: %s%s%s",
-			    x->name, (size_t)parser->problem_mark.line + 1,
-			    parser->problem ? parser->problem : "syntax error",
-			    parser->context ? " " : "",
-			    parser->context ? parser->context : "");
-		return -1;
-	}
-	if ((root = yaml_document_get_root_node(doc)) == NULL) {
-		yaml_document_delete(doc);
-		return 0;
-	}
-	/* A second document would be silently ignored: refuse it. */
-	if (!yaml_parser_load(parser, &extra)) {
-		snprintf(x->err, x->errlen, "%s:%zu: yaml: %s", x->name,
-		    (size_t)parser->problem_mark.line + 1,
-		    parser->problem ? parser->problem : "syntax error");
-		yaml_document_delete(doc);
-		return -1;
-	}
-	if ((root = yaml_document_get_root_node(&extra)) != NULL) {
-		cfg_error(x, root, NULL, "more than one YAML document");
-		yaml_document_delete(&extra);
-		yaml_document_delete(doc);
-		return -1;
-	}
-	yaml_document_delete(&extra);
-	return 1;
-}
-
-/* Read a whole (small) file into a malloc'ed buffer. */
-static int
-read_file(const char *path, char **bufp, size_t *lenp, char *err,
-    size_t errlen)
-{
-	struct stat st;
-	char *buf = NULL;
-	size_t len = 0;
-	ssize_t n;
-	int fd;
-
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		snprintf(err, errlen, "%s: cannot open: %s", path,
-		    strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &st) == -1) {
-		snprintf(err, errlen, "%s: cannot stat: %s", path,
-		    strerror(errno));
-		goto fail;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "%s: not a regular file", path);
-		goto fail;
-	}
-	if (st.st_size > CFG_FILE_MAX) {
-		snprintf(err, errlen, "%s: larger than %d bytes", path,
-		    CFG_FILE_MAX);
-		goto fail;
-	}
-	if ((buf = malloc(CFG_FILE_MAX + 1)) == NULL) {
-		snprintf(err, errlen, "%s: out of memory", path);
-		goto fail;
-	}
-	for (;;) {
-		n = read(fd, buf + len, CFG_FILE_MAX + 1 - len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1) {
-			snprintf(err, errlen, "%s: cannot read: %s", path,
-			    strerror(errno));
-			goto fail;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-		if (len > CFG_FILE_MAX) {
-			snprintf(err, errlen, "%s: larger than %d bytes", path,
-			    CFG_FILE_MAX);
-			goto fail;
-		}
-	}
-	close(fd);
-	*bufp = buf;
-	*lenp = len;
-	return 0;
-fail:
-	free(buf);
-	close(fd);
-	return -1;
+	return yu_error(x, v, path, "internal: unhandled key");
 }
 
 /* Fill c with the embedded defaults. */
@@ -1484,7 +1035,7 @@ int
 cfg_load_buf(struct cfg *c, const char *name, const char *buf, size_t len,
     char *err, size_t errlen)
 {
-	struct cctx x = { .name = name, .err = err, .errlen = errlen };
+	struct yu_ctx x = { .name = name, .err = err, .errlen = errlen };
 	struct main_state *ms = NULL;
 	yaml_parser_t parser;
 	yaml_document_t doc;
@@ -1511,12 +1062,12 @@ cfg_load_buf(struct cfg *c, const char *name, const char *buf, size_t len,
 	}
 	*ms->c = *c;
 	x.doc = &doc;
-	if ((r = doc_load(&x, &parser, &doc, buf, len)) == -1)
+	if ((r = yu_doc_load(&x, &parser, &doc, buf, len)) == -1)
 		goto done;
 	have_doc = r == 1;
 	if (have_doc) {
 		root = yaml_document_get_root_node(&doc);
-		if (!scalar_is_null(root) && map_walk(&x, root, "", main_keys,
+		if (!yu_is_null(root) && yu_map_walk(&x, root, "", main_keys,
 		    MK_COUNT, main_key_cb, ms, &seen) == -1)
 			goto done;
 	}
@@ -1534,7 +1085,7 @@ cfg_load_buf(struct cfg *c, const char *name, const char *buf, size_t len,
 			line = ms->offset_line;
 			snprintf(path, sizeof(path), "port_offset");
 		}
-		cfg_error_line(&x, line, path,
+		yu_error_line(&x, line, path,
 		    "port %d + port_offset %d = %ld is out of range (1..65535)",
 		    ms->c->listeners[i].port, ms->c->port_offset, p);
 		goto done;
@@ -1560,7 +1111,7 @@ cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
 	size_t len;
 	int rc;
 
-	if (read_file(path, &buf, &len, err, errlen) == -1)
+	if (yu_read_file(path, &buf, &len, err, errlen) == -1)
 		return -1;
 	rc = cfg_load_buf(c, path, buf, len, err, errlen);
 	free(buf);
@@ -1575,7 +1126,7 @@ int
 cfg_load_feed_buf(struct cfg_feed *f, const char *name, const char *buf,
     size_t len, char *err, size_t errlen)
 {
-	struct cctx x = { .name = name, .err = err, .errlen = errlen };
+	struct yu_ctx x = { .name = name, .err = err, .errlen = errlen };
 	struct cfg_feed *tmp = NULL;
 	yaml_parser_t parser;
 	yaml_document_t doc;
@@ -1594,7 +1145,7 @@ cfg_load_feed_buf(struct cfg_feed *f, const char *name, const char *buf,
 		goto done;
 	}
 	x.doc = &doc;
-	if ((r = doc_load(&x, &parser, &doc, buf, len)) == -1)
+	if ((r = yu_doc_load(&x, &parser, &doc, buf, len)) == -1)
 		goto done;
 	have_doc = r == 1;
 	if (!have_doc) {
@@ -1623,7 +1174,7 @@ cfg_load_feed(struct cfg_feed *f, const char *path, char *err, size_t errlen)
 	size_t len;
 	int rc;
 
-	if (read_file(path, &buf, &len, err, errlen) == -1)
+	if (yu_read_file(path, &buf, &len, err, errlen) == -1)
 		return -1;
 	rc = cfg_load_feed_buf(f, path, buf, len, err, errlen);
 	free(buf);

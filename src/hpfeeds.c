@@ -47,6 +47,7 @@
 #include "config.h"
 #include "hpfeeds.h"
 #include "hpfeeds_wire.h"
+#include "json.h"
 #include "log.h"
 #include "outbox.h"
 #include "record.h"
@@ -426,7 +427,7 @@ hpf_record_private(const char *line, size_t len)
 	const char *v;
 	size_t vl;
 
-	return hpf_json_object(line, len) && hpf_json_find(line, len, "publish", &v, &vl) &&
+	return json_is_object(line, len) && json_get(line, len, "publish", &v, &vl) == 0 &&
 	    vl == 5 && memcmp(v, "false", 5) == 0;
 }
 
@@ -531,7 +532,7 @@ hp_build_event(struct hpf *h, struct hpf_chan *c, const struct outbox_line *l,
 	const char *line = l->line;
 	size_t len = l->len;
 
-	if (!hpf_json_object(line, len) || len > c->limit) {
+	if (!json_is_object(line, len) || len > c->limit) {
 		log_warn("hpfeeds: event at offset %llu of %s is %s; not published",
 		    (unsigned long long)(l->end_off - len - 1), h->ev_path,
 		    len > c->limit ? "too large" : "not a JSON object");
@@ -569,7 +570,7 @@ hp_build_mail(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 	if (h->feed.metadata) {
 		jb_obj_open(&meta);
 		for (i = 0; i < RECORD_META_NKEYS; i++) {
-			if (hpf_json_find(line, len, record_meta_keys[i], &v, &vl)) {
+			if (json_get(line, len, record_meta_keys[i], &v, &vl) == 0) {
 				jb_key(&meta, record_meta_keys[i]);
 				jb_raw(&meta, v, vl);
 			}

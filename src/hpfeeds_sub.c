@@ -17,6 +17,7 @@
 #include "hpfeeds.h"
 #include "hpfeeds_sub.h"
 #include "hpfeeds_wire.h"
+#include "json.h"
 #include "log.h"
 #include "util.h"
 
@@ -37,7 +38,7 @@ sub_print(void *arg, const struct hpf_frame *f)
 	struct sub *st = arg;
 	struct jbuf jb;
 	const char *p = (const char *)f->data, *e = p + f->datalen, *q;
-	bool obj = hpf_json_object(p, f->datalen);
+	bool obj = json_is_object(p, f->datalen);
 
 	jb_init(&jb);
 	jb_obj_open(&jb);

@@ -14,25 +14,20 @@
 #include <openssl/evp.h>
 
 #include "hpfeeds_wire.h"
+#include "json.h"
 #include "log.h"
+#include "utf8.h"
 #include "util.h"
-
-#define HPF_JSON_DEPTH		32
 
 static void	 wire_err(char *err, size_t errlen, const char *fmt, ...)
 		    __attribute__((format(printf, 3, 4)));
 static uint32_t	 get_be32(const uint8_t *p);
 static void	 put_hdr(uint8_t *out, uint32_t total, uint8_t op);
-static int	 get_str8(const uint8_t **p, const uint8_t *end, const uint8_t **s,
-		    size_t *slen);
-static const char *json_ws(const char *p, const char *e);
-static const char *json_str_end(const char *p, const char *e);
-static const char *json_value_end(const char *p, const char *e, int depth);
-static size_t	 utf8_put(unsigned char *out, uint32_t cp);
-static uint32_t	 hex4(const char *p);
-static size_t	 json_str_decode(const char *val, size_t vallen, unsigned char *out);
-static int	 payload_try(struct jbuf *, const char *sha, const unsigned char *body,
-		    size_t n, bool truncated, uint64_t size, const char *b64, size_t b64len,
+static int	 get_str8(const uint8_t **p, const uint8_t *end,
+		    const uint8_t **s, size_t *slen);
+static int	 payload_try(struct jbuf *, const char *sha,
+		    const unsigned char *body, size_t n, bool truncated,
+		    uint64_t size, const char *b64, size_t b64len,
 		    const char *meta, size_t metalen);
 
 /* Fill the caller's error buffer, if any. */
@@ -326,262 +321,6 @@ hpf_wire_max_payload(size_t identlen, size_t chanlen)
 
 /* ------------------------------------------------- JSON (payload format) */
 
-/* Skip JSON whitespace. */
-static const char *
-json_ws(const char *p, const char *e)
-{
-	while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-		p++;
-	return p;
-}
-
-/* End of the JSON string starting at p ('"'), or NULL when malformed. */
-static const char *
-json_str_end(const char *p, const char *e)
-{
-	int i;
-
-	if (p >= e || *p != '"')
-		return NULL;
-	for (p++; p < e; p++) {
-		unsigned char c = (unsigned char)*p;
-
-		if (c == '"')
-			return p + 1;
-		if (c < 0x20)
-			return NULL;
-		if (c != '\\')
-			continue;
-		if (++p >= e)
-			return NULL;
-		switch (*p) {
-		case '"': case '\\': case '/': case 'b': case 'f':
-		case 'n': case 'r': case 't':
-			break;
-		case 'u':
-			for (i = 0; i < 4; i++) {
-				if (++p >= e || !((*p >= '0' && *p <= '9') ||
-				    (*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F')))
-					return NULL;
-			}
-			break;
-		default:
-			return NULL;
-		}
-	}
-	return NULL;
-}
-
-/* End of the JSON value at p (strict RFC 8259 grammar), or NULL. */
-static const char *
-json_value_end(const char *p, const char *e, int depth)
-{
-	const char *q;
-
-	if (p >= e || depth > HPF_JSON_DEPTH)
-		return NULL;
-	switch (*p) {
-	case '{':
-	case '[': {
-		char close = *p == '{' ? '}' : ']';
-
-		p = json_ws(p + 1, e);
-		if (p < e && *p == close)
-			return p + 1;
-		for (;;) {
-			if (close == '}') {
-				if ((p = json_str_end(p, e)) == NULL)
-					return NULL;
-				p = json_ws(p, e);
-				if (p >= e || *p != ':')
-					return NULL;
-				p = json_ws(p + 1, e);
-			}
-			if ((p = json_value_end(p, e, depth + 1)) == NULL)
-				return NULL;
-			p = json_ws(p, e);
-			if (p >= e)
-				return NULL;
-			if (*p == close)
-				return p + 1;
-			if (*p != ',')
-				return NULL;
-			p = json_ws(p + 1, e);
-		}
-	}
-	case '"':
-		return json_str_end(p, e);
-	case 't':
-		return (e - p >= 4 && memcmp(p, "true", 4) == 0) ? p + 4 : NULL;
-	case 'f':
-		return (e - p >= 5 && memcmp(p, "false", 5) == 0) ? p + 5 : NULL;
-	case 'n':
-		return (e - p >= 4 && memcmp(p, "null", 4) == 0) ? p + 4 : NULL;
-	default:
-		break;
-	}
-	/* Number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
-	q = p;
-	if (q < e && *q == '-')
-		q++;
-	if (q < e && *q == '0')
-		q++;
-	else if (q < e && *q >= '1' && *q <= '9')
-		while (q < e && *q >= '0' && *q <= '9')
-			q++;
-	else
-		return NULL;
-	if (q < e && *q == '.') {
-		if (++q >= e || *q < '0' || *q > '9')
-			return NULL;
-		while (q < e && *q >= '0' && *q <= '9')
-			q++;
-	}
-	if (q < e && (*q == 'e' || *q == 'E')) {
-		q++;
-		if (q < e && (*q == '+' || *q == '-'))
-			q++;
-		if (q >= e || *q < '0' || *q > '9')
-			return NULL;
-		while (q < e && *q >= '0' && *q <= '9')
-			q++;
-	}
-	return q;
-}
-
-/* Whether p[0..len) is exactly one valid JSON object (whitespace around allowed). */
-bool
-hpf_json_object(const char *p, size_t len)
-{
-	const char *e = p + len, *q;
-
-	if (!utf8_valid(p, len))
-		return false;
-	q = json_ws(p, e);
-	if (q >= e || *q != '{')
-		return false;
-	q = json_value_end(q, e, 0);
-	return q != NULL && json_ws(q, e) == e;
-}
-
-/*
- * Find top-level member key (compared with the raw, unescaped key bytes) in a
- * validated object; val/vallen get the raw JSON value.
- */
-bool
-hpf_json_find(const char *obj, size_t len, const char *key, const char **val,
-    size_t *vallen)
-{
-	const char *p, *e = obj + len, *k, *ke, *v, *ve;
-	size_t kl = strlen(key);
-
-	p = json_ws(obj, e);
-	if (p >= e || *p != '{')
-		return false;
-	p = json_ws(p + 1, e);
-	while (p < e && *p == '"') {
-		k = p;
-		if ((ke = json_str_end(p, e)) == NULL)
-			return false;
-		p = json_ws(ke, e);
-		if (p >= e || *p != ':')
-			return false;
-		v = json_ws(p + 1, e);
-		if ((ve = json_value_end(v, e, 1)) == NULL)
-			return false;
-		if ((size_t)(ke - k) == kl + 2 && memcmp(k + 1, key, kl) == 0) {
-			*val = v;
-			*vallen = (size_t)(ve - v);
-			return true;
-		}
-		p = json_ws(ve, e);
-		if (p < e && *p == ',')
-			p = json_ws(p + 1, e);
-	}
-	return false;
-}
-
-/* Append the UTF-8 encoding of cp to out; returns the byte count. */
-static size_t
-utf8_put(unsigned char *out, uint32_t cp)
-{
-	if (cp < 0x80) {
-		out[0] = (unsigned char)cp;
-		return 1;
-	}
-	if (cp < 0x800) {
-		out[0] = (unsigned char)(0xc0 | cp >> 6);
-		out[1] = (unsigned char)(0x80 | (cp & 0x3f));
-		return 2;
-	}
-	if (cp < 0x10000) {
-		out[0] = (unsigned char)(0xe0 | cp >> 12);
-		out[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-		out[2] = (unsigned char)(0x80 | (cp & 0x3f));
-		return 3;
-	}
-	out[0] = (unsigned char)(0xf0 | cp >> 18);
-	out[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
-	out[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-	out[3] = (unsigned char)(0x80 | (cp & 0x3f));
-	return 4;
-}
-
-/* Four hex digits at p (already validated by json_str_end). */
-static uint32_t
-hex4(const char *p)
-{
-	uint32_t v = 0;
-	int i;
-
-	for (i = 0; i < 4; i++) {
-		char c = p[i];
-
-		v = v << 4 | (uint32_t)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
-	}
-	return v;
-}
-
-/*
- * Decode a validated JSON string value (with its quotes) into UTF-8 bytes in
- * out (at least vallen bytes).  A lone surrogate becomes U+FFFD.  Returns the
- * byte count.
- */
-static size_t
-json_str_decode(const char *val, size_t vallen, unsigned char *out)
-{
-	const char *p = val + 1, *e = val + vallen - 1;
-	size_t o = 0;
-	uint32_t cp, lo;
-
-	while (p < e) {
-		if (*p != '\\') {
-			out[o++] = (unsigned char)*p++;
-			continue;
-		}
-		p++;
-		switch (*p) {
-		case 'b': out[o++] = '\b'; p++; continue;
-		case 'f': out[o++] = '\f'; p++; continue;
-		case 'n': out[o++] = '\n'; p++; continue;
-		case 'r': out[o++] = '\r'; p++; continue;
-		case 't': out[o++] = '\t'; p++; continue;
-		case 'u': break;
-		default: out[o++] = (unsigned char)*p++; continue;
-		}
-		cp = hex4(p + 1);
-		p += 5;
-		if (cp >= 0xd800 && cp <= 0xdbff && e - p >= 6 && p[0] == '\\' &&
-		    p[1] == 'u' && (lo = hex4(p + 2)) >= 0xdc00 && lo <= 0xdfff) {
-			cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-			p += 6;
-		} else if (cp >= 0xd800 && cp <= 0xdfff)
-			cp = 0xfffd;
-		o += utf8_put(out + o, cp);
-	}
-	return o;
-}
-
 /* Whether s is 64 hex digits. */
 bool
 hpf_is_sha256_hex(const char *s, size_t len)
@@ -629,7 +368,7 @@ hpf_payload_build(struct jbuf *jb, const char *sha256hex, const void *body,
 {
 	const unsigned char *b = body;
 	char *b64 = NULL;
-	size_t b64len = 0, n, iter, back, lo, hi, lo_len, hi_len, g;
+	size_t b64len = 0, n, iter, lo, hi, lo_len, hi_len, g;
 	bool full = (uint64_t)bodylen == size, with_raw;
 	int rc = -1;
 
@@ -700,9 +439,7 @@ hpf_payload_build(struct jbuf *jb, const char *sha256hex, const void *body,
 			}
 		}
 		/* Cut at a UTF-8 boundary: do not split a multi-byte sequence. */
-		n = lo;
-		for (back = 0; n > 0 && back < 3 && (b[n] & 0xc0) == 0x80; back++)
-			n--;
+		n = utf8_prefix(b, bodylen, lo);
 		if (payload_try(jb, sha256hex, b, n, true, size, b64, b64len,
 		    meta, metalen) == -1)
 			goto out;
@@ -724,17 +461,21 @@ hpf_payload_verify(const void *payload, size_t len)
 	unsigned char *buf, *txt, md[32];
 	char hex[65];
 	unsigned int mdlen = 0;
-	long dl;
+	long dl, sl;
 	int ok;
 
-	if (!hpf_json_object(p, len) || !hpf_json_find(p, len, "sha256", &v, &vl) ||
+	if (!json_is_object(p, len) || json_get(p, len, "sha256", &v, &vl) == -1 ||
 	    vl != 66 || *v != '"' || !hpf_is_sha256_hex(v + 1, 64))
 		return -1;
-	if (hpf_json_find(p, len, "raw_b64", &m, &ml) && *m == '"') {
+	if (json_get(p, len, "raw_b64", &m, &ml) == 0 && *m == '"') {
 		/* The JSON string first (a producer may write "\/"), then base64. */
 		if ((txt = malloc(ml)) == NULL)
 			return 0;
-		n = json_str_decode(m, ml, txt);
+		if ((sl = json_bytes(m, ml, txt, ml)) < 0) {
+			free(txt);
+			return 0;
+		}
+		n = (size_t)sl;
 		if ((buf = malloc(n / 4 * 3 + 3)) == NULL) {
 			free(txt);
 			return 0;
@@ -746,10 +487,14 @@ hpf_payload_verify(const void *payload, size_t len)
 			return 0;
 		}
 		n = (size_t)dl;
-	} else if (hpf_json_find(p, len, "msg", &m, &ml) && *m == '"') {
+	} else if (json_get(p, len, "msg", &m, &ml) == 0 && *m == '"') {
 		if ((buf = malloc(ml)) == NULL)
 			return 0;
-		n = json_str_decode(m, ml, buf);
+		if ((sl = json_bytes(m, ml, buf, ml)) < 0) {
+			free(buf);
+			return 0;
+		}
+		n = (size_t)sl;
 	} else
 		return 0;
 	ok = EVP_Digest(buf, n, md, &mdlen, EVP_sha256(), NULL) == 1 && mdlen == 32;

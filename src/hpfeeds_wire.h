@@ -121,16 +121,6 @@ int	 hpf_payload_build(struct jbuf *jb, const char *sha256hex,
  */
 int	 hpf_payload_verify(const void *payload, size_t len);
 
-/* Whether p[0..len) is exactly one valid JSON object in valid UTF-8. */
-bool	 hpf_json_object(const char *p, size_t len);
-
-/*
- * Find top-level member key (raw key bytes, no escapes) in an object that
- * hpf_json_object() accepted; val/vallen get the raw JSON value.
- */
-bool	 hpf_json_find(const char *obj, size_t len, const char *key,
-	    const char **val, size_t *vallen);
-
 /* Whether s[0..len) is 64 hex digits. */
 bool	 hpf_is_sha256_hex(const char *s, size_t len);
 

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "utf8.h"
 #include "util.h"
 
 #define LOG_LINE_MAX	4096
@@ -41,7 +42,6 @@ static bool	 jb_grow(struct jbuf *, size_t);
 static bool	 jb_escape_cp(uint32_t);
 static void	 jb_put(struct jbuf *, const void *, size_t);
 static void	 jb_sep(struct jbuf *);
-static size_t	 utf8_seq(const unsigned char *, size_t, uint32_t *);
 static int	 evlog_openfd(const char *);
 static void	 evlog_write(const char *, size_t);
 static bool	 log_deferring(void);
@@ -490,70 +490,6 @@ jb_key(struct jbuf *jb, const char *key)
 }
 
 /*
- * Length of the strict UTF-8 sequence at s (RFC 3629), with its code point
- * in *cp, or 0 when the bytes at s do not start a valid sequence.
- */
-static size_t
-utf8_seq(const unsigned char *s, size_t len, uint32_t *cp)
-{
-	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-	size_t n, i;
-	uint32_t v;
-
-	if (c < 0x80) {
-		*cp = c;
-		return 1;
-	}
-	if (c >= 0xc2 && c <= 0xdf) {
-		n = 2;
-		v = c & 0x1f;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 3;
-		v = c & 0x0f;
-		if (c == 0xe0)
-			lo = 0xa0;	/* overlong */
-		else if (c == 0xed)
-			hi = 0x9f;	/* surrogates */
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4;
-		v = c & 0x07;
-		if (c == 0xf0)
-			lo = 0x90;	/* overlong */
-		else if (c == 0xf4)
-			hi = 0x8f;	/* above U+10FFFF */
-	} else
-		return 0;
-	if (len < n)
-		return 0;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		v = (v << 6) | (s[i] & 0x3f);
-	}
-	*cp = v;
-	return n;
-}
-
-/* Whether len bytes of s are strictly valid UTF-8. */
-bool
-utf8_valid(const void *s, size_t len)
-{
-	const unsigned char *p = s;
-	size_t i = 0, n;
-	uint32_t cp;
-
-	while (i < len) {
-		n = utf8_seq(p + i, len - i, &cp);
-		if (n == 0)
-			return false;
-		i += n;
-	}
-	return true;
-}
-
-/*
  * Write len bytes of s as a JSON string: valid UTF-8 is copied, '"' '\\',
  * controls, DEL and U+2028/U+2029 are escaped, each byte of an invalid
  * sequence becomes U+FFFD.
@@ -585,7 +521,7 @@ jb_str(struct jbuf *jb, const void *s, size_t len)
 			i = run;
 			continue;
 		}
-		n = utf8_seq(p + i, len - i, &cp);
+		n = utf8_decode(p + i, len - i, &cp);
 		if (n == 0) {
 			jb_put(jb, "\xef\xbf\xbd", 3);
 			i++;

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "utf8.h"
+
 enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 /* Set the text log threshold; debug also turns on the protocol trace (-d). */
@@ -79,11 +81,6 @@ void	jb_kint(struct jbuf *, const char *key, long long);
 void	jb_kuint(struct jbuf *, const char *key, unsigned long long);
 void	jb_kbool(struct jbuf *, const char *key, bool);
 
-/*
- * Whether len bytes of s are valid UTF-8 (RFC 3629: no overlongs, no
- * surrogates, nothing above U+10FFFF).
- */
-bool	utf8_valid(const void *s, size_t len);
 
 /* The connection facts every event carries. */
 struct event_conn {

@@ -15,6 +15,7 @@
 #include <strings.h>
 
 #include "mime.h"
+#include "utf8.h"
 
 #define MIME_CT_MAX		96	/* "type/subtype" kept */
 #define MIME_BOUNDARY_MAX	200	/* RFC 2046 says 70; be generous */
@@ -54,7 +55,6 @@ struct walk {
 
 static void	 mbuf_put(struct mbuf *, const void *, size_t);
 static void	 mbuf_putc(struct mbuf *, char);
-static size_t	 utf8_seq(const unsigned char *, size_t);
 static void	 put_sanitized(struct mbuf *, const unsigned char *, size_t);
 static bool	 charset_clean(const char *, size_t, char *, size_t);
 static bool	 charset_is_utf8(const char *);
@@ -135,45 +135,14 @@ mbuf_putc(struct mbuf *b, char c)
 	mbuf_put(b, &c, 1);
 }
 
-/* Length of the valid UTF-8 sequence at s (RFC 3629), 0 if there is none. */
-static size_t
-utf8_seq(const unsigned char *s, size_t n)
-{
-	unsigned c = s[0];
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		return n >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
-	if (c >= 0xe0 && c <= 0xef) {
-		if (n < 3 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80)
-			return 0;
-		if (c == 0xe0 && s[1] < 0xa0)
-			return 0;	/* overlong */
-		if (c == 0xed && s[1] >= 0xa0)
-			return 0;	/* surrogate */
-		return 3;
-	}
-	if (c >= 0xf0 && c <= 0xf4) {
-		if (n < 4 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 ||
-		    (s[3] & 0xc0) != 0x80)
-			return 0;
-		if (c == 0xf0 && s[1] < 0x90)
-			return 0;
-		if (c == 0xf4 && s[1] >= 0x90)
-			return 0;
-		return 4;
-	}
-	return 0;
-}
-
 /* Append s as UTF-8: valid sequences as they are, stray bytes as Latin-1. */
 static void
 put_sanitized(struct mbuf *b, const unsigned char *s, size_t n)
 {
 	size_t i = 0, run = 0, k;
 	uint64_t w;
-	char l1[2];
+	uint32_t cp;
+	unsigned char l1[UTF8_MAX];
 
 	while (i < n && !b->full) {
 		if (s[i] < 0x80) {
@@ -185,14 +154,12 @@ put_sanitized(struct mbuf *b, const unsigned char *s, size_t n)
 			}
 			continue;
 		}
-		if ((k = utf8_seq(s + i, n - i)) > 0) {
+		if ((k = utf8_decode(s + i, n - i, &cp)) > 0) {
 			i += k;
 			continue;
 		}
 		mbuf_put(b, s + run, i - run);
-		l1[0] = (char)(0xc0 | (s[i] >> 6));
-		l1[1] = (char)(0x80 | (s[i] & 0x3f));
-		mbuf_put(b, l1, 2);
+		mbuf_put(b, l1, utf8_encode(s[i], l1));
 		run = ++i;
 	}
 	mbuf_put(b, s + run, i - run);

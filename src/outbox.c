@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "hpfeeds_wire.h"
+#include "json.h"
 #include "log.h"
 #include "outbox.h"
 #include "spool.h"
@@ -1314,7 +1315,7 @@ outbox_message(struct outbox_cursor *c, const struct outbox_line *l, size_t limi
 
 	m->len = 0;
 	m->size = 0;
-	if (!hpf_json_object(line, len) || !hpf_json_find(line, len, "sha256", &v, &vl) ||
+	if (!json_is_object(line, len) || json_get(line, len, "sha256", &v, &vl) == -1 ||
 	    vl != 66 || !hpf_is_sha256_hex(v + 1, 64)) {
 		log_warn("%s: journal line at offset %llu is not a reception "
 		    "record: \"%s\"; not published", ob->who,

@@ -1,7 +1,7 @@
 /*
  * The reception record (see record.h): its writer, its parser, the DATA
  * decision it keeps, the members hpfeeds copies.  The parser reads with
- * relay_json (lenient, bounded: every string is cut to its field).
+ * json (strict, RFC 8259; bounded: every string is cut to its field).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +9,7 @@
 
 #include "log.h"
 #include "record.h"
-#include "relay_json.h"
+#include "json.h"
 #include "rules.h"
 
 const char *const record_meta_keys[RECORD_META_NKEYS] = {
@@ -139,7 +139,7 @@ record_str_dup(const char *v, size_t vl)
 
 	if ((s = malloc(vl + 1)) == NULL)
 		return NULL;
-	if (relay_json_str(v, vl, s, vl + 1) == -1) {
+	if (json_str(v, vl, s, vl + 1) == -1) {
 		free(s);
 		return NULL;
 	}
@@ -148,7 +148,7 @@ record_str_dup(const char *v, size_t vl)
 
 /*
  * Parse a reception record: one walk over its members (the first of a
- * duplicated key counts, as with relay_json_get), then the values.
+ * duplicated key counts, as with json_get), then the values.
  */
 struct record *
 record_parse(const char *j, size_t len, char *err, size_t errlen)
@@ -160,7 +160,7 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 	int i, rc;
 
 	memset(val, 0, sizeof(val));
-	while ((rc = relay_json_member(j, len, &pos, &k, &kl, &v, &vl)) == 1) {
+	while ((rc = json_member(j, len, &pos, &k, &kl, &v, &vl)) == 1) {
 		for (i = 0; i < RK_COUNT; i++) {
 			/* strncmp() == 0 implies kl <= the name's length: no NUL in k. */
 			if (val[i] == NULL && k[0] == record_keys[i][0] &&
@@ -181,7 +181,7 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 		return NULL;
 	}
 #define RK_STR(key, dst) (val[key] != NULL ? \
-	relay_json_str(val[key], vlen[key], (dst), sizeof(dst)) : -1)
+	json_str(val[key], vlen[key], (dst), sizeof(dst)) : -1)
 	if (RK_STR(RK_SHA256, r->sha256) == -1 ||
 	    strlen(r->sha256) != 64 || strspn(r->sha256, "0123456789abcdef") != 64) {
 		snprintf(err, errlen, "record: no valid sha256");
@@ -195,21 +195,21 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 	RK_STR(RK_HELO, r->helo);
 	RK_STR(RK_CLIENT_NAME, r->client_name);
 	RK_STR(RK_PROTOCOL, r->protocol);
-	if (val[RK_SIZE] && relay_json_int(val[RK_SIZE], vlen[RK_SIZE], &n) == 0 && n >= 0)
+	if (val[RK_SIZE] && json_int(val[RK_SIZE], vlen[RK_SIZE], &n) == 0 && n >= 0)
 		r->size = (uint64_t)n;
-	if (val[RK_SRC_PORT] && relay_json_int(val[RK_SRC_PORT], vlen[RK_SRC_PORT], &n) == 0)
+	if (val[RK_SRC_PORT] && json_int(val[RK_SRC_PORT], vlen[RK_SRC_PORT], &n) == 0)
 		r->src_port = (int)n;
-	if (val[RK_DST_PORT] && relay_json_int(val[RK_DST_PORT], vlen[RK_DST_PORT], &n) == 0)
+	if (val[RK_DST_PORT] && json_int(val[RK_DST_PORT], vlen[RK_DST_PORT], &n) == 0)
 		r->dst_port = (int)n;
-	if (val[RK_TLS] && !relay_json_is_null(val[RK_TLS], vlen[RK_TLS]))
+	if (val[RK_TLS] && !json_is_null(val[RK_TLS], vlen[RK_TLS]))
 		r->tls = true;
 	v = val[RK_AUTH];
 	vl = vlen[RK_AUTH];
-	if (v != NULL && !relay_json_is_null(v, vl) &&
-	    relay_json_get(v, vl, "username", &a, &al) == 0) {
+	if (v != NULL && !json_is_null(v, vl) &&
+	    json_get(v, vl, "username", &a, &al) == 0) {
 		r->auth = true;
-		relay_json_str(a, al, r->auth_user, sizeof(r->auth_user));
-		relay_json_get_str(v, vl, "password", r->auth_pass, sizeof(r->auth_pass));
+		json_str(a, al, r->auth_user, sizeof(r->auth_user));
+		json_get_str(v, vl, "password", r->auth_pass, sizeof(r->auth_pass));
 	}
 	if (val[RK_MAIL_FROM] == NULL ||
 	    (r->mail_from = record_str_dup(val[RK_MAIL_FROM], vlen[RK_MAIL_FROM])) == NULL) {
@@ -223,9 +223,9 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 	}
 	if (val[RK_ANOMALIES] != NULL) {
 		char an[32];
-		for (pos = 0; relay_json_element(val[RK_ANOMALIES], vlen[RK_ANOMALIES], &pos,
+		for (pos = 0; json_element(val[RK_ANOMALIES], vlen[RK_ANOMALIES], &pos,
 		    &el, &ell) == 1;) {
-			if (relay_json_str(el, ell, an, sizeof(an)) == -1)
+			if (json_str(el, ell, an, sizeof(an)) == -1)
 				continue;
 			if (strcmp(an, "smuggling") == 0)
 				r->smuggling = true;
@@ -235,14 +235,14 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 	}
 	vl = vlen[RK_RCPT_TO];
 	for (i = 0, pos = 0; i < RECORD_RCPT_MAX &&
-	    relay_json_element(v, vl, &pos, &el, &ell) == 1; i++)
+	    json_element(v, vl, &pos, &el, &ell) == 1; i++)
 		;
 	if ((r->rcpt = calloc((size_t)i + 1, sizeof(*r->rcpt))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
 	for (r->nrcpt = 0, pos = 0; r->nrcpt < i; r->nrcpt++) {
-		relay_json_element(v, vl, &pos, &el, &ell);
+		json_element(v, vl, &pos, &el, &ell);
 		if ((r->rcpt[r->nrcpt] = record_str_dup(el, ell)) == NULL) {
 			snprintf(err, errlen, "record: bad rcpt_to[%d]", r->nrcpt);
 			goto fail;
@@ -338,11 +338,11 @@ record_decision(const char *record, size_t len, struct rules_decision *d)
 	int i, rc;
 
 	rules_decision_clear(d);
-	if (relay_json_get(record, len, "rules", &v, &vl) == -1)
+	if (json_get(record, len, "rules", &v, &vl) == -1)
 		return false;
 	/* One walk over the decision's members; the first of a duplicate counts. */
 	memset(dv, 0, sizeof(dv));
-	while ((rc = relay_json_member(v, vl, &pos, &k, &kl, &x, &xl)) == 1) {
+	while ((rc = json_member(v, vl, &pos, &k, &kl, &x, &xl)) == 1) {
 		for (i = 0; i < DK_COUNT; i++) {
 			/* strncmp() == 0 implies kl <= strlen(names[i]): no NUL in k. */
 			if (dv[i] == NULL && strncmp(k, names[i], kl) == 0 &&
@@ -354,24 +354,24 @@ record_decision(const char *record, size_t len, struct rules_decision *d)
 		}
 	}
 	if (rc == -1 || dv[DK_STAGE] == NULL ||
-	    relay_json_str(dv[DK_STAGE], dl[DK_STAGE], stage, sizeof(stage)) == -1 ||
+	    json_str(dv[DK_STAGE], dl[DK_STAGE], stage, sizeof(stage)) == -1 ||
 	    strcmp(stage, "data") != 0 || dv[DK_MATCHED] == NULL ||
-	    relay_json_bool(dv[DK_MATCHED], dl[DK_MATCHED], &d->matched) == -1)
+	    json_bool(dv[DK_MATCHED], dl[DK_MATCHED], &d->matched) == -1)
 		return false;
 	if (!d->matched)
 		return true;
 	if (dv[DK_RULE])
-		relay_json_str(dv[DK_RULE], dl[DK_RULE], d->rule, sizeof(d->rule));
+		json_str(dv[DK_RULE], dl[DK_RULE], d->rule, sizeof(d->rule));
 	if (dv[DK_TAG])
-		relay_json_str(dv[DK_TAG], dl[DK_TAG], d->tag, sizeof(d->tag));
+		json_str(dv[DK_TAG], dl[DK_TAG], d->tag, sizeof(d->tag));
 	if (dv[DK_REPLY_TEXT])
-		relay_json_str(dv[DK_REPLY_TEXT], dl[DK_REPLY_TEXT], d->reply_text,
+		json_str(dv[DK_REPLY_TEXT], dl[DK_REPLY_TEXT], d->reply_text,
 		    sizeof(d->reply_text));
 	if (dv[DK_RELAY])
-		relay_json_bool(dv[DK_RELAY], dl[DK_RELAY], &d->relay);
+		json_bool(dv[DK_RELAY], dl[DK_RELAY], &d->relay);
 	if (dv[DK_PUBLISH])
-		relay_json_bool(dv[DK_PUBLISH], dl[DK_PUBLISH], &d->publish);
-	if (dv[DK_REPLY_CODE] && relay_json_int(dv[DK_REPLY_CODE], dl[DK_REPLY_CODE],
+		json_bool(dv[DK_PUBLISH], dl[DK_PUBLISH], &d->publish);
+	if (dv[DK_REPLY_CODE] && json_int(dv[DK_REPLY_CODE], dl[DK_REPLY_CODE],
 	    &n) == 0 && n >= 200 && n <= 599)
 		d->reply_code = (int)n;
 	if ((x = dv[DK_EVIDENCE]) != NULL && (d->evidence = malloc(dl[DK_EVIDENCE] + 1))) {

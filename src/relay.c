@@ -30,6 +30,7 @@
 #include "relay.h"
 #include "relay_caps.h"
 #include "relay_dest.h"
+#include "json.h"
 #include "relay_int.h"
 #include "rules_default.h"
 #include "smtp_client.h"

@@ -16,7 +16,7 @@
 #include "addr.h"
 #include "log.h"
 #include "relay_caps.h"
-#include "relay_json.h"
+#include "json.h"
 #include "util.h"
 
 #define CAPS_FILE_MAX	(256u * 1024 * 1024)	/* refuse to load more than this */
@@ -239,17 +239,17 @@ caps_parse_line(const char *line, size_t len, struct caps_line *l)
 	int rc, cap = 0;
 
 	memset(l, 0, sizeof(*l));
-	while ((rc = relay_json_member(line, len, &pos, &k, &kl, &v, &vl)) == 1) {
+	while ((rc = json_member(line, len, &pos, &k, &kl, &v, &vl)) == 1) {
 		if (kl == 1 && k[0] == 't') {
-			if (have_t || relay_json_int(v, vl, &tt) == -1)
+			if (have_t || json_int(v, vl, &tt) == -1)
 				goto bad;
 			have_t = true;
 		} else if (kl == 6 && memcmp(k, "sha256", 6) == 0) {
-			if (l->sha[0] || relay_json_str(v, vl, l->sha, sizeof(l->sha)) == -1 ||
+			if (l->sha[0] || json_str(v, vl, l->sha, sizeof(l->sha)) == -1 ||
 			    !caps_sha_ok(l->sha))
 				goto bad;
 		} else if (kl == 6 && memcmp(k, "src_ip", 6) == 0) {
-			if (relay_json_str(v, vl, l->ip, sizeof(l->ip)) == -1)
+			if (json_str(v, vl, l->ip, sizeof(l->ip)) == -1)
 				goto bad;
 		} else if (kl == 4 && memcmp(k, "rcpt", 4) == 0) {
 			if (rv != NULL)
@@ -263,7 +263,7 @@ caps_parse_line(const char *line, size_t len, struct caps_line *l)
 		goto bad;
 	l->t = (time_t)tt;
 	/* Every recipient, whatever its length: a decoded string is never longer than its JSON. */
-	for (epos = 0; rv != NULL && (rc = relay_json_element(rv, rvl, &epos, &el, &ell)) == 1;
+	for (epos = 0; rv != NULL && (rc = json_element(rv, rvl, &epos, &el, &ell)) == 1;
 	    l->n++) {
 		if (l->n == cap) {
 			char **nk;
@@ -274,7 +274,7 @@ caps_parse_line(const char *line, size_t len, struct caps_line *l)
 		}
 		if ((dec = malloc(ell + 1)) == NULL)
 			goto oom;
-		if (relay_json_str(el, ell, dec, ell + 1) == -1) {
+		if (json_str(el, ell, dec, ell + 1) == -1) {
 			free(dec);
 			goto bad;
 		}

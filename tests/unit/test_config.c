@@ -7,9 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "rules.h"
 
 static int	 load(struct cfg *, const char *, char *);
 static int	 load_feed(struct cfg_feed *, const char *, char *);
@@ -784,6 +787,47 @@ test_relay_section(void **state)
 	expect_err("relay:\n  never_relay: {a: b}\n", "t.yml:2: relay.never_relay: expected a list of strings");
 }
 
+/*
+ * A FIFO where a config, feed or rules file should be is refused at once (the
+ * three loaders share yaml_util's file read): a blocking open(2) waited for a
+ * writer for ever, at start or on a reload.
+ */
+static void
+test_fifo_refused(void **state)
+{
+	char dir[] = "/tmp/fosr-cfg-fifo-XXXXXX", fifo[64], err[256];
+	struct cfg *c = malloc(sizeof(*c));
+	struct cfg_feed f;
+	pid_t pid;
+	int st, which;
+
+	assert_non_null(c);
+	assert_non_null(mkdtemp(dir));
+	snprintf(fifo, sizeof(fifo), "%s/f", dir);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	for (which = 0; which < 3; which++) {
+		if ((pid = fork()) == 0) {
+			alarm(5);	/* the blocking open(2) waited here */
+			cfg_defaults(c);
+			if (which == 0)
+				st = cfg_load(c, fifo, err, sizeof(err));
+			else if (which == 1)
+				st = cfg_load_feed(&f, fifo, err, sizeof(err));
+			else
+				st = rules_load(fifo, err, sizeof(err)) == NULL ? -1 : 0;
+			_exit(st == -1 && strstr(err, "not a regular file") != NULL ?
+			    0 : 1);
+		}
+		assert_true(pid > 0);
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+	}
+	unlink(fifo);
+	rmdir(dir);
+	free(c);
+}
+
 int
 main(void)
 {
@@ -803,6 +847,7 @@ main(void)
 		cmocka_unit_test(test_unchanged_and_missing),
 		cmocka_unit_test(test_feed_null_in_main),
 		cmocka_unit_test(test_relay_section),
+		cmocka_unit_test(test_fifo_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

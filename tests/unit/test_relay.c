@@ -24,7 +24,7 @@
 #include "record.h"
 #include "relay.h"
 #include "relay_caps.h"
-#include "relay_json.h"
+#include "json.h"
 
 /*
  * The rules file of these tests: one DATA rule that relays a mail that
@@ -323,42 +323,42 @@ test_json_walk(void **state)
 	int n;
 
 	(void)state;
-	assert_int_equal(relay_json_member(j, strlen(j), &pos, &k, &kl, &v, &vl), 1);
+	assert_int_equal(json_member(j, strlen(j), &pos, &k, &kl, &v, &vl), 1);
 	assert_int_equal(kl, 1);
 	assert_memory_equal(k, "a", 1);
 	assert_int_equal(vl, 3);
 	assert_memory_equal(v, "\"x\"", 3);
-	assert_int_equal(relay_json_member(j, strlen(j), &pos, &k, &kl, &v, &vl), 1);
+	assert_int_equal(json_member(j, strlen(j), &pos, &k, &kl, &v, &vl), 1);
 	assert_int_equal(kl, 0);
 	assert_int_equal(vl, 12);
 	{
 		const char *arr = v, *el;
 		size_t al = vl, ep = 0, ell;
 
-		assert_int_equal(relay_json_element(arr, al, &ep, &el, &ell), 1);
+		assert_int_equal(json_element(arr, al, &ep, &el, &ell), 1);
 		assert_int_equal(ell, 1);
-		assert_int_equal(relay_json_element(arr, al, &ep, &el, &ell), 1);
+		assert_int_equal(json_element(arr, al, &ep, &el, &ell), 1);
 		assert_memory_equal(el, "{\"k\":2}", ell);
-		assert_int_equal(relay_json_element(arr, al, &ep, &el, &ell), 0);
+		assert_int_equal(json_element(arr, al, &ep, &el, &ell), 0);
 		ep = 0;
-		assert_int_equal(relay_json_element("[ ]", 3, &ep, &el, &ell), 0);
+		assert_int_equal(json_element("[ ]", 3, &ep, &el, &ell), 0);
 		ep = 0;
-		assert_int_equal(relay_json_element("{}", 2, &ep, &el, &ell), -1);
+		assert_int_equal(json_element("{}", 2, &ep, &el, &ell), -1);
 	}
-	assert_int_equal(relay_json_member(j, strlen(j), &pos, &k, &kl, &v, &vl), 1);
+	assert_int_equal(json_member(j, strlen(j), &pos, &k, &kl, &v, &vl), 1);
 	assert_memory_equal(v, "null", 4);
-	assert_int_equal(relay_json_member(j, strlen(j), &pos, &k, &kl, &v, &vl), 0);
+	assert_int_equal(json_member(j, strlen(j), &pos, &k, &kl, &v, &vl), 0);
 	pos = 0;
-	assert_int_equal(relay_json_member("{ }", 3, &pos, &k, &kl, &v, &vl), 0);
+	assert_int_equal(json_member("{ }", 3, &pos, &k, &kl, &v, &vl), 0);
 	/* Malformed input ends the walk with -1, whatever came before. */
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		pos = 0;
-		while ((n = relay_json_member(bad[i], strlen(bad[i]), &pos, &k, &kl,
+		while ((n = json_member(bad[i], strlen(bad[i]), &pos, &k, &kl,
 		    &v, &vl)) == 1)
 			;
 		if (n != -1)
 			fail_msg("\"%s\" walked as an object", bad[i]);
-		assert_false(relay_json_is_object(bad[i], strlen(bad[i])));
+		assert_false(json_is_object(bad[i], strlen(bad[i])));
 	}
 }
 
@@ -374,35 +374,35 @@ test_json(void **state)
 	long long n;
 	bool b;
 
-	assert_true(relay_json_is_object(j, strlen(j)));
-	assert_int_equal(relay_json_get_str(j, strlen(j), "a", out, sizeof(out)), 0);
+	assert_true(json_is_object(j, strlen(j)));
+	assert_int_equal(json_get_str(j, strlen(j), "a", out, sizeof(out)), 0);
 	assert_string_equal(out, "x\n\xc3\xa9\xf0\x9f\x98\x80");
-	assert_int_equal(relay_json_get(j, strlen(j), "n", &v, &vl), 0);
-	assert_int_equal(relay_json_int(v, vl, &n), 0);
+	assert_int_equal(json_get(j, strlen(j), "n", &v, &vl), 0);
+	assert_int_equal(json_int(v, vl, &n), 0);
 	assert_int_equal(n, -12);
-	assert_int_equal(relay_json_get(j, strlen(j), "o", &v, &vl), 0);
-	assert_int_equal(relay_json_get(v, vl, "k", &v, &vl), 0);
-	assert_int_equal(relay_json_index(v, vl, 1, &e, &el), 0);
-	assert_int_equal(relay_json_str(e, el, out, sizeof(out)), 0);
+	assert_int_equal(json_get(j, strlen(j), "o", &v, &vl), 0);
+	assert_int_equal(json_get(v, vl, "k", &v, &vl), 0);
+	assert_int_equal(json_index(v, vl, 1, &e, &el), 0);
+	assert_int_equal(json_str(e, el, out, sizeof(out)), 0);
 	assert_string_equal(out, "two");
-	assert_int_equal(relay_json_index(v, vl, 3, &e, &el), -1);
-	assert_int_equal(relay_json_get(j, strlen(j), "b", &v, &vl), 0);
-	assert_int_equal(relay_json_bool(v, vl, &b), 0);
+	assert_int_equal(json_index(v, vl, 3, &e, &el), -1);
+	assert_int_equal(json_get(j, strlen(j), "b", &v, &vl), 0);
+	assert_int_equal(json_bool(v, vl, &b), 0);
 	assert_true(b);
-	assert_int_equal(relay_json_get(j, strlen(j), "missing", &v, &vl), -1);
-	assert_false(relay_json_is_object("{\"a\":1", 6));
-	assert_false(relay_json_is_object("{\"a\":1}x", 8));
-	assert_int_equal(relay_json_str("\"\\u0000\"", 8, out, sizeof(out)), -1);
-	assert_int_equal(relay_json_str("\"abcdef\"", 8, out, 4), -1);
+	assert_int_equal(json_get(j, strlen(j), "missing", &v, &vl), -1);
+	assert_false(json_is_object("{\"a\":1", 6));
+	assert_false(json_is_object("{\"a\":1}x", 8));
+	assert_int_equal(json_str("\"\\u0000\"", 8, out, sizeof(out)), -1);
+	assert_int_equal(json_str("\"abcdef\"", 8, out, 4), -1);
 	{
 		/* Deep nesting is refused, not recursed into. */
 		char deep[200];
 		memset(deep, '[', 100);
 		memset(deep + 100, ']', 100);
-		assert_false(relay_json_is_object(deep, 200));
+		assert_false(json_is_object(deep, 200));
 		char obj[300];
 		snprintf(obj, sizeof(obj), "{\"a\":%.200s}", deep);
-		assert_false(relay_json_is_object(obj, strlen(obj)));
+		assert_false(json_is_object(obj, strlen(obj)));
 	}
 }
 

@@ -191,6 +191,9 @@ test_load_errors(void **state)
 	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
 	    "      - {client: 10.0.0.0/33}\n",
 	    "t.yml:5: rules[0].conditions[0].client: expected an address or CIDR");
+	/* A plain null is no value, in rules as in the config (yaml_util). */
+	load_err("rules:\n  - name: ~\n    stage: data\n    conditions: [{tls: true}]\n",
+	    "t.yml:2: rules[0].name: must not be empty");
 	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
 	    "      - {size: {lt: lots}}\n",
 	    "t.yml:5: rules[0].conditions[0].size.lt: expected a number");
