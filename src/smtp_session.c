@@ -2052,6 +2052,8 @@ smtp_server_free_auth(struct smtp_server *srv)
 {
 	authdb_free(srv->authdb);
 	srv->authdb = NULL;
+	authmem_free(srv->authmem);
+	srv->authmem = NULL;
 }
 
 /* Is domain[0..len) one of ours (local_recipients.domains, or a [literal] we listen on)? */
@@ -3188,6 +3190,39 @@ smtp_auth_raw(struct smtp_session *s, const char *line, size_t len)
 	s->auth->raw = r;
 }
 
+/*
+ * auth.outcome policy: a user who logged in before (any session) has that
+ * one password: another is refused; then the rules judge, and a user they
+ * accept is remembered with the password.  CRAM-MD5 sends a digest, not the
+ * password: checked against a remembered password, else judged by the
+ * rules that do not look at the password (authdb_check_nopass).
+ */
+static bool
+smtp_auth_policy(struct smtp_session *s, int *rule, enum authmem_res *mem)
+{
+	const struct smtp_auth *a = s->auth;
+	const char *user = a->user ? a->user : "", *pass = a->pass ? a->pass : "";
+	bool cram = strcmp(a->mech, "CRAM-MD5") == 0 && a->challenge != NULL;
+	bool ok;
+
+	if (s->srv->authmem == NULL)
+		s->srv->authmem = authmem_new(AUTHMEM_MAX);
+	*mem = cram ? authmem_check_cram(s->srv->authmem, user, a->challenge, pass) :
+	    authmem_check_pass(s->srv->authmem, user, pass);
+	if (*mem == AUTHMEM_MISMATCH)
+		return false;
+	/* the rules still decide (a SIGHUP may have changed them) */
+	ok = cram ? authdb_check_nopass(s->srv->authdb, user, rule) :
+	    authdb_check(s->srv->authdb, user, pass, rule);
+	if (!ok || *mem == AUTHMEM_MATCH)
+		return ok;
+	if (cram)
+		authmem_remember_cram(s->srv->authmem, user, a->challenge, pass);
+	else
+		authmem_remember_pass(s->srv->authmem, user, pass);
+	return ok;
+}
+
 /* The exchange is complete: decide, record, answer. */
 static void
 smtp_auth_finish(struct smtp_session *s)
@@ -3199,6 +3234,7 @@ smtp_auth_finish(struct smtp_session *s)
 	struct smtp_stage_result res;
 	char err[256];
 	int code, rule = 0;
+	enum authmem_res mem = AUTHMEM_UNKNOWN;
 	bool ok;
 
 	s->auth_step = AS_NONE;
@@ -3213,8 +3249,7 @@ smtp_auth_finish(struct smtp_session *s)
 	case AUTH_OUTCOME_POLICY:
 		if (s->srv->authdb == NULL && smtp_server_load_auth(s->srv, err, sizeof(err)) == -1)
 			log_warn("auth: credential policy: %s (refusing)", err);
-		ok = authdb_check(s->srv->authdb, a->user ? a->user : "",
-		    a->pass ? a->pass : "", &rule);
+		ok = smtp_auth_policy(s, &rule, &mem);
 		break;
 	default:
 		ok = true;
@@ -3236,8 +3271,13 @@ smtp_auth_finish(struct smtp_session *s)
 	jb_kstr(&jb, "raw", a->raw ? a->raw : "", a->raw ? strlen(a->raw) : 0);
 	jb_kbool(&jb, "success", ok);
 	jb_kcstr(&jb, "outcome", cfg_auth_outcome_name(cfg->auth_outcome));
-	if (cfg->auth_outcome == AUTH_OUTCOME_POLICY)
+	if (cfg->auth_outcome == AUTH_OUTCOME_POLICY) {
 		jb_kint(&jb, "policy_line", rule);
+		/* decided by the user's earlier login (another password) */
+		if (mem != AUTHMEM_UNKNOWN)
+			jb_kcstr(&jb, "known_user", mem == AUTHMEM_MATCH ?
+			    "same password" : "other password");
+	}
 	evlog_emit(&jb);
 	jb_free(&jb);
 	log_info("%016llx smtp auth mechanism=%s username=\"%s\" password=\"%s\" result=%s",

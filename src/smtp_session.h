@@ -114,6 +114,8 @@ struct smtp_server {
 	void			*on_close_arg;
 	/* auth.outcome policy: the credential rules (NULL: loaded at first use). */
 	struct authdb		*authdb;
+	/* What each user logged in with (one password a mailbox; authdb.h). */
+	struct authmem		*authmem;
 	unsigned		 nsessions;
 	bool			 stopping;	/* graceful shutdown in progress */
 	struct smtp_session	*sessions;	/* list of live sessions */

@@ -389,6 +389,63 @@ class CredentialPolicyTests(CollectorTestCase):
         self.assertEqual(rules[evs[0]["policy_line"] - 1], "!*:{user}")
         self.assertEqual(evs[-1]["policy_line"] - 1, rules.index("info@{domain}:*"))
 
+    def _cram(self, cl, user, password=None, digest=None):
+        r = cl.cmd("AUTH CRAM-MD5")
+        self.assertEqual(r.code, 334)
+        chal = base64.b64decode(r.lines[0])
+        if digest is None:
+            digest = hmac.new(password.encode(), chal, "md5").hexdigest()
+        return cl.cmd(b64("%s %s" % (user, digest)))
+
+    @with_config({"auth": {"outcome": "policy"}}, listeners=SUBMISSION_LISTENERS)
+    def test_one_password_per_mailbox(self):
+        """F1: a mailbox has one password: after a login with P, the same user
+        with another password is refused, in later sessions too (case of the
+        user ignored); the system accounts never get in."""
+        info = "info@" + HOSTNAME
+        for user, pw, code in ((info, "Sunflower77", 235), (info, "Daisy12345", 535),
+                               (info.upper(), "Daisy12345", 535), (info, "Sunflower77", 235),
+                               ("root", "Xk29vLq7", 535), ("root@" + HOSTNAME, "Xk29vLq7", 535),
+                               ("daemon", "Xk29vLq7", 535), ("postmaster@" + HOSTNAME,
+                                                             "Xk29vLq7", 535),
+                               ("sales@" + HOSTNAME, "Tulip2024x", 235)):
+            with self.c.connect("submissions") as cl:
+                cl.ehlo()
+                port = cl.sock.getsockname()[1]
+                self.assertEqual(self._login(cl, user, pw).code, code, (user, pw))
+                ev = self.c.wait_event("fosr.login.attempt", lambda e: e.get("src_port") == port)
+                self.assertEqual(ev["success"], code == 235)
+                if pw == "Daisy12345":
+                    self.assertEqual(ev["known_user"], "other password")
+        # CRAM-MD5 against the remembered password: the digest is checked
+        with self.c.connect("submissions") as cl:
+            cl.ehlo()
+            self.assertEqual(self._cram(cl, info, "Daisy12345").code, 535)
+            self.assertEqual(self._cram(cl, info, "Sunflower77").code, 235)
+
+    @with_config({"auth": {"outcome": "policy"}}, listeners=SUBMISSION_LISTENERS)
+    def test_cram_md5_judged_by_policy(self):
+        """F2: CRAM-MD5 is judged like PLAIN/LOGIN: the user from the response,
+        and, the password being unknown, the rules that do not look at it."""
+        fail = (535, ["5.7.8 Error: authentication failed: authentication failure"])
+        for user in ("qz8XkP3v", "admin", "root", "test", "info@other.example.net"):
+            with self.c.connect("submissions") as cl:
+                cl.ehlo()
+                r = self._cram(cl, user, "Jr7mWq2N")
+                self.assertEqual((r.code, r.lines), fail, user)
+        with self.c.connect("submissions") as cl:
+            cl.ehlo()
+            port = cl.sock.getsockname()[1]
+            self.assertEqual(self._cram(cl, "sales@" + HOSTNAME, digest="0" * 32).code, 235)
+            ev = self.c.wait_event("fosr.login.attempt", lambda e: e.get("src_port") == port)
+            self.assertEqual((ev["mechanism"], ev["password"], ev["success"]),
+                             ("CRAM-MD5", "0" * 32, True))
+            self.assertGreater(ev["policy_line"], 0)
+        # a later password for that user must match the digest it logged in with
+        with self.c.connect("submissions") as cl:
+            cl.ehlo()
+            self.assertEqual(self._login(cl, "sales@" + HOSTNAME, "Tulip2024x").code, 535)
+
     @with_config({"auth": {"outcome": "policy"}}, listeners=SUBMISSION_LISTENERS)
     def test_hostile_credentials_escaped(self):
         """Attacker bytes: JSON-escaped in the event, escaped in the log line."""
