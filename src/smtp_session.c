@@ -208,6 +208,8 @@ struct smtp_session {
 	enum auth_step		 auth_step;
 	struct evbuffer		*heldbuf;	/* replies held back by the error sleep */
 	int			 junk;		/* NOOP/VRFY/ETRN/RSET count (Postfix's junk limit) */
+	unsigned		 nreplies;	/* reply lines sent */
+	char			 last_reply[128];	/* the last one's start, for events */
 	bool			 size_rejected;	/* last MAIL SIZE= was over the limit */
 	struct event		*timer;		/* lookup bound / banner delay / error sleep / stop grace */
 	char			 close_reason[32];
@@ -315,6 +317,8 @@ static void	 cmd_auth(struct smtp_session *, const struct smtp_cmdline *);
 static void	 cmd_unknown(struct smtp_session *, const struct smtp_cmdline *);
 static bool	 smtp_needs_tls(const struct smtp_session *);
 static bool	 smtp_pre_tls_cmd(enum smtp_cmd);
+static void	 smtp_unauth_event(struct smtp_session *, const struct smtp_cmdline *,
+		    unsigned);
 static void	 cmd_forbidden(struct smtp_session *, const struct smtp_cmdline *);
 
 static const struct {
@@ -727,6 +731,8 @@ smtp_send_line(struct smtp_session *s, const char *line, size_t len)
 	}
 	evbuffer_add(out, line, len);
 	evbuffer_add(out, "\r\n", 2);
+	s->nreplies++;
+	snprintf(s->last_reply, sizeof(s->last_reply), "%.*s", (int)len, line);
 	if (out == s->heldbuf)
 		smtp_hold_arm(s);	/* every path: commands, end of DATA, BDAT, commit */
 }
@@ -1370,14 +1376,55 @@ smtp_command(struct smtp_session *s, const char *line, size_t len)
 	}
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (commands[i].cmd == cl.cmd) {
-			if (smtp_needs_tls(s) && !smtp_pre_tls_cmd(cl.cmd)) {
+			unsigned nr = s->nreplies;
+
+			if (smtp_needs_tls(s) && !smtp_pre_tls_cmd(cl.cmd))
 				smtp_error(s, PR_NEED_STARTTLS, NULL);
-				return;
-			}
-			commands[i].fn(s, &cl);
+			else
+				commands[i].fn(s, &cl);
+			smtp_unauth_event(s, &cl, nr);
 			return;
 		}
 	cmd_unknown(s, &cl);
+}
+
+/*
+ * On a submission listener, what a client tries without logging in (MAIL,
+ * RCPT, VRFY, DATA, BDAT, ETRN: refused, or MAIL's 250) leaves no mail
+ * record: each is an event with the reply given (if it was sent at once;
+ * nr: the reply count before the command).  Spam sent before or instead of
+ * AUTH is evidence too.
+ */
+static void
+smtp_unauth_event(struct smtp_session *s, const struct smtp_cmdline *cl, unsigned nr)
+{
+	struct jbuf jb;
+	size_t full;
+
+	if (s->listener->policy != LISTENER_POLICY_SUBMISSION || (s->flags & SF_AUTHED))
+		return;
+	switch (cl->cmd) {
+	case SMTP_CMD_MAIL:
+	case SMTP_CMD_RCPT:
+	case SMTP_CMD_VRFY:
+	case SMTP_CMD_DATA:
+	case SMTP_CMD_BDAT:
+	case SMTP_CMD_ETRN:
+		break;
+	default:
+		return;
+	}
+	jb_init(&jb);
+	smtp_event_base(s, &jb, "fosr.command.unauthenticated");
+	full = cl->arglen ? (size_t)(cl->arg + cl->arglen - cl->verb) : cl->verblen;
+	jb_kstr(&jb, "input", cl->verb, full > 512 ? 512 : full);
+	jb_kbool(&jb, "tls", s->tls != NULL);
+	if (s->nreplies != nr)
+		jb_kcstr(&jb, "reply", s->last_reply);
+	if (s->txn && s->txn->mail_from && cl->cmd != SMTP_CMD_MAIL)
+		jb_kstr(&jb, "mail_from", s->txn->mail_from, strlen(s->txn->mail_from));
+	evlog_emit(&jb);
+	jb_free(&jb);
 }
 
 /*
@@ -3405,12 +3452,13 @@ cmd_auth(struct smtp_session *s, const struct smtp_cmdline *cl)
 	char chal[300];
 	struct persona_vars v;
 
-	if (s->flags & SF_AUTHED) {
-		smtp_error(s, PR_AUTH_ALREADY, NULL);
-		return;
-	}
+	/* Postfix's auth_cmd(): the transaction first, then "already authenticated". */
 	if (s->txn && s->txn->mail_from) {
 		smtp_error(s, PR_AUTH_IN_MAIL, NULL);
+		return;
+	}
+	if (s->flags & SF_AUTHED) {
+		smtp_error(s, PR_AUTH_ALREADY, NULL);
 		return;
 	}
 	if (smtp_parse_auth(cl->arg, cl->arglen, &aa) == -1) {

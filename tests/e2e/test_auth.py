@@ -313,6 +313,43 @@ class SubmissionPolicyTests(CollectorTestCase):
                 cl.expect("QUIT", 221)
 
     @with_config(listeners=SUBMISSION_LISTENERS)
+    def test_unauthenticated_commands_are_events(self):
+        """F5: MAIL/RCPT/VRFY/DATA without AUTH on 587 and 465 leave no mail
+        record: each is an event with the reply given."""
+        cl = self.client("submission")
+        port = cl.sock.getsockname()[1]
+        cl.ehlo()
+        cl.expect("MAIL FROM:<spam@example.org>", 530)
+        cl.expect("NOOP", 250)
+        ev = self.c.wait_event("fosr.command.unauthenticated",
+                               lambda e: e.get("src_port") == port)
+        self.assertEqual((ev["input"], ev["reply"], ev["tls"]),
+                         ("MAIL FROM:<spam@example.org>",
+                          "530 5.7.0 Must issue a STARTTLS command first", False))
+        cl = self._tls_client("submissions")
+        port = cl.sock.getsockname()[1]
+        cl.ehlo()
+        cl.expect("MAIL FROM:<spam@example.org>", 250)
+        cl.expect('RCPT TO:<"victim"@example.net>', 554)
+        cl.expect("VRFY root", 554)
+        cl.expect("DATA", 554)
+        cl.expect("RSET", 250)
+        cl.expect("AUTH PLAIN " + b64("\0user\0password"), 235)
+        cl.expect("MAIL FROM:<spam@example.org>", 250)    # logged in: no event
+        cl.expect("RCPT TO:<ok@example.net>", 250)
+        cl.expect("QUIT", 221)
+        self.c.wait_event("fosr.session.closed", lambda e: e.get("src_port") == port)
+        evs = self.c.session_events(port, "fosr.command.unauthenticated")
+        self.assertEqual([(e["input"], e["reply"], e.get("mail_from"), e["tls"]) for e in evs], [
+            ("MAIL FROM:<spam@example.org>", "250 2.1.0 Ok", None, True),
+            ('RCPT TO:<"victim"@example.net>',
+             "554 5.7.1 <victim@example.net>: Recipient address rejected: Access denied",
+             "spam@example.org", True),
+            ("VRFY root", "554 5.7.1 <root>: Recipient address rejected: Access denied",
+             "spam@example.org", True),
+            ("DATA", "554 5.5.1 Error: no valid recipients", "spam@example.org", True)])
+
+    @with_config(listeners=SUBMISSION_LISTENERS)
     def test_bdat_without_valid_recipient(self):
         """BDAT after refused recipients, as Postfix: a non-last chunk leaves
         the transaction in BDAT's error state, the last one ends it."""
