@@ -531,7 +531,10 @@ dns_reverse_name(const char *ip, char *out, size_t outlen)
 	return 0;
 }
 
-/* Postfix's valid_hostname() on LDH characters, numeric names refused. */
+/*
+ * Postfix's valid_hostname(): letters, digits, "_" and inner hyphens,
+ * labels of 63 bytes at most, not all digits (numeric names refused).
+ */
 bool
 dns_valid_hostname(const char *name)
 {
@@ -544,8 +547,9 @@ dns_valid_hostname(const char *name)
 
 		if (len >= 253)
 			return false;	/* 255 bytes on the wire at most (RFC 1035 2.3.4) */
+		/* "_" is a letter to Postfix ("grr..": names like dsl_1.example exist) */
 		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		    (c >= '0' && c <= '9')) {
+		    (c >= '0' && c <= '9') || c == '_') {
 			if (++label > 63)
 				return false;
 			if (c > '9')
@@ -675,25 +679,80 @@ dns_ptr_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int a
 	dns_reschedule(q->d);
 }
 
+/*
+ * Does the A/AAAA answer list the client's address?  1 yes, 0 no, -1
+ * malformed.  Every record is read (getaddrinfo() in Postfix returns them
+ * all), for the question's name or the target of a CNAME before it.
+ */
+static int
+dns_fwd_lists(const struct dns_req *q, const unsigned char *abuf, int alen)
+{
+	const unsigned char *p = abuf + 12, *end = abuf + alen;
+	char expected[DNS_HOST_MAX], *n, *t;
+	long enclen;
+	int qd, an, i, type, class, rdlen, want = q->af == AF_INET ? ns_t_a : ns_t_aaaa;
+	size_t blen = q->af == AF_INET ? 4 : 16;
+	bool match;
+
+	if (alen < 12)
+		return -1;
+	qd = abuf[4] << 8 | abuf[5];
+	an = abuf[6] << 8 | abuf[7];
+	snprintf(expected, sizeof(expected), "%s", q->peer.reverse_name);
+	for (i = 0; i < qd; i++) {
+		if (ares_expand_name(p, abuf, alen, &n, &enclen) != ARES_SUCCESS)
+			return -1;
+		ares_free_string(n);
+		p += enclen;
+		if (end - p < 4)
+			return -1;
+		p += 4;
+	}
+	for (i = 0; i < an; i++) {
+		if (ares_expand_name(p, abuf, alen, &n, &enclen) != ARES_SUCCESS)
+			return -1;
+		p += enclen;
+		match = strcasecmp(n, expected) == 0;
+		ares_free_string(n);
+		if (end - p < 10)
+			return -1;
+		type = p[0] << 8 | p[1];
+		class = p[2] << 8 | p[3];
+		rdlen = p[8] << 8 | p[9];
+		p += 10;
+		if (end - p < rdlen)
+			return -1;
+		if (class == ns_c_in && match && type == ns_t_cname) {
+			if (ares_expand_name(p, abuf, alen, &t, &enclen) != ARES_SUCCESS)
+				return -1;
+			snprintf(expected, sizeof(expected), "%s", t);
+			ares_free_string(t);
+		} else if (class == ns_c_in && match && type == want && (size_t)rdlen == blen &&
+		    memcmp(p, q->bin, blen) == 0)
+			return 1;
+		p += rdlen;
+	}
+	return 0;
+}
+
 /* The forward answer arrived: the name is verified if it lists the address. */
 static void
 dns_fwd_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
 	struct dns_req *q = arg;
-	struct ares_addrttl a4[DNS_ADDR_MAX];
-	struct ares_addr6ttl a6[DNS_ADDR_MAX];
-	int n = DNS_ADDR_MAX, r = status, i;
+	int r = status;
 
-	if (r == ARES_SUCCESS && q->af == AF_INET &&
-	    (r = ares_parse_a_reply(abuf, alen, NULL, a4, &n)) == ARES_SUCCESS) {
-		for (i = 0; i < n; i++)
-			if (memcmp(&a4[i].ipaddr, q->bin, 4) == 0)
-				goto verified;
-	} else if (r == ARES_SUCCESS && q->af == AF_INET6 &&
-	    (r = ares_parse_aaaa_reply(abuf, alen, NULL, a6, &n)) == ARES_SUCCESS) {
-		for (i = 0; i < n; i++)
-			if (memcmp(&a6[i].ip6addr, q->bin, 16) == 0)
-				goto verified;
+	if (r == ARES_SUCCESS) {
+		switch (dns_fwd_lists(q, abuf, alen)) {
+		case 1:
+			q->peer.status = DNS_PEER_OK;
+			snprintf(q->peer.name, sizeof(q->peer.name), "%s", q->peer.reverse_name);
+			dns_req_finish(q);
+			return;
+		case -1:
+			r = ARES_EBADRESP;
+			break;
+		}
 	}
 	if (r != ARES_SUCCESS) {
 		snprintf(q->peer.err, sizeof(q->peer.err), "hostname %.200s does not resolve "
@@ -705,11 +764,6 @@ dns_fwd_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int a
 		    "to address", q->peer.reverse_name);
 		dns_peer_reject(q, DNS_PEER_FORGED);
 	}
-	return;
-verified:
-	q->peer.status = DNS_PEER_OK;
-	snprintf(q->peer.name, sizeof(q->peer.name), "%s", q->peer.reverse_name);
-	dns_req_finish(q);
 }
 
 /* Start the client name lookup. */

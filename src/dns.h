@@ -97,9 +97,9 @@ struct dns_req	*dns_peer_lookup(struct dns *, const char *ip, dns_peer_cb cb, vo
 void		 dns_cancel(struct dns_req *);
 
 /*
- * Whether a PTR answer may be used as a host name: LDH labels of 1..63
- * bytes, no hyphen at either end of a label, at most 253 bytes (255 on the
- * wire), no empty
+ * Whether a PTR answer may be used as a host name: labels of 1..63 letters,
+ * digits, "_" and hyphens (Postfix takes "_" as a letter), no hyphen at
+ * either end of a label, at most 253 bytes (255 on the wire), no empty
  * label, not all digits (Postfix's valid_hostname(), numeric names refused).
  */
 bool		 dns_valid_hostname(const char *);
