@@ -317,6 +317,7 @@ static void	 cmd_auth(struct smtp_session *, const struct smtp_cmdline *);
 static void	 cmd_unknown(struct smtp_session *, const struct smtp_cmdline *);
 static bool	 smtp_needs_tls(const struct smtp_session *);
 static bool	 smtp_pre_tls_cmd(enum smtp_cmd);
+static void	 smtp_addr_internal(const char *, char *, size_t);
 static void	 smtp_unauth_event(struct smtp_session *, const struct smtp_cmdline *,
 		    unsigned);
 static void	 cmd_forbidden(struct smtp_session *, const struct smtp_cmdline *);
@@ -1446,6 +1447,27 @@ smtp_pre_tls_cmd(enum smtp_cmd c)
 }
 
 /*
+ * An address in Postfix's internal form (tok822_internalize()): the quotes
+ * of quoted strings and the backslashes of quoted pairs removed, so that
+ * <"postmaster">, <post\master> and <postmaster> are one address, and
+ * <"a@b"> has the domain b.
+ */
+static void
+smtp_addr_internal(const char *addr, char *out, size_t outlen)
+{
+	size_t n = 0;
+
+	for (; *addr && n + 1 < outlen; addr++) {
+		if (*addr == '"')
+			continue;
+		if (*addr == '\\' && addr[1] != '\0')
+			addr++;
+		out[n++] = *addr;
+	}
+	out[n] = '\0';
+}
+
+/*
  * Submission (smtpd_recipient_restrictions = permit_sasl_authenticated,
  * reject): a client that has not logged in gets "554 5.7.1 <addr>: ...
  * Access denied" for RCPT and VRFY.  True if it was answered so.
@@ -1459,8 +1481,12 @@ smtp_submission_denied(struct smtp_session *s, const char *addr)
 
 	if (s->listener->policy != LISTENER_POLICY_SUBMISSION || (s->flags & SF_AUTHED))
 		return false;
-	/* smtpd_check_rcpt(): the bare "postmaster" is always allowed (RFC 5321 4.5.1). */
-	if (strcasecmp(addr, "postmaster") == 0)
+	/*
+	 * smtpd_check_rcpt(): the bare "postmaster" is always allowed (RFC 5321
+	 * 4.5.1), in its internal form: <"postmaster">, <post\master> too.
+	 */
+	smtp_addr_internal(addr, shown, sizeof(shown));
+	if (strcasecmp(shown, "postmaster") == 0)
 		return false;
 	/* Shown as Postfix's reply does: quotes removed (<"a b"@c> -> <a b@c>). */
 	for (; *addr && n + 1 < sizeof(shown); addr++)
@@ -2132,31 +2158,30 @@ smtp_unknown_local(const struct smtp_session *s, const char *addr, char *shown,
     size_t shownlen)
 {
 	const struct cfg_local *l = &s->srv->cfg->local;
-	const char *at = NULL, *p;
-	char user[CFG_LOCAL_USER_LEN];
+	const char *at, *p;
+	char user[CFG_LOCAL_USER_LEN], internal[SMTP_PATH_MAX + 1];
 	size_t n = 0, ulen;
-	bool quoted = false;
 
 	if (l->ndomains == 0)
 		return false;
-	for (p = addr; *p && n + 1 < shownlen; p++) {
-		if (*p == '"') {
-			quoted = !quoted;
-			continue;
-		}
-		if (*p == '@' && !quoted)
-			at = shown + n;
-		shown[n++] = *p;
-	}
+	for (p = addr; *p && n + 1 < shownlen; p++)
+		if (*p != '"')
+			shown[n++] = *p;
 	shown[n] = '\0';
+	/*
+	 * Postfix resolves the internal form: its last "@" starts the domain
+	 * (<"user@example.net"> is not local), and <ro\ot> is root.
+	 */
+	smtp_addr_internal(addr, internal, sizeof(internal));
+	at = strrchr(internal, '@');
 	if (at != NULL && !smtp_local_domain(s, at + 1, strlen(at + 1)))
 		return false;
-	ulen = at ? (size_t)(at - shown) : n;
-	if ((p = memchr(shown, '+', ulen)) != NULL)
-		ulen = (size_t)(p - shown);
+	ulen = at ? (size_t)(at - internal) : strlen(internal);
+	if ((p = memchr(internal, '+', ulen)) != NULL)
+		ulen = (size_t)(p - internal);
 	if (ulen == 0 || ulen >= sizeof(user))
 		return ulen != 0;
-	memcpy(user, shown, ulen);
+	memcpy(user, internal, ulen);
 	user[ulen] = '\0';
 	if (l->nusers < 0) {
 		for (size_t i = 0; i < sizeof(debian_users) / sizeof(debian_users[0]); i++)
@@ -3122,10 +3147,13 @@ cmd_vrfy(struct smtp_session *s, const struct smtp_cmdline *cl)
 		int m = snprintf(arg, sizeof(arg), "TO:%.*s",
 		    (int)(cl->arglen < SMTP_PATH_MAX ? cl->arglen : SMTP_PATH_MAX), cl->arg);
 
-		bool parsed = smtp_parse_rcpt(arg, (size_t)m, &path) == SMTP_PATH_OK &&
-		    !path.null_path;
+		enum smtp_path_err e = smtp_parse_rcpt(arg, (size_t)m, &path);
+		bool parsed = e == SMTP_PATH_OK && !path.null_path;
 
-		if (parsed && smtp_submission_denied(s, path.addr))
+		/* extract_addr() + smtpd_check_addr(): <postmaster@> is no address */
+		if (e == SMTP_PATH_ERR_ADDR)
+			smtp_error(s, PR_RCPT_BAD_ADDR, NULL);
+		else if (parsed && smtp_submission_denied(s, path.addr))
 			;	/* answered */
 		else if (parsed && s->listener->policy != LISTENER_POLICY_SUBMISSION &&
 		    smtp_unknown_local(s, path.addr, shown, sizeof(shown))) {

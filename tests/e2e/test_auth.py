@@ -296,6 +296,12 @@ class SubmissionPolicyTests(CollectorTestCase):
                 # Postfix always lets the bare postmaster through (smtpd_check_rcpt)
                 self.assertEqual(cl.cmd("VRFY Postmaster").lines, ["2.0.0 Postmaster"])
                 cl.expect("RCPT TO:<postmaster>", 250)
+                # its internal form (quotes and quoted pairs removed), as Postfix
+                for form in ('<"postmaster">', '"Postmaster"', "<post\\master>",
+                             "<@r1:postmaster>"):
+                    cl.expect("RCPT TO:" + form, 250)
+                    self.assertEqual(cl.cmd("VRFY " + form).lines, ["2.0.0 " + form])
+                cl.expect('RCPT TO:<"postmaster"@example.net>', 554)
                 r = cl.cmd("AUTH PLAIN " + b64("\0user\0password"))
                 self.assertEqual((r.code, r.lines), (503, ["5.5.1 Error: MAIL transaction in progress"]))
                 self.assertEqual(cl.data(b"Subject: to postmaster\r\n\r\nx\r\n").code, 250)
