@@ -552,6 +552,12 @@ smtp_lookup_start(struct smtp_session *s)
 	}
 	memset(&none, 0, sizeof(none));
 	none.status = DNS_PEER_PERM;
+	if (s->srv->dns != NULL && dns_peer_pending(s->srv->dns) >= DNS_PEER_PENDING_MAX) {
+		/* a storm of clients that leave: their lookups are still pending */
+		none.status = DNS_PEER_TEMP;
+		snprintf(none.err, sizeof(none.err), "%d client lookups pending",
+		    DNS_PEER_PENDING_MAX);
+	}
 	snprintf(none.name, sizeof(none.name), "unknown");
 	snprintf(none.reverse_name, sizeof(none.reverse_name), "unknown");
 	smtp_lookup_end(s, &none);
