@@ -695,6 +695,24 @@ listener_key_cb(struct cctx *x, int key, const char *path, yaml_node_t *v,
 	return cfg_error(x, v, path, "internal: unhandled key");
 }
 
+/* The value node of key in mapping n, or NULL. */
+static const yaml_node_t *
+map_value(struct cctx *x, yaml_node_t *n, const char *key)
+{
+	yaml_node_pair_t *p;
+	yaml_node_t *k;
+
+	if (n->type != YAML_MAPPING_NODE)
+		return NULL;
+	for (p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+		k = yaml_document_get_node(x->doc, p->key);
+		if (k != NULL && k->type == YAML_SCALAR_NODE &&
+		    strcmp((const char *)k->data.scalar.value, key) == 0)
+			return yaml_document_get_node(x->doc, p->value);
+	}
+	return NULL;
+}
+
 /*
  * Parse the listeners list, replacing the defaults.  Each entry needs a port;
  * address defaults to 0.0.0.0, tls to implicit on 465 and starttls elsewhere.
@@ -742,6 +760,21 @@ listeners_parse(struct cctx *x, yaml_node_t *n, const char *path,
 		if (!(seen & (1u << LK_POLICY)))
 			l->policy = l->port == 465 || l->port == 587 ?
 			    LISTENER_POLICY_SUBMISSION : LISTENER_POLICY_RELAY;
+		/*
+		 * The templates need TLS (smtpd_tls_security_level=encrypt,
+		 * smtpd_tls_wrappermode=yes): without it every MAIL would get
+		 * 530 and no client could ever use the listener.
+		 */
+		if (l->policy == LISTENER_POLICY_SUBMISSION && l->tls == TLS_MODE_PLAIN) {
+			const yaml_node_t *kn = map_value(x, v, (seen & (1u << LK_POLICY)) ?
+			    "policy" : "tls");
+			snprintf(pport, sizeof(pport), "%s.%s", ipath,
+			    (seen & (1u << LK_POLICY)) ? "policy" : "tls");
+			return cfg_error(x, kn ? kn : v, pport, "policy submission%s needs "
+			    "tls starttls or implicit (Debian's templates require TLS); "
+			    "use policy relay for a plain listener",
+			    (seen & (1u << LK_POLICY)) ? "" : " (the default on 465 and 587)");
+		}
 		port_lines[i] = v->start_mark.line + 1;
 		for (j = 0; j < i; j++) {
 			if (c->listeners[j].port == l->port &&
