@@ -209,6 +209,8 @@ struct smtp_session {
 	struct evbuffer		*heldbuf;	/* replies held back by the error sleep */
 	int			 junk;		/* NOOP/VRFY/ETRN/RSET count (Postfix's junk limit) */
 	unsigned		 nreplies;	/* reply lines sent */
+	int			 refuse;	/* smtp_session_refuse(): the reply instead of the banner */
+	const char		*refuse_why;
 	char			 last_reply[128];	/* the last one's start, for events */
 	bool			 size_rejected;	/* last MAIL SIZE= was over the limit */
 	struct event		*timer;		/* lookup bound / banner delay / error sleep / stop grace */
@@ -463,9 +465,29 @@ smtp_session_start(struct smtp_session *s)
 	return s;
 }
 
+static struct smtp_session *smtp_session_open(struct smtp_server *,
+		    const struct cfg_listener *, int, int, const struct sockaddr *,
+		    socklen_t, int, const char *);
+
 struct smtp_session *
 smtp_session_new(struct smtp_server *srv, const struct cfg_listener *listener,
     int port, int fd, const struct sockaddr *peer, socklen_t peerlen)
+{
+	return smtp_session_open(srv, listener, port, fd, peer, peerlen, 0, NULL);
+}
+
+struct smtp_session *
+smtp_session_refuse(struct smtp_server *srv, const struct cfg_listener *listener,
+    int port, int fd, const struct sockaddr *peer, socklen_t peerlen, int reply,
+    const char *why)
+{
+	return smtp_session_open(srv, listener, port, fd, peer, peerlen, reply, why);
+}
+
+static struct smtp_session *
+smtp_session_open(struct smtp_server *srv, const struct cfg_listener *listener,
+    int port, int fd, const struct sockaddr *peer, socklen_t peerlen, int refuse,
+    const char *why)
 {
 	struct smtp_session *s;
 	struct sockaddr_storage local;
@@ -476,6 +498,8 @@ smtp_session_new(struct smtp_server *srv, const struct cfg_listener *listener,
 		return NULL;
 	}
 	s->fd = fd;
+	s->refuse = refuse;
+	s->refuse_why = why;
 	if (getsockname(fd, (struct sockaddr *)&local, &locallen) == 0)
 		sockaddr_text((struct sockaddr *)&local, s->dst_ip, sizeof(s->dst_ip),
 		    &s->dst_port);
@@ -616,6 +640,18 @@ smtp_banner(struct smtp_session *s)
 
 	if (s->lookup != NULL)
 		return;	/* implicit TLS: the handshake ended first, the lookup greets */
+	if (s->refuse) {
+		struct jbuf jb;
+
+		smtp_reply(s, (enum persona_reply)s->refuse, NULL);
+		jb_init(&jb);
+		smtp_event_base(s, &jb, "fosr.session.refused");
+		jb_kcstr(&jb, "reason", s->refuse_why);
+		evlog_emit(&jb);
+		jb_free(&jb);
+		smtp_close(s, "refused");
+		return;
+	}
 
 	if (lim->banner_jitter_ms > 0)
 		ms += (int)(util_random_u64() % (uint64_t)(lim->banner_jitter_ms + 1));
@@ -1012,7 +1048,7 @@ smtp_free(struct smtp_session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	srv->nsessions--;
-	if (srv->on_close)
+	if (srv->on_close && !s->refuse)
 		srv->on_close(srv->on_close_arg, (struct sockaddr *)&s->peer);
 	free(s);
 }

@@ -136,6 +136,17 @@ struct smtp_server {
 struct smtp_session *smtp_session_new(struct smtp_server *srv,
 		    const struct cfg_listener *listener, int port, int fd,
 		    const struct sockaddr *peer, socklen_t peerlen);
+/*
+ * The same for a connection refused with reply (a 421) where Postfix's
+ * smtpd sends it: after the client lookup and, on an implicit TLS
+ * listener, the handshake; then closed, a fosr.session.refused event
+ * (reason why, a static string) and no on_close (the listener did not
+ * count it).
+ */
+struct smtp_session *smtp_session_refuse(struct smtp_server *srv,
+		    const struct cfg_listener *listener, int port, int fd,
+		    const struct sockaddr *peer, socklen_t peerlen, int reply,
+		    const char *why);
 
 /*
  * Start a session on an existing bufferevent (a bufferevent_pair in the fuzz

@@ -14,7 +14,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import CollectorTestCase  # noqa: E402
+from harness import HOSTNAME, CollectorTestCase  # noqa: E402
 import fakedns  # noqa: E402
 
 REV = "1.0.0.127.in-addr.arpa"
@@ -28,6 +28,7 @@ class LookupCase(CollectorTestCase):
         self.dns = fakedns.FakeDNS({}).start()
         self.config = {"client_lookup": {"dns_server": self.dns.address,
                                          "timeout_ms": self.timeout_ms}}
+        self.config.update(getattr(self, "extra", {}))
         super().setUp()
         self.c.start()
 
@@ -209,6 +210,53 @@ class TestVerified(LookupCase):
         e = self.c.wait_event("fosr.session.closed", lambda e: e.get("src_port") == port)
         self.assertIn("pregreet", e.get("anomalies", []))
         self.assertEqual(e["client_name"], "early.fosr.test")
+
+
+class TestTooManyConnections(LookupCase):
+    """Postfix's smtpd_client_connection_count_limit answer (421 4.7.0 ...
+    too many connections from ADDR) comes where Postfix's smtpd sends it:
+    after the client lookup and, on 465, inside TLS (smtpd_proto() turns
+    wrapper-mode TLS on before the anvil check); never in clear on 465."""
+
+    def setUp(self):
+        self.extra = {"limits": {"sessions_per_ip": 1}}
+        super().setUp()
+
+    def test_421_after_lookup_and_inside_tls(self):
+        self.set_ptr(["busy.fosr.test"], a=["127.0.0.1"])
+        held = self.c.connect("smtp")
+        self._clients.append(held)
+        self.dns.delay = 0.3
+        for name in ("submissions", "smtp"):
+            with self.subTest(name=name):
+                t0 = time.monotonic()
+                cl = self.c.connect(name, banner=False)   # on 465: the TLS handshake works
+                self._clients.append(cl)
+                r = cl.reply()
+                took = time.monotonic() - t0
+                self.assertEqual((r.code, r.lines), (421, [
+                    "4.7.0 %s Error: too many connections from 127.0.0.1" % HOSTNAME]))
+                self.assertGreaterEqual(took, 0.6, "421 before the lookup ended")
+                self.assertTrue(cl.wait_closed())
+                port = cl.local_port
+                e = self.c.wait_event("fosr.session.refused",
+                                      lambda e: e.get("src_port") == port)
+                self.assertEqual((e["reason"], e["client_name"], e["src_ip"]),
+                                 ("sessions_per_ip", "busy.fosr.test", "127.0.0.1"))
+        # the refused sessions gave back nothing of the held one's count
+        held.cmd("QUIT")
+        held.close()
+        self.dns.delay = 0
+        ok = False
+        for _ in range(50):
+            cl = self.c.connect("smtp", banner=False)
+            r = cl.reply()
+            cl.close()
+            if r.code == 220:
+                ok = True
+                break
+            time.sleep(0.1)
+        self.assertTrue(ok)
 
 
 class TestDeadResolver(LookupCase):
