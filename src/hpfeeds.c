@@ -1430,8 +1430,8 @@ build_payload(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
     uint64_t end_off, struct hpf_entry *ent)
 {
 	static const char *meta_keys[] = { "time", "session", "queue_id", "listener",
-	    "src_ip", "src_port", "dst_ip", "dst_port", "helo", "tls", "auth",
-	    "mail_from", "rcpt_to", "anomalies" };
+	    "src_ip", "src_port", "dst_ip", "dst_port", "client_name", "client_name_status",
+	    "helo", "tls", "auth", "mail_from", "rcpt_to", "anomalies" };
 	char path[PATH_MAX], esc[128];
 	const char *v;
 	size_t vl, i, want;

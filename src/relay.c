@@ -1060,6 +1060,7 @@ relay_event_begin(struct relay_job *j, struct jbuf *jb, const char *id)
 	c.dst_ip = j->rec->dst_ip;
 	c.dst_port = j->rec->dst_port;
 	c.protocol = "smtp";
+	c.client_name = j->rec->client_name;
 	evlog_begin(jb, id, &c);
 	jb_kcstr(jb, "sha256", j->rec->sha256);
 	jb_kcstr(jb, "queue_id", j->rec->queue_id);
@@ -1735,6 +1736,7 @@ relay_rule_event(const struct relay_record *rec, enum rules_stage st,
 	c.dst_ip = rec->dst_ip;
 	c.dst_port = rec->dst_port;
 	c.protocol = "smtp";
+	c.client_name = rec->client_name;
 	relay_rule_event_conn(&c, rec->sha256, rec->queue_id, st, d, source);
 }
 
@@ -1979,6 +1981,7 @@ relay_stage_cb(void *arg, const struct smtp_stage_req *req, struct smtp_stage_re
 		c.dst_ip = req->dst_ip;
 		c.dst_port = req->dst_port;
 		c.protocol = "smtp";
+		c.client_name = req->client_name;
 		relay_rule_event_conn(&c, NULL, NULL, f.stage, &d, "daemon");
 	}
 	relay_result_fill(res, &d);

@@ -63,10 +63,11 @@ class LookupCase(CollectorTestCase):
         for e in events:
             if e["eventid"] == "fosr.session.connect":
                 self.assertNotIn("client_name", e)    # before the lookup
-            elif not e["eventid"].startswith(("fosr.relay.", "fosr.rule.")):
+            else:
                 self.assertEqual(e.get("client_name"), name, e)
                 seen.add(e["eventid"])
-        self.assertTrue({"fosr.mail.received", "fosr.session.closed"} <= seen, seen)
+        self.assertTrue({"fosr.mail.received", "fosr.session.closed",
+                         "fosr.relay.decision"} <= seen, seen)
 
 
 class TestVerified(LookupCase):
