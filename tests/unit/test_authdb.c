@@ -197,6 +197,8 @@ test_default_list(void **state)
 			fail_msg("%s:%s: %s, expected %s", pairs[i].user, pairs[i].pass,
 			    got ? "accepted" : "refused", pairs[i].in ? "accepted" : "refused");
 		in += got;
+		if (got)
+			printf("accepted: %s:%s\n", pairs[i].user, pairs[i].pass);
 	}
 	printf("default credential policy: %d of %zu pairs accepted\n", in,
 	    sizeof(pairs) / sizeof(pairs[0]));
