@@ -321,7 +321,7 @@ static bool	 smtp_needs_tls(const struct smtp_session *);
 static bool	 smtp_pre_tls_cmd(enum smtp_cmd);
 static void	 smtp_addr_internal(const char *, char *, size_t);
 static void	 smtp_unauth_event(struct smtp_session *, const struct smtp_cmdline *,
-		    unsigned);
+		    unsigned, bool);
 static void	 cmd_forbidden(struct smtp_session *, const struct smtp_cmdline *);
 
 static const struct {
@@ -1421,11 +1421,13 @@ smtp_command(struct smtp_session *s, const char *line, size_t len)
 		if (commands[i].cmd == cl.cmd) {
 			unsigned nr = s->nreplies;
 
-			if (smtp_needs_tls(s) && !smtp_pre_tls_cmd(cl.cmd))
+			bool need_tls = smtp_needs_tls(s) && !smtp_pre_tls_cmd(cl.cmd);
+
+			if (need_tls)
 				smtp_error(s, PR_NEED_STARTTLS, NULL);
 			else
 				commands[i].fn(s, &cl);
-			smtp_unauth_event(s, &cl, nr);
+			smtp_unauth_event(s, &cl, nr, need_tls);
 			return;
 		}
 	cmd_unknown(s, &cl);
@@ -1433,13 +1435,14 @@ smtp_command(struct smtp_session *s, const char *line, size_t len)
 
 /*
  * On a submission listener, what a client tries without logging in (MAIL,
- * RCPT, VRFY, DATA, BDAT, ETRN: refused, or MAIL's 250) leaves no mail
- * record: each is an event with the reply given (if it was sent at once;
- * nr: the reply count before the command).  Spam sent before or instead of
+ * RCPT, VRFY, DATA, BDAT, ETRN: refused, or MAIL's 250; AUTH refused before
+ * TLS) leaves no mail or login record: each is an event with the reply given
+ * (if it was sent at once; nr: the reply count before the command).  Spam sent before or instead of
  * AUTH is evidence too.
  */
 static void
-smtp_unauth_event(struct smtp_session *s, const struct smtp_cmdline *cl, unsigned nr)
+smtp_unauth_event(struct smtp_session *s, const struct smtp_cmdline *cl, unsigned nr,
+    bool need_tls)
 {
 	struct jbuf jb;
 	size_t full;
@@ -1447,6 +1450,11 @@ smtp_unauth_event(struct smtp_session *s, const struct smtp_cmdline *cl, unsigne
 	if (s->listener->policy != LISTENER_POLICY_SUBMISSION || (s->flags & SF_AUTHED))
 		return;
 	switch (cl->cmd) {
+	case SMTP_CMD_AUTH:
+		/* refused before TLS: its credentials make no fosr.login.attempt */
+		if (!need_tls)
+			return;
+		break;
 	case SMTP_CMD_MAIL:
 	case SMTP_CMD_RCPT:
 	case SMTP_CMD_VRFY:
