@@ -344,7 +344,7 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 		close(fd);
 		return;
 	}
-	if (lim->sessions > 0 && srv->nsessions >= (unsigned)lim->sessions) {
+	if (lim->sessions > 0 && srv->nsessions - srv->nrefusing >= (unsigned)lim->sessions) {
 		refuse(ls, l, fd, PR_TOO_MANY_SESSIONS, ip, "sessions");
 		return;
 	}
@@ -378,8 +378,14 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 		/*
 		 * Postfix's anvil check comes after the client lookup and the
 		 * wrapper-mode handshake: a session that only says the 421
-		 * (bounded by the sessions cap above, not counted per address).
+		 * (not counted per address nor in limits.sessions: a flood
+		 * from one address must not take the others' places), at
+		 * most SMTP_REFUSING_MAX at once, else at once as above.
 		 */
+		if (srv->nrefusing >= SMTP_REFUSING_MAX) {
+			refuse(ls, l, fd, PR_TOO_MANY_CONN, ip, "sessions_per_ip");
+			return;
+		}
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 		(void)smtp_session_refuse(srv, l->cl, l->port, fd, sa, (socklen_t)salen,
 		    PR_TOO_MANY_CONN, "sessions_per_ip");

@@ -435,6 +435,8 @@ smtp_session_start(struct smtp_session *s)
 		srv->sessions->prev = s;
 	srv->sessions = s;
 	srv->nsessions++;
+	if (s->refuse)
+		srv->nrefusing++;	/* smtp_free() counts it down */
 
 	jb_init(&jb);
 	smtp_event_base(s, &jb, "fosr.session.connect");
@@ -1048,6 +1050,8 @@ smtp_free(struct smtp_session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	srv->nsessions--;
+	if (s->refuse)
+		srv->nrefusing--;
 	if (srv->on_close && !s->refuse)
 		srv->on_close(srv->on_close_arg, (struct sockaddr *)&s->peer);
 	free(s);

@@ -117,6 +117,7 @@ struct smtp_server {
 	/* What each user logged in with (one password a mailbox; authdb.h). */
 	struct authmem		*authmem;
 	unsigned		 nsessions;
+	unsigned		 nrefusing;	/* of them, smtp_session_refuse() ones */
 	bool			 stopping;	/* graceful shutdown in progress */
 	struct smtp_session	*sessions;	/* list of live sessions */
 	/* Sessions whose replies go out at the end of this loop pass (internal). */
@@ -141,8 +142,10 @@ struct smtp_session *smtp_session_new(struct smtp_server *srv,
  * smtpd sends it: after the client lookup and, on an implicit TLS
  * listener, the handshake; then closed, a fosr.session.refused event
  * (reason why, a static string) and no on_close (the listener did not
- * count it).
+ * count it).  Counted in nsessions and nrefusing: the caller keeps
+ * nrefusing under SMTP_REFUSING_MAX and out of its sessions cap.
  */
+#define SMTP_REFUSING_MAX	64	/* smtp_session_refuse() sessions at once */
 struct smtp_session *smtp_session_refuse(struct smtp_server *srv,
 		    const struct cfg_listener *listener, int port, int fd,
 		    const struct sockaddr *peer, socklen_t peerlen, int reply,
