@@ -13,6 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/hmac.h>
+#include <openssl/evp.h>
+
 #include "authdb.h"
 
 #define AUTHDB_FILE_MAX	(4 * 1024 * 1024)
@@ -92,48 +95,86 @@ authdb_add(struct authdb *db, char *user, const char *pass, bool deny, bool pass
 	return 0;
 }
 
+/* Debian 12's passwd accounts, its aliases, and service accounts of common packages. */
+static const char *const system_users[] = {
+	"root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail",
+	"news", "uucp", "proxy", "www-data", "backup", "list", "irc", "gnats",
+	"_apt", "nobody", "postfix", "postmaster", "mailer-daemon", "messagebus",
+	"sshd", "ntp", "_chrony", "statd", "dovecot", "dovenull", "opendkim",
+	"clamav", "debian-exim", "operator", "nogroup",
+};
+
+bool
+authdb_system_user(const char *user)
+{
+	const char *at = strrchr(user, '@');
+	size_t n = at ? (size_t)(at - user) : strlen(user);
+
+	if (n >= 8 && strncasecmp(user, "systemd-", 8) == 0)
+		return true;
+	for (size_t i = 0; i < sizeof(system_users) / sizeof(system_users[0]); i++)
+		if (strlen(system_users[i]) == n && strncasecmp(user, system_users[i], n) == 0)
+			return true;
+	return false;
+}
+
 /*
- * Expand the first {domain} or {local} of pat (each value, recursively),
- * then add the rule.
+ * Expand the first {domain} or {local} of rest (each value in turn) after
+ * the already expanded prefix done, then the tokens after it, then add the
+ * rule.  A value is a literal: its glob characters are escaped, and the
+ * tokens it may hold are not looked at again (only rest is).
  */
 static int
-authdb_expand(struct authdb *db, const char *pat, const char *pass, bool deny,
-    bool pass_is_user, const struct authdb_ctx *ctx, int line, char *err, size_t errlen)
+authdb_expand(struct authdb *db, const char *done, const char *rest, const char *pass,
+    bool deny, bool pass_is_user, const struct authdb_ctx *ctx, int line, char *err,
+    size_t errlen)
 {
 	static const struct { const char *tok; size_t len; } toks[] = {
 		{ "{domain}", 8 }, { "{local}", 7 },
 	};
-	const char *p, *best = NULL;
+	const char *p, *best = NULL, *v;
 	const char *const *vals = NULL;
-	size_t toklen = 0, n;
-	int nvals = 0, i;
-	char *u;
+	size_t toklen = 0, n, dn = strlen(done);
+	int nvals = 0, i, tok = 0;
+	char *u, *w;
 
 	for (i = 0; i < 2; i++)
-		if ((p = strstr(pat, toks[i].tok)) != NULL && (best == NULL || p < best)) {
+		if ((p = strstr(rest, toks[i].tok)) != NULL && (best == NULL || p < best)) {
 			best = p;
+			tok = i;
 			toklen = toks[i].len;
 			vals = i == 0 ? ctx->domains : ctx->users;
 			nvals = i == 0 ? ctx->ndomains : ctx->nusers;
 		}
 	if (best == NULL) {
-		if ((u = strdup(pat)) == NULL) {
+		if ((u = malloc(dn + strlen(rest) + 1)) == NULL) {
 			snprintf(err, errlen, "out of memory");
 			return -1;
 		}
+		memcpy(u, done, dn);
+		strcpy(u + dn, rest);
 		return authdb_add(db, u, pass, deny, pass_is_user, line, err, errlen);
 	}
+	n = (size_t)(best - rest);
 	for (i = 0; i < nvals; i++) {
-		n = (size_t)(best - pat);
-		if ((u = malloc(strlen(pat) + strlen(vals[i]) + 1)) == NULL) {
+		if (tok == 1 && authdb_system_user(vals[i]))
+			continue;
+		/* each byte of the value escaped at most: twice its length */
+		if ((u = malloc(dn + n + 2 * strlen(vals[i]) + 1)) == NULL) {
 			snprintf(err, errlen, "out of memory");
 			return -1;
 		}
-		memcpy(u, pat, n);
-		strcpy(u + n, vals[i]);
-		strcat(u, best + toklen);
-		if (authdb_expand(db, u, pass, deny, pass_is_user, ctx, line, err,
-		    errlen) == -1) {
+		memcpy(u, done, dn);
+		memcpy(u + dn, rest, n);
+		w = u + dn + n;
+		for (v = vals[i]; *v; v++) {
+			if (strchr("*?[]\\", *v) != NULL)
+				*w++ = '\\';
+			*w++ = *v;
+		}
+		*w = '\0';
+		if (authdb_expand(db, u, best + toklen, pass, deny, pass_is_user, ctx, line,
+		    err, errlen) == -1) {
 			free(u);
 			return -1;
 		}
@@ -174,7 +215,7 @@ authdb_line(struct authdb *db, char *l, const struct authdb_ctx *ctx, int line,
 		snprintf(err, errlen, "line %d: empty user pattern (\"*\" matches any)", line);
 		return -1;
 	}
-	return authdb_expand(db, l, sep, deny, strcmp(sep, "{user}") == 0, ctx, line,
+	return authdb_expand(db, "", l, sep, deny, strcmp(sep, "{user}") == 0, ctx, line,
 	    err, errlen);
 }
 
@@ -291,4 +332,195 @@ authdb_check(const struct authdb *db, const char *user, const char *pass, int *l
 		return !r->deny;
 	}
 	return false;
+}
+
+bool
+authdb_check_nopass(const struct authdb *db, const char *user, int *line)
+{
+	const struct authdb_rule *r;
+
+	if (line)
+		*line = 0;
+	if (db == NULL)
+		return false;
+	for (int i = 0; i < db->nrules; i++) {
+		r = &db->rules[i];
+		if (r->pass_is_user || strcmp(r->pass, "*") != 0)
+			continue;
+		if (fnmatch(r->user, user, FNM_CASEFOLD) != 0)
+			continue;
+		if (line)
+			*line = r->line;
+		return !r->deny;
+	}
+	return false;
+}
+
+/* ---- what each user logged in with ---- */
+
+struct authmem_ent {
+	char	*user;
+	char	*pass;		/* NULL: a CRAM-MD5 login, chal and digest */
+	char	*chal;
+	char	*digest;
+};
+
+struct authmem {
+	struct authmem_ent	*ent;
+	int			 max;
+	int			 n;
+	int			 next;	/* the oldest, replaced next when full */
+};
+
+struct authmem *
+authmem_new(int max)
+{
+	struct authmem *m;
+
+	if (max < 1 || (m = calloc(1, sizeof(*m))) == NULL)
+		return NULL;
+	if ((m->ent = calloc((size_t)max, sizeof(*m->ent))) == NULL) {
+		free(m);
+		return NULL;
+	}
+	m->max = max;
+	return m;
+}
+
+static void
+authmem_clear(struct authmem_ent *e)
+{
+	free(e->user);
+	free(e->pass);
+	free(e->chal);
+	free(e->digest);
+	memset(e, 0, sizeof(*e));
+}
+
+void
+authmem_free(struct authmem *m)
+{
+	if (m == NULL)
+		return;
+	for (int i = 0; i < m->n; i++)
+		authmem_clear(&m->ent[i]);
+	free(m->ent);
+	free(m);
+}
+
+int
+authmem_count(const struct authmem *m)
+{
+	return m ? m->n : 0;
+}
+
+static struct authmem_ent *
+authmem_find(const struct authmem *m, const char *user)
+{
+	if (m == NULL)
+		return NULL;
+	for (int i = 0; i < m->n; i++)
+		if (strcasecmp(m->ent[i].user, user) == 0)
+			return &m->ent[i];
+	return NULL;
+}
+
+/* Does digest (hex, any case) equal HMAC-MD5(pass, chal)? */
+static bool
+authmem_cram_ok(const char *pass, const char *chal, const char *digest)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	char hex[2 * EVP_MAX_MD_SIZE + 1];
+
+	if (HMAC(EVP_md5(), pass, (int)strlen(pass), (const unsigned char *)chal,
+	    strlen(chal), md, &mdlen) == NULL)
+		return false;
+	for (unsigned int i = 0; i < mdlen; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	return strlen(digest) == 2 * (size_t)mdlen && strcasecmp(hex, digest) == 0;
+}
+
+enum authmem_res
+authmem_check_pass(const struct authmem *m, const char *user, const char *pass)
+{
+	const struct authmem_ent *e = authmem_find(m, user);
+
+	if (e == NULL)
+		return AUTHMEM_UNKNOWN;
+	if (e->pass != NULL)
+		return strcmp(e->pass, pass) == 0 ? AUTHMEM_MATCH : AUTHMEM_MISMATCH;
+	return authmem_cram_ok(pass, e->chal, e->digest) ? AUTHMEM_MATCH : AUTHMEM_MISMATCH;
+}
+
+enum authmem_res
+authmem_check_cram(const struct authmem *m, const char *user, const char *chal,
+    const char *digest)
+{
+	const struct authmem_ent *e = authmem_find(m, user);
+
+	if (e == NULL || e->pass == NULL)
+		return AUTHMEM_UNKNOWN;
+	return authmem_cram_ok(e->pass, chal, digest) ? AUTHMEM_MATCH : AUTHMEM_MISMATCH;
+}
+
+/* The entry for user: its own, else a free one, else the oldest. */
+static struct authmem_ent *
+authmem_slot(struct authmem *m, const char *user)
+{
+	struct authmem_ent *e;
+
+	if ((e = authmem_find(m, user)) != NULL) {
+		authmem_clear(e);
+		return e;
+	}
+	if (m->n < m->max)
+		return &m->ent[m->n++];
+	e = &m->ent[m->next];
+	m->next = (m->next + 1) % m->max;
+	authmem_clear(e);
+	return e;
+}
+
+/* Drop a half-filled entry (out of memory): keep the array dense. */
+static void
+authmem_drop(struct authmem *m, struct authmem_ent *e)
+{
+	struct authmem_ent *last = &m->ent[m->n - 1];
+
+	authmem_clear(e);
+	if (e != last) {
+		*e = *last;
+		memset(last, 0, sizeof(*last));
+	}
+	m->n--;
+	if (m->next >= m->n)
+		m->next = 0;
+}
+
+void
+authmem_remember_pass(struct authmem *m, const char *user, const char *pass)
+{
+	struct authmem_ent *e;
+
+	if (m == NULL || strlen(user) > AUTHMEM_FIELD_MAX || strlen(pass) > AUTHMEM_FIELD_MAX)
+		return;
+	e = authmem_slot(m, user);
+	if ((e->user = strdup(user)) == NULL || (e->pass = strdup(pass)) == NULL)
+		authmem_drop(m, e);
+}
+
+void
+authmem_remember_cram(struct authmem *m, const char *user, const char *chal,
+    const char *digest)
+{
+	struct authmem_ent *e;
+
+	if (m == NULL || strlen(user) > AUTHMEM_FIELD_MAX || strlen(chal) > AUTHMEM_FIELD_MAX ||
+	    strlen(digest) > AUTHMEM_FIELD_MAX)
+		return;
+	e = authmem_slot(m, user);
+	if ((e->user = strdup(user)) == NULL || (e->chal = strdup(chal)) == NULL ||
+	    (e->digest = strdup(digest)) == NULL)
+		authmem_drop(m, e);
 }

@@ -48,6 +48,46 @@ void		 authdb_free(struct authdb *);
 bool		 authdb_check(const struct authdb *, const char *user, const char *pass,
 		    int *line);
 int		 authdb_nrules(const struct authdb *);
+/*
+ * The same without a password (CRAM-MD5 sends only a digest): the rules
+ * whose password pattern depends on the password cannot be judged and are
+ * skipped; the first other ("user:*") rule that matches decides.
+ */
+bool		 authdb_check_nopass(const struct authdb *, const char *user, int *line);
+/*
+ * Is user (or its local part, before the last "@") a Debian system account
+ * or alias (root, daemon, postmaster, systemd-*...)?  {local} never expands
+ * to one: they have no mailbox password, and "root:anything" is a
+ * detector's first try.
+ */
+bool		 authdb_system_user(const char *user);
+
+/*
+ * What each user logged in with, across sessions: a real mailbox has one
+ * password.  At most max users, the oldest forgotten first; a user or
+ * password longer than AUTHMEM_FIELD_MAX is not remembered.  A CRAM-MD5
+ * login is remembered as its challenge and digest, against which a later
+ * password is checked (a later CRAM-MD5 digest cannot be).
+ */
+#define AUTHMEM_MAX		4096
+#define AUTHMEM_FIELD_MAX	256
+
+enum authmem_res { AUTHMEM_UNKNOWN, AUTHMEM_MATCH, AUTHMEM_MISMATCH };
+
+struct authmem;
+
+struct authmem	*authmem_new(int max);
+void		 authmem_free(struct authmem *);
+int		 authmem_count(const struct authmem *);
+/* user is compared without regard to case, the password exactly. */
+enum authmem_res authmem_check_pass(const struct authmem *, const char *user,
+		    const char *pass);
+/* digest: 32 hex digits of HMAC-MD5(password, challenge) (RFC 2195). */
+enum authmem_res authmem_check_cram(const struct authmem *, const char *user,
+		    const char *challenge, const char *digest);
+void		 authmem_remember_pass(struct authmem *, const char *user, const char *pass);
+void		 authmem_remember_cram(struct authmem *, const char *user,
+		    const char *challenge, const char *digest);
 
 /* The shipped default list (etc/credentials.txt holds the same text). */
 extern const char authdb_default[];

@@ -395,6 +395,21 @@ listeners_parse(struct yu_ctx *x, yaml_node_t *n, const char *path,
 		if (!(seen & (1u << LK_POLICY)))
 			l->policy = l->port == 465 || l->port == 587 ?
 			    LISTENER_POLICY_SUBMISSION : LISTENER_POLICY_RELAY;
+		/*
+		 * The templates need TLS (smtpd_tls_security_level=encrypt,
+		 * smtpd_tls_wrappermode=yes): without it every MAIL would get
+		 * 530 and no client could ever use the listener.
+		 */
+		if (l->policy == LISTENER_POLICY_SUBMISSION && l->tls == TLS_MODE_PLAIN) {
+			const yaml_node_t *kn = yu_map_value(x, v, (seen & (1u << LK_POLICY)) ?
+			    "policy" : "tls");
+			snprintf(pport, sizeof(pport), "%s.%s", ipath,
+			    (seen & (1u << LK_POLICY)) ? "policy" : "tls");
+			return yu_error(x, kn ? kn : v, pport, "policy submission%s needs "
+			    "tls starttls or implicit (Debian's templates require TLS); "
+			    "use policy relay for a plain listener",
+			    (seen & (1u << LK_POLICY)) ? "" : " (the default on 465 and 587)");
+		}
 		port_lines[i] = v->start_mark.line + 1;
 		for (j = 0; j < i; j++) {
 			if (c->listeners[j].port == l->port &&

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 
@@ -36,17 +37,24 @@ struct dns_req {
 	int		 outstanding;	/* c-ares queries not answered yet */
 	enum dns_status	 status;
 	bool		 tempfail;	/* one of the address queries failed softly */
-	char		 err[320];
-	struct dns_mx	 mx[DNS_MX_MAX];
-	struct dns_addr	 addr[DNS_ADDR_MAX];
-	int		 n;
 	char		 name[DNS_HOST_MAX];
 	/* DNS_KIND_PEER */
 	bool		 cancelled;	/* dns_cancel(): the callback does not run */
 	int		 af;
 	unsigned char	 bin[16];	/* the client's address */
 	struct dns_peer	 peer;
+	/*
+	 * DNS_KIND_MX and DNS_KIND_ADDR only, last: a client lookup is
+	 * allocated without them (DNS_REQ_PEER_SIZE, 1.2 KB instead of 8.9 KB:
+	 * a lookup outlives a client that left, up to DNS_PEER_PENDING_MAX).
+	 */
+	char		 err[320];
+	int		 n;
+	struct dns_mx	 mx[DNS_MX_MAX];
+	struct dns_addr	 addr[DNS_ADDR_MAX];
 };
+
+#define DNS_REQ_PEER_SIZE	offsetof(struct dns_req, err)
 
 struct dns {
 	struct event_base	*base;
@@ -54,6 +62,7 @@ struct dns {
 	struct event		*timer;
 	struct dns_sock		*socks;
 	struct dns_req		*reqs;
+	int			 npeer;		/* client lookups pending */
 	bool			 freeing;
 };
 
@@ -207,8 +216,9 @@ dns_free(struct dns *d)
 	while (d->reqs != NULL) {
 		struct dns_req *q = d->reqs;
 		q->status = DNS_CANCELLED;
-		snprintf(q->err, sizeof(q->err), "cancelled");
-		if (q->kind == DNS_KIND_PEER && q->peer.status == DNS_PEER_OK) {
+		if (q->kind != DNS_KIND_PEER)
+			snprintf(q->err, sizeof(q->err), "cancelled");
+		else if (q->peer.status == DNS_PEER_OK) {
 			q->peer.status = DNS_PEER_TEMP;
 			snprintf(q->peer.name, sizeof(q->peer.name), "unknown");
 			snprintf(q->peer.err, sizeof(q->peer.err), "cancelled");
@@ -234,7 +244,7 @@ dns_req_new(struct dns *d, enum dns_kind kind, void *cb, void *arg,
 
 	if (strlen(name) >= DNS_HOST_MAX || name[0] == '\0')
 		return NULL;
-	if ((q = calloc(1, sizeof(*q))) == NULL)
+	if ((q = calloc(1, kind == DNS_KIND_PEER ? DNS_REQ_PEER_SIZE : sizeof(*q))) == NULL)
 		return NULL;
 	if ((q->done_ev = event_new(d->base, -1, 0, dns_req_done_cb, q)) == NULL) {
 		free(q);
@@ -281,6 +291,7 @@ dns_req_deliver(struct dns_req *q)
 	if (q->next)
 		q->next->prev = q->prev;
 	if (q->kind == DNS_KIND_PEER) {
+		d->npeer--;
 		if (!q->cancelled)
 			((dns_peer_cb)q->cb)(q->arg, &q->peer);
 	} else if (q->kind == DNS_KIND_MX)
@@ -531,7 +542,10 @@ dns_reverse_name(const char *ip, char *out, size_t outlen)
 	return 0;
 }
 
-/* Postfix's valid_hostname() on LDH characters, numeric names refused. */
+/*
+ * Postfix's valid_hostname(): letters, digits, "_" and inner hyphens,
+ * labels of 63 bytes at most, not all digits (numeric names refused).
+ */
 bool
 dns_valid_hostname(const char *name)
 {
@@ -544,8 +558,9 @@ dns_valid_hostname(const char *name)
 
 		if (len >= 253)
 			return false;	/* 255 bytes on the wire at most (RFC 1035 2.3.4) */
+		/* "_" is a letter to Postfix ("grr..": names like dsl_1.example exist) */
 		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		    (c >= '0' && c <= '9')) {
+		    (c >= '0' && c <= '9') || c == '_') {
 			if (++label > 63)
 				return false;
 			if (c > '9')
@@ -675,25 +690,80 @@ dns_ptr_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int a
 	dns_reschedule(q->d);
 }
 
+/*
+ * Does the A/AAAA answer list the client's address?  1 yes, 0 no, -1
+ * malformed.  Every record is read (getaddrinfo() in Postfix returns them
+ * all), for the question's name or the target of a CNAME before it.
+ */
+static int
+dns_fwd_lists(const struct dns_req *q, const unsigned char *abuf, int alen)
+{
+	const unsigned char *p = abuf + 12, *end = abuf + alen;
+	char expected[DNS_HOST_MAX], *n, *t;
+	long enclen;
+	int qd, an, i, type, class, rdlen, want = q->af == AF_INET ? ns_t_a : ns_t_aaaa;
+	size_t blen = q->af == AF_INET ? 4 : 16;
+	bool match;
+
+	if (alen < 12)
+		return -1;
+	qd = abuf[4] << 8 | abuf[5];
+	an = abuf[6] << 8 | abuf[7];
+	snprintf(expected, sizeof(expected), "%s", q->peer.reverse_name);
+	for (i = 0; i < qd; i++) {
+		if (ares_expand_name(p, abuf, alen, &n, &enclen) != ARES_SUCCESS)
+			return -1;
+		ares_free_string(n);
+		p += enclen;
+		if (end - p < 4)
+			return -1;
+		p += 4;
+	}
+	for (i = 0; i < an; i++) {
+		if (ares_expand_name(p, abuf, alen, &n, &enclen) != ARES_SUCCESS)
+			return -1;
+		p += enclen;
+		match = strcasecmp(n, expected) == 0;
+		ares_free_string(n);
+		if (end - p < 10)
+			return -1;
+		type = p[0] << 8 | p[1];
+		class = p[2] << 8 | p[3];
+		rdlen = p[8] << 8 | p[9];
+		p += 10;
+		if (end - p < rdlen)
+			return -1;
+		if (class == ns_c_in && match && type == ns_t_cname) {
+			if (ares_expand_name(p, abuf, alen, &t, &enclen) != ARES_SUCCESS)
+				return -1;
+			snprintf(expected, sizeof(expected), "%s", t);
+			ares_free_string(t);
+		} else if (class == ns_c_in && match && type == want && (size_t)rdlen == blen &&
+		    memcmp(p, q->bin, blen) == 0)
+			return 1;
+		p += rdlen;
+	}
+	return 0;
+}
+
 /* The forward answer arrived: the name is verified if it lists the address. */
 static void
 dns_fwd_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
 	struct dns_req *q = arg;
-	struct ares_addrttl a4[DNS_ADDR_MAX];
-	struct ares_addr6ttl a6[DNS_ADDR_MAX];
-	int n = DNS_ADDR_MAX, r = status, i;
+	int r = status;
 
-	if (r == ARES_SUCCESS && q->af == AF_INET &&
-	    (r = ares_parse_a_reply(abuf, alen, NULL, a4, &n)) == ARES_SUCCESS) {
-		for (i = 0; i < n; i++)
-			if (memcmp(&a4[i].ipaddr, q->bin, 4) == 0)
-				goto verified;
-	} else if (r == ARES_SUCCESS && q->af == AF_INET6 &&
-	    (r = ares_parse_aaaa_reply(abuf, alen, NULL, a6, &n)) == ARES_SUCCESS) {
-		for (i = 0; i < n; i++)
-			if (memcmp(&a6[i].ip6addr, q->bin, 16) == 0)
-				goto verified;
+	if (r == ARES_SUCCESS) {
+		switch (dns_fwd_lists(q, abuf, alen)) {
+		case 1:
+			q->peer.status = DNS_PEER_OK;
+			snprintf(q->peer.name, sizeof(q->peer.name), "%s", q->peer.reverse_name);
+			dns_req_finish(q);
+			return;
+		case -1:
+			r = ARES_EBADRESP;
+			break;
+		}
 	}
 	if (r != ARES_SUCCESS) {
 		snprintf(q->peer.err, sizeof(q->peer.err), "hostname %.200s does not resolve "
@@ -705,11 +775,6 @@ dns_fwd_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int a
 		    "to address", q->peer.reverse_name);
 		dns_peer_reject(q, DNS_PEER_FORGED);
 	}
-	return;
-verified:
-	q->peer.status = DNS_PEER_OK;
-	snprintf(q->peer.name, sizeof(q->peer.name), "%s", q->peer.reverse_name);
-	dns_req_finish(q);
 }
 
 /* Start the client name lookup. */
@@ -729,8 +794,12 @@ dns_peer_lookup(struct dns *d, const char *ip, dns_peer_cb cb, void *arg)
 		return NULL;
 	if (dns_reverse_name(ip, rname, sizeof(rname)) == -1)
 		return NULL;
+	/* Bounded: a connect/close storm leaves one pending lookup a connection. */
+	if (d->npeer >= DNS_PEER_PENDING_MAX)
+		return NULL;
 	if ((q = dns_req_new(d, DNS_KIND_PEER, (void *)cb, arg, rname)) == NULL)
 		return NULL;
+	d->npeer++;
 	q->af = af;
 	memcpy(q->bin, bin, af == AF_INET ? 4 : 16);
 	q->peer.status = DNS_PEER_OK;
@@ -739,6 +808,12 @@ dns_peer_lookup(struct dns *d, const char *ip, dns_peer_cb cb, void *arg)
 	ares_query(d->ch, rname, ns_c_in, ns_t_ptr, dns_ptr_query_cb, q);
 	dns_reschedule(d);
 	return q;
+}
+
+int
+dns_peer_pending(const struct dns *d)
+{
+	return d ? d->npeer : 0;
 }
 
 /* Forget the caller: its callback will not run. */

@@ -89,17 +89,27 @@ struct dns_req;
  * Look up the name of the client at numeric address ip (DNS only: no hosts
  * file, no search list).  Only the first PTR record counts, as with glibc's
  * getnameinfo().  Returns a handle for dns_cancel(), or NULL (bad address,
+ * DNS_PEER_PENDING_MAX lookups pending,
  * out of memory).  cb runs later on the loop, once, unless cancelled; a
  * dns_free() with the lookup pending runs it with DNS_PEER_TEMP.
  */
 struct dns_req	*dns_peer_lookup(struct dns *, const char *ip, dns_peer_cb cb, void *arg);
 /* The callback of req will not run (its queries end on their own timeouts). */
 void		 dns_cancel(struct dns_req *);
+/*
+ * Client lookups pending at most, cancelled ones included (c-ares cannot
+ * cancel one query: a lookup outlives a client that left until its
+ * queries end).  Past it dns_peer_lookup() returns NULL: the name is
+ * "unknown" at once.  Postfix has one lookup per smtpd process, 100 a
+ * service by default.
+ */
+#define DNS_PEER_PENDING_MAX	256
+int		 dns_peer_pending(const struct dns *);
 
 /*
- * Whether a PTR answer may be used as a host name: LDH labels of 1..63
- * bytes, no hyphen at either end of a label, at most 253 bytes (255 on the
- * wire), no empty
+ * Whether a PTR answer may be used as a host name: labels of 1..63 letters,
+ * digits, "_" and hyphens (Postfix takes "_" as a letter), no hyphen at
+ * either end of a label, at most 253 bytes (255 on the wire), no empty
  * label, not all digits (Postfix's valid_hostname(), numeric names refused).
  */
 bool		 dns_valid_hostname(const char *);

@@ -282,9 +282,15 @@ iptab_slot(struct listeners *ls, const unsigned char key[16])
 	return pp;
 }
 
-/* Refuse a connection with the persona's 421 and close it. */
+/*
+ * Refuse a connection with the persona's 421 and close it, at once (the
+ * daemon is at its cap: no lookup, no handshake).  On an implicit TLS
+ * listener nothing is sent: a reply in clear there is like no server
+ * (Postfix leaves such a client waiting in the listen queue).
+ */
 static void
-refuse(struct listeners *ls, int fd, enum persona_reply id, const char *ip, const char *why)
+refuse(struct listeners *ls, const struct lsock *l, int fd, enum persona_reply id,
+    const char *ip, const char *why)
 {
 	struct smtp_server *srv = ls->srv;
 	struct persona_vars v;
@@ -298,7 +304,8 @@ refuse(struct listeners *ls, int fd, enum persona_reply id, const char *ip, cons
 	n = persona_format(line, sizeof(line) - 2, smtp_server_persona(srv)->replies[id], &v);
 	memcpy(line + n, "\r\n", 2);
 	/* Best effort on a fresh socket: the send buffer is empty. */
-	(void)!send(fd, line, n + 2, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (l->cl->tls != TLS_MODE_IMPLICIT)
+		(void)!send(fd, line, n + 2, MSG_DONTWAIT | MSG_NOSIGNAL);
 	close(fd);
 	jb_init(&jb);
 	evlog_begin(&jb, "fosr.session.refused", NULL);
@@ -336,8 +343,9 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 		close(fd);
 		return;
 	}
-	if (lim->sessions > 0 && smtp_server_sessions(srv) >= (unsigned)lim->sessions) {
-		refuse(ls, fd, PR_TOO_MANY_SESSIONS, ip, "sessions");
+	if (lim->sessions > 0 && smtp_server_sessions(srv) - smtp_server_refusing(srv) >=
+	    (unsigned)lim->sessions) {
+		refuse(ls, l, fd, PR_TOO_MANY_SESSIONS, ip, "sessions");
 		return;
 	}
 	/*
@@ -355,7 +363,7 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 			    "%ld kept for the spool and the outputs (raise LimitNOFILE)",
 			    smtp_server_sessions(srv), ls->fd_limit, ls->fd_reserve);
 		ls->fd_short = true;
-		refuse(ls, fd, PR_TOO_MANY_SESSIONS, ip, "descriptors");
+		refuse(ls, l, fd, PR_TOO_MANY_SESSIONS, ip, "descriptors");
 		return;
 	}
 	if (ls->fd_short && (long)smtp_server_sessions(srv) + ls->fd_base <
@@ -367,7 +375,20 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 	pp = iptab_slot(ls, key);
 	if (*pp && lim->sessions_per_ip > 0 && (*pp)->count >= (unsigned)lim->sessions_per_ip) {
 		log_info("smtp refused address=%s: %u sessions from it", ip, (*pp)->count);
-		refuse(ls, fd, PR_TOO_MANY_CONN, ip, "sessions_per_ip");
+		/*
+		 * Postfix's anvil check comes after the client lookup and the
+		 * wrapper-mode handshake: a session that only says the 421
+		 * (not counted per address nor in limits.sessions: a flood
+		 * from one address must not take the others' places), at
+		 * most SMTP_REFUSING_MAX at once, else at once as above.
+		 */
+		if (smtp_server_refusing(srv) >= SMTP_REFUSING_MAX) {
+			refuse(ls, l, fd, PR_TOO_MANY_CONN, ip, "sessions_per_ip");
+			return;
+		}
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
+		(void)smtp_session_refuse(srv, l->cl, l->port, fd, sa, (socklen_t)salen,
+		    PR_TOO_MANY_CONN, "sessions_per_ip");
 		return;
 	}
 	if (*pp == NULL) {

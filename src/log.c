@@ -771,6 +771,8 @@ evlog_begin(struct jbuf *jb, const char *eventid, const struct event_conn *conn)
 		jb_kcstr(jb, "dst_ip", conn->dst_ip);
 		jb_kint(jb, "dst_port", conn->dst_port);
 		jb_kcstr(jb, "protocol", conn->protocol);
+		if (conn->client_name != NULL && conn->client_name[0] != '\0')
+			jb_kcstr(jb, "client_name", conn->client_name);
 	}
 	jb_kcstr(jb, "sensor", ev_sensor);
 }

@@ -90,6 +90,7 @@ struct event_conn {
 	const char	*dst_ip;
 	int		 dst_port;
 	const char	*protocol;	/* "smtp" */
+	const char	*client_name;	/* the client lookup's name; NULL/"" before it */
 };
 
 /* Open (append, create 0640) the event log; NULL path or "" disables it. */

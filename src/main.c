@@ -277,8 +277,20 @@ setup_process(struct fosr *f)
 
 	if (f->cfg.hostname[0])
 		snprintf(f->hostname, sizeof(f->hostname), "%s", f->cfg.hostname);
-	else if (gethostname(f->hostname, sizeof(f->hostname) - 1) == -1 || !f->hostname[0])
-		snprintf(f->hostname, sizeof(f->hostname), "localhost");
+	else {
+		/*
+		 * Postfix's myhostname default (mail_params.c check_myhostname()):
+		 * gethostname(), and a name without a dot gets ".localdomain"
+		 * ($mydomain's default): "vm" is "vm.localdomain", as
+		 * `postconf -d myhostname` says.  Never a bare "localhost".
+		 */
+		char h[256] = "";
+
+		if (gethostname(h, sizeof(h) - 1) == -1 || !h[0])
+			snprintf(h, sizeof(h), "localhost");
+		snprintf(f->hostname, sizeof(f->hostname), "%.200s%s", h,
+		    strchr(h, '.') ? "" : ".localdomain");
+	}
 
 	signal(SIGPIPE, SIG_IGN);
 	/* Every session is a descriptor: take all the kernel allows. */

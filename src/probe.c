@@ -224,6 +224,7 @@ probe_stage_decide(const struct cfg *cfg, const struct rules *rules,
 		c.dst_ip = req->dst_ip;
 		c.dst_port = req->dst_port;
 		c.protocol = "smtp";
+		c.client_name = req->client_name;
 		probe_rule_event_conn(&c, NULL, NULL, f.stage, &d, "daemon");
 	}
 	probe_result_fill(res, &d);

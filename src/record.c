@@ -14,7 +14,8 @@
 
 const char *const record_meta_keys[RECORD_META_NKEYS] = {
 	"time", "session", "queue_id", "listener", "src_ip", "src_port", "dst_ip",
-	"dst_port", "helo", "tls", "auth", "mail_from", "rcpt_to", "anomalies",
+	"dst_port", "client_name", "client_name_status", "helo", "tls", "auth", "mail_from",
+	"rcpt_to", "anomalies",
 };
 
 /* ------------------------------------------------------------------ writer */
@@ -278,6 +279,7 @@ record_conn(const struct record *r, struct event_conn *c)
 	c->dst_ip = r->dst_ip;
 	c->dst_port = r->dst_port;
 	c->protocol = "smtp";
+	c->client_name = r->client_name;
 }
 
 /* ------------------------------------------------------------------ the DATA decision */

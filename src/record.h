@@ -130,7 +130,7 @@ bool		 record_decision(const char *json, size_t len, struct rules_decision *d);
  * The members the hpfeeds publisher copies, raw, into a payload's metadata,
  * in this order (record_meta_keys[0 .. RECORD_META_NKEYS-1]).
  */
-#define RECORD_META_NKEYS	14
+#define RECORD_META_NKEYS	16
 extern const char *const record_meta_keys[RECORD_META_NKEYS];
 
 #endif

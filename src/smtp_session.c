@@ -107,7 +107,10 @@ struct smtp_server {
 	void			*on_close_arg;
 	/* auth.outcome policy: the credential rules (NULL: loaded at first use). */
 	struct authdb		*authdb;
+	/* What each user logged in with (one password a mailbox; authdb.h). */
+	struct authmem		*authmem;
 	unsigned		 nsessions;
+	unsigned		 nrefusing;	/* of them, smtp_session_refuse() ones */
 	bool			 stopping;	/* graceful shutdown in progress */
 	struct smtp_session	*sessions;	/* list of live sessions */
 	/* Sessions whose replies go out at the end of this loop pass (internal). */
@@ -251,6 +254,10 @@ struct smtp_session {
 	enum auth_step		 auth_step;
 	struct evbuffer		*heldbuf;	/* replies held back by the error sleep */
 	int			 junk;		/* NOOP/VRFY/ETRN/RSET count (Postfix's junk limit) */
+	unsigned		 nreplies;	/* reply lines sent */
+	int			 refuse;	/* smtp_session_refuse(): the reply instead of the banner */
+	const char		*refuse_why;
+	char			 last_reply[128];	/* the last one's start, for events */
 	bool			 size_rejected;	/* last MAIL SIZE= was over the limit */
 	struct event		*timer;		/* lookup bound / banner delay / error sleep / stop grace */
 	char			 close_reason[32];
@@ -358,6 +365,9 @@ static void	 cmd_auth(struct smtp_session *, const struct smtp_cmdline *);
 static void	 cmd_unknown(struct smtp_session *, const struct smtp_cmdline *);
 static bool	 smtp_needs_tls(const struct smtp_session *);
 static bool	 smtp_pre_tls_cmd(enum smtp_cmd);
+static void	 smtp_addr_internal(const char *, char *, size_t);
+static void	 smtp_unauth_event(struct smtp_session *, const struct smtp_cmdline *,
+		    unsigned, bool);
 static void	 cmd_forbidden(struct smtp_session *, const struct smtp_cmdline *);
 
 static const struct {
@@ -471,6 +481,8 @@ smtp_session_start(struct smtp_session *s)
 		srv->sessions->prev = s;
 	srv->sessions = s;
 	srv->nsessions++;
+	if (s->refuse)
+		srv->nrefusing++;	/* smtp_free() counts it down */
 
 	jb_init(&jb);
 	smtp_event_base(s, &jb, "fosr.session.connect");
@@ -503,9 +515,29 @@ smtp_session_start(struct smtp_session *s)
 	return s;
 }
 
+static struct smtp_session *smtp_session_open(struct smtp_server *,
+		    const struct cfg_listener *, int, int, const struct sockaddr *,
+		    socklen_t, int, const char *);
+
 struct smtp_session *
 smtp_session_new(struct smtp_server *srv, const struct cfg_listener *listener,
     int port, int fd, const struct sockaddr *peer, socklen_t peerlen)
+{
+	return smtp_session_open(srv, listener, port, fd, peer, peerlen, 0, NULL);
+}
+
+struct smtp_session *
+smtp_session_refuse(struct smtp_server *srv, const struct cfg_listener *listener,
+    int port, int fd, const struct sockaddr *peer, socklen_t peerlen, int reply,
+    const char *why)
+{
+	return smtp_session_open(srv, listener, port, fd, peer, peerlen, reply, why);
+}
+
+static struct smtp_session *
+smtp_session_open(struct smtp_server *srv, const struct cfg_listener *listener,
+    int port, int fd, const struct sockaddr *peer, socklen_t peerlen, int refuse,
+    const char *why)
 {
 	struct smtp_session *s;
 	struct sockaddr_storage local;
@@ -516,6 +548,8 @@ smtp_session_new(struct smtp_server *srv, const struct cfg_listener *listener,
 		return NULL;
 	}
 	s->fd = fd;
+	s->refuse = refuse;
+	s->refuse_why = why;
 	if (getsockname(fd, (struct sockaddr *)&local, &locallen) == 0)
 		sockaddr_text((struct sockaddr *)&local, s->dst_ip, sizeof(s->dst_ip),
 		    &s->dst_port);
@@ -592,6 +626,12 @@ smtp_lookup_start(struct smtp_session *s)
 	}
 	memset(&none, 0, sizeof(none));
 	none.status = DNS_PEER_PERM;
+	if (s->srv->dns != NULL && dns_peer_pending(s->srv->dns) >= DNS_PEER_PENDING_MAX) {
+		/* a storm of clients that leave: their lookups are still pending */
+		none.status = DNS_PEER_TEMP;
+		snprintf(none.err, sizeof(none.err), "%d client lookups pending",
+		    DNS_PEER_PENDING_MAX);
+	}
 	snprintf(none.name, sizeof(none.name), "unknown");
 	snprintf(none.reverse_name, sizeof(none.reverse_name), "unknown");
 	smtp_lookup_end(s, &none);
@@ -650,6 +690,19 @@ smtp_banner(struct smtp_session *s)
 
 	if (s->lookup != NULL)
 		return;	/* implicit TLS: the handshake ended first, the lookup greets */
+	if (s->refuse) {
+		struct jbuf jb;
+
+		smtp_reply(s, (enum persona_reply)s->refuse, NULL);
+		jb_init(&jb);
+		smtp_event_base(s, &jb, "fosr.session.refused");
+		jb_kcstr(&jb, "reason", s->refuse_why);
+		evlog_message(&jb, "Connection refused: %s (%s)", s->src_ip, s->refuse_why);
+		evlog_emit(&jb);
+		jb_free(&jb);
+		smtp_close(s, "refused");
+		return;
+	}
 
 	if (lim->banner_jitter_ms > 0)
 		ms += (int)(util_random_u64() % (uint64_t)(lim->banner_jitter_ms + 1));
@@ -772,6 +825,8 @@ smtp_send_line(struct smtp_session *s, const char *line, size_t len)
 	}
 	evbuffer_add(out, line, len);
 	evbuffer_add(out, "\r\n", 2);
+	s->nreplies++;
+	snprintf(s->last_reply, sizeof(s->last_reply), "%.*s", (int)len, line);
 	if (out == s->heldbuf)
 		smtp_hold_arm(s);	/* every path: commands, end of DATA, BDAT, commit */
 }
@@ -1042,7 +1097,9 @@ smtp_free(struct smtp_session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	srv->nsessions--;
-	if (srv->on_close)
+	if (s->refuse)
+		srv->nrefusing--;
+	if (srv->on_close && !s->refuse)
 		srv->on_close(srv->on_close_arg, (struct sockaddr *)&s->peer);
 	free(s);
 }
@@ -1415,14 +1472,66 @@ smtp_command(struct smtp_session *s, const char *line, size_t len)
 	}
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (commands[i].cmd == cl.cmd) {
-			if (smtp_needs_tls(s) && !smtp_pre_tls_cmd(cl.cmd)) {
+			unsigned nr = s->nreplies;
+
+			bool need_tls = smtp_needs_tls(s) && !smtp_pre_tls_cmd(cl.cmd);
+
+			if (need_tls)
 				smtp_error(s, PR_NEED_STARTTLS, NULL);
-				return;
-			}
-			commands[i].fn(s, &cl);
+			else
+				commands[i].fn(s, &cl);
+			smtp_unauth_event(s, &cl, nr, need_tls);
 			return;
 		}
 	cmd_unknown(s, &cl);
+}
+
+/*
+ * On a submission listener, what a client tries without logging in (MAIL,
+ * RCPT, VRFY, DATA, BDAT, ETRN: refused, or MAIL's 250; AUTH refused before
+ * TLS) leaves no mail or login record: each is an event with the reply given
+ * (if it was sent at once; nr: the reply count before the command).  Spam sent before or instead of
+ * AUTH is evidence too.
+ */
+static void
+smtp_unauth_event(struct smtp_session *s, const struct smtp_cmdline *cl, unsigned nr,
+    bool need_tls)
+{
+	struct jbuf jb;
+	size_t full;
+
+	if (s->listener->policy != LISTENER_POLICY_SUBMISSION || (s->flags & SF_AUTHED))
+		return;
+	switch (cl->cmd) {
+	case SMTP_CMD_AUTH:
+		/* refused before TLS: its credentials make no fosr.login.attempt */
+		if (!need_tls)
+			return;
+		break;
+	case SMTP_CMD_MAIL:
+	case SMTP_CMD_RCPT:
+	case SMTP_CMD_VRFY:
+	case SMTP_CMD_DATA:
+	case SMTP_CMD_BDAT:
+	case SMTP_CMD_ETRN:
+		break;
+	default:
+		return;
+	}
+	jb_init(&jb);
+	smtp_event_base(s, &jb, "fosr.command.unauthenticated");
+	full = cl->arglen ? (size_t)(cl->arg + cl->arglen - cl->verb) : cl->verblen;
+	jb_kstr(&jb, "input", cl->verb, full > 512 ? 512 : full);
+	/* "tls" is an object in other events: one type a field name (events.schema.json). */
+	jb_kbool(&jb, "tls_active", s->tls != NULL);
+	if (s->nreplies != nr)
+		jb_kcstr(&jb, "reply", s->last_reply);
+	if (s->txn && s->txn->mail_from && cl->cmd != SMTP_CMD_MAIL)
+		jb_kstr(&jb, "mail_from", s->txn->mail_from, strlen(s->txn->mail_from));
+	evlog_message(&jb, "Command before AUTH: %.*s -> %s", (int)(full > 512 ? 512 : full),
+	    cl->verb, s->nreplies != nr ? s->last_reply : "(no reply yet)");
+	evlog_emit(&jb);
+	jb_free(&jb);
 }
 
 /*
@@ -1444,6 +1553,27 @@ smtp_pre_tls_cmd(enum smtp_cmd c)
 }
 
 /*
+ * An address in Postfix's internal form (tok822_internalize()): the quotes
+ * of quoted strings and the backslashes of quoted pairs removed, so that
+ * <"postmaster">, <post\master> and <postmaster> are one address, and
+ * <"a@b"> has the domain b.
+ */
+static void
+smtp_addr_internal(const char *addr, char *out, size_t outlen)
+{
+	size_t n = 0;
+
+	for (; *addr && n + 1 < outlen; addr++) {
+		if (*addr == '"')
+			continue;
+		if (*addr == '\\' && addr[1] != '\0')
+			addr++;
+		out[n++] = *addr;
+	}
+	out[n] = '\0';
+}
+
+/*
  * Submission (smtpd_recipient_restrictions = permit_sasl_authenticated,
  * reject): a client that has not logged in gets "554 5.7.1 <addr>: ...
  * Access denied" for RCPT and VRFY.  True if it was answered so.
@@ -1457,8 +1587,12 @@ smtp_submission_denied(struct smtp_session *s, const char *addr)
 
 	if (s->listener->policy != LISTENER_POLICY_SUBMISSION || (s->flags & SF_AUTHED))
 		return false;
-	/* smtpd_check_rcpt(): the bare "postmaster" is always allowed (RFC 5321 4.5.1). */
-	if (strcasecmp(addr, "postmaster") == 0)
+	/*
+	 * smtpd_check_rcpt(): the bare "postmaster" is always allowed (RFC 5321
+	 * 4.5.1), in its internal form: <"postmaster">, <post\master> too.
+	 */
+	smtp_addr_internal(addr, shown, sizeof(shown));
+	if (strcasecmp(shown, "postmaster") == 0)
 		return false;
 	/* Shown as Postfix's reply does: quotes removed (<"a b"@c> -> <a b@c>). */
 	for (; *addr && n + 1 < sizeof(shown); addr++)
@@ -2098,6 +2232,8 @@ smtp_server_free_auth(struct smtp_server *srv)
 {
 	authdb_free(srv->authdb);
 	srv->authdb = NULL;
+	authmem_free(srv->authmem);
+	srv->authmem = NULL;
 }
 
 /* Is domain[0..len) one of ours (local_recipients.domains, or a [literal] we listen on)? */
@@ -2129,31 +2265,30 @@ smtp_unknown_local(const struct smtp_session *s, const char *addr, char *shown,
     size_t shownlen)
 {
 	const struct cfg_local *l = &s->srv->cfg->local;
-	const char *at = NULL, *p;
-	char user[CFG_LOCAL_USER_LEN];
+	const char *at, *p;
+	char user[CFG_LOCAL_USER_LEN], internal[SMTP_PATH_MAX + 1];
 	size_t n = 0, ulen;
-	bool quoted = false;
 
 	if (l->ndomains == 0)
 		return false;
-	for (p = addr; *p && n + 1 < shownlen; p++) {
-		if (*p == '"') {
-			quoted = !quoted;
-			continue;
-		}
-		if (*p == '@' && !quoted)
-			at = shown + n;
-		shown[n++] = *p;
-	}
+	for (p = addr; *p && n + 1 < shownlen; p++)
+		if (*p != '"')
+			shown[n++] = *p;
 	shown[n] = '\0';
+	/*
+	 * Postfix resolves the internal form: its last "@" starts the domain
+	 * (<"user@example.net"> is not local), and <ro\ot> is root.
+	 */
+	smtp_addr_internal(addr, internal, sizeof(internal));
+	at = strrchr(internal, '@');
 	if (at != NULL && !smtp_local_domain(s, at + 1, strlen(at + 1)))
 		return false;
-	ulen = at ? (size_t)(at - shown) : n;
-	if ((p = memchr(shown, '+', ulen)) != NULL)
-		ulen = (size_t)(p - shown);
+	ulen = at ? (size_t)(at - internal) : strlen(internal);
+	if ((p = memchr(internal, '+', ulen)) != NULL)
+		ulen = (size_t)(p - internal);
 	if (ulen == 0 || ulen >= sizeof(user))
 		return ulen != 0;
-	memcpy(user, shown, ulen);
+	memcpy(user, internal, ulen);
 	user[ulen] = '\0';
 	if (l->nusers < 0) {
 		for (size_t i = 0; i < sizeof(debian_users) / sizeof(debian_users[0]); i++)
@@ -2992,10 +3127,13 @@ cmd_vrfy(struct smtp_session *s, const struct smtp_cmdline *cl)
 		int m = snprintf(arg, sizeof(arg), "TO:%.*s",
 		    (int)(cl->arglen < SMTP_PATH_MAX ? cl->arglen : SMTP_PATH_MAX), cl->arg);
 
-		bool parsed = smtp_parse_rcpt(arg, (size_t)m, &path) == SMTP_PATH_OK &&
-		    !path.null_path;
+		enum smtp_path_err e = smtp_parse_rcpt(arg, (size_t)m, &path);
+		bool parsed = e == SMTP_PATH_OK && !path.null_path;
 
-		if (parsed && smtp_submission_denied(s, path.addr))
+		/* extract_addr() + smtpd_check_addr(): <postmaster@> is no address */
+		if (e == SMTP_PATH_ERR_ADDR)
+			smtp_error(s, PR_RCPT_BAD_ADDR, NULL);
+		else if (parsed && smtp_submission_denied(s, path.addr))
 			;	/* answered */
 		else if (parsed && s->listener->policy != LISTENER_POLICY_SUBMISSION &&
 		    smtp_unknown_local(s, path.addr, shown, sizeof(shown))) {
@@ -3107,6 +3245,39 @@ smtp_auth_raw(struct smtp_session *s, const char *line, size_t len)
 	s->auth->raw = r;
 }
 
+/*
+ * auth.outcome policy: a user who logged in before (any session) has that
+ * one password: another is refused; then the rules judge, and a user they
+ * accept is remembered with the password.  CRAM-MD5 sends a digest, not the
+ * password: checked against a remembered password, else judged by the
+ * rules that do not look at the password (authdb_check_nopass).
+ */
+static bool
+smtp_auth_policy(struct smtp_session *s, int *rule, enum authmem_res *mem)
+{
+	const struct smtp_auth *a = s->auth;
+	const char *user = a->user ? a->user : "", *pass = a->pass ? a->pass : "";
+	bool cram = strcmp(a->mech, "CRAM-MD5") == 0 && a->challenge != NULL;
+	bool ok;
+
+	if (s->srv->authmem == NULL)
+		s->srv->authmem = authmem_new(AUTHMEM_MAX);
+	*mem = cram ? authmem_check_cram(s->srv->authmem, user, a->challenge, pass) :
+	    authmem_check_pass(s->srv->authmem, user, pass);
+	if (*mem == AUTHMEM_MISMATCH)
+		return false;
+	/* the rules still decide (a SIGHUP may have changed them) */
+	ok = cram ? authdb_check_nopass(s->srv->authdb, user, rule) :
+	    authdb_check(s->srv->authdb, user, pass, rule);
+	if (!ok || *mem == AUTHMEM_MATCH)
+		return ok;
+	if (cram)
+		authmem_remember_cram(s->srv->authmem, user, a->challenge, pass);
+	else
+		authmem_remember_pass(s->srv->authmem, user, pass);
+	return ok;
+}
+
 /* The exchange is complete: decide, record, answer. */
 static void
 smtp_auth_finish(struct smtp_session *s)
@@ -3118,6 +3289,7 @@ smtp_auth_finish(struct smtp_session *s)
 	struct smtp_stage_result res;
 	char err[256];
 	int code, rule = 0;
+	enum authmem_res mem = AUTHMEM_UNKNOWN;
 	bool ok;
 
 	s->auth_step = AS_NONE;
@@ -3132,8 +3304,7 @@ smtp_auth_finish(struct smtp_session *s)
 	case AUTH_OUTCOME_POLICY:
 		if (s->srv->authdb == NULL && smtp_server_load_auth(s->srv, err, sizeof(err)) == -1)
 			log_warn("auth: credential policy: %s (refusing)", err);
-		ok = authdb_check(s->srv->authdb, a->user ? a->user : "",
-		    a->pass ? a->pass : "", &rule);
+		ok = smtp_auth_policy(s, &rule, &mem);
 		break;
 	default:
 		ok = true;
@@ -3155,8 +3326,13 @@ smtp_auth_finish(struct smtp_session *s)
 	jb_kstr(&jb, "raw", a->raw ? a->raw : "", a->raw ? strlen(a->raw) : 0);
 	jb_kbool(&jb, "success", ok);
 	jb_kcstr(&jb, "outcome", cfg_auth_outcome_name(cfg->auth_outcome));
-	if (cfg->auth_outcome == AUTH_OUTCOME_POLICY)
+	if (cfg->auth_outcome == AUTH_OUTCOME_POLICY) {
 		jb_kint(&jb, "policy_line", rule);
+		/* decided by the user's earlier login (another password) */
+		if (mem != AUTHMEM_UNKNOWN)
+			jb_kcstr(&jb, "known_user", mem == AUTHMEM_MATCH ?
+			    "same password" : "other password");
+	}
 	evlog_message(&jb, "login attempt [%s/%s] %s (%s)", a->user ? a->user : "",
 	    a->pass ? a->pass : "", ok ? "succeeded" : "failed", a->mech);
 	evlog_emit(&jb);
@@ -3286,12 +3462,13 @@ cmd_auth(struct smtp_session *s, const struct smtp_cmdline *cl)
 	char chal[300];
 	struct persona_vars v;
 
-	if (s->flags & SF_AUTHED) {
-		smtp_error(s, PR_AUTH_ALREADY, NULL);
-		return;
-	}
+	/* Postfix's auth_cmd(): the transaction first, then "already authenticated". */
 	if (s->txn && s->txn->mail_from) {
 		smtp_error(s, PR_AUTH_IN_MAIL, NULL);
+		return;
+	}
+	if (s->flags & SF_AUTHED) {
+		smtp_error(s, PR_AUTH_ALREADY, NULL);
 		return;
 	}
 	if (smtp_parse_auth(cl->arg, cl->arglen, &aa) == -1) {
@@ -3546,6 +3723,12 @@ unsigned
 smtp_server_sessions(const struct smtp_server *srv)
 {
 	return srv->nsessions;
+}
+
+unsigned
+smtp_server_refusing(const struct smtp_server *srv)
+{
+	return srv->nrefusing;
 }
 
 bool

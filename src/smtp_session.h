@@ -148,6 +148,8 @@ struct spool	*smtp_server_spool(const struct smtp_server *);
 struct dns	*smtp_server_dns(const struct smtp_server *);
 /* Live sessions. */
 unsigned	 smtp_server_sessions(const struct smtp_server *);
+/* Of them, the short sessions that only say a refusal (smtp_session_refuse). */
+unsigned	 smtp_server_refusing(const struct smtp_server *);
 /* Whether a graceful stop is in progress. */
 bool		 smtp_server_stopping(const struct smtp_server *);
 
@@ -159,6 +161,19 @@ bool		 smtp_server_stopping(const struct smtp_server *);
 struct smtp_session *smtp_session_new(struct smtp_server *srv,
 		    const struct cfg_listener *listener, int port, int fd,
 		    const struct sockaddr *peer, socklen_t peerlen);
+/*
+ * The same for a connection refused with reply (a 421) where Postfix's
+ * smtpd sends it: after the client lookup and, on an implicit TLS
+ * listener, the handshake; then closed, a fosr.session.refused event
+ * (reason why, a static string) and no on_close (the listener did not
+ * count it).  Counted in nsessions and nrefusing: the caller keeps
+ * nrefusing under SMTP_REFUSING_MAX and out of its sessions cap.
+ */
+#define SMTP_REFUSING_MAX	64	/* smtp_session_refuse() sessions at once */
+struct smtp_session *smtp_session_refuse(struct smtp_server *srv,
+		    const struct cfg_listener *listener, int port, int fd,
+		    const struct sockaddr *peer, socklen_t peerlen, int reply,
+		    const char *why);
 
 /*
  * Start a session on an existing bufferevent (a bufferevent_pair in the fuzz

@@ -452,3 +452,21 @@ fail:
 	close(fd);
 	return -1;
 }
+
+/* The value node of key in mapping n, or NULL. */
+const yaml_node_t *
+yu_map_value(struct yu_ctx *x, yaml_node_t *n, const char *key)
+{
+	yaml_node_pair_t *p;
+	yaml_node_t *k;
+
+	if (n->type != YAML_MAPPING_NODE)
+		return NULL;
+	for (p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+		k = yaml_document_get_node(x->doc, p->key);
+		if (k != NULL && k->type == YAML_SCALAR_NODE &&
+		    strcmp((const char *)k->data.scalar.value, key) == 0)
+			return yaml_document_get_node(x->doc, p->value);
+	}
+	return NULL;
+}

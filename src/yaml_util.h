@@ -56,6 +56,8 @@ int	yu_seq_items(struct yu_ctx *, yaml_node_t *n, const char *path, int max,
 	    yaml_node_item_t **items, int *count);
 /* Whether n is a plain null scalar ("", "~", "null"). */
 bool	yu_is_null(const yaml_node_t *n);
+/* The value node of key in mapping n (not nested), or NULL. */
+const yaml_node_t *yu_map_value(struct yu_ctx *, yaml_node_t *n, const char *key);
 
 /* Require n to be a scalar; its bytes go to *s and *len. */
 int	yu_scalar(struct yu_ctx *, yaml_node_t *n, const char *path,

@@ -294,6 +294,12 @@ class SubmissionPolicyTests(CollectorTestCase):
                 # Postfix always lets the bare postmaster through (smtpd_check_rcpt)
                 self.assertEqual(cl.cmd("VRFY Postmaster").lines, ["2.0.0 Postmaster"])
                 cl.expect("RCPT TO:<postmaster>", 250)
+                # its internal form (quotes and quoted pairs removed), as Postfix
+                for form in ('<"postmaster">', '"Postmaster"', "<post\\master>",
+                             "<@r1:postmaster>"):
+                    cl.expect("RCPT TO:" + form, 250)
+                    self.assertEqual(cl.cmd("VRFY " + form).lines, ["2.0.0 " + form])
+                cl.expect('RCPT TO:<"postmaster"@example.net>', 554)
                 r = cl.cmd("AUTH PLAIN " + b64("\0user\0password"))
                 self.assertEqual((r.code, r.lines), (503, ["5.5.1 Error: MAIL transaction in progress"]))
                 self.assertEqual(cl.data(b"Subject: to postmaster\r\n\r\nx\r\n").code, 250)
@@ -309,6 +315,48 @@ class SubmissionPolicyTests(CollectorTestCase):
                 self.assertEqual(r.code, 250)
                 self.assertTrue(queue_id(r))
                 cl.expect("QUIT", 221)
+
+    @with_config(listeners=SUBMISSION_LISTENERS)
+    def test_unauthenticated_commands_are_events(self):
+        """F5: MAIL/RCPT/VRFY/DATA without AUTH on 587 and 465 leave no mail
+        record: each is an event with the reply given."""
+        cl = self.client("submission")
+        port = cl.sock.getsockname()[1]
+        cl.ehlo()
+        cl.expect("MAIL FROM:<spam@example.org>", 530)
+        # credentials sent before TLS are refused unread by Postfix: kept here
+        cl.expect("AUTH PLAIN " + b64("\0info@x\0Secret99"), 530)
+        cl.expect("NOOP", 250)
+        cl.expect("QUIT", 221)
+        self.c.wait_event("fosr.session.closed", lambda e: e.get("src_port") == port)
+        evs = self.c.session_events(port, "fosr.command.unauthenticated")
+        self.assertEqual([(e["input"], e["reply"], e["tls_active"]) for e in evs], [
+            ("MAIL FROM:<spam@example.org>", "530 5.7.0 Must issue a STARTTLS command first",
+             False),
+            ("AUTH PLAIN " + b64("\0info@x\0Secret99"),
+             "530 5.7.0 Must issue a STARTTLS command first", False)])
+        cl = self._tls_client("submissions")
+        port = cl.sock.getsockname()[1]
+        cl.ehlo()
+        cl.expect("MAIL FROM:<spam@example.org>", 250)
+        cl.expect('RCPT TO:<"victim"@example.net>', 554)
+        cl.expect("VRFY root", 554)
+        cl.expect("DATA", 554)
+        cl.expect("RSET", 250)
+        cl.expect("AUTH PLAIN " + b64("\0user\0password"), 235)
+        cl.expect("MAIL FROM:<spam@example.org>", 250)    # logged in: no event
+        cl.expect("RCPT TO:<ok@example.net>", 250)
+        cl.expect("QUIT", 221)
+        self.c.wait_event("fosr.session.closed", lambda e: e.get("src_port") == port)
+        evs = self.c.session_events(port, "fosr.command.unauthenticated")
+        self.assertEqual([(e["input"], e["reply"], e.get("mail_from"), e["tls_active"]) for e in evs], [
+            ("MAIL FROM:<spam@example.org>", "250 2.1.0 Ok", None, True),
+            ('RCPT TO:<"victim"@example.net>',
+             "554 5.7.1 <victim@example.net>: Recipient address rejected: Access denied",
+             "spam@example.org", True),
+            ("VRFY root", "554 5.7.1 <root>: Recipient address rejected: Access denied",
+             "spam@example.org", True),
+            ("DATA", "554 5.5.1 Error: no valid recipients", "spam@example.org", True)])
 
     @with_config(listeners=SUBMISSION_LISTENERS)
     def test_bdat_without_valid_recipient(self):
@@ -386,6 +434,63 @@ class CredentialPolicyTests(CollectorTestCase):
             rules = f.read().split("\n")
         self.assertEqual(rules[evs[0]["policy_line"] - 1], "!*:{user}")
         self.assertEqual(evs[-1]["policy_line"] - 1, rules.index("info@{domain}:*"))
+
+    def _cram(self, cl, user, password=None, digest=None):
+        r = cl.cmd("AUTH CRAM-MD5")
+        self.assertEqual(r.code, 334)
+        chal = base64.b64decode(r.lines[0])
+        if digest is None:
+            digest = hmac.new(password.encode(), chal, "md5").hexdigest()
+        return cl.cmd(b64("%s %s" % (user, digest)))
+
+    @with_config({"auth": {"outcome": "policy"}}, listeners=SUBMISSION_LISTENERS)
+    def test_one_password_per_mailbox(self):
+        """F1: a mailbox has one password: after a login with P, the same user
+        with another password is refused, in later sessions too (case of the
+        user ignored); the system accounts never get in."""
+        info = "info@" + HOSTNAME
+        for user, pw, code in ((info, "Sunflower77", 235), (info, "Daisy12345", 535),
+                               (info.upper(), "Daisy12345", 535), (info, "Sunflower77", 235),
+                               ("root", "Xk29vLq7", 535), ("root@" + HOSTNAME, "Xk29vLq7", 535),
+                               ("daemon", "Xk29vLq7", 535), ("postmaster@" + HOSTNAME,
+                                                             "Xk29vLq7", 535),
+                               ("sales@" + HOSTNAME, "Tulip2024x", 235)):
+            with self.c.connect("submissions") as cl:
+                cl.ehlo()
+                port = cl.sock.getsockname()[1]
+                self.assertEqual(self._login(cl, user, pw).code, code, (user, pw))
+                ev = self.c.wait_event("fosr.login.attempt", lambda e: e.get("src_port") == port)
+                self.assertEqual(ev["success"], code == 235)
+                if pw == "Daisy12345":
+                    self.assertEqual(ev["known_user"], "other password")
+        # CRAM-MD5 against the remembered password: the digest is checked
+        with self.c.connect("submissions") as cl:
+            cl.ehlo()
+            self.assertEqual(self._cram(cl, info, "Daisy12345").code, 535)
+            self.assertEqual(self._cram(cl, info, "Sunflower77").code, 235)
+
+    @with_config({"auth": {"outcome": "policy"}}, listeners=SUBMISSION_LISTENERS)
+    def test_cram_md5_judged_by_policy(self):
+        """F2: CRAM-MD5 is judged like PLAIN/LOGIN: the user from the response,
+        and, the password being unknown, the rules that do not look at it."""
+        fail = (535, ["5.7.8 Error: authentication failed: authentication failure"])
+        for user in ("qz8XkP3v", "admin", "root", "test", "info@other.example.net"):
+            with self.c.connect("submissions") as cl:
+                cl.ehlo()
+                r = self._cram(cl, user, "Jr7mWq2N")
+                self.assertEqual((r.code, r.lines), fail, user)
+        with self.c.connect("submissions") as cl:
+            cl.ehlo()
+            port = cl.sock.getsockname()[1]
+            self.assertEqual(self._cram(cl, "sales@" + HOSTNAME, digest="0" * 32).code, 235)
+            ev = self.c.wait_event("fosr.login.attempt", lambda e: e.get("src_port") == port)
+            self.assertEqual((ev["mechanism"], ev["password"], ev["success"]),
+                             ("CRAM-MD5", "0" * 32, True))
+            self.assertGreater(ev["policy_line"], 0)
+        # a later password for that user must match the digest it logged in with
+        with self.c.connect("submissions") as cl:
+            cl.ehlo()
+            self.assertEqual(self._login(cl, "sales@" + HOSTNAME, "Tulip2024x").code, 535)
 
     @with_config({"auth": {"outcome": "policy"}}, listeners=SUBMISSION_LISTENERS)
     def test_hostile_credentials_escaped(self):

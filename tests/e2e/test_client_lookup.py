@@ -11,7 +11,7 @@ import time
 import unittest
 
 
-from harness import CollectorTestCase
+from harness import HOSTNAME, CollectorTestCase
 from fixtures import fakedns
 
 REV = "1.0.0.127.in-addr.arpa"
@@ -25,6 +25,7 @@ class LookupCase(CollectorTestCase):
         self.dns = fakedns.FakeDNS({}).start()
         self.config = {"client_lookup": {"dns_server": self.dns.address,
                                          "timeout_ms": self.timeout_ms}}
+        self.config.update(getattr(self, "extra", {}))
         super().setUp()
         self.c.start()
 
@@ -59,10 +60,11 @@ class LookupCase(CollectorTestCase):
         for e in events:
             if e["eventid"] == "fosr.session.connect":
                 self.assertNotIn("client_name", e)    # before the lookup
-            elif not e["eventid"].startswith(("fosr.relay.", "fosr.rule.")):
+            else:
                 self.assertEqual(e.get("client_name"), name, e)
                 seen.add(e["eventid"])
-        self.assertTrue({"fosr.mail.received", "fosr.session.closed"} <= seen, seen)
+        self.assertTrue({"fosr.mail.received", "fosr.session.closed",
+                         "fosr.relay.decision"} <= seen, seen)
 
 
 class TestVerified(LookupCase):
@@ -96,6 +98,21 @@ class TestVerified(LookupCase):
         rec, ev = self.mail()
         self.assert_name(rec, ev, "unknown", "unknown", "temp")
 
+    def test_forward_check_reads_every_address(self):
+        """F8: the name's A records are all compared with the client's address
+        (getaddrinfo() in Postfix returns them all), not the first 16."""
+        addrs = ["10.0.%d.%d" % (i // 200, i % 200 + 1) for i in range(24)] + ["127.0.0.1"]
+        self.set_ptr(["many.fosr.test"], a=addrs)
+        rec, _ = self.mail()
+        self.assertEqual((rec["client_name"], rec["client_name_status"]),
+                         ("many.fosr.test", "ok"))
+        # through a CNAME too (the fake DNS does not compress: few records)
+        self.dns.table["many.fosr.test"] = {"A": ["10.1.1.1", "127.0.0.1"]}
+        self.dns.table["alias.fosr.test"] = {"CNAME": "many.fosr.test"}
+        self.dns.table[REV] = {"PTR": ["alias.fosr.test"]}
+        rec, _ = self.mail()
+        self.assertEqual(rec["client_name"], "alias.fosr.test")
+
     def test_first_ptr_counts(self):
         # Several PTRs: only the first is looked at, as glibc's getnameinfo().
         self.set_ptr(["first.fosr.test", "second.fosr.test"], a=["127.0.0.1"],
@@ -118,7 +135,6 @@ class TestVerified(LookupCase):
             [b"evil.dot", b"example"],               # a label with a dot: "evil\.dot"
             b"[127.0.0.1].example",
             b"127.0.0.1",                            # numeric
-            b"under_score.example",
             b"-lead.example", b"trail-.example",
             b"sp ace.example", b"quo\"te.example", b"uni\xc3\xa9.example",
             b".".join([b"a" * 63] * 4),               # 255 bytes: 257 on the wire
@@ -138,11 +154,12 @@ class TestVerified(LookupCase):
         self.assertNotIn("\x01", text)
         self.assertNotIn("\r", text)
         self.assertFalse([l for l in text.split("\n") if l.startswith("X-Injected")])
-        # ... while a 63-byte label is still a host name.
-        ok = "b" * 63 + ".fosr.test"
-        self.set_ptr([ok], a=["127.0.0.1"])
-        rec, _ = self.mail()
-        self.assertEqual(rec["client_name"], ok)
+        # ... while a 63-byte label is still a host name, and so is one with
+        # "_" (Postfix's valid_hostname() takes it as a letter: "grr..").
+        for ok in ("b" * 63 + ".fosr.test", "under_score.fosr.test", "dsl_1-2.fosr.test"):
+            self.set_ptr([ok], a=["127.0.0.1"])
+            rec, _ = self.mail()
+            self.assertEqual(rec["client_name"], ok)
 
     def test_greeting_waits_for_the_lookup(self):
         # The 220's delay is the DNS's: two answers of 0.4 s each.
@@ -191,6 +208,53 @@ class TestVerified(LookupCase):
         e = self.c.wait_event("fosr.session.closed", lambda e: e.get("src_port") == port)
         self.assertIn("pregreet", e.get("anomalies", []))
         self.assertEqual(e["client_name"], "early.fosr.test")
+
+
+class TestTooManyConnections(LookupCase):
+    """Postfix's smtpd_client_connection_count_limit answer (421 4.7.0 ...
+    too many connections from ADDR) comes where Postfix's smtpd sends it:
+    after the client lookup and, on 465, inside TLS (smtpd_proto() turns
+    wrapper-mode TLS on before the anvil check); never in clear on 465."""
+
+    def setUp(self):
+        self.extra = {"limits": {"sessions_per_ip": 1}}
+        super().setUp()
+
+    def test_421_after_lookup_and_inside_tls(self):
+        self.set_ptr(["busy.fosr.test"], a=["127.0.0.1"])
+        held = self.c.connect("smtp")
+        self._clients.append(held)
+        self.dns.delay = 0.3
+        for name in ("submissions", "smtp"):
+            with self.subTest(name=name):
+                t0 = time.monotonic()
+                cl = self.c.connect(name, banner=False)   # on 465: the TLS handshake works
+                self._clients.append(cl)
+                r = cl.reply()
+                took = time.monotonic() - t0
+                self.assertEqual((r.code, r.lines), (421, [
+                    "4.7.0 %s Error: too many connections from 127.0.0.1" % HOSTNAME]))
+                self.assertGreaterEqual(took, 0.6, "421 before the lookup ended")
+                self.assertTrue(cl.wait_closed())
+                port = cl.local_port
+                e = self.c.wait_event("fosr.session.refused",
+                                      lambda e: e.get("src_port") == port)
+                self.assertEqual((e["reason"], e["client_name"], e["src_ip"]),
+                                 ("sessions_per_ip", "busy.fosr.test", "127.0.0.1"))
+        # the refused sessions gave back nothing of the held one's count
+        held.cmd("QUIT")
+        held.close()
+        self.dns.delay = 0
+        ok = False
+        for _ in range(50):
+            cl = self.c.connect("smtp", banner=False)
+            r = cl.reply()
+            cl.close()
+            if r.code == 220:
+                ok = True
+                break
+            time.sleep(0.1)
+        self.assertTrue(ok)
 
 
 class TestDeadResolver(LookupCase):

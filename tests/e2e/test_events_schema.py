@@ -4,9 +4,12 @@ is validated against it (harness.Collector.cleanup)."""
 
 import copy
 import json
+import os
+import subprocess
+import sys
 import unittest
 
-from harness import EVENTS_SCHEMA, CollectorTestCase, events_validator, validate_events
+from harness import EVENTS_SCHEMA, REPO, CollectorTestCase, events_validator, validate_events
 
 CONNECT = {
     "eventid": "fosr.session.connect", "timestamp": "2026-12-06T08:00:00.123456Z",
@@ -22,6 +25,12 @@ class Schema(unittest.TestCase):
     def setUp(self):
         with open(EVENTS_SCHEMA) as f:
             self.schema = json.load(f)
+
+    def test_generated_from_its_source(self):
+        out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "events_schema.py")],
+                             stdout=subprocess.PIPE, check=True).stdout
+        self.assertEqual(json.loads(out), self.schema,
+                         "etc/events.schema.json differs from scripts/events_schema.py's output")
 
     def test_one_type_per_field_name(self):
         events_validator()      # check_schema: a valid 2020-12 schema

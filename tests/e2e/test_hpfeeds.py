@@ -129,6 +129,8 @@ class Publish(HpfeedsCase):
         self.assertEqual(p["rcpt_to"], ["a@example.net", "b@example.net"])
         self.assertEqual(p["helo"], "helo.example")
         self.assertEqual(p["src_ip"], "127.0.0.1")
+        # the client lookup's name (the shared fake DNS has no PTR: unknown)
+        self.assertEqual((p["client_name"], p["client_name_status"]), ("unknown", "perm"))
         self.assertIn("sensor", p)
 
     def test_events_channel(self):

@@ -558,6 +558,22 @@ def rcpt_local(k):
     quit_(c)
 
 
+@case("postmaster in every form (submission lets the bare one through without AUTH)")
+def rcpt_postmaster_forms(k):
+    forms = (b"<postmaster>", b"<PostMaster>", b'<"postmaster">', b'<"Postmaster">',
+             b"postmaster", b'"postmaster"', b"<@r1,@r2:postmaster>", b"<postmaster@example.net>",
+             b'<"postmaster"@example.net>', b'<"postmaster@example.net">', b"<post\\master>",
+             b'<"post\\master">', b'<"post master">', b"<postmaster.>", b"<postmaster@>")
+    for i in range(0, len(forms), 5):
+        c = k.conn()
+        ehlo(c)
+        c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+        for f in forms[i:i + 5]:
+            c.cmd(b"RCPT TO:" + f + b"\r\n")
+            c.cmd(b"VRFY " + f + b"\r\n")
+        quit_(c)
+
+
 @case("1001 recipients, pipelined")
 def rcpt_1001(k):
     c = k.conn()
@@ -1168,6 +1184,16 @@ def auth_in_mail(k):
     ehlo(c)
     c.cmd(b"MAIL FROM:<a@example.org>\r\n")
     c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + k.pw_good()).encode() + b"\r\n")
+    c.cmd(b"AUTH\r\n")
+    c.cmd(b"AUTH FOO\r\n")
+    c.cmd(b"RSET\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + k.pw_good()).encode() + b"\r\n")
+    # authenticated AND in a transaction: which check comes first
+    c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+    c.cmd(b"AUTH PLAIN " + b64("\0" + USER + "\0" + k.pw_good()).encode() + b"\r\n")
+    c.cmd(b"AUTH\r\n")
+    c.cmd(b"RSET\r\n")
+    c.cmd(b"AUTH\r\n")
     quit_(c)
 
 

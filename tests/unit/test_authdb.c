@@ -69,9 +69,11 @@ test_tokens(void **state)
 {
 	struct authdb *db = parse("!*:{user}\n{local}@{domain}:*\n");
 
-	assert_int_equal(authdb_nrules(db), 1 + 3 * 2);
+	/* root and postmaster are system accounts: only alice expands */
+	assert_int_equal(authdb_nrules(db), 1 + 1 * 2);
 	assert_true(authdb_check(db, "alice@example.com", "Tr0ub4dor", NULL));
-	assert_true(authdb_check(db, "Postmaster@MAIL.example.com", "xyzzy1", NULL));
+	assert_true(authdb_check(db, "Alice@MAIL.example.com", "xyzzy1", NULL));
+	assert_false(authdb_check(db, "Postmaster@MAIL.example.com", "xyzzy1", NULL));
 	assert_false(authdb_check(db, "alice@example.net", "Tr0ub4dor", NULL));
 	assert_false(authdb_check(db, "alice@example.com", "alice", NULL));
 	assert_false(authdb_check(db, "alice@example.com", "ALICE@example.com", NULL));
@@ -163,14 +165,19 @@ static const struct { const char *user, *pass; bool in; } pairs[] = {
 	{ "support@mail.example.com", "Support@123", true },
 	{ "webmaster@example.com", "webmaster", false },
 	{ "postmaster@example.com", "qwerty", false },
-	{ "postmaster@example.com", "Postmaster2023", true },
+	{ "postmaster@example.com", "Postmaster2023", false },	/* an alias of root */
+	{ "noreply@example.com", "Noreply2023", true },
 	{ "contact@example.com", "Contact!2022", true },
 	{ "admin@example.com", "admin123", false },
 	{ "admin@example.com", "P4ssw0rd!", true },
 	{ "office@example.com", "office1", true },
 	{ "root", "root", false },
 	{ "root", "toor", false },
-	{ "root", "abcdef", true },
+	{ "root", "abcdef", false },	/* a system account: no mailbox login */
+	{ "root@example.com", "Xk29vLq7", false },
+	{ "postmaster@example.com", "Xk29vLq7", false },
+	{ "alice@example.com", "Xk29vLq7", true },	/* a configured local user */
+	{ "alice", "Xk29vLq7", true },
 	{ "info", "info2020", false },	/* a role name without our domain */
 	{ "info@other.example.net", "info2020", false },	/* not our domain */
 	{ "john.smith@example.com", "Smith1985", false },	/* not a known mailbox */
@@ -190,10 +197,152 @@ test_default_list(void **state)
 			fail_msg("%s:%s: %s, expected %s", pairs[i].user, pairs[i].pass,
 			    got ? "accepted" : "refused", pairs[i].in ? "accepted" : "refused");
 		in += got;
+		if (got)
+			printf("accepted: %s:%s\n", pairs[i].user, pairs[i].pass);
 	}
 	printf("default credential policy: %d of %zu pairs accepted\n", in,
 	    sizeof(pairs) / sizeof(pairs[0]));
 	authdb_free(db);
+}
+
+
+/*
+ * F1: {local} never stands for a system account or alias (root, daemon,
+ * bin, postmaster...): such accounts have no mailbox password, and a
+ * detector's "root:anything" must not get in.
+ */
+static void
+test_local_excludes_system(void **state)
+{
+	static const char *const u[] = { "root", "daemon", "bin", "www-data", "_apt",
+	    "nobody", "postfix", "postmaster", "mailer-daemon", "MAIL", "alice",
+	    "systemd-network", "messagebus", "sshd" };
+	const struct authdb_ctx c = { domains, 2, u, (int)(sizeof(u) / sizeof(u[0])) };
+	char err[256];
+	const char *t = "{local}:*\n{local}@{domain}:*\n";
+	struct authdb *db = authdb_parse(t, strlen(t), &c, err, sizeof(err));
+
+	assert_non_null(db);
+	for (size_t i = 0; i < sizeof(u) / sizeof(u[0]); i++) {
+		char at[128];
+		bool want = strcmp(u[i], "alice") == 0;
+
+		snprintf(at, sizeof(at), "%s@example.com", u[i]);
+		if (authdb_check(db, u[i], "Xk29vLq7", NULL) != want ||
+		    authdb_check(db, at, "Xk29vLq7", NULL) != want)
+			fail_msg("%s: %s", u[i], want ? "refused" : "accepted");
+		assert_true(authdb_system_user(u[i]) == !want);
+	}
+	assert_int_equal(authdb_nrules(db), 1 + 2);
+	authdb_free(db);
+}
+
+/*
+ * F9: a {domain}/{local} value is a literal (its "*", "?", "[", "\\" are
+ * escaped), and a value that looks like a token is not expanded again.
+ */
+static void
+test_expand_literal(void **state)
+{
+	static const char *const d[] = { "ex*mple.com", "{domain}" };
+	static const char *const u[] = { "a*", "b?", "[c]", "d\\", "{local}", "!e" };
+	const struct authdb_ctx c = { d, 2, u, 6 };
+	char err[256];
+	const char *t = "{local}@{domain}:*\n";
+	struct authdb *db = authdb_parse(t, strlen(t), &c, err, sizeof(err));
+
+	assert_non_null(db);
+	assert_int_equal(authdb_nrules(db), 12);
+	assert_true(authdb_check(db, "a*@ex*mple.com", "Xk29vLq7", NULL));
+	assert_false(authdb_check(db, "abc@ex*mple.com", "Xk29vLq7", NULL));
+	assert_false(authdb_check(db, "a*@example.com", "Xk29vLq7", NULL));
+	assert_true(authdb_check(db, "b?@{domain}", "Xk29vLq7", NULL));
+	assert_false(authdb_check(db, "bx@{domain}", "Xk29vLq7", NULL));
+	assert_true(authdb_check(db, "[c]@{domain}", "Xk29vLq7", NULL));
+	assert_false(authdb_check(db, "c@{domain}", "Xk29vLq7", NULL));
+	assert_true(authdb_check(db, "d\\@{domain}", "Xk29vLq7", NULL));
+	assert_true(authdb_check(db, "{local}@{domain}", "Xk29vLq7", NULL));
+	assert_false(authdb_check(db, "a*@{local}", "Xk29vLq7", NULL));
+	assert_true(authdb_check(db, "!e@ex*mple.com", "Xk29vLq7", NULL));
+	authdb_free(db);
+}
+
+/*
+ * F2: CRAM-MD5 carries no password: only rules whose password pattern is
+ * "*" can decide (a rule that depends on the password is skipped).
+ */
+static void
+test_check_nopass(void **state)
+{
+	struct authdb *db = parse(authdb_default);
+	int line;
+
+	assert_false(authdb_check_nopass(db, "admin", &line));
+	assert_true(line > 0);
+	assert_false(authdb_check_nopass(db, "qz8XkP3v", &line));
+	assert_int_equal(line, 0);
+	assert_false(authdb_check_nopass(db, "root", NULL));
+	assert_true(authdb_check_nopass(db, "info@example.com", &line));
+	assert_true(line > 0);
+	assert_true(authdb_check_nopass(db, "alice", NULL));
+	authdb_free(db);
+	db = parse("!bob:x*\nbob:*\n");
+	assert_true(authdb_check_nopass(db, "bob", &line));
+	assert_int_equal(line, 2);
+	authdb_free(db);
+}
+
+/* RFC 2195's example: tim, "tanstaaftanstaaf". */
+#define RFC_CHAL	"<1896.697170952@postoffice.reston.mci.net>"
+#define RFC_DIGEST	"b913a602c7eda7a495b4e6e7334d3890"
+
+/*
+ * F1: a mailbox has one password.  Once a user got in with a password,
+ * another password for that user is refused, in any later session; the
+ * memory is bounded (the oldest entry goes).
+ */
+static void
+test_memory(void **state)
+{
+	struct authmem *m = authmem_new(3);
+
+	assert_int_equal(authmem_check_pass(m, "info@x", "Secret99"), AUTHMEM_UNKNOWN);
+	authmem_remember_pass(m, "info@x", "Secret99");
+	assert_int_equal(authmem_check_pass(m, "info@x", "Secret99"), AUTHMEM_MATCH);
+	assert_int_equal(authmem_check_pass(m, "INFO@X", "Secret99"), AUTHMEM_MATCH);
+	assert_int_equal(authmem_check_pass(m, "info@x", "secret99"), AUTHMEM_MISMATCH);
+	assert_int_equal(authmem_check_pass(m, "info@x", ""), AUTHMEM_MISMATCH);
+	/* CRAM-MD5 against a remembered password: the digest is checked */
+	authmem_remember_pass(m, "tim", "tanstaaftanstaaf");
+	assert_int_equal(authmem_check_cram(m, "tim", RFC_CHAL, RFC_DIGEST), AUTHMEM_MATCH);
+	assert_int_equal(authmem_check_cram(m, "tim", RFC_CHAL,
+	    "B913A602C7EDA7A495B4E6E7334D3890"), AUTHMEM_MATCH);
+	assert_int_equal(authmem_check_cram(m, "tim", RFC_CHAL,
+	    "00000000000000000000000000000000"), AUTHMEM_MISMATCH);
+	assert_int_equal(authmem_check_cram(m, "nobody@x", RFC_CHAL, RFC_DIGEST),
+	    AUTHMEM_UNKNOWN);
+	/* a CRAM-MD5 login remembered: a later password is checked against it */
+	authmem_remember_cram(m, "tom", RFC_CHAL, RFC_DIGEST);
+	assert_int_equal(authmem_check_pass(m, "tom", "tanstaaftanstaaf"), AUTHMEM_MATCH);
+	assert_int_equal(authmem_check_pass(m, "tom", "other"), AUTHMEM_MISMATCH);
+	/* ...and another CRAM-MD5 cannot be checked against it */
+	assert_int_equal(authmem_check_cram(m, "tom", "<1.2@h>", RFC_DIGEST), AUTHMEM_UNKNOWN);
+	assert_int_equal(authmem_count(m), 3);
+	/* bounded: the fourth user pushes out the first */
+	authmem_remember_pass(m, "sales@x", "Other123");
+	assert_int_equal(authmem_count(m), 3);
+	assert_int_equal(authmem_check_pass(m, "info@x", "whatever"), AUTHMEM_UNKNOWN);
+	assert_int_equal(authmem_check_pass(m, "sales@x", "Other123"), AUTHMEM_MATCH);
+	/* an over-long field is not remembered */
+	{
+		char big[AUTHMEM_FIELD_MAX + 2];
+		memset(big, 'p', sizeof(big) - 1);
+		big[sizeof(big) - 1] = '\0';
+		authmem_remember_pass(m, "long@x", big);
+		assert_int_equal(authmem_check_pass(m, "long@x", "x"), AUTHMEM_UNKNOWN);
+	}
+	authmem_free(m);
+	authmem_free(NULL);
 }
 
 /* The embedded default is etc/credentials.txt. */
@@ -225,6 +374,10 @@ main(void)
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_default_list),
 		cmocka_unit_test(test_default_is_etc),
+		cmocka_unit_test(test_local_excludes_system),
+		cmocka_unit_test(test_expand_literal),
+		cmocka_unit_test(test_check_nopass),
+		cmocka_unit_test(test_memory),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -594,6 +594,22 @@ test_main_errors(void **state)
 	expect_err("listeners:\n  - port: 25\n  - port: 25\n",
 	    "t.yml:3: listeners[1].port: 0.0.0.0 port 25 is already used by listeners[0]");
 	expect_err("listeners: []\n", "t.yml:1: listeners: at least one listener");
+	/* F11: the submission policy needs TLS; the line is the offending key's */
+	expect_err("listeners:\n  - port: 25\n  - port: 2587\n    tls: plain\n"
+	    "    policy: submission\n",
+	    "t.yml:5: listeners[1].policy: policy submission needs tls starttls or implicit");
+	expect_err("listeners:\n  - port: 25\n  - port: 587\n    tls: plain\n",
+	    "t.yml:4: listeners[1].tls: policy submission (the default on 465 and 587) needs "
+	    "tls starttls or implicit");
+	{
+		struct cfg *c = malloc(sizeof(*c));
+		char err[256];
+
+		if (load(c, "listeners:\n  - {port: 587, tls: plain, policy: relay}\n"
+		    "  - {port: 2465, tls: implicit, policy: submission}\n", err) != 0)
+			fail_msg("%s", err);
+		free(c);
+	}
 	expect_err("listeners: 25\n", "t.yml:1: listeners: expected a list of listeners");
 	expect_err("listeners:\n" "  - port: 1\n  - port: 2\n  - port: 3\n  - port: 4\n"
 	    "  - port: 5\n  - port: 6\n  - port: 7\n  - port: 8\n  - port: 9\n"

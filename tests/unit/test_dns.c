@@ -28,10 +28,12 @@ test_valid_hostname(void **state)
 	static const char *const good[] = {
 		"mail.example.com", "a", "a-b.c", "x1", "1a.example", "123.example",
 		"MAIL.Example.COM", "0-0.example",
+		/* Postfix's valid_hostname() takes "_" as a letter ("grr..") */
+		"under_score.example", "_dmarc.example", "_", "a._b", "1_2.example",
 	};
 	static const char *const bad[] = {
 		"", ".", "a.", ".a", "a..b", "-a.example", "a-.example", "a.-b",
-		"127.0.0.1", "123", "1.2.3", "under_score.example", "sp ace.example",
+		"127.0.0.1", "123", "1.2.3", "sp ace.example", "_-.example", "a.b_-",
 		"evil\\.dot.example", "evil\\001.example", "[127.0.0.1]", "a[b].example",
 		"a\r\nb.example", "a(b).example", "uni\xc3\xa9.example", "a:b", "a/b",
 		"a@b.example", "*.example",
