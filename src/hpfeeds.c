@@ -47,6 +47,7 @@
 #include "hpfeeds.h"
 #include "hpfeeds_wire.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #define HPF_WIN_ENTRIES		64		/* unconfirmed payloads per channel */
@@ -217,6 +218,7 @@ static void	 on_error_frame(struct hpf *, const struct hpf_frame *);
 static void	 on_publish(struct hpf *, const struct hpf_frame *);
 static void	 sub_print(struct hpf *, const struct hpf_frame *);
 static void	 sock_tune(int fd);
+static void	 hpf_metrics_cb(void *);
 static void	 tick_cb(evutil_socket_t, short, void *);
 static int	 deadline_check(struct hpf *, uint64_t now);
 static void	 out_drained_cb(struct evbuffer *, const struct evbuffer_cb_info *,
@@ -1177,6 +1179,8 @@ chan_advance(struct hpf *h, struct hpf_chan *c)
 		c->llen = e->llen;
 		if (!e->skip)
 			h->stats.confirmed++;
+		if (!e->skip)
+			metrics_inc(M_FEED_CONFIRMED, "hpfeeds", c->name);
 		c->qhead = (c->qhead + 1) % c->qcap;
 		c->qlen--;
 		moved = true;
@@ -1746,6 +1750,8 @@ hpf_create(struct event_base *base, const struct cfg_feed *feed,
 
 		evtimer_add(h->ev_tick, &tv);
 	}
+	if (!sub_mode)
+		(void)metrics_on_scrape(hpf_metrics_cb, h);
 	conn_start(h);
 	return h;
 fail:
@@ -1841,6 +1847,41 @@ hpf_new(struct event_base *base, const struct cfg_feed *feed,
 	return hpf_create(base, feed, spool_dir, false, err, errlen);
 }
 
+/*
+ * At a scrape: connected or not, and each channel's backlog, the bytes after
+ * its cursor in the file it reads (the live journal up to its acknowledged
+ * length) plus, while an older file drains, the current file's size (a
+ * segment between the two, rare, is not counted).
+ */
+static void
+hpf_metrics_cb(void *arg)
+{
+	struct hpf *h = arg;
+	struct stat st;
+
+	metrics_set(M_FEED_CONNECTED, "hpfeeds", NULL, h->state == HPF_ST_READY);
+	for (int i = 0; i < h->nchans; i++) {
+		const struct hpf_chan *c = &h->chans[i];
+		const struct hpf_src *sr = &h->srcs[c->src];
+		uint64_t size = 0, ino = 0, lim = 0, backlog = 0;
+
+		if (sr->fd != -1 && fstat(sr->fd, &st) == 0)
+			size = (uint64_t)st.st_size;
+		else if (sr->fd == -1 && sr->path[0] && stat(sr->path, &st) == 0)
+			size = (uint64_t)st.st_size;
+		if (c->src == HPF_SRC_JOURNAL && h->jlimit != NULL && !sr->draining) {
+			h->jlimit(h->jlimit_arg, &ino, &lim);
+			if (sr->fd == -1 || ino == (uint64_t)sr->ino)
+				size = lim;
+		}
+		if (size > c->cursor)
+			backlog = size - c->cursor;
+		if (sr->draining && stat(sr->path, &st) == 0)
+			backlog += (uint64_t)st.st_size;
+		metrics_set(M_FEED_BACKLOG, "hpfeeds", c->name, (double)backlog);
+	}
+}
+
 /* Set the sensor name added to payloads with metadata. */
 void
 hpf_set_sensor(struct hpf *h, const char *sensor)
@@ -1887,6 +1928,7 @@ hpf_free(struct hpf *h)
 
 	if (h == NULL)
 		return;
+	metrics_off_scrape(hpf_metrics_cb, h);
 	if (h->bev != NULL)
 		bufferevent_free(h->bev);
 	if (!h->sub_mode)

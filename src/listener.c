@@ -24,6 +24,7 @@
 #include "config.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "persona.h"
 #include "smtp_session.h"
 
@@ -337,6 +338,7 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 		close(fd);
 		return;
 	}
+	metrics_inc(M_CONNECTS, l->cl->name, NULL);
 	if (lim->sessions > 0 && srv->nsessions >= (unsigned)lim->sessions) {
 		refuse(ls, fd, PR_TOO_MANY_SESSIONS, ip, "sessions");
 		return;

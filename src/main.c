@@ -31,6 +31,7 @@
 #include "hpfeeds.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "persona.h"
 #include "smtp_session.h"
 #include "spool.h"
@@ -270,6 +271,9 @@ main(int argc, char **argv)
 		fatalx("tls: %s", err);
 	if ((f.ls = listeners_bind(&f.srv, err, sizeof(err))) == NULL)
 		fatalx("%s", err);
+	if (f.cfg.metrics.enabled && metrics_listen(f.base, f.cfg.metrics.address,
+	    f.cfg.metrics.port, err, sizeof(err)) == -1)
+		fatalx("metrics: %s", err);
 	sbx.seccomp = f.cfg.sandbox.seccomp;
 	sbx.chroot_dir = f.cfg.sandbox.chroot;
 	if (sandbox_chroot(&sbx, err, sizeof(err)) == -1 ||
@@ -373,6 +377,7 @@ main(int argc, char **argv)
 	hpf_free(f.hpf);
 	relay_free(f.relay);
 	spool_free(f.srv.spool);
+	metrics_shutdown();
 	{
 		struct jbuf jb;
 		jb_init(&jb);

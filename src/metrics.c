@@ -596,6 +596,8 @@ metrics_listen(struct event_base *base, const char *address, int port, char *err
 		g_http = NULL;
 		return -1;
 	}
+	log_info("metrics: serving http://%s%s%s:%d/metrics", strchr(address, ':') ? "[" : "",
+	    address, strchr(address, ':') ? "]" : "", port);
 	return 0;
 }
 
@@ -658,6 +660,18 @@ metrics_reset(enum metric_id id)
 {
 	if (g_metrics != NULL)
 		metric_reset(g_fam[id]);
+}
+
+void
+metrics_reply(const char *line, size_t len)
+{
+	static const char *const classes[] = { "2xx", "3xx", "4xx", "5xx" };
+
+	/* "250-..." continues a reply: only its "250 ..." (or bare "250") line counts. */
+	if (g_metrics == NULL || len < 3 || (len > 3 && line[3] != ' ') ||
+	    line[0] < '2' || line[0] > '5')
+		return;
+	metric_add(g_fam[M_REPLIES], LV(classes[line[0] - '2'], NULL), 1);
 }
 
 int

@@ -133,6 +133,8 @@ void		 metrics_observe(enum metric_id, double v);
 /* Observe the seconds since *t0 (CLOCK_MONOTONIC); t0 all zero = not started: nothing. */
 void		 metrics_observe_since(enum metric_id, const struct timespec *t0);
 void		 metrics_reset(enum metric_id);
+/* Count one SMTP reply line by its class, once per reply (its last line). */
+void		 metrics_reply(const char *line, size_t len);
 int		 metrics_on_scrape(metrics_scrape_fn, void *arg);
 void		 metrics_off_scrape(metrics_scrape_fn, void *arg);
 
