@@ -18,6 +18,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import test_hpfeeds  # noqa: E402
 from harness import HOST, CollectorTestCase, free_port, sha256_hex  # noqa: E402
 
 OWN = "203.0.113.5"
@@ -317,6 +318,50 @@ class MetricsOffTests(CollectorTestCase):
         mine = harness._socket_inodes(self.c.pid)
         ours = sorted(p for p, ino in listening.items() if ino in mine)
         self.assertEqual(ours, sorted(self.c.ports.values()))
+
+
+class FeedMetricsTests(test_hpfeeds.HpfeedsCase):
+    """The hpfeeds output's connected state, confirmed count and backlog."""
+
+    def metrics(self):
+        conn = http.client.HTTPConnection(HOST, self.mport, timeout=10 * self.slow)
+        try:
+            conn.request("GET", "/metrics")
+            return parse(conn.getresponse().read().decode())
+        finally:
+            conn.close()
+
+    def wait_feed(self, connected, confirmed, backlog, what):
+        want = (connected, confirmed, backlog)
+        got = []
+
+        def pred():
+            m = self.metrics()
+            got[:] = [(get(m, "fosr_feed_connected", output="hpfeeds"),
+                       get(m, "fosr_feed_confirmed_total", output="hpfeeds",
+                           channel=test_hpfeeds.CHAN),
+                       get(m, "fosr_feed_backlog_bytes", output="hpfeeds",
+                           channel=test_hpfeeds.CHAN))]
+            return got[0] == want
+        try:
+            self.wait_for(pred, 15, what)
+        except AssertionError as e:
+            raise AssertionError("%s: got %s, want %s" % (e, got, want))
+
+    def test_feed_backlog_connected_confirmed(self):
+        self.mport = free_port()
+        self.start(config={"metrics": {"port": self.mport}})
+        for i in range(2):
+            self.send_mail(test_hpfeeds.mail(i))
+        self.wait_feed(1, 2, 0, "two mails confirmed")
+        self.broker.stop()
+        self.wait_feed(0, 2, 0, "the broker gone")
+        self.send_mail(test_hpfeeds.mail(2))
+        with open(self.c.journal_path, "rb") as f:
+            last = f.read().splitlines(True)[-1]
+        self.wait_feed(0, 2, len(last), "the third mail's journal line waiting")
+        self.broker.start()
+        self.wait_feed(1, 3, 0, "the third mail confirmed after the broker came back")
 
 
 class PrometheusScrapeTests(MetricsCase):
