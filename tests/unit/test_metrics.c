@@ -270,7 +270,17 @@ test_global(void **st)
 	metrics_add(M_MESSAGE_BYTES, "smtp", NULL, 1234);
 	metrics_inc(M_AUTH, metrics_pick("x\"y", 3, metrics_auth_mechs), "failure");
 	metrics_observe(M_COMMIT_LATENCY, 0.003);
+	/* a reply counts once, by its last line; nothing else is a reply */
+	metrics_reply("250-mx.example", 14);
+	metrics_reply("250 SMTPUTF8", 12);
+	metrics_reply("354", 3);
+	metrics_reply("35", 2);
+	metrics_reply("999 x", 5);
+	metrics_reply("1234", 4);
 	s = render(metrics_global());
+	assert_non_null(strstr(s, "\nfosr_smtpd_replies_total{class=\"2xx\"} 1\n"));
+	assert_non_null(strstr(s, "\nfosr_smtpd_replies_total{class=\"3xx\"} 1\n"));
+	assert_null(strstr(s, "class=\"other"));
 	assert_non_null(strstr(s, "\nfosr_messages_received_total{listener=\"smtp\"} 1\n"));
 	assert_non_null(strstr(s, "\nfosr_messages_received_bytes_total{listener=\"smtp\"} 1234\n"));
 	assert_non_null(strstr(s,
