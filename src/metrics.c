@@ -69,7 +69,7 @@ static void	 http_cb(struct evhttp_request *, void *);
 
 /* The daemon's families, in enum metric_id order. */
 static const double latency_buckets[] = {
-	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+	0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 };
 static const struct {
 	const char	*name, *help;
