@@ -3,7 +3,7 @@
 
 PKGS      := libevent_core libevent_extra libevent_openssl libevent_pthreads libssl libcrypto yaml-0.1 libcares libpcre2-8 libseccomp libidn2
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
 CC       ?= cc
 WARN     := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \

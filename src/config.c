@@ -49,6 +49,9 @@ static int	 auth_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
 static int	 limits_key_cb(struct yu_ctx *, int, const char *,
 		    yaml_node_t *, void *);
+static int	 metrics_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
+		    void *);
+static int	 get_address(struct yu_ctx *, yaml_node_t *, const char *, char *, size_t);
 static int	 main_key_cb(struct yu_ctx *, int, const char *, yaml_node_t *,
 		    void *);
 static int	 get_list(struct yu_ctx *, yaml_node_t *, const char *,
@@ -75,13 +78,16 @@ static const char *const relay_mode_names[] = { "off", "dry-run", "live" };
 enum main_key {
 	MK_HOSTNAME, MK_SENSOR, MK_PERSONA, MK_USER, MK_PORT_OFFSET,
 	MK_LISTENERS, MK_TLS, MK_SPOOL, MK_EVENT_LOG, MK_AUTH, MK_LIMITS,
-	MK_FEED, MK_RELAY, MK_LOCAL, MK_SANDBOX, MK_CLIENT_LOOKUP, MK_COUNT
+	MK_FEED, MK_RELAY, MK_LOCAL, MK_SANDBOX, MK_CLIENT_LOOKUP, MK_METRICS, MK_COUNT
 };
 static const char *const main_keys[MK_COUNT] = {
 	"hostname", "sensor", "persona", "user", "port_offset",
 	"listeners", "tls", "spool", "event_log", "auth", "limits", "feed",
-	"relay", "local_recipients", "sandbox", "client_lookup",
+	"relay", "local_recipients", "sandbox", "client_lookup", "metrics",
 };
+
+enum metrics_key { MX_ADDRESS, MX_PORT, MX_COUNT };
+static const char *const metrics_keys[MX_COUNT] = { "address", "port" };
 
 enum client_lookup_key { CL_ENABLED, CL_DNS_SERVER, CL_TIMEOUT_MS, CL_COUNT };
 static const char *const client_lookup_keys[CL_COUNT] = {
@@ -290,6 +296,36 @@ feed_parse(struct yu_ctx *x, yaml_node_t *n, const char *prefix,
 	return 0;
 }
 
+/* A numeric IPv4 or IPv6 address ("[::]", as Postfix writes one, is "::"). */
+static int
+get_address(struct yu_ctx *x, yaml_node_t *v, const char *path, char *dst, size_t dstlen)
+{
+	unsigned char addr[sizeof(struct in6_addr)];
+	size_t len;
+
+	if (yu_str(x, v, path, dst, dstlen, false) == -1)
+		return -1;
+	len = strlen(dst);
+	if (len > 2 && dst[0] == '[' && dst[len - 1] == ']' && strchr(dst, ':') != NULL) {
+		memmove(dst, dst + 1, len - 2);
+		dst[len - 2] = '\0';
+	}
+	if (inet_pton(AF_INET, dst, addr) != 1 && inet_pton(AF_INET6, dst, addr) != 1)
+		return yu_error(x, v, path, "not a numeric IPv4 or IPv6 address");
+	return 0;
+}
+
+/* Apply one key of the metrics section. */
+static int
+metrics_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v, void *arg)
+{
+	struct cfg_metrics *m = arg;
+
+	if (key == MX_ADDRESS)
+		return get_address(x, v, path, m->address, sizeof(m->address));
+	return yu_int(x, v, path, 1, 65535, &m->port);
+}
+
 /* The name a listener gets when the file gives none. */
 static const char *
 default_listener_name(int port, enum tls_mode tls)
@@ -307,27 +343,11 @@ listener_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
     void *arg)
 {
 	struct cfg_listener *l = arg;
-	unsigned char addr[sizeof(struct in6_addr)];
-	size_t len;
 	int mode;
 
 	switch ((enum listener_key)key) {
 	case LK_ADDRESS:
-		if (yu_str(x, v, path, l->address, sizeof(l->address),
-		    false) == -1)
-			return -1;
-		/* "[::]", as Postfix writes an IPv6 address, is "::" */
-		len = strlen(l->address);
-		if (len > 2 && l->address[0] == '[' && l->address[len - 1] == ']' &&
-		    strchr(l->address, ':') != NULL) {
-			memmove(l->address, l->address + 1, len - 2);
-			l->address[len - 2] = '\0';
-		}
-		if (inet_pton(AF_INET, l->address, addr) != 1 &&
-		    inet_pton(AF_INET6, l->address, addr) != 1)
-			return yu_error(x, v, path,
-			    "not a numeric IPv4 or IPv6 address");
-		return 0;
+		return get_address(x, v, path, l->address, sizeof(l->address));
 	case LK_PORT:
 		return yu_int(x, v, path, 1, 65535, &l->port);
 	case LK_TLS:
@@ -943,6 +963,18 @@ main_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 		}
 		return yu_map_walk(x, v, path, local_keys, LR_COUNT, local_key_cb,
 		    &c->local, &seen);
+	case MK_METRICS:
+		/* null or absent: off (an extra open port is a fingerprint) */
+		memset(&c->metrics, 0, sizeof(c->metrics));
+		if (yu_is_null(v))
+			return 0;
+		snprintf(c->metrics.address, sizeof(c->metrics.address), "127.0.0.1");
+		if (yu_map_walk(x, v, path, metrics_keys, MX_COUNT, metrics_key_cb,
+		    &c->metrics, &seen) == -1 ||
+		    yu_missing(x, v, path, metrics_keys, 1u << MX_PORT, seen) == -1)
+			return -1;
+		c->metrics.enabled = true;
+		return 0;
 	case MK_COUNT:
 		break;
 	}

@@ -151,6 +151,13 @@ struct cfg_client_lookup {
 	int		 timeout_ms;	/* the whole lookup, PTR and forward (10000) */
 };
 
+/* The Prometheus endpoint (metrics.h): off unless the file has a metrics section. */
+struct cfg_metrics {
+	bool		 enabled;
+	char		 address[64];	/* numeric; default 127.0.0.1 */
+	int		 port;		/* required (no port_offset) */
+};
+
 struct cfg {
 	char		 path[PATH_MAX];	/* "" = embedded defaults */
 	char		 hostname[CFG_NAME_MAX];	/* "" = gethostname() at start */
@@ -184,6 +191,7 @@ struct cfg {
 	struct cfg_relay relay;
 	struct cfg_sandbox sandbox;
 	struct cfg_client_lookup client_lookup;
+	struct cfg_metrics metrics;
 };
 
 /* Fill c with the embedded defaults (25/465/587, ./spool, ./fosr-events.json). */

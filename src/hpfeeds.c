@@ -49,6 +49,7 @@
 #include "hpfeeds_wire.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "record.h"
 #include "spool.h"
@@ -181,6 +182,7 @@ static void	 hp_on_error_frame(struct hpf *, const struct hpf_frame *);
 static void	 hp_on_publish(struct hpf *, const struct hpf_frame *);
 static void	 hp_sock_tune(int fd);
 static void	 hp_tick_cb(evutil_socket_t, short, void *);
+static void	 hpf_metrics_cb(void *);
 static int	 hp_deadline_check(struct hpf *, uint64_t now);
 static void	 hp_out_drained_cb(struct evbuffer *, const struct evbuffer_cb_info *,
 		    void *);
@@ -746,6 +748,7 @@ hp_create(struct event_base *base, const struct cfg_feed *feed,
 		 * points into it or an older one.
 		 */
 		outbox_start(h->obs[HPF_SRC_JOURNAL]);
+		(void)metrics_on_scrape(hpf_metrics_cb, h);
 	}
 	h->ev_reconnect = evtimer_new(base, hp_reconnect_cb, h);
 	h->ev_pump = evtimer_new(base, hp_pump_cb, h);
@@ -879,6 +882,22 @@ hpf_new(struct event_base *base, const struct cfg_feed *feed,
 	return hp_create(base, feed, spool_dir, false, err, errlen);
 }
 
+/* At a scrape: connected or not, and each channel's backlog (outbox_backlog). */
+static void
+hpf_metrics_cb(void *arg)
+{
+	struct hpf *h = arg;
+
+	metrics_set(M_FEED_CONNECTED, "hpfeeds", NULL, h->state == HPF_ST_READY);
+	for (int i = 0; i < h->nchans; i++) {
+		const struct hpf_chan *c = &h->chans[i];
+
+		if (c->cur != NULL)
+			metrics_set(M_FEED_BACKLOG, "hpfeeds", c->name,
+			    (double)outbox_backlog(c->cur));
+	}
+}
+
 /* Set the sensor name added to payloads with metadata. */
 void
 hpf_set_sensor(struct hpf *h, const char *sensor)
@@ -931,6 +950,7 @@ hpf_free(struct hpf *h)
 
 	if (h == NULL)
 		return;
+	metrics_off_scrape(hpf_metrics_cb, h);
 	if (h->bev != NULL)
 		bufferevent_free(h->bev);
 	if (h->ev_reconnect != NULL)

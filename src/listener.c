@@ -24,6 +24,7 @@
 #include "config.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "persona.h"
 #include "smtp_session.h"
 
@@ -343,6 +344,7 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 		close(fd);
 		return;
 	}
+	metrics_inc(M_CONNECTS, l->cl->name, NULL);
 	if (lim->sessions > 0 && smtp_server_sessions(srv) - smtp_server_refusing(srv) >=
 	    (unsigned)lim->sessions) {
 		refuse(ls, l, fd, PR_TOO_MANY_SESSIONS, ip, "sessions");

@@ -32,6 +32,7 @@
 #include "hpfeeds_sub.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "persona.h"
 #include "smtp_session.h"
 #include "spool.h"
@@ -368,6 +369,9 @@ setup_server(struct fosr *f, const char *config)
 		fatalx("out of memory");
 	if ((f->ls = listener_bind(f->srv, err, sizeof(err))) == NULL)
 		fatalx("%s", err);
+	if (f->cfg.metrics.enabled && metrics_listen(f->base, f->cfg.metrics.address,
+	    f->cfg.metrics.port, err, sizeof(err)) == -1)
+		fatalx("metrics: %s", err);
 }
 
 /* chroot, the bounding set, the spool's paths, the user, the capabilities. */
@@ -504,6 +508,7 @@ teardown(struct fosr *f)
 	hpf_free(f->hpf);
 	relay_free(f->relay);
 	spool_free(f->spool);
+	metrics_shutdown();
 	jb_init(&jb);
 	evlog_begin(&jb, "fosr.collector.stop", NULL);
 	evlog_message(&jb, "fosr-collector %s stopped", FOSR_VERSION);

@@ -26,6 +26,7 @@
 #include "hpfeeds_wire.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "spool.h"
 #include "util.h"
@@ -1012,8 +1013,10 @@ cur_advance(struct outbox_cursor *c)
 		c->cursor = e->end_off;
 		c->lkey = e->lkey;
 		c->llen = e->llen;
-		if (!e->skip)
+		if (!e->skip) {
 			c->nconfirmed++;
+			metrics_inc(M_FEED_CONFIRMED, c->ob->who, c->name);
+		}
 		c->qhead = (c->qhead + 1) % c->qcap;
 		c->qlen--;
 		n++;
@@ -1247,6 +1250,29 @@ uint64_t
 outbox_cursor_confirmed(const struct outbox_cursor *c)
 {
 	return c->nconfirmed;
+}
+
+uint64_t
+outbox_backlog(const struct outbox_cursor *c)
+{
+	const struct outbox *ob = c->ob;
+	struct stat st;
+	uint64_t size = 0, ino = 0, lim = 0, backlog = 0;
+
+	if (ob->fd != -1 && fstat(ob->fd, &st) == 0)
+		size = (uint64_t)st.st_size;
+	else if (ob->fd == -1 && ob->path[0] && stat(ob->path, &st) == 0)
+		size = (uint64_t)st.st_size;
+	if (ob->jlimit != NULL && !ob->draining) {
+		ob->jlimit(ob->jlimit_arg, &ino, &lim);
+		if (ob->fd == -1 || ino == (uint64_t)ob->ino)
+			size = lim;
+	}
+	if (size > c->cursor)
+		backlog = size - c->cursor;
+	if (ob->draining && stat(ob->path, &st) == 0)
+		backlog += (uint64_t)st.st_size;
+	return backlog;
 }
 
 uint64_t

@@ -166,6 +166,12 @@ const char	*outbox_cursor_name(const struct outbox_cursor *);
 uint64_t	 outbox_cursor_offset(const struct outbox_cursor *);
 /* Entries (not skipped) confirmed through this cursor since it was opened. */
 uint64_t	 outbox_cursor_confirmed(const struct outbox_cursor *);
+/*
+ * Bytes not yet confirmed: after the cursor in the file it reads (the live
+ * journal up to its acknowledged length) plus, while an older file drains,
+ * the current file's size (a segment between the two, rare, is not counted).
+ */
+uint64_t	 outbox_backlog(const struct outbox_cursor *);
 
 /*
  * Changes whenever the cursors move to another file: an end_off names an

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "probe.h"
 #include "record.h"
 
@@ -50,6 +51,7 @@ probe_rule_event_conn(const struct event_conn *c, const char *sha256, const char
 {
 	struct jbuf jb;
 
+	metrics_inc(M_RULE_MATCHES, d->rule, rules_stage_name(st));
 	jb_init(&jb);
 	evlog_begin(&jb, "fosr.rule.match", c);
 	jb_kcstr(&jb, "stage", rules_stage_name(st));

@@ -24,6 +24,8 @@
 
 #include "dns.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics.h"
 #include "mime.h"
 #include "probe.h"
 #include "record.h"
@@ -59,6 +61,7 @@ static struct relay_caps_req relay_req(const struct relay_job *);
 static int	 relay_read_path(const char *, uint64_t, unsigned char **, size_t *, char *,
 		    size_t);
 static void	 relay_pre_done(struct relay_job *);
+static void	 relay_metrics_cb(void *);
 
 /*
  * Why a record may not be relayed whatever the rules say.  Smuggling: the
@@ -319,10 +322,41 @@ relay_new(struct event_base *base, const struct cfg *cfg, const char *hostname,
 		goto fail;
 	}
 	r->worker_started = true;
+	(void)metrics_on_scrape(relay_metrics_cb, r);
 	return r;
 fail:
 	relay_free(r);
 	return NULL;
+}
+
+/*
+ * At a scrape: the global caps (per_day, per_hour) used and remaining, for
+ * the live and the dry-run counts.  Loop thread, as every reservation.
+ */
+static void
+relay_metrics_cb(void *arg)
+{
+	struct relay *r = arg;
+	const struct cfg_relay_caps *cl = &r->cfg->relay.caps;
+	struct relay_caps_req q;
+	struct relay_caps_usage u;
+	struct relay_caps *c;
+	time_t now = time(NULL);
+
+	memset(&q, 0, sizeof(q));
+	for (int live = 0; live < 2; live++) {
+		const char *mode = live ? "live" : "dry-run";
+
+		if ((c = live ? r->caps_live : r->caps_dry) == NULL)
+			continue;
+		relay_caps_usage(c, &q, now, &u);
+		metrics_set(M_CAPS_USED, mode, "per_day", u.day);
+		metrics_set(M_CAPS_REMAINING, mode, "per_day", u.day < cl->per_day ?
+		    cl->per_day - u.day : 0);
+		metrics_set(M_CAPS_USED, mode, "per_hour", u.hour);
+		metrics_set(M_CAPS_REMAINING, mode, "per_hour", u.hour < cl->per_hour ?
+		    cl->per_hour - u.hour : 0);
+	}
 }
 
 /* Stop the worker, cancel every job, free. */
@@ -331,6 +365,7 @@ relay_free(struct relay *r)
 {
 	if (r == NULL)
 		return;
+	metrics_off_scrape(relay_metrics_cb, r);
 	if (r->worker_started) {
 		pthread_mutex_lock(&r->mu);
 		r->stop = true;
@@ -748,6 +783,7 @@ relay_decision_event(struct relay_job *j, const char *verdict, const char *reaso
 	const struct cfg_relay_caps *cl = &j->r->cfg->relay.caps;
 	struct jbuf jb;
 
+	metrics_inc(M_RELAY_DECISIONS, verdict, NULL);
 	jb_init(&jb);
 	relay_event_begin(j, &jb, "fosr.relay.decision");
 	jb_kcstr(&jb, "verdict", verdict);

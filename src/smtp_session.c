@@ -38,6 +38,7 @@
 #include "dns.h"
 #include "fosr_limits.h"
 #include "log.h"
+#include "metrics.h"
 #include "persona.h"
 #include "record.h"
 #include "smtp_data.h"
@@ -198,6 +199,7 @@ struct smtp_txn {
 	uint64_t	 bdat_chunk;
 	struct smtp_data scan;			/* the body scanner (DATA and BDAT) */
 	char		 queue_id[16];
+	struct timespec	 data_end;		/* end of DATA/BDAT LAST (metrics) */
 	char		 sha256[65];
 	char		*record;		/* the reception record, for on_mail */
 	size_t		 record_len;
@@ -481,6 +483,7 @@ smtp_session_start(struct smtp_session *s)
 		srv->sessions->prev = s;
 	srv->sessions = s;
 	srv->nsessions++;
+	metrics_add(M_SESSIONS_ACTIVE, s->listener->name, NULL, 1);
 	if (s->refuse)
 		srv->nrefusing++;	/* smtp_free() counts it down */
 
@@ -825,6 +828,7 @@ smtp_send_line(struct smtp_session *s, const char *line, size_t len)
 	}
 	evbuffer_add(out, line, len);
 	evbuffer_add(out, "\r\n", 2);
+	metrics_reply(line, len);
 	s->nreplies++;
 	snprintf(s->last_reply, sizeof(s->last_reply), "%.*s", (int)len, line);
 	if (out == s->heldbuf)
@@ -1097,6 +1101,7 @@ smtp_free(struct smtp_session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	srv->nsessions--;
+	metrics_add(M_SESSIONS_ACTIVE, s->listener->name, NULL, -1);
 	if (s->refuse)
 		srv->nrefusing--;
 	if (srv->on_close && !s->refuse)
@@ -1227,6 +1232,8 @@ smtp_tls_done(struct smtp_session *s)
 		jb_kstr(&jb, "sni", s->tls->sni, strlen(s->tls->sni));
 	}
 	jb_kcstr(&jb, "mode", (s->flags & SF_IMPLICIT) ? "implicit" : "starttls");
+	metrics_inc(M_TLS, s->tls ? metrics_pick(s->tls->version, strlen(s->tls->version),
+	    metrics_tls_versions) : "other", NULL);
 	evlog_message(&jb, "TLS established (%s): %s %s", (s->flags & SF_IMPLICIT) ?
 	    "implicit" : "STARTTLS", s->tls ? s->tls->version : "?", s->tls ? s->tls->cipher : "?");
 	evlog_emit(&jb);
@@ -2612,6 +2619,7 @@ smtp_message_end(struct smtp_session *s)
 {
 	struct smtp_txn *t = s->txn;
 
+	clock_gettime(CLOCK_MONOTONIC, &t->data_end);	/* the commit latency starts */
 	smtp_enter_state(s, SMTP_STATE_COMMAND);
 	if (t->too_big) {
 		log_info("%016llx smtp message rejected: size %llu over the limit",
@@ -2839,6 +2847,9 @@ smtp_commit_cb(void *arg, int status, int err_no)
 		return;
 	}
 	s->nmails++;
+	metrics_inc(M_MESSAGES, s->listener->name, NULL);
+	metrics_add(M_MESSAGE_BYTES, s->listener->name, NULL, (double)t->size);
+	metrics_observe_since(M_COMMIT_LATENCY, &t->data_end);
 	rule_reply = t->decided && t->dres.matched && t->dres.reply_code != 0;
 	jb_init(&jb);
 	smtp_event_base(s, &jb, "fosr.mail.received");
@@ -3314,6 +3325,7 @@ smtp_auth_finish(struct smtp_session *s)
 	if ((code = smtp_stage_hook(s, SMTP_STAGE_AUTH, NULL, &res)) != 0)
 		ok = code < 400;
 	a->success = ok;
+	metrics_inc(M_AUTH, a->mech, ok ? "success" : "failure");
 	jb_init(&jb);
 	smtp_event_base(s, &jb, "fosr.login.attempt");
 	jb_kcstr(&jb, "mechanism", a->mech);
@@ -3479,6 +3491,8 @@ cmd_auth(struct smtp_session *s, const struct smtp_cmdline *cl)
 		memset(&v, 0, sizeof(v));
 		v.arg = aa.mechname;
 		v.arglen = aa.mechlen;
+		metrics_inc(M_AUTH, metrics_pick(aa.mechname, aa.mechlen, metrics_auth_mechs),
+		    "unsupported");
 		smtp_error(s, PR_AUTH_BAD_MECH, &v);
 		return;
 	}

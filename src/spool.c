@@ -91,6 +91,7 @@
 #include <openssl/evp.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "spool.h"
 #include "spool_seg.h"
 #include "testhook.h"
@@ -189,6 +190,7 @@ struct spool {
 };
 
 static char	*spool_path(const char *a, const char *b);
+static void	 spool_metrics_cb(void *);
 static int	 spool_repair_journal(int fd, off_t *lenp);
 static void	 spool_clean_tmp(const char *dir);
 static bool	 spool_probe_tmpfile(const char *tmp_dir);
@@ -525,6 +527,7 @@ spool_start(struct spool *sp, struct event_base *base, const char **what)
 	if (r != 0)
 		return -1;
 	sp->thread_started = true;
+	(void)metrics_on_scrape(spool_metrics_cb, sp);
 	return 0;
 }
 
@@ -567,6 +570,7 @@ spool_free(struct spool *sp)
 
 	if (sp == NULL)
 		return;
+	metrics_off_scrape(spool_metrics_cb, sp);
 	if (sp->thread_started) {
 		pthread_mutex_lock(&sp->mu);
 		sp->stopping = true;
@@ -601,6 +605,19 @@ spool_free(struct spool *sp)
 	free(sp->maildir_tmp);
 	free(sp->maildir_new);
 	free(sp);
+}
+
+/* At a scrape: the bytes in messages/ and the space left (statvfs now, not the cache). */
+static void
+spool_metrics_cb(void *arg)
+{
+	struct spool	*sp = arg;
+	struct statvfs	 vfs;
+
+	metrics_set(M_SPOOL_BYTES, NULL, NULL, (double)atomic_load(&sp->used_bytes));
+	if (statvfs(sp->dir, &vfs) == 0)
+		metrics_set(M_SPOOL_FREE, NULL, NULL,
+		    (double)vfs.f_bavail * (double)vfs.f_frsize);
 }
 
 /* Quota and free-space check; statvfs is cached for a second. */

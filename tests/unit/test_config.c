@@ -259,6 +259,34 @@ test_client_lookup(void **state)
 	expect_err("client_lookup: {server: \"\"}\n", "t.yml:1: client_lookup.server: unknown key");
 }
 
+/* metrics: off unless given; loopback unless an address is; errors name file, line, key. */
+static void
+test_metrics_section(void **state)
+{
+	struct cfg *c = malloc(sizeof(*c));
+	char err[256];
+
+	assert_int_equal(load(c, "", err), 0);
+	assert_false(c->metrics.enabled);
+	assert_int_equal(load(c, "metrics: {port: 9464}\n", err), 0);
+	assert_true(c->metrics.enabled);
+	assert_string_equal(c->metrics.address, "127.0.0.1");
+	assert_int_equal(c->metrics.port, 9464);
+	assert_int_equal(load(c, "port_offset: 6000\nmetrics:\n  address: \"[::1]\"\n  port: 80\n",
+	    err), 0);
+	assert_string_equal(c->metrics.address, "::1");
+	assert_int_equal(c->metrics.port, 80);	/* no port_offset */
+	assert_int_equal(load(c, "metrics: ~\n", err), 0);
+	assert_false(c->metrics.enabled);
+	free(c);
+	expect_err("metrics: {}\n", "t.yml:1: metrics.port: missing");
+	expect_err("hostname: x\nmetrics:\n  port: 0\n", "t.yml:3: metrics.port: 0 is out of range");
+	expect_err("metrics:\n  port: 9464\n  address: localhost\n",
+	    "t.yml:3: metrics.address: not a numeric IPv4 or IPv6 address");
+	expect_err("metrics: {port: 1, path: /x}\n", "t.yml:1: metrics.path: unknown key");
+	expect_err("metrics: 9464\n", "t.yml:1: metrics: expected a mapping");
+}
+
 /* An empty file (or a null document) keeps the defaults. */
 static void
 test_empty(void **state)
@@ -852,6 +880,7 @@ main(void)
 		cmocka_unit_test(test_postfix_defaults),
 		cmocka_unit_test(test_example_file),
 		cmocka_unit_test(test_client_lookup),
+		cmocka_unit_test(test_metrics_section),
 		cmocka_unit_test(test_empty),
 		cmocka_unit_test(test_every_key),
 		cmocka_unit_test(test_feed_seed),

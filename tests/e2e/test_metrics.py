@@ -1,0 +1,428 @@
+"""Prometheus metrics (issue 14, item 3): exact counts after known traffic, the
+text format checked by promtool, a real prometheus server scraping us, and
+hostile clients on the metrics port (huge, slow, wrong method)."""
+
+import base64
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import unittest
+import urllib.parse
+import urllib.request
+
+import harness
+from fixtures import hpfeeds as test_hpfeeds
+from harness import HOST, CollectorTestCase, free_port, sha256_hex
+
+OWN = "203.0.113.5"
+
+# A probe rule, and a rule whose name needs escaping in a label value.
+RULES = """\
+rules:
+  - name: probe
+    priority: 10
+    stage: DATA
+    conditions:
+      - mentions_own_address: true
+    actions:
+      relay: true
+  - name: "odd \\"name\\" \\\\ here"
+    priority: 20
+    stage: DATA
+    conditions:
+      - header: {name: Subject, contains: "odd-rule-marker"}
+    actions:
+      relay: false
+"""
+
+SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?')
+
+
+def unescape(v):
+    return re.sub(r'\\(.)', lambda m: {"n": "\n", "\\": "\\", '"': '"'}[m.group(1)], v)
+
+
+def parse(text):
+    """{(name, ((label, value), ...)): float} of an exposition; asserts every
+    sample's family has HELP and TYPE lines before it."""
+    out = {}
+    typed = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            typed.add(line.split()[2])
+            continue
+        if line.startswith("#") or not line:
+            continue
+        m = SAMPLE_RE.match(line)
+        assert m, "malformed sample line %r" % line
+        name = m.group(1)
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in typed or base in typed, "no TYPE before %r" % line
+        labels = tuple(sorted((k, unescape(v)) for k, v in LABEL_RE.findall(m.group(2) or "")))
+        out[(name, labels)] = float(m.group(3))
+    return out
+
+
+def get(metrics, name, **labels):
+    return metrics.get((name, tuple(sorted(labels.items()))))
+
+
+def series(metrics, name):
+    """{labels: value} of every series of name."""
+    return {k[1]: v for k, v in metrics.items() if k[0] == name}
+
+
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+
+def http_raw(port, data, timeout):
+    """Send data on a fresh connection; return what comes back until close."""
+    s = socket.create_connection((HOST, port), timeout)
+    got = b""
+    try:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        while True:
+            try:
+                d = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not d:
+                break
+            got += d
+    finally:
+        s.close()
+    return got
+
+
+class MetricsCase(CollectorTestCase):
+    autostart = False
+    relay_mode = "dry-run"
+
+    def setUp(self):
+        self.mport = free_port()
+        self.config = harness.deep_merge(type(self).config or {}, {
+            "metrics": {"port": self.mport},
+            "relay": {"mode": self.relay_mode, "rules": "{tmp}/rules.yml",
+                      "own_addresses": [OWN],
+                      "dns_server": harness.shared_dns().address}})
+        super().setUp()
+        with open(os.path.join(self.tmpdir, "rules.yml"), "w") as f:
+            f.write(RULES)
+        self.c.start()
+
+    def scrape(self, path="/metrics", method="GET"):
+        conn = http.client.HTTPConnection(HOST, self.mport, timeout=10 * self.slow)
+        try:
+            conn.request(method, path)
+            r = conn.getresponse()
+            return r.status, r.getheader("Content-Type"), r.read()
+        finally:
+            conn.close()
+
+    def metrics(self):
+        st, ctype, body = self.scrape()
+        self.assertEqual(st, 200)
+        self.assertEqual(ctype, "text/plain; version=0.0.4; charset=utf-8")
+        return parse(body.decode("utf-8")), body
+
+    def wait_metrics(self, pred, what, timeout=10):
+        end = time.time() + timeout * self.slow
+        while True:
+            m, body = self.metrics()
+            if pred(m):
+                return m, body
+            if time.time() > end:
+                self.fail("metrics never showed %s:\n%s" % (what, body.decode()))
+            time.sleep(0.05)
+
+
+class MetricsTests(MetricsCase):
+
+    def session(self, name, codes, tls=False):
+        cl = self.c.connect(name, banner=False)
+        self._clients.append(cl)
+        r = cl.banner()
+        codes.append(r.code)
+        return cl
+
+    def cmd(self, cl, line, codes, want=None):
+        r = cl.cmd(line)
+        codes.append(r.code)
+        if want is not None:
+            self.assertEqual(r.code, want, (line, r))
+        return r
+
+    def mail(self, cl, body, codes):
+        self.cmd(cl, "MAIL FROM:<sender@example.org>", codes, 250)
+        self.cmd(cl, "RCPT TO:<drop@spammer.example>", codes, 250)
+        r = cl.cmd("DATA")
+        codes.append(r.code)
+        self.assertEqual(r.code, 354)
+        cl.send(harness.dot_stuff(body) + b".\r\n")
+        r = cl.reply()
+        codes.append(r.code)
+        self.assertEqual(r.code, 250, r)
+
+    def test_counts_exact_and_promtool(self):
+        m, _ = self.metrics()
+        self.assertEqual(series(m, "fosr_messages_received_total"), {})
+        self.assertEqual(get(m, "fosr_relay_caps_remaining", mode="dry-run", cap="per_day"), 20)
+        self.assertEqual(get(m, "fosr_relay_caps_used", mode="dry-run", cap="per_day"), 0)
+        self.assertGreater(get(m, "fosr_spool_free_bytes"), 0)
+
+        codes = []
+        spam = b"From: a@example.org\r\nSubject: cheap pills\r\n\r\nbuy now\r\n"
+        odd = b"From: a@example.org\r\nSubject: odd-rule-marker\r\n\r\nodd\r\n"
+        probe = (b"From: tester <drop@spammer.example>\r\nTo: drop@spammer.example\r\n"
+                 b"Subject: relay test " + OWN.encode() + b":25 #1\r\n\r\ntest 1\r\n")
+        # port 25: a mail, an unknown command, a mail a named rule matches
+        cl = self.session("smtp", codes)
+        self.cmd(cl, "EHLO client.example", codes, 250)
+        self.mail(cl, spam, codes)
+        self.cmd(cl, "XYZZY", codes, 500)
+        self.mail(cl, odd, codes)
+        self.cmd(cl, "QUIT", codes, 221)
+        # 587: STARTTLS, an unknown and an unsupported mechanism, AUTH PLAIN, a probe
+        cl = self.session("submission", codes)
+        self.cmd(cl, "EHLO client.example", codes, 250)
+        r = cl.starttls()
+        codes.append(r.code)
+        self.assertEqual(r.code, 220)
+        self.cmd(cl, "EHLO client.example", codes, 250)
+        self.cmd(cl, "AUTH FOOBAR", codes, 535)
+        self.cmd(cl, "AUTH xoauth2 dXNlcg==", codes, 535)
+        self.cmd(cl, "AUTH PLAIN " + b64("\0user\0secret"), codes, 235)
+        self.mail(cl, probe, codes)
+        self.cmd(cl, "QUIT", codes, 221)
+        # 465: implicit TLS, nothing else
+        cl = self.session("submissions", codes)
+        self.cmd(cl, "EHLO client.example", codes, 250)
+        self.cmd(cl, "QUIT", codes, 221)
+
+        m, body = self.wait_metrics(
+            lambda m: sum(series(m, "fosr_sessions_active").values()) == 0 and
+            sum(series(m, "fosr_relay_decisions_total").values()) == 3,
+            "every session closed and three relay decisions")
+
+        self.assertEqual(series(m, "fosr_smtpd_connects_total"), {
+            (("listener", "smtp"),): 1, (("listener", "submission"),): 1,
+            (("listener", "submissions"),): 1})
+        self.assertEqual(series(m, "fosr_messages_received_total"), {
+            (("listener", "smtp"),): 2, (("listener", "submission"),): 1})
+        self.assertEqual(series(m, "fosr_messages_received_bytes_total"), {
+            (("listener", "smtp"),): len(spam) + len(odd),
+            (("listener", "submission"),): len(probe)})
+        want = {}
+        for c in codes:
+            k = (("class", "%dxx" % (c // 100)),)
+            want[k] = want.get(k, 0) + 1
+        self.assertEqual(series(m, "fosr_smtpd_replies_total"), want)
+        self.assertEqual(series(m, "fosr_smtpd_auth_attempts_total"), {
+            (("mechanism", "PLAIN"), ("outcome", "success")): 1,
+            (("mechanism", "XOAUTH2"), ("outcome", "unsupported")): 1,
+            (("mechanism", "other"), ("outcome", "unsupported")): 1})
+        self.assertEqual(series(m, "fosr_smtpd_tls_handshakes_total"),
+                         {(("version", "TLSv1.3"),): 2})
+        self.assertEqual(series(m, "fosr_relay_decisions_total"), {
+            (("verdict", "not-relayed"),): 2, (("verdict", "dry-run"),): 1})
+        # rule matches: the same as the fosr.rule.match events, the odd name escaped
+        ev = {}
+        for e in self.c.events():
+            if e.get("eventid") == "fosr.rule.match":
+                k = (("rule", e["rule"]), ("stage", e["stage"]))
+                ev[k] = ev.get(k, 0) + 1
+        self.assertEqual(series(m, "fosr_rule_matches_total"), ev)
+        self.assertEqual(sorted(r for ((_, r), _s) in ev), ['odd "name" \\ here', "probe"])
+        self.assertIn(b'rule="odd \\"name\\" \\\\ here"', body)
+        self.assertEqual(get(m, "fosr_relay_caps_used", mode="dry-run", cap="per_day"), 1)
+        self.assertEqual(get(m, "fosr_relay_caps_remaining", mode="dry-run", cap="per_day"), 19)
+        self.assertEqual(get(m, "fosr_relay_caps_remaining", mode="dry-run", cap="per_hour"), 9)
+        self.assertEqual(get(m, "fosr_commit_latency_seconds_count"), 3)
+        self.assertEqual(get(m, "fosr_commit_latency_seconds_bucket", le="+Inf"), 3)
+        self.assertGreater(get(m, "fosr_commit_latency_seconds_sum"), 0)
+        stored = sum(os.path.getsize(os.path.join(self.c.spool_dir, "messages", n))
+                     for n in os.listdir(os.path.join(self.c.spool_dir, "messages")))
+        self.assertEqual(stored, len(spam) + len(odd) + len(probe))
+        self.assertEqual(get(m, "fosr_spool_bytes"), stored)
+
+        if not harness.have("promtool"):
+            self.skipTest("promtool is not installed (Debian package prometheus)")
+        p = subprocess.run(["promtool", "check", "metrics"], input=body,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual((p.returncode, p.stdout, p.stderr), (0, b"", b""))
+
+    def test_paths_and_methods(self):
+        st, _, body = self.scrape("/")
+        self.assertEqual(st, 404)
+        st, _, body = self.scrape("/metrics/x")
+        self.assertEqual(st, 404)
+        st, ctype, body = self.scrape("/metrics", "HEAD")
+        self.assertEqual((st, body), (200, b""))
+        # evhttp answers a method it was not allowed 501 Not Implemented
+        for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+            st, _, _ = self.scrape("/metrics", method)
+            self.assertEqual(st, 501, method)
+
+    def test_hostile_clients_bounded(self):
+        # a slow client holds a connection with half a request line
+        slow = socket.create_connection((HOST, self.mport), 5)
+        slow.sendall(b"GET /met")
+        # a huge request line, then huge headers: 400 (evhttp's answer past
+        # the 8 KiB bound), the connection ends
+        t0 = time.time()
+        got = http_raw(self.mport, b"GET /" + b"a" * 1000000 + b" HTTP/1.1\r\n\r\n",
+                       10 * self.slow)
+        self.assertRegex(got, rb"^HTTP/1\.1 400 ")
+        got = http_raw(self.mport, b"GET /metrics HTTP/1.1\r\nHost: x\r\n" +
+                       b"".join(b"X-%d: %s\r\n" % (i, b"c" * 100) for i in range(2000)) +
+                       b"\r\n", 10 * self.slow)
+        self.assertRegex(got, rb"^HTTP/1\.1 400 ")
+        # a body on a GET past the bound
+        got = http_raw(self.mport, b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Length: 100000\r\n\r\n" + b"d" * 100000, 10 * self.slow)
+        self.assertRegex(got, rb"^HTTP/1\.1 413 ")
+        self.assertLess(time.time() - t0, 5 * self.slow)
+        # meanwhile the loop serves scrapes and SMTP at once
+        self.metrics()
+        cl = self.client("smtp")
+        self.assertEqual(cl.cmd("NOOP").code, 250)
+        # the slow client is closed by the deadline (10 s), not kept forever
+        slow.settimeout(20 * self.slow)
+        t0 = time.time()
+        try:
+            d = slow.recv(65536)
+        except ConnectionResetError:
+            d = b""
+        slow.close()
+        self.assertLess(time.time() - t0, 15 * self.slow)
+        self.assertTrue(d == b"" or d.startswith(b"HTTP/1.1 4"), d)
+
+
+class MetricsOffTests(CollectorTestCase):
+    """Without a metrics section nothing else listens (an extra port is a fingerprint)."""
+
+    def test_off_by_default(self):
+        listening = harness._listen_inodes()
+        mine = harness._socket_inodes(self.c.pid)
+        ours = sorted(p for p, ino in listening.items() if ino in mine)
+        self.assertEqual(ours, sorted(self.c.ports.values()))
+
+
+class FeedMetricsTests(test_hpfeeds.HpfeedsCase):
+    """The hpfeeds output's connected state, confirmed count and backlog."""
+
+    def metrics(self):
+        conn = http.client.HTTPConnection(HOST, self.mport, timeout=10 * self.slow)
+        try:
+            conn.request("GET", "/metrics")
+            return parse(conn.getresponse().read().decode())
+        finally:
+            conn.close()
+
+    def wait_feed(self, connected, confirmed, backlog, what):
+        want = (connected, confirmed, backlog)
+        got = []
+
+        def pred():
+            m = self.metrics()
+            got[:] = [(get(m, "fosr_feed_connected", output="hpfeeds"),
+                       get(m, "fosr_feed_confirmed_total", output="hpfeeds",
+                           channel=test_hpfeeds.CHAN),
+                       get(m, "fosr_feed_backlog_bytes", output="hpfeeds",
+                           channel=test_hpfeeds.CHAN))]
+            return got[0] == want
+        try:
+            self.wait_for(pred, 15, what)
+        except AssertionError as e:
+            raise AssertionError("%s: got %s, want %s" % (e, got, want))
+
+    def test_feed_backlog_connected_confirmed(self):
+        self.mport = free_port()
+        self.start(config={"metrics": {"port": self.mport}})
+        for i in range(2):
+            self.send_mail(test_hpfeeds.mail(i))
+        self.wait_feed(1, 2, 0, "two mails confirmed")
+        self.broker.stop()
+        self.wait_feed(0, 2, 0, "the broker gone")
+        self.send_mail(test_hpfeeds.mail(2))
+        with open(self.c.journal_path, "rb") as f:
+            last = f.read().splitlines(True)[-1]
+        self.wait_feed(0, 2, len(last), "the third mail's journal line waiting")
+        self.broker.start()
+        self.wait_feed(1, 3, 0, "the third mail confirmed after the broker came back")
+
+
+class PrometheusScrapeTests(MetricsCase):
+    """A real prometheus server scrapes the daemon every second."""
+
+    def test_prometheus_scrapes_our_values(self):
+        if not harness.have("prometheus"):
+            self.skipTest("prometheus is not installed (Debian package prometheus)")
+        codes = []
+        cl = self.client("smtp")
+        self.assertEqual(cl.ehlo().code, 250)
+        for i in range(2):
+            self.assertEqual(cl.cmd("MAIL FROM:<a@example.org>").code, 250)
+            self.assertEqual(cl.cmd("RCPT TO:<b@example.net>").code, 250)
+            self.assertEqual(cl.data(b"Subject: %d\r\n\r\nbody\r\n" % i).code, 250)
+        pport = free_port()
+        pdir = os.path.join(self.tmpdir, "prometheus")
+        os.makedirs(pdir)
+        conf = os.path.join(pdir, "prometheus.yml")
+        with open(conf, "w") as f:
+            f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                    "scrape_configs:\n  - job_name: fosr\n    static_configs:\n"
+                    "      - targets: ['127.0.0.1:%d']\n" % self.mport)
+        log = open(os.path.join(pdir, "log"), "wb")
+        p = subprocess.Popen(["prometheus", "--config.file=" + conf,
+                              "--storage.tsdb.path=" + os.path.join(pdir, "data"),
+                              "--web.listen-address=127.0.0.1:%d" % pport],
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=pdir)
+        try:
+            q = urllib.parse.urlencode({"query": "fosr_messages_received_total"})
+            url = "http://127.0.0.1:%d/api/v1/query?%s" % (pport, q)
+            end = time.time() + 60 * self.slow
+            res = None
+            while time.time() < end:
+                self.assertIsNone(p.poll(), "prometheus exited")
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as r:
+                        res = json.load(r)
+                except OSError:
+                    res = None
+                if res and res.get("data", {}).get("result"):
+                    break
+                time.sleep(0.2)
+            self.assertIsNotNone(res, "prometheus never answered")
+            result = res["data"]["result"]
+            self.assertEqual(len(result), 1, res)
+            self.assertEqual(result[0]["metric"]["listener"], "smtp")
+            self.assertEqual(result[0]["metric"]["job"], "fosr")
+            self.assertEqual(result[0]["value"][1], "2")
+            # and the target is healthy (every scrape parsed)
+            with urllib.request.urlopen("http://127.0.0.1:%d/api/v1/targets" % pport,
+                                        timeout=5) as r:
+                t = json.load(r)["data"]["activeTargets"]
+            self.assertEqual([x["health"] for x in t], ["up"], t)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            log.close()
+
+
+if __name__ == "__main__":
+    harness.main()
