@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "analysis.h"
 #include "config.h"
 #include "console.h"
 #include "dns.h"
@@ -103,6 +104,9 @@ usage(FILE *fp)
 	    "                          relay.test_mode.server instead of the real MX\n"
 	    "      --feed-subscribe    subscribe to the feed's channels with its identity and\n"
 	    "                          print each payload as a JSON line (sha256 verified)\n"
+	    "      --analyse FILE...   print what is inside each mail (attachments, URLs,\n"
+	    "                          addresses, headers, text fingerprint) as JSON lines\n"
+	    "      --campaigns TABLE   with --analyse: assign campaigns in this table file\n"
 	    "      --version           print the version and exit\n"
 	    "  -h, --help              this text\n");
 }
@@ -121,10 +125,14 @@ main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ "feed-subscribe", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "analyse", required_argument, NULL, 'A' },
+		{ "analyze", required_argument, NULL, 'A' },
+		{ "campaigns", required_argument, NULL, 'K' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct fosr f;
-	const char *config = NULL, *feed = NULL;
+	const char *config = NULL, *feed = NULL, *campaigns = NULL;
+	const char *analyse = NULL;
 	bool check = false, debug = false, subscribe = false, interactive = false;
 	bool test_mode = false;
 	char err[1024];
@@ -156,6 +164,12 @@ main(int argc, char **argv)
 		case 'S':
 			subscribe = true;
 			break;
+		case 'A':
+			analyse = optarg;
+			break;
+		case 'K':
+			campaigns = optarg;
+			break;
 		case 'V':
 			printf("fosr-collector %s\n", FOSR_VERSION);
 			return 0;
@@ -166,6 +180,12 @@ main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
+	}
+	if (analyse != NULL) {
+		/* --analyse FILE [FILE...]: the arguments left are files too */
+		argv[optind - 1] = (char *)analyse;
+		log_init(LOG_LVL_WARN);
+		return analysis_cli(argv + optind - 1, argc - optind + 1, campaigns);
 	}
 	if (optind != argc) {
 		fprintf(stderr, "fosr-collector: unexpected argument \"%s\"\n", argv[optind]);
