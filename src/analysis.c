@@ -172,8 +172,8 @@ analysis_new(const struct analysis_limits *lim, char *err, size_t errlen)
 	 * backend's patterns, widened): a keyword, a separator, a token.
 	 */
 	static const char pw_pat[] =
-	    "(?i)(?:password|passwort|passwd|archive pass|zip pass|pass ?code|"
-	    "pwd|pw)\\s*(?:is\\s*)?[:=\\-]?\\s*[\"'(\\[]?"
+	    "(?i)\\b(?:password|passwort|passwd|archive pass|zip pass|pass ?code|"
+	    "pwd|pw)\\b\\s*(?:is\\s*)?[:=\\-]?\\s*[\"'(\\[]?"
 	    "([A-Za-z0-9!#$%&*+.@_\\-]{3,40})";
 	struct analysis *a;
 	int ec;
