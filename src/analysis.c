@@ -813,6 +813,11 @@ uu_scan(struct ctx *c, const char *s, size_t len, unsigned depth)
 			memcpy(name, q, nl_len);
 			name[nl_len] = '\0';
 		}
+		/* each file is a leaf: the same cap as MIME leaves */
+		if (++c->leaves > c->a->lim.leaves_max) {
+			c->limits |= ANALYSIS_LIM_LEAVES;
+			return;
+		}
 		body = nl + 1;
 		stop = body;
 		while (stop < end) {
