@@ -51,6 +51,10 @@ build/rel/tests/%: tests/unit/%.c $(REL_LIB) $(HDR) | build/rel/tests
 build/asan/tests/%: tests/unit/%.c $(ASAN_LIB) $(HDR) | build/asan/tests
 	$(CC) $(BASE) $(SAN) -o $@ $< $(ASAN_LIB) $(PKG_LIBS) -lcmocka
 
+# bench/analysis.sh's CPU-per-mail bench (not part of make check).
+build/rel/bench_analysis: bench/bench_analysis.c $(REL_LIB) $(HDR) | build/rel
+	$(CC) $(BASE) -O2 -g -o $@ $< $(REL_LIB) $(PKG_LIBS)
+
 # libFuzzer targets (clang).  Each links every module but main, compiled
 # once with the fuzzer's coverage instrumentation.
 FUZZFLAGS := -Wno-unused-command-line-argument -O1 -g -fsanitize=fuzzer-no-link,address,undefined

@@ -878,9 +878,15 @@ add_attachment(struct ctx *c, const unsigned char *data, size_t len,
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen;
 	const char *mg;
+	static const unsigned char empty[1];
 	struct att *t;
 	size_t i;
 
+	/* An empty part's GByteArray has no data: never NULL to memcpy & co. */
+	if (data == NULL || len == 0) {
+		data = empty;
+		len = 0;
+	}
 	if (c->natt == c->attcap) {
 		size_t ncap = c->attcap ? c->attcap * 2 : 8;
 		struct att *na = realloc(c->att, ncap * sizeof(*na));

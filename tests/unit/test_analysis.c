@@ -236,6 +236,29 @@ test_hostile_strings(void **state)
 	analysis_result_free(&r);
 }
 
+/*
+ * An empty attachment: GMime's byte array of it has no data pointer, which
+ * must not reach memcpy (UBSan in fuzz_analysis over fuzz/corpus/mime).
+ */
+static void
+test_empty_attachment(void **state)
+{
+	static const char mail[] =
+	    "Content-Type: multipart/mixed; boundary=X\n\n"
+	    "--X\nContent-Type: application/octet-stream\n"
+	    "Content-Transfer-Encoding: base64\n\n"
+	    "--X--\n";
+	struct analysis_result r;
+
+	run(NULL, mail, sizeof(mail) - 1, &r);
+	assert_int_equal(r.nattachments, 1);
+	assert_int_equal(r.nblobs, 1);
+	assert_int_equal(r.blobs[0].len, 0);
+	assert_string_equal(r.blobs[0].sha256,
+	    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+	analysis_result_free(&r);
+}
+
 /* The reception record's sha256 is used as given. */
 static void
 test_sha256_given(void **state)
@@ -264,6 +287,7 @@ main(void)
 		cmocka_unit_test(test_blobs),
 		cmocka_unit_test(test_hostile_strings),
 		cmocka_unit_test(test_sha256_given),
+		cmocka_unit_test(test_empty_attachment),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
