@@ -30,7 +30,7 @@ from email.mime.text import MIMEText
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from harness import binary_default, is_sanitized, slow_factor  # noqa: E402
+from harness import binary_default, is_sanitized, skip_under_valgrind, slow_factor  # noqa: E402
 
 
 def sha256(b):
@@ -333,6 +333,7 @@ class Analyse(unittest.TestCase):
         cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
         return json.loads(out), cpu, wall, r1.ru_maxrss
 
+    @skip_under_valgrind("measures CPU and memory; the per-mail CPU cap would cut it short")
     def test_bombs(self):
         # 10,000 nested multiparts, 10,000 parts side by side, 24 MB of base64
         depth = 10000

@@ -138,6 +138,21 @@ test_limits(void **state)
 	analysis_result_free(&r);
 
 	analysis_limits_default(&lim);
+	lim.cpu_ms_max = 0;		/* spent before the first part */
+	run(&lim, b.s, b.len, &r);
+	assert_int_equal(r.limits, ANALYSIS_LIM_CPU);
+	assert_int_equal(r.nattachments, 0);
+	assert_non_null(strstr(r.json, "\"limits\":[\"cpu\"]"));
+	analysis_result_free(&r);
+
+	analysis_limits_default(&lim);
+	lim.text_max = 40;		/* the text normalises to 70 bytes */
+	run(&lim, "Subject: x\n\nthe quick brown fox jumps over the lazy dog "
+	    "and again the quick brown fox jumps\n", 92, &r);
+	assert_int_equal(r.limits, ANALYSIS_LIM_TEXT);
+	analysis_result_free(&r);
+
+	analysis_limits_default(&lim);
 	lim.blob_max = 2;
 	run(&lim, b.s, b.len, &r);
 	assert_int_equal(r.limits, ANALYSIS_LIM_BLOB);
