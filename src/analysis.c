@@ -1129,9 +1129,50 @@ received(struct ctx *c, GMimeMessage *m, struct jbuf *jb)
 }
 
 /*
- * Where GMime must stop: before the (max+1)th "multipart/" or "message/"
- * token (case-insensitive), so a nested bomb costs at most max entities.
- * Returns the length to parse.
+ * Whether d[i..] is a MIME type GMime would nest: "multipart" anywhere (it
+ * is rare in text; with or without a subtype), or "message" followed by
+ * comments and folding whitespace, then '/'.  GMime takes "multipart (x)
+ * /mixed" and "message\n /rfc822" as containers, so the separators are
+ * skipped as its parser would; more than CFWS_MAX bytes of them count as a
+ * container (a safe over-count: it only cuts earlier).
+ */
+#define CFWS_MAX	4096
+static bool
+container_at(const unsigned char *d, size_t len, size_t i)
+{
+	size_t j, end;
+	int nest = 0;
+
+	if (len - i >= 9 && g_ascii_strncasecmp((const char *)d + i,
+	    "multipart", 9) == 0)
+		return true;
+	if (len - i < 7 || g_ascii_strncasecmp((const char *)d + i, "message",
+	    7) != 0)
+		return false;
+	end = len - i - 7 > CFWS_MAX ? i + 7 + CFWS_MAX : len;
+	for (j = i + 7; j < end; j++) {
+		if (nest > 0) {
+			if (d[j] == '\\')
+				j++;
+			else if (d[j] == '(')
+				nest++;
+			else if (d[j] == ')')
+				nest--;
+		} else if (d[j] == '(')
+			nest++;
+		else if (d[j] == '/')
+			return true;
+		else if (d[j] != ' ' && d[j] != '\t' && d[j] != '\r' &&
+		    d[j] != '\n')
+			return false;
+	}
+	return j < len;		/* separators beyond CFWS_MAX: count it */
+}
+
+/*
+ * Where GMime must stop: before the (max+1)th multipart or message type
+ * (container_at()), so a nested bomb costs at most max entities.  Returns
+ * the length to parse.
  */
 static size_t
 container_cut(const unsigned char *d, size_t len, unsigned max)
@@ -1139,19 +1180,13 @@ container_cut(const unsigned char *d, size_t len, unsigned max)
 	unsigned n = 0;
 	size_t i;
 
-	for (i = 0; i + 8 <= len; i++) {
-		unsigned char ch = d[i] | 0x20;
-
-		if (ch != 'm')
+	for (i = 0; i + 7 <= len; i++) {
+		if ((d[i] | 0x20) != 'm' || !container_at(d, len, i))
 			continue;
-		if ((i + 10 <= len && g_ascii_strncasecmp((const char *)d + i,
-		    "multipart/", 10) == 0) ||
-		    g_ascii_strncasecmp((const char *)d + i, "message/", 8) == 0) {
-			if (++n > max) {
-				while (i > 0 && d[i - 1] != '\n')
-					i--;
-				return i;
-			}
+		if (++n > max) {
+			while (i > 0 && d[i - 1] != '\n')
+				i--;
+			return i;
 		}
 	}
 	return len;

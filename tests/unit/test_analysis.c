@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cmocka.h>
 #include <openssl/evp.h>
@@ -204,6 +205,57 @@ test_limits(void **state)
 	free(b.s);
 }
 
+/*
+ * GMime takes a type written with comments or folding whitespace before the
+ * '/' ("multipart (x)/mixed", "message\n /rfc822") and nests it: the
+ * container cap must count those too, or a deep nest gets past it (it did:
+ * "multipart /mixed" nested 300 deep with containers_max 10).
+ */
+static void
+test_containers_cfws(void **state)
+{
+	static const char *const types[] = { "multipart/mixed",
+	    "multipart /mixed", "Multipart(a(b)\\)c)/mixed", "multipart\n\t/mixed",
+	    "multipart", "message/rfc822", "message /rfc822",
+	    "MESSAGE(c)\n /rfc822", "message" };
+	struct analysis_limits lim;
+	struct analysis_result r;
+	size_t t;
+	int i;
+
+	analysis_limits_default(&lim);
+	lim.containers_max = 10;
+	lim.depth_max = 1000;
+	for (t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+		struct sb b = { 0 };
+		bool msg = strncasecmp(types[t], "message", 7) == 0;
+
+		sb_add(&b, "From: a@b.example\nMIME-Version: 1.0\n");
+		for (i = 0; i < 300; i++) {
+			if (msg)
+				sb_add(&b, "Content-Type: %s\n\nSubject: %d\n",
+				    types[t], i);
+			else
+				sb_add(&b, "Content-Type: %s; boundary=b%d\n\n"
+				    "--b%d\n", types[t], i, i);
+		}
+		sb_add(&b, "Content-Type: application/x-deep\n\ndeep\n");
+		run(&lim, b.s, b.len, &r);
+		/* capped, or not a container to GMime at all ("message") */
+		{
+			const char *p = r.json, *q;
+
+			while ((q = strstr(p, "\"depth\":")) != NULL)
+				p = q + 1;	/* the last: fosr.analysis.depth */
+			if (!(r.limits & ANALYSIS_LIM_CONTAINERS) &&
+			    atoi(p + 8) > 10)
+				fail_msg("%s: not capped: %s", types[t], p);
+		}
+		analysis_result_free(&r);
+		free(b.s);
+	}
+}
+
 /* Two copies of one attachment: two records, one blob, the right bytes. */
 static void
 test_blobs(void **state)
@@ -299,6 +351,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults_clean),
 		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_containers_cfws),
 		cmocka_unit_test(test_blobs),
 		cmocka_unit_test(test_hostile_strings),
 		cmocka_unit_test(test_sha256_given),
