@@ -19,6 +19,11 @@
  *	analysis_run(a, eml, len, rec_sha256, campaigns, &res);
  *	store res.blobs[i] as attachments/<sha256>; emit res.json
  *	analysis_result_free(&res);
+ *	campaigns_save(campaigns, ...); then advance the cursor
+ * (a crash between the two analyses that mail again and counts it twice in
+ * its campaign: the table does not hold the journal position).  GLib aborts
+ * on an allocation failure; the caps keep the peak near 3 x raw_max plus
+ * the blobs (<= decoded_max).
  * An analysis context is for one thread at a time (libmagic is not
  * thread-safe); make one per worker.
  */
