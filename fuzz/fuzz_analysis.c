@@ -46,6 +46,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		lim.items_max = 50;
 		lim.text_max = 16 * 1024;
 		lim.cpu_ms_max = 1000;
+		lim.headers_max = 200;
 		if ((a = analysis_new(&lim, err, sizeof(err))) == NULL ||
 		    (cp = campaigns_open(NULL, 64, 0, err, sizeof(err))) == NULL)
 			__builtin_trap();

@@ -49,6 +49,7 @@ struct analysis_limits {
 	unsigned	items_max;	/* URLs, addresses, IPs kept (each) */
 	size_t		text_max;	/* normalised text fingerprinted */
 	unsigned	cpu_ms_max;	/* thread CPU per mail, checked between parts */
+	unsigned	headers_max;	/* header-field-like lines given to GMime */
 };
 
 /* The defaults (analysis_new(NULL, ...)); see analysis.c for the figures. */
@@ -65,6 +66,7 @@ void	analysis_limits_default(struct analysis_limits *);
 #define ANALYSIS_LIM_ITEMS	0x080
 #define ANALYSIS_LIM_TEXT	0x100
 #define ANALYSIS_LIM_CPU	0x200
+#define ANALYSIS_LIM_HEADERS	0x400
 
 /* One decoded attachment to store content-addressed (attachments/<sha256>). */
 struct analysis_blob {
