@@ -311,7 +311,7 @@ test_header_bomb(void **state)
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
 	s = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
 	printf("800,000 header fields: %.3f s CPU\n", s);
-	assert_true(s < 0.5);
+	assert_true(s < 1.0);
 	assert_true(r.limits & ANALYSIS_LIM_HEADERS);
 	assert_non_null(strstr(r.json, "\"subject\":\"many\""));
 	analysis_result_free(&r);
@@ -322,6 +322,42 @@ test_header_bomb(void **state)
 	run(&lim, "A: 1\nB: 2\n\nhttp://x.example/ a: b\n", 34, &r);
 	assert_int_equal(r.limits, 0);
 	assert_int_equal(r.nurls, 1);
+	analysis_result_free(&r);
+	free(b.s);
+}
+
+/*
+ * GMime's parameter list is quadratic (8,000 parameters on a Content-Type:
+ * 0.24 s; 500,000 ran for minutes) and an address list costs an object per
+ * address (600,000: 1.9 s, 275 MB): each header field is cut at
+ * FIELD_MAX bytes.
+ */
+static void
+test_field_bomb(void **state)
+{
+	struct analysis_result r;
+	struct timespec t0, t1;
+	struct sb b = { 0 };
+	double s;
+	int i;
+
+	sb_add(&b, "Subject: fields\nTo: ");
+	for (i = 0; i < 300000; i++)
+		sb_add(&b, "%su%d@x.example", i ? ",\n " : "", i);
+	sb_add(&b, "\nContent-Type: text/plain; charset=us-ascii");
+	for (i = 0; i < 30000; i++)
+		sb_add(&b, "; p%d=%d", i, i);
+	sb_add(&b, "\n\nbody http://after.example/\n");
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+	run(NULL, b.s, b.len, &r);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+	s = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+	printf("300,000 addresses, 30,000 parameters: %.3f s CPU\n", s);
+	assert_true(s < 1.0);
+	assert_true(r.limits & ANALYSIS_LIM_HEADERS);
+	assert_non_null(strstr(r.json, "\"subject\":\"fields\""));
+	assert_non_null(strstr(r.json, "\"u0@x.example\""));
+	assert_non_null(strstr(r.json, "\"http://after.example/\""));
 	analysis_result_free(&r);
 	free(b.s);
 }
@@ -424,6 +460,7 @@ main(void)
 		cmocka_unit_test(test_containers_cfws),
 		cmocka_unit_test(test_html_nesting),
 		cmocka_unit_test(test_header_bomb),
+		cmocka_unit_test(test_field_bomb),
 		cmocka_unit_test(test_blobs),
 		cmocka_unit_test(test_hostile_strings),
 		cmocka_unit_test(test_sha256_given),
