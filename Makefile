@@ -1,9 +1,9 @@
 # fosr-collector build.  `make` builds ./fosr-collector; `make run` and `make check`
 # are the README's two commands.  Everything lands under build/ except the daemon.
 
-PKGS      := libevent_core libevent_extra libevent_openssl libevent_pthreads libssl libcrypto yaml-0.1 libcares libpcre2-8 libseccomp libidn2
+PKGS      := libevent_core libevent_extra libevent_openssl libevent_pthreads libssl libcrypto yaml-0.1 libcares libpcre2-8 libseccomp libidn2 gmime-3.0 libmagic gumbo
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lfuzzy -lpthread -lm
 
 CC       ?= cc
 WARN     := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -51,6 +51,10 @@ build/rel/tests/%: tests/unit/%.c $(REL_LIB) $(HDR) $(UNIT_HDR) | build/rel/test
 
 build/asan/tests/%: tests/unit/%.c $(ASAN_LIB) $(HDR) $(UNIT_HDR) | build/asan/tests
 	$(CC) $(BASE) $(SAN) -o $@ $< $(ASAN_LIB) $(PKG_LIBS) -lcmocka
+
+# bench/analysis.sh's CPU-per-mail bench (not part of make check).
+build/rel/bench_analysis: bench/bench_analysis.c $(REL_LIB) $(HDR) | build/rel
+	$(CC) $(BASE) -O2 -g -o $@ $< $(REL_LIB) $(PKG_LIBS)
 
 # libFuzzer targets (clang).  Each links every module but main, compiled
 # once with the fuzzer's coverage instrumentation.

@@ -7,11 +7,14 @@
 #   libnet-ssleay-perl  swaks's TLS (only a Recommends of swaks, which
 #                       --no-install-recommends leaves out)
 #   iproute2            ss (bench/scale.sh)
+#   libgmime-3.0-dev libmagic-dev libfuzzy-dev libgumbo-dev
+#                       the mail analysis (src/analysis.c, src/campaign.c)
 #   prometheus          promtool and a real server for tests/e2e/test_metrics.py
 #   logrotate, man-db, groff-base   test_install: the logrotate snippet, the man pages
 #                       (none is in a debootstrap minbase root)
 PKGS="build-essential pkg-config clang libclang-rt-14-dev libevent-dev libssl-dev libyaml-dev
-libc-ares-dev libcmocka-dev libpcre2-dev libseccomp-dev libidn2-dev systemd procps iproute2 openssl python3
+libc-ares-dev libcmocka-dev libpcre2-dev libseccomp-dev libidn2-dev
+libgmime-3.0-dev libmagic-dev libfuzzy-dev libgumbo-dev systemd procps iproute2 openssl python3
 python3-aiosmtpd python3-jsonschema swaks libnet-ssleay-perl postfix libsasl2-modules sasl2-bin valgrind
 logrotate man-db groff-base prometheus"
 missing=""

@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "analysis.h"
 #include "config.h"
 #include "console.h"
 #include "dns.h"
@@ -125,6 +126,9 @@ usage(FILE *fp)
 	    "                          relay.test_mode.server instead of the real MX\n"
 	    "      --feed-subscribe    subscribe to the feed's channels with its identity and\n"
 	    "                          print each payload as a JSON line (sha256 verified)\n"
+	    "      --analyse FILE...   print what is inside each mail (attachments, URLs,\n"
+	    "                          addresses, headers, text fingerprint) as JSON lines\n"
+	    "      --campaigns TABLE   with --analyse: assign campaigns in this table file\n"
 	    "      --version           print the version and exit\n"
 	    "  -h, --help              this text\n");
 }
@@ -175,8 +179,12 @@ parse_args(int argc, char **argv, struct args *a)
 		{ "version", no_argument, NULL, 'V' },
 		{ "feed-subscribe", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "analyse", required_argument, NULL, 'A' },
+		{ "analyze", required_argument, NULL, 'A' },
+		{ "campaigns", required_argument, NULL, 'K' },
 		{ NULL, 0, NULL, 0 },
 	};
+	const char *analyse = NULL, *campaigns = NULL;
 	int ch;
 
 	memset(a, 0, sizeof(*a));
@@ -203,6 +211,12 @@ parse_args(int argc, char **argv, struct args *a)
 		case 'S':
 			a->subscribe = true;
 			break;
+		case 'A':
+			analyse = optarg;
+			break;
+		case 'K':
+			campaigns = optarg;
+			break;
 		case 'V':
 			printf("fosr-collector %s\n", FOSR_VERSION);
 			return 0;
@@ -213,6 +227,12 @@ parse_args(int argc, char **argv, struct args *a)
 			usage(stderr);
 			return 2;
 		}
+	}
+	if (analyse != NULL) {
+		/* --analyse FILE [FILE...]: the arguments left are files too */
+		argv[optind - 1] = (char *)analyse;
+		log_init(LOG_LVL_WARN);
+		return analysis_cli(argv + optind - 1, argc - optind + 1, campaigns);
 	}
 	if (optind != argc) {
 		fprintf(stderr, "fosr-collector: unexpected argument \"%s\"\n", argv[optind]);
