@@ -15,7 +15,6 @@ import os
 import resource
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import unittest
@@ -27,10 +26,7 @@ from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-
-from harness import binary_default, is_sanitized, skip_under_valgrind, slow_factor  # noqa: E402
+from harness import binary_default, is_sanitized, skip_under_valgrind, slow_factor
 
 
 def sha256(b):
