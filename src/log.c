@@ -380,8 +380,7 @@ jb_reset(struct jbuf *jb)
 static bool
 jb_grow(struct jbuf *jb, size_t more)
 {
-	size_t need, ncap;
-	char *nbuf;
+	size_t need;
 
 	if (jb->oom)
 		return false;
@@ -390,23 +389,10 @@ jb_grow(struct jbuf *jb, size_t more)
 		return false;
 	}
 	need = jb->len + more + 1;
-	if (need <= jb->cap)
-		return true;
-	ncap = jb->cap < JB_MIN_CAP ? JB_MIN_CAP : jb->cap;
-	while (ncap < need) {
-		if (ncap > SIZE_MAX / 2) {
-			ncap = need;
-			break;
-		}
-		ncap *= 2;
-	}
-	nbuf = realloc(jb->buf, ncap);
-	if (nbuf == NULL) {
+	if (util_grow(&jb->buf, &jb->cap, need, JB_MIN_CAP, 0) == -1) {
 		jb->oom = true;
 		return false;
 	}
-	jb->buf = nbuf;
-	jb->cap = ncap;
 	return true;
 }
 

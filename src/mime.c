@@ -15,6 +15,7 @@
 #include <strings.h>
 
 #include "mime.h"
+#include "util.h"
 #include "utf8.h"
 
 #define MIME_CT_MAX		96	/* "type/subtype" kept */
@@ -99,9 +100,6 @@ static const signed char b64_tab[256] = {
 static void
 mbuf_put(struct mbuf *b, const void *s, size_t n)
 {
-	size_t ncap;
-	char *np;
-
 	if (b->oom || n == 0)
 		return;
 	if (n > b->max - b->len) {
@@ -110,18 +108,9 @@ mbuf_put(struct mbuf *b, const void *s, size_t n)
 		if (n == 0)
 			return;
 	}
-	if (b->len + n + 1 > b->cap) {
-		ncap = b->cap < 256 ? 256 : b->cap;
-		while (ncap < b->len + n + 1)
-			ncap *= 2;
-		if (ncap > b->max + 1)
-			ncap = b->max + 1;
-		if ((np = realloc(b->p, ncap)) == NULL) {
-			b->oom = true;
-			return;
-		}
-		b->p = np;
-		b->cap = ncap;
+	if (util_grow(&b->p, &b->cap, b->len + n + 1, 256, b->max + 1) == -1) {
+		b->oom = true;
+		return;
 	}
 	memcpy(b->p + b->len, s, n);
 	b->len += n;

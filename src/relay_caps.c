@@ -202,21 +202,11 @@ struct caps_buf {
 static void
 caps_put(struct caps_buf *b, const void *s, size_t n)
 {
-	char *np;
-	size_t ncap;
-
 	if (b->oom)
 		return;
-	if (b->len + n > b->cap) {
-		ncap = b->cap ? b->cap : 4096;
-		while (ncap < b->len + n)
-			ncap *= 2;
-		if ((np = realloc(b->p, ncap)) == NULL) {
-			b->oom = true;
-			return;
-		}
-		b->p = np;
-		b->cap = ncap;
+	if (util_grow(&b->p, &b->cap, b->len + n, 4096, 0) == -1) {
+		b->oom = true;
+		return;
 	}
 	memcpy(b->p + b->len, s, n);
 	b->len += n;

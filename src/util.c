@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -361,5 +362,28 @@ util_mkdirs(const char *path, unsigned mode)
 		if (i < len)
 			buf[i] = '/';
 	}
+	return 0;
+}
+
+/* Grow a buffer (util.h). */
+int
+util_grow(void *buf, size_t *cap, size_t need, size_t min, size_t max)
+{
+	void **bp = buf, *nb;
+	size_t ncap;
+
+	if (need <= *cap)
+		return 0;
+	if (max != 0 && need > max)
+		return -1;
+	ncap = *cap < min ? min : *cap;
+	while (ncap < need)
+		ncap = ncap > SIZE_MAX / 2 ? need : ncap * 2;
+	if (max != 0 && ncap > max)
+		ncap = max;
+	if ((nb = realloc(*bp, ncap)) == NULL)
+		return -1;
+	*bp = nb;
+	*cap = ncap;
 	return 0;
 }
