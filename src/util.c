@@ -374,11 +374,11 @@ util_grow(void *buf, size_t *cap, size_t need, size_t min, size_t max)
 
 	if (need <= *cap)
 		return 0;
-	if (max != 0 && need > max)
-		return -1;
+	if ((max != 0 && need > max) || need > PTRDIFF_MAX)
+		return -1;	/* no object is larger than PTRDIFF_MAX */
 	ncap = *cap < min ? min : *cap;
 	while (ncap < need)
-		ncap = ncap > SIZE_MAX / 2 ? need : ncap * 2;
+		ncap = ncap > PTRDIFF_MAX / 2 ? need : ncap * 2;
 	if (max != 0 && ncap > max)
 		ncap = max;
 	if ((nb = realloc(*bp, ncap)) == NULL)
