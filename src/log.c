@@ -634,6 +634,13 @@ jb_raw(struct jbuf *jb, const char *json, size_t len)
 	jb_put(jb, json, len);
 }
 
+/* Bytes as they are: no separator, no escaping (a raw, non-JSON payload). */
+void
+jb_bytes(struct jbuf *jb, const void *p, size_t len)
+{
+	jb_put(jb, p, len);
+}
+
 /* Key and string value. */
 void
 jb_kstr(struct jbuf *jb, const char *key, const void *s, size_t len)

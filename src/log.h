@@ -74,6 +74,7 @@ void	jb_uint(struct jbuf *, unsigned long long);
 void	jb_bool(struct jbuf *, bool);
 void	jb_null(struct jbuf *);
 void	jb_raw(struct jbuf *, const char *json, size_t len);	/* already-valid JSON value */
+void	jb_bytes(struct jbuf *, const void *, size_t);	/* bytes as they are (not JSON) */
 /* key + value shorthands */
 void	jb_kstr(struct jbuf *, const char *key, const void *s, size_t len);
 void	jb_kcstr(struct jbuf *, const char *key, const char *s);

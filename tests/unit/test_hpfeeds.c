@@ -397,7 +397,7 @@ test_publisher_echo(void **state)
 	feed.nchannels = 1;
 
 	base = event_base_new();
-	test_hpf = hpf_new(base, &feed, dir, err, sizeof(err));
+	test_hpf = hpf_new(base, &feed, dir, NULL, NULL, err, sizeof(err));
 	assert_non_null(test_hpf);
 	chk = event_new(base, -1, EV_PERSIST, check_cb, base);
 	to = evtimer_new(base, timeout_cb, base);
@@ -524,7 +524,7 @@ test_segment_transition_out_of_descriptors(void **state)
 
 	/* No cursor: the oldest segment first; run until it is all sent. */
 	base = event_base_new();
-	test_hpf = hpf_new(base, &feed, dir, err, sizeof(err));
+	test_hpf = hpf_new(base, &feed, dir, NULL, NULL, err, sizeof(err));
 	assert_non_null(test_hpf);
 	chk = event_new(base, -1, EV_PERSIST, seg_check_cb, base);
 	to = evtimer_new(base, timeout_cb, base);
