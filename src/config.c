@@ -134,12 +134,15 @@ static const char *const limits_keys[LM_COUNT] = {
 enum feed_key {
 	FK_BROKER, FK_PORT, FK_IDENTITY, FK_SECRET, FK_CHANNELS, FK_TLS,
 	FK_CA_FILE, FK_SERVER_NAME, FK_EVENTS_CHANNEL, FK_METADATA, FK_TIMEOUT,
-	FK_COUNT
+	FK_PAYLOAD, FK_RECEIVED_HEADER, FK_COUNT
 };
 static const char *const feed_keys[FK_COUNT] = {
 	"broker", "port", "identity", "secret", "channels", "tls", "ca_file",
-	"server_name", "events_channel", "metadata", "timeout",
+	"server_name", "events_channel", "metadata", "timeout", "payload",
+	"received_header",
 };
+/* feed.payload, in enum cfg_payload's order. */
+static const char *const payload_names[] = { "json", "raw" };
 #define FEED_REQUIRED	((1u << FK_BROKER) | (1u << FK_PORT) | \
 			 (1u << FK_IDENTITY) | (1u << FK_SECRET) | \
 			 (1u << FK_CHANNELS))
@@ -269,6 +272,16 @@ feed_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 		return yu_bool(x, v, path, &f->metadata);
 	case FK_TIMEOUT:
 		return yu_int(x, v, path, 1, HPF_TIMEOUT_MAX, &f->timeout);
+	case FK_PAYLOAD: {
+		int p;
+
+		if (yu_enum(x, v, path, payload_names, 2, &p) == -1)
+			return -1;
+		f->payload = (enum cfg_payload)p;
+		return 0;
+	}
+	case FK_RECEIVED_HEADER:
+		return yu_bool(x, v, path, &f->received_header);
 	case FK_COUNT:
 		break;
 	}
@@ -284,6 +297,8 @@ feed_parse(struct yu_ctx *x, yaml_node_t *n, const char *prefix,
 
 	memset(f, 0, sizeof(*f));
 	f->timeout = HPF_TIMEOUT_DEFAULT;
+	f->payload = CFG_PAYLOAD_JSON;
+	f->received_header = true;
 	if (yu_map_walk(x, n, prefix, feed_keys, FK_COUNT, feed_key_cb, f,
 	    &seen) == -1)
 		return -1;

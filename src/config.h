@@ -38,6 +38,12 @@ struct cfg_listener {
 	enum listener_policy policy;	/* submission on 465/587 unless set */
 };
 
+/* A mail's hpfeeds payload (feed.payload). */
+enum cfg_payload {
+	CFG_PAYLOAD_JSON,	/* {"sha256","msg"} (the seed's; the default) */
+	CFG_PAYLOAD_RAW,	/* the .eml's bytes (RFC 5322), for spamtrap-system */
+};
+
 struct cfg_feed {
 	bool		 enabled;	/* a feed is configured */
 	char		 source[PATH_MAX];	/* file it came from (for messages) */
@@ -53,6 +59,8 @@ struct cfg_feed {
 	char		 server_name[CFG_NAME_MAX];	/* "" = broker */
 	bool		 metadata;	/* add envelope/peer/... keys to each payload */
 	int		 timeout;	/* s: deadline of each connection state */
+	enum cfg_payload payload;	/* a mail's payload: the seed's JSON or the .eml's bytes */
+	bool		 received_header;	/* raw: our Received header first (default) */
 };
 
 #define CFG_LOCAL_DOMAINS_MAX	16

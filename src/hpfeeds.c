@@ -51,6 +51,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
+#include "persona.h"
 #include "record.h"
 #include "spool.h"
 #include "util.h"
@@ -90,6 +91,7 @@ enum hpf_state {
 struct hpf_entry {
 	char		 sha[65];	/* mail channels: its sha256 */
 	uint64_t	 key;		/* FNV-1a of the payload: matched against echoes */
+	size_t		 plen;		/* and its length */
 	bool		 outstanding;	/* counts against the window */
 	size_t		 bytes;		/* frame bytes */
 	uint64_t	 sent_ms;
@@ -119,6 +121,8 @@ struct hpf {
 	void		*sub_arg;
 	char		 spool_dir[PATH_MAX];
 	char		 sensor[CFG_NAME_MAX];
+	const struct persona *persona;	/* raw payloads: the Received header's shape */
+	char		 hostname[CFG_NAME_MAX];	/* and our name in it */
 	struct outbox	*obs[HPF_NSRC];	/* NULL: not published (or subscriber tool) */
 	char		 ev_path[PATH_MAX];	/* the event log published ("" = none) */
 
@@ -199,6 +203,8 @@ static int	 hp_build_payload(struct hpf *, struct hpf_chan *, const struct outbo
 static int	 hp_build_event(struct hpf *, struct hpf_chan *, const struct outbox_line *,
 		    struct hpf_entry *);
 static int	 hp_build_mail(struct hpf *, struct hpf_chan *, const char *line, size_t len,
+		    const struct outbox_message *);
+static int	 hp_build_raw(struct hpf *, struct hpf_chan *, const char *line, size_t len,
 		    const struct outbox_message *);
 static void	 hp_poll_cb(evutil_socket_t, short, void *);
 static void	 hp_poll_arm(struct hpf *);
@@ -503,6 +509,7 @@ hp_build_payload(struct hpf *h, struct hpf_chan *c, const struct outbox_line *l,
 	    h->pl_src == c->src && h->pl_limit == c->limit) {
 		memcpy(ent->sha, h->pl_sha, 65);
 		ent->key = outbox_fnv64(h->pl.buf, h->pl.len);
+		ent->plen = h->pl.len;
 		return 0;
 	}
 	h->pl_off = UINT64_MAX;
@@ -512,7 +519,10 @@ hp_build_payload(struct hpf *h, struct hpf_chan *c, const struct outbox_line *l,
 	if ((rc = outbox_message(c->cur, l, c->limit, &h->msg)) != 0)
 		return rc;
 	/* Building: the payload from those bytes and the record's metadata. */
-	rc = hp_build_mail(h, c, l->line, l->len, &h->msg);
+	if (h->feed.payload == CFG_PAYLOAD_RAW)
+		rc = hp_build_raw(h, c, l->line, l->len, &h->msg);
+	else
+		rc = hp_build_mail(h, c, l->line, l->len, &h->msg);
 	outbox_message_trim(&h->msg);
 	if (rc != 0)
 		return rc;
@@ -523,6 +533,7 @@ hp_build_payload(struct hpf *h, struct hpf_chan *c, const struct outbox_line *l,
 	memcpy(h->pl_sha, h->msg.sha, 65);
 	memcpy(ent->sha, h->msg.sha, 65);
 	ent->key = outbox_fnv64(h->pl.buf, h->pl.len);
+	ent->plen = h->pl.len;
 	return 0;
 }
 
@@ -550,6 +561,7 @@ hp_build_event(struct hpf *h, struct hpf_chan *c, const struct outbox_line *l,
 		return HPF_RETRY;
 	}
 	ent->key = outbox_fnv64(line, len);
+	ent->plen = len;
 	return 0;
 }
 
@@ -594,11 +606,77 @@ hp_build_mail(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 		/* Out of memory (the limit is never below one byte per byte). */
 		hp_pump_hold(h, "hpfeeds: message=%s payload could not be built", m->sha);
 		rc = HPF_RETRY;
-	} else if (cut)
+	} else if (cut) {
 		log_info("hpfeeds: message=%s size=%lld published truncated to %zu bytes",
 		    m->sha, (long long)m->size, h->pl.len);
+		h->stats.truncated++;
+	}
 	jb_free(&meta);
 	return rc;
+}
+
+/*
+ * Build a mail's raw payload into h->pl (feed.payload: raw, for the
+ * spamtrap-system backend, which hashes and parses the RFC 5322 bytes and
+ * finds the client in the Received headers): with feed.received_header, the
+ * Received header our Postfix would have added on reception (the record's
+ * HELO, client name and address, queue id, protocol and time), then the
+ * .eml's bytes as stored.  A mail over the broker's frame limit is published
+ * cut to it, with a warning and a count (a cut MIME message still parses; a
+ * skipped one would be lost to the consumer; the spool keeps it whole).
+ * 0, or HPF_RETRY (out of memory, the pump is held).
+ */
+static int
+hp_build_raw(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
+    const struct outbox_message *m)
+{
+	char hdr[2048], err[128];
+	struct record *rec = NULL;
+	size_t hl = 0, n;
+	time_t when;
+
+	if (h->feed.received_header && h->persona != NULL) {
+		if ((rec = record_parse(line, len, err, sizeof(err))) == NULL) {
+			if (strcmp(err, "out of memory") == 0) {
+				hp_pump_hold(h, "hpfeeds: message=%s: out of memory", m->sha);
+				return HPF_RETRY;
+			}
+			log_warn("hpfeeds: message=%s %s: published without a Received header",
+			    m->sha, err);
+		} else {
+			if (record_when(rec, &when) == -1) {
+				log_warn("hpfeeds: message=%s record time unreadable: the "
+				    "Received header has the time of publishing", m->sha);
+				when = time(NULL);
+			}
+			hl = record_received_header(hdr, sizeof(hdr), h->persona, rec,
+			    h->hostname, rec->queue_id, rec->nrcpt == 1 ? rec->rcpt[0] : NULL,
+			    when);
+			if (hl == 0 || hl >= c->limit)
+				log_warn("hpfeeds: message=%s Received header too long: "
+				    "published without it", m->sha);
+			record_free(rec);
+		}
+	}
+	if (hl >= c->limit)
+		hl = 0;
+	n = m->len > c->limit - hl ? c->limit - hl : m->len;
+	jb_reset(&h->pl);
+	jb_put(&h->pl, hdr, hl);
+	jb_put(&h->pl, m->body, n);
+	if (h->pl.oom) {
+		jb_free(&h->pl);
+		jb_init(&h->pl);
+		hp_pump_hold(h, "hpfeeds: message=%s payload could not be built", m->sha);
+		return HPF_RETRY;
+	}
+	if (n < m->size) {
+		log_warn("hpfeeds: message=%s size=%llu published truncated to %zu bytes "
+		    "(the broker's frame limit; the spool keeps it whole)", m->sha,
+		    (unsigned long long)m->size, h->pl.len);
+		h->stats.truncated++;
+	}
+	return 0;
 }
 
 /* ------------------------------------------------------ SIOCOUTQ confirm */
@@ -877,9 +955,22 @@ hpf_set_event_log(struct hpf *h, const char *path, char *err, size_t errlen)
 /* Start the publisher (see hpfeeds.h). */
 struct hpf *
 hpf_new(struct event_base *base, const struct cfg_feed *feed,
-    const char *spool_dir, char *err, size_t errlen)
+    const char *spool_dir, const struct persona *persona, const char *hostname,
+    char *err, size_t errlen)
 {
-	return hp_create(base, feed, spool_dir, false, err, errlen);
+	struct hpf *h;
+
+	if (feed->payload == CFG_PAYLOAD_RAW && feed->received_header &&
+	    (persona == NULL || hostname == NULL || hostname[0] == '\0')) {
+		snprintf(err, errlen, "hpfeeds: payload raw with received_header needs "
+		    "the persona and host name");
+		return NULL;
+	}
+	if ((h = hp_create(base, feed, spool_dir, false, err, errlen)) == NULL)
+		return NULL;
+	h->persona = persona;
+	snprintf(h->hostname, sizeof(h->hostname), "%s", hostname != NULL ? hostname : "");
+	return h;
 }
 
 /* At a scrape: connected or not, and each channel's backlog (outbox_backlog). */
@@ -1350,7 +1441,7 @@ static void
 hp_on_publish(struct hpf *h, const struct hpf_frame *f)
 {
 	struct hpf_chan *c;
-	const char *sha;
+	const char *sha = NULL;
 	uint64_t key = 0;
 	size_t k;
 
@@ -1367,21 +1458,23 @@ hp_on_publish(struct hpf *h, const struct hpf_frame *f)
 	/*
 	 * Our own publish, not one of the same mail by another sensor sharing
 	 * the identity (a spam run sends the same bytes to many): the whole
-	 * payload matches, its metadata (session, queue id, time) included.
+	 * payload matches, its metadata (session, queue id, time) included; a
+	 * raw one's Received header holds our host name, queue id and time.
 	 */
-	if (c->src != HPF_SRC_EVENTS &&
-	    (f->datalen < 11 + 64 || memcmp(f->data, "{\"sha256\":\"", 11) != 0))
-		return;	/* our mail payloads start with {"sha256":"<64 hex>" */
+	if (c->src != HPF_SRC_EVENTS && h->feed.payload == CFG_PAYLOAD_JSON) {
+		if (f->datalen < 11 + 64 || memcmp(f->data, "{\"sha256\":\"", 11) != 0)
+			return;	/* our JSON payloads start with {"sha256":"<64 hex>" */
+		sha = (const char *)f->data + 11;
+	}
 	key = outbox_fnv64(f->data, f->datalen);
-	sha = (const char *)f->data + 11;
 	for (k = 0; k < outbox_pending(c->cur); k++) {
 		struct outbox_entry *oe = outbox_entry(c->cur, k);
 		struct hpf_entry *e = oe->data;
 
 		if (oe->skip || oe->confirmed)
 			continue;
-		if (e->key == key && (c->src == HPF_SRC_EVENTS ||
-		    memcmp(e->sha, sha, 64) == 0)) {
+		if (e->key == key && e->plen == f->datalen &&
+		    (sha == NULL || memcmp(e->sha, sha, 64) == 0)) {
 			/* In order on one connection: everything before it got through too. */
 			hp_chan_confirm_upto(h, c, k);
 			if (!h->stable) {

@@ -30,11 +30,16 @@ struct hpf;
 /*
  * Start publishing: reads the cursors, connects (asynchronously) and starts
  * sending the backlog.  feed is copied; spool_dir must hold the journal (it
- * may not exist yet).  Returns NULL with err filled when the feed is not
- * usable (e.g. no channel) or the cursor directory cannot be created.
+ * may not exist yet).  persona and hostname (copied; the persona is kept)
+ * shape the Received header of raw payloads (feed->payload raw with
+ * received_header: record_received_header()); they may be NULL otherwise.
+ * Returns NULL with err filled when the feed is not usable (e.g. no channel)
+ * or the cursor directory cannot be created.
  */
+struct persona;
 struct hpf	*hpf_new(struct event_base *base, const struct cfg_feed *feed,
-		    const char *spool_dir, char *err, size_t errlen);
+		    const char *spool_dir, const struct persona *persona,
+		    const char *hostname, char *err, size_t errlen);
 
 /*
  * With feed->events_channel set, also publish every line of the JSON event
@@ -69,6 +74,7 @@ struct hpf_stats {
 	uint64_t	 confirmed;	/* entries confirmed (all channels) */
 	uint64_t	 connects;	/* connection attempts */
 	uint64_t	 skipped;	/* journal lines that could not be published */
+	uint64_t	 truncated;	/* mails published cut to the frame limit */
 };
 void		 hpf_get_stats(const struct hpf *, struct hpf_stats *out);
 

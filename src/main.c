@@ -438,8 +438,8 @@ open_outputs(struct fosr *f, bool test_mode)
 	smtp_server_set_spool(f->srv, f->spool);
 
 	if (f->cfg.feed.enabled) {
-		if ((f->hpf = hpf_new(f->base, &f->cfg.feed, f->cfg.spool_dir, err,
-		    sizeof(err))) == NULL)
+		if ((f->hpf = hpf_new(f->base, &f->cfg.feed, f->cfg.spool_dir,
+		    smtp_server_persona(f->srv), f->hostname, err, sizeof(err))) == NULL)
 			fatalx("feed: %s", err);
 		hpf_set_journal_limit(f->hpf, journal_limit_cb, f->spool);
 		hpf_set_sensor(f->hpf, f->cfg.sensor[0] ? f->cfg.sensor : f->hostname);

@@ -157,6 +157,10 @@ static const struct persona persona_postfix37 = {
 	.received_fmt = "Received: from {helo} ({name} [{ip}])\r\n"
 	    "\tby {host} (Postfix) with {with} id {qid}\r\n"
 	    "\tfor <{rcpt}>; {date}\r\n",
+	/* Several recipients: smtpd.c ends the "by" line with ';' and puts the date alone. */
+	.received_multi_fmt = "Received: from {helo} ({name} [{ip}])\r\n"
+	    "\tby {host} (Postfix) with {with} id {qid};\r\n"
+	    "\t{date}\r\n",
 };
 
 static const struct persona *const personas[] = {

@@ -111,11 +111,14 @@ struct persona {
 	const char	*ehlo[PERSONA_EHLO_MAX];
 	const char	*auth_mechs;	/* "PLAIN LOGIN CRAM-MD5" */
 	/*
-	 * The Received header a relayed copy gets (relay_received_header), CRLF
-	 * line ends included: {helo} {name} {ip} {host} {with} {qid} {rcpt}
-	 * {date}.
+	 * The Received header our MTA adds on reception (record_received_header:
+	 * a relayed copy, a raw hpfeeds payload), CRLF line ends included:
+	 * {helo} {name} {ip} {host} {with} {qid} {rcpt} {date}.  received_fmt
+	 * for a mail with one recipient; received_multi_fmt (no {rcpt}) for one
+	 * with several, as Postfix's smtpd writes no "for" clause then.
 	 */
 	const char	*received_fmt;
+	const char	*received_multi_fmt;
 };
 
 /* A named value of a template beyond persona_vars' own (persona_format). */

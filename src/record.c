@@ -6,8 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "dns.h"
 #include "log.h"
+#include "persona.h"
 #include "record.h"
 #include "json.h"
 #include "rules.h"
@@ -383,3 +386,93 @@ record_decision(const char *record, size_t len, struct rules_decision *d)
 	return true;
 }
 
+/* Copy s into dst keeping only printable ASCII (others as '?'), like Postfix. */
+static void
+record_sanitize(char *dst, size_t dstlen, const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i] && i + 1 < dstlen; i++)
+		dst[i] = ((unsigned char)s[i] > 0x20 && (unsigned char)s[i] < 0x7f) ? s[i] : '?';
+	dst[i] = '\0';
+}
+
+/* The Received header, Postfix style (see record.h). */
+size_t
+record_received_header(char *out, size_t outlen, const struct persona *p,
+    const struct record *rec, const char *hostname, const char *qid, const char *rcpt,
+    time_t when)
+{
+	char helo[256], name[256], to[520], date[64], ip[80];
+	const char *with, *fmt;
+	struct persona_vars v;
+	struct tm tm;
+	size_t n;
+	struct persona_kv kv[] = {
+		{ "helo", helo }, { "name", name }, { "ip", ip }, { "with", NULL },
+		{ "rcpt", to }, { "date", date },
+	};
+
+	fmt = rcpt != NULL ? p->received_fmt : p->received_multi_fmt;
+	if (fmt == NULL) {
+		if (outlen > 0)
+			out[0] = '\0';
+		return 0;
+	}
+	/*
+	 * Postfix's smtpd: "from HELO (NAME [ADDR])", NAME the verified client
+	 * name or "unknown", and NAME again when the client sent no HELO.
+	 */
+	record_sanitize(name, sizeof(name), dns_valid_hostname(rec->client_name) ?
+	    rec->client_name : "unknown");
+	record_sanitize(helo, sizeof(helo), rec->helo[0] ? rec->helo : name);
+	record_sanitize(to, sizeof(to), rcpt != NULL ? rcpt : "");
+	if (strchr(rec->src_ip, ':') != NULL)
+		snprintf(ip, sizeof(ip), "IPv6:%s", rec->src_ip);
+	else
+		snprintf(ip, sizeof(ip), "%s", rec->src_ip);
+	/* Postfix's mail_date(): "%a, %e %b %Y %H:%M:%S", a space-padded day. */
+	gmtime_r(&when, &tm);
+	if (strftime(date, sizeof(date), "%a, %e %b %Y %H:%M:%S +0000 (UTC)", &tm) == 0)
+		date[0] = '\0';
+	/* RFC 3848 protocol names, as Postfix writes them. */
+	if (strcmp(rec->protocol, "SMTP") == 0)
+		with = "SMTP";
+	else if (rec->tls && rec->auth)
+		with = "ESMTPSA";
+	else if (rec->tls)
+		with = "ESMTPS";
+	else if (rec->auth)
+		with = "ESMTPA";
+	else
+		with = "ESMTP";
+	kv[3].value = with;
+	memset(&v, 0, sizeof(v));
+	v.host = hostname;
+	v.qid = qid;
+	v.kv = kv;
+	v.nkv = sizeof(kv) / sizeof(kv[0]);
+	n = persona_format(out, outlen, fmt, &v);
+	if (n + 1 >= outlen)
+		return 0;	/* (maybe) cut */
+	return n;
+}
+
+/* The record's time ("2025-11-27T04:35:30.123456Z", log_timestamp's) as a time_t. */
+int
+record_when(const struct record *rec, time_t *when)
+{
+	struct tm tm;
+	const char *e;
+
+	memset(&tm, 0, sizeof(tm));
+	if ((e = strptime(rec->time, "%Y-%m-%dT%H:%M:%S", &tm)) == NULL)
+		return -1;
+	if (*e == '.')
+		for (e++; *e >= '0' && *e <= '9'; e++)
+			;
+	if (strcmp(e, "Z") != 0)
+		return -1;
+	*when = timegm(&tm);
+	return 0;
+}

@@ -19,9 +19,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct event_conn;
 struct jbuf;
+struct persona;
 struct rules_decision;
 
 #define RECORD_RCPT_MAX		1000	/* recipients the parser reads from one record */
@@ -125,6 +127,33 @@ char		*record_decision_json(const struct rules_decision *);
  * (cleared first), false when the record holds none.
  */
 bool		 record_decision(const char *json, size_t len, struct rules_decision *d);
+
+/*
+ * The Received header our MTA adds on reception, the persona's (persona.h,
+ * the one place that defines its shape: for postfix-3.7 Postfix's smtpd,
+ * CRLF line ends, folded on three lines).  With rcpt (one recipient):
+ *
+ *   Received: from HELO (NAME [ADDR])
+ *   	by HOSTNAME (Postfix) with ESMTP[S][A] id QID
+ *   	for <RCPT>; Thu, 27 Nov 2025 04:35:30 +0000 (UTC)
+ *
+ * With rcpt NULL (several recipients) no "for" clause, as smtpd writes it:
+ *
+ *   	by HOSTNAME (Postfix) with ESMTP[S][A] id QID;
+ *   	Thu, 27 Nov 2025 04:35:30 +0000 (UTC)
+ *
+ * HELO, NAME and RCPT keep only printable ASCII (others as '?': no header
+ * injection); NAME is the verified client name or "unknown", HELO is NAME
+ * when none was sent; an IPv6 ADDR gets Postfix's "IPv6:" prefix.  Used for
+ * a relayed copy (relay_send.c) and a raw hpfeeds payload (hpfeeds.c).
+ * Returns its length (0 if out is too small).
+ */
+size_t		 record_received_header(char *out, size_t outlen, const struct persona *,
+		    const struct record *, const char *hostname, const char *qid,
+		    const char *rcpt, time_t when);
+
+/* The record's time as a time_t: 0, or -1 when it is not an ISO UTC time. */
+int		 record_when(const struct record *, time_t *);
 
 /*
  * The members the hpfeeds publisher copies, raw, into a payload's metadata,

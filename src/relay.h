@@ -50,23 +50,6 @@ int		 relay_record_refused(const struct record *, char *why, size_t whylen);
 int		 relay_read_message(const char *spool_dir, const char *sha256, uint64_t max,
 		    unsigned char **msg, size_t *len, char *err, size_t errlen);
 
-/*
- * The Received header the relayed copy gets: the persona's received_fmt
- * (persona.h; the one place that defines its shape: for postfix-3.7
- * Postfix's smtpd, CRLF line ends, folded on three lines):
- *
- *   Received: from HELO (NAME [ADDR])
- *   	by HOSTNAME (Postfix) with ESMTP[S][A] id QID
- *   	for <RCPT>; Thu, 27 Nov 2025 04:35:30 +0000 (UTC)
- *
- * HELO, NAME and RCPT keep only printable ASCII (others as '?'); NAME is
- * the verified client name or "unknown", HELO is NAME when none was sent.
- * Returns its length (0 if out is too small).
- */
-size_t		 relay_received_header(char *out, size_t outlen, const char *fmt,
-		    const struct record *, const char *hostname, const char *qid,
-		    const char *rcpt, time_t when);
-
 /* The loaded rules file ("" when none is configured or the file is absent). */
 struct rules	*relay_rules_load(const struct cfg *, char *path, size_t pathlen,
 		    char *err, size_t errlen, bool *absent);

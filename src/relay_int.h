@@ -92,7 +92,7 @@ struct relay {
 	struct event_base	*base;
 	const struct cfg	*cfg;
 	const char		*hostname;
-	const struct persona	*persona;	/* its received_fmt: the relayed copy's header */
+	const struct persona	*persona;	/* the Received header templates (record.h) */
 	char			 rules_path[PATH_MAX];
 	struct relay_rules_ref	*rules;
 	struct relay_caps	*caps_live, *caps_dry;

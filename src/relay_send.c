@@ -31,70 +31,6 @@ static void	 relay_rcpt_done(struct relay_job *, bool, const char *);
 static void	 relay_attempt_json(struct relay_job *, const char *, const char *, int,
 		    const struct smtp_client_result *, const char *);
 static bool	 relay_domain_listed(const struct relay *, const char *);
-static void	 relay_sanitize(char *, size_t, const char *);
-
-/* Copy s into dst keeping only printable ASCII (others as '?'), like Postfix. */
-static void
-relay_sanitize(char *dst, size_t dstlen, const char *s)
-{
-	size_t i;
-
-	for (i = 0; s[i] && i + 1 < dstlen; i++)
-		dst[i] = ((unsigned char)s[i] > 0x20 && (unsigned char)s[i] < 0x7f) ? s[i] : '?';
-	dst[i] = '\0';
-}
-
-/* The Received header, Postfix style. */
-size_t
-relay_received_header(char *out, size_t outlen, const char *fmt, const struct record *rec,
-    const char *hostname, const char *qid, const char *rcpt, time_t when)
-{
-	char helo[256], name[256], to[520], date[64], ip[80];
-	const char *with;
-	struct persona_vars v;
-	struct tm tm;
-	size_t n;
-	struct persona_kv kv[] = {
-		{ "helo", helo }, { "name", name }, { "ip", ip }, { "with", NULL },
-		{ "rcpt", to }, { "date", date },
-	};
-
-	/*
-	 * Postfix's smtpd: "from HELO (NAME [ADDR])", NAME the verified client
-	 * name or "unknown", and NAME again when the client sent no HELO.
-	 */
-	relay_sanitize(name, sizeof(name), dns_valid_hostname(rec->client_name) ?
-	    rec->client_name : "unknown");
-	relay_sanitize(helo, sizeof(helo), rec->helo[0] ? rec->helo : name);
-	relay_sanitize(to, sizeof(to), rcpt);
-	if (strchr(rec->src_ip, ':') != NULL)
-		snprintf(ip, sizeof(ip), "IPv6:%s", rec->src_ip);
-	else
-		snprintf(ip, sizeof(ip), "%s", rec->src_ip);
-	gmtime_r(&when, &tm);
-	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000 (UTC)", &tm);
-	/* RFC 3848 protocol names, as Postfix writes them. */
-	if (strcmp(rec->protocol, "SMTP") == 0)
-		with = "SMTP";
-	else if (rec->tls && rec->auth)
-		with = "ESMTPSA";
-	else if (rec->tls)
-		with = "ESMTPS";
-	else if (rec->auth)
-		with = "ESMTPA";
-	else
-		with = "ESMTP";
-	kv[3].value = with;
-	memset(&v, 0, sizeof(v));
-	v.host = hostname;
-	v.qid = qid;
-	v.kv = kv;
-	v.nkv = sizeof(kv) / sizeof(kv[0]);
-	n = persona_format(out, outlen, fmt, &v);
-	if (n + 1 >= outlen)
-		return 0;	/* (maybe) cut */
-	return n;
-}
 
 /* ------------------------------------------------------------------ delivery */
 
@@ -112,9 +48,8 @@ relay_next_rcpt(struct relay_job *j)
 	}
 	j->target_rcpt = j->r->test_mode ? j->r->cfg->relay.test_recipient :
 	    j->rec->rcpt[j->rcpt_idx];
-	n = relay_received_header(hdr, sizeof(hdr), j->r->persona->received_fmt, j->rec,
-	    j->r->hostname, j->qid,
-	    j->rec->rcpt[j->rcpt_idx], time(NULL));
+	n = record_received_header(hdr, sizeof(hdr), j->r->persona, j->rec,
+	    j->r->hostname, j->qid, j->rec->rcpt[j->rcpt_idx], time(NULL));
 	free(j->received);
 	if ((j->received = malloc(n + 1)) == NULL) {
 		relay_rcpt_done(j, false, "out of memory");

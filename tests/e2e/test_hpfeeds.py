@@ -5,8 +5,12 @@ per event on stderr (connect, auth-ok, auth-failed, publish, double-subscribe).
 """
 
 import base64
+import email
+import email.policy
+import email.utils
 import json
 import os
+import re
 import shutil
 import select
 import signal
@@ -17,9 +21,10 @@ import threading
 import time
 import unittest
 
-from harness import (HOST, Collector, free_port, sha256_hex,
+from harness import (HOST, HOSTNAME, Collector, free_port, sha256_hex,
                      with_config)
-from fixtures.hpfeeds import Broker, CHAN, HpfeedsCase, broker_users, feed_cfg, mail, make_ca
+from fixtures.hpfeeds import (BROKER, Broker, CHAN, PY, HpfeedsCase, broker_users, feed_cfg,
+                              mail, make_ca)
 
 MAX_PAYLOAD = 1048576 - 2 - len("writer") - len(CHAN)
 
@@ -158,6 +163,212 @@ class Publish(HpfeedsCase):
         size = os.path.getsize(self.c.journal_path)
         self.wait_for(lambda: os.path.exists(cursor) and int(open(cursor).read().split()[0]) == size, 10,
                       "cursor at the end of the journal")
+
+
+
+# Postfix's Received header (smtpd.c), one recipient / several (no "for").
+RECEIVED_ONE = re.compile(rb"\AReceived: from (\S+) \((\S+) \[([^\]]+)\]\)\r\n"
+                          rb"\tby (\S+) \(Postfix\) with (E?SMTPS?A?) id ([0-9A-Za-z]+)\r\n"
+                          rb"\tfor <([^>\r\n]*)>; ([^\r\n]+)\r\n")
+RECEIVED_MANY = re.compile(rb"\AReceived: from (\S+) \((\S+) \[([^\]]+)\]\)\r\n"
+                           rb"\tby (\S+) \(Postfix\) with (E?SMTPS?A?) id ([0-9A-Za-z]+);\r\n"
+                           rb"\t([^\r\n]+)\r\n")
+IPV4 = re.compile(r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9.])")
+
+
+def spamtrap_sender(payload):
+    """The sending client as jgru/spamtrap-system's backend finds it
+    (mail_processor.MailProcessor.find_sender over eml_parser's header
+    structure): parse the bytes with Python's email parser (what eml_parser
+    uses), then for each Received header (lower-cased, whitespace folded) the
+    addresses of its "from" part (eml_parser.routing: the text between
+    "from " and " by ", greedy), kept when also among the addresses found in
+    the Received lines ("received_ip"); the last one wins.  The backend then
+    drops a non-public address; the test client is on loopback, so that
+    filter is left out here."""
+    msg = email.message_from_bytes(payload, policy=email.policy.default)
+    srvs, ips = [], []
+    for h in msg.get_all("received", []):
+        flat = re.sub(r"\s+", " ", str(h).lower())
+        m = re.search(r"from (.*) by ", flat)
+        if m:
+            srvs.append(IPV4.findall(m.group(1)))
+        ips += IPV4.findall(flat)
+    extern = []
+    for s in srvs:
+        for i in s:
+            if i in ips and i not in extern:
+                extern.append(i)
+    return extern[-1] if extern else None
+
+
+class Subscriber:
+    """A subscriber on the test broker (hpfeeds_broker.py --subscribe): every
+    payload it receives, as bytes."""
+
+    def __init__(self, case, ident="reader", secret="readersecret", chan=CHAN):
+        self.case = case
+        self.out = os.path.join(case.tmpdir, "subscriber.jsonl")
+        self.f = open(self.out, "wb")
+        self.proc = subprocess.Popen([PY, BROKER, "--subscribe", "--port", str(case.broker.port),
+                                      "--ident", ident, "--secret", secret, "--chan", chan],
+                                     stdout=self.f, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL)
+        case.wait_for(lambda: ("sub conn=" in case.broker.log() and
+                               "ident=%s chan=%s" % (ident, chan) in case.broker.log()),
+                      10, "subscriber subscribed")
+
+    def payloads(self):
+        out = []
+        with open(self.out, "rb") as f:
+            for line in f:
+                if line.endswith(b"\n"):
+                    o = json.loads(line)
+                    if "payload_b64" in o:
+                        out.append(base64.b64decode(o["payload_b64"]))
+        return out
+
+    def close(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(5)
+        self.f.close()
+
+
+class RawPayload(HpfeedsCase):
+    """payload: raw, for the spamtrap-system backend: the .eml's bytes behind
+    one Postfix Received header (received_header: false: the bytes alone)."""
+
+    def start_raw(self, **feed):
+        feed.setdefault("payload", "raw")
+        self.start(feed=feed)
+        self.sub = Subscriber(self)
+        self.addCleanup(self.sub.close)
+
+    def send_tls_auth(self, body, rcpts=("rcpt@example.net",), ehlo="helo.example"):
+        cl = self.client("smtp")
+        self.assertEqual(cl.ehlo(ehlo).code, 250)
+        self.assertEqual(cl.starttls().code, 220)
+        self.assertEqual(cl.ehlo(ehlo).code, 250)
+        self.assertEqual(cl.cmd("AUTH PLAIN " + base64.b64encode(b"\0user\0pw").decode()).code, 235)
+        _, qid = self.send_mail(body, rcpts=rcpts, client=cl)
+        return qid
+
+    def received(self, n=1, what="the raw payload at the subscriber"):
+        self.wait_for(lambda: len(self.sub.payloads()) >= n, 15, what)
+        return self.sub.payloads()
+
+    def assert_confirmed(self):
+        """The collector's own echo of the raw payload confirmed it: the cursor
+        reaches the journal's end."""
+        cursor = os.path.join(self.c.spool_dir, "feed", CHAN.encode().hex() + ".cursor")
+        size = os.path.getsize(self.c.journal_path)
+        self.wait_for(lambda: os.path.exists(cursor) and int(open(cursor).read().split()[0]) == size,
+                      10, "cursor at the end of the journal")
+
+    def test_raw_with_received_header(self):
+        self.start_raw()
+        body = mail(1)
+        qid = self.send_tls_auth(body)
+        p = self.received()[0]
+        m = RECEIVED_ONE.match(p)
+        self.assertIsNotNone(m, p[:400])
+        self.assertEqual(m.group(1), b"helo.example")
+        self.assertEqual(m.group(2), b"unknown")        # the fake DNS has no PTR
+        self.assertEqual(m.group(3), b"127.0.0.1")
+        self.assertEqual(m.group(4), HOSTNAME.encode())
+        self.assertEqual(m.group(5), b"ESMTPSA")
+        self.assertEqual(m.group(6).decode(), qid)
+        self.assertEqual(m.group(7), b"rcpt@example.net")
+        when = email.utils.parsedate_to_datetime(m.group(8).decode())
+        self.assertLess(abs(when.timestamp() - time.time()), 120)
+        # Postfix's mail_date(): day space-padded, +0000 (UTC)
+        self.assertRegex(m.group(8).decode(),
+                         r"^[A-Z][a-z]{2}, [ 1-3][0-9] [A-Z][a-z]{2} [0-9]{4} "
+                         r"[0-9]{2}:[0-9]{2}:[0-9]{2} \+0000 \(UTC\)$")
+        # The rest is the stored .eml, byte for byte.
+        sha = sha256_hex(body)
+        self.assertEqual(p[m.end():], self.c.message_bytes(sha))
+        self.assertEqual(p[m.end():], body)
+        self.assertNotEqual(sha256_hex(p), sha)
+        # What the backend does with it: the email parser, the client from Received.
+        msg = email.message_from_bytes(p, policy=email.policy.default)
+        self.assertEqual(len(msg.get_all("received")), 1)
+        self.assertEqual(msg["subject"], "hpfeeds test 1")
+        self.assertEqual(msg.get_content().replace("\r\n", "\n"), "body 1\n")
+        self.assertEqual(spamtrap_sender(p), "127.0.0.1")
+        self.assertEqual([r for _, _, r in self.broker.published(CHAN)], [p])
+        self.assert_confirmed()
+
+    def test_raw_several_recipients_no_for(self):
+        self.start_raw()
+        body = mail(2)
+        qid = self.send_tls_auth(body, rcpts=("a@example.net", "b@example.net"))
+        p = self.received()[0]
+        self.assertIsNone(RECEIVED_ONE.match(p), p[:400])
+        m = RECEIVED_MANY.match(p)
+        self.assertIsNotNone(m, p[:400])
+        self.assertEqual(m.group(6).decode(), qid)
+        self.assertNotIn(b"for <", p[:m.end()])
+        email.utils.parsedate_to_datetime(m.group(7).decode())
+        self.assertEqual(p[m.end():], body)
+        self.assertEqual(spamtrap_sender(p), "127.0.0.1")
+
+    def test_raw_without_received_header(self):
+        self.start_raw(received_header=False)
+        body = mail(3, b"\xff\xfe not utf-8\r\n")
+        self.send_tls_auth(body)
+        p = self.received()[0]
+        self.assertEqual(p, body)
+        self.assertEqual(sha256_hex(p), sha256_hex(body))
+        self.assertTrue(os.path.exists(self.c.message_path(sha256_hex(p))))
+        self.assert_confirmed()
+
+    @broker_users("writer:secret:%s:" % CHAN, "reader:readersecret::%s" % CHAN)
+    def test_raw_confirmed_without_subscribe_right(self):
+        # No echo: confirmed by TCP acknowledgement (SIOCOUTQ), as the JSON form.
+        self.start_raw()
+        self.send_tls_auth(mail(4))
+        self.received()
+        self.assert_confirmed()
+
+    def test_raw_over_the_frame_limit_published_truncated(self):
+        self.start_raw()
+        line = b"0123456789abcdef" * 4 + b"\r\n"
+        body = b"Subject: big\r\n\r\n" + line * (2 * 1024 * 1024 // len(line))
+        qid = self.send_tls_auth(body)
+        small = mail(5)
+        self.send_tls_auth(small)
+        got = self.received(2, "the big mail and the next one")
+        p = got[0]
+        m = RECEIVED_ONE.match(p)
+        self.assertIsNotNone(m, p[:400])
+        self.assertEqual(m.group(6).decode(), qid)
+        self.assertEqual(len(p), MAX_PAYLOAD)
+        self.assertEqual(p[m.end():], body[:MAX_PAYLOAD - m.end()])
+        self.assertEqual(got[1][RECEIVED_ONE.match(got[1]).end():], small)
+        # Said, not silent: a warning naming the mail and both sizes.
+        sha = sha256_hex(body)
+        self.wait_for(lambda: re.search(r"warn hpfeeds: message=%s size=%d published truncated "
+                                        r"to %d bytes" % (sha, len(body), MAX_PAYLOAD),
+                                        self.c.stderr_text()),
+                      5, "the truncation warning")
+        # The whole mail stays in the spool; the backend still parses the cut one.
+        self.assertEqual(self.c.message_bytes(sha), body)
+        msg = email.message_from_bytes(p, policy=email.policy.default)
+        self.assertEqual(msg["subject"], "big")
+        self.assertEqual(spamtrap_sender(p), "127.0.0.1")
+
+    def test_default_stays_json_byte_identical(self):
+        self.start()
+        self.sub = Subscriber(self)
+        self.addCleanup(self.sub.close)
+        body = mail(6, b"caf\xc3\xa9 \"quoted\" \\ </tag>\r\n")
+        self.send_tls_auth(body)
+        p = self.received()[0]
+        want = ('{"sha256":"%s","msg":%s}' % (sha256_hex(body), json.dumps(
+            body.decode("utf-8"), ensure_ascii=False))).encode("utf-8")
+        self.assertEqual(p, want)
 
 
 class Durability(HpfeedsCase):

@@ -26,7 +26,8 @@ RECEIVED_RE = re.compile(
     rb"^Received: from client\.example \((unknown|[a-z0-9.-]+) \[127\.0\.0\.1\]\)\r\n"
     rb"\tby " + re.escape(harness.HOSTNAME.encode()) +
     rb" \(Postfix\) with ESMTPS? id ([0-9A-F]{10,12})\r\n"
-    rb"\tfor <([^>]+)>; [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d \+0000 \(UTC\)\r\n")
+    # Postfix's mail_date(): "%a, %e %b %Y ...", the day space-padded ("Sun,  6 Dec")
+    rb"\tfor <([^>]+)>; [A-Z][a-z]{2}, [ 1-3]\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d \+0000 \(UTC\)\r\n")
 
 
 class TestProbe(RelayCase):

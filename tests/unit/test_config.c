@@ -520,6 +520,62 @@ test_feed_bools(void **state)
 	free(f);
 }
 
+/*
+ * payload: json (the seed's, the default) or raw (the .eml's bytes, for the
+ * spamtrap-system backend) and received_header (raw only; default true), in
+ * the seed's feed file and the main config's feed section alike.
+ */
+static void
+test_feed_payload(void **state)
+{
+	struct cfg_feed *f = malloc(sizeof(*f));
+	struct cfg *c = malloc(sizeof(*c));
+	char yaml[1024], err[256];
+
+	if (load_feed(f, seed_feed, err) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(f->payload, CFG_PAYLOAD_JSON);
+	assert_true(f->received_header);
+	snprintf(yaml, sizeof(yaml), "%s  payload: raw\n", seed_feed);
+	if (load_feed(f, yaml, err) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(f->payload, CFG_PAYLOAD_RAW);
+	assert_true(f->received_header);
+	snprintf(yaml, sizeof(yaml), "%s  payload: raw\n  received_header: false\n", seed_feed);
+	if (load_feed(f, yaml, err) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(f->payload, CFG_PAYLOAD_RAW);
+	assert_false(f->received_header);
+	snprintf(yaml, sizeof(yaml), "%s  payload: json\n", seed_feed);
+	if (load_feed(f, yaml, err) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(f->payload, CFG_PAYLOAD_JSON);
+
+	snprintf(yaml, sizeof(yaml), "%s  payload: eml\n", seed_feed);
+	expect_feed_err(yaml, "f.yml:8: payload: expected one of json, raw, got \"eml\"");
+	snprintf(yaml, sizeof(yaml), "%s  payload: RAW\n", seed_feed);
+	expect_feed_err(yaml, "f.yml:8: payload: expected one of json, raw, got \"RAW\"");
+	snprintf(yaml, sizeof(yaml), "%s  payload: [raw]\n", seed_feed);
+	expect_feed_err(yaml, "f.yml:8: payload: expected a single value, not a list");
+	snprintf(yaml, sizeof(yaml), "%s  received_header: maybe\n", seed_feed);
+	expect_feed_err(yaml, "f.yml:8: received_header: expected true or false, got \"maybe\"");
+	expect_feed_err("{\"broker\": \"b\", \"port\": 1, \"identity\": \"w\",\n"
+	    " \"secret\": \"s\", \"channels\": [\"a\"], \"payload\": \"xml\"}",
+	    "f.yml:2: payload: expected one of json, raw, got \"xml\"");
+
+	/* The main config's feed section: the same keys, the same errors. */
+	if (load(c, "feed:\n  broker: b\n  port: 1\n  identity: w\n  secret: s\n"
+	    "  channels: [a]\n  payload: raw\n  received_header: no\n", err) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(c->feed.payload, CFG_PAYLOAD_RAW);
+	assert_false(c->feed.received_header);
+	expect_err("feed:\n  broker: b\n  port: 1\n  identity: w\n  secret: s\n"
+	    "  channels: [a]\n  payload: mbox\n",
+	    "t.yml:7: feed.payload: expected one of json, raw, got \"mbox\"");
+	free(f);
+	free(c);
+}
+
 /* Feed validation: required keys, lengths, counts, port range, types. */
 static void
 test_feed_errors(void **state)
@@ -886,6 +942,7 @@ main(void)
 		cmocka_unit_test(test_feed_seed),
 		cmocka_unit_test(test_feed_json),
 		cmocka_unit_test(test_feed_bools),
+		cmocka_unit_test(test_feed_payload),
 		cmocka_unit_test(test_feed_errors),
 		cmocka_unit_test(test_main_errors),
 		cmocka_unit_test(test_aliases),

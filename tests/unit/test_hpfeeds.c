@@ -27,6 +27,7 @@
 #include "hpfeeds.h"
 #include "hpfeeds_wire.h"
 #include "log.h"
+#include "persona.h"
 #include "util.h"
 
 #define SHA_X "0000000000000000000000000000000000000000000000000000000000000000"
@@ -246,6 +247,8 @@ struct fake_broker {
 	int		 want;		/* stop after this many publishes */
 	int		 hold_at;	/* this publish's echo waits for released (0: none) */
 	int		 released;
+	char		 first[256];	/* the first publish's payload, cut, NUL-terminated */
+	size_t		 first_len;	/* and its whole length */
 };
 
 /* Read exactly n bytes; 0 or -1. */
@@ -301,6 +304,14 @@ broker_main(void *arg)
 		else if (f.op == HPF_OP_SUBSCRIBE)
 			b->subscribes++;
 		else if (f.op == HPF_OP_PUBLISH) {
+			if (b->published == 0) {
+				size_t k = f.datalen < sizeof(b->first) - 1 ?
+				    f.datalen : sizeof(b->first) - 1;
+
+				memcpy(b->first, f.data, k);
+				b->first[k] = '\0';
+				b->first_len = f.datalen;
+			}
 			__atomic_add_fetch(&b->published, 1, __ATOMIC_SEQ_CST);
 			while (b->published == b->hold_at &&
 			    !__atomic_load_n(&b->released, __ATOMIC_SEQ_CST))
@@ -338,8 +349,13 @@ timeout_cb(evutil_socket_t fd, short what, void *arg)
 	event_base_loopbreak(arg);
 }
 
+/*
+ * Publish three journal entries to the fake broker, confirmed by its echo.
+ * raw: payload raw (the Received header, then the .eml), the first mail
+ * larger than the frame limit: cut, counted, and still confirmed.
+ */
 static void
-test_publisher_echo(void **state)
+publisher_echo(bool raw)
 {
 	char dir[] = "/tmp/test_hpfeeds.XXXXXX", path[512], sha[65], line[512], err[256];
 	struct fake_broker b = { .want = 3 };
@@ -362,17 +378,30 @@ test_publisher_echo(void **state)
 	fp = fopen(path, "w");
 	assert_non_null(fp);
 	for (i = 0; i < 3; i++) {
-		char body[64], mp[512];
+		static char body[(3u << 19) + 64];	/* 1.5 MiB: over the frame limit */
+		char mp[512];
+		size_t bl;
 		FILE *m;
 
 		snprintf(body, sizeof(body), "Subject: %d\r\n\r\nbody %d\r\n", i, i);
-		sha_hex(body, strlen(body), sha);
+		bl = strlen(body);
+		if (raw && i == 0) {
+			memset(body + bl, 'x', sizeof(body) - 1 - bl);
+			bl = sizeof(body) - 1;
+		}
+		sha_hex(body, bl, sha);
 		snprintf(mp, sizeof(mp), "%s/messages/%s.eml", dir, sha);
 		m = fopen(mp, "w");
 		assert_non_null(m);
-		fputs(body, m);
+		assert_int_equal(fwrite(body, 1, bl, m), bl);
 		fclose(m);
-		fprintf(fp, "{\"sha256\":\"%s\",\"size\":%zu}\n", sha, strlen(body));
+		if (raw)
+			fprintf(fp, "{\"time\":\"2025-11-27T04:35:30.000001Z\",\"queue_id\":"
+			    "\"4ABCDEF012%d\",\"sha256\":\"%s\",\"size\":%zu,\"src_ip\":"
+			    "\"192.0.2.1\",\"helo\":\"helo.example\",\"protocol\":\"ESMTP\","
+			    "\"mail_from\":\"a@b\",\"rcpt_to\":[\"c@d\"]}\n", i, sha, bl);
+		else
+			fprintf(fp, "{\"sha256\":\"%s\",\"size\":%zu}\n", sha, bl);
 	}
 	/* A torn last line must not be published. */
 	fputs("{\"sha256\":\"", fp);
@@ -395,9 +424,16 @@ test_publisher_echo(void **state)
 	snprintf(feed.secret, sizeof(feed.secret), "secret");
 	snprintf(feed.channels[0], sizeof(feed.channels[0]), "spam.mails");
 	feed.nchannels = 1;
+	if (raw) {
+		feed.payload = CFG_PAYLOAD_RAW;
+		feed.received_header = true;
+		/* The header needs the persona and our name. */
+		assert_null(hpf_new(NULL, &feed, dir, NULL, NULL, err, sizeof(err)));
+	}
 
 	base = event_base_new();
-	test_hpf = hpf_new(base, &feed, dir, err, sizeof(err));
+	test_hpf = hpf_new(base, &feed, dir, persona_default(), "mx.example.test", err,
+	    sizeof(err));
 	assert_non_null(test_hpf);
 	chk = event_new(base, -1, EV_PERSIST, check_cb, base);
 	to = evtimer_new(base, timeout_cb, base);
@@ -408,6 +444,7 @@ test_publisher_echo(void **state)
 	hpf_get_stats(test_hpf, &st);
 	assert_int_equal(st.confirmed, 3);
 	assert_int_equal(st.skipped, 0);
+	assert_int_equal(st.truncated, raw ? 1 : 0);
 	hpf_free(test_hpf);	/* saves the cursor */
 	event_free(chk);
 	event_free(to);
@@ -418,6 +455,18 @@ test_publisher_echo(void **state)
 	assert_true(b.auth_ok);
 	assert_int_equal(b.subscribes, 1);
 	assert_int_equal(b.published, 3);
+	if (raw) {
+		static const char want[] =
+		    "Received: from helo.example (unknown [192.0.2.1])\r\n"
+		    "\tby mx.example.test (Postfix) with ESMTP id 4ABCDEF0120\r\n"
+		    "\tfor <c@d>; Thu, 27 Nov 2025 04:35:30 +0000 (UTC)\r\n"
+		    "Subject: 0\r\n\r\nbody 0\r\nxxxxxxxxxx";
+
+		assert_int_equal(strncmp(b.first, want, strlen(want)), 0);
+		assert_int_equal(b.first_len, hpf_wire_max_payload(6, 10));
+	} else
+		assert_true(b.first_len == strlen(b.first) && strncmp(b.first,
+		    "{\"sha256\":\"", 11) == 0);
 	/* The cursor is at the end of the third line, before the torn one. */
 	snprintf(path, sizeof(path), "%s/feed/7370616d2e6d61696c73.cursor", dir);
 	fd = open(path, O_RDONLY);
@@ -440,6 +489,19 @@ test_publisher_echo(void **state)
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 		assert_int_equal(system(cmd), 0);
 	}
+}
+
+static void
+test_publisher_echo(void **state)
+{
+	publisher_echo(false);
+}
+
+/* payload: raw: the header, the cut, the count, the echo still confirms. */
+static void
+test_publisher_echo_raw(void **state)
+{
+	publisher_echo(true);
 }
 
 /* Stop the loop once seg_broker got seg_pub publishes and seg_want are confirmed. */
@@ -524,7 +586,7 @@ test_segment_transition_out_of_descriptors(void **state)
 
 	/* No cursor: the oldest segment first; run until it is all sent. */
 	base = event_base_new();
-	test_hpf = hpf_new(base, &feed, dir, err, sizeof(err));
+	test_hpf = hpf_new(base, &feed, dir, NULL, NULL, err, sizeof(err));
 	assert_non_null(test_hpf);
 	chk = event_new(base, -1, EV_PERSIST, seg_check_cb, base);
 	to = evtimer_new(base, timeout_cb, base);
@@ -581,6 +643,7 @@ main(void)
 		cmocka_unit_test(test_payload_meta),
 		cmocka_unit_test(test_verify),
 		cmocka_unit_test(test_publisher_echo),
+		cmocka_unit_test(test_publisher_echo_raw),
 		cmocka_unit_test(test_segment_transition_out_of_descriptors),
 	};
 

@@ -17,7 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
 #include "log.h"
+#include "persona.h"
 #include "record.h"
 #include "rules.h"
 
@@ -342,6 +345,131 @@ test_meta_keys(void **state)
 	free(buf);
 }
 
+/*
+ * The Received header our MTA adds on reception (relayed copies and raw
+ * hpfeeds payloads): the persona's templates, Postfix's smtpd shape; one
+ * recipient gets "for <RCPT>;", several none (smtpd.c: the date on its own
+ * line after "id QID;").
+ */
+static void
+test_received_header(void **state)
+{
+	const struct persona *p = persona_default();
+	struct persona custom;
+	struct record r;
+	char out[1024];
+	size_t n;
+
+	memset(&r, 0, sizeof(r));
+	snprintf(r.helo, sizeof(r.helo), "bad\r\nhelo");
+	snprintf(r.src_ip, sizeof(r.src_ip), "198.51.100.7");
+	snprintf(r.protocol, sizeof(r.protocol), "ESMTP");
+	n = record_received_header(out, sizeof(out), p, &r, "mx.example.test", "4ABCDEF0123",
+	    "drop@spammer.example", 1764218130);
+	assert_int_equal(n, strlen(out));
+	assert_string_equal(out,
+	    "Received: from bad??helo (unknown [198.51.100.7])\r\n"
+	    "\tby mx.example.test (Postfix) with ESMTP id 4ABCDEF0123\r\n"
+	    "\tfor <drop@spammer.example>; Thu, 27 Nov 2025 04:35:30 +0000 (UTC)\r\n");
+	/* Several recipients: no "for", the date on the third line (smtpd.c). */
+	n = record_received_header(out, sizeof(out), p, &r, "mx.example.test", "4ABCDEF0123",
+	    NULL, 1764218130);
+	assert_int_equal(n, strlen(out));
+	assert_string_equal(out,
+	    "Received: from bad??helo (unknown [198.51.100.7])\r\n"
+	    "\tby mx.example.test (Postfix) with ESMTP id 4ABCDEF0123;\r\n"
+	    "\tThu, 27 Nov 2025 04:35:30 +0000 (UTC)\r\n");
+	/* Postfix's mail_date(): "%e", a space-padded day of the month. */
+	record_received_header(out, sizeof(out), p, &r, "h", "Q", NULL, 1764547200);
+	assert_non_null(strstr(out, "\tMon,  1 Dec 2025 00:00:00 +0000 (UTC)\r\n"));
+	r.tls = r.auth = true;
+	snprintf(r.src_ip, sizeof(r.src_ip), "2001:db8::1");
+	record_received_header(out, sizeof(out), p, &r, "h", "Q", "a@b", 0);
+	assert_non_null(strstr(out, "[IPv6:2001:db8::1]"));
+	assert_non_null(strstr(out, "with ESMTPSA id Q"));
+	r.auth = false;
+	record_received_header(out, sizeof(out), p, &r, "h", "Q", "a@b", 0);
+	assert_non_null(strstr(out, "with ESMTPS id Q"));
+	r.tls = false;
+	r.auth = true;
+	record_received_header(out, sizeof(out), p, &r, "h", "Q", "a@b", 0);
+	assert_non_null(strstr(out, "with ESMTPA id Q"));
+	snprintf(r.protocol, sizeof(r.protocol), "SMTP");
+	record_received_header(out, sizeof(out), p, &r, "h", "Q", "a@b", 0);
+	assert_non_null(strstr(out, "with SMTP id Q"));
+	snprintf(r.protocol, sizeof(r.protocol), "ESMTP");
+	assert_int_equal(record_received_header(out, 20, p, &r, "h", "Q", "a@b", 0), 0);
+	assert_int_equal(record_received_header(out, 20, p, &r, "h", "Q", NULL, 0), 0);
+
+	/* Postfix's "from HELO (NAME [ADDR])": the verified client name. */
+	snprintf(r.src_ip, sizeof(r.src_ip), "198.51.100.7");
+	snprintf(r.helo, sizeof(r.helo), "client.example");
+	snprintf(r.client_name, sizeof(r.client_name), "mail.client.example");
+	record_received_header(out, sizeof(out), p, &r, "h", "Q", "a@b", 0);
+	assert_non_null(strstr(out, "Received: from client.example "
+	    "(mail.client.example [198.51.100.7])\r\n"));
+	/* No HELO: the name stands for it, as in Postfix's smtpd. */
+	r.helo[0] = '\0';
+	record_received_header(out, sizeof(out), p, &r, "h", "Q", "a@b", 0);
+	assert_non_null(strstr(out, "Received: from mail.client.example "
+	    "(mail.client.example [198.51.100.7])\r\n"));
+	snprintf(r.client_name, sizeof(r.client_name), "unknown");
+	record_received_header(out, sizeof(out), p, &r, "h", "Q", "a@b", 0);
+	assert_non_null(strstr(out, "Received: from unknown (unknown [198.51.100.7])\r\n"));
+	/* A record whose name is not a host name (edited, old): "unknown". */
+	snprintf(r.helo, sizeof(r.helo), "x");
+	snprintf(r.client_name, sizeof(r.client_name), "a (b) [c]\r\nX: y");
+	record_received_header(out, sizeof(out), p, &r, "h", "Q", "a@b", 0);
+	assert_non_null(strstr(out, "Received: from x (unknown [198.51.100.7])\r\n"));
+	/* Hostile HELO bytes: no header injection, no fold, no 8-bit byte. */
+	snprintf(r.helo, sizeof(r.helo), "a\r\nX-Evil: 1\tb\xff(c)");
+	record_received_header(out, sizeof(out), p, &r, "h", "Q", NULL, 0);
+	assert_non_null(strstr(out, "Received: from a??X-Evil:?1?b?(c) (unknown [198.51.100.7])\r\n"));
+	assert_null(strstr(out, "\r\nX-Evil"));
+	/* A hostile recipient is sanitised the same way. */
+	record_received_header(out, sizeof(out), p, &r, "h", "Q", "a@b>\r\nX-Evil: 1", 0);
+	assert_non_null(strstr(out, "\tfor <a@b>??X-Evil:?1>; "));
+
+	/* The shape is the persona's: another template, another header. */
+	custom = *p;
+	custom.received_fmt = "X-Relayed: {with} {qid} <{rcpt}> {nope}\r\n";
+	custom.received_multi_fmt = "X-Relayed: {with} {qid} {date}\r\n";
+	n = record_received_header(out, sizeof(out), &custom, &r, "h", "Q", "a@b", 0);
+	assert_string_equal(out, "X-Relayed: ESMTPA Q <a@b> {nope}\r\n");
+	assert_int_equal(n, strlen(out));
+	record_received_header(out, sizeof(out), &custom, &r, "h", "Q", NULL, 0);
+	assert_string_equal(out, "X-Relayed: ESMTPA Q Thu,  1 Jan 1970 00:00:00 +0000 (UTC)\r\n");
+	/* A long recipient is kept whole (as before the template: no 256-byte cap). */
+	{
+		char rcpt[501];
+
+		memset(rcpt, 'r', 500);
+		rcpt[500] = '\0';
+		record_received_header(out, sizeof(out), p, &r, "h", "Q", rcpt, 0);
+		assert_non_null(strstr(out, rcpt));
+	}
+}
+
+/* The record's ISO time, read back for the Received header's date. */
+static void
+test_record_when(void **state)
+{
+	struct record r;
+	time_t t;
+
+	memset(&r, 0, sizeof(r));
+	snprintf(r.time, sizeof(r.time), "2025-11-27T04:35:30.123456Z");
+	assert_int_equal(record_when(&r, &t), 0);
+	assert_int_equal((long long)t, 1764218130LL);
+	snprintf(r.time, sizeof(r.time), "2025-11-27T04:35:30Z");
+	assert_int_equal(record_when(&r, &t), 0);
+	assert_int_equal((long long)t, 1764218130LL);
+	snprintf(r.time, sizeof(r.time), "yesterday");
+	assert_int_equal(record_when(&r, &t), -1);
+	r.time[0] = '\0';
+	assert_int_equal(record_when(&r, &t), -1);
+}
+
 int
 main(void)
 {
@@ -352,6 +480,8 @@ main(void)
 		cmocka_unit_test(test_unknown_keys),
 		cmocka_unit_test(test_decision),
 		cmocka_unit_test(test_meta_keys),
+		cmocka_unit_test(test_received_header),
+		cmocka_unit_test(test_record_when),
 	};
 
 	log_init(LOG_LVL_ERR);

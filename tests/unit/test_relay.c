@@ -406,71 +406,6 @@ test_json(void **state)
 	}
 }
 
-/* The Received header in Postfix's style: the persona's (one place defines its shape). */
-static void
-test_received_header(void **state)
-{
-#define FMT (persona_default()->received_fmt)
-	struct record r;
-	char out[1024];
-	size_t n;
-
-	memset(&r, 0, sizeof(r));
-	snprintf(r.helo, sizeof(r.helo), "bad\r\nhelo");
-	snprintf(r.src_ip, sizeof(r.src_ip), "198.51.100.7");
-	snprintf(r.protocol, sizeof(r.protocol), "ESMTP");
-	n = relay_received_header(out, sizeof(out), FMT, &r, "mx.example.test", "4ABCDEF0123",
-	    "drop@spammer.example", 1764218130);
-	assert_int_equal(n, strlen(out));
-	assert_string_equal(out,
-	    "Received: from bad??helo (unknown [198.51.100.7])\r\n"
-	    "\tby mx.example.test (Postfix) with ESMTP id 4ABCDEF0123\r\n"
-	    "\tfor <drop@spammer.example>; Thu, 27 Nov 2025 04:35:30 +0000 (UTC)\r\n");
-	r.tls = r.auth = true;
-	snprintf(r.src_ip, sizeof(r.src_ip), "2001:db8::1");
-	relay_received_header(out, sizeof(out), FMT, &r, "h", "Q", "a@b", 0);
-	assert_non_null(strstr(out, "[IPv6:2001:db8::1]"));
-	assert_non_null(strstr(out, "with ESMTPSA id Q"));
-	assert_int_equal(relay_received_header(out, 20, FMT, &r, "h", "Q", "a@b", 0), 0);
-
-	/* Postfix's "from HELO (NAME [ADDR])": the verified client name. */
-	snprintf(r.src_ip, sizeof(r.src_ip), "198.51.100.7");
-	snprintf(r.helo, sizeof(r.helo), "client.example");
-	snprintf(r.client_name, sizeof(r.client_name), "mail.client.example");
-	relay_received_header(out, sizeof(out), FMT, &r, "h", "Q", "a@b", 0);
-	assert_non_null(strstr(out, "Received: from client.example "
-	    "(mail.client.example [198.51.100.7])\r\n"));
-	/* No HELO: the name stands for it, as in Postfix's smtpd. */
-	r.helo[0] = '\0';
-	relay_received_header(out, sizeof(out), FMT, &r, "h", "Q", "a@b", 0);
-	assert_non_null(strstr(out, "Received: from mail.client.example "
-	    "(mail.client.example [198.51.100.7])\r\n"));
-	snprintf(r.client_name, sizeof(r.client_name), "unknown");
-	relay_received_header(out, sizeof(out), FMT, &r, "h", "Q", "a@b", 0);
-	assert_non_null(strstr(out, "Received: from unknown (unknown [198.51.100.7])\r\n"));
-	/* A record whose name is not a host name (edited, old): "unknown". */
-	snprintf(r.helo, sizeof(r.helo), "x");
-	snprintf(r.client_name, sizeof(r.client_name), "a (b) [c]\r\nX: y");
-	relay_received_header(out, sizeof(out), FMT, &r, "h", "Q", "a@b", 0);
-	assert_non_null(strstr(out, "Received: from x (unknown [198.51.100.7])\r\n"));
-
-	/* The shape is the persona's: another template, another header. */
-	n = relay_received_header(out, sizeof(out), "X-Relayed: {with} {qid} <{rcpt}> {nope}\r\n",
-	    &r, "h", "Q", "a@b", 0);
-	assert_string_equal(out, "X-Relayed: ESMTPSA Q <a@b> {nope}\r\n");
-	assert_int_equal(n, strlen(out));
-	/* A long recipient is kept whole (as before the template: no 256-byte cap). */
-	{
-		char rcpt[501];
-
-		memset(rcpt, 'r', 500);
-		rcpt[500] = '\0';
-		relay_received_header(out, sizeof(out), FMT, &r, "h", "Q", rcpt, 0);
-		assert_non_null(strstr(out, rcpt));
-	}
-#undef FMT
-}
-
 /* A probe is sent once, after its caps line is durable; the same content never again. */
 static void
 test_probe_once_caps_first(void **state)
@@ -601,7 +536,6 @@ main(void)
 		cmocka_unit_test(test_record_parse),
 		cmocka_unit_test(test_json),
 		cmocka_unit_test(test_json_walk),
-		cmocka_unit_test(test_received_header),
 		cmocka_unit_test_setup_teardown(test_probe_once_caps_first, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals_and_test_mode, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_daily_cap_twenty, setup, teardown),
