@@ -755,8 +755,9 @@ metrics_listen(struct event_base *base, const char *address, int port, char *err
 	}
 	/*
 	 * Bounded: a request line and headers of 8 KiB, no body worth the name,
-	 * GET and HEAD only (others get 405/501 from evhttp), and a deadline for
-	 * a slow client; the loop never waits for one.
+	 * GET and HEAD only (others get 405/501 from evhttp), an idle timeout
+	 * and tick_cb's whole-connection deadline for a slow client (a byte
+	 * resets the idle one); the loop never waits for one.
 	 */
 	evhttp_set_max_headers_size(g_http, METRICS_REQUEST_MAX);
 	evhttp_set_max_body_size(g_http, 1024);

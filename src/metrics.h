@@ -40,7 +40,7 @@ struct metric_family;
 #define METRICS_TIMEOUT_S	5	/* a connection's whole life: no slow loris */
 #define METRICS_CONN_MAX	16	/* connections at once; past it, closed at once */
 #define METRICS_ACCEPT_PAUSE_S	1	/* no accepting after EMFILE/ENFILE */
-#define METRICS_FD_RESERVE	64	/* as listener.c's FD_RESERVE */
+#define METRICS_FD_RESERVE	64	/* the SMTP listener's reserve (listener.c FD_RESERVE) */
 
 enum metric_type { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
 
