@@ -30,7 +30,8 @@
 
 #define IPTAB_SIZE	4096	/* buckets; chains stay short for any sane session cap */
 #define ACCEPT_PAUSE_MS	500	/* after EMFILE/ENFILE */
-#define FD_RESERVE	64	/* descriptors kept from sessions (at most 1/4 of the limit) */
+/* Descriptors kept from sessions (at most 1/4 of the limit); metrics.c keeps them too. */
+#define FD_RESERVE	METRICS_FD_RESERVE
 #define FD_BASE_SCAN	4096	/* descriptors looked at for the ones open at start */
 
 struct ipent {

@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>	/* EVENT_LOG_*: constants only */
+
 #include "log.h"
 #include "utf8.h"
 #include "util.h"
@@ -229,6 +231,55 @@ log_debug(const char *fmt, ...)
 	va_start(ap, fmt);
 	log_vlog(LOG_LVL_DEBUG, fmt, ap);
 	va_end(ap);
+}
+
+/* libevent's log line (any thread): see log.h. */
+void
+log_libevent(int severity, const char *msg)
+{
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	static time_t window;
+	static unsigned shown;
+	static unsigned long long dropped;
+	char esc[512];
+	struct timespec now;
+	enum log_level lvl;
+	unsigned long long was = 0;
+	bool show;
+
+	switch (severity) {
+	case EVENT_LOG_DEBUG:	lvl = LOG_LVL_DEBUG; break;
+	case EVENT_LOG_MSG:	lvl = LOG_LVL_INFO; break;
+	case EVENT_LOG_WARN:	lvl = LOG_LVL_WARN; break;
+	default:		lvl = LOG_LVL_ERR; break;
+	}
+	if (lvl > log_level)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	pthread_mutex_lock(&mu);
+	if (now.tv_sec - window >= LOG_LIBEVENT_WINDOW_S) {
+		window = now.tv_sec;
+		shown = 0;
+		was = dropped;
+		dropped = 0;
+	}
+	if ((show = shown < LOG_LIBEVENT_BURST))
+		shown++;
+	else
+		dropped++;
+	pthread_mutex_unlock(&mu);
+	if (was > 0)
+		log_warn("libevent: %llu lines suppressed (more than %d in %d s)", was,
+		    LOG_LIBEVENT_BURST, LOG_LIBEVENT_WINDOW_S);
+	if (!show)
+		return;
+	log_escape(esc, sizeof(esc), msg ? msg : "", msg ? strlen(msg) : 0);
+	switch (lvl) {
+	case LOG_LVL_DEBUG:	log_debug("libevent: %s", esc); break;
+	case LOG_LVL_INFO:	log_info("libevent: %s", esc); break;
+	case LOG_LVL_WARN:	log_warn("libevent: %s", esc); break;
+	default:		log_err("libevent: %s", esc); break;
+	}
 }
 
 /* Log an error and exit 1: startup failures and broken invariants only. */

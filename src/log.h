@@ -31,6 +31,15 @@ void	log_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * libevent's internal log (event_set_log_callback): its severity mapped to
+ * ours, the text escaped, and at most LOG_LIBEVENT_BURST lines a window of
+ * LOG_LIBEVENT_WINDOW_S seconds; the first line of a later window says how
+ * many were suppressed.  A loop that logs in a spin can never flood stderr.
+ */
+#define LOG_LIBEVENT_BURST	5
+#define LOG_LIBEVENT_WINDOW_S	1
+void	log_libevent(int severity, const char *msg);
 /* Startup failures and broken invariants only: logs and exits 1. */
 void	fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 

@@ -319,6 +319,12 @@ setup_process(struct fosr *f)
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
+	/*
+	 * libevent's own lines ("Error from accept() call", ...) through our
+	 * text log, escaped and rate-limited: by default it writes every one
+	 * to stderr, a million in 5 s from a loop spinning on EMFILE.
+	 */
+	event_set_log_callback(log_libevent);
 	if (evthread_use_pthreads() == -1)
 		fatalx("evthread_use_pthreads failed");
 	/*

@@ -8,7 +8,11 @@
  * fosr_ prefix: counters end in _total, units are seconds and bytes.
  */
 
+#include <sys/resource.h>
+
 #include <ctype.h>
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,9 +20,11 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -66,6 +72,8 @@ static void	 put_labels(struct evbuffer *, const struct metric_family *,
 		    const struct metric_series *, const char *le);
 static void	 render_family(struct evbuffer *, const struct metric_family *);
 static void	 http_cb(struct evhttp_request *, void *);
+static void	 adopt_cb(evutil_socket_t, short, void *);
+static void	 conn_forget(int);
 
 /* The daemon's families, in enum metric_id order. */
 static const double latency_buckets[] = {
@@ -136,6 +144,29 @@ const char *const metrics_tls_versions[] = {
 static struct metrics		*g_metrics;
 static struct metric_family	*g_fam[M_COUNT];
 static struct evhttp		*g_http;
+
+/*
+ * The endpoint's connections.  libevent 2.1's evhttp has no cap on them, no
+ * whole-request deadline (its timeout is an idle one a client resets with a
+ * byte) and no hook between accept and the connection: bev_cb() hands evhttp
+ * each connection's bufferevent, holding a reference, and adopt_cb() right
+ * after finds the evhttp_connection through it, refuses it past the cap or
+ * when descriptors are short, else counts it until its close callback.
+ */
+struct mconn {
+	struct evhttp_connection *evcon;
+	struct bufferevent	*bev;	/* referenced: valid after evhttp frees evcon */
+	struct timespec		 start;
+};
+static struct event_base	*g_base;
+static struct evconnlistener	*g_lev;
+static struct event		*g_tick_ev;	/* deadlines, once a second */
+static struct event		*g_resume_ev;	/* after an accept pause */
+static struct mconn		 g_conn[METRICS_CONN_MAX];
+static int			 g_nconn;
+static long			 g_fd_limit;	/* RLIMIT_NOFILE - the SMTP reserve */
+static bool			 g_accept_short;	/* logged a pause, not yet accepted */
+static uint64_t			 g_refused;	/* since the last log line */
 
 struct metrics *
 metrics_new(void)
@@ -567,10 +598,153 @@ http_cb(struct evhttp_request *req, void *arg)
 	evbuffer_free(body);
 }
 
+/* A connection ended (evhttp frees it): forget it. */
+static void
+conn_close_cb(struct evhttp_connection *evcon, void *arg)
+{
+	for (int i = 0; i < g_nconn; i++)
+		if (g_conn[i].evcon == evcon) {
+			conn_forget(i);
+			break;
+		}
+}
+
+/* Drop entry i and our reference to its bufferevent. */
+static void
+conn_forget(int i)
+{
+	struct bufferevent *bev = g_conn[i].bev;
+
+	g_conn[i] = g_conn[--g_nconn];
+	bufferevent_decref(bev);
+}
+
+/* Whether evhttp still owns entry i's connection (its error callback is set). */
+static bool
+conn_alive(int i)
+{
+	bufferevent_event_cb ecb = NULL;
+	void *cbarg = NULL;
+
+	bufferevent_getcb(g_conn[i].bev, NULL, NULL, &ecb, &cbarg);
+	return ecb != NULL && cbarg == g_conn[i].evcon;
+}
+
+/* evhttp wants a bufferevent for a connection it just accepted. */
+static struct bufferevent *
+bev_cb(struct event_base *base, void *arg)
+{
+	struct bufferevent *bev;
+	struct timeval tv = { 0, 0 };
+
+	/* As evhttp makes its own: closes the descriptor when freed. */
+	if ((bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE)) == NULL)
+		return NULL;
+	/* Kept alive for adopt_cb() even if evhttp frees the connection first. */
+	bufferevent_incref(bev);
+	if (event_base_once(base, -1, EV_TIMEOUT, adopt_cb, bev, &tv) == -1)
+		bufferevent_decref(bev);
+	return bev;
+}
+
+/*
+ * Just after the accept: count the connection, or close it past the cap or
+ * when its descriptor is one the SMTP listener keeps for the spool and the
+ * outputs (accept(2) gives the lowest free one, so all below are in use).
+ */
+static void
+adopt_cb(evutil_socket_t unused, short what, void *arg)
+{
+	struct bufferevent *bev = arg;
+	bufferevent_event_cb ecb = NULL;
+	void *cbarg = NULL;
+	struct evhttp_connection *evcon;
+	evutil_socket_t fd = bufferevent_getfd(bev);
+
+	/* evhttp's error callback is set while it owns the connection. */
+	bufferevent_getcb(bev, NULL, NULL, &ecb, &cbarg);
+	if (ecb == NULL || (evcon = cbarg) == NULL) {
+		bufferevent_decref(bev);
+		return;
+	}
+	if (g_accept_short) {
+		log_info("metrics accepting connections again");
+		g_accept_short = false;
+	}
+	if (g_nconn >= METRICS_CONN_MAX || (g_fd_limit > 0 && (long)fd >= g_fd_limit)) {
+		if (g_refused++ == 0)
+			log_warn("metrics refusing connections: %d open (at most %d), "
+			    "descriptor %ld of %ld usable", g_nconn, METRICS_CONN_MAX,
+			    (long)fd, g_fd_limit);
+		evhttp_connection_free(evcon);
+		bufferevent_decref(bev);
+		return;
+	}
+	if (g_refused > 0 && g_nconn < METRICS_CONN_MAX / 2) {
+		log_info("metrics accepting connections: %llu refused",
+		    (unsigned long long)g_refused);
+		g_refused = 0;
+	}
+	/* Our reference is kept until the close callback (or tick_cb sees it gone). */
+	g_conn[g_nconn].evcon = evcon;
+	g_conn[g_nconn].bev = bev;
+	clock_gettime(CLOCK_MONOTONIC, &g_conn[g_nconn].start);
+	g_nconn++;
+	evhttp_connection_set_closecb(evcon, conn_close_cb, NULL);
+}
+
+/* Once a second: close the connections past the whole-request deadline. */
+static void
+tick_cb(evutil_socket_t unused, short what, void *arg)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	for (int i = 0; i < g_nconn; ) {
+		if (!conn_alive(i))
+			conn_forget(i);		/* freed without the close callback */
+		else if (now.tv_sec - g_conn[i].start.tv_sec >= METRICS_TIMEOUT_S) {
+			evhttp_connection_set_closecb(g_conn[i].evcon, NULL, NULL);
+			evhttp_connection_free(g_conn[i].evcon);
+			conn_forget(i);
+		} else
+			i++;
+	}
+}
+
+/* accept(2) failed: out of descriptors.  Pause accepting instead of spinning. */
+static void
+accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	struct timeval tv = { METRICS_ACCEPT_PAUSE_S, 0 };
+	int e = EVUTIL_SOCKET_ERROR();
+
+	if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM)
+		return;
+	if (!g_accept_short)
+		log_warn("metrics accept: %s: pausing for %d s", strerror(e),
+		    METRICS_ACCEPT_PAUSE_S);
+	g_accept_short = true;
+	evconnlistener_disable(lev);
+	evtimer_add(g_resume_ev, &tv);
+}
+
+static void
+resume_cb(evutil_socket_t unused, short what, void *arg)
+{
+	if (g_lev != NULL)
+		evconnlistener_enable(g_lev);
+}
+
 int
 metrics_listen(struct event_base *base, const char *address, int port, char *err,
     size_t errlen)
 {
+	struct evhttp_bound_socket *bound;
+	struct timeval sec = { 1, 0 };
+	struct rlimit rl;
+	long reserve;
+
 	if (g_metrics == NULL && metrics_init() == -1) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
@@ -581,20 +755,42 @@ metrics_listen(struct event_base *base, const char *address, int port, char *err
 	}
 	/*
 	 * Bounded: a request line and headers of 8 KiB, no body worth the name,
-	 * GET and HEAD only (others get 405/501 from evhttp), and a deadline for
-	 * a slow client; the loop never waits for one.
+	 * GET and HEAD only (others get 405/501 from evhttp), an idle timeout
+	 * and tick_cb's whole-connection deadline for a slow client (a byte
+	 * resets the idle one); the loop never waits for one.
 	 */
 	evhttp_set_max_headers_size(g_http, METRICS_REQUEST_MAX);
 	evhttp_set_max_body_size(g_http, 1024);
 	evhttp_set_allowed_methods(g_http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
 	evhttp_set_timeout(g_http, METRICS_TIMEOUT_S);
 	evhttp_set_gencb(g_http, http_cb, NULL);
-	if (evhttp_bind_socket_with_handle(g_http, address, (ev_uint16_t)port) == NULL) {
+	evhttp_set_bevcb(g_http, bev_cb, NULL);
+	if ((bound = evhttp_bind_socket_with_handle(g_http, address, (ev_uint16_t)port)) == NULL) {
 		snprintf(err, errlen, "cannot listen on %s port %d: %s", address, port,
 		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 		evhttp_free(g_http);
 		g_http = NULL;
 		return -1;
+	}
+	g_base = base;
+	g_lev = evhttp_bound_socket_get_listener(bound);
+	evconnlistener_set_error_cb(g_lev, accept_error_cb);
+	if ((g_tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, NULL)) == NULL ||
+	    (g_resume_ev = evtimer_new(base, resume_cb, NULL)) == NULL ||
+	    event_add(g_tick_ev, &sec) == -1) {
+		snprintf(err, errlen, "out of memory");
+		metrics_shutdown();
+		return -1;
+	}
+	/*
+	 * The SMTP listener keeps FD_RESERVE descriptors (at most a quarter of
+	 * the limit) for the spool and the outputs; a metrics connection never
+	 * takes one of them.
+	 */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+		g_fd_limit = rl.rlim_cur > (rlim_t)LONG_MAX / 2 ? LONG_MAX / 2 : (long)rl.rlim_cur;
+		reserve = g_fd_limit / 4 < METRICS_FD_RESERVE ? g_fd_limit / 4 : METRICS_FD_RESERVE;
+		g_fd_limit -= reserve;
 	}
 	log_info("metrics: serving http://%s%s%s:%d/metrics", strchr(address, ':') ? "[" : "",
 	    address, strchr(address, ':') ? "]" : "", port);
@@ -604,9 +800,17 @@ metrics_listen(struct event_base *base, const char *address, int port, char *err
 void
 metrics_shutdown(void)
 {
+	if (g_tick_ev != NULL)
+		event_free(g_tick_ev);
+	if (g_resume_ev != NULL)
+		event_free(g_resume_ev);
+	g_tick_ev = g_resume_ev = NULL;
+	g_lev = NULL;
 	if (g_http != NULL)
-		evhttp_free(g_http);
+		evhttp_free(g_http);	/* conn_close_cb for each connection */
 	g_http = NULL;
+	while (g_nconn > 0)
+		conn_forget(0);
 	metrics_free(g_metrics);
 	g_metrics = NULL;
 	memset(g_fam, 0, sizeof(g_fam));

@@ -37,7 +37,10 @@ struct metric_family;
 #define METRICS_OVERFLOW	"__overflow__"
 #define METRICS_BUCKETS_MAX	16
 #define METRICS_REQUEST_MAX	8192	/* request line and headers, bytes */
-#define METRICS_TIMEOUT_S	10	/* a client's whole request */
+#define METRICS_TIMEOUT_S	5	/* a connection's whole life: no slow loris */
+#define METRICS_CONN_MAX	16	/* connections at once; past it, closed at once */
+#define METRICS_ACCEPT_PAUSE_S	1	/* no accepting after EMFILE/ENFILE */
+#define METRICS_FD_RESERVE	64	/* the SMTP listener's reserve (listener.c FD_RESERVE) */
 
 enum metric_type { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
 

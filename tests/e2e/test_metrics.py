@@ -17,6 +17,7 @@ import urllib.request
 
 import harness
 from fixtures import hpfeeds as test_hpfeeds
+from fixtures.abuse import fd_count, raise_nofile, wait_until
 from harness import HOST, CollectorTestCase, free_port, sha256_hex
 
 OWN = "203.0.113.5"
@@ -306,6 +307,116 @@ class MetricsTests(MetricsCase):
         slow.close()
         self.assertLess(time.time() - t0, 15 * self.slow)
         self.assertTrue(d == b"" or d.startswith(b"HTTP/1.1 4"), d)
+
+
+def cpu_ticks(pid):
+    """utime + stime of process pid, in clock ticks (/proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def open_idle(port, n, first=b"G"):
+    """n connections to port, each having sent first; the ones connect() took."""
+    out = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(5)
+        try:
+            s.connect((HOST, port))
+            s.sendall(first)
+        except OSError:
+            s.close()
+            continue
+        out.append(s)
+    return out
+
+
+def closed_by_peer(s):
+    """Whether the peer closed (or reset) s; never blocks."""
+    s.setblocking(False)
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+class MetricsAbuseTests(MetricsCase):
+    """Many, slow and descriptor-starving clients on the metrics port."""
+
+    def setUp(self):
+        raise_nofile(2048)
+        super().setUp()
+        self.socks = []
+
+    def tearDown(self):
+        for s in self.socks:
+            s.close()
+        super().tearDown()
+
+    def test_connection_cap(self):
+        # 40 idle connections: at most METRICS_CONN_MAX (16) stay open, the
+        # rest are closed at once; a scrape still gets through
+        base = fd_count(self.c.pid)
+        self.socks = open_idle(self.mport, 40)
+        self.assertEqual(len(self.socks), 40)
+        wait_until(lambda: sum(closed_by_peer(s) for s in self.socks) >= 24, 5 * self.slow)
+        self.assertLessEqual(fd_count(self.c.pid) - base, 16)
+        self.assertGreaterEqual(sum(closed_by_peer(s) for s in self.socks), 24)
+
+    def test_slowloris_deadline(self):
+        # one header byte a second resets an idle timeout forever; the whole
+        # request has a deadline
+        s = socket.create_connection((HOST, self.mport), 5)
+        self.socks.append(s)
+        t0 = time.time()
+        req = b"GET /metrics HTTP/1.1\r\n" + b"X-Slow: " + b"a" * 100
+        closed = False
+        for b in req:
+            try:
+                s.sendall(bytes([b]))
+            except OSError:
+                closed = True
+                break
+            if closed_by_peer(s):
+                closed = True
+                break
+            if time.time() - t0 > 15 * self.slow:
+                break
+            time.sleep(0.5)
+        self.assertTrue(closed, "a slow-loris client was still open after %.1f s"
+                        % (time.time() - t0))
+        self.assertLess(time.time() - t0, 8 * self.slow)
+
+    @harness.with_config(nofile=256)
+    def test_descriptor_starvation(self):
+        # the reviewer's scenario: the daemon at 256 descriptors, 260 idle
+        # metrics connections: SMTP mail is still taken and committed, the
+        # loop does not spin on accept(), stderr stays small
+        self.socks = open_idle(self.mport, 260)
+        cl = self.client("smtp")
+        self.assertEqual(cl.cmd("EHLO client.example").code, 250)
+        self.assertEqual(cl.cmd("MAIL FROM:<a@example.org>").code, 250)
+        self.assertEqual(cl.cmd("RCPT TO:<b@example.net>").code, 250)
+        self.assertEqual(cl.cmd("DATA").code, 354)
+        cl.send(b"Subject: starving\r\n\r\nbody\r\n.\r\n")
+        r = cl.reply()
+        self.assertEqual(r.code, 250, r)
+        self.assertEqual(cl.cmd("QUIT").code, 221)
+        # the 250 means committed: the message is in the spool
+        self.assertEqual(len(os.listdir(os.path.join(self.c.spool_dir, "messages"))), 1)
+        # a spin detector, not a timing: an idle loop uses next to no CPU
+        hz = os.sysconf("SC_CLK_TCK")
+        t0 = cpu_ticks(self.c.pid)
+        time.sleep(3)
+        used = cpu_ticks(self.c.pid) - t0
+        self.assertLess(used, hz, "%d ticks of CPU in 3 s while idle" % used)
+        self.assertLess(os.path.getsize(self.c.stderr_path), 64 * 1024)
 
 
 class MetricsOffTests(CollectorTestCase):

@@ -12,6 +12,8 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "log.h"
 #include "testutil.h"
 
@@ -638,6 +640,46 @@ test_text_log(void **state)
 	log_init(LOG_LVL_INFO);
 }
 
+/*
+ * libevent's own lines go through the text log at their level, escaped, and
+ * rate-limited: a flood (EMFILE on accept used to write a million lines in
+ * 5 s) comes out as a few lines and a count of the suppressed ones.
+ */
+static void
+test_libevent_log(void **state)
+{
+	char path[] = "/tmp/test_log_ev.XXXXXX";
+	char *buf, *p;
+	size_t len;
+	int fd, saved, lines = 0;
+
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	saved = dup(2);
+	dup2(fd, 2);
+	log_init(LOG_LVL_INFO);
+	log_libevent(EVENT_LOG_DEBUG, "quiet");
+	log_libevent(EVENT_LOG_WARN, "Error from accept() call: bad\n\x1b");
+	for (int i = 0; i < 100000; i++)
+		log_libevent(EVENT_LOG_WARN, "Error from accept() call");
+	/* the next window: the count of what the last one dropped */
+	usleep((LOG_LIBEVENT_WINDOW_S * 1000 + 100) * 1000);
+	log_libevent(EVENT_LOG_ERR, "last");
+	dup2(saved, 2);
+	close(saved);
+	close(fd);
+	buf = slurp(path, &len);
+	unlink(path);
+	for (p = buf; (p = strchr(p, '\n')) != NULL; p++)
+		lines++;
+	assert_true(lines <= LOG_LIBEVENT_BURST + 2);
+	assert_null(strstr(buf, "quiet"));
+	assert_non_null(strstr(buf, "Z warn libevent: Error from accept() call: bad\\n\\x1b\n"));
+	assert_non_null(strstr(buf, "Z err libevent: last\n"));
+	assert_non_null(strstr(buf, "lines suppressed"));
+	free(buf);
+}
+
 /* log_timestamp has the documented shape. */
 static void
 test_timestamp(void **state)
@@ -669,6 +711,7 @@ main(void)
 		cmocka_unit_test(test_evlog_defer),
 		cmocka_unit_test(test_timestamp),
 		cmocka_unit_test(test_text_log),
+		cmocka_unit_test(test_libevent_log),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

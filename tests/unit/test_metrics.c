@@ -7,10 +7,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cmocka.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "metrics.h"
+#include "testutil.h"
 
 static char	*render(struct metrics *);
 static void	 test_counter_gauge(void **);
@@ -22,6 +30,7 @@ static void	 test_no_labels(void **);
 static void	 test_pick(void **);
 static void	 test_scrape_cb(void **);
 static void	 test_global(void **);
+static void	 test_accept_pause(void **);
 
 /* The exposition text of m as a C string (the caller frees it). */
 static char *
@@ -293,6 +302,76 @@ test_global(void **st)
 	assert_null(metrics_global());
 }
 
+/*
+ * Out of descriptors with a connection waiting: the listener pauses (one
+ * log line) instead of the loop spinning on accept(2) and libevent's
+ * "Error from accept() call" (a million lines in 5 s before).
+ */
+static void
+test_accept_pause(void **st)
+{
+	char path[] = "/tmp/test_metrics_emfile.XXXXXX";
+	struct sockaddr_in sin;
+	socklen_t sl = sizeof(sin);
+	struct event_base *base;
+	struct rlimit rl, low;
+	struct rusage r0, r1;
+	struct timeval tv = { 0, 300000 };
+	char err[256], *buf, *p;
+	int lfd, c, logfd, saved, fds[256], nfds = 0, pauses = 0;
+	long us;
+	size_t len;
+
+	assert_non_null(base = event_base_new());
+	/* a free port: bind 0, read it, close */
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_true((lfd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
+	close(lfd);
+	assert_int_equal(metrics_listen(base, "127.0.0.1", ntohs(sin.sin_port), err,
+	    sizeof(err)), 0);
+	assert_true((c = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
+	assert_int_equal(connect(c, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_true((logfd = mkstemp(path)) >= 0);
+	saved = dup(2);
+	dup2(logfd, 2);
+	/* no descriptor left for accept(2) */
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	low = rl;
+	low.rlim_cur = 64;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	while (nfds < 256 && (fds[nfds] = dup(0)) != -1)
+		nfds++;
+	getrusage(RUSAGE_SELF, &r0);
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+	getrusage(RUSAGE_SELF, &r1);
+	while (nfds > 0)
+		close(fds[--nfds]);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	dup2(saved, 2);
+	close(saved);
+	close(logfd);
+	close(c);
+	buf = slurp(path, &len);
+	unlink(path);
+	for (p = buf; (p = strstr(p, "pausing")) != NULL; p++)
+		pauses++;
+	assert_int_equal(pauses, 1);
+	assert_null(strstr(buf, "Error from accept"));
+	/* a spin detector: 300 ms of a loop spinning on accept is ~300 ms of CPU */
+	us = (r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec -
+	    r0.ru_stime.tv_sec) * 1000000L + (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) +
+	    (r1.ru_stime.tv_usec - r0.ru_stime.tv_usec);
+	assert_true(us < 150000);
+	free(buf);
+	metrics_shutdown();
+	event_base_free(base);
+}
+
 int
 main(void)
 {
@@ -306,6 +385,7 @@ main(void)
 		cmocka_unit_test(test_pick),
 		cmocka_unit_test(test_scrape_cb),
 		cmocka_unit_test(test_global),
+		cmocka_unit_test(test_accept_pause),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
