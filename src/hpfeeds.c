@@ -560,43 +560,21 @@ static int
 hp_build_mail(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
     const struct outbox_message *m)
 {
-	const char *v;
-	size_t vl, i;
-	struct jbuf meta;
-	bool cut = false;
-	int rc = 0;
+	bool cut = false, dropped = false;
 
-	jb_init(&meta);
-	if (h->feed.metadata) {
-		jb_obj_open(&meta);
-		for (i = 0; i < RECORD_META_NKEYS; i++) {
-			if (json_get(line, len, record_meta_keys[i], &v, &vl) == 0) {
-				jb_key(&meta, record_meta_keys[i]);
-				jb_raw(&meta, v, vl);
-			}
-		}
-		if (h->sensor[0] != '\0')
-			jb_kcstr(&meta, "sensor", h->sensor);
-		jb_obj_close(&meta);
-		if (meta.oom || meta.len > c->limit / 2) {
-			log_warn("hpfeeds: message=%s metadata too large; published without it",
-			    m->sha);
-			jb_reset(&meta);
-			jb_obj_open(&meta);
-			jb_obj_close(&meta);
-		}
-	}
-	if (hpf_payload_build(&h->pl, m->sha, m->body, m->len, m->size, c->limit,
-	    meta.len > 2 ? meta.buf + 1 : NULL, meta.len > 2 ? meta.len - 2 : 0,
-	    &cut) == -1) {
+	if (hpf_payload_mail(&h->pl, line, len, h->feed.metadata, h->sensor, m->sha,
+	    m->body, m->len, m->size, c->limit, &cut, &dropped) == -1) {
 		/* Out of memory (the limit is never below one byte per byte). */
 		hp_pump_hold(h, "hpfeeds: message=%s payload could not be built", m->sha);
-		rc = HPF_RETRY;
-	} else if (cut)
+		return HPF_RETRY;
+	}
+	if (dropped)
+		log_warn("hpfeeds: message=%s metadata too large; published without it",
+		    m->sha);
+	if (cut)
 		log_info("hpfeeds: message=%s size=%lld published truncated to %zu bytes",
 		    m->sha, (long long)m->size, h->pl.len);
-	jb_free(&meta);
-	return rc;
+	return 0;
 }
 
 /* ------------------------------------------------------ SIOCOUTQ confirm */
