@@ -132,6 +132,17 @@ class Publish(AMQPCase):
         self.wait_for(lambda: set(shas) <= self.consumed_shas(), 30,
                       "returned mails published again once a queue is bound")
 
+    def test_nacked_mail_is_retried_never_dropped(self):
+        # A queue that takes 5 messages and nacks the rest (reject-publish):
+        # only basic.ack may move the cursor.
+        self.consumer.declare({"x-max-length": 5, "x-overflow": "reject-publish"})
+        self.start()
+        shas = self.send_many([mail(i) for i in range(12)])
+        self.wait_for(lambda: "nacked by broker" in self.c.stderr_text(), 20, "a nack logged")
+        # drain the queue while the collector retries: every mail arrives
+        self.wait_for(lambda: set(shas) <= self.consumed_shas(), 60,
+                      "nacked mails published again")
+
 
 class Durability(AMQPCase):
 
