@@ -16,6 +16,9 @@
  */
 #include <sys/eventfd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -30,7 +33,10 @@
 
 #include <event2/event.h>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include <amqp.h>
 #include <amqp_framing.h>
@@ -44,6 +50,7 @@
 #include "log.h"
 #include "outbox.h"
 #include "spool.h"
+#include "yaml_util.h"
 
 #define AMQ_WIN			256		/* window entries (skipped ones included) */
 #define AMQ_READ_LIMIT		(32u << 20)	/* .eml bytes read per mail */
@@ -103,6 +110,11 @@ struct amq {
 	unsigned	 repeats;
 	struct jbuf	 pl;
 	struct outbox_message msg;
+
+	/* tls: the CA file's bytes, read at start (before a chroot, never again) */
+	char		 ca_path[PATH_MAX];
+	char		*ca_pem;
+	size_t		 ca_len;
 };
 
 static uint64_t	 amq_now_ms(void);
@@ -227,6 +239,16 @@ amq_new(struct event_base *base, const struct cfg_amqp *cfg, const char *spool_d
 	    errlen)) == NULL)
 		goto fail;
 	outbox_start(a->ob);
+	if (cfg->tls) {
+		/*
+		 * The CAs are read now, as the daemon's other files: later the
+		 * process may be chrooted and without the right to read them.
+		 */
+		snprintf(a->ca_path, sizeof(a->ca_path), "%s", cfg->ca_file[0] != '\0' ?
+		    cfg->ca_file : X509_get_default_cert_file());
+		if (yu_read_file(a->ca_path, &a->ca_pem, &a->ca_len, err, errlen) == -1)
+			goto fail;
+	}
 	a->lim_fn = fn;
 	a->lim_arg = fn_arg;
 	if (fn != NULL) {
@@ -320,6 +342,7 @@ amq_free(struct amq *a)
 	outbox_free(a->ob);	/* saves the cursor */
 	jb_free(&a->pl);
 	outbox_message_free(&a->msg);
+	free(a->ca_pem);
 	pthread_mutex_destroy(&a->mu);
 	free(a);
 }
@@ -694,6 +717,36 @@ amq_reply_ok(struct amq *a, amqp_rpc_reply_t r, const char *what)
 	return -1;
 }
 
+/* Trust the CAs read at start in ctx (a connection's own context).  0 or -1. */
+static int
+amq_add_cas(struct amq *a, SSL_CTX *ctx)
+{
+	X509_STORE *st = SSL_CTX_get_cert_store(ctx);
+	BIO *b;
+	X509 *x;
+	int n = 0;
+
+	if (st == NULL || (b = BIO_new_mem_buf(a->ca_pem, (int)a->ca_len)) == NULL)
+		return -1;
+	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+		if (X509_STORE_add_cert(st, x) == 1)
+			n++;
+		X509_free(x);
+	}
+	ERR_clear_error();	/* the end of the PEM data */
+	BIO_free(b);
+	return n > 0 ? 0 : -1;
+}
+
+/* Whether s is a numeric IPv4 or IPv6 address. */
+static bool
+amq_is_ip(const char *s)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
 /* Connect, log in, open the channel, declare the exchange, confirm.select. */
 static int
 amq_connect(struct amq *a)
@@ -701,6 +754,8 @@ amq_connect(struct amq *a)
 	struct timeval tv = { a->cfg.timeout, 0 };
 	amqp_socket_t *s;
 	amqp_rpc_reply_t r;
+	X509_VERIFY_PARAM *vp;
+	const char *name;
 	char user[CFG_NAME_MAX * 4], what[sizeof(user) + 2 * CFG_NAME_MAX + 128];
 	int rc;
 
@@ -718,16 +773,23 @@ amq_connect(struct amq *a)
 	}
 	if (a->cfg.tls) {
 		amqp_ssl_socket_set_verify_peer(s, 1);
-		amqp_ssl_socket_set_verify_hostname(s, 1);
-		if (a->cfg.ca_file[0] != '\0') {
-			if (amqp_ssl_socket_set_cacert(s, a->cfg.ca_file) != AMQP_STATUS_OK) {
-				amq_warn(a, "amqp: broker %s: cannot load ca_file %s", a->who,
-				    a->cfg.ca_file);
-				return -1;
-			}
-		} else if (SSL_CTX_set_default_verify_paths(amqp_ssl_socket_get_context(s))
-		    != 1) {
-			amq_warn(a, "amqp: broker %s: cannot load the system's CAs", a->who);
+		/*
+		 * The name is OpenSSL's check, set on the context every
+		 * connection's SSL inherits: librabbitmq's own check knows
+		 * neither server_name nor IP addresses in subjectAltName.
+		 */
+		name = a->cfg.server_name[0] != '\0' ? a->cfg.server_name : a->cfg.host;
+		vp = SSL_CTX_get0_param(amqp_ssl_socket_get_context(s));
+		amqp_ssl_socket_set_verify_hostname(s, 0);
+		if ((amq_is_ip(name) ? X509_VERIFY_PARAM_set1_ip_asc(vp, name) :
+		    X509_VERIFY_PARAM_set1_host(vp, name, 0)) != 1) {
+			amq_warn(a, "amqp: broker %s: cannot check the certificate for %s",
+			    a->who, name);
+			return -1;
+		}
+		if (amq_add_cas(a, amqp_ssl_socket_get_context(s)) == -1) {
+			amq_warn(a, "amqp: broker %s: cannot use the CA certificates of %s",
+			    a->who, a->ca_path);
 			return -1;
 		}
 	}

@@ -85,12 +85,13 @@ static const char *const main_keys[MK_COUNT] = {
 
 enum amqp_key {
 	AQ_HOST, AQ_PORT, AQ_VHOST, AQ_USER, AQ_PASSWORD, AQ_EXCHANGE,
-	AQ_EXCHANGE_TYPE, AQ_ROUTING_KEY, AQ_TLS, AQ_CA_FILE, AQ_PAYLOAD,
-	AQ_METADATA, AQ_TIMEOUT, AQ_COUNT
+	AQ_EXCHANGE_TYPE, AQ_ROUTING_KEY, AQ_TLS, AQ_CA_FILE, AQ_SERVER_NAME,
+	AQ_PAYLOAD, AQ_METADATA, AQ_TIMEOUT, AQ_COUNT
 };
 static const char *const amqp_keys[AQ_COUNT] = {
 	"host", "port", "vhost", "user", "password", "exchange", "exchange_type",
-	"routing_key", "tls", "ca_file", "payload", "metadata", "timeout",
+	"routing_key", "tls", "ca_file", "server_name", "payload", "metadata",
+	"timeout",
 };
 #define AMQP_REQUIRED	((1u << AQ_HOST) | (1u << AQ_USER) | \
 			 (1u << AQ_PASSWORD) | (1u << AQ_EXCHANGE))
@@ -316,6 +317,8 @@ amqp_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 		return yu_bool(x, v, path, &a->tls);
 	case AQ_CA_FILE:
 		return yu_str(x, v, path, a->ca_file, sizeof(a->ca_file), true);
+	case AQ_SERVER_NAME:
+		return yu_str(x, v, path, a->server_name, sizeof(a->server_name), true);
 	case AQ_PAYLOAD:
 		/* raw comes with the feed's payload key (issue 14 item 1) */
 		if (yu_enum(x, v, path, amqp_payloads, 1, &i) == -1)

@@ -69,6 +69,7 @@ struct cfg_amqp {
 	char		 routing_key[CFG_NAME_MAX];	/* "" allowed */
 	bool		 tls;
 	char		 ca_file[PATH_MAX];	/* "" = the system's CAs */
+	char		 server_name[CFG_NAME_MAX];	/* "" = host */
 	enum cfg_payload payload;	/* json only for now */
 	bool		 metadata;	/* the record's keys in the payload (true) */
 	int		 timeout;	/* s: connect, login, each RPC */

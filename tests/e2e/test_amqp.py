@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 import unittest
 
@@ -142,6 +143,44 @@ class Publish(AMQPCase):
         # drain the queue while the collector retries: every mail arrives
         self.wait_for(lambda: set(shas) <= self.consumed_shas(), 60,
                       "nacked mails published again")
+
+
+class TLS(AMQPCase):
+
+    def setUp(self):
+        super().setUp()
+        # the daemon reads its CA file at start, as itself: a copy of its own
+        self.ca = os.path.join(self.tmpdir, "ca.pem")
+        shutil.copy(self.rabbit.ca, self.ca)
+
+    def test_tls_with_ca_file_and_server_name(self):
+        self.consumer.declare()
+        self.start(tls=True, port=self.rabbit.tls_port, ca_file=self.ca)
+        shas = self.send_many([mail(i) for i in range(5)])
+        self.wait_for(lambda: set(shas) <= self.consumed_shas(), 30, "published over TLS")
+        self.assertIn("(TLS)", self.c.stderr_text())
+        # the certificate's other name, expected by server_name
+        self.c.stop()
+        self.start(tls=True, port=self.rabbit.tls_port, ca_file=self.ca,
+                   server_name="broker.test")
+        shas = self.send_many([mail(i) for i in range(10, 15)])
+        self.wait_for(lambda: set(shas) <= self.consumed_shas(), 30, "published (server_name)")
+
+    def test_tls_wrong_name_or_ca_refused_mail_kept(self):
+        self.consumer.declare()
+        self.start(tls=True, port=self.rabbit.tls_port, ca_file=self.ca,
+                   server_name="other.test")
+        shas = self.send_many([mail(i) for i in range(3)])
+        self.wait_for(lambda: "cannot connect to broker" in self.c.stderr_text(), 20,
+                      "the refused certificate logged")
+        self.c.stop()
+        self.start(tls=True, port=self.rabbit.tls_port)      # the system's CAs: not ours
+        self.wait_for(lambda: self.c.stderr_text().count("cannot connect to broker") >= 2, 20,
+                      "the unknown CA refused")
+        self.assertEqual(self.consumed_shas(), set())
+        self.c.stop()
+        self.start(tls=True, port=self.rabbit.tls_port, ca_file=self.ca)
+        self.wait_for(lambda: set(shas) <= self.consumed_shas(), 30, "kept mail published")
 
 
 class Durability(AMQPCase):
