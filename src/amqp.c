@@ -134,7 +134,6 @@ static void	 amq_lost(void *);
 static void	 amq_limit_cb(void *, uint64_t *, uint64_t *);
 static void	 amq_tick_cb(evutil_socket_t, short, void *);
 static void	 amq_limit_update(struct amq *);
-static bool	 amq_record_private(const char *, size_t);
 
 /* ----------------------------------------------------------- pure helpers */
 
@@ -407,17 +406,6 @@ amq_main(void *arg)
 	return NULL;
 }
 
-/* Whether a reception record asks not to be published (a relay probe's). */
-static bool
-amq_record_private(const char *line, size_t len)
-{
-	const char *v;
-	size_t vl;
-
-	return json_is_object(line, len) && json_get(line, len, "publish", &v, &vl) == 0 &&
-	    vl == 5 && memcmp(v, "false", 5) == 0;
-}
-
 /* Publish journal entries while the window has room. */
 static void
 amq_pump(struct amq *a)
@@ -434,7 +422,7 @@ amq_pump(struct amq *a)
 	    !outbox_full(a->cur)) {
 		if (outbox_read(a->cur, &l) <= 0)
 			return;
-		if (l.overlong || amq_record_private(l.line, l.len)) {
+		if (l.overlong || hpf_record_private(l.line, l.len)) {
 			(void)outbox_skip(a->cur, &l);
 			continue;
 		}
@@ -506,25 +494,22 @@ amq_frames(struct amq *a, int timeout_ms)
 	struct pollfd pfd[2];
 	struct timeval tv = { 0, 0 };
 	amqp_frame_t f;
-	uint64_t v;
-	int r, n = 0;
-	bool room;
+	uint64_t v, now;
+	int r, n = 0, wait_ms;
 
 	for (;;) {
 		if (!amqp_frames_enqueued(a->conn) && !amqp_data_in_buffer(a->conn)) {
-			room = !a->failing && outbox_pending(a->cur) < AMQ_WIN &&
-			    amq_now_ms() >= a->hold_until_ms;
+			/* New lines come with a kick; a hold ends by itself. */
+			now = amq_now_ms();
+			wait_ms = timeout_ms;
+			if (a->hold_until_ms > now && a->hold_until_ms - now < (uint64_t)wait_ms)
+				wait_ms = (int)(a->hold_until_ms - now);
 			pfd[0].fd = amqp_get_sockfd(a->conn);
 			pfd[0].events = POLLIN;
 			pfd[1].fd = a->evfd;
 			pfd[1].events = POLLIN;
-			/*
-			 * Frames handled: go back to publishing.  A window
-			 * with room waits only for a kick (new lines) or the
-			 * broker; nothing read yet: wait the full time.
-			 */
-			r = poll(pfd, 2, n > 0 ? 0 : (room && a->unacked == 0 ? timeout_ms :
-			    (room ? 10 : timeout_ms)));
+			/* Frames handled: back to publishing at once. */
+			r = poll(pfd, 2, n > 0 ? 0 : wait_ms);
 			if (r <= 0)
 				return 0;
 			if (pfd[1].revents & POLLIN) {
@@ -855,6 +840,10 @@ amq_drop(struct amq *a, bool graceful)
 {
 	if (a->conn != NULL) {
 		if (graceful && a->up) {
+			/* At shutdown: a hung broker holds the stop 2 s per call, not timeout. */
+			struct timeval tv = { 2, 0 };
+
+			(void)amqp_set_rpc_timeout(a->conn, &tv);
 			(void)amqp_channel_close(a->conn, AMQ_CHANNEL, AMQP_REPLY_SUCCESS);
 			(void)amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
 		}

@@ -191,7 +191,6 @@ static void	 hp_pump_hold(struct hpf *, const char *fmt, ...)
 		    __attribute__((format(printf, 2, 3)));
 static void	 hp_pump_ok(struct hpf *);
 static int	 hp_publish_next(struct hpf *, struct hpf_chan *, size_t *bytes);
-static bool	 hpf_record_private(const char *, size_t);
 static int	 hp_build_payload(struct hpf *, struct hpf_chan *, const struct outbox_line *,
 		    struct hpf_entry *);
 static int	 hp_build_event(struct hpf *, struct hpf_chan *, const struct outbox_line *,
@@ -418,17 +417,6 @@ hp_pump_cb(evutil_socket_t fd, short what, void *arg)
 out:
 	if (any_nosub)
 		hp_poll_arm(h);
-}
-
-/* A reception record a rule keeps off the feeds ("publish": false). */
-static bool
-hpf_record_private(const char *line, size_t len)
-{
-	const char *v;
-	size_t vl;
-
-	return json_is_object(line, len) && json_get(line, len, "publish", &v, &vl) == 0 &&
-	    vl == 5 && memcmp(v, "false", 5) == 0;
 }
 
 /*

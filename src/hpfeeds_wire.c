@@ -545,3 +545,14 @@ hpf_payload_mail(struct jbuf *jb, const char *record, size_t reclen, bool metada
 	jb_free(&meta);
 	return rc;
 }
+
+/* A reception record a rule keeps off the outputs ("publish": false). */
+bool
+hpf_record_private(const char *line, size_t len)
+{
+	const char *v;
+	size_t vl;
+
+	return json_is_object(line, len) && json_get(line, len, "publish", &v, &vl) == 0 &&
+	    vl == 5 && memcmp(v, "false", 5) == 0;
+}

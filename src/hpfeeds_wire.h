@@ -126,6 +126,9 @@ int	 hpf_payload_mail(struct jbuf *jb, const char *record, size_t reclen,
 	    const void *body, size_t bodylen, uint64_t size, size_t limit,
 	    bool *truncated, bool *meta_dropped);
 
+/* Whether a reception record is kept off every output by a rule ("publish": false). */
+bool	 hpf_record_private(const char *record, size_t len);
+
 /*
  * Check a payload: 1 when it has a "sha256" that equals the SHA-256 of the
  * exact bytes (raw_b64 when present, else msg), 0 when not, -1 when the
