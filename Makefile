@@ -1,7 +1,7 @@
 # fosr-collector build.  `make` builds ./fosr-collector; `make run` and `make check`
 # are the README's two commands.  Everything lands under build/ except the daemon.
 
-PKGS      := libevent_core libevent_extra libevent_openssl libevent_pthreads libssl libcrypto yaml-0.1 libcares libpcre2-8 libseccomp libidn2 gmime-3.0 libmagic gumbo
+PKGS      := libevent_core libevent_extra libevent_openssl libevent_pthreads libssl libcrypto yaml-0.1 libcares libpcre2-8 libseccomp libidn2 gmime-3.0 libmagic gumbo librabbitmq
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lfuzzy -lpthread -lm
 

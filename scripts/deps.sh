@@ -12,11 +12,13 @@
 #   prometheus          promtool and a real server for tests/e2e/test_metrics.py
 #   logrotate, man-db, groff-base   test_install: the logrotate snippet, the man pages
 #                       (none is in a debootstrap minbase root)
+#   librabbitmq-dev     the AMQP output; rabbitmq-server, python3-pika: test_amqp's
+#                       private broker and consumer
 PKGS="build-essential pkg-config clang libclang-rt-14-dev libevent-dev libssl-dev libyaml-dev
 libc-ares-dev libcmocka-dev libpcre2-dev libseccomp-dev libidn2-dev
 libgmime-3.0-dev libmagic-dev libfuzzy-dev libgumbo-dev systemd procps iproute2 openssl python3
 python3-aiosmtpd python3-jsonschema swaks libnet-ssleay-perl postfix libsasl2-modules sasl2-bin valgrind
-logrotate man-db groff-base prometheus"
+logrotate man-db groff-base prometheus librabbitmq-dev rabbitmq-server python3-pika"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

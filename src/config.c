@@ -78,16 +78,31 @@ static const char *const relay_mode_names[] = { "off", "dry-run", "live" };
 enum main_key {
 	MK_HOSTNAME, MK_SENSOR, MK_PERSONA, MK_USER, MK_PORT_OFFSET,
 	MK_LISTENERS, MK_TLS, MK_SPOOL, MK_EVENT_LOG, MK_AUTH, MK_LIMITS,
-	MK_FEED, MK_RELAY, MK_LOCAL, MK_SANDBOX, MK_CLIENT_LOOKUP, MK_METRICS, MK_COUNT
+	MK_FEED, MK_RELAY, MK_LOCAL, MK_SANDBOX, MK_CLIENT_LOOKUP, MK_METRICS, MK_AMQP, MK_COUNT
 };
 static const char *const main_keys[MK_COUNT] = {
 	"hostname", "sensor", "persona", "user", "port_offset",
 	"listeners", "tls", "spool", "event_log", "auth", "limits", "feed",
-	"relay", "local_recipients", "sandbox", "client_lookup", "metrics",
+	"relay", "local_recipients", "sandbox", "client_lookup", "metrics", "amqp",
 };
 
 enum metrics_key { MX_ADDRESS, MX_PORT, MX_COUNT };
 static const char *const metrics_keys[MX_COUNT] = { "address", "port" };
+
+enum amqp_key {
+	AQ_HOST, AQ_PORT, AQ_VHOST, AQ_USER, AQ_PASSWORD, AQ_EXCHANGE,
+	AQ_EXCHANGE_TYPE, AQ_ROUTING_KEY, AQ_TLS, AQ_CA_FILE, AQ_SERVER_NAME,
+	AQ_PAYLOAD, AQ_METADATA, AQ_TIMEOUT, AQ_COUNT
+};
+static const char *const amqp_keys[AQ_COUNT] = {
+	"host", "port", "vhost", "user", "password", "exchange", "exchange_type",
+	"routing_key", "tls", "ca_file", "server_name", "payload", "metadata",
+	"timeout",
+};
+#define AMQP_REQUIRED	((1u << AQ_HOST) | (1u << AQ_USER) | \
+			 (1u << AQ_PASSWORD) | (1u << AQ_EXCHANGE))
+static const char *const amqp_exchange_types[] = { "topic", "direct", "fanout", "headers" };
+static const char *const amqp_payloads[] = { "json" };
 
 enum client_lookup_key { CL_ENABLED, CL_DNS_SERVER, CL_TIMEOUT_MS, CL_COUNT };
 static const char *const client_lookup_keys[CL_COUNT] = {
@@ -286,6 +301,80 @@ feed_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 		break;
 	}
 	return yu_error(x, v, path, "internal: unhandled key");
+}
+
+/* Apply one amqp key. */
+static int
+amqp_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
+    void *arg)
+{
+	struct cfg_amqp *a = arg;
+	int i;
+
+	switch ((enum amqp_key)key) {
+	case AQ_HOST:
+		return yu_str(x, v, path, a->host, sizeof(a->host), false);
+	case AQ_PORT:
+		return yu_int(x, v, path, 1, 65535, &a->port);
+	case AQ_VHOST:
+		return yu_str(x, v, path, a->vhost, sizeof(a->vhost), false);
+	case AQ_USER:
+		return yu_str(x, v, path, a->user, sizeof(a->user), false);
+	case AQ_PASSWORD:
+		return yu_str(x, v, path, a->password, sizeof(a->password), true);
+	case AQ_EXCHANGE:
+		return yu_str(x, v, path, a->exchange, sizeof(a->exchange), false);
+	case AQ_EXCHANGE_TYPE:
+		if (yu_enum(x, v, path, amqp_exchange_types, 4, &i) == -1)
+			return -1;
+		snprintf(a->exchange_type, sizeof(a->exchange_type), "%s",
+		    amqp_exchange_types[i]);
+		return 0;
+	case AQ_ROUTING_KEY:
+		return yu_str(x, v, path, a->routing_key, sizeof(a->routing_key), true);
+	case AQ_TLS:
+		return yu_bool(x, v, path, &a->tls);
+	case AQ_CA_FILE:
+		return yu_str(x, v, path, a->ca_file, sizeof(a->ca_file), true);
+	case AQ_SERVER_NAME:
+		return yu_str(x, v, path, a->server_name, sizeof(a->server_name), true);
+	case AQ_PAYLOAD:
+		/* raw comes with the feed's payload key (issue 14 item 1) */
+		if (yu_enum(x, v, path, amqp_payloads, 1, &i) == -1)
+			return -1;
+		a->payload = CFG_PAYLOAD_JSON;
+		return 0;
+	case AQ_METADATA:
+		return yu_bool(x, v, path, &a->metadata);
+	case AQ_TIMEOUT:
+		return yu_int(x, v, path, 1, HPF_TIMEOUT_MAX, &a->timeout);
+	case AQ_COUNT:
+		break;
+	}
+	return yu_error(x, v, path, "internal: unhandled key");
+}
+
+/* Parse the main config's "amqp" mapping into a. */
+static int
+amqp_parse(struct yu_ctx *x, yaml_node_t *n, const char *prefix,
+    struct cfg_amqp *a)
+{
+	uint32_t seen;
+
+	memset(a, 0, sizeof(*a));
+	snprintf(a->vhost, sizeof(a->vhost), "/");
+	snprintf(a->exchange_type, sizeof(a->exchange_type), "topic");
+	a->metadata = true;
+	a->timeout = HPF_TIMEOUT_DEFAULT;
+	if (yu_map_walk(x, n, prefix, amqp_keys, AQ_COUNT, amqp_key_cb, a,
+	    &seen) == -1)
+		return -1;
+	if (yu_missing(x, n, prefix, amqp_keys, AMQP_REQUIRED, seen) == -1)
+		return -1;
+	if (a->port == 0)
+		a->port = a->tls ? 5671 : 5672;
+	a->enabled = true;
+	return 0;
 }
 
 /* Parse a feed mapping (file root or the main config's "feed") into f. */
@@ -950,6 +1039,12 @@ main_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 	case MK_CLIENT_LOOKUP:
 		return yu_map_walk(x, v, path, client_lookup_keys, CL_COUNT,
 		    client_lookup_key_cb, &c->client_lookup, &seen);
+	case MK_AMQP:
+		if (yu_is_null(v)) {
+			memset(&c->amqp, 0, sizeof(c->amqp));
+			return 0;
+		}
+		return amqp_parse(x, v, path, &c->amqp);
 	case MK_EVENT_LOG:
 		return yu_str(x, v, path, c->event_log, sizeof(c->event_log),
 		    true);

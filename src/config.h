@@ -63,6 +63,25 @@ struct cfg_feed {
 	bool		 received_header;	/* raw: our Received header first (default) */
 };
 
+/* The AMQP 0-9-1 output (amqp.c): absent = off. */
+struct cfg_amqp {
+	bool		 enabled;
+	char		 host[CFG_NAME_MAX];
+	int		 port;		/* 5672, 5671 with tls, unless set */
+	char		 vhost[CFG_NAME_MAX];	/* "/" */
+	char		 user[CFG_NAME_MAX];
+	char		 password[CFG_NAME_MAX];
+	char		 exchange[CFG_NAME_MAX];
+	char		 exchange_type[32];	/* "topic" */
+	char		 routing_key[CFG_NAME_MAX];	/* "" allowed */
+	bool		 tls;
+	char		 ca_file[PATH_MAX];	/* "" = the system's CAs */
+	char		 server_name[CFG_NAME_MAX];	/* "" = host */
+	enum cfg_payload payload;	/* json only for now */
+	bool		 metadata;	/* the record's keys in the payload (true) */
+	int		 timeout;	/* s: connect, login, each RPC */
+};
+
 #define CFG_LOCAL_DOMAINS_MAX	16
 #define CFG_LOCAL_USERS_MAX	128
 #define CFG_LOCAL_USER_LEN	64
@@ -196,6 +215,7 @@ struct cfg {
 	struct cfg_limits limits;
 	struct cfg_local local;
 	struct cfg_feed	 feed;
+	struct cfg_amqp	 amqp;
 	struct cfg_relay relay;
 	struct cfg_sandbox sandbox;
 	struct cfg_client_lookup client_lookup;

@@ -197,7 +197,6 @@ static void	 hp_pump_hold(struct hpf *, const char *fmt, ...)
 		    __attribute__((format(printf, 2, 3)));
 static void	 hp_pump_ok(struct hpf *);
 static int	 hp_publish_next(struct hpf *, struct hpf_chan *, size_t *bytes);
-static bool	 hpf_record_private(const char *, size_t);
 static int	 hp_build_payload(struct hpf *, struct hpf_chan *, const struct outbox_line *,
 		    struct hpf_entry *);
 static int	 hp_build_event(struct hpf *, struct hpf_chan *, const struct outbox_line *,
@@ -428,17 +427,6 @@ out:
 		hp_poll_arm(h);
 }
 
-/* A reception record a rule keeps off the feeds ("publish": false). */
-static bool
-hpf_record_private(const char *line, size_t len)
-{
-	const char *v;
-	size_t vl;
-
-	return json_is_object(line, len) && json_get(line, len, "publish", &v, &vl) == 0 &&
-	    vl == 5 && memcmp(v, "false", 5) == 0;
-}
-
 /*
  * Publish the next journal entry of channel c.  Returns 1 when an entry was
  * queued (published or skipped), 0 when there is nothing to do.
@@ -574,45 +562,23 @@ static int
 hp_build_mail(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
     const struct outbox_message *m)
 {
-	const char *v;
-	size_t vl, i;
-	struct jbuf meta;
-	bool cut = false;
-	int rc = 0;
+	bool cut = false, dropped = false;
 
-	jb_init(&meta);
-	if (h->feed.metadata) {
-		jb_obj_open(&meta);
-		for (i = 0; i < RECORD_META_NKEYS; i++) {
-			if (json_get(line, len, record_meta_keys[i], &v, &vl) == 0) {
-				jb_key(&meta, record_meta_keys[i]);
-				jb_raw(&meta, v, vl);
-			}
-		}
-		if (h->sensor[0] != '\0')
-			jb_kcstr(&meta, "sensor", h->sensor);
-		jb_obj_close(&meta);
-		if (meta.oom || meta.len > c->limit / 2) {
-			log_warn("hpfeeds: message=%s metadata too large; published without it",
-			    m->sha);
-			jb_reset(&meta);
-			jb_obj_open(&meta);
-			jb_obj_close(&meta);
-		}
-	}
-	if (hpf_payload_build(&h->pl, m->sha, m->body, m->len, m->size, c->limit,
-	    meta.len > 2 ? meta.buf + 1 : NULL, meta.len > 2 ? meta.len - 2 : 0,
-	    &cut) == -1) {
+	if (hpf_payload_mail(&h->pl, line, len, h->feed.metadata, h->sensor, m->sha,
+	    m->body, m->len, m->size, c->limit, &cut, &dropped) == -1) {
 		/* Out of memory (the limit is never below one byte per byte). */
 		hp_pump_hold(h, "hpfeeds: message=%s payload could not be built", m->sha);
-		rc = HPF_RETRY;
-	} else if (cut) {
+		return HPF_RETRY;
+	}
+	if (dropped)
+		log_warn("hpfeeds: message=%s metadata too large; published without it",
+		    m->sha);
+	if (cut) {
 		log_info("hpfeeds: message=%s size=%lld published truncated to %zu bytes",
 		    m->sha, (long long)m->size, h->pl.len);
 		h->stats.truncated++;
 	}
-	jb_free(&meta);
-	return rc;
+	return 0;
 }
 
 /*

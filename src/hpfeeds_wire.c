@@ -16,6 +16,7 @@
 #include "hpfeeds_wire.h"
 #include "json.h"
 #include "log.h"
+#include "record.h"
 #include "utf8.h"
 #include "util.h"
 
@@ -503,4 +504,55 @@ hpf_payload_verify(const void *payload, size_t len)
 		return 0;
 	util_hex(md, 32, hex);
 	return strncasecmp(hex, v + 1, 64) == 0 ? 1 : 0;
+}
+
+/* A mail's payload with the record's metadata (see hpfeeds_wire.h). */
+int
+hpf_payload_mail(struct jbuf *jb, const char *record, size_t reclen, bool metadata,
+    const char *sensor, const char *sha256hex, const void *body, size_t bodylen,
+    uint64_t size, size_t limit, bool *truncated, bool *meta_dropped)
+{
+	const char *v;
+	size_t vl, i;
+	struct jbuf meta;
+	int rc;
+
+	if (meta_dropped != NULL)
+		*meta_dropped = false;
+	jb_init(&meta);
+	if (metadata) {
+		jb_obj_open(&meta);
+		for (i = 0; i < RECORD_META_NKEYS; i++) {
+			if (json_get(record, reclen, record_meta_keys[i], &v, &vl) == 0) {
+				jb_key(&meta, record_meta_keys[i]);
+				jb_raw(&meta, v, vl);
+			}
+		}
+		if (sensor != NULL && sensor[0] != '\0')
+			jb_kcstr(&meta, "sensor", sensor);
+		jb_obj_close(&meta);
+		if (meta.oom || meta.len > limit / 2) {
+			if (meta_dropped != NULL)
+				*meta_dropped = true;
+			jb_reset(&meta);
+			jb_obj_open(&meta);
+			jb_obj_close(&meta);
+		}
+	}
+	rc = hpf_payload_build(jb, sha256hex, body, bodylen, size, limit,
+	    meta.len > 2 ? meta.buf + 1 : NULL, meta.len > 2 ? meta.len - 2 : 0,
+	    truncated);
+	jb_free(&meta);
+	return rc;
+}
+
+/* A reception record a rule keeps off the outputs ("publish": false). */
+bool
+hpf_record_private(const char *line, size_t len)
+{
+	const char *v;
+	size_t vl;
+
+	return json_is_object(line, len) && json_get(line, len, "publish", &v, &vl) == 0 &&
+	    vl == 5 && memcmp(v, "false", 5) == 0;
 }

@@ -115,6 +115,21 @@ int	 hpf_payload_build(struct jbuf *jb, const char *sha256hex,
 	    const char *meta, size_t metalen, bool *truncated);
 
 /*
+ * A mail's payload for any output (hpfeeds, AMQP): hpf_payload_build() with,
+ * when metadata is on, the reception record's keys (record[0..reclen), the
+ * journal line; record_meta_keys of record.h) and "sensor" (NULL or "" =
+ * none).  Metadata over half the limit is left out (*meta_dropped set).
+ * Returns 0, or -1 (allocation failure).
+ */
+int	 hpf_payload_mail(struct jbuf *jb, const char *record, size_t reclen,
+	    bool metadata, const char *sensor, const char *sha256hex,
+	    const void *body, size_t bodylen, uint64_t size, size_t limit,
+	    bool *truncated, bool *meta_dropped);
+
+/* Whether a reception record is kept off every output by a rule ("publish": false). */
+bool	 hpf_record_private(const char *record, size_t len);
+
+/*
  * Check a payload: 1 when it has a "sha256" that equals the SHA-256 of the
  * exact bytes (raw_b64 when present, else msg), 0 when not, -1 when the
  * payload is not a JSON object with a sha256.

@@ -29,6 +29,7 @@
 #include "dns.h"
 #include "relay.h"
 #include "sandbox.h"
+#include "amqp.h"
 #include "hpfeeds.h"
 #include "hpfeeds_sub.h"
 #include "listener.h"
@@ -53,6 +54,7 @@ struct fosr {
 	struct dns		*dns;
 	struct listeners	*ls;
 	struct hpf		*hpf;
+	struct amq		*amq;
 	struct relay		*relay;
 	struct event		*sig_term, *sig_int, *sig_hup, *stop_timer;
 	int			 stop_ticks;
@@ -94,6 +96,7 @@ on_mail_cb(void *arg, const char *record, size_t len)
 
 	if (f->hpf)
 		hpf_on_mail(f->hpf, record, len);
+	amq_kick(f->amq);
 	if (f->relay)
 		relay_consider(f->relay, record, len);
 }
@@ -452,6 +455,11 @@ open_outputs(struct fosr *f, bool test_mode)
 		if (hpf_set_event_log(f->hpf, f->cfg.event_log, err, sizeof(err)) == -1)
 			fatalx("feed: %s", err);
 	}
+	/* A thread: started here, before the sandbox (its filter covers every thread). */
+	if (f->cfg.amqp.enabled && (f->amq = amq_new(f->base, &f->cfg.amqp,
+	    f->cfg.spool_dir, f->cfg.sensor[0] ? f->cfg.sensor : f->hostname,
+	    journal_limit_cb, f->spool, err, sizeof(err))) == NULL)
+		fatalx("amqp: %s", err);
 	if ((f->relay = relay_new(f->base, &f->cfg, f->hostname, err, sizeof(err))) == NULL)
 		fatalx("relay: %s", err);
 	/* After the chroot, as the relay rules: SIGHUP reloads from the same place. */
@@ -532,6 +540,7 @@ teardown(struct fosr *f)
 	dns_free(f->dns);	/* no session is left to call back */
 	listener_free(f->ls);
 	hpf_free(f->hpf);
+	amq_free(f->amq);
 	relay_free(f->relay);
 	spool_free(f->spool);
 	metrics_shutdown();

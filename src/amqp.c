@@ -1,0 +1,885 @@
+/*
+ * AMQP 0-9-1 publisher (see amqp.h).
+ *
+ * One thread owns the connection (librabbitmq, blocking calls bounded by the
+ * configured timeout), the outbox and its cursor.  Its loop:
+ *   down: connect, login, channel 1, exchange.declare (durable), confirm.select,
+ *         rewind the window; on failure wait the backoff (1 s .. 60 s)
+ *   up:   publish journal entries while the window has room (delivery tag =
+ *         the channel's publish count), then wait for the broker's frames or
+ *         a kick (poll on the socket and an eventfd): basic.ack confirms
+ *         entries (the cursor moves over the confirmed prefix), basic.nack
+ *         and basic.return mark them failed: once nothing is in flight the
+ *         window is rewound and reading starts again at the cursor after a
+ *         backoff.
+ * The loop's thread only writes the eventfd and the journal limit (mutex).
+ */
+#include <sys/eventfd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <amqp.h>
+#include <amqp_framing.h>
+#include <amqp_ssl_socket.h>
+#include <amqp_tcp_socket.h>
+
+#include "amqp.h"
+#include "config.h"
+#include "hpfeeds_wire.h"
+#include "json.h"
+#include "log.h"
+#include "outbox.h"
+#include "spool.h"
+#include "yaml_util.h"
+
+#define AMQ_WIN			256		/* window entries (skipped ones included) */
+#define AMQ_READ_LIMIT		(32u << 20)	/* .eml bytes read per mail */
+#define AMQ_PAYLOAD_LIMIT	(64u << 20)	/* payload bound (RabbitMQ: 128 MiB) */
+#define AMQ_FRAME_MAX		131072
+#define AMQ_BACKOFF_MIN_MS	1000
+#define AMQ_BACKOFF_MAX_MS	60000
+#define AMQ_REPEAT_MS		600000		/* the same warning again after this */
+#define AMQ_STALL_MS		120000		/* no confirm for this long: reconnect */
+#define AMQ_CHANNEL		1
+
+/* What the thread keeps with each window entry until its confirm. */
+struct amq_entry {
+	uint64_t	 tag;		/* delivery tag; 0 = not published */
+	bool		 done;		/* acked or nacked */
+	bool		 returned;	/* basic.return seen: its ack is a failure */
+	char		 sha[65];
+};
+
+struct amq {
+	struct cfg_amqp	 cfg;
+	char		 spool_dir[PATH_MAX];
+	char		 sensor[CFG_NAME_MAX];
+	char		 who[CFG_NAME_MAX + 16];	/* "host:port" for messages */
+
+	pthread_t	 thr;
+	bool		 started;
+	atomic_bool	 stop;
+	int		 evfd;		/* kicks the thread */
+
+	/* The loop's side. */
+	struct event	*ev_tick;
+	amq_limit_fn	 lim_fn;
+	void		*lim_arg;
+
+	/* Shared, under mu. */
+	pthread_mutex_t	 mu;
+	bool		 lim_set;
+	uint64_t	 lim_ino, lim_len;
+	struct amq_stats stats;
+
+	/* The thread's. */
+	struct outbox	*ob;
+	struct outbox_cursor *cur;
+	amqp_connection_state_t conn;
+	bool		 up;
+	uint64_t	 next_tag;
+	size_t		 unacked;
+	bool		 failing;	/* a nack or return: drain, then rewind */
+	int		 backoff_ms;
+	uint64_t	 next_try_ms;
+	int		 retry_ms;
+	uint64_t	 hold_until_ms;
+	uint64_t	 last_confirm_ms;
+	char		 lastmsg[512];
+	uint64_t	 lastmsg_ms;
+	unsigned	 repeats;
+	struct jbuf	 pl;
+	struct outbox_message msg;
+
+	/* tls: the CA file's bytes, read at start (before a chroot, never again) */
+	char		 ca_path[PATH_MAX];
+	char		*ca_pem;
+	size_t		 ca_len;
+};
+
+static uint64_t	 amq_now_ms(void);
+static void	*amq_main(void *);
+static void	 amq_warn(struct amq *, const char *fmt, ...)
+		    __attribute__((format(printf, 2, 3)));
+static int	 amq_connect(struct amq *);
+static void	 amq_drop(struct amq *, bool graceful);
+static int	 amq_reply_ok(struct amq *, amqp_rpc_reply_t, const char *what);
+static void	 amq_pump(struct amq *);
+static int	 amq_frames(struct amq *, int timeout_ms);
+static int	 amq_frame(struct amq *, const amqp_frame_t *);
+static void	 amq_confirm(struct amq *, uint64_t tag, bool multiple, bool ok);
+static void	 amq_on_return(struct amq *, const amqp_basic_return_t *);
+static void	 amq_hold(void *, const char *);
+static void	 amq_lost(void *);
+static void	 amq_limit_cb(void *, uint64_t *, uint64_t *);
+static void	 amq_tick_cb(evutil_socket_t, short, void *);
+static void	 amq_limit_update(struct amq *);
+
+/* ----------------------------------------------------------- pure helpers */
+
+int
+amq_backoff_next(int ms)
+{
+	if (ms < AMQ_BACKOFF_MIN_MS)
+		return AMQ_BACKOFF_MIN_MS;
+	return ms >= AMQ_BACKOFF_MAX_MS / 2 ? AMQ_BACKOFF_MAX_MS : ms * 2;
+}
+
+int
+amq_cursor_name(char *out, size_t outlen, const char *exchange, const char *routing_key)
+{
+	int n = snprintf(out, outlen, "amqp:%s/%s", exchange, routing_key);
+
+	return n < 0 || (size_t)n >= outlen ? -1 : 0;
+}
+
+static uint64_t
+amq_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * A warning of a failure series: the same text again is logged once per
+ * AMQ_REPEAT_MS with the count of repeats in between (wrong credentials
+ * retried for hours stay a handful of lines), debug otherwise.
+ */
+static void
+amq_warn(struct amq *a, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	uint64_t now = amq_now_ms();
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (strcmp(buf, a->lastmsg) == 0 && now - a->lastmsg_ms < AMQ_REPEAT_MS) {
+		a->repeats++;
+		log_debug("%s", buf);
+		return;
+	}
+	if (strcmp(buf, a->lastmsg) == 0 && a->repeats > 0)
+		log_warn("%s (%u times more since it was last logged)", buf, a->repeats);
+	else
+		log_warn("%s", buf);
+	snprintf(a->lastmsg, sizeof(a->lastmsg), "%s", buf);
+	a->lastmsg_ms = now;
+	a->repeats = 0;
+}
+
+/* ------------------------------------------------------------ the loop's side */
+
+struct amq *
+amq_new(struct event_base *base, const struct cfg_amqp *cfg, const char *spool_dir,
+    const char *sensor, amq_limit_fn fn, void *fn_arg, char *err, size_t errlen)
+{
+	struct amq *a;
+	struct outbox_opts o;
+	char dir[PATH_MAX + 8], path[PATH_MAX + 32], name[2 * CFG_NAME_MAX + 8];
+	struct timeval tv = { 1, 0 };
+
+	if ((a = calloc(1, sizeof(*a))) == NULL) {
+		snprintf(err, errlen, "amqp: out of memory");
+		return NULL;
+	}
+	a->cfg = *cfg;
+	a->evfd = -1;
+	pthread_mutex_init(&a->mu, NULL);
+	atomic_init(&a->stop, false);
+	snprintf(a->spool_dir, sizeof(a->spool_dir), "%s", spool_dir);
+	snprintf(a->sensor, sizeof(a->sensor), "%s", sensor != NULL ? sensor : "");
+	snprintf(a->who, sizeof(a->who), "%s:%d", cfg->host, cfg->port);
+	a->backoff_ms = AMQ_BACKOFF_MIN_MS;
+	a->retry_ms = AMQ_BACKOFF_MIN_MS;
+	jb_init(&a->pl);
+
+	(void)spool_path_dir(dir, sizeof(dir), spool_dir, SPOOL_DIR_FEED);
+	(void)spool_path_journal(path, sizeof(path), spool_dir);
+	memset(&o, 0, sizeof(o));
+	o.who = "amqp";
+	o.path = path;
+	o.kind = OUTBOX_JOURNAL;
+	o.cursor_dir = dir;
+	o.spool_dir = a->spool_dir;
+	o.hold = amq_hold;
+	o.lost = amq_lost;
+	o.arg = a;
+	if ((a->ob = outbox_new(&o, err, errlen)) == NULL)
+		goto fail;
+	if (amq_cursor_name(name, sizeof(name), cfg->exchange, cfg->routing_key) == -1) {
+		snprintf(err, errlen, "amqp: exchange and routing key too long");
+		goto fail;
+	}
+	if ((a->cur = outbox_cursor_open(a->ob, name, sizeof(struct amq_entry), err,
+	    errlen)) == NULL)
+		goto fail;
+	outbox_start(a->ob);
+	if (cfg->tls) {
+		/*
+		 * The CAs are read now, as the daemon's other files: later the
+		 * process may be chrooted and without the right to read them.
+		 */
+		snprintf(a->ca_path, sizeof(a->ca_path), "%s", cfg->ca_file[0] != '\0' ?
+		    cfg->ca_file : X509_get_default_cert_file());
+		if (yu_read_file(a->ca_path, &a->ca_pem, &a->ca_len, err, errlen) == -1)
+			goto fail;
+	}
+	a->lim_fn = fn;
+	a->lim_arg = fn_arg;
+	if (fn != NULL) {
+		amq_limit_update(a);
+		outbox_set_limit(a->ob, amq_limit_cb, a);
+	}
+	if ((a->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "amqp: eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	if ((a->ev_tick = event_new(base, -1, EV_PERSIST, amq_tick_cb, a)) == NULL ||
+	    event_add(a->ev_tick, &tv) == -1) {
+		snprintf(err, errlen, "amqp: cannot create events");
+		goto fail;
+	}
+	if (pthread_create(&a->thr, NULL, amq_main, a) != 0) {
+		snprintf(err, errlen, "amqp: cannot start the publisher thread");
+		goto fail;
+	}
+	a->started = true;
+	return a;
+fail:
+	amq_free(a);
+	return NULL;
+}
+
+/* Hand the thread the journal's committed length (the loop's thread). */
+static void
+amq_limit_update(struct amq *a)
+{
+	uint64_t ino, len;
+
+	if (a->lim_fn == NULL)
+		return;
+	a->lim_fn(a->lim_arg, &ino, &len);
+	pthread_mutex_lock(&a->mu);
+	a->lim_ino = ino;
+	a->lim_len = len;
+	a->lim_set = true;
+	pthread_mutex_unlock(&a->mu);
+}
+
+/* The outbox asks (the thread): the last length the loop handed over. */
+static void
+amq_limit_cb(void *arg, uint64_t *ino, uint64_t *len)
+{
+	struct amq *a = arg;
+
+	pthread_mutex_lock(&a->mu);
+	*ino = a->lim_ino;
+	*len = a->lim_set ? a->lim_len : 0;
+	pthread_mutex_unlock(&a->mu);
+}
+
+void
+amq_kick(struct amq *a)
+{
+	uint64_t one = 1;
+
+	if (a == NULL)
+		return;
+	amq_limit_update(a);
+	if (write(a->evfd, &one, sizeof(one)) == -1 && errno != EAGAIN)
+		log_debug("amqp: kick: %s", strerror(errno));
+}
+
+/* Once a second: a rotation or a cut moves the limit without a mail. */
+static void
+amq_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	amq_kick(arg);
+}
+
+void
+amq_free(struct amq *a)
+{
+	uint64_t one = 1;
+
+	if (a == NULL)
+		return;
+	if (a->started) {
+		atomic_store(&a->stop, true);
+		if (write(a->evfd, &one, sizeof(one)) == -1)
+			log_debug("amqp: stop: %s", strerror(errno));
+		pthread_join(a->thr, NULL);
+	}
+	if (a->ev_tick != NULL)
+		event_free(a->ev_tick);
+	if (a->evfd != -1)
+		close(a->evfd);
+	outbox_free(a->ob);	/* saves the cursor */
+	jb_free(&a->pl);
+	outbox_message_free(&a->msg);
+	free(a->ca_pem);
+	pthread_mutex_destroy(&a->mu);
+	free(a);
+}
+
+void
+amq_get_stats(struct amq *a, struct amq_stats *out)
+{
+	pthread_mutex_lock(&a->mu);
+	*out = a->stats;
+	pthread_mutex_unlock(&a->mu);
+}
+
+/* --------------------------------------------------------------- the thread */
+
+static void *
+amq_main(void *arg)
+{
+	struct amq *a = arg;
+	struct pollfd pfd;
+	uint64_t now, last_tick = 0, v;
+	int wait_ms;
+
+	while (!atomic_load(&a->stop)) {
+		now = amq_now_ms();
+		if (now - last_tick >= 1000) {
+			outbox_check(a->ob);
+			outbox_save(a->ob);
+			last_tick = now;
+			if (a->up && a->unacked > 0 && now - a->last_confirm_ms > AMQ_STALL_MS) {
+				amq_warn(a, "amqp: broker %s: no confirm for %d s; reconnecting",
+				    a->who, AMQ_STALL_MS / 1000);
+				amq_drop(a, false);
+			}
+		}
+		if (!a->up) {
+			if (now >= a->next_try_ms) {
+				if (amq_connect(a) == -1)
+					amq_drop(a, false);
+				continue;
+			}
+			wait_ms = (int)(a->next_try_ms - now);
+			pfd.fd = a->evfd;
+			pfd.events = POLLIN;
+			(void)poll(&pfd, 1, wait_ms > 1000 ? 1000 : wait_ms);
+			if (read(a->evfd, &v, sizeof(v)) == -1 && errno != EAGAIN)
+				log_debug("amqp: eventfd: %s", strerror(errno));
+			continue;
+		}
+		amq_pump(a);
+		if (a->up)
+			(void)amq_frames(a, 1000);
+		if (a->up && a->failing && a->unacked == 0) {
+			/* Every entry in flight answered: publish again from the cursor. */
+			outbox_rewind(a->cur);
+			a->failing = false;
+			a->hold_until_ms = amq_now_ms() + (uint64_t)a->retry_ms;
+			a->retry_ms = amq_backoff_next(a->retry_ms);
+		}
+	}
+	if (a->up)
+		amq_drop(a, true);
+	return NULL;
+}
+
+/* Publish journal entries while the window has room. */
+static void
+amq_pump(struct amq *a)
+{
+	struct outbox_line l;
+	struct amq_entry *d;
+	amqp_basic_properties_t p;
+	amqp_bytes_t body;
+	bool cut, dropped;
+	int rc;
+
+	while (a->up && !a->failing && !atomic_load(&a->stop) &&
+	    amq_now_ms() >= a->hold_until_ms && outbox_pending(a->cur) < AMQ_WIN &&
+	    !outbox_full(a->cur)) {
+		if (outbox_read(a->cur, &l) <= 0)
+			return;
+		if (l.overlong || hpf_record_private(l.line, l.len)) {
+			(void)outbox_skip(a->cur, &l);
+			continue;
+		}
+		if ((rc = outbox_message(a->cur, &l, AMQ_READ_LIMIT, &a->msg)) == OUTBOX_SKIP) {
+			(void)outbox_skip(a->cur, &l);
+			continue;
+		}
+		if (rc == OUTBOX_RETRY) {
+			outbox_unread(a->cur, &l);
+			return;		/* amq_hold set the backoff */
+		}
+		cut = dropped = false;
+		rc = hpf_payload_mail(&a->pl, l.line, l.len, a->cfg.metadata, a->sensor,
+		    a->msg.sha, a->msg.body, a->msg.len, a->msg.size, AMQ_PAYLOAD_LIMIT,
+		    &cut, &dropped);
+		outbox_message_trim(&a->msg);
+		if (rc == -1 || (d = outbox_take(a->cur, &l)) == NULL) {
+			if (rc != -1)
+				outbox_unread(a->cur, &l);
+			amq_hold(a, "amqp: out of memory building a payload");
+			return;
+		}
+		if (dropped)
+			log_warn("amqp: message=%s metadata too large; published without it",
+			    a->msg.sha);
+		if (cut)
+			log_info("amqp: message=%s size=%llu published truncated to %zu bytes",
+			    a->msg.sha, (unsigned long long)a->msg.size, a->pl.len);
+		memset(&p, 0, sizeof(p));
+		p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+		    AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
+		p.content_type = amqp_cstring_bytes("application/json");
+		p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+		p.message_id = amqp_cstring_bytes(a->msg.sha);
+		p.timestamp = (uint64_t)time(NULL);
+		body.bytes = a->pl.buf;
+		body.len = a->pl.len;
+		memcpy(d->sha, a->msg.sha, sizeof(d->sha));
+		rc = amqp_basic_publish(a->conn, AMQ_CHANNEL,
+		    amqp_cstring_bytes(a->cfg.exchange), amqp_cstring_bytes(a->cfg.routing_key),
+		    1 /* mandatory */, 0, &p, body);
+		if (rc != AMQP_STATUS_OK) {
+			amq_warn(a, "amqp: broker %s: publish failed: %s", a->who,
+			    amqp_error_string2(rc));
+			amq_drop(a, false);
+			return;
+		}
+		d->tag = ++a->next_tag;
+		a->unacked++;
+		if (a->unacked == 1)
+			a->last_confirm_ms = amq_now_ms();
+		pthread_mutex_lock(&a->mu);
+		a->stats.published++;
+		pthread_mutex_unlock(&a->mu);
+		/* Read what the broker already answered: acks free the window early. */
+		if (amqp_frames_enqueued(a->conn) || amqp_data_in_buffer(a->conn))
+			(void)amq_frames(a, 0);
+	}
+}
+
+/*
+ * Handle the broker's frames: those buffered, then wait up to timeout_ms
+ * for the socket or a kick (not when the window can take more).  0, or -1
+ * when the connection was dropped.
+ */
+static int
+amq_frames(struct amq *a, int timeout_ms)
+{
+	struct pollfd pfd[2];
+	struct timeval tv = { 0, 0 };
+	amqp_frame_t f;
+	uint64_t v, now;
+	int r, n = 0, wait_ms;
+
+	for (;;) {
+		if (!amqp_frames_enqueued(a->conn) && !amqp_data_in_buffer(a->conn)) {
+			/* New lines come with a kick; a hold ends by itself. */
+			now = amq_now_ms();
+			wait_ms = timeout_ms;
+			if (a->hold_until_ms > now && a->hold_until_ms - now < (uint64_t)wait_ms)
+				wait_ms = (int)(a->hold_until_ms - now);
+			pfd[0].fd = amqp_get_sockfd(a->conn);
+			pfd[0].events = POLLIN;
+			pfd[1].fd = a->evfd;
+			pfd[1].events = POLLIN;
+			/* Frames handled: back to publishing at once. */
+			r = poll(pfd, 2, n > 0 ? 0 : wait_ms);
+			if (r <= 0)
+				return 0;
+			if (pfd[1].revents & POLLIN) {
+				if (read(a->evfd, &v, sizeof(v)) == -1 && errno != EAGAIN)
+					log_debug("amqp: eventfd: %s", strerror(errno));
+			}
+			if (!(pfd[0].revents & (POLLIN | POLLERR | POLLHUP)))
+				return 0;
+			tv.tv_sec = a->cfg.timeout;
+		} else
+			tv.tv_sec = 0;
+		r = amqp_simple_wait_frame_noblock(a->conn, &f, &tv);
+		if (r == AMQP_STATUS_TIMEOUT)
+			return 0;
+		if (r != AMQP_STATUS_OK) {
+			amq_warn(a, "amqp: broker %s: connection lost: %s", a->who,
+			    amqp_error_string2(r));
+			amq_drop(a, false);
+			return -1;
+		}
+		n++;
+		if (amq_frame(a, &f) == -1)
+			return -1;
+		amqp_maybe_release_buffers(a->conn);
+	}
+}
+
+/* One frame from the broker.  0, or -1 when the connection was dropped. */
+static int
+amq_frame(struct amq *a, const amqp_frame_t *f)
+{
+	char text[256];
+	const amqp_basic_ack_t *ack;
+	const amqp_basic_nack_t *nack;
+	const amqp_channel_close_t *cc;
+	const amqp_connection_close_t *xc;
+
+	if (f->frame_type != AMQP_FRAME_METHOD)
+		return 0;	/* a stray content frame */
+	switch (f->payload.method.id) {
+	case AMQP_BASIC_ACK_METHOD:
+		ack = f->payload.method.decoded;
+		amq_confirm(a, ack->delivery_tag, ack->multiple, true);
+		return 0;
+	case AMQP_BASIC_NACK_METHOD:
+		nack = f->payload.method.decoded;
+		amq_confirm(a, nack->delivery_tag, nack->multiple, false);
+		return 0;
+	case AMQP_BASIC_RETURN_METHOD:
+		amq_on_return(a, f->payload.method.decoded);
+		return a->up ? 0 : -1;
+	case AMQP_CHANNEL_CLOSE_METHOD:
+		cc = f->payload.method.decoded;
+		log_escape(text, sizeof(text), cc->reply_text.bytes, cc->reply_text.len);
+		amq_warn(a, "amqp: broker %s closed the channel: %u \"%s\"", a->who,
+		    (unsigned)cc->reply_code, text);
+		amq_drop(a, false);
+		return -1;
+	case AMQP_CONNECTION_CLOSE_METHOD:
+		xc = f->payload.method.decoded;
+		log_escape(text, sizeof(text), xc->reply_text.bytes, xc->reply_text.len);
+		amq_warn(a, "amqp: broker %s closed the connection: %u \"%s\"", a->who,
+		    (unsigned)xc->reply_code, text);
+		amq_drop(a, false);
+		return -1;
+	default:
+		return 0;
+	}
+}
+
+/*
+ * basic.ack / basic.nack for tag (and every earlier one when multiple).  An
+ * ack confirms the entry, unless it was returned: then, as a nack, the entry
+ * stays and is published again once nothing else is in flight.
+ */
+static void
+amq_confirm(struct amq *a, uint64_t tag, bool multiple, bool ok)
+{
+	uint64_t offs[AMQ_WIN];
+	struct outbox_entry *e;
+	struct amq_entry *d;
+	size_t k, n = 0, pending = outbox_pending(a->cur), moved = 0;
+
+	a->last_confirm_ms = amq_now_ms();
+	for (k = 0; k < pending && n < AMQ_WIN; k++) {
+		e = outbox_entry(a->cur, k);
+		d = e->data;
+		if (e->skip || d->tag == 0 || d->done)
+			continue;
+		if (d->tag != tag && !(multiple && d->tag < tag))
+			continue;
+		d->done = true;
+		a->unacked--;
+		if (ok && !d->returned) {
+			offs[n++] = e->end_off;
+			continue;
+		}
+		a->failing = true;
+		pthread_mutex_lock(&a->mu);
+		a->stats.nacked++;
+		pthread_mutex_unlock(&a->mu);
+		if (!ok)
+			amq_warn(a, "amqp: message=%s nacked by broker %s; it will be "
+			    "published again", d->sha, a->who);
+	}
+	for (k = 0; k < n; k++)
+		moved += outbox_confirm(a->cur, offs[k]);
+	if (moved > 0)
+		a->retry_ms = AMQ_BACKOFF_MIN_MS;	/* the cursor moves: no failure series */
+	pthread_mutex_lock(&a->mu);
+	a->stats.confirmed = outbox_cursor_confirmed(a->cur);
+	pthread_mutex_unlock(&a->mu);
+}
+
+/*
+ * basic.return (mandatory, no queue took it), before the message's ack: its
+ * header and body follow.  Returns come in publish order, so the entry is
+ * the oldest unanswered one with this message_id (the sha256).
+ */
+static void
+amq_on_return(struct amq *a, const amqp_basic_return_t *ret)
+{
+	amqp_message_t m;
+	amqp_rpc_reply_t rr;
+	char text[256], sha[65] = "";
+	struct outbox_entry *e;
+	struct amq_entry *d;
+	size_t k, pending;
+	unsigned code = ret->reply_code;
+
+	log_escape(text, sizeof(text), ret->reply_text.bytes, ret->reply_text.len);
+	rr = amqp_read_message(a->conn, AMQ_CHANNEL, &m, 0);
+	if (amq_reply_ok(a, rr, "reading a returned message") == -1) {
+		amq_drop(a, false);
+		return;
+	}
+	if ((m.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) &&
+	    m.properties.message_id.len == 64)
+		memcpy(sha, m.properties.message_id.bytes, 64);
+	amqp_destroy_message(&m);
+	pending = outbox_pending(a->cur);
+	for (k = 0; k < pending; k++) {
+		e = outbox_entry(a->cur, k);
+		d = e->data;
+		if (e->skip || d->tag == 0 || d->done || d->returned ||
+		    strcmp(d->sha, sha) != 0)
+			continue;
+		d->returned = true;
+		break;
+	}
+	amq_warn(a, "amqp: message=%s returned by broker %s: %u \"%s\" (exchange \"%s\" "
+	    "routing key \"%s\" reaches no queue); it will be published again", sha[0] ?
+	    sha : "?", a->who, code, text, a->cfg.exchange, a->cfg.routing_key);
+}
+
+/* A reply's meaning, logged when it is a failure.  0 or -1. */
+static int
+amq_reply_ok(struct amq *a, amqp_rpc_reply_t r, const char *what)
+{
+	char text[256];
+	const amqp_connection_close_t *xc;
+	const amqp_channel_close_t *cc;
+
+	switch (r.reply_type) {
+	case AMQP_RESPONSE_NORMAL:
+		return 0;
+	case AMQP_RESPONSE_NONE:
+		amq_warn(a, "amqp: broker %s: %s: no reply", a->who, what);
+		return -1;
+	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+		amq_warn(a, "amqp: broker %s: %s: %s", a->who, what,
+		    amqp_error_string2(r.library_error));
+		return -1;
+	case AMQP_RESPONSE_SERVER_EXCEPTION:
+		if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+			xc = r.reply.decoded;
+			log_escape(text, sizeof(text), xc->reply_text.bytes, xc->reply_text.len);
+			amq_warn(a, "amqp: broker %s: %s: connection closed: %u \"%s\"",
+			    a->who, what, (unsigned)xc->reply_code, text);
+		} else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+			cc = r.reply.decoded;
+			log_escape(text, sizeof(text), cc->reply_text.bytes, cc->reply_text.len);
+			amq_warn(a, "amqp: broker %s: %s: channel closed: %u \"%s\"",
+			    a->who, what, (unsigned)cc->reply_code, text);
+		} else
+			amq_warn(a, "amqp: broker %s: %s: unexpected method 0x%08x",
+			    a->who, what, (unsigned)r.reply.id);
+		return -1;
+	}
+	return -1;
+}
+
+/* Trust the CAs read at start in ctx (a connection's own context).  0 or -1. */
+static int
+amq_add_cas(struct amq *a, SSL_CTX *ctx)
+{
+	X509_STORE *st = SSL_CTX_get_cert_store(ctx);
+	BIO *b;
+	X509 *x;
+	int n = 0;
+
+	if (st == NULL || (b = BIO_new_mem_buf(a->ca_pem, (int)a->ca_len)) == NULL)
+		return -1;
+	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+		if (X509_STORE_add_cert(st, x) == 1)
+			n++;
+		X509_free(x);
+	}
+	ERR_clear_error();	/* the end of the PEM data */
+	BIO_free(b);
+	return n > 0 ? 0 : -1;
+}
+
+/* Whether s is a numeric IPv4 or IPv6 address. */
+static bool
+amq_is_ip(const char *s)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+/* Connect, log in, open the channel, declare the exchange, confirm.select. */
+static int
+amq_connect(struct amq *a)
+{
+	struct timeval tv = { a->cfg.timeout, 0 };
+	amqp_socket_t *s;
+	amqp_rpc_reply_t r;
+	X509_VERIFY_PARAM *vp;
+	const char *name;
+	char user[CFG_NAME_MAX * 4], what[sizeof(user) + 2 * CFG_NAME_MAX + 128];
+	int rc;
+
+	pthread_mutex_lock(&a->mu);
+	a->stats.connects++;
+	pthread_mutex_unlock(&a->mu);
+	if ((a->conn = amqp_new_connection()) == NULL) {
+		amq_warn(a, "amqp: broker %s: out of memory", a->who);
+		return -1;
+	}
+	s = a->cfg.tls ? amqp_ssl_socket_new(a->conn) : amqp_tcp_socket_new(a->conn);
+	if (s == NULL) {
+		amq_warn(a, "amqp: broker %s: cannot create a socket", a->who);
+		return -1;
+	}
+	if (a->cfg.tls) {
+		amqp_ssl_socket_set_verify_peer(s, 1);
+		/*
+		 * The name is OpenSSL's check, set on the context every
+		 * connection's SSL inherits: librabbitmq's own check knows
+		 * neither server_name nor IP addresses in subjectAltName.
+		 */
+		name = a->cfg.server_name[0] != '\0' ? a->cfg.server_name : a->cfg.host;
+		vp = SSL_CTX_get0_param(amqp_ssl_socket_get_context(s));
+		amqp_ssl_socket_set_verify_hostname(s, 0);
+		if ((amq_is_ip(name) ? X509_VERIFY_PARAM_set1_ip_asc(vp, name) :
+		    X509_VERIFY_PARAM_set1_host(vp, name, 0)) != 1) {
+			amq_warn(a, "amqp: broker %s: cannot check the certificate for %s",
+			    a->who, name);
+			return -1;
+		}
+		if (amq_add_cas(a, amqp_ssl_socket_get_context(s)) == -1) {
+			amq_warn(a, "amqp: broker %s: cannot use the CA certificates of %s",
+			    a->who, a->ca_path);
+			return -1;
+		}
+	}
+	(void)amqp_set_handshake_timeout(a->conn, &tv);
+	(void)amqp_set_rpc_timeout(a->conn, &tv);
+	if ((rc = amqp_socket_open_noblock(s, a->cfg.host, a->cfg.port, &tv)) !=
+	    AMQP_STATUS_OK) {
+		amq_warn(a, "amqp: cannot connect to broker %s%s: %s", a->who,
+		    a->cfg.tls ? " (TLS)" : "", amqp_error_string2(rc));
+		return -1;
+	}
+	log_escape(user, sizeof(user), a->cfg.user, strlen(a->cfg.user));
+	r = amqp_login(a->conn, a->cfg.vhost, 0, AMQ_FRAME_MAX, 0,
+	    AMQP_SASL_METHOD_PLAIN, a->cfg.user, a->cfg.password);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		/*
+		 * RabbitMQ closes with 403 ACCESS_REFUSED (or, for clients not
+		 * asking for it, just closes the socket) on a wrong user or
+		 * password: either way say who was refused by whom.
+		 */
+		snprintf(what, sizeof(what), "login refused for user \"%s\" on vhost \"%s\" "
+		    "(wrong user, password or vhost?)", user, a->cfg.vhost);
+		(void)amq_reply_ok(a, r, what);
+		return -1;
+	}
+	amqp_channel_open(a->conn, AMQ_CHANNEL);
+	if (amq_reply_ok(a, amqp_get_rpc_reply(a->conn), "channel.open") == -1)
+		return -1;
+	amqp_exchange_declare(a->conn, AMQ_CHANNEL, amqp_cstring_bytes(a->cfg.exchange),
+	    amqp_cstring_bytes(a->cfg.exchange_type), 0, 1 /* durable */, 0, 0,
+	    amqp_empty_table);
+	snprintf(what, sizeof(what), "exchange.declare \"%s\" (%s, durable)",
+	    a->cfg.exchange, a->cfg.exchange_type);
+	if (amq_reply_ok(a, amqp_get_rpc_reply(a->conn), what) == -1)
+		return -1;
+	amqp_confirm_select(a->conn, AMQ_CHANNEL);
+	if (amq_reply_ok(a, amqp_get_rpc_reply(a->conn), "confirm.select") == -1)
+		return -1;
+	a->up = true;
+	a->next_tag = 0;
+	a->unacked = 0;
+	a->failing = false;
+	a->backoff_ms = AMQ_BACKOFF_MIN_MS;
+	a->lastmsg[0] = '\0';
+	a->repeats = 0;
+	outbox_rewind(a->cur);
+	pthread_mutex_lock(&a->mu);
+	a->stats.connected = true;
+	pthread_mutex_unlock(&a->mu);
+	log_info("amqp: connected to broker %s%s vhost=\"%s\" user=\"%s\" exchange=\"%s\" "
+	    "routing_key=\"%s\" (publisher confirms)", a->who, a->cfg.tls ? " (TLS)" : "",
+	    a->cfg.vhost, user, a->cfg.exchange, a->cfg.routing_key);
+	return 0;
+}
+
+/*
+ * Close the connection (graceful: channel and connection close, bounded by
+ * the timeout), forget the window (the entries are published again), and
+ * schedule the next attempt after the backoff.
+ */
+static void
+amq_drop(struct amq *a, bool graceful)
+{
+	if (a->conn != NULL) {
+		if (graceful && a->up) {
+			/* At shutdown: a hung broker holds the stop 2 s per call, not timeout. */
+			struct timeval tv = { 2, 0 };
+
+			(void)amqp_set_rpc_timeout(a->conn, &tv);
+			(void)amqp_channel_close(a->conn, AMQ_CHANNEL, AMQP_REPLY_SUCCESS);
+			(void)amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
+		}
+		amqp_destroy_connection(a->conn);
+		a->conn = NULL;
+	}
+	if (a->up)
+		log_info("amqp: disconnected from broker %s", a->who);
+	a->up = false;
+	a->unacked = 0;
+	a->failing = false;
+	outbox_rewind(a->cur);
+	pthread_mutex_lock(&a->mu);
+	a->stats.connected = false;
+	pthread_mutex_unlock(&a->mu);
+	a->next_try_ms = amq_now_ms() + (uint64_t)a->backoff_ms;
+	a->backoff_ms = amq_backoff_next(a->backoff_ms);
+}
+
+/* The outbox met a transient error (the thread): pause publishing. */
+static void
+amq_hold(void *arg, const char *msg)
+{
+	struct amq *a = arg;
+
+	amq_warn(a, "%s; retrying in %d s", msg, a->retry_ms / 1000);
+	a->hold_until_ms = amq_now_ms() + (uint64_t)a->retry_ms;
+	a->retry_ms = amq_backoff_next(a->retry_ms);
+}
+
+/* Entries in flight came from a file the outbox left: publish them again. */
+static void
+amq_lost(void *arg)
+{
+	struct amq *a = arg;
+
+	if (a->up)
+		amq_drop(a, false);
+}

@@ -1,0 +1,71 @@
+/*
+ * AMQP 0-9-1 publisher (RabbitMQ): publishes every mail recorded in the
+ * spool's journal to one exchange, at least once, in journal order, with
+ * publisher confirms.
+ *
+ * The journal is the durable outbox (outbox.h), as for hpfeeds: one cursor,
+ * in <spool>/feed/<hex of "amqp:" exchange "/" routing_key>.cursor, that
+ * moves only over entries the broker confirmed with basic.ack.  A nack, or
+ * a return (mandatory, unroutable), keeps the entry: it and what follows are
+ * published again after a backoff.  After a reconnect or a restart
+ * everything after the cursor is published again: duplicates are possible,
+ * losses are not.
+ *
+ * librabbitmq's API blocks, so the connection runs on its own thread, with
+ * its own outbox; the event loop only wakes it (amq_kick) and hands it the
+ * journal's committed length.
+ */
+#ifndef FOSR_AMQP_H
+#define FOSR_AMQP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct cfg_amqp;
+struct amq;
+
+/*
+ * The live journal's limit (as hpf_set_journal_limit): fn(arg, &ino, &len)
+ * gives the journal file's inode and its acknowledged length.  It is called
+ * on the loop's thread only (at each kick and once a second) and its answer
+ * handed to the publisher thread.
+ */
+typedef void	(*amq_limit_fn)(void *arg, uint64_t *ino, uint64_t *len);
+
+/*
+ * Open the cursor and start the thread (it connects with backoff).  a is
+ * copied; sensor names the sensor in payloads (NULL = none); fn may be NULL
+ * (no limit).  NULL with err filled.  Start it before the sandbox is
+ * entered (its filter covers every thread).
+ */
+struct amq	*amq_new(struct event_base *base, const struct cfg_amqp *a,
+		    const char *spool_dir, const char *sensor, amq_limit_fn fn,
+		    void *fn_arg, char *err, size_t errlen);
+
+/* New journal lines: publish them soon (the loop's thread; cheap). */
+void		 amq_kick(struct amq *);
+
+/* Stop the thread, save the cursor, free.  amq_free(NULL) is a no-op. */
+void		 amq_free(struct amq *);
+
+struct amq_stats {
+	uint64_t	 published;	/* basic.publish sent */
+	uint64_t	 confirmed;	/* entries acknowledged (the cursor passed them) */
+	uint64_t	 nacked;	/* basic.nack or basic.return: published again */
+	uint64_t	 connects;	/* connection attempts */
+	bool		 connected;
+};
+void		 amq_get_stats(struct amq *, struct amq_stats *out);
+
+/*
+ * Pure helpers (unit-tested).  The exponential backoff after a failure:
+ * 1 s, 2 s, 4 s ... 60 s.
+ */
+int		 amq_backoff_next(int ms);
+/* The cursor's name for an exchange and routing key: "amqp:<exchange>/<key>". */
+int		 amq_cursor_name(char *out, size_t outlen, const char *exchange,
+		    const char *routing_key);
+
+#endif

@@ -1,0 +1,281 @@
+"""The AMQP 0-9-1 output against a real, private rabbitmq-server (fixtures/rabbitmq.py):
+publisher confirms move the cursor, nothing acknowledged by SMTP is ever lost.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import unittest
+
+from harness import HOST, Collector, CollectorTestCase, free_port, sha256_hex
+from fixtures.hpfeeds import mail
+from fixtures import rabbitmq
+
+
+def payload_bytes(p):
+    """The mail's bytes in a JSON payload (raw_b64 when present, else msg)."""
+    if "raw_b64" in p:
+        return base64.b64decode(p["raw_b64"])
+    return p["msg"].encode("utf-8")
+
+
+@unittest.skipUnless(rabbitmq.available(), "needs rabbitmq-server (Debian package) and root")
+class AMQPCase(CollectorTestCase):
+    """One rabbitmq-server for the class; each test its own exchange and queue."""
+
+    autostart = False
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.rabbit = rabbitmq.RabbitMQ()
+        try:
+            cls.rabbit.start()
+        except Exception:
+            cls.rabbit.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.rabbit.cleanup()
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        if self.rabbit.pid is None:     # a test left it stopped
+            self.rabbit.start()
+        self.exchange = "fosr.%s" % self._testMethodName
+        self.rkey = "spam.mail"
+        self.consumer = rabbitmq.Consumer(self.rabbit, self.exchange, self.rkey,
+                                          "q.%s" % self._testMethodName)
+
+    def tearDown(self):
+        self.consumer.close()
+        super().tearDown()
+
+    def amqp_cfg(self, **kw):
+        a = {"host": HOST, "port": self.rabbit.port, "user": "guest", "password": "guest",
+             "exchange": self.exchange, "routing_key": self.rkey, "timeout": 5}
+        a.update(kw)
+        return {"amqp": a}
+
+    def start(self, **kw):
+        self.c = Collector(self.tmpdir, config=self.amqp_cfg(**kw))
+        self.c.start()
+
+    def wait_for(self, pred, timeout, what):
+        end = time.time() + timeout * self.slow
+        while time.time() < end:
+            if pred():
+                return
+            time.sleep(0.1)
+        raise AssertionError("%s not reached within %ss\ncollector:\n%s\nbroker:\n%s"
+                             % (what, timeout, self.c.stderr_tail(), self.rabbit.log()[-3000:]))
+
+    def send_many(self, bodies, per_conn=50):
+        shas = []
+        for k in range(0, len(bodies), per_conn):
+            cl = self.client()
+            self.assertEqual(cl.ehlo("client.example").code, 250)
+            for b in bodies[k:k + per_conn]:
+                self.send_mail(b, client=cl)
+                shas.append(sha256_hex(b))
+            cl.cmd("QUIT")
+            cl.close()
+        return shas
+
+    def consumed_shas(self):
+        return {json.loads(b)["sha256"] for _, b in self.consumer.get()}
+
+
+class Publish(AMQPCase):
+
+    def test_every_acknowledged_mail_consumed_with_the_right_bytes(self):
+        self.consumer.declare()
+        self.start()
+        bodies = [mail(i, b"x" * (i % 300) + b"\r\n") for i in range(200)]
+        bodies.append(b"Subject: latin1\r\n\r\ncaf\xe9 \xff\x00\r\n")     # not UTF-8: raw_b64
+        shas = self.send_many(bodies)
+        self.wait_for(lambda: set(shas) <= self.consumed_shas(), 30, "every mail consumed")
+        seen = {}
+        for props, body in self.consumer.received:
+            p = json.loads(body)
+            raw = payload_bytes(p)
+            # the payload's bytes hash to its sha256, which names the stored .eml
+            self.assertEqual(hashlib.sha256(raw).hexdigest(), p["sha256"])
+            self.assertEqual(self.c.message_bytes(p["sha256"]), raw)
+            self.assertEqual(props.delivery_mode, 2)
+            self.assertEqual(props.content_type, "application/json")
+            self.assertEqual(props.message_id, p["sha256"])
+            self.assertTrue(props.timestamp and abs(props.timestamp - time.time()) < 600)
+            # the record's metadata, as hpfeeds publishes it
+            self.assertIn("queue_id", p)
+            self.assertEqual(p.get("sensor"), self.c.config["sensor"])
+            seen[p["sha256"]] = p
+        rec = self.c.journal()[0]
+        self.assertEqual(seen[rec["sha256"]]["queue_id"], rec["queue_id"])
+        self.assertIn("publisher confirms", self.c.stderr_text())
+
+    def test_unroutable_mail_is_retried_never_dropped(self):
+        # No queue bound: the broker returns every publish (mandatory).
+        self.start()
+        shas = self.send_many([mail(i) for i in range(3)])
+        self.wait_for(lambda: "returned by broker" in self.c.stderr_text(), 20,
+                      "the return logged")
+        line = [l for l in self.c.stderr_text().splitlines() if "returned by broker" in l][0]
+        self.assertIn("127.0.0.1:%d" % self.rabbit.port, line)
+        self.assertIn("NO_ROUTE", line)
+        self.consumer.declare()
+        self.wait_for(lambda: set(shas) <= self.consumed_shas(), 30,
+                      "returned mails published again once a queue is bound")
+
+    def test_nacked_mail_is_retried_never_dropped(self):
+        # A queue that takes 5 messages and nacks the rest (reject-publish):
+        # only basic.ack may move the cursor.
+        self.consumer.declare({"x-max-length": 5, "x-overflow": "reject-publish"})
+        self.start()
+        shas = self.send_many([mail(i) for i in range(12)])
+        self.wait_for(lambda: "nacked by broker" in self.c.stderr_text(), 20, "a nack logged")
+        # drain the queue while the collector retries: every mail arrives
+        self.wait_for(lambda: set(shas) <= self.consumed_shas(), 60,
+                      "nacked mails published again")
+
+
+class TLS(AMQPCase):
+
+    def setUp(self):
+        super().setUp()
+        # the daemon reads its CA file at start, as itself: a copy of its own
+        self.ca = os.path.join(self.tmpdir, "ca.pem")
+        shutil.copy(self.rabbit.ca, self.ca)
+
+    def test_tls_with_ca_file_and_server_name(self):
+        self.consumer.declare()
+        self.start(tls=True, port=self.rabbit.tls_port, ca_file=self.ca)
+        shas = self.send_many([mail(i) for i in range(5)])
+        self.wait_for(lambda: set(shas) <= self.consumed_shas(), 30, "published over TLS")
+        self.assertIn("(TLS)", self.c.stderr_text())
+        # the certificate's other name, expected by server_name
+        self.c.stop()
+        self.start(tls=True, port=self.rabbit.tls_port, ca_file=self.ca,
+                   server_name="broker.test")
+        shas = self.send_many([mail(i) for i in range(10, 15)])
+        self.wait_for(lambda: set(shas) <= self.consumed_shas(), 30, "published (server_name)")
+
+    def test_tls_wrong_name_or_ca_refused_mail_kept(self):
+        self.consumer.declare()
+        self.start(tls=True, port=self.rabbit.tls_port, ca_file=self.ca,
+                   server_name="other.test")
+        shas = self.send_many([mail(i) for i in range(3)])
+        self.wait_for(lambda: "cannot connect to broker" in self.c.stderr_text(), 20,
+                      "the refused certificate logged")
+        self.c.stop()
+        self.start(tls=True, port=self.rabbit.tls_port)      # the system's CAs: not ours
+        self.wait_for(lambda: self.c.stderr_text().count("cannot connect to broker") >= 2, 20,
+                      "the unknown CA refused")
+        self.assertEqual(self.consumed_shas(), set())
+        self.c.stop()
+        self.start(tls=True, port=self.rabbit.tls_port, ca_file=self.ca)
+        self.wait_for(lambda: set(shas) <= self.consumed_shas(), 30, "kept mail published")
+
+
+class Durability(AMQPCase):
+
+    def test_broker_killed_and_restarted_under_load(self):
+        self.consumer.declare()
+        self.start()
+        bodies = [mail(i, b"y" * (i % 400) + b"\r\n") for i in range(800)]
+        shas = []
+        killed = False
+        for k in range(0, len(bodies), 100):
+            shas += self.send_many(bodies[k:k + 100])
+            if not killed and k >= 300 and self.consumed_shas():
+                self.rabbit.kill()      # SIGKILL: whatever it confirmed is on its disk
+                killed = True
+        self.assertTrue(killed)
+        self.rabbit.start()
+        self.wait_for(lambda: set(shas) <= self.consumed_shas(), 90, "all 800 consumed")
+        self.assertIn("disconnected from broker", self.c.stderr_text())
+
+    def test_wrong_credentials_clear_error_bounded_retries_mail_kept(self):
+        self.consumer.declare()
+        self.start(password="not-the-password")
+        shas = self.send_many([mail(i) for i in range(5)])
+        t0 = time.time()
+        self.wait_for(lambda: "login refused" in self.c.stderr_text(), 20, "the login error")
+        # attempts 1 s, 2 s, 4 s apart: at least 3 within ~4 s, the log line once
+        node_log = lambda: "\n".join(
+            open(os.path.join(self.rabbit.dir, "log", n), errors="replace").read()
+            for n in os.listdir(os.path.join(self.rabbit.dir, "log")) if n.endswith(".log"))
+        self.wait_for(lambda: node_log().count("invalid credentials") >= 3, 15, "3 attempts")
+        time.sleep(max(0, 6 - (time.time() - t0)))
+        attempts = node_log().count("invalid credentials")
+        self.assertLessEqual(attempts, 5, "retries not backed off")
+        lines = [l for l in self.c.stderr_text().splitlines() if "login refused" in l]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn('user "guest"', lines[0])
+        self.assertIn("127.0.0.1:%d" % self.rabbit.port, lines[0])
+        self.assertIn("ACCESS_REFUSED", lines[0])
+        self.assertEqual(self.consumed_shas(), set())
+        # the mail is kept: with the right password everything is published
+        self.c.stop()
+        self.start()
+        self.wait_for(lambda: set(shas) <= self.consumed_shas(), 30, "kept mail published")
+
+    def test_collector_kill9_with_backlog(self):
+        self.consumer.declare()
+        # A backlog: the broker's port is wrong at first.
+        self.start(port=free_port())
+        shas = set(self.send_many([mail(i) for i in range(300)]))
+        self.c.kill9()
+        self.expect_exit = None
+        self.start()
+        # and a kill -9 in the middle of publishing the backlog
+        self.wait_for(lambda: len(self.consumed_shas()) > 0, 30, "publishing started")
+        self.c.kill9()
+        self.start()
+        self.expect_exit = 0
+        self.wait_for(lambda: shas <= self.consumed_shas(), 30, "backlog published after restart")
+
+    def test_clean_restart_does_not_republish(self):
+        self.consumer.declare()
+        self.start()
+        shas = set(self.send_many([mail(i) for i in range(20)]))
+        self.wait_for(lambda: shas <= self.consumed_shas(), 20, "published")
+        self.c.stop()
+        n = len(self.consumer.get())
+        self.start()
+        time.sleep(2)
+        self.assertEqual(len(self.consumer.get()), n, "confirmed entries were published again")
+
+
+class Config(unittest.TestCase):
+
+    def test_errors_name_file_line_and_key(self):
+        import tempfile
+        from harness import run_tool, binary_default
+        d = tempfile.mkdtemp(prefix="fosr-e2e-")
+        try:
+            p = os.path.join(d, "c.yml")
+            with open(p, "w") as f:
+                f.write("amqp:\n  host: 127.0.0.1\n  user: u\n  password: p\n  exchange: x\n"
+                        "  exchange_type: bogus\n")
+            r = run_tool([binary_default(), "-c", p, "--check-config"])
+            self.assertNotEqual(r.returncode, 0)
+            self.assertRegex(r.stderr.decode(), re.escape(p) + r":6: amqp\.exchange_type")
+            with open(p, "w") as f:
+                f.write("amqp:\n  host: 127.0.0.1\n  user: u\n  password: p\n")
+            r = run_tool([binary_default(), "-c", p, "--check-config"])
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("amqp.exchange", r.stderr.decode())
+        finally:
+            import shutil
+            shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
