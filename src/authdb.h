@@ -76,7 +76,8 @@ bool		 authdb_system_user(const char *user);
  */
 #define AUTHMEM_MAX		4096
 #define AUTHMEM_PER_SCOPE	16
-#define AUTHMEM_TTL_DEFAULT	86400
+#define AUTHMEM_TTL_DEFAULT	86400	/* auth.memory_ttl, seconds */
+#define AUTHMEM_TTL_MAX		(30 * 86400)
 #define AUTHMEM_FIELD_MAX	256
 #define AUTHMEM_SCOPE_MAX	64	/* INET6_ADDRSTRLEN + "/64" */
 
