@@ -365,8 +365,8 @@ authdb_check_nopass(const struct authdb *db, const char *user, int *line)
  * Scoped to the client's source (its /24 or /64): the consistency a detector
  * can see (the same client, the same mailbox, two passwords) holds, and no
  * client's logins can refuse another's.  At most max entries of at most
- * 4 * (AUTHMEM_FIELD_MAX + 1) bytes of strings each (4096 entries: about
- * 4.3 MB at worst); a source keeps at most per_scope of them (its oldest
+ * 3 * (AUTHMEM_FIELD_MAX + 1) bytes of strings each besides the entry (4096
+ * entries: 3.6 MB at worst); a source keeps at most per_scope of them (its oldest
  * goes), an entry expires ttl seconds after its login, and when the table is
  * full an expired entry, else the oldest, is replaced.  One linear pass per
  * AUTH (4096 compares at most).

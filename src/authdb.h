@@ -67,7 +67,7 @@ bool		 authdb_system_user(const char *user);
  * What each user logged in with, across sessions, remembered per source
  * (the client's /24 or /64, authmem_scope()): a real mailbox has one
  * password, as one client sees it, and no client can pin a mailbox for the
- * others.  At most max entries (AUTHMEM_MAX: about 4.3 MB at worst), at most
+ * others.  At most max entries (AUTHMEM_MAX: 3.6 MB at worst), at most
  * per_scope of them for one source (its oldest forgotten first), each
  * forgotten ttl seconds after its login (auth.memory_ttl); a user or password
  * longer than AUTHMEM_FIELD_MAX is not remembered.  A CRAM-MD5 login is
