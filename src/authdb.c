@@ -12,6 +12,9 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <openssl/hmac.h>
 #include <openssl/evp.h>
@@ -356,9 +359,21 @@ authdb_check_nopass(const struct authdb *db, const char *user, int *line)
 	return false;
 }
 
-/* ---- what each user logged in with ---- */
+/* ---- what each user logged in with, as each source saw it ---- */
 
+/*
+ * Scoped to the client's source (its /24 or /64): the consistency a detector
+ * can see (the same client, the same mailbox, two passwords) holds, and no
+ * client's logins can refuse another's.  At most max entries of at most
+ * 3 * (AUTHMEM_FIELD_MAX + 1) bytes of strings each besides the entry (4096
+ * entries: 3.6 MB at worst); a source keeps at most per_scope of them (its oldest
+ * goes), an entry expires ttl seconds after its login, and when the table is
+ * full an expired entry, else the oldest, is replaced.  One linear pass per
+ * AUTH (4096 compares at most).
+ */
 struct authmem_ent {
+	char	 scope[AUTHMEM_SCOPE_MAX];
+	time_t	 when;		/* the login that set it */
 	char	*user;
 	char	*pass;		/* NULL: a CRAM-MD5 login, chal and digest */
 	char	*chal;
@@ -368,23 +383,61 @@ struct authmem_ent {
 struct authmem {
 	struct authmem_ent	*ent;
 	int			 max;
+	int			 per_scope;
+	time_t			 ttl;
 	int			 n;
-	int			 next;	/* the oldest, replaced next when full */
 };
 
 struct authmem *
-authmem_new(int max)
+authmem_new(int max, int per_scope, time_t ttl)
 {
 	struct authmem *m;
 
-	if (max < 1 || (m = calloc(1, sizeof(*m))) == NULL)
+	if (max < 1 || per_scope < 1 || ttl < 1 || (m = calloc(1, sizeof(*m))) == NULL)
 		return NULL;
 	if ((m->ent = calloc((size_t)max, sizeof(*m->ent))) == NULL) {
 		free(m);
 		return NULL;
 	}
 	m->max = max;
+	m->per_scope = per_scope;
+	m->ttl = ttl;
 	return m;
+}
+
+void
+authmem_set_ttl(struct authmem *m, time_t ttl)
+{
+	if (m != NULL && ttl > 0)
+		m->ttl = ttl;
+}
+
+/* The source a client is remembered under: "a.b.c.0/24" or "x:x:x:x::/64". */
+void
+authmem_scope(const struct sockaddr *sa, char *out, size_t outlen)
+{
+	unsigned char a[16];
+	char txt[INET6_ADDRSTRLEN];
+
+	if (outlen)
+		out[0] = '\0';
+	if (sa->sa_family == AF_INET) {
+		memcpy(a, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		a[3] = 0;
+		if (inet_ntop(AF_INET, a, txt, sizeof(txt)) != NULL)
+			snprintf(out, outlen, "%s/24", txt);
+	} else if (sa->sa_family == AF_INET6) {
+		memcpy(a, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+		if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a)) {
+			a[15] = 0;
+			if (inet_ntop(AF_INET, a + 12, txt, sizeof(txt)) != NULL)
+				snprintf(out, outlen, "%s/24", txt);
+			return;
+		}
+		memset(a + 8, 0, 8);
+		if (inet_ntop(AF_INET6, a, txt, sizeof(txt)) != NULL)
+			snprintf(out, outlen, "%s/64", txt);
+	}
 }
 
 static void
@@ -414,13 +467,20 @@ authmem_count(const struct authmem *m)
 	return m ? m->n : 0;
 }
 
+static bool
+authmem_live(const struct authmem *m, const struct authmem_ent *e, time_t now)
+{
+	return e->user != NULL && now - e->when < m->ttl;
+}
+
 static struct authmem_ent *
-authmem_find(const struct authmem *m, const char *user)
+authmem_find(const struct authmem *m, const char *scope, const char *user, time_t now)
 {
 	if (m == NULL)
 		return NULL;
 	for (int i = 0; i < m->n; i++)
-		if (strcasecmp(m->ent[i].user, user) == 0)
+		if (authmem_live(m, &m->ent[i], now) && strcmp(m->ent[i].scope, scope) == 0 &&
+		    strcasecmp(m->ent[i].user, user) == 0)
 			return &m->ent[i];
 	return NULL;
 }
@@ -442,9 +502,10 @@ authmem_cram_ok(const char *pass, const char *chal, const char *digest)
 }
 
 enum authmem_res
-authmem_check_pass(const struct authmem *m, const char *user, const char *pass)
+authmem_check_pass(const struct authmem *m, const char *scope, const char *user,
+    const char *pass, time_t now)
 {
-	const struct authmem_ent *e = authmem_find(m, user);
+	const struct authmem_ent *e = authmem_find(m, scope, user, now);
 
 	if (e == NULL)
 		return AUTHMEM_UNKNOWN;
@@ -454,30 +515,54 @@ authmem_check_pass(const struct authmem *m, const char *user, const char *pass)
 }
 
 enum authmem_res
-authmem_check_cram(const struct authmem *m, const char *user, const char *chal,
-    const char *digest)
+authmem_check_cram(const struct authmem *m, const char *scope, const char *user,
+    const char *chal, const char *digest, time_t now)
 {
-	const struct authmem_ent *e = authmem_find(m, user);
+	const struct authmem_ent *e = authmem_find(m, scope, user, now);
 
 	if (e == NULL || e->pass == NULL)
 		return AUTHMEM_UNKNOWN;
 	return authmem_cram_ok(e->pass, chal, digest) ? AUTHMEM_MATCH : AUTHMEM_MISMATCH;
 }
 
-/* The entry for user: its own, else a free one, else the oldest. */
+/*
+ * The entry for (scope, user), in one pass: its own; else, when the source
+ * has per_scope entries, its oldest (one source never pushes out another's);
+ * else an expired one; else a free one; else the oldest of all.
+ */
 static struct authmem_ent *
-authmem_slot(struct authmem *m, const char *user)
+authmem_slot(struct authmem *m, const char *scope, const char *user, time_t now)
 {
-	struct authmem_ent *e;
+	struct authmem_ent *e, *mine = NULL, *expired = NULL, *oldest = NULL;
+	int nmine = 0;
 
-	if ((e = authmem_find(m, user)) != NULL) {
-		authmem_clear(e);
-		return e;
+	for (int i = 0; i < m->n; i++) {
+		e = &m->ent[i];
+		if (!authmem_live(m, e, now)) {
+			if (expired == NULL)
+				expired = e;
+			continue;
+		}
+		if (strcmp(e->scope, scope) == 0) {
+			if (strcasecmp(e->user, user) == 0) {
+				authmem_clear(e);
+				return e;
+			}
+			nmine++;
+			if (mine == NULL || e->when < mine->when)
+				mine = e;
+		}
+		if (oldest == NULL || e->when < oldest->when)
+			oldest = e;
 	}
-	if (m->n < m->max)
+	if (nmine >= m->per_scope)
+		e = mine;
+	else if (expired != NULL)
+		e = expired;
+	else if (m->n < m->max)
 		return &m->ent[m->n++];
-	e = &m->ent[m->next];
-	m->next = (m->next + 1) % m->max;
+	else
+		e = oldest;
 	authmem_clear(e);
 	return e;
 }
@@ -494,32 +579,41 @@ authmem_drop(struct authmem *m, struct authmem_ent *e)
 		memset(last, 0, sizeof(*last));
 	}
 	m->n--;
-	if (m->next >= m->n)
-		m->next = 0;
+}
+
+static bool
+authmem_fits(const char *scope, const char *user)
+{
+	return strlen(scope) < AUTHMEM_SCOPE_MAX && strlen(user) <= AUTHMEM_FIELD_MAX;
 }
 
 void
-authmem_remember_pass(struct authmem *m, const char *user, const char *pass)
+authmem_remember_pass(struct authmem *m, const char *scope, const char *user,
+    const char *pass, time_t now)
 {
 	struct authmem_ent *e;
 
-	if (m == NULL || strlen(user) > AUTHMEM_FIELD_MAX || strlen(pass) > AUTHMEM_FIELD_MAX)
+	if (m == NULL || !authmem_fits(scope, user) || strlen(pass) > AUTHMEM_FIELD_MAX)
 		return;
-	e = authmem_slot(m, user);
+	e = authmem_slot(m, scope, user, now);
+	snprintf(e->scope, sizeof(e->scope), "%s", scope);
+	e->when = now;
 	if ((e->user = strdup(user)) == NULL || (e->pass = strdup(pass)) == NULL)
 		authmem_drop(m, e);
 }
 
 void
-authmem_remember_cram(struct authmem *m, const char *user, const char *chal,
-    const char *digest)
+authmem_remember_cram(struct authmem *m, const char *scope, const char *user,
+    const char *chal, const char *digest, time_t now)
 {
 	struct authmem_ent *e;
 
-	if (m == NULL || strlen(user) > AUTHMEM_FIELD_MAX || strlen(chal) > AUTHMEM_FIELD_MAX ||
+	if (m == NULL || !authmem_fits(scope, user) || strlen(chal) > AUTHMEM_FIELD_MAX ||
 	    strlen(digest) > AUTHMEM_FIELD_MAX)
 		return;
-	e = authmem_slot(m, user);
+	e = authmem_slot(m, scope, user, now);
+	snprintf(e->scope, sizeof(e->scope), "%s", scope);
+	e->when = now;
 	if ((e->user = strdup(user)) == NULL || (e->chal = strdup(chal)) == NULL ||
 	    (e->digest = strdup(digest)) == NULL)
 		authmem_drop(m, e);

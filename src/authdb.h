@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #define AUTHDB_RULES_MAX	65536	/* after {domain}/{local} expansion */
 #define AUTHDB_LINE_MAX		1024
@@ -63,31 +64,43 @@ bool		 authdb_check_nopass(const struct authdb *, const char *user, int *line);
 bool		 authdb_system_user(const char *user);
 
 /*
- * What each user logged in with, across sessions: a real mailbox has one
- * password.  At most max users, the oldest forgotten first; a user or
- * password longer than AUTHMEM_FIELD_MAX is not remembered.  A CRAM-MD5
- * login is remembered as its challenge and digest, against which a later
- * password is checked (a later CRAM-MD5 digest cannot be).
+ * What each user logged in with, across sessions, remembered per source
+ * (the client's /24 or /64, authmem_scope()): a real mailbox has one
+ * password, as one client sees it, and no client can pin a mailbox for the
+ * others.  At most max entries (AUTHMEM_MAX: 3.6 MB at worst), at most
+ * per_scope of them for one source (its oldest forgotten first), each
+ * forgotten ttl seconds after its login (auth.memory_ttl); a user or password
+ * longer than AUTHMEM_FIELD_MAX is not remembered.  A CRAM-MD5 login is
+ * remembered as its challenge and digest, against which a later password
+ * from the same source is checked (a later CRAM-MD5 digest cannot be).
  */
 #define AUTHMEM_MAX		4096
+#define AUTHMEM_PER_SCOPE	16
+#define AUTHMEM_TTL_DEFAULT	86400	/* auth.memory_ttl, seconds */
+#define AUTHMEM_TTL_MAX		(30 * 86400)
 #define AUTHMEM_FIELD_MAX	256
+#define AUTHMEM_SCOPE_MAX	64	/* INET6_ADDRSTRLEN + "/64" */
 
 enum authmem_res { AUTHMEM_UNKNOWN, AUTHMEM_MATCH, AUTHMEM_MISMATCH };
 
 struct authmem;
+struct sockaddr;
 
-struct authmem	*authmem_new(int max);
+struct authmem	*authmem_new(int max, int per_scope, time_t ttl);
+void		 authmem_set_ttl(struct authmem *, time_t ttl);
 void		 authmem_free(struct authmem *);
 int		 authmem_count(const struct authmem *);
+void		 authmem_scope(const struct sockaddr *, char *out, size_t outlen);
 /* user is compared without regard to case, the password exactly. */
-enum authmem_res authmem_check_pass(const struct authmem *, const char *user,
-		    const char *pass);
+enum authmem_res authmem_check_pass(const struct authmem *, const char *scope,
+		    const char *user, const char *pass, time_t now);
 /* digest: 32 hex digits of HMAC-MD5(password, challenge) (RFC 2195). */
-enum authmem_res authmem_check_cram(const struct authmem *, const char *user,
-		    const char *challenge, const char *digest);
-void		 authmem_remember_pass(struct authmem *, const char *user, const char *pass);
-void		 authmem_remember_cram(struct authmem *, const char *user,
-		    const char *challenge, const char *digest);
+enum authmem_res authmem_check_cram(const struct authmem *, const char *scope,
+		    const char *user, const char *challenge, const char *digest, time_t now);
+void		 authmem_remember_pass(struct authmem *, const char *scope,
+		    const char *user, const char *pass, time_t now);
+void		 authmem_remember_cram(struct authmem *, const char *scope,
+		    const char *user, const char *challenge, const char *digest, time_t now);
 
 /* The shipped default list (etc/credentials.txt holds the same text). */
 extern const char authdb_default[];

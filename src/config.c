@@ -19,6 +19,7 @@
 
 #include <yaml.h>
 
+#include "authdb.h"
 #include "config.h"
 #include "log.h"
 #include "relay_dest.h"
@@ -131,8 +132,9 @@ static const char *const spool_keys[SK_COUNT] = {
 	"journal_keep",
 };
 
-enum auth_key { AK_OUTCOME, AK_ACCEPT_AFTER, AK_CREDENTIALS, AK_COUNT };
-static const char *const auth_keys[AK_COUNT] = { "outcome", "accept_after", "credentials" };
+enum auth_key { AK_OUTCOME, AK_ACCEPT_AFTER, AK_CREDENTIALS, AK_MEMORY_TTL, AK_COUNT };
+static const char *const auth_keys[AK_COUNT] = { "outcome", "accept_after", "credentials",
+	"memory_ttl" };
 
 enum limits_key {
 	LM_LINE_LENGTH, LM_MESSAGE_SIZE, LM_RECIPIENTS, LM_SOFT_ERRORS,
@@ -658,6 +660,8 @@ auth_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 	}
 	if (key == AK_CREDENTIALS)
 		return yu_str(x, v, path, c->auth_credentials, sizeof(c->auth_credentials), true);
+	if (key == AK_MEMORY_TTL)
+		return yu_int(x, v, path, 1, AUTHMEM_TTL_MAX, &c->auth_memory_ttl);
 	return yu_int(x, v, path, 0, 1000, &c->auth_accept_after);
 }
 
@@ -1144,6 +1148,7 @@ cfg_defaults(struct cfg *c)
 	/* Accepting everything is a honeypot's loudest tell: the shipped policy. */
 	c->auth_outcome = AUTH_OUTCOME_POLICY;
 	c->auth_accept_after = 1;
+	c->auth_memory_ttl = AUTHMEM_TTL_DEFAULT;
 	c->limits.line_length = SMTP_LINE_DEFAULT;
 	c->limits.message_size = SMTP_MSG_SIZE_DEFAULT;
 	c->limits.recipients = SMTP_RCPT_DEFAULT;

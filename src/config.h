@@ -210,6 +210,7 @@ struct cfg {
 
 	enum auth_outcome auth_outcome;
 	int		 auth_accept_after;
+	int		 auth_memory_ttl;	/* seconds a policy login is remembered for its source */
 	char		 auth_credentials[PATH_MAX];	/* policy file; relative = beside the config; "" = built in */
 
 	struct cfg_limits limits;

@@ -3257,11 +3257,14 @@ smtp_auth_raw(struct smtp_session *s, const char *line, size_t len)
 }
 
 /*
- * auth.outcome policy: a user who logged in before (any session) has that
- * one password: another is refused; then the rules judge, and a user they
- * accept is remembered with the password.  CRAM-MD5 sends a digest, not the
- * password: checked against a remembered password, else judged by the
- * rules that do not look at the password (authdb_check_nopass).
+ * auth.outcome policy: a user who logged in before from the same source (the
+ * client's /24 or /64, within auth.memory_ttl) has that one password there:
+ * another is refused; then the rules judge, and a user they accept is
+ * remembered with the password for that source.  Scoped so that a detector
+ * sees a consistent mailbox while no client can lock the mailboxes for the
+ * others.  CRAM-MD5 sends a digest, not the password: checked against a
+ * remembered password, else judged by the rules that do not look at the
+ * password (authdb_check_nopass).
  */
 static bool
 smtp_auth_policy(struct smtp_session *s, int *rule, enum authmem_res *mem)
@@ -3269,12 +3272,18 @@ smtp_auth_policy(struct smtp_session *s, int *rule, enum authmem_res *mem)
 	const struct smtp_auth *a = s->auth;
 	const char *user = a->user ? a->user : "", *pass = a->pass ? a->pass : "";
 	bool cram = strcmp(a->mech, "CRAM-MD5") == 0 && a->challenge != NULL;
+	char scope[AUTHMEM_SCOPE_MAX];
+	struct timespec ts;
 	bool ok;
 
 	if (s->srv->authmem == NULL)
-		s->srv->authmem = authmem_new(AUTHMEM_MAX);
-	*mem = cram ? authmem_check_cram(s->srv->authmem, user, a->challenge, pass) :
-	    authmem_check_pass(s->srv->authmem, user, pass);
+		s->srv->authmem = authmem_new(AUTHMEM_MAX, AUTHMEM_PER_SCOPE,
+		    s->srv->cfg->auth_memory_ttl);
+	authmem_set_ttl(s->srv->authmem, s->srv->cfg->auth_memory_ttl);
+	authmem_scope((const struct sockaddr *)&s->peer, scope, sizeof(scope));
+	clock_gettime(CLOCK_MONOTONIC, &ts);	/* a clock step changes no expiry */
+	*mem = cram ? authmem_check_cram(s->srv->authmem, scope, user, a->challenge, pass,
+	    ts.tv_sec) : authmem_check_pass(s->srv->authmem, scope, user, pass, ts.tv_sec);
 	if (*mem == AUTHMEM_MISMATCH)
 		return false;
 	/* the rules still decide (a SIGHUP may have changed them) */
@@ -3283,9 +3292,9 @@ smtp_auth_policy(struct smtp_session *s, int *rule, enum authmem_res *mem)
 	if (!ok || *mem == AUTHMEM_MATCH)
 		return ok;
 	if (cram)
-		authmem_remember_cram(s->srv->authmem, user, a->challenge, pass);
+		authmem_remember_cram(s->srv->authmem, scope, user, a->challenge, pass, ts.tv_sec);
 	else
-		authmem_remember_pass(s->srv->authmem, user, pass);
+		authmem_remember_pass(s->srv->authmem, scope, user, pass, ts.tv_sec);
 	return ok;
 }
 

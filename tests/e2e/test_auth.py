@@ -10,6 +10,7 @@ import smtplib
 import time
 import unittest
 
+from fixtures.abuse import loopback_sources, wait_until
 from harness import (HOST, HOSTNAME, CollectorTestCase, queue_id, unverified_context,
                      with_config)
 
@@ -468,6 +469,54 @@ class CredentialPolicyTests(CollectorTestCase):
             cl.ehlo()
             self.assertEqual(self._cram(cl, info, "Daisy12345").code, 535)
             self.assertEqual(self._cram(cl, info, "Sunflower77").code, 235)
+
+    def _try(self, user, pw, source=None, cram=False, digest=None):
+        """One login in its own session from source; returns (code, event)."""
+        kw = {"source_address": (source, 0)} if source else {}
+        with self.c.connect("submissions", **kw) as cl:
+            cl.ehlo()
+            port = cl.sock.getsockname()[1]
+            r = self._cram(cl, user, pw, digest=digest) if cram else self._login(cl, user, pw)
+            ev = self.c.wait_event("fosr.login.attempt", lambda e: e.get("src_port") == port)
+        self.assertEqual(ev["success"], r.code == 235)
+        return r.code, ev
+
+    @with_config({"auth": {"outcome": "policy"}}, listeners=SUBMISSION_LISTENERS)
+    def test_memory_per_source(self):
+        """The lock-out: client A logs in once as each plausible mailbox (and
+        pins one with a junk CRAM-MD5 digest); client B (another /24) still
+        gets in with its own passwords; A still sees one password per mailbox
+        (what a detector checks), and so does B."""
+        a, b = "127.0.0.1", loopback_sources(1)[0]     # 127.0.0.0/24, 127.0.1.0/24
+        info, sales = "info@" + HOSTNAME, "sales@" + HOSTNAME
+        self.assertEqual(self._try(info, "Sunflower77", a)[0], 235)
+        self.assertEqual(self._try(sales, None, a, cram=True, digest="0" * 32)[0], 235)
+        # B: another source, another plausible password: in, and its spam captured
+        self.assertEqual(self._try(info, "Daisy12345", b)[0], 235)
+        self.assertEqual(self._try(sales, "Tulip2024x", b)[0], 235)
+        # A: the same mailbox with a second password is refused (a real mailbox)
+        code, ev = self._try(info, "Daisy12345", a)
+        self.assertEqual((code, ev["known_user"]), (535, "other password"))
+        self.assertEqual(self._try(sales, "Tulip2024x", a)[0], 535)
+        self.assertEqual(self._try(info, "Sunflower77", a)[0], 235)
+        # B's memory is B's: its first password stays, another is refused
+        self.assertEqual(self._try(info, "Sunflower77", b)[0], 535)
+        self.assertEqual(self._try(info, "Daisy12345", b)[0], 235)
+
+    @with_config({"auth": {"outcome": "policy", "memory_ttl": 2}}, listeners=SUBMISSION_LISTENERS)
+    def test_memory_ttl(self):
+        """auth.memory_ttl: a source's memory of a mailbox goes after that many
+        seconds (before it, a second password is refused)."""
+        a, info = "127.0.0.1", "info@" + HOSTNAME
+        self.assertEqual(self._try(info, "Sunflower77", a)[0], 235)
+        t0 = time.monotonic()
+        code = self._try(info, "Daisy12345", a)[0]
+        if time.monotonic() - t0 < 1.5:     # still within the TTL: refused
+            self.assertEqual(code, 535)
+        self.assertTrue(wait_until(lambda: self._try(info, "Orchid5555", a)[0] == 235,
+                                   15 * self.c.slow, step=0.2),
+                        "the login memory never expired")
+        self.assertEqual(self._try(info, "Sunflower77", a)[0], 535)
 
     @with_config({"auth": {"outcome": "policy"}}, listeners=SUBMISSION_LISTENERS)
     def test_cram_md5_judged_by_policy(self):

@@ -10,6 +10,9 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <time.h>
 
 #include "authdb.h"
 
@@ -297,52 +300,123 @@ test_check_nopass(void **state)
 #define RFC_DIGEST	"b913a602c7eda7a495b4e6e7334d3890"
 
 /*
- * F1: a mailbox has one password.  Once a user got in with a password,
- * another password for that user is refused, in any later session; the
- * memory is bounded (the oldest entry goes).
+ * F1: a mailbox has one password, as one client sees it.  Once a user got
+ * in with a password from a source (a /24 or /64), another password for that
+ * user from that source is refused, in any later session, until the entry
+ * expires; the memory is bounded (expired entries go first, then the oldest).
  */
+#define SA	"192.0.2.0/24"
+#define SB	"198.51.100.0/24"
+#define T0	((time_t)1000000)
+#define TTL	60
+
 static void
 test_memory(void **state)
 {
-	struct authmem *m = authmem_new(3);
+	struct authmem *m = authmem_new(3, 3, TTL);
 
-	assert_int_equal(authmem_check_pass(m, "info@x", "Secret99"), AUTHMEM_UNKNOWN);
-	authmem_remember_pass(m, "info@x", "Secret99");
-	assert_int_equal(authmem_check_pass(m, "info@x", "Secret99"), AUTHMEM_MATCH);
-	assert_int_equal(authmem_check_pass(m, "INFO@X", "Secret99"), AUTHMEM_MATCH);
-	assert_int_equal(authmem_check_pass(m, "info@x", "secret99"), AUTHMEM_MISMATCH);
-	assert_int_equal(authmem_check_pass(m, "info@x", ""), AUTHMEM_MISMATCH);
+	assert_int_equal(authmem_check_pass(m, SA, "info@x", "Secret99", T0), AUTHMEM_UNKNOWN);
+	authmem_remember_pass(m, SA, "info@x", "Secret99", T0);
+	assert_int_equal(authmem_check_pass(m, SA, "info@x", "Secret99", T0), AUTHMEM_MATCH);
+	assert_int_equal(authmem_check_pass(m, SA, "INFO@X", "Secret99", T0), AUTHMEM_MATCH);
+	assert_int_equal(authmem_check_pass(m, SA, "info@x", "secret99", T0), AUTHMEM_MISMATCH);
+	assert_int_equal(authmem_check_pass(m, SA, "info@x", "", T0), AUTHMEM_MISMATCH);
 	/* CRAM-MD5 against a remembered password: the digest is checked */
-	authmem_remember_pass(m, "tim", "tanstaaftanstaaf");
-	assert_int_equal(authmem_check_cram(m, "tim", RFC_CHAL, RFC_DIGEST), AUTHMEM_MATCH);
-	assert_int_equal(authmem_check_cram(m, "tim", RFC_CHAL,
-	    "B913A602C7EDA7A495B4E6E7334D3890"), AUTHMEM_MATCH);
-	assert_int_equal(authmem_check_cram(m, "tim", RFC_CHAL,
-	    "00000000000000000000000000000000"), AUTHMEM_MISMATCH);
-	assert_int_equal(authmem_check_cram(m, "nobody@x", RFC_CHAL, RFC_DIGEST),
+	authmem_remember_pass(m, SA, "tim", "tanstaaftanstaaf", T0);
+	assert_int_equal(authmem_check_cram(m, SA, "tim", RFC_CHAL, RFC_DIGEST, T0),
+	    AUTHMEM_MATCH);
+	assert_int_equal(authmem_check_cram(m, SA, "tim", RFC_CHAL,
+	    "B913A602C7EDA7A495B4E6E7334D3890", T0), AUTHMEM_MATCH);
+	assert_int_equal(authmem_check_cram(m, SA, "tim", RFC_CHAL,
+	    "00000000000000000000000000000000", T0), AUTHMEM_MISMATCH);
+	assert_int_equal(authmem_check_cram(m, SA, "nobody@x", RFC_CHAL, RFC_DIGEST, T0),
 	    AUTHMEM_UNKNOWN);
 	/* a CRAM-MD5 login remembered: a later password is checked against it */
-	authmem_remember_cram(m, "tom", RFC_CHAL, RFC_DIGEST);
-	assert_int_equal(authmem_check_pass(m, "tom", "tanstaaftanstaaf"), AUTHMEM_MATCH);
-	assert_int_equal(authmem_check_pass(m, "tom", "other"), AUTHMEM_MISMATCH);
+	authmem_remember_cram(m, SA, "tom", RFC_CHAL, RFC_DIGEST, T0 + 1);
+	assert_int_equal(authmem_check_pass(m, SA, "tom", "tanstaaftanstaaf", T0), AUTHMEM_MATCH);
+	assert_int_equal(authmem_check_pass(m, SA, "tom", "other", T0), AUTHMEM_MISMATCH);
 	/* ...and another CRAM-MD5 cannot be checked against it */
-	assert_int_equal(authmem_check_cram(m, "tom", "<1.2@h>", RFC_DIGEST), AUTHMEM_UNKNOWN);
+	assert_int_equal(authmem_check_cram(m, SA, "tom", "<1.2@h>", RFC_DIGEST, T0),
+	    AUTHMEM_UNKNOWN);
 	assert_int_equal(authmem_count(m), 3);
-	/* bounded: the fourth user pushes out the first */
-	authmem_remember_pass(m, "sales@x", "Other123");
+	/* bounded: the fourth user pushes out the oldest */
+	authmem_remember_pass(m, SA, "sales@x", "Other123", T0 + 2);
 	assert_int_equal(authmem_count(m), 3);
-	assert_int_equal(authmem_check_pass(m, "info@x", "whatever"), AUTHMEM_UNKNOWN);
-	assert_int_equal(authmem_check_pass(m, "sales@x", "Other123"), AUTHMEM_MATCH);
+	assert_int_equal(authmem_check_pass(m, SA, "info@x", "whatever", T0), AUTHMEM_UNKNOWN);
+	assert_int_equal(authmem_check_pass(m, SA, "sales@x", "Other123", T0), AUTHMEM_MATCH);
 	/* an over-long field is not remembered */
 	{
 		char big[AUTHMEM_FIELD_MAX + 2];
 		memset(big, 'p', sizeof(big) - 1);
 		big[sizeof(big) - 1] = '\0';
-		authmem_remember_pass(m, "long@x", big);
-		assert_int_equal(authmem_check_pass(m, "long@x", "x"), AUTHMEM_UNKNOWN);
+		authmem_remember_pass(m, SA, "long@x", big, T0);
+		assert_int_equal(authmem_check_pass(m, SA, "long@x", "x", T0), AUTHMEM_UNKNOWN);
 	}
 	authmem_free(m);
 	authmem_free(NULL);
+}
+
+/*
+ * The lock-out: client A logs in once as each plausible mailbox; another
+ * source is not refused for any of them (A's memory is A's), A is, until
+ * the TTL; A cannot push other sources' entries out beyond its own cap; a
+ * junk CRAM-MD5 digest pins nothing for anyone else.
+ */
+static void
+test_memory_scoped(void **state)
+{
+	struct authmem *m = authmem_new(8, 2, TTL);
+	char scope[64];
+
+	authmem_remember_pass(m, SA, "info@x", "Secret99", T0);
+	assert_int_equal(authmem_check_pass(m, SB, "info@x", "Other123", T0), AUTHMEM_UNKNOWN);
+	authmem_remember_pass(m, SB, "info@x", "Other123", T0);
+	assert_int_equal(authmem_check_pass(m, SA, "info@x", "Other123", T0), AUTHMEM_MISMATCH);
+	assert_int_equal(authmem_check_pass(m, SB, "info@x", "Other123", T0), AUTHMEM_MATCH);
+	assert_int_equal(authmem_check_pass(m, SB, "info@x", "Secret99", T0), AUTHMEM_MISMATCH);
+	/* expiry: after TTL seconds A's entry is gone, before it is not */
+	assert_int_equal(authmem_check_pass(m, SA, "info@x", "Other123", T0 + TTL - 1),
+	    AUTHMEM_MISMATCH);
+	assert_int_equal(authmem_check_pass(m, SA, "info@x", "Other123", T0 + TTL),
+	    AUTHMEM_UNKNOWN);
+	/* a junk CRAM-MD5 digest from A: B's PLAIN logins are not judged by it */
+	authmem_remember_cram(m, SA, "sales@x", RFC_CHAL, "0123456789abcdef0123456789abcdef", T0);
+	assert_int_equal(authmem_check_pass(m, SB, "sales@x", "Tulip2024x", T0), AUTHMEM_UNKNOWN);
+	assert_int_equal(authmem_check_pass(m, SA, "sales@x", "Tulip2024x", T0), AUTHMEM_MISMATCH);
+	/* per-source cap: A's third user replaces A's oldest, not B's entry */
+	authmem_remember_pass(m, SA, "support@x", "Orchid555", T0 + 1);
+	assert_int_equal(authmem_count(m), 3);
+	assert_int_equal(authmem_check_pass(m, SA, "info@x", "x", T0 + 1), AUTHMEM_UNKNOWN);
+	for (int i = 0; i < 20; i++) {
+		char u[32];
+		snprintf(u, sizeof(u), "user%d@x", i);
+		authmem_remember_pass(m, SA, u, "Secret99", T0 + 2 + i);
+	}
+	assert_int_equal(authmem_count(m), 3);
+	assert_int_equal(authmem_check_pass(m, SB, "info@x", "Other123", T0 + 30), AUTHMEM_MATCH);
+	/* expired entries are reused before the table grows */
+	authmem_remember_pass(m, "203.0.113.0/24", "a@x", "Secret99", T0 + 3 * TTL);
+	assert_int_equal(authmem_count(m), 3);
+	assert_int_equal(authmem_check_pass(m, "203.0.113.0/24", "a@x", "Secret99", T0 + 3 * TTL),
+	    AUTHMEM_MATCH);
+	authmem_free(m);
+
+	/* the source a client is remembered under: its /24, its /64 */
+	{
+		struct sockaddr_in sin = { .sin_family = AF_INET };
+		struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6 };
+
+		inet_pton(AF_INET, "192.0.2.77", &sin.sin_addr);
+		authmem_scope((struct sockaddr *)&sin, scope, sizeof(scope));
+		assert_string_equal(scope, "192.0.2.0/24");
+		inet_pton(AF_INET6, "2001:db8:1:2:aaaa:bbbb:cccc:dddd", &sin6.sin6_addr);
+		authmem_scope((struct sockaddr *)&sin6, scope, sizeof(scope));
+		assert_string_equal(scope, "2001:db8:1:2::/64");
+		/* an IPv4 client on a dual-stack socket counts as IPv4 */
+		inet_pton(AF_INET6, "::ffff:192.0.2.9", &sin6.sin6_addr);
+		authmem_scope((struct sockaddr *)&sin6, scope, sizeof(scope));
+		assert_string_equal(scope, "192.0.2.0/24");
+	}
 }
 
 /* The embedded default is etc/credentials.txt. */
@@ -378,6 +452,7 @@ main(void)
 		cmocka_unit_test(test_expand_literal),
 		cmocka_unit_test(test_check_nopass),
 		cmocka_unit_test(test_memory),
+		cmocka_unit_test(test_memory_scoped),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -126,6 +126,7 @@ test_defaults(void **state)
 	assert_true(c->spool_max_bytes == 0);
 	assert_string_equal(c->event_log, "fosr-events.json");
 	assert_int_equal(c->auth_outcome, AUTH_OUTCOME_POLICY);
+	assert_int_equal(c->auth_memory_ttl, 86400);
 	assert_string_equal(c->auth_credentials, "");
 	assert_int_equal(c->limits.line_length, SMTP_LINE_DEFAULT);
 	assert_true(c->limits.message_size == SMTP_MSG_SIZE_DEFAULT);
@@ -332,6 +333,7 @@ test_every_key(void **state)
 	    "  outcome: accept_after\n"
 	    "  accept_after: 3\n"
 	    "  credentials: creds.txt\n"
+	    "  memory_ttl: 3600\n"
 	    "limits:\n"
 	    "  line_length: 4096\n"
 	    "  message_size: 10M\n"
@@ -394,6 +396,7 @@ test_every_key(void **state)
 	assert_int_equal(c->auth_outcome, AUTH_OUTCOME_ACCEPT_AFTER);
 	assert_string_equal(c->auth_credentials, "creds.txt");
 	assert_int_equal(c->auth_accept_after, 3);
+	assert_int_equal(c->auth_memory_ttl, 3600);
 	assert_int_equal(c->limits.line_length, 4096);
 	assert_true(c->limits.message_size == 10ull << 20);
 	assert_int_equal(c->limits.recipients, 5);
@@ -709,6 +712,9 @@ test_main_errors(void **state)
 	expect_err("auth:\n  outcome: maybe\n",
 	    "t.yml:2: auth.outcome: expected one of accept, reject, accept_after, policy");
 	expect_err("auth:\n  accept_after: 1001\n", "t.yml:2: auth.accept_after: 1001 is out of range");
+	expect_err("auth:\n  memory_ttl: 0\n", "t.yml:2: auth.memory_ttl: 0 is out of range");
+	expect_err("auth:\n  memory_ttl: 2592001\n",
+	    "t.yml:2: auth.memory_ttl: 2592001 is out of range");
 	expect_err("spool:\n  directory: \"\"\n", "t.yml:2: spool.directory: must not be empty");
 	expect_err("spool:\n  min_free: [1]\n",
 	    "t.yml:2: spool.min_free: expected a single value, not a list");
