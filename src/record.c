@@ -11,6 +11,7 @@
 #include "record.h"
 #include "json.h"
 #include "rules.h"
+#include "utf8.h"
 
 const char *const record_meta_keys[RECORD_META_NKEYS] = {
 	"time", "session", "queue_id", "listener", "src_ip", "src_port", "dst_ip",
@@ -148,6 +149,38 @@ record_str_dup(const char *v, size_t vl)
 }
 
 /*
+ * A JSON string value into a field of its own size: cut (at a UTF-8
+ * boundary) when longer, as record.h says, never blanked.  0, or -1 (dst "")
+ * when it is not a string or holds a NUL (or out of memory).
+ */
+static int
+record_str_cut(const char *v, size_t vl, char *dst, size_t dstlen)
+{
+	char *s;
+	size_t n;
+
+	dst[0] = '\0';
+	if (v == NULL || (s = record_str_dup(v, vl)) == NULL)
+		return -1;
+	n = utf8_prefix(s, strlen(s), dstlen - 1);
+	memcpy(dst, s, n);
+	dst[n] = '\0';
+	free(s);
+	return 0;
+}
+
+/* A port member: 0..65535, else none (0) rather than a wrapped number. */
+static int
+record_port(const char *v, size_t vl)
+{
+	long long n;
+
+	if (v == NULL || json_int(v, vl, &n) == -1 || n < 0 || n > 65535)
+		return 0;
+	return (int)n;
+}
+
+/*
  * Parse a reception record: one walk over its members (the first of a
  * duplicated key counts, as with json_get), then the values.
  */
@@ -181,9 +214,10 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-#define RK_STR(key, dst) (val[key] != NULL ? \
-	json_str(val[key], vlen[key], (dst), sizeof(dst)) : -1)
-	if (RK_STR(RK_SHA256, r->sha256) == -1 ||
+	/* Cut to the field (record.h), but the digest must be whole. */
+#define RK_STR(key, dst) record_str_cut(val[key], vlen[key], (dst), sizeof(dst))
+	if (val[RK_SHA256] == NULL ||
+	    json_str(val[RK_SHA256], vlen[RK_SHA256], r->sha256, sizeof(r->sha256)) == -1 ||
 	    strlen(r->sha256) != 64 || strspn(r->sha256, "0123456789abcdef") != 64) {
 		snprintf(err, errlen, "record: no valid sha256");
 		goto fail;
@@ -198,10 +232,8 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 	RK_STR(RK_PROTOCOL, r->protocol);
 	if (val[RK_SIZE] && json_int(val[RK_SIZE], vlen[RK_SIZE], &n) == 0 && n >= 0)
 		r->size = (uint64_t)n;
-	if (val[RK_SRC_PORT] && json_int(val[RK_SRC_PORT], vlen[RK_SRC_PORT], &n) == 0)
-		r->src_port = (int)n;
-	if (val[RK_DST_PORT] && json_int(val[RK_DST_PORT], vlen[RK_DST_PORT], &n) == 0)
-		r->dst_port = (int)n;
+	r->src_port = record_port(val[RK_SRC_PORT], vlen[RK_SRC_PORT]);
+	r->dst_port = record_port(val[RK_DST_PORT], vlen[RK_DST_PORT]);
 	if (val[RK_TLS] && !json_is_null(val[RK_TLS], vlen[RK_TLS]))
 		r->tls = true;
 	v = val[RK_AUTH];
@@ -209,8 +241,9 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 	if (v != NULL && !json_is_null(v, vl) &&
 	    json_get(v, vl, "username", &a, &al) == 0) {
 		r->auth = true;
-		json_str(a, al, r->auth_user, sizeof(r->auth_user));
-		json_get_str(v, vl, "password", r->auth_pass, sizeof(r->auth_pass));
+		record_str_cut(a, al, r->auth_user, sizeof(r->auth_user));
+		if (json_get(v, vl, "password", &a, &al) == 0)
+			record_str_cut(a, al, r->auth_pass, sizeof(r->auth_pass));
 	}
 	if (val[RK_MAIL_FROM] == NULL ||
 	    (r->mail_from = record_str_dup(val[RK_MAIL_FROM], vlen[RK_MAIL_FROM])) == NULL) {
@@ -218,7 +251,8 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 		goto fail;
 	}
 #undef RK_STR
-	if ((v = val[RK_RCPT_TO]) == NULL) {
+	/* Not an array counts as none (a string would read as 0 recipients). */
+	if ((v = val[RK_RCPT_TO]) == NULL || vlen[RK_RCPT_TO] == 0 || v[0] != '[') {
 		snprintf(err, errlen, "record: no rcpt_to");
 		goto fail;
 	}
@@ -235,9 +269,14 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 		}
 	}
 	vl = vlen[RK_RCPT_TO];
-	for (i = 0, pos = 0; i < RECORD_RCPT_MAX &&
+	for (i = 0, pos = 0; i <= RECORD_RCPT_MAX &&
 	    json_element(v, vl, &pos, &el, &ell) == 1; i++)
 		;
+	/* More than the session ever writes: refused whole, never read in part. */
+	if (i > RECORD_RCPT_MAX) {
+		snprintf(err, errlen, "record: more than %d recipients", RECORD_RCPT_MAX);
+		goto fail;
+	}
 	if ((r->rcpt = calloc((size_t)i + 1, sizeof(*r->rcpt))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
