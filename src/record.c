@@ -194,6 +194,7 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 	int i, rc;
 
 	memset(val, 0, sizeof(val));
+	memset(vlen, 0, sizeof(vlen));
 	while ((rc = json_member(j, len, &pos, &k, &kl, &v, &vl)) == 1) {
 		for (i = 0; i < RK_COUNT; i++) {
 			/* strncmp() == 0 implies kl <= the name's length: no NUL in k. */
@@ -383,6 +384,7 @@ record_decision(const char *record, size_t len, struct rules_decision *d)
 		return false;
 	/* One walk over the decision's members; the first of a duplicate counts. */
 	memset(dv, 0, sizeof(dv));
+	memset(dl, 0, sizeof(dl));
 	while ((rc = json_member(v, vl, &pos, &k, &kl, &x, &xl)) == 1) {
 		for (i = 0; i < DK_COUNT; i++) {
 			/* strncmp() == 0 implies kl <= strlen(names[i]): no NUL in k. */
@@ -401,13 +403,11 @@ record_decision(const char *record, size_t len, struct rules_decision *d)
 		return false;
 	if (!d->matched)
 		return true;
-	if (dv[DK_RULE])
-		json_str(dv[DK_RULE], dl[DK_RULE], d->rule, sizeof(d->rule));
-	if (dv[DK_TAG])
-		json_str(dv[DK_TAG], dl[DK_TAG], d->tag, sizeof(d->tag));
-	if (dv[DK_REPLY_TEXT])
-		json_str(dv[DK_REPLY_TEXT], dl[DK_REPLY_TEXT], d->reply_text,
-		    sizeof(d->reply_text));
+	/* Cut to their fields like the record's (record_str_cut), never blanked. */
+	record_str_cut(dv[DK_RULE], dl[DK_RULE], d->rule, sizeof(d->rule));
+	record_str_cut(dv[DK_TAG], dl[DK_TAG], d->tag, sizeof(d->tag));
+	record_str_cut(dv[DK_REPLY_TEXT], dl[DK_REPLY_TEXT], d->reply_text,
+	    sizeof(d->reply_text));
 	if (dv[DK_RELAY])
 		json_bool(dv[DK_RELAY], dl[DK_RELAY], &d->relay);
 	if (dv[DK_PUBLISH])

@@ -127,7 +127,7 @@ class Publish(HpfeedsCase):
             self.assertEqual(len(r), 2048)
             rcpts.append(r)
         body = mail(7)
-        cl = self.c.client("smtp")
+        cl = self.client("smtp")
         self.assertEqual(cl.ehlo("client.example").code, 250)
         self.assertEqual(cl.cmd("MAIL FROM:<s@example.org>").code, 250)
         # Pipelined: 1000 round trips are slow under ASan.

@@ -327,6 +327,20 @@ test_long_fields_cut(void **state)
 	assert_memory_equal(r->client_name, cname, 255);
 	record_free(r);
 	free(buf);
+
+	/* The DATA decision's strings too. */
+	{
+		struct rules_decision d;
+		char j[1024];
+
+		memset(pass, 'x', 256);
+		snprintf(j, sizeof(j), "{\"sha256\":\"" SHA "\",\"rules\":{\"stage\":\"data\","
+		    "\"matched\":true,\"reply_text\":\"%s\"}}", pass);
+		memset(&d, 0, sizeof(d));
+		assert_true(record_decision(j, strlen(j), &d));
+		assert_int_equal(strlen(d.reply_text), sizeof(d.reply_text) - 1);
+		rules_decision_clear(&d);
+	}
 }
 
 /*
