@@ -769,7 +769,14 @@ ob_cut_follow(struct outbox *ob, struct outbox_cursor *c)
 	char found[PATH_MAX];
 	int i, fd2;
 
-	if ((fd2 = ob_find(ob, c, true, found, sizeof(found))) == -1) {
+	if ((fd2 = ob_find(ob, c, true, found, sizeof(found))) == -1 &&
+	    errno != 0 && errno != ENOENT) {
+		/* Not looked at (EMFILE...): the next check tries again. */
+		ob_hold(ob, "%s: file=%s was cut below the cursor of channel %s; "
+		    "looking for its copy: %s", ob->who, ob->path, c->name, strerror(errno));
+		return;
+	}
+	if (fd2 == -1) {
 		log_warn("%s: file=%s was cut or rewritten below the cursor of "
 		    "channel %s and no copy of it was found: what it held after offset "
 		    "%llu is lost; publishing it from the start", ob->who, ob->path, c->name,

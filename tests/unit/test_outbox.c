@@ -346,6 +346,49 @@ test_rotated_open_fails_at_start(void **state)
 	}
 }
 
+/*
+ * Cut below the cursor (copytruncate) and the copy cannot be opened
+ * (EMFILE): held, not "no copy found, lost"; then the copy is drained.
+ */
+static void
+test_cut_copy_open_fails(void **state)
+{
+	struct fix *f = *state;
+	char path[PATH_MAX], copy[PATH_MAX + 8], err[256];
+	struct outbox_line l;
+	struct outbox_cursor *c;
+	struct outbox *ob;
+	time_t t0;
+
+	snprintf(path, sizeof(path), "%s/events.jsonl", f->dir);
+	snprintf(copy, sizeof(copy), "%s.1", path);
+	append(path, "{\"e\":1}\n");
+	ob = ob_make(f, path, OUTBOX_LOG);
+	assert_non_null(c = outbox_cursor_open(ob, "ev", 0, err, sizeof(err)));
+	outbox_start(ob);
+	read_line(c, "{\"e\":1}", &l);
+	assert_non_null(outbox_take(c, &l));
+	outbox_confirm(c, l.end_off);
+	/* copytruncate: the copy has e1 and e2 (written before the cut). */
+	append(copy, "{\"e\":1}\n{\"e\":2}\n");
+	assert_int_equal(truncate(path, 0), 0);
+	append(path, "{\"e\":3}\n");
+	testhook_set(emfile_cb, NULL);
+	outbox_check(ob);
+	read_line(c, NULL, NULL);
+	assert_true(f->holds > 0);
+	testhook_set(NULL, NULL);
+	t0 = time(NULL);
+	while (outbox_read(c, &l) == 0) {
+		assert_true(time(NULL) - t0 < 5);
+		outbox_check(ob);
+		usleep(20000);
+	}
+	assert_int_equal(l.len, 7);
+	assert_memory_equal(l.line, "{\"e\":2}", 7);
+	outbox_free(ob);
+}
+
 /* A torn last line (no '\n' yet) is not read until it is complete. */
 static void
 test_torn_line(void **state)
@@ -469,6 +512,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_confirm_out_of_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotated_open_fails_at_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cut_copy_open_fails, setup, teardown),
 	};
 
 	log_init(LOG_LVL_ERR);
