@@ -684,7 +684,7 @@ limits_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 		return yu_num(x, v, path, 1024, 1ull << 36, YU_KMG | YU_BYTES,
 		    &l->message_size);
 	case LM_RECIPIENTS:
-		return yu_int(x, v, path, 1, 100000, &l->recipients);
+		return yu_int(x, v, path, 1, SMTP_RCPT_MAX, &l->recipients);
 	case LM_SOFT_ERRORS:
 		return yu_int(x, v, path, 1, 10000, &l->soft_errors);
 	case LM_HARD_ERRORS:

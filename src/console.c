@@ -32,7 +32,7 @@
 #define CONSOLE_LINE_MAX	4096
 #define CONSOLE_REC_MAX		20000		/* newest journal records loaded (~3 KB each) */
 #define CONSOLE_CHUNK		(256 * 1024)	/* journal read backwards this much at a time */
-#define CONSOLE_REC_LEN_MAX	(1024 * 1024)
+#define CONSOLE_REC_LEN_MAX	JOURNAL_LINE_MAX	/* every record the session writes */
 #define CONSOLE_SHOW_LINES	60
 
 struct con_item {

@@ -19,6 +19,12 @@
 #define SMTP_AUTH_FIELD_MAX	256		/* decoded user / password kept */
 
 #define SMTP_RCPT_DEFAULT	1000		/* smtpd_recipient_limit */
+/*
+ * limits.recipients at most (Postfix's default): the reception record of
+ * that many recipients must be one journal line every reader takes whole
+ * (JOURNAL_LINE_MAX, asserted below).
+ */
+#define SMTP_RCPT_MAX		1000
 #define SMTP_RCPT_OVERSHOOT	1000		/* smtpd_recipient_overshoot_limit (not configurable) */
 #define SMTP_JUNK_LIMIT		100		/* smtpd_junk_command_limit (not configurable) */
 #define SMTP_SOFT_ERRORS_DEFAULT 10		/* smtpd_soft_error_limit */
@@ -44,6 +50,20 @@
 #define SPOOL_JOURNAL_SEG_DEFAULT (256ull * 1024 * 1024)	/* journal segment size */
 #define SPOOL_JOURNAL_SEG_MIN	4096
 #define SPOOL_JOURNAL_KEEP_DEFAULT 8			/* segments kept once published */
+
+/*
+ * The longest journal line (reception record) its readers take: the
+ * publishers' outbox, the console.  A record holds at most SMTP_RCPT_MAX
+ * recipients of SMTP_PATH_MAX bytes, each byte written as at most 3 (an
+ * invalid byte as U+FFFD, a 2-byte C1 control as \u0080), with quotes and
+ * a comma; everything else in it (sender, HELO, AUTH, TLS, the DATA
+ * decision and its evidence) is bounded well under RECORD_REST_MAX.
+ */
+#define JOURNAL_LINE_MAX	(8u << 20)
+#define RECORD_RCPT_JSON_MAX	(3u * SMTP_PATH_MAX + 3)
+#define RECORD_REST_MAX		(1u << 20)
+_Static_assert((unsigned long long)SMTP_RCPT_MAX * RECORD_RCPT_JSON_MAX + RECORD_REST_MAX <
+    JOURNAL_LINE_MAX, "a reception record of the most recipients does not fit a journal line");
 
 /* hpfeeds: deadline of each connection state (connect, TLS, INFO, a stalled write). */
 #define HPF_TIMEOUT_DEFAULT	30		/* s */

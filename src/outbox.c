@@ -23,19 +23,21 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fosr_limits.h"
 #include "hpfeeds_wire.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
 #include "spool.h"
+#include "testhook.h"
 #include "util.h"
 
 #define OB_CURSORS_MAX		32		/* cursors per outbox */
 #define OB_NAME_MAX		128
 #define OB_QUEUE_MAX		65536		/* entries held per cursor (incl. confirmed) */
 #define OB_CHUNK		(64u << 10)	/* file read size */
-#define OB_LINE_MAX		(8u << 20)	/* longer lines are skipped */
+#define OB_LINE_MAX		JOURNAL_LINE_MAX	/* longer lines are skipped */
 #define OB_HEAD_LEN		256		/* bytes of a file's start that identify it */
 #define OB_BODY_KEEP		(2u << 20)	/* message buffer kept between reads */
 
@@ -366,12 +368,27 @@ ob_head_update(int fd, uint64_t size, struct outbox_cursor *c)
 	c->dirty = true;
 }
 
+/* Open a rotated file beside the outbox's (test hook "outbox_open_rotated"). */
+static int
+ob_open_rotated(const char *path)
+{
+	int e;
+
+	if ((e = TESTHOOK("outbox_open_rotated", path)) != 0) {
+		errno = e;
+		return -1;
+	}
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
 /*
  * Find, beside the outbox's file, the file cursor c's cursor points into: by
  * inode (a rotation: mv and a new file), or, with by_copy, another file at
  * least as long as the cursor holding the cursor's last line at the cursor
  * (copytruncate's copy).  Rotated names start with the file's name
- * (name.1, name-20260101).  Returns an open descriptor, or -1.
+ * (name.1, name-20260101).  Returns an open descriptor, or -1: with errno
+ * 0 when there is none, else when a file cannot be opened or the directory
+ * read (EMFILE, EACCES...: not "gone", the caller holds and retries).
  */
 static int
 ob_find(struct outbox *ob, const struct outbox_cursor *c, bool by_copy,
@@ -383,7 +400,7 @@ ob_find(struct outbox *ob, const struct outbox_cursor *c, bool by_copy,
 	struct stat st;
 	size_t bl;
 	DIR *d;
-	int fd = -1;
+	int fd = -1, e;
 
 	if ((slash = strrchr(ob->path, '/')) != NULL) {
 		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - ob->path), ob->path);
@@ -408,8 +425,11 @@ ob_find(struct outbox *ob, const struct outbox_cursor *c, bool by_copy,
 		    (st.st_ino == ob->ino && st.st_dev == ob->dev)) :
 		    ((uint64_t)st.st_ino != c->cino || (uint64_t)st.st_dev != c->cdev))
 			continue;
-		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-			continue;
+		if ((fd = ob_open_rotated(path)) == -1) {
+			if (errno == ENOENT)
+				continue;	/* removed since readdir */
+			break;	/* EMFILE, EACCES: it may be the one, errno says */
+		}
 		if (!ob_line_matches(fd, c, c->cursor) || !ob_head_matches(fd, c)) {
 			close(fd);
 			fd = -1;
@@ -417,7 +437,9 @@ ob_find(struct outbox *ob, const struct outbox_cursor *c, bool by_copy,
 		}
 		snprintf(found, foundlen, "%s", path);
 	}
+	e = errno;
 	closedir(d);
+	errno = fd == -1 && de == NULL ? 0 : e;
 	return fd;
 }
 
@@ -496,7 +518,7 @@ ob_seg_next(struct outbox *ob, const struct stat *done, char *found,
 		errno = 0;
 		return -1;
 	}
-	if ((fd = open(bestpath, O_RDONLY | O_CLOEXEC)) == -1)
+	if ((fd = ob_open_rotated(bestpath)) == -1)
 		return -1;
 	snprintf(found, foundlen, "%s", bestpath);
 	return fd;
@@ -565,7 +587,7 @@ ob_next(struct outbox *ob, const struct stat *done, char *found,
 		errno = 0;
 		return -1;
 	}
-	if ((fd = open(best, O_RDONLY | O_CLOEXEC)) == -1)
+	if ((fd = ob_open_rotated(best)) == -1)
 		return -1;
 	snprintf(found, foundlen, "%s", best);
 	return fd;
@@ -615,7 +637,7 @@ ob_open(struct outbox *ob)
 	char found[PATH_MAX];
 	struct stat st, zero;
 	bool current = false, known, lost = false;
-	int i, fd2;
+	int i, fd2, e;
 
 	if (ob->fd != -1)
 		return 0;
@@ -659,10 +681,13 @@ ob_open(struct outbox *ob)
 			cur_reset(c);
 		}
 	}
-	if (!current && rc != NULL &&
-	    (fd2 = ob_find(ob, rc, false, found, sizeof(found))) != -1) {
-		ob_drain_from(ob, fd2, found);
-		return 0;
+	if (!current && rc != NULL) {
+		if ((fd2 = ob_find(ob, rc, false, found, sizeof(found))) != -1) {
+			ob_drain_from(ob, fd2, found);
+			return 0;
+		}
+		if (errno != 0 && errno != ENOENT)
+			goto hold;
 	}
 	/*
 	 * No cursor knows its file (none yet, unreadable) or the one it knows
@@ -675,6 +700,7 @@ ob_open(struct outbox *ob)
 	for (i = 0; i < ob->ncurs; i++)
 		if (ob->curs[i]->lost)
 			lost = true;
+	errno = 0;
 	if (!current && (ob->kind == OUTBOX_JOURNAL ?
 	    (fd2 = ob_seg_next(ob, NULL, found, sizeof(found), &known)) != -1 :
 	    (rc != NULL || lost) && (fd2 = ob_next(ob, &zero, found, sizeof(found))) != -1)) {
@@ -691,6 +717,9 @@ ob_open(struct outbox *ob)
 		ob_drain_from(ob, fd2, found);
 		return 0;
 	}
+	/* Only ENOENT means gone: EMFILE, EACCES... hold and retry. */
+	if (!current && errno != 0 && errno != ENOENT)
+		goto hold;
 	if (rc != NULL && !current) {
 		log_warn("%s: file=%s: the file channel %s's cursor points into "
 		    "(inode %llu, offset %llu) is gone: what it held after that offset is "
@@ -709,6 +738,24 @@ ob_open(struct outbox *ob)
 		}
 	}
 	return 0;
+hold:
+	/*
+	 * The file a cursor points into may be there but not openable now:
+	 * reconcile again at the next try, as if not started (the channels
+	 * new to this file forget it: nothing was read).
+	 */
+	e = errno;
+	for (i = 0; i < ob->ncurs; i++) {
+		struct outbox_cursor *c = ob->curs[i];
+
+		if (c->cino == (uint64_t)ob->ino && c->cdev == (uint64_t)ob->dev)
+			c->cino = c->cdev = 0;
+	}
+	close(ob->fd);
+	ob->fd = -1;
+	ob->started = false;
+	errno = e;
+	return -1;
 }
 
 /*
@@ -722,7 +769,14 @@ ob_cut_follow(struct outbox *ob, struct outbox_cursor *c)
 	char found[PATH_MAX];
 	int i, fd2;
 
-	if ((fd2 = ob_find(ob, c, true, found, sizeof(found))) == -1) {
+	if ((fd2 = ob_find(ob, c, true, found, sizeof(found))) == -1 &&
+	    errno != 0 && errno != ENOENT) {
+		/* Not looked at (EMFILE...): the next check tries again. */
+		ob_hold(ob, "%s: file=%s was cut below the cursor of channel %s; "
+		    "looking for its copy: %s", ob->who, ob->path, c->name, strerror(errno));
+		return;
+	}
+	if (fd2 == -1) {
 		log_warn("%s: file=%s was cut or rewritten below the cursor of "
 		    "channel %s and no copy of it was found: what it held after offset "
 		    "%llu is lost; publishing it from the start", ob->who, ob->path, c->name,

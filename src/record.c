@@ -14,6 +14,7 @@
 #include "record.h"
 #include "json.h"
 #include "rules.h"
+#include "utf8.h"
 
 const char *const record_meta_keys[RECORD_META_NKEYS] = {
 	"time", "session", "queue_id", "listener", "src_ip", "src_port", "dst_ip",
@@ -151,6 +152,38 @@ record_str_dup(const char *v, size_t vl)
 }
 
 /*
+ * A JSON string value into a field of its own size: cut (at a UTF-8
+ * boundary) when longer, as record.h says, never blanked.  0, or -1 (dst "")
+ * when it is not a string or holds a NUL (or out of memory).
+ */
+static int
+record_str_cut(const char *v, size_t vl, char *dst, size_t dstlen)
+{
+	char *s;
+	size_t n;
+
+	dst[0] = '\0';
+	if (v == NULL || (s = record_str_dup(v, vl)) == NULL)
+		return -1;
+	n = utf8_prefix(s, strlen(s), dstlen - 1);
+	memcpy(dst, s, n);
+	dst[n] = '\0';
+	free(s);
+	return 0;
+}
+
+/* A port member: 0..65535, else none (0) rather than a wrapped number. */
+static int
+record_port(const char *v, size_t vl)
+{
+	long long n;
+
+	if (v == NULL || json_int(v, vl, &n) == -1 || n < 0 || n > 65535)
+		return 0;
+	return (int)n;
+}
+
+/*
  * Parse a reception record: one walk over its members (the first of a
  * duplicated key counts, as with json_get), then the values.
  */
@@ -164,6 +197,7 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 	int i, rc;
 
 	memset(val, 0, sizeof(val));
+	memset(vlen, 0, sizeof(vlen));
 	while ((rc = json_member(j, len, &pos, &k, &kl, &v, &vl)) == 1) {
 		for (i = 0; i < RK_COUNT; i++) {
 			/* strncmp() == 0 implies kl <= the name's length: no NUL in k. */
@@ -184,9 +218,10 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-#define RK_STR(key, dst) (val[key] != NULL ? \
-	json_str(val[key], vlen[key], (dst), sizeof(dst)) : -1)
-	if (RK_STR(RK_SHA256, r->sha256) == -1 ||
+	/* Cut to the field (record.h), but the digest must be whole. */
+#define RK_STR(key, dst) record_str_cut(val[key], vlen[key], (dst), sizeof(dst))
+	if (val[RK_SHA256] == NULL ||
+	    json_str(val[RK_SHA256], vlen[RK_SHA256], r->sha256, sizeof(r->sha256)) == -1 ||
 	    strlen(r->sha256) != 64 || strspn(r->sha256, "0123456789abcdef") != 64) {
 		snprintf(err, errlen, "record: no valid sha256");
 		goto fail;
@@ -201,10 +236,8 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 	RK_STR(RK_PROTOCOL, r->protocol);
 	if (val[RK_SIZE] && json_int(val[RK_SIZE], vlen[RK_SIZE], &n) == 0 && n >= 0)
 		r->size = (uint64_t)n;
-	if (val[RK_SRC_PORT] && json_int(val[RK_SRC_PORT], vlen[RK_SRC_PORT], &n) == 0)
-		r->src_port = (int)n;
-	if (val[RK_DST_PORT] && json_int(val[RK_DST_PORT], vlen[RK_DST_PORT], &n) == 0)
-		r->dst_port = (int)n;
+	r->src_port = record_port(val[RK_SRC_PORT], vlen[RK_SRC_PORT]);
+	r->dst_port = record_port(val[RK_DST_PORT], vlen[RK_DST_PORT]);
 	if (val[RK_TLS] && !json_is_null(val[RK_TLS], vlen[RK_TLS]))
 		r->tls = true;
 	v = val[RK_AUTH];
@@ -212,8 +245,9 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 	if (v != NULL && !json_is_null(v, vl) &&
 	    json_get(v, vl, "username", &a, &al) == 0) {
 		r->auth = true;
-		json_str(a, al, r->auth_user, sizeof(r->auth_user));
-		json_get_str(v, vl, "password", r->auth_pass, sizeof(r->auth_pass));
+		record_str_cut(a, al, r->auth_user, sizeof(r->auth_user));
+		if (json_get(v, vl, "password", &a, &al) == 0)
+			record_str_cut(a, al, r->auth_pass, sizeof(r->auth_pass));
 	}
 	if (val[RK_MAIL_FROM] == NULL ||
 	    (r->mail_from = record_str_dup(val[RK_MAIL_FROM], vlen[RK_MAIL_FROM])) == NULL) {
@@ -221,7 +255,8 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 		goto fail;
 	}
 #undef RK_STR
-	if ((v = val[RK_RCPT_TO]) == NULL) {
+	/* Not an array counts as none (a string would read as 0 recipients). */
+	if ((v = val[RK_RCPT_TO]) == NULL || vlen[RK_RCPT_TO] == 0 || v[0] != '[') {
 		snprintf(err, errlen, "record: no rcpt_to");
 		goto fail;
 	}
@@ -238,9 +273,14 @@ record_parse(const char *j, size_t len, char *err, size_t errlen)
 		}
 	}
 	vl = vlen[RK_RCPT_TO];
-	for (i = 0, pos = 0; i < RECORD_RCPT_MAX &&
+	for (i = 0, pos = 0; i <= RECORD_RCPT_MAX &&
 	    json_element(v, vl, &pos, &el, &ell) == 1; i++)
 		;
+	/* More than the session ever writes: refused whole, never read in part. */
+	if (i > RECORD_RCPT_MAX) {
+		snprintf(err, errlen, "record: more than %d recipients", RECORD_RCPT_MAX);
+		goto fail;
+	}
 	if ((r->rcpt = calloc((size_t)i + 1, sizeof(*r->rcpt))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -347,6 +387,7 @@ record_decision(const char *record, size_t len, struct rules_decision *d)
 		return false;
 	/* One walk over the decision's members; the first of a duplicate counts. */
 	memset(dv, 0, sizeof(dv));
+	memset(dl, 0, sizeof(dl));
 	while ((rc = json_member(v, vl, &pos, &k, &kl, &x, &xl)) == 1) {
 		for (i = 0; i < DK_COUNT; i++) {
 			/* strncmp() == 0 implies kl <= strlen(names[i]): no NUL in k. */
@@ -365,13 +406,11 @@ record_decision(const char *record, size_t len, struct rules_decision *d)
 		return false;
 	if (!d->matched)
 		return true;
-	if (dv[DK_RULE])
-		json_str(dv[DK_RULE], dl[DK_RULE], d->rule, sizeof(d->rule));
-	if (dv[DK_TAG])
-		json_str(dv[DK_TAG], dl[DK_TAG], d->tag, sizeof(d->tag));
-	if (dv[DK_REPLY_TEXT])
-		json_str(dv[DK_REPLY_TEXT], dl[DK_REPLY_TEXT], d->reply_text,
-		    sizeof(d->reply_text));
+	/* Cut to their fields like the record's (record_str_cut), never blanked. */
+	record_str_cut(dv[DK_RULE], dl[DK_RULE], d->rule, sizeof(d->rule));
+	record_str_cut(dv[DK_TAG], dl[DK_TAG], d->tag, sizeof(d->tag));
+	record_str_cut(dv[DK_REPLY_TEXT], dl[DK_REPLY_TEXT], d->reply_text,
+	    sizeof(d->reply_text));
 	if (dv[DK_RELAY])
 		json_bool(dv[DK_RELAY], dl[DK_RELAY], &d->relay);
 	if (dv[DK_PUBLISH])

@@ -26,7 +26,11 @@ struct jbuf;
 struct persona;
 struct rules_decision;
 
-#define RECORD_RCPT_MAX		1000	/* recipients the parser reads from one record */
+#include "fosr_limits.h"
+
+/* Recipients a record may hold: all the session takes (more: refused). */
+#define RECORD_RCPT_MAX		SMTP_RCPT_MAX
+_Static_assert(RECORD_RCPT_MAX >= SMTP_RCPT_MAX, "the parser must read every recipient");
 
 /* A reception record, parsed (what its readers use of it). */
 struct record {
@@ -57,9 +61,12 @@ struct record {
 /*
  * Parse a record (the first of a duplicated key counts); NULL with err
  * filled when it is not a usable record: not a JSON object, no valid
- * sha256, no mail_from or rcpt_to, a recipient that is not a string.
- * Unknown members are ignored.  mail_from and the recipients come back
- * whole; a string longer than another field is cut to it.
+ * sha256, no mail_from or rcpt_to (or not a string, not an array), a
+ * recipient that is not a string, more than RECORD_RCPT_MAX recipients.
+ * Unknown members are ignored; an optional one of the wrong type or out
+ * of range (a port past 65535) is as if absent.  mail_from and the
+ * recipients come back whole; a string longer than another field is cut
+ * to it at a UTF-8 boundary.
  */
 struct record	*record_parse(const char *json, size_t len, char *err, size_t errlen);
 void		 record_free(struct record *);

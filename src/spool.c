@@ -44,7 +44,8 @@
  * message), names_done, big_fsync, big_link (per big one), big_dirsync,
  * journal_write, journal_sync, journal_trunc (on a failure), acked;
  * checkpoint thread: ckpt_wait_names, ckpt_syncfs,
- * ckpt_unlink, ckpt_pass_end; replay: replay_restore, replay_unlink.
+ * ckpt_unlink, ckpt_pass_end; replay: replay_restore, replay_unlink;
+ * journal pruning at a rotation (fail= only): prune_feed_dir, prune_cursor.
  * tests/e2e/test_faults.py (CommitStepKill9) kills -9 at each of them.
  *
  * Segments (spool_seg.c): the worker appends and seals; a checkpoint
@@ -1754,8 +1755,9 @@ spool_journal_rotate(struct spool *sp)
 /*
  * Delete rotated segments every reader is done with: beyond the newest
  * journal_keep, and older than the file each feed cursor (<dir>/feed/
- * *.cursor, "<offset> ino=<n> ...") points into.  A cursor that names no
- * inode (an old format) keeps everything.
+ * *.cursor, "<offset> ino=<n> ...") points into.  When in doubt, keep: a
+ * cursor that names no inode (an old format), that cannot be read (EMFILE,
+ * EIO) or a feed/ directory that cannot be read keeps everything.
  */
 static void
 spool_journal_prune(struct spool *sp)
@@ -1768,7 +1770,7 @@ spool_journal_prune(struct spool *sp)
 	struct stat st;
 	ssize_t r;
 	DIR *d;
-	int fd;
+	int fd, e;
 
 	if ((d = opendir(sp->dir)) == NULL)
 		return;
@@ -1776,8 +1778,11 @@ spool_journal_prune(struct spool *sp)
 		if (!spool_segment_name(de->d_name, &n))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", sp->dir, de->d_name);
-		if (stat(path, &st) == -1)
-			continue;
+		if (stat(path, &st) == -1) {
+			if (errno == ENOENT)
+				continue;
+			goto out;	/* its inode unknown: a cursor may be in it */
+		}
 		if (nseg == cap) {
 			cap = cap ? cap * 2 : 16;
 			if ((tmp = reallocarray(segs, cap, sizeof(*segs))) == NULL)
@@ -1796,17 +1801,39 @@ spool_journal_prune(struct spool *sp)
 		goto out;
 	/* The oldest segment a cursor still points into (ULLONG_MAX: none). */
 	(void)spool_path_dir(feed, sizeof(feed), sp->dir, SPOOL_DIR_FEED);
-	if ((d = opendir(feed)) != NULL) {
+	if ((e = TESTHOOK("prune_feed_dir", "")) != 0) {
+		errno = e;
+		d = NULL;
+	} else
+		d = opendir(feed);
+	if (d == NULL && errno != ENOENT) {
+		/* When in doubt, keep: any cursor in there may need every segment. */
+		log_warn("spool: cannot read the feed cursors in %s: %s; no journal "
+		    "segment deleted", feed, strerror(errno));
+		goto out;
+	}
+	if (d != NULL) {
 		while ((de = readdir(d)) != NULL) {
 			if (!spool_cursor_name(de->d_name))
 				continue;
 			snprintf(path, sizeof(path), "%s/%s", feed, de->d_name);
-			if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-				continue;
-			r = read(fd, buf, sizeof(buf) - 1);
+			if ((e = TESTHOOK("prune_cursor", de->d_name)) != 0) {
+				errno = e;
+				fd = -1;
+			} else
+				fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd == -1 && errno == ENOENT)
+				continue;	/* removed since: it protects nothing */
+			if (fd == -1 || (r = read(fd, buf, sizeof(buf) - 1)) <= 0) {
+				/* EMFILE, EIO...: the cursor may point anywhere. */
+				log_warn("spool: cannot read the feed cursor %s: %s; no "
+				    "journal segment deleted", path, fd == -1 || r < 0 ?
+				    strerror(errno) : "empty");
+				if (fd != -1)
+					close(fd);
+				goto out;
+			}
 			close(fd);
-			if (r <= 0)
-				continue;
 			buf[r] = '\0';
 			if ((p = strstr(buf, " ino=")) == NULL ||
 			    sscanf(p, " ino=%llu", &ino) != 1) {

@@ -113,6 +113,40 @@ class Publish(HpfeedsCase):
         self.assertEqual(self.c.message_bytes(sha), body)
         self.assertNotIn("malformed", self.broker.log())
 
+    def test_max_recipients_worst_case_record_published_whole(self):
+        """Every record the session can answer 250 for fits the journal readers' line:
+        the most recipients the configuration allows (SMTP_RCPT_MAX, Postfix's
+        smtpd_recipient_limit default), each of the longest path (2048 bytes),
+        all C1 characters (2 bytes in, 6 out as \\u0080)."""
+        rmax = 1000
+        # One more than the maximum is refused by the configuration.
+        over = Collector(self.tmpdir, config={"limits": {"recipients": rmax + 1}})
+        p = subprocess.run([over.binary, "--check-config", "-c", over.config_path],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        self.assertNotEqual(p.returncode, 0, "limits.recipients %d accepted" % (rmax + 1))
+        self.start(feed={"metadata": True},
+                   config={"limits": {"recipients": rmax, "line_length": 4096}})
+        rcpts = []
+        for i in range(rmax):
+            r = b"%04d" % i + b"\xc2\x80" * 1017 + b"@x.example"
+            self.assertEqual(len(r), 2048)
+            rcpts.append(r)
+        body = mail(7)
+        cl = self.client("smtp")
+        self.assertEqual(cl.ehlo("client.example").code, 250)
+        self.assertEqual(cl.cmd("MAIL FROM:<s@example.org>").code, 250)
+        # Pipelined: 1000 round trips are slow under ASan.
+        cl.send(b"".join(b"RCPT TO:<" + r + b">\r\n" for r in rcpts))
+        for i in range(rmax):
+            self.assertEqual(cl.reply().code, 250, i)
+        rep = cl.data(body)
+        self.assertEqual(rep.code, 250, rep)
+        sha = sha256_hex(body)
+        self.wait_for(lambda: sha in self.broker.shas(), 60, "publish of the mail")
+        rec = [r for r in self.c.journal() if r.get("sha256") == sha][0]
+        self.assertEqual([x.encode() for x in rec["rcpt_to"]], rcpts)
+        self.assertNotIn("not published", self.c.stderr_text())
+
     def test_two_channels(self):
         self.broker.users = ["writer:secret:%s,spam.copy:%s,spam.copy" % (CHAN, CHAN)]
         self.start(feed={"channels": [CHAN, "spam.copy"]})

@@ -217,5 +217,19 @@ class JournalSegments(HpfeedsCase):
         self.lost_cursor(os.unlink)
 
 
+    def test_unreadable_cursor_keeps_every_segment(self):
+        # "When in doubt, keep": a cursor the pruning cannot read (EMFILE,
+        # EIO at a rotation) protects every segment, as a corrupt one does.
+        shas, cursor = self.backlog_in_segments()
+        self.c.env_extra["FOSR_TEST_HOOKS"] = "fail=prune_cursor:1:EIO"
+        self.c.start()
+        before = self.segments()
+        more = set(self.send_many([mail(100 + i) for i in range(20)]))
+        self.wait_for(lambda: self.segments()[-1:] != before[-1:], 30, "a rotation")
+        self.broker.start()
+        self.wait_for(lambda: shas | more <= self.broker.shas(), 60,
+                      "every mail of every segment published")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -882,6 +882,8 @@ test_relay_section(void **state)
 	expect_err("relay:\n  mode: on\n", "t.yml:2: relay.mode: expected one of off, dry-run, live");
 	expect_err("relay:\n  caps:\n    per_week: 1\n", "t.yml:3: relay.caps.per_week: unknown key");
 	expect_err("relay:\n  caps:\n    max_recipients: 0\n", "t.yml:3: relay.caps.max_recipients: 0 is out of range");
+	/* More recipients than a journal line holds in a record (fosr_limits.h). */
+	expect_err("limits:\n  recipients: 1001\n", "t.yml:2: limits.recipients: 1001 is out of range");
 	expect_err("relay:\n  own_addresses: [\"example.org\"]\n", "t.yml:2: relay.own_addresses[0]: not a numeric");
 	expect_err("relay:\n  dns_server: \"ns.example:53\"\n", "t.yml:2: relay.dns_server: not a numeric address:port");
 	expect_err("relay:\n  smarthost: \"smtp.example.org\"\n", "t.yml:2: relay.smarthost: expected host:port");

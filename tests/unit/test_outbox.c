@@ -23,6 +23,7 @@
 
 #include "log.h"
 #include "outbox.h"
+#include "testhook.h"
 #include "util.h"
 
 struct fix {
@@ -277,6 +278,117 @@ test_log_rotation(void **state)
 	assert_int_equal(f->holds, 0);
 }
 
+/* The test hook: opening a rotated file fails with EMFILE while set. */
+static int
+emfile_cb(void *arg, const char *step, const char *detail)
+{
+	return strcmp(step, "outbox_open_rotated") == 0 ? EMFILE : 0;
+}
+
+/*
+ * Rotated while stopped, and the rotated file cannot be opened at start
+ * (EMFILE): that is not "gone".  The outbox holds (nothing read from the
+ * new file, nothing said lost) and, once the open works, drains the
+ * rotated file from the cursor before the new one.  Both the event log
+ * (found by inode) and the journal (segments) way.
+ */
+static void
+test_rotated_open_fails_at_start(void **state)
+{
+	struct fix *f = *state;
+	char path[PATH_MAX], old[PATH_MAX + 32], err[256];
+	struct outbox_line l;
+	struct outbox_cursor *c;
+	struct outbox *ob;
+	time_t t0;
+	int k;
+
+	for (k = 0; k < 2; k++) {
+		if (k == 0) {
+			snprintf(path, sizeof(path), "%s/events.jsonl", f->dir);
+			snprintf(old, sizeof(old), "%s.1", path);
+		} else {
+			snprintf(path, sizeof(path), "%s", f->journal);
+			snprintf(old, sizeof(old), "%s.%020d", path, 1);
+		}
+		f->holds = f->losts = 0;
+		append(path, "{\"e\":1}\n{\"e\":2}\n");
+		ob = ob_make(f, path, k == 0 ? OUTBOX_LOG : OUTBOX_JOURNAL);
+		assert_non_null(c = outbox_cursor_open(ob, "ev", 0, err, sizeof(err)));
+		outbox_start(ob);
+		read_line(c, "{\"e\":1}", &l);
+		assert_non_null(outbox_take(c, &l));
+		outbox_confirm(c, l.end_off);
+		outbox_free(ob);	/* stopped: the cursor saved after e1 */
+		assert_int_equal(rename(path, old), 0);
+		append(path, "{\"e\":3}\n");
+
+		testhook_set(emfile_cb, NULL);
+		ob = ob_make(f, path, k == 0 ? OUTBOX_LOG : OUTBOX_JOURNAL);
+		assert_non_null(c = outbox_cursor_open(ob, "ev", 0, err, sizeof(err)));
+		outbox_start(ob);
+		/* Held: e3 (the new file) is not read, e2 not given up. */
+		read_line(c, NULL, NULL);
+		outbox_check(ob);
+		read_line(c, NULL, NULL);
+		assert_true(f->holds > 0);
+		assert_int_equal(f->losts, 0);
+		testhook_set(NULL, NULL);
+		t0 = time(NULL);
+		while (outbox_read(c, &l) == 0) {
+			assert_true(time(NULL) - t0 < 5);
+			outbox_check(ob);
+			usleep(20000);
+		}
+		assert_int_equal(l.len, 7);
+		assert_memory_equal(l.line, "{\"e\":2}", 7);
+		outbox_free(ob);
+	}
+}
+
+/*
+ * Cut below the cursor (copytruncate) and the copy cannot be opened
+ * (EMFILE): held, not "no copy found, lost"; then the copy is drained.
+ */
+static void
+test_cut_copy_open_fails(void **state)
+{
+	struct fix *f = *state;
+	char path[PATH_MAX], copy[PATH_MAX + 8], err[256];
+	struct outbox_line l;
+	struct outbox_cursor *c;
+	struct outbox *ob;
+	time_t t0;
+
+	snprintf(path, sizeof(path), "%s/events.jsonl", f->dir);
+	snprintf(copy, sizeof(copy), "%s.1", path);
+	append(path, "{\"e\":1}\n");
+	ob = ob_make(f, path, OUTBOX_LOG);
+	assert_non_null(c = outbox_cursor_open(ob, "ev", 0, err, sizeof(err)));
+	outbox_start(ob);
+	read_line(c, "{\"e\":1}", &l);
+	assert_non_null(outbox_take(c, &l));
+	outbox_confirm(c, l.end_off);
+	/* copytruncate: the copy has e1 and e2 (written before the cut). */
+	append(copy, "{\"e\":1}\n{\"e\":2}\n");
+	assert_int_equal(truncate(path, 0), 0);
+	append(path, "{\"e\":3}\n");
+	testhook_set(emfile_cb, NULL);
+	outbox_check(ob);
+	read_line(c, NULL, NULL);
+	assert_true(f->holds > 0);
+	testhook_set(NULL, NULL);
+	t0 = time(NULL);
+	while (outbox_read(c, &l) == 0) {
+		assert_true(time(NULL) - t0 < 5);
+		outbox_check(ob);
+		usleep(20000);
+	}
+	assert_int_equal(l.len, 7);
+	assert_memory_equal(l.line, "{\"e\":2}", 7);
+	outbox_free(ob);
+}
+
 /* A torn last line (no '\n' yet) is not read until it is complete. */
 static void
 test_torn_line(void **state)
@@ -399,6 +511,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_torn_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_confirm_out_of_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_message, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rotated_open_fails_at_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cut_copy_open_fails, setup, teardown),
 	};
 
 	log_init(LOG_LVL_ERR);

@@ -16,9 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
 #include <time.h>
 
+#include "fosr_limits.h"
 #include "log.h"
 #include "persona.h"
 #include "record.h"
@@ -280,6 +280,160 @@ test_unknown_keys(void **state)
 	assert_null(record_parse("[1]", 3, err, sizeof(err)));
 }
 
+/*
+ * A field longer than its buffer is cut at a UTF-8 boundary, not blanked:
+ * AUTH PLAIN with a user of 100 bytes 0xfe (stored as 300 bytes of U+FFFD)
+ * and a 256-byte password.
+ */
+static void
+test_long_fields_cut(void **state)
+{
+	static const char *const rv[] = { "b@example.net" };
+	struct rcpts rc = { rv, 1, false };
+	struct record_in in;
+	struct record *r;
+	char user[301], pass[257], helo[400], cname[400], want[256], *buf, err[256];
+	size_t len, k;
+
+	for (k = 0; k < 300; k += 3)
+		memcpy(user + k, "\xef\xbf\xbd", 3);
+	user[300] = '\0';
+	memset(pass, 'p', 256);
+	pass[256] = '\0';
+	/* 'h' then 2-byte characters: byte 255 of the buffer falls inside one. */
+	helo[0] = 'h';
+	for (k = 1; k + 2 < sizeof(helo); k += 2)
+		memcpy(helo + k, "\xc3\xa9", 2);
+	helo[k] = '\0';
+	memset(cname, 'n', sizeof(cname) - 1);
+	cname[sizeof(cname) - 1] = '\0';
+	full_in(&in, &rc);
+	in.auth_user = user;
+	in.auth_pass = pass;
+	in.helo = helo;
+	in.client_name = cname;
+	buf = write_rec(&in, &len);
+	assert_non_null(r = record_parse(buf, len, err, sizeof(err)));
+	assert_true(r->auth);
+	/* 85 whole U+FFFD (255 bytes): the 86th does not fit. */
+	assert_int_equal(strlen(r->auth_user), 255);
+	assert_memory_equal(r->auth_user, user, 255);
+	memset(want, 'p', 255);
+	want[255] = '\0';
+	assert_string_equal(r->auth_pass, want);
+	/* 'h' and 127 whole "é" (255 bytes), never half of one. */
+	assert_int_equal(strlen(r->helo), 255);
+	assert_memory_equal(r->helo, helo, 255);
+	assert_true(utf8_valid(r->helo, strlen(r->helo)));
+	assert_int_equal(strlen(r->client_name), 255);
+	assert_memory_equal(r->client_name, cname, 255);
+	record_free(r);
+	free(buf);
+
+	/* The DATA decision's strings too. */
+	{
+		struct rules_decision d;
+		char j[1024];
+
+		memset(pass, 'x', 256);
+		snprintf(j, sizeof(j), "{\"sha256\":\"" SHA "\",\"rules\":{\"stage\":\"data\","
+		    "\"matched\":true,\"reply_text\":\"%s\"}}", pass);
+		memset(&d, 0, sizeof(d));
+		assert_true(record_decision(j, strlen(j), &d));
+		assert_int_equal(strlen(d.reply_text), sizeof(d.reply_text) - 1);
+		rules_decision_clear(&d);
+	}
+}
+
+/*
+ * Hostile journal lines: a member of the wrong type or out of range counts
+ * as absent (the record is refused when the member is required), never as
+ * a wrapped or empty value.
+ */
+static void
+test_hostile_members(void **state)
+{
+	const char *j;
+	struct record *r;
+	char err[256];
+
+	j = "{\"sha256\":\"" SHA "\",\"src_port\":99999999999,\"dst_port\":-1,"
+	    "\"mail_from\":\"m@f\",\"rcpt_to\":[\"r@x\"]}";
+	assert_non_null(r = record_parse(j, strlen(j), err, sizeof(err)));
+	assert_int_equal(r->src_port, 0);
+	assert_int_equal(r->dst_port, 0);
+	record_free(r);
+	j = "{\"sha256\":\"" SHA "\",\"src_port\":65535,\"mail_from\":\"m@f\",\"rcpt_to\":[\"r@x\"]}";
+	assert_non_null(r = record_parse(j, strlen(j), err, sizeof(err)));
+	assert_int_equal(r->src_port, 65535);
+	record_free(r);
+	j = "{\"sha256\":\"" SHA "\",\"mail_from\":\"m@f\",\"rcpt_to\":\"notarray\"}";
+	assert_null(record_parse(j, strlen(j), err, sizeof(err)));
+	assert_string_equal(err, "record: no rcpt_to");
+	j = "{\"sha256\":\"" SHA "\",\"mail_from\":\"m@f\",\"rcpt_to\":{\"a\":\"r@x\"}}";
+	assert_null(record_parse(j, strlen(j), err, sizeof(err)));
+	j = "{\"sha256\":\"" SHA "\",\"mail_from\":1,\"rcpt_to\":[\"r@x\"]}";
+	assert_null(record_parse(j, strlen(j), err, sizeof(err)));
+	assert_string_equal(err, "record: no mail_from");
+}
+
+/*
+ * The most recipients the session takes, each the longest and worst
+ * escaped (C1 controls: 2 bytes in, 6 out), are read back whole; more
+ * than that is not a record the session writes and is refused rather
+ * than read in part.
+ */
+static void
+test_max_recipients(void **state)
+{
+	struct rcpts rc;
+	struct record_in in;
+	struct record *r;
+	const char **rv;
+	char *buf, err[256];
+	size_t len, k;
+	int i, n = SMTP_RCPT_MAX + 1;
+
+	assert_true(RECORD_RCPT_MAX >= SMTP_RCPT_MAX);
+	assert_non_null(rv = calloc((size_t)n, sizeof(*rv)));
+	for (i = 0; i < n; i++) {
+		char *a;
+
+		assert_non_null(a = malloc(SMTP_PATH_MAX + 1));
+		k = (size_t)snprintf(a, 8, "%04d", i);
+		for (; k + 2 <= SMTP_PATH_MAX - 10; k += 2)
+			memcpy(a + k, "\xc2\x80", 2);
+		memcpy(a + k, "@x.example", 10);
+		a[k + 10] = '\0';
+		rv[i] = a;
+	}
+	rc.v = rv;
+	rc.n = SMTP_RCPT_MAX;
+	rc.fail = false;
+	full_in(&in, &rc);
+	buf = write_rec(&in, &len);
+	assert_true(len < JOURNAL_LINE_MAX);
+	r = record_parse(buf, len, err, sizeof(err));
+	if (r == NULL)
+		fail_msg("not parsed: %s", err);
+	assert_int_equal(r->nrcpt, SMTP_RCPT_MAX);
+	for (i = 0; i < SMTP_RCPT_MAX; i++)
+		assert_string_equal(r->rcpt[i], rv[i]);
+	record_free(r);
+	free(buf);
+	rc.n = RECORD_RCPT_MAX + 1;
+	if (rc.n > n)
+		rc.n = n;
+	if (rc.n > RECORD_RCPT_MAX) {
+		buf = write_rec(&in, &len);
+		assert_null(record_parse(buf, len, err, sizeof(err)));
+		free(buf);
+	}
+	for (i = 0; i < n; i++)
+		free((char *)rv[i]);
+	free(rv);
+}
+
 /* The DATA decision written under "rules" reads back the same. */
 static void
 test_decision(void **state)
@@ -482,6 +636,9 @@ main(void)
 		cmocka_unit_test(test_meta_keys),
 		cmocka_unit_test(test_received_header),
 		cmocka_unit_test(test_record_when),
+		cmocka_unit_test(test_long_fields_cut),
+		cmocka_unit_test(test_hostile_members),
+		cmocka_unit_test(test_max_recipients),
 	};
 
 	log_init(LOG_LVL_ERR);
