@@ -1,0 +1,368 @@
+/*
+ * The analysis worker (see analysis_worker.h): one thread, its own outbox
+ * over the reception journal (an outbox is not thread-safe), its own
+ * analysis context (libmagic is not thread-safe).  The event loop only kicks
+ * it; nothing here runs on the loop, so a slow or hostile mail costs the SMTP
+ * side nothing (analysis.c caps every mail's CPU, memory and parts).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "analysis.h"
+#include "analysis_worker.h"
+#include "campaign.h"
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "outbox.h"
+#include "spool.h"
+#include "util.h"
+
+#define AW_IDLE_MS	1000	/* a tick when nothing kicks: rotations, the gauge */
+#define AW_HOLD_MS	1000	/* after a transient error (no memory, I/O) */
+
+struct aw {
+	struct cfg_analysis	 cfg;
+	struct analysis		*an;
+	struct campaigns	*cp;
+	struct outbox		*ob;
+	struct outbox_cursor	*cur;
+	struct outbox_message	 msg;
+	struct jbuf		 jb;
+	char			 spool[PATH_MAX];
+	char			 attdir[PATH_MAX + 16];
+	int			 parsed_fd;
+	int			 attdir_fd;
+	size_t			 raw_max;	/* bytes of a mail read (analysis.c's cap) */
+	bool			 held;		/* a transient error: back off */
+
+	pthread_t		 thread;
+	bool			 started;
+	pthread_mutex_t		 mu;
+	pthread_cond_t		 cv;
+	bool			 kicked, stop;	/* under mu */
+	_Atomic uint64_t	 backlog;	/* for the scrape callback */
+};
+
+static void	*aw_main(void *);
+static int	 aw_one(struct aw *);
+static int	 aw_store_blob(struct aw *, const struct analysis_blob *);
+static void	 aw_hold(void *, const char *);
+static void	 aw_metrics_cb(void *);
+
+struct aw *
+aw_new(const struct cfg_analysis *cfg, char *err, size_t errlen)
+{
+	struct analysis_limits lim;
+	struct aw *w;
+
+	if ((w = calloc(1, sizeof(*w))) == NULL) {
+		snprintf(err, errlen, "analysis: out of memory");
+		return NULL;
+	}
+	w->cfg = *cfg;
+	w->parsed_fd = w->attdir_fd = -1;
+	jb_init(&w->jb);
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	analysis_limits_default(&lim);
+	/* Not stored: no blob kept (the hashes are still computed). */
+	lim.blob_max = cfg->store_attachments ? (size_t)cfg->attachment_max : 0;
+	w->raw_max = lim.raw_max;
+	if ((w->an = analysis_new(&lim, err, errlen)) == NULL) {
+		aw_free(w);
+		return NULL;
+	}
+	return w;
+}
+
+int
+aw_start(struct aw *w, const char *spool_dir, outbox_limit_fn fn, void *fnarg,
+    char *err, size_t errlen)
+{
+	struct outbox_opts o;
+	char feed[PATH_MAX + 8], path[PATH_MAX + 32];
+	DIR *d;
+	struct dirent *de;
+
+	snprintf(w->spool, sizeof(w->spool), "%s", spool_dir);
+	(void)spool_path_dir(path, sizeof(path), spool_dir, SPOOL_CAMPAIGNS_NAME);
+	if ((w->cp = campaigns_open(path, (size_t)w->cfg.campaigns_max, 0, err,
+	    errlen)) == NULL)
+		return -1;
+	if (spool_path_dir(path, sizeof(path), spool_dir, SPOOL_PARSED_NAME) == -1 ||
+	    (w->parsed_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+	    0640)) == -1) {
+		snprintf(err, errlen, "analysis: %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (w->cfg.store_attachments) {
+		(void)spool_path_dir(w->attdir, sizeof(w->attdir), spool_dir,
+		    SPOOL_DIR_ATTACHMENTS);
+		if ((mkdir(w->attdir, 0750) == -1 && errno != EEXIST) ||
+		    (w->attdir_fd = open(w->attdir, O_RDONLY | O_DIRECTORY |
+		    O_CLOEXEC)) == -1) {
+			snprintf(err, errlen, "analysis: %s: %s", w->attdir,
+			    strerror(errno));
+			return -1;
+		}
+		/* What a crash left half written. */
+		if ((d = fdopendir(dup(w->attdir_fd))) != NULL) {
+			while ((de = readdir(d)) != NULL)
+				if (strncmp(de->d_name, ".tmp.", 5) == 0)
+					(void)unlinkat(w->attdir_fd, de->d_name, 0);
+			closedir(d);
+		}
+	}
+	(void)spool_path_dir(feed, sizeof(feed), spool_dir, SPOOL_DIR_FEED);
+	(void)spool_path_journal(path, sizeof(path), spool_dir);
+	memset(&o, 0, sizeof(o));
+	o.who = "analysis";
+	o.path = path;
+	o.kind = OUTBOX_JOURNAL;
+	o.cursor_dir = feed;
+	o.spool_dir = w->spool;
+	o.hold = aw_hold;
+	o.arg = w;
+	if ((w->ob = outbox_new(&o, err, errlen)) == NULL ||
+	    (w->cur = outbox_cursor_open(w->ob, "analysis", 0, err, errlen)) == NULL)
+		return -1;
+	if (fn != NULL)
+		outbox_set_limit(w->ob, fn, fnarg);
+	/* Which journal file the cursor points into, before anything rotates. */
+	outbox_start(w->ob);
+	atomic_store(&w->backlog, outbox_backlog(w->cur));
+	(void)metrics_on_scrape(aw_metrics_cb, w);
+	if (pthread_create(&w->thread, NULL, aw_main, w) != 0) {
+		snprintf(err, errlen, "analysis: cannot start the worker thread");
+		return -1;
+	}
+	w->started = true;
+	return 0;
+}
+
+/* A mail was committed: look at the journal now. */
+void
+aw_kick(struct aw *w)
+{
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->kicked = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+void
+aw_free(struct aw *w)
+{
+	if (w == NULL)
+		return;
+	metrics_off_scrape(aw_metrics_cb, w);
+	if (w->started) {
+		pthread_mutex_lock(&w->mu);
+		w->stop = true;
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+		pthread_join(w->thread, NULL);
+	}
+	outbox_free(w->ob);	/* saves the cursor */
+	outbox_message_free(&w->msg);
+	campaigns_free(w->cp);
+	analysis_free(w->an);
+	jb_free(&w->jb);
+	if (w->parsed_fd != -1)
+		close(w->parsed_fd);
+	if (w->attdir_fd != -1)
+		close(w->attdir_fd);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+	free(w);
+}
+
+/* The outbox met a transient error: back off (it logs msg once per series). */
+static void
+aw_hold(void *arg, const char *msg)
+{
+	struct aw *w = arg;
+
+	if (!w->held)
+		log_warn("analysis: %s; retrying", msg);
+	w->held = true;
+}
+
+/* At a scrape (the loop thread): the lag as the worker last saw it. */
+static void
+aw_metrics_cb(void *arg)
+{
+	struct aw *w = arg;
+
+	metrics_set(M_ANALYSIS_BACKLOG, NULL, NULL, (double)atomic_load(&w->backlog));
+}
+
+/* The thread: analyse journal lines as they come, sleep when there are none. */
+static void *
+aw_main(void *arg)
+{
+	struct aw *w = arg;
+	struct timespec ts;
+	bool was_held;
+	int r;
+
+	for (;;) {
+		pthread_mutex_lock(&w->mu);
+		if (w->stop) {
+			pthread_mutex_unlock(&w->mu);
+			break;
+		}
+		w->kicked = false;
+		pthread_mutex_unlock(&w->mu);
+
+		outbox_check(w->ob);
+		was_held = w->held;
+		w->held = false;
+		while ((r = aw_one(w)) == 1) {
+			pthread_mutex_lock(&w->mu);
+			r = w->stop;
+			pthread_mutex_unlock(&w->mu);
+			if (r)
+				break;
+		}
+		if (was_held && !w->held)
+			log_info("analysis: resumed");
+		atomic_store(&w->backlog, outbox_backlog(w->cur));
+
+		pthread_mutex_lock(&w->mu);
+		if (!w->stop && (!w->kicked || w->held)) {
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += (w->held ? AW_HOLD_MS : AW_IDLE_MS) / 1000;
+			(void)pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+		}
+		pthread_mutex_unlock(&w->mu);
+	}
+	return NULL;
+}
+
+/*
+ * The next journal line: analysed, written out, confirmed.  1 when a line
+ * was passed (analysed or skipped), 0 when there is none or on a transient
+ * error (w->held: the same line after the backoff).
+ */
+static int
+aw_one(struct aw *w)
+{
+	struct analysis_result res;
+	struct outbox_line l;
+	size_t i;
+	bool stored = true;
+	char err[256];
+	int rc;
+
+	if (outbox_read(w->cur, &l) <= 0)
+		return 0;
+	if (l.overlong) {
+		(void)outbox_skip(w->cur, &l);	/* outbox logged it */
+		outbox_save(w->ob);
+		return 1;
+	}
+	rc = outbox_message(w->cur, &l, w->raw_max, &w->msg);
+	if (rc == OUTBOX_RETRY) {
+		outbox_unread(w->cur, &l);
+		return 0;
+	}
+	if (rc == OUTBOX_SKIP) {
+		if (outbox_skip(w->cur, &l) == -1)
+			return 0;
+		outbox_save(w->ob);
+		return 1;
+	}
+
+	memset(&res, 0, sizeof(res));
+	evlog_begin(&w->jb, "fosr.mail.parsed", NULL);
+	jb_kcstr(&w->jb, "sha256", w->msg.sha);
+	jb_kuint(&w->jb, "size", w->msg.size);
+	if (analysis_fields(w->an, w->msg.body, w->msg.len, w->msg.sha, w->cp,
+	    &w->jb, &res) == -1) {
+		analysis_result_free(&res);
+		outbox_message_trim(&w->msg);
+		outbox_unread(w->cur, &l);
+		aw_hold(w, "out of memory analysing a mail");
+		return 0;
+	}
+	outbox_message_trim(&w->msg);
+	for (i = 0; w->attdir_fd != -1 && i < res.nblobs; i++)
+		if (aw_store_blob(w, &res.blobs[i]) == -1)
+			stored = false;
+	if (w->attdir_fd != -1 && res.nblobs > 0 && fsync(w->attdir_fd) == -1)
+		stored = false;
+	if (!stored)
+		log_warn("analysis: mail %s: attachments not all stored: %s",
+		    w->msg.sha, strerror(errno));
+	evlog_message(&w->jb, "Mail %s analysed: %u attachments, %u URLs, campaign %llu",
+	    w->msg.sha, res.nattachments, res.nurls, (unsigned long long)res.campaign);
+	/* Closes the object and ends the line: the same bytes go to both. */
+	evlog_emit(&w->jb);
+	analysis_result_free(&res);
+	if (w->jb.oom || util_write_all(w->parsed_fd, w->jb.buf, w->jb.len) == -1 ||
+	    fdatasync(w->parsed_fd) == -1)
+		log_warn("analysis: %s: %s", SPOOL_PARSED_NAME,
+		    w->jb.oom ? "out of memory" : strerror(errno));
+	/* The table before the cursor: a crash between counts a mail twice. */
+	if (campaigns_save(w->cp, err, sizeof(err)) == -1)
+		log_warn("analysis: campaigns: %s", err);
+	if (outbox_take(w->cur, &l) == NULL) {
+		/* out of memory: analysed again after the backoff */
+		outbox_unread(w->cur, &l);
+		aw_hold(w, "out of memory");
+		return 0;
+	}
+	(void)outbox_confirm(w->cur, l.end_off);
+	outbox_save(w->ob);
+	metrics_inc(M_ANALYSIS_MAILS, NULL, NULL);
+	atomic_store(&w->backlog, outbox_backlog(w->cur));
+	jb_reset(&w->jb);
+	return 1;
+}
+
+/* attachments/<sha256>, written once: tmp, fdatasync, rename.  0 or -1. */
+static int
+aw_store_blob(struct aw *w, const struct analysis_blob *b)
+{
+	char tmp[96];
+	struct stat st;
+	int fd, e;
+
+	if (strlen(b->sha256) != 64 || strspn(b->sha256, "0123456789abcdef") != 64)
+		return 0;
+	if (fstatat(w->attdir_fd, b->sha256, &st, 0) == 0 && (uint64_t)st.st_size == b->len)
+		return 0;	/* content-addressed: already there */
+	snprintf(tmp, sizeof(tmp), ".tmp.%s", b->sha256);
+	if ((fd = openat(w->attdir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0640)) == -1)
+		return -1;
+	if (util_write_all(fd, b->data, b->len) == -1 || fdatasync(fd) == -1) {
+		e = errno;
+		close(fd);
+		(void)unlinkat(w->attdir_fd, tmp, 0);
+		errno = e;
+		return -1;
+	}
+	close(fd);
+	if (renameat(w->attdir_fd, tmp, w->attdir_fd, b->sha256) == -1) {
+		e = errno;
+		(void)unlinkat(w->attdir_fd, tmp, 0);
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
