@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,6 +32,17 @@
 
 #define AW_IDLE_MS	1000	/* a tick when nothing kicks: rotations, the gauge */
 #define AW_HOLD_MS	1000	/* after a transient error (no memory, I/O) */
+/*
+ * Mails analysed between two commits (parsed journal synced, campaigns and
+ * cursor saved), and the time a batch may take: one fdatasync and two atomic
+ * file replacements per batch, not per mail (per mail they cost more system
+ * time than the capture itself, bench/run.sh).  A crash analyses the batch
+ * in progress again: each of its mails at most once more.
+ */
+#define AW_BATCH	64
+#define AW_BATCH_MS	250
+/* The worker's nice value: the SMTP threads win the CPU when it is short. */
+#define AW_NICE		10
 
 struct aw {
 	struct cfg_analysis	 cfg;
@@ -45,17 +58,22 @@ struct aw {
 	int			 attdir_fd;
 	size_t			 raw_max;	/* bytes of a mail read (analysis.c's cap) */
 	bool			 held;		/* a transient error: back off */
+	unsigned		 batch;		/* mails analysed since the last commit */
+	bool			 blobs;		/* attachments written since then */
 
 	pthread_t		 thread;
 	bool			 started;
 	pthread_mutex_t		 mu;
 	pthread_cond_t		 cv;
-	bool			 kicked, stop;	/* under mu */
+	bool			 kicked, stop, ready;	/* under mu */
 	_Atomic uint64_t	 backlog;	/* for the scrape callback */
 };
 
 static void	*aw_main(void *);
 static int	 aw_one(struct aw *);
+static void	 aw_commit(struct aw *);
+static uint64_t	 aw_now_ms(void);
+static int	 aw_parsed_repair(int, const char *, char *, size_t);
 static int	 aw_store_blob(struct aw *, const struct analysis_blob *);
 static void	 aw_hold(void *, const char *);
 static void	 aw_metrics_cb(void *);
@@ -101,11 +119,13 @@ aw_start(struct aw *w, const char *spool_dir, outbox_limit_fn fn, void *fnarg,
 	    errlen)) == NULL)
 		return -1;
 	if (spool_path_dir(path, sizeof(path), spool_dir, SPOOL_PARSED_NAME) == -1 ||
-	    (w->parsed_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+	    (w->parsed_fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC,
 	    0640)) == -1) {
 		snprintf(err, errlen, "analysis: %s: %s", path, strerror(errno));
 		return -1;
 	}
+	if (aw_parsed_repair(w->parsed_fd, path, err, errlen) == -1)
+		return -1;
 	if (w->cfg.store_attachments) {
 		(void)spool_path_dir(w->attdir, sizeof(w->attdir), spool_dir,
 		    SPOOL_DIR_ATTACHMENTS);
@@ -148,6 +168,11 @@ aw_start(struct aw *w, const char *spool_dir, outbox_limit_fn fn, void *fnarg,
 		return -1;
 	}
 	w->started = true;
+	/* It lowers its priority itself: before the sandbox forbids it. */
+	pthread_mutex_lock(&w->mu);
+	while (!w->ready)
+		pthread_cond_wait(&w->cv, &w->mu);
+	pthread_mutex_unlock(&w->mu);
 	return 0;
 }
 
@@ -216,31 +241,42 @@ aw_main(void *arg)
 {
 	struct aw *w = arg;
 	struct timespec ts;
-	bool was_held;
-	int r;
+	uint64_t t0;
+	bool was_held, stop;
 
+	/* Linux: the nice value is the thread's (PRIO_PROCESS of a tid). */
+	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), AW_NICE);
+	pthread_mutex_lock(&w->mu);
+	w->ready = true;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
 	for (;;) {
 		pthread_mutex_lock(&w->mu);
-		if (w->stop) {
-			pthread_mutex_unlock(&w->mu);
-			break;
-		}
+		stop = w->stop;
 		w->kicked = false;
 		pthread_mutex_unlock(&w->mu);
+		if (stop)
+			break;
 
 		outbox_check(w->ob);
 		was_held = w->held;
 		w->held = false;
-		while ((r = aw_one(w)) == 1) {
+		t0 = aw_now_ms();
+		while (aw_one(w) == 1) {
+			if (w->batch >= AW_BATCH || outbox_full(w->cur) ||
+			    aw_now_ms() - t0 >= AW_BATCH_MS) {
+				aw_commit(w);
+				t0 = aw_now_ms();
+			}
 			pthread_mutex_lock(&w->mu);
-			r = w->stop;
+			stop = w->stop;
 			pthread_mutex_unlock(&w->mu);
-			if (r)
+			if (stop)
 				break;
 		}
+		aw_commit(w);
 		if (was_held && !w->held)
 			log_info("analysis: resumed");
-		atomic_store(&w->backlog, outbox_backlog(w->cur));
 
 		pthread_mutex_lock(&w->mu);
 		if (!w->stop && (!w->kicked || w->held)) {
@@ -251,6 +287,47 @@ aw_main(void *arg)
 		pthread_mutex_unlock(&w->mu);
 	}
 	return NULL;
+}
+
+static uint64_t
+aw_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * Make the batch durable, in this order: the parsed journal and the
+ * attachments' names, the campaign table, then the cursor past the batch.
+ * A failure is logged; the cursor still moves (the event is out: analysing
+ * again would count the mails twice in their campaigns).
+ */
+static void
+aw_commit(struct aw *w)
+{
+	struct outbox_entry *e;
+	size_t n;
+	char err[256];
+
+	if ((n = outbox_pending(w->cur)) == 0) {
+		atomic_store(&w->backlog, outbox_backlog(w->cur));
+		return;
+	}
+	if (w->batch > 0 && fdatasync(w->parsed_fd) == -1)
+		log_warn("analysis: %s: fdatasync: %s", SPOOL_PARSED_NAME, strerror(errno));
+	if (w->blobs && fsync(w->attdir_fd) == -1)
+		log_warn("analysis: %s: fsync: %s", w->attdir, strerror(errno));
+	if (campaigns_save(w->cp, err, sizeof(err)) == -1)
+		log_warn("analysis: campaigns: %s", err);
+	if ((e = outbox_entry(w->cur, n - 1)) != NULL)
+		(void)outbox_confirm_upto(w->cur, e->end_off);
+	outbox_save(w->ob);
+	metrics_add(M_ANALYSIS_MAILS, NULL, NULL, (double)w->batch);
+	w->batch = 0;
+	w->blobs = false;
+	atomic_store(&w->backlog, outbox_backlog(w->cur));
 }
 
 /*
@@ -265,14 +342,12 @@ aw_one(struct aw *w)
 	struct outbox_line l;
 	size_t i;
 	bool stored = true;
-	char err[256];
 	int rc;
 
 	if (outbox_read(w->cur, &l) <= 0)
 		return 0;
 	if (l.overlong) {
 		(void)outbox_skip(w->cur, &l);	/* outbox logged it */
-		outbox_save(w->ob);
 		return 1;
 	}
 	rc = outbox_message(w->cur, &l, w->raw_max, &w->msg);
@@ -280,12 +355,8 @@ aw_one(struct aw *w)
 		outbox_unread(w->cur, &l);
 		return 0;
 	}
-	if (rc == OUTBOX_SKIP) {
-		if (outbox_skip(w->cur, &l) == -1)
-			return 0;
-		outbox_save(w->ob);
-		return 1;
-	}
+	if (rc == OUTBOX_SKIP)
+		return outbox_skip(w->cur, &l) == -1 ? 0 : 1;
 
 	memset(&res, 0, sizeof(res));
 	evlog_begin(&w->jb, "fosr.mail.parsed", NULL);
@@ -300,11 +371,11 @@ aw_one(struct aw *w)
 		return 0;
 	}
 	outbox_message_trim(&w->msg);
-	for (i = 0; w->attdir_fd != -1 && i < res.nblobs; i++)
+	for (i = 0; w->attdir_fd != -1 && i < res.nblobs; i++) {
 		if (aw_store_blob(w, &res.blobs[i]) == -1)
 			stored = false;
-	if (w->attdir_fd != -1 && res.nblobs > 0 && fsync(w->attdir_fd) == -1)
-		stored = false;
+		w->blobs = true;
+	}
 	if (!stored)
 		log_warn("analysis: mail %s: attachments not all stored: %s",
 		    w->msg.sha, strerror(errno));
@@ -313,25 +384,58 @@ aw_one(struct aw *w)
 	/* Closes the object and ends the line: the same bytes go to both. */
 	evlog_emit(&w->jb);
 	analysis_result_free(&res);
-	if (w->jb.oom || util_write_all(w->parsed_fd, w->jb.buf, w->jb.len) == -1 ||
-	    fdatasync(w->parsed_fd) == -1)
+	if (w->jb.oom || util_write_all(w->parsed_fd, w->jb.buf, w->jb.len) == -1)
 		log_warn("analysis: %s: %s", SPOOL_PARSED_NAME,
 		    w->jb.oom ? "out of memory" : strerror(errno));
-	/* The table before the cursor: a crash between counts a mail twice. */
-	if (campaigns_save(w->cp, err, sizeof(err)) == -1)
-		log_warn("analysis: campaigns: %s", err);
+	jb_reset(&w->jb);
+	/* Confirmed by aw_commit(), after the table is saved. */
 	if (outbox_take(w->cur, &l) == NULL) {
 		/* out of memory: analysed again after the backoff */
 		outbox_unread(w->cur, &l);
 		aw_hold(w, "out of memory");
 		return 0;
 	}
-	(void)outbox_confirm(w->cur, l.end_off);
-	outbox_save(w->ob);
-	metrics_inc(M_ANALYSIS_MAILS, NULL, NULL);
-	atomic_store(&w->backlog, outbox_backlog(w->cur));
-	jb_reset(&w->jb);
+	w->batch++;
 	return 1;
+}
+
+/*
+ * A crash may leave the parsed journal's last line torn: cut it (its mail
+ * was in a batch not yet confirmed, so it is analysed again), or the next
+ * line would be glued to it.  0, or -1 with err filled.
+ */
+static int
+aw_parsed_repair(int fd, const char *path, char *err, size_t errlen)
+{
+	char buf[65536];
+	struct stat st;
+	off_t end, off;
+	ssize_t n = 0, i;
+
+	if (fstat(fd, &st) == -1)
+		goto fail;
+	for (end = st.st_size; end > 0; end = off) {
+		off = end > (off_t)sizeof(buf) ? end - (off_t)sizeof(buf) : 0;
+		if ((n = pread(fd, buf, (size_t)(end - off), off)) != end - off)
+			goto fail;
+		for (i = n; i > 0; i--)
+			if (buf[i - 1] == '\n')
+				break;
+		if (i > 0) {
+			end = off + i;
+			break;
+		}
+	}
+	if (end == st.st_size)
+		return 0;
+	log_warn("analysis: %s: cutting a torn last line (%lld bytes)", path,
+	    (long long)(st.st_size - end));
+	if (ftruncate(fd, end) == -1 || fdatasync(fd) == -1)
+		goto fail;
+	return 0;
+fail:
+	snprintf(err, errlen, "analysis: %s: %s", path, n >= 0 ? "short read" : strerror(errno));
+	return -1;
 }
 
 /* attachments/<sha256>, written once: tmp, fdatasync, rename.  0 or -1. */

@@ -2,17 +2,18 @@
  * The analysis worker (issue 15): every received mail analysed after its 250
  * and off the SMTP path, on a thread of its own, driven by the reception
  * journal through its own durable cursor ("analysis" in <spool>/feed, so the
- * spool keeps the segments it still reads).  Per mail, in this order:
+ * spool keeps the segments it still reads).  Per mail:
  *
  *	analysis_fields() of <spool>/messages/<sha256>.eml
- *	attachments/<sha256> written (tmp + fsync + rename), if stored
- *	a fosr.mail.parsed event, the same line in <spool>/parsed.jsonl (fdatasync)
- *	the campaign table saved (<spool>/campaigns)
- *	the cursor confirmed and saved
+ *	attachments/<sha256> written (tmp + fdatasync + rename), if stored
+ *	a fosr.mail.parsed event, the same line appended to <spool>/parsed.jsonl
  *
- * A crash between the first step and the last analyses that one mail again
- * at the restart (a second line, its campaign counted twice): at most one
- * mail, at most once more; none is skipped.
+ * and per batch (at most 64 mails or 250 ms), in this order: parsed.jsonl
+ * fdatasync'ed, the campaign table saved (<spool>/campaigns), the cursor
+ * confirmed past the batch and saved.  A crash before the cursor is saved
+ * analyses that batch again at the restart (a second event and line, the
+ * campaign counted twice): each mail at most once more; none is skipped.
+ * A torn last line of parsed.jsonl is cut at the start.
  *
  * aw_new() loads libmagic (before the chroot and the sandbox); aw_start()
  * opens the files and starts the thread (after dropping to the user, before

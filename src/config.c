@@ -19,6 +19,7 @@
 
 #include <yaml.h>
 
+#include "campaign.h"
 #include "config.h"
 #include "log.h"
 #include "relay_dest.h"
@@ -1062,7 +1063,7 @@ cfg_defaults(struct cfg *c)
 	c->analysis.enabled = true;
 	c->analysis.store_attachments = true;
 	c->analysis.attachment_max = ANALYSIS_ATTACHMENT_MAX_DEFAULT;
-	c->analysis.campaigns_max = 0;
+	c->analysis.campaigns_max = CAMPAIGN_MAX_DEFAULT;
 	c->client_lookup.dns_server[0] = '\0';
 	c->client_lookup.timeout_ms = 10000;
 	c->spool_min_free = SPOOL_MIN_FREE_DEFAULT;

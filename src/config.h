@@ -168,7 +168,7 @@ struct cfg_analysis {
 	bool		 enabled;	/* default true */
 	bool		 store_attachments;	/* attachments/<sha256> (default true) */
 	uint64_t	 attachment_max;	/* bytes of one attachment stored */
-	uint64_t	 campaigns_max;	/* campaigns kept (0: campaign.h's default) */
+	uint64_t	 campaigns_max;	/* campaigns kept (CAMPAIGN_MAX_DEFAULT) */
 };
 
 struct cfg {
