@@ -59,6 +59,7 @@ struct aw {
 	size_t			 raw_max;	/* bytes of a mail read (analysis.c's cap) */
 	bool			 held;		/* a transient error: back off */
 	unsigned		 batch;		/* mails analysed since the last commit */
+	uint64_t		 batch_t0;	/* when the first of them was (ms) */
 	bool			 blobs;		/* attachments written since then */
 
 	pthread_t		 thread;
@@ -241,7 +242,7 @@ aw_main(void *arg)
 {
 	struct aw *w = arg;
 	struct timespec ts;
-	uint64_t t0;
+	uint64_t now, left;
 	bool was_held, stop;
 
 	/* Linux: the nice value is the thread's (PRIO_PROCESS of a tid). */
@@ -261,31 +262,48 @@ aw_main(void *arg)
 		outbox_check(w->ob);
 		was_held = w->held;
 		w->held = false;
-		t0 = aw_now_ms();
 		while (aw_one(w) == 1) {
 			if (w->batch >= AW_BATCH || outbox_full(w->cur) ||
-			    aw_now_ms() - t0 >= AW_BATCH_MS) {
+			    aw_now_ms() - w->batch_t0 >= AW_BATCH_MS)
 				aw_commit(w);
-				t0 = aw_now_ms();
-			}
 			pthread_mutex_lock(&w->mu);
 			stop = w->stop;
 			pthread_mutex_unlock(&w->mu);
 			if (stop)
 				break;
 		}
-		aw_commit(w);
+		/*
+		 * Caught up: the batch still waits for its time (mails come one
+		 * by one at a low rate: one commit per batch, not per mail).
+		 */
+		left = AW_IDLE_MS;
+		if (outbox_pending(w->cur) > 0) {
+			now = aw_now_ms();
+			if (w->batch == 0 || w->held || now - w->batch_t0 >= AW_BATCH_MS)
+				aw_commit(w);
+			else
+				left = AW_BATCH_MS - (now - w->batch_t0);
+		} else
+			atomic_store(&w->backlog, outbox_backlog(w->cur));
 		if (was_held && !w->held)
 			log_info("analysis: resumed");
+		if (w->held)
+			left = AW_HOLD_MS;
 
 		pthread_mutex_lock(&w->mu);
-		if (!w->stop && (!w->kicked || w->held)) {
+		if (!w->stop && !w->kicked) {
 			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += (w->held ? AW_HOLD_MS : AW_IDLE_MS) / 1000;
+			ts.tv_sec += (time_t)(left / 1000);
+			ts.tv_nsec += (long)(left % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
 			(void)pthread_cond_timedwait(&w->cv, &w->mu, &ts);
 		}
 		pthread_mutex_unlock(&w->mu);
 	}
+	aw_commit(w);	/* stopping: what was analysed is confirmed */
 	return NULL;
 }
 
@@ -395,7 +413,8 @@ aw_one(struct aw *w)
 		aw_hold(w, "out of memory");
 		return 0;
 	}
-	w->batch++;
+	if (w->batch++ == 0)
+		w->batch_t0 = aw_now_ms();
 	return 1;
 }
 
