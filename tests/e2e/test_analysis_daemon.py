@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import re
+import subprocess
 import time
 import unittest
 
@@ -187,6 +188,34 @@ class AnalysisDaemon(CollectorTestCase):
         feed = os.path.join(self.c.spool_dir, "feed")
         self.assertEqual([f for f in os.listdir(feed) if f.startswith(b"analysis".hex())]
                          if os.path.isdir(feed) else [], [])
+
+    def test_console_show_lists_the_analysis(self):
+        body, atts = mixed_mail(5)
+        m = EmailMessage()
+        m["From"] = "a@b.example"
+        m["Subject"] = "links"
+        m.set_content("go to http://evil.example/\x1b[31m and https://second.example/p\n")
+        links = crlf(bytes(m))
+        spam = crlf(spam_variant("Johnson", "http://a.example/1", 3))
+        for b in (body, links, spam):
+            self.send_mail(b)
+        got = self.wait_parsed([sha256(body), sha256(links), sha256(spam)])
+        self.assertEqual(self.c.stop(), 0)
+        r = subprocess.run([self.c.binary, "-c", self.c.config_path, "-i"],
+                           input=("show %s\nshow %s\nshow %s\n" % (
+                               sha256(body)[:12], sha256(links)[:12],
+                               sha256(spam)[:12])).encode(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30 * self.slow)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = r.stdout.decode("ascii")
+        for a in atts:
+            self.assertIn(sha256(a), out)
+        self.assertIn("invoice.pdf", out)
+        self.assertIn("application/pdf", out)
+        self.assertIn("url:       https://pay.invoices.example/i/5", out)
+        self.assertIn("url:       https://second.example/p", out)
+        self.assertIn("campaign:  %d (1 mails" % got[sha256(spam)]["fosr"]["campaign"]["id"], out)
+        self.assertNotIn("\x1b", out)
 
     @with_config({"analysis": {"store_attachments": False}})
     def test_no_attachment_store(self):
