@@ -260,6 +260,7 @@ aw_main(void *arg)
 			break;
 
 		outbox_check(w->ob);
+		outbox_save(w->ob);	/* a cursor moved to the next file: say so */
 		was_held = w->held;
 		w->held = false;
 		while (aw_one(w) == 1) {
@@ -279,19 +280,21 @@ aw_main(void *arg)
 		left = AW_IDLE_MS;
 		if (outbox_pending(w->cur) > 0) {
 			now = aw_now_ms();
-			if (w->batch == 0 || w->held || now - w->batch_t0 >= AW_BATCH_MS)
+			if (w->batch == 0 || w->held || now - w->batch_t0 >= AW_BATCH_MS) {
 				aw_commit(w);
-			else
+				/* at once: a drained segment's cursor moves on */
+				left = 0;
+			} else
 				left = AW_BATCH_MS - (now - w->batch_t0);
 		} else
 			atomic_store(&w->backlog, outbox_backlog(w->cur));
 		if (was_held && !w->held)
 			log_info("analysis: resumed");
 		if (w->held)
-			left = AW_HOLD_MS;
+			left = AW_HOLD_MS;	/* after the commit: the same line later */
 
 		pthread_mutex_lock(&w->mu);
-		if (!w->stop && !w->kicked) {
+		if (!w->stop && !w->kicked && left > 0) {
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_sec += (time_t)(left / 1000);
 			ts.tv_nsec += (long)(left % 1000) * 1000000;
