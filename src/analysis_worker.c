@@ -464,11 +464,12 @@ fail:
 static int
 aw_store_blob(struct aw *w, const struct analysis_blob *b)
 {
-	char tmp[96];
+	char tmp[96], path[PATH_MAX + 96];
 	struct stat st;
 	int fd, e;
 
-	if (strlen(b->sha256) != 64 || strspn(b->sha256, "0123456789abcdef") != 64)
+	/* spool_path_attachment() names it: a content name, never a path */
+	if (spool_path_attachment(path, sizeof(path), w->spool, b->sha256) == -1)
 		return 0;
 	if (fstatat(w->attdir_fd, b->sha256, &st, 0) == 0 && (uint64_t)st.st_size == b->len)
 		return 0;	/* content-addressed: already there */
