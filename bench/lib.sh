@@ -235,6 +235,8 @@ limits:
   sessions_per_ip: 20000
 client_lookup:
   enabled: ${BENCH_LOOKUP:-false}
+analysis:
+  enabled: ${BENCH_ANALYSIS:-true}
 EOF
 		if [ -n "$BPORT" ]; then
 			cat <<EOF

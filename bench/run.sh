@@ -15,6 +15,7 @@
 #   BENCH_ONLY="1k-500s idle"   only these scenarios (names below; idle = idle test)
 #   BENCH_FOSR=path      use this fosr-collector binary and do not run make
 #   BENCH_FEED=0         fosr-collector without publishing (default: publishing on)
+#   BENCH_ANALYSIS=false fosr-collector without the analysis worker (default: on)
 #   BENCH_FEED_ECHO=1    broker confirms by echo (identity may subscribe)
 #   BENCH_FEED_WAIT=120  seconds to wait for the feed to catch up after a run
 # See bench/README.md for how to read the output.

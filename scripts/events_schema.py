@@ -42,6 +42,13 @@ fields={
  "listeners": S, "output": S, "channel": S,
  "known_user": en("same password","other password"),
  "tls_active": B,
+ # fosr.mail.parsed (issue 15): nested Elastic Common Schema objects, as the
+ # analysis writes them (src/analysis.c); the names are used nowhere else
+ "email": {"type":"object","description":"ECS email.*: subject, from/to/reply_to/cc addresses, message_id, x_mailer, attachments[].file.{name,mime_type,size,hash.{md5,sha1,sha256,ssdeep}}"},
+ "url": {"type":"object","description":"ECS url.*: full, domain (arrays, normalised)"},
+ "related": {"type":"object","description":"ECS related.*: ip, hosts, hash (arrays)"},
+ "user_agent": {"type":"object","description":"ECS user_agent.original: the User-Agent header"},
+ "fosr": {"type":"object","description":"what ECS has no name for: received chain, return_path, body_addresses, text_ssdeep, campaign {id,count,new,score}, archive flags, analysis {parsed,parts,depth,mime_warnings,limits}"},
 }
 conn=["session","src_ip","src_port","dst_ip","dst_port","protocol"]
 base=["eventid","timestamp","sensor","message"]
@@ -62,6 +69,7 @@ events={
  "fosr.collector.start": (["version","listeners"], []),
  "fosr.collector.stop": ([], []),
  "fosr.output.skipped": (["output","channel","sha256","reason"], []),
+ "fosr.mail.parsed": (["sha256","size","email","url","fosr","related"], ["user_agent"]),
 }
 used=set()
 allof=[]

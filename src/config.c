@@ -20,6 +20,7 @@
 #include <yaml.h>
 
 #include "authdb.h"
+#include "campaign.h"
 #include "config.h"
 #include "log.h"
 #include "relay_dest.h"
@@ -79,12 +80,19 @@ static const char *const relay_mode_names[] = { "off", "dry-run", "live" };
 enum main_key {
 	MK_HOSTNAME, MK_SENSOR, MK_PERSONA, MK_USER, MK_PORT_OFFSET,
 	MK_LISTENERS, MK_TLS, MK_SPOOL, MK_EVENT_LOG, MK_AUTH, MK_LIMITS,
-	MK_FEED, MK_RELAY, MK_LOCAL, MK_SANDBOX, MK_CLIENT_LOOKUP, MK_METRICS, MK_AMQP, MK_COUNT
+	MK_FEED, MK_RELAY, MK_LOCAL, MK_SANDBOX, MK_CLIENT_LOOKUP, MK_METRICS, MK_AMQP,
+	MK_ANALYSIS, MK_COUNT
 };
 static const char *const main_keys[MK_COUNT] = {
 	"hostname", "sensor", "persona", "user", "port_offset",
 	"listeners", "tls", "spool", "event_log", "auth", "limits", "feed",
 	"relay", "local_recipients", "sandbox", "client_lookup", "metrics", "amqp",
+	"analysis",
+};
+
+enum analysis_key { AN_ENABLED, AN_STORE, AN_ATT_MAX, AN_CAMPAIGNS_MAX, AN_COUNT };
+static const char *const analysis_keys[AN_COUNT] = {
+	"enabled", "store_attachments", "attachment_max", "campaigns_max",
 };
 
 enum metrics_key { MX_ADDRESS, MX_PORT, MX_COUNT };
@@ -419,6 +427,29 @@ get_address(struct yu_ctx *x, yaml_node_t *v, const char *path, char *dst, size_
 	if (inet_pton(AF_INET, dst, addr) != 1 && inet_pton(AF_INET6, dst, addr) != 1)
 		return yu_error(x, v, path, "not a numeric IPv4 or IPv6 address");
 	return 0;
+}
+
+/* Apply one key of the analysis section. */
+static int
+analysis_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v, void *arg)
+{
+	struct cfg_analysis *an = arg;
+
+	switch ((enum analysis_key)key) {
+	case AN_ENABLED:
+		return yu_bool(x, v, path, &an->enabled);
+	case AN_STORE:
+		return yu_bool(x, v, path, &an->store_attachments);
+	case AN_ATT_MAX:
+		/* analysis.c keeps a blob of at most its decoded_max anyway */
+		return yu_num(x, v, path, 1, ANALYSIS_ATTACHMENT_MAX_CAP, YU_KMG | YU_BYTES,
+		    &an->attachment_max);
+	case AN_CAMPAIGNS_MAX:
+		return yu_num(x, v, path, 1, 1000000, 0, &an->campaigns_max);
+	case AN_COUNT:
+		break;
+	}
+	return yu_error(x, v, path, "internal: unhandled key");
 }
 
 /* Apply one key of the metrics section. */
@@ -1089,6 +1120,11 @@ main_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 			return -1;
 		c->metrics.enabled = true;
 		return 0;
+	case MK_ANALYSIS:
+		if (yu_is_null(v))
+			return 0;
+		return yu_map_walk(x, v, path, analysis_keys, AN_COUNT, analysis_key_cb,
+		    &c->analysis, &seen);
 	case MK_COUNT:
 		break;
 	}
@@ -1138,6 +1174,10 @@ cfg_defaults(struct cfg *c)
 	c->sandbox.seccomp = true;
 	c->sandbox.chroot[0] = '\0';
 	c->client_lookup.enabled = true;
+	c->analysis.enabled = true;
+	c->analysis.store_attachments = true;
+	c->analysis.attachment_max = ANALYSIS_ATTACHMENT_MAX_DEFAULT;
+	c->analysis.campaigns_max = CAMPAIGN_MAX_DEFAULT;
 	c->client_lookup.dns_server[0] = '\0';
 	c->client_lookup.timeout_ms = 10000;
 	c->spool_min_free = SPOOL_MIN_FREE_DEFAULT;

@@ -185,6 +185,19 @@ struct cfg_metrics {
 	int		 port;		/* required (no port_offset) */
 };
 
+/*
+ * The analysis worker (issue 15): every received mail, off the SMTP path,
+ * driven by the reception journal (analysis_worker.h).
+ */
+#define ANALYSIS_ATTACHMENT_MAX_DEFAULT	(16ULL * 1024 * 1024)	/* analysis.c's blob_max */
+#define ANALYSIS_ATTACHMENT_MAX_CAP	(64ULL * 1024 * 1024)	/* its decoded_max */
+struct cfg_analysis {
+	bool		 enabled;	/* default true */
+	bool		 store_attachments;	/* attachments/<sha256> (default true) */
+	uint64_t	 attachment_max;	/* bytes of one attachment stored */
+	uint64_t	 campaigns_max;	/* campaigns kept (CAMPAIGN_MAX_DEFAULT) */
+};
+
 struct cfg {
 	char		 path[PATH_MAX];	/* "" = embedded defaults */
 	char		 hostname[CFG_NAME_MAX];	/* "" = gethostname() at start */
@@ -221,6 +234,7 @@ struct cfg {
 	struct cfg_sandbox sandbox;
 	struct cfg_client_lookup client_lookup;
 	struct cfg_metrics metrics;
+	struct cfg_analysis analysis;
 };
 
 /* Fill c with the embedded defaults (25/465/587, ./spool, ./fosr-events.json). */

@@ -20,6 +20,7 @@
 
 #include "config.h"
 #include "console.h"
+#include "json.h"
 #include "log.h"
 #include "probe.h"
 #include "record.h"
@@ -34,6 +35,8 @@
 #define CONSOLE_CHUNK		(256 * 1024)	/* journal read backwards this much at a time */
 #define CONSOLE_REC_LEN_MAX	JOURNAL_LINE_MAX	/* every record the session writes */
 #define CONSOLE_SHOW_LINES	60
+#define CONSOLE_PARSED_SCAN	(64ULL * 1024 * 1024)	/* parsed.jsonl searched from its end */
+#define CONSOLE_SHOW_ITEMS	20	/* attachments, URLs listed */
 
 struct con_item {
 	char		*json;
@@ -63,6 +66,8 @@ static void	 con_list(struct console *, size_t);
 static struct con_item *con_pick(struct console *, const char *);
 static void	 con_show(struct console *, struct con_item *);
 static void	 con_verify(struct console *, struct con_item *, bool *);
+static char	*con_parsed_find(const char *, const char *, size_t *);
+static void	 con_show_analysis(struct console *, const char *);
 static void	 con_send(struct console *, struct con_item *, bool);
 static void	 con_send_done(void *, bool, const char *);
 static void	 con_tick_cb(evutil_socket_t, short, void *);
@@ -414,6 +419,7 @@ con_show(struct console *c, struct con_item *it)
 		printf("to:        <%s>\n", esc);
 	}
 	printf("size:      %llu bytes\n", (unsigned long long)r->size);
+	con_show_analysis(c, r->sha256);
 	if (relay_read_message(c->cfg->spool_dir, r->sha256, c->cfg->limits.message_size + 65536,
 	    &msg, &len, err, sizeof(err)) == -1) {
 		printf("message:   cannot read: %s\n", err);
@@ -434,6 +440,151 @@ con_show(struct console *c, struct con_item *it)
 	if (off < len)
 		printf("----- %zu more bytes -----\n", len - off);
 	free(msg);
+}
+
+/*
+ * The newest line of the parsed journal whose top-level sha256 is sha (a
+ * malloc'd copy, its length in *lenp), searched backwards from the end over
+ * at most CONSOLE_PARSED_SCAN bytes, lines of at most CONSOLE_REC_LEN_MAX;
+ * NULL when there is none (not analysed yet, or analysis off).
+ */
+static char *
+con_parsed_find(const char *spool_dir, const char *sha, size_t *lenp)
+{
+	char path[PATH_MAX + 32], needle[80], got[80], *buf, *res = NULL;
+	size_t carry = 0, n, end, i;
+	uint64_t scanned = 0;
+	struct stat st;
+	off_t off;
+	int fd;
+
+	if (spool_path_dir(path, sizeof(path), spool_dir, SPOOL_PARSED_NAME) == -1 ||
+	    (fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return NULL;
+	snprintf(needle, sizeof(needle), "\"sha256\":\"%s\"", sha);
+	if (fstat(fd, &st) == -1 ||
+	    (buf = malloc(CONSOLE_CHUNK + CONSOLE_REC_LEN_MAX)) == NULL) {
+		close(fd);
+		return NULL;
+	}
+	off = st.st_size;
+	while (off > 0 && scanned < CONSOLE_PARSED_SCAN && res == NULL) {
+		/* buf: [the block before][the head of the last block, carried] */
+		n = off > CONSOLE_CHUNK ? CONSOLE_CHUNK : (size_t)off;
+		off -= (off_t)n;
+		memmove(buf + n, buf, carry);
+		if (pread(fd, buf, n, off) != (ssize_t)n)
+			break;
+		scanned += n;
+		end = n + carry;
+		/* complete lines, newest first: each ends at end, starts after a '\n' */
+		for (i = end; i > 0 && res == NULL; i--) {
+			if (buf[i - 1] != '\n' || i == end)
+				continue;
+			if (memmem(buf + i, end - i, needle, strlen(needle)) != NULL &&
+			    json_get_str(buf + i, end - i, "sha256", got, sizeof(got)) == 0 &&
+			    strcmp(got, sha) == 0 && (res = malloc(end - i + 1)) != NULL) {
+				memcpy(res, buf + i, end - i);
+				res[end - i] = '\0';
+				*lenp = end - i;
+			}
+			end = i - 1;
+		}
+		if (res == NULL && off == 0 && end > 0 &&
+		    memmem(buf, end, needle, strlen(needle)) != NULL &&
+		    json_get_str(buf, end, "sha256", got, sizeof(got)) == 0 &&
+		    strcmp(got, sha) == 0 && (res = malloc(end + 1)) != NULL) {
+			memcpy(res, buf, end);
+			res[end] = '\0';
+			*lenp = end;
+		}
+		/* the head of this block: part of a line that starts earlier */
+		carry = end <= CONSOLE_REC_LEN_MAX ? end : 0;
+	}
+	free(buf);
+	close(fd);
+	return res;
+}
+
+/* Print a string member of obj, escaped, after label. */
+static void
+con_print_str(const char *label, const char *obj, size_t len, const char *key)
+{
+	const char *v;
+	size_t vl;
+	char raw[1024], esc[300];
+	long n;
+
+	if (json_get(obj, len, key, &v, &vl) == 0 &&
+	    (n = json_bytes(v, vl, raw, sizeof(raw))) >= 0) {
+		log_escape(esc, sizeof(esc), raw, (size_t)n);
+		printf("%s%s\n", label, esc);
+	}
+}
+
+/* The analysis of the mail (issue 15): attachments, URLs, its campaign. */
+static void
+con_show_analysis(struct console *c, const char *sha)
+{
+	const char *v, *o, *e, *f, *h, *x;
+	size_t vl, ol, el, fl, hl, xl, pos, k;
+	char *doc, name[1024], esc[300], hash[80], magic[128];
+	long long size, id, count;
+	size_t len;
+	long n;
+
+	if ((doc = con_parsed_find(c->cfg->spool_dir, sha, &len)) == NULL) {
+		printf("analysis:  none (not analysed yet, or analysis off)\n");
+		return;
+	}
+	if (json_get(doc, len, "email", &o, &ol) == 0) {
+		con_print_str("subject:   ", o, ol, "subject");
+		if (json_get(o, ol, "attachments", &v, &vl) == 0)
+			for (pos = 0, k = 0; json_element(v, vl, &pos, &e, &el) == 1; k++) {
+				if (k == CONSOLE_SHOW_ITEMS) {
+					printf("attach:    ...\n");
+					break;
+				}
+				name[0] = hash[0] = magic[0] = '\0';
+				size = -1;
+				if (json_get(e, el, "file", &f, &fl) == 0) {
+					if (json_get(f, fl, "name", &x, &xl) == 0 &&
+					    (n = json_bytes(x, xl, name, sizeof(name) - 1)) >= 0)
+						name[n] = '\0';
+					if (json_get(f, fl, "size", &x, &xl) == 0)
+						(void)json_int(x, xl, &size);
+					if (json_get(f, fl, "hash", &h, &hl) == 0)
+						(void)json_get_str(h, hl, "sha256", hash, sizeof(hash));
+				}
+				if (json_get(e, el, "fosr", &f, &fl) == 0)
+					(void)json_get_str(f, fl, "magic_type", magic, sizeof(magic));
+				log_escape(esc, sizeof(esc), name, strlen(name));
+				printf("attach:    \"%s\" %lld bytes %s sha256 %s\n", esc, size,
+				    con_esc(magic, name, sizeof(name)), hash);
+			}
+	}
+	if (json_get(doc, len, "url", &o, &ol) == 0 &&
+	    json_get(o, ol, "full", &v, &vl) == 0)
+		for (pos = 0, k = 0; json_element(v, vl, &pos, &e, &el) == 1; k++) {
+			if (k == CONSOLE_SHOW_ITEMS) {
+				printf("url:       ...\n");
+				break;
+			}
+			if ((n = json_bytes(e, el, name, sizeof(name))) >= 0) {
+				log_escape(esc, sizeof(esc), name, (size_t)n);
+				printf("url:       %s\n", esc);
+			}
+		}
+	if (json_get(doc, len, "fosr", &o, &ol) == 0 &&
+	    json_get(o, ol, "campaign", &v, &vl) == 0 && !json_is_null(v, vl)) {
+		id = count = 0;
+		if (json_get(v, vl, "id", &e, &el) == 0)
+			(void)json_int(e, el, &id);
+		if (json_get(v, vl, "count", &e, &el) == 0)
+			(void)json_int(e, el, &count);
+		printf("campaign:  %lld (%lld mails when this one came)\n", id, count);
+	}
+	free(doc);
 }
 
 /* Explain the relay decision: rules, never-relay list, caps. */

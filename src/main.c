@@ -24,6 +24,7 @@
 #include <event2/thread.h>
 
 #include "analysis.h"
+#include "analysis_worker.h"
 #include "config.h"
 #include "console.h"
 #include "dns.h"
@@ -56,6 +57,7 @@ struct fosr {
 	struct hpf		*hpf;
 	struct amq		*amq;
 	struct relay		*relay;
+	struct aw		*aw;		/* the analysis worker (issue 15) */
 	struct event		*sig_term, *sig_int, *sig_hup, *stop_timer;
 	int			 stop_ticks;
 	char			 hostname[CFG_NAME_MAX];
@@ -74,6 +76,7 @@ static int	 load_config(struct fosr *, const struct args *, int, char **,
 static void	 setup_process(struct fosr *);
 static void	 setup_signals(struct fosr *);
 static void	 setup_server(struct fosr *, const char *config);
+static void	 setup_analysis(struct fosr *);
 static void	 drop_to_user(struct fosr *, const struct passwd *, struct sandbox_opts *);
 static void	 open_outputs(struct fosr *, bool test_mode);
 static void	 announce(struct fosr *, const struct sandbox_opts *);
@@ -99,6 +102,7 @@ on_mail_cb(void *arg, const char *record, size_t len)
 	amq_kick(f->amq);
 	if (f->relay)
 		relay_consider(f->relay, record, len);
+	aw_kick(f->aw);
 }
 
 /* The publisher reads the live journal only up to its acknowledged lines. */
@@ -153,6 +157,7 @@ main(int argc, char **argv)
 	setup_process(&f);
 	setup_signals(&f);
 	setup_server(&f, a.config);
+	setup_analysis(&f);
 	drop_to_user(&f, pw, &sbx);
 	open_outputs(&f, a.test_mode);
 	announce(&f, &sbx);
@@ -403,6 +408,17 @@ setup_server(struct fosr *f, const char *config)
 		fatalx("metrics: %s", err);
 }
 
+/* The analysis context: libmagic reads its database before the chroot. */
+static void
+setup_analysis(struct fosr *f)
+{
+	char err[1024];
+
+	if (f->cfg.analysis.enabled &&
+	    (f->aw = aw_new(&f->cfg.analysis, err, sizeof(err))) == NULL)
+		fatalx("%s", err);
+}
+
 /* chroot, the bounding set, the spool's paths, the user, the capabilities. */
 static void
 drop_to_user(struct fosr *f, const struct passwd *pw, struct sandbox_opts *sbx)
@@ -460,6 +476,9 @@ open_outputs(struct fosr *f, bool test_mode)
 	    f->cfg.spool_dir, f->cfg.sensor[0] ? f->cfg.sensor : f->hostname,
 	    journal_limit_cb, f->spool, err, sizeof(err))) == NULL)
 		fatalx("amqp: %s", err);
+	if (f->aw != NULL && aw_start(f->aw, f->cfg.spool_dir, journal_limit_cb, f->spool,
+	    err, sizeof(err)) == -1)
+		fatalx("%s", err);
 	if ((f->relay = relay_new(f->base, &f->cfg, f->hostname, err, sizeof(err))) == NULL)
 		fatalx("relay: %s", err);
 	/* After the chroot, as the relay rules: SIGHUP reloads from the same place. */
@@ -541,6 +560,7 @@ teardown(struct fosr *f)
 	listener_free(f->ls);
 	hpf_free(f->hpf);
 	amq_free(f->amq);
+	aw_free(f->aw);
 	relay_free(f->relay);
 	spool_free(f->spool);
 	metrics_shutdown();

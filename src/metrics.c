@@ -131,6 +131,12 @@ static const struct {
 	[M_COMMIT_LATENCY] = { "fosr_commit_latency_seconds",
 	    "Time from the end of DATA to the durable commit that allows the 250.",
 	    METRIC_HISTOGRAM, "", 0 },
+	[M_ANALYSIS_BACKLOG] = { "fosr_analysis_backlog_bytes",
+	    "Bytes of the reception journal the analysis worker has not finished.",
+	    METRIC_GAUGE, "", 0 },
+	[M_ANALYSIS_MAILS] = { "fosr_analysis_mails_total",
+	    "Mails analysed (a fosr.mail.parsed event and a parsed journal line each).",
+	    METRIC_COUNTER, "", 0 },
 };
 
 const char *const metrics_auth_mechs[] = {

@@ -107,6 +107,8 @@ enum metric_id {
 	M_FEED_CONNECTED,	/* output */
 	M_FEED_CONFIRMED,	/* output, channel */
 	M_COMMIT_LATENCY,	/* histogram */
+	M_ANALYSIS_BACKLOG,
+	M_ANALYSIS_MAILS,
 	M_COUNT
 };
 

@@ -178,6 +178,9 @@ void		 spool_msg_detach(struct spool_msg *m);
 #define SPOOL_DIR_SEGMENTS	"segments"
 #define SPOOL_DIR_FEED		"feed"		/* the outputs' cursors */
 #define SPOOL_DIR_RELAY		"relay"		/* caps journals, outcome records */
+#define SPOOL_PARSED_NAME	"parsed.jsonl"	/* the analysis worker's journal */
+#define SPOOL_CAMPAIGNS_NAME	"campaigns"	/* its campaign table (campaign.c) */
+#define SPOOL_DIR_ATTACHMENTS	"attachments"	/* <sha256>: decoded attachments */
 #define SPOOL_CURSOR_SUFFIX	".cursor"	/* <hex of the channel name>.cursor in feed/ */
 
 /* <sha256>.eml: a message's name in messages/ */
@@ -197,6 +200,9 @@ int		 spool_path_dir(char *buf, size_t len, const char *spool_dir, const char *s
 /* <spool_dir>/feed/<channel_hex>.cursor: an output channel's durable cursor */
 int		 spool_path_cursor(char *buf, size_t len, const char *spool_dir,
 		    const char *channel_hex);
+/* <spool_dir>/attachments/<sha256> (sha256: 64 lower-case hex digits) */
+int		 spool_path_attachment(char *buf, size_t len, const char *spool_dir,
+		    const char *sha256);
 /* Whether a directory entry of feed/ is a cursor file. */
 bool		 spool_cursor_name(const char *name);
 

@@ -42,6 +42,15 @@ spool_path_message(char *buf, size_t len, const char *spool_dir, const char *sha
 }
 
 int
+spool_path_attachment(char *buf, size_t len, const char *spool_dir, const char *sha256)
+{
+	if (!spool_sha256_ok(sha256))
+		return -1;
+	return spool_path_fmt(buf, len, snprintf(buf, len, "%s/" SPOOL_DIR_ATTACHMENTS "/%s",
+	    spool_dir, sha256));
+}
+
+int
 spool_path_journal(char *buf, size_t len, const char *spool_dir)
 {
 	return spool_path_fmt(buf, len, snprintf(buf, len, "%s/" SPOOL_JOURNAL_NAME,

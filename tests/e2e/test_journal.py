@@ -145,8 +145,9 @@ class JournalSegments(HpfeedsCase):
                       90, "every mail of every segment published on both channels")
         # once both cursors are past them, the next rotation deletes the old segments
         ino = os.stat(os.path.join(self.c.spool_dir, "receptions.jsonl")).st_ino
+        # the analysis worker's cursor keeps segments too (issue 15)
         cursors = [os.path.join(self.c.spool_dir, "feed", ch.encode().hex() + ".cursor")
-                   for ch in (CHAN, self.COPY)]
+                   for ch in (CHAN, self.COPY, "analysis")]
         self.wait_for(lambda: all(" ino=%d " % ino in open(p).read() for p in cursors), 10,
                       "both cursors saved in the current journal file")
         before = self.segments()

@@ -288,6 +288,34 @@ test_metrics_section(void **state)
 	expect_err("metrics: 9464\n", "t.yml:1: metrics: expected a mapping");
 }
 
+/* analysis: on by default (issue 15: every mail); sizes with K/M/G; errors name file, line, key. */
+static void
+test_analysis_section(void **state)
+{
+	struct cfg *c = malloc(sizeof(*c));
+	char err[256];
+
+	assert_int_equal(load(c, "", err), 0);
+	assert_true(c->analysis.enabled);
+	assert_true(c->analysis.store_attachments);
+	assert_int_equal(c->analysis.attachment_max, 16 * 1024 * 1024);
+	assert_int_equal(c->analysis.campaigns_max, 2048);
+	assert_int_equal(load(c, "analysis:\n  enabled: false\n  store_attachments: no\n"
+	    "  attachment_max: 2M\n  campaigns_max: 10\n", err), 0);
+	assert_false(c->analysis.enabled);
+	assert_false(c->analysis.store_attachments);
+	assert_int_equal(c->analysis.attachment_max, 2 * 1024 * 1024);
+	assert_int_equal(c->analysis.campaigns_max, 10);
+	assert_int_equal(load(c, "analysis: ~\n", err), 0);
+	assert_true(c->analysis.enabled);
+	free(c);
+	expect_err("analysis:\n  attachment_max: 65M\n",
+	    "t.yml:2: analysis.attachment_max: 68157440 bytes is out of range");
+	expect_err("analysis: {campaigns_max: 0}\n", "t.yml:1: analysis.campaigns_max: 0 is out");
+	expect_err("analysis: {enabled: maybe}\n", "t.yml:1: analysis.enabled");
+	expect_err("analysis: {cursor: x}\n", "t.yml:1: analysis.cursor: unknown key");
+}
+
 /* An empty file (or a null document) keeps the defaults. */
 static void
 test_empty(void **state)
@@ -945,6 +973,7 @@ main(void)
 		cmocka_unit_test(test_example_file),
 		cmocka_unit_test(test_client_lookup),
 		cmocka_unit_test(test_metrics_section),
+		cmocka_unit_test(test_analysis_section),
 		cmocka_unit_test(test_empty),
 		cmocka_unit_test(test_every_key),
 		cmocka_unit_test(test_feed_seed),

@@ -1795,6 +1795,14 @@ test_layout_paths(void **state)
 	assert_int_equal(spool_path_dir(buf, sizeof(buf), "/s", SPOOL_DIR_RELAY), 0);
 	assert_string_equal(buf, "/s/relay");
 	assert_int_equal(spool_path_journal(small, 10, "/a/long/spool"), -1);
+	/* the analysis worker's (issue 15): attachments only by a content name */
+	assert_int_equal(spool_path_attachment(buf, sizeof(buf), "/s", sha), 0);
+	assert_string_equal(buf, "/s/attachments/0123456789abcdef0123456789abcdef"
+	    "0123456789abcdef0123456789abcdef");
+	assert_int_equal(spool_path_attachment(buf, sizeof(buf), "/s", "../x"), -1);
+	assert_int_equal(spool_path_attachment(small, sizeof(small), "/s", sha), -1);
+	assert_int_equal(spool_path_dir(buf, sizeof(buf), "/s", SPOOL_PARSED_NAME), 0);
+	assert_string_equal(buf, "/s/parsed.jsonl");
 }
 
 int

@@ -1,0 +1,230 @@
+"""The analysis worker in the daemon (issue 15): every mail received over SMTP
+is analysed off the SMTP path, driven by the reception journal with its own
+durable cursor: a fosr.mail.parsed event, a line in spool/parsed.jsonl, the
+attachments stored as spool/attachments/<sha256>; a restart resumes (no mail
+skipped, none analysed more than once more); a MIME bomb neither stops the
+worker nor slows the SMTP side; analysis.enabled: false writes nothing."""
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import subprocess
+import time
+import unittest
+
+import harness
+from harness import HOST, CollectorTestCase, free_port, with_config
+from test_analysis import pdf_bytes, spam_variant, unrelated_mail, zip_bytes
+from email.message import EmailMessage
+
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def crlf(b):
+    """SMTP wants CRLF lines; what is stored (and hashed) is exactly this."""
+    b = b.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return b if b.endswith(b"\r\n") else b + b"\r\n"
+
+
+def mixed_mail(n=0, pad=0):
+    pdf, z = pdf_bytes() + (b"%% %d\n" % n) + os.urandom(pad), zip_bytes()
+    m = EmailMessage()
+    m["From"] = "Billing <billing@invoices.example>"
+    m["To"] = "victim@example.org"
+    m["Subject"] = "Invoice %d" % n
+    m.set_content("Your invoice is attached. Pay at https://pay.invoices.example/i/%d\n" % n)
+    m.add_attachment(pdf, maintype="application", subtype="pdf", filename="invoice.pdf")
+    m.add_attachment(z, maintype="application", subtype="zip", filename="invoice.zip")
+    return crlf(bytes(m)), [pdf, z]
+
+
+def bomb_mail():
+    depth = 10000
+    parts = ["From: b@bomb.example\nSubject: nest\nMIME-Version: 1.0\n"]
+    for i in range(depth):
+        parts.append('Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (i, i))
+    parts.append("Content-Type: text/plain\n\ndeep\n")
+    for i in reversed(range(depth)):
+        parts.append("--b%d--\n" % i)
+    return crlf("".join(parts).encode())
+
+
+class AnalysisDaemon(CollectorTestCase):
+
+    def parsed_path(self):
+        return os.path.join(self.c.spool_dir, "parsed.jsonl")
+
+    def parsed(self):
+        return self.c._jsonl(self.parsed_path())
+
+    def wait_parsed(self, shas, timeout=30):
+        """Wait until every sha256 in shas has a fosr.mail.parsed event."""
+        end = time.time() + timeout * self.slow
+        while True:
+            got = {e.get("sha256"): e for e in self.c.events()
+                   if e.get("eventid") == "fosr.mail.parsed"}
+            if set(shas) <= set(got):
+                return got
+            if time.time() > end:
+                raise AssertionError("parsed %d of %d mails within %ss:\n%s"
+                                     % (len(set(shas) & set(got)), len(set(shas)), timeout,
+                                        self.c.stderr_tail()))
+            time.sleep(0.05)
+
+    def attachment(self, sha):
+        with open(os.path.join(self.c.spool_dir, "attachments", sha), "rb") as f:
+            return f.read()
+
+    @with_config({"metrics": {"port": free_port()}})
+    def test_corpus_over_smtp(self):
+        body, atts = mixed_mail()
+        v1 = crlf(spam_variant("Johnson", "http://a.example/1", 3))
+        v2 = crlf(spam_variant("Okafor", "https://b.example/zz?r=9", 8))
+        un = crlf(unrelated_mail())
+        for b in (body, v1, v2, un):
+            self.send_mail(b)
+        got = self.wait_parsed([sha256(b) for b in (body, v1, v2, un)])
+        ev = got[sha256(body)]
+        self.assertEqual({a["file"]["hash"]["sha256"] for a in ev["email"]["attachments"]},
+                         {sha256(a) for a in atts})
+        self.assertIn("https://pay.invoices.example/i/0", ev["url"]["full"])
+        for a in atts:
+            stored = self.attachment(sha256(a))
+            self.assertEqual(sha256(stored), sha256(a))
+            self.assertEqual(stored, a)
+        c1, c2, cu = (got[sha256(x)]["fosr"]["campaign"] for x in (v1, v2, un))
+        self.assertEqual(c1["id"], c2["id"])
+        self.assertNotEqual(c1["id"], cu["id"])
+        # the parsed journal: one line per mail, the same document as the event
+        lines = self.parsed()
+        self.assertEqual(sorted(l["sha256"] for l in lines),
+                         sorted(sha256(b) for b in (body, v1, v2, un)))
+        line = [l for l in lines if l["sha256"] == sha256(body)][0]
+        self.assertEqual(line["email"], ev["email"])
+        # metrics: mails analysed, and no lag left (the counter may follow
+        # the event by a moment: wait for it)
+        port = self.c.config["metrics"]["port"]
+        end = time.time() + 10 * self.slow
+        while True:
+            conn = http.client.HTTPConnection(HOST, port, timeout=10 * self.slow)
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+            conn.close()
+            if (re.search(r"(?m)^fosr_analysis_mails_total 4$", text) and
+                    re.search(r"(?m)^fosr_analysis_backlog_bytes 0$", text)):
+                break
+            self.assertLess(time.time(), end, text[-600:])
+            time.sleep(0.05)
+
+    @with_config({"analysis": {"enabled": False}})
+    def test_restart_in_a_backlog(self):
+        # a backlog on disk: mails received while the analysis was off
+        self.expect_exit = None
+        n = 60
+        bodies = []
+        cl = None
+        for i in range(n):
+            b, _ = mixed_mail(i, pad=200 * 1024)
+            bodies.append(b)
+            cl, _ = self.send_mail(b, client=cl)
+        self.assertEqual(self.c.stop(), 0)
+        self.assertEqual(self.parsed(), [])
+        self.c.config["analysis"]["enabled"] = True
+        with open(self.c.config_path, "w") as f:
+            f.write(harness.to_yaml(self.c.config))
+        self.c.start()
+        # kill -9 once the worker is under way, not done
+        end = time.time() + 30 * self.slow
+        while not self.parsed() and time.time() < end:
+            time.sleep(0.002)
+        self.c.kill9()
+        done_before = len(self.parsed())
+        self.assertGreater(done_before, 0)
+        self.assertLess(done_before, n, "the kill came after the backlog was done")
+        # what a kill in the middle of a write leaves: cut at the restart
+        with open(self.parsed_path(), "ab") as f:
+            f.write(b'{"eventid":"fosr.mail.parsed","sha256":"torn')
+        self.c.start()
+        self.wait_parsed([sha256(b) for b in bodies], timeout=60)
+        counts = {}
+        for l in self.parsed():
+            counts[l["sha256"]] = counts.get(l["sha256"], 0) + 1
+        self.assertEqual(set(counts), {sha256(b) for b in bodies})
+        # each mail at most once more, and only one written before the kill
+        # (the batch the kill interrupted, before its cursor was saved)
+        self.assertLessEqual(max(counts.values()), 2, counts)
+        again = sum(1 for v in counts.values() if v == 2)
+        self.assertLessEqual(again, done_before, "%d of %d re-analysed (%d done before the kill)"
+                             % (again, n, done_before))
+        self.assertEqual(len(self.c._jsonl(self.parsed_path(), strict=True)), n + again)
+        self.assertIn("cutting a torn last line", self.c.stderr_text())
+
+    def test_bomb_does_not_stop_the_worker(self):
+        bomb = bomb_mail()
+        self.send_mail(bomb)
+        # the SMTP side still answers at once while the worker chews
+        t0 = time.monotonic()
+        after, _ = mixed_mail(7)
+        cl, _ = self.send_mail(after)
+        self.assertLess(time.monotonic() - t0, 2.0 * self.slow)
+        got = self.wait_parsed([sha256(bomb), sha256(after)], timeout=60)
+        self.assertIn("containers", got[sha256(bomb)]["fosr"]["analysis"]["limits"])
+        self.assertEqual(len(got[sha256(after)]["email"]["attachments"]), 2)
+
+    @with_config({"analysis": {"enabled": False}})
+    def test_disabled_writes_nothing(self):
+        body, _ = mixed_mail()
+        cl, qid = self.send_mail(body)
+        self.c.wait_event("fosr.mail.received", lambda e: e.get("queue_id") == qid)
+        self.assertEqual(self.c.stop(), 0)
+        self.assertFalse(os.path.exists(self.parsed_path()))
+        self.assertFalse(os.path.exists(os.path.join(self.c.spool_dir, "attachments")))
+        self.assertEqual([e for e in self.c.events() if e.get("eventid") == "fosr.mail.parsed"],
+                         [])
+        feed = os.path.join(self.c.spool_dir, "feed")
+        self.assertEqual([f for f in os.listdir(feed) if f.startswith(b"analysis".hex())]
+                         if os.path.isdir(feed) else [], [])
+
+    def test_console_show_lists_the_analysis(self):
+        body, atts = mixed_mail(5)
+        m = EmailMessage()
+        m["From"] = "a@b.example"
+        m["Subject"] = "links"
+        m.set_content("go to http://evil.example/\x1b[31m and https://second.example/p\n")
+        links = crlf(bytes(m))
+        spam = crlf(spam_variant("Johnson", "http://a.example/1", 3))
+        for b in (body, links, spam):
+            self.send_mail(b)
+        got = self.wait_parsed([sha256(body), sha256(links), sha256(spam)])
+        self.assertEqual(self.c.stop(), 0)
+        r = subprocess.run([self.c.binary, "-c", self.c.config_path, "-i"],
+                           input=("show %s\nshow %s\nshow %s\n" % (
+                               sha256(body)[:12], sha256(links)[:12],
+                               sha256(spam)[:12])).encode(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30 * self.slow)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = r.stdout.decode("ascii")
+        for a in atts:
+            self.assertIn(sha256(a), out)
+        self.assertIn("invoice.pdf", out)
+        self.assertIn("application/pdf", out)
+        self.assertIn("url:       https://pay.invoices.example/i/5", out)
+        self.assertIn("url:       https://second.example/p", out)
+        self.assertIn("campaign:  %d (1 mails" % got[sha256(spam)]["fosr"]["campaign"]["id"], out)
+        self.assertNotIn("\x1b", out)
+
+    @with_config({"analysis": {"store_attachments": False}})
+    def test_no_attachment_store(self):
+        body, _ = mixed_mail()
+        self.send_mail(body)
+        got = self.wait_parsed([sha256(body)])
+        self.assertEqual(len(got[sha256(body)]["email"]["attachments"]), 2)
+        self.assertFalse(os.path.exists(os.path.join(self.c.spool_dir, "attachments")))
+
+
+if __name__ == "__main__":
+    harness.main()
