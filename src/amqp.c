@@ -245,8 +245,18 @@ amq_new(struct event_base *base, const struct cfg_amqp *cfg, const char *spool_d
 		 */
 		snprintf(a->ca_path, sizeof(a->ca_path), "%s", cfg->ca_file[0] != '\0' ?
 		    cfg->ca_file : X509_get_default_cert_file());
-		if (yu_read_file(a->ca_path, &a->ca_pem, &a->ca_len, err, errlen) == -1)
-			goto fail;
+		if (yu_read_file(a->ca_path, &a->ca_pem, &a->ca_len, err, errlen) == -1) {
+			if (cfg->ca_file[0] != '\0')
+				goto fail;
+			/*
+			 * No system bundle (a minimal root has no ca-certificates):
+			 * capture goes on, the broker cannot be verified, so every
+			 * connection is refused (and logged) until ca_file names one.
+			 */
+			log_warn("amqp: %s; TLS to the broker cannot be verified: set "
+			    "amqp.ca_file", err);
+			err[0] = '\0';
+		}
 	}
 	a->lim_fn = fn;
 	a->lim_arg = fn_arg;
@@ -773,8 +783,8 @@ amq_connect(struct amq *a)
 			return -1;
 		}
 		if (amq_add_cas(a, amqp_ssl_socket_get_context(s)) == -1) {
-			amq_warn(a, "amqp: broker %s: cannot use the CA certificates of %s",
-			    a->who, a->ca_path);
+			amq_warn(a, "amqp: cannot connect to broker %s (TLS): no usable CA "
+			    "certificate in %s", a->who, a->ca_path);
 			return -1;
 		}
 	}
