@@ -15,6 +15,7 @@ import copy
 import hashlib
 import json
 import os
+import random
 import re
 import resource
 import select
@@ -23,6 +24,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -73,18 +75,71 @@ def free_port():
     return free_ports(1)[0]
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_ports(n):
-    """n distinct free ports (all sockets held open until every port is chosen)."""
+    """n distinct ports free on 127.0.0.1 now, for a server started later.
+
+    Chosen below the kernel's ephemeral range (ip_local_port_range): a port the
+    kernel picked for bind(0) is released before the server binds it, and in the
+    meantime any outgoing connection on the machine may be given it as its local
+    port (CI: RabbitMQ's distribution port taken so, "dist_port_already_used").
+    Ports under the range are never handed out that way.  All sockets are held
+    until every port is chosen, so the n ports are distinct."""
+    low = _ephemeral_low()
     socks = []
     try:
-        for _ in range(n):
+        while len(socks) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
+            if low > 11024:
+                port = random.randrange(10000, low)
+            else:
+                port = 0        # no room under the range: the kernel's pick
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
             s.close()
+
+
+_MEASURE = r"""
+import resource, subprocess, sys
+rc = subprocess.call(sys.argv[2:])
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(sys.argv[1], "w") as f:
+    f.write("%d %r %d" % (rc, r.ru_utime + r.ru_stime, r.ru_maxrss))
+"""
+
+
+def run_measured(argv, timeout):
+    """Run argv; return (returncode, stdout, stderr, cpu seconds, peak RSS in KB).
+
+    The figures are the child's own.  wait4's ru_maxrss cannot be read from
+    this process: Python starts children with vfork/fork, and the kernel
+    carries the parent's address space's high-water RSS (hundreds of MB in a
+    long suite) over exec into the child's figure.  So a small launcher (a
+    fresh interpreter, ~10 MB) starts the child and reports its rusage."""
+    fd, path = tempfile.mkstemp(prefix="fosr-measure-")
+    os.close(fd)
+    try:
+        p = subprocess.run([sys.executable, "-c", _MEASURE, path] + list(argv),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+        with open(path) as f:
+            rc, cpu, rss = f.read().split()
+        return int(rc), p.stdout, p.stderr, float(cpu), int(rss)
+    finally:
+        os.unlink(path)
 
 
 def sha256_hex(data):

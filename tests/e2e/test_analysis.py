@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import resource
 import shutil
 import subprocess
 import tempfile
@@ -26,7 +25,7 @@ from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
-from harness import binary_default, is_sanitized, skip_under_valgrind, slow_factor
+from harness import binary_default, is_sanitized, run_measured, skip_under_valgrind, slow_factor
 
 
 def sha256(b):
@@ -317,17 +316,11 @@ class Analyse(unittest.TestCase):
 
     def run_bomb(self, name, raw):
         p = self.write(name, raw)
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
-        proc = subprocess.Popen([self.bin, "--analyse", p], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        out, err = proc.communicate(timeout=120 * slow_factor())
-        # this child's own figures (wait4 of this pid only)
+        rc, out, err, cpu, rss = run_measured([self.bin, "--analyse", p], 120 * slow_factor())
         wall = time.monotonic() - t0
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.assertEqual(proc.returncode, 0, err)
-        cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
-        return json.loads(out), cpu, wall, r1.ru_maxrss
+        self.assertEqual(rc, 0, err)
+        return json.loads(out), cpu, wall, rss
 
     @skip_under_valgrind("measures CPU and memory; the per-mail CPU cap would cut it short")
     def test_bombs(self):
@@ -365,7 +358,7 @@ class Analyse(unittest.TestCase):
         self.assertIn("blob", doc["fosr"]["analysis"]["limits"])
         self.assertLess(cpu, cpu_cap)
         if not is_sanitized(self.bin):
-            # peak RSS of any child so far (KB): a few times the raw size
+            # the analyser's own peak RSS (KB): a few times the raw size
             self.assertLess(rss, 400 * 1024)
 
 

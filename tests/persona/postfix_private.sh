@@ -52,9 +52,19 @@ need_packages() {
 	fi
 }
 
+# A port below the kernel's ephemeral range: a bind(0) pick, once released, may
+# be given to any outgoing connection before Postfix binds it.
 free_port() {
-	/usr/bin/python3 -c 'import socket
-s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+	/usr/bin/python3 -c 'import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+while True:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", random.randrange(10000, low) if low > 11024 else 0))
+    except OSError:
+        s.close()
+        continue
+    print(s.getsockname()[1]); s.close(); break'
 }
 
 wait_port() {

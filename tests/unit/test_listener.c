@@ -40,22 +40,48 @@ struct fixture {
 	int			 port;
 };
 
-/* A port free on 127.0.0.1 now (the kernel's pick, released). */
+/*
+ * A port free on 127.0.0.1 now, below the kernel's ephemeral range: a
+ * bind(0) pick, once released, may be given to any outgoing connection
+ * before the listener under test binds it.
+ */
 static int
 free_port(void)
 {
 	struct sockaddr_in	sin;
-	socklen_t		sl = sizeof(sin);
-	int			fd = socket(AF_INET, SOCK_STREAM, 0);
+	FILE			*f;
+	static int		 seeded;
+	int			 low = 32768, port, fd;
 
-	assert_true(fd >= 0);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+	if (!seeded) {
+		srandom((unsigned)getpid() ^ (unsigned)time(NULL));
+		seeded = 1;
+	}
+	if ((f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) != NULL) {
+		if (fscanf(f, "%d", &low) != 1)
+			low = 32768;
+		fclose(f);
+	}
+	for (;;) {
+		port = low > 11024 ? 10000 + (int)(random() % (low - 10000)) : 0;
+		fd = socket(AF_INET, SOCK_STREAM, 0);
+		assert_true(fd >= 0);
+		memset(&sin, 0, sizeof(sin));
+		sin.sin_family = AF_INET;
+		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sin.sin_port = htons(port);
+		if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0)
+			break;
+		close(fd);
+	}
+	if (port == 0) {
+		socklen_t sl = sizeof(sin);
+
+		assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+		port = ntohs(sin.sin_port);
+	}
 	close(fd);
-	return ntohs(sin.sin_port);
+	return port;
 }
 
 /* The server of the fixture's config and spool. */
