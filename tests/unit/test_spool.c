@@ -1757,54 +1757,6 @@ test_no_torn_name(void **state)
 		assert_eml(f, hex[i], bodies[i], strlen(bodies[i]));
 }
 
-/* The spool's layout (spool_path.c): every name, with no spool open. */
-static void
-test_layout_paths(void **state)
-{
-	const char *sha = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-	char buf[256], small[20];
-	unsigned long long n;
-
-	assert_int_equal(spool_path_message(buf, sizeof(buf), "/s", sha), 0);
-	assert_string_equal(buf, "/s/messages/0123456789abcdef0123456789abcdef"
-	    "0123456789abcdef0123456789abcdef.eml");
-	assert_int_equal(spool_name_message(buf, sizeof(buf), sha), 0);
-	assert_string_equal(buf, "0123456789abcdef0123456789abcdef0123456789abcdef"
-	    "0123456789abcdef.eml");
-	/* Only a content name: never a path out of messages/. */
-	assert_int_equal(spool_path_message(buf, sizeof(buf), "/s", "../../etc/passwd"), -1);
-	assert_int_equal(spool_path_message(buf, sizeof(buf), "/s",
-	    "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"), -1);
-	assert_int_equal(spool_path_message(buf, sizeof(buf), "/s", "0123"), -1);
-	assert_int_equal(spool_path_message(small, sizeof(small), "/s", sha), -1);
-	assert_int_equal(spool_path_journal(buf, sizeof(buf), "/s"), 0);
-	assert_string_equal(buf, "/s/receptions.jsonl");
-	assert_int_equal(spool_path_segment(buf, sizeof(buf), "/s", 7), 0);
-	assert_string_equal(buf, "/s/receptions.jsonl.00000000000000000007");
-	assert_true(spool_segment_name("receptions.jsonl.00000000000000000007", &n));
-	assert_int_equal(n, 7);
-	assert_false(spool_segment_name("receptions.jsonl", &n));
-	assert_false(spool_segment_name("receptions.jsonl.", &n));
-	assert_false(spool_segment_name("receptions.jsonl.7x", &n));
-	assert_false(spool_segment_name("receptions.jsonl.-7", &n));
-	assert_false(spool_segment_name("receptions.jsonl.99999999999999999999999", &n));
-	assert_int_equal(spool_path_cursor(buf, sizeof(buf), "/s", "6162"), 0);
-	assert_string_equal(buf, "/s/feed/6162.cursor");
-	assert_true(spool_cursor_name("6162.cursor"));
-	assert_false(spool_cursor_name("6162.cursor.tmp"));
-	assert_int_equal(spool_path_dir(buf, sizeof(buf), "/s", SPOOL_DIR_RELAY), 0);
-	assert_string_equal(buf, "/s/relay");
-	assert_int_equal(spool_path_journal(small, 10, "/a/long/spool"), -1);
-	/* the analysis worker's (issue 15): attachments only by a content name */
-	assert_int_equal(spool_path_attachment(buf, sizeof(buf), "/s", sha), 0);
-	assert_string_equal(buf, "/s/attachments/0123456789abcdef0123456789abcdef"
-	    "0123456789abcdef0123456789abcdef");
-	assert_int_equal(spool_path_attachment(buf, sizeof(buf), "/s", "../x"), -1);
-	assert_int_equal(spool_path_attachment(small, sizeof(small), "/s", sha), -1);
-	assert_int_equal(spool_path_dir(buf, sizeof(buf), "/s", SPOOL_PARSED_NAME), 0);
-	assert_string_equal(buf, "/s/parsed.jsonl");
-}
-
 int
 main(void)
 {
@@ -1837,7 +1789,6 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_msg_data, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint_nonblocking, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint_no_syncfs, setup, teardown),
-		cmocka_unit_test(test_layout_paths),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
