@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ADDR_SEARCH_MAX		33	/* addresses in one set */
+#define ADDR_SEARCH_MAX		66	/* addresses in one set: RULES_OWN_MAX and dst_ip */
 #define ADDR_SEARCH_WHAT_MAX	200	/* bytes of a hit's text */
 
 /* An address in binary: AF_INET (a[0..4)) or AF_INET6 (a[0..16)). */

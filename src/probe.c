@@ -10,6 +10,9 @@
 #include "probe.h"
 #include "record.h"
 
+/* The rules look for every own address probe_own() lists. */
+_Static_assert(PROBE_OWN_MAX <= RULES_OWN_MAX, "own addresses the rules would drop");
+
 static void	 probe_facts(struct rules_facts *, const struct record *, enum rules_stage);
 static void	 probe_rule_event_conn(const struct event_conn *, const char *, const char *,
 		    enum rules_stage, const struct rules_decision *, const char *);

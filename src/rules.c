@@ -25,6 +25,9 @@
 #include "rules_int.h"
 #include "utf8.h"
 
+/* own_collect() adds every own address the facts may carry, and dst_ip. */
+_Static_assert(ADDR_SEARCH_MAX >= RULES_OWN_MAX + 1, "addr_search set too small");
+
 /* One piece of evidence. */
 struct ev_item {
 	const char	*matcher;

@@ -13,6 +13,12 @@
 
 enum rules_stage { RULES_STAGE_EHLO, RULES_STAGE_AUTH, RULES_STAGE_RSET, RULES_STAGE_DATA };
 
+/*
+ * Own addresses a rule looks for (own_addrs beyond are ignored): every one the
+ * relay's configuration can list, plus the address a capture came in on.
+ */
+#define RULES_OWN_MAX		65
+
 /* What a rule may look at.  All pointers are borrowed for the call. */
 struct rules_facts {
 	enum rules_stage	 stage;
@@ -29,7 +35,7 @@ struct rules_facts {
 	uint64_t		 size;
 	const unsigned char	*msg;			/* raw message (DATA stage), may be NULL */
 	size_t			 msglen;
-	const char *const	*own_addrs;		/* the honeypot's public addresses */
+	const char *const	*own_addrs;		/* the honeypot's public addresses (RULES_OWN_MAX) */
 	int			 nown;
 };
 

@@ -24,7 +24,6 @@
 #define RULES_REGEX_MAX		1024	/* pattern length */
 #define RULES_LIST_MAX		64	/* conditions, tests, CIDRs per list */
 #define RULES_WHAT_MAX		200	/* evidence "what" bytes */
-#define RULES_OWN_MAX		32	/* own addresses looked for */
 #define RULES_EV_MAX		32	/* evidence items per condition */
 #define RULES_PRIO_MAX		1000000
 #define RE_MATCH_LIMIT		100000
