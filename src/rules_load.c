@@ -297,7 +297,7 @@ matcher_parse(struct yu_ctx *x, int k, const char *path, yaml_node_t *v,
 {
 	yaml_node_item_t *items = NULL;
 	yaml_node_t *iv;
-	char ipath[YU_PATH_MAX], buf[INET6_ADDRSTRLEN + 8];
+	char ipath[YU_PATH_MAX], buf[INET6_ADDRSTRLEN + 8], esc[4 * sizeof(buf)];
 	uint32_t seen;
 	int i, count = 1;
 
@@ -361,7 +361,7 @@ matcher_parse(struct yu_ctx *x, int k, const char *path, yaml_node_t *v,
 				return yu_error(x, iv, ipath,
 				    "expected an address or CIDR such as "
 				    "192.0.2.0/24 or 2001:db8::/32, got \"%s\"",
-				    buf);
+				    log_escape(esc, sizeof(esc), buf, strlen(buf)));
 			m->ncidrs++;
 		}
 		return 0;
@@ -716,7 +716,7 @@ top_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 	struct rules *rs = arg;
 	yaml_node_item_t *items;
 	yaml_node_t *iv;
-	char ipath[YU_PATH_MAX];
+	char ipath[YU_PATH_MAX], esc[128];
 	int i, j, count;
 
 	if ((v->type == YAML_SCALAR_NODE && v->data.scalar.length == 0) ||
@@ -738,7 +738,8 @@ top_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 		for (j = 0; j < i; j++)
 			if (strcmp(rs->r[j].name, rs->r[i].name) == 0)
 				return yu_error(x, iv, ipath,
-				    "duplicate rule name \"%s\"", rs->r[i].name);
+				    "duplicate rule name \"%s\"", log_escape(esc,
+				    sizeof(esc), rs->r[i].name, strlen(rs->r[i].name)));
 	}
 	return 0;
 }

@@ -17,9 +17,9 @@
 #include "probe.h"
 #include "record.h"
 #include "rules.h"
+#include "testutil.h"
 
 static struct cfg	*cfg_new(enum relay_mode, int nown);
-static struct rules	*load(const char *);
 
 /* Defaults, relaying in mode, nown own addresses 10.0.<i/256>.<i%256>. */
 static struct cfg *
@@ -36,17 +36,6 @@ cfg_new(enum relay_mode mode, int nown)
 		    "10.0.%d.%d", i / 256, i % 256);
 	c->relay.nown = nown;
 	return c;
-}
-
-static struct rules *
-load(const char *yaml)
-{
-	char err[256];
-	struct rules *rs = rules_load_buf("t.yml", yaml, strlen(yaml), err, sizeof(err));
-
-	if (rs == NULL)
-		fail_msg("rules: %s", err);
-	return rs;
 }
 
 static const char *const stage_rules =
@@ -108,7 +97,7 @@ static void
 test_own_all_searched(void **state)
 {
 	struct cfg *c = cfg_new(RELAY_MODE_DRY_RUN, CFG_RELAY_LIST_MAX);
-	struct rules *rs = load(stage_rules);
+	struct rules *rs = load_ok(stage_rules);
 	struct record rec;
 	struct rules_decision d;
 	char buf[PROBE_OWN_MAX][64], msg[256];
@@ -142,7 +131,7 @@ static void
 test_stage_wanted(void **state)
 {
 	struct cfg *c = cfg_new(RELAY_MODE_DRY_RUN, 0);
-	struct rules *rs = load(stage_rules);
+	struct rules *rs = load_ok(stage_rules);
 
 	(void)state;
 	assert_true(probe_stage_wanted(c, rs, SMTP_STAGE_EHLO));
@@ -163,7 +152,7 @@ static void
 test_stage_decide(void **state)
 {
 	struct cfg *c = cfg_new(RELAY_MODE_DRY_RUN, 0);
-	struct rules *rs = load(stage_rules);
+	struct rules *rs = load_ok(stage_rules);
 	struct smtp_stage_req req;
 	struct smtp_stage_result res;
 
@@ -304,7 +293,7 @@ test_record(void **state)
 static void
 test_decide_facts(void **state)
 {
-	struct rules *rs = load(
+	struct rules *rs = load_ok(
 	    "rules:\n"
 	    "  - name: user\n"
 	    "    stage: data\n"

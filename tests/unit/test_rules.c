@@ -1,4 +1,4 @@
-/* Unit tests: the rules file loader, every matcher, MIME decoding, own-address search. */
+/* Unit tests for rules.c: every matcher, MIME decoding, own-address search (the loader: test_rules_load.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,13 +14,12 @@
 
 #include "mime.h"
 #include "rules.h"
+#include "testutil.h"
 
 #ifndef SRCDIR
 #define SRCDIR "."
 #endif
 
-static struct rules	*load_ok(const char *);
-static void		 load_err(const char *, const char *);
 static void		 facts_init(struct rules_facts *, const char *);
 static bool		 eval_msg(const char *, const char *, struct rules_decision *);
 static bool		 probe(const char *);
@@ -38,35 +37,6 @@ static const char *const rcpt1[] = { "drop@example.com" };
 	"    conditions:\n" \
 	"      - " cond "\n" \
 	"    actions: {relay: true, tag: t}\n"
-
-/* Load yaml that must be valid. */
-static struct rules *
-load_ok(const char *yaml)
-{
-	char err[256] = "";
-	struct rules *rs;
-
-	rs = rules_load_buf("t.yml", yaml, strlen(yaml), err, sizeof(err));
-	if (rs == NULL)
-		fail_msg("load failed: %s", err);
-	return rs;
-}
-
-/* Load yaml that must fail with an error starting with want. */
-static void
-load_err(const char *yaml, const char *want)
-{
-	char err[256] = "";
-	struct rules *rs;
-
-	rs = rules_load_buf("t.yml", yaml, strlen(yaml), err, sizeof(err));
-	if (rs != NULL) {
-		rules_free(rs);
-		fail_msg("loaded, expected error %s", want);
-	}
-	if (strncmp(err, want, strlen(want)) != 0)
-		fail_msg("error \"%s\", expected \"%s...\"", err, want);
-}
 
 /* Facts for a DATA-stage evaluation of msg. */
 static void
@@ -151,96 +121,6 @@ b64_enc(const char *s, size_t n, char *out)
 		out[o++] = i + 2 < n ? a[v & 63] : '=';
 	}
 	out[o] = '\0';
-}
-
-/* ----------------------------------------------------------- loading */
-
-/* Every load error names the file, the line and the key. */
-static void
-test_load_errors(void **state)
-{
-	(void)state;
-	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
-	    "      - {bogus: 1}\n",
-	    "t.yml:5: rules[0].conditions[0].bogus: unknown key");
-	load_err("rules:\n  - stage: data\n    conditions:\n      - {tls: true}\n",
-	    "t.yml:2: rules[0].name: missing");
-	load_err("rules:\n  - name: a\n    stage: helo\n    conditions:\n"
-	    "      - {tls: true}\n", "t.yml:3: rules[0].stage: expected one of");
-	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
-	    "      - {body: {regex: \"(unclosed\"}}\n",
-	    "t.yml:5: rules[0].conditions[0].body.regex: bad regex at offset");
-	load_err("rules:\n  - name: a\n    stage: ehlo\n    conditions:\n"
-	    "      - {tls: true}\n    actions: {relay: true}\n",
-	    "t.yml:6: rules[0].actions.relay: relay needs a message");
-	load_err("rules:\n  - name: a\n    stage: ehlo\n    conditions:\n"
-	    "      - {body: {contains: x}}\n",
-	    "t.yml:5: rules[0].conditions[0].body: only at stage data");
-	load_err("rules:\n  - name: a\n    stage: data\n    conditions: [{tls: true}]\n"
-	    "  - name: a\n    stage: data\n    conditions: [{tls: true}]\n",
-	    "t.yml:5: rules[1]: duplicate rule name");
-	load_err("rules:\n  - name: a\n    stage: data\n    conditions: [{tls: true}]\n"
-	    "    actions: {reply: {code: 451, text: \"a\\r\\nb\"}}\n",
-	    "t.yml:5: rules[0].actions.reply.text: only printable ASCII");
-	load_err("rules:\n  - name: a\n    stage: data\n    conditions: [{tls: true}]\n"
-	    "    actions: {reply: {code: 999}}\n",
-	    "t.yml:5: rules[0].actions.reply.code: 999 is out of range");
-	load_err("rules:\n  - name: a\n    stage: data\n    conditions: [{tls: true}]\n"
-	    "    actions: {tag: ../etc}\n",
-	    "t.yml:5: rules[0].actions.tag: only letters");
-	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
-	    "      - {client: 10.0.0.0/33}\n",
-	    "t.yml:5: rules[0].conditions[0].client: expected an address or CIDR");
-	/* A plain null is no value, in rules as in the config (yaml_util). */
-	load_err("rules:\n  - name: ~\n    stage: data\n    conditions: [{tls: true}]\n",
-	    "t.yml:2: rules[0].name: must not be empty");
-	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
-	    "      - {size: {lt: lots}}\n",
-	    "t.yml:5: rules[0].conditions[0].size.lt: expected a number");
-	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
-	    "      - {header: {contains: x}}\n",
-	    "t.yml:5: rules[0].conditions[0].header.name: missing");
-	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
-	    "      - {subject: {contains: x, regex: y}}\n",
-	    "t.yml:5: rules[0].conditions[0].subject.regex: only one of");
-	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
-	    "      - {subject: {contains: \"\"}}\n",
-	    "t.yml:5: rules[0].conditions[0].subject.contains: must not be empty");
-	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
-	    "      - {}\n", "t.yml:5: rules[0].conditions[0]: a condition needs");
-	load_err("rules:\n  - name: a\n    stage: data\n    conditions: []\n",
-	    "t.yml:4: rules[0].conditions: the list is empty");
-	load_err("rules:\n  - name: a\n    stage: ehlo\n    conditions:\n"
-	    "      - {rcpt_count: 1}\n",
-	    "t.yml:5: rules[0].conditions[0].rcpt_count: only at stage data or rset");
-	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
-	    "      - {helo: {name: x, equals: y}}\n",
-	    "t.yml:5: rules[0].conditions[0].helo.name: only a header test");
-	load_err("rules: [\n", "t.yml:2: yaml:");
-	load_err("rules: []\n---\nrules: []\n", "t.yml:3: more than one YAML document");
-	load_err("ruls: []\n", "t.yml:1: ruls: unknown key");
-	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
-	    "      - {subject: contains}\n",
-	    "t.yml:5: rules[0].conditions[0].subject: expected a test");
-}
-
-/* Empty files and empty lists load as no rules; a missing file is an error. */
-static void
-test_load_empty(void **state)
-{
-	struct rules *rs;
-	char err[256];
-
-	(void)state;
-	rs = load_ok("");
-	assert_int_equal(rules_count(rs), 0);
-	rules_free(rs);
-	rs = load_ok("rules: []\n");
-	assert_int_equal(rules_count(rs), 0);
-	rules_free(rs);
-	assert_null(rules_load("/nonexistent/rules.yml", err, sizeof(err)));
-	assert_non_null(strstr(err, "/nonexistent/rules.yml: cannot open"));
-	rules_free(NULL);
 }
 
 /* The shipped rules load, relay a small probe and nothing else. */
@@ -1194,45 +1074,6 @@ test_mentions_places(void **state)
 	    "Subject: x\r\n\r\nReceived: ok\r\nserver 1.2.3.4\r\n", NULL, 0));
 }
 
-/* The place list: every error names the file, the line and the key. */
-static void
-test_mentions_places_errors(void **state)
-{
-	(void)state;
-	load_err(ONE_RULE("{mentions_own_address: {in: [subjekt]}}"),
-	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in[0]: "
-	    "unknown place \"subjekt\"");
-	load_err(ONE_RULE("{mentions_own_address: {in: [body, \"header:\"]}}"),
-	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in[1]: "
-	    "not a header field name");
-	load_err(ONE_RULE("{mentions_own_address: {in: [\"header:a b\"]}}"),
-	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in[0]: "
-	    "not a header field name");
-	load_err(ONE_RULE("{mentions_own_address: {in: [\"header:*\"]}}"),
-	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in[0]: "
-	    "not a header field name");
-	load_err(ONE_RULE("{mentions_own_address: {in: [\"header:X*Y\"]}}"),
-	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in[0]: "
-	    "not a header field name");
-	load_err(ONE_RULE("{mentions_own_address: {in: []}}"),
-	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in: "
-	    "the list is empty");
-	load_err(ONE_RULE("{mentions_own_address: {in: body}}"),
-	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in: "
-	    "expected a list");
-	load_err(ONE_RULE("{mentions_own_address: {not: true}}"),
-	    "t.yml:5: rules[0].conditions[0].mentions_own_address.in: missing");
-	load_err(ONE_RULE("{mentions_own_address: {in: [body], where: x}}"),
-	    "t.yml:5: rules[0].conditions[0].mentions_own_address.where: "
-	    "unknown key");
-	load_err(ONE_RULE("{mentions_own_address: [body]}"),
-	    "t.yml:5: rules[0].conditions[0].mentions_own_address: expected "
-	    "true, false or {in: [...]}");
-	load_err(ONE_RULE("{mentions_own_address: maybe}"),
-	    "t.yml:5: rules[0].conditions[0].mentions_own_address: expected "
-	    "true or false");
-}
-
 /* IPv6 own addresses, evidence format and false. */
 static void
 test_mentions_v6_and_evidence(void **state)
@@ -1343,43 +1184,24 @@ test_regex_bounded(void **state)
 	free(msg);
 }
 
-/* The rules file loaded from disk reports the file name; decisions clear. */
+/* A decision cleared: no match, published, no evidence. */
 static void
-test_load_file(void **state)
+test_decision_clear(void **state)
 {
-	char path[] = "/tmp/test_rules_XXXXXX", err[256];
-	const char *y = "rules:\n  - name: x\n    stage: data\n    conditions:\n"
-	    "      - {tls: maybe}\n";
 	struct rules_decision d;
-	FILE *fp;
-	int fd;
 
 	(void)state;
-	fd = mkstemp(path);
-	assert_true(fd >= 0);
-	fp = fdopen(fd, "w");
-	assert_non_null(fp);
-	fputs(y, fp);
-	fclose(fp);
-	assert_null(rules_load(path, err, sizeof(err)));
-	assert_non_null(strstr(err, ":5: rules[0].conditions[0].tls: expected true"));
-	assert_int_equal(strncmp(err, path, strlen(path)), 0);
-	unlink(path);
 	memset(&d, 0x5a, sizeof(d));
 	d.evidence = NULL;
 	rules_decision_clear(&d);
 	assert_false(d.matched);
 	assert_true(d.publish);
-	assert_string_equal(rules_stage_name(RULES_STAGE_RSET), "rset");
 }
 
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_load_errors),
-		cmocka_unit_test(test_load_empty),
-		cmocka_unit_test(test_load_file),
 		cmocka_unit_test(test_shipped_rules),
 		cmocka_unit_test(test_priority_first_match),
 		cmocka_unit_test(test_disabled_and_stage),
@@ -1399,9 +1221,9 @@ main(void)
 		cmocka_unit_test(test_mentions_tokens),
 		cmocka_unit_test(test_mentions_hex8),
 		cmocka_unit_test(test_mentions_places),
-		cmocka_unit_test(test_mentions_places_errors),
 		cmocka_unit_test(test_evidence_escaping),
 		cmocka_unit_test(test_regex_bounded),
+		cmocka_unit_test(test_decision_clear),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

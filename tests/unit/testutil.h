@@ -13,6 +13,7 @@
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 /*
@@ -60,5 +61,39 @@ rm_rf(const char *path)
 {
 	(void)nftw(path, testutil_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
+
+#ifdef FOSR_RULES_H
+/*
+ * Rules from YAML text (include after rules.h): load_ok() fails the test
+ * when the text does not load, load_err() when it loads or when its error
+ * does not start with want ("t.yml:LINE: KEY: what").
+ */
+static inline struct rules *
+load_ok(const char *yaml)
+{
+	char err[256] = "";
+	struct rules *rs;
+
+	rs = rules_load_buf("t.yml", yaml, strlen(yaml), err, sizeof(err));
+	if (rs == NULL)
+		fail_msg("load failed: %s", err);
+	return rs;
+}
+
+static inline void
+load_err(const char *yaml, const char *want)
+{
+	char err[256] = "";
+	struct rules *rs;
+
+	rs = rules_load_buf("t.yml", yaml, strlen(yaml), err, sizeof(err));
+	if (rs != NULL) {
+		rules_free(rs);
+		fail_msg("loaded, expected error %s", want);
+	}
+	if (strncmp(err, want, strlen(want)) != 0)
+		fail_msg("error \"%s\", expected \"%s...\"", err, want);
+}
+#endif /* FOSR_RULES_H */
 
 #endif /* TESTUTIL_H */
