@@ -93,6 +93,8 @@ relay_route(struct relay_job *j)
 	j->named = hp[0] != '\0';
 	if (hp[0]) {
 		if (cfg_hostport(hp, j->mx[0].host, sizeof(j->mx[0].host), &j->port, 25) == -1) {
+			/* Every way a recipient fails is in its outcome, as an attempt. */
+			relay_attempt_json(j, hp, "", 0, NULL, "bad smarthost/test server");
 			relay_rcpt_done(j, false, "bad smarthost/test server");
 			return;
 		}
@@ -113,8 +115,10 @@ relay_route(struct relay_job *j)
 		relay_rcpt_done(j, false, why);
 		return;
 	}
-	if (dl == 0 || dns_mx_lookup(j->r->dns, dom, relay_mx_cb, j) == -1)
+	if (dl == 0 || dns_mx_lookup(j->r->dns, dom, relay_mx_cb, j) == -1) {
+		relay_attempt_json(j, dom, "", 0, NULL, "bad recipient domain");
 		relay_rcpt_done(j, false, "bad recipient domain");
+	}
 }
 
 /* The MX answer. */
@@ -160,6 +164,8 @@ relay_next_mx(struct relay_job *j)
 	}
 	if (dns_addr_lookup(j->r->dns, j->mx[j->mx_idx].host, j->ipv4_only, relay_addr_cb,
 	    j) == -1) {
+		relay_attempt_json(j, j->mx[j->mx_idx].host, "", j->port, NULL,
+		    "address lookup not started");
 		j->mx_idx++;
 		relay_next_mx(j);
 	}
