@@ -333,7 +333,7 @@ con_filter(struct console *c, const char *flt)
 static void
 con_list(struct console *c, size_t start)
 {
-	char from[48], to[48];
+	char from[48], to[48], when[48], client[80];
 
 	if (c->nview == 0) {
 		printf("no captured mail%s%s%s\n", c->filter[0] ? " matches \"" : "",
@@ -350,8 +350,11 @@ con_list(struct console *c, size_t start)
 		log_escape(from, sizeof(from), r->mail_from, strlen(r->mail_from));
 		log_escape(to, sizeof(to), r->nrcpt ? r->rcpt[0] : "", r->nrcpt ?
 		    strlen(r->rcpt[0]) : 0);
+		/* A journal may be damaged or edited: its every field is stored bytes. */
+		log_escape(when, sizeof(when), r->time, strlen(r->time));
+		log_escape(client, sizeof(client), r->src_ip, strlen(r->src_ip));
 		printf("%5zu  %-20.19s  %-12.12s  %-15s  %-30.30s  %-30.30s%s %llu\n", k + 1,
-		    r->time, r->sha256, r->src_ip, from, to, r->nrcpt > 1 ? "+" : " ",
+		    when, r->sha256, client, from, to, r->nrcpt > 1 ? "+" : " ",
 		    (unsigned long long)r->size);
 	}
 	printf("rows %zu-%zu of %zu%s%s%s  (n: next page, p: previous)\n", start + 1,
@@ -399,11 +402,14 @@ con_show(struct console *c, struct con_item *it)
 	const struct record *r = it->rec;
 	unsigned char *msg = NULL;
 	size_t len = 0, off = 0, eol;
-	char err[512], esc[300];
+	char err[512], esc[300], eq[140], et[180], es[260], ed[260];
 	int lines = 0;
 
 	printf("sha256:    %s\nqueue id:  %s\nreceived:  %s\nclient:    %s port %d -> %s:%d\n",
-	    r->sha256, r->queue_id, r->time, r->src_ip, r->src_port, r->dst_ip, r->dst_port);
+	    r->sha256, log_escape(eq, sizeof(eq), r->queue_id, strlen(r->queue_id)),
+	    log_escape(et, sizeof(et), r->time, strlen(r->time)),
+	    log_escape(es, sizeof(es), r->src_ip, strlen(r->src_ip)), r->src_port,
+	    log_escape(ed, sizeof(ed), r->dst_ip, strlen(r->dst_ip)), r->dst_port);
 	log_escape(esc, sizeof(esc), r->helo, strlen(r->helo));
 	printf("helo:      %s\ntls:       %s\n", esc, r->tls ? "yes" : "no");
 	if (r->auth) {
@@ -625,8 +631,9 @@ con_verify(struct console *c, struct con_item *it, bool *ok)
 		printf("rules (%s): evaluation failed\n", path);
 		goto done;
 	}
+	/* A rule's name may hold any byte but a C0 control (rules_load.c). */
 	printf("rules (%s): %s%s%s -> %s\n", path, dec.matched ? "rule \"" : "no rule matched",
-	    dec.matched ? dec.rule : "", dec.matched ? "\"" : "",
+	    dec.matched ? con_esc(dec.rule, esc, sizeof(esc)) : "", dec.matched ? "\"" : "",
 	    dec.relay ? "relay (a probe)" : "do not relay");
 	if (dec.evidence)
 		printf("evidence: %s\n", con_esc(dec.evidence, esc, sizeof(esc)));
@@ -658,7 +665,7 @@ con_verify(struct console *c, struct con_item *it, bool *ok)
 	printf("  per_day        %d -> %d of %d\n", u.day, u.day + 1, rc->caps.per_day);
 	printf("  per_hour       %d -> %d of %d\n", u.hour, u.hour + 1, rc->caps.per_hour);
 	printf("  per_client_ip  %d -> %d of %d (%s)\n", u.client_ip, u.client_ip + 1,
-	    rc->caps.per_client_ip, r->src_ip);
+	    rc->caps.per_client_ip, con_esc(r->src_ip, esc, sizeof(esc)));
 	printf("  per_recipient  %d -> %d of %d\n", u.recipient, u.recipient + 1,
 	    rc->caps.per_recipient);
 	printf("  per_domain     %d -> %d of %d\n", u.domain, u.domain + 1, rc->caps.per_domain);
