@@ -407,8 +407,9 @@ class Metrics(AMQPCase):
         # the nack path: a queue that takes 2 and rejects the rest
         self.c.stop()
         self.consumer.get()
+        self.consumer.close()       # a fresh connection: the broker was restarted
+        self.consumer._channel().queue_unbind(self.consumer.queue, self.exchange, self.rkey)
         self.consumer.queue = "q.%s.short" % self._testMethodName
-        self.consumer.ch.queue_unbind("q.%s" % self._testMethodName, self.exchange, self.rkey)
         self.consumer.declare({"x-max-length": 2, "x-overflow": "reject-publish"})
         self.c.start()
         self.send_many([mail(20 + i) for i in range(6)])
