@@ -728,6 +728,18 @@ ob_open(struct outbox *ob)
 
 		if (c->cino == 0 || (current && (c->cino != (uint64_t)ob->ino ||
 		    c->cdev != (uint64_t)ob->dev))) {
+			/*
+			 * One reader for every cursor: a cursor left behind (an
+			 * output configured again, its cursor restored from
+			 * stale/) starts with the others.  Said, never silent.
+			 */
+			if (c->cino != 0)
+				log_warn("%s: file=%s: channel %s's cursor points into an "
+				    "older file (inode %llu, offset %llu) than the other "
+				    "channels': it starts with them at the start of the "
+				    "current file; what lies between is not published to it",
+				    ob->who, ob->path, c->name, (unsigned long long)c->cino,
+				    (unsigned long long)c->cursor);
 			if (c->cino != 0)
 				c->cursor = 0;
 			c->cino = (uint64_t)ob->ino;
