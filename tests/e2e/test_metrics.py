@@ -429,6 +429,10 @@ class FeedMetricsTests(test_hpfeeds.HpfeedsCase):
         self.wait_feed(0, 2, len(last), "the third mail's journal line waiting")
         self.broker.start()
         self.wait_feed(1, 3, 0, "the third mail confirmed after the broker came back")
+        # the counters the AMQP output has too: payloads sent, connection attempts
+        m = self.metrics()
+        self.assertGreaterEqual(get(m, "fosr_feed_published_total", output="hpfeeds"), 3)
+        self.assertGreaterEqual(get(m, "fosr_feed_connects_total", output="hpfeeds"), 2)
 
 
 class PrometheusScrapeTests(MetricsCase):
