@@ -4,18 +4,73 @@
  * the DATA decision under "rules" read; a parsed record is written again
  * with record_write and parsed back, and what it holds must survive (the
  * sender and the recipients exactly when they are valid UTF-8: the writer
- * turns each invalid byte into U+FFFD).  Seeds: real journal lines.
+ * turns each invalid byte into U+FFFD).  The raw payload both outputs
+ * publish for the line (hpf_payload_raw) is built too: whatever the record
+ * holds (HELO, recipients, client name are the client's bytes), its
+ * Received header is one header, CRLF-ended lines of printable ASCII whose
+ * continuations start with a tab (no header injection), then the mail's
+ * bytes, the whole within the limit.  Seeds: real journal lines.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "hpfeeds_wire.h"
 #include "log.h"
+#include "persona.h"
 #include "record.h"
 #include "rules.h"
 
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
+static void	check_raw(const char *, size_t);
+
+/* The raw payload of the line: one well-formed Received header, then the body. */
+static void
+check_raw(const char *line, size_t len)
+{
+	static const char body[] = "Subject: x\r\n\r\nbody\r\n";
+	size_t bl = sizeof(body) - 1, hl, i, limit = 64 + len % 2048;
+	char note[256];
+	struct jbuf jb;
+	bool cut;
+
+	jb_init(&jb);
+	if (hpf_payload_raw(&jb, line, len, persona_default(), "mx.example.test", body, bl,
+	    bl, limit, &cut, note, sizeof(note)) == -1) {
+		jb_free(&jb);
+		return;		/* out of memory */
+	}
+	if (jb.len > limit)
+		abort();
+	/* The header: "Received: " then lines of printable ASCII (tabs allowed)
+	 * ending in CRLF, each continuation starting with a tab. */
+	hl = 0;
+	if (jb.len >= 10 && memcmp(jb.buf, "Received: ", 10) == 0) {
+		for (i = 0; i < jb.len; i++) {
+			unsigned char c = (unsigned char)jb.buf[i];
+
+			if (c == '\r') {
+				if (i + 1 >= jb.len || jb.buf[i + 1] != '\n')
+					abort();
+				i++;
+				if (i + 1 >= jb.len || jb.buf[i + 1] != '\t') {
+					hl = i + 1;
+					break;
+				}
+			} else if (c == '\n' || (c < 0x20 && c != '\t') || c >= 0x7f)
+				abort();
+		}
+		if (hl == 0)
+			abort();
+	} else if (note[0] == '\0')
+		abort();	/* a header left out is always said */
+	/* Then the mail's bytes, cut to the limit and said so. */
+	if (jb.len - hl != (bl < limit - hl ? bl : limit - hl) ||
+	    memcmp(jb.buf + hl, body, jb.len - hl) != 0 || cut != (jb.len - hl < bl))
+		abort();
+	jb_free(&jb);
+}
 
 struct rv {
 	char	**v;
@@ -49,6 +104,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&d, 0, sizeof(d));
 	(void)record_decision(copy, size, &d);
 	rules_decision_clear(&d);
+	check_raw(copy, size);
 	if ((r = record_parse(copy, size, err, sizeof(err))) == NULL) {
 		free(copy);
 		return 0;

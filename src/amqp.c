@@ -48,6 +48,7 @@
 #include "hpfeeds_wire.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "spool.h"
 #include "yaml_util.h"
@@ -75,6 +76,9 @@ struct amq {
 	char		 spool_dir[PATH_MAX];
 	char		 sensor[CFG_NAME_MAX];
 	char		 who[CFG_NAME_MAX + 16];	/* "host:port" for messages */
+	char		 curname[2 * CFG_NAME_MAX + 8];	/* the cursor's: the metrics' channel */
+	const struct persona *persona;	/* raw payloads: the Received header's shape */
+	char		 hostname[CFG_NAME_MAX];
 
 	pthread_t	 thr;
 	bool		 started;
@@ -125,6 +129,9 @@ static int	 amq_connect(struct amq *);
 static void	 amq_drop(struct amq *, bool graceful);
 static int	 amq_reply_ok(struct amq *, amqp_rpc_reply_t, const char *what);
 static void	 amq_pump(struct amq *);
+static int	 amq_build(struct amq *, const struct outbox_line *, const char **ctype);
+static void	 amq_backlog_update(struct amq *);
+static void	 amq_metrics_cb(void *);
 static int	 amq_frames(struct amq *, int timeout_ms);
 static int	 amq_frame(struct amq *, const amqp_frame_t *);
 static void	 amq_confirm(struct amq *, uint64_t tag, bool multiple, bool ok);
@@ -195,13 +202,20 @@ amq_warn(struct amq *a, const char *fmt, ...)
 
 struct amq *
 amq_new(struct event_base *base, const struct cfg_amqp *cfg, const char *spool_dir,
-    const char *sensor, amq_limit_fn fn, void *fn_arg, char *err, size_t errlen)
+    const char *sensor, const struct persona *persona, const char *hostname,
+    amq_limit_fn fn, void *fn_arg, char *err, size_t errlen)
 {
 	struct amq *a;
 	struct outbox_opts o;
-	char dir[PATH_MAX + 8], path[PATH_MAX + 32], name[2 * CFG_NAME_MAX + 8];
+	char dir[PATH_MAX + 8], path[PATH_MAX + 32];
 	struct timeval tv = { 1, 0 };
 
+	if (cfg->payload == CFG_PAYLOAD_RAW && cfg->received_header &&
+	    (persona == NULL || hostname == NULL || hostname[0] == '\0')) {
+		snprintf(err, errlen, "amqp: payload raw with received_header needs "
+		    "the persona and host name");
+		return NULL;
+	}
 	if ((a = calloc(1, sizeof(*a))) == NULL) {
 		snprintf(err, errlen, "amqp: out of memory");
 		return NULL;
@@ -213,6 +227,8 @@ amq_new(struct event_base *base, const struct cfg_amqp *cfg, const char *spool_d
 	snprintf(a->spool_dir, sizeof(a->spool_dir), "%s", spool_dir);
 	snprintf(a->sensor, sizeof(a->sensor), "%s", sensor != NULL ? sensor : "");
 	snprintf(a->who, sizeof(a->who), "%s:%d", cfg->host, cfg->port);
+	a->persona = persona;
+	snprintf(a->hostname, sizeof(a->hostname), "%s", hostname != NULL ? hostname : "");
 	a->backoff_ms = AMQ_BACKOFF_MIN_MS;
 	a->retry_ms = AMQ_BACKOFF_MIN_MS;
 	jb_init(&a->pl);
@@ -230,11 +246,12 @@ amq_new(struct event_base *base, const struct cfg_amqp *cfg, const char *spool_d
 	o.arg = a;
 	if ((a->ob = outbox_new(&o, err, errlen)) == NULL)
 		goto fail;
-	if (amq_cursor_name(name, sizeof(name), cfg->exchange, cfg->routing_key) == -1) {
+	if (amq_cursor_name(a->curname, sizeof(a->curname), cfg->exchange,
+	    cfg->routing_key) == -1) {
 		snprintf(err, errlen, "amqp: exchange and routing key too long");
 		goto fail;
 	}
-	if ((a->cur = outbox_cursor_open(a->ob, name, sizeof(struct amq_entry), err,
+	if ((a->cur = outbox_cursor_open(a->ob, a->curname, sizeof(struct amq_entry), err,
 	    errlen)) == NULL)
 		goto fail;
 	outbox_start(a->ob);
@@ -273,11 +290,13 @@ amq_new(struct event_base *base, const struct cfg_amqp *cfg, const char *spool_d
 		snprintf(err, errlen, "amqp: cannot create events");
 		goto fail;
 	}
+	amq_backlog_update(a);	/* before the thread: the scrape's first answer */
 	if (pthread_create(&a->thr, NULL, amq_main, a) != 0) {
 		snprintf(err, errlen, "amqp: cannot start the publisher thread");
 		goto fail;
 	}
 	a->started = true;
+	(void)metrics_on_scrape(amq_metrics_cb, a);
 	return a;
 fail:
 	amq_free(a);
@@ -338,6 +357,7 @@ amq_free(struct amq *a)
 
 	if (a == NULL)
 		return;
+	metrics_off_scrape(amq_metrics_cb, a);
 	if (a->started) {
 		atomic_store(&a->stop, true);
 		if (write(a->evfd, &one, sizeof(one)) == -1)
@@ -364,6 +384,36 @@ amq_get_stats(struct amq *a, struct amq_stats *out)
 	pthread_mutex_unlock(&a->mu);
 }
 
+/*
+ * At a scrape (the loop's thread): connected or not and the backlog, as the
+ * thread last set them (the counters are counted where they happen).
+ */
+static void
+amq_metrics_cb(void *arg)
+{
+	struct amq *a = arg;
+	struct amq_stats st;
+
+	amq_get_stats(a, &st);
+	metrics_set(M_FEED_CONNECTED, "amqp", NULL, st.connected);
+	metrics_set(M_FEED_BACKLOG, "amqp", a->curname, (double)st.backlog);
+}
+
+/*
+ * The thread's backlog for the loop (outbox_backlog is the thread's: it
+ * reads the cursor), at each tick and confirm.  Not under mu: the outbox
+ * asks amq_limit_cb, which takes it.
+ */
+static void
+amq_backlog_update(struct amq *a)
+{
+	uint64_t b = outbox_backlog(a->cur);
+
+	pthread_mutex_lock(&a->mu);
+	a->stats.backlog = b;
+	pthread_mutex_unlock(&a->mu);
+}
+
 /* --------------------------------------------------------------- the thread */
 
 static void *
@@ -379,6 +429,7 @@ amq_main(void *arg)
 		if (now - last_tick >= 1000) {
 			outbox_check(a->ob);
 			outbox_save(a->ob);
+			amq_backlog_update(a);
 			last_tick = now;
 			if (a->up && a->unacked > 0 && now - a->last_confirm_ms > AMQ_STALL_MS) {
 				amq_warn(a, "amqp: broker %s: no confirm for %d s; reconnecting",
@@ -424,7 +475,7 @@ amq_pump(struct amq *a)
 	struct amq_entry *d;
 	amqp_basic_properties_t p;
 	amqp_bytes_t body;
-	bool cut, dropped;
+	const char *ctype;
 	int rc;
 
 	while (a->up && !a->failing && !atomic_load(&a->stop) &&
@@ -444,27 +495,17 @@ amq_pump(struct amq *a)
 			outbox_unread(a->cur, &l);
 			return;		/* amq_hold set the backoff */
 		}
-		cut = dropped = false;
-		rc = hpf_payload_mail(&a->pl, l.line, l.len, a->cfg.metadata, a->sensor,
-		    a->msg.sha, a->msg.body, a->msg.len, a->msg.size, AMQ_PAYLOAD_LIMIT,
-		    &cut, &dropped);
+		rc = amq_build(a, &l, &ctype);
 		outbox_message_trim(&a->msg);
 		if (rc == -1 || (d = outbox_take(a->cur, &l)) == NULL) {
-			if (rc != -1)
-				outbox_unread(a->cur, &l);
+			outbox_unread(a->cur, &l);
 			amq_hold(a, "amqp: out of memory building a payload");
 			return;
 		}
-		if (dropped)
-			log_warn("amqp: message=%s metadata too large; published without it",
-			    a->msg.sha);
-		if (cut)
-			log_info("amqp: message=%s size=%llu published truncated to %zu bytes",
-			    a->msg.sha, (unsigned long long)a->msg.size, a->pl.len);
 		memset(&p, 0, sizeof(p));
 		p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
 		    AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
-		p.content_type = amqp_cstring_bytes("application/json");
+		p.content_type = amqp_cstring_bytes(ctype);
 		p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
 		p.message_id = amqp_cstring_bytes(a->msg.sha);
 		p.timestamp = (uint64_t)time(NULL);
@@ -487,10 +528,49 @@ amq_pump(struct amq *a)
 		pthread_mutex_lock(&a->mu);
 		a->stats.published++;
 		pthread_mutex_unlock(&a->mu);
+		metrics_inc(M_FEED_PUBLISHED, "amqp", NULL);
 		/* Read what the broker already answered: acks free the window early. */
 		if (amqp_frames_enqueued(a->conn) || amqp_data_in_buffer(a->conn))
 			(void)amq_frames(a, 0);
 	}
+}
+
+/*
+ * Build the payload of the mail whose record is l (its bytes in a->msg)
+ * into a->pl, in the configured format, built as hpfeeds builds it (one
+ * owner of each format: hpfeeds_wire.c): raw is the .eml's bytes behind our
+ * Received header (message/rfc822), json the seed's object with the
+ * record's metadata.  *ctype: the content type.  0, or -1 out of memory.
+ */
+static int
+amq_build(struct amq *a, const struct outbox_line *l, const char **ctype)
+{
+	char note[256];
+	bool cut = false, dropped = false;
+
+	if (a->cfg.payload == CFG_PAYLOAD_RAW) {
+		*ctype = "message/rfc822";
+		if (hpf_payload_raw(&a->pl, l->line, l->len, a->cfg.received_header ?
+		    a->persona : NULL, a->hostname, a->msg.body, a->msg.len, a->msg.size,
+		    AMQ_PAYLOAD_LIMIT, &cut, note, sizeof(note)) == -1)
+			return -1;
+		if (note[0] != '\0')
+			log_warn("amqp: message=%s %s", a->msg.sha, note);
+	} else {
+		*ctype = "application/json";
+		if (hpf_payload_mail(&a->pl, l->line, l->len, a->cfg.metadata, a->sensor,
+		    a->msg.sha, a->msg.body, a->msg.len, a->msg.size, AMQ_PAYLOAD_LIMIT,
+		    &cut, &dropped) == -1)
+			return -1;
+		if (dropped)
+			log_warn("amqp: message=%s metadata too large; published without it",
+			    a->msg.sha);
+	}
+	if (cut)
+		log_warn("amqp: message=%s size=%llu published truncated to %zu bytes "
+		    "(the spool keeps it whole)", a->msg.sha, (unsigned long long)a->msg.size,
+		    a->pl.len);
+	return 0;
 }
 
 /*
@@ -618,17 +698,22 @@ amq_confirm(struct amq *a, uint64_t tag, bool multiple, bool ok)
 			continue;
 		}
 		a->failing = true;
-		pthread_mutex_lock(&a->mu);
-		a->stats.nacked++;
-		pthread_mutex_unlock(&a->mu);
-		if (!ok)
+		if (!ok) {
+			/* A returned one was counted at its basic.return. */
+			pthread_mutex_lock(&a->mu);
+			a->stats.nacked++;
+			pthread_mutex_unlock(&a->mu);
+			metrics_inc(M_FEED_NACKED, "amqp", NULL);
 			amq_warn(a, "amqp: message=%s nacked by broker %s; it will be "
 			    "published again", d->sha, a->who);
+		}
 	}
 	for (k = 0; k < n; k++)
 		moved += outbox_confirm(a->cur, offs[k]);
-	if (moved > 0)
+	if (moved > 0) {
 		a->retry_ms = AMQ_BACKOFF_MIN_MS;	/* the cursor moves: no failure series */
+		amq_backlog_update(a);
+	}
 	pthread_mutex_lock(&a->mu);
 	a->stats.confirmed = outbox_cursor_confirmed(a->cur);
 	pthread_mutex_unlock(&a->mu);
@@ -670,6 +755,10 @@ amq_on_return(struct amq *a, const amqp_basic_return_t *ret)
 		d->returned = true;
 		break;
 	}
+	pthread_mutex_lock(&a->mu);
+	a->stats.returned++;
+	pthread_mutex_unlock(&a->mu);
+	metrics_inc(M_FEED_RETURNED, "amqp", NULL);
 	amq_warn(a, "amqp: message=%s returned by broker %s: %u \"%s\" (exchange \"%s\" "
 	    "routing key \"%s\" reaches no queue); it will be published again", sha[0] ?
 	    sha : "?", a->who, code, text, a->cfg.exchange, a->cfg.routing_key);
@@ -757,6 +846,7 @@ amq_connect(struct amq *a)
 	pthread_mutex_lock(&a->mu);
 	a->stats.connects++;
 	pthread_mutex_unlock(&a->mu);
+	metrics_inc(M_FEED_CONNECTS, "amqp", NULL);
 	if ((a->conn = amqp_new_connection()) == NULL) {
 		amq_warn(a, "amqp: broker %s: out of memory", a->who);
 		return -1;

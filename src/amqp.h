@@ -36,13 +36,18 @@ typedef void	(*amq_limit_fn)(void *arg, uint64_t *ino, uint64_t *len);
 
 /*
  * Open the cursor and start the thread (it connects with backoff).  a is
- * copied; sensor names the sensor in payloads (NULL = none); fn may be NULL
- * (no limit).  NULL with err filled.  Start it before the sandbox is
- * entered (its filter covers every thread).
+ * copied; sensor names the sensor in JSON payloads (NULL = none); persona
+ * (kept, read by the thread: a static table) and hostname (copied) shape
+ * the Received header of raw payloads (a->payload raw with
+ * received_header), NULL otherwise; fn may be NULL (no limit).  NULL with
+ * err filled.  Start it before the sandbox is entered (its filter covers
+ * every thread).
  */
+struct persona;
 struct amq	*amq_new(struct event_base *base, const struct cfg_amqp *a,
-		    const char *spool_dir, const char *sensor, amq_limit_fn fn,
-		    void *fn_arg, char *err, size_t errlen);
+		    const char *spool_dir, const char *sensor, const struct persona *persona,
+		    const char *hostname, amq_limit_fn fn, void *fn_arg, char *err,
+		    size_t errlen);
 
 /* New journal lines: publish them soon (the loop's thread; cheap). */
 void		 amq_kick(struct amq *);
@@ -53,8 +58,10 @@ void		 amq_free(struct amq *);
 struct amq_stats {
 	uint64_t	 published;	/* basic.publish sent */
 	uint64_t	 confirmed;	/* entries acknowledged (the cursor passed them) */
-	uint64_t	 nacked;	/* basic.nack or basic.return: published again */
+	uint64_t	 nacked;	/* basic.nack: published again */
+	uint64_t	 returned;	/* basic.return (unroutable): published again */
 	uint64_t	 connects;	/* connection attempts */
+	uint64_t	 backlog;	/* journal bytes not confirmed (outbox_backlog) */
 	bool		 connected;
 };
 void		 amq_get_stats(struct amq *, struct amq_stats *out);

@@ -101,17 +101,16 @@ static const char *const metrics_keys[MX_COUNT] = { "address", "port" };
 enum amqp_key {
 	AQ_HOST, AQ_PORT, AQ_VHOST, AQ_USER, AQ_PASSWORD, AQ_EXCHANGE,
 	AQ_EXCHANGE_TYPE, AQ_ROUTING_KEY, AQ_TLS, AQ_CA_FILE, AQ_SERVER_NAME,
-	AQ_PAYLOAD, AQ_METADATA, AQ_TIMEOUT, AQ_COUNT
+	AQ_PAYLOAD, AQ_METADATA, AQ_TIMEOUT, AQ_RECEIVED_HEADER, AQ_COUNT
 };
 static const char *const amqp_keys[AQ_COUNT] = {
 	"host", "port", "vhost", "user", "password", "exchange", "exchange_type",
 	"routing_key", "tls", "ca_file", "server_name", "payload", "metadata",
-	"timeout",
+	"timeout", "received_header",
 };
 #define AMQP_REQUIRED	((1u << AQ_HOST) | (1u << AQ_USER) | \
 			 (1u << AQ_PASSWORD) | (1u << AQ_EXCHANGE))
 static const char *const amqp_exchange_types[] = { "topic", "direct", "fanout", "headers" };
-static const char *const amqp_payloads[] = { "json" };
 
 enum client_lookup_key { CL_ENABLED, CL_DNS_SERVER, CL_TIMEOUT_MS, CL_COUNT };
 static const char *const client_lookup_keys[CL_COUNT] = {
@@ -349,11 +348,13 @@ amqp_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 	case AQ_SERVER_NAME:
 		return yu_str(x, v, path, a->server_name, sizeof(a->server_name), true);
 	case AQ_PAYLOAD:
-		/* raw comes with the feed's payload key (issue 14 item 1) */
-		if (yu_enum(x, v, path, amqp_payloads, 1, &i) == -1)
+		/* The feed's formats, built by the same functions (hpfeeds_wire.c). */
+		if (yu_enum(x, v, path, payload_names, 2, &i) == -1)
 			return -1;
-		a->payload = CFG_PAYLOAD_JSON;
+		a->payload = (enum cfg_payload)i;
 		return 0;
+	case AQ_RECEIVED_HEADER:
+		return yu_bool(x, v, path, &a->received_header);
 	case AQ_METADATA:
 		return yu_bool(x, v, path, &a->metadata);
 	case AQ_TIMEOUT:
@@ -375,6 +376,7 @@ amqp_parse(struct yu_ctx *x, yaml_node_t *n, const char *prefix,
 	snprintf(a->vhost, sizeof(a->vhost), "/");
 	snprintf(a->exchange_type, sizeof(a->exchange_type), "topic");
 	a->metadata = true;
+	a->received_header = true;
 	a->timeout = HPF_TIMEOUT_DEFAULT;
 	if (yu_map_walk(x, n, prefix, amqp_keys, AQ_COUNT, amqp_key_cb, a,
 	    &seen) == -1)

@@ -77,8 +77,9 @@ struct cfg_amqp {
 	bool		 tls;
 	char		 ca_file[PATH_MAX];	/* "" = the system's CAs */
 	char		 server_name[CFG_NAME_MAX];	/* "" = host */
-	enum cfg_payload payload;	/* json only for now */
-	bool		 metadata;	/* the record's keys in the payload (true) */
+	enum cfg_payload payload;	/* a mail's payload: as the feed's (json, raw) */
+	bool		 received_header;	/* raw: our Received header first (default) */
+	bool		 metadata;	/* the record's keys in a JSON payload (true) */
 	int		 timeout;	/* s: connect, login, each RPC */
 };
 

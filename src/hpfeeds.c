@@ -51,8 +51,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
-#include "persona.h"
-#include "record.h"
 #include "spool.h"
 #include "util.h"
 
@@ -474,6 +472,7 @@ hp_publish_next(struct hpf *h, struct hpf_chan *c, size_t *bytes)
 	bufferevent_write(h->bev, hdr, hl);
 	bufferevent_write(h->bev, h->pl.buf, h->pl.len);
 	h->stats.published++;
+	metrics_inc(M_FEED_PUBLISHED, "hpfeeds", NULL);
 	*bytes = e.bytes;
 	return 1;
 }
@@ -582,61 +581,28 @@ hp_build_mail(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 }
 
 /*
- * Build a mail's raw payload into h->pl (feed.payload: raw, for the
- * spamtrap-system backend, which hashes and parses the RFC 5322 bytes and
- * finds the client in the Received headers): with feed.received_header, the
- * Received header our Postfix would have added on reception (the record's
- * HELO, client name and address, queue id, protocol and time), then the
- * .eml's bytes as stored.  A mail over the broker's frame limit is published
- * cut to it, with a warning and a count (a cut MIME message still parses; a
- * skipped one would be lost to the consumer; the spool keeps it whole).
- * 0, or HPF_RETRY (out of memory, the pump is held).
+ * Build a mail's raw payload into h->pl (feed.payload: raw; the bytes are
+ * hpf_payload_raw's, shared with AMQP): with feed.received_header, our
+ * Received header first.  A mail over the broker's frame limit is published
+ * cut to it, with a warning and a count (a skipped one would be lost to the
+ * consumer; the spool keeps it whole).  0, or HPF_RETRY (out of memory, the
+ * pump is held).
  */
 static int
 hp_build_raw(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
     const struct outbox_message *m)
 {
-	char hdr[2048], err[128];
-	struct record *rec = NULL;
-	size_t hl = 0, n;
-	time_t when;
+	char note[256];
+	bool cut;
 
-	if (h->feed.received_header && h->persona != NULL) {
-		if ((rec = record_parse(line, len, err, sizeof(err))) == NULL) {
-			if (strcmp(err, "out of memory") == 0) {
-				hp_pump_hold(h, "hpfeeds: message=%s: out of memory", m->sha);
-				return HPF_RETRY;
-			}
-			log_warn("hpfeeds: message=%s %s: published without a Received header",
-			    m->sha, err);
-		} else {
-			if (record_when(rec, &when) == -1) {
-				log_warn("hpfeeds: message=%s record time unreadable: the "
-				    "Received header has the time of publishing", m->sha);
-				when = time(NULL);
-			}
-			hl = record_received_header(hdr, sizeof(hdr), h->persona, rec,
-			    h->hostname, rec->queue_id, rec->nrcpt == 1 ? rec->rcpt[0] : NULL,
-			    when);
-			if (hl == 0 || hl >= c->limit)
-				log_warn("hpfeeds: message=%s Received header too long: "
-				    "published without it", m->sha);
-			record_free(rec);
-		}
-	}
-	if (hl >= c->limit)
-		hl = 0;
-	n = m->len > c->limit - hl ? c->limit - hl : m->len;
-	jb_reset(&h->pl);
-	jb_put(&h->pl, hdr, hl);
-	jb_put(&h->pl, m->body, n);
-	if (h->pl.oom) {
-		jb_free(&h->pl);
-		jb_init(&h->pl);
+	if (hpf_payload_raw(&h->pl, line, len, h->feed.received_header ? h->persona : NULL,
+	    h->hostname, m->body, m->len, m->size, c->limit, &cut, note, sizeof(note)) == -1) {
 		hp_pump_hold(h, "hpfeeds: message=%s payload could not be built", m->sha);
 		return HPF_RETRY;
 	}
-	if (n < m->size) {
+	if (note[0] != '\0')
+		log_warn("hpfeeds: message=%s %s", m->sha, note);
+	if (cut) {
 		log_warn("hpfeeds: message=%s size=%llu published truncated to %zu bytes "
 		    "(the broker's frame limit; the spool keeps it whole)", m->sha,
 		    (unsigned long long)m->size, h->pl.len);
@@ -1050,6 +1016,7 @@ hp_conn_start(struct hpf *h)
 	uint64_t gen;
 
 	h->stats.connects++;
+	metrics_inc(M_FEED_CONNECTS, "hpfeeds", NULL);
 	h->closing_logged = false;
 	if (!literal && h->dns == NULL &&
 	    (h->dns = evdns_base_new(h->base, EVDNS_BASE_INITIALIZE_NAMESERVERS)) == NULL) {

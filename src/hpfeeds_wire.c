@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 
@@ -544,6 +545,57 @@ hpf_payload_mail(struct jbuf *jb, const char *record, size_t reclen, bool metada
 	    truncated);
 	jb_free(&meta);
 	return rc;
+}
+
+/*
+ * A mail's raw payload (see hpfeeds_wire.h): the one place its bytes are
+ * put together, for hpfeeds and AMQP alike.
+ */
+int
+hpf_payload_raw(struct jbuf *jb, const char *record, size_t reclen,
+    const struct persona *p, const char *hostname, const void *body, size_t bodylen,
+    uint64_t size, size_t limit, bool *truncated, char *note, size_t notelen)
+{
+	char hdr[2048], err[128];
+	struct record *rec;
+	size_t hl = 0, n;
+	time_t when;
+
+	*truncated = false;
+	if (notelen > 0)
+		note[0] = '\0';
+	if (p != NULL) {
+		if ((rec = record_parse(record, reclen, err, sizeof(err))) == NULL) {
+			if (strcmp(err, "out of memory") == 0)
+				return -1;
+			snprintf(note, notelen, "%s: published without a Received header", err);
+		} else {
+			if (record_when(rec, &when) == -1) {
+				snprintf(note, notelen, "record time unreadable: the Received "
+				    "header has the time of publishing");
+				when = time(NULL);
+			}
+			hl = record_received_header(hdr, sizeof(hdr), p, rec, hostname,
+			    rec->queue_id, rec->nrcpt == 1 ? rec->rcpt[0] : NULL, when);
+			if (hl == 0 || hl >= limit) {
+				snprintf(note, notelen, "Received header too long: published "
+				    "without it");
+				hl = 0;
+			}
+			record_free(rec);
+		}
+	}
+	n = bodylen > limit - hl ? limit - hl : bodylen;
+	jb_reset(jb);
+	jb_put(jb, hdr, hl);
+	jb_put(jb, body, n);
+	if (jb->oom) {
+		jb_free(jb);
+		jb_init(jb);
+		return -1;
+	}
+	*truncated = n < size;
+	return 0;
 }
 
 /* A reception record a rule keeps off the outputs ("publish": false). */

@@ -126,6 +126,25 @@ int	 hpf_payload_mail(struct jbuf *jb, const char *record, size_t reclen,
 	    const void *body, size_t bodylen, uint64_t size, size_t limit,
 	    bool *truncated, bool *meta_dropped);
 
+/*
+ * A mail's raw payload for any output (payload: raw, for the spamtrap-system
+ * backend, which hashes and parses the RFC 5322 bytes and finds the client
+ * in the Received headers), built into jb (reset first): with p (the
+ * persona; NULL = received_header off), the Received header our Postfix
+ * would have added on reception (record_received_header() from the record
+ * record[0..reclen), the journal line: HELO, client name and address, queue
+ * id, protocol, time; hostname ours), then the stored bytes body[0..bodylen)
+ * of a mail of size bytes; the whole cut to limit bytes (a cut MIME message
+ * still parses).  *truncated tells whether the mail's bytes were cut; note
+ * (notelen bytes) gets "" or why the header is missing or odd, for the
+ * caller's log line.  Returns 0, or -1 (out of memory; jb is left empty).
+ */
+struct persona;
+int	 hpf_payload_raw(struct jbuf *jb, const char *record, size_t reclen,
+	    const struct persona *p, const char *hostname, const void *body,
+	    size_t bodylen, uint64_t size, size_t limit, bool *truncated, char *note,
+	    size_t notelen);
+
 /* Whether a reception record is kept off every output by a rule ("publish": false). */
 bool	 hpf_record_private(const char *record, size_t len);
 

@@ -36,6 +36,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "outbox.h"
 #include "persona.h"
 #include "smtp_session.h"
 #include "spool.h"
@@ -79,6 +80,7 @@ static void	 setup_server(struct fosr *, const char *config);
 static void	 setup_analysis(struct fosr *);
 static void	 drop_to_user(struct fosr *, const struct passwd *, struct sandbox_opts *);
 static void	 open_outputs(struct fosr *, bool test_mode);
+static void	 set_aside_stale_cursors(struct fosr *);
 static void	 announce(struct fosr *, const struct sandbox_opts *);
 static void	 teardown(struct fosr *);
 static void	 on_mail_cb(void *, const char *, size_t);
@@ -160,6 +162,7 @@ main(int argc, char **argv)
 	setup_analysis(&f);
 	drop_to_user(&f, pw, &sbx);
 	open_outputs(&f, a.test_mode);
+	set_aside_stale_cursors(&f);
 	announce(&f, &sbx);
 
 	event_base_dispatch(f.base);
@@ -474,7 +477,8 @@ open_outputs(struct fosr *f, bool test_mode)
 	/* A thread: started here, before the sandbox (its filter covers every thread). */
 	if (f->cfg.amqp.enabled && (f->amq = amq_new(f->base, &f->cfg.amqp,
 	    f->cfg.spool_dir, f->cfg.sensor[0] ? f->cfg.sensor : f->hostname,
-	    journal_limit_cb, f->spool, err, sizeof(err))) == NULL)
+	    smtp_server_persona(f->srv), f->hostname, journal_limit_cb, f->spool,
+	    err, sizeof(err))) == NULL)
 		fatalx("amqp: %s", err);
 	if (f->aw != NULL && aw_start(f->aw, f->cfg.spool_dir, journal_limit_cb, f->spool,
 	    err, sizeof(err)) == -1)
@@ -513,6 +517,22 @@ open_outputs(struct fosr *f, bool test_mode)
 	hooks.data_cancel = relay_data_cancel;
 	hooks.arg = f->relay;
 	smtp_server_set_hooks(f->srv, &hooks);
+}
+
+/*
+ * Every output has opened its cursors in <spool>/feed: a cursor there that
+ * none opened belongs to an output removed from the configuration, and
+ * would keep every journal segment from the one it points into forever.
+ * Move those to feed/stale/ (outbox_set_aside_stale).  Outputs that open a
+ * cursor in feed/ must do it before this step.
+ */
+static void
+set_aside_stale_cursors(struct fosr *f)
+{
+	char feed[PATH_MAX];
+
+	if (spool_path_dir(feed, sizeof(feed), f->cfg.spool_dir, SPOOL_DIR_FEED) == 0)
+		(void)outbox_set_aside_stale(feed);
 }
 
 /* Enter the sandbox, start accepting, say so (log and event). */

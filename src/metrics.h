@@ -106,6 +106,10 @@ enum metric_id {
 	M_FEED_BACKLOG,		/* output, channel */
 	M_FEED_CONNECTED,	/* output */
 	M_FEED_CONFIRMED,	/* output, channel */
+	M_FEED_PUBLISHED,	/* output */
+	M_FEED_NACKED,		/* output */
+	M_FEED_RETURNED,	/* output */
+	M_FEED_CONNECTS,	/* output */
 	M_COMMIT_LATENCY,	/* histogram */
 	M_ANALYSIS_BACKLOG,
 	M_ANALYSIS_MAILS,

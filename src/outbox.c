@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,8 @@ struct outbox {
 	char		 path[PATH_MAX];	/* "" = none */
 	enum outbox_kind kind;
 	char		 cursor_dir[PATH_MAX];
+	dev_t		 cdir_dev;	/* cursor_dir's identity: the stale sweep's key */
+	ino_t		 cdir_ino;
 	char		 spool_dir[PATH_MAX];
 	void		(*hold)(void *, const char *);
 	void		(*lost)(void *);
@@ -74,7 +77,9 @@ struct outbox {
 
 struct outbox_cursor {
 	struct outbox	*ob;
+	struct outbox_cursor *open_next;	/* the process's open cursors (ob_open_mu) */
 	char		 name[OB_NAME_MAX];
+	char		 file[2 * OB_NAME_MAX + 16];	/* <hex of name>.cursor */
 	char		 cursor_path[PATH_MAX];
 	uint64_t	 cursor;	/* everything before is confirmed */
 	uint64_t	 cino, cdev;	/* the file the cursor points into (0 = not known) */
@@ -112,6 +117,16 @@ static size_t	 cur_advance(struct outbox_cursor *);
 static void	 cur_reset(struct outbox_cursor *);
 static int	 cursor_load(struct outbox_cursor *, char *err, size_t errlen);
 static void	 cursor_save(struct outbox_cursor *);
+static void	 cursor_restore(struct outbox_cursor *);
+static bool	 cursor_is_open(dev_t, ino_t, const char *file);
+static void	 ob_fsync_dir(const char *);
+
+/*
+ * Every cursor opened in this process, whichever outbox and thread holds
+ * it: what outbox_set_aside_stale() leaves in place.
+ */
+static pthread_mutex_t		 ob_open_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct outbox_cursor	*ob_open_list;
 
 /* Monotonic clock in milliseconds. */
 static uint64_t
@@ -252,12 +267,52 @@ cursor_save(struct outbox_cursor *c)
 	snprintf(dir, sizeof(dir), "%s", c->cursor_path);
 	if ((slash = strrchr(dir, '/')) != NULL) {
 		*slash = '\0';
-		if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
-			(void)fsync(fd);
-			close(fd);
-		}
+		ob_fsync_dir(dir);
 	}
 	c->dirty = false;
+}
+
+/* fsync a directory (a rename in it is durable); errors are not fatal here. */
+static void
+ob_fsync_dir(const char *dir)
+{
+	int fd;
+
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
+		(void)fsync(fd);
+		close(fd);
+	}
+}
+
+/*
+ * The output is configured again after its cursor was set aside
+ * (outbox_set_aside_stale): take the cursor back from <cursor_dir>/stale/,
+ * so that the output resumes where it stopped.  If the file it points into
+ * was deleted meanwhile, outbox_start says so and starts from what is
+ * there (duplicates, never a silent skip).
+ */
+static void
+cursor_restore(struct outbox_cursor *c)
+{
+	char stale[PATH_MAX + 8], from[PATH_MAX * 2];
+	struct stat st;
+
+	if (stat(c->cursor_path, &st) == 0 || errno != ENOENT)
+		return;
+	if ((size_t)snprintf(stale, sizeof(stale), "%s/" SPOOL_CURSOR_STALE,
+	    c->ob->cursor_dir) >= sizeof(stale) ||
+	    (size_t)snprintf(from, sizeof(from), "%s/%s", stale, c->file) >= sizeof(from))
+		return;
+	if (rename(from, c->cursor_path) == -1) {
+		if (errno != ENOENT)
+			log_warn("%s: cursor of \"%s\": cannot restore %s: %s; starting "
+			    "without it", c->ob->who, c->name, from, strerror(errno));
+		return;
+	}
+	ob_fsync_dir(c->ob->cursor_dir);
+	ob_fsync_dir(stale);
+	log_info("%s: cursor of \"%s\" restored from %s: the output is configured "
+	    "again and resumes where it stopped", c->ob->who, c->name, stale);
 }
 
 /*
@@ -673,6 +728,18 @@ ob_open(struct outbox *ob)
 
 		if (c->cino == 0 || (current && (c->cino != (uint64_t)ob->ino ||
 		    c->cdev != (uint64_t)ob->dev))) {
+			/*
+			 * One reader for every cursor: a cursor left behind (an
+			 * output configured again, its cursor restored from
+			 * stale/) starts with the others.  Said, never silent.
+			 */
+			if (c->cino != 0)
+				log_warn("%s: file=%s: channel %s's cursor points into an "
+				    "older file (inode %llu, offset %llu) than the other "
+				    "channels': it starts with them at the start of the "
+				    "current file; what lies between is not published to it",
+				    ob->who, ob->path, c->name, (unsigned long long)c->cino,
+				    (unsigned long long)c->cursor);
 			if (c->cino != 0)
 				c->cursor = 0;
 			c->cino = (uint64_t)ob->ino;
@@ -1097,6 +1164,7 @@ struct outbox *
 outbox_new(const struct outbox_opts *o, char *err, size_t errlen)
 {
 	struct outbox *ob;
+	struct stat st;
 
 	if ((ob = calloc(1, sizeof(*ob))) == NULL) {
 		snprintf(err, errlen, "%s: out of memory", o->who);
@@ -1112,11 +1180,13 @@ outbox_new(const struct outbox_opts *o, char *err, size_t errlen)
 	ob->hold = o->hold;
 	ob->lost = o->lost;
 	ob->arg = o->arg;
-	if (util_mkdirs(ob->cursor_dir, 0750) == -1) {
+	if (util_mkdirs(ob->cursor_dir, 0750) == -1 || stat(ob->cursor_dir, &st) == -1) {
 		snprintf(err, errlen, "%s: %s: %s", o->who, ob->cursor_dir, strerror(errno));
 		free(ob);
 		return NULL;
 	}
+	ob->cdir_dev = st.st_dev;
+	ob->cdir_ino = st.st_ino;
 	return ob;
 }
 
@@ -1149,18 +1219,24 @@ outbox_cursor_open(struct outbox *ob, const char *name, size_t data_size, char *
 	memcpy(c->name, name, nl + 1);
 	c->dsize = data_size;
 	util_hex(c->name, nl, hex);
-	if ((size_t)snprintf(c->cursor_path, sizeof(c->cursor_path), "%s/%s" SPOOL_CURSOR_SUFFIX,
-	    ob->cursor_dir, hex) >= sizeof(c->cursor_path)) {
+	snprintf(c->file, sizeof(c->file), "%s" SPOOL_CURSOR_SUFFIX, hex);
+	if ((size_t)snprintf(c->cursor_path, sizeof(c->cursor_path), "%s/%s",
+	    ob->cursor_dir, c->file) >= sizeof(c->cursor_path)) {
 		snprintf(err, errlen, "%s: spool path too long", ob->who);
 		free(c);
 		return NULL;
 	}
+	cursor_restore(c);
 	if (cursor_load(c, err, errlen) == -1) {
 		free(c);
 		return NULL;
 	}
 	cur_reset(c);
 	ob->curs[ob->ncurs++] = c;
+	pthread_mutex_lock(&ob_open_mu);
+	c->open_next = ob_open_list;
+	ob_open_list = c;
+	pthread_mutex_unlock(&ob_open_mu);
 	return c;
 }
 
@@ -1335,6 +1411,94 @@ outbox_generation(const struct outbox *ob)
 	return ob->gen;
 }
 
+/* Whether a cursor of this process is the file named file in the directory (dev, ino). */
+static bool
+cursor_is_open(dev_t dev, ino_t ino, const char *file)
+{
+	struct outbox_cursor *c;
+	bool found = false;
+
+	pthread_mutex_lock(&ob_open_mu);
+	for (c = ob_open_list; c != NULL && !found; c = c->open_next)
+		found = c->ob->cdir_dev == dev && c->ob->cdir_ino == ino &&
+		    strcmp(c->file, file) == 0;
+	pthread_mutex_unlock(&ob_open_mu);
+	return found;
+}
+
+/*
+ * Set aside the cursors of outputs no longer configured (see outbox.h):
+ * each cursor file of dir that no outbox of this process opened is renamed
+ * into dir/stale/, where the spool's pruning does not look.
+ */
+int
+outbox_set_aside_stale(const char *dir)
+{
+	char stale[PATH_MAX + 8], from[PATH_MAX * 2], to[PATH_MAX * 3];
+	char buf[64], name[OB_NAME_MAX], shown[4 * OB_NAME_MAX];
+	struct dirent *de;
+	struct stat st;
+	unsigned long long off;
+	ssize_t r;
+	long nl;
+	size_t fl, sl = sizeof(SPOOL_CURSOR_SUFFIX) - 1;
+	int fd, moved = 0;
+	DIR *d;
+
+	if ((size_t)snprintf(stale, sizeof(stale), "%s/" SPOOL_CURSOR_STALE, dir) >=
+	    sizeof(stale))
+		return -1;
+	if ((d = opendir(dir)) == NULL) {
+		if (errno == ENOENT)
+			return 0;
+		log_warn("outbox: cannot read the cursors in %s: %s; none set aside", dir,
+		    strerror(errno));
+		return -1;
+	}
+	if (fstat(dirfd(d), &st) == -1) {
+		closedir(d);
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (!spool_cursor_name(de->d_name) ||
+		    cursor_is_open(st.st_dev, st.st_ino, de->d_name))
+			continue;
+		(void)snprintf(from, sizeof(from), "%s/%s", dir, de->d_name);
+		(void)snprintf(to, sizeof(to), "%s/%s", stale, de->d_name);
+		/* For the log: whose it was (the name is its file name's hex) and where. */
+		fl = strlen(de->d_name) - sl;
+		if ((nl = util_unhex(de->d_name, fl, name, sizeof(name))) >= 0)
+			log_escape(shown, sizeof(shown), name, (size_t)nl);
+		else
+			log_escape(shown, sizeof(shown), de->d_name, strlen(de->d_name));
+		off = 0;
+		if ((fd = open(from, O_RDONLY | O_CLOEXEC)) != -1) {
+			if ((r = read(fd, buf, sizeof(buf) - 1)) > 0) {
+				buf[r] = '\0';
+				(void)sscanf(buf, "%llu", &off);
+			}
+			close(fd);
+		}
+		if ((mkdir(stale, 0750) == -1 && errno != EEXIST) || rename(from, to) == -1) {
+			log_warn("outbox: cursor %s of \"%s\" belongs to no configured output "
+			    "but cannot be set aside (%s): it keeps the journal segments from "
+			    "the one it points into", from, shown, strerror(errno));
+			continue;
+		}
+		moved++;
+		log_warn("outbox: cursor of \"%s\" (offset %llu): its output is no longer "
+		    "configured: moved to %s/; it no longer keeps journal segments (the "
+		    "output configured again resumes from it, if what it points into is "
+		    "still there)", shown, off, stale);
+	}
+	closedir(d);
+	if (moved > 0) {
+		ob_fsync_dir(stale);
+		ob_fsync_dir(dir);
+	}
+	return moved;
+}
+
 /* Save the cursors, close, free. */
 void
 outbox_free(struct outbox *ob)
@@ -1346,6 +1510,17 @@ outbox_free(struct outbox *ob)
 	outbox_save(ob);
 	if (ob->fd != -1)
 		close(ob->fd);
+	pthread_mutex_lock(&ob_open_mu);
+	for (i = 0; i < ob->ncurs; i++) {
+		struct outbox_cursor **pp;
+
+		for (pp = &ob_open_list; *pp != NULL; pp = &(*pp)->open_next)
+			if (*pp == ob->curs[i]) {
+				*pp = ob->curs[i]->open_next;
+				break;
+			}
+	}
+	pthread_mutex_unlock(&ob_open_mu);
 	for (i = 0; i < ob->ncurs; i++) {
 		free(ob->curs[i]->q);
 		free(ob->curs[i]->qdata);

@@ -91,8 +91,10 @@ typedef void	(*outbox_limit_fn)(void *arg, uint64_t *ino, uint64_t *len);
 void		 outbox_set_limit(struct outbox *, outbox_limit_fn, void *arg);
 
 /*
- * Open the cursor called name (its file is read; missing = the start; an
- * unreadable one is logged and means the start, never a loss).  data_size:
+ * Open the cursor called name (its file is read, taken back from the
+ * directory's stale/ first when it was set aside, see
+ * outbox_set_aside_stale(); missing = the start; an unreadable one is
+ * logged and means the start, never a loss).  data_size:
  * bytes the output keeps with each entry of the window (may be 0).  NULL
  * with err filled.  Open every cursor before outbox_start().
  */
@@ -185,6 +187,19 @@ void		 outbox_check(struct outbox *);
 void		 outbox_save(struct outbox *);
 /* Save, close, free (cursors included).  outbox_free(NULL) is a no-op. */
 void		 outbox_free(struct outbox *);
+
+/*
+ * An output removed from the configuration leaves its cursor in the cursor
+ * directory, and the spool keeps every journal segment from the one a
+ * cursor there points into: the disk would fill.  Call once at start, after
+ * every output opened its cursors: each cursor file in dir that no outbox of
+ * this process opened (compared by directory and name) is moved to
+ * dir/stale/ (logged with its name and offset), where it keeps nothing.  An
+ * output configured again later gets it back at outbox_cursor_open() and
+ * resumes from it.  Returns how many were moved, -1 when dir cannot be read
+ * (logged; nothing moved).
+ */
+int		 outbox_set_aside_stale(const char *dir);
 
 /*
  * A reception record's message, read for sending: the record's sha256 and

@@ -182,6 +182,8 @@ void		 spool_msg_detach(struct spool_msg *m);
 #define SPOOL_CAMPAIGNS_NAME	"campaigns"	/* its campaign table (campaign.c) */
 #define SPOOL_DIR_ATTACHMENTS	"attachments"	/* <sha256>: decoded attachments */
 #define SPOOL_CURSOR_SUFFIX	".cursor"	/* <hex of the channel name>.cursor in feed/ */
+#define SPOOL_CURSOR_STALE	"stale"		/* feed/stale/: cursors of outputs no longer
+						   configured (they keep no segment) */
 
 /* <sha256>.eml: a message's name in messages/ */
 int		 spool_name_message(char *buf, size_t len, const char *sha256);

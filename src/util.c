@@ -225,6 +225,38 @@ util_hex(const void *in, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
+/* The value of a hex digit, or -1. */
+static int
+hex_value(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Hex digits to bytes (see util.h). */
+long
+util_unhex(const char *in, size_t len, void *out, size_t outlen)
+{
+	unsigned char *o = out;
+	size_t i;
+	int h, l;
+
+	if (len % 2 != 0 || len / 2 > outlen)
+		return -1;
+	for (i = 0; i < len; i += 2) {
+		if ((h = hex_value((unsigned char)in[i])) < 0 ||
+		    (l = hex_value((unsigned char)in[i + 1])) < 0)
+			return -1;
+		o[i / 2] = (unsigned char)(h << 4 | l);
+	}
+	return (long)(len / 2);
+}
+
 /* The 6-bit value of a base64 character, or -1. */
 static int
 b64_value(unsigned char c)

@@ -20,6 +20,12 @@ void	util_queue_id(char *buf, size_t len);
 
 /* Lower-case hex of len bytes into out (2*len+1 bytes). */
 void	util_hex(const void *in, size_t len, char *out);
+/*
+ * The bytes of the hex digits in[0..len) (either case) into out: their
+ * count, or -1 when len is odd, a character is not a hex digit or out
+ * (outlen bytes) is too small.
+ */
+long	util_unhex(const char *in, size_t len, void *out, size_t outlen);
 
 /* Strict RFC 4648 base64.  decode: returns decoded length or -1 on bad input
  * (whitespace not allowed, padding required); out must hold len/4*3 bytes.

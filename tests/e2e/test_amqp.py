@@ -3,16 +3,23 @@ publisher confirms move the cursor, nothing acknowledged by SMTP is ever lost.
 """
 
 import base64
+import email
+import email.policy
 import hashlib
+import http.client
 import json
 import os
 import re
 import shutil
+import subprocess
 import time
 import unittest
 
+import harness
 from harness import HOST, Collector, CollectorTestCase, free_port, sha256_hex
-from fixtures.hpfeeds import mail
+from fixtures.hpfeeds import CHAN, Broker, feed_cfg, mail
+from fixtures.prometheus import Prometheus, get, parse
+from fixtures.spamtrap import RECEIVED_MANY, RECEIVED_ONE, spamtrap_sender
 from fixtures import rabbitmq
 
 
@@ -63,8 +70,10 @@ class AMQPCase(CollectorTestCase):
         a.update(kw)
         return {"amqp": a}
 
-    def start(self, **kw):
-        self.c = Collector(self.tmpdir, config=self.amqp_cfg(**kw))
+    def start(self, config=None, **kw):
+        cfg = self.amqp_cfg(**kw)
+        cfg.update(config or {})
+        self.c = Collector(self.tmpdir, config=cfg)
         self.c.start()
 
     def wait_for(self, pred, timeout, what):
@@ -251,6 +260,173 @@ class Durability(AMQPCase):
         self.start()
         time.sleep(2)
         self.assertEqual(len(self.consumer.get()), n, "confirmed entries were published again")
+
+
+class RawPayload(AMQPCase):
+    """payload: raw (and received_header), one builder for both outputs: the
+    consumer receives exactly the bytes the hpfeeds broker receives for the
+    same mail, and finds the client as the spamtrap-system backend does."""
+
+    def setUp(self):
+        super().setUp()
+        self.broker = Broker(self.tmpdir).start()
+        self.addCleanup(self.broker.kill)
+
+    def start_both(self, **raw):
+        feed = feed_cfg(self.broker.port, payload="raw", **raw)
+        self.start(config=feed, payload="raw", **raw)
+
+    def send_tls_auth(self, body, rcpts=("rcpt@example.net",), ehlo="helo.example"):
+        cl = self.client("smtp")
+        self.assertEqual(cl.ehlo(ehlo).code, 250)
+        self.assertEqual(cl.starttls().code, 220)
+        self.assertEqual(cl.ehlo(ehlo).code, 250)
+        self.assertEqual(cl.cmd("AUTH PLAIN " + base64.b64encode(b"\0user\0pw").decode()).code,
+                         235)
+        _, qid = self.send_mail(body, rcpts=rcpts, client=cl)
+        cl.cmd("QUIT")
+        cl.close()
+        return qid
+
+    def both(self, n):
+        """The first n payloads at the AMQP consumer and at the hpfeeds broker."""
+        self.wait_for(lambda: len(self.consumer.get()) >= n and
+                      len(self.broker.published(CHAN)) >= n, 20, "%d payloads at both" % n)
+        return ([b for _, b in self.consumer.received],
+                [p for _, _, p in self.broker.published(CHAN)])
+
+    def test_raw_same_bytes_as_hpfeeds_client_in_received(self):
+        self.consumer.declare()
+        self.start_both()
+        one, many = mail(1), mail(2, b"caf\xe9 \xff not utf-8\r\n")
+        qid1 = self.send_tls_auth(one)
+        qid2 = self.send_tls_auth(many, rcpts=("a@example.net", "b@example.net"))
+        amqp, hpf = self.both(2)
+        self.assertEqual(amqp, hpf)
+        m = RECEIVED_ONE.match(amqp[0])
+        self.assertIsNotNone(m, amqp[0][:400])
+        self.assertEqual((m.group(1), m.group(3), m.group(5), m.group(6).decode()),
+                         (b"helo.example", b"127.0.0.1", b"ESMTPSA", qid1))
+        self.assertEqual(amqp[0][m.end():], one)
+        m = RECEIVED_MANY.match(amqp[1])
+        self.assertIsNotNone(m, amqp[1][:400])
+        self.assertEqual(m.group(6).decode(), qid2)
+        self.assertEqual(amqp[1][m.end():], many)
+        for body, (props, raw) in zip((one, many), self.consumer.received):
+            # the spamtrap-system backend's steps: email parser, client from Received
+            msg = email.message_from_bytes(raw, policy=email.policy.default)
+            self.assertEqual(len(msg.get_all("received")), 1)
+            self.assertEqual(spamtrap_sender(raw), "127.0.0.1")
+            self.assertEqual(props.content_type, "message/rfc822")
+            self.assertEqual(props.delivery_mode, 2)
+            # message_id names the stored .eml; the published bytes differ by the header
+            self.assertEqual(props.message_id, sha256_hex(body))
+            self.assertEqual(self.c.message_bytes(props.message_id), body)
+            self.assertNotEqual(sha256_hex(raw), props.message_id)
+
+    def test_raw_without_received_header_is_the_stored_eml(self):
+        self.consumer.declare()
+        self.start_both(received_header=False)
+        body = mail(3, b"\xff\xfe not utf-8\r\n")
+        self.send_tls_auth(body)
+        amqp, hpf = self.both(1)
+        self.assertEqual(amqp, [body])
+        self.assertEqual(hpf, [body])
+        props = self.consumer.received[0][0]
+        self.assertEqual(props.content_type, "message/rfc822")
+        self.assertEqual(props.message_id, sha256_hex(body))
+
+
+class Metrics(AMQPCase):
+    """The AMQP output's counters at /metrics, as the hpfeeds output's:
+    published, confirmed, nacked, returned, connection attempts, connected,
+    backlog; scraped over HTTP and by a real prometheus."""
+
+    def scrape(self):
+        conn = http.client.HTTPConnection(HOST, self.mport, timeout=10 * self.slow)
+        try:
+            conn.request("GET", "/metrics")
+            body = conn.getresponse().read()
+        finally:
+            conn.close()
+        return parse(body.decode("utf-8")), body
+
+    def wait_amqp(self, want, what):
+        got = {}
+        chan = "amqp:%s/%s" % (self.exchange, self.rkey)
+
+        def pred():
+            m, _ = self.scrape()
+            got.clear()
+            for k in want:
+                if k in ("confirmed", "backlog"):
+                    name = {"confirmed": "fosr_feed_confirmed_total",
+                            "backlog": "fosr_feed_backlog_bytes"}[k]
+                    got[k] = get(m, name, output="amqp", channel=chan)
+                else:
+                    got[k] = get(m, "fosr_feed_%s" % k, output="amqp")
+            return all(f(got[k]) if callable(f) else got[k] == f for k, f in want.items())
+        try:
+            self.wait_for(pred, 20, what)
+        except AssertionError as e:
+            raise AssertionError("%s: got %s" % (e, got))
+        return dict(got)
+
+    def test_counters_scraped_and_by_prometheus(self):
+        self.mport = free_port()
+        # no queue bound yet: every publish is returned (mandatory)
+        self.start(config={"metrics": {"port": self.mport}})
+        shas = set(self.send_many([mail(i) for i in range(3)]))
+        self.wait_amqp({"connected": 1, "returned_total": lambda v: v and v >= 1,
+                        "confirmed": None, "backlog": lambda v: v and v > 0},
+                       "returns counted, nothing confirmed")
+        self.consumer.declare()
+        self.wait_for(lambda: shas <= self.consumed_shas(), 30, "published once bound")
+        before = self.wait_amqp({"connected": 1, "confirmed": 3, "backlog": 0,
+                                 "connects_total": 1, "nacked_total": None,
+                                 "published_total": lambda v: v and v >= 3 + 1},
+                                "3 confirmed, backlog 0")
+        # promtool agrees with the format
+        _, body = self.scrape()
+        if harness.have("promtool"):
+            p = subprocess.run(["promtool", "check", "metrics"], input=body,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            self.assertEqual(p.returncode, 0, p.stdout.decode())
+        # broker down: disconnected, a backlog of exactly the new journal line
+        self.rabbit.stop()
+        self.send_mail(mail(10))
+        with open(self.c.journal_path, "rb") as f:
+            last = f.read().splitlines(True)[-1]
+        self.wait_amqp({"connected": 0, "backlog": len(last), "confirmed": 3},
+                       "the broker gone, one line waiting")
+        self.rabbit.start()
+        self.wait_amqp({"connected": 1, "backlog": 0, "confirmed": 4,
+                        "connects_total": lambda v: v and v >= 2,
+                        "published_total": lambda v: v and v >= before["published_total"] + 1},
+                       "reconnected, the mail confirmed")
+        # the nack path: a queue that takes 2 and rejects the rest
+        self.c.stop()
+        self.consumer.get()
+        self.consumer.close()       # a fresh connection: the broker was restarted
+        self.consumer._channel().queue_unbind(self.consumer.queue, self.exchange, self.rkey)
+        self.consumer.queue = "q.%s.short" % self._testMethodName
+        self.consumer.declare({"x-max-length": 2, "x-overflow": "reject-publish"})
+        self.c.start()
+        self.send_many([mail(20 + i) for i in range(6)])
+        self.wait_amqp({"nacked_total": lambda v: v and v >= 1}, "nacks counted")
+        # a real prometheus scrapes the same values
+        if not harness.have("prometheus"):
+            return
+        prom = Prometheus(self.tmpdir, [self.mport]).start()
+        try:
+            res = prom.query('fosr_feed_nacked_total{output="amqp"}',
+                             lambda r: float(r[0]["value"][1]) >= 1, 60 * self.slow)
+            self.assertEqual(res[0]["metric"]["job"], "fosr")
+            res = prom.query('fosr_feed_connected{output="amqp"}',
+                             lambda r: r[0]["value"][1] == "1", 30 * self.slow)
+            self.assertEqual(prom.health(), ["up"])
+        finally:
+            prom.stop()
 
 
 class Config(unittest.TestCase):

@@ -25,6 +25,7 @@ from harness import (HOST, HOSTNAME, Collector, free_port, sha256_hex,
                      with_config)
 from fixtures.hpfeeds import (BROKER, Broker, CHAN, PY, HpfeedsCase, broker_users, feed_cfg,
                               mail, make_ca)
+from fixtures.spamtrap import RECEIVED_MANY, RECEIVED_ONE, spamtrap_sender
 
 MAX_PAYLOAD = 1048576 - 2 - len("writer") - len(CHAN)
 
@@ -198,42 +199,6 @@ class Publish(HpfeedsCase):
         self.wait_for(lambda: os.path.exists(cursor) and int(open(cursor).read().split()[0]) == size, 10,
                       "cursor at the end of the journal")
 
-
-
-# Postfix's Received header (smtpd.c), one recipient / several (no "for").
-RECEIVED_ONE = re.compile(rb"\AReceived: from (\S+) \((\S+) \[([^\]]+)\]\)\r\n"
-                          rb"\tby (\S+) \(Postfix\) with (E?SMTPS?A?) id ([0-9A-Za-z]+)\r\n"
-                          rb"\tfor <([^>\r\n]*)>; ([^\r\n]+)\r\n")
-RECEIVED_MANY = re.compile(rb"\AReceived: from (\S+) \((\S+) \[([^\]]+)\]\)\r\n"
-                           rb"\tby (\S+) \(Postfix\) with (E?SMTPS?A?) id ([0-9A-Za-z]+);\r\n"
-                           rb"\t([^\r\n]+)\r\n")
-IPV4 = re.compile(r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9.])")
-
-
-def spamtrap_sender(payload):
-    """The sending client as jgru/spamtrap-system's backend finds it
-    (mail_processor.MailProcessor.find_sender over eml_parser's header
-    structure): parse the bytes with Python's email parser (what eml_parser
-    uses), then for each Received header (lower-cased, whitespace folded) the
-    addresses of its "from" part (eml_parser.routing: the text between
-    "from " and " by ", greedy), kept when also among the addresses found in
-    the Received lines ("received_ip"); the last one wins.  The backend then
-    drops a non-public address; the test client is on loopback, so that
-    filter is left out here."""
-    msg = email.message_from_bytes(payload, policy=email.policy.default)
-    srvs, ips = [], []
-    for h in msg.get_all("received", []):
-        flat = re.sub(r"\s+", " ", str(h).lower())
-        m = re.search(r"from (.*) by ", flat)
-        if m:
-            srvs.append(IPV4.findall(m.group(1)))
-        ips += IPV4.findall(flat)
-    extern = []
-    for s in srvs:
-        for i in s:
-            if i in ips and i not in extern:
-                extern.append(i)
-    return extern[-1] if extern else None
 
 
 class Subscriber:

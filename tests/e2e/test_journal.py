@@ -8,7 +8,8 @@ import subprocess
 import time
 import unittest
 
-from harness import Collector, is_sanitized, slow_factor, binary_default, free_port
+from harness import (Collector, is_sanitized, slow_factor, binary_default, free_port,
+                     to_yaml)
 from fixtures.abuse import proc_status
 from fixtures.hpfeeds import CHAN, HpfeedsCase, mail
 
@@ -231,6 +232,87 @@ class JournalSegments(HpfeedsCase):
         self.wait_for(lambda: shas | more <= self.broker.shas(), 60,
                       "every mail of every segment published")
 
+
+    def channels(self, chans):
+        """Configure these channels for the next start."""
+        self.c.config["feed"]["channels"] = list(chans)
+        with open(self.c.config_path, "w") as f:
+            f.write(to_yaml(self.c.config))
+
+    def cursor_path(self, ch, stale=False):
+        return os.path.join(self.c.spool_dir, "feed", *(["stale"] if stale else []),
+                            ch.encode().hex() + ".cursor")
+
+    def rotate_until_pruned(self, chans):
+        """One mail at a time, each published on chans and every live cursor
+        saved in the current file, until a rotation happened after the
+        first such mail: then no cursor in feed/ keeps an older segment."""
+        before = self.segments()
+        live = [self.cursor_path(ch) for ch in list(chans) + ["analysis"]]
+        more = set()
+
+        def rotated():
+            segs = self.segments()
+            return not segs or segs[-1] != before[-1]
+        while not rotated() or len(more) < 2:
+            b = mail(1000 + len(more))
+            self.send_many([b])
+            more.add(hashlib.sha256(b).hexdigest())
+            self.wait_for(lambda: all(more <= self.broker.shas(ch) for ch in chans), 30,
+                          "the mail published")
+            ino = os.stat(self.c.journal_path).st_ino
+            self.wait_for(lambda: all(" ino=%d " % ino in open(p).read() for p in live),
+                          10, "the live cursors saved in the current journal file")
+            self.assertLess(len(more), 40, "no rotation after 40 mails")
+        return before
+
+    def test_removed_output_cursor_moved_aside_frees_segments(self):
+        # A channel removed from the configuration: its cursor left in feed/
+        # kept every segment from the one it points into, forever.  At start
+        # it is moved to feed/stale/ (said in the log) and keeps none; the
+        # configured channel's cursor is never touched; re-added, the
+        # channel gets its cursor back and publishes again.
+        self.broker.users = ["writer:secret:%s,%s:%s,%s" % (CHAN, self.COPY, CHAN, self.COPY)]
+        self.broker.port = free_port()
+        self.start(broker=False, feed={"channels": [CHAN, self.COPY]},
+                   config={"spool": {"journal_segment": 4096, "journal_keep": 0}})
+        shas = set(self.send_many([mail(i) for i in range(40)]))
+        self.assertGreaterEqual(len(self.segments()), 3, os.listdir(self.c.spool_dir))
+        seg1 = os.stat(os.path.join(self.c.spool_dir, self.segments()[0])).st_ino
+        self.wait_for(lambda: all(" ino=%d " % seg1 in open(self.cursor_path(ch)).read()
+                                  for ch in (CHAN, self.COPY)), 10,
+                      "both cursors saved in the first segment")
+        self.c.stop()
+
+        self.channels([CHAN])
+        self.c.start()
+        self.broker.start()
+        self.wait_for(lambda: os.path.exists(self.cursor_path(self.COPY, stale=True)), 10,
+                      "the removed channel's cursor moved to feed/stale/")
+        self.assertFalse(os.path.exists(self.cursor_path(self.COPY)))
+        self.assertTrue(os.path.exists(self.cursor_path(CHAN)))
+        self.assertFalse(os.path.exists(self.cursor_path(CHAN, stale=True)))
+        line = [l for l in self.c.stderr_text().splitlines() if "feed/stale" in l]
+        self.assertEqual(len(line), 1, line)
+        self.assertIn('"%s"' % self.COPY, line[0])
+        self.assertIn("no longer configured", line[0])
+        self.wait_for(lambda: shas <= self.broker.shas(), 60, "the backlog published on CHAN")
+        self.rotate_until_pruned([CHAN])
+        self.assertLessEqual(len(self.segments()), 1, self.segments())
+        # the configured channel published each mail once: its cursor was kept
+        got = [p["sha256"] for p in self.broker.payloads(CHAN)]
+        self.assertEqual(len(got), len(set(got)))
+        self.c.stop()
+
+        self.channels([CHAN, self.COPY])
+        self.c.start()
+        self.wait_for(lambda: os.path.exists(self.cursor_path(self.COPY)), 10,
+                      "the cursor back in feed/")
+        self.assertFalse(os.path.exists(self.cursor_path(self.COPY, stale=True)))
+        self.assertIn("restored", self.c.stderr_text())
+        new = set(self.send_many([mail(500 + i) for i in range(3)]))
+        self.wait_for(lambda: new <= self.broker.shas(self.COPY) and new <= self.broker.shas(),
+                      30, "new mail published on both channels again")
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -4,19 +4,15 @@ hostile clients on the metrics port (huge, slow, wrong method)."""
 
 import base64
 import http.client
-import json
 import os
-import re
-import signal
 import socket
 import subprocess
 import time
 import unittest
-import urllib.parse
-import urllib.request
 
 import harness
 from fixtures import hpfeeds as test_hpfeeds
+from fixtures.prometheus import Prometheus, get, parse, series
 from fixtures.abuse import fd_count, raise_nofile, wait_until
 from harness import HOST, CollectorTestCase, free_port, sha256_hex
 
@@ -40,44 +36,6 @@ rules:
     actions:
       relay: false
 """
-
-SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
-LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?')
-
-
-def unescape(v):
-    return re.sub(r'\\(.)', lambda m: {"n": "\n", "\\": "\\", '"': '"'}[m.group(1)], v)
-
-
-def parse(text):
-    """{(name, ((label, value), ...)): float} of an exposition; asserts every
-    sample's family has HELP and TYPE lines before it."""
-    out = {}
-    typed = set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            typed.add(line.split()[2])
-            continue
-        if line.startswith("#") or not line:
-            continue
-        m = SAMPLE_RE.match(line)
-        assert m, "malformed sample line %r" % line
-        name = m.group(1)
-        base = re.sub(r"_(bucket|sum|count)$", "", name)
-        assert name in typed or base in typed, "no TYPE before %r" % line
-        labels = tuple(sorted((k, unescape(v)) for k, v in LABEL_RE.findall(m.group(2) or "")))
-        out[(name, labels)] = float(m.group(3))
-    return out
-
-
-def get(metrics, name, **labels):
-    return metrics.get((name, tuple(sorted(labels.items()))))
-
-
-def series(metrics, name):
-    """{labels: value} of every series of name."""
-    return {k[1]: v for k, v in metrics.items() if k[0] == name}
-
 
 def b64(s):
     return base64.b64encode(s.encode()).decode()
@@ -471,6 +429,10 @@ class FeedMetricsTests(test_hpfeeds.HpfeedsCase):
         self.wait_feed(0, 2, len(last), "the third mail's journal line waiting")
         self.broker.start()
         self.wait_feed(1, 3, 0, "the third mail confirmed after the broker came back")
+        # the counters the AMQP output has too: payloads sent, connection attempts
+        m = self.metrics()
+        self.assertGreaterEqual(get(m, "fosr_feed_published_total", output="hpfeeds"), 3)
+        self.assertGreaterEqual(get(m, "fosr_feed_connects_total", output="hpfeeds"), 2)
 
 
 class PrometheusScrapeTests(MetricsCase):
@@ -486,54 +448,17 @@ class PrometheusScrapeTests(MetricsCase):
             self.assertEqual(cl.cmd("MAIL FROM:<a@example.org>").code, 250)
             self.assertEqual(cl.cmd("RCPT TO:<b@example.net>").code, 250)
             self.assertEqual(cl.data(b"Subject: %d\r\n\r\nbody\r\n" % i).code, 250)
-        pport = free_port()
-        pdir = os.path.join(self.tmpdir, "prometheus")
-        os.makedirs(pdir)
-        conf = os.path.join(pdir, "prometheus.yml")
-        with open(conf, "w") as f:
-            f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                    "scrape_configs:\n  - job_name: fosr\n    static_configs:\n"
-                    "      - targets: ['127.0.0.1:%d']\n" % self.mport)
-        log = open(os.path.join(pdir, "log"), "wb")
-        p = subprocess.Popen(["prometheus", "--config.file=" + conf,
-                              "--storage.tsdb.path=" + os.path.join(pdir, "data"),
-                              "--web.listen-address=127.0.0.1:%d" % pport],
-                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=pdir)
+        prom = Prometheus(self.tmpdir, [self.mport]).start()
         try:
-            q = urllib.parse.urlencode({"query": "fosr_messages_received_total"})
-            url = "http://127.0.0.1:%d/api/v1/query?%s" % (pport, q)
-            end = time.time() + 60 * self.slow
-            res = None
-            while time.time() < end:
-                self.assertIsNone(p.poll(), "prometheus exited")
-                try:
-                    with urllib.request.urlopen(url, timeout=5) as r:
-                        res = json.load(r)
-                except OSError:
-                    res = None
-                if res and res.get("data", {}).get("result"):
-                    break
-                time.sleep(0.2)
-            self.assertIsNotNone(res, "prometheus never answered")
-            result = res["data"]["result"]
-            self.assertEqual(len(result), 1, res)
-            self.assertEqual(result[0]["metric"]["listener"], "smtp")
-            self.assertEqual(result[0]["metric"]["job"], "fosr")
-            self.assertEqual(result[0]["value"][1], "2")
+            res = prom.query("fosr_messages_received_total", lambda r: r, 60 * self.slow)
+            self.assertEqual(len(res), 1, res)
+            self.assertEqual(res[0]["metric"]["listener"], "smtp")
+            self.assertEqual(res[0]["metric"]["job"], "fosr")
+            self.assertEqual(res[0]["value"][1], "2")
             # and the target is healthy (every scrape parsed)
-            with urllib.request.urlopen("http://127.0.0.1:%d/api/v1/targets" % pport,
-                                        timeout=5) as r:
-                t = json.load(r)["data"]["activeTargets"]
-            self.assertEqual([x["health"] for x in t], ["up"], t)
+            self.assertEqual(prom.health(), ["up"])
         finally:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-            log.close()
-
+            prom.stop()
 
 if __name__ == "__main__":
     harness.main()

@@ -1,7 +1,8 @@
 /*
  * Unit tests for the AMQP output without a broker: the amqp: config section
  * (defaults, every key, errors naming file, line and key), the backoff, the
- * cursor's name, and the payload shared with hpfeeds (hpf_payload_mail).
+ * cursor's name, and the payloads shared with hpfeeds (hpf_payload_mail,
+ * hpf_payload_raw).
  * The broker side is tests/e2e/test_amqp.py (a private rabbitmq-server).
  */
 #include <stdarg.h>
@@ -20,6 +21,9 @@
 #include "hpfeeds_wire.h"
 #include "json.h"
 #include "log.h"
+#include "persona.h"
+
+#define SHA_X	"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 static struct cfg *
 load(const char *yaml, char *err, int *rc)
@@ -79,6 +83,7 @@ test_defaults(void **st)
 	assert_false(c->amqp.tls);
 	assert_true(c->amqp.metadata);
 	assert_int_equal(c->amqp.payload, CFG_PAYLOAD_JSON);
+	assert_true(c->amqp.received_header);
 	assert_true(c->amqp.timeout > 0);
 	free(c);
 	c = load("amqp:\n  host: h\n  user: u\n  password: p\n  exchange: spam\n  tls: true\n",
@@ -96,8 +101,8 @@ test_every_key(void **st)
 	struct cfg *c = load("amqp:\n  host: 10.0.0.1\n  port: 5673\n  vhost: honey\n"
 	    "  user: sensor1\n  password: \"s3cret\"\n  exchange: spamtrap\n"
 	    "  exchange_type: direct\n  routing_key: mails.raw\n  tls: yes\n"
-	    "  ca_file: /etc/ssl/ca.pem\n  payload: json\n  metadata: false\n"
-	    "  timeout: 7\n", err, &rc);
+	    "  ca_file: /etc/ssl/ca.pem\n  payload: raw\n  metadata: false\n"
+	    "  timeout: 7\n  received_header: false\n", err, &rc);
 
 	assert_int_equal(rc, 0);
 	assert_int_equal(c->amqp.port, 5673);
@@ -111,6 +116,8 @@ test_every_key(void **st)
 	assert_string_equal(c->amqp.ca_file, "/etc/ssl/ca.pem");
 	assert_false(c->amqp.metadata);
 	assert_int_equal(c->amqp.timeout, 7);
+	assert_int_equal(c->amqp.payload, CFG_PAYLOAD_RAW);
+	assert_false(c->amqp.received_header);
 	free(c);
 }
 
@@ -124,7 +131,9 @@ test_errors(void **st)
 	expect_err("amqp:\n  host: h\n  user: u\n  password: p\n  exchange: x\n"
 	    "  exchange_type: bogus\n", "t.yml:6: amqp.exchange_type");
 	expect_err("amqp:\n  host: h\n  user: u\n  password: p\n  exchange: x\n"
-	    "  payload: raw\n", "t.yml:6: amqp.payload");
+	    "  payload: xml\n", "t.yml:6: amqp.payload");
+	expect_err("amqp:\n  host: h\n  user: u\n  password: p\n  exchange: x\n"
+	    "  received_header: maybe\n", "t.yml:6: amqp.received_header");
 	expect_err("amqp:\n  host: h\n  user: u\n  password: p\n  exchange: x\n"
 	    "  colour: red\n", "t.yml:6: amqp.colour");
 	expect_err("amqp:\n  host: \"\"\n  user: u\n  password: p\n  exchange: x\n",
@@ -198,6 +207,68 @@ test_payload_mail(void **st)
 	jb_free(&jb);
 }
 
+/*
+ * The raw payload both outputs publish (hpf_payload_raw, its one builder):
+ * our Received header then the stored bytes; without a persona the bytes
+ * alone; cut to the limit, said; a record it cannot read: no header, said.
+ */
+static void
+test_payload_raw(void **st)
+{
+	static const char body[] = "Subject: hi\r\n\r\nhello\r\n";
+	static const char rec[] = "{\"time\":\"2025-11-27T04:35:30.123456Z\","
+	    "\"queue_id\":\"4AbCdEfGhIj\",\"sha256\":\"" SHA_X "\",\"size\":23,"
+	    "\"src_ip\":\"192.0.2.7\",\"src_port\":4000,\"helo\":\"client.example\","
+	    "\"protocol\":\"ESMTP\",\"mail_from\":\"a@example.org\","
+	    "\"rcpt_to\":[\"b@example.net\"]}";
+	const struct persona *p = persona_default();
+	static const char want_hdr[] =
+	    "Received: from client.example (unknown [192.0.2.7])\r\n"
+	    "\tby mx.example.test (Postfix) with ESMTP id 4AbCdEfGhIj\r\n"
+	    "\tfor <b@example.net>; Thu, 27 Nov 2025 04:35:30 +0000 (UTC)\r\n";
+	size_t hl = strlen(want_hdr), bl = strlen(body);
+	char note[256];
+	struct jbuf jb;
+	bool cut;
+
+	jb_init(&jb);
+	assert_int_equal(hpf_payload_raw(&jb, rec, strlen(rec), p, "mx.example.test", body,
+	    bl, bl, 1 << 20, &cut, note, sizeof(note)), 0);
+	assert_false(cut);
+	assert_string_equal(note, "");
+	assert_int_equal(jb.len, hl + bl);
+	assert_memory_equal(jb.buf, want_hdr, hl);
+	assert_memory_equal(jb.buf + hl, body, bl);
+	/* received_header off: the stored bytes, untouched */
+	assert_int_equal(hpf_payload_raw(&jb, rec, strlen(rec), NULL, NULL, body, bl, bl,
+	    1 << 20, &cut, note, sizeof(note)), 0);
+	assert_int_equal(jb.len, bl);
+	assert_memory_equal(jb.buf, body, bl);
+	/* over the limit: cut, the header kept whole */
+	assert_int_equal(hpf_payload_raw(&jb, rec, strlen(rec), p, "mx.example.test", body,
+	    bl, bl, hl + 5, &cut, note, sizeof(note)), 0);
+	assert_true(cut);
+	assert_int_equal(jb.len, hl + 5);
+	assert_memory_equal(jb.buf + hl, body, 5);
+	/* only part of the mail was read: cut even within the limit */
+	assert_int_equal(hpf_payload_raw(&jb, rec, strlen(rec), NULL, NULL, body, 5, bl,
+	    1 << 20, &cut, note, sizeof(note)), 0);
+	assert_true(cut);
+	/* a limit below the header: the bytes without it, said */
+	assert_int_equal(hpf_payload_raw(&jb, rec, strlen(rec), p, "mx.example.test", body,
+	    bl, bl, 10, &cut, note, sizeof(note)), 0);
+	assert_true(cut);
+	assert_int_equal(jb.len, 10);
+	assert_memory_equal(jb.buf, body, 10);
+	assert_non_null(strstr(note, "Received header too long"));
+	/* not a record: no header, said; the mail still goes */
+	assert_int_equal(hpf_payload_raw(&jb, "[1]", 3, p, "mx.example.test", body, bl, bl,
+	    1 << 20, &cut, note, sizeof(note)), 0);
+	assert_int_equal(jb.len, bl);
+	assert_non_null(strstr(note, "published without a Received header"));
+	jb_free(&jb);
+}
+
 int
 main(void)
 {
@@ -209,6 +280,7 @@ main(void)
 		cmocka_unit_test(test_backoff),
 		cmocka_unit_test(test_cursor_name),
 		cmocka_unit_test(test_payload_mail),
+		cmocka_unit_test(test_payload_raw),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,11 +3,13 @@
  * Cursor saved and reloaded across a "restart" (outbox_free, outbox_new),
  * the journal's segments read in order before the live file, a rotated log
  * followed, a torn last line waited for, confirmations out of order, and the
- * message reading's skip rule (ENOENT only).
+ * message reading's skip rule (ENOENT only), the cursors of outputs no
+ * longer configured set aside.
  */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -501,6 +503,86 @@ test_message(void **state)
 	outbox_free(ob);
 }
 
+/* Whether <feed>/<sub>/<hex of name>.cursor exists (sub "" = feed/ itself). */
+static bool
+cursor_there(const struct fix *f, const char *sub, const char *name)
+{
+	char hex[256], path[PATH_MAX + 300];
+	struct stat st;
+
+	util_hex(name, strlen(name), hex);
+	snprintf(path, sizeof(path), "%s/%s%s%s.cursor", f->feed, sub, *sub ? "/" : "", hex);
+	return stat(path, &st) == 0;
+}
+
+/*
+ * A cursor no outbox of this process opened (its output removed from the
+ * configuration) is set aside to feed/stale/; open ones, of any outbox,
+ * stay; a closed outbox's cursor is no longer protected; opened again, a
+ * set-aside cursor comes back with its offset.
+ */
+static void
+test_set_aside_stale(void **state)
+{
+	struct fix *f = *state;
+	struct outbox_cursor *a, *b, *e;
+	struct outbox *ob, *ob2;
+	struct outbox_line l;
+	char err[256], odd[PATH_MAX + 32];
+	uint64_t at;
+
+	append(f->journal, "{\"n\":1}\n{\"n\":2}\n");
+	/* two outputs' cursors, b confirmed past the first line */
+	ob = ob_make(f, f->journal, OUTBOX_JOURNAL);
+	assert_non_null(a = outbox_cursor_open(ob, "chan.a", 0, err, sizeof(err)));
+	assert_non_null(b = outbox_cursor_open(ob, "chan.b", 0, err, sizeof(err)));
+	outbox_start(ob);
+	read_line(b, "{\"n\":1}", &l);
+	assert_non_null(outbox_take(b, &l));
+	assert_int_equal(outbox_confirm(b, l.end_off), 1);
+	at = l.end_off;
+	outbox_free(ob);
+	/* a file that is no cursor's hex name is set aside too, named as it is */
+	snprintf(odd, sizeof(odd), "%s/zz.cursor", f->feed);
+	append(odd, "0\n");
+
+	/* now only chan.a (and another outbox's "events") are configured */
+	ob = ob_make(f, f->journal, OUTBOX_JOURNAL);
+	assert_non_null(a = outbox_cursor_open(ob, "chan.a", 0, err, sizeof(err)));
+	outbox_start(ob);
+	ob2 = ob_make(f, f->journal, OUTBOX_LOG);
+	assert_non_null(e = outbox_cursor_open(ob2, "events", 0, err, sizeof(err)));
+	outbox_start(ob2);
+	assert_int_equal(outbox_set_aside_stale(f->feed), 2);
+	assert_true(cursor_there(f, "", "chan.a"));
+	assert_true(cursor_there(f, "", "events"));
+	assert_false(cursor_there(f, "", "chan.b"));
+	assert_true(cursor_there(f, "stale", "chan.b"));
+	snprintf(odd, sizeof(odd), "%s/stale/zz.cursor", f->feed);
+	assert_int_equal(access(odd, F_OK), 0);
+	/* again: nothing left to move */
+	assert_int_equal(outbox_set_aside_stale(f->feed), 0);
+	/* a closed outbox protects nothing any more */
+	outbox_free(ob2);
+	assert_int_equal(outbox_set_aside_stale(f->feed), 1);
+	assert_true(cursor_there(f, "stale", "events"));
+	assert_true(cursor_there(f, "", "chan.a"));
+
+	/* chan.b configured again: its cursor back, where it stopped */
+	ob2 = ob_make(f, f->journal, OUTBOX_JOURNAL);
+	assert_non_null(b = outbox_cursor_open(ob2, "chan.b", 0, err, sizeof(err)));
+	assert_true(cursor_there(f, "", "chan.b"));
+	assert_false(cursor_there(f, "stale", "chan.b"));
+	outbox_start(ob2);
+	assert_int_equal(outbox_cursor_offset(b), at);
+	read_line(b, "{\"n\":2}", NULL);
+	outbox_free(ob2);
+	outbox_free(ob);
+	/* no cursor directory: nothing to do */
+	assert_int_equal(outbox_set_aside_stale("/nonexistent/feed"), 0);
+	assert_int_equal(f->holds, 0);
+}
+
 int
 main(void)
 {
@@ -513,6 +595,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotated_open_fails_at_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cut_copy_open_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_set_aside_stale, setup, teardown),
 	};
 
 	log_init(LOG_LVL_ERR);

@@ -219,6 +219,21 @@ test_hex(void **state)
 	assert_string_equal(out, "");
 }
 
+/* Hex back to bytes: either case; odd length, a non-digit or no room refused. */
+static void
+test_unhex(void **state)
+{
+	unsigned char out[4];
+
+	assert_int_equal(util_unhex("000fA5ff", 8, out, sizeof(out)), 4);
+	assert_memory_equal(out, "\x00\x0f\xa5\xff", 4);
+	assert_int_equal(util_unhex("", 0, out, sizeof(out)), 0);
+	assert_int_equal(util_unhex("abc", 3, out, sizeof(out)), -1);
+	assert_int_equal(util_unhex("zz", 2, out, sizeof(out)), -1);
+	assert_int_equal(util_unhex("0g", 2, out, sizeof(out)), -1);
+	assert_int_equal(util_unhex("0011223344", 10, out, sizeof(out)), -1);
+}
+
 /* RFC 4648 section 10 test vectors, both directions. */
 static void
 test_b64_vectors(void **state)
@@ -368,6 +383,7 @@ main(void)
 		cmocka_unit_test(test_random_fork),
 		cmocka_unit_test(test_queue_id),
 		cmocka_unit_test(test_hex),
+		cmocka_unit_test(test_unhex),
 		cmocka_unit_test(test_b64_vectors),
 		cmocka_unit_test(test_b64_roundtrip),
 		cmocka_unit_test(test_b64_bad),
