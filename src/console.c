@@ -659,6 +659,9 @@ con_verify(struct console *c, struct con_item *it, bool *ok)
 	printf("  per_hour       %d -> %d of %d\n", u.hour, u.hour + 1, rc->caps.per_hour);
 	printf("  per_client_ip  %d -> %d of %d (%s)\n", u.client_ip, u.client_ip + 1,
 	    rc->caps.per_client_ip, r->src_ip);
+	printf("  per_client_network %d -> %d of %d (%s)\n", u.client_network,
+	    u.client_network + 1, cfg_relay_caps_per_network(&rc->caps),
+	    u.network[0] ? u.network : "no network");
 	printf("  per_recipient  %d -> %d of %d\n", u.recipient, u.recipient + 1,
 	    rc->caps.per_recipient);
 	printf("  per_domain     %d -> %d of %d\n", u.domain, u.domain + 1, rc->caps.per_domain);

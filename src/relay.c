@@ -806,6 +806,8 @@ relay_decision_event(struct relay_job *j, const char *verdict, const char *reaso
 		jb_kint(&jb, "per_hour", cl->per_hour);
 		jb_kint(&jb, "client_ip", u->client_ip);
 		jb_kint(&jb, "per_client_ip", cl->per_client_ip);
+		jb_kint(&jb, "client_network", u->client_network);
+		jb_kint(&jb, "per_client_network", cfg_relay_caps_per_network(cl));
 		jb_kint(&jb, "recipient", u->recipient);
 		jb_kint(&jb, "per_recipient", cl->per_recipient);
 		jb_kint(&jb, "domain", u->domain);

@@ -841,6 +841,7 @@ test_relay_section(void **state)
 	cfg_defaults(c);
 	assert_int_equal(c->relay.mode, RELAY_MODE_DRY_RUN);
 	assert_int_equal(c->relay.caps.per_day, 20);
+	assert_int_equal(cfg_relay_caps_per_network(&c->relay.caps), 5);
 	assert_int_equal(c->relay.caps.max_recipients, 1);
 	assert_int_equal(c->relay.mx_port, 25);
 	assert_int_equal(c->relay.timeouts.attempt, 600);
@@ -854,7 +855,8 @@ test_relay_section(void **state)
 	    "  rules: /etc/fosr/rules.yml\n"
 	    "  own_addresses: [\"198.51.100.1\", \"2001:DB8::1\"]\n"
 	    "  caps: {per_day: 3, per_hour: 2, per_recipient: 1, per_domain: 4,\n"
-	    "         per_client_ip: 5, max_recipients: 2, max_size: 64K}\n"
+	    "         per_client_ip: 5, per_client_network: 6, max_recipients: 2,\n"
+	    "         max_size: 64K}\n"
 	    "  never_relay: [\"Abuse@\", \"blocked.example\"]\n"
 	    "  smarthost: \"smtp.example.org:587\"\n"
 	    "  ipv4_only_domains: gmail.com\n"
@@ -875,6 +877,7 @@ test_relay_section(void **state)
 	assert_int_equal(c->relay.caps.per_recipient, 1);
 	assert_int_equal(c->relay.caps.per_domain, 4);
 	assert_int_equal(c->relay.caps.per_client_ip, 5);
+	assert_int_equal(cfg_relay_caps_per_network(&c->relay.caps), 6);
 	assert_int_equal(c->relay.caps.max_recipients, 2);
 	assert_int_equal(c->relay.caps.max_size, 65536);
 	assert_int_equal(c->relay.nnever, 2);
