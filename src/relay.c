@@ -1081,7 +1081,11 @@ relay_pre_done(struct relay_job *j)
 	if (j->eval_rc == -1) {
 		char eerr[1024];
 
-		log_warn("%s rules: no decision before the commit: \"%s\"", j->rec->session,
+		/* Once per series: every mail meets the same failure (no rules, a read error). */
+		static struct log_series nodec;
+
+		log_series(&nodec, LOG_LVL_WARN, "%s rules: no decision before the commit: "
+		    "\"%s\"", j->rec->session,
 		    log_escape(eerr, sizeof(eerr), j->err, strlen(j->err)));
 		status = -1;
 	} else {

@@ -252,6 +252,22 @@ class RepeatedConditions(CollectorTestCase):
         self.assertIsNotNone(m, self.c.stderr_tail())
         self.assertGreaterEqual(int(m.group(1)), 4)
 
+    @harness.with_config({"spool": {"max_bytes": 4096}})
+    def test_spool_full_warnings_once_per_series(self):
+        # A full spool refuses every recipient past the in-memory ones: one
+        # warning each, at the client's pace, before.
+        body = b"Subject: fill\r\n\r\n" + b"x" * 4000 + b"\r\n"
+        cl, _ = self.send_mail(body)
+        r = cl.cmd("MAIL FROM:<a@example.org>")
+        self.assertEqual(r.code, 250, r)
+        codes = [cl.cmd("RCPT TO:<%s%04d@example.net>" % ("r" * 90, i)).code
+                 for i in range(300)]
+        self.assertIn(451, codes, codes)    # 451 4.3.0: the spool is full
+        cl.cmd("QUIT")
+        n = self.count("spool full, recipient refused")
+        self.assertGreaterEqual(n, 1, self.c.stderr_tail())
+        self.assertLessEqual(n, 1, "%d lines:\n%s" % (n, self.c.stderr_tail()))
+
     @harness.with_config(nofile=64)
     def test_descriptor_refusals_logged_once_per_series(self):
         # The session cap for descriptors reached and left again and again
