@@ -69,7 +69,8 @@ void		 relay_caps_free(struct relay_caps *);
  * Whether req may be relayed at now: 0 yes; -1 no, with why naming the cap
  * ("per_day: 20 of 20 used", "per_client_network: 5 of 5 used
  * (192.0.2.0/24)": one client network's share of the day, its /24 or /64,
- * counted from the journal's src_ip, so a restart keeps it).  Size and recipient count are checked too.
+ * counted from the journal's src_ip, so a restart keeps it).  Size and
+ * recipient count are checked too.
  */
 int		 relay_caps_check(const struct relay_caps *, const struct relay_caps_req *,
 		    time_t now, char *why, size_t whylen);
