@@ -33,7 +33,7 @@ fields={
  "evidence": {"type":"array","items":{"type":"object","properties":{"matcher":S,"where":S,"what":S},"additionalProperties":False}},
  "test_mode": B, "verdict": S,
  "caps": {"type":"object","additionalProperties":False,"properties":{k:I for k in
-   ["day","per_day","hour","per_hour","client_ip","per_client_ip","recipient","per_recipient","domain","per_domain"]}|{"seen_sha256":B}},
+   ["day","per_day","hour","per_hour","client_ip","per_client_ip","client_network","per_client_network","recipient","per_recipient","domain","per_domain"]}|{"seen_sha256":B}},
  "rcpt": S, "target_rcpt": S, "relay_queue_id": S, "mx": S, "preference": I, "ip": S, "port": I,
  "status": {"type":"string","description":"a keyword; the explanation is in status_text",
             "enum":["delivered","tempfail","permfail","failed","refused","error","dry-run","unknown"]},

@@ -70,6 +70,9 @@ struct aw {
 	_Atomic uint64_t	 backlog;	/* for the scrape callback */
 };
 
+/* The analysis disk failing (parsed.json, attachments, the campaign table): every mail meets it. */
+static struct log_series	 aw_disk_series;
+
 static void	*aw_main(void *);
 static int	 aw_one(struct aw *);
 static void	 aw_commit(struct aw *);
@@ -336,12 +339,15 @@ aw_commit(struct aw *w)
 		atomic_store(&w->backlog, outbox_backlog(w->cur));
 		return;
 	}
+	/* A failing disk fails every batch alike, at the mail rate: once per series. */
 	if (w->batch > 0 && fdatasync(w->parsed_fd) == -1)
-		log_warn("analysis: %s: fdatasync: %s", SPOOL_PARSED_NAME, strerror(errno));
+		log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: %s: fdatasync: %s",
+		    SPOOL_PARSED_NAME, strerror(errno));
 	if (w->blobs && fsync(w->attdir_fd) == -1)
-		log_warn("analysis: %s: fsync: %s", w->attdir, strerror(errno));
+		log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: %s: fsync: %s", w->attdir,
+		    strerror(errno));
 	if (campaigns_save(w->cp, err, sizeof(err)) == -1)
-		log_warn("analysis: campaigns: %s", err);
+		log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: campaigns: %s", err);
 	if ((e = outbox_entry(w->cur, n - 1)) != NULL)
 		(void)outbox_confirm_upto(w->cur, e->end_off);
 	outbox_save(w->ob);
@@ -398,15 +404,15 @@ aw_one(struct aw *w)
 		w->blobs = true;
 	}
 	if (!stored)
-		log_warn("analysis: mail %s: attachments not all stored: %s",
-		    w->msg.sha, strerror(errno));
+		log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: mail %s: attachments not "
+		    "all stored: %s", w->msg.sha, strerror(errno));
 	evlog_message(&w->jb, "Mail %s analysed: %u attachments, %u URLs, campaign %llu",
 	    w->msg.sha, res.nattachments, res.nurls, (unsigned long long)res.campaign);
 	/* Closes the object and ends the line: the same bytes go to both. */
 	evlog_emit(&w->jb);
 	analysis_result_free(&res);
 	if (w->jb.oom || util_write_all(w->parsed_fd, w->jb.buf, w->jb.len) == -1)
-		log_warn("analysis: %s: %s", SPOOL_PARSED_NAME,
+		log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: %s: %s", SPOOL_PARSED_NAME,
 		    w->jb.oom ? "out of memory" : strerror(errno));
 	jb_reset(&w->jb);
 	/* Confirmed by aw_commit(), after the table is saved. */

@@ -20,6 +20,7 @@
 #include <openssl/evp.h>
 
 #include "authdb.h"
+#include "util.h"
 
 #define AUTHDB_FILE_MAX	(4 * 1024 * 1024)
 
@@ -416,28 +417,7 @@ authmem_set_ttl(struct authmem *m, time_t ttl)
 void
 authmem_scope(const struct sockaddr *sa, char *out, size_t outlen)
 {
-	unsigned char a[16];
-	char txt[INET6_ADDRSTRLEN];
-
-	if (outlen)
-		out[0] = '\0';
-	if (sa->sa_family == AF_INET) {
-		memcpy(a, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-		a[3] = 0;
-		if (inet_ntop(AF_INET, a, txt, sizeof(txt)) != NULL)
-			snprintf(out, outlen, "%s/24", txt);
-	} else if (sa->sa_family == AF_INET6) {
-		memcpy(a, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-		if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a)) {
-			a[15] = 0;
-			if (inet_ntop(AF_INET, a + 12, txt, sizeof(txt)) != NULL)
-				snprintf(out, outlen, "%s/24", txt);
-			return;
-		}
-		memset(a + 8, 0, 8);
-		if (inet_ntop(AF_INET6, a, txt, sizeof(txt)) != NULL)
-			snprintf(out, outlen, "%s/64", txt);
-	}
+	util_net_scope(sa, out, outlen);
 }
 
 static void

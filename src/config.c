@@ -184,11 +184,12 @@ static const char *const relay_keys[RK_COUNT] = {
 
 enum relay_caps_key {
 	RC_PER_DAY, RC_PER_HOUR, RC_PER_RECIPIENT, RC_PER_DOMAIN,
-	RC_PER_CLIENT_IP, RC_MAX_RECIPIENTS, RC_MAX_SIZE, RC_COUNT
+	RC_PER_CLIENT_IP, RC_PER_CLIENT_NETWORK, RC_MAX_RECIPIENTS, RC_MAX_SIZE,
+	RC_COUNT
 };
 static const char *const relay_caps_keys[RC_COUNT] = {
 	"per_day", "per_hour", "per_recipient", "per_domain", "per_client_ip",
-	"max_recipients", "max_size",
+	"per_client_network", "max_recipients", "max_size",
 };
 
 enum relay_timeouts_key {
@@ -866,6 +867,8 @@ relay_caps_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 		return yu_int(x, v, path, 0, 100000, &c->per_domain);
 	case RC_PER_CLIENT_IP:
 		return yu_int(x, v, path, 0, 100000, &c->per_client_ip);
+	case RC_PER_CLIENT_NETWORK:
+		return yu_int(x, v, path, 0, 100000, &c->per_client_network);
 	case RC_MAX_RECIPIENTS:
 		return yu_int(x, v, path, 1, 100, &c->max_recipients);
 	case RC_MAX_SIZE:
@@ -1211,6 +1214,7 @@ cfg_defaults(struct cfg *c)
 	c->relay.caps.per_recipient = 5;
 	c->relay.caps.per_domain = 10;
 	c->relay.caps.per_client_ip = 10;
+	c->relay.caps.per_client_network = -1;	/* a quarter of per_day */
 	c->relay.caps.max_recipients = 1;
 	c->relay.caps.max_size = 1024 * 1024;
 	for (i = 0; i < sizeof(never_relay_defaults) / sizeof(never_relay_defaults[0]); i++)

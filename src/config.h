@@ -125,9 +125,27 @@ struct cfg_relay_caps {
 	int		 per_recipient;	/* per recipient address, per day */
 	int		 per_domain;	/* per recipient domain, per day */
 	int		 per_client_ip;	/* per client address, per day */
+	/*
+	 * Per client network (its /24, or /64 for IPv6), per day: no one
+	 * network takes the whole day (-1: cfg_relay_caps_per_network()).
+	 */
+	int		 per_client_network;
 	int		 max_recipients;	/* recipients of one relayed mail (default 1) */
 	uint64_t	 max_size;	/* bytes of one relayed mail */
 };
+
+/*
+ * The per_client_network cap in force: as configured, or by default a
+ * quarter of per_day (at least 1), so the day is shared by 4 networks at
+ * least whatever per_day an operator sets.
+ */
+static inline int
+cfg_relay_caps_per_network(const struct cfg_relay_caps *c)
+{
+	if (c->per_client_network >= 0)
+		return c->per_client_network;
+	return c->per_day / 4 > 1 ? c->per_day / 4 : 1;
+}
 
 /* Outbound SMTP timeouts in seconds (RFC 5321 4.5.3.2, shortened). */
 struct cfg_relay_timeouts {

@@ -666,6 +666,9 @@ con_verify(struct console *c, struct con_item *it, bool *ok)
 	printf("  per_hour       %d -> %d of %d\n", u.hour, u.hour + 1, rc->caps.per_hour);
 	printf("  per_client_ip  %d -> %d of %d (%s)\n", u.client_ip, u.client_ip + 1,
 	    rc->caps.per_client_ip, con_esc(r->src_ip, esc, sizeof(esc)));
+	printf("  per_client_network %d -> %d of %d (%s)\n", u.client_network,
+	    u.client_network + 1, cfg_relay_caps_per_network(&rc->caps),
+	    u.network[0] ? con_esc(u.network, esc, sizeof(esc)) : "no network");
 	printf("  per_recipient  %d -> %d of %d\n", u.recipient, u.recipient + 1,
 	    rc->caps.per_recipient);
 	printf("  per_domain     %d -> %d of %d\n", u.domain, u.domain + 1, rc->caps.per_domain);

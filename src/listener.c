@@ -58,6 +58,10 @@ struct listeners {
 	long			 fd_reserve;
 	long			 fd_base;	/* open when accepting started */
 	bool			 fd_short;	/* refusing for descriptors (logged) */
+	/* Conditions a flood repeats at will: logged once per series (log.h). */
+	struct log_series	 accept_err;	/* accept(2) out of descriptors */
+	struct log_series	 fd_refuse;	/* refused for the descriptor reserve */
+	struct log_series	 perip;		/* refused for sessions_per_ip */
 };
 
 static void	 accept_cb(struct evconnlistener *, evutil_socket_t, struct sockaddr *, int, void *);
@@ -345,6 +349,7 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 		close(fd);
 		return;
 	}
+	log_series_end(&ls->accept_err, LOG_LVL_INFO, "smtp accepting again");
 	metrics_inc(M_CONNECTS, l->cl->name, NULL);
 	if (lim->sessions > 0 && smtp_server_sessions(srv) - smtp_server_refusing(srv) >=
 	    (unsigned)lim->sessions) {
@@ -361,23 +366,27 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 	 */
 	if (ls->fd_limit > 0 && ((long)fd >= ls->fd_limit - ls->fd_reserve ||
 	    (long)smtp_server_sessions(srv) + ls->fd_base >= ls->fd_limit - ls->fd_reserve)) {
-		if (!ls->fd_short)
-			log_warn("smtp refusing sessions: %u open, %ld descriptors allowed, "
-			    "%ld kept for the spool and the outputs (raise LimitNOFILE)",
-			    smtp_server_sessions(srv), ls->fd_limit, ls->fd_reserve);
+		/* Every refusal counts; a flapping cap stays a few lines a minute. */
+		log_series(&ls->fd_refuse, LOG_LVL_WARN, "smtp refusing sessions: %u open, "
+		    "%ld descriptors allowed, %ld kept for the spool and the outputs "
+		    "(raise LimitNOFILE)", smtp_server_sessions(srv), ls->fd_limit,
+		    ls->fd_reserve);
 		ls->fd_short = true;
 		refuse(ls, l, fd, PR_TOO_MANY_SESSIONS, ip, "descriptors");
 		return;
 	}
 	if (ls->fd_short && (long)smtp_server_sessions(srv) + ls->fd_base <
 	    ls->fd_limit - 2 * ls->fd_reserve) {
-		log_info("smtp accepting sessions again: %u open", smtp_server_sessions(srv));
+		log_series_end(&ls->fd_refuse, LOG_LVL_INFO, "smtp accepting sessions again: "
+		    "%u open", smtp_server_sessions(srv));
 		ls->fd_short = false;
 	}
 	addr_key(sa, key);
 	pp = iptab_slot(ls, key);
 	if (*pp && lim->sessions_per_ip > 0 && (*pp)->count >= (unsigned)lim->sessions_per_ip) {
-		log_info("smtp refused address=%s: %u sessions from it", ip, (*pp)->count);
+		/* Each refused session has its own lines and event; this one is the condition's. */
+		log_series(&ls->perip, LOG_LVL_INFO, "smtp refused address=%s: %u sessions "
+		    "from it", ip, (*pp)->count);
 		/*
 		 * Postfix's anvil check comes after the client lookup and the
 		 * wrapper-mode handshake: a session that only says the 421
@@ -439,8 +448,9 @@ accept_error_cb(struct evconnlistener *evl, void *arg)
 	int e = EVUTIL_SOCKET_ERROR();
 
 	if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
-		log_warn("smtp accept on %s: %s: pausing listeners for %d ms",
-		    l->cl->name, strerror(e), ACCEPT_PAUSE_MS);
+		/* Again every pause while a flood lasts: once per series, with a count. */
+		log_series(&l->ls->accept_err, LOG_LVL_WARN, "smtp accept on %s: %s: pausing "
+		    "listeners for %d ms", l->cl->name, strerror(e), ACCEPT_PAUSE_MS);
 		for (int i = 0; i < l->ls->n; i++)
 			evconnlistener_disable(l->ls->socks[i].evl);
 		evtimer_add(l->ls->pause_ev, &tv);

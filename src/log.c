@@ -233,6 +233,95 @@ log_debug(const char *fmt, ...)
 	va_end(ap);
 }
 
+static pthread_mutex_t	series_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void	log_at(enum log_level, const char *, ...)
+		    __attribute__((format(printf, 2, 3)));
+
+/* log_vlog() with arguments. */
+static void
+log_at(enum log_level lvl, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vlog(lvl, fmt, ap);
+	va_end(ap);
+}
+
+static int64_t
+series_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec;
+}
+
+/* One occurrence of a repeated condition (see log.h). */
+void
+log_series(struct log_series *s, enum log_level lvl, const char *fmt, ...)
+{
+	char buf[LOG_LINE_MAX / 2];
+	unsigned long long held;
+	int64_t now = series_now(), since;
+	int saved = errno;	/* callers log on their error paths */
+	va_list ap;
+
+	pthread_mutex_lock(&series_mu);
+	s->total++;
+	if (s->logged && now - s->last < LOG_SERIES_S) {
+		s->held++;
+		pthread_mutex_unlock(&series_mu);
+		errno = saved;
+		return;
+	}
+	held = s->held;
+	since = s->logged ? now - s->last : 0;
+	s->held = 0;
+	s->last = now;
+	s->logged = true;
+	pthread_mutex_unlock(&series_mu);
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (held > 0)
+		log_at(lvl, "%s (%llu more not logged in the last %lld s)", buf, held,
+		    (long long)since);
+	else
+		log_at(lvl, "%s", buf);
+	errno = saved;
+}
+
+/* The condition is over: its closing line, with the count (see log.h). */
+void
+log_series_end(struct log_series *s, enum log_level lvl, const char *fmt, ...)
+{
+	char buf[LOG_LINE_MAX / 2];
+	unsigned long long total;
+	int64_t now;
+	int saved = errno;
+	va_list ap;
+
+	now = series_now();
+	pthread_mutex_lock(&series_mu);
+	if (s->total == 0 || (s->ended && now - s->last_end < LOG_SERIES_S)) {
+		pthread_mutex_unlock(&series_mu);
+		errno = saved;
+		return;
+	}
+	total = s->total;
+	s->total = 0;
+	s->last_end = now;
+	s->ended = true;
+	pthread_mutex_unlock(&series_mu);
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	log_at(lvl, "%s (after %llu occurrences)", buf, total);
+	errno = saved;
+}
+
 /* libevent's log line (any thread): see log.h. */
 void
 log_libevent(int severity, const char *msg)

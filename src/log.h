@@ -40,6 +40,31 @@ void	log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #define LOG_LIBEVENT_BURST	5
 #define LOG_LIBEVENT_WINDOW_S	1
 void	log_libevent(int severity, const char *msg);
+/*
+ * A condition that can repeat without bound at an attacker's pace (accept(2)
+ * failing for want of descriptors, the session cap reached and left again,
+ * a full spool refusing every recipient): one struct log_series per call
+ * site, zeroed (static, or in the owner's struct).  log_series() writes the
+ * first occurrence at once, then at most one line per LOG_SERIES_S seconds,
+ * which says how many were not written in between.  log_series_end() (the
+ * condition is over) writes one closing line with the count, at most once
+ * per LOG_SERIES_S too (a condition that flaps stays a few lines a minute);
+ * a closing line held back is written by a later call, with the sum.  Any
+ * thread.
+ */
+#define LOG_SERIES_S	60
+struct log_series {
+	int64_t			 last;		/* monotonic s of the last line, logged */
+	int64_t			 last_end;	/* of the last closing line, ended */
+	unsigned long long	 held;		/* occurrences not written since last */
+	unsigned long long	 total;		/* occurrences not yet closed */
+	bool			 logged, ended;
+};
+void	log_series(struct log_series *, enum log_level, const char *fmt, ...)
+	    __attribute__((format(printf, 3, 4)));
+void	log_series_end(struct log_series *, enum log_level, const char *fmt, ...)
+	    __attribute__((format(printf, 3, 4)));
+
 /* Startup failures and broken invariants only: logs and exits 1. */
 void	fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 

@@ -29,6 +29,7 @@
 #include "console.h"
 #include "dns.h"
 #include "relay.h"
+#include "rules.h"
 #include "sandbox.h"
 #include "amqp.h"
 #include "hpfeeds.h"
@@ -292,6 +293,21 @@ load_config(struct fosr *f, const struct args *a, int argc, char **argv,
 		return 1;
 	}
 	if (a->check) {
+		/* The rules file is the operator's too: its errors now, not at the start. */
+		if (f->cfg.relay.mode != RELAY_MODE_OFF) {
+			char rpath[PATH_MAX];
+			struct rules *ru;
+			bool absent;
+
+			ru = relay_rules_load(&f->cfg, rpath, sizeof(rpath), err, sizeof(err),
+			    &absent);
+			if (ru == NULL) {
+				fprintf(stderr, "fosr-collector: %s\n", err);
+				if (!absent)
+					return 1;
+			}
+			rules_free(ru);
+		}
 		printf("%s: configuration ok\n", config ? config : "(embedded defaults)");
 		return 0;
 	}

@@ -183,8 +183,9 @@ static struct event		*g_resume_ev;	/* after an accept pause */
 static struct mconn		 g_conn[METRICS_CONN_MAX];
 static int			 g_nconn;
 static long			 g_fd_limit;	/* RLIMIT_NOFILE - the SMTP reserve */
-static bool			 g_accept_short;	/* logged a pause, not yet accepted */
-static uint64_t			 g_refused;	/* since the last log line */
+/* A flood can make these flap at will: logged once per series (log.h). */
+static struct log_series	 g_accept_series;	/* accept(2) out of descriptors */
+static struct log_series	 g_refuse_series;	/* past the cap or the reserve */
 
 struct metrics *
 metrics_new(void)
@@ -685,24 +686,18 @@ adopt_cb(evutil_socket_t unused, short what, void *arg)
 		bufferevent_decref(bev);
 		return;
 	}
-	if (g_accept_short) {
-		log_info("metrics accepting connections again");
-		g_accept_short = false;
-	}
+	log_series_end(&g_accept_series, LOG_LVL_INFO, "metrics accepting connections again");
 	if (g_nconn >= METRICS_CONN_MAX || (g_fd_limit > 0 && (long)fd >= g_fd_limit)) {
-		if (g_refused++ == 0)
-			log_warn("metrics refusing connections: %d open (at most %d), "
-			    "descriptor %ld of %ld usable", g_nconn, METRICS_CONN_MAX,
-			    (long)fd, g_fd_limit);
+		log_series(&g_refuse_series, LOG_LVL_WARN, "metrics refusing connections: "
+		    "%d open (at most %d), descriptor %ld of %ld usable", g_nconn,
+		    METRICS_CONN_MAX, (long)fd, g_fd_limit);
 		evhttp_connection_free(evcon);
 		bufferevent_decref(bev);
 		return;
 	}
-	if (g_refused > 0 && g_nconn < METRICS_CONN_MAX / 2) {
-		log_info("metrics accepting connections: %llu refused",
-		    (unsigned long long)g_refused);
-		g_refused = 0;
-	}
+	if (g_nconn < METRICS_CONN_MAX / 2)
+		log_series_end(&g_refuse_series, LOG_LVL_INFO, "metrics accepting connections: "
+		    "refusals over");
 	/* Our reference is kept until the close callback (or tick_cb sees it gone). */
 	g_conn[g_nconn].evcon = evcon;
 	g_conn[g_nconn].bev = bev;
@@ -739,10 +734,8 @@ accept_error_cb(struct evconnlistener *lev, void *arg)
 
 	if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM)
 		return;
-	if (!g_accept_short)
-		log_warn("metrics accept: %s: pausing for %d s", strerror(e),
-		    METRICS_ACCEPT_PAUSE_S);
-	g_accept_short = true;
+	log_series(&g_accept_series, LOG_LVL_WARN, "metrics accept: %s: pausing for %d s",
+	    strerror(e), METRICS_ACCEPT_PAUSE_S);
 	evconnlistener_disable(lev);
 	evtimer_add(g_resume_ev, &tv);
 }

@@ -216,7 +216,10 @@ probe_stage_decide(const struct cfg *cfg, const struct rules *rules,
 	f.nown = probe_own(cfg, req->dst_ip, ownbuf, own);
 	rc = rules_eval(rules, &f, &d);
 	if (rc == -1) {
-		log_warn("%016llx rules: evaluation failed at stage %s",
+		/* Out of memory for every mail alike: once per series. */
+		static struct log_series evalfail;
+
+		log_series(&evalfail, LOG_LVL_WARN, "%016llx rules: evaluation failed at stage %s",
 		    (unsigned long long)req->session, rules_stage_name(f.stage));
 		rules_decision_clear(&d);
 		return -1;

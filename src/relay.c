@@ -806,6 +806,8 @@ relay_decision_event(struct relay_job *j, const char *verdict, const char *reaso
 		jb_kint(&jb, "per_hour", cl->per_hour);
 		jb_kint(&jb, "client_ip", u->client_ip);
 		jb_kint(&jb, "per_client_ip", cl->per_client_ip);
+		jb_kint(&jb, "client_network", u->client_network);
+		jb_kint(&jb, "per_client_network", cfg_relay_caps_per_network(cl));
 		jb_kint(&jb, "recipient", u->recipient);
 		jb_kint(&jb, "per_recipient", cl->per_recipient);
 		jb_kint(&jb, "domain", u->domain);
@@ -1079,7 +1081,11 @@ relay_pre_done(struct relay_job *j)
 	if (j->eval_rc == -1) {
 		char eerr[1024];
 
-		log_warn("%s rules: no decision before the commit: \"%s\"", j->rec->session,
+		/* Once per series: every mail meets the same failure (no rules, a read error). */
+		static struct log_series nodec;
+
+		log_series(&nodec, LOG_LVL_WARN, "%s rules: no decision before the commit: "
+		    "\"%s\"", j->rec->session,
 		    log_escape(eerr, sizeof(eerr), j->err, strlen(j->err)));
 		status = -1;
 	} else {

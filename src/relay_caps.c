@@ -25,6 +25,7 @@
 struct caps_mail {
 	time_t	 t;
 	char	 ip[CAPS_IP_MAX];
+	char	 net[UTIL_NET_SCOPE_MAX];	/* its /24 or /64, "" when ip is none */
 };
 
 struct caps_rcpt {
@@ -100,6 +101,8 @@ caps_add(struct relay_caps *c, time_t t, const char *sha, const char *ip,
 			return -1;
 	c->mails[c->nmails].t = t;
 	snprintf(c->mails[c->nmails].ip, CAPS_IP_MAX, "%s", ip);
+	/* From the journal's src_ip: a restart (or an old journal) counts the same. */
+	(void)util_net_scope_str(ip, c->mails[c->nmails].net, UTIL_NET_SCOPE_MAX);
 	c->nmails++;
 	if (!caps_seen(c, sha)) {
 		snprintf(c->shas[c->nshas], 65, "%s", sha);
@@ -585,10 +588,13 @@ void
 relay_caps_usage(const struct relay_caps *c, const struct relay_caps_req *req,
     time_t now, struct relay_caps_usage *u)
 {
-	char key[ADDR_CANON_MAX];
+	char key[ADDR_CANON_MAX], net[UTIL_NET_SCOPE_MAX] = "";
 	int n;
 
 	memset(u, 0, sizeof(*u));
+	if (req->client_ip)
+		(void)util_net_scope_str(req->client_ip, net, sizeof(net));
+	snprintf(u->network, sizeof(u->network), "%s", net);
 	for (size_t i = 0; i < c->nmails; i++) {
 		if (c->mails[i].t <= now - RELAY_CAPS_DAY)
 			continue;
@@ -597,6 +603,8 @@ relay_caps_usage(const struct relay_caps *c, const struct relay_caps_req *req,
 			u->hour++;
 		if (req->client_ip && strcmp(c->mails[i].ip, req->client_ip) == 0)
 			u->client_ip++;
+		if (net[0] && strcmp(c->mails[i].net, net) == 0)
+			u->client_network++;
 	}
 	for (int i = 0; i < req->nrcpt; i++) {
 		if (addr_key(req->rcpt[i], key, sizeof(key)) == -1)
@@ -656,6 +664,12 @@ relay_caps_check(const struct relay_caps *c, const struct relay_caps_req *req,
 	if (u.client_ip >= c->lim.per_client_ip) {
 		snprintf(why, whylen, "per_client_ip: %d of %d used", u.client_ip,
 		    c->lim.per_client_ip);
+		return -1;
+	}
+	/* One network's share: its hosts together cannot starve every other sender. */
+	if (u.network[0] && u.client_network >= cfg_relay_caps_per_network(&c->lim)) {
+		snprintf(why, whylen, "per_client_network: %d of %d used (%s)",
+		    u.client_network, cfg_relay_caps_per_network(&c->lim), u.network);
 		return -1;
 	}
 	if (caps_keys(req, &keys) == -1) {

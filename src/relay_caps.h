@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "util.h"
 
 #define RELAY_CAPS_HOUR		3600
 #define RELAY_CAPS_DAY		86400
@@ -45,6 +46,8 @@ struct relay_caps_req {
 /* Current use of each cap touched by a request (before it is counted). */
 struct relay_caps_usage {
 	int	 day, hour, client_ip;
+	int	 client_network;	/* of the client's /24 or /64 (network) */
+	char	 network[UTIL_NET_SCOPE_MAX];	/* "" when client_ip is no address */
 	int	 recipient, domain;	/* the most used recipient / domain of req */
 	bool	 seen_sha256;
 };
@@ -64,7 +67,10 @@ void		 relay_caps_free(struct relay_caps *);
 
 /*
  * Whether req may be relayed at now: 0 yes; -1 no, with why naming the cap
- * ("per_day: 20 of 20 used").  Size and recipient count are checked too.
+ * ("per_day: 20 of 20 used", "per_client_network: 5 of 5 used
+ * (192.0.2.0/24)": one client network's share of the day, its /24 or /64,
+ * counted from the journal's src_ip, so a restart keeps it).  Size and
+ * recipient count are checked too.
  */
 int		 relay_caps_check(const struct relay_caps *, const struct relay_caps_req *,
 		    time_t now, char *why, size_t whylen);

@@ -73,6 +73,11 @@ enum smtp_state {
 /* Session flags. */
 /* What every session shares (see smtp_server_opts); internal to this file. */
 struct smtp_server {
+	/*
+	 * The spool failing (full, unwritable): every recipient and mail of
+	 * every session meets it, at the clients' pace; logged once per series.
+	 */
+	struct log_series	 spool_fail;
 	struct event_base	*base;
 	const struct cfg	*cfg;
 	const struct persona	*persona;
@@ -2040,7 +2045,8 @@ smtp_rcpt_add(struct smtp_session *s, struct smtp_txn *t, const char *addr)
 	}
 	/* The spool's space limits hold for spilled recipients too. */
 	if (spool_check_space(s->srv->spool, len) == -1) {
-		log_warn("%016llx smtp recipients: spool full, recipient refused",
+		log_series(&s->srv->spool_fail, LOG_LVL_WARN,
+		    "%016llx smtp recipients: spool full, recipient refused",
 		    (unsigned long long)s->id);
 		return -1;
 	}
@@ -2049,12 +2055,13 @@ smtp_rcpt_add(struct smtp_session *s, struct smtp_txn *t, const char *addr)
 		return -1;
 	}
 	if (t->rfd == -1 && (t->rfd = smtp_rcpt_spill_open(s)) == -1) {
-		log_warn("%016llx smtp recipients: cannot open a file in the spool: %s",
+		log_series(&s->srv->spool_fail, LOG_LVL_WARN,
+		    "%016llx smtp recipients: cannot open a file in the spool: %s",
 		    (unsigned long long)s->id, strerror(errno));
 		return -1;
 	}
 	if (util_write_all(t->rfd, addr, len) == -1) {
-		log_warn("%016llx smtp recipients: write failed: %s",
+		log_series(&s->srv->spool_fail, LOG_LVL_WARN, "%016llx smtp recipients: write failed: %s",
 		    (unsigned long long)s->id, strerror(errno));
 		/*
 		 * Drop a partial recipient: the next one goes where it began
@@ -2324,7 +2331,8 @@ smtp_open_message(struct smtp_session *s, enum persona_reply *fail)
 		return true;
 	if ((s->txn->msg = spool_msg_new(s->srv->spool, err, sizeof(err))) == NULL) {
 		e = errno;
-		log_warn("%016llx smtp spool: %s", (unsigned long long)s->id, err);
+		log_series(&s->srv->spool_fail, LOG_LVL_WARN, "%016llx smtp spool: %s",
+		    (unsigned long long)s->id, err);
 		*fail = (e == ENOSPC || e == EDQUOT) ? PR_STORAGE_FULL : PR_WRITE_ERROR;
 		return false;
 	}
@@ -2630,7 +2638,8 @@ smtp_message_end(struct smtp_session *s)
 	}
 	if (spool_msg_error(t->msg) != 0 || spool_msg_finish(t->msg, t->sha256) == -1) {
 		int e = spool_msg_error(t->msg);
-		log_warn("%016llx smtp spool write failed: %s", (unsigned long long)s->id,
+		log_series(&s->srv->spool_fail, LOG_LVL_WARN,
+		    "%016llx smtp spool write failed: %s", (unsigned long long)s->id,
 		    strerror(e ? e : EIO));
 		smtp_txn_reset(s);
 		smtp_error(s, (e == ENOSPC || e == EDQUOT) ? PR_STORAGE_FULL : PR_WRITE_ERROR, NULL);
@@ -2837,7 +2846,8 @@ smtp_commit_cb(void *arg, int status, int err_no)
 	t->msg = NULL;	/* owned and freed by the spool */
 	smtp_enter_state(s, SMTP_STATE_COMMAND);
 	if (status != 0) {
-		log_warn("%016llx smtp spool commit failed: %s", (unsigned long long)s->id,
+		log_series(&s->srv->spool_fail, LOG_LVL_WARN,
+		    "%016llx smtp spool commit failed: %s", (unsigned long long)s->id,
 		    strerror(err_no));
 		smtp_txn_reset(s);
 		if (!(s->flags & SF_CLOSING))
@@ -2852,6 +2862,7 @@ smtp_commit_cb(void *arg, int status, int err_no)
 	metrics_observe_since(M_COMMIT_LATENCY, &t->data_end);
 	rule_reply = t->decided && t->dres.matched && t->dres.reply_code != 0;
 	jb_init(&jb);
+	log_series_end(&s->srv->spool_fail, LOG_LVL_INFO, "smtp spool: storing mail again");
 	smtp_event_base(s, &jb, "fosr.mail.received");
 	jb_kcstr(&jb, "queue_id", t->queue_id);
 	jb_kcstr(&jb, "sha256", t->sha256);
@@ -2957,7 +2968,8 @@ smtp_stage_req_fill(struct smtp_session *s, enum smtp_stage st, struct smtp_stag
 		if ((req->rcpt = (const char *const *)smtp_rcpt_view(s->txn)) != NULL)
 			req->nrcpt = s->txn->nrcpt;
 		else if (s->txn->nrcpt > 0)
-			log_warn("%016llx smtp recipients: cannot read them back for the rules: %s",
+			log_series(&s->srv->spool_fail, LOG_LVL_WARN,
+			    "%016llx smtp recipients: cannot read them back for the rules: %s",
 			    (unsigned long long)s->id, strerror(errno));
 	}
 	req->src_ip = s->src_ip;

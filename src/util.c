@@ -13,6 +13,10 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <sys/socket.h>
 
 #include "util.h"
 
@@ -418,4 +422,54 @@ util_grow(void *buf, size_t *cap, size_t need, size_t min, size_t max)
 	*bp = nb;
 	*cap = ncap;
 	return 0;
+}
+
+/* A client's network: "a.b.c.0/24" or "x:x:x:x::/64" (see util.h). */
+void
+util_net_scope(const struct sockaddr *sa, char *out, size_t outlen)
+{
+	unsigned char a[16];
+	char txt[INET6_ADDRSTRLEN];
+
+	if (outlen)
+		out[0] = '\0';
+	if (sa->sa_family == AF_INET) {
+		memcpy(a, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		a[3] = 0;
+		if (inet_ntop(AF_INET, a, txt, sizeof(txt)) != NULL)
+			snprintf(out, outlen, "%s/24", txt);
+	} else if (sa->sa_family == AF_INET6) {
+		memcpy(a, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+		if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a)) {
+			a[15] = 0;
+			if (inet_ntop(AF_INET, a + 12, txt, sizeof(txt)) != NULL)
+				snprintf(out, outlen, "%s/24", txt);
+			return;
+		}
+		memset(a + 8, 0, 8);
+		if (inet_ntop(AF_INET6, a, txt, sizeof(txt)) != NULL)
+			snprintf(out, outlen, "%s/64", txt);
+	}
+}
+
+/* The same from a numeric address in text; -1 (and "") when it is none. */
+int
+util_net_scope_str(const char *ip, char *out, size_t outlen)
+{
+	struct sockaddr_in sin;
+	struct sockaddr_in6 sin6;
+
+	if (outlen)
+		out[0] = '\0';
+	memset(&sin, 0, sizeof(sin));
+	memset(&sin6, 0, sizeof(sin6));
+	if (inet_pton(AF_INET, ip, &sin.sin_addr) == 1) {
+		sin.sin_family = AF_INET;
+		util_net_scope((const struct sockaddr *)&sin, out, outlen);
+	} else if (inet_pton(AF_INET6, ip, &sin6.sin6_addr) == 1) {
+		sin6.sin6_family = AF_INET6;
+		util_net_scope((const struct sockaddr *)&sin6, out, outlen);
+	} else
+		return -1;
+	return out[0] ? 0 : -1;
 }

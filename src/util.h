@@ -45,4 +45,15 @@ int	util_write_all(int fd, const void *buf, size_t len);
  */
 int	util_grow(void *buf, size_t *cap, size_t need, size_t min, size_t max);
 
+/*
+ * The network a client address is counted under, as one operator would
+ * block it: "a.b.c.0/24" for IPv4 (IPv4-mapped IPv6 too) and
+ * "x:x:x:x::/64" for IPv6.  The auth memory and the relay caps use the
+ * same.  out gets "" for anything else; from text, -1 then.
+ */
+#define UTIL_NET_SCOPE_MAX	64	/* INET6_ADDRSTRLEN + "/64" */
+struct sockaddr;
+void	util_net_scope(const struct sockaddr *sa, char *out, size_t outlen);
+int	util_net_scope_str(const char *ip, char *out, size_t outlen);
+
 #endif

@@ -349,6 +349,222 @@ yu_enum(struct yu_ctx *x, yaml_node_t *n, const char *path,
 	    log_escape(esc, sizeof(esc), s, len));
 }
 
+/* One open collection of the shape check. */
+struct yu_level {
+	bool		 map;		/* else a sequence */
+	bool		 want_key;	/* a mapping: the next node is a key */
+	int		 idx;		/* a sequence: index of the next item */
+	char		 key[40];	/* a mapping: the current key, escaped */
+	char		*anchor;	/* this collection's anchor, or NULL */
+	unsigned long	 start;		/* nodes counted when it began */
+};
+
+/* An anchor whose node is complete: how many nodes an alias of it stands for. */
+struct yu_anchor {
+	char		*name;
+	unsigned long	 size;
+};
+
+/* The key path of the open levels: "relay.caps.a", "rules[0].conditions[2]". */
+static void
+yu_shape_path(const struct yu_level *lv, int depth, char *out, size_t outlen)
+{
+	size_t off = 0;
+	int n;
+
+	out[0] = '\0';
+	for (int i = 0; i < depth; i++) {
+		if (lv[i].map && !lv[i].want_key)
+			n = snprintf(out + off, outlen - off, "%s%s", off ? "." : "", lv[i].key);
+		else if (!lv[i].map)
+			n = snprintf(out + off, outlen - off, "[%d]", lv[i].idx);
+		else
+			continue;
+		if (n < 0 || (size_t)n >= outlen - off - 4) {
+			snprintf(out + off, outlen - off, "...");
+			return;
+		}
+		off += (size_t)n;
+	}
+}
+
+/*
+ * Check the document's shape on libyaml's events, before it is built:
+ * nesting at most YU_DEPTH_MAX, at most YU_ANCHORS_MAX anchors, aliases
+ * standing for at most YU_ALIAS_NODES_MAX nodes together (the expansion a
+ * walk could meet, "billion laughs"), and no alias inside its own anchor.
+ * Stops at the first excess, so its cost is bounded whatever the input.
+ * 0; -1 with the error (file, line, key path); 1 for a YAML syntax error,
+ * left to yaml_parser_load() to report as it always has.
+ */
+static int
+yu_shape_check(struct yu_ctx *x, const char *buf, size_t len)
+{
+	yaml_parser_t p;
+	yaml_event_t ev;
+	struct yu_level lv[YU_DEPTH_MAX + 1];
+	struct yu_anchor *an = NULL;
+	char path[YU_PATH_MAX];
+	const char *anchor = NULL, *alias;
+	unsigned long nodes = 0, aliased = 0, size;
+	size_t line;
+	int depth = 0, nan = 0, rc = 1, i;
+	bool done = false, node;
+
+	if (!yaml_parser_initialize(&p)) {
+		snprintf(x->err, x->errlen, "%s: out of memory", x->name);
+		return -1;
+	}
+	if ((an = calloc(YU_ANCHORS_MAX, sizeof(*an))) == NULL) {
+		yaml_parser_delete(&p);
+		snprintf(x->err, x->errlen, "%s: out of memory", x->name);
+		return -1;
+	}
+	yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
+	while (!done) {
+		if (!yaml_parser_parse(&p, &ev))
+			goto out;	/* rc 1: the load reports it */
+		line = (size_t)ev.start_mark.line + 1;
+		node = true;
+		anchor = NULL;
+		alias = NULL;
+		size = 1;
+		switch (ev.type) {
+		case YAML_STREAM_END_EVENT:
+			done = true;
+			/* FALLTHROUGH */
+		case YAML_STREAM_START_EVENT:
+		case YAML_DOCUMENT_START_EVENT:
+		case YAML_DOCUMENT_END_EVENT:
+		case YAML_NO_EVENT:
+			node = false;
+			break;
+		case YAML_SCALAR_EVENT:
+			anchor = (const char *)ev.data.scalar.anchor;
+			break;
+		case YAML_ALIAS_EVENT:
+			alias = (const char *)ev.data.alias.anchor;
+			break;
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT:
+			anchor = ev.type == YAML_SEQUENCE_START_EVENT ?
+			    (const char *)ev.data.sequence_start.anchor :
+			    (const char *)ev.data.mapping_start.anchor;
+			break;
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
+			/* The collection is whole: its anchor may now be aliased. */
+			depth--;
+			if (lv[depth].anchor != NULL) {
+				if (nan == YU_ANCHORS_MAX) {
+					yu_shape_path(lv, depth, path, sizeof(path));
+					yu_error_line(x, line, path, "more than %d anchors",
+					    YU_ANCHORS_MAX);
+					rc = -1;
+					goto out;
+				}
+				an[nan].name = lv[depth].anchor;
+				an[nan++].size = nodes - lv[depth].start;
+				lv[depth].anchor = NULL;
+			}
+			node = false;
+			break;
+		}
+		if (node && depth > 0) {
+			/* Where this node is: a key, a value, an item. */
+			struct yu_level *l = &lv[depth - 1];
+
+			if (l->map && l->want_key) {
+				if (ev.type == YAML_SCALAR_EVENT)
+					log_escape(l->key, sizeof(l->key), ev.data.scalar.value,
+					    ev.data.scalar.length);
+				else
+					snprintf(l->key, sizeof(l->key), "?");
+			}
+			if (!l->map)
+				l->idx++;
+		}
+		if (alias != NULL) {
+			/* The latest definition of a name counts (YAML allows redefining). */
+			for (i = depth - 1; i >= 0; i--)
+				if (lv[i].anchor && strcmp(lv[i].anchor, alias) == 0)
+					break;
+			if (i >= 0) {
+				yu_shape_path(lv, depth, path, sizeof(path));
+				yu_error_line(x, line, path, "alias *%.32s inside its own anchor "
+				    "(a cycle)", alias);
+				rc = -1;
+				goto out;
+			}
+			for (i = nan - 1; i >= 0; i--)
+				if (strcmp(an[i].name, alias) == 0)
+					break;
+			size = i >= 0 ? an[i].size : 1;	/* undefined: the load says so */
+			aliased += size;
+			if (aliased > YU_ALIAS_NODES_MAX) {
+				yu_shape_path(lv, depth, path, sizeof(path));
+				yu_error_line(x, line, path, "aliases expand to more than %d nodes",
+				    YU_ALIAS_NODES_MAX);
+				rc = -1;
+				goto out;
+			}
+		}
+		if (node)
+			nodes += size;
+		if (ev.type == YAML_SCALAR_EVENT && anchor != NULL) {
+			if (nan == YU_ANCHORS_MAX) {
+				yu_shape_path(lv, depth, path, sizeof(path));
+				yu_error_line(x, line, path, "more than %d anchors", YU_ANCHORS_MAX);
+				rc = -1;
+				goto out;
+			}
+			if ((an[nan].name = strdup(anchor)) == NULL)
+				goto oom;
+			an[nan++].size = 1;
+		}
+		if (ev.type == YAML_SEQUENCE_START_EVENT || ev.type == YAML_MAPPING_START_EVENT) {
+			if (depth == YU_DEPTH_MAX) {
+				yu_shape_path(lv, depth, path, sizeof(path));
+				yu_error_line(x, line, path, "nested deeper than %d levels",
+				    YU_DEPTH_MAX);
+				rc = -1;
+				goto out;
+			}
+			memset(&lv[depth], 0, sizeof(lv[depth]));
+			lv[depth].map = ev.type == YAML_MAPPING_START_EVENT;
+			lv[depth].want_key = true;
+			lv[depth].idx = -1;
+			lv[depth].start = nodes;
+			if (anchor != NULL && (lv[depth].anchor = strdup(anchor)) == NULL)
+				goto oom;
+			depth++;
+		}
+		/* A mapping's next node is a key again after each value. */
+		if (ev.type != YAML_SEQUENCE_START_EVENT && ev.type != YAML_MAPPING_START_EVENT &&
+		    node && depth > 0 && lv[depth - 1].map)
+			lv[depth - 1].want_key = !lv[depth - 1].want_key;
+		if ((ev.type == YAML_SEQUENCE_END_EVENT || ev.type == YAML_MAPPING_END_EVENT) &&
+		    depth > 0 && lv[depth - 1].map)
+			lv[depth - 1].want_key = !lv[depth - 1].want_key;
+		yaml_event_delete(&ev);
+	}
+	rc = 0;
+	goto end;
+oom:
+	snprintf(x->err, x->errlen, "%s: out of memory", x->name);
+	rc = -1;
+out:
+	yaml_event_delete(&ev);
+end:
+	for (i = 0; i < depth; i++)
+		free(lv[i].anchor);
+	for (i = 0; i < nan; i++)
+		free(an[i].name);
+	free(an);
+	yaml_parser_delete(&p);
+	return rc;
+}
+
 int
 yu_doc_load(struct yu_ctx *x, yaml_parser_t *parser, yaml_document_t *doc,
     const char *buf, size_t len)
@@ -356,6 +572,8 @@ yu_doc_load(struct yu_ctx *x, yaml_parser_t *parser, yaml_document_t *doc,
 	yaml_document_t extra;
 	yaml_node_t *root;
 
+	if (yu_shape_check(x, buf, len) == -1)
+		return -1;
 	yaml_parser_set_input_string(parser, (const unsigned char *)buf, len);
 	if (!yaml_parser_load(parser, doc)) {
 		if (parser->error == YAML_MEMORY_ERROR)

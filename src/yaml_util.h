@@ -17,6 +17,16 @@
 
 #define YU_FILE_MAX	(1024 * 1024)	/* a config or rules file larger than this is a mistake */
 #define YU_PATH_MAX	160		/* a dotted key path (it only labels errors) */
+/*
+ * Bounds on the document's shape, checked on libyaml's event stream before
+ * the document is built (yu_doc_load()): libyaml's scanner takes time
+ * quadratic in the nesting (100,000 levels: about a minute), and aliases
+ * could make a walk visit one node many times.  No schema here is deeper
+ * than 8 levels, and an operator's file uses a handful of anchors.
+ */
+#define YU_DEPTH_MAX		64	/* nested collections */
+#define YU_ANCHORS_MAX		256	/* anchors in one document */
+#define YU_ALIAS_NODES_MAX	10000	/* nodes all aliases stand for, together */
 
 /* Where errors go: the file's name (for messages), the document, err[errlen]. */
 struct yu_ctx {

@@ -126,6 +126,47 @@ class CommandLine(unittest.TestCase):
         self.assertNotEqual(rc, 0)
         self.assertIn(path + ":", out + err)
 
+    def test_check_config_deep_nesting_and_alias_bombs(self):
+        # 100,000 nested levels took libyaml about a minute (and the rules file
+        # was not read by --check-config at all); aliases that stand for a
+        # billion nodes, and an alias inside its own anchor.  Each gets an
+        # error naming the file, the line and the key, in bounded time.
+        n = 100000
+        rules = self.write("rules.yml", "rules:\n  - name: x\n    conditions: "
+                           + "[" * n + "]" * n + "\n")
+        laughs = "rules:\n  - &r0 {name: a, stage: DATA, conditions: " \
+                 "[{mentions_own_address: true}], actions: {relay: true}}\n"
+        for i in range(1, 10):
+            laughs += "  - &r%d [%s]\n" % (i, ", ".join(["*r%d" % (i - 1)] * 9))
+        bomb = self.write("bomb.yml", laughs)
+        cases = [
+            ("seq.yml", to_yaml(self.good_config()) + "relay:\n  own_addresses: "
+             + "[" * n + "]" * n + "\n", None, "relay.own_addresses[0][0]",
+             "nested deeper than 64 levels"),
+            ("map.yml", to_yaml(self.good_config()) + "relay:\n  caps: "
+             + "{a: " * n + "1" + "}" * n + "\n", None, "relay.caps.a.a.a",
+             "nested deeper than 64 levels"),
+            ("rules-deep.yml", to_yaml(self.good_config()) + "relay:\n  rules: %s\n" % rules,
+             (rules, 3), "rules[0].conditions[0][0]", "nested deeper than 64 levels"),
+            ("rules-bomb.yml", to_yaml(self.good_config()) + "relay:\n  rules: %s\n" % bomb,
+             (bomb, 5), "rules[3][8]", "aliases expand to more than 10000 nodes"),
+            ("cycle.yml", to_yaml(self.good_config()) + "relay:\n  never_relay: &a [x, [*a]]\n",
+             None, "relay.never_relay[1][0]", "alias *a inside its own anchor"),
+        ]
+        for name, text, where, key, what in cases:
+            path = self.write(name, text)
+            if where is None:
+                where = (path, text.splitlines().index(
+                    next(l for l in text.splitlines() if l.startswith("  own_addresses: [")
+                         or l.startswith("  caps: {") or l.startswith("  never_relay:"))) + 1)
+            t0 = time.time()
+            rc, out, err = self.run_bin("--check-config", "-c", path)
+            took = time.time() - t0
+            self.assertEqual(rc, 1, (name, out, err))
+            self.assertIn("%s:%d: %s" % (where[0], where[1], key), err, name)
+            self.assertIn(what, err, name)
+            self.assertLess(took, 5 * self.slow, name)
+
     def test_missing_config_file(self):
         path = os.path.join(self.tmp, "nope.yml")
         rc, out, err = self.run_bin("-c", path)

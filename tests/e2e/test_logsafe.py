@@ -6,13 +6,18 @@ needs Debian's python3-aiosmtpd).
 """
 
 import base64
+import os
 import re
+import resource
+import socket
 import time
 import unittest
 
 
+import harness
 from harness import CollectorTestCase, sha256_hex
 from fixtures.relay import DROP, RelayCase, probe
+from fixtures.abuse import loopback_sources
 
 FORGED_USER = 'admin" password="hunter2" result=ok x="'
 # CSI (U+009B), RLO (U+202E), LRI (U+2066), as UTF-8 (SMTPUTF8 allows them in an address).
@@ -185,6 +190,94 @@ class MXReplyFields(RelayCase, LogLines):
         self.assertEqual(f["ip"], "127.0.0.1", f)
         self.assertIn(b"status=forged", unescape(f["reply"]))
         self.assertTrue(self.log_lines())
+
+
+def flood(port, seconds, keep=400, sources=50):
+    """Open connections to port for seconds from several loopback sources,
+    holding the last keep of them; returns how many connects succeeded."""
+    socks, n, srcs, i = [], 0, loopback_sources(sources), 0
+    end = time.time() + seconds
+    while time.time() < end:
+        s = socket.socket()
+        s.settimeout(0.5)
+        try:
+            s.bind((srcs[i % len(srcs)], 0))
+            i += 1
+            s.connect(("127.0.0.1", port))
+            socks.append(s)
+            n += 1
+        except OSError:
+            s.close()
+            time.sleep(0.01)
+        if len(socks) > keep:
+            socks.pop(0).close()
+    for s in socks:
+        s.close()
+    return n
+
+
+class RepeatedConditions(CollectorTestCase):
+    """A condition an attacker can make repeat (accept failing for want of
+    descriptors, the session cap flapping) is logged once per series with a
+    count, never once per occurrence: a flood cannot flood stderr."""
+
+    def count(self, needle):
+        return sum(1 for l in self.c.stderr_text().splitlines() if needle in l)
+
+    def test_accept_failures_logged_once_per_series(self):
+        # No descriptor left: RLIMIT_NOFILE lowered under the daemon to its
+        # lowest free descriptor, so every accept(2) fails with EMFILE; the
+        # listener pauses 500 ms and tries again, for as long as the flood lasts.
+        pid = self.c.pid
+        end = time.time() + 10 * self.slow    # the start's own checks need descriptors
+        while "fosr-collector ready" not in self.c.stderr_text() and time.time() < end:
+            time.sleep(0.05)
+        old = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        fds = {int(f) for f in os.listdir("/proc/%d/fd" % pid)}
+        lowest = min(set(range(len(fds) + 1)) - fds)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest, old[1]))
+        try:
+            flood(self.c.ports["smtp"], 4 * self.slow, keep=100)
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, old)
+        # 4 s of pauses of 500 ms: 8 failing rounds at least, one line.
+        self.assertEqual(self.count("smtp accept on smtp"), 1, self.c.stderr_tail())
+        # Descriptors again: the series ends with its count.
+        cl = self.client("smtp")
+        self.assertEqual(cl.cmd("QUIT").code, 221)
+        end = time.time() + 10 * self.slow
+        while "smtp accepting again" not in self.c.stderr_text() and time.time() < end:
+            time.sleep(0.05)
+        m = re.search(r"smtp accepting again .*after (\d+) occurrences", self.c.stderr_text())
+        self.assertIsNotNone(m, self.c.stderr_tail())
+        self.assertGreaterEqual(int(m.group(1)), 4)
+
+    @harness.with_config({"spool": {"max_bytes": 4096}})
+    def test_spool_full_warnings_once_per_series(self):
+        # A full spool refuses every recipient past the in-memory ones: one
+        # warning each, at the client's pace, before.
+        body = b"Subject: fill\r\n\r\n" + b"x" * 4000 + b"\r\n"
+        cl, _ = self.send_mail(body)
+        r = cl.cmd("MAIL FROM:<a@example.org>")
+        self.assertEqual(r.code, 250, r)
+        codes = [cl.cmd("RCPT TO:<%s%04d@example.net>" % ("r" * 90, i)).code
+                 for i in range(300)]
+        self.assertIn(451, codes, codes)    # 451 4.3.0: the spool is full
+        cl.cmd("QUIT")
+        n = self.count("spool full, recipient refused")
+        self.assertGreaterEqual(n, 1, self.c.stderr_tail())
+        self.assertLessEqual(n, 1, "%d lines:\n%s" % (n, self.c.stderr_tail()))
+
+    @harness.with_config(nofile=64)
+    def test_descriptor_refusals_logged_once_per_series(self):
+        # The session cap for descriptors reached and left again and again
+        # (connections held, then let go): before, 40 "refusing sessions"
+        # lines and as many "accepting again" in 4 s.
+        n = flood(self.c.ports["smtp"], 4 * self.slow)
+        self.assertGreater(n, 400)
+        self.assertLessEqual(self.count("smtp refusing sessions"), 1, self.c.stderr_tail())
+        self.assertLessEqual(self.count("smtp accepting sessions again"), 1,
+                             self.c.stderr_tail())
 
 
 if __name__ == "__main__":

@@ -808,5 +808,45 @@ class TestCapsRestart(RelayCase):
         self.assertEqual(d["verdict"], "dry-run", d)
 
 
+class TestCapsPerNetwork(RelayCase):
+    """One client network (a /24, an IPv6 /64) cannot take the whole day's
+    budget: relay.caps.per_client_network, by default a quarter of per_day,
+    leaves probes for every other spammer, and a restart keeps the counts."""
+    caps = {"per_day": 8, "per_client_network": None}    # the default share: 2
+
+    def relay_from(self, n, source, rcpt):
+        body = probe(n)
+        self.send(body, rcpt=rcpt, source=source)
+        return self.wait_decisions(sha256_hex(body), 1)[0]
+
+    def test_one_network_cannot_take_the_day(self):
+        got = []
+        # Four addresses of one /24, each under per_client_ip: two relayed.
+        for i, src in enumerate(["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]):
+            got.append(self.relay_from(600 + i, src, "n%d@spammer.example" % i))
+        self.assertEqual([d["verdict"] for d in got], ["relay", "relay", "refused", "refused"],
+                         got)
+        for d in got[2:]:
+            self.assertIn("per_client_network: 2 of 2 used (127.0.0.0/24)", d["reason"])
+        self.assertEqual(got[2]["caps"]["client_network"], 2, got[2])
+        self.assertEqual(got[2]["caps"]["per_client_network"], 2, got[2])
+        # Another network's probe still goes out.
+        d = self.relay_from(610, "127.0.1.1", "m@spammer.example")
+        self.assertEqual(d["verdict"], "relay", d)
+        self.mx.wait_messages(3)
+        # kill -9 and restart: the journal still counts the first network's share.
+        self.c.kill9()
+        self.c.start()
+        d = self.relay_from(620, "127.0.0.9", "o@spammer.example")
+        self.assertEqual(d["verdict"], "refused", d)
+        self.assertIn("per_client_network", d["reason"])
+        d = self.relay_from(621, "127.0.2.1", "p@spammer.example")
+        self.assertEqual(d["verdict"], "relay", d)
+        self.mx.wait_messages(4)
+        time.sleep(0.3)
+        self.assertEqual(len(self.mx.messages), 4)
+        self.expect_exit = None
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -781,8 +782,9 @@ test_aliases(void **state)
 
 	assert_int_equal(load(c, "hostname: &h mx\nsensor: *h\n", err), 0);
 	assert_string_equal(c->sensor, "mx");
-	/* A self-referencing list: the schema walk does not follow it forever. */
-	expect_err("listeners: &l [*l]\n", "t.yml:1: listeners[0]: expected a mapping of keys");
+	/* A self-referencing list: refused before any walk (yu_doc_load's shape check). */
+	expect_err("listeners: &l [*l]\n", "t.yml:1: listeners[0]: alias *l inside its own "
+	    "anchor (a cycle)");
 	free(c);
 }
 
@@ -841,6 +843,7 @@ test_relay_section(void **state)
 	cfg_defaults(c);
 	assert_int_equal(c->relay.mode, RELAY_MODE_DRY_RUN);
 	assert_int_equal(c->relay.caps.per_day, 20);
+	assert_int_equal(cfg_relay_caps_per_network(&c->relay.caps), 5);
 	assert_int_equal(c->relay.caps.max_recipients, 1);
 	assert_int_equal(c->relay.mx_port, 25);
 	assert_int_equal(c->relay.timeouts.attempt, 600);
@@ -854,7 +857,8 @@ test_relay_section(void **state)
 	    "  rules: /etc/fosr/rules.yml\n"
 	    "  own_addresses: [\"198.51.100.1\", \"2001:DB8::1\"]\n"
 	    "  caps: {per_day: 3, per_hour: 2, per_recipient: 1, per_domain: 4,\n"
-	    "         per_client_ip: 5, max_recipients: 2, max_size: 64K}\n"
+	    "         per_client_ip: 5, per_client_network: 6, max_recipients: 2,\n"
+	    "         max_size: 64K}\n"
 	    "  never_relay: [\"Abuse@\", \"blocked.example\"]\n"
 	    "  smarthost: \"smtp.example.org:587\"\n"
 	    "  ipv4_only_domains: gmail.com\n"
@@ -875,6 +879,7 @@ test_relay_section(void **state)
 	assert_int_equal(c->relay.caps.per_recipient, 1);
 	assert_int_equal(c->relay.caps.per_domain, 4);
 	assert_int_equal(c->relay.caps.per_client_ip, 5);
+	assert_int_equal(cfg_relay_caps_per_network(&c->relay.caps), 6);
 	assert_int_equal(c->relay.caps.max_recipients, 2);
 	assert_int_equal(c->relay.caps.max_size, 65536);
 	assert_int_equal(c->relay.nnever, 2);
@@ -964,6 +969,101 @@ test_fifo_refused(void **state)
 	free(c);
 }
 
+/* Seconds of CPU since t0 (a wall clock would count the machine's load). */
+static double
+cpu_since(clock_t t0)
+{
+	return (double)(clock() - t0) / CLOCKS_PER_SEC;
+}
+
+/* "prefix" + n times open + mid + n times close + "suffix", malloc'ed. */
+static char *
+nest(const char *prefix, int n, const char *open, const char *mid,
+    const char *close, const char *suffix)
+{
+	size_t lo = strlen(open), lc = strlen(close), len;
+	char *b, *p;
+
+	len = strlen(prefix) + (size_t)n * (lo + lc) + strlen(mid) + strlen(suffix) + 1;
+	assert_non_null(b = malloc(len));
+	p = b + sprintf(b, "%s", prefix);
+	for (int i = 0; i < n; i++, p += lo)
+		memcpy(p, open, lo);
+	p += sprintf(p, "%s", mid);
+	for (int i = 0; i < n; i++, p += lc)
+		memcpy(p, close, lc);
+	sprintf(p, "%s", suffix);
+	return b;
+}
+
+/*
+ * 100,000 nested levels (flow sequences, flow mappings, block mappings) and
+ * alias expansions ("billion laughs", a cycle) in the main config, the
+ * feed config and the rules: a clear error naming file, line and key, in
+ * bounded time (libyaml alone took about 60 s on the 100,000 levels).
+ */
+static void
+test_yaml_depth_and_aliases(void **state)
+{
+	struct cfg *c = malloc(sizeof(*c));
+	struct cfg_feed f;
+	struct rules *rs;
+	char err[256], *y, *b, *p;
+	clock_t t0;
+
+	assert_non_null(c);
+	t0 = clock();
+	y = nest("relay:\n  own_addresses: ", 100000, "[", "", "]", "\n");
+	assert_int_equal(load(c, y, err), -1);
+	assert_string_equal(err, "t.yml:2: relay.own_addresses[0][0][0][0][0][0][0][0][0][0][0]"
+	    "[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]"
+	    "[0][0][0][0][0][0][0][0]...: nested deeper than 64 levels");
+	free(y);
+	y = nest("relay:\n  caps: ", 100000, "{a: ", "1", "}", "\n");
+	assert_int_equal(load(c, y, err), -1);
+	assert_non_null(strstr(err, "t.yml:2: relay.caps.a.a.a.a."));
+	assert_non_null(strstr(err, "nested deeper than 64 levels"));
+	free(y);
+	y = nest("", 100000, "[", "", "]", "\n");
+	assert_int_equal(load_feed(&f, y, err), -1);
+	assert_non_null(strstr(err, "f.yml:1: [0][0]"));
+	free(y);
+	/* Block style: each level one more space. */
+	assert_non_null(b = malloc(70 * 80));
+	p = b + sprintf(b, "relay:\n");
+	for (int i = 1; i < 70; i++)
+		p += sprintf(p, "%*sk%d:\n", i, "", i);
+	assert_int_equal(load(c, b, err), -1);
+	assert_non_null(strstr(err, "t.yml:65: relay.k1.k2.k3."));
+	free(b);
+	y = nest("rules:\n  - name: x\n    conditions: ", 100000, "[", "", "]", "\n");
+	rs = rules_load_buf("r.yml", y, strlen(y), err, sizeof(err));
+	assert_null(rs);
+	assert_non_null(strstr(err, "r.yml:3: rules[0].conditions[0][0]"));
+	free(y);
+
+	/* A billion laughs: 9 aliases of 9 aliases of ... of 9 scalars. */
+	assert_non_null(b = malloc(4096));
+	p = b + sprintf(b, "relay:\n  never_relay: &a0 [x, x, x, x, x, x, x, x, x]\n  own_addresses:\n");
+	for (int i = 1; i < 10; i++)
+		p += sprintf(p, "    - &a%d [*a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d]\n",
+		    i, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1);
+	assert_int_equal(load(c, b, err), -1);
+	assert_non_null(strstr(err, "t.yml:7: relay.own_addresses[3][0]: aliases expand to more "
+	    "than 10000 nodes"));
+	free(b);
+	/* An alias inside its own anchor: a cycle. */
+	assert_int_equal(load(c, "relay:\n  never_relay: &a [x, [*a]]\n", err), -1);
+	assert_string_equal(err, "t.yml:2: relay.never_relay[1][0]: alias *a inside its own "
+	    "anchor (a cycle)");
+	/* A few aliases are fine. */
+	assert_int_equal(load(c, "relay:\n  never_relay: &n [\"abuse@\", \"x.example\"]\n"
+	    "  ipv4_only_domains: *n\n", err), 0);
+	assert_int_equal(c->relay.nipv4_only, 2);
+	assert_true(cpu_since(t0) < 5.0);
+	free(c);
+}
+
 int
 main(void)
 {
@@ -987,6 +1087,7 @@ main(void)
 		cmocka_unit_test(test_feed_null_in_main),
 		cmocka_unit_test(test_relay_section),
 		cmocka_unit_test(test_fifo_refused),
+		cmocka_unit_test(test_yaml_depth_and_aliases),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -5,6 +5,7 @@
 #include <cmocka.h>
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -408,6 +409,60 @@ test_libevent_log(void **state)
 	free(buf);
 }
 
+/*
+ * A repeated condition (log_series): a flood of occurrences is one line, a
+ * flapping condition (occurs, ends, occurs...) two; the next window's line
+ * and the closing line carry the counts; errno is kept.
+ */
+static void
+test_log_series(void **state)
+{
+	struct log_series a, b;
+	char path[] = "/tmp/test_log_series.XXXXXX";
+	char *buf, *p;
+	size_t len;
+	int fd, saved, lines = 0;
+
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	saved = dup(2);
+	dup2(fd, 2);
+	log_init(LOG_LVL_INFO);
+	for (int i = 0; i < 100000; i++) {
+		errno = EMFILE;
+		log_series(&a, LOG_LVL_WARN, "accept on smtp: %s", strerror(EMFILE));
+		assert_int_equal(errno, EMFILE);
+	}
+	log_series_end(&a, LOG_LVL_INFO, "accepting again");
+	/* Flapping: 1000 series in a row, a line each way at most. */
+	for (int i = 0; i < 1000; i++) {
+		log_series(&b, LOG_LVL_WARN, "refusing %d", i);
+		log_series_end(&b, LOG_LVL_INFO, "refusals over");
+	}
+	/* A window later (made so): one line with what was held back. */
+	b.last -= LOG_SERIES_S;
+	b.last_end -= LOG_SERIES_S;
+	log_series(&b, LOG_LVL_WARN, "refusing again");
+	log_series_end(&b, LOG_LVL_INFO, "refusals over");
+	dup2(saved, 2);
+	close(saved);
+	close(fd);
+	buf = slurp(path, &len);
+	unlink(path);
+	for (p = buf; (p = strchr(p, '\n')) != NULL; p++)
+		lines++;
+	assert_int_equal(lines, 6);
+	assert_non_null(strstr(buf, "Z warn accept on smtp: Too many open files\n"));
+	assert_non_null(strstr(buf, "Z info accepting again (after 100000 occurrences)\n"));
+	assert_non_null(strstr(buf, "Z warn refusing 0\n"));
+	assert_non_null(strstr(buf, "Z info refusals over (after 1 occurrences)\n"));
+	assert_non_null(strstr(buf, "Z warn refusing again (999 more not logged in the last"));
+	assert_non_null(strstr(buf, "Z info refusals over (after 1000 occurrences)\n"));
+	free(buf);
+}
+
 /* log_timestamp has the documented shape. */
 static void
 test_timestamp(void **state)
@@ -434,6 +489,7 @@ main(void)
 		cmocka_unit_test(test_timestamp),
 		cmocka_unit_test(test_text_log),
 		cmocka_unit_test(test_libevent_log),
+		cmocka_unit_test(test_log_series),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -35,6 +35,7 @@ limits(struct cfg_relay_caps *l)
 	l->per_recipient = 1000;
 	l->per_domain = 1000;
 	l->per_client_ip = 1000;
+	l->per_client_network = 1000;
 	l->max_recipients = 1;
 	l->max_size = 1024 * 1024;
 }
@@ -180,6 +181,84 @@ test_per_rcpt_domain_ip(void **state)
 	assert_int_equal(take(c, sha, "192.0.2.9", "y@other.example", T0), -1);
 	assert_int_equal(take(c, sha, "192.0.2.10", "y@other.example", T0), 0);
 	relay_caps_free(c);
+}
+
+/*
+ * per_client_network: one /24 (or IPv6 /64, or an IPv4-mapped /24) cannot
+ * take more than its share of the day, whatever addresses of it send; the
+ * next network still gets its probe through, and a reopened journal (a
+ * restart) counts the same.
+ */
+static void
+test_per_client_network(void **state)
+{
+	struct cfg_relay_caps l;
+	struct relay_caps *c;
+	struct relay_caps_usage u;
+	const char *rc[1] = { "z@example.org" };
+	struct relay_caps_req q;
+	char sha[65], why[256], rcpt[64];
+	int n = 0;
+	/* Now: the reopen compacts what is older than a day. */
+	time_t t0 = time(NULL);
+
+	limits(&l);
+	l.per_day = 8;
+	l.per_client_network = 3;
+	c = open_caps(&l);
+	for (int i = 0; i < 3; i++) {
+		char ip[32];
+		snprintf(ip, sizeof(ip), "198.51.100.%d", 10 + i);
+		snprintf(rcpt, sizeof(rcpt), "a%d@example.org", i);
+		sha_of(sha, n++);
+		assert_int_equal(take(c, sha, ip, rcpt, t0), 0);
+	}
+	/* A fourth address of the /24, also written IPv4-mapped: refused. */
+	sha_of(sha, n++);
+	q = (struct relay_caps_req){ sha, "198.51.100.200", rc, 1, 100 };
+	assert_int_equal(relay_caps_check(c, &q, t0, why, sizeof(why)), -1);
+	assert_non_null(strstr(why, "per_client_network: 3 of 3 used (198.51.100.0/24)"));
+	relay_caps_usage(c, &q, t0, &u);
+	assert_int_equal(u.client_network, 3);
+	assert_int_equal(take(c, sha, "::ffff:198.51.100.201", "b@example.org", t0), -1);
+	/* Another /24 next door, and IPv6: /64 by /64. */
+	assert_int_equal(take(c, sha, "198.51.101.1", "b@example.org", t0), 0);
+	for (int i = 0; i < 3; i++) {
+		char ip[64];
+		snprintf(ip, sizeof(ip), "2001:db8:0:1:%x::1", i + 1);
+		snprintf(rcpt, sizeof(rcpt), "c%d@example.org", i);
+		sha_of(sha, n++);
+		assert_int_equal(take(c, sha, ip, rcpt, t0), 0);
+	}
+	sha_of(sha, n++);
+	assert_int_equal(take(c, sha, "2001:db8:0:1::9", "d@example.org", t0), -1);
+	assert_int_equal(take(c, sha, "2001:db8:0:2::9", "d@example.org", t0), 0);
+	relay_caps_free(c);
+
+	/* Reopened: the counts are the journal's. */
+	c = open_caps(&l);
+	sha_of(sha, n++);
+	assert_int_equal(take(c, sha, "198.51.100.77", "e@example.org", t0 + 60), -1);
+	assert_int_equal(take(c, sha, "2001:db8:0:1:ffff::2", "e@example.org", t0 + 60), -1);
+	/* A day later the share is free again. */
+	assert_int_equal(take(c, sha, "198.51.100.77", "e@example.org", t0 + 86400), 0);
+	relay_caps_free(c);
+}
+
+/* The default share is a quarter of per_day (at least 1). */
+static void
+test_per_client_network_default(void **state)
+{
+	struct cfg_relay_caps l;
+
+	limits(&l);
+	l.per_client_network = -1;
+	l.per_day = 20;
+	assert_int_equal(cfg_relay_caps_per_network(&l), 5);
+	l.per_day = 3;
+	assert_int_equal(cfg_relay_caps_per_network(&l), 1);
+	l.per_client_network = 7;
+	assert_int_equal(cfg_relay_caps_per_network(&l), 7);
 }
 
 /* The same content is never relayed twice, not even a week later. */
@@ -833,6 +912,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_torn_tail_and_short_write, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compaction_failure_not_fatal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_per_client_network, setup, teardown),
+		cmocka_unit_test(test_per_client_network_default),
 		cmocka_unit_test(test_never_relay),
 		cmocka_unit_test(test_never_relay_defaults),
 		cmocka_unit_test(test_never_relay_equivalent_forms),

@@ -370,6 +370,24 @@ test_grow(void **state)
 	free(p);
 }
 
+/* A client's network: IPv4 /24 (mapped too), IPv6 /64; anything else none. */
+static void
+test_net_scope(void **state)
+{
+	char out[UTIL_NET_SCOPE_MAX];
+
+	assert_int_equal(util_net_scope_str("198.51.100.77", out, sizeof(out)), 0);
+	assert_string_equal(out, "198.51.100.0/24");
+	assert_int_equal(util_net_scope_str("::ffff:198.51.100.201", out, sizeof(out)), 0);
+	assert_string_equal(out, "198.51.100.0/24");
+	assert_int_equal(util_net_scope_str("2001:db8:0:1:ffff::2", out, sizeof(out)), 0);
+	assert_string_equal(out, "2001:db8:0:1::/64");
+	assert_int_equal(util_net_scope_str("", out, sizeof(out)), -1);
+	assert_string_equal(out, "");
+	assert_int_equal(util_net_scope_str("198.51.100", out, sizeof(out)), -1);
+	assert_int_equal(util_net_scope_str("example.org", out, sizeof(out)), -1);
+}
+
 int
 main(void)
 {
@@ -389,6 +407,7 @@ main(void)
 		cmocka_unit_test(test_b64_bad),
 		cmocka_unit_test(test_mkdirs),
 		cmocka_unit_test(test_grow),
+		cmocka_unit_test(test_net_scope),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
