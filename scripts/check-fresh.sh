@@ -57,39 +57,9 @@ if ! command -v debootstrap >/dev/null 2>&1; then
 	    fail "cannot install debootstrap"
 fi
 
-# apt's sources, one "URI SUITE..." line per entry, from the one-line format
-# and the deb822 one (.sources), deb entries only.
-apt_sources() {
-	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-		[ -f "$f" ] || continue
-		sed -n 's/^[ \t]*deb[ \t]\{1,\}\(\[[^]]*\][ \t]\{1,\}\)\{0,1\}\([^ \t]\{1,\}\)[ \t]\{1,\}\([^ \t]\{1,\}\).*/\2 \3/p' "$f"
-	done
-	for f in /etc/apt/sources.list.d/*.sources; do
-		[ -f "$f" ] || continue
-		awk '
-			function flush() {
-				if (deb && enabled && uris != "")
-					{ n = split(uris, u, " "); for (i = 1; i <= n; i++) print u[i], suites }
-				deb = 0; enabled = 1; uris = ""; suites = ""
-			}
-			BEGIN { enabled = 1 }
-			/^[ \t]*$/ { flush(); next }
-			/^[ \t]*#/ { next }
-			{
-				key = tolower($1); sub(/:$/, "", key)
-				val = $0; sub(/^[^:]*:[ \t]*/, "", val)
-				if (key == "types") deb = (" " val " " ~ / deb /)
-				else if (key == "enabled") enabled = (tolower(val) != "no")
-				else if (key == "uris") uris = val
-				else if (key == "suites") suites = val
-			}
-			END { flush() }' "$f"
-	done
-}
-# The first URI serving SUITE (the archive), resp. SUITE-security.
-pick_mirror() {
-	apt_sources | awk -v s="$1" '{ for (i = 2; i <= NF; i++) if ($i == s) { print $1; exit } }'
-}
+# pick_mirror SUITE: the first URI serving SUITE in apt's sources (the
+# archive; SUITE-security, the security one).
+. "$TOP/scripts/debian-mirror.sh"
 MIRROR=${FOSR_MIRROR:-$(pick_mirror "$SUITE")}
 SECURITY=${FOSR_SECURITY:-$(pick_mirror "$SUITE-security")}
 [ -n "$MIRROR" ] || fail "no Debian mirror for $SUITE in apt's sources: set FOSR_MIRROR"

@@ -1,6 +1,9 @@
-# Sourced: the Debian mirror apt already uses (check-container.sh; the same
-# code as in check-fresh.sh).  pick_mirror SUITE prints the first URI serving
-# SUITE from apt's sources, one-line (.list) and deb822 (.sources) formats.
+# Sourced: the Debian mirror apt already uses (check-fresh.sh and
+# check-container.sh).  pick_mirror SUITE prints the first URI serving SUITE
+# from apt's sources, one-line (.list) and deb822 (.sources) formats.
+
+# apt's sources, one "URI SUITE..." line per entry, from the one-line format
+# and the deb822 one (.sources), deb entries only.
 apt_sources() {
 	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
 		[ -f "$f" ] || continue

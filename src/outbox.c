@@ -437,6 +437,49 @@ ob_open_rotated(const char *path)
 }
 
 /*
+ * The directory of the outbox's file, opened, where its rotated files are
+ * (its path in dir, the file's name in *base, *bl long); NULL (errno) when
+ * it cannot be read.
+ */
+static DIR *
+ob_opendir(const struct outbox *ob, char *dir, size_t dirlen, const char **base,
+    size_t *bl)
+{
+	const char *slash;
+
+	if ((slash = strrchr(ob->path, '/')) != NULL) {
+		snprintf(dir, dirlen, "%.*s", (int)(slash - ob->path), ob->path);
+		if (dir[0] == '\0')
+			snprintf(dir, dirlen, "/");
+		*base = slash + 1;
+	} else {
+		snprintf(dir, dirlen, ".");
+		*base = ob->path;
+	}
+	*bl = strlen(*base);
+	return opendir(dir);
+}
+
+/*
+ * The rotated file chosen at path opened, its name copied to found; -1 with
+ * errno 0 when none was chosen (path NULL), else as ob_open_rotated().
+ */
+static int
+ob_open_chosen(const char *path, char *found, size_t foundlen)
+{
+	int fd;
+
+	if (path == NULL) {
+		errno = 0;
+		return -1;
+	}
+	if ((fd = ob_open_rotated(path)) == -1)
+		return -1;
+	snprintf(found, foundlen, "%s", path);
+	return fd;
+}
+
+/*
  * Find, beside the outbox's file, the file cursor c's cursor points into: by
  * inode (a rotation: mv and a new file), or, with by_copy, another file at
  * least as long as the cursor holding the cursor's last line at the cursor
@@ -450,24 +493,14 @@ ob_find(struct outbox *ob, const struct outbox_cursor *c, bool by_copy,
     char *found, size_t foundlen)
 {
 	char dir[PATH_MAX], path[PATH_MAX];
-	const char *base, *slash;
+	const char *base;
 	struct dirent *de;
 	struct stat st;
 	size_t bl;
 	DIR *d;
 	int fd = -1, e;
 
-	if ((slash = strrchr(ob->path, '/')) != NULL) {
-		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - ob->path), ob->path);
-		if (dir[0] == '\0')
-			snprintf(dir, sizeof(dir), "/");
-		base = slash + 1;
-	} else {
-		snprintf(dir, sizeof(dir), ".");
-		base = ob->path;
-	}
-	bl = strlen(base);
-	if ((d = opendir(dir)) == NULL)
+	if ((d = ob_opendir(ob, dir, sizeof(dir), &base, &bl)) == NULL)
 		return -1;
 	while (fd == -1 && (de = readdir(d)) != NULL) {
 		if (strncmp(de->d_name, base, bl) != 0 || de->d_name[bl] == '\0')
@@ -518,26 +551,16 @@ ob_seg_next(struct outbox *ob, const struct stat *done, char *found,
     size_t foundlen, bool *known)
 {
 	char dir[PATH_MAX], path[PATH_MAX], bestpath[PATH_MAX];
-	const char *base, *slash, *p;
+	const char *base, *p;
 	unsigned long long n, after = 0, best = ULLONG_MAX;
 	struct dirent *de;
 	struct stat st;
 	size_t bl;
 	DIR *d;
-	int pass, fd;
+	int pass;
 
 	*known = done == NULL;
-	if ((slash = strrchr(ob->path, '/')) != NULL) {
-		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - ob->path), ob->path);
-		if (dir[0] == '\0')
-			snprintf(dir, sizeof(dir), "/");
-		base = slash + 1;
-	} else {
-		snprintf(dir, sizeof(dir), ".");
-		base = ob->path;
-	}
-	bl = strlen(base);
-	if ((d = opendir(dir)) == NULL)
+	if ((d = ob_opendir(ob, dir, sizeof(dir), &base, &bl)) == NULL)
 		return -1;
 	/* Pass 0 finds done's number, pass 1 the smallest one after it. */
 	for (pass = done == NULL ? 1 : 0; pass < 2; pass++) {
@@ -569,14 +592,8 @@ ob_seg_next(struct outbox *ob, const struct stat *done, char *found,
 			break;
 	}
 	closedir(d);
-	if (!*known || best == ULLONG_MAX) {
-		errno = 0;
-		return -1;
-	}
-	if ((fd = ob_open_rotated(bestpath)) == -1)
-		return -1;
-	snprintf(found, foundlen, "%s", bestpath);
-	return fd;
+	return ob_open_chosen(*known && best != ULLONG_MAX ? bestpath : NULL,
+	    found, foundlen);
 }
 
 /*
@@ -593,7 +610,7 @@ ob_next(struct outbox *ob, const struct stat *done, char *found,
 {
 	static const char *const packed[] = { ".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z" };
 		char dir[PATH_MAX], path[PATH_MAX], best[PATH_MAX] = "";
-	const char *base, *slash;
+	const char *base;
 	struct timespec bt = { 0, 0 };
 	struct dirent *de;
 	struct stat st;
@@ -605,17 +622,7 @@ ob_next(struct outbox *ob, const struct stat *done, char *found,
 	if (ob->kind == OUTBOX_JOURNAL &&
 	    ((fd = ob_seg_next(ob, done, found, foundlen, &known)) != -1 || known))
 		return fd;
-	if ((slash = strrchr(ob->path, '/')) != NULL) {
-		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - ob->path), ob->path);
-		if (dir[0] == '\0')
-			snprintf(dir, sizeof(dir), "/");
-		base = slash + 1;
-	} else {
-		snprintf(dir, sizeof(dir), ".");
-		base = ob->path;
-	}
-	bl = strlen(base);
-	if ((d = opendir(dir)) == NULL)
+	if ((d = ob_opendir(ob, dir, sizeof(dir), &base, &bl)) == NULL)
 		return -1;
 	while ((de = readdir(d)) != NULL) {
 		nl = strlen(de->d_name);
@@ -638,14 +645,7 @@ ob_next(struct outbox *ob, const struct stat *done, char *found,
 		}
 	}
 	closedir(d);
-	if (best[0] == '\0') {
-		errno = 0;
-		return -1;
-	}
-	if ((fd = ob_open_rotated(best)) == -1)
-		return -1;
-	snprintf(found, foundlen, "%s", best);
-	return fd;
+	return ob_open_chosen(best[0] != '\0' ? best : NULL, found, foundlen);
 }
 
 /* Read the outbox's rotated-away file (fd2, found at name) before its file. */

@@ -110,14 +110,9 @@ values_parse(struct yu_ctx *x, yaml_node_t *n, const char *path,
 	    (t->lens = calloc((size_t)count, sizeof(*t->lens))) == NULL)
 		return yu_error(x, n, path, "out of memory");
 	for (i = 0; i < count; i++) {
-		if (items != NULL) {
-			yu_path(ipath, sizeof(ipath), "%s[%d]", path, i);
-			if ((v = yaml_document_get_node(x->doc, items[i])) == NULL)
-				return yu_error(x, n, path, "malformed list");
-		} else {
-			yu_path(ipath, sizeof(ipath), "%s", path);
-			v = n;
-		}
+		if ((v = yu_seq_item(x, n, path, items, i, ipath,
+		    sizeof(ipath))) == NULL)
+			return -1;
 		if ((t->vals[i] = yu_dup(x, v, ipath, RULES_VALUE_MAX, &t->lens[i])) == NULL)
 			return -1;
 		t->nvals++;
@@ -311,15 +306,9 @@ matcher_parse(struct yu_ctx *x, int k, const char *path, yaml_node_t *v,
 		if ((m->st = calloc((size_t)count, sizeof(*m->st))) == NULL)
 			return yu_error(x, v, path, "out of memory");
 		for (i = 0; i < count; i++) {
-			iv = v;
-			yu_path(ipath, sizeof(ipath), "%s", path);
-			if (items != NULL) {
-				yu_path(ipath, sizeof(ipath), "%s[%d]", path, i);
-				if ((iv = yaml_document_get_node(x->doc,
-				    items[i])) == NULL)
-					return yu_error(x, v, path,
-					    "malformed list");
-			}
+			if ((iv = yu_seq_item(x, v, path, items, i, ipath,
+			    sizeof(ipath))) == NULL)
+				return -1;
 			m->nst++;
 			if (strtest_parse(x, iv, ipath, m->kind == MK_HEADER,
 			    &m->st[i]) == -1)
@@ -346,15 +335,9 @@ matcher_parse(struct yu_ctx *x, int k, const char *path, yaml_node_t *v,
 		if ((m->cidrs = calloc((size_t)count, sizeof(*m->cidrs))) == NULL)
 			return yu_error(x, v, path, "out of memory");
 		for (i = 0; i < count; i++) {
-			iv = v;
-			yu_path(ipath, sizeof(ipath), "%s", path);
-			if (items != NULL) {
-				yu_path(ipath, sizeof(ipath), "%s[%d]", path, i);
-				if ((iv = yaml_document_get_node(x->doc,
-				    items[i])) == NULL)
-					return yu_error(x, v, path,
-					    "malformed list");
-			}
+			if ((iv = yu_seq_item(x, v, path, items, i, ipath,
+			    sizeof(ipath))) == NULL)
+				return -1;
 			if (yu_str(x, iv, ipath, buf, sizeof(buf), false) == -1)
 				return -1;
 			if (cidr_parse(buf, &m->cidrs[i]) == -1)
@@ -452,9 +435,9 @@ mo_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 	if ((m->places = calloc((size_t)count, sizeof(*m->places))) == NULL)
 		return yu_error(x, v, path, "out of memory");
 	for (i = 0; i < count; i++) {
-		yu_path(ipath, sizeof(ipath), "%s[%d]", path, i);
-		if ((iv = yaml_document_get_node(x->doc, items[i])) == NULL)
-			return yu_error(x, v, path, "malformed list");
+		if ((iv = yu_seq_item(x, v, path, items, i, ipath,
+		    sizeof(ipath))) == NULL)
+			return -1;
 		if (place_parse(x, iv, ipath, &m->places[i]) == -1)
 			return -1;
 		m->nplaces++;
@@ -645,10 +628,9 @@ rule_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 		if ((r->c = calloc((size_t)count, sizeof(*r->c))) == NULL)
 			return yu_error(x, v, path, "out of memory");
 		for (i = 0; i < count; i++) {
-			yu_path(ipath, sizeof(ipath), "%s[%d]", path, i);
-			if ((iv = yaml_document_get_node(x->doc, items[i])) ==
-			    NULL)
-				return yu_error(x, v, path, "malformed list");
+			if ((iv = yu_seq_item(x, v, path, items, i, ipath,
+			    sizeof(ipath))) == NULL)
+				return -1;
 			r->nc++;
 			if ((r->c[i].m = calloc(MK_COUNT,
 			    sizeof(*r->c[i].m))) == NULL)
@@ -728,9 +710,9 @@ top_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 	if ((rs->r = calloc((size_t)count, sizeof(*rs->r))) == NULL)
 		return yu_error(x, v, path, "out of memory");
 	for (i = 0; i < count; i++) {
-		yu_path(ipath, sizeof(ipath), "%s[%d]", path, i);
-		if ((iv = yaml_document_get_node(x->doc, items[i])) == NULL)
-			return yu_error(x, v, path, "malformed list");
+		if ((iv = yu_seq_item(x, v, path, items, i, ipath,
+		    sizeof(ipath))) == NULL)
+			return -1;
 		rs->n++;
 		rs->r[i].order = i;
 		if (rule_parse(x, iv, ipath, &rs->r[i]) == -1)

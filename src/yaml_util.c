@@ -176,6 +176,22 @@ yu_seq_items(struct yu_ctx *x, yaml_node_t *n, const char *path, int max,
 	return 0;
 }
 
+yaml_node_t *
+yu_seq_item(struct yu_ctx *x, yaml_node_t *n, const char *path,
+    const yaml_node_item_t *items, int i, char *ipath, size_t ipathlen)
+{
+	yaml_node_t *v;
+
+	if (items == NULL) {
+		yu_path(ipath, ipathlen, "%s", path);
+		return n;
+	}
+	yu_path(ipath, ipathlen, "%s[%d]", path, i);
+	if ((v = yaml_document_get_node(x->doc, items[i])) == NULL)
+		(void)yu_error(x, n, path, "malformed list");
+	return v;
+}
+
 bool
 yu_is_null(const yaml_node_t *n)
 {

@@ -64,6 +64,13 @@ int	yu_missing(struct yu_ctx *, yaml_node_t *map, const char *prefix,
 /* Require n to be a non-empty list of at most max items. */
 int	yu_seq_items(struct yu_ctx *, yaml_node_t *n, const char *path, int max,
 	    yaml_node_item_t **items, int *count);
+/*
+ * Item i of the list yu_seq_items() gave (items NULL: n itself, a single
+ * value where a list may stand), with its path ("path[i]", or path) in
+ * ipath; NULL after an error.
+ */
+yaml_node_t *yu_seq_item(struct yu_ctx *, yaml_node_t *n, const char *path,
+	    const yaml_node_item_t *items, int i, char *ipath, size_t ipathlen);
 /* Whether n is a plain null scalar ("", "~", "null"). */
 bool	yu_is_null(const yaml_node_t *n);
 /* The value node of key in mapping n (not nested), or NULL. */

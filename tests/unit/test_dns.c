@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
@@ -290,6 +291,41 @@ peer_cb(void *arg, const struct dns_peer *p)
 	g->peer = *p;
 }
 
+/* Each lookup test's loop, the fake server on it and a resolver asking it. */
+struct dnsfix {
+	struct event_base	*base;
+	struct fakedns		 d;
+	struct dns		*dns;
+};
+
+static int
+dnsfix_setup(void **state)
+{
+	struct dnsfix	*x;
+	char		 srv[64], err[256];
+
+	assert_non_null(x = calloc(1, sizeof(*x)));
+	assert_non_null(x->base = event_base_new());
+	fakedns_start(&x->d, x->base);
+	snprintf(srv, sizeof(srv), "127.0.0.1:%d", x->d.port);
+	assert_non_null(x->dns = dns_new(x->base, srv, 500, err, sizeof(err)));
+	*state = x;
+	return 0;
+}
+
+/* A test that freed the resolver itself set x->dns to NULL. */
+static int
+dnsfix_teardown(void **state)
+{
+	struct dnsfix	*x = *state;
+
+	dns_free(x->dns);
+	fakedns_stop(&x->d);
+	event_base_free(x->base);
+	free(x);
+	return 0;
+}
+
 /* Run the loop until the callback ran (5 s at most). */
 static void
 wait_done(struct event_base *base, struct got *g)
@@ -307,16 +343,10 @@ wait_done(struct event_base *base, struct got *g)
 static void
 test_mx_lookup(void **state)
 {
-	struct event_base	*base = event_base_new();
-	struct fakedns		 d;
-	struct dns		*dns;
+	struct dnsfix		*x = *state;
+	struct event_base	*base = x->base;
+	struct dns		*dns = x->dns;
 	struct got		 g;
-	char			 srv[64], err[256];
-
-	assert_non_null(base);
-	fakedns_start(&d, base);
-	snprintf(srv, sizeof(srv), "127.0.0.1:%d", d.port);
-	assert_non_null(dns = dns_new(base, srv, 500, err, sizeof(err)));
 
 	memset(&g, 0, sizeof(g));
 	assert_int_equal(dns_mx_lookup(dns, "mx.test", mx_cb, &g), 0);
@@ -329,7 +359,7 @@ test_mx_lookup(void **state)
 	assert_string_equal(g.mx[1].host, "b.mx.test");
 	assert_int_equal(g.mx[1].pref, 20);
 	assert_false(g.mx[0].implicit);
-	assert_true(d.queries > 0);
+	assert_true(x->d.queries > 0);
 
 	memset(&g, 0, sizeof(g));
 	assert_int_equal(dns_mx_lookup(dns, "nullmx.test", mx_cb, &g), 0);
@@ -357,30 +387,23 @@ test_mx_lookup(void **state)
 
 	/* dns_free() with a lookup pending: its callback runs, cancelled. */
 	memset(&g, 0, sizeof(g));
-	event_del(d.ev);		/* the server stops answering */
+	event_del(x->d.ev);		/* the server stops answering */
 	assert_int_equal(dns_mx_lookup(dns, "mx.test", mx_cb, &g), 0);
 	dns_free(dns);
+	x->dns = NULL;
 	assert_true(g.done);
 	assert_int_equal(g.st, DNS_CANCELLED);
-	fakedns_stop(&d);
-	event_base_free(base);
 }
 
 /* Addresses: IPv4 first, then IPv6, or IPv4 only; a numeric host asks nobody. */
 static void
 test_addr_lookup(void **state)
 {
-	struct event_base	*base = event_base_new();
-	struct fakedns		 d;
-	struct dns		*dns;
+	struct dnsfix		*x = *state;
+	struct event_base	*base = x->base;
+	struct dns		*dns = x->dns;
 	struct got		 g;
-	char			 srv[64], err[256];
 	int			 q;
-
-	assert_non_null(base);
-	fakedns_start(&d, base);
-	snprintf(srv, sizeof(srv), "127.0.0.1:%d", d.port);
-	assert_non_null(dns = dns_new(base, srv, 500, err, sizeof(err)));
 
 	memset(&g, 0, sizeof(g));
 	assert_int_equal(dns_addr_lookup(dns, "a.mx.test", false, addr_cb, &g), 0);
@@ -403,34 +426,25 @@ test_addr_lookup(void **state)
 	assert_int_equal(g.st, DNS_NOTFOUND);
 
 	memset(&g, 0, sizeof(g));
-	q = d.queries;
+	q = x->d.queries;
 	assert_int_equal(dns_addr_lookup(dns, "192.0.2.7", false, addr_cb, &g), 0);
 	assert_false(g.done);
 	wait_done(base, &g);
 	assert_int_equal(g.st, DNS_OK);
 	assert_int_equal(g.n, 1);
 	assert_string_equal(g.addr[0], "192.0.2.7");
-	assert_int_equal(d.queries, q);
+	assert_int_equal(x->d.queries, q);
 
-	dns_free(dns);
-	fakedns_stop(&d);
-	event_base_free(base);
 }
 
 /* The client name: a PTR that forward-confirms, one that does not, none. */
 static void
 test_peer_lookup(void **state)
 {
-	struct event_base	*base = event_base_new();
-	struct fakedns		 d;
-	struct dns		*dns;
+	struct dnsfix		*x = *state;
+	struct event_base	*base = x->base;
+	struct dns		*dns = x->dns;
 	struct got		 g;
-	char			 srv[64], err[256];
-
-	assert_non_null(base);
-	fakedns_start(&d, base);
-	snprintf(srv, sizeof(srv), "127.0.0.1:%d", d.port);
-	assert_non_null(dns = dns_new(base, srv, 500, err, sizeof(err)));
 
 	memset(&g, 0, sizeof(g));
 	assert_non_null(dns_peer_lookup(dns, "192.0.2.1", peer_cb, &g));
@@ -453,9 +467,6 @@ test_peer_lookup(void **state)
 	assert_string_equal(g.peer.name, "unknown");
 
 	assert_null(dns_peer_lookup(dns, "not an address", peer_cb, &g));
-	dns_free(dns);
-	fakedns_stop(&d);
-	event_base_free(base);
 }
 
 int
@@ -464,9 +475,12 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_valid_hostname),
 		cmocka_unit_test(test_reverse_name),
-		cmocka_unit_test(test_mx_lookup),
-		cmocka_unit_test(test_addr_lookup),
-		cmocka_unit_test(test_peer_lookup),
+		cmocka_unit_test_setup_teardown(test_mx_lookup, dnsfix_setup,
+		    dnsfix_teardown),
+		cmocka_unit_test_setup_teardown(test_addr_lookup, dnsfix_setup,
+		    dnsfix_teardown),
+		cmocka_unit_test_setup_teardown(test_peer_lookup, dnsfix_setup,
+		    dnsfix_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

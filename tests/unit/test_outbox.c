@@ -39,6 +39,12 @@ struct fix {
 static void	append(const char *path, const char *s);
 static struct outbox *ob_make(struct fix *, const char *path, enum outbox_kind);
 static void	read_line(struct outbox_cursor *, const char *want, struct outbox_line *);
+static void	read_confirm(struct outbox_cursor *, const char *want,
+		    struct outbox_line *);
+static struct outbox *ob_start_ev(struct fix *, const char *path, enum outbox_kind,
+		    struct outbox_cursor **);
+static void	wait_line(struct outbox *, struct outbox_cursor *, const char *want,
+		    struct outbox_line *);
 static void	fix_hold(void *, const char *);
 static void	fix_lost(void *);
 
@@ -128,6 +134,48 @@ read_line(struct outbox_cursor *c, const char *want, struct outbox_line *l)
 	}
 	assert_int_equal(outbox_read(c, l), 1);
 	assert_false(l->overlong);
+	assert_int_equal(l->len, strlen(want));
+	assert_memory_equal(l->line, want, l->len);
+}
+
+/* The next line must be want; taken and confirmed at once. */
+static void
+read_confirm(struct outbox_cursor *c, const char *want, struct outbox_line *l)
+{
+	read_line(c, want, l);
+	assert_non_null(outbox_take(c, l));
+	outbox_confirm(c, l->end_off);
+}
+
+/* An outbox over path with one cursor, "ev" (in *c), started. */
+static struct outbox *
+ob_start_ev(struct fix *f, const char *path, enum outbox_kind kind,
+    struct outbox_cursor **c)
+{
+	struct outbox *ob;
+	char err[256];
+
+	ob = ob_make(f, path, kind);
+	assert_non_null(*c = outbox_cursor_open(ob, "ev", 0, err, sizeof(err)));
+	outbox_start(ob);
+	return ob;
+}
+
+/*
+ * Wait (bounded: 5 s) for the next line, checking the outbox's file between
+ * tries as its timer would; it must be want.
+ */
+static void
+wait_line(struct outbox *ob, struct outbox_cursor *c, const char *want,
+    struct outbox_line *l)
+{
+	time_t t0 = time(NULL);
+
+	while (outbox_read(c, l) == 0) {
+		assert_true(time(NULL) - t0 < 5);
+		outbox_check(ob);
+		usleep(20000);
+	}
 	assert_int_equal(l->len, strlen(want));
 	assert_memory_equal(l->line, want, l->len);
 }
@@ -242,39 +290,25 @@ static void
 test_log_rotation(void **state)
 {
 	struct fix *f = *state;
-	char path[PATH_MAX], old[PATH_MAX + 8], err[256];
+	char path[PATH_MAX], old[PATH_MAX + 8];
 	struct outbox_line l;
 	struct outbox_cursor *c;
 	struct outbox *ob;
-	time_t t0;
 	uint64_t gen;
 
 	snprintf(path, sizeof(path), "%s/events.jsonl", f->dir);
 	snprintf(old, sizeof(old), "%s.1", path);
 	append(path, "{\"e\":1}\n");
-	ob = ob_make(f, path, OUTBOX_LOG);
-	assert_non_null(c = outbox_cursor_open(ob, "ev", 0, err, sizeof(err)));
-	outbox_start(ob);
-	read_line(c, "{\"e\":1}", &l);
-	assert_non_null(outbox_take(c, &l));
-	outbox_confirm(c, l.end_off);
+	ob = ob_start_ev(f, path, OUTBOX_LOG, &c);
+	read_confirm(c, "{\"e\":1}", &l);
 	assert_int_equal(rename(path, old), 0);
 	append(old, "{\"e\":2}\n");	/* the writer had not reopened yet */
 	append(path, "{\"e\":3}\n");
 	outbox_check(ob);
 	gen = outbox_generation(ob);
-	read_line(c, "{\"e\":2}", &l);
-	assert_non_null(outbox_take(c, &l));
-	outbox_confirm(c, l.end_off);
+	read_confirm(c, "{\"e\":2}", &l);
 	/* Wait (bounded) for the old file to settle and the new one to be followed. */
-	t0 = time(NULL);
-	while (outbox_read(c, &l) == 0) {
-		assert_true(time(NULL) - t0 < 5);
-		outbox_check(ob);
-		usleep(20000);
-	}
-	assert_int_equal(l.len, 7);
-	assert_memory_equal(l.line, "{\"e\":3}", 7);
+	wait_line(ob, c, "{\"e\":3}", &l);
 	assert_true(outbox_generation(ob) != gen);
 	outbox_free(ob);
 	assert_int_equal(f->holds, 0);
@@ -298,11 +332,10 @@ static void
 test_rotated_open_fails_at_start(void **state)
 {
 	struct fix *f = *state;
-	char path[PATH_MAX], old[PATH_MAX + 32], err[256];
+	char path[PATH_MAX], old[PATH_MAX + 32];
 	struct outbox_line l;
 	struct outbox_cursor *c;
 	struct outbox *ob;
-	time_t t0;
 	int k;
 
 	for (k = 0; k < 2; k++) {
@@ -315,20 +348,14 @@ test_rotated_open_fails_at_start(void **state)
 		}
 		f->holds = f->losts = 0;
 		append(path, "{\"e\":1}\n{\"e\":2}\n");
-		ob = ob_make(f, path, k == 0 ? OUTBOX_LOG : OUTBOX_JOURNAL);
-		assert_non_null(c = outbox_cursor_open(ob, "ev", 0, err, sizeof(err)));
-		outbox_start(ob);
-		read_line(c, "{\"e\":1}", &l);
-		assert_non_null(outbox_take(c, &l));
-		outbox_confirm(c, l.end_off);
+		ob = ob_start_ev(f, path, k == 0 ? OUTBOX_LOG : OUTBOX_JOURNAL, &c);
+		read_confirm(c, "{\"e\":1}", &l);
 		outbox_free(ob);	/* stopped: the cursor saved after e1 */
 		assert_int_equal(rename(path, old), 0);
 		append(path, "{\"e\":3}\n");
 
 		testhook_set(emfile_cb, NULL);
-		ob = ob_make(f, path, k == 0 ? OUTBOX_LOG : OUTBOX_JOURNAL);
-		assert_non_null(c = outbox_cursor_open(ob, "ev", 0, err, sizeof(err)));
-		outbox_start(ob);
+		ob = ob_start_ev(f, path, k == 0 ? OUTBOX_LOG : OUTBOX_JOURNAL, &c);
 		/* Held: e3 (the new file) is not read, e2 not given up. */
 		read_line(c, NULL, NULL);
 		outbox_check(ob);
@@ -336,14 +363,7 @@ test_rotated_open_fails_at_start(void **state)
 		assert_true(f->holds > 0);
 		assert_int_equal(f->losts, 0);
 		testhook_set(NULL, NULL);
-		t0 = time(NULL);
-		while (outbox_read(c, &l) == 0) {
-			assert_true(time(NULL) - t0 < 5);
-			outbox_check(ob);
-			usleep(20000);
-		}
-		assert_int_equal(l.len, 7);
-		assert_memory_equal(l.line, "{\"e\":2}", 7);
+		wait_line(ob, c, "{\"e\":2}", &l);
 		outbox_free(ob);
 	}
 }
@@ -356,21 +376,16 @@ static void
 test_cut_copy_open_fails(void **state)
 {
 	struct fix *f = *state;
-	char path[PATH_MAX], copy[PATH_MAX + 8], err[256];
+	char path[PATH_MAX], copy[PATH_MAX + 8];
 	struct outbox_line l;
 	struct outbox_cursor *c;
 	struct outbox *ob;
-	time_t t0;
 
 	snprintf(path, sizeof(path), "%s/events.jsonl", f->dir);
 	snprintf(copy, sizeof(copy), "%s.1", path);
 	append(path, "{\"e\":1}\n");
-	ob = ob_make(f, path, OUTBOX_LOG);
-	assert_non_null(c = outbox_cursor_open(ob, "ev", 0, err, sizeof(err)));
-	outbox_start(ob);
-	read_line(c, "{\"e\":1}", &l);
-	assert_non_null(outbox_take(c, &l));
-	outbox_confirm(c, l.end_off);
+	ob = ob_start_ev(f, path, OUTBOX_LOG, &c);
+	read_confirm(c, "{\"e\":1}", &l);
 	/* copytruncate: the copy has e1 and e2 (written before the cut). */
 	append(copy, "{\"e\":1}\n{\"e\":2}\n");
 	assert_int_equal(truncate(path, 0), 0);
@@ -380,14 +395,7 @@ test_cut_copy_open_fails(void **state)
 	read_line(c, NULL, NULL);
 	assert_true(f->holds > 0);
 	testhook_set(NULL, NULL);
-	t0 = time(NULL);
-	while (outbox_read(c, &l) == 0) {
-		assert_true(time(NULL) - t0 < 5);
-		outbox_check(ob);
-		usleep(20000);
-	}
-	assert_int_equal(l.len, 7);
-	assert_memory_equal(l.line, "{\"e\":2}", 7);
+	wait_line(ob, c, "{\"e\":2}", &l);
 	outbox_free(ob);
 }
 

@@ -64,6 +64,19 @@ test_load_errors(void **state)
 	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
 	    "      - {client: 10.0.0.0/33}\n",
 	    "t.yml:5: rules[0].conditions[0].client: expected an address or CIDR");
+	/* An item of a list names its index; a single value stands alone. */
+	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
+	    "      - {client: [192.0.2.0/24, 10.0.0.0/33]}\n",
+	    "t.yml:5: rules[0].conditions[0].client[1]: expected an address or CIDR");
+	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
+	    "      - {subject: [{contains: a}, {contains: \"\"}]}\n",
+	    "t.yml:5: rules[0].conditions[0].subject[1].contains: must not be empty");
+	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
+	    "      - {subject: {contains: [a, \"\"]}}\n",
+	    "t.yml:5: rules[0].conditions[0].subject.contains[1]: must not be empty");
+	load_err("rules:\n  - name: a\n    stage: data\n    conditions:\n"
+	    "      - {tls: true}\n      - {bogus: 1}\n",
+	    "t.yml:6: rules[0].conditions[1].bogus: unknown key");
 	/* A plain null is no value, in rules as in the config (yaml_util). */
 	load_err("rules:\n  - name: ~\n    stage: data\n    conditions: [{tls: true}]\n",
 	    "t.yml:2: rules[0].name: must not be empty");

@@ -26,35 +26,54 @@ dec(const char *s, size_t n, uint32_t *cp)
 	return utf8_decode(s, n, cp);
 }
 
+/* Bytes to decode: a literal's, or fewer (n) when the cut is the point. */
+struct seq {
+	const char	*s;
+	size_t		 n;
+};
+#define SEQ(lit)	{ lit, sizeof(lit) - 1 }
+#define NITEMS(v)	(sizeof(v) / sizeof((v)[0]))
+
+/* Every sequence of v is refused: nothing read, *cp untouched. */
+static void
+refused(const struct seq *v, size_t nv)
+{
+	uint32_t cp;
+	size_t i;
+
+	for (i = 0; i < nv; i++)
+		if (dec(v[i].s, v[i].n, &cp) != 0 || cp != 0xffffffffu)
+			fail_msg("sequence %zu (%zu bytes) was read", i, v[i].n);
+}
+
 /* Each length's smallest and largest code point decodes. */
 static void
 test_decode_valid(void **state)
 {
+	static const struct {
+		struct seq	 in;
+		size_t		 len;
+		uint32_t	 cp;
+	} v[] = {
+		{ SEQ("\x00"), 1, 0 },
+		{ SEQ("\x7f"), 1, 0x7f },
+		{ SEQ("\xc2\x80"), 2, 0x80 },
+		{ SEQ("\xdf\xbf"), 2, 0x7ff },
+		{ SEQ("\xe0\xa0\x80"), 3, 0x800 },
+		{ SEQ("\xed\x9f\xbf"), 3, 0xd7ff },
+		{ SEQ("\xee\x80\x80"), 3, 0xe000 },
+		{ SEQ("\xef\xbf\xbf"), 3, 0xffff },
+		{ SEQ("\xf0\x90\x80\x80"), 4, 0x10000 },
+		{ SEQ("\xf4\x8f\xbf\xbf"), 4, 0x10ffff },
+		{ SEQ("\xc3\xa9zz"), 2, 0xe9 },	/* only the first is read */
+	};
 	uint32_t cp;
+	size_t i;
 
-	assert_int_equal(dec("\x00", 1, &cp), 1);
-	assert_int_equal(cp, 0);
-	assert_int_equal(dec("\x7f", 1, &cp), 1);
-	assert_int_equal(cp, 0x7f);
-	assert_int_equal(dec("\xc2\x80", 2, &cp), 2);
-	assert_int_equal(cp, 0x80);
-	assert_int_equal(dec("\xdf\xbf", 2, &cp), 2);
-	assert_int_equal(cp, 0x7ff);
-	assert_int_equal(dec("\xe0\xa0\x80", 3, &cp), 3);
-	assert_int_equal(cp, 0x800);
-	assert_int_equal(dec("\xed\x9f\xbf", 3, &cp), 3);	/* U+D7FF */
-	assert_int_equal(cp, 0xd7ff);
-	assert_int_equal(dec("\xee\x80\x80", 3, &cp), 3);	/* U+E000 */
-	assert_int_equal(cp, 0xe000);
-	assert_int_equal(dec("\xef\xbf\xbf", 3, &cp), 3);
-	assert_int_equal(cp, 0xffff);
-	assert_int_equal(dec("\xf0\x90\x80\x80", 4, &cp), 4);
-	assert_int_equal(cp, 0x10000);
-	assert_int_equal(dec("\xf4\x8f\xbf\xbf", 4, &cp), 4);
-	assert_int_equal(cp, 0x10ffff);
-	/* Only the first sequence is read. */
-	assert_int_equal(dec("\xc3\xa9zz", 4, &cp), 2);
-	assert_int_equal(cp, 0xe9);
+	for (i = 0; i < NITEMS(v); i++) {
+		assert_int_equal(dec(v[i].in.s, v[i].in.n, &cp), v[i].len);
+		assert_int_equal(cp, v[i].cp);
+	}
 	assert_true(utf8_valid("", 0));
 	assert_true(utf8_valid("a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 10));
 }
@@ -63,14 +82,16 @@ test_decode_valid(void **state)
 static void
 test_decode_overlong(void **state)
 {
-	uint32_t cp;
+	static const struct seq v[] = {
+		SEQ("\xc0\x80"),		/* U+0000 */
+		SEQ("\xc1\xbf"),
+		SEQ("\xe0\x80\x80"),
+		SEQ("\xe0\x9f\xbf"),
+		SEQ("\xf0\x80\x80\x80"),
+		SEQ("\xf0\x8f\xbf\xbf"),
+	};
 
-	assert_int_equal(dec("\xc0\x80", 2, &cp), 0);		/* U+0000 */
-	assert_int_equal(dec("\xc1\xbf", 2, &cp), 0);
-	assert_int_equal(dec("\xe0\x80\x80", 3, &cp), 0);
-	assert_int_equal(dec("\xe0\x9f\xbf", 3, &cp), 0);
-	assert_int_equal(dec("\xf0\x80\x80\x80", 4, &cp), 0);
-	assert_int_equal(dec("\xf0\x8f\xbf\xbf", 4, &cp), 0);
+	refused(v, NITEMS(v));
 	assert_false(utf8_valid("a\xc0\xafz", 4));		/* overlong '/' */
 }
 
@@ -78,12 +99,14 @@ test_decode_overlong(void **state)
 static void
 test_decode_surrogate(void **state)
 {
-	uint32_t cp;
+	static const struct seq v[] = {
+		SEQ("\xed\xa0\x80"),	/* U+D800 */
+		SEQ("\xed\xaf\xbf"),	/* U+DBFF */
+		SEQ("\xed\xb0\x80"),	/* U+DC00 */
+		SEQ("\xed\xbf\xbf"),	/* U+DFFF */
+	};
 
-	assert_int_equal(dec("\xed\xa0\x80", 3, &cp), 0);	/* U+D800 */
-	assert_int_equal(dec("\xed\xaf\xbf", 3, &cp), 0);	/* U+DBFF */
-	assert_int_equal(dec("\xed\xb0\x80", 3, &cp), 0);	/* U+DC00 */
-	assert_int_equal(dec("\xed\xbf\xbf", 3, &cp), 0);	/* U+DFFF */
+	refused(v, NITEMS(v));
 	assert_false(utf8_valid("\xed\xa0\xbd\xed\xb8\x80", 6));	/* a pair */
 }
 
@@ -91,38 +114,40 @@ test_decode_surrogate(void **state)
 static void
 test_decode_long_forms(void **state)
 {
-	uint32_t cp;
+	static const struct seq v[] = {
+		SEQ("\xf4\x90\x80\x80"),	/* U+110000 */
+		SEQ("\xf5\x80\x80\x80"),
+		SEQ("\xf7\xbf\xbf\xbf"),
+		SEQ("\xf8\x88\x80\x80\x80"),
+		SEQ("\xfb\xbf\xbf\xbf\xbf"),
+		SEQ("\xfc\x84\x80\x80\x80\x80"),
+		SEQ("\xfd\xbf\xbf\xbf\xbf\xbf"),
+		SEQ("\xfe"),
+		SEQ("\xff"),
+		SEQ("\x80"),			/* lone continuation */
+		SEQ("\xbf"),
+	};
 
-	assert_int_equal(dec("\xf4\x90\x80\x80", 4, &cp), 0);	/* U+110000 */
-	assert_int_equal(dec("\xf5\x80\x80\x80", 4, &cp), 0);
-	assert_int_equal(dec("\xf7\xbf\xbf\xbf", 4, &cp), 0);
-	assert_int_equal(dec("\xf8\x88\x80\x80\x80", 5, &cp), 0);
-	assert_int_equal(dec("\xfb\xbf\xbf\xbf\xbf", 5, &cp), 0);
-	assert_int_equal(dec("\xfc\x84\x80\x80\x80\x80", 6, &cp), 0);
-	assert_int_equal(dec("\xfd\xbf\xbf\xbf\xbf\xbf", 6, &cp), 0);
-	assert_int_equal(dec("\xfe", 1, &cp), 0);
-	assert_int_equal(dec("\xff", 1, &cp), 0);
-	assert_int_equal(dec("\x80", 1, &cp), 0);		/* lone continuation */
-	assert_int_equal(dec("\xbf", 1, &cp), 0);
-	assert_int_equal(cp, 0xffffffffu);	/* untouched on failure */
+	refused(v, NITEMS(v));
 }
 
 /* A sequence cut short, or broken by a non-continuation byte. */
 static void
 test_decode_truncated(void **state)
 {
-	uint32_t cp;
+	static const struct seq v[] = {
+		SEQ(""),
+		SEQ("\xc3"),
+		SEQ("\xe2\x82"),
+		SEQ("\xf0\x9f\x98"),
+		{ "\xe2\x82\xac", 2 },	/* the bytes are there, not in len */
+		SEQ("\xc3\x41"),
+		SEQ("\xe2\x82\x41"),
+		SEQ("\xf0\x9f\x41\x80"),
+		SEQ("\xe2\xc3\xa9"),
+	};
 
-	assert_int_equal(dec("", 0, &cp), 0);
-	assert_int_equal(dec("\xc3", 1, &cp), 0);
-	assert_int_equal(dec("\xe2\x82", 2, &cp), 0);
-	assert_int_equal(dec("\xf0\x9f\x98", 3, &cp), 0);
-	/* The bytes are there in memory but not in len. */
-	assert_int_equal(dec("\xe2\x82\xac", 2, &cp), 0);
-	assert_int_equal(dec("\xc3\x41", 2, &cp), 0);
-	assert_int_equal(dec("\xe2\x82\x41", 3, &cp), 0);
-	assert_int_equal(dec("\xf0\x9f\x41\x80", 4, &cp), 0);
-	assert_int_equal(dec("\xe2\xc3\xa9", 3, &cp), 0);
+	refused(v, NITEMS(v));
 	assert_false(utf8_valid("abc\xe2\x82", 5));
 }
 
@@ -130,31 +155,32 @@ test_decode_truncated(void **state)
 static void
 test_encode(void **state)
 {
+	static const struct {
+		uint32_t	 cp;
+		struct seq	 out;
+	} v[] = {
+		{ 0x41, SEQ("A") },
+		{ 0x80, SEQ("\xc2\x80") },
+		{ 0x7ff, SEQ("\xdf\xbf") },
+		{ 0x800, SEQ("\xe0\xa0\x80") },
+		{ 0x20ac, SEQ("\xe2\x82\xac") },
+		{ 0xffff, SEQ("\xef\xbf\xbf") },
+		{ 0x10000, SEQ("\xf0\x90\x80\x80") },
+		{ 0x10ffff, SEQ("\xf4\x8f\xbf\xbf") },
+	};
+	static const uint32_t none[] = { 0xd800, 0xdfff, 0x110000, 0xffffffffu };
 	unsigned char out[UTF8_MAX + 1];
+	size_t i;
 
 	memset(out, 0xaa, sizeof(out));
-	assert_int_equal(utf8_encode(0x41, out), 1);
-	assert_memory_equal(out, "A", 1);
-	assert_int_equal(utf8_encode(0x80, out), 2);
-	assert_memory_equal(out, "\xc2\x80", 2);
-	assert_int_equal(utf8_encode(0x7ff, out), 2);
-	assert_memory_equal(out, "\xdf\xbf", 2);
-	assert_int_equal(utf8_encode(0x800, out), 3);
-	assert_memory_equal(out, "\xe0\xa0\x80", 3);
-	assert_int_equal(utf8_encode(0x20ac, out), 3);
-	assert_memory_equal(out, "\xe2\x82\xac", 3);
-	assert_int_equal(utf8_encode(0xffff, out), 3);
-	assert_memory_equal(out, "\xef\xbf\xbf", 3);
-	assert_int_equal(utf8_encode(0x10000, out), 4);
-	assert_memory_equal(out, "\xf0\x90\x80\x80", 4);
-	assert_int_equal(utf8_encode(0x10ffff, out), 4);
-	assert_memory_equal(out, "\xf4\x8f\xbf\xbf", 4);
+	for (i = 0; i < NITEMS(v); i++) {
+		assert_int_equal(utf8_encode(v[i].cp, out), v[i].out.n);
+		assert_memory_equal(out, v[i].out.s, v[i].out.n);
+	}
 	assert_int_equal(out[4], 0xaa);
 	memset(out, 0xaa, sizeof(out));
-	assert_int_equal(utf8_encode(0xd800, out), 0);
-	assert_int_equal(utf8_encode(0xdfff, out), 0);
-	assert_int_equal(utf8_encode(0x110000, out), 0);
-	assert_int_equal(utf8_encode(0xffffffffu, out), 0);
+	for (i = 0; i < NITEMS(none); i++)
+		assert_int_equal(utf8_encode(none[i], out), 0);
 	assert_int_equal(out[0], 0xaa);
 }
 
