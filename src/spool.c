@@ -169,6 +169,7 @@ struct spool {
 	struct event		*ev;
 
 	_Atomic uint64_t	 used_bytes;	/* sum of st_size in messages/ */
+	_Atomic uint64_t	 aux_bytes;	/* spool_aux_add(): parsed journal, attachments */
 
 	struct spool_seglog	*seg;		/* appends and seals: worker only */
 
@@ -630,7 +631,8 @@ spool_check_space(struct spool *sp, uint64_t expected)
 	uint64_t	avail;
 
 	if (sp->max_bytes != 0) {
-		uint64_t	used = atomic_load(&sp->used_bytes) + sp->held_bytes;
+		uint64_t	used = atomic_load(&sp->used_bytes) + sp->held_bytes +
+				    atomic_load(&sp->aux_bytes);
 
 		if (used > sp->max_bytes || expected > sp->max_bytes - used)
 			return -1;
@@ -836,7 +838,8 @@ spool_msg_write(struct spool_msg *m, const void *buf, size_t len)
 	if (len == 0)
 		return 0;
 	if (sp->max_bytes != 0) {
-		uint64_t	used = atomic_load(&sp->used_bytes);
+		uint64_t	used = atomic_load(&sp->used_bytes) +
+				    atomic_load(&sp->aux_bytes);
 
 		if (m->size + len > sp->max_bytes ||
 		    used > sp->max_bytes - (m->size + len)) {
@@ -1868,4 +1871,34 @@ out:
 		closedir(d);
 	free(segs);
 	free(inos);
+}
+
+/*
+ * Bytes the spool's other writers hold (the analysis worker's parsed
+ * journal and attachments): counted in max_bytes with messages/ (any thread).
+ */
+void
+spool_aux_add(struct spool *sp, int64_t delta)
+{
+	uint64_t old, nv;
+
+	old = atomic_load(&sp->aux_bytes);
+	do {
+		if (delta >= 0)
+			nv = old + (uint64_t)delta;
+		else
+			nv = old > (uint64_t)-delta ? old - (uint64_t)-delta : 0;
+	} while (!atomic_compare_exchange_weak(&sp->aux_bytes, &old, nv));
+}
+
+/* Whether expected more bytes fit in max_bytes (any thread; no statvfs). */
+bool
+spool_aux_room(struct spool *sp, uint64_t expected)
+{
+	uint64_t used;
+
+	if (sp->max_bytes == 0)
+		return true;
+	used = atomic_load(&sp->used_bytes) + atomic_load(&sp->aux_bytes);
+	return used <= sp->max_bytes && expected <= sp->max_bytes - used;
 }
