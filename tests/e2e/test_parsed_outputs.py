@@ -335,3 +335,33 @@ class ParsedAMQP(CollectorTestCase):
                       "returned by broker" in self.c.stderr_text(), 60, "the return logged")
         self.docs.declare()
         self.wait_for(lambda: set(bodies) <= self.doc_shas(), 60, "kept documents published")
+
+
+class ParsedConsole(CollectorTestCase):
+    """The console's show N finds a mail's document in a rotated segment too."""
+
+    config = {"spool": {"journal_segment": 4096, "journal_keep": 8}}
+
+    def test_show_reads_rotated_segments(self):
+        import subprocess
+        bodies, atts = corpus(12)
+        cl = self.client()
+        self.assertEqual(cl.ehlo("client.example").code, 250)
+        for b in bodies.values():
+            self.send_mail(b, client=cl)
+        first = next(iter(bodies))
+        spool = self.c.spool_dir
+        end = time.time() + 60 * self.slow
+        while len(parsed_lines(spool)) < len(bodies):
+            self.assertLess(time.time(), end, "every mail analysed")
+            time.sleep(0.05)
+        self.assertEqual(self.c.stop(), 0)
+        with open(os.path.join(spool, "parsed.jsonl"), "rb") as f:
+            self.assertNotIn(first.encode(), f.read(), "the first document is in a segment")
+        r = subprocess.run([self.c.binary, "-c", self.c.config_path, "-i"],
+                           input=("show %s\n" % first[:12]).encode(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=30 * self.slow)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = r.stdout.decode("ascii")
+        for a in atts[first]:
+            self.assertIn(hashlib.sha256(a).hexdigest(), out)
