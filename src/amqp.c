@@ -1138,6 +1138,7 @@ amq_parsed_pump(struct amq *a)
 			continue;
 		}
 		if ((d = outbox_take(pd->cur, &l)) == NULL) {
+			outbox_unread(pd->cur, &l);
 			amq_parsed_hold(a, "amqp: out of memory");
 			return;
 		}

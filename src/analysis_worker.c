@@ -390,7 +390,8 @@ aw_commit(struct aw *w)
 	w->batch = 0;
 	w->blobs = false;
 	atomic_store(&w->backlog, outbox_backlog(w->cur));
-	if (w->seg_size > 0 && w->parsed_len >= w->seg_size)
+	/* Only a durable file: a rotated segment is read whole, with no limit. */
+	if (w->seg_size > 0 && w->parsed_len >= w->seg_size && w->pc_len == w->parsed_len)
 		aw_parsed_rotate(w);
 }
 
@@ -455,9 +456,17 @@ aw_one(struct aw *w)
 		log_warn("analysis: %s: %s", SPOOL_PARSED_NAME,
 		    w->jb.oom ? "out of memory" : strerror(errno));
 		/* A part written would glue the next line to it: cut it back. */
-		if (!w->jb.oom && ftruncate(w->parsed_fd, (off_t)w->parsed_len) == -1)
+		if (!w->jb.oom && ftruncate(w->parsed_fd, (off_t)w->parsed_len) == -1) {
+			struct stat st;
+
 			log_warn("analysis: %s: cannot cut a failed append: %s",
 			    SPOOL_PARSED_NAME, strerror(errno));
+			/* Its readers skip the torn line; the length is the file's. */
+			if (fstat(w->parsed_fd, &st) == 0 && (uint64_t)st.st_size > w->parsed_len) {
+				aw_account(w, (int64_t)((uint64_t)st.st_size - w->parsed_len));
+				w->parsed_len = (uint64_t)st.st_size;
+			}
+		}
 	} else {
 		w->parsed_len += w->jb.len;
 		aw_account(w, (int64_t)w->jb.len);
