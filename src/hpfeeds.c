@@ -447,9 +447,12 @@ hp_publish_next(struct hpf *h, struct hpf_chan *c, size_t *bytes)
 	if (outbox_read(c->cur, &l) <= 0)
 		return 0;
 	memset(&e, 0, sizeof(e));
-	/* A rule's "publish": false: the mail and its parsed document. */
-	private = !l.overlong && c->src != HPF_SRC_EVENTS &&
-	    hpf_record_private(l.line, l.len);
+	/*
+	 * A rule's "publish": false keeps the mail off hpfeeds: its record, its
+	 * parsed document, and on the events channel every event that carries
+	 * the flag (its fosr.mail.received, fosr.rule.match, fosr.mail.parsed).
+	 */
+	private = !l.overlong && hpf_record_private(l.line, l.len);
 	if (!l.overlong && !private &&
 	    (b = hp_build_payload(h, c, &l, &e)) == HPF_RETRY) {
 		/* Read this line again after the backoff; the cursor stays. */

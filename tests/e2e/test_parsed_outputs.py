@@ -56,11 +56,12 @@ def corpus(n, pad=0):
 
 class ParsedHpfeeds(HpfeedsCase):
 
-    def start_parsed(self, broker=True, config=None):
+    def start_parsed(self, broker=True, config=None, feed=None):
         self.broker.users = [WRITER]
         if not broker:
             self.broker.port = free_port()
-        self.start(broker=broker, feed={"parsed_channel": PCHAN}, config=config)
+        self.start(broker=broker, feed=dict({"parsed_channel": PCHAN}, **(feed or {})),
+                   config=config)
 
     def published_docs(self):
         return [json.loads(p) for _, _, p in self.broker.published(PCHAN)]
@@ -146,8 +147,12 @@ class ParsedHpfeeds(HpfeedsCase):
             f.write("rules:\n  - name: private\n    priority: 20\n    stage: data\n"
                     "    conditions:\n      - subject: {contains: secret-run}\n"
                     "    actions:\n      publish: false\n      tag: private\n")
-        self.start_parsed(config={"relay": {"mode": "dry-run", "rules": rules,
-                                            "own_addresses": ["203.0.113.5"]}})
+        # and off the events channel: neither its reception nor its analysis there
+        echan = "fosr.events"
+        self.broker.users = ["writer:secret:%s,%s,%s:%s,%s,%s" % ((CHAN, PCHAN, echan) * 2)]
+        self.start(feed={"parsed_channel": PCHAN, "events_channel": echan},
+                   config={"relay": {"mode": "dry-run", "rules": rules,
+                                     "own_addresses": ["203.0.113.5"]}})
         priv = mail(1, b"").replace(b"Subject: hpfeeds test 1", b"Subject: secret-run")
         pub = mail(2)
         self.send_many([priv, pub])
@@ -158,6 +163,15 @@ class ParsedHpfeeds(HpfeedsCase):
                          [False])
         self.assertNotIn(sha256_hex(priv), self.published_shas())
         self.assertNotIn(sha256_hex(priv), self.broker.shas())
+        evs = lambda: [json.loads(p) for _, _, p in self.broker.published(echan)]
+        self.wait_for(lambda: any(e.get("eventid") == "fosr.mail.parsed" and
+                                  e.get("sha256") == sha256_hex(pub) for e in evs()),
+                      30, "the public mail's events on %s" % echan)
+        # (fosr.relay.* events carry no publish flag yet: not checked here)
+        leaked = [e["eventid"] for e in evs() if e.get("sha256") == sha256_hex(priv)
+                  and not e["eventid"].startswith("fosr.relay.")]
+        self.assertEqual(leaked, [], "events of the private mail published")
+        self.assertEqual([e for e in evs() if e.get("publish") is False], [])
 
 
 class ParsedBudget(CollectorTestCase):
