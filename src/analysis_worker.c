@@ -74,6 +74,7 @@ struct aw {
 	uint64_t		 pc_len;	/* length of its durable lines */
 	size_t			 raw_max;	/* bytes of a mail read (analysis.c's cap) */
 	bool			 held;		/* a transient error: back off */
+	bool			 hold_series;	/* its warning logged, not yet resumed */
 	unsigned		 batch;		/* mails analysed since the last commit */
 	uint64_t		 batch_t0;	/* when the first of them was (ms) */
 	bool			 blobs;		/* attachments written since then */
@@ -259,9 +260,10 @@ aw_hold(void *arg, const char *msg)
 {
 	struct aw *w = arg;
 
-	if (!w->held)
-		log_warn("analysis: %s; retrying", msg);
-	w->held = true;
+	/* Once per series (held is cleared before each try, hold_series on success). */
+	if (!w->hold_series)
+		log_warn("%s; retrying", msg);	/* msg names "analysis:" (the outbox's who) */
+	w->held = w->hold_series = true;
 }
 
 /* At a scrape (the loop thread): the lag as the worker last saw it. */
@@ -280,7 +282,7 @@ aw_main(void *arg)
 	struct aw *w = arg;
 	struct timespec ts;
 	uint64_t now, left;
-	bool was_held, stop;
+	bool stop;
 
 	/* Linux: the nice value is the thread's (PRIO_PROCESS of a tid). */
 	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), AW_NICE);
@@ -300,7 +302,6 @@ aw_main(void *arg)
 		outbox_save(w->ob);	/* a cursor moved to the next file: say so */
 		if (aw_now_ms() - w->prune_ms >= AW_PRUNE_MS)
 			aw_parsed_prune(w);	/* its readers moved on */
-		was_held = w->held;
 		w->held = false;
 		while (aw_one(w) == 1) {
 			if (w->batch >= AW_BATCH || outbox_full(w->cur) ||
@@ -327,8 +328,10 @@ aw_main(void *arg)
 				left = AW_BATCH_MS - (now - w->batch_t0);
 		} else
 			atomic_store(&w->backlog, outbox_backlog(w->cur));
-		if (was_held && !w->held)
+		if (w->hold_series && !w->held) {
 			log_info("analysis: resumed");
+			w->hold_series = false;
+		}
 		if (w->held)
 			left = AW_HOLD_MS;	/* after the commit: the same line later */
 
@@ -435,7 +438,7 @@ aw_one(struct aw *w)
 		analysis_result_free(&res);
 		outbox_message_trim(&w->msg);
 		outbox_unread(w->cur, &l);
-		aw_hold(w, "out of memory analysing a mail");
+		aw_hold(w, "analysis: out of memory analysing a mail");
 		return 0;
 	}
 	outbox_message_trim(&w->msg);
@@ -476,7 +479,7 @@ aw_one(struct aw *w)
 	if (outbox_take(w->cur, &l) == NULL) {
 		/* out of memory: analysed again after the backoff */
 		outbox_unread(w->cur, &l);
-		aw_hold(w, "out of memory");
+		aw_hold(w, "analysis: out of memory");
 		return 0;
 	}
 	if (w->batch++ == 0)

@@ -379,3 +379,41 @@ class ParsedConsole(CollectorTestCase):
         out = r.stdout.decode("ascii")
         for a in atts[first]:
             self.assertIn(hashlib.sha256(a).hexdigest(), out)
+
+
+class ParsedWorkerHold(CollectorTestCase):
+    """A mail the worker cannot read now (EISDIR) is retried, the warning once
+    per series, not once per retry; then it is analysed."""
+
+    def test_unreadable_mail_warned_once_then_analysed(self):
+        body = mail(7)
+        sha = sha256_hex(body)
+        self.send_mail(body)
+        spool = self.c.spool_dir
+        end = time.time() + 30 * self.slow
+        while not any(json.loads(l)["sha256"] == sha for l in parsed_lines(spool)):
+            self.assertLess(time.time(), end, "analysed")
+            time.sleep(0.05)
+        self.assertEqual(self.c.stop(), 0)
+        # analysed again from the start at the next run, its .eml unreadable
+        os.unlink(os.path.join(spool, "feed", b"analysis".hex() + ".cursor"))
+        p = self.c.message_path(sha)
+        os.rename(p, p + ".aside")
+        os.mkdir(p)
+        self.c.start()
+        end = time.time() + 30 * self.slow
+        while "analysis: " not in self.c.stderr_text() or \
+                "Is a directory; retrying" not in self.c.stderr_text():
+            self.assertLess(time.time(), end, "the read error logged")
+            time.sleep(0.05)
+        time.sleep(3.5)     # three retries (one a second)
+        warn = [l for l in self.c.stderr_text().splitlines()
+                if "analysis: " in l and "Is a directory; retrying" in l]
+        self.assertEqual(len(warn), 1, warn)
+        os.rmdir(p)
+        os.rename(p + ".aside", p)
+        end = time.time() + 30 * self.slow
+        while sum(json.loads(l)["sha256"] == sha for l in parsed_lines(spool)) < 2:
+            self.assertLess(time.time(), end, "analysed once readable")
+            time.sleep(0.05)
+        self.assertIn("analysis: resumed", self.c.stderr_text())
