@@ -69,7 +69,7 @@ events={
  "fosr.collector.start": (["version","listeners"], []),
  "fosr.collector.stop": ([], []),
  "fosr.output.skipped": (["output","channel","sha256","reason"], []),
- "fosr.mail.parsed": (["sha256","size","email","url","fosr","related"], ["user_agent"]),
+ "fosr.mail.parsed": (["sha256","size","email","url","fosr","related"], ["user_agent","publish"]),
 }
 used=set()
 allof=[]

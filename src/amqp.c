@@ -62,6 +62,7 @@
 #define AMQ_REPEAT_MS		600000		/* the same warning again after this */
 #define AMQ_STALL_MS		120000		/* no confirm for this long: reconnect */
 #define AMQ_CHANNEL		1
+#define AMQ_PCHANNEL		2		/* the parsed documents' (amq_parsed_*) */
 
 /* What the thread keeps with each window entry until its confirm. */
 struct amq_entry {
@@ -115,6 +116,8 @@ struct amq {
 	struct jbuf	 pl;
 	struct outbox_message msg;
 
+	struct amq_parsed *pd;		/* parsed_routing_key: NULL = off */
+
 	/* tls: the CA file's bytes, read at start (before a chroot, never again) */
 	char		 ca_path[PATH_MAX];
 	char		*ca_pem;
@@ -141,6 +144,14 @@ static void	 amq_lost(void *);
 static void	 amq_limit_cb(void *, uint64_t *, uint64_t *);
 static void	 amq_tick_cb(evutil_socket_t, short, void *);
 static void	 amq_limit_update(struct amq *);
+static int	 amq_parsed_new(struct amq *, char *err, size_t errlen);
+static void	 amq_parsed_free(struct amq *);
+static void	 amq_parsed_tick(struct amq *, uint64_t now);
+static int	 amq_parsed_open(struct amq *);
+static void	 amq_parsed_reset(struct amq *);
+static void	 amq_parsed_pump(struct amq *);
+static void	 amq_parsed_after(struct amq *);
+static int	 amq_parsed_frame(struct amq *, const amqp_frame_t *);
 
 /* ----------------------------------------------------------- pure helpers */
 
@@ -255,6 +266,8 @@ amq_new(struct event_base *base, const struct cfg_amqp *cfg, const char *spool_d
 	    errlen)) == NULL)
 		goto fail;
 	outbox_start(a->ob);
+	if (cfg->parsed && amq_parsed_new(a, err, errlen) == -1)
+		goto fail;
 	if (cfg->tls) {
 		/*
 		 * The CAs are read now, as the daemon's other files: later the
@@ -369,6 +382,7 @@ amq_free(struct amq *a)
 	if (a->evfd != -1)
 		close(a->evfd);
 	outbox_free(a->ob);	/* saves the cursor */
+	amq_parsed_free(a);
 	jb_free(&a->pl);
 	outbox_message_free(&a->msg);
 	free(a->ca_pem);
@@ -430,6 +444,7 @@ amq_main(void *arg)
 			outbox_check(a->ob);
 			outbox_save(a->ob);
 			amq_backlog_update(a);
+			amq_parsed_tick(a, now);
 			last_tick = now;
 			if (a->up && a->unacked > 0 && now - a->last_confirm_ms > AMQ_STALL_MS) {
 				amq_warn(a, "amqp: broker %s: no confirm for %d s; reconnecting",
@@ -452,8 +467,10 @@ amq_main(void *arg)
 			continue;
 		}
 		amq_pump(a);
+		amq_parsed_pump(a);
 		if (a->up)
 			(void)amq_frames(a, 1000);
+		amq_parsed_after(a);
 		if (a->up && a->failing && a->unacked == 0) {
 			/* Every entry in flight answered: publish again from the cursor. */
 			outbox_rewind(a->cur);
@@ -639,6 +656,8 @@ amq_frame(struct amq *a, const amqp_frame_t *f)
 
 	if (f->frame_type != AMQP_FRAME_METHOD)
 		return 0;	/* a stray content frame */
+	if (f->channel == AMQ_PCHANNEL)
+		return amq_parsed_frame(a, f);
 	switch (f->payload.method.id) {
 	case AMQP_BASIC_ACK_METHOD:
 		ack = f->payload.method.decoded;
@@ -913,6 +932,8 @@ amq_connect(struct amq *a)
 	amqp_confirm_select(a->conn, AMQ_CHANNEL);
 	if (amq_reply_ok(a, amqp_get_rpc_reply(a->conn), "confirm.select") == -1)
 		return -1;
+	if (amq_parsed_open(a) == -1)
+		return -1;
 	a->up = true;
 	a->next_tag = 0;
 	a->unacked = 0;
@@ -956,6 +977,7 @@ amq_drop(struct amq *a, bool graceful)
 	a->unacked = 0;
 	a->failing = false;
 	outbox_rewind(a->cur);
+	amq_parsed_reset(a);
 	pthread_mutex_lock(&a->mu);
 	a->stats.connected = false;
 	pthread_mutex_unlock(&a->mu);
@@ -982,4 +1004,394 @@ amq_lost(void *arg)
 
 	if (a->up)
 		amq_drop(a, false);
+}
+
+/*
+ * ------------------------------------------------ the parsed documents
+ *
+ * With parsed_routing_key, every line of the analysis worker's parsed
+ * journal (<spool>/parsed.jsonl and its numbered segments: one
+ * fosr.mail.parsed document each) is published as it is to the same
+ * exchange with that key, at least once, on a channel of its own (2, in
+ * confirm mode: its delivery tags are its own) through its own outbox and
+ * cursor ("amqp-parsed:<exchange>/<key>" in <spool>/feed, which the worker
+ * reads before deleting a segment).  The same rules as the mails: only
+ * basic.ack moves the cursor; a nack or a return publishes again from the
+ * cursor after a backoff; a reconnect rewinds.
+ */
+struct amq_parsed {
+	struct outbox	*ob;
+	struct outbox_cursor *cur;
+	bool		 open;		/* channel 2 in confirm mode on this connection */
+	uint64_t	 next_tag;
+	size_t		 unacked;
+	bool		 failing;
+	int		 retry_ms;
+	uint64_t	 hold_until_ms;
+	char		 path[PATH_MAX];
+	/* the worker's limit: set once by amq_set_parsed_limit (under a->mu) */
+	bool		 lim_set;
+	amq_limit_fn	 lim_fn;
+	void		*lim_arg;
+	uint64_t	 published, confirmed;	/* under a->mu */
+};
+
+/* The outbox met a transient error over the parsed journal: pause it. */
+static void
+amq_parsed_hold(void *arg, const char *msg)
+{
+	struct amq *a = arg;
+
+	amq_warn(a, "%s; retrying in %d s", msg, a->pd->retry_ms / 1000);
+	a->pd->hold_until_ms = amq_now_ms() + (uint64_t)a->pd->retry_ms;
+	a->pd->retry_ms = amq_backoff_next(a->pd->retry_ms);
+}
+
+/* The outbox asks (the thread): the worker's durable length, once handed over. */
+static void
+amq_parsed_limit_cb(void *arg, uint64_t *ino, uint64_t *len)
+{
+	struct amq *a = arg;
+	amq_limit_fn fn;
+	void *fa;
+
+	pthread_mutex_lock(&a->mu);
+	fn = a->pd->lim_fn;
+	fa = a->pd->lim_arg;
+	pthread_mutex_unlock(&a->mu);
+	*ino = *len = 0;	/* no worker: the file is not written */
+	if (fn != NULL)
+		fn(fa, ino, len);
+}
+
+static int
+amq_parsed_new(struct amq *a, char *err, size_t errlen)
+{
+	struct amq_parsed *pd;
+	struct outbox_opts o;
+	char dir[PATH_MAX + 8], name[2 * CFG_NAME_MAX + 16];
+	int n;
+
+	if ((pd = calloc(1, sizeof(*pd))) == NULL) {
+		snprintf(err, errlen, "amqp: out of memory");
+		return -1;
+	}
+	a->pd = pd;
+	pd->retry_ms = AMQ_BACKOFF_MIN_MS;
+	(void)spool_path_dir(dir, sizeof(dir), a->spool_dir, SPOOL_DIR_FEED);
+	if (spool_path_dir(pd->path, sizeof(pd->path), a->spool_dir,
+	    SPOOL_PARSED_NAME) == -1) {
+		snprintf(err, errlen, "amqp: spool path too long");
+		return -1;
+	}
+	memset(&o, 0, sizeof(o));
+	o.who = "amqp";
+	o.path = pd->path;
+	o.kind = OUTBOX_JOURNAL;	/* parsed.jsonl.<n>, followed by number */
+	o.cursor_dir = dir;
+	o.spool_dir = a->spool_dir;
+	o.hold = amq_parsed_hold;
+	o.lost = amq_lost;
+	o.arg = a;
+	if ((pd->ob = outbox_new(&o, err, errlen)) == NULL)
+		return -1;
+	n = snprintf(name, sizeof(name), "amqp-parsed:%s/%s", a->cfg.exchange,
+	    a->cfg.parsed_routing_key);
+	if (n < 0 || (size_t)n >= sizeof(name)) {
+		snprintf(err, errlen, "amqp: exchange and parsed_routing_key too long");
+		return -1;
+	}
+	if ((pd->cur = outbox_cursor_open(pd->ob, name, sizeof(struct amq_entry), err,
+	    errlen)) == NULL)
+		return -1;
+	outbox_set_limit(pd->ob, amq_parsed_limit_cb, a);
+	outbox_start(pd->ob);
+	return 0;
+}
+
+/*
+ * The analysis worker's limit on the live parsed journal (aw_parsed_committed;
+ * fn NULL: analysis is off, nothing writes it).  Parsed documents are
+ * published only once this was called.  The loop's thread, after amq_new().
+ */
+void
+amq_set_parsed_limit(struct amq *a, amq_limit_fn fn, void *arg)
+{
+	if (a == NULL || a->pd == NULL)
+		return;
+	pthread_mutex_lock(&a->mu);
+	a->pd->lim_fn = fn;
+	a->pd->lim_arg = arg;
+	a->pd->lim_set = true;
+	pthread_mutex_unlock(&a->mu);
+}
+
+void
+amq_get_parsed_stats(struct amq *a, uint64_t *published, uint64_t *confirmed)
+{
+	*published = *confirmed = 0;
+	if (a == NULL || a->pd == NULL)
+		return;
+	pthread_mutex_lock(&a->mu);
+	*published = a->pd->published;
+	*confirmed = a->pd->confirmed;
+	pthread_mutex_unlock(&a->mu);
+}
+
+static void
+amq_parsed_free(struct amq *a)
+{
+	if (a->pd == NULL)
+		return;
+	outbox_free(a->pd->ob);	/* saves the cursor */
+	free(a->pd);
+	a->pd = NULL;
+}
+
+/* Once a second (the thread): rotations, the cursor saved. */
+static void
+amq_parsed_tick(struct amq *a, uint64_t now)
+{
+	if (a->pd == NULL)
+		return;
+	outbox_check(a->pd->ob);
+	outbox_save(a->pd->ob);
+	if (a->up && a->pd->unacked > 0 && now - a->last_confirm_ms > AMQ_STALL_MS) {
+		amq_warn(a, "amqp: broker %s: no confirm of a parsed document for %d s; "
+		    "reconnecting", a->who, AMQ_STALL_MS / 1000);
+		amq_drop(a, false);
+	}
+}
+
+/* Connecting (amq_connect): channel 2 in confirm mode.  0 or -1 (logged). */
+static int
+amq_parsed_open(struct amq *a)
+{
+	if (a->pd == NULL)
+		return 0;
+	amqp_channel_open(a->conn, AMQ_PCHANNEL);
+	if (amq_reply_ok(a, amqp_get_rpc_reply(a->conn), "channel.open (parsed)") == -1)
+		return -1;
+	amqp_confirm_select(a->conn, AMQ_PCHANNEL);
+	if (amq_reply_ok(a, amqp_get_rpc_reply(a->conn), "confirm.select (parsed)") == -1)
+		return -1;
+	a->pd->open = true;
+	a->pd->next_tag = 0;
+	a->pd->unacked = 0;
+	a->pd->failing = false;
+	outbox_rewind(a->pd->cur);
+	return 0;
+}
+
+/* The connection is gone (amq_drop): the window is published again. */
+static void
+amq_parsed_reset(struct amq *a)
+{
+	if (a->pd == NULL)
+		return;
+	a->pd->open = false;
+	a->pd->unacked = 0;
+	a->pd->failing = false;
+	outbox_rewind(a->pd->cur);
+}
+
+/* Publish parsed documents while the window has room. */
+static void
+amq_parsed_pump(struct amq *a)
+{
+	struct amq_parsed *pd = a->pd;
+	struct outbox_line l;
+	struct amq_entry *d;
+	amqp_basic_properties_t p;
+	amqp_bytes_t body;
+	bool ready;
+	int rc;
+
+	if (pd == NULL)
+		return;
+	pthread_mutex_lock(&a->mu);
+	ready = pd->lim_set;
+	pthread_mutex_unlock(&a->mu);
+	while (ready && a->up && pd->open && !pd->failing && !atomic_load(&a->stop) &&
+	    amq_now_ms() >= pd->hold_until_ms && outbox_pending(pd->cur) < AMQ_WIN &&
+	    !outbox_full(pd->cur)) {
+		if (outbox_read(pd->cur, &l) <= 0)
+			return;
+		/* Not a document, too large, or of a mail a rule keeps private. */
+		if (l.overlong || !json_is_object(l.line, l.len) ||
+		    l.len > AMQ_PAYLOAD_LIMIT || hpf_record_private(l.line, l.len)) {
+			if (!l.overlong && !hpf_record_private(l.line, l.len))
+				log_warn("amqp: document at offset %llu of %s is not a "
+				    "JSON object or too large; not published",
+				    (unsigned long long)(l.end_off - l.len - 1), pd->path);
+			(void)outbox_skip(pd->cur, &l);
+			continue;
+		}
+		if ((d = outbox_take(pd->cur, &l)) == NULL) {
+			outbox_unread(pd->cur, &l);
+			amq_parsed_hold(a, "amqp: out of memory");
+			return;
+		}
+		if (json_get_str(l.line, l.len, "sha256", d->sha, sizeof(d->sha)) == -1)
+			d->sha[0] = '\0';
+		memset(&p, 0, sizeof(p));
+		p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+		    AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_TYPE_FLAG;
+		p.content_type = amqp_cstring_bytes("application/json");
+		p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+		p.timestamp = (uint64_t)time(NULL);
+		p.type = amqp_cstring_bytes("fosr.mail.parsed");
+		if (d->sha[0] != '\0') {
+			p._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+			p.message_id = amqp_cstring_bytes(d->sha);
+		}
+		body.bytes = (void *)l.line;
+		body.len = l.len;
+		rc = amqp_basic_publish(a->conn, AMQ_PCHANNEL,
+		    amqp_cstring_bytes(a->cfg.exchange),
+		    amqp_cstring_bytes(a->cfg.parsed_routing_key), 1 /* mandatory */, 0,
+		    &p, body);
+		if (rc != AMQP_STATUS_OK) {
+			amq_warn(a, "amqp: broker %s: publish failed: %s", a->who,
+			    amqp_error_string2(rc));
+			amq_drop(a, false);
+			return;
+		}
+		d->tag = ++pd->next_tag;
+		if (pd->unacked++ == 0 && a->unacked == 0)
+			a->last_confirm_ms = amq_now_ms();
+		pthread_mutex_lock(&a->mu);
+		pd->published++;
+		pthread_mutex_unlock(&a->mu);
+		if (amqp_frames_enqueued(a->conn) || amqp_data_in_buffer(a->conn))
+			(void)amq_frames(a, 0);
+		if (!a->up)
+			return;
+	}
+}
+
+/* After the frames: a failure answered in full publishes again from the cursor. */
+static void
+amq_parsed_after(struct amq *a)
+{
+	struct amq_parsed *pd = a->pd;
+
+	if (pd == NULL || !a->up || !pd->failing || pd->unacked > 0)
+		return;
+	outbox_rewind(pd->cur);
+	pd->failing = false;
+	pd->hold_until_ms = amq_now_ms() + (uint64_t)pd->retry_ms;
+	pd->retry_ms = amq_backoff_next(pd->retry_ms);
+}
+
+/* basic.ack / basic.nack on channel 2 (as amq_confirm). */
+static void
+amq_parsed_confirm(struct amq *a, uint64_t tag, bool multiple, bool ok)
+{
+	struct amq_parsed *pd = a->pd;
+	uint64_t offs[AMQ_WIN];
+	struct outbox_entry *e;
+	struct amq_entry *d;
+	size_t k, n = 0, pending = outbox_pending(pd->cur), moved = 0;
+
+	a->last_confirm_ms = amq_now_ms();
+	for (k = 0; k < pending && n < AMQ_WIN; k++) {
+		e = outbox_entry(pd->cur, k);
+		d = e->data;
+		if (e->skip || d->tag == 0 || d->done)
+			continue;
+		if (d->tag != tag && !(multiple && d->tag < tag))
+			continue;
+		d->done = true;
+		pd->unacked--;
+		if (ok && !d->returned) {
+			offs[n++] = e->end_off;
+			continue;
+		}
+		pd->failing = true;
+		if (!ok)
+			amq_warn(a, "amqp: parsed document of message=%s nacked by broker "
+			    "%s; it will be published again", d->sha, a->who);
+	}
+	for (k = 0; k < n; k++)
+		moved += outbox_confirm(pd->cur, offs[k]);
+	if (moved > 0)
+		pd->retry_ms = AMQ_BACKOFF_MIN_MS;
+	pthread_mutex_lock(&a->mu);
+	pd->confirmed = outbox_cursor_confirmed(pd->cur);
+	pthread_mutex_unlock(&a->mu);
+}
+
+/* basic.return on channel 2: the oldest unanswered entry of that mail. */
+static void
+amq_parsed_return(struct amq *a, const amqp_basic_return_t *ret)
+{
+	struct amq_parsed *pd = a->pd;
+	amqp_message_t m;
+	amqp_rpc_reply_t rr;
+	char text[256], sha[65] = "";
+	struct outbox_entry *e;
+	struct amq_entry *d;
+	size_t k, pending;
+	unsigned code = ret->reply_code;
+
+	log_escape(text, sizeof(text), ret->reply_text.bytes, ret->reply_text.len);
+	rr = amqp_read_message(a->conn, AMQ_PCHANNEL, &m, 0);
+	if (amq_reply_ok(a, rr, "reading a returned parsed document") == -1) {
+		amq_drop(a, false);
+		return;
+	}
+	if ((m.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) &&
+	    m.properties.message_id.len == 64)
+		memcpy(sha, m.properties.message_id.bytes, 64);
+	amqp_destroy_message(&m);
+	pending = outbox_pending(pd->cur);
+	for (k = 0; k < pending; k++) {
+		e = outbox_entry(pd->cur, k);
+		d = e->data;
+		if (e->skip || d->tag == 0 || d->done || d->returned ||
+		    strcmp(d->sha, sha) != 0)
+			continue;
+		d->returned = true;
+		break;
+	}
+	amq_warn(a, "amqp: parsed document of message=%s returned by broker %s: %u "
+	    "\"%s\" (exchange \"%s\" routing key \"%s\" reaches no queue); it will be "
+	    "published again", sha[0] ? sha : "?", a->who, code, text, a->cfg.exchange,
+	    a->cfg.parsed_routing_key);
+}
+
+/* A method frame on channel 2 (amq_frame).  0, or -1 when the connection was dropped. */
+static int
+amq_parsed_frame(struct amq *a, const amqp_frame_t *f)
+{
+	char text[256];
+	const amqp_basic_ack_t *ack;
+	const amqp_basic_nack_t *nack;
+	const amqp_channel_close_t *cc;
+
+	if (a->pd == NULL)
+		return 0;
+	switch (f->payload.method.id) {
+	case AMQP_BASIC_ACK_METHOD:
+		ack = f->payload.method.decoded;
+		amq_parsed_confirm(a, ack->delivery_tag, ack->multiple, true);
+		return 0;
+	case AMQP_BASIC_NACK_METHOD:
+		nack = f->payload.method.decoded;
+		amq_parsed_confirm(a, nack->delivery_tag, nack->multiple, false);
+		return 0;
+	case AMQP_BASIC_RETURN_METHOD:
+		amq_parsed_return(a, f->payload.method.decoded);
+		return a->up ? 0 : -1;
+	case AMQP_CHANNEL_CLOSE_METHOD:
+		cc = f->payload.method.decoded;
+		log_escape(text, sizeof(text), cc->reply_text.bytes, cc->reply_text.len);
+		amq_warn(a, "amqp: broker %s closed the parsed documents' channel: %u "
+		    "\"%s\"", a->who, (unsigned)cc->reply_code, text);
+		amq_drop(a, false);
+		return -1;
+	default:
+		return 0;
+	}
 }

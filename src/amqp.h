@@ -67,6 +67,18 @@ struct amq_stats {
 void		 amq_get_stats(struct amq *, struct amq_stats *out);
 
 /*
+ * With cfg->parsed_routing_key: the analysis worker's limit on the live
+ * parsed journal (aw_parsed_committed, arg the worker; fn NULL when analysis
+ * is off).  The parsed documents are published to the exchange with that
+ * key (channel 2, confirmed, cursor "amqp-parsed:<exchange>/<key>") once
+ * this was called.  The loop's thread, right after amq_new().
+ */
+void		 amq_set_parsed_limit(struct amq *, amq_limit_fn fn, void *arg);
+/* Parsed documents published and confirmed since the start. */
+void		 amq_get_parsed_stats(struct amq *, uint64_t *published,
+		    uint64_t *confirmed);
+
+/*
  * Pure helpers (unit-tested).  The exponential backoff after a failure:
  * 1 s, 2 s, 4 s ... 60 s.
  */

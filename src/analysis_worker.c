@@ -24,6 +24,8 @@
 #include "analysis_worker.h"
 #include "campaign.h"
 #include "config.h"
+#include "hpfeeds_wire.h"
+#include "jseg.h"
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
@@ -43,6 +45,8 @@
 #define AW_BATCH_MS	250
 /* The worker's nice value: the SMTP threads win the CPU when it is short. */
 #define AW_NICE		10
+/* How often the parsed journal's segments are pruned besides rotations. */
+#define AW_PRUNE_MS	5000
 
 struct aw {
 	struct cfg_analysis	 cfg;
@@ -56,8 +60,21 @@ struct aw {
 	char			 attdir[PATH_MAX + 16];
 	int			 parsed_fd;
 	int			 attdir_fd;
+	char			 parsed_path[PATH_MAX + 32];
+	char			 feed[PATH_MAX + 8];	/* the cursors of its readers */
+	uint64_t		 parsed_len;	/* bytes of whole lines in it */
+	uint64_t		 seg_size;	/* rotate at this size; 0 = never */
+	int			 seg_keep;	/* rotated segments kept at least */
+	unsigned long long	 seg_seq;	/* last segment's number */
+	uint64_t		 prune_ms;	/* last prune */
+	struct spool		*sp;		/* the disk budget (NULL: none) */
+	bool			 full_logged;	/* attachments skipped: said once */
+	pthread_mutex_t		 pc_mu;		/* guards the two below */
+	uint64_t		 pc_ino;	/* the live parsed journal and the */
+	uint64_t		 pc_len;	/* length of its durable lines */
 	size_t			 raw_max;	/* bytes of a mail read (analysis.c's cap) */
 	bool			 held;		/* a transient error: back off */
+	bool			 hold_series;	/* its warning logged, not yet resumed */
 	unsigned		 batch;		/* mails analysed since the last commit */
 	uint64_t		 batch_t0;	/* when the first of them was (ms) */
 	bool			 blobs;		/* attachments written since then */
@@ -81,6 +98,11 @@ static int	 aw_parsed_repair(int, const char *, char *, size_t);
 static int	 aw_store_blob(struct aw *, const struct analysis_blob *);
 static void	 aw_hold(void *, const char *);
 static void	 aw_metrics_cb(void *);
+static int	 aw_parsed_open(struct aw *, char *err, size_t errlen);
+static void	 aw_parsed_durable(struct aw *);
+static void	 aw_parsed_rotate(struct aw *);
+static void	 aw_parsed_prune(struct aw *);
+static void	 aw_account(struct aw *, int64_t);
 
 struct aw *
 aw_new(const struct cfg_analysis *cfg, char *err, size_t errlen)
@@ -97,6 +119,7 @@ aw_new(const struct cfg_analysis *cfg, char *err, size_t errlen)
 	jb_init(&w->jb);
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
+	pthread_mutex_init(&w->pc_mu, NULL);
 	analysis_limits_default(&lim);
 	/* Not stored: no blob kept (the hashes are still computed). */
 	lim.blob_max = cfg->store_attachments ? (size_t)cfg->attachment_max : 0;
@@ -122,32 +145,46 @@ aw_start(struct aw *w, const char *spool_dir, outbox_limit_fn fn, void *fnarg,
 	if ((w->cp = campaigns_open(path, (size_t)w->cfg.campaigns_max, 0, err,
 	    errlen)) == NULL)
 		return -1;
-	if (spool_path_dir(path, sizeof(path), spool_dir, SPOOL_PARSED_NAME) == -1 ||
-	    (w->parsed_fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC,
-	    0640)) == -1) {
-		snprintf(err, errlen, "analysis: %s: %s", path, strerror(errno));
+	if (aw_parsed_open(w, err, errlen) == -1)
+		return -1;
+	(void)spool_path_dir(w->attdir, sizeof(w->attdir), spool_dir,
+	    SPOOL_DIR_ATTACHMENTS);
+	/* Not stored now: those stored before still count in the budget. */
+	if (!w->cfg.store_attachments && w->sp != NULL &&
+	    (w->attdir_fd = open(w->attdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 &&
+	    errno != ENOENT) {
+		snprintf(err, errlen, "analysis: %s: %s", w->attdir, strerror(errno));
 		return -1;
 	}
-	if (aw_parsed_repair(w->parsed_fd, path, err, errlen) == -1)
-		return -1;
-	if (w->cfg.store_attachments) {
-		(void)spool_path_dir(w->attdir, sizeof(w->attdir), spool_dir,
-		    SPOOL_DIR_ATTACHMENTS);
-		if ((mkdir(w->attdir, 0750) == -1 && errno != EEXIST) ||
+	if (w->cfg.store_attachments || w->attdir_fd != -1) {
+		if (w->cfg.store_attachments &&
+		    ((mkdir(w->attdir, 0750) == -1 && errno != EEXIST) ||
 		    (w->attdir_fd = open(w->attdir, O_RDONLY | O_DIRECTORY |
-		    O_CLOEXEC)) == -1) {
+		    O_CLOEXEC)) == -1)) {
 			snprintf(err, errlen, "analysis: %s: %s", w->attdir,
 			    strerror(errno));
 			return -1;
 		}
-		/* What a crash left half written. */
+		/* What a crash left half written; what is kept counts in the budget. */
 		if ((d = fdopendir(dup(w->attdir_fd))) != NULL) {
+			struct stat st;
+
 			while ((de = readdir(d)) != NULL)
 				if (strncmp(de->d_name, ".tmp.", 5) == 0)
 					(void)unlinkat(w->attdir_fd, de->d_name, 0);
+				else if (de->d_name[0] != '.' &&
+				    fstatat(w->attdir_fd, de->d_name, &st, 0) == 0 &&
+				    S_ISREG(st.st_mode))
+					aw_account(w, (int64_t)st.st_size);
 			closedir(d);
 		}
+		if (!w->cfg.store_attachments) {
+			/* Counted only: none is written. */
+			close(w->attdir_fd);
+			w->attdir_fd = -1;
+		}
 	}
+	aw_parsed_prune(w);
 	(void)spool_path_dir(feed, sizeof(feed), spool_dir, SPOOL_DIR_FEED);
 	(void)spool_path_journal(path, sizeof(path), spool_dir);
 	memset(&o, 0, sizeof(o));
@@ -214,6 +251,7 @@ aw_free(struct aw *w)
 		close(w->parsed_fd);
 	if (w->attdir_fd != -1)
 		close(w->attdir_fd);
+	pthread_mutex_destroy(&w->pc_mu);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cv);
 	free(w);
@@ -225,9 +263,10 @@ aw_hold(void *arg, const char *msg)
 {
 	struct aw *w = arg;
 
-	if (!w->held)
-		log_warn("analysis: %s; retrying", msg);
-	w->held = true;
+	/* Once per series (held is cleared before each try, hold_series on success). */
+	if (!w->hold_series)
+		log_warn("%s; retrying", msg);	/* msg names "analysis:" (the outbox's who) */
+	w->held = w->hold_series = true;
 }
 
 /* At a scrape (the loop thread): the lag as the worker last saw it. */
@@ -246,7 +285,7 @@ aw_main(void *arg)
 	struct aw *w = arg;
 	struct timespec ts;
 	uint64_t now, left;
-	bool was_held, stop;
+	bool stop;
 
 	/* Linux: the nice value is the thread's (PRIO_PROCESS of a tid). */
 	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), AW_NICE);
@@ -264,7 +303,8 @@ aw_main(void *arg)
 
 		outbox_check(w->ob);
 		outbox_save(w->ob);	/* a cursor moved to the next file: say so */
-		was_held = w->held;
+		if (aw_now_ms() - w->prune_ms >= AW_PRUNE_MS)
+			aw_parsed_prune(w);	/* its readers moved on */
 		w->held = false;
 		while (aw_one(w) == 1) {
 			if (w->batch >= AW_BATCH || outbox_full(w->cur) ||
@@ -291,8 +331,10 @@ aw_main(void *arg)
 				left = AW_BATCH_MS - (now - w->batch_t0);
 		} else
 			atomic_store(&w->backlog, outbox_backlog(w->cur));
-		if (was_held && !w->held)
+		if (w->hold_series && !w->held) {
 			log_info("analysis: resumed");
+			w->hold_series = false;
+		}
 		if (w->held)
 			left = AW_HOLD_MS;	/* after the commit: the same line later */
 
@@ -343,6 +385,8 @@ aw_commit(struct aw *w)
 	if (w->batch > 0 && fdatasync(w->parsed_fd) == -1)
 		log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: %s: fdatasync: %s",
 		    SPOOL_PARSED_NAME, strerror(errno));
+	else if (w->batch > 0)
+		aw_parsed_durable(w);	/* its readers may publish the batch */
 	if (w->blobs && fsync(w->attdir_fd) == -1)
 		log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: %s: fsync: %s", w->attdir,
 		    strerror(errno));
@@ -355,6 +399,9 @@ aw_commit(struct aw *w)
 	w->batch = 0;
 	w->blobs = false;
 	atomic_store(&w->backlog, outbox_backlog(w->cur));
+	/* Only a durable file: a rotated segment is read whole, with no limit. */
+	if (w->seg_size > 0 && w->parsed_len >= w->seg_size && w->pc_len == w->parsed_len)
+		aw_parsed_rotate(w);
 }
 
 /*
@@ -389,12 +436,15 @@ aw_one(struct aw *w)
 	evlog_begin(&w->jb, "fosr.mail.parsed", NULL);
 	jb_kcstr(&w->jb, "sha256", w->msg.sha);
 	jb_kuint(&w->jb, "size", w->msg.size);
+	/* A rule kept the mail off the outputs: its document too (hpfeeds, AMQP). */
+	if (hpf_record_private(l.line, l.len))
+		jb_kbool(&w->jb, "publish", false);
 	if (analysis_fields(w->an, w->msg.body, w->msg.len, w->msg.sha, w->cp,
 	    &w->jb, &res) == -1) {
 		analysis_result_free(&res);
 		outbox_message_trim(&w->msg);
 		outbox_unread(w->cur, &l);
-		aw_hold(w, "out of memory analysing a mail");
+		aw_hold(w, "analysis: out of memory analysing a mail");
 		return 0;
 	}
 	outbox_message_trim(&w->msg);
@@ -411,15 +461,31 @@ aw_one(struct aw *w)
 	/* Closes the object and ends the line: the same bytes go to both. */
 	evlog_emit(&w->jb);
 	analysis_result_free(&res);
-	if (w->jb.oom || util_write_all(w->parsed_fd, w->jb.buf, w->jb.len) == -1)
+	if (w->jb.oom || util_write_all(w->parsed_fd, w->jb.buf, w->jb.len) == -1) {
 		log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: %s: %s", SPOOL_PARSED_NAME,
 		    w->jb.oom ? "out of memory" : strerror(errno));
+		/* A part written would glue the next line to it: cut it back. */
+		if (!w->jb.oom && ftruncate(w->parsed_fd, (off_t)w->parsed_len) == -1) {
+			struct stat st;
+
+			log_warn("analysis: %s: cannot cut a failed append: %s",
+			    SPOOL_PARSED_NAME, strerror(errno));
+			/* Its readers skip the torn line; the length is the file's. */
+			if (fstat(w->parsed_fd, &st) == 0 && (uint64_t)st.st_size > w->parsed_len) {
+				aw_account(w, (int64_t)((uint64_t)st.st_size - w->parsed_len));
+				w->parsed_len = (uint64_t)st.st_size;
+			}
+		}
+	} else {
+		w->parsed_len += w->jb.len;
+		aw_account(w, (int64_t)w->jb.len);
+	}
 	jb_reset(&w->jb);
 	/* Confirmed by aw_commit(), after the table is saved. */
 	if (outbox_take(w->cur, &l) == NULL) {
 		/* out of memory: analysed again after the backoff */
 		outbox_unread(w->cur, &l);
-		aw_hold(w, "out of memory");
+		aw_hold(w, "analysis: out of memory");
 		return 0;
 	}
 	if (w->batch++ == 0)
@@ -479,6 +545,16 @@ aw_store_blob(struct aw *w, const struct analysis_blob *b)
 		return 0;
 	if (fstatat(w->attdir_fd, b->sha256, &st, 0) == 0 && (uint64_t)st.st_size == b->len)
 		return 0;	/* content-addressed: already there */
+	if (w->sp != NULL && !spool_aux_room(w->sp, b->len)) {
+		/* The spool's budget (max_bytes) is spent: mails come first. */
+		if (!w->full_logged)
+			log_warn("analysis: spool.max_bytes reached: attachments are "
+			    "no longer stored (their hashes still are in %s)",
+			    SPOOL_PARSED_NAME);
+		w->full_logged = true;
+		return 0;
+	}
+	w->full_logged = false;
 	snprintf(tmp, sizeof(tmp), ".tmp.%s", b->sha256);
 	if ((fd = openat(w->attdir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 	    0640)) == -1)
@@ -497,5 +573,136 @@ aw_store_blob(struct aw *w, const struct analysis_blob *b)
 		errno = e;
 		return -1;
 	}
+	aw_account(w, (int64_t)b->len);
 	return 0;
+}
+
+/* ------------------------------------------------ the parsed journal's file */
+
+/*
+ * The spool's budget and the parsed journal's segments (spool.journal_segment
+ * and journal_keep, as the reception journal).  Before aw_start().
+ */
+void
+aw_set_journal(struct aw *w, struct spool *sp, uint64_t seg_size, int seg_keep)
+{
+	w->sp = sp;
+	w->seg_size = seg_size;
+	w->seg_keep = seg_keep;
+}
+
+/* The bytes the worker holds in the spool changed. */
+static void
+aw_account(struct aw *w, int64_t delta)
+{
+	if (w->sp != NULL && delta != 0)
+		spool_aux_add(w->sp, delta);
+}
+
+/*
+ * Open the live parsed journal (its torn last line cut), find the last
+ * segment's number, count them all in the budget.  0, or -1 with err.
+ */
+static int
+aw_parsed_open(struct aw *w, char *err, size_t errlen)
+{
+	struct stat st;
+	uint64_t segbytes = 0;
+
+	(void)spool_path_dir(w->feed, sizeof(w->feed), w->spool, SPOOL_DIR_FEED);
+	if (spool_path_dir(w->parsed_path, sizeof(w->parsed_path), w->spool,
+	    SPOOL_PARSED_NAME) == -1 ||
+	    (w->parsed_fd = open(w->parsed_path, O_RDWR | O_APPEND | O_CREAT |
+	    O_CLOEXEC, 0640)) == -1) {
+		snprintf(err, errlen, "analysis: %s: %s", w->parsed_path, strerror(errno));
+		return -1;
+	}
+	if (aw_parsed_repair(w->parsed_fd, w->parsed_path, err, errlen) == -1)
+		return -1;
+	if (fstat(w->parsed_fd, &st) == -1 ||
+	    jseg_scan(w->spool, SPOOL_PARSED_NAME, &w->seg_seq, &segbytes) == -1) {
+		snprintf(err, errlen, "analysis: %s: %s", w->parsed_path, strerror(errno));
+		return -1;
+	}
+	w->parsed_len = (uint64_t)st.st_size;
+	aw_account(w, (int64_t)(w->parsed_len + segbytes));
+	aw_parsed_durable(w);
+	return 0;
+}
+
+/* The live file's lines up to parsed_len are durable: readers may take them. */
+static void
+aw_parsed_durable(struct aw *w)
+{
+	struct stat st;
+
+	if (fstat(w->parsed_fd, &st) == -1)
+		return;
+	pthread_mutex_lock(&w->pc_mu);
+	w->pc_ino = (uint64_t)st.st_ino;
+	w->pc_len = w->parsed_len;
+	pthread_mutex_unlock(&w->pc_mu);
+}
+
+/* The readers' limit (outbox_limit_fn, any thread; see analysis_worker.h). */
+void
+aw_parsed_committed(void *arg, uint64_t *ino, uint64_t *len)
+{
+	struct aw *w = arg;
+
+	pthread_mutex_lock(&w->pc_mu);
+	*ino = w->pc_ino;
+	*len = w->pc_len;
+	pthread_mutex_unlock(&w->pc_mu);
+}
+
+/*
+ * parsed.jsonl reached its segment size: rename it parsed.jsonl.<n> (its
+ * readers follow it by inode to its end, then take the next segment) and
+ * start a new one.  After a commit: the file is durable and whole.  On any
+ * failure the current file keeps growing.
+ */
+static void
+aw_parsed_rotate(struct aw *w)
+{
+	char name[PATH_MAX + 64];
+	int fd, dfd;
+
+	if (jseg_path(name, sizeof(name), w->spool, SPOOL_PARSED_NAME, w->seg_seq + 1) == -1)
+		return;
+	if (rename(w->parsed_path, name) == -1) {
+		log_warn("analysis: rotation: rename %s: %s", w->parsed_path, strerror(errno));
+		return;
+	}
+	if ((fd = open(w->parsed_path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC,
+	    0640)) == -1) {
+		log_warn("analysis: rotation: %s: %s; keeping one file", w->parsed_path,
+		    strerror(errno));
+		(void)rename(name, w->parsed_path);
+		return;
+	}
+	if ((dfd = open(w->spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
+		if (fsync(dfd) == -1)
+			log_warn("analysis: rotation: fsync %s: %s", w->spool, strerror(errno));
+		close(dfd);
+	}
+	w->seg_seq++;
+	close(w->parsed_fd);
+	w->parsed_fd = fd;
+	w->parsed_len = 0;
+	aw_parsed_durable(w);
+	log_info("analysis: %s rotated to %s", SPOOL_PARSED_NAME, name);
+	aw_parsed_prune(w);
+}
+
+/* Delete the segments every reader of the parsed journal is past. */
+static void
+aw_parsed_prune(struct aw *w)
+{
+	uint64_t freed = 0;
+
+	w->prune_ms = aw_now_ms();
+	(void)jseg_prune(w->spool, SPOOL_PARSED_NAME, w->feed, w->seg_keep,
+	    "analysis", &freed);
+	aw_account(w, -(int64_t)freed);
 }

@@ -31,10 +31,27 @@ struct cfg_analysis;
 struct aw;
 
 struct aw	*aw_new(const struct cfg_analysis *, char *err, size_t errlen);
+/*
+ * Before aw_start(): count parsed.jsonl, its segments and attachments/ in
+ * sp's max_bytes (sp NULL: no budget; attachments are then not stored once
+ * it is reached), and rotate parsed.jsonl at seg_size bytes (0: never) to
+ * parsed.jsonl.<n>; a segment is deleted beyond the newest seg_keep once
+ * every cursor in <spool>/feed is past it (jseg.h).
+ */
+struct spool;
+void		 aw_set_journal(struct aw *, struct spool *sp, uint64_t seg_size,
+		    int seg_keep);
 /* fn gives the live journal's acknowledged length (any thread). */
 int		 aw_start(struct aw *, const char *spool_dir, outbox_limit_fn fn,
 		    void *fnarg, char *err, size_t errlen);
 void		 aw_kick(struct aw *);
+/*
+ * The live parsed journal's inode and the length of its durable lines (an
+ * outbox_limit_fn, arg = the worker; any thread): its readers (the hpfeeds
+ * parsed_channel, the AMQP parsed_routing_key) read no further, so nothing
+ * is published that a crash could take back.
+ */
+void		 aw_parsed_committed(void *arg, uint64_t *ino, uint64_t *len);
 void		 aw_free(struct aw *);
 
 #endif

@@ -101,12 +101,13 @@ static const char *const metrics_keys[MX_COUNT] = { "address", "port" };
 enum amqp_key {
 	AQ_HOST, AQ_PORT, AQ_VHOST, AQ_USER, AQ_PASSWORD, AQ_EXCHANGE,
 	AQ_EXCHANGE_TYPE, AQ_ROUTING_KEY, AQ_TLS, AQ_CA_FILE, AQ_SERVER_NAME,
-	AQ_PAYLOAD, AQ_METADATA, AQ_TIMEOUT, AQ_RECEIVED_HEADER, AQ_COUNT
+	AQ_PAYLOAD, AQ_METADATA, AQ_TIMEOUT, AQ_RECEIVED_HEADER, AQ_PARSED_ROUTING_KEY,
+	AQ_COUNT
 };
 static const char *const amqp_keys[AQ_COUNT] = {
 	"host", "port", "vhost", "user", "password", "exchange", "exchange_type",
 	"routing_key", "tls", "ca_file", "server_name", "payload", "metadata",
-	"timeout", "received_header",
+	"timeout", "received_header", "parsed_routing_key",
 };
 #define AMQP_REQUIRED	((1u << AQ_HOST) | (1u << AQ_USER) | \
 			 (1u << AQ_PASSWORD) | (1u << AQ_EXCHANGE))
@@ -158,12 +159,12 @@ static const char *const limits_keys[LM_COUNT] = {
 enum feed_key {
 	FK_BROKER, FK_PORT, FK_IDENTITY, FK_SECRET, FK_CHANNELS, FK_TLS,
 	FK_CA_FILE, FK_SERVER_NAME, FK_EVENTS_CHANNEL, FK_METADATA, FK_TIMEOUT,
-	FK_PAYLOAD, FK_RECEIVED_HEADER, FK_COUNT
+	FK_PAYLOAD, FK_RECEIVED_HEADER, FK_PARSED_CHANNEL, FK_COUNT
 };
 static const char *const feed_keys[FK_COUNT] = {
 	"broker", "port", "identity", "secret", "channels", "tls", "ca_file",
 	"server_name", "events_channel", "metadata", "timeout", "payload",
-	"received_header",
+	"received_header", "parsed_channel",
 };
 /* feed.payload, in enum cfg_payload's order. */
 static const char *const payload_names[] = { "json", "raw" };
@@ -307,6 +308,9 @@ feed_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 	}
 	case FK_RECEIVED_HEADER:
 		return yu_bool(x, v, path, &f->received_header);
+	case FK_PARSED_CHANNEL:
+		return yu_str(x, v, path, f->parsed_channel,
+		    sizeof(f->parsed_channel), true);
 	case FK_COUNT:
 		break;
 	}
@@ -360,6 +364,12 @@ amqp_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 		return yu_bool(x, v, path, &a->metadata);
 	case AQ_TIMEOUT:
 		return yu_int(x, v, path, 1, HPF_TIMEOUT_MAX, &a->timeout);
+	case AQ_PARSED_ROUTING_KEY:
+		if (yu_str(x, v, path, a->parsed_routing_key,
+		    sizeof(a->parsed_routing_key), true) == -1)
+			return -1;
+		a->parsed = a->parsed_routing_key[0] != '\0';
+		return 0;
 	case AQ_COUNT:
 		break;
 	}
@@ -386,6 +396,11 @@ amqp_parse(struct yu_ctx *x, yaml_node_t *n, const char *prefix,
 		return -1;
 	if (a->port == 0)
 		a->port = a->tls ? 5671 : 5672;
+	/* One key, one kind of document: a consumer binds to what it wants. */
+	if (a->parsed && strcmp(a->parsed_routing_key, a->routing_key) == 0)
+		return yu_error(x, n, prefix, "parsed_routing_key \"%.64s\" is also "
+		    "routing_key: the parsed documents need a key of their own",
+		    a->parsed_routing_key);
 	a->enabled = true;
 	return 0;
 }
@@ -406,6 +421,16 @@ feed_parse(struct yu_ctx *x, yaml_node_t *n, const char *prefix,
 		return -1;
 	if (yu_missing(x, n, prefix, feed_keys, FEED_REQUIRED, seen) == -1)
 		return -1;
+	if (f->parsed_channel[0] != '\0') {
+		int i;
+
+		for (i = 0; i < f->nchannels; i++)
+			if (strcmp(f->parsed_channel, f->channels[i]) == 0)
+				break;
+		if (i < f->nchannels || strcmp(f->parsed_channel, f->events_channel) == 0)
+			return yu_error(x, n, prefix, "parsed_channel \"%.64s\" is also "
+			    "another channel", f->parsed_channel);
+	}
 	if (strlen(x->name) >= sizeof(f->source))
 		return yu_error(x, NULL, NULL, "file name too long");
 	snprintf(f->source, sizeof(f->source), "%s", x->name);

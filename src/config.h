@@ -54,6 +54,7 @@ struct cfg_feed {
 	char		 channels[CFG_CHANNELS_MAX][CFG_NAME_MAX];
 	int		 nchannels;
 	char		 events_channel[CFG_NAME_MAX];	/* "" = no events channel */
+	char		 parsed_channel[CFG_NAME_MAX];	/* "" = no fosr.mail.parsed channel */
 	bool		 tls;
 	char		 ca_file[PATH_MAX];
 	char		 server_name[CFG_NAME_MAX];	/* "" = broker */
@@ -81,6 +82,8 @@ struct cfg_amqp {
 	bool		 received_header;	/* raw: our Received header first (default) */
 	bool		 metadata;	/* the record's keys in a JSON payload (true) */
 	int		 timeout;	/* s: connect, login, each RPC */
+	bool		 parsed;	/* parsed_routing_key set: */
+	char		 parsed_routing_key[CFG_NAME_MAX];	/* fosr.mail.parsed documents */
 };
 
 #define CFG_LOCAL_DOMAINS_MAX	16

@@ -20,6 +20,7 @@
 
 #include "config.h"
 #include "console.h"
+#include "jseg.h"
 #include "json.h"
 #include "log.h"
 #include "probe.h"
@@ -67,6 +68,7 @@ static struct con_item *con_pick(struct console *, const char *);
 static void	 con_show(struct console *, struct con_item *);
 static void	 con_verify(struct console *, struct con_item *, bool *);
 static char	*con_parsed_find(const char *, const char *, size_t *);
+static char	*con_parsed_find_in(const char *, const char *, size_t *, uint64_t *);
 static void	 con_show_analysis(struct console *, const char *);
 static void	 con_send(struct console *, struct con_item *, bool);
 static void	 con_send_done(void *, bool, const char *);
@@ -450,22 +452,46 @@ con_show(struct console *c, struct con_item *it)
 
 /*
  * The newest line of the parsed journal whose top-level sha256 is sha (a
- * malloc'd copy, its length in *lenp), searched backwards from the end over
- * at most CONSOLE_PARSED_SCAN bytes, lines of at most CONSOLE_REC_LEN_MAX;
- * NULL when there is none (not analysed yet, or analysis off).
+ * malloc'd copy, its length in *lenp), searched backwards from the end of
+ * the live file, then of its rotated segments newest first (jseg.h), over
+ * at most CONSOLE_PARSED_SCAN bytes in all, lines of at most
+ * CONSOLE_REC_LEN_MAX; NULL when there is none (not analysed yet, or
+ * analysis off).
  */
 static char *
 con_parsed_find(const char *spool_dir, const char *sha, size_t *lenp)
 {
-	char path[PATH_MAX + 32], needle[80], got[80], *buf, *res = NULL;
-	size_t carry = 0, n, end, i;
+	char path[PATH_MAX + 32], *res;
+	unsigned long long n;
 	uint64_t scanned = 0;
+
+	if (spool_path_dir(path, sizeof(path), spool_dir, SPOOL_PARSED_NAME) == -1)
+		return NULL;
+	if ((res = con_parsed_find_in(path, sha, lenp, &scanned)) != NULL ||
+	    jseg_scan(spool_dir, SPOOL_PARSED_NAME, &n, NULL) == -1)
+		return res;
+	/* The deleted ones are the oldest: the numbers left are contiguous. */
+	for (; n > 0 && res == NULL && scanned < CONSOLE_PARSED_SCAN; n--) {
+		if (jseg_path(path, sizeof(path), spool_dir, SPOOL_PARSED_NAME, n) == -1 ||
+		    access(path, F_OK) == -1)
+			break;
+		res = con_parsed_find_in(path, sha, lenp, &scanned);
+	}
+	return res;
+}
+
+/* con_parsed_find() in one file; *scanned counts the bytes read. */
+static char *
+con_parsed_find_in(const char *path, const char *sha, size_t *lenp, uint64_t *scannedp)
+{
+	char needle[80], got[80], *buf, *res = NULL;
+	size_t carry = 0, n, end, i;
+	uint64_t scanned = *scannedp;
 	struct stat st;
 	off_t off;
 	int fd;
 
-	if (spool_path_dir(path, sizeof(path), spool_dir, SPOOL_PARSED_NAME) == -1 ||
-	    (fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
 		return NULL;
 	snprintf(needle, sizeof(needle), "\"sha256\":\"%s\"", sha);
 	if (fstat(fd, &st) == -1 ||
@@ -509,6 +535,7 @@ con_parsed_find(const char *spool_dir, const char *sha, size_t *lenp)
 	}
 	free(buf);
 	close(fd);
+	*scannedp = scanned;
 	return res;
 }
 

@@ -97,7 +97,8 @@ struct hpf_entry {
 };
 
 /* The files published: an outbox each, with a cursor per channel. */
-enum hpf_src_id { HPF_SRC_JOURNAL, HPF_SRC_EVENTS, HPF_NSRC };
+/* A line of the events log or of the parsed journal is published as it is. */
+enum hpf_src_id { HPF_SRC_JOURNAL, HPF_SRC_EVENTS, HPF_SRC_PARSED, HPF_NSRC };
 
 struct hpf_chan {
 	char		 name[CFG_NAME_MAX];
@@ -124,7 +125,9 @@ struct hpf {
 	struct outbox	*obs[HPF_NSRC];	/* NULL: not published (or subscriber tool) */
 	char		 ev_path[PATH_MAX];	/* the event log published ("" = none) */
 
-	struct hpf_chan	 chans[CFG_CHANNELS_MAX + 1];	/* + the events channel */
+	char		 parsed_path[PATH_MAX];	/* the parsed journal published ("" = none) */
+
+	struct hpf_chan	 chans[CFG_CHANNELS_MAX + 2];	/* + events and parsed channels */
 	int		 nchans;
 
 	enum hpf_state	 state;
@@ -442,8 +445,12 @@ hp_publish_next(struct hpf *h, struct hpf_chan *c, size_t *bytes)
 	if (outbox_read(c->cur, &l) <= 0)
 		return 0;
 	memset(&e, 0, sizeof(e));
-	private = !l.overlong && c->src != HPF_SRC_EVENTS &&
-	    hpf_record_private(l.line, l.len);
+	/*
+	 * A rule's "publish": false keeps the mail off hpfeeds: its record, its
+	 * parsed document, and on the events channel every event that carries
+	 * the flag (its fosr.mail.received, fosr.rule.match, fosr.mail.parsed).
+	 */
+	private = !l.overlong && hpf_record_private(l.line, l.len);
 	if (!l.overlong && !private &&
 	    (b = hp_build_payload(h, c, &l, &e)) == HPF_RETRY) {
 		/* Read this line again after the backoff; the cursor stays. */
@@ -500,7 +507,7 @@ hp_build_payload(struct hpf *h, struct hpf_chan *c, const struct outbox_line *l,
 		return 0;
 	}
 	h->pl_off = UINT64_MAX;
-	if (c->src == HPF_SRC_EVENTS)
+	if (c->src != HPF_SRC_JOURNAL)
 		return hp_build_event(h, c, l, ent);
 	/* Reading: the record's sha256 and .eml (the skip and retry rules). */
 	if ((rc = outbox_message(c->cur, l, c->limit, &h->msg)) != 0)
@@ -524,7 +531,10 @@ hp_build_payload(struct hpf *h, struct hpf_chan *c, const struct outbox_line *l,
 	return 0;
 }
 
-/* An event is published as it was logged: one JSON object.  As hp_build_payload. */
+/*
+ * An event (or a parsed document) is published as it was logged: one JSON
+ * object.  As hp_build_payload.
+ */
 static int
 hp_build_event(struct hpf *h, struct hpf_chan *c, const struct outbox_line *l,
     struct hpf_entry *ent)
@@ -533,8 +543,10 @@ hp_build_event(struct hpf *h, struct hpf_chan *c, const struct outbox_line *l,
 	size_t len = l->len;
 
 	if (!json_is_object(line, len) || len > c->limit) {
-		log_warn("hpfeeds: event at offset %llu of %s is %s; not published",
-		    (unsigned long long)(l->end_off - len - 1), h->ev_path,
+		log_warn("hpfeeds: %s at offset %llu of %s is %s; not published",
+		    c->src == HPF_SRC_PARSED ? "document" : "event",
+		    (unsigned long long)(l->end_off - len - 1),
+		    c->src == HPF_SRC_PARSED ? h->parsed_path : h->ev_path,
 		    len > c->limit ? "too large" : "not a JSON object");
 		return HPF_SKIP;
 	}
@@ -749,6 +761,9 @@ hp_create(struct event_base *base, const struct cfg_feed *feed,
 	if (sub_mode && feed->events_channel[0] != '\0' &&
 	    hp_chan_setup(h, feed->events_channel, HPF_SRC_EVENTS, err, errlen) == -1)
 		goto fail;
+	if (sub_mode && feed->parsed_channel[0] != '\0' &&
+	    hp_chan_setup(h, feed->parsed_channel, HPF_SRC_PARSED, err, errlen) == -1)
+		goto fail;
 	if (feed->tls && hp_tls_ctx_setup(h, err, errlen) == -1)
 		goto fail;
 	if (!sub_mode) {
@@ -828,7 +843,8 @@ hp_src_setup(struct hpf *h, enum hpf_src_id k, const char *path, char *err, size
 	memset(&o, 0, sizeof(o));
 	o.who = "hpfeeds";
 	o.path = path;
-	o.kind = k == HPF_SRC_JOURNAL ? OUTBOX_JOURNAL : OUTBOX_LOG;
+	/* The parsed journal rotates to numbered segments as the reception journal. */
+	o.kind = k == HPF_SRC_EVENTS ? OUTBOX_LOG : OUTBOX_JOURNAL;
 	o.cursor_dir = dir;
 	o.spool_dir = h->spool_dir;
 	o.hold = hp_src_hold;
@@ -880,6 +896,43 @@ hpf_set_event_log(struct hpf *h, const char *path, char *err, size_t errlen)
 		return -1;
 	/* Now: which file the cursor points into, before anything rotates it. */
 	outbox_start(h->obs[HPF_SRC_EVENTS]);
+	hp_cursors_save(h);
+	return 0;
+}
+
+/*
+ * Also publish the analysis worker's parsed journal (see hpfeeds.h): its own
+ * outbox over <spool>/parsed.jsonl and its segments, a cursor named by the
+ * channel in <spool>/feed (the worker keeps the segments it points into).
+ */
+int
+hpf_set_parsed(struct hpf *h, hpf_limit_fn fn, void *arg, char *err, size_t errlen)
+{
+	const char *name = h->feed.parsed_channel;
+
+	if (name[0] == '\0' || h->sub_mode)
+		return 0;
+	if (hp_chan_find(h, (const uint8_t *)name, strlen(name)) != NULL) {
+		snprintf(err, errlen, "hpfeeds: parsed_channel %s is also another channel",
+		    name);
+		return -1;
+	}
+	if (h->state == HPF_ST_READY || h->obs[HPF_SRC_PARSED] != NULL) {
+		snprintf(err, errlen, "hpfeeds: hpf_set_parsed() called late or twice");
+		return -1;
+	}
+	if (spool_path_dir(h->parsed_path, sizeof(h->parsed_path), h->spool_dir,
+	    SPOOL_PARSED_NAME) == -1) {
+		snprintf(err, errlen, "hpfeeds: spool path too long");
+		return -1;
+	}
+	if (hp_src_setup(h, HPF_SRC_PARSED, h->parsed_path, err, errlen) == -1 ||
+	    hp_chan_setup(h, name, HPF_SRC_PARSED, err, errlen) == -1)
+		return -1;
+	if (fn != NULL)
+		outbox_set_limit(h->obs[HPF_SRC_PARSED], fn, arg);
+	/* Now: which file the cursor points into, before the worker rotates it. */
+	outbox_start(h->obs[HPF_SRC_PARSED]);
 	hp_cursors_save(h);
 	return 0;
 }
@@ -1394,7 +1447,7 @@ hp_on_publish(struct hpf *h, const struct hpf_frame *f)
 	 * payload matches, its metadata (session, queue id, time) included; a
 	 * raw one's Received header holds our host name, queue id and time.
 	 */
-	if (c->src != HPF_SRC_EVENTS && h->feed.payload == CFG_PAYLOAD_JSON) {
+	if (c->src == HPF_SRC_JOURNAL && h->feed.payload == CFG_PAYLOAD_JSON) {
 		if (f->datalen < 11 + 64 || memcmp(f->data, "{\"sha256\":\"", 11) != 0)
 			return;	/* our JSON payloads start with {"sha256":"<64 hex>" */
 		sha = (const char *)f->data + 11;

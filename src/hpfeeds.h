@@ -50,6 +50,21 @@ struct hpf	*hpf_new(struct event_base *base, const struct cfg_feed *feed,
  */
 int		 hpf_set_event_log(struct hpf *, const char *path, char *err, size_t errlen);
 
+/*
+ * With feed->parsed_channel set, also publish every line of the analysis
+ * worker's parsed journal (<spool>/parsed.jsonl and its numbered segments:
+ * one fosr.mail.parsed document each, as it is) on that channel, with the
+ * same durable cursor scheme; a document of a mail a rule keeps off the
+ * outputs ("publish": false) is not published.  fn (may be NULL) gives the
+ * live file's inode and the length of its durable lines
+ * (aw_parsed_committed).  Call right after hpf_new(), before the loop runs.
+ * 0, or -1 with err filled (the name of another channel).  No-op when the
+ * channel is empty.
+ */
+typedef void	(*hpf_limit_fn)(void *arg, uint64_t *ino, uint64_t *len);
+int		 hpf_set_parsed(struct hpf *, hpf_limit_fn fn, void *arg, char *err,
+		    size_t errlen);
+
 /* Sensor name added to payloads when metadata is on (copied; NULL = none). */
 void		 hpf_set_sensor(struct hpf *, const char *sensor);
 
@@ -62,7 +77,6 @@ void		 hpf_on_mail(void *arg, const char *record, size_t len);
  * file's inode and the length of its acknowledged lines; the publisher reads
  * that file no further (a failed append is cut back behind a reader).
  */
-typedef void	(*hpf_limit_fn)(void *arg, uint64_t *ino, uint64_t *len);
 void		 hpf_set_journal_limit(struct hpf *, hpf_limit_fn, void *arg);
 
 /* Save the cursors, close the connection, free.  hpf_free(NULL) is a no-op. */

@@ -480,6 +480,20 @@ open_outputs(struct fosr *f, bool test_mode)
 	if ((f->spool = spool_open(f->base, &so, err, sizeof(err))) == NULL)
 		fatalx("spool: %s", err);
 	smtp_server_set_spool(f->srv, f->spool);
+	/*
+	 * The analysis worker first: the parsed journal's readers (hpfeeds,
+	 * AMQP) start on a file whose torn tail it has cut.  Its parsed journal
+	 * and attachments count in spool.max_bytes; parsed.jsonl rotates as the
+	 * reception journal does.
+	 */
+	if (f->aw != NULL) {
+		aw_set_journal(f->aw, f->spool, f->cfg.journal_segment, f->cfg.journal_keep);
+		if (aw_start(f->aw, f->cfg.spool_dir, journal_limit_cb, f->spool,
+		    err, sizeof(err)) == -1)
+			fatalx("%s", err);
+	} else if (f->cfg.feed.parsed_channel[0] != '\0' || f->cfg.amqp.parsed)
+		log_warn("analysis is off: feed.parsed_channel and amqp.parsed_routing_key "
+		    "publish nothing new");
 
 	if (f->cfg.feed.enabled) {
 		if ((f->hpf = hpf_new(f->base, &f->cfg.feed, f->cfg.spool_dir,
@@ -487,7 +501,9 @@ open_outputs(struct fosr *f, bool test_mode)
 			fatalx("feed: %s", err);
 		hpf_set_journal_limit(f->hpf, journal_limit_cb, f->spool);
 		hpf_set_sensor(f->hpf, f->cfg.sensor[0] ? f->cfg.sensor : f->hostname);
-		if (hpf_set_event_log(f->hpf, f->cfg.event_log, err, sizeof(err)) == -1)
+		if (hpf_set_event_log(f->hpf, f->cfg.event_log, err, sizeof(err)) == -1 ||
+		    hpf_set_parsed(f->hpf, f->aw != NULL ? aw_parsed_committed : NULL,
+		    f->aw, err, sizeof(err)) == -1)
 			fatalx("feed: %s", err);
 	}
 	/* A thread: started here, before the sandbox (its filter covers every thread). */
@@ -496,9 +512,7 @@ open_outputs(struct fosr *f, bool test_mode)
 	    smtp_server_persona(f->srv), f->hostname, journal_limit_cb, f->spool,
 	    err, sizeof(err))) == NULL)
 		fatalx("amqp: %s", err);
-	if (f->aw != NULL && aw_start(f->aw, f->cfg.spool_dir, journal_limit_cb, f->spool,
-	    err, sizeof(err)) == -1)
-		fatalx("%s", err);
+	amq_set_parsed_limit(f->amq, f->aw != NULL ? aw_parsed_committed : NULL, f->aw);
 	if ((f->relay = relay_new(f->base, &f->cfg, f->hostname, err, sizeof(err))) == NULL)
 		fatalx("relay: %s", err);
 	/* After the chroot, as the relay rules: SIGHUP reloads from the same place. */

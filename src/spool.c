@@ -475,7 +475,8 @@ spool_check_space(struct spool *sp, uint64_t expected)
 	uint64_t	avail;
 
 	if (sp->max_bytes != 0) {
-		uint64_t	used = atomic_load(&sp->used_bytes) + sp->held_bytes;
+		uint64_t	used = atomic_load(&sp->used_bytes) + sp->held_bytes +
+				    atomic_load(&sp->aux_bytes);
 
 		if (used > sp->max_bytes || expected > sp->max_bytes - used)
 			return -1;
@@ -582,4 +583,34 @@ spool_probe_tmpfile(const char *tmp_dir)
 	close(dfd);
 	close(fd);
 	return ok;
+}
+
+/*
+ * Bytes the spool's other writers hold (the analysis worker's parsed
+ * journal and attachments): counted in max_bytes with messages/ (any thread).
+ */
+void
+spool_aux_add(struct spool *sp, int64_t delta)
+{
+	uint64_t old, nv;
+
+	old = atomic_load(&sp->aux_bytes);
+	do {
+		if (delta >= 0)
+			nv = old + (uint64_t)delta;
+		else
+			nv = old > (uint64_t)-delta ? old - (uint64_t)-delta : 0;
+	} while (!atomic_compare_exchange_weak(&sp->aux_bytes, &old, nv));
+}
+
+/* Whether expected more bytes fit in max_bytes (any thread; no statvfs). */
+bool
+spool_aux_room(struct spool *sp, uint64_t expected)
+{
+	uint64_t used;
+
+	if (sp->max_bytes == 0)
+		return true;
+	used = atomic_load(&sp->used_bytes) + atomic_load(&sp->aux_bytes);
+	return used <= sp->max_bytes && expected <= sp->max_bytes - used;
 }

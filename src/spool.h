@@ -87,6 +87,15 @@ int		 spool_check_space(struct spool *, uint64_t expected);
  */
 void		 spool_hold(struct spool *, int64_t delta);
 
+/*
+ * Bytes held by the spool's other writers (the analysis worker's parsed
+ * journal and attachments, delta < 0 when deleted): counted against
+ * max_bytes with messages/.  spool_aux_room(): whether expected more fit.
+ * Any thread.
+ */
+void		 spool_aux_add(struct spool *, int64_t delta);
+bool		 spool_aux_room(struct spool *, uint64_t expected);
+
 /* Counters since spool_open (for logs and tests). */
 struct spool_stats {
 	uint64_t	groups;		/* group commits run by the worker */

@@ -98,6 +98,7 @@ struct spool {
 	struct event		*ev;
 
 	_Atomic uint64_t	 used_bytes;	/* sum of st_size in messages/ */
+	_Atomic uint64_t	 aux_bytes;	/* spool_aux_add(): parsed journal, attachments */
 
 	struct spool_seglog	*seg;		/* appends and seals: worker only */
 

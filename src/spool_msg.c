@@ -139,7 +139,8 @@ spool_msg_write(struct spool_msg *m, const void *buf, size_t len)
 	if (len == 0)
 		return 0;
 	if (sp->max_bytes != 0) {
-		uint64_t	used = atomic_load(&sp->used_bytes);
+		uint64_t	used = atomic_load(&sp->used_bytes) +
+				    atomic_load(&sp->aux_bytes);
 
 		if (m->size + len > sp->max_bytes ||
 		    used > sp->max_bytes - (m->size + len)) {

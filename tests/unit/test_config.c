@@ -515,6 +515,45 @@ test_feed_json(void **state)
 	free(f);
 }
 
+/* The parsed documents' outputs: off by default, their own names only. */
+static void
+test_parsed_outputs(void **state)
+{
+	static const char amqp[] = "amqp: {host: h, user: u, password: p, exchange: x, "
+	    "routing_key: spam.mails";
+	struct cfg *c = malloc(sizeof(*c));
+	struct cfg_feed *f = malloc(sizeof(*f));
+	char err[256], buf[512];
+
+	if (load_feed(f, seed_feed, err) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(f->parsed_channel, "");
+	if (load_feed(f, "{broker: b, port: 1, identity: w, secret: s, channels: [a], "
+	    "events_channel: ev, parsed_channel: fosr.parsed}", err) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(f->parsed_channel, "fosr.parsed");
+	expect_feed_err("{broker: b, port: 1, identity: w, secret: s, channels: [a, b], "
+	    "parsed_channel: b}", "f.yml:1: parsed_channel \"b\" is also another channel");
+	expect_feed_err("{broker: b, port: 1, identity: w, secret: s, channels: [a], "
+	    "events_channel: ev, parsed_channel: ev}",
+	    "f.yml:1: parsed_channel \"ev\" is also another channel");
+
+	snprintf(buf, sizeof(buf), "%s}\n", amqp);
+	if (load(c, buf, err) != 0)
+		fail_msg("%s", err);
+	assert_false(c->amqp.parsed);
+	assert_string_equal(c->amqp.parsed_routing_key, "");
+	snprintf(buf, sizeof(buf), "%s, parsed_routing_key: spam.parsed}\n", amqp);
+	if (load(c, buf, err) != 0)
+		fail_msg("%s", err);
+	assert_true(c->amqp.parsed);
+	assert_string_equal(c->amqp.parsed_routing_key, "spam.parsed");
+	snprintf(buf, sizeof(buf), "%s, parsed_routing_key: spam.mails}\n", amqp);
+	expect_err(buf, "t.yml:1: amqp: parsed_routing_key \"spam.mails\" is also routing_key");
+	free(c);
+	free(f);
+}
+
 /* Booleans: YAML words in any case, quoted "True" as the original's users wrote. */
 static void
 test_feed_bools(void **state)
@@ -1088,6 +1127,7 @@ main(void)
 		cmocka_unit_test(test_relay_section),
 		cmocka_unit_test(test_fifo_refused),
 		cmocka_unit_test(test_yaml_depth_and_aliases),
+		cmocka_unit_test(test_parsed_outputs),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

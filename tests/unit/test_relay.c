@@ -481,6 +481,7 @@ test_daily_cap_twenty(void **state)
 
 	cfg->relay.caps.per_hour = 100;
 	cfg->relay.caps.per_client_ip = 100;
+	cfg->relay.caps.per_client_network = 100;
 	cfg->relay.caps.per_recipient = 100;
 	cfg->relay.caps.per_domain = 100;
 	r = relay_new(base, cfg, "mx.example.test", err, sizeof(err));
