@@ -67,6 +67,7 @@ void	analysis_limits_default(struct analysis_limits *);
 #define ANALYSIS_LIM_TEXT	0x100
 #define ANALYSIS_LIM_CPU	0x200
 #define ANALYSIS_LIM_HEADERS	0x400
+#define ANALYSIS_LIM_DOCUMENT	0x800	/* strings or lists cut to keep it under 1 MiB */
 
 /* One decoded attachment to store content-addressed (attachments/<sha256>). */
 struct analysis_blob {

@@ -451,6 +451,40 @@ test_sha256_given(void **state)
 	analysis_free(a);
 }
 
+static void
+test_decoded_charset_growth(void **state)
+{
+	/*
+	 * A Latin-1 text part grows in its conversion to UTF-8 (900 bytes of
+	 * 0xe9 become 1,800): the decoded count then passes decoded_max and
+	 * the cap must still hold for the parts after it (size_t arithmetic:
+	 * "decoded_max - decoded" wrapped and let everything through).
+	 */
+	struct analysis_limits lim;
+	struct analysis_result r;
+	struct sb b = { 0 };
+	int i;
+
+	(void)state;
+	sb_add(&b, "From: a@example.com\nSubject: x\nMIME-Version: 1.0\n"
+	    "Content-Type: multipart/mixed; boundary=B\n\n--B\n"
+	    "Content-Type: text/plain; charset=iso-8859-1\n"
+	    "Content-Transfer-Encoding: 8bit\n\n");
+	for (i = 0; i < 900; i++)
+		sb_add(&b, "%c", 0xe9);
+	sb_add(&b, "\n--B\nContent-Type: application/octet-stream\n\n");
+	for (i = 0; i < 50; i++)
+		sb_add(&b, "0123456789");
+	sb_add(&b, "\n--B--\n");
+	analysis_limits_default(&lim);
+	lim.decoded_max = 1000;
+	run(&lim, b.s, b.len, &r);
+	assert_true(r.limits & ANALYSIS_LIM_DECODED);
+	assert_int_equal(r.nattachments, 0);
+	analysis_result_free(&r);
+	free(b.s);
+}
+
 int
 main(void)
 {
@@ -465,6 +499,7 @@ main(void)
 		cmocka_unit_test(test_hostile_strings),
 		cmocka_unit_test(test_sha256_given),
 		cmocka_unit_test(test_empty_attachment),
+		cmocka_unit_test(test_decoded_charset_growth),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
