@@ -43,6 +43,18 @@
 #define AW_BATCH_MS	250
 /* The worker's nice value: the SMTP threads win the CPU when it is short. */
 #define AW_NICE		10
+/*
+ * The poison-mail guard (aw_guard_*): <spool>/analysis.inflight names the
+ * mail being analysed and how many times its analysis was begun without
+ * being finished.  A mail that was in progress at AW_GUARD_CRASHES crashes
+ * (the daemon died in it: a library bug, a memory limit) is not analysed a
+ * third time: it is passed with a fosr.mail.parsed event saying so, or each
+ * restart would analyse it again and die again.  A pwrite without a sync: a
+ * process's crash keeps what it wrote (the page cache); a power cut loses
+ * it, and then the mail did not crash anything.
+ */
+#define AW_GUARD_NAME		"analysis.inflight"
+#define AW_GUARD_CRASHES	2
 
 struct aw {
 	struct cfg_analysis	 cfg;
@@ -68,6 +80,10 @@ struct aw {
 	pthread_cond_t		 cv;
 	bool			 kicked, stop, ready;	/* under mu */
 	_Atomic uint64_t	 backlog;	/* for the scrape callback */
+
+	int			 guard_fd;	/* AW_GUARD_NAME, -1: no guard */
+	char			 guard_sha[65];	/* what it said at the start */
+	unsigned		 guard_n;
 };
 
 static void	*aw_main(void *);
@@ -78,6 +94,10 @@ static int	 aw_parsed_repair(int, const char *, char *, size_t);
 static int	 aw_store_blob(struct aw *, const struct analysis_blob *);
 static void	 aw_hold(void *, const char *);
 static void	 aw_metrics_cb(void *);
+static void	 aw_guard_open(struct aw *);
+static bool	 aw_guard_enter(struct aw *);
+static void	 aw_guard_leave(struct aw *);
+static void	 aw_guard_abandon(struct aw *);
 
 struct aw *
 aw_new(const struct cfg_analysis *cfg, char *err, size_t errlen)
@@ -90,7 +110,7 @@ aw_new(const struct cfg_analysis *cfg, char *err, size_t errlen)
 		return NULL;
 	}
 	w->cfg = *cfg;
-	w->parsed_fd = w->attdir_fd = -1;
+	w->parsed_fd = w->attdir_fd = w->guard_fd = -1;
 	jb_init(&w->jb);
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
@@ -127,6 +147,7 @@ aw_start(struct aw *w, const char *spool_dir, outbox_limit_fn fn, void *fnarg,
 	}
 	if (aw_parsed_repair(w->parsed_fd, path, err, errlen) == -1)
 		return -1;
+	aw_guard_open(w);
 	if (w->cfg.store_attachments) {
 		(void)spool_path_dir(w->attdir, sizeof(w->attdir), spool_dir,
 		    SPOOL_DIR_ATTACHMENTS);
@@ -211,6 +232,8 @@ aw_free(struct aw *w)
 		close(w->parsed_fd);
 	if (w->attdir_fd != -1)
 		close(w->attdir_fd);
+	if (w->guard_fd != -1)
+		close(w->guard_fd);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cv);
 	free(w);
@@ -379,6 +402,11 @@ aw_one(struct aw *w)
 	if (rc == OUTBOX_SKIP)
 		return outbox_skip(w->cur, &l) == -1 ? 0 : 1;
 
+	if (!aw_guard_enter(w)) {
+		aw_guard_abandon(w);
+		outbox_message_trim(&w->msg);
+		goto written;
+	}
 	memset(&res, 0, sizeof(res));
 	evlog_begin(&w->jb, "fosr.mail.parsed", NULL);
 	jb_kcstr(&w->jb, "sha256", w->msg.sha);
@@ -388,9 +416,11 @@ aw_one(struct aw *w)
 		analysis_result_free(&res);
 		outbox_message_trim(&w->msg);
 		outbox_unread(w->cur, &l);
+		aw_guard_leave(w);
 		aw_hold(w, "out of memory analysing a mail");
 		return 0;
 	}
+	aw_guard_leave(w);
 	outbox_message_trim(&w->msg);
 	for (i = 0; w->attdir_fd != -1 && i < res.nblobs; i++) {
 		if (aw_store_blob(w, &res.blobs[i]) == -1)
@@ -409,6 +439,7 @@ aw_one(struct aw *w)
 		log_warn("analysis: %s: %s", SPOOL_PARSED_NAME,
 		    w->jb.oom ? "out of memory" : strerror(errno));
 	jb_reset(&w->jb);
+written:
 	/* Confirmed by aw_commit(), after the table is saved. */
 	if (outbox_take(w->cur, &l) == NULL) {
 		/* out of memory: analysed again after the backoff */
@@ -492,4 +523,131 @@ aw_store_blob(struct aw *w, const struct analysis_blob *b)
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * The guard's file, and what it said: the mail in progress at the last
+ * stop, if the stop was a crash.  Without the file (a read-only spool) the
+ * analysis runs unguarded, said once.
+ */
+static void
+aw_guard_open(struct aw *w)
+{
+	char path[PATH_MAX + 32], buf[96];
+	ssize_t n;
+	unsigned cnt;
+
+	w->guard_sha[0] = '\0';
+	w->guard_n = 0;
+	if (spool_path_dir(path, sizeof(path), w->spool, AW_GUARD_NAME) == -1 ||
+	    (w->guard_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) == -1) {
+		log_warn("analysis: %s: %s; a mail that crashes the analysis will "
+		    "crash it again at each start", path, strerror(errno));
+		return;
+	}
+	if ((n = pread(w->guard_fd, buf, sizeof(buf) - 1, 0)) <= 0)
+		return;
+	buf[n] = '\0';
+	if (sscanf(buf, "%64[0-9a-f] %u", w->guard_sha, &cnt) == 2 &&
+	    strlen(w->guard_sha) == 64)
+		w->guard_n = cnt;
+	else
+		w->guard_sha[0] = '\0';
+	if (w->guard_n > 0)
+		log_warn("analysis: mail %s was being analysed when the daemon "
+		    "stopped (%u time%s)", w->guard_sha, w->guard_n,
+		    w->guard_n == 1 ? "" : "s");
+}
+
+/*
+ * Before analysing w->msg: false if it is the mail that was in progress at
+ * AW_GUARD_CRASHES crashes (pass it), else true with the file saying that
+ * its analysis has begun once more.
+ */
+static bool
+aw_guard_enter(struct aw *w)
+{
+	char buf[96];
+	unsigned n = 1;
+	int len;
+
+	if (w->guard_n > 0 && strcmp(w->msg.sha, w->guard_sha) == 0) {
+		if (w->guard_n >= AW_GUARD_CRASHES)
+			return false;
+		n = w->guard_n + 1;
+	}
+	if (w->guard_fd == -1)
+		return true;
+	len = snprintf(buf, sizeof(buf), "%s %u\n", w->msg.sha, n);
+	if (pwrite(w->guard_fd, buf, (size_t)len, 0) != len ||
+	    ftruncate(w->guard_fd, len) == -1)
+		log_warn("analysis: %s: %s", AW_GUARD_NAME, strerror(errno));
+	return true;
+}
+
+/* The analysis of w->msg ended (a crash now is not its). */
+static void
+aw_guard_leave(struct aw *w)
+{
+	w->guard_n = 0;
+	w->guard_sha[0] = '\0';
+	if (w->guard_fd != -1 && ftruncate(w->guard_fd, 0) == -1)
+		log_warn("analysis: %s: %s", AW_GUARD_NAME, strerror(errno));
+}
+
+/*
+ * w->msg crashed the analysis AW_GUARD_CRASHES times: a fosr.mail.parsed
+ * event (and parsed.jsonl line) that says it was abandoned, no analysis.
+ */
+static void
+aw_guard_abandon(struct aw *w)
+{
+	log_warn("analysis: mail %s abandoned: the daemon stopped %u times while "
+	    "analysing it", w->msg.sha, w->guard_n);
+	evlog_begin(&w->jb, "fosr.mail.parsed", NULL);
+	jb_kcstr(&w->jb, "sha256", w->msg.sha);
+	jb_kuint(&w->jb, "size", w->msg.size);
+	/* the objects every fosr.mail.parsed has (etc/events.schema.json), empty */
+	jb_key(&w->jb, "email");
+	jb_obj_open(&w->jb);
+	jb_key(&w->jb, "attachments");
+	jb_arr_open(&w->jb);
+	jb_arr_close(&w->jb);
+	jb_obj_close(&w->jb);
+	jb_key(&w->jb, "url");
+	jb_obj_open(&w->jb);
+	jb_key(&w->jb, "full");
+	jb_arr_open(&w->jb);
+	jb_arr_close(&w->jb);
+	jb_obj_close(&w->jb);
+	jb_key(&w->jb, "related");
+	jb_obj_open(&w->jb);
+	jb_key(&w->jb, "hash");
+	jb_arr_open(&w->jb);
+	jb_cstr(&w->jb, w->msg.sha);
+	jb_arr_close(&w->jb);
+	jb_obj_close(&w->jb);
+	jb_key(&w->jb, "fosr");
+	jb_obj_open(&w->jb);
+	jb_kcstr(&w->jb, "sha256", w->msg.sha);
+	jb_kuint(&w->jb, "size", w->msg.size);
+	jb_key(&w->jb, "analysis");
+	jb_obj_open(&w->jb);
+	jb_kbool(&w->jb, "parsed", false);
+	jb_kcstr(&w->jb, "abandoned", "crashed");
+	jb_kuint(&w->jb, "crashes", w->guard_n);
+	jb_key(&w->jb, "limits");
+	jb_arr_open(&w->jb);
+	jb_cstr(&w->jb, "abandoned");
+	jb_arr_close(&w->jb);
+	jb_obj_close(&w->jb);
+	jb_obj_close(&w->jb);
+	evlog_message(&w->jb, "Mail %s not analysed: the daemon stopped %u times "
+	    "while analysing it", w->msg.sha, w->guard_n);
+	evlog_emit(&w->jb);
+	if (w->jb.oom || util_write_all(w->parsed_fd, w->jb.buf, w->jb.len) == -1)
+		log_warn("analysis: %s: %s", SPOOL_PARSED_NAME,
+		    w->jb.oom ? "out of memory" : strerror(errno));
+	jb_reset(&w->jb);
+	aw_guard_leave(w);
 }
