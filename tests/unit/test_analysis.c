@@ -485,6 +485,66 @@ test_decoded_charset_growth(void **state)
 	free(b.s);
 }
 
+static void
+test_document_max(void **state)
+{
+	/*
+	 * Every list and string at its worst at once (bytes escaped six times
+	 * or made U+FFFD three times): the document stays under 1 MiB, the
+	 * cuts named and counted (fosr.analysis.limits "document", truncated,
+	 * omitted).
+	 */
+	struct analysis_result r;
+	struct sb b = { 0 };
+	int i, j;
+
+	(void)state;
+	sb_add(&b, "From: a@example.com\n");
+	for (i = 0; i < 64; i++) {
+		sb_add(&b, "Received: from x");
+		for (j = 0; j < 400; j++)
+			sb_add(&b, " [10.%d.%d.%d]", i, j / 250, j % 250);
+		sb_add(&b, "\n");
+	}
+	sb_add(&b, "Subject: ");
+	for (i = 0; i < 20000; i++)
+		sb_add(&b, "\x01");
+	sb_add(&b, "\nX-Mailer: ");
+	for (i = 0; i < 20000; i++)
+		sb_add(&b, "\x02");
+	sb_add(&b, "\nTo: ");
+	for (i = 0; i < 600; i++)
+		sb_add(&b, "%sx%0200d@d%d.example", i ? ",\n " : "", i, i);
+	sb_add(&b, "\nMIME-Version: 1.0\n"
+	    "Content-Type: multipart/mixed; boundary=B\n\n--B\n"
+	    "Content-Type: text/plain\n\n");
+	for (i = 0; i < 600; i++) {
+		sb_add(&b, "http://h%d.example/", i);
+		for (j = 0; j < 2000; j++)
+			sb_add(&b, "\x80");
+		sb_add(&b, " u%0200d@h%d.example 10.1.%d.%d\n", i, i, i / 250,
+		    i % 250);
+	}
+	for (i = 0; i < 990; i++) {
+		sb_add(&b, "--B\nContent-Type: application/x-%d\n"
+		    "Content-Disposition: attachment; filename=\"", i);
+		for (j = 0; j < 400; j++)
+			sb_add(&b, "\x01");
+		sb_add(&b, "\"\n\n%d\n", i);
+	}
+	sb_add(&b, "--B--\n");
+	run(NULL, b.s, b.len, &r);
+	assert_true(r.jsonlen < 1000 * 1000);
+	assert_true(r.limits & ANALYSIS_LIM_DOCUMENT);
+	assert_non_null(strstr(r.json, "\"omitted\":{\"email.to.address\":"));
+	assert_non_null(strstr(r.json, "\"url.full\":"));
+	assert_non_null(strstr(r.json, "\"email.attachments\":"));
+	assert_non_null(strstr(r.json, "\"fosr.received\":"));
+	assert_non_null(strstr(r.json, "\"truncated\":"));
+	analysis_result_free(&r);
+	free(b.s);
+}
+
 int
 main(void)
 {
@@ -500,6 +560,7 @@ main(void)
 		cmocka_unit_test(test_sha256_given),
 		cmocka_unit_test(test_empty_attachment),
 		cmocka_unit_test(test_decoded_charset_growth),
+		cmocka_unit_test(test_document_max),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
