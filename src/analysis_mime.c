@@ -422,12 +422,18 @@ analysis_raw_cut(const unsigned char *d, size_t len, const struct analysis_limit
  */
 #define FIELD_MAX	(32 * 1024)
 #define PARAMS_MAX	64	/* RFC 2231 continuations of a long name: ~20 */
+/*
+ * and all Content-* fields together: 9,000 parts of two 63-parameter
+ * fields (7 MB) took 1.85 s and 380 MB in GMime (an object per parameter);
+ * 1,000 parts of 5 parameters are 5,000.
+ */
+#define PARAMS_TOTAL_MAX	20000
 GByteArray *
 analysis_raw_prepare(const unsigned char *d, size_t len, unsigned *lim)
 {
 	GByteArray *ba = g_byte_array_sized_new((guint)len);
 	size_t i = 0, e, field = 0, j;
-	unsigned params = 0;
+	unsigned params = 0, total = 0, pmax = PARAMS_MAX;
 	bool in_field = false, content = false;
 
 	while (i < len) {
@@ -437,16 +443,21 @@ analysis_raw_prepare(const unsigned char *d, size_t len, unsigned *lim)
 		if (field_at(d, len, i)) {
 			in_field = true;
 			field = 0;
+			total += params;
 			params = 0;
+			/* (a cut field counted one more than it kept) */
+			pmax = total >= PARAMS_TOTAL_MAX ? 0 :
+			    PARAMS_TOTAL_MAX - total < PARAMS_MAX ?
+			    PARAMS_TOTAL_MAX - total : PARAMS_MAX;
 			content = len - i > 8 && g_ascii_strncasecmp(
 			    (const char *)d + i, "content-", 8) == 0;
 		} else if (!(in_field && (d[i] == ' ' || d[i] == '\t')))
 			in_field = false;
 		if (in_field && field < FIELD_MAX && content) {
-			for (j = i; j < e && params <= PARAMS_MAX; j++)
+			for (j = i; j < e && params <= pmax; j++)
 				if (d[j] == ';')
 					params++;
-			if (params > PARAMS_MAX) {
+			if (params > pmax) {
 				/* up to the ';' that made it one too many */
 				*lim |= ANALYSIS_LIM_HEADERS;
 				g_byte_array_append(ba, d + i, (guint)(j - 1 - i));
