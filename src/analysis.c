@@ -33,7 +33,8 @@
  *    elements (<b title="970 KB"> then "<p>x" x 4990) took 4.4 GB and 8 s
  *    before; a parse over the cap is abandoned (analysis_scan.c) and the
  *    part scanned as text.
- *  - a Content-* field is cut at 64 parameters (analysis_raw_prepare()).
+ *  - a Content-* field is cut at 64 parameters, all of them at 20,000,
+ *    address fields at 20,000 addresses (analysis_raw_prepare()).
  *  - each list of indicators keeps items_max distinct values (a hashed set).
  *  - the document stays under DOC_MAX (1 MiB): strings cut, each list
  *    within its byte budget (analysis_int.h), the rest counted.
