@@ -545,6 +545,51 @@ test_document_max(void **state)
 	free(b.s);
 }
 
+static void
+test_cpu_inside_a_part(void **state)
+{
+	/*
+	 * 200 uuencoded JSON-like files in one text part (each hashed, ssdeep'd
+	 * and typed by libmagic: ~4 ms each): the CPU cap is looked at before
+	 * each, not only between MIME parts (before: all 200, ~0.7 s, whatever
+	 * the cap).
+	 */
+	/* {"a":[1, then 1,1,1...: JSON to libmagic, its slowest test */
+	static const char uu[] = "M,2PQ+#$L,2PQ+#$L,2PQ+#$L,2PQ+#$L,2PQ+#$L,2PQ+#$L,2PQ+#$L,2PQ\n";
+	struct analysis_limits lim;
+	struct analysis_result r;
+	struct analysis *a;
+	struct timespec t0, t1;
+	struct sb b = { 0 };
+	char err[256];
+	double s;
+	int i, j;
+
+	(void)state;
+	sb_add(&b, "From: a@example.com\nSubject: uu\nContent-Type: text/plain\n\n");
+	for (i = 0; i < 200; i++) {
+		sb_add(&b, "begin 644 f%d.json\n(>R)A(CI;,2P \n", i);
+		for (j = 0; j < 700; j++)
+			sb_add(&b, "%s", uu);
+		sb_add(&b, "`\nend\n");
+	}
+	analysis_limits_default(&lim);
+	lim.cpu_ms_max = 300;	/* the scans of the text take ~60 ms */
+	assert_non_null(a = analysis_new(&lim, err, sizeof(err)));
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+	assert_int_equal(analysis_run(a, (const unsigned char *)b.s, b.len, NULL,
+	    NULL, &r), 0);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+	s = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+	print_message("200 uuencoded files, cpu_ms_max 300: %u analysed, %.3f s CPU\n",
+	    r.nattachments, s);
+	assert_true(r.limits & ANALYSIS_LIM_CPU);
+	assert_true(r.nattachments > 0 && r.nattachments < 200);
+	analysis_result_free(&r);
+	analysis_free(a);
+	free(b.s);
+}
+
 int
 main(void)
 {
@@ -561,6 +606,7 @@ main(void)
 		cmocka_unit_test(test_empty_attachment),
 		cmocka_unit_test(test_decoded_charset_growth),
 		cmocka_unit_test(test_document_max),
+		cmocka_unit_test(test_cpu_inside_a_part),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
