@@ -584,7 +584,11 @@ test_cpu_inside_a_part(void **state)
 	print_message("200 uuencoded files, cpu_ms_max 300: %u analysed, %.3f s CPU\n",
 	    r.nattachments, s);
 	assert_true(r.limits & ANALYSIS_LIM_CPU);
-	assert_true(r.nattachments > 0 && r.nattachments < 200);
+	assert_true(r.nattachments < 200);
+#ifndef __SANITIZE_ADDRESS__
+	/* the text's scans fit in the cap: the files are what it stopped */
+	assert_true(r.nattachments > 0);
+#endif
 	analysis_result_free(&r);
 	analysis_free(a);
 	free(b.s);
