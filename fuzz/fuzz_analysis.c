@@ -2,8 +2,8 @@
  * libFuzzer target: a raw mail through the whole extractor (GMime, gumbo,
  * libmagic, ssdeep, the text scans) with small caps, so the limit paths are
  * reached too, and a campaign table in memory.  The document must be valid
- * UTF-8 JSON (one object), every blob's sha256 the hash of its bytes, and
- * the caps must hold.
+ * UTF-8 JSON (one object) under 1 MiB, every blob's sha256 the hash of its
+ * bytes, and the caps must hold.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -55,7 +55,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		__builtin_trap();
 	if (res.json == NULL || res.json[0] != '{' ||
 	    res.json[res.jsonlen - 1] != '}' || strlen(res.json) != res.jsonlen ||
-	    !utf8_valid(res.json, res.jsonlen) || res.nattachments > 40)
+	    !utf8_valid(res.json, res.jsonlen) || res.nattachments > 40 ||
+	    res.jsonlen >= 1024 * 1024)
 		__builtin_trap();
 	for (i = 0; i < res.nblobs; i++) {
 		if (res.blobs[i].len > 64 * 1024 ||

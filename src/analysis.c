@@ -20,12 +20,24 @@
  *    and before the (headers_max+1)th header-like line (an object each).
  *  - the walk stops at depth_max, leaves_max leaves, decoded_max decoded
  *    bytes (checked against the encoded size before decoding: decoding
- *    never grows base64, quoted-printable or uuencode) and cpu_ms_max of
- *    thread CPU time (checked between parts and before each HTML part).
+ *    never grows base64, quoted-printable or uuencode; a text part's
+ *    charset conversion may grow it, so what is left is never negative)
+ *    and cpu_ms_max of thread CPU time (checked between parts, before each
+ *    HTML part and uuencoded file, every 64 KB of a text scan and every
+ *    4,096 of gumbo's allocations).
  *  - gumbo gets at most html_max bytes and html_tags_max tags of one part
  *    (its tree free is recursive: the tag cap bounds that depth); the tree
- *    is walked with an explicit stack.
- *  - each list of indicators keeps items_max distinct values.
+ *    is walked with an explicit stack.  Its memory is counted through its
+ *    allocator and capped at GUMBO_MEM_FACTOR (16) x html_max: a 700 KB
+ *    table-heavy newsletter peaks at 2.5 MB, while re-cloned formatting
+ *    elements (<b title="970 KB"> then "<p>x" x 4990) took 4.4 GB and 8 s
+ *    before; a parse over the cap is abandoned (analysis_scan.c) and the
+ *    part scanned as text.
+ *  - a Content-* field is cut at 64 parameters, all of them at 20,000,
+ *    address fields at 20,000 addresses (analysis_raw_prepare()).
+ *  - each list of indicators keeps items_max distinct values (a hashed set).
+ *  - the document stays under DOC_MAX (1 MiB): strings cut, each list
+ *    within its byte budget (analysis_int.h), the rest counted.
  * GLib aborts on allocation failure; the bounds above keep the largest
  * allocation to a small multiple of raw_max.
  */
@@ -192,6 +204,78 @@ analysis_cpu_over(struct ctx *c)
 	return true;
 }
 
+/*
+ * The CPU cap inside a scan: looked at when position i passes *next, every
+ * CPU_STEP bytes (a clock_gettime of the thread's CPU clock is a system
+ * call: ~0.3 us per 64 KB scanned costs nothing).
+ */
+bool
+analysis_cpu_at(struct ctx *c, size_t i, size_t *next)
+{
+	if (i < *next)
+		return false;
+	*next = i + CPU_STEP;
+	return analysis_cpu_over(c);
+}
+
+/* Where the list item about to be written starts. */
+void
+analysis_jb_mark(const struct jbuf *jb, struct jb_mark *m)
+{
+	m->len = jb->len;
+	m->first = jb->first[jb->depth < 16 ? jb->depth : 15];
+}
+
+/*
+ * Whether the item written since m keeps its list (begun at start) within
+ * budget bytes; if not it is taken back, and it and the left-1 after it are
+ * counted as omitted under name.
+ */
+bool
+analysis_jb_fits(struct ctx *c, struct jbuf *jb, const struct jb_mark *m,
+    size_t start, size_t budget, const char *name, size_t left)
+{
+	size_t i;
+
+	if (jb->len - start <= budget)
+		return true;
+	jb->len = m->len;
+	jb->first[jb->depth < 16 ? jb->depth : 15] = m->first;
+	c->limits |= ANALYSIS_LIM_DOCUMENT;
+	for (i = 0; i < c->nomitted; i++)
+		if (strcmp(c->omitted[i].name, name) == 0)
+			break;
+	if (i == c->nomitted) {
+		if (i == DOC_OMIT_MAX)
+			return false;
+		c->omitted[c->nomitted++].name = name;
+		c->omitted[i].n = 0;
+	}
+	c->omitted[i].n += left;
+	return false;
+}
+
+/* key: s cut at max bytes (at a character's start), counted if cut. */
+static void
+doc_str(struct ctx *c, struct jbuf *jb, const char *key, const char *s,
+    size_t max)
+{
+	size_t l;
+
+	if (s == NULL) {
+		jb_kcstr(jb, key, NULL);
+		return;
+	}
+	if ((l = strlen(s)) > max) {
+		l = max;
+		while (l > 0 && ((unsigned char)s[l] & 0xc0) == 0x80)
+			l--;
+		c->truncated++;
+		c->limits |= ANALYSIS_LIM_DOCUMENT;
+	}
+	jb_kstr(jb, key, s, l);
+}
+
 /* Mailbox addresses of a list (groups' members too), lowercased domain. */
 static void
 addrs(struct ctx *c, struct strset *s, InternetAddressList *l, int depth)
@@ -240,8 +324,11 @@ received(struct ctx *c, GMimeMessage *m, struct jbuf *jb)
 {
 	GMimeHeaderList *hl = g_mime_object_get_header_list(GMIME_OBJECT(m));
 	int i, n = hl ? g_mime_header_list_get_count(hl) : 0, hops = 0;
+	struct jb_mark mark;
+	size_t start;
 
 	jb_key(jb, "received");
+	start = jb->len;
 	jb_arr_open(jb);
 	for (i = 0; i < n && hops < RECEIVED_MAX; i++) {
 		GMimeHeader *h = g_mime_header_list_get_header_at(hl, i);
@@ -265,10 +352,16 @@ received(struct ctx *c, GMimeMessage *m, struct jbuf *jb)
 				analysis_set_add(c, &c->ips, ip, strlen(ip));
 			}
 		}
+		analysis_jb_mark(jb, &mark);
 		jb_obj_open(jb);
-		analysis_set_json(jb, "ip", &hop);
+		analysis_set_json(c, jb, "ip", "fosr.received.ip", &hop,
+		    DOC_RECEIVED_BUDGET);
 		jb_obj_close(jb);
 		analysis_set_free(&hop);
+		/* the hops after this one are not counted: a cut is named */
+		if (!analysis_jb_fits(c, jb, &mark, start, DOC_RECEIVED_BUDGET,
+		    "fosr.received", 1))
+			break;
 	}
 	jb_arr_close(jb);
 }
@@ -282,7 +375,8 @@ warn_cb(gint64 off, GMimeParserWarning code, const gchar *item, gpointer arg)
 }
 
 static const char *const limit_names[] = { "raw", "containers", "depth",
-    "leaves", "decoded", "blob", "html", "items", "text", "cpu", "headers" };
+    "leaves", "decoded", "blob", "html", "items", "text", "cpu", "headers",
+    "document" };
 
 int
 analysis_fields(struct analysis *a, const unsigned char *eml, size_t len,
@@ -295,6 +389,8 @@ analysis_fields(struct analysis *a, const unsigned char *eml, size_t len,
 	GMimeMessage *m = NULL;
 	GMimeObject *mo;
 	struct campaign_match cm;
+	struct jb_mark mark;
+	size_t start;
 	char hex[65], *fp = NULL;
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen;
@@ -335,8 +431,10 @@ analysis_fields(struct analysis *a, const unsigned char *eml, size_t len,
 	if (m != NULL) {
 		GDateTime *dt;
 
-		jb_kcstr(jb, "subject", g_mime_message_get_subject(m));
-		jb_kcstr(jb, "message_id", g_mime_message_get_message_id(m));
+		doc_str(&c, jb, "subject", g_mime_message_get_subject(m),
+		    DOC_STR_MAX);
+		doc_str(&c, jb, "message_id", g_mime_message_get_message_id(m),
+		    DOC_STR_MAX);
 		if ((dt = g_mime_message_get_date(m)) != NULL) {
 			GDateTime *u = g_date_time_to_utc(dt);
 			char *iso = u ? g_date_time_format(u,
@@ -354,47 +452,53 @@ analysis_fields(struct analysis *a, const unsigned char *eml, size_t len,
 		header_addrs(&c, &c.return_path, mo, "Return-Path");
 		jb_key(jb, "from");
 		jb_obj_open(jb);
-		analysis_set_json(jb, "address", &c.from);
+		analysis_set_json(&c, jb, "address", "email.from.address",
+		    &c.from, DOC_ADDRS_BUDGET);
 		jb_obj_close(jb);
 		jb_key(jb, "reply_to");
 		jb_obj_open(jb);
-		analysis_set_json(jb, "address", &c.reply_to);
+		analysis_set_json(&c, jb, "address", "email.reply_to.address",
+		    &c.reply_to, DOC_ADDRS_BUDGET);
 		jb_obj_close(jb);
 		jb_key(jb, "to");
 		jb_obj_open(jb);
-		analysis_set_json(jb, "address", &c.to);
+		analysis_set_json(&c, jb, "address", "email.to.address", &c.to,
+		    DOC_ADDRS_BUDGET);
 		jb_obj_close(jb);
 		if (c.cc.n) {
 			jb_key(jb, "cc");
 			jb_obj_open(jb);
-			analysis_set_json(jb, "address", &c.cc);
+			analysis_set_json(&c, jb, "address", "email.cc.address",
+			    &c.cc, DOC_ADDRS_BUDGET);
 			jb_obj_close(jb);
 		}
 		if ((v = g_mime_object_get_header(mo, "X-Mailer")) != NULL)
-			jb_kcstr(jb, "x_mailer", v);
+			doc_str(&c, jb, "x_mailer", v, DOC_STR_MAX);
 		if (g_mime_message_get_mime_part(m) != NULL) {
 			GMimeContentType *ct = g_mime_object_get_content_type(
 			    g_mime_message_get_mime_part(m));
 			char *t = ct ? g_mime_content_type_get_mime_type(ct) : NULL;
 
-			jb_kcstr(jb, "content_type", t);
+			doc_str(&c, jb, "content_type", t, DOC_NAME_MAX);
 			g_free(t);
 		}
 		analysis_walk(&c, g_mime_message_get_mime_part(m), 0);
 	}
 	jb_key(jb, "attachments");
+	start = jb->len;
 	jb_arr_open(jb);
 	for (i = 0; i < c.natt; i++) {
 		struct att *t = &c.att[i];
 		const char *dot = t->name ? strrchr(t->name, '.') : NULL;
 
+		analysis_jb_mark(jb, &mark);
 		jb_obj_open(jb);
 		jb_key(jb, "file");
 		jb_obj_open(jb);
-		jb_kcstr(jb, "name", t->name);
+		doc_str(&c, jb, "name", t->name, DOC_NAME_MAX);
 		if (dot && dot[1] && strlen(dot + 1) <= 16)
 			jb_kcstr(jb, "extension", dot + 1);
-		jb_kcstr(jb, "mime_type", t->declared);
+		doc_str(&c, jb, "mime_type", t->declared, DOC_NAME_MAX);
 		jb_kuint(jb, "size", t->size);
 		jb_key(jb, "hash");
 		jb_obj_open(jb);
@@ -407,7 +511,7 @@ analysis_fields(struct analysis *a, const unsigned char *eml, size_t len,
 		jb_obj_close(jb);
 		jb_key(jb, "fosr");
 		jb_obj_open(jb);
-		jb_kcstr(jb, "magic_type", t->magic);
+		doc_str(&c, jb, "magic_type", t->magic, DOC_NAME_MAX);
 		jb_kcstr(jb, "disposition", t->disposition);
 		jb_kuint(jb, "depth", t->depth);
 		if (t->archive)
@@ -416,6 +520,9 @@ analysis_fields(struct analysis *a, const unsigned char *eml, size_t len,
 			jb_kbool(jb, "encrypted", true);
 		jb_obj_close(jb);
 		jb_obj_close(jb);
+		if (!analysis_jb_fits(&c, jb, &mark, start, DOC_ATT_BUDGET,
+		    "email.attachments", c.natt - i))
+			break;
 	}
 	jb_arr_close(jb);
 	jb_obj_close(jb);	/* email */
@@ -423,13 +530,14 @@ analysis_fields(struct analysis *a, const unsigned char *eml, size_t len,
 	if (m != NULL && (v = g_mime_object_get_header(mo, "User-Agent")) != NULL) {
 		jb_key(jb, "user_agent");
 		jb_obj_open(jb);
-		jb_kcstr(jb, "original", v);
+		doc_str(&c, jb, "original", v, DOC_STR_MAX);
 		jb_obj_close(jb);
 	}
 	jb_key(jb, "url");
 	jb_obj_open(jb);
-	analysis_set_json(jb, "full", &c.urls);
-	analysis_set_json(jb, "domain", &c.domains);
+	analysis_set_json(&c, jb, "full", "url.full", &c.urls, DOC_URL_BUDGET);
+	analysis_set_json(&c, jb, "domain", "url.domain", &c.domains,
+	    DOC_LIST_BUDGET);
 	jb_obj_close(jb);
 	res->nurls = (unsigned)c.urls.n;
 
@@ -444,15 +552,36 @@ analysis_fields(struct analysis *a, const unsigned char *eml, size_t len,
 		fp = res->fingerprint[0] ? res->fingerprint : NULL;
 	}
 
+	jb_key(jb, "related");
+	jb_obj_open(jb);
+	analysis_set_json(&c, jb, "ip", "related.ip", &c.ips, DOC_LIST_BUDGET);
+	analysis_set_json(&c, jb, "hosts", "related.hosts", &c.domains,
+	    DOC_LIST_BUDGET);
+	jb_key(jb, "hash");
+	start = jb->len;
+	jb_arr_open(jb);
+	jb_cstr(jb, sha256);
+	for (i = 0; i < res->nblobs; i++) {
+		analysis_jb_mark(jb, &mark);
+		jb_cstr(jb, res->blobs[i].sha256);
+		if (!analysis_jb_fits(&c, jb, &mark, start, DOC_LIST_BUDGET,
+		    "related.hash", res->nblobs - i))
+			break;
+	}
+	jb_arr_close(jb);
+	jb_obj_close(jb);
+
 	jb_key(jb, "fosr");
 	jb_obj_open(jb);
 	jb_kcstr(jb, "sha256", sha256);
 	jb_kuint(jb, "size", len);
 	if (m != NULL) {
-		analysis_set_json(jb, "return_path", &c.return_path);
+		analysis_set_json(&c, jb, "return_path", "fosr.return_path",
+		    &c.return_path, DOC_ADDRS_BUDGET);
 		received(&c, m, jb);
 	}
-	analysis_set_json(jb, "body_addresses", &c.emails);
+	analysis_set_json(&c, jb, "body_addresses", "fosr.body_addresses",
+	    &c.emails, DOC_LIST_BUDGET);
 	{
 		bool arch = false, enc = false;
 
@@ -493,20 +622,17 @@ analysis_fields(struct analysis *a, const unsigned char *eml, size_t len,
 		if (c.limits & (1u << i))
 			jb_cstr(jb, limit_names[i]);
 	jb_arr_close(jb);
+	if (c.limits & ANALYSIS_LIM_DOCUMENT) {
+		/* what the document's caps left out: strings cut, list items */
+		jb_kuint(jb, "truncated", c.truncated);
+		jb_key(jb, "omitted");
+		jb_obj_open(jb);
+		for (i = 0; i < c.nomitted; i++)
+			jb_kuint(jb, c.omitted[i].name, c.omitted[i].n);
+		jb_obj_close(jb);
+	}
 	jb_obj_close(jb);	/* analysis */
 	jb_obj_close(jb);	/* fosr */
-
-	jb_key(jb, "related");
-	jb_obj_open(jb);
-	analysis_set_json(jb, "ip", &c.ips);
-	analysis_set_json(jb, "hosts", &c.domains);
-	jb_key(jb, "hash");
-	jb_arr_open(jb);
-	jb_cstr(jb, sha256);
-	for (i = 0; i < res->nblobs; i++)
-		jb_cstr(jb, res->blobs[i].sha256);
-	jb_arr_close(jb);
-	jb_obj_close(jb);
 
 	g_mime_parser_options_set_warning_callback(a->popts, NULL, NULL);
 	if (m != NULL)

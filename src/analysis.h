@@ -11,8 +11,9 @@
  * Pure: no logging, no files (the caller stores the blobs and the document),
  * no global state but GMime's one-time init.  Built for hostile input: the
  * raw bytes examined, the MIME containers and leaves, the nesting depth, the
- * decoded bytes, the HTML tags, the indicators kept and the CPU time spent
- * are all capped; each cap reached is named in fosr.analysis.limits.
+ * decoded bytes, the HTML tags and gumbo's memory, the indicators kept, the
+ * CPU time spent and the document's size (under 1 MiB) are all capped;
+ * each cap reached is named in fosr.analysis.limits.
  *
  * Wiring (one call per reception journal entry):
  *	a = analysis_new(NULL, err, sizeof(err));	   before the sandbox
@@ -48,7 +49,7 @@ struct analysis_limits {
 	unsigned	html_tags_max;	/* '<' of one HTML part tokenized */
 	unsigned	items_max;	/* URLs, addresses, IPs kept (each) */
 	size_t		text_max;	/* normalised text fingerprinted */
-	unsigned	cpu_ms_max;	/* thread CPU per mail, checked between parts */
+	unsigned	cpu_ms_max;	/* thread CPU per mail, checked between parts and inside them */
 	unsigned	headers_max;	/* header-field-like lines given to GMime */
 };
 
@@ -67,6 +68,7 @@ void	analysis_limits_default(struct analysis_limits *);
 #define ANALYSIS_LIM_TEXT	0x100
 #define ANALYSIS_LIM_CPU	0x200
 #define ANALYSIS_LIM_HEADERS	0x400
+#define ANALYSIS_LIM_DOCUMENT	0x800	/* strings or lists cut to keep it under 1 MiB */
 
 /* One decoded attachment to store content-addressed (attachments/<sha256>). */
 struct analysis_blob {

@@ -8,6 +8,8 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <setjmp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,35 +27,74 @@ static size_t	scan_urls(struct ctx *, const char *, size_t);
 static void	scan_emails(struct ctx *, const char *, size_t);
 static void	find_password(struct ctx *, const char *, size_t);
 
+static size_t
+set_hash(const char *v, size_t len)
+{
+	size_t h = 14695981039346656037ULL, i;	/* FNV-1a */
+
+	for (i = 0; i < len; i++)
+		h = (h ^ (unsigned char)v[i]) * 1099511628211ULL;
+	return h;
+}
+
+/* Where v is in s's index, or the empty slot it would take. */
+static size_t
+set_slot(const struct strset *s, const char *v, size_t len, size_t h)
+{
+	size_t m = s->icap - 1, k = h & m, j;
+
+	for (;;) {
+		if (s->idx[k] == 0)
+			return k;
+		j = s->idx[k] - 1;
+		if (s->len[j] == len && memcmp(s->v[j], v, len) == 0)
+			return k;
+		k = (k + 1) & m;
+	}
+}
+
 void
 analysis_set_add(struct ctx *c, struct strset *s, const char *v, size_t len)
 {
-	size_t i;
+	size_t i, k;
 	char *p;
 
 	if (len == 0)
 		return;
-	for (i = 0; i < s->n; i++)
-		if (strlen(s->v[i]) == len && memcmp(s->v[i], v, len) == 0)
-			return;
+	if (s->icap > 0 && s->idx[set_slot(s, v, len, set_hash(v, len))] != 0)
+		return;
 	if (s->n >= c->a->lim.items_max) {
 		c->limits |= ANALYSIS_LIM_ITEMS;
 		return;
 	}
 	if (s->n == s->cap) {
-		size_t ncap = s->cap ? s->cap * 2 : 8;
-		char **nv = realloc(s->v, ncap * sizeof(*nv));
+		size_t ncap = s->cap ? s->cap * 2 : 8, *nl, *ni;
+		char **nv;
 
-		if (nv == NULL)
+		if ((nv = realloc(s->v, ncap * sizeof(*nv))) == NULL)
 			return;
 		s->v = nv;
+		if ((nl = realloc(s->len, ncap * sizeof(*nl))) == NULL)
+			return;
+		s->len = nl;
+		if ((ni = calloc(ncap * 2, sizeof(*ni))) == NULL)
+			return;
+		free(s->idx);
+		s->idx = ni;
+		s->icap = ncap * 2;
 		s->cap = ncap;
+		for (i = 0; i < s->n; i++)
+			s->idx[set_slot(s, s->v[i], s->len[i],
+			    set_hash(s->v[i], s->len[i]))] = i + 1;
 	}
 	if ((p = malloc(len + 1)) == NULL)
 		return;
 	memcpy(p, v, len);
 	p[len] = '\0';
-	s->v[s->n++] = p;
+	k = set_slot(s, v, len, set_hash(v, len));
+	s->v[s->n] = p;
+	s->len[s->n] = len;
+	s->idx[k] = ++s->n;
 }
 
 void
@@ -64,19 +105,31 @@ analysis_set_free(struct strset *s)
 	for (i = 0; i < s->n; i++)
 		free(s->v[i]);
 	free(s->v);
+	free(s->len);
+	free(s->idx);
 	memset(s, 0, sizeof(*s));
 }
 
-/* key: [values] (always an array, as ECS keyword fields may be). */
+/*
+ * key: [values] (always an array, as ECS keyword fields may be), within
+ * budget bytes; the values left out are counted under name.
+ */
 void
-analysis_set_json(struct jbuf *jb, const char *key, const struct strset *s)
+analysis_set_json(struct ctx *c, struct jbuf *jb, const char *key,
+    const char *name, const struct strset *s, size_t budget)
 {
-	size_t i;
+	struct jb_mark m;
+	size_t i, start;
 
 	jb_key(jb, key);
+	start = jb->len;
 	jb_arr_open(jb);
-	for (i = 0; i < s->n; i++)
-		jb_cstr(jb, s->v[i]);
+	for (i = 0; i < s->n; i++) {
+		analysis_jb_mark(jb, &m);
+		jb_str(jb, s->v[i], s->len[i]);
+		if (!analysis_jb_fits(c, jb, &m, start, budget, name, s->n - i))
+			break;
+	}
 	jb_arr_close(jb);
 }
 
@@ -240,12 +293,14 @@ scan_urls(struct ctx *c, const char *s, size_t len)
 {
 	static const char *const pfx[] = { "http://", "https://", "ftp://",
 	    "www." };
-	size_t i, k, e, n = 0;
+	size_t i, k, e, n = 0, next = 0;
 	char buf[URL_MAX + 8];
 
 	for (i = 0; i < len; i++) {
 		char ch = (char)tolower((unsigned char)s[i]);
 
+		if (analysis_cpu_at(c, i, &next))
+			break;
 		if (ch != 'h' && ch != 'f' && ch != 'w')
 			continue;
 		if (i > 0 && (isalnum((unsigned char)s[i - 1]) || s[i - 1] == '/' ||
@@ -288,9 +343,11 @@ static void
 scan_emails(struct ctx *c, const char *s, size_t len)
 {
 	char buf[ADDR_MAX + 1];
-	size_t i, b, e, dots, l;
+	size_t i, b, e, dots, l, next = 0;
 
 	for (i = 1; i + 3 < len; i++) {
+		if (analysis_cpu_at(c, i, &next))
+			return;
 		if (s[i] != '@')
 			continue;
 		for (b = i; b > 0 && local_char((unsigned char)s[b - 1]) &&
@@ -323,9 +380,11 @@ scan_emails(struct ctx *c, const char *s, size_t len)
 static void
 scan_ipv4(struct ctx *c, const char *s, size_t len)
 {
-	size_t i, e, dots;
+	size_t i, e, dots, next = 0;
 
 	for (i = 0; i < len; i++) {
+		if (analysis_cpu_at(c, i, &next))
+			return;
 		if (!isdigit((unsigned char)s[i]) || (i > 0 &&
 		    (isalnum((unsigned char)s[i - 1]) || s[i - 1] == '.')))
 			continue;
@@ -353,7 +412,7 @@ scan_ipv4(struct ctx *c, const char *s, size_t len)
 void
 analysis_norm_append(struct ctx *c, char **buf, size_t *blen, const char *s, size_t len)
 {
-	size_t i = 0, w, cap = c->a->lim.text_max, j;
+	size_t i = 0, w, cap = c->a->lim.text_max, j, next = 0;
 	char *b = *buf;
 
 	if (b == NULL) {
@@ -363,6 +422,8 @@ analysis_norm_append(struct ctx *c, char **buf, size_t *blen, const char *s, siz
 		*blen = 0;
 	}
 	while (i < len) {
+		if (analysis_cpu_at(c, i, &next))
+			break;
 		while (i < len && isspace((unsigned char)s[i]))
 			i++;
 		for (w = i; w < len && !isspace((unsigned char)s[w]); w++)
@@ -445,9 +506,110 @@ analysis_scan_text(struct ctx *c, const char *s, size_t len)
 }
 
 /*
+ * gumbo's memory, counted: every allocation it makes goes through
+ * galloc_alloc() (GumboOptions.allocator), linked in a list so that a parse
+ * past its budget (GUMBO_MEM_FACTOR x html_max) or past the CPU cap is
+ * abandoned by a longjmp out of the allocator and all it held freed.  gumbo
+ * has no other bound on its tree: "reconstruct the active formatting
+ * elements" clones every open formatting element, attributes included,
+ * before each text node (one <b> with a 970 KB title then "<p>x" x 4990:
+ * 4.4 GB from 1 MB of markup).  gumbo is plain C with no state outside its
+ * allocations, so leaving it by longjmp loses nothing.
+ */
+union galloc_blk {
+	struct {
+		union galloc_blk	*prev, *next;
+		size_t			 size;
+	} h;
+	max_align_t	align;
+};
+
+struct galloc {
+	struct ctx		*c;
+	union galloc_blk	*head;
+	size_t			 live;		/* bytes held, headers included */
+	size_t			 max;
+	unsigned		 calls;
+	jmp_buf			 env;
+};
+
+static void *
+galloc_alloc(void *arg, size_t n)
+{
+	struct galloc *g = arg;
+	union galloc_blk *b;
+	size_t sz = sizeof(*b) + n;
+
+	if (n > g->max || sz > g->max - g->live) {
+		g->c->limits |= ANALYSIS_LIM_HTML;
+		longjmp(g->env, 1);
+	}
+	/* the CPU cap inside the parse, every 4096 allocations */
+	if ((++g->calls & 4095) == 0 && analysis_cpu_over(g->c))
+		longjmp(g->env, 1);
+	if ((b = malloc(sz)) == NULL)
+		longjmp(g->env, 1);
+	b->h.size = sz;
+	b->h.prev = NULL;
+	b->h.next = g->head;
+	if (g->head != NULL)
+		g->head->h.prev = b;
+	g->head = b;
+	g->live += sz;
+	return b + 1;
+}
+
+static void
+galloc_free(void *arg, void *p)
+{
+	struct galloc *g = arg;
+	union galloc_blk *b;
+
+	if (p == NULL)
+		return;
+	b = (union galloc_blk *)p - 1;
+	if (b->h.prev != NULL)
+		b->h.prev->h.next = b->h.next;
+	else
+		g->head = b->h.next;
+	if (b->h.next != NULL)
+		b->h.next->h.prev = b->h.prev;
+	g->live -= b->h.size;
+	free(b);
+}
+
+/* Whatever a parse left allocated (all of it, after a longjmp). */
+static void
+galloc_release(struct galloc *g)
+{
+	union galloc_blk *b, *nb;
+
+	for (b = g->head; b != NULL; b = nb) {
+		nb = b->h.next;
+		free(b);
+	}
+	g->head = NULL;
+	g->live = 0;
+}
+
+/* The parse, or NULL if it went past its memory or CPU budget. */
+static GumboOutput *
+html_parse(struct galloc *g, const GumboOptions *opts, const char *html,
+    size_t len)
+{
+	if (setjmp(g->env) != 0) {
+		galloc_release(g);
+		return NULL;
+	}
+	return gumbo_parse_with_options(opts, html, len);
+}
+
+/*
  * HTML through gumbo: href, src, action (and background, the tracking
  * image's other home) as URLs, the visible text (not script or style) kept
- * for the fingerprint and scanned like plain text.
+ * for the fingerprint and scanned like plain text.  A part gumbo cannot
+ * parse within its budget is scanned as plain text (absolute URLs,
+ * addresses), "html" named.
  */
 void
 analysis_html_scan(struct ctx *c, const char *html, size_t len)
@@ -456,9 +618,9 @@ analysis_html_scan(struct ctx *c, const char *html, size_t len)
 	    "background", "srcset", "poster", "data" };
 	GumboOutput *out;
 	const GumboNode **stack = NULL;
-	size_t sp = 0, scap = 0, i, tags = 0;
+	size_t sp = 0, scap = 0, i, tags = 0, nodes = 0, next = 0;
 	GumboOptions opts = kGumboDefaultOptions;
-
+	struct galloc g;
 	size_t full = len;
 
 	if (len > c->a->lim.html_max) {
@@ -477,9 +639,21 @@ analysis_html_scan(struct ctx *c, const char *html, size_t len)
 	 */
 	if (len < full)
 		scan_urls(c, html + len, full - len);
+	memset(&g, 0, sizeof(g));
+	g.c = c;
+	g.max = c->a->lim.html_max > SIZE_MAX / GUMBO_MEM_FACTOR ? SIZE_MAX :
+	    c->a->lim.html_max * GUMBO_MEM_FACTOR;
+	opts.allocator = galloc_alloc;
+	opts.deallocator = galloc_free;
+	opts.userdata = &g;
 	opts.max_errors = 100;
-	if ((out = gumbo_parse_with_options(&opts, html, len)) == NULL)
+	if ((out = html_parse(&g, &opts, html, len)) == NULL) {
+		if (!(c->limits & ANALYSIS_LIM_CPU)) {
+			scan_urls(c, html, len);
+			scan_emails(c, html, len);
+		}
 		return;
+	}
 	if ((stack = malloc(64 * sizeof(*stack))) == NULL)
 		goto done;
 	scap = 64;
@@ -488,6 +662,9 @@ analysis_html_scan(struct ctx *c, const char *html, size_t len)
 		const GumboNode *n = stack[--sp];
 		const GumboVector *ch;
 
+		/* a node costs about 64 bytes of scan: a look per 1,024 */
+		if (analysis_cpu_at(c, ++nodes * 64, &next))
+			break;
 		if (n->type == GUMBO_NODE_TEXT || n->type == GUMBO_NODE_CDATA) {
 			const char *t = n->v.text.text;
 
@@ -551,4 +728,5 @@ analysis_html_scan(struct ctx *c, const char *html, size_t len)
 done:
 	free(stack);
 	gumbo_destroy_output(&opts, out);
+	galloc_release(&g);
 }

@@ -48,6 +48,19 @@
 /* How often the parsed journal's segments are pruned besides rotations. */
 #define AW_PRUNE_MS	5000
 
+/*
+ * The poison-mail guard (aw_guard_*): <spool>/analysis.inflight names the
+ * mail being analysed and how many times its analysis was begun without
+ * being finished.  A mail that was in progress at AW_GUARD_CRASHES crashes
+ * (the daemon died in it: a library bug, a memory limit) is not analysed a
+ * third time: it is passed with a fosr.mail.parsed event saying so, or each
+ * restart would analyse it again and die again.  A pwrite without a sync: a
+ * process's crash keeps what it wrote (the page cache); a power cut loses
+ * it, and then the mail did not crash anything.
+ */
+#define AW_GUARD_NAME		"analysis.inflight"
+#define AW_GUARD_CRASHES	2
+
 struct aw {
 	struct cfg_analysis	 cfg;
 	struct analysis		*an;
@@ -85,6 +98,10 @@ struct aw {
 	pthread_cond_t		 cv;
 	bool			 kicked, stop, ready;	/* under mu */
 	_Atomic uint64_t	 backlog;	/* for the scrape callback */
+
+	int			 guard_fd;	/* AW_GUARD_NAME, -1: no guard */
+	char			 guard_sha[65];	/* what it said at the start */
+	unsigned		 guard_n;
 };
 
 /* The analysis disk failing (parsed.json, attachments, the campaign table): every mail meets it. */
@@ -99,10 +116,15 @@ static int	 aw_store_blob(struct aw *, const struct analysis_blob *);
 static void	 aw_hold(void *, const char *);
 static void	 aw_metrics_cb(void *);
 static int	 aw_parsed_open(struct aw *, char *err, size_t errlen);
+static int	 aw_parsed_append(struct aw *);
 static void	 aw_parsed_durable(struct aw *);
 static void	 aw_parsed_rotate(struct aw *);
 static void	 aw_parsed_prune(struct aw *);
 static void	 aw_account(struct aw *, int64_t);
+static void	 aw_guard_open(struct aw *);
+static bool	 aw_guard_enter(struct aw *);
+static void	 aw_guard_leave(struct aw *);
+static void	 aw_guard_abandon(struct aw *);
 
 struct aw *
 aw_new(const struct cfg_analysis *cfg, char *err, size_t errlen)
@@ -115,7 +137,7 @@ aw_new(const struct cfg_analysis *cfg, char *err, size_t errlen)
 		return NULL;
 	}
 	w->cfg = *cfg;
-	w->parsed_fd = w->attdir_fd = -1;
+	w->parsed_fd = w->attdir_fd = w->guard_fd = -1;
 	jb_init(&w->jb);
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
@@ -156,6 +178,7 @@ aw_start(struct aw *w, const char *spool_dir, outbox_limit_fn fn, void *fnarg,
 		snprintf(err, errlen, "analysis: %s: %s", w->attdir, strerror(errno));
 		return -1;
 	}
+	aw_guard_open(w);
 	if (w->cfg.store_attachments || w->attdir_fd != -1) {
 		if (w->cfg.store_attachments &&
 		    ((mkdir(w->attdir, 0750) == -1 && errno != EEXIST) ||
@@ -252,6 +275,8 @@ aw_free(struct aw *w)
 	if (w->attdir_fd != -1)
 		close(w->attdir_fd);
 	pthread_mutex_destroy(&w->pc_mu);
+	if (w->guard_fd != -1)
+		close(w->guard_fd);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cv);
 	free(w);
@@ -432,6 +457,15 @@ aw_one(struct aw *w)
 	if (rc == OUTBOX_SKIP)
 		return outbox_skip(w->cur, &l) == -1 ? 0 : 1;
 
+	if (!aw_guard_enter(w)) {
+		aw_guard_abandon(w);
+		outbox_message_trim(&w->msg);
+		if (aw_parsed_append(w) == -1)
+			goto hold;
+		jb_reset(&w->jb);
+		aw_guard_leave(w);
+		goto written;
+	}
 	memset(&res, 0, sizeof(res));
 	evlog_begin(&w->jb, "fosr.mail.parsed", NULL);
 	jb_kcstr(&w->jb, "sha256", w->msg.sha);
@@ -444,9 +478,11 @@ aw_one(struct aw *w)
 		analysis_result_free(&res);
 		outbox_message_trim(&w->msg);
 		outbox_unread(w->cur, &l);
+		aw_guard_leave(w);
 		aw_hold(w, "analysis: out of memory analysing a mail");
 		return 0;
 	}
+	aw_guard_leave(w);
 	outbox_message_trim(&w->msg);
 	for (i = 0; w->attdir_fd != -1 && i < res.nblobs; i++) {
 		if (aw_store_blob(w, &res.blobs[i]) == -1)
@@ -461,26 +497,10 @@ aw_one(struct aw *w)
 	/* Closes the object and ends the line: the same bytes go to both. */
 	evlog_emit(&w->jb);
 	analysis_result_free(&res);
-	if (w->jb.oom || util_write_all(w->parsed_fd, w->jb.buf, w->jb.len) == -1) {
-		log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: %s: %s", SPOOL_PARSED_NAME,
-		    w->jb.oom ? "out of memory" : strerror(errno));
-		/* A part written would glue the next line to it: cut it back. */
-		if (!w->jb.oom && ftruncate(w->parsed_fd, (off_t)w->parsed_len) == -1) {
-			struct stat st;
-
-			log_warn("analysis: %s: cannot cut a failed append: %s",
-			    SPOOL_PARSED_NAME, strerror(errno));
-			/* Its readers skip the torn line; the length is the file's. */
-			if (fstat(w->parsed_fd, &st) == 0 && (uint64_t)st.st_size > w->parsed_len) {
-				aw_account(w, (int64_t)((uint64_t)st.st_size - w->parsed_len));
-				w->parsed_len = (uint64_t)st.st_size;
-			}
-		}
-	} else {
-		w->parsed_len += w->jb.len;
-		aw_account(w, (int64_t)w->jb.len);
-	}
+	if (aw_parsed_append(w) == -1)
+		goto hold;
 	jb_reset(&w->jb);
+written:
 	/* Confirmed by aw_commit(), after the table is saved. */
 	if (outbox_take(w->cur, &l) == NULL) {
 		/* out of memory: analysed again after the backoff */
@@ -491,6 +511,46 @@ aw_one(struct aw *w)
 	if (w->batch++ == 0)
 		w->batch_t0 = aw_now_ms();
 	return 1;
+
+hold:
+	/*
+	 * The document is not in parsed.jsonl (a full disk, an I/O error): the
+	 * mail is analysed again after the backoff, never passed without its
+	 * document (its campaign may count it twice; a duplicate, not a loss).
+	 */
+	jb_reset(&w->jb);
+	outbox_unread(w->cur, &l);
+	aw_hold(w, "analysis: " SPOOL_PARSED_NAME " not written");
+	return 0;
+}
+
+/*
+ * Append the document in w->jb to the parsed journal.  0, or -1 (logged
+ * once per series) with the file cut back to its last whole line.
+ */
+static int
+aw_parsed_append(struct aw *w)
+{
+	if (!w->jb.oom && util_write_all(w->parsed_fd, w->jb.buf, w->jb.len) == 0) {
+		w->parsed_len += w->jb.len;
+		aw_account(w, (int64_t)w->jb.len);
+		return 0;
+	}
+	log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: %s: %s", SPOOL_PARSED_NAME,
+	    w->jb.oom ? "out of memory" : strerror(errno));
+	/* A part written would glue the next line to it: cut it back. */
+	if (!w->jb.oom && ftruncate(w->parsed_fd, (off_t)w->parsed_len) == -1) {
+		struct stat st;
+
+		log_warn("analysis: %s: cannot cut a failed append: %s",
+		    SPOOL_PARSED_NAME, strerror(errno));
+		/* Its readers skip the torn line; the length is the file's. */
+		if (fstat(w->parsed_fd, &st) == 0 && (uint64_t)st.st_size > w->parsed_len) {
+			aw_account(w, (int64_t)((uint64_t)st.st_size - w->parsed_len));
+			w->parsed_len = (uint64_t)st.st_size;
+		}
+	}
+	return -1;
 }
 
 /*
@@ -705,4 +765,126 @@ aw_parsed_prune(struct aw *w)
 	(void)jseg_prune(w->spool, SPOOL_PARSED_NAME, w->feed, w->seg_keep,
 	    "analysis", &freed);
 	aw_account(w, -(int64_t)freed);
+}
+
+/*
+ * The guard's file, and what it said: the mail in progress at the last
+ * stop, if the stop was a crash.  Without the file (a read-only spool) the
+ * analysis runs unguarded, said once.
+ */
+static void
+aw_guard_open(struct aw *w)
+{
+	char path[PATH_MAX + 32], buf[96];
+	ssize_t n;
+	unsigned cnt;
+
+	w->guard_sha[0] = '\0';
+	w->guard_n = 0;
+	if (spool_path_dir(path, sizeof(path), w->spool, AW_GUARD_NAME) == -1 ||
+	    (w->guard_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) == -1) {
+		log_warn("analysis: %s: %s; a mail that crashes the analysis will "
+		    "crash it again at each start", path, strerror(errno));
+		return;
+	}
+	if ((n = pread(w->guard_fd, buf, sizeof(buf) - 1, 0)) <= 0)
+		return;
+	buf[n] = '\0';
+	if (sscanf(buf, "%64[0-9a-f] %u", w->guard_sha, &cnt) == 2 &&
+	    strlen(w->guard_sha) == 64)
+		w->guard_n = cnt;
+	else
+		w->guard_sha[0] = '\0';
+	if (w->guard_n > 0)
+		log_warn("analysis: mail %s was being analysed when the daemon "
+		    "stopped (%u time%s)", w->guard_sha, w->guard_n,
+		    w->guard_n == 1 ? "" : "s");
+}
+
+/*
+ * Before analysing w->msg: false if it is the mail that was in progress at
+ * AW_GUARD_CRASHES crashes (pass it), else true with the file saying that
+ * its analysis has begun once more.
+ */
+static bool
+aw_guard_enter(struct aw *w)
+{
+	char buf[96];
+	unsigned n = 1;
+	int len;
+
+	if (w->guard_n > 0 && strcmp(w->msg.sha, w->guard_sha) == 0) {
+		if (w->guard_n >= AW_GUARD_CRASHES)
+			return false;
+		n = w->guard_n + 1;
+	}
+	if (w->guard_fd == -1)
+		return true;
+	len = snprintf(buf, sizeof(buf), "%s %u\n", w->msg.sha, n);
+	if (pwrite(w->guard_fd, buf, (size_t)len, 0) != len ||
+	    ftruncate(w->guard_fd, len) == -1)
+		log_warn("analysis: %s: %s", AW_GUARD_NAME, strerror(errno));
+	return true;
+}
+
+/* The analysis of w->msg ended (a crash now is not its). */
+static void
+aw_guard_leave(struct aw *w)
+{
+	w->guard_n = 0;
+	w->guard_sha[0] = '\0';
+	if (w->guard_fd != -1 && ftruncate(w->guard_fd, 0) == -1)
+		log_warn("analysis: %s: %s", AW_GUARD_NAME, strerror(errno));
+}
+
+/*
+ * w->msg crashed the analysis AW_GUARD_CRASHES times: a fosr.mail.parsed
+ * event (and parsed.jsonl line) that says it was abandoned, no analysis.
+ */
+static void
+aw_guard_abandon(struct aw *w)
+{
+	log_warn("analysis: mail %s abandoned: the daemon stopped %u times while "
+	    "analysing it", w->msg.sha, w->guard_n);
+	evlog_begin(&w->jb, "fosr.mail.parsed", NULL);
+	jb_kcstr(&w->jb, "sha256", w->msg.sha);
+	jb_kuint(&w->jb, "size", w->msg.size);
+	/* the objects every fosr.mail.parsed has (etc/events.schema.json), empty */
+	jb_key(&w->jb, "email");
+	jb_obj_open(&w->jb);
+	jb_key(&w->jb, "attachments");
+	jb_arr_open(&w->jb);
+	jb_arr_close(&w->jb);
+	jb_obj_close(&w->jb);
+	jb_key(&w->jb, "url");
+	jb_obj_open(&w->jb);
+	jb_key(&w->jb, "full");
+	jb_arr_open(&w->jb);
+	jb_arr_close(&w->jb);
+	jb_obj_close(&w->jb);
+	jb_key(&w->jb, "related");
+	jb_obj_open(&w->jb);
+	jb_key(&w->jb, "hash");
+	jb_arr_open(&w->jb);
+	jb_cstr(&w->jb, w->msg.sha);
+	jb_arr_close(&w->jb);
+	jb_obj_close(&w->jb);
+	jb_key(&w->jb, "fosr");
+	jb_obj_open(&w->jb);
+	jb_kcstr(&w->jb, "sha256", w->msg.sha);
+	jb_kuint(&w->jb, "size", w->msg.size);
+	jb_key(&w->jb, "analysis");
+	jb_obj_open(&w->jb);
+	jb_kbool(&w->jb, "parsed", false);
+	jb_kcstr(&w->jb, "abandoned", "crashed");
+	jb_kuint(&w->jb, "crashes", w->guard_n);
+	jb_key(&w->jb, "limits");
+	jb_arr_open(&w->jb);
+	jb_cstr(&w->jb, "abandoned");
+	jb_arr_close(&w->jb);
+	jb_obj_close(&w->jb);
+	jb_obj_close(&w->jb);
+	evlog_message(&w->jb, "Mail %s not analysed: the daemon stopped %u times "
+	    "while analysing it", w->msg.sha, w->guard_n);
+	evlog_emit(&w->jb);
 }

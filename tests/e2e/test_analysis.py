@@ -98,6 +98,97 @@ def unrelated_mail():
     return bytes(m)
 
 
+def html_mail(html, last=""):
+    """A text/html mail, the markup folded at 900 bytes a line, then last."""
+    lines = [html[i:i + 900] for i in range(0, len(html), 900)] + [last]
+    return ("From: a@example.com\r\nTo: b@example.net\r\nSubject: af\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/html\r\n\r\n" + "\r\n".join(lines) + "\r\n").encode()
+
+
+def formatting_clones(kind, tail_url):
+    """HTML's "reconstruct the active formatting elements" (attack review,
+    repro/gen_gumbo_af*.py): every text node after a <p> that closed open
+    formatting elements clones all of them, attributes included.
+      big_attr: one <b> with a ~970 KB attribute, then "<p>x" x 4990: ~4.4 GB
+      many_attrs: 10 <b> of 95 KB attributes, then "<p>x</p>" x 2400: ~2.3 GB
+      many_elems: 2400 distinct <b id=N>, then "<p>x</p>" x 2400: 5.8 M nodes
+    tail_url is an <a href> after all that (found even if gumbo is cut)."""
+    end = '<a href="%s">end</a>' % tail_url
+    if kind == "big_attr":
+        tail = "<p>x" * 4990
+        html = '<p><b title="%s">' % ("A" * (1024 * 1024 - len(tail) - len(end) - 64)) + tail
+    elif kind == "many_attrs":
+        html = ("<p>" + "".join('<b id=%d title="%s">' % (i, "A" * 95000) for i in range(10)) +
+                "</p>" + "<p>x</p>" * 2400)
+    else:
+        html = ("<p>" + "".join("<b id=%d>" % i for i in range(2400)) + "</p>" +
+                "<p>x</p>" * 2400)
+    return html_mail(html, end)
+
+
+def url_cpu_mail(mb):
+    """One text/plain part: 500 distinct ~2 KB URLs fill the URL set, then
+    millions of "www.a " (repro/gen_url_cpu.py: 24.7 s for 10.1 MB)."""
+    head = "".join("http://h%d.example/%s\r\n" % (i, "a" * 2000) for i in range(500))
+    short = "www.a " * int((mb * 1e6 - len(head)) / 6)
+    lines = [short[i:i + 996] for i in range(0, len(short), 996)]
+    return ("From: a@example.com\r\nTo: b@example.com\r\nSubject: cpu\r\n"
+            "Content-Type: text/plain\r\n\r\n" + head + "\r\n".join(lines) + "\r\n").encode()
+
+
+def params_mail(parts):
+    """parts parts, each with a folded ~32 KB Content-Type of short distinct
+    parameters (repro/gen_gmime_params.py: 340 parts, 12 s in GMime)."""
+    def ctype(k):
+        lines, cur, n, i = [], "Content-Type: application/x%d;" % k, 0, 0
+        while n < 32000:
+            s = "p%d=1;" % i
+            n += len(s) + 1
+            i += 1
+            if len(cur) + len(s) > 900:
+                lines.append(cur)
+                cur = " "
+            cur += s
+        lines.append(cur)
+        return "\r\n".join(lines)
+    body = "".join("--B\r\n%s\r\n\r\nx\r\n" % ctype(k) for k in range(parts))
+    return ("From: a@example.com\r\nTo: b@example.net\r\nSubject: params\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=B\r\n\r\n" + body + "--B--\r\n").encode()
+
+
+def many_params_mail(parts=9000, n=63):
+    """parts parts, each with a Content-Type and a Content-Disposition of n
+    parameters (under the per-field cut): 7 MB, 1.8 s and 380 MB in GMime,
+    an object per parameter."""
+    ps = ";".join("p%d=1" % i for i in range(n))
+    body = "".join("--B\r\nContent-Type: application/x%d; %s\r\n"
+                   "Content-Disposition: attachment; %s\r\n\r\nx\r\n" % (k, ps, ps)
+                   for k in range(parts))
+    return ("From: a@example.com\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=B\r\n\r\n" + body + "--B--\r\n").encode()
+
+
+def many_addresses_mail(fields=300):
+    """fields To: fields of 32 KB of addresses (1.2 M): 2.1 s and 388 MB in
+    GMime, an object per address, before any CPU check."""
+    f = ("To: " + ",".join("a%d@b" % i for i in range(4000)))[:32000]
+    return ("From: a@example.com\r\n" + (f + "\r\n") * fields +
+            "Subject: x\r\n\r\nbody\r\n").encode()
+
+
+def control_names_mail(mb):
+    """Attachment names of raw control bytes, each written \\u0001 in JSON
+    (repro/gen_json_amp.py: a 9.8 MB mail, a 58 MB document)."""
+    name = "\x01" * 30000
+    parts = []
+    for i in range(int(mb * 1e6 / 30200)):
+        parts.append('--B\r\nContent-Type: application/octet-stream; name="%d"\r\n'
+                     'Content-Disposition: attachment;\r\n filename="%s%d"\r\n\r\nx%d\r\n'
+                     % (i, name, i, i))
+    return ("From: a@example.com\r\nTo: b@example.net\r\nSubject: amp\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=B\r\n\r\n" + "".join(parts) + "--B--\r\n").encode()
+
+
 class Analyse(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -360,6 +451,61 @@ class Analyse(unittest.TestCase):
         if not is_sanitized(self.bin):
             # the analyser's own peak RSS (KB): a few times the raw size
             self.assertLess(rss, 400 * 1024)
+
+    @skip_under_valgrind("measures CPU and memory")
+    def test_html_formatting_clones(self):
+        # gumbo's memory is capped (a small multiple of html_max, 1 MB)
+        # whatever the markup; past it the part is scanned as text
+        for kind in ("big_attr", "many_attrs", "many_elems"):
+            url = "http://tail.example/%s" % kind
+            doc, cpu, wall, rss = self.run_bomb("af_%s.eml" % kind, formatting_clones(kind, url))
+            self.assertIn(url, doc["url"]["full"], kind)
+            self.assertLess(cpu, 4.0 * slow_factor(), kind)
+            if not is_sanitized(self.bin):
+                self.assertLess(rss, 150 * 1024, kind)
+            if kind != "many_elems":
+                self.assertIn("html", doc["fosr"]["analysis"]["limits"], kind)
+
+    @skip_under_valgrind("measures CPU")
+    def test_cpu_cap_inside_a_part(self):
+        # the 2 s CPU cap holds inside one text part and inside GMime's
+        # parameter parsing (before: 24.7 s and 12 s)
+        doc, cpu, wall, rss = self.run_bomb("urlcpu.eml", url_cpu_mail(10.1))
+        self.assertLess(cpu, 4.0 * slow_factor())
+        self.assertIn("http://h0.example/" + "a" * 2000, doc["url"]["full"])
+        doc, cpu, wall, rss = self.run_bomb("params.eml", params_mail(340))
+        self.assertLess(cpu, 4.0 * slow_factor())
+        self.assertIn("headers", doc["fosr"]["analysis"]["limits"])
+        # and parameters over all fields: GMime's memory (before: 380 MB)
+        doc, cpu, wall, rss = self.run_bomb("params_all.eml", many_params_mail())
+        self.assertLess(cpu, 4.0 * slow_factor())
+        self.assertIn("headers", doc["fosr"]["analysis"]["limits"])
+        if not is_sanitized(self.bin):
+            self.assertLess(rss, 150 * 1024)
+        doc, cpu, wall, rss = self.run_bomb("addresses.eml", many_addresses_mail())
+        self.assertLess(cpu, 1.0 * slow_factor())
+        self.assertIn("headers", doc["fosr"]["analysis"]["limits"])
+        self.assertIn("a0@b", doc["email"]["to"]["address"])
+        if not is_sanitized(self.bin):
+            self.assertLess(rss, 150 * 1024)
+
+    def test_document_bounded(self):
+        # 9.8 MB of attachment names in control bytes: the document stays
+        # under 1 MiB and says what it cut (before: a 58 MB line)
+        doc_max = 1024 * 1024
+        p = self.write("amp.eml", control_names_mail(9.8))
+        out = subprocess.run([self.bin, "--analyse", p], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, timeout=120 * slow_factor())
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertLess(len(out.stdout), doc_max)
+        doc = json.loads(out.stdout)
+        a = doc["fosr"]["analysis"]
+        self.assertIn("document", a["limits"])
+        atts = doc["email"]["attachments"]
+        self.assertGreater(len(atts), 0)
+        self.assertEqual(len(atts) + a["omitted"]["email.attachments"], 324)
+        for t in atts:
+            self.assertLessEqual(len(t["file"]["name"]), 256)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ attachments stored as spool/attachments/<sha256>; a restart resumes (no mail
 skipped, none analysed more than once more); a MIME bomb neither stops the
 worker nor slows the SMTP side; analysis.enabled: false writes nothing."""
 
+import binascii
 import hashlib
 import http.client
 import json
@@ -51,6 +52,19 @@ def bomb_mail():
     for i in reversed(range(depth)):
         parts.append("--b%d--\n" % i)
     return crlf("".join(parts).encode())
+
+
+def slow_mail(n=170):
+    """~9.5 MB of text holding n uuencoded JSON-like files: each one hashed,
+    ssdeep'd and typed by libmagic, ~0.7 s of analysis (the window in which
+    a test kills the daemon)."""
+    parts = []
+    for i in range(n):
+        d = (b'{"a":[%d,' % i + b"1," * 20000)[:40000]
+        lines = [binascii.b2a_uu(d[j:j + 45]).decode() for j in range(0, len(d), 45)]
+        parts.append("begin 644 f%d.json\n%s`\nend\n" % (i, "".join(lines)))
+    return crlf(("From: a@example.com\nTo: b@example.com\nSubject: uu\n"
+                 "Content-Type: text/plain\n\n" + "".join(parts)).encode())
 
 
 class AnalysisDaemon(CollectorTestCase):
@@ -162,6 +176,52 @@ class AnalysisDaemon(CollectorTestCase):
                              % (again, n, done_before))
         self.assertEqual(len(self.c._jsonl(self.parsed_path(), strict=True)), n + again)
         self.assertIn("cutting a torn last line", self.c.stderr_text())
+
+    def guard(self):
+        """What spool/analysis.inflight says: [sha256, begun] or []."""
+        try:
+            with open(os.path.join(self.c.spool_dir, "analysis.inflight")) as f:
+                return f.read().split()
+        except FileNotFoundError:
+            return []
+
+    def kill_while_analysing(self, sha, begun):
+        end = time.time() + 60 * self.slow
+        while self.guard() != [sha, str(begun)]:
+            if time.time() > end:
+                raise AssertionError("mail %s not being analysed (%d) within 60 s: %r\n%s"
+                                     % (sha, begun, self.guard(), self.c.stderr_tail()))
+            time.sleep(0.001)
+        self.c.kill9()
+
+    def test_poison_mail_abandoned(self):
+        # a mail in whose analysis the daemon dies (a library's crash, a
+        # memory limit: here kill -9 while it is analysed) twice is passed
+        # at the next start, with an event saying so, not analysed again
+        # and again at every restart (attack review: a crash loop)
+        self.expect_exit = None
+        poison = slow_mail()
+        sha = sha256(poison)
+        self.send_mail(poison)
+        self.kill_while_analysing(sha, 1)
+        self.c.start()
+        self.kill_while_analysing(sha, 2)
+        self.c.start()
+        after, _ = mixed_mail(3)
+        self.send_mail(after)
+        got = self.wait_parsed([sha, sha256(after)], timeout=60)
+        a = got[sha]["fosr"]["analysis"]
+        self.assertEqual(a["abandoned"], "crashed")
+        self.assertEqual(a["crashes"], 2)
+        self.assertEqual(a["limits"], ["abandoned"])
+        self.assertEqual(got[sha]["email"]["attachments"], [])
+        self.assertEqual(got[sha]["url"]["full"], [])
+        self.assertEqual(len(got[sha256(after)]["email"]["attachments"]), 2)
+        self.assertIn("mail %s abandoned: the daemon stopped 2 times" % sha,
+                      self.c.stderr_text())
+        self.assertEqual([l["sha256"] for l in self.parsed()].count(sha), 1)
+        self.assertEqual(self.guard(), [])
+        self.assertTrue(self.c.running)
 
     def test_bomb_does_not_stop_the_worker(self):
         bomb = bomb_mail()

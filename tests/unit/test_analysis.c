@@ -450,6 +450,149 @@ test_sha256_given(void **state)
 	analysis_free(a);
 }
 
+static void
+test_decoded_charset_growth(void **state)
+{
+	/*
+	 * A Latin-1 text part grows in its conversion to UTF-8 (900 bytes of
+	 * 0xe9 become 1,800): the decoded count then passes decoded_max and
+	 * the cap must still hold for the parts after it (size_t arithmetic:
+	 * "decoded_max - decoded" wrapped and let everything through).
+	 */
+	struct analysis_limits lim;
+	struct analysis_result r;
+	struct sb b = { 0 };
+	int i;
+
+	(void)state;
+	sb_add(&b, "From: a@example.com\nSubject: x\nMIME-Version: 1.0\n"
+	    "Content-Type: multipart/mixed; boundary=B\n\n--B\n"
+	    "Content-Type: text/plain; charset=iso-8859-1\n"
+	    "Content-Transfer-Encoding: 8bit\n\n");
+	for (i = 0; i < 900; i++)
+		sb_add(&b, "%c", 0xe9);
+	sb_add(&b, "\n--B\nContent-Type: application/octet-stream\n\n");
+	for (i = 0; i < 50; i++)
+		sb_add(&b, "0123456789");
+	sb_add(&b, "\n--B--\n");
+	analysis_limits_default(&lim);
+	lim.decoded_max = 1000;
+	run(&lim, b.s, b.len, &r);
+	assert_true(r.limits & ANALYSIS_LIM_DECODED);
+	assert_int_equal(r.nattachments, 0);
+	analysis_result_free(&r);
+	free(b.s);
+}
+
+static void
+test_document_max(void **state)
+{
+	/*
+	 * Every list and string at its worst at once (bytes escaped six times
+	 * or made U+FFFD three times): the document stays under 1 MiB, the
+	 * cuts named and counted (fosr.analysis.limits "document", truncated,
+	 * omitted).
+	 */
+	struct analysis_result r;
+	struct sb b = { 0 };
+	int i, j;
+
+	(void)state;
+	sb_add(&b, "From: a@example.com\n");
+	for (i = 0; i < 64; i++) {
+		sb_add(&b, "Received: from x");
+		for (j = 0; j < 400; j++)
+			sb_add(&b, " [10.%d.%d.%d]", i, j / 250, j % 250);
+		sb_add(&b, "\n");
+	}
+	sb_add(&b, "Subject: ");
+	for (i = 0; i < 20000; i++)
+		sb_add(&b, "\x01");
+	sb_add(&b, "\nX-Mailer: ");
+	for (i = 0; i < 20000; i++)
+		sb_add(&b, "\x02");
+	sb_add(&b, "\nTo: ");
+	for (i = 0; i < 600; i++)
+		sb_add(&b, "%sx%0200d@d%d.example", i ? ",\n " : "", i, i);
+	sb_add(&b, "\nMIME-Version: 1.0\n"
+	    "Content-Type: multipart/mixed; boundary=B\n\n--B\n"
+	    "Content-Type: text/plain\n\n");
+	for (i = 0; i < 600; i++) {
+		sb_add(&b, "http://h%d.example/", i);
+		for (j = 0; j < 2000; j++)
+			sb_add(&b, "\x80");
+		sb_add(&b, " u%0200d@h%d.example 10.1.%d.%d\n", i, i, i / 250,
+		    i % 250);
+	}
+	for (i = 0; i < 990; i++) {
+		sb_add(&b, "--B\nContent-Type: application/x-%d\n"
+		    "Content-Disposition: attachment; filename=\"", i);
+		for (j = 0; j < 400; j++)
+			sb_add(&b, "\x01");
+		sb_add(&b, "\"\n\n%d\n", i);
+	}
+	sb_add(&b, "--B--\n");
+	run(NULL, b.s, b.len, &r);
+	assert_true(r.jsonlen < 1000 * 1000);
+	assert_true(r.limits & ANALYSIS_LIM_DOCUMENT);
+	assert_non_null(strstr(r.json, "\"omitted\":{\"email.to.address\":"));
+	assert_non_null(strstr(r.json, "\"url.full\":"));
+	assert_non_null(strstr(r.json, "\"email.attachments\":"));
+	assert_non_null(strstr(r.json, "\"fosr.received\":"));
+	assert_non_null(strstr(r.json, "\"truncated\":"));
+	analysis_result_free(&r);
+	free(b.s);
+}
+
+static void
+test_cpu_inside_a_part(void **state)
+{
+	/*
+	 * 200 uuencoded JSON-like files in one text part (each hashed, ssdeep'd
+	 * and typed by libmagic: ~4 ms each): the CPU cap is looked at before
+	 * each, not only between MIME parts (before: all 200, ~0.7 s, whatever
+	 * the cap).
+	 */
+	/* {"a":[1, then 1,1,1...: JSON to libmagic, its slowest test */
+	static const char uu[] = "M,2PQ+#$L,2PQ+#$L,2PQ+#$L,2PQ+#$L,2PQ+#$L,2PQ+#$L,2PQ+#$L,2PQ\n";
+	struct analysis_limits lim;
+	struct analysis_result r;
+	struct analysis *a;
+	struct timespec t0, t1;
+	struct sb b = { 0 };
+	char err[256];
+	double s;
+	int i, j;
+
+	(void)state;
+	sb_add(&b, "From: a@example.com\nSubject: uu\nContent-Type: text/plain\n\n");
+	for (i = 0; i < 200; i++) {
+		sb_add(&b, "begin 644 f%d.json\n(>R)A(CI;,2P \n", i);
+		for (j = 0; j < 700; j++)
+			sb_add(&b, "%s", uu);
+		sb_add(&b, "`\nend\n");
+	}
+	analysis_limits_default(&lim);
+	lim.cpu_ms_max = 300;	/* the scans of the text take ~60 ms */
+	assert_non_null(a = analysis_new(&lim, err, sizeof(err)));
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+	assert_int_equal(analysis_run(a, (const unsigned char *)b.s, b.len, NULL,
+	    NULL, &r), 0);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+	s = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+	print_message("200 uuencoded files, cpu_ms_max 300: %u analysed, %.3f s CPU\n",
+	    r.nattachments, s);
+	assert_true(r.limits & ANALYSIS_LIM_CPU);
+	assert_true(r.nattachments < 200);
+#ifndef __SANITIZE_ADDRESS__
+	/* the text's scans fit in the cap: the files are what it stopped */
+	assert_true(r.nattachments > 0);
+#endif
+	analysis_result_free(&r);
+	analysis_free(a);
+	free(b.s);
+}
+
 int
 main(void)
 {
@@ -464,6 +607,9 @@ main(void)
 		cmocka_unit_test(test_hostile_strings),
 		cmocka_unit_test(test_sha256_given),
 		cmocka_unit_test(test_empty_attachment),
+		cmocka_unit_test(test_decoded_charset_growth),
+		cmocka_unit_test(test_document_max),
+		cmocka_unit_test(test_cpu_inside_a_part),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
