@@ -30,6 +30,7 @@
 #include "metrics.h"
 #include "outbox.h"
 #include "spool.h"
+#include "testhook.h"
 #include "util.h"
 
 #define AW_IDLE_MS	1000	/* a tick when nothing kicks: rotations, the gauge */
@@ -531,13 +532,17 @@ hold:
 static int
 aw_parsed_append(struct aw *w)
 {
-	if (!w->jb.oom && util_write_all(w->parsed_fd, w->jb.buf, w->jb.len) == 0) {
+	int e;
+
+	if ((e = TESTHOOK("parsed_write", w->msg.sha)) != 0)
+		errno = e;
+	else if (!w->jb.oom && util_write_all(w->parsed_fd, w->jb.buf, w->jb.len) == 0) {
 		w->parsed_len += w->jb.len;
 		aw_account(w, (int64_t)w->jb.len);
 		return 0;
 	}
 	log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: %s: %s", SPOOL_PARSED_NAME,
-	    w->jb.oom ? "out of memory" : strerror(errno));
+	    w->jb.oom && e == 0 ? "out of memory" : strerror(errno));
 	/* A part written would glue the next line to it: cut it back. */
 	if (!w->jb.oom && ftruncate(w->parsed_fd, (off_t)w->parsed_len) == -1) {
 		struct stat st;

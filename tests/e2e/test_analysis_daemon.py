@@ -134,6 +134,28 @@ class AnalysisDaemon(CollectorTestCase):
             self.assertLess(time.time(), end, text[-600:])
             time.sleep(0.05)
 
+    @with_config(env={"FOSR_TEST_HOOKS": "fail=parsed_write:1:ENOSPC"})
+    def test_document_not_written_is_retried(self):
+        # The first append to parsed.jsonl fails (a full disk): the mail is
+        # not passed without its document, the worker holds and analyses it
+        # again; the file holds whole lines only.
+        bodies = [crlf(spam_variant("Ngata%d" % i, "http://n.example/%d" % i, i))
+                  for i in range(3)]
+        for b in bodies:
+            self.send_mail(b)
+        want = sorted(sha256(b) for b in bodies)
+        end = time.time() + 30 * self.slow
+        while sorted({l["sha256"] for l in self.parsed()}) != want:
+            self.assertLess(time.time(), end, "parsed.jsonl: %s\n%s" % (
+                sorted({l["sha256"] for l in self.parsed()}), self.c.stderr_tail()))
+            time.sleep(0.05)
+        with open(self.parsed_path(), "rb") as f:
+            for line in f.read().splitlines():
+                json.loads(line)
+        err = self.c.stderr_text()
+        self.assertEqual(err.count("parsed.jsonl: No space left on device"), 1, err)
+        self.assertEqual(err.count("parsed.jsonl not written; retrying"), 1, err)
+
     @with_config({"analysis": {"enabled": False}})
     def test_restart_in_a_backlog(self):
         # a backlog on disk: mails received while the analysis was off
