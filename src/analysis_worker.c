@@ -611,10 +611,11 @@ aw_store_blob(struct aw *w, const struct analysis_blob *b)
 	if (fstatat(w->attdir_fd, b->sha256, &st, 0) == 0 && (uint64_t)st.st_size == b->len)
 		return 0;	/* content-addressed: already there */
 	if (w->sp != NULL && !spool_aux_room(w->sp, b->len)) {
-		/* The spool's budget (max_bytes) is spent: mails come first. */
+		/* The spool's budget or its free space is short: mails come first. */
 		if (!w->full_logged)
-			log_warn("analysis: spool.max_bytes reached: attachments are "
-			    "no longer stored (their hashes still are in %s)",
+			log_warn("analysis: spool.max_bytes reached or free space under "
+			    "twice spool.min_free: attachments are no longer stored "
+			    "(their hashes still are in %s; each mail keeps its own)",
 			    SPOOL_PARSED_NAME);
 		w->full_logged = true;
 		return 0;

@@ -605,14 +605,28 @@ spool_aux_add(struct spool *sp, int64_t delta)
 	} while (!atomic_compare_exchange_weak(&sp->aux_bytes, &old, nv));
 }
 
-/* Whether expected more bytes fit in max_bytes (any thread; no statvfs). */
+/*
+ * Whether expected more bytes of derived data (attachments) fit: in
+ * max_bytes, and on the filesystem above twice min_free, so that what is
+ * derived from the mails never eats the reserve the mails themselves keep
+ * (a mail is refused below min_free).  Any thread: one statvfs.
+ */
 bool
 spool_aux_room(struct spool *sp, uint64_t expected)
 {
-	uint64_t used;
+	struct statvfs	vfs;
+	uint64_t	used, avail, floor;
 
-	if (sp->max_bytes == 0)
+	if (sp->max_bytes != 0) {
+		used = atomic_load(&sp->used_bytes) + atomic_load(&sp->aux_bytes);
+		if (used > sp->max_bytes || expected > sp->max_bytes - used)
+			return false;
+	}
+	if (sp->min_free == 0)
 		return true;
-	used = atomic_load(&sp->used_bytes) + atomic_load(&sp->aux_bytes);
-	return used <= sp->max_bytes && expected <= sp->max_bytes - used;
+	if (statvfs(sp->dir, &vfs) == -1)
+		return false;
+	avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+	floor = sp->min_free > UINT64_MAX / 2 ? UINT64_MAX : 2 * sp->min_free;
+	return avail >= floor && expected <= avail - floor;
 }

@@ -90,7 +90,9 @@ void		 spool_hold(struct spool *, int64_t delta);
 /*
  * Bytes held by the spool's other writers (the analysis worker's parsed
  * journal and attachments, delta < 0 when deleted): counted against
- * max_bytes with messages/.  spool_aux_room(): whether expected more fit.
+ * max_bytes with messages/.  spool_aux_room(): whether expected more fit,
+ * in max_bytes and above twice min_free on the filesystem (attachments
+ * never take the mails' reserve).
  * Any thread.
  */
 void		 spool_aux_add(struct spool *, int64_t delta);

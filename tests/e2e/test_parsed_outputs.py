@@ -219,6 +219,41 @@ class ParsedBudget(CollectorTestCase):
             self.assertEqual(r.code // 100, 4, r)
             cl.cmd("QUIT")
 
+    def test_attachments_leave_the_mails_reserve(self):
+        # The filesystem has A free.  spool.min_free = A/2 + 8 MiB: a mail
+        # still fits (it needs min_free), an attachment does not: derived data
+        # stops at twice the reserve, so attachments never eat the room the
+        # mails' own reserve keeps (before: stored down to zero free space).
+        os.makedirs(os.path.join(self.tmpdir, "spool"), exist_ok=True)
+        vfs = os.statvfs(self.tmpdir)
+        avail = vfs.f_bavail * vfs.f_frsize
+        min_free = avail // 2 + 8 * 1024 * 1024
+        att = os.urandom(64 * 1024)
+        from email.message import EmailMessage
+        m = EmailMessage()
+        m["From"] = "a@b.example"
+        m["Subject"] = "reserve"
+        m.set_content("see attached\n")
+        m.add_attachment(att, maintype="application", subtype="octet-stream",
+                         filename="blob.bin")
+        body = bytes(m).replace(b"\n", b"\r\n")
+        self.c = Collector(self.tmpdir, config={"spool": {"min_free": min_free}})
+        self.c.start()
+        self.send_mail(body)
+        sha = sha256_hex(body)
+        end = time.time() + 30 * self.slow
+        while not any(json.loads(l)["sha256"] == sha for l in parsed_lines(self.c.spool_dir)):
+            self.assertLess(time.time(), end, "the mail analysed")
+            time.sleep(0.05)
+        doc = [json.loads(l) for l in parsed_lines(self.c.spool_dir)
+               if json.loads(l)["sha256"] == sha][0]
+        self.assertEqual([a["file"]["hash"]["sha256"] for a in doc["email"]["attachments"]],
+                         [hashlib.sha256(att).hexdigest()])
+        self.assertFalse(os.path.exists(os.path.join(
+            self.c.spool_dir, "attachments", hashlib.sha256(att).hexdigest())))
+        self.assertEqual(self.c.stderr_text().count("attachments are no longer stored"), 1,
+                         self.c.stderr_tail())
+
 
 @unittest.skipUnless(rabbitmq.available(), "needs rabbitmq-server (Debian package) and root")
 class ParsedAMQP(CollectorTestCase):
