@@ -773,6 +773,9 @@ relay_event_begin(struct relay_job *j, struct jbuf *jb, const char *id)
 	jb_kcstr(jb, "source", j->source);
 	jb_kcstr(jb, "mode", j->live ? "live" : "dry-run");
 	jb_kbool(jb, "test_mode", j->r->test_mode);
+	/* A rule kept the mail off the outputs: its relay events too (events_channel). */
+	if (!j->dec.publish)
+		jb_kbool(jb, "publish", false);
 }
 
 /* fosr.relay.decision. */
