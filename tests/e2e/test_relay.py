@@ -279,28 +279,36 @@ class TestAllDown(RelayCase):
 
 class TestHangingMX(RelayCase):
     mx_table = staticmethod(_down_table)
+    # mx1's greeting is awaited long enough that the five sessions below,
+    # however slow the machine, are served inside the wait.
+    timeouts = dict(RelayCase.timeouts, greeting=8)
 
     def setUp(self):
         super().setUp()
         # mx1 accepts connections on the MX port and never greets.
-        self.extra.append(fakemx.FakeMX(mode="hang", host="127.0.0.2", port=self.mx.port).start())
+        self.hang = fakemx.FakeMX(mode="hang", host="127.0.0.2", port=self.mx.port).start()
+        self.extra.append(self.hang)
 
-    @harness.skip_under_valgrind("five sessions within a 2.5 s bound")
     def test_sessions_served_while_mx_hangs(self):
         body = probe(5)
         sha = sha256_hex(body)
         self.send(body)
         self.wait_decisions(sha, 1)
-        # While the relay waits for mx1's greeting (3 s), sessions are served at once.
-        t0 = time.time()
+        # The relay is waiting for mx1's greeting (8 s) ...
+        end = time.time() + 10 * self.slow
+        while not self.hang.connections and time.time() < end:
+            time.sleep(0.05)
+        self.assertTrue(self.hang.connections, "the relay never reached the hanging MX")
+        # ... and sessions are served meanwhile: all five end before the
+        # relay's attempt does.  A loop blocked on the MX would serve them
+        # only after the greeting's timeout, once the result is written.
+        # (Wall-clock bounds, 1 s a session and 2.5 s in all, measured the
+        # machine's load, not this.)
         for i in range(5):
-            s = time.time()
             self.send(b"Subject: during the hang %d\r\n\r\nx\r\n" % i)
-            self.assertLess(time.time() - s, 1.0 * self.slow, "a session stalled")
         self.assertEqual([e for e in self.c.events() if e.get("eventid") == "fosr.relay.result"
                           and e.get("sha256") == sha], [],
-                         "the hanging MX did not hang (test ineffective)")
-        self.assertLess(time.time() - t0, 2.5)
+                         "the relay's result came before the sessions were served")
         res = self.result(sha)
         self.assertEqual(res["status"], "delivered")
         rec = self.relay_record(sha)
