@@ -200,13 +200,13 @@ class ConnectStorm(AbuseCase):
     # With client lookups against a fake DNS that never answers the storm's
     # PTR queries: each storm connection leaves a lookup pending after its
     # client left (c-ares cannot cancel one query) until the query's end (the
-    # daemon gives c-ares tries of a third of timeout_ms, at most 5 s, then
-    # one twice as long: 15 s here), longer than the storm, which stops by
-    # itself at STORM_END s, whatever the machine's speed: no pending lookup
-    # ends, and no slot is freed, while it lasts.  Pending lookups are capped
+    # daemon gives c-ares a try of a third of timeout_ms, at most 5 s, then
+    # one twice as long: 15 s here).  Pending lookups are capped
     # (DNS_PEER_PENDING_MAX, 256): past it a client is "unknown" at once, and
-    # the normal client is still answered at once.  Before the cap every
-    # connection added a pending query (F6: thousands, ~9 KB each).
+    # the normal client is still answered.  Before the cap every connection
+    # added a pending query (F6: thousands, ~9 KB each).  The storm stops by
+    # itself at STORM_END s; the daemon may take its queued connections later
+    # still, so the queries are counted in a window where no lookup has ended.
     STORM_END = 11
     STORM_MIN = 300     # connections: more than the cap, or the cap is not tested
     STORM_MAX = 8000    # and no more: every session's events are checked
@@ -279,12 +279,19 @@ class ConnectStorm(AbuseCase):
         self.assertGreaterEqual(counts["conn"], self.STORM_MIN,
                                 "the storm was too small to test the cap: %s" % counts)
         self.assertTrue(self.c.running)
-        # each pending lookup's PTR query at most twice (c-ares tries 2)
-        storm_queries = [q for q in self.dns.queries if q[0] in storm_ptrs]
-        self.assertLessEqual(len(storm_queries), 2 * 256,
-                             "%d storm PTR queries for %d connections"
-                             % (len(storm_queries), counts["conn"]))
-        self.assertGreater(len(storm_queries), 0)
+        # Each pending lookup's PTR query at most twice (c-ares tries 2).
+        # No lookup ends before 15 s after its first query (a 5 s try, then
+        # a 10 s one), so within 14 s of the storm's first query at most 256
+        # lookups were started, at most 512 queries asked.  Counted in that
+        # window only: under load the daemon still takes the storm's queued
+        # connections well after the storm, when the first lookups have
+        # ended and freed their slots (CI-like load: 20 s for the normal mail).
+        times = [t for q, t in zip(self.dns.queries, self.dns.query_times) if q[0] in storm_ptrs]
+        self.assertGreater(len(times), 0)
+        window = [t for t in times if t < times[0] + 14]
+        self.assertLessEqual(len(window), 2 * 256,
+                             "%d storm PTR queries within 14 s (%d in all, %d connections)"
+                             % (len(window), len(times), counts["conn"]))
         self.assert_fds_back(base)
         self.assertIn(sha, self.c.messages())
 
