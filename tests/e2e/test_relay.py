@@ -609,6 +609,10 @@ class PrivateNetns:
         super().setUpClass()
         if os.geteuid() != 0 or shutil.which("ip") is None:
             raise unittest.SkipTest("needs root and ip(8) for a private network namespace")
+        # The suite's shared fake DNS is made before leaving the namespace:
+        # made first in here (the first test of a run), its socket would stay
+        # in the private namespace, out of reach of every later test's daemon.
+        harness.shared_dns()
         cls._libc = ctypes.CDLL(None, use_errno=True)
         cls._oldns = os.open("/proc/self/ns/net", os.O_RDONLY)
         if cls._libc.unshare(CLONE_NEWNET) != 0:
