@@ -64,7 +64,7 @@ class Slowloris(AbuseCase):
 
     SESSIONS = 1500
 
-    @skip_under_valgrind("1500 trickling sessions and a latency bound")
+    @skip_under_valgrind("1500 trickling sessions")
     @with_config({"limits": {"sessions": 4000, "sessions_per_ip": 50, "idle_timeout": 300}})
     def test_slowloris_normal_client_still_served(self):
         raise_nofile(self.SESSIONS + 1024)

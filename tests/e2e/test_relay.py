@@ -279,11 +279,11 @@ class TestAllDown(RelayCase):
 
 class TestHangingMX(RelayCase):
     mx_table = staticmethod(_down_table)
-    # mx1's greeting is awaited long enough that the five sessions below,
-    # however slow the machine, are served inside the wait.
-    timeouts = dict(RelayCase.timeouts, greeting=8)
 
     def setUp(self):
+        # mx1's greeting is awaited long enough (4 s, x slow_factor) that the
+        # five sessions below, on a loaded machine, are served inside the wait
+        self.timeouts = dict(RelayCase.timeouts, greeting=4 * harness.slow_factor())
         super().setUp()
         # mx1 accepts connections on the MX port and never greets.
         self.hang = fakemx.FakeMX(mode="hang", host="127.0.0.2", port=self.mx.port).start()
@@ -294,7 +294,7 @@ class TestHangingMX(RelayCase):
         sha = sha256_hex(body)
         self.send(body)
         self.wait_decisions(sha, 1)
-        # The relay is waiting for mx1's greeting (8 s) ...
+        # The relay is waiting for mx1's greeting ...
         end = time.time() + 10 * self.slow
         while not self.hang.connections and time.time() < end:
             time.sleep(0.05)
