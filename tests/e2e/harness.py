@@ -452,9 +452,11 @@ class SMTPRaw:
         self.buf += got
         return got
 
-    def wait_closed(self, timeout=5):
-        """True when the server closes the connection within timeout (data is kept)."""
-        end = time.time() + timeout
+    def wait_closed(self, timeout=None):
+        """True when the server closes the connection within timeout (data is
+        kept).  The default is the client's own timeout (10 s x slow_factor
+        for Collector.connect's): a fixed 5 s was short for ASan under load."""
+        end = time.time() + (self.timeout if timeout is None else timeout)
         while time.time() < end:
             r, _, _ = select.select([self.sock], [], [], max(0.0, end - time.time()))
             if not r:

@@ -248,11 +248,13 @@ class AnalysisDaemon(CollectorTestCase):
     def test_bomb_does_not_stop_the_worker(self):
         bomb = bomb_mail()
         self.send_mail(bomb)
-        # the SMTP side still answers at once while the worker chews
-        t0 = time.monotonic()
+        # the SMTP side still takes mail after the bomb (a session left
+        # unanswered hits the client's timeout: the liveness bound).  A 2 s
+        # bound on this mail measured the machine's load: the analysis caps
+        # the bomb (containers) in ~20 ms of CPU, so no wall time here could
+        # show the worker blocking the loop.
         after, _ = mixed_mail(7)
         cl, _ = self.send_mail(after)
-        self.assertLess(time.monotonic() - t0, 2.0 * self.slow)
         got = self.wait_parsed([sha256(bomb), sha256(after)], timeout=60)
         self.assertIn("containers", got[sha256(bomb)]["fosr"]["analysis"]["limits"])
         self.assertEqual(len(got[sha256(after)]["email"]["attachments"]), 2)

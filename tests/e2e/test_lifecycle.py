@@ -345,8 +345,15 @@ class Lifecycle(CollectorTestCase):
         rotated = self.c.event_log + ".1"
         os.rename(self.c.event_log, rotated)
         self.c.signal(signal.SIGHUP)
-        time.sleep(0.5 * self.slow)
+        # The reopen is waited for (a fixed 0.5 s stood for it: under load a
+        # session could come first and write to the rotated file).  The new
+        # file appears inside the SIGHUP callback, which runs to its end on
+        # the loop before the next session is served.
+        end = time.time() + 10 * self.slow
+        while not os.path.exists(self.c.event_log) and time.time() < end and self.c.running:
+            time.sleep(0.05)
         self.assertTrue(self.c.running)
+        self.assertTrue(os.path.exists(self.c.event_log), "the event log was not reopened")
         cl2 = self.client()
         cl2.ehlo()
         cl2.cmd("QUIT")

@@ -281,26 +281,34 @@ class TestHangingMX(RelayCase):
     mx_table = staticmethod(_down_table)
 
     def setUp(self):
+        # mx1's greeting is awaited long enough (4 s, x slow_factor) that the
+        # five sessions below, on a loaded machine, are served inside the wait
+        self.timeouts = dict(RelayCase.timeouts, greeting=4 * harness.slow_factor())
         super().setUp()
         # mx1 accepts connections on the MX port and never greets.
-        self.extra.append(fakemx.FakeMX(mode="hang", host="127.0.0.2", port=self.mx.port).start())
+        self.hang = fakemx.FakeMX(mode="hang", host="127.0.0.2", port=self.mx.port).start()
+        self.extra.append(self.hang)
 
-    @harness.skip_under_valgrind("five sessions within a 2.5 s bound")
     def test_sessions_served_while_mx_hangs(self):
         body = probe(5)
         sha = sha256_hex(body)
         self.send(body)
         self.wait_decisions(sha, 1)
-        # While the relay waits for mx1's greeting (3 s), sessions are served at once.
-        t0 = time.time()
+        # The relay is waiting for mx1's greeting ...
+        end = time.time() + 10 * self.slow
+        while not self.hang.connections and time.time() < end:
+            time.sleep(0.05)
+        self.assertTrue(self.hang.connections, "the relay never reached the hanging MX")
+        # ... and sessions are served meanwhile: all five end before the
+        # relay's attempt does.  A loop blocked on the MX would serve them
+        # only after the greeting's timeout, once the result is written.
+        # (Wall-clock bounds, 1 s a session and 2.5 s in all, measured the
+        # machine's load, not this.)
         for i in range(5):
-            s = time.time()
             self.send(b"Subject: during the hang %d\r\n\r\nx\r\n" % i)
-            self.assertLess(time.time() - s, 1.0 * self.slow, "a session stalled")
         self.assertEqual([e for e in self.c.events() if e.get("eventid") == "fosr.relay.result"
                           and e.get("sha256") == sha], [],
-                         "the hanging MX did not hang (test ineffective)")
-        self.assertLess(time.time() - t0, 2.5)
+                         "the relay's result came before the sessions were served")
         res = self.result(sha)
         self.assertEqual(res["status"], "delivered")
         rec = self.relay_record(sha)
@@ -601,6 +609,10 @@ class PrivateNetns:
         super().setUpClass()
         if os.geteuid() != 0 or shutil.which("ip") is None:
             raise unittest.SkipTest("needs root and ip(8) for a private network namespace")
+        # The suite's shared fake DNS is made before leaving the namespace:
+        # made first in here (the first test of a run), its socket would stay
+        # in the private namespace, out of reach of every later test's daemon.
+        harness.shared_dns()
         cls._libc = ctypes.CDLL(None, use_errno=True)
         cls._oldns = os.open("/proc/self/ns/net", os.O_RDONLY)
         if cls._libc.unshare(CLONE_NEWNET) != 0:

@@ -1,6 +1,7 @@
 """SMTP capture core, plain text: smtplib and raw sockets against the real daemon."""
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -594,9 +595,30 @@ class DualStack(CollectorTestCase):
 
     autostart = False
 
+    @staticmethod
+    def port_free_on_both():
+        """A port free on 127.0.0.1 (below the ephemeral range) and on ::1
+        too, or None when ::1 cannot be bound here (IPv6 off: machine state,
+        not the daemon's)."""
+        for _ in range(50):
+            port = free_port()
+            s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            try:
+                s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s6.bind(("::1", port))
+                return port
+            except OSError as e:
+                if e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                    return None
+            finally:
+                s6.close()
+        return None
+
     @unittest.skipUnless(socket.has_ipv6, "no IPv6 in Python")
     def test_ipv4_and_ipv6_on_one_port(self):
-        port = free_port()
+        port = self.port_free_on_both()
+        if port is None:
+            self.skipTest("no IPv6 loopback (::1) on this machine")
         self.c.cleanup()
         self.c = Collector(self.tmpdir, listeners=[
             {"name": "smtp", "port": port, "tls": "starttls"},

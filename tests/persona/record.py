@@ -43,6 +43,13 @@ import sys
 import time
 
 HOST = "mail.example.com"
+# Every wait for a reply or a close is multiplied by this (test_persona_diff
+# sets harness.slow_factor(): 3 for an ASan daemon).  A fixed 1.5-3 s wait
+# that a slow daemon on a loaded machine overruns records "<no reply>" or
+# "still open" on its side only: a difference that is the machine's, not the
+# persona's.  The scale is the same for both servers, and the transcripts
+# print the unscaled figures.
+TIME_SCALE = 1.0
 USER = "user@" + HOST
 PASSWORD = "password"
 
@@ -96,7 +103,7 @@ class Conn:
     def __init__(self, case, port, tls=False, timeout=10.0):
         self.case = case
         self.t0 = time.monotonic()
-        self.sock = socket.create_connection((case.host, port), timeout=timeout)
+        self.sock = socket.create_connection((case.host, port), timeout=timeout * TIME_SCALE)
         self.timeout = timeout
         self.buf = b""
         self.closed = False
@@ -143,7 +150,7 @@ class Conn:
     def line(self, timeout=None):
         """One reply line without CRLF, or None on close/timeout."""
         timeout = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * TIME_SCALE
         while b"\n" not in self.buf:
             if self.closed:
                 return None
@@ -345,6 +352,21 @@ def banner(k):
     c = k.conn(banner=False)
     c.reply()
     dt = time.monotonic() - t0
+    # A delay the server means is on every connection; a loaded machine's
+    # (the CPU, this process's other case threads) rarely on three in a row:
+    # the shortest of up to three counts.  Once was a failure seen in the
+    # release build under load (implicit TLS: handshake and lookup, > 0.5 s).
+    # The extra connections are not part of the transcript.
+    for _ in range(2):
+        if dt < 0.5:
+            break
+        mark = len(k.lines)
+        t0 = time.monotonic()
+        c2 = k.conn(banner=False)
+        c2.reply(quiet=True)
+        dt = min(dt, time.monotonic() - t0)
+        c2.close()
+        del k.lines[mark:]
     k.log("# banner delay < 0.5s: %s" % (dt < 0.5))
     quit_(c)
 
