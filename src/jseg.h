@@ -6,9 +6,9 @@
  *
  * A segment is deleted only once every reader is past it: beyond the newest
  * keep segments, and older than the oldest segment any cursor file in
- * cursor_dir ("<offset> ino=<n> ...", outbox.c) points into.  When in doubt
- * (a cursor or the directory cannot be read, a cursor names no inode),
- * nothing is deleted.
+ * cursor_dir ("<offset> ino=<n> ...", outbox_cursor.c) points into.  When
+ * in doubt (a cursor or the directory cannot be read, a cursor names no
+ * inode), nothing is deleted.
  *
  * Used for the analysis worker's parsed journal (parsed.jsonl); the
  * reception journal (spool.c) follows the same rules with its own code.

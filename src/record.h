@@ -152,7 +152,8 @@ bool		 record_decision(const char *json, size_t len, struct rules_decision *d);
  * HELO, NAME and RCPT keep only printable ASCII (others as '?': no header
  * injection); NAME is the verified client name or "unknown", HELO is NAME
  * when none was sent; an IPv6 ADDR gets Postfix's "IPv6:" prefix.  Used for
- * a relayed copy (relay_send.c) and a raw hpfeeds payload (hpfeeds.c).
+ * a relayed copy (relay_send.c) and a raw hpfeeds or AMQP payload
+ * (hpf_payload_raw, hpfeeds_wire.c).
  * Returns its length (0 if out is too small).
  */
 size_t		 record_received_header(char *out, size_t outlen, const struct persona *,
