@@ -448,7 +448,8 @@ yu_shape_check(struct yu_ctx *x, const char *buf, size_t len)
 		switch (ev.type) {
 		case YAML_STREAM_END_EVENT:
 			done = true;
-			/* FALLTHROUGH */
+			node = false;
+			break;
 		case YAML_STREAM_START_EVENT:
 		case YAML_DOCUMENT_START_EVENT:
 		case YAML_DOCUMENT_END_EVENT:
