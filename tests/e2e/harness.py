@@ -647,6 +647,7 @@ class Collector:
         env.update(self.env_extra)
         self._stderr = open(self.stderr_path, "ab")
         self._stdout = open(self.stdout_path, "ab")
+        self._ready_from = self._stderr.tell()     # this start's lines follow
         self.returncode = None
         nofile = self.nofile
 
@@ -672,11 +673,24 @@ class Collector:
             listening = _listen_inodes()
             if all(p in listening for p in self.ports.values()):
                 mine = _socket_inodes(self.proc.pid)
-                if all(listening[p] in mine for p in self.ports.values()):
+                if all(listening[p] in mine for p in self.ports.values()) and self._said_ready():
                     return
             time.sleep(0.05)
-        raise AssertionError("fosr-collector not listening on %s after %ss:\n%s"
+        raise AssertionError("fosr-collector not listening and ready on %s after %ss:\n%s"
                              % (self.ports, timeout, self.stderr_tail()))
+
+    def _said_ready(self):
+        """The daemon logged "ready:" since this start: the ports are bound
+        before the chroot, the outputs and the sandbox, so a listening socket
+        alone (the kernel completes handshakes into the backlog) does not say
+        the startup is over (test_chroot_spool_inside read /proc/PID/root as
+        "/" in that window)."""
+        try:
+            with open(self.stderr_path, "rb") as f:
+                f.seek(self._ready_from)
+                return b" ready: " in f.read()
+        except OSError:
+            return False
 
     def _reap(self):
         for f in (getattr(self, "_stderr", None), getattr(self, "_stdout", None)):
