@@ -25,6 +25,7 @@
 
 #include "analysis.h"
 #include "analysis_worker.h"
+#include "charsets.h"
 #include "config.h"
 #include "console.h"
 #include "dns.h"
@@ -79,6 +80,7 @@ static void	 setup_process(struct fosr *);
 static void	 setup_signals(struct fosr *);
 static void	 setup_server(struct fosr *, const char *config);
 static void	 setup_analysis(struct fosr *);
+static void	 setup_charsets(struct fosr *);
 static void	 drop_to_user(struct fosr *, const struct passwd *, struct sandbox_opts *);
 static void	 open_outputs(struct fosr *, bool test_mode);
 static void	 set_aside_stale_cursors(struct fosr *);
@@ -161,6 +163,7 @@ main(int argc, char **argv)
 	setup_signals(&f);
 	setup_server(&f, a.config);
 	setup_analysis(&f);
+	setup_charsets(&f);
 	drop_to_user(&f, pw, &sbx);
 	open_outputs(&f, a.test_mode);
 	set_aside_stale_cursors(&f);
@@ -438,6 +441,25 @@ setup_analysis(struct fosr *f)
 		fatalx("%s", err);
 }
 
+/*
+ * glibc's charset modules, before the chroot: a conversion iconv_open()s its
+ * module from /usr/lib/<arch>/gconv, not inside a chroot (charsets.h).  Done
+ * with or without one: the same conversions either way, and no dlopen and
+ * dlclose of a module as mails in different charsets come and go.
+ */
+static void
+setup_charsets(struct fosr *f)
+{
+	char missing[256];
+	int bad;
+
+	bad = charsets_pin(f->aw != NULL, missing, sizeof(missing));
+	if (bad > 0)
+		log_warn("charsets: %d of the %zu listed charsets have no glibc "
+		    "conversion (%s): their text is kept raw", bad, charsets_listed(),
+		    missing);
+}
+
 /* chroot, the bounding set, the spool's paths, the user, the capabilities. */
 static void
 drop_to_user(struct fosr *f, const struct passwd *pw, struct sandbox_opts *sbx)
@@ -611,6 +633,7 @@ teardown(struct fosr *f)
 	hpf_free(f->hpf);
 	amq_free(f->amq);
 	aw_free(f->aw);
+	charsets_unpin();	/* after the analysis worker, which converts */
 	relay_free(f->relay);
 	spool_free(f->spool);
 	metrics_shutdown();

@@ -110,9 +110,12 @@ class CharsetsCase:
             self.c.env_extra.update(no_leak_check_env())
         self.c.start()
         if self.chroot:
-            self.assertEqual(os.readlink("/proc/%d/root" % self.c.proc.pid), self.root)
+            # the harness reads files from outside the chroot
             self.c.spool_dir = os.path.join(self.root, "spool")
             self.c.event_log = os.path.join(self.root, "events.json")
+            # the ports listen before the chroot; the start event is after it
+            self.c.wait_event("fosr.collector.start")
+            self.assertEqual(os.readlink("/proc/%d/root" % self.c.proc.pid), self.root)
 
     def wait_parsed(self, shas, timeout=30):
         end = time.time() + timeout * self.slow
