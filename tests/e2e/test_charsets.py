@@ -21,6 +21,7 @@ from harness import (CollectorTestCase, binary_default, is_sanitized, sha256_hex
 
 # charset (as mail names it), a word of its script for the Subject, one for the body
 SAMPLES = [
+    ("iso-8859-1", "Grüße", "Überweisung"),
     ("koi8-r", "Привет", "Счёт"),
     ("koi8-u", "Привіт", "Рахунок"),
     ("windows-1251", "Здравствуйте", "Оплата"),
@@ -160,6 +161,23 @@ class CharsetsCase:
             if r.get("rule") != rule_name(cs):
                 bad.append("%s: rules %r" % (cs, r))
         self.assertEqual(bad, [], "\n".join(bad))
+        self.assertTrue(self.c.running)
+
+    def test_unlisted_charset(self):
+        """EBCDIC (IBM037) is not in src/charsets.c's list: without a chroot
+        glibc loads its module and it decodes; under one it cannot, and the
+        mail is still stored, parsed and ruled on, its text kept raw."""
+        b = mail("cp037", "Grüße", "Überweisung")
+        self.send_mail(b)
+        sha = sha256_hex(b)
+        em = self.wait_parsed([sha])[sha]["email"]
+        rec = self.records({sha})[sha]
+        if self.chroot:
+            self.assertNotIn("Grüße", em["subject"], em)
+            self.assertTrue(em["subject"].endswith(" cp037"), em)
+            self.assertIs(rec["rules"]["matched"], False, rec)
+        else:
+            self.assertEqual(em["subject"], "Grüße cp037", em)
         self.assertTrue(self.c.running)
 
 

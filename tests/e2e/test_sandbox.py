@@ -109,10 +109,12 @@ class Chroot(CollectorTestCase):
         root = os.path.join(self.tmpdir, "root")
         os.mkdir(root)
         self.c.start()
-        self.assertEqual(os.readlink("/proc/%d/root" % self.c.proc.pid), root)
         # the harness reads files from outside the chroot
         self.c.spool_dir = os.path.join(root, "spool")
         self.c.event_log = os.path.join(root, "events.json")
+        # the ports listen before the chroot; the start event is after it
+        self.c.wait_event("fosr.collector.start")
+        self.assertEqual(os.readlink("/proc/%d/root" % self.c.proc.pid), root)
         cl, qid = self.send_mail(BODY)
         self.assert_stored(BODY, qid)
 
