@@ -81,6 +81,7 @@ static void	 setup_signals(struct fosr *);
 static void	 setup_server(struct fosr *, const char *config);
 static void	 setup_analysis(struct fosr *);
 static void	 setup_charsets(struct fosr *);
+static void	 setup_resolver(struct fosr *);
 static void	 drop_to_user(struct fosr *, const struct passwd *, struct sandbox_opts *);
 static void	 open_outputs(struct fosr *, bool test_mode);
 static void	 set_aside_stale_cursors(struct fosr *);
@@ -164,6 +165,7 @@ main(int argc, char **argv)
 	setup_server(&f, a.config);
 	setup_analysis(&f);
 	setup_charsets(&f);
+	setup_resolver(&f);
 	drop_to_user(&f, pw, &sbx);
 	open_outputs(&f, a.test_mode);
 	set_aside_stale_cursors(&f);
@@ -460,6 +462,40 @@ setup_charsets(struct fosr *f)
 		    missing);
 }
 
+/*
+ * The client name lookup's resolver, before the chroot: c-ares reads
+ * /etc/resolv.conf and keys its query IDs from /dev/urandom when the channel
+ * is created, and without /dev/urandom (a chroot) from rand(), which GMime
+ * seeds with time(NULL): the IDs of every daemon started in one second would
+ * be the same, and known.  No thread, no socket yet (queries open theirs).
+ * The relay's resolver and CA bundle too (relay_prepare).
+ */
+static void
+setup_resolver(struct fosr *f)
+{
+	char err[1024];
+
+	/* The relay's resolver and TLS client context, for the same reasons. */
+	if (relay_prepare(f->base, &f->cfg, err, sizeof(err)) == -1)
+		fatalx("relay: %s", err);
+
+	if (f->cfg.client_lookup.enabled) {
+		/*
+		 * The client name lookup: a resolver try waits 5 s at most
+		 * (glibc's RES_TIMEOUT), and a third of the lookup's bound, so
+		 * that a query (a try, then one twice as long) ends with the
+		 * session's wait: a lookup given up leaves nothing for long.
+		 */
+		int try_ms = f->cfg.client_lookup.timeout_ms / 3;
+		if (try_ms > 5000)
+			try_ms = 5000;
+		if ((f->dns = dns_new(f->base, f->cfg.client_lookup.dns_server, try_ms,
+		    err, sizeof(err))) == NULL)
+			fatalx("client_lookup: %s", err);
+		smtp_server_set_dns(f->srv, f->dns);
+	}
+}
+
 /* chroot, the bounding set, the spool's paths, the user, the capabilities. */
 static void
 drop_to_user(struct fosr *f, const struct passwd *pw, struct sandbox_opts *sbx)
@@ -480,7 +516,7 @@ drop_to_user(struct fosr *f, const struct passwd *pw, struct sandbox_opts *sbx)
 		fatalx("sandbox: %s", err);
 }
 
-/* The event log, the spool, the feed, the relay, credentials, client lookups. */
+/* The event log, the spool, the feed, the relay, credentials. */
 static void
 open_outputs(struct fosr *f, bool test_mode)
 {
@@ -545,21 +581,6 @@ open_outputs(struct fosr *f, bool test_mode)
 	}
 	if (test_mode && relay_set_test_mode(f->relay, true, err, sizeof(err)) == -1)
 		fatalx("%s", err);
-	if (f->cfg.client_lookup.enabled) {
-		/*
-		 * The client name lookup: a resolver try waits 5 s at most
-		 * (glibc's RES_TIMEOUT), and a third of the lookup's bound, so
-		 * that a query (a try, then one twice as long) ends with the
-		 * session's wait: a lookup given up leaves nothing for long.
-		 */
-		int try_ms = f->cfg.client_lookup.timeout_ms / 3;
-		if (try_ms > 5000)
-			try_ms = 5000;
-		if ((f->dns = dns_new(f->base, f->cfg.client_lookup.dns_server, try_ms,
-		    err, sizeof(err))) == NULL)
-			fatalx("client_lookup: %s", err);
-		smtp_server_set_dns(f->srv, f->dns);
-	}
 	smtp_server_set_on_mail(f->srv, on_mail_cb, f);
 	/* The rules decide at EHLO, AUTH, RSET and (before the commit) DATA. */
 	memset(&hooks, 0, sizeof(hooks));
