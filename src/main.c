@@ -25,6 +25,7 @@
 
 #include "analysis.h"
 #include "analysis_worker.h"
+#include "charsets.h"
 #include "config.h"
 #include "console.h"
 #include "dns.h"
@@ -79,6 +80,8 @@ static void	 setup_process(struct fosr *);
 static void	 setup_signals(struct fosr *);
 static void	 setup_server(struct fosr *, const char *config);
 static void	 setup_analysis(struct fosr *);
+static void	 setup_charsets(struct fosr *);
+static void	 setup_resolver(struct fosr *);
 static void	 drop_to_user(struct fosr *, const struct passwd *, struct sandbox_opts *);
 static void	 open_outputs(struct fosr *, bool test_mode);
 static void	 set_aside_stale_cursors(struct fosr *);
@@ -161,6 +164,8 @@ main(int argc, char **argv)
 	setup_signals(&f);
 	setup_server(&f, a.config);
 	setup_analysis(&f);
+	setup_charsets(&f);
+	setup_resolver(&f);
 	drop_to_user(&f, pw, &sbx);
 	open_outputs(&f, a.test_mode);
 	set_aside_stale_cursors(&f);
@@ -438,6 +443,59 @@ setup_analysis(struct fosr *f)
 		fatalx("%s", err);
 }
 
+/*
+ * glibc's charset modules, before the chroot: a conversion iconv_open()s its
+ * module from /usr/lib/<arch>/gconv, not inside a chroot (charsets.h).  Done
+ * with or without one: the same conversions either way, and no dlopen and
+ * dlclose of a module as mails in different charsets come and go.
+ */
+static void
+setup_charsets(struct fosr *f)
+{
+	char missing[256];
+	int bad;
+
+	bad = charsets_pin(f->aw != NULL, missing, sizeof(missing));
+	if (bad > 0)
+		log_warn("charsets: %d of the %zu listed charsets have no glibc "
+		    "conversion (%s): their text is kept raw", bad, charsets_listed(),
+		    missing);
+}
+
+/*
+ * The client name lookup's resolver, before the chroot: c-ares reads
+ * /etc/resolv.conf and keys its query IDs from /dev/urandom when the channel
+ * is created, and without /dev/urandom (a chroot) from rand(), which GMime
+ * seeds with time(NULL): the IDs of every daemon started in one second would
+ * be the same, and known.  No thread, no socket yet (queries open theirs).
+ * The relay's resolver and CA bundle too (relay_prepare).
+ */
+static void
+setup_resolver(struct fosr *f)
+{
+	char err[1024];
+
+	/* The relay's resolver and TLS client context, for the same reasons. */
+	if (relay_prepare(f->base, &f->cfg, err, sizeof(err)) == -1)
+		fatalx("relay: %s", err);
+
+	if (f->cfg.client_lookup.enabled) {
+		/*
+		 * The client name lookup: a resolver try waits 5 s at most
+		 * (glibc's RES_TIMEOUT), and a third of the lookup's bound, so
+		 * that a query (a try, then one twice as long) ends with the
+		 * session's wait: a lookup given up leaves nothing for long.
+		 */
+		int try_ms = f->cfg.client_lookup.timeout_ms / 3;
+		if (try_ms > 5000)
+			try_ms = 5000;
+		if ((f->dns = dns_new(f->base, f->cfg.client_lookup.dns_server, try_ms,
+		    err, sizeof(err))) == NULL)
+			fatalx("client_lookup: %s", err);
+		smtp_server_set_dns(f->srv, f->dns);
+	}
+}
+
 /* chroot, the bounding set, the spool's paths, the user, the capabilities. */
 static void
 drop_to_user(struct fosr *f, const struct passwd *pw, struct sandbox_opts *sbx)
@@ -458,7 +516,7 @@ drop_to_user(struct fosr *f, const struct passwd *pw, struct sandbox_opts *sbx)
 		fatalx("sandbox: %s", err);
 }
 
-/* The event log, the spool, the feed, the relay, credentials, client lookups. */
+/* The event log, the spool, the feed, the relay, credentials. */
 static void
 open_outputs(struct fosr *f, bool test_mode)
 {
@@ -523,21 +581,6 @@ open_outputs(struct fosr *f, bool test_mode)
 	}
 	if (test_mode && relay_set_test_mode(f->relay, true, err, sizeof(err)) == -1)
 		fatalx("%s", err);
-	if (f->cfg.client_lookup.enabled) {
-		/*
-		 * The client name lookup: a resolver try waits 5 s at most
-		 * (glibc's RES_TIMEOUT), and a third of the lookup's bound, so
-		 * that a query (a try, then one twice as long) ends with the
-		 * session's wait: a lookup given up leaves nothing for long.
-		 */
-		int try_ms = f->cfg.client_lookup.timeout_ms / 3;
-		if (try_ms > 5000)
-			try_ms = 5000;
-		if ((f->dns = dns_new(f->base, f->cfg.client_lookup.dns_server, try_ms,
-		    err, sizeof(err))) == NULL)
-			fatalx("client_lookup: %s", err);
-		smtp_server_set_dns(f->srv, f->dns);
-	}
 	smtp_server_set_on_mail(f->srv, on_mail_cb, f);
 	/* The rules decide at EHLO, AUTH, RSET and (before the commit) DATA. */
 	memset(&hooks, 0, sizeof(hooks));
@@ -611,6 +654,7 @@ teardown(struct fosr *f)
 	hpf_free(f->hpf);
 	amq_free(f->amq);
 	aw_free(f->aw);
+	charsets_unpin();	/* after the analysis worker, which converts */
 	relay_free(f->relay);
 	spool_free(f->spool);
 	metrics_shutdown();

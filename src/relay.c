@@ -248,6 +248,33 @@ relay_reload_rules(struct relay *r)
 
 /* ------------------------------------------------------------------ lifecycle */
 
+/* What relay_prepare() made for the next relay_new() (one relay a process). */
+static struct dns	*relay_prep_dns;
+static SSL_CTX		*relay_prep_ctx;
+
+/* The resolver with the relay's settings. */
+static struct dns *
+relay_dns_new(struct event_base *base, const struct cfg *cfg, char *err, size_t errlen)
+{
+	return dns_new(base, cfg->relay.dns_server, cfg->relay.timeouts.command * 1000 / 4,
+	    err, errlen);
+}
+
+/* Before a chroot: the resolver and the TLS client context (see relay.h). */
+int
+relay_prepare(struct event_base *base, const struct cfg *cfg, char *err, size_t errlen)
+{
+	if (relay_prep_dns == NULL &&
+	    (relay_prep_dns = relay_dns_new(base, cfg, err, errlen)) == NULL)
+		return -1;
+	if (relay_prep_ctx == NULL &&
+	    (relay_prep_ctx = smtp_client_ssl_ctx_new()) == NULL) {
+		snprintf(err, errlen, "TLS client context: out of memory");
+		return -1;
+	}
+	return 0;
+}
+
 /* Create the relay. */
 struct relay *
 relay_new(struct event_base *base, const struct cfg *cfg, const char *hostname,
@@ -306,10 +333,14 @@ relay_new(struct event_base *base, const struct cfg *cfg, const char *hostname,
 			freeifaddrs(ifs);
 		}
 	}
-	if ((r->dns = dns_new(base, cfg->relay.dns_server,
-	    cfg->relay.timeouts.command * 1000 / 4, err, errlen)) == NULL)
+	/* Made before the chroot when relay_prepare() ran. */
+	r->dns = relay_prep_dns;
+	r->ssl_ctx = relay_prep_ctx;
+	relay_prep_dns = NULL;
+	relay_prep_ctx = NULL;
+	if (r->dns == NULL && (r->dns = relay_dns_new(base, cfg, err, errlen)) == NULL)
 		goto fail;
-	if ((r->ssl_ctx = smtp_client_ssl_ctx_new()) == NULL) {
+	if (r->ssl_ctx == NULL && (r->ssl_ctx = smtp_client_ssl_ctx_new()) == NULL) {
 		snprintf(err, errlen, "TLS client context: out of memory");
 		goto fail;
 	}

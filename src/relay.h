@@ -55,6 +55,17 @@ struct rules	*relay_rules_load(const struct cfg *, char *path, size_t pathlen,
 		    char *err, size_t errlen, bool *absent);
 
 /*
+ * Before a chroot: make the relay's resolver and TLS client context, which
+ * the next relay_new() takes instead of making its own.  c-ares reads
+ * /etc/resolv.conf and keys its query IDs from /dev/urandom when a channel is
+ * created (without it, from rand(): the same IDs in every daemon started in
+ * one second), and OpenSSL loads the CA bundle into the context: neither is
+ * inside a chroot.  0, or -1 with err filled.
+ */
+int		 relay_prepare(struct event_base *, const struct cfg *, char *err,
+		    size_t errlen);
+
+/*
  * Create the relay: opens the caps journals (locking them), loads the rules,
  * starts the worker thread.  hostname is borrowed for the relay's lifetime.
  * NULL with err filled.

@@ -13,9 +13,10 @@
  *   sandbox_enter()                    filter on every thread, verified
  *
  * With a chroot every path used after sandbox_chroot() (spool directory,
- * maildir, event log, rules file, the feed's CA file) is resolved inside it,
- * and /etc/resolv.conf is not there: set relay.dns_server (or copy the file
- * into the chroot) when the relay must resolve MX hosts.
+ * maildir, event log, rules file, the feed's CA file) is resolved inside it.
+ * What libraries would load lazily is loaded before it: charsets_pin()
+ * (glibc's gconv modules), relay_prepare() and the client lookup's resolver
+ * (c-ares: /etc/resolv.conf, /dev/urandom; the relay's CA bundle), libmagic.
  */
 #ifndef FOSR_SANDBOX_H
 #define FOSR_SANDBOX_H

@@ -10,11 +10,16 @@ SIGSYS, and CollectorTestCase requires exit status 0.
 """
 
 import os
+import shutil
 import signal
+import tempfile
+import threading
+import time
 import unittest
 
-from harness import (CollectorTestCase, binary_default, is_sanitized,
+from harness import (Collector, CollectorTestCase, binary_default, is_sanitized,
                      under_valgrind, with_config)
+from fixtures.fakedns import FakeDNS
 
 BODY = b"Subject: sandbox\r\nFrom: a@example.org\r\n\r\nunder the filter\r\n"
 
@@ -109,12 +114,55 @@ class Chroot(CollectorTestCase):
         root = os.path.join(self.tmpdir, "root")
         os.mkdir(root)
         self.c.start()
-        self.assertEqual(os.readlink("/proc/%d/root" % self.c.proc.pid), root)
         # the harness reads files from outside the chroot
         self.c.spool_dir = os.path.join(root, "spool")
         self.c.event_log = os.path.join(root, "events.json")
+        # the ports listen before the chroot; the start event is after it
+        self.c.wait_event("fosr.collector.start")
+        self.assertEqual(os.readlink("/proc/%d/root" % self.c.proc.pid), root)
         cl, qid = self.send_mail(BODY)
         self.assert_stored(BODY, qid)
+
+    def test_dns_ids_unpredictable(self):
+        """c-ares keys its query IDs from /dev/urandom when it creates a
+        channel, else from rand() (which GMime seeds with time(NULL)): the
+        client lookup's channel is created before the chroot, so two daemons
+        started in the same second ask with different IDs."""
+        dns = FakeDNS({}).start()
+        self.addCleanup(dns.stop)
+        cfg = {"sandbox": {"seccomp": not under_valgrind(), "chroot": "{tmp}/root"},
+               "spool": {"directory": "/spool"}, "event_log": "/events.json",
+               "client_lookup": {"dns_server": dns.address}}
+        pair = []
+        for _ in range(2):
+            c = Collector(tempfile.mkdtemp(prefix="fosr-e2e-"), config=cfg,
+                          env=no_leak_check_env())
+            self.addCleanup(shutil.rmtree, c.tmpdir, True)
+            self.addCleanup(lambda c=c: c.running and c.stop())
+            os.mkdir(os.path.join(c.tmpdir, "root"))
+            pair.append(c)
+        # both start early in one second: GMime seeds rand() with time(NULL)
+        time.sleep(1.05 - time.time() % 1)
+        th = threading.Thread(target=pair[1].start)
+        th.start()
+        pair[0].start()
+        th.join()
+        ids = []
+        for c in pair:
+            root = os.path.join(c.tmpdir, "root")
+            c.spool_dir = os.path.join(root, "spool")
+            c.event_log = os.path.join(root, "events.json")
+            c.wait_event("fosr.collector.start")
+            n = len(dns.query_ids)
+            c.connect("smtp").close()
+            end = time.time() + 10 * self.slow
+            while len(dns.query_ids) == n and time.time() < end:
+                time.sleep(0.02)
+            self.assertGreater(len(dns.query_ids), n, "no client lookup")
+            ids.append(dns.query_ids[n])
+        for c in pair:
+            self.assertEqual(c.stop(), 0, c.stderr_tail())
+        self.assertNotEqual(ids[0], ids[1], "the same first query ID in two daemons")
 
 
 if __name__ == "__main__":
