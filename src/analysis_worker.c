@@ -58,6 +58,7 @@ struct aw {
 	int			 attdir_fd;
 	size_t			 raw_max;	/* bytes of a mail read (analysis.c's cap) */
 	bool			 held;		/* a transient error: back off */
+	bool			 hold_logged;	/* its series logged, until a try gets through */
 	unsigned		 batch;		/* mails analysed since the last commit */
 	uint64_t		 batch_t0;	/* when the first of them was (ms) */
 	bool			 blobs;		/* attachments written since then */
@@ -216,14 +217,21 @@ aw_free(struct aw *w)
 	free(w);
 }
 
-/* The outbox met a transient error: back off (it logs msg once per series). */
+/*
+ * The outbox met a transient error: back off.  msg (it names the outbox,
+ * "analysis: ...") is logged once per series: held is cleared before each
+ * try, hold_logged only when a try gets through ("resumed").
+ */
 static void
 aw_hold(void *arg, const char *msg)
 {
 	struct aw *w = arg;
 
-	if (!w->held)
-		log_warn("analysis: %s; retrying", msg);
+	if (!w->hold_logged)
+		log_warn("%s; retrying", msg);
+	else
+		log_debug("%s; retrying", msg);
+	w->hold_logged = true;
 	w->held = true;
 }
 
@@ -288,8 +296,10 @@ aw_main(void *arg)
 				left = AW_BATCH_MS - (now - w->batch_t0);
 		} else
 			atomic_store(&w->backlog, outbox_backlog(w->cur));
-		if (was_held && !w->held)
+		if (was_held && !w->held && w->hold_logged) {
 			log_info("analysis: resumed");
+			w->hold_logged = false;
+		}
 		if (w->held)
 			left = AW_HOLD_MS;	/* after the commit: the same line later */
 
