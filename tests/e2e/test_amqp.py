@@ -312,6 +312,9 @@ class Durability(AMQPCase):
             # each stalled connection is cut after the timeout (2 s without
             # progress) and opened again after a growing backoff
             self.wait_for(lambda: stall.handshakes >= 3, 40, "two reconnections")
+            # the backoff grows over the series (1 s, 2 s, ... after each 2 s stall)
+            t = stall.times
+            self.assertGreater(t[2] - t[1], t[1] - t[0] + 0.5, t)
             lines = [l for l in self.c.stderr_text().splitlines() if " stalled: nothing sent" in l]
             self.assertEqual(len(lines), 1, lines)
             self.assertIn("127.0.0.1:%d" % stall.port, lines[0])
