@@ -320,11 +320,12 @@ class MetricsAbuseTests(MetricsCase):
     def test_connection_cap(self):
         # 40 idle connections: at most METRICS_CONN_MAX (16) stay open, the
         # rest are closed at once; a scrape still gets through
-        base = fd_count(self.c.pid)
         self.socks = open_idle(self.mport, 40)
         self.assertEqual(len(self.socks), 40)
         wait_until(lambda: sum(closed_by_peer(s) for s in self.socks) >= 24, 5 * self.slow)
-        self.assertLessEqual(fd_count(self.c.pid) - base, 16)
+        # the metrics connections the daemon holds (its descriptor count also
+        # has the CA bundle read at start, sometimes still open here under load)
+        self.assertLessEqual(self.held(), 16)
         self.assertGreaterEqual(sum(closed_by_peer(s) for s in self.socks), 24)
 
     def held(self):
