@@ -175,6 +175,7 @@ static int	 amq_op_begin(struct amq *, const char *what);
 static bool	 amq_op_end(struct amq *);
 static void	 amq_watch(struct amq *);
 static void	 amq_stalled(struct amq *, const char *what);
+static void	 amq_stalled_warn(struct amq *, const char *what);
 
 /* ----------------------------------------------------------- pure helpers */
 
@@ -1087,8 +1088,8 @@ amq_connect(struct amq *a)
 	    &props, AMQP_SASL_METHOD_PLAIN, a->cfg.user, a->cfg.password);
 	rc = amq_connect_rest(a, r, user, what, sizeof(what));
 	if (amq_op_end(a) && !atomic_load(&a->stop)) {
-		amq_stalled(a, "the handshake");
-		return -1;
+		amq_stalled_warn(a, "the handshake");
+		return -1;	/* the caller drops it */
 	}
 	if (rc == -1)
 		return -1;
@@ -1196,13 +1197,19 @@ amq_drop(struct amq *a, bool graceful)
 static void
 amq_stalled(struct amq *a, const char *what)
 {
-	if (!atomic_load(&a->stop)) {
-		a->stalled = true;
-		amq_warn(a, "amqp: broker %s stalled: nothing sent or received for %d s "
-		    "while %s (not reading: a memory or disk alarm?); reconnecting with "
-		    "backoff, the mail is kept", a->who, a->cfg.timeout, what);
-	}
+	amq_stalled_warn(a, what);
 	amq_drop(a, false);
+}
+
+static void
+amq_stalled_warn(struct amq *a, const char *what)
+{
+	if (atomic_load(&a->stop))
+		return;		/* the stop cut it: nothing wrong */
+	a->stalled = true;
+	amq_warn(a, "amqp: broker %s stalled: nothing sent or received for %d s "
+	    "while %s (not reading: a memory or disk alarm?); reconnecting with "
+	    "backoff, the mail is kept", a->who, a->cfg.timeout, what);
 }
 
 /* The outbox met a transient error (the thread): pause publishing. */

@@ -104,6 +104,11 @@ class StalledBroker(CollectorTestCase):
         self.wait(lambda: unread(self.broker) > 0, 20, "the publish under way")
         self.sigterm_exits_within(5)
 
+    def test_sigterm_during_a_hung_handshake_exits_promptly(self):
+        # the login waits for the broker's answer (bounded by timeout: 30 s)
+        self.start("mute")
+        self.sigterm_exits_within(5)
+
     def test_connection_blocked_declared_logged_publishing_paused(self):
         self.start("blocked")
         self.assertIn(b"connection.blocked", self.broker.capabilities)
