@@ -195,6 +195,8 @@ static long			 g_fd_limit;	/* RLIMIT_NOFILE - the SMTP reserve */
 static bool			 g_accept_short;	/* logged a pause, not yet accepted */
 static uint64_t			 g_refused;	/* since the last log line */
 static uint64_t			 g_evicted;	/* idle ones closed for new, since */
+static time_t			 g_press_t;	/* the last refusal or eviction (s) */
+#define METRICS_QUIET_S		60	/* without either: the series ended */
 
 struct metrics *
 metrics_new(void)
@@ -737,6 +739,7 @@ adopt_cb(evutil_socket_t unused, short what, void *arg)
 	evutil_socket_t fd = bufferevent_getfd(bev);
 	char *peer = NULL;
 	ev_uint16_t pport = 0;
+	struct timespec now;
 	int v;
 
 	/* evhttp's error callback is set while it owns the connection. */
@@ -750,8 +753,10 @@ adopt_cb(evutil_socket_t unused, short what, void *arg)
 		g_accept_short = false;
 	}
 	evhttp_connection_get_peer(evcon, &peer, &pport);
+	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (g_nconn >= METRICS_CONN_MAX && (g_fd_limit <= 0 || (long)fd < g_fd_limit) &&
 	    (v = conn_victim()) != -1) {
+		g_press_t = now.tv_sec;
 		if (g_evicted++ == 0)
 			log_warn("metrics: %d connections open (at most %d): closing the "
 			    "oldest idle one, from %s, for one from %s", g_nconn,
@@ -761,6 +766,7 @@ adopt_cb(evutil_socket_t unused, short what, void *arg)
 		conn_forget(v);
 	}
 	if (g_nconn >= METRICS_CONN_MAX || (g_fd_limit > 0 && (long)fd >= g_fd_limit)) {
+		g_press_t = now.tv_sec;
 		if (g_refused++ == 0)
 			log_warn("metrics refusing connections: %d open (at most %d), "
 			    "descriptor %ld of %ld usable", g_nconn, METRICS_CONN_MAX,
@@ -769,7 +775,9 @@ adopt_cb(evutil_socket_t unused, short what, void *arg)
 		bufferevent_decref(bev);
 		return;
 	}
-	if ((g_refused > 0 || g_evicted > 0) && g_nconn < METRICS_CONN_MAX / 2) {
+	/* A client re-opening its hog as it expires is one series, not one a minute. */
+	if ((g_refused > 0 || g_evicted > 0) && g_nconn < METRICS_CONN_MAX / 2 &&
+	    now.tv_sec - g_press_t >= METRICS_QUIET_S) {
 		log_info("metrics accepting connections: %llu refused, %llu idle ones "
 		    "closed for new ones", (unsigned long long)g_refused,
 		    (unsigned long long)g_evicted);

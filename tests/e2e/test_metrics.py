@@ -376,7 +376,8 @@ class MetricsAbuseTests(MetricsCase):
         ok, tried = self.hog_and_scrape("127.0.0.2")
         self.assertEqual(ok, tried, "%d of %d scrapes answered" % (ok, tried))
         self.assertGreater(tried, 5)
-        self.assertIn("closing the oldest idle", self.c.stderr_text())
+        # one warning for the series, however often the hog re-opens
+        self.assertEqual(self.c.stderr_text().count("closing the oldest idle"), 1)
 
     def test_same_address_idle_connections_do_not_lock_out_scrapes(self):
         ok, tried = self.hog_and_scrape(HOST)
