@@ -13,11 +13,24 @@
  *         window is rewound and reading starts again at the cursor after a
  *         backoff.
  * The loop's thread only writes the eventfd and the journal limit (mutex).
+ *
+ * librabbitmq sends a publish with no deadline (it polls its socket with no
+ * timeout): a broker that stops reading (RabbitMQ under a memory or disk
+ * alarm) would hold the thread, its `stop' and the no-confirm check for
+ * ever.  So every call that may wait on the broker is an "operation" the
+ * thread declares (amq_op_begin/end, under mu), and a watchdog outside the
+ * thread (the loop's tick; amq_free while it waits for the thread) cuts its
+ * socket (shutdown: the call fails at once) when nothing was sent or
+ * received for the timeout, or at once when stopping.  A cut connection is
+ * dropped, its window published again later: nothing is confirmed that the
+ * broker did not confirm.
  */
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <linux/tcp.h>		/* struct tcp_info with the byte counters */
 
 #include <errno.h>
 #include <limits.h>
@@ -61,6 +74,7 @@
 #define AMQ_BACKOFF_MAX_MS	60000
 #define AMQ_REPEAT_MS		600000		/* the same warning again after this */
 #define AMQ_STALL_MS		120000		/* no confirm for this long: reconnect */
+#define AMQ_CLOSE_MS		2000		/* at stop: a graceful close's bound */
 #define AMQ_CHANNEL		1
 #define AMQ_PCHANNEL		2		/* the parsed documents' (amq_parsed_*) */
 
@@ -97,6 +111,18 @@ struct amq {
 	uint64_t	 lim_ino, lim_len;
 	struct amq_stats stats;
 
+	/*
+	 * The operation in progress (under mu): the thread sets and clears
+	 * it, the watchdog reads it and may shut the socket down (op_cut).
+	 * The thread closes the socket only with no operation set.
+	 */
+	int		 op_fd;		/* -1: none */
+	const char	*op_what;
+	uint64_t	 op_bytes;	/* bytes sent and received at op_mark_ms */
+	uint64_t	 op_mark_ms;	/* the last progress seen */
+	bool		 op_closing;	/* the graceful close at stop: let it run */
+	bool		 op_cut;
+
 	/* The thread's. */
 	struct outbox	*ob;
 	struct outbox_cursor *cur;
@@ -105,6 +131,8 @@ struct amq {
 	uint64_t	 next_tag;
 	size_t		 unacked;
 	bool		 failing;	/* a nack or return: drain, then rewind */
+	bool		 blocked;	/* connection.blocked: publish nothing */
+	bool		 stalled;	/* a series of stalled connections */
 	int		 backoff_ms;
 	uint64_t	 next_try_ms;
 	int		 retry_ms;
@@ -129,6 +157,8 @@ static void	*amq_main(void *);
 static void	 amq_warn(struct amq *, const char *fmt, ...)
 		    __attribute__((format(printf, 2, 3)));
 static int	 amq_connect(struct amq *);
+static int	 amq_connect_rest(struct amq *, amqp_rpc_reply_t, const char *user,
+		    char *what, size_t whatlen);
 static void	 amq_drop(struct amq *, bool graceful);
 static int	 amq_reply_ok(struct amq *, amqp_rpc_reply_t, const char *what);
 static void	 amq_pump(struct amq *);
@@ -152,6 +182,11 @@ static void	 amq_parsed_reset(struct amq *);
 static void	 amq_parsed_pump(struct amq *);
 static void	 amq_parsed_after(struct amq *);
 static int	 amq_parsed_frame(struct amq *, const amqp_frame_t *);
+static int	 amq_op_begin(struct amq *, const char *what);
+static bool	 amq_op_end(struct amq *);
+static void	 amq_watch(struct amq *);
+static void	 amq_stalled(struct amq *, const char *what);
+static void	 amq_stalled_warn(struct amq *, const char *what);
 
 /* ----------------------------------------------------------- pure helpers */
 
@@ -233,6 +268,7 @@ amq_new(struct event_base *base, const struct cfg_amqp *cfg, const char *spool_d
 	}
 	a->cfg = *cfg;
 	a->evfd = -1;
+	a->op_fd = -1;
 	pthread_mutex_init(&a->mu, NULL);
 	atomic_init(&a->stop, false);
 	snprintf(a->spool_dir, sizeof(a->spool_dir), "%s", spool_dir);
@@ -360,7 +396,87 @@ amq_kick(struct amq *a)
 static void
 amq_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
+	amq_watch(arg);
 	amq_kick(arg);
+}
+
+/* Bytes sent (acknowledged by the peer) and received on fd: its progress. */
+static uint64_t
+amq_sock_bytes(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1)
+		return 0;	/* no counters: the deadline runs from the start */
+	return ti.tcpi_bytes_acked + ti.tcpi_bytes_received;
+}
+
+/*
+ * The thread is about to call librabbitmq on the connection.  -1 when
+ * stopping (and not the graceful close): the call must not start, as the
+ * watchdog could be past its last look.
+ */
+static int
+amq_op_begin(struct amq *a, const char *what)
+{
+	int fd = amqp_get_sockfd(a->conn);
+
+	pthread_mutex_lock(&a->mu);
+	if (atomic_load(&a->stop) && !a->op_closing) {
+		pthread_mutex_unlock(&a->mu);
+		return -1;
+	}
+	a->op_fd = fd;
+	a->op_what = what;
+	a->op_bytes = fd >= 0 ? amq_sock_bytes(fd) : 0;
+	a->op_mark_ms = amq_now_ms();
+	a->op_cut = false;
+	pthread_mutex_unlock(&a->mu);
+	return 0;
+}
+
+/* The call returned.  Whether the watchdog cut it. */
+static bool
+amq_op_end(struct amq *a)
+{
+	bool cut;
+
+	pthread_mutex_lock(&a->mu);
+	a->op_fd = -1;
+	cut = a->op_cut;
+	a->op_cut = false;
+	pthread_mutex_unlock(&a->mu);
+	return cut;
+}
+
+/*
+ * The watchdog (not the thread): an operation with no byte sent or received
+ * for the timeout (AMQ_CLOSE_MS for the close at stop; at once for anything
+ * else at stop) has its socket shut down, so the call returns an error.
+ */
+static void
+amq_watch(struct amq *a)
+{
+	uint64_t now = amq_now_ms(), b, limit;
+
+	pthread_mutex_lock(&a->mu);
+	if (a->op_fd >= 0 && !a->op_cut) {
+		if ((b = amq_sock_bytes(a->op_fd)) != a->op_bytes) {
+			a->op_bytes = b;
+			a->op_mark_ms = now;
+		}
+		if (atomic_load(&a->stop))
+			limit = a->op_closing ? AMQ_CLOSE_MS : 0;
+		else
+			limit = (uint64_t)a->cfg.timeout * 1000;
+		if (now - a->op_mark_ms >= limit) {
+			(void)shutdown(a->op_fd, SHUT_RDWR);
+			a->op_cut = true;
+		}
+	}
+	pthread_mutex_unlock(&a->mu);
 }
 
 void
@@ -372,10 +488,25 @@ amq_free(struct amq *a)
 		return;
 	metrics_off_scrape(amq_metrics_cb, a);
 	if (a->started) {
+		struct timespec ts;
+
+		pthread_mutex_lock(&a->mu);
 		atomic_store(&a->stop, true);
+		pthread_mutex_unlock(&a->mu);
 		if (write(a->evfd, &one, sizeof(one)) == -1)
 			log_debug("amqp: stop: %s", strerror(errno));
-		pthread_join(a->thr, NULL);
+		/* A call blocked on the broker is cut: the thread ends promptly. */
+		for (;;) {
+			amq_watch(a);
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 100 * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			if (pthread_timedjoin_np(a->thr, NULL, &ts) != ETIMEDOUT)
+				break;
+		}
 	}
 	if (a->ev_tick != NULL)
 		event_free(a->ev_tick);
@@ -446,7 +577,10 @@ amq_main(void *arg)
 			amq_backlog_update(a);
 			amq_parsed_tick(a, now);
 			last_tick = now;
-			if (a->up && a->unacked > 0 && now - a->last_confirm_ms > AMQ_STALL_MS) {
+			/* Blocked, it confirms nothing new: a new connection would not help. */
+			if (a->up && !a->blocked && a->unacked > 0 &&
+			    now - a->last_confirm_ms > AMQ_STALL_MS) {
+				a->stalled = true;
 				amq_warn(a, "amqp: broker %s: no confirm for %d s; reconnecting",
 				    a->who, AMQ_STALL_MS / 1000);
 				amq_drop(a, false);
@@ -495,7 +629,7 @@ amq_pump(struct amq *a)
 	const char *ctype;
 	int rc;
 
-	while (a->up && !a->failing && !atomic_load(&a->stop) &&
+	while (a->up && !a->failing && !a->blocked && !atomic_load(&a->stop) &&
 	    amq_now_ms() >= a->hold_until_ms && outbox_pending(a->cur) < AMQ_WIN &&
 	    !outbox_full(a->cur)) {
 		if (outbox_read(a->cur, &l) <= 0)
@@ -529,9 +663,15 @@ amq_pump(struct amq *a)
 		body.bytes = a->pl.buf;
 		body.len = a->pl.len;
 		memcpy(d->sha, a->msg.sha, sizeof(d->sha));
+		if (amq_op_begin(a, "publishing") == -1)
+			return;		/* stopping: taken, not published (tag 0) */
 		rc = amqp_basic_publish(a->conn, AMQ_CHANNEL,
 		    amqp_cstring_bytes(a->cfg.exchange), amqp_cstring_bytes(a->cfg.routing_key),
 		    1 /* mandatory */, 0, &p, body);
+		if (amq_op_end(a)) {
+			amq_stalled(a, "publishing");
+			return;
+		}
 		if (rc != AMQP_STATUS_OK) {
 			amq_warn(a, "amqp: broker %s: publish failed: %s", a->who,
 			    amqp_error_string2(rc));
@@ -628,7 +768,13 @@ amq_frames(struct amq *a, int timeout_ms)
 			tv.tv_sec = a->cfg.timeout;
 		} else
 			tv.tv_sec = 0;
+		if (amq_op_begin(a, "reading") == -1)
+			return 0;
 		r = amqp_simple_wait_frame_noblock(a->conn, &f, &tv);
+		if (amq_op_end(a)) {
+			amq_stalled(a, "reading");
+			return -1;
+		}
 		if (r == AMQP_STATUS_TIMEOUT)
 			return 0;
 		if (r != AMQP_STATUS_OK) {
@@ -653,6 +799,7 @@ amq_frame(struct amq *a, const amqp_frame_t *f)
 	const amqp_basic_nack_t *nack;
 	const amqp_channel_close_t *cc;
 	const amqp_connection_close_t *xc;
+	const amqp_connection_blocked_t *bl;
 
 	if (f->frame_type != AMQP_FRAME_METHOD)
 		return 0;	/* a stray content frame */
@@ -670,6 +817,24 @@ amq_frame(struct amq *a, const amqp_frame_t *f)
 	case AMQP_BASIC_RETURN_METHOD:
 		amq_on_return(a, f->payload.method.decoded);
 		return a->up ? 0 : -1;
+	case AMQP_CONNECTION_BLOCKED_METHOD:
+		/*
+		 * A resource alarm (memory, disk): the broker reads no more of
+		 * our publishes until unblocked.  Publish nothing meanwhile
+		 * (a send would only wait, then be cut); the mail is kept.
+		 */
+		bl = f->payload.method.decoded;
+		log_escape(text, sizeof(text), bl->reason.bytes, bl->reason.len);
+		a->blocked = true;
+		amq_warn(a, "amqp: broker %s blocked publishing: \"%s\" (a resource "
+		    "alarm); publishing paused, the mail is kept", a->who, text);
+		return 0;
+	case AMQP_CONNECTION_UNBLOCKED_METHOD:
+		if (a->blocked)
+			log_info("amqp: broker %s unblocked publishing; resuming", a->who);
+		a->blocked = false;
+		a->last_confirm_ms = amq_now_ms();	/* the wait was the alarm's */
+		return 0;
 	case AMQP_CHANNEL_CLOSE_METHOD:
 		cc = f->payload.method.decoded;
 		log_escape(text, sizeof(text), cc->reply_text.bytes, cc->reply_text.len);
@@ -729,6 +894,7 @@ amq_confirm(struct amq *a, uint64_t tag, bool multiple, bool ok)
 	}
 	for (k = 0; k < n; k++)
 		moved += outbox_confirm(a->cur, offs[k]);
+	a->stalled = false;	/* the broker reads and answers again */
 	if (moved > 0) {
 		a->retry_ms = AMQ_BACKOFF_MIN_MS;	/* the cursor moves: no failure series */
 		amq_backlog_update(a);
@@ -755,7 +921,18 @@ amq_on_return(struct amq *a, const amqp_basic_return_t *ret)
 	unsigned code = ret->reply_code;
 
 	log_escape(text, sizeof(text), ret->reply_text.bytes, ret->reply_text.len);
+	/* Its body: librabbitmq waits for it with no deadline. */
+	if (amq_op_begin(a, "reading a returned message") == -1) {
+		amq_drop(a, false);
+		return;
+	}
 	rr = amqp_read_message(a->conn, AMQ_CHANNEL, &m, 0);
+	if (amq_op_end(a)) {
+		if (rr.reply_type == AMQP_RESPONSE_NORMAL)
+			amqp_destroy_message(&m);
+		amq_stalled(a, "reading a returned message");
+		return;
+	}
 	if (amq_reply_ok(a, rr, "reading a returned message") == -1) {
 		amq_drop(a, false);
 		return;
@@ -860,6 +1037,8 @@ amq_connect(struct amq *a)
 	X509_VERIFY_PARAM *vp;
 	const char *name;
 	char user[CFG_NAME_MAX * 4], what[sizeof(user) + 2 * CFG_NAME_MAX + 128];
+	amqp_table_entry_t cap_e, prop_e;
+	amqp_table_t caps, props;
 	int rc;
 
 	pthread_mutex_lock(&a->mu);
@@ -906,15 +1085,68 @@ amq_connect(struct amq *a)
 		return -1;
 	}
 	log_escape(user, sizeof(user), a->cfg.user, strlen(a->cfg.user));
-	r = amqp_login(a->conn, a->cfg.vhost, 0, AMQ_FRAME_MAX, 0,
-	    AMQP_SASL_METHOD_PLAIN, a->cfg.user, a->cfg.password);
+	/*
+	 * The handshake's calls are bounded by the rpc timeout; the watchdog
+	 * only makes a stop cut them at once.  The capability: the broker
+	 * says when an alarm blocks us (connection.blocked) rather than
+	 * silently not reading (librabbitmq adds its own capabilities).
+	 */
+	if (amq_op_begin(a, "the handshake") == -1)
+		return -1;
+	cap_e.key = amqp_cstring_bytes("connection.blocked");
+	cap_e.value.kind = AMQP_FIELD_KIND_BOOLEAN;
+	cap_e.value.value.boolean = 1;
+	caps.num_entries = 1;
+	caps.entries = &cap_e;
+	prop_e.key = amqp_cstring_bytes("capabilities");
+	prop_e.value.kind = AMQP_FIELD_KIND_TABLE;
+	prop_e.value.value.table = caps;
+	props.num_entries = 1;
+	props.entries = &prop_e;
+	r = amqp_login_with_properties(a->conn, a->cfg.vhost, 0, AMQ_FRAME_MAX, 0,
+	    &props, AMQP_SASL_METHOD_PLAIN, a->cfg.user, a->cfg.password);
+	rc = amq_connect_rest(a, r, user, what, sizeof(what));
+	if (amq_op_end(a) && !atomic_load(&a->stop)) {
+		amq_stalled_warn(a, "the handshake");
+		return -1;	/* the caller drops it */
+	}
+	if (rc == -1)
+		return -1;
+	a->up = true;
+	a->next_tag = 0;
+	a->unacked = 0;
+	a->failing = false;
+	a->blocked = false;
+	if (!a->stalled) {
+		/* Up again: a new failure is a new series, logged. */
+		a->backoff_ms = AMQ_BACKOFF_MIN_MS;
+		a->lastmsg[0] = '\0';
+		a->repeats = 0;
+	}
+	outbox_rewind(a->cur);
+	pthread_mutex_lock(&a->mu);
+	a->stats.connected = true;
+	pthread_mutex_unlock(&a->mu);
+	/* In a series of stalled connections: one line for the series. */
+	(a->stalled ? log_debug : log_info)("amqp: connected to broker %s%s vhost=\"%s\" "
+	    "user=\"%s\" exchange=\"%s\" routing_key=\"%s\" (publisher confirms)", a->who,
+	    a->cfg.tls ? " (TLS)" : "", a->cfg.vhost, user, a->cfg.exchange,
+	    a->cfg.routing_key);
+	return 0;
+}
+
+/* After the login (reply r): channel, exchange, confirms.  0 or -1. */
+static int
+amq_connect_rest(struct amq *a, amqp_rpc_reply_t r, const char *user, char *what,
+    size_t whatlen)
+{
 	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
 		/*
 		 * RabbitMQ closes with 403 ACCESS_REFUSED (or, for clients not
 		 * asking for it, just closes the socket) on a wrong user or
 		 * password: either way say who was refused by whom.
 		 */
-		snprintf(what, sizeof(what), "login refused for user \"%s\" on vhost \"%s\" "
+		snprintf(what, whatlen, "login refused for user \"%s\" on vhost \"%s\" "
 		    "(wrong user, password or vhost?)", user, a->cfg.vhost);
 		(void)amq_reply_ok(a, r, what);
 		return -1;
@@ -925,29 +1157,16 @@ amq_connect(struct amq *a)
 	amqp_exchange_declare(a->conn, AMQ_CHANNEL, amqp_cstring_bytes(a->cfg.exchange),
 	    amqp_cstring_bytes(a->cfg.exchange_type), 0, 1 /* durable */, 0, 0,
 	    amqp_empty_table);
-	snprintf(what, sizeof(what), "exchange.declare \"%s\" (%s, durable)",
+	snprintf(what, whatlen, "exchange.declare \"%s\" (%s, durable)",
 	    a->cfg.exchange, a->cfg.exchange_type);
 	if (amq_reply_ok(a, amqp_get_rpc_reply(a->conn), what) == -1)
 		return -1;
 	amqp_confirm_select(a->conn, AMQ_CHANNEL);
 	if (amq_reply_ok(a, amqp_get_rpc_reply(a->conn), "confirm.select") == -1)
 		return -1;
+	/* The parsed documents' channel (parsed_routing_key), confirmed too. */
 	if (amq_parsed_open(a) == -1)
 		return -1;
-	a->up = true;
-	a->next_tag = 0;
-	a->unacked = 0;
-	a->failing = false;
-	a->backoff_ms = AMQ_BACKOFF_MIN_MS;
-	a->lastmsg[0] = '\0';
-	a->repeats = 0;
-	outbox_rewind(a->cur);
-	pthread_mutex_lock(&a->mu);
-	a->stats.connected = true;
-	pthread_mutex_unlock(&a->mu);
-	log_info("amqp: connected to broker %s%s vhost=\"%s\" user=\"%s\" exchange=\"%s\" "
-	    "routing_key=\"%s\" (publisher confirms)", a->who, a->cfg.tls ? " (TLS)" : "",
-	    a->cfg.vhost, user, a->cfg.exchange, a->cfg.routing_key);
 	return 0;
 }
 
@@ -962,18 +1181,26 @@ amq_drop(struct amq *a, bool graceful)
 	if (a->conn != NULL) {
 		if (graceful && a->up) {
 			/* At shutdown: a hung broker holds the stop 2 s per call, not timeout. */
-			struct timeval tv = { 2, 0 };
+			struct timeval tv = { AMQ_CLOSE_MS / 1000, 0 };
 
 			(void)amqp_set_rpc_timeout(a->conn, &tv);
-			(void)amqp_channel_close(a->conn, AMQ_CHANNEL, AMQP_REPLY_SUCCESS);
-			(void)amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
+			pthread_mutex_lock(&a->mu);
+			a->op_closing = true;
+			pthread_mutex_unlock(&a->mu);
+			if (amq_op_begin(a, "closing") == 0) {
+				(void)amqp_channel_close(a->conn, AMQ_CHANNEL, AMQP_REPLY_SUCCESS);
+				(void)amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
+				(void)amq_op_end(a);
+			}
 		}
 		amqp_destroy_connection(a->conn);
 		a->conn = NULL;
 	}
 	if (a->up)
-		log_info("amqp: disconnected from broker %s", a->who);
+		(a->stalled ? log_debug : log_info)("amqp: disconnected from broker %s",
+		    a->who);
 	a->up = false;
+	a->blocked = false;
 	a->unacked = 0;
 	a->failing = false;
 	outbox_rewind(a->cur);
@@ -983,6 +1210,29 @@ amq_drop(struct amq *a, bool graceful)
 	pthread_mutex_unlock(&a->mu);
 	a->next_try_ms = amq_now_ms() + (uint64_t)a->backoff_ms;
 	a->backoff_ms = amq_backoff_next(a->backoff_ms);
+}
+
+/*
+ * The watchdog cut the connection during what: nothing sent or received for
+ * the timeout (or the stop).  Dropped; its window is published again on the
+ * next one, after the backoff, which a series of stalls keeps growing.
+ */
+static void
+amq_stalled(struct amq *a, const char *what)
+{
+	amq_stalled_warn(a, what);
+	amq_drop(a, false);
+}
+
+static void
+amq_stalled_warn(struct amq *a, const char *what)
+{
+	if (atomic_load(&a->stop))
+		return;		/* the stop cut it: nothing wrong */
+	a->stalled = true;
+	amq_warn(a, "amqp: broker %s stalled: nothing sent or received for %d s "
+	    "while %s (not reading: a memory or disk alarm?); reconnecting with "
+	    "backoff, the mail is kept", a->who, a->cfg.timeout, what);
 }
 
 /* The outbox met a transient error (the thread): pause publishing. */
@@ -1212,7 +1462,8 @@ amq_parsed_pump(struct amq *a)
 	pthread_mutex_lock(&a->mu);
 	ready = pd->lim_set;
 	pthread_mutex_unlock(&a->mu);
-	while (ready && a->up && pd->open && !pd->failing && !atomic_load(&a->stop) &&
+	while (ready && a->up && pd->open && !pd->failing && !a->blocked &&
+	    !atomic_load(&a->stop) &&
 	    amq_now_ms() >= pd->hold_until_ms && outbox_pending(pd->cur) < AMQ_WIN &&
 	    !outbox_full(pd->cur)) {
 		if (outbox_read(pd->cur, &l) <= 0)
@@ -1247,10 +1498,17 @@ amq_parsed_pump(struct amq *a)
 		}
 		body.bytes = (void *)l.line;
 		body.len = l.len;
+		/* Watched as the mails' publish is: a broker that stops reading is cut. */
+		if (amq_op_begin(a, "publishing a document") == -1)
+			return;		/* stopping: taken, not published (tag 0) */
 		rc = amqp_basic_publish(a->conn, AMQ_PCHANNEL,
 		    amqp_cstring_bytes(a->cfg.exchange),
 		    amqp_cstring_bytes(a->cfg.parsed_routing_key), 1 /* mandatory */, 0,
 		    &p, body);
+		if (amq_op_end(a)) {
+			amq_stalled(a, "publishing a document");
+			return;
+		}
 		if (rc != AMQP_STATUS_OK) {
 			amq_warn(a, "amqp: broker %s: publish failed: %s", a->who,
 			    amqp_error_string2(rc));

@@ -283,7 +283,11 @@ aw_free(struct aw *w)
 	free(w);
 }
 
-/* The outbox met a transient error: back off (it logs msg once per series). */
+/*
+ * The outbox met a transient error: back off.  msg (it names the outbox,
+ * "analysis: ...") is logged once per series: held is cleared before each
+ * try, hold_series only when a try gets through ("resumed").
+ */
 static void
 aw_hold(void *arg, const char *msg)
 {
@@ -292,6 +296,8 @@ aw_hold(void *arg, const char *msg)
 	/* Once per series (held is cleared before each try, hold_series on success). */
 	if (!w->hold_series)
 		log_warn("%s; retrying", msg);	/* msg names "analysis:" (the outbox's who) */
+	else
+		log_debug("%s; retrying", msg);
 	w->held = w->hold_series = true;
 }
 

@@ -74,6 +74,9 @@ static void	 render_family(struct evbuffer *, const struct metric_family *);
 static void	 http_cb(struct evhttp_request *, void *);
 static void	 adopt_cb(evutil_socket_t, short, void *);
 static void	 conn_forget(int);
+static bool	 conn_alive(int);
+static void	 conn_asked(struct evhttp_connection *);
+static int	 conn_victim(void);
 
 /* The daemon's families, in enum metric_id order. */
 static const double latency_buckets[] = {
@@ -168,13 +171,19 @@ static struct evhttp		*g_http;
  * whole-request deadline (its timeout is an idle one a client resets with a
  * byte) and no hook between accept and the connection: bev_cb() hands evhttp
  * each connection's bufferevent, holding a reference, and adopt_cb() right
- * after finds the evhttp_connection through it, refuses it past the cap or
- * when descriptors are short, else counts it until its close callback.
+ * after finds the evhttp_connection through it, refuses it when descriptors
+ * are short, else counts it until its close callback.  At the cap, a new
+ * connection takes the place of the oldest one that has not yet sent a whole
+ * request, from the address holding the most: idle connections (16 from one
+ * client, re-opened as they expire) cannot lock a scraper out, and a client
+ * hogging from one address evicts its own first.
  */
 struct mconn {
 	struct evhttp_connection *evcon;
 	struct bufferevent	*bev;	/* referenced: valid after evhttp frees evcon */
 	struct timespec		 start;
+	char			 addr[64];	/* the peer's numeric address */
+	bool			 asked;		/* a whole request came */
 };
 static struct event_base	*g_base;
 static struct evconnlistener	*g_lev;
@@ -185,7 +194,10 @@ static int			 g_nconn;
 static long			 g_fd_limit;	/* RLIMIT_NOFILE - the SMTP reserve */
 /* A flood can make these flap at will: logged once per series (log.h). */
 static struct log_series	 g_accept_series;	/* accept(2) out of descriptors */
-static struct log_series	 g_refuse_series;	/* past the cap or the reserve */
+static uint64_t			 g_refused;	/* since the last log line */
+static uint64_t			 g_evicted;	/* idle ones closed for new, since */
+static time_t			 g_press_t;	/* the last refusal or eviction (s) */
+#define METRICS_QUIET_S		60	/* without either: the series ended */
 
 struct metrics *
 metrics_new(void)
@@ -604,6 +616,7 @@ http_cb(struct evhttp_request *req, void *arg)
 		evhttp_send_error(req, HTTP_NOTFOUND, NULL);
 		return;
 	}
+	conn_asked(evhttp_request_get_connection(req));
 	if ((body = evbuffer_new()) == NULL || g_metrics == NULL ||
 	    metrics_render(g_metrics, body) == -1) {
 		if (body)
@@ -615,6 +628,52 @@ http_cb(struct evhttp_request *req, void *arg)
 	    "text/plain; version=0.0.4; charset=utf-8");
 	evhttp_send_reply(req, HTTP_OK, "OK", body);
 	evbuffer_free(body);
+}
+
+/* A whole request came on evcon: no longer one to evict for a newcomer. */
+static void
+conn_asked(struct evhttp_connection *evcon)
+{
+	for (int i = 0; i < g_nconn; i++)
+		if (g_conn[i].evcon == evcon) {
+			g_conn[i].asked = true;
+			break;
+		}
+}
+
+/* How many counted connections come from addr. */
+static int
+conn_count_addr(const char *addr)
+{
+	int n = 0;
+
+	for (int i = 0; i < g_nconn; i++)
+		n += strcmp(g_conn[i].addr, addr) == 0;
+	return n;
+}
+
+/*
+ * The cap is reached: the connection to close for a newcomer, the oldest
+ * not asked one of the address with the most; -1 when every one asked.
+ */
+static int
+conn_victim(void)
+{
+	int best = -1, bestn = 0, n;
+
+	for (int i = 0; i < g_nconn; i++) {
+		if (g_conn[i].asked || !conn_alive(i))
+			continue;
+		n = conn_count_addr(g_conn[i].addr);
+		if (best == -1 || n > bestn || (n == bestn &&
+		    (g_conn[i].start.tv_sec < g_conn[best].start.tv_sec ||
+		    (g_conn[i].start.tv_sec == g_conn[best].start.tv_sec &&
+		    g_conn[i].start.tv_nsec < g_conn[best].start.tv_nsec)))) {
+			best = i;
+			bestn = n;
+		}
+	}
+	return best;
 }
 
 /* A connection ended (evhttp frees it): forget it. */
@@ -679,6 +738,10 @@ adopt_cb(evutil_socket_t unused, short what, void *arg)
 	void *cbarg = NULL;
 	struct evhttp_connection *evcon;
 	evutil_socket_t fd = bufferevent_getfd(bev);
+	char *peer = NULL;
+	ev_uint16_t pport = 0;
+	struct timespec now;
+	int v;
 
 	/* evhttp's error callback is set while it owns the connection. */
 	bufferevent_getcb(bev, NULL, NULL, &ecb, &cbarg);
@@ -687,21 +750,45 @@ adopt_cb(evutil_socket_t unused, short what, void *arg)
 		return;
 	}
 	log_series_end(&g_accept_series, LOG_LVL_INFO, "metrics accepting connections again");
+	evhttp_connection_get_peer(evcon, &peer, &pport);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (g_nconn >= METRICS_CONN_MAX && (g_fd_limit <= 0 || (long)fd < g_fd_limit) &&
+	    (v = conn_victim()) != -1) {
+		g_press_t = now.tv_sec;
+		if (g_evicted++ == 0)
+			log_warn("metrics: %d connections open (at most %d): closing the "
+			    "oldest idle one, from %s, for one from %s", g_nconn,
+			    METRICS_CONN_MAX, g_conn[v].addr, peer != NULL ? peer : "?");
+		evhttp_connection_set_closecb(g_conn[v].evcon, NULL, NULL);
+		evhttp_connection_free(g_conn[v].evcon);
+		conn_forget(v);
+	}
 	if (g_nconn >= METRICS_CONN_MAX || (g_fd_limit > 0 && (long)fd >= g_fd_limit)) {
-		log_series(&g_refuse_series, LOG_LVL_WARN, "metrics refusing connections: "
-		    "%d open (at most %d), descriptor %ld of %ld usable", g_nconn,
-		    METRICS_CONN_MAX, (long)fd, g_fd_limit);
+		g_press_t = now.tv_sec;
+		if (g_refused++ == 0)
+			log_warn("metrics refusing connections: %d open (at most %d), "
+			    "descriptor %ld of %ld usable", g_nconn, METRICS_CONN_MAX,
+			    (long)fd, g_fd_limit);
 		evhttp_connection_free(evcon);
 		bufferevent_decref(bev);
 		return;
 	}
-	if (g_nconn < METRICS_CONN_MAX / 2)
-		log_series_end(&g_refuse_series, LOG_LVL_INFO, "metrics accepting connections: "
-		    "refusals over");
+	/* A client re-opening its hog as it expires is one series, not one a minute. */
+	if ((g_refused > 0 || g_evicted > 0) && g_nconn < METRICS_CONN_MAX / 2 &&
+	    now.tv_sec - g_press_t >= METRICS_QUIET_S) {
+		log_info("metrics accepting connections: %llu refused, %llu idle ones "
+		    "closed for new ones", (unsigned long long)g_refused,
+		    (unsigned long long)g_evicted);
+		g_refused = 0;
+		g_evicted = 0;
+	}
 	/* Our reference is kept until the close callback (or tick_cb sees it gone). */
 	g_conn[g_nconn].evcon = evcon;
 	g_conn[g_nconn].bev = bev;
 	clock_gettime(CLOCK_MONOTONIC, &g_conn[g_nconn].start);
+	snprintf(g_conn[g_nconn].addr, sizeof(g_conn[g_nconn].addr), "%s",
+	    peer != NULL ? peer : "");
+	g_conn[g_nconn].asked = false;
 	g_nconn++;
 	evhttp_connection_set_closecb(evcon, conn_close_cb, NULL);
 }

@@ -38,7 +38,7 @@ struct metric_family;
 #define METRICS_BUCKETS_MAX	16
 #define METRICS_REQUEST_MAX	8192	/* request line and headers, bytes */
 #define METRICS_TIMEOUT_S	5	/* a connection's whole life: no slow loris */
-#define METRICS_CONN_MAX	16	/* connections at once; past it, closed at once */
+#define METRICS_CONN_MAX	16	/* connections at once; past it, an idle one or the new one closed */
 #define METRICS_ACCEPT_PAUSE_S	1	/* no accepting after EMFILE/ENFILE */
 #define METRICS_FD_RESERVE	64	/* the SMTP listener's reserve (listener.c FD_RESERVE) */
 

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 import unittest
@@ -20,7 +21,7 @@ from harness import HOST, Collector, CollectorTestCase, free_port, sha256_hex
 from fixtures.hpfeeds import CHAN, Broker, feed_cfg, mail
 from fixtures.prometheus import Prometheus, get, parse
 from fixtures.spamtrap import RECEIVED_MANY, RECEIVED_ONE, spamtrap_sender
-from fixtures import rabbitmq
+from fixtures import fakeamqp, rabbitmq
 
 
 def payload_bytes(p):
@@ -28,6 +29,99 @@ def payload_bytes(p):
     if "raw_b64" in p:
         return base64.b64decode(p["raw_b64"])
     return p["msg"].encode("utf-8")
+
+
+def big_mail(n=6000000):
+    """A mail of about n bytes of random hex in 900-byte lines: its publish
+    cannot fit in the socket buffers of a broker that does not read."""
+    body = b"Subject: big\r\n\r\n" + os.urandom(n // 2).hex().encode()
+    return b"\r\n".join(body[i:i + 900] for i in range(0, len(body), 900)) + b"\r\n"
+
+
+def unread(broker):
+    """Bytes the stand-in broker's connections hold unread (FIONREAD)."""
+    import fcntl
+    import struct
+    import termios
+    n = 0
+    for c in list(broker.conns):
+        try:
+            n += struct.unpack("i", fcntl.ioctl(c.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+        except OSError:
+            pass
+    return n
+
+
+class StalledBroker(CollectorTestCase):
+    """A broker that stops reading (RabbitMQ under a memory or disk alarm):
+    every send of the publisher thread has a deadline, SIGTERM is honoured
+    at once (fixtures/fakeamqp.py; no rabbitmq-server needed)."""
+
+    autostart = False
+
+    def setUp(self):
+        super().setUp()
+        self.broker = None
+
+    def tearDown(self):
+        if self.broker is not None:
+            self.broker.close()
+        super().tearDown()
+
+    def start(self, mode, **kw):
+        self.broker = fakeamqp.StallBroker(mode)
+        a = {"host": HOST, "port": self.broker.port, "user": "u", "password": "p",
+             "exchange": "x", "routing_key": "k", "timeout": 30}
+        a.update(kw)
+        self.c = Collector(self.tmpdir, config={"amqp": a})
+        self.c.start()
+        self.wait(lambda: self.broker.handshakes >= 1, 20, "the handshake")
+
+    def wait(self, pred, timeout, what):
+        end = time.time() + timeout * self.slow
+        while time.time() < end:
+            if pred():
+                return
+            time.sleep(0.1)
+        raise AssertionError("%s not reached within %ss\ncollector:\n%s"
+                             % (what, timeout, self.c.stderr_tail()))
+
+    def sigterm_exits_within(self, seconds):
+        t0 = time.time()
+        self.c.signal(signal.SIGTERM)
+        while self.c.running and time.time() - t0 < seconds * self.slow:
+            time.sleep(0.05)
+        took = time.time() - t0
+        self.assertFalse(self.c.running, "still running %.0f s after SIGTERM:\n%s"
+                         % (took, self.c.stderr_tail()))
+        self.assertEqual(self.c.stop(), 0)
+
+    def test_sigterm_while_a_publish_is_blocked_exits_promptly(self):
+        # timeout 30: the stop must not wait for any deadline
+        self.start("stall")
+        self.send_mail(big_mail())
+        # the publish started and the broker does not read it
+        self.wait(lambda: unread(self.broker) > 0, 20, "the publish under way")
+        self.sigterm_exits_within(5)
+
+    def test_sigterm_during_a_hung_handshake_exits_promptly(self):
+        # the login waits for the broker's answer (bounded by timeout: 30 s)
+        self.start("mute")
+        self.sigterm_exits_within(5)
+
+    def test_connection_blocked_declared_logged_publishing_paused(self):
+        self.start("blocked")
+        self.assertIn(b"connection.blocked", self.broker.capabilities)
+        self.wait(lambda: "low on disk" in self.c.stderr_text(), 20, "the block logged")
+        lines = [l for l in self.c.stderr_text().splitlines() if "low on disk" in l]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("blocked", lines[0])
+        self.assertIn("127.0.0.1:%d" % self.broker.port, lines[0])
+        # blocked: the mail is kept, not sent into a socket nobody reads
+        self.send_mail(big_mail(600000))
+        time.sleep(1)
+        self.assertEqual(unread(self.broker), 0)
+        self.sigterm_exits_within(5)
 
 
 @unittest.skipUnless(rabbitmq.available(), "needs rabbitmq-server (Debian package) and root")
@@ -209,6 +303,33 @@ class Durability(AMQPCase):
         self.rabbit.start()
         self.wait_for(lambda: set(shas) <= self.consumed_shas(), 90, "all 800 consumed")
         self.assertIn("disconnected from broker", self.c.stderr_text())
+
+    def test_stalled_broker_dropped_reconnected_then_everything_delivered(self):
+        # A broker that stops reading (fixtures/fakeamqp.py) on the configured
+        # address; later the real one behind the same address.
+        self.consumer.declare()
+        stall = fakeamqp.StallBroker("stall")
+        try:
+            self.start(port=stall.port, timeout=2)
+            body = big_mail()
+            self.send_mail(body)
+            shas = [sha256_hex(body)] + self.send_many([mail(i) for i in range(5)])
+            # each stalled connection is cut after the timeout (2 s without
+            # progress) and opened again after a growing backoff
+            self.wait_for(lambda: stall.handshakes >= 3, 40, "two reconnections")
+            # the backoff grows over the series (1 s, 2 s, ... after each 2 s stall)
+            t = stall.times
+            self.assertGreater(t[2] - t[1], t[1] - t[0] + 0.5, t)
+            lines = [l for l in self.c.stderr_text().splitlines() if " stalled: nothing sent" in l]
+            self.assertEqual(len(lines), 1, lines)
+            self.assertIn("127.0.0.1:%d" % stall.port, lines[0])
+            self.assertTrue(self.c.running)
+            # the alarm clears: the same address reaches the real broker
+            stall.forward(self.rabbit.port)
+            self.wait_for(lambda: set(shas) <= self.consumed_shas(), 90,
+                          "every mail published once the broker reads again")
+        finally:
+            stall.close()
 
     def test_wrong_credentials_clear_error_bounded_retries_mail_kept(self):
         self.consumer.declare()

@@ -245,6 +245,37 @@ class AnalysisDaemon(CollectorTestCase):
         self.assertEqual(self.guard(), [])
         self.assertTrue(self.c.running)
 
+    @with_config({"analysis": {"enabled": False}})
+    def test_unreadable_message_held_logged_once_per_series(self):
+        # A .eml the worker cannot read (a directory in its place: EISDIR) holds
+        # it, retried every second, the cursor unmoved: one warning for the
+        # series, one "resumed" when it reads again.
+        body, _ = mixed_mail(3)
+        cl, qid = self.send_mail(body)
+        self.c.wait_event("fosr.mail.received", lambda e: e.get("queue_id") == qid)
+        self.assertEqual(self.c.stop(), 0)
+        p = self.c.message_path(sha256(body))
+        os.rename(p, p + ".aside")
+        os.mkdir(p)
+        self.c.config["analysis"]["enabled"] = True
+        with open(self.c.config_path, "w") as f:
+            f.write(harness.to_yaml(self.c.config))
+        self.c.start()
+        held = lambda: [l for l in self.c.stderr_text().splitlines()
+                        if "analysis:" in l and "Is a directory; retrying" in l]
+        end = time.time() + 20 * self.slow
+        while not held() and time.time() < end:
+            time.sleep(0.05)
+        self.assertTrue(held(), self.c.stderr_tail())
+        # the worker retries once a second (AW_HOLD_MS): three retries or more
+        time.sleep(3.5)
+        self.assertEqual(self.parsed(), [])
+        os.rmdir(p)
+        os.rename(p + ".aside", p)
+        self.wait_parsed([sha256(body)])
+        self.assertEqual(len(held()), 1, held())
+        self.assertEqual(self.c.stderr_text().count("analysis: resumed"), 1)
+
     def test_bomb_does_not_stop_the_worker(self):
         bomb = bomb_mail()
         self.send_mail(bomb)

@@ -320,12 +320,68 @@ class MetricsAbuseTests(MetricsCase):
     def test_connection_cap(self):
         # 40 idle connections: at most METRICS_CONN_MAX (16) stay open, the
         # rest are closed at once; a scrape still gets through
-        base = fd_count(self.c.pid)
         self.socks = open_idle(self.mport, 40)
         self.assertEqual(len(self.socks), 40)
         wait_until(lambda: sum(closed_by_peer(s) for s in self.socks) >= 24, 5 * self.slow)
-        self.assertLessEqual(fd_count(self.c.pid) - base, 16)
+        # the metrics connections the daemon holds (its descriptor count also
+        # has the CA bundle read at start, sometimes still open here under load)
+        self.assertLessEqual(self.held(), 16)
         self.assertGreaterEqual(sum(closed_by_peer(s) for s in self.socks), 24)
+
+    def held(self):
+        """Connections to the metrics port the daemon holds (accepted, open)."""
+        mine = harness._socket_inodes(self.c.pid)
+        n = 0
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                w = line.split()
+                if (int(w[1].split(":")[1], 16) == self.mport and w[3] == "01"
+                        and w[9] in mine):
+                    n += 1
+        return n
+
+    def hog_and_scrape(self, source):
+        """A client at source keeps 16 (METRICS_CONN_MAX) idle connections
+        open, each reopened as soon as it is closed, for 4 s; meanwhile a
+        scraper at 127.0.0.1 scrapes every 0.2 s.  (answered, tried)."""
+        hogs = []
+
+        def top_up():
+            hogs[:] = [h for h in hogs if not closed_by_peer(h) or h.close()]
+            while len(hogs) < 16:
+                h = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                h.settimeout(5)
+                h.bind((source, 0))
+                h.connect((HOST, self.mport))
+                hogs.append(h)
+                self.socks.append(h)
+            return True
+        ok = tried = 0
+        end = time.time() + 4
+        while time.time() < end:
+            # the hog's 16 connections are in (the daemon holds them) before the scrape
+            self.assertTrue(wait_until(lambda: top_up() and self.held() >= 16,
+                                       5 * self.slow), "%d held" % self.held())
+            tried += 1
+            try:
+                st, _, _ = self.scrape()
+                ok += st == 200
+            except OSError:
+                pass
+            time.sleep(0.2)
+        return ok, tried
+
+    def test_one_address_idle_connections_do_not_lock_out_scrapes(self):
+        # the attack review's metrics_hog.py: 0 of 66 scrapes answered
+        ok, tried = self.hog_and_scrape("127.0.0.2")
+        self.assertEqual(ok, tried, "%d of %d scrapes answered" % (ok, tried))
+        self.assertGreater(tried, 5)
+        # one warning for the series, however often the hog re-opens
+        self.assertEqual(self.c.stderr_text().count("closing the oldest idle"), 1)
+
+    def test_same_address_idle_connections_do_not_lock_out_scrapes(self):
+        ok, tried = self.hog_and_scrape(HOST)
+        self.assertEqual(ok, tried, "%d of %d scrapes answered" % (ok, tried))
 
     def test_slowloris_deadline(self):
         # one header byte a second resets an idle timeout forever; the whole
