@@ -114,7 +114,7 @@ void	analysis_result_free(struct analysis_result *);
 
 /*
  * The same fields written into jb, an object the caller has opened (e.g. by
- * evlog_begin() for a fosr.mail.parsed event); res gets everything but json.
+ * log_event_begin() for a fosr.mail.parsed event); res gets everything but json.
  */
 int	analysis_fields(struct analysis *a, const unsigned char *eml, size_t len,
 	    const char *sha256, struct campaigns *cp, struct jbuf *jb,

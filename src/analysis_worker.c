@@ -474,7 +474,7 @@ aw_one(struct aw *w)
 		goto written;
 	}
 	memset(&res, 0, sizeof(res));
-	evlog_begin(&w->jb, "fosr.mail.parsed", NULL);
+	log_event_begin(&w->jb, "fosr.mail.parsed", NULL);
 	jb_kcstr(&w->jb, "sha256", w->msg.sha);
 	jb_kuint(&w->jb, "size", w->msg.size);
 	/* A rule kept the mail off the outputs: its document too (hpfeeds, AMQP). */
@@ -499,10 +499,10 @@ aw_one(struct aw *w)
 	if (!stored)
 		log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: mail %s: attachments not "
 		    "all stored: %s", w->msg.sha, strerror(errno));
-	evlog_message(&w->jb, "Mail %s analysed: %u attachments, %u URLs, campaign %llu",
+	log_event_message(&w->jb, "Mail %s analysed: %u attachments, %u URLs, campaign %llu",
 	    w->msg.sha, res.nattachments, res.nurls, (unsigned long long)res.campaign);
 	/* Closes the object and ends the line: the same bytes go to both. */
-	evlog_emit(&w->jb);
+	log_event_emit(&w->jb);
 	analysis_result_free(&res);
 	if (aw_parsed_append(w) == -1)
 		goto hold;
@@ -858,7 +858,7 @@ aw_guard_abandon(struct aw *w)
 {
 	log_warn("analysis: mail %s abandoned: the daemon stopped %u times while "
 	    "analysing it", w->msg.sha, w->guard_n);
-	evlog_begin(&w->jb, "fosr.mail.parsed", NULL);
+	log_event_begin(&w->jb, "fosr.mail.parsed", NULL);
 	jb_kcstr(&w->jb, "sha256", w->msg.sha);
 	jb_kuint(&w->jb, "size", w->msg.size);
 	/* the objects every fosr.mail.parsed has (etc/events.schema.json), empty */
@@ -896,7 +896,7 @@ aw_guard_abandon(struct aw *w)
 	jb_arr_close(&w->jb);
 	jb_obj_close(&w->jb);
 	jb_obj_close(&w->jb);
-	evlog_message(&w->jb, "Mail %s not analysed: the daemon stopped %u times "
+	log_event_message(&w->jb, "Mail %s not analysed: the daemon stopped %u times "
 	    "while analysing it", w->msg.sha, w->guard_n);
-	evlog_emit(&w->jb);
+	log_event_emit(&w->jb);
 }

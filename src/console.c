@@ -850,7 +850,7 @@ console_main(struct cfg *cfg, bool test_mode)
 		    "in the configuration\n");
 		return 1;
 	}
-	if (evlog_open(cfg->event_log, cfg->sensor[0] ? cfg->sensor : "console", err,
+	if (log_event_open(cfg->event_log, cfg->sensor[0] ? cfg->sensor : "console", err,
 	    sizeof(err)) == -1)
 		printf("warning: event log: %s (sends will not be logged there)\n", err);
 	if (con_load(&c) == -1)
@@ -928,6 +928,6 @@ console_main(struct cfg *cfg, bool test_mode)
 	}
 	free(c.items);
 	free(c.view);
-	evlog_close();
+	log_event_close();
 	return 0;
 }

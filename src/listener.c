@@ -314,11 +314,11 @@ refuse(struct listeners *ls, const struct lsock *l, int fd, enum persona_reply i
 		(void)!send(fd, line, n + 2, MSG_DONTWAIT | MSG_NOSIGNAL);
 	close(fd);
 	jb_init(&jb);
-	evlog_begin(&jb, "fosr.session.refused", NULL);
+	log_event_begin(&jb, "fosr.session.refused", NULL);
 	jb_kcstr(&jb, "src_ip", ip);
 	jb_kcstr(&jb, "reason", why);
-	evlog_message(&jb, "Connection refused: %s (%s)", ip, why);
-	evlog_emit(&jb);
+	log_event_message(&jb, "Connection refused: %s (%s)", ip, why);
+	log_event_emit(&jb);
 	jb_free(&jb);
 }
 

@@ -39,8 +39,8 @@ struct dq {
 static void	 log_vlog(enum log_level, const char *, va_list)
 		    __attribute__((format(printf, 2, 0)));
 static size_t	 esc_token(unsigned char, char *);
-static int	 evlog_openfd(const char *);
-static void	 evlog_write(const char *, size_t);
+static int	 log_event_openfd(const char *);
+static void	 log_event_write(const char *, size_t);
 static bool	 log_deferring(void);
 static void	 dq_add(struct dq *, int, const char *, size_t);
 static void	 dq_flush(struct dq *, int);
@@ -149,7 +149,7 @@ log_flush(void)
 		size_t len = dq_ev.len;
 
 		dq_ev.len = 0;
-		evlog_write(dq_ev.buf, len);
+		log_event_write(dq_ev.buf, len);
 	}
 	dq_flush(&dq_text, STDERR_FILENO);
 }
@@ -482,7 +482,7 @@ log_escape(char *dst, size_t dstlen, const void *src, size_t len)
 
 /* Open path for appending events; returns the fd or -1 (errno set). */
 static int
-evlog_openfd(const char *path)
+log_event_openfd(const char *path)
 {
 	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 }
@@ -493,7 +493,7 @@ evlog_openfd(const char *path)
  * filled.
  */
 int
-evlog_open(const char *path, const char *sensor, char *err, size_t errlen)
+log_event_open(const char *path, const char *sensor, char *err, size_t errlen)
 {
 	int fd;
 
@@ -507,11 +507,11 @@ evlog_open(const char *path, const char *sensor, char *err, size_t errlen)
 		snprintf(err, errlen, "event log path too long");
 		return -1;
 	}
-	evlog_close();
+	log_event_close();
 	memcpy(ev_sensor, sensor, strlen(sensor) + 1);
 	if (path == NULL || *path == '\0')
 		return 0;
-	if ((fd = evlog_openfd(path)) == -1) {
+	if ((fd = log_event_openfd(path)) == -1) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
@@ -527,14 +527,14 @@ evlog_open(const char *path, const char *sensor, char *err, size_t errlen)
  * a closed descriptor.  On failure the old file stays in use.
  */
 void
-evlog_reopen(void)
+log_event_reopen(void)
 {
 	int fd;
 
 	if (ev_fd == -1)
 		return;
 	log_flush();
-	if ((fd = evlog_openfd(ev_path)) == -1) {
+	if ((fd = log_event_openfd(ev_path)) == -1) {
 		log_warn("event log %s: reopen: %s", ev_path, strerror(errno));
 		return;
 	}
@@ -545,7 +545,7 @@ evlog_reopen(void)
 
 /* Close the event log; later events are discarded. */
 void
-evlog_close(void)
+log_event_close(void)
 {
 	log_flush();
 	if (ev_fd != -1)
@@ -559,7 +559,7 @@ evlog_close(void)
  * NULL) session, src_ip, src_port, dst_ip, dst_port, protocol, then sensor.
  */
 void
-evlog_begin(struct jbuf *jb, const char *eventid, const struct event_conn *conn)
+log_event_begin(struct jbuf *jb, const char *eventid, const struct event_conn *conn)
 {
 	char ts[40], sid[20];
 
@@ -585,7 +585,7 @@ evlog_begin(struct jbuf *jb, const char *eventid, const struct event_conn *conn)
 
 /* The event's "message": a bounded human line (log.h). */
 void
-evlog_message(struct jbuf *jb, const char *fmt, ...)
+log_event_message(struct jbuf *jb, const char *fmt, ...)
 {
 	char buf[1024];
 	va_list ap;
@@ -608,7 +608,7 @@ evlog_message(struct jbuf *jb, const char *fmt, ...)
  * newline included) so a caller can mirror it elsewhere.
  */
 void
-evlog_emit(struct jbuf *jb)
+log_event_emit(struct jbuf *jb)
 {
 	jb_obj_close(jb);
 	jb_put(jb, "\n", 1);
@@ -618,12 +618,12 @@ evlog_emit(struct jbuf *jb)
 		dq_add(&dq_ev, ev_fd, jb->buf, jb->len);
 		return;
 	}
-	evlog_write(jb->buf, jb->len);
+	log_event_write(jb->buf, jb->len);
 }
 
 /* Write event lines to the event log; a failure is warned about once per series. */
 static void
-evlog_write(const char *p, size_t len)
+log_event_write(const char *p, size_t len)
 {
 	if (ev_fd == -1)
 		return;

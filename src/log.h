@@ -92,26 +92,26 @@ struct event_conn {
 };
 
 /* Open (append, create 0640) the event log; NULL path or "" disables it. */
-int	evlog_open(const char *path, const char *sensor, char *err, size_t errlen);
+int	log_event_open(const char *path, const char *sensor, char *err, size_t errlen);
 /* Reopen the same path (SIGHUP, for logrotate).  Logs a warning on failure. */
-void	evlog_reopen(void);
-void	evlog_close(void);
+void	log_event_reopen(void);
+void	log_event_close(void);
 
 /*
  * Start an event in jb: opens the object and writes eventid, timestamp (ISO
  * 8601 UTC with microseconds), session, src/dst, protocol and sensor.  The
- * caller adds its fields and calls evlog_emit(), which closes the object,
+ * caller adds its fields and calls log_event_emit(), which closes the object,
  * appends a newline and writes the line in one write(2).  conn may be NULL
  * for events outside a session.
  */
-void	evlog_begin(struct jbuf *jb, const char *eventid, const struct event_conn *conn);
-void	evlog_emit(struct jbuf *jb);
+void	log_event_begin(struct jbuf *jb, const char *eventid, const struct event_conn *conn);
+void	log_event_emit(struct jbuf *jb);
 /*
  * The event's human "message" (Cowrie's convention: one line a person reads
  * in Kibana), formatted into a bounded buffer (cut at 1 KiB) and written
  * with jb_str, so attacker bytes in it are escaped like every other field.
  */
-void	evlog_message(struct jbuf *jb, const char *fmt, ...)
+void	log_event_message(struct jbuf *jb, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3)));
 
 /* Current time as ISO 8601 UTC with microseconds: "2026-11-27T04:35:30.123456Z". */

@@ -524,7 +524,7 @@ open_outputs(struct fosr *f, bool test_mode)
 	struct spool_opts so;
 	char err[1024];
 
-	if (evlog_open(f->cfg.event_log, f->cfg.sensor[0] ? f->cfg.sensor : f->hostname,
+	if (log_event_open(f->cfg.event_log, f->cfg.sensor[0] ? f->cfg.sensor : f->hostname,
 	    err, sizeof(err)) == -1)
 		fatalx("event log: %s", err);
 	memset(&so, 0, sizeof(so));
@@ -626,12 +626,12 @@ announce(struct fosr *f, const struct sandbox_opts *sbx)
 	    FOSR_VERSION, f->hostname, smtp_server_persona(f->srv)->name, f->cfg.spool_dir,
 	    listener_describe(f->ls));
 	jb_init(&jb);
-	evlog_begin(&jb, "fosr.collector.start", NULL);
+	log_event_begin(&jb, "fosr.collector.start", NULL);
 	jb_kcstr(&jb, "version", FOSR_VERSION);
 	jb_kcstr(&jb, "listeners", listener_describe(f->ls));
-	evlog_message(&jb, "fosr-collector %s started: %s", FOSR_VERSION,
+	log_event_message(&jb, "fosr-collector %s started: %s", FOSR_VERSION,
 	    listener_describe(f->ls));
-	evlog_emit(&jb);
+	log_event_emit(&jb);
 	jb_free(&jb);
 
 	/* From here the loop's log lines and events are written once per pass. */
@@ -659,11 +659,11 @@ teardown(struct fosr *f)
 	spool_free(f->spool);
 	metrics_shutdown();
 	jb_init(&jb);
-	evlog_begin(&jb, "fosr.collector.stop", NULL);
-	evlog_message(&jb, "fosr-collector %s stopped", FOSR_VERSION);
-	evlog_emit(&jb);
+	log_event_begin(&jb, "fosr.collector.stop", NULL);
+	log_event_message(&jb, "fosr-collector %s stopped", FOSR_VERSION);
+	log_event_emit(&jb);
 	jb_free(&jb);
-	evlog_close();
+	log_event_close();
 	event_free(f->sig_term);
 	event_free(f->sig_int);
 	event_free(f->sig_hup);
@@ -818,7 +818,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 
 	if (sig == SIGHUP) {
 		log_info("SIGHUP: reopening the event log");
-		evlog_reopen();
+		log_event_reopen();
 		relay_reload_rules(f->relay);
 		if (f->cfg.auth_outcome == AUTH_OUTCOME_POLICY) {
 			char err[512];

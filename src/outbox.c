@@ -475,14 +475,14 @@ message_missing(struct outbox_cursor *c, const char *path, const char *sha)
 	log_warn("%s: message=%s is gone (%s): channel %s skips it, it will "
 	    "never be published", c->ob->who, path, strerror(ENOENT), c->name);
 	jb_init(&jb);
-	evlog_begin(&jb, "fosr.output.skipped", NULL);
+	log_event_begin(&jb, "fosr.output.skipped", NULL);
 	jb_kcstr(&jb, "output", c->ob->who);
 	jb_kcstr(&jb, "channel", c->name);
 	jb_kcstr(&jb, "sha256", sha);
 	jb_kcstr(&jb, "reason", "message file missing");
-	evlog_message(&jb, "%s channel %s skips %s: message file missing", c->ob->who, c->name,
+	log_event_message(&jb, "%s channel %s skips %s: message file missing", c->ob->who, c->name,
 	    sha);
-	evlog_emit(&jb);
+	log_event_emit(&jb);
 	jb_free(&jb);
 }
 

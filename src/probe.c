@@ -56,7 +56,7 @@ probe_rule_event_conn(const struct event_conn *c, const char *sha256, const char
 
 	metrics_inc(M_RULE_MATCHES, d->rule, rules_stage_name(st));
 	jb_init(&jb);
-	evlog_begin(&jb, "fosr.rule.match", c);
+	log_event_begin(&jb, "fosr.rule.match", c);
 	jb_kcstr(&jb, "stage", rules_stage_name(st));
 	jb_kcstr(&jb, "rule", d->rule);
 	if (d->tag[0])
@@ -77,9 +77,9 @@ probe_rule_event_conn(const struct event_conn *c, const char *sha256, const char
 		jb_raw(&jb, d->evidence, strlen(d->evidence));
 	else
 		jb_raw(&jb, "[]", 2);
-	evlog_message(&jb, "Rule %s matched at %s%s%s", d->rule, rules_stage_name(st),
+	log_event_message(&jb, "Rule %s matched at %s%s%s", d->rule, rules_stage_name(st),
 	    d->relay ? ": relay" : "", d->publish ? "" : ", not published");
-	evlog_emit(&jb);
+	log_event_emit(&jb);
 	jb_free(&jb);
 	{
 		char erule[256], etag[256];

@@ -798,7 +798,7 @@ relay_event_begin(struct relay_job *j, struct jbuf *jb, const char *id)
 	struct event_conn c;
 
 	record_conn(j->rec, &c);
-	evlog_begin(jb, id, &c);
+	log_event_begin(jb, id, &c);
 	jb_kcstr(jb, "sha256", j->rec->sha256);
 	jb_kcstr(jb, "queue_id", j->rec->queue_id);
 	jb_kcstr(jb, "source", j->source);
@@ -849,8 +849,8 @@ relay_decision_event(struct relay_job *j, const char *verdict, const char *reaso
 		jb_kbool(&jb, "seen_sha256", u->seen_sha256);
 		jb_obj_close(&jb);
 	}
-	evlog_message(&jb, "Relay decision for %s: %s (%s)", j->rec->queue_id, verdict, reason);
-	evlog_emit(&jb);
+	log_event_message(&jb, "Relay decision for %s: %s (%s)", j->rec->queue_id, verdict, reason);
+	log_event_emit(&jb);
 	jb_free(&jb);
 	{
 		/* The reason may quote a recipient (never_relay): escaped like any attacker byte. */
@@ -967,8 +967,8 @@ relay_finish(struct relay_job *j, const char *status, const char *why)
 	jb_kcstr(&ev, "reason", why);
 	jb_kcstr(&ev, "rule", j->dec.rule);
 	jb_kcstr(&ev, "relay_queue_id", j->qid);
-	evlog_message(&ev, "Relay of %s %s: %s", j->rec->queue_id, status, why);
-	evlog_emit(&ev);
+	log_event_message(&ev, "Relay of %s %s: %s", j->rec->queue_id, status, why);
+	log_event_emit(&ev);
 	jb_free(&ev);
 	{
 		/* why may hold a recipient's domain (DNS errors) or an MX's words. */

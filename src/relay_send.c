@@ -451,12 +451,12 @@ relay_attempt_json(struct relay_job *j, const char *host, const char *ip, int po
 	}
 	jb_obj_close(&j->outcome);
 	if (res && res->reply[0])
-		evlog_message(&ev, "Relay attempt for %s to %s [%s]: %s: %s", j->target_rcpt, host,
-		    ip, status, res->reply);
+		log_event_message(&ev, "Relay attempt for %s to %s [%s]: %s: %s",
+		    j->target_rcpt, host, ip, status, res->reply);
 	else
-		evlog_message(&ev, "Relay attempt for %s to %s%s%s%s: %s", j->target_rcpt, host,
-		    ip[0] ? " [" : "", ip, ip[0] ? "]" : "", status);
-	evlog_emit(&ev);
+		log_event_message(&ev, "Relay attempt for %s to %s%s%s%s: %s",
+		    j->target_rcpt, host, ip[0] ? " [" : "", ip, ip[0] ? "]" : "", status);
+	log_event_emit(&ev);
 	jb_free(&ev);
 	{
 		/* The recipient, the MX name and its reply all come from the outside. */

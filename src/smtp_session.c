@@ -420,7 +420,7 @@ smtp_event_base(struct smtp_session *s, struct jbuf *jb, const char *eventid)
 		.dst_ip = s->dst_ip, .dst_port = s->dst_port, .protocol = "smtp",
 	};
 
-	evlog_begin(jb, eventid, &c);
+	log_event_begin(jb, eventid, &c);
 	if (s->client_name[0] != '\0')
 		jb_kcstr(jb, "client_name", s->client_name);
 }
@@ -496,9 +496,9 @@ smtp_session_start(struct smtp_session *s)
 	smtp_event_base(s, &jb, "fosr.session.connect");
 	jb_kcstr(&jb, "listener", s->listener->name);
 	jb_kcstr(&jb, "tls_mode", cfg_tls_mode_name(s->listener->tls));
-	evlog_message(&jb, "New connection: %s:%d (%s:%d) [session: %016llx]", s->src_ip,
+	log_event_message(&jb, "New connection: %s:%d (%s:%d) [session: %016llx]", s->src_ip,
 	    s->src_port, s->dst_ip, s->dst_port, (unsigned long long)s->id);
-	evlog_emit(&jb);
+	log_event_emit(&jb);
 	jb_free(&jb);
 	log_info("%016llx smtp connected address=%s port=%d listener=%s",
 	    (unsigned long long)s->id, s->src_ip, s->src_port, s->listener->name);
@@ -705,8 +705,8 @@ smtp_banner(struct smtp_session *s)
 		jb_init(&jb);
 		smtp_event_base(s, &jb, "fosr.session.refused");
 		jb_kcstr(&jb, "reason", s->refuse_why);
-		evlog_message(&jb, "Connection refused: %s (%s)", s->src_ip, s->refuse_why);
-		evlog_emit(&jb);
+		log_event_message(&jb, "Connection refused: %s (%s)", s->src_ip, s->refuse_why);
+		log_event_emit(&jb);
 		jb_free(&jb);
 		smtp_close(s, "refused");
 		return;
@@ -1046,9 +1046,10 @@ smtp_free(struct smtp_session *s)
 				jb_cstr(&jb, anomaly_names[i].name);
 		jb_arr_close(&jb);
 	}
-	evlog_message(&jb, "Connection lost after %lld ms (%s), %u mail%s", (long long)(dur * 1000.0),
-	    s->close_reason[0] ? s->close_reason : "quit", s->nmails, s->nmails == 1 ? "" : "s");
-	evlog_emit(&jb);
+	log_event_message(&jb, "Connection lost after %lld ms (%s), %u mail%s",
+	    (long long)(dur * 1000.0), s->close_reason[0] ? s->close_reason : "quit",
+	    s->nmails, s->nmails == 1 ? "" : "s");
+	log_event_emit(&jb);
 	jb_free(&jb);
 	log_info("%016llx smtp disconnected reason=%s mails=%u duration=%.3f",
 	    (unsigned long long)s->id, s->close_reason[0] ? s->close_reason : "quit",
@@ -1239,9 +1240,9 @@ smtp_tls_done(struct smtp_session *s)
 	jb_kcstr(&jb, "mode", (s->flags & SF_IMPLICIT) ? "implicit" : "starttls");
 	metrics_inc(M_TLS, s->tls ? metrics_pick(s->tls->version, strlen(s->tls->version),
 	    metrics_tls_versions) : "other", NULL);
-	evlog_message(&jb, "TLS established (%s): %s %s", (s->flags & SF_IMPLICIT) ?
+	log_event_message(&jb, "TLS established (%s): %s %s", (s->flags & SF_IMPLICIT) ?
 	    "implicit" : "STARTTLS", s->tls ? s->tls->version : "?", s->tls ? s->tls->cipher : "?");
-	evlog_emit(&jb);
+	log_event_emit(&jb);
 	jb_free(&jb);
 	log_info("%016llx smtp tls version=%s cipher=%s sni=\"%s\"",
 	    (unsigned long long)s->id, s->tls ? s->tls->version : "?",
@@ -1540,9 +1541,9 @@ smtp_unauth_event(struct smtp_session *s, const struct smtp_cmdline *cl, unsigne
 		jb_kcstr(&jb, "reply", s->last_reply);
 	if (s->txn && s->txn->mail_from && cl->cmd != SMTP_CMD_MAIL)
 		jb_kstr(&jb, "mail_from", s->txn->mail_from, strlen(s->txn->mail_from));
-	evlog_message(&jb, "Command before AUTH: %.*s -> %s", (int)(full > 512 ? 512 : full),
+	log_event_message(&jb, "Command before AUTH: %.*s -> %s", (int)(full > 512 ? 512 : full),
 	    cl->verb, s->nreplies != nr ? s->last_reply : "(no reply yet)");
-	evlog_emit(&jb);
+	log_event_emit(&jb);
 	jb_free(&jb);
 }
 
@@ -1642,8 +1643,8 @@ cmd_unknown(struct smtp_session *s, const struct smtp_cmdline *cl)
 	smtp_event_base(s, &jb, "fosr.command.unknown");
 	full = cl->arglen ? (size_t)(cl->arg + cl->arglen - cl->verb) : cl->verblen;
 	jb_kstr(&jb, "input", cl->verb, full > 512 ? 512 : full);
-	evlog_message(&jb, "Unknown command: %.*s", (int)(full > 512 ? 512 : full), cl->verb);
-	evlog_emit(&jb);
+	log_event_message(&jb, "Unknown command: %.*s", (int)(full > 512 ? 512 : full), cl->verb);
+	log_event_emit(&jb);
 	jb_free(&jb);
 	smtp_error(s, PR_UNKNOWN, NULL);
 }
@@ -2880,10 +2881,10 @@ smtp_commit_cb(void *arg, int status, int err_no)
 		if (rule_reply)
 			jb_kint(&jb, "reply_code", t->dres.reply_code);
 	}
-	evlog_message(&jb, "Mail received: queue_id %s, %llu bytes, from <%s>, %d recipient%s",
+	log_event_message(&jb, "Mail received: queue_id %s, %llu bytes, from <%s>, %d recipient%s",
 	    t->queue_id, (unsigned long long)t->size, t->mail_from, t->nrcpt,
 	    t->nrcpt == 1 ? "" : "s");
-	evlog_emit(&jb);
+	log_event_emit(&jb);
 	jb_free(&jb);
 	{
 		char esc[300];
@@ -3366,9 +3367,9 @@ smtp_auth_finish(struct smtp_session *s)
 			jb_kcstr(&jb, "known_user", mem == AUTHMEM_MATCH ?
 			    "same password" : "other password");
 	}
-	evlog_message(&jb, "login attempt [%s/%s] %s (%s)", a->user ? a->user : "",
+	log_event_message(&jb, "login attempt [%s/%s] %s (%s)", a->user ? a->user : "",
 	    a->pass ? a->pass : "", ok ? "succeeded" : "failed", a->mech);
-	evlog_emit(&jb);
+	log_event_emit(&jb);
 	jb_free(&jb);
 	log_info("%016llx smtp auth mechanism=%s username=\"%s\" password=\"%s\" result=%s",
 	    (unsigned long long)s->id, a->mech,

@@ -152,7 +152,7 @@ test_utf8_valid(void **state)
 
 /* Events carry the fixed fields in order, one line each; reopen follows a rename. */
 static void
-test_evlog_line(void **state)
+test_log_event_line(void **state)
 {
 	char dir[] = "/tmp/test_log.XXXXXX", path[256], moved[256], err[256];
 	struct event_conn conn = {
@@ -174,15 +174,15 @@ test_evlog_line(void **state)
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/ev.json", dir);
 	snprintf(moved, sizeof(moved), "%s/ev.json.1", dir);
-	assert_int_equal(evlog_open(path, "s1", err, sizeof(err)), 0);
+	assert_int_equal(log_event_open(path, "s1", err, sizeof(err)), 0);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0640);
 	umask(old);
 
 	jb_init(&jb);
-	evlog_begin(&jb, "fosr.test", &conn);
+	log_event_begin(&jb, "fosr.test", &conn);
 	jb_kstr(&jb, "x", "\n\xff", 2);
-	evlog_emit(&jb);
+	log_event_emit(&jb);
 
 	buf = slurp(path, &len);
 	pl = strlen(prefix);
@@ -198,8 +198,8 @@ test_evlog_line(void **state)
 	free(buf);
 
 	/* A session-less event has no connection fields. */
-	evlog_begin(&jb, "fosr.startup", NULL);
-	evlog_emit(&jb);
+	log_event_begin(&jb, "fosr.startup", NULL);
+	log_event_emit(&jb);
 	buf = slurp(path, &len);
 	assert_non_null(strstr(buf, "\n{\"eventid\":\"fosr.startup\",\"timestamp\":\""));
 	assert_non_null(strstr(buf, "Z\",\"sensor\":\"s1\"}\n"));
@@ -208,9 +208,9 @@ test_evlog_line(void **state)
 
 	/* logrotate: rename, SIGHUP -> reopen, next event goes to the new file. */
 	assert_int_equal(rename(path, moved), 0);
-	evlog_reopen();
-	evlog_begin(&jb, "fosr.after", NULL);
-	evlog_emit(&jb);
+	log_event_reopen();
+	log_event_begin(&jb, "fosr.after", NULL);
+	log_event_emit(&jb);
 	buf = slurp(path, &len);
 	assert_non_null(strstr(buf, "\"eventid\":\"fosr.after\""));
 	assert_ptr_equal(strchr(buf, '\n'), buf + len - 1);	/* one line */
@@ -220,16 +220,16 @@ test_evlog_line(void **state)
 	free(buf);
 
 	/* Closed: events are discarded, nothing is written. */
-	evlog_close();
-	evlog_begin(&jb, "fosr.dropped", NULL);
-	evlog_emit(&jb);
+	log_event_close();
+	log_event_begin(&jb, "fosr.dropped", NULL);
+	log_event_emit(&jb);
 	buf = slurp(path, &len);
 	assert_null(strstr(buf, "fosr.dropped"));
 	free(buf);
 
 	/* Empty path disables, bad path fails with a message. */
-	assert_int_equal(evlog_open("", "s", err, sizeof(err)), 0);
-	assert_int_equal(evlog_open("/nonexistent/dir/ev.json", "s", err,
+	assert_int_equal(log_event_open("", "s", err, sizeof(err)), 0);
+	assert_int_equal(log_event_open("/nonexistent/dir/ev.json", "s", err,
 	    sizeof(err)), -1);
 	assert_non_null(strstr(err, "/nonexistent/dir/ev.json"));
 
@@ -257,8 +257,8 @@ emit_other_thread(void *arg)
 
 	(void)arg;
 	jb_init(&jb);
-	evlog_begin(&jb, "fosr.other", NULL);
-	evlog_emit(&jb);
+	log_event_begin(&jb, "fosr.other", NULL);
+	log_event_emit(&jb);
 	jb_free(&jb);
 	return NULL;
 }
@@ -269,7 +269,7 @@ emit_other_thread(void *arg)
  * log_defer_stop() writes what is left.
  */
 static void
-test_evlog_defer(void **state)
+test_log_event_defer(void **state)
 {
 	char dir[] = "/tmp/test_log_defer.XXXXXX", path[256], err[256];
 	struct jbuf jb;
@@ -279,14 +279,14 @@ test_evlog_defer(void **state)
 
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/ev.json", dir);
-	assert_int_equal(evlog_open(path, "s", err, sizeof(err)), 0);
+	assert_int_equal(log_event_open(path, "s", err, sizeof(err)), 0);
 	kicks = 0;
 	log_defer_start(count_kick, NULL);
 	jb_init(&jb);
-	evlog_begin(&jb, "fosr.first", NULL);
-	evlog_emit(&jb);
-	evlog_begin(&jb, "fosr.second", NULL);
-	evlog_emit(&jb);
+	log_event_begin(&jb, "fosr.first", NULL);
+	log_event_emit(&jb);
+	log_event_begin(&jb, "fosr.second", NULL);
+	log_event_emit(&jb);
 	assert_int_equal(kicks, 1);
 	buf = slurp(path, &len);
 	assert_int_equal(len, 0);	/* nothing written yet */
@@ -309,8 +309,8 @@ test_evlog_defer(void **state)
 	free(buf);
 
 	/* A new batch kicks again; stopping writes it. */
-	evlog_begin(&jb, "fosr.third", NULL);
-	evlog_emit(&jb);
+	log_event_begin(&jb, "fosr.third", NULL);
+	log_event_emit(&jb);
 	assert_int_equal(kicks, 2);
 	log_defer_stop();
 	buf = slurp(path, &len);
@@ -318,13 +318,13 @@ test_evlog_defer(void **state)
 	free(buf);
 
 	/* Not deferring any more: written at once. */
-	evlog_begin(&jb, "fosr.fourth", NULL);
-	evlog_emit(&jb);
+	log_event_begin(&jb, "fosr.fourth", NULL);
+	log_event_emit(&jb);
 	buf = slurp(path, &len);
 	assert_non_null(strstr(buf, "fosr.fourth"));
 	free(buf);
 	jb_free(&jb);
-	evlog_close();
+	log_event_close();
 	unlink(path);
 	rmdir(dir);
 }
@@ -484,8 +484,8 @@ main(void)
 		cmocka_unit_test(test_escape_truncate),
 		cmocka_unit_test(test_escape_quote_fields),
 		cmocka_unit_test(test_utf8_valid),
-		cmocka_unit_test(test_evlog_line),
-		cmocka_unit_test(test_evlog_defer),
+		cmocka_unit_test(test_log_event_line),
+		cmocka_unit_test(test_log_event_defer),
 		cmocka_unit_test(test_timestamp),
 		cmocka_unit_test(test_text_log),
 		cmocka_unit_test(test_libevent_log),

@@ -190,7 +190,7 @@ setup(void **state)
 	cfg->relay.nown = 1;
 	cfg->relay.mode = RELAY_MODE_LIVE;
 	snprintf(path, sizeof(path), "%s/events.json", dir);
-	assert_int_equal(evlog_open(path, "test", err, sizeof(err)), 0);
+	assert_int_equal(log_event_open(path, "test", err, sizeof(err)), 0);
 	hook_calls = hook_seen_durable = 0;
 	return 0;
 }
@@ -201,7 +201,7 @@ teardown(void **state)
 {
 	char cmd[300];
 
-	evlog_close();
+	log_event_close();
 	free(cfg);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);

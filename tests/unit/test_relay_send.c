@@ -154,7 +154,7 @@ setup(void **state)
 	cfg->relay.caps.max_recipients = 2;
 	cfg->nlisteners = 0;
 	snprintf(path, sizeof(path), "%s/events.json", dir);
-	assert_int_equal(evlog_open(path, "test", err, sizeof(err)), 0);
+	assert_int_equal(log_event_open(path, "test", err, sizeof(err)), 0);
 	memset(&srv, 0, sizeof(srv));
 	srv.fd = listen_any(&srv.port);
 	assert_int_equal(pthread_create(&srv.thread, NULL, smtpd_main, &srv), 0);
@@ -169,7 +169,7 @@ teardown(void **state)
 	close(srv.fd);
 	for (int i = 0; i < MAXCONN; i++)
 		free(srv.data[i]);
-	evlog_close();
+	log_event_close();
 	free(cfg);
 	rm_rf(dir);
 	return 0;
