@@ -855,45 +855,65 @@ amq_frame(struct amq *a, const amqp_frame_t *f)
 }
 
 /*
- * basic.ack / basic.nack for tag (and every earlier one when multiple).  An
+ * basic.ack / basic.nack for tag (and every earlier one when multiple) in the
+ * window of one channel's cursor (the mails' or the parsed documents'): an
  * ack confirms the entry, unless it was returned: then, as a nack, the entry
- * stays and is published again once nothing else is in flight.
+ * stays (*failing: it is published again once nothing else is in flight).
+ * nacked() is told of each nacked entry.  Returns how many entries the
+ * cursor moved past.
  */
-static void
-amq_confirm(struct amq *a, uint64_t tag, bool multiple, bool ok)
+static size_t
+amq_answer(struct amq *a, struct outbox_cursor *cur, size_t *unacked, bool *failing,
+    uint64_t tag, bool multiple, bool ok,
+    void (*nacked)(struct amq *, const struct amq_entry *))
 {
 	uint64_t offs[AMQ_WIN];
 	struct outbox_entry *e;
 	struct amq_entry *d;
-	size_t k, n = 0, pending = outbox_pending(a->cur), moved = 0;
+	size_t k, n = 0, pending = outbox_pending(cur), moved = 0;
 
 	a->last_confirm_ms = amq_now_ms();
 	for (k = 0; k < pending && n < AMQ_WIN; k++) {
-		e = outbox_entry(a->cur, k);
+		e = outbox_entry(cur, k);
 		d = e->data;
 		if (e->skip || d->tag == 0 || d->done)
 			continue;
 		if (d->tag != tag && !(multiple && d->tag < tag))
 			continue;
 		d->done = true;
-		a->unacked--;
+		(*unacked)--;
 		if (ok && !d->returned) {
 			offs[n++] = e->end_off;
 			continue;
 		}
-		a->failing = true;
-		if (!ok) {
-			/* A returned one was counted at its basic.return. */
-			pthread_mutex_lock(&a->mu);
-			a->stats.nacked++;
-			pthread_mutex_unlock(&a->mu);
-			metrics_inc(M_FEED_NACKED, "amqp", NULL);
-			amq_warn(a, "amqp: message=%s nacked by broker %s; it will be "
-			    "published again", d->sha, a->who);
-		}
+		*failing = true;
+		if (!ok)	/* a returned one was counted at its basic.return */
+			nacked(a, d);
 	}
 	for (k = 0; k < n; k++)
-		moved += outbox_confirm(a->cur, offs[k]);
+		moved += outbox_confirm(cur, offs[k]);
+	return moved;
+}
+
+static void
+amq_mail_nacked(struct amq *a, const struct amq_entry *d)
+{
+	pthread_mutex_lock(&a->mu);
+	a->stats.nacked++;
+	pthread_mutex_unlock(&a->mu);
+	metrics_inc(M_FEED_NACKED, "amqp", NULL);
+	amq_warn(a, "amqp: message=%s nacked by broker %s; it will be published again",
+	    d->sha, a->who);
+}
+
+/* An answer on the mails' channel. */
+static void
+amq_confirm(struct amq *a, uint64_t tag, bool multiple, bool ok)
+{
+	size_t moved;
+
+	moved = amq_answer(a, a->cur, &a->unacked, &a->failing, tag, multiple, ok,
+	    amq_mail_nacked);
 	a->stalled = false;	/* the broker reads and answers again */
 	if (moved > 0) {
 		a->retry_ms = AMQ_BACKOFF_MIN_MS;	/* the cursor moves: no failure series */
@@ -1542,38 +1562,21 @@ amq_parsed_after(struct amq *a)
 	pd->retry_ms = amq_backoff_next(pd->retry_ms);
 }
 
+static void
+amq_doc_nacked(struct amq *a, const struct amq_entry *d)
+{
+	amq_warn(a, "amqp: parsed document of message=%s nacked by broker %s; it will "
+	    "be published again", d->sha, a->who);
+}
+
 /* basic.ack / basic.nack on channel 2 (as amq_confirm). */
 static void
 amq_parsed_confirm(struct amq *a, uint64_t tag, bool multiple, bool ok)
 {
 	struct amq_parsed *pd = a->pd;
-	uint64_t offs[AMQ_WIN];
-	struct outbox_entry *e;
-	struct amq_entry *d;
-	size_t k, n = 0, pending = outbox_pending(pd->cur), moved = 0;
 
-	a->last_confirm_ms = amq_now_ms();
-	for (k = 0; k < pending && n < AMQ_WIN; k++) {
-		e = outbox_entry(pd->cur, k);
-		d = e->data;
-		if (e->skip || d->tag == 0 || d->done)
-			continue;
-		if (d->tag != tag && !(multiple && d->tag < tag))
-			continue;
-		d->done = true;
-		pd->unacked--;
-		if (ok && !d->returned) {
-			offs[n++] = e->end_off;
-			continue;
-		}
-		pd->failing = true;
-		if (!ok)
-			amq_warn(a, "amqp: parsed document of message=%s nacked by broker "
-			    "%s; it will be published again", d->sha, a->who);
-	}
-	for (k = 0; k < n; k++)
-		moved += outbox_confirm(pd->cur, offs[k]);
-	if (moved > 0)
+	if (amq_answer(a, pd->cur, &pd->unacked, &pd->failing, tag, multiple, ok,
+	    amq_doc_nacked) > 0)
 		pd->retry_ms = AMQ_BACKOFF_MIN_MS;
 	pthread_mutex_lock(&a->mu);
 	pd->confirmed = outbox_cursor_confirmed(pd->cur);

@@ -61,7 +61,6 @@ static bool	 charset_clean(const char *, size_t, char *, size_t);
 static bool	 charset_is_utf8(const char *);
 static void	 conv_append(struct mbuf *, const char *,
 		    const unsigned char *, size_t);
-static int	 hexval(int);
 static void	 lower_copy(char *, size_t, const char *, size_t);
 static const char *skip_ws(const char *, const char *);
 static void	 parse_ctype(struct entity *, const char *, size_t);
@@ -229,19 +228,6 @@ conv_append(struct mbuf *out, const char *cs, const unsigned char *in,
 	iconv_close(cd);
 }
 
-/* Value of a hex digit, -1 if c is not one. */
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Lenient base64 decode (see mime.h). */
 size_t
 mime_b64_decode(const char *in, size_t len, unsigned char *out, size_t outmax)
@@ -274,8 +260,8 @@ mime_qp_decode(const char *in, size_t len, bool header, unsigned char *out,
 
 	while (i < len && o < outmax) {
 		if (in[i] == '=') {
-			if (i + 2 < len && (h = hexval(in[i + 1])) >= 0 &&
-			    (l = hexval(in[i + 2])) >= 0) {
+			if (i + 2 < len && (h = util_hexval((unsigned char)in[i + 1])) >= 0 &&
+			    (l = util_hexval((unsigned char)in[i + 2])) >= 0) {
 				out[o++] = (unsigned char)(h << 4 | l);
 				i += 3;
 				continue;

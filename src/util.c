@@ -229,9 +229,9 @@ util_hex(const void *in, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
-/* The value of a hex digit, or -1. */
-static int
-hex_value(unsigned char c)
+/* The value of a hex digit, or -1 (see util.h). */
+int
+util_hexval(int c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -253,8 +253,8 @@ util_unhex(const char *in, size_t len, void *out, size_t outlen)
 	if (len % 2 != 0 || len / 2 > outlen)
 		return -1;
 	for (i = 0; i < len; i += 2) {
-		if ((h = hex_value((unsigned char)in[i])) < 0 ||
-		    (l = hex_value((unsigned char)in[i + 1])) < 0)
+		if ((h = util_hexval((unsigned char)in[i])) < 0 ||
+		    (l = util_hexval((unsigned char)in[i + 1])) < 0)
 			return -1;
 		o[i / 2] = (unsigned char)(h << 4 | l);
 	}

@@ -26,6 +26,8 @@ void	util_hex(const void *in, size_t len, char *out);
  * (outlen bytes) is too small.
  */
 long	util_unhex(const char *in, size_t len, void *out, size_t outlen);
+/* The value of the hex digit c (either case), or -1. */
+int	util_hexval(int c);
 
 /* Strict RFC 4648 base64.  decode: returns decoded length or -1 on bad input
  * (whitespace not allowed, padding required); out must hold len/4*3 bytes.
