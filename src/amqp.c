@@ -1597,7 +1597,18 @@ amq_parsed_return(struct amq *a, const amqp_basic_return_t *ret)
 	unsigned code = ret->reply_code;
 
 	log_escape(text, sizeof(text), ret->reply_text.bytes, ret->reply_text.len);
+	/* Its body: librabbitmq waits for it with no deadline (as amq_on_return). */
+	if (amq_op_begin(a, "reading a returned parsed document") == -1) {
+		amq_drop(a, false);
+		return;
+	}
 	rr = amqp_read_message(a->conn, AMQ_PCHANNEL, &m, 0);
+	if (amq_op_end(a)) {
+		if (rr.reply_type == AMQP_RESPONSE_NORMAL)
+			amqp_destroy_message(&m);
+		amq_stalled(a, "reading a returned parsed document");
+		return;
+	}
 	if (amq_reply_ok(a, rr, "reading a returned parsed document") == -1) {
 		amq_drop(a, false);
 		return;

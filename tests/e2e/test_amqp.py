@@ -104,6 +104,14 @@ class StalledBroker(CollectorTestCase):
         self.wait(lambda: unread(self.broker) > 0, 20, "the publish under way")
         self.sigterm_exits_within(5)
 
+    def test_sigterm_while_reading_a_returned_document_exits_promptly(self):
+        # A basic.return on the parsed documents' channel whose body never
+        # comes: librabbitmq waits for it with no deadline, so the read is
+        # watched as the mails' channel's is (review: it was not).
+        self.start("return2", parsed_routing_key="p")
+        time.sleep(1)       # the return is read (nothing outside shows it)
+        self.sigterm_exits_within(5)
+
     def test_sigterm_during_a_hung_handshake_exits_promptly(self):
         # the login waits for the broker's answer (bounded by timeout: 30 s)
         self.start("mute")
