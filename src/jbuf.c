@@ -90,48 +90,50 @@ jb_sep(struct jbuf *jb)
 	jb->first[d] = false;
 }
 
-/* Open an object ("{"). Nesting deeper than 15 marks the result unusable. */
+/* Open a container ("{" or "["). Nesting deeper than 15 marks the result unusable. */
+static void
+jb_open(struct jbuf *jb, const char *bracket)
+{
+	jb_sep(jb);
+	jb_put(jb, bracket, 1);
+	jb->depth++;
+	if (jb->depth >= 16)
+		jb->oom = true;
+	else
+		jb->first[jb->depth] = true;
+}
+
+/* Close a container ("}" or "]"). */
+static void
+jb_close(struct jbuf *jb, const char *bracket)
+{
+	jb_put(jb, bracket, 1);
+	if (jb->depth > 0)
+		jb->depth--;
+}
+
 void
 jb_obj_open(struct jbuf *jb)
 {
-	jb_sep(jb);
-	jb_put(jb, "{", 1);
-	jb->depth++;
-	if (jb->depth >= 16)
-		jb->oom = true;
-	else
-		jb->first[jb->depth] = true;
+	jb_open(jb, "{");
 }
 
-/* Close an object. */
 void
 jb_obj_close(struct jbuf *jb)
 {
-	jb_put(jb, "}", 1);
-	if (jb->depth > 0)
-		jb->depth--;
+	jb_close(jb, "}");
 }
 
-/* Open an array ("["). */
 void
 jb_arr_open(struct jbuf *jb)
 {
-	jb_sep(jb);
-	jb_put(jb, "[", 1);
-	jb->depth++;
-	if (jb->depth >= 16)
-		jb->oom = true;
-	else
-		jb->first[jb->depth] = true;
+	jb_open(jb, "[");
 }
 
-/* Close an array. */
 void
 jb_arr_close(struct jbuf *jb)
 {
-	jb_put(jb, "]", 1);
-	if (jb->depth > 0)
-		jb->depth--;
+	jb_close(jb, "]");
 }
 
 /* Write an object key (a trusted C string, escaped anyway) and the colon. */
