@@ -468,13 +468,19 @@ spool_metrics_cb(void *arg)
 		    (double)vfs.f_bavail * (double)vfs.f_frsize);
 }
 
-/* Quota and free-space check; statvfs is cached for a second. */
+/*
+ * Quota and free-space check.  statvfs is cached for a second (a syscall
+ * per RCPT under a flood otherwise); within the second, every byte the
+ * daemon wrote since (spool_wrote(): mails, segments, journal lines,
+ * spilled recipients, the analysis worker's files) is taken off the cached
+ * free space, so its own writes never take the filesystem under min_free.
+ */
 int
 spool_check_space(struct spool *sp, uint64_t expected)
 {
 	struct statvfs	vfs;
 	long long	now;
-	uint64_t	avail;
+	uint64_t	avail, since, wrote;
 
 	if (sp->max_bytes != 0) {
 		uint64_t	used = atomic_load(&sp->used_bytes) + sp->held_bytes +
@@ -488,6 +494,8 @@ spool_check_space(struct spool *sp, uint64_t expected)
 	now = spool_now_ns();
 	if (sp->space_checked_ns == 0 ||
 	    now - sp->space_checked_ns >= SPOOL_SPACE_CACHE_NS) {
+		/* Before the statvfs: a write in between counts twice, never zero times. */
+		sp->wrote_at_check = atomic_load(&sp->wrote);
 		if (statvfs(sp->dir, &vfs) == -1) {
 			sp->space_err = errno;
 			sp->space_avail = 0;
@@ -497,19 +505,13 @@ spool_check_space(struct spool *sp, uint64_t expected)
 			    (uint64_t)vfs.f_frsize;
 		}
 		sp->space_checked_ns = now;
-		sp->held_at_check = sp->held_bytes;
 	}
 	if (sp->space_err != 0)
 		return -1;
-	/* Between two statvfs calls, what was spilled since is gone too. */
-	if (sp->held_bytes > sp->held_at_check) {
-		uint64_t	since = sp->held_bytes - sp->held_at_check;
-
-		if (since >= sp->space_avail)
-			return -1;
-		avail = sp->space_avail - since;
-	} else
-		avail = sp->space_avail;
+	/* Between two statvfs calls, what the daemon wrote since is gone too. */
+	wrote = atomic_load(&sp->wrote);
+	since = wrote - sp->wrote_at_check;
+	avail = since < sp->space_avail ? sp->space_avail - since : 0;
 	if (avail < sp->min_free || expected > avail - sp->min_free) {
 		/* Once per statvfs: segments waiting for a checkpoint hold space. */
 		if (sp->space_checked_ns == now) {
@@ -525,12 +527,25 @@ spool_check_space(struct spool *sp, uint64_t expected)
 void
 spool_hold(struct spool *sp, int64_t delta)
 {
-	if (delta >= 0)
+	if (delta >= 0) {
 		sp->held_bytes += (uint64_t)delta;
+		spool_wrote(sp, (uint64_t)delta);
+	}
 	else if ((uint64_t)-delta <= sp->held_bytes)
 		sp->held_bytes -= (uint64_t)-delta;
 	else
 		sp->held_bytes = 0;
+}
+
+/*
+ * bytes more were written to the spool's filesystem (any thread): counted
+ * until the next statvfs sees them.  What is deleted is not given back
+ * before it (a second at most).
+ */
+void
+spool_wrote(struct spool *sp, uint64_t bytes)
+{
+	atomic_fetch_add(&sp->wrote, bytes);
 }
 
 /* Path of receptions.jsonl, owned by the spool. */
@@ -596,6 +611,8 @@ spool_aux_add(struct spool *sp, int64_t delta)
 {
 	uint64_t old, nv;
 
+	if (delta > 0)
+		spool_wrote(sp, (uint64_t)delta);
 	old = atomic_load(&sp->aux_bytes);
 	do {
 		if (delta >= 0)

@@ -198,6 +198,7 @@ spool_commit_group(struct spool *sp, struct spool_msgq *q)
 		m->status = 0;
 		m->err_no = 0;
 	}
+	spool_wrote(sp, nseg);	/* the segment's records */
 	/* The segment may be checkpointed from now on (I3). */
 	(void)TESTHOOK("names_done", "");
 	spool_seg_names_done(sp->seg);
@@ -357,6 +358,7 @@ spool_name(struct spool *sp, struct spool_msg *m, bool *dedup)
 		m->named = false;
 	}
 	atomic_fetch_add(&sp->used_bytes, m->size);
+	spool_wrote(sp, (m->size + SPOOL_BLOCK - 1) / SPOOL_BLOCK * SPOOL_BLOCK);
 	return 0;
 }
 

@@ -31,6 +31,8 @@
 #define SPOOL_DIR_MODE		0750
 #define SPOOL_FILE_MODE		0640
 #define SPOOL_SPACE_CACHE_NS	1000000000LL
+/* A file takes whole blocks (ext4, xfs, tmpfs: 4 KiB): spool_wrote() rounds. */
+#define SPOOL_BLOCK		4096
 
 #define SPOOL_SEG_SMALL		(256 * 1024)	/* bigger: per-file fsync */
 
@@ -99,6 +101,13 @@ struct spool {
 
 	_Atomic uint64_t	 used_bytes;	/* sum of st_size in messages/ */
 	_Atomic uint64_t	 aux_bytes;	/* spool_aux_add(): parsed journal, attachments */
+	/*
+	 * Bytes the daemon put on the spool's filesystem since open, never
+	 * lowered (spool_wrote(): .eml files, segment records, journal lines,
+	 * spilled recipients, spool_aux_add()): between two statvfs calls
+	 * spool_check_space() takes what grew since off the cached free space.
+	 */
+	_Atomic uint64_t	 wrote;
 
 	struct spool_seglog	*seg;		/* appends and seals: worker only */
 
@@ -107,7 +116,7 @@ struct spool {
 	uint64_t		 space_avail;
 	int			 space_err;
 	uint64_t		 held_bytes;	/* spool_hold(): spilled, not in messages/ */
-	uint64_t		 held_at_check;	/* held_bytes at the last statvfs */
+	uint64_t		 wrote_at_check; /* wrote just before the last statvfs */
 
 	pthread_t		 thread;
 	bool			 thread_started;
@@ -127,6 +136,9 @@ char	*spool_path(const char *a, const char *b);
 int	 spool_tmp_open(struct spool_msg *);
 void	 spool_msg_free(struct spool_msg *);
 void	 spool_ready_cb(evutil_socket_t fd, short what, void *arg);
+
+/* spool.c: bytes written to the spool's filesystem (any thread). */
+void	 spool_wrote(struct spool *, uint64_t bytes);
 
 /* spool_commit.c */
 void	 spool_want_checkpoint(struct spool *);

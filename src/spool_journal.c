@@ -132,6 +132,7 @@ spool_journal_append(struct spool *sp, struct spool_msgq *q)
 	}
 	free(buf);
 	sp->journal_len += (off_t)total;
+	spool_wrote(sp, total);
 	spool_journal_committed_set(sp);
 	(void)TESTHOOK("acked", "");
 	if (sp->journal_seg > 0 && (uint64_t)sp->journal_len >= sp->journal_seg)

@@ -1,6 +1,7 @@
 /* Unit tests for the spool: durability, dedupe, journal repair, quotas, ENOSPC. */
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <dirent.h>
 #include <pthread.h>
@@ -1757,6 +1758,116 @@ test_no_torn_name(void **state)
 		assert_eml(f, hex[i], bodies[i], strlen(bodies[i]));
 }
 
+/* Free bytes on the fixture's filesystem now (statvfs, not the spool's cache). */
+static uint64_t
+fs_free(struct fixture *f)
+{
+	struct statvfs	vfs;
+
+	assert_int_equal(statvfs(f->spooldir, &vfs), 0);
+	return (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+}
+
+/* An 8 MiB tmpfs on the fixture's spool directory (skip where none can be mounted). */
+static void
+mount_small(struct fixture *f)
+{
+	assert_int_equal(mkdir(f->spooldir, 0750), 0);
+	if (mount("tmpfs", f->spooldir, "tmpfs", 0, "size=8m") == -1) {
+		print_message("mount tmpfs failed (%s): skipped\n", strerror(errno));
+		skip();
+	}
+	f->mounted = true;
+}
+
+/*
+ * min_free holds within the statvfs cache: mails committed one after the
+ * other within a second (small ones: a segment record and an .eml each; big
+ * ones: an .eml; each a journal line), each let in by spool_check_space()
+ * with its size, never take the filesystem under min_free.
+ */
+static void
+test_min_free_cached_mails(void **state)
+{
+	struct fixture		*f = *state;
+	struct spool_opts	 o = { .dir = f->spooldir, .hostname = "mx.example.test",
+	    .min_free = 4 * 1024 * 1024 };
+	size_t			 sizes[2] = { 100 * 1024, 300 * 1024 };
+	char			 err[256], hex[65], *buf;
+	uint64_t		 lowest = UINT64_MAX, fr;
+	long long		 t0;
+	struct spool		*sp;
+	struct spool_msg	*m;
+	struct done		 d;
+	int			 i, e = 0, failed = 0;
+
+	mount_small(f);
+	assert_non_null(sp = spool_open(f->base, &o, err, sizeof(err)));
+	assert_non_null(buf = malloc(sizes[1]));
+	memset(buf, 'm', sizes[1]);
+	t0 = now_ms();
+	for (i = 0; i < 64; i++) {
+		size_t	len = sizes[i % 2];
+
+		if (spool_check_space(sp, len) == -1)
+			break;
+		memcpy(buf, &i, sizeof(i));	/* no dedup */
+		/* Not store(): under the old cache the disk fills (ENOSPC). */
+		assert_non_null(m = spool_msg_new(sp, err, sizeof(err)));
+		d.calls = 0;
+		if (spool_msg_write(m, buf, len) == -1 || spool_msg_finish(m, hex) == -1)
+			failed++;
+		spool_msg_commit(m, "{}", 2, done_cb, &d);
+		wait_calls(f->base, &d.calls, 1);
+		if (d.status != 0 && (e = d.err_no) != 0)
+			failed++;
+		if ((fr = fs_free(f)) < lowest)
+			lowest = fr;
+	}
+	print_message("%d mails let in within %lld ms (%d failed, %s), lowest free "
+	    "%llu bytes, min_free %llu\n", i, now_ms() - t0, failed, strerror(e),
+	    (unsigned long long)lowest, (unsigned long long)o.min_free);
+	spool_free(sp);
+	free(buf);
+	assert_true(i < 64);
+	assert_int_equal(failed, 0);
+	assert_true(lowest >= o.min_free);
+}
+
+/*
+ * The analysis worker's writes (spool_aux_add: parsed documents,
+ * attachments) count too between two statvfs calls.
+ */
+static void
+test_min_free_cached_aux(void **state)
+{
+	struct fixture		*f = *state;
+	struct spool_opts	 o = { .dir = f->spooldir, .hostname = "mx.example.test",
+	    .min_free = 4 * 1024 * 1024 };
+	char			 err[256], path[512], *buf;
+	uint64_t		 n;
+	struct spool		*sp;
+	int			 fd;
+
+	mount_small(f);
+	assert_non_null(sp = spool_open(f->base, &o, err, sizeof(err)));
+	assert_int_equal(spool_check_space(sp, 0), 0);	/* statvfs now */
+	/* Leave 256 KiB above min_free, written as the worker writes. */
+	n = (fs_free(f) - o.min_free - 256 * 1024) & ~(uint64_t)4095;
+	snprintf(path, sizeof(path), "%s/parsed.jsonl", f->spooldir);
+	assert_true((fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0640)) != -1);
+	assert_non_null(buf = calloc(1, n));
+	assert_int_equal(write(fd, buf, n), (ssize_t)n);
+	close(fd);
+	free(buf);
+	spool_aux_add(sp, (int64_t)n);
+	print_message("free %llu, min_free %llu: 512 KiB asked for\n",
+	    (unsigned long long)fs_free(f), (unsigned long long)o.min_free);
+	assert_int_equal(spool_check_space(sp, 512 * 1024), -1);
+	assert_int_equal(spool_check_space(sp, 128 * 1024), 0);
+	spool_free(sp);
+}
+
 int
 main(void)
 {
@@ -1772,6 +1883,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_free_pending, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quota, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_min_free, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_min_free_cached_mails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_min_free_cached_aux, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_commit_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_unwritable, setup, teardown),
