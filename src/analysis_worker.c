@@ -111,6 +111,7 @@ static struct log_series	 aw_disk_series;
 static void	*aw_main(void *);
 static int	 aw_one(struct aw *);
 static void	 aw_commit(struct aw *);
+static void	 aw_unsynced(struct aw *);
 static uint64_t	 aw_now_ms(void);
 static int	 aw_parsed_repair(int, const char *, char *, size_t);
 static int	 aw_store_blob(struct aw *, const struct analysis_blob *);
@@ -345,7 +346,7 @@ aw_main(void *arg)
 			pthread_mutex_lock(&w->mu);
 			stop = w->stop;
 			pthread_mutex_unlock(&w->mu);
-			if (stop)
+			if (stop || w->held)	/* held: again after the backoff */
 				break;
 		}
 		/*
@@ -399,8 +400,10 @@ aw_now_ms(void)
 /*
  * Make the batch durable, in this order: the parsed journal and the
  * attachments' names, the campaign table, then the cursor past the batch.
- * A failure is logged; the cursor still moves (the event is out: analysing
- * again would count the mails twice in their campaigns).
+ * A failed sync of the first two confirms nothing (aw_unsynced(): the batch
+ * is analysed again); a campaign table not saved is logged and the cursor
+ * still moves (the event is out: analysing again would count the mails
+ * twice in their campaigns).
  */
 static void
 aw_commit(struct aw *w)
@@ -408,20 +411,28 @@ aw_commit(struct aw *w)
 	struct outbox_entry *e;
 	size_t n;
 	char err[256];
+	int he = 0;
 
 	if ((n = outbox_pending(w->cur)) == 0) {
 		atomic_store(&w->backlog, outbox_backlog(w->cur));
 		return;
 	}
 	/* A failing disk fails every batch alike, at the mail rate: once per series. */
-	if (w->batch > 0 && fdatasync(w->parsed_fd) == -1)
+	if (w->batch > 0 && ((he = TESTHOOK("parsed_sync", "")) != 0 ||
+	    fdatasync(w->parsed_fd) == -1)) {
 		log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: %s: fdatasync: %s",
-		    SPOOL_PARSED_NAME, strerror(errno));
-	else if (w->batch > 0)
-		aw_parsed_durable(w);	/* its readers may publish the batch */
-	if (w->blobs && fsync(w->attdir_fd) == -1)
+		    SPOOL_PARSED_NAME, strerror(he != 0 ? he : errno));
+		aw_unsynced(w);
+		return;
+	}
+	if (w->blobs && fsync(w->attdir_fd) == -1) {
 		log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: %s: fsync: %s", w->attdir,
 		    strerror(errno));
+		aw_unsynced(w);
+		return;
+	}
+	if (w->batch > 0)
+		aw_parsed_durable(w);	/* its readers may publish the batch */
 	if (campaigns_save(w->cp, err, sizeof(err)) == -1)
 		log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: campaigns: %s", err);
 	if ((e = outbox_entry(w->cur, n - 1)) != NULL)
@@ -434,6 +445,41 @@ aw_commit(struct aw *w)
 	/* Only a durable file: a rotated segment is read whole, with no limit. */
 	if (w->seg_size > 0 && w->parsed_len >= w->seg_size && w->pc_len == w->parsed_len)
 		aw_parsed_rotate(w);
+}
+
+/*
+ * The batch's documents (or its attachments' names) were not synced.  After
+ * an fsync error Linux marks the dirty pages clean: they may never reach the
+ * disk, and a second fdatasync that succeeds proves nothing about them.  So
+ * nothing is confirmed: parsed.jsonl is cut back to its durable length (its
+ * readers never read past it, aw_parsed_committed), the window is forgotten
+ * and the mails are analysed and appended again after the backoff (their
+ * campaigns may count them twice: a duplicate, never a loss).  If the cut
+ * fails, the unsynced lines stay and the new copies follow them.
+ */
+static void
+aw_unsynced(struct aw *w)
+{
+	uint64_t durable;
+
+	pthread_mutex_lock(&w->pc_mu);
+	durable = w->pc_len;
+	pthread_mutex_unlock(&w->pc_mu);
+	if (w->parsed_len > durable) {
+		if (ftruncate(w->parsed_fd, (off_t)durable) == 0) {
+			aw_account(w, -(int64_t)(w->parsed_len - durable));
+			w->parsed_len = durable;
+		} else
+			log_warn("analysis: %s: cannot cut the unsynced documents: %s; "
+			    "they are written again after them", SPOOL_PARSED_NAME,
+			    strerror(errno));
+	}
+	outbox_rewind(w->cur);
+	w->batch = 0;
+	w->blobs = false;
+	atomic_store(&w->backlog, outbox_backlog(w->cur));
+	aw_hold(w, "analysis: " SPOOL_PARSED_NAME " or attachments not synced: the "
+	    "batch is analysed again");
 }
 
 /*
@@ -573,6 +619,7 @@ static int
 aw_parsed_repair(int fd, const char *path, char *err, size_t errlen)
 {
 	char buf[65536];
+	const char *what = "fstat";
 	struct stat st;
 	off_t end, off;
 	ssize_t n = 0, i;
@@ -581,6 +628,7 @@ aw_parsed_repair(int fd, const char *path, char *err, size_t errlen)
 		goto fail;
 	for (end = st.st_size; end > 0; end = off) {
 		off = end > (off_t)sizeof(buf) ? end - (off_t)sizeof(buf) : 0;
+		what = "read";
 		if ((n = pread(fd, buf, (size_t)(end - off), off)) != end - off)
 			goto fail;
 		for (i = n; i > 0; i--)
@@ -595,11 +643,19 @@ aw_parsed_repair(int fd, const char *path, char *err, size_t errlen)
 		return 0;
 	log_warn("analysis: %s: cutting a torn last line (%lld bytes)", path,
 	    (long long)(st.st_size - end));
-	if (ftruncate(fd, end) == -1 || fdatasync(fd) == -1)
+	what = "ftruncate";
+	if (ftruncate(fd, end) == -1)
+		goto fail;
+	what = "fdatasync";
+	if (fdatasync(fd) == -1)
 		goto fail;
 	return 0;
 fail:
-	snprintf(err, errlen, "analysis: %s: %s", path, n >= 0 ? "short read" : strerror(errno));
+	/* Only a pread that returned too few bytes leaves errno unset. */
+	if (strcmp(what, "read") == 0 && n >= 0)
+		snprintf(err, errlen, "analysis: %s: short read", path);
+	else
+		snprintf(err, errlen, "analysis: %s: %s: %s", path, what, strerror(errno));
 	return -1;
 }
 

@@ -13,6 +13,9 @@
  * confirmed past the batch and saved.  A crash before the cursor is saved
  * analyses that batch again at the restart (a second event and line, the
  * campaign counted twice): each mail at most once more; none is skipped.
+ * A failed sync of parsed.jsonl or attachments/ confirms nothing: the
+ * unsynced lines are cut off and the batch is analysed again after the
+ * backoff (FOSR_TEST_HOOKS step "parsed_sync", fail= only).
  * A torn last line of parsed.jsonl is cut at the start.
  *
  * aw_new() loads libmagic (before the chroot and the sandbox); aw_start()

@@ -52,7 +52,8 @@
  * journal pruning at a rotation (fail= only): prune_feed_dir, prune_cursor.
  * tests/e2e/test_faults.py (CommitStepKill9) kills -9 at each of them.
  * Outside the commit path: outbox_open_rotated (outbox_follow.c),
- * parsed_write (the analysis worker's append to parsed.jsonl, fail= only).
+ * parsed_write (the analysis worker's append to parsed.jsonl, fail= only),
+ * parsed_sync (its fdatasync of parsed.jsonl per batch).
  *
  * Segments (spool_seg.c): the worker appends and seals; a checkpoint
  * thread of their own makes the covered .eml durable with one syncfs(2)

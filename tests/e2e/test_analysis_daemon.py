@@ -156,6 +156,39 @@ class AnalysisDaemon(CollectorTestCase):
         self.assertEqual(err.count("parsed.jsonl: No space left on device"), 1, err)
         self.assertEqual(err.count("parsed.jsonl not written; retrying"), 1, err)
 
+    @with_config(env={"FOSR_TEST_HOOKS": "stop=parsed_sync:2,fail=parsed_sync:1:EIO"})
+    def test_document_not_synced_is_written_again(self):
+        # The fdatasync of parsed.jsonl fails (EIO): Linux marks the pages
+        # clean, so the batch's documents may never reach the disk and a
+        # later fdatasync proves nothing: the batch must not be confirmed.
+        # The daemon stops itself at the next sync; the file is cut back to
+        # what a power cut leaves of it (nothing was synced), kill -9,
+        # restart: the first mail's document must be written again.
+        self.expect_exit = None
+        a = crlf(spam_variant("Ngata", "http://n.example/a", 1))
+        b = crlf(spam_variant("Okafor", "http://o.example/b", 2))
+        self.send_mail(a)
+        end = time.time() + 30 * self.slow
+        while "fdatasync: Input/output error" not in self.c.stderr_text():
+            self.assertLess(time.time(), end, self.c.stderr_tail())
+            time.sleep(0.05)
+        self.send_mail(b)
+        while "testhook: stop at parsed_sync" not in self.c.stderr_text():
+            self.assertLess(time.time(), end, self.c.stderr_tail())
+            time.sleep(0.05)
+        os.truncate(self.parsed_path(), 0)
+        self.c.kill9()
+        del self.c.env_extra["FOSR_TEST_HOOKS"]
+        self.c.start()
+        end = time.time() + 30 * self.slow
+        while sha256(b) not in {l["sha256"] for l in self.parsed()}:
+            self.assertLess(time.time(), end, self.c.stderr_tail())
+            time.sleep(0.05)
+        self.c.stop()
+        shas = [l["sha256"] for l in self.parsed()]
+        self.assertEqual(sorted(shas), sorted([sha256(a), sha256(b)]),
+                         "mail a %s, b %s: %s" % (sha256(a), sha256(b), shas))
+
     @with_config({"analysis": {"enabled": False}})
     def test_restart_in_a_backlog(self):
         # a backlog on disk: mails received while the analysis was off
