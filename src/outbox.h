@@ -94,7 +94,8 @@ void		 outbox_set_limit(struct outbox *, outbox_limit_fn, void *arg);
  * Open the cursor called name (its file is read, taken back from the
  * directory's stale/ first when it was set aside, see
  * outbox_set_aside_stale(); missing = the start; an unreadable one is
- * logged and means the start, never a loss).  data_size:
+ * logged and means the start, never a loss; a <file>.tmp a crashed save
+ * left is removed).  data_size:
  * bytes the output keeps with each entry of the window (may be 0).  NULL
  * with err filled.  Open every cursor before outbox_start().
  */
@@ -196,8 +197,9 @@ void		 outbox_free(struct outbox *);
  * this process opened (compared by directory and name) is moved to
  * dir/stale/ (logged with its name and offset), where it keeps nothing.  An
  * output configured again later gets it back at outbox_cursor_open() and
- * resumes from it.  Returns how many were moved, -1 when dir cannot be read
- * (logged; nothing moved).
+ * resumes from it.  A <cursor>.tmp a crashed save left, of a cursor no
+ * outbox opened, is removed (logged; not counted).  Returns how many were
+ * moved, -1 when dir cannot be read (logged; nothing moved).
  */
 int		 outbox_set_aside_stale(const char *dir);
 

@@ -31,11 +31,33 @@
 static void	 cursor_save(struct outbox_cursor *);
 static bool	 cursor_is_open(dev_t, ino_t, const char *file);
 static void	 ob_fsync_dir(const char *);
+static void	 cursor_tmp_remove(const struct outbox_cursor *);
+static bool	 cursor_tmp_stale(int, dev_t, ino_t, const char *, const char *);
 
 pthread_mutex_t		 outbox_open_mu = PTHREAD_MUTEX_INITIALIZER;
 struct outbox_cursor	*outbox_open_list;
 
 /* ------------------------------------------------------------- cursors */
+
+/*
+ * A save (cursor_save) the daemon died in left <cursor>.tmp: the rename is
+ * the save, so the cursor file is whole and the temporary is nothing.  At
+ * open, before this cursor is ever saved (no save of it can be in progress).
+ */
+static void
+cursor_tmp_remove(const struct outbox_cursor *c)
+{
+	char tmp[PATH_MAX + 8];
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", c->cursor_path) >= sizeof(tmp))
+		return;
+	if (unlink(tmp) == 0)
+		log_info("%s: cursor of \"%s\": removed %s, left by a save a crash "
+		    "interrupted", c->ob->who, c->name, tmp);
+	else if (errno != ENOENT)
+		log_warn("%s: cursor of \"%s\": cannot remove %s: %s", c->ob->who,
+		    c->name, tmp, strerror(errno));
+}
 
 /*
  * Read a channel's cursor file (missing = 0): "<offset>", then (optional,
@@ -54,6 +76,7 @@ outbox_cursor_load(struct outbox_cursor *c, char *err, size_t errlen)
 	c->cursor = 0;
 	c->cino = c->cdev = c->lkey = c->hkey = 0;
 	c->llen = c->hlen = 0;
+	cursor_tmp_remove(c);
 	if ((fd = open(c->cursor_path, O_RDONLY | O_CLOEXEC)) == -1) {
 		if (errno == ENOENT)
 			return 0;
@@ -217,6 +240,37 @@ cursor_is_open(dev_t dev, ino_t ino, const char *file)
 }
 
 /*
+ * name is a cursor's temporary (<cursor>.tmp) whose cursor no outbox of
+ * this process opened: what a save a crash interrupted left of an output
+ * no longer configured (an open cursor's own was removed at its open, and
+ * one made since is a save in progress).  Removed (the cursor file is
+ * whole: the rename is the save); true when name was such a temporary.
+ */
+static bool
+cursor_tmp_stale(int dfd, dev_t dev, ino_t ino, const char *name, const char *dir)
+{
+	char cur[NAME_MAX + 1], shown[4 * (NAME_MAX + 1)];
+	size_t nl = strlen(name), tl = sizeof(".tmp") - 1;
+
+	if (nl <= tl || nl - tl >= sizeof(cur) || strcmp(name + nl - tl, ".tmp") != 0)
+		return false;
+	memcpy(cur, name, nl - tl);
+	cur[nl - tl] = '\0';
+	if (!spool_cursor_name(cur))
+		return false;
+	if (cursor_is_open(dev, ino, cur))
+		return true;
+	log_escape(shown, sizeof(shown), name, nl);
+	if (unlinkat(dfd, name, 0) == 0)
+		log_info("outbox: removed %s/%s, left by a cursor save a crash "
+		    "interrupted", dir, shown);
+	else if (errno != ENOENT)
+		log_warn("outbox: cannot remove %s/%s, left by a cursor save a crash "
+		    "interrupted: %s", dir, shown, strerror(errno));
+	return true;
+}
+
+/*
  * Set aside the cursors of outputs no longer configured (see outbox.h):
  * each cursor file of dir that no outbox of this process opened is renamed
  * into dir/stale/, where the spool's pruning does not look.
@@ -250,6 +304,8 @@ outbox_set_aside_stale(const char *dir)
 		return -1;
 	}
 	while ((de = readdir(d)) != NULL) {
+		if (cursor_tmp_stale(dirfd(d), st.st_dev, st.st_ino, de->d_name, dir))
+			continue;
 		if (!spool_cursor_name(de->d_name) ||
 		    cursor_is_open(st.st_dev, st.st_ino, de->d_name))
 			continue;

@@ -591,6 +591,49 @@ test_set_aside_stale(void **state)
 	assert_int_equal(f->holds, 0);
 }
 
+/* <feed>/<hex of name>.cursor.tmp: a cursor's temporary. */
+static void
+cursor_tmp_path(const struct fix *f, const char *name, char *path, size_t len)
+{
+	char hex[200];
+
+	util_hex(name, strlen(name), hex);
+	snprintf(path, len, "%s/%s.cursor.tmp", f->feed, hex);
+}
+
+/*
+ * A crash in a cursor save leaves <hex>.cursor.tmp (the rename is the
+ * save: the cursor itself is whole).  Its cursor opened: the temporary is
+ * removed; an output no longer configured: removed at the start's set-aside;
+ * a temporary made after its cursor opened (a save in progress on another
+ * thread) is never touched.
+ */
+static void
+test_cursor_tmp_removed(void **state)
+{
+	struct fix *f = *state;
+	struct outbox_cursor *a;
+	struct outbox *ob;
+	char err[256], ta[PATH_MAX + 256], tg[PATH_MAX + 256];
+
+	append(f->journal, "{\"n\":1}\n");
+	assert_int_equal(mkdir(f->feed, 0750), 0);
+	cursor_tmp_path(f, "chan.a", ta, sizeof(ta));
+	cursor_tmp_path(f, "chan.gone", tg, sizeof(tg));
+	append(ta, "12 ino=");	/* torn */
+	append(tg, "7\n");
+	ob = ob_make(f, f->journal, OUTBOX_JOURNAL);
+	assert_non_null(a = outbox_cursor_open(ob, "chan.a", 0, err, sizeof(err)));
+	assert_int_not_equal(access(ta, F_OK), 0);
+	outbox_start(ob);
+	assert_int_equal(outbox_cursor_offset(a), 0);
+	append(ta, "8\n");	/* a save in progress */
+	assert_int_equal(outbox_set_aside_stale(f->feed), 0);
+	assert_int_not_equal(access(tg, F_OK), 0);
+	assert_int_equal(access(ta, F_OK), 0);
+	outbox_free(ob);
+}
+
 int
 main(void)
 {
@@ -604,6 +647,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_rotated_open_fails_at_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cut_copy_open_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_set_aside_stale, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cursor_tmp_removed, setup, teardown),
 	};
 
 	log_init(LOG_LVL_ERR);
