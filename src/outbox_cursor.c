@@ -30,7 +30,7 @@
 
 static void	 cursor_save(struct outbox_cursor *);
 static bool	 cursor_is_open(dev_t, ino_t, const char *file);
-static void	 ob_fsync_dir(const char *);
+static int	 ob_fsync_dir(const char *);
 static void	 cursor_tmp_remove(const struct outbox_cursor *);
 static bool	 cursor_tmp_stale(int, dev_t, ino_t, const char *, const char *);
 
@@ -126,12 +126,18 @@ outbox_cursor_load(struct outbox_cursor *c, char *err, size_t errlen)
 	return 0;
 }
 
-/* Write a channel's cursor durably: tmp file, fsync, rename, fsync dir. */
+/*
+ * Write a channel's cursor durably: tmp file, fsync, rename, fsync dir.  A
+ * failure leaves it dirty: saved again next time.  Until the directory is
+ * synced the rename may not be on disk while the journal's pruning already
+ * reads the new cursor: a save is only done once the fsync of the directory
+ * succeeded.
+ */
 static void
 cursor_save(struct outbox_cursor *c)
 {
 	char tmp[PATH_MAX + 8], buf[200], dir[PATH_MAX], *slash;
-	int fd, len;
+	int fd, len, e = 0;
 
 	if (!c->dirty)
 		return;
@@ -156,21 +162,30 @@ cursor_save(struct outbox_cursor *c)
 	snprintf(dir, sizeof(dir), "%s", c->cursor_path);
 	if ((slash = strrchr(dir, '/')) != NULL) {
 		*slash = '\0';
-		ob_fsync_dir(dir);
+		if ((e = TESTHOOK("cursor_dirsync", c->name)) != 0 ||
+		    ob_fsync_dir(dir) == -1) {
+			log_warn("%s: cursor=%s: fsync %s failed: %s; saved again next "
+			    "time", c->ob->who, c->cursor_path, dir,
+			    strerror(e != 0 ? e : errno));
+			return;
+		}
 	}
 	c->dirty = false;
 }
 
-/* fsync a directory (a rename in it is durable); errors are not fatal here. */
-static void
+/* fsync a directory (a rename in it is durable); 0 or -1 (errno). */
+static int
 ob_fsync_dir(const char *dir)
 {
-	int fd;
+	int fd, r, e;
 
-	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
-		(void)fsync(fd);
-		close(fd);
-	}
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	r = fsync(fd);
+	e = errno;
+	close(fd);
+	errno = e;
+	return r;
 }
 
 /*
@@ -198,8 +213,9 @@ outbox_cursor_restore(struct outbox_cursor *c)
 			    "without it", c->ob->who, c->name, from, strerror(errno));
 		return;
 	}
-	ob_fsync_dir(c->ob->cursor_dir);
-	ob_fsync_dir(stale);
+	/* Not synced: after a power cut it is in stale/ again, restored again. */
+	(void)ob_fsync_dir(c->ob->cursor_dir);
+	(void)ob_fsync_dir(stale);
 	log_info("%s: cursor of \"%s\" restored from %s: the output is configured "
 	    "again and resumes where it stopped", c->ob->who, c->name, stale);
 }
@@ -338,9 +354,10 @@ outbox_set_aside_stale(const char *dir)
 		    "still there)", shown, off, stale);
 	}
 	closedir(d);
+	/* Not synced: after a power cut they are in dir again, moved again. */
 	if (moved > 0) {
-		ob_fsync_dir(stale);
-		ob_fsync_dir(dir);
+		(void)ob_fsync_dir(stale);
+		(void)ob_fsync_dir(dir);
 	}
 	return moved;
 }

@@ -634,6 +634,47 @@ test_cursor_tmp_removed(void **state)
 	outbox_free(ob);
 }
 
+/* The hook: the first fsync of feed/ in a cursor save fails (EIO); counts them. */
+static int dirsync_hits;
+
+static int
+dirsync_cb(void *arg, const char *step, const char *detail)
+{
+	if (strcmp(step, "cursor_dirsync") != 0)
+		return 0;
+	return ++dirsync_hits == 1 ? EIO : 0;
+}
+
+/*
+ * The fsync of feed/ after a cursor's rename fails: the save is not taken
+ * as done (the rename may not be on disk, while the journal's pruning reads
+ * the new cursor): the next outbox_save() saves it again.
+ */
+static void
+test_cursor_dirsync_fails(void **state)
+{
+	struct fix *f = *state;
+	struct outbox_cursor *c;
+	struct outbox_line l;
+	struct outbox *ob;
+	char err[256];
+
+	append(f->journal, "{\"n\":1}\n{\"n\":2}\n");
+	ob = ob_make(f, f->journal, OUTBOX_JOURNAL);
+	assert_non_null(c = outbox_cursor_open(ob, "chan.a", 0, err, sizeof(err)));
+	outbox_start(ob);
+	outbox_save(ob);
+	read_confirm(c, "{\"n\":1}", &l);
+	dirsync_hits = 0;
+	testhook_set(dirsync_cb, NULL);
+	outbox_save(ob);	/* its fsync of feed/ fails */
+	assert_int_equal(dirsync_hits, 1);
+	outbox_save(ob);	/* saved again */
+	testhook_set(NULL, NULL);
+	assert_int_equal(dirsync_hits, 2);
+	outbox_free(ob);
+}
+
 int
 main(void)
 {
@@ -648,6 +689,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_cut_copy_open_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_set_aside_stale, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cursor_tmp_removed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cursor_dirsync_fails, setup, teardown),
 	};
 
 	log_init(LOG_LVL_ERR);
