@@ -46,7 +46,8 @@
  * The test hooks (testhook.h; FOSR_TEST_HOOKS in tests only) name the
  * steps, in order: seg_write, seg_sync, eml_write, eml_link (per small
  * message), names_done, big_fsync, big_link (per big one), big_dirsync,
- * journal_write, journal_sync, journal_trunc (on a failure), acked;
+ * journal_write, journal_sync, journal_trunc (on a failure), acked,
+ * journal_dirsync (at a rotation, and before the next append if it failed);
  * checkpoint thread: ckpt_wait_names, ckpt_syncfs,
  * ckpt_unlink, ckpt_pass_end; replay: replay_restore, replay_unlink;
  * journal pruning at a rotation (fail= only): prune_feed_dir, prune_cursor.

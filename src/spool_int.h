@@ -88,6 +88,9 @@ struct spool {
 	off_t			 journal_len;	/* worker only after open */
 	bool			 journal_cut;	/* worker: cut back to journal_len
 						   before the next append */
+	bool			 journal_dirsync; /* worker: the rotation's fsync of
+						   dir failed: again before the next
+						   append */
 	uint64_t		 journal_seg;	/* rotate at this size; 0 = never */
 	int			 journal_keep;	/* rotated segments kept at least */
 	unsigned long long	 journal_seq;	/* last rotated segment's number */

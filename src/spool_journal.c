@@ -102,6 +102,22 @@ spool_journal_append(struct spool *sp, struct spool_msgq *q)
 	 * nothing goes after them (a later cut would take acknowledged lines,
 	 * and a torn line would swallow the next), the cut is tried again.
 	 */
+	/*
+	 * The rotation's fsync of the spool directory failed: the live file's
+	 * name may not be on disk, and a line in it would announce a mail a
+	 * power cut takes back (its line gone with the name).  Again first.
+	 */
+	if (sp->journal_dirsync) {
+		if ((e = TESTHOOK("journal_dirsync", "")) != 0 ||
+		    spool_fsync_dir(sp->dir) == -1) {
+			if (e == 0)
+				e = errno;
+			free(buf);
+			errno = e;
+			return -1;
+		}
+		sp->journal_dirsync = false;
+	}
 	if (sp->journal_cut) {
 		if ((e = TESTHOOK("journal_trunc", "")) != 0 ||
 		    ftruncate(sp->journal_fd, sp->journal_len) == -1 ||
@@ -184,7 +200,7 @@ static void
 spool_journal_rotate(struct spool *sp)
 {
 	char name[PATH_MAX];
-	int fd;
+	int fd, e;
 
 	if (spool_path_segment(name, sizeof(name), sp->dir, sp->journal_seq + 1) == -1)
 		return;
@@ -200,7 +216,12 @@ spool_journal_rotate(struct spool *sp)
 		(void)rename(name, sp->journal_path);
 		return;
 	}
-	(void)spool_fsync_dir(sp->dir);
+	/* The new file's name on disk: else no line in it is acknowledged. */
+	if ((e = TESTHOOK("journal_dirsync", "")) != 0 || spool_fsync_dir(sp->dir) == -1) {
+		log_warn("spool: journal rotation: fsync %s: %s; again before the next "
+		    "append", sp->dir, strerror(e != 0 ? e : errno));
+		sp->journal_dirsync = true;
+	}
 	sp->journal_seq++;
 	close(sp->journal_fd);
 	sp->journal_fd = fd;

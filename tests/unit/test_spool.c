@@ -1868,6 +1868,51 @@ test_min_free_cached_aux(void **state)
 	spool_free(sp);
 }
 
+/* The hook: the first two fsyncs of the spool directory for the journal fail. */
+static int jdir_hits;
+
+static int
+jdir_cb(void *arg, const char *step, const char *detail)
+{
+	(void)arg;
+	(void)detail;
+	if (strcmp(step, "journal_dirsync") != 0)
+		return 0;
+	return ++jdir_hits <= 2 ? EIO : 0;
+}
+
+/*
+ * A rotation whose fsync of the spool directory fails: the new journal
+ * file's name may not be on disk, so no line in it is acknowledged (no 250)
+ * before that fsync is done again and succeeds.
+ */
+static void
+test_journal_rotation_dirsync_fails(void **state)
+{
+	struct fixture		*f = *state;
+	struct spool_opts	 o = { .dir = f->spooldir, .hostname = "mx.example.test",
+	    .journal_segment = 1 };
+	char			 err[256], hex[65];
+	struct spool		*sp;
+	int			 e;
+
+	assert_non_null(sp = spool_open(f->base, &o, err, sizeof(err)));
+	jdir_hits = 0;
+	testhook_set(jdir_cb, NULL);
+	/* acknowledged in the first file; its rotation's fsync fails */
+	assert_int_equal(commit_wait(f, sp, "one\r\n", 5, hex, &e), 0);
+	assert_int_equal(jdir_hits, 1);
+	/* the fsync again, failing: no 250 */
+	assert_int_equal(commit_wait(f, sp, "two\r\n", 5, hex, &e), -1);
+	assert_int_equal(e, EIO);
+	assert_int_equal(jdir_hits, 2);
+	/* again, done */
+	assert_int_equal(commit_wait(f, sp, "three\r\n", 7, hex, &e), 0);
+	assert_true(jdir_hits >= 3);
+	testhook_set(NULL, NULL);
+	spool_free(sp);
+}
+
 int
 main(void)
 {
@@ -1897,6 +1942,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_big_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_big_dirsync_dedup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal_cut_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_journal_rotation_dirsync_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_small_enospc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_enospc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_msg_data, setup, teardown),
