@@ -77,6 +77,10 @@ struct aw {
 	char			 parsed_path[PATH_MAX + 32];
 	char			 feed[PATH_MAX + 8];	/* the cursors of its readers */
 	uint64_t		 parsed_len;	/* bytes of whole lines in it */
+	bool			 parsed_dirsync; /* its name maybe not on disk (created,
+						   or its rotation's fsync failed):
+						   fsync the spool dir before a
+						   batch in it is confirmed */
 	uint64_t		 seg_size;	/* rotate at this size; 0 = never */
 	int			 seg_keep;	/* rotated segments kept at least */
 	unsigned long long	 seg_seq;	/* last segment's number */
@@ -112,6 +116,7 @@ static void	*aw_main(void *);
 static int	 aw_one(struct aw *);
 static void	 aw_commit(struct aw *);
 static void	 aw_unsynced(struct aw *);
+static int	 aw_spool_dirsync(struct aw *);
 static uint64_t	 aw_now_ms(void);
 static int	 aw_parsed_repair(int, const char *, char *, size_t);
 static int	 aw_store_blob(struct aw *, const struct analysis_blob *);
@@ -430,6 +435,15 @@ aw_commit(struct aw *w)
 		    strerror(errno));
 		aw_unsynced(w);
 		return;
+	}
+	if (w->batch > 0 && w->parsed_dirsync) {
+		if (aw_spool_dirsync(w) == -1) {
+			log_series(&aw_disk_series, LOG_LVL_WARN, "analysis: %s: fsync: %s",
+			    w->spool, strerror(errno));
+			aw_unsynced(w);
+			return;
+		}
+		w->parsed_dirsync = false;
 	}
 	if (w->batch > 0)
 		aw_parsed_durable(w);	/* its readers may publish the batch */
@@ -755,7 +769,27 @@ aw_parsed_open(struct aw *w, char *err, size_t errlen)
 	w->parsed_len = (uint64_t)st.st_size;
 	aw_account(w, (int64_t)(w->parsed_len + segbytes));
 	aw_parsed_durable(w);
+	w->parsed_dirsync = true;	/* maybe just created: once, at the first batch */
 	return 0;
+}
+
+/* fsync the spool directory (parsed.jsonl's name); 0 or -1 (errno). */
+static int
+aw_spool_dirsync(struct aw *w)
+{
+	int dfd, r, e;
+
+	if ((e = TESTHOOK("parsed_dirsync", "")) != 0) {
+		errno = e;
+		return -1;
+	}
+	if ((dfd = open(w->spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	r = fsync(dfd);
+	e = errno;
+	close(dfd);
+	errno = e;
+	return r;
 }
 
 /* The live file's lines up to parsed_len are durable: readers may take them. */
@@ -794,7 +828,7 @@ static void
 aw_parsed_rotate(struct aw *w)
 {
 	char name[PATH_MAX + 64];
-	int fd, dfd;
+	int fd;
 
 	if (jseg_path(name, sizeof(name), w->spool, SPOOL_PARSED_NAME, w->seg_seq + 1) == -1)
 		return;
@@ -809,11 +843,10 @@ aw_parsed_rotate(struct aw *w)
 		(void)rename(name, w->parsed_path);
 		return;
 	}
-	if ((dfd = open(w->spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
-		if (fsync(dfd) == -1)
-			log_warn("analysis: rotation: fsync %s: %s", w->spool, strerror(errno));
-		close(dfd);
-	}
+	/* Its name on disk: else the next commit does it first. */
+	if ((w->parsed_dirsync = aw_spool_dirsync(w) == -1))
+		log_warn("analysis: rotation: fsync %s: %s; again before the next batch "
+		    "is confirmed", w->spool, strerror(errno));
 	w->seg_seq++;
 	close(w->parsed_fd);
 	w->parsed_fd = fd;

@@ -13,9 +13,11 @@
  * confirmed past the batch and saved.  A crash before the cursor is saved
  * analyses that batch again at the restart (a second event and line, the
  * campaign counted twice): each mail at most once more; none is skipped.
- * A failed sync of parsed.jsonl or attachments/ confirms nothing: the
- * unsynced lines are cut off and the batch is analysed again after the
- * backoff (FOSR_TEST_HOOKS step "parsed_sync", fail= only).
+ * A failed sync of parsed.jsonl or attachments/ (or of the spool directory
+ * while a parsed.jsonl just created or rotated may lack its name on disk)
+ * confirms nothing: the unsynced lines are cut off and the batch is
+ * analysed again after the backoff (FOSR_TEST_HOOKS steps "parsed_sync",
+ * "parsed_dirsync").
  * A torn last line of parsed.jsonl is cut at the start.
  *
  * aw_new() loads libmagic (before the chroot and the sandbox); aw_start()

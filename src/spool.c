@@ -54,7 +54,8 @@
  * tests/e2e/test_faults.py (CommitStepKill9) kills -9 at each of them.
  * Outside the commit path: outbox_open_rotated (outbox_follow.c),
  * parsed_write (the analysis worker's append to parsed.jsonl, fail= only),
- * parsed_sync (its fdatasync of parsed.jsonl per batch).
+ * parsed_sync (its fdatasync of parsed.jsonl per batch), parsed_dirsync
+ * (its fsync of the spool directory for a new parsed.jsonl's name).
  *
  * Segments (spool_seg.c): the worker appends and seals; a checkpoint
  * thread of their own makes the covered .eml durable with one syncfs(2)

@@ -189,6 +189,32 @@ class AnalysisDaemon(CollectorTestCase):
         self.assertEqual(sorted(shas), sorted([sha256(a), sha256(b)]),
                          "mail a %s, b %s: %s" % (sha256(a), sha256(b), shas))
 
+    @with_config(env={"FOSR_TEST_HOOKS": "stop=parsed_dirsync:2,fail=parsed_dirsync:1:EIO"})
+    def test_parsed_name_not_synced_is_not_confirmed(self):
+        # parsed.jsonl was just created (or rotated): until an fsync of the
+        # spool directory succeeds its name may not be on disk, and a power
+        # cut takes the whole file.  That fsync fails (EIO): the batch must
+        # not be confirmed.  At the retry the daemon stops itself; the file
+        # is removed (what the power cut leaves), kill -9, restart: the
+        # mail's document must be written again.
+        self.expect_exit = None
+        a = crlf(spam_variant("Ngata", "http://n.example/a", 1))
+        self.send_mail(a)
+        end = time.time() + 30 * self.slow
+        while "testhook: stop at parsed_dirsync" not in self.c.stderr_text():
+            self.assertLess(time.time(), end, self.c.stderr_tail())
+            time.sleep(0.05)
+        os.unlink(self.parsed_path())
+        self.c.kill9()
+        del self.c.env_extra["FOSR_TEST_HOOKS"]
+        self.c.start()
+        end = time.time() + 30 * self.slow
+        while sha256(a) not in {l["sha256"] for l in self.parsed()}:
+            self.assertLess(time.time(), end, self.c.stderr_tail())
+            time.sleep(0.05)
+        self.c.stop()
+        self.assertEqual([l["sha256"] for l in self.parsed()], [sha256(a)])
+
     @with_config({"analysis": {"enabled": False}})
     def test_restart_in_a_backlog(self):
         # a backlog on disk: mails received while the analysis was off
