@@ -635,11 +635,14 @@ amq_pump(struct amq *a)
 		if (outbox_read(a->cur, &l) <= 0)
 			return;
 		if (l.overlong || hpf_record_private(l.line, l.len)) {
-			(void)outbox_skip(a->cur, &l);
+			/* A private one is a rule's choice, not a loss: not counted. */
+			if (outbox_skip(a->cur, &l) == 0 && l.overlong)
+				metrics_inc(M_FEED_SKIPPED, "amqp", a->curname);
 			continue;
 		}
 		if ((rc = outbox_message(a->cur, &l, AMQ_READ_LIMIT, &a->msg)) == OUTBOX_SKIP) {
-			(void)outbox_skip(a->cur, &l);
+			if (outbox_skip(a->cur, &l) == 0)
+				metrics_inc(M_FEED_SKIPPED, "amqp", a->curname);
 			continue;
 		}
 		if (rc == OUTBOX_RETRY) {
@@ -723,10 +726,12 @@ amq_build(struct amq *a, const struct outbox_line *l, const char **ctype)
 			log_warn("amqp: message=%s metadata too large; published without it",
 			    a->msg.sha);
 	}
-	if (cut)
+	if (cut) {
 		log_warn("amqp: message=%s size=%llu published truncated to %zu bytes "
 		    "(the spool keeps it whole)", a->msg.sha, (unsigned long long)a->msg.size,
 		    a->pl.len);
+		metrics_inc(M_FEED_TRUNCATED, "amqp", a->curname);
+	}
 	return 0;
 }
 
@@ -1299,6 +1304,7 @@ struct amq_parsed {
 	int		 retry_ms;
 	uint64_t	 hold_until_ms;
 	char		 path[PATH_MAX];
+	char		 curname[2 * CFG_NAME_MAX + 16];	/* the metrics' channel */
 	/* the worker's limit: set once by amq_set_parsed_limit (under a->mu) */
 	bool		 lim_set;
 	amq_limit_fn	 lim_fn;
@@ -1339,7 +1345,7 @@ amq_parsed_new(struct amq *a, char *err, size_t errlen)
 {
 	struct amq_parsed *pd;
 	struct outbox_opts o;
-	char dir[PATH_MAX + 8], name[2 * CFG_NAME_MAX + 16];
+	char dir[PATH_MAX + 8];
 	int n;
 
 	if ((pd = calloc(1, sizeof(*pd))) == NULL) {
@@ -1365,13 +1371,13 @@ amq_parsed_new(struct amq *a, char *err, size_t errlen)
 	o.arg = a;
 	if ((pd->ob = outbox_new(&o, err, errlen)) == NULL)
 		return -1;
-	n = snprintf(name, sizeof(name), "amqp-parsed:%s/%s", a->cfg.exchange,
-	    a->cfg.parsed_routing_key);
-	if (n < 0 || (size_t)n >= sizeof(name)) {
+	n = snprintf(pd->curname, sizeof(pd->curname), "amqp-parsed:%s/%s",
+	    a->cfg.exchange, a->cfg.parsed_routing_key);
+	if (n < 0 || (size_t)n >= sizeof(pd->curname)) {
 		snprintf(err, errlen, "amqp: exchange and parsed_routing_key too long");
 		return -1;
 	}
-	if ((pd->cur = outbox_cursor_open(pd->ob, name, sizeof(struct amq_entry), err,
+	if ((pd->cur = outbox_cursor_open(pd->ob, pd->curname, sizeof(struct amq_entry), err,
 	    errlen)) == NULL)
 		return -1;
 	outbox_set_limit(pd->ob, amq_parsed_limit_cb, a);
@@ -1491,11 +1497,14 @@ amq_parsed_pump(struct amq *a)
 		/* Not a document, too large, or of a mail a rule keeps private. */
 		if (l.overlong || !json_is_object(l.line, l.len) ||
 		    l.len > AMQ_PAYLOAD_LIMIT || hpf_record_private(l.line, l.len)) {
-			if (!l.overlong && !hpf_record_private(l.line, l.len))
+			bool lost = l.overlong || !hpf_record_private(l.line, l.len);
+
+			if (!l.overlong && lost)
 				log_warn("amqp: document at offset %llu of %s is not a "
 				    "JSON object or too large; not published",
 				    (unsigned long long)(l.end_off - l.len - 1), pd->path);
-			(void)outbox_skip(pd->cur, &l);
+			if (outbox_skip(pd->cur, &l) == 0 && lost)
+				metrics_inc(M_FEED_SKIPPED, "amqp", pd->curname);
 			continue;
 		}
 		if ((d = outbox_take(pd->cur, &l)) == NULL) {

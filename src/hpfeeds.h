@@ -87,7 +87,7 @@ struct hpf_stats {
 	uint64_t	 published;	/* PUBLISH frames written */
 	uint64_t	 confirmed;	/* entries confirmed (all channels) */
 	uint64_t	 connects;	/* connection attempts */
-	uint64_t	 skipped;	/* journal lines that could not be published */
+	uint64_t	 skipped;	/* journal lines that could not be published (private ones not counted) */
 	uint64_t	 truncated;	/* mails published cut to the frame limit */
 };
 void		 hpf_get_stats(const struct hpf *, struct hpf_stats *out);

@@ -507,9 +507,10 @@ class Metrics(AMQPCase):
             m, _ = self.scrape()
             got.clear()
             for k in want:
-                if k in ("confirmed", "backlog"):
+                if k in ("confirmed", "backlog", "skipped"):
                     name = {"confirmed": "fosr_feed_confirmed_total",
-                            "backlog": "fosr_feed_backlog_bytes"}[k]
+                            "backlog": "fosr_feed_backlog_bytes",
+                            "skipped": "fosr_feed_skipped_total"}[k]
                     got[k] = get(m, name, output="amqp", channel=chan)
                 else:
                     got[k] = get(m, "fosr_feed_%s" % k, output="amqp")
@@ -575,6 +576,22 @@ class Metrics(AMQPCase):
             self.assertEqual(prom.health(), ["up"])
         finally:
             prom.stop()
+
+    def test_skipped_entry_counted(self):
+        # A mail whose .eml is gone is passed unpublished: a loss the
+        # operator sees at /metrics (fosr_feed_skipped_total), as hpfeeds'.
+        self.consumer.declare()
+        self.start(password="wrong")        # nothing published yet
+        shas = self.send_many([mail(i) for i in range(3)])
+        os.unlink(self.c.message_path(shas[1]))
+        self.c.stop()
+        self.mport = free_port()
+        self.start(config={"metrics": {"port": self.mport}})
+        self.wait_for(lambda: {shas[0], shas[2]} <= self.consumed_shas(), 30,
+                      "the two others published")
+        self.wait_amqp({"skipped": 1, "confirmed": 2, "backlog": 0},
+                       "one skipped, two confirmed")
+        self.assertNotIn(shas[1], self.consumed_shas())
 
 
 class Config(unittest.TestCase):
