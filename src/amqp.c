@@ -41,6 +41,7 @@
 #include <linux/tcp.h>		/* struct tcp_info with the byte counters */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -131,6 +132,13 @@ struct amq {
 	uint64_t	 op_mark_ms;	/* the last progress seen */
 	bool		 op_closing;	/* the graceful close at stop: let it run */
 	bool		 op_cut;
+	/*
+	 * The thread's: a dup of the socket while librabbitmq's open runs the
+	 * TLS handshake (amq_ssl_info_cb), watched as an operation; ours, so
+	 * the watchdog never shuts down a descriptor open() closed and the
+	 * process reused.  -1: none.
+	 */
+	int		 hs_fd;
 
 	/* The thread's. */
 	struct outbox	*ob;
@@ -195,6 +203,7 @@ static void	 amq_lookup_cb(void *, enum dns_status, const struct dns_addr *, int
 static void	 amq_wake_cb(evutil_socket_t, short, void *);
 static void	 amq_dns_to_cb(evutil_socket_t, short, void *);
 static void	 amq_ssl_info_cb(const SSL *, int, int);
+static int	 amq_op_begin_fd(struct amq *, int, const char *);
 static bool	 amq_is_ip(const char *);
 static int	 amq_connect_rest(struct amq *, amqp_rpc_reply_t, const char *user,
 		    char *what, size_t whatlen);
@@ -338,6 +347,7 @@ amq_new(struct event_base *base, const struct cfg_amqp *cfg, const char *spool_d
 	a->cfg = *cfg;
 	a->evfd = -1;
 	a->op_fd = -1;
+	a->hs_fd = -1;
 	pthread_mutex_init(&a->mu, NULL);
 	atomic_init(&a->stop, false);
 	snprintf(a->spool_dir, sizeof(a->spool_dir), "%s", spool_dir);
@@ -505,8 +515,13 @@ amq_sock_bytes(int fd)
 static int
 amq_op_begin(struct amq *a, const char *what)
 {
-	int fd = amqp_get_sockfd(a->conn);
+	return amq_op_begin_fd(a, amqp_get_sockfd(a->conn), what);
+}
 
+/* The same on the socket fd (the TLS handshake's: a dup). */
+static int
+amq_op_begin_fd(struct amq *a, int fd, const char *what)
+{
 	pthread_mutex_lock(&a->mu);
 	if (atomic_load(&a->stop) && !a->op_closing) {
 		pthread_mutex_unlock(&a->mu);
@@ -1235,12 +1250,16 @@ amq_dns_to_cb(evutil_socket_t fd, short what, void *arg)
  * resolved), the configured name replaces it (server_name, else host); an
  * address sends none (RFC 6066 allows no IP literal).  The certificate is
  * checked against the same name (X509_VERIFY_PARAM on the context).
+ * The handshake runs inside open(), bounded only by its timeout: from here
+ * it is an operation on a dup of the socket, so a stop cuts it at once
+ * (and a stop already set, now).
  */
 static void
 amq_ssl_info_cb(const SSL *ssl, int where, int ret)
 {
 	struct amq *a;
 	const char *name, *sni;
+	int fd;
 
 	if ((where & SSL_CB_HANDSHAKE_START) == 0)
 		return;
@@ -1249,6 +1268,10 @@ amq_ssl_info_cb(const SSL *ssl, int where, int ret)
 	sni = amq_is_ip(name) ? NULL : name;
 	/* OpenSSL hands the callback a const SSL; the SNI is set on it. */
 	(void)SSL_set_tlsext_host_name((SSL *)ssl, sni);
+	if (a->hs_fd == -1 && (fd = SSL_get_fd(ssl)) >= 0 &&
+	    (a->hs_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) >= 0 &&
+	    amq_op_begin_fd(a, a->hs_fd, "the TLS handshake") == -1)
+		(void)shutdown(a->hs_fd, SHUT_RDWR);
 }
 
 /* Connect, log in, open the channel, declare the exchange, confirm.select. */
@@ -1318,10 +1341,17 @@ amq_connect(struct amq *a)
 	(void)amqp_set_rpc_timeout(a->conn, &tv);
 	/* Each address in turn (IPv4 first), as getaddrinfo()'s caller would. */
 	rc = AMQP_STATUS_HOSTNAME_RESOLUTION_FAILED;
-	for (i = 0; i < naddr && !atomic_load(&a->stop); i++)
-		if ((rc = amqp_socket_open_noblock(s, hosts[i], a->cfg.port, &tv)) ==
-		    AMQP_STATUS_OK)
+	for (i = 0; i < naddr && !atomic_load(&a->stop); i++) {
+		rc = amqp_socket_open_noblock(s, hosts[i], a->cfg.port, &tv);
+		if (a->hs_fd != -1) {
+			/* The TLS handshake was watched (amq_ssl_info_cb). */
+			(void)amq_op_end(a);
+			close(a->hs_fd);
+			a->hs_fd = -1;
+		}
+		if (rc == AMQP_STATUS_OK)
 			break;
+	}
 	if (rc != AMQP_STATUS_OK && atomic_load(&a->stop))
 		return -1;	/* the stop: nothing wrong */
 	if (rc != AMQP_STATUS_OK) {

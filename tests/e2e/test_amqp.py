@@ -116,6 +116,30 @@ class StalledBroker(CollectorTestCase):
         time.sleep(1)       # the return is read (nothing outside shows it)
         self.sigterm_exits_within(5)
 
+    def test_sigterm_during_a_hung_tls_handshake_exits_promptly(self):
+        # A TLS endpoint that accepts and never answers the ClientHello: the
+        # handshake runs inside librabbitmq's socket open (bounded by
+        # timeout, 30 s); the stop must not wait for it.
+        ls = socket.socket()
+        ls.bind((HOST, 0))
+        ls.listen(4)
+        conns = []
+        try:
+            self.c = Collector(self.tmpdir, config={"amqp": {
+                "host": HOST, "port": ls.getsockname()[1], "user": "u", "password": "p",
+                "exchange": "x", "routing_key": "k", "timeout": 30, "tls": True}})
+            self.c.start()
+            ls.settimeout(20 * self.slow)
+            c, _ = ls.accept()
+            conns.append(c)
+            c.settimeout(10 * self.slow)
+            self.assertEqual(c.recv(1), b"\x16")     # a TLS handshake record
+            self.sigterm_exits_within(5)
+        finally:
+            for c in conns:
+                c.close()
+            ls.close()
+
     def test_sigterm_during_a_hung_handshake_exits_promptly(self):
         # the login waits for the broker's answer (bounded by timeout: 30 s)
         self.start("mute")
