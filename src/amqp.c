@@ -24,6 +24,14 @@
  * received for the timeout, or at once when stopping.  A cut connection is
  * dropped, its window published again later: nothing is confirmed that the
  * broker did not confirm.
+ *
+ * A broker given by name is looked up by the thread with c-ares (dns.c) on
+ * an event base of its own, run only during the lookup: bounded by the
+ * timeout, ended at once by a stop (the eventfd), and working in a chroot
+ * (the channel is made before it, amq_prepare).  librabbitmq's own lookup
+ * (a blocking getaddrinfo no watchdog can cut: there is no socket yet) only
+ * ever sees the address.  With TLS the certificate is checked against the
+ * configured name, and the name is the SNI (amq_ssl_info_cb).
  */
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -33,6 +41,7 @@
 #include <linux/tcp.h>		/* struct tcp_info with the byte counters */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -58,6 +67,7 @@
 
 #include "amqp.h"
 #include "config.h"
+#include "dns.h"
 #include "hpfeeds_wire.h"
 #include "json.h"
 #include "log.h"
@@ -122,6 +132,13 @@ struct amq {
 	uint64_t	 op_mark_ms;	/* the last progress seen */
 	bool		 op_closing;	/* the graceful close at stop: let it run */
 	bool		 op_cut;
+	/*
+	 * The thread's: a dup of the socket while librabbitmq's open runs the
+	 * TLS handshake (amq_ssl_info_cb), watched as an operation; ours, so
+	 * the watchdog never shuts down a descriptor open() closed and the
+	 * process reused.  -1: none.
+	 */
+	int		 hs_fd;
 
 	/* The thread's. */
 	struct outbox	*ob;
@@ -146,17 +163,48 @@ struct amq {
 
 	struct amq_parsed *pd;		/* parsed_routing_key: NULL = off */
 
+	/* host a name: its resolver (amq_prepare), run by the thread only */
+	struct event_base *dbase;
+	struct dns	*dns;
+	struct event	*ev_wake;	/* the eventfd: a stop ends the lookup */
+	struct event	*ev_dns_to;	/* the lookup's deadline */
+
 	/* tls: the CA file's bytes, read at start (before a chroot, never again) */
 	char		 ca_path[PATH_MAX];
 	char		*ca_pem;
 	size_t		 ca_len;
 };
 
+/*
+ * A lookup of the broker's name.  One the thread gave up (timeout, stop) is
+ * abandoned: its callback frees it when c-ares ends it (its own tries, or
+ * the dns_free() of amq_free).
+ */
+struct amq_lookup {
+	bool		 done, abandoned;
+	enum dns_status	 st;
+	int		 n;
+	struct dns_addr	 addr[DNS_ADDR_MAX];
+	char		 err[320];
+};
+
+/* The resolver amq_prepare made (before a chroot) for amq_new to take. */
+static struct event_base *amq_g_dbase;
+static struct dns	*amq_g_dns;
+
 static uint64_t	 amq_now_ms(void);
 static void	*amq_main(void *);
 static void	 amq_warn(struct amq *, const char *fmt, ...)
 		    __attribute__((format(printf, 2, 3)));
 static int	 amq_connect(struct amq *);
+static int	 amq_resolve(struct amq *, struct dns_addr *, int *);
+static void	 amq_lookup_cb(void *, enum dns_status, const struct dns_addr *, int,
+		    const char *);
+static void	 amq_wake_cb(evutil_socket_t, short, void *);
+static void	 amq_dns_to_cb(evutil_socket_t, short, void *);
+static void	 amq_ssl_info_cb(const SSL *, int, int);
+static int	 amq_op_begin_fd(struct amq *, int, const char *);
+static bool	 amq_is_ip(const char *);
 static int	 amq_connect_rest(struct amq *, amqp_rpc_reply_t, const char *user,
 		    char *what, size_t whatlen);
 static void	 amq_drop(struct amq *, bool graceful);
@@ -246,6 +294,36 @@ amq_warn(struct amq *a, const char *fmt, ...)
 
 /* ------------------------------------------------------------ the loop's side */
 
+/*
+ * The broker name's resolver, before the chroot: c-ares reads resolv.conf
+ * and keys its query IDs from /dev/urandom when its channel is made (in a
+ * chroot: neither).  A try waits a quarter of the timeout, 5 s at most, so
+ * that c-ares' two tries end before the lookup's bound (its answer, not
+ * the bound, says why).  Nothing for an address.
+ */
+int
+amq_prepare(const struct cfg_amqp *cfg, char *err, size_t errlen)
+{
+	int try_ms;
+
+	if (!cfg->enabled || amq_is_ip(cfg->host) || amq_g_dns != NULL)
+		return 0;
+	try_ms = cfg->timeout * 1000 / 4;
+	if (try_ms > 5000)
+		try_ms = 5000;
+	if ((amq_g_dbase = event_base_new()) == NULL) {
+		snprintf(err, errlen, "cannot create the resolver's event base");
+		return -1;
+	}
+	if ((amq_g_dns = dns_new(amq_g_dbase, cfg->dns_server, try_ms, err,
+	    errlen)) == NULL) {
+		event_base_free(amq_g_dbase);
+		amq_g_dbase = NULL;
+		return -1;
+	}
+	return 0;
+}
+
 struct amq *
 amq_new(struct event_base *base, const struct cfg_amqp *cfg, const char *spool_dir,
     const char *sensor, const struct persona *persona, const char *hostname,
@@ -269,6 +347,7 @@ amq_new(struct event_base *base, const struct cfg_amqp *cfg, const char *spool_d
 	a->cfg = *cfg;
 	a->evfd = -1;
 	a->op_fd = -1;
+	a->hs_fd = -1;
 	pthread_mutex_init(&a->mu, NULL);
 	atomic_init(&a->stop, false);
 	snprintf(a->spool_dir, sizeof(a->spool_dir), "%s", spool_dir);
@@ -333,6 +412,21 @@ amq_new(struct event_base *base, const struct cfg_amqp *cfg, const char *spool_d
 	if ((a->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
 		snprintf(err, errlen, "amqp: eventfd: %s", strerror(errno));
 		goto fail;
+	}
+	if (!amq_is_ip(cfg->host)) {
+		/* Made before a chroot by amq_prepare(); now when it was not called. */
+		if (amq_prepare(cfg, err, errlen) == -1)
+			goto fail;
+		a->dbase = amq_g_dbase;
+		a->dns = amq_g_dns;
+		amq_g_dbase = NULL;
+		amq_g_dns = NULL;
+		if ((a->ev_wake = event_new(a->dbase, a->evfd, EV_READ | EV_PERSIST,
+		    amq_wake_cb, a)) == NULL || event_add(a->ev_wake, NULL) == -1 ||
+		    (a->ev_dns_to = evtimer_new(a->dbase, amq_dns_to_cb, a)) == NULL) {
+			snprintf(err, errlen, "amqp: cannot create events");
+			goto fail;
+		}
 	}
 	if ((a->ev_tick = event_new(base, -1, EV_PERSIST, amq_tick_cb, a)) == NULL ||
 	    event_add(a->ev_tick, &tv) == -1) {
@@ -421,8 +515,13 @@ amq_sock_bytes(int fd)
 static int
 amq_op_begin(struct amq *a, const char *what)
 {
-	int fd = amqp_get_sockfd(a->conn);
+	return amq_op_begin_fd(a, amqp_get_sockfd(a->conn), what);
+}
 
+/* The same on the socket fd (the TLS handshake's: a dup). */
+static int
+amq_op_begin_fd(struct amq *a, int fd, const char *what)
+{
 	pthread_mutex_lock(&a->mu);
 	if (atomic_load(&a->stop) && !a->op_closing) {
 		pthread_mutex_unlock(&a->mu);
@@ -510,6 +609,13 @@ amq_free(struct amq *a)
 	}
 	if (a->ev_tick != NULL)
 		event_free(a->ev_tick);
+	dns_free(a->dns);	/* the abandoned lookups' callbacks free them */
+	if (a->ev_wake != NULL)
+		event_free(a->ev_wake);
+	if (a->ev_dns_to != NULL)
+		event_free(a->ev_dns_to);
+	if (a->dbase != NULL)
+		event_base_free(a->dbase);
 	if (a->evfd != -1)
 		close(a->evfd);
 	outbox_free(a->ob);	/* saves the cursor */
@@ -635,11 +741,14 @@ amq_pump(struct amq *a)
 		if (outbox_read(a->cur, &l) <= 0)
 			return;
 		if (l.overlong || hpf_record_private(l.line, l.len)) {
-			(void)outbox_skip(a->cur, &l);
+			/* A private one is a rule's choice, not a loss: not counted. */
+			if (outbox_skip(a->cur, &l) == 0 && l.overlong)
+				metrics_inc(M_FEED_SKIPPED, "amqp", a->curname);
 			continue;
 		}
 		if ((rc = outbox_message(a->cur, &l, AMQ_READ_LIMIT, &a->msg)) == OUTBOX_SKIP) {
-			(void)outbox_skip(a->cur, &l);
+			if (outbox_skip(a->cur, &l) == 0)
+				metrics_inc(M_FEED_SKIPPED, "amqp", a->curname);
 			continue;
 		}
 		if (rc == OUTBOX_RETRY) {
@@ -723,10 +832,12 @@ amq_build(struct amq *a, const struct outbox_line *l, const char **ctype)
 			log_warn("amqp: message=%s metadata too large; published without it",
 			    a->msg.sha);
 	}
-	if (cut)
+	if (cut) {
 		log_warn("amqp: message=%s size=%llu published truncated to %zu bytes "
 		    "(the spool keeps it whole)", a->msg.sha, (unsigned long long)a->msg.size,
 		    a->pl.len);
+		metrics_inc(M_FEED_TRUNCATED, "amqp", a->curname);
+	}
 	return 0;
 }
 
@@ -1047,6 +1158,122 @@ amq_is_ip(const char *s)
 	return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
+/*
+ * Look the broker's name up (the thread): run the resolver's base until the
+ * answer, the timeout or a stop.  0 with the addresses (IPv4 first) in
+ * addr, *naddr of them; -1 when there are none (logged, once per series:
+ * the caller drops the attempt, the backoff grows).
+ */
+static int
+amq_resolve(struct amq *a, struct dns_addr *addr, int *naddr)
+{
+	struct amq_lookup *l;
+	uint64_t deadline = amq_now_ms() + (uint64_t)a->cfg.timeout * 1000, now;
+	struct timeval tv;
+	char why[sizeof(l->err) * 4];
+
+	if ((l = calloc(1, sizeof(*l))) == NULL) {
+		amq_warn(a, "amqp: broker %s: out of memory", a->who);
+		return -1;
+	}
+	if (dns_name_lookup(a->dns, a->cfg.host, amq_lookup_cb, l) == -1) {
+		free(l);
+		amq_warn(a, "amqp: cannot resolve broker %s: the lookup could not start",
+		    a->who);
+		return -1;
+	}
+	while (!l->done && !atomic_load(&a->stop) && (now = amq_now_ms()) < deadline) {
+		tv.tv_sec = (time_t)((deadline - now) / 1000);
+		tv.tv_usec = (suseconds_t)((deadline - now) % 1000 * 1000);
+		evtimer_add(a->ev_dns_to, &tv);
+		(void)event_base_loop(a->dbase, EVLOOP_ONCE);
+	}
+	evtimer_del(a->ev_dns_to);
+	if (!l->done) {
+		l->abandoned = true;
+		if (!atomic_load(&a->stop))
+			amq_warn(a, "amqp: cannot resolve broker %s: no answer within %d s; "
+			    "retrying with backoff, the mail is kept", a->who, a->cfg.timeout);
+		return -1;
+	}
+	if (l->st != DNS_OK || l->n == 0) {
+		log_escape(why, sizeof(why), l->err, strlen(l->err));
+		amq_warn(a, "amqp: cannot resolve broker %s (%s): %s; retrying with "
+		    "backoff, the mail is kept", a->who, dns_status_name(l->st), why);
+		free(l);
+		return -1;
+	}
+	*naddr = l->n;
+	memcpy(addr, l->addr, (size_t)l->n * sizeof(*addr));
+	free(l);
+	return 0;
+}
+
+/* The lookup's answer (on the resolver's base, the thread). */
+static void
+amq_lookup_cb(void *arg, enum dns_status st, const struct dns_addr *addr, int n,
+    const char *err)
+{
+	struct amq_lookup *l = arg;
+
+	if (l->abandoned) {
+		free(l);
+		return;
+	}
+	l->done = true;
+	l->st = st;
+	l->n = n < DNS_ADDR_MAX ? n : DNS_ADDR_MAX;
+	if (l->n > 0)
+		memcpy(l->addr, addr, (size_t)l->n * sizeof(*addr));
+	snprintf(l->err, sizeof(l->err), "%s", err != NULL ? err : "");
+}
+
+/* A kick or the stop during a lookup: consumed (the loop checks stop). */
+static void
+amq_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	uint64_t v;
+
+	if (read(fd, &v, sizeof(v)) == -1 && errno != EAGAIN)
+		log_debug("amqp: eventfd: %s", strerror(errno));
+}
+
+/* The lookup's deadline: event_base_loop() returns. */
+static void
+amq_dns_to_cb(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+/*
+ * At the start of a TLS handshake, before the ClientHello is written:
+ * librabbitmq set the SNI to the host string it was given (the address we
+ * resolved), the configured name replaces it (server_name, else host); an
+ * address sends none (RFC 6066 allows no IP literal).  The certificate is
+ * checked against the same name (X509_VERIFY_PARAM on the context).
+ * The handshake runs inside open(), bounded only by its timeout: from here
+ * it is an operation on a dup of the socket, so a stop cuts it at once
+ * (and a stop already set, now).
+ */
+static void
+amq_ssl_info_cb(const SSL *ssl, int where, int ret)
+{
+	struct amq *a;
+	const char *name, *sni;
+	int fd;
+
+	if ((where & SSL_CB_HANDSHAKE_START) == 0)
+		return;
+	a = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+	name = a->cfg.server_name[0] != '\0' ? a->cfg.server_name : a->cfg.host;
+	sni = amq_is_ip(name) ? NULL : name;
+	/* OpenSSL hands the callback a const SSL; the SNI is set on it. */
+	(void)SSL_set_tlsext_host_name((SSL *)ssl, sni);
+	if (a->hs_fd == -1 && (fd = SSL_get_fd(ssl)) >= 0 &&
+	    (a->hs_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) >= 0 &&
+	    amq_op_begin_fd(a, a->hs_fd, "the TLS handshake") == -1)
+		(void)shutdown(a->hs_fd, SHUT_RDWR);
+}
+
 /* Connect, log in, open the channel, declare the exchange, confirm.select. */
 static int
 amq_connect(struct amq *a)
@@ -1059,12 +1286,23 @@ amq_connect(struct amq *a)
 	char user[CFG_NAME_MAX * 4], what[sizeof(user) + 2 * CFG_NAME_MAX + 128];
 	amqp_table_entry_t cap_e, prop_e;
 	amqp_table_t caps, props;
-	int rc;
+	struct dns_addr addr[DNS_ADDR_MAX];
+	const char *hosts[DNS_ADDR_MAX];
+	int rc, naddr, i;
 
 	pthread_mutex_lock(&a->mu);
 	a->stats.connects++;
 	pthread_mutex_unlock(&a->mu);
 	metrics_inc(M_FEED_CONNECTS, "amqp", NULL);
+	if (a->dns == NULL) {
+		/* An address: librabbitmq's getaddrinfo() parses it, no lookup. */
+		naddr = 1;
+		hosts[0] = a->cfg.host;
+	} else if (amq_resolve(a, addr, &naddr) == -1)
+		return -1;
+	else
+		for (i = 0; i < naddr; i++)
+			hosts[i] = addr[i].text;
 	if ((a->conn = amqp_new_connection()) == NULL) {
 		amq_warn(a, "amqp: broker %s: out of memory", a->who);
 		return -1;
@@ -1095,13 +1333,36 @@ amq_connect(struct amq *a)
 			    "certificate in %s", a->who, a->ca_path);
 			return -1;
 		}
+		/* The SNI: the name, not the address open() is given. */
+		SSL_CTX_set_app_data((SSL_CTX *)amqp_ssl_socket_get_context(s), a);
+		SSL_CTX_set_info_callback(amqp_ssl_socket_get_context(s), amq_ssl_info_cb);
 	}
 	(void)amqp_set_handshake_timeout(a->conn, &tv);
 	(void)amqp_set_rpc_timeout(a->conn, &tv);
-	if ((rc = amqp_socket_open_noblock(s, a->cfg.host, a->cfg.port, &tv)) !=
-	    AMQP_STATUS_OK) {
-		amq_warn(a, "amqp: cannot connect to broker %s%s: %s", a->who,
-		    a->cfg.tls ? " (TLS)" : "", amqp_error_string2(rc));
+	/* Each address in turn (IPv4 first), as getaddrinfo()'s caller would. */
+	rc = AMQP_STATUS_HOSTNAME_RESOLUTION_FAILED;
+	for (i = 0; i < naddr && !atomic_load(&a->stop); i++) {
+		rc = amqp_socket_open_noblock(s, hosts[i], a->cfg.port, &tv);
+		if (a->hs_fd != -1) {
+			/* The TLS handshake was watched (amq_ssl_info_cb). */
+			(void)amq_op_end(a);
+			close(a->hs_fd);
+			a->hs_fd = -1;
+		}
+		if (rc == AMQP_STATUS_OK)
+			break;
+	}
+	if (rc != AMQP_STATUS_OK && atomic_load(&a->stop))
+		return -1;	/* the stop: nothing wrong */
+	if (rc != AMQP_STATUS_OK) {
+		if (a->dns != NULL)
+			amq_warn(a, "amqp: cannot connect to broker %s%s at %s%s: %s", a->who,
+			    a->cfg.tls ? " (TLS)" : "", hosts[naddr - 1],
+			    naddr > 1 ? " (the last of its addresses)" : "",
+			    amqp_error_string2(rc));
+		else
+			amq_warn(a, "amqp: cannot connect to broker %s%s: %s", a->who,
+			    a->cfg.tls ? " (TLS)" : "", amqp_error_string2(rc));
 		return -1;
 	}
 	log_escape(user, sizeof(user), a->cfg.user, strlen(a->cfg.user));
@@ -1299,6 +1560,7 @@ struct amq_parsed {
 	int		 retry_ms;
 	uint64_t	 hold_until_ms;
 	char		 path[PATH_MAX];
+	char		 curname[2 * CFG_NAME_MAX + 16];	/* the metrics' channel */
 	/* the worker's limit: set once by amq_set_parsed_limit (under a->mu) */
 	bool		 lim_set;
 	amq_limit_fn	 lim_fn;
@@ -1339,7 +1601,7 @@ amq_parsed_new(struct amq *a, char *err, size_t errlen)
 {
 	struct amq_parsed *pd;
 	struct outbox_opts o;
-	char dir[PATH_MAX + 8], name[2 * CFG_NAME_MAX + 16];
+	char dir[PATH_MAX + 8];
 	int n;
 
 	if ((pd = calloc(1, sizeof(*pd))) == NULL) {
@@ -1365,13 +1627,13 @@ amq_parsed_new(struct amq *a, char *err, size_t errlen)
 	o.arg = a;
 	if ((pd->ob = outbox_new(&o, err, errlen)) == NULL)
 		return -1;
-	n = snprintf(name, sizeof(name), "amqp-parsed:%s/%s", a->cfg.exchange,
-	    a->cfg.parsed_routing_key);
-	if (n < 0 || (size_t)n >= sizeof(name)) {
+	n = snprintf(pd->curname, sizeof(pd->curname), "amqp-parsed:%s/%s",
+	    a->cfg.exchange, a->cfg.parsed_routing_key);
+	if (n < 0 || (size_t)n >= sizeof(pd->curname)) {
 		snprintf(err, errlen, "amqp: exchange and parsed_routing_key too long");
 		return -1;
 	}
-	if ((pd->cur = outbox_cursor_open(pd->ob, name, sizeof(struct amq_entry), err,
+	if ((pd->cur = outbox_cursor_open(pd->ob, pd->curname, sizeof(struct amq_entry), err,
 	    errlen)) == NULL)
 		return -1;
 	outbox_set_limit(pd->ob, amq_parsed_limit_cb, a);
@@ -1491,11 +1753,14 @@ amq_parsed_pump(struct amq *a)
 		/* Not a document, too large, or of a mail a rule keeps private. */
 		if (l.overlong || !json_is_object(l.line, l.len) ||
 		    l.len > AMQ_PAYLOAD_LIMIT || hpf_record_private(l.line, l.len)) {
-			if (!l.overlong && !hpf_record_private(l.line, l.len))
+			bool lost = l.overlong || !hpf_record_private(l.line, l.len);
+
+			if (!l.overlong && lost)
 				log_warn("amqp: document at offset %llu of %s is not a "
 				    "JSON object or too large; not published",
 				    (unsigned long long)(l.end_off - l.len - 1), pd->path);
-			(void)outbox_skip(pd->cur, &l);
+			if (outbox_skip(pd->cur, &l) == 0 && lost)
+				metrics_inc(M_FEED_SKIPPED, "amqp", pd->curname);
 			continue;
 		}
 		if ((d = outbox_take(pd->cur, &l)) == NULL) {

@@ -43,6 +43,14 @@ typedef void	(*amq_limit_fn)(void *arg, uint64_t *ino, uint64_t *len);
  * err filled.  Start it before the sandbox is entered (its filter covers
  * every thread).
  */
+/*
+ * With a host name (not an address): make its resolver (c-ares, on an
+ * event base the publisher thread runs during a lookup) before a chroot,
+ * where resolv.conf and /dev/urandom are still there; amq_new() takes it
+ * (and makes it when this was not called).  0, or -1 with err filled.
+ */
+int		 amq_prepare(const struct cfg_amqp *a, char *err, size_t errlen);
+
 struct persona;
 struct amq	*amq_new(struct event_base *base, const struct cfg_amqp *a,
 		    const char *spool_dir, const char *sensor, const struct persona *persona,

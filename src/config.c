@@ -102,12 +102,12 @@ enum amqp_key {
 	AQ_HOST, AQ_PORT, AQ_VHOST, AQ_USER, AQ_PASSWORD, AQ_EXCHANGE,
 	AQ_EXCHANGE_TYPE, AQ_ROUTING_KEY, AQ_TLS, AQ_CA_FILE, AQ_SERVER_NAME,
 	AQ_PAYLOAD, AQ_METADATA, AQ_TIMEOUT, AQ_RECEIVED_HEADER, AQ_PARSED_ROUTING_KEY,
-	AQ_COUNT
+	AQ_DNS_SERVER, AQ_COUNT
 };
 static const char *const amqp_keys[AQ_COUNT] = {
 	"host", "port", "vhost", "user", "password", "exchange", "exchange_type",
 	"routing_key", "tls", "ca_file", "server_name", "payload", "metadata",
-	"timeout", "received_header", "parsed_routing_key",
+	"timeout", "received_header", "parsed_routing_key", "dns_server",
 };
 #define AMQP_REQUIRED	((1u << AQ_HOST) | (1u << AQ_USER) | \
 			 (1u << AQ_PASSWORD) | (1u << AQ_EXCHANGE))
@@ -370,6 +370,8 @@ amqp_key_cb(struct yu_ctx *x, int key, const char *path, yaml_node_t *v,
 			return -1;
 		a->parsed = a->parsed_routing_key[0] != '\0';
 		return 0;
+	case AQ_DNS_SERVER:
+		return get_hostport(x, v, path, a->dns_server, sizeof(a->dns_server), true);
 	case AQ_COUNT:
 		break;
 	}

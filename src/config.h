@@ -84,6 +84,7 @@ struct cfg_amqp {
 	int		 timeout;	/* s: connect, login, each RPC */
 	bool		 parsed;	/* parsed_routing_key set: */
 	char		 parsed_routing_key[CFG_NAME_MAX];	/* fosr.mail.parsed documents */
+	char		 dns_server[64];	/* host a name: "addr:port", "" = /etc/resolv.conf */
 };
 
 #define CFG_LOCAL_DOMAINS_MAX	16

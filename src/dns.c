@@ -6,6 +6,7 @@
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stddef.h>
@@ -82,6 +83,8 @@ static void	 dns_a_query_cb(void *, int, int, unsigned char *, int);
 static void	 dns_aaaa_query_cb(void *, int, int, unsigned char *, int);
 static int	 dns_mx_cmp(const void *, const void *);
 static void	 dns_add_addr(struct dns_req *, int, const void *);
+static int	 dns_addr_start(struct dns *, const char *, bool, bool, dns_addr_cb,
+		    void *);
 static int	 dns_first_ptr(const unsigned char *, int, const char *, char *, size_t);
 static void	 dns_ptr_query_cb(void *, int, int, unsigned char *, int);
 static void	 dns_fwd_query_cb(void *, int, int, unsigned char *, int);
@@ -486,8 +489,30 @@ int
 dns_addr_lookup(struct dns *d, const char *host, bool ipv4_only, dns_addr_cb cb,
     void *arg)
 {
+	return dns_addr_start(d, host, ipv4_only, false, cb, arg);
+}
+
+/* Start a service's host name lookup (see dns.h). */
+int
+dns_name_lookup(struct dns *d, const char *host, dns_addr_cb cb, void *arg)
+{
+	return dns_addr_start(d, host, false, true, cb, arg);
+}
+
+/*
+ * An address lookup: a numeric address at once; with search, the hosts
+ * file, then DNS with the search list (ares_search); else the name as given
+ * (ares_query: the relay's MX hosts are fully qualified).
+ */
+static int
+dns_addr_start(struct dns *d, const char *host, bool ipv4_only, bool search,
+    dns_addr_cb cb, void *arg)
+{
+	static const int fams[] = { AF_INET, AF_INET6 };
 	struct dns_req *q;
+	struct hostent *he;
 	unsigned char bin[sizeof(struct in6_addr)];
+	void (*query)(ares_channel, const char *, int, int, ares_callback, void *);
 
 	if ((q = dns_req_new(d, DNS_KIND_ADDR, (void *)cb, arg, host)) == NULL)
 		return -1;
@@ -498,10 +523,23 @@ dns_addr_lookup(struct dns *d, const char *host, bool ipv4_only, dns_addr_cb cb,
 		dns_req_finish(q);
 		return 0;
 	}
+	for (size_t i = 0; search && i < sizeof(fams) / sizeof(fams[0]); i++) {
+		if (ares_gethostbyname_file(d->ch, host, fams[i], &he) != ARES_SUCCESS)
+			continue;
+		for (char **p = he->h_addr_list; *p != NULL; p++)
+			dns_add_addr(q, fams[i], *p);
+		ares_free_hostent(he);
+	}
+	if (q->n > 0) {
+		q->status = DNS_OK;
+		dns_req_finish(q);
+		return 0;
+	}
+	query = search ? ares_search : ares_query;
 	q->outstanding = ipv4_only ? 1 : 2;
-	ares_query(d->ch, host, ns_c_in, ns_t_a, dns_a_query_cb, q);
+	query(d->ch, host, ns_c_in, ns_t_a, dns_a_query_cb, q);
 	if (!ipv4_only && q->outstanding > 0)
-		ares_query(d->ch, host, ns_c_in, ns_t_aaaa, dns_aaaa_query_cb, q);
+		query(d->ch, host, ns_c_in, ns_t_aaaa, dns_aaaa_query_cb, q);
 	dns_reschedule(d);
 	return 0;
 }

@@ -63,6 +63,15 @@ int		 dns_mx_lookup(struct dns *, const char *domain, dns_mx_cb cb, void *arg);
 int		 dns_addr_lookup(struct dns *, const char *host, bool ipv4_only,
 		    dns_addr_cb cb, void *arg);
 
+/*
+ * Start the lookup of a service's host name (the AMQP broker), as the C
+ * library's getaddrinfo() would do it but on the loop: the hosts file, read
+ * now (inside a chroot: the chroot's, if any), then A and AAAA in DNS with
+ * the search list and ndots of the resolv.conf read by dns_new().  A numeric
+ * address answers at once.  cb runs later on the loop.
+ */
+int		 dns_name_lookup(struct dns *, const char *host, dns_addr_cb cb, void *arg);
+
 const char	*dns_status_name(enum dns_status);
 
 /*

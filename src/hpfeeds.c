@@ -18,6 +18,9 @@
  */
 #include <sys/types.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -110,6 +113,28 @@ fail:
 	    e != 0 ? ERR_reason_error_string(e) : "failed");
 	ERR_clear_error();
 	return -1;
+}
+
+/* The broker name's resolver hpf_prepare made (before a chroot) for hpf_new. */
+static struct evdns_base *hpf_g_dns;
+
+/* Make the broker name's resolver before a chroot (see hpfeeds.h). */
+int
+hpf_prepare(struct event_base *base, const struct cfg_feed *feed, char *err,
+    size_t errlen)
+{
+	unsigned char bin[sizeof(struct in6_addr)];
+
+	if (!feed->enabled || hpf_g_dns != NULL || feed->broker[0] == '\0' ||
+	    inet_pton(AF_INET, feed->broker, bin) == 1 ||
+	    inet_pton(AF_INET6, feed->broker, bin) == 1)
+		return 0;
+	if ((hpf_g_dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS)) == NULL) {
+		snprintf(err, errlen, "hpfeeds: cannot set up DNS resolution for broker %s",
+		    feed->broker);
+		return -1;
+	}
+	return 0;
 }
 
 /* Create the connection structures used by both the publisher and the tool. */
@@ -345,6 +370,8 @@ hpf_new(struct event_base *base, const struct cfg_feed *feed,
 	}
 	if ((h = hp_create(base, feed, spool_dir, false, err, errlen)) == NULL)
 		return NULL;
+	h->dns = hpf_g_dns;	/* NULL unless hpf_prepare() made it (on base) */
+	hpf_g_dns = NULL;
 	h->persona = persona;
 	snprintf(h->hostname, sizeof(h->hostname), "%s", hostname != NULL ? hostname : "");
 	return h;

@@ -36,6 +36,16 @@ struct hpf;
  * Returns NULL with err filled when the feed is not usable (e.g. no channel)
  * or the cursor directory cannot be created.
  */
+/*
+ * With feed->broker a name: make its resolver (libevent's evdns on base)
+ * now, before a chroot: evdns reads resolv.conf and the hosts file, and
+ * seeds its query IDs, when it is created (in a chroot: none of them).
+ * hpf_new() takes it; without this call the publisher makes it at its first
+ * connection (no chroot: the subscriber tool, tests).  0, or -1 with err.
+ */
+int		 hpf_prepare(struct event_base *base, const struct cfg_feed *feed,
+		    char *err, size_t errlen);
+
 struct persona;
 struct hpf	*hpf_new(struct event_base *base, const struct cfg_feed *feed,
 		    const char *spool_dir, const struct persona *persona,
@@ -87,7 +97,7 @@ struct hpf_stats {
 	uint64_t	 published;	/* PUBLISH frames written */
 	uint64_t	 confirmed;	/* entries confirmed (all channels) */
 	uint64_t	 connects;	/* connection attempts */
-	uint64_t	 skipped;	/* journal lines that could not be published */
+	uint64_t	 skipped;	/* journal lines that could not be published (private ones not counted) */
 	uint64_t	 truncated;	/* mails published cut to the frame limit */
 };
 void		 hpf_get_stats(const struct hpf *, struct hpf_stats *out);

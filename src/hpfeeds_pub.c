@@ -259,7 +259,11 @@ hp_publish_next(struct hpf *h, struct hpf_chan *c, size_t *bytes)
 		/* Not publishable (logged): it leaves the window in its turn. */
 		if (outbox_skip(c->cur, &l) == -1)
 			return 0;	/* out of memory: read again next time */
-		h->stats.skipped++;
+		/* A private one is a rule's choice, not a loss: not counted. */
+		if (!private) {
+			h->stats.skipped++;
+			metrics_inc(M_FEED_SKIPPED, "hpfeeds", c->name);
+		}
 		hpf_pump_schedule(h);
 		return 1;
 	}
@@ -384,6 +388,7 @@ hp_build_mail(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 		log_info("hpfeeds: message=%s size=%lld published truncated to %zu bytes",
 		    m->sha, (long long)m->size, h->pl.len);
 		h->stats.truncated++;
+		metrics_inc(M_FEED_TRUNCATED, "hpfeeds", c->name);
 	}
 	return 0;
 }
@@ -415,6 +420,7 @@ hp_build_raw(struct hpf *h, struct hpf_chan *c, const char *line, size_t len,
 		    "(the broker's frame limit; the spool keeps it whole)", m->sha,
 		    (unsigned long long)m->size, h->pl.len);
 		h->stats.truncated++;
+		metrics_inc(M_FEED_TRUNCATED, "hpfeeds", c->name);
 	}
 	return 0;
 }

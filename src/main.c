@@ -468,7 +468,8 @@ setup_charsets(struct fosr *f)
  * is created, and without /dev/urandom (a chroot) from rand(), which GMime
  * seeds with time(NULL): the IDs of every daemon started in one second would
  * be the same, and known.  No thread, no socket yet (queries open theirs).
- * The relay's resolver and CA bundle too (relay_prepare).
+ * The relay's resolver and CA bundle too (relay_prepare), and the hpfeeds
+ * and AMQP broker names' resolvers (hpf_prepare, amq_prepare).
  */
 static void
 setup_resolver(struct fosr *f)
@@ -478,6 +479,11 @@ setup_resolver(struct fosr *f)
 	/* The relay's resolver and TLS client context, for the same reasons. */
 	if (relay_prepare(f->base, &f->cfg, err, sizeof(err)) == -1)
 		fatalx("relay: %s", err);
+	/* The hpfeeds and AMQP brokers' name resolvers, for the same reasons. */
+	if (hpf_prepare(f->base, &f->cfg.feed, err, sizeof(err)) == -1)
+		fatalx("feed: %s", err);
+	if (amq_prepare(&f->cfg.amqp, err, sizeof(err)) == -1)
+		fatalx("amqp: %s", err);
 
 	if (f->cfg.client_lookup.enabled) {
 		/*

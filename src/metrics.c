@@ -143,6 +143,14 @@ static const struct {
 	[M_FEED_CONNECTS] = { "fosr_feed_connects_total",
 	    "Connection attempts to the broker, by output (the first one included).",
 	    METRIC_COUNTER, "output", 8 },
+	[M_FEED_SKIPPED] = { "fosr_feed_skipped_total",
+	    "Entries passed unpublished, lost to the output (logged: a line too long, not "
+	    "a record or document, the mail gone, too large), by output and channel; "
+	    "those a rule keeps private are not counted.",
+	    METRIC_COUNTER, "output,channel", 32 },
+	[M_FEED_TRUNCATED] = { "fosr_feed_truncated_total",
+	    "Mails published cut to the output's payload limit (the spool keeps them "
+	    "whole), by output and channel.", METRIC_COUNTER, "output,channel", 32 },
 	[M_COMMIT_LATENCY] = { "fosr_commit_latency_seconds",
 	    "Time from the end of DATA to the durable commit that allows the 250.",
 	    METRIC_HISTOGRAM, "", 0 },

@@ -110,6 +110,8 @@ enum metric_id {
 	M_FEED_NACKED,		/* output */
 	M_FEED_RETURNED,	/* output */
 	M_FEED_CONNECTS,	/* output */
+	M_FEED_SKIPPED,		/* output, channel */
+	M_FEED_TRUNCATED,	/* output, channel */
 	M_COMMIT_LATENCY,	/* histogram */
 	M_ANALYSIS_BACKLOG,
 	M_ANALYSIS_MAILS,

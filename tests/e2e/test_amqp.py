@@ -12,13 +12,17 @@ import os
 import re
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
+import threading
 import time
 import unittest
 
 import harness
 from harness import HOST, Collector, CollectorTestCase, free_port, sha256_hex
-from fixtures.hpfeeds import CHAN, Broker, feed_cfg, mail
+from fixtures.hpfeeds import CHAN, Broker, feed_cfg, mail, make_ca
+from fixtures.fakedns import FakeDNS
 from fixtures.prometheus import Prometheus, get, parse
 from fixtures.spamtrap import RECEIVED_MANY, RECEIVED_ONE, spamtrap_sender
 from fixtures import fakeamqp, rabbitmq
@@ -111,6 +115,30 @@ class StalledBroker(CollectorTestCase):
         self.start("return2", parsed_routing_key="p")
         time.sleep(1)       # the return is read (nothing outside shows it)
         self.sigterm_exits_within(5)
+
+    def test_sigterm_during_a_hung_tls_handshake_exits_promptly(self):
+        # A TLS endpoint that accepts and never answers the ClientHello: the
+        # handshake runs inside librabbitmq's socket open (bounded by
+        # timeout, 30 s); the stop must not wait for it.
+        ls = socket.socket()
+        ls.bind((HOST, 0))
+        ls.listen(4)
+        conns = []
+        try:
+            self.c = Collector(self.tmpdir, config={"amqp": {
+                "host": HOST, "port": ls.getsockname()[1], "user": "u", "password": "p",
+                "exchange": "x", "routing_key": "k", "timeout": 30, "tls": True}})
+            self.c.start()
+            ls.settimeout(20 * self.slow)
+            c, _ = ls.accept()
+            conns.append(c)
+            c.settimeout(10 * self.slow)
+            self.assertEqual(c.recv(1), b"\x16")     # a TLS handshake record
+            self.sigterm_exits_within(5)
+        finally:
+            for c in conns:
+                c.close()
+            ls.close()
 
     def test_sigterm_during_a_hung_handshake_exits_promptly(self):
         # the login waits for the broker's answer (bounded by timeout: 30 s)
@@ -292,6 +320,196 @@ class TLS(AMQPCase):
         self.c.stop()
         self.start(tls=True, port=self.rabbit.tls_port, ca_file=self.ca)
         self.wait_for(lambda: set(shas) <= self.consumed_shas(), 30, "kept mail published")
+
+
+class SNIRecorder:
+    """A TLS listener on 127.0.0.1 that records the server name (SNI) of each
+    ClientHello, completes the handshake with a certificate for broker.test
+    and 127.0.0.1, then closes: the publisher's connection fails after TLS."""
+
+    def __init__(self, tmpdir):
+        self.ca, crt, key = make_ca(tmpdir)
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(crt, key)
+        self.names = []
+        self.ctx.sni_callback = lambda sock, name, ctx: self.names.append(name)
+        self.ls = socket.socket()
+        self.ls.bind((HOST, 0))
+        self.ls.listen(8)
+        self.port = self.ls.getsockname()[1]
+        self.done = False
+        self.t = threading.Thread(target=self._serve, daemon=True)
+        self.t.start()
+
+    def _serve(self):
+        while not self.done:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            c.settimeout(5)
+            try:
+                with self.ctx.wrap_socket(c, server_side=True) as t:
+                    t.recv(8)
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                c.close()
+
+    def close(self):
+        self.done = True
+        self.ls.close()
+
+
+class BrokerName(AMQPCase):
+    """amqp.host a name: looked up with c-ares (amqp.dns_server here, a fake
+    DNS), the resolver made before a chroot; TLS checks the configured name
+    (not the address it resolved to) and sends it as SNI."""
+
+    def setUp(self):
+        super().setUp()
+        self.dns = FakeDNS({"rabbit.test": {"A": ["127.0.0.1"]},
+                            "broker.test": {"A": ["127.0.0.1"]},
+                            "other.test": {"A": ["127.0.0.1"]}}).start()
+        self.ca = os.path.join(self.tmpdir, "ca.pem")
+        shutil.copy(self.rabbit.ca, self.ca)
+
+    def tearDown(self):
+        self.dns.stop()
+        super().tearDown()
+
+    def test_name_resolved_through_the_configured_dns(self):
+        self.consumer.declare()
+        self.start(host="rabbit.test", dns_server=self.dns.address)
+        shas = self.send_many([mail(i) for i in range(3)])
+        self.wait_for(lambda: set(shas) <= self.consumed_shas(), 30,
+                      "published to the broker named rabbit.test")
+        self.assertIn(("rabbit.test", "A"), self.dns.queries)
+        self.assertIn("connected to broker rabbit.test:%d" % self.rabbit.port,
+                      self.c.stderr_text())
+
+    @unittest.skipUnless(os.geteuid() == 0, "chroot needs root")
+    def test_name_resolved_inside_a_chroot(self):
+        from test_sandbox import no_leak_check_env
+        root = os.path.join(self.tmpdir, "root")
+        os.mkdir(root)
+        self.consumer.declare()
+        cfg = self.amqp_cfg(host="rabbit.test", dns_server=self.dns.address)
+        cfg.update({"sandbox": {"chroot": root}, "spool": {"directory": "/spool"},
+                    "event_log": "/events.json"})
+        self.c = Collector(self.tmpdir, config=cfg, env=no_leak_check_env())
+        self.c.start()
+        self.c.spool_dir = os.path.join(root, "spool")
+        self.c.event_log = os.path.join(root, "events.json")
+        self.c.wait_event("fosr.collector.start")
+        self.assertEqual(os.readlink("/proc/%d/root" % self.c.proc.pid), root)
+        shas = self.send_many([mail(i) for i in range(2)])
+        self.wait_for(lambda: set(shas) <= self.consumed_shas(), 30,
+                      "published from the chroot to the broker by name")
+
+    def test_tls_by_name_verified_against_the_name(self):
+        self.consumer.declare()
+        self.start(host="broker.test", dns_server=self.dns.address, tls=True,
+                   port=self.rabbit.tls_port, ca_file=self.ca)
+        shas = self.send_many([mail(i) for i in range(3)])
+        self.wait_for(lambda: set(shas) <= self.consumed_shas(), 30,
+                      "published over TLS to broker.test")
+        self.c.stop()
+        # The same address under a name the certificate does not hold: its
+        # IP subjectAltName (127.0.0.1) must not make it pass.
+        self.start(host="other.test", dns_server=self.dns.address, tls=True,
+                   port=self.rabbit.tls_port, ca_file=self.ca)
+        sha = self.send_many([mail(10)])[0]
+        self.wait_for(lambda: "cannot connect to broker other.test" in self.c.stderr_text(),
+                      20, "the certificate refused for other.test")
+        self.assertNotIn(sha, self.consumed_shas())
+        self.assertIn(("other.test", "A"), self.dns.queries)
+
+    def test_tls_sends_the_configured_name_as_sni(self):
+        rec = SNIRecorder(self.tmpdir)
+        try:
+            ca = os.path.join(self.tmpdir, "sni-ca.pem")
+            shutil.copy(rec.ca, ca)
+            # by name, resolved through the DNS
+            self.start(host="broker.test", dns_server=self.dns.address, tls=True,
+                       port=rec.port, ca_file=ca)
+            self.wait_for(lambda: rec.names, 20, "a ClientHello")
+            self.c.stop()
+            self.assertEqual(set(rec.names), {"broker.test"})
+            # an address with server_name: the name, never the address
+            del rec.names[:]
+            self.start(host=HOST, tls=True, port=rec.port, ca_file=ca,
+                       server_name="broker.test")
+            self.wait_for(lambda: rec.names, 20, "a ClientHello")
+            self.c.stop()
+            self.assertEqual(set(rec.names), {"broker.test"})
+        finally:
+            rec.close()
+
+
+class BrokerNameNoAnswer(CollectorTestCase):
+    """A broker name whose DNS never answers (no rabbitmq-server needed): the
+    lookup is bounded by amqp.timeout, retried with the backoff, logged once
+    per series, and SIGTERM does not wait for it."""
+
+    autostart = False
+
+    def setUp(self):
+        super().setUp()
+        self.dns = FakeDNS({"dead.test": "DROP"}).start()
+
+    def tearDown(self):
+        self.dns.stop()
+        super().tearDown()
+
+    def start(self, timeout):
+        self.c = Collector(self.tmpdir, config={"amqp": {
+            "host": "dead.test", "port": free_port(), "user": "u", "password": "p",
+            "exchange": "x", "routing_key": "k", "timeout": timeout,
+            "dns_server": self.dns.address}})
+        self.c.start()
+
+    def wait(self, pred, timeout, what):
+        end = time.time() + timeout * self.slow
+        while time.time() < end:
+            if pred():
+                return
+            time.sleep(0.05)
+        raise AssertionError("%s not reached within %ss\ncollector:\n%s"
+                             % (what, timeout, self.c.stderr_tail()))
+
+    def lookups(self):
+        """When each lookup began: A questions for dead.test more than 1.5 s
+        after the one before (a lookup's own retry comes sooner)."""
+        t = [w for (q, w) in zip(list(self.dns.queries), list(self.dns.query_times))
+             if q == ("dead.test", "A")]
+        return [w for i, w in enumerate(t) if i == 0 or w - t[i - 1] > 1.5]
+
+    def test_sigterm_during_a_lookup_exits_promptly(self):
+        self.start(timeout=30)
+        self.wait(lambda: self.lookups(), 10, "the lookup sent")
+        t0 = time.time()
+        self.c.signal(signal.SIGTERM)
+        while self.c.running and time.time() - t0 < 3 * self.slow:
+            time.sleep(0.05)
+        self.assertFalse(self.c.running, "still running %.1f s after SIGTERM:\n%s"
+                         % (time.time() - t0, self.c.stderr_tail()))
+        self.assertEqual(self.c.stop(), 0)
+
+    def test_lookup_bounded_retried_with_backoff_logged_once(self):
+        self.start(timeout=2)
+        self.wait(lambda: len(self.lookups()) >= 4, 40, "four lookups")
+        starts = self.lookups()
+        gaps = [b - a for a, b in zip(starts, starts[1:])]
+        # each: the lookup (bounded by the 2 s timeout), then the backoff
+        # (1 s, 2 s, 4 s ...): the first gap at most 2 + 1 s, then growing
+        self.assertLess(gaps[0], 3 + 0.5 * self.slow, gaps)
+        for i in range(1, len(gaps)):
+            self.assertGreater(gaps[i], gaps[i - 1] + 0.5, gaps)
+        err = self.c.stderr_text()
+        self.assertEqual(err.count("cannot resolve broker"), 1, err)
+        self.assertRegex(err, r"warn amqp: cannot resolve broker dead\.test:\d+ \(tempfail\): "
+                              r"dead\.test: Timeout while contacting DNS servers; retrying")
 
 
 class Durability(AMQPCase):
@@ -507,9 +725,10 @@ class Metrics(AMQPCase):
             m, _ = self.scrape()
             got.clear()
             for k in want:
-                if k in ("confirmed", "backlog"):
+                if k in ("confirmed", "backlog", "skipped"):
                     name = {"confirmed": "fosr_feed_confirmed_total",
-                            "backlog": "fosr_feed_backlog_bytes"}[k]
+                            "backlog": "fosr_feed_backlog_bytes",
+                            "skipped": "fosr_feed_skipped_total"}[k]
                     got[k] = get(m, name, output="amqp", channel=chan)
                 else:
                     got[k] = get(m, "fosr_feed_%s" % k, output="amqp")
@@ -575,6 +794,22 @@ class Metrics(AMQPCase):
             self.assertEqual(prom.health(), ["up"])
         finally:
             prom.stop()
+
+    def test_skipped_entry_counted(self):
+        # A mail whose .eml is gone is passed unpublished: a loss the
+        # operator sees at /metrics (fosr_feed_skipped_total), as hpfeeds'.
+        self.consumer.declare()
+        self.start(password="wrong")        # nothing published yet
+        shas = self.send_many([mail(i) for i in range(3)])
+        os.unlink(self.c.message_path(shas[1]))
+        self.c.stop()
+        self.mport = free_port()
+        self.start(config={"metrics": {"port": self.mport}})
+        self.wait_for(lambda: {shas[0], shas[2]} <= self.consumed_shas(), 30,
+                      "the two others published")
+        self.wait_amqp({"skipped": 1, "confirmed": 2, "backlog": 0},
+                       "one skipped, two confirmed")
+        self.assertNotIn(shas[1], self.consumed_shas())
 
 
 class Config(unittest.TestCase):

@@ -819,6 +819,32 @@ class Tls(HpfeedsCase):
         self.assertEqual(self.broker.published(), [])
 
 
+class BrokerName(HpfeedsCase):
+    """feed.broker a name inside sandbox.chroot: the resolver (libevent's
+    evdns: resolv.conf and the hosts file) is set up before the chroot,
+    where neither file is."""
+
+    @unittest.skipUnless(os.geteuid() == 0, "chroot needs root")
+    def test_broker_by_name_inside_a_chroot(self):
+        from test_sandbox import no_leak_check_env
+        root = os.path.join(self.tmpdir, "root")
+        os.mkdir(root)
+        self.broker.start()
+        cfg = feed_cfg(self.broker.port, broker="localhost")     # /etc/hosts
+        cfg.update({"sandbox": {"chroot": root}, "spool": {"directory": "/spool"},
+                    "event_log": "/events.json"})
+        self.c = Collector(self.tmpdir, config=cfg, env=no_leak_check_env())
+        self.c.start()
+        self.c.spool_dir = os.path.join(root, "spool")
+        self.c.event_log = os.path.join(root, "events.json")
+        self.c.wait_event("fosr.collector.start")
+        self.assertEqual(os.readlink("/proc/%d/root" % self.c.proc.pid), root)
+        body = mail(9)
+        self.send_mail(body)
+        self.wait_for(lambda: sha256_hex(body) in self.broker.shas(), 15,
+                      "published from the chroot to the broker named localhost")
+
+
 class SeedConfig(unittest.TestCase):
     """The seed's feed_config.yml, verbatim (port 10_000), through -f."""
 

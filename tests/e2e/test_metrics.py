@@ -493,6 +493,53 @@ class FeedMetricsTests(test_hpfeeds.HpfeedsCase):
         self.assertGreaterEqual(get(m, "fosr_feed_published_total", output="hpfeeds"), 3)
         self.assertGreaterEqual(get(m, "fosr_feed_connects_total", output="hpfeeds"), 2)
 
+    def test_feed_skipped_and_truncated_counted(self):
+        # The losses and degradations an operator must see at /metrics, not
+        # only in the log: an entry passed unpublished (its .eml gone) and a
+        # mail published cut to the broker's frame limit (1 MiB).
+        self.mport = free_port()
+        self.broker.port = free_port()
+        self.start(broker=False, config={"metrics": {"port": self.mport}})
+        line = b"0123456789abcdef" * 4 + b"\r\n"
+        big = b"Subject: big\r\n\r\n" + line * (2 * 1024 * 1024 // len(line))
+        shas = self.send_many([test_hpfeeds.mail(0), test_hpfeeds.mail(1), big])
+        os.unlink(self.c.message_path(shas[1]))
+        m = self.metrics()
+        for name in ("fosr_feed_skipped_total", "fosr_feed_truncated_total"):
+            self.assertEqual(series(m, name), {}, name)
+        self.broker.start()
+        self.wait_for(lambda: {shas[0], shas[2]} <= self.broker.shas(), 20,
+                      "the small and the big mail published")
+        want = {"skipped": 1, "truncated": 1, "confirmed": 2, "backlog": 0}
+        got = {}
+
+        def pred():
+            m = self.metrics()
+            for k in want:
+                name = {"backlog": "fosr_feed_backlog_bytes"}.get(k, "fosr_feed_%s_total" % k)
+                got[k] = get(m, name, output="hpfeeds", channel=test_hpfeeds.CHAN)
+            return got == want
+        try:
+            self.wait_for(pred, 15, "one skipped, one truncated, two confirmed")
+        except AssertionError as e:
+            raise AssertionError("%s: got %s, want %s" % (e, got, want))
+        # counted once: the next mail adds a confirmation, no skip
+        self.send_mail(test_hpfeeds.mail(3))
+        want["confirmed"] = 3
+        self.wait_for(pred, 15, "the next mail confirmed, nothing more skipped")
+        # a real prometheus parses and stores them
+        if not harness.have("prometheus"):
+            return
+        prom = Prometheus(self.tmpdir, [self.mport]).start()
+        try:
+            for name in ("fosr_feed_skipped_total", "fosr_feed_truncated_total"):
+                res = prom.query('%s{output="hpfeeds"}' % name,
+                                 lambda r: r and r[0]["value"][1] == "1", 60 * self.slow)
+                self.assertEqual(res[0]["metric"]["channel"], test_hpfeeds.CHAN)
+            self.assertEqual(prom.health(), ["up"])
+        finally:
+            prom.stop()
+
 
 class PrometheusScrapeTests(MetricsCase):
     """A real prometheus server scrapes the daemon every second."""

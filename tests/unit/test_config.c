@@ -550,6 +550,18 @@ test_parsed_outputs(void **state)
 	assert_string_equal(c->amqp.parsed_routing_key, "spam.parsed");
 	snprintf(buf, sizeof(buf), "%s, parsed_routing_key: spam.mails}\n", amqp);
 	expect_err(buf, "t.yml:1: amqp: parsed_routing_key \"spam.mails\" is also routing_key");
+
+	/* The broker name's resolver: the system's by default, else an address. */
+	snprintf(buf, sizeof(buf), "%s}\n", amqp);
+	if (load(c, buf, err) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(c->amqp.dns_server, "");
+	snprintf(buf, sizeof(buf), "%s, dns_server: \"127.0.0.1:5353\"}\n", amqp);
+	if (load(c, buf, err) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(c->amqp.dns_server, "127.0.0.1:5353");
+	snprintf(buf, sizeof(buf), "%s, dns_server: \"ns.example:53\"}\n", amqp);
+	expect_err(buf, "t.yml:1: amqp.dns_server: not a numeric address:port");
 	free(c);
 	free(f);
 }

@@ -437,6 +437,51 @@ test_addr_lookup(void **state)
 
 }
 
+/*
+ * A service's name (the AMQP broker): the hosts file first (localhost, in
+ * every /etc/hosts: no query), then DNS; a numeric host asks nobody.
+ */
+static void
+test_name_lookup(void **state)
+{
+	struct dnsfix		*x = *state;
+	struct event_base	*base = x->base;
+	struct dns		*dns = x->dns;
+	struct got		 g;
+	int			 q;
+
+	memset(&g, 0, sizeof(g));
+	assert_int_equal(dns_name_lookup(dns, "a.mx.test", addr_cb, &g), 0);
+	assert_false(g.done);		/* never from inside the call */
+	wait_done(base, &g);
+	assert_int_equal(g.st, DNS_OK);
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.addr[0], "192.0.2.1");
+	assert_string_equal(g.addr[1], "2001:db8::1");
+
+	memset(&g, 0, sizeof(g));
+	assert_int_equal(dns_name_lookup(dns, "nx.test", addr_cb, &g), 0);
+	wait_done(base, &g);
+	assert_int_equal(g.st, DNS_NOTFOUND);
+
+	memset(&g, 0, sizeof(g));
+	q = x->d.queries;
+	assert_int_equal(dns_name_lookup(dns, "localhost", addr_cb, &g), 0);
+	assert_false(g.done);
+	wait_done(base, &g);
+	assert_int_equal(g.st, DNS_OK);
+	assert_string_equal(g.addr[0], "127.0.0.1");
+	assert_int_equal(x->d.queries, q);
+
+	memset(&g, 0, sizeof(g));
+	assert_int_equal(dns_name_lookup(dns, "2001:db8::7", addr_cb, &g), 0);
+	wait_done(base, &g);
+	assert_int_equal(g.st, DNS_OK);
+	assert_int_equal(g.n, 1);
+	assert_string_equal(g.addr[0], "2001:db8::7");
+	assert_int_equal(x->d.queries, q);
+}
+
 /* The client name: a PTR that forward-confirms, one that does not, none. */
 static void
 test_peer_lookup(void **state)
@@ -480,6 +525,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_addr_lookup, dnsfix_setup,
 		    dnsfix_teardown),
 		cmocka_unit_test_setup_teardown(test_peer_lookup, dnsfix_setup,
+		    dnsfix_teardown),
+		cmocka_unit_test_setup_teardown(test_name_lookup, dnsfix_setup,
 		    dnsfix_teardown),
 	};
 
