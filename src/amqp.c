@@ -1288,7 +1288,9 @@ amq_connect(struct amq *a)
 	amqp_table_t caps, props;
 	struct dns_addr addr[DNS_ADDR_MAX];
 	const char *hosts[DNS_ADDR_MAX];
-	int rc, naddr, i;
+	struct timeval left;
+	uint64_t deadline, now;
+	int rc, naddr, i, tried = 0;
 
 	pthread_mutex_lock(&a->mu);
 	a->stats.connects++;
@@ -1339,10 +1341,23 @@ amq_connect(struct amq *a)
 	}
 	(void)amqp_set_handshake_timeout(a->conn, &tv);
 	(void)amqp_set_rpc_timeout(a->conn, &tv);
-	/* Each address in turn (IPv4 first), as getaddrinfo()'s caller would. */
+	/*
+	 * Each address in turn (IPv4 first), as getaddrinfo()'s caller would,
+	 * all within one timeout as librabbitmq's own loop over them: one
+	 * each, a name with DNS_ADDR_MAX addresses that hang held the thread
+	 * (and the backoff, and a stop) for 16 times the timeout.
+	 */
 	rc = AMQP_STATUS_HOSTNAME_RESOLUTION_FAILED;
+	deadline = amq_now_ms() + (uint64_t)a->cfg.timeout * 1000;
 	for (i = 0; i < naddr && !atomic_load(&a->stop); i++) {
-		rc = amqp_socket_open_noblock(s, hosts[i], a->cfg.port, &tv);
+		if ((now = amq_now_ms()) >= deadline) {
+			rc = AMQP_STATUS_TIMEOUT;
+			break;
+		}
+		left.tv_sec = (time_t)((deadline - now) / 1000);
+		left.tv_usec = (suseconds_t)((deadline - now) % 1000 * 1000);
+		tried = i;
+		rc = amqp_socket_open_noblock(s, hosts[i], a->cfg.port, &left);
 		if (a->hs_fd != -1) {
 			/* The TLS handshake was watched (amq_ssl_info_cb). */
 			(void)amq_op_end(a);
@@ -1357,8 +1372,8 @@ amq_connect(struct amq *a)
 	if (rc != AMQP_STATUS_OK) {
 		if (a->dns != NULL)
 			amq_warn(a, "amqp: cannot connect to broker %s%s at %s%s: %s", a->who,
-			    a->cfg.tls ? " (TLS)" : "", hosts[naddr - 1],
-			    naddr > 1 ? " (the last of its addresses)" : "",
+			    a->cfg.tls ? " (TLS)" : "", hosts[tried],
+			    naddr > 1 ? " (the last of its addresses tried)" : "",
 			    amqp_error_string2(rc));
 		else
 			amq_warn(a, "amqp: cannot connect to broker %s%s: %s", a->who,
