@@ -75,3 +75,99 @@ class HungConnect(CollectorTestCase):
         line = [l for l in self.c.stderr_text().splitlines() if "cannot connect" in l]
         self.assertLess(took, 2 + 1.5 * self.slow, "one attempt took %.1f s: %s"
                         % (took, line))
+
+
+class Renegotiation(CollectorTestCase):
+    """A TLS 1.2 broker that renegotiates after the handshake (openssl
+    s_server's "r" command): amq_ssl_info_cb sees a second HANDSHAKE_START
+    outside librabbitmq's open and dups the socket again."""
+
+    autostart = False
+
+    def setUp(self):
+        super().setUp()
+        self.srv = None
+        self.ls = None
+
+    def tearDown(self):
+        if self.srv is not None and self.srv.poll() is None:
+            self.srv.kill()
+            self.srv.wait()
+        if self.ls is not None:
+            self.ls.close()
+        super().tearDown()
+
+    def wait(self, pred, timeout, what):
+        end = time.time() + timeout * self.slow
+        while time.time() < end:
+            if pred():
+                return
+            time.sleep(0.05)
+        raise AssertionError("%s not reached within %ss\ncollector:\n%s"
+                             % (what, timeout, self.c.stderr_tail()))
+
+    def test_sigterm_during_the_handshake_after_a_renegotiation_exits_promptly(self):
+        import os
+        import shutil
+        import subprocess
+        import threading
+        from fixtures.hpfeeds import make_ca
+        ca, crt, key = make_ca(self.tmpdir)
+        cafile = os.path.join(self.tmpdir, "ca-copy.pem")
+        shutil.copy(ca, cafile)
+        port = free_port()
+        self.srv = subprocess.Popen(
+            ["openssl", "s_server", "-accept", "%s:%d" % (HOST, port), "-tls1_2",
+             "-cert", crt, "-key", key, "-naccept", "1"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out = []
+
+        def reader():
+            while True:
+                b = os.read(self.srv.stdout.fileno(), 65536)
+                if not b:
+                    return
+                out.append(b)
+        threading.Thread(target=reader, daemon=True).start()
+        self.c = Collector(self.tmpdir, config={"amqp": {
+            "host": HOST, "port": port, "user": "u", "password": "p",
+            "exchange": "x", "routing_key": "k", "timeout": 5, "tls": True,
+            "ca_file": cafile, "server_name": "broker.test"}})
+        self.c.start()
+        # the AMQP protocol header arrived over TLS: renegotiate
+        self.wait(lambda: b"AMQP" in b"".join(out), 20, "the AMQP header")
+        try:
+            self.srv.stdin.write(b"r\n")
+            self.srv.stdin.flush()
+        except BrokenPipeError:
+            raise AssertionError("s_server gone:\n%s\ncollector:\n%s" % (
+                b"".join(out).decode("latin-1"), self.c.stderr_tail()))
+        self.wait(lambda: b"renegotiat" in b"".join(out).lower(), 10,
+                  "the renegotiation")
+        # the login times out (no connection.start): the connection is dropped
+        self.wait(lambda: "broker" in self.c.stderr_text() and
+                  ("timed out" in self.c.stderr_text() or "login" in self.c.stderr_text()),
+                  20, "the login's failure")
+        self.srv.kill()
+        self.srv.wait()
+        # the next attempt meets a TLS endpoint that never answers its ClientHello
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind((HOST, port))
+        self.ls.listen(4)
+        self.ls.settimeout(30 * self.slow)
+        conn, _ = self.ls.accept()
+        try:
+            conn.settimeout(10 * self.slow)
+            self.assertEqual(conn.recv(1), b"\x16")
+            t0 = time.time()
+            self.c.signal(signal.SIGTERM)
+            while self.c.running and time.time() - t0 < 5 * self.slow:
+                time.sleep(0.05)
+            took = time.time() - t0
+            self.assertFalse(self.c.running, "still running %.1f s after SIGTERM:\n%s\n"
+                             "s_server:\n%s" % (took, self.c.stderr_tail(),
+                                                b"".join(out[-20:]).decode("latin-1")))
+            self.assertEqual(self.c.stop(), 0)
+        finally:
+            conn.close()
