@@ -139,6 +139,7 @@ struct amq {
 	 * process reused.  -1: none.
 	 */
 	int		 hs_fd;
+	bool		 hs_open;	/* the thread's: inside librabbitmq's open */
 
 	/* The thread's. */
 	struct outbox	*ob;
@@ -1268,7 +1269,13 @@ amq_ssl_info_cb(const SSL *ssl, int where, int ret)
 	sni = amq_is_ip(name) ? NULL : name;
 	/* OpenSSL hands the callback a const SSL; the SNI is set on it. */
 	(void)SSL_set_tlsext_host_name((SSL *)ssl, sni);
-	if (a->hs_fd == -1 && (fd = SSL_get_fd(ssl)) >= 0 &&
+	/*
+	 * Only the open's handshake: a renegotiation the broker starts later
+	 * runs inside an operation already watched, and a dup made then would
+	 * outlive the connection (holding it open) and, left in hs_fd, keep the
+	 * next open's handshake from being watched.
+	 */
+	if (a->hs_open && a->hs_fd == -1 && (fd = SSL_get_fd(ssl)) >= 0 &&
 	    (a->hs_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) >= 0 &&
 	    amq_op_begin_fd(a, a->hs_fd, "the TLS handshake") == -1)
 		(void)shutdown(a->hs_fd, SHUT_RDWR);
@@ -1357,7 +1364,9 @@ amq_connect(struct amq *a)
 		left.tv_sec = (time_t)((deadline - now) / 1000);
 		left.tv_usec = (suseconds_t)((deadline - now) % 1000 * 1000);
 		tried = i;
+		a->hs_open = true;
 		rc = amqp_socket_open_noblock(s, hosts[i], a->cfg.port, &left);
+		a->hs_open = false;
 		if (a->hs_fd != -1) {
 			/* The TLS handshake was watched (amq_ssl_info_cb). */
 			(void)amq_op_end(a);
