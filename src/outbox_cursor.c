@@ -148,15 +148,16 @@ cursor_save(struct outbox_cursor *c)
 	    (unsigned long long)c->lkey, c->llen, (unsigned long long)c->hkey, c->hlen);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	if (fd == -1 || write(fd, buf, (size_t)len) != len || fsync(fd) == -1) {
-		log_warn("%s: cursor=%s write failed: %s", c->ob->who, tmp, strerror(errno));
+		log_series(&c->save_fail, LOG_LVL_WARN, "%s: cursor=%s write failed: %s",
+		    c->ob->who, tmp, strerror(errno));
 		if (fd != -1)
 			close(fd);
 		return;
 	}
 	close(fd);
 	if (rename(tmp, c->cursor_path) == -1) {
-		log_warn("%s: cursor=%s rename failed: %s", c->ob->who, c->cursor_path,
-		    strerror(errno));
+		log_series(&c->save_fail, LOG_LVL_WARN, "%s: cursor=%s rename failed: %s",
+		    c->ob->who, c->cursor_path, strerror(errno));
 		return;
 	}
 	snprintf(dir, sizeof(dir), "%s", c->cursor_path);
@@ -164,13 +165,15 @@ cursor_save(struct outbox_cursor *c)
 		*slash = '\0';
 		if ((e = TESTHOOK("cursor_dirsync", c->name)) != 0 ||
 		    ob_fsync_dir(dir) == -1) {
-			log_warn("%s: cursor=%s: fsync %s failed: %s; saved again next "
-			    "time", c->ob->who, c->cursor_path, dir,
-			    strerror(e != 0 ? e : errno));
+			log_series(&c->save_fail, LOG_LVL_WARN, "%s: cursor=%s: fsync %s "
+			    "failed: %s; saved again next time", c->ob->who,
+			    c->cursor_path, dir, strerror(e != 0 ? e : errno));
 			return;
 		}
 	}
 	c->dirty = false;
+	log_series_end(&c->save_fail, LOG_LVL_INFO, "%s: cursor=%s saved again",
+	    c->ob->who, c->cursor_path);
 }
 
 /* fsync a directory (a rename in it is durable); 0 or -1 (errno). */

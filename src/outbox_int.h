@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "fosr_limits.h"
+#include "log.h"
 #include "outbox.h"
 #include "spool.h"
 
@@ -80,6 +81,7 @@ struct outbox_cursor {
 	uint64_t	 hkey;		/* FNV-1a of the file's first hlen bytes: tells */
 	uint32_t	 hlen;		/* a truncated file, finds its copy */
 	bool		 dirty;		/* cursor changed since saved */
+	struct log_series save_fail;	/* saves failing (a dying disk): said once */
 	bool		 lost;		/* the cursor file was there but unreadable */
 	uint64_t	 nconfirmed;
 

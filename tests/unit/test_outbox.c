@@ -675,6 +675,61 @@ test_cursor_dirsync_fails(void **state)
 	outbox_free(ob);
 }
 
+static int
+dirsync_always_cb(void *arg, const char *step, const char *detail)
+{
+	return strcmp(step, "cursor_dirsync") == 0 ? (++dirsync_hits, EIO) : 0;
+}
+
+/*
+ * A feed/ whose fsync keeps failing (a dying disk): the cursor is saved again
+ * every second, but said once per series (it was a warning a second), with
+ * the series' end when a save succeeds.
+ */
+static void
+test_cursor_save_failures_logged_once_per_series(void **state)
+{
+	struct fix *f = *state;
+	struct outbox_cursor *c;
+	struct outbox_line l;
+	struct outbox *ob;
+	char err[256], path[] = "/tmp/test_outbox_log.XXXXXX";
+	char buf[8192];
+	ssize_t n;
+	int fd, saved, warned = 0;
+	const char *p;
+
+	append(f->journal, "{\"n\":1}\n{\"n\":2}\n");
+	ob = ob_make(f, f->journal, OUTBOX_JOURNAL);
+	assert_non_null(c = outbox_cursor_open(ob, "chan.a", 0, err, sizeof(err)));
+	outbox_start(ob);
+	outbox_save(ob);
+	read_confirm(c, "{\"n\":1}", &l);
+	assert_true((fd = mkstemp(path)) >= 0);
+	saved = dup(2);
+	dup2(fd, 2);
+	log_init(LOG_LVL_INFO);
+	dirsync_hits = 0;
+	testhook_set(dirsync_always_cb, NULL);
+	for (int i = 0; i < 5; i++)
+		outbox_save(ob);	/* every fsync of feed/ fails */
+	testhook_set(NULL, NULL);
+	outbox_save(ob);		/* and then it is saved */
+	log_init(LOG_LVL_ERR);
+	dup2(saved, 2);
+	close(saved);
+	assert_int_equal(dirsync_hits, 5);
+	assert_true((n = pread(fd, buf, sizeof(buf) - 1, 0)) > 0);
+	buf[n] = '\0';
+	close(fd);
+	unlink(path);
+	for (p = buf; (p = strstr(p, "saved again next time")) != NULL; p++)
+		warned++;
+	assert_int_equal(warned, 1);
+	assert_non_null(strstr(buf, "saved again"));
+	outbox_free(ob);
+}
+
 int
 main(void)
 {
@@ -690,6 +745,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_set_aside_stale, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cursor_tmp_removed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cursor_dirsync_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cursor_save_failures_logged_once_per_series,
+		    setup, teardown),
 	};
 
 	log_init(LOG_LVL_ERR);
