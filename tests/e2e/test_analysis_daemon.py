@@ -85,7 +85,7 @@ class AnalysisDaemon(CollectorTestCase):
         while True:
             got = {e.get("sha256"): e for e in self.c.events()
                    if e.get("eventid") == "fosr.mail.parsed"}
-            lines = {l.get("sha256") for l in self.parsed()} if set(shas) <= set(got) else set()
+            lines = {l.get("sha256") for l in self.parsed()}
             if set(shas) <= set(got) and set(shas) <= lines:
                 return got
             if time.time() > end:
