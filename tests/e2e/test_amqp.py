@@ -113,7 +113,11 @@ class StalledBroker(CollectorTestCase):
         # comes: librabbitmq waits for it with no deadline, so the read is
         # watched as the mails' channel's is (review: it was not).
         self.start("return2", parsed_routing_key="p")
-        time.sleep(1)       # the return is read (nothing outside shows it)
+        # The return is read: sent by the broker, and nothing of it left in
+        # the daemon's receive queue (a fixed 1 s stood for it: on a slow
+        # machine the SIGTERM came first and the test passed without a read).
+        self.wait(self.broker.returned.is_set, 20, "the basic.return sent")
+        self.wait(lambda: self.unread_by_daemon() == 0, 20, "the basic.return read")
         self.sigterm_exits_within(5)
 
     def test_sigterm_during_a_hung_tls_handshake_exits_promptly(self):
@@ -139,6 +143,17 @@ class StalledBroker(CollectorTestCase):
             for c in conns:
                 c.close()
             ls.close()
+
+    def unread_by_daemon(self):
+        """Bytes waiting in the receive queue of the daemon's connection to
+        the broker (/proc/net/tcp rx_queue); None before it is there."""
+        mine = harness._socket_inodes(self.c.pid)
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                w = line.split()
+                if int(w[2].split(":")[1], 16) == self.broker.port and w[9] in mine:
+                    return int(w[4].split(":")[1], 16)
+        return None
 
     def test_sigterm_during_a_hung_handshake_exits_promptly(self):
         # the login waits for the broker's answer (bounded by timeout: 30 s)

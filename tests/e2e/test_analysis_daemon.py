@@ -76,16 +76,22 @@ class AnalysisDaemon(CollectorTestCase):
         return self.c._jsonl(self.parsed_path())
 
     def wait_parsed(self, shas, timeout=30):
-        """Wait until every sha256 in shas has a fosr.mail.parsed event."""
+        """Wait until every sha256 in shas has a fosr.mail.parsed event and
+        its line in parsed.jsonl: the worker writes the event first, then
+        appends the document, so the event alone does not say the line is
+        there yet (a test reading parsed.jsonl after the event alone missed
+        the last mail's line when the worker was preempted in between)."""
         end = time.time() + timeout * self.slow
         while True:
             got = {e.get("sha256"): e for e in self.c.events()
                    if e.get("eventid") == "fosr.mail.parsed"}
-            if set(shas) <= set(got):
+            lines = {l.get("sha256") for l in self.parsed()}
+            if set(shas) <= set(got) and set(shas) <= lines:
                 return got
             if time.time() > end:
-                raise AssertionError("parsed %d of %d mails within %ss:\n%s"
+                raise AssertionError("parsed %d of %d mails within %ss (%d in %s):\n%s"
                                      % (len(set(shas) & set(got)), len(set(shas)), timeout,
+                                        len(set(shas) & lines), self.parsed_path(),
                                         self.c.stderr_tail()))
             time.sleep(0.05)
 

@@ -254,7 +254,13 @@ class LogRotate(CollectorTestCase):
         self.assertEqual(len({e["queue_id"] for e in evs}), len(sent), "an event twice")
         # the spool: every file there before is still there, the same file
         after = self.spool_files()
+        segs = os.path.join(self.c.spool_dir, "segments")
         for p, ino in before.items():
+            # A sealed segment of the write-ahead log is deleted by the
+            # spool's checkpoint thread (35 s after its seal, sooner when
+            # asked): gone is its normal end, replaced never.
+            if p not in after and os.path.dirname(p) == segs:
+                continue
             self.assertEqual(after.get(p), ino, "spool file %s moved or replaced" % p)
         self.assertEqual([p for p in after if re.search(r"\.gz$|\.json\.\d+$|-\d{8}$", p)], [])
 

@@ -734,6 +734,13 @@ class TestCapsRestart(RelayCase):
         self.assertEqual(d["verdict"], "dry-run", d)
         d = self.verdict(probe(301), LONG_RCPT)
         self.assertEqual(d["verdict"], "dry-run", d)
+        # The decision is announced when the caps are reserved in memory; the
+        # reservation is durable when the result comes (the relay worker's
+        # write and fdatasync of the caps line in between): a kill -9 between
+        # the two rightly forgets it, and the caps after the restart did not
+        # count that probe.
+        for n in (300, 301):
+            self.assertEqual(self.result(sha256_hex(probe(n)))["status"], "dry-run")
         self.c.kill9()
         self.c.start()
         # Dot-atom forms reach the caps, keyed in canonical form; quoted or
