@@ -734,6 +734,12 @@ class TestCapsRestart(RelayCase):
         self.assertEqual(d["verdict"], "dry-run", d)
         d = self.verdict(probe(301), LONG_RCPT)
         self.assertEqual(d["verdict"], "dry-run", d)
+        # The decision is logged when the reservation is counted in memory;
+        # the relay's worker writes it to the caps journal after, and only
+        # then is the result logged (a kill -9 before that sent nothing, so
+        # rightly counts nothing).  The results are waited for.
+        for n in (300, 301):
+            self.assertEqual(self.result(sha256_hex(probe(n)))["status"], "dry-run")
         self.c.kill9()
         self.c.start()
         # Dot-atom forms reach the caps, keyed in canonical form; quoted or
