@@ -128,10 +128,14 @@ class StalledBroker(CollectorTestCase):
         ls.bind((HOST, 0))
         ls.listen(4)
         conns = []
+        # A CA of its own: a fresh Debian root has no system bundle
+        # (ca-certificates), and without one no connection is even tried.
+        ca, _, _ = make_ca(self.tmpdir)
         try:
             self.c = Collector(self.tmpdir, config={"amqp": {
                 "host": HOST, "port": ls.getsockname()[1], "user": "u", "password": "p",
-                "exchange": "x", "routing_key": "k", "timeout": 30, "tls": True}})
+                "exchange": "x", "routing_key": "k", "timeout": 30, "tls": True,
+                "ca_file": ca}})
             self.c.start()
             ls.settimeout(20 * self.slow)
             c, _ = ls.accept()
