@@ -777,19 +777,13 @@ aw_parsed_open(struct aw *w, char *err, size_t errlen)
 static int
 aw_spool_dirsync(struct aw *w)
 {
-	int dfd, r, e;
+	int e;
 
 	if ((e = TESTHOOK("parsed_dirsync", "")) != 0) {
 		errno = e;
 		return -1;
 	}
-	if ((dfd = open(w->spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
-		return -1;
-	r = fsync(dfd);
-	e = errno;
-	close(dfd);
-	errno = e;
-	return r;
+	return util_fsync_dir(w->spool);
 }
 
 /* The live file's lines up to parsed_len are durable: readers may take them. */

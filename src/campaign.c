@@ -221,7 +221,7 @@ campaigns_save(struct campaigns *cp, char *err, size_t errlen)
 {
 	char tmp[4096], dir[4096], *buf = NULL;
 	size_t len = 0, cap, i;
-	int fd = -1, dfd, n, rc = -1;
+	int fd = -1, n, rc = -1;
 
 	if (cp->path == NULL || !cp->dirty)
 		return 0;
@@ -260,14 +260,10 @@ campaigns_save(struct campaigns *cp, char *err, size_t errlen)
 	}
 	/* The rename is durable once the directory is synced. */
 	snprintf(dir, sizeof(dir), "%s", cp->path);
-	if ((dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
-	    fsync(dfd) == -1) {
+	if (util_fsync_dir(dirname(dir)) == -1) {
 		snprintf(err, errlen, "%s: fsync: %s", dir, strerror(errno));
-		if (dfd != -1)
-			close(dfd);
 		goto out;
 	}
-	close(dfd);
 	cp->dirty = false;
 	rc = 0;
 out:

@@ -30,7 +30,6 @@
 
 static void	 cursor_save(struct outbox_cursor *);
 static bool	 cursor_is_open(dev_t, ino_t, const char *file);
-static int	 ob_fsync_dir(const char *);
 static void	 cursor_tmp_remove(const struct outbox_cursor *);
 static bool	 cursor_tmp_stale(int, dev_t, ino_t, const char *, const char *);
 
@@ -164,7 +163,7 @@ cursor_save(struct outbox_cursor *c)
 	if ((slash = strrchr(dir, '/')) != NULL) {
 		*slash = '\0';
 		if ((e = TESTHOOK("cursor_dirsync", c->name)) != 0 ||
-		    ob_fsync_dir(dir) == -1) {
+		    util_fsync_dir(dir) == -1) {
 			log_series(&c->save_fail, LOG_LVL_WARN, "%s: cursor=%s: fsync %s "
 			    "failed: %s; saved again next time", c->ob->who,
 			    c->cursor_path, dir, strerror(e != 0 ? e : errno));
@@ -174,21 +173,6 @@ cursor_save(struct outbox_cursor *c)
 	c->dirty = false;
 	log_series_end(&c->save_fail, LOG_LVL_INFO, "%s: cursor=%s saved again",
 	    c->ob->who, c->cursor_path);
-}
-
-/* fsync a directory (a rename in it is durable); 0 or -1 (errno). */
-static int
-ob_fsync_dir(const char *dir)
-{
-	int fd, r, e;
-
-	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
-		return -1;
-	r = fsync(fd);
-	e = errno;
-	close(fd);
-	errno = e;
-	return r;
 }
 
 /*
@@ -217,8 +201,8 @@ outbox_cursor_restore(struct outbox_cursor *c)
 		return;
 	}
 	/* Not synced: after a power cut it is in stale/ again, restored again. */
-	(void)ob_fsync_dir(c->ob->cursor_dir);
-	(void)ob_fsync_dir(stale);
+	(void)util_fsync_dir(c->ob->cursor_dir);
+	(void)util_fsync_dir(stale);
 	log_info("%s: cursor of \"%s\" restored from %s: the output is configured "
 	    "again and resumes where it stopped", c->ob->who, c->name, stale);
 }
@@ -359,8 +343,8 @@ outbox_set_aside_stale(const char *dir)
 	closedir(d);
 	/* Not synced: after a power cut they are in dir again, moved again. */
 	if (moved > 0) {
-		(void)ob_fsync_dir(stale);
-		(void)ob_fsync_dir(dir);
+		(void)util_fsync_dir(stale);
+		(void)util_fsync_dir(dir);
 	}
 	return moved;
 }

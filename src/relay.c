@@ -636,7 +636,7 @@ static void
 relay_do_record(struct relay_job *j)
 {
 	char path[PATH_MAX + 96], tmp[PATH_MAX + 128];
-	int fd, dfd;
+	int fd;
 
 	j->io_rc = -1;
 	snprintf(path, sizeof(path), "%s/%s.json", j->r->dir, j->rec->sha256);
@@ -658,11 +658,8 @@ relay_do_record(struct relay_job *j)
 		unlink(tmp);
 		return;
 	}
-	if ((dfd = open(j->r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
-		if (fsync(dfd) == 0)
-			j->io_rc = 0;
-		close(dfd);
-	}
+	if (util_fsync_dir(j->r->dir) == 0)
+		j->io_rc = 0;
 	if (j->io_rc == -1)
 		snprintf(j->err, sizeof(j->err), "%.300s: fsync: %s", j->r->dir, strerror(errno));
 }

@@ -304,7 +304,7 @@ static int
 caps_rewrite(struct relay_caps *c, const char *buf, size_t len, char *err, size_t errlen)
 {
 	char tmp[PATH_MAX + 8], dir[PATH_MAX], *sl;
-	int fd, dfd;
+	int fd;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", c->path);
 	if ((fd = open(tmp, O_RDWR | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0640)) == -1) {
@@ -325,14 +325,10 @@ caps_rewrite(struct relay_caps *c, const char *buf, size_t len, char *err, size_
 	snprintf(dir, sizeof(dir), "%s", c->path);
 	if ((sl = strrchr(dir, '/')) != NULL)
 		*sl = '\0';
-	if ((dfd = open(sl ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
-	    fsync(dfd) == -1) {
+	if (util_fsync_dir(sl ? dir : ".") == -1) {
 		snprintf(err, errlen, "%s: fsync: %s", dir, strerror(errno));
-		if (dfd != -1)
-			close(dfd);
 		return -1;
 	}
-	close(dfd);
 	return 0;
 }
 
@@ -458,7 +454,7 @@ relay_caps_open(const char *dir, const char *name,
 {
 	struct relay_caps *c;
 	struct stat fst, pst;
-	int fd, dfd, tries;
+	int fd, tries;
 	bool created;
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
@@ -523,17 +519,14 @@ relay_caps_open(const char *dir, const char *name,
 		c->fd = -1;
 	}
 	if (created) {
-		if (fsync(fd) == -1 ||
-		    (dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
+		if (fsync(fd) == -1) {
 			snprintf(err, errlen, "%s: %s", c->path, strerror(errno));
 			goto fail;
 		}
-		if (fsync(dfd) == -1) {
+		if (util_fsync_dir(dir) == -1) {
 			snprintf(err, errlen, "%s: fsync: %s", dir, strerror(errno));
-			close(dfd);
 			goto fail;
 		}
-		close(dfd);
 	}
 	if (caps_load(c, fd, true, err, errlen) == -1)
 		goto fail;

@@ -300,7 +300,7 @@ spool_open_journal(struct spool *sp, const char **what)
 		closedir(d);
 	/* The journal's and the subdirectories' names must be durable too. */
 	*what = sp->dir;
-	if (spool_fsync_dir(sp->dir) == -1)
+	if (util_fsync_dir(sp->dir) == -1)
 		return -1;
 	return 0;
 }

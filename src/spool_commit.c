@@ -428,24 +428,6 @@ spool_write_tmp(struct spool *sp, struct spool_msg *m)
 	return 0;
 }
 
-/* fsync a directory by path; 0 or -1 (errno). */
-int
-spool_fsync_dir(const char *path)
-{
-	int	fd, e;
-
-	if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
-		return -1;
-	if (fsync(fd) == -1) {
-		e = errno;
-		close(fd);
-		errno = e;
-		return -1;
-	}
-	close(fd);
-	return 0;
-}
-
 /*
  * Append the records of the group's small messages to the segment log and
  * make them durable (disk full: see spool_seg_append()).  0 or -1 (errno),

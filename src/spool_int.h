@@ -147,7 +147,6 @@ void	 spool_wrote(struct spool *, uint64_t bytes);
 void	 spool_want_checkpoint(struct spool *);
 void	*spool_worker(void *arg);
 int	 spool_write_tmp(struct spool *, struct spool_msg *);
-int	 spool_fsync_dir(const char *path);
 
 /* spool_journal.c */
 int	 spool_repair_journal(int fd, off_t *lenp);

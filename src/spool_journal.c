@@ -109,7 +109,7 @@ spool_journal_append(struct spool *sp, struct spool_msgq *q)
 	 */
 	if (sp->journal_dirsync) {
 		if ((e = TESTHOOK("journal_dirsync", "")) != 0 ||
-		    spool_fsync_dir(sp->dir) == -1) {
+		    util_fsync_dir(sp->dir) == -1) {
 			if (e == 0)
 				e = errno;
 			free(buf);
@@ -217,7 +217,7 @@ spool_journal_rotate(struct spool *sp)
 		return;
 	}
 	/* The new file's name on disk: else no line in it is acknowledged. */
-	if ((e = TESTHOOK("journal_dirsync", "")) != 0 || spool_fsync_dir(sp->dir) == -1) {
+	if ((e = TESTHOOK("journal_dirsync", "")) != 0 || util_fsync_dir(sp->dir) == -1) {
 		log_warn("spool: journal rotation: fsync %s: %s; again before the next "
 		    "append", sp->dir, strerror(e != 0 ? e : errno));
 		sp->journal_dirsync = true;

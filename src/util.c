@@ -5,6 +5,7 @@
  * bytes) is an environment failure and ends the process with a message.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -188,6 +189,21 @@ util_queue_id(char *buf, size_t len)
 		buf[i] = hex[v];
 	}
 	buf[n] = '\0';
+}
+
+/* fsync a directory: a rename or a creation in it is then durable.  0, or -1 (errno). */
+int
+util_fsync_dir(const char *path)
+{
+	int	fd, r, e;
+
+	if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	r = fsync(fd);
+	e = errno;
+	close(fd);
+	errno = e;
+	return r;
 }
 
 /* write(2) all of buf, retrying on EINTR and short writes; 0 or -1 (errno). */

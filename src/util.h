@@ -40,6 +40,7 @@ int	util_mkdirs(const char *path, unsigned mode);
 
 /* write(2) all of buf, retrying on EINTR and short writes; 0 or -1 (errno, EIO for 0). */
 int	util_write_all(int fd, const void *buf, size_t len);
+int	util_fsync_dir(const char *path);
 /*
  * Make *buf (of *cap bytes, malloc'ed or NULL) hold at least need bytes:
  * doubling from min, never past max (0: no bound), overflow-safe.  0, or

@@ -1,5 +1,6 @@
 /* Unit tests for util.c: number parsing, randomness, queue ids, hex, base64, mkdirs. */
 #include <errno.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -388,6 +389,28 @@ test_net_scope(void **state)
 	assert_int_equal(util_net_scope_str("example.org", out, sizeof(out)), -1);
 }
 
+/* A directory is synced; a missing path or a file is an error with its errno. */
+static void
+test_fsync_dir(void **state)
+{
+	char dir[] = "/tmp/test_util_dir.XXXXXX", file[PATH_MAX];
+	FILE *f;
+
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(util_fsync_dir(dir), 0);
+	snprintf(file, sizeof(file), "%s/f", dir);
+	assert_non_null(f = fopen(file, "w"));
+	fclose(f);
+	errno = 0;
+	assert_int_equal(util_fsync_dir(file), -1);
+	assert_int_equal(errno, ENOTDIR);
+	unlink(file);
+	rmdir(dir);
+	errno = 0;
+	assert_int_equal(util_fsync_dir(dir), -1);
+	assert_int_equal(errno, ENOENT);
+}
+
 int
 main(void)
 {
@@ -408,6 +431,7 @@ main(void)
 		cmocka_unit_test(test_mkdirs),
 		cmocka_unit_test(test_grow),
 		cmocka_unit_test(test_net_scope),
+		cmocka_unit_test(test_fsync_dir),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
