@@ -533,8 +533,7 @@ spool_hold(struct spool *sp, int64_t delta)
 	if (delta >= 0) {
 		sp->held_bytes += (uint64_t)delta;
 		spool_wrote(sp, (uint64_t)delta);
-	}
-	else if ((uint64_t)-delta <= sp->held_bytes)
+	} else if ((uint64_t)-delta <= sp->held_bytes)
 		sp->held_bytes -= (uint64_t)-delta;
 	else
 		sp->held_bytes = 0;

@@ -906,6 +906,17 @@ class CollectorTestCase(unittest.TestCase):
         if self.autostart:
             self.c.start()
 
+    def wait(self, pred, timeout, what):
+        """Until pred() is true, at most timeout seconds (times the build's
+        slowness); else fail naming what and the daemon's stderr tail."""
+        end = time.time() + timeout * self.slow
+        while time.time() < end:
+            if pred():
+                return
+            time.sleep(0.05)
+        raise AssertionError("%s not reached within %ss\ncollector:\n%s"
+                             % (what, timeout, self.c.stderr_tail()))
+
     def client(self, name="smtp", **kw):
         """A connected SMTPRaw (banner read) closed at tearDown."""
         cl = self.c.connect(name, **kw)

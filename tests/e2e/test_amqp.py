@@ -81,15 +81,6 @@ class StalledBroker(CollectorTestCase):
         self.c.start()
         self.wait(lambda: self.broker.handshakes >= 1, 20, "the handshake")
 
-    def wait(self, pred, timeout, what):
-        end = time.time() + timeout * self.slow
-        while time.time() < end:
-            if pred():
-                return
-            time.sleep(0.1)
-        raise AssertionError("%s not reached within %ss\ncollector:\n%s"
-                             % (what, timeout, self.c.stderr_tail()))
-
     def sigterm_exits_within(self, seconds):
         t0 = time.time()
         self.c.signal(signal.SIGTERM)
@@ -487,15 +478,6 @@ class BrokerNameNoAnswer(CollectorTestCase):
             "exchange": "x", "routing_key": "k", "timeout": timeout,
             "dns_server": self.dns.address}})
         self.c.start()
-
-    def wait(self, pred, timeout, what):
-        end = time.time() + timeout * self.slow
-        while time.time() < end:
-            if pred():
-                return
-            time.sleep(0.05)
-        raise AssertionError("%s not reached within %ss\ncollector:\n%s"
-                             % (what, timeout, self.c.stderr_tail()))
 
     def lookups(self):
         """When each lookup began: A questions for dead.test more than 1.5 s

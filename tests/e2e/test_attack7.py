@@ -39,15 +39,6 @@ class HungConnect(CollectorTestCase):
         self.c = Collector(self.tmpdir, config={"amqp": a})
         self.c.start()
 
-    def wait(self, pred, timeout, what):
-        end = time.time() + timeout * self.slow
-        while time.time() < end:
-            if pred():
-                return
-            time.sleep(0.05)
-        raise AssertionError("%s not reached within %ss\ncollector:\n%s"
-                             % (what, timeout, self.c.stderr_tail()))
-
     # Not fixed (s7-attack7 report): the TCP connect runs inside librabbitmq's
     # open, on a socket the watchdog never sees (0.11 has no set_sockfd for
     # TLS); the stop waits for amqp.timeout (up to 3600 s; the unit's
@@ -102,15 +93,6 @@ class Renegotiation(CollectorTestCase):
         if self.ls is not None:
             self.ls.close()
         super().tearDown()
-
-    def wait(self, pred, timeout, what):
-        end = time.time() + timeout * self.slow
-        while time.time() < end:
-            if pred():
-                return
-            time.sleep(0.05)
-        raise AssertionError("%s not reached within %ss\ncollector:\n%s"
-                             % (what, timeout, self.c.stderr_tail()))
 
     def test_sigterm_during_the_handshake_after_a_renegotiation_exits_promptly(self):
         import os
